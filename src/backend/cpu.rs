@@ -1,0 +1,430 @@
+//! The CPU backend: plain Rust, single-threaded, the reference every other backend is judged
+//! against.
+//!
+//! Correctness first and readable, without waste: work buffers are allocated once per run
+//! (or per call for the stateless operations) and reused for every batch; matrices are flat
+//! row-major slices and the loops run along contiguous rows. The mixture head is evaluated in
+//! `f64` per row ([`crate::mixture`]); the dense layers in `f32` like the GPU.
+
+use crate::backend::{
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
+};
+use crate::error::{Error, Result};
+use crate::layout::{Activation, Arch, LayerShape};
+use crate::mixture::Mixture;
+
+/// Rows evaluated at a time by forward-only passes (evaluation, validation, prediction).
+const EVAL_CHUNK: usize = 4096;
+
+/// The CPU reference backend.
+#[derive(Default)]
+pub struct CpuBackend {
+    run: Option<Run>,
+}
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend { run: None }
+    }
+}
+
+/// State of a training run.
+struct Run {
+    net: Net,
+    params: Vec<f32>,
+    best: Vec<f32>,
+    grad: Vec<f32>,
+    adam: AdamState,
+    train_x: Vec<f32>,
+    train_y: Vec<f32>,
+    train_rows: usize,
+    val: Option<(Vec<f32>, Vec<f32>, usize)>,
+    ws: Workspace,
+}
+
+/// The architecture with its layer offsets resolved once.
+struct Net {
+    arch: Arch,
+    layers: Vec<LayerShape>,
+    mix: Mixture,
+}
+
+impl Net {
+    fn new(arch: &Arch) -> Result<Net> {
+        arch.validate()?;
+        Ok(Net {
+            arch: arch.clone(),
+            layers: arch.layers(),
+            mix: Mixture { k: arch.components, d: arch.targets, floor: arch.sigma_floor as f64 },
+        })
+    }
+
+    fn check_params(&self, params: &[f32]) -> Result<()> {
+        let n = self.arch.param_count();
+        if params.len() != n {
+            return Err(Error::config(format!(
+                "parameter buffer has {} values but the architecture needs {n}",
+                params.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_data(&self, x: &[f32], y: Option<&[f32]>, rows: usize) -> Result<()> {
+        if x.len() != rows * self.arch.inputs {
+            return Err(Error::config(format!(
+                "input buffer has {} values, expected {rows} rows x {} features",
+                x.len(),
+                self.arch.inputs
+            )));
+        }
+        if let Some(y) = y {
+            if y.len() != rows * self.arch.targets {
+                return Err(Error::config(format!(
+                    "target buffer has {} values, expected {rows} rows x {} targets",
+                    y.len(),
+                    self.arch.targets
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Work buffers for up to `cap` rows.
+struct Workspace {
+    cap: usize,
+    /// Gathered batch inputs and targets.
+    x: Vec<f32>,
+    y: Vec<f32>,
+    /// Output of every layer (after the activation for hidden layers; the head's raw outputs
+    /// last), `cap * width` each.
+    acts: Vec<Vec<f32>>,
+    /// Gradient with respect to the current layer's pre-activation, and the one below.
+    delta: Vec<f32>,
+    delta_below: Vec<f32>,
+    /// K values for the mixture's per-component log terms.
+    scratch: Vec<f64>,
+}
+
+impl Workspace {
+    fn new(net: &Net, cap: usize) -> Workspace {
+        let maxw = net.arch.max_width();
+        Workspace {
+            cap,
+            x: vec![0.0; cap * net.arch.inputs],
+            y: vec![0.0; cap * net.arch.targets],
+            acts: net.layers.iter().map(|l| vec![0.0; cap * l.outputs]).collect(),
+            delta: vec![0.0; cap * maxw],
+            delta_below: vec![0.0; cap * maxw],
+            scratch: vec![0.0; net.arch.components],
+        }
+    }
+}
+
+/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
+fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_out: usize, out: &mut [f32]) {
+    for r in 0..rows {
+        let out_row = &mut out[r * n_out..(r + 1) * n_out];
+        out_row.copy_from_slice(b);
+        let a_row = &a[r * n_in..(r + 1) * n_in];
+        for (i, &ai) in a_row.iter().enumerate() {
+            if ai == 0.0 {
+                continue;
+            }
+            let w_row = &w[i * n_out..(i + 1) * n_out];
+            for (o, &wio) in out_row.iter_mut().zip(w_row) {
+                *o += ai * wio;
+            }
+        }
+    }
+}
+
+/// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
+fn dense_weight_grad(a: &[f32], dz: &[f32], rows: usize, n_in: usize, n_out: usize, dw: &mut [f32], db: &mut [f32]) {
+    dw.fill(0.0);
+    db.fill(0.0);
+    for r in 0..rows {
+        let dz_row = &dz[r * n_out..(r + 1) * n_out];
+        for (d, &g) in db.iter_mut().zip(dz_row) {
+            *d += g;
+        }
+        let a_row = &a[r * n_in..(r + 1) * n_in];
+        for (i, &ai) in a_row.iter().enumerate() {
+            if ai == 0.0 {
+                continue;
+            }
+            let dw_row = &mut dw[i * n_out..(i + 1) * n_out];
+            for (d, &g) in dw_row.iter_mut().zip(dz_row) {
+                *d += ai * g;
+            }
+        }
+    }
+}
+
+/// `da[r][i] = sum_o dz[r][o] * w[i][o]`.
+fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize, da: &mut [f32]) {
+    for r in 0..rows {
+        let dz_row = &dz[r * n_out..(r + 1) * n_out];
+        for i in 0..n_in {
+            let w_row = &w[i * n_out..(i + 1) * n_out];
+            da[r * n_in + i] = dz_row.iter().zip(w_row).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+/// Forward pass of `rows` inputs `x` through every layer into `acts`.
+fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut [Vec<f32>]) {
+    for (l, layer) in net.layers.iter().enumerate() {
+        let (below, rest) = acts.split_at_mut(l);
+        let input: &[f32] = if l == 0 { x } else { &below[l - 1] };
+        let out = &mut rest[0][..rows * layer.outputs];
+        let w = &params[layer.weights..layer.weights + layer.weight_count()];
+        let b = &params[layer.bias..layer.bias + layer.outputs];
+        dense_forward(input, w, b, rows, layer.inputs, layer.outputs, out);
+        if layer.activated {
+            let act = net.arch.activation;
+            for v in out.iter_mut() {
+                *v = act.apply(*v);
+            }
+        }
+    }
+}
+
+/// Sum over rows of the log-likelihood; when `delta` is given, writes `scale * d(-loglik)/dh`
+/// for every row's head outputs into it.
+fn head(net: &Net, h: &[f32], y: &[f32], rows: usize, scratch: &mut [f64], mut delta: Option<&mut [f32]>, scale: f64, per_row: Option<&mut Vec<f64>>) -> f64 {
+    let (p, d) = (net.mix.width(), net.arch.targets);
+    let mut sum = 0.0;
+    let mut per_row = per_row;
+    for r in 0..rows {
+        let g = delta.as_deref_mut().map(|dl| &mut dl[r * p..(r + 1) * p]);
+        let ll = net.mix.loglik(&h[r * p..(r + 1) * p], &y[r * d..(r + 1) * d], scratch, g, scale);
+        if let Some(v) = per_row.as_deref_mut() {
+            v.push(ll);
+        }
+        sum += ll;
+    }
+    sum
+}
+
+/// Backward pass: from `ws.delta` (gradient at the head outputs, `rows * P`) to `grad`
+/// (flat layout), plus the L2 term. Returns the L2 penalty.
+fn backward(net: &Net, params: &[f32], x: &[f32], rows: usize, ws: &mut Workspace, grad: &mut [f32], l2: f32) -> f64 {
+    let act: Activation = net.arch.activation;
+    for l in (0..net.layers.len()).rev() {
+        let layer = net.layers[l];
+        let input: &[f32] = if l == 0 { x } else { &ws.acts[l - 1] };
+        let (dw, db) = grad[layer.weights..layer.bias + layer.outputs].split_at_mut(layer.weight_count());
+        dense_weight_grad(input, &ws.delta, rows, layer.inputs, layer.outputs, dw, db);
+        if l > 0 {
+            let w = &params[layer.weights..layer.weights + layer.weight_count()];
+            dense_input_grad(&ws.delta, w, rows, layer.inputs, layer.outputs, &mut ws.delta_below);
+            // Through the activation of the layer below (its outputs are ws.acts[l - 1]).
+            let a = &ws.acts[l - 1][..rows * layer.inputs];
+            for (d, &av) in ws.delta_below[..rows * layer.inputs].iter_mut().zip(a) {
+                *d *= act.derivative_from_output(av);
+            }
+            std::mem::swap(&mut ws.delta, &mut ws.delta_below);
+        }
+    }
+    l2_term(net, params, grad, l2)
+}
+
+/// Adds `2 * l2 * W` to the kernel gradients; returns `l2 * sum(W^2)`.
+fn l2_term(net: &Net, params: &[f32], grad: &mut [f32], l2: f32) -> f64 {
+    if l2 == 0.0 {
+        return 0.0;
+    }
+    let mut penalty = 0.0f64;
+    for layer in &net.layers {
+        let range = layer.weights..layer.weights + layer.weight_count();
+        for (g, &w) in grad[range.clone()].iter_mut().zip(&params[range]) {
+            *g += 2.0 * l2 * w;
+            penalty += (w as f64) * (w as f64);
+        }
+    }
+    l2 as f64 * penalty
+}
+
+/// One Adam step over the flat buffers.
+fn adam(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamStepConstants) {
+    for i in 0..params.len() {
+        let g = grad[i];
+        m[i] = c.beta1 * m[i] + (1.0 - c.beta1) * g;
+        v[i] = c.beta2 * v[i] + (1.0 - c.beta2) * g * g;
+        let m_hat = m[i] * c.bias1;
+        let v_hat = v[i] * c.bias2;
+        params[i] -= c.lr * m_hat / (v_hat.sqrt() + c.eps);
+    }
+}
+
+/// Mean NLL (standardised units) of a whole data set, evaluated in chunks.
+fn mean_nll(net: &Net, params: &[f32], x: &[f32], y: &[f32], rows: usize, ws: &mut Workspace) -> f64 {
+    let (d_in, d_out) = (net.arch.inputs, net.arch.targets);
+    let mut sum = 0.0;
+    let mut start = 0;
+    while start < rows {
+        let n = (rows - start).min(ws.cap);
+        forward(net, params, &x[start * d_in..(start + n) * d_in], n, &mut ws.acts);
+        let h = ws.acts.last().unwrap();
+        sum += head(net, h, &y[start * d_out..(start + n) * d_out], n, &mut ws.scratch, None, 0.0, None);
+        start += n;
+    }
+    -sum / rows as f64
+}
+
+impl Backend for CpuBackend {
+    fn name(&self) -> String {
+        "cpu".to_string()
+    }
+
+    fn start(&mut self, arch: &Arch, params: &[f32], train: DataRef<'_>, val: Option<DataRef<'_>>) -> Result<()> {
+        let net = Net::new(arch)?;
+        net.check_params(params)?;
+        net.check_data(train.x, Some(train.y), train.rows)?;
+        if let Some(v) = &val {
+            net.check_data(v.x, Some(v.y), v.rows)?;
+        }
+        let n = params.len();
+        // Sized for training batches and for chunked validation; grown on demand.
+        let ws = Workspace::new(&net, 256);
+        self.run = Some(Run {
+            params: params.to_vec(),
+            best: params.to_vec(),
+            grad: vec![0.0; n],
+            adam: AdamState::new(n),
+            train_x: train.x.to_vec(),
+            train_y: train.y.to_vec(),
+            train_rows: train.rows,
+            val: val.map(|v| (v.x.to_vec(), v.y.to_vec(), v.rows)),
+            ws,
+            net,
+        });
+        Ok(())
+    }
+
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        let run = self.run.as_mut().ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
+        if cfg.batch_size == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
+            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train_rows)));
+        }
+        if run.ws.cap < cfg.batch_size {
+            run.ws = Workspace::new(&run.net, cfg.batch_size);
+        }
+        let (d_in, d_out, p) = (run.net.arch.inputs, run.net.arch.targets, run.net.arch.head_width());
+        let mut nll_sum = 0.0;
+        let mut finite = true;
+        let mut steps = 0;
+        for batch in order.chunks(cfg.batch_size) {
+            let b = batch.len();
+            let ws = &mut run.ws;
+            for (slot, &row) in batch.iter().enumerate() {
+                let row = row as usize;
+                ws.x[slot * d_in..(slot + 1) * d_in].copy_from_slice(&run.train_x[row * d_in..(row + 1) * d_in]);
+                ws.y[slot * d_out..(slot + 1) * d_out].copy_from_slice(&run.train_y[row * d_out..(row + 1) * d_out]);
+            }
+            forward(&run.net, &run.params, &ws.x, b, &mut ws.acts);
+            let h = ws.acts.last().unwrap();
+            let ll = head(&run.net, h, &ws.y, b, &mut ws.scratch, Some(&mut ws.delta[..b * p]), 1.0 / b as f64, None);
+            nll_sum -= ll;
+            finite &= ll.is_finite();
+            let x = std::mem::take(&mut ws.x);
+            backward(&run.net, &run.params, &x, b, ws, &mut run.grad, cfg.l2);
+            ws.x = x;
+            run.adam.step += 1;
+            let c = AdamStepConstants::new(cfg, run.adam.step);
+            adam(&mut run.params, &run.grad, &mut run.adam.m, &mut run.adam.v, &c);
+            steps += 1;
+        }
+        finite &= run.params.iter().all(|v| v.is_finite());
+        let val_nll = run.val.as_ref().map(|(x, y, rows)| mean_nll(&run.net, &run.params, x, y, *rows, &mut run.ws));
+        if let Some(v) = val_nll {
+            finite &= v.is_finite();
+        }
+        Ok(EpochStats { train_nll: nll_sum / order.len().max(1) as f64, val_nll, finite, steps })
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        let run = self.run.as_mut().ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
+        run.best.copy_from_slice(&run.params);
+        Ok(())
+    }
+
+    fn best_params(&mut self) -> Result<Vec<f32>> {
+        let run = self.run.as_ref().ok_or_else(|| Error::Backend("best_params called before start".into()))?;
+        Ok(run.best.clone())
+    }
+
+    fn current_params(&mut self) -> Result<Vec<f32>> {
+        let run = self.run.as_ref().ok_or_else(|| Error::Backend("current_params called before start".into()))?;
+        Ok(run.params.clone())
+    }
+
+    fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let net = Net::new(arch)?;
+        net.check_params(params)?;
+        net.check_data(x, None, rows)?;
+        let p = arch.head_width();
+        let mut ws = Workspace::new(&net, rows.clamp(1, EVAL_CHUNK));
+        let mut out = Vec::with_capacity(rows * p);
+        let mut start = 0;
+        while start < rows {
+            let n = (rows - start).min(ws.cap);
+            forward(&net, params, &x[start * arch.inputs..(start + n) * arch.inputs], n, &mut ws.acts);
+            out.extend_from_slice(&ws.acts.last().unwrap()[..n * p]);
+            start += n;
+        }
+        Ok(out)
+    }
+
+    fn loglik(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize) -> Result<Vec<f64>> {
+        let net = Net::new(arch)?;
+        net.check_params(params)?;
+        net.check_data(x, Some(y), rows)?;
+        let mut ws = Workspace::new(&net, rows.clamp(1, EVAL_CHUNK));
+        let mut out = Vec::with_capacity(rows);
+        let (d_in, d_out) = (arch.inputs, arch.targets);
+        let mut start = 0;
+        while start < rows {
+            let n = (rows - start).min(ws.cap);
+            forward(&net, params, &x[start * d_in..(start + n) * d_in], n, &mut ws.acts);
+            let h = ws.acts.last().unwrap();
+            head(&net, h, &y[start * d_out..(start + n) * d_out], n, &mut ws.scratch, None, 0.0, Some(&mut out));
+            start += n;
+        }
+        Ok(out)
+    }
+
+    fn loss_grad(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize, l2: f32) -> Result<LossGrad> {
+        let net = Net::new(arch)?;
+        net.check_params(params)?;
+        net.check_data(x, Some(y), rows)?;
+        if rows == 0 {
+            return Err(Error::config("loss_grad needs at least one row"));
+        }
+        let mut ws = Workspace::new(&net, rows);
+        let p = arch.head_width();
+        forward(&net, params, x, rows, &mut ws.acts);
+        let h = std::mem::take(ws.acts.last_mut().unwrap());
+        let ll = head(&net, &h, y, rows, &mut ws.scratch, Some(&mut ws.delta[..rows * p]), 1.0 / rows as f64, None);
+        *ws.acts.last_mut().unwrap() = h;
+        let mut grad = vec![0.0; params.len()];
+        let penalty = backward(&net, params, x, rows, &mut ws, &mut grad, l2);
+        Ok(LossGrad { nll: -ll / rows as f64, penalty, grad })
+    }
+
+    fn adam_step(&mut self, params: &mut [f32], grad: &[f32], state: &mut AdamState, cfg: &StepConfig) -> Result<()> {
+        let n = params.len();
+        if grad.len() != n || state.m.len() != n || state.v.len() != n {
+            return Err(Error::config("adam_step: parameter, gradient and moment buffers differ in length"));
+        }
+        state.step += 1;
+        let c = AdamStepConstants::new(cfg, state.step);
+        adam(params, grad, &mut state.m, &mut state.v, &c);
+        Ok(())
+    }
+}

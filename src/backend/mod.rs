@@ -1,0 +1,158 @@
+//! The compute backend trait, the one seam between the trainer and the hardware.
+//!
+//! A backend does two kinds of work:
+//!
+//! * **Whole epochs** ([`Backend::start`], [`Backend::train_epoch`], ...): the trainer hands over
+//!   the data once, then each epoch's shuffled row order and hyperparameters, and gets back the
+//!   epoch's statistics. A GPU backend can run a whole epoch without reading anything back
+//!   until the end.
+//! * **Single operations** ([`Backend::forward`], [`Backend::loglik`], [`Backend::loss_grad`],
+//!   [`Backend::adam_step`]): stateless functions of their arguments, so one parity suite can
+//!   compare every backend with the CPU reference operation by operation. Evaluation,
+//!   prediction and sampling use them too.
+//!
+//! Everything a backend sees is in standardised units (see [`crate::model::Scaler`]); the
+//! trainer and the model convert to and from the user's units.
+
+pub mod cpu;
+
+pub use cpu::CpuBackend;
+
+use crate::error::Result;
+use crate::layout::Arch;
+
+/// Adam and regularisation settings for a training step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepConfig {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    /// Added to sqrt(v_hat) in the denominator. 1e-7, as in Keras.
+    pub eps: f32,
+    /// Coefficient of the L2 penalty `l2 * sum(W^2)` over dense kernels (not biases).
+    pub l2: f32,
+    /// Rows per mini-batch; the last batch of an epoch may be smaller.
+    pub batch_size: usize,
+}
+
+impl Default for StepConfig {
+    fn default() -> Self {
+        StepConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, l2: 0.0, batch_size: 256 }
+    }
+}
+
+/// Adam's state in the flat parameter layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdamState {
+    pub m: Vec<f32>,
+    pub v: Vec<f32>,
+    /// Number of steps taken so far (the next step is `step + 1`).
+    pub step: u64,
+}
+
+impl AdamState {
+    pub fn new(n: usize) -> Self {
+        AdamState { m: vec![0.0; n], v: vec![0.0; n], step: 0 }
+    }
+}
+
+/// The constants one Adam step needs, computed on the host in f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamStepConstants {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    /// 1 / (1 - beta1^t)
+    pub bias1: f32,
+    /// 1 / (1 - beta2^t)
+    pub bias2: f32,
+}
+
+impl AdamStepConstants {
+    /// Constants for step number `t` (1-based).
+    pub fn new(cfg: &StepConfig, t: u64) -> Self {
+        let t = t.min(i32::MAX as u64) as i32;
+        AdamStepConstants {
+            lr: cfg.lr,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            bias1: (1.0 / (1.0 - (cfg.beta1 as f64).powi(t))) as f32,
+            bias2: (1.0 / (1.0 - (cfg.beta2 as f64).powi(t))) as f32,
+        }
+    }
+}
+
+/// The mean loss of a batch and its gradient in the flat layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LossGrad {
+    /// Mean negative log-likelihood over the rows (standardised units).
+    pub nll: f64,
+    /// The L2 penalty `l2 * sum(W^2)` included in the gradient.
+    pub penalty: f64,
+    /// Gradient of `nll + penalty` with respect to every parameter.
+    pub grad: Vec<f32>,
+}
+
+/// What one epoch produced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochStats {
+    /// Mean NLL per training row over the epoch's mini-batches, measured before each step
+    /// (standardised units).
+    pub train_nll: f64,
+    /// Mean NLL per validation row after the epoch (standardised units), when a validation set
+    /// was given to [`Backend::start`].
+    pub val_nll: Option<f64>,
+    /// False when any loss, gradient or parameter became NaN or infinite during the epoch.
+    pub finite: bool,
+    /// Adam steps taken in this epoch.
+    pub steps: u64,
+}
+
+/// Training and validation rows, standardised, row-major.
+#[derive(Debug, Clone, Copy)]
+pub struct DataRef<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [f32],
+    pub rows: usize,
+}
+
+/// A compute backend: the CPU reference or a GPU.
+pub trait Backend {
+    /// A human-readable name ("cpu", or the GPU adapter's name).
+    fn name(&self) -> String;
+
+    // ---- whole epochs -------------------------------------------------------------------
+
+    /// Starts a training run: takes the architecture, the initial parameters and the data,
+    /// and resets Adam's state.
+    fn start(&mut self, arch: &Arch, params: &[f32], train: DataRef<'_>, val: Option<DataRef<'_>>) -> Result<()>;
+
+    /// Runs one epoch: mini-batches of `order` (indices of training rows) in sequence, one Adam
+    /// step each, then the validation NLL.
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats>;
+
+    /// Remembers the current parameters as the best so far.
+    fn keep_best(&mut self) -> Result<()>;
+
+    /// The parameters last passed to [`Backend::keep_best`] (or the initial ones).
+    fn best_params(&mut self) -> Result<Vec<f32>>;
+
+    /// The current parameters.
+    fn current_params(&mut self) -> Result<Vec<f32>>;
+
+    // ---- single operations (stateless) --------------------------------------------------
+
+    /// Head outputs (`rows * P`) for `rows` inputs.
+    fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>>;
+
+    /// Per-row log-likelihoods of `y` given `x`.
+    fn loglik(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize) -> Result<Vec<f64>>;
+
+    /// Mean NLL over the rows plus the L2 penalty, and its gradient.
+    fn loss_grad(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize, l2: f32) -> Result<LossGrad>;
+
+    /// One Adam step (number `state.step + 1`) in place.
+    fn adam_step(&mut self, params: &mut [f32], grad: &[f32], state: &mut AdamState, cfg: &StepConfig) -> Result<()>;
+}

@@ -1,0 +1,195 @@
+//! The network's shape and its one flat parameter layout, shared by every backend.
+//!
+//! All parameters of a model live in one `f32` buffer. Layer after layer (the hidden layers,
+//! then the mixture head), each layer stores its weights row-major `[inputs][outputs]`, then
+//! its bias `[outputs]`. Gradients and Adam's two moments use the same layout, so a backend
+//! can update the whole model with one elementwise pass, and the GPU backend uploads the
+//! buffer as it is.
+//!
+//! The head has `P = K + 2*K*D` outputs per row: `[0, K)` mixture logits, `[K, K+K*D)` means
+//! component-major (`K + k*D + j`), `[K+K*D, K+2*K*D)` raw standard deviations, also
+//! component-major, with `sigma = softplus(raw) + sigma_floor`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Hidden-layer activation. The head is linear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    Relu,
+    Tanh,
+}
+
+impl Activation {
+    /// The activation applied to a pre-activation value.
+    #[inline]
+    pub fn apply(self, z: f32) -> f32 {
+        match self {
+            Activation::Relu => z.max(0.0),
+            Activation::Tanh => z.tanh(),
+        }
+    }
+
+    /// The derivative, written in terms of the activation's *output* `a` (which is what the
+    /// forward pass keeps): relu' = [a > 0], tanh' = 1 - a^2.
+    #[inline]
+    pub fn derivative_from_output(self, a: f32) -> f32 {
+        match self {
+            Activation::Relu => {
+                if a > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            Activation::Tanh => 1.0 - a * a,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Tanh => "tanh",
+        }
+    }
+}
+
+/// Default floor added to every standard deviation, in standardised target units. It keeps a
+/// component from collapsing onto a single training point (sigma -> 0, NLL -> -inf).
+pub const DEFAULT_SIGMA_FLOOR: f32 = 1e-4;
+
+/// The architecture of a mixture density network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Arch {
+    /// Number of input features, d.
+    pub inputs: usize,
+    /// Widths of the hidden layers (may be empty: a linear mixture model).
+    pub hidden: Vec<usize>,
+    pub activation: Activation,
+    /// Number of mixture components, K.
+    pub components: usize,
+    /// Target dimension, D.
+    pub targets: usize,
+    /// Added to softplus(raw) for every standard deviation (standardised units).
+    pub sigma_floor: f32,
+}
+
+/// One dense layer's place in the flat buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// Offset of `W[0][0]`; `W[i][o]` is at `weights + i * outputs + o`.
+    pub weights: usize,
+    /// Offset of `b[0]`.
+    pub bias: usize,
+    /// Whether the hidden activation follows (false for the head).
+    pub activated: bool,
+}
+
+impl LayerShape {
+    pub fn weight_count(&self) -> usize {
+        self.inputs * self.outputs
+    }
+}
+
+impl Arch {
+    /// Checks the sizes and returns the architecture.
+    pub fn new(
+        inputs: usize,
+        hidden: Vec<usize>,
+        activation: Activation,
+        components: usize,
+        targets: usize,
+    ) -> Result<Arch> {
+        let arch = Arch { inputs, hidden, activation, components, targets, sigma_floor: DEFAULT_SIGMA_FLOOR };
+        arch.validate()?;
+        Ok(arch)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.inputs == 0 {
+            return Err(Error::config("the model needs at least one input feature"));
+        }
+        if self.targets == 0 {
+            return Err(Error::config("the model needs at least one target column"));
+        }
+        if self.components == 0 {
+            return Err(Error::config("--components must be at least 1"));
+        }
+        if let Some(w) = self.hidden.iter().find(|&&w| w == 0) {
+            return Err(Error::config(format!("hidden layer width {w} is not allowed: widths must be at least 1")));
+        }
+        if !(self.sigma_floor.is_finite() && self.sigma_floor >= 0.0) {
+            return Err(Error::config("sigma_floor must be a finite number >= 0"));
+        }
+        let total: u128 = self
+            .dims()
+            .windows(2)
+            .map(|w| (w[0] as u128 + 1) * w[1] as u128)
+            .sum();
+        if total > (u32::MAX as u128) {
+            return Err(Error::config(format!("the model would have {total} parameters, more than 2^32")));
+        }
+        Ok(())
+    }
+
+    /// Head width P = K + 2*K*D.
+    pub fn head_width(&self) -> usize {
+        self.components + 2 * self.components * self.targets
+    }
+
+    /// Layer widths from input to head: `[d, h1, ..., hL, P]`.
+    pub fn dims(&self) -> Vec<usize> {
+        let mut dims = Vec::with_capacity(self.hidden.len() + 2);
+        dims.push(self.inputs);
+        dims.extend_from_slice(&self.hidden);
+        dims.push(self.head_width());
+        dims
+    }
+
+    /// Every dense layer (hidden layers, then the head) with its offsets.
+    pub fn layers(&self) -> Vec<LayerShape> {
+        let dims = self.dims();
+        let mut offset = 0;
+        let n = dims.len() - 1;
+        (0..n)
+            .map(|l| {
+                let (i, o) = (dims[l], dims[l + 1]);
+                let shape = LayerShape {
+                    inputs: i,
+                    outputs: o,
+                    weights: offset,
+                    bias: offset + i * o,
+                    activated: l + 1 < n,
+                };
+                offset += i * o + o;
+                shape
+            })
+            .collect()
+    }
+
+    /// Total number of parameters in the flat buffer.
+    pub fn param_count(&self) -> usize {
+        self.layers().iter().map(|l| l.weight_count() + l.outputs).sum()
+    }
+
+    /// Widest layer, including input and head (sizes work buffers).
+    pub fn max_width(&self) -> usize {
+        self.dims().into_iter().max().unwrap_or(0)
+    }
+
+    /// Multiply-adds of one row's forward pass through all dense layers.
+    pub fn forward_macs_per_row(&self) -> usize {
+        self.layers().iter().map(|l| l.weight_count()).sum()
+    }
+
+    /// A one-line description of the layout, stored in model files.
+    pub fn layout_description() -> &'static str {
+        "for each dense layer in order (hidden layers, then the head): W [inputs][outputs] row-major, then b [outputs]; \
+         head outputs per row: K logits, then K*D means (index k*D+j), then K*D raw sigmas (index k*D+j); \
+         pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units"
+    }
+}

@@ -1,0 +1,18 @@
+//! mdn: Mixture Density Networks trained on any GPU through wgpu, checked against a CPU
+//! reference.
+//!
+//! Data flows one way: [`data`] reads a CSV into a [`data::Dataset`]; [`train`] standardises it,
+//! initialises the flat parameters ([`layout`]) and drives a [`backend::Backend`] epoch by
+//! epoch; the result is a [`model::Model`], saved as JSON, which answers log-likelihoods,
+//! mixture parameters and samples. The mixture mathematics for one row lives in [`mixture`].
+//! See ARCHITECTURE.md for the map and the invariants.
+
+pub mod backend;
+pub mod data;
+pub mod error;
+pub mod layout;
+pub mod mixture;
+pub mod model;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,374 @@
+//! A trained model: architecture, standardisation, flat parameters and training metadata;
+//! its JSON file format; and what a model answers (mixture parameters, log-likelihoods,
+//! samples) in the user's original units.
+//!
+//! The file format is documented in `docs/model-format.md`. Files are written to a temporary
+//! file in the same directory, synced, then renamed over the target, so a crash never leaves
+//! a half-written model.
+
+use std::io::Write;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layout::Arch;
+use crate::mixture::Mixture;
+
+/// The `format` field of every model file.
+pub const FORMAT_NAME: &str = "mdn-model";
+/// The newest model-file version this build reads and the one it writes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Per-column standardisation `(v - mean) / std`, from training-set statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Scaler {
+    /// Mean and standard deviation of each of `cols` columns of a row-major matrix, in f64.
+    /// A constant column gets std 1 (it is then only centred).
+    pub fn fit(values: &[f32], cols: usize) -> Scaler {
+        let rows = values.len() / cols.max(1);
+        let mut mean = vec![0.0f64; cols];
+        let mut m2 = vec![0.0f64; cols];
+        // Welford's algorithm, one pass, stable for large offsets.
+        for (r, row) in values.chunks_exact(cols).enumerate() {
+            for c in 0..cols {
+                let v = row[c] as f64;
+                let delta = v - mean[c];
+                mean[c] += delta / (r + 1) as f64;
+                m2[c] += delta * (v - mean[c]);
+            }
+        }
+        let std = m2
+            .iter()
+            .map(|&m| {
+                let s = (m / rows.max(1) as f64).sqrt();
+                if s > 0.0 && s.is_finite() { s as f32 } else { 1.0 }
+            })
+            .collect();
+        Scaler { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+    }
+
+    /// Whether column `c` had zero spread in the data the scaler was fitted on.
+    pub fn is_constant(values: &[f32], cols: usize, c: usize) -> bool {
+        let mut it = values.chunks_exact(cols).map(|r| r[c]);
+        match it.next() {
+            Some(first) => it.all(|v| v == first),
+            None => true,
+        }
+    }
+
+    pub fn apply(&self, values: &[f32]) -> Vec<f32> {
+        let cols = self.mean.len();
+        let mut out = values.to_vec();
+        for row in out.chunks_exact_mut(cols) {
+            for c in 0..cols {
+                row[c] = (row[c] - self.mean[c]) / self.std[c];
+            }
+        }
+        out
+    }
+
+    /// ln of the Jacobian of the map from original to standardised units: `-sum ln std`.
+    /// A density in standardised units times exp of this is the density in original units.
+    pub fn log_jacobian(&self) -> f64 {
+        -self.std.iter().map(|&s| (s as f64).ln()).sum::<f64>()
+    }
+}
+
+/// One epoch of the training history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    /// Mean training NLL per row during the epoch (original units).
+    pub train_nll: f64,
+    /// Validation NLL per row after the epoch (original units), if there was validation data.
+    pub val_nll: Option<f64>,
+}
+
+/// How the model was trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    pub mdn_version: String,
+    pub backend: String,
+    pub seed: u64,
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub l2: f32,
+    pub batch_size: usize,
+    pub train_rows: usize,
+    pub val_rows: usize,
+    /// Epochs run.
+    pub epochs: usize,
+    /// The epoch whose parameters were saved (1-based).
+    pub saved_epoch: usize,
+    /// The epoch with the lowest validation NLL, and that NLL (original units), if there was
+    /// validation data. With early stopping these are the saved parameters.
+    pub best_epoch: Option<usize>,
+    pub best_val_nll: Option<f64>,
+    /// Why training stopped: "early-stopping", "max-epochs", "epochs" or "interrupted".
+    pub stop_reason: String,
+    pub history: Vec<EpochRecord>,
+}
+
+/// A trained mixture density network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format: String,
+    pub format_version: u32,
+    pub arch: Arch,
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+    pub x_scaler: Scaler,
+    pub y_scaler: Scaler,
+    pub param_layout: String,
+    pub params: Vec<f32>,
+    pub training: Option<TrainingInfo>,
+}
+
+/// Mixture parameters for a set of rows, in original target units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub rows: usize,
+    pub k: usize,
+    pub d: usize,
+    /// `rows * K` weights.
+    pub pi: Vec<f64>,
+    /// `rows * K * D` means, component-major per row.
+    pub mu: Vec<f64>,
+    /// `rows * K * D` standard deviations.
+    pub sigma: Vec<f64>,
+}
+
+impl Prediction {
+    /// Mixture mean of row `r`, dimension `j`: sum_k pi_k mu_kj.
+    pub fn mean(&self, r: usize, j: usize) -> f64 {
+        (0..self.k).map(|c| self.pi[r * self.k + c] * self.mu[(r * self.k + c) * self.d + j]).sum()
+    }
+}
+
+impl Model {
+    /// A model with the given parts; no training metadata.
+    pub fn new(arch: Arch, features: Vec<String>, targets: Vec<String>, x_scaler: Scaler, y_scaler: Scaler, params: Vec<f32>) -> Model {
+        Model {
+            format: FORMAT_NAME.to_string(),
+            format_version: FORMAT_VERSION,
+            arch,
+            features,
+            targets,
+            x_scaler,
+            y_scaler,
+            param_layout: Arch::layout_description().to_string(),
+            params,
+            training: None,
+        }
+    }
+
+    fn mixture(&self) -> Mixture {
+        Mixture { k: self.arch.components, d: self.arch.targets, floor: self.arch.sigma_floor as f64 }
+    }
+
+    /// Checks that every part agrees with the architecture and that all numbers are finite.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.arch.validate().map_err(|e| e.to_string())?;
+        let a = &self.arch;
+        let checks = [
+            (self.features.len(), a.inputs, "feature names"),
+            (self.targets.len(), a.targets, "target names"),
+            (self.x_scaler.mean.len(), a.inputs, "x_scaler.mean"),
+            (self.x_scaler.std.len(), a.inputs, "x_scaler.std"),
+            (self.y_scaler.mean.len(), a.targets, "y_scaler.mean"),
+            (self.y_scaler.std.len(), a.targets, "y_scaler.std"),
+            (self.params.len(), a.param_count(), "params"),
+        ];
+        for (have, want, what) in checks {
+            if have != want {
+                return Err(format!("{what} has {have} entries but the architecture needs {want}"));
+            }
+        }
+        if let Some(i) = self.params.iter().position(|v| !v.is_finite()) {
+            return Err(format!("params[{i}] is not finite"));
+        }
+        for (name, v) in [("x_scaler.mean", &self.x_scaler.mean), ("y_scaler.mean", &self.y_scaler.mean)] {
+            if v.iter().any(|x| !x.is_finite()) {
+                return Err(format!("{name} has a value that is not finite"));
+            }
+        }
+        for (name, v) in [("x_scaler.std", &self.x_scaler.std), ("y_scaler.std", &self.y_scaler.std)] {
+            if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
+                return Err(format!("{name} has a value that is not a finite positive number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the model as JSON, atomically: a temporary file beside `path`, synced, renamed.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Err(m) = self.validate() {
+            return Err(Error::Numerical(format!("refusing to save an invalid model: {m}")));
+        }
+        let json = serde_json::to_vec(self).map_err(|e| Error::model_file(path, e.to_string()))?;
+        write_atomic(path, &json)
+    }
+
+    /// Reads and checks a model file.
+    pub fn load(path: &Path) -> Result<Model> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Model::from_json(&bytes).map_err(|m| Error::model_file(path, m))
+    }
+
+    /// Parses and checks a model from JSON bytes; the error is a message without the path.
+    pub fn from_json(bytes: &[u8]) -> std::result::Result<Model, String> {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+            if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+                "the file is empty".to_string()
+            } else {
+                format!("not valid JSON ({e})")
+            }
+        })?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(FORMAT_NAME) => {}
+            Some(other) => return Err(format!("format is '{other}', not '{FORMAT_NAME}'")),
+            None => return Err(format!("not an mdn model (no \"format\": \"{FORMAT_NAME}\" field)")),
+        }
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) if v > FORMAT_VERSION as u64 => {
+                return Err(format!(
+                    "format version {v} was written by a newer mdn; this build ({}) reads version {FORMAT_VERSION}",
+                    env!("CARGO_PKG_VERSION")
+                ));
+            }
+            Some(v) => return Err(format!("unsupported format version {v}")),
+            None => return Err("missing or invalid format_version".to_string()),
+        }
+        let model: Model = serde_json::from_value(value).map_err(|e| format!("malformed model: {e}"))?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Checks that a data set's columns are the model's.
+    fn check_columns(&self, data: &Dataset, need_targets: bool) -> Result<()> {
+        if data.features != self.features {
+            return Err(Error::config(format!(
+                "{}: the model was trained on features [{}] but the data provides [{}]",
+                data.path.display(),
+                self.features.join(", "),
+                data.features.join(", ")
+            )));
+        }
+        if need_targets && data.targets != self.targets {
+            return Err(Error::config(format!(
+                "{}: the model predicts targets [{}] but the data provides [{}]",
+                data.path.display(),
+                self.targets.join(", "),
+                data.targets.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Raw head outputs (standardised units) for every row of `data`.
+    pub fn head_outputs(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Vec<f32>> {
+        self.check_columns(data, false)?;
+        let x = self.x_scaler.apply(&data.x);
+        backend.forward(&self.arch, &self.params, &x, data.rows)
+    }
+
+    /// Per-row log-likelihoods log p(y | x) in the original units of y.
+    pub fn loglik(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Vec<f64>> {
+        self.check_columns(data, true)?;
+        let x = self.x_scaler.apply(&data.x);
+        let y = self.y_scaler.apply(&data.y);
+        let jac = self.y_scaler.log_jacobian();
+        let mut ll = backend.loglik(&self.arch, &self.params, &x, &y, data.rows)?;
+        for v in ll.iter_mut() {
+            *v += jac;
+        }
+        Ok(ll)
+    }
+
+    /// pi, mu and sigma for every row, in original target units.
+    pub fn predict(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Prediction> {
+        let h = self.head_outputs(backend, data)?;
+        let mix = self.mixture();
+        let (k, d, p) = (mix.k, mix.d, mix.width());
+        let rows = data.rows;
+        let mut pred = Prediction { rows, k, d, pi: vec![0.0; rows * k], mu: vec![0.0; rows * k * d], sigma: vec![0.0; rows * k * d] };
+        for r in 0..rows {
+            let (pi, mu, sigma) = (
+                &mut pred.pi[r * k..(r + 1) * k],
+                &mut pred.mu[r * k * d..(r + 1) * k * d],
+                &mut pred.sigma[r * k * d..(r + 1) * k * d],
+            );
+            mix.params(&h[r * p..(r + 1) * p], pi, mu, sigma);
+            for c in 0..k {
+                for j in 0..d {
+                    let (m, s) = (self.y_scaler.mean[j] as f64, self.y_scaler.std[j] as f64);
+                    mu[c * d + j] = mu[c * d + j] * s + m;
+                    sigma[c * d + j] *= s;
+                }
+            }
+        }
+        Ok(pred)
+    }
+
+    /// `n` samples per row from the predicted mixture, in original units: `rows * n * D`
+    /// values, row-major (row, then sample, then dimension). Deterministic for a seed.
+    pub fn sample(&self, backend: &mut dyn Backend, data: &Dataset, n: usize, seed: u64) -> Result<Vec<f64>> {
+        let pred = self.predict(backend, data)?;
+        let (k, d) = (pred.k, pred.d);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(pred.rows * n * d);
+        for r in 0..pred.rows {
+            let pi = &pred.pi[r * k..(r + 1) * k];
+            for _ in 0..n {
+                let u: f64 = rng.random();
+                let mut acc = 0.0;
+                let mut c = k - 1;
+                for (i, &p) in pi.iter().enumerate() {
+                    acc += p;
+                    if u < acc {
+                        c = i;
+                        break;
+                    }
+                }
+                for j in 0..d {
+                    let z: f64 = StandardNormal.sample(&mut rng);
+                    let i = (r * k + c) * d + j;
+                    out.push(pred.mu[i] + pred.sigma[i] * z);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Writes `bytes` to `path` through a synced temporary file in the same directory and a
+/// rename, so readers see either the old file or the whole new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".mdn-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(path, e))?;
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
