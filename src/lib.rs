@@ -13,6 +13,7 @@ pub mod error;
 pub mod layout;
 pub mod mixture;
 pub mod model;
+pub mod tolerance;
 pub mod train;
 
 pub use error::{Error, Result};

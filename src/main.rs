@@ -1,1 +1,493 @@
-fn main(){}
+//! The `mdn` command line: a thin layer over the library. It parses options, reads files,
+//! shows progress, prints results, and is the only place that turns errors into messages and
+//! exit codes (2 for input the user can fix, 1 for anything else).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use mdn::backend::{Backend, CpuBackend, StepConfig};
+use mdn::data::{ColumnChoice, Dataset, read_csv, read_csv_from};
+use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
+use mdn::model::{Model, write_atomic};
+use mdn::train::{EpochReport, Stopping, TrainOptions, split_validation, train};
+use mdn::{Error, Result};
+
+/// The example data set `mdn train` uses without `--data` (Bishop's inverse problem).
+const EXAMPLE_CSV: &[u8] = include_bytes!("../assets/bishop.csv");
+const EXAMPLE_NAME: &str = "assets/bishop.csv";
+
+#[derive(Parser)]
+#[command(name = "mdn", version, about = "Train and use Mixture Density Networks: conditional densities p(y | x)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on a CSV file (without --data: the shipped example, Bishop's inverse problem)
+    Train(TrainArgs),
+    /// Mean negative log-likelihood of a model on a CSV file (original units of the targets)
+    Eval(EvalArgs),
+    /// Mixture weights, means, standard deviations and the mixture mean for every row
+    Predict(PredictArgs),
+    /// Draw samples of the targets from the predicted mixture for every row
+    Sample(SampleArgs),
+    /// List the compute devices mdn can use
+    Devices(DevicesArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Training data: CSV with a header row [default: the shipped example, assets/bishop.csv]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Target column names, comma-separated [default: the last column]
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Feature column names, comma-separated [default: every column that is not a target]
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Where to write the model
+    #[arg(long, default_value = "model.json")]
+    out: PathBuf,
+    /// Hidden layer widths, comma-separated (e.g. 64,64); "none" for no hidden layer
+    #[arg(long, default_value = "64", value_parser = parse_hidden)]
+    hidden: HiddenWidths,
+    /// Hidden-layer activation
+    #[arg(long, value_enum, default_value_t = Activation::Relu)]
+    activation: Activation,
+    /// Number of mixture components K
+    #[arg(long, default_value_t = 5)]
+    components: usize,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Rows per mini-batch
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
+    #[arg(long, default_value_t = 0.0)]
+    l2: f32,
+    /// Fraction of rows held out (chosen by --seed) for validation and early stopping
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Validation data (instead of holding out --val-fraction of --data)
+    #[arg(long)]
+    val: Option<PathBuf>,
+    /// Stop when the validation NLL has not improved for this many epochs
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+    /// Most epochs with early stopping
+    #[arg(long, default_value_t = 200)]
+    max_epochs: usize,
+    /// Run exactly this many epochs, without early stopping, and keep the last parameters
+    #[arg(long, conflicts_with_all = ["patience", "max_epochs"])]
+    epochs: Option<usize>,
+    /// Seed for initialisation, the validation split and shuffling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Floor added to every standard deviation, in standardised target units
+    #[arg(long, default_value_t = DEFAULT_SIGMA_FLOOR)]
+    sigma_floor: f32,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print a JSON summary of the run on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone)]
+struct HiddenWidths(Vec<usize>);
+
+fn parse_hidden(s: &str) -> std::result::Result<HiddenWidths, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(HiddenWidths(Vec::new()));
+    }
+    s.split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("'{w}' is not a layer width (a whole number >= 1)")),
+        })
+        .collect::<std::result::Result<_, _>>()
+        .map(HiddenWidths)
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    model: PathBuf,
+    /// CSV with the model's feature and target columns
+    #[arg(long)]
+    data: PathBuf,
+    /// Print every row's log-likelihood (original units) as well
+    #[arg(long)]
+    per_row: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    model: PathBuf,
+    /// CSV with the model's feature columns (other columns are ignored)
+    #[arg(long)]
+    data: PathBuf,
+    /// Write to this file instead of stdout
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON instead of CSV
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    model: PathBuf,
+    /// CSV with the model's feature columns (other columns are ignored)
+    #[arg(long)]
+    data: PathBuf,
+    /// Samples per row
+    #[arg(long, short, default_value_t = 1)]
+    n: usize,
+    /// Seed of the sampler
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write to this file instead of stdout
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// JSON instead of CSV
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DevicesArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Predict(a) => cmd_predict(a),
+        Command::Sample(a) => cmd_sample(a),
+        Command::Devices(a) => cmd_devices(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn backend() -> Box<dyn Backend> {
+    Box::new(CpuBackend::new())
+}
+
+fn cmd_train(a: TrainArgs) -> Result<()> {
+    let choice = ColumnChoice::Train {
+        targets: (!a.target.is_empty()).then(|| a.target.clone()),
+        features: (!a.features.is_empty()).then(|| a.features.clone()),
+    };
+    let data = match &a.data {
+        Some(path) => read_csv(path, &choice)?,
+        None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
+    };
+    let (train_set, val_set) = match &a.val {
+        Some(path) => {
+            let val = read_csv(
+                path,
+                &ColumnChoice::Model { features: data.features.clone(), targets: data.targets.clone(), need_targets: true },
+            )?;
+            (data, Some(val))
+        }
+        None => split_validation(&data, a.val_fraction, a.seed)?,
+    };
+    let opts = TrainOptions {
+        hidden: a.hidden.0.clone(),
+        activation: a.activation,
+        components: a.components,
+        sigma_floor: a.sigma_floor,
+        step: StepConfig { lr: a.lr, l2: a.l2, batch_size: a.batch_size, ..StepConfig::default() },
+        stopping: match a.epochs {
+            Some(epochs) => Stopping::Fixed { epochs },
+            None => Stopping::Early { patience: a.patience, max_epochs: a.max_epochs },
+        },
+        seed: a.seed,
+    };
+    // Refuse an unwritable destination before spending time on training.
+    check_writable(&a.out)?;
+    let mut backend = backend();
+    if !a.quiet {
+        eprintln!(
+            "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}",
+            train_set.path.display(),
+            train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
+            train_set.rows,
+            val_set.as_ref().map_or(0, |v| v.rows),
+            backend.name(),
+            train_set.features.join(", "),
+            train_set.targets.join(", "),
+            opts.hidden,
+            opts.components,
+        );
+    }
+    let mut progress = Progress::new(a.quiet);
+    let model = train(backend.as_mut(), &train_set, val_set.as_ref(), &opts, &mut |r| {
+        progress.epoch(r);
+        true
+    });
+    progress.finish();
+    let model = model?;
+    model.save(&a.out)?;
+    let info = model.training.as_ref().expect("the trainer records its run");
+    if !a.quiet {
+        let val = info.best_val_nll.map(|v| format!(", validation NLL {v:.4} at epoch {}", info.best_epoch.unwrap_or(0))).unwrap_or_default();
+        eprintln!(
+            "wrote {}: parameters of epoch {} of {} ({}){val}",
+            a.out.display(),
+            info.saved_epoch,
+            info.epochs,
+            info.stop_reason
+        );
+    }
+    if a.json {
+        let last = info.history.last();
+        print_json(&json!({
+            "model": a.out,
+            "backend": info.backend,
+            "epochs": info.epochs,
+            "saved_epoch": info.saved_epoch,
+            "stop_reason": info.stop_reason,
+            "best_epoch": info.best_epoch,
+            "best_val_nll": info.best_val_nll,
+            "final_train_nll": last.map(|e| e.train_nll),
+            "train_rows": info.train_rows,
+            "val_rows": info.val_rows,
+        }))?;
+    }
+    Ok(())
+}
+
+fn check_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "the directory to write into does not exist")));
+    }
+    if path.is_dir() {
+        return Err(Error::config(format!("--out {} is a directory", path.display())));
+    }
+    Ok(())
+}
+
+/// Per-epoch progress: a bar on a terminal, plain lines otherwise, nothing with --quiet.
+struct Progress {
+    bar: Option<ProgressBar>,
+    lines: bool,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        let terminal = std::io::stderr().is_terminal();
+        Progress { bar: None, lines: !quiet && !terminal }
+            .with_bar(!quiet && terminal)
+    }
+
+    fn with_bar(mut self, on: bool) -> Progress {
+        if on {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{bar:30}] {msg} ({elapsed})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+        self
+    }
+
+    fn epoch(&mut self, r: &EpochReport) {
+        let val = r.val_nll.map(|v| format!("  val {v:.4}")).unwrap_or_default();
+        let best = r.best_val_nll.map(|b| format!("  best {b:.4} (epoch {})", r.best_epoch)).unwrap_or_default();
+        let text = format!("train {:.4}{val}{best}  {}", r.train_nll, rate(r.rows_per_sec));
+        if let Some(bar) = &self.bar {
+            bar.set_length(r.max_epochs as u64);
+            bar.set_position(r.epoch as u64);
+            bar.set_message(text);
+        } else if self.lines {
+            eprintln!("epoch {}/{}  {text}", r.epoch, r.max_epochs);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+    }
+}
+
+fn rate(rows_per_sec: f64) -> String {
+    if rows_per_sec >= 1e6 {
+        format!("{:.2}M rows/s", rows_per_sec / 1e6)
+    } else if rows_per_sec >= 1e3 {
+        format!("{:.1}k rows/s", rows_per_sec / 1e3)
+    } else {
+        format!("{rows_per_sec:.0} rows/s")
+    }
+}
+
+fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result<(Model, Dataset)> {
+    let model = Model::load(model_path)?;
+    let data = read_csv(
+        data_path,
+        &ColumnChoice::Model { features: model.features.clone(), targets: model.targets.clone(), need_targets },
+    )?;
+    Ok((model, data))
+}
+
+fn cmd_eval(a: EvalArgs) -> Result<()> {
+    let (model, data) = model_data(&a.model, &a.data, true)?;
+    let ll = model.loglik(backend().as_mut(), &data)?;
+    let mean_nll = -ll.iter().sum::<f64>() / ll.len() as f64;
+    if a.json {
+        let mut out = json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll });
+        if a.per_row {
+            out["loglik"] = json!(ll);
+        }
+        return print_json(&out);
+    }
+    let mut text = String::new();
+    if a.per_row {
+        text.push_str("row,loglik\n");
+        for (i, v) in ll.iter().enumerate() {
+            text.push_str(&format!("{i},{v}\n"));
+        }
+    }
+    text.push_str(&format!(
+        "mean NLL {mean_nll:.6} over {} rows (per row, original units of {})\n",
+        data.rows,
+        model.targets.join(", ")
+    ));
+    write_output(None, text.as_bytes())
+}
+
+fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let (model, data) = model_data(&a.model, &a.data, false)?;
+    let pred = model.predict(backend().as_mut(), &data)?;
+    let (k, d) = (pred.k, pred.d);
+    let text = if a.json {
+        let rows: Vec<serde_json::Value> = (0..pred.rows)
+            .map(|r| {
+                let comp = |v: &[f64], c: usize| v[(r * k + c) * d..(r * k + c + 1) * d].to_vec();
+                json!({
+                    "pi": pred.pi[r * k..(r + 1) * k],
+                    "mu": (0..k).map(|c| comp(&pred.mu, c)).collect::<Vec<_>>(),
+                    "sigma": (0..k).map(|c| comp(&pred.sigma, c)).collect::<Vec<_>>(),
+                    "mean": (0..d).map(|j| pred.mean(r, j)).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let doc = json!({ "targets": model.targets, "components": k, "rows": rows });
+        serde_json::to_string(&doc).expect("JSON of numbers") + "\n"
+    } else {
+        let mut header = vec!["row".to_string()];
+        header.extend((0..k).map(|c| format!("pi_{c}")));
+        for what in ["mu", "sigma"] {
+            for c in 0..k {
+                header.extend(model.targets.iter().map(|t| format!("{what}_{c}_{t}")));
+            }
+        }
+        header.extend(model.targets.iter().map(|t| format!("mean_{t}")));
+        let mut s = header.join(",") + "\n";
+        for r in 0..pred.rows {
+            let mut cells = vec![r.to_string()];
+            cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| v.to_string()));
+            cells.extend(pred.mu[r * k * d..(r + 1) * k * d].iter().map(|v| v.to_string()));
+            cells.extend(pred.sigma[r * k * d..(r + 1) * k * d].iter().map(|v| v.to_string()));
+            cells.extend((0..d).map(|j| pred.mean(r, j).to_string()));
+            s.push_str(&cells.join(","));
+            s.push('\n');
+        }
+        s
+    };
+    write_output(a.out.as_deref(), text.as_bytes())
+}
+
+fn cmd_sample(a: SampleArgs) -> Result<()> {
+    if a.n == 0 {
+        return Err(Error::config("--n must be at least 1"));
+    }
+    let (model, data) = model_data(&a.model, &a.data, false)?;
+    let samples = model.sample(backend().as_mut(), &data, a.n, a.seed)?;
+    let d = model.arch.targets;
+    let text = if a.json {
+        let rows: Vec<serde_json::Value> = (0..data.rows)
+            .map(|r| {
+                let s: Vec<Vec<f64>> = (0..a.n).map(|i| samples[(r * a.n + i) * d..(r * a.n + i + 1) * d].to_vec()).collect();
+                json!({ "row": r, "samples": s })
+            })
+            .collect();
+        serde_json::to_string(&json!({ "targets": model.targets, "n": a.n, "seed": a.seed, "rows": rows })).expect("JSON of numbers") + "\n"
+    } else {
+        let mut s = format!("row,sample,{}\n", model.targets.join(","));
+        for r in 0..data.rows {
+            for i in 0..a.n {
+                let v = &samples[(r * a.n + i) * d..(r * a.n + i + 1) * d];
+                let cells: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+                s.push_str(&format!("{r},{i},{}\n", cells.join(",")));
+            }
+        }
+        s
+    };
+    write_output(a.out.as_deref(), text.as_bytes())
+}
+
+fn cmd_devices(a: DevicesArgs) -> Result<()> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if a.json {
+        return print_json(&json!({ "devices": [ { "name": "cpu", "kind": "cpu", "backend": "cpu", "threads": threads } ] }));
+    }
+    write_output(
+        None,
+        format!("cpu    reference backend (plain Rust), {threads} hardware threads available\n").as_bytes(),
+    )
+}
+
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let s = serde_json::to_string_pretty(v).expect("JSON of plain values") + "\n";
+    write_output(None, s.as_bytes())
+}
+
+/// Writes to a file (atomically) or to stdout.
+fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
+    match path {
+        Some(p) => write_atomic(p, bytes),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| Error::io(Path::new("<stdout>"), e))
+        }
+    }
+}

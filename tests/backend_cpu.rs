@@ -1,0 +1,11 @@
+//! The backend suite (tests/common/suite.rs) run against the CPU reference backend.
+
+mod common;
+
+use mdn::backend::{Backend, CpuBackend};
+
+fn make() -> Box<dyn Backend> {
+    Box::new(CpuBackend::new())
+}
+
+backend_suite!(make);

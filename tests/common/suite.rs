@@ -1,0 +1,178 @@
+//! The backend test suite, written once and run against every backend: each function takes
+//! a backend and checks one operation against the float64 reference in `common` (or against
+//! the CPU backend, for whole training runs). `backend_suite!` instantiates all of them as
+//! `#[test]`s for one backend constructor.
+
+use mdn::backend::{AdamState, Backend, CpuBackend, DataRef, StepConfig};
+use mdn::layout::Activation;
+use mdn::tolerance::Tolerance;
+
+use super::*;
+
+/// f32 results against the f64 reference.
+pub const FORWARD_TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+pub const LOGLIK_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+pub const GRAD_TOL: Tolerance = Tolerance::new(2e-5, 2e-3);
+pub const ADAM_TOL: Tolerance = Tolerance::new(1e-7, 1e-5);
+/// A few epochs' NLL trajectory against the CPU backend.
+pub const TRAJECTORY_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+
+/// (inputs, hidden, activation, K, D, rows): batch sizes that do and don't fill a workgroup,
+/// several widths, K = 1..8, D = 1..3.
+pub fn shapes() -> Vec<(usize, Vec<usize>, Activation, usize, usize, usize)> {
+    vec![
+        (1, vec![], Activation::Relu, 1, 1, 1),
+        (3, vec![8], Activation::Relu, 4, 2, 3),
+        (2, vec![5, 7], Activation::Tanh, 8, 3, 50),
+        (4, vec![16], Activation::Relu, 2, 1, 783),
+        (1, vec![64], Activation::Relu, 5, 1, 256),
+        (6, vec![33], Activation::Tanh, 3, 2, 97),
+    ]
+}
+
+pub fn forward(b: &mut dyn Backend) {
+    for (i, (d, hidden, act, k, dd, rows)) in shapes().into_iter().enumerate() {
+        let c = random_case(d, &hidden, act, k, dd, rows, 100 + i as u64);
+        let got = b.forward(&c.arch, &c.params, &c.x, rows).unwrap();
+        let want = ref_forward(&c.arch, &to_f64(&c.params), &to_f64(&c.x), rows);
+        FORWARD_TOL.assert_close(&format!("forward, shape {i} ({rows} rows)"), &got, &want);
+    }
+}
+
+pub fn loglik(b: &mut dyn Backend) {
+    for k in 1..=8 {
+        for dd in 1..=3 {
+            let rows = [1, 3, 50, 783][(k + dd) % 4];
+            let c = random_case(2, &[12], Activation::Relu, k, dd, rows, (k * 10 + dd) as u64);
+            let got = b.loglik(&c.arch, &c.params, &c.x, &c.y, rows).unwrap();
+            let h = ref_forward(&c.arch, &to_f64(&c.params), &to_f64(&c.x), rows);
+            let want = ref_head_loglik(&c.arch, &h, &to_f64(&c.y), rows);
+            LOGLIK_TOL.assert_close(&format!("loglik K={k} D={dd} rows={rows}"), &got, &want);
+        }
+    }
+}
+
+pub fn gradients(b: &mut dyn Backend) {
+    for (i, (d, hidden, act, k, dd, rows)) in shapes().into_iter().enumerate() {
+        for l2 in [0.0f32, 0.01] {
+            let c = random_case(d, &hidden, act, k, dd, rows, 200 + i as u64);
+            let got = b.loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, l2).unwrap();
+            let (p, x, y) = (to_f64(&c.params), to_f64(&c.x), to_f64(&c.y));
+            let want_loss = ref_loss(&c.arch, &p, &x, &y, rows, l2 as f64);
+            LOGLIK_TOL.assert_close(&format!("loss, shape {i}, l2 {l2}"), &[got.nll + got.penalty], &[want_loss]);
+            let want = ref_grad_fd(&c.arch, &p, &x, &y, rows, l2 as f64);
+            GRAD_TOL.assert_close(&format!("gradient vs finite differences, shape {i}, l2 {l2}"), &got.grad, &want);
+        }
+    }
+}
+
+pub fn oracle_cases(b: &mut dyn Backend) {
+    for name in ["seed0.json", "seed1.json"] {
+        let o = oracle(name);
+        let params: Vec<f32> = o.params.iter().map(|&v| v as f32).collect();
+        let x: Vec<f32> = o.x.iter().map(|&v| v as f32).collect();
+        let y: Vec<f32> = o.y.iter().map(|&v| v as f32).collect();
+        let head = b.forward(&o.arch, &params, &x, o.rows).unwrap();
+        FORWARD_TOL.assert_close(&format!("{name}: head outputs"), &head, &o.head);
+        let ll = b.loglik(&o.arch, &params, &x, &y, o.rows).unwrap();
+        LOGLIK_TOL.assert_close(&format!("{name}: loglik"), &ll, &o.loglik);
+        let lg = b.loss_grad(&o.arch, &params, &x, &y, o.rows, 0.0).unwrap();
+        LOGLIK_TOL.assert_close(&format!("{name}: mean NLL"), &[lg.nll], &[o.mean_nll]);
+        GRAD_TOL.assert_close(&format!("{name}: gradients"), &lg.grad, &o.grads);
+    }
+}
+
+pub fn adam(b: &mut dyn Backend) {
+    // Hand-computed (float64) values for three steps, lr 0.1, betas 0.9/0.999, eps 1e-7.
+    let cfg = StepConfig { lr: 0.1, ..StepConfig::default() };
+    let mut params = vec![1.0f32, -2.0];
+    let mut state = AdamState::new(2);
+    let expected = [
+        ([0.5f32, -0.1], [0.900000019999996, -1.9000000999999]),
+        ([0.1, 0.2], [0.8196959444343859, -1.936610429552553]),
+        ([-0.3, 0.0], [0.7986246553666493, -1.9649103163774464]),
+    ];
+    for (t, (g, want)) in expected.iter().enumerate() {
+        b.adam_step(&mut params, g, &mut state, &cfg).unwrap();
+        assert_eq!(state.step, t as u64 + 1);
+        ADAM_TOL.assert_close(&format!("adam step {}", t + 1), &params, want);
+    }
+    // Many parameters (more than a workgroup, not a multiple of one), many steps, against f64.
+    let n = 1000;
+    let mut p: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+    let mut p64 = to_f64(&p);
+    let (mut m, mut v) = (vec![0.0f64; n], vec![0.0f64; n]);
+    let mut state = AdamState::new(n);
+    let cfg = StepConfig::default();
+    for t in 1..=5 {
+        let g: Vec<f32> = (0..n).map(|i| ((i * t) as f32 * 0.11).cos() * 0.1).collect();
+        b.adam_step(&mut p, &g, &mut state, &cfg).unwrap();
+        for i in 0..n {
+            let gi = g[i] as f64;
+            m[i] = 0.9 * m[i] + 0.1 * gi;
+            v[i] = 0.999 * v[i] + 0.001 * gi * gi;
+            let mh = m[i] / (1.0 - 0.9f64.powi(t as i32));
+            let vh = v[i] / (1.0 - 0.999f64.powi(t as i32));
+            p64[i] -= 1e-3 * mh / (vh.sqrt() + 1e-7);
+        }
+    }
+    Tolerance::new(1e-6, 1e-5).assert_close("adam, 1000 params x 5 steps", &p, &p64);
+}
+
+/// A few epochs with the same data, order and seed: the NLL trajectory matches the CPU's.
+pub fn training_run(b: &mut dyn Backend) {
+    for (rows, batch) in [(783usize, 50usize), (300, 256), (64, 1)] {
+        let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, rows, 7);
+        let val = random_case(3, &[16, 8], Activation::Relu, 3, 2, 50, 8);
+        let cfg = StepConfig { batch_size: batch, l2: 1e-3, ..StepConfig::default() };
+        let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
+            be.start(&c.arch, &c.params, DataRef { x: &c.x, y: &c.y, rows }, Some(DataRef { x: &val.x, y: &val.y, rows: 50 })).unwrap();
+            let mut traj = Vec::new();
+            for epoch in 0..3u32 {
+                let order: Vec<u32> = (0..rows as u32).map(|i| (i * 7 + epoch) % rows as u32).collect();
+                let order: Vec<u32> = if rows % 7 == 0 { (0..rows as u32).rev().collect() } else { order };
+                let s = be.train_epoch(&order, &cfg).unwrap();
+                assert!(s.finite);
+                assert_eq!(s.steps as usize, rows.div_ceil(batch));
+                traj.push(s.train_nll);
+                traj.push(s.val_nll.unwrap());
+            }
+            (traj, be.current_params().unwrap())
+        };
+        let (want, want_p) = run(&mut CpuBackend::new());
+        let (got, got_p) = run(b);
+        TRAJECTORY_TOL.assert_close(&format!("NLL trajectory, {rows} rows, batch {batch}"), &got, &want);
+        Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters after 3 epochs, {rows} rows"), &got_p, &want_p);
+    }
+}
+
+/// Instantiates the suite for one backend: `backend_suite!(|| Box::new(CpuBackend::new()));`
+#[macro_export]
+macro_rules! backend_suite {
+    ($make:expr) => {
+        #[test]
+        fn forward_matches_reference() {
+            common::suite::forward(&mut *$make());
+        }
+        #[test]
+        fn loglik_matches_reference() {
+            common::suite::loglik(&mut *$make());
+        }
+        #[test]
+        fn gradients_match_finite_differences() {
+            common::suite::gradients(&mut *$make());
+        }
+        #[test]
+        fn oracle_cases_match() {
+            common::suite::oracle_cases(&mut *$make());
+        }
+        #[test]
+        fn adam_matches_hand_computed_steps() {
+            common::suite::adam(&mut *$make());
+        }
+        #[test]
+        fn training_run_matches_cpu() {
+            common::suite::training_run(&mut *$make());
+        }
+    };
+}
