@@ -109,16 +109,25 @@ pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dat
     Ok((data.subset(&train), Some(data.subset(&val))))
 }
 
+/// The head kernel starts at this fraction of Glorot-uniform, so that at first the head's
+/// outputs are close to its biases (below) for every input. At full Glorot scale the raw sigma
+/// of some inputs starts several units below its bias, sigma is tiny there, and the first
+/// epochs' NLL runs into the thousands.
+const HEAD_KERNEL_SCALE: f64 = 0.1;
+
 /// Initial parameters in the flat layout: He-uniform (relu) or Glorot-uniform (tanh) hidden
-/// kernels, Glorot-uniform head kernel, zero biases, except the head's biases: the means of
-/// component k sit at the (k + 1/2)/K quantile of each standardised target, and every sigma
-/// starts at max(1/K, 0.05) (standardised units), so components start apart.
+/// kernels, a head kernel at [`HEAD_KERNEL_SCALE`] of Glorot-uniform, zero biases, except the
+/// head's biases: the means of component k sit at the (k + 1/2)/K quantile of each
+/// standardised target, and every sigma starts at max(1/K, 0.05) (standardised units), so
+/// components start apart and no sigma starts small.
 pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
     let mut rng = rng_for(seed, STREAM_INIT);
     let mut params = vec![0.0f32; arch.param_count()];
     let layers = arch.layers();
     for layer in &layers {
-        let limit = if layer.activated && arch.activation == Activation::Relu {
+        let limit = if !layer.activated {
+            HEAD_KERNEL_SCALE * (6.0 / (layer.inputs + layer.outputs) as f64).sqrt()
+        } else if arch.activation == Activation::Relu {
             (6.0 / layer.inputs as f64).sqrt()
         } else {
             (6.0 / (layer.inputs + layer.outputs) as f64).sqrt()
