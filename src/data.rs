@@ -62,10 +62,17 @@ pub enum ColumnChoice {
     /// (default: every column that is not a target).
     #[default]
     Default,
-    Train { targets: Option<Vec<String>>, features: Option<Vec<String>> },
+    Train {
+        targets: Option<Vec<String>>,
+        features: Option<Vec<String>>,
+    },
     /// For a trained model: exactly these features, and these targets when `need_targets`
     /// (otherwise the targets are read only if all of them are present).
-    Model { features: Vec<String>, targets: Vec<String>, need_targets: bool },
+    Model {
+        features: Vec<String>,
+        targets: Vec<String>,
+        need_targets: bool,
+    },
 }
 
 struct Selection {
@@ -88,9 +95,11 @@ fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize>
 impl ColumnChoice {
     fn resolve(&self, header: &[String], path: &Path) -> Result<Selection> {
         match self {
-            ColumnChoice::Default => {
-                ColumnChoice::Train { targets: None, features: None }.resolve(header, path)
+            ColumnChoice::Default => ColumnChoice::Train {
+                targets: None,
+                features: None,
             }
+            .resolve(header, path),
             ColumnChoice::Train { targets, features } => {
                 let targets: Vec<usize> = match targets {
                     Some(names) if !names.is_empty() => names
@@ -127,7 +136,11 @@ impl ColumnChoice {
                 }
                 Ok(Selection { features, targets })
             }
-            ColumnChoice::Model { features, targets, need_targets } => {
+            ColumnChoice::Model {
+                features,
+                targets,
+                need_targets,
+            } => {
                 let missing: Vec<&str> = features
                     .iter()
                     .filter(|f| !header.contains(f))
@@ -184,13 +197,20 @@ fn check_unique(cols: &[usize], header: &[String], path: &Path, role: &str) -> R
 pub fn read_csv(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::data(Location::file(path), "is a directory, not a CSV file"));
+        return Err(Error::data(
+            Location::file(path),
+            "is a directory, not a CSV file",
+        ));
     }
     read_csv_from(std::io::BufReader::new(file), path, choice)
 }
 
 /// [`read_csv`] from any reader; `path` names the source in messages.
-pub fn read_csv_from(source: impl std::io::Read, path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
+pub fn read_csv_from(
+    source: impl std::io::Read,
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<Dataset> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
@@ -214,15 +234,27 @@ pub fn read_csv_from(source: impl std::io::Read, path: &Path, choice: &ColumnCho
         .map_err(csv_err)?
         .iter()
         .enumerate()
-        .map(|(i, h)| if i == 0 { h.trim_start_matches('\u{feff}').to_string() } else { h.to_string() })
+        .map(|(i, h)| {
+            if i == 0 {
+                h.trim_start_matches('\u{feff}').to_string()
+            } else {
+                h.to_string()
+            }
+        })
         .collect();
     if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-        return Err(Error::data(Location::file(path), "the file is empty (expected a header row naming the columns)"));
+        return Err(Error::data(
+            Location::file(path),
+            "the file is empty (expected a header row naming the columns)",
+        ));
     }
     for (i, h) in header.iter().enumerate() {
         if h.is_empty() {
             return Err(Error::data(
-                Location { column: Some(i + 1), ..Location::line(path, 1) },
+                Location {
+                    column: Some(i + 1),
+                    ..Location::line(path, 1)
+                },
                 "empty column name in the header",
             ));
         }
@@ -251,11 +283,18 @@ pub fn read_csv_from(source: impl std::io::Read, path: &Path, choice: &ColumnCho
             Ok(true) => {}
             Err(e) => return Err(csv_err(e)),
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(rows as u64 + 2);
+        let line = record
+            .position()
+            .map(|p| p.line())
+            .unwrap_or(rows as u64 + 2);
         if record.len() != header.len() {
             return Err(Error::data(
                 Location::line(path, line),
-                format!("row has {} fields but the header has {}", record.len(), header.len()),
+                format!(
+                    "row has {} fields but the header has {}",
+                    record.len(),
+                    header.len()
+                ),
             ));
         }
         for (cols, out) in [(&sel.features, &mut x), (&sel.targets, &mut y)] {
@@ -266,7 +305,10 @@ pub fn read_csv_from(source: impl std::io::Read, path: &Path, choice: &ColumnCho
         rows += 1;
     }
     if rows == 0 {
-        return Err(Error::data(Location::file(path), "has a header but no data rows"));
+        return Err(Error::data(
+            Location::file(path),
+            "has a header but no data rows",
+        ));
     }
     Ok(Dataset {
         path: path.to_path_buf(),
@@ -287,11 +329,17 @@ fn parse_cell(cell: &str, path: &Path, line: u64, col: usize, name: &str) -> Res
         .parse()
         .map_err(|_| Error::data(at(), format!("'{cell}' is not a number")))?;
     if !v.is_finite() {
-        return Err(Error::data(at(), format!("'{cell}' is not a finite number (NaN and infinity are refused)")));
+        return Err(Error::data(
+            at(),
+            format!("'{cell}' is not a finite number (NaN and infinity are refused)"),
+        ));
     }
     let f = v as f32;
     if !f.is_finite() {
-        return Err(Error::data(at(), format!("'{cell}' is outside the range of 32-bit floats")));
+        return Err(Error::data(
+            at(),
+            format!("'{cell}' is outside the range of 32-bit floats"),
+        ));
     }
     Ok(f)
 }

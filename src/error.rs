@@ -22,11 +22,19 @@ pub struct Location {
 
 impl Location {
     pub fn file(path: &Path) -> Self {
-        Location { path: path.to_path_buf(), line: None, column: None, column_name: None }
+        Location {
+            path: path.to_path_buf(),
+            line: None,
+            column: None,
+            column_name: None,
+        }
     }
 
     pub fn line(path: &Path, line: u64) -> Self {
-        Location { line: Some(line), ..Location::file(path) }
+        Location {
+            line: Some(line),
+            ..Location::file(path)
+        }
     }
 
     pub fn cell(path: &Path, line: u64, column: usize, name: &str) -> Self {
@@ -68,7 +76,7 @@ pub enum Error {
     ModelFile { path: PathBuf, message: String },
 
     /// An I/O failure on a named file.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {}", path.display(), describe_io(source))]
     Io {
         path: PathBuf,
         #[source]
@@ -91,15 +99,24 @@ pub enum Error {
 
 impl Error {
     pub fn data(at: Location, message: impl Into<String>) -> Self {
-        Error::Data { at, message: message.into() }
+        Error::Data {
+            at,
+            message: message.into(),
+        }
     }
 
     pub fn model_file(path: &Path, message: impl Into<String>) -> Self {
-        Error::ModelFile { path: path.to_path_buf(), message: message.into() }
+        Error::ModelFile {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
     }
 
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io { path: path.to_path_buf(), source }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -120,5 +137,15 @@ impl Error {
             },
             Error::Numerical(_) | Error::Backend(_) => 1,
         }
+    }
+}
+
+/// A short description of an I/O error, without the OS error number.
+fn describe_io(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::IsADirectory => "is a directory".to_string(),
+        _ => e.to_string(),
     }
 }

@@ -104,7 +104,14 @@ impl Arch {
         components: usize,
         targets: usize,
     ) -> Result<Arch> {
-        let arch = Arch { inputs, hidden, activation, components, targets, sigma_floor: DEFAULT_SIGMA_FLOOR };
+        let arch = Arch {
+            inputs,
+            hidden,
+            activation,
+            components,
+            targets,
+            sigma_floor: DEFAULT_SIGMA_FLOOR,
+        };
         arch.validate()?;
         Ok(arch)
     }
@@ -120,7 +127,9 @@ impl Arch {
             return Err(Error::config("--components must be at least 1"));
         }
         if let Some(w) = self.hidden.iter().find(|&&w| w == 0) {
-            return Err(Error::config(format!("hidden layer width {w} is not allowed: widths must be at least 1")));
+            return Err(Error::config(format!(
+                "hidden layer width {w} is not allowed: widths must be at least 1"
+            )));
         }
         if !(self.sigma_floor.is_finite() && self.sigma_floor >= 0.0) {
             return Err(Error::config("sigma_floor must be a finite number >= 0"));
@@ -131,7 +140,9 @@ impl Arch {
             .map(|w| (w[0] as u128 + 1) * w[1] as u128)
             .sum();
         if total > (u32::MAX as u128) {
-            return Err(Error::config(format!("the model would have {total} parameters, more than 2^32")));
+            return Err(Error::config(format!(
+                "the model would have {total} parameters, more than 2^32"
+            )));
         }
         Ok(())
     }
@@ -173,7 +184,10 @@ impl Arch {
 
     /// Total number of parameters in the flat buffer.
     pub fn param_count(&self) -> usize {
-        self.layers().iter().map(|l| l.weight_count() + l.outputs).sum()
+        self.layers()
+            .iter()
+            .map(|l| l.weight_count() + l.outputs)
+            .sum()
     }
 
     /// Widest layer, including input and head (sizes work buffers).

@@ -22,7 +22,11 @@ const EXAMPLE_CSV: &[u8] = include_bytes!("../assets/bishop.csv");
 const EXAMPLE_NAME: &str = "assets/bishop.csv";
 
 #[derive(Parser)]
-#[command(name = "mdn", version, about = "Train and use Mixture Density Networks: conditional densities p(y | x)")]
+#[command(
+    name = "mdn",
+    version,
+    about = "Train and use Mixture Density Networks: conditional densities p(y | x)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -192,7 +196,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(e.exit_code() as u8)
@@ -217,7 +223,11 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         Some(path) => {
             let val = read_csv(
                 path,
-                &ColumnChoice::Model { features: data.features.clone(), targets: data.targets.clone(), need_targets: true },
+                &ColumnChoice::Model {
+                    features: data.features.clone(),
+                    targets: data.targets.clone(),
+                    need_targets: true,
+                },
             )?;
             (data, Some(val))
         }
@@ -228,10 +238,18 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         activation: a.activation,
         components: a.components,
         sigma_floor: a.sigma_floor,
-        step: StepConfig { lr: a.lr, l2: a.l2, batch_size: a.batch_size, ..StepConfig::default() },
+        step: StepConfig {
+            lr: a.lr,
+            l2: a.l2,
+            batch_size: a.batch_size,
+            ..StepConfig::default()
+        },
         stopping: match a.epochs {
             Some(epochs) => Stopping::Fixed { epochs },
-            None => Stopping::Early { patience: a.patience, max_epochs: a.max_epochs },
+            None => Stopping::Early {
+                patience: a.patience,
+                max_epochs: a.max_epochs,
+            },
         },
         seed: a.seed,
     };
@@ -253,16 +271,33 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         );
     }
     let mut progress = Progress::new(a.quiet);
-    let model = train(backend.as_mut(), &train_set, val_set.as_ref(), &opts, &mut |r| {
-        progress.epoch(r);
-        true
-    });
+    let model = train(
+        backend.as_mut(),
+        &train_set,
+        val_set.as_ref(),
+        &opts,
+        &mut |r| {
+            progress.epoch(r);
+            true
+        },
+    );
     progress.finish();
     let model = model?;
     model.save(&a.out)?;
-    let info = model.training.as_ref().expect("the trainer records its run");
+    let info = model
+        .training
+        .as_ref()
+        .expect("the trainer records its run");
     if !a.quiet {
-        let val = info.best_val_nll.map(|v| format!(", validation NLL {v:.4} at epoch {}", info.best_epoch.unwrap_or(0))).unwrap_or_default();
+        let val = info
+            .best_val_nll
+            .map(|v| {
+                format!(
+                    ", validation NLL {v:.4} at epoch {}",
+                    info.best_epoch.unwrap_or(0)
+                )
+            })
+            .unwrap_or_default();
         eprintln!(
             "wrote {}: parameters of epoch {} of {} ({}){val}",
             a.out.display(),
@@ -295,10 +330,19 @@ fn check_writable(path: &Path) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "the directory to write into does not exist")));
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the directory to write into does not exist",
+            ),
+        ));
     }
     if path.is_dir() {
-        return Err(Error::config(format!("--out {} is a directory", path.display())));
+        return Err(Error::config(format!(
+            "--out {} is a directory",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -312,17 +356,22 @@ struct Progress {
 impl Progress {
     fn new(quiet: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
-        Progress { bar: None, lines: !quiet && !terminal }
-            .with_bar(!quiet && terminal)
+        Progress {
+            bar: None,
+            lines: !quiet && !terminal,
+        }
+        .with_bar(!quiet && terminal)
     }
 
     fn with_bar(mut self, on: bool) -> Progress {
         if on {
             let bar = ProgressBar::new(0);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} epoch {pos}/{len} [{bar:30}] {msg} ({elapsed})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} epoch {pos}/{len} [{bar:30}] {msg} ({elapsed})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             self.bar = Some(bar);
         }
@@ -330,9 +379,19 @@ impl Progress {
     }
 
     fn epoch(&mut self, r: &EpochReport) {
-        let val = r.val_nll.map(|v| format!("  val {v:.4}")).unwrap_or_default();
-        let best = r.best_val_nll.map(|b| format!("  best {b:.4} (epoch {})", r.best_epoch)).unwrap_or_default();
-        let text = format!("train {:.4}{val}{best}  {}", r.train_nll, rate(r.rows_per_sec));
+        let val = r
+            .val_nll
+            .map(|v| format!("  val {v:.4}"))
+            .unwrap_or_default();
+        let best = r
+            .best_val_nll
+            .map(|b| format!("  best {b:.4} (epoch {})", r.best_epoch))
+            .unwrap_or_default();
+        let text = format!(
+            "train {:.4}{val}{best}  {}",
+            r.train_nll,
+            rate(r.rows_per_sec)
+        );
         if let Some(bar) = &self.bar {
             bar.set_length(r.max_epochs as u64);
             bar.set_position(r.epoch as u64);
@@ -363,7 +422,11 @@ fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result
     let model = Model::load(model_path)?;
     let data = read_csv(
         data_path,
-        &ColumnChoice::Model { features: model.features.clone(), targets: model.targets.clone(), need_targets },
+        &ColumnChoice::Model {
+            features: model.features.clone(),
+            targets: model.targets.clone(),
+            need_targets,
+        },
     )?;
     Ok((model, data))
 }
@@ -373,7 +436,8 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
     let ll = model.loglik(backend().as_mut(), &data)?;
     let mean_nll = -ll.iter().sum::<f64>() / ll.len() as f64;
     if a.json {
-        let mut out = json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll });
+        let mut out =
+            json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll });
         if a.per_row {
             out["loglik"] = json!(ll);
         }
@@ -425,8 +489,16 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
         for r in 0..pred.rows {
             let mut cells = vec![r.to_string()];
             cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| v.to_string()));
-            cells.extend(pred.mu[r * k * d..(r + 1) * k * d].iter().map(|v| v.to_string()));
-            cells.extend(pred.sigma[r * k * d..(r + 1) * k * d].iter().map(|v| v.to_string()));
+            cells.extend(
+                pred.mu[r * k * d..(r + 1) * k * d]
+                    .iter()
+                    .map(|v| v.to_string()),
+            );
+            cells.extend(
+                pred.sigma[r * k * d..(r + 1) * k * d]
+                    .iter()
+                    .map(|v| v.to_string()),
+            );
             cells.extend((0..d).map(|j| pred.mean(r, j).to_string()));
             s.push_str(&cells.join(","));
             s.push('\n');
@@ -446,11 +518,17 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     let text = if a.json {
         let rows: Vec<serde_json::Value> = (0..data.rows)
             .map(|r| {
-                let s: Vec<Vec<f64>> = (0..a.n).map(|i| samples[(r * a.n + i) * d..(r * a.n + i + 1) * d].to_vec()).collect();
+                let s: Vec<Vec<f64>> = (0..a.n)
+                    .map(|i| samples[(r * a.n + i) * d..(r * a.n + i + 1) * d].to_vec())
+                    .collect();
                 json!({ "row": r, "samples": s })
             })
             .collect();
-        serde_json::to_string(&json!({ "targets": model.targets, "n": a.n, "seed": a.seed, "rows": rows })).expect("JSON of numbers") + "\n"
+        serde_json::to_string(
+            &json!({ "targets": model.targets, "n": a.n, "seed": a.seed, "rows": rows }),
+        )
+        .expect("JSON of numbers")
+            + "\n"
     } else {
         let mut s = format!("row,sample,{}\n", model.targets.join(","));
         for r in 0..data.rows {
@@ -466,13 +544,18 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
 }
 
 fn cmd_devices(a: DevicesArgs) -> Result<()> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     if a.json {
-        return print_json(&json!({ "devices": [ { "name": "cpu", "kind": "cpu", "backend": "cpu", "threads": threads } ] }));
+        return print_json(
+            &json!({ "devices": [ { "name": "cpu", "kind": "cpu", "backend": "cpu", "threads": threads } ] }),
+        );
     }
     write_output(
         None,
-        format!("cpu    reference backend (plain Rust), {threads} hardware threads available\n").as_bytes(),
+        format!("cpu    reference backend (plain Rust), {threads} hardware threads available\n")
+            .as_bytes(),
     )
 }
 
@@ -487,7 +570,9 @@ fn write_output(path: Option<&Path>, bytes: &[u8]) -> Result<()> {
         Some(p) => write_atomic(p, bytes),
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(bytes).and_then(|_| out.flush()).map_err(|e| Error::io(Path::new("<stdout>"), e))
+            out.write_all(bytes)
+                .and_then(|_| out.flush())
+                .map_err(|e| Error::io(Path::new("<stdout>"), e))
         }
     }
 }

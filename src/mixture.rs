@@ -88,11 +88,23 @@ impl Mixture {
 
     /// Log-likelihood of target `y` under one row's head outputs `h`. `scratch` holds K values.
     /// When `grad` is given, it receives `scale * d(-log p)/dh` (P values).
-    pub fn loglik(&self, h: &[f32], y: &[f32], scratch: &mut [f64], grad: Option<&mut [f32]>, scale: f64) -> f64 {
+    pub fn loglik(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        scratch: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+    ) -> f64 {
         let (k, d, kd) = (self.k, self.d, self.k * self.d);
         let logits = &h[..k];
         let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let log_norm = lmax + logits.iter().map(|&a| (a as f64 - lmax).exp()).sum::<f64>().ln();
+        let log_norm = lmax
+            + logits
+                .iter()
+                .map(|&a| (a as f64 - lmax).exp())
+                .sum::<f64>()
+                .ln();
         let l = &mut scratch[..k];
         for c in 0..k {
             let mut lc = logits[c] as f64 - log_norm;

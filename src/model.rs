@@ -52,10 +52,17 @@ impl Scaler {
             .iter()
             .map(|&m| {
                 let s = (m / rows.max(1) as f64).sqrt();
-                if s > 0.0 && s.is_finite() { s as f32 } else { 1.0 }
+                if s > 0.0 && s.is_finite() {
+                    s as f32
+                } else {
+                    1.0
+                }
             })
             .collect();
-        Scaler { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+        Scaler {
+            mean: mean.into_iter().map(|m| m as f32).collect(),
+            std,
+        }
     }
 
     /// Whether column `c` had zero spread in the data the scaler was fitted on.
@@ -154,13 +161,22 @@ pub struct Prediction {
 impl Prediction {
     /// Mixture mean of row `r`, dimension `j`: sum_k pi_k mu_kj.
     pub fn mean(&self, r: usize, j: usize) -> f64 {
-        (0..self.k).map(|c| self.pi[r * self.k + c] * self.mu[(r * self.k + c) * self.d + j]).sum()
+        (0..self.k)
+            .map(|c| self.pi[r * self.k + c] * self.mu[(r * self.k + c) * self.d + j])
+            .sum()
     }
 }
 
 impl Model {
     /// A model with the given parts; no training metadata.
-    pub fn new(arch: Arch, features: Vec<String>, targets: Vec<String>, x_scaler: Scaler, y_scaler: Scaler, params: Vec<f32>) -> Model {
+    pub fn new(
+        arch: Arch,
+        features: Vec<String>,
+        targets: Vec<String>,
+        x_scaler: Scaler,
+        y_scaler: Scaler,
+        params: Vec<f32>,
+    ) -> Model {
         Model {
             format: FORMAT_NAME.to_string(),
             format_version: FORMAT_VERSION,
@@ -176,7 +192,11 @@ impl Model {
     }
 
     fn mixture(&self) -> Mixture {
-        Mixture { k: self.arch.components, d: self.arch.targets, floor: self.arch.sigma_floor as f64 }
+        Mixture {
+            k: self.arch.components,
+            d: self.arch.targets,
+            floor: self.arch.sigma_floor as f64,
+        }
     }
 
     /// Checks that every part agrees with the architecture and that all numbers are finite.
@@ -194,20 +214,30 @@ impl Model {
         ];
         for (have, want, what) in checks {
             if have != want {
-                return Err(format!("{what} has {have} entries but the architecture needs {want}"));
+                return Err(format!(
+                    "{what} has {have} entries but the architecture needs {want}"
+                ));
             }
         }
         if let Some(i) = self.params.iter().position(|v| !v.is_finite()) {
             return Err(format!("params[{i}] is not finite"));
         }
-        for (name, v) in [("x_scaler.mean", &self.x_scaler.mean), ("y_scaler.mean", &self.y_scaler.mean)] {
+        for (name, v) in [
+            ("x_scaler.mean", &self.x_scaler.mean),
+            ("y_scaler.mean", &self.y_scaler.mean),
+        ] {
             if v.iter().any(|x| !x.is_finite()) {
                 return Err(format!("{name} has a value that is not finite"));
             }
         }
-        for (name, v) in [("x_scaler.std", &self.x_scaler.std), ("y_scaler.std", &self.y_scaler.std)] {
+        for (name, v) in [
+            ("x_scaler.std", &self.x_scaler.std),
+            ("y_scaler.std", &self.y_scaler.std),
+        ] {
             if v.iter().any(|x| !(x.is_finite() && *x > 0.0)) {
-                return Err(format!("{name} has a value that is not a finite positive number"));
+                return Err(format!(
+                    "{name} has a value that is not a finite positive number"
+                ));
             }
         }
         Ok(())
@@ -216,7 +246,9 @@ impl Model {
     /// Writes the model as JSON, atomically: a temporary file beside `path`, synced, renamed.
     pub fn save(&self, path: &Path) -> Result<()> {
         if let Err(m) = self.validate() {
-            return Err(Error::Numerical(format!("refusing to save an invalid model: {m}")));
+            return Err(Error::Numerical(format!(
+                "refusing to save an invalid model: {m}"
+            )));
         }
         let json = serde_json::to_vec(self).map_err(|e| Error::model_file(path, e.to_string()))?;
         write_atomic(path, &json)
@@ -240,7 +272,11 @@ impl Model {
         match value.get("format").and_then(|f| f.as_str()) {
             Some(FORMAT_NAME) => {}
             Some(other) => return Err(format!("format is '{other}', not '{FORMAT_NAME}'")),
-            None => return Err(format!("not an mdn model (no \"format\": \"{FORMAT_NAME}\" field)")),
+            None => {
+                return Err(format!(
+                    "not an mdn model (no \"format\": \"{FORMAT_NAME}\" field)"
+                ));
+            }
         }
         match value.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
@@ -253,7 +289,8 @@ impl Model {
             Some(v) => return Err(format!("unsupported format version {v}")),
             None => return Err("missing or invalid format_version".to_string()),
         }
-        let model: Model = serde_json::from_value(value).map_err(|e| format!("malformed model: {e}"))?;
+        let model: Model =
+            serde_json::from_value(value).map_err(|e| format!("malformed model: {e}"))?;
         model.validate()?;
         Ok(model)
     }
@@ -305,7 +342,14 @@ impl Model {
         let mix = self.mixture();
         let (k, d, p) = (mix.k, mix.d, mix.width());
         let rows = data.rows;
-        let mut pred = Prediction { rows, k, d, pi: vec![0.0; rows * k], mu: vec![0.0; rows * k * d], sigma: vec![0.0; rows * k * d] };
+        let mut pred = Prediction {
+            rows,
+            k,
+            d,
+            pi: vec![0.0; rows * k],
+            mu: vec![0.0; rows * k * d],
+            sigma: vec![0.0; rows * k * d],
+        };
         for r in 0..rows {
             let (pi, mu, sigma) = (
                 &mut pred.pi[r * k..(r + 1) * k],
@@ -326,7 +370,13 @@ impl Model {
 
     /// `n` samples per row from the predicted mixture, in original units: `rows * n * D`
     /// values, row-major (row, then sample, then dimension). Deterministic for a seed.
-    pub fn sample(&self, backend: &mut dyn Backend, data: &Dataset, n: usize, seed: u64) -> Result<Vec<f64>> {
+    pub fn sample(
+        &self,
+        backend: &mut dyn Backend,
+        data: &Dataset,
+        n: usize,
+        seed: u64,
+    ) -> Result<Vec<f64>> {
         let pred = self.predict(backend, data)?;
         let (k, d) = (pred.k, pred.d);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);

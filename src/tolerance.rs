@@ -43,7 +43,12 @@ impl std::fmt::Display for Comparison {
         write!(
             f,
             "{} of {} elements outside abs {:e} + rel {:e}; max abs err {:e}, max rel err {:e}",
-            self.failures, self.len, self.tolerance.abs, self.tolerance.rel, self.max_abs, self.max_rel
+            self.failures,
+            self.len,
+            self.tolerance.abs,
+            self.tolerance.rel,
+            self.max_abs,
+            self.max_rel
         )?;
         if let Some((i, a, e)) = self.worst {
             write!(f, "; worst at [{i}]: actual {a:e}, expected {e:e}")?;
@@ -86,7 +91,15 @@ impl Tolerance {
             let (a, e): (f64, f64) = (a.into(), e.into());
             let err = (a - e).abs();
             let allowed = self.abs + self.rel * e.abs();
-            let ratio = if err.is_nan() { f64::INFINITY } else if allowed > 0.0 { err / allowed } else if err > 0.0 { f64::INFINITY } else { 0.0 };
+            let ratio = if err.is_nan() {
+                f64::INFINITY
+            } else if allowed > 0.0 {
+                err / allowed
+            } else if err > 0.0 {
+                f64::INFINITY
+            } else {
+                0.0
+            };
             if err.is_nan() || err > allowed {
                 c.failures += 1;
             }

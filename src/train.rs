@@ -59,7 +59,10 @@ impl Default for TrainOptions {
             components: 5,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
             step: StepConfig::default(),
-            stopping: Stopping::Early { patience: 10, max_epochs: 200 },
+            stopping: Stopping::Early {
+                patience: 10,
+                max_epochs: 200,
+            },
             seed: 0,
         }
     }
@@ -83,9 +86,15 @@ pub struct EpochReport {
 
 /// Splits `data` into training and validation rows: a `fraction` of the rows, chosen by
 /// `seed`, is held out. Returns no validation set when `fraction` is 0.
-pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dataset, Option<Dataset>)> {
+pub fn split_validation(
+    data: &Dataset,
+    fraction: f64,
+    seed: u64,
+) -> Result<(Dataset, Option<Dataset>)> {
     if !(0.0..1.0).contains(&fraction) {
-        return Err(Error::config(format!("--val-fraction must be in [0, 1), got {fraction}")));
+        return Err(Error::config(format!(
+            "--val-fraction must be in [0, 1), got {fraction}"
+        )));
     }
     if fraction == 0.0 {
         return Ok((data.clone(), None));
@@ -168,7 +177,13 @@ pub fn train(
     opts: &TrainOptions,
     observer: &mut dyn FnMut(&EpochReport) -> bool,
 ) -> Result<Model> {
-    let mut arch = Arch::new(train.d_in(), opts.hidden.clone(), opts.activation, opts.components, train.d_out())?;
+    let mut arch = Arch::new(
+        train.d_in(),
+        opts.hidden.clone(),
+        opts.activation,
+        opts.components,
+        train.d_out(),
+    )?;
     arch.sigma_floor = opts.sigma_floor;
     arch.validate()?;
     check_options(train, val, opts)?;
@@ -179,7 +194,10 @@ pub fn train(
         if Scaler::is_constant(&train.y, train.d_out(), j) {
             return Err(Error::data(
                 crate::error::Location::file(&train.path),
-                format!("target column '{}' is constant in the training rows: there is no distribution to learn", train.targets[j]),
+                format!(
+                    "target column '{}' is constant in the training rows: there is no distribution to learn",
+                    train.targets[j]
+                ),
             ));
         }
     }
@@ -192,12 +210,21 @@ pub fn train(
     backend.start(
         &arch,
         &params,
-        DataRef { x: &tx, y: &ty, rows: train.rows },
-        val_std.as_ref().map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+        DataRef {
+            x: &tx,
+            y: &ty,
+            rows: train.rows,
+        },
+        val_std
+            .as_ref()
+            .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
     )?;
 
     let (max_epochs, patience) = match opts.stopping {
-        Stopping::Early { patience, max_epochs } => (max_epochs, Some(patience)),
+        Stopping::Early {
+            patience,
+            max_epochs,
+        } => (max_epochs, Some(patience)),
         Stopping::Fixed { epochs } => (epochs, None),
     };
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
@@ -225,7 +252,11 @@ pub fn train(
         }
         let train_nll = stats.train_nll - jac;
         let val_nll = stats.val_nll.map(|v| v - jac);
-        history.push(EpochRecord { epoch, train_nll, val_nll });
+        history.push(EpochRecord {
+            epoch,
+            train_nll,
+            val_nll,
+        });
         if let Some(v) = val_nll {
             if best.is_none_or(|(_, b)| v < b) {
                 best = Some((epoch, v));
@@ -256,10 +287,20 @@ pub fn train(
     }
 
     let (params, saved_epoch) = match opts.stopping {
-        Stopping::Early { .. } => (backend.best_params()?, best.map(|b| b.0).unwrap_or(epochs_run)),
+        Stopping::Early { .. } => (
+            backend.best_params()?,
+            best.map(|b| b.0).unwrap_or(epochs_run),
+        ),
         Stopping::Fixed { .. } => (backend.current_params()?, epochs_run),
     };
-    let mut model = Model::new(arch, train.features.clone(), train.targets.clone(), x_scaler, y_scaler, params);
+    let mut model = Model::new(
+        arch,
+        train.features.clone(),
+        train.targets.clone(),
+        x_scaler,
+        y_scaler,
+        params,
+    );
     model.training = Some(TrainingInfo {
         mdn_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: backend.name(),
@@ -288,23 +329,36 @@ fn check_options(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) ->
         return Err(Error::config("--batch-size must be at least 1"));
     }
     if !(s.lr.is_finite() && s.lr > 0.0) {
-        return Err(Error::config(format!("--lr must be a positive number, got {}", s.lr)));
+        return Err(Error::config(format!(
+            "--lr must be a positive number, got {}",
+            s.lr
+        )));
     }
     if !(s.l2.is_finite() && s.l2 >= 0.0) {
-        return Err(Error::config(format!("--l2 must be a number >= 0, got {}", s.l2)));
+        return Err(Error::config(format!(
+            "--l2 must be a number >= 0, got {}",
+            s.l2
+        )));
     }
-    if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) || !(s.eps > 0.0) {
-        return Err(Error::config("Adam needs 0 <= beta1, beta2 < 1 and eps > 0"));
+    if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) || s.eps.is_nan() || s.eps <= 0.0 {
+        return Err(Error::config(
+            "Adam needs 0 <= beta1, beta2 < 1 and eps > 0",
+        ));
     }
     match opts.stopping {
-        Stopping::Early { patience, max_epochs } => {
+        Stopping::Early {
+            patience,
+            max_epochs,
+        } => {
             if val.is_none() {
                 return Err(Error::config(
                     "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
                 ));
             }
             if patience == 0 || max_epochs == 0 {
-                return Err(Error::config("--patience and --max-epochs must be at least 1"));
+                return Err(Error::config(
+                    "--patience and --max-epochs must be at least 1",
+                ));
             }
         }
         Stopping::Fixed { epochs } => {
@@ -318,7 +372,11 @@ fn check_options(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) ->
             "{}: {} training rows{} are fewer than one batch of {}: use --batch-size {} or less, or more data",
             train.path.display(),
             train.rows,
-            if val.is_some() { " (after holding out validation rows)" } else { "" },
+            if val.is_some() {
+                " (after holding out validation rows)"
+            } else {
+                ""
+            },
             s.batch_size,
             train.rows
         )));

@@ -12,20 +12,33 @@ fn gaussian_logpdf(y: f64, mu: f64, sigma: f64) -> f64 {
 
 #[test]
 fn one_component_is_the_gaussian_log_density() {
-    let mix = Mixture { k: 1, d: 2, floor: 0.0 };
+    let mix = Mixture {
+        k: 1,
+        d: 2,
+        floor: 0.0,
+    };
     // [logit, mu0, mu1, raw0, raw1]
     let h = [0.7f32, 0.5, -1.25, 0.3, -0.8];
     let y = [1.5f32, -0.5];
     let mut scratch = [0.0; 1];
     let got = mix.loglik(&h, &y, &mut scratch, None, 1.0);
-    let want = gaussian_logpdf(1.5, 0.5, softplus(0.3f32 as f64)) + gaussian_logpdf(-0.5, -1.25, softplus(-0.8f32 as f64));
+    let want = gaussian_logpdf(1.5, 0.5, softplus(0.3f32 as f64))
+        + gaussian_logpdf(-0.5, -1.25, softplus(-0.8f32 as f64));
     TIGHT.assert_close("1 component", &[got], &[want]);
 }
 
 #[test]
 fn identical_components_equal_one() {
-    let one = Mixture { k: 1, d: 1, floor: 1e-4 };
-    let five = Mixture { k: 5, d: 1, floor: 1e-4 };
+    let one = Mixture {
+        k: 1,
+        d: 1,
+        floor: 1e-4,
+    };
+    let five = Mixture {
+        k: 5,
+        d: 1,
+        floor: 1e-4,
+    };
     let h1 = [0.0f32, 0.3, 0.1];
     // Arbitrary logits, the same mean and sigma for every component.
     let mut h5 = vec![-1.0f32, 2.0, 0.5, 0.0, 3.0];
@@ -42,8 +55,19 @@ fn identical_components_equal_one() {
 fn hand_computed_two_components() {
     // pi = softmax(0, ln 3) = (1/4, 3/4); mu = (0, 2); sigma = (1, 0.5); y = 1.
     // p = 0.25 N(1; 0, 1) + 0.75 N(1; 2, 0.5) = 0.1414791309..., ln p = -1.9556030575845058
-    let mix = Mixture { k: 2, d: 1, floor: 0.0 };
-    let h = [0.0f32, 3f32.ln(), 0.0, 2.0, softplus_inverse(1.0) as f32, softplus_inverse(0.5) as f32];
+    let mix = Mixture {
+        k: 2,
+        d: 1,
+        floor: 0.0,
+    };
+    let h = [
+        0.0f32,
+        3f32.ln(),
+        0.0,
+        2.0,
+        softplus_inverse(1.0) as f32,
+        softplus_inverse(0.5) as f32,
+    ];
     let got = mix.loglik(&h, &[1.0], &mut [0.0; 2], None, 1.0);
     Tolerance::new(1e-6, 1e-6).assert_close("2 components", &[got], &[-1.9556030575845058]);
     let (mut pi, mut mu, mut sigma) = ([0.0; 2], [0.0; 2], [0.0; 2]);
@@ -54,8 +78,14 @@ fn hand_computed_two_components() {
 
 #[test]
 fn head_gradient_matches_finite_differences() {
-    let mix = Mixture { k: 3, d: 2, floor: 1e-3 };
-    let h: Vec<f32> = (0..mix.width()).map(|i| ((i as f32) * 0.77).sin()).collect();
+    let mix = Mixture {
+        k: 3,
+        d: 2,
+        floor: 1e-3,
+    };
+    let h: Vec<f32> = (0..mix.width())
+        .map(|i| ((i as f32) * 0.77).sin())
+        .collect();
     let y = [0.4f32, -0.9];
     let mut grad = vec![0.0f32; mix.width()];
     mix.loglik(&h, &y, &mut [0.0; 3], Some(&mut grad), 1.0);
@@ -68,7 +98,9 @@ fn head_gradient_matches_finite_differences() {
                 let mut t = hh[c] - lse;
                 for j in 0..2 {
                     let s = softplus(hh[k + k * 2 + c * 2 + j]) + 1e-3;
-                    t += -HALF_LN_2PI - s.ln() - 0.5 * ((y[j] as f64 - hh[k + c * 2 + j]) / s).powi(2);
+                    t += -HALF_LN_2PI
+                        - s.ln()
+                        - 0.5 * ((y[j] as f64 - hh[k + c * 2 + j]) / s).powi(2);
                 }
                 t
             })
@@ -89,17 +121,31 @@ fn head_gradient_matches_finite_differences() {
 
 #[test]
 fn extremes_stay_finite() {
-    let mix = Mixture { k: 2, d: 1, floor: 1e-4 };
+    let mix = Mixture {
+        k: 2,
+        d: 1,
+        floor: 1e-4,
+    };
     // Target a million standard deviations from every mean; sigmas at the floor; huge logits.
-    for h in [[0.0f32, 0.0, 0.0, 1.0, -80.0, -80.0], [1e4, -1e4, 5.0, -5.0, 80.0, 80.0]] {
+    for h in [
+        [0.0f32, 0.0, 0.0, 1.0, -80.0, -80.0],
+        [1e4, -1e4, 5.0, -5.0, 80.0, 80.0],
+    ] {
         for y in [1e6f32, -1e6, 0.0] {
             let mut g = [0.0f32; 6];
             let ll = mix.loglik(&h, &[y], &mut [0.0; 2], Some(&mut g), 1.0);
             assert!(ll.is_finite(), "loglik {ll} for h={h:?} y={y}");
-            assert!(g.iter().all(|v| v.is_finite()), "gradient {g:?} for h={h:?} y={y}");
+            assert!(
+                g.iter().all(|v| v.is_finite()),
+                "gradient {g:?} for h={h:?} y={y}"
+            );
         }
     }
     assert_eq!(softplus(1000.0), 1000.0);
     assert!(softplus(-1000.0) >= 0.0);
-    TIGHT.assert_close("softplus inverse", &[softplus(softplus_inverse(0.37))], &[0.37]);
+    TIGHT.assert_close(
+        "softplus inverse",
+        &[softplus(softplus_inverse(0.37))],
+        &[0.37],
+    );
 }

@@ -10,13 +10,18 @@ use mdn::tolerance::Tolerance;
 use mdn::train::{Stopping, TrainOptions, split_validation, train};
 
 fn asset(name: &str) -> Dataset {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name);
     read_csv(&path, &ColumnChoice::Default).unwrap()
 }
 
 fn fit(data: &Dataset, opts: &TrainOptions) -> Model {
     let (tr, val) = split_validation(data, 0.1, opts.seed).unwrap();
-    train(&mut CpuBackend::new(), &tr, val.as_ref(), opts, &mut |_| true).unwrap()
+    train(&mut CpuBackend::new(), &tr, val.as_ref(), opts, &mut |_| {
+        true
+    })
+    .unwrap()
 }
 
 fn mean_nll(model: &Model, data: &Dataset) -> f64 {
@@ -32,31 +37,59 @@ fn shipped_example_reaches_the_target_nll() {
     let nll = mean_nll(&model, &test);
     // A single Gaussian gets about -0.32 on this problem; a PyTorch MDN about -0.93.
     assert!(nll < -0.7, "held-out NLL {nll} is not below -0.7");
-    let single = fit(&data, &TrainOptions { components: 1, ..TrainOptions::default() });
+    let single = fit(
+        &data,
+        &TrainOptions {
+            components: 1,
+            ..TrainOptions::default()
+        },
+    );
     let single_nll = mean_nll(&single, &test);
-    assert!(single_nll > -0.6 && single_nll < -0.2, "single Gaussian NLL {single_nll}, expected about -0.3 to -0.45");
-    assert!(nll < single_nll - 0.4, "mixture {nll} vs single Gaussian {single_nll}");
+    assert!(
+        single_nll > -0.6 && single_nll < -0.2,
+        "single Gaussian NLL {single_nll}, expected about -0.3 to -0.45"
+    );
+    assert!(
+        nll < single_nll - 0.4,
+        "mixture {nll} vs single Gaussian {single_nll}"
+    );
 }
 
 #[test]
 fn nll_is_reported_in_original_units() {
     let data = asset("bishop.csv");
-    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 3 }, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 3 },
+        ..TrainOptions::default()
+    };
     let model = fit(&data, &opts);
     let base = mean_nll(&model, &data);
     // The same model in units ten times larger: density divided by 10 per target dimension.
     let mut scaled = model.clone();
-    for (m, s) in scaled.y_scaler.mean.iter_mut().zip(scaled.y_scaler.std.iter_mut()) {
+    for (m, s) in scaled
+        .y_scaler
+        .mean
+        .iter_mut()
+        .zip(scaled.y_scaler.std.iter_mut())
+    {
         *m *= 10.0;
         *s *= 10.0;
     }
     let mut data10 = data.clone();
     data10.y.iter_mut().for_each(|v| *v *= 10.0);
     let d = data.d_out() as f64;
-    Tolerance::new(1e-5, 0.0).assert_close("scored on y*10", &[mean_nll(&scaled, &data10)], &[base + d * 10f64.ln()]);
+    Tolerance::new(1e-5, 0.0).assert_close(
+        "scored on y*10",
+        &[mean_nll(&scaled, &data10)],
+        &[base + d * 10f64.ln()],
+    );
     // Trained on y*10 from the start: standardisation makes it the same problem.
     let trained10 = fit(&data10, &opts);
-    Tolerance::new(2e-3, 0.0).assert_close("trained on y*10", &[mean_nll(&trained10, &data10)], &[base + d * 10f64.ln()]);
+    Tolerance::new(2e-3, 0.0).assert_close(
+        "trained on y*10",
+        &[mean_nll(&trained10, &data10)],
+        &[base + d * 10f64.ln()],
+    );
     let info = trained10.training.unwrap();
     let info1 = model.training.unwrap();
     Tolerance::new(2e-3, 0.0).assert_close(
@@ -69,11 +102,17 @@ fn nll_is_reported_in_original_units() {
 #[test]
 fn same_seed_same_bits_other_seed_other_model() {
     let data = asset("bishop.csv");
-    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 4 }, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 4 },
+        ..TrainOptions::default()
+    };
     let a = fit(&data, &opts);
     let b = fit(&data, &opts);
     assert_eq!(a.params, b.params);
-    assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    assert_eq!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&b).unwrap()
+    );
     let c = fit(&data, &TrainOptions { seed: 1, ..opts });
     assert_ne!(a.params, c.params);
 }
@@ -83,15 +122,28 @@ fn early_stopping_keeps_the_best_epoch() {
     let data = asset("bishop.csv");
     // A high learning rate makes the validation NLL wander, so the last epoch is rarely best.
     let opts = TrainOptions {
-        step: StepConfig { lr: 0.02, ..StepConfig::default() },
-        stopping: Stopping::Early { patience: 3, max_epochs: 60 },
+        step: StepConfig {
+            lr: 0.02,
+            ..StepConfig::default()
+        },
+        stopping: Stopping::Early {
+            patience: 3,
+            max_epochs: 60,
+        },
         ..TrainOptions::default()
     };
     let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
     let val = val.unwrap();
-    let model = train(&mut CpuBackend::new(), &tr, Some(&val), &opts, &mut |_| true).unwrap();
+    let model = train(&mut CpuBackend::new(), &tr, Some(&val), &opts, &mut |_| {
+        true
+    })
+    .unwrap();
     let info = model.training.clone().unwrap();
-    let best = info.history.iter().map(|e| e.val_nll.unwrap()).fold(f64::INFINITY, f64::min);
+    let best = info
+        .history
+        .iter()
+        .map(|e| e.val_nll.unwrap())
+        .fold(f64::INFINITY, f64::min);
     assert_eq!(info.best_val_nll, Some(best));
     assert_eq!(info.saved_epoch, info.best_epoch.unwrap());
     if info.stop_reason == "early-stopping" {
@@ -100,16 +152,26 @@ fn early_stopping_keeps_the_best_epoch() {
         assert_eq!(info.epochs, 60);
     }
     // The saved parameters are the best epoch's: their validation NLL is the recorded one.
-    Tolerance::new(1e-9, 1e-9).assert_close("saved model's validation NLL", &[mean_nll(&model, &val)], &[best]);
+    Tolerance::new(1e-9, 1e-9).assert_close(
+        "saved model's validation NLL",
+        &[mean_nll(&model, &val)],
+        &[best],
+    );
 }
 
 #[test]
 fn fixed_epochs_keep_the_last_parameters() {
     let data = asset("bishop.csv");
-    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 5 }, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 5 },
+        ..TrainOptions::default()
+    };
     let model = fit(&data, &opts);
     let info = model.training.unwrap();
-    assert_eq!((info.epochs, info.saved_epoch, info.history.len()), (5, 5, 5));
+    assert_eq!(
+        (info.epochs, info.saved_epoch, info.history.len()),
+        (5, 5, 5)
+    );
     assert_eq!(info.stop_reason, "epochs");
 }
 
@@ -118,10 +180,16 @@ fn observer_can_stop_training() {
     let data = asset("bishop.csv");
     let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
     let mut seen = 0;
-    let model = train(&mut CpuBackend::new(), &tr, val.as_ref(), &TrainOptions::default(), &mut |r| {
-        seen = r.epoch;
-        r.epoch < 2
-    })
+    let model = train(
+        &mut CpuBackend::new(),
+        &tr,
+        val.as_ref(),
+        &TrainOptions::default(),
+        &mut |r| {
+            seen = r.epoch;
+            r.epoch < 2
+        },
+    )
     .unwrap();
     assert_eq!(seen, 2);
     assert_eq!(model.training.unwrap().stop_reason, "interrupted");
@@ -130,25 +198,44 @@ fn observer_can_stop_training() {
 #[test]
 fn model_file_round_trips_exactly() {
     let data = asset("bishop.csv");
-    let model = fit(&data, &TrainOptions { stopping: Stopping::Fixed { epochs: 2 }, hidden: vec![8, 4], ..TrainOptions::default() });
+    let model = fit(
+        &data,
+        &TrainOptions {
+            stopping: Stopping::Fixed { epochs: 2 },
+            hidden: vec![8, 4],
+            ..TrainOptions::default()
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("m.json");
     model.save(&path).unwrap();
     let back = Model::load(&path).unwrap();
     assert_eq!(back, model);
     // Only the model file is left in the directory: the temporary file was renamed.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("m.json")]);
     // And it predicts the same.
     let mut cpu = CpuBackend::new();
-    assert_eq!(back.loglik(&mut cpu, &data).unwrap(), model.loglik(&mut cpu, &data).unwrap());
+    assert_eq!(
+        back.loglik(&mut cpu, &data).unwrap(),
+        model.loglik(&mut cpu, &data).unwrap()
+    );
 }
 
 #[test]
 fn predictions_are_consistent_with_the_likelihood() {
     // Evaluate the mixture from `predict` (original units) by hand and compare with `loglik`.
     let data = asset("bishop_test.csv");
-    let model = fit(&asset("bishop.csv"), &TrainOptions { stopping: Stopping::Fixed { epochs: 3 }, ..TrainOptions::default() });
+    let model = fit(
+        &asset("bishop.csv"),
+        &TrainOptions {
+            stopping: Stopping::Fixed { epochs: 3 },
+            ..TrainOptions::default()
+        },
+    );
     let mut cpu = CpuBackend::new();
     let pred = model.predict(&mut cpu, &data).unwrap();
     let ll = model.loglik(&mut cpu, &data).unwrap();
@@ -158,7 +245,8 @@ fn predictions_are_consistent_with_the_likelihood() {
             let p: f64 = (0..pred.k)
                 .map(|c| {
                     let (mu, s) = (pred.mu[r * pred.k + c], pred.sigma[r * pred.k + c]);
-                    pred.pi[r * pred.k + c] * (-0.5 * ((y - mu) / s).powi(2)).exp() / (s * (2.0 * std::f64::consts::PI).sqrt())
+                    pred.pi[r * pred.k + c] * (-0.5 * ((y - mu) / s).powi(2)).exp()
+                        / (s * (2.0 * std::f64::consts::PI).sqrt())
                 })
                 .sum();
             p.ln()
@@ -174,8 +262,21 @@ fn predictions_are_consistent_with_the_likelihood() {
 #[test]
 fn samples_follow_the_predicted_mixture() {
     // One input row, many samples: their mean and variance match the mixture's.
-    let model = fit(&asset("bishop.csv"), &TrainOptions { stopping: Stopping::Fixed { epochs: 5 }, ..TrainOptions::default() });
-    let row = Dataset { path: "row".into(), features: vec!["x".into()], targets: vec![], x: vec![0.5], y: vec![], rows: 1 };
+    let model = fit(
+        &asset("bishop.csv"),
+        &TrainOptions {
+            stopping: Stopping::Fixed { epochs: 5 },
+            ..TrainOptions::default()
+        },
+    );
+    let row = Dataset {
+        path: "row".into(),
+        features: vec!["x".into()],
+        targets: vec![],
+        x: vec![0.5],
+        y: vec![],
+        rows: 1,
+    };
     let mut cpu = CpuBackend::new();
     let pred = model.predict(&mut cpu, &row).unwrap();
     let n = 200_000;
@@ -183,9 +284,14 @@ fn samples_follow_the_predicted_mixture() {
     let mean = s.iter().sum::<f64>() / n as f64;
     let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
     let m = pred.mean(0, 0);
-    let v: f64 = (0..pred.k).map(|c| pred.pi[c] * (pred.sigma[c].powi(2) + (pred.mu[c] - m).powi(2))).sum();
+    let v: f64 = (0..pred.k)
+        .map(|c| pred.pi[c] * (pred.sigma[c].powi(2) + (pred.mu[c] - m).powi(2)))
+        .sum();
     // Standard error of the mean is sqrt(v / n); allow 5 of them.
-    assert!((mean - m).abs() < 5.0 * (v / n as f64).sqrt(), "sample mean {mean} vs {m}");
+    assert!(
+        (mean - m).abs() < 5.0 * (v / n as f64).sqrt(),
+        "sample mean {mean} vs {m}"
+    );
     assert!((var - v).abs() < 0.02 * v, "sample variance {var} vs {v}");
     assert_eq!(s, model.sample(&mut cpu, &row, n, 42).unwrap());
     assert_ne!(s, model.sample(&mut cpu, &row, n, 43).unwrap());
@@ -195,7 +301,10 @@ fn samples_follow_the_predicted_mixture() {
 fn backend_is_reused_across_runs() {
     // One backend value trains twice; the second run starts from scratch (Adam state reset).
     let data = asset("bishop.csv");
-    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 2 }, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 2 },
+        ..TrainOptions::default()
+    };
     let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
     let mut be = CpuBackend::new();
     let a = train(&mut be, &tr, val.as_ref(), &opts, &mut |_| true).unwrap();

@@ -55,7 +55,11 @@ impl Net {
         Ok(Net {
             arch: arch.clone(),
             layers: arch.layers(),
-            mix: Mixture { k: arch.components, d: arch.targets, floor: arch.sigma_floor as f64 },
+            mix: Mixture {
+                k: arch.components,
+                d: arch.targets,
+                floor: arch.sigma_floor as f64,
+            },
         })
     }
 
@@ -114,7 +118,11 @@ impl Workspace {
             cap,
             x: vec![0.0; cap * net.arch.inputs],
             y: vec![0.0; cap * net.arch.targets],
-            acts: net.layers.iter().map(|l| vec![0.0; cap * l.outputs]).collect(),
+            acts: net
+                .layers
+                .iter()
+                .map(|l| vec![0.0; cap * l.outputs])
+                .collect(),
             delta: vec![0.0; cap * maxw],
             delta_below: vec![0.0; cap * maxw],
             scratch: vec![0.0; net.arch.components],
@@ -123,7 +131,15 @@ impl Workspace {
 }
 
 /// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
-fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_out: usize, out: &mut [f32]) {
+fn dense_forward(
+    a: &[f32],
+    w: &[f32],
+    b: &[f32],
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    out: &mut [f32],
+) {
     for r in 0..rows {
         let out_row = &mut out[r * n_out..(r + 1) * n_out];
         out_row.copy_from_slice(b);
@@ -141,7 +157,15 @@ fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_ou
 }
 
 /// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
-fn dense_weight_grad(a: &[f32], dz: &[f32], rows: usize, n_in: usize, n_out: usize, dw: &mut [f32], db: &mut [f32]) {
+fn dense_weight_grad(
+    a: &[f32],
+    dz: &[f32],
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     dw.fill(0.0);
     db.fill(0.0);
     for r in 0..rows {
@@ -193,13 +217,28 @@ fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut [Vec<f3
 
 /// Sum over rows of the log-likelihood; when `delta` is given, writes `scale * d(-loglik)/dh`
 /// for every row's head outputs into it.
-fn head(net: &Net, h: &[f32], y: &[f32], rows: usize, scratch: &mut [f64], mut delta: Option<&mut [f32]>, scale: f64, per_row: Option<&mut Vec<f64>>) -> f64 {
+fn head(
+    net: &Net,
+    h: &[f32],
+    y: &[f32],
+    rows: usize,
+    scratch: &mut [f64],
+    mut delta: Option<&mut [f32]>,
+    scale: f64,
+    per_row: Option<&mut Vec<f64>>,
+) -> f64 {
     let (p, d) = (net.mix.width(), net.arch.targets);
     let mut sum = 0.0;
     let mut per_row = per_row;
     for r in 0..rows {
         let g = delta.as_deref_mut().map(|dl| &mut dl[r * p..(r + 1) * p]);
-        let ll = net.mix.loglik(&h[r * p..(r + 1) * p], &y[r * d..(r + 1) * d], scratch, g, scale);
+        let ll = net.mix.loglik(
+            &h[r * p..(r + 1) * p],
+            &y[r * d..(r + 1) * d],
+            scratch,
+            g,
+            scale,
+        );
         if let Some(v) = per_row.as_deref_mut() {
             v.push(ll);
         }
@@ -210,16 +249,32 @@ fn head(net: &Net, h: &[f32], y: &[f32], rows: usize, scratch: &mut [f64], mut d
 
 /// Backward pass: from `ws.delta` (gradient at the head outputs, `rows * P`) to `grad`
 /// (flat layout), plus the L2 term. Returns the L2 penalty.
-fn backward(net: &Net, params: &[f32], x: &[f32], rows: usize, ws: &mut Workspace, grad: &mut [f32], l2: f32) -> f64 {
+fn backward(
+    net: &Net,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    ws: &mut Workspace,
+    grad: &mut [f32],
+    l2: f32,
+) -> f64 {
     let act: Activation = net.arch.activation;
     for l in (0..net.layers.len()).rev() {
         let layer = net.layers[l];
         let input: &[f32] = if l == 0 { x } else { &ws.acts[l - 1] };
-        let (dw, db) = grad[layer.weights..layer.bias + layer.outputs].split_at_mut(layer.weight_count());
+        let (dw, db) =
+            grad[layer.weights..layer.bias + layer.outputs].split_at_mut(layer.weight_count());
         dense_weight_grad(input, &ws.delta, rows, layer.inputs, layer.outputs, dw, db);
         if l > 0 {
             let w = &params[layer.weights..layer.weights + layer.weight_count()];
-            dense_input_grad(&ws.delta, w, rows, layer.inputs, layer.outputs, &mut ws.delta_below);
+            dense_input_grad(
+                &ws.delta,
+                w,
+                rows,
+                layer.inputs,
+                layer.outputs,
+                &mut ws.delta_below,
+            );
             // Through the activation of the layer below (its outputs are ws.acts[l - 1]).
             let a = &ws.acts[l - 1][..rows * layer.inputs];
             for (d, &av) in ws.delta_below[..rows * layer.inputs].iter_mut().zip(a) {
@@ -260,15 +315,37 @@ fn adam(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: &Adam
 }
 
 /// Mean NLL (standardised units) of a whole data set, evaluated in chunks.
-fn mean_nll(net: &Net, params: &[f32], x: &[f32], y: &[f32], rows: usize, ws: &mut Workspace) -> f64 {
+fn mean_nll(
+    net: &Net,
+    params: &[f32],
+    x: &[f32],
+    y: &[f32],
+    rows: usize,
+    ws: &mut Workspace,
+) -> f64 {
     let (d_in, d_out) = (net.arch.inputs, net.arch.targets);
     let mut sum = 0.0;
     let mut start = 0;
     while start < rows {
         let n = (rows - start).min(ws.cap);
-        forward(net, params, &x[start * d_in..(start + n) * d_in], n, &mut ws.acts);
+        forward(
+            net,
+            params,
+            &x[start * d_in..(start + n) * d_in],
+            n,
+            &mut ws.acts,
+        );
         let h = ws.acts.last().unwrap();
-        sum += head(net, h, &y[start * d_out..(start + n) * d_out], n, &mut ws.scratch, None, 0.0, None);
+        sum += head(
+            net,
+            h,
+            &y[start * d_out..(start + n) * d_out],
+            n,
+            &mut ws.scratch,
+            None,
+            0.0,
+            None,
+        );
         start += n;
     }
     -sum / rows as f64
@@ -279,7 +356,13 @@ impl Backend for CpuBackend {
         "cpu".to_string()
     }
 
-    fn start(&mut self, arch: &Arch, params: &[f32], train: DataRef<'_>, val: Option<DataRef<'_>>) -> Result<()> {
+    fn start(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+    ) -> Result<()> {
         let net = Net::new(arch)?;
         net.check_params(params)?;
         net.check_data(train.x, Some(train.y), train.rows)?;
@@ -305,17 +388,27 @@ impl Backend for CpuBackend {
     }
 
     fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
-        let run = self.run.as_mut().ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
         if cfg.batch_size == 0 {
             return Err(Error::config("batch size must be at least 1"));
         }
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
-            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train_rows)));
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({} training rows)",
+                run.train_rows
+            )));
         }
         if run.ws.cap < cfg.batch_size {
             run.ws = Workspace::new(&run.net, cfg.batch_size);
         }
-        let (d_in, d_out, p) = (run.net.arch.inputs, run.net.arch.targets, run.net.arch.head_width());
+        let (d_in, d_out, p) = (
+            run.net.arch.inputs,
+            run.net.arch.targets,
+            run.net.arch.head_width(),
+        );
         let mut nll_sum = 0.0;
         let mut finite = true;
         let mut steps = 0;
@@ -324,12 +417,23 @@ impl Backend for CpuBackend {
             let ws = &mut run.ws;
             for (slot, &row) in batch.iter().enumerate() {
                 let row = row as usize;
-                ws.x[slot * d_in..(slot + 1) * d_in].copy_from_slice(&run.train_x[row * d_in..(row + 1) * d_in]);
-                ws.y[slot * d_out..(slot + 1) * d_out].copy_from_slice(&run.train_y[row * d_out..(row + 1) * d_out]);
+                ws.x[slot * d_in..(slot + 1) * d_in]
+                    .copy_from_slice(&run.train_x[row * d_in..(row + 1) * d_in]);
+                ws.y[slot * d_out..(slot + 1) * d_out]
+                    .copy_from_slice(&run.train_y[row * d_out..(row + 1) * d_out]);
             }
             forward(&run.net, &run.params, &ws.x, b, &mut ws.acts);
             let h = ws.acts.last().unwrap();
-            let ll = head(&run.net, h, &ws.y, b, &mut ws.scratch, Some(&mut ws.delta[..b * p]), 1.0 / b as f64, None);
+            let ll = head(
+                &run.net,
+                h,
+                &ws.y,
+                b,
+                &mut ws.scratch,
+                Some(&mut ws.delta[..b * p]),
+                1.0 / b as f64,
+                None,
+            );
             nll_sum -= ll;
             finite &= ll.is_finite();
             let x = std::mem::take(&mut ws.x);
@@ -337,30 +441,53 @@ impl Backend for CpuBackend {
             ws.x = x;
             run.adam.step += 1;
             let c = AdamStepConstants::new(cfg, run.adam.step);
-            adam(&mut run.params, &run.grad, &mut run.adam.m, &mut run.adam.v, &c);
+            adam(
+                &mut run.params,
+                &run.grad,
+                &mut run.adam.m,
+                &mut run.adam.v,
+                &c,
+            );
             steps += 1;
         }
         finite &= run.params.iter().all(|v| v.is_finite());
-        let val_nll = run.val.as_ref().map(|(x, y, rows)| mean_nll(&run.net, &run.params, x, y, *rows, &mut run.ws));
+        let val_nll = run
+            .val
+            .as_ref()
+            .map(|(x, y, rows)| mean_nll(&run.net, &run.params, x, y, *rows, &mut run.ws));
         if let Some(v) = val_nll {
             finite &= v.is_finite();
         }
-        Ok(EpochStats { train_nll: nll_sum / order.len().max(1) as f64, val_nll, finite, steps })
+        Ok(EpochStats {
+            train_nll: nll_sum / order.len().max(1) as f64,
+            val_nll,
+            finite,
+            steps,
+        })
     }
 
     fn keep_best(&mut self) -> Result<()> {
-        let run = self.run.as_mut().ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
         run.best.copy_from_slice(&run.params);
         Ok(())
     }
 
     fn best_params(&mut self) -> Result<Vec<f32>> {
-        let run = self.run.as_ref().ok_or_else(|| Error::Backend("best_params called before start".into()))?;
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("best_params called before start".into()))?;
         Ok(run.best.clone())
     }
 
     fn current_params(&mut self) -> Result<Vec<f32>> {
-        let run = self.run.as_ref().ok_or_else(|| Error::Backend("current_params called before start".into()))?;
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("current_params called before start".into()))?;
         Ok(run.params.clone())
     }
 
@@ -374,14 +501,27 @@ impl Backend for CpuBackend {
         let mut start = 0;
         while start < rows {
             let n = (rows - start).min(ws.cap);
-            forward(&net, params, &x[start * arch.inputs..(start + n) * arch.inputs], n, &mut ws.acts);
+            forward(
+                &net,
+                params,
+                &x[start * arch.inputs..(start + n) * arch.inputs],
+                n,
+                &mut ws.acts,
+            );
             out.extend_from_slice(&ws.acts.last().unwrap()[..n * p]);
             start += n;
         }
         Ok(out)
     }
 
-    fn loglik(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize) -> Result<Vec<f64>> {
+    fn loglik(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f64>> {
         let net = Net::new(arch)?;
         net.check_params(params)?;
         net.check_data(x, Some(y), rows)?;
@@ -391,15 +531,38 @@ impl Backend for CpuBackend {
         let mut start = 0;
         while start < rows {
             let n = (rows - start).min(ws.cap);
-            forward(&net, params, &x[start * d_in..(start + n) * d_in], n, &mut ws.acts);
+            forward(
+                &net,
+                params,
+                &x[start * d_in..(start + n) * d_in],
+                n,
+                &mut ws.acts,
+            );
             let h = ws.acts.last().unwrap();
-            head(&net, h, &y[start * d_out..(start + n) * d_out], n, &mut ws.scratch, None, 0.0, Some(&mut out));
+            head(
+                &net,
+                h,
+                &y[start * d_out..(start + n) * d_out],
+                n,
+                &mut ws.scratch,
+                None,
+                0.0,
+                Some(&mut out),
+            );
             start += n;
         }
         Ok(out)
     }
 
-    fn loss_grad(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize, l2: f32) -> Result<LossGrad> {
+    fn loss_grad(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        l2: f32,
+    ) -> Result<LossGrad> {
         let net = Net::new(arch)?;
         net.check_params(params)?;
         net.check_data(x, Some(y), rows)?;
@@ -410,17 +573,38 @@ impl Backend for CpuBackend {
         let p = arch.head_width();
         forward(&net, params, x, rows, &mut ws.acts);
         let h = std::mem::take(ws.acts.last_mut().unwrap());
-        let ll = head(&net, &h, y, rows, &mut ws.scratch, Some(&mut ws.delta[..rows * p]), 1.0 / rows as f64, None);
+        let ll = head(
+            &net,
+            &h,
+            y,
+            rows,
+            &mut ws.scratch,
+            Some(&mut ws.delta[..rows * p]),
+            1.0 / rows as f64,
+            None,
+        );
         *ws.acts.last_mut().unwrap() = h;
         let mut grad = vec![0.0; params.len()];
         let penalty = backward(&net, params, x, rows, &mut ws, &mut grad, l2);
-        Ok(LossGrad { nll: -ll / rows as f64, penalty, grad })
+        Ok(LossGrad {
+            nll: -ll / rows as f64,
+            penalty,
+            grad,
+        })
     }
 
-    fn adam_step(&mut self, params: &mut [f32], grad: &[f32], state: &mut AdamState, cfg: &StepConfig) -> Result<()> {
+    fn adam_step(
+        &mut self,
+        params: &mut [f32],
+        grad: &[f32],
+        state: &mut AdamState,
+        cfg: &StepConfig,
+    ) -> Result<()> {
         let n = params.len();
         if grad.len() != n || state.m.len() != n || state.v.len() != n {
-            return Err(Error::config("adam_step: parameter, gradient and moment buffers differ in length"));
+            return Err(Error::config(
+                "adam_step: parameter, gradient and moment buffers differ in length",
+            ));
         }
         state.step += 1;
         let c = AdamStepConstants::new(cfg, state.step);

@@ -37,7 +37,14 @@ pub struct StepConfig {
 
 impl Default for StepConfig {
     fn default() -> Self {
-        StepConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-7, l2: 0.0, batch_size: 256 }
+        StepConfig {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            l2: 0.0,
+            batch_size: 256,
+        }
     }
 }
 
@@ -52,7 +59,11 @@ pub struct AdamState {
 
 impl AdamState {
     pub fn new(n: usize) -> Self {
-        AdamState { m: vec![0.0; n], v: vec![0.0; n], step: 0 }
+        AdamState {
+            m: vec![0.0; n],
+            v: vec![0.0; n],
+            step: 0,
+        }
     }
 }
 
@@ -127,7 +138,13 @@ pub trait Backend {
 
     /// Starts a training run: takes the architecture, the initial parameters and the data,
     /// and resets Adam's state.
-    fn start(&mut self, arch: &Arch, params: &[f32], train: DataRef<'_>, val: Option<DataRef<'_>>) -> Result<()>;
+    fn start(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+    ) -> Result<()>;
 
     /// Runs one epoch: mini-batches of `order` (indices of training rows) in sequence, one Adam
     /// step each, then the validation NLL.
@@ -148,11 +165,32 @@ pub trait Backend {
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>>;
 
     /// Per-row log-likelihoods of `y` given `x`.
-    fn loglik(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize) -> Result<Vec<f64>>;
+    fn loglik(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f64>>;
 
     /// Mean NLL over the rows plus the L2 penalty, and its gradient.
-    fn loss_grad(&mut self, arch: &Arch, params: &[f32], x: &[f32], y: &[f32], rows: usize, l2: f32) -> Result<LossGrad>;
+    fn loss_grad(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        l2: f32,
+    ) -> Result<LossGrad>;
 
     /// One Adam step (number `state.step + 1`) in place.
-    fn adam_step(&mut self, params: &mut [f32], grad: &[f32], state: &mut AdamState, cfg: &StepConfig) -> Result<()>;
+    fn adam_step(
+        &mut self,
+        params: &mut [f32],
+        grad: &[f32],
+        state: &mut AdamState,
+        cfg: &StepConfig,
+    ) -> Result<()>;
 }

@@ -21,7 +21,15 @@ pub struct Case {
 
 /// A random case: weights ~ U(-1, 1)/sqrt(fan_in), biases ~ U(-0.3, 0.3), x ~ U(-2, 2),
 /// y ~ U(-2, 2): wide enough that several components carry weight.
-pub fn random_case(inputs: usize, hidden: &[usize], activation: Activation, k: usize, d: usize, rows: usize, seed: u64) -> Case {
+pub fn random_case(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    k: usize,
+    d: usize,
+    rows: usize,
+    seed: u64,
+) -> Case {
     let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0f32; arch.param_count()];
@@ -34,9 +42,17 @@ pub fn random_case(inputs: usize, hidden: &[usize], activation: Activation, k: u
             *b = rng.random_range(-0.3..0.3);
         }
     }
-    let x = (0..rows * inputs).map(|_| rng.random_range(-2.0..2.0)).collect();
+    let x = (0..rows * inputs)
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
     let y = (0..rows * d).map(|_| rng.random_range(-2.0..2.0)).collect();
-    Case { arch, params, x, y, rows }
+    Case {
+        arch,
+        params,
+        x,
+        y,
+        rows,
+    }
 }
 
 fn softplus(x: f64) -> f64 {
@@ -115,7 +131,14 @@ pub fn ref_loss(arch: &Arch, params: &[f64], x: &[f64], y: &[f64], rows: usize, 
 }
 
 /// Central finite differences of [`ref_loss`] for every parameter.
-pub fn ref_grad_fd(arch: &Arch, params: &[f64], x: &[f64], y: &[f64], rows: usize, l2: f64) -> Vec<f64> {
+pub fn ref_grad_fd(
+    arch: &Arch,
+    params: &[f64],
+    x: &[f64],
+    y: &[f64],
+    rows: usize,
+    l2: f64,
+) -> Vec<f64> {
     let mut p = params.to_vec();
     (0..p.len())
         .map(|i| {
@@ -149,11 +172,19 @@ pub struct Oracle {
 }
 
 pub fn oracle(name: &str) -> Oracle {
-    let path = format!("{}/tests/fixtures/oracle/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/fixtures/oracle/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let c = &v["config"];
     let get = |k: &str| c[k].as_u64().unwrap() as usize;
-    let hidden: Vec<usize> = c["hidden"].as_array().unwrap().iter().map(|h| h.as_u64().unwrap() as usize).collect();
+    let hidden: Vec<usize> = c["hidden"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h.as_u64().unwrap() as usize)
+        .collect();
     let mut arch = Arch::new(get("d"), hidden, Activation::Relu, get("K"), get("D")).unwrap();
     arch.sigma_floor = 0.0; // the oracle uses sigma = softplus(raw)
     let flat = |layers: &serde_json::Value| -> Vec<f64> {
@@ -162,21 +193,40 @@ pub fn oracle(name: &str) -> Oracle {
             for row in layer["W"].as_array().unwrap() {
                 out.extend(row.as_array().unwrap().iter().map(|w| w.as_f64().unwrap()));
             }
-            out.extend(layer["b"].as_array().unwrap().iter().map(|b| b.as_f64().unwrap()));
+            out.extend(
+                layer["b"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b.as_f64().unwrap()),
+            );
         }
         out
     };
     let matrix = |m: &serde_json::Value| -> Vec<f64> {
-        m.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|a| a.as_f64().unwrap())).collect()
+        m.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|a| a.as_f64().unwrap()))
+            .collect()
     };
     let params = flat(&v["layers"]);
-    assert_eq!(params.len(), arch.param_count(), "oracle layout matches ours");
+    assert_eq!(
+        params.len(),
+        arch.param_count(),
+        "oracle layout matches ours"
+    );
     Oracle {
         grads: flat(&v["grads"]),
         x: matrix(&v["inputs"]),
         y: matrix(&v["targets"]),
         rows: get("n"),
-        loglik: v["loglik"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect(),
+        loglik: v["loglik"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect(),
         mean_nll: v["mean_nll"].as_f64().unwrap(),
         head: matrix(&v["intermediates"]["head"]),
         params,

@@ -43,7 +43,15 @@ pub fn loglik(b: &mut dyn Backend) {
     for k in 1..=8 {
         for dd in 1..=3 {
             let rows = [1, 3, 50, 783][(k + dd) % 4];
-            let c = random_case(2, &[12], Activation::Relu, k, dd, rows, (k * 10 + dd) as u64);
+            let c = random_case(
+                2,
+                &[12],
+                Activation::Relu,
+                k,
+                dd,
+                rows,
+                (k * 10 + dd) as u64,
+            );
             let got = b.loglik(&c.arch, &c.params, &c.x, &c.y, rows).unwrap();
             let h = ref_forward(&c.arch, &to_f64(&c.params), &to_f64(&c.x), rows);
             let want = ref_head_loglik(&c.arch, &h, &to_f64(&c.y), rows);
@@ -56,12 +64,22 @@ pub fn gradients(b: &mut dyn Backend) {
     for (i, (d, hidden, act, k, dd, rows)) in shapes().into_iter().enumerate() {
         for l2 in [0.0f32, 0.01] {
             let c = random_case(d, &hidden, act, k, dd, rows, 200 + i as u64);
-            let got = b.loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, l2).unwrap();
+            let got = b
+                .loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, l2)
+                .unwrap();
             let (p, x, y) = (to_f64(&c.params), to_f64(&c.x), to_f64(&c.y));
             let want_loss = ref_loss(&c.arch, &p, &x, &y, rows, l2 as f64);
-            LOGLIK_TOL.assert_close(&format!("loss, shape {i}, l2 {l2}"), &[got.nll + got.penalty], &[want_loss]);
+            LOGLIK_TOL.assert_close(
+                &format!("loss, shape {i}, l2 {l2}"),
+                &[got.nll + got.penalty],
+                &[want_loss],
+            );
             let want = ref_grad_fd(&c.arch, &p, &x, &y, rows, l2 as f64);
-            GRAD_TOL.assert_close(&format!("gradient vs finite differences, shape {i}, l2 {l2}"), &got.grad, &want);
+            GRAD_TOL.assert_close(
+                &format!("gradient vs finite differences, shape {i}, l2 {l2}"),
+                &got.grad,
+                &want,
+            );
         }
     }
 }
@@ -84,7 +102,10 @@ pub fn oracle_cases(b: &mut dyn Backend) {
 
 pub fn adam(b: &mut dyn Backend) {
     // Hand-computed (float64) values for three steps, lr 0.1, betas 0.9/0.999, eps 1e-7.
-    let cfg = StepConfig { lr: 0.1, ..StepConfig::default() };
+    let cfg = StepConfig {
+        lr: 0.1,
+        ..StepConfig::default()
+    };
     let mut params = vec![1.0f32, -2.0];
     let mut state = AdamState::new(2);
     let expected = [
@@ -105,7 +126,9 @@ pub fn adam(b: &mut dyn Backend) {
     let mut state = AdamState::new(n);
     let cfg = StepConfig::default();
     for t in 1..=5 {
-        let g: Vec<f32> = (0..n).map(|i| ((i * t) as f32 * 0.11).cos() * 0.1).collect();
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * t) as f32 * 0.11).cos() * 0.1)
+            .collect();
         b.adam_step(&mut p, &g, &mut state, &cfg).unwrap();
         for i in 0..n {
             let gi = g[i] as f64;
@@ -124,13 +147,37 @@ pub fn training_run(b: &mut dyn Backend) {
     for (rows, batch) in [(783usize, 50usize), (300, 256), (64, 1)] {
         let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, rows, 7);
         let val = random_case(3, &[16, 8], Activation::Relu, 3, 2, 50, 8);
-        let cfg = StepConfig { batch_size: batch, l2: 1e-3, ..StepConfig::default() };
+        let cfg = StepConfig {
+            batch_size: batch,
+            l2: 1e-3,
+            ..StepConfig::default()
+        };
         let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
-            be.start(&c.arch, &c.params, DataRef { x: &c.x, y: &c.y, rows }, Some(DataRef { x: &val.x, y: &val.y, rows: 50 })).unwrap();
+            be.start(
+                &c.arch,
+                &c.params,
+                DataRef {
+                    x: &c.x,
+                    y: &c.y,
+                    rows,
+                },
+                Some(DataRef {
+                    x: &val.x,
+                    y: &val.y,
+                    rows: 50,
+                }),
+            )
+            .unwrap();
             let mut traj = Vec::new();
             for epoch in 0..3u32 {
-                let order: Vec<u32> = (0..rows as u32).map(|i| (i * 7 + epoch) % rows as u32).collect();
-                let order: Vec<u32> = if rows % 7 == 0 { (0..rows as u32).rev().collect() } else { order };
+                let order: Vec<u32> = (0..rows as u32)
+                    .map(|i| (i * 7 + epoch) % rows as u32)
+                    .collect();
+                let order: Vec<u32> = if rows % 7 == 0 {
+                    (0..rows as u32).rev().collect()
+                } else {
+                    order
+                };
                 let s = be.train_epoch(&order, &cfg).unwrap();
                 assert!(s.finite);
                 assert_eq!(s.steps as usize, rows.div_ceil(batch));
@@ -141,8 +188,16 @@ pub fn training_run(b: &mut dyn Backend) {
         };
         let (want, want_p) = run(&mut CpuBackend::new());
         let (got, got_p) = run(b);
-        TRAJECTORY_TOL.assert_close(&format!("NLL trajectory, {rows} rows, batch {batch}"), &got, &want);
-        Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters after 3 epochs, {rows} rows"), &got_p, &want_p);
+        TRAJECTORY_TOL.assert_close(
+            &format!("NLL trajectory, {rows} rows, batch {batch}"),
+            &got,
+            &want,
+        );
+        Tolerance::new(1e-4, 1e-3).assert_close(
+            &format!("parameters after 3 epochs, {rows} rows"),
+            &got_p,
+            &want_p,
+        );
     }
 }
 

@@ -1,0 +1,678 @@
+//! Integration tests of the `mdn` binary: every command, its options and outputs, and every
+//! input error (exit code 2, a message naming the place, nothing written).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+fn mdn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MDN_DEVICE")
+        .output()
+        .expect("run mdn")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> (String, String) {
+    let out = mdn(dir, args);
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(
+        out.status.success(),
+        "mdn {args:?} failed ({:?}):\n{se}",
+        out.status.code()
+    );
+    (so, se)
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// A small trained model shared by the read-only command tests.
+fn trained(dir: &Path) -> PathBuf {
+    let model = dir.join("m.json");
+    ok(
+        dir,
+        &[
+            "train",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--epochs",
+            "3",
+            "--out",
+            "m.json",
+            "--quiet",
+        ],
+    );
+    model
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn train_with_no_arguments_uses_the_shipped_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err) = ok(dir.path(), &["train"]);
+    assert!(err.contains("assets/bishop.csv"), "{err}");
+    assert!(
+        err.contains("epoch 1/200"),
+        "plain progress lines when stderr is not a terminal: {err}"
+    );
+    assert!(err.contains("wrote model.json"), "{err}");
+    assert_eq!(files_in(dir.path()), vec!["model.json"]);
+    let (out, _) = ok(
+        dir.path(),
+        &[
+            "eval",
+            "--data",
+            asset("bishop_test.csv").to_str().unwrap(),
+            "--json",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["rows"], 1000);
+    assert!(v["mean_nll"].as_f64().unwrap() < -0.7, "{v}");
+}
+
+#[test]
+fn train_options_and_json_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--target",
+            "t",
+            "--features",
+            "x",
+            "--hidden",
+            "16,8",
+            "--activation",
+            "tanh",
+            "--components",
+            "3",
+            "--lr",
+            "0.005",
+            "--batch-size",
+            "64",
+            "--l2",
+            "1e-4",
+            "--epochs",
+            "3",
+            "--seed",
+            "3",
+            "--sigma-floor",
+            "0.001",
+            "--out",
+            "m.json",
+            "--json",
+            "--quiet",
+        ],
+    );
+    assert!(err.is_empty(), "--quiet prints nothing: {err}");
+    let v = json(&out);
+    assert_eq!(v["epochs"], 3);
+    assert_eq!(v["saved_epoch"], 3);
+    assert_eq!(v["stop_reason"], "epochs");
+    let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+    assert_eq!(m["format"], "mdn-model");
+    assert_eq!(m["arch"]["hidden"], serde_json::json!([16, 8]));
+    assert_eq!(m["arch"]["activation"], "tanh");
+    assert_eq!(m["arch"]["components"], 3);
+    assert_eq!(m["arch"]["sigma_floor"].as_f64().unwrap() as f32, 0.001);
+    assert_eq!(m["training"]["batch_size"], 64);
+    assert_eq!(m["training"]["seed"], 3);
+    assert_eq!(m["features"], serde_json::json!(["x"]));
+    assert_eq!(m["targets"], serde_json::json!(["t"]));
+}
+
+#[test]
+fn train_with_validation_file_and_early_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--val",
+            asset("bishop_test.csv").to_str().unwrap(),
+            "--patience",
+            "2",
+            "--max-epochs",
+            "6",
+            "--json",
+            "--quiet",
+            "--lr",
+            "0.05",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["val_rows"], 1000);
+    assert_eq!(v["train_rows"], 4000);
+    let epochs = v["epochs"].as_u64().unwrap();
+    assert!(epochs <= 6);
+    assert_eq!(v["saved_epoch"], v["best_epoch"]);
+}
+
+#[test]
+fn train_on_several_targets_and_extra_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,a,b,y0,y1\n");
+    for i in 0..300 {
+        let a = (i as f64 * 0.37).sin();
+        let b = (i as f64 * 0.11).cos();
+        csv.push_str(&format!(
+            "row{i},{a},{b},{},{}\n",
+            a + 0.1 * b,
+            a * b + ((i * 7) % 10) as f64 * 0.01
+        ));
+    }
+    std::fs::write(dir.path().join("multi.csv"), csv).unwrap();
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "multi.csv",
+            "--features",
+            "a,b",
+            "--target",
+            "y0,y1",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--quiet",
+        ],
+    );
+    let (out, _) = ok(dir.path(), &["predict", "--data", "multi.csv"]);
+    let header = out.lines().next().unwrap();
+    assert!(
+        header.starts_with("row,pi_0,pi_1,pi_2,pi_3,pi_4,mu_0_y0,mu_0_y1,"),
+        "{header}"
+    );
+    assert!(header.ends_with("mean_y0,mean_y1"), "{header}");
+    assert_eq!(out.lines().count(), 301);
+    let (out, _) = ok(dir.path(), &["eval", "--data", "multi.csv", "--json"]);
+    assert!(json(&out)["mean_nll"].as_f64().unwrap().is_finite());
+}
+
+#[test]
+fn eval_text_json_and_per_row() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    let (text, _) = ok(dir.path(), &["eval", "--model", "m.json", "--data", test]);
+    assert!(
+        text.starts_with("mean NLL ") && text.contains("over 1000 rows"),
+        "{text}"
+    );
+    let (j, _) = ok(
+        dir.path(),
+        &["eval", "--model", "m.json", "--data", test, "--json"],
+    );
+    let mean = json(&j)["mean_nll"].as_f64().unwrap();
+    let (rows, _) = ok(
+        dir.path(),
+        &["eval", "--model", "m.json", "--data", test, "--per-row"],
+    );
+    let lines: Vec<&str> = rows.lines().collect();
+    assert_eq!(lines[0], "row,loglik");
+    assert_eq!(lines.len(), 1 + 1000 + 1);
+    let sum: f64 = lines[1..1001]
+        .iter()
+        .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!((-sum / 1000.0 - mean).abs() < 1e-9);
+    let (jr, _) = ok(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "m.json",
+            "--data",
+            test,
+            "--per-row",
+            "--json",
+        ],
+    );
+    assert_eq!(json(&jr)["loglik"].as_array().unwrap().len(), 1000);
+}
+
+#[test]
+fn predict_csv_json_and_out_file() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    let (csv, _) = ok(
+        dir.path(),
+        &["predict", "--model", "m.json", "--data", test],
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 1001);
+    assert_eq!(lines[0].split(',').count(), 1 + 5 + 5 + 5 + 1);
+    let first: Vec<f64> = lines[1].split(',').map(|c| c.parse().unwrap()).collect();
+    let pi_sum: f64 = first[1..6].iter().sum();
+    assert!((pi_sum - 1.0).abs() < 1e-9);
+    let mean: f64 = (0..5).map(|k| first[1 + k] * first[6 + k]).sum();
+    assert!((mean - first[16]).abs() < 1e-9, "mixture mean column");
+    assert!(
+        first[11..16].iter().all(|&s| s > 0.0),
+        "sigmas are positive"
+    );
+    let (j, _) = ok(
+        dir.path(),
+        &["predict", "--model", "m.json", "--data", test, "--json"],
+    );
+    let v = json(&j);
+    assert_eq!(v["rows"].as_array().unwrap().len(), 1000);
+    assert_eq!(v["rows"][0]["mu"].as_array().unwrap().len(), 5);
+    assert!((v["rows"][0]["mean"][0].as_f64().unwrap() - first[16]).abs() < 1e-9);
+    let (printed, _) = ok(
+        dir.path(),
+        &[
+            "predict", "--model", "m.json", "--data", test, "--out", "p.csv",
+        ],
+    );
+    assert!(printed.is_empty());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("p.csv")).unwrap(),
+        csv
+    );
+}
+
+#[test]
+fn sample_csv_json_seeded() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    let (a, _) = ok(
+        dir.path(),
+        &[
+            "sample", "--model", "m.json", "--data", test, "--n", "3", "--seed", "5",
+        ],
+    );
+    let lines: Vec<&str> = a.lines().collect();
+    assert_eq!(lines[0], "row,sample,t");
+    assert_eq!(lines.len(), 1 + 3000);
+    assert!(lines[3000].starts_with("999,2,"));
+    let (b, _) = ok(
+        dir.path(),
+        &[
+            "sample", "--model", "m.json", "--data", test, "--n", "3", "--seed", "5",
+        ],
+    );
+    assert_eq!(a, b, "same seed, same samples");
+    let (c, _) = ok(
+        dir.path(),
+        &[
+            "sample", "--model", "m.json", "--data", test, "--n", "3", "--seed", "6",
+        ],
+    );
+    assert_ne!(a, c);
+    let (j, _) = ok(
+        dir.path(),
+        &[
+            "sample", "--model", "m.json", "--data", test, "--n", "2", "--json",
+        ],
+    );
+    let v = json(&j);
+    assert_eq!(v["rows"][999]["samples"].as_array().unwrap().len(), 2);
+    ok(
+        dir.path(),
+        &[
+            "sample", "--model", "m.json", "--data", test, "--out", "s.csv",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("s.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        1001
+    );
+}
+
+#[test]
+fn devices_lists_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, _) = ok(dir.path(), &["devices"]);
+    assert!(text.contains("cpu"));
+    let (j, _) = ok(dir.path(), &["devices", "--json"]);
+    assert_eq!(json(&j)["devices"][0]["kind"], "cpu");
+}
+
+#[test]
+fn help_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let (help, _) = ok(dir.path(), &["--help"]);
+    for cmd in ["train", "eval", "predict", "sample", "devices"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    let (v, _) = ok(dir.path(), &["--version"]);
+    assert!(v.contains(env!("CARGO_PKG_VERSION")));
+}
+
+/// Runs `mdn train` on a CSV with the given content and expects exit 2, `needle` in the
+/// message, and no file written.
+fn train_fails(content: Option<&str>, extra: &[&str], needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(c) = content {
+        std::fs::write(dir.path().join("d.csv"), c).unwrap();
+    }
+    let mut args = vec!["train", "--data", "d.csv", "--quiet"];
+    if !extra.contains(&"--out") {
+        args.extend_from_slice(&["--out", "out.json"]);
+    }
+    args.extend_from_slice(extra);
+    let out = mdn(dir.path(), &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for {needle:?}: {err}"
+    );
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let expect: Vec<String> = if content.is_some() {
+        vec!["d.csv".into()]
+    } else {
+        vec![]
+    };
+    assert_eq!(
+        files_in(dir.path()),
+        expect,
+        "nothing written for {needle:?}"
+    );
+}
+
+fn rows(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("{},{}\n", i as f64 * 0.1, (i as f64 * 0.7).sin()))
+        .collect()
+}
+
+#[test]
+fn bad_training_input_is_refused_with_its_place() {
+    train_fails(None, &[], "d.csv: no such file or directory");
+    train_fails(Some(""), &[], "d.csv: the file is empty");
+    train_fails(Some("x,y\n"), &[], "d.csv: has a header but no data rows");
+    train_fails(
+        Some(&format!("x,y\n{}1,2,3\n", rows(5))),
+        &[],
+        "d.csv:7: row has 3 fields but the header has 2",
+    );
+    train_fails(
+        Some("x,y\n1,2\n3,abc\n"),
+        &[],
+        "d.csv:3:2 (column 'y'): 'abc' is not a number",
+    );
+    train_fails(
+        Some("x,y\n1,2\nNaN,3\n"),
+        &[],
+        "d.csv:3:1 (column 'x'): 'NaN' is not a finite number",
+    );
+    train_fails(
+        Some("x,y\n1,2\n3,inf\n"),
+        &[],
+        "d.csv:3:2 (column 'y'): 'inf' is not a finite number",
+    );
+    train_fails(
+        Some("x,y\n1,2\n3,1e39\n"),
+        &[],
+        "outside the range of 32-bit floats",
+    );
+    train_fails(Some("x,y\n1,\n"), &[], "d.csv:2:2 (column 'y'): empty cell");
+    train_fails(
+        Some("1,2\n3,4\n"),
+        &[],
+        "d.csv:1: the first line looks like data",
+    );
+    train_fails(Some("x,x\n1,2\n"), &[], "column name repeated");
+    train_fails(
+        Some(&format!("x,y\n{}", rows(10))),
+        &["--target", "z"],
+        "d.csv:1: target column 'z' is not in the header (columns: x, y)",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(10))),
+        &["--target", "y", "--features", "x,y"],
+        "column 'y' is both a target and a feature",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &[],
+        "90 training rows (after holding out validation rows) are fewer than one batch of 256",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--batch-size", "10", "--val-fraction", "0"],
+        "early stopping needs validation data",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", "1,5\n".repeat(50))),
+        &["--batch-size", "10"],
+        "target column 'y' is constant",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--batch-size", "10", "--out", "no/such/dir/m.json"],
+        "no/such/dir/m.json",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--hidden", "64,0"],
+        "'0' is not a layer width",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--batch-size", "10", "--val", "missing.csv"],
+        "missing.csv: no such file",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--batch-size", "10", "--val-fraction", "1.5"],
+        "--val-fraction must be in [0, 1)",
+    );
+}
+
+#[test]
+fn invalid_utf8_is_refused_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), b"x,y\n1,2\n\xff\xfe,2\n").unwrap();
+    let out = mdn(dir.path(), &["train", "--data", "d.csv", "--quiet"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("d.csv:3: not valid UTF-8"), "{err}");
+    assert!(!dir.path().join("model.json").exists());
+}
+
+/// Runs a model command and expects exit 2 with `needle` in the message.
+fn model_command_fails(model: Option<&str>, data: &str, needle: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let good = trained(dir.path());
+    let model_path = match model {
+        Some(content) => {
+            std::fs::write(dir.path().join("bad.json"), content).unwrap();
+            "bad.json".to_string()
+        }
+        None => good.to_string_lossy().to_string(),
+    };
+    std::fs::write(dir.path().join("data.csv"), data).unwrap();
+    for cmd in ["eval", "predict", "sample"] {
+        let out = mdn(
+            dir.path(),
+            &[
+                cmd,
+                "--model",
+                &model_path,
+                "--data",
+                "data.csv",
+                "--out",
+                "o.csv",
+            ]
+            .iter()
+            .copied()
+            .filter(|a| cmd != "eval" || (*a != "--out" && *a != "o.csv"))
+            .collect::<Vec<_>>(),
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains(needle), "{cmd}: expected {needle:?} in: {err}");
+        assert!(!dir.path().join("o.csv").exists());
+    }
+}
+
+#[test]
+fn bad_models_and_mismatched_data_are_refused() {
+    let data = "x,t\n0.5,0.2\n";
+    model_command_fails(Some(""), data, "bad.json: the file is empty");
+    model_command_fails(Some("{not json"), data, "bad.json: not valid JSON");
+    model_command_fails(Some("{\"hello\": 1}"), data, "not an mdn model");
+    model_command_fails(
+        Some("{\"format\": \"mdn-model\", \"format_version\": 99}"),
+        data,
+        "format version 99 was written by a newer mdn",
+    );
+    model_command_fails(
+        Some("{\"format\": \"mdn-model\", \"format_version\": 1, \"arch\": 3}"),
+        data,
+        "malformed model",
+    );
+    // The model expects feature x; this data has none.
+    model_command_fails(
+        None,
+        "a,t\n0.5,0.2\n",
+        "data.csv:1: the model needs 1 feature column(s) (x) but the header lacks x",
+    );
+    model_command_fails(None, "x,t\n0.5,zz\n", "data.csv:2:2 (column 't')");
+}
+
+#[test]
+fn truncated_and_tampered_model_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(trained(dir.path())).unwrap();
+    let data = asset("bishop_test.csv");
+    let cases = [
+        (good[..good.len() / 2].to_string(), "not valid JSON"),
+        (
+            good.replacen("\"params\":[", "\"params\":[1.0,", 1),
+            "params has",
+        ),
+        (
+            good.replacen("\"components\":5", "\"components\":0", 1),
+            "--components must be at least 1",
+        ),
+        (
+            good.replacen("\"std\":[", "\"std\":[-1.0,", 1),
+            "entries but the architecture needs",
+        ),
+    ];
+    for (content, needle) in cases {
+        std::fs::write(dir.path().join("bad.json"), &content).unwrap();
+        let out = mdn(
+            dir.path(),
+            &[
+                "eval",
+                "--model",
+                "bad.json",
+                "--data",
+                data.to_str().unwrap(),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+    }
+}
+
+#[test]
+fn eval_needs_the_target_columns_but_predict_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    std::fs::write(dir.path().join("x.csv"), "x\n0.1\n0.5\n").unwrap();
+    let out = mdn(
+        dir.path(),
+        &["eval", "--model", "m.json", "--data", "x.csv"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("target column 't' is not in the header")
+    );
+    let (p, _) = ok(
+        dir.path(),
+        &["predict", "--model", "m.json", "--data", "x.csv"],
+    );
+    assert_eq!(p.lines().count(), 3);
+    let (s, _) = ok(
+        dir.path(),
+        &["sample", "--model", "m.json", "--data", "x.csv", "--n", "4"],
+    );
+    assert_eq!(s.lines().count(), 9);
+}
+
+#[test]
+fn model_format_doc_reproduces_mdn_in_plain_python() {
+    // The Python example in docs/model-format.md, run on a trained model, gives mdn's numbers.
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    std::fs::copy(dir.path().join("m.json"), dir.path().join("model.json")).unwrap();
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/model-format.md"))
+            .unwrap();
+    let start = doc.find("```python\n").expect("a python example") + "```python\n".len();
+    let code = &doc[start..start + doc[start..].find("```").unwrap()];
+    let script =
+        format!("{code}\nprint(repr(loglik([0.3], [0.45])))\nprint(repr(mixture([0.3])[0][0]))\n");
+    std::fs::write(dir.path().join("doc.py"), script).unwrap();
+    let py = Command::new("python3")
+        .arg("doc.py")
+        .current_dir(dir.path())
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let py_out = String::from_utf8_lossy(&py.stdout);
+    let lines: Vec<&str> = py_out.lines().collect();
+    let n = lines.len();
+    let (ll, pi0): (f64, f64) = (lines[n - 2].parse().unwrap(), lines[n - 1].parse().unwrap());
+    std::fs::write(dir.path().join("one.csv"), "x,t\n0.3,0.45\n").unwrap();
+    let (e, _) = ok(
+        dir.path(),
+        &["eval", "--data", "one.csv", "--per-row", "--json"],
+    );
+    let mdn_ll = json(&e)["loglik"][0].as_f64().unwrap();
+    assert!((ll - mdn_ll).abs() < 1e-4, "python {ll} vs mdn {mdn_ll}");
+    let (p, _) = ok(dir.path(), &["predict", "--data", "one.csv", "--json"]);
+    let mdn_pi0 = json(&p)["rows"][0]["pi"][0].as_f64().unwrap();
+    assert!(
+        (pi0 - mdn_pi0).abs() < 1e-5,
+        "python {pi0} vs mdn {mdn_pi0}"
+    );
+}
