@@ -340,7 +340,11 @@ fn check_options(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) ->
             s.l2
         )));
     }
-    if !(0.0..1.0).contains(&s.beta1) || !(0.0..1.0).contains(&s.beta2) || s.eps.is_nan() || s.eps <= 0.0 {
+    if !(0.0..1.0).contains(&s.beta1)
+        || !(0.0..1.0).contains(&s.beta2)
+        || s.eps.is_nan()
+        || s.eps <= 0.0
+    {
         return Err(Error::config(
             "Adam needs 0 <= beta1, beta2 < 1 and eps > 0",
         ));

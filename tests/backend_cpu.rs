@@ -4,8 +4,8 @@ mod common;
 
 use mdn::backend::{Backend, CpuBackend};
 
-fn make() -> Box<dyn Backend> {
-    Box::new(CpuBackend::new())
+fn make() -> Option<Box<dyn Backend>> {
+    Some(Box::new(CpuBackend::new()))
 }
 
 backend_suite!(make);

@@ -15,8 +15,10 @@
 //! trainer and the model convert to and from the user's units.
 
 pub mod cpu;
+pub mod gpu;
 
 pub use cpu::CpuBackend;
+pub use gpu::{DeviceChoice, GpuBackend};
 
 use crate::error::Result;
 use crate::layout::Arch;
@@ -193,4 +195,25 @@ pub trait Backend {
         state: &mut AdamState,
         cfg: &StepConfig,
     ) -> Result<()>;
+}
+
+/// Opens the backend `choice` asks for. With `Auto`, falls back from a hardware GPU to the
+/// software adapter to the CPU; the second value is a warning to show when it fell back to
+/// the CPU.
+pub fn open(choice: DeviceChoice) -> Result<(Box<dyn Backend>, Option<String>)> {
+    match choice {
+        DeviceChoice::Cpu => Ok((Box::new(CpuBackend::new()), None)),
+        DeviceChoice::Gpu | DeviceChoice::Software => {
+            Ok((Box::new(GpuBackend::new(choice)?), None))
+        }
+        DeviceChoice::Auto => match GpuBackend::new(DeviceChoice::Auto) {
+            Ok(g) => Ok((Box::new(g), None)),
+            Err(e) => Ok((
+                Box::new(CpuBackend::new()),
+                Some(format!(
+                    "no usable GPU adapter ({e}); using the CPU backend"
+                )),
+            )),
+        },
+    }
 }

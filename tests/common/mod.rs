@@ -4,6 +4,28 @@
 
 pub mod suite;
 
+/// The GPU backend on the software adapter (or any adapter `MDN_TEST_DEVICE` names: `gpu`,
+/// `software`, `auto`). Without an adapter: a test failure when `MDN_REQUIRE_GPU=1` (as on
+/// CI), otherwise `None` and a note on stderr.
+pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
+    use mdn::backend::{DeviceChoice, GpuBackend};
+    let choice = match std::env::var("MDN_TEST_DEVICE").as_deref() {
+        Ok("gpu") => DeviceChoice::Gpu,
+        Ok("auto") => DeviceChoice::Auto,
+        _ => DeviceChoice::Software,
+    };
+    match GpuBackend::new(choice) {
+        Ok(b) => Some(Box::new(b)),
+        Err(e) => {
+            if std::env::var("MDN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("MDN_REQUIRE_GPU=1 but no GPU backend: {e}");
+            }
+            eprintln!("skipping a GPU test: {e} (set MDN_REQUIRE_GPU=1 to make this a failure)");
+            None
+        }
+    }
+}
+
 use mdn::layout::{Activation, Arch};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

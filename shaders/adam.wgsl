@@ -1,0 +1,21 @@
+// One Adam step over the flat parameter buffer:
+// m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  p -= lr (m * bias1) / (sqrt(v * bias2) + eps)
+
+@group(0) @binding(0) var<storage, read_write> params: array<f32>;
+@group(0) @binding(1) var<storage, read> grad: array<f32>;
+@group(0) @binding(2) var<storage, read_write> m: array<f32>;
+@group(0) @binding(3) var<storage, read_write> v: array<f32>;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg, 64u);
+    if i >= step.count {
+        return;
+    }
+    let g = grad[i];
+    let mi = step.beta1 * m[i] + (1.0 - step.beta1) * g;
+    let vi = step.beta2 * v[i] + (1.0 - step.beta2) * g * g;
+    m[i] = mi;
+    v[i] = vi;
+    params[i] -= step.lr * (mi * step.bias1) / (sqrt(vi * step.bias2) + step.eps);
+}

@@ -1,0 +1,69 @@
+// Shared by every kernel (prepended to each shader file by src/backend/gpu/kernels.rs).
+
+// Per-dispatch values, one 64-byte record per batch or chunk, bound with a dynamic offset.
+// Must match `StepUniform` in src/backend/gpu/mod.rs.
+struct Step {
+    rows: u32,      // rows in this batch or chunk
+    start: u32,     // first position in the row-order buffer
+    slot: u32,      // where this batch's reduction goes in the stats buffer
+    flags: u32,     // bit 0: compute gradients
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bias1: f32,     // 1 / (1 - beta1^t)
+    bias2: f32,     // 1 / (1 - beta2^t)
+    l2: f32,
+    inv_rows: f32,  // 1 / rows: gradients are of the mean NLL
+    count: u32,     // element count for elementwise kernels
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(1) @binding(0) var<uniform> step: Step;
+
+const ACT_NONE: u32 = 0u;
+const ACT_RELU: u32 = 1u;
+const ACT_TANH: u32 = 2u;
+
+fn activate(kind: u32, z: f32) -> f32 {
+    switch kind {
+        case 1u: { return max(z, 0.0); }
+        case 2u: { return tanh(z); }
+        default: { return z; }
+    }
+}
+
+// The activation's derivative from its output a.
+fn activation_derivative(kind: u32, a: f32) -> f32 {
+    switch kind {
+        case 1u: { return select(0.0, 1.0, a > 0.0); }
+        case 2u: { return 1.0 - a * a; }
+        default: { return 1.0; }
+    }
+}
+
+fn softplus(x: f32) -> f32 {
+    return max(x, 0.0) + log(1.0 + exp(-abs(x)));
+}
+
+fn sigmoid(x: f32) -> f32 {
+    if x >= 0.0 {
+        return 1.0 / (1.0 + exp(-x));
+    }
+    let e = exp(x);
+    return e / (1.0 + e);
+}
+
+// NaN and infinity have all exponent bits set; tested on the bits, since compilers may
+// assume floats are finite.
+fn non_finite(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Linear invocation index of a 1-D dispatch folded into 2-D (workgroups per dimension are
+// limited, typically to 65535).
+fn linear_index(gid: vec3<u32>, nwg: vec3<u32>, wg_size: u32) -> u32 {
+    return gid.x + gid.y * nwg.x * wg_size;
+}

@@ -1,0 +1,337 @@
+//! The wgpu device: adapter discovery and choice, device creation with the adapter's own
+//! limits, error capture (error scopes, an uncaptured-error sink and a device-lost callback,
+//! so wgpu never panics on us), and buffer helpers (upload, readback).
+
+use std::sync::{Arc, Mutex};
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+
+/// What `--device` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// A hardware GPU if there is one, else the software adapter, else the CPU.
+    Auto,
+    /// A hardware GPU (discrete, integrated or virtual); an error if there is none.
+    Gpu,
+    /// The software adapter (e.g. Mesa's lavapipe, "llvmpipe"); an error if there is none.
+    Software,
+    /// The CPU reference backend.
+    Cpu,
+}
+
+/// What `mdn devices` shows about an adapter.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_buffer_size: u64,
+    pub max_compute_workgroups_per_dimension: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub max_storage_buffers_per_shader_stage: u32,
+    pub min_uniform_buffer_offset_alignment: u32,
+    pub subgroup_min_size: u32,
+    pub subgroup_max_size: u32,
+}
+
+/// How to install a Vulkan driver, said whenever no adapter is found.
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux install a Vulkan driver and loader \
+(Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`, which includes the lavapipe \
+software adapter), or run with `--device cpu`";
+
+fn instance() -> wgpu::Instance {
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+    wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    })
+}
+
+fn is_hardware(t: wgpu::DeviceType) -> bool {
+    matches!(
+        t,
+        wgpu::DeviceType::DiscreteGpu
+            | wgpu::DeviceType::IntegratedGpu
+            | wgpu::DeviceType::VirtualGpu
+    )
+}
+
+fn summary(a: &wgpu::Adapter) -> AdapterSummary {
+    let info = a.get_info();
+    let l = a.limits();
+    let (subgroup_min_size, subgroup_max_size) = (info.subgroup_min_size, info.subgroup_max_size);
+    AdapterSummary {
+        name: info.name,
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver,
+        driver_info: info.driver_info,
+        max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
+        max_buffer_size: l.max_buffer_size,
+        max_compute_workgroups_per_dimension: l.max_compute_workgroups_per_dimension,
+        max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
+        max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+        min_uniform_buffer_offset_alignment: l.min_uniform_buffer_offset_alignment,
+        subgroup_min_size,
+        subgroup_max_size,
+    }
+}
+
+/// Every adapter wgpu can see (Vulkan, Metal, DX12; `WGPU_BACKEND` overrides).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    let inst = instance();
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .iter()
+        .map(summary)
+        .collect()
+}
+
+/// Picks an adapter for `choice` (not `Cpu`). Hardware GPUs are preferred discrete first.
+fn pick_adapter(choice: DeviceChoice) -> Result<wgpu::Adapter> {
+    let inst = instance();
+    let mut adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+    let rank = |t: wgpu::DeviceType| match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    let found = match choice {
+        DeviceChoice::Gpu => adapters
+            .into_iter()
+            .find(|a| is_hardware(a.get_info().device_type)),
+        DeviceChoice::Software => adapters
+            .into_iter()
+            .find(|a| a.get_info().device_type == wgpu::DeviceType::Cpu),
+        DeviceChoice::Auto => adapters
+            .into_iter()
+            .find(|a| rank(a.get_info().device_type) <= 3),
+        DeviceChoice::Cpu => None,
+    };
+    found.ok_or_else(|| {
+        Error::Backend(match choice {
+            DeviceChoice::Gpu => format!("--device gpu: no hardware GPU adapter found ({NO_ADAPTER_HELP})"),
+            DeviceChoice::Software => format!(
+                "--device software: no software adapter found; install Mesa's lavapipe (Debian/Ubuntu: \
+                 `apt-get install mesa-vulkan-drivers libvulkan1`) or run with `--device cpu`"
+            ),
+            _ => NO_ADAPTER_HELP.to_string(),
+        })
+    })
+}
+
+/// Errors reported outside an error scope, and the device-lost reason.
+#[derive(Default)]
+struct Sink {
+    uncaptured: Vec<String>,
+    lost: Option<String>,
+}
+
+/// An open device with its queue, limits and error capture.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    sink: Arc<Mutex<Sink>>,
+}
+
+impl Gpu {
+    /// Opens the adapter `choice` picks (not `Cpu`), asking for the adapter's own limits
+    /// rather than the downlevel defaults.
+    pub fn open(choice: DeviceChoice) -> Result<Gpu> {
+        let adapter = pick_adapter(choice)?;
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("mdn device"),
+            required_limits: limits.clone(),
+            ..Default::default()
+        }))
+        .map_err(|e| {
+            Error::Backend(format!(
+                "cannot open {} ({:?}): {e}",
+                info.name, info.backend
+            ))
+        })?;
+        let sink = Arc::new(Mutex::new(Sink::default()));
+        let s = sink.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            s.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .uncaptured
+                .push(e.to_string());
+        }));
+        let s = sink.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            s.lock().unwrap_or_else(|p| p.into_inner()).lost =
+                Some(format!("{reason:?}: {message}"));
+        });
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            sink,
+        })
+    }
+
+    /// A short description: name (backend, type).
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?})",
+            self.info.name, self.info.backend, self.info.device_type
+        )
+    }
+
+    /// Returns an error if the device was lost or reported an error outside a scope.
+    pub fn check(&self) -> Result<()> {
+        let mut s = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(lost) = &s.lost {
+            return Err(Error::Backend(format!(
+                "GPU device lost ({}): {lost}",
+                self.info.name
+            )));
+        }
+        if !s.uncaptured.is_empty() {
+            let all = std::mem::take(&mut s.uncaptured).join("; ");
+            return Err(Error::Backend(format!(
+                "GPU error on {}: {all}",
+                self.info.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` inside validation, out-of-memory and internal error scopes and returns what
+    /// they caught as an error.
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let value = f();
+        let e3 = pollster::block_on(internal.pop());
+        let e2 = pollster::block_on(oom.pop());
+        let e1 = pollster::block_on(validation.pop());
+        self.check()?;
+        if let Some(e) = e1.or(e2).or(e3) {
+            return Err(Error::Backend(format!(
+                "{what} failed on {}: {e}",
+                self.info.name
+            )));
+        }
+        Ok(value)
+    }
+
+    /// A storage buffer holding `data`, checked against the adapter's binding limit.
+    pub fn upload(
+        &self,
+        label: &str,
+        data: &[f32],
+        extra: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        let bytes = (data.len().max(1) * 4) as u64;
+        self.check_size(label, bytes)?;
+        let contents: &[u8] = if data.is_empty() {
+            &[0u8; 4]
+        } else {
+            bytemuck::cast_slice(data)
+        };
+        Ok(self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC
+                    | extra,
+            }))
+    }
+
+    /// A zeroed storage buffer of `len` f32 (or u32) values.
+    pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let bytes = (len.max(1) * 4) as u64;
+        self.check_size(label, bytes)?;
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        }))
+    }
+
+    /// A uniform buffer with `bytes`.
+    pub fn uniform(&self, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            })
+    }
+
+    /// A buffer the host can map for reading.
+    pub fn readback(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    fn check_size(&self, label: &str, bytes: u64) -> Result<()> {
+        let limit = self
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size);
+        if bytes > limit {
+            return Err(Error::Config(format!(
+                "{label} needs {:.1} MiB but {} binds at most {:.1} MiB per buffer; use fewer rows, \
+                 a smaller --batch-size, or --device cpu",
+                bytes as f64 / 1048576.0,
+                self.info.name,
+                limit as f64 / 1048576.0
+            )));
+        }
+        Ok(())
+    }
+
+    /// Waits for the queue and reads `len` f32 values from a mappable buffer.
+    pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let slice = buffer.slice(0..bytes);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Backend(format!("waiting for {} failed: {e}", self.info.name)))?;
+        self.check()?;
+        rx.recv()
+            .map_err(|_| Error::Backend("GPU readback was abandoned".into()))?
+            .map_err(|e| Error::Backend(format!("mapping a readback buffer failed: {e}")))?;
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| Error::Backend(format!("reading back failed: {e}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view).to_vec()
+        };
+        buffer.unmap();
+        Ok(out)
+    }
+}

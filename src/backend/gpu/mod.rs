@@ -1,0 +1,970 @@
+//! The GPU backend: WGSL compute kernels driven through wgpu (Vulkan, Metal, DX12, or Mesa's
+//! lavapipe software adapter).
+//!
+//! Parameters, gradients, Adam's moments, the best parameters and the epoch's data live in
+//! GPU buffers for a whole run. An epoch is encoded as one stream of dispatches — per batch:
+//! gather, dense forward per layer, the fused mixture head, a deterministic loss reduction,
+//! dense backward per layer, Adam — followed by the validation pass and a finite check, and
+//! the host reads back once per epoch (the per-batch loss sums, the validation sums and the
+//! finite flag). Per-batch values (row count, offsets, Adam's bias corrections) are 64-byte
+//! `Step` records in one uniform buffer, selected with a dynamic offset.
+//!
+//! Reductions over the batch are sequential per output element or tree reductions in
+//! workgroup memory, never float atomics, so the same seed on the same device gives the same
+//! bits.
+
+mod context;
+mod kernels;
+
+pub use context::{AdapterSummary, DeviceChoice, Gpu, NO_ADAPTER_HELP, list_adapters};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::backend::{
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
+};
+use crate::error::{Error, Result};
+use crate::layout::{Activation, Arch, LayerShape};
+use kernels::{Kernel, Kernels, STEP_BYTES};
+
+/// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
+const EVAL_CHUNK: usize = 4096;
+
+/// Submit the epoch's work in pieces of this many batches (bounds command-buffer size; no
+/// readback between pieces).
+const BATCHES_PER_SUBMIT: usize = 512;
+
+/// The per-dispatch record of `shaders/common.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+struct StepUniform {
+    rows: u32,
+    start: u32,
+    slot: u32,
+    flags: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    bias1: f32,
+    bias2: f32,
+    l2: f32,
+    inv_rows: f32,
+    count: u32,
+    _pad: [u32; 3],
+}
+const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
+
+/// `Layer`, `Gather`, `Head` and `Dims` uniforms of the kernels: eight 32-bit words.
+type Words = [u32; 8];
+const _: () = assert!(std::mem::size_of::<Words>() == 32);
+
+const FLAG_GRAD: u32 = 1;
+
+fn act_code(a: Activation) -> u32 {
+    match a {
+        Activation::Relu => 1,
+        Activation::Tanh => 2,
+    }
+}
+
+fn div_ceil(a: usize, b: usize) -> u32 {
+    a.div_ceil(b) as u32
+}
+
+/// The GPU backend.
+pub struct GpuBackend {
+    gpu: Gpu,
+    kernels: Kernels,
+    run: Option<Run>,
+}
+
+/// Training and validation rows on the device.
+struct DeviceData {
+    x: wgpu::Buffer,
+    y: wgpu::Buffer,
+    order: wgpu::Buffer,
+    rows: usize,
+}
+
+/// Buffers and bind groups of one model on one data set.
+struct Run {
+    arch: Arch,
+    layers: Vec<LayerShape>,
+    n_params: usize,
+    params: wgpu::Buffer,
+    grad: wgpu::Buffer,
+    m: wgpu::Buffer,
+    v: wgpu::Buffer,
+    best: wgpu::Buffer,
+    train: DeviceData,
+    val: Option<DeviceData>,
+    adam_step: u64,
+    /// Rows per dispatch the work buffers hold.
+    cap: usize,
+    bx: wgpu::Buffer,
+    by: wgpu::Buffer,
+    /// Output of every layer (head last), `cap * width`.
+    acts: Vec<wgpu::Buffer>,
+    rowll: wgpu::Buffer,
+    delta: [wgpu::Buffer; 2],
+    layer_uniforms: Vec<wgpu::Buffer>,
+    head_uniform: wgpu::Buffer,
+    gather_uniform: wgpu::Buffer,
+    /// Sized on demand: per-batch loss sums, validation sums, finite flag.
+    stats: Option<(wgpu::Buffer, usize)>,
+    steps: Option<(wgpu::Buffer, usize)>,
+    groups: Option<Groups>,
+}
+
+/// Bind groups of a run, rebuilt when the stats or step buffers grow.
+struct Groups {
+    gather_train: wgpu::BindGroup,
+    gather_val: Option<wgpu::BindGroup>,
+    forward: Vec<wgpu::BindGroup>,
+    head: wgpu::BindGroup,
+    reduce: wgpu::BindGroup,
+    back_weights: Vec<wgpu::BindGroup>,
+    back_input: Vec<Option<wgpu::BindGroup>>,
+    adam: wgpu::BindGroup,
+    finite: wgpu::BindGroup,
+    step: wgpu::BindGroup,
+}
+
+impl GpuBackend {
+    /// Opens the adapter `choice` asks for (not `DeviceChoice::Cpu`) and builds the kernels.
+    pub fn new(choice: DeviceChoice) -> Result<GpuBackend> {
+        let gpu = Gpu::open(choice)?;
+        let kernels = Kernels::new(&gpu)?;
+        Ok(GpuBackend {
+            gpu,
+            kernels,
+            run: None,
+        })
+    }
+
+    /// The open device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn stride(&self) -> u64 {
+        (self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
+    }
+
+    fn new_run(
+        &self,
+        arch: &Arch,
+        params: &[f32],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+        cap: usize,
+    ) -> Result<Run> {
+        arch.validate()?;
+        let n = arch.param_count();
+        if params.len() != n {
+            return Err(Error::config(format!(
+                "parameter buffer has {} values but the architecture needs {n}",
+                params.len()
+            )));
+        }
+        for (what, d) in
+            std::iter::once(("training", &train)).chain(val.as_ref().map(|v| ("validation", v)))
+        {
+            if d.x.len() != d.rows * arch.inputs || d.y.len() != d.rows * arch.targets {
+                return Err(Error::config(format!(
+                    "{what} buffers do not hold {} rows of the model's width",
+                    d.rows
+                )));
+            }
+        }
+        let g = &self.gpu;
+        let upload_data = |label: &str, d: &DataRef<'_>| -> Result<DeviceData> {
+            let order: Vec<u32> = (0..d.rows as u32).collect();
+            Ok(DeviceData {
+                x: g.upload(&format!("{label} inputs"), d.x, wgpu::BufferUsages::empty())?,
+                y: g.upload(
+                    &format!("{label} targets"),
+                    d.y,
+                    wgpu::BufferUsages::empty(),
+                )?,
+                order: g.upload(
+                    &format!("{label} row order"),
+                    bytemuck::cast_slice(&order),
+                    wgpu::BufferUsages::empty(),
+                )?,
+                rows: d.rows,
+            })
+        };
+        let layers = arch.layers();
+        let maxw = arch.max_width();
+        let cap = cap.max(1);
+        g.scoped("allocating GPU buffers", || -> Result<Run> {
+            let zeros = vec![0.0f32; n];
+            let layer_uniforms = layers
+                .iter()
+                .enumerate()
+                .map(|(l, s)| {
+                    let act = if s.activated {
+                        act_code(arch.activation)
+                    } else {
+                        0
+                    };
+                    let below = if l > 0 { act_code(arch.activation) } else { 0 };
+                    let w: Words = [
+                        s.inputs as u32,
+                        s.outputs as u32,
+                        s.weights as u32,
+                        s.bias as u32,
+                        act,
+                        below,
+                        0,
+                        0,
+                    ];
+                    g.uniform(&format!("layer {l} uniform"), bytemuck::bytes_of(&w))
+                })
+                .collect();
+            let k = arch.components as u32;
+            let d = arch.targets as u32;
+            let head: Words = [
+                k,
+                d,
+                arch.head_width() as u32,
+                arch.sigma_floor.to_bits(),
+                0,
+                0,
+                0,
+                0,
+            ];
+            let gather: Words = [arch.inputs as u32, d, 0, 0, 0, 0, 0, 0];
+            Ok(Run {
+                params: g.upload("parameters", params, wgpu::BufferUsages::empty())?,
+                grad: g.upload("gradient", &zeros, wgpu::BufferUsages::empty())?,
+                m: g.upload("adam m", &zeros, wgpu::BufferUsages::empty())?,
+                v: g.upload("adam v", &zeros, wgpu::BufferUsages::empty())?,
+                best: g.upload("best parameters", params, wgpu::BufferUsages::empty())?,
+                train: upload_data("training", &train)?,
+                val: val
+                    .as_ref()
+                    .map(|v| upload_data("validation", v))
+                    .transpose()?,
+                adam_step: 0,
+                cap,
+                bx: g.storage("batch inputs", cap * arch.inputs)?,
+                by: g.storage("batch targets", cap * arch.targets)?,
+                acts: layers
+                    .iter()
+                    .enumerate()
+                    .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
+                    .collect::<Result<_>>()?,
+                rowll: g.storage("row log-likelihoods", cap)?,
+                delta: [
+                    g.storage("delta a", cap * maxw)?,
+                    g.storage("delta b", cap * maxw)?,
+                ],
+                layer_uniforms,
+                head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
+                gather_uniform: g.uniform("gather uniform", bytemuck::bytes_of(&gather)),
+                stats: None,
+                steps: None,
+                groups: None,
+                n_params: n,
+                layers,
+                arch: arch.clone(),
+            })
+        })?
+    }
+
+    /// Makes sure the run's stats and step buffers hold `stats` and `steps` entries, and that
+    /// its bind groups exist.
+    fn prepare(&self, run: &mut Run, stats: usize, steps: usize) -> Result<()> {
+        let g = &self.gpu;
+        let mut rebuild = run.groups.is_none();
+        if run.stats.as_ref().is_none_or(|(_, n)| *n < stats) {
+            run.stats = Some((g.storage("epoch statistics", stats)?, stats));
+            rebuild = true;
+        }
+        if run.steps.as_ref().is_none_or(|(_, n)| *n < steps) {
+            let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step records"),
+                size: steps as u64 * self.stride(),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            run.steps = Some((buf, steps));
+            rebuild = true;
+        }
+        if rebuild {
+            run.groups = Some(g.scoped("creating bind groups", || self.groups(run))?);
+        }
+        Ok(())
+    }
+
+    fn groups(&self, r: &Run) -> Groups {
+        let (g, k) = (&self.gpu, &self.kernels);
+        let stats = &r.stats.as_ref().expect("stats sized").0;
+        let steps = &r.steps.as_ref().expect("steps sized").0;
+        let last = r.layers.len() - 1;
+        let dbuf = |l: usize| &r.delta[(last - l) % 2];
+        let input = |l: usize| if l == 0 { &r.bx } else { &r.acts[l - 1] };
+        Groups {
+            gather_train: k.gather.bind(
+                g,
+                "gather train",
+                &[
+                    &r.gather_uniform,
+                    &r.train.order,
+                    &r.train.x,
+                    &r.train.y,
+                    &r.bx,
+                    &r.by,
+                ],
+            ),
+            gather_val: r.val.as_ref().map(|v| {
+                k.gather.bind(
+                    g,
+                    "gather val",
+                    &[&r.gather_uniform, &v.order, &v.x, &v.y, &r.bx, &r.by],
+                )
+            }),
+            forward: (0..r.layers.len())
+                .map(|l| {
+                    k.dense_forward.bind(
+                        g,
+                        "forward",
+                        &[&r.layer_uniforms[l], &r.params, input(l), &r.acts[l]],
+                    )
+                })
+                .collect(),
+            head: k.mixture_head.bind(
+                g,
+                "head",
+                &[&r.head_uniform, &r.acts[last], &r.by, &r.rowll, &r.delta[0]],
+            ),
+            reduce: k.reduce_sum.bind(g, "reduce", &[&r.rowll, stats]),
+            back_weights: (0..r.layers.len())
+                .map(|l| {
+                    k.dense_backward_weights.bind(
+                        g,
+                        "backward weights",
+                        &[&r.layer_uniforms[l], &r.params, input(l), dbuf(l), &r.grad],
+                    )
+                })
+                .collect(),
+            back_input: (0..r.layers.len())
+                .map(|l| {
+                    (l > 0).then(|| {
+                        k.dense_backward_input.bind(
+                            g,
+                            "backward input",
+                            &[
+                                &r.layer_uniforms[l],
+                                &r.params,
+                                dbuf(l),
+                                &r.acts[l - 1],
+                                dbuf(l - 1),
+                            ],
+                        )
+                    })
+                })
+                .collect(),
+            adam: k.adam.bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v]),
+            finite: k.finite_check.bind(g, "finite check", &[&r.params, stats]),
+            step: g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("step records"),
+                layout: &k.step_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: steps,
+                        offset: 0,
+                        size: wgpu::BufferSize::new(STEP_BYTES),
+                    }),
+                }],
+            }),
+        }
+    }
+
+    /// Uploads step records, each at its aligned stride.
+    fn write_steps(&self, run: &Run, records: &[StepUniform]) {
+        let stride = self.stride() as usize;
+        let mut bytes = vec![0u8; records.len() * stride];
+        for (i, r) in records.iter().enumerate() {
+            bytes[i * stride..i * stride + STEP_BYTES as usize]
+                .copy_from_slice(bytemuck::bytes_of(r));
+        }
+        self.gpu
+            .queue
+            .write_buffer(&run.steps.as_ref().expect("steps sized").0, 0, &bytes);
+    }
+}
+
+/// Records dispatches into one compute pass.
+struct Encoder<'a> {
+    pass: wgpu::ComputePass<'a>,
+    max_groups: u32,
+}
+
+impl Encoder<'_> {
+    fn dispatch(&mut self, kernel: &Kernel, group: &wgpu::BindGroup, x: u32, y: u32) {
+        self.pass.set_pipeline(&kernel.pipeline);
+        self.pass.set_bind_group(0, group, &[]);
+        self.pass.dispatch_workgroups(x.max(1), y.max(1), 1);
+    }
+
+    /// A 1-D dispatch of `groups` workgroups, folded into 2-D past the per-dimension limit.
+    fn dispatch_1d(&mut self, kernel: &Kernel, group: &wgpu::BindGroup, groups: u32) {
+        let x = groups.clamp(1, self.max_groups);
+        let y = groups.div_ceil(x);
+        self.dispatch(kernel, group, x, y);
+    }
+
+    fn step(&mut self, groups: &Groups, index: usize, stride: u64) {
+        self.pass
+            .set_bind_group(1, &groups.step, &[(index as u64 * stride) as u32]);
+    }
+
+    /// Gather, then forward through every layer, for `rows` rows.
+    fn forward(
+        &mut self,
+        k: &Kernels,
+        run: &Run,
+        g: &Groups,
+        gather: &wgpu::BindGroup,
+        rows: usize,
+    ) {
+        self.dispatch_1d(&k.gather, gather, div_ceil(rows, 64));
+        for (l, s) in run.layers.iter().enumerate() {
+            self.dispatch(
+                &k.dense_forward,
+                &g.forward[l],
+                div_ceil(s.outputs.div_ceil(4), 8),
+                div_ceil(rows.div_ceil(4), 8),
+            );
+        }
+    }
+
+    /// Mixture head (with or without gradient) and the loss reduction into its stats slot.
+    fn head(&mut self, k: &Kernels, g: &Groups, rows: usize) {
+        self.dispatch_1d(&k.mixture_head, &g.head, div_ceil(rows, 64));
+        self.dispatch(&k.reduce_sum, &g.reduce, 1, 1);
+    }
+
+    /// Backward through every layer into the gradient buffer.
+    fn backward(&mut self, k: &Kernels, run: &Run, g: &Groups, rows: usize) {
+        for l in (0..run.layers.len()).rev() {
+            let s = run.layers[l];
+            self.dispatch(
+                &k.dense_backward_weights,
+                &g.back_weights[l],
+                div_ceil(s.outputs.div_ceil(4), 8),
+                div_ceil((s.inputs + 1).div_ceil(4), 8),
+            );
+            if let Some(bi) = &g.back_input[l] {
+                self.dispatch(
+                    &k.dense_backward_input,
+                    bi,
+                    div_ceil(s.inputs.div_ceil(4), 8),
+                    div_ceil(rows.div_ceil(4), 8),
+                );
+            }
+        }
+    }
+}
+
+impl GpuBackend {
+    fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    fn pass<'a>(&self, enc: &'a mut wgpu::CommandEncoder, label: &str) -> Encoder<'a> {
+        Encoder {
+            pass: enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(label),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime(),
+            max_groups: self.gpu.limits.max_compute_workgroups_per_dimension.max(1),
+        }
+    }
+
+    /// Runs forward (and optionally the head) over `rows` rows of `data` in chunks, copying
+    /// `what(run)` of each chunk to a readback buffer; one submission, one readback.
+    fn eval_chunks(
+        &self,
+        run: &mut Run,
+        rows: usize,
+        head: bool,
+        per_row: usize,
+        out_of: impl Fn(&Run) -> &wgpu::Buffer,
+    ) -> Result<Vec<f32>> {
+        let chunks = rows.div_ceil(run.cap).max(1);
+        self.prepare(run, 1, chunks)?;
+        let records: Vec<StepUniform> = (0..chunks)
+            .map(|c| {
+                let n = (rows - c * run.cap).min(run.cap);
+                StepUniform {
+                    rows: n as u32,
+                    start: (c * run.cap) as u32,
+                    slot: 0,
+                    inv_rows: 1.0 / n as f32,
+                    ..Default::default()
+                }
+            })
+            .collect();
+        self.write_steps(run, &records);
+        let readback = self
+            .gpu
+            .readback("evaluation readback", (rows * per_row * 4) as u64);
+        self.gpu.scoped("evaluation", || {
+            let groups = run.groups.as_ref().expect("prepared");
+            let mut enc = self.encoder("evaluation");
+            for (c, rec) in records.iter().enumerate() {
+                let n = rec.rows as usize;
+                {
+                    let mut p = self.pass(&mut enc, "evaluation chunk");
+                    p.step(groups, c, self.stride());
+                    p.forward(&self.kernels, run, groups, &groups.gather_train, n);
+                    if head {
+                        p.head(&self.kernels, groups, n);
+                    }
+                }
+                let bytes = (n * per_row * 4) as u64;
+                enc.copy_buffer_to_buffer(
+                    out_of(run),
+                    0,
+                    &readback,
+                    (c * run.cap * per_row * 4) as u64,
+                    bytes,
+                );
+            }
+            self.gpu.queue.submit([enc.finish()]);
+        })?;
+        self.gpu.read_f32(&readback, rows * per_row)
+    }
+
+    fn read_params(&self, buffer: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        let readback = self.gpu.readback("parameter readback", (n * 4) as u64);
+        self.gpu.scoped("reading parameters", || {
+            let mut enc = self.encoder("read parameters");
+            enc.copy_buffer_to_buffer(buffer, 0, &readback, 0, (n * 4) as u64);
+            self.gpu.queue.submit([enc.finish()]);
+        })?;
+        self.gpu.read_f32(&readback, n)
+    }
+}
+
+impl Backend for GpuBackend {
+    fn name(&self) -> String {
+        self.gpu.describe()
+    }
+
+    fn start(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+    ) -> Result<()> {
+        self.run = None;
+        self.run = Some(self.new_run(arch, params, train, val, 1)?);
+        Ok(())
+    }
+
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        let mut run = self
+            .run
+            .take()
+            .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
+        let result = self.epoch(&mut run, order, cfg);
+        self.run = Some(run);
+        result
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
+        self.gpu.scoped("keeping the best parameters", || {
+            let mut enc = self.encoder("keep best");
+            enc.copy_buffer_to_buffer(&run.params, 0, &run.best, 0, (run.n_params * 4) as u64);
+            self.gpu.queue.submit([enc.finish()]);
+        })
+    }
+
+    fn best_params(&mut self) -> Result<Vec<f32>> {
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("best_params called before start".into()))?;
+        self.read_params(&run.best, run.n_params)
+    }
+
+    fn current_params(&mut self) -> Result<Vec<f32>> {
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("current_params called before start".into()))?;
+        self.read_params(&run.params, run.n_params)
+    }
+
+    fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let y = vec![0.0f32; rows * arch.targets];
+        let mut run = self.new_run(
+            arch,
+            params,
+            DataRef { x, y: &y, rows },
+            None,
+            rows.clamp(1, EVAL_CHUNK),
+        )?;
+        let last = run.layers.len() - 1;
+        self.eval_chunks(&mut run, rows, false, arch.head_width(), |r| &r.acts[last])
+    }
+
+    fn loglik(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+    ) -> Result<Vec<f64>> {
+        let mut run = self.new_run(
+            arch,
+            params,
+            DataRef { x, y, rows },
+            None,
+            rows.clamp(1, EVAL_CHUNK),
+        )?;
+        let ll = self.eval_chunks(&mut run, rows, true, 1, |r| &r.rowll)?;
+        Ok(ll.into_iter().map(|v| v as f64).collect())
+    }
+
+    fn loss_grad(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        x: &[f32],
+        y: &[f32],
+        rows: usize,
+        l2: f32,
+    ) -> Result<LossGrad> {
+        if rows == 0 {
+            return Err(Error::config("loss_grad needs at least one row"));
+        }
+        let mut run = self.new_run(arch, params, DataRef { x, y, rows }, None, rows)?;
+        self.prepare(&mut run, 1, 1)?;
+        let rec = StepUniform {
+            rows: rows as u32,
+            flags: FLAG_GRAD,
+            l2,
+            inv_rows: 1.0 / rows as f32,
+            ..Default::default()
+        };
+        self.write_steps(&run, &[rec]);
+        let n = run.n_params;
+        let readback = self.gpu.readback("gradient readback", ((n + 1) * 4) as u64);
+        self.gpu.scoped("loss and gradient", || {
+            let groups = run.groups.as_ref().expect("prepared");
+            let mut enc = self.encoder("loss and gradient");
+            {
+                let mut p = self.pass(&mut enc, "loss and gradient");
+                p.step(groups, 0, self.stride());
+                p.forward(&self.kernels, &run, groups, &groups.gather_train, rows);
+                p.head(&self.kernels, groups, rows);
+                p.backward(&self.kernels, &run, groups, rows);
+            }
+            enc.copy_buffer_to_buffer(&run.grad, 0, &readback, 0, (n * 4) as u64);
+            enc.copy_buffer_to_buffer(
+                &run.stats.as_ref().expect("prepared").0,
+                0,
+                &readback,
+                (n * 4) as u64,
+                4,
+            );
+            self.gpu.queue.submit([enc.finish()]);
+        })?;
+        let mut out = self.gpu.read_f32(&readback, n + 1)?;
+        let sum_ll = out.pop().expect("n + 1 values") as f64;
+        let penalty = l2 as f64
+            * run
+                .layers
+                .iter()
+                .flat_map(|s| &params[s.weights..s.weights + s.weight_count()])
+                .map(|&w| (w as f64) * (w as f64))
+                .sum::<f64>();
+        Ok(LossGrad {
+            nll: -sum_ll / rows as f64,
+            penalty,
+            grad: out,
+        })
+    }
+
+    fn adam_step(
+        &mut self,
+        params: &mut [f32],
+        grad: &[f32],
+        state: &mut AdamState,
+        cfg: &StepConfig,
+    ) -> Result<()> {
+        let n = params.len();
+        if grad.len() != n || state.m.len() != n || state.v.len() != n {
+            return Err(Error::config(
+                "adam_step: parameter, gradient and moment buffers differ in length",
+            ));
+        }
+        let g = &self.gpu;
+        let bufs = g.scoped("adam buffers", || -> Result<_> {
+            Ok([
+                g.upload("adam params", params, wgpu::BufferUsages::empty())?,
+                g.upload("adam grad", grad, wgpu::BufferUsages::empty())?,
+                g.upload("adam m", &state.m, wgpu::BufferUsages::empty())?,
+                g.upload("adam v", &state.v, wgpu::BufferUsages::empty())?,
+            ])
+        })??;
+        let c = AdamStepConstants::new(cfg, state.step + 1);
+        let rec = StepUniform {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            bias1: c.bias1,
+            bias2: c.bias2,
+            count: n as u32,
+            ..Default::default()
+        };
+        let step_buf = g.uniform("adam step", bytemuck::bytes_of(&rec));
+        let readback = g.readback("adam readback", (3 * n * 4) as u64);
+        g.scoped("adam step", || {
+            let group =
+                self.kernels
+                    .adam
+                    .bind(g, "adam", &[&bufs[0], &bufs[1], &bufs[2], &bufs[3]]);
+            let step_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("adam step"),
+                layout: &self.kernels.step_layout,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: step_buf.as_entire_binding(),
+                }],
+            });
+            let mut enc = self.encoder("adam step");
+            {
+                let mut p = self.pass(&mut enc, "adam");
+                p.pass.set_bind_group(1, &step_group, &[0]);
+                p.dispatch_1d(&self.kernels.adam, &group, div_ceil(n, 64));
+            }
+            for (i, b) in [&bufs[0], &bufs[2], &bufs[3]].into_iter().enumerate() {
+                enc.copy_buffer_to_buffer(b, 0, &readback, (i * n * 4) as u64, (n * 4) as u64);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        let out = g.read_f32(&readback, 3 * n)?;
+        params.copy_from_slice(&out[..n]);
+        state.m.copy_from_slice(&out[n..2 * n]);
+        state.v.copy_from_slice(&out[2 * n..]);
+        state.step += 1;
+        Ok(())
+    }
+}
+
+impl GpuBackend {
+    /// One epoch: every batch's dispatches, validation and the finite check, then one
+    /// readback of the statistics.
+    fn epoch(&self, run: &mut Run, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        let b = cfg.batch_size;
+        if b == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        if order.len() != run.train.rows {
+            return Err(Error::Backend(format!(
+                "the GPU backend needs a full permutation of the {} training rows",
+                run.train.rows
+            )));
+        }
+        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train.rows) {
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({} training rows)",
+                run.train.rows
+            )));
+        }
+        let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
+        if run.cap < cap {
+            // Regrow the work buffers for this batch size, keeping the state buffers.
+            let fresh = self.new_run_buffers(run, cap)?;
+            *run = fresh;
+        }
+        let batches = order.len().div_ceil(b);
+        let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
+        let val_chunks = val_rows.div_ceil(run.cap);
+        let n_stats = batches + val_chunks + 1;
+        self.prepare(run, n_stats, batches + val_chunks + 1)?;
+
+        let mut records = Vec::with_capacity(batches + val_chunks + 1);
+        for i in 0..batches {
+            let rows = (order.len() - i * b).min(b);
+            let c = AdamStepConstants::new(cfg, run.adam_step + i as u64 + 1);
+            records.push(StepUniform {
+                rows: rows as u32,
+                start: (i * b) as u32,
+                slot: i as u32,
+                flags: FLAG_GRAD,
+                lr: c.lr,
+                beta1: c.beta1,
+                beta2: c.beta2,
+                eps: c.eps,
+                bias1: c.bias1,
+                bias2: c.bias2,
+                l2: cfg.l2,
+                inv_rows: 1.0 / rows as f32,
+                count: run.n_params as u32,
+                _pad: [0; 3],
+            });
+        }
+        for c in 0..val_chunks {
+            let rows = (val_rows - c * run.cap).min(run.cap);
+            records.push(StepUniform {
+                rows: rows as u32,
+                start: (c * run.cap) as u32,
+                slot: (batches + c) as u32,
+                inv_rows: 1.0 / rows as f32,
+                ..Default::default()
+            });
+        }
+        records.push(StepUniform {
+            slot: (batches + val_chunks) as u32,
+            count: run.n_params as u32,
+            ..Default::default()
+        });
+        self.write_steps(run, &records);
+        self.gpu
+            .queue
+            .write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
+
+        let stride = self.stride();
+        let readback = self
+            .gpu
+            .readback("epoch statistics readback", (n_stats * 4) as u64);
+        let k = &self.kernels;
+        self.gpu.scoped("training epoch", || {
+            let groups = run.groups.as_ref().expect("prepared");
+            let mut first = 0;
+            while first < batches {
+                let end = (first + BATCHES_PER_SUBMIT).min(batches);
+                let mut enc = self.encoder("training batches");
+                {
+                    let mut p = self.pass(&mut enc, "training batches");
+                    for i in first..end {
+                        let rows = records[i].rows as usize;
+                        p.step(groups, i, stride);
+                        p.forward(k, run, groups, &groups.gather_train, rows);
+                        p.head(k, groups, rows);
+                        p.backward(k, run, groups, rows);
+                        p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
+                    }
+                }
+                self.gpu.queue.submit([enc.finish()]);
+                first = end;
+            }
+            let mut enc = self.encoder("validation and statistics");
+            {
+                let mut p = self.pass(&mut enc, "validation");
+                if let Some(gv) = &groups.gather_val {
+                    for c in 0..val_chunks {
+                        let rows = records[batches + c].rows as usize;
+                        p.step(groups, batches + c, stride);
+                        p.forward(k, run, groups, gv, rows);
+                        p.head(k, groups, rows);
+                    }
+                }
+                p.step(groups, batches + val_chunks, stride);
+                p.dispatch(&k.finite_check, &groups.finite, 1, 1);
+            }
+            enc.copy_buffer_to_buffer(
+                &run.stats.as_ref().expect("prepared").0,
+                0,
+                &readback,
+                0,
+                (n_stats * 4) as u64,
+            );
+            self.gpu.queue.submit([enc.finish()]);
+        })?;
+        let stats = self.gpu.read_f32(&readback, n_stats)?;
+        run.adam_step += batches as u64;
+        let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
+        let val_nll = run.val.as_ref().map(|v| {
+            -stats[batches..batches + val_chunks]
+                .iter()
+                .map(|&s| s as f64)
+                .sum::<f64>()
+                / v.rows as f64
+        });
+        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
+            && stats[batches + val_chunks] == 0.0;
+        Ok(EpochStats {
+            train_nll: -train_sum / order.len() as f64,
+            val_nll,
+            finite,
+            steps: batches as u64,
+        })
+    }
+
+    /// A run with work buffers for `cap` rows that keeps `old`'s parameters, moments, best
+    /// parameters, data and step count.
+    fn new_run_buffers(&self, old: &Run, cap: usize) -> Result<Run> {
+        let g = &self.gpu;
+        let maxw = old.arch.max_width();
+        let (arch, layers) = (&old.arch, &old.layers);
+        let bx = g.storage("batch inputs", cap * arch.inputs)?;
+        let by = g.storage("batch targets", cap * arch.targets)?;
+        let acts = layers
+            .iter()
+            .enumerate()
+            .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
+            .collect::<Result<Vec<_>>>()?;
+        let rowll = g.storage("row log-likelihoods", cap)?;
+        let delta = [
+            g.storage("delta a", cap * maxw)?,
+            g.storage("delta b", cap * maxw)?,
+        ];
+        Ok(Run {
+            arch: old.arch.clone(),
+            layers: old.layers.clone(),
+            n_params: old.n_params,
+            params: old.params.clone(),
+            grad: old.grad.clone(),
+            m: old.m.clone(),
+            v: old.v.clone(),
+            best: old.best.clone(),
+            train: DeviceData {
+                x: old.train.x.clone(),
+                y: old.train.y.clone(),
+                order: old.train.order.clone(),
+                rows: old.train.rows,
+            },
+            val: old.val.as_ref().map(|v| DeviceData {
+                x: v.x.clone(),
+                y: v.y.clone(),
+                order: v.order.clone(),
+                rows: v.rows,
+            }),
+            adam_step: old.adam_step,
+            cap,
+            bx,
+            by,
+            acts,
+            rowll,
+            delta,
+            layer_uniforms: old.layer_uniforms.clone(),
+            head_uniform: old.head_uniform.clone(),
+            gather_uniform: old.gather_uniform.clone(),
+            stats: None,
+            steps: None,
+            groups: None,
+        })
+    }
+}
