@@ -11,6 +11,7 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod backend;
+pub mod check;
 pub mod data;
 pub mod error;
 pub mod layout;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use mdn::backend::{Backend, CpuBackend, StepConfig};
+use mdn::backend::{self, Backend, DeviceChoice, StepConfig};
 use mdn::data::{ColumnChoice, Dataset, read_csv, read_csv_from};
 use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
@@ -44,10 +44,32 @@ enum Command {
     Sample(SampleArgs),
     /// List the compute devices mdn can use
     Devices(DevicesArgs),
+    /// Check a GPU against the CPU reference, kernel by kernel (exit code 1 on any failure)
+    Check(CheckArgs),
+}
+
+/// `--device`, shared by every command that computes.
+#[derive(Args, Clone, Copy)]
+struct DeviceArg {
+    /// Where to compute: auto (a hardware GPU, else the software adapter, else the CPU), gpu,
+    /// software (e.g. Mesa's lavapipe) or cpu
+    #[arg(long, value_enum, env = "MDN_DEVICE", default_value = "auto")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    device: DeviceArg,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 struct TrainArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// Training data: CSV with a header row [default: the shipped example, assets/bishop.csv]
     #[arg(long)]
     data: Option<PathBuf>,
@@ -126,6 +148,8 @@ fn parse_hidden(s: &str) -> std::result::Result<HiddenWidths, String> {
 
 #[derive(Args)]
 struct EvalArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// Model file written by `mdn train`
     #[arg(long, default_value = "model.json")]
     model: PathBuf,
@@ -142,6 +166,8 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct PredictArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// Model file written by `mdn train`
     #[arg(long, default_value = "model.json")]
     model: PathBuf,
@@ -158,6 +184,8 @@ struct PredictArgs {
 
 #[derive(Args)]
 struct SampleArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// Model file written by `mdn train`
     #[arg(long, default_value = "model.json")]
     model: PathBuf,
@@ -193,6 +221,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => cmd_predict(a),
         Command::Sample(a) => cmd_sample(a),
         Command::Devices(a) => cmd_devices(a),
+        Command::Check(a) => cmd_check(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -206,8 +235,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn backend() -> Box<dyn Backend> {
-    Box::new(CpuBackend::new())
+/// Opens the backend `--device` asks for; says so on stderr when `auto` fell back to the CPU.
+fn open_backend(device: DeviceArg, quiet: bool) -> Result<Box<dyn Backend>> {
+    let (b, warning) = backend::open(device.device)?;
+    if let (Some(w), false) = (warning, quiet) {
+        eprintln!("warning: {w}");
+    }
+    Ok(b)
 }
 
 fn cmd_train(a: TrainArgs) -> Result<()> {
@@ -255,7 +289,7 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
     };
     // Refuse an unwritable destination before spending time on training.
     check_writable(&a.out)?;
-    let mut backend = backend();
+    let mut backend = open_backend(a.device, a.quiet)?;
     if !a.quiet {
         eprintln!(
             "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}",
@@ -433,7 +467,7 @@ fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let (model, data) = model_data(&a.model, &a.data, true)?;
-    let ll = model.loglik(backend().as_mut(), &data)?;
+    let ll = model.loglik(open_backend(a.device, a.json)?.as_mut(), &data)?;
     let mean_nll = -ll.iter().sum::<f64>() / ll.len() as f64;
     if a.json {
         let mut out =
@@ -460,7 +494,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
     let (model, data) = model_data(&a.model, &a.data, false)?;
-    let pred = model.predict(backend().as_mut(), &data)?;
+    let pred = model.predict(open_backend(a.device, a.json)?.as_mut(), &data)?;
     let (k, d) = (pred.k, pred.d);
     let text = if a.json {
         let rows: Vec<serde_json::Value> = (0..pred.rows)
@@ -513,7 +547,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         return Err(Error::config("--n must be at least 1"));
     }
     let (model, data) = model_data(&a.model, &a.data, false)?;
-    let samples = model.sample(backend().as_mut(), &data, a.n, a.seed)?;
+    let samples = model.sample(open_backend(a.device, a.json)?.as_mut(), &data, a.n, a.seed)?;
     let d = model.arch.targets;
     let text = if a.json {
         let rows: Vec<serde_json::Value> = (0..data.rows)
@@ -547,16 +581,107 @@ fn cmd_devices(a: DevicesArgs) -> Result<()> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
+    let adapters = backend::gpu::list_adapters();
     if a.json {
-        return print_json(
-            &json!({ "devices": [ { "name": "cpu", "kind": "cpu", "backend": "cpu", "threads": threads } ] }),
-        );
+        return print_json(&json!({
+            "cpu": { "name": "cpu", "kind": "cpu", "threads": threads },
+            "adapters": adapters,
+        }));
     }
-    write_output(
-        None,
-        format!("cpu    reference backend (plain Rust), {threads} hardware threads available\n")
-            .as_bytes(),
-    )
+    let mut s = format!("cpu       reference backend (plain Rust), {threads} hardware threads\n");
+    if adapters.is_empty() {
+        s.push_str(&format!(
+            "(no GPU adapters: {})\n",
+            backend::gpu::NO_ADAPTER_HELP
+        ));
+    }
+    for ad in &adapters {
+        let kind = if ad.device_type == "Cpu" {
+            "software"
+        } else {
+            "gpu"
+        };
+        s.push_str(&format!(
+            "{kind:<9} {} ({}, {}), driver {} {}\n          max storage binding {} MiB, max buffer {} MiB, \
+             workgroups/dim {}, invocations/workgroup {}, storage buffers/stage {}, subgroup size {}..{}\n",
+            ad.name,
+            ad.backend,
+            ad.device_type,
+            ad.driver,
+            ad.driver_info,
+            ad.max_storage_buffer_binding_size >> 20,
+            ad.max_buffer_size >> 20,
+            ad.max_compute_workgroups_per_dimension,
+            ad.max_compute_invocations_per_workgroup,
+            ad.max_storage_buffers_per_shader_stage,
+            ad.subgroup_min_size,
+            ad.subgroup_max_size,
+        ));
+    }
+    write_output(None, s.as_bytes())
+}
+
+fn cmd_check(a: CheckArgs) -> Result<()> {
+    let mut b = open_backend(a.device, a.json)?;
+    let name = b.name();
+    let rows = mdn::check::run(b.as_mut())?;
+    let failed = rows.iter().filter(|r| !r.comparison.passed()).count();
+    if a.json {
+        let items: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let c = &r.comparison;
+                json!({
+                    "kernel": r.kernel, "max_abs_err": c.max_abs, "max_rel_err": c.max_rel,
+                    "tol_abs": c.tolerance.abs, "tol_rel": c.tolerance.rel, "pass": c.passed(),
+                    "worst": c.worst.map(|(i, got, want)| json!({"index": i, "actual": got, "expected": want})),
+                })
+            })
+            .collect();
+        print_json(
+            &json!({ "device": name, "reference": "cpu", "checks": items, "failed": failed }),
+        )?;
+    } else {
+        let width = rows
+            .iter()
+            .map(|r| r.kernel.len())
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        let mut s = format!("{name} against the CPU reference\n");
+        s.push_str(&format!(
+            "{:<width$}  {:>11}  {:>11}  {:>17}  result\n",
+            "kernel", "max abs err", "max rel err", "tolerance abs/rel"
+        ));
+        for r in &rows {
+            let c = &r.comparison;
+            s.push_str(&format!(
+                "{:<width$}  {:>11.3e}  {:>11.3e}  {:>8.0e}/{:<8.0e}  {}\n",
+                r.kernel,
+                c.max_abs,
+                c.max_rel,
+                c.tolerance.abs,
+                c.tolerance.rel,
+                if c.passed() {
+                    "pass".to_string()
+                } else {
+                    format!("FAIL: {c}")
+                }
+            ));
+        }
+        s.push_str(&format!(
+            "{} checks, {} passed, {failed} failed\n",
+            rows.len(),
+            rows.len() - failed
+        ));
+        write_output(None, s.as_bytes())?;
+    }
+    if failed > 0 {
+        return Err(mdn::Error::Numerical(format!(
+            "{failed} parity check(s) failed on {name}"
+        )));
+    }
+    Ok(())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -210,9 +210,7 @@ pub fn open(choice: DeviceChoice) -> Result<(Box<dyn Backend>, Option<String>)> 
             Ok(g) => Ok((Box::new(g), None)),
             Err(e) => Ok((
                 Box::new(CpuBackend::new()),
-                Some(format!(
-                    "no usable GPU adapter ({e}); using the CPU backend"
-                )),
+                Some(format!("{e}; using the CPU backend")),
             )),
         },
     }

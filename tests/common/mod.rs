@@ -27,55 +27,10 @@ pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
 }
 
 use mdn::layout::{Activation, Arch};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// A random model and data for it: params, inputs and targets in f32 (what backends take).
-pub struct Case {
-    pub arch: Arch,
-    pub params: Vec<f32>,
-    pub x: Vec<f32>,
-    pub y: Vec<f32>,
-    pub rows: usize,
-}
-
-/// A random case: weights ~ U(-1, 1)/sqrt(fan_in), biases ~ U(-0.3, 0.3), x ~ U(-2, 2),
-/// y ~ U(-2, 2): wide enough that several components carry weight.
-pub fn random_case(
-    inputs: usize,
-    hidden: &[usize],
-    activation: Activation,
-    k: usize,
-    d: usize,
-    rows: usize,
-    seed: u64,
-) -> Case {
-    let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut params = vec![0.0f32; arch.param_count()];
-    for layer in arch.layers() {
-        let s = 1.0 / (layer.inputs as f32).sqrt();
-        for w in &mut params[layer.weights..layer.weights + layer.weight_count()] {
-            *w = rng.random_range(-s..s);
-        }
-        for b in &mut params[layer.bias..layer.bias + layer.outputs] {
-            *b = rng.random_range(-0.3..0.3);
-        }
-    }
-    let x = (0..rows * inputs)
-        .map(|_| rng.random_range(-2.0..2.0))
-        .collect();
-    let y = (0..rows * d).map(|_| rng.random_range(-2.0..2.0)).collect();
-    Case {
-        arch,
-        params,
-        x,
-        y,
-        rows,
-    }
-}
+pub use mdn::check::{random_case, shapes};
 
 fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()

@@ -9,26 +9,8 @@ use mdn::tolerance::Tolerance;
 
 use super::*;
 
-/// f32 results against the f64 reference.
-pub const FORWARD_TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
-pub const LOGLIK_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
-pub const GRAD_TOL: Tolerance = Tolerance::new(2e-5, 2e-3);
-pub const ADAM_TOL: Tolerance = Tolerance::new(1e-7, 1e-5);
-/// A few epochs' NLL trajectory against the CPU backend.
-pub const TRAJECTORY_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
-
-/// (inputs, hidden, activation, K, D, rows): batch sizes that do and don't fill a workgroup,
-/// several widths, K = 1..8, D = 1..3.
-pub fn shapes() -> Vec<(usize, Vec<usize>, Activation, usize, usize, usize)> {
-    vec![
-        (1, vec![], Activation::Relu, 1, 1, 1),
-        (3, vec![8], Activation::Relu, 4, 2, 3),
-        (2, vec![5, 7], Activation::Tanh, 8, 3, 50),
-        (4, vec![16], Activation::Relu, 2, 1, 783),
-        (1, vec![64], Activation::Relu, 5, 1, 256),
-        (6, vec![33], Activation::Tanh, 3, 2, 97),
-    ]
-}
+// Tolerances are the ones `mdn check` uses (f32 backends against f64 or CPU references).
+use mdn::check::{ADAM_TOL, FORWARD_TOL, GRAD_TOL, LOGLIK_TOL, TRAJECTORY_TOL};
 
 pub fn forward(b: &mut dyn Backend) {
     for (i, (d, hidden, act, k, dd, rows)) in shapes().into_iter().enumerate() {

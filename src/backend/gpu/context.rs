@@ -40,9 +40,9 @@ pub struct AdapterSummary {
 }
 
 /// How to install a Vulkan driver, said whenever no adapter is found.
-pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. On Linux install a Vulkan driver and loader \
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a Vulkan driver and loader \
 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`, which includes the lavapipe \
-software adapter), or run with `--device cpu`";
+software adapter), or use `--device cpu`";
 
 fn instance() -> wgpu::Instance {
     let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
@@ -103,6 +103,10 @@ fn pick_adapter(choice: DeviceChoice) -> Result<wgpu::Adapter> {
         wgpu::DeviceType::Other => 4,
     };
     adapters.sort_by_key(|a| rank(a.get_info().device_type));
+    let adapters_seen: Vec<(String, wgpu::DeviceType)> = adapters
+        .iter()
+        .map(|a| (a.get_info().name, a.get_info().device_type))
+        .collect();
     let found = match choice {
         DeviceChoice::Gpu => adapters
             .into_iter()
@@ -115,14 +119,24 @@ fn pick_adapter(choice: DeviceChoice) -> Result<wgpu::Adapter> {
             .find(|a| rank(a.get_info().device_type) <= 3),
         DeviceChoice::Cpu => None,
     };
+    let seen: Vec<String> = adapters_seen
+        .iter()
+        .map(|(n, t)| format!("{n} ({t:?})"))
+        .collect();
     found.ok_or_else(|| {
-        Error::Backend(match choice {
-            DeviceChoice::Gpu => format!("--device gpu: no hardware GPU adapter found ({NO_ADAPTER_HELP})"),
-            DeviceChoice::Software => format!(
-                "--device software: no software adapter found; install Mesa's lavapipe (Debian/Ubuntu: \
-                 `apt-get install mesa-vulkan-drivers libvulkan1`) or run with `--device cpu`"
+        Error::Backend(match (choice, seen.is_empty()) {
+            (_, true) => NO_ADAPTER_HELP.to_string(),
+            (DeviceChoice::Gpu, false) => format!(
+                "--device gpu: no hardware GPU adapter (found only {}); install your GPU's Vulkan, Metal or DX12 \
+                 driver, or use `--device software` or `--device cpu`",
+                seen.join(", ")
             ),
-            _ => NO_ADAPTER_HELP.to_string(),
+            (DeviceChoice::Software, false) => format!(
+                "--device software: no software adapter (found {}); install Mesa's lavapipe (Debian/Ubuntu: \
+                 `apt-get install mesa-vulkan-drivers`) or use `--device cpu`",
+                seen.join(", ")
+            ),
+            _ => format!("no usable GPU adapter among {}", seen.join(", ")),
         })
     })
 }

@@ -20,7 +20,6 @@ enum Slot {
 
 /// One compute pipeline and its group-0 layout.
 pub struct Kernel {
-    pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
@@ -191,9 +190,5 @@ fn make(
             compilation_options: Default::default(),
             cache: None,
         });
-    Kernel {
-        name,
-        pipeline,
-        layout,
-    }
+    Kernel { pipeline, layout }
 }

@@ -1,0 +1,193 @@
+//! Parity checks of a backend against the CPU reference, operation by operation, on random
+//! models and data: what `mdn check` runs on a user's own hardware.
+//!
+//! Shapes include batch sizes that don't fill a workgroup (1, 3, 50, 783), several layer
+//! widths, K = 1..8 and D = 1..3.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{AdamState, Backend, CpuBackend, DataRef, StepConfig};
+use crate::error::Result;
+use crate::layout::{Activation, Arch};
+use crate::tolerance::{Comparison, Tolerance};
+
+/// Head outputs (f32 arithmetic on both sides).
+pub const FORWARD_TOL: Tolerance = Tolerance::new(1e-5, 1e-4);
+/// Per-row log-likelihoods and mean losses.
+pub const LOGLIK_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+/// Gradients of the mean NLL.
+pub const GRAD_TOL: Tolerance = Tolerance::new(2e-5, 2e-3);
+/// One Adam step.
+pub const ADAM_TOL: Tolerance = Tolerance::new(1e-7, 1e-5);
+/// Train and validation NLL over a few epochs.
+pub const TRAJECTORY_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+
+/// A random model and data for it.
+pub struct Case {
+    pub arch: Arch,
+    pub params: Vec<f32>,
+    pub x: Vec<f32>,
+    pub y: Vec<f32>,
+    pub rows: usize,
+}
+
+/// Weights ~ U(-1, 1)/sqrt(fan_in), biases ~ U(-0.3, 0.3), x and y ~ U(-2, 2): wide enough
+/// that several components carry weight.
+pub fn random_case(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    k: usize,
+    d: usize,
+    rows: usize,
+    seed: u64,
+) -> Case {
+    let arch =
+        Arch::new(inputs, hidden.to_vec(), activation, k, d).expect("valid test architecture");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut params = vec![0.0f32; arch.param_count()];
+    for layer in arch.layers() {
+        let s = 1.0 / (layer.inputs as f32).sqrt();
+        for w in &mut params[layer.weights..layer.weights + layer.weight_count()] {
+            *w = rng.random_range(-s..s);
+        }
+        for b in &mut params[layer.bias..layer.bias + layer.outputs] {
+            *b = rng.random_range(-0.3..0.3);
+        }
+    }
+    let x = (0..rows * inputs)
+        .map(|_| rng.random_range(-2.0..2.0))
+        .collect();
+    let y = (0..rows * d).map(|_| rng.random_range(-2.0..2.0)).collect();
+    Case {
+        arch,
+        params,
+        x,
+        y,
+        rows,
+    }
+}
+
+/// (inputs, hidden, activation, K, D, rows) used by the checks.
+pub fn shapes() -> Vec<(usize, Vec<usize>, Activation, usize, usize, usize)> {
+    vec![
+        (1, vec![], Activation::Relu, 1, 1, 1),
+        (3, vec![8], Activation::Relu, 4, 2, 3),
+        (2, vec![5, 7], Activation::Tanh, 8, 3, 50),
+        (4, vec![16], Activation::Relu, 2, 1, 783),
+        (1, vec![64], Activation::Relu, 5, 1, 256),
+        (6, vec![33], Activation::Tanh, 3, 2, 97),
+    ]
+}
+
+/// One line of the parity table.
+#[derive(Debug, Clone)]
+pub struct CheckRow {
+    pub kernel: String,
+    pub comparison: Comparison,
+}
+
+/// Compares `backend` with the CPU reference on every operation.
+pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
+    let mut cpu = CpuBackend::new();
+    let mut rows = Vec::new();
+    let mut push = |kernel: String, c: Comparison| {
+        rows.push(CheckRow {
+            kernel,
+            comparison: c,
+        })
+    };
+    for (i, (d, hidden, act, k, dd, n)) in shapes().into_iter().enumerate() {
+        let c = random_case(d, &hidden, act, k, dd, n, 1000 + i as u64);
+        let shape = format!(
+            "d={d} hidden={hidden:?} {} K={k} D={dd} rows={n}",
+            act.name()
+        );
+        let got = backend.forward(&c.arch, &c.params, &c.x, n)?;
+        let want = cpu.forward(&c.arch, &c.params, &c.x, n)?;
+        push(
+            format!("forward ({shape})"),
+            FORWARD_TOL.compare(&got, &want),
+        );
+        let got = backend.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        let want = cpu.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        push(
+            format!("loss ({shape})"),
+            LOGLIK_TOL.compare(&[got.nll + got.penalty], &[want.nll + want.penalty]),
+        );
+        push(
+            format!("gradient ({shape})"),
+            GRAD_TOL.compare(&got.grad, &want.grad),
+        );
+    }
+    for k in 1..=8 {
+        let dd = 1 + k % 3;
+        let n = [1, 3, 50, 783][k % 4];
+        let c = random_case(2, &[12], Activation::Relu, k, dd, n, 2000 + k as u64);
+        let got = backend.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        let want = cpu.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        push(
+            format!("mixture head loglik (K={k} D={dd} rows={n})"),
+            LOGLIK_TOL.compare(&got, &want),
+        );
+    }
+    {
+        let n = 1000;
+        let cfg = StepConfig::default();
+        let mut p: Vec<f32> = (0..n).map(|i| ((i as f32) * 0.37).sin()).collect();
+        let mut q = p.clone();
+        let (mut s1, mut s2) = (AdamState::new(n), AdamState::new(n));
+        for t in 1..=3 {
+            let g: Vec<f32> = (0..n)
+                .map(|i| ((i * t) as f32 * 0.11).cos() * 0.1)
+                .collect();
+            backend.adam_step(&mut p, &g, &mut s1, &cfg)?;
+            cpu.adam_step(&mut q, &g, &mut s2, &cfg)?;
+        }
+        push(
+            "adam (1000 parameters, 3 steps)".to_string(),
+            ADAM_TOL.compare(&p, &q),
+        );
+    }
+    for (n, batch) in [(783usize, 50usize), (300, 256)] {
+        let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, n, 7);
+        let val = random_case(3, &[16, 8], Activation::Relu, 3, 2, 50, 8);
+        let cfg = StepConfig {
+            batch_size: batch,
+            l2: 1e-3,
+            ..StepConfig::default()
+        };
+        let run = |be: &mut dyn Backend| -> Result<Vec<f64>> {
+            be.start(
+                &c.arch,
+                &c.params,
+                DataRef {
+                    x: &c.x,
+                    y: &c.y,
+                    rows: n,
+                },
+                Some(DataRef {
+                    x: &val.x,
+                    y: &val.y,
+                    rows: 50,
+                }),
+            )?;
+            let mut traj = Vec::new();
+            for epoch in 0..3u32 {
+                let order: Vec<u32> = (0..n as u32).map(|i| (i * 7 + epoch) % n as u32).collect();
+                let s = be.train_epoch(&order, &cfg)?;
+                traj.push(s.train_nll);
+                traj.push(s.val_nll.unwrap_or(f64::NAN));
+            }
+            Ok(traj)
+        };
+        let got = run(backend)?;
+        let want = run(&mut cpu)?;
+        push(
+            format!("training, 3 epochs ({n} rows, batch {batch})"),
+            TRAJECTORY_TOL.compare(&got, &want),
+        );
+    }
+    Ok(rows)
+}
