@@ -6,3 +6,133 @@ mod common;
 use common::gpu_backend;
 
 backend_suite!(gpu_backend);
+
+use std::path::Path;
+
+use mdn::backend::{AdamState, Backend, CpuBackend, StepConfig};
+use mdn::data::{ColumnChoice, Dataset, read_csv};
+use mdn::tolerance::Tolerance;
+use mdn::train::{Stopping, TrainOptions, split_validation, train};
+
+fn asset(name: &str) -> Dataset {
+    read_csv(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join(name),
+        &ColumnChoice::Default,
+    )
+    .unwrap()
+}
+
+#[test]
+fn same_seed_same_bits_on_the_gpu() {
+    let Some(mut gpu) = gpu_backend() else { return };
+    let data = asset("bishop.csv");
+    let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 3 },
+        hidden: vec![32, 16],
+        ..TrainOptions::default()
+    };
+    let a = train(gpu.as_mut(), &tr, val.as_ref(), &opts, &mut |_| true).unwrap();
+    let b = train(gpu.as_mut(), &tr, val.as_ref(), &opts, &mut |_| true).unwrap();
+    assert_eq!(
+        a.params, b.params,
+        "two runs with the same seed on one device differ"
+    );
+    assert_eq!(
+        a.training.as_ref().unwrap().history,
+        b.training.as_ref().unwrap().history
+    );
+    // And they follow the CPU reference closely.
+    let c = train(
+        &mut CpuBackend::new(),
+        &tr,
+        val.as_ref(),
+        &opts,
+        &mut |_| true,
+    )
+    .unwrap();
+    let nll = |m: &mdn::model::Model| {
+        m.training
+            .as_ref()
+            .unwrap()
+            .history
+            .iter()
+            .flat_map(|e| [e.train_nll, e.val_nll.unwrap()])
+            .collect::<Vec<_>>()
+    };
+    Tolerance::new(1e-4, 1e-4).assert_close("GPU vs CPU NLL trajectory", &nll(&a), &nll(&c));
+}
+
+#[test]
+fn shipped_example_trains_on_the_gpu() {
+    let Some(mut gpu) = gpu_backend() else { return };
+    let data = asset("bishop.csv");
+    let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
+    let model = train(
+        gpu.as_mut(),
+        &tr,
+        val.as_ref(),
+        &TrainOptions::default(),
+        &mut |_| true,
+    )
+    .unwrap();
+    let test = asset("bishop_test.csv");
+    let ll = model.loglik(gpu.as_mut(), &test).unwrap();
+    let nll = -ll.iter().sum::<f64>() / ll.len() as f64;
+    assert!(nll < -0.7, "held-out NLL {nll} on the GPU");
+    // Evaluation on the GPU agrees with the CPU for the same model.
+    let cpu_ll = model.loglik(&mut CpuBackend::new(), &test).unwrap();
+    Tolerance::new(1e-4, 1e-4).assert_close("per-row loglik, GPU vs CPU", &ll, &cpu_ll);
+}
+
+#[test]
+fn large_dispatches_fold_into_two_dimensions() {
+    // More elements than 65535 workgroups of 64 invocations: the Adam dispatch must fold.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let n = 65535 * 64 + 3;
+    let mut p: Vec<f32> = (0..n).map(|i| ((i % 1000) as f32 * 0.37).sin()).collect();
+    let g: Vec<f32> = (0..n).map(|i| ((i % 777) as f32 * 0.11).cos()).collect();
+    let mut q = p.clone();
+    let (mut s1, mut s2) = (AdamState::new(n), AdamState::new(n));
+    let cfg = StepConfig::default();
+    gpu.adam_step(&mut p, &g, &mut s1, &cfg).unwrap();
+    CpuBackend::new()
+        .adam_step(&mut q, &g, &mut s2, &cfg)
+        .unwrap();
+    Tolerance::new(1e-7, 1e-5).assert_close("adam over 4.2M parameters", &p, &q);
+}
+
+#[test]
+fn training_with_many_batches_and_partial_last_batch() {
+    // 2 * 512 + 1 batches: the epoch is submitted in pieces; the last batch has one row.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let c = common::random_case(2, &[8], mdn::layout::Activation::Tanh, 2, 1, 1025, 3);
+    let cfg = StepConfig {
+        batch_size: 1,
+        ..StepConfig::default()
+    };
+    let order: Vec<u32> = (0..1025u32).rev().collect();
+    let run = |be: &mut dyn Backend| {
+        be.start(
+            &c.arch,
+            &c.params,
+            mdn::backend::DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: 1025,
+            },
+            None,
+        )
+        .unwrap();
+        let s = be.train_epoch(&order, &cfg).unwrap();
+        (s, be.current_params().unwrap())
+    };
+    let (gs, gp) = run(gpu.as_mut());
+    let (cs, cp) = run(&mut CpuBackend::new());
+    assert_eq!(gs.steps, 1025);
+    assert!(gs.finite);
+    Tolerance::new(1e-4, 1e-4).assert_close("train NLL", &[gs.train_nll], &[cs.train_nll]);
+    Tolerance::new(1e-4, 1e-3).assert_close("parameters after 1025 steps", &gp, &cp);
+}

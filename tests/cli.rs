@@ -361,14 +361,14 @@ fn devices_lists_the_cpu() {
     let (text, _) = ok(dir.path(), &["devices"]);
     assert!(text.contains("cpu"));
     let (j, _) = ok(dir.path(), &["devices", "--json"]);
-    assert_eq!(json(&j)["devices"][0]["kind"], "cpu");
+    assert_eq!(json(&j)["cpu"]["kind"], "cpu");
 }
 
 #[test]
 fn help_and_version() {
     let dir = tempfile::tempdir().unwrap();
     let (help, _) = ok(dir.path(), &["--help"]);
-    for cmd in ["train", "eval", "predict", "sample", "devices"] {
+    for cmd in ["train", "eval", "predict", "sample", "devices", "check"] {
         assert!(help.contains(cmd), "{help}");
     }
     let (v, _) = ok(dir.path(), &["--version"]);
@@ -675,4 +675,207 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
         (pi0 - mdn_pi0).abs() < 1e-5,
         "python {pi0} vs mdn {mdn_pi0}"
     );
+}
+
+/// Whether a software adapter is there; panics when `MDN_REQUIRE_GPU=1` and it is not.
+fn software_adapter(dir: &Path) -> bool {
+    let (out, _) = ok(dir, &["devices", "--json"]);
+    let found = json(&out)["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["device_type"] == "Cpu");
+    if !found {
+        assert!(
+            std::env::var("MDN_REQUIRE_GPU").as_deref() != Ok("1"),
+            "MDN_REQUIRE_GPU=1 but `mdn devices` lists no software adapter: {out}"
+        );
+        eprintln!("skipping: no software adapter");
+    }
+    found
+}
+
+#[test]
+fn device_option_picks_the_backend_and_results_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cpu, _) = ok(
+        dir.path(),
+        &[
+            "train", "--device", "cpu", "--epochs", "3", "--json", "--quiet", "--out", "m.json",
+        ],
+    );
+    assert_eq!(json(&cpu)["backend"], "cpu");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train", "--epochs", "1", "--json", "--quiet", "--out", "e.json",
+        ])
+        .env("MDN_DEVICE", "cpu")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        json(&String::from_utf8_lossy(&out.stdout))["backend"],
+        "cpu",
+        "MDN_DEVICE is honoured"
+    );
+    if !software_adapter(dir.path()) {
+        return;
+    }
+    let (sw, _) = ok(
+        dir.path(),
+        &[
+            "train", "--device", "software", "--epochs", "3", "--json", "--quiet", "--out",
+            "g.json",
+        ],
+    );
+    let backend = json(&sw)["backend"].as_str().unwrap().to_string();
+    assert!(backend.contains("Cpu") && backend != "cpu", "{backend}");
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    for cmd in [
+        &["eval", "--json"][..],
+        &["predict", "--json"],
+        &["sample", "--json", "--n", "2"],
+    ] {
+        let mut on_cpu = cmd.to_vec();
+        on_cpu.extend_from_slice(&["--model", "m.json", "--data", test, "--device", "cpu"]);
+        let mut on_gpu = cmd.to_vec();
+        on_gpu.extend_from_slice(&["--model", "m.json", "--data", test, "--device", "software"]);
+        let (a, _) = ok(dir.path(), &on_cpu);
+        let (b, _) = ok(dir.path(), &on_gpu);
+        let (a, b) = (json(&a), json(&b));
+        let flat = |v: &serde_json::Value| -> Vec<f64> {
+            let mut out = Vec::new();
+            fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+                match v {
+                    serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+                    serde_json::Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+                    serde_json::Value::Object(o) => o.values().for_each(|x| walk(x, out)),
+                    _ => {}
+                }
+            }
+            walk(v, &mut out);
+            out
+        };
+        mdn::tolerance::Tolerance::new(1e-4, 1e-4).assert_close(
+            &format!("{cmd:?} on GPU vs CPU"),
+            &flat(&b),
+            &flat(&a),
+        );
+    }
+    // The model trained on the GPU follows the CPU-trained one.
+    let (e1, _) = ok(
+        dir.path(),
+        &[
+            "eval", "--model", "g.json", "--data", test, "--json", "--device", "cpu",
+        ],
+    );
+    let (e2, _) = ok(
+        dir.path(),
+        &[
+            "eval", "--model", "m.json", "--data", test, "--json", "--device", "cpu",
+        ],
+    );
+    let (n1, n2) = (
+        json(&e1)["mean_nll"].as_f64().unwrap(),
+        json(&e2)["mean_nll"].as_f64().unwrap(),
+    );
+    assert!(
+        (n1 - n2).abs() < 1e-3,
+        "GPU-trained {n1} vs CPU-trained {n2}"
+    );
+}
+
+#[test]
+fn check_prints_the_parity_table() {
+    let dir = tempfile::tempdir().unwrap();
+    if !software_adapter(dir.path()) {
+        return;
+    }
+    let (text, _) = ok(dir.path(), &["check", "--device", "software"]);
+    assert!(text.contains("against the CPU reference"), "{text}");
+    assert!(
+        text.contains("max abs err") && text.contains("tolerance"),
+        "{text}"
+    );
+    for kernel in [
+        "forward",
+        "gradient",
+        "mixture head loglik",
+        "adam",
+        "training, 3 epochs",
+    ] {
+        assert!(text.contains(kernel), "{kernel} missing from {text}");
+    }
+    assert!(text.contains(" 0 failed"), "{text}");
+    let (j, _) = ok(dir.path(), &["check", "--device", "software", "--json"]);
+    let v = json(&j);
+    assert_eq!(v["failed"], 0);
+    assert!(v["checks"].as_array().unwrap().len() >= 20);
+    assert!(
+        v["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["pass"] == true)
+    );
+}
+
+#[test]
+fn missing_adapters_give_clear_errors_and_auto_falls_back() {
+    // WGPU_BACKEND=metal leaves no usable adapter on Linux: what a machine without drivers sees.
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args(args)
+            .env("WGPU_BACKEND", "metal")
+            .env_remove("MDN_DEVICE")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    for device in ["gpu", "software"] {
+        let out = run(&["train", "--device", device, "--epochs", "1"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("mesa-vulkan-drivers") && err.contains("--device cpu"),
+            "{err}"
+        );
+        assert!(!dir.path().join("model.json").exists());
+    }
+    let out = run(&["train", "--epochs", "1", "--json"]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: no GPU adapter found") && err.contains("using the CPU backend"),
+        "{err}"
+    );
+    assert_eq!(
+        json(&String::from_utf8_lossy(&out.stdout))["backend"],
+        "cpu"
+    );
+    let out = run(&["devices"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no GPU adapters"));
+}
+
+#[test]
+fn devices_lists_the_software_adapter_with_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    if !software_adapter(dir.path()) {
+        return;
+    }
+    let (text, _) = ok(dir.path(), &["devices"]);
+    assert!(
+        text.contains("software")
+            && text.contains("max storage binding")
+            && text.contains("subgroup size"),
+        "{text}"
+    );
+    let (j, _) = ok(dir.path(), &["devices", "--json"]);
+    let a = &json(&j)["adapters"][0];
+    assert!(a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
 }
