@@ -11,12 +11,14 @@
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
 pub mod backend;
+pub mod bench;
 pub mod check;
 pub mod data;
 pub mod error;
 pub mod layout;
 pub mod mixture;
 pub mod model;
+pub mod synth;
 pub mod tolerance;
 pub mod train;
 

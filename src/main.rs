@@ -46,6 +46,33 @@ enum Command {
     Devices(DevicesArgs),
     /// Check a GPU against the CPU reference, kernel by kernel (exit code 1 on any failure)
     Check(CheckArgs),
+    /// Training speed of each backend on generated data, next to the device's matmul ceiling
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows), b (d=16, D=2, hidden 64,64,
+    /// batch 4096, 1M rows)
+    #[arg(long, value_delimiter = ',', default_value = "a,b")]
+    config: Vec<String>,
+    /// Devices to time, comma-separated
+    #[arg(
+        long = "devices",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "cpu,auto"
+    )]
+    devices: Vec<DeviceChoice>,
+    /// Rows of generated data (overrides the configuration's)
+    #[arg(long)]
+    rows: Option<usize>,
+    /// Epochs per run (epochs 2.. are timed)
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Machine-readable output
+    #[arg(long)]
+    json: bool,
 }
 
 /// `--device`, shared by every command that computes.
@@ -222,6 +249,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => cmd_sample(a),
         Command::Devices(a) => cmd_devices(a),
         Command::Check(a) => cmd_check(a),
+        Command::Bench(a) => cmd_bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -682,6 +710,32 @@ fn cmd_check(a: CheckArgs) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let mut devices = a.devices.clone();
+    // `auto` resolving to the CPU would time the CPU twice.
+    if devices.contains(&DeviceChoice::Auto)
+        && backend::GpuBackend::new(DeviceChoice::Auto).is_err()
+    {
+        eprintln!("warning: no GPU adapter; timing the CPU backend only");
+        devices.retain(|d| *d != DeviceChoice::Auto);
+    }
+    let quiet = a.json;
+    let (results, ceilings) =
+        mdn::bench::run_suite(&devices, &a.config, a.rows, a.epochs, &mut |line| {
+            if !quiet {
+                eprintln!("{line}");
+            }
+        })?;
+    if a.json {
+        let ceilings: Vec<serde_json::Value> = ceilings
+            .iter()
+            .map(|(b, g)| json!({"backend": b, "matmul_gflops": g}))
+            .collect();
+        return print_json(&json!({ "results": results, "ceilings": ceilings }));
+    }
+    write_output(None, mdn::bench::table(&results, &ceilings).as_bytes())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -879,3 +879,58 @@ fn devices_lists_the_software_adapter_with_its_limits() {
     let a = &json(&j)["adapters"][0];
     assert!(a["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn bench_prints_figures_for_each_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let (text, err) = ok(
+        dir.path(),
+        &[
+            "bench",
+            "--rows",
+            "3000",
+            "--epochs",
+            "1",
+            "--devices",
+            "cpu",
+        ],
+    );
+    assert!(
+        text.contains("rows/s") && text.contains("matmul ceiling on cpu"),
+        "{text}"
+    );
+    assert!(err.contains("config a on cpu"), "{err}");
+    let mut devices = "cpu".to_string();
+    if software_adapter(dir.path()) {
+        devices.push_str(",software");
+    }
+    let (j, _) = ok(
+        dir.path(),
+        &[
+            "bench",
+            "--rows",
+            "3000",
+            "--epochs",
+            "2",
+            "--devices",
+            &devices,
+            "--config",
+            "a,b",
+            "--json",
+        ],
+    );
+    let v = json(&j);
+    let results = v["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2 * devices.split(',').count());
+    for r in results {
+        assert!(r["rows_per_sec"].as_f64().unwrap() > 0.0);
+        assert!(r["gflops"].as_f64().unwrap() > 0.0);
+        assert!(r["last_train_nll"].as_f64().unwrap().is_finite());
+    }
+    assert_eq!(
+        v["ceilings"].as_array().unwrap().len(),
+        devices.split(',').count()
+    );
+    let out = mdn(dir.path(), &["bench", "--config", "z", "--devices", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+}

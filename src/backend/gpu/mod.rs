@@ -968,3 +968,61 @@ impl GpuBackend {
         })
     }
 }
+
+impl GpuBackend {
+    /// Times the plain matmul kernel (`shaders/matmul_bench.wgsl`) on `m x k` times `k x n`
+    /// (`n` a multiple of 4), `reps` dispatches after one warm-up, and returns GFLOP/s
+    /// (2 m n k flops per product). The benchmark's ceiling for this device.
+    pub fn matmul_gflops(&self, m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
+        assert!(n % 4 == 0, "matmul benchmark needs n divisible by 4");
+        let g = &self.gpu;
+        let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
+        let dims: Words = [m as u32, n as u32, k as u32, 0, 0, 0, 0, 0];
+        let (ab, bb, cb) = (
+            g.upload("bench a", &a, wgpu::BufferUsages::empty())?,
+            g.upload("bench b", &b, wgpu::BufferUsages::empty())?,
+            g.storage("bench c", m * n)?,
+        );
+        let du = g.uniform("bench dims", bytemuck::bytes_of(&dims));
+        let step = g.uniform("bench step", bytemuck::bytes_of(&StepUniform::default()));
+        let group = self
+            .kernels
+            .matmul_bench
+            .bind(g, "matmul bench", &[&du, &ab, &bb, &cb]);
+        let step_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("bench step"),
+            layout: &self.kernels.step_layout,
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: step.as_entire_binding(),
+            }],
+        });
+        let readback = g.readback("bench readback", 4);
+        let run = |reps: usize| -> Result<f64> {
+            let started = std::time::Instant::now();
+            g.scoped("matmul benchmark", || {
+                let mut enc = self.encoder("matmul bench");
+                {
+                    let mut p = self.pass(&mut enc, "matmul bench");
+                    p.pass.set_bind_group(1, &step_group, &[0]);
+                    for _ in 0..reps {
+                        p.dispatch(
+                            &self.kernels.matmul_bench,
+                            &group,
+                            div_ceil(n / 4, 8),
+                            div_ceil(m.div_ceil(4), 8),
+                        );
+                    }
+                }
+                enc.copy_buffer_to_buffer(&cb, 0, &readback, 0, 4);
+                g.queue.submit([enc.finish()]);
+            })?;
+            g.read_f32(&readback, 1)?;
+            Ok(started.elapsed().as_secs_f64())
+        };
+        run(1)?;
+        let seconds = run(reps)?;
+        Ok(2.0 * (m * n * k * reps) as f64 / seconds / 1e9)
+    }
+}
