@@ -136,3 +136,42 @@ fn training_with_many_batches_and_partial_last_batch() {
     Tolerance::new(1e-4, 1e-4).assert_close("train NLL", &[gs.train_nll], &[cs.train_nll]);
     Tolerance::new(1e-4, 1e-3).assert_close("parameters after 1025 steps", &gp, &cp);
 }
+
+#[test]
+fn one_readback_per_epoch() {
+    let Some(_) = gpu_backend() else { return };
+    let mut gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let c = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 2000, 9);
+    let val = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 300, 10);
+    gpu.start(
+        &c.arch,
+        &c.params,
+        mdn::backend::DataRef {
+            x: &c.x,
+            y: &c.y,
+            rows: 2000,
+        },
+        Some(mdn::backend::DataRef {
+            x: &val.x,
+            y: &val.y,
+            rows: 300,
+        }),
+    )
+    .unwrap();
+    let cfg = StepConfig {
+        batch_size: 64,
+        ..StepConfig::default()
+    };
+    let before = gpu.gpu().readbacks();
+    let order: Vec<u32> = (0..2000).collect();
+    for epoch in 1..=4u64 {
+        let s = gpu.train_epoch(&order, &cfg).unwrap();
+        assert!(s.finite && s.val_nll.is_some());
+        gpu.keep_best().unwrap();
+        assert_eq!(
+            gpu.gpu().readbacks() - before,
+            epoch,
+            "readbacks after {epoch} epochs of 32 batches"
+        );
+    }
+}

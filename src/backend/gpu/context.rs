@@ -155,6 +155,8 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     sink: Arc<Mutex<Sink>>,
+    /// Number of host readbacks so far (see [`Gpu::readbacks`]).
+    readbacks: std::sync::atomic::AtomicU64,
 }
 
 impl Gpu {
@@ -194,6 +196,7 @@ impl Gpu {
             info,
             limits,
             sink,
+            readbacks: Default::default(),
         })
     }
 
@@ -321,8 +324,15 @@ impl Gpu {
         Ok(())
     }
 
+    /// How many times the host has read GPU memory back (each [`Gpu::read_f32`] counts once).
+    pub fn readbacks(&self) -> u64 {
+        self.readbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Waits for the queue and reads `len` f32 values from a mappable buffer.
     pub fn read_f32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        self.readbacks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let bytes = (len * 4) as u64;
         if len == 0 {
             return Ok(Vec::new());

@@ -792,6 +792,13 @@ impl GpuBackend {
                 run.train.rows
             )));
         }
+        let max_rows = 32 * self.gpu.limits.max_compute_workgroups_per_dimension as usize;
+        if b > max_rows {
+            return Err(Error::config(format!(
+                "--batch-size {b} is larger than {} can dispatch at once ({max_rows} rows)",
+                self.gpu.info.name
+            )));
+        }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
         if run.cap < cap {
             // Regrow the work buffers for this batch size, keeping the state buffers.
