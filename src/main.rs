@@ -413,20 +413,13 @@ fn check_writable(path: &Path) -> Result<()> {
 struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
+    last: Option<String>,
 }
 
 impl Progress {
     fn new(quiet: bool) -> Progress {
         let terminal = std::io::stderr().is_terminal();
-        Progress {
-            bar: None,
-            lines: !quiet && !terminal,
-        }
-        .with_bar(!quiet && terminal)
-    }
-
-    fn with_bar(mut self, on: bool) -> Progress {
-        if on {
+        let bar = (!quiet && terminal).then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -435,9 +428,13 @@ impl Progress {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
-            self.bar = Some(bar);
+            bar
+        });
+        Progress {
+            bar,
+            lines: !quiet && !terminal,
+            last: None,
         }
-        self
     }
 
     fn epoch(&mut self, r: &EpochReport) {
@@ -457,15 +454,20 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_length(r.max_epochs as u64);
             bar.set_position(r.epoch as u64);
-            bar.set_message(text);
+            bar.set_message(text.clone());
+            self.last = Some(format!("epoch {}/{}  {text}", r.epoch, r.max_epochs));
         } else if self.lines {
             eprintln!("epoch {}/{}  {text}", r.epoch, r.max_epochs);
         }
     }
 
+    /// Clears the bar and leaves the last epoch's line behind.
     fn finish(&mut self) {
         if let Some(bar) = self.bar.take() {
-            bar.finish();
+            bar.finish_and_clear();
+            if let Some(last) = self.last.take() {
+                eprintln!("{last}");
+            }
         }
     }
 }

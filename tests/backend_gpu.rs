@@ -175,3 +175,25 @@ fn one_readback_per_epoch() {
         );
     }
 }
+
+#[test]
+fn evaluation_in_several_chunks_matches_the_cpu() {
+    // More rows than one evaluation dispatch holds (4096): forward and loglik run in chunks.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let c = common::random_case(
+        5,
+        &[24, 12],
+        mdn::layout::Activation::Relu,
+        4,
+        2,
+        10_001,
+        21,
+    );
+    let mut cpu = CpuBackend::new();
+    let got = gpu.forward(&c.arch, &c.params, &c.x, c.rows).unwrap();
+    let want = cpu.forward(&c.arch, &c.params, &c.x, c.rows).unwrap();
+    mdn::check::FORWARD_TOL.assert_close("forward, 10001 rows", &got, &want);
+    let got = gpu.loglik(&c.arch, &c.params, &c.x, &c.y, c.rows).unwrap();
+    let want = cpu.loglik(&c.arch, &c.params, &c.x, &c.y, c.rows).unwrap();
+    mdn::check::LOGLIK_TOL.assert_close("loglik, 10001 rows", &got, &want);
+}
