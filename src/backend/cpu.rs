@@ -102,8 +102,8 @@ struct Workspace {
     x: Vec<f32>,
     y: Vec<f32>,
     /// Output of every layer (after the activation for hidden layers; the head's raw outputs
-    /// last), `cap * width` each.
-    acts: Vec<Vec<f32>>,
+    /// last), `cap * width` each, in one buffer.
+    acts: Activations,
     /// Gradient with respect to the current layer's pre-activation, and the one below.
     delta: Vec<f32>,
     delta_below: Vec<f32>,
@@ -118,15 +118,52 @@ impl Workspace {
             cap,
             x: vec![0.0; cap * net.arch.inputs],
             y: vec![0.0; cap * net.arch.targets],
-            acts: net
-                .layers
-                .iter()
-                .map(|l| vec![0.0; cap * l.outputs])
-                .collect(),
+            acts: Activations::new(net, cap),
             delta: vec![0.0; cap * maxw],
             delta_below: vec![0.0; cap * maxw],
             scratch: vec![0.0; net.arch.components],
         }
+    }
+}
+
+/// Every layer's outputs for up to `cap` rows, layer after layer in one flat buffer.
+struct Activations {
+    buf: Vec<f32>,
+    /// Start of layer l's outputs; the last entry is the buffer's length.
+    offsets: Vec<usize>,
+}
+
+impl Activations {
+    fn new(net: &Net, cap: usize) -> Activations {
+        let mut offsets = vec![0];
+        for l in &net.layers {
+            offsets.push(offsets.last().unwrap() + cap * l.outputs);
+        }
+        Activations {
+            buf: vec![0.0; *offsets.last().unwrap()],
+            offsets,
+        }
+    }
+
+    /// Layer l's outputs.
+    fn layer(&self, l: usize) -> &[f32] {
+        &self.buf[self.offsets[l]..self.offsets[l + 1]]
+    }
+
+    /// The head's outputs.
+    fn head(&self) -> &[f32] {
+        self.layer(self.offsets.len() - 2)
+    }
+
+    /// Layer l - 1's outputs (empty for l = 0) and layer l's, for writing.
+    fn below_and_out(&mut self, l: usize) -> (&[f32], &mut [f32]) {
+        let (below, rest) = self.buf.split_at_mut(self.offsets[l]);
+        let below = if l == 0 {
+            &below[..0]
+        } else {
+            &below[self.offsets[l - 1]..]
+        };
+        (below, &mut rest[..self.offsets[l + 1] - self.offsets[l]])
     }
 }
 
@@ -198,11 +235,11 @@ fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usiz
 }
 
 /// Forward pass of `rows` inputs `x` through every layer into `acts`.
-fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut [Vec<f32>]) {
+fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut Activations) {
     for (l, layer) in net.layers.iter().enumerate() {
-        let (below, rest) = acts.split_at_mut(l);
-        let input: &[f32] = if l == 0 { x } else { &below[l - 1] };
-        let out = &mut rest[0][..rows * layer.outputs];
+        let (below, out) = acts.below_and_out(l);
+        let input: &[f32] = if l == 0 { x } else { below };
+        let out = &mut out[..rows * layer.outputs];
         let w = &params[layer.weights..layer.weights + layer.weight_count()];
         let b = &params[layer.bias..layer.bias + layer.outputs];
         dense_forward(input, w, b, rows, layer.inputs, layer.outputs, out);
@@ -261,7 +298,7 @@ fn backward(
     let act: Activation = net.arch.activation;
     for l in (0..net.layers.len()).rev() {
         let layer = net.layers[l];
-        let input: &[f32] = if l == 0 { x } else { &ws.acts[l - 1] };
+        let input: &[f32] = if l == 0 { x } else { ws.acts.layer(l - 1) };
         let (dw, db) =
             grad[layer.weights..layer.bias + layer.outputs].split_at_mut(layer.weight_count());
         dense_weight_grad(input, &ws.delta, rows, layer.inputs, layer.outputs, dw, db);
@@ -276,7 +313,7 @@ fn backward(
                 &mut ws.delta_below,
             );
             // Through the activation of the layer below (its outputs are ws.acts[l - 1]).
-            let a = &ws.acts[l - 1][..rows * layer.inputs];
+            let a = &ws.acts.layer(l - 1)[..rows * layer.inputs];
             for (d, &av) in ws.delta_below[..rows * layer.inputs].iter_mut().zip(a) {
                 *d *= act.derivative_from_output(av);
             }
@@ -335,7 +372,7 @@ fn mean_nll(
             n,
             &mut ws.acts,
         );
-        let h = ws.acts.last().unwrap();
+        let h = ws.acts.head();
         sum += head(
             net,
             h,
@@ -423,7 +460,7 @@ impl Backend for CpuBackend {
                     .copy_from_slice(&run.train_y[row * d_out..(row + 1) * d_out]);
             }
             forward(&run.net, &run.params, &ws.x, b, &mut ws.acts);
-            let h = ws.acts.last().unwrap();
+            let h = ws.acts.head();
             let ll = head(
                 &run.net,
                 h,
@@ -508,7 +545,7 @@ impl Backend for CpuBackend {
                 n,
                 &mut ws.acts,
             );
-            out.extend_from_slice(&ws.acts.last().unwrap()[..n * p]);
+            out.extend_from_slice(&ws.acts.head()[..n * p]);
             start += n;
         }
         Ok(out)
@@ -538,7 +575,7 @@ impl Backend for CpuBackend {
                 n,
                 &mut ws.acts,
             );
-            let h = ws.acts.last().unwrap();
+            let h = ws.acts.head();
             head(
                 &net,
                 h,
@@ -572,10 +609,10 @@ impl Backend for CpuBackend {
         let mut ws = Workspace::new(&net, rows);
         let p = arch.head_width();
         forward(&net, params, x, rows, &mut ws.acts);
-        let h = std::mem::take(ws.acts.last_mut().unwrap());
+        let h = ws.acts.head();
         let ll = head(
             &net,
-            &h,
+            h,
             y,
             rows,
             &mut ws.scratch,
@@ -583,7 +620,6 @@ impl Backend for CpuBackend {
             1.0 / rows as f64,
             None,
         );
-        *ws.acts.last_mut().unwrap() = h;
         let mut grad = vec![0.0; params.len()];
         let penalty = backward(&net, params, x, rows, &mut ws, &mut grad, l2);
         Ok(LossGrad {
