@@ -23,6 +23,20 @@ struct Step {
 
 @group(1) @binding(0) var<uniform> step: Step;
 
+// One dense layer's shape and place in the flat parameter buffer (the dense kernels' group-0
+// uniform). Must match the `Words` written by `Run` in src/backend/gpu/mod.rs.
+struct Layer {
+    n_in: u32,
+    n_out: u32,
+    w_off: u32,
+    b_off: u32,
+    act: u32,        // activation applied to this layer's output
+    act_below: u32,  // activation of the layer below (backward pass)
+    _p0: u32,
+    _p1: u32,
+}
+
+
 const ACT_NONE: u32 = 0u;
 const ACT_RELU: u32 = 1u;
 const ACT_TANH: u32 = 2u;

@@ -1,17 +1,6 @@
 // Dense backward to the layer below: dA[r][i] = (sum_o dZ[r][o] W[i][o]) * act'(A[r][i]),
 // where A is the layer below's output (the input of this layer). 4x4 register tile.
 
-struct Layer {
-    n_in: u32,
-    n_out: u32,
-    w_off: u32,
-    b_off: u32,
-    act: u32,
-    act_below: u32,
-    _p0: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read> dz: array<f32>;

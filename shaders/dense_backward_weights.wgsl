@@ -3,17 +3,6 @@
 // Each invocation owns a 4x4 tile of (i, o) and sums over the rows in order: deterministic,
 // no atomics.
 
-struct Layer {
-    n_in: u32,
-    n_out: u32,
-    w_off: u32,
-    b_off: u32,
-    act: u32,
-    act_below: u32,
-    _p0: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;

@@ -3,17 +3,6 @@
 // Each invocation computes a 4x4 register tile (4 rows x 4 outputs); loads past the edge are
 // clamped to the last row or column and their results are not written.
 
-struct Layer {
-    n_in: u32,
-    n_out: u32,
-    w_off: u32,
-    b_off: u32,
-    act: u32,        // activation applied to this layer's output
-    act_below: u32,  // activation of the layer below (backward pass)
-    _p0: u32,
-    _p1: u32,
-}
-
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
 @group(0) @binding(2) var<storage, read> input: array<f32>;

@@ -100,14 +100,7 @@ struct Run {
     train: DeviceData,
     val: Option<DeviceData>,
     adam_step: u64,
-    /// Rows per dispatch the work buffers hold.
-    cap: usize,
-    bx: wgpu::Buffer,
-    by: wgpu::Buffer,
-    /// Output of every layer (head last), `cap * width`.
-    acts: Vec<wgpu::Buffer>,
-    rowll: wgpu::Buffer,
-    delta: [wgpu::Buffer; 2],
+    work: Work,
     layer_uniforms: Vec<wgpu::Buffer>,
     head_uniform: wgpu::Buffer,
     gather_uniform: wgpu::Buffer,
@@ -115,6 +108,40 @@ struct Run {
     stats: Option<(wgpu::Buffer, usize)>,
     steps: Option<(wgpu::Buffer, usize)>,
     groups: Option<Groups>,
+}
+
+/// Per-batch work buffers for up to `cap` rows.
+struct Work {
+    cap: usize,
+    bx: wgpu::Buffer,
+    by: wgpu::Buffer,
+    /// Output of every layer (head last), `cap * width`.
+    acts: Vec<wgpu::Buffer>,
+    rowll: wgpu::Buffer,
+    /// Gradients at layer outputs, ping-ponged between layers, `cap * max width`.
+    delta: [wgpu::Buffer; 2],
+}
+
+impl Work {
+    fn new(g: &Gpu, arch: &Arch, cap: usize) -> Result<Work> {
+        let maxw = arch.max_width();
+        Ok(Work {
+            cap,
+            bx: g.storage("batch inputs", cap * arch.inputs)?,
+            by: g.storage("batch targets", cap * arch.targets)?,
+            acts: arch
+                .layers()
+                .iter()
+                .enumerate()
+                .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
+                .collect::<Result<_>>()?,
+            rowll: g.storage("row log-likelihoods", cap)?,
+            delta: [
+                g.storage("delta a", cap * maxw)?,
+                g.storage("delta b", cap * maxw)?,
+            ],
+        })
+    }
 }
 
 /// Bind groups of a run, rebuilt when the stats or step buffers grow.
@@ -197,7 +224,6 @@ impl GpuBackend {
             })
         };
         let layers = arch.layers();
-        let maxw = arch.max_width();
         let cap = cap.max(1);
         g.scoped("allocating GPU buffers", || -> Result<Run> {
             let zeros = vec![0.0f32; n];
@@ -249,19 +275,7 @@ impl GpuBackend {
                     .map(|v| upload_data("validation", v))
                     .transpose()?,
                 adam_step: 0,
-                cap,
-                bx: g.storage("batch inputs", cap * arch.inputs)?,
-                by: g.storage("batch targets", cap * arch.targets)?,
-                acts: layers
-                    .iter()
-                    .enumerate()
-                    .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
-                    .collect::<Result<_>>()?,
-                rowll: g.storage("row log-likelihoods", cap)?,
-                delta: [
-                    g.storage("delta a", cap * maxw)?,
-                    g.storage("delta b", cap * maxw)?,
-                ],
+                work: Work::new(g, arch, cap)?,
                 layer_uniforms,
                 head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
                 gather_uniform: g.uniform("gather uniform", bytemuck::bytes_of(&gather)),
@@ -305,8 +319,14 @@ impl GpuBackend {
         let stats = &r.stats.as_ref().expect("stats sized").0;
         let steps = &r.steps.as_ref().expect("steps sized").0;
         let last = r.layers.len() - 1;
-        let dbuf = |l: usize| &r.delta[(last - l) % 2];
-        let input = |l: usize| if l == 0 { &r.bx } else { &r.acts[l - 1] };
+        let dbuf = |l: usize| &r.work.delta[(last - l) % 2];
+        let input = |l: usize| {
+            if l == 0 {
+                &r.work.bx
+            } else {
+                &r.work.acts[l - 1]
+            }
+        };
         Groups {
             gather_train: k.gather.bind(
                 g,
@@ -316,15 +336,22 @@ impl GpuBackend {
                     &r.train.order,
                     &r.train.x,
                     &r.train.y,
-                    &r.bx,
-                    &r.by,
+                    &r.work.bx,
+                    &r.work.by,
                 ],
             ),
             gather_val: r.val.as_ref().map(|v| {
                 k.gather.bind(
                     g,
                     "gather val",
-                    &[&r.gather_uniform, &v.order, &v.x, &v.y, &r.bx, &r.by],
+                    &[
+                        &r.gather_uniform,
+                        &v.order,
+                        &v.x,
+                        &v.y,
+                        &r.work.bx,
+                        &r.work.by,
+                    ],
                 )
             }),
             forward: (0..r.layers.len())
@@ -332,16 +359,22 @@ impl GpuBackend {
                     k.dense_forward.bind(
                         g,
                         "forward",
-                        &[&r.layer_uniforms[l], &r.params, input(l), &r.acts[l]],
+                        &[&r.layer_uniforms[l], &r.params, input(l), &r.work.acts[l]],
                     )
                 })
                 .collect(),
             head: k.mixture_head.bind(
                 g,
                 "head",
-                &[&r.head_uniform, &r.acts[last], &r.by, &r.rowll, &r.delta[0]],
+                &[
+                    &r.head_uniform,
+                    &r.work.acts[last],
+                    &r.work.by,
+                    &r.work.rowll,
+                    &r.work.delta[0],
+                ],
             ),
-            reduce: k.reduce_sum.bind(g, "reduce", &[&r.rowll, stats]),
+            reduce: k.reduce_sum.bind(g, "reduce", &[&r.work.rowll, stats]),
             back_weights: (0..r.layers.len())
                 .map(|l| {
                     k.dense_backward_weights.bind(
@@ -361,7 +394,7 @@ impl GpuBackend {
                                 &r.layer_uniforms[l],
                                 &r.params,
                                 dbuf(l),
-                                &r.acts[l - 1],
+                                &r.work.acts[l - 1],
                                 dbuf(l - 1),
                             ],
                         )
@@ -501,14 +534,14 @@ impl GpuBackend {
         per_row: usize,
         out_of: impl Fn(&Run) -> &wgpu::Buffer,
     ) -> Result<Vec<f32>> {
-        let chunks = rows.div_ceil(run.cap).max(1);
+        let chunks = rows.div_ceil(run.work.cap).max(1);
         self.prepare(run, 1, chunks)?;
         let records: Vec<StepUniform> = (0..chunks)
             .map(|c| {
-                let n = (rows - c * run.cap).min(run.cap);
+                let n = (rows - c * run.work.cap).min(run.work.cap);
                 StepUniform {
                     rows: n as u32,
-                    start: (c * run.cap) as u32,
+                    start: (c * run.work.cap) as u32,
                     slot: 0,
                     inv_rows: 1.0 / n as f32,
                     ..Default::default()
@@ -537,7 +570,7 @@ impl GpuBackend {
                     out_of(run),
                     0,
                     &readback,
-                    (c * run.cap * per_row * 4) as u64,
+                    (c * run.work.cap * per_row * 4) as u64,
                     bytes,
                 );
             }
@@ -622,7 +655,9 @@ impl Backend for GpuBackend {
             rows.clamp(1, EVAL_CHUNK),
         )?;
         let last = run.layers.len() - 1;
-        self.eval_chunks(&mut run, rows, false, arch.head_width(), |r| &r.acts[last])
+        self.eval_chunks(&mut run, rows, false, arch.head_width(), |r| {
+            &r.work.acts[last]
+        })
     }
 
     fn loglik(
@@ -640,7 +675,7 @@ impl Backend for GpuBackend {
             None,
             rows.clamp(1, EVAL_CHUNK),
         )?;
-        let ll = self.eval_chunks(&mut run, rows, true, 1, |r| &r.rowll)?;
+        let ll = self.eval_chunks(&mut run, rows, true, 1, |r| &r.work.rowll)?;
         Ok(ll.into_iter().map(|v| v as f64).collect())
     }
 
@@ -800,14 +835,14 @@ impl GpuBackend {
             )));
         }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
-        if run.cap < cap {
-            // Regrow the work buffers for this batch size, keeping the state buffers.
-            let fresh = self.new_run_buffers(run, cap)?;
-            *run = fresh;
+        if run.work.cap < cap {
+            // Regrow the work buffers for this batch size; the state buffers stay.
+            run.work = Work::new(&self.gpu, &run.arch, cap)?;
+            run.groups = None;
         }
         let batches = order.len().div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
-        let val_chunks = val_rows.div_ceil(run.cap);
+        let val_chunks = val_rows.div_ceil(run.work.cap);
         let n_stats = batches + val_chunks + 1;
         self.prepare(run, n_stats, batches + val_chunks + 1)?;
 
@@ -833,10 +868,10 @@ impl GpuBackend {
             });
         }
         for c in 0..val_chunks {
-            let rows = (val_rows - c * run.cap).min(run.cap);
+            let rows = (val_rows - c * run.work.cap).min(run.work.cap);
             records.push(StepUniform {
                 rows: rows as u32,
-                start: (c * run.cap) as u32,
+                start: (c * run.work.cap) as u32,
                 slot: (batches + c) as u32,
                 inv_rows: 1.0 / rows as f32,
                 ..Default::default()
@@ -917,61 +952,6 @@ impl GpuBackend {
             val_nll,
             finite,
             steps: batches as u64,
-        })
-    }
-
-    /// A run with work buffers for `cap` rows that keeps `old`'s parameters, moments, best
-    /// parameters, data and step count.
-    fn new_run_buffers(&self, old: &Run, cap: usize) -> Result<Run> {
-        let g = &self.gpu;
-        let maxw = old.arch.max_width();
-        let (arch, layers) = (&old.arch, &old.layers);
-        let bx = g.storage("batch inputs", cap * arch.inputs)?;
-        let by = g.storage("batch targets", cap * arch.targets)?;
-        let acts = layers
-            .iter()
-            .enumerate()
-            .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
-            .collect::<Result<Vec<_>>>()?;
-        let rowll = g.storage("row log-likelihoods", cap)?;
-        let delta = [
-            g.storage("delta a", cap * maxw)?,
-            g.storage("delta b", cap * maxw)?,
-        ];
-        Ok(Run {
-            arch: old.arch.clone(),
-            layers: old.layers.clone(),
-            n_params: old.n_params,
-            params: old.params.clone(),
-            grad: old.grad.clone(),
-            m: old.m.clone(),
-            v: old.v.clone(),
-            best: old.best.clone(),
-            train: DeviceData {
-                x: old.train.x.clone(),
-                y: old.train.y.clone(),
-                order: old.train.order.clone(),
-                rows: old.train.rows,
-            },
-            val: old.val.as_ref().map(|v| DeviceData {
-                x: v.x.clone(),
-                y: v.y.clone(),
-                order: v.order.clone(),
-                rows: v.rows,
-            }),
-            adam_step: old.adam_step,
-            cap,
-            bx,
-            by,
-            acts,
-            rowll,
-            delta,
-            layer_uniforms: old.layer_uniforms.clone(),
-            head_uniform: old.head_uniform.clone(),
-            gather_uniform: old.gather_uniform.clone(),
-            stats: None,
-            steps: None,
-            groups: None,
         })
     }
 }
