@@ -167,71 +167,65 @@ impl Activations {
     }
 }
 
-/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
-fn dense_forward(
-    a: &[f32],
-    w: &[f32],
-    b: &[f32],
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    out: &mut [f32],
-) {
-    for r in 0..rows {
-        let out_row = &mut out[r * n_out..(r + 1) * n_out];
-        out_row.copy_from_slice(b);
-        let a_row = &a[r * n_in..(r + 1) * n_in];
-        for (i, &ai) in a_row.iter().enumerate() {
-            if ai == 0.0 {
-                continue;
-            }
-            let w_row = &w[i * n_out..(i + 1) * n_out];
-            for (o, &wio) in out_row.iter_mut().zip(w_row) {
-                *o += ai * wio;
-            }
-        }
+/// `c = a b` (or `c += a b` with `accumulate`) for row-major `c` (m x n), where `a` is m x k and
+/// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs
+/// `matrixmultiply`'s cache-blocked SIMD kernel.
+fn gemm(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32], usize, usize), c: &mut [f32], accumulate: bool) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let (a, rsa, csa) = a;
+    let (b, rsb, csb) = b;
+    // The largest element each operand's strides reach must be in bounds.
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
+    assert!(k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()));
+    assert!(c.len() >= m * n);
+    // SAFETY: the asserts above keep every element sgemm reads (a: m x k, b: k x n at the given
+    // strides) and writes (c: m x n, row-major) inside the slices; c does not alias a or b.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa as isize,
+            csa as isize,
+            b.as_ptr(),
+            rsb as isize,
+            csb as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
     }
 }
 
+/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
+fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_out: usize, out: &mut [f32]) {
+    for out_row in out[..rows * n_out].chunks_exact_mut(n_out) {
+        out_row.copy_from_slice(b);
+    }
+    gemm(rows, n_in, n_out, (a, n_in, 1), (w, n_out, 1), out, true);
+}
+
 /// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
-fn dense_weight_grad(
-    a: &[f32],
-    dz: &[f32],
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    dw.fill(0.0);
+fn dense_weight_grad(a: &[f32], dz: &[f32], rows: usize, n_in: usize, n_out: usize, dw: &mut [f32], db: &mut [f32]) {
     db.fill(0.0);
-    for r in 0..rows {
-        let dz_row = &dz[r * n_out..(r + 1) * n_out];
+    for dz_row in dz[..rows * n_out].chunks_exact(n_out) {
         for (d, &g) in db.iter_mut().zip(dz_row) {
             *d += g;
         }
-        let a_row = &a[r * n_in..(r + 1) * n_in];
-        for (i, &ai) in a_row.iter().enumerate() {
-            if ai == 0.0 {
-                continue;
-            }
-            let dw_row = &mut dw[i * n_out..(i + 1) * n_out];
-            for (d, &g) in dw_row.iter_mut().zip(dz_row) {
-                *d += ai * g;
-            }
-        }
     }
+    // a^T: element (i, r) of the n_in x rows matrix is a[r * n_in + i].
+    gemm(n_in, rows, n_out, (a, 1, n_in), (dz, n_out, 1), dw, false);
 }
 
 /// `da[r][i] = sum_o dz[r][o] * w[i][o]`.
 fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize, da: &mut [f32]) {
-    for r in 0..rows {
-        let dz_row = &dz[r * n_out..(r + 1) * n_out];
-        for i in 0..n_in {
-            let w_row = &w[i * n_out..(i + 1) * n_out];
-            da[r * n_in + i] = dz_row.iter().zip(w_row).map(|(a, b)| a * b).sum();
-        }
-    }
+    // w^T: element (o, i) of the n_out x n_in matrix is w[i * n_out + o].
+    gemm(rows, n_out, n_in, (dz, n_out, 1), (w, 1, n_out), da, false);
 }
 
 /// Forward pass of `rows` inputs `x` through every layer into `acts`.
