@@ -12,7 +12,14 @@ fn main() {
     if GpuBackend::new(DeviceChoice::Auto).is_ok() {
         devices.push(DeviceChoice::Auto);
     }
-    match mdn::bench::run_suite(&devices, &[], rows, None, &mut |line| eprintln!("{line}")) {
+    match mdn::bench::run_suite(
+        &devices,
+        &mdn::bench::default_threads(),
+        &[],
+        rows,
+        None,
+        &mut |line| eprintln!("{line}"),
+    ) {
         Ok((results, ceilings)) => print!("{}", mdn::bench::table(&results, &ceilings)),
         Err(e) => {
             eprintln!("benchmark failed: {e}");

@@ -32,28 +32,34 @@ pub struct BenchSpec {
     pub epochs: usize,
 }
 
-/// The two configurations of the GPU issue: (a) small model, small batches (dispatch-bound
-/// on a GPU), (b) wider model, large batches (compute-bound).
+/// The configurations: `a` and `b` are the GPU issue's (small model with small batches,
+/// dispatch-bound on a GPU; wider model with large batches, compute-bound); `a4096` and `b256`
+/// complete the grid the reference PyTorch and TensorFlow Probability MDNs were timed on
+/// (`shared/reference/peers`: bishop 100k rows 5 epochs, wide 1M rows 2 epochs).
 pub fn specs() -> Vec<BenchSpec> {
+    let bishop = |name, batch| BenchSpec {
+        name,
+        data: "bishop",
+        rows: 100_000,
+        hidden: vec![64],
+        components: 5,
+        batch,
+        epochs: 5,
+    };
+    let wide = |name, batch| BenchSpec {
+        name,
+        data: "wide",
+        rows: 1_000_000,
+        hidden: vec![64, 64],
+        components: 5,
+        batch,
+        epochs: 2,
+    };
     vec![
-        BenchSpec {
-            name: "a",
-            data: "bishop",
-            rows: 100_000,
-            hidden: vec![64],
-            components: 5,
-            batch: 256,
-            epochs: 3,
-        },
-        BenchSpec {
-            name: "b",
-            data: "wide",
-            rows: 1_000_000,
-            hidden: vec![64, 64],
-            components: 5,
-            batch: 4096,
-            epochs: 2,
-        },
+        bishop("a", 256),
+        bishop("a4096", 4096),
+        wide("b256", 256),
+        wide("b", 4096),
     ]
 }
 
@@ -152,23 +158,27 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     })
 }
 
-/// GFLOP/s of a plain single-threaded CPU matmul (`m x k` times `k x n`, the loop order the
-/// CPU backend uses), for comparison with the CPU backend's step.
-pub fn cpu_matmul_gflops(m: usize, k: usize, n: usize, reps: usize) -> f64 {
+/// GFLOP/s of the CPU's matmul (`m x k` times `k x n` through the sgemm the CPU backend
+/// uses, rows split over `threads` threads the way the backend splits a batch): the CPU's
+/// ceiling for the training step.
+pub fn cpu_matmul_gflops(m: usize, k: usize, n: usize, reps: usize, threads: usize) -> f64 {
+    use rayon::prelude::*;
     let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
     let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
     let mut c = vec![0.0f32; m * n];
+    let rows_per = m.div_ceil(threads.max(1));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .expect("thread pool");
     let mut run = || {
-        for r in 0..m {
-            let row = &mut c[r * n..(r + 1) * n];
-            row.fill(0.0);
-            for i in 0..k {
-                let av = a[r * k + i];
-                for (o, &bv) in row.iter_mut().zip(&b[i * n..(i + 1) * n]) {
-                    *o += av * bv;
-                }
-            }
-        }
+        pool.install(|| {
+            c.par_chunks_mut(rows_per * n)
+                .zip(a.par_chunks(rows_per * k))
+                .for_each(|(c, a)| {
+                    crate::backend::cpu::gemm(a.len() / k, k, n, (a, k, 1), (&b, n, 1), c, false);
+                })
+        })
     };
     run();
     let started = Instant::now();
@@ -178,6 +188,14 @@ pub fn cpu_matmul_gflops(m: usize, k: usize, n: usize, reps: usize) -> f64 {
     let s = started.elapsed().as_secs_f64();
     std::hint::black_box(&c);
     2.0 * (m * n * k * reps) as f64 / s / 1e9
+}
+
+/// CPU thread counts `mdn bench` times by default: 1 and every core.
+pub fn default_threads() -> Vec<usize> {
+    let all = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if all > 1 { vec![1, all] } else { vec![1] }
 }
 
 /// A plain-text table of results with the matmul ceilings.
@@ -223,6 +241,7 @@ fn truncate(s: &str, n: usize) -> String {
 /// device's matmul ceiling.
 pub fn run_suite(
     devices: &[crate::backend::DeviceChoice],
+    cpu_threads: &[usize],
     configs: &[String],
     rows: Option<usize>,
     epochs: Option<usize>,
@@ -249,14 +268,18 @@ pub fn run_suite(
     let data: Vec<Dataset> = chosen.iter().map(|s| data_for(s, 0)).collect();
     let mut results = Vec::new();
     let mut ceilings = Vec::new();
+    let mut backends: Vec<(String, Box<dyn Backend>)> = Vec::new();
     for &device in devices {
-        let mut backend: Box<dyn Backend> = match device {
+        match device {
             DeviceChoice::Cpu => {
-                note("timing the CPU matmul ceiling");
-                let g =
-                    cpu_matmul_gflops(4096, 64, 64, 10).max(cpu_matmul_gflops(512, 512, 512, 2));
-                ceilings.push(("cpu".to_string(), g));
-                Box::new(CpuBackend::new())
+                for &t in cpu_threads {
+                    let label = format!("cpu, {t} thread{}", if t == 1 { "" } else { "s" });
+                    note(&format!("timing the matmul ceiling of {label}"));
+                    let g = cpu_matmul_gflops(4096, 64, 64, 20, t)
+                        .max(cpu_matmul_gflops(1024, 1024, 1024, 2, t));
+                    ceilings.push((label.clone(), g));
+                    backends.push((label, Box::new(CpuBackend::with_threads(t))));
+                }
             }
             other => {
                 let gpu = GpuBackend::new(other)?;
@@ -265,18 +288,19 @@ pub fn run_suite(
                     .matmul_gflops(4096, 64, 64, 20)?
                     .max(gpu.matmul_gflops(1024, 1024, 1024, 3)?);
                 ceilings.push((gpu.name(), g));
-                Box::new(gpu)
+                backends.push((gpu.name(), Box::new(gpu)));
             }
-        };
+        }
+    }
+    for (label, backend) in &mut backends {
         for (spec, d) in chosen.iter().zip(&data) {
             note(&format!(
-                "config {} on {}: {} rows, {} epochs",
-                spec.name,
-                backend.name(),
-                spec.rows,
-                spec.epochs
+                "config {} on {label}: {} rows, batch {}, {} epochs",
+                spec.name, spec.rows, spec.batch, spec.epochs
             ));
-            results.push(run(backend.as_mut(), spec, d)?);
+            let mut r = run(backend.as_mut(), spec, d)?;
+            r.backend = label.clone();
+            results.push(r);
         }
     }
     Ok((results, ceilings))

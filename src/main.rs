@@ -52,9 +52,10 @@ enum Command {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows), b (d=16, D=2, hidden 64,64,
-    /// batch 4096, 1M rows)
-    #[arg(long, value_delimiter = ',', default_value = "a,b")]
+    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows, 5 epochs), a4096 (the same at
+    /// batch 4096), b (d=16, D=2, hidden 64,64, batch 4096, 1M rows, 2 epochs), b256 (the same
+    /// at batch 256)
+    #[arg(long, value_delimiter = ',', default_value = "a,a4096,b256,b")]
     config: Vec<String>,
     /// Devices to time, comma-separated
     #[arg(
@@ -70,6 +71,9 @@ struct BenchArgs {
     /// Epochs per run (epochs 2.. are timed)
     #[arg(long)]
     epochs: Option<usize>,
+    /// CPU thread counts to time, comma-separated [default: 1 and every core]
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
     /// Machine-readable output
     #[arg(long)]
     json: bool,
@@ -82,6 +86,9 @@ struct DeviceArg {
     /// software (e.g. Mesa's lavapipe) or cpu
     #[arg(long, value_enum, env = "MDN_DEVICE", default_value = "auto")]
     device: DeviceChoice,
+    /// Threads of the CPU backend [default: every core]
+    #[arg(long, env = "MDN_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    threads: Option<u32>,
 }
 
 #[derive(Args)]
@@ -265,7 +272,7 @@ fn main() -> ExitCode {
 
 /// Opens the backend `--device` asks for; says so on stderr when `auto` fell back to the CPU.
 fn open_backend(device: DeviceArg, quiet: bool) -> Result<Box<dyn Backend>> {
-    let (b, warning) = backend::open(device.device)?;
+    let (b, warning) = backend::open(device.device, device.threads.map(|t| t as usize))?;
     if let (Some(w), false) = (warning, quiet) {
         eprintln!("warning: {w}");
     }
@@ -724,12 +731,23 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         devices.retain(|d| *d != DeviceChoice::Auto);
     }
     let quiet = a.json;
-    let (results, ceilings) =
-        mdn::bench::run_suite(&devices, &a.config, a.rows, a.epochs, &mut |line| {
+    let threads = if a.threads.is_empty() {
+        mdn::bench::default_threads()
+    } else {
+        a.threads.clone()
+    };
+    let (results, ceilings) = mdn::bench::run_suite(
+        &devices,
+        &threads,
+        &a.config,
+        a.rows,
+        a.epochs,
+        &mut |line| {
             if !quiet {
                 eprintln!("{line}");
             }
-        })?;
+        },
+    )?;
     if a.json {
         let ceilings: Vec<serde_json::Value> = ceilings
             .iter()

@@ -916,21 +916,24 @@ fn bench_prints_figures_for_each_backend() {
             &devices,
             "--config",
             "a,b",
+            "--threads",
+            "1,2",
             "--json",
         ],
     );
     let v = json(&j);
     let results = v["results"].as_array().unwrap();
-    assert_eq!(results.len(), 2 * devices.split(',').count());
+    // Two configs on the CPU at 1 and 2 threads, and on the software adapter.
+    let backends = devices.split(',').count() + 1;
+    assert_eq!(results.len(), 2 * backends);
+    assert_eq!(results[0]["backend"], "cpu, 1 thread");
+    assert_eq!(results[2]["backend"], "cpu, 2 threads");
     for r in results {
         assert!(r["rows_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["gflops"].as_f64().unwrap() > 0.0);
         assert!(r["last_train_nll"].as_f64().unwrap().is_finite());
     }
-    assert_eq!(
-        v["ceilings"].as_array().unwrap().len(),
-        devices.split(',').count()
-    );
+    assert_eq!(v["ceilings"].as_array().unwrap().len(), backends);
     let out = mdn(dir.path(), &["bench", "--config", "z", "--devices", "cpu"]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -1,10 +1,18 @@
-//! The CPU backend: plain Rust, single-threaded, the reference every other backend is judged
-//! against.
+//! The CPU backend: plain Rust, the reference every other backend is judged against.
 //!
-//! Correctness first and readable, without waste: work buffers are allocated once per run
-//! (or per call for the stateless operations) and reused for every batch; matrices are flat
-//! row-major slices and the loops run along contiguous rows. The mixture head is evaluated in
-//! `f64` per row ([`crate::mixture`]); the dense layers in `f32` like the GPU.
+//! Correctness first and readable, without waste: matrices are flat row-major slices; the
+//! dense layers go through `matrixmultiply`'s cache-blocked SIMD sgemm; the mixture head is
+//! evaluated in `f64` per row ([`crate::mixture`]). Work buffers are allocated once per run
+//! (or per call for the stateless operations) and reused for every batch.
+//!
+//! A batch is split into as many contiguous parts as the backend has threads; each part runs
+//! forward, head and backward on its own workspace and gradient buffer, then the parts'
+//! gradients are summed in part order. The same data, seed and thread count therefore give
+//! the same bits; a different thread count changes the last bits of the sums.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
 
 use crate::backend::{
     AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
@@ -13,18 +21,55 @@ use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, LayerShape};
 use crate::mixture::Mixture;
 
-/// Rows evaluated at a time by forward-only passes (evaluation, validation, prediction).
-const EVAL_CHUNK: usize = 4096;
+/// Rows per part evaluated at a time by forward-only passes (validation, evaluation).
+const EVAL_CHUNK: usize = 2048;
 
 /// The CPU reference backend.
-#[derive(Default)]
 pub struct CpuBackend {
+    threads: usize,
+    /// Workers for `threads > 1`.
+    pool: Option<rayon::ThreadPool>,
     run: Option<Run>,
 }
 
+impl Default for CpuBackend {
+    fn default() -> Self {
+        CpuBackend::new()
+    }
+}
+
 impl CpuBackend {
+    /// A backend using every core the process may use.
     pub fn new() -> Self {
-        CpuBackend { run: None }
+        CpuBackend::with_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        )
+    }
+
+    /// A backend splitting each batch over `threads` threads (at least 1).
+    pub fn with_threads(threads: usize) -> Self {
+        let threads = threads.max(1);
+        let pool = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("mdn-cpu-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        CpuBackend {
+            threads: if pool.is_some() { threads } else { 1 },
+            pool,
+            run: None,
+        }
+    }
+
+    /// Threads each batch is split over.
+    pub fn threads(&self) -> usize {
+        self.threads
     }
 }
 
@@ -39,7 +84,152 @@ struct Run {
     train_y: Vec<f32>,
     train_rows: usize,
     val: Option<(Vec<f32>, Vec<f32>, usize)>,
+    parts: Vec<Part>,
+}
+
+/// One thread's share of a batch: its workspace, gradient and results.
+struct Part {
     ws: Workspace,
+    grad: Vec<f32>,
+    /// Sum of the part's row log-likelihoods.
+    ll: f64,
+    /// Per-row log-likelihoods, when asked for.
+    rows_ll: Vec<f64>,
+}
+
+impl Part {
+    fn new(net: &Net, cap: usize) -> Part {
+        Part {
+            ws: Workspace::new(net, cap),
+            grad: vec![0.0; net.arch.param_count()],
+            ll: 0.0,
+            rows_ll: Vec::new(),
+        }
+    }
+}
+
+/// `threads` parts able to hold `rows` rows between them.
+fn parts_for(net: &Net, threads: usize, rows: usize) -> Vec<Part> {
+    let cap = rows.div_ceil(threads).max(1);
+    (0..threads).map(|_| Part::new(net, cap)).collect()
+}
+
+/// Splits `0..rows` into `n` contiguous ranges whose sizes differ by at most one.
+fn split_rows(rows: usize, n: usize) -> Vec<Range<usize>> {
+    let (base, extra) = (rows / n, rows % n);
+    let mut start = 0;
+    (0..n)
+        .map(|i| {
+            let len = base + usize::from(i < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// What a pass over a batch computes.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// Forward only (head outputs stay in each part's workspace).
+    Forward,
+    /// Forward and log-likelihoods (`ll`, and `rows_ll` when `per_row`).
+    Loglik { per_row: bool },
+    /// Forward, log-likelihoods and the gradient of `scale * sum(-loglik)` in each part's `grad`.
+    Gradient { scale: f64 },
+}
+
+/// Runs `pass` over `rows` rows split across `parts`; `fill` copies a range of rows into a
+/// workspace's `x` (and `y`). Parts run on `pool` when there is one.
+fn run_parts(
+    net: &Net,
+    params: &[f32],
+    parts: &mut [Part],
+    pool: Option<&rayon::ThreadPool>,
+    rows: usize,
+    pass: Pass,
+    fill: &(dyn Fn(&mut Workspace, Range<usize>) + Sync),
+) {
+    let ranges = split_rows(rows, parts.len());
+    let work = |(part, range): (&mut Part, &Range<usize>)| {
+        part.ll = 0.0;
+        part.rows_ll.clear();
+        let n = range.len();
+        if n == 0 {
+            part.grad.fill(0.0);
+            return;
+        }
+        if part.ws.cap < n {
+            part.ws = Workspace::new(net, n);
+        }
+        fill(&mut part.ws, range.clone());
+        let ws = &mut part.ws;
+        forward(net, params, &ws.x, n, &mut ws.acts);
+        let p = net.arch.head_width();
+        match pass {
+            Pass::Forward => {}
+            Pass::Loglik { per_row } => {
+                let per_row = per_row.then_some(&mut part.rows_ll);
+                part.ll = head(
+                    net,
+                    ws.acts.head(),
+                    &ws.y,
+                    n,
+                    &mut ws.scratch,
+                    None,
+                    0.0,
+                    per_row,
+                );
+            }
+            Pass::Gradient { scale } => {
+                part.ll = head(
+                    net,
+                    ws.acts.head(),
+                    &ws.y,
+                    n,
+                    &mut ws.scratch,
+                    Some(&mut ws.delta[..n * p]),
+                    scale,
+                    None,
+                );
+                let x = std::mem::take(&mut ws.x);
+                backward(net, params, &x, n, ws, &mut part.grad);
+                ws.x = x;
+            }
+        }
+    };
+    match pool {
+        Some(pool) if parts.len() > 1 => {
+            pool.install(|| parts.par_iter_mut().zip(ranges.par_iter()).for_each(work))
+        }
+        _ => parts.iter_mut().zip(ranges.iter()).for_each(work),
+    }
+}
+
+/// Copies rows `range` of `x` (and `y`, when it is not empty) into a workspace.
+fn copy_rows(
+    ws: &mut Workspace,
+    x: &[f32],
+    y: &[f32],
+    d_in: usize,
+    d_out: usize,
+    range: Range<usize>,
+) {
+    let n = range.len();
+    ws.x[..n * d_in].copy_from_slice(&x[range.start * d_in..range.end * d_in]);
+    if !y.is_empty() {
+        ws.y[..n * d_out].copy_from_slice(&y[range.start * d_out..range.end * d_out]);
+    }
+}
+
+/// Sums the parts' gradients into `grad`, in part order.
+fn sum_grads(parts: &[Part], grad: &mut [f32]) {
+    grad.copy_from_slice(&parts[0].grad);
+    for part in &parts[1..] {
+        for (g, &p) in grad.iter_mut().zip(&part.grad) {
+            *g += p;
+        }
+    }
 }
 
 /// The architecture with its layer offsets resolved once.
@@ -170,14 +360,24 @@ impl Activations {
 /// `c = a b` (or `c += a b` with `accumulate`) for row-major `c` (m x n), where `a` is m x k and
 /// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs
 /// `matrixmultiply`'s cache-blocked SIMD kernel.
-fn gemm(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32], usize, usize), c: &mut [f32], accumulate: bool) {
+pub(crate) fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
     let (a, rsa, csa) = a;
     let (b, rsb, csb) = b;
     // The largest element each operand's strides reach must be in bounds.
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs;
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+    };
     assert!(k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()));
     assert!(c.len() >= m * n);
     // SAFETY: the asserts above keep every element sgemm reads (a: m x k, b: k x n at the given
@@ -203,7 +403,15 @@ fn gemm(m: usize, k: usize, n: usize, a: (&[f32], usize, usize), b: (&[f32], usi
 }
 
 /// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
-fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_out: usize, out: &mut [f32]) {
+fn dense_forward(
+    a: &[f32],
+    w: &[f32],
+    b: &[f32],
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    out: &mut [f32],
+) {
     for out_row in out[..rows * n_out].chunks_exact_mut(n_out) {
         out_row.copy_from_slice(b);
     }
@@ -211,7 +419,15 @@ fn dense_forward(a: &[f32], w: &[f32], b: &[f32], rows: usize, n_in: usize, n_ou
 }
 
 /// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
-fn dense_weight_grad(a: &[f32], dz: &[f32], rows: usize, n_in: usize, n_out: usize, dw: &mut [f32], db: &mut [f32]) {
+fn dense_weight_grad(
+    a: &[f32],
+    dz: &[f32],
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
     db.fill(0.0);
     for dz_row in dz[..rows * n_out].chunks_exact(n_out) {
         for (d, &g) in db.iter_mut().zip(dz_row) {
@@ -279,7 +495,7 @@ fn head(
 }
 
 /// Backward pass: from `ws.delta` (gradient at the head outputs, `rows * P`) to `grad`
-/// (flat layout), plus the L2 term. Returns the L2 penalty.
+/// (flat layout, overwritten). The L2 term is added once per batch by [`l2_term`].
 fn backward(
     net: &Net,
     params: &[f32],
@@ -287,8 +503,7 @@ fn backward(
     rows: usize,
     ws: &mut Workspace,
     grad: &mut [f32],
-    l2: f32,
-) -> f64 {
+) {
     let act: Activation = net.arch.activation;
     for l in (0..net.layers.len()).rev() {
         let layer = net.layers[l];
@@ -314,7 +529,6 @@ fn backward(
             std::mem::swap(&mut ws.delta, &mut ws.delta_below);
         }
     }
-    l2_term(net, params, grad, l2)
 }
 
 /// Adds `2 * l2 * W` to the kernel gradients; returns `l2 * sum(W^2)`.
@@ -345,41 +559,51 @@ fn adam(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: &Adam
     }
 }
 
-/// Mean NLL (standardised units) of a whole data set, evaluated in chunks.
-fn mean_nll(
+/// Per-row log-likelihoods (when `per_row`) and their sum over a whole data set, in blocks of
+/// `parts.len() * EVAL_CHUNK` rows.
+fn eval_loglik(
     net: &Net,
     params: &[f32],
+    parts: &mut [Part],
+    pool: Option<&rayon::ThreadPool>,
     x: &[f32],
     y: &[f32],
     rows: usize,
-    ws: &mut Workspace,
+    mut per_row: Option<&mut Vec<f64>>,
 ) -> f64 {
     let (d_in, d_out) = (net.arch.inputs, net.arch.targets);
+    let block = parts.len() * EVAL_CHUNK;
     let mut sum = 0.0;
     let mut start = 0;
     while start < rows {
-        let n = (rows - start).min(ws.cap);
-        forward(
+        let n = (rows - start).min(block);
+        let fill = |ws: &mut Workspace, r: Range<usize>| {
+            copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start)
+        };
+        run_parts(
             net,
             params,
-            &x[start * d_in..(start + n) * d_in],
+            parts,
+            pool,
             n,
-            &mut ws.acts,
+            Pass::Loglik {
+                per_row: per_row.is_some(),
+            },
+            &fill,
         );
-        let h = ws.acts.head();
-        sum += head(
-            net,
-            h,
-            &y[start * d_out..(start + n) * d_out],
-            n,
-            &mut ws.scratch,
-            None,
-            0.0,
-            None,
-        );
+        for part in parts.iter() {
+            sum += part.ll;
+            if let Some(out) = per_row.as_deref_mut() {
+                out.extend_from_slice(&part.rows_ll);
+            }
+        }
         start += n;
     }
-    -sum / rows as f64
+    sum
+}
+
+fn no_run(what: &str) -> Error {
+    Error::Backend(format!("{what} called before start"))
 }
 
 impl Backend for CpuBackend {
@@ -401,8 +625,6 @@ impl Backend for CpuBackend {
             net.check_data(v.x, Some(v.y), v.rows)?;
         }
         let n = params.len();
-        // Sized for training batches and for chunked validation; grown on demand.
-        let ws = Workspace::new(&net, 256);
         self.run = Some(Run {
             params: params.to_vec(),
             best: params.to_vec(),
@@ -412,17 +634,16 @@ impl Backend for CpuBackend {
             train_y: train.y.to_vec(),
             train_rows: train.rows,
             val: val.map(|v| (v.x.to_vec(), v.y.to_vec(), v.rows)),
-            ws,
+            // Sized for the first batch; grown on demand.
+            parts: parts_for(&net, self.threads, 256),
             net,
         });
         Ok(())
     }
 
     fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
+        let pool = self.pool.as_ref();
+        let run = self.run.as_mut().ok_or_else(|| no_run("train_epoch"))?;
         if cfg.batch_size == 0 {
             return Err(Error::config("batch size must be at least 1"));
         }
@@ -432,44 +653,38 @@ impl Backend for CpuBackend {
                 run.train_rows
             )));
         }
-        if run.ws.cap < cfg.batch_size {
-            run.ws = Workspace::new(&run.net, cfg.batch_size);
-        }
-        let (d_in, d_out, p) = (
-            run.net.arch.inputs,
-            run.net.arch.targets,
-            run.net.arch.head_width(),
-        );
+        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
         let mut nll_sum = 0.0;
         let mut finite = true;
         let mut steps = 0;
         for batch in order.chunks(cfg.batch_size) {
             let b = batch.len();
-            let ws = &mut run.ws;
-            for (slot, &row) in batch.iter().enumerate() {
-                let row = row as usize;
-                ws.x[slot * d_in..(slot + 1) * d_in]
-                    .copy_from_slice(&run.train_x[row * d_in..(row + 1) * d_in]);
-                ws.y[slot * d_out..(slot + 1) * d_out]
-                    .copy_from_slice(&run.train_y[row * d_out..(row + 1) * d_out]);
-            }
-            forward(&run.net, &run.params, &ws.x, b, &mut ws.acts);
-            let h = ws.acts.head();
-            let ll = head(
+            let (tx, ty) = (&run.train_x, &run.train_y);
+            let gather = |ws: &mut Workspace, range: Range<usize>| {
+                for (slot, &row) in batch[range].iter().enumerate() {
+                    let row = row as usize;
+                    ws.x[slot * d_in..(slot + 1) * d_in]
+                        .copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
+                    ws.y[slot * d_out..(slot + 1) * d_out]
+                        .copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
+                }
+            };
+            run_parts(
                 &run.net,
-                h,
-                &ws.y,
+                &run.params,
+                &mut run.parts,
+                pool,
                 b,
-                &mut ws.scratch,
-                Some(&mut ws.delta[..b * p]),
-                1.0 / b as f64,
-                None,
+                Pass::Gradient {
+                    scale: 1.0 / b as f64,
+                },
+                &gather,
             );
+            let ll: f64 = run.parts.iter().map(|p| p.ll).sum();
             nll_sum -= ll;
             finite &= ll.is_finite();
-            let x = std::mem::take(&mut ws.x);
-            backward(&run.net, &run.params, &x, b, ws, &mut run.grad, cfg.l2);
-            ws.x = x;
+            sum_grads(&run.parts, &mut run.grad);
+            l2_term(&run.net, &run.params, &mut run.grad, cfg.l2);
             run.adam.step += 1;
             let c = AdamStepConstants::new(cfg, run.adam.step);
             adam(
@@ -482,10 +697,18 @@ impl Backend for CpuBackend {
             steps += 1;
         }
         finite &= run.params.iter().all(|v| v.is_finite());
-        let val_nll = run
-            .val
-            .as_ref()
-            .map(|(x, y, rows)| mean_nll(&run.net, &run.params, x, y, *rows, &mut run.ws));
+        let val_nll = run.val.as_ref().map(|(x, y, rows)| {
+            -eval_loglik(
+                &run.net,
+                &run.params,
+                &mut run.parts,
+                pool,
+                x,
+                y,
+                *rows,
+                None,
+            ) / *rows as f64
+        });
         if let Some(v) = val_nll {
             finite &= v.is_finite();
         }
@@ -498,28 +721,27 @@ impl Backend for CpuBackend {
     }
 
     fn keep_best(&mut self) -> Result<()> {
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
+        let run = self.run.as_mut().ok_or_else(|| no_run("keep_best"))?;
         run.best.copy_from_slice(&run.params);
         Ok(())
     }
 
     fn best_params(&mut self) -> Result<Vec<f32>> {
-        let run = self
+        Ok(self
             .run
             .as_ref()
-            .ok_or_else(|| Error::Backend("best_params called before start".into()))?;
-        Ok(run.best.clone())
+            .ok_or_else(|| no_run("best_params"))?
+            .best
+            .clone())
     }
 
     fn current_params(&mut self) -> Result<Vec<f32>> {
-        let run = self
+        Ok(self
             .run
             .as_ref()
-            .ok_or_else(|| Error::Backend("current_params called before start".into()))?;
-        Ok(run.params.clone())
+            .ok_or_else(|| no_run("current_params"))?
+            .params
+            .clone())
     }
 
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
@@ -527,19 +749,27 @@ impl Backend for CpuBackend {
         net.check_params(params)?;
         net.check_data(x, None, rows)?;
         let p = arch.head_width();
-        let mut ws = Workspace::new(&net, rows.clamp(1, EVAL_CHUNK));
+        let mut parts = parts_for(&net, self.threads, rows.min(self.threads * EVAL_CHUNK));
+        let block = parts.len() * EVAL_CHUNK;
         let mut out = Vec::with_capacity(rows * p);
         let mut start = 0;
         while start < rows {
-            let n = (rows - start).min(ws.cap);
-            forward(
+            let n = (rows - start).min(block);
+            let fill = |ws: &mut Workspace, r: Range<usize>| {
+                copy_rows(ws, x, &[], arch.inputs, 0, r.start + start..r.end + start)
+            };
+            run_parts(
                 &net,
                 params,
-                &x[start * arch.inputs..(start + n) * arch.inputs],
+                &mut parts,
+                self.pool.as_ref(),
                 n,
-                &mut ws.acts,
+                Pass::Forward,
+                &fill,
             );
-            out.extend_from_slice(&ws.acts.head()[..n * p]);
+            for (part, range) in parts.iter().zip(split_rows(n, parts.len())) {
+                out.extend_from_slice(&part.ws.acts.head()[..range.len() * p]);
+            }
             start += n;
         }
         Ok(out)
@@ -556,32 +786,18 @@ impl Backend for CpuBackend {
         let net = Net::new(arch)?;
         net.check_params(params)?;
         net.check_data(x, Some(y), rows)?;
-        let mut ws = Workspace::new(&net, rows.clamp(1, EVAL_CHUNK));
+        let mut parts = parts_for(&net, self.threads, rows.min(self.threads * EVAL_CHUNK));
         let mut out = Vec::with_capacity(rows);
-        let (d_in, d_out) = (arch.inputs, arch.targets);
-        let mut start = 0;
-        while start < rows {
-            let n = (rows - start).min(ws.cap);
-            forward(
-                &net,
-                params,
-                &x[start * d_in..(start + n) * d_in],
-                n,
-                &mut ws.acts,
-            );
-            let h = ws.acts.head();
-            head(
-                &net,
-                h,
-                &y[start * d_out..(start + n) * d_out],
-                n,
-                &mut ws.scratch,
-                None,
-                0.0,
-                Some(&mut out),
-            );
-            start += n;
-        }
+        eval_loglik(
+            &net,
+            params,
+            &mut parts,
+            self.pool.as_ref(),
+            x,
+            y,
+            rows,
+            Some(&mut out),
+        );
         Ok(out)
     }
 
@@ -600,22 +816,24 @@ impl Backend for CpuBackend {
         if rows == 0 {
             return Err(Error::config("loss_grad needs at least one row"));
         }
-        let mut ws = Workspace::new(&net, rows);
-        let p = arch.head_width();
-        forward(&net, params, x, rows, &mut ws.acts);
-        let h = ws.acts.head();
-        let ll = head(
+        let mut parts = parts_for(&net, self.threads, rows);
+        let fill =
+            |ws: &mut Workspace, r: Range<usize>| copy_rows(ws, x, y, arch.inputs, arch.targets, r);
+        run_parts(
             &net,
-            h,
-            y,
+            params,
+            &mut parts,
+            self.pool.as_ref(),
             rows,
-            &mut ws.scratch,
-            Some(&mut ws.delta[..rows * p]),
-            1.0 / rows as f64,
-            None,
+            Pass::Gradient {
+                scale: 1.0 / rows as f64,
+            },
+            &fill,
         );
+        let ll: f64 = parts.iter().map(|p| p.ll).sum();
         let mut grad = vec![0.0; params.len()];
-        let penalty = backward(&net, params, x, rows, &mut ws, &mut grad, l2);
+        sum_grads(&parts, &mut grad);
+        let penalty = l2_term(&net, params, &mut grad, l2);
         Ok(LossGrad {
             nll: -ll / rows as f64,
             penalty,

@@ -197,21 +197,27 @@ pub trait Backend {
     ) -> Result<()>;
 }
 
-/// Opens the backend `choice` asks for. With `Auto`, falls back from a hardware GPU to the
-/// software adapter to the CPU; the second value is a warning to show when it fell back to
-/// the CPU.
-pub fn open(choice: DeviceChoice) -> Result<(Box<dyn Backend>, Option<String>)> {
+/// Opens the backend `choice` asks for; the CPU backend uses `threads` threads (all cores when
+/// `None`). With `Auto`, falls back from a hardware GPU to the software adapter to the CPU;
+/// the second value is a warning to show when it fell back to the CPU.
+pub fn open(
+    choice: DeviceChoice,
+    threads: Option<usize>,
+) -> Result<(Box<dyn Backend>, Option<String>)> {
+    let cpu = || -> Box<dyn Backend> {
+        Box::new(match threads {
+            Some(t) => CpuBackend::with_threads(t),
+            None => CpuBackend::new(),
+        })
+    };
     match choice {
-        DeviceChoice::Cpu => Ok((Box::new(CpuBackend::new()), None)),
+        DeviceChoice::Cpu => Ok((cpu(), None)),
         DeviceChoice::Gpu | DeviceChoice::Software => {
             Ok((Box::new(GpuBackend::new(choice)?), None))
         }
         DeviceChoice::Auto => match GpuBackend::new(DeviceChoice::Auto) {
             Ok(g) => Ok((Box::new(g), None)),
-            Err(e) => Ok((
-                Box::new(CpuBackend::new()),
-                Some(format!("{e}; using the CPU backend")),
-            )),
+            Err(e) => Ok((cpu(), Some(format!("{e}; using the CPU backend")))),
         },
     }
 }
