@@ -1,8 +1,10 @@
 // Dense backward to the layer below: dA[r][i] = (sum_o dZ[r][o] W[i][o]) * act'(A[r][i]),
-// where A is the layer below's output (the input of this layer). 4x4 register tile.
+// where A is the layer below's output (the input of this layer). W comes transposed
+// (wt[o][i], from transpose.wgsl) so that neighbouring invocations read neighbouring weights.
+// 4x4 register tile (4 rows x 4 inputs), edges clamped as in dense_forward.
 
 @group(0) @binding(0) var<uniform> layer: Layer;
-@group(0) @binding(1) var<storage, read> params: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<f32>;
 @group(0) @binding(2) var<storage, read> dz: array<f32>;
 @group(0) @binding(3) var<storage, read> below: array<f32>;
 @group(0) @binding(4) var<storage, read_write> da: array<f32>;
@@ -25,11 +27,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var o = 0u; o < n_out; o++) {
-        let w = vec4<f32>(
-            params[layer.w_off + ic.x * n_out + o],
-            params[layer.w_off + ic.y * n_out + o],
-            params[layer.w_off + ic.z * n_out + o],
-            params[layer.w_off + ic.w * n_out + o]);
+        let row = o * n_in;
+        let w = vec4<f32>(wt[row + ic.x], wt[row + ic.y], wt[row + ic.z], wt[row + ic.w]);
         acc0 += dz[rr.x * n_out + o] * w;
         acc1 += dz[rr.y * n_out + o] * w;
         acc2 += dz[rr.z * n_out + o] * w;

@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod layout;
 pub mod mixture;
+pub mod npy;
 pub mod model;
 pub mod synth;
 pub mod tolerance;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use mdn::backend::{self, Backend, DeviceChoice, StepConfig};
-use mdn::data::{ColumnChoice, Dataset, read_csv, read_csv_from};
+use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
 use mdn::train::{EpochReport, Stopping, TrainOptions, split_validation, train};
@@ -285,12 +285,12 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         features: (!a.features.is_empty()).then(|| a.features.clone()),
     };
     let data = match &a.data {
-        Some(path) => read_csv(path, &choice)?,
+        Some(path) => read_data(path, &choice)?,
         None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
     };
     let (train_set, val_set) = match &a.val {
         Some(path) => {
-            let val = read_csv(
+            let val = read_data(
                 path,
                 &ColumnChoice::Model {
                     features: data.features.clone(),
@@ -491,7 +491,7 @@ fn rate(rows_per_sec: f64) -> String {
 
 fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result<(Model, Dataset)> {
     let model = Model::load(model_path)?;
-    let data = read_csv(
+    let data = read_data(
         data_path,
         &ColumnChoice::Model {
             features: model.features.clone(),

@@ -1,4 +1,5 @@
-//! Synthetic data sets for benchmarks and tests, deterministic by seed.
+//! Synthetic data sets for benchmarks, tests and large-file experiments, generated row by row
+//! (so `mdn generate` can write files of any size in bounded memory), deterministic by seed.
 //!
 //! * `bishop`: Bishop's inverse problem, d=1, D=1: t ~ U(0,1), x = t + 0.3 sin(2 pi t) +
 //!   U(-0.1, 0.1); predict t from x.
@@ -13,25 +14,22 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::data::Dataset;
+use crate::error::{Error, Result};
 
-/// Bishop's inverse problem with `n` rows.
-pub fn bishop(n: usize, seed: u64) -> Dataset {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut x = Vec::with_capacity(n);
-    let mut y = Vec::with_capacity(n);
-    for _ in 0..n {
-        let t: f64 = rng.random();
-        let noise: f64 = rng.random_range(-0.1..0.1);
-        x.push((t + 0.3 * (2.0 * std::f64::consts::PI * t).sin() + noise) as f32);
-        y.push(t as f32);
-    }
-    Dataset {
-        path: "bishop (generated)".into(),
-        features: vec!["x".into()],
-        targets: vec!["t".into()],
-        x,
-        y,
-        rows: n,
+/// Which problem to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    Bishop,
+    Wide,
+}
+
+impl Kind {
+    pub fn parse(name: &str) -> Result<Kind> {
+        match name {
+            "bishop" => Ok(Kind::Bishop),
+            "wide" => Ok(Kind::Wide),
+            other => Err(Error::config(format!("unknown data set '{other}': choose bishop or wide"))),
+        }
     }
 }
 
@@ -43,77 +41,133 @@ const STRUCT_SEED: u64 = 20240611;
 const OFF: [[f64; 2]; 3] = [[-2.0, 0.0], [2.0, 1.0], [0.0, -2.0]];
 const SIG: [[f64; 2]; 3] = [[0.15, 0.30], [0.40, 0.20], [0.25, 0.25]];
 
-/// The `wide` problem with `n` rows.
-pub fn wide(n: usize, seed: u64) -> Dataset {
-    let mut s = ChaCha8Rng::seed_from_u64(STRUCT_SEED);
-    let normal = |rng: &mut ChaCha8Rng, sd: f64, len: usize| -> Vec<f64> {
-        (0..len)
-            .map(|_| {
-                let z: f64 = StandardNormal.sample(rng);
-                sd * z
-            })
-            .collect()
-    };
-    let inv = 1.0 / (WIDE_IN as f64).sqrt();
-    let p = normal(&mut s, inv, WIDE_IN * WIDE_HIDDEN);
-    let m = normal(&mut s, 1.0, WIDE_MODES * WIDE_HIDDEN * WIDE_OUT);
-    let sm = normal(&mut s, inv, WIDE_MODES * WIDE_IN * WIDE_OUT);
-    let q = normal(&mut s, inv, WIDE_IN * WIDE_MODES);
+/// The fixed random structure of `wide`.
+struct WideStructure {
+    p: Vec<f64>,
+    m: Vec<f64>,
+    s: Vec<f64>,
+    q: Vec<f64>,
+}
 
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut xs = Vec::with_capacity(n * WIDE_IN);
-    let mut ys = Vec::with_capacity(n * WIDE_OUT);
-    for _ in 0..n {
-        let x: Vec<f64> = (0..WIDE_IN)
-            .map(|_| StandardNormal.sample(&mut rng))
-            .collect();
-        let z: Vec<f64> = (0..WIDE_HIDDEN)
-            .map(|h| {
-                (0..WIDE_IN)
-                    .map(|i| x[i] * p[i * WIDE_HIDDEN + h])
-                    .sum::<f64>()
-                    .tanh()
-            })
-            .collect();
-        let logits: Vec<f64> = (0..WIDE_MODES)
-            .map(|k| {
-                1.5 * (0..WIDE_IN)
-                    .map(|i| x[i] * q[i * WIDE_MODES + k])
-                    .sum::<f64>()
-            })
-            .collect();
-        let top = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-        let w: Vec<f64> = logits.iter().map(|l| (l - top).exp()).collect();
-        let total: f64 = w.iter().sum();
-        let u: f64 = rng.random::<f64>() * total;
-        let mut c = WIDE_MODES - 1;
-        let mut acc = 0.0;
-        for (k, wk) in w.iter().enumerate() {
-            acc += wk;
-            if u < acc {
-                c = k;
-                break;
+impl WideStructure {
+    fn new() -> WideStructure {
+        let mut r = ChaCha8Rng::seed_from_u64(STRUCT_SEED);
+        let mut normal = |sd: f64, len: usize| -> Vec<f64> {
+            (0..len)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(&mut r);
+                    sd * z
+                })
+                .collect()
+        };
+        let inv = 1.0 / (WIDE_IN as f64).sqrt();
+        WideStructure {
+            p: normal(inv, WIDE_IN * WIDE_HIDDEN),
+            m: normal(1.0, WIDE_MODES * WIDE_HIDDEN * WIDE_OUT),
+            s: normal(inv, WIDE_MODES * WIDE_IN * WIDE_OUT),
+            q: normal(inv, WIDE_IN * WIDE_MODES),
+        }
+    }
+}
+
+/// Generates rows of one problem.
+pub struct Generator {
+    kind: Kind,
+    rng: ChaCha8Rng,
+    wide: Option<WideStructure>,
+    x64: Vec<f64>,
+}
+
+impl Generator {
+    pub fn new(kind: Kind, seed: u64) -> Generator {
+        Generator {
+            kind,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            wide: (kind == Kind::Wide).then(WideStructure::new),
+            x64: Vec::with_capacity(WIDE_IN),
+        }
+    }
+
+    /// Feature and target column names.
+    pub fn columns(&self) -> (Vec<String>, Vec<String>) {
+        match self.kind {
+            Kind::Bishop => (vec!["x".into()], vec!["t".into()]),
+            Kind::Wide => ((0..WIDE_IN).map(|i| format!("x{i}")).collect(), (0..WIDE_OUT).map(|j| format!("y{j}")).collect()),
+        }
+    }
+
+    /// Appends one row's features to `x` and targets to `y`.
+    pub fn row(&mut self, x: &mut Vec<f32>, y: &mut Vec<f32>) {
+        let rng = &mut self.rng;
+        match (self.kind, &self.wide) {
+            (Kind::Bishop, _) | (Kind::Wide, None) => {
+                let t: f64 = rng.random();
+                let noise: f64 = rng.random_range(-0.1..0.1);
+                x.push((t + 0.3 * (2.0 * std::f64::consts::PI * t).sin() + noise) as f32);
+                y.push(t as f32);
+            }
+            (Kind::Wide, Some(w)) => {
+                self.x64.clear();
+                for _ in 0..WIDE_IN {
+                    let v: f64 = StandardNormal.sample(rng);
+                    self.x64.push(v);
+                }
+                let xv = &self.x64;
+                let mut z = [0.0f64; WIDE_HIDDEN];
+                for (h, zh) in z.iter_mut().enumerate() {
+                    *zh = (0..WIDE_IN).map(|i| xv[i] * w.p[i * WIDE_HIDDEN + h]).sum::<f64>().tanh();
+                }
+                let mut weights = [0.0f64; WIDE_MODES];
+                for (k, wk) in weights.iter_mut().enumerate() {
+                    *wk = 1.5 * (0..WIDE_IN).map(|i| xv[i] * w.q[i * WIDE_MODES + k]).sum::<f64>();
+                }
+                let top = weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                weights.iter_mut().for_each(|v| *v = (*v - top).exp());
+                let u: f64 = rng.random::<f64>() * weights.iter().sum::<f64>();
+                let mut c = WIDE_MODES - 1;
+                let mut acc = 0.0;
+                for (k, wk) in weights.iter().enumerate() {
+                    acc += wk;
+                    if u < acc {
+                        c = k;
+                        break;
+                    }
+                }
+                for j in 0..WIDE_OUT {
+                    let zm: f64 = (0..WIDE_HIDDEN).map(|h| z[h] * w.m[(c * WIDE_HIDDEN + h) * WIDE_OUT + j]).sum();
+                    let xs: f64 = (0..WIDE_IN).map(|i| xv[i] * w.s[(c * WIDE_IN + i) * WIDE_OUT + j]).sum();
+                    let mu = OFF[c][j] + zm + 0.5 * xs.sin();
+                    let eps: f64 = StandardNormal.sample(rng);
+                    y.push((mu + SIG[c][j] * eps) as f32);
+                }
+                x.extend(xv.iter().map(|&v| v as f32));
             }
         }
-        for j in 0..WIDE_OUT {
-            let zm: f64 = (0..WIDE_HIDDEN)
-                .map(|h| z[h] * m[(c * WIDE_HIDDEN + h) * WIDE_OUT + j])
-                .sum();
-            let xs_: f64 = (0..WIDE_IN)
-                .map(|i| x[i] * sm[(c * WIDE_IN + i) * WIDE_OUT + j])
-                .sum();
-            let mu = OFF[c][j] + zm + 0.5 * xs_.sin();
-            let eps: f64 = StandardNormal.sample(&mut rng);
-            ys.push((mu + SIG[c][j] * eps) as f32);
-        }
-        xs.extend(x.iter().map(|&v| v as f32));
     }
-    Dataset {
-        path: "wide (generated)".into(),
-        features: (0..WIDE_IN).map(|i| format!("x{i}")).collect(),
-        targets: (0..WIDE_OUT).map(|j| format!("y{j}")).collect(),
-        x: xs,
-        y: ys,
-        rows: n,
+}
+
+/// `n` rows of a problem, in memory.
+pub fn generate(kind: Kind, n: usize, seed: u64) -> Dataset {
+    let mut g = Generator::new(kind, seed);
+    let (features, targets) = g.columns();
+    let mut x = Vec::with_capacity(n * features.len());
+    let mut y = Vec::with_capacity(n * targets.len());
+    for _ in 0..n {
+        g.row(&mut x, &mut y);
     }
+    let name = match kind {
+        Kind::Bishop => "bishop (generated)",
+        Kind::Wide => "wide (generated)",
+    };
+    Dataset { path: name.into(), features, targets, x, y, rows: n }
+}
+
+/// Bishop's inverse problem with `n` rows.
+pub fn bishop(n: usize, seed: u64) -> Dataset {
+    generate(Kind::Bishop, n, seed)
+}
+
+/// The `wide` problem with `n` rows.
+pub fn wide(n: usize, seed: u64) -> Dataset {
+    generate(Kind::Wide, n, seed)
 }

@@ -50,6 +50,7 @@ pub struct Kernels {
     pub dense_forward: Kernel,
     pub mixture_head: Kernel,
     pub reduce_sum: Kernel,
+    pub transpose: Kernel,
     pub dense_backward_input: Kernel,
     pub dense_backward_weights: Kernel,
     pub adam: Kernel,
@@ -105,6 +106,7 @@ impl Kernels {
                     include_str!("../../../shaders/reduce_sum.wgsl"),
                     &[Read, ReadWrite],
                 ),
+                transpose: k("transpose", include_str!("../../../shaders/transpose.wgsl"), &[Uniform, Read, ReadWrite]),
                 dense_backward_input: k(
                     "dense_backward_input",
                     include_str!("../../../shaders/dense_backward_input.wgsl"),

@@ -120,6 +120,8 @@ struct Work {
     rowll: wgpu::Buffer,
     /// Gradients at layer outputs, ping-ponged between layers, `cap * max width`.
     delta: [wgpu::Buffer; 2],
+    /// One layer's weights transposed, for the backward pass.
+    wt: wgpu::Buffer,
 }
 
 impl Work {
@@ -140,6 +142,10 @@ impl Work {
                 g.storage("delta a", cap * maxw)?,
                 g.storage("delta b", cap * maxw)?,
             ],
+            wt: g.storage(
+                "transposed weights",
+                arch.layers().iter().map(|l| l.weight_count()).max().unwrap_or(1),
+            )?,
         })
     }
 }
@@ -153,6 +159,7 @@ struct Groups {
     reduce: wgpu::BindGroup,
     back_weights: Vec<wgpu::BindGroup>,
     back_input: Vec<Option<wgpu::BindGroup>>,
+    transpose: Vec<wgpu::BindGroup>,
     adam: wgpu::BindGroup,
     finite: wgpu::BindGroup,
     step: wgpu::BindGroup,
@@ -384,6 +391,9 @@ impl GpuBackend {
                     )
                 })
                 .collect(),
+            transpose: (0..r.layers.len())
+                .map(|l| k.transpose.bind(g, "transpose", &[&r.layer_uniforms[l], &r.params, &r.work.wt]))
+                .collect(),
             back_input: (0..r.layers.len())
                 .map(|l| {
                     (l > 0).then(|| {
@@ -392,7 +402,7 @@ impl GpuBackend {
                             "backward input",
                             &[
                                 &r.layer_uniforms[l],
-                                &r.params,
+                                &r.work.wt,
                                 dbuf(l),
                                 &r.work.acts[l - 1],
                                 dbuf(l - 1),
@@ -494,6 +504,7 @@ impl Encoder<'_> {
                 div_ceil((s.inputs + 1).div_ceil(4), 8),
             );
             if let Some(bi) = &g.back_input[l] {
+                self.dispatch_1d(&k.transpose, &g.transpose[l], div_ceil(s.weight_count(), 64));
                 self.dispatch(
                     &k.dense_backward_input,
                     bi,
