@@ -76,6 +76,12 @@ fn non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
+// Row slices the weight gradient of a batch of `rows` rows is split into (one per 256 rows,
+// at most 16). Must match `weight_grad_slices` in src/backend/gpu/mod.rs.
+fn weight_grad_slices(rows: u32) -> u32 {
+    return clamp((rows + 255u) / 256u, 1u, 16u);
+}
+
 // Linear invocation index of a 1-D dispatch folded into 2-D (workgroups per dimension are
 // limited, typically to 65535).
 fn linear_index(gid: vec3<u32>, nwg: vec3<u32>, wg_size: u32) -> u32 {

@@ -1,5 +1,6 @@
-// Transposes one layer's weights for the backward pass: wt[o][i] = W[i][o], so that
-// dense_backward_input reads them along contiguous rows like dense_forward does.
+// Prepares one layer's weights for the backward pass to its inputs: wt[o][i] = W[i][o], then
+// n_in zeros. dense_forward then computes dA = dZ W^T reading wt as an (n_out x n_in) weight
+// matrix with a zero bias, with the same access pattern as the forward pass.
 
 @group(0) @binding(0) var<uniform> layer: Layer;
 @group(0) @binding(1) var<storage, read> params: array<f32>;
@@ -8,7 +9,12 @@
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = linear_index(gid, nwg, 64u);
-    if idx >= layer.n_in * layer.n_out {
+    let count = layer.n_in * layer.n_out;
+    if idx >= count + layer.n_in {
+        return;
+    }
+    if idx >= count {
+        wt[idx] = 0.0;
         return;
     }
     let i = idx / layer.n_out;

@@ -79,6 +79,8 @@ pub struct BenchResult {
     pub gflops: f64,
     /// Train NLL of the last epoch (standardised units), to show the run was real.
     pub last_train_nll: f64,
+    /// Seconds per training step by kernel, whole step last (GPU backends).
+    pub breakdown: Option<Vec<(String, f64)>>,
 }
 
 /// Dense-layer flops of one training row: forward, weight gradients, and input gradients of
@@ -144,6 +146,7 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     sorted.sort_by(f64::total_cmp);
     let epoch_seconds = sorted[sorted.len() / 2];
     let flops_per_row = train_flops_per_row(&arch);
+    let breakdown = backend.profile_step(10)?;
     Ok(BenchResult {
         config: spec.name.to_string(),
         backend: backend.name(),
@@ -155,6 +158,7 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
         flops_per_row,
         gflops: flops_per_row * data.rows as f64 / epoch_seconds / 1e9,
         last_train_nll: last,
+        breakdown,
     })
 }
 
@@ -225,6 +229,20 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     for (b, g) in ceilings {
         s.push_str(&format!("matmul ceiling on {b}: {g:.2} GFLOP/s\n"));
     }
+    for r in results {
+        if let Some(parts) = &r.breakdown {
+            let cells: Vec<String> = parts
+                .iter()
+                .map(|(k, t)| format!("{k} {:.3}", t * 1e3))
+                .collect();
+            s.push_str(&format!(
+                "config {} on {}, ms per step by kernel: {}\n",
+                r.config,
+                truncate(&r.backend, 30),
+                cells.join(", ")
+            ));
+        }
+    }
     s
 }
 
@@ -236,6 +254,9 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
+/// Each timed device's matmul ceiling in GFLOP/s, by backend label.
+pub type Ceilings = Vec<(String, f64)>;
+
 /// Runs `configs` (by name, see [`specs`]) on each device, with optional overrides of the row
 /// count and epochs; `note` receives a line before each run. Returns the results and each
 /// device's matmul ceiling.
@@ -246,7 +267,7 @@ pub fn run_suite(
     rows: Option<usize>,
     epochs: Option<usize>,
     note: &mut dyn FnMut(&str),
-) -> Result<(Vec<BenchResult>, Vec<(String, f64)>)> {
+) -> Result<(Vec<BenchResult>, Ceilings)> {
     use crate::backend::{CpuBackend, DeviceChoice, GpuBackend};
     let mut chosen: Vec<BenchSpec> = specs()
         .into_iter()

@@ -83,15 +83,19 @@ struct Selection {
 /// A column by name or, failing that, by 0-based index ("3" is the fourth column).
 fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize> {
     let by_index = || name.parse::<usize>().ok().filter(|&i| i < header.len());
-    header.iter().position(|h| h == name).or_else(by_index).ok_or_else(|| {
-        Error::data(
-            Location::line(path, 1),
-            format!(
-                "{role} column '{name}' is not in the header (columns: {})",
-                header.join(", ")
-            ),
-        )
-    })
+    header
+        .iter()
+        .position(|h| h == name)
+        .or_else(by_index)
+        .ok_or_else(|| {
+            Error::data(
+                Location::line(path, 1),
+                format!(
+                    "{role} column '{name}' is not in the header (columns: {})",
+                    header.join(", ")
+                ),
+            )
+        })
 }
 
 impl ColumnChoice {
@@ -193,12 +197,17 @@ fn check_unique(cols: &[usize], header: &[String], path: &Path, role: &str) -> R
 
 /// Reads a data file: `.npy` (see [`crate::npy`]) by its extension, CSV otherwise.
 pub fn read_data(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
-    if is_npy(path) { read_npy(path, choice) } else { read_csv(path, choice) }
+    if is_npy(path) {
+        read_npy(path, choice)
+    } else {
+        read_csv(path, choice)
+    }
 }
 
 /// Whether a path names a `.npy` file.
 pub fn is_npy(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
 }
 
 /// Reads the columns `choice` selects from a 2-D float32 or float64 `.npy` file.
@@ -252,7 +261,10 @@ impl CsvRows<std::io::BufReader<std::fs::File>> {
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Error::data(Location::file(path), "is a directory, not a CSV file"));
+            return Err(Error::data(
+                Location::file(path),
+                "is a directory, not a CSV file",
+            ));
         }
         CsvRows::new(std::io::BufReader::with_capacity(1 << 20, file), path)
     }
@@ -261,23 +273,45 @@ impl CsvRows<std::io::BufReader<std::fs::File>> {
 impl<R: std::io::Read> CsvRows<R> {
     /// Reads and checks the header: not empty, no empty or repeated names, not data.
     pub fn new(source: R, path: &Path) -> Result<Self> {
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).trim(csv::Trim::All).from_reader(source);
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(source);
         let header: Vec<String> = reader
             .headers()
             .map_err(|e| csv_error(e, path))?
             .iter()
             .enumerate()
-            .map(|(i, h)| if i == 0 { h.trim_start_matches('\u{feff}').to_string() } else { h.to_string() })
+            .map(|(i, h)| {
+                if i == 0 {
+                    h.trim_start_matches('\u{feff}').to_string()
+                } else {
+                    h.to_string()
+                }
+            })
             .collect();
         if header.is_empty() || (header.len() == 1 && header[0].is_empty()) {
-            return Err(Error::data(Location::file(path), "the file is empty (expected a header row naming the columns)"));
+            return Err(Error::data(
+                Location::file(path),
+                "the file is empty (expected a header row naming the columns)",
+            ));
         }
         for (i, h) in header.iter().enumerate() {
             if h.is_empty() {
-                return Err(Error::data(Location { column: Some(i + 1), ..Location::line(path, 1) }, "empty column name in the header"));
+                return Err(Error::data(
+                    Location {
+                        column: Some(i + 1),
+                        ..Location::line(path, 1)
+                    },
+                    "empty column name in the header",
+                ));
             }
             if header[..i].contains(h) {
-                return Err(Error::data(Location::cell(path, 1, i + 1, h), "column name repeated in the header"));
+                return Err(Error::data(
+                    Location::cell(path, 1, i + 1, h),
+                    "column name repeated in the header",
+                ));
             }
         }
         if header.iter().all(|h| h.parse::<f64>().is_ok()) {
@@ -286,7 +320,12 @@ impl<R: std::io::Read> CsvRows<R> {
                 "the first line looks like data, not a header: mdn needs a header row naming the columns",
             ));
         }
-        Ok(CsvRows { reader, path: path.to_path_buf(), header, record: csv::StringRecord::new() })
+        Ok(CsvRows {
+            reader,
+            path: path.to_path_buf(),
+            header,
+            record: csv::StringRecord::new(),
+        })
     }
 
     /// Parses columns `groups[g]` of the next record, appending them to `outs[g]`; false at
@@ -301,12 +340,22 @@ impl<R: std::io::Read> CsvRows<R> {
         if self.record.len() != self.header.len() {
             return Err(Error::data(
                 Location::line(&self.path, line),
-                format!("row has {} fields but the header has {}", self.record.len(), self.header.len()),
+                format!(
+                    "row has {} fields but the header has {}",
+                    self.record.len(),
+                    self.header.len()
+                ),
             ));
         }
         for (cols, out) in groups.iter().zip(outs.iter_mut()) {
             for &c in cols.iter() {
-                out.push(parse_cell(&self.record[c], &self.path, line, c, &self.header[c])?);
+                out.push(parse_cell(
+                    &self.record[c],
+                    &self.path,
+                    line,
+                    c,
+                    &self.header[c],
+                )?);
             }
         }
         Ok(true)
@@ -320,15 +369,27 @@ fn csv_error(e: csv::Error, path: &Path) -> Error {
         csv::ErrorKind::Io(io) => io.to_string(),
         _ => e.to_string(),
     };
-    if line > 0 { Error::data(Location::line(path, line), message) } else { Error::data(Location::file(path), message) }
+    if line > 0 {
+        Error::data(Location::line(path, line), message)
+    } else {
+        Error::data(Location::file(path), message)
+    }
 }
 
 /// [`read_csv`] from any reader; `path` names the source in messages.
-pub fn read_csv_from(source: impl std::io::Read, path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
+pub fn read_csv_from(
+    source: impl std::io::Read,
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<Dataset> {
     rows_to_dataset(CsvRows::new(source, path)?, path, choice)
 }
 
-fn rows_to_dataset<R: std::io::Read>(mut rows_in: CsvRows<R>, path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
+fn rows_to_dataset<R: std::io::Read>(
+    mut rows_in: CsvRows<R>,
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<Dataset> {
     let sel = choice.resolve(&rows_in.header, path)?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut rows = 0usize;
@@ -336,7 +397,10 @@ fn rows_to_dataset<R: std::io::Read>(mut rows_in: CsvRows<R>, path: &Path, choic
         rows += 1;
     }
     if rows == 0 {
-        return Err(Error::data(Location::file(path), "has a header but no data rows"));
+        return Err(Error::data(
+            Location::file(path),
+            "has a header but no data rows",
+        ));
     }
     let header = &rows_in.header;
     Ok(Dataset {
@@ -353,31 +417,58 @@ fn rows_to_dataset<R: std::io::Read>(mut rows_in: CsvRows<R>, path: &Path, choic
 /// temporary file and renamed into place by [`TableWriter::finish`]; a `.npy` file gets its
 /// column names in `<file>.columns.json`.
 pub enum TableWriter {
-    Csv { path: PathBuf, out: std::io::BufWriter<tempfile::NamedTempFile>, cols: usize, rows: usize },
-    Npy { path: PathBuf, writer: crate::npy::NpyWriter, names: Vec<String> },
+    Csv {
+        path: PathBuf,
+        out: std::io::BufWriter<tempfile::NamedTempFile>,
+        cols: usize,
+        rows: usize,
+    },
+    Npy {
+        path: PathBuf,
+        writer: crate::npy::NpyWriter,
+        names: Vec<String>,
+    },
 }
 
 impl TableWriter {
     pub fn create(path: &Path, names: &[String]) -> Result<TableWriter> {
         if is_npy(path) {
-            return Ok(TableWriter::Npy { path: path.to_path_buf(), writer: crate::npy::NpyWriter::create(path, names.len())?, names: names.to_vec() });
+            return Ok(TableWriter::Npy {
+                path: path.to_path_buf(),
+                writer: crate::npy::NpyWriter::create(path, names.len())?,
+                names: names.to_vec(),
+            });
         }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let tmp = tempfile::Builder::new().prefix(".mdn-").suffix(".tmp").tempfile_in(dir).map_err(|e| Error::io(path, e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".mdn-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(path, e))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
         use std::io::Write;
         writeln!(out, "{}", names.join(",")).map_err(|e| Error::io(path, e))?;
-        Ok(TableWriter::Csv { path: path.to_path_buf(), out, cols: names.len(), rows: 0 })
+        Ok(TableWriter::Csv {
+            path: path.to_path_buf(),
+            out,
+            cols: names.len(),
+            rows: 0,
+        })
     }
 
     /// Appends rows (`values.len()` a multiple of the column count).
     pub fn write_rows(&mut self, values: &[f32]) -> Result<()> {
         match self {
             TableWriter::Npy { writer, .. } => writer.write_rows(values),
-            TableWriter::Csv { path, out, cols, rows } => {
+            TableWriter::Csv {
+                path,
+                out,
+                cols,
+                rows,
+            } => {
                 use std::io::Write;
                 let mut line = String::new();
                 for row in values.chunks_exact(*cols) {
@@ -389,7 +480,8 @@ impl TableWriter {
                         line.push_str(&v.to_string());
                     }
                     line.push('\n');
-                    out.write_all(line.as_bytes()).map_err(|e| Error::io(path, e))?;
+                    out.write_all(line.as_bytes())
+                        .map_err(|e| Error::io(path, e))?;
                     *rows += 1;
                 }
                 Ok(())
@@ -400,14 +492,22 @@ impl TableWriter {
     /// Syncs and renames the file into place; returns the rows written.
     pub fn finish(self) -> Result<usize> {
         match self {
-            TableWriter::Npy { path, writer, names } => {
+            TableWriter::Npy {
+                path,
+                writer,
+                names,
+            } => {
                 let rows = writer.finish()?;
                 let json = serde_json::to_vec(&names).expect("names serialise");
                 crate::model::write_atomic(&crate::npy::columns_path(&path), &json)?;
                 Ok(rows)
             }
-            TableWriter::Csv { path, out, rows, .. } => {
-                let tmp = out.into_inner().map_err(|e| Error::io(&path, e.into_error()))?;
+            TableWriter::Csv {
+                path, out, rows, ..
+            } => {
+                let tmp = out
+                    .into_inner()
+                    .map_err(|e| Error::io(&path, e.into_error()))?;
                 tmp.as_file().sync_all().map_err(|e| Error::io(&path, e))?;
                 tmp.persist(&path).map_err(|e| Error::io(&path, e.error))?;
                 Ok(rows)
@@ -418,13 +518,24 @@ impl TableWriter {
 
 /// Converts a CSV file to `.npy` (or CSV) row by row, never holding the whole file: the
 /// `columns` given (default: all) in their order. Returns the rows and column names written.
-pub fn convert(input: &Path, output: &Path, columns: Option<&[String]>, progress: &mut dyn FnMut(usize)) -> Result<(usize, Vec<String>)> {
+pub fn convert(
+    input: &Path,
+    output: &Path,
+    columns: Option<&[String]>,
+    progress: &mut dyn FnMut(usize),
+) -> Result<(usize, Vec<String>)> {
     if is_npy(input) {
-        return Err(Error::config(format!("{}: convert reads CSV files; this one is already .npy", input.display())));
+        return Err(Error::config(format!(
+            "{}: convert reads CSV files; this one is already .npy",
+            input.display()
+        )));
     }
     let mut rows_in = CsvRows::open(input)?;
     let cols: Vec<usize> = match columns {
-        Some(names) if !names.is_empty() => names.iter().map(|n| find(&rows_in.header, n, input, "selected")).collect::<Result<_>>()?,
+        Some(names) if !names.is_empty() => names
+            .iter()
+            .map(|n| find(&rows_in.header, n, input, "selected"))
+            .collect::<Result<_>>()?,
         _ => (0..rows_in.header.len()).collect(),
     };
     let names: Vec<String> = cols.iter().map(|&c| rows_in.header[c].clone()).collect();
@@ -445,7 +556,10 @@ pub fn convert(input: &Path, output: &Path, columns: Option<&[String]>, progress
         progress(rows);
     }
     if rows == 0 {
-        return Err(Error::data(Location::file(input), "has a header but no data rows"));
+        return Err(Error::data(
+            Location::file(input),
+            "has a header but no data rows",
+        ));
     }
     out.finish()?;
     Ok((rows, names))

@@ -28,7 +28,9 @@ impl Kind {
         match name {
             "bishop" => Ok(Kind::Bishop),
             "wide" => Ok(Kind::Wide),
-            other => Err(Error::config(format!("unknown data set '{other}': choose bishop or wide"))),
+            other => Err(Error::config(format!(
+                "unknown data set '{other}': choose bishop or wide"
+            ))),
         }
     }
 }
@@ -92,7 +94,10 @@ impl Generator {
     pub fn columns(&self) -> (Vec<String>, Vec<String>) {
         match self.kind {
             Kind::Bishop => (vec!["x".into()], vec!["t".into()]),
-            Kind::Wide => ((0..WIDE_IN).map(|i| format!("x{i}")).collect(), (0..WIDE_OUT).map(|j| format!("y{j}")).collect()),
+            Kind::Wide => (
+                (0..WIDE_IN).map(|i| format!("x{i}")).collect(),
+                (0..WIDE_OUT).map(|j| format!("y{j}")).collect(),
+            ),
         }
     }
 
@@ -115,11 +120,17 @@ impl Generator {
                 let xv = &self.x64;
                 let mut z = [0.0f64; WIDE_HIDDEN];
                 for (h, zh) in z.iter_mut().enumerate() {
-                    *zh = (0..WIDE_IN).map(|i| xv[i] * w.p[i * WIDE_HIDDEN + h]).sum::<f64>().tanh();
+                    *zh = (0..WIDE_IN)
+                        .map(|i| xv[i] * w.p[i * WIDE_HIDDEN + h])
+                        .sum::<f64>()
+                        .tanh();
                 }
                 let mut weights = [0.0f64; WIDE_MODES];
                 for (k, wk) in weights.iter_mut().enumerate() {
-                    *wk = 1.5 * (0..WIDE_IN).map(|i| xv[i] * w.q[i * WIDE_MODES + k]).sum::<f64>();
+                    *wk = 1.5
+                        * (0..WIDE_IN)
+                            .map(|i| xv[i] * w.q[i * WIDE_MODES + k])
+                            .sum::<f64>();
                 }
                 let top = weights.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 weights.iter_mut().for_each(|v| *v = (*v - top).exp());
@@ -134,8 +145,12 @@ impl Generator {
                     }
                 }
                 for j in 0..WIDE_OUT {
-                    let zm: f64 = (0..WIDE_HIDDEN).map(|h| z[h] * w.m[(c * WIDE_HIDDEN + h) * WIDE_OUT + j]).sum();
-                    let xs: f64 = (0..WIDE_IN).map(|i| xv[i] * w.s[(c * WIDE_IN + i) * WIDE_OUT + j]).sum();
+                    let zm: f64 = (0..WIDE_HIDDEN)
+                        .map(|h| z[h] * w.m[(c * WIDE_HIDDEN + h) * WIDE_OUT + j])
+                        .sum();
+                    let xs: f64 = (0..WIDE_IN)
+                        .map(|i| xv[i] * w.s[(c * WIDE_IN + i) * WIDE_OUT + j])
+                        .sum();
                     let mu = OFF[c][j] + zm + 0.5 * xs.sin();
                     let eps: f64 = StandardNormal.sample(rng);
                     y.push((mu + SIG[c][j] * eps) as f32);
@@ -159,7 +174,14 @@ pub fn generate(kind: Kind, n: usize, seed: u64) -> Dataset {
         Kind::Bishop => "bishop (generated)",
         Kind::Wide => "wide (generated)",
     };
-    Dataset { path: name.into(), features, targets, x, y, rows: n }
+    Dataset {
+        path: name.into(),
+        features,
+        targets,
+        x,
+        y,
+        rows: n,
+    }
 }
 
 /// Bishop's inverse problem with `n` rows.

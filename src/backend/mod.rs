@@ -195,6 +195,14 @@ pub trait Backend {
         state: &mut AdamState,
         cfg: &StepConfig,
     ) -> Result<()>;
+
+    /// Where one training step's time goes, kernel by kernel, as (kernel, seconds per step)
+    /// with the whole step last; `None` where the backend does not break it down. Call it
+    /// after an epoch; it changes the parameters.
+    fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
+        let _ = reps;
+        Ok(None)
+    }
 }
 
 /// Opens the backend `choice` asks for; the CPU backend uses `threads` threads (all cores when

@@ -20,6 +20,7 @@ enum Slot {
 
 /// One compute pipeline and its group-0 layout.
 pub struct Kernel {
+    pub name: &'static str,
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
 }
@@ -51,8 +52,9 @@ pub struct Kernels {
     pub mixture_head: Kernel,
     pub reduce_sum: Kernel,
     pub transpose: Kernel,
-    pub dense_backward_input: Kernel,
+    pub activation_backward: Kernel,
     pub dense_backward_weights: Kernel,
+    pub weight_grad_sum: Kernel,
     pub adam: Kernel,
     pub finite_check: Kernel,
     pub matmul_bench: Kernel,
@@ -106,16 +108,25 @@ impl Kernels {
                     include_str!("../../../shaders/reduce_sum.wgsl"),
                     &[Read, ReadWrite],
                 ),
-                transpose: k("transpose", include_str!("../../../shaders/transpose.wgsl"), &[Uniform, Read, ReadWrite]),
-                dense_backward_input: k(
-                    "dense_backward_input",
-                    include_str!("../../../shaders/dense_backward_input.wgsl"),
-                    &[Uniform, Read, Read, Read, ReadWrite],
+                transpose: k(
+                    "transpose",
+                    include_str!("../../../shaders/transpose.wgsl"),
+                    &[Uniform, Read, ReadWrite],
+                ),
+                activation_backward: k(
+                    "activation_backward",
+                    include_str!("../../../shaders/activation_backward.wgsl"),
+                    &[Uniform, Read, ReadWrite],
                 ),
                 dense_backward_weights: k(
                     "dense_backward_weights",
                     include_str!("../../../shaders/dense_backward_weights.wgsl"),
-                    &[Uniform, Read, Read, Read, ReadWrite],
+                    &[Uniform, Read, Read, ReadWrite],
+                ),
+                weight_grad_sum: k(
+                    "weight_grad_sum",
+                    include_str!("../../../shaders/weight_grad_sum.wgsl"),
+                    &[Uniform, Read, Read, ReadWrite],
                 ),
                 adam: k(
                     "adam",
@@ -192,5 +203,9 @@ fn make(
             compilation_options: Default::default(),
             cache: None,
         });
-    Kernel { pipeline, layout }
+    Kernel {
+        name,
+        pipeline,
+        layout,
+    }
 }

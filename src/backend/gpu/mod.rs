@@ -30,6 +30,15 @@ use kernels::{Kernel, Kernels, STEP_BYTES};
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
 const EVAL_CHUNK: usize = 4096;
 
+/// Most row slices of a weight-gradient pass (see `weight_grad_slices`).
+const MAX_WEIGHT_SLICES: usize = 16;
+
+/// Row slices the weight gradient of `rows` rows is split into: one per 256 rows, at most 16.
+/// Must match `weight_grad_slices` in shaders/common.wgsl.
+fn weight_grad_slices(rows: usize) -> u32 {
+    rows.div_ceil(256).clamp(1, MAX_WEIGHT_SLICES) as u32
+}
+
 /// Submit the epoch's work in pieces of this many batches (bounds command-buffer size; no
 /// readback between pieces).
 const BATCHES_PER_SUBMIT: usize = 512;
@@ -77,6 +86,8 @@ pub struct GpuBackend {
     gpu: Gpu,
     kernels: Kernels,
     run: Option<Run>,
+    /// Rows in the first batch of the last epoch (what `profile_step` times).
+    first_batch_rows: usize,
 }
 
 /// Training and validation rows on the device.
@@ -102,6 +113,9 @@ struct Run {
     adam_step: u64,
     work: Work,
     layer_uniforms: Vec<wgpu::Buffer>,
+    /// Per layer, the shape of its transposed weights as dense_forward reads them: n_out
+    /// inputs, n_in outputs, weights at 0 and the zero bias after them, no activation.
+    transposed_uniforms: Vec<wgpu::Buffer>,
     head_uniform: wgpu::Buffer,
     gather_uniform: wgpu::Buffer,
     /// Sized on demand: per-batch loss sums, validation sums, finite flag.
@@ -122,6 +136,8 @@ struct Work {
     delta: [wgpu::Buffer; 2],
     /// One layer's weights transposed, for the backward pass.
     wt: wgpu::Buffer,
+    /// Per-slice partial weight gradients of one layer.
+    partial: wgpu::Buffer,
 }
 
 impl Work {
@@ -144,7 +160,21 @@ impl Work {
             ],
             wt: g.storage(
                 "transposed weights",
-                arch.layers().iter().map(|l| l.weight_count()).max().unwrap_or(1),
+                arch.layers()
+                    .iter()
+                    .map(|l| l.weight_count() + l.inputs)
+                    .max()
+                    .unwrap_or(1),
+            )?,
+            partial: g.storage(
+                "partial weight gradients",
+                MAX_WEIGHT_SLICES
+                    * arch
+                        .layers()
+                        .iter()
+                        .map(|l| (l.inputs + 1) * l.outputs)
+                        .max()
+                        .unwrap_or(1),
             )?,
         })
     }
@@ -158,7 +188,11 @@ struct Groups {
     head: wgpu::BindGroup,
     reduce: wgpu::BindGroup,
     back_weights: Vec<wgpu::BindGroup>,
+    weight_sum: Vec<wgpu::BindGroup>,
+    /// dA = dZ W^T through dense_forward on the transposed weights, per layer above the first.
     back_input: Vec<Option<wgpu::BindGroup>>,
+    /// dA *= act'(A), per layer above the first.
+    back_activation: Vec<Option<wgpu::BindGroup>>,
     transpose: Vec<wgpu::BindGroup>,
     adam: wgpu::BindGroup,
     finite: wgpu::BindGroup,
@@ -174,6 +208,7 @@ impl GpuBackend {
             gpu,
             kernels,
             run: None,
+            first_batch_rows: 0,
         })
     }
 
@@ -234,6 +269,26 @@ impl GpuBackend {
         let cap = cap.max(1);
         g.scoped("allocating GPU buffers", || -> Result<Run> {
             let zeros = vec![0.0f32; n];
+            let transposed_uniforms = layers
+                .iter()
+                .enumerate()
+                .map(|(l, s)| {
+                    let w: Words = [
+                        s.outputs as u32,
+                        s.inputs as u32,
+                        0,
+                        s.weight_count() as u32,
+                        0,
+                        0,
+                        0,
+                        0,
+                    ];
+                    g.uniform(
+                        &format!("layer {l} transposed uniform"),
+                        bytemuck::bytes_of(&w),
+                    )
+                })
+                .collect();
             let layer_uniforms = layers
                 .iter()
                 .enumerate()
@@ -284,6 +339,7 @@ impl GpuBackend {
                 adam_step: 0,
                 work: Work::new(g, arch, cap)?,
                 layer_uniforms,
+                transposed_uniforms,
                 head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
                 gather_uniform: g.uniform("gather uniform", bytemuck::bytes_of(&gather)),
                 stats: None,
@@ -387,26 +443,46 @@ impl GpuBackend {
                     k.dense_backward_weights.bind(
                         g,
                         "backward weights",
-                        &[&r.layer_uniforms[l], &r.params, input(l), dbuf(l), &r.grad],
+                        &[&r.layer_uniforms[l], input(l), dbuf(l), &r.work.partial],
                     )
                 })
                 .collect(),
+            weight_sum: (0..r.layers.len())
+                .map(|l| {
+                    k.weight_grad_sum.bind(
+                        g,
+                        "weight gradient sum",
+                        &[&r.layer_uniforms[l], &r.params, &r.work.partial, &r.grad],
+                    )
+                })
+                .collect(),
+            back_activation: (0..r.layers.len())
+                .map(|l| {
+                    (l > 0).then(|| {
+                        k.activation_backward.bind(
+                            g,
+                            "backward activation",
+                            &[&r.layer_uniforms[l], &r.work.acts[l - 1], dbuf(l - 1)],
+                        )
+                    })
+                })
+                .collect(),
             transpose: (0..r.layers.len())
-                .map(|l| k.transpose.bind(g, "transpose", &[&r.layer_uniforms[l], &r.params, &r.work.wt]))
+                .map(|l| {
+                    k.transpose.bind(
+                        g,
+                        "transpose",
+                        &[&r.layer_uniforms[l], &r.params, &r.work.wt],
+                    )
+                })
                 .collect(),
             back_input: (0..r.layers.len())
                 .map(|l| {
                     (l > 0).then(|| {
-                        k.dense_backward_input.bind(
+                        k.dense_forward.bind(
                             g,
                             "backward input",
-                            &[
-                                &r.layer_uniforms[l],
-                                &r.work.wt,
-                                dbuf(l),
-                                &r.work.acts[l - 1],
-                                dbuf(l - 1),
-                            ],
+                            &[&r.transposed_uniforms[l], &r.work.wt, dbuf(l), dbuf(l - 1)],
                         )
                     })
                 })
@@ -446,13 +522,22 @@ impl GpuBackend {
 struct Encoder<'a> {
     pass: wgpu::ComputePass<'a>,
     max_groups: u32,
+    /// When set, only dispatches of this kernel are recorded (for profiling).
+    only: Option<&'static str>,
 }
 
 impl Encoder<'_> {
     fn dispatch(&mut self, kernel: &Kernel, group: &wgpu::BindGroup, x: u32, y: u32) {
+        self.dispatch3(kernel, group, x, y, 1);
+    }
+
+    fn dispatch3(&mut self, kernel: &Kernel, group: &wgpu::BindGroup, x: u32, y: u32, z: u32) {
+        if self.only.is_some_and(|name| name != kernel.name) {
+            return;
+        }
         self.pass.set_pipeline(&kernel.pipeline);
         self.pass.set_bind_group(0, group, &[]);
-        self.pass.dispatch_workgroups(x.max(1), y.max(1), 1);
+        self.pass.dispatch_workgroups(x.max(1), y.max(1), z.max(1));
     }
 
     /// A 1-D dispatch of `groups` workgroups, folded into 2-D past the per-dimension limit.
@@ -497,20 +582,31 @@ impl Encoder<'_> {
     fn backward(&mut self, k: &Kernels, run: &Run, g: &Groups, rows: usize) {
         for l in (0..run.layers.len()).rev() {
             let s = run.layers[l];
-            self.dispatch(
+            self.dispatch3(
                 &k.dense_backward_weights,
                 &g.back_weights[l],
                 div_ceil(s.outputs.div_ceil(4), 8),
                 div_ceil((s.inputs + 1).div_ceil(4), 8),
+                weight_grad_slices(rows),
             );
-            if let Some(bi) = &g.back_input[l] {
-                self.dispatch_1d(&k.transpose, &g.transpose[l], div_ceil(s.weight_count(), 64));
+            self.dispatch_1d(
+                &k.weight_grad_sum,
+                &g.weight_sum[l],
+                div_ceil((s.inputs + 1) * s.outputs, 64),
+            );
+            if let (Some(bi), Some(ba)) = (&g.back_input[l], &g.back_activation[l]) {
+                self.dispatch_1d(
+                    &k.transpose,
+                    &g.transpose[l],
+                    div_ceil(s.weight_count() + s.inputs, 64),
+                );
                 self.dispatch(
-                    &k.dense_backward_input,
+                    &k.dense_forward,
                     bi,
                     div_ceil(s.inputs.div_ceil(4), 8),
                     div_ceil(rows.div_ceil(4), 8),
                 );
+                self.dispatch_1d(&k.activation_backward, ba, div_ceil(rows * s.inputs, 64));
             }
         }
     }
@@ -532,6 +628,7 @@ impl GpuBackend {
                 })
                 .forget_lifetime(),
             max_groups: self.gpu.limits.max_compute_workgroups_per_dimension.max(1),
+            only: None,
         }
     }
 
@@ -623,6 +720,7 @@ impl Backend for GpuBackend {
             .run
             .take()
             .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
+        self.first_batch_rows = cfg.batch_size.min(order.len());
         let result = self.epoch(&mut run, order, cfg);
         self.run = Some(run);
         result
@@ -750,6 +848,10 @@ impl Backend for GpuBackend {
         })
     }
 
+    fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
+        self.profile_kernels(reps).map(Some)
+    }
+
     fn adam_step(
         &mut self,
         params: &mut [f32],
@@ -819,6 +921,69 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
+    /// Times one training step's kernels on the current run (after at least one epoch, with
+    /// the data the last epoch left in the buffers): for each kernel, `reps` steps with only
+    /// that kernel's dispatches, then the whole step. Returns (kernel, seconds per step).
+    /// The parameters are updated by the Adam and whole-step runs: use it only at the end.
+    pub fn profile_kernels(&mut self, reps: usize) -> Result<Vec<(String, f64)>> {
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("profile_step called before start".into()))?;
+        let groups = run
+            .groups
+            .as_ref()
+            .ok_or_else(|| Error::Backend("profile_step needs a trained epoch".into()))?;
+        let k = &self.kernels;
+        let names: Vec<Option<&'static str>> = [
+            &k.gather,
+            &k.dense_forward,
+            &k.mixture_head,
+            &k.reduce_sum,
+            &k.dense_backward_weights,
+            &k.weight_grad_sum,
+            &k.transpose,
+            &k.activation_backward,
+            &k.adam,
+        ]
+        .iter()
+        .map(|k| Some(k.name))
+        .chain([None])
+        .collect();
+        // Step record 0 is the epoch's first batch: a full one.
+        let rows = self.first_batch_rows;
+        let mut out = Vec::new();
+        for only in names {
+            let started = std::time::Instant::now();
+            self.gpu.scoped("profiling", || {
+                let mut enc = self.encoder("profile");
+                {
+                    let mut p = self.pass(&mut enc, "profile");
+                    p.only = only;
+                    for _ in 0..reps {
+                        p.step(groups, 0, self.stride());
+                        p.forward(k, run, groups, &groups.gather_train, rows);
+                        p.head(k, groups, rows);
+                        p.backward(k, run, groups, rows);
+                        p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
+                    }
+                }
+                self.gpu.queue.submit([enc.finish()]);
+            })?;
+            self.gpu
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| {
+                    Error::Backend(format!("waiting for {} failed: {e}", self.gpu.info.name))
+                })?;
+            out.push((
+                only.unwrap_or("whole step").to_string(),
+                started.elapsed().as_secs_f64() / reps as f64,
+            ));
+        }
+        Ok(out)
+    }
+
     /// One epoch: every batch's dispatches, validation and the finite check, then one
     /// readback of the statistics.
     fn epoch(&self, run: &mut Run, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
@@ -972,7 +1137,7 @@ impl GpuBackend {
     /// (`n` a multiple of 4), `reps` dispatches after one warm-up, and returns GFLOP/s
     /// (2 m n k flops per product). The benchmark's ceiling for this device.
     pub fn matmul_gflops(&self, m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
-        assert!(n % 4 == 0, "matmul benchmark needs n divisible by 4");
+        assert!(n.is_multiple_of(4), "matmul benchmark needs n divisible by 4");
         let g = &self.gpu;
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
