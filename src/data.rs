@@ -439,15 +439,7 @@ impl TableWriter {
                 names: names.to_vec(),
             });
         }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p,
-            _ => Path::new("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".mdn-")
-            .suffix(".tmp")
-            .tempfile_in(dir)
-            .map_err(|e| Error::io(path, e))?;
+        let tmp = crate::model::temp_beside(path)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
         use std::io::Write;
         writeln!(out, "{}", names.join(",")).map_err(|e| Error::io(path, e))?;

@@ -48,6 +48,46 @@ enum Command {
     Check(CheckArgs),
     /// Training speed of each backend on generated data, next to the device's matmul ceiling
     Bench(BenchArgs),
+    /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
+    Convert(ConvertArgs),
+    /// Write a generated data set (bishop or wide) of any size to CSV or .npy
+    Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// CSV file with a header row
+    input: PathBuf,
+    /// Output file: .npy (column names go to OUTPUT.columns.json) or .csv
+    output: PathBuf,
+    /// Columns to keep, in this order, by name or 0-based index [default: all]
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// Which problem: bishop (d=1, D=1) or wide (d=16, D=2)
+    #[arg(long, value_enum, default_value = "wide")]
+    kind: mdn::synth::Kind,
+    /// Rows to write
+    #[arg(long)]
+    rows: usize,
+    /// Output file, .npy or .csv (targets are the last columns)
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the generator
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -257,6 +297,8 @@ fn main() -> ExitCode {
         Command::Devices(a) => cmd_devices(a),
         Command::Check(a) => cmd_check(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Convert(a) => cmd_convert(a),
+        Command::Generate(a) => cmd_generate(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -756,6 +798,93 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         return print_json(&json!({ "results": results, "ceilings": ceilings }));
     }
     write_output(None, mdn::bench::table(&results, &ceilings).as_bytes())
+}
+
+/// A row counter on stderr for long writes: a spinner on a terminal, nothing otherwise.
+fn row_counter(quiet: bool, what: &str) -> Option<ProgressBar> {
+    (!quiet && std::io::stderr().is_terminal()).then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {human_pos} rows ({per_sec}, {elapsed})")
+                .expect("valid template"),
+        );
+        bar.set_message(what.to_string());
+        bar
+    })
+}
+
+fn cmd_convert(a: ConvertArgs) -> Result<()> {
+    let bar = row_counter(a.quiet, "converting");
+    let columns = (!a.columns.is_empty()).then_some(a.columns.as_slice());
+    let (rows, names) = mdn::data::convert(&a.input, &a.output, columns, &mut |n| {
+        if let Some(b) = &bar {
+            b.set_position(n as u64);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if a.json {
+        return print_json(
+            &json!({ "input": a.input, "output": a.output, "rows": rows, "columns": names }),
+        );
+    }
+    if !a.quiet {
+        eprintln!(
+            "wrote {}: {rows} rows x {} columns ({})",
+            a.output.display(),
+            names.len(),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    if a.rows == 0 {
+        return Err(Error::config("--rows must be at least 1"));
+    }
+    let mut g = mdn::synth::Generator::new(a.kind, a.seed);
+    let (features, targets) = g.columns();
+    let names: Vec<String> = features.iter().chain(&targets).cloned().collect();
+    let mut out = mdn::data::TableWriter::create(&a.out, &names)?;
+    let bar = row_counter(a.quiet, "generating");
+    let (mut x, mut y, mut block) = (Vec::new(), Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < a.rows {
+        let n = (a.rows - done).min(65536);
+        block.clear();
+        for _ in 0..n {
+            x.clear();
+            y.clear();
+            g.row(&mut x, &mut y);
+            block.extend_from_slice(&x);
+            block.extend_from_slice(&y);
+        }
+        out.write_rows(&block)?;
+        done += n;
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    }
+    let rows = out.finish()?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if !a.quiet {
+        let kind = if a.kind == mdn::synth::Kind::Wide {
+            "wide"
+        } else {
+            "bishop"
+        };
+        eprintln!(
+            "wrote {}: {rows} rows of {kind} ({} features, {} targets)",
+            a.out.display(),
+            features.len(),
+            targets.len()
+        );
+    }
+    Ok(())
 }
 
 fn print_json(v: &serde_json::Value) -> Result<()> {

@@ -937,3 +937,159 @@ fn bench_prints_figures_for_each_backend() {
     let out = mdn(dir.path(), &["bench", "--config", "z", "--devices", "cpu"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn convert_generate_and_train_on_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, _) = ok(
+        dir.path(),
+        &[
+            "convert",
+            asset("bishop.csv").to_str().unwrap(),
+            "b.npy",
+            "--json",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["rows"], 4000);
+    assert_eq!(v["columns"], serde_json::json!(["x", "t"]));
+    assert_eq!(
+        std::fs::metadata(dir.path().join("b.npy")).unwrap().len(),
+        128 + 4000 * 2 * 4
+    );
+    // The same rows through CSV and .npy give the same model, bit for bit.
+    let train = |data: &str, out: &str| {
+        ok(
+            dir.path(),
+            &[
+                "train", "--data", data, "--epochs", "2", "--device", "cpu", "--quiet", "--out",
+                out,
+            ],
+        )
+    };
+    train(asset("bishop.csv").to_str().unwrap(), "from_csv.json");
+    train("b.npy", "from_npy.json");
+    let params =
+        |f: &str| json(&std::fs::read_to_string(dir.path().join(f)).unwrap())["params"].clone();
+    assert_eq!(params("from_csv.json"), params("from_npy.json"));
+    // eval / predict read .npy too, columns matched by name.
+    let (e, _) = ok(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "from_npy.json",
+            "--data",
+            "b.npy",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(json(&e)["rows"], 4000);
+    // Selected columns, in the given order; by index too.
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "convert",
+            asset("bishop.csv").to_str().unwrap(),
+            "t.npy",
+            "--columns",
+            "t,0",
+        ],
+    );
+    assert!(err.contains("4000 rows x 2 columns (t, x)"), "{err}");
+    // generate: any size, CSV or .npy.
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "wide", "--rows", "2000", "--out", "w.npy", "--seed", "3",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "500", "--out", "g.csv",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("g.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        501
+    );
+    let (t, _) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "w.npy",
+            "--target",
+            "y0,y1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+            "--out",
+            "w.json",
+        ],
+    );
+    assert_eq!(json(&t)["train_rows"], 1800);
+    let m = json(&std::fs::read_to_string(dir.path().join("w.json")).unwrap());
+    assert_eq!(m["features"].as_array().unwrap().len(), 16);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // New files are readable by others as the umask allows, like any file a tool writes.
+        let mode = std::fs::metadata(dir.path().join("w.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_ne!(mode & 0o044, 0, "model file mode {mode:o}");
+    }
+    let files = files_in(dir.path());
+    assert!(files.iter().all(|f| !f.ends_with(".tmp")), "{files:?}");
+}
+
+#[test]
+fn convert_and_generate_refuse_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.csv"), "a,b\n1,2\n3,x\n").unwrap();
+    for (args, needle) in [
+        (
+            vec!["convert", "bad.csv", "o.npy"],
+            "bad.csv:3:2 (column 'b'): 'x' is not a number",
+        ),
+        (
+            vec!["convert", "missing.csv", "o.npy"],
+            "missing.csv: no such file",
+        ),
+        (
+            vec!["convert", "bad.csv", "o.npy", "--columns", "zz"],
+            "column 'zz' is not in the header",
+        ),
+        (
+            vec!["generate", "--rows", "0", "--out", "o.npy"],
+            "--rows must be at least 1",
+        ),
+    ] {
+        let out = mdn(dir.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+        assert!(!dir.path().join("o.npy").exists());
+        assert_eq!(
+            files_in(dir.path()),
+            vec!["bad.csv"],
+            "nothing written for {args:?}"
+        );
+    }
+}

@@ -4,14 +4,22 @@
 //! Parameters, gradients, Adam's moments, the best parameters and the epoch's data live in
 //! GPU buffers for a whole run. An epoch is encoded as one stream of dispatches — per batch:
 //! gather, dense forward per layer, the fused mixture head, a deterministic loss reduction,
-//! dense backward per layer, Adam — followed by the validation pass and a finite check, and
+//! then per layer from the head down: weight gradients over row slices and their ordered sum
+//! (with L2), and for layers above the first the gradient to the inputs (transpose the
+//! weights, run `dense_forward` on them, multiply by the activation's derivative); then
+//! Adam — followed by the validation pass and a finite check, and
 //! the host reads back once per epoch (the per-batch loss sums, the validation sums and the
 //! finite flag). Per-batch values (row count, offsets, Adam's bias corrections) are 64-byte
 //! `Step` records in one uniform buffer, selected with a dynamic offset.
 //!
-//! Reductions over the batch are sequential per output element or tree reductions in
-//! workgroup memory, never float atomics, so the same seed on the same device gives the same
-//! bits.
+//! Reductions over the batch are sequential per output element, ordered sums of row slices,
+//! or tree reductions in workgroup memory, never float atomics, so the same seed on the same
+//! device gives the same bits.
+//!
+//! Why the gradient to the inputs reuses `dense_forward`: a dedicated kernel with the same
+//! 4x4-tile structure ran 3 to 5 times slower on lavapipe for reasons we could not pin down
+//! (see `mdn bench`'s per-kernel profile); transposing the weights (a few thousand values per
+//! step) and reusing the forward kernel made config (b) 1.7x faster there.
 
 mod context;
 mod kernels;
@@ -1137,7 +1145,10 @@ impl GpuBackend {
     /// (`n` a multiple of 4), `reps` dispatches after one warm-up, and returns GFLOP/s
     /// (2 m n k flops per product). The benchmark's ceiling for this device.
     pub fn matmul_gflops(&self, m: usize, k: usize, n: usize, reps: usize) -> Result<f64> {
-        assert!(n.is_multiple_of(4), "matmul benchmark needs n divisible by 4");
+        assert!(
+            n.is_multiple_of(4),
+            "matmul benchmark needs n divisible by 4"
+        );
         let g = &self.gpu;
         let a: Vec<f32> = (0..m * k).map(|i| ((i % 97) as f32) * 0.01).collect();
         let b: Vec<f32> = (0..k * n).map(|i| ((i % 89) as f32) * 0.01).collect();
