@@ -85,6 +85,57 @@ struct Run {
     train_rows: usize,
     val: Option<(Vec<f32>, Vec<f32>, usize)>,
     parts: Vec<Part>,
+    /// The epoch in progress.
+    epoch: Option<EpochAccum>,
+}
+
+/// What an epoch in progress has accumulated.
+struct EpochAccum {
+    cfg: StepConfig,
+    nll_sum: f64,
+    rows: usize,
+    steps: u64,
+    finite: bool,
+}
+
+impl Run {
+    fn begin_epoch(&mut self, cfg: &StepConfig) -> Result<()> {
+        if cfg.batch_size == 0 {
+            return Err(Error::config("batch size must be at least 1"));
+        }
+        self.epoch = Some(EpochAccum { cfg: *cfg, nll_sum: 0.0, rows: 0, steps: 0, finite: true });
+        Ok(())
+    }
+
+    /// One Adam step on a batch of `b` rows that `fill` copies into the workspaces.
+    fn step(&mut self, pool: Option<&rayon::ThreadPool>, b: usize, fill: &(dyn Fn(&mut Workspace, Range<usize>) + Sync)) {
+        let acc = self.epoch.as_mut().expect("begin_epoch first");
+        run_parts(&self.net, &self.params, &mut self.parts, pool, b, Pass::Gradient { scale: 1.0 / b as f64 }, fill);
+        let ll: f64 = self.parts.iter().map(|p| p.ll).sum();
+        acc.nll_sum -= ll;
+        acc.finite &= ll.is_finite();
+        acc.rows += b;
+        acc.steps += 1;
+        sum_grads(&self.parts, &mut self.grad);
+        l2_term(&self.net, &self.params, &mut self.grad, acc.cfg.l2);
+        self.adam.step += 1;
+        let c = AdamStepConstants::new(&acc.cfg, self.adam.step);
+        adam(&mut self.params, &self.grad, &mut self.adam.m, &mut self.adam.v, &c);
+    }
+
+    /// Validation and the finite check after an epoch's steps.
+    fn end_epoch(&mut self, pool: Option<&rayon::ThreadPool>) -> EpochStats {
+        let acc = self.epoch.take().expect("begin_epoch first");
+        let mut finite = acc.finite && self.params.iter().all(|v| v.is_finite());
+        let val_nll = self
+            .val
+            .as_ref()
+            .map(|(x, y, rows)| -eval_loglik(&self.net, &self.params, &mut self.parts, pool, x, y, *rows, None) / *rows as f64);
+        if let Some(v) = val_nll {
+            finite &= v.is_finite();
+        }
+        EpochStats { train_nll: acc.nll_sum / acc.rows.max(1) as f64, val_nll, finite, steps: acc.steps }
+    }
 }
 
 /// One thread's share of a batch: its workspace, gradient and results.
@@ -636,6 +687,7 @@ impl Backend for CpuBackend {
             val: val.map(|v| (v.x.to_vec(), v.y.to_vec(), v.rows)),
             // Sized for the first batch; grown on demand.
             parts: parts_for(&net, self.threads, 256),
+            epoch: None,
             net,
         });
         Ok(())
@@ -644,80 +696,57 @@ impl Backend for CpuBackend {
     fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
         let pool = self.pool.as_ref();
         let run = self.run.as_mut().ok_or_else(|| no_run("train_epoch"))?;
-        if cfg.batch_size == 0 {
-            return Err(Error::config("batch size must be at least 1"));
-        }
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
-            return Err(Error::Backend(format!(
-                "row index {bad} out of range ({} training rows)",
-                run.train_rows
-            )));
+            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train_rows)));
         }
+        run.begin_epoch(cfg)?;
         let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
-        let mut nll_sum = 0.0;
-        let mut finite = true;
-        let mut steps = 0;
+        let (tx, ty) = (std::mem::take(&mut run.train_x), std::mem::take(&mut run.train_y));
         for batch in order.chunks(cfg.batch_size) {
-            let b = batch.len();
-            let (tx, ty) = (&run.train_x, &run.train_y);
             let gather = |ws: &mut Workspace, range: Range<usize>| {
                 for (slot, &row) in batch[range].iter().enumerate() {
                     let row = row as usize;
-                    ws.x[slot * d_in..(slot + 1) * d_in]
-                        .copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
-                    ws.y[slot * d_out..(slot + 1) * d_out]
-                        .copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
+                    ws.x[slot * d_in..(slot + 1) * d_in].copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
+                    ws.y[slot * d_out..(slot + 1) * d_out].copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
                 }
             };
-            run_parts(
-                &run.net,
-                &run.params,
-                &mut run.parts,
-                pool,
-                b,
-                Pass::Gradient {
-                    scale: 1.0 / b as f64,
-                },
-                &gather,
-            );
-            let ll: f64 = run.parts.iter().map(|p| p.ll).sum();
-            nll_sum -= ll;
-            finite &= ll.is_finite();
-            sum_grads(&run.parts, &mut run.grad);
-            l2_term(&run.net, &run.params, &mut run.grad, cfg.l2);
-            run.adam.step += 1;
-            let c = AdamStepConstants::new(cfg, run.adam.step);
-            adam(
-                &mut run.params,
-                &run.grad,
-                &mut run.adam.m,
-                &mut run.adam.v,
-                &c,
-            );
-            steps += 1;
+            run.step(pool, batch.len(), &gather);
         }
-        finite &= run.params.iter().all(|v| v.is_finite());
-        let val_nll = run.val.as_ref().map(|(x, y, rows)| {
-            -eval_loglik(
-                &run.net,
-                &run.params,
-                &mut run.parts,
-                pool,
-                x,
-                y,
-                *rows,
-                None,
-            ) / *rows as f64
-        });
-        if let Some(v) = val_nll {
-            finite &= v.is_finite();
+        (run.train_x, run.train_y) = (tx, ty);
+        Ok(run.end_epoch(pool))
+    }
+
+    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, _chunk_rows: usize) -> Result<()> {
+        self.start(arch, params, DataRef { x: &[], y: &[], rows: 0 }, val)
+    }
+
+    fn begin_epoch(&mut self, _train_rows: usize, cfg: &StepConfig) -> Result<()> {
+        self.run.as_mut().ok_or_else(|| no_run("begin_epoch"))?.begin_epoch(cfg)
+    }
+
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
+        let pool = self.pool.as_ref();
+        let run = self.run.as_mut().ok_or_else(|| no_run("train_chunk"))?;
+        run.net.check_data(x, Some(y), rows)?;
+        let cfg = run.epoch.as_ref().ok_or_else(|| no_run("train_chunk before begin_epoch:"))?.cfg;
+        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
+        let mut start = 0;
+        while start < rows {
+            let b = (rows - start).min(cfg.batch_size);
+            let fill = |ws: &mut Workspace, r: Range<usize>| copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start);
+            run.step(pool, b, &fill);
+            start += b;
         }
-        Ok(EpochStats {
-            train_nll: nll_sum / order.len().max(1) as f64,
-            val_nll,
-            finite,
-            steps,
-        })
+        Ok(())
+    }
+
+    fn end_epoch(&mut self) -> Result<EpochStats> {
+        let pool = self.pool.as_ref();
+        let run = self.run.as_mut().ok_or_else(|| no_run("end_epoch"))?;
+        if run.epoch.is_none() {
+            return Err(no_run("end_epoch before begin_epoch:"));
+        }
+        Ok(run.end_epoch(pool))
     }
 
     fn keep_best(&mut self) -> Result<()> {

@@ -152,6 +152,22 @@ pub trait Backend {
     /// step each, then the validation NLL.
     fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats>;
 
+    // ---- streamed epochs: data too large to hand over at once --------------------------
+
+    /// Starts a training run whose training rows arrive in chunks ([`Backend::train_chunk`]);
+    /// `chunk_rows` is the most rows one call will pass.
+    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, chunk_rows: usize) -> Result<()>;
+
+    /// Starts a streamed epoch of `train_rows` rows in all.
+    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()>;
+
+    /// Trains on `rows` rows in the order given, in batches of the epoch's batch size (only
+    /// the epoch's last call may end on a partial batch).
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()>;
+
+    /// Ends a streamed epoch: validation, the finite check, the epoch's statistics.
+    fn end_epoch(&mut self) -> Result<EpochStats>;
+
     /// Remembers the current parameters as the best so far.
     fn keep_best(&mut self) -> Result<()>;
 

@@ -130,6 +130,23 @@ struct Run {
     stats: Option<(wgpu::Buffer, usize)>,
     steps: Option<(wgpu::Buffer, usize)>,
     groups: Option<Groups>,
+    /// The epoch in progress.
+    epoch: Option<GpuEpoch>,
+    /// Streamed runs: two chunk buffers (identity row order), filled alternately, and the
+    /// rows each holds.
+    chunks: Option<([DeviceData; 2], usize)>,
+    /// The chunk buffer the next streamed rows go to.
+    next_chunk: usize,
+}
+
+/// An epoch in progress on the GPU.
+struct GpuEpoch {
+    cfg: StepConfig,
+    train_rows: usize,
+    batches: usize,
+    val_chunks: usize,
+    /// Rows trained on so far in this epoch.
+    done_rows: usize,
 }
 
 /// Per-batch work buffers for up to `cap` rows.
@@ -192,6 +209,8 @@ impl Work {
 struct Groups {
     gather_train: wgpu::BindGroup,
     gather_val: Option<wgpu::BindGroup>,
+    /// Gathers from each streamed chunk buffer.
+    gather_chunk: [Option<wgpu::BindGroup>; 2],
     forward: Vec<wgpu::BindGroup>,
     head: wgpu::BindGroup,
     reduce: wgpu::BindGroup,
@@ -353,6 +372,9 @@ impl GpuBackend {
                 stats: None,
                 steps: None,
                 groups: None,
+                epoch: None,
+                chunks: None,
+                next_chunk: 0,
                 n_params: n,
                 layers,
                 arch: arch.clone(),
@@ -411,6 +433,12 @@ impl GpuBackend {
                     &r.work.by,
                 ],
             ),
+            gather_chunk: [0, 1].map(|c| {
+                r.chunks.as_ref().map(|(bufs, _)| {
+                    let d = &bufs[c];
+                    k.gather.bind(g, "gather chunk", &[&r.gather_uniform, &d.order, &d.x, &d.y, &r.work.bx, &r.work.by])
+                })
+            }),
             gather_val: r.val.as_ref().map(|v| {
                 k.gather.bind(
                     g,
@@ -512,17 +540,15 @@ impl GpuBackend {
         }
     }
 
-    /// Uploads step records, each at its aligned stride.
-    fn write_steps(&self, run: &Run, records: &[StepUniform]) {
+    /// Uploads step records `first..first + records.len()`, each at its aligned stride.
+    fn write_steps(&self, run: &Run, first: usize, records: &[StepUniform]) {
         let stride = self.stride() as usize;
         let mut bytes = vec![0u8; records.len() * stride];
         for (i, r) in records.iter().enumerate() {
             bytes[i * stride..i * stride + STEP_BYTES as usize]
                 .copy_from_slice(bytemuck::bytes_of(r));
         }
-        self.gpu
-            .queue
-            .write_buffer(&run.steps.as_ref().expect("steps sized").0, 0, &bytes);
+        self.gpu.queue.write_buffer(&run.steps.as_ref().expect("steps sized").0, (first * stride) as u64, &bytes);
     }
 }
 
@@ -664,7 +690,7 @@ impl GpuBackend {
                 }
             })
             .collect();
-        self.write_steps(run, &records);
+        self.write_steps(run, 0, &records);
         let readback = self
             .gpu
             .readback("evaluation readback", (rows * per_row * 4) as u64);
@@ -730,6 +756,60 @@ impl Backend for GpuBackend {
             .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
         self.first_batch_rows = cfg.batch_size.min(order.len());
         let result = self.epoch(&mut run, order, cfg);
+        self.run = Some(run);
+        result
+    }
+
+    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, chunk_rows: usize) -> Result<()> {
+        self.run = None;
+        // The resident training set is a placeholder row; rows arrive in two chunk buffers.
+        let x = vec![0.0f32; arch.inputs];
+        let y = vec![0.0f32; arch.targets];
+        let mut run = self.new_run(arch, params, DataRef { x: &x, y: &y, rows: 1 }, val, 1)?;
+        let row_bytes = 4 * arch.inputs.max(arch.targets);
+        let limit = self.gpu.limits.max_storage_buffer_binding_size.min(self.gpu.limits.max_buffer_size) as usize;
+        let rows = chunk_rows.clamp(1, (limit / row_bytes).max(1));
+        let g = &self.gpu;
+        let order: Vec<u32> = (0..rows as u32).collect();
+        let make = |c: usize| -> Result<DeviceData> {
+            Ok(DeviceData {
+                x: g.storage(&format!("chunk {c} inputs"), rows * arch.inputs)?,
+                y: g.storage(&format!("chunk {c} targets"), rows * arch.targets)?,
+                order: g.upload(&format!("chunk {c} row order"), bytemuck::cast_slice(&order), wgpu::BufferUsages::empty())?,
+                rows,
+            })
+        };
+        run.chunks = Some(([make(0)?, make(1)?], rows));
+        self.run = Some(run);
+        Ok(())
+    }
+
+    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()> {
+        let mut run = self.run.take().ok_or_else(|| Error::Backend("begin_epoch called before start".into()))?;
+        let result = match &run.chunks {
+            Some((_, rows)) if *rows < cfg.batch_size => Err(Error::config(format!(
+                "a batch of {} rows does not fit the GPU's chunk buffers ({rows} rows)",
+                cfg.batch_size
+            ))),
+            _ => {
+                self.first_batch_rows = cfg.batch_size.min(train_rows);
+                self.begin(&mut run, train_rows, cfg)
+            }
+        };
+        self.run = Some(run);
+        result
+    }
+
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
+        let mut run = self.run.take().ok_or_else(|| Error::Backend("train_chunk called before start".into()))?;
+        let result = self.stream_rows(&mut run, x, y, rows);
+        self.run = Some(run);
+        result
+    }
+
+    fn end_epoch(&mut self) -> Result<EpochStats> {
+        let mut run = self.run.take().ok_or_else(|| Error::Backend("end_epoch called before start".into()))?;
+        let result = self.end(&mut run);
         self.run = Some(run);
         result
     }
@@ -817,7 +897,7 @@ impl Backend for GpuBackend {
             inv_rows: 1.0 / rows as f32,
             ..Default::default()
         };
-        self.write_steps(&run, &[rec]);
+        self.write_steps(&run, 0, &[rec]);
         let n = run.n_params;
         let readback = self.gpu.readback("gradient readback", ((n + 1) * 4) as u64);
         self.gpu.scoped("loss and gradient", || {
@@ -992,31 +1072,57 @@ impl GpuBackend {
         Ok(out)
     }
 
-    /// One epoch: every batch's dispatches, validation and the finite check, then one
-    /// readback of the statistics.
+    /// One epoch over the resident training rows in `order`: every batch's dispatches,
+    /// validation and the finite check, then one readback of the statistics.
     fn epoch(&self, run: &mut Run, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        if order.len() != run.train.rows {
+            return Err(Error::Backend(format!("the GPU backend needs a full permutation of the {} training rows", run.train.rows)));
+        }
+        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train.rows) {
+            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train.rows)));
+        }
+        self.begin(run, order.len(), cfg)?;
+        self.gpu.queue.write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
+        self.batches(run, None, order.len())?;
+        self.end(run)
+    }
+
+    /// Uploads streamed rows into the chunk buffers, alternating between the two so that the
+    /// host fills one while the GPU works on the other, and trains on them in whole batches.
+    fn stream_rows(&self, run: &mut Run, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
+        let (d_in, d_out) = (run.arch.inputs, run.arch.targets);
+        if x.len() != rows * d_in || y.len() != rows * d_out {
+            return Err(Error::config(format!("streamed buffers do not hold {rows} rows of the model's width")));
+        }
+        let b = run.epoch.as_ref().ok_or_else(|| Error::Backend("train_chunk before begin_epoch".into()))?.cfg.batch_size;
+        let cap = run.chunks.as_ref().ok_or_else(|| Error::Backend("train_chunk needs start_stream".into()))?.1;
+        let piece = (cap / b).max(1) * b;
+        let mut start = 0;
+        while start < rows {
+            let n = (rows - start).min(piece);
+            let c = run.next_chunk;
+            run.next_chunk = 1 - c;
+            {
+                let bufs = &run.chunks.as_ref().expect("checked").0;
+                self.gpu.queue.write_buffer(&bufs[c].x, 0, bytemuck::cast_slice(&x[start * d_in..(start + n) * d_in]));
+                self.gpu.queue.write_buffer(&bufs[c].y, 0, bytemuck::cast_slice(&y[start * d_out..(start + n) * d_out]));
+            }
+            self.batches(run, Some(c), n)?;
+            start += n;
+        }
+        Ok(())
+    }
+
+    /// Starts an epoch of `train_rows` rows: sizes the work, stats and step buffers and writes
+    /// the validation and finite-check records (after the batches' records).
+    fn begin(&self, run: &mut Run, train_rows: usize, cfg: &StepConfig) -> Result<()> {
         let b = cfg.batch_size;
         if b == 0 {
             return Err(Error::config("batch size must be at least 1"));
         }
-        if order.len() != run.train.rows {
-            return Err(Error::Backend(format!(
-                "the GPU backend needs a full permutation of the {} training rows",
-                run.train.rows
-            )));
-        }
-        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train.rows) {
-            return Err(Error::Backend(format!(
-                "row index {bad} out of range ({} training rows)",
-                run.train.rows
-            )));
-        }
         let max_rows = 32 * self.gpu.limits.max_compute_workgroups_per_dimension as usize;
         if b > max_rows {
-            return Err(Error::config(format!(
-                "--batch-size {b} is larger than {} can dispatch at once ({max_rows} rows)",
-                self.gpu.info.name
-            )));
+            return Err(Error::config(format!("--batch-size {b} is larger than {} can dispatch at once ({max_rows} rows)", self.gpu.info.name)));
         }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
         if run.work.cap < cap {
@@ -1024,33 +1130,12 @@ impl GpuBackend {
             run.work = Work::new(&self.gpu, &run.arch, cap)?;
             run.groups = None;
         }
-        let batches = order.len().div_ceil(b);
+        let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
         let val_chunks = val_rows.div_ceil(run.work.cap);
-        let n_stats = batches + val_chunks + 1;
-        self.prepare(run, n_stats, batches + val_chunks + 1)?;
-
-        let mut records = Vec::with_capacity(batches + val_chunks + 1);
-        for i in 0..batches {
-            let rows = (order.len() - i * b).min(b);
-            let c = AdamStepConstants::new(cfg, run.adam_step + i as u64 + 1);
-            records.push(StepUniform {
-                rows: rows as u32,
-                start: (i * b) as u32,
-                slot: i as u32,
-                flags: FLAG_GRAD,
-                lr: c.lr,
-                beta1: c.beta1,
-                beta2: c.beta2,
-                eps: c.eps,
-                bias1: c.bias1,
-                bias2: c.bias2,
-                l2: cfg.l2,
-                inv_rows: 1.0 / rows as f32,
-                count: run.n_params as u32,
-                _pad: [0; 3],
-            });
-        }
+        let n = batches + val_chunks + 1;
+        self.prepare(run, n, n)?;
+        let mut records = Vec::with_capacity(val_chunks + 1);
         for c in 0..val_chunks {
             let rows = (val_rows - c * run.work.cap).min(run.work.cap);
             records.push(StepUniform {
@@ -1061,47 +1146,99 @@ impl GpuBackend {
                 ..Default::default()
             });
         }
-        records.push(StepUniform {
-            slot: (batches + val_chunks) as u32,
-            count: run.n_params as u32,
-            ..Default::default()
-        });
-        self.write_steps(run, &records);
-        self.gpu
-            .queue
-            .write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
+        records.push(StepUniform { slot: (batches + val_chunks) as u32, count: run.n_params as u32, ..Default::default() });
+        self.write_steps(run, batches, &records);
+        run.epoch = Some(GpuEpoch { cfg: *cfg, train_rows, batches, val_chunks, done_rows: 0 });
+        Ok(())
+    }
 
+    /// Encodes and submits the next batches of the epoch: `rows` rows read through the row
+    /// order of the resident training data (`chunk` None, continuing where the epoch is) or
+    /// of streamed chunk buffer `chunk` (from its row 0). No readback.
+    fn batches(&self, run: &mut Run, chunk: Option<usize>, rows: usize) -> Result<()> {
+        let ep = run.epoch.as_ref().ok_or_else(|| Error::Backend("batches before begin_epoch".into()))?;
+        let (b, cfg) = (ep.cfg.batch_size, ep.cfg);
+        if ep.done_rows % b != 0 || ep.done_rows + rows > ep.train_rows {
+            return Err(Error::Backend(format!(
+                "streamed chunks must hold whole batches of {b} rows and add up to the epoch's {} rows",
+                ep.train_rows
+            )));
+        }
+        let first = ep.done_rows / b;
+        let count = rows.div_ceil(b);
+        let origin = if chunk.is_some() { 0 } else { ep.done_rows };
+        let records: Vec<StepUniform> = (0..count)
+            .map(|i| {
+                let n = (rows - i * b).min(b);
+                let c = AdamStepConstants::new(&cfg, run.adam_step + (first + i) as u64 + 1);
+                StepUniform {
+                    rows: n as u32,
+                    start: (origin + i * b) as u32,
+                    slot: (first + i) as u32,
+                    flags: FLAG_GRAD,
+                    lr: c.lr,
+                    beta1: c.beta1,
+                    beta2: c.beta2,
+                    eps: c.eps,
+                    bias1: c.bias1,
+                    bias2: c.bias2,
+                    l2: cfg.l2,
+                    inv_rows: 1.0 / n as f32,
+                    count: run.n_params as u32,
+                    _pad: [0; 3],
+                }
+            })
+            .collect();
+        self.write_steps(run, first, &records);
         let stride = self.stride();
-        let readback = self
-            .gpu
-            .readback("epoch statistics readback", (n_stats * 4) as u64);
         let k = &self.kernels;
-        self.gpu.scoped("training epoch", || {
+        self.gpu.scoped("training batches", || {
             let groups = run.groups.as_ref().expect("prepared");
-            let mut first = 0;
-            while first < batches {
-                let end = (first + BATCHES_PER_SUBMIT).min(batches);
+            let gather = match chunk {
+                Some(c) => groups.gather_chunk[c].as_ref().expect("a streamed run"),
+                None => &groups.gather_train,
+            };
+            for piece in (0..count).collect::<Vec<_>>().chunks(BATCHES_PER_SUBMIT) {
                 let mut enc = self.encoder("training batches");
                 {
                     let mut p = self.pass(&mut enc, "training batches");
-                    for i in first..end {
-                        let rows = records[i].rows as usize;
-                        p.step(groups, i, stride);
-                        p.forward(k, run, groups, &groups.gather_train, rows);
-                        p.head(k, groups, rows);
-                        p.backward(k, run, groups, rows);
+                    for &i in piece {
+                        let n = records[i].rows as usize;
+                        p.step(groups, first + i, stride);
+                        p.forward(k, run, groups, gather, n);
+                        p.head(k, groups, n);
+                        p.backward(k, run, groups, n);
                         p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
                     }
                 }
                 self.gpu.queue.submit([enc.finish()]);
-                first = end;
             }
+        })?;
+        run.epoch.as_mut().expect("checked").done_rows += rows;
+        Ok(())
+    }
+
+    /// Ends the epoch: validation, the finite check, one readback of the statistics.
+    fn end(&self, run: &mut Run) -> Result<EpochStats> {
+        let ep = run.epoch.take().ok_or_else(|| Error::Backend("end_epoch before begin_epoch".into()))?;
+        if ep.done_rows != ep.train_rows {
+            return Err(Error::Backend(format!("the epoch ended after {} of its {} rows", ep.done_rows, ep.train_rows)));
+        }
+        let (batches, val_chunks) = (ep.batches, ep.val_chunks);
+        let n_stats = batches + val_chunks + 1;
+        let stride = self.stride();
+        let readback = self.gpu.readback("epoch statistics readback", (n_stats * 4) as u64);
+        let k = &self.kernels;
+        let val_rows: Vec<usize> = (0..val_chunks)
+            .map(|c| (run.val.as_ref().map_or(0, |v| v.rows) - c * run.work.cap).min(run.work.cap))
+            .collect();
+        self.gpu.scoped("validation", || {
+            let groups = run.groups.as_ref().expect("prepared");
             let mut enc = self.encoder("validation and statistics");
             {
                 let mut p = self.pass(&mut enc, "validation");
                 if let Some(gv) = &groups.gather_val {
-                    for c in 0..val_chunks {
-                        let rows = records[batches + c].rows as usize;
+                    for (c, &rows) in val_rows.iter().enumerate() {
                         p.step(groups, batches + c, stride);
                         p.forward(k, run, groups, gv, rows);
                         p.head(k, groups, rows);
@@ -1110,33 +1247,18 @@ impl GpuBackend {
                 p.step(groups, batches + val_chunks, stride);
                 p.dispatch(&k.finite_check, &groups.finite, 1, 1);
             }
-            enc.copy_buffer_to_buffer(
-                &run.stats.as_ref().expect("prepared").0,
-                0,
-                &readback,
-                0,
-                (n_stats * 4) as u64,
-            );
+            enc.copy_buffer_to_buffer(&run.stats.as_ref().expect("prepared").0, 0, &readback, 0, (n_stats * 4) as u64);
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let stats = self.gpu.read_f32(&readback, n_stats)?;
         run.adam_step += batches as u64;
         let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
-        let val_nll = run.val.as_ref().map(|v| {
-            -stats[batches..batches + val_chunks]
-                .iter()
-                .map(|&s| s as f64)
-                .sum::<f64>()
-                / v.rows as f64
-        });
-        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
-            && stats[batches + val_chunks] == 0.0;
-        Ok(EpochStats {
-            train_nll: -train_sum / order.len() as f64,
-            val_nll,
-            finite,
-            steps: batches as u64,
-        })
+        let val_nll = run
+            .val
+            .as_ref()
+            .map(|v| -stats[batches..batches + val_chunks].iter().map(|&s| s as f64).sum::<f64>() / v.rows as f64);
+        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite()) && stats[batches + val_chunks] == 0.0;
+        Ok(EpochStats { train_nll: -train_sum / ep.train_rows.max(1) as f64, val_nll, finite, steps: batches as u64 })
     }
 }
 
