@@ -580,3 +580,96 @@ fn parse_cell(cell: &str, path: &Path, line: u64, col: usize, name: &str) -> Res
     }
     Ok(f)
 }
+
+/// Rows that can be read by range without holding them all: what streamed training reads.
+pub trait RowSource {
+    fn path(&self) -> &Path;
+    fn rows(&self) -> usize;
+    fn features(&self) -> &[String];
+    fn targets(&self) -> &[String];
+    /// Reads rows `start..start + n`, appending their features to `x` and targets to `y`.
+    fn read(&mut self, start: usize, n: usize, x: &mut Vec<f32>, y: &mut Vec<f32>) -> Result<()>;
+}
+
+impl RowSource for Dataset {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+    fn targets(&self) -> &[String] {
+        &self.targets
+    }
+    fn read(&mut self, start: usize, n: usize, x: &mut Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        let (d, t) = (self.d_in(), self.d_out());
+        x.extend_from_slice(&self.x[start * d..(start + n) * d]);
+        y.extend_from_slice(&self.y[start * t..(start + n) * t]);
+        Ok(())
+    }
+}
+
+/// The selected columns of a `.npy` file, read by row range from disk.
+pub struct NpySource {
+    reader: crate::npy::NpyReader,
+    path: PathBuf,
+    features: Vec<String>,
+    targets: Vec<String>,
+    feature_cols: Vec<usize>,
+    target_cols: Vec<usize>,
+    buf: Vec<f32>,
+}
+
+impl NpySource {
+    pub fn open(path: &Path, choice: &ColumnChoice) -> Result<NpySource> {
+        let reader = crate::npy::NpyReader::open(path)?;
+        let names = crate::npy::column_names(path, reader.header.cols)?;
+        let sel = choice.resolve(&names, path)?;
+        if reader.header.rows == 0 {
+            return Err(Error::data(Location::file(path), "the array has no rows"));
+        }
+        Ok(NpySource {
+            features: sel.features.iter().map(|&c| names[c].clone()).collect(),
+            targets: sel.targets.iter().map(|&c| names[c].clone()).collect(),
+            feature_cols: sel.features,
+            target_cols: sel.targets,
+            path: path.to_path_buf(),
+            reader,
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl RowSource for NpySource {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn rows(&self) -> usize {
+        self.reader.header.rows
+    }
+    fn features(&self) -> &[String] {
+        &self.features
+    }
+    fn targets(&self) -> &[String] {
+        &self.targets
+    }
+    fn read(&mut self, start: usize, n: usize, x: &mut Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        self.reader.seek_row(start)?;
+        let got = self.reader.read_rows(n, &mut self.buf)?;
+        if got != n {
+            return Err(Error::data(
+                Location::file(&self.path),
+                format!("expected {n} rows from row {start}, read {got}"),
+            ));
+        }
+        let cols = self.reader.header.cols;
+        for row in self.buf.chunks_exact(cols) {
+            x.extend(self.feature_cols.iter().map(|&c| row[c]));
+            y.extend(self.target_cols.iter().map(|&c| row[c]));
+        }
+        Ok(())
+    }
+}

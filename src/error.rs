@@ -95,6 +95,10 @@ pub enum Error {
     /// A compute backend (GPU) failed: no adapter, device lost, validation error.
     #[error("{0}")]
     Backend(String),
+
+    /// The user stopped the run (Ctrl-C) before anything could be saved.
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl Error {
@@ -136,6 +140,7 @@ impl Error {
                 _ => 1,
             },
             Error::Numerical(_) | Error::Backend(_) => 1,
+            Error::Interrupted(_) => 130,
         }
     }
 }

@@ -11,10 +11,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use mdn::backend::{self, Backend, DeviceChoice, StepConfig};
+use mdn::data::RowSource;
 use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
-use mdn::train::{EpochReport, Stopping, TrainOptions, split_validation, train};
+use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation, train};
 use mdn::{Error, Result};
 
 /// The example data set `mdn train` uses without `--data` (Bishop's inverse problem).
@@ -195,6 +196,16 @@ struct TrainArgs {
     /// Floor added to every standard deviation, in standardised target units
     #[arg(long, default_value_t = DEFAULT_SIGMA_FLOOR)]
     sigma_floor: f32,
+    /// Memory for training data, in MiB: larger .npy files (and CSV files, converted to a
+    /// temporary .npy first) are streamed from disk in chunks instead of loaded
+    #[arg(long, default_value_t = 512)]
+    memory_mb: usize,
+    /// Stream the data from disk even when it would fit in memory
+    #[arg(long)]
+    stream: bool,
+    /// Rows read from disk at a time when streaming [default: from --memory-mb]
+    #[arg(long)]
+    chunk_rows: Option<usize>,
     /// No progress output
     #[arg(long, short)]
     quiet: bool,
@@ -326,24 +337,6 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         targets: (!a.target.is_empty()).then(|| a.target.clone()),
         features: (!a.features.is_empty()).then(|| a.features.clone()),
     };
-    let data = match &a.data {
-        Some(path) => read_data(path, &choice)?,
-        None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
-    };
-    let (train_set, val_set) = match &a.val {
-        Some(path) => {
-            let val = read_data(
-                path,
-                &ColumnChoice::Model {
-                    features: data.features.clone(),
-                    targets: data.targets.clone(),
-                    need_targets: true,
-                },
-            )?;
-            (data, Some(val))
-        }
-        None => split_validation(&data, a.val_fraction, a.seed)?,
-    };
     let opts = TrainOptions {
         hidden: a.hidden.0.clone(),
         activation: a.activation,
@@ -364,34 +357,153 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         },
         seed: a.seed,
     };
+    if a.memory_mb == 0 {
+        return Err(Error::config("--memory-mb must be at least 1"));
+    }
+    if a.chunk_rows == Some(0) {
+        return Err(Error::config("--chunk-rows must be at least 1"));
+    }
     // Refuse an unwritable destination before spending time on training.
     check_writable(&a.out)?;
-    let mut backend = open_backend(a.device, a.quiet)?;
-    if !a.quiet {
-        eprintln!(
-            "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}",
-            train_set.path.display(),
-            train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
-            train_set.rows,
-            val_set.as_ref().map_or(0, |v| v.rows),
-            backend.name(),
-            train_set.features.join(", "),
-            train_set.targets.join(", "),
-            opts.hidden,
-            opts.components,
-        );
-    }
+    let budget = a.memory_mb << 20;
+    let big = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as usize > budget / 2)
+            .unwrap_or(false)
+    };
+    let streamed = a.stream || a.chunk_rows.is_some() || a.data.as_deref().is_some_and(big);
+    // A CSV too large for memory is converted to a temporary .npy (deleted afterwards).
+    let mut _converted = None;
+    let stream_path = match &a.data {
+        Some(p) if streamed && !mdn::data::is_npy(p) => {
+            let tmp = tempfile::Builder::new()
+                .prefix("mdn-")
+                .suffix(".npy")
+                .tempfile()
+                .map_err(|e| Error::io(Path::new("temporary file"), e))?;
+            if !a.quiet {
+                eprintln!(
+                    "converting {} to a temporary .npy ({}) to stream it",
+                    p.display(),
+                    tmp.path().display()
+                );
+            }
+            let columns: Vec<String> = match &choice {
+                ColumnChoice::Train { targets, features } => {
+                    let mut rows = mdn::data::CsvRows::open(p)?;
+                    let header = std::mem::take(&mut rows.header);
+                    drop(rows);
+                    let t = targets
+                        .clone()
+                        .unwrap_or_else(|| vec![header.last().cloned().unwrap_or_default()]);
+                    let f = features.clone().unwrap_or_else(|| {
+                        header.iter().filter(|h| !t.contains(h)).cloned().collect()
+                    });
+                    f.into_iter().chain(t).collect()
+                }
+                _ => Vec::new(),
+            };
+            mdn::data::convert(p, tmp.path(), Some(&columns), &mut |_| {})?;
+            let path = tmp.path().to_path_buf();
+            _converted = Some(tmp);
+            Some(path)
+        }
+        Some(p) if streamed => Some(p.clone()),
+        None if streamed => return Err(Error::config("--stream needs --data FILE")),
+        _ => None,
+    };
+    let stop = interrupt_flag();
     let mut progress = Progress::new(a.quiet);
-    let model = train(
-        backend.as_mut(),
-        &train_set,
-        val_set.as_ref(),
-        &opts,
-        &mut |r| {
-            progress.epoch(r);
-            true
-        },
-    );
+    let mut observer = |e: &TrainEvent| {
+        progress.event(e);
+        !stop.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let mut backend = open_backend(a.device, a.quiet)?;
+    let model = match stream_path {
+        Some(path) => {
+            let mut source = mdn::data::NpySource::open(&path, &choice)?;
+            let val = match &a.val {
+                Some(v) => Some(read_data(
+                    v,
+                    &ColumnChoice::Model {
+                        features: source.features().to_vec(),
+                        targets: source.targets().to_vec(),
+                        need_targets: true,
+                    },
+                )?),
+                None => None,
+            };
+            let row_floats = source.features().len() + source.targets().len();
+            let mut sopts =
+                mdn::train::StreamOptions::for_budget(budget, row_floats, a.val_fraction);
+            if let Some(c) = a.chunk_rows {
+                sopts.chunk_rows = c;
+            }
+            if !a.quiet {
+                eprintln!(
+                    "streaming {} ({} rows) with the {} backend: [{}] -> [{}], hidden {:?}, K={}; chunks of {} rows, {} per shuffle window",
+                    a.data.as_deref().unwrap_or(&path).display(),
+                    mdn::data::RowSource::rows(&source),
+                    backend.name(),
+                    source.features().join(", "),
+                    source.targets().join(", "),
+                    opts.hidden,
+                    opts.components,
+                    sopts.chunk_rows,
+                    sopts.window_chunks,
+                );
+            }
+            mdn::train::train_stream(
+                backend.as_mut(),
+                &mut source,
+                val.as_ref(),
+                &sopts,
+                &opts,
+                &mut observer,
+            )
+        }
+        None => {
+            let data = match &a.data {
+                Some(path) => read_data(path, &choice)?,
+                None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
+            };
+            let (train_set, val_set) = match &a.val {
+                Some(path) => {
+                    let val = read_data(
+                        path,
+                        &ColumnChoice::Model {
+                            features: data.features.clone(),
+                            targets: data.targets.clone(),
+                            need_targets: true,
+                        },
+                    )?;
+                    (data, Some(val))
+                }
+                None => split_validation(&data, a.val_fraction, a.seed)?,
+            };
+            if !a.quiet {
+                eprintln!(
+                    "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}",
+                    train_set.path.display(),
+                    train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
+                    train_set.rows,
+                    val_set.as_ref().map_or(0, |v| v.rows),
+                    backend.name(),
+                    train_set.features.join(", "),
+                    train_set.targets.join(", "),
+                    opts.hidden,
+                    opts.components,
+                );
+            }
+            train(
+                backend.as_mut(),
+                &train_set,
+                val_set.as_ref(),
+                &opts,
+                &mut observer,
+            )
+        }
+    };
     progress.finish();
     let model = model?;
     model.save(&a.out)?;
@@ -458,11 +570,32 @@ fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Per-epoch progress: a bar on a terminal, plain lines otherwise, nothing with --quiet.
+/// Set when the user presses Ctrl-C: training stops after the current window or epoch and
+/// saves the best model so far. A second Ctrl-C exits at once.
+fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: finishing up and saving the best model so far (Ctrl-C again to quit now)"
+        );
+    });
+    flag
+}
+
+/// Training progress: a bar on a terminal (epochs, NLLs, rows/s, and within a streamed epoch
+/// the share done and an ETA), plain lines otherwise, nothing with --quiet.
 struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
     last: Option<String>,
+    epoch_started: std::time::Instant,
+    last_line: std::time::Instant,
+    max_epochs: usize,
 }
 
 impl Progress {
@@ -479,10 +612,48 @@ impl Progress {
             );
             bar
         });
+        let now = std::time::Instant::now();
         Progress {
             bar,
             lines: !quiet && !terminal,
             last: None,
+            epoch_started: now,
+            last_line: now,
+            max_epochs: 0,
+        }
+    }
+
+    fn event(&mut self, e: &TrainEvent) {
+        match e {
+            TrainEvent::Epoch(r) => self.epoch(r),
+            TrainEvent::Rows { epoch, done, total } => self.rows(*epoch, *done, *total),
+        }
+    }
+
+    fn rows(&mut self, epoch: usize, done: usize, total: usize) {
+        let seconds = self.epoch_started.elapsed().as_secs_f64().max(1e-9);
+        let per_sec = done as f64 / seconds;
+        let eta = if per_sec > 0.0 {
+            (total - done.min(total)) as f64 / per_sec
+        } else {
+            0.0
+        };
+        let what = if epoch == 0 {
+            "reading the data".to_string()
+        } else {
+            format!("epoch {epoch}")
+        };
+        let text = format!(
+            "{what}: {:.0}% of {total} rows, {}, ETA {:.0}s",
+            100.0 * done as f64 / total.max(1) as f64,
+            rate(per_sec),
+            eta
+        );
+        if let Some(bar) = &self.bar {
+            bar.set_message(text);
+        } else if self.lines && self.last_line.elapsed().as_secs() >= 10 {
+            eprintln!("{text}");
+            self.last_line = std::time::Instant::now();
         }
     }
 
@@ -500,6 +671,7 @@ impl Progress {
             r.train_nll,
             rate(r.rows_per_sec)
         );
+        self.max_epochs = r.max_epochs;
         if let Some(bar) = &self.bar {
             bar.set_length(r.max_epochs as u64);
             bar.set_position(r.epoch as u64);
@@ -508,6 +680,8 @@ impl Progress {
         } else if self.lines {
             eprintln!("epoch {}/{}  {text}", r.epoch, r.max_epochs);
         }
+        self.epoch_started = std::time::Instant::now();
+        self.last_line = self.epoch_started;
     }
 
     /// Clears the bar and leaves the last epoch's line behind.

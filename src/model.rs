@@ -36,33 +36,9 @@ impl Scaler {
     /// Mean and standard deviation of each of `cols` columns of a row-major matrix, in f64.
     /// A constant column gets std 1 (it is then only centred).
     pub fn fit(values: &[f32], cols: usize) -> Scaler {
-        let rows = values.len() / cols.max(1);
-        let mut mean = vec![0.0f64; cols];
-        let mut m2 = vec![0.0f64; cols];
-        // Welford's algorithm, one pass, stable for large offsets.
-        for (r, row) in values.chunks_exact(cols).enumerate() {
-            for c in 0..cols {
-                let v = row[c] as f64;
-                let delta = v - mean[c];
-                mean[c] += delta / (r + 1) as f64;
-                m2[c] += delta * (v - mean[c]);
-            }
-        }
-        let std = m2
-            .iter()
-            .map(|&m| {
-                let s = (m / rows.max(1) as f64).sqrt();
-                if s > 0.0 && s.is_finite() {
-                    s as f32
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        Scaler {
-            mean: mean.into_iter().map(|m| m as f32).collect(),
-            std,
-        }
+        let mut stats = ColumnStats::new(cols);
+        stats.push(values);
+        stats.scaler()
     }
 
     /// Whether column `c` had zero spread in the data the scaler was fitted on.
@@ -89,6 +65,72 @@ impl Scaler {
     /// A density in standardised units times exp of this is the density in original units.
     pub fn log_jacobian(&self) -> f64 {
         -self.std.iter().map(|&s| (s as f64).ln()).sum::<f64>()
+    }
+}
+
+/// Per-column mean, spread and range accumulated row by row (Welford's algorithm in f64,
+/// one pass, stable for large offsets): standardisation statistics of data streamed from disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnStats {
+    pub rows: u64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    min: Vec<f32>,
+    max: Vec<f32>,
+}
+
+impl ColumnStats {
+    pub fn new(cols: usize) -> ColumnStats {
+        ColumnStats {
+            rows: 0,
+            mean: vec![0.0; cols],
+            m2: vec![0.0; cols],
+            min: vec![f32::INFINITY; cols],
+            max: vec![f32::NEG_INFINITY; cols],
+        }
+    }
+
+    /// Adds rows (`values.len()` a multiple of the column count).
+    pub fn push(&mut self, values: &[f32]) {
+        let cols = self.mean.len();
+        for row in values.chunks_exact(cols) {
+            self.rows += 1;
+            let n = self.rows as f64;
+            for c in 0..cols {
+                let v = row[c] as f64;
+                let delta = v - self.mean[c];
+                self.mean[c] += delta / n;
+                self.m2[c] += delta * (v - self.mean[c]);
+                self.min[c] = self.min[c].min(row[c]);
+                self.max[c] = self.max[c].max(row[c]);
+            }
+        }
+    }
+
+    /// Whether column `c` held one value only (or no rows).
+    pub fn is_constant(&self, c: usize) -> bool {
+        !(self.min[c] < self.max[c])
+    }
+
+    /// The standardisation: population standard deviation, 1 for a constant column.
+    pub fn scaler(&self) -> Scaler {
+        let rows = self.rows.max(1) as f64;
+        let std = self
+            .m2
+            .iter()
+            .map(|&m| {
+                let s = (m / rows).sqrt();
+                if s > 0.0 && s.is_finite() {
+                    s as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        Scaler {
+            mean: self.mean.iter().map(|&m| m as f32).collect(),
+            std,
+        }
     }
 }
 

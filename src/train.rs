@@ -1,9 +1,17 @@
 //! The trainer: standardisation, initialisation, the validation split, the epoch loop with
 //! early stopping. It talks only to the [`Backend`] trait.
 //!
+//! Two ways in, one epoch loop ([`fit`]): [`train`] hands the backend a data set held in
+//! memory; [`train_stream`] reads a [`RowSource`] (a `.npy` file) window by window, so the
+//! data set may be larger than memory or than the GPU's buffers.
+//!
+//! The validation split is by row index: row `r` is held out when a hash of (seed, r) falls
+//! below `--val-fraction`. Membership is the same in memory and streamed, the same every epoch,
+//! and needs no pass over the data to decide.
+//!
 //! Randomness comes from one seed through ChaCha8 streams, one per purpose (initialisation,
-//! the validation split, the per-epoch shuffles), so the same seed gives the same run on the
-//! same backend, and changing one use of randomness never shifts another.
+//! the per-epoch shuffles), so the same seed gives the same run on the same backend, and
+//! changing one use of randomness never shifts another.
 
 use std::time::Instant;
 
@@ -11,17 +19,18 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, DataRef, StepConfig};
-use crate::data::Dataset;
+use crate::backend::{Backend, DataRef, EpochStats, StepConfig};
+use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, DEFAULT_SIGMA_FLOOR};
 use crate::mixture::softplus_inverse;
-use crate::model::{EpochRecord, Model, Scaler, TrainingInfo};
+use crate::model::{ColumnStats, EpochRecord, Model, Scaler, TrainingInfo};
 
 /// ChaCha8 stream numbers, one per use of the seed.
 const STREAM_INIT: u64 = 1;
-const STREAM_SPLIT: u64 = 2;
 const STREAM_SHUFFLE: u64 = 3;
+/// Salt of the validation-split hash.
+const SPLIT_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -84,8 +93,37 @@ pub struct EpochReport {
     pub rows_per_sec: f64,
 }
 
-/// Splits `data` into training and validation rows: a `fraction` of the rows, chosen by
-/// `seed`, is held out. Returns no validation set when `fraction` is 0.
+/// What the trainer tells its observer; returning `false` from the observer stops training
+/// (after an epoch, the parameters kept so far are used; within a streamed epoch, the epoch
+/// is abandoned and the last completed epoch's parameters are kept).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrainEvent {
+    /// Progress within an epoch (streamed training reports it after every window).
+    Rows {
+        epoch: usize,
+        done: usize,
+        total: usize,
+    },
+    /// An epoch has finished.
+    Epoch(EpochReport),
+}
+
+/// splitmix64: a fast, well-mixed hash of a 64-bit value.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Whether row `row` (0-based, in file order) is held out for validation.
+pub fn is_validation_row(seed: u64, row: u64, fraction: f64) -> bool {
+    let h = splitmix64(splitmix64(seed ^ SPLIT_SALT) ^ row);
+    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+}
+
+/// Splits `data` into training and validation rows by [`is_validation_row`]. Returns no
+/// validation set when `fraction` is 0.
 pub fn split_validation(
     data: &Dataset,
     fraction: f64,
@@ -99,22 +137,15 @@ pub fn split_validation(
     if fraction == 0.0 {
         return Ok((data.clone(), None));
     }
-    let n_val = ((data.rows as f64) * fraction).round() as usize;
-    if n_val == 0 || n_val >= data.rows {
+    let (val, train): (Vec<usize>, Vec<usize>) =
+        (0..data.rows).partition(|&r| is_validation_row(seed, r as u64, fraction));
+    if val.is_empty() || train.is_empty() {
         return Err(Error::config(format!(
             "{}: {} rows are too few to hold out a validation fraction of {fraction}",
             data.path.display(),
             data.rows
         )));
     }
-    let mut idx: Vec<usize> = (0..data.rows).collect();
-    idx.shuffle(&mut rng_for(seed, STREAM_SPLIT));
-    let (val, train) = idx.split_at(n_val);
-    let mut train = train.to_vec();
-    let mut val = val.to_vec();
-    // Keep file order within each part: only membership is random.
-    train.sort_unstable();
-    val.sort_unstable();
     Ok((data.subset(&train), Some(data.subset(&val))))
 }
 
@@ -167,48 +198,41 @@ pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
     params
 }
 
-/// Trains a model on `train`, validating on `val` (needed for early stopping), and returns
-/// it with its training history. `observer` is called after every epoch; returning `false`
-/// stops training (the parameters kept so far are returned).
+/// Trains a model on `train` held in memory, validating on `val` (needed for early
+/// stopping), and returns it with its training history.
 pub fn train(
     backend: &mut dyn Backend,
     train: &Dataset,
     val: Option<&Dataset>,
     opts: &TrainOptions,
-    observer: &mut dyn FnMut(&EpochReport) -> bool,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Model> {
-    let mut arch = Arch::new(
-        train.d_in(),
-        opts.hidden.clone(),
-        opts.activation,
-        opts.components,
-        train.d_out(),
+    check_options(train.rows, train.path.as_path(), val, opts)?;
+    check_columns(&train.features, &train.targets, val)?;
+    let mut x_stats = ColumnStats::new(train.d_in());
+    let mut y_stats = ColumnStats::new(train.d_out());
+    x_stats.push(&train.x);
+    y_stats.push(&train.y);
+    let setup = Setup::new(
+        train.path.as_path(),
+        &train.features,
+        &train.targets,
+        &x_stats,
+        &y_stats,
+        opts,
     )?;
-    arch.sigma_floor = opts.sigma_floor;
-    arch.validate()?;
-    check_options(train, val, opts)?;
-
-    let x_scaler = Scaler::fit(&train.x, train.d_in());
-    let y_scaler = Scaler::fit(&train.y, train.d_out());
-    for j in 0..train.d_out() {
-        if Scaler::is_constant(&train.y, train.d_out(), j) {
-            return Err(Error::data(
-                crate::error::Location::file(&train.path),
-                format!(
-                    "target column '{}' is constant in the training rows: there is no distribution to learn",
-                    train.targets[j]
-                ),
-            ));
-        }
-    }
-    let tx = x_scaler.apply(&train.x);
-    let ty = y_scaler.apply(&train.y);
-    let val_std = val.map(|v| (x_scaler.apply(&v.x), y_scaler.apply(&v.y), v.rows));
-    let jac = y_scaler.log_jacobian();
-
-    let params = init_params(&arch, &ty, opts.seed);
+    let tx = setup.x_scaler.apply(&train.x);
+    let ty = setup.y_scaler.apply(&train.y);
+    let val_std = val.map(|v| {
+        (
+            setup.x_scaler.apply(&v.x),
+            setup.y_scaler.apply(&v.y),
+            v.rows,
+        )
+    });
+    let params = init_params(&setup.arch, &ty, opts.seed);
     backend.start(
-        &arch,
+        &setup.arch,
         &params,
         DataRef {
             x: &tx,
@@ -219,7 +243,318 @@ pub fn train(
             .as_ref()
             .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
     )?;
+    let mut order: Vec<u32> = (0..train.rows as u32).collect();
+    let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
+    let counts = (train.rows, val.map_or(0, |v| v.rows));
+    fit(
+        backend,
+        setup,
+        counts,
+        opts,
+        observer,
+        &mut |b, _epoch, _obs| {
+            order.shuffle(&mut shuffle_rng);
+            b.train_epoch(&order, &opts.step).map(Some)
+        },
+    )
+}
 
+/// How streamed training reads its data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StreamOptions {
+    /// Rows read from the file at a time.
+    pub chunk_rows: usize,
+    /// Chunks shuffled together: each epoch visits the chunks in a new random order, and the
+    /// training rows of `window_chunks` consecutive chunks of that order are shuffled
+    /// together before they are cut into batches.
+    pub window_chunks: usize,
+    /// Validation rows kept in memory at most (the split holds out fewer rows when
+    /// `--val-fraction` would hold out more).
+    pub max_val_rows: usize,
+    /// Held-out fraction when no separate validation set is given.
+    pub val_fraction: f64,
+}
+
+impl StreamOptions {
+    /// Chunks sized so that a window of `window_chunks` chunks, with its standardised copy,
+    /// stays within `budget_bytes` for rows of `row_floats` values.
+    pub fn for_budget(budget_bytes: usize, row_floats: usize, val_fraction: f64) -> StreamOptions {
+        let window_chunks = 4;
+        let row_bytes = 4 * row_floats.max(1);
+        // window + standardised copy + shuffled copy, plus the validation set (a quarter).
+        let chunk_rows = (budget_bytes / (4 * window_chunks * row_bytes)).max(256);
+        let max_val_rows = (budget_bytes / 4 / row_bytes).max(1000);
+        StreamOptions {
+            chunk_rows,
+            window_chunks,
+            max_val_rows,
+            val_fraction,
+        }
+    }
+}
+
+/// Trains a model on rows read from `source` window by window (see [`StreamOptions`]), so that
+/// memory holds a few chunks, the validation set and the model, whatever the file's size.
+///
+/// One pass first computes the standardisation (in f64, training rows only), collects the
+/// validation rows (held out from `source` by [`is_validation_row`], or all of `val` when
+/// given) and a sample of up to a million targets for the initial component means. Each epoch
+/// then reads the chunks in a new random order; the training rows of each window of
+/// `window_chunks` chunks are shuffled together and fed to the backend in batches, rows left
+/// over carrying into the next window.
+pub fn train_stream(
+    backend: &mut dyn Backend,
+    source: &mut dyn RowSource,
+    val: Option<&Dataset>,
+    stream: &StreamOptions,
+    opts: &TrainOptions,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Model> {
+    let (rows, d_in, d_out) = (
+        source.rows(),
+        source.features().len(),
+        source.targets().len(),
+    );
+    let chunk_rows = stream.chunk_rows.max(1);
+    let n_chunks = rows.div_ceil(chunk_rows);
+    let (features, targets) = (source.features().to_vec(), source.targets().to_vec());
+    let path = source.path().to_path_buf();
+    check_columns(&features, &targets, val)?;
+    // The split: by index, at a fraction small enough that the validation rows fit in memory.
+    let mut fraction = if val.is_some() {
+        0.0
+    } else {
+        stream.val_fraction
+    };
+    if !(0.0..1.0).contains(&fraction) {
+        return Err(Error::config(format!(
+            "--val-fraction must be in [0, 1), got {fraction}"
+        )));
+    }
+    if fraction * rows as f64 > stream.max_val_rows as f64 {
+        fraction = stream.max_val_rows as f64 / rows as f64;
+    }
+    let held_out = |r: usize| fraction > 0.0 && is_validation_row(opts.seed, r as u64, fraction);
+
+    // Pass 1: statistics, validation rows, a sample of targets.
+    const SAMPLE: usize = 1_000_000;
+    let mut x_stats = ColumnStats::new(d_in);
+    let mut y_stats = ColumnStats::new(d_out);
+    let (mut vx, mut vy) = (Vec::new(), Vec::new());
+    let mut sample: Vec<f32> = Vec::new();
+    let mut sample_rng = rng_for(opts.seed, STREAM_INIT + 100);
+    let (mut cx, mut cy) = (Vec::new(), Vec::new());
+    let mut train_rows = 0usize;
+    for c in 0..n_chunks {
+        let start = c * chunk_rows;
+        let n = (rows - start).min(chunk_rows);
+        cx.clear();
+        cy.clear();
+        source.read(start, n, &mut cx, &mut cy)?;
+        for r in 0..n {
+            let (x, y) = (
+                &cx[r * d_in..(r + 1) * d_in],
+                &cy[r * d_out..(r + 1) * d_out],
+            );
+            if held_out(start + r) {
+                vx.extend_from_slice(x);
+                vy.extend_from_slice(y);
+                continue;
+            }
+            x_stats.push(x);
+            y_stats.push(y);
+            train_rows += 1;
+            // Reservoir sample of the targets.
+            if sample.len() < SAMPLE * d_out {
+                sample.extend_from_slice(y);
+            } else {
+                let k = sample_rng.random_range(0..train_rows);
+                if k < SAMPLE {
+                    sample[k * d_out..(k + 1) * d_out].copy_from_slice(y);
+                }
+            }
+        }
+        if !observer(&TrainEvent::Rows {
+            epoch: 0,
+            done: start + n,
+            total: rows,
+        }) {
+            return Err(Error::Interrupted(
+                "interrupted while reading the data; no model was written".into(),
+            ));
+        }
+    }
+    let held = (!vy.is_empty()).then(|| Dataset {
+        path: path.clone(),
+        features: features.clone(),
+        targets: targets.clone(),
+        rows: vy.len() / d_out.max(1),
+        x: std::mem::take(&mut vx),
+        y: std::mem::take(&mut vy),
+    });
+    let val = val.or(held.as_ref());
+    if fraction > 0.0 && val.is_none() {
+        return Err(Error::config(format!(
+            "{}: {rows} rows are too few to hold out a validation fraction of {fraction}",
+            path.display()
+        )));
+    }
+    check_options(train_rows, &path, val, opts)?;
+    let setup = Setup::new(&path, &features, &targets, &x_stats, &y_stats, opts)?;
+    let val_std = val.map(|v| {
+        (
+            setup.x_scaler.apply(&v.x),
+            setup.y_scaler.apply(&v.y),
+            v.rows,
+        )
+    });
+    let params = init_params(&setup.arch, &setup.y_scaler.apply(&sample), opts.seed);
+    let window_rows = chunk_rows * stream.window_chunks.max(1);
+    backend.start_stream(
+        &setup.arch,
+        &params,
+        val_std
+            .as_ref()
+            .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+        window_rows + opts.step.batch_size,
+    )?;
+
+    let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
+    let (xs, ys) = (setup.x_scaler.clone(), setup.y_scaler.clone());
+    let b = opts.step.batch_size;
+    let counts = (train_rows, val.map_or(0, |v| v.rows));
+    fit(
+        backend,
+        setup,
+        counts,
+        opts,
+        observer,
+        &mut |be, epoch, obs| {
+            let mut order: Vec<usize> = (0..n_chunks).collect();
+            order.shuffle(&mut shuffle_rng);
+            be.begin_epoch(train_rows, &opts.step)?;
+            // Carried rows (fewer than a batch) and the window being assembled, standardised.
+            let (mut wx, mut wy) = (Vec::new(), Vec::new());
+            let (mut sx, mut sy) = (Vec::new(), Vec::new());
+            let mut done = 0;
+            for window in order.chunks(stream.window_chunks.max(1)) {
+                let (mut rx, mut ry) = (Vec::new(), Vec::new());
+                for &c in window {
+                    let start = c * chunk_rows;
+                    let n = (rows - start).min(chunk_rows);
+                    cx.clear();
+                    cy.clear();
+                    source.read(start, n, &mut cx, &mut cy)?;
+                    for r in 0..n {
+                        if !held_out(start + r) {
+                            rx.extend_from_slice(&cx[r * d_in..(r + 1) * d_in]);
+                            ry.extend_from_slice(&cy[r * d_out..(r + 1) * d_out]);
+                        }
+                    }
+                }
+                let (rx, ry) = (xs.apply(&rx), ys.apply(&ry));
+                let mut perm: Vec<u32> = (0..(ry.len() / d_out) as u32).collect();
+                perm.shuffle(&mut shuffle_rng);
+                for &i in &perm {
+                    let i = i as usize;
+                    wx.extend_from_slice(&rx[i * d_in..(i + 1) * d_in]);
+                    wy.extend_from_slice(&ry[i * d_out..(i + 1) * d_out]);
+                }
+                let full = (wy.len() / d_out) / b * b;
+                if full > 0 {
+                    be.train_chunk(&wx[..full * d_in], &wy[..full * d_out], full)?;
+                    done += full;
+                    sx.clear();
+                    sy.clear();
+                    sx.extend_from_slice(&wx[full * d_in..]);
+                    sy.extend_from_slice(&wy[full * d_out..]);
+                    std::mem::swap(&mut wx, &mut sx);
+                    std::mem::swap(&mut wy, &mut sy);
+                }
+                if !obs(&TrainEvent::Rows {
+                    epoch,
+                    done,
+                    total: train_rows,
+                }) {
+                    return Ok(None);
+                }
+            }
+            let rest = wy.len() / d_out.max(1);
+            if rest > 0 {
+                be.train_chunk(&wx, &wy, rest)?;
+            }
+            be.end_epoch().map(Some)
+        },
+    )
+}
+
+/// What every training run fixes before its first epoch.
+struct Setup {
+    arch: Arch,
+    features: Vec<String>,
+    targets: Vec<String>,
+    x_scaler: Scaler,
+    y_scaler: Scaler,
+}
+
+impl Setup {
+    fn new(
+        path: &std::path::Path,
+        features: &[String],
+        targets: &[String],
+        x: &ColumnStats,
+        y: &ColumnStats,
+        opts: &TrainOptions,
+    ) -> Result<Setup> {
+        let mut arch = Arch::new(
+            features.len(),
+            opts.hidden.clone(),
+            opts.activation,
+            opts.components,
+            targets.len(),
+        )?;
+        arch.sigma_floor = opts.sigma_floor;
+        arch.validate()?;
+        for (j, name) in targets.iter().enumerate() {
+            if y.is_constant(j) {
+                return Err(Error::data(
+                    crate::error::Location::file(path),
+                    format!(
+                        "target column '{name}' is constant in the training rows: there is no distribution to learn"
+                    ),
+                ));
+            }
+        }
+        Ok(Setup {
+            arch,
+            features: features.to_vec(),
+            targets: targets.to_vec(),
+            x_scaler: x.scaler(),
+            y_scaler: y.scaler(),
+        })
+    }
+}
+
+/// One epoch of a run: `Some` statistics, or `None` when the observer stopped it midway.
+type EpochFn<'a> = dyn FnMut(
+        &mut dyn Backend,
+        usize,
+        &mut dyn FnMut(&TrainEvent) -> bool,
+    ) -> Result<Option<EpochStats>>
+    + 'a;
+
+/// The epoch loop both ways in share: runs epochs, converts NLLs to original units, keeps the
+/// best parameters (early stopping) or the last completed epoch's (fixed epochs), reports to
+/// the observer, and builds the model.
+fn fit(
+    backend: &mut dyn Backend,
+    setup: Setup,
+    (train_rows, val_rows): (usize, usize),
+    opts: &TrainOptions,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+    run_epoch: &mut EpochFn<'_>,
+) -> Result<Model> {
+    let jac = setup.y_scaler.log_jacobian();
     let (max_epochs, patience) = match opts.stopping {
         Stopping::Early {
             patience,
@@ -227,21 +562,20 @@ pub fn train(
         } => (max_epochs, Some(patience)),
         Stopping::Fixed { epochs } => (epochs, None),
     };
-    let mut order: Vec<u32> = (0..train.rows as u32).collect();
-    let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
     let mut history = Vec::new();
     let mut best: Option<(usize, f64)> = None;
     let mut stop_reason = match opts.stopping {
         Stopping::Early { .. } => "max-epochs",
         Stopping::Fixed { .. } => "epochs",
     };
-    let mut epochs_run = 0;
+    let mut completed = 0;
     for epoch in 1..=max_epochs {
-        order.shuffle(&mut shuffle_rng);
         let started = Instant::now();
-        let stats = backend.train_epoch(&order, &opts.step)?;
+        let Some(stats) = run_epoch(backend, epoch, observer)? else {
+            stop_reason = "interrupted";
+            break;
+        };
         let seconds = started.elapsed().as_secs_f64();
-        epochs_run = epoch;
         if !stats.finite {
             return Err(Error::Numerical(format!(
                 "epoch {epoch} produced NaN or infinite values (train NLL {:.4}); no model was written. \
@@ -250,6 +584,7 @@ pub fn train(
                 opts.step.lr
             )));
         }
+        completed = epoch;
         let train_nll = stats.train_nll - jac;
         let val_nll = stats.val_nll.map(|v| v - jac);
         history.push(EpochRecord {
@@ -257,13 +592,13 @@ pub fn train(
             train_nll,
             val_nll,
         });
-        if let Some(v) = val_nll {
-            if best.is_none_or(|(_, b)| v < b) {
-                best = Some((epoch, v));
-                if patience.is_some() {
-                    backend.keep_best()?;
-                }
-            }
+        let improved = val_nll.is_some_and(|v| best.is_none_or(|(_, b)| v < b));
+        if improved {
+            best = Some((epoch, val_nll.expect("improved implies a value")));
+        }
+        // Early stopping keeps the best epoch; fixed epochs keep the last completed one.
+        if improved || patience.is_none() {
+            backend.keep_best()?;
         }
         let report = EpochReport {
             epoch,
@@ -272,9 +607,9 @@ pub fn train(
             val_nll,
             best_val_nll: best.map(|b| b.1),
             best_epoch: best.map(|b| b.0).unwrap_or(0),
-            rows_per_sec: train.rows as f64 / seconds.max(1e-9),
+            rows_per_sec: train_rows as f64 / seconds.max(1e-9),
         };
-        if !observer(&report) {
+        if !observer(&TrainEvent::Epoch(report)) {
             stop_reason = "interrupted";
             break;
         }
@@ -285,20 +620,22 @@ pub fn train(
             }
         }
     }
-
-    let (params, saved_epoch) = match opts.stopping {
-        Stopping::Early { .. } => (
-            backend.best_params()?,
-            best.map(|b| b.0).unwrap_or(epochs_run),
-        ),
-        Stopping::Fixed { .. } => (backend.current_params()?, epochs_run),
+    if completed == 0 {
+        return Err(Error::Interrupted(
+            "interrupted before the first epoch finished; no model was written".into(),
+        ));
+    }
+    let saved_epoch = match opts.stopping {
+        Stopping::Early { .. } => best.map(|b| b.0).unwrap_or(completed),
+        Stopping::Fixed { .. } => completed,
     };
+    let params = backend.best_params()?;
     let mut model = Model::new(
-        arch,
-        train.features.clone(),
-        train.targets.clone(),
-        x_scaler,
-        y_scaler,
+        setup.arch,
+        setup.features,
+        setup.targets,
+        setup.x_scaler,
+        setup.y_scaler,
         params,
     );
     model.training = Some(TrainingInfo {
@@ -311,9 +648,9 @@ pub fn train(
         eps: opts.step.eps,
         l2: opts.step.l2,
         batch_size: opts.step.batch_size,
-        train_rows: train.rows,
-        val_rows: val.map(|v| v.rows).unwrap_or(0),
-        epochs: epochs_run,
+        train_rows,
+        val_rows,
+        epochs: completed,
         saved_epoch,
         best_epoch: best.map(|b| b.0),
         best_val_nll: best.map(|b| b.1),
@@ -323,7 +660,28 @@ pub fn train(
     Ok(model)
 }
 
-fn check_options(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) -> Result<()> {
+fn check_columns(features: &[String], targets: &[String], val: Option<&Dataset>) -> Result<()> {
+    if let Some(v) = val {
+        if v.features != features || v.targets != targets {
+            return Err(Error::config(format!(
+                "{}: validation columns [{}] -> [{}] differ from training columns [{}] -> [{}]",
+                v.path.display(),
+                v.features.join(", "),
+                v.targets.join(", "),
+                features.join(", "),
+                targets.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_options(
+    train_rows: usize,
+    path: &std::path::Path,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+) -> Result<()> {
     let s = &opts.step;
     if s.batch_size == 0 {
         return Err(Error::config("--batch-size must be at least 1"));
@@ -371,31 +729,19 @@ fn check_options(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) ->
             }
         }
     }
-    if train.rows < s.batch_size {
+    if train_rows < s.batch_size {
         return Err(Error::config(format!(
             "{}: {} training rows{} are fewer than one batch of {}: use --batch-size {} or less, or more data",
-            train.path.display(),
-            train.rows,
+            path.display(),
+            train_rows,
             if val.is_some() {
                 " (after holding out validation rows)"
             } else {
                 ""
             },
             s.batch_size,
-            train.rows
+            train_rows
         )));
-    }
-    if let Some(v) = val {
-        if v.features != train.features || v.targets != train.targets {
-            return Err(Error::config(format!(
-                "{}: validation columns [{}] -> [{}] differ from training columns [{}] -> [{}]",
-                v.path.display(),
-                v.features.join(", "),
-                v.targets.join(", "),
-                train.features.join(", "),
-                train.targets.join(", ")
-            )));
-        }
     }
     Ok(())
 }

@@ -185,14 +185,20 @@ fn observer_can_stop_training() {
         &tr,
         val.as_ref(),
         &TrainOptions::default(),
-        &mut |r| {
-            seen = r.epoch;
-            r.epoch < 2
+        &mut |e| match e {
+            mdn::train::TrainEvent::Epoch(r) => {
+                seen = r.epoch;
+                r.epoch < 2
+            }
+            _ => true,
         },
     )
     .unwrap();
     assert_eq!(seen, 2);
-    assert_eq!(model.training.unwrap().stop_reason, "interrupted");
+    let info = model.training.unwrap();
+    assert_eq!(info.stop_reason, "interrupted");
+    // The best of the two epochs is what was kept.
+    assert_eq!(info.saved_epoch, info.best_epoch.unwrap());
 }
 
 #[test]

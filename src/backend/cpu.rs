@@ -103,14 +103,35 @@ impl Run {
         if cfg.batch_size == 0 {
             return Err(Error::config("batch size must be at least 1"));
         }
-        self.epoch = Some(EpochAccum { cfg: *cfg, nll_sum: 0.0, rows: 0, steps: 0, finite: true });
+        self.epoch = Some(EpochAccum {
+            cfg: *cfg,
+            nll_sum: 0.0,
+            rows: 0,
+            steps: 0,
+            finite: true,
+        });
         Ok(())
     }
 
     /// One Adam step on a batch of `b` rows that `fill` copies into the workspaces.
-    fn step(&mut self, pool: Option<&rayon::ThreadPool>, b: usize, fill: &(dyn Fn(&mut Workspace, Range<usize>) + Sync)) {
+    fn step(
+        &mut self,
+        pool: Option<&rayon::ThreadPool>,
+        b: usize,
+        fill: &(dyn Fn(&mut Workspace, Range<usize>) + Sync),
+    ) {
         let acc = self.epoch.as_mut().expect("begin_epoch first");
-        run_parts(&self.net, &self.params, &mut self.parts, pool, b, Pass::Gradient { scale: 1.0 / b as f64 }, fill);
+        run_parts(
+            &self.net,
+            &self.params,
+            &mut self.parts,
+            pool,
+            b,
+            Pass::Gradient {
+                scale: 1.0 / b as f64,
+            },
+            fill,
+        );
         let ll: f64 = self.parts.iter().map(|p| p.ll).sum();
         acc.nll_sum -= ll;
         acc.finite &= ll.is_finite();
@@ -120,21 +141,40 @@ impl Run {
         l2_term(&self.net, &self.params, &mut self.grad, acc.cfg.l2);
         self.adam.step += 1;
         let c = AdamStepConstants::new(&acc.cfg, self.adam.step);
-        adam(&mut self.params, &self.grad, &mut self.adam.m, &mut self.adam.v, &c);
+        adam(
+            &mut self.params,
+            &self.grad,
+            &mut self.adam.m,
+            &mut self.adam.v,
+            &c,
+        );
     }
 
     /// Validation and the finite check after an epoch's steps.
     fn end_epoch(&mut self, pool: Option<&rayon::ThreadPool>) -> EpochStats {
         let acc = self.epoch.take().expect("begin_epoch first");
         let mut finite = acc.finite && self.params.iter().all(|v| v.is_finite());
-        let val_nll = self
-            .val
-            .as_ref()
-            .map(|(x, y, rows)| -eval_loglik(&self.net, &self.params, &mut self.parts, pool, x, y, *rows, None) / *rows as f64);
+        let val_nll = self.val.as_ref().map(|(x, y, rows)| {
+            -eval_loglik(
+                &self.net,
+                &self.params,
+                &mut self.parts,
+                pool,
+                x,
+                y,
+                *rows,
+                None,
+            ) / *rows as f64
+        });
         if let Some(v) = val_nll {
             finite &= v.is_finite();
         }
-        EpochStats { train_nll: acc.nll_sum / acc.rows.max(1) as f64, val_nll, finite, steps: acc.steps }
+        EpochStats {
+            train_nll: acc.nll_sum / acc.rows.max(1) as f64,
+            val_nll,
+            finite,
+            steps: acc.steps,
+        }
     }
 }
 
@@ -697,17 +737,25 @@ impl Backend for CpuBackend {
         let pool = self.pool.as_ref();
         let run = self.run.as_mut().ok_or_else(|| no_run("train_epoch"))?;
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
-            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train_rows)));
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({} training rows)",
+                run.train_rows
+            )));
         }
         run.begin_epoch(cfg)?;
         let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
-        let (tx, ty) = (std::mem::take(&mut run.train_x), std::mem::take(&mut run.train_y));
+        let (tx, ty) = (
+            std::mem::take(&mut run.train_x),
+            std::mem::take(&mut run.train_y),
+        );
         for batch in order.chunks(cfg.batch_size) {
             let gather = |ws: &mut Workspace, range: Range<usize>| {
                 for (slot, &row) in batch[range].iter().enumerate() {
                     let row = row as usize;
-                    ws.x[slot * d_in..(slot + 1) * d_in].copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
-                    ws.y[slot * d_out..(slot + 1) * d_out].copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
+                    ws.x[slot * d_in..(slot + 1) * d_in]
+                        .copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
+                    ws.y[slot * d_out..(slot + 1) * d_out]
+                        .copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
                 }
             };
             run.step(pool, batch.len(), &gather);
@@ -716,24 +764,48 @@ impl Backend for CpuBackend {
         Ok(run.end_epoch(pool))
     }
 
-    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, _chunk_rows: usize) -> Result<()> {
-        self.start(arch, params, DataRef { x: &[], y: &[], rows: 0 }, val)
+    fn start_stream(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        val: Option<DataRef<'_>>,
+        _chunk_rows: usize,
+    ) -> Result<()> {
+        self.start(
+            arch,
+            params,
+            DataRef {
+                x: &[],
+                y: &[],
+                rows: 0,
+            },
+            val,
+        )
     }
 
     fn begin_epoch(&mut self, _train_rows: usize, cfg: &StepConfig) -> Result<()> {
-        self.run.as_mut().ok_or_else(|| no_run("begin_epoch"))?.begin_epoch(cfg)
+        self.run
+            .as_mut()
+            .ok_or_else(|| no_run("begin_epoch"))?
+            .begin_epoch(cfg)
     }
 
     fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
         let pool = self.pool.as_ref();
         let run = self.run.as_mut().ok_or_else(|| no_run("train_chunk"))?;
         run.net.check_data(x, Some(y), rows)?;
-        let cfg = run.epoch.as_ref().ok_or_else(|| no_run("train_chunk before begin_epoch:"))?.cfg;
+        let cfg = run
+            .epoch
+            .as_ref()
+            .ok_or_else(|| no_run("train_chunk before begin_epoch:"))?
+            .cfg;
         let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
         let mut start = 0;
         while start < rows {
             let b = (rows - start).min(cfg.batch_size);
-            let fill = |ws: &mut Workspace, r: Range<usize>| copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start);
+            let fill = |ws: &mut Workspace, r: Range<usize>| {
+                copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start)
+            };
             run.step(pool, b, &fill);
             start += b;
         }

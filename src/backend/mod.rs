@@ -156,7 +156,13 @@ pub trait Backend {
 
     /// Starts a training run whose training rows arrive in chunks ([`Backend::train_chunk`]);
     /// `chunk_rows` is the most rows one call will pass.
-    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, chunk_rows: usize) -> Result<()>;
+    fn start_stream(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        val: Option<DataRef<'_>>,
+        chunk_rows: usize,
+    ) -> Result<()>;
 
     /// Starts a streamed epoch of `train_rows` rows in all.
     fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()>;

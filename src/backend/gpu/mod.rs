@@ -436,7 +436,18 @@ impl GpuBackend {
             gather_chunk: [0, 1].map(|c| {
                 r.chunks.as_ref().map(|(bufs, _)| {
                     let d = &bufs[c];
-                    k.gather.bind(g, "gather chunk", &[&r.gather_uniform, &d.order, &d.x, &d.y, &r.work.bx, &r.work.by])
+                    k.gather.bind(
+                        g,
+                        "gather chunk",
+                        &[
+                            &r.gather_uniform,
+                            &d.order,
+                            &d.x,
+                            &d.y,
+                            &r.work.bx,
+                            &r.work.by,
+                        ],
+                    )
                 })
             }),
             gather_val: r.val.as_ref().map(|v| {
@@ -548,7 +559,11 @@ impl GpuBackend {
             bytes[i * stride..i * stride + STEP_BYTES as usize]
                 .copy_from_slice(bytemuck::bytes_of(r));
         }
-        self.gpu.queue.write_buffer(&run.steps.as_ref().expect("steps sized").0, (first * stride) as u64, &bytes);
+        self.gpu.queue.write_buffer(
+            &run.steps.as_ref().expect("steps sized").0,
+            (first * stride) as u64,
+            &bytes,
+        );
     }
 }
 
@@ -760,14 +775,34 @@ impl Backend for GpuBackend {
         result
     }
 
-    fn start_stream(&mut self, arch: &Arch, params: &[f32], val: Option<DataRef<'_>>, chunk_rows: usize) -> Result<()> {
+    fn start_stream(
+        &mut self,
+        arch: &Arch,
+        params: &[f32],
+        val: Option<DataRef<'_>>,
+        chunk_rows: usize,
+    ) -> Result<()> {
         self.run = None;
         // The resident training set is a placeholder row; rows arrive in two chunk buffers.
         let x = vec![0.0f32; arch.inputs];
         let y = vec![0.0f32; arch.targets];
-        let mut run = self.new_run(arch, params, DataRef { x: &x, y: &y, rows: 1 }, val, 1)?;
+        let mut run = self.new_run(
+            arch,
+            params,
+            DataRef {
+                x: &x,
+                y: &y,
+                rows: 1,
+            },
+            val,
+            1,
+        )?;
         let row_bytes = 4 * arch.inputs.max(arch.targets);
-        let limit = self.gpu.limits.max_storage_buffer_binding_size.min(self.gpu.limits.max_buffer_size) as usize;
+        let limit = self
+            .gpu
+            .limits
+            .max_storage_buffer_binding_size
+            .min(self.gpu.limits.max_buffer_size) as usize;
         let rows = chunk_rows.clamp(1, (limit / row_bytes).max(1));
         let g = &self.gpu;
         let order: Vec<u32> = (0..rows as u32).collect();
@@ -775,7 +810,11 @@ impl Backend for GpuBackend {
             Ok(DeviceData {
                 x: g.storage(&format!("chunk {c} inputs"), rows * arch.inputs)?,
                 y: g.storage(&format!("chunk {c} targets"), rows * arch.targets)?,
-                order: g.upload(&format!("chunk {c} row order"), bytemuck::cast_slice(&order), wgpu::BufferUsages::empty())?,
+                order: g.upload(
+                    &format!("chunk {c} row order"),
+                    bytemuck::cast_slice(&order),
+                    wgpu::BufferUsages::empty(),
+                )?,
                 rows,
             })
         };
@@ -785,7 +824,10 @@ impl Backend for GpuBackend {
     }
 
     fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()> {
-        let mut run = self.run.take().ok_or_else(|| Error::Backend("begin_epoch called before start".into()))?;
+        let mut run = self
+            .run
+            .take()
+            .ok_or_else(|| Error::Backend("begin_epoch called before start".into()))?;
         let result = match &run.chunks {
             Some((_, rows)) if *rows < cfg.batch_size => Err(Error::config(format!(
                 "a batch of {} rows does not fit the GPU's chunk buffers ({rows} rows)",
@@ -801,14 +843,20 @@ impl Backend for GpuBackend {
     }
 
     fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
-        let mut run = self.run.take().ok_or_else(|| Error::Backend("train_chunk called before start".into()))?;
+        let mut run = self
+            .run
+            .take()
+            .ok_or_else(|| Error::Backend("train_chunk called before start".into()))?;
         let result = self.stream_rows(&mut run, x, y, rows);
         self.run = Some(run);
         result
     }
 
     fn end_epoch(&mut self) -> Result<EpochStats> {
-        let mut run = self.run.take().ok_or_else(|| Error::Backend("end_epoch called before start".into()))?;
+        let mut run = self
+            .run
+            .take()
+            .ok_or_else(|| Error::Backend("end_epoch called before start".into()))?;
         let result = self.end(&mut run);
         self.run = Some(run);
         result
@@ -1076,13 +1124,21 @@ impl GpuBackend {
     /// validation and the finite check, then one readback of the statistics.
     fn epoch(&self, run: &mut Run, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
         if order.len() != run.train.rows {
-            return Err(Error::Backend(format!("the GPU backend needs a full permutation of the {} training rows", run.train.rows)));
+            return Err(Error::Backend(format!(
+                "the GPU backend needs a full permutation of the {} training rows",
+                run.train.rows
+            )));
         }
         if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train.rows) {
-            return Err(Error::Backend(format!("row index {bad} out of range ({} training rows)", run.train.rows)));
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({} training rows)",
+                run.train.rows
+            )));
         }
         self.begin(run, order.len(), cfg)?;
-        self.gpu.queue.write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
+        self.gpu
+            .queue
+            .write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
         self.batches(run, None, order.len())?;
         self.end(run)
     }
@@ -1092,10 +1148,21 @@ impl GpuBackend {
     fn stream_rows(&self, run: &mut Run, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
         let (d_in, d_out) = (run.arch.inputs, run.arch.targets);
         if x.len() != rows * d_in || y.len() != rows * d_out {
-            return Err(Error::config(format!("streamed buffers do not hold {rows} rows of the model's width")));
+            return Err(Error::config(format!(
+                "streamed buffers do not hold {rows} rows of the model's width"
+            )));
         }
-        let b = run.epoch.as_ref().ok_or_else(|| Error::Backend("train_chunk before begin_epoch".into()))?.cfg.batch_size;
-        let cap = run.chunks.as_ref().ok_or_else(|| Error::Backend("train_chunk needs start_stream".into()))?.1;
+        let b = run
+            .epoch
+            .as_ref()
+            .ok_or_else(|| Error::Backend("train_chunk before begin_epoch".into()))?
+            .cfg
+            .batch_size;
+        let cap = run
+            .chunks
+            .as_ref()
+            .ok_or_else(|| Error::Backend("train_chunk needs start_stream".into()))?
+            .1;
         let piece = (cap / b).max(1) * b;
         let mut start = 0;
         while start < rows {
@@ -1104,8 +1171,16 @@ impl GpuBackend {
             run.next_chunk = 1 - c;
             {
                 let bufs = &run.chunks.as_ref().expect("checked").0;
-                self.gpu.queue.write_buffer(&bufs[c].x, 0, bytemuck::cast_slice(&x[start * d_in..(start + n) * d_in]));
-                self.gpu.queue.write_buffer(&bufs[c].y, 0, bytemuck::cast_slice(&y[start * d_out..(start + n) * d_out]));
+                self.gpu.queue.write_buffer(
+                    &bufs[c].x,
+                    0,
+                    bytemuck::cast_slice(&x[start * d_in..(start + n) * d_in]),
+                );
+                self.gpu.queue.write_buffer(
+                    &bufs[c].y,
+                    0,
+                    bytemuck::cast_slice(&y[start * d_out..(start + n) * d_out]),
+                );
             }
             self.batches(run, Some(c), n)?;
             start += n;
@@ -1122,7 +1197,10 @@ impl GpuBackend {
         }
         let max_rows = 32 * self.gpu.limits.max_compute_workgroups_per_dimension as usize;
         if b > max_rows {
-            return Err(Error::config(format!("--batch-size {b} is larger than {} can dispatch at once ({max_rows} rows)", self.gpu.info.name)));
+            return Err(Error::config(format!(
+                "--batch-size {b} is larger than {} can dispatch at once ({max_rows} rows)",
+                self.gpu.info.name
+            )));
         }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
         if run.work.cap < cap {
@@ -1146,9 +1224,19 @@ impl GpuBackend {
                 ..Default::default()
             });
         }
-        records.push(StepUniform { slot: (batches + val_chunks) as u32, count: run.n_params as u32, ..Default::default() });
+        records.push(StepUniform {
+            slot: (batches + val_chunks) as u32,
+            count: run.n_params as u32,
+            ..Default::default()
+        });
         self.write_steps(run, batches, &records);
-        run.epoch = Some(GpuEpoch { cfg: *cfg, train_rows, batches, val_chunks, done_rows: 0 });
+        run.epoch = Some(GpuEpoch {
+            cfg: *cfg,
+            train_rows,
+            batches,
+            val_chunks,
+            done_rows: 0,
+        });
         Ok(())
     }
 
@@ -1156,7 +1244,10 @@ impl GpuBackend {
     /// order of the resident training data (`chunk` None, continuing where the epoch is) or
     /// of streamed chunk buffer `chunk` (from its row 0). No readback.
     fn batches(&self, run: &mut Run, chunk: Option<usize>, rows: usize) -> Result<()> {
-        let ep = run.epoch.as_ref().ok_or_else(|| Error::Backend("batches before begin_epoch".into()))?;
+        let ep = run
+            .epoch
+            .as_ref()
+            .ok_or_else(|| Error::Backend("batches before begin_epoch".into()))?;
         let (b, cfg) = (ep.cfg.batch_size, ep.cfg);
         if ep.done_rows % b != 0 || ep.done_rows + rows > ep.train_rows {
             return Err(Error::Backend(format!(
@@ -1220,14 +1311,22 @@ impl GpuBackend {
 
     /// Ends the epoch: validation, the finite check, one readback of the statistics.
     fn end(&self, run: &mut Run) -> Result<EpochStats> {
-        let ep = run.epoch.take().ok_or_else(|| Error::Backend("end_epoch before begin_epoch".into()))?;
+        let ep = run
+            .epoch
+            .take()
+            .ok_or_else(|| Error::Backend("end_epoch before begin_epoch".into()))?;
         if ep.done_rows != ep.train_rows {
-            return Err(Error::Backend(format!("the epoch ended after {} of its {} rows", ep.done_rows, ep.train_rows)));
+            return Err(Error::Backend(format!(
+                "the epoch ended after {} of its {} rows",
+                ep.done_rows, ep.train_rows
+            )));
         }
         let (batches, val_chunks) = (ep.batches, ep.val_chunks);
         let n_stats = batches + val_chunks + 1;
         let stride = self.stride();
-        let readback = self.gpu.readback("epoch statistics readback", (n_stats * 4) as u64);
+        let readback = self
+            .gpu
+            .readback("epoch statistics readback", (n_stats * 4) as u64);
         let k = &self.kernels;
         let val_rows: Vec<usize> = (0..val_chunks)
             .map(|c| (run.val.as_ref().map_or(0, |v| v.rows) - c * run.work.cap).min(run.work.cap))
@@ -1247,18 +1346,33 @@ impl GpuBackend {
                 p.step(groups, batches + val_chunks, stride);
                 p.dispatch(&k.finite_check, &groups.finite, 1, 1);
             }
-            enc.copy_buffer_to_buffer(&run.stats.as_ref().expect("prepared").0, 0, &readback, 0, (n_stats * 4) as u64);
+            enc.copy_buffer_to_buffer(
+                &run.stats.as_ref().expect("prepared").0,
+                0,
+                &readback,
+                0,
+                (n_stats * 4) as u64,
+            );
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let stats = self.gpu.read_f32(&readback, n_stats)?;
         run.adam_step += batches as u64;
         let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
-        let val_nll = run
-            .val
-            .as_ref()
-            .map(|v| -stats[batches..batches + val_chunks].iter().map(|&s| s as f64).sum::<f64>() / v.rows as f64);
-        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite()) && stats[batches + val_chunks] == 0.0;
-        Ok(EpochStats { train_nll: -train_sum / ep.train_rows.max(1) as f64, val_nll, finite, steps: batches as u64 })
+        let val_nll = run.val.as_ref().map(|v| {
+            -stats[batches..batches + val_chunks]
+                .iter()
+                .map(|&s| s as f64)
+                .sum::<f64>()
+                / v.rows as f64
+        });
+        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
+            && stats[batches + val_chunks] == 0.0;
+        Ok(EpochStats {
+            train_nll: -train_sum / ep.train_rows.max(1) as f64,
+            val_nll,
+            finite,
+            steps: batches as u64,
+        })
     }
 }
 
