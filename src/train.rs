@@ -253,6 +253,11 @@ pub fn train(
         opts,
         observer,
         &mut |b, _epoch, _obs| {
+            // A fresh permutation each epoch, drawn as the streamed path draws one per window.
+            order
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o = i as u32);
             order.shuffle(&mut shuffle_rng);
             b.train_epoch(&order, &opts.step).map(Some)
         },
@@ -273,6 +278,9 @@ pub struct StreamOptions {
     pub max_val_rows: usize,
     /// Held-out fraction when no separate validation set is given.
     pub val_fraction: f64,
+    /// Rows the backend receives per upload (a GPU's chunk buffers hold this many) [default:
+    /// a window's rows and a batch].
+    pub device_chunk_rows: Option<usize>,
 }
 
 impl StreamOptions {
@@ -289,6 +297,7 @@ impl StreamOptions {
             window_chunks,
             max_val_rows,
             val_fraction,
+            device_chunk_rows: None,
         }
     }
 }

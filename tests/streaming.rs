@@ -1,0 +1,255 @@
+//! Streamed training: the same model as in memory when the shuffle is the same (CPU and GPU,
+//! with device chunks much smaller than the data), quality on a sorted file, the validation
+//! split, and stopping midway.
+
+mod common;
+
+use std::path::Path;
+
+use mdn::backend::{Backend, CpuBackend, StepConfig};
+use mdn::data::{ColumnChoice, Dataset, NpySource, TableWriter, read_data};
+use mdn::model::Model;
+use mdn::train::{
+    Stopping, StreamOptions, TrainEvent, TrainOptions, is_validation_row, split_validation, train,
+    train_stream,
+};
+
+fn asset(name: &str) -> Dataset {
+    read_data(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets")
+            .join(name),
+        &ColumnChoice::Default,
+    )
+    .unwrap()
+}
+
+fn opts(epochs: usize, batch: usize) -> TrainOptions {
+    TrainOptions {
+        stopping: Stopping::Fixed { epochs },
+        step: StepConfig {
+            batch_size: batch,
+            ..StepConfig::default()
+        },
+        ..TrainOptions::default()
+    }
+}
+
+/// One chunk holding every row and a window of one chunk: the same row order as in memory.
+fn whole(val_fraction: f64) -> StreamOptions {
+    StreamOptions {
+        chunk_rows: 1 << 30,
+        window_chunks: 1,
+        max_val_rows: 1 << 30,
+        val_fraction,
+        device_chunk_rows: None,
+    }
+}
+
+fn mean_nll(m: &Model, d: &Dataset) -> f64 {
+    let ll = m.loglik(&mut CpuBackend::new(), d).unwrap();
+    -ll.iter().sum::<f64>() / ll.len() as f64
+}
+
+#[test]
+fn streamed_equals_in_memory_on_the_cpu() {
+    let data = asset("bishop.csv");
+    let o = opts(3, 128);
+    let (tr, val) = split_validation(&data, 0.1, o.seed).unwrap();
+    let a = train(&mut CpuBackend::new(), &tr, val.as_ref(), &o, &mut |_| true).unwrap();
+    let mut source = data.clone();
+    let b = train_stream(
+        &mut CpuBackend::new(),
+        &mut source,
+        None,
+        &whole(0.1),
+        &o,
+        &mut |_| true,
+    )
+    .unwrap();
+    assert_eq!(a.x_scaler, b.x_scaler);
+    assert_eq!(a.y_scaler, b.y_scaler);
+    assert_eq!(
+        a.training.as_ref().unwrap().train_rows,
+        b.training.as_ref().unwrap().train_rows
+    );
+    assert_eq!(
+        a.training.as_ref().unwrap().history,
+        b.training.as_ref().unwrap().history
+    );
+    assert_eq!(a.params, b.params, "streamed and in-memory models differ");
+    assert_eq!(
+        a.training.as_ref().unwrap().history,
+        b.training.as_ref().unwrap().history
+    );
+}
+
+#[test]
+fn streamed_from_npy_equals_in_memory_on_the_gpu_with_small_device_chunks() {
+    let Some(mut gpu) = common::gpu_backend() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = asset("bishop.csv");
+    let path = dir.path().join("b.npy");
+    let mut w = TableWriter::create(&path, &["x".to_string(), "t".to_string()]).unwrap();
+    let rows: Vec<f32> = data
+        .x
+        .iter()
+        .zip(&data.y)
+        .flat_map(|(&x, &y)| [x, y])
+        .collect();
+    w.write_rows(&rows).unwrap();
+    w.finish().unwrap();
+    let o = opts(2, 64);
+    let (tr, val) = split_validation(&data, 0.1, o.seed).unwrap();
+    let a = train(gpu.as_mut(), &tr, val.as_ref(), &o, &mut |_| true).unwrap();
+    // The GPU receives the epoch 512 rows at a time, alternating between its two chunk buffers.
+    let mut source = NpySource::open(&path, &ColumnChoice::Default).unwrap();
+    let s = StreamOptions {
+        device_chunk_rows: Some(512),
+        ..whole(0.1)
+    };
+    let b = train_stream(gpu.as_mut(), &mut source, None, &s, &o, &mut |_| true).unwrap();
+    assert_eq!(
+        a.params, b.params,
+        "streamed and in-memory GPU models differ"
+    );
+}
+
+#[test]
+fn a_sorted_file_streams_to_the_quality_of_a_shuffled_run() {
+    // The worst case for chunked shuffling: rows sorted by x, so each chunk covers a narrow
+    // slice of the input range. Chunk order is shuffled every epoch and rows are shuffled
+    // within windows of 4 chunks (8% of the data).
+    let mut data = mdn::synth::bishop(20_000, 5);
+    let mut idx: Vec<usize> = (0..data.rows).collect();
+    idx.sort_by(|&a, &b| data.x[a].total_cmp(&data.x[b]));
+    data = data.subset(&idx);
+    let test = asset("bishop_test.csv");
+    let o = TrainOptions {
+        stopping: Stopping::Early {
+            patience: 10,
+            max_epochs: 60,
+        },
+        ..TrainOptions::default()
+    };
+    let (tr, val) = split_validation(&data, 0.1, o.seed).unwrap();
+    let shuffled = train(&mut CpuBackend::new(), &tr, val.as_ref(), &o, &mut |_| true).unwrap();
+    let s = StreamOptions {
+        chunk_rows: 400,
+        window_chunks: 4,
+        max_val_rows: 1 << 30,
+        val_fraction: 0.1,
+        device_chunk_rows: None,
+    };
+    let streamed = train_stream(
+        &mut CpuBackend::new(),
+        &mut data.clone(),
+        None,
+        &s,
+        &o,
+        &mut |_| true,
+    )
+    .unwrap();
+    let (a, b) = (mean_nll(&shuffled, &test), mean_nll(&streamed, &test));
+    // Stated tolerance: within 0.1 nats per row of the fully shuffled run, and a good fit.
+    assert!(
+        (a - b).abs() < 0.1,
+        "held-out NLL: fully shuffled {a}, streamed from a sorted file {b}"
+    );
+    assert!(b < -0.7, "streamed model's held-out NLL {b}");
+}
+
+#[test]
+fn validation_rows_are_held_out_and_capped() {
+    let data = mdn::synth::bishop(10_000, 1);
+    let o = opts(1, 64);
+    let s = StreamOptions {
+        chunk_rows: 1000,
+        window_chunks: 2,
+        max_val_rows: 300,
+        val_fraction: 0.1,
+        device_chunk_rows: None,
+    };
+    let m = train_stream(
+        &mut CpuBackend::new(),
+        &mut data.clone(),
+        None,
+        &s,
+        &o,
+        &mut |_| true,
+    )
+    .unwrap();
+    let info = m.training.unwrap();
+    // 10% would be 1000 rows; the cap holds out about 300 and trains on every other row.
+    assert!(
+        (200..400).contains(&info.val_rows),
+        "{} validation rows",
+        info.val_rows
+    );
+    assert_eq!(info.train_rows + info.val_rows, 10_000);
+    let expected_val = (0..10_000u64)
+        .filter(|&r| is_validation_row(o.seed, r, 300.0 / 10_000.0))
+        .count();
+    assert_eq!(info.val_rows, expected_val);
+}
+
+#[test]
+fn stopping_midway_keeps_the_last_completed_epoch() {
+    let data = mdn::synth::bishop(8_000, 2);
+    let o = opts(5, 64);
+    let s = StreamOptions {
+        chunk_rows: 500,
+        window_chunks: 2,
+        max_val_rows: 1 << 30,
+        val_fraction: 0.1,
+        device_chunk_rows: None,
+    };
+    let mut be = CpuBackend::new();
+    let m = train_stream(
+        &mut be,
+        &mut data.clone(),
+        None,
+        &s,
+        &o,
+        &mut |e| !matches!(e, TrainEvent::Rows { epoch: 2, done, .. } if *done > 3000),
+    )
+    .unwrap();
+    let info = m.training.as_ref().unwrap();
+    assert_eq!(
+        (info.epochs, info.saved_epoch, info.stop_reason.as_str()),
+        (1, 1, "interrupted")
+    );
+    // Stopping while reading the data writes nothing.
+    let err = train_stream(&mut be, &mut data.clone(), None, &s, &o, &mut |e| {
+        !matches!(e, TrainEvent::Rows { epoch: 0, .. })
+    })
+    .unwrap_err();
+    assert!(err.to_string().contains("no model was written"), "{err}");
+    assert_eq!(err.exit_code(), 130);
+    // Progress reports rows within each epoch, up to the epoch's training rows.
+    let mut last = (0, 0);
+    train_stream(
+        &mut be,
+        &mut data.clone(),
+        None,
+        &s,
+        &opts(1, 64),
+        &mut |e| {
+            if let TrainEvent::Rows {
+                epoch: 1,
+                done,
+                total,
+            } = e
+            {
+                assert!(*done >= last.0 && done <= total);
+                last = (*done, *total);
+            }
+            true
+        },
+    )
+    .unwrap();
+    assert!(last.0 > 0 && last.0 <= last.1);
+    let _ = be.name();
+}
