@@ -284,20 +284,23 @@ pub struct StreamOptions {
 }
 
 impl StreamOptions {
-    /// Chunks sized so that a window of `window_chunks` chunks, with its standardised copy,
-    /// stays within `budget_bytes` for rows of `row_floats` values.
+    /// Sizes chosen so that streamed training's data stays within `budget_bytes` for rows of
+    /// `row_floats` values: the validation set takes a sixteenth (it is held three times: as
+    /// read, standardised, and by the backend), and the rest goes to chunks, of which a
+    /// window of 4 and one chunk being read are held about three times each (as read,
+    /// standardised, shuffled).
     pub fn for_budget(budget_bytes: usize, row_floats: usize, val_fraction: f64) -> StreamOptions {
         let window_chunks = 4;
         let row_bytes = 4 * row_floats.max(1);
-        // window + standardised copy + shuffled copy, plus the validation set (a quarter).
-        let chunk_rows = (budget_bytes / (4 * window_chunks * row_bytes)).max(256);
-        let max_val_rows = (budget_bytes / 4 / row_bytes).max(1000);
+        let max_val_rows = (budget_bytes / 16 / row_bytes / 3).max(1000);
+        let chunk_bytes = (budget_bytes - budget_bytes / 16) / (3 * window_chunks + 3);
+        let chunk_rows = (chunk_bytes / row_bytes).max(256);
         StreamOptions {
             chunk_rows,
             window_chunks,
             max_val_rows,
             val_fraction,
-            device_chunk_rows: None,
+            device_chunk_rows: Some(chunk_rows),
         }
     }
 }

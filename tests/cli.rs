@@ -1097,3 +1097,148 @@ fn convert_and_generate_refuse_bad_input() {
         );
     }
 }
+
+#[test]
+fn train_streams_npy_and_csv_files() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "6000", "--out", "g.npy",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "6000", "--out", "g.csv",
+        ],
+    );
+    // Forced streaming with small chunks, from .npy and from CSV (converted on the fly).
+    for data in ["g.npy", "g.csv"] {
+        let (out, err) = ok(
+            dir.path(),
+            &[
+                "train",
+                "--data",
+                data,
+                "--stream",
+                "--chunk-rows",
+                "500",
+                "--epochs",
+                "2",
+                "--device",
+                "cpu",
+                "--json",
+                "--out",
+                "s.json",
+            ],
+        );
+        assert!(
+            err.contains("streaming") && err.contains("chunks of 500 rows"),
+            "{err}"
+        );
+        if data.ends_with(".csv") {
+            assert!(
+                err.contains("converting g.csv to a temporary .npy"),
+                "{err}"
+            );
+        }
+        let v = json(&out);
+        assert_eq!(v["epochs"], 2);
+        assert_eq!(
+            v["train_rows"].as_u64().unwrap() + v["val_rows"].as_u64().unwrap(),
+            6000
+        );
+    }
+    // A file larger than half of --memory-mb streams by itself.
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "wide", "--rows", "8000", "--out", "w.csv",
+        ],
+    );
+    assert!(std::fs::metadata(dir.path().join("w.csv")).unwrap().len() > 1 << 20);
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "w.csv",
+            "--target",
+            "y0,y1",
+            "--memory-mb",
+            "1",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "64",
+        ],
+    );
+    assert!(err.contains("streaming"), "{err}");
+    // With --val FILE every row of --data is trained on.
+    let (out, _) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "g.npy",
+            "--stream",
+            "--val",
+            asset("bishop_test.csv").to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+        ],
+    );
+    assert_eq!(json(&out)["train_rows"], 6000);
+    assert_eq!(json(&out)["val_rows"], 1000);
+    // No temporary files are left behind.
+    assert!(files_in(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
+    let out = mdn(dir.path(), &["train", "--stream", "--epochs", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--stream needs --data FILE"));
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_best_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--json",
+            "--out",
+            "m.json",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["stop_reason"], "interrupted");
+    assert_eq!(v["saved_epoch"], v["best_epoch"]);
+    let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+    assert_eq!(m["training"]["stop_reason"], "interrupted");
+}
