@@ -50,15 +50,21 @@ impl Scaler {
         }
     }
 
+    /// Standardised copy of row-major `values`.
     pub fn apply(&self, values: &[f32]) -> Vec<f32> {
-        let cols = self.mean.len();
         let mut out = values.to_vec();
-        for row in out.chunks_exact_mut(cols) {
+        self.apply_in_place(&mut out);
+        out
+    }
+
+    /// Standardises row-major `values` in place.
+    pub fn apply_in_place(&self, values: &mut [f32]) {
+        let cols = self.mean.len();
+        for row in values.chunks_exact_mut(cols) {
             for c in 0..cols {
                 row[c] = (row[c] - self.mean[c]) / self.std[c];
             }
         }
-        out
     }
 
     /// ln of the Jacobian of the map from original to standardised units: `-sum ln std`.

@@ -428,7 +428,9 @@ pub fn train_stream(
         val_std
             .as_ref()
             .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
-        window_rows + opts.step.batch_size,
+        stream
+            .device_chunk_rows
+            .unwrap_or(window_rows + opts.step.batch_size),
     )?;
 
     let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
@@ -464,7 +466,8 @@ pub fn train_stream(
                         }
                     }
                 }
-                let (rx, ry) = (xs.apply(&rx), ys.apply(&ry));
+                xs.apply_in_place(&mut rx);
+                ys.apply_in_place(&mut ry);
                 let mut perm: Vec<u32> = (0..(ry.len() / d_out) as u32).collect();
                 perm.shuffle(&mut shuffle_rng);
                 for &i in &perm {

@@ -137,6 +137,8 @@ struct Run {
     chunks: Option<([DeviceData; 2], usize)>,
     /// The chunk buffer the next streamed rows go to.
     next_chunk: usize,
+    /// The last submission reading each chunk buffer.
+    chunk_busy: [Option<wgpu::SubmissionIndex>; 2],
 }
 
 /// An epoch in progress on the GPU.
@@ -375,6 +377,7 @@ impl GpuBackend {
                 epoch: None,
                 chunks: None,
                 next_chunk: 0,
+                chunk_busy: [None, None],
                 n_params: n,
                 layers,
                 arch: arch.clone(),
@@ -1169,6 +1172,20 @@ impl GpuBackend {
             let n = (rows - start).min(piece);
             let c = run.next_chunk;
             run.next_chunk = 1 - c;
+            // Double buffering with back-pressure: buffer c is refilled only once the GPU has
+            // finished the batches that read it, so at most two chunks are in flight.
+            if let Some(busy) = run.chunk_busy[c].take() {
+                self.gpu
+                    .device
+                    .poll(wgpu::PollType::Wait {
+                        submission_index: Some(busy),
+                        timeout: None,
+                    })
+                    .map_err(|e| {
+                        Error::Backend(format!("waiting for {} failed: {e}", self.gpu.info.name))
+                    })?;
+                self.gpu.check()?;
+            }
             {
                 let bufs = &run.chunks.as_ref().expect("checked").0;
                 self.gpu.queue.write_buffer(
@@ -1182,7 +1199,7 @@ impl GpuBackend {
                     bytemuck::cast_slice(&y[start * d_out..(start + n) * d_out]),
                 );
             }
-            self.batches(run, Some(c), n)?;
+            run.chunk_busy[c] = self.batches(run, Some(c), n)?;
             start += n;
         }
         Ok(())
@@ -1243,7 +1260,12 @@ impl GpuBackend {
     /// Encodes and submits the next batches of the epoch: `rows` rows read through the row
     /// order of the resident training data (`chunk` None, continuing where the epoch is) or
     /// of streamed chunk buffer `chunk` (from its row 0). No readback.
-    fn batches(&self, run: &mut Run, chunk: Option<usize>, rows: usize) -> Result<()> {
+    fn batches(
+        &self,
+        run: &mut Run,
+        chunk: Option<usize>,
+        rows: usize,
+    ) -> Result<Option<wgpu::SubmissionIndex>> {
         let ep = run
             .epoch
             .as_ref()
@@ -1283,7 +1305,8 @@ impl GpuBackend {
         self.write_steps(run, first, &records);
         let stride = self.stride();
         let k = &self.kernels;
-        self.gpu.scoped("training batches", || {
+        let last = self.gpu.scoped("training batches", || {
+            let mut last = None;
             let groups = run.groups.as_ref().expect("prepared");
             let gather = match chunk {
                 Some(c) => groups.gather_chunk[c].as_ref().expect("a streamed run"),
@@ -1302,11 +1325,12 @@ impl GpuBackend {
                         p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
                     }
                 }
-                self.gpu.queue.submit([enc.finish()]);
+                last = Some(self.gpu.queue.submit([enc.finish()]));
             }
+            last
         })?;
         run.epoch.as_mut().expect("checked").done_rows += rows;
-        Ok(())
+        Ok(last)
     }
 
     /// Ends the epoch: validation, the finite check, one readback of the statistics.
