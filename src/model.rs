@@ -115,7 +115,7 @@ impl ColumnStats {
 
     /// Whether column `c` held one value only (or no rows).
     pub fn is_constant(&self, c: usize) -> bool {
-        !(self.min[c] < self.max[c])
+        self.min[c] >= self.max[c] || self.min[c].is_nan()
     }
 
     /// The standardisation: population standard deviation, 1 for a constant column.

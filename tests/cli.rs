@@ -1208,7 +1208,7 @@ fn train_streams_npy_and_csv_files() {
 #[test]
 fn ctrl_c_stops_training_and_keeps_the_best_model() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+    let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args([
             "train",
             "--device",

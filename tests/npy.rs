@@ -8,7 +8,7 @@ use mdn::data::{ColumnChoice, TableWriter, read_data};
 /// A .npy file with a hand-written header dict and raw data bytes.
 fn npy(path: &Path, dict: &str, data: &[u8]) {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -18,6 +18,9 @@ fn npy(path: &Path, dict: &str, data: &[u8]) {
     bytes.extend_from_slice(data);
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Writes one malformed file.
+type Maker = Box<dyn Fn(&Path)>;
 
 fn f64_bytes(v: &[f64]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -84,7 +87,7 @@ fn malformed_files_are_refused_with_a_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.npy");
     let ok_data = f64_bytes(&[1.0, 2.0, 3.0, 4.0]);
-    let cases: Vec<(Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(Maker, &str)> = vec![
         (
             Box::new(|p: &Path| std::fs::write(p, b"").unwrap()),
             "too short",

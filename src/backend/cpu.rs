@@ -949,12 +949,7 @@ impl Backend for CpuBackend {
         state: &mut AdamState,
         cfg: &StepConfig,
     ) -> Result<()> {
-        let n = params.len();
-        if grad.len() != n || state.m.len() != n || state.v.len() != n {
-            return Err(Error::config(
-                "adam_step: parameter, gradient and moment buffers differ in length",
-            ));
-        }
+        state.check_lengths(params, grad)?;
         state.step += 1;
         let c = AdamStepConstants::new(cfg, state.step);
         adam(params, grad, &mut state.m, &mut state.v, &c);

@@ -67,6 +67,17 @@ impl AdamState {
             step: 0,
         }
     }
+
+    /// Checks that parameters, gradient and both moments have one length.
+    pub fn check_lengths(&self, params: &[f32], grad: &[f32]) -> Result<()> {
+        let n = params.len();
+        if grad.len() != n || self.m.len() != n || self.v.len() != n {
+            return Err(crate::Error::config(
+                "adam_step: parameter, gradient and moment buffers differ in length",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The constants one Adam step needs, computed on the host in f64.

@@ -998,12 +998,8 @@ impl Backend for GpuBackend {
         state: &mut AdamState,
         cfg: &StepConfig,
     ) -> Result<()> {
+        state.check_lengths(params, grad)?;
         let n = params.len();
-        if grad.len() != n || state.m.len() != n || state.v.len() != n {
-            return Err(Error::config(
-                "adam_step: parameter, gradient and moment buffers differ in length",
-            ));
-        }
         let g = &self.gpu;
         let bufs = g.scoped("adam buffers", || -> Result<_> {
             Ok([
