@@ -592,6 +592,8 @@ fn interrupt_flag() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
 struct Progress {
     bar: Option<ProgressBar>,
     lines: bool,
+    /// Warnings are shown unless --quiet.
+    warn: bool,
     last: Option<String>,
     epoch_started: std::time::Instant,
     last_line: std::time::Instant,
@@ -616,6 +618,7 @@ impl Progress {
         Progress {
             bar,
             lines: !quiet && !terminal,
+            warn: !quiet,
             last: None,
             epoch_started: now,
             last_line: now,
@@ -627,6 +630,17 @@ impl Progress {
         match e {
             TrainEvent::Epoch(r) => self.epoch(r),
             TrainEvent::Rows { epoch, done, total } => self.rows(*epoch, *done, *total),
+            TrainEvent::Recovered { epoch, batch, lr } => {
+                let at = batch.map(|b| format!(" at batch {b}")).unwrap_or_default();
+                let line = format!(
+                    "warning: epoch {epoch} produced NaN or infinite values{at}; rolled back and retrying at --lr {lr}"
+                );
+                match &self.bar {
+                    Some(bar) => bar.println(line),
+                    None if self.lines || self.warn => eprintln!("{line}"),
+                    None => {}
+                }
+            }
         }
     }
 

@@ -150,6 +150,16 @@ pub struct EpochRecord {
     pub val_nll: Option<f64>,
 }
 
+/// A numerical fault the trainer recovered from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Recovery {
+    pub epoch: usize,
+    /// The first batch (1-based) with a non-finite loss, when known.
+    pub batch: Option<u64>,
+    /// The learning rate the epoch was retried at.
+    pub lr: f32,
+}
+
 /// How the model was trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingInfo {
@@ -174,6 +184,12 @@ pub struct TrainingInfo {
     pub best_val_nll: Option<f64>,
     /// Why training stopped: "early-stopping", "max-epochs", "epochs" or "interrupted".
     pub stop_reason: String,
+    /// The learning rate at the end (lower than `lr` after numerical faults).
+    #[serde(default)]
+    pub final_lr: f32,
+    /// Epochs that produced NaN or infinite values and were rolled back and retried.
+    #[serde(default)]
+    pub recoveries: Vec<Recovery>,
     pub history: Vec<EpochRecord>,
 }
 

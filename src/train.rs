@@ -24,7 +24,7 @@ use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, DEFAULT_SIGMA_FLOOR};
 use crate::mixture::softplus_inverse;
-use crate::model::{ColumnStats, EpochRecord, Model, Scaler, TrainingInfo};
+use crate::model::{ColumnStats, EpochRecord, Model, Recovery, Scaler, TrainingInfo};
 
 /// ChaCha8 stream numbers, one per use of the seed.
 const STREAM_INIT: u64 = 1;
@@ -106,7 +106,17 @@ pub enum TrainEvent {
     },
     /// An epoch has finished.
     Epoch(EpochReport),
+    /// An epoch produced NaN or infinite values (first in `batch`, 1-based, when known); the
+    /// state before it was restored and the epoch is run again at learning rate `lr`.
+    Recovered {
+        epoch: usize,
+        batch: Option<u64>,
+        lr: f32,
+    },
 }
+
+/// Retries of an epoch after a numerical fault before training gives up.
+pub const MAX_RETRIES: usize = 3;
 
 /// splitmix64: a fast, well-mixed hash of a 64-bit value.
 fn splitmix64(mut z: u64) -> u64 {
@@ -252,14 +262,14 @@ pub fn train(
         counts,
         opts,
         observer,
-        &mut |b, _epoch, _obs| {
+        &mut |b, _epoch, step, _obs| {
             // A fresh permutation each epoch, drawn as the streamed path draws one per window.
             order
                 .iter_mut()
                 .enumerate()
                 .for_each(|(i, o)| *o = i as u32);
             order.shuffle(&mut shuffle_rng);
-            b.train_epoch(&order, &opts.step).map(Some)
+            b.train_epoch(&order, step).map(Some)
         },
     )
 }
@@ -443,10 +453,10 @@ pub fn train_stream(
         counts,
         opts,
         observer,
-        &mut |be, epoch, obs| {
+        &mut |be, epoch, step, obs| {
             let mut order: Vec<usize> = (0..n_chunks).collect();
             order.shuffle(&mut shuffle_rng);
-            be.begin_epoch(train_rows, &opts.step)?;
+            be.begin_epoch(train_rows, step)?;
             // Carried rows (fewer than a batch) and the window being assembled, standardised.
             let (mut wx, mut wy) = (Vec::new(), Vec::new());
             let (mut sx, mut sy) = (Vec::new(), Vec::new());
@@ -554,6 +564,7 @@ impl Setup {
 type EpochFn<'a> = dyn FnMut(
         &mut dyn Backend,
         usize,
+        &StepConfig,
         &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<Option<EpochStats>>
     + 'a;
@@ -584,21 +595,51 @@ fn fit(
         Stopping::Fixed { .. } => "epochs",
     };
     let mut completed = 0;
+    let mut step = opts.step;
+    let mut recoveries = Vec::new();
     for epoch in 1..=max_epochs {
         let started = Instant::now();
-        let Some(stats) = run_epoch(backend, epoch, observer)? else {
+        // A numerical fault rolls back to the state before the epoch and retries it at half
+        // the learning rate, a few times; the halved rate stays for the rest of the run.
+        backend.snapshot()?;
+        let mut faults = 0;
+        let stats = loop {
+            let Some(stats) = run_epoch(backend, epoch, &step, observer)? else {
+                break None;
+            };
+            if stats.finite {
+                break Some(stats);
+            }
+            faults += 1;
+            let batch = stats
+                .first_bad_batch
+                .map(|b| format!(" (first at batch {})", b + 1))
+                .unwrap_or_default();
+            if faults > MAX_RETRIES {
+                return Err(Error::Numerical(format!(
+                    "epoch {epoch} produced NaN or infinite values{batch} {faults} times, down to --lr {}; no model was written. \
+                     Try a lower --lr (it was {}), a larger --l2, or look for extreme values in the data",
+                    step.lr, opts.step.lr
+                )));
+            }
+            backend.restore()?;
+            step.lr /= 2.0;
+            recoveries.push(Recovery {
+                epoch,
+                batch: stats.first_bad_batch.map(|b| b + 1),
+                lr: step.lr,
+            });
+            observer(&TrainEvent::Recovered {
+                epoch,
+                batch: stats.first_bad_batch.map(|b| b + 1),
+                lr: step.lr,
+            });
+        };
+        let Some(stats) = stats else {
             stop_reason = "interrupted";
             break;
         };
         let seconds = started.elapsed().as_secs_f64();
-        if !stats.finite {
-            return Err(Error::Numerical(format!(
-                "epoch {epoch} produced NaN or infinite values (train NLL {:.4}); no model was written. \
-                 Try a lower --lr (now {}) or a larger --l2",
-                stats.train_nll - jac,
-                opts.step.lr
-            )));
-        }
         completed = epoch;
         let train_nll = stats.train_nll - jac;
         let val_nll = stats.val_nll.map(|v| v - jac);
@@ -670,6 +711,8 @@ fn fit(
         best_epoch: best.map(|b| b.0),
         best_val_nll: best.map(|b| b.1),
         stop_reason: stop_reason.to_string(),
+        final_lr: step.lr,
+        recoveries,
         history,
     });
     Ok(model)

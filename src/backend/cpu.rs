@@ -87,6 +87,8 @@ struct Run {
     parts: Vec<Part>,
     /// The epoch in progress.
     epoch: Option<EpochAccum>,
+    /// Parameters and Adam state saved by `snapshot`.
+    saved: Option<(Vec<f32>, AdamState)>,
 }
 
 /// What an epoch in progress has accumulated.
@@ -96,6 +98,7 @@ struct EpochAccum {
     rows: usize,
     steps: u64,
     finite: bool,
+    first_bad_batch: Option<u64>,
 }
 
 impl Run {
@@ -109,6 +112,7 @@ impl Run {
             rows: 0,
             steps: 0,
             finite: true,
+            first_bad_batch: None,
         });
         Ok(())
     }
@@ -134,6 +138,9 @@ impl Run {
         );
         let ll: f64 = self.parts.iter().map(|p| p.ll).sum();
         acc.nll_sum -= ll;
+        if !ll.is_finite() && acc.first_bad_batch.is_none() {
+            acc.first_bad_batch = Some(acc.steps);
+        }
         acc.finite &= ll.is_finite();
         acc.rows += b;
         acc.steps += 1;
@@ -174,6 +181,7 @@ impl Run {
             val_nll,
             finite,
             steps: acc.steps,
+            first_bad_batch: acc.first_bad_batch,
         }
     }
 }
@@ -728,6 +736,7 @@ impl Backend for CpuBackend {
             // Sized for the first batch; grown on demand.
             parts: parts_for(&net, self.threads, 256),
             epoch: None,
+            saved: None,
             net,
         });
         Ok(())
@@ -819,6 +828,24 @@ impl Backend for CpuBackend {
             return Err(no_run("end_epoch before begin_epoch:"));
         }
         Ok(run.end_epoch(pool))
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let run = self.run.as_mut().ok_or_else(|| no_run("snapshot"))?;
+        run.saved = Some((run.params.clone(), run.adam.clone()));
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let run = self.run.as_mut().ok_or_else(|| no_run("restore"))?;
+        let (params, adam) = run
+            .saved
+            .clone()
+            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
+        run.params = params;
+        run.adam = adam;
+        run.epoch = None;
+        Ok(())
     }
 
     fn keep_best(&mut self) -> Result<()> {

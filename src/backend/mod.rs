@@ -132,6 +132,8 @@ pub struct EpochStats {
     pub finite: bool,
     /// Adam steps taken in this epoch.
     pub steps: u64,
+    /// The first batch (0-based, in the epoch) whose loss was NaN or infinite, when known.
+    pub first_bad_batch: Option<u64>,
 }
 
 /// Training and validation rows, standardised, row-major.
@@ -184,6 +186,13 @@ pub trait Backend {
 
     /// Ends a streamed epoch: validation, the finite check, the epoch's statistics.
     fn end_epoch(&mut self) -> Result<EpochStats>;
+
+    /// Saves the parameters and Adam's state (moments and step count), to go back to with
+    /// [`Backend::restore`] when an epoch goes wrong.
+    fn snapshot(&mut self) -> Result<()>;
+
+    /// Returns to the last [`Backend::snapshot`].
+    fn restore(&mut self) -> Result<()>;
 
     /// Remembers the current parameters as the best so far.
     fn keep_best(&mut self) -> Result<()>;

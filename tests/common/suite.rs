@@ -183,6 +183,43 @@ pub fn training_run(b: &mut dyn Backend) {
     }
 }
 
+/// Snapshot and restore bring back parameters, Adam's moments and its step count: an epoch
+/// rerun after a restore gives the same bits as the first time.
+pub fn snapshot_restore(b: &mut dyn Backend) {
+    let c = random_case(3, &[16], Activation::Relu, 3, 2, 300, 11);
+    let cfg = StepConfig {
+        batch_size: 64,
+        ..StepConfig::default()
+    };
+    b.start(
+        &c.arch,
+        &c.params,
+        DataRef {
+            x: &c.x,
+            y: &c.y,
+            rows: 300,
+        },
+        None,
+    )
+    .unwrap();
+    let order: Vec<u32> = (0..300u32).rev().collect();
+    b.train_epoch(&order, &cfg).unwrap();
+    b.snapshot().unwrap();
+    let saved = b.current_params().unwrap();
+    let first = b.train_epoch(&order, &cfg).unwrap();
+    let after = b.current_params().unwrap();
+    assert_ne!(after, saved);
+    b.restore().unwrap();
+    assert_eq!(b.current_params().unwrap(), saved, "parameters restored");
+    let again = b.train_epoch(&order, &cfg).unwrap();
+    assert_eq!(
+        b.current_params().unwrap(),
+        after,
+        "moments and step count restored"
+    );
+    assert_eq!(first.train_nll, again.train_nll);
+}
+
 /// Instantiates the suite for one backend. `$make` returns `Option<Box<dyn Backend>>`; `None`
 /// (no adapter, and `MDN_REQUIRE_GPU` unset) skips the test with a note.
 #[macro_export]
@@ -216,6 +253,12 @@ macro_rules! backend_suite {
         fn adam_matches_hand_computed_steps() {
             if let Some(mut b) = $make() {
                 common::suite::adam(&mut *b);
+            }
+        }
+        #[test]
+        fn snapshot_and_restore_are_exact() {
+            if let Some(mut b) = $make() {
+                common::suite::snapshot_restore(&mut *b);
             }
         }
         #[test]

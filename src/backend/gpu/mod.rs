@@ -116,6 +116,9 @@ struct Run {
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     best: wgpu::Buffer,
+    /// Parameters and Adam moments saved by `snapshot`, with the step count.
+    saved: [wgpu::Buffer; 3],
+    saved_step: Option<u64>,
     train: DeviceData,
     val: Option<DeviceData>,
     adam_step: u64,
@@ -360,6 +363,12 @@ impl GpuBackend {
                 m: g.upload("adam m", &zeros, wgpu::BufferUsages::empty())?,
                 v: g.upload("adam v", &zeros, wgpu::BufferUsages::empty())?,
                 best: g.upload("best parameters", params, wgpu::BufferUsages::empty())?,
+                saved: [
+                    g.storage("saved parameters", n)?,
+                    g.storage("saved adam m", n)?,
+                    g.storage("saved adam v", n)?,
+                ],
+                saved_step: None,
                 train: upload_data("training", &train)?,
                 val: val
                     .as_ref()
@@ -863,6 +872,54 @@ impl Backend for GpuBackend {
         let result = self.end(&mut run);
         self.run = Some(run);
         result
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::Backend("snapshot called before start".into()))?;
+        let bytes = (run.n_params * 4) as u64;
+        let g = &self.gpu;
+        g.scoped("saving the training state", || {
+            let mut enc = g
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("snapshot"),
+                });
+            for (from, to) in [&run.params, &run.m, &run.v].into_iter().zip(&run.saved) {
+                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        run.saved_step = Some(run.adam_step);
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::Backend("restore called before start".into()))?;
+        let step = run
+            .saved_step
+            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
+        let bytes = (run.n_params * 4) as u64;
+        let g = &self.gpu;
+        g.scoped("restoring the training state", || {
+            let mut enc = g
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("restore"),
+                });
+            for (from, to) in run.saved.iter().zip([&run.params, &run.m, &run.v]) {
+                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        run.adam_step = step;
+        run.epoch = None;
+        Ok(())
     }
 
     fn keep_best(&mut self) -> Result<()> {
@@ -1392,6 +1449,10 @@ impl GpuBackend {
             val_nll,
             finite,
             steps: batches as u64,
+            first_bad_batch: stats[..batches]
+                .iter()
+                .position(|v| !v.is_finite())
+                .map(|i| i as u64),
         })
     }
 }
