@@ -16,7 +16,7 @@ struct Step {
     l2: f32,
     inv_rows: f32,  // 1 / rows: gradients are of the mean NLL
     count: u32,     // element count for elementwise kernels
-    _pad0: u32,
+    clip_norm: f32, // > 0: Adam scales the gradient down to this norm (see grad_norm.wgsl)
     _pad1: u32,
     _pad2: u32,
 }

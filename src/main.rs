@@ -175,6 +175,9 @@ struct TrainArgs {
     /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
     #[arg(long, default_value_t = 0.0)]
     l2: f32,
+    /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
+    #[arg(long, default_value_t = 0.0)]
+    clip_norm: f32,
     /// Fraction of rows held out (chosen by --seed) for validation and early stopping
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,

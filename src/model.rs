@@ -187,6 +187,9 @@ pub struct TrainingInfo {
     /// The learning rate at the end (lower than `lr` after numerical faults).
     #[serde(default)]
     pub final_lr: f32,
+    /// Gradient-norm clipping threshold (0: none).
+    #[serde(default)]
+    pub clip_norm: f32,
     /// Epochs that produced NaN or infinite values and were rolled back and retried.
     #[serde(default)]
     pub recoveries: Vec<Recovery>,

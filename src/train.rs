@@ -712,6 +712,7 @@ fn fit(
         best_val_nll: best.map(|b| b.1),
         stop_reason: stop_reason.to_string(),
         final_lr: step.lr,
+        clip_norm: opts.step.clip_norm,
         recoveries,
         history,
     });
@@ -748,6 +749,12 @@ fn check_options(
         return Err(Error::config(format!(
             "--lr must be a positive number, got {}",
             s.lr
+        )));
+    }
+    if !(s.clip_norm.is_finite() && s.clip_norm >= 0.0) {
+        return Err(Error::config(format!(
+            "--clip-norm must be a number >= 0, got {}",
+            s.clip_norm
         )));
     }
     if !(s.l2.is_finite() && s.l2 >= 0.0) {

@@ -548,3 +548,34 @@ fn numerical_faults_roll_back_and_halve_the_learning_rate() {
     assert_eq!(err.exit_code(), 1);
     assert_eq!(be.restores, mdn::train::MAX_RETRIES);
 }
+
+#[test]
+fn gradient_clipping_changes_steps_only_above_the_threshold() {
+    let data = asset("bishop.csv");
+    let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
+    let run = |clip: f32| {
+        let opts = TrainOptions {
+            stopping: Stopping::Fixed { epochs: 2 },
+            step: StepConfig {
+                clip_norm: clip,
+                ..StepConfig::default()
+            },
+            ..TrainOptions::default()
+        };
+        train(
+            &mut CpuBackend::new(),
+            &tr,
+            val.as_ref(),
+            &opts,
+            &mut |_| true,
+        )
+        .unwrap()
+    };
+    let (none, huge, tiny) = (run(0.0), run(1e9), run(1e-3));
+    assert_eq!(
+        none.params, huge.params,
+        "a threshold no gradient reaches changes nothing"
+    );
+    assert_ne!(none.params, tiny.params);
+    assert_eq!(tiny.training.unwrap().clip_norm, 1e-3);
+}

@@ -146,6 +146,7 @@ impl Run {
         acc.steps += 1;
         sum_grads(&self.parts, &mut self.grad);
         l2_term(&self.net, &self.params, &mut self.grad, acc.cfg.l2);
+        clip(&mut self.grad, acc.cfg.clip_norm);
         self.adam.step += 1;
         let c = AdamStepConstants::new(&acc.cfg, self.adam.step);
         adam(
@@ -646,6 +647,22 @@ fn l2_term(net: &Net, params: &[f32], grad: &mut [f32], l2: f32) -> f64 {
     l2 as f64 * penalty
 }
 
+/// Scales `grad` down to Euclidean norm `max_norm` when it is longer (`max_norm` 0: off).
+fn clip(grad: &mut [f32], max_norm: f32) {
+    if max_norm <= 0.0 {
+        return;
+    }
+    let norm = grad
+        .iter()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt();
+    if norm > max_norm as f64 {
+        let scale = (max_norm as f64 / norm) as f32;
+        grad.iter_mut().for_each(|g| *g *= scale);
+    }
+}
+
 /// One Adam step over the flat buffers.
 fn adam(params: &mut [f32], grad: &[f32], m: &mut [f32], v: &mut [f32], c: &AdamStepConstants) {
     for i in 0..params.len() {
@@ -981,5 +998,24 @@ impl Backend for CpuBackend {
         let c = AdamStepConstants::new(cfg, state.step);
         adam(params, grad, &mut state.m, &mut state.v, &c);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clip;
+
+    #[test]
+    fn clipping_scales_to_the_threshold_only_when_longer() {
+        let mut g = vec![3.0f32, 4.0];
+        clip(&mut g, 10.0);
+        assert_eq!(g, vec![3.0, 4.0]);
+        clip(&mut g, 1.0);
+        assert!(
+            (g[0] - 0.6).abs() < 1e-7 && (g[1] - 0.8).abs() < 1e-7,
+            "{g:?}"
+        );
+        clip(&mut g, 0.0);
+        assert!((g[0] - 0.6).abs() < 1e-7, "0 turns clipping off");
     }
 }

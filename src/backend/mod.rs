@@ -35,6 +35,9 @@ pub struct StepConfig {
     pub l2: f32,
     /// Rows per mini-batch; the last batch of an epoch may be smaller.
     pub batch_size: usize,
+    /// When positive, each step's gradient (L2 term included) is scaled down to this
+    /// Euclidean norm if it is longer. 0 turns clipping off.
+    pub clip_norm: f32,
 }
 
 impl Default for StepConfig {
@@ -46,6 +49,7 @@ impl Default for StepConfig {
             eps: 1e-7,
             l2: 0.0,
             batch_size: 256,
+            clip_norm: 0.0,
         }
     }
 }

@@ -183,6 +183,40 @@ pub fn training_run(b: &mut dyn Backend) {
     }
 }
 
+/// Gradient-norm clipping: a few epochs with a threshold well below the gradients' norm
+/// follow the CPU's trajectory.
+pub fn clipping(b: &mut dyn Backend) {
+    let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, 500, 12);
+    let cfg = StepConfig {
+        batch_size: 50,
+        clip_norm: 0.05,
+        l2: 1e-3,
+        ..StepConfig::default()
+    };
+    let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
+        be.start(
+            &c.arch,
+            &c.params,
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: 500,
+            },
+            None,
+        )
+        .unwrap();
+        let order: Vec<u32> = (0..500u32).map(|i| (i * 7) % 500).collect();
+        let traj = (0..3)
+            .map(|_| be.train_epoch(&order, &cfg).unwrap().train_nll)
+            .collect();
+        (traj, be.current_params().unwrap())
+    };
+    let (want, want_p) = run(&mut CpuBackend::new());
+    let (got, got_p) = run(b);
+    TRAJECTORY_TOL.assert_close("NLL trajectory with clipping", &got, &want);
+    Tolerance::new(1e-4, 1e-3).assert_close("parameters with clipping", &got_p, &want_p);
+}
+
 /// Snapshot and restore bring back parameters, Adam's moments and its step count: an epoch
 /// rerun after a restore gives the same bits as the first time.
 pub fn snapshot_restore(b: &mut dyn Backend) {
@@ -253,6 +287,12 @@ macro_rules! backend_suite {
         fn adam_matches_hand_computed_steps() {
             if let Some(mut b) = $make() {
                 common::suite::adam(&mut *b);
+            }
+        }
+        #[test]
+        fn gradient_clipping_matches_cpu() {
+            if let Some(mut b) = $make() {
+                common::suite::clipping(&mut *b);
             }
         }
         #[test]

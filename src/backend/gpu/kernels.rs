@@ -56,6 +56,7 @@ pub struct Kernels {
     pub dense_backward_weights: Kernel,
     pub weight_grad_sum: Kernel,
     pub adam: Kernel,
+    pub grad_norm: Kernel,
     pub finite_check: Kernel,
     pub matmul_bench: Kernel,
 }
@@ -131,7 +132,12 @@ impl Kernels {
                 adam: k(
                     "adam",
                     include_str!("../../../shaders/adam.wgsl"),
-                    &[ReadWrite, Read, ReadWrite, ReadWrite],
+                    &[ReadWrite, Read, ReadWrite, ReadWrite, Read],
+                ),
+                grad_norm: k(
+                    "grad_norm",
+                    include_str!("../../../shaders/grad_norm.wgsl"),
+                    &[Read, ReadWrite],
                 ),
                 finite_check: k(
                     "finite_check",

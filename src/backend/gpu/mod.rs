@@ -68,7 +68,8 @@ struct StepUniform {
     l2: f32,
     inv_rows: f32,
     count: u32,
-    _pad: [u32; 3],
+    clip_norm: f32,
+    _pad: [u32; 2],
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -168,6 +169,8 @@ struct Work {
     wt: wgpu::Buffer,
     /// Per-slice partial weight gradients of one layer.
     partial: wgpu::Buffer,
+    /// The gradient's sum of squares, for clipping.
+    sumsq: wgpu::Buffer,
 }
 
 impl Work {
@@ -196,6 +199,7 @@ impl Work {
                     .max()
                     .unwrap_or(1),
             )?,
+            sumsq: g.storage("gradient sum of squares", 1)?,
             partial: g.storage(
                 "partial weight gradients",
                 MAX_WEIGHT_SLICES
@@ -227,6 +231,7 @@ struct Groups {
     back_activation: Vec<Option<wgpu::BindGroup>>,
     transpose: Vec<wgpu::BindGroup>,
     adam: wgpu::BindGroup,
+    grad_norm: wgpu::BindGroup,
     finite: wgpu::BindGroup,
     step: wgpu::BindGroup,
 }
@@ -546,7 +551,12 @@ impl GpuBackend {
                     })
                 })
                 .collect(),
-            adam: k.adam.bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v]),
+            adam: k
+                .adam
+                .bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v, &r.work.sumsq]),
+            grad_norm: k
+                .grad_norm
+                .bind(g, "gradient norm", &[&r.grad, &r.work.sumsq]),
             finite: k.finite_check.bind(g, "finite check", &[&r.params, stats]),
             step: g.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("step records"),
@@ -1079,11 +1089,14 @@ impl Backend for GpuBackend {
         };
         let step_buf = g.uniform("adam step", bytemuck::bytes_of(&rec));
         let readback = g.readback("adam readback", (3 * n * 4) as u64);
+        // A single step clips nothing (clip_norm 0): the sum-of-squares binding is a placeholder.
+        let sumsq = g.storage("unused gradient sum of squares", 1)?;
         g.scoped("adam step", || {
-            let group =
-                self.kernels
-                    .adam
-                    .bind(g, "adam", &[&bufs[0], &bufs[1], &bufs[2], &bufs[3]]);
+            let group = self.kernels.adam.bind(
+                g,
+                "adam",
+                &[&bufs[0], &bufs[1], &bufs[2], &bufs[3], &sumsq],
+            );
             let step_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("adam step"),
                 layout: &self.kernels.step_layout,
@@ -1351,7 +1364,8 @@ impl GpuBackend {
                     l2: cfg.l2,
                     inv_rows: 1.0 / n as f32,
                     count: run.n_params as u32,
-                    _pad: [0; 3],
+                    clip_norm: cfg.clip_norm,
+                    _pad: [0; 2],
                 }
             })
             .collect();
@@ -1375,6 +1389,9 @@ impl GpuBackend {
                         p.forward(k, run, groups, gather, n);
                         p.head(k, groups, n);
                         p.backward(k, run, groups, n);
+                        if cfg.clip_norm > 0.0 {
+                            p.dispatch(&k.grad_norm, &groups.grad_norm, 1, 1);
+                        }
                         p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
                     }
                 }
