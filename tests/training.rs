@@ -579,3 +579,63 @@ fn gradient_clipping_changes_steps_only_above_the_threshold() {
     assert_ne!(none.params, tiny.params);
     assert_eq!(tiny.training.unwrap().clip_norm, 1e-3);
 }
+
+/// Bishop's data with x and t mapped by `fx` and `ft`.
+fn scaled(fx: impl Fn(f32) -> f32, ft: impl Fn(f32) -> f32) -> Dataset {
+    let mut d = mdn::synth::bishop(2000, 9);
+    d.x.iter_mut().for_each(|v| *v = fx(*v));
+    d.y.iter_mut().for_each(|v| *v = ft(*v));
+    d
+}
+
+#[test]
+fn extreme_scales_train_to_finite_nll() {
+    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 30 }, ..TrainOptions::default() };
+    let base = {
+        let d = scaled(|x| x, |t| t);
+        let m = fit(&d, &opts);
+        mean_nll(&m, &d)
+    };
+    // Huge and tiny feature scales, offsets far from zero, huge and tiny target scales: the
+    // standardisation (f64 statistics) absorbs them; the NLL moves by exactly the target's
+    // log-Jacobian.
+    for (name, fx, ft, shift) in [
+        ("x * 1e30", 1e30f32, 1.0f32, 0.0f64),
+        ("x * 1e-30", 1e-30, 1.0, 0.0),
+        ("t * 1e20", 1.0, 1e20, 20.0 * 10f64.ln()),
+        ("t * 1e-20", 1.0, 1e-20, -20.0 * 10f64.ln()),
+    ] {
+        let d = scaled(|x| x * fx, |t| t * ft);
+        let m = fit(&d, &opts);
+        let nll = mean_nll(&m, &d);
+        assert!(nll.is_finite(), "{name}: NLL {nll}");
+        assert!((nll - shift - base).abs() < 0.05, "{name}: NLL {nll}, expected about {}", base + shift);
+    }
+    let d = scaled(|x| x + 1e6, |t| t - 3e5);
+    let nll = mean_nll(&fit(&d, &opts), &d);
+    assert!((nll - base).abs() < 0.05, "offsets: NLL {nll} vs {base}");
+}
+
+#[test]
+fn targets_far_from_every_mean_have_finite_loglik() {
+    let m = fit(&asset("bishop.csv"), &TrainOptions { stopping: Stopping::Fixed { epochs: 3 }, ..TrainOptions::default() });
+    let far = Dataset { path: "far".into(), features: vec!["x".into()], targets: vec!["t".into()], x: vec![0.5, 0.5, 1e6], y: vec![1e6, -1e6, 0.5], rows: 3 };
+    let ll = m.loglik(&mut CpuBackend::new(), &far).unwrap();
+    assert!(ll.iter().all(|v| v.is_finite()), "{ll:?}");
+    assert!(ll[0] < -1e9, "a target 1e6 away is astronomically unlikely, not NaN: {}", ll[0]);
+}
+
+#[test]
+fn degenerate_data_is_refused_with_a_message() {
+    // Identical targets, and one row repeated: no distribution to learn.
+    let mut d = mdn::synth::bishop(500, 3);
+    d.y.iter_mut().for_each(|v| *v = 0.25);
+    let (tr, val) = split_validation(&d, 0.1, 0).unwrap();
+    let err = train(&mut CpuBackend::new(), &tr, val.as_ref(), &TrainOptions::default(), &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("target column 't' is constant"), "{err}");
+    let row = d.subset(&vec![7; 500]);
+    let (tr, val) = split_validation(&row, 0.1, 0).unwrap();
+    let err = train(&mut CpuBackend::new(), &tr, val.as_ref(), &TrainOptions { step: StepConfig { batch_size: 64, ..StepConfig::default() }, ..TrainOptions::default() }, &mut |_| true).unwrap_err();
+    assert!(err.to_string().contains("is constant"), "{err}");
+    assert_eq!(err.exit_code(), 2);
+}
