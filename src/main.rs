@@ -531,6 +531,23 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             info.epochs,
             info.stop_reason
         );
+        if let Some(c) = &info.components {
+            let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
+            eprintln!("component weights: {}", w.join(" "));
+            if !c.unused.is_empty() {
+                eprintln!(
+                    "warning: component(s) {:?} are unused (average weight below 1% of an even share): \
+                     --components {} would do as well",
+                    c.unused,
+                    c.weights.len() - c.unused.len()
+                );
+            }
+            for (p, q) in &c.duplicates {
+                eprintln!(
+                    "warning: components {p} and {q} describe the same distribution (mode collapse)"
+                );
+            }
+        }
     }
     if a.json {
         let last = info.history.last();
@@ -545,6 +562,8 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             "final_train_nll": last.map(|e| e.train_nll),
             "train_rows": info.train_rows,
             "val_rows": info.val_rows,
+            "components": info.components,
+            "recoveries": info.recoveries,
         }))?;
     }
     Ok(())

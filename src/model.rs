@@ -150,6 +150,19 @@ pub struct EpochRecord {
     pub val_nll: Option<f64>,
 }
 
+/// How a trained model uses its mixture components on a data set: mode-collapse diagnostics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentUsage {
+    /// Average weight pi_k over the rows.
+    pub weights: Vec<f64>,
+    /// Components whose average weight is below 1% of an even share (0.01 / K).
+    pub unused: Vec<usize>,
+    /// Pairs of used components that are the same distribution on these rows: on average
+    /// their means differ by less than 0.1 of the smaller sigma and their sigmas by less than
+    /// 10%, in every target dimension.
+    pub duplicates: Vec<(usize, usize)>,
+}
+
 /// A numerical fault the trainer recovered from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recovery {
@@ -193,6 +206,10 @@ pub struct TrainingInfo {
     /// Epochs that produced NaN or infinite values and were rolled back and retried.
     #[serde(default)]
     pub recoveries: Vec<Recovery>,
+    /// Average mixture weight of each component over the validation rows (the training rows
+    /// without validation data), and the components found unused or duplicated there.
+    #[serde(default)]
+    pub components: Option<ComponentUsage>,
     pub history: Vec<EpochRecord>,
 }
 
@@ -433,6 +450,52 @@ impl Model {
             }
         }
         Ok(pred)
+    }
+
+    /// Average component weights on `data`, and which components are unused or duplicates
+    /// (see [`ComponentUsage`]).
+    pub fn component_usage(
+        &self,
+        backend: &mut dyn Backend,
+        data: &Dataset,
+    ) -> Result<ComponentUsage> {
+        let pred = self.predict(backend, data)?;
+        let (k, d, rows) = (pred.k, pred.d, pred.rows.max(1));
+        let mut weights = vec![0.0; k];
+        for r in 0..pred.rows {
+            for (c, w) in weights.iter_mut().enumerate() {
+                *w += pred.pi[r * k + c] / rows as f64;
+            }
+        }
+        let unused: Vec<usize> = (0..k).filter(|&c| weights[c] < 0.01 / k as f64).collect();
+        let mut duplicates = Vec::new();
+        for a in 0..k {
+            for b in a + 1..k {
+                if unused.contains(&a) || unused.contains(&b) {
+                    continue;
+                }
+                let (mut dmu, mut dsig) = (0.0, 0.0);
+                for r in 0..pred.rows {
+                    let (mut m, mut s) = (0.0f64, 0.0f64);
+                    for j in 0..d {
+                        let (ia, ib) = ((r * k + a) * d + j, (r * k + b) * d + j);
+                        let (sa, sb) = (pred.sigma[ia], pred.sigma[ib]);
+                        m = m.max((pred.mu[ia] - pred.mu[ib]).abs() / sa.min(sb));
+                        s = s.max((sa.ln() - sb.ln()).abs());
+                    }
+                    dmu += m / rows as f64;
+                    dsig += s / rows as f64;
+                }
+                if dmu < 0.1 && dsig < 0.1 {
+                    duplicates.push((a, b));
+                }
+            }
+        }
+        Ok(ComponentUsage {
+            weights,
+            unused,
+            duplicates,
+        })
     }
 
     /// `n` samples per row from the predicted mixture, in original units: `rows * n * D`

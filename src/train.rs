@@ -256,7 +256,7 @@ pub fn train(
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
     let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
     let counts = (train.rows, val.map_or(0, |v| v.rows));
-    fit(
+    let model = fit(
         backend,
         setup,
         counts,
@@ -271,7 +271,21 @@ pub fn train(
             order.shuffle(&mut shuffle_rng);
             b.train_epoch(&order, step).map(Some)
         },
-    )
+    )?;
+    with_component_usage(model, backend, val.unwrap_or(train))
+}
+
+/// Records how the trained model uses its components on `data` (mode-collapse diagnostics).
+fn with_component_usage(
+    mut model: Model,
+    backend: &mut dyn Backend,
+    data: &Dataset,
+) -> Result<Model> {
+    let usage = model.component_usage(backend, data)?;
+    if let Some(info) = model.training.as_mut() {
+        info.components = Some(usage);
+    }
+    Ok(model)
 }
 
 /// How streamed training reads its data.
@@ -447,7 +461,7 @@ pub fn train_stream(
     let (xs, ys) = (setup.x_scaler.clone(), setup.y_scaler.clone());
     let b = opts.step.batch_size;
     let counts = (train_rows, val.map_or(0, |v| v.rows));
-    fit(
+    let model = fit(
         backend,
         setup,
         counts,
@@ -510,7 +524,25 @@ pub fn train_stream(
             }
             be.end_epoch().map(Some)
         },
-    )
+    )?;
+    match val {
+        Some(v) => with_component_usage(model, backend, v),
+        None => {
+            // No validation rows: the diagnostics look at the file's first rows.
+            let n = rows.min(100_000);
+            let (mut x, mut y) = (Vec::new(), Vec::new());
+            source.read(0, n, &mut x, &mut y)?;
+            let head = Dataset {
+                path,
+                features,
+                targets,
+                x,
+                y,
+                rows: n,
+            };
+            with_component_usage(model, backend, &head)
+        }
+    }
 }
 
 /// What every training run fixes before its first epoch.
@@ -712,6 +744,7 @@ fn fit(
         best_val_nll: best.map(|b| b.1),
         stop_reason: stop_reason.to_string(),
         final_lr: step.lr,
+        components: None,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

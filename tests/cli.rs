@@ -75,6 +75,7 @@ fn train_with_no_arguments_uses_the_shipped_example() {
         "plain progress lines when stderr is not a terminal: {err}"
     );
     assert!(err.contains("wrote model.json"), "{err}");
+    assert!(err.contains("component weights: "), "{err}");
     assert_eq!(files_in(dir.path()), vec!["model.json"]);
     let (out, _) = ok(
         dir.path(),
@@ -132,6 +133,8 @@ fn train_options_and_json_summary() {
     assert_eq!(v["epochs"], 3);
     assert_eq!(v["saved_epoch"], 3);
     assert_eq!(v["stop_reason"], "epochs");
+    assert_eq!(v["components"]["weights"].as_array().unwrap().len(), 3);
+    assert_eq!(v["recoveries"], serde_json::json!([]));
     let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
     assert_eq!(m["format"], "mdn-model");
     assert_eq!(m["arch"]["hidden"], serde_json::json!([16, 8]));

@@ -590,7 +590,10 @@ fn scaled(fx: impl Fn(f32) -> f32, ft: impl Fn(f32) -> f32) -> Dataset {
 
 #[test]
 fn extreme_scales_train_to_finite_nll() {
-    let opts = TrainOptions { stopping: Stopping::Fixed { epochs: 30 }, ..TrainOptions::default() };
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 30 },
+        ..TrainOptions::default()
+    };
     let base = {
         let d = scaled(|x| x, |t| t);
         let m = fit(&d, &opts);
@@ -609,7 +612,11 @@ fn extreme_scales_train_to_finite_nll() {
         let m = fit(&d, &opts);
         let nll = mean_nll(&m, &d);
         assert!(nll.is_finite(), "{name}: NLL {nll}");
-        assert!((nll - shift - base).abs() < 0.05, "{name}: NLL {nll}, expected about {}", base + shift);
+        assert!(
+            (nll - shift - base).abs() < 0.05,
+            "{name}: NLL {nll}, expected about {}",
+            base + shift
+        );
     }
     let d = scaled(|x| x + 1e6, |t| t - 3e5);
     let nll = mean_nll(&fit(&d, &opts), &d);
@@ -618,11 +625,28 @@ fn extreme_scales_train_to_finite_nll() {
 
 #[test]
 fn targets_far_from_every_mean_have_finite_loglik() {
-    let m = fit(&asset("bishop.csv"), &TrainOptions { stopping: Stopping::Fixed { epochs: 3 }, ..TrainOptions::default() });
-    let far = Dataset { path: "far".into(), features: vec!["x".into()], targets: vec!["t".into()], x: vec![0.5, 0.5, 1e6], y: vec![1e6, -1e6, 0.5], rows: 3 };
+    let m = fit(
+        &asset("bishop.csv"),
+        &TrainOptions {
+            stopping: Stopping::Fixed { epochs: 3 },
+            ..TrainOptions::default()
+        },
+    );
+    let far = Dataset {
+        path: "far".into(),
+        features: vec!["x".into()],
+        targets: vec!["t".into()],
+        x: vec![0.5, 0.5, 1e6],
+        y: vec![1e6, -1e6, 0.5],
+        rows: 3,
+    };
     let ll = m.loglik(&mut CpuBackend::new(), &far).unwrap();
     assert!(ll.iter().all(|v| v.is_finite()), "{ll:?}");
-    assert!(ll[0] < -1e9, "a target 1e6 away is astronomically unlikely, not NaN: {}", ll[0]);
+    assert!(
+        ll[0] < -1e9,
+        "a target 1e6 away is astronomically unlikely, not NaN: {}",
+        ll[0]
+    );
 }
 
 #[test]
@@ -631,11 +655,77 @@ fn degenerate_data_is_refused_with_a_message() {
     let mut d = mdn::synth::bishop(500, 3);
     d.y.iter_mut().for_each(|v| *v = 0.25);
     let (tr, val) = split_validation(&d, 0.1, 0).unwrap();
-    let err = train(&mut CpuBackend::new(), &tr, val.as_ref(), &TrainOptions::default(), &mut |_| true).unwrap_err();
-    assert!(err.to_string().contains("target column 't' is constant"), "{err}");
+    let err = train(
+        &mut CpuBackend::new(),
+        &tr,
+        val.as_ref(),
+        &TrainOptions::default(),
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("target column 't' is constant"),
+        "{err}"
+    );
     let row = d.subset(&vec![7; 500]);
     let (tr, val) = split_validation(&row, 0.1, 0).unwrap();
-    let err = train(&mut CpuBackend::new(), &tr, val.as_ref(), &TrainOptions { step: StepConfig { batch_size: 64, ..StepConfig::default() }, ..TrainOptions::default() }, &mut |_| true).unwrap_err();
+    let err = train(
+        &mut CpuBackend::new(),
+        &tr,
+        val.as_ref(),
+        &TrainOptions {
+            step: StepConfig {
+                batch_size: 64,
+                ..StepConfig::default()
+            },
+            ..TrainOptions::default()
+        },
+        &mut |_| true,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("is constant"), "{err}");
     assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn component_diagnostics_find_unused_and_duplicate_components() {
+    use mdn::layout::{Activation, Arch};
+    use mdn::model::Scaler;
+    // No hidden layer, K = 3, D = 1: head = [3 logits, 3 means, 3 raw sigmas], all from biases.
+    let arch = Arch::new(1, vec![], Activation::Relu, 3, 1).unwrap();
+    let mut params = vec![0.0f32; arch.param_count()];
+    let head = arch.layers()[0];
+    let bias = [0.0, -30.0, 0.0, 0.5, 2.0, 0.5, 0.0, 0.0, 0.0];
+    params[head.bias..head.bias + 9].copy_from_slice(&bias);
+    let unit = |n| Scaler {
+        mean: vec![0.0; n],
+        std: vec![1.0; n],
+    };
+    let model = Model::new(
+        arch,
+        vec!["x".into()],
+        vec!["t".into()],
+        unit(1),
+        unit(1),
+        params,
+    );
+    let data = asset("bishop_test.csv");
+    let u = model
+        .component_usage(&mut CpuBackend::new(), &data)
+        .unwrap();
+    assert_eq!(u.unused, vec![1]);
+    assert_eq!(u.duplicates, vec![(0, 2)]);
+    Tolerance::new(1e-9, 0.0).assert_close("weights", &u.weights, &[0.5, 0.0, 0.5]);
+    // A trained model records its usage; the weights are a distribution.
+    let m = fit(
+        &asset("bishop.csv"),
+        &TrainOptions {
+            stopping: Stopping::Fixed { epochs: 20 },
+            ..TrainOptions::default()
+        },
+    );
+    let c = m.training.unwrap().components.unwrap();
+    assert_eq!(c.weights.len(), 5);
+    assert!((c.weights.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+    assert!(c.duplicates.is_empty() && c.unused.is_empty(), "{c:?}");
 }
