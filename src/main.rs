@@ -15,7 +15,7 @@ use mdn::data::RowSource;
 use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
-use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation, train};
+use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation};
 use mdn::{Error, Result};
 
 /// The example data set `mdn train` uses without `--data` (Bishop's inverse problem).
@@ -209,6 +209,16 @@ struct TrainArgs {
     /// Rows read from disk at a time when streaming [default: from --memory-mb]
     #[arg(long)]
     chunk_rows: Option<usize>,
+    /// Write the full training state every N epochs (to --checkpoint), to --resume from
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Checkpoint file [default: beside --out, model.json -> model.ckpt.json]
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Continue the run a checkpoint was written by: its data and options are used, and the
+    /// result is bit-identical to an uninterrupted run on the same device and threads
+    #[arg(long)]
+    resume: Option<PathBuf>,
     /// No progress output
     #[arg(long, short)]
     quiet: bool,
@@ -335,7 +345,23 @@ fn open_backend(device: DeviceArg, quiet: bool) -> Result<Box<dyn Backend>> {
     Ok(b)
 }
 
-fn cmd_train(a: TrainArgs) -> Result<()> {
+fn cmd_train(mut a: TrainArgs) -> Result<()> {
+    // A resumed run takes its data and options from the checkpoint.
+    let resume = match &a.resume {
+        Some(path) => {
+            let c = mdn::checkpoint::Checkpoint::load(path)?;
+            a.data = c.data.data.clone();
+            a.target = c.data.target.clone();
+            a.features = c.data.features.clone();
+            a.val = c.data.val.clone();
+            a.val_fraction = c.data.val_fraction;
+            a.seed = c.options.seed;
+            a.checkpoint = Some(a.checkpoint.clone().unwrap_or_else(|| path.clone()));
+            a.checkpoint_every = Some(a.checkpoint_every.unwrap_or(c.every));
+            Some(c)
+        }
+        None => None,
+    };
     let choice = ColumnChoice::Train {
         targets: (!a.target.is_empty()).then(|| a.target.clone()),
         features: (!a.features.is_empty()).then(|| a.features.clone()),
@@ -360,6 +386,10 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
         },
         seed: a.seed,
     };
+    let opts = resume.as_ref().map_or(opts, |c| c.options.clone());
+    if a.checkpoint_every == Some(0) {
+        return Err(Error::config("--checkpoint-every must be at least 1"));
+    }
     if a.memory_mb == 0 {
         return Err(Error::config("--memory-mb must be at least 1"));
     }
@@ -375,6 +405,11 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
             .unwrap_or(false)
     };
     let streamed = a.stream || a.chunk_rows.is_some() || a.data.as_deref().is_some_and(big);
+    if streamed && (a.checkpoint_every.is_some() || resume.is_some()) {
+        return Err(Error::config(
+            "checkpoints are not supported with streamed training yet: train in memory (a larger --memory-mb) or without --checkpoint-every",
+        ));
+    }
     // A CSV too large for memory is converted to a temporary .npy (deleted afterwards).
     let mut _converted = None;
     let stream_path = match &a.data {
@@ -498,11 +533,64 @@ fn cmd_train(a: TrainArgs) -> Result<()> {
                     opts.components,
                 );
             }
-            train(
+            let spec = mdn::checkpoint::DataSpec {
+                data: a.data.clone(),
+                target: a.target.clone(),
+                features: a.features.clone(),
+                val: a.val.clone(),
+                val_fraction: a.val_fraction,
+            };
+            let resume_state = match &resume {
+                Some(c) => {
+                    let xs = mdn::model::Scaler::fit(&train_set.x, train_set.d_in());
+                    let ys = mdn::model::Scaler::fit(&train_set.y, train_set.d_out());
+                    if xs != c.x_scaler || ys != c.y_scaler {
+                        return Err(Error::config(format!(
+                            "{}: the training data differ from the checkpoint's (their statistics changed); cannot resume",
+                            train_set.path.display()
+                        )));
+                    }
+                    if !a.quiet {
+                        eprintln!(
+                            "resuming after epoch {} from {}",
+                            c.trainer.completed,
+                            a.resume.as_deref().unwrap_or(Path::new("")).display()
+                        );
+                    }
+                    Some((c.trainer.clone(), c.state.clone()))
+                }
+                None => None,
+            };
+            let ckpt_path = a
+                .checkpoint
+                .clone()
+                .unwrap_or_else(|| mdn::checkpoint::Checkpoint::default_path(&a.out));
+            let every = a.checkpoint_every.unwrap_or(0);
+            let mut write = |b: &mut dyn Backend,
+                             st: &mdn::train::LoopState,
+                             xs: &mdn::model::Scaler,
+                             ys: &mdn::model::Scaler| {
+                let c = mdn::checkpoint::Checkpoint::new(
+                    spec.clone(),
+                    opts.clone(),
+                    every,
+                    (xs.clone(), ys.clone()),
+                    b.save_state()?,
+                    st.clone(),
+                );
+                c.save(&ckpt_path)
+            };
+            let checkpointer = (every > 0).then(|| mdn::train::Checkpointer {
+                every,
+                write: &mut write,
+            });
+            mdn::train::train_with(
                 backend.as_mut(),
                 &train_set,
                 val_set.as_ref(),
                 &opts,
+                resume_state,
+                checkpointer,
                 &mut observer,
             )
         }

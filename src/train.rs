@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, DataRef, EpochStats, StepConfig};
+use crate::backend::{Backend, DataRef, EpochStats, StepConfig, TrainState};
 use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, DEFAULT_SIGMA_FLOOR};
@@ -39,7 +39,7 @@ fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// When training stops.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Stopping {
     /// Stop when the validation NLL has not improved for `patience` epochs, or after
     /// `max_epochs`; the best parameters by validation NLL are kept.
@@ -49,7 +49,7 @@ pub enum Stopping {
 }
 
 /// Everything that shapes a training run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainOptions {
     pub hidden: Vec<usize>,
     pub activation: Activation,
@@ -217,6 +217,20 @@ pub fn train(
     opts: &TrainOptions,
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Model> {
+    train_with(backend, train, val, opts, None, None, observer)
+}
+
+/// [`train`], continuing from a checkpoint's state (`resume`) and writing checkpoints
+/// (`checkpointer`). A resumed run ends with the same bits as an uninterrupted one.
+pub fn train_with(
+    backend: &mut dyn Backend,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+    resume: Option<(LoopState, TrainState)>,
+    checkpointer: Option<Checkpointer<'_>>,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Model> {
     check_options(train.rows, train.path.as_path(), val, opts)?;
     check_columns(&train.features, &train.targets, val)?;
     let mut x_stats = ColumnStats::new(train.d_in());
@@ -253,22 +267,30 @@ pub fn train(
             .as_ref()
             .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
     )?;
+    let resume = match resume {
+        Some((loop_state, train_state)) => {
+            backend.load_state(&train_state)?;
+            Some(loop_state)
+        }
+        None => None,
+    };
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
-    let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
     let counts = (train.rows, val.map_or(0, |v| v.rows));
     let model = fit(
         backend,
         setup,
         counts,
         opts,
+        resume,
+        checkpointer,
         observer,
-        &mut |b, _epoch, step, _obs| {
+        &mut |b, _epoch, step, shuffle_rng, _obs| {
             // A fresh permutation each epoch, drawn as the streamed path draws one per window.
             order
                 .iter_mut()
                 .enumerate()
                 .for_each(|(i, o)| *o = i as u32);
-            order.shuffle(&mut shuffle_rng);
+            order.shuffle(shuffle_rng);
             b.train_epoch(&order, step).map(Some)
         },
     )?;
@@ -457,7 +479,6 @@ pub fn train_stream(
             .unwrap_or(window_rows + opts.step.batch_size),
     )?;
 
-    let mut shuffle_rng = rng_for(opts.seed, STREAM_SHUFFLE);
     let (xs, ys) = (setup.x_scaler.clone(), setup.y_scaler.clone());
     let b = opts.step.batch_size;
     let counts = (train_rows, val.map_or(0, |v| v.rows));
@@ -466,10 +487,12 @@ pub fn train_stream(
         setup,
         counts,
         opts,
+        None,
+        None,
         observer,
-        &mut |be, epoch, step, obs| {
+        &mut |be, epoch, step, shuffle_rng, obs| {
             let mut order: Vec<usize> = (0..n_chunks).collect();
-            order.shuffle(&mut shuffle_rng);
+            order.shuffle(shuffle_rng);
             be.begin_epoch(train_rows, step)?;
             // Carried rows (fewer than a batch) and the window being assembled, standardised.
             let (mut wx, mut wy) = (Vec::new(), Vec::new());
@@ -493,7 +516,7 @@ pub fn train_stream(
                 xs.apply_in_place(&mut rx);
                 ys.apply_in_place(&mut ry);
                 let mut perm: Vec<u32> = (0..(ry.len() / d_out) as u32).collect();
-                perm.shuffle(&mut shuffle_rng);
+                perm.shuffle(shuffle_rng);
                 for &i in &perm {
                     let i = i as usize;
                     wx.extend_from_slice(&rx[i * d_in..(i + 1) * d_in]);
@@ -597,18 +620,59 @@ type EpochFn<'a> = dyn FnMut(
         &mut dyn Backend,
         usize,
         &StepConfig,
+        &mut ChaCha8Rng,
         &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<Option<EpochStats>>
     + 'a;
 
+/// Called after every `every`-th completed epoch with the backend and the trainer's state,
+/// to write a checkpoint.
+pub struct Checkpointer<'a> {
+    pub every: usize,
+    /// Receives the backend, the trainer's state and the x and y standardisation.
+    pub write: &'a mut dyn FnMut(&mut dyn Backend, &LoopState, &Scaler, &Scaler) -> Result<()>,
+}
+
+/// The trainer's own state between epochs: with the backend's [`TrainState`] it is all a
+/// checkpoint needs to continue a run exactly where it was.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LoopState {
+    /// Epochs completed.
+    pub completed: usize,
+    pub history: Vec<EpochRecord>,
+    /// The best epoch and its validation NLL (original units).
+    pub best: Option<(usize, f64)>,
+    /// The learning rate now (halved by numerical faults).
+    pub lr: f32,
+    pub recoveries: Vec<Recovery>,
+    /// Position of the shuffling random stream (ChaCha8 word position, decimal).
+    pub shuffle_position: String,
+}
+
+impl LoopState {
+    fn new(opts: &TrainOptions) -> LoopState {
+        LoopState {
+            completed: 0,
+            history: Vec::new(),
+            best: None,
+            lr: opts.step.lr,
+            recoveries: Vec::new(),
+            shuffle_position: "0".into(),
+        }
+    }
+}
+
 /// The epoch loop both ways in share: runs epochs, converts NLLs to original units, keeps the
 /// best parameters (early stopping) or the last completed epoch's (fixed epochs), reports to
 /// the observer, and builds the model.
+#[allow(clippy::too_many_arguments)]
 fn fit(
     backend: &mut dyn Backend,
     setup: Setup,
     (train_rows, val_rows): (usize, usize),
     opts: &TrainOptions,
+    resume: Option<LoopState>,
+    mut checkpointer: Option<Checkpointer<'_>>,
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
     run_epoch: &mut EpochFn<'_>,
 ) -> Result<Model> {
@@ -620,23 +684,42 @@ fn fit(
         } => (max_epochs, Some(patience)),
         Stopping::Fixed { epochs } => (epochs, None),
     };
-    let mut history = Vec::new();
-    let mut best: Option<(usize, f64)> = None;
+    let mut state = resume.unwrap_or_else(|| LoopState::new(opts));
+    let mut rng = rng_for(opts.seed, STREAM_SHUFFLE);
+    rng.set_word_pos(
+        state
+            .shuffle_position
+            .parse()
+            .map_err(|_| Error::config("checkpoint: malformed shuffle position"))?,
+    );
     let mut stop_reason = match opts.stopping {
         Stopping::Early { .. } => "max-epochs",
         Stopping::Fixed { .. } => "epochs",
     };
-    let mut completed = 0;
-    let mut step = opts.step;
-    let mut recoveries = Vec::new();
-    for epoch in 1..=max_epochs {
+    let mut step = StepConfig {
+        lr: state.lr,
+        ..opts.step
+    };
+    // A resumed run may already be done (its checkpoint written at the stopping epoch).
+    let already_stopped = match (patience, state.best) {
+        (Some(p), Some((b, _))) => state.completed >= max_epochs || state.completed - b >= p,
+        _ => state.completed >= max_epochs,
+    };
+    if already_stopped && state.completed > 0 {
+        stop_reason = if state.completed >= max_epochs {
+            stop_reason
+        } else {
+            "early-stopping"
+        };
+    }
+    for epoch in state.completed + 1..=if already_stopped { 0 } else { max_epochs } {
         let started = Instant::now();
         // A numerical fault rolls back to the state before the epoch and retries it at half
         // the learning rate, a few times; the halved rate stays for the rest of the run.
         backend.snapshot()?;
         let mut faults = 0;
         let stats = loop {
-            let Some(stats) = run_epoch(backend, epoch, &step, observer)? else {
+            let Some(stats) = run_epoch(backend, epoch, &step, &mut rng, observer)? else {
                 break None;
             };
             if stats.finite {
@@ -656,7 +739,7 @@ fn fit(
             }
             backend.restore()?;
             step.lr /= 2.0;
-            recoveries.push(Recovery {
+            state.recoveries.push(Recovery {
                 epoch,
                 batch: stats.first_bad_batch.map(|b| b + 1),
                 lr: step.lr,
@@ -672,22 +755,30 @@ fn fit(
             break;
         };
         let seconds = started.elapsed().as_secs_f64();
-        completed = epoch;
+        state.completed = epoch;
         let train_nll = stats.train_nll - jac;
         let val_nll = stats.val_nll.map(|v| v - jac);
-        history.push(EpochRecord {
+        state.history.push(EpochRecord {
             epoch,
             train_nll,
             val_nll,
         });
-        let improved = val_nll.is_some_and(|v| best.is_none_or(|(_, b)| v < b));
+        let improved = val_nll.is_some_and(|v| state.best.is_none_or(|(_, b)| v < b));
         if improved {
-            best = Some((epoch, val_nll.expect("improved implies a value")));
+            state.best = Some((epoch, val_nll.expect("improved implies a value")));
         }
         // Early stopping keeps the best epoch; fixed epochs keep the last completed one.
         if improved || patience.is_none() {
             backend.keep_best()?;
         }
+        state.lr = step.lr;
+        state.shuffle_position = rng.get_word_pos().to_string();
+        if let Some(c) = checkpointer.as_mut() {
+            if epoch % c.every.max(1) == 0 {
+                (c.write)(backend, &state, &setup.x_scaler, &setup.y_scaler)?;
+            }
+        }
+        let best = state.best;
         let report = EpochReport {
             epoch,
             max_epochs,
@@ -708,6 +799,13 @@ fn fit(
             }
         }
     }
+    let LoopState {
+        completed,
+        history,
+        best,
+        recoveries,
+        ..
+    } = state;
     if completed == 0 {
         return Err(Error::Interrupted(
             "interrupted before the first epoch finished; no model was written".into(),

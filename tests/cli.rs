@@ -1245,3 +1245,122 @@ fn ctrl_c_stops_training_and_keeps_the_best_model() {
     let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
     assert_eq!(m["training"]["stop_reason"], "interrupted");
 }
+
+/// Trains once uninterrupted, once killed with SIGKILL after its first checkpoint and resumed:
+/// the two models must be the same bits.
+#[cfg(unix)]
+fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", rows, "--out", "g.npy", "--seed", "4",
+        ],
+    );
+    let base = [
+        "train", "--data", "g.npy", "--epochs", epochs, "--device", device, "--seed", "2",
+        "--quiet",
+    ];
+    let mut full = base.to_vec();
+    full.extend(["--out", "full.json"]);
+    ok(dir.path(), &full);
+    let mut part = base.to_vec();
+    part.extend(["--out", "part.json", "--checkpoint-every", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(&part)
+        .current_dir(dir.path())
+        .env("NODEVICE_SELECT", "1")
+        .spawn()
+        .unwrap();
+    let ckpt = dir.path().join("part.ckpt.json");
+    let started = std::time::Instant::now();
+    while !ckpt.exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // A pseudo-random moment after the first checkpoint.
+    let wait = (started.elapsed().as_nanos() % 300) as u64;
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let c = json(&std::fs::read_to_string(&ckpt).unwrap());
+    let done = c["trainer"]["completed"].as_u64().unwrap();
+    assert!(done >= 1, "the checkpoint is whole and names its epoch");
+    eprintln!("{device}: killed after epoch {done} of {epochs}");
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "part.ckpt.json",
+            "--device",
+            device,
+            "--out",
+            "part.json",
+            "--quiet",
+        ],
+    );
+    let (a, b) = (
+        json(&std::fs::read_to_string(dir.path().join("full.json")).unwrap()),
+        json(&std::fs::read_to_string(dir.path().join("part.json")).unwrap()),
+    );
+    assert_eq!(
+        a["params"], b["params"],
+        "{device}: resumed after epoch {done} of {epochs}: parameters differ"
+    );
+    assert_eq!(a["training"]["history"], b["training"]["history"]);
+    assert!(files_in(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_on_the_cpu() {
+    killed_and_resumed_run_matches("cpu", "300000", "10");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_on_the_software_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    if software_adapter(dir.path()) {
+        killed_and_resumed_run_matches("software", "60000", "8");
+    }
+}
+
+#[test]
+fn checkpoint_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"format\": \"mdn-model\"}").unwrap();
+    for (args, needle) in [
+        (
+            vec!["train", "--resume", "bad.json"],
+            "not an mdn checkpoint",
+        ),
+        (
+            vec!["train", "--resume", "missing.json"],
+            "missing.json: no such file",
+        ),
+        (
+            vec!["train", "--checkpoint-every", "0"],
+            "--checkpoint-every must be at least 1",
+        ),
+        (
+            vec![
+                "train",
+                "--stream",
+                "--data",
+                "x.npy",
+                "--checkpoint-every",
+                "2",
+            ],
+            "not supported with streamed training",
+        ),
+    ] {
+        let out = mdn(dir.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+    }
+}

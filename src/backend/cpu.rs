@@ -15,7 +15,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::backend::{
-    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainState,
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, LayerShape};
@@ -845,6 +845,30 @@ impl Backend for CpuBackend {
             return Err(no_run("end_epoch before begin_epoch:"));
         }
         Ok(run.end_epoch(pool))
+    }
+
+    fn save_state(&mut self) -> Result<TrainState> {
+        let run = self.run.as_ref().ok_or_else(|| no_run("save_state"))?;
+        Ok(TrainState {
+            params: run.params.clone(),
+            best: run.best.clone(),
+            adam: run.adam.clone(),
+        })
+    }
+
+    fn load_state(&mut self, state: &TrainState) -> Result<()> {
+        let run = self.run.as_mut().ok_or_else(|| no_run("load_state"))?;
+        let n = run.params.len();
+        if state.params.len() != n || state.best.len() != n {
+            return Err(Error::config(
+                "checkpoint state does not match the model's parameter count",
+            ));
+        }
+        state.adam.check_lengths(&state.params, &state.best)?;
+        run.params.copy_from_slice(&state.params);
+        run.best.copy_from_slice(&state.best);
+        run.adam = state.adam.clone();
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<()> {

@@ -24,7 +24,7 @@ use crate::error::Result;
 use crate::layout::Arch;
 
 /// Adam and regularisation settings for a training step.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StepConfig {
     pub lr: f32,
     pub beta1: f32,
@@ -55,7 +55,7 @@ impl Default for StepConfig {
 }
 
 /// Adam's state in the flat parameter layout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AdamState {
     pub m: Vec<f32>,
     pub v: Vec<f32>,
@@ -82,6 +82,15 @@ impl AdamState {
         }
         Ok(())
     }
+}
+
+/// Everything a backend holds that a training run's continuation depends on: the current
+/// and best parameters and Adam's state. What a checkpoint saves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainState {
+    pub params: Vec<f32>,
+    pub best: Vec<f32>,
+    pub adam: AdamState,
 }
 
 /// The constants one Adam step needs, computed on the host in f64.
@@ -190,6 +199,12 @@ pub trait Backend {
 
     /// Ends a streamed epoch: validation, the finite check, the epoch's statistics.
     fn end_epoch(&mut self) -> Result<EpochStats>;
+
+    /// The run's state, for a checkpoint (reads GPU memory: not for every epoch).
+    fn save_state(&mut self) -> Result<TrainState>;
+
+    /// Continues a run from a saved state (after [`Backend::start`] with the same data).
+    fn load_state(&mut self, state: &TrainState) -> Result<()>;
 
     /// Saves the parameters and Adam's state (moments and step count), to go back to with
     /// [`Backend::restore`] when an epoch goes wrong.

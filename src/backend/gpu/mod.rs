@@ -24,6 +24,7 @@
 mod context;
 mod kernels;
 
+use crate::backend::TrainState;
 pub use context::{AdapterSummary, DeviceChoice, Gpu, NO_ADAPTER_HELP, list_adapters};
 
 use bytemuck::{Pod, Zeroable};
@@ -882,6 +883,57 @@ impl Backend for GpuBackend {
         let result = self.end(&mut run);
         self.run = Some(run);
         result
+    }
+
+    fn save_state(&mut self) -> Result<TrainState> {
+        let run = self
+            .run
+            .as_ref()
+            .ok_or_else(|| Error::Backend("save_state called before start".into()))?;
+        let n = run.n_params;
+        let g = &self.gpu;
+        let readback = g.readback("state readback", (4 * n * 4) as u64);
+        g.scoped("reading the training state", || {
+            let mut enc = self.encoder("save state");
+            for (i, b) in [&run.params, &run.best, &run.m, &run.v]
+                .into_iter()
+                .enumerate()
+            {
+                enc.copy_buffer_to_buffer(b, 0, &readback, (i * n * 4) as u64, (n * 4) as u64);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        let all = g.read_f32(&readback, 4 * n)?;
+        Ok(TrainState {
+            params: all[..n].to_vec(),
+            best: all[n..2 * n].to_vec(),
+            adam: AdamState {
+                m: all[2 * n..3 * n].to_vec(),
+                v: all[3 * n..].to_vec(),
+                step: run.adam_step,
+            },
+        })
+    }
+
+    fn load_state(&mut self, state: &TrainState) -> Result<()> {
+        let run = self
+            .run
+            .as_mut()
+            .ok_or_else(|| Error::Backend("load_state called before start".into()))?;
+        let n = run.n_params;
+        if state.params.len() != n || state.best.len() != n {
+            return Err(Error::config(
+                "checkpoint state does not match the model's parameter count",
+            ));
+        }
+        state.adam.check_lengths(&state.params, &state.best)?;
+        let q = &self.gpu.queue;
+        q.write_buffer(&run.params, 0, bytemuck::cast_slice(&state.params));
+        q.write_buffer(&run.best, 0, bytemuck::cast_slice(&state.best));
+        q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.adam.m));
+        q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.adam.v));
+        run.adam_step = state.adam.step;
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<()> {

@@ -1,0 +1,111 @@
+//! Checkpoints: the full state of a training run, written every few epochs so that a run
+//! killed at any moment can continue and end with exactly the bits an uninterrupted run
+//! would have produced (same data, seed, backend, device and threads).
+//!
+//! A checkpoint is JSON: what data and options the run was started with, the standardisation
+//! (to check the data has not changed), the backend's state (current and best parameters,
+//! Adam's moments and step) and the trainer's (epochs done, history, best epoch, learning
+//! rate, position of the shuffling random stream). It is written like a model file: to a
+//! synced temporary file renamed into place, so the last checkpoint is always whole.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::backend::TrainState;
+use crate::error::{Error, Result};
+use crate::model::{Scaler, write_atomic};
+use crate::train::{LoopState, TrainOptions};
+
+pub const FORMAT_NAME: &str = "mdn-checkpoint";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Where a run's data came from, as given on the command line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSpec {
+    /// The training file (None: the shipped example).
+    pub data: Option<PathBuf>,
+    pub target: Vec<String>,
+    pub features: Vec<String>,
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: String,
+    pub format_version: u32,
+    pub data: DataSpec,
+    pub options: TrainOptions,
+    /// Epochs between checkpoints.
+    pub every: usize,
+    pub x_scaler: Scaler,
+    pub y_scaler: Scaler,
+    pub state: TrainState,
+    pub trainer: LoopState,
+}
+
+impl Checkpoint {
+    pub fn new(
+        data: DataSpec,
+        options: TrainOptions,
+        every: usize,
+        (x_scaler, y_scaler): (Scaler, Scaler),
+        state: TrainState,
+        trainer: LoopState,
+    ) -> Self {
+        Checkpoint {
+            format: FORMAT_NAME.into(),
+            format_version: FORMAT_VERSION,
+            data,
+            options,
+            every,
+            x_scaler,
+            y_scaler,
+            state,
+            trainer,
+        }
+    }
+
+    /// Writes the checkpoint atomically (temporary file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let json = serde_json::to_vec(self).map_err(|e| Error::model_file(path, e.to_string()))?;
+        write_atomic(path, &json)
+    }
+
+    pub fn load(path: &Path) -> Result<Checkpoint> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::model_file(path, format!("not a valid checkpoint ({e})")))?;
+        if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
+            return Err(Error::model_file(
+                path,
+                format!("not an mdn checkpoint (no \"format\": \"{FORMAT_NAME}\")"),
+            ));
+        }
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) => {
+                return Err(Error::model_file(
+                    path,
+                    format!(
+                        "checkpoint format version {v} is not supported (this build reads {FORMAT_VERSION})"
+                    ),
+                ));
+            }
+            None => return Err(Error::model_file(path, "missing checkpoint format_version")),
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::model_file(path, format!("malformed checkpoint: {e}")))
+    }
+
+    /// The default checkpoint path for a model written to `out`: `model.json` ->
+    /// `model.ckpt.json`.
+    pub fn default_path(out: &Path) -> PathBuf {
+        let stem = out
+            .file_stem()
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_else(|| "model".into());
+        out.with_file_name(format!("{stem}.ckpt.json"))
+    }
+}
