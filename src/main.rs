@@ -34,6 +34,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Train a model on a CSV file (without --data: the shipped example, Bishop's inverse problem)
     Train(TrainArgs),
@@ -580,7 +581,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                 );
                 c.save(&ckpt_path)
             };
-            let checkpointer = (every > 0).then(|| mdn::train::Checkpointer {
+            let checkpointer = (every > 0).then_some(mdn::train::Checkpointer {
                 every,
                 write: &mut write,
             });

@@ -625,12 +625,16 @@ type EpochFn<'a> = dyn FnMut(
     ) -> Result<Option<EpochStats>>
     + 'a;
 
+/// Writes a checkpoint from the backend, the trainer's state and the standardisation.
+pub type CheckpointFn<'a> =
+    dyn FnMut(&mut dyn Backend, &LoopState, &Scaler, &Scaler) -> Result<()> + 'a;
+
 /// Called after every `every`-th completed epoch with the backend and the trainer's state,
 /// to write a checkpoint.
 pub struct Checkpointer<'a> {
     pub every: usize,
     /// Receives the backend, the trainer's state and the x and y standardisation.
-    pub write: &'a mut dyn FnMut(&mut dyn Backend, &LoopState, &Scaler, &Scaler) -> Result<()>,
+    pub write: &'a mut CheckpointFn<'a>,
 }
 
 /// The trainer's own state between epochs: with the backend's [`TrainState`] it is all a

@@ -425,6 +425,12 @@ impl mdn::backend::Backend for Faulty {
     fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
         self.inner.end_epoch()
     }
+    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
+        self.inner.save_state()
+    }
+    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
+        self.inner.load_state(s)
+    }
     fn snapshot(&mut self) -> mdn::Result<()> {
         self.saved = self.inner.current_params()?;
         self.inner.snapshot()
