@@ -197,3 +197,202 @@ fn evaluation_in_several_chunks_matches_the_cpu() {
     let want = cpu.loglik(&c.arch, &c.params, &c.x, &c.y, c.rows).unwrap();
     mdn::check::LOGLIK_TOL.assert_close("loglik, 10001 rows", &got, &want);
 }
+
+#[test]
+fn a_lost_device_is_an_error_that_says_so() {
+    let Some(_) = gpu_backend() else { return };
+    let mut gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 200, 5);
+    gpu.start(
+        &c.arch,
+        &c.params,
+        mdn::backend::DataRef {
+            x: &c.x,
+            y: &c.y,
+            rows: 200,
+        },
+        None,
+    )
+    .unwrap();
+    let order: Vec<u32> = (0..200).collect();
+    let cfg = StepConfig {
+        batch_size: 50,
+        ..StepConfig::default()
+    };
+    gpu.train_epoch(&order, &cfg).unwrap();
+    gpu.lose_device();
+    let err = gpu.train_epoch(&order, &cfg).unwrap_err().to_string();
+    assert!(err.contains("lost"), "{err}");
+    assert!(gpu.current_params().is_err());
+}
+
+/// A GPU backend whose device is lost when its third epoch starts.
+struct LosesDevice(mdn::backend::GpuBackend, usize);
+
+impl Backend for LosesDevice {
+    fn name(&self) -> String {
+        self.0.name()
+    }
+    fn start(
+        &mut self,
+        a: &mdn::layout::Arch,
+        p: &[f32],
+        t: mdn::backend::DataRef<'_>,
+        v: Option<mdn::backend::DataRef<'_>>,
+    ) -> mdn::Result<()> {
+        self.0.start(a, p, t, v)
+    }
+    fn train_epoch(
+        &mut self,
+        order: &[u32],
+        cfg: &StepConfig,
+    ) -> mdn::Result<mdn::backend::EpochStats> {
+        self.1 += 1;
+        if self.1 == 3 {
+            self.0.lose_device();
+        }
+        self.0.train_epoch(order, cfg)
+    }
+    fn start_stream(
+        &mut self,
+        a: &mdn::layout::Arch,
+        p: &[f32],
+        v: Option<mdn::backend::DataRef<'_>>,
+        c: usize,
+    ) -> mdn::Result<()> {
+        self.0.start_stream(a, p, v, c)
+    }
+    fn begin_epoch(&mut self, r: usize, cfg: &StepConfig) -> mdn::Result<()> {
+        self.0.begin_epoch(r, cfg)
+    }
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], r: usize) -> mdn::Result<()> {
+        self.0.train_chunk(x, y, r)
+    }
+    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
+        self.0.end_epoch()
+    }
+    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
+        self.0.save_state()
+    }
+    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
+        self.0.load_state(s)
+    }
+    fn snapshot(&mut self) -> mdn::Result<()> {
+        self.0.snapshot()
+    }
+    fn restore(&mut self) -> mdn::Result<()> {
+        self.0.restore()
+    }
+    fn keep_best(&mut self) -> mdn::Result<()> {
+        self.0.keep_best()
+    }
+    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.0.best_params()
+    }
+    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.0.current_params()
+    }
+    fn forward(
+        &mut self,
+        a: &mdn::layout::Arch,
+        p: &[f32],
+        x: &[f32],
+        r: usize,
+    ) -> mdn::Result<Vec<f32>> {
+        self.0.forward(a, p, x, r)
+    }
+    fn loglik(
+        &mut self,
+        a: &mdn::layout::Arch,
+        p: &[f32],
+        x: &[f32],
+        y: &[f32],
+        r: usize,
+    ) -> mdn::Result<Vec<f64>> {
+        self.0.loglik(a, p, x, y, r)
+    }
+    fn loss_grad(
+        &mut self,
+        a: &mdn::layout::Arch,
+        p: &[f32],
+        x: &[f32],
+        y: &[f32],
+        r: usize,
+        l2: f32,
+    ) -> mdn::Result<mdn::backend::LossGrad> {
+        self.0.loss_grad(a, p, x, y, r, l2)
+    }
+    fn adam_step(
+        &mut self,
+        p: &mut [f32],
+        g: &[f32],
+        s: &mut AdamState,
+        cfg: &StepConfig,
+    ) -> mdn::Result<()> {
+        self.0.adam_step(p, g, s, cfg)
+    }
+}
+
+#[test]
+fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
+    use mdn::checkpoint::{Checkpoint, DataSpec};
+    let Some(_) = gpu_backend() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.ckpt.json");
+    let data = asset("bishop.csv");
+    let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 5 },
+        ..TrainOptions::default()
+    };
+    let spec = DataSpec {
+        data: None,
+        target: vec![],
+        features: vec![],
+        val: None,
+        val_fraction: 0.1,
+    };
+    let mut write = |b: &mut dyn Backend,
+                     st: &mdn::train::LoopState,
+                     xs: &mdn::model::Scaler,
+                     ys: &mdn::model::Scaler| {
+        Checkpoint::new(
+            spec.clone(),
+            opts.clone(),
+            1,
+            (xs.clone(), ys.clone()),
+            b.save_state()?,
+            st.clone(),
+        )
+        .save(&path)
+    };
+    let mut be = LosesDevice(
+        mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap(),
+        0,
+    );
+    let checkpointer = Some(mdn::train::Checkpointer {
+        every: 1,
+        write: &mut write,
+    });
+    let err = mdn::train::train_with(
+        &mut be,
+        &tr,
+        val.as_ref(),
+        &opts,
+        None,
+        checkpointer,
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("GPU device lost"), "{err}");
+    assert_eq!(err.exit_code(), 1);
+    // The checkpoint of epoch 2 is whole and resumable.
+    let c = Checkpoint::load(&path).unwrap();
+    assert_eq!(c.trainer.completed, 2);
+    assert!(c.state.params.iter().all(|v| v.is_finite()));
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files.len(), 1, "no temporary files left: {files:?}");
+}
