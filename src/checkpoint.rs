@@ -29,6 +29,13 @@ pub struct DataSpec {
     pub features: Vec<String>,
     pub val: Option<PathBuf>,
     pub val_fraction: f64,
+    /// Whether the run streamed its data, and how (so a resumed run reads it the same way).
+    #[serde(default)]
+    pub stream: bool,
+    #[serde(default)]
+    pub chunk_rows: Option<usize>,
+    #[serde(default)]
+    pub memory_mb: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -357,6 +357,11 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             a.val = c.data.val.clone();
             a.val_fraction = c.data.val_fraction;
             a.seed = c.options.seed;
+            a.stream = c.data.stream;
+            a.chunk_rows = c.data.chunk_rows;
+            if c.data.memory_mb > 0 {
+                a.memory_mb = c.data.memory_mb;
+            }
             a.checkpoint = Some(a.checkpoint.clone().unwrap_or_else(|| path.clone()));
             a.checkpoint_every = Some(a.checkpoint_every.unwrap_or(c.every));
             Some(c)
@@ -406,11 +411,6 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             .unwrap_or(false)
     };
     let streamed = a.stream || a.chunk_rows.is_some() || a.data.as_deref().is_some_and(big);
-    if streamed && (a.checkpoint_every.is_some() || resume.is_some()) {
-        return Err(Error::config(
-            "checkpoints are not supported with streamed training yet: train in memory (a larger --memory-mb) or without --checkpoint-every",
-        ));
-    }
     // A CSV too large for memory is converted to a temporary .npy (deleted afterwards).
     let mut _converted = None;
     let stream_path = match &a.data {
@@ -458,6 +458,55 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
         !stop.load(std::sync::atomic::Ordering::Relaxed)
     };
     let mut backend = open_backend(a.device, a.quiet)?;
+    // Checkpoints (both ways of training): what to write, where, how often.
+    let spec = mdn::checkpoint::DataSpec {
+        data: a.data.clone(),
+        target: a.target.clone(),
+        features: a.features.clone(),
+        val: a.val.clone(),
+        val_fraction: a.val_fraction,
+        stream: streamed,
+        chunk_rows: a.chunk_rows,
+        memory_mb: a.memory_mb,
+    };
+    let resume_state = resume.map(|c| {
+        if !a.quiet {
+            eprintln!(
+                "resuming after epoch {} from {}",
+                c.trainer.completed,
+                a.resume.as_deref().unwrap_or(Path::new("")).display()
+            );
+        }
+        mdn::train::Resume {
+            trainer: c.trainer,
+            state: c.state,
+            x_scaler: c.x_scaler,
+            y_scaler: c.y_scaler,
+        }
+    });
+    let ckpt_path = a
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| mdn::checkpoint::Checkpoint::default_path(&a.out));
+    let every = a.checkpoint_every.unwrap_or(0);
+    let mut write = |b: &mut dyn Backend,
+                     st: &mdn::train::LoopState,
+                     xs: &mdn::model::Scaler,
+                     ys: &mdn::model::Scaler| {
+        mdn::checkpoint::Checkpoint::new(
+            spec.clone(),
+            opts.clone(),
+            every,
+            (xs.clone(), ys.clone()),
+            b.save_state()?,
+            st.clone(),
+        )
+        .save(&ckpt_path)
+    };
+    let checkpointer = (every > 0).then_some(mdn::train::Checkpointer {
+        every,
+        write: &mut write,
+    });
     let model = match stream_path {
         Some(path) => {
             let mut source = mdn::data::NpySource::open(&path, &choice)?;
@@ -492,12 +541,14 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     sopts.window_chunks,
                 );
             }
-            mdn::train::train_stream(
+            mdn::train::train_stream_with(
                 backend.as_mut(),
                 &mut source,
                 val.as_ref(),
                 &sopts,
                 &opts,
+                resume_state,
+                checkpointer,
                 &mut observer,
             )
         }
@@ -534,57 +585,6 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     opts.components,
                 );
             }
-            let spec = mdn::checkpoint::DataSpec {
-                data: a.data.clone(),
-                target: a.target.clone(),
-                features: a.features.clone(),
-                val: a.val.clone(),
-                val_fraction: a.val_fraction,
-            };
-            let resume_state = match &resume {
-                Some(c) => {
-                    let xs = mdn::model::Scaler::fit(&train_set.x, train_set.d_in());
-                    let ys = mdn::model::Scaler::fit(&train_set.y, train_set.d_out());
-                    if xs != c.x_scaler || ys != c.y_scaler {
-                        return Err(Error::config(format!(
-                            "{}: the training data differ from the checkpoint's (their statistics changed); cannot resume",
-                            train_set.path.display()
-                        )));
-                    }
-                    if !a.quiet {
-                        eprintln!(
-                            "resuming after epoch {} from {}",
-                            c.trainer.completed,
-                            a.resume.as_deref().unwrap_or(Path::new("")).display()
-                        );
-                    }
-                    Some((c.trainer.clone(), c.state.clone()))
-                }
-                None => None,
-            };
-            let ckpt_path = a
-                .checkpoint
-                .clone()
-                .unwrap_or_else(|| mdn::checkpoint::Checkpoint::default_path(&a.out));
-            let every = a.checkpoint_every.unwrap_or(0);
-            let mut write = |b: &mut dyn Backend,
-                             st: &mdn::train::LoopState,
-                             xs: &mdn::model::Scaler,
-                             ys: &mdn::model::Scaler| {
-                let c = mdn::checkpoint::Checkpoint::new(
-                    spec.clone(),
-                    opts.clone(),
-                    every,
-                    (xs.clone(), ys.clone()),
-                    b.save_state()?,
-                    st.clone(),
-                );
-                c.save(&ckpt_path)
-            };
-            let checkpointer = (every > 0).then_some(mdn::train::Checkpointer {
-                every,
-                write: &mut write,
-            });
             mdn::train::train_with(
                 backend.as_mut(),
                 &train_set,

@@ -227,7 +227,7 @@ pub fn train_with(
     train: &Dataset,
     val: Option<&Dataset>,
     opts: &TrainOptions,
-    resume: Option<(LoopState, TrainState)>,
+    resume: Option<Resume>,
     checkpointer: Option<Checkpointer<'_>>,
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Model> {
@@ -268,10 +268,7 @@ pub fn train_with(
             .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
     )?;
     let resume = match resume {
-        Some((loop_state, train_state)) => {
-            backend.load_state(&train_state)?;
-            Some(loop_state)
-        }
+        Some(r) => Some(r.apply(backend, &setup, train.path.as_path())?),
         None => None,
     };
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
@@ -366,6 +363,22 @@ pub fn train_stream(
     val: Option<&Dataset>,
     stream: &StreamOptions,
     opts: &TrainOptions,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Model> {
+    train_stream_with(backend, source, val, stream, opts, None, None, observer)
+}
+
+/// [`train_stream`], continuing from a checkpoint's state and writing checkpoints, as
+/// [`train_with`] does in memory.
+#[allow(clippy::too_many_arguments)]
+pub fn train_stream_with(
+    backend: &mut dyn Backend,
+    source: &mut dyn RowSource,
+    val: Option<&Dataset>,
+    stream: &StreamOptions,
+    opts: &TrainOptions,
+    resume: Option<Resume>,
+    checkpointer: Option<Checkpointer<'_>>,
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Model> {
     let (rows, d_in, d_out) = (
@@ -478,6 +491,10 @@ pub fn train_stream(
             .device_chunk_rows
             .unwrap_or(window_rows + opts.step.batch_size),
     )?;
+    let resume = match resume {
+        Some(r) => Some(r.apply(backend, &setup, &path)?),
+        None => None,
+    };
 
     let (xs, ys) = (setup.x_scaler.clone(), setup.y_scaler.clone());
     let b = opts.step.batch_size;
@@ -487,8 +504,8 @@ pub fn train_stream(
         setup,
         counts,
         opts,
-        None,
-        None,
+        resume,
+        checkpointer,
         observer,
         &mut |be, epoch, step, shuffle_rng, obs| {
             let mut order: Vec<usize> = (0..n_chunks).collect();
@@ -624,6 +641,35 @@ type EpochFn<'a> = dyn FnMut(
         &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<Option<EpochStats>>
     + 'a;
+
+/// Where a resumed run continues from: the trainer's and the backend's state, and the
+/// standardisation the run had (the data must still give the same).
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub trainer: LoopState,
+    pub state: TrainState,
+    pub x_scaler: Scaler,
+    pub y_scaler: Scaler,
+}
+
+impl Resume {
+    /// Loads the backend state, after checking that `setup`'s data are the checkpoint's.
+    fn apply(
+        self,
+        backend: &mut dyn Backend,
+        setup: &Setup,
+        path: &std::path::Path,
+    ) -> Result<LoopState> {
+        if setup.x_scaler != self.x_scaler || setup.y_scaler != self.y_scaler {
+            return Err(Error::config(format!(
+                "{}: the training data differ from the checkpoint's (their statistics changed); cannot resume",
+                path.display()
+            )));
+        }
+        backend.load_state(&self.state)?;
+        Ok(self.trainer)
+    }
+}
 
 /// Writes a checkpoint from the backend, the trainer's state and the standardisation.
 pub type CheckpointFn<'a> =

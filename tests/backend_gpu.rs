@@ -351,6 +351,9 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         features: vec![],
         val: None,
         val_fraction: 0.1,
+        stream: false,
+        chunk_rows: None,
+        memory_mb: 512,
     };
     let mut write = |b: &mut dyn Backend,
                      st: &mdn::train::LoopState,

@@ -1249,7 +1249,7 @@ fn ctrl_c_stops_training_and_keeps_the_best_model() {
 /// Trains once uninterrupted, once killed with SIGKILL after its first checkpoint and resumed:
 /// the two models must be the same bits.
 #[cfg(unix)]
-fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str) {
+fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     ok(
         dir.path(),
@@ -1257,10 +1257,11 @@ fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str) {
             "generate", "--kind", "bishop", "--rows", rows, "--out", "g.npy", "--seed", "4",
         ],
     );
-    let base = [
+    let mut base = vec![
         "train", "--data", "g.npy", "--epochs", epochs, "--device", device, "--seed", "2",
         "--quiet",
     ];
+    base.extend_from_slice(extra);
     let mut full = base.to_vec();
     full.extend(["--out", "full.json"]);
     ok(dir.path(), &full);
@@ -1284,6 +1285,7 @@ fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str) {
     child.wait().unwrap();
     let c = json(&std::fs::read_to_string(&ckpt).unwrap());
     let done = c["trainer"]["completed"].as_u64().unwrap();
+    assert_eq!(c["data"]["stream"], extra.contains(&"--stream"));
     assert!(done >= 1, "the checkpoint is whole and names its epoch");
     eprintln!("{device}: killed after epoch {done} of {epochs}");
     ok(
@@ -1314,7 +1316,18 @@ fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str) {
 #[cfg(unix)]
 #[test]
 fn sigkill_and_resume_gives_the_same_bits_on_the_cpu() {
-    killed_and_resumed_run_matches("cpu", "300000", "10");
+    killed_and_resumed_run_matches("cpu", "300000", "10", &[]);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_when_streaming() {
+    killed_and_resumed_run_matches(
+        "cpu",
+        "300000",
+        "10",
+        &["--stream", "--chunk-rows", "20000"],
+    );
 }
 
 #[cfg(unix)]
@@ -1322,7 +1335,7 @@ fn sigkill_and_resume_gives_the_same_bits_on_the_cpu() {
 fn sigkill_and_resume_gives_the_same_bits_on_the_software_adapter() {
     let dir = tempfile::tempdir().unwrap();
     if software_adapter(dir.path()) {
-        killed_and_resumed_run_matches("software", "60000", "8");
+        killed_and_resumed_run_matches("software", "60000", "8", &[]);
     }
 }
 
@@ -1342,17 +1355,6 @@ fn checkpoint_errors_are_clear() {
         (
             vec!["train", "--checkpoint-every", "0"],
             "--checkpoint-every must be at least 1",
-        ),
-        (
-            vec![
-                "train",
-                "--stream",
-                "--data",
-                "x.npy",
-                "--checkpoint-every",
-                "2",
-            ],
-            "not supported with streamed training",
         ),
     ] {
         let out = mdn(dir.path(), &args);
