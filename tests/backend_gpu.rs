@@ -226,113 +226,6 @@ fn a_lost_device_is_an_error_that_says_so() {
     assert!(gpu.current_params().is_err());
 }
 
-/// A GPU backend whose device is lost when its third epoch starts.
-struct LosesDevice(mdn::backend::GpuBackend, usize);
-
-impl Backend for LosesDevice {
-    fn name(&self) -> String {
-        self.0.name()
-    }
-    fn start(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        t: mdn::backend::DataRef<'_>,
-        v: Option<mdn::backend::DataRef<'_>>,
-    ) -> mdn::Result<()> {
-        self.0.start(a, p, t, v)
-    }
-    fn train_epoch(
-        &mut self,
-        order: &[u32],
-        cfg: &StepConfig,
-    ) -> mdn::Result<mdn::backend::EpochStats> {
-        self.1 += 1;
-        if self.1 == 3 {
-            self.0.lose_device();
-        }
-        self.0.train_epoch(order, cfg)
-    }
-    fn start_stream(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        v: Option<mdn::backend::DataRef<'_>>,
-        c: usize,
-    ) -> mdn::Result<()> {
-        self.0.start_stream(a, p, v, c)
-    }
-    fn begin_epoch(&mut self, r: usize, cfg: &StepConfig) -> mdn::Result<()> {
-        self.0.begin_epoch(r, cfg)
-    }
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], r: usize) -> mdn::Result<()> {
-        self.0.train_chunk(x, y, r)
-    }
-    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
-        self.0.end_epoch()
-    }
-    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
-        self.0.save_state()
-    }
-    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
-        self.0.load_state(s)
-    }
-    fn snapshot(&mut self) -> mdn::Result<()> {
-        self.0.snapshot()
-    }
-    fn restore(&mut self) -> mdn::Result<()> {
-        self.0.restore()
-    }
-    fn keep_best(&mut self) -> mdn::Result<()> {
-        self.0.keep_best()
-    }
-    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.0.best_params()
-    }
-    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.0.current_params()
-    }
-    fn forward(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        r: usize,
-    ) -> mdn::Result<Vec<f32>> {
-        self.0.forward(a, p, x, r)
-    }
-    fn loglik(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        y: &[f32],
-        r: usize,
-    ) -> mdn::Result<Vec<f64>> {
-        self.0.loglik(a, p, x, y, r)
-    }
-    fn loss_grad(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        y: &[f32],
-        r: usize,
-        l2: f32,
-    ) -> mdn::Result<mdn::backend::LossGrad> {
-        self.0.loss_grad(a, p, x, y, r, l2)
-    }
-    fn adam_step(
-        &mut self,
-        p: &mut [f32],
-        g: &[f32],
-        s: &mut AdamState,
-        cfg: &StepConfig,
-    ) -> mdn::Result<()> {
-        self.0.adam_step(p, g, s, cfg)
-    }
-}
-
 #[test]
 fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
     use mdn::checkpoint::{Checkpoint, DataSpec};
@@ -369,10 +262,15 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         )
         .save(&path)
     };
-    let mut be = LosesDevice(
+    // The device is lost when the third epoch starts.
+    let mut be = common::Hooked::new(
         mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap(),
-        0,
     );
+    be.before = Box::new(|gpu, attempt| {
+        if attempt == 3 {
+            gpu.lose_device();
+        }
+    });
     let checkpointer = Some(mdn::train::Checkpointer {
         every: 1,
         write: &mut write,

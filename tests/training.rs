@@ -1,6 +1,8 @@
 //! End-to-end training on the CPU backend: quality on the shipped example, NLL in original
 //! units, determinism, early stopping keeping the best weights, model files round-tripping.
 
+mod common;
+
 use std::path::Path;
 
 use mdn::backend::{Backend, CpuBackend, StepConfig};
@@ -370,129 +372,17 @@ fn threads_give_the_same_bits_run_to_run_and_agree_across_counts() {
     assert_eq!(l1, l3, "per-row log-likelihoods do not depend on the split");
 }
 
-/// A CPU backend that reports a numerical fault on chosen epoch attempts, and checks that
-/// `restore` really returns to the snapshot.
-struct Faulty {
-    inner: CpuBackend,
-    /// Attempts (1-based, counting retries) that report NaN at batch 4.
-    fail_attempts: Vec<usize>,
-    attempts: usize,
-    saved: Vec<f32>,
-    restores: usize,
-}
-
-impl mdn::backend::Backend for Faulty {
-    fn name(&self) -> String {
-        "faulty cpu".into()
-    }
-    fn start(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        t: mdn::backend::DataRef<'_>,
-        v: Option<mdn::backend::DataRef<'_>>,
-    ) -> mdn::Result<()> {
-        self.inner.start(a, p, t, v)
-    }
-    fn train_epoch(
-        &mut self,
-        order: &[u32],
-        cfg: &StepConfig,
-    ) -> mdn::Result<mdn::backend::EpochStats> {
-        self.attempts += 1;
-        let mut s = self.inner.train_epoch(order, cfg)?;
-        if self.fail_attempts.contains(&self.attempts) {
+/// A CPU backend reporting a NaN at batch 4 on the given epoch attempts (1-based, counting
+/// retries).
+fn faulty(fail_attempts: Vec<usize>) -> common::Hooked<CpuBackend> {
+    let mut be = common::Hooked::new(CpuBackend::new());
+    be.after = Box::new(move |attempt, s| {
+        if fail_attempts.contains(&attempt) {
             s.finite = false;
             s.first_bad_batch = Some(3);
         }
-        Ok(s)
-    }
-    fn start_stream(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        v: Option<mdn::backend::DataRef<'_>>,
-        c: usize,
-    ) -> mdn::Result<()> {
-        self.inner.start_stream(a, p, v, c)
-    }
-    fn begin_epoch(&mut self, rows: usize, cfg: &StepConfig) -> mdn::Result<()> {
-        self.inner.begin_epoch(rows, cfg)
-    }
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> mdn::Result<()> {
-        self.inner.train_chunk(x, y, rows)
-    }
-    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
-        self.inner.end_epoch()
-    }
-    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
-        self.inner.save_state()
-    }
-    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
-        self.inner.load_state(s)
-    }
-    fn snapshot(&mut self) -> mdn::Result<()> {
-        self.saved = self.inner.current_params()?;
-        self.inner.snapshot()
-    }
-    fn restore(&mut self) -> mdn::Result<()> {
-        self.inner.restore()?;
-        assert_eq!(
-            self.inner.current_params()?,
-            self.saved,
-            "restore returned to the snapshot"
-        );
-        self.restores += 1;
-        Ok(())
-    }
-    fn keep_best(&mut self) -> mdn::Result<()> {
-        self.inner.keep_best()
-    }
-    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.inner.best_params()
-    }
-    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.inner.current_params()
-    }
-    fn forward(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        r: usize,
-    ) -> mdn::Result<Vec<f32>> {
-        self.inner.forward(a, p, x, r)
-    }
-    fn loglik(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        y: &[f32],
-        r: usize,
-    ) -> mdn::Result<Vec<f64>> {
-        self.inner.loglik(a, p, x, y, r)
-    }
-    fn loss_grad(
-        &mut self,
-        a: &mdn::layout::Arch,
-        p: &[f32],
-        x: &[f32],
-        y: &[f32],
-        r: usize,
-        l2: f32,
-    ) -> mdn::Result<mdn::backend::LossGrad> {
-        self.inner.loss_grad(a, p, x, y, r, l2)
-    }
-    fn adam_step(
-        &mut self,
-        p: &mut [f32],
-        g: &[f32],
-        s: &mut mdn::backend::AdamState,
-        cfg: &StepConfig,
-    ) -> mdn::Result<()> {
-        self.inner.adam_step(p, g, s, cfg)
-    }
+    });
+    be
 }
 
 #[test]
@@ -504,13 +394,7 @@ fn numerical_faults_roll_back_and_halve_the_learning_rate() {
         ..TrainOptions::default()
     };
     // Attempts 2 and 3 are epoch 2 and its first retry: two faults, then it goes through.
-    let mut be = Faulty {
-        inner: CpuBackend::new(),
-        fail_attempts: vec![2, 3],
-        attempts: 0,
-        saved: vec![],
-        restores: 0,
-    };
+    let mut be = faulty(vec![2, 3]);
     let mut events = Vec::new();
     let model = train(&mut be, &tr, val.as_ref(), &opts, &mut |e| {
         if let mdn::train::TrainEvent::Recovered { epoch, batch, lr } = e {
@@ -535,13 +419,7 @@ fn numerical_faults_roll_back_and_halve_the_learning_rate() {
     assert_eq!(back.training.unwrap().recoveries, info.recoveries);
 
     // A fault that does not go away stops training with the epoch and batch named.
-    let mut be = Faulty {
-        inner: CpuBackend::new(),
-        fail_attempts: (1..100).collect(),
-        attempts: 0,
-        saved: vec![],
-        restores: 0,
-    };
+    let mut be = faulty((1..100).collect());
     let err = train(&mut be, &tr, val.as_ref(), &opts, &mut |_| true).unwrap_err();
     let msg = err.to_string();
     assert!(

@@ -210,3 +210,134 @@ pub fn oracle(name: &str) -> Oracle {
         arch,
     }
 }
+
+/// Wraps a backend so a test can tamper with in-memory epochs: `before` runs before each
+/// `train_epoch` (with the attempt number, 1-based, counting retries), `after` may change its
+/// statistics. `restore` checks that it really returns to the last snapshot.
+pub struct Hooked<B> {
+    pub inner: B,
+    pub attempts: usize,
+    pub restores: usize,
+    pub before: Box<dyn FnMut(&mut B, usize)>,
+    pub after: Box<dyn FnMut(usize, &mut mdn::backend::EpochStats)>,
+    saved: Vec<f32>,
+}
+
+impl<B: mdn::backend::Backend> Hooked<B> {
+    pub fn new(inner: B) -> Self {
+        Hooked {
+            inner,
+            attempts: 0,
+            restores: 0,
+            before: Box::new(|_, _| {}),
+            after: Box::new(|_, _| {}),
+            saved: Vec::new(),
+        }
+    }
+}
+
+impl<B: mdn::backend::Backend> mdn::backend::Backend for Hooked<B> {
+    fn name(&self) -> String {
+        self.inner.name()
+    }
+    fn start(
+        &mut self,
+        a: &Arch,
+        p: &[f32],
+        t: mdn::backend::DataRef<'_>,
+        v: Option<mdn::backend::DataRef<'_>>,
+    ) -> mdn::Result<()> {
+        self.inner.start(a, p, t, v)
+    }
+    fn train_epoch(
+        &mut self,
+        order: &[u32],
+        cfg: &mdn::backend::StepConfig,
+    ) -> mdn::Result<mdn::backend::EpochStats> {
+        self.attempts += 1;
+        (self.before)(&mut self.inner, self.attempts);
+        let mut s = self.inner.train_epoch(order, cfg)?;
+        (self.after)(self.attempts, &mut s);
+        Ok(s)
+    }
+    fn start_stream(
+        &mut self,
+        a: &Arch,
+        p: &[f32],
+        v: Option<mdn::backend::DataRef<'_>>,
+        c: usize,
+    ) -> mdn::Result<()> {
+        self.inner.start_stream(a, p, v, c)
+    }
+    fn begin_epoch(&mut self, rows: usize, cfg: &mdn::backend::StepConfig) -> mdn::Result<()> {
+        self.inner.begin_epoch(rows, cfg)
+    }
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> mdn::Result<()> {
+        self.inner.train_chunk(x, y, rows)
+    }
+    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
+        self.inner.end_epoch()
+    }
+    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
+        self.inner.save_state()
+    }
+    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
+        self.inner.load_state(s)
+    }
+    fn snapshot(&mut self) -> mdn::Result<()> {
+        self.saved = self.inner.current_params()?;
+        self.inner.snapshot()
+    }
+    fn restore(&mut self) -> mdn::Result<()> {
+        self.inner.restore()?;
+        assert_eq!(
+            self.inner.current_params()?,
+            self.saved,
+            "restore returned to the snapshot"
+        );
+        self.restores += 1;
+        Ok(())
+    }
+    fn keep_best(&mut self) -> mdn::Result<()> {
+        self.inner.keep_best()
+    }
+    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.inner.best_params()
+    }
+    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.inner.current_params()
+    }
+    fn forward(&mut self, a: &Arch, p: &[f32], x: &[f32], r: usize) -> mdn::Result<Vec<f32>> {
+        self.inner.forward(a, p, x, r)
+    }
+    fn loglik(
+        &mut self,
+        a: &Arch,
+        p: &[f32],
+        x: &[f32],
+        y: &[f32],
+        r: usize,
+    ) -> mdn::Result<Vec<f64>> {
+        self.inner.loglik(a, p, x, y, r)
+    }
+    fn loss_grad(
+        &mut self,
+        a: &Arch,
+        p: &[f32],
+        x: &[f32],
+        y: &[f32],
+        r: usize,
+        l2: f32,
+    ) -> mdn::Result<mdn::backend::LossGrad> {
+        self.inner.loss_grad(a, p, x, y, r, l2)
+    }
+    fn adam_step(
+        &mut self,
+        p: &mut [f32],
+        g: &[f32],
+        s: &mut mdn::backend::AdamState,
+        cfg: &mdn::backend::StepConfig,
+    ) -> mdn::Result<()> {
+        self.inner.adam_step(p, g, s, cfg)
+    }
+}
