@@ -218,10 +218,15 @@ pub struct Hooked<B> {
     pub inner: B,
     pub attempts: usize,
     pub restores: usize,
-    pub before: Box<dyn FnMut(&mut B, usize)>,
-    pub after: Box<dyn FnMut(usize, &mut mdn::backend::EpochStats)>,
+    pub before: BeforeEpoch<B>,
+    pub after: AfterEpoch,
     saved: Vec<f32>,
 }
+
+/// Runs before an epoch attempt, with the wrapped backend and the attempt number.
+pub type BeforeEpoch<B> = Box<dyn FnMut(&mut B, usize)>;
+/// May change an epoch attempt's statistics.
+pub type AfterEpoch = Box<dyn FnMut(usize, &mut mdn::backend::EpochStats)>;
 
 impl<B: mdn::backend::Backend> Hooked<B> {
     pub fn new(inner: B) -> Self {
