@@ -265,6 +265,13 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct PredictArgs {
+    /// Quantiles of each target's marginal mixture, comma-separated (e.g. 0.05,0.5,0.95),
+    /// computed exactly from the mixture's CDF
+    #[arg(long, value_delimiter = ',')]
+    quantiles: Vec<f64>,
+    /// Central interval of this probability (e.g. 0.9 adds the 0.05 and 0.95 quantiles)
+    #[arg(long)]
+    interval: Option<f64>,
     #[command(flatten)]
     device: DeviceArg,
     /// Model file written by `mdn train`
@@ -297,6 +304,13 @@ struct SampleArgs {
     /// Seed of the sampler
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Mixture-weight temperature: weights become pi^(1/T) renormalised (logits / T); below 1
+    /// favours the heavier components, towards 0 always the heaviest
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Multiplies every component's standard deviation (below 1: samples closer to the means)
+    #[arg(long, default_value_t = 1.0)]
+    sigma_scale: f64,
     /// Write to this file instead of stdout
     #[arg(long)]
     out: Option<PathBuf>,
@@ -845,11 +859,20 @@ fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
     let (model, data) = model_data(&a.model, &a.data, true)?;
-    let ll = model.loglik(open_backend(a.device, a.json)?.as_mut(), &data)?;
+    let mut backend = open_backend(a.device, a.json)?;
+    let ll = model.loglik(backend.as_mut(), &data)?;
     let mean_nll = -ll.iter().sum::<f64>() / ll.len() as f64;
+    let pred = model.predict(backend.as_mut(), &data)?;
+    let scores = mdn::stats::score(
+        &model.targets,
+        &pred.pi,
+        &pred.mu,
+        &pred.sigma,
+        &data.y,
+        pred.k,
+    );
     if a.json {
-        let mut out =
-            json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll });
+        let mut out = json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll, "scores": scores });
         if a.per_row {
             out["loglik"] = json!(ll);
         }
@@ -867,23 +890,74 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         data.rows,
         model.targets.join(", ")
     ));
+    for s in &scores {
+        text.push_str(&format!(
+            "{}: CRPS {:.6}  RMSE of mean {:.6}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
+            s.target, s.crps, s.rmse, s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
+        ));
+    }
     write_output(None, text.as_bytes())
 }
 
 fn cmd_predict(a: PredictArgs) -> Result<()> {
+    let mut qs = a.quantiles.clone();
+    if let Some(p) = a.interval {
+        if !(p > 0.0 && p < 1.0) {
+            return Err(Error::config(format!(
+                "--interval must be between 0 and 1, got {p}"
+            )));
+        }
+        // Rounded so that 0.9 gives the labels 0.05 and 0.95.
+        let tail = ((1.0 - p) / 2.0 * 1e12).round() / 1e12;
+        qs.extend([tail, ((1.0 - tail) * 1e12).round() / 1e12]);
+    }
+    if let Some(q) = qs.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
+        return Err(Error::config(format!(
+            "quantiles must be between 0 and 1 (exclusive), got {q}"
+        )));
+    }
     let (model, data) = model_data(&a.model, &a.data, false)?;
     let pred = model.predict(open_backend(a.device, a.json)?.as_mut(), &data)?;
     let (k, d) = (pred.k, pred.d);
+    // Per row and target: mean, variance, mode, quantiles of the marginal mixture.
+    let summary = |r: usize, j: usize| {
+        let m = mdn::stats::Marginal::of(
+            &pred.pi[r * k..(r + 1) * k],
+            &pred.mu[r * k * d..(r + 1) * k * d],
+            &pred.sigma[r * k * d..(r + 1) * k * d],
+            d,
+            j,
+        );
+        let q: Vec<f64> = qs.iter().map(|&q| m.quantile(q)).collect();
+        (m.mean(), m.variance(), m.mode(), q)
+    };
     let text = if a.json {
         let rows: Vec<serde_json::Value> = (0..pred.rows)
             .map(|r| {
                 let comp = |v: &[f64], c: usize| v[(r * k + c) * d..(r * k + c + 1) * d].to_vec();
-                json!({
+                let sums: Vec<_> = (0..d).map(|j| summary(r, j)).collect();
+                let mut row = json!({
                     "pi": pred.pi[r * k..(r + 1) * k],
                     "mu": (0..k).map(|c| comp(&pred.mu, c)).collect::<Vec<_>>(),
                     "sigma": (0..k).map(|c| comp(&pred.sigma, c)).collect::<Vec<_>>(),
-                    "mean": (0..d).map(|j| pred.mean(r, j)).collect::<Vec<_>>(),
-                })
+                    "mean": sums.iter().map(|s| s.0).collect::<Vec<_>>(),
+                    "variance": sums.iter().map(|s| s.1).collect::<Vec<_>>(),
+                    "mode": sums.iter().map(|s| s.2).collect::<Vec<_>>(),
+                });
+                if !qs.is_empty() {
+                    let quantiles: serde_json::Map<String, serde_json::Value> = qs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, q)| {
+                            (
+                                q.to_string(),
+                                json!(sums.iter().map(|s| s.3[i]).collect::<Vec<_>>()),
+                            )
+                        })
+                        .collect();
+                    row["quantiles"] = serde_json::Value::Object(quantiles);
+                }
+                row
             })
             .collect();
         let doc = json!({ "targets": model.targets, "components": k, "rows": rows });
@@ -896,7 +970,12 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                 header.extend(model.targets.iter().map(|t| format!("{what}_{c}_{t}")));
             }
         }
-        header.extend(model.targets.iter().map(|t| format!("mean_{t}")));
+        for what in ["mean", "var", "mode"] {
+            header.extend(model.targets.iter().map(|t| format!("{what}_{t}")));
+        }
+        for q in &qs {
+            header.extend(model.targets.iter().map(|t| format!("q{q}_{t}")));
+        }
         let mut s = header.join(",") + "\n";
         for r in 0..pred.rows {
             let mut cells = vec![r.to_string()];
@@ -911,7 +990,13 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                     .iter()
                     .map(|v| v.to_string()),
             );
-            cells.extend((0..d).map(|j| pred.mean(r, j).to_string()));
+            let sums: Vec<_> = (0..d).map(|j| summary(r, j)).collect();
+            cells.extend(sums.iter().map(|s| s.0.to_string()));
+            cells.extend(sums.iter().map(|s| s.1.to_string()));
+            cells.extend(sums.iter().map(|s| s.2.to_string()));
+            for i in 0..qs.len() {
+                cells.extend(sums.iter().map(|s| s.3[i].to_string()));
+            }
             s.push_str(&cells.join(","));
             s.push('\n');
         }
@@ -925,7 +1010,14 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
         return Err(Error::config("--n must be at least 1"));
     }
     let (model, data) = model_data(&a.model, &a.data, false)?;
-    let samples = model.sample(open_backend(a.device, a.json)?.as_mut(), &data, a.n, a.seed)?;
+    let samples = model.sample(
+        open_backend(a.device, a.json)?.as_mut(),
+        &data,
+        a.n,
+        a.seed,
+        a.temperature,
+        a.sigma_scale,
+    )?;
     let d = model.arch.targets;
     let text = if a.json {
         let rows: Vec<serde_json::Value> = (0..data.rows)

@@ -500,25 +500,51 @@ impl Model {
 
     /// `n` samples per row from the predicted mixture, in original units: `rows * n * D`
     /// values, row-major (row, then sample, then dimension). Deterministic for a seed.
+    /// `temperature` T sharpens (T < 1) or flattens (T > 1) the mixture weights as
+    /// pi_k^(1/T), renormalised — as dividing the logits by T; T -> 0 picks the heaviest
+    /// component. `sigma_scale` S multiplies every standard deviation.
     pub fn sample(
         &self,
         backend: &mut dyn Backend,
         data: &Dataset,
         n: usize,
         seed: u64,
+        temperature: f64,
+        sigma_scale: f64,
     ) -> Result<Vec<f64>> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(Error::config(format!(
+                "--temperature must be a positive number, got {temperature}"
+            )));
+        }
+        if !(sigma_scale.is_finite() && sigma_scale > 0.0) {
+            return Err(Error::config(format!(
+                "--sigma-scale must be a positive number, got {sigma_scale}"
+            )));
+        }
         let pred = self.predict(backend, data)?;
         let (k, d) = (pred.k, pred.d);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out = Vec::with_capacity(pred.rows * n * d);
+        let mut weights = vec![0.0f64; k];
         for r in 0..pred.rows {
             let pi = &pred.pi[r * k..(r + 1) * k];
+            // pi^(1/T) in the log domain, so that small T does not underflow.
+            let logs: Vec<f64> = pi
+                .iter()
+                .map(|p| p.max(f64::MIN_POSITIVE).ln() / temperature)
+                .collect();
+            let top = logs.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            for (w, l) in weights.iter_mut().zip(&logs) {
+                *w = (l - top).exp();
+            }
+            let total: f64 = weights.iter().sum();
             for _ in 0..n {
-                let u: f64 = rng.random();
+                let u: f64 = rng.random::<f64>() * total;
                 let mut acc = 0.0;
                 let mut c = k - 1;
-                for (i, &p) in pi.iter().enumerate() {
-                    acc += p;
+                for (i, &w) in weights.iter().enumerate() {
+                    acc += w;
                     if u < acc {
                         c = i;
                         break;
@@ -527,7 +553,7 @@ impl Model {
                 for j in 0..d {
                     let z: f64 = StandardNormal.sample(&mut rng);
                     let i = (r * k + c) * d + j;
-                    out.push(pred.mu[i] + pred.sigma[i] * z);
+                    out.push(pred.mu[i] + sigma_scale * pred.sigma[i] * z);
                 }
             }
         }

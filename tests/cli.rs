@@ -213,7 +213,10 @@ fn train_on_several_targets_and_extra_columns() {
         header.starts_with("row,pi_0,pi_1,pi_2,pi_3,pi_4,mu_0_y0,mu_0_y1,"),
         "{header}"
     );
-    assert!(header.ends_with("mean_y0,mean_y1"), "{header}");
+    assert!(
+        header.ends_with("mean_y0,mean_y1,var_y0,var_y1,mode_y0,mode_y1"),
+        "{header}"
+    );
     assert_eq!(out.lines().count(), 301);
     let (out, _) = ok(dir.path(), &["eval", "--data", "multi.csv", "--json"]);
     assert!(json(&out)["mean_nll"].as_f64().unwrap().is_finite());
@@ -241,7 +244,8 @@ fn eval_text_json_and_per_row() {
     );
     let lines: Vec<&str> = rows.lines().collect();
     assert_eq!(lines[0], "row,loglik");
-    assert_eq!(lines.len(), 1 + 1000 + 1);
+    // header, the rows, the mean NLL line and one line of scores per target.
+    assert_eq!(lines.len(), 1 + 1000 + 2);
     let sum: f64 = lines[1..1001]
         .iter()
         .map(|l| l.split(',').nth(1).unwrap().parse::<f64>().unwrap())
@@ -274,7 +278,8 @@ fn predict_csv_json_and_out_file() {
     );
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 1001);
-    assert_eq!(lines[0].split(',').count(), 1 + 5 + 5 + 5 + 1);
+    // row, 5 weights, 5 means, 5 sigmas, then mean, variance and mode of the mixture.
+    assert_eq!(lines[0].split(',').count(), 1 + 5 + 5 + 5 + 3);
     let first: Vec<f64> = lines[1].split(',').map(|c| c.parse().unwrap()).collect();
     let pi_sum: f64 = first[1..6].iter().sum();
     assert!((pi_sum - 1.0).abs() < 1e-9);
@@ -1363,6 +1368,185 @@ fn checkpoint_errors_are_clear() {
         assert!(
             err.contains(needle),
             "{args:?}: expected {needle:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn predict_quantiles_eval_scores_and_sampling_controls() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    let (csv, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            test,
+            "--quantiles",
+            "0.5",
+            "--interval",
+            "0.9",
+        ],
+    );
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        &header[header.len() - 3..],
+        &["q0.5_t", "q0.05_t", "q0.95_t"]
+    );
+    for line in csv.lines().skip(1).take(50) {
+        let v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        let n = v.len();
+        assert!(
+            v[n - 2] < v[n - 3] && v[n - 3] < v[n - 1],
+            "quantiles ordered: {line}"
+        );
+        assert!(v[n - 5] >= 0.0, "variance");
+    }
+    let (j, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            test,
+            "--interval",
+            "0.5",
+            "--json",
+        ],
+    );
+    let v = json(&j);
+    assert!(
+        v["rows"][0]["quantiles"]["0.25"][0].as_f64().is_some(),
+        "{}",
+        v["rows"][0]
+    );
+    assert!(v["rows"][0]["mode"][0].as_f64().is_some());
+    let (e, _) = ok(
+        dir.path(),
+        &["eval", "--model", "m.json", "--data", test, "--json"],
+    );
+    let s = &json(&e)["scores"][0];
+    assert_eq!(s["target"], "t");
+    assert!(s["crps"].as_f64().unwrap() > 0.0 && s["rmse"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        s["pit_histogram"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum::<u64>(),
+        1000
+    );
+    let (text, _) = ok(dir.path(), &["eval", "--model", "m.json", "--data", test]);
+    assert!(
+        text.contains("CRPS") && text.contains("coverage 50%"),
+        "{text}"
+    );
+    // Temperature towards 0 always samples the heaviest component; sigma-scale shrinks spread.
+    std::fs::write(dir.path().join("one.csv"), "x\n0.5\n").unwrap();
+    let (p, _) = ok(
+        dir.path(),
+        &[
+            "predict", "--model", "m.json", "--data", "one.csv", "--json",
+        ],
+    );
+    let p = json(&p);
+    let pis: Vec<f64> = p["rows"][0]["pi"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let heaviest = (0..pis.len())
+        .max_by(|&a, &b| pis[a].total_cmp(&pis[b]))
+        .unwrap();
+    let mu = p["rows"][0]["mu"][heaviest][0].as_f64().unwrap();
+    let (sj, _) = ok(
+        dir.path(),
+        &[
+            "sample",
+            "--model",
+            "m.json",
+            "--data",
+            "one.csv",
+            "--n",
+            "500",
+            "--temperature",
+            "0.001",
+            "--sigma-scale",
+            "0.001",
+            "--json",
+        ],
+    );
+    let samples: Vec<f64> = json(&sj)["rows"][0]["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_f64().unwrap())
+        .collect();
+    assert!(
+        samples.iter().all(|s| (s - mu).abs() < 0.01),
+        "all samples at the heaviest component's mean {mu}"
+    );
+    for (args, needle) in [
+        (
+            vec![
+                "predict",
+                "--model",
+                "m.json",
+                "--data",
+                "one.csv",
+                "--quantiles",
+                "1.5",
+            ],
+            "quantiles must be between 0 and 1",
+        ),
+        (
+            vec![
+                "predict",
+                "--model",
+                "m.json",
+                "--data",
+                "one.csv",
+                "--interval",
+                "0",
+            ],
+            "--interval must be between 0 and 1",
+        ),
+        (
+            vec![
+                "sample",
+                "--model",
+                "m.json",
+                "--data",
+                "one.csv",
+                "--temperature",
+                "0",
+            ],
+            "--temperature must be a positive number",
+        ),
+        (
+            vec![
+                "sample",
+                "--model",
+                "m.json",
+                "--data",
+                "one.csv",
+                "--sigma-scale=-1",
+            ],
+            "--sigma-scale must be a positive number",
+        ),
+    ] {
+        let out = mdn(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle),
+            "{args:?}"
         );
     }
 }

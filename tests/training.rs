@@ -288,7 +288,7 @@ fn samples_follow_the_predicted_mixture() {
     let mut cpu = CpuBackend::new();
     let pred = model.predict(&mut cpu, &row).unwrap();
     let n = 200_000;
-    let s = model.sample(&mut cpu, &row, n, 42).unwrap();
+    let s = model.sample(&mut cpu, &row, n, 42, 1.0, 1.0).unwrap();
     let mean = s.iter().sum::<f64>() / n as f64;
     let var = s.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64;
     let m = pred.mean(0, 0);
@@ -301,8 +301,8 @@ fn samples_follow_the_predicted_mixture() {
         "sample mean {mean} vs {m}"
     );
     assert!((var - v).abs() < 0.02 * v, "sample variance {var} vs {v}");
-    assert_eq!(s, model.sample(&mut cpu, &row, n, 42).unwrap());
-    assert_ne!(s, model.sample(&mut cpu, &row, n, 43).unwrap());
+    assert_eq!(s, model.sample(&mut cpu, &row, n, 42, 1.0, 1.0).unwrap());
+    assert_ne!(s, model.sample(&mut cpu, &row, n, 43, 1.0, 1.0).unwrap());
 }
 
 #[test]
