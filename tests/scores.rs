@@ -26,7 +26,7 @@ fn quantiles_invert_the_cdf_and_bracket_the_mass() {
     }
     assert!(m.quantile(0.05) < m.quantile(0.5) && m.quantile(0.5) < m.quantile(0.95));
     // Variance by the law of total variance, against its definition.
-    let mean = 0.3 * -1.0 + 0.7 * 2.0;
+    let mean = -0.3 + 0.7 * 2.0;
     let var = 0.3 * (0.25 + (-1.0f64 - mean).powi(2)) + 0.7 * (2.25 + (2.0f64 - mean).powi(2));
     assert!((m.mean() - mean).abs() < 1e-12 && (m.variance() - var).abs() < 1e-12);
 }
