@@ -15,7 +15,7 @@ use mdn::data::RowSource;
 use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
-use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation};
+use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation, train};
 use mdn::{Error, Result};
 
 /// The example data set `mdn train` uses without `--data` (Bishop's inverse problem).
@@ -50,10 +50,62 @@ enum Command {
     Check(CheckArgs),
     /// Training speed of each backend on generated data, next to the device's matmul ceiling
     Bench(BenchArgs),
+    /// Choose K, L2 and hidden widths by k-fold cross-validation, then train the chosen model
+    Select(SelectArgs),
     /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
     Convert(ConvertArgs),
     /// Write a generated data set (bishop or wide) of any size to CSV or .npy
     Generate(GenerateArgs),
+}
+
+#[derive(Args)]
+struct SelectArgs {
+    /// Data: CSV or .npy with a header [default: the shipped example]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Target column names, comma-separated [default: the last column]
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Feature column names, comma-separated [default: every column that is not a target]
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+    /// Numbers of components to compare
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,8")]
+    components: Vec<usize>,
+    /// L2 strengths to compare
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    l2: Vec<f32>,
+    /// Hidden layer widths to compare, ';'-separated settings of ','-separated widths
+    /// (e.g. "32;64,64")
+    #[arg(long, default_value = "64")]
+    hidden: String,
+    /// Folds of the cross-validation
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Validation fraction (of the training folds) for early stopping
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+    #[arg(long, default_value_t = 200)]
+    max_epochs: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where the chosen model goes
+    #[arg(long, default_value = "model.json")]
+    out: PathBuf,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
+    /// The table as JSON on stdout
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -336,6 +388,7 @@ fn main() -> ExitCode {
         Command::Devices(a) => cmd_devices(a),
         Command::Check(a) => cmd_check(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Select(a) => cmd_select(a),
         Command::Convert(a) => cmd_convert(a),
         Command::Generate(a) => cmd_generate(a),
     };
@@ -1202,6 +1255,141 @@ fn row_counter(quiet: bool, what: &str) -> Option<ProgressBar> {
         bar.set_message(what.to_string());
         bar
     })
+}
+
+fn cmd_select(a: SelectArgs) -> Result<()> {
+    let choice = ColumnChoice::Train {
+        targets: (!a.target.is_empty()).then(|| a.target.clone()),
+        features: (!a.features.is_empty()).then(|| a.features.clone()),
+    };
+    let data = match &a.data {
+        Some(path) => read_data(path, &choice)?,
+        None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
+    };
+    let hidden: Vec<Vec<usize>> = a
+        .hidden
+        .split(';')
+        .map(|h| parse_hidden(h).map(|w| w.0).map_err(Error::config))
+        .collect::<Result<_>>()?;
+    let mut settings = Vec::new();
+    for h in &hidden {
+        for &l2 in &a.l2 {
+            for &k in &a.components {
+                settings.push(mdn::select::Setting {
+                    components: k,
+                    l2,
+                    hidden: h.clone(),
+                });
+            }
+        }
+    }
+    check_writable(&a.out)?;
+    let base = TrainOptions {
+        step: StepConfig {
+            lr: a.lr,
+            batch_size: a.batch_size,
+            ..StepConfig::default()
+        },
+        stopping: Stopping::Early {
+            patience: a.patience,
+            max_epochs: a.max_epochs,
+        },
+        seed: a.seed,
+        ..TrainOptions::default()
+    };
+    let mut backend = open_backend(a.device, a.quiet)?;
+    let total = settings.len() * a.folds;
+    let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} cross-validation [{bar:30}] {pos}/{len} fits ({eta} left) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let stop = interrupt_flag();
+    let sel = mdn::select::cross_validate(
+        backend.as_mut(),
+        &data,
+        &settings,
+        a.folds,
+        &base,
+        a.val_fraction,
+        &mut |si, f| {
+            let s = &settings[si];
+            let what = format!(
+                "K={} l2={} hidden={:?}, fold {}/{}",
+                s.components,
+                s.l2,
+                s.hidden,
+                f + 1,
+                a.folds
+            );
+            match &bar {
+                Some(b) => {
+                    b.set_position((si * a.folds + f) as u64);
+                    b.set_message(what);
+                }
+                None if !a.quiet => eprintln!("fit {}/{total}: {what}", si * a.folds + f + 1),
+                None => {}
+            }
+        },
+        &mut |_| !stop.load(std::sync::atomic::Ordering::Relaxed),
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let sel = sel?;
+    // The chosen setting, trained on all the data.
+    let s = &sel.scores[sel.chosen].setting;
+    let opts = TrainOptions {
+        components: s.components,
+        hidden: s.hidden.clone(),
+        step: StepConfig {
+            l2: s.l2,
+            ..base.step
+        },
+        ..base.clone()
+    };
+    let (tr, val) = split_validation(&data, a.val_fraction, a.seed)?;
+    let model = train(backend.as_mut(), &tr, val.as_ref(), &opts, &mut |_| {
+        !stop.load(std::sync::atomic::Ordering::Relaxed)
+    })?;
+    model.save(&a.out)?;
+    if a.json {
+        return print_json(&json!({ "selection": sel, "model": a.out }));
+    }
+    let mut t = format!(
+        "{:>4} {:>8} {:<12} {:>8} {:>10} {:>8}\n",
+        "K", "l2", "hidden", "params", "mean NLL", "std"
+    );
+    for (i, sc) in sel.scores.iter().enumerate() {
+        let mark = if i == sel.chosen {
+            "  <- chosen"
+        } else if i == sel.best {
+            "  (lowest mean)"
+        } else {
+            ""
+        };
+        t.push_str(&format!(
+            "{:>4} {:>8} {:<12} {:>8} {:>10.4} {:>8.4}{mark}\n",
+            sc.setting.components,
+            sc.setting.l2,
+            format!("{:?}", sc.setting.hidden),
+            sc.params,
+            sc.mean_nll,
+            sc.std_nll
+        ));
+    }
+    t.push_str(&format!(
+        "{}-fold cross-validation; chosen by the one-standard-error rule (fewest parameters within one standard error of the lowest mean); wrote {}\n",
+        sel.folds,
+        a.out.display()
+    ));
+    write_output(None, t.as_bytes())
 }
 
 fn cmd_convert(a: ConvertArgs) -> Result<()> {

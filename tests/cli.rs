@@ -1550,3 +1550,81 @@ fn predict_quantiles_eval_scores_and_sampling_controls() {
         );
     }
 }
+
+#[test]
+fn select_cross_validates_and_trains_the_chosen_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = ok(
+        dir.path(),
+        &[
+            "select",
+            "--device",
+            "cpu",
+            "--components",
+            "1,3",
+            "--l2",
+            "0,1e-3",
+            "--hidden",
+            "16;32",
+            "--folds",
+            "3",
+            "--max-epochs",
+            "30",
+            "--json",
+            "--out",
+            "sel.json",
+        ],
+    );
+    assert!(
+        err.contains("fit 1/24") && err.contains("fit 24/24"),
+        "{err}"
+    );
+    let v = json(&out);
+    let scores = v["selection"]["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 2 * 2 * 2);
+    let mean = |i: usize| scores[i]["mean_nll"].as_f64().unwrap();
+    let (best, chosen) = (
+        v["selection"]["best"].as_u64().unwrap() as usize,
+        v["selection"]["chosen"].as_u64().unwrap() as usize,
+    );
+    assert!((0..scores.len()).all(|i| mean(i) >= mean(best)));
+    // One-standard-error rule: within one SE of the best, and no qualifying setting is smaller.
+    let limit = mean(best) + scores[best]["se_nll"].as_f64().unwrap();
+    assert!(mean(chosen) <= limit);
+    let params = |i: usize| scores[i]["params"].as_u64().unwrap();
+    assert!(
+        (0..scores.len())
+            .filter(|&i| mean(i) <= limit)
+            .all(|i| params(i) >= params(chosen))
+    );
+    for s in scores {
+        assert_eq!(s["fold_nll"].as_array().unwrap().len(), 3);
+    }
+    // Mixtures beat a single Gaussian on the shipped example, and the chosen model is written.
+    assert!(scores[chosen]["setting"]["components"] == 3);
+    let m = json(&std::fs::read_to_string(dir.path().join("sel.json")).unwrap());
+    assert_eq!(m["arch"]["components"], 3);
+    assert_eq!(m["arch"]["hidden"], scores[chosen]["setting"]["hidden"]);
+    let (text, _) = ok(
+        dir.path(),
+        &[
+            "select",
+            "--device",
+            "cpu",
+            "--components",
+            "1,2",
+            "--folds",
+            "2",
+            "--max-epochs",
+            "5",
+            "--quiet",
+        ],
+    );
+    assert!(
+        text.contains("<- chosen") && text.contains("2-fold cross-validation"),
+        "{text}"
+    );
+    let out = mdn(dir.path(), &["select", "--folds", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--folds must be at least 2"));
+}

@@ -1,0 +1,144 @@
+//! Model selection by k-fold cross-validation: which number of components, L2 strength and
+//! hidden widths generalise best.
+//!
+//! Rows are assigned to folds by a hash of (seed, row index). For each setting and fold, a
+//! model is trained on the other folds (early stopping on a validation split taken from them)
+//! and scored by its mean NLL on the held-out fold. The chosen setting follows the
+//! one-standard-error rule: among the settings whose mean held-out NLL is within one standard
+//! error of the best mean, the one with the fewest parameters.
+
+use crate::backend::Backend;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layout::Arch;
+use crate::train::{TrainEvent, TrainOptions, split_validation, train};
+
+/// One candidate setting.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Setting {
+    pub components: usize,
+    pub l2: f32,
+    pub hidden: Vec<usize>,
+}
+
+/// The cross-validated score of one setting.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SettingScore {
+    pub setting: Setting,
+    pub params: usize,
+    /// Held-out NLL per fold (original units).
+    pub fold_nll: Vec<f64>,
+    pub mean_nll: f64,
+    /// Standard deviation over folds.
+    pub std_nll: f64,
+    /// Standard error of the mean (std / sqrt(folds)).
+    pub se_nll: f64,
+}
+
+/// The table and the choice.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Selection {
+    pub folds: usize,
+    pub scores: Vec<SettingScore>,
+    /// Index into `scores` of the lowest mean NLL.
+    pub best: usize,
+    /// Index into `scores` of the setting chosen by the one-standard-error rule.
+    pub chosen: usize,
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The fold (0..folds) of row `row`.
+pub fn fold_of(seed: u64, row: u64, folds: usize) -> usize {
+    (splitmix64(splitmix64(seed ^ 0xf01d_f01d) ^ row) % folds as u64) as usize
+}
+
+/// Cross-validates every setting on `data`. `base` gives everything but the setting;
+/// `progress(setting index, fold)` is called before each fit.
+pub fn cross_validate(
+    backend: &mut dyn Backend,
+    data: &Dataset,
+    settings: &[Setting],
+    folds: usize,
+    base: &TrainOptions,
+    val_fraction: f64,
+    progress: &mut dyn FnMut(usize, usize),
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Selection> {
+    if folds < 2 {
+        return Err(Error::config("--folds must be at least 2"));
+    }
+    if settings.is_empty() {
+        return Err(Error::config("no settings to compare"));
+    }
+    let mut scores = Vec::with_capacity(settings.len());
+    for (si, setting) in settings.iter().enumerate() {
+        let opts = TrainOptions {
+            components: setting.components,
+            hidden: setting.hidden.clone(),
+            step: crate::backend::StepConfig {
+                l2: setting.l2,
+                ..base.step
+            },
+            ..base.clone()
+        };
+        let arch = Arch::new(
+            data.d_in(),
+            setting.hidden.clone(),
+            opts.activation,
+            setting.components,
+            data.d_out(),
+        )?;
+        let mut fold_nll = Vec::with_capacity(folds);
+        for f in 0..folds {
+            progress(si, f);
+            let (held, rest): (Vec<usize>, Vec<usize>) =
+                (0..data.rows).partition(|&r| fold_of(base.seed, r as u64, folds) == f);
+            if held.is_empty() || rest.is_empty() {
+                return Err(Error::config(format!(
+                    "{} rows are too few for {folds} folds",
+                    data.rows
+                )));
+            }
+            let (train_set, test_set) = (data.subset(&rest), data.subset(&held));
+            let (tr, val) = split_validation(&train_set, val_fraction, base.seed)?;
+            let model = train(backend, &tr, val.as_ref(), &opts, observer)?;
+            let ll = model.loglik(backend, &test_set)?;
+            fold_nll.push(-ll.iter().sum::<f64>() / ll.len() as f64);
+        }
+        let mean = fold_nll.iter().sum::<f64>() / folds as f64;
+        let var = fold_nll.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (folds - 1) as f64;
+        scores.push(SettingScore {
+            setting: setting.clone(),
+            params: arch.param_count(),
+            fold_nll,
+            mean_nll: mean,
+            std_nll: var.sqrt(),
+            se_nll: (var / folds as f64).sqrt(),
+        });
+    }
+    let best = (0..scores.len())
+        .min_by(|&a, &b| scores[a].mean_nll.total_cmp(&scores[b].mean_nll))
+        .expect("settings");
+    let limit = scores[best].mean_nll + scores[best].se_nll;
+    let chosen = (0..scores.len())
+        .filter(|&i| scores[i].mean_nll <= limit)
+        .min_by(|&a, &b| {
+            scores[a]
+                .params
+                .cmp(&scores[b].params)
+                .then(scores[a].mean_nll.total_cmp(&scores[b].mean_nll))
+        })
+        .expect("the best setting qualifies");
+    Ok(Selection {
+        folds,
+        scores,
+        best,
+        chosen,
+    })
+}
