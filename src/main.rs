@@ -297,16 +297,24 @@ fn parse_hidden(s: &str) -> std::result::Result<HiddenWidths, String> {
         .map(HiddenWidths)
 }
 
+/// The model and the data a command applies it to.
+#[derive(Args)]
+struct ModelData {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    model: PathBuf,
+    /// CSV or .npy with the model's feature columns (and, for eval, its target columns);
+    /// other columns are ignored
+    #[arg(long)]
+    data: PathBuf,
+}
+
 #[derive(Args)]
 struct EvalArgs {
     #[command(flatten)]
     device: DeviceArg,
-    /// Model file written by `mdn train`
-    #[arg(long, default_value = "model.json")]
-    model: PathBuf,
-    /// CSV with the model's feature and target columns
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    io: ModelData,
     /// Print every row's log-likelihood (original units) as well
     #[arg(long)]
     per_row: bool,
@@ -326,12 +334,8 @@ struct PredictArgs {
     interval: Option<f64>,
     #[command(flatten)]
     device: DeviceArg,
-    /// Model file written by `mdn train`
-    #[arg(long, default_value = "model.json")]
-    model: PathBuf,
-    /// CSV with the model's feature columns (other columns are ignored)
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    io: ModelData,
     /// Write to this file instead of stdout
     #[arg(long)]
     out: Option<PathBuf>,
@@ -344,12 +348,8 @@ struct PredictArgs {
 struct SampleArgs {
     #[command(flatten)]
     device: DeviceArg,
-    /// Model file written by `mdn train`
-    #[arg(long, default_value = "model.json")]
-    model: PathBuf,
-    /// CSV with the model's feature columns (other columns are ignored)
-    #[arg(long)]
-    data: PathBuf,
+    #[command(flatten)]
+    io: ModelData,
     /// Samples per row
     #[arg(long, short, default_value_t = 1)]
     n: usize,
@@ -911,7 +911,7 @@ fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result
 }
 
 fn cmd_eval(a: EvalArgs) -> Result<()> {
-    let (model, data) = model_data(&a.model, &a.data, true)?;
+    let (model, data) = model_data(&a.io.model, &a.io.data, true)?;
     let mut backend = open_backend(a.device, a.json)?;
     let ll = model.loglik(backend.as_mut(), &data)?;
     let mean_nll = -ll.iter().sum::<f64>() / ll.len() as f64;
@@ -925,7 +925,7 @@ fn cmd_eval(a: EvalArgs) -> Result<()> {
         pred.k,
     );
     if a.json {
-        let mut out = json!({ "model": a.model, "data": a.data, "rows": data.rows, "mean_nll": mean_nll, "scores": scores });
+        let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": data.rows, "mean_nll": mean_nll, "scores": scores });
         if a.per_row {
             out["loglik"] = json!(ll);
         }
@@ -969,7 +969,7 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
             "quantiles must be between 0 and 1 (exclusive), got {q}"
         )));
     }
-    let (model, data) = model_data(&a.model, &a.data, false)?;
+    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
     let pred = model.predict(open_backend(a.device, a.json)?.as_mut(), &data)?;
     let (k, d) = (pred.k, pred.d);
     // Per row and target: mean, variance, mode, quantiles of the marginal mixture.
@@ -1062,7 +1062,7 @@ fn cmd_sample(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         return Err(Error::config("--n must be at least 1"));
     }
-    let (model, data) = model_data(&a.model, &a.data, false)?;
+    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
     let samples = model.sample(
         open_backend(a.device, a.json)?.as_mut(),
         &data,
