@@ -2,14 +2,14 @@
 //! models and data: what `mdn check` runs on a user's own hardware.
 //!
 //! Shapes include batch sizes that don't fill a workgroup (1, 3, 50, 783), several layer
-//! widths, K = 1..8 and D = 1..3.
+//! widths, K = 1..8 and D = 1..3, and full-covariance heads with D up to 16.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{AdamState, Backend, CpuBackend, DataRef, StepConfig};
 use crate::error::Result;
-use crate::layout::{Activation, Arch};
+use crate::layout::{Activation, Arch, Covariance, MAX_FULL_COVARIANCE_TARGETS};
 use crate::tolerance::{Comparison, Tolerance};
 
 /// Head outputs (f32 arithmetic on both sides).
@@ -43,8 +43,34 @@ pub fn random_case(
     rows: usize,
     seed: u64,
 ) -> Case {
-    let arch =
+    random_case_with(
+        inputs,
+        hidden,
+        activation,
+        k,
+        d,
+        rows,
+        seed,
+        Covariance::Diagonal,
+    )
+}
+
+/// [`random_case`] with the given covariance shape.
+#[allow(clippy::too_many_arguments)]
+pub fn random_case_with(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    k: usize,
+    d: usize,
+    rows: usize,
+    seed: u64,
+    covariance: Covariance,
+) -> Case {
+    let mut arch =
         Arch::new(inputs, hidden.to_vec(), activation, k, d).expect("valid test architecture");
+    arch.covariance = covariance;
+    arch.validate().expect("valid test architecture");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0f32; arch.param_count()];
     for layer in arch.layers() {
@@ -78,6 +104,17 @@ pub fn shapes() -> Vec<(usize, Vec<usize>, Activation, usize, usize, usize)> {
         (4, vec![16], Activation::Relu, 2, 1, 783),
         (1, vec![64], Activation::Relu, 5, 1, 256),
         (6, vec![33], Activation::Tanh, 3, 2, 97),
+    ]
+}
+
+/// (inputs, hidden, activation, K, D, rows) of full-covariance checks: D from 1 to 8.
+pub fn full_covariance_shapes() -> Vec<(usize, Vec<usize>, Activation, usize, usize, usize)> {
+    vec![
+        (1, vec![], Activation::Relu, 1, 2, 1),
+        (3, vec![8], Activation::Relu, 3, 3, 3),
+        (2, vec![5], Activation::Tanh, 2, 8, 50),
+        (4, vec![6], Activation::Relu, 4, 5, 97),
+        (2, vec![4], Activation::Relu, 2, 1, 7),
     ]
 }
 
@@ -121,6 +158,29 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             GRAD_TOL.compare(&got.grad, &want.grad),
         );
     }
+    for (i, (d, hidden, act, k, dd, n)) in full_covariance_shapes().into_iter().enumerate() {
+        let c = random_case_with(d, &hidden, act, k, dd, n, 1500 + i as u64, Covariance::Full);
+        let shape = format!("full covariance, K={k} D={dd} rows={n}");
+        let got = backend.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        let want = cpu.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        push(
+            format!("loss ({shape})"),
+            LOGLIK_TOL.compare(&[got.nll + got.penalty], &[want.nll + want.penalty]),
+        );
+        push(
+            format!("gradient ({shape})"),
+            GRAD_TOL.compare(&got.grad, &want.grad),
+        );
+    }
+    for (dd, n) in [(4, 783), (MAX_FULL_COVARIANCE_TARGETS, 50)] {
+        let c = random_case_with(2, &[12], Activation::Relu, 3, dd, n, 1600, Covariance::Full);
+        let got = backend.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        let want = cpu.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        push(
+            format!("mixture head loglik (full covariance, K=3 D={dd} rows={n})"),
+            LOGLIK_TOL.compare(&got, &want),
+        );
+    }
     for k in 1..=8 {
         let dd = 1 + k % 3;
         let n = [1, 3, 50, 783][k % 4];
@@ -150,9 +210,13 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             ADAM_TOL.compare(&p, &q),
         );
     }
-    for (n, batch) in [(783usize, 50usize), (300, 256)] {
-        let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, n, 7);
-        let val = random_case(3, &[16, 8], Activation::Relu, 3, 2, 50, 8);
+    for (n, batch, cov) in [
+        (783usize, 50usize, Covariance::Diagonal),
+        (300, 256, Covariance::Diagonal),
+        (300, 64, Covariance::Full),
+    ] {
+        let c = random_case_with(3, &[16, 8], Activation::Relu, 3, 2, n, 7, cov);
+        let val = random_case_with(3, &[16, 8], Activation::Relu, 3, 2, 50, 8, cov);
         let cfg = StepConfig {
             batch_size: batch,
             l2: 1e-3,
@@ -185,7 +249,10 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
         let got = run(backend)?;
         let want = run(&mut cpu)?;
         push(
-            format!("training, 3 epochs ({n} rows, batch {batch})"),
+            format!(
+                "training, 3 epochs ({n} rows, batch {batch}, {} covariance)",
+                cov.name()
+            ),
             TRAJECTORY_TOL.compare(&got, &want),
         );
     }

@@ -9,6 +9,13 @@
 //! The head has `P = K + 2*K*D` outputs per row: `[0, K)` mixture logits, `[K, K+K*D)` means
 //! component-major (`K + k*D + j`), `[K+K*D, K+2*K*D)` raw standard deviations, also
 //! component-major, with `sigma = softplus(raw) + sigma_floor`.
+//!
+//! With full covariance ([`Covariance::Full`]) the head has `T = D(D-1)/2` more outputs per
+//! component, appended after the raw sigmas: `[K+2*K*D, K+2*K*D+K*T)`, index `k*T + t`, the
+//! strictly-lower entries of the component's Cholesky factor `L` (`Sigma_k = L L^T`) row by row,
+//! `t = j(j-1)/2 + i` for `L[j][i]`, `i < j`. The diagonal of `L` is the raw-sigma block as
+//! in the diagonal case (`L[j][j] = softplus(raw) + sigma_floor`), so a full-covariance model
+//! with zero off-diagonal outputs is exactly the diagonal model, and D = 1 is the same model.
 
 use serde::{Deserialize, Serialize};
 
@@ -56,6 +63,30 @@ impl Activation {
     }
 }
 
+/// The shape of each component's covariance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Covariance {
+    /// Independent target dimensions within a component: D standard deviations.
+    #[default]
+    Diagonal,
+    /// A full covariance through its Cholesky factor: D(D-1)/2 more outputs per component.
+    Full,
+}
+
+impl Covariance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Covariance::Diagonal => "diagonal",
+            Covariance::Full => "full",
+        }
+    }
+}
+
+/// The largest target dimension a full-covariance model supports (the GPU kernel keeps one
+/// component's whitened residual in a fixed-size private array).
+pub const MAX_FULL_COVARIANCE_TARGETS: usize = 16;
+
 /// Default floor added to every standard deviation, in standardised target units. It keeps a
 /// component from collapsing onto a single training point (sigma -> 0, NLL -> -inf).
 pub const DEFAULT_SIGMA_FLOOR: f32 = 1e-4;
@@ -72,8 +103,12 @@ pub struct Arch {
     pub components: usize,
     /// Target dimension, D.
     pub targets: usize,
-    /// Added to softplus(raw) for every standard deviation (standardised units).
+    /// Added to softplus(raw) for every standard deviation (standardised units); with full
+    /// covariance, for every diagonal entry of the Cholesky factor.
     pub sigma_floor: f32,
+    /// Diagonal or full covariance per component (files without the field are diagonal).
+    #[serde(default)]
+    pub covariance: Covariance,
 }
 
 /// One dense layer's place in the flat buffer.
@@ -111,6 +146,7 @@ impl Arch {
             components,
             targets,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
+            covariance: Covariance::Diagonal,
         };
         arch.validate()?;
         Ok(arch)
@@ -131,6 +167,12 @@ impl Arch {
                 "hidden layer width {w} is not allowed: widths must be at least 1"
             )));
         }
+        if self.covariance == Covariance::Full && self.targets > MAX_FULL_COVARIANCE_TARGETS {
+            return Err(Error::config(format!(
+                "full covariance supports at most {MAX_FULL_COVARIANCE_TARGETS} target columns, this model has {}: use --covariance diagonal",
+                self.targets
+            )));
+        }
         if !(self.sigma_floor.is_finite() && self.sigma_floor >= 0.0) {
             return Err(Error::config("sigma_floor must be a finite number >= 0"));
         }
@@ -147,9 +189,17 @@ impl Arch {
         Ok(())
     }
 
-    /// Head width P = K + 2*K*D.
+    /// Off-diagonal Cholesky entries per component: D(D-1)/2 with full covariance, else 0.
+    pub fn tri_count(&self) -> usize {
+        match self.covariance {
+            Covariance::Diagonal => 0,
+            Covariance::Full => self.targets * (self.targets - 1) / 2,
+        }
+    }
+
+    /// Head width P = K + 2*K*D (+ K*D(D-1)/2 with full covariance).
     pub fn head_width(&self) -> usize {
-        self.components + 2 * self.components * self.targets
+        self.components * (1 + 2 * self.targets + self.tri_count())
     }
 
     /// Layer widths from input to head: `[d, h1, ..., hL, P]`.
@@ -204,6 +254,8 @@ impl Arch {
     pub fn layout_description() -> &'static str {
         "for each dense layer in order (hidden layers, then the head): W [inputs][outputs] row-major, then b [outputs]; \
          head outputs per row: K logits, then K*D means (index k*D+j), then K*D raw sigmas (index k*D+j); \
-         pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units"
+         pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units; \
+         with covariance full, then K*D(D-1)/2 strictly-lower Cholesky entries L[j][i] (index k*T + j(j-1)/2 + i, T = D(D-1)/2) \
+         whose diagonal is the sigma block: Sigma_k = L L^T"
     }
 }

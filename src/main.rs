@@ -13,7 +13,7 @@ use serde_json::json;
 use mdn::backend::{self, Backend, DeviceChoice, StepConfig};
 use mdn::data::RowSource;
 use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
-use mdn::layout::{Activation, DEFAULT_SIGMA_FLOOR};
+use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
 use mdn::model::{Model, write_atomic};
 use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation, train};
 use mdn::{Error, Result};
@@ -72,6 +72,9 @@ struct SelectArgs {
     /// Numbers of components to compare
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,8")]
     components: Vec<usize>,
+    /// Covariance shapes to compare (diagonal, full or both: "diagonal,full")
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "diagonal")]
+    covariance: Vec<Covariance>,
     /// L2 strengths to compare
     #[arg(long, value_delimiter = ',', default_value = "0")]
     l2: Vec<f32>,
@@ -219,6 +222,10 @@ struct TrainArgs {
     /// Number of mixture components K
     #[arg(long, default_value_t = 5)]
     components: usize,
+    /// Each component's covariance: diagonal (D standard deviations) or full (a Cholesky
+    /// factor with D(D-1)/2 more outputs, for correlated targets; D <= 16)
+    #[arg(long, value_enum, default_value_t = Covariance::Diagonal)]
+    covariance: Covariance,
     /// Adam learning rate
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
@@ -444,6 +451,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
         activation: a.activation,
         components: a.components,
         sigma_floor: a.sigma_floor,
+        covariance: a.covariance,
         step: StepConfig {
             lr: a.lr,
             l2: a.l2,
@@ -596,7 +604,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             }
             if !a.quiet {
                 eprintln!(
-                    "streaming {} ({} rows) with the {} backend: [{}] -> [{}], hidden {:?}, K={}; chunks of {} rows, {} per shuffle window",
+                    "streaming {} ({} rows) with the {} backend: [{}] -> [{}], hidden {:?}, K={}{}; chunks of {} rows, {} per shuffle window",
                     a.data.as_deref().unwrap_or(&path).display(),
                     mdn::data::RowSource::rows(&source),
                     backend.name(),
@@ -604,6 +612,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     source.targets().join(", "),
                     opts.hidden,
                     opts.components,
+                    covariance_note(opts.covariance),
                     sopts.chunk_rows,
                     sopts.window_chunks,
                 );
@@ -640,7 +649,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             };
             if !a.quiet {
                 eprintln!(
-                    "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}",
+                    "training on {} ({} rows: {} train, {} validation) with the {} backend: [{}] -> [{}], hidden {:?}, K={}{}",
                     train_set.path.display(),
                     train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
                     train_set.rows,
@@ -650,6 +659,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     train_set.targets.join(", "),
                     opts.hidden,
                     opts.components,
+                    covariance_note(opts.covariance),
                 );
             }
             mdn::train::train_with(
@@ -997,6 +1007,18 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                     "variance": sums.iter().map(|s| s.1).collect::<Vec<_>>(),
                     "mode": sums.iter().map(|s| s.2).collect::<Vec<_>>(),
                 });
+                if !pred.scale_tril.is_empty() {
+                    row["cov"] = json!(
+                        (0..k)
+                            .map(|c| {
+                                pred.covariance(r, c)
+                                    .chunks(d)
+                                    .map(|row| row.to_vec())
+                                    .collect::<Vec<_>>()
+                            })
+                            .collect::<Vec<_>>()
+                    );
+                }
                 if !qs.is_empty() {
                     let quantiles: serde_json::Map<String, serde_json::Value> = qs
                         .iter()
@@ -1023,6 +1045,17 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                 header.extend(model.targets.iter().map(|t| format!("{what}_{c}_{t}")));
             }
         }
+        let full = !pred.scale_tril.is_empty();
+        if full {
+            for c in 0..k {
+                for a in 0..d {
+                    for b in a + 1..d {
+                        let (ta, tb) = (&model.targets[a], &model.targets[b]);
+                        header.push(format!("corr_{c}_{ta}_{tb}"));
+                    }
+                }
+            }
+        }
         for what in ["mean", "var", "mode"] {
             header.extend(model.targets.iter().map(|t| format!("{what}_{t}")));
         }
@@ -1043,6 +1076,17 @@ fn cmd_predict(a: PredictArgs) -> Result<()> {
                     .iter()
                     .map(|v| v.to_string()),
             );
+            if full {
+                for c in 0..k {
+                    let cov = pred.covariance(r, c);
+                    for a in 0..d {
+                        for b in a + 1..d {
+                            let rho = cov[a * d + b] / (cov[a * d + a] * cov[b * d + b]).sqrt();
+                            cells.push(rho.to_string());
+                        }
+                    }
+                }
+            }
             let sums: Vec<_> = (0..d).map(|j| summary(r, j)).collect();
             cells.extend(sums.iter().map(|s| s.0.to_string()));
             cells.extend(sums.iter().map(|s| s.1.to_string()));
@@ -1257,6 +1301,14 @@ fn row_counter(quiet: bool, what: &str) -> Option<ProgressBar> {
     })
 }
 
+/// ", full covariance" in the training banner, nothing for the default.
+fn covariance_note(c: Covariance) -> &'static str {
+    match c {
+        Covariance::Diagonal => "",
+        Covariance::Full => ", full covariance",
+    }
+}
+
 fn cmd_select(a: SelectArgs) -> Result<()> {
     let choice = ColumnChoice::Train {
         targets: (!a.target.is_empty()).then(|| a.target.clone()),
@@ -1275,11 +1327,14 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
     for h in &hidden {
         for &l2 in &a.l2 {
             for &k in &a.components {
-                settings.push(mdn::select::Setting {
-                    components: k,
-                    l2,
-                    hidden: h.clone(),
-                });
+                for &covariance in &a.covariance {
+                    settings.push(mdn::select::Setting {
+                        components: k,
+                        l2,
+                        hidden: h.clone(),
+                        covariance,
+                    });
+                }
             }
         }
     }
@@ -1345,15 +1400,7 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
     let sel = sel?;
     // The chosen setting, trained on all the data.
     let s = &sel.scores[sel.chosen].setting;
-    let opts = TrainOptions {
-        components: s.components,
-        hidden: s.hidden.clone(),
-        step: StepConfig {
-            l2: s.l2,
-            ..base.step
-        },
-        ..base.clone()
-    };
+    let opts = s.options(&base);
     let (tr, val) = split_validation(&data, a.val_fraction, a.seed)?;
     let model = train(backend.as_mut(), &tr, val.as_ref(), &opts, &mut |_| {
         !stop.load(std::sync::atomic::Ordering::Relaxed)
@@ -1363,8 +1410,8 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
         return print_json(&json!({ "selection": sel, "model": a.out }));
     }
     let mut t = format!(
-        "{:>4} {:>8} {:<12} {:>8} {:>10} {:>8}\n",
-        "K", "l2", "hidden", "params", "mean NLL", "std"
+        "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10} {:>8}\n",
+        "K", "l2", "hidden", "cov", "params", "mean NLL", "std"
     );
     for (i, sc) in sel.scores.iter().enumerate() {
         let mark = if i == sel.chosen {
@@ -1375,10 +1422,11 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
             ""
         };
         t.push_str(&format!(
-            "{:>4} {:>8} {:<12} {:>8} {:>10.4} {:>8.4}{mark}\n",
+            "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10.4} {:>8.4}{mark}\n",
             sc.setting.components,
             sc.setting.l2,
             format!("{:?}", sc.setting.hidden),
+            sc.setting.covariance.name(),
             sc.params,
             sc.mean_nll,
             sc.std_nll

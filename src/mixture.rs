@@ -19,7 +19,24 @@
 //! d/d raw_kj  =  gamma_k (1 - z_kj^2) / sigma_kj * sigmoid(raw_kj)
 //! ```
 //!
+//! With full covariance, component k has a lower-triangular Cholesky factor `L` whose diagonal
+//! is the sigma block above and whose strictly-lower entries are further head outputs (layout
+//! in [`crate::layout`]); `Sigma_k = L L^T`. With `r = y - mu_k`, the whitened residual
+//! `z = L^{-1} r` (forward substitution) and `w = L^{-T} z = Sigma_k^{-1} r` (back
+//! substitution):
+//!
+//! ```text
+//! l_k         = log pi_k + sum_j ( -ln(2 pi)/2 - ln L_jj - z_j^2 / 2 )
+//! d/d mu_kj   = -gamma_k w_j
+//! d/d raw_kj  =  gamma_k (1 / L_jj - w_j z_j) * sigmoid(raw_kj)
+//! d/d L_ji    = -gamma_k w_j z_i          (i < j)
+//! ```
+//!
+//! which for a diagonal `L` is the diagonal case (w_j = z_j / sigma_j).
+//!
 //! Arithmetic is in `f64` per row: the CPU backend is the reference the GPU is judged by.
+
+use crate::layout::{Arch, Covariance, MAX_FULL_COVARIANCE_TARGETS};
 
 /// ln(2 pi) / 2.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -54,21 +71,69 @@ pub fn logsumexp(v: &[f64]) -> f64 {
     m + v.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
 }
 
-/// Shape of the mixture: K components over a D-dimensional target, with a sigma floor.
+/// Shape of the mixture: K components over a D-dimensional target, with a sigma floor, and
+/// diagonal or full covariance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Mixture {
     pub k: usize,
     pub d: usize,
     pub floor: f64,
+    /// Full covariance through a Cholesky factor (D must be at most
+    /// [`MAX_FULL_COVARIANCE_TARGETS`]).
+    pub full: bool,
+}
+
+const MAXD: usize = MAX_FULL_COVARIANCE_TARGETS;
+
+/// Index of `L[j][i]` (i < j) among a component's strictly-lower Cholesky entries.
+#[inline]
+pub fn tri_index(j: usize, i: usize) -> usize {
+    j * (j - 1) / 2 + i
 }
 
 impl Mixture {
+    /// The mixture an architecture's head parameterises.
+    pub fn of(arch: &Arch) -> Mixture {
+        Mixture {
+            k: arch.components,
+            d: arch.targets,
+            floor: arch.sigma_floor as f64,
+            full: arch.covariance == Covariance::Full,
+        }
+    }
+
+    /// Strictly-lower Cholesky entries per component (0 for a diagonal mixture).
+    pub fn tri(&self) -> usize {
+        if self.full {
+            self.d * (self.d - 1) / 2
+        } else {
+            0
+        }
+    }
+
     pub fn width(&self) -> usize {
-        self.k + 2 * self.k * self.d
+        self.k * (1 + 2 * self.d + self.tri())
+    }
+
+    /// Component `c`'s Cholesky factor `L` (D x D, row-major, zero above the diagonal) from
+    /// one row's head outputs; diagonal for a diagonal mixture.
+    pub fn cholesky(&self, h: &[f32], c: usize, l: &mut [f64]) {
+        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        l[..d * d].fill(0.0);
+        for j in 0..d {
+            l[j * d + j] = softplus(h[k + kd + c * d + j] as f64) + self.floor;
+            if self.full {
+                for i in 0..j {
+                    l[j * d + i] = h[k + 2 * kd + c * t + tri_index(j, i)] as f64;
+                }
+            }
+        }
     }
 
     /// The mixture weights, means and standard deviations of one row's head outputs.
-    /// `pi` has K entries, `mu` and `sigma` K*D (component-major).
+    /// `pi` has K entries, `mu` and `sigma` K*D (component-major). With full covariance
+    /// `sigma` is the diagonal of each Cholesky factor (see [`Mixture::cholesky`]), not the
+    /// marginal standard deviation.
     pub fn params(&self, h: &[f32], pi: &mut [f64], mu: &mut [f64], sigma: &mut [f64]) {
         let (k, kd) = (self.k, self.k * self.d);
         let m = h[..k].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
@@ -89,6 +154,92 @@ impl Mixture {
     /// Log-likelihood of target `y` under one row's head outputs `h`. `scratch` holds K values.
     /// When `grad` is given, it receives `scale * d(-log p)/dh` (P values).
     pub fn loglik(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        scratch: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+    ) -> f64 {
+        if self.full {
+            self.loglik_full(h, y, scratch, grad, scale)
+        } else {
+            self.loglik_diagonal(h, y, scratch, grad, scale)
+        }
+    }
+
+    /// Component `c`'s whitened residual `z = L^{-1} (y - mu_c)` into `z`; returns
+    /// `sum_j (-ln(2 pi)/2 - ln L_jj - z_j^2 / 2)`.
+    fn whiten(&self, h: &[f32], y: &[f32], c: usize, z: &mut [f64]) -> f64 {
+        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        let mut term = 0.0;
+        for j in 0..d {
+            let ljj = softplus(h[k + kd + c * d + j] as f64) + self.floor;
+            let mut s = y[j] as f64 - h[k + c * d + j] as f64;
+            for i in 0..j {
+                s -= h[k + 2 * kd + c * t + tri_index(j, i)] as f64 * z[i];
+            }
+            z[j] = s / ljj;
+            term -= HALF_LN_2PI + ljj.ln() + 0.5 * z[j] * z[j];
+        }
+        term
+    }
+
+    fn loglik_full(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        scratch: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+    ) -> f64 {
+        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
+        let logits = &h[..k];
+        let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let log_norm = lmax
+            + logits
+                .iter()
+                .map(|&a| (a as f64 - lmax).exp())
+                .sum::<f64>()
+                .ln();
+        let mut z = [0.0f64; MAXD];
+        let mut w = [0.0f64; MAXD];
+        let l = &mut scratch[..k];
+        for c in 0..k {
+            l[c] = logits[c] as f64 - log_norm + self.whiten(h, y, c, &mut z);
+        }
+        let ll = logsumexp(l);
+        if let Some(g) = grad {
+            for c in 0..k {
+                let gamma = (l[c] - ll).exp();
+                let pi = (logits[c] as f64 - log_norm).exp();
+                g[c] = (scale * (pi - gamma)) as f32;
+                self.whiten(h, y, c, &mut z);
+                let off = k + 2 * kd + c * t;
+                for j in (0..d).rev() {
+                    let raw = h[k + kd + c * d + j] as f64;
+                    let ljj = softplus(raw) + self.floor;
+                    let mut s = z[j];
+                    for i in j + 1..d {
+                        s -= h[off + tri_index(i, j)] as f64 * w[i];
+                    }
+                    w[j] = s / ljj;
+                    g[k + c * d + j] = (scale * (-gamma * w[j])) as f32;
+                    g[k + kd + c * d + j] =
+                        (scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw)) as f32;
+                }
+                for j in 1..d {
+                    for i in 0..j {
+                        g[off + tri_index(j, i)] = (scale * (-gamma * w[j] * z[i])) as f32;
+                    }
+                }
+            }
+        }
+        ll
+    }
+
+    fn loglik_diagonal(
         &self,
         h: &[f32],
         y: &[f32],

@@ -238,11 +238,34 @@ pub struct Prediction {
     pub pi: Vec<f64>,
     /// `rows * K * D` means, component-major per row.
     pub mu: Vec<f64>,
-    /// `rows * K * D` standard deviations.
+    /// `rows * K * D` standard deviations of each component's marginals.
     pub sigma: Vec<f64>,
+    /// With full covariance, `rows * K * D * D`: each component's Cholesky factor `L`
+    /// (row-major, zero above the diagonal, covariance `L L^T`); empty for diagonal models.
+    pub scale_tril: Vec<f64>,
 }
 
 impl Prediction {
+    /// Component `c`'s covariance matrix for row `r` (D x D, row-major, original units).
+    pub fn covariance(&self, r: usize, c: usize) -> Vec<f64> {
+        let d = self.d;
+        let base = (r * self.k + c) * d;
+        let mut cov = vec![0.0; d * d];
+        if self.scale_tril.is_empty() {
+            for j in 0..d {
+                cov[j * d + j] = self.sigma[base + j] * self.sigma[base + j];
+            }
+        } else {
+            let l = &self.scale_tril[base * d..(base + d) * d];
+            for a in 0..d {
+                for b in 0..d {
+                    cov[a * d + b] = (0..=a.min(b)).map(|i| l[a * d + i] * l[b * d + i]).sum();
+                }
+            }
+        }
+        cov
+    }
+
     /// Mixture mean of row `r`, dimension `j`: sum_k pi_k mu_kj.
     pub fn mean(&self, r: usize, j: usize) -> f64 {
         (0..self.k)
@@ -276,11 +299,7 @@ impl Model {
     }
 
     fn mixture(&self) -> Mixture {
-        Mixture {
-            k: self.arch.components,
-            d: self.arch.targets,
-            floor: self.arch.sigma_floor as f64,
-        }
+        Mixture::of(&self.arch)
     }
 
     /// Checks that every part agrees with the architecture and that all numbers are finite.
@@ -433,6 +452,11 @@ impl Model {
             pi: vec![0.0; rows * k],
             mu: vec![0.0; rows * k * d],
             sigma: vec![0.0; rows * k * d],
+            scale_tril: if mix.full {
+                vec![0.0; rows * k * d * d]
+            } else {
+                Vec::new()
+            },
         };
         for r in 0..rows {
             let (pi, mu, sigma) = (
@@ -446,6 +470,22 @@ impl Model {
                     let (m, s) = (self.y_scaler.mean[j] as f64, self.y_scaler.std[j] as f64);
                     mu[c * d + j] = mu[c * d + j] * s + m;
                     sigma[c * d + j] *= s;
+                }
+            }
+            if mix.full {
+                let hr = &h[r * p..(r + 1) * p];
+                for c in 0..k {
+                    let l = &mut pred.scale_tril[((r * k + c) * d) * d..((r * k + c + 1) * d) * d];
+                    mix.cholesky(hr, c, l);
+                    for j in 0..d {
+                        let s = self.y_scaler.std[j] as f64;
+                        let mut var = 0.0;
+                        for i in 0..=j {
+                            l[j * d + i] *= s;
+                            var += l[j * d + i] * l[j * d + i];
+                        }
+                        pred.sigma[(r * k + c) * d + j] = var.sqrt();
+                    }
                 }
             }
         }
@@ -527,6 +567,7 @@ impl Model {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut out = Vec::with_capacity(pred.rows * n * d);
         let mut weights = vec![0.0f64; k];
+        let mut e: Vec<f64> = Vec::with_capacity(d);
         for r in 0..pred.rows {
             let pi = &pred.pi[r * k..(r + 1) * k];
             // pi^(1/T) in the log domain, so that small T does not underflow.
@@ -550,10 +591,21 @@ impl Model {
                         break;
                     }
                 }
-                for j in 0..d {
-                    let z: f64 = StandardNormal.sample(&mut rng);
-                    let i = (r * k + c) * d + j;
-                    out.push(pred.mu[i] + sigma_scale * pred.sigma[i] * z);
+                if pred.scale_tril.is_empty() {
+                    for j in 0..d {
+                        let z: f64 = StandardNormal.sample(&mut rng);
+                        let i = (r * k + c) * d + j;
+                        out.push(pred.mu[i] + sigma_scale * pred.sigma[i] * z);
+                    }
+                } else {
+                    // y = mu + S L e, e standard normal in D dimensions.
+                    e.clear();
+                    e.extend((0..d).map(|_| -> f64 { StandardNormal.sample(&mut rng) }));
+                    let l = &pred.scale_tril[((r * k + c) * d) * d..((r * k + c + 1) * d) * d];
+                    for j in 0..d {
+                        let le: f64 = (0..=j).map(|i| l[j * d + i] * e[i]).sum();
+                        out.push(pred.mu[(r * k + c) * d + j] + sigma_scale * le);
+                    }
                 }
             }
         }

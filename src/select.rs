@@ -10,7 +10,7 @@
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::layout::Arch;
+use crate::layout::{Arch, Covariance};
 use crate::train::{TrainEvent, TrainOptions, split_validation, train};
 
 /// One candidate setting.
@@ -19,6 +19,23 @@ pub struct Setting {
     pub components: usize,
     pub l2: f32,
     pub hidden: Vec<usize>,
+    pub covariance: Covariance,
+}
+
+impl Setting {
+    /// `base` with this setting's components, hidden widths, L2 and covariance.
+    pub fn options(&self, base: &TrainOptions) -> TrainOptions {
+        TrainOptions {
+            components: self.components,
+            hidden: self.hidden.clone(),
+            covariance: self.covariance,
+            step: crate::backend::StepConfig {
+                l2: self.l2,
+                ..base.step
+            },
+            ..base.clone()
+        }
+    }
 }
 
 /// The cross-validated score of one setting.
@@ -78,22 +95,16 @@ pub fn cross_validate(
     }
     let mut scores = Vec::with_capacity(settings.len());
     for (si, setting) in settings.iter().enumerate() {
-        let opts = TrainOptions {
-            components: setting.components,
-            hidden: setting.hidden.clone(),
-            step: crate::backend::StepConfig {
-                l2: setting.l2,
-                ..base.step
-            },
-            ..base.clone()
-        };
-        let arch = Arch::new(
+        let opts = setting.options(base);
+        let mut arch = Arch::new(
             data.d_in(),
             setting.hidden.clone(),
             opts.activation,
             setting.components,
             data.d_out(),
         )?;
+        arch.covariance = setting.covariance;
+        arch.validate()?;
         let mut fold_nll = Vec::with_capacity(folds);
         for f in 0..folds {
             progress(si, f);

@@ -22,7 +22,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::{Backend, DataRef, EpochStats, StepConfig, TrainState};
 use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
-use crate::layout::{Activation, Arch, DEFAULT_SIGMA_FLOOR};
+use crate::layout::{Activation, Arch, Covariance, DEFAULT_SIGMA_FLOOR};
 use crate::mixture::softplus_inverse;
 use crate::model::{ColumnStats, EpochRecord, Model, Recovery, Scaler, TrainingInfo};
 
@@ -55,6 +55,9 @@ pub struct TrainOptions {
     pub activation: Activation,
     pub components: usize,
     pub sigma_floor: f32,
+    /// Diagonal or full covariance per component.
+    #[serde(default)]
+    pub covariance: Covariance,
     pub step: StepConfig,
     pub stopping: Stopping,
     pub seed: u64,
@@ -67,6 +70,7 @@ impl Default for TrainOptions {
             activation: Activation::Relu,
             components: 5,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
+            covariance: Covariance::Diagonal,
             step: StepConfig::default(),
             stopping: Stopping::Early {
                 patience: 10,
@@ -611,6 +615,7 @@ impl Setup {
             targets.len(),
         )?;
         arch.sigma_floor = opts.sigma_floor;
+        arch.covariance = opts.covariance;
         arch.validate()?;
         for (j, name) in targets.iter().enumerate() {
             if y.is_constant(j) {

@@ -16,6 +16,7 @@ fn one_component_is_the_gaussian_log_density() {
         k: 1,
         d: 2,
         floor: 0.0,
+        full: false,
     };
     // [logit, mu0, mu1, raw0, raw1]
     let h = [0.7f32, 0.5, -1.25, 0.3, -0.8];
@@ -33,11 +34,13 @@ fn identical_components_equal_one() {
         k: 1,
         d: 1,
         floor: 1e-4,
+        full: false,
     };
     let five = Mixture {
         k: 5,
         d: 1,
         floor: 1e-4,
+        full: false,
     };
     let h1 = [0.0f32, 0.3, 0.1];
     // Arbitrary logits, the same mean and sigma for every component.
@@ -59,6 +62,7 @@ fn hand_computed_two_components() {
         k: 2,
         d: 1,
         floor: 0.0,
+        full: false,
     };
     let h = [
         0.0f32,
@@ -82,6 +86,7 @@ fn head_gradient_matches_finite_differences() {
         k: 3,
         d: 2,
         floor: 1e-3,
+        full: false,
     };
     let h: Vec<f32> = (0..mix.width())
         .map(|i| ((i as f32) * 0.77).sin())
@@ -125,6 +130,7 @@ fn extremes_stay_finite() {
         k: 2,
         d: 1,
         floor: 1e-4,
+        full: false,
     };
     // Target a million standard deviations from every mean; sigmas at the floor; huge logits.
     for h in [

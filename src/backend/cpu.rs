@@ -345,11 +345,7 @@ impl Net {
         Ok(Net {
             arch: arch.clone(),
             layers: arch.layers(),
-            mix: Mixture {
-                k: arch.components,
-                d: arch.targets,
-                floor: arch.sigma_floor as f64,
-            },
+            mix: Mixture::of(arch),
         })
     }
 

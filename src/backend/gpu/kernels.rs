@@ -50,6 +50,7 @@ pub struct Kernels {
     pub gather: Kernel,
     pub dense_forward: Kernel,
     pub mixture_head: Kernel,
+    pub mixture_head_full: Kernel,
     pub reduce_sum: Kernel,
     pub transpose: Kernel,
     pub activation_backward: Kernel,
@@ -104,6 +105,11 @@ impl Kernels {
                     include_str!("../../../shaders/mixture_head.wgsl"),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
+                mixture_head_full: k(
+                    "mixture_head_full",
+                    include_str!("../../../shaders/mixture_head_full.wgsl"),
+                    &[Uniform, Read, Read, ReadWrite, ReadWrite],
+                ),
                 reduce_sum: k(
                     "reduce_sum",
                     include_str!("../../../shaders/reduce_sum.wgsl"),
@@ -152,6 +158,17 @@ impl Kernels {
                 step_layout,
             }
         })
+    }
+}
+
+impl Kernels {
+    /// The mixture-head kernel for diagonal or full covariance.
+    pub fn head(&self, full: bool) -> &Kernel {
+        if full {
+            &self.mixture_head_full
+        } else {
+            &self.mixture_head
+        }
     }
 }
 

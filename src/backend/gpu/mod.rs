@@ -33,7 +33,7 @@ use crate::backend::{
     AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
 };
 use crate::error::{Error, Result};
-use crate::layout::{Activation, Arch, LayerShape};
+use crate::layout::{Activation, Arch, Covariance, LayerShape};
 use kernels::{Kernel, Kernels, STEP_BYTES};
 
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
@@ -222,6 +222,8 @@ struct Groups {
     /// Gathers from each streamed chunk buffer.
     gather_chunk: [Option<wgpu::BindGroup>; 2],
     forward: Vec<wgpu::BindGroup>,
+    /// Whether `head` is bound for the full-covariance head kernel.
+    full_covariance: bool,
     head: wgpu::BindGroup,
     reduce: wgpu::BindGroup,
     back_weights: Vec<wgpu::BindGroup>,
@@ -497,7 +499,8 @@ impl GpuBackend {
                     )
                 })
                 .collect(),
-            head: k.mixture_head.bind(
+            full_covariance: r.arch.covariance == Covariance::Full,
+            head: k.head(r.arch.covariance == Covariance::Full).bind(
                 g,
                 "head",
                 &[
@@ -652,7 +655,7 @@ impl Encoder<'_> {
 
     /// Mixture head (with or without gradient) and the loss reduction into its stats slot.
     fn head(&mut self, k: &Kernels, g: &Groups, rows: usize) {
-        self.dispatch_1d(&k.mixture_head, &g.head, div_ceil(rows, 64));
+        self.dispatch_1d(k.head(g.full_covariance), &g.head, div_ceil(rows, 64));
         self.dispatch(&k.reduce_sum, &g.reduce, 1, 1);
     }
 
@@ -1201,7 +1204,7 @@ impl GpuBackend {
         let names: Vec<Option<&'static str>> = [
             &k.gather,
             &k.dense_forward,
-            &k.mixture_head,
+            k.head(groups.full_covariance),
             &k.reduce_sum,
             &k.dense_backward_weights,
             &k.weight_grad_sum,
