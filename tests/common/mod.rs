@@ -26,11 +26,11 @@ pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
     }
 }
 
-use mdn::layout::{Activation, Arch};
+use mdn::layout::{Activation, Arch, Covariance};
 
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-pub use mdn::check::{random_case, shapes};
+pub use mdn::check::{full_covariance_shapes, random_case, random_case_with, shapes};
 
 fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
@@ -77,6 +77,9 @@ pub fn ref_head_loglik(arch: &Arch, h: &[f64], y: &[f64], rows: usize) -> Vec<f6
             let lse = m + h[..k].iter().map(|a| (a - m).exp()).sum::<f64>().ln();
             let terms: Vec<f64> = (0..k)
                 .map(|c| {
+                    if arch.covariance == Covariance::Full {
+                        return h[c] - lse + ref_full_gaussian_logpdf(arch, h, c, y);
+                    }
                     let mut t = h[c] - lse;
                     for j in 0..d {
                         let mu = h[k + c * d + j];
@@ -91,6 +94,61 @@ pub fn ref_head_loglik(arch: &Arch, h: &[f64], y: &[f64], rows: usize) -> Vec<f6
             m + terms.iter().map(|t| (t - m).exp()).sum::<f64>().ln()
         })
         .collect()
+}
+
+/// log N(y; mu_c, Sigma_c) for a full-covariance head, computed differently from the crate:
+/// Sigma = L L^T is formed explicitly, then Gaussian elimination with partial pivoting gives
+/// both Sigma^{-1} r and log det Sigma.
+pub fn ref_full_gaussian_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> f64 {
+    let (k, d) = (arch.components, arch.targets);
+    let t = d * (d - 1) / 2;
+    let floor = arch.sigma_floor as f64;
+    let mut l = vec![0.0; d * d];
+    for j in 0..d {
+        l[j * d + j] = softplus(h[k + k * d + c * d + j]) + floor;
+        for i in 0..j {
+            l[j * d + i] = h[k + 2 * k * d + c * t + j * (j - 1) / 2 + i];
+        }
+    }
+    // Augmented [Sigma | r].
+    let mut a = vec![0.0; d * (d + 1)];
+    for p in 0..d {
+        for q in 0..d {
+            a[p * (d + 1) + q] = (0..d).map(|i| l[p * d + i] * l[q * d + i]).sum();
+        }
+        a[p * (d + 1) + d] = y[p] - h[k + c * d + p];
+    }
+    let r: Vec<f64> = (0..d).map(|p| a[p * (d + 1) + d]).collect();
+    let mut logdet = 0.0;
+    for col in 0..d {
+        let piv = (col..d)
+            .max_by(|&p, &q| {
+                a[p * (d + 1) + col]
+                    .abs()
+                    .total_cmp(&a[q * (d + 1) + col].abs())
+            })
+            .unwrap();
+        if piv != col {
+            for q in 0..=d {
+                a.swap(piv * (d + 1) + q, col * (d + 1) + q);
+            }
+        }
+        let pv = a[col * (d + 1) + col];
+        logdet += pv.abs().ln();
+        for p in col + 1..d {
+            let f = a[p * (d + 1) + col] / pv;
+            for q in col..=d {
+                a[p * (d + 1) + q] -= f * a[col * (d + 1) + q];
+            }
+        }
+    }
+    let mut x = vec![0.0; d];
+    for p in (0..d).rev() {
+        let s: f64 = (p + 1..d).map(|q| a[p * (d + 1) + q] * x[q]).sum();
+        x[p] = (a[p * (d + 1) + d] - s) / a[p * (d + 1) + p];
+    }
+    let quad: f64 = r.iter().zip(&x).map(|(a, b)| a * b).sum();
+    -(d as f64) * HALF_LN_2PI - 0.5 * logdet - 0.5 * quad
 }
 
 /// Mean NLL plus `l2 * sum(W^2)`, in f64.

@@ -4,7 +4,7 @@
 //! `#[test]`s for one backend constructor.
 
 use mdn::backend::{AdamState, Backend, CpuBackend, DataRef, StepConfig};
-use mdn::layout::Activation;
+use mdn::layout::{Activation, Covariance};
 use mdn::tolerance::Tolerance;
 
 use super::*;
@@ -63,6 +63,66 @@ pub fn gradients(b: &mut dyn Backend) {
                 &want,
             );
         }
+    }
+}
+
+/// Full-covariance log-likelihoods for D = 1..16 against the f64 reference (which inverts the
+/// covariance by Gaussian elimination instead of triangular solves).
+pub fn full_covariance_loglik(b: &mut dyn Backend) {
+    for (i, dd) in [1usize, 2, 3, 5, 8, 12, 16].into_iter().enumerate() {
+        let k = 1 + i % 4;
+        let rows = [1, 3, 50, 783][i % 4];
+        let c = random_case_with(
+            2,
+            &[12],
+            Activation::Relu,
+            k,
+            dd,
+            rows,
+            300 + i as u64,
+            Covariance::Full,
+        );
+        let got = b.loglik(&c.arch, &c.params, &c.x, &c.y, rows).unwrap();
+        let h = ref_forward(&c.arch, &to_f64(&c.params), &to_f64(&c.x), rows);
+        let want = ref_head_loglik(&c.arch, &h, &to_f64(&c.y), rows);
+        LOGLIK_TOL.assert_close(
+            &format!("full-covariance loglik K={k} D={dd} rows={rows}"),
+            &got,
+            &want,
+        );
+    }
+}
+
+/// Full-covariance gradients (every parameter, including the Cholesky factors' off-diagonal
+/// head weights) against float64 central finite differences.
+pub fn full_covariance_gradients(b: &mut dyn Backend) {
+    for (i, (d, hidden, act, k, dd, rows)) in full_covariance_shapes().into_iter().enumerate() {
+        let c = random_case_with(
+            d,
+            &hidden,
+            act,
+            k,
+            dd,
+            rows,
+            400 + i as u64,
+            Covariance::Full,
+        );
+        let got = b
+            .loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, 0.01)
+            .unwrap();
+        let (p, x, y) = (to_f64(&c.params), to_f64(&c.x), to_f64(&c.y));
+        let want_loss = ref_loss(&c.arch, &p, &x, &y, rows, 0.01);
+        LOGLIK_TOL.assert_close(
+            &format!("full-covariance loss, shape {i}"),
+            &[got.nll + got.penalty],
+            &[want_loss],
+        );
+        let want = ref_grad_fd(&c.arch, &p, &x, &y, rows, 0.01);
+        GRAD_TOL.assert_close(
+            &format!("full-covariance gradient vs finite differences, shape {i} (K={k} D={dd})"),
+            &got.grad,
+            &want,
+        );
     }
 }
 
@@ -126,9 +186,14 @@ pub fn adam(b: &mut dyn Backend) {
 
 /// A few epochs with the same data, order and seed: the NLL trajectory matches the CPU's.
 pub fn training_run(b: &mut dyn Backend) {
-    for (rows, batch) in [(783usize, 50usize), (300, 256), (64, 1)] {
-        let c = random_case(3, &[16, 8], Activation::Relu, 3, 2, rows, 7);
-        let val = random_case(3, &[16, 8], Activation::Relu, 3, 2, 50, 8);
+    for (rows, batch, cov) in [
+        (783usize, 50usize, Covariance::Diagonal),
+        (300, 256, Covariance::Diagonal),
+        (64, 1, Covariance::Diagonal),
+        (783, 50, Covariance::Full),
+    ] {
+        let c = random_case_with(3, &[16, 8], Activation::Relu, 3, 3, rows, 7, cov);
+        let val = random_case_with(3, &[16, 8], Activation::Relu, 3, 3, 50, 8, cov);
         let cfg = StepConfig {
             batch_size: batch,
             l2: 1e-3,
@@ -171,7 +236,7 @@ pub fn training_run(b: &mut dyn Backend) {
         let (want, want_p) = run(&mut CpuBackend::new());
         let (got, got_p) = run(b);
         TRAJECTORY_TOL.assert_close(
-            &format!("NLL trajectory, {rows} rows, batch {batch}"),
+            &format!("NLL trajectory, {rows} rows, batch {batch}, {cov:?}"),
             &got,
             &want,
         );
@@ -275,6 +340,18 @@ macro_rules! backend_suite {
         fn gradients_match_finite_differences() {
             if let Some(mut b) = $make() {
                 common::suite::gradients(&mut *b);
+            }
+        }
+        #[test]
+        fn full_covariance_loglik_matches_reference() {
+            if let Some(mut b) = $make() {
+                common::suite::full_covariance_loglik(&mut *b);
+            }
+        }
+        #[test]
+        fn full_covariance_gradients_match_finite_differences() {
+            if let Some(mut b) = $make() {
+                common::suite::full_covariance_gradients(&mut *b);
             }
         }
         #[test]
