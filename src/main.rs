@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -130,7 +130,8 @@ struct ConvertArgs {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Which problem: bishop (d=1, D=1) or wide (d=16, D=2)
+    /// Which problem: bishop (d=1, D=1), wide (d=16, D=2) or correlated (d=1, D=3, one
+    /// Gaussian with strongly correlated targets)
     #[arg(long, value_enum, default_value = "wide")]
     kind: mdn::synth::Kind,
     /// Rows to write
@@ -1499,11 +1500,8 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         b.finish_and_clear();
     }
     if !a.quiet {
-        let kind = if a.kind == mdn::synth::Kind::Wide {
-            "wide"
-        } else {
-            "bishop"
-        };
+        let kind = a.kind.to_possible_value().expect("a named kind");
+        let kind = kind.get_name();
         eprintln!(
             "wrote {}: {rows} rows of {kind} ({} features, {} targets)",
             a.out.display(),

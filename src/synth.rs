@@ -8,6 +8,10 @@
 //!   0.5 sin(x S_j), logits = 1.5 x Q, fixed sigmas. The same family as the reference peers'
 //!   generator (`shared/reference/peers/mdn_data.py`), drawn with our own RNG, so the rows
 //!   differ but the problem is the same.
+//! * `correlated`: d=1, D=3, one Gaussian whose mean and full covariance depend on x
+//!   ([`correlated_truth`]): strongly correlated targets (y0 and y1 about 0.93 at x = 0), for
+//!   `--covariance full`. Its true conditional density is known, so tests compare a trained
+//!   model's NLL with the best possible one.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,6 +25,7 @@ use crate::error::{Error, Result};
 pub enum Kind {
     Bishop,
     Wide,
+    Correlated,
 }
 
 impl Kind {
@@ -28,8 +33,9 @@ impl Kind {
         match name {
             "bishop" => Ok(Kind::Bishop),
             "wide" => Ok(Kind::Wide),
+            "correlated" => Ok(Kind::Correlated),
             other => Err(Error::config(format!(
-                "unknown data set '{other}': choose bishop or wide"
+                "unknown data set '{other}': choose bishop, wide or correlated"
             ))),
         }
     }
@@ -72,6 +78,20 @@ impl WideStructure {
     }
 }
 
+/// The `correlated` problem's true conditional distribution at `x`: y ~ N(mu, L L^T) with
+/// `L` lower-triangular (row-major 3 x 3).
+pub fn correlated_truth(x: f64) -> ([f64; 3], [f64; 9]) {
+    let pi = std::f64::consts::PI;
+    let mu = [(pi * x).sin(), 0.5 * x, x * x];
+    #[rustfmt::skip]
+    let l = [
+        0.3,            0.0,  0.0,
+        0.25 + 0.1 * x, 0.1,  0.0,
+        -0.2 * x,       0.15, 0.08,
+    ];
+    (mu, l)
+}
+
 /// Generates rows of one problem.
 pub struct Generator {
     kind: Kind,
@@ -98,6 +118,10 @@ impl Generator {
                 (0..WIDE_IN).map(|i| format!("x{i}")).collect(),
                 (0..WIDE_OUT).map(|j| format!("y{j}")).collect(),
             ),
+            Kind::Correlated => (
+                vec!["x".into()],
+                vec!["y0".into(), "y1".into(), "y2".into()],
+            ),
         }
     }
 
@@ -105,6 +129,16 @@ impl Generator {
     pub fn row(&mut self, x: &mut Vec<f32>, y: &mut Vec<f32>) {
         let rng = &mut self.rng;
         match (self.kind, &self.wide) {
+            (Kind::Correlated, _) => {
+                let xv: f64 = rng.random_range(-1.0..1.0);
+                let (mu, l) = correlated_truth(xv);
+                let e: [f64; 3] = [0; 3].map(|_| StandardNormal.sample(&mut *rng));
+                x.push(xv as f32);
+                for j in 0..3 {
+                    let le: f64 = (0..=j).map(|i| l[j * 3 + i] * e[i]).sum();
+                    y.push((mu[j] + le) as f32);
+                }
+            }
             (Kind::Bishop, _) | (Kind::Wide, None) => {
                 let t: f64 = rng.random();
                 let noise: f64 = rng.random_range(-0.1..0.1);
@@ -173,6 +207,7 @@ pub fn generate(kind: Kind, n: usize, seed: u64) -> Dataset {
     let name = match kind {
         Kind::Bishop => "bishop (generated)",
         Kind::Wide => "wide (generated)",
+        Kind::Correlated => "correlated (generated)",
     };
     Dataset {
         path: name.into(),
