@@ -1628,3 +1628,216 @@ fn select_cross_validates_and_trains_the_chosen_setting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--folds must be at least 2"));
 }
+
+#[test]
+fn full_covariance_trains_predicts_samples_and_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for (rows, seed, out) in [("4000", "1", "train.csv"), ("1000", "2", "test.csv")] {
+        ok(
+            d,
+            &[
+                "generate",
+                "--kind",
+                "correlated",
+                "--rows",
+                rows,
+                "--seed",
+                seed,
+                "--out",
+                out,
+                "--quiet",
+            ],
+        );
+    }
+    let train = |device: &str, cov: &str, out: &str| -> String {
+        let (_, err) = ok(
+            d,
+            &[
+                "train",
+                "--data",
+                "train.csv",
+                "--target",
+                "y0,y1,y2",
+                "--components",
+                "1",
+                "--hidden",
+                "16",
+                "--covariance",
+                cov,
+                "--device",
+                device,
+                "--out",
+                out,
+            ],
+        );
+        err
+    };
+    let eval = |model: &str, device: &str| -> f64 {
+        let (out, _) = ok(
+            d,
+            &[
+                "eval", "--model", model, "--data", "test.csv", "--device", device, "--json",
+            ],
+        );
+        json(&out)["mean_nll"].as_f64().unwrap()
+    };
+    let err = train("cpu", "full", "full.json");
+    assert!(err.contains("full covariance"), "{err}");
+    train("cpu", "diagonal", "diag.json");
+    let (full, diag) = (eval("full.json", "cpu"), eval("diag.json", "cpu"));
+    assert!(full < diag - 1.0, "full {full} vs diagonal {diag}");
+    let m = json(&std::fs::read_to_string(d.join("full.json")).unwrap());
+    assert_eq!(m["arch"]["covariance"], "full");
+    assert_eq!(
+        m["params"].as_array().unwrap().len(),
+        (1 + 1) * 16 + (16 + 1) * (1 + 2 * 3 + 3)
+    );
+
+    // predict: correlation columns in CSV, covariance matrices in JSON.
+    let (csv, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "full.json",
+            "--data",
+            "test.csv",
+            "--device",
+            "cpu",
+        ],
+    );
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    for c in [
+        "corr_0_y0_y1",
+        "corr_0_y0_y2",
+        "corr_0_y1_y2",
+        "sigma_0_y1",
+        "mean_y2",
+    ] {
+        assert!(header.contains(&c), "{c} missing from {header:?}");
+    }
+    let first: Vec<f64> = csv
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let rho = first[header.iter().position(|h| *h == "corr_0_y0_y1").unwrap()];
+    assert!(rho > 0.5 && rho < 1.0, "corr(y0, y1) {rho}");
+    let (js, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "full.json",
+            "--data",
+            "test.csv",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    let row = &json(&js)["rows"][0];
+    let cov = &row["cov"][0];
+    let s1 = row["sigma"][0][1].as_f64().unwrap();
+    assert!((cov[1][1].as_f64().unwrap() - s1 * s1).abs() < 1e-9);
+    assert_eq!(cov[0][1], cov[1][0]);
+    let (samples, _) = ok(
+        d,
+        &[
+            "sample",
+            "--model",
+            "full.json",
+            "--data",
+            "test.csv",
+            "--n",
+            "2",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(samples.lines().count(), 1 + 2000);
+
+    // select compares the two covariance shapes and picks full.
+    let (out, _) = ok(
+        d,
+        &[
+            "select",
+            "--data",
+            "train.csv",
+            "--target",
+            "y0,y1,y2",
+            "--components",
+            "1",
+            "--hidden",
+            "16",
+            "--covariance",
+            "diagonal,full",
+            "--folds",
+            "2",
+            "--max-epochs",
+            "20",
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+            "--out",
+            "sel.json",
+        ],
+    );
+    let v = json(&out);
+    let chosen = v["selection"]["chosen"].as_u64().unwrap() as usize;
+    assert_eq!(
+        v["selection"]["scores"][chosen]["setting"]["covariance"],
+        "full"
+    );
+
+    // On the software adapter: the same kernel family, close to the CPU's result.
+    if software_adapter(d) {
+        train("software", "full", "full_gpu.json");
+        let gpu = eval("full_gpu.json", "software");
+        assert!(
+            (gpu - full).abs() < 0.05,
+            "software adapter {gpu} vs cpu {full}"
+        );
+        let cross = eval("full_gpu.json", "cpu");
+        assert!(
+            (cross - gpu).abs() < 1e-4,
+            "eval on cpu {cross} vs software {gpu}"
+        );
+    }
+
+    // Too many targets for full covariance: exit 2 with the limit named.
+    let header: Vec<String> = (0..18).map(|i| format!("c{i}")).collect();
+    let mut wide = header.join(",") + "\n";
+    for r in 0..300 {
+        let row: Vec<String> = (0..18)
+            .map(|i| ((r * 7 + i * 3) % 11).to_string())
+            .collect();
+        wide += &(row.join(",") + "\n");
+    }
+    std::fs::write(d.join("wide.csv"), wide).unwrap();
+    let targets: Vec<String> = header[1..].to_vec();
+    let out = mdn(
+        d,
+        &[
+            "train",
+            "--data",
+            "wide.csv",
+            "--target",
+            &targets.join(","),
+            "--covariance",
+            "full",
+            "--device",
+            "cpu",
+            "--out",
+            "never.json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("at most 16 target columns"), "{err}");
+    assert!(!d.join("never.json").exists());
+}
