@@ -644,45 +644,96 @@ fn eval_needs_the_target_columns_but_predict_does_not() {
 
 #[test]
 fn model_format_doc_reproduces_mdn_in_plain_python() {
-    // The Python example in docs/model-format.md, run on a trained model, gives mdn's numbers.
+    // The Python example in docs/model-format.md, run on trained models (diagonal, and full
+    // covariance with three targets), gives mdn's numbers.
     let dir = tempfile::tempdir().unwrap();
-    trained(dir.path());
-    std::fs::copy(dir.path().join("m.json"), dir.path().join("model.json")).unwrap();
+    let d = dir.path();
+    trained(d);
+    std::fs::write(d.join("one.csv"), "x,t\n0.3,0.45\n").unwrap();
+    ok(
+        d,
+        &[
+            "generate",
+            "--kind",
+            "correlated",
+            "--rows",
+            "2000",
+            "--out",
+            "corr.csv",
+            "--quiet",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "corr.csv",
+            "--target",
+            "y0,y1,y2",
+            "--covariance",
+            "full",
+            "--components",
+            "2",
+            "--epochs",
+            "3",
+            "--out",
+            "full.json",
+            "--quiet",
+        ],
+    );
+    std::fs::write(d.join("one_full.csv"), "x,y0,y1,y2\n0.3,0.2,0.1,-0.05\n").unwrap();
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/model-format.md"))
             .unwrap();
     let start = doc.find("```python\n").expect("a python example") + "```python\n".len();
     let code = &doc[start..start + doc[start..].find("```").unwrap()];
-    let script =
-        format!("{code}\nprint(repr(loglik([0.3], [0.45])))\nprint(repr(mixture([0.3])[0][0]))\n");
-    std::fs::write(dir.path().join("doc.py"), script).unwrap();
-    let py = Command::new("python3")
-        .arg("doc.py")
-        .current_dir(dir.path())
-        .output()
-        .expect("python3 is installed");
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let py_out = String::from_utf8_lossy(&py.stdout);
-    let lines: Vec<&str> = py_out.lines().collect();
-    let n = lines.len();
-    let (ll, pi0): (f64, f64) = (lines[n - 2].parse().unwrap(), lines[n - 1].parse().unwrap());
-    std::fs::write(dir.path().join("one.csv"), "x,t\n0.3,0.45\n").unwrap();
-    let (e, _) = ok(
-        dir.path(),
-        &["eval", "--data", "one.csv", "--per-row", "--json"],
-    );
-    let mdn_ll = json(&e)["loglik"][0].as_f64().unwrap();
-    assert!((ll - mdn_ll).abs() < 1e-4, "python {ll} vs mdn {mdn_ll}");
-    let (p, _) = ok(dir.path(), &["predict", "--data", "one.csv", "--json"]);
-    let mdn_pi0 = json(&p)["rows"][0]["pi"][0].as_f64().unwrap();
-    assert!(
-        (pi0 - mdn_pi0).abs() < 1e-5,
-        "python {pi0} vs mdn {mdn_pi0}"
-    );
+    for (model, data, x, y) in [
+        ("m.json", "one.csv", "[0.3]", "[0.45]"),
+        ("full.json", "one_full.csv", "[0.3]", "[0.2, 0.1, -0.05]"),
+    ] {
+        std::fs::copy(d.join(model), d.join("model.json")).unwrap();
+        let script =
+            format!("{code}\nprint(repr(loglik({x}, {y})))\nprint(repr(mixture({x})[0][0]))\n");
+        std::fs::write(d.join("doc.py"), script).unwrap();
+        let py = Command::new("python3")
+            .arg("doc.py")
+            .current_dir(d)
+            .output()
+            .expect("python3 is installed");
+        assert!(
+            py.status.success(),
+            "{}",
+            String::from_utf8_lossy(&py.stderr)
+        );
+        let py_out = String::from_utf8_lossy(&py.stdout);
+        let lines: Vec<&str> = py_out.lines().collect();
+        let n = lines.len();
+        let (ll, pi0): (f64, f64) = (lines[n - 2].parse().unwrap(), lines[n - 1].parse().unwrap());
+        let (e, _) = ok(
+            d,
+            &[
+                "eval",
+                "--model",
+                model,
+                "--data",
+                data,
+                "--per-row",
+                "--json",
+            ],
+        );
+        let mdn_ll = json(&e)["loglik"][0].as_f64().unwrap();
+        assert!(
+            (ll - mdn_ll).abs() < 1e-4,
+            "{model}: python {ll} vs mdn {mdn_ll}"
+        );
+        let (p, _) = ok(d, &["predict", "--model", model, "--data", data, "--json"]);
+        let mdn_pi0 = json(&p)["rows"][0]["pi"][0].as_f64().unwrap();
+        assert!(
+            (pi0 - mdn_pi0).abs() < 1e-5,
+            "{model}: python {pi0} vs mdn {mdn_pi0}"
+        );
+    }
 }
 
 /// Whether a software adapter is there; panics when `MDN_REQUIRE_GPU=1` and it is not.
