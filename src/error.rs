@@ -96,6 +96,10 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// Drawing or encoding a figure failed (`mdn plot`).
+    #[error("plotting failed: {0}")]
+    Plot(String),
+
     /// The user stopped the run (Ctrl-C) before anything could be saved.
     #[error("{0}")]
     Interrupted(String),
@@ -139,7 +143,7 @@ impl Error {
                 | std::io::ErrorKind::IsADirectory => 2,
                 _ => 1,
             },
-            Error::Numerical(_) | Error::Backend(_) => 1,
+            Error::Numerical(_) | Error::Backend(_) | Error::Plot(_) => 1,
             Error::Interrupted(_) => 130,
         }
     }

@@ -20,6 +20,7 @@ pub mod layout;
 pub mod mixture;
 pub mod model;
 pub mod npy;
+pub mod plot;
 pub mod select;
 pub mod stats;
 pub mod synth;

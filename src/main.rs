@@ -54,8 +54,48 @@ enum Command {
     Select(SelectArgs),
     /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
     Convert(ConvertArgs),
-    /// Write a generated data set (bishop or wide) of any size to CSV or .npy
+    /// Write a generated data set (bishop, wide or correlated) of any size to CSV or .npy
     Generate(GenerateArgs),
+    /// Draw a model as PNG or SVG: conditional density map with the data (one-input models),
+    /// PIT histogram, reliability curve, training curve
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+struct PlotArgs {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    model: PathBuf,
+    /// CSV or .npy with the model's feature and target columns [default: the shipped example,
+    /// for a model with its columns (x -> t)]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// The figure: a file name ending in .png or .svg
+    #[arg(long, default_value = "model.png")]
+    out: PathBuf,
+    /// Which panels: all (those that apply), density, pit, reliability or history
+    #[arg(long, value_enum, default_value = "all")]
+    panel: mdn::plot::Panel,
+    /// Target for the density map and the PIT histogram [default: the first]
+    #[arg(long)]
+    target: Option<String>,
+    /// Figure size, WIDTHxHEIGHT in pixels [default: from the number of panels]
+    #[arg(long, value_parser = parse_size)]
+    size: Option<(u32, u32)>,
+    #[command(flatten)]
+    device: DeviceArg,
+    /// No messages
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let bad = || format!("'{s}' is not a size like 1200x900");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
 }
 
 #[derive(Args)]
@@ -399,6 +439,7 @@ fn main() -> ExitCode {
         Command::Select(a) => cmd_select(a),
         Command::Convert(a) => cmd_convert(a),
         Command::Generate(a) => cmd_generate(a),
+        Command::Plot(a) => cmd_plot(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -1439,6 +1480,57 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
         a.out.display()
     ));
     write_output(None, t.as_bytes())
+}
+
+fn cmd_plot(a: PlotArgs) -> Result<()> {
+    let model = Model::load(&a.model)?;
+    mdn::plot::Format::of(&a.out)?;
+    let target = match &a.target {
+        None => 0,
+        Some(name) => model
+            .targets
+            .iter()
+            .position(|t| t == name)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "--target {name}: the model's targets are [{}]",
+                    model.targets.join(", ")
+                ))
+            })?,
+    };
+    let choice = ColumnChoice::Model {
+        features: model.features.clone(),
+        targets: model.targets.clone(),
+        need_targets: true,
+    };
+    let data = match &a.data {
+        Some(path) => Some(read_data(path, &choice)?),
+        None if model.features == ["x"] && model.targets == ["t"] => Some(read_csv_from(
+            EXAMPLE_CSV,
+            Path::new(EXAMPLE_NAME),
+            &choice,
+        )?),
+        None => None,
+    };
+    let figure = mdn::plot::Figure {
+        model: &model,
+        data: data.as_ref(),
+        target,
+        panel: a.panel,
+        size: a.size,
+    };
+    let mut backend = open_backend(a.device, a.quiet)?;
+    figure.render(backend.as_mut(), &a.out)?;
+    if !a.quiet {
+        eprintln!(
+            "wrote {}{}",
+            a.out.display(),
+            data.as_ref()
+                .map(|d| format!(" ({} rows of {})", d.rows, d.path.display()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 fn cmd_convert(a: ConvertArgs) -> Result<()> {
