@@ -1892,3 +1892,195 @@ fn full_covariance_trains_predicts_samples_and_selects() {
     assert!(err.contains("at most 16 target columns"), "{err}");
     assert!(!d.join("never.json").exists());
 }
+
+/// Decodes a PNG file: (width, height, number of distinct colours).
+fn png_info(path: &Path) -> (u32, u32, usize) {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{} is not a PNG: {e}", path.display()))
+        .to_rgb8();
+    let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+    (img.width(), img.height(), colours.len())
+}
+
+/// Parses an SVG file as XML: (width, height, all its text).
+fn svg_info(path: &Path) -> (String, String, String) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let doc = roxmltree::Document::parse(&text)
+        .unwrap_or_else(|e| panic!("{} is not well-formed XML: {e}", path.display()));
+    let root = doc.root_element();
+    assert_eq!(root.tag_name().name(), "svg");
+    let words: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.is_text())
+        .filter_map(|n| n.text())
+        .collect();
+    (
+        root.attribute("width").unwrap_or("").to_string(),
+        root.attribute("height").unwrap_or("").to_string(),
+        words.join(" "),
+    )
+}
+
+#[test]
+fn plot_writes_png_and_svg_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // After `mdn train` on the shipped example, `mdn plot` needs no arguments.
+    ok(d, &["train", "--device", "cpu", "--epochs", "5", "--quiet"]);
+    let (_, err) = ok(d, &["plot", "--device", "cpu"]);
+    assert!(err.contains("wrote model.png"), "{err}");
+    let (w, h, colours) = png_info(&d.join("model.png"));
+    assert_eq!((w, h), (1400, 1100), "four panels");
+    assert!(
+        colours > 200,
+        "a heat map has many colours, found {colours}"
+    );
+    ok(
+        d,
+        &["plot", "--device", "cpu", "--out", "fig.svg", "--quiet"],
+    );
+    let (w, h, text) = svg_info(&d.join("fig.svg"));
+    assert_eq!((w.as_str(), h.as_str()), ("1400", "1100"));
+    for needle in [
+        "p(t | x)",
+        "PIT histogram",
+        "Reliability",
+        "Training curve",
+        "validation",
+    ] {
+        assert!(
+            text.contains(needle),
+            "'{needle}' not in the SVG's text: {text}"
+        );
+    }
+    // One panel at a chosen size, on any backend.
+    let mut devices = vec!["cpu"];
+    if software_adapter(d) {
+        devices.push("software");
+    }
+    for device in devices {
+        let out = format!("density_{device}.png");
+        ok(
+            d,
+            &[
+                "plot", "--panel", "density", "--size", "640x480", "--device", device, "--out",
+                &out, "--quiet",
+            ],
+        );
+        assert_eq!(png_info(&d.join(&out)).0, 640);
+    }
+
+    // A model with several inputs and targets: no density map; PIT for a chosen target.
+    ok(
+        d,
+        &[
+            "generate", "--kind", "wide", "--rows", "3000", "--out", "wide.csv", "--quiet",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "wide.csv",
+            "--target",
+            "y0,y1",
+            "--epochs",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            "wide.json",
+            "--quiet",
+        ],
+    );
+    ok(
+        d,
+        &[
+            "plot",
+            "--model",
+            "wide.json",
+            "--data",
+            "wide.csv",
+            "--target",
+            "y1",
+            "--out",
+            "wide.svg",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    let (w, _, text) = svg_info(&d.join("wide.svg"));
+    assert_eq!(w, "1800", "three panels side by side");
+    assert!(
+        text.contains("PIT histogram (y1") && text.contains("y0"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("p(y"),
+        "no density map for 16 inputs: {text}"
+    );
+    // The training curve needs no data.
+    ok(
+        d,
+        &[
+            "plot",
+            "--model",
+            "wide.json",
+            "--panel",
+            "history",
+            "--out",
+            "h.png",
+            "--quiet",
+        ],
+    );
+    assert_eq!(png_info(&d.join("h.png")).0, 800);
+
+    // Errors: exit 2, a message, nothing written.
+    for (args, needle) in [
+        (vec!["plot", "--out", "fig.pdf"], "must end in .png or .svg"),
+        (
+            vec!["plot", "--model", "wide.json", "--out", "x.png"],
+            "--data is needed",
+        ),
+        (
+            vec![
+                "plot",
+                "--model",
+                "wide.json",
+                "--data",
+                "wide.csv",
+                "--panel",
+                "density",
+                "--out",
+                "x.png",
+            ],
+            "one input feature",
+        ),
+        (
+            vec!["plot", "--target", "nope", "--out", "x.png"],
+            "--target nope",
+        ),
+        (
+            vec!["plot", "--size", "10x10", "--out", "x.png"],
+            "out of range",
+        ),
+        (
+            vec!["plot", "--size", "big", "--out", "x.png"],
+            "not a size",
+        ),
+        (
+            vec!["plot", "--model", "missing.json", "--out", "x.png"],
+            "missing.json",
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend(["--device", "cpu"]);
+        let out = mdn(d, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: '{needle}' not in {err}");
+        assert!(!d.join("x.png").exists() && !d.join("fig.pdf").exists());
+    }
+}
