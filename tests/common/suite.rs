@@ -126,6 +126,54 @@ pub fn full_covariance_gradients(b: &mut dyn Backend) {
     }
 }
 
+/// Full-covariance cases computed by SciPy (tests/fixtures/full_covariance/make.py): a
+/// linear model whose head biases are the case's head outputs, so that the backend's head
+/// sees exactly them; log-likelihood and the gradient of the NLL with respect to the biases.
+pub fn full_covariance_scipy_cases(b: &mut dyn Backend) {
+    let path = format!(
+        "{}/tests/fixtures/full_covariance/cases.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_f64().unwrap())
+            .collect()
+    };
+    for (i, c) in v["cases"].as_array().unwrap().iter().enumerate() {
+        let (k, d) = (
+            c["K"].as_u64().unwrap() as usize,
+            c["D"].as_u64().unwrap() as usize,
+        );
+        let mut arch = mdn::layout::Arch::new(1, vec![], Activation::Relu, k, d).unwrap();
+        arch.covariance = Covariance::Full;
+        arch.sigma_floor = c["floor"].as_f64().unwrap() as f32;
+        let h = floats(&c["h"]);
+        assert_eq!(h.len(), arch.head_width());
+        let mut params = vec![0.0f32; arch.param_count()];
+        let bias = arch.layers()[0].bias;
+        for (p, v) in params[bias..].iter_mut().zip(&h) {
+            *p = *v as f32;
+        }
+        let y: Vec<f32> = floats(&c["y"]).iter().map(|&v| v as f32).collect();
+        let ll = b.loglik(&arch, &params, &[0.0], &y, 1).unwrap();
+        let what = format!("SciPy case {i} (K={k} D={d})");
+        LOGLIK_TOL.assert_close(
+            &format!("{what}: loglik"),
+            &ll,
+            &[c["loglik"].as_f64().unwrap()],
+        );
+        let g = b.loss_grad(&arch, &params, &[0.0], &y, 1, 0.0).unwrap();
+        GRAD_TOL.assert_close(
+            &format!("{what}: gradient of the NLL"),
+            &g.grad[bias..],
+            &floats(&c["grad_nll"]),
+        );
+    }
+}
+
 pub fn oracle_cases(b: &mut dyn Backend) {
     for name in ["seed0.json", "seed1.json"] {
         let o = oracle(name);
@@ -352,6 +400,12 @@ macro_rules! backend_suite {
         fn full_covariance_gradients_match_finite_differences() {
             if let Some(mut b) = $make() {
                 common::suite::full_covariance_gradients(&mut *b);
+            }
+        }
+        #[test]
+        fn full_covariance_matches_scipy() {
+            if let Some(mut b) = $make() {
+                common::suite::full_covariance_scipy_cases(&mut *b);
             }
         }
         #[test]
