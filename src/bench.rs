@@ -15,14 +15,15 @@ use rand_chacha::ChaCha8Rng;
 use crate::backend::{Backend, DataRef, StepConfig};
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::layout::{Activation, Arch};
+use crate::layout::{Activation, Arch, Covariance};
 use crate::model::Scaler;
 
 /// One benchmark configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BenchSpec {
     pub name: &'static str,
-    /// "bishop" (d=1, D=1) or "wide" (d=16, D=2); see [`crate::synth`].
+    /// "bishop" (d=1, D=1), "wide" (d=16, D=2) or "correlated" (d=1, D=3); see
+    /// [`crate::synth`].
     pub data: &'static str,
     pub rows: usize,
     pub hidden: Vec<usize>,
@@ -30,12 +31,15 @@ pub struct BenchSpec {
     pub batch: usize,
     /// Epochs run; epochs 2.. are timed (epoch 1 when there is only one).
     pub epochs: usize,
+    pub covariance: Covariance,
 }
 
 /// The configurations: `a` and `b` are the GPU issue's (small model with small batches,
 /// dispatch-bound on a GPU; wider model with large batches, compute-bound); `a4096` and `b256`
 /// complete the grid the reference PyTorch and TensorFlow Probability MDNs were timed on
-/// (`shared/reference/peers`: bishop 100k rows 5 epochs, wide 1M rows 2 epochs).
+/// (`shared/reference/peers`: bishop 100k rows 5 epochs, wide 1M rows 2 epochs). `c` and
+/// `cdiag` time the full-covariance head against the diagonal one on the same data (three
+/// correlated targets), so the cost of `--covariance full` shows side by side.
 pub fn specs() -> Vec<BenchSpec> {
     let bishop = |name, batch| BenchSpec {
         name,
@@ -45,6 +49,7 @@ pub fn specs() -> Vec<BenchSpec> {
         components: 5,
         batch,
         epochs: 5,
+        covariance: Covariance::Diagonal,
     };
     let wide = |name, batch| BenchSpec {
         name,
@@ -54,12 +59,25 @@ pub fn specs() -> Vec<BenchSpec> {
         components: 5,
         batch,
         epochs: 2,
+        covariance: Covariance::Diagonal,
+    };
+    let correlated = |name, covariance| BenchSpec {
+        name,
+        data: "correlated",
+        rows: 200_000,
+        hidden: vec![64],
+        components: 3,
+        batch: 1024,
+        epochs: 3,
+        covariance,
     };
     vec![
         bishop("a", 256),
         bishop("a4096", 4096),
         wide("b256", 256),
         wide("b", 4096),
+        correlated("c", Covariance::Full),
+        correlated("cdiag", Covariance::Diagonal),
     ]
 }
 
@@ -96,19 +114,22 @@ pub fn train_flops_per_row(arch: &Arch) -> f64 {
 pub fn data_for(spec: &BenchSpec, seed: u64) -> Dataset {
     match spec.data {
         "wide" => crate::synth::wide(spec.rows, seed),
+        "correlated" => crate::synth::generate(crate::synth::Kind::Correlated, spec.rows, seed),
         _ => crate::synth::bishop(spec.rows, seed),
     }
 }
 
 /// Trains `spec.epochs` epochs on `data` and times them.
 pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Result<BenchResult> {
-    let arch = Arch::new(
+    let mut arch = Arch::new(
         data.d_in(),
         spec.hidden.clone(),
         Activation::Relu,
         spec.components,
         data.d_out(),
     )?;
+    arch.covariance = spec.covariance;
+    arch.validate()?;
     let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
     let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
     let params = crate::train::init_params(&arch, &ys, 0);
