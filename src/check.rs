@@ -135,11 +135,25 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             comparison: c,
         })
     };
-    for (i, (d, hidden, act, k, dd, n)) in shapes().into_iter().enumerate() {
-        let c = random_case(d, &hidden, act, k, dd, n, 1000 + i as u64);
+    let cases = shapes()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| (s, Covariance::Diagonal, 1000 + i as u64))
+        .chain(
+            full_covariance_shapes()
+                .into_iter()
+                .enumerate()
+                .map(|(i, s)| (s, Covariance::Full, 1500 + i as u64)),
+        );
+    for ((d, hidden, act, k, dd, n), cov, seed) in cases {
+        let c = random_case_with(d, &hidden, act, k, dd, n, seed, cov);
         let shape = format!(
-            "d={d} hidden={hidden:?} {} K={k} D={dd} rows={n}",
-            act.name()
+            "d={d} hidden={hidden:?} {} K={k} D={dd} rows={n}{}",
+            act.name(),
+            match cov {
+                Covariance::Diagonal => "",
+                Covariance::Full => " full",
+            }
         );
         let got = backend.forward(&c.arch, &c.params, &c.x, n)?;
         let want = cpu.forward(&c.arch, &c.params, &c.x, n)?;
@@ -147,20 +161,6 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             format!("forward ({shape})"),
             FORWARD_TOL.compare(&got, &want),
         );
-        let got = backend.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
-        let want = cpu.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
-        push(
-            format!("loss ({shape})"),
-            LOGLIK_TOL.compare(&[got.nll + got.penalty], &[want.nll + want.penalty]),
-        );
-        push(
-            format!("gradient ({shape})"),
-            GRAD_TOL.compare(&got.grad, &want.grad),
-        );
-    }
-    for (i, (d, hidden, act, k, dd, n)) in full_covariance_shapes().into_iter().enumerate() {
-        let c = random_case_with(d, &hidden, act, k, dd, n, 1500 + i as u64, Covariance::Full);
-        let shape = format!("full covariance, K={k} D={dd} rows={n}");
         let got = backend.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
         let want = cpu.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
         push(

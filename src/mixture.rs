@@ -71,6 +71,16 @@ pub fn logsumexp(v: &[f64]) -> f64 {
     m + v.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
 }
 
+/// ln sum_k exp(logit_k), the softmax's normaliser, in f64.
+fn log_normaliser(logits: &[f32]) -> f64 {
+    let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    lmax + logits
+        .iter()
+        .map(|&a| (a as f64 - lmax).exp())
+        .sum::<f64>()
+        .ln()
+}
+
 /// Shape of the mixture: K components over a D-dimensional target, with a sigma floor, and
 /// diagonal or full covariance.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -196,13 +206,7 @@ impl Mixture {
         let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
         assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
         let logits = &h[..k];
-        let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let log_norm = lmax
-            + logits
-                .iter()
-                .map(|&a| (a as f64 - lmax).exp())
-                .sum::<f64>()
-                .ln();
+        let log_norm = log_normaliser(logits);
         let mut z = [0.0f64; MAXD];
         let mut w = [0.0f64; MAXD];
         let l = &mut scratch[..k];
@@ -249,13 +253,7 @@ impl Mixture {
     ) -> f64 {
         let (k, d, kd) = (self.k, self.d, self.k * self.d);
         let logits = &h[..k];
-        let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-        let log_norm = lmax
-            + logits
-                .iter()
-                .map(|&a| (a as f64 - lmax).exp())
-                .sum::<f64>()
-                .ln();
+        let log_norm = log_normaliser(logits);
         let l = &mut scratch[..k];
         for c in 0..k {
             let mut lc = logits[c] as f64 - log_norm;

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
@@ -153,6 +154,65 @@ pub struct Figure<'a> {
     pub panel: Panel,
     /// Pixels (PNG) or SVG user units.
     pub size: Option<(u32, u32)>,
+}
+
+/// A panel's frame: caption, ranges and axis labels.
+struct Axes<'s> {
+    caption: String,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    x_desc: &'s str,
+    y_desc: &'s str,
+    /// Grid lines (off for the heat map).
+    grid: bool,
+    /// Whole numbers on the x axis (epochs).
+    integer_x: bool,
+}
+
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+impl Axes<'_> {
+    fn build<'a, DB: DrawingBackend>(
+        self,
+        area: &'a DrawingArea<DB, Shift>,
+    ) -> std::result::Result<Chart<'a, DB>, String> {
+        let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
+        let mut chart = ChartBuilder::on(area)
+            .caption(self.caption, (FONT, 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(65)
+            .build_cartesian_2d(self.x, self.y)
+            .map_err(e)?;
+        let integer = |v: &f64| format!("{v:.0}");
+        let mut mesh = chart.configure_mesh();
+        mesh.x_desc(self.x_desc)
+            .y_desc(self.y_desc)
+            .label_style((FONT, 14));
+        if !self.grid {
+            mesh.disable_mesh();
+        }
+        if self.integer_x {
+            mesh.x_label_formatter(&integer);
+        }
+        mesh.draw().map_err(e)?;
+        Ok(chart)
+    }
+}
+
+/// The series' legend, in a corner.
+fn legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
+    position: SeriesLabelPosition,
+) -> std::result::Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|err| err.to_string())
 }
 
 /// Everything computed before drawing.
@@ -355,24 +415,16 @@ impl Figure<'_> {
         let mut sorted = grid.density.clone();
         sorted.sort_by(f64::total_cmp);
         let top = sorted[(sorted.len() - 1) * 99 / 100].max(f64::MIN_POSITIVE);
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("p({} | {})", self.target_name(), self.model.features[0]),
-                (FONT, 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc(self.model.features[0].as_str())
-            .y_desc(self.target_name())
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(e)?;
+        let mut chart = Axes {
+            caption: format!("p({} | {})", self.target_name(), self.model.features[0]),
+            x: x0..x1,
+            y: y0..y1,
+            x_desc: &self.model.features[0],
+            y_desc: self.target_name(),
+            grid: false,
+            integer_x: false,
+        }
+        .build(area)?;
         chart
             .draw_series((0..ny).flat_map(|iy| {
                 (0..nx).map(move |ix| {
@@ -413,23 +465,16 @@ impl Figure<'_> {
         let expected = pit.len() as f64 / BINS as f64;
         let heights: Vec<f64> = counts.iter().map(|&c| c as f64 / expected).collect();
         let top = heights.iter().cloned().fold(1.5, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("PIT histogram ({}, {} rows)", self.target_name(), pit.len()),
-                (FONT, 22),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..1.0, 0.0..top)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("PIT = predicted CDF at the observation")
-            .y_desc("density (1 = calibrated)")
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(e)?;
+        let mut chart = Axes {
+            caption: format!("PIT histogram ({}, {} rows)", self.target_name(), pit.len()),
+            x: 0.0..1.0,
+            y: 0.0..top,
+            x_desc: "PIT = predicted CDF at the observation",
+            y_desc: "density (1 = calibrated)",
+            grid: true,
+            integer_x: false,
+        }
+        .build(area)?;
         chart
             .draw_series(heights.iter().enumerate().map(|(i, &h)| {
                 let a = i as f64 / BINS as f64;
@@ -454,20 +499,16 @@ impl Figure<'_> {
         p: &Prepared,
     ) -> std::result::Result<(), String> {
         let e = |err: DrawingAreaErrorKind<DB::ErrorType>| err.to_string();
-        let mut chart = ChartBuilder::on(area)
-            .caption("Reliability", (FONT, 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(55)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("nominal level tau")
-            .y_desc("observed fraction below the tau-quantile")
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(e)?;
+        let mut chart = Axes {
+            caption: "Reliability".to_string(),
+            x: 0.0..1.0,
+            y: 0.0..1.0,
+            x_desc: "nominal level tau",
+            y_desc: "observed fraction below the tau-quantile",
+            grid: true,
+            integer_x: false,
+        }
+        .build(area)?;
         chart
             .draw_series(LineSeries::new(
                 [(0.0, 0.0), (1.0, 1.0)],
@@ -489,14 +530,7 @@ impl Figure<'_> {
                     PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(2))
                 });
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     }
 
@@ -532,21 +566,16 @@ impl Figure<'_> {
             });
         let pad = ((hi - lo) * 0.05).max(1e-6);
         let last = history.last().map_or(1, |h| h.epoch) as f64;
-        let mut chart = ChartBuilder::on(area)
-            .caption("Training curve (NLL per row)", (FONT, 22))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(65)
-            .build_cartesian_2d(0.5..last + 0.5, lo - pad..hi + pad)
-            .map_err(e)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("NLL")
-            .x_label_formatter(&|v| format!("{v:.0}"))
-            .label_style((FONT, 14))
-            .draw()
-            .map_err(e)?;
+        let mut chart = Axes {
+            caption: "Training curve (NLL per row)".to_string(),
+            x: 0.5..last + 0.5,
+            y: lo - pad..hi + pad,
+            x_desc: "epoch",
+            y_desc: "NLL",
+            grid: true,
+            integer_x: true,
+        }
+        .build(area)?;
         let blue = RGBColor(40, 90, 200);
         let orange = RGBColor(230, 120, 20);
         chart
@@ -581,14 +610,7 @@ impl Figure<'_> {
                 .label(format!("best epoch ({best})"))
                 .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.4)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(e)?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     }
 }
