@@ -409,7 +409,8 @@ struct SampleArgs {
     /// favours the heavier components, towards 0 always the heaviest
     #[arg(long, default_value_t = 1.0)]
     temperature: f64,
-    /// Multiplies every component's standard deviation (below 1: samples closer to the means)
+    /// Multiplies every component's standard deviation (below 1: samples closer to the means;
+    /// with full covariance it scales the Cholesky factor, keeping the correlations)
     #[arg(long, default_value_t = 1.0)]
     sigma_scale: f64,
     /// Write to this file instead of stdout

@@ -119,10 +119,10 @@ fn predicted_covariance_and_samples_match_the_truth() {
             assert!((s * s - got[j * 3 + j]).abs() < 1e-9 * (1.0 + s * s));
         }
     }
-    // Samples reproduce the predicted covariance.
+    // Samples reproduce the predicted covariance; --sigma-scale S scales it by S^2.
     let n = 40000;
-    let draws = model.sample(&mut cpu, &at, n, 9, 1.0, 1.0).unwrap();
-    for r in 0..3 {
+    for (scale, r) in [(1.0, 0), (1.0, 1), (1.0, 2), (0.5, 1)] {
+        let draws = model.sample(&mut cpu, &at, n, 9, 1.0, scale).unwrap();
         let rows = &draws[r * n * 3..(r + 1) * n * 3];
         let mut mean = [0.0f64; 3];
         for s in rows.chunks(3) {
@@ -138,10 +138,15 @@ fn predicted_covariance_and_samples_match_the_truth() {
                 }
             }
         }
+        let want: Vec<f64> = pred
+            .covariance(r, 0)
+            .iter()
+            .map(|c| c * scale * scale)
+            .collect();
         Tolerance::new(2e-3, 0.05).assert_close(
-            &format!("sample covariance, row {r}"),
+            &format!("sample covariance, row {r}, sigma scale {scale}"),
             &cov,
-            &pred.covariance(r, 0),
+            &want,
         );
     }
 }
