@@ -974,7 +974,7 @@ fn bench_prints_figures_for_each_backend() {
             "--devices",
             &devices,
             "--config",
-            "a,b",
+            "a,b,c",
             "--threads",
             "1,2",
             "--json",
@@ -982,11 +982,13 @@ fn bench_prints_figures_for_each_backend() {
     );
     let v = json(&j);
     let results = v["results"].as_array().unwrap();
-    // Two configs on the CPU at 1 and 2 threads, and on the software adapter.
+    // Three configs (c: full covariance) on the CPU at 1 and 2 threads, and on the software
+    // adapter.
     let backends = devices.split(',').count() + 1;
-    assert_eq!(results.len(), 2 * backends);
+    assert_eq!(results.len(), 3 * backends);
     assert_eq!(results[0]["backend"], "cpu, 1 thread");
-    assert_eq!(results[2]["backend"], "cpu, 2 threads");
+    assert_eq!(results[3]["backend"], "cpu, 2 threads");
+    assert_eq!(results[2]["config"], "c");
     for r in results {
         assert!(r["rows_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["gflops"].as_f64().unwrap() > 0.0);
