@@ -118,6 +118,35 @@ fn streamed_from_npy_equals_in_memory_on_the_gpu_with_small_device_chunks() {
 }
 
 #[test]
+fn full_covariance_streams_like_in_memory_on_cpu_and_gpu() {
+    let data = mdn::synth::generate(mdn::synth::Kind::Correlated, 3000, 1);
+    let o = TrainOptions {
+        covariance: mdn::layout::Covariance::Full,
+        components: 2,
+        ..opts(2, 64)
+    };
+    let (tr, val) = split_validation(&data, 0.1, o.seed).unwrap();
+    let mut backends: Vec<Box<dyn Backend>> = vec![Box::new(CpuBackend::new())];
+    backends.extend(common::gpu_backend());
+    for mut b in backends {
+        let a = train(b.as_mut(), &tr, val.as_ref(), &o, &mut |_| true).unwrap();
+        let s = StreamOptions {
+            device_chunk_rows: Some(512),
+            ..whole(0.1)
+        };
+        let mut source = data.clone();
+        let c = train_stream(b.as_mut(), &mut source, None, &s, &o, &mut |_| true).unwrap();
+        assert_eq!(a.arch.covariance, mdn::layout::Covariance::Full);
+        assert_eq!(
+            a.params,
+            c.params,
+            "{}: streamed and in-memory differ",
+            b.name()
+        );
+    }
+}
+
+#[test]
 fn a_sorted_file_streams_to_the_quality_of_a_shuffled_run() {
     // The worst case for chunked shuffling: rows sorted by x, so each chunk covers a narrow
     // slice of the input range. Chunk order is shuffled every epoch and rows are shuffled
