@@ -50,7 +50,8 @@ enum Command {
     Check(CheckArgs),
     /// Training speed of each backend on generated data, next to the device's matmul ceiling
     Bench(BenchArgs),
-    /// Choose K, L2 and hidden widths by k-fold cross-validation, then train the chosen model
+    /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
+    /// chosen model
     Select(SelectArgs),
     /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
     Convert(ConvertArgs),
@@ -100,15 +101,8 @@ fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
 
 #[derive(Args)]
 struct SelectArgs {
-    /// Data: CSV or .npy with a header [default: the shipped example]
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Target column names, comma-separated [default: the last column]
-    #[arg(long, value_delimiter = ',')]
-    target: Vec<String>,
-    /// Feature column names, comma-separated [default: every column that is not a target]
-    #[arg(long, value_delimiter = ',')]
-    features: Vec<String>,
+    #[command(flatten)]
+    cols: DataColumns,
     /// Numbers of components to compare
     #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,8")]
     components: Vec<usize>,
@@ -125,19 +119,9 @@ struct SelectArgs {
     /// Folds of the cross-validation
     #[arg(long, default_value_t = 5)]
     folds: usize,
-    /// Validation fraction (of the training folds) for early stopping
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 10)]
-    patience: usize,
-    #[arg(long, default_value_t = 200)]
-    max_epochs: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// How each model is fitted; --val-fraction is taken from the training folds
+    #[command(flatten)]
+    fit: FitArgs,
     /// Where the chosen model goes
     #[arg(long, default_value = "model.json")]
     out: PathBuf,
@@ -243,24 +227,14 @@ struct CheckArgs {
 struct TrainArgs {
     #[command(flatten)]
     device: DeviceArg,
-    /// Training data: CSV with a header row [default: the shipped example, assets/bishop.csv]
-    #[arg(long)]
-    data: Option<PathBuf>,
-    /// Target column names, comma-separated [default: the last column]
-    #[arg(long, value_delimiter = ',')]
-    target: Vec<String>,
-    /// Feature column names, comma-separated [default: every column that is not a target]
-    #[arg(long, value_delimiter = ',')]
-    features: Vec<String>,
+    #[command(flatten)]
+    cols: DataColumns,
     /// Where to write the model
     #[arg(long, default_value = "model.json")]
     out: PathBuf,
     /// Hidden layer widths, comma-separated (e.g. 64,64); "none" for no hidden layer
     #[arg(long, default_value = "64", value_parser = parse_hidden)]
     hidden: HiddenWidths,
-    /// Hidden-layer activation
-    #[arg(long, value_enum, default_value_t = Activation::Relu)]
-    activation: Activation,
     /// Number of mixture components K
     #[arg(long, default_value_t = 5)]
     components: usize,
@@ -268,39 +242,17 @@ struct TrainArgs {
     /// factor with D(D-1)/2 more outputs, for correlated targets; D <= 16)
     #[arg(long, value_enum, default_value_t = Covariance::Diagonal)]
     covariance: Covariance,
-    /// Adam learning rate
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Rows per mini-batch
-    #[arg(long, default_value_t = 256)]
-    batch_size: usize,
     /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
     #[arg(long, default_value_t = 0.0)]
     l2: f32,
-    /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
-    #[arg(long, default_value_t = 0.0)]
-    clip_norm: f32,
-    /// Fraction of rows held out (chosen by --seed) for validation and early stopping
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
+    #[command(flatten)]
+    fit: FitArgs,
     /// Validation data (instead of holding out --val-fraction of --data)
     #[arg(long)]
     val: Option<PathBuf>,
-    /// Stop when the validation NLL has not improved for this many epochs
-    #[arg(long, default_value_t = 10)]
-    patience: usize,
-    /// Most epochs with early stopping
-    #[arg(long, default_value_t = 200)]
-    max_epochs: usize,
     /// Run exactly this many epochs, without early stopping, and keep the last parameters
     #[arg(long, conflicts_with_all = ["patience", "max_epochs"])]
     epochs: Option<usize>,
-    /// Seed for initialisation, the validation split and shuffling
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Floor added to every standard deviation, in standardised target units
-    #[arg(long, default_value_t = DEFAULT_SIGMA_FLOOR)]
-    sigma_floor: f32,
     /// Memory for training data, in MiB: larger .npy files (and CSV files, converted to a
     /// temporary .npy first) are streamed from disk in chunks instead of loaded
     #[arg(long, default_value_t = 512)]
@@ -327,6 +279,94 @@ struct TrainArgs {
     /// Print a JSON summary of the run on stdout
     #[arg(long)]
     json: bool,
+}
+
+/// The training data and its columns (train, select).
+#[derive(Args, Clone)]
+struct DataColumns {
+    /// Data: CSV with a header row, or .npy [default: the shipped example, assets/bishop.csv]
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Target column names, comma-separated [default: the last column]
+    #[arg(long, value_delimiter = ',')]
+    target: Vec<String>,
+    /// Feature column names, comma-separated [default: every column that is not a target]
+    #[arg(long, value_delimiter = ',')]
+    features: Vec<String>,
+}
+
+impl DataColumns {
+    fn choice(&self) -> ColumnChoice {
+        ColumnChoice::Train {
+            targets: (!self.target.is_empty()).then(|| self.target.clone()),
+            features: (!self.features.is_empty()).then(|| self.features.clone()),
+        }
+    }
+
+    /// The whole data set in memory (the shipped example without --data).
+    fn read(&self) -> Result<Dataset> {
+        match &self.data {
+            Some(path) => read_data(path, &self.choice()),
+            None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &self.choice()),
+        }
+    }
+}
+
+/// How each model is fitted (train, select).
+#[derive(Args, Clone)]
+struct FitArgs {
+    /// Hidden-layer activation
+    #[arg(long, value_enum, default_value_t = Activation::Relu)]
+    activation: Activation,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Rows per mini-batch
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
+    #[arg(long, default_value_t = 0.0)]
+    clip_norm: f32,
+    /// Fraction of rows held out (chosen by --seed) for validation and early stopping
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    /// Stop when the validation NLL has not improved for this many epochs
+    #[arg(long, default_value_t = 10)]
+    patience: usize,
+    /// Most epochs with early stopping
+    #[arg(long, default_value_t = 200)]
+    max_epochs: usize,
+    /// Seed for initialisation, the validation split, folds and shuffling
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Floor added to every standard deviation, in standardised target units
+    #[arg(long, default_value_t = DEFAULT_SIGMA_FLOOR)]
+    sigma_floor: f32,
+}
+
+impl FitArgs {
+    /// Training options with these fitting choices; early stopping unless `epochs` is given.
+    fn options(&self, epochs: Option<usize>) -> TrainOptions {
+        TrainOptions {
+            activation: self.activation,
+            sigma_floor: self.sigma_floor,
+            step: StepConfig {
+                lr: self.lr,
+                batch_size: self.batch_size,
+                clip_norm: self.clip_norm,
+                ..StepConfig::default()
+            },
+            stopping: match epochs {
+                Some(epochs) => Stopping::Fixed { epochs },
+                None => Stopping::Early {
+                    patience: self.patience,
+                    max_epochs: self.max_epochs,
+                },
+            },
+            seed: self.seed,
+            ..TrainOptions::default()
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -469,12 +509,14 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
     let resume = match &a.resume {
         Some(path) => {
             let c = mdn::checkpoint::Checkpoint::load(path)?;
-            a.data = c.data.data.clone();
-            a.target = c.data.target.clone();
-            a.features = c.data.features.clone();
+            a.cols = DataColumns {
+                data: c.data.data.clone(),
+                target: c.data.target.clone(),
+                features: c.data.features.clone(),
+            };
             a.val = c.data.val.clone();
-            a.val_fraction = c.data.val_fraction;
-            a.seed = c.options.seed;
+            a.fit.val_fraction = c.data.val_fraction;
+            a.fit.seed = c.options.seed;
             a.stream = c.data.stream;
             a.chunk_rows = c.data.chunk_rows;
             if c.data.memory_mb > 0 {
@@ -486,31 +528,12 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
         }
         None => None,
     };
-    let choice = ColumnChoice::Train {
-        targets: (!a.target.is_empty()).then(|| a.target.clone()),
-        features: (!a.features.is_empty()).then(|| a.features.clone()),
-    };
-    let opts = TrainOptions {
-        hidden: a.hidden.0.clone(),
-        activation: a.activation,
-        components: a.components,
-        sigma_floor: a.sigma_floor,
-        covariance: a.covariance,
-        step: StepConfig {
-            lr: a.lr,
-            l2: a.l2,
-            batch_size: a.batch_size,
-            ..StepConfig::default()
-        },
-        stopping: match a.epochs {
-            Some(epochs) => Stopping::Fixed { epochs },
-            None => Stopping::Early {
-                patience: a.patience,
-                max_epochs: a.max_epochs,
-            },
-        },
-        seed: a.seed,
-    };
+    let choice = a.cols.choice();
+    let mut opts = a.fit.options(a.epochs);
+    opts.hidden = a.hidden.0.clone();
+    opts.components = a.components;
+    opts.covariance = a.covariance;
+    opts.step.l2 = a.l2;
     let opts = resume.as_ref().map_or(opts, |c| c.options.clone());
     if a.checkpoint_every == Some(0) {
         return Err(Error::config("--checkpoint-every must be at least 1"));
@@ -529,10 +552,10 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             .map(|m| m.len() as usize > budget / 2)
             .unwrap_or(false)
     };
-    let streamed = a.stream || a.chunk_rows.is_some() || a.data.as_deref().is_some_and(big);
+    let streamed = a.stream || a.chunk_rows.is_some() || a.cols.data.as_deref().is_some_and(big);
     // A CSV too large for memory is converted to a temporary .npy (deleted afterwards).
     let mut _converted = None;
-    let stream_path = match &a.data {
+    let stream_path = match &a.cols.data {
         Some(p) if streamed && !mdn::data::is_npy(p) => {
             let tmp = tempfile::Builder::new()
                 .prefix("mdn-")
@@ -579,11 +602,11 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
     let mut backend = open_backend(a.device, a.quiet)?;
     // Checkpoints (both ways of training): what to write, where, how often.
     let spec = mdn::checkpoint::DataSpec {
-        data: a.data.clone(),
-        target: a.target.clone(),
-        features: a.features.clone(),
+        data: a.cols.data.clone(),
+        target: a.cols.target.clone(),
+        features: a.cols.features.clone(),
         val: a.val.clone(),
-        val_fraction: a.val_fraction,
+        val_fraction: a.fit.val_fraction,
         stream: streamed,
         chunk_rows: a.chunk_rows,
         memory_mb: a.memory_mb,
@@ -642,14 +665,14 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             };
             let row_floats = source.features().len() + source.targets().len();
             let mut sopts =
-                mdn::train::StreamOptions::for_budget(budget, row_floats, a.val_fraction);
+                mdn::train::StreamOptions::for_budget(budget, row_floats, a.fit.val_fraction);
             if let Some(c) = a.chunk_rows {
                 sopts.chunk_rows = c;
             }
             if !a.quiet {
                 eprintln!(
                     "streaming {} ({} rows) with the {} backend: [{}] -> [{}], hidden {:?}, K={}{}; chunks of {} rows, {} per shuffle window",
-                    a.data.as_deref().unwrap_or(&path).display(),
+                    a.cols.data.as_deref().unwrap_or(&path).display(),
                     mdn::data::RowSource::rows(&source),
                     backend.name(),
                     source.features().join(", "),
@@ -673,10 +696,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
             )
         }
         None => {
-            let data = match &a.data {
-                Some(path) => read_data(path, &choice)?,
-                None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
-            };
+            let data = a.cols.read()?;
             let (train_set, val_set) = match &a.val {
                 Some(path) => {
                     let val = read_data(
@@ -689,7 +709,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     )?;
                     (data, Some(val))
                 }
-                None => split_validation(&data, a.val_fraction, a.seed)?,
+                None => split_validation(&data, a.fit.val_fraction, a.fit.seed)?,
             };
             if !a.quiet {
                 eprintln!(
@@ -1354,14 +1374,7 @@ fn covariance_note(c: Covariance) -> &'static str {
 }
 
 fn cmd_select(a: SelectArgs) -> Result<()> {
-    let choice = ColumnChoice::Train {
-        targets: (!a.target.is_empty()).then(|| a.target.clone()),
-        features: (!a.features.is_empty()).then(|| a.features.clone()),
-    };
-    let data = match &a.data {
-        Some(path) => read_data(path, &choice)?,
-        None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), &choice)?,
-    };
+    let data = a.cols.read()?;
     let hidden: Vec<Vec<usize>> = a
         .hidden
         .split(';')
@@ -1383,19 +1396,7 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
         }
     }
     check_writable(&a.out)?;
-    let base = TrainOptions {
-        step: StepConfig {
-            lr: a.lr,
-            batch_size: a.batch_size,
-            ..StepConfig::default()
-        },
-        stopping: Stopping::Early {
-            patience: a.patience,
-            max_epochs: a.max_epochs,
-        },
-        seed: a.seed,
-        ..TrainOptions::default()
-    };
+    let base = a.fit.options(None);
     let mut backend = open_backend(a.device, a.quiet)?;
     let total = settings.len() * a.folds;
     let bar = (!a.quiet && std::io::stderr().is_terminal()).then(|| {
@@ -1416,7 +1417,7 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
         &settings,
         a.folds,
         &base,
-        a.val_fraction,
+        a.fit.val_fraction,
         &mut |si, f| {
             let s = &settings[si];
             let what = format!(
@@ -1445,7 +1446,7 @@ fn cmd_select(a: SelectArgs) -> Result<()> {
     // The chosen setting, trained on all the data.
     let s = &sel.scores[sel.chosen].setting;
     let opts = s.options(&base);
-    let (tr, val) = split_validation(&data, a.val_fraction, a.seed)?;
+    let (tr, val) = split_validation(&data, a.fit.val_fraction, a.fit.seed)?;
     let model = train(backend.as_mut(), &tr, val.as_ref(), &opts, &mut |_| {
         !stop.load(std::sync::atomic::Ordering::Relaxed)
     })?;

@@ -122,6 +122,8 @@ fn train_options_and_json_summary() {
             "3",
             "--sigma-floor",
             "0.001",
+            "--clip-norm",
+            "0.5",
             "--out",
             "m.json",
             "--json",
@@ -143,6 +145,9 @@ fn train_options_and_json_summary() {
     assert_eq!(m["arch"]["sigma_floor"].as_f64().unwrap() as f32, 0.001);
     assert_eq!(m["training"]["batch_size"], 64);
     assert_eq!(m["training"]["seed"], 3);
+    assert_eq!(m["training"]["lr"].as_f64().unwrap() as f32, 0.005);
+    assert_eq!(m["training"]["l2"].as_f64().unwrap() as f32, 1e-4);
+    assert_eq!(m["training"]["clip_norm"].as_f64().unwrap() as f32, 0.5);
     assert_eq!(m["features"], serde_json::json!(["x"]));
     assert_eq!(m["targets"], serde_json::json!(["t"]));
 }
@@ -1670,6 +1675,10 @@ fn select_cross_validates_and_trains_the_chosen_setting() {
             "2",
             "--max-epochs",
             "5",
+            "--activation",
+            "tanh",
+            "--clip-norm",
+            "1",
             "--quiet",
         ],
     );
@@ -1677,6 +1686,10 @@ fn select_cross_validates_and_trains_the_chosen_setting() {
         text.contains("<- chosen") && text.contains("2-fold cross-validation"),
         "{text}"
     );
+    // The fitting options reach every model, the chosen one included.
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["arch"]["activation"], "tanh");
+    assert_eq!(m["training"]["clip_norm"].as_f64().unwrap(), 1.0);
     let out = mdn(dir.path(), &["select", "--folds", "1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--folds must be at least 2"));
