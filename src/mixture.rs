@@ -125,6 +125,16 @@ impl Mixture {
         self.k * (1 + 2 * self.d + self.tri())
     }
 
+    /// Length of the `scratch` slice [`Mixture::loglik`] needs: K log terms, and with full
+    /// covariance each component's whitened residual (K*D more), kept for the gradient.
+    pub fn scratch_len(&self) -> usize {
+        if self.full {
+            self.k * (1 + self.d)
+        } else {
+            self.k
+        }
+    }
+
     /// Component `c`'s Cholesky factor `L` (D x D, row-major, zero above the diagonal) from
     /// one row's head outputs; diagonal for a diagonal mixture.
     pub fn cholesky(&self, h: &[f32], c: usize, l: &mut [f64]) {
@@ -161,7 +171,8 @@ impl Mixture {
         }
     }
 
-    /// Log-likelihood of target `y` under one row's head outputs `h`. `scratch` holds K values.
+    /// Log-likelihood of target `y` under one row's head outputs `h`. `scratch` holds
+    /// [`Mixture::scratch_len`] values.
     /// When `grad` is given, it receives `scale * d(-log p)/dh` (P values).
     pub fn loglik(
         &self,
@@ -207,11 +218,10 @@ impl Mixture {
         assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
         let logits = &h[..k];
         let log_norm = log_normaliser(logits);
-        let mut z = [0.0f64; MAXD];
         let mut w = [0.0f64; MAXD];
-        let l = &mut scratch[..k];
+        let (l, zs) = scratch[..k * (1 + d)].split_at_mut(k);
         for c in 0..k {
-            l[c] = logits[c] as f64 - log_norm + self.whiten(h, y, c, &mut z);
+            l[c] = logits[c] as f64 - log_norm + self.whiten(h, y, c, &mut zs[c * d..]);
         }
         let ll = logsumexp(l);
         if let Some(g) = grad {
@@ -219,7 +229,7 @@ impl Mixture {
                 let gamma = (l[c] - ll).exp();
                 let pi = (logits[c] as f64 - log_norm).exp();
                 g[c] = (scale * (pi - gamma)) as f32;
-                self.whiten(h, y, c, &mut z);
+                let z = &zs[c * d..(c + 1) * d];
                 let off = k + 2 * kd + c * t;
                 for j in (0..d).rev() {
                     let raw = h[k + kd + c * d + j] as f64;

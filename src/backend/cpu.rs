@@ -393,7 +393,7 @@ struct Workspace {
     /// Gradient with respect to the current layer's pre-activation, and the one below.
     delta: Vec<f32>,
     delta_below: Vec<f32>,
-    /// K values for the mixture's per-component log terms.
+    /// The mixture's per-component log terms (and whitened residuals with full covariance).
     scratch: Vec<f64>,
 }
 
@@ -407,7 +407,7 @@ impl Workspace {
             acts: Activations::new(net, cap),
             delta: vec![0.0; cap * maxw],
             delta_below: vec![0.0; cap * maxw],
-            scratch: vec![0.0; net.arch.components],
+            scratch: vec![0.0; net.mix.scratch_len()],
         }
     }
 }
