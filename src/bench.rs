@@ -121,15 +121,14 @@ pub fn data_for(spec: &BenchSpec, seed: u64) -> Dataset {
 
 /// Trains `spec.epochs` epochs on `data` and times them.
 pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Result<BenchResult> {
-    let mut arch = Arch::new(
+    let arch = Arch::new(
         data.d_in(),
         spec.hidden.clone(),
         Activation::Relu,
         spec.components,
         data.d_out(),
-    )?;
-    arch.covariance = spec.covariance;
-    arch.validate()?;
+    )?
+    .with_covariance(spec.covariance)?;
     let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
     let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
     let params = crate::train::init_params(&arch, &ys, 0);

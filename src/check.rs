@@ -67,10 +67,9 @@ pub fn random_case_with(
     seed: u64,
     covariance: Covariance,
 ) -> Case {
-    let mut arch =
-        Arch::new(inputs, hidden.to_vec(), activation, k, d).expect("valid test architecture");
-    arch.covariance = covariance;
-    arch.validate().expect("valid test architecture");
+    let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d)
+        .and_then(|a| a.with_covariance(covariance))
+        .expect("valid test architecture");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0f32; arch.param_count()];
     for layer in arch.layers() {

@@ -152,6 +152,13 @@ impl Arch {
         Ok(arch)
     }
 
+    /// This architecture with the given covariance shape, checked (full covariance limits D).
+    pub fn with_covariance(mut self, covariance: Covariance) -> Result<Arch> {
+        self.covariance = covariance;
+        self.validate()?;
+        Ok(self)
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.inputs == 0 {
             return Err(Error::config("the model needs at least one input feature"));

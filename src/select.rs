@@ -96,15 +96,14 @@ pub fn cross_validate(
     let mut scores = Vec::with_capacity(settings.len());
     for (si, setting) in settings.iter().enumerate() {
         let opts = setting.options(base);
-        let mut arch = Arch::new(
+        let arch = Arch::new(
             data.d_in(),
             setting.hidden.clone(),
             opts.activation,
             setting.components,
             data.d_out(),
-        )?;
-        arch.covariance = setting.covariance;
-        arch.validate()?;
+        )?
+        .with_covariance(setting.covariance)?;
         let mut fold_nll = Vec::with_capacity(folds);
         for f in 0..folds {
             progress(si, f);

@@ -159,9 +159,7 @@ impl Kernels {
             }
         })
     }
-}
 
-impl Kernels {
     /// The mixture-head kernel for diagonal or full covariance.
     pub fn head(&self, full: bool) -> &Kernel {
         if full {

@@ -446,6 +446,7 @@ impl GpuBackend {
                 &r.work.acts[l - 1]
             }
         };
+        let full = r.arch.covariance == Covariance::Full;
         Groups {
             gather_train: k.gather.bind(
                 g,
@@ -499,8 +500,8 @@ impl GpuBackend {
                     )
                 })
                 .collect(),
-            full_covariance: r.arch.covariance == Covariance::Full,
-            head: k.head(r.arch.covariance == Covariance::Full).bind(
+            full_covariance: full,
+            head: k.head(full).bind(
                 g,
                 "head",
                 &[
