@@ -56,7 +56,6 @@ pub fn random_case(
 }
 
 /// [`random_case`] with the given covariance shape.
-#[allow(clippy::too_many_arguments)]
 pub fn random_case_with(
     inputs: usize,
     hidden: &[usize],
