@@ -99,6 +99,22 @@ fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize>
 }
 
 impl ColumnChoice {
+    /// The feature and target columns this choice picks from `header`, by name: the one
+    /// place that decides columns (by name, or by 0-based index), for every way of reading.
+    pub fn names(&self, header: &[String], path: &Path) -> Result<(Vec<String>, Vec<String>)> {
+        let sel = self.resolve(header, path)?;
+        let name = |cols: &[usize]| cols.iter().map(|&c| header[c].clone()).collect();
+        Ok((name(&sel.features), name(&sel.targets)))
+    }
+
+    /// The choice of exactly these columns, by name.
+    pub fn exactly(features: Vec<String>, targets: Vec<String>) -> ColumnChoice {
+        ColumnChoice::Train {
+            targets: Some(targets),
+            features: Some(features),
+        }
+    }
+
     fn resolve(&self, header: &[String], path: &Path) -> Result<Selection> {
         match self {
             ColumnChoice::Default => ColumnChoice::Train {
@@ -201,6 +217,17 @@ pub fn read_data(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
         read_npy(path, choice)
     } else {
         read_csv(path, choice)
+    }
+}
+
+/// The column names of a data file without reading its rows: a CSV file's header, or a
+/// `.npy` file's names (from `<file>.columns.json`, else "0", "1", ...).
+pub fn header(path: &Path) -> Result<Vec<String>> {
+    if is_npy(path) {
+        let reader = crate::npy::NpyReader::open(path)?;
+        crate::npy::column_names(path, reader.header.cols)
+    } else {
+        Ok(CsvRows::open(path)?.header)
     }
 }
 

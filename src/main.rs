@@ -555,6 +555,7 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
     let streamed = a.stream || a.chunk_rows.is_some() || a.cols.data.as_deref().is_some_and(big);
     // A CSV too large for memory is converted to a temporary .npy (deleted afterwards).
     let mut _converted = None;
+    let mut stream_choice = None;
     let stream_path = match &a.cols.data {
         Some(p) if streamed && !mdn::data::is_npy(p) => {
             let tmp = tempfile::Builder::new()
@@ -569,21 +570,12 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
                     tmp.path().display()
                 );
             }
-            let columns: Vec<String> = match &choice {
-                ColumnChoice::Train { targets, features } => {
-                    let mut rows = mdn::data::CsvRows::open(p)?;
-                    let header = std::mem::take(&mut rows.header);
-                    drop(rows);
-                    let t = targets
-                        .clone()
-                        .unwrap_or_else(|| vec![header.last().cloned().unwrap_or_default()]);
-                    let f = features.clone().unwrap_or_else(|| {
-                        header.iter().filter(|h| !t.contains(h)).cloned().collect()
-                    });
-                    f.into_iter().chain(t).collect()
-                }
-                _ => Vec::new(),
-            };
+            // The columns are decided once, from the CSV's header, and the temporary file
+            // holds exactly them by name (a target given by index must not come back as a
+            // feature of the converted file).
+            let (f, t) = choice.names(&mdn::data::header(p)?, p)?;
+            let columns: Vec<String> = f.iter().chain(&t).cloned().collect();
+            stream_choice = Some(ColumnChoice::exactly(f, t));
             mdn::data::convert(p, tmp.path(), Some(&columns), &mut |_| {})?;
             let path = tmp.path().to_path_buf();
             _converted = Some(tmp);
@@ -651,7 +643,8 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
     });
     let model = match stream_path {
         Some(path) => {
-            let mut source = mdn::data::NpySource::open(&path, &choice)?;
+            let mut source =
+                mdn::data::NpySource::open(&path, stream_choice.as_ref().unwrap_or(&choice))?;
             let val = match &a.val {
                 Some(v) => Some(read_data(
                     v,

@@ -2099,3 +2099,41 @@ fn plot_writes_png_and_svg_figures() {
         assert!(!d.join("x.png").exists() && !d.join("fig.pdf").exists());
     }
 }
+
+/// Regression (target leak): a streamed CSV with the target chosen by column index used the
+/// target as a feature too (`[b,c,a] -> [a]`), because the streaming path had its own copy
+/// of the column rules that matched names only. Both paths, with names and with indexes,
+/// must give the same columns.
+#[test]
+fn target_leak_streamed_csv_with_target_by_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("a,b,c\n");
+    for i in 0..400 {
+        let b = (i % 17) as f64 / 17.0;
+        let c = (i % 5) as f64;
+        csv.push_str(&format!("{},{b},{c}\n", b * 2.0 + c + (i % 3) as f64 * 0.1));
+    }
+    std::fs::write(dir.path().join("f.csv"), csv).unwrap();
+    let cases: [(&[&str], &[&str], &[&str]); 4] = [
+        (&["--target", "0"], &["b", "c"], &["a"]),
+        (&["--target", "a"], &["b", "c"], &["a"]),
+        (&["--target", "0", "--features", "2"], &["c"], &["a"]),
+        (&["--target", "c", "--features", "0,b"], &["a", "b"], &["c"]),
+    ];
+    for (cols, features, targets) in cases {
+        for stream in [false, true] {
+            let mut args = vec![
+                "train", "--data", "f.csv", "--epochs", "1", "--device", "cpu", "--quiet",
+                "--batch-size", "32", "--out", "m.json",
+            ];
+            args.extend_from_slice(cols);
+            if stream {
+                args.push("--stream");
+            }
+            ok(dir.path(), &args);
+            let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+            assert_eq!(m["features"], serde_json::json!(features), "{args:?}");
+            assert_eq!(m["targets"], serde_json::json!(targets), "{args:?}");
+        }
+    }
+}
