@@ -16,7 +16,7 @@ use crate::backend::{Backend, DataRef, StepConfig};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::layout::{Activation, Arch, Covariance};
-use crate::model::Scaler;
+use crate::scaler::Scaler;
 
 /// One benchmark configuration.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_atomic;
 use crate::backend::TrainState;
 use crate::error::{Error, Result};
-use crate::model::{Scaler, write_atomic};
+use crate::scaler::Scaler;
 use crate::train::{LoopState, TrainOptions};
 
 pub const FORMAT_NAME: &str = "mdn-checkpoint";

@@ -466,7 +466,7 @@ impl TableWriter {
                 names: names.to_vec(),
             });
         }
-        let tmp = crate::model::temp_beside(path)?;
+        let tmp = crate::atomic::temp_beside(path)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
         use std::io::Write;
         writeln!(out, "{}", names.join(",")).map_err(|e| Error::io(path, e))?;
@@ -518,7 +518,7 @@ impl TableWriter {
             } => {
                 let rows = writer.finish()?;
                 let json = serde_json::to_vec(&names).expect("names serialise");
-                crate::model::write_atomic(&crate::npy::columns_path(&path), &json)?;
+                crate::atomic::write_atomic(&crate::npy::columns_path(&path), &json)?;
                 Ok(rows)
             }
             TableWriter::Csv {

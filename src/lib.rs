@@ -10,6 +10,7 @@
 // Index loops read like the formulas they implement; numeric kernels take many slices.
 #![allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 
+pub mod atomic;
 pub mod backend;
 pub mod bench;
 pub mod check;
@@ -21,6 +22,7 @@ pub mod mixture;
 pub mod model;
 pub mod npy;
 pub mod plot;
+pub mod scaler;
 pub mod select;
 pub mod stats;
 pub mod synth;

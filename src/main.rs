@@ -10,11 +10,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use mdn::atomic::write_atomic;
 use mdn::backend::{self, Backend, DeviceChoice, StepConfig};
 use mdn::data::RowSource;
 use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
-use mdn::model::{Model, write_atomic};
+use mdn::model::Model;
 use mdn::train::{EpochReport, Stopping, TrainEvent, TrainOptions, split_validation, train};
 use mdn::{Error, Result};
 
@@ -625,8 +626,8 @@ fn cmd_train(mut a: TrainArgs) -> Result<()> {
     let every = a.checkpoint_every.unwrap_or(0);
     let mut write = |b: &mut dyn Backend,
                      st: &mdn::train::LoopState,
-                     xs: &mdn::model::Scaler,
-                     ys: &mdn::model::Scaler| {
+                     xs: &mdn::scaler::Scaler,
+                     ys: &mdn::scaler::Scaler| {
         mdn::checkpoint::Checkpoint::new(
             spec.clone(),
             opts.clone(),

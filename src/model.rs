@@ -6,7 +6,6 @@
 //! file in the same directory, synced, then renamed over the target, so a crash never leaves
 //! a half-written model.
 
-use std::io::Write;
 use std::path::Path;
 
 use rand::{Rng, SeedableRng};
@@ -14,131 +13,18 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::write_atomic;
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layout::Arch;
 use crate::mixture::Mixture;
+use crate::scaler::Scaler;
 
 /// The `format` field of every model file.
 pub const FORMAT_NAME: &str = "mdn-model";
 /// The newest model-file version this build reads and the one it writes.
 pub const FORMAT_VERSION: u32 = 1;
-
-/// Per-column standardisation `(v - mean) / std`, from training-set statistics.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Scaler {
-    pub mean: Vec<f32>,
-    pub std: Vec<f32>,
-}
-
-impl Scaler {
-    /// Mean and standard deviation of each of `cols` columns of a row-major matrix, in f64.
-    /// A constant column gets std 1 (it is then only centred).
-    pub fn fit(values: &[f32], cols: usize) -> Scaler {
-        let mut stats = ColumnStats::new(cols);
-        stats.push(values);
-        stats.scaler()
-    }
-
-    /// Whether column `c` had zero spread in the data the scaler was fitted on.
-    pub fn is_constant(values: &[f32], cols: usize, c: usize) -> bool {
-        let mut it = values.chunks_exact(cols).map(|r| r[c]);
-        match it.next() {
-            Some(first) => it.all(|v| v == first),
-            None => true,
-        }
-    }
-
-    /// Standardised copy of row-major `values`.
-    pub fn apply(&self, values: &[f32]) -> Vec<f32> {
-        let mut out = values.to_vec();
-        self.apply_in_place(&mut out);
-        out
-    }
-
-    /// Standardises row-major `values` in place.
-    pub fn apply_in_place(&self, values: &mut [f32]) {
-        let cols = self.mean.len();
-        for row in values.chunks_exact_mut(cols) {
-            for c in 0..cols {
-                row[c] = (row[c] - self.mean[c]) / self.std[c];
-            }
-        }
-    }
-
-    /// ln of the Jacobian of the map from original to standardised units: `-sum ln std`.
-    /// A density in standardised units times exp of this is the density in original units.
-    pub fn log_jacobian(&self) -> f64 {
-        -self.std.iter().map(|&s| (s as f64).ln()).sum::<f64>()
-    }
-}
-
-/// Per-column mean, spread and range accumulated row by row (Welford's algorithm in f64,
-/// one pass, stable for large offsets): standardisation statistics of data streamed from disk.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ColumnStats {
-    pub rows: u64,
-    mean: Vec<f64>,
-    m2: Vec<f64>,
-    min: Vec<f32>,
-    max: Vec<f32>,
-}
-
-impl ColumnStats {
-    pub fn new(cols: usize) -> ColumnStats {
-        ColumnStats {
-            rows: 0,
-            mean: vec![0.0; cols],
-            m2: vec![0.0; cols],
-            min: vec![f32::INFINITY; cols],
-            max: vec![f32::NEG_INFINITY; cols],
-        }
-    }
-
-    /// Adds rows (`values.len()` a multiple of the column count).
-    pub fn push(&mut self, values: &[f32]) {
-        let cols = self.mean.len();
-        for row in values.chunks_exact(cols) {
-            self.rows += 1;
-            let n = self.rows as f64;
-            for c in 0..cols {
-                let v = row[c] as f64;
-                let delta = v - self.mean[c];
-                self.mean[c] += delta / n;
-                self.m2[c] += delta * (v - self.mean[c]);
-                self.min[c] = self.min[c].min(row[c]);
-                self.max[c] = self.max[c].max(row[c]);
-            }
-        }
-    }
-
-    /// Whether column `c` held one value only (or no rows).
-    pub fn is_constant(&self, c: usize) -> bool {
-        self.min[c] >= self.max[c] || self.min[c].is_nan()
-    }
-
-    /// The standardisation: population standard deviation, 1 for a constant column.
-    pub fn scaler(&self) -> Scaler {
-        let rows = self.rows.max(1) as f64;
-        let std = self
-            .m2
-            .iter()
-            .map(|&m| {
-                let s = (m / rows).sqrt();
-                if s > 0.0 && s.is_finite() {
-                    s as f32
-                } else {
-                    1.0
-                }
-            })
-            .collect();
-        Scaler {
-            mean: self.mean.iter().map(|&m| m as f32).collect(),
-            std,
-        }
-    }
-}
 
 /// One epoch of the training history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -611,31 +497,4 @@ impl Model {
         }
         Ok(out)
     }
-}
-
-/// A temporary file in `path`'s directory (so it can be renamed over `path`), readable as the
-/// umask allows like any new file (tempfile's default would be owner-only).
-pub fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".mdn-").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder.tempfile_in(dir).map_err(|e| Error::io(path, e))
-}
-
-/// Writes `bytes` to `path` through a synced temporary file in the same directory and a
-/// rename, so readers see either the old file or the whole new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = temp_beside(path)?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }

@@ -15,10 +15,11 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::colors::colormaps::ViridisRGB;
 
+use crate::atomic::write_atomic;
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{Model, Prediction, write_atomic};
+use crate::model::{Model, Prediction};
 use crate::stats::Marginal;
 
 /// Which panels a figure shows.

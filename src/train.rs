@@ -24,7 +24,8 @@ use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, DEFAULT_SIGMA_FLOOR};
 use crate::mixture::softplus_inverse;
-use crate::model::{ColumnStats, EpochRecord, Model, Recovery, Scaler, TrainingInfo};
+use crate::model::{EpochRecord, Model, Recovery, TrainingInfo};
+use crate::scaler::{ColumnStats, Scaler};
 
 /// ChaCha8 stream numbers, one per use of the seed.
 const STREAM_INIT: u64 = 1;

@@ -250,8 +250,8 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
     };
     let mut write = |b: &mut dyn Backend,
                      st: &mdn::train::LoopState,
-                     xs: &mdn::model::Scaler,
-                     ys: &mdn::model::Scaler| {
+                     xs: &mdn::scaler::Scaler,
+                     ys: &mdn::scaler::Scaler| {
         Checkpoint::new(
             spec.clone(),
             opts.clone(),

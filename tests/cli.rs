@@ -2123,8 +2123,18 @@ fn target_leak_streamed_csv_with_target_by_index() {
     for (cols, features, targets) in cases {
         for stream in [false, true] {
             let mut args = vec![
-                "train", "--data", "f.csv", "--epochs", "1", "--device", "cpu", "--quiet",
-                "--batch-size", "32", "--out", "m.json",
+                "train",
+                "--data",
+                "f.csv",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--batch-size",
+                "32",
+                "--out",
+                "m.json",
             ];
             args.extend_from_slice(cols);
             if stream {

@@ -75,7 +75,7 @@ fn npy_bytes() -> Vec<u8> {
 
 fn model_bytes() -> Vec<u8> {
     use mdn::layout::{Activation, Arch};
-    use mdn::model::Scaler;
+    use mdn::scaler::Scaler;
     let arch = Arch::new(1, vec![3], Activation::Tanh, 2, 1).unwrap();
     let n = arch.param_count();
     let s = || Scaler {

@@ -574,7 +574,7 @@ fn degenerate_data_is_refused_with_a_message() {
 #[test]
 fn component_diagnostics_find_unused_and_duplicate_components() {
     use mdn::layout::{Activation, Arch};
-    use mdn::model::Scaler;
+    use mdn::scaler::Scaler;
     // No hidden layer, K = 3, D = 1: head = [3 logits, 3 means, 3 raw sigmas], all from biases.
     let arch = Arch::new(1, vec![], Activation::Relu, 3, 1).unwrap();
     let mut params = vec![0.0f32; arch.param_count()];

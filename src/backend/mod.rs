@@ -11,7 +11,7 @@
 //!   compare every backend with the CPU reference operation by operation. Evaluation,
 //!   prediction and sampling use them too.
 //!
-//! Everything a backend sees is in standardised units (see [`crate::model::Scaler`]); the
+//! Everything a backend sees is in standardised units (see [`crate::scaler::Scaler`]); the
 //! trainer and the model convert to and from the user's units.
 
 pub mod cpu;
