@@ -33,3 +33,97 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
+
+/// Temporary files that exist only while a run needs them, removed when dropped — also by
+/// [`remove_temporary_files`] when the process is about to exit without unwinding (a second
+/// Ctrl-C).
+static TEMPORARY: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A temporary `.npy` file (and the `.columns.json` beside it) in the system's temporary
+/// directory, deleted when dropped.
+pub struct TempNpy {
+    path: std::path::PathBuf,
+}
+
+impl TempNpy {
+    pub fn new() -> Result<TempNpy> {
+        let file = tempfile::Builder::new()
+            .prefix("mdn-")
+            .suffix(".npy")
+            .tempfile()
+            .map_err(|e| Error::io(Path::new("temporary file"), e))?;
+        let (_, path) = file
+            .keep()
+            .map_err(|e| Error::io(Path::new("temporary file"), e.error))?;
+        let mut list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
+        list.push(path.clone());
+        list.push(crate::npy::columns_path(&path));
+        Ok(TempNpy { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempNpy {
+    fn drop(&mut self) {
+        let columns = crate::npy::columns_path(&self.path);
+        let _ = std::fs::remove_file(&self.path);
+        let _ = std::fs::remove_file(&columns);
+        let mut list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|p| *p != self.path && *p != columns);
+    }
+}
+
+/// Removes every temporary file still alive: for a process that exits at once (the second
+/// Ctrl-C) and so runs no destructors.
+pub fn remove_temporary_files() {
+    let list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
+    for p in list.iter() {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Fails early, before any work, when `path` cannot be written: its directory is missing,
+/// read-only or not a place for files (`/proc`), or `path` is a directory. `what` names the
+/// option in messages ("--out").
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the directory to write into does not exist",
+            ),
+        ));
+    }
+    if path.is_dir() {
+        return Err(Error::config(format!(
+            "{what} {} is a directory",
+            path.display()
+        )));
+    }
+    // The real test: a file can be created beside it (and is removed at once).
+    let probe = temp_beside(path).map_err(|e| match e {
+        Error::Io { source, .. } => Error::config(format!(
+            "{what} {}: cannot write into {} ({source})",
+            path.display(),
+            dir.display()
+        )),
+        other => other,
+    })?;
+    drop(probe);
+    if path.exists() && std::fs::OpenOptions::new().append(true).open(path).is_err() {
+        // Replacing is a rename, which works even over a read-only file; only say so.
+        log::info!(
+            "{what} {} is read-only; it will be replaced",
+            path.display()
+        );
+    }
+    Ok(())
+}

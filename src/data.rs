@@ -389,6 +389,57 @@ impl<R: std::io::Read> CsvRows<R> {
     }
 }
 
+impl<R: std::io::Read> CsvRows<R> {
+    /// The cells of columns `cols` of the next record as text; false at the end of the file.
+    pub fn next_text(&mut self, cols: &[usize], out: &mut Vec<String>) -> Result<bool> {
+        match self.reader.read_record(&mut self.record) {
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
+            Err(e) => return Err(csv_error(e, &self.path)),
+        }
+        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        if self.record.len() != self.header.len() {
+            return Err(Error::data(
+                Location::line(&self.path, line),
+                format!(
+                    "row has {} fields but the header has {}",
+                    self.record.len(),
+                    self.header.len()
+                ),
+            ));
+        }
+        out.extend(cols.iter().map(|&c| self.record[c].to_string()));
+        Ok(true)
+    }
+}
+
+/// The named columns of a data file as text, one entry per row, as they are written (CSV)
+/// or as numbers (`.npy`): what `mdn predict --keep` copies through.
+pub fn read_text_columns(path: &Path, names: &[String]) -> Result<Vec<Vec<String>>> {
+    let header = header(path)?;
+    let cols: Vec<usize> = names
+        .iter()
+        .map(|n| find(&header, n, path, "--keep"))
+        .collect::<Result<_>>()?;
+    let mut rows = Vec::new();
+    if is_npy(path) {
+        let mut reader = crate::npy::NpyReader::open(path)?;
+        let mut chunk = Vec::new();
+        while reader.read_rows(65536, &mut chunk)? > 0 {
+            for row in chunk.chunks_exact(header.len()) {
+                rows.push(cols.iter().map(|&c| row[c].to_string()).collect());
+            }
+        }
+    } else {
+        let mut csv = CsvRows::open(path)?;
+        let mut cells = Vec::new();
+        while csv.next_text(&cols, &mut cells)? {
+            rows.push(std::mem::take(&mut cells));
+        }
+    }
+    Ok(rows)
+}
+
 fn csv_error(e: csv::Error, path: &Path) -> Error {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     let message = match e.kind() {
@@ -543,6 +594,20 @@ pub fn convert(
     columns: Option<&[String]>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<(usize, Vec<String>)> {
+    convert_while(input, output, columns, &mut |n| {
+        progress(n);
+        true
+    })
+}
+
+/// [`convert`], stopping with [`Error::Interrupted`] (and no output) when `progress` (rows
+/// written so far) returns false.
+pub fn convert_while(
+    input: &Path,
+    output: &Path,
+    columns: Option<&[String]>,
+    progress: &mut dyn FnMut(usize) -> bool,
+) -> Result<(usize, Vec<String>)> {
     if is_npy(input) {
         return Err(Error::config(format!(
             "{}: convert reads CSV files; this one is already .npy",
@@ -572,7 +637,11 @@ pub fn convert(
         }
         out.write_rows(&block)?;
         rows += n;
-        progress(rows);
+        if !progress(rows) {
+            return Err(Error::Interrupted(
+                "interrupted while converting the data; no model was written".into(),
+            ));
+        }
     }
     if rows == 0 {
         return Err(Error::data(

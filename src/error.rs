@@ -100,6 +100,11 @@ pub enum Error {
     #[error("plotting failed: {0}")]
     Plot(String),
 
+    /// Training finished but the model could not be written where asked; it was written to
+    /// `saved_to` instead.
+    #[error("the trained model could not be written ({reason}); it was saved to {} instead", saved_to.display())]
+    NotSaved { reason: String, saved_to: PathBuf },
+
     /// The user stopped the run (Ctrl-C) before anything could be saved.
     #[error("{0}")]
     Interrupted(String),
@@ -143,7 +148,7 @@ impl Error {
                 | std::io::ErrorKind::IsADirectory => 2,
                 _ => 1,
             },
-            Error::Numerical(_) | Error::Backend(_) | Error::Plot(_) => 1,
+            Error::Numerical(_) | Error::Backend(_) | Error::Plot(_) | Error::NotSaved { .. } => 1,
             Error::Interrupted(_) => 130,
         }
     }

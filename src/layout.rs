@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Hidden-layer activation. The head is linear.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activation {
     Relu,
@@ -54,17 +54,15 @@ impl Activation {
             Activation::Tanh => 1.0 - a * a,
         }
     }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Activation::Relu => "relu",
-            Activation::Tanh => "tanh",
-        }
-    }
 }
 
+crate::named::named!(Activation, "activation", {
+    Relu => "relu": "max(0, z)",
+    Tanh => "tanh": "hyperbolic tangent",
+});
+
 /// The shape of each component's covariance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Covariance {
     /// Independent target dimensions within a component: D standard deviations.
@@ -74,14 +72,10 @@ pub enum Covariance {
     Full,
 }
 
-impl Covariance {
-    pub fn name(self) -> &'static str {
-        match self {
-            Covariance::Diagonal => "diagonal",
-            Covariance::Full => "full",
-        }
-    }
-}
+crate::named::named!(Covariance, "covariance", {
+    Diagonal => "diagonal": "independent target dimensions within a component: D standard deviations",
+    Full => "full": "a full covariance through its Cholesky factor: D(D-1)/2 more outputs per component (D <= 16)",
+});
 
 /// The largest target dimension a full-covariance model supports (the GPU kernel keeps one
 /// component's whitened residual in a fixed-size private array).

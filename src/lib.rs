@@ -17,8 +17,11 @@ pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod job;
 pub mod layout;
 pub mod mixture;
+#[macro_use]
+pub mod named;
 pub mod model;
 pub mod npy;
 pub mod plot;
@@ -26,6 +29,7 @@ pub mod scaler;
 pub mod select;
 pub mod stats;
 pub mod synth;
+pub mod tables;
 pub mod tolerance;
 pub mod train;
 

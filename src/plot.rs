@@ -23,7 +23,7 @@ use crate::model::{Model, Prediction};
 use crate::stats::Marginal;
 
 /// Which panels a figure shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Panel {
     /// Every panel that applies: the density map (one-input models), PIT histogram,
     /// reliability curve and training curve.
@@ -33,6 +33,14 @@ pub enum Panel {
     Reliability,
     History,
 }
+
+crate::named::named!(Panel, "panel", {
+    All => "all": "every panel that applies",
+    Density => "density": "the conditional density map with the data (one-input models)",
+    Pit => "pit": "the PIT histogram",
+    Reliability => "reliability": "the reliability curve",
+    History => "history": "the training curve",
+});
 
 /// The output format, from the file name's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

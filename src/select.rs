@@ -38,6 +38,65 @@ impl Setting {
     }
 }
 
+/// Every combination of the given values, in the order `mdn select` prints them: hidden
+/// widths, then L2, then components, then covariance.
+pub fn grid(
+    hidden: &[Vec<usize>],
+    l2: &[f32],
+    components: &[usize],
+    covariance: &[Covariance],
+) -> Vec<Setting> {
+    let mut settings = Vec::new();
+    for h in hidden {
+        for &l2 in l2 {
+            for &k in components {
+                for &covariance in covariance {
+                    settings.push(Setting {
+                        components: k,
+                        l2,
+                        hidden: h.clone(),
+                        covariance,
+                    });
+                }
+            }
+        }
+    }
+    settings
+}
+
+/// The selection as a text table, one setting per line, the chosen one marked; the last
+/// line (without a newline) says how it was chosen.
+pub fn table(sel: &Selection) -> String {
+    let mut t = format!(
+        "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10} {:>8}\n",
+        "K", "l2", "hidden", "cov", "params", "mean NLL", "std"
+    );
+    for (i, sc) in sel.scores.iter().enumerate() {
+        let mark = if i == sel.chosen {
+            "  <- chosen"
+        } else if i == sel.best {
+            "  (lowest mean)"
+        } else {
+            ""
+        };
+        t.push_str(&format!(
+            "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10.4} {:>8.4}{mark}\n",
+            sc.setting.components,
+            sc.setting.l2,
+            format!("{:?}", sc.setting.hidden),
+            sc.setting.covariance.name(),
+            sc.params,
+            sc.mean_nll,
+            sc.std_nll
+        ));
+    }
+    t.push_str(&format!(
+        "{}-fold cross-validation; chosen by the one-standard-error rule (fewest parameters within one standard error of the lowest mean)",
+        sel.folds
+    ));
+    t
+}
+
 /// The cross-validated score of one setting.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SettingScore {

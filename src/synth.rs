@@ -21,23 +21,22 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 
 /// Which problem to generate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Bishop,
     Wide,
     Correlated,
 }
 
+crate::named::named!(Kind, "data set kind", {
+    Bishop => "bishop": "d=1, D=1: Bishop's inverse problem, up to three answers",
+    Wide => "wide": "d=16, D=2: a three-mode mixture whose weights and means depend on x",
+    Correlated => "correlated": "d=1, D=3: one Gaussian with strongly correlated targets",
+});
+
 impl Kind {
     pub fn parse(name: &str) -> Result<Kind> {
-        match name {
-            "bishop" => Ok(Kind::Bishop),
-            "wide" => Ok(Kind::Wide),
-            "correlated" => Ok(Kind::Correlated),
-            other => Err(Error::config(format!(
-                "unknown data set '{other}': choose bishop, wide or correlated"
-            ))),
-        }
+        name.parse().map_err(Error::config)
     }
 }
 

@@ -96,6 +96,11 @@ pub struct EpochReport {
     pub best_epoch: usize,
     /// Training rows per second in this epoch.
     pub rows_per_sec: f64,
+    /// Seconds this epoch took.
+    pub seconds: f64,
+    /// Seconds left at most, at the mean epoch time so far: the epochs left to `max_epochs`
+    /// (early stopping may end the run sooner).
+    pub eta_seconds: f64,
 }
 
 /// What the trainer tells its observer; returning `false` from the observer stops training
@@ -768,6 +773,7 @@ fn fit(
             "early-stopping"
         };
     }
+    let (mut run_seconds, mut epochs_run) = (0.0f64, 0usize);
     for epoch in state.completed + 1..=if already_stopped { 0 } else { max_epochs } {
         let started = Instant::now();
         // A numerical fault rolls back to the state before the epoch and retries it at half
@@ -811,6 +817,8 @@ fn fit(
             break;
         };
         let seconds = started.elapsed().as_secs_f64();
+        run_seconds += seconds;
+        epochs_run += 1;
         state.completed = epoch;
         let train_nll = stats.train_nll - jac;
         let val_nll = stats.val_nll.map(|v| v - jac);
@@ -843,6 +851,8 @@ fn fit(
             best_val_nll: best.map(|b| b.1),
             best_epoch: best.map(|b| b.0).unwrap_or(0),
             rows_per_sec: train_rows as f64 / seconds.max(1e-9),
+            seconds,
+            eta_seconds: (max_epochs - epoch) as f64 * run_seconds / epochs_run.max(1) as f64,
         };
         if !observer(&TrainEvent::Epoch(report)) {
             stop_reason = "interrupted";
@@ -922,64 +932,98 @@ fn check_columns(features: &[String], targets: &[String], val: Option<&Dataset>)
     Ok(())
 }
 
+impl TrainOptions {
+    /// Checks every option that does not depend on the data, with the option's own message:
+    /// what a job does before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        let s = &self.step;
+        if self.components == 0 {
+            return Err(Error::config("--components must be at least 1"));
+        }
+        if self.hidden.contains(&0) {
+            return Err(Error::config(
+                "--hidden: every layer width must be at least 1",
+            ));
+        }
+        if !(self.sigma_floor.is_finite() && self.sigma_floor >= 0.0) {
+            return Err(Error::config(format!(
+                "--sigma-floor must be a number >= 0, got {}",
+                self.sigma_floor
+            )));
+        }
+        if s.batch_size == 0 {
+            return Err(Error::config("--batch-size must be at least 1"));
+        }
+        if !(s.lr.is_finite() && s.lr > 0.0) {
+            return Err(Error::config(format!(
+                "--lr must be a positive number, got {}",
+                s.lr
+            )));
+        }
+        if !(s.clip_norm.is_finite() && s.clip_norm >= 0.0) {
+            return Err(Error::config(format!(
+                "--clip-norm must be a number >= 0, got {}",
+                s.clip_norm
+            )));
+        }
+        if !(s.l2.is_finite() && s.l2 >= 0.0) {
+            return Err(Error::config(format!(
+                "--l2 must be a number >= 0, got {}",
+                s.l2
+            )));
+        }
+        if !(0.0..1.0).contains(&s.beta1)
+            || !(0.0..1.0).contains(&s.beta2)
+            || s.eps.is_nan()
+            || s.eps <= 0.0
+        {
+            return Err(Error::config(
+                "Adam needs 0 <= beta1, beta2 < 1 and eps > 0",
+            ));
+        }
+        match self.stopping {
+            Stopping::Early {
+                patience,
+                max_epochs,
+            } => {
+                if patience == 0 {
+                    return Err(Error::config("--patience must be at least 1"));
+                }
+                if max_epochs == 0 {
+                    return Err(Error::config("--max-epochs must be at least 1"));
+                }
+            }
+            Stopping::Fixed { epochs } => {
+                if epochs == 0 {
+                    return Err(Error::config("--epochs must be at least 1"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The options' own checks ([`TrainOptions::validate`]) and those that need the data.
 fn check_options(
     train_rows: usize,
     path: &std::path::Path,
     val: Option<&Dataset>,
     opts: &TrainOptions,
 ) -> Result<()> {
+    opts.validate()?;
     let s = &opts.step;
-    if s.batch_size == 0 {
-        return Err(Error::config("--batch-size must be at least 1"));
-    }
-    if !(s.lr.is_finite() && s.lr > 0.0) {
-        return Err(Error::config(format!(
-            "--lr must be a positive number, got {}",
-            s.lr
-        )));
-    }
-    if !(s.clip_norm.is_finite() && s.clip_norm >= 0.0) {
-        return Err(Error::config(format!(
-            "--clip-norm must be a number >= 0, got {}",
-            s.clip_norm
-        )));
-    }
-    if !(s.l2.is_finite() && s.l2 >= 0.0) {
-        return Err(Error::config(format!(
-            "--l2 must be a number >= 0, got {}",
-            s.l2
-        )));
-    }
-    if !(0.0..1.0).contains(&s.beta1)
-        || !(0.0..1.0).contains(&s.beta2)
-        || s.eps.is_nan()
-        || s.eps <= 0.0
-    {
+    if matches!(opts.stopping, Stopping::Early { .. }) && val.is_none() {
         return Err(Error::config(
-            "Adam needs 0 <= beta1, beta2 < 1 and eps > 0",
+            "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
         ));
     }
-    match opts.stopping {
-        Stopping::Early {
-            patience,
-            max_epochs,
-        } => {
-            if val.is_none() {
-                return Err(Error::config(
-                    "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
-                ));
-            }
-            if patience == 0 || max_epochs == 0 {
-                return Err(Error::config(
-                    "--patience and --max-epochs must be at least 1",
-                ));
-            }
-        }
-        Stopping::Fixed { epochs } => {
-            if epochs == 0 {
-                return Err(Error::config("--epochs must be at least 1"));
-            }
-        }
+    if opts.components > train_rows {
+        return Err(Error::config(format!(
+            "{}: --components {} is more than the {} training rows: each component needs rows to describe",
+            path.display(),
+            opts.components,
+            train_rows
+        )));
     }
     if train_rows < s.batch_size {
         return Err(Error::config(format!(

@@ -266,9 +266,35 @@ pub trait Backend {
     }
 }
 
+/// What `--device auto` picks on this machine, and why: a hardware GPU if there is one,
+/// else the CPU backend. Never the software adapter: lavapipe is for CI and parity checks,
+/// several times slower than the CPU backend (`--device software` picks it explicitly).
+pub fn auto_device() -> (DeviceChoice, String) {
+    let adapters = gpu::list_adapters();
+    if let Some(a) = adapters.iter().find(|a| a.is_hardware()) {
+        return (
+            DeviceChoice::Gpu,
+            format!("the hardware GPU {} ({})", a.name, a.backend),
+        );
+    }
+    let why = if adapters.is_empty() {
+        "no GPU adapter found".to_string()
+    } else {
+        let seen: Vec<String> = adapters
+            .iter()
+            .map(|a| format!("{} ({})", a.name, a.device_type))
+            .collect();
+        format!(
+            "no hardware GPU (only {}; a software adapter is for tests and parity checks: --device software)",
+            seen.join(", ")
+        )
+    };
+    (DeviceChoice::Cpu, format!("the CPU backend: {why}"))
+}
+
 /// Opens the backend `choice` asks for; the CPU backend uses `threads` threads (all cores when
-/// `None`). With `Auto`, falls back from a hardware GPU to the software adapter to the CPU;
-/// the second value is a warning to show when it fell back to the CPU.
+/// `None`). `Auto` is resolved by [`auto_device`]; the second value says what auto chose and
+/// why (`None` for an explicit choice).
 pub fn open(
     choice: DeviceChoice,
     threads: Option<usize>,
@@ -284,9 +310,17 @@ pub fn open(
         DeviceChoice::Gpu | DeviceChoice::Software => {
             Ok((Box::new(GpuBackend::new(choice)?), None))
         }
-        DeviceChoice::Auto => match GpuBackend::new(DeviceChoice::Auto) {
-            Ok(g) => Ok((Box::new(g), None)),
-            Err(e) => Ok((cpu(), Some(format!("{e}; using the CPU backend")))),
+        DeviceChoice::Auto => match auto_device() {
+            (DeviceChoice::Gpu, why) => match GpuBackend::new(DeviceChoice::Gpu) {
+                Ok(g) => Ok((Box::new(g), Some(format!("--device auto: {why}")))),
+                Err(e) => Ok((
+                    cpu(),
+                    Some(format!(
+                        "--device auto: {why} failed to open ({e}); using the CPU backend"
+                    )),
+                )),
+            },
+            (_, why) => Ok((cpu(), Some(format!("--device auto: {why}")))),
         },
     }
 }

@@ -9,9 +9,11 @@ use wgpu::util::DeviceExt;
 use crate::error::{Error, Result};
 
 /// What `--device` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
-    /// A hardware GPU if there is one, else the software adapter, else the CPU.
+    /// A hardware GPU if there is one, else the CPU backend.
+    #[default]
     Auto,
     /// A hardware GPU (discrete, integrated or virtual); an error if there is none.
     Gpu,
@@ -21,12 +23,21 @@ pub enum DeviceChoice {
     Cpu,
 }
 
+crate::named::named!(DeviceChoice, "device", {
+    Auto => "auto": "a hardware GPU if there is one, else the CPU backend",
+    Gpu => "gpu": "a hardware GPU (discrete, integrated or virtual); an error if there is none",
+    Software => "software": "the software adapter (e.g. Mesa's lavapipe): for CI and parity checks",
+    Cpu => "cpu": "the CPU reference backend",
+});
+
 /// What `mdn devices` shows about an adapter.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AdapterSummary {
     pub name: String,
     pub backend: String,
     pub device_type: String,
+    /// A discrete, integrated or virtual GPU (not a software adapter).
+    pub hardware: bool,
     pub driver: String,
     pub driver_info: String,
     pub max_storage_buffer_binding_size: u64,
@@ -37,6 +48,12 @@ pub struct AdapterSummary {
     pub min_uniform_buffer_offset_alignment: u32,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+}
+
+impl AdapterSummary {
+    pub fn is_hardware(&self) -> bool {
+        self.hardware
+    }
 }
 
 /// How to install a Vulkan driver, said whenever no adapter is found.
@@ -69,6 +86,7 @@ fn summary(a: &wgpu::Adapter) -> AdapterSummary {
         name: info.name,
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
+        hardware: is_hardware(info.device_type),
         driver: info.driver,
         driver_info: info.driver_info,
         max_storage_buffer_binding_size: l.max_storage_buffer_binding_size,
@@ -114,9 +132,10 @@ fn pick_adapter(choice: DeviceChoice) -> Result<wgpu::Adapter> {
         DeviceChoice::Software => adapters
             .into_iter()
             .find(|a| a.get_info().device_type == wgpu::DeviceType::Cpu),
+        // As `--device gpu`: auto never means the software adapter (see `backend::open`).
         DeviceChoice::Auto => adapters
             .into_iter()
-            .find(|a| rank(a.get_info().device_type) <= 3),
+            .find(|a| is_hardware(a.get_info().device_type)),
         DeviceChoice::Cpu => None,
     };
     let seen: Vec<String> = adapters_seen

@@ -1,0 +1,499 @@
+//! The command line's arguments (clap), and how they become library values: `mdn train`'s
+//! options become a [`TrainJob`]; named choices parse through [`mdn::named::Named`].
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
+
+use mdn::backend::DeviceChoice;
+use mdn::job::TrainJob;
+use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
+use mdn::named::Named;
+use mdn::plot::Panel;
+use mdn::synth::Kind;
+
+/// A value parser for a named choice: its names (with help) as clap's possible values.
+pub fn named<T: Named + Clone>() -> impl TypedValueParser<Value = T> {
+    PossibleValuesParser::new(
+        T::ALL
+            .iter()
+            .map(|v| PossibleValue::new(v.name()).help(v.help())),
+    )
+    .map(|s| mdn::named::parse_named::<T>(&s).expect("one of the possible values"))
+}
+
+#[derive(Parser)]
+#[command(
+    name = "mdn",
+    version,
+    about = "Train and use Mixture Density Networks: conditional densities p(y | x)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
+#[command(allow_negative_numbers = true)]
+pub enum Command {
+    /// Train a model on a CSV file (without --data: the shipped example, Bishop's inverse problem)
+    Train(TrainArgs),
+    /// Mean negative log-likelihood of a model on a CSV file (original units of the targets)
+    Eval(EvalArgs),
+    /// Mixture weights, means, standard deviations and the mixture mean for every row
+    Predict(PredictArgs),
+    /// Draw samples of the targets from the predicted mixture for every row
+    Sample(SampleArgs),
+    /// List the compute devices mdn can use
+    Devices(DevicesArgs),
+    /// Check a GPU against the CPU reference, kernel by kernel (exit code 1 on any failure)
+    Check(CheckArgs),
+    /// Training speed of each backend on generated data, next to the device's matmul ceiling
+    Bench(BenchArgs),
+    /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
+    /// chosen model
+    Select(SelectArgs),
+    /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
+    Convert(ConvertArgs),
+    /// Write a generated data set (bishop, wide or correlated) of any size to CSV or .npy
+    Generate(GenerateArgs),
+    /// Summarise a model file: columns, architecture, how it was trained, best epoch,
+    /// component usage
+    Info(InfoArgs),
+    /// Draw a model as PNG or SVG: conditional density map with the data (one-input models),
+    /// PIT histogram, reliability curve, training curve
+    Plot(PlotArgs),
+}
+
+#[derive(Args)]
+pub struct PlotArgs {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    pub model: PathBuf,
+    /// CSV or .npy with the model's feature and target columns [default: the shipped example,
+    /// for a model with its columns (x -> t)]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// The figure: a file name ending in .png or .svg
+    #[arg(long, default_value = "model.png")]
+    pub out: PathBuf,
+    /// Which panels: all (those that apply), density, pit, reliability or history
+    #[arg(long, value_parser = named::<Panel>(), default_value = "all")]
+    pub panel: Panel,
+    /// Target for the density map and the PIT histogram [default: the first]
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Figure size, WIDTHxHEIGHT in pixels [default: from the number of panels]
+    #[arg(long, value_parser = parse_size)]
+    pub size: Option<(u32, u32)>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// No messages
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+pub fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
+    let bad = || format!("'{s}' is not a size like 1200x900");
+    let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
+    Ok((
+        w.trim().parse().map_err(|_| bad())?,
+        h.trim().parse().map_err(|_| bad())?,
+    ))
+}
+
+#[derive(Args)]
+pub struct SelectArgs {
+    #[command(flatten)]
+    pub cols: DataColumns,
+    /// Numbers of components to compare
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,5,8")]
+    pub components: Vec<usize>,
+    /// Covariance shapes to compare (diagonal, full or both: "diagonal,full")
+    #[arg(long, value_parser = named::<Covariance>(), value_delimiter = ',', default_value = "diagonal")]
+    pub covariance: Vec<Covariance>,
+    /// L2 strengths to compare
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub l2: Vec<f32>,
+    /// Hidden layer widths to compare, ';'-separated settings of ','-separated widths
+    /// (e.g. "32;64,64")
+    #[arg(long, default_value = "64")]
+    pub hidden: String,
+    /// Folds of the cross-validation
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// How each model is fitted; --val-fraction is taken from the training folds
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Where the chosen model goes
+    #[arg(long, default_value = "model.json")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// The table as JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ConvertArgs {
+    /// CSV file with a header row
+    pub input: PathBuf,
+    /// Output file: .npy (column names go to OUTPUT.columns.json) or .csv
+    pub output: PathBuf,
+    /// Columns to keep, in this order, by name or 0-based index [default: all]
+    #[arg(long, value_delimiter = ',')]
+    pub columns: Vec<String>,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Which problem: bishop (d=1, D=1), wide (d=16, D=2) or correlated (d=1, D=3, one
+    /// Gaussian with strongly correlated targets)
+    #[arg(long, value_parser = named::<Kind>(), default_value = "wide")]
+    pub kind: Kind,
+    /// Rows to write
+    #[arg(long)]
+    pub rows: usize,
+    /// Output file, .npy or .csv (targets are the last columns)
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the generator
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows, 5 epochs), a4096 (the same at
+    /// batch 4096), b (d=16, D=2, hidden 64,64, batch 4096, 1M rows, 2 epochs), b256 (the same
+    /// at batch 256), c (d=1, D=3 correlated, full covariance, K=3, hidden 64, batch 1024, 200k
+    /// rows, 3 epochs), cdiag (the same with diagonal covariance)
+    #[arg(long, value_delimiter = ',', default_value = "a,a4096,b256,b")]
+    pub config: Vec<String>,
+    /// Devices to time, comma-separated
+    #[arg(
+        long = "devices",
+        value_parser = named::<DeviceChoice>(),
+        value_delimiter = ',',
+        default_value = "cpu,auto"
+    )]
+    pub devices: Vec<DeviceChoice>,
+    /// Rows of generated data (overrides the configuration's)
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// Epochs per run (epochs 2.. are timed)
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// CPU thread counts to time, comma-separated [default: 1 and every core]
+    #[arg(long, value_delimiter = ',')]
+    pub threads: Vec<usize>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--device`, shared by every command that computes.
+#[derive(Args, Clone, Copy)]
+pub struct DeviceArg {
+    /// Where to compute: auto (a hardware GPU, else the CPU backend; `mdn devices` says what
+    /// it picks here), gpu, software (e.g. Mesa's lavapipe, for CI and parity checks) or cpu
+    #[arg(long, value_parser = named::<DeviceChoice>(), env = "MDN_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Threads of the CPU backend [default: every core]
+    #[arg(long, env = "MDN_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+}
+
+#[derive(Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub cols: DataColumns,
+    /// Where to write the model
+    #[arg(long, default_value = "model.json")]
+    pub out: PathBuf,
+    /// Hidden layer widths, comma-separated (e.g. 64,64); "none" for no hidden layer
+    #[arg(long, default_value = "64", value_parser = parse_hidden)]
+    pub hidden: HiddenWidths,
+    /// Number of mixture components K
+    #[arg(long, default_value_t = 5)]
+    pub components: usize,
+    /// Each component's covariance: diagonal (D standard deviations) or full (a Cholesky
+    /// factor with D(D-1)/2 more outputs, for correlated targets; D <= 16)
+    #[arg(long, value_parser = named::<Covariance>(), default_value = "diagonal")]
+    pub covariance: Covariance,
+    /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
+    #[arg(long, default_value_t = 0.0)]
+    pub l2: f32,
+    #[command(flatten)]
+    pub fit: FitArgs,
+    /// Validation data (instead of holding out --val-fraction of --data)
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Run exactly this many epochs, without early stopping, and keep the last parameters
+    #[arg(long, conflicts_with_all = ["patience", "max_epochs"])]
+    pub epochs: Option<usize>,
+    /// Memory for training data, in MiB: larger .npy files (and CSV files, converted to a
+    /// temporary .npy first) are streamed from disk in chunks instead of loaded
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: usize,
+    /// Stream the data from disk even when it would fit in memory
+    #[arg(long)]
+    pub stream: bool,
+    /// Rows read from disk at a time when streaming [default: from --memory-mb]
+    #[arg(long)]
+    pub chunk_rows: Option<usize>,
+    /// Write the full training state every N epochs (to --checkpoint), to --resume from
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Checkpoint file [default: beside --out, model.json -> model.ckpt.json]
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the run a checkpoint was written by: its data and options are used, and the
+    /// result is bit-identical to an uninterrupted run on the same device and threads
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Print a JSON summary of the run on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The training data and its columns (train, select).
+#[derive(Args, Clone)]
+pub struct DataColumns {
+    /// Data: CSV with a header row, or .npy [default: the shipped example, assets/bishop.csv]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Target column names, comma-separated [default: the last column]
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// Feature column names, comma-separated [default: every column that is not a target]
+    #[arg(long, value_delimiter = ',')]
+    pub features: Vec<String>,
+}
+
+/// How each model is fitted (train, select).
+#[derive(Args, Clone)]
+pub struct FitArgs {
+    /// Hidden-layer activation
+    #[arg(long, value_parser = named::<Activation>(), default_value = "relu")]
+    pub activation: Activation,
+    /// Adam learning rate
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Rows per mini-batch
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
+    #[arg(long, default_value_t = 0.0)]
+    pub clip_norm: f32,
+    /// Fraction of rows held out (chosen by --seed) for validation and early stopping
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Stop when the validation NLL has not improved for this many epochs
+    #[arg(long, default_value_t = 10)]
+    pub patience: usize,
+    /// Most epochs with early stopping
+    #[arg(long, default_value_t = 200)]
+    pub max_epochs: usize,
+    /// Seed for initialisation, the validation split, folds and shuffling
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Floor added to every standard deviation, in standardised target units
+    #[arg(long, default_value_t = DEFAULT_SIGMA_FLOOR)]
+    pub sigma_floor: f32,
+}
+
+#[derive(Clone)]
+pub struct HiddenWidths(pub Vec<usize>);
+
+pub fn parse_hidden(s: &str) -> std::result::Result<HiddenWidths, String> {
+    mdn::job::parse_widths(s).map(HiddenWidths)
+}
+
+/// The model and the data a command applies it to.
+#[derive(Args)]
+pub struct ModelData {
+    /// Model file written by `mdn train`
+    #[arg(long, default_value = "model.json")]
+    pub model: PathBuf,
+    /// CSV or .npy with the model's feature columns (and, for eval, its target columns);
+    /// other columns are ignored
+    #[arg(long)]
+    pub data: PathBuf,
+}
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Print every row's log-likelihood (original units) as well
+    #[arg(long)]
+    pub per_row: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// Quantiles of each target's marginal mixture, comma-separated (e.g. 0.05,0.5,0.95),
+    /// computed exactly from the mixture's CDF
+    #[arg(long, value_delimiter = ',')]
+    pub quantiles: Vec<f64>,
+    /// Central interval of this probability (e.g. 0.9 adds the 0.05 and 0.95 quantiles)
+    #[arg(long)]
+    pub interval: Option<f64>,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Columns of --data to copy into the output as they are (identifiers, dates),
+    /// comma-separated names
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<String>,
+    /// Write to this file instead of stdout
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON instead of CSV
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Samples per row
+    #[arg(long, short, default_value_t = 1)]
+    pub n: usize,
+    /// Seed of the sampler
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Mixture-weight temperature: weights become pi^(1/T) renormalised (logits / T); below 1
+    /// favours the heavier components, towards 0 always the heaviest
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    /// Multiplies every component's standard deviation (below 1: samples closer to the means;
+    /// with full covariance it scales the Cholesky factor, keeping the correlations)
+    #[arg(long, default_value_t = 1.0)]
+    pub sigma_scale: f64,
+    /// Write to this file instead of stdout
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// JSON instead of CSV
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DevicesArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// Model file written by `mdn train`
+    #[arg(default_value = "model.json")]
+    pub model: PathBuf,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl TrainArgs {
+    /// The training job these options describe.
+    pub fn job(&self) -> TrainJob {
+        TrainJob {
+            data: self.cols.data.clone(),
+            target: self.cols.target.clone(),
+            features: self.cols.features.clone(),
+            val: self.val.clone(),
+            val_fraction: self.fit.val_fraction,
+            hidden: self.hidden.0.clone(),
+            components: self.components,
+            covariance: self.covariance,
+            activation: self.fit.activation,
+            l2: self.l2,
+            lr: self.fit.lr,
+            batch_size: self.fit.batch_size,
+            clip_norm: self.fit.clip_norm,
+            patience: self.fit.patience,
+            max_epochs: self.fit.max_epochs,
+            epochs: self.epochs,
+            seed: self.fit.seed,
+            sigma_floor: self.fit.sigma_floor,
+            device: self.device.device,
+            threads: self.device.threads.map(|t| t as usize),
+            memory_mb: self.memory_mb,
+            stream: self.stream,
+            chunk_rows: self.chunk_rows,
+            checkpoint_every: self.checkpoint_every,
+            checkpoint: self.checkpoint.clone(),
+            resume: self.resume.clone(),
+            out: self.out.clone(),
+        }
+    }
+}
+
+impl SelectArgs {
+    /// The job that trains the chosen setting on all the data, as `mdn train` would.
+    pub fn job(&self, setting: &mdn::select::Setting) -> TrainJob {
+        TrainJob {
+            data: self.cols.data.clone(),
+            target: self.cols.target.clone(),
+            features: self.cols.features.clone(),
+            val_fraction: self.fit.val_fraction,
+            hidden: setting.hidden.clone(),
+            components: setting.components,
+            covariance: setting.covariance,
+            activation: self.fit.activation,
+            l2: setting.l2,
+            lr: self.fit.lr,
+            batch_size: self.fit.batch_size,
+            clip_norm: self.fit.clip_norm,
+            patience: self.fit.patience,
+            max_epochs: self.fit.max_epochs,
+            seed: self.fit.seed,
+            sigma_floor: self.fit.sigma_floor,
+            device: self.device.device,
+            threads: self.device.threads.map(|t| t as usize),
+            out: self.out.clone(),
+            ..TrainJob::default()
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! The `mdn` command line: a thin layer over the library. [`args`] parses, one module per
+//! group of commands runs them ([`train`]: train and select; [`model`]: eval, predict,
+//! sample, plot, info; [`tools`]: devices, check, bench, convert, generate), [`output`]
+//! prints results and [`progress`] shows progress, logs and handles Ctrl-C. This is the only
+//! place that turns errors into messages and exit codes: 2 for input the user can fix, 1 for
+//! anything else, 130 for a run stopped by Ctrl-C (its best model is still written).
+
+mod args;
+mod model;
+mod output;
+mod progress;
+mod tools;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+use mdn::{Error, Result};
+
+/// What a command that finished asks the process to exit with.
+pub enum Exit {
+    Success,
+    /// Stopped by Ctrl-C after writing what it had.
+    Interrupted,
+}
+
+/// Exit code of a run stopped by Ctrl-C (as a shell reports SIGINT: 128 + 2).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    progress::init_logging();
+    let result: Result<Exit> = match cli.command {
+        Command::Train(a) => train::train(a),
+        Command::Select(a) => train::select(a),
+        Command::Eval(a) => model::eval(a).map(|_| Exit::Success),
+        Command::Predict(a) => model::predict(a).map(|_| Exit::Success),
+        Command::Sample(a) => model::sample(a).map(|_| Exit::Success),
+        Command::Plot(a) => model::plot(a).map(|_| Exit::Success),
+        Command::Info(a) => model::info(a).map(|_| Exit::Success),
+        Command::Devices(a) => tools::devices(a).map(|_| Exit::Success),
+        Command::Check(a) => tools::check(a).map(|_| Exit::Success),
+        Command::Bench(a) => tools::bench(a).map(|_| Exit::Success),
+        Command::Convert(a) => tools::convert(a).map(|_| Exit::Success),
+        Command::Generate(a) => tools::generate(a).map(|_| Exit::Success),
+    };
+    match result {
+        Ok(Exit::Success) => ExitCode::SUCCESS,
+        Ok(Exit::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            progress::message(&format!("error: {e}"));
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

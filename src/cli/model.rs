@@ -1,0 +1,267 @@
+//! Commands that apply a trained model: eval, predict, sample, plot, info.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use mdn::backend::{self, Backend};
+use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
+use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
+use mdn::model::Model;
+use mdn::{Error, Result};
+
+use super::args::{DeviceArg, EvalArgs, InfoArgs, PlotArgs, PredictArgs, SampleArgs};
+use super::output::{print_json, write_output};
+use super::progress::message;
+
+/// Opens the backend `--device` asks for (what auto chose goes to the log).
+pub fn open_backend(device: DeviceArg) -> Result<Box<dyn Backend>> {
+    let (b, note) = backend::open(device.device, device.threads.map(|t| t as usize))?;
+    if let Some(note) = note {
+        log::info!("{note}");
+    }
+    Ok(b)
+}
+
+fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result<(Model, Dataset)> {
+    let model = Model::load(model_path)?;
+    let data = read_data(
+        data_path,
+        &ColumnChoice::Model {
+            features: model.features.clone(),
+            targets: model.targets.clone(),
+            need_targets,
+        },
+    )?;
+    Ok((model, data))
+}
+
+pub fn eval(a: EvalArgs) -> Result<()> {
+    let (model, data) = model_data(&a.io.model, &a.io.data, true)?;
+    let e = mdn::tables::evaluate(&model, open_backend(a.device)?.as_mut(), &data)?;
+    if a.json {
+        let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
+        if a.per_row {
+            out["loglik"] = json!(e.loglik);
+        }
+        return print_json(&out);
+    }
+    if a.per_row {
+        // The rows are the data (stdout, readable as CSV); the summary goes to stderr.
+        write_output(None, e.per_row_csv().as_bytes())?;
+        message(e.summary_text(&model.targets).trim_end());
+        return Ok(());
+    }
+    write_output(None, e.summary_text(&model.targets).as_bytes())
+}
+
+pub fn predict(a: PredictArgs) -> Result<()> {
+    let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
+    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
+    let kept = if a.keep.is_empty() {
+        None
+    } else {
+        let rows = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
+        Some(mdn::tables::Kept {
+            names: a.keep.clone(),
+            rows,
+        })
+    };
+    let pred = model.predict(open_backend(a.device)?.as_mut(), &data)?;
+    let text = if a.json {
+        let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref());
+        serde_json::to_string(&doc).expect("JSON of numbers") + "\n"
+    } else {
+        mdn::tables::predictions_csv(&model, &pred, &qs, kept.as_ref())
+    };
+    write_output(a.out.as_deref(), text.as_bytes())
+}
+
+pub fn sample(a: SampleArgs) -> Result<()> {
+    if a.n == 0 {
+        return Err(Error::config("--n must be at least 1"));
+    }
+    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
+    let samples = model.sample(
+        open_backend(a.device)?.as_mut(),
+        &data,
+        a.n,
+        a.seed,
+        a.temperature,
+        a.sigma_scale,
+    )?;
+    let text = if a.json {
+        serde_json::to_string(&mdn::tables::samples_json(
+            &model, data.rows, a.n, a.seed, &samples,
+        ))
+        .expect("JSON of numbers")
+            + "\n"
+    } else {
+        mdn::tables::samples_csv(&model, data.rows, a.n, &samples)
+    };
+    write_output(a.out.as_deref(), text.as_bytes())
+}
+
+pub fn plot(a: PlotArgs) -> Result<()> {
+    let model = Model::load(&a.model)?;
+    mdn::plot::Format::of(&a.out)?;
+    let target = match &a.target {
+        None => 0,
+        Some(name) => model
+            .targets
+            .iter()
+            .position(|t| t == name)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "--target {name}: the model's targets are [{}]",
+                    model.targets.join(", ")
+                ))
+            })?,
+    };
+    let choice = ColumnChoice::Model {
+        features: model.features.clone(),
+        targets: model.targets.clone(),
+        need_targets: true,
+    };
+    let data = match &a.data {
+        Some(path) => Some(read_data(path, &choice)?),
+        None if model.features == ["x"] && model.targets == ["t"] => Some(read_csv_from(
+            EXAMPLE_CSV,
+            Path::new(EXAMPLE_NAME),
+            &choice,
+        )?),
+        None => None,
+    };
+    let figure = mdn::plot::Figure {
+        model: &model,
+        data: data.as_ref(),
+        target,
+        panel: a.panel,
+        size: a.size,
+    };
+    let mut backend = open_backend(a.device)?;
+    figure.render(backend.as_mut(), &a.out)?;
+    if !a.quiet {
+        message(&format!(
+            "wrote {}{}",
+            a.out.display(),
+            data.as_ref()
+                .map(|d| format!(" ({} rows of {})", d.rows, d.path.display()))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+pub fn info(a: InfoArgs) -> Result<()> {
+    let model = Model::load(&a.model)?;
+    let arch = &model.arch;
+    let t = model.training.as_ref();
+    if a.json {
+        return print_json(&json!({
+            "model": a.model,
+            "features": model.features,
+            "targets": model.targets,
+            "architecture": {
+                "inputs": arch.inputs,
+                "hidden": arch.hidden,
+                "activation": arch.activation.name(),
+                "components": arch.components,
+                "targets": arch.targets,
+                "covariance": arch.covariance.name(),
+                "sigma_floor": arch.sigma_floor,
+                "parameters": arch.param_count(),
+            },
+            "training": t.map(|t| json!({
+                "mdn_version": t.mdn_version,
+                "backend": t.backend,
+                "seed": t.seed,
+                "lr": t.lr,
+                "final_lr": t.final_lr,
+                "l2": t.l2,
+                "batch_size": t.batch_size,
+                "clip_norm": t.clip_norm,
+                "train_rows": t.train_rows,
+                "val_rows": t.val_rows,
+                "epochs": t.epochs,
+                "saved_epoch": t.saved_epoch,
+                "best_epoch": t.best_epoch,
+                "best_val_nll": t.best_val_nll,
+                "stop_reason": t.stop_reason,
+                "recoveries": t.recoveries.len(),
+                "components": t.components,
+            })),
+        }));
+    }
+    let mut s = format!("{}\n", a.model.display());
+    s.push_str(&format!(
+        "  columns       [{}] -> [{}]\n",
+        model.features.join(", "),
+        model.targets.join(", ")
+    ));
+    s.push_str(&format!(
+        "  architecture  {} inputs, hidden {:?} ({}), K={} components over {} target(s), {} covariance, sigma floor {}; {} parameters\n",
+        arch.inputs,
+        arch.hidden,
+        arch.activation.name(),
+        arch.components,
+        arch.targets,
+        arch.covariance.name(),
+        arch.sigma_floor,
+        arch.param_count()
+    ));
+    match t {
+        None => s.push_str("  training      not recorded\n"),
+        Some(t) => {
+            s.push_str(&format!(
+                "  trained       by mdn {} on {}: {} training rows, {} validation rows; seed {}, lr {}{}, L2 {}, batch {}{}\n",
+                t.mdn_version,
+                t.backend,
+                t.train_rows,
+                t.val_rows,
+                t.seed,
+                t.lr,
+                if t.final_lr > 0.0 && t.final_lr != t.lr {
+                    format!(" (ended at {})", t.final_lr)
+                } else {
+                    String::new()
+                },
+                t.l2,
+                t.batch_size,
+                if t.clip_norm > 0.0 {
+                    format!(", gradient clipped at norm {}", t.clip_norm)
+                } else {
+                    String::new()
+                }
+            ));
+            s.push_str(&format!(
+                "  epochs        {} run ({}); parameters of epoch {}{}\n",
+                t.epochs,
+                t.stop_reason,
+                t.saved_epoch,
+                match (t.best_epoch, t.best_val_nll) {
+                    (Some(e), Some(v)) => format!("; best validation NLL {v:.4} at epoch {e}"),
+                    _ => String::new(),
+                }
+            ));
+            if !t.recoveries.is_empty() {
+                s.push_str(&format!(
+                    "  recoveries    {} epoch(s) rolled back after NaN/Inf\n",
+                    t.recoveries.len()
+                ));
+            }
+            if let Some(c) = &t.components {
+                let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
+                s.push_str(&format!("  components    average weights {}", w.join(" ")));
+                if !c.unused.is_empty() {
+                    s.push_str(&format!("; unused {:?}", c.unused));
+                }
+                if !c.duplicates.is_empty() {
+                    s.push_str(&format!("; duplicates {:?}", c.duplicates));
+                }
+                s.push('\n');
+            }
+        }
+    }
+    write_output(None, s.as_bytes())
+}

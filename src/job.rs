@@ -1,0 +1,697 @@
+//! One training job: what `mdn train` runs, and what `mdn select`, the training service and
+//! the Python package run too, so that every front end trains exactly the same way.
+//!
+//! A [`TrainJob`] is every `mdn train` option under its long name (`batch_size` for
+//! `--batch-size`); as JSON it is what a client of the service sends, and it round-trips.
+//! [`TrainJob::resolve`] checks everything that can be checked without reading the rows
+//! (every option, the output's directory, the data file's header and the columns, the
+//! validation file's header, a checkpoint to resume) and decides how to read the data;
+//! [`ResolvedJob::run`] then reads the data, opens the device, trains, reporting through an
+//! observer ([`JobEvent`]) and honouring a cancel flag (stop after the current epoch or
+//! window, keep the best model so far), and writes the model.
+//!
+//! Columns are decided in one place ([`crate::data::ColumnChoice::names`]) from the header,
+//! and every way of reading the data (in memory, streamed from `.npy`, a CSV converted to a
+//! temporary `.npy` to stream it) then reads exactly those columns by name.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic::{TempNpy, check_writable};
+use crate::backend::{self, Backend, DeviceChoice, StepConfig};
+use crate::checkpoint::{Checkpoint, DataSpec};
+use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_csv_from, read_data};
+use crate::error::{Error, Result};
+use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
+use crate::model::Model;
+use crate::scaler::Scaler;
+use crate::train::{
+    Checkpointer, LoopState, Resume, Stopping, StreamOptions, TrainEvent, TrainOptions,
+    split_validation,
+};
+
+/// The example data set used without `--data` (Bishop's inverse problem, `assets/`).
+pub const EXAMPLE_CSV: &[u8] = include_bytes!("../assets/bishop.csv");
+/// How the example is named in messages.
+pub const EXAMPLE_NAME: &str = "assets/bishop.csv";
+
+/// Every option of `mdn train`, by its long name. Missing fields take `mdn train`'s
+/// defaults; unknown fields are refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainJob {
+    /// CSV with a header row, or `.npy` (None: the shipped example).
+    pub data: Option<PathBuf>,
+    /// Target columns by name or 0-based index (default: the last column).
+    #[serde(deserialize_with = "list_or_string")]
+    pub target: Vec<String>,
+    /// Feature columns by name or index (default: every column that is not a target).
+    #[serde(deserialize_with = "list_or_string")]
+    pub features: Vec<String>,
+    /// Validation data instead of holding out `val_fraction` of `data`.
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// Hidden layer widths (JSON: `[64, 64]` or `"64,64"`; `[]` or `"none"`: no hidden layer).
+    #[serde(deserialize_with = "widths")]
+    pub hidden: Vec<usize>,
+    pub components: usize,
+    pub covariance: Covariance,
+    pub activation: Activation,
+    pub l2: f32,
+    pub lr: f32,
+    pub batch_size: usize,
+    pub clip_norm: f32,
+    pub patience: usize,
+    pub max_epochs: usize,
+    /// Exactly this many epochs, without early stopping.
+    pub epochs: Option<usize>,
+    pub seed: u64,
+    pub sigma_floor: f32,
+    pub device: DeviceChoice,
+    /// Threads of the CPU backend (None: every core).
+    pub threads: Option<usize>,
+    pub memory_mb: usize,
+    pub stream: bool,
+    pub chunk_rows: Option<usize>,
+    pub checkpoint_every: Option<usize>,
+    pub checkpoint: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
+    /// Where the model goes.
+    pub out: PathBuf,
+}
+
+impl Default for TrainJob {
+    fn default() -> Self {
+        TrainJob {
+            data: None,
+            target: Vec::new(),
+            features: Vec::new(),
+            val: None,
+            val_fraction: 0.1,
+            hidden: vec![64],
+            components: 5,
+            covariance: Covariance::Diagonal,
+            activation: Activation::Relu,
+            l2: 0.0,
+            lr: 1e-3,
+            batch_size: 256,
+            clip_norm: 0.0,
+            patience: 10,
+            max_epochs: 200,
+            epochs: None,
+            seed: 0,
+            sigma_floor: DEFAULT_SIGMA_FLOOR,
+            device: DeviceChoice::Auto,
+            threads: None,
+            memory_mb: 512,
+            stream: false,
+            chunk_rows: None,
+            checkpoint_every: None,
+            checkpoint: None,
+            resume: None,
+            out: PathBuf::from("model.json"),
+        }
+    }
+}
+
+/// Parses hidden widths: "64,64", "none" or "" (no hidden layer).
+pub fn parse_widths(s: &str) -> std::result::Result<Vec<usize>, String> {
+    let s = s.trim();
+    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("'{w}' is not a layer width (a whole number >= 1)")),
+        })
+        .collect()
+}
+
+fn widths<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum W {
+        List(Vec<usize>),
+        Text(String),
+    }
+    match W::deserialize(d)? {
+        W::List(v) if v.contains(&0) => Err(serde::de::Error::custom(
+            "hidden: every layer width must be at least 1",
+        )),
+        W::List(v) => Ok(v),
+        W::Text(s) => parse_widths(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+fn list_or_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match L::deserialize(d)? {
+        L::List(v) => v,
+        L::Text(s) if s.trim().is_empty() => Vec::new(),
+        L::Text(s) => s.split(',').map(|c| c.trim().to_string()).collect(),
+    })
+}
+
+impl TrainJob {
+    /// A job from its JSON description; errors name the field.
+    pub fn from_json(text: &str) -> Result<TrainJob> {
+        serde_json::from_str(text).map_err(|e| Error::config(format!("job: {e}")))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a job is plain data")
+    }
+
+    /// The trainer's options.
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            hidden: self.hidden.clone(),
+            activation: self.activation,
+            components: self.components,
+            sigma_floor: self.sigma_floor,
+            covariance: self.covariance,
+            step: StepConfig {
+                lr: self.lr,
+                l2: self.l2,
+                batch_size: self.batch_size,
+                clip_norm: self.clip_norm,
+                ..StepConfig::default()
+            },
+            stopping: match self.epochs {
+                Some(epochs) => Stopping::Fixed { epochs },
+                None => Stopping::Early {
+                    patience: self.patience,
+                    max_epochs: self.max_epochs,
+                },
+            },
+            seed: self.seed,
+        }
+    }
+
+    /// Checks every option on its own, with the option's name in the message.
+    pub fn check_options(&self) -> Result<()> {
+        self.options().validate()?;
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(Error::config(format!(
+                "--val-fraction must be in [0, 1), got {}",
+                self.val_fraction
+            )));
+        }
+        if self.epochs.is_none() && self.val.is_none() && self.val_fraction == 0.0 {
+            return Err(Error::config(
+                "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
+            ));
+        }
+        if self.memory_mb == 0 {
+            return Err(Error::config("--memory-mb must be at least 1"));
+        }
+        if self.chunk_rows == Some(0) {
+            return Err(Error::config("--chunk-rows must be at least 1"));
+        }
+        if self.checkpoint_every == Some(0) {
+            return Err(Error::config("--checkpoint-every must be at least 1"));
+        }
+        if self.threads == Some(0) || self.threads.is_some_and(|t| t > 1024) {
+            return Err(Error::config("--threads must be between 1 and 1024"));
+        }
+        if self.stream && self.data.is_none() {
+            return Err(Error::config("--stream needs --data FILE"));
+        }
+        Ok(())
+    }
+
+    /// Checks the job before any work: the options, a checkpoint to resume (whose data and
+    /// options then replace the job's), the output, the data's header and columns, and the
+    /// validation file's header; decides whether to stream.
+    pub fn resolve(mut self) -> Result<ResolvedJob> {
+        let resume = match self.resume.clone() {
+            Some(path) => {
+                let c = Checkpoint::load(&path)?;
+                self.data = c.data.data.clone();
+                self.target = c.data.target.clone();
+                self.features = c.data.features.clone();
+                self.val = c.data.val.clone();
+                self.val_fraction = c.data.val_fraction;
+                self.stream = c.data.stream;
+                self.chunk_rows = c.data.chunk_rows;
+                if c.data.memory_mb > 0 {
+                    self.memory_mb = c.data.memory_mb;
+                }
+                self.set_options(&c.options);
+                self.checkpoint = Some(self.checkpoint.clone().unwrap_or(path));
+                self.checkpoint_every = Some(self.checkpoint_every.unwrap_or(c.every));
+                Some(c)
+            }
+            None => None,
+        };
+        self.check_options()?;
+        check_writable(&self.out, "--out")?;
+        let checkpoint_path = self
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| Checkpoint::default_path(&self.out));
+        if self.checkpoint_every.is_some() {
+            check_writable(&checkpoint_path, "--checkpoint")?;
+        }
+        let choice = ColumnChoice::Train {
+            targets: (!self.target.is_empty()).then(|| self.target.clone()),
+            features: (!self.features.is_empty()).then(|| self.features.clone()),
+        };
+        let (features, targets) = match &self.data {
+            Some(path) => choice.names(&crate::data::header(path)?, path)?,
+            None => {
+                let header = crate::data::CsvRows::new(EXAMPLE_CSV, Path::new(EXAMPLE_NAME))?;
+                choice.names(&header.header, Path::new(EXAMPLE_NAME))?
+            }
+        };
+        if let Some(v) = &self.val {
+            // The validation file must have the training columns (by name).
+            ColumnChoice::Model {
+                features: features.clone(),
+                targets: targets.clone(),
+                need_targets: true,
+            }
+            .names(&crate::data::header(v)?, v)?;
+        }
+        let budget = self.memory_mb << 20;
+        let big = self
+            .data
+            .as_deref()
+            .is_some_and(|p| std::fs::metadata(p).is_ok_and(|m| m.len() as usize > budget / 2));
+        let streamed = self.stream || self.chunk_rows.is_some() || big;
+        log::info!(
+            "job: data {}, [{}] -> [{}], {}",
+            self.data_name(),
+            features.join(", "),
+            targets.join(", "),
+            if streamed {
+                if big && !self.stream && self.chunk_rows.is_none() {
+                    "streamed (the file is larger than half of --memory-mb)"
+                } else {
+                    "streamed (--stream or --chunk-rows)"
+                }
+            } else {
+                "in memory"
+            }
+        );
+        Ok(ResolvedJob {
+            options: self.options(),
+            job: self,
+            features,
+            targets,
+            streamed,
+            resume,
+            checkpoint_path,
+        })
+    }
+
+    /// Sets the model and fitting options from trainer options (a checkpoint's).
+    fn set_options(&mut self, o: &TrainOptions) {
+        self.hidden = o.hidden.clone();
+        self.activation = o.activation;
+        self.components = o.components;
+        self.sigma_floor = o.sigma_floor;
+        self.covariance = o.covariance;
+        self.lr = o.step.lr;
+        self.l2 = o.step.l2;
+        self.batch_size = o.step.batch_size;
+        self.clip_norm = o.step.clip_norm;
+        match o.stopping {
+            Stopping::Fixed { epochs } => self.epochs = Some(epochs),
+            Stopping::Early {
+                patience,
+                max_epochs,
+            } => {
+                self.epochs = None;
+                self.patience = patience;
+                self.max_epochs = max_epochs;
+            }
+        }
+        self.seed = o.seed;
+    }
+
+    fn data_name(&self) -> String {
+        self.data
+            .as_deref()
+            .unwrap_or(Path::new(EXAMPLE_NAME))
+            .display()
+            .to_string()
+    }
+
+    /// Reads the whole data set (the shipped example without `data`), exactly these columns.
+    fn read_all(&self, choice: &ColumnChoice) -> Result<Dataset> {
+        match &self.data {
+            Some(path) => read_data(path, choice),
+            None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), choice),
+        }
+    }
+}
+
+/// What a job decided before training, told once to the observer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The data file as named (or the example's name).
+    pub data: String,
+    /// The backend's name (the CPU, or the GPU adapter).
+    pub backend: String,
+    /// What `--device auto` chose and why.
+    pub device_note: Option<String>,
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+    pub hidden: Vec<usize>,
+    pub components: usize,
+    pub covariance: Covariance,
+    pub batch_size: usize,
+    /// Rows in the data file.
+    pub rows: usize,
+    /// Training and validation rows (in memory; a streamed run knows them after its first
+    /// pass).
+    pub train_rows: Option<usize>,
+    pub val_rows: Option<usize>,
+    /// How a streamed run reads its data.
+    pub chunk_rows: Option<usize>,
+    pub window_chunks: Option<usize>,
+}
+
+/// What a running job reports.
+#[derive(Debug, Clone, Copy)]
+pub enum JobEvent<'a> {
+    /// A CSV file is being converted to a temporary `.npy` to stream it.
+    Converting { from: &'a Path, to: &'a Path },
+    /// The run continues from a checkpoint after `epoch` epochs.
+    Resuming { epoch: usize, from: &'a Path },
+    /// The data are read and the device is open: training starts.
+    Started(&'a Plan),
+    /// The trainer's progress: rows within an epoch, epochs, recoveries.
+    Train(&'a TrainEvent),
+    /// Something the user should know (a setting that is likely a mistake).
+    Warning(&'a str),
+}
+
+/// A job checked and ready to run.
+#[derive(Debug, Clone)]
+pub struct ResolvedJob {
+    /// The job as it runs (for a resumed run: with the checkpoint's data and options).
+    pub job: TrainJob,
+    pub options: TrainOptions,
+    /// The columns, by name, as decided from the header.
+    pub features: Vec<String>,
+    pub targets: Vec<String>,
+    /// Whether the data are streamed from disk.
+    pub streamed: bool,
+    resume: Option<Checkpoint>,
+    checkpoint_path: PathBuf,
+}
+
+/// What a finished job gives back.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub model: Model,
+    /// Where the model was written.
+    pub path: PathBuf,
+    /// The run was stopped by the cancel flag (the best model so far was kept).
+    pub interrupted: bool,
+}
+
+impl ResolvedJob {
+    /// Trains and writes the model. `cancel` stops the run after the current epoch (or
+    /// streamed window) and keeps the best model so far; before the first epoch it is an
+    /// [`Error::Interrupted`] and nothing is written.
+    pub fn run(self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Outcome> {
+        let model = self.train(observer, cancel)?;
+        let interrupted = model
+            .training
+            .as_ref()
+            .is_some_and(|t| t.stop_reason == "interrupted");
+        let path = save_model(&model, &self.job.out)?;
+        Ok(Outcome {
+            model,
+            path,
+            interrupted,
+        })
+    }
+
+    /// The whole data set in memory, exactly the job's columns (`mdn select` cross-validates
+    /// on it).
+    pub fn read_data(&self) -> Result<Dataset> {
+        self.job.read_all(&ColumnChoice::exactly(
+            self.features.clone(),
+            self.targets.clone(),
+        ))
+    }
+
+    /// Trains and returns the model without writing it.
+    pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
+        let job = &self.job;
+        let choice = ColumnChoice::exactly(self.features.clone(), self.targets.clone());
+        // A CSV to stream is converted first, to a temporary .npy removed when the run ends
+        // (also on error or interruption).
+        let mut converted = None;
+        let stream_path = match &job.data {
+            Some(p) if self.streamed && !crate::data::is_npy(p) => {
+                let tmp = TempNpy::new()?;
+                observer(&JobEvent::Converting {
+                    from: p,
+                    to: tmp.path(),
+                });
+                let columns: Vec<String> =
+                    self.features.iter().chain(&self.targets).cloned().collect();
+                crate::data::convert_while(p, tmp.path(), Some(&columns), &mut |_| {
+                    !cancel.load(Ordering::Relaxed)
+                })?;
+                let path = tmp.path().to_path_buf();
+                converted = Some(tmp);
+                Some(path)
+            }
+            Some(p) if self.streamed => Some(p.clone()),
+            _ => None,
+        };
+        let val_choice = ColumnChoice::Model {
+            features: self.features.clone(),
+            targets: self.targets.clone(),
+            need_targets: true,
+        };
+        let resume_state = self.resume.clone().map(|c| {
+            observer(&JobEvent::Resuming {
+                epoch: c.trainer.completed,
+                from: &self.checkpoint_path,
+            });
+            Resume {
+                trainer: c.trainer,
+                state: c.state,
+                x_scaler: c.x_scaler,
+                y_scaler: c.y_scaler,
+            }
+        });
+        let spec = DataSpec {
+            data: job.data.clone(),
+            target: job.target.clone(),
+            features: job.features.clone(),
+            val: job.val.clone(),
+            val_fraction: job.val_fraction,
+            stream: self.streamed,
+            chunk_rows: job.chunk_rows,
+            memory_mb: job.memory_mb,
+        };
+        let every = job.checkpoint_every.unwrap_or(0);
+        let mut write =
+            |b: &mut dyn Backend, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
+                Checkpoint::new(
+                    spec.clone(),
+                    self.options.clone(),
+                    every,
+                    (xs.clone(), ys.clone()),
+                    b.save_state()?,
+                    st.clone(),
+                )
+                .save(&self.checkpoint_path)
+            };
+        let checkpointer = (every > 0).then_some(Checkpointer {
+            every,
+            write: &mut write,
+        });
+        let opts = &self.options;
+        let model = match stream_path {
+            Some(path) => {
+                let mut source = NpySource::open(&path, &choice)?;
+                let val = job
+                    .val
+                    .as_ref()
+                    .map(|v| read_data(v, &val_choice))
+                    .transpose()?;
+                let row_floats = source.features().len() + source.targets().len();
+                let mut sopts =
+                    StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction);
+                if let Some(c) = job.chunk_rows {
+                    sopts.chunk_rows = c;
+                }
+                let rows = source.rows();
+                self.check_rows(rows, &mut *observer)?;
+                let (mut backend, note) = self.open_backend()?;
+                let plan = Plan {
+                    chunk_rows: Some(sopts.chunk_rows),
+                    window_chunks: Some(sopts.window_chunks),
+                    ..self.plan(backend.name(), note, rows, None, None)
+                };
+                log::info!(
+                    "job: streaming {} rows in chunks of {} rows, {} per shuffle window, {} device chunk rows, batch {}",
+                    rows,
+                    sopts.chunk_rows,
+                    sopts.window_chunks,
+                    sopts.device_chunk_rows.unwrap_or(0),
+                    opts.step.batch_size
+                );
+                observer(&JobEvent::Started(&plan));
+                let mut on_train = |e: &TrainEvent| {
+                    observer(&JobEvent::Train(e));
+                    !cancel.load(Ordering::Relaxed)
+                };
+                crate::train::train_stream_with(
+                    backend.as_mut(),
+                    &mut source,
+                    val.as_ref(),
+                    &sopts,
+                    opts,
+                    resume_state,
+                    checkpointer,
+                    &mut on_train,
+                )
+            }
+            None => {
+                let data = job.read_all(&choice)?;
+                let (train_set, val_set) = match &job.val {
+                    Some(path) => (data, Some(read_data(path, &val_choice)?)),
+                    None => split_validation(&data, job.val_fraction, opts.seed)?,
+                };
+                self.check_rows(train_set.rows, &mut *observer)?;
+                let (mut backend, note) = self.open_backend()?;
+                let plan = self.plan(
+                    backend.name(),
+                    note,
+                    train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
+                    Some(train_set.rows),
+                    Some(val_set.as_ref().map_or(0, |v| v.rows)),
+                );
+                log::info!(
+                    "job: {} training rows, {} validation rows in memory, batch {}",
+                    train_set.rows,
+                    plan.val_rows.unwrap_or(0),
+                    opts.step.batch_size
+                );
+                observer(&JobEvent::Started(&plan));
+                let mut on_train = |e: &TrainEvent| {
+                    observer(&JobEvent::Train(e));
+                    !cancel.load(Ordering::Relaxed)
+                };
+                crate::train::train_with(
+                    backend.as_mut(),
+                    &train_set,
+                    val_set.as_ref(),
+                    opts,
+                    resume_state,
+                    checkpointer,
+                    &mut on_train,
+                )
+            }
+        };
+        drop(converted);
+        model
+    }
+
+    /// Checks that need the number of rows, and warnings about likely mistakes.
+    fn check_rows(&self, train_rows: usize, observer: &mut dyn FnMut(&JobEvent)) -> Result<()> {
+        let k = self.options.components;
+        let path = self.job.data_name();
+        if k > train_rows {
+            return Err(Error::config(format!(
+                "{path}: --components {k} is more than the {train_rows} training rows: each component needs rows to describe"
+            )));
+        }
+        if k > 1 && train_rows < 10 * k {
+            observer(&JobEvent::Warning(&format!(
+                "--components {k} with {train_rows} training rows leaves fewer than 10 rows per component: \
+                 a smaller --components (or `mdn select`) is likely better"
+            )));
+        }
+        if k > 100 {
+            observer(&JobEvent::Warning(&format!(
+                "--components {k} is far more than a mixture usually needs (every row's density has {k} terms, \
+                 so training is slow); `mdn select` compares a few values"
+            )));
+        }
+        Ok(())
+    }
+
+    fn open_backend(&self) -> Result<(Box<dyn Backend>, Option<String>)> {
+        let (b, note) = backend::open(self.job.device, self.job.threads)?;
+        log::info!(
+            "job: device {} ({})",
+            b.name(),
+            note.as_deref().unwrap_or("chosen with --device")
+        );
+        Ok((b, note))
+    }
+
+    fn plan(
+        &self,
+        backend: String,
+        device_note: Option<String>,
+        rows: usize,
+        train_rows: Option<usize>,
+        val_rows: Option<usize>,
+    ) -> Plan {
+        Plan {
+            data: self.job.data_name(),
+            backend,
+            device_note,
+            features: self.features.clone(),
+            targets: self.targets.clone(),
+            hidden: self.options.hidden.clone(),
+            components: self.options.components,
+            covariance: self.options.covariance,
+            batch_size: self.options.step.batch_size,
+            rows,
+            train_rows,
+            val_rows,
+            chunk_rows: None,
+            window_chunks: None,
+        }
+    }
+}
+
+/// Writes `model` to `out`; when that fails after training (the disk filled up, the
+/// directory went away), writes it to the temporary directory instead and returns an error
+/// that says where, so the trained model is never lost.
+pub fn save_model(model: &Model, out: &Path) -> Result<PathBuf> {
+    match model.save(out) {
+        Ok(()) => Ok(out.to_path_buf()),
+        Err(e) => {
+            let name = format!(
+                "mdn-model-{}-{}.json",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            );
+            let rescue = std::env::temp_dir().join(name);
+            match model.save(&rescue) {
+                Ok(()) => Err(Error::NotSaved {
+                    reason: e.to_string(),
+                    saved_to: rescue,
+                }),
+                Err(_) => Err(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! What `mdn predict`, `mdn sample` and `mdn eval` answer, as CSV text or JSON values, in the
+//! library so that every front end (the command line, the service) answers the same.
+
+use serde_json::{Value, json};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::model::{Model, Prediction};
+use crate::stats::{DimScores, Marginal};
+
+/// The quantile levels to report: `quantiles` and, for a central `interval` of probability
+/// p, its two ends ((1-p)/2 and (1+p)/2), in ascending order without repeats.
+pub fn quantile_levels(quantiles: &[f64], interval: Option<f64>) -> Result<Vec<f64>> {
+    let mut qs = quantiles.to_vec();
+    if let Some(p) = interval {
+        if !(p > 0.0 && p < 1.0) {
+            return Err(Error::config(format!(
+                "--interval must be between 0 and 1, got {p}"
+            )));
+        }
+        // Rounded so that 0.9 gives the labels 0.05 and 0.95.
+        let tail = ((1.0 - p) / 2.0 * 1e12).round() / 1e12;
+        qs.extend([tail, ((1.0 - tail) * 1e12).round() / 1e12]);
+    }
+    if let Some(q) = qs.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
+        return Err(Error::config(format!(
+            "quantiles must be between 0 and 1 (exclusive), got {q}"
+        )));
+    }
+    qs.sort_by(f64::total_cmp);
+    qs.dedup();
+    Ok(qs)
+}
+
+/// Columns of the input copied through to the output as text (`mdn predict --keep`).
+#[derive(Debug, Clone, Default)]
+pub struct Kept {
+    pub names: Vec<String>,
+    /// One entry per row, one cell per name.
+    pub rows: Vec<Vec<String>>,
+}
+
+/// Per row and target: mean, variance, mode and the quantiles of the marginal mixture.
+struct Summary {
+    mean: f64,
+    variance: f64,
+    mode: f64,
+    quantiles: Vec<f64>,
+}
+
+fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
+    let (k, d) = (pred.k, pred.d);
+    let m = Marginal::of(
+        &pred.pi[r * k..(r + 1) * k],
+        &pred.mu[r * k * d..(r + 1) * k * d],
+        &pred.sigma[r * k * d..(r + 1) * k * d],
+        d,
+        j,
+    );
+    Summary {
+        mean: m.mean(),
+        variance: m.variance(),
+        mode: m.mode(),
+        quantiles: qs.iter().map(|&q| m.quantile(q)).collect(),
+    }
+}
+
+/// `mdn predict --json`: per row the mixture (pi, mu, sigma; covariance matrices for
+/// full-covariance models) and per target the mean, variance, mode and quantiles.
+pub fn predictions_json(
+    model: &Model,
+    pred: &Prediction,
+    qs: &[f64],
+    kept: Option<&Kept>,
+) -> Value {
+    let (k, d) = (pred.k, pred.d);
+    let rows: Vec<Value> = (0..pred.rows)
+        .map(|r| {
+            let comp = |v: &[f64], c: usize| v[(r * k + c) * d..(r * k + c + 1) * d].to_vec();
+            let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
+            let mut row = json!({
+                "pi": pred.pi[r * k..(r + 1) * k],
+                "mu": (0..k).map(|c| comp(&pred.mu, c)).collect::<Vec<_>>(),
+                "sigma": (0..k).map(|c| comp(&pred.sigma, c)).collect::<Vec<_>>(),
+                "mean": sums.iter().map(|s| s.mean).collect::<Vec<_>>(),
+                "variance": sums.iter().map(|s| s.variance).collect::<Vec<_>>(),
+                "mode": sums.iter().map(|s| s.mode).collect::<Vec<_>>(),
+            });
+            if !pred.scale_tril.is_empty() {
+                row["cov"] = json!(
+                    (0..k)
+                        .map(|c| {
+                            pred.covariance(r, c)
+                                .chunks(d)
+                                .map(|row| row.to_vec())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect::<Vec<_>>()
+                );
+            }
+            if !qs.is_empty() {
+                let quantiles: serde_json::Map<String, Value> = qs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, q)| {
+                        (
+                            q.to_string(),
+                            json!(sums.iter().map(|s| s.quantiles[i]).collect::<Vec<_>>()),
+                        )
+                    })
+                    .collect();
+                row["quantiles"] = Value::Object(quantiles);
+            }
+            if let Some(kept) = kept {
+                let cells: serde_json::Map<String, Value> = kept
+                    .names
+                    .iter()
+                    .zip(&kept.rows[r])
+                    .map(|(n, v)| (n.clone(), json!(v)))
+                    .collect();
+                row["kept"] = Value::Object(cells);
+            }
+            row
+        })
+        .collect();
+    json!({ "targets": model.targets, "components": k, "rows": rows })
+}
+
+/// `mdn predict` as CSV: `row`, the kept columns, `pi_c`, `mu_c_t`, `sigma_c_t`
+/// (`corr_c_a_b` for full covariance), `mean_t`, `var_t`, `mode_t`, then `q<level>_t` in
+/// ascending order of level.
+pub fn predictions_csv(
+    model: &Model,
+    pred: &Prediction,
+    qs: &[f64],
+    kept: Option<&Kept>,
+) -> String {
+    let (k, d) = (pred.k, pred.d);
+    let mut header = vec!["row".to_string()];
+    if let Some(kept) = kept {
+        header.extend(kept.names.iter().cloned());
+    }
+    header.extend((0..k).map(|c| format!("pi_{c}")));
+    for what in ["mu", "sigma"] {
+        for c in 0..k {
+            header.extend(model.targets.iter().map(|t| format!("{what}_{c}_{t}")));
+        }
+    }
+    let full = !pred.scale_tril.is_empty();
+    if full {
+        for c in 0..k {
+            for a in 0..d {
+                for b in a + 1..d {
+                    let (ta, tb) = (&model.targets[a], &model.targets[b]);
+                    header.push(format!("corr_{c}_{ta}_{tb}"));
+                }
+            }
+        }
+    }
+    for what in ["mean", "var", "mode"] {
+        header.extend(model.targets.iter().map(|t| format!("{what}_{t}")));
+    }
+    for q in qs {
+        header.extend(model.targets.iter().map(|t| format!("q{q}_{t}")));
+    }
+    let mut s = header.join(",") + "\n";
+    for r in 0..pred.rows {
+        let mut cells = vec![r.to_string()];
+        if let Some(kept) = kept {
+            cells.extend(kept.rows[r].iter().map(|c| csv_cell(c)));
+        }
+        cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| v.to_string()));
+        cells.extend(
+            pred.mu[r * k * d..(r + 1) * k * d]
+                .iter()
+                .map(|v| v.to_string()),
+        );
+        cells.extend(
+            pred.sigma[r * k * d..(r + 1) * k * d]
+                .iter()
+                .map(|v| v.to_string()),
+        );
+        if full {
+            for c in 0..k {
+                let cov = pred.covariance(r, c);
+                for a in 0..d {
+                    for b in a + 1..d {
+                        let rho = cov[a * d + b] / (cov[a * d + a] * cov[b * d + b]).sqrt();
+                        cells.push(rho.to_string());
+                    }
+                }
+            }
+        }
+        let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
+        cells.extend(sums.iter().map(|s| s.mean.to_string()));
+        cells.extend(sums.iter().map(|s| s.variance.to_string()));
+        cells.extend(sums.iter().map(|s| s.mode.to_string()));
+        for i in 0..qs.len() {
+            cells.extend(sums.iter().map(|s| s.quantiles[i].to_string()));
+        }
+        s.push_str(&cells.join(","));
+        s.push('\n');
+    }
+    s
+}
+
+/// A text cell quoted for CSV when it needs it.
+fn csv_cell(c: &str) -> String {
+    if c.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_string()
+    }
+}
+
+/// `mdn sample --json`: `n` samples per row (`samples` as [`Model::sample`] returns them).
+pub fn samples_json(model: &Model, rows: usize, n: usize, seed: u64, samples: &[f64]) -> Value {
+    let d = model.arch.targets;
+    let rows: Vec<Value> = (0..rows)
+        .map(|r| {
+            let s: Vec<Vec<f64>> = (0..n)
+                .map(|i| samples[(r * n + i) * d..(r * n + i + 1) * d].to_vec())
+                .collect();
+            json!({ "row": r, "samples": s })
+        })
+        .collect();
+    json!({ "targets": model.targets, "n": n, "seed": seed, "rows": rows })
+}
+
+/// `mdn sample` as CSV: `row,sample,<targets>`.
+pub fn samples_csv(model: &Model, rows: usize, n: usize, samples: &[f64]) -> String {
+    let d = model.arch.targets;
+    let mut s = format!("row,sample,{}\n", model.targets.join(","));
+    for r in 0..rows {
+        for i in 0..n {
+            let v = &samples[(r * n + i) * d..(r * n + i + 1) * d];
+            let cells: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            s.push_str(&format!("{r},{i},{}\n", cells.join(",")));
+        }
+    }
+    s
+}
+
+/// What `mdn eval` reports: the mean NLL per row (original units), per-target scores, and
+/// every row's log-likelihood.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Evaluation {
+    pub rows: usize,
+    pub mean_nll: f64,
+    pub scores: Vec<DimScores>,
+    #[serde(skip)]
+    pub loglik: Vec<f64>,
+}
+
+/// Evaluates `model` on `data` (which must hold the targets).
+pub fn evaluate(
+    model: &Model,
+    backend: &mut dyn crate::backend::Backend,
+    data: &Dataset,
+) -> Result<Evaluation> {
+    let loglik = model.loglik(backend, data)?;
+    let mean_nll = -loglik.iter().sum::<f64>() / loglik.len() as f64;
+    let pred = model.predict(backend, data)?;
+    let scores = crate::stats::score(
+        &model.targets,
+        &pred.pi,
+        &pred.mu,
+        &pred.sigma,
+        &data.y,
+        pred.k,
+    );
+    Ok(Evaluation {
+        rows: data.rows,
+        mean_nll,
+        scores,
+        loglik,
+    })
+}
+
+impl Evaluation {
+    /// The summary as text: the mean NLL line, then one line of scores per target.
+    pub fn summary_text(&self, targets: &[String]) -> String {
+        let mut text = format!(
+            "mean NLL {:.6} over {} rows (per row, original units of {})\n",
+            self.mean_nll,
+            self.rows,
+            targets.join(", ")
+        );
+        for s in &self.scores {
+            text.push_str(&format!(
+                "{}: CRPS {:.6}  RMSE of mean {:.6}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
+                s.target, s.crps, s.rmse, s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
+            ));
+        }
+        text
+    }
+
+    /// Every row's log-likelihood as CSV (`row,loglik`).
+    pub fn per_row_csv(&self) -> String {
+        let mut text = String::from("row,loglik\n");
+        for (i, v) in self.loglik.iter().enumerate() {
+            text.push_str(&format!("{i},{v}\n"));
+        }
+        text
+    }
+}
