@@ -165,7 +165,16 @@ fn list_or_string<'de, D: serde::Deserializer<'de>>(
 impl TrainJob {
     /// A job from its JSON description; errors name the field.
     pub fn from_json(text: &str) -> Result<TrainJob> {
-        serde_json::from_str(text).map_err(|e| Error::config(format!("job: {e}")))
+        let de = &mut serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path.is_empty() || path == "." {
+                Error::config(format!("job: {inner}"))
+            } else {
+                Error::config(format!("job: {path}: {inner}"))
+            }
+        })
     }
 
     pub fn to_json(&self) -> String {

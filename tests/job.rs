@@ -1,0 +1,231 @@
+//! The library-level training job: its JSON description round-trips, every option is checked
+//! before any work, and a job run through the library gives the same model bits as
+//! `mdn train` with the same options.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use mdn::backend::DeviceChoice;
+use mdn::job::{JobEvent, TrainJob};
+use mdn::layout::{Activation, Covariance};
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+#[test]
+fn a_job_round_trips_through_json() {
+    let job = TrainJob {
+        data: Some("data.csv".into()),
+        target: vec!["y0".into(), "3".into()],
+        features: vec!["a".into()],
+        val: Some("val.csv".into()),
+        val_fraction: 0.2,
+        hidden: vec![32, 16],
+        components: 7,
+        covariance: Covariance::Full,
+        activation: Activation::Tanh,
+        l2: 1e-4,
+        lr: 3e-3,
+        batch_size: 64,
+        clip_norm: 5.0,
+        patience: 4,
+        max_epochs: 77,
+        epochs: Some(12),
+        seed: 42,
+        sigma_floor: 1e-3,
+        device: DeviceChoice::Software,
+        threads: Some(3),
+        memory_mb: 64,
+        stream: true,
+        chunk_rows: Some(1000),
+        checkpoint_every: Some(2),
+        checkpoint: Some("c.json".into()),
+        resume: None,
+        out: "m.json".into(),
+    };
+    let text = job.to_json();
+    assert_eq!(TrainJob::from_json(&text).unwrap(), job, "{text}");
+    // Every field is there, by the option's long name.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for name in [
+        "data", "target", "features", "val", "val_fraction", "hidden", "components",
+        "covariance", "activation", "l2", "lr", "batch_size", "clip_norm", "patience",
+        "max_epochs", "epochs", "seed", "sigma_floor", "device", "threads", "memory_mb",
+        "stream", "chunk_rows", "checkpoint_every", "checkpoint", "resume", "out",
+    ] {
+        assert!(v.get(name).is_some(), "{name} missing from {text}");
+    }
+    assert_eq!(v["covariance"], "full");
+    assert_eq!(v["device"], "software");
+    // Defaults for what is left out; the CLI's spellings of lists are accepted.
+    assert_eq!(TrainJob::from_json("{}").unwrap(), TrainJob::default());
+    let j = TrainJob::from_json(r#"{"hidden": "64,32", "target": "y0,y1", "covariance": "full"}"#)
+        .unwrap();
+    assert_eq!(j.hidden, vec![64, 32]);
+    assert_eq!(j.target, vec!["y0", "y1"]);
+    assert_eq!(j.covariance, Covariance::Full);
+    assert_eq!(TrainJob::from_json(r#"{"hidden": "none"}"#).unwrap().hidden, Vec::<usize>::new());
+}
+
+#[test]
+fn bad_job_json_names_the_field() {
+    for (text, needle) in [
+        (r#"{"componets": 3}"#, "componets"),
+        (r#"{"covariance": "fulll"}"#, "fulll"),
+        (r#"{"hidden": "64,x"}"#, "'x' is not a layer width"),
+        (r#"{"hidden": [64, 0]}"#, "at least 1"),
+        (r#"{"lr": "fast"}"#, "lr"),
+        (r#"{"device": "tpu"}"#, "tpu"),
+    ] {
+        let e = TrainJob::from_json(text).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains(needle), "{text}: {e}");
+    }
+}
+
+#[test]
+fn every_option_is_checked_before_any_work() {
+    // The data file does not exist: each bad option must be reported before it is looked at.
+    let bad = |f: &dyn Fn(&mut TrainJob), needle: &str| {
+        let mut job = TrainJob {
+            data: Some("/nonexistent/data.csv".into()),
+            ..TrainJob::default()
+        };
+        f(&mut job);
+        let e = job.resolve().unwrap_err();
+        assert!(e.to_string().contains(needle), "{needle}: {e}");
+        assert_eq!(e.exit_code(), 2);
+    };
+    bad(&|j| j.components = 0, "--components must be at least 1");
+    bad(&|j| j.lr = 0.0, "--lr must be a positive number");
+    bad(&|j| j.lr = -0.001, "--lr must be a positive number, got -0.001");
+    bad(&|j| j.batch_size = 0, "--batch-size must be at least 1");
+    bad(&|j| j.val_fraction = 0.0, "early stopping needs validation data");
+    bad(&|j| j.val_fraction = 1.5, "--val-fraction must be in [0, 1)");
+    bad(&|j| j.l2 = -1.0, "--l2");
+    bad(&|j| j.patience = 0, "--patience");
+    bad(&|j| j.epochs = Some(0), "--epochs must be at least 1");
+    bad(&|j| j.memory_mb = 0, "--memory-mb");
+    bad(&|j| j.chunk_rows = Some(0), "--chunk-rows");
+    bad(&|j| j.checkpoint_every = Some(0), "--checkpoint-every");
+    bad(&|j| j.sigma_floor = f32::NAN, "--sigma-floor");
+    bad(&|j| j.out = "/proc/m.json".into(), "--out /proc/m.json");
+    // With good options, the data file is what is refused.
+    let e = TrainJob {
+        data: Some("/nonexistent/data.csv".into()),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/data.csv"), "{e}");
+}
+
+#[test]
+fn columns_are_decided_from_the_header_at_resolve() {
+    let job = TrainJob {
+        data: Some(asset("bishop.csv")),
+        target: vec!["0".into()],
+        ..TrainJob::default()
+    };
+    let r = job.resolve().unwrap();
+    assert_eq!(r.targets, vec!["x"]);
+    assert_eq!(r.features, vec!["t"]);
+    let e = TrainJob {
+        data: Some(asset("bishop.csv")),
+        target: vec!["nope".into()],
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(e.to_string().contains("target column 'nope'"), "{e}");
+}
+
+#[test]
+fn mdn_train_and_a_library_job_give_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = asset("bishop.csv");
+    let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train", "--data", data.to_str().unwrap(), "--device", "cpu", "--threads", "1",
+            "--max-epochs", "4", "--components", "3", "--hidden", "16,8", "--seed", "5",
+            "--l2", "1e-4", "--batch-size", "128", "--quiet", "--out", "cli.json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let job = TrainJob::from_json(&format!(
+        r#"{{"data": {:?}, "device": "cpu", "threads": 1, "max_epochs": 4, "components": 3,
+            "hidden": [16, 8], "seed": 5, "l2": 1e-4, "batch_size": 128,
+            "out": {:?}}}"#,
+        data,
+        dir.path().join("lib.json")
+    ))
+    .unwrap();
+    let mut epochs = 0;
+    let outcome = job
+        .resolve()
+        .unwrap()
+        .run(
+            &mut |e: &JobEvent| {
+                if let JobEvent::Train(mdn::train::TrainEvent::Epoch(_)) = e {
+                    epochs += 1;
+                }
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(epochs, 4);
+    assert!(!outcome.interrupted);
+    let cli = mdn::model::Model::load(&dir.path().join("cli.json")).unwrap();
+    let lib = mdn::model::Model::load(&outcome.path).unwrap();
+    assert_eq!(cli.params.len(), lib.params.len());
+    let differ = cli
+        .params
+        .iter()
+        .zip(&lib.params)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} parameters differ");
+    assert_eq!(cli.x_scaler, lib.x_scaler);
+    assert_eq!(cli.y_scaler, lib.y_scaler);
+}
+
+#[test]
+fn a_cancelled_job_keeps_the_best_model_so_far() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let job = TrainJob {
+        data: Some(asset("bishop.csv")),
+        device: DeviceChoice::Cpu,
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    };
+    let mut seen = 0;
+    let outcome = job
+        .resolve()
+        .unwrap()
+        .run(
+            &mut |e: &JobEvent| {
+                if let JobEvent::Train(mdn::train::TrainEvent::Epoch(r)) = e {
+                    seen = r.epoch;
+                    assert!(r.eta_seconds >= 0.0 && r.seconds > 0.0);
+                    if r.epoch == 3 {
+                        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            },
+            &cancel,
+        )
+        .unwrap();
+    assert_eq!(seen, 3);
+    assert!(outcome.interrupted);
+    let t = outcome.model.training.as_ref().unwrap();
+    assert_eq!(t.stop_reason, "interrupted");
+    assert_eq!(t.epochs, 3);
+    assert!(dir.path().join("m.json").exists());
+}
