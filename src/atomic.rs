@@ -94,13 +94,11 @@ pub fn check_writable(path: &Path, what: &str) -> Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "the directory to write into does not exist",
-            ),
-        ));
+        return Err(Error::config(format!(
+            "{what} {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        )));
     }
     if path.is_dir() {
         return Err(Error::config(format!(

@@ -2190,3 +2190,190 @@ fn auto_never_picks_a_software_adapter() {
         }
     }
 }
+
+/// Regression (temp_columns_json_left_behind): a streamed CSV left
+/// `mdn-XXXX.npy.columns.json` in the temporary directory. Nothing temporary survives a run,
+/// whether it succeeds or fails on bad data halfway through the conversion.
+#[test]
+fn temp_columns_json_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "3000", "--out", "g.csv",
+        ],
+    );
+    let mut bad = std::fs::read_to_string(dir.path().join("g.csv")).unwrap();
+    bad.push_str("0.5,oops\n");
+    std::fs::write(dir.path().join("bad.csv"), bad).unwrap();
+    let run = |data: &str| {
+        Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args([
+                "train", "--data", data, "--stream", "--epochs", "1", "--device", "cpu", "--quiet",
+            ])
+            .current_dir(dir.path())
+            .env("TMPDIR", tmp.path())
+            .env_remove("MDN_DEVICE")
+            .output()
+            .unwrap()
+    };
+    let out = run("g.csv");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files_in(tmp.path()), Vec::<String>::new());
+    let out = run("bad.csv");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'oops' is not a number"));
+    assert_eq!(files_in(tmp.path()), Vec::<String>::new());
+}
+
+/// Options are refused with their own message before any work: a negative number is read
+/// as a value (not as an unknown option), `--out` in a place that cannot be written is
+/// refused before training, and settings that cannot be meaningful are refused.
+#[test]
+fn bad_options_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let refused = |args: &[&str], needle: &str| {
+        let out = mdn(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("training on"), "{args:?} started work: {err}");
+    };
+    refused(
+        &["train", "--lr", "-0.001"],
+        "--lr must be a positive number, got -0.001",
+    );
+    refused(
+        &["train", "--l2", "-1"],
+        "--l2 must be a number >= 0, got -1",
+    );
+    refused(
+        &["train", "--components", "0", "--data", "missing.csv"],
+        "--components must be at least 1",
+    );
+    refused(
+        &["train", "--batch-size", "0"],
+        "--batch-size must be at least 1",
+    );
+    refused(
+        &["train", "--val-fraction", "0"],
+        "early stopping needs validation data",
+    );
+    refused(
+        &["train", "--out", "/proc/model.json"],
+        "--out /proc/model.json",
+    );
+    refused(&["train", "--out", "no/such/dir/m.json"], "does not exist");
+    refused(
+        &["train", "--components", "100000", "--device", "cpu"],
+        "--components 100000 is more than the",
+    );
+    assert!(!dir.path().join("model.json").exists());
+    // A likely mistake is trained but warned about.
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--components",
+            "200",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "64",
+        ],
+    );
+    assert!(err.contains("warning: --components 200"), "{err}");
+}
+
+#[test]
+fn predict_keeps_columns_and_info_summarises_a_model() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    std::fs::write(
+        dir.path().join("new.csv"),
+        "id,x,when\nA-1,0.2,\"2024-01-01, noon\"\nB-2,0.7,2024-01-02\n",
+    )
+    .unwrap();
+    let (csv, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--data",
+            "new.csv",
+            "--model",
+            "m.json",
+            "--keep",
+            "id,when",
+            "--quantiles",
+            "0.9,0.1",
+        ],
+    );
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let header: Vec<String> = rdr.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(&header[..3], &["row", "id", "when"]);
+    assert_eq!(&header[header.len() - 2..], &["q0.1_t", "q0.9_t"]);
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.unwrap()).collect();
+    assert_eq!(&rows[0][1], "A-1");
+    assert_eq!(&rows[0][2], "2024-01-01, noon");
+    assert_eq!(&rows[1][1], "B-2");
+    let (j, _) = ok(
+        dir.path(),
+        &[
+            "predict", "--data", "new.csv", "--model", "m.json", "--keep", "id", "--json",
+        ],
+    );
+    assert_eq!(json(&j)["rows"][1]["kept"]["id"], "B-2");
+    let out = mdn(
+        dir.path(),
+        &[
+            "predict", "--data", "new.csv", "--model", "m.json", "--keep", "nope",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'nope'"));
+
+    let (text, _) = ok(dir.path(), &["info", "m.json"]);
+    assert!(
+        text.contains("[x] -> [t]") && text.contains("K=5") && text.contains("epochs"),
+        "{text}"
+    );
+    let (j, _) = ok(dir.path(), &["info", "m.json", "--json"]);
+    let v = json(&j);
+    assert_eq!(v["architecture"]["components"], 5);
+    assert_eq!(v["training"]["epochs"], 3);
+    assert_eq!(v["features"], serde_json::json!(["x"]));
+    assert!(
+        v["training"]["components"]["weights"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 5
+    );
+    let out = mdn(dir.path(), &["info", "missing.json"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `RUST_LOG=info` shows what a training job decided.
+#[test]
+fn rust_log_info_shows_the_jobs_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(["train", "--epochs", "1", "--device", "cpu", "--quiet"])
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("job: device cpu") && err.contains("in memory") && err.contains("batch 256"),
+        "{err}"
+    );
+}

@@ -52,10 +52,33 @@ fn a_job_round_trips_through_json() {
     // Every field is there, by the option's long name.
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     for name in [
-        "data", "target", "features", "val", "val_fraction", "hidden", "components",
-        "covariance", "activation", "l2", "lr", "batch_size", "clip_norm", "patience",
-        "max_epochs", "epochs", "seed", "sigma_floor", "device", "threads", "memory_mb",
-        "stream", "chunk_rows", "checkpoint_every", "checkpoint", "resume", "out",
+        "data",
+        "target",
+        "features",
+        "val",
+        "val_fraction",
+        "hidden",
+        "components",
+        "covariance",
+        "activation",
+        "l2",
+        "lr",
+        "batch_size",
+        "clip_norm",
+        "patience",
+        "max_epochs",
+        "epochs",
+        "seed",
+        "sigma_floor",
+        "device",
+        "threads",
+        "memory_mb",
+        "stream",
+        "chunk_rows",
+        "checkpoint_every",
+        "checkpoint",
+        "resume",
+        "out",
     ] {
         assert!(v.get(name).is_some(), "{name} missing from {text}");
     }
@@ -68,7 +91,10 @@ fn a_job_round_trips_through_json() {
     assert_eq!(j.hidden, vec![64, 32]);
     assert_eq!(j.target, vec!["y0", "y1"]);
     assert_eq!(j.covariance, Covariance::Full);
-    assert_eq!(TrainJob::from_json(r#"{"hidden": "none"}"#).unwrap().hidden, Vec::<usize>::new());
+    assert_eq!(
+        TrainJob::from_json(r#"{"hidden": "none"}"#).unwrap().hidden,
+        Vec::<usize>::new()
+    );
 }
 
 #[test]
@@ -102,10 +128,19 @@ fn every_option_is_checked_before_any_work() {
     };
     bad(&|j| j.components = 0, "--components must be at least 1");
     bad(&|j| j.lr = 0.0, "--lr must be a positive number");
-    bad(&|j| j.lr = -0.001, "--lr must be a positive number, got -0.001");
+    bad(
+        &|j| j.lr = -0.001,
+        "--lr must be a positive number, got -0.001",
+    );
     bad(&|j| j.batch_size = 0, "--batch-size must be at least 1");
-    bad(&|j| j.val_fraction = 0.0, "early stopping needs validation data");
-    bad(&|j| j.val_fraction = 1.5, "--val-fraction must be in [0, 1)");
+    bad(
+        &|j| j.val_fraction = 0.0,
+        "early stopping needs validation data",
+    );
+    bad(
+        &|j| j.val_fraction = 1.5,
+        "--val-fraction must be in [0, 1)",
+    );
     bad(&|j| j.l2 = -1.0, "--l2");
     bad(&|j| j.patience = 0, "--patience");
     bad(&|j| j.epochs = Some(0), "--epochs must be at least 1");
@@ -150,14 +185,37 @@ fn mdn_train_and_a_library_job_give_the_same_bits() {
     let data = asset("bishop.csv");
     let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args([
-            "train", "--data", data.to_str().unwrap(), "--device", "cpu", "--threads", "1",
-            "--max-epochs", "4", "--components", "3", "--hidden", "16,8", "--seed", "5",
-            "--l2", "1e-4", "--batch-size", "128", "--quiet", "--out", "cli.json",
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--max-epochs",
+            "4",
+            "--components",
+            "3",
+            "--hidden",
+            "16,8",
+            "--seed",
+            "5",
+            "--l2",
+            "1e-4",
+            "--batch-size",
+            "128",
+            "--quiet",
+            "--out",
+            "cli.json",
         ])
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let job = TrainJob::from_json(&format!(
         r#"{{"data": {:?}, "device": "cpu", "threads": 1, "max_epochs": 4, "components": 3,
             "hidden": [16, 8], "seed": 5, "l2": 1e-4, "batch_size": 128,

@@ -36,7 +36,6 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)] // parsed once
-#[command(allow_negative_numbers = true)]
 pub enum Command {
     /// Train a model on a CSV file (without --data: the shipped example, Bishop's inverse problem)
     Train(TrainArgs),

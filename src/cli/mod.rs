@@ -14,7 +14,7 @@ mod train;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use args::{Cli, Command};
 use mdn::{Error, Result};
@@ -30,7 +30,13 @@ pub enum Exit {
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Negative numbers are values (`--lr -0.001` is then refused with --lr's own message),
+    // never taken for options.
+    let command = Cli::command().mut_subcommands(|s| s.allow_negative_numbers(true));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     progress::init_logging();
     let result: Result<Exit> = match cli.command {
         Command::Train(a) => train::train(a),
