@@ -287,3 +287,33 @@ fn a_cancelled_job_keeps_the_best_model_so_far() {
     assert_eq!(t.epochs, 3);
     assert!(dir.path().join("m.json").exists());
 }
+
+/// Regression (model_lost_when_out_unwritable): when the model cannot be written at the end
+/// of a run (here the output directory disappears while it trains), it is saved in the
+/// temporary directory and the error says where, instead of being lost.
+#[test]
+fn model_lost_when_out_unwritable() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("out");
+    std::fs::create_dir(&sub).unwrap();
+    let resolved = TrainJob {
+        data: Some(asset("bishop.csv")),
+        device: DeviceChoice::Cpu,
+        epochs: Some(1),
+        out: sub.join("m.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap();
+    std::fs::remove_dir(&sub).unwrap();
+    let e = resolved
+        .run(&mut |_: &JobEvent| {}, &AtomicBool::new(false))
+        .unwrap_err();
+    let mdn::Error::NotSaved { saved_to, .. } = &e else {
+        panic!("expected NotSaved, got {e}");
+    };
+    assert!(e.to_string().contains("saved to"), "{e}");
+    let model = mdn::model::Model::load(saved_to).unwrap();
+    assert_eq!(model.training.unwrap().epochs, 1);
+    std::fs::remove_file(saved_to).unwrap();
+}
