@@ -358,22 +358,9 @@ impl<R: std::io::Read> CsvRows<R> {
     /// Parses columns `groups[g]` of the next record, appending them to `outs[g]`; false at
     /// the end of the file. Ragged rows and bad cells are refused with their place.
     pub fn next_row(&mut self, groups: &[&[usize]], outs: &mut [&mut Vec<f32>]) -> Result<bool> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => return Ok(false),
-            Ok(true) => {}
-            Err(e) => return Err(csv_error(e, &self.path)),
-        }
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
-        if self.record.len() != self.header.len() {
-            return Err(Error::data(
-                Location::line(&self.path, line),
-                format!(
-                    "row has {} fields but the header has {}",
-                    self.record.len(),
-                    self.header.len()
-                ),
-            ));
-        }
+        let Some(line) = self.next_record()? else {
+            return Ok(false);
+        };
         for (cols, out) in groups.iter().zip(outs.iter_mut()) {
             for &c in cols.iter() {
                 out.push(parse_cell(
@@ -390,10 +377,10 @@ impl<R: std::io::Read> CsvRows<R> {
 }
 
 impl<R: std::io::Read> CsvRows<R> {
-    /// The cells of columns `cols` of the next record as text; false at the end of the file.
-    pub fn next_text(&mut self, cols: &[usize], out: &mut Vec<String>) -> Result<bool> {
+    /// Reads the next record, refusing a ragged one; its line, or `None` at the end.
+    fn next_record(&mut self) -> Result<Option<u64>> {
         match self.reader.read_record(&mut self.record) {
-            Ok(false) => return Ok(false),
+            Ok(false) => return Ok(None),
             Ok(true) => {}
             Err(e) => return Err(csv_error(e, &self.path)),
         }
@@ -407,6 +394,14 @@ impl<R: std::io::Read> CsvRows<R> {
                     self.header.len()
                 ),
             ));
+        }
+        Ok(Some(line))
+    }
+
+    /// The cells of columns `cols` of the next record as text; false at the end of the file.
+    pub fn next_text(&mut self, cols: &[usize], out: &mut Vec<String>) -> Result<bool> {
+        if self.next_record()?.is_none() {
+            return Ok(false);
         }
         out.extend(cols.iter().map(|&c| self.record[c].to_string()));
         Ok(true)
