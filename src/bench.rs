@@ -132,7 +132,8 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
     let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
     let params = crate::train::init_params(&arch, &ys, 0);
-    backend.start(
+    let name = backend.name();
+    let mut run = backend.start(
         &arch,
         &params,
         DataRef {
@@ -153,7 +154,7 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     for _ in 0..spec.epochs.max(1) {
         order.shuffle(&mut rng);
         let started = Instant::now();
-        let stats = backend.train_epoch(&order, &cfg)?;
+        let stats = run.train_epoch(&order, &cfg)?;
         times.push(started.elapsed().as_secs_f64());
         last = stats.train_nll;
     }
@@ -166,10 +167,10 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     sorted.sort_by(f64::total_cmp);
     let epoch_seconds = sorted[sorted.len() / 2];
     let flops_per_row = train_flops_per_row(&arch);
-    let breakdown = backend.profile_step(10)?;
+    let breakdown = run.profile_step(10)?;
     Ok(BenchResult {
         config: spec.name.to_string(),
-        backend: backend.name(),
+        backend: name,
         rows: data.rows,
         batch: spec.batch,
         epoch_seconds,

@@ -221,7 +221,7 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             ..StepConfig::default()
         };
         let run = |be: &mut dyn Backend| -> Result<Vec<f64>> {
-            be.start(
+            let mut run = be.start(
                 &c.arch,
                 &c.params,
                 DataRef {
@@ -238,7 +238,7 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             let mut traj = Vec::new();
             for epoch in 0..3u32 {
                 let order: Vec<u32> = (0..n as u32).map(|i| (i * 7 + epoch) % n as u32).collect();
-                let s = be.train_epoch(&order, &cfg)?;
+                let s = run.train_epoch(&order, &cfg)?;
                 traj.push(s.train_nll);
                 traj.push(s.val_nll.unwrap_or(f64::NAN));
             }

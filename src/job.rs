@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::atomic::{TempNpy, check_writable};
-use crate::backend::{self, Backend, DeviceChoice, StepConfig};
+use crate::backend::{self, Backend, DeviceChoice, StepConfig, TrainState};
 use crate::checkpoint::{Checkpoint, DataSpec};
 use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_csv_from, read_data};
 use crate::error::{Error, Result};
@@ -514,13 +514,13 @@ impl ResolvedJob {
         };
         let every = job.checkpoint_every.unwrap_or(0);
         let mut write =
-            |b: &mut dyn Backend, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
+            |state: TrainState, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
                 Checkpoint::new(
                     spec.clone(),
                     self.options.clone(),
                     every,
                     (xs.clone(), ys.clone()),
-                    b.save_state()?,
+                    state,
                     st.clone(),
                 )
                 .save(&self.checkpoint_path)

@@ -19,7 +19,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::{Backend, DataRef, EpochStats, StepConfig, TrainState};
+use crate::backend::{Backend, DataRef, EpochStats, StepConfig, TrainRun, TrainState};
 use crate::data::{Dataset, RowSource};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, DEFAULT_SIGMA_FLOOR};
@@ -265,7 +265,8 @@ pub fn train_with(
         )
     });
     let params = init_params(&setup.arch, &ty, opts.seed);
-    backend.start(
+    let name = backend.name();
+    let mut run = backend.start(
         &setup.arch,
         &params,
         DataRef {
@@ -278,13 +279,14 @@ pub fn train_with(
             .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
     )?;
     let resume = match resume {
-        Some(r) => Some(r.apply(backend, &setup, train.path.as_path())?),
+        Some(r) => Some(r.apply(run.as_mut(), &setup, train.path.as_path())?),
         None => None,
     };
     let mut order: Vec<u32> = (0..train.rows as u32).collect();
     let counts = (train.rows, val.map_or(0, |v| v.rows));
     let model = fit(
-        backend,
+        run.as_mut(),
+        name,
         setup,
         counts,
         opts,
@@ -301,6 +303,7 @@ pub fn train_with(
             b.train_epoch(&order, step).map(Some)
         },
     )?;
+    drop(run);
     with_component_usage(model, backend, val.unwrap_or(train))
 }
 
@@ -491,7 +494,8 @@ pub fn train_stream_with(
     });
     let params = init_params(&setup.arch, &setup.y_scaler.apply(&sample), opts.seed);
     let window_rows = chunk_rows * stream.window_chunks.max(1);
-    backend.start_stream(
+    let name = backend.name();
+    let mut run = backend.start_stream(
         &setup.arch,
         &params,
         val_std
@@ -502,7 +506,7 @@ pub fn train_stream_with(
             .unwrap_or(window_rows + opts.step.batch_size),
     )?;
     let resume = match resume {
-        Some(r) => Some(r.apply(backend, &setup, &path)?),
+        Some(r) => Some(r.apply(run.as_mut(), &setup, &path)?),
         None => None,
     };
 
@@ -510,7 +514,8 @@ pub fn train_stream_with(
     let b = opts.step.batch_size;
     let counts = (train_rows, val.map_or(0, |v| v.rows));
     let model = fit(
-        backend,
+        run.as_mut(),
+        name,
         setup,
         counts,
         opts,
@@ -575,6 +580,7 @@ pub fn train_stream_with(
             be.end_epoch().map(Some)
         },
     )?;
+    drop(run);
     match val {
         Some(v) => with_component_usage(model, backend, v),
         None => {
@@ -645,7 +651,7 @@ impl Setup {
 
 /// One epoch of a run: `Some` statistics, or `None` when the observer stopped it midway.
 type EpochFn<'a> = dyn FnMut(
-        &mut dyn Backend,
+        &mut dyn TrainRun,
         usize,
         &StepConfig,
         &mut ChaCha8Rng,
@@ -664,10 +670,10 @@ pub struct Resume {
 }
 
 impl Resume {
-    /// Loads the backend state, after checking that `setup`'s data are the checkpoint's.
+    /// Loads the run's state, after checking that `setup`'s data are the checkpoint's.
     fn apply(
         self,
-        backend: &mut dyn Backend,
+        run: &mut dyn TrainRun,
         setup: &Setup,
         path: &std::path::Path,
     ) -> Result<LoopState> {
@@ -677,20 +683,19 @@ impl Resume {
                 path.display()
             )));
         }
-        backend.load_state(&self.state)?;
+        run.load_state(&self.state)?;
         Ok(self.trainer)
     }
 }
 
-/// Writes a checkpoint from the backend, the trainer's state and the standardisation.
-pub type CheckpointFn<'a> =
-    dyn FnMut(&mut dyn Backend, &LoopState, &Scaler, &Scaler) -> Result<()> + 'a;
+/// Writes a checkpoint from the run's state, the trainer's state and the standardisation.
+pub type CheckpointFn<'a> = dyn FnMut(TrainState, &LoopState, &Scaler, &Scaler) -> Result<()> + 'a;
 
-/// Called after every `every`-th completed epoch with the backend and the trainer's state,
-/// to write a checkpoint.
+/// Called after every `every`-th completed epoch with the run's and the trainer's state, to
+/// write a checkpoint.
 pub struct Checkpointer<'a> {
     pub every: usize,
-    /// Receives the backend, the trainer's state and the x and y standardisation.
+    /// Receives the run's state, the trainer's state and the x and y standardisation.
     pub write: &'a mut CheckpointFn<'a>,
 }
 
@@ -728,7 +733,8 @@ impl LoopState {
 /// the observer, and builds the model.
 #[allow(clippy::too_many_arguments)]
 fn fit(
-    backend: &mut dyn Backend,
+    run: &mut dyn TrainRun,
+    backend_name: String,
     setup: Setup,
     (train_rows, val_rows): (usize, usize),
     opts: &TrainOptions,
@@ -778,10 +784,10 @@ fn fit(
         let started = Instant::now();
         // A numerical fault rolls back to the state before the epoch and retries it at half
         // the learning rate, a few times; the halved rate stays for the rest of the run.
-        backend.snapshot()?;
+        run.snapshot()?;
         let mut faults = 0;
         let stats = loop {
-            let Some(stats) = run_epoch(backend, epoch, &step, &mut rng, observer)? else {
+            let Some(stats) = run_epoch(run, epoch, &step, &mut rng, observer)? else {
                 break None;
             };
             if stats.finite {
@@ -799,7 +805,7 @@ fn fit(
                     step.lr, opts.step.lr
                 )));
             }
-            backend.restore()?;
+            run.restore()?;
             step.lr /= 2.0;
             state.recoveries.push(Recovery {
                 epoch,
@@ -833,13 +839,13 @@ fn fit(
         }
         // Early stopping keeps the best epoch; fixed epochs keep the last completed one.
         if improved || patience.is_none() {
-            backend.keep_best()?;
+            run.keep_best()?;
         }
         state.lr = step.lr;
         state.shuffle_position = rng.get_word_pos().to_string();
         if let Some(c) = checkpointer.as_mut() {
             if epoch % c.every.max(1) == 0 {
-                (c.write)(backend, &state, &setup.x_scaler, &setup.y_scaler)?;
+                (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
             }
         }
         let best = state.best;
@@ -881,7 +887,7 @@ fn fit(
         Stopping::Early { .. } => best.map(|b| b.0).unwrap_or(completed),
         Stopping::Fixed { .. } => completed,
     };
-    let params = backend.best_params()?;
+    let params = run.best_params()?;
     let mut model = Model::new(
         setup.arch,
         setup.features,
@@ -892,7 +898,7 @@ fn fit(
     );
     model.training = Some(TrainingInfo {
         mdn_version: env!("CARGO_PKG_VERSION").to_string(),
-        backend: backend.name(),
+        backend: backend_name,
         seed: opts.seed,
         lr: opts.step.lr,
         beta1: opts.step.beta1,

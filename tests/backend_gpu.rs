@@ -115,17 +115,18 @@ fn training_with_many_batches_and_partial_last_batch() {
     };
     let order: Vec<u32> = (0..1025u32).rev().collect();
     let run = |be: &mut dyn Backend| {
-        be.start(
-            &c.arch,
-            &c.params,
-            mdn::backend::DataRef {
-                x: &c.x,
-                y: &c.y,
-                rows: 1025,
-            },
-            None,
-        )
-        .unwrap();
+        let mut be = be
+            .start(
+                &c.arch,
+                &c.params,
+                mdn::backend::DataRef {
+                    x: &c.x,
+                    y: &c.y,
+                    rows: 1025,
+                },
+                None,
+            )
+            .unwrap();
         let s = be.train_epoch(&order, &cfg).unwrap();
         (s, be.current_params().unwrap())
     };
@@ -140,36 +141,39 @@ fn training_with_many_batches_and_partial_last_batch() {
 #[test]
 fn one_readback_per_epoch() {
     let Some(_) = gpu_backend() else { return };
-    let mut gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let mut backend = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let readbacks = backend.gpu().readback_counter();
+    let count = || readbacks.load(std::sync::atomic::Ordering::Relaxed);
     let c = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 2000, 9);
     let val = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 300, 10);
-    gpu.start(
-        &c.arch,
-        &c.params,
-        mdn::backend::DataRef {
-            x: &c.x,
-            y: &c.y,
-            rows: 2000,
-        },
-        Some(mdn::backend::DataRef {
-            x: &val.x,
-            y: &val.y,
-            rows: 300,
-        }),
-    )
-    .unwrap();
+    let mut gpu = backend
+        .start(
+            &c.arch,
+            &c.params,
+            mdn::backend::DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: 2000,
+            },
+            Some(mdn::backend::DataRef {
+                x: &val.x,
+                y: &val.y,
+                rows: 300,
+            }),
+        )
+        .unwrap();
     let cfg = StepConfig {
         batch_size: 64,
         ..StepConfig::default()
     };
-    let before = gpu.gpu().readbacks();
+    let before = count();
     let order: Vec<u32> = (0..2000).collect();
     for epoch in 1..=4u64 {
         let s = gpu.train_epoch(&order, &cfg).unwrap();
         assert!(s.finite && s.val_nll.is_some());
         gpu.keep_best().unwrap();
         assert_eq!(
-            gpu.gpu().readbacks() - before,
+            count() - before,
             epoch,
             "readbacks after {epoch} epochs of 32 batches"
         );
@@ -201,26 +205,29 @@ fn evaluation_in_several_chunks_matches_the_cpu() {
 #[test]
 fn a_lost_device_is_an_error_that_says_so() {
     let Some(_) = gpu_backend() else { return };
-    let mut gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let mut backend = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let device = backend.gpu().device.clone();
     let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 200, 5);
-    gpu.start(
-        &c.arch,
-        &c.params,
-        mdn::backend::DataRef {
-            x: &c.x,
-            y: &c.y,
-            rows: 200,
-        },
-        None,
-    )
-    .unwrap();
+    let mut gpu = backend
+        .start(
+            &c.arch,
+            &c.params,
+            mdn::backend::DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: 200,
+            },
+            None,
+        )
+        .unwrap();
     let order: Vec<u32> = (0..200).collect();
     let cfg = StepConfig {
         batch_size: 50,
         ..StepConfig::default()
     };
     gpu.train_epoch(&order, &cfg).unwrap();
-    gpu.lose_device();
+    // As GpuBackend::lose_device does: what a driver reset or an unplugged GPU looks like.
+    device.destroy();
     let err = gpu.train_epoch(&order, &cfg).unwrap_err().to_string();
     assert!(err.contains("lost"), "{err}");
     assert!(gpu.current_params().is_err());
@@ -248,7 +255,7 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         chunk_rows: None,
         memory_mb: 512,
     };
-    let mut write = |b: &mut dyn Backend,
+    let mut write = |state: mdn::backend::TrainState,
                      st: &mdn::train::LoopState,
                      xs: &mdn::scaler::Scaler,
                      ys: &mdn::scaler::Scaler| {
@@ -257,18 +264,18 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
             opts.clone(),
             1,
             (xs.clone(), ys.clone()),
-            b.save_state()?,
+            state,
             st.clone(),
         )
         .save(&path)
     };
     // The device is lost when the third epoch starts.
-    let mut be = common::Hooked::new(
-        mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap(),
-    );
-    be.before = Box::new(|gpu, attempt| {
+    let gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let device = gpu.gpu().device.clone();
+    let mut be = common::Hooked::new(gpu);
+    be.before = Box::new(move |attempt| {
         if attempt == 3 {
-            gpu.lose_device();
+            device.destroy();
         }
     });
     let checkpointer = Some(mdn::train::Checkpointer {

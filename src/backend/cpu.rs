@@ -15,7 +15,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::backend::{
-    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainState,
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainRun,
+    TrainState,
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, LayerShape};
@@ -29,7 +30,6 @@ pub struct CpuBackend {
     threads: usize,
     /// Workers for `threads > 1`.
     pool: Option<rayon::ThreadPool>,
-    run: Option<Run>,
 }
 
 impl Default for CpuBackend {
@@ -63,7 +63,6 @@ impl CpuBackend {
         CpuBackend {
             threads: if pool.is_some() { threads } else { 1 },
             pool,
-            run: None,
         }
     }
 
@@ -89,6 +88,132 @@ struct Run {
     epoch: Option<EpochAccum>,
     /// Parameters and Adam state saved by `snapshot`.
     saved: Option<(Vec<f32>, AdamState)>,
+}
+
+/// A training run on the CPU: its state and the backend's thread pool.
+struct CpuRun<'a> {
+    pool: Option<&'a rayon::ThreadPool>,
+    run: Run,
+}
+
+impl TrainRun for CpuRun<'_> {
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        let (pool, run) = (self.pool, &mut self.run);
+        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({} training rows)",
+                run.train_rows
+            )));
+        }
+        run.begin_epoch(cfg)?;
+        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
+        let (tx, ty) = (
+            std::mem::take(&mut run.train_x),
+            std::mem::take(&mut run.train_y),
+        );
+        for batch in order.chunks(cfg.batch_size) {
+            let gather = |ws: &mut Workspace, range: Range<usize>| {
+                for (slot, &row) in batch[range].iter().enumerate() {
+                    let row = row as usize;
+                    ws.x[slot * d_in..(slot + 1) * d_in]
+                        .copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
+                    ws.y[slot * d_out..(slot + 1) * d_out]
+                        .copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
+                }
+            };
+            run.step(pool, batch.len(), &gather);
+        }
+        (run.train_x, run.train_y) = (tx, ty);
+        Ok(run.end_epoch(pool))
+    }
+
+    fn begin_epoch(&mut self, _train_rows: usize, cfg: &StepConfig) -> Result<()> {
+        self.run.begin_epoch(cfg)
+    }
+
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
+        let (pool, run) = (self.pool, &mut self.run);
+        run.net.check_data(x, Some(y), rows)?;
+        let cfg = run
+            .epoch
+            .as_ref()
+            .ok_or_else(|| Error::Backend("train_chunk called before begin_epoch".into()))?
+            .cfg;
+        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
+        let mut start = 0;
+        while start < rows {
+            let b = (rows - start).min(cfg.batch_size);
+            let fill = |ws: &mut Workspace, r: Range<usize>| {
+                copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start)
+            };
+            run.step(pool, b, &fill);
+            start += b;
+        }
+        Ok(())
+    }
+
+    fn end_epoch(&mut self) -> Result<EpochStats> {
+        if self.run.epoch.is_none() {
+            return Err(Error::Backend("end_epoch called before begin_epoch".into()));
+        }
+        Ok(self.run.end_epoch(self.pool))
+    }
+
+    fn save_state(&mut self) -> Result<TrainState> {
+        let run = &self.run;
+        Ok(TrainState {
+            params: run.params.clone(),
+            best: run.best.clone(),
+            adam: run.adam.clone(),
+        })
+    }
+
+    fn load_state(&mut self, state: &TrainState) -> Result<()> {
+        let run = &mut self.run;
+        let n = run.params.len();
+        if state.params.len() != n || state.best.len() != n {
+            return Err(Error::config(
+                "checkpoint state does not match the model's parameter count",
+            ));
+        }
+        state.adam.check_lengths(&state.params, &state.best)?;
+        run.params.copy_from_slice(&state.params);
+        run.best.copy_from_slice(&state.best);
+        run.adam = state.adam.clone();
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let run = &mut self.run;
+        run.saved = Some((run.params.clone(), run.adam.clone()));
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let run = &mut self.run;
+        let (params, adam) = run
+            .saved
+            .clone()
+            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
+        run.params = params;
+        run.adam = adam;
+        run.epoch = None;
+        Ok(())
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        let run = &mut self.run;
+        run.best.copy_from_slice(&run.params);
+        Ok(())
+    }
+
+    fn best_params(&mut self) -> Result<Vec<f32>> {
+        Ok(self.run.best.clone())
+    }
+
+    fn current_params(&mut self) -> Result<Vec<f32>> {
+        Ok(self.run.params.clone())
+    }
 }
 
 /// What an epoch in progress has accumulated.
@@ -714,22 +839,18 @@ fn eval_loglik(
     sum
 }
 
-fn no_run(what: &str) -> Error {
-    Error::Backend(format!("{what} called before start"))
-}
-
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         "cpu".to_string()
     }
 
-    fn start(
-        &mut self,
+    fn start<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
-    ) -> Result<()> {
+    ) -> Result<Box<dyn TrainRun + 'a>> {
         let net = Net::new(arch)?;
         net.check_params(params)?;
         net.check_data(train.x, Some(train.y), train.rows)?;
@@ -737,62 +858,33 @@ impl Backend for CpuBackend {
             net.check_data(v.x, Some(v.y), v.rows)?;
         }
         let n = params.len();
-        self.run = Some(Run {
-            params: params.to_vec(),
-            best: params.to_vec(),
-            grad: vec![0.0; n],
-            adam: AdamState::new(n),
-            train_x: train.x.to_vec(),
-            train_y: train.y.to_vec(),
-            train_rows: train.rows,
-            val: val.map(|v| (v.x.to_vec(), v.y.to_vec(), v.rows)),
-            // Sized for the first batch; grown on demand.
-            parts: parts_for(&net, self.threads, 256),
-            epoch: None,
-            saved: None,
-            net,
-        });
-        Ok(())
+        Ok(Box::new(CpuRun {
+            pool: self.pool.as_ref(),
+            run: Run {
+                params: params.to_vec(),
+                best: params.to_vec(),
+                grad: vec![0.0; n],
+                adam: AdamState::new(n),
+                train_x: train.x.to_vec(),
+                train_y: train.y.to_vec(),
+                train_rows: train.rows,
+                val: val.map(|v| (v.x.to_vec(), v.y.to_vec(), v.rows)),
+                // Sized for the first batch; grown on demand.
+                parts: parts_for(&net, self.threads, 256),
+                epoch: None,
+                saved: None,
+                net,
+            },
+        }))
     }
 
-    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
-        let pool = self.pool.as_ref();
-        let run = self.run.as_mut().ok_or_else(|| no_run("train_epoch"))?;
-        if let Some(&bad) = order.iter().find(|&&i| i as usize >= run.train_rows) {
-            return Err(Error::Backend(format!(
-                "row index {bad} out of range ({} training rows)",
-                run.train_rows
-            )));
-        }
-        run.begin_epoch(cfg)?;
-        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
-        let (tx, ty) = (
-            std::mem::take(&mut run.train_x),
-            std::mem::take(&mut run.train_y),
-        );
-        for batch in order.chunks(cfg.batch_size) {
-            let gather = |ws: &mut Workspace, range: Range<usize>| {
-                for (slot, &row) in batch[range].iter().enumerate() {
-                    let row = row as usize;
-                    ws.x[slot * d_in..(slot + 1) * d_in]
-                        .copy_from_slice(&tx[row * d_in..(row + 1) * d_in]);
-                    ws.y[slot * d_out..(slot + 1) * d_out]
-                        .copy_from_slice(&ty[row * d_out..(row + 1) * d_out]);
-                }
-            };
-            run.step(pool, batch.len(), &gather);
-        }
-        (run.train_x, run.train_y) = (tx, ty);
-        Ok(run.end_epoch(pool))
-    }
-
-    fn start_stream(
-        &mut self,
+    fn start_stream<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         val: Option<DataRef<'_>>,
         _chunk_rows: usize,
-    ) -> Result<()> {
+    ) -> Result<Box<dyn TrainRun + 'a>> {
         self.start(
             arch,
             params,
@@ -803,110 +895,6 @@ impl Backend for CpuBackend {
             },
             val,
         )
-    }
-
-    fn begin_epoch(&mut self, _train_rows: usize, cfg: &StepConfig) -> Result<()> {
-        self.run
-            .as_mut()
-            .ok_or_else(|| no_run("begin_epoch"))?
-            .begin_epoch(cfg)
-    }
-
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
-        let pool = self.pool.as_ref();
-        let run = self.run.as_mut().ok_or_else(|| no_run("train_chunk"))?;
-        run.net.check_data(x, Some(y), rows)?;
-        let cfg = run
-            .epoch
-            .as_ref()
-            .ok_or_else(|| no_run("train_chunk before begin_epoch:"))?
-            .cfg;
-        let (d_in, d_out) = (run.net.arch.inputs, run.net.arch.targets);
-        let mut start = 0;
-        while start < rows {
-            let b = (rows - start).min(cfg.batch_size);
-            let fill = |ws: &mut Workspace, r: Range<usize>| {
-                copy_rows(ws, x, y, d_in, d_out, r.start + start..r.end + start)
-            };
-            run.step(pool, b, &fill);
-            start += b;
-        }
-        Ok(())
-    }
-
-    fn end_epoch(&mut self) -> Result<EpochStats> {
-        let pool = self.pool.as_ref();
-        let run = self.run.as_mut().ok_or_else(|| no_run("end_epoch"))?;
-        if run.epoch.is_none() {
-            return Err(no_run("end_epoch before begin_epoch:"));
-        }
-        Ok(run.end_epoch(pool))
-    }
-
-    fn save_state(&mut self) -> Result<TrainState> {
-        let run = self.run.as_ref().ok_or_else(|| no_run("save_state"))?;
-        Ok(TrainState {
-            params: run.params.clone(),
-            best: run.best.clone(),
-            adam: run.adam.clone(),
-        })
-    }
-
-    fn load_state(&mut self, state: &TrainState) -> Result<()> {
-        let run = self.run.as_mut().ok_or_else(|| no_run("load_state"))?;
-        let n = run.params.len();
-        if state.params.len() != n || state.best.len() != n {
-            return Err(Error::config(
-                "checkpoint state does not match the model's parameter count",
-            ));
-        }
-        state.adam.check_lengths(&state.params, &state.best)?;
-        run.params.copy_from_slice(&state.params);
-        run.best.copy_from_slice(&state.best);
-        run.adam = state.adam.clone();
-        Ok(())
-    }
-
-    fn snapshot(&mut self) -> Result<()> {
-        let run = self.run.as_mut().ok_or_else(|| no_run("snapshot"))?;
-        run.saved = Some((run.params.clone(), run.adam.clone()));
-        Ok(())
-    }
-
-    fn restore(&mut self) -> Result<()> {
-        let run = self.run.as_mut().ok_or_else(|| no_run("restore"))?;
-        let (params, adam) = run
-            .saved
-            .clone()
-            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
-        run.params = params;
-        run.adam = adam;
-        run.epoch = None;
-        Ok(())
-    }
-
-    fn keep_best(&mut self) -> Result<()> {
-        let run = self.run.as_mut().ok_or_else(|| no_run("keep_best"))?;
-        run.best.copy_from_slice(&run.params);
-        Ok(())
-    }
-
-    fn best_params(&mut self) -> Result<Vec<f32>> {
-        Ok(self
-            .run
-            .as_ref()
-            .ok_or_else(|| no_run("best_params"))?
-            .best
-            .clone())
-    }
-
-    fn current_params(&mut self) -> Result<Vec<f32>> {
-        Ok(self
-            .run
-            .as_ref()
-            .ok_or_else(|| no_run("current_params"))?
-            .params
-            .clone())
     }
 
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {

@@ -2,10 +2,12 @@
 //!
 //! A backend does two kinds of work:
 //!
-//! * **Whole epochs** ([`Backend::start`], [`Backend::train_epoch`], ...): the trainer hands over
-//!   the data once, then each epoch's shuffled row order and hyperparameters, and gets back the
-//!   epoch's statistics. A GPU backend can run a whole epoch without reading anything back
-//!   until the end.
+//! * **Training runs** ([`Backend::start`], [`Backend::start_stream`]): the trainer hands over
+//!   the model and the data once and gets a [`TrainRun`] handle that owns the run's state;
+//!   through it, each epoch's shuffled row order and hyperparameters go in and the epoch's
+//!   statistics come back. A GPU backend can run a whole epoch without reading anything back
+//!   until the end. A run exists only as its handle, so nothing can be asked of a run that
+//!   has not started; the backend is borrowed until the handle is dropped.
 //! * **Single operations** ([`Backend::forward`], [`Backend::loglik`], [`Backend::loss_grad`],
 //!   [`Backend::adam_step`]): stateless functions of their arguments, so one parity suite can
 //!   compare every backend with the CPU reference operation by operation. Evaluation,
@@ -162,65 +164,29 @@ pub trait Backend {
     /// A human-readable name ("cpu", or the GPU adapter's name).
     fn name(&self) -> String;
 
-    // ---- whole epochs -------------------------------------------------------------------
+    // ---- training runs --------------------------------------------------------------------
 
-    /// Starts a training run: takes the architecture, the initial parameters and the data,
-    /// and resets Adam's state.
-    fn start(
-        &mut self,
+    /// Starts a training run on data held in memory: takes the architecture, the initial
+    /// parameters and the data; Adam's state starts at zero. Epochs go through
+    /// [`TrainRun::train_epoch`].
+    fn start<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
-    ) -> Result<()>;
+    ) -> Result<Box<dyn TrainRun + 'a>>;
 
-    /// Runs one epoch: mini-batches of `order` (indices of training rows) in sequence, one Adam
-    /// step each, then the validation NLL.
-    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats>;
-
-    // ---- streamed epochs: data too large to hand over at once --------------------------
-
-    /// Starts a training run whose training rows arrive in chunks ([`Backend::train_chunk`]);
-    /// `chunk_rows` is the most rows one call will pass.
-    fn start_stream(
-        &mut self,
+    /// Starts a training run whose training rows arrive in chunks: each epoch is
+    /// [`TrainRun::begin_epoch`], [`TrainRun::train_chunk`] calls of at most `chunk_rows`
+    /// rows, then [`TrainRun::end_epoch`].
+    fn start_stream<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         val: Option<DataRef<'_>>,
         chunk_rows: usize,
-    ) -> Result<()>;
-
-    /// Starts a streamed epoch of `train_rows` rows in all.
-    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()>;
-
-    /// Trains on `rows` rows in the order given, in batches of the epoch's batch size (only
-    /// the epoch's last call may end on a partial batch).
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()>;
-
-    /// Ends a streamed epoch: validation, the finite check, the epoch's statistics.
-    fn end_epoch(&mut self) -> Result<EpochStats>;
-
-    /// The run's state, for a checkpoint (reads GPU memory: not for every epoch).
-    fn save_state(&mut self) -> Result<TrainState>;
-
-    /// Continues a run from a saved state (after [`Backend::start`] with the same data).
-    fn load_state(&mut self, state: &TrainState) -> Result<()>;
-
-    /// Saves the parameters and Adam's state (moments and step count), to go back to with
-    /// [`Backend::restore`] when an epoch goes wrong.
-    fn snapshot(&mut self) -> Result<()>;
-
-    /// Returns to the last [`Backend::snapshot`].
-    fn restore(&mut self) -> Result<()>;
-
-    /// Remembers the current parameters as the best so far.
-    fn keep_best(&mut self) -> Result<()>;
-
-    /// The parameters last passed to [`Backend::keep_best`] (or the initial ones).
-    fn best_params(&mut self) -> Result<Vec<f32>>;
-
-    /// The current parameters.
-    fn current_params(&mut self) -> Result<Vec<f32>>;
+    ) -> Result<Box<dyn TrainRun + 'a>>;
 
     // ---- single operations (stateless) --------------------------------------------------
 
@@ -256,6 +222,52 @@ pub trait Backend {
         state: &mut AdamState,
         cfg: &StepConfig,
     ) -> Result<()>;
+}
+
+/// A training run in progress on a backend, from [`Backend::start`] or
+/// [`Backend::start_stream`]: the current and best parameters, Adam's state, and the data.
+pub trait TrainRun {
+    // ---- whole epochs (runs from `start`) ---------------------------------------------
+
+    /// Runs one epoch: mini-batches of `order` (indices of training rows) in sequence, one Adam
+    /// step each, then the validation NLL.
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats>;
+
+    // ---- streamed epochs (runs from `start_stream`) -----------------------------------
+
+    /// Starts a streamed epoch of `train_rows` rows in all.
+    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()>;
+
+    /// Trains on `rows` rows in the order given, in batches of the epoch's batch size (only
+    /// the epoch's last call may end on a partial batch).
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()>;
+
+    /// Ends a streamed epoch: validation, the finite check, the epoch's statistics.
+    fn end_epoch(&mut self) -> Result<EpochStats>;
+
+    // ---- the run's state ----------------------------------------------------------------
+
+    /// The run's state, for a checkpoint (reads GPU memory: not for every epoch).
+    fn save_state(&mut self) -> Result<TrainState>;
+
+    /// Continues a run from a saved state (of a run with the same model and data).
+    fn load_state(&mut self, state: &TrainState) -> Result<()>;
+
+    /// Saves the parameters and Adam's state (moments and step count), to go back to with
+    /// [`TrainRun::restore`] when an epoch goes wrong.
+    fn snapshot(&mut self) -> Result<()>;
+
+    /// Returns to the last [`TrainRun::snapshot`].
+    fn restore(&mut self) -> Result<()>;
+
+    /// Remembers the current parameters as the best so far.
+    fn keep_best(&mut self) -> Result<()>;
+
+    /// The parameters last passed to [`TrainRun::keep_best`] (or the initial ones).
+    fn best_params(&mut self) -> Result<Vec<f32>>;
+
+    /// The current parameters.
+    fn current_params(&mut self) -> Result<Vec<f32>>;
 
     /// Where one training step's time goes, kernel by kernel, as (kernel, seconds per step)
     /// with the whole step last; `None` where the backend does not break it down. Call it

@@ -282,13 +282,12 @@ pub struct Hooked<B> {
     pub inner: B,
     pub attempts: usize,
     pub restores: usize,
-    pub before: BeforeEpoch<B>,
+    pub before: BeforeEpoch,
     pub after: AfterEpoch,
-    saved: Vec<f32>,
 }
 
-/// Runs before an epoch attempt, with the wrapped backend and the attempt number.
-pub type BeforeEpoch<B> = Box<dyn FnMut(&mut B, usize)>;
+/// Runs before an epoch attempt, with the attempt number.
+pub type BeforeEpoch = Box<dyn FnMut(usize)>;
 /// May change an epoch attempt's statistics.
 pub type AfterEpoch = Box<dyn FnMut(usize, &mut mdn::backend::EpochStats)>;
 
@@ -298,83 +297,64 @@ impl<B: mdn::backend::Backend> Hooked<B> {
             inner,
             attempts: 0,
             restores: 0,
-            before: Box::new(|_, _| {}),
+            before: Box::new(|_| {}),
             after: Box::new(|_, _| {}),
-            saved: Vec::new(),
         }
     }
+
+    fn hook<'a>(
+        &'a mut self,
+        start: impl FnOnce(&'a mut B) -> mdn::Result<Box<dyn mdn::backend::TrainRun + 'a>>,
+    ) -> mdn::Result<Box<dyn mdn::backend::TrainRun + 'a>> {
+        let Hooked {
+            inner,
+            attempts,
+            restores,
+            before,
+            after,
+        } = self;
+        Ok(Box::new(HookedRun {
+            inner: start(inner)?,
+            attempts,
+            restores,
+            before,
+            after,
+            saved: Vec::new(),
+        }))
+    }
+}
+
+/// A run of a [`Hooked`] backend.
+struct HookedRun<'a> {
+    inner: Box<dyn mdn::backend::TrainRun + 'a>,
+    attempts: &'a mut usize,
+    restores: &'a mut usize,
+    before: &'a mut BeforeEpoch,
+    after: &'a mut AfterEpoch,
+    saved: Vec<f32>,
 }
 
 impl<B: mdn::backend::Backend> mdn::backend::Backend for Hooked<B> {
     fn name(&self) -> String {
         self.inner.name()
     }
-    fn start(
-        &mut self,
+    fn start<'a>(
+        &'a mut self,
         a: &Arch,
         p: &[f32],
         t: mdn::backend::DataRef<'_>,
         v: Option<mdn::backend::DataRef<'_>>,
-    ) -> mdn::Result<()> {
-        self.inner.start(a, p, t, v)
+    ) -> mdn::Result<Box<dyn mdn::backend::TrainRun + 'a>> {
+        self.hook(|inner| inner.start(a, p, t, v))
     }
-    fn train_epoch(
-        &mut self,
-        order: &[u32],
-        cfg: &mdn::backend::StepConfig,
-    ) -> mdn::Result<mdn::backend::EpochStats> {
-        self.attempts += 1;
-        (self.before)(&mut self.inner, self.attempts);
-        let mut s = self.inner.train_epoch(order, cfg)?;
-        (self.after)(self.attempts, &mut s);
-        Ok(s)
-    }
-    fn start_stream(
-        &mut self,
+    fn start_stream<'a>(
+        &'a mut self,
         a: &Arch,
         p: &[f32],
         v: Option<mdn::backend::DataRef<'_>>,
         c: usize,
-    ) -> mdn::Result<()> {
-        self.inner.start_stream(a, p, v, c)
-    }
-    fn begin_epoch(&mut self, rows: usize, cfg: &mdn::backend::StepConfig) -> mdn::Result<()> {
-        self.inner.begin_epoch(rows, cfg)
-    }
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> mdn::Result<()> {
-        self.inner.train_chunk(x, y, rows)
-    }
-    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
-        self.inner.end_epoch()
-    }
-    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
-        self.inner.save_state()
-    }
-    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
-        self.inner.load_state(s)
-    }
-    fn snapshot(&mut self) -> mdn::Result<()> {
-        self.saved = self.inner.current_params()?;
-        self.inner.snapshot()
-    }
-    fn restore(&mut self) -> mdn::Result<()> {
-        self.inner.restore()?;
-        assert_eq!(
-            self.inner.current_params()?,
-            self.saved,
-            "restore returned to the snapshot"
-        );
-        self.restores += 1;
-        Ok(())
-    }
-    fn keep_best(&mut self) -> mdn::Result<()> {
-        self.inner.keep_best()
-    }
-    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.inner.best_params()
-    }
-    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
-        self.inner.current_params()
+    ) -> mdn::Result<Box<dyn mdn::backend::TrainRun + 'a>> {
+        self.hook(|inner| inner.start_stream(a, p, v, c))
     }
     fn forward(&mut self, a: &Arch, p: &[f32], x: &[f32], r: usize) -> mdn::Result<Vec<f32>> {
         self.inner.forward(a, p, x, r)
@@ -408,5 +388,57 @@ impl<B: mdn::backend::Backend> mdn::backend::Backend for Hooked<B> {
         cfg: &mdn::backend::StepConfig,
     ) -> mdn::Result<()> {
         self.inner.adam_step(p, g, s, cfg)
+    }
+}
+
+impl mdn::backend::TrainRun for HookedRun<'_> {
+    fn train_epoch(
+        &mut self,
+        order: &[u32],
+        cfg: &mdn::backend::StepConfig,
+    ) -> mdn::Result<mdn::backend::EpochStats> {
+        *self.attempts += 1;
+        (self.before)(*self.attempts);
+        let mut s = self.inner.train_epoch(order, cfg)?;
+        (self.after)(*self.attempts, &mut s);
+        Ok(s)
+    }
+    fn begin_epoch(&mut self, rows: usize, cfg: &mdn::backend::StepConfig) -> mdn::Result<()> {
+        self.inner.begin_epoch(rows, cfg)
+    }
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> mdn::Result<()> {
+        self.inner.train_chunk(x, y, rows)
+    }
+    fn end_epoch(&mut self) -> mdn::Result<mdn::backend::EpochStats> {
+        self.inner.end_epoch()
+    }
+    fn save_state(&mut self) -> mdn::Result<mdn::backend::TrainState> {
+        self.inner.save_state()
+    }
+    fn load_state(&mut self, s: &mdn::backend::TrainState) -> mdn::Result<()> {
+        self.inner.load_state(s)
+    }
+    fn snapshot(&mut self) -> mdn::Result<()> {
+        self.saved = self.inner.current_params()?;
+        self.inner.snapshot()
+    }
+    fn restore(&mut self) -> mdn::Result<()> {
+        self.inner.restore()?;
+        assert_eq!(
+            self.inner.current_params()?,
+            self.saved,
+            "restore returned to the snapshot"
+        );
+        *self.restores += 1;
+        Ok(())
+    }
+    fn keep_best(&mut self) -> mdn::Result<()> {
+        self.inner.keep_best()
+    }
+    fn best_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.inner.best_params()
+    }
+    fn current_params(&mut self) -> mdn::Result<Vec<f32>> {
+        self.inner.current_params()
     }
 }

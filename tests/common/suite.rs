@@ -248,21 +248,22 @@ pub fn training_run(b: &mut dyn Backend) {
             ..StepConfig::default()
         };
         let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
-            be.start(
-                &c.arch,
-                &c.params,
-                DataRef {
-                    x: &c.x,
-                    y: &c.y,
-                    rows,
-                },
-                Some(DataRef {
-                    x: &val.x,
-                    y: &val.y,
-                    rows: 50,
-                }),
-            )
-            .unwrap();
+            let mut be = be
+                .start(
+                    &c.arch,
+                    &c.params,
+                    DataRef {
+                        x: &c.x,
+                        y: &c.y,
+                        rows,
+                    },
+                    Some(DataRef {
+                        x: &val.x,
+                        y: &val.y,
+                        rows: 50,
+                    }),
+                )
+                .unwrap();
             let mut traj = Vec::new();
             for epoch in 0..3u32 {
                 let order: Vec<u32> = (0..rows as u32)
@@ -307,17 +308,18 @@ pub fn clipping(b: &mut dyn Backend) {
         ..StepConfig::default()
     };
     let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
-        be.start(
-            &c.arch,
-            &c.params,
-            DataRef {
-                x: &c.x,
-                y: &c.y,
-                rows: 500,
-            },
-            None,
-        )
-        .unwrap();
+        let mut be = be
+            .start(
+                &c.arch,
+                &c.params,
+                DataRef {
+                    x: &c.x,
+                    y: &c.y,
+                    rows: 500,
+                },
+                None,
+            )
+            .unwrap();
         let order: Vec<u32> = (0..500u32).map(|i| (i * 7) % 500).collect();
         let traj = (0..3)
             .map(|_| be.train_epoch(&order, &cfg).unwrap().train_nll)
@@ -338,17 +340,18 @@ pub fn snapshot_restore(b: &mut dyn Backend) {
         batch_size: 64,
         ..StepConfig::default()
     };
-    b.start(
-        &c.arch,
-        &c.params,
-        DataRef {
-            x: &c.x,
-            y: &c.y,
-            rows: 300,
-        },
-        None,
-    )
-    .unwrap();
+    let mut b = b
+        .start(
+            &c.arch,
+            &c.params,
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: 300,
+            },
+            None,
+        )
+        .unwrap();
     let order: Vec<u32> = (0..300u32).rev().collect();
     b.train_epoch(&order, &cfg).unwrap();
     b.snapshot().unwrap();

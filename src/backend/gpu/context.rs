@@ -174,8 +174,9 @@ pub struct Gpu {
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     sink: Arc<Mutex<Sink>>,
-    /// Number of host readbacks so far (see [`Gpu::readbacks`]).
-    readbacks: std::sync::atomic::AtomicU64,
+    /// Number of host readbacks so far (see [`Gpu::readbacks`]); shared, so that it can be
+    /// watched while a run holds the backend.
+    readbacks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Gpu {
@@ -346,6 +347,11 @@ impl Gpu {
     /// How many times the host has read GPU memory back (each [`Gpu::read_f32`] counts once).
     pub fn readbacks(&self) -> u64 {
         self.readbacks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The readback counter itself, to watch while a training run holds the backend.
+    pub fn readback_counter(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.readbacks.clone()
     }
 
     /// Waits for the queue and reads `len` f32 values from a mappable buffer.

@@ -30,7 +30,7 @@ pub use context::{AdapterSummary, DeviceChoice, Gpu, NO_ADAPTER_HELP, list_adapt
 use bytemuck::{Pod, Zeroable};
 
 use crate::backend::{
-    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig,
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainRun,
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, LayerShape};
@@ -95,7 +95,13 @@ fn div_ceil(a: usize, b: usize) -> u32 {
 pub struct GpuBackend {
     gpu: Gpu,
     kernels: Kernels,
-    run: Option<Run>,
+}
+
+/// A training run on the GPU: the run's buffers and bind groups, and the backend (device and
+/// kernels) they belong to.
+pub struct GpuRun<'a> {
+    backend: &'a GpuBackend,
+    run: Run,
     /// Rows in the first batch of the last epoch (what `profile_step` times).
     first_batch_rows: usize,
 }
@@ -108,8 +114,37 @@ struct DeviceData {
     rows: usize,
 }
 
-/// Buffers and bind groups of one model on one data set.
+/// One model on one data set on the device: its buffers, and what is bound over them.
 struct Run {
+    core: Core,
+    bound: Bound,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Core;
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Run {
+    fn deref_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+}
+
+/// The statistics and step-record buffers, sized for the largest epoch or evaluation so far,
+/// and the bind groups over them and the core's buffers: created with the run, rebuilt when
+/// the buffers grow.
+struct Bound {
+    /// Per-batch loss sums, validation sums, finite flag; and their capacity.
+    stats: (wgpu::Buffer, usize),
+    steps: (wgpu::Buffer, usize),
+    groups: Groups,
+}
+
+/// The buffers of a run.
+struct Core {
     arch: Arch,
     layers: Vec<LayerShape>,
     n_params: usize,
@@ -131,10 +166,6 @@ struct Run {
     transposed_uniforms: Vec<wgpu::Buffer>,
     head_uniform: wgpu::Buffer,
     gather_uniform: wgpu::Buffer,
-    /// Sized on demand: per-batch loss sums, validation sums, finite flag.
-    stats: Option<(wgpu::Buffer, usize)>,
-    steps: Option<(wgpu::Buffer, usize)>,
-    groups: Option<Groups>,
     /// The epoch in progress.
     epoch: Option<GpuEpoch>,
     /// Streamed runs: two chunk buffers (identity row order), filled alternately, and the
@@ -244,12 +275,7 @@ impl GpuBackend {
     pub fn new(choice: DeviceChoice) -> Result<GpuBackend> {
         let gpu = Gpu::open(choice)?;
         let kernels = Kernels::new(&gpu)?;
-        Ok(GpuBackend {
-            gpu,
-            kernels,
-            run: None,
-            first_batch_rows: 0,
-        })
+        Ok(GpuBackend { gpu, kernels })
     }
 
     /// Destroys the device, as a driver reset or an unplugged GPU would: every later call
@@ -267,6 +293,9 @@ impl GpuBackend {
         (self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
     }
 
+    /// A run of `arch` from `params` on `train` (and `val`), with work buffers for `cap` rows
+    /// per batch; with `chunk_rows`, two chunk buffers of that many rows for streamed
+    /// training.
     fn new_run(
         &self,
         arch: &Arch,
@@ -274,6 +303,7 @@ impl GpuBackend {
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
         cap: usize,
+        chunk_rows: Option<usize>,
     ) -> Result<Run> {
         arch.validate()?;
         let n = arch.param_count();
@@ -313,7 +343,15 @@ impl GpuBackend {
         };
         let layers = arch.layers();
         let cap = cap.max(1);
-        g.scoped("allocating GPU buffers", || -> Result<Run> {
+        let chunks = chunk_rows.map(|rows| {
+            let row_bytes = 4 * arch.inputs.max(arch.targets);
+            let limit = g
+                .limits
+                .max_storage_buffer_binding_size
+                .min(g.limits.max_buffer_size) as usize;
+            rows.clamp(1, (limit / row_bytes).max(1))
+        });
+        let core = g.scoped("allocating GPU buffers", || -> Result<Core> {
             let zeros = vec![0.0f32; n];
             let transposed_uniforms = layers
                 .iter()
@@ -371,7 +409,20 @@ impl GpuBackend {
                 0,
             ];
             let gather: Words = [arch.inputs as u32, d, 0, 0, 0, 0, 0, 0];
-            Ok(Run {
+            let chunk = |c: usize, rows: usize| -> Result<DeviceData> {
+                let order: Vec<u32> = (0..rows as u32).collect();
+                Ok(DeviceData {
+                    x: g.storage(&format!("chunk {c} inputs"), rows * arch.inputs)?,
+                    y: g.storage(&format!("chunk {c} targets"), rows * arch.targets)?,
+                    order: g.upload(
+                        &format!("chunk {c} row order"),
+                        bytemuck::cast_slice(&order),
+                        wgpu::BufferUsages::empty(),
+                    )?,
+                    rows,
+                })
+            };
+            Ok(Core {
                 params: g.upload("parameters", params, wgpu::BufferUsages::empty())?,
                 grad: g.upload("gradient", &zeros, wgpu::BufferUsages::empty())?,
                 m: g.upload("adam m", &zeros, wgpu::BufferUsages::empty())?,
@@ -394,49 +445,57 @@ impl GpuBackend {
                 transposed_uniforms,
                 head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
                 gather_uniform: g.uniform("gather uniform", bytemuck::bytes_of(&gather)),
-                stats: None,
-                steps: None,
-                groups: None,
                 epoch: None,
-                chunks: None,
+                chunks: match chunks {
+                    Some(rows) => Some(([chunk(0, rows)?, chunk(1, rows)?], rows)),
+                    None => None,
+                },
                 next_chunk: 0,
                 chunk_busy: [None, None],
                 n_params: n,
                 layers,
                 arch: arch.clone(),
             })
-        })?
+        })??;
+        let bound = self.bind(&core, 1, 1)?;
+        Ok(Run { core, bound })
     }
 
-    /// Makes sure the run's stats and step buffers hold `stats` and `steps` entries, and that
-    /// its bind groups exist.
+    /// Makes sure the run's stats and step buffers hold `stats` and `steps` entries (growing
+    /// them and rebuilding the bind groups if they do not).
     fn prepare(&self, run: &mut Run, stats: usize, steps: usize) -> Result<()> {
-        let g = &self.gpu;
-        let mut rebuild = run.groups.is_none();
-        if run.stats.as_ref().is_none_or(|(_, n)| *n < stats) {
-            run.stats = Some((g.storage("epoch statistics", stats)?, stats));
-            rebuild = true;
-        }
-        if run.steps.as_ref().is_none_or(|(_, n)| *n < steps) {
-            let buf = g.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("step records"),
-                size: steps as u64 * self.stride(),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            run.steps = Some((buf, steps));
-            rebuild = true;
-        }
-        if rebuild {
-            run.groups = Some(g.scoped("creating bind groups", || self.groups(run))?);
+        let (have_stats, have_steps) = (run.bound.stats.1, run.bound.steps.1);
+        if have_stats < stats || have_steps < steps {
+            run.bound = self.bind(&run.core, stats.max(have_stats), steps.max(have_steps))?;
         }
         Ok(())
     }
 
-    fn groups(&self, r: &Run) -> Groups {
+    /// Statistics and step buffers of these sizes, and the bind groups of `core` over them.
+    fn bind(&self, core: &Core, stats: usize, steps: usize) -> Result<Bound> {
+        let g = &self.gpu;
+        let stats = (g.storage("epoch statistics", stats)?, stats);
+        let steps = (
+            g.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step records"),
+                size: steps as u64 * self.stride(),
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }),
+            steps,
+        );
+        let groups = g.scoped("creating bind groups", || {
+            self.groups(core, &stats.0, &steps.0)
+        })?;
+        Ok(Bound {
+            stats,
+            steps,
+            groups,
+        })
+    }
+
+    fn groups(&self, r: &Core, stats: &wgpu::Buffer, steps: &wgpu::Buffer) -> Groups {
         let (g, k) = (&self.gpu, &self.kernels);
-        let stats = &r.stats.as_ref().expect("stats sized").0;
-        let steps = &r.steps.as_ref().expect("steps sized").0;
         let last = r.layers.len() - 1;
         let dbuf = |l: usize| &r.work.delta[(last - l) % 2];
         let input = |l: usize| {
@@ -592,11 +651,9 @@ impl GpuBackend {
             bytes[i * stride..i * stride + STEP_BYTES as usize]
                 .copy_from_slice(bytemuck::bytes_of(r));
         }
-        self.gpu.queue.write_buffer(
-            &run.steps.as_ref().expect("steps sized").0,
-            (first * stride) as u64,
-            &bytes,
-        );
+        self.gpu
+            .queue
+            .write_buffer(&run.bound.steps.0, (first * stride) as u64, &bytes);
     }
 }
 
@@ -743,7 +800,7 @@ impl GpuBackend {
             .gpu
             .readback("evaluation readback", (rows * per_row * 4) as u64);
         self.gpu.scoped("evaluation", || {
-            let groups = run.groups.as_ref().expect("prepared");
+            let groups = &run.bound.groups;
             let mut enc = self.encoder("evaluation");
             for (c, rec) in records.iter().enumerate() {
                 let n = rec.rows as usize;
@@ -785,41 +842,32 @@ impl Backend for GpuBackend {
         self.gpu.describe()
     }
 
-    fn start(
-        &mut self,
+    fn start<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
-    ) -> Result<()> {
-        self.run = None;
-        self.run = Some(self.new_run(arch, params, train, val, 1)?);
-        Ok(())
+    ) -> Result<Box<dyn TrainRun + 'a>> {
+        let run = self.new_run(arch, params, train, val, 1, None)?;
+        Ok(Box::new(GpuRun {
+            backend: self,
+            run,
+            first_batch_rows: 0,
+        }))
     }
 
-    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
-        let mut run = self
-            .run
-            .take()
-            .ok_or_else(|| Error::Backend("train_epoch called before start".into()))?;
-        self.first_batch_rows = cfg.batch_size.min(order.len());
-        let result = self.epoch(&mut run, order, cfg);
-        self.run = Some(run);
-        result
-    }
-
-    fn start_stream(
-        &mut self,
+    fn start_stream<'a>(
+        &'a mut self,
         arch: &Arch,
         params: &[f32],
         val: Option<DataRef<'_>>,
         chunk_rows: usize,
-    ) -> Result<()> {
-        self.run = None;
+    ) -> Result<Box<dyn TrainRun + 'a>> {
         // The resident training set is a placeholder row; rows arrive in two chunk buffers.
         let x = vec![0.0f32; arch.inputs];
         let y = vec![0.0f32; arch.targets];
-        let mut run = self.new_run(
+        let run = self.new_run(
             arch,
             params,
             DataRef {
@@ -829,197 +877,13 @@ impl Backend for GpuBackend {
             },
             val,
             1,
+            Some(chunk_rows),
         )?;
-        let row_bytes = 4 * arch.inputs.max(arch.targets);
-        let limit = self
-            .gpu
-            .limits
-            .max_storage_buffer_binding_size
-            .min(self.gpu.limits.max_buffer_size) as usize;
-        let rows = chunk_rows.clamp(1, (limit / row_bytes).max(1));
-        let g = &self.gpu;
-        let order: Vec<u32> = (0..rows as u32).collect();
-        let make = |c: usize| -> Result<DeviceData> {
-            Ok(DeviceData {
-                x: g.storage(&format!("chunk {c} inputs"), rows * arch.inputs)?,
-                y: g.storage(&format!("chunk {c} targets"), rows * arch.targets)?,
-                order: g.upload(
-                    &format!("chunk {c} row order"),
-                    bytemuck::cast_slice(&order),
-                    wgpu::BufferUsages::empty(),
-                )?,
-                rows,
-            })
-        };
-        run.chunks = Some(([make(0)?, make(1)?], rows));
-        self.run = Some(run);
-        Ok(())
-    }
-
-    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()> {
-        let mut run = self
-            .run
-            .take()
-            .ok_or_else(|| Error::Backend("begin_epoch called before start".into()))?;
-        let result = match &run.chunks {
-            Some((_, rows)) if *rows < cfg.batch_size => Err(Error::config(format!(
-                "a batch of {} rows does not fit the GPU's chunk buffers ({rows} rows)",
-                cfg.batch_size
-            ))),
-            _ => {
-                self.first_batch_rows = cfg.batch_size.min(train_rows);
-                self.begin(&mut run, train_rows, cfg)
-            }
-        };
-        self.run = Some(run);
-        result
-    }
-
-    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
-        let mut run = self
-            .run
-            .take()
-            .ok_or_else(|| Error::Backend("train_chunk called before start".into()))?;
-        let result = self.stream_rows(&mut run, x, y, rows);
-        self.run = Some(run);
-        result
-    }
-
-    fn end_epoch(&mut self) -> Result<EpochStats> {
-        let mut run = self
-            .run
-            .take()
-            .ok_or_else(|| Error::Backend("end_epoch called before start".into()))?;
-        let result = self.end(&mut run);
-        self.run = Some(run);
-        result
-    }
-
-    fn save_state(&mut self) -> Result<TrainState> {
-        let run = self
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::Backend("save_state called before start".into()))?;
-        let n = run.n_params;
-        let g = &self.gpu;
-        let readback = g.readback("state readback", (4 * n * 4) as u64);
-        g.scoped("reading the training state", || {
-            let mut enc = self.encoder("save state");
-            for (i, b) in [&run.params, &run.best, &run.m, &run.v]
-                .into_iter()
-                .enumerate()
-            {
-                enc.copy_buffer_to_buffer(b, 0, &readback, (i * n * 4) as u64, (n * 4) as u64);
-            }
-            g.queue.submit([enc.finish()]);
-        })?;
-        let all = g.read_f32(&readback, 4 * n)?;
-        Ok(TrainState {
-            params: all[..n].to_vec(),
-            best: all[n..2 * n].to_vec(),
-            adam: AdamState {
-                m: all[2 * n..3 * n].to_vec(),
-                v: all[3 * n..].to_vec(),
-                step: run.adam_step,
-            },
-        })
-    }
-
-    fn load_state(&mut self, state: &TrainState) -> Result<()> {
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| Error::Backend("load_state called before start".into()))?;
-        let n = run.n_params;
-        if state.params.len() != n || state.best.len() != n {
-            return Err(Error::config(
-                "checkpoint state does not match the model's parameter count",
-            ));
-        }
-        state.adam.check_lengths(&state.params, &state.best)?;
-        let q = &self.gpu.queue;
-        q.write_buffer(&run.params, 0, bytemuck::cast_slice(&state.params));
-        q.write_buffer(&run.best, 0, bytemuck::cast_slice(&state.best));
-        q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.adam.m));
-        q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.adam.v));
-        run.adam_step = state.adam.step;
-        Ok(())
-    }
-
-    fn snapshot(&mut self) -> Result<()> {
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| Error::Backend("snapshot called before start".into()))?;
-        let bytes = (run.n_params * 4) as u64;
-        let g = &self.gpu;
-        g.scoped("saving the training state", || {
-            let mut enc = g
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("snapshot"),
-                });
-            for (from, to) in [&run.params, &run.m, &run.v].into_iter().zip(&run.saved) {
-                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
-            }
-            g.queue.submit([enc.finish()]);
-        })?;
-        run.saved_step = Some(run.adam_step);
-        Ok(())
-    }
-
-    fn restore(&mut self) -> Result<()> {
-        let run = self
-            .run
-            .as_mut()
-            .ok_or_else(|| Error::Backend("restore called before start".into()))?;
-        let step = run
-            .saved_step
-            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
-        let bytes = (run.n_params * 4) as u64;
-        let g = &self.gpu;
-        g.scoped("restoring the training state", || {
-            let mut enc = g
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("restore"),
-                });
-            for (from, to) in run.saved.iter().zip([&run.params, &run.m, &run.v]) {
-                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
-            }
-            g.queue.submit([enc.finish()]);
-        })?;
-        run.adam_step = step;
-        run.epoch = None;
-        Ok(())
-    }
-
-    fn keep_best(&mut self) -> Result<()> {
-        let run = self
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::Backend("keep_best called before start".into()))?;
-        self.gpu.scoped("keeping the best parameters", || {
-            let mut enc = self.encoder("keep best");
-            enc.copy_buffer_to_buffer(&run.params, 0, &run.best, 0, (run.n_params * 4) as u64);
-            self.gpu.queue.submit([enc.finish()]);
-        })
-    }
-
-    fn best_params(&mut self) -> Result<Vec<f32>> {
-        let run = self
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::Backend("best_params called before start".into()))?;
-        self.read_params(&run.best, run.n_params)
-    }
-
-    fn current_params(&mut self) -> Result<Vec<f32>> {
-        let run = self
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::Backend("current_params called before start".into()))?;
-        self.read_params(&run.params, run.n_params)
+        Ok(Box::new(GpuRun {
+            backend: self,
+            run,
+            first_batch_rows: 0,
+        }))
     }
 
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
@@ -1030,6 +894,7 @@ impl Backend for GpuBackend {
             DataRef { x, y: &y, rows },
             None,
             rows.clamp(1, EVAL_CHUNK),
+            None,
         )?;
         let last = run.layers.len() - 1;
         self.eval_chunks(&mut run, rows, false, arch.head_width(), |r| {
@@ -1051,6 +916,7 @@ impl Backend for GpuBackend {
             DataRef { x, y, rows },
             None,
             rows.clamp(1, EVAL_CHUNK),
+            None,
         )?;
         let ll = self.eval_chunks(&mut run, rows, true, 1, |r| &r.work.rowll)?;
         Ok(ll.into_iter().map(|v| v as f64).collect())
@@ -1068,7 +934,7 @@ impl Backend for GpuBackend {
         if rows == 0 {
             return Err(Error::config("loss_grad needs at least one row"));
         }
-        let mut run = self.new_run(arch, params, DataRef { x, y, rows }, None, rows)?;
+        let mut run = self.new_run(arch, params, DataRef { x, y, rows }, None, rows, None)?;
         self.prepare(&mut run, 1, 1)?;
         let rec = StepUniform {
             rows: rows as u32,
@@ -1081,7 +947,7 @@ impl Backend for GpuBackend {
         let n = run.n_params;
         let readback = self.gpu.readback("gradient readback", ((n + 1) * 4) as u64);
         self.gpu.scoped("loss and gradient", || {
-            let groups = run.groups.as_ref().expect("prepared");
+            let groups = &run.bound.groups;
             let mut enc = self.encoder("loss and gradient");
             {
                 let mut p = self.pass(&mut enc, "loss and gradient");
@@ -1091,13 +957,7 @@ impl Backend for GpuBackend {
                 p.backward(&self.kernels, &run, groups, rows);
             }
             enc.copy_buffer_to_buffer(&run.grad, 0, &readback, 0, (n * 4) as u64);
-            enc.copy_buffer_to_buffer(
-                &run.stats.as_ref().expect("prepared").0,
-                0,
-                &readback,
-                (n * 4) as u64,
-                4,
-            );
+            enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, (n * 4) as u64, 4);
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let mut out = self.gpu.read_f32(&readback, n + 1)?;
@@ -1114,10 +974,6 @@ impl Backend for GpuBackend {
             penalty,
             grad: out,
         })
-    }
-
-    fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
-        self.profile_kernels(reps).map(Some)
     }
 
     fn adam_step(
@@ -1187,21 +1043,156 @@ impl Backend for GpuBackend {
     }
 }
 
-impl GpuBackend {
+impl TrainRun for GpuRun<'_> {
+    fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
+        self.first_batch_rows = cfg.batch_size.min(order.len());
+        self.backend.epoch(&mut self.run, order, cfg)
+    }
+
+    fn begin_epoch(&mut self, train_rows: usize, cfg: &StepConfig) -> Result<()> {
+        match &self.run.chunks {
+            Some((_, rows)) if *rows < cfg.batch_size => Err(Error::config(format!(
+                "a batch of {} rows does not fit the GPU's chunk buffers ({rows} rows)",
+                cfg.batch_size
+            ))),
+            _ => {
+                self.first_batch_rows = cfg.batch_size.min(train_rows);
+                self.backend.begin(&mut self.run, train_rows, cfg)
+            }
+        }
+    }
+
+    fn train_chunk(&mut self, x: &[f32], y: &[f32], rows: usize) -> Result<()> {
+        self.backend.stream_rows(&mut self.run, x, y, rows)
+    }
+
+    fn end_epoch(&mut self) -> Result<EpochStats> {
+        self.backend.end(&mut self.run)
+    }
+
+    fn save_state(&mut self) -> Result<TrainState> {
+        let (b, run) = (self.backend, &self.run);
+        let n = run.n_params;
+        let g = &b.gpu;
+        let readback = g.readback("state readback", (4 * n * 4) as u64);
+        g.scoped("reading the training state", || {
+            let mut enc = b.encoder("save state");
+            for (i, b) in [&run.params, &run.best, &run.m, &run.v]
+                .into_iter()
+                .enumerate()
+            {
+                enc.copy_buffer_to_buffer(b, 0, &readback, (i * n * 4) as u64, (n * 4) as u64);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        let all = g.read_f32(&readback, 4 * n)?;
+        Ok(TrainState {
+            params: all[..n].to_vec(),
+            best: all[n..2 * n].to_vec(),
+            adam: AdamState {
+                m: all[2 * n..3 * n].to_vec(),
+                v: all[3 * n..].to_vec(),
+                step: run.adam_step,
+            },
+        })
+    }
+
+    fn load_state(&mut self, state: &TrainState) -> Result<()> {
+        let (b, run) = (self.backend, &mut self.run);
+        let n = run.n_params;
+        if state.params.len() != n || state.best.len() != n {
+            return Err(Error::config(
+                "checkpoint state does not match the model's parameter count",
+            ));
+        }
+        state.adam.check_lengths(&state.params, &state.best)?;
+        let q = &b.gpu.queue;
+        q.write_buffer(&run.params, 0, bytemuck::cast_slice(&state.params));
+        q.write_buffer(&run.best, 0, bytemuck::cast_slice(&state.best));
+        q.write_buffer(&run.m, 0, bytemuck::cast_slice(&state.adam.m));
+        q.write_buffer(&run.v, 0, bytemuck::cast_slice(&state.adam.v));
+        run.adam_step = state.adam.step;
+        Ok(())
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        let (b, run) = (self.backend, &mut self.run);
+        let bytes = (run.n_params * 4) as u64;
+        let g = &b.gpu;
+        g.scoped("saving the training state", || {
+            let mut enc = g
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("snapshot"),
+                });
+            for (from, to) in [&run.params, &run.m, &run.v].into_iter().zip(&run.saved) {
+                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        run.saved_step = Some(run.adam_step);
+        Ok(())
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        let (b, run) = (self.backend, &mut self.run);
+        let step = run
+            .saved_step
+            .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
+        let bytes = (run.n_params * 4) as u64;
+        let g = &b.gpu;
+        g.scoped("restoring the training state", || {
+            let mut enc = g
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("restore"),
+                });
+            for (from, to) in run.saved.iter().zip([&run.params, &run.m, &run.v]) {
+                enc.copy_buffer_to_buffer(from, 0, to, 0, bytes);
+            }
+            g.queue.submit([enc.finish()]);
+        })?;
+        run.adam_step = step;
+        run.epoch = None;
+        Ok(())
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        let (b, run) = (self.backend, &self.run);
+        b.gpu.scoped("keeping the best parameters", || {
+            let mut enc = b.encoder("keep best");
+            enc.copy_buffer_to_buffer(&run.params, 0, &run.best, 0, (run.n_params * 4) as u64);
+            b.gpu.queue.submit([enc.finish()]);
+        })
+    }
+
+    fn best_params(&mut self) -> Result<Vec<f32>> {
+        let (b, run) = (self.backend, &self.run);
+        b.read_params(&run.best, run.n_params)
+    }
+
+    fn current_params(&mut self) -> Result<Vec<f32>> {
+        let (b, run) = (self.backend, &self.run);
+        b.read_params(&run.params, run.n_params)
+    }
+
+    fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
+        self.profile_kernels(reps).map(Some)
+    }
+}
+
+impl GpuRun<'_> {
     /// Times one training step's kernels on the current run (after at least one epoch, with
     /// the data the last epoch left in the buffers): for each kernel, `reps` steps with only
     /// that kernel's dispatches, then the whole step. Returns (kernel, seconds per step).
     /// The parameters are updated by the Adam and whole-step runs: use it only at the end.
-    pub fn profile_kernels(&mut self, reps: usize) -> Result<Vec<(String, f64)>> {
-        let run = self
-            .run
-            .as_ref()
-            .ok_or_else(|| Error::Backend("profile_step called before start".into()))?;
-        let groups = run
-            .groups
-            .as_ref()
-            .ok_or_else(|| Error::Backend("profile_step needs a trained epoch".into()))?;
-        let k = &self.kernels;
+    fn profile_kernels(&self, reps: usize) -> Result<Vec<(String, f64)>> {
+        if self.first_batch_rows == 0 {
+            return Err(Error::Backend("profile_step needs a trained epoch".into()));
+        }
+        let (b, run) = (self.backend, &self.run);
+        let groups = &run.bound.groups;
+        let k = &b.kernels;
         let names: Vec<Option<&'static str>> = [
             &k.gather,
             &k.dense_forward,
@@ -1222,26 +1213,26 @@ impl GpuBackend {
         let mut out = Vec::new();
         for only in names {
             let started = std::time::Instant::now();
-            self.gpu.scoped("profiling", || {
-                let mut enc = self.encoder("profile");
+            b.gpu.scoped("profiling", || {
+                let mut enc = b.encoder("profile");
                 {
-                    let mut p = self.pass(&mut enc, "profile");
+                    let mut p = b.pass(&mut enc, "profile");
                     p.only = only;
                     for _ in 0..reps {
-                        p.step(groups, 0, self.stride());
+                        p.step(groups, 0, b.stride());
                         p.forward(k, run, groups, &groups.gather_train, rows);
                         p.head(k, groups, rows);
                         p.backward(k, run, groups, rows);
                         p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
                     }
                 }
-                self.gpu.queue.submit([enc.finish()]);
+                b.gpu.queue.submit([enc.finish()]);
             })?;
-            self.gpu
+            b.gpu
                 .device
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| {
-                    Error::Backend(format!("waiting for {} failed: {e}", self.gpu.info.name))
+                    Error::Backend(format!("waiting for {} failed: {e}", b.gpu.info.name))
                 })?;
             out.push((
                 only.unwrap_or("whole step").to_string(),
@@ -1250,7 +1241,9 @@ impl GpuBackend {
         }
         Ok(out)
     }
+}
 
+impl GpuBackend {
     /// One epoch over the resident training rows in `order`: every batch's dispatches,
     /// validation and the finite check, then one readback of the statistics.
     fn epoch(&self, run: &mut Run, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
@@ -1348,16 +1341,22 @@ impl GpuBackend {
             )));
         }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
-        if run.work.cap < cap {
+        let regrown = run.work.cap < cap;
+        if regrown {
             // Regrow the work buffers for this batch size; the state buffers stay.
             run.work = Work::new(&self.gpu, &run.arch, cap)?;
-            run.groups = None;
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
         let val_chunks = val_rows.div_ceil(run.work.cap);
         let n = batches + val_chunks + 1;
-        self.prepare(run, n, n)?;
+        if regrown {
+            // The bind groups point at the old work buffers.
+            let (stats, steps) = (run.bound.stats.1.max(n), run.bound.steps.1.max(n));
+            run.bound = self.bind(&run.core, stats, steps)?;
+        } else {
+            self.prepare(run, n, n)?;
+        }
         let mut records = Vec::with_capacity(val_chunks + 1);
         for c in 0..val_chunks {
             let rows = (val_rows - c * run.work.cap).min(run.work.cap);
@@ -1436,7 +1435,7 @@ impl GpuBackend {
         let k = &self.kernels;
         let last = self.gpu.scoped("training batches", || {
             let mut last = None;
-            let groups = run.groups.as_ref().expect("prepared");
+            let groups = &run.bound.groups;
             let gather = match chunk {
                 Some(c) => groups.gather_chunk[c].as_ref().expect("a streamed run"),
                 None => &groups.gather_train,
@@ -1488,7 +1487,7 @@ impl GpuBackend {
             .map(|c| (run.val.as_ref().map_or(0, |v| v.rows) - c * run.work.cap).min(run.work.cap))
             .collect();
         self.gpu.scoped("validation", || {
-            let groups = run.groups.as_ref().expect("prepared");
+            let groups = &run.bound.groups;
             let mut enc = self.encoder("validation and statistics");
             {
                 let mut p = self.pass(&mut enc, "validation");
@@ -1502,13 +1501,7 @@ impl GpuBackend {
                 p.step(groups, batches + val_chunks, stride);
                 p.dispatch(&k.finite_check, &groups.finite, 1, 1);
             }
-            enc.copy_buffer_to_buffer(
-                &run.stats.as_ref().expect("prepared").0,
-                0,
-                &readback,
-                0,
-                (n_stats * 4) as u64,
-            );
+            enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, 0, (n_stats * 4) as u64);
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let stats = self.gpu.read_f32(&readback, n_stats)?;
