@@ -226,7 +226,7 @@ fn a_lost_device_is_an_error_that_says_so() {
         ..StepConfig::default()
     };
     gpu.train_epoch(&order, &cfg).unwrap();
-    // As GpuBackend::lose_device does: what a driver reset or an unplugged GPU looks like.
+    // Destroying the device is what a driver reset or an unplugged GPU looks like.
     device.destroy();
     let err = gpu.train_epoch(&order, &cfg).unwrap_err().to_string();
     assert!(err.contains("lost"), "{err}");

@@ -278,12 +278,6 @@ impl GpuBackend {
         Ok(GpuBackend { gpu, kernels })
     }
 
-    /// Destroys the device, as a driver reset or an unplugged GPU would: every later call
-    /// fails with a "device lost" error. For testing how runs survive losing the GPU.
-    pub fn lose_device(&self) {
-        self.gpu.device.destroy();
-    }
-
     /// The open device.
     pub fn gpu(&self) -> &Gpu {
         &self.gpu
