@@ -200,7 +200,16 @@ impl Arch {
 
     /// Head width P = K + 2*K*D (+ K*D(D-1)/2 with full covariance).
     pub fn head_width(&self) -> usize {
-        self.components * (1 + 2 * self.targets + self.tri_count())
+        self.head().width()
+    }
+
+    /// Where each part of the mixture lives in one row's head outputs.
+    pub fn head(&self) -> HeadLayout {
+        HeadLayout {
+            k: self.components,
+            d: self.targets,
+            tri: self.tri_count(),
+        }
     }
 
     /// Layer widths from input to head: `[d, h1, ..., hL, P]`.
@@ -258,5 +267,78 @@ impl Arch {
          pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units; \
          with covariance full, then K*D(D-1)/2 strictly-lower Cholesky entries L[j][i] (index k*T + j(j-1)/2 + i, T = D(D-1)/2) \
          whose diagonal is the sigma block: Sigma_k = L L^T"
+    }
+}
+
+/// Index of `L[j][i]` (i < j) among a component's strictly-lower Cholesky entries.
+#[inline]
+pub fn tri_index(j: usize, i: usize) -> usize {
+    j * (j - 1) / 2 + i
+}
+
+/// One row's head outputs, in order: K logits | K*D means | K*D raw scales | K*T
+/// strictly-lower Cholesky entries (T = D(D-1)/2, full covariance only), each block
+/// component-major (component c's D values together). The one description of the head's
+/// outputs: the mixture mathematics (`mixture.rs`), the initialisation
+/// (`train::init_params`) index through it, and `shaders/mixture_head_common.wgsl` mirrors it
+/// for both head kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// Components K.
+    pub k: usize,
+    /// Target dimension D.
+    pub d: usize,
+    /// Strictly-lower Cholesky entries per component (0 for diagonal covariance).
+    pub tri: usize,
+}
+
+impl HeadLayout {
+    /// Head outputs per row, P.
+    #[inline]
+    pub fn width(&self) -> usize {
+        self.k * (1 + 2 * self.d + self.tri)
+    }
+
+    /// The K mixture logits.
+    #[inline]
+    pub fn logits(&self) -> std::ops::Range<usize> {
+        0..self.k
+    }
+
+    /// The K*D means, component-major.
+    #[inline]
+    pub fn means(&self) -> std::ops::Range<usize> {
+        self.k..self.k + self.k * self.d
+    }
+
+    /// The K*D raw scales (softplus(raw) + floor is each standard deviation, or each
+    /// diagonal entry of a Cholesky factor), component-major.
+    #[inline]
+    pub fn raw_scales(&self) -> std::ops::Range<usize> {
+        self.k + self.k * self.d..self.k + 2 * self.k * self.d
+    }
+
+    /// Mean of component `c`, dimension `j`.
+    #[inline]
+    pub fn mu(&self, c: usize, j: usize) -> usize {
+        self.k + c * self.d + j
+    }
+
+    /// Raw scale of component `c`, dimension `j`.
+    #[inline]
+    pub fn raw_scale(&self, c: usize, j: usize) -> usize {
+        self.k + self.k * self.d + c * self.d + j
+    }
+
+    /// First strictly-lower Cholesky entry of component `c`.
+    #[inline]
+    pub fn lower_start(&self, c: usize) -> usize {
+        self.k + 2 * self.k * self.d + c * self.tri
+    }
+
+    /// `L[j][i]` (i < j) of component `c`.
+    #[inline]
+    pub fn lower(&self, c: usize, j: usize, i: usize) -> usize {
+        self.lower_start(c) + tri_index(j, i)
     }
 }

@@ -36,7 +36,7 @@
 //!
 //! Arithmetic is in `f64` per row: the CPU backend is the reference the GPU is judged by.
 
-use crate::layout::{Arch, Covariance, MAX_FULL_COVARIANCE_TARGETS};
+use crate::layout::{Arch, Covariance, HeadLayout, MAX_FULL_COVARIANCE_TARGETS};
 
 /// ln(2 pi) / 2.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -95,11 +95,7 @@ pub struct Mixture {
 
 const MAXD: usize = MAX_FULL_COVARIANCE_TARGETS;
 
-/// Index of `L[j][i]` (i < j) among a component's strictly-lower Cholesky entries.
-#[inline]
-pub fn tri_index(j: usize, i: usize) -> usize {
-    j * (j - 1) / 2 + i
-}
+pub use crate::layout::tri_index;
 
 impl Mixture {
     /// The mixture an architecture's head parameterises.
@@ -121,8 +117,18 @@ impl Mixture {
         }
     }
 
+    /// Where each part lives in one row's head outputs.
+    #[inline]
+    pub fn head(&self) -> HeadLayout {
+        HeadLayout {
+            k: self.k,
+            d: self.d,
+            tri: self.tri(),
+        }
+    }
+
     pub fn width(&self) -> usize {
-        self.k * (1 + 2 * self.d + self.tri())
+        self.head().width()
     }
 
     /// Length of the `scratch` slice [`Mixture::loglik`] needs: K log terms, and with full
@@ -138,13 +144,13 @@ impl Mixture {
     /// Component `c`'s Cholesky factor `L` (D x D, row-major, zero above the diagonal) from
     /// one row's head outputs; diagonal for a diagonal mixture.
     pub fn cholesky(&self, h: &[f32], c: usize, l: &mut [f64]) {
-        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        let (d, at) = (self.d, self.head());
         l[..d * d].fill(0.0);
         for j in 0..d {
-            l[j * d + j] = softplus(h[k + kd + c * d + j] as f64) + self.floor;
+            l[j * d + j] = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
             if self.full {
                 for i in 0..j {
-                    l[j * d + i] = h[k + 2 * kd + c * t + tri_index(j, i)] as f64;
+                    l[j * d + i] = h[at.lower(c, j, i)] as f64;
                 }
             }
         }
@@ -155,8 +161,10 @@ impl Mixture {
     /// `sigma` is the diagonal of each Cholesky factor (see [`Mixture::cholesky`]), not the
     /// marginal standard deviation.
     pub fn params(&self, h: &[f32], pi: &mut [f64], mu: &mut [f64], sigma: &mut [f64]) {
-        let (k, kd) = (self.k, self.k * self.d);
-        let m = h[..k].iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+        let (k, at) = (self.k, self.head());
+        let m = h[at.logits()]
+            .iter()
+            .fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
         let mut sum = 0.0;
         for c in 0..k {
             pi[c] = (h[c] as f64 - m).exp();
@@ -165,9 +173,9 @@ impl Mixture {
         for p in pi.iter_mut() {
             *p /= sum;
         }
-        for i in 0..kd {
-            mu[i] = h[k + i] as f64;
-            sigma[i] = softplus(h[k + kd + i] as f64) + self.floor;
+        for (i, (&m, &raw)) in h[at.means()].iter().zip(&h[at.raw_scales()]).enumerate() {
+            mu[i] = m as f64;
+            sigma[i] = softplus(raw as f64) + self.floor;
         }
     }
 
@@ -192,13 +200,13 @@ impl Mixture {
     /// Component `c`'s whitened residual `z = L^{-1} (y - mu_c)` into `z`; returns
     /// `sum_j (-ln(2 pi)/2 - ln L_jj - z_j^2 / 2)`.
     fn whiten(&self, h: &[f32], y: &[f32], c: usize, z: &mut [f64]) -> f64 {
-        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        let (d, at) = (self.d, self.head());
         let mut term = 0.0;
         for j in 0..d {
-            let ljj = softplus(h[k + kd + c * d + j] as f64) + self.floor;
-            let mut s = y[j] as f64 - h[k + c * d + j] as f64;
+            let ljj = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
+            let mut s = y[j] as f64 - h[at.mu(c, j)] as f64;
             for i in 0..j {
-                s -= h[k + 2 * kd + c * t + tri_index(j, i)] as f64 * z[i];
+                s -= h[at.lower(c, j, i)] as f64 * z[i];
             }
             z[j] = s / ljj;
             term -= HALF_LN_2PI + ljj.ln() + 0.5 * z[j] * z[j];
@@ -214,7 +222,7 @@ impl Mixture {
         grad: Option<&mut [f32]>,
         scale: f64,
     ) -> f64 {
-        let (k, d, kd, t) = (self.k, self.d, self.k * self.d, self.tri());
+        let (k, d, at) = (self.k, self.d, self.head());
         assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
         let logits = &h[..k];
         let log_norm = log_normaliser(logits);
@@ -230,17 +238,17 @@ impl Mixture {
                 let pi = (logits[c] as f64 - log_norm).exp();
                 g[c] = (scale * (pi - gamma)) as f32;
                 let z = &zs[c * d..(c + 1) * d];
-                let off = k + 2 * kd + c * t;
+                let off = at.lower_start(c);
                 for j in (0..d).rev() {
-                    let raw = h[k + kd + c * d + j] as f64;
+                    let raw = h[at.raw_scale(c, j)] as f64;
                     let ljj = softplus(raw) + self.floor;
                     let mut s = z[j];
                     for i in j + 1..d {
                         s -= h[off + tri_index(i, j)] as f64 * w[i];
                     }
                     w[j] = s / ljj;
-                    g[k + c * d + j] = (scale * (-gamma * w[j])) as f32;
-                    g[k + kd + c * d + j] =
+                    g[at.mu(c, j)] = (scale * (-gamma * w[j])) as f32;
+                    g[at.raw_scale(c, j)] =
                         (scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw)) as f32;
                 }
                 for j in 1..d {
@@ -261,16 +269,15 @@ impl Mixture {
         grad: Option<&mut [f32]>,
         scale: f64,
     ) -> f64 {
-        let (k, d, kd) = (self.k, self.d, self.k * self.d);
+        let (k, d, at) = (self.k, self.d, self.head());
         let logits = &h[..k];
         let log_norm = log_normaliser(logits);
         let l = &mut scratch[..k];
         for c in 0..k {
             let mut lc = logits[c] as f64 - log_norm;
             for j in 0..d {
-                let i = c * d + j;
-                let sigma = softplus(h[k + kd + i] as f64) + self.floor;
-                let z = (y[j] as f64 - h[k + i] as f64) / sigma;
+                let sigma = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
+                let z = (y[j] as f64 - h[at.mu(c, j)] as f64) / sigma;
                 lc -= HALF_LN_2PI + sigma.ln() + 0.5 * z * z;
             }
             l[c] = lc;
@@ -282,12 +289,12 @@ impl Mixture {
                 let pi = (logits[c] as f64 - log_norm).exp();
                 g[c] = (scale * (pi - gamma)) as f32;
                 for j in 0..d {
-                    let i = c * d + j;
-                    let raw = h[k + kd + i] as f64;
+                    let (im, is) = (at.mu(c, j), at.raw_scale(c, j));
+                    let raw = h[is] as f64;
                     let sigma = softplus(raw) + self.floor;
-                    let z = (y[j] as f64 - h[k + i] as f64) / sigma;
-                    g[k + i] = (scale * (-gamma * z / sigma)) as f32;
-                    g[k + kd + i] = (scale * gamma * (1.0 - z * z) / sigma * sigmoid(raw)) as f32;
+                    let z = (y[j] as f64 - h[im] as f64) / sigma;
+                    g[im] = (scale * (-gamma * z / sigma)) as f32;
+                    g[is] = (scale * gamma * (1.0 - z * z) / sigma * sigmoid(raw)) as f32;
                 }
             }
         }

@@ -197,7 +197,7 @@ pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
         }
     }
     let head = layers.last().expect("an architecture has a head");
-    let (k, d) = (arch.components, arch.targets);
+    let (k, d, at) = (arch.components, arch.targets, arch.head());
     let rows = y_std.len() / d;
     let mut column = Vec::with_capacity(rows);
     for j in 0..d {
@@ -207,13 +207,13 @@ pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
         for c in 0..k {
             let q = (c as f64 + 0.5) / k as f64;
             let pos = ((rows as f64 - 1.0) * q).round() as usize;
-            params[head.bias + k + c * d + j] = column.get(pos).copied().unwrap_or(0.0);
+            params[head.bias + at.mu(c, j)] = column.get(pos).copied().unwrap_or(0.0);
         }
     }
     let sigma0 = (1.0 / k as f64).max(0.05);
     let raw0 = softplus_inverse((sigma0 - arch.sigma_floor as f64).max(1e-3)) as f32;
-    for i in 0..k * d {
-        params[head.bias + k + k * d + i] = raw0;
+    for i in at.raw_scales() {
+        params[head.bias + i] = raw0;
     }
     params
 }

@@ -3,7 +3,9 @@
 //!
 //! Every kernel has two bind groups: group 0 holds its own buffers (listed here as `Slot`s,
 //! in binding order), group 1 the per-dispatch `Step` record (a uniform with a dynamic
-//! offset, shared by all kernels). `shaders/common.wgsl` is prepended to every kernel.
+//! offset, shared by all kernels). `shaders/common.wgsl` is prepended to every kernel, and
+//! `shaders/mixture_head_common.wgsl` (the entry point and head layout they share) to the two
+//! head kernels.
 
 use std::borrow::Cow;
 
@@ -102,12 +104,18 @@ impl Kernels {
                 ),
                 mixture_head: k(
                     "mixture_head",
-                    include_str!("../../../shaders/mixture_head.wgsl"),
+                    concat!(
+                        include_str!("../../../shaders/mixture_head_common.wgsl"),
+                        include_str!("../../../shaders/mixture_head.wgsl")
+                    ),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
                 mixture_head_full: k(
                     "mixture_head_full",
-                    include_str!("../../../shaders/mixture_head_full.wgsl"),
+                    concat!(
+                        include_str!("../../../shaders/mixture_head_common.wgsl"),
+                        include_str!("../../../shaders/mixture_head_full.wgsl")
+                    ),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
                 reduce_sum: k(
