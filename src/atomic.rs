@@ -34,31 +34,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Temporary files that exist only while a run needs them, removed when dropped — also by
-/// [`remove_temporary_files`] when the process is about to exit without unwinding (a second
-/// Ctrl-C).
+/// Temporary directories that exist only while a run needs them, removed when dropped — also
+/// by [`remove_temporary_files`] when the process is about to exit without unwinding (a
+/// second Ctrl-C).
 static TEMPORARY: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// A temporary `.npy` file (and the `.columns.json` beside it) in the system's temporary
-/// directory, deleted when dropped.
+/// A temporary `.npy` file in a directory of its own under the system's temporary directory,
+/// so that everything written beside it (its `.columns.json`, the writer's unfinished
+/// temporary file) goes when it is dropped.
 pub struct TempNpy {
+    dir: std::path::PathBuf,
     path: std::path::PathBuf,
 }
 
 impl TempNpy {
     pub fn new() -> Result<TempNpy> {
-        let file = tempfile::Builder::new()
+        let dir = tempfile::Builder::new()
             .prefix("mdn-")
-            .suffix(".npy")
-            .tempfile()
-            .map_err(|e| Error::io(Path::new("temporary file"), e))?;
-        let (_, path) = file
-            .keep()
-            .map_err(|e| Error::io(Path::new("temporary file"), e.error))?;
-        let mut list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
-        list.push(path.clone());
-        list.push(crate::npy::columns_path(&path));
-        Ok(TempNpy { path })
+            .tempdir()
+            .map_err(|e| Error::io(Path::new("temporary directory"), e))?
+            .keep();
+        TEMPORARY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(dir.clone());
+        Ok(TempNpy {
+            path: dir.join("data.npy"),
+            dir,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -68,20 +71,20 @@ impl TempNpy {
 
 impl Drop for TempNpy {
     fn drop(&mut self) {
-        let columns = crate::npy::columns_path(&self.path);
-        let _ = std::fs::remove_file(&self.path);
-        let _ = std::fs::remove_file(&columns);
-        let mut list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
-        list.retain(|p| *p != self.path && *p != columns);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        TEMPORARY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != self.dir);
     }
 }
 
-/// Removes every temporary file still alive: for a process that exits at once (the second
-/// Ctrl-C) and so runs no destructors.
+/// Removes every temporary directory still alive: for a process that exits at once (the
+/// second Ctrl-C) and so runs no destructors.
 pub fn remove_temporary_files() {
     let list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
     for p in list.iter() {
-        let _ = std::fs::remove_file(p);
+        let _ = std::fs::remove_dir_all(p);
     }
 }
 
@@ -89,6 +92,16 @@ pub fn remove_temporary_files() {
 /// read-only or not a place for files (`/proc`), or `path` is a directory. `what` names the
 /// option in messages ("--out").
 pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    let text = path.as_os_str().to_string_lossy();
+    if path.file_name().is_none()
+        || text.ends_with('/')
+        || text.ends_with(std::path::MAIN_SEPARATOR)
+    {
+        return Err(Error::config(format!(
+            "{what} {}: names a directory, not a file",
+            path.display()
+        )));
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

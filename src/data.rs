@@ -408,14 +408,16 @@ impl<R: std::io::Read> CsvRows<R> {
     }
 }
 
-/// The named columns of a data file as text, one entry per row, as they are written (CSV)
-/// or as numbers (`.npy`): what `mdn predict --keep` copies through.
-pub fn read_text_columns(path: &Path, names: &[String]) -> Result<Vec<Vec<String>>> {
+/// The columns `names` picks (by name or 0-based index) as text, one entry per row, as they
+/// are written (CSV) or as numbers (`.npy`): what `mdn predict --keep` copies through.
+/// Returns the columns' names and the rows.
+pub fn read_text_columns(path: &Path, names: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let header = header(path)?;
     let cols: Vec<usize> = names
         .iter()
         .map(|n| find(&header, n, path, "--keep"))
         .collect::<Result<_>>()?;
+    let names = cols.iter().map(|&c| header[c].clone()).collect();
     let mut rows = Vec::new();
     if is_npy(path) {
         let mut reader = crate::npy::NpyReader::open(path)?;
@@ -432,7 +434,7 @@ pub fn read_text_columns(path: &Path, names: &[String]) -> Result<Vec<Vec<String
             rows.push(std::mem::take(&mut cells));
         }
     }
-    Ok(rows)
+    Ok((names, rows))
 }
 
 fn csv_error(e: csv::Error, path: &Path) -> Error {

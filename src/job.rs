@@ -292,6 +292,16 @@ impl TrainJob {
             }
             .names(&crate::data::header(v)?, v)?;
         }
+        // The model's shape, from the columns: too many parameters, or full covariance over
+        // too many targets, is refused before any data is read.
+        crate::layout::Arch::new(
+            features.len(),
+            self.hidden.clone(),
+            self.activation,
+            self.components,
+            targets.len(),
+        )?
+        .with_covariance(self.covariance)?;
         let budget = self.memory_mb << 20;
         let big = self
             .data
@@ -313,8 +323,14 @@ impl TrainJob {
                 "in memory"
             }
         );
+        // A resumed run continues with exactly the checkpoint's options (Adam's constants
+        // included, which have no option of their own).
+        let options = match &resume {
+            Some(c) => c.options.clone(),
+            None => self.options(),
+        };
         Ok(ResolvedJob {
-            options: self.options(),
+            options,
             job: self,
             features,
             targets,
@@ -544,8 +560,10 @@ impl ResolvedJob {
                 if let Some(c) = job.chunk_rows {
                     sopts.chunk_rows = c;
                 }
+                // The exact number of training rows is known after the first pass (the trainer
+                // checks it again then); until then, the file's rows bound it.
                 let rows = source.rows();
-                self.check_rows(rows, &mut *observer)?;
+                self.check_rows(rows, true, &mut *observer)?;
                 let (mut backend, note) = self.open_backend()?;
                 let plan = Plan {
                     chunk_rows: Some(sopts.chunk_rows),
@@ -582,7 +600,7 @@ impl ResolvedJob {
                     Some(path) => (data, Some(read_data(path, &val_choice)?)),
                     None => split_validation(&data, job.val_fraction, opts.seed)?,
                 };
-                self.check_rows(train_set.rows, &mut *observer)?;
+                self.check_rows(train_set.rows, false, &mut *observer)?;
                 let (mut backend, note) = self.open_backend()?;
                 let plan = self.plan(
                     backend.name(),
@@ -618,17 +636,25 @@ impl ResolvedJob {
     }
 
     /// Checks that need the number of rows, and warnings about likely mistakes.
-    fn check_rows(&self, train_rows: usize, observer: &mut dyn FnMut(&JobEvent)) -> Result<()> {
+    /// `rows` are the training rows, or with `all_rows` every row of the file (a streamed run
+    /// before its first pass).
+    fn check_rows(
+        &self,
+        rows: usize,
+        all_rows: bool,
+        observer: &mut dyn FnMut(&JobEvent),
+    ) -> Result<()> {
         let k = self.options.components;
         let path = self.job.data_name();
-        if k > train_rows {
+        let what = if all_rows { "rows" } else { "training rows" };
+        if k > rows {
             return Err(Error::config(format!(
-                "{path}: --components {k} is more than the {train_rows} training rows: each component needs rows to describe"
+                "{path}: --components {k} is more than the {rows} {what}: each component needs rows to describe"
             )));
         }
-        if k > 1 && train_rows < 10 * k {
+        if k > 1 && rows < 10 * k {
             observer(&JobEvent::Warning(&format!(
-                "--components {k} with {train_rows} training rows leaves fewer than 10 rows per component: \
+                "--components {k} with {rows} {what} leaves fewer than 10 rows per component: \
                  a smaller --components (or `mdn select`) is likely better"
             )));
         }
@@ -685,21 +711,25 @@ pub fn save_model(model: &Model, out: &Path) -> Result<PathBuf> {
     match model.save(out) {
         Ok(()) => Ok(out.to_path_buf()),
         Err(e) => {
-            let name = format!(
-                "mdn-model-{}-{}.json",
-                std::process::id(),
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_millis())
-                    .unwrap_or(0)
-            );
-            let rescue = std::env::temp_dir().join(name);
+            // A new, uniquely named file (two jobs failing at once never share one).
+            let rescue = tempfile::Builder::new()
+                .prefix("mdn-model-")
+                .suffix(".json")
+                .tempfile()
+                .and_then(|f| f.keep().map_err(|e| e.error))
+                .map(|(_, path)| path);
+            let Ok(rescue) = rescue else {
+                return Err(e);
+            };
             match model.save(&rescue) {
                 Ok(()) => Err(Error::NotSaved {
                     reason: e.to_string(),
                     saved_to: rescue,
                 }),
-                Err(_) => Err(e),
+                Err(_) => {
+                    let _ = std::fs::remove_file(&rescue);
+                    Err(e)
+                }
             }
         }
     }

@@ -194,6 +194,23 @@ pub fn column_names(path: &Path, cols: usize) -> Result<Vec<String>> {
                     format!("expected a JSON array of column names ({e})"),
                 )
             })?;
+            if let Some((i, n)) = names
+                .iter()
+                .enumerate()
+                .find(|(i, n)| names[..*i].contains(n))
+            {
+                return Err(bad(
+                    &names_path,
+                    format!(
+                        "column name '{n}' is repeated (at positions {} and {})",
+                        names.iter().position(|m| m == n).unwrap_or(0),
+                        i
+                    ),
+                ));
+            }
+            if names.iter().any(|n| n.is_empty()) {
+                return Err(bad(&names_path, "a column name is empty"));
+            }
             if names.len() != cols {
                 return Err(bad(
                     &names_path,

@@ -2269,6 +2269,7 @@ fn bad_options_are_refused_before_any_work() {
         "--out /proc/model.json",
     );
     refused(&["train", "--out", "no/such/dir/m.json"], "does not exist");
+    refused(&["train", "--out", "sub/"], "names a directory, not a file");
     refused(
         &["train", "--components", "100000", "--device", "cpu"],
         "--components 100000 is more than the",
@@ -2330,6 +2331,14 @@ fn predict_keeps_columns_and_info_summarises_a_model() {
         ],
     );
     assert_eq!(json(&j)["rows"][1]["kept"]["id"], "B-2");
+    // Columns by index are labelled with their names.
+    let (csv, _) = ok(
+        dir.path(),
+        &[
+            "predict", "--data", "new.csv", "--model", "m.json", "--keep", "0",
+        ],
+    );
+    assert!(csv.starts_with("row,id,pi_0"), "{csv}");
     let out = mdn(
         dir.path(),
         &[
@@ -2376,4 +2385,105 @@ fn rust_log_info_shows_the_jobs_decisions() {
         err.contains("job: device cpu") && err.contains("in memory") && err.contains("batch 256"),
         "{err}"
     );
+}
+
+/// Regression (npy_repeated_column_names): a `.columns.json` naming two columns alike made
+/// a column chosen by index resolve to the first column of that name, silently training on
+/// the wrong target. Repeated names are refused, as in a CSV header.
+#[test]
+fn npy_repeated_column_names() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "500", "--out", "d.npy", "--quiet",
+        ],
+    );
+    std::fs::write(dir.path().join("d.npy.columns.json"), r#"["t","t"]"#).unwrap();
+    let out = mdn(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "d.npy",
+            "--target",
+            "1",
+            "--features",
+            "0",
+            "--epochs",
+            "1",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("d.npy.columns.json") && err.contains("'t' is repeated"),
+        "{err}"
+    );
+    assert!(!dir.path().join("model.json").exists());
+}
+
+/// `mdn check` compares a GPU with the CPU; on the CPU backend it would compare the reference
+/// with itself, so it refuses (`--device auto` is the CPU on a machine without a GPU).
+#[test]
+fn check_refuses_to_compare_the_cpu_with_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = mdn(dir.path(), &["check", "--device", "cpu"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--device software"), "{err}");
+}
+
+/// Regression (second_ctrl_c_leaves_conversion_files): two Ctrl-C while a CSV is converted to
+/// stream it left the converter's unfinished temporary file behind. The converted file lives
+/// in a directory of its own, removed whole, also by the second Ctrl-C's immediate exit.
+#[cfg(unix)]
+#[test]
+fn second_ctrl_c_leaves_conversion_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "wide", "--rows", "300000", "--out", "w.csv", "--quiet",
+        ],
+    );
+    for signals in [1, 2] {
+        let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args([
+                "train", "--data", "w.csv", "--target", "y0,y1", "--stream", "--epochs", "1",
+                "--device", "cpu",
+            ])
+            .current_dir(dir.path())
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the conversion has started (its directory exists).
+        let started = std::time::Instant::now();
+        while files_in(tmp.path()).is_empty() && started.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            !files_in(tmp.path()).is_empty(),
+            "the conversion never started"
+        );
+        for _ in 0..signals {
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{signals} Ctrl-C: {err}");
+        assert_eq!(
+            files_in(tmp.path()),
+            Vec::<String>::new(),
+            "{signals} Ctrl-C: {err}"
+        );
+        assert!(!dir.path().join("model.json").exists());
+    }
 }

@@ -317,3 +317,79 @@ fn model_lost_when_out_unwritable() {
     assert_eq!(model.training.unwrap().epochs, 1);
     std::fs::remove_file(saved_to).unwrap();
 }
+
+/// The model's shape is checked at `resolve`, before the data is read: full covariance over
+/// more than 16 targets, or a model of more than 2^32 parameters.
+#[test]
+fn impossible_models_are_refused_before_reading_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..18).map(|i| format!("c{i}")).collect();
+    let mut csv = names.join(",") + "\n";
+    for r in 0..50 {
+        let row: Vec<String> = (0..18).map(|c| ((r * 7 + c) % 11).to_string()).collect();
+        csv.push_str(&(row.join(",") + "\n"));
+    }
+    let path = dir.path().join("wide.csv");
+    std::fs::write(&path, csv).unwrap();
+    let e = TrainJob {
+        data: Some(path.clone()),
+        target: names[1..].to_vec(),
+        covariance: Covariance::Full,
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("full covariance supports at most 16"),
+        "{e}"
+    );
+    let e = TrainJob {
+        data: Some(path),
+        hidden: vec![100_000, 100_000],
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap_err();
+    assert!(e.to_string().contains("more than 2^32"), "{e}");
+}
+
+/// Regression (resume_loses_adam_constants): a resumed job rebuilt its options from the job's
+/// fields, replacing the checkpoint's Adam constants (which have no option) by the defaults.
+#[test]
+fn resume_loses_adam_constants() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("m.ckpt.json");
+    TrainJob {
+        data: Some(asset("bishop.csv")),
+        device: DeviceChoice::Cpu,
+        epochs: Some(2),
+        checkpoint_every: Some(1),
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap()
+    .run(&mut |_: &JobEvent| {}, &AtomicBool::new(false))
+    .unwrap();
+    let mut c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&ckpt).unwrap()).unwrap();
+    c["options"]["step"]["beta1"] = serde_json::json!(0.8);
+    c["options"]["step"]["eps"] = serde_json::json!(1e-5);
+    std::fs::write(&ckpt, c.to_string()).unwrap();
+    let r = TrainJob {
+        resume: Some(ckpt),
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(r.options.step.beta1, 0.8);
+    assert_eq!(r.options.step.eps, 1e-5);
+    assert_eq!(
+        r.options.stopping,
+        mdn::train::Stopping::Fixed { epochs: 2 }
+    );
+}

@@ -61,11 +61,8 @@ pub fn predict(a: PredictArgs) -> Result<()> {
     let kept = if a.keep.is_empty() {
         None
     } else {
-        let rows = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
-        Some(mdn::tables::Kept {
-            names: a.keep.clone(),
-            rows,
-        })
+        let (names, rows) = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
+        Some(mdn::tables::Kept { names, rows })
     };
     let pred = model.predict(open_backend(a.device)?.as_mut(), &data)?;
     let text = if a.json {

@@ -6,7 +6,6 @@ use mdn::backend::{self, DeviceChoice};
 use mdn::{Error, Result};
 
 use super::args::{BenchArgs, CheckArgs, ConvertArgs, DevicesArgs, GenerateArgs};
-use super::model::open_backend;
 use super::output::{print_json, write_output};
 use super::progress::{message, row_counter};
 
@@ -57,8 +56,17 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
     write_output(None, s.as_bytes())
 }
 pub fn check(a: CheckArgs) -> Result<()> {
-    let mut b = open_backend(a.device)?;
+    let (mut b, note) = backend::open(a.device.device, a.device.threads.map(|t| t as usize))?;
     let name = b.name();
+    if name == "cpu" {
+        // Comparing the CPU reference with itself would check nothing.
+        return Err(Error::config(format!(
+            "mdn check compares a GPU with the CPU reference, but --device {} is the CPU backend here{}: \
+             use --device gpu for a hardware GPU or --device software for a software adapter",
+            a.device.device.name(),
+            note.map(|n| format!(" ({n})")).unwrap_or_default()
+        )));
+    }
     let rows = mdn::check::run(b.as_mut())?;
     let failed = rows.iter().filter(|r| !r.comparison.passed()).count();
     if a.json {
