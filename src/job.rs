@@ -61,10 +61,13 @@ pub struct TrainJob {
     pub activation: Activation,
     pub l2: f32,
     pub lr: f32,
-    pub batch_size: usize,
+    /// Rows per mini-batch (None: adapts to the training rows, [`adapted_defaults`]).
+    pub batch_size: Option<usize>,
     pub clip_norm: f32,
-    pub patience: usize,
-    pub max_epochs: usize,
+    /// Epochs without a better validation NLL before stopping (None: adapts).
+    pub patience: Option<usize>,
+    /// Most epochs with early stopping (None: adapts).
+    pub max_epochs: Option<usize>,
     /// Exactly this many epochs, without early stopping.
     pub epochs: Option<usize>,
     pub seed: u64,
@@ -96,10 +99,10 @@ impl Default for TrainJob {
             activation: Activation::Relu,
             l2: 0.0,
             lr: 1e-3,
-            batch_size: 256,
+            batch_size: None,
             clip_norm: 0.0,
-            patience: 10,
-            max_epochs: 200,
+            patience: None,
+            max_epochs: None,
             epochs: None,
             seed: 0,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
@@ -113,6 +116,41 @@ impl Default for TrainJob {
             resume: None,
             out: PathBuf::from("model.json"),
         }
+    }
+}
+
+/// The defaults that adapt to the data: rows per batch, patience and the epoch limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Adapted {
+    pub batch_size: usize,
+    pub patience: usize,
+    pub max_epochs: usize,
+}
+
+/// What the adapted defaults are from 3,840 training rows up (15 batches an epoch), and what
+/// `options()` uses before the rows are known.
+pub const LARGE: Adapted = Adapted {
+    batch_size: 256,
+    patience: 10,
+    max_epochs: 200,
+};
+
+/// The defaults for `n` training rows (the README's "Small data" states this rule):
+/// - batch = the largest power of two at most n/8, kept within 32..=256, and at most n;
+/// - with s = ceil(n / batch) steps per epoch: patience = ceil(100 / s) within 10..=50 and
+///   the epoch limit ceil(3000 / s) within 200..=2000,
+///
+/// so that a small data set gets small batches and, epochs being short, more of them before
+/// stopping, while from 3,840 rows on (15 batches of 256) they are 256, 10 and 200.
+pub fn adapted_defaults(n: usize) -> Adapted {
+    let n = n.max(1);
+    let pow2 = |m: usize| if m == 0 { 1 } else { 1usize << m.ilog2() };
+    let batch_size = pow2(n / 8).clamp(32, 256).min(n);
+    let steps = n.div_ceil(batch_size);
+    Adapted {
+        batch_size,
+        patience: 100usize.div_ceil(steps).clamp(10, 50),
+        max_epochs: 3000usize.div_ceil(steps).clamp(200, 2000),
     }
 }
 
@@ -192,15 +230,15 @@ impl TrainJob {
             step: StepConfig {
                 lr: self.lr,
                 l2: self.l2,
-                batch_size: self.batch_size,
+                batch_size: self.batch_size.unwrap_or(LARGE.batch_size),
                 clip_norm: self.clip_norm,
                 ..StepConfig::default()
             },
             stopping: match self.epochs {
                 Some(epochs) => Stopping::Fixed { epochs },
                 None => Stopping::Early {
-                    patience: self.patience,
-                    max_epochs: self.max_epochs,
+                    patience: self.patience.unwrap_or(LARGE.patience),
+                    max_epochs: self.max_epochs.unwrap_or(LARGE.max_epochs),
                 },
             },
             seed: self.seed,
@@ -349,7 +387,7 @@ impl TrainJob {
         self.covariance = o.covariance;
         self.lr = o.step.lr;
         self.l2 = o.step.l2;
-        self.batch_size = o.step.batch_size;
+        self.batch_size = Some(o.step.batch_size);
         self.clip_norm = o.step.clip_norm;
         match o.stopping {
             Stopping::Fixed { epochs } => self.epochs = Some(epochs),
@@ -358,8 +396,8 @@ impl TrainJob {
                 max_epochs,
             } => {
                 self.epochs = None;
-                self.patience = patience;
-                self.max_epochs = max_epochs;
+                self.patience = Some(patience);
+                self.max_epochs = Some(max_epochs);
             }
         }
         self.seed = o.seed;
@@ -397,6 +435,9 @@ pub struct Plan {
     pub components: usize,
     pub covariance: Covariance,
     pub batch_size: usize,
+    /// The defaults that adapted to the training rows (batch size, patience, epoch limit as
+    /// used), when any option was left to them.
+    pub adapted: Option<Adapted>,
     /// Rows in the data file.
     pub rows: usize,
     /// Training and validation rows (in memory; a streamed run knows them after its first
@@ -518,6 +559,54 @@ impl ResolvedJob {
                 y_scaler: c.y_scaler,
             }
         });
+        // The data first: the defaults that adapt to the rows need their number.
+        enum Input {
+            Stream {
+                source: NpySource,
+                val: Option<Dataset>,
+                sopts: StreamOptions,
+            },
+            Memory {
+                train: Dataset,
+                val: Option<Dataset>,
+            },
+        }
+        let (input, train_rows, all_rows) = match stream_path {
+            Some(path) => {
+                let source = NpySource::open(&path, &choice)?;
+                let val = job
+                    .val
+                    .as_ref()
+                    .map(|v| read_data(v, &val_choice))
+                    .transpose()?;
+                let row_floats = source.features().len() + source.targets().len();
+                let mut sopts =
+                    StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction);
+                if let Some(c) = job.chunk_rows {
+                    sopts.chunk_rows = c;
+                }
+                // The exact number of training rows is known after the first pass (the trainer
+                // checks it again then); until then, the file's rows bound it.
+                let rows = source.rows();
+                let held_out = if val.is_some() { 0.0 } else { job.val_fraction };
+                let expected = (rows as f64 * (1.0 - held_out)) as usize;
+                (Input::Stream { source, val, sopts }, expected, Some(rows))
+            }
+            None => {
+                let data = job.read_all(&choice)?;
+                let (train, val) = match &job.val {
+                    Some(path) => (data, Some(read_data(path, &val_choice)?)),
+                    None => split_validation(&data, job.val_fraction, self.options.seed)?,
+                };
+                let n = train.rows;
+                (Input::Memory { train, val }, n, None)
+            }
+        };
+        let (opts, adapted) = self.options_for_rows(train_rows);
+        match all_rows {
+            Some(rows) => self.check_rows(&opts, rows, true, &mut *observer)?,
+            None => self.check_rows(&opts, train_rows, false, &mut *observer)?,
+        }
         let spec = DataSpec {
             data: job.data.clone(),
             target: job.target.clone(),
@@ -533,7 +622,7 @@ impl ResolvedJob {
             |state: TrainState, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
                 Checkpoint::new(
                     spec.clone(),
-                    self.options.clone(),
+                    opts.clone(),
                     every,
                     (xs.clone(), ys.clone()),
                     state,
@@ -545,30 +634,18 @@ impl ResolvedJob {
             every,
             write: &mut write,
         });
-        let opts = &self.options;
-        let model = match stream_path {
-            Some(path) => {
-                let mut source = NpySource::open(&path, &choice)?;
-                let val = job
-                    .val
-                    .as_ref()
-                    .map(|v| read_data(v, &val_choice))
-                    .transpose()?;
-                let row_floats = source.features().len() + source.targets().len();
-                let mut sopts =
-                    StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction);
-                if let Some(c) = job.chunk_rows {
-                    sopts.chunk_rows = c;
-                }
-                // The exact number of training rows is known after the first pass (the trainer
-                // checks it again then); until then, the file's rows bound it.
+        let (mut backend, note) = self.open_backend()?;
+        let model = match input {
+            Input::Stream {
+                mut source,
+                val,
+                sopts,
+            } => {
                 let rows = source.rows();
-                self.check_rows(rows, true, &mut *observer)?;
-                let (mut backend, note) = self.open_backend()?;
                 let plan = Plan {
                     chunk_rows: Some(sopts.chunk_rows),
                     window_chunks: Some(sopts.window_chunks),
-                    ..self.plan(backend.name(), note, rows, None, None)
+                    ..self.plan(&opts, adapted, backend.name(), note, rows, None, None)
                 };
                 log::info!(
                     "job: streaming {} rows in chunks of {} rows, {} per shuffle window, {} device chunk rows, batch {}",
@@ -588,31 +665,27 @@ impl ResolvedJob {
                     &mut source,
                     val.as_ref(),
                     &sopts,
-                    opts,
+                    &opts,
                     resume_state,
                     checkpointer,
                     &mut on_train,
                 )
             }
-            None => {
-                let data = job.read_all(&choice)?;
-                let (train_set, val_set) = match &job.val {
-                    Some(path) => (data, Some(read_data(path, &val_choice)?)),
-                    None => split_validation(&data, job.val_fraction, opts.seed)?,
-                };
-                self.check_rows(train_set.rows, false, &mut *observer)?;
-                let (mut backend, note) = self.open_backend()?;
+            Input::Memory { train, val } => {
+                let val_rows = val.as_ref().map_or(0, |v| v.rows);
                 let plan = self.plan(
+                    &opts,
+                    adapted,
                     backend.name(),
                     note,
-                    train_set.rows + val_set.as_ref().map_or(0, |v| v.rows),
-                    Some(train_set.rows),
-                    Some(val_set.as_ref().map_or(0, |v| v.rows)),
+                    train.rows + val_rows,
+                    Some(train.rows),
+                    Some(val_rows),
                 );
                 log::info!(
                     "job: {} training rows, {} validation rows in memory, batch {}",
-                    train_set.rows,
-                    plan.val_rows.unwrap_or(0),
+                    train.rows,
+                    val_rows,
                     opts.step.batch_size
                 );
                 observer(&JobEvent::Started(&plan));
@@ -622,9 +695,9 @@ impl ResolvedJob {
                 };
                 crate::train::train_with(
                     backend.as_mut(),
-                    &train_set,
-                    val_set.as_ref(),
-                    opts,
+                    &train,
+                    val.as_ref(),
+                    &opts,
                     resume_state,
                     checkpointer,
                     &mut on_train,
@@ -640,11 +713,12 @@ impl ResolvedJob {
     /// before its first pass).
     fn check_rows(
         &self,
+        opts: &TrainOptions,
         rows: usize,
         all_rows: bool,
         observer: &mut dyn FnMut(&JobEvent),
     ) -> Result<()> {
-        let k = self.options.components;
+        let k = opts.components;
         let path = self.job.data_name();
         let what = if all_rows { "rows" } else { "training rows" };
         if k > rows {
@@ -677,8 +751,51 @@ impl ResolvedJob {
         Ok((b, note))
     }
 
+    /// The options for `train_rows` training rows: the job's, with every option it leaves
+    /// to the data set by [`adapted_defaults`] (a resumed run keeps its checkpoint's). The
+    /// second value is what was adapted, if anything.
+    pub fn options_for_rows(&self, train_rows: usize) -> (TrainOptions, Option<Adapted>) {
+        let mut opts = self.options.clone();
+        let job = &self.job;
+        let free = job.batch_size.is_none() || job.patience.is_none() || job.max_epochs.is_none();
+        if self.resume.is_some() || !free {
+            return (opts, None);
+        }
+        let a = adapted_defaults(train_rows);
+        if job.batch_size.is_none() {
+            opts.step.batch_size = a.batch_size;
+        }
+        if let Stopping::Early {
+            patience,
+            max_epochs,
+        } = &mut opts.stopping
+        {
+            if job.patience.is_none() {
+                *patience = a.patience;
+            }
+            if job.max_epochs.is_none() {
+                *max_epochs = a.max_epochs;
+            }
+        }
+        let chosen = Adapted {
+            batch_size: opts.step.batch_size,
+            patience: match opts.stopping {
+                Stopping::Early { patience, .. } => patience,
+                Stopping::Fixed { .. } => 0,
+            },
+            max_epochs: match opts.stopping {
+                Stopping::Early { max_epochs, .. } => max_epochs,
+                Stopping::Fixed { epochs } => epochs,
+            },
+        };
+        log::info!("job: defaults for {train_rows} training rows: {chosen:?}");
+        (opts, Some(chosen))
+    }
+
     fn plan(
         &self,
+        opts: &TrainOptions,
+        adapted: Option<Adapted>,
         backend: String,
         device_note: Option<String>,
         rows: usize,
@@ -691,10 +808,11 @@ impl ResolvedJob {
             device_note,
             features: self.features.clone(),
             targets: self.targets.clone(),
-            hidden: self.options.hidden.clone(),
-            components: self.options.components,
-            covariance: self.options.covariance,
-            batch_size: self.options.step.batch_size,
+            hidden: opts.hidden.clone(),
+            components: opts.components,
+            covariance: opts.covariance,
+            batch_size: opts.step.batch_size,
+            adapted,
             rows,
             train_rows,
             val_rows,

@@ -480,9 +480,10 @@ fn bad_training_input_is_refused_with_its_place() {
         &["--target", "y", "--features", "x,y"],
         "column 'y' is both a target and a feature",
     );
+    // Defaults adapt to small data; only an explicit batch that cannot work is refused.
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
-        &[],
+        &["--batch-size", "256"],
         "90 training rows (after holding out validation rows) are fewer than one batch of 256",
     );
     train_fails(
@@ -2486,4 +2487,50 @@ fn second_ctrl_c_leaves_conversion_files() {
         );
         assert!(!dir.path().join("model.json").exists());
     }
+}
+
+/// Small data sets train with the defaults, which adapt to the number of training rows (and
+/// say so); an explicit option keeps its value.
+#[test]
+fn small_data_trains_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..300 {
+        let x = (i as f64 * 0.37).sin();
+        csv.push_str(&format!(
+            "{x},{}\n",
+            2.0 * x + 0.1 * ((i * 7 % 11) as f64 - 5.0)
+        ));
+    }
+    std::fs::write(dir.path().join("small.csv"), csv).unwrap();
+    let (out, err) = ok(
+        dir.path(),
+        &["train", "--data", "small.csv", "--device", "cpu", "--json"],
+    );
+    let v = json(&out);
+    let n = v["train_rows"].as_u64().unwrap();
+    assert!((250..300).contains(&n), "{v}");
+    // n/8 is 30-37: batch 32; 9 or 10 batches an epoch: patience 10 or 12, at most 300-334 epochs.
+    assert!(
+        err.contains(&format!("defaults for {n} training rows: batch 32")),
+        "{err}"
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["training"]["batch_size"], 32);
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "small.csv",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "64",
+            "--quiet",
+        ],
+    );
+    assert!(err.is_empty(), "{err}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["training"]["batch_size"], 64);
 }

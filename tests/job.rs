@@ -30,10 +30,10 @@ fn a_job_round_trips_through_json() {
         activation: Activation::Tanh,
         l2: 1e-4,
         lr: 3e-3,
-        batch_size: 64,
+        batch_size: Some(64),
         clip_norm: 5.0,
-        patience: 4,
-        max_epochs: 77,
+        patience: Some(4),
+        max_epochs: Some(77),
         epochs: Some(12),
         seed: 42,
         sigma_floor: 1e-3,
@@ -132,7 +132,10 @@ fn every_option_is_checked_before_any_work() {
         &|j| j.lr = -0.001,
         "--lr must be a positive number, got -0.001",
     );
-    bad(&|j| j.batch_size = 0, "--batch-size must be at least 1");
+    bad(
+        &|j| j.batch_size = Some(0),
+        "--batch-size must be at least 1",
+    );
     bad(
         &|j| j.val_fraction = 0.0,
         "early stopping needs validation data",
@@ -142,7 +145,7 @@ fn every_option_is_checked_before_any_work() {
         "--val-fraction must be in [0, 1)",
     );
     bad(&|j| j.l2 = -1.0, "--l2");
-    bad(&|j| j.patience = 0, "--patience");
+    bad(&|j| j.patience = Some(0), "--patience");
     bad(&|j| j.epochs = Some(0), "--epochs must be at least 1");
     bad(&|j| j.memory_mb = 0, "--memory-mb");
     bad(&|j| j.chunk_rows = Some(0), "--chunk-rows");
@@ -392,4 +395,25 @@ fn resume_loses_adam_constants() {
         r.options.stopping,
         mdn::train::Stopping::Fixed { epochs: 2 }
     );
+}
+
+/// The rule the README states for the defaults that adapt to the training rows.
+#[test]
+fn adapted_defaults_follow_the_stated_rule() {
+    use mdn::job::{Adapted, LARGE, adapted_defaults};
+    let a = |batch_size, patience, max_epochs| Adapted {
+        batch_size,
+        patience,
+        max_epochs,
+    };
+    assert_eq!(adapted_defaults(10), a(10, 50, 2000));
+    assert_eq!(adapted_defaults(40), a(32, 50, 1500));
+    assert_eq!(adapted_defaults(180), a(32, 17, 500));
+    assert_eq!(adapted_defaults(300), a(32, 10, 300));
+    assert_eq!(adapted_defaults(1000), a(64, 10, 200));
+    assert_eq!(adapted_defaults(2047), a(128, 10, 200));
+    assert_eq!(adapted_defaults(2048), a(256, 13, 375));
+    assert_eq!(adapted_defaults(3603), LARGE);
+    assert_eq!(adapted_defaults(3840), LARGE);
+    assert_eq!(adapted_defaults(10_000_000), LARGE);
 }

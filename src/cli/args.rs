@@ -308,21 +308,24 @@ pub struct FitArgs {
     /// Adam learning rate
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
-    /// Rows per mini-batch
-    #[arg(long, default_value_t = 256)]
-    pub batch_size: usize,
+    /// Rows per mini-batch [default: adapts to the training rows n: the largest power of two
+    /// at most n/8, within 32..256 (256 from about 2,000 rows)]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
     /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
     #[arg(long, default_value_t = 0.0)]
     pub clip_norm: f32,
     /// Fraction of rows held out (chosen by --seed) for validation and early stopping
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Stop when the validation NLL has not improved for this many epochs
-    #[arg(long, default_value_t = 10)]
-    pub patience: usize,
-    /// Most epochs with early stopping
-    #[arg(long, default_value_t = 200)]
-    pub max_epochs: usize,
+    /// Stop when the validation NLL has not improved for this many epochs [default: 10, more
+    /// when an epoch has fewer than 10 batches: ceil(100 / batches), at most 50]
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Most epochs with early stopping [default: 200, more when an epoch has fewer than 15
+    /// batches: ceil(3000 / batches), at most 2000]
+    #[arg(long)]
+    pub max_epochs: Option<usize>,
     /// Seed for initialisation, the validation split, folds and shuffling
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

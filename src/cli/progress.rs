@@ -194,6 +194,16 @@ impl Progress {
                 p.backend
             )),
         }
+        if let Some(a) = &p.adapted {
+            let rows = p.train_rows.map_or_else(
+                || format!("about {} rows", p.rows),
+                |n| format!("{n} training rows"),
+            );
+            self.say(&format!(
+                "defaults for {rows}: batch {}, patience {}, at most {} epochs (set --batch-size, --patience or --max-epochs to choose)",
+                a.batch_size, a.patience, a.max_epochs
+            ));
+        }
         self.epoch_started = std::time::Instant::now();
     }
 
