@@ -693,7 +693,7 @@ impl ResolvedJob {
                     observer(&JobEvent::Train(e));
                     !cancel.load(Ordering::Relaxed)
                 };
-                crate::train::train_with(
+                let model = crate::train::train_with(
                     backend.as_mut(),
                     &train,
                     val.as_ref(),
@@ -701,7 +701,13 @@ impl ResolvedJob {
                     resume_state,
                     checkpointer,
                     &mut on_train,
-                )
+                );
+                match (model, &val) {
+                    (Ok(model), Some(val)) => {
+                        Ok(compare_with_baseline(model, &train, val, &mut *observer))
+                    }
+                    (model, _) => model,
+                }
             }
         };
         drop(converted);
@@ -820,6 +826,39 @@ impl ResolvedJob {
             window_chunks: None,
         }
     }
+}
+
+/// Records the validation NLL of a linear-Gaussian model fitted on the same training rows,
+/// and warns when the MDN is no better: it has found nothing beyond a linear trend with
+/// constant noise.
+fn compare_with_baseline(
+    mut model: Model,
+    train: &Dataset,
+    val: &Dataset,
+    observer: &mut dyn FnMut(&JobEvent),
+) -> Model {
+    let baseline = crate::baseline::LinearGaussian::fit(train).mean_nll(val);
+    let Some(info) = model.training.as_mut() else {
+        return model;
+    };
+    info.baseline_val_nll = Some(baseline);
+    // The saved parameters' validation NLL.
+    let saved = info
+        .history
+        .iter()
+        .find(|e| e.epoch == info.saved_epoch)
+        .and_then(|e| e.val_nll);
+    log::info!("job: validation NLL {saved:?}, linear-Gaussian baseline {baseline:.4}");
+    if let Some(nll) = saved {
+        if nll >= baseline {
+            observer(&JobEvent::Warning(&format!(
+                "the model's validation NLL ({nll:.4}) is no better than that of a linear model with \
+                 constant Gaussian noise ({baseline:.4}, fitted on the same rows): it has found nothing \
+                 beyond a linear trend. More epochs, fewer --components, some --l2 or more data may help"
+            )));
+        }
+    }
+    model
 }
 
 /// Writes `model` to `out`; when that fails after training (the disk filled up, the

@@ -12,6 +12,7 @@
 
 pub mod atomic;
 pub mod backend;
+pub mod baseline;
 pub mod bench;
 pub mod check;
 pub mod checkpoint;

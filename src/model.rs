@@ -96,6 +96,11 @@ pub struct TrainingInfo {
     /// without validation data), and the components found unused or duplicated there.
     #[serde(default)]
     pub components: Option<ComponentUsage>,
+    /// Validation NLL (original units) of a linear-Gaussian model fitted on the same training
+    /// rows (`baseline::LinearGaussian`): what the MDN is compared with. Absent for streamed
+    /// runs and runs without validation rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_val_nll: Option<f64>,
     pub history: Vec<EpochRecord>,
 }
 

@@ -915,6 +915,7 @@ fn fit(
         stop_reason: stop_reason.to_string(),
         final_lr: step.lr,
         components: None,
+        baseline_val_nll: None,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

@@ -2534,3 +2534,39 @@ fn small_data_trains_with_defaults() {
     let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
     assert_eq!(m["training"]["batch_size"], 64);
 }
+
+/// `mdn train` compares the model with a linear-Gaussian baseline fitted on the same rows,
+/// records the baseline's validation NLL, and warns when the model is no better.
+#[test]
+fn train_warns_when_a_linear_model_does_as_well() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..2000 {
+        let x = (i as f64 * 0.618).fract() * 4.0 - 2.0;
+        let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.2;
+        csv.push_str(&format!("{x},{}\n", 1.0 + 2.0 * x + e));
+    }
+    std::fs::write(dir.path().join("lin.csv"), csv).unwrap();
+    // One epoch cannot match the exact least-squares fit.
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "lin.csv", "--epochs", "1", "--device", "cpu",
+        ],
+    );
+    assert!(
+        err.contains("is no better than that of a linear model"),
+        "{err}"
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert!(m["training"]["baseline_val_nll"].as_f64().is_some(), "{m}");
+    // On Bishop's inverse problem the MDN is far better than any linear model.
+    let (_, err) = ok(dir.path(), &["train", "--epochs", "30", "--device", "cpu"]);
+    assert!(!err.contains("no better"), "{err}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    let t = &m["training"];
+    assert!(
+        t["best_val_nll"].as_f64().unwrap() < t["baseline_val_nll"].as_f64().unwrap() - 0.3,
+        "{t}"
+    );
+}

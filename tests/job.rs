@@ -417,3 +417,44 @@ fn adapted_defaults_follow_the_stated_rule() {
     assert_eq!(adapted_defaults(3840), LARGE);
     assert_eq!(adapted_defaults(10_000_000), LARGE);
 }
+
+/// The linear-Gaussian baseline against its closed form: on y = 1 + 2 x + N(0, 0.5^2) its
+/// mean NLL is ln(2 pi 0.25)/2 + 1/2; a duplicated (collinear) input changes nothing.
+#[test]
+fn linear_baseline_matches_its_closed_form() {
+    use rand::{Rng, SeedableRng};
+    use rand_distr::{Distribution, Normal};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let noise = Normal::new(0.0, 0.5).unwrap();
+    let make = |rng: &mut rand_chacha::ChaCha8Rng, n: usize, dup: bool| {
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let v: f64 = rng.random_range(-2.0..2.0);
+            x.push(v as f32);
+            if dup {
+                x.push(v as f32);
+            }
+            y.push((1.0 + 2.0 * v + noise.sample(rng)) as f32);
+        }
+        let features = if dup {
+            vec!["a".into(), "b".into()]
+        } else {
+            vec!["a".into()]
+        };
+        mdn::data::Dataset {
+            path: "generated".into(),
+            features,
+            targets: vec!["y".into()],
+            x,
+            y,
+            rows: n,
+        }
+    };
+    let want = 0.5 * ((2.0 * std::f64::consts::PI * 0.25).ln() + 1.0);
+    for dup in [false, true] {
+        let train = make(&mut rng, 20_000, dup);
+        let test = make(&mut rng, 20_000, dup);
+        let got = mdn::baseline::LinearGaussian::fit(&train).mean_nll(&test);
+        assert!((got - want).abs() < 0.02, "dup {dup}: {got} vs {want}");
+    }
+}
