@@ -25,7 +25,7 @@ use crate::checkpoint::{Checkpoint, DataSpec};
 use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_csv_from, read_data};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
-use crate::model::Model;
+use crate::model::{EpochChoice, Model};
 use crate::scaler::Scaler;
 use crate::train::{
     Checkpointer, LoopState, Resume, Stopping, StreamOptions, TrainEvent, TrainOptions,
@@ -52,7 +52,10 @@ pub struct TrainJob {
     pub features: Vec<String>,
     /// Validation data instead of holding out `val_fraction` of `data`.
     pub val: Option<PathBuf>,
-    pub val_fraction: f64,
+    /// Fraction of the rows held out for validation (None: 0.1, or with fewer than
+    /// [`CROSS_VALIDATE_BELOW`] rows the number of epochs is chosen by cross-validation and
+    /// the model refitted on every row).
+    pub val_fraction: Option<f64>,
     /// Hidden layer widths (JSON: `[64, 64]` or `"64,64"`; `[]` or `"none"`: no hidden layer).
     #[serde(deserialize_with = "widths")]
     pub hidden: Vec<usize>,
@@ -92,7 +95,7 @@ impl Default for TrainJob {
             target: Vec::new(),
             features: Vec::new(),
             val: None,
-            val_fraction: 0.1,
+            val_fraction: None,
             hidden: vec![64],
             components: 5,
             covariance: Covariance::Diagonal,
@@ -153,6 +156,15 @@ pub fn adapted_defaults(n: usize) -> Adapted {
         max_epochs: 3000usize.div_ceil(steps).clamp(200, 2000),
     }
 }
+
+/// Below this many rows (a 10% split would hold out fewer than 50), a job that leaves the
+/// validation to mdn chooses the number of epochs by [`CV_FOLDS`]-fold cross-validation
+/// and refits on every row, rather than trusting a few dozen validation rows.
+pub const CROSS_VALIDATE_BELOW: usize = 500;
+/// Fewer rows than this cannot be cross-validated (each fold needs two rows).
+pub const CROSS_VALIDATE_MIN: usize = 10;
+/// Folds of the cross-validation that chooses the number of epochs.
+pub const CV_FOLDS: usize = 5;
 
 /// Parses hidden widths: "64,64", "none" or "" (no hidden layer).
 pub fn parse_widths(s: &str) -> std::result::Result<Vec<usize>, String> {
@@ -219,6 +231,24 @@ impl TrainJob {
         serde_json::to_string_pretty(self).expect("a job is plain data")
     }
 
+    /// The held-out fraction: as given, else 0.1.
+    pub fn val_fraction(&self) -> f64 {
+        self.val_fraction.unwrap_or(0.1)
+    }
+
+    /// Whether `rows` rows are few enough that the number of epochs is chosen by
+    /// cross-validation (and the model refitted on every row) instead of by a validation
+    /// split: only when the job leaves all of that to mdn (no `--val`, `--val-fraction` or
+    /// `--epochs`, not resumed, not streamed).
+    fn cross_validates(&self, rows: usize, streamed: bool) -> bool {
+        self.val.is_none()
+            && self.val_fraction.is_none()
+            && self.epochs.is_none()
+            && self.resume.is_none()
+            && !streamed
+            && (CROSS_VALIDATE_MIN..CROSS_VALIDATE_BELOW).contains(&rows)
+    }
+
     /// The trainer's options.
     pub fn options(&self) -> TrainOptions {
         TrainOptions {
@@ -248,13 +278,13 @@ impl TrainJob {
     /// Checks every option on its own, with the option's name in the message.
     pub fn check_options(&self) -> Result<()> {
         self.options().validate()?;
-        if !(0.0..1.0).contains(&self.val_fraction) {
+        if !(0.0..1.0).contains(&self.val_fraction()) {
             return Err(Error::config(format!(
                 "--val-fraction must be in [0, 1), got {}",
-                self.val_fraction
+                self.val_fraction()
             )));
         }
-        if self.epochs.is_none() && self.val.is_none() && self.val_fraction == 0.0 {
+        if self.epochs.is_none() && self.val.is_none() && self.val_fraction() == 0.0 {
             return Err(Error::config(
                 "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
             ));
@@ -288,7 +318,7 @@ impl TrainJob {
                 self.target = c.data.target.clone();
                 self.features = c.data.features.clone();
                 self.val = c.data.val.clone();
-                self.val_fraction = c.data.val_fraction;
+                self.val_fraction = Some(c.data.val_fraction);
                 self.stream = c.data.stream;
                 self.chunk_rows = c.data.chunk_rows;
                 if c.data.memory_mb > 0 {
@@ -438,6 +468,9 @@ pub struct Plan {
     /// The defaults that adapted to the training rows (batch size, patience, epoch limit as
     /// used), when any option was left to them.
     pub adapted: Option<Adapted>,
+    /// On small data: the number of epochs chosen by cross-validation (the run then trains
+    /// on every row for exactly that many).
+    pub cross_validated_epochs: Option<usize>,
     /// Rows in the data file.
     pub rows: usize,
     /// Training and validation rows (in memory; a streamed run knows them after its first
@@ -462,6 +495,9 @@ pub enum JobEvent<'a> {
     Train(&'a TrainEvent),
     /// Something the user should know (a setting that is likely a mistake).
     Warning(&'a str),
+    /// What the job is doing or decided (for example the steps of choosing the number of
+    /// epochs on small data).
+    Note(&'a str),
 }
 
 /// A job checked and ready to run.
@@ -581,38 +617,72 @@ impl ResolvedJob {
                     .transpose()?;
                 let row_floats = source.features().len() + source.targets().len();
                 let mut sopts =
-                    StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction);
+                    StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction());
                 if let Some(c) = job.chunk_rows {
                     sopts.chunk_rows = c;
                 }
                 // The exact number of training rows is known after the first pass (the trainer
                 // checks it again then); until then, the file's rows bound it.
                 let rows = source.rows();
-                let held_out = if val.is_some() { 0.0 } else { job.val_fraction };
+                let held_out = if val.is_some() {
+                    0.0
+                } else {
+                    job.val_fraction()
+                };
                 let expected = (rows as f64 * (1.0 - held_out)) as usize;
                 (Input::Stream { source, val, sopts }, expected, Some(rows))
             }
             None => {
                 let data = job.read_all(&choice)?;
-                let (train, val) = match &job.val {
-                    Some(path) => (data, Some(read_data(path, &val_choice)?)),
-                    None => split_validation(&data, job.val_fraction, self.options.seed)?,
-                };
-                let n = train.rows;
-                (Input::Memory { train, val }, n, None)
+                if job.cross_validates(data.rows, false) {
+                    // Every row is trained on in the end; no validation split.
+                    let n = data.rows;
+                    (
+                        Input::Memory {
+                            train: data,
+                            val: None,
+                        },
+                        n,
+                        None,
+                    )
+                } else {
+                    let (train, val) = match &job.val {
+                        Some(path) => (data, Some(read_data(path, &val_choice)?)),
+                        None => split_validation(&data, job.val_fraction(), self.options.seed)?,
+                    };
+                    let n = train.rows;
+                    (Input::Memory { train, val }, n, None)
+                }
             }
         };
-        let (opts, adapted) = self.options_for_rows(train_rows);
+        let (mut opts, adapted) = self.options_for_rows(train_rows);
         match all_rows {
             Some(rows) => self.check_rows(&opts, rows, true, &mut *observer)?,
             None => self.check_rows(&opts, train_rows, false, &mut *observer)?,
         }
+        let (mut backend, note) = self.open_backend()?;
+        // Small data: the number of epochs by cross-validation, then a fixed-epoch refit.
+        let epoch_choice = match &input {
+            Input::Memory { train, val: None } if job.cross_validates(train.rows, false) => {
+                let choice = self.choose_epochs(train, backend.as_mut(), observer, cancel)?;
+                opts.stopping = Stopping::Fixed {
+                    epochs: choice.epochs,
+                };
+                Some(choice)
+            }
+            _ => None,
+        };
         let spec = DataSpec {
             data: job.data.clone(),
             target: job.target.clone(),
             features: job.features.clone(),
             val: job.val.clone(),
-            val_fraction: job.val_fraction,
+            // A refit after cross-validation trains on every row (and resumes so).
+            val_fraction: if epoch_choice.is_some() {
+                0.0
+            } else {
+                job.val_fraction()
+            },
             stream: self.streamed,
             chunk_rows: job.chunk_rows,
             memory_mb: job.memory_mb,
@@ -634,7 +704,6 @@ impl ResolvedJob {
             every,
             write: &mut write,
         });
-        let (mut backend, note) = self.open_backend()?;
         let model = match input {
             Input::Stream {
                 mut source,
@@ -673,15 +742,18 @@ impl ResolvedJob {
             }
             Input::Memory { train, val } => {
                 let val_rows = val.as_ref().map_or(0, |v| v.rows);
-                let plan = self.plan(
-                    &opts,
-                    adapted,
-                    backend.name(),
-                    note,
-                    train.rows + val_rows,
-                    Some(train.rows),
-                    Some(val_rows),
-                );
+                let plan = Plan {
+                    cross_validated_epochs: epoch_choice.as_ref().map(|c| c.epochs),
+                    ..self.plan(
+                        &opts,
+                        adapted,
+                        backend.name(),
+                        note,
+                        train.rows + val_rows,
+                        Some(train.rows),
+                        Some(val_rows),
+                    )
+                };
                 log::info!(
                     "job: {} training rows, {} validation rows in memory, batch {}",
                     train.rows,
@@ -702,16 +774,125 @@ impl ResolvedJob {
                     checkpointer,
                     &mut on_train,
                 );
-                match (model, &val) {
-                    (Ok(model), Some(val)) => {
+                match (model, &val, epoch_choice) {
+                    (Ok(model), Some(val), _) => {
                         Ok(compare_with_baseline(model, &train, val, &mut *observer))
                     }
-                    (model, _) => model,
+                    (Ok(mut model), None, Some(choice)) => {
+                        if choice.cv_nll >= choice.baseline_cv_nll {
+                            observer(&JobEvent::Warning(&format!(
+                                "the model's cross-validated NLL ({:.4}) is no better than that of a linear model with \
+                                 constant Gaussian noise ({:.4}, on the same folds): it has found nothing beyond a \
+                                 linear trend. Fewer --components, some --l2 or more data may help",
+                                choice.cv_nll, choice.baseline_cv_nll
+                            )));
+                        }
+                        if let Some(info) = model.training.as_mut() {
+                            info.baseline_val_nll = Some(choice.baseline_cv_nll);
+                            info.epoch_choice = Some(choice);
+                        }
+                        Ok(model)
+                    }
+                    (model, _, _) => model,
                 }
             }
         };
         drop(converted);
         model
+    }
+
+    /// Chooses the number of epochs for a small data set by [`CV_FOLDS`]-fold
+    /// cross-validation: on each fold, a model trained on the other folds with early stopping
+    /// on this one (the defaults adapted to those rows); the choice is the median of the
+    /// folds' best epochs. The folds' held-out NLLs, and a linear-Gaussian model's on the same
+    /// folds, are what the refitted model is judged by.
+    fn choose_epochs(
+        &self,
+        data: &Dataset,
+        backend: &mut dyn Backend,
+        observer: &mut dyn FnMut(&JobEvent),
+        cancel: &AtomicBool,
+    ) -> Result<EpochChoice> {
+        let seed = self.options.seed;
+        let interrupted = || {
+            Error::Interrupted(
+                "interrupted while choosing the number of epochs; no model was written".into(),
+            )
+        };
+        observer(&JobEvent::Note(&format!(
+            "small data ({} rows; a 10% split would hold out {}): choosing the number of epochs by \
+             {CV_FOLDS}-fold cross-validation, then training on every row",
+            data.rows,
+            data.rows / 10
+        )));
+        let folds: Vec<(Vec<usize>, Vec<usize>)> = (0..CV_FOLDS)
+            .map(|f| {
+                (0..data.rows).partition(|&r| crate::select::fold_of(seed, r as u64, CV_FOLDS) == f)
+            })
+            .filter(|(held, rest): &(Vec<usize>, Vec<usize>)| !held.is_empty() && !rest.is_empty())
+            .collect();
+        let smallest = folds.iter().map(|(_, rest)| rest.len()).min().unwrap_or(0);
+        if let Some(b) = self.job.batch_size.filter(|&b| b > smallest) {
+            return Err(Error::config(format!(
+                "{}: --batch-size {b} is larger than the {smallest} rows a cross-validation fold trains on \
+                 ({} rows in all): use --batch-size {smallest} or less, or --val-fraction to validate on a split",
+                self.job.data_name(),
+                data.rows
+            )));
+        }
+        let (mut best_epochs, mut fold_nll, mut baseline_nll) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for (f, (held, rest)) in folds.iter().enumerate() {
+            let (train, test) = (data.subset(rest), data.subset(held));
+            let (opts, _) = self.options_for_rows(train.rows);
+            let model = match crate::train::train(backend, &train, Some(&test), &opts, &mut |_| {
+                !cancel.load(Ordering::Relaxed)
+            }) {
+                Err(Error::Interrupted(_)) => return Err(interrupted()),
+                other => other?,
+            };
+            if cancel.load(Ordering::Relaxed) {
+                return Err(interrupted());
+            }
+            let info = model
+                .training
+                .as_ref()
+                .expect("the trainer records its run");
+            let (epoch, nll) = (
+                info.best_epoch.unwrap_or(info.epochs),
+                info.best_val_nll.unwrap_or(f64::NAN),
+            );
+            let baseline = crate::baseline::LinearGaussian::fit(&train).mean_nll(&test);
+            observer(&JobEvent::Note(&format!(
+                "fold {}/{CV_FOLDS}: best epoch {epoch} of {}, held-out NLL {nll:.4} (linear model {baseline:.4})",
+                f + 1,
+                info.epochs
+            )));
+            best_epochs.push(epoch);
+            fold_nll.push(nll);
+            baseline_nll.push(baseline);
+        }
+        let mut sorted = best_epochs.clone();
+        sorted.sort_unstable();
+        let epochs = sorted[sorted.len() / 2].max(1);
+        let k = fold_nll.len() as f64;
+        let cv_nll = fold_nll.iter().sum::<f64>() / k;
+        let var = fold_nll.iter().map(|v| (v - cv_nll).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
+        let choice = EpochChoice {
+            folds: fold_nll.len(),
+            fold_best_epochs: best_epochs,
+            fold_nll,
+            cv_nll,
+            cv_se: (var / k).sqrt(),
+            baseline_cv_nll: baseline_nll.iter().sum::<f64>() / k,
+            epochs,
+        };
+        observer(&JobEvent::Note(&format!(
+            "cross-validated NLL {:.4} ± {:.4} (linear model {:.4}); training on all {} rows for {epochs} epochs \
+             (the median of the folds' best)",
+            choice.cv_nll, choice.cv_se, choice.baseline_cv_nll, data.rows
+        )));
+        Ok(choice)
     }
 
     /// Checks that need the number of rows, and warnings about likely mistakes.
@@ -819,6 +1000,7 @@ impl ResolvedJob {
             covariance: opts.covariance,
             batch_size: opts.step.batch_size,
             adapted,
+            cross_validated_epochs: None,
             rows,
             train_rows,
             val_rows,

@@ -59,6 +59,23 @@ pub struct Recovery {
     pub lr: f32,
 }
 
+/// The number of epochs chosen by k-fold cross-validation (small data sets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochChoice {
+    pub folds: usize,
+    /// Each fold's best epoch (early stopping on the fold, trained on the others).
+    pub fold_best_epochs: Vec<usize>,
+    /// Each fold's held-out NLL at its best epoch (original units).
+    pub fold_nll: Vec<f64>,
+    /// Their mean and its standard error.
+    pub cv_nll: f64,
+    pub cv_se: f64,
+    /// The linear-Gaussian model's mean held-out NLL on the same folds.
+    pub baseline_cv_nll: f64,
+    /// The epochs the final model was trained for on every row: the median best epoch.
+    pub epochs: usize,
+}
+
 /// How the model was trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingInfo {
@@ -101,6 +118,11 @@ pub struct TrainingInfo {
     /// runs and runs without validation rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_val_nll: Option<f64>,
+    /// On small data, how the number of epochs was chosen by cross-validation before the
+    /// model was refitted on every row (then `baseline_val_nll` is the linear model's
+    /// cross-validated NLL on the same folds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_choice: Option<EpochChoice>,
     pub history: Vec<EpochRecord>,
 }
 

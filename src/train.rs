@@ -916,6 +916,7 @@ fn fit(
         final_lr: step.lr,
         components: None,
         baseline_val_nll: None,
+        epoch_choice: None,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

@@ -483,8 +483,13 @@ fn bad_training_input_is_refused_with_its_place() {
     // Defaults adapt to small data; only an explicit batch that cannot work is refused.
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
-        &["--batch-size", "256"],
+        &["--batch-size", "256", "--val-fraction", "0.1"],
         "90 training rows (after holding out validation rows) are fewer than one batch of 256",
+    );
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--batch-size", "256"],
+        "--batch-size 256 is larger than the",
     );
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
@@ -2503,9 +2508,47 @@ fn small_data_trains_with_defaults() {
         ));
     }
     std::fs::write(dir.path().join("small.csv"), csv).unwrap();
+    // Below 500 rows: the number of epochs by 5-fold cross-validation, then every row.
     let (out, err) = ok(
         dir.path(),
         &["train", "--data", "small.csv", "--device", "cpu", "--json"],
+    );
+    let v = json(&out);
+    assert_eq!(v["train_rows"], 300, "{v}");
+    assert_eq!(v["val_rows"], 0, "{v}");
+    assert!(
+        err.contains("choosing the number of epochs by 5-fold cross-validation"),
+        "{err}"
+    );
+    assert!(err.contains("fold 5/5: best epoch"), "{err}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    let c = &m["training"]["epoch_choice"];
+    let mut best: Vec<u64> = c["fold_best_epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_u64().unwrap())
+        .collect();
+    assert_eq!(best.len(), 5, "{c}");
+    best.sort();
+    assert_eq!(c["epochs"], best[2], "the median of the folds' best epochs");
+    assert_eq!(m["training"]["epochs"], best[2]);
+    assert_eq!(m["training"]["batch_size"], 32);
+    // A linear trend with noise: the MDN is compared with the linear model on the same folds.
+    assert!(c["baseline_cv_nll"].as_f64().is_some());
+    // With a split asked for, the defaults adapt to the training rows of the split.
+    let (out, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "small.csv",
+            "--device",
+            "cpu",
+            "--json",
+            "--val-fraction",
+            "0.1",
+        ],
     );
     let v = json(&out);
     let n = v["train_rows"].as_u64().unwrap();

@@ -23,7 +23,7 @@ fn a_job_round_trips_through_json() {
         target: vec!["y0".into(), "3".into()],
         features: vec!["a".into()],
         val: Some("val.csv".into()),
-        val_fraction: 0.2,
+        val_fraction: Some(0.2),
         hidden: vec![32, 16],
         components: 7,
         covariance: Covariance::Full,
@@ -137,11 +137,11 @@ fn every_option_is_checked_before_any_work() {
         "--batch-size must be at least 1",
     );
     bad(
-        &|j| j.val_fraction = 0.0,
+        &|j| j.val_fraction = Some(0.0),
         "early stopping needs validation data",
     );
     bad(
-        &|j| j.val_fraction = 1.5,
+        &|j| j.val_fraction = Some(1.5),
         "--val-fraction must be in [0, 1)",
     );
     bad(&|j| j.l2 = -1.0, "--l2");
@@ -457,4 +457,67 @@ fn linear_baseline_matches_its_closed_form() {
         let got = mdn::baseline::LinearGaussian::fit(&train).mean_nll(&test);
         assert!((got - want).abs() < 0.02, "dup {dup}: {got} vs {want}");
     }
+}
+
+/// Small data: the refit after cross-validation writes checkpoints that resume as a
+/// fixed-epoch run on every row (no split, no new cross-validation), to the same bits.
+#[test]
+fn a_cross_validated_refit_resumes_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..200 {
+        let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
+        let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * (0.2 + 0.3 * x.abs());
+        csv.push_str(&format!("{x},{}\n", x.sin() + e));
+    }
+    let data = dir.path().join("small.csv");
+    std::fs::write(&data, csv).unwrap();
+    let job = TrainJob {
+        data: Some(data),
+        device: DeviceChoice::Cpu,
+        threads: Some(1),
+        checkpoint_every: Some(1),
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    };
+    let mut notes = Vec::new();
+    let first = job
+        .clone()
+        .resolve()
+        .unwrap()
+        .run(
+            &mut |e: &JobEvent| {
+                if let JobEvent::Note(n) = e {
+                    notes.push(n.to_string());
+                }
+            },
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+    assert_eq!(notes.len(), 7, "{notes:?}");
+    let info = first.model.training.as_ref().unwrap();
+    let choice = info.epoch_choice.as_ref().unwrap();
+    assert_eq!(info.epochs, choice.epochs);
+    assert_eq!((info.train_rows, info.val_rows), (200, 0));
+    let ckpt = dir.path().join("m.ckpt.json");
+    let c = mdn::checkpoint::Checkpoint::load(&ckpt).unwrap();
+    assert_eq!(c.data.val_fraction, 0.0);
+    assert_eq!(
+        c.options.stopping,
+        mdn::train::Stopping::Fixed {
+            epochs: choice.epochs
+        }
+    );
+    let resumed = TrainJob {
+        resume: Some(ckpt),
+        device: DeviceChoice::Cpu,
+        threads: Some(1),
+        out: dir.path().join("r.json"),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap()
+    .run(&mut |_: &JobEvent| {}, &AtomicBool::new(false))
+    .unwrap();
+    assert_eq!(resumed.model.params, first.model.params);
 }

@@ -316,8 +316,11 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0.0)]
     pub clip_norm: f32,
     /// Fraction of rows held out (chosen by --seed) for validation and early stopping
-    #[arg(long, default_value_t = 0.1)]
-    pub val_fraction: f64,
+    /// [default: 0.1; below 500 rows, when neither this, --val nor --epochs is given, the
+    /// number of epochs is chosen by 5-fold cross-validation and the model trained on every
+    /// row]
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
     /// Stop when the validation NLL has not improved for this many epochs [default: 10, more
     /// when an epoch has fewer than 10 batches: ceil(100 / batches), at most 50]
     #[arg(long)]

@@ -165,6 +165,7 @@ impl Progress {
             JobEvent::Started(plan) => self.started(plan),
             JobEvent::Train(t) => self.train(t),
             JobEvent::Warning(w) => self.say(&format!("warning: {w}")),
+            JobEvent::Note(n) => self.say(n),
         }
     }
 
@@ -199,10 +200,16 @@ impl Progress {
                 || format!("about {} rows", p.rows),
                 |n| format!("{n} training rows"),
             );
-            self.say(&format!(
-                "defaults for {rows}: batch {}, patience {}, at most {} epochs (set --batch-size, --patience or --max-epochs to choose)",
-                a.batch_size, a.patience, a.max_epochs
-            ));
+            self.say(&match p.cross_validated_epochs {
+                Some(epochs) => format!(
+                    "defaults for {rows}: batch {}, {epochs} epochs (cross-validated)",
+                    a.batch_size
+                ),
+                None => format!(
+                    "defaults for {rows}: batch {}, patience {}, at most {} epochs (set --batch-size, --patience or --max-epochs to choose)",
+                    a.batch_size, a.patience, a.max_epochs
+                ),
+            });
         }
         self.epoch_started = std::time::Instant::now();
     }
