@@ -134,14 +134,15 @@ pub fn fold_of(seed: u64, row: u64, folds: usize) -> usize {
     (splitmix64(splitmix64(seed ^ 0xf01d_f01d) ^ row) % folds as u64) as usize
 }
 
-/// Cross-validates every setting on `data`. `base` gives everything but the setting;
+/// Cross-validates every setting on `data`. `base(n)` gives everything but the setting for a
+/// fit on `n` training rows (the defaults that adapt to the rows adapt to each fit's);
 /// `progress(setting index, fold)` is called before each fit.
 pub fn cross_validate(
     backend: &mut dyn Backend,
     data: &Dataset,
     settings: &[Setting],
     folds: usize,
-    base: &TrainOptions,
+    base: &dyn Fn(usize) -> TrainOptions,
     val_fraction: f64,
     progress: &mut dyn FnMut(usize, usize),
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
@@ -152,9 +153,10 @@ pub fn cross_validate(
     if settings.is_empty() {
         return Err(Error::config("no settings to compare"));
     }
+    let seed = base(data.rows).seed;
     let mut scores = Vec::with_capacity(settings.len());
     for (si, setting) in settings.iter().enumerate() {
-        let opts = setting.options(base);
+        let opts = setting.options(&base(data.rows));
         let arch = Arch::new(
             data.d_in(),
             setting.hidden.clone(),
@@ -167,7 +169,7 @@ pub fn cross_validate(
         for f in 0..folds {
             progress(si, f);
             let (held, rest): (Vec<usize>, Vec<usize>) =
-                (0..data.rows).partition(|&r| fold_of(base.seed, r as u64, folds) == f);
+                (0..data.rows).partition(|&r| fold_of(seed, r as u64, folds) == f);
             if held.is_empty() || rest.is_empty() {
                 return Err(Error::config(format!(
                     "{} rows are too few for {folds} folds",
@@ -175,7 +177,8 @@ pub fn cross_validate(
                 )));
             }
             let (train_set, test_set) = (data.subset(&rest), data.subset(&held));
-            let (tr, val) = split_validation(&train_set, val_fraction, base.seed)?;
+            let (tr, val) = split_validation(&train_set, val_fraction, seed)?;
+            let opts = setting.options(&base(tr.rows));
             let model = train(backend, &tr, val.as_ref(), &opts, observer)?;
             let ll = model.loglik(backend, &test_set)?;
             fold_nll.push(-ll.iter().sum::<f64>() / ll.len() as f64);

@@ -2613,3 +2613,36 @@ fn train_warns_when_a_linear_model_does_as_well() {
         "{t}"
     );
 }
+
+/// `mdn select` works on 40 rows: each fit's defaults adapt to its own training rows (a
+/// batch sized for the average fold did not fit the smallest), and the chosen setting is
+/// trained with the small-data rule.
+#[test]
+fn select_works_on_40_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..40 {
+        let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
+        let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.5;
+        csv.push_str(&format!("{x},{}\n", x.sin() + e));
+    }
+    std::fs::write(dir.path().join("tiny.csv"), csv).unwrap();
+    let (out, err) = ok(
+        dir.path(),
+        &[
+            "select",
+            "--data",
+            "tiny.csv",
+            "--components",
+            "1,2",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(v["selection"]["scores"].as_array().unwrap().len(), 2, "{v}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["training"]["train_rows"], 40, "{err}");
+    assert!(m["training"]["epoch_choice"].is_object(), "{m}");
+}

@@ -108,9 +108,7 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
     let data = first.read_data()?;
     // Each fit trains on the other folds less their validation rows: the defaults adapt to
     // that many rows.
-    let fit_rows = (data.rows * a.folds.saturating_sub(1) / a.folds.max(1)) as f64
-        * (1.0 - a.fit.val_fraction.unwrap_or(0.1));
-    let (base, _) = first.options_for_rows(fit_rows as usize);
+    let base = |rows: usize| first.options_for_rows(rows).0;
     let (mut backend, _) =
         mdn::backend::open(a.device.device, a.device.threads.map(|t| t as usize))?;
     let total = settings.len() * a.folds;
