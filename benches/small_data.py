@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""Small-data benchmark: `mdn train` with its defaults against simple and standard models,
+on real regression data sets that Python packages ship (so it runs offline) and on
+generated ones.
+
+Protocol (Lakshminarayanan et al., 2017, arXiv 1612.01474): 20 random 90/10 train/test
+splits of each data set; the score is the held-out mean negative log-likelihood per row
+(natural log, original units of the targets), reported as the mean and its standard error
+over the splits. Lower is better.
+
+Methods, all trained on exactly the same rows of each split:
+  mdn        `mdn train --data train.csv --target ... --device cpu --seed S` (every other option
+             at its default), scored by `mdn eval`.
+  linear     one Gaussian per target, mean linear in the inputs, constant variance (least
+             squares; the variance is the training residuals' mean square).
+  gbm        scikit-learn's GradientBoostingRegressor (defaults) per target, with a Gaussian of
+             constant variance around it, the variance from 5-fold out-of-fold residuals.
+  torch-b32  the PyTorch port of the same network in ../shared/reference/peers/torch_mdn.py
+             (hidden 64, K=5), trained with the paper's protocol: batch 32, 40 epochs, on
+             inputs and targets standardised with the training rows' statistics (its NLL is
+             converted back to original units). Only with --peers.
+
+Usage:
+  python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy scikit-learn statsmodels
+  (and torch for --peers)
+  cargo build --release
+  .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
+      [--splits 20] [--only diabetes,engel] [--markdown table.md]
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+LN_2PI = math.log(2.0 * math.pi)
+
+
+# ---- data sets --------------------------------------------------------------------------
+
+def diabetes():
+    from sklearn.datasets import load_diabetes
+    d = load_diabetes()
+    return d.data, d.target[:, None], "sklearn load_diabetes: 10 inputs, disease progression"
+
+
+def _sm(name):
+    import statsmodels.datasets as ds
+    return getattr(ds, name).load_pandas().data
+
+
+def engel():
+    df = _sm("engel")
+    return df[["income"]].values, df[["foodexp"]].values, "statsmodels engel: food expenditure by income (heteroscedastic)"
+
+
+def star98():
+    df = _sm("star98")
+    y = df[["NABOVE", "NBELOW"]].values
+    x = df.drop(columns=["NABOVE", "NBELOW"]).values
+    return x, y, "statsmodels star98: 20 inputs, two targets (students above and below the median)"
+
+
+def grunfeld():
+    df = _sm("grunfeld")
+    return df[["value", "capital", "year"]].values.astype(float), df[["invest"]].values, \
+        "statsmodels grunfeld: investment by firm value and capital (skewed)"
+
+
+def sunspots():
+    df = _sm("sunspots")
+    return df[["YEAR"]].values, df[["SUNACTIVITY"]].values, "statsmodels sunspots: yearly activity by year"
+
+
+def hetero_sine(n=300, seed=11):
+    r = np.random.default_rng(seed)
+    x = r.uniform(-3, 3, size=(n, 1))
+    y = np.sin(x) + (0.1 + 0.3 * np.abs(x)) * r.standard_normal((n, 1))
+    return x, y, "generated: y = sin x + (0.1 + 0.3|x|) e, 300 rows"
+
+
+def bishop(n=400, seed=12):
+    r = np.random.default_rng(seed)
+    t = r.uniform(0, 1, size=(n, 1))
+    x = t + 0.3 * np.sin(2 * np.pi * t) + r.uniform(-0.1, 0.1, size=(n, 1))
+    return x, t, "generated: Bishop's inverse problem (up to three answers), 400 rows"
+
+
+def bimodal(n=500, seed=13):
+    r = np.random.default_rng(seed)
+    x = r.uniform(-2, 2, size=(n, 2))
+    sign = np.where(r.uniform(size=(n, 1)) < 0.5, 1.0, -1.0)
+    y = sign * (1.0 + 0.5 * x[:, :1]) + 0.2 * r.standard_normal((n, 1))
+    return x, y, "generated: two branches +-(1 + x0/2) + 0.2 e, 2 inputs, 500 rows"
+
+
+DATASETS = {
+    "diabetes": diabetes,
+    "engel": engel,
+    "star98": star98,
+    "grunfeld": grunfeld,
+    "sunspots": sunspots,
+    "hetero_sine": hetero_sine,
+    "bishop": bishop,
+    "bimodal": bimodal,
+}
+
+
+# ---- methods ----------------------------------------------------------------------------
+
+def gaussian_nll(resid, var):
+    """Mean NLL per row of residuals (rows x D) under independent N(0, var_j)."""
+    return float(np.mean(np.sum(0.5 * (LN_2PI + np.log(var) + resid ** 2 / var), axis=1)))
+
+
+def linear(xtr, ytr, xte, yte):
+    a = np.hstack([xtr, np.ones((len(xtr), 1))])
+    coef, *_ = np.linalg.lstsq(a, ytr, rcond=None)
+    var = np.maximum(np.mean((ytr - a @ coef) ** 2, axis=0), 1e-12)
+    b = np.hstack([xte, np.ones((len(xte), 1))])
+    return gaussian_nll(yte - b @ coef, var)
+
+
+def gbm(xtr, ytr, xte, yte, seed):
+    from sklearn.ensemble import GradientBoostingRegressor
+    from sklearn.model_selection import cross_val_predict
+    resid, var = [], []
+    for j in range(ytr.shape[1]):
+        m = GradientBoostingRegressor(random_state=seed)
+        oof = cross_val_predict(m, xtr, ytr[:, j], cv=5)
+        var.append(max(float(np.mean((ytr[:, j] - oof) ** 2)), 1e-12))
+        m.fit(xtr, ytr[:, j])
+        resid.append(yte[:, j] - m.predict(xte))
+    return gaussian_nll(np.stack(resid, axis=1), np.array(var))
+
+
+def write_csv(path, x, y):
+    names = [f"x{i}" for i in range(x.shape[1])] + [f"y{j}" for j in range(y.shape[1])]
+    np.savetxt(path, np.hstack([x, y]), delimiter=",", header=",".join(names), comments="", fmt="%.9g")
+
+
+def mdn(binary, tmp, xtr, ytr, xte, yte, seed):
+    train, test, model = (os.path.join(tmp, f) for f in ("train.csv", "test.csv", "model.json"))
+    write_csv(train, xtr, ytr)
+    write_csv(test, xte, yte)
+    targets = ",".join(f"y{j}" for j in range(ytr.shape[1]))
+    subprocess.run([binary, "train", "--data", train, "--target", targets, "--device", "cpu",
+                    "--seed", str(seed), "--quiet", "--out", model], check=True)
+    out = subprocess.run([binary, "eval", "--model", model, "--data", test, "--json", "--device", "cpu"],
+                         check=True, capture_output=True, text=True).stdout
+    info = json.load(open(model))["training"]
+    return json.loads(out)["mean_nll"], info
+
+
+def torch_peer(peers, tmp, xtr, ytr, xte, yte, seed, batch, epochs):
+    # Standardised with the training rows (the paper's protocol); the peer holds out the
+    # last N//10 rows, which are exactly the test rows here.
+    mx, sx = xtr.mean(0), xtr.std(0)
+    sx[sx == 0] = 1.0
+    my, sy = ytr.mean(0), ytr.std(0)
+    sy[sy == 0] = 1.0
+    path = os.path.join(tmp, "peer.csv")
+    x = np.vstack([(xtr - mx) / sx, (xte - mx) / sx])
+    y = np.vstack([(ytr - my) / sy, (yte - my) / sy])
+    assert len(xte) == len(x) // 10
+    write_csv(path, x, y)
+    out = subprocess.run([sys.executable, os.path.join(peers, "torch_mdn.py"), "--csv-in", path,
+                          "--batch", str(batch), "--epochs", str(epochs), "--seed", str(seed),
+                          "--threads", "1", "--quiet"],
+                         check=True, capture_output=True, text=True).stdout
+    res = json.loads(out.strip().splitlines()[-1])
+    return res["test_nll"] + float(np.sum(np.log(sy)))
+
+
+# ---- the benchmark ----------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mdn", default="target/release/mdn")
+    ap.add_argument("--peers", default=None, help="folder of torch_mdn.py (adds torch-b32)")
+    ap.add_argument("--splits", type=int, default=20)
+    ap.add_argument("--only", default=None, help="comma-separated data sets")
+    ap.add_argument("--markdown", default=None, help="also write the table here")
+    a = ap.parse_args()
+    names = a.only.split(",") if a.only else list(DATASETS)
+    methods = ["mdn", "linear", "gbm"] + (["torch-b32"] if a.peers else [])
+    rows = []
+    for name in names:
+        x, y, what = DATASETS[name]()
+        x, y = np.asarray(x, float), np.asarray(y, float)
+        n = len(x)
+        scores = {m: [] for m in methods}
+        chosen = []
+        for s in range(a.splits):
+            perm = np.random.default_rng(1000 + s).permutation(n)
+            te, tr = perm[: n // 10], perm[n // 10:]
+            xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
+            with tempfile.TemporaryDirectory() as tmp:
+                nll, info = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s)
+                scores["mdn"].append(nll)
+                chosen.append(info.get("epoch_choice") is not None)
+                scores["linear"].append(linear(xtr, ytr, xte, yte))
+                scores["gbm"].append(gbm(xtr, ytr, xte, yte, s))
+                if a.peers:
+                    scores["torch-b32"].append(torch_peer(a.peers, tmp, xtr, ytr, xte, yte, s, 32, 40))
+            print(f"{name} split {s + 1}/{a.splits}: " +
+                  "  ".join(f"{m} {scores[m][-1]:.3f}" for m in methods), file=sys.stderr)
+        stats = {m: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v)))) for m, v in scores.items()}
+        rows.append((name, n, x.shape[1], y.shape[1], what, stats, sum(chosen)))
+        print(json.dumps({"data": name, "rows": n, "d": x.shape[1], "D": y.shape[1],
+                          "cross_validated_splits": sum(chosen),
+                          **{m: {"mean": v[0], "se": v[1]} for m, v in stats.items()}}))
+    lines = ["| data | rows | d | D | " + " | ".join(methods) + " |",
+             "|---|---|---|---|" + "---|" * len(methods)]
+    for name, n, d, D, _, stats, _ in rows:
+        best = min(stats[m][0] for m in methods)
+        cells = [(f"**{stats[m][0]:.3f}**" if stats[m][0] == best else f"{stats[m][0]:.3f}") +
+                 f" ± {stats[m][1]:.3f}" for m in methods]
+        lines.append(f"| {name} | {n} | {d} | {D} | " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    print(table, file=sys.stderr)
+    if a.markdown:
+        with open(a.markdown, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
