@@ -59,7 +59,8 @@ pub struct TrainJob {
     /// Hidden layer widths (JSON: `[64, 64]` or `"64,64"`; `[]` or `"none"`: no hidden layer).
     #[serde(deserialize_with = "widths")]
     pub hidden: Vec<usize>,
-    pub components: usize,
+    /// Mixture components K (None: adapts to the training rows, [`adapted_defaults`]).
+    pub components: Option<usize>,
     pub covariance: Covariance,
     pub activation: Activation,
     pub l2: f32,
@@ -97,7 +98,7 @@ impl Default for TrainJob {
             val: None,
             val_fraction: None,
             hidden: vec![64],
-            components: 5,
+            components: None,
             covariance: Covariance::Diagonal,
             activation: Activation::Relu,
             l2: 0.0,
@@ -126,6 +127,7 @@ impl Default for TrainJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Adapted {
     pub batch_size: usize,
+    pub components: usize,
     pub patience: usize,
     pub max_epochs: usize,
 }
@@ -134,12 +136,14 @@ pub struct Adapted {
 /// `options()` uses before the rows are known.
 pub const LARGE: Adapted = Adapted {
     batch_size: 256,
+    components: 5,
     patience: 10,
     max_epochs: 200,
 };
 
 /// The defaults for `n` training rows (the README's "Small data" states this rule):
 /// - batch = the largest power of two at most n/8, kept within 32..=256, and at most n;
+/// - components K = n/20 within 1..=5 (at least 20 rows per component below 100 rows);
 /// - with s = ceil(n / batch) steps per epoch: patience = ceil(100 / s) within 10..=50 and
 ///   the epoch limit ceil(3000 / s) within 200..=2000,
 ///
@@ -152,6 +156,7 @@ pub fn adapted_defaults(n: usize) -> Adapted {
     let steps = n.div_ceil(batch_size);
     Adapted {
         batch_size,
+        components: (n / 20).clamp(1, 5),
         patience: 100usize.div_ceil(steps).clamp(10, 50),
         max_epochs: 3000usize.div_ceil(steps).clamp(200, 2000),
     }
@@ -165,6 +170,23 @@ pub const CROSS_VALIDATE_BELOW: usize = 500;
 pub const CROSS_VALIDATE_MIN: usize = 10;
 /// Folds of the cross-validation that chooses the number of epochs.
 pub const CV_FOLDS: usize = 5;
+/// ChaCha8 stream of the permutation behind those folds.
+const CV_STREAM: u64 = 7;
+
+/// Whether two paths name the same file (by their canonical paths; a file that does not exist
+/// yet is compared by its directory's canonical path and its name).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
+}
 
 /// Parses hidden widths: "64,64", "none" or "" (no hidden layer).
 pub fn parse_widths(s: &str) -> std::result::Result<Vec<usize>, String> {
@@ -254,7 +276,7 @@ impl TrainJob {
         TrainOptions {
             hidden: self.hidden.clone(),
             activation: self.activation,
-            components: self.components,
+            components: self.components.unwrap_or(LARGE.components),
             sigma_floor: self.sigma_floor,
             covariance: self.covariance,
             step: StepConfig {
@@ -340,6 +362,22 @@ impl TrainJob {
         if self.checkpoint_every.is_some() {
             check_writable(&checkpoint_path, "--checkpoint")?;
         }
+        // Never write over the data.
+        for (what, path) in [
+            ("--out", Some(&self.out)),
+            ("--checkpoint", Some(&checkpoint_path)),
+        ] {
+            for (role, input) in [("--data", self.data.as_ref()), ("--val", self.val.as_ref())] {
+                if let (Some(p), Some(input)) = (path, input) {
+                    if same_file(p, input) {
+                        return Err(Error::config(format!(
+                            "{what} {} is the {role} file: the model would overwrite the data; choose another name",
+                            p.display()
+                        )));
+                    }
+                }
+            }
+        }
         let choice = ColumnChoice::Train {
             targets: (!self.target.is_empty()).then(|| self.target.clone()),
             features: (!self.features.is_empty()).then(|| self.features.clone()),
@@ -366,7 +404,7 @@ impl TrainJob {
             features.len(),
             self.hidden.clone(),
             self.activation,
-            self.components,
+            self.components.unwrap_or(LARGE.components),
             targets.len(),
         )?
         .with_covariance(self.covariance)?;
@@ -412,7 +450,7 @@ impl TrainJob {
     fn set_options(&mut self, o: &TrainOptions) {
         self.hidden = o.hidden.clone();
         self.activation = o.activation;
-        self.components = o.components;
+        self.components = Some(o.components);
         self.sigma_floor = o.sigma_floor;
         self.covariance = o.covariance;
         self.lr = o.step.lr;
@@ -465,9 +503,11 @@ pub struct Plan {
     pub components: usize,
     pub covariance: Covariance,
     pub batch_size: usize,
-    /// The defaults that adapted to the training rows (batch size, patience, epoch limit as
-    /// used), when any option was left to them.
-    pub adapted: Option<Adapted>,
+    /// The most epochs the run can take (exactly this many with fixed epochs).
+    pub max_epochs: usize,
+    /// What the defaults that adapt to the training rows chose, for each option left to them
+    /// ("batch 32", "K=2", "patience 12", "at most 334 epochs").
+    pub adapted: Vec<String>,
     /// On small data: the number of epochs chosen by cross-validation (the run then trains
     /// on every row for exactly that many).
     pub cross_validated_epochs: Option<usize>,
@@ -634,6 +674,16 @@ impl ResolvedJob {
             }
             None => {
                 let data = job.read_all(&choice)?;
+                if data.rows < CROSS_VALIDATE_MIN && job.val.is_none() && job.val_fraction.is_none()
+                {
+                    return Err(Error::config(format!(
+                        "{}: {} rows are too few for the defaults, which hold out rows to choose when to \
+                         stop (they need at least {CROSS_VALIDATE_MIN}): give --val FILE, or train on every \
+                         row with --val-fraction 0 --epochs N",
+                        job.data_name(),
+                        data.rows
+                    )));
+                }
                 if job.cross_validates(data.rows, false) {
                     // Every row is trained on in the end; no validation split.
                     let n = data.rows;
@@ -655,7 +705,7 @@ impl ResolvedJob {
                 }
             }
         };
-        let (mut opts, adapted) = self.options_for_rows(train_rows);
+        let (mut opts, mut adapted) = self.options_for_rows(train_rows);
         match all_rows {
             Some(rows) => self.check_rows(&opts, rows, true, &mut *observer)?,
             None => self.check_rows(&opts, train_rows, false, &mut *observer)?,
@@ -668,6 +718,8 @@ impl ResolvedJob {
                 opts.stopping = Stopping::Fixed {
                     epochs: choice.epochs,
                 };
+                // A fixed-epoch refit has no patience or epoch limit.
+                adapted.retain(|s| !s.starts_with("patience") && !s.starts_with("at most"));
                 Some(choice)
             }
             _ => None,
@@ -825,13 +877,39 @@ impl ResolvedJob {
             data.rows,
             data.rows / 10
         )));
+        // Five folds as equal as the rows allow (sizes differ by at most one), from a seeded
+        // permutation.
+        let mut order: Vec<usize> = (0..data.rows).collect();
+        {
+            use rand::SeedableRng;
+            use rand::seq::SliceRandom;
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(CV_STREAM);
+            order.shuffle(&mut rng);
+        }
         let folds: Vec<(Vec<usize>, Vec<usize>)> = (0..CV_FOLDS)
             .map(|f| {
-                (0..data.rows).partition(|&r| crate::select::fold_of(seed, r as u64, CV_FOLDS) == f)
+                let (mut held, mut rest): (Vec<usize>, Vec<usize>) =
+                    (0..data.rows).partition(|&i| i % CV_FOLDS == f);
+                held.iter_mut().for_each(|i| *i = order[*i]);
+                rest.iter_mut().for_each(|i| *i = order[*i]);
+                held.sort_unstable();
+                rest.sort_unstable();
+                (held, rest)
             })
-            .filter(|(held, rest): &(Vec<usize>, Vec<usize>)| !held.is_empty() && !rest.is_empty())
             .collect();
         let smallest = folds.iter().map(|(_, rest)| rest.len()).min().unwrap_or(0);
+        // Every fold fits the model the refit will be (the components adapted to all the
+        // rows); what cannot work on a fold is refused before any fit.
+        let k = self.options_for_rows(data.rows).0.components;
+        if k > smallest {
+            return Err(Error::config(format!(
+                "{}: --components {k} is more than the {smallest} rows a cross-validation fold trains on \
+                 ({} rows in all): each component needs rows to describe",
+                self.job.data_name(),
+                data.rows
+            )));
+        }
         if let Some(b) = self.job.batch_size.filter(|&b| b > smallest) {
             return Err(Error::config(format!(
                 "{}: --batch-size {b} is larger than the {smallest} rows a cross-validation fold trains on \
@@ -840,11 +918,11 @@ impl ResolvedJob {
                 data.rows
             )));
         }
-        let (mut best_epochs, mut fold_nll, mut baseline_nll) =
-            (Vec::new(), Vec::new(), Vec::new());
+        let (mut best_epochs, mut curves, mut baseline_nll) = (Vec::new(), Vec::new(), Vec::new());
         for (f, (held, rest)) in folds.iter().enumerate() {
             let (train, test) = (data.subset(rest), data.subset(held));
-            let (opts, _) = self.options_for_rows(train.rows);
+            let (mut opts, _) = self.options_for_rows(train.rows);
+            opts.components = k;
             let model = match crate::train::train(backend, &train, Some(&test), &opts, &mut |_| {
                 !cancel.load(Ordering::Relaxed)
             }) {
@@ -864,17 +942,30 @@ impl ResolvedJob {
             );
             let baseline = crate::baseline::LinearGaussian::fit(&train).mean_nll(&test);
             observer(&JobEvent::Note(&format!(
-                "fold {}/{CV_FOLDS}: best epoch {epoch} of {}, held-out NLL {nll:.4} (linear model {baseline:.4})",
+                "fold {}/{CV_FOLDS} ({} rows held out): best epoch {epoch} of {}, held-out NLL {nll:.4} \
+                 (linear model {baseline:.4})",
                 f + 1,
+                test.rows,
                 info.epochs
             )));
             best_epochs.push(epoch);
-            fold_nll.push(nll);
+            curves.push(info.history.iter().map(|e| e.val_nll).collect::<Vec<_>>());
             baseline_nll.push(baseline);
         }
         let mut sorted = best_epochs.clone();
         sorted.sort_unstable();
         let epochs = sorted[sorted.len() / 2].max(1);
+        // Each fold scored at the chosen number of epochs (not at its own best, which would
+        // flatter it): the last epoch it ran when it stopped sooner.
+        let fold_nll: Vec<f64> = curves
+            .iter()
+            .map(|c| {
+                c.get(epochs.min(c.len()).saturating_sub(1))
+                    .copied()
+                    .flatten()
+                    .unwrap_or(f64::NAN)
+            })
+            .collect();
         let k = fold_nll.len() as f64;
         let cv_nll = fold_nll.iter().sum::<f64>() / k;
         let var = fold_nll.iter().map(|v| (v - cv_nll).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
@@ -888,8 +979,8 @@ impl ResolvedJob {
             epochs,
         };
         observer(&JobEvent::Note(&format!(
-            "cross-validated NLL {:.4} ± {:.4} (linear model {:.4}); training on all {} rows for {epochs} epochs \
-             (the median of the folds' best)",
+            "{epochs} epochs (the median of the folds' best): cross-validated NLL {:.4} ± {:.4} there \
+             (linear model {:.4}); training on all {} rows for {epochs} epochs",
             choice.cv_nll, choice.cv_se, choice.baseline_cv_nll, data.rows
         )));
         Ok(choice)
@@ -941,16 +1032,21 @@ impl ResolvedJob {
     /// The options for `train_rows` training rows: the job's, with every option it leaves
     /// to the data set by [`adapted_defaults`] (a resumed run keeps its checkpoint's). The
     /// second value is what was adapted, if anything.
-    pub fn options_for_rows(&self, train_rows: usize) -> (TrainOptions, Option<Adapted>) {
+    pub fn options_for_rows(&self, train_rows: usize) -> (TrainOptions, Vec<String>) {
         let mut opts = self.options.clone();
         let job = &self.job;
-        let free = job.batch_size.is_none() || job.patience.is_none() || job.max_epochs.is_none();
-        if self.resume.is_some() || !free {
-            return (opts, None);
+        let mut chosen = Vec::new();
+        if self.resume.is_some() {
+            return (opts, chosen);
         }
         let a = adapted_defaults(train_rows);
         if job.batch_size.is_none() {
             opts.step.batch_size = a.batch_size;
+            chosen.push(format!("batch {}", a.batch_size));
+        }
+        if job.components.is_none() {
+            opts.components = a.components;
+            chosen.push(format!("K={}", a.components));
         }
         if let Stopping::Early {
             patience,
@@ -959,30 +1055,21 @@ impl ResolvedJob {
         {
             if job.patience.is_none() {
                 *patience = a.patience;
+                chosen.push(format!("patience {}", a.patience));
             }
             if job.max_epochs.is_none() {
                 *max_epochs = a.max_epochs;
+                chosen.push(format!("at most {} epochs", a.max_epochs));
             }
         }
-        let chosen = Adapted {
-            batch_size: opts.step.batch_size,
-            patience: match opts.stopping {
-                Stopping::Early { patience, .. } => patience,
-                Stopping::Fixed { .. } => 0,
-            },
-            max_epochs: match opts.stopping {
-                Stopping::Early { max_epochs, .. } => max_epochs,
-                Stopping::Fixed { epochs } => epochs,
-            },
-        };
         log::info!("job: defaults for {train_rows} training rows: {chosen:?}");
-        (opts, Some(chosen))
+        (opts, chosen)
     }
 
     fn plan(
         &self,
         opts: &TrainOptions,
-        adapted: Option<Adapted>,
+        adapted: Vec<String>,
         backend: String,
         device_note: Option<String>,
         rows: usize,
@@ -999,6 +1086,10 @@ impl ResolvedJob {
             components: opts.components,
             covariance: opts.covariance,
             batch_size: opts.step.batch_size,
+            max_epochs: match opts.stopping {
+                Stopping::Early { max_epochs, .. } => max_epochs,
+                Stopping::Fixed { epochs } => epochs,
+            },
             adapted,
             cross_validated_epochs: None,
             rows,

@@ -65,7 +65,8 @@ pub struct EpochChoice {
     pub folds: usize,
     /// Each fold's best epoch (early stopping on the fold, trained on the others).
     pub fold_best_epochs: Vec<usize>,
-    /// Each fold's held-out NLL at its best epoch (original units).
+    /// Each fold's held-out NLL after `epochs` epochs (original units; after its last epoch
+    /// when it stopped sooner).
     pub fold_nll: Vec<f64>,
     /// Their mean and its standard error.
     pub cv_nll: f64,

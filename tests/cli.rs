@@ -2520,7 +2520,15 @@ fn small_data_trains_with_defaults() {
         err.contains("choosing the number of epochs by 5-fold cross-validation"),
         "{err}"
     );
-    assert!(err.contains("fold 5/5: best epoch"), "{err}");
+    assert!(
+        err.contains("fold 5/5 (60 rows held out): best epoch"),
+        "{err}"
+    );
+    assert!(err.contains("epochs (cross-validated)"), "{err}");
+    assert!(
+        !err.contains("patience"),
+        "a fixed-epoch refit has no patience: {err}"
+    );
     let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
     let c = &m["training"]["epoch_choice"];
     let mut best: Vec<u64> = c["fold_best_epochs"]

@@ -25,7 +25,7 @@ fn a_job_round_trips_through_json() {
         val: Some("val.csv".into()),
         val_fraction: Some(0.2),
         hidden: vec![32, 16],
-        components: 7,
+        components: Some(7),
         covariance: Covariance::Full,
         activation: Activation::Tanh,
         l2: 1e-4,
@@ -126,7 +126,10 @@ fn every_option_is_checked_before_any_work() {
         assert!(e.to_string().contains(needle), "{needle}: {e}");
         assert_eq!(e.exit_code(), 2);
     };
-    bad(&|j| j.components = 0, "--components must be at least 1");
+    bad(
+        &|j| j.components = Some(0),
+        "--components must be at least 1",
+    );
     bad(&|j| j.lr = 0.0, "--lr must be a positive number");
     bad(
         &|j| j.lr = -0.001,
@@ -401,18 +404,20 @@ fn resume_loses_adam_constants() {
 #[test]
 fn adapted_defaults_follow_the_stated_rule() {
     use mdn::job::{Adapted, LARGE, adapted_defaults};
-    let a = |batch_size, patience, max_epochs| Adapted {
+    let a = |batch_size, components, patience, max_epochs| Adapted {
         batch_size,
+        components,
         patience,
         max_epochs,
     };
-    assert_eq!(adapted_defaults(10), a(10, 50, 2000));
-    assert_eq!(adapted_defaults(40), a(32, 50, 1500));
-    assert_eq!(adapted_defaults(180), a(32, 17, 500));
-    assert_eq!(adapted_defaults(300), a(32, 10, 300));
-    assert_eq!(adapted_defaults(1000), a(64, 10, 200));
-    assert_eq!(adapted_defaults(2047), a(128, 10, 200));
-    assert_eq!(adapted_defaults(2048), a(256, 13, 375));
+    assert_eq!(adapted_defaults(10), a(10, 1, 50, 2000));
+    assert_eq!(adapted_defaults(40), a(32, 2, 50, 1500));
+    assert_eq!(adapted_defaults(99), a(32, 4, 25, 750));
+    assert_eq!(adapted_defaults(180), a(32, 5, 17, 500));
+    assert_eq!(adapted_defaults(300), a(32, 5, 10, 300));
+    assert_eq!(adapted_defaults(1000), a(64, 5, 10, 200));
+    assert_eq!(adapted_defaults(2047), a(128, 5, 10, 200));
+    assert_eq!(adapted_defaults(2048), a(256, 5, 13, 375));
     assert_eq!(adapted_defaults(3603), LARGE);
     assert_eq!(adapted_defaults(3840), LARGE);
     assert_eq!(adapted_defaults(10_000_000), LARGE);

@@ -239,9 +239,9 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma-separated (e.g. 64,64); "none" for no hidden layer
     #[arg(long, default_value = "64", value_parser = parse_hidden)]
     pub hidden: HiddenWidths,
-    /// Number of mixture components K
-    #[arg(long, default_value_t = 5)]
-    pub components: usize,
+    /// Number of mixture components K [default: 5; below 100 training rows n/20, at least 1]
+    #[arg(long)]
+    pub components: Option<usize>,
     /// Each component's covariance: diagonal (D standard deviations) or full (a Cholesky
     /// factor with D(D-1)/2 more outputs, for correlated targets; D <= 16)
     #[arg(long, value_parser = named::<Covariance>(), default_value = "diagonal")]
@@ -484,7 +484,7 @@ impl SelectArgs {
             features: self.cols.features.clone(),
             val_fraction: self.fit.val_fraction,
             hidden: setting.hidden.clone(),
-            components: setting.components,
+            components: Some(setting.components),
             covariance: setting.covariance,
             activation: self.fit.activation,
             l2: setting.l2,

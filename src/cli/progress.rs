@@ -170,6 +170,11 @@ impl Progress {
     }
 
     fn started(&mut self, p: &Plan) {
+        // The bar's length from the start (a streamed run's first pass comes before any
+        // epoch).
+        if let Some(bar) = &self.bar {
+            bar.set_length(p.max_epochs as u64);
+        }
         if let Some(note) = &p.device_note {
             self.say(&format!("note: {note}"));
         }
@@ -195,21 +200,16 @@ impl Progress {
                 p.backend
             )),
         }
-        if let Some(a) = &p.adapted {
+        let mut chosen = p.adapted.clone();
+        if let Some(epochs) = p.cross_validated_epochs {
+            chosen.push(format!("{epochs} epochs (cross-validated)"));
+        }
+        if !chosen.is_empty() {
             let rows = p.train_rows.map_or_else(
                 || format!("about {} rows", p.rows),
                 |n| format!("{n} training rows"),
             );
-            self.say(&match p.cross_validated_epochs {
-                Some(epochs) => format!(
-                    "defaults for {rows}: batch {}, {epochs} epochs (cross-validated)",
-                    a.batch_size
-                ),
-                None => format!(
-                    "defaults for {rows}: batch {}, patience {}, at most {} epochs (set --batch-size, --patience or --max-epochs to choose)",
-                    a.batch_size, a.patience, a.max_epochs
-                ),
-            });
+            self.say(&format!("defaults for {rows}: {}", chosen.join(", ")));
         }
         self.epoch_started = std::time::Instant::now();
     }
