@@ -2654,3 +2654,104 @@ fn select_works_on_40_rows() {
     assert_eq!(m["training"]["train_rows"], 40, "{err}");
     assert!(m["training"]["epoch_choice"].is_object(), "{m}");
 }
+
+/// Regression (out_overwrites_data): `--out` naming the training file replaced the data with
+/// the model. It is refused, and the data stay.
+#[test]
+fn out_overwrites_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = std::fs::read_to_string(asset("bishop.csv")).unwrap();
+    std::fs::write(dir.path().join("d.csv"), &data).unwrap();
+    for extra in [
+        &["--out", "d.csv"][..],
+        &["--out", "./d.csv"],
+        &["--val", "d.csv", "--out", "d.csv"],
+    ] {
+        let mut args = vec![
+            "train", "--data", "d.csv", "--epochs", "1", "--device", "cpu",
+        ];
+        args.extend_from_slice(extra);
+        let out = mdn(dir.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("would overwrite the data"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("d.csv")).unwrap(),
+            data
+        );
+    }
+}
+
+/// Tiny data sets: five even folds from 10 rows up, K adapted to the rows, a K no fold can
+/// fit refused before any fit, and fewer than 10 rows told how to train anyway.
+#[test]
+fn tiny_data_sets_are_handled_with_care() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, n: usize| {
+        let mut csv = String::from("x,y\n");
+        for i in 0..n {
+            let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
+            let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.5;
+            csv.push_str(&format!("{x},{}\n", x.sin() + e));
+        }
+        std::fs::write(dir.path().join(name), csv).unwrap();
+    };
+    write("r12.csv", 12);
+    write("r40.csv", 40);
+    write("r8.csv", 8);
+    let (_, err) = ok(
+        dir.path(),
+        &["train", "--data", "r12.csv", "--device", "cpu"],
+    );
+    assert!(err.contains("fold 5/5 (2 rows held out)"), "{err}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["training"]["epoch_choice"]["folds"], 5);
+    assert_eq!(m["arch"]["components"], 1);
+    let (_, err) = ok(
+        dir.path(),
+        &["train", "--data", "r40.csv", "--device", "cpu"],
+    );
+    assert!(err.contains("K=2"), "{err}");
+    assert!(!err.contains("warning: --components"), "{err}");
+    let m = json(&std::fs::read_to_string(dir.path().join("model.json")).unwrap());
+    assert_eq!(m["arch"]["components"], 2);
+    let out = mdn(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "r40.csv",
+            "--components",
+            "33",
+            "--device",
+            "cpu",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("rows a cross-validation fold trains on") && !err.contains("fold 1/5"),
+        "{err}"
+    );
+    let out = mdn(
+        dir.path(),
+        &["train", "--data", "r8.csv", "--device", "cpu"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--val-fraction 0 --epochs N"), "{err}");
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "r8.csv",
+            "--device",
+            "cpu",
+            "--val-fraction",
+            "0",
+            "--epochs",
+            "5",
+        ],
+    );
+}
