@@ -2359,6 +2359,10 @@ fn predict_keeps_columns_and_info_summarises_a_model() {
         text.contains("[x] -> [t]") && text.contains("K=5") && text.contains("epochs"),
         "{text}"
     );
+    assert!(
+        text.contains("vs linear     a linear-Gaussian model reaches"),
+        "{text}"
+    );
     let (j, _) = ok(dir.path(), &["info", "m.json", "--json"]);
     let v = json(&j);
     assert_eq!(v["architecture"]["components"], 5);

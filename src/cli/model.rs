@@ -187,6 +187,8 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "stop_reason": t.stop_reason,
                 "recoveries": t.recoveries.len(),
                 "components": t.components,
+                "baseline_val_nll": t.baseline_val_nll,
+                "epoch_choice": t.epoch_choice,
             })),
         }));
     }
@@ -231,16 +233,45 @@ pub fn info(a: InfoArgs) -> Result<()> {
                     String::new()
                 }
             ));
+            let why = match t.stop_reason.as_str() {
+                "early-stopping" => "stopped early",
+                "max-epochs" => "reached the epoch limit",
+                "epochs" => "a fixed number",
+                "interrupted" => "interrupted",
+                other => other,
+            };
             s.push_str(&format!(
-                "  epochs        {} run ({}); parameters of epoch {}{}\n",
+                "  epochs        {} run ({why}); parameters of epoch {}{}\n",
                 t.epochs,
-                t.stop_reason,
                 t.saved_epoch,
                 match (t.best_epoch, t.best_val_nll) {
                     (Some(e), Some(v)) => format!("; best validation NLL {v:.4} at epoch {e}"),
                     _ => String::new(),
                 }
             ));
+            if let Some(c) = &t.epoch_choice {
+                s.push_str(&format!(
+                    "  small data    {} epochs chosen by {}-fold cross-validation (folds' best {:?}); \
+                     cross-validated NLL {:.4} ± {:.4}; then trained on every row\n",
+                    c.epochs, c.folds, c.fold_best_epochs, c.cv_nll, c.cv_se
+                ));
+            }
+            if let Some(b) = t.baseline_val_nll {
+                let model = t
+                    .epoch_choice
+                    .as_ref()
+                    .map(|c| c.cv_nll)
+                    .or(t.best_val_nll)
+                    .or_else(|| t.history.last().and_then(|e| e.val_nll));
+                s.push_str(&format!(
+                    "  vs linear     a linear-Gaussian model reaches {b:.4} on the same rows{}\n",
+                    match model {
+                        Some(m) if m < b => format!(" (this model {m:.4}: better)"),
+                        Some(m) => format!(" (this model {m:.4}: no better)"),
+                        None => String::new(),
+                    }
+                ));
+            }
             if !t.recoveries.is_empty() {
                 s.push_str(&format!(
                     "  recoveries    {} epoch(s) rolled back after NaN/Inf\n",
