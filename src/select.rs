@@ -68,8 +68,8 @@ pub fn grid(
 /// line (without a newline) says how it was chosen.
 pub fn table(sel: &Selection) -> String {
     let mut t = format!(
-        "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10} {:>8}\n",
-        "K", "l2", "hidden", "cov", "params", "mean NLL", "std"
+        "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10} {:>8} {:>8}\n",
+        "K", "l2", "hidden", "cov", "params", "mean NLL", "std", "se"
     );
     for (i, sc) in sel.scores.iter().enumerate() {
         let mark = if i == sel.chosen {
@@ -80,18 +80,19 @@ pub fn table(sel: &Selection) -> String {
             ""
         };
         t.push_str(&format!(
-            "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10.4} {:>8.4}{mark}\n",
+            "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10.4} {:>8.4} {:>8.4}{mark}\n",
             sc.setting.components,
             sc.setting.l2,
             format!("{:?}", sc.setting.hidden),
             sc.setting.covariance.name(),
             sc.params,
             sc.mean_nll,
-            sc.std_nll
+            sc.std_nll,
+            sc.se_nll
         ));
     }
     t.push_str(&format!(
-        "{}-fold cross-validation; chosen by the one-standard-error rule (fewest parameters within one standard error of the lowest mean)",
+        "{}-fold cross-validation; chosen by the one-standard-error rule (fewest parameters with a mean NLL within one standard error, se, of the lowest mean)",
         sel.folds
     ));
     t
