@@ -2626,19 +2626,24 @@ fn train_warns_when_a_linear_model_does_as_well() {
     );
 }
 
+/// `n` rows of `x,y` with y = sin x plus a deterministic spread of half-width `noise` / 2.
+fn sine_csv(n: usize, noise: f64) -> String {
+    let mut csv = String::from("x,y\n");
+    for i in 0..n {
+        let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
+        let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * noise;
+        csv.push_str(&format!("{x},{}\n", x.sin() + e));
+    }
+    csv
+}
+
 /// `mdn select` works on 40 rows: each fit's defaults adapt to its own training rows (a
 /// batch sized for the average fold did not fit the smallest), and the chosen setting is
 /// trained with the small-data rule.
 #[test]
 fn select_works_on_40_rows() {
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("x,y\n");
-    for i in 0..40 {
-        let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
-        let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.5;
-        csv.push_str(&format!("{x},{}\n", x.sin() + e));
-    }
-    std::fs::write(dir.path().join("tiny.csv"), csv).unwrap();
+    std::fs::write(dir.path().join("tiny.csv"), sine_csv(40, 0.5)).unwrap();
     let (out, err) = ok(
         dir.path(),
         &[
@@ -2692,13 +2697,7 @@ fn out_overwrites_data() {
 fn tiny_data_sets_are_handled_with_care() {
     let dir = tempfile::tempdir().unwrap();
     let write = |name: &str, n: usize| {
-        let mut csv = String::from("x,y\n");
-        for i in 0..n {
-            let x = (i as f64 * 0.61).fract() * 6.0 - 3.0;
-            let e = ((i * 7919 % 1000) as f64 / 1000.0 - 0.5) * 0.5;
-            csv.push_str(&format!("{x},{}\n", x.sin() + e));
-        }
-        std::fs::write(dir.path().join(name), csv).unwrap();
+        std::fs::write(dir.path().join(name), sine_csv(n, 0.5)).unwrap();
     };
     write("r12.csv", 12);
     write("r40.csv", 40);

@@ -440,37 +440,50 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// The fields of a training job that `train` and `select` take from the same options.
+fn shared_job(
+    cols: &DataColumns,
+    fit: &FitArgs,
+    device: DeviceArg,
+    out: &std::path::Path,
+) -> TrainJob {
+    TrainJob {
+        data: cols.data.clone(),
+        target: cols.target.clone(),
+        features: cols.features.clone(),
+        val_fraction: fit.val_fraction,
+        activation: fit.activation,
+        lr: fit.lr,
+        batch_size: fit.batch_size,
+        clip_norm: fit.clip_norm,
+        patience: fit.patience,
+        max_epochs: fit.max_epochs,
+        seed: fit.seed,
+        sigma_floor: fit.sigma_floor,
+        device: device.device,
+        threads: device.threads.map(|t| t as usize),
+        out: out.to_path_buf(),
+        ..TrainJob::default()
+    }
+}
+
 impl TrainArgs {
     /// The training job these options describe.
     pub fn job(&self) -> TrainJob {
         TrainJob {
-            data: self.cols.data.clone(),
-            target: self.cols.target.clone(),
-            features: self.cols.features.clone(),
             val: self.val.clone(),
-            val_fraction: self.fit.val_fraction,
             hidden: self.hidden.0.clone(),
             components: self.components,
             covariance: self.covariance,
-            activation: self.fit.activation,
             l2: self.l2,
-            lr: self.fit.lr,
-            batch_size: self.fit.batch_size,
-            clip_norm: self.fit.clip_norm,
-            patience: self.fit.patience,
-            max_epochs: self.fit.max_epochs,
             epochs: self.epochs,
-            seed: self.fit.seed,
-            sigma_floor: self.fit.sigma_floor,
-            device: self.device.device,
-            threads: self.device.threads.map(|t| t as usize),
             memory_mb: self.memory_mb,
             stream: self.stream,
             chunk_rows: self.chunk_rows,
             checkpoint_every: self.checkpoint_every,
             checkpoint: self.checkpoint.clone(),
             resume: self.resume.clone(),
-            out: self.out.clone(),
+            ..shared_job(&self.cols, &self.fit, self.device, &self.out)
         }
     }
 }
@@ -479,26 +492,11 @@ impl SelectArgs {
     /// The job that trains the chosen setting on all the data, as `mdn train` would.
     pub fn job(&self, setting: &mdn::select::Setting) -> TrainJob {
         TrainJob {
-            data: self.cols.data.clone(),
-            target: self.cols.target.clone(),
-            features: self.cols.features.clone(),
-            val_fraction: self.fit.val_fraction,
             hidden: setting.hidden.clone(),
             components: Some(setting.components),
             covariance: setting.covariance,
-            activation: self.fit.activation,
             l2: setting.l2,
-            lr: self.fit.lr,
-            batch_size: self.fit.batch_size,
-            clip_norm: self.fit.clip_norm,
-            patience: self.fit.patience,
-            max_epochs: self.fit.max_epochs,
-            seed: self.fit.seed,
-            sigma_floor: self.fit.sigma_floor,
-            device: self.device.device,
-            threads: self.device.threads.map(|t| t as usize),
-            out: self.out.clone(),
-            ..TrainJob::default()
+            ..shared_job(&self.cols, &self.fit, self.device, &self.out)
         }
     }
 }
