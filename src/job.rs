@@ -261,13 +261,12 @@ impl TrainJob {
     /// Whether `rows` rows are few enough that the number of epochs is chosen by
     /// cross-validation (and the model refitted on every row) instead of by a validation
     /// split: only when the job leaves all of that to mdn (no `--val`, `--val-fraction` or
-    /// `--epochs`, not resumed, not streamed).
-    fn cross_validates(&self, rows: usize, streamed: bool) -> bool {
+    /// `--epochs`, not resumed) and the data are in memory.
+    fn cross_validates(&self, rows: usize) -> bool {
         self.val.is_none()
             && self.val_fraction.is_none()
             && self.epochs.is_none()
             && self.resume.is_none()
-            && !streamed
             && (CROSS_VALIDATE_MIN..CROSS_VALIDATE_BELOW).contains(&rows)
     }
 
@@ -645,6 +644,8 @@ impl ResolvedJob {
             Memory {
                 train: Dataset,
                 val: Option<Dataset>,
+                /// Small data: the epochs by cross-validation, then every row.
+                cross_validate: bool,
             },
         }
         let (input, train_rows, all_rows) = match stream_path {
@@ -684,24 +685,27 @@ impl ResolvedJob {
                         data.rows
                     )));
                 }
-                if job.cross_validates(data.rows, false) {
+                if job.cross_validates(data.rows) {
                     // Every row is trained on in the end; no validation split.
                     let n = data.rows;
-                    (
-                        Input::Memory {
-                            train: data,
-                            val: None,
-                        },
-                        n,
-                        None,
-                    )
+                    let input = Input::Memory {
+                        train: data,
+                        val: None,
+                        cross_validate: true,
+                    };
+                    (input, n, None)
                 } else {
                     let (train, val) = match &job.val {
                         Some(path) => (data, Some(read_data(path, &val_choice)?)),
                         None => split_validation(&data, job.val_fraction(), self.options.seed)?,
                     };
                     let n = train.rows;
-                    (Input::Memory { train, val }, n, None)
+                    let input = Input::Memory {
+                        train,
+                        val,
+                        cross_validate: false,
+                    };
+                    (input, n, None)
                 }
             }
         };
@@ -713,7 +717,11 @@ impl ResolvedJob {
         let (mut backend, note) = self.open_backend()?;
         // Small data: the number of epochs by cross-validation, then a fixed-epoch refit.
         let epoch_choice = match &input {
-            Input::Memory { train, val: None } if job.cross_validates(train.rows, false) => {
+            Input::Memory {
+                train,
+                cross_validate: true,
+                ..
+            } => {
                 let choice = self.choose_epochs(train, backend.as_mut(), observer, cancel)?;
                 opts.stopping = Stopping::Fixed {
                     epochs: choice.epochs,
@@ -792,7 +800,7 @@ impl ResolvedJob {
                     &mut on_train,
                 )
             }
-            Input::Memory { train, val } => {
+            Input::Memory { train, val, .. } => {
                 let val_rows = val.as_ref().map_or(0, |v| v.rows);
                 let plan = Plan {
                     cross_validated_epochs: epoch_choice.as_ref().map(|c| c.epochs),
@@ -831,14 +839,13 @@ impl ResolvedJob {
                         Ok(compare_with_baseline(model, &train, val, &mut *observer))
                     }
                     (Ok(mut model), None, Some(choice)) => {
-                        if choice.cv_nll >= choice.baseline_cv_nll {
-                            observer(&JobEvent::Warning(&format!(
-                                "the model's cross-validated NLL ({:.4}) is no better than that of a linear model with \
-                                 constant Gaussian noise ({:.4}, on the same folds): it has found nothing beyond a \
-                                 linear trend. Fewer --components, some --l2 or more data may help",
-                                choice.cv_nll, choice.baseline_cv_nll
-                            )));
-                        }
+                        warn_if_no_better(
+                            "cross-validated",
+                            choice.cv_nll,
+                            choice.baseline_cv_nll,
+                            "on the same folds",
+                            &mut *observer,
+                        );
                         if let Some(info) = model.training.as_mut() {
                             info.baseline_val_nll = Some(choice.baseline_cv_nll);
                             info.epoch_choice = Some(choice);
@@ -1123,15 +1130,32 @@ fn compare_with_baseline(
         .and_then(|e| e.val_nll);
     log::info!("job: validation NLL {saved:?}, linear-Gaussian baseline {baseline:.4}");
     if let Some(nll) = saved {
-        if nll >= baseline {
-            observer(&JobEvent::Warning(&format!(
-                "the model's validation NLL ({nll:.4}) is no better than that of a linear model with \
-                 constant Gaussian noise ({baseline:.4}, fitted on the same rows): it has found nothing \
-                 beyond a linear trend. More epochs, fewer --components, some --l2 or more data may help"
-            )));
-        }
+        warn_if_no_better(
+            "validation",
+            nll,
+            baseline,
+            "fitted on the same rows",
+            observer,
+        );
     }
     model
+}
+
+/// Warns when the model's NLL is no better than the linear-Gaussian baseline's.
+fn warn_if_no_better(
+    what: &str,
+    nll: f64,
+    baseline: f64,
+    how: &str,
+    observer: &mut dyn FnMut(&JobEvent),
+) {
+    if nll >= baseline {
+        observer(&JobEvent::Warning(&format!(
+            "the model's {what} NLL ({nll:.4}) is no better than that of a linear model with constant \
+             Gaussian noise ({baseline:.4}, {how}): it has found nothing beyond a linear trend. More \
+             epochs, fewer --components, some --l2 or more data may help"
+        )));
+    }
 }
 
 /// Writes `model` to `out`; when that fails after training (the disk filled up, the
