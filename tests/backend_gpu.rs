@@ -140,8 +140,7 @@ fn training_with_many_batches_and_partial_last_batch() {
 
 #[test]
 fn one_readback_per_epoch() {
-    let Some(_) = gpu_backend() else { return };
-    let mut backend = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let Some(mut backend) = common::gpu() else { return };
     let readbacks = backend.gpu().readback_counter();
     let count = || readbacks.load(std::sync::atomic::Ordering::Relaxed);
     let c = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 2000, 9);
@@ -204,8 +203,7 @@ fn evaluation_in_several_chunks_matches_the_cpu() {
 
 #[test]
 fn a_lost_device_is_an_error_that_says_so() {
-    let Some(_) = gpu_backend() else { return };
-    let mut backend = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
+    let Some(mut backend) = common::gpu() else { return };
     let device = backend.gpu().device.clone();
     let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 200, 5);
     let mut gpu = backend
@@ -236,7 +234,7 @@ fn a_lost_device_is_an_error_that_says_so() {
 #[test]
 fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
     use mdn::checkpoint::{Checkpoint, DataSpec};
-    let Some(_) = gpu_backend() else { return };
+    let Some(gpu) = common::gpu() else { return };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.ckpt.json");
     let data = asset("bishop.csv");
@@ -270,7 +268,6 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         .save(&path)
     };
     // The device is lost when the third epoch starts.
-    let gpu = mdn::backend::GpuBackend::new(mdn::backend::DeviceChoice::Software).unwrap();
     let device = gpu.gpu().device.clone();
     let mut be = common::Hooked::new(gpu);
     be.before = Box::new(move |attempt| {

@@ -8,6 +8,12 @@ pub mod suite;
 /// `software`, `auto`). Without an adapter: a test failure when `MDN_REQUIRE_GPU=1` (as on
 /// CI), otherwise `None` and a note on stderr.
 pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
+    gpu().map(|b| Box::new(b) as Box<dyn mdn::backend::Backend>)
+}
+
+/// The same adapter as [`gpu_backend`], as the concrete type (for tests that reach into the
+/// device: readback counters, a deliberately lost device).
+pub fn gpu() -> Option<mdn::backend::GpuBackend> {
     use mdn::backend::{DeviceChoice, GpuBackend};
     let choice = match std::env::var("MDN_TEST_DEVICE").as_deref() {
         Ok("gpu") => DeviceChoice::Gpu,
@@ -15,7 +21,7 @@ pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
         _ => DeviceChoice::Software,
     };
     match GpuBackend::new(choice) {
-        Ok(b) => Some(Box::new(b)),
+        Ok(b) => Some(b),
         Err(e) => {
             if std::env::var("MDN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("MDN_REQUIRE_GPU=1 but no GPU backend: {e}");
