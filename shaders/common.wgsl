@@ -32,7 +32,7 @@ struct Layer {
     b_off: u32,
     act: u32,        // activation applied to this layer's output
     act_below: u32,  // activation of the layer below (backward pass)
-    _p0: u32,
+    max_slices: u32, // the most row slices of this layer's weight gradient
     _p1: u32,
 }
 
@@ -76,10 +76,10 @@ fn non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
-// Row slices the weight gradient of a batch of `rows` rows is split into (one per 256 rows,
-// at most 16). Must match `weight_grad_slices` in src/backend/gpu/mod.rs.
-fn weight_grad_slices(rows: u32) -> u32 {
-    return clamp((rows + 255u) / 256u, 1u, 16u);
+// Row slices the weight gradient of a batch of `rows` rows is split into (one per 16 rows,
+// at most the layer's max_slices). Must match `weight_grad_slices` in src/backend/gpu/mod.rs.
+fn weight_grad_slices(rows: u32, max_slices: u32) -> u32 {
+    return clamp((rows + 15u) / 16u, 1u, max_slices);
 }
 
 // Linear invocation index of a 1-D dispatch folded into 2-D (workgroups per dimension are

@@ -140,7 +140,9 @@ fn training_with_many_batches_and_partial_last_batch() {
 
 #[test]
 fn one_readback_per_epoch() {
-    let Some(mut backend) = common::gpu() else { return };
+    let Some(mut backend) = common::gpu() else {
+        return;
+    };
     let readbacks = backend.gpu().readback_counter();
     let count = || readbacks.load(std::sync::atomic::Ordering::Relaxed);
     let c = common::random_case(3, &[16], mdn::layout::Activation::Relu, 3, 1, 2000, 9);
@@ -180,6 +182,35 @@ fn one_readback_per_epoch() {
 }
 
 #[test]
+fn weight_gradients_over_many_row_slices_match_the_cpu() {
+    // The weight gradient is summed over row slices of 16 rows, at most 256 of them (fewer
+    // for a layer with many weights): 15 rows are one slice, 17 two (the second of 1 row),
+    // 4097 fill 256 slices of 17 rows with the last ones empty, and the 257x128 layer of
+    // hidden [256, 128] is capped at 127 slices.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let mut cpu = CpuBackend::new();
+    for (rows, hidden) in [
+        (15, vec![8]),
+        (17, vec![8]),
+        (4097, vec![24, 12]),
+        (10_001, vec![256, 128]),
+    ] {
+        let c = common::random_case(5, &hidden, mdn::layout::Activation::Tanh, 3, 2, rows, 31);
+        let got = gpu
+            .loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, 0.01)
+            .unwrap();
+        let want = cpu
+            .loss_grad(&c.arch, &c.params, &c.x, &c.y, rows, 0.01)
+            .unwrap();
+        mdn::check::GRAD_TOL.assert_close(
+            &format!("gradient, {rows} rows, hidden {hidden:?}"),
+            &got.grad,
+            &want.grad,
+        );
+    }
+}
+
+#[test]
 fn evaluation_in_several_chunks_matches_the_cpu() {
     // More rows than one evaluation dispatch holds (4096): forward and loglik run in chunks.
     let Some(mut gpu) = gpu_backend() else { return };
@@ -203,7 +234,9 @@ fn evaluation_in_several_chunks_matches_the_cpu() {
 
 #[test]
 fn a_lost_device_is_an_error_that_says_so() {
-    let Some(mut backend) = common::gpu() else { return };
+    let Some(mut backend) = common::gpu() else {
+        return;
+    };
     let device = backend.gpu().device.clone();
     let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 200, 5);
     let mut gpu = backend

@@ -39,13 +39,27 @@ use kernels::{Kernel, Kernels, STEP_BYTES};
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
 const EVAL_CHUNK: usize = 4096;
 
-/// Most row slices of a weight-gradient pass (see `weight_grad_slices`).
-const MAX_WEIGHT_SLICES: usize = 16;
+/// Fewest rows one slice of a weight-gradient pass sums (small batches get fewer slices).
+const WEIGHT_SLICE_ROWS: usize = 16;
 
-/// Row slices the weight gradient of `rows` rows is split into: one per 256 rows, at most 16.
-/// Must match `weight_grad_slices` in shaders/common.wgsl.
-fn weight_grad_slices(rows: usize) -> u32 {
-    rows.div_ceil(256).clamp(1, MAX_WEIGHT_SLICES) as u32
+/// Most row slices of a layer's weight-gradient pass.
+const MAX_WEIGHT_SLICES: usize = 256;
+
+/// Partial sums (floats) a layer's slices may take before its slice count is cut below
+/// `MAX_WEIGHT_SLICES`; every layer may use 16 slices whatever its size.
+const PARTIAL_BUDGET: usize = 1 << 22;
+
+/// The most slices a layer with `elems` = (inputs + 1) * outputs gradient entries uses.
+fn max_weight_slices(elems: usize) -> usize {
+    (PARTIAL_BUDGET / elems.max(1)).clamp(16, MAX_WEIGHT_SLICES)
+}
+
+/// Row slices the weight gradient of `rows` rows is split into: one per 16 rows, at most
+/// `cap` (the layer's `max_weight_slices`). Each slice is summed in row order and the
+/// slices in slice order, so a batch's gradient does not depend on timing. Must match
+/// `weight_grad_slices` in shaders/common.wgsl.
+fn weight_grad_slices(rows: usize, cap: usize) -> u32 {
+    rows.div_ceil(WEIGHT_SLICE_ROWS).clamp(1, cap) as u32
 }
 
 /// Submit the epoch's work in pieces of this many batches (bounds command-buffer size; no
@@ -234,13 +248,14 @@ impl Work {
             sumsq: g.storage("gradient sum of squares", 1)?,
             partial: g.storage(
                 "partial weight gradients",
-                MAX_WEIGHT_SLICES
-                    * arch
-                        .layers()
-                        .iter()
-                        .map(|l| (l.inputs + 1) * l.outputs)
-                        .max()
-                        .unwrap_or(1),
+                arch.layers()
+                    .iter()
+                    .map(|l| {
+                        let elems = (l.inputs + 1) * l.outputs;
+                        max_weight_slices(elems) * elems
+                    })
+                    .max()
+                    .unwrap_or(1),
             )?,
         })
     }
@@ -384,7 +399,7 @@ impl GpuBackend {
                         s.bias as u32,
                         act,
                         below,
-                        0,
+                        max_weight_slices((s.inputs + 1) * s.outputs) as u32,
                         0,
                     ];
                     g.uniform(&format!("layer {l} uniform"), bytemuck::bytes_of(&w))
@@ -720,7 +735,7 @@ impl Encoder<'_> {
                 &g.back_weights[l],
                 div_ceil(s.outputs.div_ceil(4), 8),
                 div_ceil((s.inputs + 1).div_ceil(4), 8),
-                weight_grad_slices(rows),
+                weight_grad_slices(rows, max_weight_slices((s.inputs + 1) * s.outputs)),
             );
             self.dispatch_1d(
                 &k.weight_grad_sum,
