@@ -17,7 +17,7 @@ struct Step {
     inv_rows: f32,  // 1 / rows: gradients are of the mean NLL
     count: u32,     // element count for elementwise kernels
     clip_norm: f32, // > 0: Adam scales the gradient down to this norm (see grad_norm.wgsl)
-    _pad1: u32,
+    slices: u32,    // row slices of the weight gradient, before each layer's max_slices
     _pad2: u32,
 }
 
@@ -76,10 +76,10 @@ fn non_finite(x: f32) -> bool {
     return (bitcast<u32>(x) & 0x7f800000u) == 0x7f800000u;
 }
 
-// Row slices the weight gradient of a batch of `rows` rows is split into (one per 16 rows,
-// at most the layer's max_slices). Must match `weight_grad_slices` in src/backend/gpu/mod.rs.
-fn weight_grad_slices(rows: u32, max_slices: u32) -> u32 {
-    return clamp((rows + 15u) / 16u, 1u, max_slices);
+// Row slices of this batch's weight gradient in a layer: the step's count (chosen by
+// `weight_grad_slices` in src/backend/gpu/mod.rs), at most the layer's max_slices.
+fn weight_grad_slices(max_slices: u32) -> u32 {
+    return clamp(step.slices, 1u, max_slices);
 }
 
 // Linear invocation index of a 1-D dispatch folded into 2-D (workgroups per dimension are

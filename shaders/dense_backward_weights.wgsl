@@ -15,7 +15,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let slice = gid.z;
     let n_in = layer.n_in;
     let n_out = layer.n_out;
-    let slices = weight_grad_slices(step.rows, layer.max_slices);
+    let slices = weight_grad_slices(layer.max_slices);
     // tile rows 0..n_in are weights, row n_in is the bias
     if o0 >= n_out || i0 > n_in || slice >= slices {
         return;

@@ -16,7 +16,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if idx >= per_slice {
         return;
     }
-    let slices = weight_grad_slices(step.rows, layer.max_slices);
+    let slices = weight_grad_slices(layer.max_slices);
     var s = 0.0;
     for (var k = 0u; k < slices; k++) {
         s += partial[k * per_slice + idx];

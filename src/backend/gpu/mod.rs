@@ -39,9 +39,6 @@ use kernels::{Kernel, Kernels, STEP_BYTES};
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
 const EVAL_CHUNK: usize = 4096;
 
-/// Fewest rows one slice of a weight-gradient pass sums (small batches get fewer slices).
-const WEIGHT_SLICE_ROWS: usize = 16;
-
 /// Most row slices of a layer's weight-gradient pass.
 const MAX_WEIGHT_SLICES: usize = 256;
 
@@ -54,12 +51,16 @@ fn max_weight_slices(elems: usize) -> usize {
     (PARTIAL_BUDGET / elems.max(1)).clamp(16, MAX_WEIGHT_SLICES)
 }
 
-/// Row slices the weight gradient of `rows` rows is split into: one per 16 rows, at most
-/// `cap` (the layer's `max_weight_slices`). Each slice is summed in row order and the
-/// slices in slice order, so a batch's gradient does not depend on timing. Must match
-/// `weight_grad_slices` in shaders/common.wgsl.
-fn weight_grad_slices(rows: usize, cap: usize) -> u32 {
-    rows.div_ceil(WEIGHT_SLICE_ROWS).clamp(1, cap) as u32
+/// Row slices the weight gradient of a batch of `rows` rows is split into before a layer's
+/// cap (`max_weight_slices`): about the square root of the rows, so that the first pass
+/// (rows per slice, summed in row order by each invocation) and the second (slices, summed
+/// in slice order) are equally long; each is a chain of dependent loads, which is what
+/// their time is on a large GPU. At least 16 rows a slice. Written into each batch's
+/// `Step` record (`slices`): the shaders take the count from there, never recompute it.
+fn weight_grad_slices(rows: usize) -> usize {
+    let root = rows.isqrt();
+    let root = if root * root < rows { root + 1 } else { root };
+    root.min(rows.div_ceil(16)).max(1)
 }
 
 /// Submit the epoch's work in pieces of this many batches (bounds command-buffer size; no
@@ -84,7 +85,9 @@ struct StepUniform {
     inv_rows: f32,
     count: u32,
     clip_norm: f32,
-    _pad: [u32; 2],
+    /// Row slices of the weight gradient, before each layer's cap (`weight_grad_slices`).
+    slices: u32,
+    _pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -735,7 +738,7 @@ impl Encoder<'_> {
                 &g.back_weights[l],
                 div_ceil(s.outputs.div_ceil(4), 8),
                 div_ceil((s.inputs + 1).div_ceil(4), 8),
-                weight_grad_slices(rows, max_weight_slices((s.inputs + 1) * s.outputs)),
+                weight_grad_slices(rows).min(max_weight_slices((s.inputs + 1) * s.outputs)) as u32,
             );
             self.dispatch_1d(
                 &k.weight_grad_sum,
@@ -947,6 +950,7 @@ impl Backend for GpuBackend {
         self.prepare(&mut run, 1, 1)?;
         let rec = StepUniform {
             rows: rows as u32,
+            slices: weight_grad_slices(rows) as u32,
             flags: FLAG_GRAD,
             l2,
             inv_rows: 1.0 / rows as f32,
@@ -1435,7 +1439,8 @@ impl GpuBackend {
                     inv_rows: 1.0 / n as f32,
                     count: run.n_params as u32,
                     clip_norm: cfg.clip_norm,
-                    _pad: [0; 2],
+                    slices: weight_grad_slices(n) as u32,
+                    _pad: 0,
                 }
             })
             .collect();
