@@ -28,6 +28,7 @@ pub mod npy;
 pub mod plot;
 pub mod scaler;
 pub mod select;
+pub mod serve;
 pub mod stats;
 pub mod synth;
 pub mod tables;

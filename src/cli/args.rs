@@ -64,6 +64,32 @@ pub enum Command {
     /// Draw a model as PNG or SVG: conditional density map with the data (one-input models),
     /// PIT histogram, reliability curve, training curve
     Plot(PlotArgs),
+    /// Run the training service: an HTTP API that queues training jobs, streams their
+    /// progress and serves the trained models (docs/service.md)
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (without a token: loopback addresses only; port 0: any free port)
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: String,
+    /// Directory holding the service's database, data sets, checkpoints and models
+    #[arg(long, default_value = "mdn-store")]
+    pub store: PathBuf,
+    /// Device of jobs that do not name one: auto, gpu, software or cpu
+    #[arg(long, value_parser = named::<DeviceChoice>(), env = "MDN_DEVICE", default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Jobs trained at the same time
+    #[arg(long, default_value_t = 1)]
+    pub max_running: usize,
+    /// Largest data set upload, in MB (larger ones are refused with 413)
+    #[arg(long, default_value_t = 1024)]
+    pub max_upload_mb: u64,
+    /// File holding the bearer token every /v1 request must carry (or MDN_TOKEN); needed to
+    /// listen on a non-loopback address
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Args)]

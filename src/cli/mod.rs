@@ -1,6 +1,6 @@
 //! The `mdn` command line: a thin layer over the library. [`args`] parses, one module per
 //! group of commands runs them ([`train`]: train and select; [`model`]: eval, predict,
-//! sample, plot, info; [`tools`]: devices, check, bench, convert, generate), [`output`]
+//! sample, plot, info; [`tools`]: devices, check, bench, convert, generate; [`serve`]: the training service), [`output`]
 //! prints results and [`progress`] shows progress, logs and handles Ctrl-C. This is the only
 //! place that turns errors into messages and exit codes: 2 for input the user can fix, 1 for
 //! anything else, 130 for a run stopped by Ctrl-C (its best model is still written).
@@ -9,6 +9,7 @@ mod args;
 mod model;
 mod output;
 mod progress;
+mod serve;
 mod tools;
 mod train;
 
@@ -51,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => tools::bench(a).map(|_| Exit::Success),
         Command::Convert(a) => tools::convert(a).map(|_| Exit::Success),
         Command::Generate(a) => tools::generate(a).map(|_| Exit::Success),
+        Command::Serve(a) => serve::serve(a).map(|_| Exit::Success),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

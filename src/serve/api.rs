@@ -1,0 +1,948 @@
+//! The HTTP API under `/v1`, `/healthz` and `/metrics`. Handlers are thin: they parse, call
+//! the store or the library, and answer; every error becomes
+//! `{"error": {"code", "message"}}` with its status in one place ([`ApiError`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::path::Path as FsPath;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::{Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use super::runner::{self, Shared};
+use super::store::{self, DatasetRow, valid_id};
+use crate::backend::CpuBackend;
+use crate::data::{ColumnChoice, CsvRows, Dataset};
+use crate::error::Error;
+use crate::job::TrainJob;
+use crate::model::Model;
+
+/// Largest JSON request body (predictions, job submissions).
+pub const JSON_LIMIT: usize = 32 << 20;
+
+/// What every handler sees.
+pub struct App {
+    pub shared: Arc<Shared>,
+    /// Bearer token every `/v1` request must carry (None: none needed; loopback only).
+    pub token: Option<String>,
+    pub max_upload_bytes: u64,
+    /// `device` of jobs that do not name one.
+    pub default_device: crate::backend::DeviceChoice,
+    pub metrics: Metrics,
+    models: Mutex<HashMap<String, Arc<Model>>>,
+}
+
+impl App {
+    pub fn new(
+        shared: Arc<Shared>,
+        token: Option<String>,
+        max_upload_bytes: u64,
+        default_device: crate::backend::DeviceChoice,
+    ) -> App {
+        App {
+            shared,
+            token,
+            max_upload_bytes,
+            default_device,
+            metrics: Metrics::default(),
+            models: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+type AppState = Arc<App>;
+
+/// An error answer: status, a stable code, and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn not_found(what: &str, id: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} with id {id:?}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// Library errors: what the client can fix is a 400 with the library's message (the same
+/// text as the CLI's); the rest is a 500.
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        match e.exit_code() {
+            2 => ApiError::bad(e.to_string()),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        }
+    }
+}
+
+type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// The routes, with authentication on `/v1` and request metrics on everything.
+pub fn router(app: AppState) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/datasets",
+            post(upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(list_datasets),
+        )
+        .route("/datasets/{id}", get(get_dataset).delete(delete_dataset))
+        .route("/jobs", post(submit).get(list_jobs))
+        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}/events", get(job_events))
+        .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/models/{id}", get(get_model))
+        .route("/models/{id}/predict", post(predict))
+        .route("/models/{id}/sample", post(sample))
+        .route("/models/{id}/eval", post(eval))
+        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), count))
+        .layer(DefaultBodyLimit::max(JSON_LIMIT))
+        .with_state(app)
+}
+
+/// Compares in time independent of where the strings differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &app.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this server needs `Authorization: Bearer <token>`",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// Request counts and latencies by route, for `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<HashMap<(String, String), RouteStats>>,
+}
+
+/// Upper bounds (seconds) of the latency histogram's buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    by_status: HashMap<u16, u64>,
+    buckets: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+async fn count(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut m = app.metrics.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let s = m.entry((method, route)).or_default();
+    *s.by_status.entry(response.status().as_u16()).or_default() += 1;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        if seconds <= *b {
+            s.buckets[i] += 1;
+        }
+    }
+    s.count += 1;
+    s.sum += seconds;
+    response
+}
+
+async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
+    use std::fmt::Write;
+    let store = &app.shared.store;
+    let counts = store.job_counts()?;
+    let mut out = String::new();
+    out.push_str("# HELP mdn_jobs Jobs by status.\n# TYPE mdn_jobs gauge\n");
+    for status in store::STATUSES {
+        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |c| c.1);
+        let _ = writeln!(out, "mdn_jobs{{status=\"{status}\"}} {n}");
+    }
+    let queued = counts.iter().find(|(s, _)| s == store::QUEUED).map_or(0, |c| c.1);
+    let _ = writeln!(
+        out,
+        "# HELP mdn_queue_length Jobs waiting to run.\n# TYPE mdn_queue_length gauge\nmdn_queue_length {queued}"
+    );
+    let rows = app
+        .shared
+        .rows_trained
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP mdn_rows_trained_total Training rows processed by this process.\n# TYPE mdn_rows_trained_total counter\nmdn_rows_trained_total {rows}"
+    );
+    out.push_str("# HELP mdn_http_requests_total HTTP requests by route and status.\n# TYPE mdn_http_requests_total counter\n");
+    let m = app.metrics.inner.lock().unwrap_or_else(|p| p.into_inner());
+    let mut keys: Vec<_> = m.keys().cloned().collect();
+    keys.sort();
+    for k in &keys {
+        let mut statuses: Vec<_> = m[k].by_status.iter().collect();
+        statuses.sort();
+        for (status, n) in statuses {
+            let _ = writeln!(
+                out,
+                "mdn_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                k.0, k.1
+            );
+        }
+    }
+    out.push_str("# HELP mdn_http_request_seconds HTTP request latency.\n# TYPE mdn_http_request_seconds histogram\n");
+    for k in &keys {
+        let s = &m[k];
+        let labels = format!("method=\"{}\",route=\"{}\"", k.0, k.1);
+        for (i, b) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "mdn_http_request_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                s.buckets[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "mdn_http_request_seconds_bucket{{{labels},le=\"+Inf\"}} {}\nmdn_http_request_seconds_sum{{{labels}}} {}\nmdn_http_request_seconds_count{{{labels}}} {}",
+            s.count, s.sum, s.count
+        );
+    }
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        out,
+    )
+        .into_response())
+}
+
+/// Parses a JSON body into `T`, naming the field a type error is at.
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." || path.is_empty() {
+            ApiError::bad(format!("request body: {}", e.inner()))
+        } else {
+            ApiError::bad(format!("request body: {path}: {}", e.inner()))
+        }
+    })
+}
+
+fn query<T>(q: std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::bad(format!("query string: {}", e.body_text())))
+}
+
+fn checked_id<'a>(what: &str, id: &'a str) -> ApiResult<&'a str> {
+    if valid_id(id) {
+        Ok(id)
+    } else {
+        Err(ApiError::not_found(what, id))
+    }
+}
+
+/// Runs blocking work (file reading, training-job checks, predictions) off the async side.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("a worker task failed: {e}"),
+        )
+    })?
+}
+
+// ---- datasets ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UploadQuery {
+    /// How the data set is named in listings and messages (default: "upload").
+    name: Option<String>,
+    /// `csv` or `npy` (default: from the first bytes).
+    format: Option<String>,
+    /// Column names of an `.npy` upload, comma-separated (default: "0", "1", ...).
+    columns: Option<String>,
+}
+
+/// Removes a file when dropped, unless disarmed: nothing half-received is left behind,
+/// also when the client goes away mid-body.
+struct Scrap(Option<std::path::PathBuf>);
+
+impl Drop for Scrap {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(&p);
+            let _ = std::fs::remove_file(crate::npy::columns_path(&p));
+        }
+    }
+}
+
+async fn upload(
+    State(app): State<AppState>,
+    q: std::result::Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    body: Body,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let q = query(q)?;
+    let name = q.name.unwrap_or_else(|| "upload".into());
+    if name.len() > 200 || name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad(
+            "name: at most 200 characters, no control characters",
+        ));
+    }
+    if let Some(f) = &q.format {
+        if f != "csv" && f != "npy" {
+            return Err(ApiError::bad(format!(
+                "format: expected csv or npy, got {f:?}"
+            )));
+        }
+    }
+    let store = &app.shared.store;
+    let tmp = store.upload_path();
+    let mut scrap = Scrap(Some(tmp.clone()));
+    let mut file = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| Error::io(&tmp, e))?;
+    let mut stream = body.into_data_stream();
+    let mut bytes: u64 = 0;
+    let mut head = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the body failed: {e}")))?;
+        bytes += chunk.len() as u64;
+        if bytes > app.max_upload_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                format!(
+                    "the upload is larger than this server's limit of {} MB (--max-upload-mb)",
+                    app.max_upload_bytes >> 20
+                ),
+            ));
+        }
+        if head.len() < 6 {
+            head.extend_from_slice(&chunk[..chunk.len().min(6 - head.len())]);
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?;
+    }
+    file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
+    drop(file);
+    if bytes == 0 {
+        return Err(ApiError::bad("the body is empty: send the CSV or .npy file as the request body"));
+    }
+    let format = q.format.unwrap_or_else(|| {
+        if head.starts_with(b"\x93NUMPY") {
+            "npy".into()
+        } else {
+            "csv".into()
+        }
+    });
+    let columns = q.columns.map(|c| {
+        c.split(',')
+            .map(|s| s.trim().to_string())
+            .collect::<Vec<_>>()
+    });
+    let shared = app.shared.clone();
+    let row = blocking(move || {
+        let id = store::new_id("ds");
+        let store = &shared.store;
+        let dest = store.dataset_path(&id, &format);
+        // Validated where it will live, under its final name, so that messages name it as
+        // the client does.
+        let (rows, names) = validate(&tmp, &format, columns.as_deref())
+            .map_err(|e| ApiError::from(rename_in(e, &tmp, &name)))?;
+        std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+        let mut scrap = Scrap(Some(dest.clone()));
+        if format == "npy" {
+            let cols = crate::npy::columns_path(&dest);
+            crate::atomic::write_atomic(&cols, serde_json::to_string(&names).expect("names").as_bytes())?;
+        }
+        let row = DatasetRow {
+            id,
+            name,
+            format,
+            rows,
+            columns: names,
+            bytes,
+            created: store::now(),
+        };
+        store.insert_dataset(&row)?;
+        scrap.0 = None;
+        Ok(row)
+    })
+    .await?;
+    scrap.0 = None;
+    log::info!("dataset {} ({}): {} rows, {:?}", row.id, row.name, row.rows, row.columns);
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes})),
+    ))
+}
+
+/// An error about the temporary upload file, told with the client's name for it.
+fn rename_in(e: Error, tmp: &FsPath, name: &str) -> Error {
+    let text = e.to_string().replace(&tmp.display().to_string(), name);
+    match e {
+        Error::Data { .. } | Error::Config(_) => Error::Config(text),
+        Error::Io { source, .. } => Error::Io {
+            path: name.into(),
+            source,
+        },
+        other => other,
+    }
+}
+
+/// Checks an uploaded file as `mdn train` would read it: every cell of a CSV parses as a
+/// finite number, an `.npy` has a readable header of the right size. Returns the rows and
+/// the column names.
+fn validate(path: &FsPath, format: &str, columns: Option<&[String]>) -> crate::Result<(usize, Vec<String>)> {
+    if format == "npy" {
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let h = crate::npy::read_header(path, &mut f)?;
+        let names = match columns {
+            Some(c) if c.len() != h.cols => {
+                return Err(Error::config(format!(
+                    "columns: {} names for {} columns",
+                    c.len(),
+                    h.cols
+                )));
+            }
+            Some(c) => c.to_vec(),
+            None => (0..h.cols).map(|i| i.to_string()).collect(),
+        };
+        if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
+            return Err(Error::config(format!("columns: {n:?} is named twice (column {i})")));
+        }
+        // Every value is read once: NaN or infinity is refused with its place.
+        let choice = ColumnChoice::exactly(names[..names.len() - 1].to_vec(), names[names.len() - 1..].to_vec());
+        let _ = crate::data::NpySource::open(path, &choice)?;
+        return Ok((h.rows, names));
+    }
+    if columns.is_some() {
+        return Err(Error::config("columns: only for .npy uploads (a CSV names its columns in its header)"));
+    }
+    let mut rows = CsvRows::open(path)?;
+    let all: Vec<usize> = (0..rows.header.len()).collect();
+    let mut sink = Vec::new();
+    let mut n = 0usize;
+    while rows.next_row(&[&all], &mut [&mut sink])? {
+        sink.clear();
+        n += 1;
+    }
+    if n == 0 {
+        return Err(Error::config("the CSV has a header but no rows"));
+    }
+    Ok((n, rows.header.clone()))
+}
+
+async fn list_datasets(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!({"datasets": app.shared.store.datasets()?})))
+}
+
+async fn get_dataset(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let id = checked_id("dataset", &id)?;
+    match app.shared.store.dataset(id)? {
+        Some(d) => Ok(axum::Json(serde_json::to_value(d).expect("dataset"))),
+        None => Err(ApiError::not_found("dataset", id)),
+    }
+}
+
+async fn delete_dataset(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    let id = checked_id("dataset", &id)?;
+    match app.shared.store.delete_dataset(id)? {
+        Ok(true) => Ok(StatusCode::NO_CONTENT),
+        Ok(false) => Err(ApiError::not_found("dataset", id)),
+        Err(job) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "in_use",
+            format!("dataset {id} is used by job {job}, which has not finished"),
+        )),
+    }
+}
+
+// ---- jobs ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    dataset: String,
+    #[serde(default)]
+    target: Option<Value>,
+    #[serde(default)]
+    features: Option<Value>,
+    #[serde(default)]
+    options: serde_json::Map<String, Value>,
+}
+
+/// Options the service sets itself: paths on the server are never the client's to name.
+const SERVICE_OPTIONS: [(&str, &str); 7] = [
+    ("data", "use \"dataset\""),
+    ("val", "the service holds out val_fraction of the dataset; a separate validation dataset is not supported yet"),
+    ("out", "the service keeps the model; fetch it from /v1/models/{id}"),
+    ("checkpoint", "the service checkpoints every epoch"),
+    ("checkpoint_every", "the service checkpoints every epoch"),
+    ("resume", "a job resumes by itself after a restart"),
+    ("target", "give it beside \"options\", not in it"),
+];
+
+async fn submit(State(app): State<AppState>, body: Bytes) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+    let req: JobRequest = parse_json(&body)?;
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    for (key, why) in SERVICE_OPTIONS.iter().chain([("features", "give it beside \"options\", not in it")].iter()) {
+        if req.options.contains_key(*key) {
+            return Err(ApiError::bad(format!("options.{key}: set by the service ({why})")));
+        }
+    }
+    let store = &app.shared.store;
+    if !valid_id(&req.dataset) {
+        return Err(ApiError::bad(format!("dataset: no dataset with id {:?}", req.dataset)));
+    }
+    let Some(dataset) = store.dataset(&req.dataset)? else {
+        return Err(ApiError::bad(format!("dataset: no dataset with id {:?}", req.dataset)));
+    };
+    let id = store::new_id("job");
+    let model_id = runner::model_id(&id);
+    let mut spec = req.options.clone();
+    if !spec.contains_key("device") {
+        spec.insert("device".into(), Value::from(app.default_device.to_string()));
+    }
+    if let Some(t) = req.target {
+        spec.insert("target".into(), t);
+    }
+    if let Some(f) = req.features {
+        spec.insert("features".into(), f);
+    }
+    let data = store.dataset_path(&dataset.id, &dataset.format);
+    let job_dir = store.job_dir(&id);
+    spec.insert("data".into(), json!(data));
+    spec.insert("out".into(), json!(store.model_path(&model_id)));
+    spec.insert("checkpoint".into(), json!(runner::checkpoint_path(store, &id)));
+    spec.insert("checkpoint_every".into(), json!(1));
+    let spec_text = Value::Object(spec).to_string();
+    let shared = app.shared.clone();
+    let dataset_name = dataset.name.clone();
+    let job_id = id.clone();
+    blocking(move || {
+        let job = TrainJob::from_json(&spec_text).map_err(|e| {
+            ApiError::bad(format!("options.{}", e.to_string().trim_start_matches("job JSON: ")))
+        })?;
+        std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
+        // Everything `mdn train` checks before reading the rows, with the dataset's name in
+        // messages instead of the store's file name.
+        if let Err(e) = job.resolve() {
+            let _ = std::fs::remove_dir_all(&job_dir);
+            return Err(rename_in(e, &data, &dataset_name).into());
+        }
+        shared.store.insert_job(&job_id, &dataset.id, &request, &spec_text)?;
+        Ok(())
+    })
+    .await?;
+    app.shared
+        .event(&id, json!({"type": "status", "status": store::QUEUED}));
+    app.shared.notify();
+    log::info!("job {id} queued on dataset {}", req.dataset);
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({"id": id, "status": store::QUEUED, "model": model_id})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+}
+
+async fn list_jobs(
+    State(app): State<AppState>,
+    q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<axum::Json<Value>> {
+    let q = query(q)?;
+    if let Some(s) = &q.status {
+        if !store::STATUSES.contains(&s.as_str()) {
+            return Err(ApiError::bad(format!(
+                "status: expected one of {}, got {s:?}",
+                store::STATUSES.join(", ")
+            )));
+        }
+    }
+    Ok(axum::Json(json!({"jobs": app.shared.store.jobs(q.status.as_deref())?})))
+}
+
+async fn get_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let id = checked_id("job", &id)?;
+    match app.shared.store.job(id)? {
+        Some(j) => Ok(axum::Json(serde_json::to_value(j).expect("job"))),
+        None => Err(ApiError::not_found("job", id)),
+    }
+}
+
+async fn cancel_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+    let id = checked_id("job", &id)?;
+    match app.shared.store.cancel(id)? {
+        Some(true) => {
+            app.shared
+                .event(id, json!({"type": "status", "status": store::CANCELLED}));
+            Ok(axum::Json(json!({"id": id, "status": store::CANCELLED})))
+        }
+        Some(false) => {
+            app.shared.cancel_running(id);
+            Ok(axum::Json(json!({"id": id, "status": store::RUNNING, "cancel_requested": true})))
+        }
+        None => match app.shared.store.job(id)? {
+            Some(j) => Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "finished",
+                format!("job {id} has already finished ({})", j.status),
+            )),
+            None => Err(ApiError::not_found("job", id)),
+        },
+    }
+}
+
+fn is_final(data: &str) -> bool {
+    serde_json::from_str::<Value>(data).is_ok_and(|v| {
+        v["type"] == "status"
+            && matches!(
+                v["status"].as_str(),
+                Some(store::SUCCEEDED | store::FAILED | store::CANCELLED)
+            )
+    })
+}
+
+fn sse_event(seq: u64, data: &str) -> Event {
+    let kind = serde_json::from_str::<Value>(data)
+        .ok()
+        .and_then(|v| v["type"].as_str().map(str::to_string))
+        .unwrap_or_else(|| "message".into());
+    Event::default().id(seq.to_string()).event(kind).data(data)
+}
+
+struct Tail {
+    rx: tokio::sync::broadcast::Receiver<runner::Broadcast>,
+    shared: Arc<Shared>,
+    job: String,
+    last: u64,
+    pending: VecDeque<(u64, String)>,
+    done: bool,
+}
+
+/// Server-Sent Events of a job: its history first (after `Last-Event-ID` when a client
+/// reconnects), then each new event; the stream ends after the job's final status.
+async fn job_events(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
+    let id = checked_id("job", &id)?.to_string();
+    if app.shared.store.job(&id)?.is_none() {
+        return Err(ApiError::not_found("job", &id));
+    }
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    // Listen first, then read the history: nothing falls between the two.
+    let rx = app.shared.events.subscribe();
+    let history = app.shared.store.events(&id, after)?;
+    let tail = Tail {
+        rx,
+        shared: app.shared.clone(),
+        job: id,
+        last: after,
+        pending: history.into(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(tail, |mut t| async move {
+        loop {
+            if t.done {
+                return None;
+            }
+            if let Some((seq, data)) = t.pending.pop_front() {
+                if seq <= t.last {
+                    continue;
+                }
+                t.last = seq;
+                t.done = is_final(&data);
+                return Some((Ok(sse_event(seq, &data)), t));
+            }
+            match t.rx.recv().await {
+                Ok(b) if b.job == t.job && b.seq > t.last => {
+                    t.pending.push_back((b.seq, b.data.to_string()))
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow a reader: catch up from the store.
+                    match t.shared.store.events(&t.job, t.last) {
+                        Ok(ev) => t.pending.extend(ev),
+                        Err(_) => return None,
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+// ---- models ----
+
+fn load_model(app: &App, id: &str) -> ApiResult<Arc<Model>> {
+    let id = checked_id("model", id)?;
+    if let Some(m) = app.models.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+        return Ok(m.clone());
+    }
+    if !app.shared.store.model_exists(id)? {
+        return Err(ApiError::not_found("model", id));
+    }
+    let model = Arc::new(Model::load(&app.shared.store.model_path(id))?);
+    app.models
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(id.to_string(), model.clone());
+    Ok(model)
+}
+
+async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = checked_id("model", &id)?;
+    if !app.shared.store.model_exists(id)? {
+        return Err(ApiError::not_found("model", id));
+    }
+    let path = app.shared.store.model_path(id);
+    let bytes = tokio::fs::read(&path).await.map_err(|e| Error::io(&path, e))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_DISPOSITION,
+                HeaderValue::from_str(&format!("attachment; filename=\"{id}.json\"")).expect("ascii id"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response())
+}
+
+/// Rows sent to a model: `rows` (each the features in the model's order, then for `/eval`
+/// the targets) or `columns` (name -> values).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rows {
+    rows: Option<Vec<Vec<f64>>>,
+    columns: Option<serde_json::Map<String, Value>>,
+    // predict
+    #[serde(default)]
+    quantiles: Vec<f64>,
+    interval: Option<f64>,
+    // sample
+    n: Option<usize>,
+    #[serde(default)]
+    seed: u64,
+    temperature: Option<f64>,
+    sigma_scale: Option<f64>,
+}
+
+/// The rows of a request as a data set in the model's columns (targets too if asked for).
+fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
+    let (nf, nt) = (model.features.len(), if targets { model.targets.len() } else { 0 });
+    let mut names = model.features.clone();
+    if targets {
+        names.extend(model.targets.iter().cloned());
+    }
+    let table: Vec<Vec<f64>> = match (&r.rows, &r.columns) {
+        (Some(_), Some(_)) => return Err(ApiError::bad("give rows or columns, not both")),
+        (None, None) => return Err(ApiError::bad("no rows: give \"rows\" or \"columns\"")),
+        (Some(rows), None) => {
+            for (i, row) in rows.iter().enumerate() {
+                if row.len() != nf + nt {
+                    return Err(ApiError::bad(format!(
+                        "rows[{i}]: {} values, expected {} ({})",
+                        row.len(),
+                        nf + nt,
+                        names.join(", ")
+                    )));
+                }
+            }
+            rows.clone()
+        }
+        (None, Some(cols)) => {
+            if let Some(k) = cols.keys().find(|k| !names.contains(k)) {
+                return Err(ApiError::bad(format!(
+                    "columns: {k:?} is not one of the model's columns ({})",
+                    names.join(", ")
+                )));
+            }
+            let mut values: Vec<Vec<f64>> = Vec::new();
+            for n in &names {
+                let v = cols
+                    .get(n)
+                    .ok_or_else(|| ApiError::bad(format!("columns: {n:?} is missing")))?;
+                let v: Vec<f64> = serde_json::from_value(v.clone()).map_err(|_| {
+                    ApiError::bad(format!("columns.{n}: expected an array of numbers"))
+                })?;
+                if let Some(first) = values.first() {
+                    if first.len() != v.len() {
+                        return Err(ApiError::bad(format!(
+                            "columns.{n}: {} values, {} has {}",
+                            v.len(),
+                            names[0],
+                            first.len()
+                        )));
+                    }
+                }
+                values.push(v);
+            }
+            let rows = values.first().map_or(0, |v| v.len());
+            (0..rows).map(|i| values.iter().map(|c| c[i]).collect()).collect()
+        }
+    };
+    if table.is_empty() {
+        return Err(ApiError::bad("no rows"));
+    }
+    let mut x = Vec::with_capacity(table.len() * nf);
+    let mut y = Vec::with_capacity(table.len() * nt);
+    for (i, row) in table.iter().enumerate() {
+        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
+            return Err(ApiError::bad(format!("row {i}, {}: not a finite number", names[j])));
+        }
+        x.extend(row[..nf].iter().map(|&v| v as f32));
+        y.extend(row[nf..].iter().map(|&v| v as f32));
+    }
+    Ok(Dataset {
+        path: "request".into(),
+        features: model.features.clone(),
+        targets: if targets { model.targets.clone() } else { vec![] },
+        x,
+        y,
+        rows: table.len(),
+    })
+}
+
+fn json_text(v: &Value) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_string(v).expect("JSON of numbers"),
+    )
+        .into_response()
+}
+
+async fn predict(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let r: Rows = parse_json(&body)?;
+    let model = load_model(&app, &id)?;
+    blocking(move || {
+        let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
+        let data = dataset(&model, &r, false)?;
+        let pred = model.predict(&mut CpuBackend::with_threads(1), &data)?;
+        Ok(json_text(&crate::tables::predictions_json(&model, &pred, &qs, None)))
+    })
+    .await
+}
+
+async fn sample(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let r: Rows = parse_json(&body)?;
+    let model = load_model(&app, &id)?;
+    blocking(move || {
+        let n = r.n.unwrap_or(1);
+        if n == 0 || n > 100_000 {
+            return Err(ApiError::bad(format!("n: expected 1 to 100000 samples per row, got {n}")));
+        }
+        let data = dataset(&model, &r, false)?;
+        let samples = model.sample(
+            &mut CpuBackend::with_threads(1),
+            &data,
+            n,
+            r.seed,
+            r.temperature.unwrap_or(1.0),
+            r.sigma_scale.unwrap_or(1.0),
+        )?;
+        Ok(json_text(&crate::tables::samples_json(&model, data.rows, n, r.seed, &samples)))
+    })
+    .await
+}
+
+async fn eval(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let r: Rows = parse_json(&body)?;
+    let model = load_model(&app, &id)?;
+    blocking(move || {
+        let data = dataset(&model, &r, true)?;
+        let e = crate::tables::evaluate(&model, &mut CpuBackend::with_threads(1), &data)?;
+        Ok(json_text(&json!({"rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores})))
+    })
+    .await
+}
