@@ -63,11 +63,17 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         {
             let _ = ctrl_c.await;
         }
-        message("stopping: running jobs stop after their epoch and resume when the service starts again");
+        message(
+            "stopping: running jobs stop after their epoch and resume when the service starts again",
+        );
     };
     mdn::serve::run(
         config,
-        |addr| message(&format!("mdn serve: listening on http://{addr} ({summary})")),
+        |addr| {
+            message(&format!(
+                "mdn serve: listening on http://{addr} ({summary})"
+            ))
+        },
         shutdown,
     )
 }

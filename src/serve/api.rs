@@ -235,7 +235,10 @@ async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
         let n = counts.iter().find(|(s, _)| s == status).map_or(0, |c| c.1);
         let _ = writeln!(out, "mdn_jobs{{status=\"{status}\"}} {n}");
     }
-    let queued = counts.iter().find(|(s, _)| s == store::QUEUED).map_or(0, |c| c.1);
+    let queued = counts
+        .iter()
+        .find(|(s, _)| s == store::QUEUED)
+        .map_or(0, |c| c.1);
     let _ = writeln!(
         out,
         "# HELP mdn_queue_length Jobs waiting to run.\n# TYPE mdn_queue_length gauge\nmdn_queue_length {queued}"
@@ -280,11 +283,7 @@ async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
             s.count, s.sum, s.count
         );
     }
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        out,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
 }
 
 /// Parses a JSON body into `T`, naming the field a type error is at.
@@ -300,7 +299,9 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     })
 }
 
-fn query<T>(q: std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>) -> ApiResult<T> {
+fn query<T>(
+    q: std::result::Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
     q.map(|Query(t)| t)
         .map_err(|e| ApiError::bad(format!("query string: {}", e.body_text())))
 }
@@ -403,7 +404,9 @@ async fn upload(
     file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
     drop(file);
     if bytes == 0 {
-        return Err(ApiError::bad("the body is empty: send the CSV or .npy file as the request body"));
+        return Err(ApiError::bad(
+            "the body is empty: send the CSV or .npy file as the request body",
+        ));
     }
     let format = q.format.unwrap_or_else(|| {
         if head.starts_with(b"\x93NUMPY") {
@@ -430,7 +433,10 @@ async fn upload(
         let mut scrap = Scrap(Some(dest.clone()));
         if format == "npy" {
             let cols = crate::npy::columns_path(&dest);
-            crate::atomic::write_atomic(&cols, serde_json::to_string(&names).expect("names").as_bytes())?;
+            crate::atomic::write_atomic(
+                &cols,
+                serde_json::to_string(&names).expect("names").as_bytes(),
+            )?;
         }
         let row = DatasetRow {
             id,
@@ -447,10 +453,18 @@ async fn upload(
     })
     .await?;
     scrap.0 = None;
-    log::info!("dataset {} ({}): {} rows, {:?}", row.id, row.name, row.rows, row.columns);
+    log::info!(
+        "dataset {} ({}): {} rows, {:?}",
+        row.id,
+        row.name,
+        row.rows,
+        row.columns
+    );
     Ok((
         StatusCode::CREATED,
-        axum::Json(json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes})),
+        axum::Json(
+            json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
+        ),
     ))
 }
 
@@ -470,7 +484,11 @@ fn rename_in(e: Error, tmp: &FsPath, name: &str) -> Error {
 /// Checks an uploaded file as `mdn train` would read it: every cell of a CSV parses as a
 /// finite number, an `.npy` has a readable header of the right size. Returns the rows and
 /// the column names.
-fn validate(path: &FsPath, format: &str, columns: Option<&[String]>) -> crate::Result<(usize, Vec<String>)> {
+fn validate(
+    path: &FsPath,
+    format: &str,
+    columns: Option<&[String]>,
+) -> crate::Result<(usize, Vec<String>)> {
     if format == "npy" {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let h = crate::npy::read_header(path, &mut f)?;
@@ -485,16 +503,27 @@ fn validate(path: &FsPath, format: &str, columns: Option<&[String]>) -> crate::R
             Some(c) => c.to_vec(),
             None => (0..h.cols).map(|i| i.to_string()).collect(),
         };
-        if let Some((i, n)) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
-            return Err(Error::config(format!("columns: {n:?} is named twice (column {i})")));
+        if let Some((i, n)) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
+            return Err(Error::config(format!(
+                "columns: {n:?} is named twice (column {i})"
+            )));
         }
         // Every value is read once: NaN or infinity is refused with its place.
-        let choice = ColumnChoice::exactly(names[..names.len() - 1].to_vec(), names[names.len() - 1..].to_vec());
+        let choice = ColumnChoice::exactly(
+            names[..names.len() - 1].to_vec(),
+            names[names.len() - 1..].to_vec(),
+        );
         let _ = crate::data::NpySource::open(path, &choice)?;
         return Ok((h.rows, names));
     }
     if columns.is_some() {
-        return Err(Error::config("columns: only for .npy uploads (a CSV names its columns in its header)"));
+        return Err(Error::config(
+            "columns: only for .npy uploads (a CSV names its columns in its header)",
+        ));
     }
     let mut rows = CsvRows::open(path)?;
     let all: Vec<usize> = (0..rows.header.len()).collect();
@@ -511,10 +540,15 @@ fn validate(path: &FsPath, format: &str, columns: Option<&[String]>) -> crate::R
 }
 
 async fn list_datasets(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(json!({"datasets": app.shared.store.datasets()?})))
+    Ok(axum::Json(
+        json!({"datasets": app.shared.store.datasets()?}),
+    ))
 }
 
-async fn get_dataset(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+async fn get_dataset(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("dataset", &id)?;
     match app.shared.store.dataset(id)? {
         Some(d) => Ok(axum::Json(serde_json::to_value(d).expect("dataset"))),
@@ -522,7 +556,10 @@ async fn get_dataset(State(app): State<AppState>, Path(id): Path<String>) -> Api
     }
 }
 
-async fn delete_dataset(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_dataset(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     let id = checked_id("dataset", &id)?;
     match app.shared.store.delete_dataset(id)? {
         Ok(true) => Ok(StatusCode::NO_CONTENT),
@@ -552,28 +589,48 @@ struct JobRequest {
 /// Options the service sets itself: paths on the server are never the client's to name.
 const SERVICE_OPTIONS: [(&str, &str); 7] = [
     ("data", "use \"dataset\""),
-    ("val", "the service holds out val_fraction of the dataset; a separate validation dataset is not supported yet"),
-    ("out", "the service keeps the model; fetch it from /v1/models/{id}"),
+    (
+        "val",
+        "the service holds out val_fraction of the dataset; a separate validation dataset is not supported yet",
+    ),
+    (
+        "out",
+        "the service keeps the model; fetch it from /v1/models/{id}",
+    ),
     ("checkpoint", "the service checkpoints every epoch"),
     ("checkpoint_every", "the service checkpoints every epoch"),
     ("resume", "a job resumes by itself after a restart"),
     ("target", "give it beside \"options\", not in it"),
 ];
 
-async fn submit(State(app): State<AppState>, body: Bytes) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+async fn submit(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let req: JobRequest = parse_json(&body)?;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    for (key, why) in SERVICE_OPTIONS.iter().chain([("features", "give it beside \"options\", not in it")].iter()) {
+    for (key, why) in SERVICE_OPTIONS
+        .iter()
+        .chain([("features", "give it beside \"options\", not in it")].iter())
+    {
         if req.options.contains_key(*key) {
-            return Err(ApiError::bad(format!("options.{key}: set by the service ({why})")));
+            return Err(ApiError::bad(format!(
+                "options.{key}: set by the service ({why})"
+            )));
         }
     }
     let store = &app.shared.store;
     if !valid_id(&req.dataset) {
-        return Err(ApiError::bad(format!("dataset: no dataset with id {:?}", req.dataset)));
+        return Err(ApiError::bad(format!(
+            "dataset: no dataset with id {:?}",
+            req.dataset
+        )));
     }
     let Some(dataset) = store.dataset(&req.dataset)? else {
-        return Err(ApiError::bad(format!("dataset: no dataset with id {:?}", req.dataset)));
+        return Err(ApiError::bad(format!(
+            "dataset: no dataset with id {:?}",
+            req.dataset
+        )));
     };
     let id = store::new_id("job");
     let model_id = runner::model_id(&id);
@@ -591,7 +648,10 @@ async fn submit(State(app): State<AppState>, body: Bytes) -> ApiResult<(StatusCo
     let job_dir = store.job_dir(&id);
     spec.insert("data".into(), json!(data));
     spec.insert("out".into(), json!(store.model_path(&model_id)));
-    spec.insert("checkpoint".into(), json!(runner::checkpoint_path(store, &id)));
+    spec.insert(
+        "checkpoint".into(),
+        json!(runner::checkpoint_path(store, &id)),
+    );
     spec.insert("checkpoint_every".into(), json!(1));
     let spec_text = Value::Object(spec).to_string();
     let shared = app.shared.clone();
@@ -599,7 +659,10 @@ async fn submit(State(app): State<AppState>, body: Bytes) -> ApiResult<(StatusCo
     let job_id = id.clone();
     blocking(move || {
         let job = TrainJob::from_json(&spec_text).map_err(|e| {
-            ApiError::bad(format!("options.{}", e.to_string().trim_start_matches("job JSON: ")))
+            ApiError::bad(format!(
+                "options.{}",
+                e.to_string().trim_start_matches("job JSON: ")
+            ))
         })?;
         std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
@@ -608,7 +671,9 @@ async fn submit(State(app): State<AppState>, body: Bytes) -> ApiResult<(StatusCo
             let _ = std::fs::remove_dir_all(&job_dir);
             return Err(rename_in(e, &data, &dataset_name).into());
         }
-        shared.store.insert_job(&job_id, &dataset.id, &request, &spec_text)?;
+        shared
+            .store
+            .insert_job(&job_id, &dataset.id, &request, &spec_text)?;
         Ok(())
     })
     .await?;
@@ -641,10 +706,15 @@ async fn list_jobs(
             )));
         }
     }
-    Ok(axum::Json(json!({"jobs": app.shared.store.jobs(q.status.as_deref())?})))
+    Ok(axum::Json(
+        json!({"jobs": app.shared.store.jobs(q.status.as_deref())?}),
+    ))
 }
 
-async fn get_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+async fn get_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("job", &id)?;
     match app.shared.store.job(id)? {
         Some(j) => Ok(axum::Json(serde_json::to_value(j).expect("job"))),
@@ -652,7 +722,10 @@ async fn get_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiResu
     }
 }
 
-async fn cancel_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<axum::Json<Value>> {
+async fn cancel_job(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("job", &id)?;
     match app.shared.store.cancel(id)? {
         Some(true) => {
@@ -662,7 +735,9 @@ async fn cancel_job(State(app): State<AppState>, Path(id): Path<String>) -> ApiR
         }
         Some(false) => {
             app.shared.cancel_running(id);
-            Ok(axum::Json(json!({"id": id, "status": store::RUNNING, "cancel_requested": true})))
+            Ok(axum::Json(
+                json!({"id": id, "status": store::RUNNING, "cancel_requested": true}),
+            ))
         }
         None => match app.shared.store.job(id)? {
             Some(j) => Err(ApiError::new(
@@ -785,13 +860,19 @@ async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> ApiRe
         return Err(ApiError::not_found("model", id));
     }
     let path = app.shared.store.model_path(id);
-    let bytes = tokio::fs::read(&path).await.map_err(|e| Error::io(&path, e))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| Error::io(&path, e))?;
     Ok((
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (
                 header::CONTENT_DISPOSITION,
-                HeaderValue::from_str(&format!("attachment; filename=\"{id}.json\"")).expect("ascii id"),
+                HeaderValue::from_str(&format!("attachment; filename=\"{id}.json\""))
+                    .expect("ascii id"),
             ),
         ],
         bytes,
@@ -820,7 +901,10 @@ struct Rows {
 
 /// The rows of a request as a data set in the model's columns (targets too if asked for).
 fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
-    let (nf, nt) = (model.features.len(), if targets { model.targets.len() } else { 0 });
+    let (nf, nt) = (
+        model.features.len(),
+        if targets { model.targets.len() } else { 0 },
+    );
     let mut names = model.features.clone();
     if targets {
         names.extend(model.targets.iter().cloned());
@@ -869,7 +953,9 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                 values.push(v);
             }
             let rows = values.first().map_or(0, |v| v.len());
-            (0..rows).map(|i| values.iter().map(|c| c[i]).collect()).collect()
+            (0..rows)
+                .map(|i| values.iter().map(|c| c[i]).collect())
+                .collect()
         }
     };
     if table.is_empty() {
@@ -879,7 +965,10 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
     let mut y = Vec::with_capacity(table.len() * nt);
     for (i, row) in table.iter().enumerate() {
         if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-            return Err(ApiError::bad(format!("row {i}, {}: not a finite number", names[j])));
+            return Err(ApiError::bad(format!(
+                "row {i}, {}: not a finite number",
+                names[j]
+            )));
         }
         x.extend(row[..nf].iter().map(|&v| v as f32));
         y.extend(row[nf..].iter().map(|&v| v as f32));
@@ -887,7 +976,11 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
     Ok(Dataset {
         path: "request".into(),
         features: model.features.clone(),
-        targets: if targets { model.targets.clone() } else { vec![] },
+        targets: if targets {
+            model.targets.clone()
+        } else {
+            vec![]
+        },
         x,
         y,
         rows: table.len(),
@@ -902,25 +995,37 @@ fn json_text(v: &Value) -> Response {
         .into_response()
 }
 
-async fn predict(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn predict(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
         let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
         let data = dataset(&model, &r, false)?;
         let pred = model.predict(&mut CpuBackend::with_threads(1), &data)?;
-        Ok(json_text(&crate::tables::predictions_json(&model, &pred, &qs, None)))
+        Ok(json_text(&crate::tables::predictions_json(
+            &model, &pred, &qs, None,
+        )))
     })
     .await
 }
 
-async fn sample(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn sample(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
         let n = r.n.unwrap_or(1);
         if n == 0 || n > 100_000 {
-            return Err(ApiError::bad(format!("n: expected 1 to 100000 samples per row, got {n}")));
+            return Err(ApiError::bad(format!(
+                "n: expected 1 to 100000 samples per row, got {n}"
+            )));
         }
         let data = dataset(&model, &r, false)?;
         let samples = model.sample(
@@ -931,18 +1036,26 @@ async fn sample(State(app): State<AppState>, Path(id): Path<String>, body: Bytes
             r.temperature.unwrap_or(1.0),
             r.sigma_scale.unwrap_or(1.0),
         )?;
-        Ok(json_text(&crate::tables::samples_json(&model, data.rows, n, r.seed, &samples)))
+        Ok(json_text(&crate::tables::samples_json(
+            &model, data.rows, n, r.seed, &samples,
+        )))
     })
     .await
 }
 
-async fn eval(State(app): State<AppState>, Path(id): Path<String>, body: Bytes) -> ApiResult<Response> {
+async fn eval(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
         let data = dataset(&model, &r, true)?;
         let e = crate::tables::evaluate(&model, &mut CpuBackend::with_threads(1), &data)?;
-        Ok(json_text(&json!({"rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores})))
+        Ok(json_text(
+            &json!({"rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores}),
+        ))
     })
     .await
 }

@@ -62,7 +62,9 @@ pub fn run(
     let store = store::Store::open(&config.store)?;
     let requeued = store.requeue_running()?;
     for id in &requeued {
-        log::info!("job {id}: was running when the service stopped; queued again, resumes from its checkpoint");
+        log::info!(
+            "job {id}: was running when the service stopped; queued again, resumes from its checkpoint"
+        );
     }
     let shared = Arc::new(runner::Shared::new(store));
     for id in &requeued {
@@ -92,10 +94,12 @@ pub fn run(
         .build()
         .map_err(|e| Error::Backend(format!("starting the HTTP runtime failed: {e}")))?;
     let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            Error::config(format!("--addr {addr}: cannot listen there: {e}"))
-        })?;
-        let bound = listener.local_addr().map_err(|e| Error::Backend(e.to_string()))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Error::config(format!("--addr {addr}: cannot listen there: {e}")))?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| Error::Backend(e.to_string()))?;
         ready(bound);
         let stopping = shared.clone();
         axum::serve(listener, api::router(app))

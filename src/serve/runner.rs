@@ -158,7 +158,8 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.to_string(), cancel.clone());
     // A cancel that arrived between the claim and here.
-    if shared.store.cancel_requested(id).unwrap_or(false) || shared.stopping.load(Ordering::Relaxed) {
+    if shared.store.cancel_requested(id).unwrap_or(false) || shared.stopping.load(Ordering::Relaxed)
+    {
         cancel.store(true, Ordering::Relaxed);
     }
     shared.event(id, json!({"type": "status", "status": store::RUNNING}));
@@ -195,9 +196,10 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
                         eta_seconds: r.eta_seconds,
                     },
                 );
-                shared
-                    .rows_trained
-                    .fetch_add((r.rows_per_sec * r.seconds).round() as u64, Ordering::Relaxed);
+                shared.rows_trained.fetch_add(
+                    (r.rows_per_sec * r.seconds).round() as u64,
+                    Ordering::Relaxed,
+                );
                 shared.event(id, epoch_event(r));
             }
             JobEvent::Train(TrainEvent::Recovered { epoch, batch, lr }) => {
@@ -209,9 +211,10 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
             JobEvent::Train(TrainEvent::Rows { .. }) => {}
             JobEvent::Warning(w) => shared.event(id, json!({"type": "warning", "message": w})),
             JobEvent::Note(n) => shared.event(id, json!({"type": "note", "message": n})),
-            JobEvent::Converting { .. } => {
-                shared.event(id, json!({"type": "note", "message": "converting the CSV to .npy to stream it"}))
-            }
+            JobEvent::Converting { .. } => shared.event(
+                id,
+                json!({"type": "note", "message": "converting the CSV to .npy to stream it"}),
+            ),
         };
         resolved.run(&mut observer, &cancel)
     })();
@@ -244,13 +247,24 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
     if status != store::QUEUED {
         let _ = std::fs::remove_dir_all(shared.store.job_dir(id));
     }
-    log::info!("job {id}: {status}{}", error.as_deref().map(|e| format!(": {e}")).unwrap_or_default());
+    log::info!(
+        "job {id}: {status}{}",
+        error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
     let mut ev = json!({"type": "status", "status": status});
     if let Some(e) = &error {
         ev["error"] = Value::from(e.as_str());
     }
     if let Some(m) = model {
         ev["model"] = Value::from(m);
+    }
+    if status == store::QUEUED {
+        ev["reason"] = Value::from(
+            "the service is stopping; the job resumes from its checkpoint when it starts again",
+        );
     }
     shared.event(id, ev);
 }

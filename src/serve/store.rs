@@ -205,8 +205,10 @@ impl Store {
             path: path.clone(),
             source: std::io::Error::other(e.to_string()),
         })?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
@@ -443,11 +445,8 @@ impl Store {
                 Some(true)
             }
             Some(RUNNING) => {
-                tx.execute(
-                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1",
-                    [id],
-                )
-                .map_err(db)?;
+                tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])
+                    .map_err(db)?;
                 Some(false)
             }
             _ => None,
@@ -501,7 +500,13 @@ impl Store {
 
     /// Ends a job: its final status, the error if it failed, the model if one was written
     /// (registered in the same transaction).
-    pub fn finish(&self, id: &str, status: &str, error: Option<&str>, model: Option<&str>) -> Result<()> {
+    pub fn finish(
+        &self,
+        id: &str,
+        status: &str,
+        error: Option<&str>,
+        model: Option<&str>,
+    ) -> Result<()> {
         let mut c = self.conn();
         let tx = c.transaction().map_err(db)?;
         let t = now();

@@ -1,0 +1,667 @@
+//! The training service, tested as clients use it: the real `mdn serve` binary on a free
+//! loopback port with a real store directory, driven over HTTP; its models compared with the
+//! real `mdn train` and `mdn predict`.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const MDN: &str = env!("CARGO_BIN_EXE_mdn");
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+/// A running `mdn serve`; killed when dropped.
+struct Server {
+    child: Child,
+    base: String,
+    token: Option<String>,
+}
+
+impl Server {
+    fn start(store: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(MDN);
+        cmd.args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--store",
+        ])
+        .arg(store)
+        .args(args)
+        .env_remove("MDN_TOKEN")
+        .env_remove("MDN_DEVICE")
+        .env_remove("MDN_THREADS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("mdn serve ended before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_string();
+            }
+        };
+        // Keep draining the server's messages so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        let token = env
+            .iter()
+            .find(|(k, _)| *k == "MDN_TOKEN")
+            .map(|(_, v)| v.to_string());
+        Server { child, base, token }
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into()
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    /// (status, body) of a request.
+    fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+        let url = format!("{}{path}", self.base);
+        let a = Server::agent();
+        let r = match (method, body) {
+            ("GET", _) => self.auth(a.get(&url)).call(),
+            ("DELETE", _) => self.auth(a.delete(&url)).call(),
+            ("POST", Some(b)) => self.auth(a.post(&url)).send(b),
+            ("POST", None) => self.auth(a.post(&url)).send_empty(),
+            ("PUT", Some(b)) => self.auth(a.put(&url)).send(b),
+            _ => panic!("{method}"),
+        };
+        let mut r = r.unwrap();
+        let status = r.status().as_u16();
+        (status, r.body_mut().read_to_string().unwrap_or_default())
+    }
+
+    fn json(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let text = body.map(|b| b.to_string());
+        let (s, out) = self.call(method, path, text.as_deref().map(str::as_bytes));
+        (s, serde_json::from_str(&out).unwrap_or(Value::String(out)))
+    }
+
+    fn upload(&self, file: &Path, name: &str) -> Value {
+        let bytes = std::fs::read(file).unwrap();
+        let (s, v) = self.call("POST", &format!("/v1/datasets?name={name}"), Some(&bytes));
+        assert_eq!(s, 201, "{v}");
+        serde_json::from_str(&v).unwrap()
+    }
+
+    fn submit(&self, dataset: &str, options: Value) -> String {
+        let (s, v) = self.json(
+            "POST",
+            "/v1/jobs",
+            Some(json!({"dataset": dataset, "options": options})),
+        );
+        assert_eq!(s, 202, "{v}");
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    fn job(&self, id: &str) -> Value {
+        let (s, v) = self.json("GET", &format!("/v1/jobs/{id}"), None);
+        assert_eq!(s, 200, "{v}");
+        v
+    }
+
+    /// Waits until `until` holds for the job (at most 120 s).
+    fn wait(&self, id: &str, until: impl Fn(&Value) -> bool) -> Value {
+        let t0 = Instant::now();
+        loop {
+            let j = self.job(id);
+            if until(&j) {
+                return j;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "job {id} stuck: {j}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finished(&self, id: &str) -> Value {
+        self.wait(id, |j| {
+            matches!(
+                j["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            )
+        })
+    }
+
+    /// A job's whole event stream (it ends after the final status).
+    fn events(&self, id: &str) -> Vec<Value> {
+        let url = format!("{}/v1/jobs/{id}/events", self.base);
+        let mut r = self.auth(Server::agent().get(&url)).call().unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let mut text = String::new();
+        r.body_mut().as_reader().read_to_string(&mut text).unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn params(model: &Value) -> &Value {
+    &model["params"]
+}
+
+/// `mdn train` on the same data and options, on the CPU: the model the service must match.
+fn cli_train(dir: &Path, data: &Path, args: &[&str]) -> Value {
+    let out = dir.join("cli.json");
+    let st = Command::new(MDN)
+        .args(["train", "--device", "cpu", "--quiet", "--data"])
+        .env_remove("MDN_THREADS")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+#[test]
+fn a_job_from_upload_to_prediction_matches_mdn_train_and_mdn_predict() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    assert_eq!(s.call("GET", "/healthz", None), (200, "ok\n".into()));
+    let ds = s.upload(&asset("bishop.csv"), "bishop.csv");
+    assert_eq!(ds["rows"], 4000);
+    assert_eq!(ds["columns"], json!(["x", "t"]));
+    let id = s.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 12, "seed": 5, "hidden": "16,16", "components": 3}),
+    );
+    let j = s.finished(&id);
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["epoch"], 12);
+    assert_eq!(j["attempts"], 1);
+    assert_eq!(j["device"], "cpu");
+    let model_id = j["model"].as_str().unwrap();
+    let (st, text) = s.call("GET", &format!("/v1/models/{model_id}"), None);
+    assert_eq!(st, 200);
+    let served: Value = serde_json::from_str(&text).unwrap();
+    let cli = cli_train(
+        dir.path(),
+        &asset("bishop.csv"),
+        &[
+            "--epochs",
+            "12",
+            "--seed",
+            "5",
+            "--hidden",
+            "16,16",
+            "--components",
+            "3",
+        ],
+    );
+    assert_eq!(
+        params(&served),
+        params(&cli),
+        "service and mdn train differ"
+    );
+
+    // Predictions: the same JSON as `mdn predict --json` on the same rows.
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "x\n0.1\n0.5\n0.93\n").unwrap();
+    let model_file = dir.path().join("served.json");
+    std::fs::write(&model_file, &text).unwrap();
+    let out = Command::new(MDN)
+        .args([
+            "predict",
+            "--device",
+            "cpu",
+            "--json",
+            "--quantiles",
+            "0.1,0.9",
+            "--model",
+        ])
+        .arg(&model_file)
+        .arg("--data")
+        .arg(&rows)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (st, got) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/predict"),
+        Some(json!({"rows": [[0.1], [0.5], [0.93]], "quantiles": [0.1, 0.9]})),
+    );
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got, want);
+    let (st, by_columns) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/predict"),
+        Some(json!({"columns": {"x": [0.1, 0.5, 0.93]}, "quantiles": [0.1, 0.9]})),
+    );
+    assert_eq!(st, 200);
+    assert_eq!(by_columns, want);
+    // Samples and evaluation answer with the CLI's JSON shapes.
+    let (st, smp) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/sample"),
+        Some(json!({"rows": [[0.5]], "n": 4, "seed": 1})),
+    );
+    assert_eq!(st, 200, "{smp}");
+    assert_eq!(smp["rows"][0]["samples"].as_array().unwrap().len(), 4);
+    let (st, ev) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/eval"),
+        Some(json!({"rows": [[0.5, 0.5], [0.2, 0.1]]})),
+    );
+    assert_eq!(st, 200, "{ev}");
+    assert!(ev["mean_nll"].as_f64().unwrap().is_finite());
+
+    // The event history: queued, running, started, one event per epoch, succeeded.
+    let events = s.events(&id);
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(&kinds[..3], ["status", "status", "started"], "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "epoch").count(), 12);
+    let last = events.last().unwrap();
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["model"], model_id);
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let (st, metrics) = s.call("GET", "/metrics", None);
+    assert_eq!(st, 200);
+    assert!(
+        metrics.contains("mdn_jobs{status=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("route=\"/v1/models/{id}/predict\""),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn cancel_stops_a_running_job_with_its_best_model_and_a_queued_one_never_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--max-running", "1"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let ds = ds["id"].as_str().unwrap();
+    let long = s.submit(ds, json!({"epochs": 100000}));
+    let queued = s.submit(ds, json!({"epochs": 3}));
+    s.wait(&long, |j| j["epoch"].as_u64().unwrap_or(0) >= 3);
+    let (st, v) = s.json("POST", &format!("/v1/jobs/{queued}/cancel"), None);
+    assert_eq!((st, &v["status"]), (200, &json!("cancelled")), "{v}");
+    let (st, v) = s.json("POST", &format!("/v1/jobs/{long}/cancel"), None);
+    assert_eq!(st, 200, "{v}");
+    let j = s.finished(&long);
+    assert_eq!(j["status"], "cancelled");
+    let model = j["model"]
+        .as_str()
+        .expect("a cancelled run keeps its best model");
+    let (st, m) = s.json("GET", &format!("/v1/models/{model}"), None);
+    assert_eq!(st, 200);
+    assert_eq!(m["training"]["stop_reason"], "interrupted");
+    let q = s.job(&queued);
+    assert_eq!(q["status"], "cancelled");
+    assert_eq!(q["attempts"], 0, "a cancelled queued job never starts: {q}");
+    assert!(q["model"].is_null());
+    // Cancelling a finished job is a conflict, an unknown one a 404.
+    assert_eq!(
+        s.call("POST", &format!("/v1/jobs/{long}/cancel"), None).0,
+        409
+    );
+    assert_eq!(
+        s.call("POST", "/v1/jobs/job_0000000000000000/cancel", None)
+            .0,
+        404
+    );
+}
+
+#[test]
+fn sigkill_mid_training_and_restart_resumes_to_the_same_bits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut s = Server::start(&store, &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let ds = ds["id"].as_str().unwrap().to_string();
+    let opts = json!({"epochs": 150, "seed": 11, "hidden": "32"});
+    let id = s.submit(&ds, opts.clone());
+    let second = s.submit(&ds, json!({"epochs": 2}));
+    s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 20);
+    s.kill();
+    let s = Server::start(&store, &[], &[]);
+    let j = s.finished(&id);
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["attempts"], 2, "{j}");
+    let (_, served) = s.json(
+        "GET",
+        &format!("/v1/models/{}", j["model"].as_str().unwrap()),
+        None,
+    );
+    let cli = cli_train(
+        dir.path(),
+        &asset("bishop.csv"),
+        &["--epochs", "150", "--seed", "11", "--hidden", "32"],
+    );
+    assert_eq!(
+        params(&served),
+        params(&cli),
+        "resumed run differs from mdn train"
+    );
+    let events = s.events(&id);
+    assert!(
+        events.iter().any(|e| e["type"] == "resuming"),
+        "no resuming event"
+    );
+    // The job queued behind it ran too, once.
+    let j2 = s.finished(&second);
+    assert_eq!(
+        (j2["status"].as_str(), j2["attempts"].as_u64()),
+        (Some("succeeded"), Some(1))
+    );
+    // Nothing of the finished jobs' checkpoints is left.
+    assert_eq!(std::fs::read_dir(store.join("jobs")).unwrap().count(), 0);
+}
+
+#[test]
+fn fifty_jobs_from_eight_clients_each_run_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("small.csv");
+    let mut text = String::from("x,y\n");
+    for i in 0..300 {
+        let x = i as f64 / 300.0;
+        text.push_str(&format!(
+            "{x},{}\n",
+            (6.0 * x).sin() + 0.1 * ((i * 7919) % 13) as f64 / 13.0
+        ));
+    }
+    std::fs::write(&data, text).unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--max-running", "2"], &[]);
+    let ds = s.upload(&data, "small.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ids: Vec<String> = std::thread::scope(|sc| {
+        let handles: Vec<_> = (0..8)
+            .map(|c| {
+                let (s, ds) = (&s, &ds);
+                sc.spawn(move || {
+                    (0..if c < 2 { 7 } else { 6 })
+                        .map(|i| s.submit(ds, json!({"epochs": 2, "seed": c * 10 + i})))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(ids.len(), 50);
+    for id in &ids {
+        let j = s.finished(id);
+        assert_eq!(
+            (j["status"].as_str(), j["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{j}"
+        );
+        let runs = s
+            .events(id)
+            .iter()
+            .filter(|e| e["status"] == "running")
+            .count();
+        assert_eq!(runs, 1, "job {id} started {runs} times");
+    }
+    let (_, all) = s.json("GET", "/v1/jobs?status=succeeded", None);
+    assert_eq!(all["jobs"].as_array().unwrap().len(), 50);
+}
+
+#[test]
+fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--max-upload-mb", "1"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let error = |st: u16, body: &str, status: u16, contains: &str| {
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+        assert_eq!(st, status, "{body}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(contains), "{m:?} does not say {contains:?}");
+        assert!(v["error"]["code"].is_string());
+    };
+    let post = |path: &str, body: &str| s.call("POST", path, Some(body.as_bytes()));
+    let (st, b) = post("/v1/jobs", "{\"dataset\": ");
+    error(st, &b, 400, "request body");
+    let (st, b) = post("/v1/jobs", "[1, 2]");
+    error(st, &b, 400, "request body");
+    let (st, b) = post("/v1/jobs", &json!({"dataset": ds, "colour": 1}).to_string());
+    error(st, &b, 400, "colour");
+    let (st, b) = post("/v1/jobs", &json!({"dataset": 7}).to_string());
+    error(st, &b, 400, "dataset");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"lr": "fast"}}).to_string(),
+    );
+    error(st, &b, 400, "lr");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"learning_rate": 0.1}}).to_string(),
+    );
+    error(st, &b, 400, "learning_rate");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"lr": -1.0}}).to_string(),
+    );
+    error(st, &b, 400, "--lr");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"batch_size": 0}}).to_string(),
+    );
+    error(st, &b, 400, "batch");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"data": "/etc/passwd"}}).to_string(),
+    );
+    error(st, &b, 400, "options.data");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"out": "../../x.json"}}).to_string(),
+    );
+    error(st, &b, 400, "options.out");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "target": ["nope"]}).to_string(),
+    );
+    error(st, &b, 400, "nope");
+    let (st, b) = post("/v1/jobs", &json!({"dataset": "../../etc"}).to_string());
+    error(st, &b, 400, "no dataset");
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": "ds_0000000000000000"}).to_string(),
+    );
+    error(st, &b, 400, "no dataset");
+    // Uploads: a bad cell names its place and the data set as the client named it.
+    let (st, b) = post("/v1/datasets?name=mine.csv", "x,y\n1,2\n3,oops\n");
+    error(st, &b, 400, "mine.csv");
+    assert!(b.contains("mine.csv:3:2"), "{b}");
+    let (st, b) = post("/v1/datasets?name=r.csv", "x,y\n1,2\n3\n");
+    error(st, &b, 400, "r.csv");
+    let (st, b) = post("/v1/datasets", "");
+    error(st, &b, 400, "empty");
+    let (st, b) = post("/v1/datasets?format=xlsx", "x\n1\n");
+    error(st, &b, 400, "format");
+    let (st, b) = post("/v1/datasets?colour=1", "x\n1\n");
+    error(st, &b, 400, "query");
+    let (st, b) = post("/v1/datasets?format=npy", "x\n1\n");
+    error(st, &b, 400, "");
+    let big = vec![b'1'; 2 << 20];
+    let (st, b) = s.call("POST", "/v1/datasets", Some(&big));
+    error(st, &b, 413, "--max-upload-mb");
+    // Ids that are not ids, unknown ones, wrong methods, unknown endpoints.
+    for path in [
+        "/v1/jobs/..%2F..%2Fetc",
+        "/v1/jobs/JOB",
+        "/v1/datasets/ds_0000000000000000",
+        "/v1/models/m_00000000000000/predict",
+    ] {
+        let (st, b) = if path.ends_with("predict") {
+            post(path, "{\"rows\": [[1]]}")
+        } else {
+            s.call("GET", path, None)
+        };
+        error(st, &b, 404, "no ");
+    }
+    let (st, b) = s.call("PUT", "/v1/jobs", Some(b"{}"));
+    error(st, &b, 405, "method");
+    let (st, b) = s.call("GET", "/v2/anything", None);
+    error(st, &b, 404, "endpoint");
+    let (st, b) = s.call("GET", "/v1/jobs?status=sleeping", None);
+    error(st, &b, 400, "status");
+    // Predictions with rows of the wrong width or not numbers.
+    let id = s.submit(&ds, json!({"epochs": 1}));
+    let m = s.finished(&id)["model"].as_str().unwrap().to_string();
+    let (st, b) = post(&format!("/v1/models/{m}/predict"), "{\"rows\": [[1, 2]]}");
+    error(st, &b, 400, "rows[0]");
+    let (st, b) = post(&format!("/v1/models/{m}/predict"), "{\"rows\": [[\"a\"]]}");
+    error(st, &b, 400, "rows");
+    let (st, b) = post(
+        &format!("/v1/models/{m}/predict"),
+        "{\"columns\": {\"z\": [1]}}",
+    );
+    error(st, &b, 400, "\"z\"");
+    let (st, b) = post(
+        &format!("/v1/models/{m}/predict"),
+        "{\"rows\": [[1]], \"quantiles\": [2]}",
+    );
+    error(st, &b, 400, "quantiles");
+    let (st, b) = post(&format!("/v1/models/{m}/eval"), "{\"rows\": [[1]]}");
+    error(st, &b, 400, "rows[0]");
+    // A deeply nested body is refused, not a stack overflow.
+    let deep = "[".repeat(100_000);
+    let (st, b) = post("/v1/jobs", &deep);
+    error(st, &b, 400, "request body");
+    // Nothing half-received is left behind, and the server still answers.
+    let uploads = dir.path().join("store").join("uploads");
+    assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0);
+    let (_, list) = s.json("GET", "/v1/datasets", None);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
+    assert_eq!(s.call("GET", "/healthz", None).0, 200);
+    // A dataset in use by an unfinished job cannot be deleted; a finished one can.
+    assert_eq!(s.call("DELETE", &format!("/v1/datasets/{ds}"), None).0, 204);
+    assert_eq!(s.call("GET", &format!("/v1/datasets/{ds}"), None).0, 404);
+}
+
+#[test]
+fn a_token_is_required_when_configured_and_needed_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "s3cret-token-of-some-length";
+    let s = Server::start(&dir.path().join("store"), &[], &[("MDN_TOKEN", token)]);
+    let a = Server::agent();
+    let url = format!("{}/v1/datasets", s.base);
+    let r = a.get(&url).call().unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = a
+        .get(&url)
+        .header("Authorization", "Bearer wrong")
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(s.call("GET", "/v1/datasets", None).0, 200);
+    assert_eq!(
+        a.get(format!("{}/healthz", s.base))
+            .call()
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // Without a token, only loopback addresses.
+    let out = Command::new(MDN)
+        .args(["serve", "--addr", "0.0.0.0:0", "--store"])
+        .arg(dir.path().join("other"))
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loopback") && err.contains("--token-file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_stops_within_seconds_and_the_running_job_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut s = Server::start(&store, &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = s.submit(&ds, json!({"epochs": 100000}));
+    s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 3);
+    let t0 = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let code = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    let s = Server::start(&store, &[], &[]);
+    let j = s.wait(&id, |j| j["attempts"] == 2 && j["status"] == "running");
+    assert!(j["model"].is_null(), "{j}");
+    let (st, _) = s.json("POST", &format!("/v1/jobs/{id}/cancel"), None);
+    assert_eq!(st, 200);
+    assert_eq!(s.finished(&id)["status"], "cancelled");
+    let events = s.events(&id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["status"] == "queued" && e["reason"].is_string()),
+        "no requeue event"
+    );
+}
