@@ -665,3 +665,63 @@ fn sigterm_stops_within_seconds_and_the_running_job_resumes_after_a_restart() {
         "no requeue event"
     );
 }
+
+#[test]
+fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let run = |args: &[&str]| {
+        Command::new(MDN)
+            .args(args)
+            .args(["--server", &s.base])
+            .env_remove("MDN_TOKEN")
+            .env_remove("MDN_THREADS")
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let data = asset("bishop.csv");
+    let data = data.to_str().unwrap();
+    let out = run(&[
+        "submit", "--data", data, "--epochs", "6", "--seed", "2", "--wait", "--out", "got.json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("epoch 6/6") && err.contains("succeeded"),
+        "{err}"
+    );
+    let got: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("got.json")).unwrap())
+            .unwrap();
+    let cli = cli_train(
+        dir.path(),
+        Path::new(data),
+        &["--epochs", "6", "--seed", "2"],
+    );
+    assert_eq!(params(&got), params(&cli));
+    // A bad option is refused before anything is uploaded.
+    let out = run(&["submit", "--data", data, "--lr", "-1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--lr"));
+    let (_, list) = s.json("GET", "/v1/datasets", None);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
+    // jobs, status and fetch.
+    let out = run(&["jobs"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+    let id = list_first_job(&s);
+    let out = run(&["fetch", &id, "--out", "again.json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        std::fs::read(dir.path().join("again.json")).unwrap(),
+        std::fs::read(dir.path().join("got.json")).unwrap()
+    );
+    let out = run(&["status", "job_0000000000000000"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404"));
+}
+
+fn list_first_job(s: &Server) -> String {
+    let (_, v) = s.json("GET", "/v1/jobs", None);
+    v["jobs"][0]["id"].as_str().unwrap().to_string()
+}

@@ -67,6 +67,74 @@ pub enum Command {
     /// Run the training service: an HTTP API that queues training jobs, streams their
     /// progress and serves the trained models (docs/service.md)
     Serve(ServeArgs),
+    /// Upload data to a training service and queue a training job (--wait: follow it and
+    /// download the model)
+    Submit(SubmitArgs),
+    /// List a training service's jobs
+    Jobs(JobsArgs),
+    /// Show one job of a training service
+    Status(JobIdArgs),
+    /// Cancel a job of a training service (a running one keeps its best model so far)
+    Cancel(JobIdArgs),
+    /// Download the model of a finished job (or a model by its id) from a training service
+    Fetch(FetchArgs),
+}
+
+/// Where the training service is and how to authenticate.
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// The service's address
+    #[arg(long, env = "MDN_SERVER", default_value = "http://127.0.0.1:7878")]
+    pub server: String,
+    /// File holding the service's bearer token (or MDN_TOKEN)
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub train: TrainArgs,
+    /// Follow the job until it ends, with the progress of `mdn train`, then download the
+    /// model to --out
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Only jobs of this status: queued, running, succeeded, failed or cancelled
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct JobIdArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The job's id (as `mdn submit` printed it)
+    pub id: String,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// A job's id (its model) or a model's id
+    pub id: String,
+    /// Where to write the model
+    #[arg(long, default_value = "model.json")]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

@@ -1,11 +1,12 @@
 //! The `mdn` command line: a thin layer over the library. [`args`] parses, one module per
 //! group of commands runs them ([`train`]: train and select; [`model`]: eval, predict,
-//! sample, plot, info; [`tools`]: devices, check, bench, convert, generate; [`serve`]: the training service), [`output`]
+//! sample, plot, info; [`tools`]: devices, check, bench, convert, generate; [`serve`]: the training service; [`client`]: submit, jobs, status, cancel, fetch), [`output`]
 //! prints results and [`progress`] shows progress, logs and handles Ctrl-C. This is the only
 //! place that turns errors into messages and exit codes: 2 for input the user can fix, 1 for
 //! anything else, 130 for a run stopped by Ctrl-C (its best model is still written).
 
 mod args;
+mod client;
 mod model;
 mod output;
 mod progress;
@@ -53,6 +54,11 @@ pub fn main() -> ExitCode {
         Command::Convert(a) => tools::convert(a).map(|_| Exit::Success),
         Command::Generate(a) => tools::generate(a).map(|_| Exit::Success),
         Command::Serve(a) => serve::serve(a).map(|_| Exit::Success),
+        Command::Submit(a) => client::submit(a),
+        Command::Jobs(a) => client::jobs(a).map(|_| Exit::Success),
+        Command::Status(a) => client::status(a).map(|_| Exit::Success),
+        Command::Cancel(a) => client::cancel(a).map(|_| Exit::Success),
+        Command::Fetch(a) => client::fetch(a).map(|_| Exit::Success),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

@@ -1,0 +1,450 @@
+//! Client commands of the training service: `mdn submit`, `jobs`, `status`, `cancel`,
+//! `fetch`. They speak the service's HTTP API (docs/service.md) and turn its errors into the
+//! CLI's: a 4xx answer exits with 2 and the server's message, an unreachable server with 1.
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use mdn::job::{EXAMPLE_CSV, JobEvent, TrainJob};
+use mdn::train::{EpochReport, TrainEvent};
+use mdn::{Error, Result};
+
+use super::Exit;
+use super::args::{FetchArgs, JobIdArgs, JobsArgs, ServerArgs, SubmitArgs};
+use super::output::{print_json, write_output};
+use super::progress::{Progress, interrupt_flag, message};
+
+struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    fn new(a: &ServerArgs) -> Result<Client> {
+        let token = match (&a.token_file, std::env::var("MDN_TOKEN")) {
+            (Some(p), _) => Some(
+                std::fs::read_to_string(p)
+                    .map_err(|e| Error::io(p, e))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => None,
+        };
+        let base = a.server.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            return Err(Error::config(format!(
+                "--server {base}: expected a URL such as http://127.0.0.1:7878"
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        Ok(Client { base, token, agent })
+    }
+
+    fn unreachable(&self, e: ureq::Error) -> Error {
+        Error::Backend(format!(
+            "cannot reach the training service at {}: {e} (is `mdn serve` running there?)",
+            self.base
+        ))
+    }
+
+    fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(t) => r.header("Authorization", format!("Bearer {t}")),
+            None => r,
+        }
+    }
+
+    /// The body of a successful answer; an error answer becomes the server's message.
+    fn check(
+        &self,
+        r: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let mut r = r.map_err(|e| self.unreachable(e))?;
+        let status = r.status().as_u16();
+        if status < 400 {
+            return Ok(r);
+        }
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or(text);
+        let text = format!("the service answered {status}: {message}");
+        Err(if status < 500 {
+            Error::Config(text)
+        } else {
+            Error::Backend(text)
+        })
+    }
+
+    fn get(&self, path: &str) -> Result<Value> {
+        let r = self
+            .auth(self.agent.get(format!("{}{path}", self.base)))
+            .call();
+        let mut r = self.check(r)?;
+        r.body_mut()
+            .read_json()
+            .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> Result<Value> {
+        let r = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .send(body);
+        let mut r = self.check(r)?;
+        r.body_mut()
+            .read_json()
+            .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
+    }
+
+    fn download(&self, path: &str) -> Result<Vec<u8>> {
+        let r = self
+            .auth(self.agent.get(format!("{}{path}", self.base)))
+            .call();
+        let mut r = self.check(r)?;
+        r.body_mut()
+            .with_config()
+            .limit(1 << 32)
+            .read_to_vec()
+            .map_err(|e| self.unreachable(e))
+    }
+}
+
+/// The options of a job as the service takes them: what differs from `mdn train`'s
+/// defaults, without what the service sets itself.
+fn options(job: &TrainJob) -> serde_json::Map<String, Value> {
+    let given = serde_json::to_value(job).expect("job");
+    let default = serde_json::to_value(TrainJob::default()).expect("job");
+    let mut out = serde_json::Map::new();
+    for (k, v) in given.as_object().expect("object") {
+        let service = [
+            "data",
+            "target",
+            "features",
+            "out",
+            "checkpoint",
+            "checkpoint_every",
+            "resume",
+        ];
+        if !service.contains(&k.as_str()) && default.get(k) != Some(v) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+pub fn submit(a: SubmitArgs) -> Result<Exit> {
+    let c = Client::new(&a.server)?;
+    let job = a.train.job();
+    for (what, given) in [
+        ("--val", job.val.is_some()),
+        ("--checkpoint", job.checkpoint.is_some()),
+        ("--checkpoint-every", job.checkpoint_every.is_some()),
+        ("--resume", job.resume.is_some()),
+    ] {
+        if given {
+            return Err(Error::config(format!(
+                "{what} is not for `mdn submit`: the service checkpoints every epoch and resumes by itself{}",
+                if what == "--val" {
+                    "; it holds out --val-fraction of --data for validation"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    // Options are checked here first: a mistake costs no upload.
+    job.check_options()?;
+    // Upload.
+    let (bytes, name) = match &job.data {
+        Some(p) => (
+            std::fs::read(p).map_err(|e| Error::io(p, e))?,
+            p.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_else(|| "data".into()),
+        ),
+        None => (EXAMPLE_CSV.to_vec(), "bishop.csv".to_string()),
+    };
+    let mut query = format!("?name={}", urlencode(&name));
+    if let Some(p) = &job.data {
+        if mdn::data::is_npy(p) {
+            let names = mdn::npy::columns_path(p);
+            if let Ok(text) = std::fs::read_to_string(&names) {
+                let cols: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+                    Error::config(format!(
+                        "{}: not a JSON array of names ({e})",
+                        names.display()
+                    ))
+                })?;
+                query.push_str(&format!("&columns={}", urlencode(&cols.join(","))));
+            }
+        }
+    }
+    let ds = c.post(&format!("/v1/datasets{query}"), &bytes)?;
+    let ds_id = ds["id"].as_str().unwrap_or_default().to_string();
+    if !a.train.quiet {
+        message(&format!(
+            "uploaded {name}: dataset {ds_id}, {} rows, columns {}",
+            ds["rows"], ds["columns"]
+        ));
+    }
+    let mut req = json!({"dataset": ds_id, "options": options(&job)});
+    if !job.target.is_empty() {
+        req["target"] = json!(job.target);
+    }
+    if !job.features.is_empty() {
+        req["features"] = json!(job.features);
+    }
+    let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
+    let id = sub["id"].as_str().unwrap_or_default().to_string();
+    if !a.wait {
+        if a.train.json {
+            return print_json(&sub).map(|_| Exit::Success);
+        }
+        write_output(None, format!("{id}\n").as_bytes())?;
+        return Ok(Exit::Success);
+    }
+    if !a.train.quiet {
+        message(&format!("job {id} queued on {}", c.base));
+    }
+    follow(&c, &id, &a)
+}
+
+/// Follows a job's events with `mdn train`'s progress; Ctrl-C cancels the job (its best
+/// model is kept) and goes on following it to the end.
+fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
+    let stop = interrupt_flag();
+    let mut cancelled = false;
+    let mut progress = Progress::new(a.train.quiet);
+    let r = c
+        .auth(c.agent.get(format!("{}/v1/jobs/{id}/events", c.base)))
+        .call();
+    let mut r = c.check(r)?;
+    let reader = BufReader::new(r.body_mut().as_reader());
+    let mut last = json!({});
+    for line in reader.lines() {
+        let line = line.map_err(|e| Error::Backend(format!("the event stream broke off: {e}")))?;
+        if stop.load(std::sync::atomic::Ordering::Relaxed) && !cancelled {
+            cancelled = true;
+            progress.job(&JobEvent::Note(
+                "cancelling the job (it keeps its best model so far)",
+            ));
+            c.post(&format!("/v1/jobs/{id}/cancel"), b"")?;
+        }
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let Ok(e) = serde_json::from_str::<Value>(data) else {
+            continue;
+        };
+        match e["type"].as_str() {
+            Some("epoch") => {
+                let f = |k: &str| e[k].as_f64();
+                let report = EpochReport {
+                    epoch: e["epoch"].as_u64().unwrap_or(0) as usize,
+                    max_epochs: e["max_epochs"].as_u64().unwrap_or(0) as usize,
+                    train_nll: f("train_nll").unwrap_or(f64::NAN),
+                    val_nll: f("val_nll"),
+                    best_val_nll: f("best_val_nll"),
+                    best_epoch: e["best_epoch"].as_u64().unwrap_or(0) as usize,
+                    rows_per_sec: f("rows_per_sec").unwrap_or(0.0),
+                    seconds: f("seconds").unwrap_or(0.0),
+                    eta_seconds: f("eta_seconds").unwrap_or(0.0),
+                };
+                progress.job(&JobEvent::Train(&TrainEvent::Epoch(report)));
+            }
+            Some("started") => {
+                let p = &e["plan"];
+                progress.job(&JobEvent::Note(&format!(
+                    "training on the service's {} backend: {} -> {}, hidden {}, K={}, batch {}",
+                    p["backend"].as_str().unwrap_or("?"),
+                    p["features"],
+                    p["targets"],
+                    p["hidden"],
+                    p["components"],
+                    p["batch_size"]
+                )));
+            }
+            Some("warning") => {
+                progress.job(&JobEvent::Warning(e["message"].as_str().unwrap_or("")))
+            }
+            Some("note") => progress.job(&JobEvent::Note(e["message"].as_str().unwrap_or(""))),
+            Some("resuming") => progress.job(&JobEvent::Note(&format!(
+                "resuming after epoch {} (the service restarted)",
+                e["epoch"]
+            ))),
+            Some("status") => last = e,
+            _ => {}
+        }
+    }
+    progress.finish();
+    let status = last["status"].as_str().unwrap_or("unknown").to_string();
+    match status.as_str() {
+        "succeeded" | "cancelled" if last["model"].is_string() => {
+            let model = last["model"].as_str().unwrap_or_default();
+            let bytes = c.download(&format!("/v1/models/{model}"))?;
+            write_output(Some(&a.train.out), &bytes)?;
+            if !a.train.quiet {
+                message(&format!(
+                    "job {id} {status}: wrote {} (model {model})",
+                    a.train.out.display()
+                ));
+            }
+            if a.train.json {
+                print_json(&c.get(&format!("/v1/jobs/{id}"))?)?;
+            }
+            Ok(if status == "cancelled" {
+                Exit::Interrupted
+            } else {
+                Exit::Success
+            })
+        }
+        "cancelled" => Err(Error::Interrupted(format!(
+            "job {id} was cancelled before its first epoch: no model"
+        ))),
+        "failed" => Err(Error::Backend(format!(
+            "job {id} failed: {}",
+            last["error"].as_str().unwrap_or("no reason given")
+        ))),
+        other => Err(Error::Backend(format!(
+            "the event stream of job {id} ended with the job {other}"
+        ))),
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cell(v: &Value, digits: usize) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => format!("{f:.digits$}"),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn jobs(a: JobsArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let path = match &a.status {
+        Some(s) => format!("/v1/jobs?status={}", urlencode(s)),
+        None => "/v1/jobs".into(),
+    };
+    let v = c.get(&path)?;
+    if a.json {
+        return print_json(&v);
+    }
+    let mut out = format!(
+        "{:<22} {:<10} {:>13} {:>12} {:>10}  {}\n",
+        "job", "status", "epoch", "best val", "rows/s", "device"
+    );
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        let epoch = match (j["epoch"].as_u64(), j["max_epochs"].as_u64()) {
+            (Some(e), Some(m)) => format!("{e}/{m}"),
+            _ => "-".into(),
+        };
+        out.push_str(&format!(
+            "{:<22} {:<10} {:>13} {:>12} {:>10}  {}\n",
+            cell(&j["id"], 0),
+            cell(&j["status"], 0),
+            epoch,
+            cell(&j["best_val_nll"], 4),
+            j["rows_per_sec"]
+                .as_f64()
+                .map(|r| format!("{:.0}", r))
+                .unwrap_or_else(|| "-".into()),
+            cell(&j["device"], 0)
+        ));
+    }
+    write_output(None, out.as_bytes())
+}
+
+pub fn status(a: JobIdArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let j = c.get(&format!("/v1/jobs/{}", urlencode(&a.id)))?;
+    if a.json {
+        return print_json(&j);
+    }
+    let mut out = String::new();
+    for k in [
+        "id",
+        "status",
+        "dataset",
+        "device",
+        "epoch",
+        "max_epochs",
+        "train_nll",
+        "val_nll",
+        "best_epoch",
+        "best_val_nll",
+        "rows_per_sec",
+        "eta_seconds",
+        "attempts",
+        "model",
+        "error",
+    ] {
+        if !j[k].is_null() {
+            out.push_str(&format!("{k:<13} {}\n", cell(&j[k], 4)));
+        }
+    }
+    write_output(None, out.as_bytes())
+}
+
+pub fn cancel(a: JobIdArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let v = c.post(&format!("/v1/jobs/{}/cancel", urlencode(&a.id)), b"")?;
+    if a.json {
+        return print_json(&v);
+    }
+    let text = if v["status"] == "cancelled" {
+        format!("job {} cancelled before it started\n", a.id)
+    } else {
+        format!(
+            "job {} stops after its current epoch and keeps its best model so far\n",
+            a.id
+        )
+    };
+    write_output(None, text.as_bytes())
+}
+
+pub fn fetch(a: FetchArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let model = if a.id.starts_with("job_") {
+        let j = c.get(&format!("/v1/jobs/{}", urlencode(&a.id)))?;
+        match j["model"].as_str() {
+            Some(m) => m.to_string(),
+            None => {
+                return Err(Error::config(format!(
+                    "job {} has no model (it is {})",
+                    a.id,
+                    j["status"].as_str().unwrap_or("?")
+                )));
+            }
+        }
+    } else {
+        a.id.clone()
+    };
+    let bytes = c.download(&format!("/v1/models/{}", urlencode(&model)))?;
+    write_output(Some(&a.out), &bytes)?;
+    message(&format!("wrote {} (model {model})", a.out.display()));
+    Ok(())
+}
