@@ -29,12 +29,24 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--device", "cpu", "--max-running", "1", "--store"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--max-running",
+            "1",
+            "--store",
+        ])
         .arg(dir.path().join("store"))
         .stderr(Stdio::piped())
         .spawn()
@@ -49,11 +61,18 @@ fn main() {
     std::thread::spawn(move || for _ in lines.by_ref() {});
     let a = agent();
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/bishop.csv")).unwrap();
-    let mut r = a.post(format!("{base}/v1/datasets?name=bishop.csv")).send(&csv[..]).unwrap();
+    let mut r = a
+        .post(format!("{base}/v1/datasets?name=bishop.csv"))
+        .send(&csv[..])
+        .unwrap();
     let ds: Value = r.body_mut().read_json().unwrap();
     let ds = ds["id"].as_str().unwrap().to_string();
     let submit = |a: &ureq::Agent, epochs: usize| {
-        let (s, v) = post(a, &format!("{base}/v1/jobs"), &json!({"dataset": ds, "options": {"epochs": epochs}}).to_string());
+        let (s, v) = post(
+            a,
+            &format!("{base}/v1/jobs"),
+            &json!({"dataset": ds, "options": {"epochs": epochs}}).to_string(),
+        );
         assert_eq!(s, 202, "{v}");
         v["id"].as_str().unwrap().to_string()
     };
@@ -90,15 +109,22 @@ fn main() {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let mut r = a.get(format!("{base}/v1/jobs/{background}")).call().unwrap();
+    let mut r = a
+        .get(format!("{base}/v1/jobs/{background}"))
+        .call()
+        .unwrap();
     let bg: Value = r.body_mut().read_json().unwrap();
     println!(
         "predict, 1 row, {clients} keep-alive clients, {seconds} s, while a job trains on the CPU ({} epochs done, {:.0} rows/s):",
-        bg["epoch"], bg["rows_per_sec"].as_f64().unwrap_or(0.0)
+        bg["epoch"],
+        bg["rows_per_sec"].as_f64().unwrap_or(0.0)
     );
     println!(
         "  {:.0} requests/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
@@ -108,7 +134,9 @@ fn main() {
         percentile(&latencies, 0.99) * 1e3,
         latencies.last().unwrap() * 1e3
     );
-    let _ = a.post(format!("{base}/v1/jobs/{background}/cancel")).send_empty();
+    let _ = a
+        .post(format!("{base}/v1/jobs/{background}/cancel"))
+        .send_empty();
     let n = 200;
     let started = Instant::now();
     std::thread::scope(|s| {

@@ -83,6 +83,9 @@ pub struct TrainJob {
     pub stream: bool,
     pub chunk_rows: Option<usize>,
     pub checkpoint_every: Option<usize>,
+    /// Write checkpoints no more often than every this many seconds (0: every
+    /// `checkpoint_every` epochs, however short).
+    pub checkpoint_seconds: f64,
     pub checkpoint: Option<PathBuf>,
     pub resume: Option<PathBuf>,
     /// Where the model goes.
@@ -116,6 +119,7 @@ impl Default for TrainJob {
             stream: false,
             chunk_rows: None,
             checkpoint_every: None,
+            checkpoint_seconds: 0.0,
             checkpoint: None,
             resume: None,
             out: PathBuf::from("model.json"),
@@ -318,6 +322,12 @@ impl TrainJob {
         }
         if self.checkpoint_every == Some(0) {
             return Err(Error::config("--checkpoint-every must be at least 1"));
+        }
+        if !(self.checkpoint_seconds.is_finite() && self.checkpoint_seconds >= 0.0) {
+            return Err(Error::config(format!(
+                "--checkpoint-seconds must be 0 or more, got {}",
+                self.checkpoint_seconds
+            )));
         }
         if self.threads == Some(0) || self.threads.is_some_and(|t| t > 1024) {
             return Err(Error::config("--threads must be between 1 and 1024"));
@@ -762,6 +772,7 @@ impl ResolvedJob {
             };
         let checkpointer = (every > 0).then_some(Checkpointer {
             every,
+            min_seconds: job.checkpoint_seconds,
             write: &mut write,
         });
         let model = match input {

@@ -692,9 +692,12 @@ impl Resume {
 pub type CheckpointFn<'a> = dyn FnMut(TrainState, &LoopState, &Scaler, &Scaler) -> Result<()> + 'a;
 
 /// Called after every `every`-th completed epoch with the run's and the trainer's state, to
-/// write a checkpoint.
+/// write a checkpoint, but no sooner than `min_seconds` after the last one (so that runs of
+/// many short epochs do not spend their time writing checkpoints). A run stopped by its
+/// observer (Ctrl-C, a cancel, a service shutting down) writes one for its last epoch.
 pub struct Checkpointer<'a> {
     pub every: usize,
+    pub min_seconds: f64,
     /// Receives the run's state, the trainer's state and the x and y standardisation.
     pub write: &'a mut CheckpointFn<'a>,
 }
@@ -752,6 +755,7 @@ fn fit(
         Stopping::Fixed { epochs } => (epochs, None),
     };
     let mut state = resume.unwrap_or_else(|| LoopState::new(opts));
+    let mut last_checkpoint = std::time::Instant::now();
     let mut rng = rng_for(opts.seed, STREAM_SHUFFLE);
     rng.set_word_pos(
         state
@@ -843,9 +847,14 @@ fn fit(
         }
         state.lr = step.lr;
         state.shuffle_position = rng.get_word_pos().to_string();
+        let mut written = false;
         if let Some(c) = checkpointer.as_mut() {
-            if epoch % c.every.max(1) == 0 {
+            if epoch % c.every.max(1) == 0
+                && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
+            {
                 (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
+                last_checkpoint = std::time::Instant::now();
+                written = true;
             }
         }
         let best = state.best;
@@ -862,6 +871,11 @@ fn fit(
         };
         if !observer(&TrainEvent::Epoch(report)) {
             stop_reason = "interrupted";
+            if let Some(c) = checkpointer.as_mut() {
+                if !written {
+                    (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
+                }
+            }
             break;
         }
         if let (Some(p), Some((best_epoch, _))) = (patience, best) {

@@ -309,6 +309,7 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         }
     });
     let checkpointer = Some(mdn::train::Checkpointer {
+        min_seconds: 0.0,
         every: 1,
         write: &mut write,
     });

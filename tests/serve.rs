@@ -352,7 +352,8 @@ fn cancel_stops_a_running_job_with_its_best_model_and_a_queued_one_never_starts(
 fn sigkill_mid_training_and_restart_resumes_to_the_same_bits() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
-    let mut s = Server::start(&store, &[], &[]);
+    // Checkpoints after every epoch, however short, so that the kill falls after some.
+    let mut s = Server::start(&store, &["--checkpoint-seconds", "0"], &[]);
     let ds = s.upload(&asset("bishop.csv"), "b.csv");
     let ds = ds["id"].as_str().unwrap().to_string();
     let opts = json!({"epochs": 150, "seed": 11, "hidden": "32"});
@@ -360,7 +361,7 @@ fn sigkill_mid_training_and_restart_resumes_to_the_same_bits() {
     let second = s.submit(&ds, json!({"epochs": 2}));
     s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 20);
     s.kill();
-    let s = Server::start(&store, &[], &[]);
+    let s = Server::start(&store, &["--checkpoint-seconds", "0"], &[]);
     let j = s.finished(&id);
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["attempts"], 2, "{j}");

@@ -613,3 +613,51 @@ fn component_diagnostics_find_unused_and_duplicate_components() {
     assert!((c.weights.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     assert!(c.duplicates.is_empty() && c.unused.is_empty(), "{c:?}");
 }
+
+#[test]
+fn checkpoints_keep_their_minimum_interval_and_a_stopped_run_writes_its_last_epoch() {
+    let data = asset("bishop.csv");
+    let (tr, val) = split_validation(&data, 0.1, 0).unwrap();
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 50 },
+        ..TrainOptions::default()
+    };
+    let run = |min_seconds: f64, stop_after: usize| {
+        let mut written = Vec::new();
+        let mut write = |_: mdn::backend::TrainState,
+                         st: &mdn::train::LoopState,
+                         _: &mdn::scaler::Scaler,
+                         _: &mdn::scaler::Scaler| {
+            written.push(st.completed);
+            Ok(())
+        };
+        let checkpointer = Some(mdn::train::Checkpointer {
+            every: 2,
+            min_seconds,
+            write: &mut write,
+        });
+        let mut observer = |e: &mdn::train::TrainEvent| match e {
+            mdn::train::TrainEvent::Epoch(r) => r.epoch < stop_after,
+            _ => true,
+        };
+        mdn::train::train_with(
+            &mut CpuBackend::with_threads(1),
+            &tr,
+            val.as_ref(),
+            &opts,
+            None,
+            checkpointer,
+            &mut observer,
+        )
+        .unwrap();
+        written
+    };
+    // Every second epoch; stopped at 7, the 7th is written too.
+    assert_eq!(run(0.0, 7), vec![2, 4, 6, 7]);
+    // An interval longer than the run: only the stop writes one.
+    assert_eq!(run(3600.0, 7), vec![7]);
+    // Stopped on an epoch that was written: not twice.
+    assert_eq!(run(0.0, 6), vec![2, 4, 6]);
+    // A run that ends by itself writes nothing extra.
+    assert_eq!(run(3600.0, usize::MAX), Vec::<usize>::new());
+}

@@ -158,6 +158,10 @@ pub struct ServeArgs {
     /// listen on a non-loopback address
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// A running job writes its checkpoint after every epoch, but no more often than every
+    /// this many seconds (it also writes one when the service stops)
+    #[arg(long, default_value_t = 30.0)]
+    pub checkpoint_seconds: f64,
 }
 
 #[derive(Args)]
@@ -364,6 +368,10 @@ pub struct TrainArgs {
     /// Write the full training state every N epochs (to --checkpoint), to --resume from
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Write checkpoints no more often than every S seconds (for runs of many short epochs);
+    /// Ctrl-C still writes one for the last finished epoch
+    #[arg(long, default_value_t = 0.0)]
+    pub checkpoint_seconds: f64,
     /// Checkpoint file [default: beside --out, model.json -> model.ckpt.json]
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
@@ -575,6 +583,7 @@ impl TrainArgs {
             stream: self.stream,
             chunk_rows: self.chunk_rows,
             checkpoint_every: self.checkpoint_every,
+            checkpoint_seconds: self.checkpoint_seconds,
             checkpoint: self.checkpoint.clone(),
             resume: self.resume.clone(),
             ..shared_job(&self.cols, &self.fit, self.device, &self.out)

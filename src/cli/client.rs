@@ -132,6 +132,7 @@ fn options(job: &TrainJob) -> serde_json::Map<String, Value> {
             "out",
             "checkpoint",
             "checkpoint_every",
+            "checkpoint_seconds",
             "resume",
         ];
         if !service.contains(&k.as_str()) && default.get(k) != Some(v) {

@@ -30,6 +30,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_running: a.max_running,
         max_upload_mb: a.max_upload_mb,
         token,
+        checkpoint_seconds: a.checkpoint_seconds,
     };
     let summary = format!(
         "store {}, jobs on --device {} ({} at a time), {}",

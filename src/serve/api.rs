@@ -40,6 +40,8 @@ pub struct App {
     pub max_upload_bytes: u64,
     /// `device` of jobs that do not name one.
     pub default_device: crate::backend::DeviceChoice,
+    /// `checkpoint_seconds` of every job.
+    pub checkpoint_seconds: f64,
     pub metrics: Metrics,
     models: Mutex<HashMap<String, Arc<Model>>>,
 }
@@ -50,12 +52,14 @@ impl App {
         token: Option<String>,
         max_upload_bytes: u64,
         default_device: crate::backend::DeviceChoice,
+        checkpoint_seconds: f64,
     ) -> App {
         App {
             shared,
             token,
             max_upload_bytes,
             default_device,
+            checkpoint_seconds,
             metrics: Metrics::default(),
             models: Mutex::new(HashMap::new()),
         }
@@ -587,7 +591,7 @@ struct JobRequest {
 }
 
 /// Options the service sets itself: paths on the server are never the client's to name.
-const SERVICE_OPTIONS: [(&str, &str); 7] = [
+const SERVICE_OPTIONS: [(&str, &str); 8] = [
     ("data", "use \"dataset\""),
     (
         "val",
@@ -599,6 +603,10 @@ const SERVICE_OPTIONS: [(&str, &str); 7] = [
     ),
     ("checkpoint", "the service checkpoints every epoch"),
     ("checkpoint_every", "the service checkpoints every epoch"),
+    (
+        "checkpoint_seconds",
+        "set by mdn serve --checkpoint-seconds",
+    ),
     ("resume", "a job resumes by itself after a restart"),
     ("target", "give it beside \"options\", not in it"),
 ];
@@ -653,6 +661,7 @@ async fn submit(
         json!(runner::checkpoint_path(store, &id)),
     );
     spec.insert("checkpoint_every".into(), json!(1));
+    spec.insert("checkpoint_seconds".into(), json!(app.checkpoint_seconds));
     let spec_text = Value::Object(spec).to_string();
     let shared = app.shared.clone();
     let dataset_name = dataset.name.clone();

@@ -28,6 +28,8 @@ pub struct Config {
     pub max_upload_mb: u64,
     /// Bearer token (None: no authentication, loopback addresses only).
     pub token: Option<String>,
+    /// A running job's checkpoints are at least this many seconds apart.
+    pub checkpoint_seconds: f64,
 }
 
 /// Runs the service until `shutdown` completes (Ctrl-C or SIGTERM in the CLI). `ready` is
@@ -48,6 +50,9 @@ pub fn run(
             "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
             addr.ip()
         )));
+    }
+    if !(config.checkpoint_seconds.is_finite() && config.checkpoint_seconds >= 0.0) {
+        return Err(Error::config("--checkpoint-seconds must be 0 or more"));
     }
     if config.max_running == 0 {
         return Err(Error::config("--max-running must be at least 1"));
@@ -87,6 +92,7 @@ pub fn run(
         config.token.clone(),
         config.max_upload_mb << 20,
         config.device,
+        config.checkpoint_seconds,
     ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
