@@ -726,3 +726,76 @@ fn list_first_job(s: &Server) -> String {
     let (_, v) = s.json("GET", "/v1/jobs", None);
     v["jobs"][0]["id"].as_str().unwrap().to_string()
 }
+
+#[test]
+fn fuzzed_requests_are_answered_with_4xx_and_never_break_the_server() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--max-upload-mb", "1"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = s.submit(&ds, json!({"epochs": 1}));
+    let model = s.finished(&id)["model"].as_str().unwrap().to_string();
+    let paths = vec![
+        "/v1/jobs".to_string(),
+        "/v1/datasets".to_string(),
+        format!("/v1/models/{model}/predict"),
+        format!("/v1/models/{model}/sample"),
+        format!("/v1/models/{model}/eval"),
+        format!("/v1/jobs/{id}/cancel"),
+    ];
+    // JSON values of any shape, with the service's field names among the keys, and raw bytes.
+    let key = prop_oneof![
+        Just("dataset".to_string()),
+        Just("options".to_string()),
+        Just("rows".to_string()),
+        Just("columns".to_string()),
+        Just("target".to_string()),
+        Just("n".to_string()),
+        Just("quantiles".to_string()),
+        Just("epochs".to_string()),
+        Just("hidden".to_string()),
+        "[a-z_]{1,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        Just(Value::from(ds.clone())),
+        "[ -~]{0,12}".prop_map(Value::from),
+    ];
+    let value = leaf.prop_recursive(4, 32, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            prop::collection::btree_map(key.clone(), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    });
+    let body = prop_oneof![
+        value.prop_map(|v| v.to_string().into_bytes()),
+        prop::collection::vec(any::<u8>(), 0..64),
+    ];
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&(0..paths.len(), body), |(p, body)| {
+            let (st, text) = s.call("POST", &paths[p], Some(&body));
+            prop_assert!(st < 500, "{} -> {st}: {text}", paths[p]);
+            if st >= 400 {
+                let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                prop_assert!(v["error"]["message"].is_string(), "{st}: {text}");
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(s.call("GET", "/healthz", None).0, 200);
+}
