@@ -799,3 +799,49 @@ fn fuzzed_requests_are_answered_with_4xx_and_never_break_the_server() {
         .unwrap();
     assert_eq!(s.call("GET", "/healthz", None).0, 200);
 }
+
+#[test]
+fn figures_are_the_svg_of_mdn_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = s.submit(&ds, json!({"epochs": 3}));
+    let model = s.finished(&id)["model"].as_str().unwrap().to_string();
+    let (_, text) = s.call("GET", &format!("/v1/models/{model}"), None);
+    let model_file = dir.path().join("m.json");
+    std::fs::write(&model_file, text).unwrap();
+    for panel in ["density", "pit", "reliability", "history", "all"] {
+        let (st, svg) = s.call("GET", &format!("/v1/models/{model}/plot/{panel}"), None);
+        assert_eq!(st, 200, "{panel}: {svg}");
+        let out = dir.path().join(format!("{panel}.svg"));
+        let ok = Command::new(MDN)
+            .args([
+                "plot",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--quiet",
+                "--panel",
+                panel,
+                "--model",
+            ])
+            .arg(&model_file)
+            .arg("--data")
+            .arg(asset("bishop.csv"))
+            .arg("--out")
+            .arg(&out)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert!(
+            svg == std::fs::read_to_string(&out).unwrap(),
+            "{panel}: the service's figure differs from mdn plot's"
+        );
+    }
+    let (st, b) = s.call("GET", &format!("/v1/models/{model}/plot/colour"), None);
+    assert_eq!(st, 404, "{b}");
+}

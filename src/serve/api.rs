@@ -136,9 +136,13 @@ pub fn router(app: AppState) -> Router {
         .route("/models/{id}/predict", post(predict))
         .route("/models/{id}/sample", post(sample))
         .route("/models/{id}/eval", post(eval))
+        .route("/models/{id}/plot/{panel}", get(plot))
+        .route("/events", get(all_events))
         .route_layer(middleware::from_fn_with_state(app.clone(), auth));
     Router::new()
         .nest("/v1", v1)
+        .route("/", get(super::web::index))
+        .route("/static/{name}", get(super::web::asset))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -1065,6 +1069,90 @@ async fn eval(
         Ok(json_text(
             &json!({"rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores}),
         ))
+    })
+    .await
+}
+
+/// Server-Sent Events of every job, from now on (no history): what the dashboard's job list
+/// follows.
+async fn all_events(
+    State(app): State<AppState>,
+) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
+    let rx = app.shared.events.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(b) => {
+                    let mut data: Value = serde_json::from_str(&b.data).unwrap_or(Value::Null);
+                    data["job"] = Value::from(b.job.clone());
+                    return Some((Ok(sse_event(b.seq, &data.to_string())), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A panel of `mdn plot` for a model, as SVG: `density`, `pit`, `reliability`, `history` or
+/// `all`, drawn from the data set its job trained on, once (then kept beside the model).
+async fn plot(
+    State(app): State<AppState>,
+    Path((id, panel)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let panel_name = panel.trim_end_matches(".svg").to_string();
+    let panel: crate::plot::Panel = panel_name.parse().map_err(|e: String| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("panel: {e}"))
+    })?;
+    let model = load_model(&app, &id)?;
+    let id = id.clone();
+    let shared = app.shared.clone();
+    blocking(move || {
+        let store = &shared.store;
+        let path = store
+            .model_path(&id)
+            .with_extension(format!("{panel_name}.svg"));
+        if !path.exists() {
+            let data = match store.model_dataset(&id)? {
+                Some(ds) if panel != crate::plot::Panel::History => Some(
+                    crate::data::read_data(
+                        &store.dataset_path(&ds.id, &ds.format),
+                        &ColumnChoice::Model {
+                            features: model.features.clone(),
+                            targets: model.targets.clone(),
+                            need_targets: true,
+                        },
+                    )
+                    .map_err(|e| rename_in(e, &store.dataset_path(&ds.id, &ds.format), &ds.name))?,
+                ),
+                _ => None,
+            };
+            if data.is_none() && panel != crate::plot::Panel::History {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_data",
+                    "the data set this model was trained on was deleted: only the history panel can be drawn",
+                ));
+            }
+            crate::plot::Figure {
+                model: &model,
+                data: data.as_ref(),
+                target: 0,
+                panel,
+                size: None,
+            }
+            .render(&mut CpuBackend::with_threads(1), &path)?;
+        }
+        let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        Ok((
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "max-age=3600"),
+            ],
+            bytes,
+        )
+            .into_response())
     })
     .await
 }

@@ -2,12 +2,13 @@
 //! training jobs from many clients, runs them as the library's training job (exactly what
 //! `mdn train` runs), keeps everything in a store directory (SQLite and files, [`store`]),
 //! survives being killed (running jobs resume from their checkpoints), streams progress as
-//! Server-Sent Events and serves the trained models ([`api`]). Training runs on worker
+//! Server-Sent Events and serves the trained models ([`api`]) and a dashboard ([`web`]). Training runs on worker
 //! threads of its own ([`runner`]); the HTTP side (axum on tokio) never waits on a step.
 
 pub mod api;
 pub mod runner;
 pub mod store;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

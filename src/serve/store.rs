@@ -571,4 +571,21 @@ impl Store {
             .map_err(db)?
             .is_some())
     }
+
+    /// The data set the job that wrote model `id` trained on (None if either is gone).
+    pub fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
+        let ds: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT j.dataset FROM models m JOIN jobs j ON j.id = m.job WHERE m.id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        match ds {
+            Some(ds) => self.dataset(&ds),
+            None => Ok(None),
+        }
+    }
 }

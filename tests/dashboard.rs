@@ -1,0 +1,511 @@
+//! The dashboard in a real browser: the real `mdn serve` on a free loopback port, headless
+//! Chromium driven through chromedriver (WebDriver). Screenshots of each page go to
+//! `MDN_SCREENSHOT_DIR` (default: `target/tmp/dashboard`). Without Chromium the tests print
+//! `SKIPPED ...`, and fail when `MDN_REQUIRE_BROWSER=1` (as on CI).
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const MDN: &str = env!("CARGO_BIN_EXE_mdn");
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(store: &Path, env: &[(&str, &str)]) -> (Proc, String) {
+    let mut cmd = Command::new(MDN);
+    cmd.args([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--device",
+        "cpu",
+        "--store",
+    ])
+    .arg(store)
+    .env_remove("MDN_TOKEN")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("mdn serve ended").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (Proc(child), base)
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// chromedriver on a free port and a headless Chromium session, or None (with a SKIPPED
+/// line) when they are not installed.
+async fn browser() -> Option<(Proc, Client)> {
+    let driver = which("chromedriver");
+    let chrome = ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .find_map(|n| which(n));
+    let (Some(driver), Some(chrome)) = (driver, chrome) else {
+        if std::env::var("MDN_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("MDN_REQUIRE_BROWSER=1 but chromium or chromedriver is not installed");
+        }
+        eprintln!(
+            "SKIPPED a browser test: chromium and chromedriver are not installed (Debian: apt-get install chromium chromium-driver)"
+        );
+        return None;
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let proc = Proc(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chrome,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
+        }
+    }))
+    .unwrap();
+    let t0 = Instant::now();
+    loop {
+        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(c) => return Some((proc, c)),
+            Err(e) if t0.elapsed() < Duration::from_secs(20) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("chromedriver did not start a session: {e}"),
+        }
+    }
+}
+
+fn shots() -> PathBuf {
+    let dir = std::env::var_os("MDN_SCREENSHOT_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots().join(name), png).unwrap();
+}
+
+/// Waits until `script` (a JS expression) is truthy; panics with `what` after 60 s.
+async fn until(c: &Client, what: &str, script: &str) -> Value {
+    let t0 = Instant::now();
+    loop {
+        let v = c
+            .execute(&format!("return ({script});"), vec![])
+            .await
+            .unwrap_or(Value::Null);
+        let truthy = match &v {
+            Value::Null => false,
+            Value::Bool(b) => *b,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            let page = c.source().await.unwrap_or_default();
+            panic!(
+                "timed out waiting for {what} ({script}); page: {}",
+                &page[..page.len().min(3000)]
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn errors(c: &Client) -> Value {
+    c.execute("return window.__mdnErrors;", vec![])
+        .await
+        .unwrap()
+}
+
+fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let mut r = match body {
+        Some(b) => a.post(&url).send_json(b).unwrap(),
+        None if method == "POST" => a.post(&url).send_empty().unwrap(),
+        None => a.get(&url).call().unwrap(),
+    };
+    r.body_mut().read_json().unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base) = serve(&dir.path().join("store"), &[]);
+
+    // A bad upload: the server's message next to the file field.
+    c.goto(&format!("{base}/#/new")).await.unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "x,y\n1,2\n3,oops\n").unwrap();
+    let file = c.wait().for_element(Locator::Id("f-file")).await.unwrap();
+    file.send_keys(bad.to_str().unwrap()).await.unwrap();
+    let msg = until(
+        &c,
+        "the upload error",
+        "document.getElementById('err-file').textContent",
+    )
+    .await;
+    assert!(msg.as_str().unwrap().contains("bad.csv:3:2"), "{msg}");
+    shot(&c, "new-job-bad-upload.png").await;
+
+    // The shipped example: its columns, then a job.
+    let file = c.find(Locator::Id("f-file")).await.unwrap();
+    file.send_keys(asset("bishop.csv").to_str().unwrap())
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the column picker",
+        "!document.getElementById('columns').hidden",
+    )
+    .await;
+    let picked = c
+        .execute(
+            "return [...document.querySelectorAll('#columns input:checked')].map(i => i.className + ':' + i.value);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(picked, json!(["feature:x", "target:t"]));
+    // A bad option: the server's message next to its field.
+    c.find(Locator::Id("f-batch_size"))
+        .await
+        .unwrap()
+        .send_keys("0")
+        .await
+        .unwrap();
+    c.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let msg = until(
+        &c,
+        "the batch size error",
+        "document.getElementById('err-batch_size').textContent",
+    )
+    .await;
+    assert!(msg.as_str().unwrap().contains("batch"), "{msg}");
+    shot(&c, "new-job-bad-option.png").await;
+    c.find(Locator::Id("f-batch_size"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Id("f-epochs"))
+        .await
+        .unwrap()
+        .send_keys("1500")
+        .await
+        .unwrap();
+    c.find(Locator::Id("f-hidden"))
+        .await
+        .unwrap()
+        .clear()
+        .await
+        .unwrap();
+    c.find(Locator::Id("f-hidden"))
+        .await
+        .unwrap()
+        .send_keys("32")
+        .await
+        .unwrap();
+    c.find(Locator::Id("submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+
+    // The job's page: the curve gains points while the job runs.
+    until(&c, "the job page", "location.hash.startsWith('#/jobs/')").await;
+    let job = c
+        .execute("return location.hash.slice(7);", vec![])
+        .await
+        .unwrap();
+    let job = job.as_str().unwrap().to_string();
+    let first = until(
+        &c,
+        "points on the curve",
+        "Number(document.querySelector('svg.chart')?.dataset.points || 0)",
+    )
+    .await;
+    let first = first.as_u64().unwrap();
+    let later = until(
+        &c,
+        "more points on the curve",
+        &format!("Number(document.querySelector('svg.chart').dataset.points) > {first} && Number(document.querySelector('svg.chart').dataset.points)"),
+    )
+    .await;
+    assert!(later.as_u64().unwrap() > first);
+    shot(&c, "job-running.png").await;
+
+    // Finished: figures, component usage, download.
+    until(
+        &c,
+        "success",
+        "document.querySelector('#job-status .badge')?.textContent === 'succeeded'",
+    )
+    .await;
+    for panel in ["density", "pit", "reliability"] {
+        until(
+            &c,
+            &format!("the {panel} figure"),
+            &format!("(() => {{ const i = document.querySelector('img[data-panel={panel}]'); return i && i.complete && i.naturalWidth > 0; }})()"),
+        )
+        .await;
+    }
+    let rows = c
+        .execute(
+            "return document.querySelectorAll('#usage tbody tr').length;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, json!(5));
+    until(
+        &c,
+        "the download link",
+        "document.getElementById('download').href.startsWith('blob:')",
+    )
+    .await;
+    let points = c
+        .execute(
+            "return Number(document.querySelector('svg.chart').dataset.points);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(points, json!(1500));
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
+    shot(&c, "job-finished.png").await;
+    c.execute("document.getElementById('model').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    shot(&c, "job-figures.png").await;
+
+    // The figures are mdn plot's: the SVG the page shows is the server's drawing.
+    let model = api(&base, "GET", &format!("/v1/jobs/{job}"), None)["model"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A prediction on the model's page, as the API answers it.
+    c.find(Locator::Id("predict-link"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
+    rows_box.clear().await.unwrap();
+    rows_box.send_keys("0.2\n0.5").await.unwrap();
+    c.find(Locator::Css("#predict-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the predictions",
+        "document.querySelectorAll('table.predictions tbody tr').length === 2",
+    )
+    .await;
+    let shown = c
+        .execute("return document.querySelector('table.predictions tbody tr td:nth-child(2)').textContent;", vec![])
+        .await
+        .unwrap();
+    let want = api(
+        &base,
+        "POST",
+        &format!("/v1/models/{model}/predict"),
+        Some(json!({"rows": [[0.2], [0.5]]})),
+    );
+    assert_eq!(
+        shown,
+        json!(format!(
+            "{:.4}",
+            want["rows"][0]["mean"][0].as_f64().unwrap()
+        ))
+    );
+    shot(&c, "model-predict.png").await;
+
+    // The jobs list: a second job, cancelled from its row.
+    let ds = api(&base, "GET", "/v1/datasets", None)["datasets"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = api(
+        &base,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"epochs": 100000}})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.goto(&format!("{base}/#/")).await.unwrap();
+    until(
+        &c,
+        "the running row",
+        &format!("document.querySelector('tr[data-job={second}]')?.dataset.status === 'running'"),
+    )
+    .await;
+    until(
+        &c,
+        "live progress",
+        &format!("Number(document.querySelector('tr[data-job={second}] progress').value) > 1"),
+    )
+    .await;
+    shot(&c, "jobs.png").await;
+    c.find(Locator::Css(&format!("tr[data-job={second}] button")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the cancelled row",
+        &format!("document.querySelector('tr[data-job={second}]')?.dataset.status === 'cancelled'"),
+    )
+    .await;
+    // Filtered by status.
+    c.find(Locator::Id("status-filter"))
+        .await
+        .unwrap()
+        .select_by_value("succeeded")
+        .await
+        .unwrap();
+    until(&c, "the filtered list", &format!("location.hash === '#/?status=succeeded' && !!document.querySelector('tr[data-job={job}]') && !document.querySelector('tr[data-job={second}]')")).await;
+
+    assert_eq!(errors(&c).await, json!([]), "errors in the page");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token = "a-token-for-the-browser-test";
+    let (_server, base) = serve(&dir.path().join("store"), &[("MDN_TOKEN", token)]);
+    c.goto(&format!("{base}/#/")).await.unwrap();
+    until(
+        &c,
+        "the token dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
+    let input = c.find(Locator::Id("token-input")).await.unwrap();
+    input.send_keys("wrong-token-0000000").await.unwrap();
+    c.find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the refusal",
+        "document.getElementById('token-error').textContent.includes('refused')",
+    )
+    .await;
+    let input = c.find(Locator::Id("token-input")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(token).await.unwrap();
+    c.find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the jobs page",
+        "!!document.getElementById('jobs-empty') && !document.getElementById('token-dialog').open",
+    )
+    .await;
+    // Kept for the tab: another page loads without asking.
+    c.goto(&format!("{base}/#/new")).await.unwrap();
+    c.refresh().await.unwrap();
+    until(
+        &c,
+        "the new-job page",
+        "!!document.getElementById('f-file')",
+    )
+    .await;
+    let open = c
+        .execute(
+            "return document.getElementById('token-dialog').open;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(open, json!(false));
+    // The page itself (and its scripts) load without the token; the API does not.
+    assert_eq!(errors(&c).await, json!([]));
+    c.close().await.unwrap();
+}

@@ -1,0 +1,597 @@
+// The mdn dashboard: a page per hash route (#/ jobs, #/new, #/jobs/ID, #/models/ID), built
+// from the service's JSON API and its event streams. Plain modules, no build step.
+
+import * as api from "./api.js";
+import { Chart } from "./chart.js";
+
+// Errors the page meets are kept here too (the browser tests read them).
+window.__mdnErrors = [];
+window.addEventListener("error", (e) => window.__mdnErrors.push(String(e.message || e.target?.src || e.type)), true);
+window.addEventListener("unhandledrejection", (e) => window.__mdnErrors.push(String(e.reason)));
+
+const main = document.getElementById("main");
+const live = document.getElementById("live");
+let cleanup = [];
+
+// ---- helpers ----
+
+/// An element: h("tag.class#id", {attrs}, ...children).
+function h(spec, attrs = {}, ...children) {
+  const [, tag, rest] = spec.match(/^([a-z0-9]+)(.*)$/);
+  const e = document.createElement(tag);
+  for (const m of rest.matchAll(/([.#])([\w-]+)/g)) {
+    if (m[1] === ".") e.classList.add(m[2]);
+    else e.id = m[2];
+  }
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k === "text") e.textContent = v;
+    else e.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+const num = (v, digits = 4) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(digits));
+const rate = (v) =>
+  !Number.isFinite(v) ? "–" : v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : v.toFixed(0);
+function eta(s) {
+  if (!Number.isFinite(s) || s <= 0) return "–";
+  if (s < 60) return `${Math.ceil(s)} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+}
+const badge = (status) => h(`span.badge.status-${status}`, { text: status });
+const FINAL = ["succeeded", "failed", "cancelled"];
+
+function say(text) {
+  live.textContent = text;
+}
+
+function title(text) {
+  document.title = `${text} · mdn`;
+}
+
+// ---- jobs ----
+
+async function jobsPage(params) {
+  title("Jobs");
+  const status = params.get("status") || "";
+  const filter = h(
+    "select#status-filter",
+    { onchange: (e) => (location.hash = e.target.value ? `#/?status=${e.target.value}` : "#/") },
+    ...["", "queued", "running", "succeeded", "failed", "cancelled"].map((s) =>
+      h("option", { value: s, selected: s === status, text: s || "all" }),
+    ),
+  );
+  const body = h("tbody#jobs-body");
+  const empty = h("p#jobs-empty", { hidden: true }, "No jobs yet. ", h("a", { href: "#/new", text: "Start one." }));
+  main.replaceChildren(
+    h("h1", { text: "Jobs" }),
+    h("div.toolbar", {}, h("label", { for: "status-filter", text: "Status " }), filter, h("a.button", { href: "#/new", text: "New job" })),
+    h(
+      "div.scroll",
+      {},
+      h(
+        "table.jobs",
+        {},
+        h("caption.visually-hidden", { text: "Training jobs, newest first" }),
+        h(
+          "thead",
+          {},
+          h("tr", {}, ...["Job", "Status", "Progress", "Best val. NLL", "Rows/s", "ETA", "Device", ""].map((t) => h("th", { scope: "col", text: t }))),
+        ),
+        body,
+      ),
+    ),
+    empty,
+  );
+  const rows = new Map();
+  function row(j) {
+    const progress = h("progress", { max: j.max_epochs || 1, value: j.epoch || 0, "aria-label": `epoch ${j.epoch || 0} of ${j.max_epochs || "?"}` });
+    const cancel = FINAL.includes(j.status)
+      ? ""
+      : h("button.small", {
+          text: "Cancel",
+          "aria-label": `Cancel job ${j.id}`,
+          onclick: async (e) => {
+            e.target.disabled = true;
+            try {
+              await api.post(`/v1/jobs/${j.id}/cancel`);
+              say(`job ${j.id}: cancel requested`);
+            } catch (err) {
+              say(err.message);
+            }
+            refresh();
+          },
+        });
+    const tr = h(
+      "tr",
+      { "data-job": j.id, "data-status": j.status },
+      h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })),
+      h("td", {}, badge(j.status)),
+      h("td.progress", {}, progress, h("span.epochs", { text: j.epoch ? ` ${j.epoch}/${j.max_epochs}` : "" })),
+      h("td.num.best", { text: num(j.best_val_nll) }),
+      h("td.num.rate", { text: rate(j.rows_per_sec) }),
+      h("td.num.eta", { text: j.status === "running" ? eta(j.eta_seconds) : "–" }),
+      h("td.device", { text: j.device || "–" }),
+      h("td", {}, cancel),
+    );
+    rows.set(j.id, tr);
+    return tr;
+  }
+  let pending = null;
+  async function refresh() {
+    const q = status ? `?status=${status}` : "";
+    const { jobs } = await api.get(`/v1/jobs${q}`);
+    rows.clear();
+    body.replaceChildren(...jobs.reverse().map(row));
+    empty.hidden = jobs.length > 0;
+  }
+  await refresh();
+  cleanup.push(
+    api.follow("/v1/events", (e) => {
+      const tr = rows.get(e.job);
+      if (e.type === "epoch" && tr) {
+        tr.querySelector("progress").max = e.max_epochs;
+        tr.querySelector("progress").value = e.epoch;
+        tr.querySelector(".epochs").textContent = ` ${e.epoch}/${e.max_epochs}`;
+        tr.querySelector(".best").textContent = num(e.best_val_nll);
+        tr.querySelector(".rate").textContent = rate(e.rows_per_sec);
+        tr.querySelector(".eta").textContent = eta(e.eta_seconds);
+      } else if (e.type === "status" || e.type === "started") {
+        clearTimeout(pending);
+        pending = setTimeout(() => refresh().catch((err) => say(err.message)), 100);
+      }
+    }),
+  );
+  cleanup.push(() => clearTimeout(pending));
+}
+
+// ---- new job ----
+
+/// Which form field a server message is about (`options.batch_size: ...`, `--batch-size ...`).
+const FIELDS = ["components", "hidden", "covariance", "batch_size", "epochs", "max_epochs", "lr", "device"];
+function fieldOf(message) {
+  for (const f of FIELDS) {
+    const flag = `--${f.replace("_", "-")}`;
+    if (message.includes(`options.${f}`) || new RegExp(`${flag}(?![\\w-])`).test(message)) return f;
+  }
+  if (/target|feature|column/.test(message)) return "columns";
+  return "form";
+}
+
+function field(name, label, input, help) {
+  return h(
+    "div.field",
+    {},
+    h("label", { for: `f-${name}`, text: label }),
+    input,
+    help ? h("small", { id: `help-${name}`, text: help }) : null,
+    h("p.field-error", { id: `err-${name}`, role: "alert" }),
+  );
+}
+
+function newJobPage() {
+  title("New job");
+  let dataset = null;
+  const file = h("input#f-file", { type: "file", accept: ".csv,.npy,text/csv", "aria-describedby": "help-file" });
+  const info = h("p#dataset-info");
+  const columns = h("fieldset#columns", { hidden: true });
+  const input = (name, attrs) => h(`input#f-${name}`, { name, "aria-describedby": `help-${name}`, ...attrs });
+  const select = (name, options) =>
+    h(`select#f-${name}`, { name }, ...options.map(([v, t]) => h("option", { value: v, text: t })));
+  const form = h(
+    "form#new-job",
+    { novalidate: true },
+    h(
+      "fieldset",
+      {},
+      h("legend", { text: "Data" }),
+      field("file", "CSV (with a header row) or .npy file", file, "Uploaded and checked as soon as you pick it."),
+      info,
+    ),
+    columns,
+    h(
+      "fieldset",
+      {},
+      h("legend", { text: "Model and training" }),
+      h(
+        "div.grid",
+        {},
+        field("components", "Components K", input("components", { type: "number", min: 1, placeholder: "auto" }), "Blank: 5, fewer below 100 rows."),
+        field("hidden", "Hidden widths", input("hidden", { value: "64", placeholder: "64,64" }), "Comma-separated; none for a linear head."),
+        field("covariance", "Covariance", select("covariance", [["diagonal", "diagonal"], ["full", "full (correlated targets)"]])),
+        field("batch_size", "Batch size", input("batch_size", { type: "number", min: 1, placeholder: "auto" }), "Blank: adapts to the rows."),
+        field("epochs", "Epochs", input("epochs", { type: "number", min: 1, placeholder: "early stopping" }), "Blank: stop when validation stops improving."),
+        field("max_epochs", "Most epochs", input("max_epochs", { type: "number", min: 1, placeholder: "auto" })),
+        field("lr", "Learning rate", input("lr", { type: "number", step: "any", min: 0, placeholder: "0.001" })),
+        field("device", "Device", select("device", [["", "the server's default"], ["auto", "auto"], ["gpu", "GPU"], ["cpu", "CPU"], ["software", "software (lavapipe)"]])),
+      ),
+    ),
+    h("p.field-error#err-form", { role: "alert" }),
+    h("p.field-error#err-columns", { role: "alert" }),
+    h("button#submit", { type: "submit", disabled: true, text: "Start training" }),
+  );
+  main.replaceChildren(h("h1", { text: "New job" }), form);
+
+  const clearErrors = () => form.querySelectorAll(".field-error").forEach((p) => (p.textContent = ""));
+  file.addEventListener("change", async () => {
+    clearErrors();
+    dataset = null;
+    columns.hidden = true;
+    form.querySelector("#submit").disabled = true;
+    const f = file.files[0];
+    if (!f) return;
+    info.textContent = `Uploading ${f.name}…`;
+    try {
+      dataset = await api.post(`/v1/datasets?name=${encodeURIComponent(f.name)}`, f, "application/octet-stream");
+    } catch (e) {
+      info.textContent = "";
+      form.querySelector("#err-file").textContent = e.message;
+      file.setAttribute("aria-invalid", "true");
+      return;
+    }
+    file.removeAttribute("aria-invalid");
+    info.textContent = `${dataset.name}: ${dataset.rows} rows, ${dataset.columns.length} columns (dataset ${dataset.id})`;
+    const last = dataset.columns.length - 1;
+    columns.replaceChildren(
+      h("legend", { text: "Columns" }),
+      h(
+        "table.columns",
+        {},
+        h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Column" }), h("th", { scope: "col", text: "Target" }), h("th", { scope: "col", text: "Feature" }))),
+        h(
+          "tbody",
+          {},
+          ...dataset.columns.map((c, i) =>
+            h(
+              "tr",
+              {},
+              h("th", { scope: "row", text: c }),
+              h("td", {}, h("input.target", { type: "checkbox", value: c, checked: i === last, "aria-label": `${c} is a target` })),
+              h("td", {}, h("input.feature", { type: "checkbox", value: c, checked: i !== last, "aria-label": `${c} is a feature` })),
+            ),
+          ),
+        ),
+      ),
+    );
+    columns.hidden = false;
+    // A column is a target or a feature, not both.
+    columns.addEventListener("change", (e) => {
+      if (!e.target.checked) return;
+      const other = e.target.classList.contains("target") ? "feature" : "target";
+      const twin = columns.querySelector(`input.${other}[value="${CSS.escape(e.target.value)}"]`);
+      if (twin) twin.checked = false;
+    });
+    form.querySelector("#submit").disabled = false;
+  });
+
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    clearErrors();
+    if (!dataset) {
+      form.querySelector("#err-file").textContent = "Pick a data file first.";
+      return;
+    }
+    const options = {};
+    for (const name of FIELDS) {
+      const v = form.querySelector(`#f-${name}`).value.trim();
+      if (v === "") continue;
+      options[name] = ["components", "batch_size", "epochs", "max_epochs"].includes(name) ? Number(v) : name === "lr" ? Number(v) : v;
+    }
+    const checked = (cls) => [...columns.querySelectorAll(`input.${cls}:checked`)].map((i) => i.value);
+    const body = { dataset: dataset.id, target: checked("target"), features: checked("feature"), options };
+    const button = form.querySelector("#submit");
+    button.disabled = true;
+    try {
+      const job = await api.post("/v1/jobs", body);
+      location.hash = `#/jobs/${job.id}`;
+    } catch (err) {
+      button.disabled = false;
+      const f = fieldOf(err.message);
+      const p = form.querySelector(`#err-${f}`);
+      p.textContent = err.message;
+      const inputEl = form.querySelector(`#f-${f}`);
+      if (inputEl) {
+        inputEl.setAttribute("aria-invalid", "true");
+        inputEl.focus();
+      }
+    }
+  });
+}
+
+// ---- one job ----
+
+async function jobPage(id) {
+  title(`Job ${id}`);
+  const j = await api.get(`/v1/jobs/${id}`);
+  const facts = h("dl.facts");
+  const status = h("span#job-status");
+  const cancel = h("button#cancel", {
+    text: "Cancel",
+    onclick: async () => {
+      cancel.disabled = true;
+      try {
+        await api.post(`/v1/jobs/${id}/cancel`);
+        say("cancel requested: the job stops after its current epoch");
+      } catch (err) {
+        say(err.message);
+      }
+    },
+  });
+  const error = h("p.error#job-error", { hidden: true, role: "alert" });
+  const curve = h("div#curve");
+  const epochs = h("tbody#epochs-body");
+  const notes = h("ul#notes");
+  const model = h("section#model", { hidden: true });
+  main.replaceChildren(
+    h("h1", {}, "Job ", h("code", { text: id }), " ", status),
+    facts,
+    h("div.actions", {}, cancel),
+    error,
+    h("section", {}, h("h2", { text: "Training curve" }), curve),
+    model,
+    h(
+      "section",
+      {},
+      h("h2", { text: "Epochs" }),
+      h(
+        "div.scroll.epochs",
+        {},
+        h(
+          "table",
+          {},
+          h("thead", {}, h("tr", {}, ...["Epoch", "Train NLL", "Val. NLL", "Best", "Rows/s", "Seconds"].map((t) => h("th", { scope: "col", text: t })))),
+          epochs,
+        ),
+      ),
+    ),
+    h("section", {}, h("h2", { text: "Messages" }), notes),
+  );
+  const chart = new Chart(curve, `Training and validation NLL per epoch of job ${id}`);
+  let state = j;
+  function showFacts() {
+    const rows = [
+      ["Status", badge(state.status)],
+      ["Device", state.device || "–"],
+      ["Dataset", state.dataset],
+      ["Epoch", state.epoch ? `${state.epoch} of ${state.max_epochs}` : "–"],
+      ["Best val. NLL", state.best_val_nll != null ? `${num(state.best_val_nll)} (epoch ${state.best_epoch})` : "–"],
+      ["Speed", state.rows_per_sec ? `${rate(state.rows_per_sec)} rows/s` : "–"],
+      ["ETA", state.status === "running" ? eta(state.eta_seconds) : "–"],
+      ["Attempts", String(state.attempts)],
+    ];
+    facts.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", {}, v))));
+    status.replaceChildren(badge(state.status));
+    cancel.hidden = FINAL.includes(state.status);
+    if (state.error) {
+      error.textContent = `Failed: ${state.error}`;
+      error.hidden = false;
+    }
+  }
+  showFacts();
+  let shown = false;
+  cleanup.push(
+    api.follow(`/v1/jobs/${id}/events`, async (e) => {
+      if (e.type === "epoch") {
+        chart.add(e);
+        epochs.prepend(
+          h(
+            "tr",
+            {},
+            h("td.num", { text: e.epoch }),
+            h("td.num", { text: num(e.train_nll) }),
+            h("td.num", { text: num(e.val_nll) }),
+            h("td.num", { text: `${num(e.best_val_nll)} (${e.best_epoch})` }),
+            h("td.num", { text: rate(e.rows_per_sec) }),
+            h("td.num", { text: e.seconds.toFixed(3) }),
+          ),
+        );
+        Object.assign(state, { status: "running", epoch: e.epoch, max_epochs: e.max_epochs, best_val_nll: e.best_val_nll, best_epoch: e.best_epoch, rows_per_sec: e.rows_per_sec, eta_seconds: e.eta_seconds });
+        showFacts();
+      } else if (e.type === "status") {
+        state = await api.get(`/v1/jobs/${id}`);
+        showFacts();
+        if (FINAL.includes(e.status)) {
+          say(`job ${id} ${e.status}`);
+          if (state.model && !shown) {
+            shown = true;
+            showModel(model, state.model).catch((err) => notes.prepend(h("li.warning", { text: err.message })));
+          }
+        }
+      } else if (e.type === "started") {
+        const p = e.plan;
+        notes.append(h("li", { text: `training on ${p.backend}: [${p.features.join(", ")}] → [${p.targets.join(", ")}], hidden [${p.hidden.join(", ")}], K=${p.components}, batch ${p.batch_size}, at most ${p.max_epochs} epochs${p.adapted.length ? ` (chosen for the data: ${p.adapted.join(", ")})` : ""}` }));
+      } else if (e.type === "warning") {
+        notes.append(h("li.warning", { text: `warning: ${e.message}` }));
+      } else if (e.type === "note") {
+        notes.append(h("li", { text: e.message }));
+      } else if (e.type === "resuming") {
+        notes.append(h("li", { text: `resumed after epoch ${e.epoch} (the service restarted)` }));
+      } else if (e.type === "recovered") {
+        notes.append(h("li.warning", { text: `epoch ${e.epoch}: a numerical fault was rolled back; learning rate now ${e.lr}` }));
+      }
+    }),
+  );
+}
+
+/// The finished job's model: figures, component usage, download and predict links.
+async function showModel(section, modelId) {
+  const m = await api.get(`/v1/models/${modelId}`);
+  const panels = [
+    ["pit", "PIT histogram: flat when the predicted distributions are calibrated"],
+    ["reliability", "Reliability: the predicted quantile levels against how often they were reached"],
+  ];
+  if (m.features.length === 1) panels.unshift(["density", `Conditional density of ${m.targets[0]} given ${m.features[0]}, with the data`]);
+  const download = h("a.button#download", { text: "Download the model", download: `${modelId}.json`, href: "#" });
+  const figs = h("div.figures");
+  const usage = m.training?.components;
+  section.replaceChildren(
+    h("h2", { text: "Model" }),
+    h("p", {}, h("code", { text: modelId }), `: [${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}. `, h("a#predict-link", { href: `#/models/${modelId}`, text: "Predict with it" })),
+    h("div.actions", {}, download),
+    figs,
+    usage
+      ? h(
+          "div",
+          {},
+          h("h3", { text: "Component usage" }),
+          h(
+            "table.usage#usage",
+            {},
+            h("thead", {}, h("tr", {}, h("th", { scope: "col", text: "Component" }), h("th", { scope: "col", text: "Average weight" }), h("th", { scope: "col", text: "" }))),
+            h(
+              "tbody",
+              {},
+              ...usage.weights.map((w, k) =>
+                h("tr", {}, h("td.num", { text: k }), h("td.num", { text: w.toFixed(3) }), h("td", {}, h("meter", { min: 0, max: 1, value: w, "aria-label": `component ${k} weight` }), usage.unused.includes(k) ? " unused" : "")),
+              ),
+            ),
+          ),
+        )
+      : null,
+  );
+  section.hidden = false;
+  download.href = await api.blobUrl(`/v1/models/${modelId}`);
+  for (const [panel, caption] of panels) {
+    const img = h("img", { alt: caption, "data-panel": panel });
+    figs.append(h("figure", {}, img, h("figcaption", { text: caption })));
+    api
+      .blobUrl(`/v1/models/${modelId}/plot/${panel}`)
+      .then((url) => (img.src = url))
+      .catch((err) => img.replaceWith(h("p.warning", { text: err.message })));
+  }
+}
+
+// ---- one model ----
+
+async function modelPage(id) {
+  title(`Model ${id}`);
+  const m = await api.get(`/v1/models/${id}`);
+  const rows = h("textarea#rows", { rows: 6, "aria-describedby": "help-rows" });
+  rows.value = m.features.map(() => "0.5").join(", ");
+  const qs = h("input#quantiles", { value: "0.05, 0.5, 0.95", "aria-describedby": "help-quantiles" });
+  const out = h("div#predictions");
+  const form = h(
+    "form#predict-form",
+    {},
+    h("label", { for: "rows", text: "Rows" }),
+    rows,
+    h("small#help-rows", { text: `One row per line: ${m.features.join(", ")} (a header line with the names is allowed).` }),
+    h("p.field-error#err-rows", { role: "alert" }),
+    h("label", { for: "quantiles", text: "Quantiles" }),
+    qs,
+    h("small#help-quantiles", { text: "Levels between 0 and 1, comma-separated." }),
+    h("p.field-error#err-quantiles", { role: "alert" }),
+    h("button", { type: "submit", text: "Predict" }),
+  );
+  main.replaceChildren(
+    h("h1", {}, "Model ", h("code", { text: id })),
+    h("p", { text: `[${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}, ${m.arch.covariance || "diagonal"} covariance` }),
+    form,
+    out,
+  );
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    form.querySelectorAll(".field-error").forEach((p) => (p.textContent = ""));
+    const lines = rows.value.split("\n").map((l) => l.trim()).filter(Boolean);
+    let header = null;
+    if (lines.length && lines[0].split(/[,\s]+/).some((c) => c !== "" && Number.isNaN(Number(c)))) header = lines.shift().split(/\s*,\s*|\s+/);
+    const table = lines.map((l) => l.split(/\s*,\s*|\s+/).map(Number));
+    let body;
+    if (header) {
+      const columns = {};
+      header.forEach((name, i) => (columns[name] = table.map((r) => r[i])));
+      body = { columns };
+    } else body = { rows: table };
+    const levels = qs.value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+    body.quantiles = levels;
+    try {
+      const p = await api.post(`/v1/models/${id}/predict`, body);
+      out.replaceChildren(predictionTable(m, p, table, header));
+      say(`${p.rows.length} predictions`);
+    } catch (err) {
+      const target = /quantile/.test(err.message) ? "#err-quantiles" : "#err-rows";
+      form.querySelector(target).textContent = err.message;
+    }
+  });
+}
+
+function predictionTable(m, p, table, header) {
+  const levels = p.rows.length && p.rows[0].quantiles ? Object.keys(p.rows[0].quantiles) : [];
+  const inputs = header || m.features;
+  const head = [...inputs, ...m.targets.flatMap((t) => [`${t} mean`, `${t} mode`, ...levels.map((q) => `${t} q${q}`)]), "mixture (π, μ, σ)"];
+  return h(
+    "div.scroll",
+    {},
+    h(
+      "table.predictions",
+      {},
+      h("thead", {}, h("tr", {}, ...head.map((t) => h("th", { scope: "col", text: t })))),
+      h(
+        "tbody",
+        {},
+        ...p.rows.map((r, i) =>
+          h(
+            "tr",
+            {},
+            ...table[i].map((v) => h("td.num", { text: v })),
+            ...m.targets.flatMap((_, d) => [
+              h("td.num", { text: num(r.mean[d]) }),
+              h("td.num", { text: num(r.mode[d]) }),
+              ...levels.map((q) => h("td.num", { text: num(r.quantiles[q][d]) })),
+            ]),
+            h("td.mixture", { text: r.pi.map((w, k) => `${w.toFixed(2)}·N(${r.mu[k].map((v) => v.toFixed(3)).join(",")}; ${r.sigma[k].map((v) => v.toFixed(3)).join(",")})`).join(" + ") }),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+// ---- routing ----
+
+async function route() {
+  cleanup.forEach((f) => f());
+  cleanup = [];
+  say("");
+  const [path, query] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(query || "");
+  document.querySelectorAll("nav a").forEach((a) => a.removeAttribute("aria-current"));
+  try {
+    let m;
+    if (path === "/" || path === "") {
+      document.getElementById("nav-jobs").setAttribute("aria-current", "page");
+      await jobsPage(params);
+    } else if (path === "/new") {
+      document.getElementById("nav-new").setAttribute("aria-current", "page");
+      newJobPage();
+    } else if ((m = path.match(/^\/jobs\/([\w]+)$/))) {
+      await jobPage(m[1]);
+    } else if ((m = path.match(/^\/models\/([\w]+)$/))) {
+      await modelPage(m[1]);
+    } else {
+      main.replaceChildren(h("h1", { text: "Not found" }), h("p", {}, "No such page. ", h("a", { href: "#/", text: "Jobs" })));
+    }
+  } catch (e) {
+    if (e.status === 401) return;
+    main.replaceChildren(h("h1", { text: "Something went wrong" }), h("p.error", { role: "alert", text: e.message }));
+  }
+}
+
+const dialog = document.getElementById("token-dialog");
+api.onUnauthorized(() => {
+  if (!dialog.open) {
+    document.getElementById("token-error").textContent = api.token() ? "That token was refused." : "";
+    dialog.showModal();
+  }
+});
+document.getElementById("token-form").addEventListener("submit", () => {
+  api.setToken(document.getElementById("token-input").value.trim());
+  route();
+});
+
+window.addEventListener("hashchange", route);
+route();
