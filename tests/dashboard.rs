@@ -98,6 +98,7 @@ async fn browser() -> Option<(Proc, Client)> {
     );
     let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
         "browserName": "chrome",
+        "goog:loggingPrefs": {"browser": "ALL"},
         "goog:chromeOptions": {
             "binary": chrome,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]
@@ -167,6 +168,37 @@ async fn errors(c: &Client) -> Value {
     c.execute("return window.__mdnErrors;", vec![])
         .await
         .unwrap()
+}
+
+/// chromedriver's `se/log`: the browser console's entries since the last call.
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type": "browser"}"#.into()))
+    }
+}
+
+/// The console's warnings and errors, less the answers to requests the test made bad on
+/// purpose (`expected`: pieces of those log lines, such as "status of 400").
+async fn console_problems(c: &Client, expected: &[&str]) -> Vec<String> {
+    let log = c.issue_cmd(BrowserLog).await.unwrap();
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| matches!(e["level"].as_str(), Some("SEVERE" | "WARNING")))
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .filter(|m| !expected.iter().any(|x| m.contains(x)))
+        .collect()
 }
 
 fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -360,6 +392,9 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
     let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
     rows_box.clear().await.unwrap();
     rows_box.send_keys("0.2\n0.5").await.unwrap();
+    let q = c.find(Locator::Id("quantiles")).await.unwrap();
+    q.clear().await.unwrap();
+    q.send_keys("0.25, 0.75").await.unwrap();
     c.find(Locator::Css("#predict-form button"))
         .await
         .unwrap()
@@ -380,13 +415,30 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         &base,
         "POST",
         &format!("/v1/models/{model}/predict"),
-        Some(json!({"rows": [[0.2], [0.5]]})),
+        Some(json!({"rows": [[0.2], [0.5]], "quantiles": [0.25, 0.75], "interval": 0.9})),
     );
     assert_eq!(
         shown,
         json!(format!(
             "{:.4}",
             want["rows"][0]["mean"][0].as_f64().unwrap()
+        ))
+    );
+    // The quantile columns: 0.05 and 0.95 (the 90% interval), 0.25 and 0.75, in order.
+    let heads = c
+        .execute("return [...document.querySelectorAll('table.predictions th')].map(t => t.textContent).filter(t => t.includes(' q'));", vec![])
+        .await
+        .unwrap();
+    assert_eq!(heads, json!(["t q0.05", "t q0.25", "t q0.75", "t q0.95"]));
+    let q95 = c
+        .execute("return document.querySelector('table.predictions tbody tr:nth-child(2) td:nth-child(7)').textContent;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        q95,
+        json!(format!(
+            "{:.4}",
+            want["rows"][1]["quantiles"]["0.95"][0].as_f64().unwrap()
         ))
     );
     shot(&c, "model-predict.png").await;
@@ -419,6 +471,22 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
     )
     .await;
     shot(&c, "jobs.png").await;
+    // On a phone's screen: nothing wider than the screen but the tables, which scroll.
+    c.set_window_size(390, 844).await.unwrap();
+    let fits = c
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        fits,
+        json!(true),
+        "the jobs page is wider than a phone's screen"
+    );
+    shot(&c, "jobs-phone.png").await;
+    c.set_window_size(1280, 1000).await.unwrap();
     c.find(Locator::Css(&format!("tr[data-job={second}] button")))
         .await
         .unwrap()
@@ -441,6 +509,17 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
     until(&c, "the filtered list", &format!("location.hash === '#/?status=succeeded' && !!document.querySelector('tr[data-job={job}]') && !document.querySelector('tr[data-job={second}]')")).await;
 
     assert_eq!(errors(&c).await, json!([]), "errors in the page");
+    // The console: nothing but the two bad requests made on purpose (an upload and an
+    // option the server refused with 400).
+    let problems = console_problems(
+        &c,
+        &[
+            "/v1/datasets?name=bad.csv",
+            "/v1/jobs - Failed to load resource: the server responded with a status of 400",
+        ],
+    )
+    .await;
+    assert!(problems.is_empty(), "browser console: {problems:#?}");
     c.close().await.unwrap();
 }
 
@@ -505,7 +584,10 @@ async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab() {
         .await
         .unwrap();
     assert_eq!(open, json!(false));
-    // The page itself (and its scripts) load without the token; the API does not.
+    // The page itself (and its scripts) load without the token; the API does not: its 401s
+    // are the only complaints in the console.
     assert_eq!(errors(&c).await, json!([]));
+    let problems = console_problems(&c, &["status of 401"]).await;
+    assert!(problems.is_empty(), "browser console: {problems:#?}");
     c.close().await.unwrap();
 }

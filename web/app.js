@@ -472,7 +472,13 @@ async function modelPage(id) {
   const m = await api.get(`/v1/models/${id}`);
   const rows = h("textarea#rows", { rows: 6, "aria-describedby": "help-rows" });
   rows.value = m.features.map(() => "0.5").join(", ");
-  const qs = h("input#quantiles", { value: "0.05, 0.5, 0.95", "aria-describedby": "help-quantiles" });
+  const qs = h("input#quantiles", { value: "0.5", "aria-describedby": "help-quantiles" });
+  const interval = h("input#interval", { value: "0.9", "aria-describedby": "help-interval" });
+  const rowsFile = h("input#rows-file", { type: "file", accept: ".csv,text/csv,text/plain" });
+  rowsFile.addEventListener("change", async () => {
+    const f = rowsFile.files[0];
+    if (f) rows.value = (await f.text()).trim();
+  });
   const out = h("div#predictions");
   const form = h(
     "form#predict-form",
@@ -481,6 +487,12 @@ async function modelPage(id) {
     rows,
     h("small#help-rows", { text: `One row per line: ${m.features.join(", ")} (a header line with the names is allowed).` }),
     h("p.field-error#err-rows", { role: "alert" }),
+    h("label", { for: "rows-file", text: "…or load them from a CSV file" }),
+    rowsFile,
+    h("label", { for: "interval", text: "Central interval" }),
+    interval,
+    h("small#help-interval", { text: "Probability of the central interval whose ends are shown (blank: none)." }),
+    h("p.field-error#err-interval", { role: "alert" }),
     h("label", { for: "quantiles", text: "Quantiles" }),
     qs,
     h("small#help-quantiles", { text: "Levels between 0 and 1, comma-separated." }),
@@ -506,14 +518,14 @@ async function modelPage(id) {
       header.forEach((name, i) => (columns[name] = table.map((r) => r[i])));
       body = { columns };
     } else body = { rows: table };
-    const levels = qs.value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-    body.quantiles = levels;
+    body.quantiles = qs.value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+    if (interval.value.trim()) body.interval = Number(interval.value);
     try {
       const p = await api.post(`/v1/models/${id}/predict`, body);
       out.replaceChildren(predictionTable(m, p, table, header));
       say(`${p.rows.length} predictions`);
     } catch (err) {
-      const target = /quantile/.test(err.message) ? "#err-quantiles" : "#err-rows";
+      const target = /interval/.test(err.message) ? "#err-interval" : /quantile/.test(err.message) ? "#err-quantiles" : "#err-rows";
       form.querySelector(target).textContent = err.message;
     }
   });
