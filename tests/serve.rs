@@ -739,7 +739,7 @@ fn fuzzed_requests_are_answered_with_4xx_and_never_break_the_server() {
         .to_string();
     let id = s.submit(&ds, json!({"epochs": 1}));
     let model = s.finished(&id)["model"].as_str().unwrap().to_string();
-    let paths = vec![
+    let paths = [
         "/v1/jobs".to_string(),
         "/v1/datasets".to_string(),
         format!("/v1/models/{model}/predict"),
