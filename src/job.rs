@@ -452,6 +452,62 @@ impl TrainJob {
             streamed,
             resume,
             checkpoint_path,
+            arrays: None,
+        })
+    }
+
+    /// Checks the job for rows already in memory (the Python package's arrays) instead of
+    /// files: every option as [`TrainJob::resolve`] checks it, the columns from the data
+    /// sets. `data`, `val`, `stream` and `resume` must be unset; the data set's `path` names
+    /// it in messages. Training then runs exactly as for the same rows read from a file.
+    pub fn resolve_arrays(mut self, train: Dataset, val: Option<Dataset>) -> Result<ResolvedJob> {
+        for (what, set) in [
+            ("data", self.data.is_some()),
+            ("val", self.val.is_some()),
+            ("stream", self.stream || self.chunk_rows.is_some()),
+            ("resume", self.resume.is_some()),
+        ] {
+            if set {
+                return Err(Error::config(format!(
+                    "{what} does not apply to rows given in memory"
+                )));
+            }
+        }
+        self.check_options()?;
+        if let Some(v) = &val {
+            if v.features != train.features || v.targets != train.targets {
+                return Err(Error::config(format!(
+                    "the validation rows have columns [{}] -> [{}], the training rows [{}] -> [{}]",
+                    v.features.join(", "),
+                    v.targets.join(", "),
+                    train.features.join(", "),
+                    train.targets.join(", ")
+                )));
+            }
+        }
+        crate::layout::Arch::new(
+            train.features.len(),
+            self.hidden.clone(),
+            self.activation,
+            self.components.unwrap_or(LARGE.components),
+            train.targets.len(),
+        )?
+        .with_covariance(self.covariance)?;
+        // Names the rows in messages and in the model's training record.
+        self.data = Some(train.path.clone());
+        let checkpoint_path = self
+            .checkpoint
+            .clone()
+            .unwrap_or_else(|| Checkpoint::default_path(&self.out));
+        Ok(ResolvedJob {
+            options: self.options(),
+            job: self,
+            features: train.features.clone(),
+            targets: train.targets.clone(),
+            streamed: false,
+            resume: None,
+            checkpoint_path,
+            arrays: Some(std::sync::Arc::new((train, val))),
         })
     }
 
@@ -562,6 +618,9 @@ pub struct ResolvedJob {
     pub streamed: bool,
     resume: Option<Checkpoint>,
     checkpoint_path: PathBuf,
+    /// Training (and validation) rows given in memory instead of files
+    /// ([`TrainJob::resolve_arrays`]).
+    arrays: Option<std::sync::Arc<(Dataset, Option<Dataset>)>>,
 }
 
 /// What a finished job gives back.
@@ -595,6 +654,9 @@ impl ResolvedJob {
     /// The whole data set in memory, exactly the job's columns (`mdn select` cross-validates
     /// on it).
     pub fn read_data(&self) -> Result<Dataset> {
+        if let Some(a) = &self.arrays {
+            return Ok(a.0.clone());
+        }
         self.job.read_all(&ColumnChoice::exactly(
             self.features.clone(),
             self.targets.clone(),
@@ -684,8 +746,13 @@ impl ResolvedJob {
                 (Input::Stream { source, val, sopts }, expected, Some(rows))
             }
             None => {
-                let data = job.read_all(&choice)?;
-                if data.rows < CROSS_VALIDATE_MIN && job.val.is_none() && job.val_fraction.is_none()
+                let data = match &self.arrays {
+                    Some(a) => a.0.clone(),
+                    None => job.read_all(&choice)?,
+                };
+                let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
+                let has_val = job.val.is_some() || val_arrays.is_some();
+                if data.rows < CROSS_VALIDATE_MIN && !has_val && job.val_fraction.is_none()
                 {
                     return Err(Error::config(format!(
                         "{}: {} rows are too few for the defaults, which hold out rows to choose when to \
@@ -695,7 +762,7 @@ impl ResolvedJob {
                         data.rows
                     )));
                 }
-                if job.cross_validates(data.rows) {
+                if job.cross_validates(data.rows) && !has_val {
                     // Every row is trained on in the end; no validation split.
                     let n = data.rows;
                     let input = Input::Memory {
@@ -705,9 +772,12 @@ impl ResolvedJob {
                     };
                     (input, n, None)
                 } else {
-                    let (train, val) = match &job.val {
-                        Some(path) => (data, Some(read_data(path, &val_choice)?)),
-                        None => split_validation(&data, job.val_fraction(), self.options.seed)?,
+                    let (train, val) = match (&job.val, val_arrays) {
+                        (Some(path), _) => (data, Some(read_data(path, &val_choice)?)),
+                        (None, Some(v)) => (data, Some(v)),
+                        (None, None) => {
+                            split_validation(&data, job.val_fraction(), self.options.seed)?
+                        }
                     };
                     let n = train.rows;
                     let input = Input::Memory {

@@ -527,3 +527,71 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
     .unwrap();
     assert_eq!(resumed.model.params, first.model.params);
 }
+
+#[test]
+fn rows_in_memory_train_exactly_as_the_same_rows_from_a_file() {
+    use mdn::data::{ColumnChoice, read_data};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = asset("bishop.csv");
+    let choice = ColumnChoice::exactly(vec!["x".into()], vec!["t".into()]);
+    let cancel = AtomicBool::new(false);
+    let base = TrainJob {
+        epochs: Some(7),
+        hidden: vec![16],
+        device: DeviceChoice::Cpu,
+        threads: Some(1),
+        seed: 9,
+        out: dir.path().join("m.json"),
+        ..TrainJob::default()
+    };
+    let from_file = TrainJob {
+        data: Some(csv.clone()),
+        ..base.clone()
+    }
+    .resolve()
+    .unwrap()
+    .train(&mut |_| {}, &cancel)
+    .unwrap();
+    let mut rows = read_data(&csv, &choice).unwrap();
+    rows.path = "X".into();
+    let in_memory = base
+        .clone()
+        .resolve_arrays(rows.clone(), None)
+        .unwrap()
+        .train(&mut |_| {}, &cancel)
+        .unwrap();
+    assert_eq!(from_file.params, in_memory.params);
+    // Validation rows in memory are used as --val FILE would be.
+    let val = read_data(&asset("bishop_test.csv"), &choice).unwrap();
+    let with_val = base
+        .clone()
+        .resolve_arrays(rows.clone(), Some(val))
+        .unwrap()
+        .train(&mut |_| {}, &cancel)
+        .unwrap();
+    let with_file = TrainJob {
+        data: Some(csv),
+        val: Some(asset("bishop_test.csv")),
+        ..base.clone()
+    }
+    .resolve()
+    .unwrap()
+    .train(&mut |_| {}, &cancel)
+    .unwrap();
+    assert_eq!(with_val.params, with_file.params);
+    // Options are checked as for files; file-only options are refused.
+    let bad = TrainJob {
+        lr: -1.0,
+        ..base.clone()
+    }
+    .resolve_arrays(rows.clone(), None)
+    .unwrap_err();
+    assert!(bad.to_string().contains("--lr"), "{bad}");
+    let bad = TrainJob {
+        stream: true,
+        ..base
+    }
+    .resolve_arrays(rows, None)
+    .unwrap_err();
+    assert!(bad.to_string().contains("stream"), "{bad}");
+}
