@@ -752,8 +752,7 @@ impl ResolvedJob {
                 };
                 let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
                 let has_val = job.val.is_some() || val_arrays.is_some();
-                if data.rows < CROSS_VALIDATE_MIN && !has_val && job.val_fraction.is_none()
-                {
+                if data.rows < CROSS_VALIDATE_MIN && !has_val && job.val_fraction.is_none() {
                     return Err(Error::config(format!(
                         "{}: {} rows are too few for the defaults, which hold out rows to choose when to \
                          stop (they need at least {CROSS_VALIDATE_MIN}): give --val FILE, or train on every \

@@ -336,3 +336,17 @@ pub fn open(
         },
     }
 }
+
+/// What `mdn devices --json` prints (and `mdn.devices()` returns): the CPU backend, every
+/// GPU adapter with its limits, and what `--device auto` picks and why.
+pub fn devices_report() -> serde_json::Value {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (auto, why) = auto_device();
+    serde_json::json!({
+        "cpu": { "name": "cpu", "kind": "cpu", "threads": threads },
+        "adapters": gpu::list_adapters(),
+        "auto": { "device": auto.name(), "reason": why },
+    })
+}

@@ -14,13 +14,9 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         .map(|n| n.get())
         .unwrap_or(1);
     let adapters = backend::gpu::list_adapters();
-    let (auto, why) = backend::auto_device();
+    let (_, why) = backend::auto_device();
     if a.json {
-        return print_json(&json!({
-            "cpu": { "name": "cpu", "kind": "cpu", "threads": threads },
-            "adapters": adapters,
-            "auto": { "device": auto.name(), "reason": why },
-        }));
+        return print_json(&backend::devices_report());
     }
     let mut s = format!("cpu       reference backend (plain Rust), {threads} hardware threads\n");
     if adapters.is_empty() {

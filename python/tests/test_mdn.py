@@ -1,0 +1,220 @@
+"""The Python package against the command line: same bits, same predictions, the same model
+files; scikit-learn's protocol; bad input; interruption; the GPU path on lavapipe.
+
+MDN_BIN names the `mdn` binary (default: target/release/mdn of this repository)."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+import mdn
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MDN_BIN = os.environ.get("MDN_BIN", str(ROOT / "target" / "release" / "mdn"))
+
+
+def cli(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("MDN_DEVICE", "MDN_THREADS")}
+    out = subprocess.run([MDN_BIN, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def data(n=600, seed=0, d=2):
+    """Generated rows as float32, and a CSV holding exactly those values."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(-1, 1, size=(n, d)).astype(np.float32)
+    y = (np.sin(3 * X[:, 0]) + 0.3 * X[:, 1] + rng.normal(0, 0.1 + 0.2 * np.abs(X[:, 0]))).astype(np.float32)
+    return X, y
+
+
+def write_csv(path, X, y, names=None):
+    names = names or [f"x{i}" for i in range(X.shape[1])] + ["y0"]
+    table = np.column_stack([X, y])
+    np.savetxt(path, table, delimiter=",", header=",".join(names), comments="", fmt="%.9g")
+
+
+def params(model_json):
+    return np.asarray(json.loads(model_json)["params"], dtype=np.float32)
+
+
+OPTS = dict(epochs=8, hidden=[16], components=3, seed=5, device="cpu", threads=1)
+FLAGS = ["--epochs", 8, "--hidden", 16, "--components", 3, "--seed", 5, "--device", "cpu", "--threads", 1]
+
+
+def test_fit_gives_the_bits_of_mdn_train(tmp_path):
+    X, y = data()
+    write_csv(tmp_path / "d.csv", X, y)
+    cli("train", "--data", tmp_path / "d.csv", "--out", tmp_path / "cli.json", "--quiet", *FLAGS)
+    est = mdn.MDN(**OPTS).fit(X, y)
+    want = params((tmp_path / "cli.json").read_text())
+    got = params(est.model_.to_json())
+    assert got.shape == want.shape
+    assert np.array_equal(got, want), f"worst difference {np.max(np.abs(got - want))}"
+    # float64 input: the same rows after the cast, the same model.
+    assert np.array_equal(params(mdn.MDN(**OPTS).fit(X.astype(np.float64), y.astype(np.float64)).model_.to_json()), want)
+
+
+def test_eval_set_is_mdn_train_val(tmp_path):
+    X, y = data()
+    Xv, yv = data(200, seed=1)
+    write_csv(tmp_path / "d.csv", X, y)
+    write_csv(tmp_path / "v.csv", Xv, yv)
+    cli("train", "--data", tmp_path / "d.csv", "--val", tmp_path / "v.csv", "--out", tmp_path / "cli.json", "--quiet", *FLAGS)
+    est = mdn.MDN(**OPTS).fit(X, y, eval_set=(Xv, yv))
+    assert np.array_equal(params(est.model_.to_json()), params((tmp_path / "cli.json").read_text()))
+
+
+def test_predict_distribution_is_mdn_predict_json(tmp_path):
+    X, y = data()
+    est = mdn.MDN(**OPTS).fit(X, y)
+    est.save(tmp_path / "m.json")
+    rows = X[:7]
+    write_csv(tmp_path / "rows.csv", rows, np.zeros(7, np.float32))
+    out = json.loads(cli("predict", "--model", tmp_path / "m.json", "--data", tmp_path / "rows.csv",
+                         "--json", "--quantiles", "0.1,0.5,0.9", "--device", "cpu", "--threads", 1))
+    d = est.predict_distribution(rows)
+    want = lambda key: np.array([r[key] for r in out["rows"]])
+    np.testing.assert_array_equal(d.pi, want("pi"))
+    np.testing.assert_array_equal(d.mu, want("mu"))
+    np.testing.assert_array_equal(d.sigma, want("sigma"))
+    np.testing.assert_array_equal(d.mean, want("mean")[:, 0])
+    np.testing.assert_array_equal(d.var, want("variance")[:, 0])
+    np.testing.assert_array_equal(d.mode, want("mode")[:, 0])
+    q = d.quantile([0.1, 0.5, 0.9])
+    for i, level in enumerate(["0.1", "0.5", "0.9"]):
+        np.testing.assert_array_equal(q[:, i], [r["quantiles"][level][0] for r in out["rows"]])
+    np.testing.assert_array_equal(est.predict(rows), d.mean)
+    lo, hi = d.interval(0.8)
+    np.testing.assert_array_equal(lo, q[:, 0])
+    np.testing.assert_array_equal(hi, q[:, 2])
+    s = d.sample(50, seed=1)
+    assert s.shape == (7, 50) and np.all(np.isfinite(s))
+
+
+def test_model_files_go_both_ways(tmp_path):
+    X, y = data()
+    write_csv(tmp_path / "d.csv", X, y)
+    cli("train", "--data", tmp_path / "d.csv", "--out", tmp_path / "cli.json", "--quiet", *FLAGS)
+    loaded = mdn.load(tmp_path / "cli.json")
+    assert loaded.model_.features == ["x0", "x1"] and loaded.model_.targets == ["y0"]
+    est = mdn.MDN(**OPTS).fit(X, y)
+    np.testing.assert_array_equal(loaded.predict(X[:20]), est.predict(X[:20]))
+    est.save(tmp_path / "py.json")
+    info = cli("info", tmp_path / "py.json")
+    assert "K=3" in info
+    ev = json.loads(cli("eval", "--model", tmp_path / "py.json", "--data", tmp_path / "d.csv", "--json", "--device", "cpu"))
+    assert abs(-ev["mean_nll"] - est.score(X, y)) < 1e-9
+
+
+def test_scikit_learn_protocol():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV, cross_val_score
+
+    X, y = data(300)
+    est = mdn.MDN(epochs=5, hidden=[8], device="cpu")
+    c = clone(est)
+    assert c.get_params() == est.get_params() and c is not est
+    grid = GridSearchCV(est, {"components": [1, 3]}, cv=3).fit(X, y)
+    assert grid.best_params_["components"] in (1, 3)
+    scores = cross_val_score(mdn.MDN(epochs=3, hidden=[8], device="cpu"), X, y, cv=3)
+    assert scores.shape == (3,) and np.all(np.isfinite(scores))
+    with pytest.raises(ValueError, match="unknown option"):
+        est.set_params(colour=1)
+
+
+def test_pandas_names_are_kept():
+    pd = pytest.importorskip("pandas")
+    X, y = data(300)
+    df = pd.DataFrame(X, columns=["speed", "load"])
+    est = mdn.MDN(epochs=2, device="cpu").fit(df, pd.Series(y, name="power"))
+    assert est.model_.features == ["speed", "load"]
+    assert est.model_.targets == ["power"]
+    assert list(est.feature_names_in_) == ["speed", "load"]
+    assert est.predict(df).shape == (300,)
+
+
+def test_bad_input_raises_clear_errors():
+    X, y = data(100)
+    est = mdn.MDN(epochs=1, device="cpu")
+    bad = X.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"row 7, column 1"):
+        est.fit(bad, y)
+    with pytest.raises(ValueError, match="100 rows but y has 99"):
+        est.fit(X, y[:-1])
+    with pytest.raises(ValueError, match="no rows"):
+        est.fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="expected numbers"):
+        est.fit(np.array([["a", "b"]] * 20), y[:20])
+    with pytest.raises(ValueError, match="2-D"):
+        est.fit(X.reshape(10, 10, 2), y)
+    with pytest.raises(ValueError, match="--lr"):
+        mdn.MDN(lr=-1.0, device="cpu").fit(X, y)
+    with pytest.raises(ValueError, match="device"):
+        mdn.MDN(device="tpu").fit(X, y)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        mdn.MDN().predict(X)
+    est.fit(X, y)
+    with pytest.raises(ValueError, match="columns"):
+        est.predict(X[:, :1])
+    with pytest.raises(ValueError, match="quantiles"):
+        est.predict_distribution(X).quantile(1.5)
+    with pytest.raises(OSError):
+        mdn.load("/nonexistent/model.json")
+
+
+def test_stopping_fit_keeps_the_best_model():
+    X, y = data()
+    seen = []
+
+    def stop_at_4(event):
+        if event["type"] == "epoch":
+            seen.append(event["epoch"])
+            return event["epoch"] < 4
+
+    with pytest.warns(UserWarning, match="stopped after epoch 4"):
+        est = mdn.MDN(epochs=50, device="cpu", callback=stop_at_4).fit(X, y)
+    assert seen == [1, 2, 3, 4]
+    assert est.training_["stop_reason"] == "interrupted"
+    assert np.isfinite(est.score(X, y))
+
+
+def test_ctrl_c_stops_after_the_epoch_and_keeps_the_model():
+    X, y = data()
+
+    def interrupt(event):
+        if event["type"] == "epoch" and event["epoch"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.warns(UserWarning, match="stopped after epoch"):
+        est = mdn.MDN(epochs=1000, device="cpu", callback=interrupt).fit(X, y)
+    assert est.training_["epochs"] <= 4
+    assert est.training_["stop_reason"] == "interrupted"
+
+
+def test_the_gpu_path_on_the_software_adapter():
+    names = [a["name"] for a in mdn.devices()["adapters"] if a["device_type"] == "Cpu"]
+    if not names:
+        if os.environ.get("MDN_REQUIRE_GPU") == "1":
+            pytest.fail("MDN_REQUIRE_GPU=1 but no software adapter")
+        pytest.skip("SKIPPED: no software Vulkan adapter (apt-get install mesa-vulkan-drivers)")
+    X, y = data(400)
+    gpu = mdn.MDN(epochs=3, hidden=[16], device="software", seed=2).fit(X, y)
+    cpu = mdn.MDN(epochs=3, hidden=[16], device="cpu", seed=2).fit(X, y)
+    assert "llvmpipe" in gpu.training_["backend"] or gpu.training_["backend"] in names
+    g, c = gpu.log_prob(X, y), cpu.log_prob(X, y)
+    worst = np.max(np.abs(g - c))
+    assert worst < 1e-3, f"GPU and CPU models differ by up to {worst} in log-likelihood"
+
+
+def test_devices_lists_what_the_cli_lists():
+    ours = mdn.devices()
+    theirs = json.loads(cli("devices", "--json"))
+    assert ours == theirs
