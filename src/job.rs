@@ -90,6 +90,9 @@ pub struct TrainJob {
     pub resume: Option<PathBuf>,
     /// Where the model goes.
     pub out: PathBuf,
+    /// Members of a deep ensemble: this many models, each trained with its own seed (seed,
+    /// seed + 1, ...), written as one model whose density is their equal-weight mixture.
+    pub ensemble: usize,
 }
 
 impl Default for TrainJob {
@@ -120,6 +123,7 @@ impl Default for TrainJob {
             chunk_rows: None,
             checkpoint_every: None,
             checkpoint_seconds: 0.0,
+            ensemble: 1,
             checkpoint: None,
             resume: None,
             out: PathBuf::from("model.json"),
@@ -225,17 +229,33 @@ fn widths<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<usi
 fn list_or_string<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> std::result::Result<Vec<String>, D::Error> {
+    // A column is a name or a 0-based index: "y", 3, ["y0", "y1"], [0, 2] or "y0,y1".
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Col {
+        Name(String),
+        Index(u64),
+    }
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum L {
-        List(Vec<String>),
+        List(Vec<Col>),
         Text(String),
+        Index(u64),
     }
-    Ok(match L::deserialize(d)? {
-        L::List(v) => v,
-        L::Text(s) if s.trim().is_empty() => Vec::new(),
-        L::Text(s) => s.split(',').map(|c| c.trim().to_string()).collect(),
-    })
+    let name = |c: Col| match c {
+        Col::Name(s) => s,
+        Col::Index(i) => i.to_string(),
+    };
+    match L::deserialize(d) {
+        Ok(L::List(v)) => Ok(v.into_iter().map(name).collect()),
+        Ok(L::Text(s)) if s.trim().is_empty() => Ok(Vec::new()),
+        Ok(L::Text(s)) => Ok(s.split(',').map(|c| c.trim().to_string()).collect()),
+        Ok(L::Index(i)) => Ok(vec![i.to_string()]),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected column names or 0-based indexes: \"y\", 3, [\"y0\", \"y1\"] or [0, 2]",
+        )),
+    }
 }
 
 impl TrainJob {
@@ -322,6 +342,25 @@ impl TrainJob {
         }
         if self.checkpoint_every == Some(0) {
             return Err(Error::config("--checkpoint-every must be at least 1"));
+        }
+        if !(1..=100).contains(&self.ensemble) {
+            return Err(Error::config(format!(
+                "--ensemble must be between 1 and 100 members, got {}",
+                self.ensemble
+            )));
+        }
+        if self.ensemble > 1 {
+            for (what, set) in [
+                ("--checkpoint-every", self.checkpoint_every.is_some()),
+                ("--resume", self.resume.is_some()),
+                ("--stream", self.stream || self.chunk_rows.is_some()),
+            ] {
+                if set {
+                    return Err(Error::config(format!(
+                        "{what} does not work with --ensemble yet: train the members one by one (--seed S) or drop {what}"
+                    )));
+                }
+            }
         }
         if !(self.checkpoint_seconds.is_finite() && self.checkpoint_seconds >= 0.0) {
             return Err(Error::config(format!(
@@ -663,8 +702,56 @@ impl ResolvedJob {
         ))
     }
 
-    /// Trains and returns the model without writing it.
+    /// Trains and returns the model without writing it. With `ensemble` M > 1: M members,
+    /// one after another, each the whole job with seed `seed + m` (its own initialisation,
+    /// shuffles, validation split and early stopping), combined into one model. A cancel
+    /// keeps the members finished so far (and the one it stopped, at its best epoch).
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
+        let m = self.job.ensemble.max(1);
+        if m == 1 {
+            return self.train_member(observer, cancel);
+        }
+        let mut models = Vec::with_capacity(m);
+        for i in 0..m {
+            let mut member = self.clone();
+            member.job.seed = self.job.seed + i as u64;
+            member.options.seed = member.job.seed;
+            member.job.ensemble = 1;
+            observer(&JobEvent::Note(&format!(
+                "ensemble member {} of {m} (seed {})",
+                i + 1,
+                member.job.seed
+            )));
+            match member.train_member(observer, cancel) {
+                Ok(model) => {
+                    let stopped = cancel.load(Ordering::Relaxed);
+                    models.push(model);
+                    if stopped {
+                        break;
+                    }
+                }
+                Err(Error::Interrupted(_)) if !models.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if models.len() < m {
+            observer(&JobEvent::Warning(&format!(
+                "stopped after {} of {m} ensemble members: the model holds those",
+                models.len()
+            )));
+            // The run as a whole was interrupted, whichever member it stopped in.
+            if let Some(t) = models[0].training.as_mut() {
+                t.stop_reason = "interrupted".into();
+            }
+        }
+        Model::ensemble(models).map_err(Error::Backend)
+    }
+
+    fn train_member(
+        &self,
+        observer: &mut dyn FnMut(&JobEvent),
+        cancel: &AtomicBool,
+    ) -> Result<Model> {
         let job = &self.job;
         let choice = ColumnChoice::exactly(self.features.clone(), self.targets.clone());
         // A CSV to stream is converted first, to a temporary .npy removed when the run ends

@@ -24,7 +24,10 @@ use crate::scaler::Scaler;
 /// The `format` field of every model file.
 pub const FORMAT_NAME: &str = "mdn-model";
 /// The newest model-file version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The version a single model (no ensemble members) is written with: readers of version 1
+/// read it.
+pub const SINGLE_FORMAT_VERSION: u32 = 1;
 
 /// One epoch of the training history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,6 +143,11 @@ pub struct Model {
     pub param_layout: String,
     pub params: Vec<f32>,
     pub training: Option<TrainingInfo>,
+    /// A deep ensemble's other members (format version 2): each a whole model of the same
+    /// architecture and columns, trained with its own seed. The ensemble's density is the
+    /// equal-weight mixture of its members' mixtures (this model is the first member).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<Model>,
 }
 
 /// Mixture parameters for a set of rows, in original target units.
@@ -160,6 +168,38 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// For an ensemble's prediction ([`Model::predict`] of `members` members): per row and
+    /// target, the aleatoric variance (the mean of the members' variances: the noise each
+    /// member sees) and the epistemic variance (the variance of the members' means: how much
+    /// they disagree). They add up to the variance of the whole mixture (the law of total
+    /// variance). Each is `rows * D`.
+    pub fn variance_split(&self, members: usize) -> (Vec<f64>, Vec<f64>) {
+        let (d, m) = (self.d, members.max(1));
+        let k = self.k / m;
+        let mut aleatoric = vec![0.0; self.rows * d];
+        let mut epistemic = vec![0.0; self.rows * d];
+        for r in 0..self.rows {
+            for j in 0..d {
+                let (mut mean_of_vars, mut mean_of_means, mut mean_of_sq) = (0.0, 0.0, 0.0);
+                for e in 0..m {
+                    let (mut mean, mut second) = (0.0, 0.0);
+                    for c in e * k..(e + 1) * k {
+                        let w = self.pi[r * self.k + c] * m as f64;
+                        let i = (r * self.k + c) * d + j;
+                        mean += w * self.mu[i];
+                        second += w * (self.sigma[i] * self.sigma[i] + self.mu[i] * self.mu[i]);
+                    }
+                    mean_of_vars += (second - mean * mean) / m as f64;
+                    mean_of_means += mean / m as f64;
+                    mean_of_sq += mean * mean / m as f64;
+                }
+                aleatoric[r * d + j] = mean_of_vars;
+                epistemic[r * d + j] = (mean_of_sq - mean_of_means * mean_of_means).max(0.0);
+            }
+        }
+        (aleatoric, epistemic)
+    }
+
     /// Component `c`'s covariance matrix for row `r` (D x D, row-major, original units).
     pub fn covariance(&self, r: usize, c: usize) -> Vec<f64> {
         let d = self.d;
@@ -200,7 +240,7 @@ impl Model {
     ) -> Model {
         Model {
             format: FORMAT_NAME.to_string(),
-            format_version: FORMAT_VERSION,
+            format_version: SINGLE_FORMAT_VERSION,
             arch,
             features,
             targets,
@@ -209,6 +249,7 @@ impl Model {
             param_layout: Arch::layout_description().to_string(),
             params,
             training: None,
+            members: Vec::new(),
         }
     }
 
@@ -218,6 +259,22 @@ impl Model {
 
     /// Checks that every part agrees with the architecture and that all numbers are finite.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, m) in self.members.iter().enumerate() {
+            if m.arch != self.arch || m.features != self.features || m.targets != self.targets {
+                return Err(format!(
+                    "ensemble member {} has another architecture or other columns than the first",
+                    i + 2
+                ));
+            }
+            if !m.members.is_empty() {
+                return Err(format!("ensemble member {} has members of its own", i + 2));
+            }
+            m.validate()
+                .map_err(|e| format!("ensemble member {}: {e}", i + 2))?;
+        }
+        if !self.members.is_empty() && self.format_version < 2 {
+            return Err("ensemble members need format version 2".into());
+        }
         self.arch.validate().map_err(|e| e.to_string())?;
         let a = &self.arch;
         let checks = [
@@ -296,7 +353,7 @@ impl Model {
             }
         }
         match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) if (1..=FORMAT_VERSION as u64).contains(&v) => {}
             Some(v) if v > FORMAT_VERSION as u64 => {
                 return Err(format!(
                     "format version {v} was written by a newer mdn; this build ({}) reads version {FORMAT_VERSION}",
@@ -340,8 +397,26 @@ impl Model {
         backend.forward(&self.arch, &self.params, &x, data.rows)
     }
 
-    /// Per-row log-likelihoods log p(y | x) in the original units of y.
+    /// Per-row log-likelihoods log p(y | x) in the original units of y (for an ensemble, of
+    /// the equal-weight mixture of its members: log mean_m p_m(y | x)).
     pub fn loglik(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Vec<f64>> {
+        if self.members.is_empty() {
+            return self.loglik_one(backend, data);
+        }
+        let each = self
+            .member_models()
+            .map(|m| m.loglik_one(backend, data))
+            .collect::<Result<Vec<_>>>()?;
+        let ln_m = (each.len() as f64).ln();
+        Ok((0..data.rows)
+            .map(|r| {
+                let top = each.iter().map(|l| l[r]).fold(f64::NEG_INFINITY, f64::max);
+                top + each.iter().map(|l| (l[r] - top).exp()).sum::<f64>().ln() - ln_m
+            })
+            .collect())
+    }
+
+    fn loglik_one(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Vec<f64>> {
         self.check_columns(data, true)?;
         let x = self.x_scaler.apply(&data.x);
         let y = self.y_scaler.apply(&data.y);
@@ -353,8 +428,79 @@ impl Model {
         Ok(ll)
     }
 
-    /// pi, mu and sigma for every row, in original target units.
+    /// The members of a deep ensemble (this model first); a single model is an ensemble of
+    /// one.
+    pub fn member_models(&self) -> impl Iterator<Item = &Model> {
+        std::iter::once(self).chain(self.members.iter())
+    }
+
+    /// Members of the ensemble (1 for a single model).
+    pub fn ensemble_size(&self) -> usize {
+        1 + self.members.len()
+    }
+
+    /// A deep ensemble of `models` (the same architecture and columns; each trained with
+    /// its own seed): written as format version 2, the first model with the others as its
+    /// `members`.
+    pub fn ensemble(mut models: Vec<Model>) -> std::result::Result<Model, String> {
+        if models.is_empty() {
+            return Err("an ensemble needs at least one model".into());
+        }
+        let mut first = models.remove(0);
+        if models.is_empty() {
+            return Ok(first);
+        }
+        for m in &mut models {
+            m.members.clear();
+            m.format_version = SINGLE_FORMAT_VERSION;
+        }
+        first.members = models;
+        first.format_version = FORMAT_VERSION;
+        first.validate()?;
+        Ok(first)
+    }
+
+    /// pi, mu and sigma for every row, in original target units. For an ensemble of M
+    /// members: the M·K components of all members, each weight divided by M (member m's
+    /// components are m·K..(m+1)·K).
     pub fn predict(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Prediction> {
+        if self.members.is_empty() {
+            return self.predict_one(backend, data);
+        }
+        let parts = self
+            .member_models()
+            .map(|m| m.predict_one(backend, data))
+            .collect::<Result<Vec<_>>>()?;
+        let (rows, k, d, m) = (data.rows, parts[0].k, parts[0].d, parts.len());
+        let full = !parts[0].scale_tril.is_empty();
+        let kk = k * m;
+        let mut out = Prediction {
+            rows,
+            k: kk,
+            d,
+            pi: Vec::with_capacity(rows * kk),
+            mu: Vec::with_capacity(rows * kk * d),
+            sigma: Vec::with_capacity(rows * kk * d),
+            scale_tril: Vec::with_capacity(if full { rows * kk * d * d } else { 0 }),
+        };
+        for r in 0..rows {
+            for p in &parts {
+                out.pi
+                    .extend(p.pi[r * k..(r + 1) * k].iter().map(|w| w / m as f64));
+                out.mu.extend_from_slice(&p.mu[r * k * d..(r + 1) * k * d]);
+                out.sigma
+                    .extend_from_slice(&p.sigma[r * k * d..(r + 1) * k * d]);
+                if full {
+                    out.scale_tril
+                        .extend_from_slice(&p.scale_tril[r * k * d * d..(r + 1) * k * d * d]);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The mixture of this model alone (without its ensemble members).
+    fn predict_one(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Prediction> {
         let h = self.head_outputs(backend, data)?;
         let mix = self.mixture();
         let (k, d, p) = (mix.k, mix.d, mix.width());

@@ -74,6 +74,8 @@ pub fn predictions_json(
     kept: Option<&Kept>,
 ) -> Value {
     let (k, d) = (pred.k, pred.d);
+    let members = model.ensemble_size();
+    let split = (members > 1).then(|| pred.variance_split(members));
     let rows: Vec<Value> = (0..pred.rows)
         .map(|r| {
             let comp = |v: &[f64], c: usize| v[(r * k + c) * d..(r * k + c + 1) * d].to_vec();
@@ -86,6 +88,10 @@ pub fn predictions_json(
                 "variance": sums.iter().map(|s| s.variance).collect::<Vec<_>>(),
                 "mode": sums.iter().map(|s| s.mode).collect::<Vec<_>>(),
             });
+            if let Some((aleatoric, epistemic)) = &split {
+                row["aleatoric_var"] = json!(aleatoric[r * d..(r + 1) * d]);
+                row["epistemic_var"] = json!(epistemic[r * d..(r + 1) * d]);
+            }
             if !pred.scale_tril.is_empty() {
                 row["cov"] = json!(
                     (0..k)
@@ -123,7 +129,11 @@ pub fn predictions_json(
             row
         })
         .collect();
-    json!({ "targets": model.targets, "components": k, "rows": rows })
+    let mut doc = json!({ "targets": model.targets, "components": k, "rows": rows });
+    if members > 1 {
+        doc["ensemble"] = json!(members);
+    }
+    doc
 }
 
 /// `mdn predict` as CSV: `row`, the kept columns, `pi_c`, `mu_c_t`, `sigma_c_t`

@@ -44,6 +44,7 @@ fn a_job_round_trips_through_json() {
         chunk_rows: Some(1000),
         checkpoint_every: Some(2),
         checkpoint_seconds: 1.5,
+        ensemble: 1,
         checkpoint: Some("c.json".into()),
         resume: None,
         out: "m.json".into(),

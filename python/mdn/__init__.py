@@ -48,6 +48,7 @@ _OPTIONS = {
     "sigma_floor": 0.0001,
     "device": "auto",
     "threads": None,
+    "ensemble": 1,
 }
 
 
@@ -66,7 +67,33 @@ def _names(obj, n: int, prefix: str):
     return [f"{prefix}{i}" for i in range(n)]
 
 
-def _matrix(a, what: str) -> np.ndarray:
+def _widths(hidden) -> list:
+    """`hidden` as the CLI takes it: 64, [64, 64], "64,64" or "none"."""
+    if isinstance(hidden, str):
+        text = hidden.strip().lower()
+        if text in ("", "none"):
+            return []
+        parts = [p.strip() for p in text.split(",")]
+    elif isinstance(hidden, (int, np.integer)):
+        parts = [hidden]
+    else:
+        try:
+            parts = list(hidden)
+        except TypeError:
+            raise ValueError(f"hidden: expected layer widths such as [64, 64] or \"64,64\", got {hidden!r}") from None
+    out = []
+    for p in parts:
+        try:
+            w = int(p)
+        except (TypeError, ValueError):
+            raise ValueError(f"hidden: {p!r} is not a layer width (a whole number >= 1)") from None
+        if w < 1 or w != float(p):
+            raise ValueError(f"hidden: {p!r} is not a layer width (a whole number >= 1)")
+        out.append(w)
+    return out
+
+
+def _matrix(a, what: str, one_d: bool = True) -> np.ndarray:
     """A 2-D C-contiguous float32 array (pandas objects and lists accepted)."""
     if hasattr(a, "to_numpy"):
         a = a.to_numpy()
@@ -77,6 +104,11 @@ def _matrix(a, what: str) -> np.ndarray:
     if arr.dtype.kind not in "fiub":
         raise ValueError(f"{what}: expected numbers, got an array of {arr.dtype}")
     if arr.ndim == 1:
+        if not one_d:
+            raise ValueError(
+                f"{what}: expected a 2-D array (rows x columns), got a 1-D one; "
+                f"use {what}.reshape(-1, 1) for a single feature"
+            )
         arr = arr.reshape(-1, 1)
     if arr.ndim != 2:
         raise ValueError(f"{what}: expected a 2-D array (rows x columns), got {arr.ndim}-D")
@@ -105,6 +137,13 @@ class Distribution:
         self.mean = squeeze(parts["mean"])
         self.var = squeeze(parts["var"])
         self.mode = squeeze(parts["mode"])
+        # A deep ensemble (ensemble=M): the variance split into what each member sees as
+        # noise (aleatoric) and where the members disagree (epistemic); they add up to var.
+        self.ensemble = int(parts.get("ensemble", 1))
+        self.aleatoric_var = squeeze(parts["aleatoric_var"]) if "aleatoric_var" in parts else self.var
+        self.epistemic_var = (
+            squeeze(parts["epistemic_var"]) if "epistemic_var" in parts else np.zeros_like(self.var)
+        )
 
     def quantile(self, q):
         """Exact quantiles of each target's marginal mixture: (n,) for one level and one
@@ -137,7 +176,7 @@ class MDN(_Base):
     hidden, covariance ("diagonal" or "full"), activation ("relu" or "tanh"), l2, lr,
     batch_size, clip_norm, patience, max_epochs, epochs (fixed epochs instead of early
     stopping), val_fraction, seed, sigma_floor, device ("auto", "gpu", "software", "cpu"),
-    threads. None means mdn's default, which for components, batch_size, patience and
+    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1). None means mdn's default, which for components, batch_size, patience and
     max_epochs adapts to the number of rows. `verbose=True` prints progress; `callback`
     is called with a dict after every epoch (return False to stop).
     """
@@ -160,6 +199,7 @@ class MDN(_Base):
         sigma_floor=0.0001,
         device="auto",
         threads=None,
+        ensemble=1,
         verbose=False,
         callback=None,
     ):
@@ -179,6 +219,7 @@ class MDN(_Base):
         self.sigma_floor = sigma_floor
         self.device = device
         self.threads = threads
+        self.ensemble = ensemble
         self.verbose = verbose
         self.callback = callback
 
@@ -205,7 +246,7 @@ class MDN(_Base):
             if v is None or (k != "hidden" and v == default):
                 continue
             if k == "hidden":
-                v = [int(w) for w in ([v] if isinstance(v, (int, np.integer)) else v)]
+                v = _widths(v)
             elif isinstance(v, (np.integer,)):
                 v = int(v)
             elif isinstance(v, (np.floating,)):
@@ -220,7 +261,7 @@ class MDN(_Base):
         """Trains on rows X (n, d) and targets y (n,) or (n, D). `eval_set=(X_val, y_val)`
         validates on those rows instead of holding out `val_fraction` of X. Ctrl-C stops after
         the current epoch and keeps the best model so far (with a warning)."""
-        Xa, ya = _matrix(X, "X"), _matrix(y, "y")
+        Xa, ya = _matrix(X, "X", one_d=False), _matrix(y, "y")
         if Xa.shape[0] != ya.shape[0]:
             raise ValueError(f"X has {Xa.shape[0]} rows but y has {ya.shape[0]}")
         features = _names(X, Xa.shape[1], "x")
@@ -229,7 +270,7 @@ class MDN(_Base):
         if eval_set is not None:
             if len(eval_set) != 2:
                 raise ValueError("eval_set: expected (X_val, y_val)")
-            xv, yv = _matrix(eval_set[0], "eval_set X"), _matrix(eval_set[1], "eval_set y")
+            xv, yv = _matrix(eval_set[0], "eval_set X", one_d=False), _matrix(eval_set[1], "eval_set y")
             if xv.shape[1] != Xa.shape[1] or yv.shape[1] != ya.shape[1]:
                 raise ValueError(
                     f"eval_set: {xv.shape[1]} features and {yv.shape[1]} targets, "
@@ -254,7 +295,9 @@ class MDN(_Base):
                 print(event["message"], file=sys.stderr, flush=True)
             if event.get("type") == "warning":
                 warnings.warn(event["message"], stacklevel=3)
-            if user is not None:
+            # The user's callback sees the epochs (notes and warnings go to `verbose` and
+            # the warnings module).
+            if user is not None and event.get("type") == "epoch":
                 return user(event)
             return None
 
@@ -280,7 +323,19 @@ class MDN(_Base):
 
     def _x(self, X):
         m = self._check()
-        Xa = _matrix(X, "X")
+        cols = getattr(X, "columns", None)
+        if cols is not None and not all(f == f"x{i}" for i, f in enumerate(m.features)):
+            # Columns by name, as the command line reads them: reordered columns are put in
+            # the model's order; missing or unknown ones are an error.
+            names = [str(c) for c in cols]
+            missing = [f for f in m.features if f not in names]
+            if missing:
+                raise ValueError(
+                    f"X lacks the model's feature column(s) {missing}; the model takes {m.features}, X has {names}"
+                )
+            if names != m.features:
+                X = X[m.features]
+        Xa = _matrix(X, "X", one_d=False)
         if Xa.shape[1] != len(m.features):
             raise ValueError(f"X has {Xa.shape[1]} columns; the model takes {len(m.features)} ({', '.join(m.features)})")
         return m, Xa
@@ -329,5 +384,7 @@ def load(path) -> MDN:
     info = json.loads(model.training) or {}
     est.model_ = model
     est.n_features_in_ = len(model.features)
+    if not all(f == f"x{i}" for i, f in enumerate(model.features)):
+        est.feature_names_in_ = np.asarray(model.features, dtype=object)
     est.history_ = info.get("history", [])
     return est

@@ -54,7 +54,14 @@ fn dataset(
         }
         Ok(())
     };
-    check(&format!("{what} X"), &xs, features)?;
+    let label = |part: &str| {
+        if what == part {
+            what.to_string()
+        } else {
+            format!("{what} {part}")
+        }
+    };
+    check(&label("X"), &xs, features)?;
     let mut out = Dataset {
         path: what.into(),
         features: features.to_vec(),
@@ -67,7 +74,7 @@ fn dataset(
         let ys = y.as_array();
         if ys.nrows() != rows {
             return Err(PyValueError::new_err(format!(
-                "{what}: X has {rows} rows but y has {}",
+                "X has {rows} rows but y has {}",
                 ys.nrows()
             )));
         }
@@ -78,7 +85,7 @@ fn dataset(
                 targets.len()
             )));
         }
-        check(&format!("{what} y"), &ys, targets)?;
+        check(&label("y"), &ys, targets)?;
         out.y = ys.iter().copied().collect();
     }
     Ok(out)
@@ -313,6 +320,13 @@ impl Model {
         out.set_item("mode", arr2(mode, d)?)?;
         if !levels.is_empty() {
             out.set_item("quantiles", arr3(qs, levels.len(), d)?)?;
+        }
+        let members = m.ensemble_size();
+        if members > 1 {
+            let (aleatoric, epistemic) = pred.variance_split(members);
+            out.set_item("aleatoric_var", arr2(aleatoric, d)?)?;
+            out.set_item("epistemic_var", arr2(epistemic, d)?)?;
+            out.set_item("ensemble", members)?;
         }
         if !pred.scale_tril.is_empty() {
             let mut cov = Vec::with_capacity(n * k * d * d);

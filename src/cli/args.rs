@@ -347,6 +347,10 @@ pub struct TrainArgs {
     /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
     #[arg(long, default_value_t = 0.0)]
     pub l2: f32,
+    /// Train a deep ensemble of M members (seeds --seed, --seed + 1, ...): their mixture
+    /// also says where the model is unsure because it has seen no data (epistemic variance)
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
     #[command(flatten)]
     pub fit: FitArgs,
     /// Validation data (instead of holding out --val-fraction of --data)
@@ -584,6 +588,7 @@ impl TrainArgs {
             chunk_rows: self.chunk_rows,
             checkpoint_every: self.checkpoint_every,
             checkpoint_seconds: self.checkpoint_seconds,
+            ensemble: self.ensemble,
             checkpoint: self.checkpoint.clone(),
             resume: self.resume.clone(),
             ..shared_job(&self.cols, &self.fit, self.device, &self.out)

@@ -145,25 +145,31 @@ fn options(job: &TrainJob) -> serde_json::Map<String, Value> {
 pub fn submit(a: SubmitArgs) -> Result<Exit> {
     let c = Client::new(&a.server)?;
     let job = a.train.job();
+    if job.val.is_some() {
+        return Err(Error::config(
+            "--val is not for `mdn submit` yet: the service holds out --val-fraction of --data for validation",
+        ));
+    }
     for (what, given) in [
-        ("--val", job.val.is_some()),
         ("--checkpoint", job.checkpoint.is_some()),
         ("--checkpoint-every", job.checkpoint_every.is_some()),
         ("--resume", job.resume.is_some()),
     ] {
         if given {
             return Err(Error::config(format!(
-                "{what} is not for `mdn submit`: the service checkpoints every epoch and resumes by itself{}",
-                if what == "--val" {
-                    "; it holds out --val-fraction of --data for validation"
-                } else {
-                    ""
-                }
+                "{what} is not for `mdn submit`: the service checkpoints running jobs and resumes them by itself"
             )));
         }
     }
-    // Options are checked here first: a mistake costs no upload.
+    // Options and columns are checked here first: a mistake costs no upload.
     job.check_options()?;
+    if let Some(p) = &job.data {
+        let choice = mdn::data::ColumnChoice::Train {
+            targets: (!job.target.is_empty()).then(|| job.target.clone()),
+            features: (!job.features.is_empty()).then(|| job.features.clone()),
+        };
+        choice.names(&mdn::data::header(p)?, p)?;
+    }
     // Upload.
     let (bytes, name) = match &job.data {
         Some(p) => (

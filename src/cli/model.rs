@@ -169,6 +169,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "sigma_floor": arch.sigma_floor,
                 "parameters": arch.param_count(),
             },
+            "ensemble": model.ensemble_size(),
             "training": t.map(|t| json!({
                 "mdn_version": t.mdn_version,
                 "backend": t.backend,
@@ -209,6 +210,23 @@ pub fn info(a: InfoArgs) -> Result<()> {
         arch.sigma_floor,
         arch.param_count()
     ));
+    if model.ensemble_size() > 1 {
+        let best: Vec<String> = model
+            .member_models()
+            .map(|m| {
+                m.training
+                    .as_ref()
+                    .and_then(|t| t.best_val_nll.map(|v| format!("{v:.4}")))
+                    .unwrap_or_else(|| "-".into())
+            })
+            .collect();
+        s.push_str(&format!(
+            "  ensemble      {} members (seeds from {}), validation NLL each: {}; the lines below are the first member's\n",
+            model.ensemble_size(),
+            t.map(|t| t.seed).unwrap_or(0),
+            best.join(" ")
+        ));
+    }
     match t {
         None => s.push_str("  training      not recorded\n"),
         Some(t) => {

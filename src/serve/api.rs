@@ -671,12 +671,8 @@ async fn submit(
     let dataset_name = dataset.name.clone();
     let job_id = id.clone();
     blocking(move || {
-        let job = TrainJob::from_json(&spec_text).map_err(|e| {
-            ApiError::bad(format!(
-                "options.{}",
-                e.to_string().trim_start_matches("job JSON: ")
-            ))
-        })?;
+        let job = TrainJob::from_json(&spec_text)
+            .map_err(|e| ApiError::bad(option_error(&e.to_string())))?;
         std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
@@ -698,6 +694,58 @@ async fn submit(
         StatusCode::ACCEPTED,
         axum::Json(json!({"id": id, "status": store::QUEUED, "model": model_id})),
     ))
+}
+
+/// A job's JSON error as the client sent it: `options.NAME: ...`, without the position in
+/// the service's own JSON, and for an unknown option the options a client may give.
+fn option_error(text: &str) -> String {
+    let text = text.trim_start_matches("job JSON: ");
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    if let Some(rest) = text.split("unknown field `").nth(1) {
+        let name = rest.split('`').next().unwrap_or(rest);
+        let allowed = [
+            "components",
+            "hidden",
+            "covariance",
+            "activation",
+            "l2",
+            "lr",
+            "batch_size",
+            "clip_norm",
+            "patience",
+            "max_epochs",
+            "epochs",
+            "val_fraction",
+            "seed",
+            "sigma_floor",
+            "device",
+            "threads",
+            "memory_mb",
+            "stream",
+            "chunk_rows",
+            "ensemble",
+        ];
+        return format!(
+            "options.{name}: unknown option; the options are {}",
+            allowed.join(", ")
+        );
+    }
+    // "hidden: hidden: ..." from a field's own check: one name is enough.
+    let mut parts = text.splitn(2, ": ");
+    match (parts.next(), parts.next()) {
+        (Some(field), Some(rest)) => {
+            let rest = rest.strip_prefix(&format!("{field}: ")).unwrap_or(rest);
+            if field == "target" || field == "features" {
+                format!("{field}: {rest}")
+            } else {
+                format!("options.{field}: {rest}")
+            }
+        }
+        _ => format!("options: {text}"),
+    }
 }
 
 #[derive(Deserialize)]

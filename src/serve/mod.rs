@@ -74,9 +74,14 @@ pub fn run(
     }
     let shared = Arc::new(runner::Shared::new(store));
     for id in &requeued {
+        let reason = if runner::checkpoint_path(&shared.store, id).exists() {
+            "the service restarted; the job resumes from its checkpoint"
+        } else {
+            "the service restarted before the job's first checkpoint; it starts again from the beginning"
+        };
         shared.event(
             id,
-            serde_json::json!({"type": "status", "status": store::QUEUED, "reason": "the service restarted; the job resumes from its checkpoint"}),
+            serde_json::json!({"type": "status", "status": store::QUEUED, "reason": reason}),
         );
     }
     let workers: Vec<_> = (0..config.max_running)

@@ -165,6 +165,24 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
     shared.event(id, json!({"type": "status", "status": store::RUNNING}));
     log::info!("job {id}: running");
     let ckpt = checkpoint_path(&shared.store, id);
+    // Messages name the data set as the client did, not by the store's file.
+    let dataset = shared
+        .store
+        .job(id)
+        .ok()
+        .flatten()
+        .and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
+    let rename = |text: String| match &dataset {
+        Some(d) => text.replace(
+            &shared
+                .store
+                .dataset_path(&d.id, &d.format)
+                .display()
+                .to_string(),
+            &d.name,
+        ),
+        None => text,
+    };
     let result = (|| {
         let mut job = TrainJob::from_json(spec)?;
         if ckpt.exists() {
@@ -174,10 +192,11 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
         let mut observer = |e: &JobEvent| match e {
             JobEvent::Started(plan) => {
                 let _ = shared.store.set_device(id, &plan.backend);
-                shared.event(
-                    id,
-                    json!({"type": "started", "plan": serde_json::to_value(plan).unwrap_or(Value::Null)}),
-                );
+                let mut plan = serde_json::to_value(plan).unwrap_or(Value::Null);
+                if let Some(d) = &dataset {
+                    plan["data"] = Value::from(d.name.clone());
+                }
+                shared.event(id, json!({"type": "started", "plan": plan}));
             }
             JobEvent::Resuming { epoch, .. } => {
                 shared.event(id, json!({"type": "resuming", "epoch": epoch}));
@@ -209,8 +228,14 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
                 );
             }
             JobEvent::Train(TrainEvent::Rows { .. }) => {}
-            JobEvent::Warning(w) => shared.event(id, json!({"type": "warning", "message": w})),
-            JobEvent::Note(n) => shared.event(id, json!({"type": "note", "message": n})),
+            JobEvent::Warning(w) => shared.event(
+                id,
+                json!({"type": "warning", "message": rename(w.to_string())}),
+            ),
+            JobEvent::Note(n) => shared.event(
+                id,
+                json!({"type": "note", "message": rename(n.to_string())}),
+            ),
             JobEvent::Converting { .. } => shared.event(
                 id,
                 json!({"type": "note", "message": "converting the CSV to .npy to stream it"}),
@@ -234,7 +259,7 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
         Ok(o) if o.interrupted => (store::CANCELLED, None, Some(model_id.as_str())),
         Ok(_) => (store::SUCCEEDED, None, Some(model_id.as_str())),
         Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
-        Err(e) => (store::FAILED, Some(e.to_string()), None),
+        Err(e) => (store::FAILED, Some(rename(e.to_string())), None),
     };
     let recorded = if status == store::QUEUED {
         shared.store.set_status(id, status)

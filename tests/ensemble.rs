@@ -1,0 +1,272 @@
+//! Deep ensembles: a model of M members whose density is the equal-weight mixture of
+//! theirs, its variance split into aleatoric and epistemic parts.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::AtomicBool;
+
+use mdn::backend::{CpuBackend, DeviceChoice};
+use mdn::data::{ColumnChoice, Dataset, read_data};
+use mdn::job::TrainJob;
+use mdn::model::Model;
+use mdn::stats::Marginal;
+
+fn asset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("assets")
+        .join(name)
+}
+
+fn bishop(name: &str) -> Dataset {
+    read_data(
+        &asset(name),
+        &ColumnChoice::exactly(vec!["x".into()], vec!["t".into()]),
+    )
+    .unwrap()
+}
+
+fn job(seed: u64, ensemble: usize) -> TrainJob {
+    TrainJob {
+        epochs: Some(15),
+        hidden: vec![16],
+        components: Some(3),
+        device: DeviceChoice::Cpu,
+        threads: Some(1),
+        seed,
+        ensemble,
+        ..TrainJob::default()
+    }
+}
+
+fn train(j: TrainJob, data: &Dataset) -> Model {
+    j.resolve_arrays(data.clone(), None)
+        .unwrap()
+        .train(&mut |_| {}, &AtomicBool::new(false))
+        .unwrap()
+}
+
+fn marginal(p: &mdn::model::Prediction, r: usize) -> Marginal {
+    let (k, d) = (p.k, p.d);
+    Marginal::of(
+        &p.pi[r * k..(r + 1) * k],
+        &p.mu[r * k * d..(r + 1) * k * d],
+        &p.sigma[r * k * d..(r + 1) * k * d],
+        d,
+        0,
+    )
+}
+
+#[test]
+fn an_ensemble_of_identical_members_is_the_single_model() {
+    let data = bishop("bishop.csv");
+    let test = bishop("bishop_test.csv");
+    let one = train(job(3, 1), &data);
+    let three = Model::ensemble(vec![one.clone(), one.clone(), one.clone()]).unwrap();
+    assert_eq!(three.ensemble_size(), 3);
+    let cpu = &mut CpuBackend::with_threads(1);
+    let (p1, p3) = (
+        one.predict(cpu, &test).unwrap(),
+        three.predict(cpu, &test).unwrap(),
+    );
+    assert_eq!(p3.k, 3 * p1.k);
+    let (ll1, ll3) = (
+        one.loglik(cpu, &test).unwrap(),
+        three.loglik(cpu, &test).unwrap(),
+    );
+    let (_, epistemic) = p3.variance_split(3);
+    let mut worst = 0.0f64;
+    for r in 0..test.rows {
+        let (a, b) = (marginal(&p1, r), marginal(&p3, r));
+        for (x, y) in [
+            (a.mean(), b.mean()),
+            (a.variance(), b.variance()),
+            (a.quantile(0.1), b.quantile(0.1)),
+            (a.quantile(0.9), b.quantile(0.9)),
+            (ll1[r], ll3[r]),
+        ] {
+            worst = worst.max((x - y).abs() / (1.0 + x.abs()));
+        }
+        worst = worst.max(epistemic[r]);
+    }
+    assert!(worst < 1e-9, "worst relative difference {worst}");
+}
+
+#[test]
+fn the_variance_splits_into_mean_member_variance_and_variance_of_member_means() {
+    let data = bishop("bishop.csv");
+    let test = bishop("bishop_test.csv");
+    let ens = train(job(0, 3), &data);
+    assert_eq!(ens.ensemble_size(), 3);
+    let cpu = &mut CpuBackend::with_threads(1);
+    let pred = ens.predict(cpu, &test).unwrap();
+    let (aleatoric, epistemic) = pred.variance_split(3);
+    let members: Vec<_> = ens
+        .member_models()
+        .map(|m| {
+            let mut single = m.clone();
+            single.members.clear();
+            single.predict(cpu, &test).unwrap()
+        })
+        .collect();
+    let mut worst = 0.0f64;
+    for r in 0..test.rows {
+        let ms: Vec<Marginal> = members.iter().map(|p| marginal(p, r)).collect();
+        let mean_var = ms.iter().map(|m| m.variance()).sum::<f64>() / 3.0;
+        let mean_mean = ms.iter().map(|m| m.mean()).sum::<f64>() / 3.0;
+        let var_mean = ms
+            .iter()
+            .map(|m| (m.mean() - mean_mean).powi(2))
+            .sum::<f64>()
+            / 3.0;
+        let total = marginal(&pred, r).variance();
+        for (x, y) in [
+            (aleatoric[r], mean_var),
+            (epistemic[r], var_mean),
+            (aleatoric[r] + epistemic[r], total),
+        ] {
+            worst = worst.max((x - y).abs() / (1e-12 + y.abs()));
+        }
+    }
+    assert!(worst < 1e-6, "worst relative difference {worst}");
+    // Member m is the single model trained with seed m.
+    let second = train(job(1, 1), &data);
+    assert_eq!(ens.members[0].params, second.params);
+}
+
+#[test]
+fn an_ensemble_is_at_least_as_likely_as_its_average_member_and_unsure_far_from_the_data() {
+    // Rows with x in [-3, 3]: y = sin(x) + noise.
+    let n = 1500;
+    let mut x = Vec::new();
+    let mut y = Vec::new();
+    for i in 0..n {
+        let xi = -3.0 + 6.0 * (i as f32 + 0.5) / n as f32;
+        x.push(xi);
+        y.push(xi.sin() + 0.2 * (((i * 7919) % 101) as f32 / 101.0 - 0.5));
+    }
+    let data = Dataset {
+        path: "generated".into(),
+        features: vec!["x".into()],
+        targets: vec!["y".into()],
+        x,
+        y,
+        rows: n,
+    };
+    let j = TrainJob {
+        epochs: Some(60),
+        hidden: vec![32, 32],
+        ..job(0, 5)
+    };
+    let ens = train(j, &data);
+    let cpu = &mut CpuBackend::with_threads(1);
+    // Jensen: log mean_m p_m >= mean_m log p_m, row by row.
+    let ll = ens.loglik(cpu, &data).unwrap();
+    let each: Vec<Vec<f64>> = ens
+        .member_models()
+        .map(|m| {
+            let mut single = m.clone();
+            single.members.clear();
+            single.loglik(cpu, &data).unwrap()
+        })
+        .collect();
+    for r in 0..n {
+        let avg = each.iter().map(|l| l[r]).sum::<f64>() / each.len() as f64;
+        assert!(
+            ll[r] >= avg - 1e-9,
+            "row {r}: ensemble {} < average member {avg}",
+            ll[r]
+        );
+    }
+    // Epistemic standard deviation at x = 6 against its mean inside [-3, 3].
+    let grid: Vec<f32> = (0..61)
+        .map(|i| -3.0 + i as f32 * 0.1)
+        .chain([6.0])
+        .collect();
+    let rows = Dataset {
+        path: "grid".into(),
+        features: vec!["x".into()],
+        targets: vec![],
+        x: grid.clone(),
+        y: vec![],
+        rows: grid.len(),
+    };
+    let (_, epistemic) = ens.predict(cpu, &rows).unwrap().variance_split(5);
+    let inside = epistemic[..61].iter().map(|v| v.sqrt()).sum::<f64>() / 61.0;
+    let outside = epistemic[61].sqrt();
+    assert!(
+        outside >= 3.0 * inside,
+        "epistemic std at x=6: {outside}, mean inside [-3, 3]: {inside}"
+    );
+}
+
+#[test]
+fn mdn_train_ensemble_writes_a_version_2_model_that_every_command_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mdn = env!("CARGO_BIN_EXE_mdn");
+    let run = |args: &[&str]| {
+        let out = Command::new(mdn)
+            .args(args)
+            .env_remove("MDN_DEVICE")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&[
+        "train",
+        "--ensemble",
+        "3",
+        "--epochs",
+        "4",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]);
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("model.json")).unwrap())
+            .unwrap();
+    assert_eq!(model["format_version"], 2);
+    assert_eq!(model["members"].as_array().unwrap().len(), 2);
+    let test = asset("bishop_test.csv");
+    let test = test.to_str().unwrap();
+    let pred: serde_json::Value = serde_json::from_str(&run(&[
+        "predict", "--data", test, "--json", "--device", "cpu",
+    ]))
+    .unwrap();
+    assert_eq!(pred["ensemble"], 3);
+    let row = &pred["rows"][0];
+    let (a, e, v) = (
+        row["aleatoric_var"][0].as_f64().unwrap(),
+        row["epistemic_var"][0].as_f64().unwrap(),
+        row["variance"][0].as_f64().unwrap(),
+    );
+    assert!(
+        (a + e - v).abs() <= 1e-9 * v.abs().max(1.0),
+        "{a} + {e} != {v}"
+    );
+    assert!(run(&["info"]).contains("ensemble      3 members"));
+    run(&["eval", "--data", test, "--device", "cpu"]);
+    run(&["sample", "--data", test, "--n", "3", "--device", "cpu"]);
+    run(&["plot", "--out", "m.svg", "--device", "cpu", "--quiet"]);
+    // Options that do not work with ensembles yet are refused before any work.
+    let out = Command::new(mdn)
+        .args([
+            "train",
+            "--ensemble",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ensemble"));
+}
