@@ -215,14 +215,20 @@ fn widths<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<usi
     #[serde(untagged)]
     enum W {
         List(Vec<usize>),
+        One(usize),
         Text(String),
     }
-    match W::deserialize(d)? {
-        W::List(v) if v.contains(&0) => Err(serde::de::Error::custom(
-            "hidden: every layer width must be at least 1",
+    match W::deserialize(d) {
+        Ok(W::List(v)) if v.contains(&0) => Err(serde::de::Error::custom(
+            "every layer width must be at least 1",
         )),
-        W::List(v) => Ok(v),
-        W::Text(s) => parse_widths(&s).map_err(serde::de::Error::custom),
+        Ok(W::List(v)) => Ok(v),
+        Ok(W::One(0)) => Err(serde::de::Error::custom("every layer width must be at least 1")),
+        Ok(W::One(n)) => Ok(vec![n]),
+        Ok(W::Text(s)) => parse_widths(&s).map_err(serde::de::Error::custom),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected layer widths: [64, 64], 64, \"64,64\" or \"none\"",
+        )),
     }
 }
 

@@ -845,3 +845,63 @@ fn figures_are_the_svg_of_mdn_plot() {
     let (st, b) = s.call("GET", &format!("/v1/models/{model}/plot/colour"), None);
     assert_eq!(st, 404, "{b}");
 }
+
+#[test]
+fn columns_by_index_and_option_errors_in_the_clients_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "mine.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Columns by 0-based index, as mdn train takes them.
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "target": [1], "features": [0], "options": {"epochs": 1}})),
+    );
+    assert_eq!(st, 202, "{v}");
+    let j = s.finished(v["id"].as_str().unwrap());
+    assert_eq!(j["status"], "succeeded");
+    // An unknown option: its name and the options a client may give, nothing of the
+    // service's own JSON.
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"compnents": 3}})),
+    );
+    assert_eq!(st, 400);
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.starts_with("options.compnents: unknown option"), "{m}");
+    assert!(
+        m.contains("components") && !m.contains("checkpoint") && !m.contains("line 1"),
+        "{m}"
+    );
+    let (_, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"hidden": 0}})),
+    );
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("options.hidden: ") && !m.contains("hidden: hidden"),
+        "{m}"
+    );
+    // A failure found while training names the data set as uploaded.
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"batch_size": 100000, "epochs": 1}})),
+    );
+    let msg = if st == 202 {
+        let j = s.finished(v["id"].as_str().unwrap());
+        assert_eq!(j["status"], "failed", "{j}");
+        j["error"].as_str().unwrap().to_string()
+    } else {
+        v["error"]["message"].as_str().unwrap().to_string()
+    };
+    assert!(
+        msg.contains("mine.csv") && !msg.contains("datasets/"),
+        "{msg}"
+    );
+}

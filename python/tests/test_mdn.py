@@ -218,3 +218,43 @@ def test_devices_lists_what_the_cli_lists():
     ours = mdn.devices()
     theirs = json.loads(cli("devices", "--json"))
     assert ours == theirs
+
+
+def test_hidden_takes_the_cli_forms():
+    X, y = data(200)
+    for hidden, want in [("64", [64]), ("32,16", [32, 16]), ("none", []), (8, [8]), ([4, 4], [4, 4])]:
+        est = mdn.MDN(hidden=hidden, epochs=1, device="cpu").fit(X, y)
+        assert json.loads(est.model_.to_json())["arch"]["hidden"] == want, hidden
+    for bad in ["64,x", 0, [3, -1], "1.5"]:
+        with pytest.raises(ValueError, match="hidden"):
+            mdn.MDN(hidden=bad, epochs=1, device="cpu").fit(X, y)
+
+
+def test_dataframe_columns_are_matched_by_name():
+    pd = pytest.importorskip("pandas")
+    X, y = data(300)
+    df = pd.DataFrame(X, columns=["a", "b"])
+    est = mdn.MDN(epochs=2, device="cpu").fit(df, y)
+    np.testing.assert_array_equal(est.predict(df[["b", "a"]]), est.predict(df))
+    with pytest.raises(ValueError, match=r"lacks the model's feature column\(s\) \['a'\]"):
+        est.predict(df.rename(columns={"a": "c"}))
+    with pytest.raises(ValueError, match="1-D"):
+        est.fit(X[:, 0], y)
+
+
+def test_the_callback_sees_epochs_only():
+    X, y = data(300)
+    est = mdn.MDN(epochs=10, device="cpu", callback=lambda e: e["epoch"] < 3)
+    with pytest.warns(UserWarning, match="stopped after epoch 3"):
+        est.fit(X, y)
+
+
+def test_an_ensemble_splits_its_variance():
+    X, y = data(400)
+    est = mdn.MDN(ensemble=3, epochs=5, hidden=[16], device="cpu").fit(X, y)
+    d = est.predict_distribution(X[:20])
+    assert d.ensemble == 3
+    np.testing.assert_allclose(d.aleatoric_var + d.epistemic_var, d.var, rtol=1e-9)
+    assert np.all(d.epistemic_var > 0)
+    single = mdn.MDN(epochs=5, hidden=[16], device="cpu").fit(X, y).predict_distribution(X[:20])
+    assert single.ensemble == 1 and np.all(single.epistemic_var == 0)

@@ -699,7 +699,7 @@ async fn submit(
 /// A job's JSON error as the client sent it: `options.NAME: ...`, without the position in
 /// the service's own JSON, and for an unknown option the options a client may give.
 fn option_error(text: &str) -> String {
-    let text = text.trim_start_matches("job JSON: ");
+    let text = text.trim_start_matches("job: ");
     let text = match text.rfind(" at line ") {
         Some(i) => &text[..i],
         None => text,
