@@ -157,7 +157,7 @@ fn fit(
                         Ok(ret) => {
                             if ret
                                 .bind(py)
-                                .is(&false.into_pyobject(py).expect("bool").to_owned())
+                                .is(false.into_pyobject(py).expect("bool").to_owned())
                             {
                                 cancel.store(true, Ordering::Relaxed);
                             }
