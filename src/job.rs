@@ -223,7 +223,9 @@ fn widths<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<usi
             "every layer width must be at least 1",
         )),
         Ok(W::List(v)) => Ok(v),
-        Ok(W::One(0)) => Err(serde::de::Error::custom("every layer width must be at least 1")),
+        Ok(W::One(0)) => Err(serde::de::Error::custom(
+            "every layer width must be at least 1",
+        )),
         Ok(W::One(n)) => Ok(vec![n]),
         Ok(W::Text(s)) => parse_widths(&s).map_err(serde::de::Error::custom),
         Err(_) => Err(serde::de::Error::custom(

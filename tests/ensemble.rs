@@ -270,3 +270,45 @@ fn mdn_train_ensemble_writes_a_version_2_model_that_every_command_reads() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--ensemble"));
 }
+
+#[test]
+fn an_ensemble_trained_on_the_gpu_matches_the_cpu() {
+    // The GPU adapter the GPU tests use (the software one unless MDN_TEST_DEVICE names
+    // another); without one, a SKIPPED line (a failure with MDN_REQUIRE_GPU=1).
+    let device = match std::env::var("MDN_TEST_DEVICE").as_deref() {
+        Ok("gpu") => DeviceChoice::Gpu,
+        _ => DeviceChoice::Software,
+    };
+    if let Err(e) = mdn::backend::GpuBackend::new(device) {
+        if std::env::var("MDN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("MDN_REQUIRE_GPU=1 but no GPU backend: {e}");
+        }
+        eprintln!("SKIPPED a GPU test: {e}");
+        return;
+    }
+    let data = bishop("bishop.csv");
+    let test = bishop("bishop_test.csv");
+    let j = |device| TrainJob {
+        epochs: Some(3),
+        device,
+        ..job(4, 2)
+    };
+    let (gpu, cpu) = (train(j(device), &data), train(j(DeviceChoice::Cpu), &data));
+    assert_eq!(gpu.ensemble_size(), 2);
+    let be = &mut CpuBackend::with_threads(1);
+    let (pg, pc) = (
+        gpu.predict(be, &test).unwrap(),
+        cpu.predict(be, &test).unwrap(),
+    );
+    let ((ag, eg), (ac, ec)) = (pg.variance_split(2), pc.variance_split(2));
+    let (lg, lc) = (
+        gpu.loglik(be, &test).unwrap(),
+        cpu.loglik(be, &test).unwrap(),
+    );
+    // Three epochs on lavapipe: log-likelihoods within 2e-5 relative, variances within
+    // 1e-8 absolute (the epistemic one is about 1e-2 at most).
+    use mdn::tolerance::Tolerance;
+    Tolerance::new(1e-4, 1e-3).assert_close("log-likelihoods", &lg, &lc);
+    Tolerance::new(1e-6, 1e-2).assert_close("aleatoric variance", &ag, &ac);
+    Tolerance::new(1e-6, 1e-2).assert_close("epistemic variance", &eg, &ec);
+}
