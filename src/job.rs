@@ -719,27 +719,77 @@ impl ResolvedJob {
         if m == 1 {
             return self.train_member(observer, cancel);
         }
-        let mut models = Vec::with_capacity(m);
-        for i in 0..m {
-            let mut member = self.clone();
-            member.job.seed = self.job.seed + i as u64;
-            member.options.seed = member.job.seed;
-            member.job.ensemble = 1;
+        let member = |i: usize, threads: Option<usize>| {
+            let mut one = self.clone();
+            one.job.seed = self.job.seed + i as u64;
+            one.options.seed = one.job.seed;
+            one.job.ensemble = 1;
+            one.job.threads = threads;
+            one
+        };
+        // On the CPU the members train side by side, the threads shared out among them
+        // (each member's bits depend only on its seed and its share, so a run is
+        // reproducible for the same --threads); on a GPU, one after another.
+        let on_cpu = match self.job.device {
+            DeviceChoice::Cpu => true,
+            DeviceChoice::Auto => backend::auto_device().0 == DeviceChoice::Cpu,
+            _ => false,
+        };
+        let threads = self.job.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let side_by_side = threads.min(m);
+        let mut models: Vec<Model> = Vec::with_capacity(m);
+        if on_cpu && side_by_side > 1 {
+            let share = (threads / side_by_side).max(1);
             observer(&JobEvent::Note(&format!(
-                "ensemble member {} of {m} (seed {})",
-                i + 1,
-                member.job.seed
+                "ensemble of {m}: {side_by_side} members at a time, {share} thread(s) each (seeds {} to {})",
+                self.job.seed,
+                self.job.seed + m as u64 - 1
             )));
-            match member.train_member(observer, cancel) {
-                Ok(model) => {
-                    let stopped = cancel.load(Ordering::Relaxed);
-                    models.push(model);
-                    if stopped {
+            let results = self.train_side_by_side(
+                m,
+                side_by_side,
+                &|i| member(i, Some(share)),
+                observer,
+                cancel,
+            );
+            for (i, r) in results.into_iter().enumerate() {
+                match r {
+                    Some(Ok(model)) => models.push(model),
+                    Some(Err(Error::Interrupted(_))) | None => {
+                        let _ = i;
                         break;
                     }
+                    Some(Err(e)) => return Err(e),
                 }
-                Err(Error::Interrupted(_)) if !models.is_empty() => break,
-                Err(e) => return Err(e),
+            }
+            if models.is_empty() {
+                return Err(Error::Interrupted(
+                    "interrupted before the first ensemble member finished an epoch; no model was written".into(),
+                ));
+            }
+        } else {
+            for i in 0..m {
+                let one = member(i, self.job.threads);
+                observer(&JobEvent::Note(&format!(
+                    "ensemble member {} of {m} (seed {})",
+                    i + 1,
+                    one.job.seed
+                )));
+                match one.train_member(observer, cancel) {
+                    Ok(model) => {
+                        let stopped = cancel.load(Ordering::Relaxed);
+                        models.push(model);
+                        if stopped {
+                            break;
+                        }
+                    }
+                    Err(Error::Interrupted(_)) if !models.is_empty() => break,
+                    Err(e) => return Err(e),
+                }
             }
         }
         if models.len() < m {
@@ -753,6 +803,74 @@ impl ResolvedJob {
             }
         }
         Model::ensemble(models).map_err(Error::Backend)
+    }
+
+    /// Trains members `0..m` on `workers` threads; their events reach `observer` (on this
+    /// thread) tagged with the member. A member not started because of a cancel is None.
+    fn train_side_by_side(
+        &self,
+        m: usize,
+        workers: usize,
+        member: &(dyn Fn(usize) -> ResolvedJob + Sync),
+        observer: &mut dyn FnMut(&JobEvent),
+        cancel: &AtomicBool,
+    ) -> Vec<Option<Result<Model>>> {
+        enum Owned {
+            Started(Box<Plan>),
+            Train(TrainEvent),
+            Warning(String),
+            Note(String),
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Owned)>();
+        let results: std::sync::Mutex<Vec<Option<Result<Model>>>> =
+            std::sync::Mutex::new((0..m).map(|_| None).collect());
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                let (next, results) = (&next, &results);
+                scope.spawn(move || {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if i >= m || cancel.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let one = member(i);
+                        let mut send = |e: &JobEvent| {
+                            let owned = match e {
+                                JobEvent::Started(p) => Owned::Started(Box::new((*p).clone())),
+                                JobEvent::Train(t) => Owned::Train(**t),
+                                JobEvent::Warning(w) => Owned::Warning(w.to_string()),
+                                JobEvent::Note(n) => Owned::Note(n.to_string()),
+                                _ => return,
+                            };
+                            let _ = tx.send((i, owned));
+                        };
+                        let r = one.train_member(&mut send, cancel);
+                        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                    }
+                });
+            }
+            drop(tx);
+            // The members' events, in the order they happen.
+            for (i, e) in rx {
+                match e {
+                    Owned::Started(p) => {
+                        observer(&JobEvent::Note(&format!(
+                            "ensemble member {} of {m} started",
+                            i + 1
+                        )));
+                        observer(&JobEvent::Started(&p));
+                    }
+                    Owned::Train(t) => observer(&JobEvent::Train(&t)),
+                    Owned::Warning(w) => {
+                        observer(&JobEvent::Warning(&format!("member {}: {w}", i + 1)))
+                    }
+                    Owned::Note(n) => observer(&JobEvent::Note(&format!("member {}: {n}", i + 1))),
+                }
+            }
+        });
+        results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
     fn train_member(

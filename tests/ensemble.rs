@@ -312,3 +312,22 @@ fn an_ensemble_trained_on_the_gpu_matches_the_cpu() {
     Tolerance::new(1e-6, 1e-2).assert_close("aleatoric variance", &ag, &ac);
     Tolerance::new(1e-6, 1e-2).assert_close("epistemic variance", &eg, &ec);
 }
+
+#[test]
+fn cpu_members_trained_side_by_side_are_the_single_models_of_their_seeds() {
+    // --threads 2 and 3 members: two at a time, one thread each; member m is the model that
+    // seed 7 + m gives on one thread.
+    let data = bishop("bishop.csv");
+    let ens = train(
+        TrainJob {
+            threads: Some(2),
+            ..job(7, 3)
+        },
+        &data,
+    );
+    assert_eq!(ens.ensemble_size(), 3);
+    for (m, member) in ens.member_models().enumerate() {
+        let single = train(job(7 + m as u64, 1), &data);
+        assert_eq!(member.params, single.params, "member {m}");
+    }
+}
