@@ -905,3 +905,30 @@ fn columns_by_index_and_option_errors_in_the_clients_terms() {
         "{msg}"
     );
 }
+
+#[test]
+fn an_ensemble_job_serves_its_variance_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let id = s.submit(&ds, json!({"ensemble": 3, "epochs": 3}));
+    let j = s.finished(&id);
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let model = j["model"].as_str().unwrap();
+    let (st, m) = s.json("GET", &format!("/v1/models/{model}"), None);
+    assert_eq!((st, &m["format_version"]), (200, &json!(2)));
+    let (st, p) = s.json(
+        "POST",
+        &format!("/v1/models/{model}/predict"),
+        Some(json!({"rows": [[0.5]]})),
+    );
+    assert_eq!(st, 200, "{p}");
+    assert_eq!(p["ensemble"], 3);
+    let row = &p["rows"][0];
+    let total =
+        row["aleatoric_var"][0].as_f64().unwrap() + row["epistemic_var"][0].as_f64().unwrap();
+    assert!((total - row["variance"][0].as_f64().unwrap()).abs() < 1e-9);
+}
