@@ -125,17 +125,8 @@ fn options(job: &TrainJob) -> serde_json::Map<String, Value> {
     let default = serde_json::to_value(TrainJob::default()).expect("job");
     let mut out = serde_json::Map::new();
     for (k, v) in given.as_object().expect("object") {
-        let service = [
-            "data",
-            "target",
-            "features",
-            "out",
-            "checkpoint",
-            "checkpoint_every",
-            "checkpoint_seconds",
-            "resume",
-        ];
-        if !service.contains(&k.as_str()) && default.get(k) != Some(v) {
+        let set_by_service = mdn::serve::api::SERVICE_OPTIONS.iter().any(|(s, _)| s == k);
+        if !set_by_service && default.get(k) != Some(v) {
             out.insert(k.clone(), v.clone());
         }
     }

@@ -594,8 +594,10 @@ struct JobRequest {
     options: serde_json::Map<String, Value>,
 }
 
-/// Options the service sets itself: paths on the server are never the client's to name.
-const SERVICE_OPTIONS: [(&str, &str); 8] = [
+/// `TrainJob` fields a client does not give in `options`, and why: the service sets the
+/// paths itself (paths on the server are never the client's to name), and the columns go
+/// beside `options`. Every other `TrainJob` field is an option.
+pub const SERVICE_OPTIONS: [(&str, &str); 9] = [
     ("data", "use \"dataset\""),
     (
         "val",
@@ -613,7 +615,19 @@ const SERVICE_OPTIONS: [(&str, &str); 8] = [
     ),
     ("resume", "a job resumes by itself after a restart"),
     ("target", "give it beside \"options\", not in it"),
+    ("features", "give it beside \"options\", not in it"),
 ];
+
+/// The options a client may give: every `TrainJob` field but [`SERVICE_OPTIONS`].
+pub fn client_options() -> Vec<String> {
+    let job = serde_json::to_value(TrainJob::default()).expect("a job is plain data");
+    job.as_object()
+        .expect("an object")
+        .keys()
+        .filter(|k| !SERVICE_OPTIONS.iter().any(|(s, _)| s == k))
+        .cloned()
+        .collect()
+}
 
 async fn submit(
     State(app): State<AppState>,
@@ -621,11 +635,8 @@ async fn submit(
 ) -> ApiResult<(StatusCode, axum::Json<Value>)> {
     let req: JobRequest = parse_json(&body)?;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    for (key, why) in SERVICE_OPTIONS
-        .iter()
-        .chain([("features", "give it beside \"options\", not in it")].iter())
-    {
-        if req.options.contains_key(*key) {
+    for (key, why) in SERVICE_OPTIONS {
+        if req.options.contains_key(key) {
             return Err(ApiError::bad(format!(
                 "options.{key}: set by the service ({why})"
             )));
@@ -711,28 +722,7 @@ fn option_error(text: &str) -> String {
     };
     if let Some(rest) = text.split("unknown field `").nth(1) {
         let name = rest.split('`').next().unwrap_or(rest);
-        let allowed = [
-            "components",
-            "hidden",
-            "covariance",
-            "activation",
-            "l2",
-            "lr",
-            "batch_size",
-            "clip_norm",
-            "patience",
-            "max_epochs",
-            "epochs",
-            "val_fraction",
-            "seed",
-            "sigma_floor",
-            "device",
-            "threads",
-            "memory_mb",
-            "stream",
-            "chunk_rows",
-            "ensemble",
-        ];
+        let allowed = client_options();
         return format!(
             "options.{name}: unknown option; the options are {}",
             allowed.join(", ")
