@@ -756,13 +756,13 @@ impl ResolvedJob {
                 observer,
                 cancel,
             );
-            for (i, r) in results.into_iter().enumerate() {
+            // A member that failed fails the run; after a cancel, the members that finished
+            // (or stopped at their best epoch) before the first missing one are kept.
+            let mut kept = true;
+            for r in results {
                 match r {
-                    Some(Ok(model)) => models.push(model),
-                    Some(Err(Error::Interrupted(_))) | None => {
-                        let _ = i;
-                        break;
-                    }
+                    Some(Ok(model)) if kept => models.push(model),
+                    Some(Ok(_)) | Some(Err(Error::Interrupted(_))) | None => kept = false,
                     Some(Err(e)) => return Err(e),
                 }
             }
