@@ -11,5 +11,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if idx >= step.rows * layer.n_in {
         return;
     }
-    da[idx] *= activation_derivative(layer.act_below, below[idx]);
+    let j = gid.z * step.row_stride * layer.n_in + idx; // this member's rows
+    da[j] *= activation_derivative(layer.act_below, below[j]);
 }

@@ -1,7 +1,14 @@
 // Shared by every kernel (prepended to each shader file by src/backend/gpu/kernels.rs).
 
-// Per-dispatch values, one 64-byte record per batch or chunk, bound with a dynamic offset.
+// Per-dispatch values, one 96-byte record per batch or chunk, bound with a dynamic offset.
 // Must match `StepUniform` in src/backend/gpu/mod.rs.
+//
+// Ensemble members: a run may hold several networks of one shape (members), trained together.
+// Every dispatch covers all of them, the member being `gid.z` (see `member_of`), and each
+// member has its own region of every buffer: parameters-like buffers at `member *
+// layer.p_stride` (or `step.count`), work rows at `member * step.row_stride` rows, its row
+// order at `member * step.order_stride`, statistics at `member * step.stats_stride`. With one
+// member every offset is 0.
 struct Step {
     rows: u32,      // rows in this batch or chunk
     start: u32,     // first position in the row-order buffer
@@ -18,7 +25,12 @@ struct Step {
     count: u32,     // element count for elementwise kernels
     clip_norm: f32, // > 0: Adam scales the gradient down to this norm (see grad_norm.wgsl)
     slices: u32,    // row slices of the weight gradient, before each layer's max_slices
-    _pad2: u32,
+    order_stride: u32,   // entries of the row-order buffer per member (0: members share it)
+    row_stride: u32,     // rows per member in the work buffers
+    stats_stride: u32,   // statistics slots per member
+    partial_stride: u32, // partial weight-gradient floats per member
+    wt_stride: u32,      // transposed-weight floats per member
+    _p0: u32, _p1: u32, _p2: u32, _p3: u32,
 }
 
 @group(1) @binding(0) var<uniform> step: Step;
@@ -33,7 +45,7 @@ struct Layer {
     act: u32,        // activation applied to this layer's output
     act_below: u32,  // activation of the layer below (backward pass)
     max_slices: u32, // the most row slices of this layer's weight gradient
-    _p1: u32,
+    p_stride: u32,   // floats per member in the `params` binding (parameters or transposed weights)
 }
 
 

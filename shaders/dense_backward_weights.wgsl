@@ -1,4 +1,5 @@
-// Dense backward to the parameters, first pass: over slice s of the batch's rows (gid.z),
+// Dense backward to the parameters, first pass: over slice s of the batch's rows (gid.z, with
+// the member),
 // partial[s][i][o] = sum_{r in slice s} X[r][i] dZ[r][o], where row i = n_in stands for the
 // bias (X = 1). Each invocation owns a 4x4 tile of (i, o) and sums its rows in order; the
 // second pass (weight_grad_sum.wgsl) adds the slices in order. Deterministic, no atomics.
@@ -12,10 +13,13 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o0 = gid.x * 4u;
     let i0 = gid.y * 4u;
-    let slice = gid.z;
+    let slices = weight_grad_slices(layer.max_slices);
+    // gid.z runs over members x slices
+    let member = gid.z / slices;
+    let slice = gid.z % slices;
+    let first = member * step.row_stride;
     let n_in = layer.n_in;
     let n_out = layer.n_out;
-    let slices = weight_grad_slices(layer.max_slices);
     // tile rows 0..n_in are weights, row n_in is the bias
     if o0 >= n_out || i0 > n_in || slice >= slices {
         return;
@@ -34,8 +38,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var r = r_begin; r < r_end; r++) {
-        let g = vec4<f32>(dz[r * n_out + oc.x], dz[r * n_out + oc.y], dz[r * n_out + oc.z], dz[r * n_out + oc.w]);
-        let xr = vec4<f32>(x[r * n_in + ic.x], x[r * n_in + ic.y], x[r * n_in + ic.z], x[r * n_in + ic.w]);
+        let rm = first + r;
+        let g = vec4<f32>(dz[rm * n_out + oc.x], dz[rm * n_out + oc.y], dz[rm * n_out + oc.z], dz[rm * n_out + oc.w]);
+        let xr = vec4<f32>(x[rm * n_in + ic.x], x[rm * n_in + ic.y], x[rm * n_in + ic.z], x[rm * n_in + ic.w]);
         let xv = select(xr, vec4<f32>(1.0), is_bias);
         acc0 += xv.x * g;
         acc1 += xv.y * g;
@@ -43,7 +48,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         acc3 += xv.w * g;
     }
     var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    let base = slice * (n_in + 1u) * n_out;
+    let base = member * step.partial_stride + slice * (n_in + 1u) * n_out;
     for (var t = 0u; t < 4u; t++) {
         let i = i0 + t;
         if i > n_in {

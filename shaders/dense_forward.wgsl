@@ -20,14 +20,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let last_o = n_out - 1u;
     let last_r = step.rows - 1u;
     let oc = vec4<u32>(o0, min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o));
-    let rr = vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r));
-    let b = vec4<f32>(params[layer.b_off + oc.x], params[layer.b_off + oc.y], params[layer.b_off + oc.z], params[layer.b_off + oc.w]);
+    // this member's rows and parameters
+    let first = gid.z * step.row_stride;
+    let pb = gid.z * layer.p_stride;
+    let rr = first + vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r));
+    let b = vec4<f32>(params[pb + layer.b_off + oc.x], params[pb + layer.b_off + oc.y], params[pb + layer.b_off + oc.z], params[pb + layer.b_off + oc.w]);
     var acc0 = b;
     var acc1 = b;
     var acc2 = b;
     var acc3 = b;
     for (var i = 0u; i < n_in; i++) {
-        let wrow = layer.w_off + i * n_out;
+        let wrow = pb + layer.w_off + i * n_out;
         let w = vec4<f32>(params[wrow + oc.x], params[wrow + oc.y], params[wrow + oc.z], params[wrow + oc.w]);
         acc0 += input[rr.x * n_in + i] * w;
         acc1 += input[rr.y * n_in + i] * w;
@@ -43,7 +46,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         for (var c = 0u; c < 4u; c++) {
             let o = o0 + c;
             if o <= last_o {
-                output[row * n_out + o] = activate(layer.act, acc[r][c]);
+                output[(first + row) * n_out + o] = activate(layer.act, acc[r][c]);
             }
         }
     }

@@ -6,10 +6,11 @@
 var<workgroup> flags: array<u32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let first = wid.z * step.count; // this member's values
     var bad = 0u;
     for (var i = t; i < step.count; i += 256u) {
-        bad |= select(0u, 1u, non_finite(values[i]));
+        bad |= select(0u, 1u, non_finite(values[first + i]));
     }
     flags[t] = bad;
     workgroupBarrier();
@@ -20,6 +21,6 @@ fn main(@builtin(local_invocation_index) t: u32) {
         workgroupBarrier();
     }
     if t == 0u {
-        stats[step.slot] = f32(flags[0]);
+        stats[wid.z * step.stats_stride + step.slot] = f32(flags[0]);
     }
 }

@@ -1,4 +1,5 @@
-// Gathers one batch: bx[r] = x[order[start + r]], by[r] = y[order[start + r]].
+// Gathers one batch: bx[r] = x[order[start + r]], by[r] = y[order[start + r]], for each
+// member through its own row order.
 
 struct Gather {
     d_in: u32,
@@ -19,11 +20,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if r >= step.rows {
         return;
     }
-    let src = order[step.start + r];
+    let member = gid.z;
+    let src = order[member * step.order_stride + step.start + r];
+    let row = member * step.row_stride + r;
     for (var c = 0u; c < g.d_in; c++) {
-        bx[r * g.d_in + c] = src_x[src * g.d_in + c];
+        bx[row * g.d_in + c] = src_x[src * g.d_in + c];
     }
     for (var c = 0u; c < g.d_out; c++) {
-        by[r * g.d_out + c] = src_y[src * g.d_out + c];
+        by[row * g.d_out + c] = src_y[src * g.d_out + c];
     }
 }

@@ -1,4 +1,4 @@
-// sumsq[0] = sum of grad[i]^2 over the flat gradient, for gradient-norm clipping in adam.wgsl.
+// sumsq[member] = sum of grad[i]^2 over the member's flat gradient, for gradient-norm clipping in adam.wgsl.
 // One workgroup: a fixed strided subset per invocation, then a tree reduction in workgroup
 // memory. Deterministic.
 
@@ -8,10 +8,11 @@
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let first = wid.z * step.count; // this member's gradient
     var s = 0.0;
     for (var i = t; i < step.count; i += 256u) {
-        let g = grad[i];
+        let g = grad[first + i];
         s += g * g;
     }
     partial[t] = s;
@@ -23,6 +24,6 @@ fn main(@builtin(local_invocation_index) t: u32) {
         workgroupBarrier();
     }
     if t == 0u {
-        sumsq[0] = partial[0];
+        sumsq[wid.z] = partial[0];
     }
 }

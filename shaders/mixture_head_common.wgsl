@@ -56,8 +56,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     let k = head.k;
     let d = head.d;
-    let base = r * head.p;
-    let ybase = r * d;
+    let row = gid.z * step.row_stride + r; // this member's row
+    let base = row * head.p;
+    let ybase = row * d;
     // log-normaliser of the logits
     var lmax = h[base];
     for (var c = 1u; c < k; c++) {
@@ -78,7 +79,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         tsum += exp(component_term(base, ybase, c) - tmax);
     }
     let ll_unnorm = tmax + log(tsum);
-    rowll[r] = ll_unnorm - log_norm;
+    rowll[row] = ll_unnorm - log_norm;
     if (step.flags & 1u) == 0u {
         return;
     }

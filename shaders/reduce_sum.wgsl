@@ -8,10 +8,11 @@
 var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(local_invocation_index) t: u32) {
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let first = wid.z * step.row_stride; // this member's rows
     var s = 0.0;
     for (var i = t; i < step.rows; i += 256u) {
-        s += values[i];
+        s += values[first + i];
     }
     partial[t] = s;
     workgroupBarrier();
@@ -22,6 +23,6 @@ fn main(@builtin(local_invocation_index) t: u32) {
         workgroupBarrier();
     }
     if t == 0u {
-        stats[step.slot] = partial[0];
+        stats[wid.z * step.stats_stride + step.slot] = partial[0];
     }
 }

@@ -13,11 +13,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if idx >= count + layer.n_in {
         return;
     }
+    let wb = gid.z * step.wt_stride; // this member's transposed weights
     if idx >= count {
-        wt[idx] = 0.0;
+        wt[wb + idx] = 0.0;
         return;
     }
     let i = idx / layer.n_out;
     let o = idx % layer.n_out;
-    wt[o * layer.n_in + i] = params[layer.w_off + idx];
+    wt[wb + o * layer.n_in + i] = params[gid.z * layer.p_stride + layer.w_off + idx];
 }

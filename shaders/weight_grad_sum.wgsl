@@ -17,15 +17,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         return;
     }
     let slices = weight_grad_slices(layer.max_slices);
+    let pb = gid.z * layer.p_stride; // this member's parameters
+    let first = gid.z * step.partial_stride;
     var s = 0.0;
     for (var k = 0u; k < slices; k++) {
-        s += partial[k * per_slice + idx];
+        s += partial[first + k * per_slice + idx];
     }
     let i = idx / n_out;
     if i == n_in {
-        grad[layer.b_off + idx % n_out] = s;
+        grad[pb + layer.b_off + idx % n_out] = s;
     } else {
-        let w = layer.w_off + idx;
+        let w = pb + layer.w_off + idx;
         grad[w] = s + 2.0 * step.l2 * params[w];
     }
 }

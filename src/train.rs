@@ -307,6 +307,264 @@ pub fn train_with(
     with_component_usage(model, backend, val.unwrap_or(train))
 }
 
+/// Trains the members of an ensemble together, where the backend can
+/// ([`Backend::start_members`]; `Ok(None)` where it cannot): the networks of `seeds` (each
+/// seed its own initialisation and row orders, as [`train`] with `opts.seed` = that seed)
+/// on the same rows, standardisation and validation rows. Each member stops early on its
+/// own validation curve and keeps its own best epoch; a member whose epoch goes NaN or
+/// infinite goes back to the epoch's start at half its learning rate, as [`train`] does, and
+/// its results are the single run's bits (the other members run that epoch again to the same
+/// bits). Members that have stopped are carried along until the last one stops.
+///
+/// The observer gets one [`TrainEvent::Epoch`] per epoch summed up over the members still
+/// training (mean NLLs; rows per second over all of them), `note` a line when a member stops.
+#[allow(clippy::too_many_arguments)]
+pub fn train_members(
+    backend: &mut dyn Backend,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+    seeds: &[u64],
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+    note: &mut dyn FnMut(&str),
+) -> Result<Option<Vec<Model>>> {
+    check_options(train.rows, train.path.as_path(), val, opts)?;
+    check_columns(&train.features, &train.targets, val)?;
+    let m = seeds.len();
+    if m == 0 {
+        return Err(Error::config("an ensemble needs at least one member"));
+    }
+    let mut x_stats = ColumnStats::new(train.d_in());
+    let mut y_stats = ColumnStats::new(train.d_out());
+    x_stats.push(&train.x);
+    y_stats.push(&train.y);
+    let setup = Setup::new(
+        train.path.as_path(),
+        &train.features,
+        &train.targets,
+        &x_stats,
+        &y_stats,
+        opts,
+    )?;
+    let tx = setup.x_scaler.apply(&train.x);
+    let ty = setup.y_scaler.apply(&train.y);
+    let val_std = val.map(|v| {
+        (
+            setup.x_scaler.apply(&v.x),
+            setup.y_scaler.apply(&v.y),
+            v.rows,
+        )
+    });
+    let params: Vec<Vec<f32>> = seeds
+        .iter()
+        .map(|&seed| init_params(&setup.arch, &ty, seed))
+        .collect();
+    let name = backend.name();
+    let Some(mut run) = backend.start_members(
+        &setup.arch,
+        &params,
+        DataRef {
+            x: &tx,
+            y: &ty,
+            rows: train.rows,
+        },
+        val_std
+            .as_ref()
+            .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+    )?
+    else {
+        return Ok(None);
+    };
+    let jac = setup.y_scaler.log_jacobian();
+    let (max_epochs, patience) = match opts.stopping {
+        Stopping::Early {
+            patience,
+            max_epochs,
+        } => (max_epochs, Some(patience)),
+        Stopping::Fixed { epochs } => (epochs, None),
+    };
+    let rows = train.rows;
+    let mut states: Vec<LoopState> = (0..m).map(|_| LoopState::new(opts)).collect();
+    let mut rngs: Vec<ChaCha8Rng> = seeds
+        .iter()
+        .map(|&s| rng_for(s, STREAM_SHUFFLE))
+        .collect();
+    let mut stop: Vec<Option<&str>> = vec![None; m];
+    let mut lrs = vec![opts.step.lr; m];
+    let mut orders: Vec<u32> = (0..m).flat_map(|_| 0..rows as u32).collect();
+    // A fresh permutation for member i, drawn as `train` draws one.
+    let shuffle = |orders: &mut [u32], rng: &mut ChaCha8Rng, i: usize| {
+        let o = &mut orders[i * rows..(i + 1) * rows];
+        o.iter_mut().enumerate().for_each(|(r, v)| *v = r as u32);
+        o.shuffle(rng);
+    };
+    let (mut run_seconds, mut epochs_run) = (0.0f64, 0usize);
+    let mut interrupted = false;
+    for epoch in 1..=max_epochs {
+        let active: Vec<usize> = (0..m).filter(|&i| stop[i].is_none()).collect();
+        if active.is_empty() {
+            break;
+        }
+        let started = Instant::now();
+        run.snapshot()?;
+        for &i in &active {
+            shuffle(&mut orders, &mut rngs[i], i);
+        }
+        let mut faults = vec![0usize; m];
+        let stats = loop {
+            let step = StepConfig {
+                lr: lrs[0],
+                ..opts.step
+            };
+            let stats = run.train_epoch(&orders, &step, &lrs)?;
+            let bad: Vec<usize> = active
+                .iter()
+                .copied()
+                .filter(|&i| !stats[i].finite)
+                .collect();
+            if bad.is_empty() {
+                break stats;
+            }
+            for &i in &bad {
+                faults[i] += 1;
+                let batch = stats[i]
+                    .first_bad_batch
+                    .map(|b| format!(" (first at batch {})", b + 1))
+                    .unwrap_or_default();
+                if faults[i] > MAX_RETRIES {
+                    return Err(Error::Numerical(format!(
+                        "ensemble member {} (seed {}): epoch {epoch} produced NaN or infinite values{batch} {} times, down to --lr {}; no model was written. \
+                         Try a lower --lr (it was {}), a larger --l2, or look for extreme values in the data",
+                        i + 1,
+                        seeds[i],
+                        faults[i],
+                        lrs[i],
+                        opts.step.lr
+                    )));
+                }
+                lrs[i] /= 2.0;
+                let recovery = Recovery {
+                    epoch,
+                    batch: stats[i].first_bad_batch.map(|b| b + 1),
+                    lr: lrs[i],
+                };
+                states[i].recoveries.push(recovery.clone());
+                observer(&TrainEvent::Recovered {
+                    epoch,
+                    batch: recovery.batch,
+                    lr: lrs[i],
+                });
+                note(&format!(
+                    "member {}: epoch {epoch} went NaN or infinite{batch}; running it again at --lr {}",
+                    i + 1,
+                    lrs[i]
+                ));
+                // As `train`: the epoch again from its start, with a new permutation.
+                shuffle(&mut orders, &mut rngs[i], i);
+            }
+            // Every member back to the epoch's start; the others repeat it to the same bits.
+            run.restore()?;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        run_seconds += seconds;
+        epochs_run += 1;
+        let mut keep = vec![false; m];
+        let (mut train_sum, mut val_sum, mut val_count) = (0.0, 0.0, 0usize);
+        for &i in &active {
+            let st = &mut states[i];
+            st.completed = epoch;
+            let train_nll = stats[i].train_nll - jac;
+            let val_nll = stats[i].val_nll.map(|v| v - jac);
+            st.history.push(EpochRecord {
+                epoch,
+                train_nll,
+                val_nll,
+            });
+            train_sum += train_nll;
+            if let Some(v) = val_nll {
+                val_sum += v;
+                val_count += 1;
+            }
+            let improved = val_nll.is_some_and(|v| st.best.is_none_or(|(_, b)| v < b));
+            if improved {
+                st.best = Some((epoch, val_nll.expect("improved implies a value")));
+            }
+            keep[i] = improved || patience.is_none();
+            st.lr = lrs[i];
+            st.shuffle_position = rngs[i].get_word_pos().to_string();
+        }
+        if keep.iter().any(|&k| k) {
+            run.keep_best(&keep)?;
+        }
+        let bests: Vec<(usize, f64)> = states.iter().filter_map(|s| s.best).collect();
+        let report = EpochReport {
+            epoch,
+            max_epochs,
+            train_nll: train_sum / active.len() as f64,
+            val_nll: (val_count > 0).then(|| val_sum / val_count as f64),
+            best_val_nll: (bests.len() == m)
+                .then(|| bests.iter().map(|b| b.1).sum::<f64>() / m as f64),
+            best_epoch: bests.iter().map(|b| b.0).max().unwrap_or(0),
+            rows_per_sec: (rows * active.len()) as f64 / seconds.max(1e-9),
+            seconds,
+            eta_seconds: (max_epochs - epoch) as f64 * run_seconds / epochs_run.max(1) as f64,
+        };
+        if !observer(&TrainEvent::Epoch(report)) {
+            interrupted = true;
+            break;
+        }
+        if let Some(p) = patience {
+            for &i in &active {
+                if let Some((best_epoch, best_nll)) = states[i].best {
+                    if epoch - best_epoch >= p {
+                        stop[i] = Some("early-stopping");
+                        note(&format!(
+                            "member {} stopped at epoch {epoch}: best epoch {best_epoch}, validation NLL {best_nll:.4}",
+                            i + 1
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    if states.iter().all(|s| s.completed == 0) {
+        return Err(Error::Interrupted(
+            "interrupted before the first epoch finished; no model was written".into(),
+        ));
+    }
+    let params = run.best_params()?;
+    drop(run);
+    let fallback = match opts.stopping {
+        Stopping::Early { .. } => "max-epochs",
+        Stopping::Fixed { .. } => "epochs",
+    };
+    let counts = (rows, val.map_or(0, |v| v.rows));
+    let mut models = Vec::with_capacity(m);
+    for (i, (state, params)) in states.into_iter().zip(params).enumerate() {
+        let reason = match stop[i] {
+            Some(r) => r,
+            None if interrupted => "interrupted",
+            None => fallback,
+        };
+        let member_opts = TrainOptions {
+            seed: seeds[i],
+            ..opts.clone()
+        };
+        let model = build_model(
+            setup.clone(),
+            params,
+            name.clone(),
+            counts,
+            &member_opts,
+            state,
+            reason,
+            lrs[i],
+        );
+        models.push(with_component_usage(model, backend, val.unwrap_or(train))?);
+    }
+    Ok(Some(models))
+}
+
 /// Records how the trained model uses its components on `data` (mode-collapse diagnostics).
 fn with_component_usage(
     mut model: Model,
@@ -602,6 +860,7 @@ pub fn train_stream_with(
 }
 
 /// What every training run fixes before its first epoch.
+#[derive(Clone)]
 struct Setup {
     arch: Arch,
     features: Vec<String>,
@@ -885,6 +1144,36 @@ fn fit(
             }
         }
     }
+    if state.completed == 0 {
+        return Err(Error::Interrupted(
+            "interrupted before the first epoch finished; no model was written".into(),
+        ));
+    }
+    let params = run.best_params()?;
+    Ok(build_model(
+        setup,
+        params,
+        backend_name,
+        (train_rows, val_rows),
+        opts,
+        state,
+        stop_reason,
+        step.lr,
+    ))
+}
+
+/// The model a run ends with: its kept parameters and the record of its training.
+#[allow(clippy::too_many_arguments)]
+fn build_model(
+    setup: Setup,
+    params: Vec<f32>,
+    backend_name: String,
+    (train_rows, val_rows): (usize, usize),
+    opts: &TrainOptions,
+    state: LoopState,
+    stop_reason: &str,
+    final_lr: f32,
+) -> Model {
     let LoopState {
         completed,
         history,
@@ -892,16 +1181,10 @@ fn fit(
         recoveries,
         ..
     } = state;
-    if completed == 0 {
-        return Err(Error::Interrupted(
-            "interrupted before the first epoch finished; no model was written".into(),
-        ));
-    }
     let saved_epoch = match opts.stopping {
         Stopping::Early { .. } => best.map(|b| b.0).unwrap_or(completed),
         Stopping::Fixed { .. } => completed,
     };
-    let params = run.best_params()?;
     let mut model = Model::new(
         setup.arch,
         setup.features,
@@ -927,7 +1210,7 @@ fn fit(
         best_epoch: best.map(|b| b.0),
         best_val_nll: best.map(|b| b.1),
         stop_reason: stop_reason.to_string(),
-        final_lr: step.lr,
+        final_lr,
         components: None,
         baseline_val_nll: None,
         epoch_choice: None,
@@ -935,7 +1218,7 @@ fn fit(
         recoveries,
         history,
     });
-    Ok(model)
+    model
 }
 
 fn check_columns(features: &[String], targets: &[String], val: Option<&Dataset>) -> Result<()> {

@@ -335,3 +335,67 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         .collect();
     assert_eq!(files.len(), 1, "no temporary files left: {files:?}");
 }
+
+#[test]
+fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
+    // Three members in every dispatch: 783 training rows in batches of 50 (a partial last
+    // batch; 783 fills no workgroup), two hidden layers, early stopping with a short
+    // patience so that the members stop at different epochs (the ones stopped first are
+    // carried along, their results ignored). Each member must be exactly the model its seed
+    // gives alone on the same device: parameters, history, best epoch and stop reason.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let data = asset("bishop.csv");
+    let rows: Vec<usize> = (0..883).collect();
+    let (tr, val) = split_validation(&data.subset(&rows), 100.0 / 883.0, 9).unwrap();
+    let val = val.unwrap();
+    let opts = TrainOptions {
+        stopping: Stopping::Early {
+            patience: 2,
+            max_epochs: 12,
+        },
+        hidden: vec![24, 16],
+        components: 3,
+        step: StepConfig {
+            batch_size: 50,
+            ..StepConfig::default()
+        },
+        ..TrainOptions::default()
+    };
+    let seeds = [3u64, 4, 5];
+    let mut notes = Vec::new();
+    let members = mdn::train::train_members(
+        gpu.as_mut(),
+        &tr,
+        Some(&val),
+        &opts,
+        &seeds,
+        &mut |_| true,
+        &mut |n| notes.push(n.to_string()),
+    )
+    .unwrap()
+    .expect("the GPU backend trains members together");
+    assert_eq!(members.len(), 3);
+    let mut epochs = Vec::new();
+    for (member, &seed) in members.iter().zip(&seeds) {
+        let single = train(
+            gpu.as_mut(),
+            &tr,
+            Some(&val),
+            &TrainOptions { seed, ..opts.clone() },
+            &mut |_| true,
+        )
+        .unwrap();
+        assert_eq!(member.params, single.params, "member of seed {seed}");
+        let (a, b) = (
+            member.training.as_ref().unwrap(),
+            single.training.as_ref().unwrap(),
+        );
+        assert_eq!(a.history, b.history, "seed {seed}");
+        assert_eq!(
+            (a.best_epoch, a.stop_reason.as_str(), a.seed),
+            (b.best_epoch, b.stop_reason.as_str(), seed)
+        );
+        epochs.push(a.epochs);
+    }
+    eprintln!("members' epochs: {epochs:?}; notes: {notes:?}");
+}

@@ -188,6 +188,21 @@ pub trait Backend {
         chunk_rows: usize,
     ) -> Result<Box<dyn TrainRun + 'a>>;
 
+    /// Starts a run of several networks of one shape on the same data (an ensemble's
+    /// members, from their own initial `params`), trained together: each batch of every
+    /// member in the same dispatches. `None` where the backend has no such runs (the CPU
+    /// backend: its members train side by side on threads of their own).
+    fn start_members<'a>(
+        &'a mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+    ) -> Result<Option<Box<dyn MembersRun + 'a>>> {
+        let _ = (arch, params, train, val);
+        Ok(None)
+    }
+
     // ---- single operations (stateless) --------------------------------------------------
 
     /// Head outputs (`rows * P`) for `rows` inputs.
@@ -276,6 +291,35 @@ pub trait TrainRun {
         let _ = reps;
         Ok(None)
     }
+}
+
+/// A run of several networks trained together ([`Backend::start_members`]). Member m's
+/// epoch is exactly the epoch a [`TrainRun`] of that network alone would run with the same
+/// row order and learning rate.
+pub trait MembersRun {
+    /// Number of members.
+    fn members(&self) -> usize;
+
+    /// One epoch of every member: `orders` holds each member's permutation of the training
+    /// rows, one after another; `lrs` each member's learning rate (`cfg.lr` is not used).
+    fn train_epoch(
+        &mut self,
+        orders: &[u32],
+        cfg: &StepConfig,
+        lrs: &[f32],
+    ) -> Result<Vec<EpochStats>>;
+
+    /// Saves every member's parameters and Adam state ([`TrainRun::snapshot`]).
+    fn snapshot(&mut self) -> Result<()>;
+
+    /// Returns every member to the last snapshot.
+    fn restore(&mut self) -> Result<()>;
+
+    /// Remembers the current parameters of the members flagged in `which` as their best.
+    fn keep_best(&mut self, which: &[bool]) -> Result<()>;
+
+    /// Every member's parameters last kept (or its initial ones).
+    fn best_params(&mut self) -> Result<Vec<Vec<f32>>>;
 }
 
 /// What `--device auto` picks on this machine, and why: a hardware GPU if there is one,

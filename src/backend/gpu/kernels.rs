@@ -67,7 +67,7 @@ pub struct Kernels {
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 
 /// Size of the `Step` uniform record (see `shaders/common.wgsl`).
-pub const STEP_BYTES: u64 = 64;
+pub const STEP_BYTES: u64 = 96;
 
 impl Kernels {
     pub fn new(gpu: &Gpu) -> Result<Kernels> {
@@ -146,7 +146,7 @@ impl Kernels {
                 adam: k(
                     "adam",
                     include_str!("../../../shaders/adam.wgsl"),
-                    &[ReadWrite, Read, ReadWrite, ReadWrite, Read],
+                    &[ReadWrite, Read, ReadWrite, ReadWrite, Read, Read],
                 ),
                 grad_norm: k(
                     "grad_norm",

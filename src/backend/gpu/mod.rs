@@ -30,6 +30,7 @@ pub use context::{AdapterSummary, DeviceChoice, Gpu, NO_ADAPTER_HELP, list_adapt
 use bytemuck::{Pod, Zeroable};
 
 use crate::backend::{
+    MembersRun,
     AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainRun,
 };
 use crate::error::{Error, Result};
@@ -87,7 +88,14 @@ struct StepUniform {
     clip_norm: f32,
     /// Row slices of the weight gradient, before each layer's cap (`weight_grad_slices`).
     slices: u32,
-    _pad: u32,
+    /// Per-member strides (see `shaders/common.wgsl`): row-order entries, work rows,
+    /// statistics slots, partial weight-gradient floats and transposed-weight floats.
+    order_stride: u32,
+    row_stride: u32,
+    stats_stride: u32,
+    partial_stride: u32,
+    wt_stride: u32,
+    _pad: [u32; 4],
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -150,6 +158,19 @@ impl std::ops::DerefMut for Run {
     }
 }
 
+impl Run {
+    /// A step record with the run's per-member strides filled in.
+    fn record(&self) -> StepUniform {
+        StepUniform {
+            row_stride: self.work.cap as u32,
+            stats_stride: self.bound.stats.1 as u32,
+            partial_stride: partial_len(&self.arch) as u32,
+            wt_stride: wt_len(&self.arch) as u32,
+            ..Default::default()
+        }
+    }
+}
+
 /// The statistics and step-record buffers, sized for the largest epoch or evaluation so far,
 /// and the bind groups over them and the core's buffers: created with the run, rebuilt when
 /// the buffers grow.
@@ -160,17 +181,22 @@ struct Bound {
     groups: Groups,
 }
 
-/// The buffers of a run.
+/// The buffers of a run: of one network, or of `members` networks of one shape trained
+/// together on the same data (an ensemble), each with its own region of every buffer.
 struct Core {
     arch: Arch,
     layers: Vec<LayerShape>,
+    /// Parameters of one member.
     n_params: usize,
+    members: usize,
+    /// Each member's learning rate (the adam kernel's `lrs`).
+    lrs: wgpu::Buffer,
     params: wgpu::Buffer,
     grad: wgpu::Buffer,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
     best: wgpu::Buffer,
-    /// Parameters and Adam moments saved by `snapshot`, with the step count.
+    /// Parameters and Adam moments saved by `snapshot`, with the step count (all members).
     saved: [wgpu::Buffer; 3],
     saved_step: Option<u64>,
     train: DeviceData,
@@ -204,7 +230,30 @@ struct GpuEpoch {
     done_rows: usize,
 }
 
-/// Per-batch work buffers for up to `cap` rows.
+/// Floats per member of the transposed-weights buffer: the largest layer's weights and the
+/// zero bias after them.
+fn wt_len(arch: &Arch) -> usize {
+    arch.layers()
+        .iter()
+        .map(|l| l.weight_count() + l.inputs)
+        .max()
+        .unwrap_or(1)
+}
+
+/// Floats per member of the partial weight-gradient buffer: the largest layer's slices.
+fn partial_len(arch: &Arch) -> usize {
+    arch.layers()
+        .iter()
+        .map(|l| {
+            let elems = (l.inputs + 1) * l.outputs;
+            max_weight_slices(elems) * elems
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// Per-batch work buffers for up to `cap` rows of each of `members` networks (member m's
+/// rows start at row m * cap of every buffer).
 struct Work {
     cap: usize,
     bx: wgpu::Buffer,
@@ -223,43 +272,27 @@ struct Work {
 }
 
 impl Work {
-    fn new(g: &Gpu, arch: &Arch, cap: usize) -> Result<Work> {
+    fn new(g: &Gpu, arch: &Arch, cap: usize, members: usize) -> Result<Work> {
         let maxw = arch.max_width();
+        let rows = cap * members;
         Ok(Work {
             cap,
-            bx: g.storage("batch inputs", cap * arch.inputs)?,
-            by: g.storage("batch targets", cap * arch.targets)?,
+            bx: g.storage("batch inputs", rows * arch.inputs)?,
+            by: g.storage("batch targets", rows * arch.targets)?,
             acts: arch
                 .layers()
                 .iter()
                 .enumerate()
-                .map(|(l, s)| g.storage(&format!("layer {l} outputs"), cap * s.outputs))
+                .map(|(l, s)| g.storage(&format!("layer {l} outputs"), rows * s.outputs))
                 .collect::<Result<_>>()?,
-            rowll: g.storage("row log-likelihoods", cap)?,
+            rowll: g.storage("row log-likelihoods", rows)?,
             delta: [
-                g.storage("delta a", cap * maxw)?,
-                g.storage("delta b", cap * maxw)?,
+                g.storage("delta a", rows * maxw)?,
+                g.storage("delta b", rows * maxw)?,
             ],
-            wt: g.storage(
-                "transposed weights",
-                arch.layers()
-                    .iter()
-                    .map(|l| l.weight_count() + l.inputs)
-                    .max()
-                    .unwrap_or(1),
-            )?,
-            sumsq: g.storage("gradient sum of squares", 1)?,
-            partial: g.storage(
-                "partial weight gradients",
-                arch.layers()
-                    .iter()
-                    .map(|l| {
-                        let elems = (l.inputs + 1) * l.outputs;
-                        max_weight_slices(elems) * elems
-                    })
-                    .max()
-                    .unwrap_or(1),
-            )?,
+            wt: g.storage("transposed weights", members * wt_len(arch))?,
+            sumsq: g.storage("gradient sums of squares", members)?,
+            partial: g.storage("partial weight gradients", members * partial_len(arch))?,
         })
     }
 }
@@ -302,16 +335,18 @@ impl GpuBackend {
     }
 
     fn stride(&self) -> u64 {
-        (self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(STEP_BYTES)
+        STEP_BYTES.next_multiple_of((self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(1))
     }
 
     /// A run of `arch` from `params` on `train` (and `val`), with work buffers for `cap` rows
     /// per batch; with `chunk_rows`, two chunk buffers of that many rows for streamed
-    /// training.
+    /// training. `params` holds `members` networks' parameters one after another.
+    #[allow(clippy::too_many_arguments)]
     fn new_run(
         &self,
         arch: &Arch,
         params: &[f32],
+        members: usize,
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
         cap: usize,
@@ -319,10 +354,11 @@ impl GpuBackend {
     ) -> Result<Run> {
         arch.validate()?;
         let n = arch.param_count();
-        if params.len() != n {
+        if members == 0 || params.len() != n * members {
             return Err(Error::config(format!(
-                "parameter buffer has {} values but the architecture needs {n}",
-                params.len()
+                "parameter buffer has {} values but {members} member(s) of the architecture need {}",
+                params.len(),
+                n * members
             )));
         }
         for (what, d) in
@@ -336,8 +372,10 @@ impl GpuBackend {
             }
         }
         let g = &self.gpu;
-        let upload_data = |label: &str, d: &DataRef<'_>| -> Result<DeviceData> {
-            let order: Vec<u32> = (0..d.rows as u32).collect();
+        // The training rows' order has one permutation per member; the validation rows are
+        // read in file order by every member.
+        let upload_data = |label: &str, d: &DataRef<'_>, orders: usize| -> Result<DeviceData> {
+            let order: Vec<u32> = (0..orders).flat_map(|_| 0..d.rows as u32).collect();
             Ok(DeviceData {
                 x: g.upload(&format!("{label} inputs"), d.x, wgpu::BufferUsages::empty())?,
                 y: g.upload(
@@ -364,7 +402,7 @@ impl GpuBackend {
             rows.clamp(1, (limit / row_bytes).max(1))
         });
         let core = g.scoped("allocating GPU buffers", || -> Result<Core> {
-            let zeros = vec![0.0f32; n];
+            let zeros = vec![0.0f32; n * members];
             let transposed_uniforms = layers
                 .iter()
                 .enumerate()
@@ -377,7 +415,7 @@ impl GpuBackend {
                         0,
                         0,
                         0,
-                        0,
+                        wt_len(arch) as u32,
                     ];
                     g.uniform(
                         &format!("layer {l} transposed uniform"),
@@ -403,7 +441,7 @@ impl GpuBackend {
                         act,
                         below,
                         max_weight_slices((s.inputs + 1) * s.outputs) as u32,
-                        0,
+                        n as u32,
                     ];
                     g.uniform(&format!("layer {l} uniform"), bytemuck::bytes_of(&w))
                 })
@@ -441,18 +479,24 @@ impl GpuBackend {
                 v: g.upload("adam v", &zeros, wgpu::BufferUsages::empty())?,
                 best: g.upload("best parameters", params, wgpu::BufferUsages::empty())?,
                 saved: [
-                    g.storage("saved parameters", n)?,
-                    g.storage("saved adam m", n)?,
-                    g.storage("saved adam v", n)?,
+                    g.storage("saved parameters", n * members)?,
+                    g.storage("saved adam m", n * members)?,
+                    g.storage("saved adam v", n * members)?,
                 ],
                 saved_step: None,
-                train: upload_data("training", &train)?,
+                train: upload_data("training", &train, members)?,
                 val: val
                     .as_ref()
-                    .map(|v| upload_data("validation", v))
+                    .map(|v| upload_data("validation", v, 1))
                     .transpose()?,
                 adam_step: 0,
-                work: Work::new(g, arch, cap)?,
+                work: Work::new(g, arch, cap, members)?,
+                lrs: g.upload(
+                    "learning rates",
+                    &vec![StepConfig::default().lr; members],
+                    wgpu::BufferUsages::empty(),
+                )?,
+                members,
                 layer_uniforms,
                 transposed_uniforms,
                 head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
@@ -486,7 +530,8 @@ impl GpuBackend {
     /// Statistics and step buffers of these sizes, and the bind groups of `core` over them.
     fn bind(&self, core: &Core, stats: usize, steps: usize) -> Result<Bound> {
         let g = &self.gpu;
-        let stats = (g.storage("epoch statistics", stats)?, stats);
+        // `stats` slots for each member.
+        let stats = (g.storage("epoch statistics", stats * core.members)?, stats);
         let steps = (
             g.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("step records"),
@@ -635,7 +680,7 @@ impl GpuBackend {
                 .collect(),
             adam: k
                 .adam
-                .bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v, &r.work.sumsq]),
+                .bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v, &r.work.sumsq, &r.lrs]),
             grad_norm: k
                 .grad_norm
                 .bind(g, "gradient norm", &[&r.grad, &r.work.sumsq]),
@@ -673,6 +718,8 @@ impl GpuBackend {
 struct Encoder<'a> {
     pass: wgpu::ComputePass<'a>,
     max_groups: u32,
+    /// Every dispatch covers this many members (the z dimension, times its own z).
+    members: u32,
     /// When set, only dispatches of this kernel are recorded (for profiling).
     only: Option<&'static str>,
 }
@@ -688,7 +735,8 @@ impl Encoder<'_> {
         }
         self.pass.set_pipeline(&kernel.pipeline);
         self.pass.set_bind_group(0, group, &[]);
-        self.pass.dispatch_workgroups(x.max(1), y.max(1), z.max(1));
+        self.pass
+            .dispatch_workgroups(x.max(1), y.max(1), z.max(1) * self.members.max(1));
     }
 
     /// A 1-D dispatch of `groups` workgroups, folded into 2-D past the per-dimension limit.
@@ -779,6 +827,7 @@ impl GpuBackend {
                 })
                 .forget_lifetime(),
             max_groups: self.gpu.limits.max_compute_workgroups_per_dimension.max(1),
+            members: 1,
             only: None,
         }
     }
@@ -803,7 +852,7 @@ impl GpuBackend {
                     start: (c * run.work.cap) as u32,
                     slot: 0,
                     inv_rows: 1.0 / n as f32,
-                    ..Default::default()
+                    ..run.record()
                 }
             })
             .collect();
@@ -861,7 +910,7 @@ impl Backend for GpuBackend {
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
     ) -> Result<Box<dyn TrainRun + 'a>> {
-        let run = self.new_run(arch, params, train, val, 1, None)?;
+        let run = self.new_run(arch, params, 1, train, val, 1, None)?;
         Ok(Box::new(GpuRun {
             backend: self,
             run,
@@ -882,6 +931,7 @@ impl Backend for GpuBackend {
         let run = self.new_run(
             arch,
             params,
+            1,
             DataRef {
                 x: &x,
                 y: &y,
@@ -898,11 +948,28 @@ impl Backend for GpuBackend {
         }))
     }
 
+    fn start_members<'a>(
+        &'a mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        train: DataRef<'_>,
+        val: Option<DataRef<'_>>,
+    ) -> Result<Option<Box<dyn MembersRun + 'a>>> {
+        let all: Vec<f32> = params.concat();
+        let run = self.new_run(arch, &all, params.len(), train, val, 1, None)?;
+        Ok(Some(Box::new(GpuMembers(GpuRun {
+            backend: self,
+            run,
+            first_batch_rows: 0,
+        }))))
+    }
+
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let y = vec![0.0f32; rows * arch.targets];
         let mut run = self.new_run(
             arch,
             params,
+            1,
             DataRef { x, y: &y, rows },
             None,
             rows.clamp(1, EVAL_CHUNK),
@@ -925,6 +992,7 @@ impl Backend for GpuBackend {
         let mut run = self.new_run(
             arch,
             params,
+            1,
             DataRef { x, y, rows },
             None,
             rows.clamp(1, EVAL_CHUNK),
@@ -946,7 +1014,7 @@ impl Backend for GpuBackend {
         if rows == 0 {
             return Err(Error::config("loss_grad needs at least one row"));
         }
-        let mut run = self.new_run(arch, params, DataRef { x, y, rows }, None, rows, None)?;
+        let mut run = self.new_run(arch, params, 1, DataRef { x, y, rows }, None, rows, None)?;
         self.prepare(&mut run, 1, 1)?;
         let rec = StepUniform {
             rows: rows as u32,
@@ -954,7 +1022,7 @@ impl Backend for GpuBackend {
             flags: FLAG_GRAD,
             l2,
             inv_rows: 1.0 / rows as f32,
-            ..Default::default()
+            ..run.record()
         };
         self.write_steps(&run, 0, &[rec]);
         let n = run.n_params;
@@ -1022,11 +1090,12 @@ impl Backend for GpuBackend {
         let readback = g.readback("adam readback", (3 * n * 4) as u64);
         // A single step clips nothing (clip_norm 0): the sum-of-squares binding is a placeholder.
         let sumsq = g.storage("unused gradient sum of squares", 1)?;
+        let lrs = g.upload("adam learning rate", &[c.lr], wgpu::BufferUsages::empty())?;
         g.scoped("adam step", || {
             let group = self.kernels.adam.bind(
                 g,
                 "adam",
-                &[&bufs[0], &bufs[1], &bufs[2], &bufs[3], &sumsq],
+                &[&bufs[0], &bufs[1], &bufs[2], &bufs[3], &sumsq, &lrs],
             );
             let step_group = g.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("adam step"),
@@ -1070,7 +1139,7 @@ impl TrainRun for GpuRun<'_> {
             ))),
             _ => {
                 self.first_batch_rows = cfg.batch_size.min(train_rows);
-                self.backend.begin(&mut self.run, train_rows, cfg)
+                self.backend.begin(&mut self.run, train_rows, cfg, &[cfg.lr])
             }
         }
     }
@@ -1080,7 +1149,7 @@ impl TrainRun for GpuRun<'_> {
     }
 
     fn end_epoch(&mut self) -> Result<EpochStats> {
-        self.backend.end(&mut self.run)
+        Ok(self.backend.end(&mut self.run)?.remove(0))
     }
 
     fn save_state(&mut self) -> Result<TrainState> {
@@ -1130,7 +1199,7 @@ impl TrainRun for GpuRun<'_> {
 
     fn snapshot(&mut self) -> Result<()> {
         let (b, run) = (self.backend, &mut self.run);
-        let bytes = (run.n_params * 4) as u64;
+        let bytes = (run.n_params * run.members * 4) as u64;
         let g = &b.gpu;
         g.scoped("saving the training state", || {
             let mut enc = g
@@ -1152,7 +1221,7 @@ impl TrainRun for GpuRun<'_> {
         let step = run
             .saved_step
             .ok_or_else(|| Error::Backend("restore called before snapshot".into()))?;
-        let bytes = (run.n_params * 4) as u64;
+        let bytes = (run.n_params * run.members * 4) as u64;
         let g = &b.gpu;
         g.scoped("restoring the training state", || {
             let mut enc = g
@@ -1191,6 +1260,70 @@ impl TrainRun for GpuRun<'_> {
 
     fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
         self.profile_kernels(reps).map(Some)
+    }
+}
+
+/// Ensemble members trained together on the GPU: a run whose buffers hold every member.
+struct GpuMembers<'a>(GpuRun<'a>);
+
+impl MembersRun for GpuMembers<'_> {
+    fn members(&self) -> usize {
+        self.0.run.members
+    }
+
+    fn train_epoch(
+        &mut self,
+        orders: &[u32],
+        cfg: &StepConfig,
+        lrs: &[f32],
+    ) -> Result<Vec<EpochStats>> {
+        let (b, run) = (self.0.backend, &mut self.0.run);
+        let rows = run.train.rows;
+        if orders.len() != rows * run.members {
+            return Err(Error::Backend(format!(
+                "the GPU backend needs a permutation of the {rows} training rows for each of {} members",
+                run.members
+            )));
+        }
+        if let Some(&bad) = orders.iter().find(|&&i| i as usize >= rows) {
+            return Err(Error::Backend(format!(
+                "row index {bad} out of range ({rows} training rows)"
+            )));
+        }
+        self.0.first_batch_rows = cfg.batch_size.min(rows);
+        b.begin(run, rows, cfg, lrs)?;
+        b.gpu
+            .queue
+            .write_buffer(&run.train.order, 0, bytemuck::cast_slice(orders));
+        b.batches(run, None, rows)?;
+        b.end(run)
+    }
+
+    fn snapshot(&mut self) -> Result<()> {
+        TrainRun::snapshot(&mut self.0)
+    }
+
+    fn restore(&mut self) -> Result<()> {
+        TrainRun::restore(&mut self.0)
+    }
+
+    fn keep_best(&mut self, which: &[bool]) -> Result<()> {
+        let (b, run) = (self.0.backend, &self.0.run);
+        let bytes = (run.n_params * 4) as u64;
+        b.gpu.scoped("keeping the best parameters", || {
+            let mut enc = b.encoder("keep best");
+            for (m, _) in which.iter().enumerate().filter(|(_, keep)| **keep) {
+                let at = m as u64 * bytes;
+                enc.copy_buffer_to_buffer(&run.params, at, &run.best, at, bytes);
+            }
+            b.gpu.queue.submit([enc.finish()]);
+        })
+    }
+
+    fn best_params(&mut self) -> Result<Vec<Vec<f32>>> {
+        let (b, run) = (self.0.backend, &self.0.run);
+        let all = b.read_params(&run.best, run.n_params * run.members)?;
+        Ok(all.chunks(run.n_params).map(|c| c.to_vec()).collect())
     }
 }
 
@@ -1272,12 +1405,12 @@ impl GpuBackend {
                 run.train.rows
             )));
         }
-        self.begin(run, order.len(), cfg)?;
+        self.begin(run, order.len(), cfg, &[cfg.lr])?;
         self.gpu
             .queue
             .write_buffer(&run.train.order, 0, bytemuck::cast_slice(order));
         self.batches(run, None, order.len())?;
-        self.end(run)
+        Ok(self.end(run)?.remove(0))
     }
 
     /// Uploads streamed rows into the chunk buffers, alternating between the two so that the
@@ -1340,8 +1473,19 @@ impl GpuBackend {
     }
 
     /// Starts an epoch of `train_rows` rows: sizes the work, stats and step buffers and writes
-    /// the validation and finite-check records (after the batches' records).
-    fn begin(&self, run: &mut Run, train_rows: usize, cfg: &StepConfig) -> Result<()> {
+    /// the validation and finite-check records (after the batches' records) and each member's
+    /// learning rate (`lrs`; `cfg.lr` is not used).
+    fn begin(&self, run: &mut Run, train_rows: usize, cfg: &StepConfig, lrs: &[f32]) -> Result<()> {
+        if lrs.len() != run.members {
+            return Err(Error::Backend(format!(
+                "{} learning rates for {} members",
+                lrs.len(),
+                run.members
+            )));
+        }
+        self.gpu
+            .queue
+            .write_buffer(&run.lrs, 0, bytemuck::cast_slice(lrs));
         let b = cfg.batch_size;
         if b == 0 {
             return Err(Error::config("batch size must be at least 1"));
@@ -1357,7 +1501,7 @@ impl GpuBackend {
         let regrown = run.work.cap < cap;
         if regrown {
             // Regrow the work buffers for this batch size; the state buffers stay.
-            run.work = Work::new(&self.gpu, &run.arch, cap)?;
+            run.work = Work::new(&self.gpu, &run.arch, cap, run.members)?;
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
@@ -1378,13 +1522,13 @@ impl GpuBackend {
                 start: (c * run.work.cap) as u32,
                 slot: (batches + c) as u32,
                 inv_rows: 1.0 / rows as f32,
-                ..Default::default()
+                ..run.record()
             });
         }
         records.push(StepUniform {
             slot: (batches + val_chunks) as u32,
             count: run.n_params as u32,
-            ..Default::default()
+            ..run.record()
         });
         self.write_steps(run, batches, &records);
         run.epoch = Some(GpuEpoch {
@@ -1440,7 +1584,9 @@ impl GpuBackend {
                     count: run.n_params as u32,
                     clip_norm: cfg.clip_norm,
                     slices: weight_grad_slices(n) as u32,
-                    _pad: 0,
+                    // Resident rows: each member reads its own permutation.
+                    order_stride: if chunk.is_some() { 0 } else { ep.train_rows as u32 },
+                    ..run.record()
                 }
             })
             .collect();
@@ -1458,6 +1604,7 @@ impl GpuBackend {
                 let mut enc = self.encoder("training batches");
                 {
                     let mut p = self.pass(&mut enc, "training batches");
+                    p.members = run.members as u32;
                     for &i in piece {
                         let n = records[i].rows as usize;
                         p.step(groups, first + i, stride);
@@ -1478,8 +1625,9 @@ impl GpuBackend {
         Ok(last)
     }
 
-    /// Ends the epoch: validation, the finite check, one readback of the statistics.
-    fn end(&self, run: &mut Run) -> Result<EpochStats> {
+    /// Ends the epoch: validation, the finite check, one readback of the statistics; each
+    /// member's.
+    fn end(&self, run: &mut Run) -> Result<Vec<EpochStats>> {
         let ep = run
             .epoch
             .take()
@@ -1493,9 +1641,12 @@ impl GpuBackend {
         let (batches, val_chunks) = (ep.batches, ep.val_chunks);
         let n_stats = batches + val_chunks + 1;
         let stride = self.stride();
+        // Member m's statistics start at slot m * stats_stride.
+        let stats_stride = run.bound.stats.1;
+        let read = (run.members - 1) * stats_stride + n_stats;
         let readback = self
             .gpu
-            .readback("epoch statistics readback", (n_stats * 4) as u64);
+            .readback("epoch statistics readback", (read * 4) as u64);
         let k = &self.kernels;
         let val_rows: Vec<usize> = (0..val_chunks)
             .map(|c| (run.val.as_ref().map_or(0, |v| v.rows) - c * run.work.cap).min(run.work.cap))
@@ -1505,6 +1656,7 @@ impl GpuBackend {
             let mut enc = self.encoder("validation and statistics");
             {
                 let mut p = self.pass(&mut enc, "validation");
+                p.members = run.members as u32;
                 if let Some(gv) = &groups.gather_val {
                     for (c, &rows) in val_rows.iter().enumerate() {
                         p.step(groups, batches + c, stride);
@@ -1515,31 +1667,36 @@ impl GpuBackend {
                 p.step(groups, batches + val_chunks, stride);
                 p.dispatch(&k.finite_check, &groups.finite, 1, 1);
             }
-            enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, 0, (n_stats * 4) as u64);
+            enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, 0, (read * 4) as u64);
             self.gpu.queue.submit([enc.finish()]);
         })?;
-        let stats = self.gpu.read_f32(&readback, n_stats)?;
+        let all = self.gpu.read_f32(&readback, read)?;
         run.adam_step += batches as u64;
-        let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
-        let val_nll = run.val.as_ref().map(|v| {
-            -stats[batches..batches + val_chunks]
-                .iter()
-                .map(|&s| s as f64)
-                .sum::<f64>()
-                / v.rows as f64
-        });
-        let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
-            && stats[batches + val_chunks] == 0.0;
-        Ok(EpochStats {
-            train_nll: -train_sum / ep.train_rows.max(1) as f64,
-            val_nll,
-            finite,
-            steps: batches as u64,
-            first_bad_batch: stats[..batches]
-                .iter()
-                .position(|v| !v.is_finite())
-                .map(|i| i as u64),
-        })
+        Ok((0..run.members)
+            .map(|m| {
+                let stats = &all[m * stats_stride..m * stats_stride + n_stats];
+                let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
+                let val_nll = run.val.as_ref().map(|v| {
+                    -stats[batches..batches + val_chunks]
+                        .iter()
+                        .map(|&s| s as f64)
+                        .sum::<f64>()
+                        / v.rows as f64
+                });
+                let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
+                    && stats[batches + val_chunks] == 0.0;
+                EpochStats {
+                    train_nll: -train_sum / ep.train_rows.max(1) as f64,
+                    val_nll,
+                    finite,
+                    steps: batches as u64,
+                    first_bad_batch: stats[..batches]
+                        .iter()
+                        .position(|v| !v.is_finite())
+                        .map(|i| i as u64),
+                }
+            })
+            .collect())
     }
 }
 
