@@ -2,6 +2,11 @@
 //! training step for each backend on the same generated data, next to the device's own
 //! matmul ceiling. `mdn bench` and `cargo bench` both run it.
 //!
+//! With an ensemble size, each configuration is also timed for that many networks trained
+//! at once: on a GPU in the same dispatches ([`Backend::start_members`]), on the CPU side by
+//! side on threads (the thread count shared out, as `mdn train --ensemble` does); the table
+//! then gives each ensemble's time per epoch as a multiple of one network's.
+//!
 //! Flops are counted for the dense layers only (2 per multiply-add): the forward pass, the
 //! weight gradients, and the input gradients of every layer but the first. The mixture head,
 //! Adam and data movement are not counted, so the figure is a lower bound on the work done.
@@ -86,6 +91,9 @@ pub fn specs() -> Vec<BenchSpec> {
 pub struct BenchResult {
     pub config: String,
     pub backend: String,
+    /// Networks trained at once (1, or an ensemble's members); rows per second count every
+    /// member's rows.
+    pub members: usize,
     pub rows: usize,
     pub batch: usize,
     /// Median seconds per timed epoch.
@@ -171,6 +179,7 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     Ok(BenchResult {
         config: spec.name.to_string(),
         backend: name,
+        members: 1,
         rows: data.rows,
         batch: spec.batch,
         epoch_seconds,
@@ -181,6 +190,189 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
         last_train_nll: last,
         breakdown,
     })
+}
+
+/// Times `members` networks of `spec` trained at once on a GPU backend (in the same
+/// dispatches). `None` where the backend cannot train members together.
+pub fn run_members(
+    backend: &mut dyn Backend,
+    spec: &BenchSpec,
+    data: &Dataset,
+    members: usize,
+) -> Result<Option<BenchResult>> {
+    let arch = Arch::new(
+        data.d_in(),
+        spec.hidden.clone(),
+        Activation::Relu,
+        spec.components,
+        data.d_out(),
+    )?
+    .with_covariance(spec.covariance)?;
+    let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
+    let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
+    let params: Vec<Vec<f32>> = (0..members as u64)
+        .map(|s| crate::train::init_params(&arch, &ys, s))
+        .collect();
+    let name = backend.name();
+    let Some(mut run) = backend.start_members(
+        &arch,
+        &params,
+        DataRef {
+            x: &xs,
+            y: &ys,
+            rows: data.rows,
+        },
+        None,
+    )?
+    else {
+        return Ok(None);
+    };
+    let cfg = StepConfig {
+        batch_size: spec.batch,
+        ..StepConfig::default()
+    };
+    let lrs = vec![cfg.lr; members];
+    let mut orders: Vec<u32> = (0..members).flat_map(|_| 0..data.rows as u32).collect();
+    let mut rngs: Vec<ChaCha8Rng> = (0..members as u64)
+        .map(|s| ChaCha8Rng::seed_from_u64(1 + s))
+        .collect();
+    let mut times = Vec::new();
+    let mut last = 0.0;
+    for _ in 0..spec.epochs.max(1) {
+        for (o, rng) in orders.chunks_mut(data.rows).zip(&mut rngs) {
+            o.shuffle(rng);
+        }
+        let started = Instant::now();
+        let stats = run.train_epoch(&orders, &cfg, &lrs)?;
+        times.push(started.elapsed().as_secs_f64());
+        last = stats[0].train_nll;
+    }
+    Ok(Some(result_of(spec, name, members, data.rows, &arch, times, last)))
+}
+
+/// Times `members` networks of `spec` trained side by side on the CPU, `threads` threads
+/// shared out among them: each epoch is timed from when every member starts it to when the
+/// last one ends it.
+pub fn run_cpu_members(
+    spec: &BenchSpec,
+    data: &Dataset,
+    members: usize,
+    threads: usize,
+) -> Result<BenchResult> {
+    use crate::backend::CpuBackend;
+    use std::sync::{Barrier, Mutex};
+    let side_by_side = threads.clamp(1, members);
+    let share = (threads / side_by_side).max(1);
+    let arch = Arch::new(
+        data.d_in(),
+        spec.hidden.clone(),
+        Activation::Relu,
+        spec.components,
+        data.d_out(),
+    )?
+    .with_covariance(spec.covariance)?;
+    let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
+    let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
+    let cfg = StepConfig {
+        batch_size: spec.batch,
+        ..StepConfig::default()
+    };
+    let epochs = spec.epochs.max(1);
+    // Members run in waves of `side_by_side`; every epoch of a wave is timed between
+    // barriers, and a wave's epoch time adds to the ensemble's.
+    let mut times = vec![0.0f64; epochs];
+    let last = Mutex::new(0.0);
+    let errors: Mutex<Vec<crate::Error>> = Mutex::new(Vec::new());
+    for wave in (0..members).collect::<Vec<_>>().chunks(side_by_side) {
+        let barrier = Barrier::new(wave.len() + 1);
+        std::thread::scope(|scope| {
+            for &member in wave {
+                let (barrier, xs, ys, arch, last, errors) =
+                    (&barrier, &xs, &ys, &arch, &last, &errors);
+                scope.spawn(move || {
+                    let mut backend = CpuBackend::with_threads(share);
+                    let params = crate::train::init_params(arch, ys, member as u64);
+                    let mut run = match backend.start(
+                        arch,
+                        &params,
+                        DataRef {
+                            x: xs,
+                            y: ys,
+                            rows: data.rows,
+                        },
+                        None,
+                    ) {
+                        Ok(r) => Some(r),
+                        Err(e) => {
+                            errors.lock().unwrap().push(e);
+                            None
+                        }
+                    };
+                    let mut order: Vec<u32> = (0..data.rows as u32).collect();
+                    let mut rng = ChaCha8Rng::seed_from_u64(1 + member as u64);
+                    for _ in 0..epochs {
+                        order.shuffle(&mut rng);
+                        barrier.wait();
+                        if let Some(r) = run.as_mut() {
+                            match r.train_epoch(&order, &cfg) {
+                                Ok(s) if member == 0 => *last.lock().unwrap() = s.train_nll,
+                                Ok(_) => {}
+                                Err(e) => errors.lock().unwrap().push(e),
+                            }
+                        }
+                        barrier.wait();
+                    }
+                });
+            }
+            for t in times.iter_mut() {
+                barrier.wait();
+                let started = Instant::now();
+                barrier.wait();
+                *t += started.elapsed().as_secs_f64();
+            }
+        });
+    }
+    if let Some(e) = errors.into_inner().unwrap().pop() {
+        return Err(e);
+    }
+    let label = format!("cpu, {threads} thread{}", if threads == 1 { "" } else { "s" });
+    let last = *last.lock().unwrap();
+    Ok(result_of(spec, label, members, data.rows, &arch, times, last))
+}
+
+/// A result from per-epoch times (epochs 2.. timed when there are several; the median).
+fn result_of(
+    spec: &BenchSpec,
+    backend: String,
+    members: usize,
+    rows: usize,
+    arch: &Arch,
+    times: Vec<f64>,
+    last: f64,
+) -> BenchResult {
+    let mut timed: Vec<f64> = if times.len() > 1 {
+        times[1..].to_vec()
+    } else {
+        times
+    };
+    timed.sort_by(f64::total_cmp);
+    let epoch_seconds = timed[timed.len() / 2];
+    let flops_per_row = train_flops_per_row(arch);
+    let all_rows = (rows * members) as f64;
+    BenchResult {
+        config: spec.name.to_string(),
+        backend,
+        members,
+        rows,
+        batch: spec.batch,
+        epoch_seconds,
+        rows_per_sec: all_rows / epoch_seconds,
+        steps_per_epoch: rows.div_ceil(spec.batch),
+        flops_per_row,
+        gflops: flops_per_row * all_rows / epoch_seconds / 1e9,
+        last_train_nll: last,
+        breakdown: None,
+    }
 }
 
 /// GFLOP/s of the CPU's matmul (`m x k` times `k x n` through the sgemm the CPU backend
@@ -227,7 +419,7 @@ pub fn default_threads() -> Vec<usize> {
 pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     let mut s = String::new();
     s.push_str(&format!(
-        "{:<6} {:<44} {:>9} {:>6} {:>12} {:>10} {:>8} {:>9}\n",
+        "{:<8} {:<44} {:>9} {:>6} {:>12} {:>10} {:>8} {:>9}\n",
         "config", "backend", "rows", "batch", "rows/s", "s/epoch", "GFLOP/s", "% ceiling"
     ));
     for r in results {
@@ -235,9 +427,14 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
         let pct = ceiling
             .map(|c| format!("{:.0}%", 100.0 * r.gflops / c))
             .unwrap_or_else(|| "-".into());
+        let config = if r.members > 1 {
+            format!("{} x{}", r.config, r.members)
+        } else {
+            r.config.clone()
+        };
         s.push_str(&format!(
-            "{:<6} {:<44} {:>9} {:>6} {:>12.0} {:>10.3} {:>8.2} {:>9}\n",
-            r.config,
+            "{:<8} {:<44} {:>9} {:>6} {:>12.0} {:>10.3} {:>8.2} {:>9}\n",
+            config,
             truncate(&r.backend, 44),
             r.rows,
             r.batch,
@@ -249,6 +446,20 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     }
     for (b, g) in ceilings {
         s.push_str(&format!("matmul ceiling on {b}: {g:.2} GFLOP/s\n"));
+    }
+    for e in results.iter().filter(|r| r.members > 1) {
+        if let Some(one) = results
+            .iter()
+            .find(|r| r.members == 1 && r.config == e.config && r.backend == e.backend)
+        {
+            s.push_str(&format!(
+                "config {} on {}: {} networks at once take {:.2}x the time of one per epoch\n",
+                e.config,
+                truncate(&e.backend, 30),
+                e.members,
+                e.epoch_seconds / one.epoch_seconds
+            ));
+        }
     }
     for r in results {
         if let Some(parts) = &r.breakdown {
@@ -287,6 +498,7 @@ pub fn run_suite(
     configs: &[String],
     rows: Option<usize>,
     epochs: Option<usize>,
+    ensemble: usize,
     note: &mut dyn FnMut(&str),
 ) -> Result<(Vec<BenchResult>, Ceilings)> {
     use crate::backend::{CpuBackend, DeviceChoice, GpuBackend};
@@ -310,7 +522,8 @@ pub fn run_suite(
     let data: Vec<Dataset> = chosen.iter().map(|s| data_for(s, 0)).collect();
     let mut results = Vec::new();
     let mut ceilings = Vec::new();
-    let mut backends: Vec<(String, Box<dyn Backend>)> = Vec::new();
+    // The label, the backend, and the CPU threads (None for a GPU).
+    let mut backends: Vec<(String, Box<dyn Backend>, Option<usize>)> = Vec::new();
     for &device in devices {
         match device {
             DeviceChoice::Cpu => {
@@ -320,7 +533,7 @@ pub fn run_suite(
                     let g = cpu_matmul_gflops(4096, 64, 64, 20, t)
                         .max(cpu_matmul_gflops(1024, 1024, 1024, 2, t));
                     ceilings.push((label.clone(), g));
-                    backends.push((label, Box::new(CpuBackend::with_threads(t))));
+                    backends.push((label, Box::new(CpuBackend::with_threads(t)), Some(t)));
                 }
             }
             other => {
@@ -330,11 +543,11 @@ pub fn run_suite(
                     .matmul_gflops(4096, 64, 64, 20)?
                     .max(gpu.matmul_gflops(1024, 1024, 1024, 3)?);
                 ceilings.push((gpu.name(), g));
-                backends.push((gpu.name(), Box::new(gpu)));
+                backends.push((gpu.name(), Box::new(gpu), None));
             }
         }
     }
-    for (label, backend) in &mut backends {
+    for (label, backend, threads) in &mut backends {
         for (spec, d) in chosen.iter().zip(&data) {
             note(&format!(
                 "config {} on {label}: {} rows, batch {}, {} epochs",
@@ -343,6 +556,19 @@ pub fn run_suite(
             let mut r = run(backend.as_mut(), spec, d)?;
             r.backend = label.clone();
             results.push(r);
+            if ensemble > 1 {
+                note(&format!(
+                    "config {} on {label}: {ensemble} networks at once",
+                    spec.name
+                ));
+                let mut r = match threads {
+                    Some(t) => run_cpu_members(spec, d, ensemble, *t)?,
+                    None => run_members(backend.as_mut(), spec, d, ensemble)?
+                        .expect("a GPU backend trains members together"),
+                };
+                r.backend = label.clone();
+                results.push(r);
+            }
         }
     }
     Ok((results, ceilings))

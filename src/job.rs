@@ -325,6 +325,7 @@ impl TrainJob {
                 },
             },
             seed: self.seed,
+            split_seed: None,
         }
     }
 
@@ -500,6 +501,7 @@ impl TrainJob {
             resume,
             checkpoint_path,
             arrays: None,
+            epoch_choice: None,
         })
     }
 
@@ -555,6 +557,7 @@ impl TrainJob {
             resume: None,
             checkpoint_path,
             arrays: Some(std::sync::Arc::new((train, val))),
+            epoch_choice: None,
         })
     }
 
@@ -668,6 +671,9 @@ pub struct ResolvedJob {
     /// Training (and validation) rows given in memory instead of files
     /// ([`TrainJob::resolve_arrays`]).
     arrays: Option<std::sync::Arc<(Dataset, Option<Dataset>)>>,
+    /// A small data set's number of epochs, already chosen by cross-validation (an ensemble
+    /// chooses it once for all its members).
+    epoch_choice: Option<EpochChoice>,
 }
 
 /// What a finished job gives back.
@@ -711,43 +717,81 @@ impl ResolvedJob {
     }
 
     /// Trains and returns the model without writing it. With `ensemble` M > 1: M members,
-    /// one after another, each the whole job with seed `seed + m` (its own initialisation,
-    /// shuffles, validation split and early stopping), combined into one model. A cancel
-    /// keeps the members finished so far (and the one it stopped, at its best epoch).
+    /// each the whole job with seed `seed + m` for its initial weights and row orders, on the
+    /// same rows, standardisation and validation split (those from `seed`), each with its own
+    /// early stopping; a small data set's number of epochs is cross-validated once, for all
+    /// of them. On a GPU the members train together, in the same dispatches; on the CPU side
+    /// by side, the threads shared out. A cancel keeps the members finished so far (and those
+    /// it stopped, at their best epochs).
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
         let m = self.job.ensemble.max(1);
         if m == 1 {
-            return self.train_member(observer, cancel);
+            return Ok(self.train_members(&[self.job.seed], observer, cancel)?.remove(0));
         }
+        let mut shared = self.clone();
+        if !self.streamed && self.resume.is_none() {
+            // The rows once, for every member.
+            if shared.arrays.is_none() {
+                let data = self.read_data()?;
+                shared.arrays = Some(std::sync::Arc::new((data, None)));
+            }
+            let data = &shared.arrays.as_ref().expect("just set").0;
+            let has_val = self.job.val.is_some()
+                || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
+            if self.job.cross_validates(data.rows) && !has_val {
+                let (mut backend, _) = self.open_backend()?;
+                shared.epoch_choice =
+                    Some(self.choose_epochs(data, backend.as_mut(), observer, cancel)?);
+            }
+        }
+        let seeds: Vec<u64> = (0..m as u64).map(|i| self.job.seed + i).collect();
         let member = |i: usize, threads: Option<usize>| {
-            let mut one = self.clone();
-            one.job.seed = self.job.seed + i as u64;
-            one.options.seed = one.job.seed;
+            let mut one = shared.clone();
+            one.options.seed = seeds[i];
+            one.options.split_seed = Some(self.job.seed);
+            one.job.seed = seeds[i];
             one.job.ensemble = 1;
             one.job.threads = threads;
             one
         };
-        // On the CPU the members train side by side, the threads shared out among them
-        // (each member's bits depend only on its seed and its share, so a run is
-        // reproducible for the same --threads); on a GPU, one after another.
         let on_cpu = match self.job.device {
             DeviceChoice::Cpu => true,
             DeviceChoice::Auto => backend::auto_device().0 == DeviceChoice::Cpu,
             _ => false,
         };
+        let mut models: Vec<Model> = Vec::with_capacity(m);
+        if !on_cpu && !self.streamed {
+            // On a GPU: every member in the same dispatches.
+            observer(&JobEvent::Note(&format!(
+                "ensemble of {m}: trained together on the GPU (seeds {} to {})",
+                seeds[0],
+                seeds[m - 1]
+            )));
+            let mut all = member(0, self.job.threads);
+            all.job.ensemble = m;
+            models = all.train_members(&seeds, observer, cancel)?;
+            if cancel.load(Ordering::Relaxed) {
+                observer(&JobEvent::Warning(&format!(
+                    "interrupted: the {m} members keep their best epochs so far"
+                )));
+            }
+            return shared.finish_ensemble(models, observer);
+        }
+        // On the CPU the members train side by side, the threads shared out among them
+        // (each member's bits depend only on its seed and its share, so a run is
+        // reproducible for the same --threads).
         let threads = self.job.threads.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
         let side_by_side = threads.min(m);
-        let mut models: Vec<Model> = Vec::with_capacity(m);
         if on_cpu && side_by_side > 1 {
             let share = (threads / side_by_side).max(1);
             observer(&JobEvent::Note(&format!(
                 "ensemble of {m}: {side_by_side} members at a time, {share} thread(s) each (seeds {} to {})",
-                self.job.seed,
-                self.job.seed + m as u64 - 1
+                seeds[0],
+                seeds[m - 1]
             )));
             let results = self.train_side_by_side(
                 m,
@@ -777,12 +821,12 @@ impl ResolvedJob {
                 observer(&JobEvent::Note(&format!(
                     "ensemble member {} of {m} (seed {})",
                     i + 1,
-                    one.job.seed
+                    seeds[i]
                 )));
-                match one.train_member(observer, cancel) {
-                    Ok(model) => {
+                match one.train_members(&seeds[i..=i], observer, cancel) {
+                    Ok(mut model) => {
                         let stopped = cancel.load(Ordering::Relaxed);
-                        models.push(model);
+                        models.push(model.remove(0));
                         if stopped {
                             break;
                         }
@@ -802,7 +846,69 @@ impl ResolvedJob {
                 t.stop_reason = "interrupted".into();
             }
         }
-        Model::ensemble(models).map_err(Error::Backend)
+        shared.finish_ensemble(models, observer)
+    }
+
+    /// The ensemble of `models`, with its own validation NLL (on the validation rows its
+    /// members share, where there are any) recorded and reported beside its members'.
+    fn finish_ensemble(
+        &self,
+        models: Vec<Model>,
+        observer: &mut dyn FnMut(&JobEvent),
+    ) -> Result<Model> {
+        let mut model = Model::ensemble(models).map_err(Error::Backend)?;
+        let Some(val) = self.ensemble_validation()? else {
+            return Ok(model);
+        };
+        let mut cpu = crate::backend::CpuBackend::new();
+        let ll = model.loglik(&mut cpu, &val)?;
+        let nll = -ll.iter().sum::<f64>() / val.rows.max(1) as f64;
+        let members: Vec<f64> = model
+            .member_models()
+            .filter_map(|m| {
+                let info = m.training.as_ref()?;
+                info.history
+                    .iter()
+                    .find(|e| e.epoch == info.saved_epoch)
+                    .and_then(|e| e.val_nll)
+            })
+            .collect();
+        let listed: Vec<String> = members.iter().map(|v| format!("{v:.4}")).collect();
+        observer(&JobEvent::Note(&format!(
+            "ensemble of {}: validation NLL {nll:.4}; its members' {} (mean {:.4})",
+            model.ensemble_size(),
+            listed.join(", "),
+            members.iter().sum::<f64>() / members.len().max(1) as f64
+        )));
+        if let Some(info) = model.training.as_mut() {
+            info.ensemble_val_nll = Some(nll);
+        }
+        Ok(model)
+    }
+
+    /// The validation rows an ensemble's members share: `--val`, the arrays' validation set,
+    /// or the split of the ensemble's seed. None for streamed runs and when every row was
+    /// trained on (small data refitted after cross-validation, `--val-fraction 0`).
+    fn ensemble_validation(&self) -> Result<Option<Dataset>> {
+        if self.streamed {
+            return Ok(None);
+        }
+        if let Some(path) = &self.job.val {
+            let choice = ColumnChoice::Model {
+                features: self.features.clone(),
+                targets: self.targets.clone(),
+                need_targets: true,
+            };
+            return read_data(path, &choice).map(Some);
+        }
+        if let Some(v) = self.arrays.as_ref().and_then(|a| a.1.clone()) {
+            return Ok(Some(v));
+        }
+        if self.epoch_choice.is_some() || self.job.val_fraction() == 0.0 {
+            return Ok(None);
+        }
+        let data = self.read_data()?;
+        Ok(split_validation(&data, self.job.val_fraction(), self.job.seed)?.1)
     }
 
     /// Trains members `0..m` on `workers` threads; their events reach `observer` (on this
@@ -846,7 +952,9 @@ impl ResolvedJob {
                             };
                             let _ = tx.send((i, owned));
                         };
-                        let r = one.train_member(&mut send, cancel);
+                        let r = one
+                            .train_members(&[one.options.seed], &mut send, cancel)
+                            .map(|mut v| v.remove(0));
                         results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                     }
                 });
@@ -873,11 +981,15 @@ impl ResolvedJob {
         results.into_inner().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn train_member(
+    /// Trains the networks of `seeds` (one, or an ensemble's members together where the
+    /// backend can: in memory on a GPU): the whole job for each, from reading the data to
+    /// the comparison with a linear model.
+    fn train_members(
         &self,
+        seeds: &[u64],
         observer: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
-    ) -> Result<Model> {
+    ) -> Result<Vec<Model>> {
         let job = &self.job;
         let choice = ColumnChoice::exactly(self.features.clone(), self.targets.clone());
         // A CSV to stream is converted first, to a temporary .npy removed when the run ends
@@ -988,7 +1100,7 @@ impl ResolvedJob {
                         (Some(path), _) => (data, Some(read_data(path, &val_choice)?)),
                         (None, Some(v)) => (data, Some(v)),
                         (None, None) => {
-                            split_validation(&data, job.val_fraction(), self.options.seed)?
+                            split_validation(&data, job.val_fraction(), self.options.split_seed())?
                         }
                     };
                     let n = train.rows;
@@ -1014,7 +1126,10 @@ impl ResolvedJob {
                 cross_validate: true,
                 ..
             } => {
-                let choice = self.choose_epochs(train, backend.as_mut(), observer, cancel)?;
+                let choice = match &self.epoch_choice {
+                    Some(c) => c.clone(),
+                    None => self.choose_epochs(train, backend.as_mut(), observer, cancel)?,
+                };
                 opts.stopping = Stopping::Fixed {
                     epochs: choice.epochs,
                 };
@@ -1082,6 +1197,11 @@ impl ResolvedJob {
                     observer(&JobEvent::Train(e));
                     !cancel.load(Ordering::Relaxed)
                 };
+                if seeds.len() > 1 {
+                    return Err(Error::config(
+                        "streamed ensemble members train one at a time, not together",
+                    ));
+                }
                 crate::train::train_stream_with(
                     backend.as_mut(),
                     &mut source,
@@ -1092,6 +1212,7 @@ impl ResolvedJob {
                     checkpointer,
                     &mut on_train,
                 )
+                .map(|m| vec![m])
             }
             Input::Memory { train, val, .. } => {
                 let val_rows = val.as_ref().map_or(0, |v| v.rows);
@@ -1114,39 +1235,81 @@ impl ResolvedJob {
                     opts.step.batch_size
                 );
                 observer(&JobEvent::Started(&plan));
-                let mut on_train = |e: &TrainEvent| {
-                    observer(&JobEvent::Train(e));
-                    !cancel.load(Ordering::Relaxed)
+                let models = if seeds.len() > 1 {
+                    // Epochs and notes both go to the observer, one at a time.
+                    let shared = std::cell::RefCell::new(&mut *observer);
+                    let mut on_train = |e: &TrainEvent| {
+                        (shared.borrow_mut())(&JobEvent::Train(e));
+                        !cancel.load(Ordering::Relaxed)
+                    };
+                    let models = crate::train::train_members(
+                        backend.as_mut(),
+                        &train,
+                        val.as_ref(),
+                        &opts,
+                        seeds,
+                        &mut on_train,
+                        &mut |n| (shared.borrow_mut())(&JobEvent::Note(n)),
+                    );
+                    models?.ok_or_else(|| {
+                        Error::Backend(format!(
+                            "{} cannot train ensemble members together",
+                            backend.name()
+                        ))
+                    })?
+                } else {
+                    let mut on_train = |e: &TrainEvent| {
+                        observer(&JobEvent::Train(e));
+                        !cancel.load(Ordering::Relaxed)
+                    };
+                    vec![crate::train::train_with(
+                        backend.as_mut(),
+                        &train,
+                        val.as_ref(),
+                        &opts,
+                        resume_state,
+                        checkpointer,
+                        &mut on_train,
+                    )?]
                 };
-                let model = crate::train::train_with(
-                    backend.as_mut(),
-                    &train,
-                    val.as_ref(),
-                    &opts,
-                    resume_state,
-                    checkpointer,
-                    &mut on_train,
-                );
-                match (model, &val, epoch_choice) {
-                    (Ok(model), Some(val), _) => {
-                        Ok(compare_with_baseline(model, &train, val, &mut *observer))
-                    }
-                    (Ok(mut model), None, Some(choice)) => {
-                        warn_if_no_better(
-                            "cross-validated",
-                            choice.cv_nll,
-                            choice.baseline_cv_nll,
-                            "on the same folds",
-                            &mut *observer,
-                        );
-                        if let Some(info) = model.training.as_mut() {
-                            info.baseline_val_nll = Some(choice.baseline_cv_nll);
-                            info.epoch_choice = Some(choice);
+                // The comparison with a linear model: per member, named when there are
+                // several; a cross-validated choice made for a whole ensemble was judged
+                // when it was made.
+                let several = seeds.len() > 1;
+                let judged = self.epoch_choice.is_some();
+                let models = models
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, model)| {
+                        let mut warn = |e: &JobEvent| match e {
+                            JobEvent::Warning(w) if several => {
+                                observer(&JobEvent::Warning(&format!("member {}: {w}", i + 1)))
+                            }
+                            _ if judged => {}
+                            e => observer(e),
+                        };
+                        match (&val, &epoch_choice) {
+                            (Some(val), _) => compare_with_baseline(model, &train, val, &mut warn),
+                            (None, Some(choice)) => {
+                                let mut model = model;
+                                warn_if_no_better(
+                                    "cross-validated",
+                                    choice.cv_nll,
+                                    choice.baseline_cv_nll,
+                                    "on the same folds",
+                                    &mut warn,
+                                );
+                                if let Some(info) = model.training.as_mut() {
+                                    info.baseline_val_nll = Some(choice.baseline_cv_nll);
+                                    info.epoch_choice = Some(choice.clone());
+                                }
+                                model
+                            }
+                            (None, None) => model,
                         }
-                        Ok(model)
-                    }
-                    (model, _, _) => model,
-                }
+                    })
+                    .collect();
+                Ok(models)
             }
         };
         drop(converted);
@@ -1165,7 +1328,7 @@ impl ResolvedJob {
         observer: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
     ) -> Result<EpochChoice> {
-        let seed = self.options.seed;
+        let seed = self.options.split_seed();
         let interrupted = || {
             Error::Interrupted(
                 "interrupted while choosing the number of epochs; no model was written".into(),

@@ -127,6 +127,11 @@ pub struct TrainingInfo {
     /// cross-validated NLL on the same folds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch_choice: Option<EpochChoice>,
+    /// A deep ensemble's own validation NLL (original units): of the equal-weight mixture of
+    /// its members on the validation rows they share. In the top-level model's record only;
+    /// absent for single models and without validation rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ensemble_val_nll: Option<f64>,
     pub history: Vec<EpochRecord>,
 }
 

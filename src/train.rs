@@ -61,7 +61,13 @@ pub struct TrainOptions {
     pub covariance: Covariance,
     pub step: StepConfig,
     pub stopping: Stopping,
+    /// Seeds the initial weights and the row orders (and, unless `split_seed` is given, the
+    /// validation split).
     pub seed: u64,
+    /// Seeds the validation split (and a small data set's cross-validation folds) when it
+    /// differs from `seed`: an ensemble's members share their ensemble's split.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_seed: Option<u64>,
 }
 
 impl Default for TrainOptions {
@@ -78,7 +84,15 @@ impl Default for TrainOptions {
                 max_epochs: 200,
             },
             seed: 0,
+            split_seed: None,
         }
+    }
+}
+
+impl TrainOptions {
+    /// The seed of the validation split and cross-validation folds.
+    pub fn split_seed(&self) -> u64 {
+        self.split_seed.unwrap_or(self.seed)
     }
 }
 
@@ -676,7 +690,7 @@ pub fn train_stream_with(
     if fraction * rows as f64 > stream.max_val_rows as f64 {
         fraction = stream.max_val_rows as f64 / rows as f64;
     }
-    let held_out = |r: usize| fraction > 0.0 && is_validation_row(opts.seed, r as u64, fraction);
+    let held_out = |r: usize| fraction > 0.0 && is_validation_row(opts.split_seed(), r as u64, fraction);
 
     // Pass 1: statistics, validation rows, a sample of targets.
     const SAMPLE: usize = 1_000_000;
@@ -1214,6 +1228,7 @@ fn build_model(
         components: None,
         baseline_val_nll: None,
         epoch_choice: None,
+        ensemble_val_nll: None,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

@@ -299,6 +299,10 @@ pub struct BenchArgs {
     /// CPU thread counts to time, comma-separated [default: 1 and every core]
     #[arg(long, value_delimiter = ',')]
     pub threads: Vec<usize>,
+    /// Also time this many networks trained at once (an ensemble's members: in the same
+    /// dispatches on a GPU, side by side on the CPU), next to one network
+    #[arg(long, default_value_t = 1)]
+    pub ensemble: usize,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,

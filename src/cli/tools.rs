@@ -123,6 +123,12 @@ pub fn check(a: CheckArgs) -> Result<()> {
     Ok(())
 }
 pub fn bench(a: BenchArgs) -> Result<()> {
+    if !(1..=100).contains(&a.ensemble) {
+        return Err(mdn::Error::config(format!(
+            "--ensemble must be between 1 and 100 networks, got {}",
+            a.ensemble
+        )));
+    }
     let mut devices = a.devices.clone();
     // `auto` resolving to the CPU would time the CPU twice.
     if devices.contains(&DeviceChoice::Auto) && backend::auto_device().0 != DeviceChoice::Gpu {
@@ -144,6 +150,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
         &a.config,
         a.rows,
         a.epochs,
+        a.ensemble,
         &mut |line| {
             if !quiet {
                 message(line);

@@ -28,7 +28,25 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
         .training
         .as_ref()
         .expect("the trainer records its run");
-    if !a.quiet {
+    let members = outcome.model.ensemble_size();
+    if !a.quiet && members > 1 {
+        let epochs: Vec<String> = outcome
+            .model
+            .member_models()
+            .filter_map(|m| m.training.as_ref())
+            .map(|t| format!("{} of {}", t.saved_epoch, t.epochs))
+            .collect();
+        let val = info
+            .ensemble_val_nll
+            .map(|v| format!(", validation NLL {v:.4}"))
+            .unwrap_or_default();
+        message(&format!(
+            "wrote {}: an ensemble of {members} members (parameters of epochs {}){val}",
+            outcome.path.display(),
+            epochs.join(", ")
+        ));
+        component_report(&outcome.model);
+    } else if !a.quiet {
         let val = info
             .best_val_nll
             .map(|v| {
@@ -49,7 +67,24 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
     }
     if a.json {
         let last = info.history.last();
+        let member_runs: Vec<serde_json::Value> = outcome
+            .model
+            .member_models()
+            .filter_map(|m| m.training.as_ref())
+            .map(|t| {
+                json!({
+                    "seed": t.seed,
+                    "epochs": t.epochs,
+                    "saved_epoch": t.saved_epoch,
+                    "stop_reason": t.stop_reason,
+                    "best_val_nll": t.best_val_nll,
+                })
+            })
+            .collect();
         print_json(&json!({
+            "ensemble": members,
+            "ensemble_val_nll": info.ensemble_val_nll,
+            "members": member_runs,
             "model": outcome.path,
             "backend": info.backend,
             "epochs": info.epochs,
