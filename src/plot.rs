@@ -74,6 +74,9 @@ pub struct DensityGrid {
     pub xs: Vec<f64>,
     pub ys: Vec<f64>,
     pub density: Vec<f64>,
+    /// For a deep ensemble, at each `xs`: the predicted mean and the epistemic standard
+    /// deviation (of the members' means), drawn as a band of two of them either side.
+    pub epistemic: Option<Vec<(f64, f64)>>,
 }
 
 /// The predicted marginal density of target `target` of a one-input model at `nx` x `ny`
@@ -115,7 +118,23 @@ pub fn density_grid(
             density[iy * nx + ix] = m.pdf(y);
         }
     }
-    Ok(DensityGrid { xs, ys, density })
+    let members = model.ensemble_size();
+    let epistemic = (members > 1).then(|| {
+        let (_, epistemic) = pred.variance_split(members);
+        let d = model.arch.targets;
+        (0..nx)
+            .map(|ix| {
+                let mean = marginal(&pred, ix, target).mean();
+                (mean, epistemic[ix * d + target].max(0.0).sqrt())
+            })
+            .collect()
+    });
+    Ok(DensityGrid {
+        xs,
+        ys,
+        density,
+        epistemic,
+    })
 }
 
 fn marginal(pred: &Prediction, r: usize, target: usize) -> Marginal {
@@ -456,6 +475,21 @@ impl Figure<'_> {
                     .map(|&(x, y)| Circle::new((x, y), 1, RGBColor(255, 80, 60).mix(0.7).filled())),
             )
             .map_err(e)?;
+        // An ensemble's epistemic band: its mean plus and minus two standard deviations of
+        // its members' means, clipped to the panel.
+        if let Some(band) = &grid.epistemic {
+            for side in [-2.0, 2.0] {
+                let line: Vec<(f64, f64)> = grid
+                    .xs
+                    .iter()
+                    .zip(band)
+                    .map(|(&x, &(mean, sd))| (x, (mean + side * sd).clamp(y0, y1)))
+                    .collect();
+                chart
+                    .draw_series(LineSeries::new(line, WHITE.mix(0.9).stroke_width(1)))
+                    .map_err(e)?;
+            }
+        }
         Ok(())
     }
 

@@ -89,8 +89,8 @@ pub fn predictions_json(
                 "mode": sums.iter().map(|s| s.mode).collect::<Vec<_>>(),
             });
             if let Some((aleatoric, epistemic)) = &split {
-                row["aleatoric_var"] = json!(aleatoric[r * d..(r + 1) * d]);
-                row["epistemic_var"] = json!(epistemic[r * d..(r + 1) * d]);
+                row["aleatoric_variance"] = json!(aleatoric[r * d..(r + 1) * d]);
+                row["epistemic_variance"] = json!(epistemic[r * d..(r + 1) * d]);
             }
             if !pred.scale_tril.is_empty() {
                 row["cov"] = json!(
@@ -137,7 +137,8 @@ pub fn predictions_json(
 }
 
 /// `mdn predict` as CSV: `row`, the kept columns, `pi_c`, `mu_c_t`, `sigma_c_t`
-/// (`corr_c_a_b` for full covariance), `mean_t`, `var_t`, `mode_t`, then `q<level>_t` in
+/// (`corr_c_a_b` for full covariance), `mean_t`, `var_t` (for an ensemble then
+/// `aleatoric_var_t` and `epistemic_var_t`), `mode_t`, then `q<level>_t` in
 /// ascending order of level.
 pub fn predictions_csv(
     model: &Model,
@@ -167,7 +168,14 @@ pub fn predictions_csv(
             }
         }
     }
-    for what in ["mean", "var", "mode"] {
+    let members = model.ensemble_size();
+    let split = (members > 1).then(|| pred.variance_split(members));
+    let parts: &[&str] = if split.is_some() {
+        &["mean", "var", "aleatoric_var", "epistemic_var", "mode"]
+    } else {
+        &["mean", "var", "mode"]
+    };
+    for what in parts {
         header.extend(model.targets.iter().map(|t| format!("{what}_{t}")));
     }
     for q in qs {
@@ -204,6 +212,10 @@ pub fn predictions_csv(
         let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
         cells.extend(sums.iter().map(|s| s.mean.to_string()));
         cells.extend(sums.iter().map(|s| s.variance.to_string()));
+        if let Some((aleatoric, epistemic)) = &split {
+            cells.extend(aleatoric[r * d..(r + 1) * d].iter().map(|v| v.to_string()));
+            cells.extend(epistemic[r * d..(r + 1) * d].iter().map(|v| v.to_string()));
+        }
         cells.extend(sums.iter().map(|s| s.mode.to_string()));
         for i in 0..qs.len() {
             cells.extend(sums.iter().map(|s| s.quantiles[i].to_string()));

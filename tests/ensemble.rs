@@ -238,14 +238,32 @@ fn mdn_train_ensemble_writes_a_version_2_model_that_every_command_reads() {
     assert_eq!(pred["ensemble"], 3);
     let row = &pred["rows"][0];
     let (a, e, v) = (
-        row["aleatoric_var"][0].as_f64().unwrap(),
-        row["epistemic_var"][0].as_f64().unwrap(),
+        row["aleatoric_variance"][0].as_f64().unwrap(),
+        row["epistemic_variance"][0].as_f64().unwrap(),
         row["variance"][0].as_f64().unwrap(),
     );
     assert!(
         (a + e - v).abs() <= 1e-9 * v.abs().max(1.0),
         "{a} + {e} != {v}"
     );
+    // The CSV has the same parts, as columns beside var_t.
+    let csv = run(&["predict", "--data", test, "--device", "cpu"]);
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let first: Vec<f64> = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
+    let col = |name: &str| first[header.iter().position(|h| *h == name).unwrap()];
+    let at = header.iter().position(|h| *h == "var_t").unwrap();
+    assert_eq!(
+        header[at..at + 4],
+        ["var_t", "aleatoric_var_t", "epistemic_var_t", "mode_t"]
+    );
+    assert!((col("aleatoric_var_t") - a).abs() <= 1e-12 * a.abs().max(1.0));
+    assert!((col("epistemic_var_t") - e).abs() <= 1e-12 * e.abs().max(1.0));
     assert!(run(&["info"]).contains("ensemble      3 members"));
     run(&["eval", "--data", test, "--device", "cpu"]);
     run(&["sample", "--data", test, "--n", "3", "--device", "cpu"]);
@@ -357,4 +375,35 @@ fn members_share_the_validation_split_of_the_ensembles_seed() {
             "member {m}: its recorded validation NLL {last} is not that of seed 11's rows ({nll})"
         );
     }
+}
+
+#[test]
+fn the_density_map_of_an_ensemble_carries_its_epistemic_band() {
+    // The band is the ensemble's mean and the standard deviation of its members' means at
+    // each column of the grid; a single model has none.
+    let data = bishop("bishop.csv");
+    let ens = train(job(2, 3), &data);
+    let be = &mut CpuBackend::with_threads(1);
+    let grid = mdn::plot::density_grid(&ens, be, 0, (-0.5, 1.5), (0.0, 1.0), (9, 4)).unwrap();
+    let band = grid.epistemic.expect("an ensemble's grid has a band");
+    assert_eq!(band.len(), 9);
+    let x: Vec<f32> = grid.xs.iter().map(|&v| v as f32).collect();
+    let rows = Dataset {
+        path: "grid".into(),
+        features: ens.features.clone(),
+        targets: ens.targets.clone(),
+        y: vec![0.0; x.len()],
+        x,
+        rows: 9,
+    };
+    let pred = ens.predict(be, &rows).unwrap();
+    let (_, epistemic) = pred.variance_split(3);
+    for (i, &(mean, sd)) in band.iter().enumerate() {
+        assert!((mean - marginal(&pred, i).mean()).abs() < 1e-12);
+        assert!((sd - epistemic[i].sqrt()).abs() < 1e-12);
+    }
+    let mut single = ens.clone();
+    single.members.clear();
+    let grid = mdn::plot::density_grid(&single, be, 0, (-0.5, 1.5), (0.0, 1.0), (9, 4)).unwrap();
+    assert!(grid.epistemic.is_none());
 }

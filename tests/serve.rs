@@ -929,6 +929,6 @@ fn an_ensemble_job_serves_its_variance_split() {
     assert_eq!(p["ensemble"], 3);
     let row = &p["rows"][0];
     let total =
-        row["aleatoric_var"][0].as_f64().unwrap() + row["epistemic_var"][0].as_f64().unwrap();
+        row["aleatoric_variance"][0].as_f64().unwrap() + row["epistemic_variance"][0].as_f64().unwrap();
     assert!((total - row["variance"][0].as_f64().unwrap()).abs() < 1e-9);
 }
