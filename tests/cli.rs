@@ -699,14 +699,33 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
         ],
     );
     std::fs::write(d.join("one_full.csv"), "x,y0,y1,y2\n0.3,0.2,0.1,-0.05\n").unwrap();
+    // And a version-2 file: a deep ensemble of three.
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--ensemble",
+            "3",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            "ens.json",
+            "--quiet",
+        ],
+    );
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/model-format.md"))
             .unwrap();
     let start = doc.find("```python\n").expect("a python example") + "```python\n".len();
     let code = &doc[start..start + doc[start..].find("```").unwrap()];
-    for (model, data, x, y) in [
-        ("m.json", "one.csv", "[0.3]", "[0.45]"),
-        ("full.json", "one_full.csv", "[0.3]", "[0.2, 0.1, -0.05]"),
+    for (model, data, x, y, members) in [
+        ("m.json", "one.csv", "[0.3]", "[0.45]", 1.0),
+        ("full.json", "one_full.csv", "[0.3]", "[0.2, 0.1, -0.05]", 1.0),
+        ("ens.json", "one.csv", "[0.3]", "[0.45]", 3.0),
     ] {
         std::fs::copy(d.join(model), d.join("model.json")).unwrap();
         let script =
@@ -746,7 +765,7 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
         let (p, _) = ok(d, &["predict", "--model", model, "--data", data, "--json"]);
         let mdn_pi0 = json(&p)["rows"][0]["pi"][0].as_f64().unwrap();
         assert!(
-            (pi0 - mdn_pi0).abs() < 1e-5,
+            (pi0 / members - mdn_pi0).abs() < 1e-5,
             "{model}: python {pi0} vs mdn {mdn_pi0}"
         );
     }
