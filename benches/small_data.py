@@ -11,6 +11,8 @@ over the splits. Lower is better.
 Methods, all trained on exactly the same rows of each split:
   mdn        `mdn train --data train.csv --target ... --device cpu --seed S` (every other option
              at its default), scored by `mdn eval`.
+  mdn-eM     the same with `--ensemble M`: a deep ensemble of M networks (with --ensemble M);
+             its members' mean held-out NLL is reported too (mdn-eM members).
   linear     one Gaussian per target, mean linear in the inputs, constant variance (least
              squares; the variance is the training residuals' mean square).
   gbm        scikit-learn's GradientBoostingRegressor (defaults) per target, with a Gaussian of
@@ -25,7 +27,7 @@ Usage:
   (and torch for --peers)
   cargo build --release
   .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
-      [--splits 20] [--only diabetes,engel] [--markdown table.md]
+      [--splits 20] [--only diabetes,engel] [--ensemble 5] [--markdown table.md]
 """
 import argparse
 import json
@@ -143,17 +145,34 @@ def write_csv(path, x, y):
     np.savetxt(path, np.hstack([x, y]), delimiter=",", header=",".join(names), comments="", fmt="%.9g")
 
 
-def mdn(binary, tmp, xtr, ytr, xte, yte, seed):
+def mdn(binary, tmp, xtr, ytr, xte, yte, seed, ensemble=1):
     train, test, model = (os.path.join(tmp, f) for f in ("train.csv", "test.csv", "model.json"))
     write_csv(train, xtr, ytr)
     write_csv(test, xte, yte)
     targets = ",".join(f"y{j}" for j in range(ytr.shape[1]))
     subprocess.run([binary, "train", "--data", train, "--target", targets, "--device", "cpu",
-                    "--seed", str(seed), "--quiet", "--out", model], check=True)
+                    "--seed", str(seed), "--ensemble", str(ensemble), "--quiet", "--out", model],
+                   check=True)
     out = subprocess.run([binary, "eval", "--model", model, "--data", test, "--json", "--device", "cpu"],
                          check=True, capture_output=True, text=True).stdout
-    info = json.load(open(model))["training"]
-    return json.loads(out)["mean_nll"], info
+    m = json.load(open(model))
+    members = []
+    for member in m.get("members", []) if ensemble > 1 else []:
+        # Each member alone: the member's object is a whole model file of its own.
+        path = os.path.join(tmp, "member.json")
+        with open(path, "w") as f:
+            json.dump({**member, "format_version": 1}, f)
+        o = subprocess.run([binary, "eval", "--model", path, "--data", test, "--json", "--device", "cpu"],
+                           check=True, capture_output=True, text=True).stdout
+        members.append(json.loads(o)["mean_nll"])
+    if members:
+        first = {k: v for k, v in m.items() if k != "members"}
+        with open(os.path.join(tmp, "member.json"), "w") as f:
+            json.dump({**first, "format_version": 1}, f)
+        o = subprocess.run([binary, "eval", "--model", os.path.join(tmp, "member.json"), "--data", test,
+                            "--json", "--device", "cpu"], check=True, capture_output=True, text=True).stdout
+        members.append(json.loads(o)["mean_nll"])
+    return json.loads(out)["mean_nll"], m["training"], members
 
 
 def torch_peer(peers, tmp, xtr, ytr, xte, yte, seed, batch, epochs):
@@ -185,9 +204,12 @@ def main():
     ap.add_argument("--splits", type=int, default=20)
     ap.add_argument("--only", default=None, help="comma-separated data sets")
     ap.add_argument("--markdown", default=None, help="also write the table here")
+    ap.add_argument("--ensemble", type=int, default=0, help="adds mdn --ensemble M (M >= 2)")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(DATASETS)
-    methods = ["mdn", "linear", "gbm"] + (["torch-b32"] if a.peers else [])
+    ens = f"mdn-e{a.ensemble}"
+    methods = ["mdn"] + ([ens, ens + " members"] if a.ensemble > 1 else []) + \
+        ["linear", "gbm"] + (["torch-b32"] if a.peers else [])
     rows = []
     for name in names:
         x, y, what = DATASETS[name]()
@@ -200,9 +222,13 @@ def main():
             te, tr = perm[: n // 10], perm[n // 10:]
             xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
             with tempfile.TemporaryDirectory() as tmp:
-                nll, info = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s)
+                nll, info, _ = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s)
                 scores["mdn"].append(nll)
                 chosen.append(info.get("epoch_choice") is not None)
+                if a.ensemble > 1:
+                    nll, _, members = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s, a.ensemble)
+                    scores[ens].append(nll)
+                    scores[ens + " members"].append(float(np.mean(members)))
                 scores["linear"].append(linear(xtr, ytr, xte, yte))
                 scores["gbm"].append(gbm(xtr, ytr, xte, yte, s))
                 if a.peers:
