@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::{TempNpy, check_writable};
 use crate::backend::{self, Backend, DeviceChoice, StepConfig, TrainState};
-use crate::checkpoint::{Checkpoint, DataSpec};
+use crate::checkpoint::{Checkpoint, DataSpec, EnsembleCheckpoint, Loaded, MemberState};
 use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_csv_from, read_data};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
@@ -359,11 +359,7 @@ impl TrainJob {
             )));
         }
         if self.ensemble > 1 {
-            for (what, set) in [
-                ("--checkpoint-every", self.checkpoint_every.is_some()),
-                ("--resume", self.resume.is_some()),
-                ("--stream", self.stream || self.chunk_rows.is_some()),
-            ] {
+            for (what, set) in [("--stream", self.stream || self.chunk_rows.is_some())] {
                 if set {
                     return Err(Error::config(format!(
                         "{what} does not work with --ensemble yet: train the members one by one (--seed S) or drop {what}"
@@ -389,26 +385,40 @@ impl TrainJob {
     /// Checks the job before any work: the options, a checkpoint to resume (whose data and
     /// options then replace the job's), the output, the data's header and columns, and the
     /// validation file's header; decides whether to stream.
+    /// Takes a checkpoint's data, options and checkpoint settings (a resumed run continues
+    /// exactly as it started).
+    fn resume_from(&mut self, path: &Path, data: &DataSpec, options: &TrainOptions, every: usize) {
+        self.data = data.data.clone();
+        self.target = data.target.clone();
+        self.features = data.features.clone();
+        self.val = data.val.clone();
+        self.val_fraction = Some(data.val_fraction);
+        self.stream = data.stream;
+        self.chunk_rows = data.chunk_rows;
+        if data.memory_mb > 0 {
+            self.memory_mb = data.memory_mb;
+        }
+        self.set_options(options);
+        self.checkpoint = Some(self.checkpoint.clone().unwrap_or(path.to_path_buf()));
+        self.checkpoint_every = Some(self.checkpoint_every.unwrap_or(every));
+    }
+
     pub fn resolve(mut self) -> Result<ResolvedJob> {
-        let resume = match self.resume.clone() {
-            Some(path) => {
-                let c = Checkpoint::load(&path)?;
-                self.data = c.data.data.clone();
-                self.target = c.data.target.clone();
-                self.features = c.data.features.clone();
-                self.val = c.data.val.clone();
-                self.val_fraction = Some(c.data.val_fraction);
-                self.stream = c.data.stream;
-                self.chunk_rows = c.data.chunk_rows;
-                if c.data.memory_mb > 0 {
-                    self.memory_mb = c.data.memory_mb;
-                }
-                self.set_options(&c.options);
-                self.checkpoint = Some(self.checkpoint.clone().unwrap_or(path));
-                self.checkpoint_every = Some(self.checkpoint_every.unwrap_or(c.every));
-                Some(c)
+        let loaded = self.resume.as_deref().map(Loaded::load).transpose()?;
+        let (resume, ensemble_resume) = match loaded {
+            Some(Loaded::Ensemble(c)) => {
+                let path = self.resume.clone().expect("loaded from it");
+                self.resume_from(&path, &c.data, &c.options, c.every);
+                self.ensemble = c.members.len();
+                (None, Some(c))
             }
-            None => None,
+            Some(Loaded::Single(c)) => {
+                let path = self.resume.clone().expect("loaded from it");
+                self.resume_from(&path, &c.data, &c.options, c.every);
+                self.ensemble = 1;
+                (Some(c), None)
+            }
+            None => (None, None),
         };
         self.check_options()?;
         check_writable(&self.out, "--out")?;
@@ -488,9 +498,10 @@ impl TrainJob {
         );
         // A resumed run continues with exactly the checkpoint's options (Adam's constants
         // included, which have no option of their own).
-        let options = match &resume {
-            Some(c) => c.options.clone(),
-            None => self.options(),
+        let options = match (&resume, &ensemble_resume) {
+            (Some(c), _) => c.options.clone(),
+            (_, Some(c)) => c.options.clone(),
+            _ => self.options(),
         };
         Ok(ResolvedJob {
             options,
@@ -499,6 +510,8 @@ impl TrainJob {
             targets,
             streamed,
             resume,
+            ensemble_resume,
+            sink: None,
             checkpoint_path,
             arrays: None,
             epoch_choice: None,
@@ -555,6 +568,8 @@ impl TrainJob {
             targets: train.targets.clone(),
             streamed: false,
             resume: None,
+            ensemble_resume: None,
+            sink: None,
             checkpoint_path,
             arrays: Some(std::sync::Arc::new((train, val))),
             epoch_choice: None,
@@ -674,6 +689,46 @@ pub struct ResolvedJob {
     /// A small data set's number of epochs, already chosen by cross-validation (an ensemble
     /// chooses it once for all its members).
     epoch_choice: Option<EpochChoice>,
+    /// An ensemble's checkpoint to resume from.
+    ensemble_resume: Option<EnsembleCheckpoint>,
+    /// An ensemble member's checkpoints go to its slot of the ensemble's.
+    sink: Option<MemberSink>,
+}
+
+/// Where an ensemble member's checkpoints go: its slot of the ensemble's checkpoint (shared
+/// by the members training side by side), written whole after every update.
+#[derive(Debug, Clone)]
+struct MemberSink {
+    shared: std::sync::Arc<std::sync::Mutex<Option<EnsembleCheckpoint>>>,
+    member: usize,
+    members: usize,
+}
+
+impl MemberSink {
+    /// Member `self.member`'s run state into the ensemble's checkpoint (made from this
+    /// member's data, options and standardisation if there is none yet), saved to `path`.
+    fn write(&self, path: &Path, single: Checkpoint) -> Result<()> {
+        let mut guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard.get_or_insert_with(|| {
+            let base = single.options.split_seed();
+            EnsembleCheckpoint::new(
+                single.data.clone(),
+                TrainOptions {
+                    seed: base,
+                    split_seed: None,
+                    ..single.options.clone()
+                },
+                single.every,
+                (single.x_scaler.clone(), single.y_scaler.clone()),
+                self.members,
+            )
+        });
+        c.members[self.member] = Some(MemberState {
+            state: single.state,
+            trainer: single.trainer,
+        });
+        c.save(path)
+    }
 }
 
 /// What a finished job gives back.
@@ -729,7 +784,7 @@ impl ResolvedJob {
             return Ok(self.train_members(&[self.job.seed], observer, cancel)?.remove(0));
         }
         let mut shared = self.clone();
-        if !self.streamed && self.resume.is_none() {
+        if !self.streamed && self.ensemble_resume.is_none() {
             // The rows once, for every member.
             if shared.arrays.is_none() {
                 let data = self.read_data()?;
@@ -745,6 +800,11 @@ impl ResolvedJob {
             }
         }
         let seeds: Vec<u64> = (0..m as u64).map(|i| self.job.seed + i).collect();
+        // Checkpoints: one file for the ensemble, a slot per member (kept from the checkpoint
+        // resumed, so that members already done stay done).
+        let sink = self.job.checkpoint_every.is_some().then(|| {
+            std::sync::Arc::new(std::sync::Mutex::new(self.ensemble_resume.clone()))
+        });
         let member = |i: usize, threads: Option<usize>| {
             let mut one = shared.clone();
             one.options.seed = seeds[i];
@@ -752,6 +812,13 @@ impl ResolvedJob {
             one.job.seed = seeds[i];
             one.job.ensemble = 1;
             one.job.threads = threads;
+            one.ensemble_resume = None;
+            one.resume = self.ensemble_resume.as_ref().and_then(|c| c.member(i));
+            one.sink = sink.as_ref().map(|shared| MemberSink {
+                shared: shared.clone(),
+                member: i,
+                members: m,
+            });
             one
         };
         let on_cpu = match self.job.device {
@@ -760,7 +827,20 @@ impl ResolvedJob {
             _ => false,
         };
         let mut models: Vec<Model> = Vec::with_capacity(m);
-        if !on_cpu && !self.streamed {
+        // Members resumed together must be at one Adam step (as training together leaves
+        // them); otherwise (a checkpoint of members trained side by side) one after another.
+        let together = match &self.ensemble_resume {
+            None => true,
+            Some(c) => {
+                let steps: Vec<Option<u64>> = c
+                    .members
+                    .iter()
+                    .map(|s| s.as_ref().map(|s| s.state.adam.step))
+                    .collect();
+                steps.iter().all(|s| s.is_some() && *s == steps[0])
+            }
+        };
+        if !on_cpu && !self.streamed && together {
             // On a GPU: every member in the same dispatches.
             observer(&JobEvent::Note(&format!(
                 "ensemble of {m}: trained together on the GPU (seeds {} to {})",
@@ -769,6 +849,9 @@ impl ResolvedJob {
             )));
             let mut all = member(0, self.job.threads);
             all.job.ensemble = m;
+            all.resume = None;
+            all.sink = None;
+            all.ensemble_resume = self.ensemble_resume.clone();
             models = all.train_members(&seeds, observer, cancel)?;
             if cancel.load(Ordering::Relaxed) {
                 observer(&JobEvent::Warning(&format!(
@@ -922,6 +1005,7 @@ impl ResolvedJob {
         cancel: &AtomicBool,
     ) -> Vec<Option<Result<Model>>> {
         enum Owned {
+            Resuming(usize, PathBuf),
             Started(Box<Plan>),
             Train(TrainEvent),
             Warning(String),
@@ -944,6 +1028,9 @@ impl ResolvedJob {
                         let one = member(i);
                         let mut send = |e: &JobEvent| {
                             let owned = match e {
+                                JobEvent::Resuming { epoch, from } => {
+                                    Owned::Resuming(*epoch, from.to_path_buf())
+                                }
                                 JobEvent::Started(p) => Owned::Started(Box::new((*p).clone())),
                                 JobEvent::Train(t) => Owned::Train(**t),
                                 JobEvent::Warning(w) => Owned::Warning(w.to_string()),
@@ -963,6 +1050,13 @@ impl ResolvedJob {
             // The members' events, in the order they happen.
             for (i, e) in rx {
                 match e {
+                    Owned::Resuming(epoch, from) => {
+                        observer(&JobEvent::Note(&format!(
+                            "ensemble member {} of {m} resumes",
+                            i + 1
+                        )));
+                        observer(&JobEvent::Resuming { epoch, from: &from });
+                    }
                     Owned::Started(p) => {
                         observer(&JobEvent::Note(&format!(
                             "ensemble member {} of {m} started",
@@ -1157,15 +1251,18 @@ impl ResolvedJob {
         let every = job.checkpoint_every.unwrap_or(0);
         let mut write =
             |state: TrainState, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
-                Checkpoint::new(
+                let c = Checkpoint::new(
                     spec.clone(),
                     opts.clone(),
                     every,
                     (xs.clone(), ys.clone()),
                     state,
                     st.clone(),
-                )
-                .save(&self.checkpoint_path)
+                );
+                match &self.sink {
+                    Some(sink) => sink.write(&self.checkpoint_path, c),
+                    None => c.save(&self.checkpoint_path),
+                }
             };
         let checkpointer = (every > 0).then_some(Checkpointer {
             every,
@@ -1242,12 +1339,80 @@ impl ResolvedJob {
                         (shared.borrow_mut())(&JobEvent::Train(e));
                         !cancel.load(Ordering::Relaxed)
                     };
-                    let models = crate::train::train_members(
+                    // Members resumed together: every one has a state (checked in `train`).
+                    let resume = self
+                        .ensemble_resume
+                        .as_ref()
+                        .map(|c| {
+                            c.members
+                                .iter()
+                                .map(|s| {
+                                    let s = s.clone().ok_or_else(|| {
+                                        Error::Backend(
+                                            "an ensemble member without a checkpointed state cannot resume together with the others".into(),
+                                        )
+                                    })?;
+                                    Ok(Resume {
+                                        trainer: s.trainer,
+                                        state: s.state,
+                                        x_scaler: c.x_scaler.clone(),
+                                        y_scaler: c.y_scaler.clone(),
+                                    })
+                                })
+                                .collect::<Result<Vec<_>>>()
+                        })
+                        .transpose()?;
+                    if let Some(c) = &self.ensemble_resume {
+                        let done: Vec<String> = c
+                            .members
+                            .iter()
+                            .flatten()
+                            .map(|s| s.trainer.completed.to_string())
+                            .collect();
+                        (shared.borrow_mut())(&JobEvent::Note(&format!(
+                            "the {} members resume together after epochs {}",
+                            seeds.len(),
+                            done.join(", ")
+                        )));
+                        let epoch = c.members.iter().flatten().map(|s| s.trainer.completed).max();
+                        (shared.borrow_mut())(&JobEvent::Resuming {
+                            epoch: epoch.unwrap_or(0),
+                            from: &self.checkpoint_path,
+                        });
+                    }
+                    let mut write_all = |states: Vec<(TrainState, LoopState)>,
+                                         xs: &Scaler,
+                                         ys: &Scaler|
+                     -> Result<()> {
+                        let mut c = EnsembleCheckpoint::new(
+                            spec.clone(),
+                            TrainOptions {
+                                seed: opts.split_seed(),
+                                split_seed: None,
+                                ..opts.clone()
+                            },
+                            every,
+                            (xs.clone(), ys.clone()),
+                            states.len(),
+                        );
+                        for (slot, (state, trainer)) in c.members.iter_mut().zip(states) {
+                            *slot = Some(MemberState { state, trainer });
+                        }
+                        c.save(&self.checkpoint_path)
+                    };
+                    let checkpointer = (every > 0).then_some(crate::train::MembersCheckpointer {
+                        every,
+                        min_seconds: job.checkpoint_seconds,
+                        write: &mut write_all,
+                    });
+                    let models = crate::train::train_members_with(
                         backend.as_mut(),
                         &train,
                         val.as_ref(),
                         &opts,
                         seeds,
+                        resume,
+                        checkpointer,
                         &mut on_train,
                         &mut |n| (shared.borrow_mut())(&JobEvent::Note(n)),
                     );

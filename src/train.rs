@@ -342,6 +342,35 @@ pub fn train_members(
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
     note: &mut dyn FnMut(&str),
 ) -> Result<Option<Vec<Model>>> {
+    train_members_with(backend, train, val, opts, seeds, None, None, observer, note)
+}
+
+/// Writes an ensemble's checkpoint from every member's run state and trainer state and the
+/// standardisation.
+pub type MembersCheckpointFn<'a> =
+    dyn FnMut(Vec<(TrainState, LoopState)>, &Scaler, &Scaler) -> Result<()> + 'a;
+
+/// [`Checkpointer`] for members trained together.
+pub struct MembersCheckpointer<'a> {
+    pub every: usize,
+    pub min_seconds: f64,
+    pub write: &'a mut MembersCheckpointFn<'a>,
+}
+
+/// [`train_members`], continuing from each member's checkpointed state (all at the same Adam
+/// step: as members trained together leave them) and writing checkpoints of all of them.
+#[allow(clippy::too_many_arguments)]
+pub fn train_members_with(
+    backend: &mut dyn Backend,
+    train: &Dataset,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+    seeds: &[u64],
+    resume: Option<Vec<Resume>>,
+    mut checkpointer: Option<MembersCheckpointer<'_>>,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+    note: &mut dyn FnMut(&str),
+) -> Result<Option<Vec<Model>>> {
     check_options(train.rows, train.path.as_path(), val, opts)?;
     check_columns(&train.features, &train.targets, val)?;
     let m = seeds.len();
@@ -405,6 +434,42 @@ pub fn train_members(
         .collect();
     let mut stop: Vec<Option<&str>> = vec![None; m];
     let mut lrs = vec![opts.step.lr; m];
+    let mut first_epoch = 1;
+    if let Some(resume) = resume {
+        if resume.len() != m {
+            return Err(Error::config(format!(
+                "{} members' states to resume an ensemble of {m}",
+                resume.len()
+            )));
+        }
+        let mut saved = Vec::with_capacity(m);
+        for (i, r) in resume.into_iter().enumerate() {
+            if setup.x_scaler != r.x_scaler || setup.y_scaler != r.y_scaler {
+                return Err(Error::config(format!(
+                    "{}: the training data differ from the checkpoint's (their statistics changed); cannot resume",
+                    train.path.display()
+                )));
+            }
+            rngs[i].set_word_pos(
+                r.trainer
+                    .shuffle_position
+                    .parse()
+                    .map_err(|_| Error::config("checkpoint: malformed shuffle position"))?,
+            );
+            lrs[i] = r.trainer.lr;
+            // A member that had stopped early stays stopped (one that ran out of epochs has
+            // none left to run).
+            stop[i] = match (patience, r.trainer.best) {
+                (Some(p), Some((b, _))) if r.trainer.completed - b >= p => Some("early-stopping"),
+                _ => None,
+            };
+            first_epoch = first_epoch.max(r.trainer.completed + 1);
+            states[i] = r.trainer;
+            saved.push(r.state);
+        }
+        run.load_state(&saved)?;
+    }
+    let mut last_checkpoint = Instant::now();
     let mut orders: Vec<u32> = (0..m).flat_map(|_| 0..rows as u32).collect();
     // A fresh permutation for member i, drawn as `train` draws one.
     let shuffle = |orders: &mut [u32], rng: &mut ChaCha8Rng, i: usize| {
@@ -414,7 +479,7 @@ pub fn train_members(
     };
     let (mut run_seconds, mut epochs_run) = (0.0f64, 0usize);
     let mut interrupted = false;
-    for epoch in 1..=max_epochs {
+    for epoch in first_epoch..=max_epochs {
         let active: Vec<usize> = (0..m).filter(|&i| stop[i].is_none()).collect();
         if active.is_empty() {
             break;
@@ -510,6 +575,27 @@ pub fn train_members(
         if keep.iter().any(|&k| k) {
             run.keep_best(&keep)?;
         }
+        let mut written = false;
+        let write = |run: &mut Box<dyn crate::backend::MembersRun + '_>,
+                         c: &mut MembersCheckpointer<'_>,
+                         states: &[LoopState]|
+         -> Result<()> {
+            let saved = run.save_state()?;
+            (c.write)(
+                saved.into_iter().zip(states.iter().cloned()).collect(),
+                &setup.x_scaler,
+                &setup.y_scaler,
+            )
+        };
+        if let Some(c) = checkpointer.as_mut() {
+            if epoch % c.every.max(1) == 0
+                && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
+            {
+                write(&mut run, c, &states)?;
+                last_checkpoint = Instant::now();
+                written = true;
+            }
+        }
         let bests: Vec<(usize, f64)> = states.iter().filter_map(|s| s.best).collect();
         let report = EpochReport {
             epoch,
@@ -525,6 +611,11 @@ pub fn train_members(
         };
         if !observer(&TrainEvent::Epoch(report)) {
             interrupted = true;
+            if let Some(c) = checkpointer.as_mut() {
+                if !written {
+                    write(&mut run, c, &states)?;
+                }
+            }
             break;
         }
         if let Some(p) = patience {

@@ -274,8 +274,7 @@ fn mdn_train_ensemble_writes_a_version_2_model_that_every_command_reads() {
             "train",
             "--ensemble",
             "2",
-            "--checkpoint-every",
-            "1",
+            "--stream",
             "--device",
             "cpu",
         ])
@@ -406,4 +405,120 @@ fn the_density_map_of_an_ensemble_carries_its_epistemic_band() {
     single.members.clear();
     let grid = mdn::plot::density_grid(&single, be, 0, (-0.5, 1.5), (0.0, 1.0), (9, 4)).unwrap();
     assert!(grid.epistemic.is_none());
+}
+
+/// Trains the ensemble job `j` (writing checkpoints into `dir`), cancelled after `stop_after`
+/// epoch reports when given, and returns the model file's parameters, member by member.
+fn run_job(j: TrainJob, stop_after: Option<usize>) -> Vec<Vec<f32>> {
+    use mdn::job::JobEvent;
+    use mdn::train::TrainEvent;
+    use std::sync::atomic::Ordering;
+    let cancel = AtomicBool::new(false);
+    let mut epochs = 0;
+    let outcome = j
+        .resolve()
+        .unwrap()
+        .run(
+            &mut |e| {
+                if let JobEvent::Train(TrainEvent::Epoch(_)) = e {
+                    epochs += 1;
+                    if stop_after.is_some_and(|n| epochs >= n) {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            },
+            &cancel,
+        )
+        .unwrap();
+    outcome.model.member_models().map(|m| m.params.clone()).collect()
+}
+
+fn checkpointed(dir: &Path, device: DeviceChoice, threads: Option<usize>) -> TrainJob {
+    TrainJob {
+        data: Some(asset("bishop.csv")),
+        out: dir.join("m.json"),
+        checkpoint_every: Some(1),
+        epochs: None,
+        max_epochs: Some(40),
+        patience: Some(3),
+        device,
+        threads,
+        ..job(5, 3)
+    }
+}
+
+#[test]
+fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_cpu() {
+    // Three members, two side by side on one thread each: the cancel stops the first two
+    // mid-run, the third has not started (its slot of the checkpoint is empty and it starts
+    // over). Resumed, every member ends as the uninterrupted run's.
+    let dir = tempfile::tempdir().unwrap();
+    let whole = run_job(checkpointed(dir.path(), DeviceChoice::Cpu, Some(2)), None);
+    std::fs::remove_file(dir.path().join("m.ckpt.json")).ok();
+    let cut = run_job(checkpointed(dir.path(), DeviceChoice::Cpu, Some(2)), Some(6));
+    assert!(cut.len() < 3 || cut != whole, "the cancel came too late to test anything");
+    let ckpt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ckpt["format_version"], 2);
+    assert_eq!(ckpt["members"].as_array().unwrap().len(), 3);
+    assert!(ckpt["members"][2].is_null(), "member 3 had not started");
+    let resumed = run_job(
+        TrainJob {
+            resume: Some(dir.path().join("m.ckpt.json")),
+            out: dir.path().join("m.json"),
+            device: DeviceChoice::Cpu,
+            threads: Some(2),
+            ..TrainJob::default()
+        },
+        None,
+    );
+    assert_eq!(resumed.len(), 3);
+    for (m, (a, b)) in resumed.iter().zip(&whole).enumerate() {
+        assert_eq!(a, b, "member {m}");
+    }
+}
+
+#[test]
+fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_gpu() {
+    // The members train together on the GPU (lavapipe unless MDN_TEST_DEVICE names
+    // another): the checkpoint holds all of them at one step; resumed, they end as the
+    // uninterrupted run's, each with its own early stop.
+    let device = match std::env::var("MDN_TEST_DEVICE").as_deref() {
+        Ok("gpu") => DeviceChoice::Gpu,
+        _ => DeviceChoice::Software,
+    };
+    if let Err(e) = mdn::backend::GpuBackend::new(device) {
+        if std::env::var("MDN_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("MDN_REQUIRE_GPU=1 but no GPU backend: {e}");
+        }
+        eprintln!("SKIPPED a GPU test: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let whole = run_job(checkpointed(dir.path(), device, None), None);
+    std::fs::remove_file(dir.path().join("m.ckpt.json")).ok();
+    run_job(checkpointed(dir.path(), device, None), Some(5));
+    let ckpt: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap(),
+    )
+    .unwrap();
+    let completed: Vec<u64> = ckpt["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["trainer"]["completed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(completed, vec![5, 5, 5]);
+    let resumed = run_job(
+        TrainJob {
+            resume: Some(dir.path().join("m.ckpt.json")),
+            out: dir.path().join("m.json"),
+            device,
+            ..TrainJob::default()
+        },
+        None,
+    );
+    assert_eq!(resumed, whole);
 }

@@ -396,6 +396,48 @@ fn sigkill_mid_training_and_restart_resumes_to_the_same_bits() {
 }
 
 #[test]
+fn an_ensemble_job_killed_and_restarted_resumes_every_member_to_the_same_bits() {
+    // Two members side by side, each writing its slot of the ensemble's checkpoint; after a
+    // SIGKILL and a restart the job resumes both and ends with `mdn train --ensemble 2`'s
+    // model, member for member.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut s = Server::start(&store, &["--checkpoint-seconds", "0"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let ds = ds["id"].as_str().unwrap().to_string();
+    let id = s.submit(
+        &ds,
+        json!({"epochs": 120, "seed": 3, "hidden": "32", "ensemble": 2}),
+    );
+    s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 15);
+    s.kill();
+    let s = Server::start(&store, &["--checkpoint-seconds", "0"], &[]);
+    let j = s.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{j}"
+    );
+    let (_, served) = s.json(
+        "GET",
+        &format!("/v1/models/{}", j["model"].as_str().unwrap()),
+        None,
+    );
+    let cli = cli_train(
+        dir.path(),
+        &asset("bishop.csv"),
+        &["--epochs", "120", "--seed", "3", "--hidden", "32", "--ensemble", "2"],
+    );
+    assert_eq!(served["format_version"], 2);
+    assert_eq!(params(&served), params(&cli), "member 1");
+    assert_eq!(
+        served["members"][0]["params"], cli["members"][0]["params"],
+        "member 2"
+    );
+    assert!(s.events(&id).iter().any(|e| e["type"] == "resuming"));
+}
+
+#[test]
 fn fifty_jobs_from_eight_clients_each_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("small.csv");

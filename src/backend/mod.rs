@@ -320,6 +320,12 @@ pub trait MembersRun {
 
     /// Every member's parameters last kept (or its initial ones).
     fn best_params(&mut self) -> Result<Vec<Vec<f32>>>;
+
+    /// Every member's run state, for a checkpoint ([`TrainRun::save_state`]).
+    fn save_state(&mut self) -> Result<Vec<TrainState>>;
+
+    /// Continues from saved states, one per member, all at the same Adam step.
+    fn load_state(&mut self, states: &[TrainState]) -> Result<()>;
 }
 
 /// What `--device auto` picks on this machine, and why: a hardware GPU if there is one,

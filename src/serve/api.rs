@@ -671,17 +671,13 @@ async fn submit(
     let job_dir = store.job_dir(&id);
     spec.insert("data".into(), json!(data));
     spec.insert("out".into(), json!(store.model_path(&model_id)));
-    // Running jobs checkpoint; a deep ensemble cannot yet, and after a restart it starts
-    // again from the beginning.
-    let ensemble = spec.get("ensemble").and_then(Value::as_u64).unwrap_or(1);
-    if ensemble <= 1 {
-        spec.insert(
-            "checkpoint".into(),
-            json!(runner::checkpoint_path(store, &id)),
-        );
-        spec.insert("checkpoint_every".into(), json!(1));
-        spec.insert("checkpoint_seconds".into(), json!(app.checkpoint_seconds));
-    }
+    // Running jobs checkpoint (a deep ensemble every member), and resume after a restart.
+    spec.insert(
+        "checkpoint".into(),
+        json!(runner::checkpoint_path(store, &id)),
+    );
+    spec.insert("checkpoint_every".into(), json!(1));
+    spec.insert("checkpoint_seconds".into(), json!(app.checkpoint_seconds));
     let spec_text = Value::Object(spec).to_string();
     let shared = app.shared.clone();
     let dataset_name = dataset.name.clone();

@@ -1154,7 +1154,7 @@ impl TrainRun for GpuRun<'_> {
 
     fn save_state(&mut self) -> Result<TrainState> {
         let (b, run) = (self.backend, &self.run);
-        let n = run.n_params;
+        let n = run.n_params * run.members;
         let g = &b.gpu;
         let readback = g.readback("state readback", (4 * n * 4) as u64);
         g.scoped("reading the training state", || {
@@ -1181,7 +1181,7 @@ impl TrainRun for GpuRun<'_> {
 
     fn load_state(&mut self, state: &TrainState) -> Result<()> {
         let (b, run) = (self.backend, &mut self.run);
-        let n = run.n_params;
+        let n = run.n_params * run.members;
         if state.params.len() != n || state.best.len() != n {
             return Err(Error::config(
                 "checkpoint state does not match the model's parameter count",
@@ -1324,6 +1324,55 @@ impl MembersRun for GpuMembers<'_> {
         let (b, run) = (self.0.backend, &self.0.run);
         let all = b.read_params(&run.best, run.n_params * run.members)?;
         Ok(all.chunks(run.n_params).map(|c| c.to_vec()).collect())
+    }
+
+    fn save_state(&mut self) -> Result<Vec<TrainState>> {
+        // The whole run's buffers hold every member's: split them.
+        let all = TrainRun::save_state(&mut self.0)?;
+        let n = self.0.run.n_params;
+        let part = |v: &[f32], m: usize| v[m * n..(m + 1) * n].to_vec();
+        Ok((0..self.0.run.members)
+            .map(|m| TrainState {
+                params: part(&all.params, m),
+                best: part(&all.best, m),
+                adam: AdamState {
+                    m: part(&all.adam.m, m),
+                    v: part(&all.adam.v, m),
+                    step: all.adam.step,
+                },
+            })
+            .collect())
+    }
+
+    fn load_state(&mut self, states: &[TrainState]) -> Result<()> {
+        let members = self.0.run.members;
+        if states.len() != members {
+            return Err(Error::config(format!(
+                "{} saved states for an ensemble of {members}",
+                states.len()
+            )));
+        }
+        let step = states[0].adam.step;
+        if states.iter().any(|s| s.adam.step != step) {
+            return Err(Error::config(
+                "the members' saved states are at different Adam steps: they cannot train together",
+            ));
+        }
+        let cat = |f: &dyn Fn(&TrainState) -> &[f32]| -> Vec<f32> {
+            states.iter().flat_map(|s| f(s).iter().copied()).collect()
+        };
+        TrainRun::load_state(
+            &mut self.0,
+            &TrainState {
+                params: cat(&|s| &s.params),
+                best: cat(&|s| &s.best),
+                adam: AdamState {
+                    m: cat(&|s| &s.adam.m),
+                    v: cat(&|s| &s.adam.v),
+                    step,
+                },
+            },
+        )
     }
 }
 
