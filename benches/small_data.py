@@ -236,16 +236,27 @@ def main():
             print(f"{name} split {s + 1}/{a.splits}: " +
                   "  ".join(f"{m} {scores[m][-1]:.3f}" for m in methods), file=sys.stderr)
         stats = {m: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v)))) for m, v in scores.items()}
-        rows.append((name, n, x.shape[1], y.shape[1], what, stats, sum(chosen)))
+        paired = None
+        if a.ensemble > 1:
+            # The ensemble against the single network on the same splits: the mean paired
+            # difference, its standard error, and on how many splits the ensemble was better.
+            diff = np.array(scores[ens]) - np.array(scores["mdn"])
+            paired = (float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff))), int((diff < 0).sum()))
+        rows.append((name, n, x.shape[1], y.shape[1], what, stats, sum(chosen), paired))
         print(json.dumps({"data": name, "rows": n, "d": x.shape[1], "D": y.shape[1],
                           "cross_validated_splits": sum(chosen),
-                          **{m: {"mean": v[0], "se": v[1]} for m, v in stats.items()}}))
-    lines = ["| data | rows | d | D | " + " | ".join(methods) + " |",
-             "|---|---|---|---|" + "---|" * len(methods)]
-    for name, n, d, D, _, stats, _ in rows:
+                          **{m: {"mean": v[0], "se": v[1]} for m, v in stats.items()},
+                          **({f"{ens} - mdn": {"mean": paired[0], "se": paired[1], "better_splits": paired[2]}}
+                             if paired else {})}))
+    extra = [f"{ens} − mdn (paired)"] if a.ensemble > 1 else []
+    lines = ["| data | rows | d | D | " + " | ".join(methods + extra) + " |",
+             "|---|---|---|---|" + "---|" * len(methods + extra)]
+    for name, n, d, D, _, stats, _, paired in rows:
         best = min(stats[m][0] for m in methods)
         cells = [(f"**{stats[m][0]:.3f}**" if stats[m][0] == best else f"{stats[m][0]:.3f}") +
                  f" ± {stats[m][1]:.3f}" for m in methods]
+        if paired:
+            cells.append(f"{paired[0]:+.3f} ± {paired[1]:.3f} ({paired[2]}/{a.splits} splits better)")
         lines.append(f"| {name} | {n} | {d} | {D} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table, file=sys.stderr)

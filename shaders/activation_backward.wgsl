@@ -8,7 +8,7 @@
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = linear_index(gid, nwg, 64u);
-    if idx >= step.rows * layer.n_in {
+    if idx >= step.rows * layer.n_in || !member_active(gid.z) {
         return;
     }
     let j = gid.z * step.row_stride * layer.n_in + idx; // this member's rows

@@ -15,7 +15,7 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let member = gid.z;
     let e = linear_index(gid, nwg, 64u);
-    if e >= step.count {
+    if e >= step.count || !member_active(member) {
         return;
     }
     let i = member * step.count + e;

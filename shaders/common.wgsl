@@ -30,7 +30,7 @@ struct Step {
     stats_stride: u32,   // statistics slots per member
     partial_stride: u32, // partial weight-gradient floats per member
     wt_stride: u32,      // transposed-weight floats per member
-    _p0: u32, _p1: u32, _p2: u32, _p3: u32,
+    members_on: vec4<u32>, // bit m: member m trains (the others' dispatches return at once)
 }
 
 @group(1) @binding(0) var<uniform> step: Step;
@@ -92,6 +92,11 @@ fn non_finite(x: f32) -> bool {
 // `weight_grad_slices` in src/backend/gpu/mod.rs), at most the layer's max_slices.
 fn weight_grad_slices(max_slices: u32) -> u32 {
     return clamp(step.slices, 1u, max_slices);
+}
+
+// Whether member m is still training (members that have stopped early are skipped).
+fn member_active(m: u32) -> bool {
+    return ((step.members_on[m / 32u] >> (m % 32u)) & 1u) == 1u;
 }
 
 // Linear invocation index of a 1-D dispatch folded into 2-D (workgroups per dimension are

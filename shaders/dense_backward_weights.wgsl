@@ -21,7 +21,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let n_in = layer.n_in;
     let n_out = layer.n_out;
     // tile rows 0..n_in are weights, row n_in is the bias
-    if o0 >= n_out || i0 > n_in || slice >= slices {
+    if o0 >= n_out || i0 > n_in || slice >= slices || !member_active(member) {
         return;
     }
     let per_slice = (step.rows + slices - 1u) / slices;

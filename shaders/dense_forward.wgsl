@@ -12,7 +12,7 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let o0 = gid.x * 4u;
     let r0 = gid.y * 4u;
-    if o0 >= layer.n_out || r0 >= step.rows {
+    if o0 >= layer.n_out || r0 >= step.rows || !member_active(gid.z) {
         return;
     }
     let n_in = layer.n_in;

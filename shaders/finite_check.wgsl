@@ -7,6 +7,9 @@ var<workgroup> flags: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if !member_active(wid.z) {
+        return;
+    }
     let first = wid.z * step.count; // this member's values
     var bad = 0u;
     for (var i = t; i < step.count; i += 256u) {

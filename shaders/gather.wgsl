@@ -17,7 +17,7 @@ struct Gather {
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let r = linear_index(gid, nwg, 64u);
-    if r >= step.rows {
+    if r >= step.rows || !member_active(gid.z) {
         return;
     }
     let member = gid.z;

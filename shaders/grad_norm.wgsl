@@ -9,6 +9,9 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if !member_active(wid.z) {
+        return;
+    }
     let first = wid.z * step.count; // this member's gradient
     var s = 0.0;
     for (var i = t; i < step.count; i += 256u) {

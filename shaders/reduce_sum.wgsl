@@ -9,6 +9,9 @@ var<workgroup> partial: array<f32, 256>;
 
 @compute @workgroup_size(256)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    if !member_active(wid.z) {
+        return;
+    }
     let first = wid.z * step.row_stride; // this member's rows
     var s = 0.0;
     for (var i = t; i < step.rows; i += 256u) {

@@ -10,7 +10,7 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = linear_index(gid, nwg, 64u);
     let count = layer.n_in * layer.n_out;
-    if idx >= count + layer.n_in {
+    if idx >= count + layer.n_in || !member_active(gid.z) {
         return;
     }
     let wb = gid.z * step.wt_stride; // this member's transposed weights

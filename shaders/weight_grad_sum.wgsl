@@ -13,7 +13,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let n_in = layer.n_in;
     let n_out = layer.n_out;
     let per_slice = (n_in + 1u) * n_out;
-    if idx >= per_slice {
+    if idx >= per_slice || !member_active(gid.z) {
         return;
     }
     let slices = weight_grad_slices(layer.max_slices);

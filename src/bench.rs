@@ -243,7 +243,7 @@ pub fn run_members(
             o.shuffle(rng);
         }
         let started = Instant::now();
-        let stats = run.train_epoch(&orders, &cfg, &lrs)?;
+        let stats = run.train_epoch(&orders, &cfg, &lrs, &vec![true; members])?;
         times.push(started.elapsed().as_secs_f64());
         last = stats[0].train_nll;
     }

@@ -495,7 +495,8 @@ pub fn train_members_with(
                 lr: lrs[0],
                 ..opts.step
             };
-            let stats = run.train_epoch(&orders, &step, &lrs)?;
+            let flags: Vec<bool> = (0..m).map(|i| stop[i].is_none()).collect();
+            let stats = run.train_epoch(&orders, &step, &lrs, &flags)?;
             let bad: Vec<usize> = active
                 .iter()
                 .copied()

@@ -300,13 +300,16 @@ pub trait MembersRun {
     /// Number of members.
     fn members(&self) -> usize;
 
-    /// One epoch of every member: `orders` holds each member's permutation of the training
-    /// rows, one after another; `lrs` each member's learning rate (`cfg.lr` is not used).
+    /// One epoch of the members flagged in `active` (the others, stopped early, are left
+    /// as they are and their statistics are meaningless): `orders` holds each member's
+    /// permutation of the training rows, one after another; `lrs` each member's learning
+    /// rate (`cfg.lr` is not used).
     fn train_epoch(
         &mut self,
         orders: &[u32],
         cfg: &StepConfig,
         lrs: &[f32],
+        active: &[bool],
     ) -> Result<Vec<EpochStats>>;
 
     /// Saves every member's parameters and Adam state ([`TrainRun::snapshot`]).

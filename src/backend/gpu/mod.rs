@@ -95,7 +95,8 @@ struct StepUniform {
     stats_stride: u32,
     partial_stride: u32,
     wt_stride: u32,
-    _pad: [u32; 4],
+    /// Bit m: member m trains (`shaders/common.wgsl`'s `member_active`).
+    active: [u32; 4],
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -110,6 +111,15 @@ fn act_code(a: Activation) -> u32 {
         Activation::Relu => 1,
         Activation::Tanh => 2,
     }
+}
+
+/// The `active` words of a step record: bit m set when member m trains.
+fn active_mask(active: &[bool]) -> [u32; 4] {
+    let mut words = [0u32; 4];
+    for (m, _) in active.iter().enumerate().filter(|(_, a)| **a) {
+        words[m / 32] |= 1 << (m % 32);
+    }
+    words
 }
 
 fn div_ceil(a: usize, b: usize) -> u32 {
@@ -159,9 +169,10 @@ impl std::ops::DerefMut for Run {
 }
 
 impl Run {
-    /// A step record with the run's per-member strides filled in.
+    /// A step record with the run's per-member strides and active members filled in.
     fn record(&self) -> StepUniform {
         StepUniform {
+            active: self.active,
             row_stride: self.work.cap as u32,
             stats_stride: self.bound.stats.1 as u32,
             partial_stride: partial_len(&self.arch) as u32,
@@ -189,6 +200,8 @@ struct Core {
     /// Parameters of one member.
     n_params: usize,
     members: usize,
+    /// Bit m: member m trains (every member unless `MembersRun::train_epoch` says otherwise).
+    active: [u32; 4],
     /// Each member's learning rate (the adam kernel's `lrs`).
     lrs: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -354,6 +367,11 @@ impl GpuBackend {
     ) -> Result<Run> {
         arch.validate()?;
         let n = arch.param_count();
+        if members > 128 {
+            return Err(Error::config(format!(
+                "{members} networks in one run: at most 128 train together"
+            )));
+        }
         if members == 0 || params.len() != n * members {
             return Err(Error::config(format!(
                 "parameter buffer has {} values but {members} member(s) of the architecture need {}",
@@ -497,6 +515,7 @@ impl GpuBackend {
                     wgpu::BufferUsages::empty(),
                 )?,
                 members,
+                active: active_mask(&vec![true; members]),
                 layer_uniforms,
                 transposed_uniforms,
                 head_uniform: g.uniform("head uniform", bytemuck::bytes_of(&head)),
@@ -1084,6 +1103,7 @@ impl Backend for GpuBackend {
             bias1: c.bias1,
             bias2: c.bias2,
             count: n as u32,
+            active: active_mask(&[true]),
             ..Default::default()
         };
         let step_buf = g.uniform("adam step", bytemuck::bytes_of(&rec));
@@ -1276,9 +1296,18 @@ impl MembersRun for GpuMembers<'_> {
         orders: &[u32],
         cfg: &StepConfig,
         lrs: &[f32],
+        active: &[bool],
     ) -> Result<Vec<EpochStats>> {
         let (b, run) = (self.0.backend, &mut self.0.run);
         let rows = run.train.rows;
+        if active.len() != run.members {
+            return Err(Error::Backend(format!(
+                "{} active flags for {} members",
+                active.len(),
+                run.members
+            )));
+        }
+        run.active = active_mask(active);
         if orders.len() != rows * run.members {
             return Err(Error::Backend(format!(
                 "the GPU backend needs a permutation of the {rows} training rows for each of {} members",
