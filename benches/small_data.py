@@ -248,7 +248,7 @@ def main():
                           **{m: {"mean": v[0], "se": v[1]} for m, v in stats.items()},
                           **({f"{ens} - mdn": {"mean": paired[0], "se": paired[1], "better_splits": paired[2]}}
                              if paired else {})}))
-    extra = [f"{ens} − mdn (paired)"] if a.ensemble > 1 else []
+    extra = [f"e{a.ensemble} − mdn, paired (splits better)"] if a.ensemble > 1 else []
     lines = ["| data | rows | d | D | " + " | ".join(methods + extra) + " |",
              "|---|---|---|---|" + "---|" * len(methods + extra)]
     for name, n, d, D, _, stats, _, paired in rows:
@@ -256,7 +256,7 @@ def main():
         cells = [(f"**{stats[m][0]:.3f}**" if stats[m][0] == best else f"{stats[m][0]:.3f}") +
                  f" ± {stats[m][1]:.3f}" for m in methods]
         if paired:
-            cells.append(f"{paired[0]:+.3f} ± {paired[1]:.3f} ({paired[2]}/{a.splits} splits better)")
+            cells.append(f"{paired[0]:.3f} ± {paired[1]:.3f} ({paired[2]}/{a.splits})")
         lines.append(f"| {name} | {n} | {d} | {D} | " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table, file=sys.stderr)
