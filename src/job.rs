@@ -358,15 +358,6 @@ impl TrainJob {
                 self.ensemble
             )));
         }
-        if self.ensemble > 1 {
-            for (what, set) in [("--stream", self.stream || self.chunk_rows.is_some())] {
-                if set {
-                    return Err(Error::config(format!(
-                        "{what} does not work with --ensemble yet: train the members one by one (--seed S) or drop {what}"
-                    )));
-                }
-            }
-        }
         if !(self.checkpoint_seconds.is_finite() && self.checkpoint_seconds >= 0.0) {
             return Err(Error::config(format!(
                 "--checkpoint-seconds must be 0 or more, got {}",
@@ -512,6 +503,7 @@ impl TrainJob {
             resume,
             ensemble_resume,
             sink: None,
+            converted: None,
             checkpoint_path,
             arrays: None,
             epoch_choice: None,
@@ -570,6 +562,7 @@ impl TrainJob {
             resume: None,
             ensemble_resume: None,
             sink: None,
+            converted: None,
             checkpoint_path,
             arrays: Some(std::sync::Arc::new((train, val))),
             epoch_choice: None,
@@ -693,6 +686,8 @@ pub struct ResolvedJob {
     ensemble_resume: Option<EnsembleCheckpoint>,
     /// An ensemble member's checkpoints go to its slot of the ensemble's.
     sink: Option<MemberSink>,
+    /// A streamed CSV already converted to `.npy` (once, for all of an ensemble's members).
+    converted: Option<PathBuf>,
 }
 
 /// Where an ensemble member's checkpoints go: its slot of the ensemble's checkpoint (shared
@@ -799,6 +794,30 @@ impl ResolvedJob {
                     Some(self.choose_epochs(data, backend.as_mut(), observer, cancel)?);
             }
         }
+        // A streamed CSV is converted once for all the members (the file is removed when the
+        // run ends, held until then by `_converted`).
+        let _converted = match self
+            .job
+            .data
+            .as_ref()
+            .filter(|p| self.streamed && !crate::data::is_npy(p))
+        {
+            Some(p) => {
+                let tmp = TempNpy::new()?;
+                observer(&JobEvent::Converting {
+                    from: p,
+                    to: tmp.path(),
+                });
+                let columns: Vec<String> =
+                    self.features.iter().chain(&self.targets).cloned().collect();
+                crate::data::convert_while(p, tmp.path(), Some(&columns), &mut |_| {
+                    !cancel.load(Ordering::Relaxed)
+                })?;
+                shared.converted = Some(tmp.path().to_path_buf());
+                Some(tmp)
+            }
+            None => None,
+        };
         let seeds: Vec<u64> = (0..m as u64).map(|i| self.job.seed + i).collect();
         // Checkpoints: one file for the ensemble, a slot per member (kept from the checkpoint
         // resumed, so that members already done stay done).
@@ -1090,6 +1109,7 @@ impl ResolvedJob {
         // (also on error or interruption).
         let mut converted = None;
         let stream_path = match &job.data {
+            Some(_) if self.streamed && self.converted.is_some() => self.converted.clone(),
             Some(p) if self.streamed && !crate::data::is_npy(p) => {
                 let tmp = TempNpy::new()?;
                 observer(&JobEvent::Converting {

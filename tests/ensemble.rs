@@ -268,21 +268,39 @@ fn mdn_train_ensemble_writes_a_version_2_model_that_every_command_reads() {
     run(&["eval", "--data", test, "--device", "cpu"]);
     run(&["sample", "--data", test, "--n", "3", "--device", "cpu"]);
     run(&["plot", "--out", "m.svg", "--device", "cpu", "--quiet"]);
-    // Options that do not work with ensembles yet are refused before any work.
-    let out = Command::new(mdn)
-        .args([
-            "train",
-            "--ensemble",
-            "2",
-            "--stream",
-            "--device",
-            "cpu",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--ensemble"));
+}
+
+#[test]
+fn a_streamed_ensemble_converts_once_and_its_first_member_is_the_streamed_single_model() {
+    // The members stream the CSV converted once (nothing is left in the temporary
+    // directory); they share the split of --seed, so member 1 is the streamed single model
+    // of that seed, bit for bit, and member 2 differs from it.
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mdn = env!("CARGO_BIN_EXE_mdn");
+    let train = |extra: &[&str], out: &str| -> serde_json::Value {
+        let st = Command::new(mdn)
+            .args(["train", "--data"])
+            .arg(asset("bishop.csv"))
+            .args([
+                "--stream", "--chunk-rows", "700", "--epochs", "3", "--seed", "4", "--device",
+                "cpu", "--quiet", "--out", out,
+            ])
+            .args(extra)
+            .env("TMPDIR", tmp.path())
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(out)).unwrap()).unwrap()
+    };
+    // Two members side by side on one thread each; the single model on one thread.
+    let ens = train(&["--ensemble", "2", "--threads", "2"], "e.json");
+    let single = train(&["--threads", "1"], "s.json");
+    assert_eq!(ens["format_version"], 2);
+    assert_eq!(ens["params"], single["params"]);
+    assert_ne!(ens["members"][0]["params"], single["params"]);
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
 
 #[test]
