@@ -399,3 +399,45 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
     }
     eprintln!("members' epochs: {epochs:?}; notes: {notes:?}");
 }
+
+#[test]
+fn full_covariance_members_trained_together_are_the_single_runs_of_their_seeds() {
+    // The full-covariance head with members: 3 targets, 2 members, 50 rows a batch.
+    let Some(mut gpu) = gpu_backend() else { return };
+    let data = mdn::synth::generate(mdn::synth::Kind::Correlated, 600, 1);
+    let (tr, val) = split_validation(&data, 0.15, 2).unwrap();
+    let opts = TrainOptions {
+        stopping: Stopping::Fixed { epochs: 3 },
+        hidden: vec![16],
+        components: 2,
+        covariance: mdn::layout::Covariance::Full,
+        step: StepConfig {
+            batch_size: 50,
+            ..StepConfig::default()
+        },
+        ..TrainOptions::default()
+    };
+    let seeds = [8u64, 9];
+    let members = mdn::train::train_members(
+        gpu.as_mut(),
+        &tr,
+        val.as_ref(),
+        &opts,
+        &seeds,
+        &mut |_| true,
+        &mut |_| {},
+    )
+    .unwrap()
+    .unwrap();
+    for (member, &seed) in members.iter().zip(&seeds) {
+        let single = train(
+            gpu.as_mut(),
+            &tr,
+            val.as_ref(),
+            &TrainOptions { seed, ..opts.clone() },
+            &mut |_| true,
+        )
+        .unwrap();
+        assert_eq!(member.params, single.params, "member of seed {seed}");
+    }
+}
