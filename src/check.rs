@@ -254,5 +254,63 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             TRAJECTORY_TOL.compare(&got, &want),
         );
     }
+    // An ensemble's members trained together (where the backend can): each member's
+    // trajectory against the CPU training that member alone; the third member stops after
+    // two epochs, as an early-stopped member does.
+    for cov in [Covariance::Diagonal, Covariance::Full] {
+        let n = 783usize;
+        let members: Vec<Case> = (0..3)
+            .map(|m| random_case_with(3, &[16, 8], Activation::Relu, 3, 2, n, 30 + m, cov))
+            .collect();
+        let val = random_case_with(3, &[16, 8], Activation::Relu, 3, 2, 50, 8, cov);
+        let (arch, x, y) = (&members[0].arch, &members[0].x, &members[0].y);
+        let cfg = StepConfig {
+            batch_size: 50,
+            l2: 1e-3,
+            ..StepConfig::default()
+        };
+        let order = |m: usize, epoch: u32| -> Vec<u32> {
+            let step = [7u32, 11, 13][m];
+            (0..n as u32).map(|i| (i * step + epoch) % n as u32).collect()
+        };
+        let train = DataRef { x, y, rows: n };
+        let val_ref = DataRef {
+            x: &val.x,
+            y: &val.y,
+            rows: 50,
+        };
+        let params: Vec<Vec<f32>> = members.iter().map(|c| c.params.clone()).collect();
+        let Some(mut run) = backend.start_members(arch, &params, train, Some(val_ref))? else {
+            break;
+        };
+        let mut got = vec![Vec::new(); 3];
+        for epoch in 0..3u32 {
+            let orders: Vec<u32> = (0..3).flat_map(|m| order(m, epoch)).collect();
+            let active = [true, true, epoch < 2];
+            let stats = run.train_epoch(&orders, &cfg, &[cfg.lr; 3], &active)?;
+            for m in (0..3).filter(|&m| active[m]) {
+                got[m].push(stats[m].train_nll);
+                got[m].push(stats[m].val_nll.unwrap_or(f64::NAN));
+            }
+        }
+        drop(run);
+        for (m, got) in got.iter().enumerate() {
+            let mut one = cpu.start(arch, &params[m], train, Some(val_ref))?;
+            let mut want = Vec::new();
+            for epoch in 0..if m == 2 { 2 } else { 3 } {
+                let s = one.train_epoch(&order(m, epoch), &cfg)?;
+                want.push(s.train_nll);
+                want.push(s.val_nll.unwrap_or(f64::NAN));
+            }
+            push(
+                format!(
+                    "ensemble member {} of 3 trained together ({n} rows, batch 50, {} covariance)",
+                    m + 1,
+                    cov.name()
+                ),
+                TRAJECTORY_TOL.compare(got, &want),
+            );
+        }
+    }
     Ok(rows)
 }
