@@ -127,8 +127,8 @@ pub fn data_for(spec: &BenchSpec, seed: u64) -> Dataset {
     }
 }
 
-/// Trains `spec.epochs` epochs on `data` and times them.
-pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Result<BenchResult> {
+/// The architecture of `spec` for `data`, and the data standardised.
+fn prepare(spec: &BenchSpec, data: &Dataset) -> Result<(Arch, Vec<f32>, Vec<f32>)> {
     let arch = Arch::new(
         data.d_in(),
         spec.hidden.clone(),
@@ -139,6 +139,12 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
     .with_covariance(spec.covariance)?;
     let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
     let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
+    Ok((arch, xs, ys))
+}
+
+/// Trains `spec.epochs` epochs on `data` and times them.
+pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Result<BenchResult> {
+    let (arch, xs, ys) = prepare(spec, data)?;
     let params = crate::train::init_params(&arch, &ys, 0);
     let name = backend.name();
     let mut run = backend.start(
@@ -166,29 +172,10 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
         times.push(started.elapsed().as_secs_f64());
         last = stats.train_nll;
     }
-    let timed: Vec<f64> = if times.len() > 1 {
-        times[1..].to_vec()
-    } else {
-        times
-    };
-    let mut sorted = timed.clone();
-    sorted.sort_by(f64::total_cmp);
-    let epoch_seconds = sorted[sorted.len() / 2];
-    let flops_per_row = train_flops_per_row(&arch);
     let breakdown = run.profile_step(10)?;
     Ok(BenchResult {
-        config: spec.name.to_string(),
-        backend: name,
-        members: 1,
-        rows: data.rows,
-        batch: spec.batch,
-        epoch_seconds,
-        rows_per_sec: data.rows as f64 / epoch_seconds,
-        steps_per_epoch: data.rows.div_ceil(spec.batch),
-        flops_per_row,
-        gflops: flops_per_row * data.rows as f64 / epoch_seconds / 1e9,
-        last_train_nll: last,
         breakdown,
+        ..result_of(spec, name, 1, data.rows, &arch, times, last)
     })
 }
 
@@ -200,16 +187,7 @@ pub fn run_members(
     data: &Dataset,
     members: usize,
 ) -> Result<Option<BenchResult>> {
-    let arch = Arch::new(
-        data.d_in(),
-        spec.hidden.clone(),
-        Activation::Relu,
-        spec.components,
-        data.d_out(),
-    )?
-    .with_covariance(spec.covariance)?;
-    let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
-    let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
+    let (arch, xs, ys) = prepare(spec, data)?;
     let params: Vec<Vec<f32>> = (0..members as u64)
         .map(|s| crate::train::init_params(&arch, &ys, s))
         .collect();
@@ -263,16 +241,7 @@ pub fn run_cpu_members(
     use std::sync::{Barrier, Mutex};
     let side_by_side = threads.clamp(1, members);
     let share = (threads / side_by_side).max(1);
-    let arch = Arch::new(
-        data.d_in(),
-        spec.hidden.clone(),
-        Activation::Relu,
-        spec.components,
-        data.d_out(),
-    )?
-    .with_covariance(spec.covariance)?;
-    let xs = Scaler::fit(&data.x, data.d_in()).apply(&data.x);
-    let ys = Scaler::fit(&data.y, data.d_out()).apply(&data.y);
+    let (arch, xs, ys) = prepare(spec, data)?;
     let cfg = StepConfig {
         batch_size: spec.batch,
         ..StepConfig::default()

@@ -803,16 +803,7 @@ impl ResolvedJob {
             .filter(|p| self.streamed && !crate::data::is_npy(p))
         {
             Some(p) => {
-                let tmp = TempNpy::new()?;
-                observer(&JobEvent::Converting {
-                    from: p,
-                    to: tmp.path(),
-                });
-                let columns: Vec<String> =
-                    self.features.iter().chain(&self.targets).cloned().collect();
-                crate::data::convert_while(p, tmp.path(), Some(&columns), &mut |_| {
-                    !cancel.load(Ordering::Relaxed)
-                })?;
+                let tmp = self.convert_to_stream(p, observer, cancel)?;
                 shared.converted = Some(tmp.path().to_path_buf());
                 Some(tmp)
             }
@@ -949,6 +940,26 @@ impl ResolvedJob {
             }
         }
         shared.finish_ensemble(models, observer)
+    }
+
+    /// The job's columns of the CSV `path` converted to a temporary `.npy` to stream (removed
+    /// when the returned file is dropped, also on error or interruption).
+    fn convert_to_stream(
+        &self,
+        path: &Path,
+        observer: &mut dyn FnMut(&JobEvent),
+        cancel: &AtomicBool,
+    ) -> Result<TempNpy> {
+        let tmp = TempNpy::new()?;
+        observer(&JobEvent::Converting {
+            from: path,
+            to: tmp.path(),
+        });
+        let columns: Vec<String> = self.features.iter().chain(&self.targets).cloned().collect();
+        crate::data::convert_while(path, tmp.path(), Some(&columns), &mut |_| {
+            !cancel.load(Ordering::Relaxed)
+        })?;
+        Ok(tmp)
     }
 
     /// The ensemble of `models`, with its own validation NLL (on the validation rows its
@@ -1111,16 +1122,7 @@ impl ResolvedJob {
         let stream_path = match &job.data {
             Some(_) if self.streamed && self.converted.is_some() => self.converted.clone(),
             Some(p) if self.streamed && !crate::data::is_npy(p) => {
-                let tmp = TempNpy::new()?;
-                observer(&JobEvent::Converting {
-                    from: p,
-                    to: tmp.path(),
-                });
-                let columns: Vec<String> =
-                    self.features.iter().chain(&self.targets).cloned().collect();
-                crate::data::convert_while(p, tmp.path(), Some(&columns), &mut |_| {
-                    !cancel.load(Ordering::Relaxed)
-                })?;
+                let tmp = self.convert_to_stream(p, observer, cancel)?;
                 let path = tmp.path().to_path_buf();
                 converted = Some(tmp);
                 Some(path)

@@ -257,27 +257,12 @@ pub fn train_with(
 ) -> Result<Model> {
     check_options(train.rows, train.path.as_path(), val, opts)?;
     check_columns(&train.features, &train.targets, val)?;
-    let mut x_stats = ColumnStats::new(train.d_in());
-    let mut y_stats = ColumnStats::new(train.d_out());
-    x_stats.push(&train.x);
-    y_stats.push(&train.y);
-    let setup = Setup::new(
-        train.path.as_path(),
-        &train.features,
-        &train.targets,
-        &x_stats,
-        &y_stats,
-        opts,
-    )?;
-    let tx = setup.x_scaler.apply(&train.x);
-    let ty = setup.y_scaler.apply(&train.y);
-    let val_std = val.map(|v| {
-        (
-            setup.x_scaler.apply(&v.x),
-            setup.y_scaler.apply(&v.y),
-            v.rows,
-        )
-    });
+    let Standardised {
+        setup,
+        tx,
+        ty,
+        val_std,
+    } = standardise(train, val, opts)?;
     let params = init_params(&setup.arch, &ty, opts.seed);
     let name = backend.name();
     let mut run = backend.start(
@@ -377,27 +362,12 @@ pub fn train_members_with(
     if m == 0 {
         return Err(Error::config("an ensemble needs at least one member"));
     }
-    let mut x_stats = ColumnStats::new(train.d_in());
-    let mut y_stats = ColumnStats::new(train.d_out());
-    x_stats.push(&train.x);
-    y_stats.push(&train.y);
-    let setup = Setup::new(
-        train.path.as_path(),
-        &train.features,
-        &train.targets,
-        &x_stats,
-        &y_stats,
-        opts,
-    )?;
-    let tx = setup.x_scaler.apply(&train.x);
-    let ty = setup.y_scaler.apply(&train.y);
-    let val_std = val.map(|v| {
-        (
-            setup.x_scaler.apply(&v.x),
-            setup.y_scaler.apply(&v.y),
-            v.rows,
-        )
-    });
+    let Standardised {
+        setup,
+        tx,
+        ty,
+        val_std,
+    } = standardise(train, val, opts)?;
     let params: Vec<Vec<f32>> = seeds
         .iter()
         .map(|&seed| init_params(&setup.arch, &ty, seed))
@@ -669,6 +639,45 @@ pub fn train_members_with(
         models.push(with_component_usage(model, backend, val.unwrap_or(train))?);
     }
     Ok(Some(models))
+}
+
+/// In-memory rows standardised with the training rows' statistics, and the run's setup.
+struct Standardised {
+    setup: Setup,
+    tx: Vec<f32>,
+    ty: Vec<f32>,
+    /// Validation inputs, targets and rows.
+    val_std: Option<(Vec<f32>, Vec<f32>, usize)>,
+}
+
+fn standardise(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) -> Result<Standardised> {
+    let mut x_stats = ColumnStats::new(train.d_in());
+    let mut y_stats = ColumnStats::new(train.d_out());
+    x_stats.push(&train.x);
+    y_stats.push(&train.y);
+    let setup = Setup::new(
+        train.path.as_path(),
+        &train.features,
+        &train.targets,
+        &x_stats,
+        &y_stats,
+        opts,
+    )?;
+    let tx = setup.x_scaler.apply(&train.x);
+    let ty = setup.y_scaler.apply(&train.y);
+    let val_std = val.map(|v| {
+        (
+            setup.x_scaler.apply(&v.x),
+            setup.y_scaler.apply(&v.y),
+            v.rows,
+        )
+    });
+    Ok(Standardised {
+        setup,
+        tx,
+        ty,
+        val_std,
+    })
 }
 
 /// Records how the trained model uses its components on `data` (mode-collapse diagnostics).
