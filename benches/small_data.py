@@ -21,6 +21,10 @@ Methods, all trained on exactly the same rows of each split:
              (hidden 64, K=5), trained with the paper's protocol: batch 32, 40 epochs, on
              inputs and targets standardised with the training rows' statistics (its NLL is
              converted back to original units). Only with --peers.
+  torch-b256-es  the same port with batch 256 and early stopping (with --peers --peer-es): the
+             number of epochs is chosen on the last 10% of the training rows from
+             10, 20, 40, 80, 160, 320 (the script has no early stopping of its own, so each
+             is a run), then the port is trained on every training row for that many.
 
 Usage:
   python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy scikit-learn statsmodels
@@ -200,6 +204,17 @@ def mdn(binary, tmp, xtr, ytr, xte, yte, seed, ensemble=1):
     return json.loads(out)["mean_nll"], m["training"], members
 
 
+def torch_peer_es(peers, tmp, xtr, ytr, xte, yte, seed, batch=256, grid=(10, 20, 40, 80, 160, 320)):
+    # Early stopping by a grid of epoch counts on an inner split (the last tenth of the
+    # training rows, which the peer holds out as its test rows), then a refit.
+    n_in = len(xtr) // 10 * 10  # the peer holds out exactly the last N//10 rows
+    xi, yi = xtr[:n_in], ytr[:n_in]
+    inner = {e: torch_peer(peers, tmp, xi[: n_in - n_in // 10], yi[: n_in - n_in // 10],
+                           xi[n_in - n_in // 10:], yi[n_in - n_in // 10:], seed, batch, e) for e in grid}
+    best = min(inner, key=inner.get)
+    return torch_peer(peers, tmp, xtr, ytr, xte, yte, seed, batch, best)
+
+
 def torch_peer(peers, tmp, xtr, ytr, xte, yte, seed, batch, epochs):
     # Standardised with the training rows (the paper's protocol); the peer holds out the
     # last N//10 rows, which are exactly the test rows here.
@@ -230,11 +245,13 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated data sets")
     ap.add_argument("--markdown", default=None, help="also write the table here")
     ap.add_argument("--ensemble", type=int, default=0, help="adds mdn --ensemble M (M >= 2)")
+    ap.add_argument("--peer-es", action="store_true", help="with --peers: adds torch-b256-es")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(DATASETS)
     ens = f"mdn-e{a.ensemble}"
     methods = ["mdn"] + ([ens, ens + " members"] if a.ensemble > 1 else []) + \
-        ["linear", "gbm"] + (["torch-b32"] if a.peers else [])
+        ["linear", "gbm"] + (["torch-b32"] if a.peers else []) + \
+        (["torch-b256-es"] if a.peers and a.peer_es else [])
     rows = []
     for name in names:
         x, y, what = DATASETS[name]()
@@ -258,6 +275,8 @@ def main():
                 scores["gbm"].append(gbm(xtr, ytr, xte, yte, s))
                 if a.peers:
                     scores["torch-b32"].append(torch_peer(a.peers, tmp, xtr, ytr, xte, yte, s, 32, 40))
+                    if a.peer_es:
+                        scores["torch-b256-es"].append(torch_peer_es(a.peers, tmp, xtr, ytr, xte, yte, s))
             print(f"{name} split {s + 1}/{a.splits}: " +
                   "  ".join(f"{m} {scores[m][-1]:.3f}" for m in methods), file=sys.stderr)
         stats = {m: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v)))) for m, v in scores.items()}
