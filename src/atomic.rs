@@ -28,11 +28,28 @@ pub fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
 /// rename, so readers see either the old file or the whole new one.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = temp_beside(path)?;
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
+    // Known while it is written, so that a process exiting at once (a second Ctrl-C while a
+    // checkpoint is written) removes it too.
+    let tmp_path = tmp.path().to_path_buf();
+    WRITING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(tmp_path.clone());
+    let result = (|| {
+        tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+        tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        Ok(())
+    })();
+    WRITING
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|p| *p != tmp_path);
+    result
 }
+
+/// The temporary files [`write_atomic`] is writing now.
+static WRITING: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
 /// Temporary directories that exist only while a run needs them, removed when dropped — also
 /// by [`remove_temporary_files`] when the process is about to exit without unwinding (a
@@ -85,6 +102,11 @@ pub fn remove_temporary_files() {
     let list = TEMPORARY.lock().unwrap_or_else(|p| p.into_inner());
     for p in list.iter() {
         let _ = std::fs::remove_dir_all(p);
+    }
+    // The process exits right after this, so none of them is renamed into place any more.
+    let writing = WRITING.lock().unwrap_or_else(|p| p.into_inner());
+    for p in writing.iter() {
+        let _ = std::fs::remove_file(p);
     }
 }
 

@@ -203,10 +203,13 @@ impl Loaded {
             }
             Some(v) if v == ENSEMBLE_FORMAT_VERSION as u64 => {
                 let c: EnsembleCheckpoint = serde_json::from_value(value).map_err(malformed)?;
-                if c.members.len() < 2 {
+                if !(2..=100).contains(&c.members.len()) {
                     return Err(Error::model_file(
                         path,
-                        "malformed checkpoint: an ensemble's has at least two members",
+                        format!(
+                            "malformed checkpoint: an ensemble's checkpoint has 2 to 100 member slots, this one {}",
+                            c.members.len()
+                        ),
                     ));
                 }
                 Ok(Loaded::Ensemble(c))

@@ -742,10 +742,12 @@ impl ResolvedJob {
     /// [`Error::Interrupted`] and nothing is written.
     pub fn run(self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Outcome> {
         let model = self.train(observer, cancel)?;
-        let interrupted = model
-            .training
-            .as_ref()
-            .is_some_and(|t| t.stop_reason == "interrupted");
+        // Interrupted when any member was (an ensemble's last member may be the one).
+        let interrupted = model.member_models().any(|m| {
+            m.training
+                .as_ref()
+                .is_some_and(|t| t.stop_reason == "interrupted")
+        });
         let path = save_model(&model, &self.job.out)?;
         Ok(Outcome {
             model,
@@ -790,8 +792,16 @@ impl ResolvedJob {
                 || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
             if self.job.cross_validates(data.rows) && !has_val {
                 let (mut backend, _) = self.open_backend()?;
-                shared.epoch_choice =
-                    Some(self.choose_epochs(data, backend.as_mut(), observer, cancel)?);
+                let choice = self.choose_epochs(data, backend.as_mut(), observer, cancel)?;
+                // Judged once for the whole ensemble (its members stay quiet about it).
+                warn_if_no_better(
+                    "cross-validated",
+                    choice.cv_nll,
+                    choice.baseline_cv_nll,
+                    "on the same folds",
+                    observer,
+                );
+                shared.epoch_choice = Some(choice);
             }
         }
         // A streamed CSV is converted once for all the members (the file is removed when the
@@ -929,6 +939,22 @@ impl ResolvedJob {
                 }
             }
         }
+        let cut: Vec<String> = models
+            .iter()
+            .enumerate()
+            .filter_map(|(i, model)| {
+                let t = model.training.as_ref()?;
+                (t.stop_reason == "interrupted").then(|| format!("{} (at epoch {})", i + 1, t.epochs))
+            })
+            .collect();
+        if !cut.is_empty() && models.len() == m {
+            observer(&JobEvent::Warning(&format!(
+                "interrupted: member{} {} kept at {} best epoch so far",
+                if cut.len() > 1 { "s" } else { "" },
+                cut.join(", "),
+                if cut.len() > 1 { "their" } else { "its" }
+            )));
+        }
         if models.len() < m {
             observer(&JobEvent::Warning(&format!(
                 "stopped after {} of {m} ensemble members: the model holds those",
@@ -1025,7 +1051,10 @@ impl ResolvedJob {
     }
 
     /// Trains members `0..m` on `workers` threads; their events reach `observer` (on this
-    /// thread) tagged with the member. A member not started because of a cancel is None.
+    /// thread): notes and warnings tagged with the member, the plan once, and the epochs of
+    /// one member at a time (the lowest-numbered one still training), so that a progress
+    /// display follows one run; a line when each member ends. A member not started because
+    /// of a cancel is None.
     fn train_side_by_side(
         &self,
         m: usize,
@@ -1040,6 +1069,7 @@ impl ResolvedJob {
             Train(TrainEvent),
             Warning(String),
             Note(String),
+            Finished(String),
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
         let (tx, rx) = std::sync::mpsc::channel::<(usize, Owned)>();
@@ -1072,13 +1102,32 @@ impl ResolvedJob {
                         let r = one
                             .train_members(&[one.options.seed], &mut send, cancel)
                             .map(|mut v| v.remove(0));
+                        let end = match &r {
+                            Ok(model) => match model.training.as_ref() {
+                                Some(t) => match (t.stop_reason.as_str(), t.best_val_nll) {
+                                    ("early-stopping", Some(v)) => format!(
+                                        "stopped at epoch {}: best epoch {}, validation NLL {v:.4}",
+                                        t.epochs, t.saved_epoch
+                                    ),
+                                    ("interrupted", _) => {
+                                        format!("interrupted at epoch {}", t.epochs)
+                                    }
+                                    _ => format!("ran its {} epochs", t.epochs),
+                                },
+                                None => "finished".into(),
+                            },
+                            Err(e) => format!("failed: {e}"),
+                        };
+                        let _ = tx.send((i, Owned::Finished(end)));
                         results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
                     }
                 });
             }
             drop(tx);
             // The members' events, in the order they happen.
+            let (mut started, mut finished, mut planned) = (vec![false; m], vec![false; m], false);
             for (i, e) in rx {
+                let lead = (0..m).find(|&j| started[j] && !finished[j]);
                 match e {
                     Owned::Resuming(epoch, from) => {
                         observer(&JobEvent::Note(&format!(
@@ -1088,13 +1137,22 @@ impl ResolvedJob {
                         observer(&JobEvent::Resuming { epoch, from: &from });
                     }
                     Owned::Started(p) => {
+                        started[i] = true;
+                        if !planned {
+                            planned = true;
+                            observer(&JobEvent::Started(&p));
+                        }
                         observer(&JobEvent::Note(&format!(
                             "ensemble member {} of {m} started",
                             i + 1
                         )));
-                        observer(&JobEvent::Started(&p));
                     }
-                    Owned::Train(t) => observer(&JobEvent::Train(&t)),
+                    Owned::Train(t) if lead == Some(i) => observer(&JobEvent::Train(&t)),
+                    Owned::Train(_) => {}
+                    Owned::Finished(end) => {
+                        finished[i] = true;
+                        observer(&JobEvent::Note(&format!("member {} {end}", i + 1)));
+                    }
                     Owned::Warning(w) => {
                         observer(&JobEvent::Warning(&format!("member {}: {w}", i + 1)))
                     }

@@ -444,7 +444,15 @@ impl Figure<'_> {
         sorted.sort_by(f64::total_cmp);
         let top = sorted[(sorted.len() - 1) * 99 / 100].max(f64::MIN_POSITIVE);
         let mut chart = Axes {
-            caption: format!("p({} | {})", self.target_name(), self.model.features[0]),
+            caption: if grid.epistemic.is_some() {
+                format!(
+                    "p({} | {}), lines: mean ± 2 epistemic sd",
+                    self.target_name(),
+                    self.model.features[0]
+                )
+            } else {
+                format!("p({} | {})", self.target_name(), self.model.features[0])
+            },
             x: x0..x1,
             y: y0..y1,
             x_desc: &self.model.features[0],
@@ -610,7 +618,10 @@ impl Figure<'_> {
         let pad = ((hi - lo) * 0.05).max(1e-6);
         let last = history.last().map_or(1, |h| h.epoch) as f64;
         let mut chart = Axes {
-            caption: "Training curve (NLL per row)".to_string(),
+            caption: match self.model.ensemble_size() {
+                1 => "Training curve (NLL per row)".to_string(),
+                m => format!("Training curve of member 1 of {m} (NLL per row)"),
+            },
             x: 0.5..last + 0.5,
             y: lo - pad..hi + pad,
             x_desc: "epoch",

@@ -540,3 +540,87 @@ fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_gpu(
     );
     assert_eq!(resumed, whole);
 }
+
+#[test]
+fn ensemble_interrupted_in_its_last_member_is_an_interrupted_run() {
+    // Regression (a new user's Ctrl-C while the last member trained gave exit code 0): the
+    // members train one after another on one thread; the cancel comes in member 3's first
+    // epoch. The run is interrupted, and says so.
+    use mdn::job::JobEvent;
+    use mdn::train::TrainEvent;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let (mut third, mut warnings) = (false, Vec::new());
+    let outcome = TrainJob {
+        data: Some(asset("bishop.csv")),
+        out: dir.path().join("m.json"),
+        threads: Some(1),
+        epochs: Some(20),
+        ..job(1, 3)
+    }
+    .resolve()
+    .unwrap()
+    .run(
+        &mut |e| match e {
+            JobEvent::Note(n) if n.contains("ensemble member 3 of 3") => third = true,
+            JobEvent::Train(TrainEvent::Epoch(_)) if third => {
+                cancel.store(true, Ordering::Relaxed)
+            }
+            JobEvent::Warning(w) => warnings.push(w.to_string()),
+            _ => {}
+        },
+        &cancel,
+    )
+    .unwrap();
+    assert!(outcome.interrupted);
+    assert_eq!(outcome.model.ensemble_size(), 3);
+    assert!(
+        warnings.iter().any(|w| w.contains("interrupted: member 3")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn a_small_data_ensemble_no_better_than_a_linear_model_says_so_once() {
+    // Regression: with --ensemble the cross-validated comparison with a linear model was
+    // silent. 60 rows of a straight line with noise: the linear model wins; the ensemble's
+    // cross-validation is done once and warned about once.
+    use mdn::job::JobEvent;
+    let n = 60;
+    let x: Vec<f32> = (0..n).map(|i| -3.0 + 6.0 * i as f32 / n as f32).collect();
+    let y: Vec<f32> = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| 0.5 * v + 0.3 * (((i * 7919) % 101) as f32 / 101.0 - 0.5))
+        .collect();
+    let data = Dataset {
+        path: "line.csv".into(),
+        features: vec!["x".into()],
+        targets: vec!["y".into()],
+        x,
+        y,
+        rows: n,
+    };
+    let mut warnings = Vec::new();
+    let mut folds = 0;
+    TrainJob {
+        epochs: None,
+        components: None,
+        ..job(0, 3)
+    }
+    .resolve_arrays(data, None)
+    .unwrap()
+    .train(
+        &mut |e| match e {
+            JobEvent::Warning(w) => warnings.push(w.to_string()),
+            JobEvent::Note(n) if n.starts_with("fold ") => folds += 1,
+            _ => {}
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    assert_eq!(folds, 5, "the folds run once for the ensemble");
+    let linear: Vec<_> = warnings.iter().filter(|w| w.contains("linear")).collect();
+    assert_eq!(linear.len(), 1, "{warnings:?}");
+}

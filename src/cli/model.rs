@@ -170,6 +170,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "parameters": arch.param_count(),
             },
             "ensemble": model.ensemble_size(),
+            "ensemble_val_nll": t.and_then(|t| t.ensemble_val_nll),
             "training": t.map(|t| json!({
                 "mdn_version": t.mdn_version,
                 "backend": t.backend,
@@ -208,7 +209,11 @@ pub fn info(a: InfoArgs) -> Result<()> {
         arch.targets,
         arch.covariance.name(),
         arch.sigma_floor,
-        arch.param_count()
+        if model.ensemble_size() > 1 {
+            format!("{} per member", arch.param_count())
+        } else {
+            arch.param_count().to_string()
+        }
     ));
     if model.ensemble_size() > 1 {
         let best: Vec<String> = model
@@ -220,8 +225,12 @@ pub fn info(a: InfoArgs) -> Result<()> {
                     .unwrap_or_else(|| "-".into())
             })
             .collect();
+        let whole = t
+            .and_then(|t| t.ensemble_val_nll)
+            .map(|v| format!("validation NLL {v:.4}; "))
+            .unwrap_or_default();
         s.push_str(&format!(
-            "  ensemble      {} members (seeds from {}), validation NLL each: {}; the lines below are the first member's\n",
+            "  ensemble      {} members (seeds from {}): {whole}each member's: {}; the lines below are the first member's\n",
             model.ensemble_size(),
             t.map(|t| t.seed).unwrap_or(0),
             best.join(" ")

@@ -106,13 +106,19 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
     })
 }
 
-/// Each component's average weight, and warnings about unused and duplicate components.
+/// Each component's average weight, and warnings about unused and duplicate components (an
+/// ensemble's first member's, and said so).
 fn component_report(model: &Model) {
     let Some(c) = model.training.as_ref().and_then(|t| t.components.as_ref()) else {
         return;
     };
     let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
-    message(&format!("component weights: {}", w.join(" ")));
+    let whose = if model.ensemble_size() > 1 {
+        "member 1's "
+    } else {
+        ""
+    };
+    message(&format!("{whose}component weights: {}", w.join(" ")));
     if !c.unused.is_empty() {
         message(&format!(
             "warning: component(s) {:?} are unused (average weight below 1% of an even share): \
