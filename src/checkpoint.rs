@@ -83,7 +83,7 @@ impl Checkpoint {
 
     /// Writes the checkpoint atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::model_file(path, e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         write_atomic(path, &json)
     }
 
@@ -91,7 +91,7 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Checkpoint> {
         match Loaded::load(path)? {
             Loaded::Single(c) => Ok(c),
-            Loaded::Ensemble(_) => Err(Error::model_file(
+            Loaded::Ensemble(_) => Err(Error::checkpoint(
                 path,
                 "this is a deep ensemble's checkpoint, not a single run's",
             )),
@@ -171,7 +171,7 @@ impl EnsembleCheckpoint {
 
     /// Writes the checkpoint atomically, as [`Checkpoint::save`].
     pub fn save(&self, path: &Path) -> Result<()> {
-        let json = serde_json::to_vec(self).map_err(|e| Error::model_file(path, e.to_string()))?;
+        let json = serde_json::to_vec(self).map_err(|e| Error::checkpoint(path, e.to_string()))?;
         write_atomic(path, &json)
     }
 }
@@ -189,14 +189,14 @@ impl Loaded {
     pub fn load(path: &Path) -> Result<Loaded> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::model_file(path, format!("not a valid checkpoint ({e})")))?;
+            .map_err(|e| Error::checkpoint(path, format!("not a valid checkpoint ({e})")))?;
         if value.get("format").and_then(|f| f.as_str()) != Some(FORMAT_NAME) {
-            return Err(Error::model_file(
+            return Err(Error::checkpoint(
                 path,
                 format!("not an mdn checkpoint (no \"format\": \"{FORMAT_NAME}\")"),
             ));
         }
-        let malformed = |e: serde_json::Error| Error::model_file(path, format!("malformed checkpoint: {e}"));
+        let malformed = |e: serde_json::Error| Error::checkpoint(path, format!("malformed checkpoint: {e}"));
         match value.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {
                 serde_json::from_value(value).map(Loaded::Single).map_err(malformed)
@@ -204,7 +204,7 @@ impl Loaded {
             Some(v) if v == ENSEMBLE_FORMAT_VERSION as u64 => {
                 let c: EnsembleCheckpoint = serde_json::from_value(value).map_err(malformed)?;
                 if !(2..=100).contains(&c.members.len()) {
-                    return Err(Error::model_file(
+                    return Err(Error::checkpoint(
                         path,
                         format!(
                             "malformed checkpoint: an ensemble's checkpoint has 2 to 100 member slots, this one {}",
@@ -214,13 +214,13 @@ impl Loaded {
                 }
                 Ok(Loaded::Ensemble(c))
             }
-            Some(v) => Err(Error::model_file(
+            Some(v) => Err(Error::checkpoint(
                 path,
                 format!(
                     "checkpoint format version {v} is not supported (this build reads {FORMAT_VERSION} and {ENSEMBLE_FORMAT_VERSION})"
                 ),
             )),
-            None => Err(Error::model_file(path, "missing checkpoint format_version")),
+            None => Err(Error::checkpoint(path, "missing checkpoint format_version")),
         }
     }
 }

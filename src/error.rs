@@ -75,6 +75,10 @@ pub enum Error {
     #[error("model file {}: {message}", path.display())]
     ModelFile { path: PathBuf, message: String },
 
+    /// A checkpoint is missing, corrupt, of an unsupported version or inconsistent.
+    #[error("checkpoint {}: {message}", path.display())]
+    Checkpoint { path: PathBuf, message: String },
+
     /// An I/O failure on a named file.
     #[error("{}: {}", path.display(), describe_io(source))]
     Io {
@@ -118,6 +122,13 @@ impl Error {
         }
     }
 
+    pub fn checkpoint(path: &Path, message: impl Into<String>) -> Self {
+        Error::Checkpoint {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+
     pub fn model_file(path: &Path, message: impl Into<String>) -> Self {
         Error::ModelFile {
             path: path.to_path_buf(),
@@ -140,7 +151,10 @@ impl Error {
     /// failures of the computation or the machine.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Data { .. } | Error::ModelFile { .. } | Error::Config(_) => 2,
+            Error::Data { .. }
+            | Error::ModelFile { .. }
+            | Error::Checkpoint { .. }
+            | Error::Config(_) => 2,
             Error::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound
                 | std::io::ErrorKind::PermissionDenied

@@ -1443,10 +1443,21 @@ fn sigkill_and_resume_gives_the_same_bits_on_the_software_adapter() {
 fn checkpoint_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.json"), "{\"format\": \"mdn-model\"}").unwrap();
+    std::fs::write(
+        dir.path().join("bad2.json"),
+        "{\"format\": \"mdn-checkpoint\", \"format_version\": 2}",
+    )
+    .unwrap();
     for (args, needle) in [
         (
             vec!["train", "--resume", "bad.json"],
             "not an mdn checkpoint",
+        ),
+        (
+            // An ensemble's checkpoint (version 2) missing its fields; named a checkpoint,
+            // not a model file.
+            vec!["train", "--resume", "bad2.json"],
+            "checkpoint bad2.json: malformed checkpoint: missing field",
         ),
         (
             vec!["train", "--resume", "missing.json"],
