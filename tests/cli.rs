@@ -1464,6 +1464,14 @@ fn checkpoint_errors_are_clear() {
             "missing.json: no such file",
         ),
         (
+            // Regression: options the checkpoint decides were ignored silently.
+            vec![
+                "train", "--resume", "bad.json", "--ensemble", "5", "--lr", "0.01", "--device",
+                "cpu",
+            ],
+            "so --ensemble, --lr cannot be given with it",
+        ),
+        (
             vec!["train", "--checkpoint-every", "0"],
             "--checkpoint-every must be at least 1",
         ),

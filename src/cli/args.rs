@@ -612,3 +612,44 @@ impl SelectArgs {
         }
     }
 }
+
+/// Options `mdn train --resume` may still be given: where its files go and how it runs and
+/// reports. Everything else comes from the checkpoint.
+const WITH_RESUME: &[&str] = &[
+    "resume",
+    "out",
+    "checkpoint",
+    "checkpoint_every",
+    "checkpoint_seconds",
+    "device",
+    "threads",
+    "quiet",
+    "json",
+];
+
+/// Refuses options given beside `--resume` that the checkpoint decides (they would be
+/// ignored): the data, the model, the fitting and `--ensemble`.
+pub fn check_resume(train: &clap::Command, m: &clap::ArgMatches) -> mdn::Result<()> {
+    use clap::parser::ValueSource;
+    let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+    if !given("resume") {
+        return Ok(());
+    }
+    let mut refused: Vec<String> = train
+        .get_arguments()
+        .filter(|a| given(a.get_id().as_str()) && !WITH_RESUME.contains(&a.get_id().as_str()))
+        .map(|a| match a.get_long() {
+            Some(long) => format!("--{long}"),
+            None => a.get_id().to_string(),
+        })
+        .collect();
+    refused.sort();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    Err(mdn::Error::config(format!(
+        "--resume continues the checkpoint's run with its own data and options, so {} cannot be given with it: drop {}, or start a new run without --resume",
+        refused.join(", "),
+        if refused.len() > 1 { "them" } else { "it" }
+    )))
+}

@@ -35,7 +35,16 @@ pub fn main() -> ExitCode {
     // Negative numbers are values (`--lr -0.001` is then refused with --lr's own message),
     // never taken for options.
     let command = Cli::command().mut_subcommands(|s| s.allow_negative_numbers(true));
-    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+    let matches = command.clone().get_matches();
+    if let (Some(("train", m)), Some(train)) =
+        (matches.subcommand(), command.find_subcommand("train"))
+    {
+        if let Err(e) = args::check_resume(train, m) {
+            progress::message(&format!("error: {e}"));
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    }
+    let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
