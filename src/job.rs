@@ -1313,11 +1313,16 @@ impl ResolvedJob {
             }
             _ => None,
         };
+        // Absolute paths, so that a run resumes from any directory.
+        let absolute = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+        };
         let spec = DataSpec {
-            data: job.data.clone(),
+            data: absolute(&job.data),
             target: job.target.clone(),
             features: job.features.clone(),
-            val: job.val.clone(),
+            val: absolute(&job.val),
             // A refit after cross-validation trains on every row (and resumes so).
             val_fraction: if epoch_choice.is_some() {
                 0.0

@@ -2796,3 +2796,42 @@ fn tiny_data_sets_are_handled_with_care() {
         ],
     );
 }
+
+#[test]
+fn checkpoint_with_a_relative_data_path_resumes_from_another_directory() {
+    // Regression: the checkpoint kept `--data` as given, so resuming from elsewhere failed
+    // with "no such file".
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("run");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(asset("bishop.csv"), sub.join("b.csv")).unwrap();
+    ok(
+        &sub,
+        &[
+            "train",
+            "--data",
+            "b.csv",
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "run/model.ckpt.json",
+            "--out",
+            "again.json",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    assert!(dir.path().join("again.json").exists());
+}
