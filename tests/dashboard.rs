@@ -508,6 +508,65 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         .unwrap();
     until(&c, "the filtered list", &format!("location.hash === '#/?status=succeeded' && !!document.querySelector('tr[data-job={job}]') && !document.querySelector('tr[data-job={second}]')")).await;
 
+    // A deep ensemble's model page: the two parts of the standard deviation, as the API
+    // answers them (x = 3 lies outside the data, where the members disagree more).
+    let ens = api(
+        &base,
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"epochs": 3, "ensemble": 3, "hidden": "16"}})),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ens_model = loop {
+        let j = api(&base, "GET", &format!("/v1/jobs/{ens}"), None);
+        match j["status"].as_str() {
+            Some("succeeded") => break j["model"].as_str().unwrap().to_string(),
+            Some("failed") | Some("cancelled") => panic!("the ensemble job ended: {j}"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
+    c.goto(&format!("{base}/#/models/{ens_model}")).await.unwrap();
+    let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
+    rows_box.clear().await.unwrap();
+    rows_box.send_keys("0.5\n3").await.unwrap();
+    c.find(Locator::Css("#predict-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the ensemble's predictions",
+        "document.querySelectorAll('table.predictions tbody tr').length === 2",
+    )
+    .await;
+    let heads = c
+        .execute("return [...document.querySelectorAll('table.predictions th')].map(t => t.textContent).filter(t => t.endsWith(' sd'));", vec![])
+        .await
+        .unwrap();
+    assert_eq!(heads, json!(["t aleatoric sd", "t epistemic sd"]));
+    let want = api(
+        &base,
+        "POST",
+        &format!("/v1/models/{ens_model}/predict"),
+        Some(json!({"rows": [[0.5], [3.0]], "quantiles": [0.5]})),
+    );
+    let shown = c
+        .execute("return document.querySelector('table.predictions tbody tr:nth-child(2) td:nth-child(5)').textContent;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        shown,
+        json!(format!(
+            "{:.4}",
+            want["rows"][1]["epistemic_variance"][0].as_f64().unwrap().sqrt()
+        ))
+    );
+    shot(&c, "model-ensemble.png").await;
+
     assert_eq!(errors(&c).await, json!([]), "errors in the page");
     // The console: nothing but the two bad requests made on purpose (an upload and an
     // option the server refused with 400).

@@ -501,7 +501,7 @@ async function modelPage(id) {
   );
   main.replaceChildren(
     h("h1", {}, "Model ", h("code", { text: id })),
-    h("p", { text: `[${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}, ${m.arch.covariance || "diagonal"} covariance` }),
+    h("p", { text: `[${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}, ${m.arch.covariance || "diagonal"} covariance${m.members && m.members.length ? `; a deep ensemble of ${m.members.length + 1} networks (its standard deviation is split into the noise the networks see, aleatoric, and where they disagree, epistemic)` : ""}` }),
     form,
     out,
   );
@@ -534,7 +534,11 @@ async function modelPage(id) {
 function predictionTable(m, p, table, header) {
   const levels = p.rows.length && p.rows[0].quantiles ? Object.keys(p.rows[0].quantiles) : [];
   const inputs = header || m.features;
-  const head = [...inputs, ...m.targets.flatMap((t) => [`${t} mean`, `${t} mode`, ...levels.map((q) => `${t} q${q}`)]), "mixture (π, μ, σ)"];
+  // A deep ensemble's rows carry the two parts of each target's variance.
+  const split = p.rows.length > 0 && !!p.rows[0].epistemic_variance;
+  const sd = (v) => num(Math.sqrt(Math.max(v, 0)));
+  const parts = (t) => (split ? [`${t} aleatoric sd`, `${t} epistemic sd`] : []);
+  const head = [...inputs, ...m.targets.flatMap((t) => [`${t} mean`, `${t} mode`, ...parts(t), ...levels.map((q) => `${t} q${q}`)]), "mixture (π, μ, σ)"];
   return h(
     "div.scroll",
     {},
@@ -553,6 +557,7 @@ function predictionTable(m, p, table, header) {
             ...m.targets.flatMap((_, d) => [
               h("td.num", { text: num(r.mean[d]) }),
               h("td.num", { text: num(r.mode[d]) }),
+              ...(split ? [h("td.num", { text: sd(r.aleatoric_variance[d]) }), h("td.num", { text: sd(r.epistemic_variance[d]) })] : []),
               ...levels.map((q) => h("td.num", { text: num(r.quantiles[q][d]) })),
             ]),
             h("td.mixture", { text: r.pi.map((w, k) => `${w.toFixed(2)}·N(${r.mu[k].map((v) => v.toFixed(3)).join(",")}; ${r.sigma[k].map((v) => v.toFixed(3)).join(",")})`).join(" + ") }),
