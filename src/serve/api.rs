@@ -32,6 +32,9 @@ use crate::model::Model;
 /// Largest JSON request body (predictions, job submissions).
 pub const JSON_LIMIT: usize = 32 << 20;
 
+/// How much more of an upload over the limit is read (and dropped) before the 413 answer.
+const DRAIN_BYTES: u64 = 16 << 20;
+
 /// What every handler sees.
 pub struct App {
     pub shared: Arc<Shared>,
@@ -393,6 +396,15 @@ async fn upload(
         let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the body failed: {e}")))?;
         bytes += chunk.len() as u64;
         if bytes > app.max_upload_bytes {
+            // Read and drop the rest of a body up to DRAIN_BYTES larger, so that a client
+            // still sending it gets this answer rather than a connection closed under it.
+            let mut drained = 0u64;
+            while drained < DRAIN_BYTES {
+                match stream.next().await {
+                    Some(Ok(more)) => drained += more.len() as u64,
+                    _ => break,
+                }
+            }
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_large",
