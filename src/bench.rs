@@ -225,7 +225,9 @@ pub fn run_members(
         times.push(started.elapsed().as_secs_f64());
         last = stats[0].train_nll;
     }
-    Ok(Some(result_of(spec, name, members, data.rows, &arch, times, last)))
+    Ok(Some(result_of(
+        spec, name, members, data.rows, &arch, times, last,
+    )))
 }
 
 /// Times `members` networks of `spec` trained side by side on the CPU, `threads` threads
@@ -304,9 +306,14 @@ pub fn run_cpu_members(
     if let Some(e) = errors.into_inner().unwrap().pop() {
         return Err(e);
     }
-    let label = format!("cpu, {threads} thread{}", if threads == 1 { "" } else { "s" });
+    let label = format!(
+        "cpu, {threads} thread{}",
+        if threads == 1 { "" } else { "s" }
+    );
     let last = *last.lock().unwrap();
-    Ok(result_of(spec, label, members, data.rows, &arch, times, last))
+    Ok(result_of(
+        spec, label, members, data.rows, &arch, times, last,
+    ))
 }
 
 /// A result from per-epoch times (epochs 2.. timed when there are several; the median).

@@ -271,7 +271,9 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
         };
         let order = |m: usize, epoch: u32| -> Vec<u32> {
             let step = [7u32, 11, 13][m];
-            (0..n as u32).map(|i| (i * step + epoch) % n as u32).collect()
+            (0..n as u32)
+                .map(|i| (i * step + epoch) % n as u32)
+                .collect()
         };
         let train = DataRef { x, y, rows: n };
         let val_ref = DataRef {

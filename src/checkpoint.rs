@@ -196,11 +196,12 @@ impl Loaded {
                 format!("not an mdn checkpoint (no \"format\": \"{FORMAT_NAME}\")"),
             ));
         }
-        let malformed = |e: serde_json::Error| Error::checkpoint(path, format!("malformed checkpoint: {e}"));
+        let malformed =
+            |e: serde_json::Error| Error::checkpoint(path, format!("malformed checkpoint: {e}"));
         match value.get("format_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == FORMAT_VERSION as u64 => {
-                serde_json::from_value(value).map(Loaded::Single).map_err(malformed)
-            }
+            Some(v) if v == FORMAT_VERSION as u64 => serde_json::from_value(value)
+                .map(Loaded::Single)
+                .map_err(malformed),
             Some(v) if v == ENSEMBLE_FORMAT_VERSION as u64 => {
                 let c: EnsembleCheckpoint = serde_json::from_value(value).map_err(malformed)?;
                 if !(2..=100).contains(&c.members.len()) {

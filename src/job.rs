@@ -778,7 +778,9 @@ impl ResolvedJob {
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
         let m = self.job.ensemble.max(1);
         if m == 1 {
-            return Ok(self.train_members(&[self.job.seed], observer, cancel)?.remove(0));
+            return Ok(self
+                .train_members(&[self.job.seed], observer, cancel)?
+                .remove(0));
         }
         let mut shared = self.clone();
         if !self.streamed && self.ensemble_resume.is_none() {
@@ -788,8 +790,8 @@ impl ResolvedJob {
                 shared.arrays = Some(std::sync::Arc::new((data, None)));
             }
             let data = &shared.arrays.as_ref().expect("just set").0;
-            let has_val = self.job.val.is_some()
-                || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
+            let has_val =
+                self.job.val.is_some() || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
             if self.job.cross_validates(data.rows) && !has_val {
                 let (mut backend, _) = self.open_backend()?;
                 let choice = self.choose_epochs(data, backend.as_mut(), observer, cancel)?;
@@ -822,9 +824,11 @@ impl ResolvedJob {
         let seeds: Vec<u64> = (0..m as u64).map(|i| self.job.seed + i).collect();
         // Checkpoints: one file for the ensemble, a slot per member (kept from the checkpoint
         // resumed, so that members already done stay done).
-        let sink = self.job.checkpoint_every.is_some().then(|| {
-            std::sync::Arc::new(std::sync::Mutex::new(self.ensemble_resume.clone()))
-        });
+        let sink = self
+            .job
+            .checkpoint_every
+            .is_some()
+            .then(|| std::sync::Arc::new(std::sync::Mutex::new(self.ensemble_resume.clone())));
         let member = |i: usize, threads: Option<usize>| {
             let mut one = shared.clone();
             one.options.seed = seeds[i];
@@ -944,7 +948,8 @@ impl ResolvedJob {
             .enumerate()
             .filter_map(|(i, model)| {
                 let t = model.training.as_ref()?;
-                (t.stop_reason == "interrupted").then(|| format!("{} (at epoch {})", i + 1, t.epochs))
+                (t.stop_reason == "interrupted")
+                    .then(|| format!("{} (at epoch {})", i + 1, t.epochs))
             })
             .collect();
         if !cut.is_empty() && models.len() == m {
@@ -1459,7 +1464,12 @@ impl ResolvedJob {
                             seeds.len(),
                             done.join(", ")
                         )));
-                        let epoch = c.members.iter().flatten().map(|s| s.trainer.completed).max();
+                        let epoch = c
+                            .members
+                            .iter()
+                            .flatten()
+                            .map(|s| s.trainer.completed)
+                            .max();
                         (shared.borrow_mut())(&JobEvent::Resuming {
                             epoch: epoch.unwrap_or(0),
                             from: &self.checkpoint_path,

@@ -398,10 +398,7 @@ pub fn train_members_with(
     };
     let rows = train.rows;
     let mut states: Vec<LoopState> = (0..m).map(|_| LoopState::new(opts)).collect();
-    let mut rngs: Vec<ChaCha8Rng> = seeds
-        .iter()
-        .map(|&s| rng_for(s, STREAM_SHUFFLE))
-        .collect();
+    let mut rngs: Vec<ChaCha8Rng> = seeds.iter().map(|&s| rng_for(s, STREAM_SHUFFLE)).collect();
     let mut stop: Vec<Option<&str>> = vec![None; m];
     let mut lrs = vec![opts.step.lr; m];
     let mut first_epoch = 1;
@@ -548,8 +545,8 @@ pub fn train_members_with(
         }
         let mut written = false;
         let write = |run: &mut Box<dyn crate::backend::MembersRun + '_>,
-                         c: &mut MembersCheckpointer<'_>,
-                         states: &[LoopState]|
+                     c: &mut MembersCheckpointer<'_>,
+                     states: &[LoopState]|
          -> Result<()> {
             let saved = run.save_state()?;
             (c.write)(
@@ -650,7 +647,11 @@ struct Standardised {
     val_std: Option<(Vec<f32>, Vec<f32>, usize)>,
 }
 
-fn standardise(train: &Dataset, val: Option<&Dataset>, opts: &TrainOptions) -> Result<Standardised> {
+fn standardise(
+    train: &Dataset,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+) -> Result<Standardised> {
     let mut x_stats = ColumnStats::new(train.d_in());
     let mut y_stats = ColumnStats::new(train.d_out());
     x_stats.push(&train.x);
@@ -791,7 +792,8 @@ pub fn train_stream_with(
     if fraction * rows as f64 > stream.max_val_rows as f64 {
         fraction = stream.max_val_rows as f64 / rows as f64;
     }
-    let held_out = |r: usize| fraction > 0.0 && is_validation_row(opts.split_seed(), r as u64, fraction);
+    let held_out =
+        |r: usize| fraction > 0.0 && is_validation_row(opts.split_seed(), r as u64, fraction);
 
     // Pass 1: statistics, validation rows, a sample of targets.
     const SAMPLE: usize = 1_000_000;

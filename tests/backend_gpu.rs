@@ -381,7 +381,10 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
             gpu.as_mut(),
             &tr,
             Some(&val),
-            &TrainOptions { seed, ..opts.clone() },
+            &TrainOptions {
+                seed,
+                ..opts.clone()
+            },
             &mut |_| true,
         )
         .unwrap();
@@ -434,7 +437,10 @@ fn full_covariance_members_trained_together_are_the_single_runs_of_their_seeds()
             gpu.as_mut(),
             &tr,
             val.as_ref(),
-            &TrainOptions { seed, ..opts.clone() },
+            &TrainOptions {
+                seed,
+                ..opts.clone()
+            },
             &mut |_| true,
         )
         .unwrap();

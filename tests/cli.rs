@@ -724,7 +724,13 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
     let code = &doc[start..start + doc[start..].find("```").unwrap()];
     for (model, data, x, y, members) in [
         ("m.json", "one.csv", "[0.3]", "[0.45]", 1.0),
-        ("full.json", "one_full.csv", "[0.3]", "[0.2, 0.1, -0.05]", 1.0),
+        (
+            "full.json",
+            "one_full.csv",
+            "[0.3]",
+            "[0.2, 0.1, -0.05]",
+            1.0,
+        ),
         ("ens.json", "one.csv", "[0.3]", "[0.45]", 3.0),
     ] {
         std::fs::copy(d.join(model), d.join("model.json")).unwrap();
@@ -1466,7 +1472,14 @@ fn checkpoint_errors_are_clear() {
         (
             // Regression: options the checkpoint decides were ignored silently.
             vec![
-                "train", "--resume", "bad.json", "--ensemble", "5", "--lr", "0.01", "--device",
+                "train",
+                "--resume",
+                "bad.json",
+                "--ensemble",
+                "5",
+                "--lr",
+                "0.01",
+                "--device",
                 "cpu",
             ],
             "so --ensemble, --lr cannot be given with it",

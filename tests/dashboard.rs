@@ -527,7 +527,9 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
             _ => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
     };
-    c.goto(&format!("{base}/#/models/{ens_model}")).await.unwrap();
+    c.goto(&format!("{base}/#/models/{ens_model}"))
+        .await
+        .unwrap();
     let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
     rows_box.clear().await.unwrap();
     rows_box.send_keys("0.5\n3").await.unwrap();
@@ -562,7 +564,10 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         shown,
         json!(format!(
             "{:.4}",
-            want["rows"][1]["epistemic_variance"][0].as_f64().unwrap().sqrt()
+            want["rows"][1]["epistemic_variance"][0]
+                .as_f64()
+                .unwrap()
+                .sqrt()
         ))
     );
     shot(&c, "model-ensemble.png").await;

@@ -283,8 +283,18 @@ fn a_streamed_ensemble_converts_once_and_its_first_member_is_the_streamed_single
             .args(["train", "--data"])
             .arg(asset("bishop.csv"))
             .args([
-                "--stream", "--chunk-rows", "700", "--epochs", "3", "--seed", "4", "--device",
-                "cpu", "--quiet", "--out", out,
+                "--stream",
+                "--chunk-rows",
+                "700",
+                "--epochs",
+                "3",
+                "--seed",
+                "4",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--out",
+                out,
             ])
             .args(extra)
             .env("TMPDIR", tmp.path())
@@ -448,7 +458,11 @@ fn run_job(j: TrainJob, stop_after: Option<usize>) -> Vec<Vec<f32>> {
             &cancel,
         )
         .unwrap();
-    outcome.model.member_models().map(|m| m.params.clone()).collect()
+    outcome
+        .model
+        .member_models()
+        .map(|m| m.params.clone())
+        .collect()
 }
 
 fn checkpointed(dir: &Path, device: DeviceChoice, threads: Option<usize>) -> TrainJob {
@@ -473,12 +487,17 @@ fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_cpu(
     let dir = tempfile::tempdir().unwrap();
     let whole = run_job(checkpointed(dir.path(), DeviceChoice::Cpu, Some(2)), None);
     std::fs::remove_file(dir.path().join("m.ckpt.json")).ok();
-    let cut = run_job(checkpointed(dir.path(), DeviceChoice::Cpu, Some(2)), Some(6));
-    assert!(cut.len() < 3 || cut != whole, "the cancel came too late to test anything");
-    let ckpt: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap(),
-    )
-    .unwrap();
+    let cut = run_job(
+        checkpointed(dir.path(), DeviceChoice::Cpu, Some(2)),
+        Some(6),
+    );
+    assert!(
+        cut.len() < 3 || cut != whole,
+        "the cancel came too late to test anything"
+    );
+    let ckpt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap())
+            .unwrap();
     assert_eq!(ckpt["format_version"], 2);
     assert_eq!(ckpt["members"].as_array().unwrap().len(), 3);
     assert!(ckpt["members"][2].is_null(), "member 3 had not started");
@@ -518,10 +537,9 @@ fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_gpu(
     let whole = run_job(checkpointed(dir.path(), device, None), None);
     std::fs::remove_file(dir.path().join("m.ckpt.json")).ok();
     run_job(checkpointed(dir.path(), device, None), Some(5));
-    let ckpt: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap(),
-    )
-    .unwrap();
+    let ckpt: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap())
+            .unwrap();
     let completed: Vec<u64> = ckpt["members"]
         .as_array()
         .unwrap()
@@ -564,9 +582,7 @@ fn ensemble_interrupted_in_its_last_member_is_an_interrupted_run() {
     .run(
         &mut |e| match e {
             JobEvent::Note(n) if n.contains("ensemble member 3 of 3") => third = true,
-            JobEvent::Train(TrainEvent::Epoch(_)) if third => {
-                cancel.store(true, Ordering::Relaxed)
-            }
+            JobEvent::Train(TrainEvent::Epoch(_)) if third => cancel.store(true, Ordering::Relaxed),
             JobEvent::Warning(w) => warnings.push(w.to_string()),
             _ => {}
         },

@@ -426,7 +426,16 @@ fn an_ensemble_job_killed_and_restarted_resumes_every_member_to_the_same_bits() 
     let cli = cli_train(
         dir.path(),
         &asset("bishop.csv"),
-        &["--epochs", "120", "--seed", "3", "--hidden", "32", "--ensemble", "2"],
+        &[
+            "--epochs",
+            "120",
+            "--seed",
+            "3",
+            "--hidden",
+            "32",
+            "--ensemble",
+            "2",
+        ],
     );
     assert_eq!(served["format_version"], 2);
     assert_eq!(params(&served), params(&cli), "member 1");
@@ -970,7 +979,7 @@ fn an_ensemble_job_serves_its_variance_split() {
     assert_eq!(st, 200, "{p}");
     assert_eq!(p["ensemble"], 3);
     let row = &p["rows"][0];
-    let total =
-        row["aleatoric_variance"][0].as_f64().unwrap() + row["epistemic_variance"][0].as_f64().unwrap();
+    let total = row["aleatoric_variance"][0].as_f64().unwrap()
+        + row["epistemic_variance"][0].as_f64().unwrap();
     assert!((total - row["variance"][0].as_f64().unwrap()).abs() < 1e-9);
 }

@@ -30,8 +30,8 @@ pub use context::{AdapterSummary, DeviceChoice, Gpu, NO_ADAPTER_HELP, list_adapt
 use bytemuck::{Pod, Zeroable};
 
 use crate::backend::{
-    MembersRun,
-    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, StepConfig, TrainRun,
+    AdamState, AdamStepConstants, Backend, DataRef, EpochStats, LossGrad, MembersRun, StepConfig,
+    TrainRun,
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, LayerShape};
@@ -348,7 +348,8 @@ impl GpuBackend {
     }
 
     fn stride(&self) -> u64 {
-        STEP_BYTES.next_multiple_of((self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(1))
+        STEP_BYTES
+            .next_multiple_of((self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(1))
     }
 
     /// A run of `arch` from `params` on `train` (and `val`), with work buffers for `cap` rows
@@ -697,9 +698,11 @@ impl GpuBackend {
                     })
                 })
                 .collect(),
-            adam: k
-                .adam
-                .bind(g, "adam", &[&r.params, &r.grad, &r.m, &r.v, &r.work.sumsq, &r.lrs]),
+            adam: k.adam.bind(
+                g,
+                "adam",
+                &[&r.params, &r.grad, &r.m, &r.v, &r.work.sumsq, &r.lrs],
+            ),
             grad_norm: k
                 .grad_norm
                 .bind(g, "gradient norm", &[&r.grad, &r.work.sumsq]),
@@ -1159,7 +1162,8 @@ impl TrainRun for GpuRun<'_> {
             ))),
             _ => {
                 self.first_batch_rows = cfg.batch_size.min(train_rows);
-                self.backend.begin(&mut self.run, train_rows, cfg, &[cfg.lr])
+                self.backend
+                    .begin(&mut self.run, train_rows, cfg, &[cfg.lr])
             }
         }
     }
@@ -1663,7 +1667,11 @@ impl GpuBackend {
                     clip_norm: cfg.clip_norm,
                     slices: weight_grad_slices(n) as u32,
                     // Resident rows: each member reads its own permutation.
-                    order_stride: if chunk.is_some() { 0 } else { ep.train_rows as u32 },
+                    order_stride: if chunk.is_some() {
+                        0
+                    } else {
+                        ep.train_rows as u32
+                    },
                     ..run.record()
                 }
             })
