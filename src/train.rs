@@ -273,9 +273,7 @@ pub fn train_with(
             y: &ty,
             rows: train.rows,
         },
-        val_std
-            .as_ref()
-            .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+        val_ref(&val_std),
     )?;
     let resume = match resume {
         Some(r) => Some(r.apply(run.as_mut(), &setup, train.path.as_path())?),
@@ -381,9 +379,7 @@ pub fn train_members_with(
             y: &ty,
             rows: train.rows,
         },
-        val_std
-            .as_ref()
-            .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+        val_ref(&val_std),
     )?
     else {
         return Ok(None);
@@ -645,6 +641,13 @@ struct Standardised {
     ty: Vec<f32>,
     /// Validation inputs, targets and rows.
     val_std: Option<(Vec<f32>, Vec<f32>, usize)>,
+}
+
+/// The standardised validation rows as a backend takes them.
+fn val_ref(val_std: &Option<(Vec<f32>, Vec<f32>, usize)>) -> Option<DataRef<'_>> {
+    val_std
+        .as_ref()
+        .map(|(x, y, rows)| DataRef { x, y, rows: *rows })
 }
 
 fn standardise(

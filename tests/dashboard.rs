@@ -201,6 +201,33 @@ async fn console_problems(c: &Client, expected: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Fills the model page's rows (and quantiles), presses Predict and waits for a row per line.
+async fn predict(c: &Client, rows: &str, quantiles: Option<&str>) {
+    let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
+    rows_box.clear().await.unwrap();
+    rows_box.send_keys(rows).await.unwrap();
+    if let Some(levels) = quantiles {
+        let q = c.find(Locator::Id("quantiles")).await.unwrap();
+        q.clear().await.unwrap();
+        q.send_keys(levels).await.unwrap();
+    }
+    c.find(Locator::Css("#predict-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        c,
+        "the predictions",
+        &format!(
+            "document.querySelectorAll('table.predictions tbody tr').length === {}",
+            rows.lines().count()
+        ),
+    )
+    .await;
+}
+
 fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let a: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -389,24 +416,7 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         .click()
         .await
         .unwrap();
-    let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
-    rows_box.clear().await.unwrap();
-    rows_box.send_keys("0.2\n0.5").await.unwrap();
-    let q = c.find(Locator::Id("quantiles")).await.unwrap();
-    q.clear().await.unwrap();
-    q.send_keys("0.25, 0.75").await.unwrap();
-    c.find(Locator::Css("#predict-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(
-        &c,
-        "the predictions",
-        "document.querySelectorAll('table.predictions tbody tr').length === 2",
-    )
-    .await;
+    predict(&c, "0.2\n0.5", Some("0.25, 0.75")).await;
     let shown = c
         .execute("return document.querySelector('table.predictions tbody tr td:nth-child(2)').textContent;", vec![])
         .await
@@ -530,21 +540,7 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
     c.goto(&format!("{base}/#/models/{ens_model}"))
         .await
         .unwrap();
-    let rows_box = c.wait().for_element(Locator::Id("rows")).await.unwrap();
-    rows_box.clear().await.unwrap();
-    rows_box.send_keys("0.5\n3").await.unwrap();
-    c.find(Locator::Css("#predict-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    until(
-        &c,
-        "the ensemble's predictions",
-        "document.querySelectorAll('table.predictions tbody tr').length === 2",
-    )
-    .await;
+    predict(&c, "0.5\n3", None).await;
     let heads = c
         .execute("return [...document.querySelectorAll('table.predictions th')].map(t => t.textContent).filter(t => t.endsWith(' sd'));", vec![])
         .await
