@@ -43,6 +43,10 @@ pub struct DataSpec {
     pub chunk_rows: Option<usize>,
     #[serde(default)]
     pub memory_mb: usize,
+    /// Where the run writes its model (absolute), so that a resumed run writes it there too
+    /// (absent in checkpoints from before it was recorded: `model.json`).
+    #[serde(default)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

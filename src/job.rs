@@ -88,8 +88,9 @@ pub struct TrainJob {
     pub checkpoint_seconds: f64,
     pub checkpoint: Option<PathBuf>,
     pub resume: Option<PathBuf>,
-    /// Where the model goes.
-    pub out: PathBuf,
+    /// Where the model goes (None: `model.json`, or for a resumed run where that run was
+    /// writing it; [`TrainJob::out_path`]).
+    pub out: Option<PathBuf>,
     /// Members of a deep ensemble: this many models, each trained with its own seed (seed,
     /// seed + 1, ...), written as one model whose density is their equal-weight mixture.
     pub ensemble: usize,
@@ -126,7 +127,7 @@ impl Default for TrainJob {
             ensemble: 1,
             checkpoint: None,
             resume: None,
-            out: PathBuf::from("model.json"),
+            out: None,
         }
     }
 }
@@ -267,6 +268,14 @@ fn list_or_string<'de, D: serde::Deserializer<'de>>(
 }
 
 impl TrainJob {
+    /// Where the model goes: `--out`, else `model.json` (a resumed run's `out` is the
+    /// checkpoint's once resolved).
+    pub fn out_path(&self) -> PathBuf {
+        self.out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("model.json"))
+    }
+
     /// A job from its JSON description; errors name the field.
     pub fn from_json(text: &str) -> Result<TrainJob> {
         let de = &mut serde_json::Deserializer::from_str(text);
@@ -390,6 +399,9 @@ impl TrainJob {
             self.memory_mb = data.memory_mb;
         }
         self.set_options(options);
+        if self.out.is_none() {
+            self.out = data.out.clone();
+        }
         self.checkpoint = Some(self.checkpoint.clone().unwrap_or(path.to_path_buf()));
         self.checkpoint_every = Some(self.checkpoint_every.unwrap_or(every));
     }
@@ -412,17 +424,18 @@ impl TrainJob {
             None => (None, None),
         };
         self.check_options()?;
-        check_writable(&self.out, "--out")?;
+        let out = self.out_path();
+        check_writable(&out, "--out")?;
         let checkpoint_path = self
             .checkpoint
             .clone()
-            .unwrap_or_else(|| Checkpoint::default_path(&self.out));
+            .unwrap_or_else(|| Checkpoint::default_path(&out));
         if self.checkpoint_every.is_some() {
             check_writable(&checkpoint_path, "--checkpoint")?;
         }
         // Never write over the data.
         for (what, path) in [
-            ("--out", Some(&self.out)),
+            ("--out", Some(&out)),
             ("--checkpoint", Some(&checkpoint_path)),
         ] {
             for (role, input) in [("--data", self.data.as_ref()), ("--val", self.val.as_ref())] {
@@ -552,7 +565,7 @@ impl TrainJob {
         let checkpoint_path = self
             .checkpoint
             .clone()
-            .unwrap_or_else(|| Checkpoint::default_path(&self.out));
+            .unwrap_or_else(|| Checkpoint::default_path(&self.out_path()));
         Ok(ResolvedJob {
             options: self.options(),
             job: self,
@@ -748,7 +761,7 @@ impl ResolvedJob {
                 .as_ref()
                 .is_some_and(|t| t.stop_reason == "interrupted")
         });
-        let path = save_model(&model, &self.job.out)?;
+        let path = save_model(&model, &self.job.out_path())?;
         Ok(Outcome {
             model,
             path,
@@ -1337,6 +1350,7 @@ impl ResolvedJob {
             stream: self.streamed,
             chunk_rows: job.chunk_rows,
             memory_mb: job.memory_mb,
+            out: absolute(&Some(job.out_path())),
         };
         let every = job.checkpoint_every.unwrap_or(0);
         let mut write =

@@ -285,6 +285,7 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         stream: false,
         chunk_rows: None,
         memory_mb: 512,
+        out: None,
     };
     let mut write = |state: mdn::backend::TrainState,
                      st: &mdn::train::LoopState,

@@ -2848,3 +2848,47 @@ fn checkpoint_with_a_relative_data_path_resumes_from_another_directory() {
     );
     assert!(dir.path().join("again.json").exists());
 }
+
+#[test]
+fn resume_without_out_wrote_model_json_in_the_current_directory() {
+    // Regression: the checkpoint did not record --out, so `mdn train --resume` without --out
+    // wrote model.json wherever it was run instead of where the interrupted run was writing.
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("run");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(asset("bishop.csv"), sub.join("b.csv")).unwrap();
+    let train = |cwd: &Path, extra: &[&str]| {
+        let mut a = vec!["train", "--device", "cpu", "--quiet"];
+        a.extend_from_slice(extra);
+        ok(cwd, &a);
+    };
+    let first = [
+        "--data",
+        "b.csv",
+        "--out",
+        "m.json",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ];
+    train(&sub, &first);
+    let written = std::fs::read(sub.join("m.json")).unwrap();
+    std::fs::remove_file(sub.join("m.json")).unwrap();
+    train(dir.path(), &["--resume", "run/m.ckpt.json"]);
+    assert!(
+        !dir.path().join("model.json").exists(),
+        "the resumed run wrote model.json in the current directory"
+    );
+    assert_eq!(
+        std::fs::read(sub.join("m.json")).unwrap(),
+        written,
+        "the resumed run's model differs from the run's own"
+    );
+    // --out still decides where it goes when given.
+    train(
+        dir.path(),
+        &["--resume", "run/m.ckpt.json", "--out", "x.json"],
+    );
+    assert!(dir.path().join("x.json").exists());
+}

@@ -468,7 +468,7 @@ fn run_job(j: TrainJob, stop_after: Option<usize>) -> Vec<Vec<f32>> {
 fn checkpointed(dir: &Path, device: DeviceChoice, threads: Option<usize>) -> TrainJob {
     TrainJob {
         data: Some(asset("bishop.csv")),
-        out: dir.join("m.json"),
+        out: Some(dir.join("m.json")),
         checkpoint_every: Some(1),
         epochs: None,
         max_epochs: Some(40),
@@ -504,7 +504,7 @@ fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_cpu(
     let resumed = run_job(
         TrainJob {
             resume: Some(dir.path().join("m.ckpt.json")),
-            out: dir.path().join("m.json"),
+            out: Some(dir.path().join("m.json")),
             device: DeviceChoice::Cpu,
             threads: Some(2),
             ..TrainJob::default()
@@ -550,7 +550,7 @@ fn an_ensemble_resumed_from_its_checkpoint_ends_with_the_uninterrupted_bits_gpu(
     let resumed = run_job(
         TrainJob {
             resume: Some(dir.path().join("m.ckpt.json")),
-            out: dir.path().join("m.json"),
+            out: Some(dir.path().join("m.json")),
             device,
             ..TrainJob::default()
         },
@@ -572,7 +572,7 @@ fn ensemble_interrupted_in_its_last_member_is_an_interrupted_run() {
     let (mut third, mut warnings) = (false, Vec::new());
     let outcome = TrainJob {
         data: Some(asset("bishop.csv")),
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         threads: Some(1),
         epochs: Some(20),
         ..job(1, 3)

@@ -47,7 +47,7 @@ fn a_job_round_trips_through_json() {
         ensemble: 1,
         checkpoint: Some("c.json".into()),
         resume: None,
-        out: "m.json".into(),
+        out: Some("m.json".into()),
     };
     let text = job.to_json();
     assert_eq!(TrainJob::from_json(&text).unwrap(), job, "{text}");
@@ -156,7 +156,10 @@ fn every_option_is_checked_before_any_work() {
     bad(&|j| j.chunk_rows = Some(0), "--chunk-rows");
     bad(&|j| j.checkpoint_every = Some(0), "--checkpoint-every");
     bad(&|j| j.sigma_floor = f32::NAN, "--sigma-floor");
-    bad(&|j| j.out = "/proc/m.json".into(), "--out /proc/m.json");
+    bad(
+        &|j| j.out = Some("/proc/m.json".into()),
+        "--out /proc/m.json",
+    );
     // With good options, the data file is what is refused.
     let e = TrainJob {
         data: Some("/nonexistent/data.csv".into()),
@@ -268,7 +271,7 @@ fn a_cancelled_job_keeps_the_best_model_so_far() {
     let job = TrainJob {
         data: Some(asset("bishop.csv")),
         device: DeviceChoice::Cpu,
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     };
     let mut seen = 0;
@@ -308,7 +311,7 @@ fn model_lost_when_out_unwritable() {
         data: Some(asset("bishop.csv")),
         device: DeviceChoice::Cpu,
         epochs: Some(1),
-        out: sub.join("m.json"),
+        out: Some(sub.join("m.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -343,7 +346,7 @@ fn impossible_models_are_refused_before_reading_the_data() {
         data: Some(path.clone()),
         target: names[1..].to_vec(),
         covariance: Covariance::Full,
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -356,7 +359,7 @@ fn impossible_models_are_refused_before_reading_the_data() {
     let e = TrainJob {
         data: Some(path),
         hidden: vec![100_000, 100_000],
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -375,7 +378,7 @@ fn resume_loses_adam_constants() {
         device: DeviceChoice::Cpu,
         epochs: Some(2),
         checkpoint_every: Some(1),
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -389,7 +392,7 @@ fn resume_loses_adam_constants() {
     std::fs::write(&ckpt, c.to_string()).unwrap();
     let r = TrainJob {
         resume: Some(ckpt),
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -484,7 +487,7 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
         device: DeviceChoice::Cpu,
         threads: Some(1),
         checkpoint_every: Some(1),
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     };
     let mut notes = Vec::new();
@@ -519,7 +522,7 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
         resume: Some(ckpt),
         device: DeviceChoice::Cpu,
         threads: Some(1),
-        out: dir.path().join("r.json"),
+        out: Some(dir.path().join("r.json")),
         ..TrainJob::default()
     }
     .resolve()
@@ -542,7 +545,7 @@ fn rows_in_memory_train_exactly_as_the_same_rows_from_a_file() {
         device: DeviceChoice::Cpu,
         threads: Some(1),
         seed: 9,
-        out: dir.path().join("m.json"),
+        out: Some(dir.path().join("m.json")),
         ..TrainJob::default()
     };
     let from_file = TrainJob {

@@ -335,9 +335,10 @@ pub struct TrainArgs {
     pub device: DeviceArg,
     #[command(flatten)]
     pub cols: DataColumns,
-    /// Where to write the model
-    #[arg(long, default_value = "model.json")]
-    pub out: PathBuf,
+    /// Where to write the model [default: model.json; with --resume, where the checkpoint's
+    /// run was writing it]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// Hidden layer widths, comma-separated (e.g. 64,64); "none" for no hidden layer
     #[arg(long, default_value = "64", value_parser = parse_hidden)]
     pub hidden: HiddenWidths,
@@ -555,7 +556,7 @@ fn shared_job(
     cols: &DataColumns,
     fit: &FitArgs,
     device: DeviceArg,
-    out: &std::path::Path,
+    out: Option<&std::path::Path>,
 ) -> TrainJob {
     TrainJob {
         data: cols.data.clone(),
@@ -572,7 +573,7 @@ fn shared_job(
         sigma_floor: fit.sigma_floor,
         device: device.device,
         threads: device.threads.map(|t| t as usize),
-        out: out.to_path_buf(),
+        out: out.map(|p| p.to_path_buf()),
         ..TrainJob::default()
     }
 }
@@ -595,7 +596,7 @@ impl TrainArgs {
             ensemble: self.ensemble,
             checkpoint: self.checkpoint.clone(),
             resume: self.resume.clone(),
-            ..shared_job(&self.cols, &self.fit, self.device, &self.out)
+            ..shared_job(&self.cols, &self.fit, self.device, self.out.as_deref())
         }
     }
 }
@@ -608,7 +609,7 @@ impl SelectArgs {
             components: Some(setting.components),
             covariance: setting.covariance,
             l2: setting.l2,
-            ..shared_job(&self.cols, &self.fit, self.device, &self.out)
+            ..shared_job(&self.cols, &self.fit, self.device, Some(&self.out))
         }
     }
 }

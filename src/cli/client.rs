@@ -289,11 +289,12 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
         "succeeded" | "cancelled" if last["model"].is_string() => {
             let model = last["model"].as_str().unwrap_or_default();
             let bytes = c.download(&format!("/v1/models/{model}"))?;
-            write_output(Some(&a.train.out), &bytes)?;
+            let out = a.train.out.clone().unwrap_or_else(|| "model.json".into());
+            write_output(Some(&out), &bytes)?;
             if !a.train.quiet {
                 message(&format!(
                     "job {id} {status}: wrote {} (model {model})",
-                    a.train.out.display()
+                    out.display()
                 ));
             }
             if a.train.json {
