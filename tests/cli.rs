@@ -2892,3 +2892,24 @@ fn resume_without_out_wrote_model_json_in_the_current_directory() {
     );
     assert!(dir.path().join("x.json").exists());
 }
+
+#[test]
+fn train_panicked_when_its_stderr_was_closed() {
+    // Regression: `mdn train ... 2>&1 | head` panicked (exit 101) at the first progress line
+    // after the reader went away, and the model was lost. Progress is best effort.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train", "--device", "cpu", "--epochs", "30", "--out", "m.json",
+        ])
+        .current_dir(dir.path())
+        .env_remove("MDN_DEVICE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run mdn");
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "mdn train with a closed stderr");
+    assert!(dir.path().join("m.json").exists(), "no model was written");
+}

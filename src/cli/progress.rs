@@ -18,9 +18,12 @@ use super::output::rate;
 /// the bars ([`message`]) without tearing them.
 static BARS: LazyLock<MultiProgress> = LazyLock::new(MultiProgress::new);
 
-/// A line on stderr, printed above any progress bar.
+/// A line on stderr, printed above any progress bar. A stderr that is closed (`2>&1 | head`)
+/// loses the line; the work goes on.
 pub fn message(line: &str) {
-    BARS.suspend(|| eprintln!("{line}"));
+    BARS.suspend(|| {
+        let _ = writeln!(std::io::stderr(), "{line}");
+    });
 }
 
 /// Log records go to stderr around the progress bars.
