@@ -789,6 +789,20 @@ impl ResolvedJob {
     /// by side, the threads shared out. A cancel keeps the members finished so far (and those
     /// it stopped, at their best epochs).
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
+        let model = self.train_all(observer, cancel)?;
+        if let Some(t) = model.training.as_ref() {
+            for name in &t.constant_features {
+                observer(&JobEvent::Warning(&format!(
+                    "feature column '{name}' is constant in the training rows: it tells the model nothing, \
+                     so the model ignores it (whatever value it takes when predicting)"
+                )));
+            }
+        }
+        Ok(model)
+    }
+
+    /// [`ResolvedJob::train`] but for the warnings on the finished model.
+    fn train_all(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
         let m = self.job.ensemble.max(1);
         if m == 1 {
             return Ok(self
@@ -1716,9 +1730,13 @@ impl ResolvedJob {
             epochs,
         };
         observer(&JobEvent::Note(&format!(
-            "{epochs} epochs (the median of the folds' best): cross-validated NLL {:.4} ± {:.4} there \
-             (linear model {:.4}); training on all {} rows for {epochs} epochs",
-            choice.cv_nll, choice.cv_se, choice.baseline_cv_nll, data.rows
+            "{epochs} epoch{s} (the median of the folds' best): cross-validated NLL {:.4} ± {:.4} there \
+             (linear model {:.4}); training on all {} rows for {epochs} epoch{s}",
+            choice.cv_nll,
+            choice.cv_se,
+            choice.baseline_cv_nll,
+            data.rows,
+            s = if epochs == 1 { "" } else { "s" }
         )));
         Ok(choice)
     }

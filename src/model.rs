@@ -132,7 +132,22 @@ pub struct TrainingInfo {
     /// absent for single models and without validation rows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ensemble_val_nll: Option<f64>,
+    /// Feature columns that were constant in the training rows: the model ignores them
+    /// (their first-layer weights are zero).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constant_features: Vec<String>,
     pub history: Vec<EpochRecord>,
+}
+
+impl TrainingInfo {
+    /// The validation NLL of the saved parameters (with `--epochs`, the last epoch's, which
+    /// need not be the best), if there were validation rows.
+    pub fn saved_val_nll(&self) -> Option<f64> {
+        self.history
+            .iter()
+            .find(|e| e.epoch == self.saved_epoch)
+            .and_then(|e| e.val_nll)
+    }
 }
 
 /// A trained mixture density network.

@@ -263,7 +263,7 @@ pub fn train_with(
         ty,
         val_std,
     } = standardise(train, val, opts)?;
-    let params = init_params(&setup.arch, &ty, opts.seed);
+    let params = setup.initial_params(&ty, opts.seed);
     let name = backend.name();
     let mut run = backend.start(
         &setup.arch,
@@ -368,7 +368,7 @@ pub fn train_members_with(
     } = standardise(train, val, opts)?;
     let params: Vec<Vec<f32>> = seeds
         .iter()
-        .map(|&seed| init_params(&setup.arch, &ty, seed))
+        .map(|&seed| setup.initial_params(&ty, seed))
         .collect();
     let name = backend.name();
     let Some(mut run) = backend.start_members(
@@ -870,7 +870,7 @@ pub fn train_stream_with(
             v.rows,
         )
     });
-    let params = init_params(&setup.arch, &setup.y_scaler.apply(&sample), opts.seed);
+    let params = setup.initial_params(&setup.y_scaler.apply(&sample), opts.seed);
     let window_rows = chunk_rows * stream.window_chunks.max(1);
     let name = backend.name();
     let mut run = backend.start_stream(
@@ -987,9 +987,25 @@ struct Setup {
     targets: Vec<String>,
     x_scaler: Scaler,
     y_scaler: Scaler,
+    /// Feature columns constant in the training rows: they carry nothing to learn from, and
+    /// their first-layer weights start (and, their gradient being zero, stay) at zero, so
+    /// that the model ignores whatever value they take when it predicts.
+    constant_features: Vec<usize>,
 }
 
 impl Setup {
+    /// A seed's initial parameters ([`init_params`]), with the weights of constant feature
+    /// columns at zero.
+    fn initial_params(&self, y_std: &[f32], seed: u64) -> Vec<f32> {
+        let mut params = init_params(&self.arch, y_std, seed);
+        let first = &self.arch.layers()[0];
+        for &c in &self.constant_features {
+            let row = first.weights + c * first.outputs;
+            params[row..row + first.outputs].fill(0.0);
+        }
+        params
+    }
+
     fn new(
         path: &std::path::Path,
         features: &[String],
@@ -1024,6 +1040,7 @@ impl Setup {
             targets: targets.to_vec(),
             x_scaler: x.scaler(),
             y_scaler: y.scaler(),
+            constant_features: (0..features.len()).filter(|&c| x.is_constant(c)).collect(),
         })
     }
 }
@@ -1301,6 +1318,11 @@ fn build_model(
         recoveries,
         ..
     } = state;
+    let constant_features = setup
+        .constant_features
+        .iter()
+        .map(|&c| setup.features[c].clone())
+        .collect();
     let saved_epoch = match opts.stopping {
         Stopping::Early { .. } => best.map(|b| b.0).unwrap_or(completed),
         Stopping::Fixed { .. } => completed,
@@ -1335,6 +1357,7 @@ fn build_model(
         baseline_val_nll: None,
         epoch_choice: None,
         ensemble_val_nll: None,
+        constant_features,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

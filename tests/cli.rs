@@ -2913,3 +2913,77 @@ fn train_panicked_when_its_stderr_was_closed() {
     assert_eq!(status.code(), Some(0), "mdn train with a closed stderr");
     assert!(dir.path().join("m.json").exists(), "no model was written");
 }
+
+#[test]
+fn a_constant_feature_column_changed_the_predictions() {
+    // Regression: a feature constant in the training rows was only centred, its first-layer
+    // weights stayed at their random initial values, and a different value of it at
+    // prediction time moved the prediction. Now it is named in a warning and ignored.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,c,y\n");
+    for i in 0..200 {
+        let x = -3.0 + 6.0 * i as f64 / 199.0;
+        let e = ((i * 7919) % 101) as f64 / 101.0 - 0.5;
+        csv.push_str(&format!("{x},1.5,{}\n", x.sin() + 0.3 * e));
+    }
+    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "d.csv", "--device", "cpu", "--out", "m.json",
+        ],
+    );
+    assert!(
+        err.contains("feature column 'c' is constant in the training rows"),
+        "no warning about the constant column:\n{err}"
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+    assert_eq!(m["training"]["constant_features"], serde_json::json!(["c"]));
+    let predict = |c: &str| {
+        std::fs::write(dir.path().join("q.csv"), format!("x,c\n0.5,{c}\n-2,{c}\n")).unwrap();
+        ok(
+            dir.path(),
+            &["predict", "--model", "m.json", "--data", "q.csv", "--json"],
+        )
+        .0
+    };
+    assert_eq!(
+        predict("1.5"),
+        predict("40"),
+        "the constant column moved the prediction"
+    );
+}
+
+#[test]
+fn with_fixed_epochs_the_reported_validation_nll_was_the_best_epochs_not_the_saved_ones() {
+    // Regression: with --epochs the last epoch's parameters are kept, but `mdn train` and
+    // `mdn info` reported the best epoch's validation NLL as the model's.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--device", "cpu", "--epochs", "25", "--lr", "0.01", "--out", "m.json",
+        ],
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+    let t = &m["training"];
+    assert_eq!(t["saved_epoch"], 25);
+    let history = t["history"].as_array().unwrap();
+    let last = history[24]["val_nll"].as_f64().unwrap();
+    let wrote = err.lines().find(|l| l.starts_with("wrote ")).unwrap();
+    assert!(
+        wrote.contains(&format!(
+            "parameters of epoch 25 of 25 (epochs), validation NLL {last:.4}"
+        )),
+        "{wrote}"
+    );
+    let best = t["best_epoch"].as_u64().unwrap();
+    if best != 25 {
+        assert!(wrote.contains(&format!("was at epoch {best}")), "{wrote}");
+    }
+    let (info, _) = ok(dir.path(), &["info", "m.json"]);
+    assert!(
+        info.contains(&format!("(this model {last:.4}:")),
+        "mdn info compares another epoch's NLL with the linear model:\n{info}"
+    );
+}

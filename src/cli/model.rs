@@ -201,7 +201,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
         model.targets.join(", ")
     ));
     s.push_str(&format!(
-        "  architecture  {} inputs, hidden {:?} ({}), K={} components over {} target(s), {} covariance, sigma floor {}; {} parameters\n",
+        "  architecture  {} inputs, hidden {:?} ({}), K={} components over {} target(s), {} covariance, sigma floor {}; {}\n",
         arch.inputs,
         arch.hidden,
         arch.activation.name(),
@@ -210,30 +210,34 @@ pub fn info(a: InfoArgs) -> Result<()> {
         arch.covariance.name(),
         arch.sigma_floor,
         if model.ensemble_size() > 1 {
-            format!("{} per member", arch.param_count())
+            format!("{} parameters per member", arch.param_count())
         } else {
-            arch.param_count().to_string()
+            format!("{} parameters", arch.param_count())
         }
     ));
     if model.ensemble_size() > 1 {
-        let best: Vec<String> = model
+        // The members' validation NLLs (none after a small-data refit on every row).
+        let each: Vec<Option<f64>> = model
             .member_models()
-            .map(|m| {
-                m.training
-                    .as_ref()
-                    .and_then(|t| t.best_val_nll.map(|v| format!("{v:.4}")))
-                    .unwrap_or_else(|| "-".into())
-            })
+            .map(|m| m.training.as_ref().and_then(|t| t.saved_val_nll()))
             .collect();
+        let each = if each.iter().any(Option::is_some) {
+            let v: Vec<String> = each
+                .iter()
+                .map(|v| v.map_or("-".into(), |v| format!("{v:.4}")))
+                .collect();
+            format!("each member's {}; ", v.join(" "))
+        } else {
+            String::new()
+        };
         let whole = t
             .and_then(|t| t.ensemble_val_nll)
             .map(|v| format!("validation NLL {v:.4}; "))
             .unwrap_or_default();
         s.push_str(&format!(
-            "  ensemble      {} members (seeds from {}): {whole}each member's: {}; the lines below are the first member's\n",
+            "  ensemble      {} members (seeds from {}): {whole}{each}the lines below are the first member's\n",
             model.ensemble_size(),
             t.map(|t| t.seed).unwrap_or(0),
-            best.join(" ")
         ));
     }
     match t {
@@ -271,8 +275,10 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "  epochs        {} run ({why}); parameters of epoch {}{}\n",
                 t.epochs,
                 t.saved_epoch,
-                match (t.best_epoch, t.best_val_nll) {
-                    (Some(e), Some(v)) => format!("; best validation NLL {v:.4} at epoch {e}"),
+                match (t.saved_val_nll(), t.best_epoch, t.best_val_nll) {
+                    (Some(v), Some(e), Some(b)) if e != t.saved_epoch =>
+                        format!(", validation NLL {v:.4}; the best, {b:.4}, was at epoch {e}"),
+                    (Some(v), ..) => format!(", validation NLL {v:.4}"),
                     _ => String::new(),
                 }
             ));
@@ -288,8 +294,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                     .epoch_choice
                     .as_ref()
                     .map(|c| c.cv_nll)
-                    .or(t.best_val_nll)
-                    .or_else(|| t.history.last().and_then(|e| e.val_nll));
+                    .or_else(|| t.saved_val_nll());
                 s.push_str(&format!(
                     "  vs linear     a linear-Gaussian model reaches {b:.4} on the same rows{}\n",
                     match model {

@@ -58,10 +58,12 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
         let _ = ctrlc::set_handler(move || {
             if f.swap(true, Ordering::SeqCst) {
                 mdn::atomic::remove_temporary_files();
+                message("interrupted again: quitting now, without writing a model");
                 std::process::exit(super::EXIT_INTERRUPTED as i32);
             }
             message(
-                "\ninterrupted: finishing up and saving the best model so far (Ctrl-C again to quit now)",
+                "\ninterrupted: stopping after this epoch and writing the best model so far, if an epoch \
+                 of the final model has finished (Ctrl-C again to quit now)",
             );
         });
         flag

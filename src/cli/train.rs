@@ -47,21 +47,24 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
         ));
         component_report(&outcome.model);
     } else if !a.quiet {
-        let val = info
-            .best_val_nll
-            .map(|v| {
-                format!(
-                    ", validation NLL {v:.4} at epoch {}",
-                    info.best_epoch.unwrap_or(0)
-                )
-            })
-            .unwrap_or_default();
+        // The saved parameters' validation NLL; the best epoch's beside it when that is
+        // another epoch (with --epochs the last epoch is kept, best or not).
+        let val = match (info.saved_val_nll(), info.best_epoch, info.best_val_nll) {
+            (Some(v), Some(e), Some(b)) if e != info.saved_epoch => {
+                format!(", validation NLL {v:.4} (the best, {b:.4}, was at epoch {e})")
+            }
+            (Some(v), ..) => format!(", validation NLL {v:.4}"),
+            _ => String::new(),
+        };
+        let run = if info.stop_reason == "interrupted" {
+            format!("interrupted after {} epochs", info.epochs)
+        } else {
+            format!("of {} ({})", info.epochs, info.stop_reason)
+        };
         message(&format!(
-            "wrote {}: parameters of epoch {} of {} ({}){val}",
+            "wrote {}: parameters of epoch {} {run}{val}",
             outcome.path.display(),
             info.saved_epoch,
-            info.epochs,
-            info.stop_reason
         ));
         component_report(&outcome.model);
     }
