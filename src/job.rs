@@ -182,6 +182,123 @@ pub const CV_FOLDS: usize = 5;
 /// ChaCha8 stream of the permutation behind those folds.
 const CV_STREAM: u64 = 7;
 
+/// The folds of the cross-validation that chooses the number of epochs: [`CV_FOLDS`] folds
+/// of `rows` rows, as equal as the rows allow (sizes differ by at most one), from a
+/// permutation by `seed`; each as (held-out rows, training rows), in file order.
+pub fn cv_folds(rows: usize, seed: u64) -> Vec<(Vec<usize>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..rows).collect();
+    {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(CV_STREAM);
+        order.shuffle(&mut rng);
+    }
+    (0..CV_FOLDS)
+        .map(|f| {
+            let (mut held, mut rest): (Vec<usize>, Vec<usize>) =
+                (0..rows).partition(|&i| i % CV_FOLDS == f);
+            held.iter_mut().for_each(|i| *i = order[*i]);
+            rest.iter_mut().for_each(|i| *i = order[*i]);
+            held.sort_unstable();
+            rest.sort_unstable();
+            (held, rest)
+        })
+        .collect()
+}
+
+/// One fold of [`cross_validate_epochs`], as it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct FoldReport {
+    /// 0-based.
+    pub fold: usize,
+    pub held_out: usize,
+    pub best_epoch: usize,
+    /// Epochs it ran before it stopped.
+    pub epochs: usize,
+    /// Held-out NLL at its best epoch.
+    pub nll: f64,
+    /// A linear-Gaussian model's on the same rows.
+    pub baseline: f64,
+}
+
+/// Chooses the number of epochs for a data set too small to spare a validation split: on
+/// each of the [`cv_folds`], a model with `opts(training rows)` trained on the other folds
+/// early-stops on the held-out one; the choice is the median of their best epochs, and each
+/// fold is scored at that epoch (not at its own best, which would flatter it). `observer`
+/// hears every fit's events (false stops the fit: an [`Error::Interrupted`]).
+pub fn cross_validate_epochs(
+    backend: &mut dyn Backend,
+    data: &Dataset,
+    seed: u64,
+    opts: &dyn Fn(usize) -> TrainOptions,
+    fold_done: &mut dyn FnMut(FoldReport),
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<EpochChoice> {
+    let (mut best_epochs, mut curves, mut baseline_nll) = (Vec::new(), Vec::new(), Vec::new());
+    for (f, (held, rest)) in cv_folds(data.rows, seed).iter().enumerate() {
+        let (train, test) = (data.subset(rest), data.subset(held));
+        let mut stopped = false;
+        let model =
+            crate::train::train(backend, &train, Some(&test), &opts(train.rows), &mut |e| {
+                let go = observer(e);
+                stopped |= !go;
+                go
+            })?;
+        if stopped {
+            return Err(Error::Interrupted(
+                "interrupted while choosing the number of epochs".into(),
+            ));
+        }
+        let info = model
+            .training
+            .as_ref()
+            .expect("the trainer records its run");
+        let (epoch, nll) = (
+            info.best_epoch.unwrap_or(info.epochs),
+            info.best_val_nll.unwrap_or(f64::NAN),
+        );
+        let baseline = crate::baseline::LinearGaussian::fit(&train).mean_nll(&test);
+        fold_done(FoldReport {
+            fold: f,
+            held_out: test.rows,
+            best_epoch: epoch,
+            epochs: info.epochs,
+            nll,
+            baseline,
+        });
+        best_epochs.push(epoch);
+        curves.push(info.history.iter().map(|e| e.val_nll).collect::<Vec<_>>());
+        baseline_nll.push(baseline);
+    }
+    let mut sorted = best_epochs.clone();
+    sorted.sort_unstable();
+    let epochs = sorted[sorted.len() / 2].max(1);
+    // Each fold scored at the chosen number of epochs (not at its own best, which would
+    // flatter it): the last epoch it ran when it stopped sooner.
+    let fold_nll: Vec<f64> = curves
+        .iter()
+        .map(|c| {
+            c.get(epochs.min(c.len()).saturating_sub(1))
+                .copied()
+                .flatten()
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    let k = fold_nll.len() as f64;
+    let cv_nll = fold_nll.iter().sum::<f64>() / k;
+    let var = fold_nll.iter().map(|v| (v - cv_nll).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
+    Ok(EpochChoice {
+        folds: fold_nll.len(),
+        fold_best_epochs: best_epochs,
+        fold_nll,
+        cv_nll,
+        cv_se: (var / k).sqrt(),
+        baseline_cv_nll: baseline_nll.iter().sum::<f64>() / k,
+        epochs,
+    })
+}
+
 /// Whether two paths name the same file (by their canonical paths; a file that does not exist
 /// yet is compared by its directory's canonical path and its name).
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -1628,27 +1745,7 @@ impl ResolvedJob {
             data.rows,
             data.rows / 10
         )));
-        // Five folds as equal as the rows allow (sizes differ by at most one), from a seeded
-        // permutation.
-        let mut order: Vec<usize> = (0..data.rows).collect();
-        {
-            use rand::SeedableRng;
-            use rand::seq::SliceRandom;
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-            rng.set_stream(CV_STREAM);
-            order.shuffle(&mut rng);
-        }
-        let folds: Vec<(Vec<usize>, Vec<usize>)> = (0..CV_FOLDS)
-            .map(|f| {
-                let (mut held, mut rest): (Vec<usize>, Vec<usize>) =
-                    (0..data.rows).partition(|&i| i % CV_FOLDS == f);
-                held.iter_mut().for_each(|i| *i = order[*i]);
-                rest.iter_mut().for_each(|i| *i = order[*i]);
-                held.sort_unstable();
-                rest.sort_unstable();
-                (held, rest)
-            })
-            .collect();
+        let folds = cv_folds(data.rows, seed);
         let smallest = folds.iter().map(|(_, rest)| rest.len()).min().unwrap_or(0);
         // Every fold fits the model the refit will be (the components adapted to all the
         // rows); what cannot work on a fold is refused before any fit.
@@ -1669,66 +1766,31 @@ impl ResolvedJob {
                 data.rows
             )));
         }
-        let (mut best_epochs, mut curves, mut baseline_nll) = (Vec::new(), Vec::new(), Vec::new());
-        for (f, (held, rest)) in folds.iter().enumerate() {
-            let (train, test) = (data.subset(rest), data.subset(held));
-            let (mut opts, _) = self.options_for_rows(train.rows);
+        let mut fold_done = |f: FoldReport| {
+            observer(&JobEvent::Note(&format!(
+                "fold {}/{CV_FOLDS} ({} rows held out): best epoch {} of {}, held-out NLL {:.4} \
+                 (linear model {:.4})",
+                f.fold + 1,
+                f.held_out,
+                f.best_epoch,
+                f.epochs,
+                f.nll,
+                f.baseline
+            )));
+        };
+        let opts = |rows: usize| {
+            let (mut opts, _) = self.options_for_rows(rows);
             opts.components = k;
-            let model = match crate::train::train(backend, &train, Some(&test), &opts, &mut |_| {
+            opts
+        };
+        let choice =
+            match cross_validate_epochs(backend, data, seed, &opts, &mut fold_done, &mut |_| {
                 !cancel.load(Ordering::Relaxed)
             }) {
                 Err(Error::Interrupted(_)) => return Err(interrupted()),
                 other => other?,
             };
-            if cancel.load(Ordering::Relaxed) {
-                return Err(interrupted());
-            }
-            let info = model
-                .training
-                .as_ref()
-                .expect("the trainer records its run");
-            let (epoch, nll) = (
-                info.best_epoch.unwrap_or(info.epochs),
-                info.best_val_nll.unwrap_or(f64::NAN),
-            );
-            let baseline = crate::baseline::LinearGaussian::fit(&train).mean_nll(&test);
-            observer(&JobEvent::Note(&format!(
-                "fold {}/{CV_FOLDS} ({} rows held out): best epoch {epoch} of {}, held-out NLL {nll:.4} \
-                 (linear model {baseline:.4})",
-                f + 1,
-                test.rows,
-                info.epochs
-            )));
-            best_epochs.push(epoch);
-            curves.push(info.history.iter().map(|e| e.val_nll).collect::<Vec<_>>());
-            baseline_nll.push(baseline);
-        }
-        let mut sorted = best_epochs.clone();
-        sorted.sort_unstable();
-        let epochs = sorted[sorted.len() / 2].max(1);
-        // Each fold scored at the chosen number of epochs (not at its own best, which would
-        // flatter it): the last epoch it ran when it stopped sooner.
-        let fold_nll: Vec<f64> = curves
-            .iter()
-            .map(|c| {
-                c.get(epochs.min(c.len()).saturating_sub(1))
-                    .copied()
-                    .flatten()
-                    .unwrap_or(f64::NAN)
-            })
-            .collect();
-        let k = fold_nll.len() as f64;
-        let cv_nll = fold_nll.iter().sum::<f64>() / k;
-        let var = fold_nll.iter().map(|v| (v - cv_nll).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
-        let choice = EpochChoice {
-            folds: fold_nll.len(),
-            fold_best_epochs: best_epochs,
-            fold_nll,
-            cv_nll,
-            cv_se: (var / k).sqrt(),
-            baseline_cv_nll: baseline_nll.iter().sum::<f64>() / k,
-            epochs,
-        };
+        let epochs = choice.epochs;
         observer(&JobEvent::Note(&format!(
             "{epochs} epoch{s} (the median of the folds' best): cross-validated NLL {:.4} ± {:.4} there \
              (linear model {:.4}); training on all {} rows for {epochs} epoch{s}",
@@ -1757,6 +1819,18 @@ impl ResolvedJob {
         if k > rows {
             return Err(Error::config(format!(
                 "{path}: --components {k} is more than the {rows} {what}: each component needs rows to describe"
+            )));
+        }
+        if !all_rows && rows < CROSS_VALIDATE_MIN {
+            let why = match (self.job.val.is_some(), self.job.val_fraction) {
+                (false, Some(f)) if f > 0.0 => {
+                    format!(" (--val-fraction {f} holds out the others)")
+                }
+                _ => String::new(),
+            };
+            observer(&JobEvent::Warning(&format!(
+                "{path}: only {rows} training rows{why}: too few to learn a distribution from \
+                 (the defaults refuse fewer than {CROSS_VALIDATE_MIN})"
             )));
         }
         if k > 1 && rows < 10 * k {

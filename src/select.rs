@@ -2,16 +2,19 @@
 //! hidden widths generalise best.
 //!
 //! Rows are assigned to folds by a hash of (seed, row index). For each setting and fold, a
-//! model is trained on the other folds (early stopping on a validation split taken from them)
-//! and scored by its mean NLL on the held-out fold. The chosen setting follows the
+//! model is trained on the other folds as `mdn train` would train it there (early stopping on
+//! a validation split taken from them; on small data, with the number of epochs chosen by
+//! cross-validation within them and a refit on all of them) and scored by its mean NLL on the
+//! held-out fold. The chosen setting follows the
 //! one-standard-error rule: among the settings whose mean held-out NLL is within one standard
 //! error of the best mean, the one with the fewest parameters.
 
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::job::{CROSS_VALIDATE_BELOW, CROSS_VALIDATE_MIN, cross_validate_epochs};
 use crate::layout::{Arch, Covariance};
-use crate::train::{TrainEvent, TrainOptions, split_validation, train};
+use crate::train::{Stopping, TrainEvent, TrainOptions, split_validation, train};
 
 /// One candidate setting.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -137,14 +140,18 @@ pub fn fold_of(seed: u64, row: u64, folds: usize) -> usize {
 
 /// Cross-validates every setting on `data`. `base(n)` gives everything but the setting for a
 /// fit on `n` training rows (the defaults that adapt to the rows adapt to each fit's);
-/// `progress(setting index, fold)` is called before each fit.
+/// `progress(setting index, fold)` is called before each fit. Each fit holds out
+/// `val_fraction` of its rows to stop early; with None, as `mdn train`'s defaults do: 10%, or
+/// on fewer than [`CROSS_VALIDATE_BELOW`] rows none, the number of epochs being chosen by
+/// cross-validation within the fit's rows ([`cross_validate_epochs`]) before a refit on all of
+/// them.
 pub fn cross_validate(
     backend: &mut dyn Backend,
     data: &Dataset,
     settings: &[Setting],
     folds: usize,
     base: &dyn Fn(usize) -> TrainOptions,
-    val_fraction: f64,
+    val_fraction: Option<f64>,
     progress: &mut dyn FnMut(usize, usize),
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Selection> {
@@ -178,9 +185,35 @@ pub fn cross_validate(
                 )));
             }
             let (train_set, test_set) = (data.subset(&rest), data.subset(&held));
-            let (tr, val) = split_validation(&train_set, val_fraction, seed)?;
-            let opts = setting.options(&base(tr.rows));
-            let model = train(backend, &tr, val.as_ref(), &opts, observer)?;
+            let small = (CROSS_VALIDATE_MIN..CROSS_VALIDATE_BELOW).contains(&train_set.rows);
+            let model = if val_fraction.is_none() && small {
+                // As `mdn train` does on small data: the epochs by cross-validation within
+                // these rows, then a fit on all of them.
+                let k = setting.options(&base(train_set.rows)).components;
+                let opts = |rows: usize| TrainOptions {
+                    components: k,
+                    ..setting.options(&base(rows))
+                };
+                let choice = cross_validate_epochs(
+                    backend,
+                    &train_set,
+                    seed,
+                    &opts,
+                    &mut |_| {},
+                    &mut *observer,
+                )?;
+                let refit = TrainOptions {
+                    stopping: Stopping::Fixed {
+                        epochs: choice.epochs,
+                    },
+                    ..opts(train_set.rows)
+                };
+                train(backend, &train_set, None, &refit, observer)?
+            } else {
+                let (tr, val) = split_validation(&train_set, val_fraction.unwrap_or(0.1), seed)?;
+                let opts = setting.options(&base(tr.rows));
+                train(backend, &tr, val.as_ref(), &opts, observer)?
+            };
             let ll = model.loglik(backend, &test_set)?;
             fold_nll.push(-ll.iter().sum::<f64>() / ll.len() as f64);
         }

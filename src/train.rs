@@ -150,13 +150,70 @@ fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Whether row `row` (0-based, in file order) is held out for validation.
-pub fn is_validation_row(seed: u64, row: u64, fraction: f64) -> bool {
-    let h = splitmix64(splitmix64(seed ^ SPLIT_SALT) ^ row);
-    ((h >> 11) as f64 / (1u64 << 53) as f64) < fraction
+/// Which rows (0-based, in file order) are held out for validation. Each row gets a key from
+/// a hash of the seed and its index; the `round(fraction * rows)` rows with the smallest keys
+/// are held out, so that the count is exact and a streamed run holds out the same rows as one
+/// in memory. Above [`ValidationSplit::EXACT_ROWS`] rows each row is held out on its own with
+/// probability `fraction` (the count then off by a fraction of a percent), so that the split
+/// needs no memory per row.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidationSplit {
+    seed_key: u64,
+    rule: SplitRule,
 }
 
-/// Splits `data` into training and validation rows by [`is_validation_row`]. Returns no
+#[derive(Debug, Clone, Copy)]
+enum SplitRule {
+    /// No row held out.
+    Nothing,
+    /// The rows whose key is at most this.
+    UpTo(u64),
+    /// Each row with this probability.
+    Random(f64),
+}
+
+impl ValidationSplit {
+    /// Splits up to this many rows exactly (the keys take 8 bytes a row while the split is
+    /// chosen).
+    pub const EXACT_ROWS: usize = 1 << 22;
+
+    pub fn new(seed: u64, fraction: f64, rows: usize) -> ValidationSplit {
+        let seed_key = splitmix64(seed ^ SPLIT_SALT);
+        let k = (fraction * rows as f64).round() as usize;
+        let rule = if fraction <= 0.0 {
+            SplitRule::Nothing
+        } else if rows > Self::EXACT_ROWS {
+            SplitRule::Random(fraction)
+        } else if k == 0 {
+            SplitRule::Nothing
+        } else {
+            let mut keys: Vec<u64> = (0..rows as u64).map(|r| key(seed_key, r)).collect();
+            SplitRule::UpTo(*keys.select_nth_unstable(k.min(rows) - 1).1)
+        };
+        ValidationSplit { seed_key, rule }
+    }
+
+    /// Whether `row` is held out.
+    pub fn contains(&self, row: u64) -> bool {
+        match self.rule {
+            SplitRule::Nothing => false,
+            SplitRule::UpTo(cut) => key(self.seed_key, row) <= cut,
+            SplitRule::Random(p) => {
+                let h = splitmix64(self.seed_key ^ row);
+                ((h >> 11) as f64 / (1u64 << 53) as f64) < p
+            }
+        }
+    }
+}
+
+/// A row's key for the split: the high bits of a hash of the seed and its index, the index in
+/// the low 22 bits (so that no two rows of an exact split share one).
+fn key(seed_key: u64, row: u64) -> u64 {
+    const LOW: u64 = (1 << 22) - 1;
+    (splitmix64(seed_key ^ row) & !LOW) | (row & LOW)
+}
+
+/// Splits `data` into training and validation rows by [`ValidationSplit`]. Returns no
 /// validation set when `fraction` is 0.
 pub fn split_validation(
     data: &Dataset,
@@ -171,8 +228,9 @@ pub fn split_validation(
     if fraction == 0.0 {
         return Ok((data.clone(), None));
     }
+    let split = ValidationSplit::new(seed, fraction, data.rows);
     let (val, train): (Vec<usize>, Vec<usize>) =
-        (0..data.rows).partition(|&r| is_validation_row(seed, r as u64, fraction));
+        (0..data.rows).partition(|&r| split.contains(r as u64));
     if val.is_empty() || train.is_empty() {
         return Err(Error::config(format!(
             "{}: {} rows are too few to hold out a validation fraction of {fraction}",
@@ -742,7 +800,7 @@ impl StreamOptions {
 /// memory holds a few chunks, the validation set and the model, whatever the file's size.
 ///
 /// One pass first computes the standardisation (in f64, training rows only), collects the
-/// validation rows (held out from `source` by [`is_validation_row`], or all of `val` when
+/// validation rows (held out from `source` by [`ValidationSplit`], or all of `val` when
 /// given) and a sample of up to a million targets for the initial component means. Each epoch
 /// then reads the chunks in a new random order; the training rows of each window of
 /// `window_chunks` chunks are shuffled together and fed to the backend in batches, rows left
@@ -795,8 +853,8 @@ pub fn train_stream_with(
     if fraction * rows as f64 > stream.max_val_rows as f64 {
         fraction = stream.max_val_rows as f64 / rows as f64;
     }
-    let held_out =
-        |r: usize| fraction > 0.0 && is_validation_row(opts.split_seed(), r as u64, fraction);
+    let split = ValidationSplit::new(opts.split_seed(), fraction, rows);
+    let held_out = |r: usize| split.contains(r as u64);
 
     // Pass 1: statistics, validation rows, a sample of targets.
     const SAMPLE: usize = 1_000_000;

@@ -1146,11 +1146,8 @@ fn convert_generate_and_train_on_npy() {
             "w.json",
         ],
     );
-    let expected = (0..2000)
-        .filter(|&r| !mdn::train::is_validation_row(0, r, 0.1))
-        .count();
-    assert_eq!(json(&t)["train_rows"], expected);
-    assert!((1700..1900).contains(&expected));
+    // Exactly a tenth held out.
+    assert_eq!(json(&t)["train_rows"], 1800);
     let m = json(&std::fs::read_to_string(dir.path().join("w.json")).unwrap());
     assert_eq!(m["features"].as_array().unwrap().len(), 16);
     #[cfg(unix)]
@@ -2985,5 +2982,37 @@ fn with_fixed_epochs_the_reported_validation_nll_was_the_best_epochs_not_the_sav
     assert!(
         info.contains(&format!("(this model {last:.4}:")),
         "mdn info compares another epoch's NLL with the linear model:\n{info}"
+    );
+}
+
+#[test]
+fn val_fraction_left_too_few_training_rows_without_a_word() {
+    // Regression: 9 rows are refused by the defaults, but --val-fraction 0.9 on 40 rows
+    // trained on 4 rows silently.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..40 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            i as f64 / 10.0,
+            (i as f64 / 10.0).sin()
+        ));
+    }
+    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "d.csv",
+            "--val-fraction",
+            "0.9",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        err.contains("only 4 training rows (--val-fraction 0.9 holds out the others)"),
+        "{err}"
     );
 }

@@ -599,3 +599,83 @@ fn rows_in_memory_train_exactly_as_the_same_rows_from_a_file() {
     .unwrap_err();
     assert!(bad.to_string().contains("stream"), "{bad}");
 }
+
+#[test]
+fn select_on_40_rows_early_stopped_each_fit_on_three_validation_rows() {
+    // Regression: `mdn select` trained each fold's model with a 10% validation split of the
+    // other folds (3 rows at 40), the very thing `mdn train` avoids on small data, so its
+    // scores disagreed with the models `train` makes. Each fold's fit is now the small-data
+    // procedure itself: epochs by cross-validation within the fold's rows, then a refit on
+    // all of them. Checked here by redoing one fold by hand: the same bits.
+    use mdn::backend::Backend;
+    use mdn::train::Stopping;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..40 {
+        let x = -3.0 + 6.0 * i as f64 / 39.0;
+        let e = ((i * 7919) % 101) as f64 / 101.0 - 0.5;
+        csv.push_str(&format!("{x},{}\n", x.sin() + (0.1 + 0.3 * x.abs()) * e));
+    }
+    let path = dir.path().join("d.csv");
+    std::fs::write(&path, csv).unwrap();
+    let job = TrainJob {
+        data: Some(path),
+        device: DeviceChoice::Cpu,
+        threads: Some(1),
+        ..TrainJob::default()
+    }
+    .resolve()
+    .unwrap();
+    let data = job.read_data().unwrap();
+    let setting = mdn::select::Setting {
+        components: 2,
+        l2: 0.0,
+        hidden: vec![16],
+        covariance: Covariance::Diagonal,
+    };
+    let base = |rows: usize| job.options_for_rows(rows).0;
+    let mut cpu = mdn::backend::cpu::CpuBackend::with_threads(1);
+    let sel = mdn::select::cross_validate(
+        &mut cpu,
+        &data,
+        std::slice::from_ref(&setting),
+        5,
+        &base,
+        None,
+        &mut |_, _| {},
+        &mut |_| true,
+    )
+    .unwrap();
+    // Fold 0 by hand.
+    let seed = base(data.rows).seed;
+    let (held, rest): (Vec<usize>, Vec<usize>) =
+        (0..data.rows).partition(|&r| mdn::select::fold_of(seed, r as u64, 5) == 0);
+    let (train_set, test_set) = (data.subset(&rest), data.subset(&held));
+    let opts = |rows: usize| setting.options(&base(rows));
+    let choice = mdn::job::cross_validate_epochs(
+        &mut cpu,
+        &train_set,
+        seed,
+        &opts,
+        &mut |_| {},
+        &mut |_| true,
+    )
+    .unwrap();
+    let refit = mdn::train::TrainOptions {
+        stopping: Stopping::Fixed {
+            epochs: choice.epochs,
+        },
+        ..opts(train_set.rows)
+    };
+    let model = mdn::train::train(&mut cpu, &train_set, None, &refit, &mut |_| true).unwrap();
+    let ll = model
+        .loglik(&mut cpu as &mut dyn Backend, &test_set)
+        .unwrap();
+    let nll = -ll.iter().sum::<f64>() / ll.len() as f64;
+    assert_eq!(sel.scores[0].fold_nll[0], nll);
+    assert_eq!(
+        model.training.unwrap().val_rows,
+        0,
+        "the refit holds nothing out"
+    );
+}

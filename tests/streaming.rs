@@ -10,7 +10,7 @@ use mdn::backend::{Backend, CpuBackend, StepConfig};
 use mdn::data::{ColumnChoice, Dataset, NpySource, TableWriter, read_data};
 use mdn::model::Model;
 use mdn::train::{
-    Stopping, StreamOptions, TrainEvent, TrainOptions, is_validation_row, split_validation, train,
+    Stopping, StreamOptions, TrainEvent, TrainOptions, ValidationSplit, split_validation, train,
     train_stream,
 };
 
@@ -215,16 +215,11 @@ fn validation_rows_are_held_out_and_capped() {
     )
     .unwrap();
     let info = m.training.unwrap();
-    // 10% would be 1000 rows; the cap holds out about 300 and trains on every other row.
-    assert!(
-        (200..400).contains(&info.val_rows),
-        "{} validation rows",
-        info.val_rows
-    );
+    // 10% would be 1000 rows; the cap holds out 300 and trains on every other row.
+    assert_eq!(info.val_rows, 300);
     assert_eq!(info.train_rows + info.val_rows, 10_000);
-    let expected_val = (0..10_000u64)
-        .filter(|&r| is_validation_row(o.seed, r, 300.0 / 10_000.0))
-        .count();
+    let split = ValidationSplit::new(o.seed, 300.0 / 10_000.0, 10_000);
+    let expected_val = (0..10_000u64).filter(|&r| split.contains(r)).count();
     assert_eq!(info.val_rows, expected_val);
 }
 
@@ -285,4 +280,33 @@ fn stopping_midway_keeps_the_last_completed_epoch() {
     .unwrap();
     assert!(last.0 > 0 && last.0 <= last.1);
     let _ = be.name();
+}
+
+#[test]
+fn val_fraction_held_out_a_random_number_of_rows() {
+    // Regression: each row was held out on its own with probability --val-fraction, so 2,000
+    // rows at 0.1 held out anywhere from 174 to 217 depending on the seed. Now exactly
+    // round(fraction * rows), the same rows in memory and streamed.
+    for (rows, fraction, expected) in [
+        (2000usize, 0.1, 200usize),
+        (40, 0.5, 20),
+        (783, 0.1, 78),
+        (3, 0.5, 2),
+        (1, 0.4, 0),
+    ] {
+        for seed in 0..4 {
+            let split = ValidationSplit::new(seed, fraction, rows);
+            let held = (0..rows as u64).filter(|&r| split.contains(r)).count();
+            assert_eq!(held, expected, "{rows} rows at {fraction}, seed {seed}");
+        }
+    }
+    let data = mdn::synth::bishop(50, 1);
+    let (tr, val) = split_validation(&data, 0.1, 3).unwrap();
+    assert_eq!((tr.rows, val.unwrap().rows), (45, 5));
+    // Different seeds hold out different rows.
+    let rows = |seed| {
+        let s = ValidationSplit::new(seed, 0.1, 2000);
+        (0..2000u64).filter(|&r| s.contains(r)).collect::<Vec<_>>()
+    };
+    assert_ne!(rows(0), rows(1));
 }

@@ -164,7 +164,7 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         &settings,
         a.folds,
         &base,
-        a.fit.val_fraction.unwrap_or(0.1),
+        a.fit.val_fraction,
         &mut |si, f| {
             let s = &settings[si];
             let what = format!(
