@@ -2440,7 +2440,7 @@ fn rust_log_info_shows_the_jobs_decisions() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("job: device cpu") && err.contains("in memory") && err.contains("batch 256"),
+        err.contains("job: device cpu") && err.contains("in memory") && err.contains("batch 32"),
         "{err}"
     );
 }
@@ -2613,7 +2613,7 @@ fn small_data_trains_with_defaults() {
     let v = json(&out);
     let n = v["train_rows"].as_u64().unwrap();
     assert!((250..300).contains(&n), "{v}");
-    // n/8 is 30-37: batch 32; 9 or 10 batches an epoch: patience 10 or 12, at most 300-334 epochs.
+    // Batch 32; 9 or 10 batches an epoch: patience 10 or 12, at most 300-334 epochs.
     assert!(
         err.contains(&format!("defaults for {n} training rows: batch 32")),
         "{err}"

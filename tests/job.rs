@@ -420,11 +420,13 @@ fn adapted_defaults_follow_the_stated_rule() {
     assert_eq!(adapted_defaults(99), a(32, 4, 25, 750));
     assert_eq!(adapted_defaults(180), a(32, 5, 17, 500));
     assert_eq!(adapted_defaults(300), a(32, 5, 10, 300));
-    assert_eq!(adapted_defaults(1000), a(64, 5, 10, 200));
-    assert_eq!(adapted_defaults(2047), a(128, 5, 10, 200));
-    assert_eq!(adapted_defaults(2048), a(256, 5, 13, 375));
-    assert_eq!(adapted_defaults(3603), LARGE);
-    assert_eq!(adapted_defaults(3840), LARGE);
+    assert_eq!(adapted_defaults(1000), a(32, 5, 10, 200));
+    assert_eq!(adapted_defaults(3600), a(32, 5, 10, 200));
+    assert_eq!(adapted_defaults(8191), a(32, 5, 10, 200));
+    assert_eq!(adapted_defaults(8192), a(64, 5, 10, 200));
+    assert_eq!(adapted_defaults(16_384), a(128, 5, 10, 200));
+    assert_eq!(adapted_defaults(32_767), a(128, 5, 10, 200));
+    assert_eq!(adapted_defaults(32_768), LARGE);
     assert_eq!(adapted_defaults(10_000_000), LARGE);
 }
 

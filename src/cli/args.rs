@@ -420,7 +420,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
     /// Rows per mini-batch [default: adapts to the training rows n: the largest power of two
-    /// at most n/8, within 32..256 (256 from about 2,000 rows)]
+    /// at most n/128, within 32..256 (32 below 8,192 rows, 256 from 32,768)]
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Scale each step's gradient down to at most this Euclidean norm (0: no clipping)
