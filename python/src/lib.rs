@@ -15,15 +15,51 @@ use mdn::data::Dataset;
 use mdn::job::{JobEvent, TrainJob};
 use mdn::train::TrainEvent;
 
-/// A library error as the Python exception a user expects: bad input is a ValueError with
-/// the CLI's message, a missing file an OSError, anything else a RuntimeError.
+/// A library error as the Python exception a user expects: bad input is a ValueError, a
+/// missing file an OSError, anything else a RuntimeError; the command-line options the
+/// library's messages name are given as the estimator's parameters.
 fn py_err(e: mdn::Error) -> PyErr {
+    let text = as_parameters(&e.to_string());
     match &e {
-        mdn::Error::Io { .. } => PyOSError::new_err(e.to_string()),
-        mdn::Error::Interrupted(_) => PyKeyboardInterrupt::new_err(e.to_string()),
-        _ if e.exit_code() == 2 => PyValueError::new_err(e.to_string()),
-        _ => PyRuntimeError::new_err(e.to_string()),
+        mdn::Error::Io { .. } => PyOSError::new_err(text),
+        mdn::Error::Interrupted(_) => PyKeyboardInterrupt::new_err(text),
+        _ if e.exit_code() == 2 => PyValueError::new_err(text),
+        _ => PyRuntimeError::new_err(text),
     }
+}
+
+/// `--val FILE` as `fit(eval_set=...)`, `--val-fraction 0` as `val_fraction=0`, `--epochs N`
+/// as `epochs=N`: the library's messages name options the way the command line spells them.
+fn as_parameters(message: &str) -> String {
+    let message = message.replace("--val FILE", "fit(..., eval_set=(X_val, y_val))");
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message.as_str();
+    while let Some(at) = rest.find("--") {
+        let (before, after) = rest.split_at(at);
+        out.push_str(before);
+        let name_len = after[2..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            .unwrap_or(after.len() - 2);
+        let name = &after[2..2 + name_len];
+        if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+            out.push_str("--");
+            rest = &after[2..];
+            continue;
+        }
+        out.push_str(&name.replace('-', "_"));
+        rest = &after[2 + name_len..];
+        // An option's value follows it after a space: `name=value`.
+        if let Some(value) = rest.strip_prefix(' ') {
+            let token = value.split(|c: char| c == ' ' || c == ',').next().unwrap_or("");
+            let placeholder = !token.is_empty() && token.chars().all(|c| c.is_ascii_uppercase());
+            if value.starts_with(|c: char| c.is_ascii_digit() || c == '.') || placeholder {
+                out.push('=');
+                rest = value;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Rows of `x` (and `y`) as a data set named `what` in messages; NaN and infinity are

@@ -155,8 +155,13 @@ def test_bad_input_raises_clear_errors():
         est.fit(np.array([["a", "b"]] * 20), y[:20])
     with pytest.raises(ValueError, match="2-D"):
         est.fit(X.reshape(10, 10, 2), y)
-    with pytest.raises(ValueError, match="--lr"):
+    with pytest.raises(ValueError, match="lr must") as e:
         mdn.MDN(lr=-1.0, device="cpu").fit(X, y)
+    assert "--" not in str(e.value), "the estimator's parameter, not the command line's option"
+    # Regression (python_errors_named_cli_flags): too few rows for the defaults named
+    # `--val FILE` and `--val-fraction 0 --epochs N`, which a Python user cannot pass.
+    with pytest.raises(ValueError, match=r"eval_set=\(X_val, y_val\).*val_fraction=0 epochs=N"):
+        mdn.MDN(device="cpu").fit(X[:9], y[:9])
     with pytest.raises(ValueError, match="device"):
         mdn.MDN(device="tpu").fit(X, y)
     with pytest.raises(RuntimeError, match="not fitted"):
