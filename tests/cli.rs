@@ -2936,6 +2936,11 @@ fn a_constant_feature_column_changed_the_predictions() {
     );
     let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
     assert_eq!(m["training"]["constant_features"], serde_json::json!(["c"]));
+    let (info, _) = ok(dir.path(), &["info", "m.json"]);
+    assert!(
+        info.contains("ignored       c: constant in the training rows"),
+        "{info}"
+    );
     let predict = |c: &str| {
         std::fs::write(dir.path().join("q.csv"), format!("x,c\n0.5,{c}\n-2,{c}\n")).unwrap();
         ok(

@@ -191,6 +191,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "components": t.components,
                 "baseline_val_nll": t.baseline_val_nll,
                 "epoch_choice": t.epoch_choice,
+                "constant_features": t.constant_features,
             })),
         }));
     }
@@ -302,6 +303,12 @@ pub fn info(a: InfoArgs) -> Result<()> {
                         Some(m) => format!(" (this model {m:.4}: no better)"),
                         None => String::new(),
                     }
+                ));
+            }
+            if !t.constant_features.is_empty() {
+                s.push_str(&format!(
+                    "  ignored       {}: constant in the training rows\n",
+                    t.constant_features.join(", ")
                 ));
             }
             if !t.recoveries.is_empty() {
