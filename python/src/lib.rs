@@ -50,7 +50,10 @@ fn as_parameters(message: &str) -> String {
         rest = &after[2 + name_len..];
         // An option's value follows it after a space: `name=value`.
         if let Some(value) = rest.strip_prefix(' ') {
-            let token = value.split(|c: char| c == ' ' || c == ',').next().unwrap_or("");
+            let token = value
+                .split(|c: char| c == ' ' || c == ',')
+                .next()
+                .unwrap_or("");
             let placeholder = !token.is_empty() && token.chars().all(|c| c.is_ascii_uppercase());
             if value.starts_with(|c: char| c.is_ascii_digit() || c == '.') || placeholder {
                 out.push('=');
