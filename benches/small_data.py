@@ -13,6 +13,8 @@ Methods, all trained on exactly the same rows of each split:
              at its default), scored by `mdn eval`.
   mdn-eM     the same with `--ensemble M`: a deep ensemble of M networks (with --ensemble M);
              its members' mean held-out NLL is reported too (mdn-eM members).
+  mdn ARGS   with --variant ARGS: `mdn train` with those options beside the defaults, and
+             its paired difference from mdn split by split (how defaults are tuned).
   linear     one Gaussian per target, mean linear in the inputs, constant variance (least
              squares; the variance is the training residuals' mean square).
   gbm        scikit-learn's GradientBoostingRegressor (defaults) per target, with a Gaussian of
@@ -33,7 +35,8 @@ Usage:
   (and torch for --peers)
   cargo build --release
   .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
-      [--splits 20] [--only diabetes,engel] [--ensemble 5] [--markdown table.md]
+      [--splits 20] [--only diabetes,engel] [--ensemble 5] [--variant "--batch-size 128"]
+      [--markdown table.md]
 """
 import argparse
 import json
@@ -210,13 +213,13 @@ def write_csv(path, x, y):
     np.savetxt(path, np.hstack([x, y]), delimiter=",", header=",".join(names), comments="", fmt="%.9g")
 
 
-def mdn(binary, tmp, xtr, ytr, xte, yte, seed, ensemble=1):
+def mdn(binary, tmp, xtr, ytr, xte, yte, seed, ensemble=1, extra=()):
     train, test, model = (os.path.join(tmp, f) for f in ("train.csv", "test.csv", "model.json"))
     write_csv(train, xtr, ytr)
     write_csv(test, xte, yte)
     targets = ",".join(f"y{j}" for j in range(ytr.shape[1]))
     subprocess.run([binary, "train", "--data", train, "--target", targets, "--device", "cpu",
-                    "--seed", str(seed), "--ensemble", str(ensemble), "--quiet", "--out", model],
+                    "--seed", str(seed), "--ensemble", str(ensemble), "--quiet", "--out", model, *extra],
                    check=True)
     out = subprocess.run([binary, "eval", "--model", model, "--data", test, "--json", "--device", "cpu"],
                          check=True, capture_output=True, text=True).stdout
@@ -282,10 +285,14 @@ def main():
     ap.add_argument("--markdown", default=None, help="also write the table here")
     ap.add_argument("--ensemble", type=int, default=0, help="adds mdn --ensemble M (M >= 2)")
     ap.add_argument("--peer-es", action="store_true", help="with --peers: adds torch-b256-es")
+    ap.add_argument("--variant", default=None,
+                    help="adds `mdn train` with these options too (e.g. \"--batch-size 32\"), "
+                         "and its paired difference from the defaults")
     a = ap.parse_args()
     names = a.only.split(",") if a.only else list(DATASETS)
     ens = f"mdn-e{a.ensemble}"
-    methods = ["mdn"] + ([ens, ens + " members"] if a.ensemble > 1 else []) + \
+    variant = f"mdn {a.variant}" if a.variant else None
+    methods = ["mdn"] + ([variant] if variant else []) + ([ens, ens + " members"] if a.ensemble > 1 else []) + \
         ["linear", "gbm"] + (["torch-b32"] if a.peers else []) + \
         (["torch-b256-es"] if a.peers and a.peer_es else [])
     rows = []
@@ -303,6 +310,8 @@ def main():
                 nll, info, _ = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s)
                 scores["mdn"].append(nll)
                 chosen.append(info.get("epoch_choice") is not None)
+                if variant:
+                    scores[variant].append(mdn(a.mdn, tmp, xtr, ytr, xte, yte, s, extra=a.variant.split())[0])
                 if a.ensemble > 1:
                     nll, _, members = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s, a.ensemble)
                     scores[ens].append(nll)
@@ -317,18 +326,20 @@ def main():
                   "  ".join(f"{m} {scores[m][-1]:.3f}" for m in methods), file=sys.stderr)
         stats = {m: (float(np.mean(v)), float(np.std(v, ddof=1) / math.sqrt(len(v)))) for m, v in scores.items()}
         paired = None
-        if a.ensemble > 1:
-            # The ensemble against the single network on the same splits: the mean paired
-            # difference, its standard error, and on how many splits the ensemble was better.
-            diff = np.array(scores[ens]) - np.array(scores["mdn"])
+        against = ens if a.ensemble > 1 else variant
+        if against:
+            # The ensemble (or the variant) against the defaults on the same splits: the mean
+            # paired difference, its standard error, and on how many splits it was better.
+            diff = np.array(scores[against]) - np.array(scores["mdn"])
             paired = (float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(len(diff))), int((diff < 0).sum()))
         rows.append((name, n, x.shape[1], y.shape[1], what, stats, sum(chosen), paired))
         print(json.dumps({"data": name, "rows": n, "d": x.shape[1], "D": y.shape[1],
                           "cross_validated_splits": sum(chosen),
                           **{m: {"mean": v[0], "se": v[1]} for m, v in stats.items()},
-                          **({f"{ens} - mdn": {"mean": paired[0], "se": paired[1], "better_splits": paired[2]}}
+                          **({f"{against} - mdn": {"mean": paired[0], "se": paired[1], "better_splits": paired[2]}}
                              if paired else {})}))
-    extra = [f"e{a.ensemble} − mdn, paired (splits better)"] if a.ensemble > 1 else []
+    extra = [f"e{a.ensemble} − mdn, paired (splits better)"] if a.ensemble > 1 else \
+        [f"{variant} − mdn, paired (splits better)"] if variant else []
     lines = ["| data | rows | d | D | " + " | ".join(methods + extra) + " |",
              "|---|---|---|---|" + "---|" * len(methods + extra)]
     for name, n, d, D, _, stats, _, paired in rows:
