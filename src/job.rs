@@ -1387,12 +1387,16 @@ impl ResolvedJob {
                 // The exact number of training rows is known after the first pass (the trainer
                 // checks it again then); until then, the file's rows bound it.
                 let rows = source.rows();
+                // As the trainer splits: round(fraction x rows) rows held out, at most
+                // `max_val_rows` (exactly so up to `ValidationSplit::EXACT_ROWS` rows).
                 let held_out = if val.is_some() {
-                    0.0
+                    0
                 } else {
-                    job.val_fraction()
+                    (job.val_fraction() * rows as f64)
+                        .min(sopts.max_val_rows as f64)
+                        .round() as usize
                 };
-                let expected = (rows as f64 * (1.0 - held_out)) as usize;
+                let expected = rows - held_out.min(rows);
                 (Input::Stream { source, val, sopts }, expected, Some(rows))
             }
             None => {
@@ -1513,10 +1517,23 @@ impl ResolvedJob {
                 sopts,
             } => {
                 let rows = source.rows();
+                // The split is known before the first pass where it is exact.
+                let split = (rows <= crate::train::ValidationSplit::EXACT_ROWS).then(|| {
+                    let val_rows = val.as_ref().map_or(rows - train_rows, |v| v.rows);
+                    (train_rows, val_rows)
+                });
                 let plan = Plan {
                     chunk_rows: Some(sopts.chunk_rows),
                     window_chunks: Some(sopts.window_chunks),
-                    ..self.plan(&opts, adapted, backend.name(), note, rows, None, None)
+                    ..self.plan(
+                        &opts,
+                        adapted,
+                        backend.name(),
+                        note,
+                        rows,
+                        split.map(|s| s.0),
+                        split.map(|s| s.1),
+                    )
                 };
                 log::info!(
                     "job: streaming {} rows in chunks of {} rows, {} per shuffle window, {} device chunk rows, batch {}",

@@ -3021,3 +3021,32 @@ fn val_fraction_left_too_few_training_rows_without_a_word() {
         "{err}"
     );
 }
+
+#[test]
+fn streaming_chose_its_batch_size_from_the_wrong_number_of_training_rows() {
+    // Regression: a streamed run estimated its training rows as floor(0.9 n) (8,191 of 9,102)
+    // where the split holds out round(0.1 n) (8,192 train), so at the 8,192-row step of the
+    // batch rule it trained in batches of 32 where the same file in memory used 64.
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", "9102", "--out", "g.csv", "--quiet",
+        ],
+    );
+    let batch = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "--data", "g.csv", "--epochs", "1", "--device", "cpu", "--out", "m.json",
+        ];
+        args.extend_from_slice(extra);
+        let (_, err) = ok(dir.path(), &args);
+        assert!(
+            err.contains("9102 rows: 8192 train, 910 validation"),
+            "{err}"
+        );
+        let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+        m["training"]["batch_size"].as_u64().unwrap()
+    };
+    assert_eq!(batch(&[]), 64);
+    assert_eq!(batch(&["--stream", "--chunk-rows", "1000"]), 64);
+}

@@ -193,8 +193,14 @@ impl Progress {
         );
         match (p.chunk_rows, p.window_chunks) {
             (Some(chunk), Some(window)) => self.say(&format!(
-                "streaming {} ({} rows) with the {} backend: {shape}; chunks of {chunk} rows, {window} per shuffle window",
-                p.data, p.rows, p.backend
+                "streaming {} ({} rows{}) with the {} backend: {shape}; chunks of {chunk} rows, {window} per shuffle window",
+                p.data,
+                p.rows,
+                match (p.train_rows, p.val_rows) {
+                    (Some(t), Some(v)) => format!(": {t} train, {v} validation"),
+                    _ => String::new(),
+                },
+                p.backend
             )),
             _ => self.say(&format!(
                 "training on {} ({} rows: {} train, {} validation) with the {} backend: {shape}",
