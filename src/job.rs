@@ -466,6 +466,13 @@ impl TrainJob {
                 self.val_fraction()
             )));
         }
+        if let (Some(f), Some(val)) = (self.val_fraction, &self.val) {
+            return Err(Error::config(format!(
+                "--val-fraction {f} and --val {} both given: with --val the validation rows are that \
+                 file's and nothing is held out; drop one of them",
+                val.display()
+            )));
+        }
         if self.epochs.is_none() && self.val.is_none() && self.val_fraction() == 0.0 {
             return Err(Error::config(
                 "early stopping needs validation data: give --val FILE or --val-fraction > 0, or run a fixed number of --epochs",
@@ -526,6 +533,7 @@ impl TrainJob {
     }
 
     pub fn resolve(mut self) -> Result<ResolvedJob> {
+        let out_given = self.out.is_some();
         let loaded = self.resume.as_deref().map(Loaded::load).transpose()?;
         let (resume, ensemble_resume) = match loaded {
             Some(Loaded::Ensemble(c)) => {
@@ -544,7 +552,12 @@ impl TrainJob {
         };
         self.check_options()?;
         let out = self.out_path();
-        check_writable(&out, "--out")?;
+        let out_label = if self.resume.is_some() && !out_given {
+            "the resumed run's --out (give --out to write elsewhere)"
+        } else {
+            "--out"
+        };
+        check_writable(&out, out_label)?;
         let checkpoint_path = self
             .checkpoint
             .clone()
@@ -660,6 +673,12 @@ impl TrainJob {
             }
         }
         self.check_options()?;
+        if let (Some(f), Some(_)) = (self.val_fraction, &val) {
+            return Err(Error::config(format!(
+                "--val-fraction {f} and validation rows both given: with validation rows nothing is \
+                 held out; drop one of them"
+            )));
+        }
         if let Some(v) = &val {
             if v.features != train.features || v.targets != train.targets {
                 return Err(Error::config(format!(
@@ -772,6 +791,8 @@ pub struct Plan {
     /// pass).
     pub train_rows: Option<usize>,
     pub val_rows: Option<usize>,
+    /// The validation file (`--val`), whose rows are not among `rows`.
+    pub val_data: Option<String>,
     /// How a streamed run reads its data.
     pub chunk_rows: Option<usize>,
     pub window_chunks: Option<usize>,
@@ -1407,13 +1428,22 @@ impl ResolvedJob {
                 let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
                 let has_val = job.val.is_some() || val_arrays.is_some();
                 if data.rows < CROSS_VALIDATE_MIN && !has_val && job.val_fraction.is_none() {
-                    return Err(Error::config(format!(
-                        "{}: {} rows are too few for the defaults, which hold out rows to choose when to \
-                         stop (they need at least {CROSS_VALIDATE_MIN}): give --val FILE, or train on every \
-                         row with --val-fraction 0 --epochs N",
-                        job.data_name(),
-                        data.rows
-                    )));
+                    return Err(Error::config(match job.epochs {
+                        Some(_) => format!(
+                            "{}: {} rows are too few to hold out validation rows from (the default \
+                             --val-fraction needs at least {CROSS_VALIDATE_MIN}): add --val-fraction 0 to \
+                             train on every row, or give --val FILE",
+                            job.data_name(),
+                            data.rows
+                        ),
+                        None => format!(
+                            "{}: {} rows are too few for the defaults, which hold out rows to choose when to \
+                             stop (they need at least {CROSS_VALIDATE_MIN}): give --val FILE, or train on every \
+                             row with --val-fraction 0 --epochs N",
+                            job.data_name(),
+                            data.rows
+                        ),
+                    }));
                 }
                 if job.cross_validates(data.rows) && !has_val {
                     // Every row is trained on in the end; no validation split.
@@ -1574,7 +1604,12 @@ impl ResolvedJob {
                         adapted,
                         backend.name(),
                         note,
-                        train.rows + val_rows,
+                        // The data file's rows: a validation file's are its own.
+                        if self.job.val.is_some() {
+                            train.rows
+                        } else {
+                            train.rows + val_rows
+                        },
                         Some(train.rows),
                         Some(val_rows),
                     )
@@ -1848,8 +1883,9 @@ impl ResolvedJob {
                 _ => String::new(),
             };
             observer(&JobEvent::Warning(&format!(
-                "{path}: only {rows} training rows{why}: too few to learn a distribution from \
-                 (the defaults refuse fewer than {CROSS_VALIDATE_MIN})"
+                "{path}: only {rows} training row{}{why}: too few to learn a distribution from \
+                 (the defaults refuse fewer than {CROSS_VALIDATE_MIN})",
+                if rows == 1 { "" } else { "s" }
             )));
         }
         if k > 1 && rows < 10 * k {
@@ -1943,6 +1979,7 @@ impl ResolvedJob {
             rows,
             train_rows,
             val_rows,
+            val_data: self.job.val.as_ref().map(|p| p.display().to_string()),
             chunk_rows: None,
             window_chunks: None,
         }

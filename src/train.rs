@@ -1538,7 +1538,7 @@ fn check_options(
             path.display(),
             train_rows,
             if val.is_some() {
-                " (after holding out validation rows)"
+                " (the validation rows not counted)"
             } else {
                 ""
             },

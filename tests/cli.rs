@@ -484,7 +484,7 @@ fn bad_training_input_is_refused_with_its_place() {
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
         &["--batch-size", "256", "--val-fraction", "0.1"],
-        "90 training rows (after holding out validation rows) are fewer than one batch of 256",
+        "90 training rows (the validation rows not counted) are fewer than one batch of 256",
     );
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
@@ -3049,4 +3049,95 @@ fn streaming_chose_its_batch_size_from_the_wrong_number_of_training_rows() {
     };
     assert_eq!(batch(&[]), 64);
     assert_eq!(batch(&["--stream", "--chunk-rows", "1000"]), 64);
+}
+
+#[test]
+fn val_fraction_beside_val_was_ignored_without_a_word() {
+    // Regression: --val-fraction with --val was silently ignored; and with --epochs, too few
+    // rows for the default split were refused with advice about early stopping that does not
+    // apply ("add --epochs N" to a command that had it).
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..40 {
+        csv.push_str(&format!(
+            "{},{}\n",
+            i as f64 / 10.0,
+            (i as f64 / 10.0).sin()
+        ));
+    }
+    std::fs::write(dir.path().join("d.csv"), &csv).unwrap();
+    std::fs::write(
+        dir.path().join("d9.csv"),
+        csv.lines().take(10).collect::<Vec<_>>().join("\n"),
+    )
+    .unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = mdn(dir.path(), args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!dir.path().join("model.json").exists());
+    };
+    refused(
+        &[
+            "train",
+            "--data",
+            "d.csv",
+            "--val",
+            "d.csv",
+            "--val-fraction",
+            "0.3",
+            "--device",
+            "cpu",
+        ],
+        "--val-fraction 0.3 and --val d.csv both given",
+    );
+    refused(
+        &[
+            "train", "--data", "d9.csv", "--epochs", "3", "--device", "cpu",
+        ],
+        "add --val-fraction 0 to train on every row",
+    );
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "d.csv", "--val", "d.csv", "--epochs", "2", "--device", "cpu",
+        ],
+    );
+    assert!(
+        err.contains("training on d.csv (40 rows; validation rows from d.csv: 40)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn select_kept_its_final_models_warnings_to_itself() {
+    // Regression: `mdn select` trained the chosen setting quietly, so a warning about the
+    // model it wrote (no better than a linear model, a constant column ignored) never showed.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,c,y\n");
+    for i in 0..40 {
+        let x = i as f64 / 10.0;
+        csv.push_str(&format!(
+            "{x},1,{}\n",
+            x.sin() + 0.1 * ((i * 37) % 11) as f64
+        ));
+    }
+    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "select",
+            "--data",
+            "d.csv",
+            "--components",
+            "1,2",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert!(
+        err.contains("warning: feature column 'c' is constant"),
+        "{err}"
+    );
 }

@@ -31,7 +31,20 @@ fn py_err(e: mdn::Error) -> PyErr {
 /// `--val FILE` as `fit(eval_set=...)`, `--val-fraction 0` as `val_fraction=0`, `--epochs N`
 /// as `epochs=N`: the library's messages name options the way the command line spells them.
 fn as_parameters(message: &str) -> String {
-    let message = message.replace("--val FILE", "fit(..., eval_set=(X_val, y_val))");
+    let mut message = message.replace("--val FILE", "fit(..., eval_set=(X_val, y_val))");
+    // The estimator's options travel as JSON: where in it a bad value sat means nothing to
+    // the user (" at line 1 column 38").
+    if let Some(at) = message.rfind(" at line ") {
+        let tail = &message[at + " at line ".len()..];
+        let mut parts = tail.split(' ');
+        if let (Some(line), Some("column"), Some(col), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        {
+            if line.parse::<u64>().is_ok() && col.parse::<u64>().is_ok() {
+                message.truncate(at);
+            }
+        }
+    }
     let mut out = String::with_capacity(message.len());
     let mut rest = message.as_str();
     while let Some(at) = rest.find("--") {
@@ -168,7 +181,9 @@ fn fit(
                     "rows_per_sec": r.rows_per_sec, "seconds": r.seconds,
                     "eta_seconds": r.eta_seconds,
                 })),
-                JobEvent::Warning(w) => Some(serde_json::json!({"type": "warning", "message": w})),
+                JobEvent::Warning(w) => {
+                    Some(serde_json::json!({"type": "warning", "message": as_parameters(w)}))
+                }
                 JobEvent::Note(n) => Some(serde_json::json!({"type": "note", "message": n})),
                 JobEvent::Started(p) => Some(serde_json::json!({"type": "started", "plan": p})),
                 _ => None,

@@ -162,6 +162,11 @@ def test_bad_input_raises_clear_errors():
     # `--val FILE` and `--val-fraction 0 --epochs N`, which a Python user cannot pass.
     with pytest.raises(ValueError, match=r"eval_set=\(X_val, y_val\).*val_fraction=0 epochs=N"):
         mdn.MDN(device="cpu").fit(X[:9], y[:9])
+    with pytest.raises(ValueError, match="covariance") as e:
+        mdn.MDN(covariance="fulll", device="cpu").fit(X, y)
+    assert "line 1" not in str(e.value), "where in the JSON the value sat means nothing here"
+    with pytest.warns(UserWarning, match="val_fraction=0.9 holds out the others"):
+        mdn.MDN(val_fraction=0.9, epochs=2, device="cpu").fit(X[:50], y[:50])
     with pytest.raises(ValueError, match="device"):
         mdn.MDN(device="tpu").fit(X, y)
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -202,14 +202,23 @@ impl Progress {
                 },
                 p.backend
             )),
-            _ => self.say(&format!(
-                "training on {} ({} rows: {} train, {} validation) with the {} backend: {shape}",
-                p.data,
-                p.rows,
-                p.train_rows.unwrap_or(0),
-                p.val_rows.unwrap_or(0),
-                p.backend
-            )),
+            _ => match &p.val_data {
+                Some(val) => self.say(&format!(
+                    "training on {} ({} rows; validation rows from {val}: {}) with the {} backend: {shape}",
+                    p.data,
+                    p.train_rows.unwrap_or(0),
+                    p.val_rows.unwrap_or(0),
+                    p.backend
+                )),
+                None => self.say(&format!(
+                    "training on {} ({} rows: {} train, {} validation) with the {} backend: {shape}",
+                    p.data,
+                    p.rows,
+                    p.train_rows.unwrap_or(0),
+                    p.val_rows.unwrap_or(0),
+                    p.backend
+                )),
+            },
         }
         let mut chosen = p.adapted.clone();
         if let Some(epochs) = p.cross_validated_epochs {

@@ -57,7 +57,7 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
             _ => String::new(),
         };
         let run = if info.stop_reason == "interrupted" {
-            format!("interrupted after {} epochs", info.epochs)
+            format!("(interrupted after {} epochs)", info.epochs)
         } else {
             format!("of {} ({})", info.epochs, info.stop_reason)
         };
@@ -193,8 +193,17 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
     }
     let sel = sel?;
     drop(backend);
-    // The chosen setting, trained on all the data exactly as `mdn train` would.
-    let outcome = run_job(a.job(&sel.scores[sel.chosen].setting), true)?;
+    // The chosen setting, trained on all the data exactly as `mdn train` would; quietly, but
+    // for its warnings (a model no better than a linear one, a constant column).
+    let resolved = a.job(&sel.scores[sel.chosen].setting).resolve()?;
+    let outcome = resolved.run(
+        &mut |e: &JobEvent| {
+            if let (JobEvent::Warning(w), false) = (e, a.quiet) {
+                message(&format!("warning: {w}"));
+            }
+        },
+        &stop,
+    )?;
     if a.json {
         print_json(&json!({ "selection": sel, "model": outcome.path }))?;
     } else {
