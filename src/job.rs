@@ -29,7 +29,7 @@ use crate::model::{EpochChoice, Model};
 use crate::scaler::Scaler;
 use crate::train::{
     Checkpointer, LoopState, Resume, Stopping, StreamOptions, TrainEvent, TrainOptions,
-    split_validation,
+    split_validation_by,
 };
 
 /// The example data set used without `--data` (Bishop's inverse problem, `assets/`).
@@ -454,6 +454,7 @@ impl TrainJob {
             },
             seed: self.seed,
             split_seed: None,
+            exact_split: true,
         }
     }
 
@@ -1219,7 +1220,9 @@ impl ResolvedJob {
             return Ok(None);
         }
         let data = self.read_data()?;
-        Ok(split_validation(&data, self.job.val_fraction(), self.job.seed)?.1)
+        let fraction = self.job.val_fraction();
+        let split = self.options.validation_split(fraction, data.rows);
+        Ok(split_validation_by(&data, fraction, split)?.1)
     }
 
     /// Trains members `0..m` on `workers` threads; their events reach `observer` (on this
@@ -1459,7 +1462,9 @@ impl ResolvedJob {
                         (Some(path), _) => (data, Some(read_data(path, &val_choice)?)),
                         (None, Some(v)) => (data, Some(v)),
                         (None, None) => {
-                            split_validation(&data, job.val_fraction(), self.options.split_seed())?
+                            let fraction = job.val_fraction();
+                            let split = self.options.validation_split(fraction, data.rows);
+                            split_validation_by(&data, fraction, split)?
                         }
                     };
                     let n = train.rows;

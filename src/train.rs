@@ -68,6 +68,12 @@ pub struct TrainOptions {
     /// differs from `seed`: an ensemble's members share their ensemble's split.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_seed: Option<u64>,
+    /// The validation split holds out exactly round(fraction x rows) rows
+    /// ([`ValidationSplit::new`]). False only for runs resumed from checkpoints written before
+    /// that rule (each row then held out with probability `fraction`,
+    /// [`ValidationSplit::per_row`]), so that they go on with the rows they started with.
+    #[serde(default)]
+    pub exact_split: bool,
 }
 
 impl Default for TrainOptions {
@@ -85,6 +91,7 @@ impl Default for TrainOptions {
             },
             seed: 0,
             split_seed: None,
+            exact_split: true,
         }
     }
 }
@@ -93,6 +100,15 @@ impl TrainOptions {
     /// The seed of the validation split and cross-validation folds.
     pub fn split_seed(&self) -> u64 {
         self.split_seed.unwrap_or(self.seed)
+    }
+
+    /// The validation split of `rows` rows at `fraction` these options train with.
+    pub fn validation_split(&self, fraction: f64, rows: usize) -> ValidationSplit {
+        if self.exact_split {
+            ValidationSplit::new(self.split_seed(), fraction, rows)
+        } else {
+            ValidationSplit::per_row(self.split_seed(), fraction)
+        }
     }
 }
 
@@ -193,6 +209,19 @@ impl ValidationSplit {
         ValidationSplit { seed_key, rule }
     }
 
+    /// Each row held out on its own with probability `fraction`: the rule before the exact
+    /// one, kept for runs resumed from checkpoints that were split so.
+    pub fn per_row(seed: u64, fraction: f64) -> ValidationSplit {
+        ValidationSplit {
+            seed_key: splitmix64(seed ^ SPLIT_SALT),
+            rule: if fraction > 0.0 {
+                SplitRule::Random(fraction)
+            } else {
+                SplitRule::Nothing
+            },
+        }
+    }
+
     /// Whether `row` is held out.
     pub fn contains(&self, row: u64) -> bool {
         match self.rule {
@@ -220,6 +249,19 @@ pub fn split_validation(
     fraction: f64,
     seed: u64,
 ) -> Result<(Dataset, Option<Dataset>)> {
+    split_validation_by(
+        data,
+        fraction,
+        ValidationSplit::new(seed, fraction, data.rows),
+    )
+}
+
+/// [`split_validation`] by a given split (a resumed run's may be the old per-row one).
+pub fn split_validation_by(
+    data: &Dataset,
+    fraction: f64,
+    split: ValidationSplit,
+) -> Result<(Dataset, Option<Dataset>)> {
     if !(0.0..1.0).contains(&fraction) {
         return Err(Error::config(format!(
             "--val-fraction must be in [0, 1), got {fraction}"
@@ -228,7 +270,6 @@ pub fn split_validation(
     if fraction == 0.0 {
         return Ok((data.clone(), None));
     }
-    let split = ValidationSplit::new(seed, fraction, data.rows);
     let (val, train): (Vec<usize>, Vec<usize>) =
         (0..data.rows).partition(|&r| split.contains(r as u64));
     if val.is_empty() || train.is_empty() {
@@ -853,7 +894,7 @@ pub fn train_stream_with(
     if fraction * rows as f64 > stream.max_val_rows as f64 {
         fraction = stream.max_val_rows as f64 / rows as f64;
     }
-    let split = ValidationSplit::new(opts.split_seed(), fraction, rows);
+    let split = opts.validation_split(fraction, rows);
     let held_out = |r: usize| split.contains(r as u64);
 
     // Pass 1: statistics, validation rows, a sample of targets.

@@ -310,3 +310,34 @@ fn val_fraction_held_out_a_random_number_of_rows() {
     };
     assert_ne!(rows(0), rows(1));
 }
+
+#[test]
+fn checkpoints_from_before_the_exact_split_resumed_on_other_rows() {
+    // Checkpoints written before the exact split record no `exact_split`; a run resumed from
+    // one must hold out the rows it started with, by the old per-row rule. The old rule's
+    // counts on 2,000 rows at 0.1, seeds 0 to 3, as the build before the change held out.
+    for (seed, held) in [(0u64, 217usize), (1, 203), (2, 193), (3, 174)] {
+        let split = ValidationSplit::per_row(seed, 0.1);
+        assert_eq!(
+            (0..2000u64).filter(|&r| split.contains(r)).count(),
+            held,
+            "seed {seed}"
+        );
+    }
+    let old: TrainOptions = serde_json::from_value({
+        let mut v = serde_json::to_value(TrainOptions::default()).unwrap();
+        v.as_object_mut().unwrap().remove("exact_split");
+        v
+    })
+    .unwrap();
+    assert!(
+        !old.exact_split,
+        "a checkpoint without the field is an old one"
+    );
+    let (a, b) = (
+        old.validation_split(0.1, 2000),
+        ValidationSplit::per_row(0, 0.1),
+    );
+    assert!((0..2000u64).all(|r| a.contains(r) == b.contains(r)));
+    assert!(TrainOptions::default().exact_split);
+}
