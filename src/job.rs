@@ -25,7 +25,7 @@ use crate::checkpoint::{Checkpoint, DataSpec, EnsembleCheckpoint, Loaded, Member
 use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_csv_from, read_data};
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
-use crate::model::{EpochChoice, Model};
+use crate::model::{ComponentsChoice, EpochChoice, Model};
 use crate::scaler::Scaler;
 use crate::train::{
     Checkpointer, LoopState, Resume, Stopping, StreamOptions, TrainEvent, TrainOptions,
@@ -298,6 +298,7 @@ pub fn cross_validate_epochs(
         cv_se: (var / k).sqrt(),
         baseline_cv_nll: baseline_nll.iter().sum::<f64>() / k,
         epochs,
+        components: Vec::new(),
     })
 }
 
@@ -1497,6 +1498,13 @@ impl ResolvedJob {
                 opts.stopping = Stopping::Fixed {
                     epochs: choice.epochs,
                 };
+                // The number of components, when the cross-validation chose it.
+                if let Some(k) = choice.components.iter().find(|c| c.chosen) {
+                    opts.components = k.components;
+                    for s in adapted.iter_mut().filter(|s| s.starts_with("K=")) {
+                        *s = format!("K={}", k.components);
+                    }
+                }
                 // A fixed-epoch refit has no patience or epoch limit.
                 adapted.retain(|s| !s.starts_with("patience") && !s.starts_with("at most"));
                 Some(choice)
@@ -1825,30 +1833,99 @@ impl ResolvedJob {
                 data.rows
             )));
         }
-        let mut fold_done = |f: FoldReport| {
-            observer(&JobEvent::Note(&format!(
-                "fold {}/{CV_FOLDS} ({} rows held out): best epoch {} of {}, held-out NLL {:.4} \
-                 (linear model {:.4})",
-                f.fold + 1,
-                f.held_out,
-                f.best_epoch,
-                f.epochs,
-                f.nll,
-                f.baseline
-            )));
+        // With K left to the defaults, fewer components are tried too, and taken only when
+        // their folds beat the default's by more than the standard error of the paired
+        // differences: on small data fewer components often generalise better, but a
+        // heavy-tailed target needs the default's.
+        let candidates: Vec<usize> = if self.job.components.is_none() {
+            std::iter::once(k)
+                .chain([3, 2].into_iter().filter(|&c| c < k))
+                .collect()
+        } else {
+            vec![k]
         };
-        let opts = |rows: usize| {
-            let (mut opts, _) = self.options_for_rows(rows);
-            opts.components = k;
-            opts
-        };
-        let choice =
-            match cross_validate_epochs(backend, data, seed, &opts, &mut fold_done, &mut |_| {
-                !cancel.load(Ordering::Relaxed)
-            }) {
-                Err(Error::Interrupted(_)) => return Err(interrupted()),
-                other => other?,
+        let say = std::cell::RefCell::new(&mut *observer);
+        let mut tried: Vec<EpochChoice> = Vec::new();
+        for &kc in &candidates {
+            let opts = |rows: usize| {
+                let (mut opts, _) = self.options_for_rows(rows);
+                opts.components = kc;
+                opts
             };
+            // Each fold's line for the default K only.
+            let mut fold_done = |f: FoldReport| {
+                if kc == k {
+                    (say.borrow_mut())(&JobEvent::Note(&format!(
+                        "fold {}/{CV_FOLDS} ({} rows held out): best epoch {} of {}, held-out NLL {:.4} \
+                         (linear model {:.4})",
+                        f.fold + 1,
+                        f.held_out,
+                        f.best_epoch,
+                        f.epochs,
+                        f.nll,
+                        f.baseline
+                    )));
+                }
+            };
+            let choice =
+                match cross_validate_epochs(backend, data, seed, &opts, &mut fold_done, &mut |_| {
+                    !cancel.load(Ordering::Relaxed)
+                }) {
+                    Err(Error::Interrupted(_)) => return Err(interrupted()),
+                    other => other?,
+                };
+            if candidates.len() > 1 {
+                (say.borrow_mut())(&JobEvent::Note(&format!(
+                    "K={kc}: {} epoch{}, cross-validated NLL {:.4} ± {:.4}",
+                    choice.epochs,
+                    if choice.epochs == 1 { "" } else { "s" },
+                    choice.cv_nll,
+                    choice.cv_se
+                )));
+            }
+            tried.push(choice);
+        }
+        let mut pick = 0;
+        for i in 1..tried.len() {
+            let d: Vec<f64> = tried[i]
+                .fold_nll
+                .iter()
+                .zip(&tried[0].fold_nll)
+                .map(|(a, b)| a - b)
+                .collect();
+            let n = d.len() as f64;
+            let mean = d.iter().sum::<f64>() / n;
+            let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+            if mean + (var / n).sqrt() < 0.0 && tried[i].cv_nll < tried[pick].cv_nll {
+                pick = i;
+            }
+        }
+        let components: Vec<ComponentsChoice> = if candidates.len() > 1 {
+            tried
+                .iter()
+                .zip(&candidates)
+                .enumerate()
+                .map(|(i, (c, &kc))| ComponentsChoice {
+                    components: kc,
+                    cv_nll: c.cv_nll,
+                    cv_se: c.cv_se,
+                    epochs: c.epochs,
+                    chosen: i == pick,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if pick > 0 {
+            (say.borrow_mut())(&JobEvent::Note(&format!(
+                "K={} rather than {k}: its folds beat K={k}'s by more than the standard error of their differences",
+                candidates[pick]
+            )));
+        }
+        let choice = EpochChoice {
+            components,
+            ..tried.swap_remove(pick)
+        };
         let epochs = choice.epochs;
         observer(&JobEvent::Note(&format!(
             "{epochs} epoch{s} (the median of the folds' best): cross-validated NLL {:.4} ± {:.4} there \

@@ -78,6 +78,20 @@ pub struct EpochChoice {
     pub baseline_cv_nll: f64,
     /// The epochs the final model was trained for on every row: the median best epoch.
     pub epochs: usize,
+    /// With the number of components left to the defaults: each candidate's cross-validation
+    /// (the default first), of which the fields above are the chosen one's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentsChoice>,
+}
+
+/// One number of components the small-data cross-validation tried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComponentsChoice {
+    pub components: usize,
+    pub cv_nll: f64,
+    pub cv_se: f64,
+    pub epochs: usize,
+    pub chosen: bool,
 }
 
 /// How the model was trained.

@@ -3141,3 +3141,51 @@ fn select_kept_its_final_models_warnings_to_itself() {
         "{err}"
     );
 }
+
+#[test]
+fn small_data_tries_fewer_components_when_k_is_left_to_the_defaults() {
+    // Below 500 rows the cross-validation that chooses the epochs also tries K=3 and K=2
+    // beside the default 5 (taken only when their folds beat K=5's by more than the standard
+    // error of the differences); an explicit --components is kept as given.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), sine_csv(150, 0.5)).unwrap();
+    ok(
+        dir.path(),
+        &[
+            "train", "--data", "d.csv", "--device", "cpu", "--out", "a.json",
+        ],
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("a.json")).unwrap());
+    let tried = m["training"]["epoch_choice"]["components"]
+        .as_array()
+        .unwrap();
+    let ks: Vec<u64> = tried
+        .iter()
+        .map(|c| c["components"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ks, [5, 3, 2]);
+    let chosen: Vec<&serde_json::Value> = tried.iter().filter(|c| c["chosen"] == true).collect();
+    assert_eq!(chosen.len(), 1, "{tried:?}");
+    assert_eq!(m["arch"]["components"], chosen[0]["components"]);
+    assert_eq!(m["training"]["epochs"], chosen[0]["epochs"]);
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "d.csv",
+            "--device",
+            "cpu",
+            "--components",
+            "5",
+            "--out",
+            "b.json",
+        ],
+    );
+    let m = json(&std::fs::read_to_string(dir.path().join("b.json")).unwrap());
+    assert!(
+        m["training"]["epoch_choice"].get("components").is_none(),
+        "{m}"
+    );
+    assert_eq!(m["arch"]["components"], 5);
+}

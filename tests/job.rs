@@ -506,9 +506,19 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
             &AtomicBool::new(false),
         )
         .unwrap();
-    assert_eq!(notes.len(), 7, "{notes:?}");
     let info = first.model.training.as_ref().unwrap();
     let choice = info.epoch_choice.as_ref().unwrap();
+    // The plan, five folds, three numbers of components tried (5, 3, 2), the chosen epochs,
+    // and a line when a K other than 5 was chosen.
+    let chosen: Vec<usize> = choice
+        .components
+        .iter()
+        .filter(|c| c.chosen)
+        .map(|c| c.components)
+        .collect();
+    assert_eq!(chosen.len(), 1, "{choice:?}");
+    assert_eq!(first.model.arch.components, chosen[0]);
+    assert_eq!(notes.len(), 10 + usize::from(chosen[0] != 5), "{notes:?}");
     assert_eq!(info.epochs, choice.epochs);
     assert_eq!((info.train_rows, info.val_rows), (200, 0));
     let ckpt = dir.path().join("m.ckpt.json");
