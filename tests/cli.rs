@@ -3168,6 +3168,11 @@ fn small_data_tries_fewer_components_when_k_is_left_to_the_defaults() {
     assert_eq!(chosen.len(), 1, "{tried:?}");
     assert_eq!(m["arch"]["components"], chosen[0]["components"]);
     assert_eq!(m["training"]["epochs"], chosen[0]["epochs"]);
+    let (info, _) = ok(dir.path(), &["info", "a.json"]);
+    assert!(
+        info.contains("K choice      cross-validated: K=5 ") && info.contains("(chosen)"),
+        "{info}"
+    );
     ok(
         dir.path(),
         &[

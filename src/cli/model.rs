@@ -289,6 +289,25 @@ pub fn info(a: InfoArgs) -> Result<()> {
                      cross-validated NLL {:.4} ± {:.4}; then trained on every row\n",
                     c.epochs, c.folds, c.fold_best_epochs, c.cv_nll, c.cv_se
                 ));
+                if !c.components.is_empty() {
+                    let tried: Vec<String> = c
+                        .components
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "K={} {:.4} ± {:.4}{}",
+                                k.components,
+                                k.cv_nll,
+                                k.cv_se,
+                                if k.chosen { " (chosen)" } else { "" }
+                            )
+                        })
+                        .collect();
+                    s.push_str(&format!(
+                        "  K choice      cross-validated: {}\n",
+                        tried.join(", ")
+                    ));
+                }
             }
             if let Some(b) = t.baseline_val_nll {
                 let model = t
