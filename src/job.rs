@@ -288,8 +288,7 @@ pub fn cross_validate_epochs(
         })
         .collect();
     let k = fold_nll.len() as f64;
-    let cv_nll = fold_nll.iter().sum::<f64>() / k;
-    let var = fold_nll.iter().map(|v| (v - cv_nll).powi(2)).sum::<f64>() / (k - 1.0).max(1.0);
+    let (cv_nll, var) = crate::stats::mean_var(&fold_nll);
     Ok(EpochChoice {
         folds: fold_nll.len(),
         fold_best_epochs: best_epochs,
@@ -1412,16 +1411,13 @@ impl ResolvedJob {
                 // The exact number of training rows is known after the first pass (the trainer
                 // checks it again then); until then, the file's rows bound it.
                 let rows = source.rows();
-                // As the trainer splits: round(fraction x rows) rows held out, at most
-                // `max_val_rows` (exactly so up to `ValidationSplit::EXACT_ROWS` rows).
+                // As the trainer splits (exactly up to `ValidationSplit::EXACT_ROWS` rows).
                 let held_out = if val.is_some() {
                     0
                 } else {
-                    (job.val_fraction() * rows as f64)
-                        .min(sopts.max_val_rows as f64)
-                        .round() as usize
+                    crate::train::ValidationSplit::held_out(sopts.val_fraction_for(rows), rows)
                 };
-                let expected = rows - held_out.min(rows);
+                let expected = rows - held_out;
                 (Input::Stream { source, val, sopts }, expected, Some(rows))
             }
             None => {
@@ -1893,10 +1889,8 @@ impl ResolvedJob {
                 .zip(&tried[0].fold_nll)
                 .map(|(a, b)| a - b)
                 .collect();
-            let n = d.len() as f64;
-            let mean = d.iter().sum::<f64>() / n;
-            let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-            if mean + (var / n).sqrt() < 0.0 && tried[i].cv_nll < tried[pick].cv_nll {
+            let (mean, var) = crate::stats::mean_var(&d);
+            if mean + (var / d.len() as f64).sqrt() < 0.0 && tried[i].cv_nll < tried[pick].cv_nll {
                 pick = i;
             }
         }

@@ -217,8 +217,7 @@ pub fn cross_validate(
             let ll = model.loglik(backend, &test_set)?;
             fold_nll.push(-ll.iter().sum::<f64>() / ll.len() as f64);
         }
-        let mean = fold_nll.iter().sum::<f64>() / folds as f64;
-        let var = fold_nll.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (folds - 1) as f64;
+        let (mean, var) = crate::stats::mean_var(&fold_nll);
         scores.push(SettingScore {
             setting: setting.clone(),
             params: arch.param_count(),

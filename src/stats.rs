@@ -17,6 +17,15 @@ pub struct Marginal {
 const SQRT_2: f64 = std::f64::consts::SQRT_2;
 const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
 
+/// The mean of `values` and their sample variance (divided by n - 1, or by 1 for a single
+/// value): the cross-validations' mean NLL and its standard error sqrt(var / n).
+pub fn mean_var(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (mean, var)
+}
+
 /// Standard normal density.
 pub fn phi(z: f64) -> f64 {
     INV_SQRT_2PI * (-0.5 * z * z).exp()

@@ -194,19 +194,24 @@ impl ValidationSplit {
     pub const EXACT_ROWS: usize = 1 << 22;
 
     pub fn new(seed: u64, fraction: f64, rows: usize) -> ValidationSplit {
+        let k = Self::held_out(fraction, rows);
+        if fraction <= 0.0 || rows > Self::EXACT_ROWS {
+            return Self::per_row(seed, fraction);
+        }
         let seed_key = splitmix64(seed ^ SPLIT_SALT);
-        let k = (fraction * rows as f64).round() as usize;
-        let rule = if fraction <= 0.0 {
-            SplitRule::Nothing
-        } else if rows > Self::EXACT_ROWS {
-            SplitRule::Random(fraction)
-        } else if k == 0 {
-            SplitRule::Nothing
-        } else {
-            let mut keys: Vec<u64> = (0..rows as u64).map(|r| key(seed_key, r)).collect();
-            SplitRule::UpTo(*keys.select_nth_unstable(k.min(rows) - 1).1)
+        let rule = match k {
+            0 => SplitRule::Nothing,
+            k => {
+                let mut keys: Vec<u64> = (0..rows as u64).map(|r| key(seed_key, r)).collect();
+                SplitRule::UpTo(*keys.select_nth_unstable(k - 1).1)
+            }
         };
         ValidationSplit { seed_key, rule }
+    }
+
+    /// How many of `rows` rows an exact split at `fraction` holds out: round(fraction x rows).
+    pub fn held_out(fraction: f64, rows: usize) -> usize {
+        ((fraction.max(0.0) * rows as f64).round() as usize).min(rows)
     }
 
     /// Each row held out on its own with probability `fraction`: the rule before the exact
@@ -816,6 +821,16 @@ pub struct StreamOptions {
 }
 
 impl StreamOptions {
+    /// The fraction of `rows` rows held out for validation: `val_fraction`, or less where
+    /// that would be more than `max_val_rows` rows.
+    pub fn val_fraction_for(&self, rows: usize) -> f64 {
+        if self.val_fraction * rows as f64 > self.max_val_rows as f64 {
+            self.max_val_rows as f64 / rows as f64
+        } else {
+            self.val_fraction
+        }
+    }
+
     /// Sizes chosen so that streamed training's data stays within `budget_bytes` for rows of
     /// `row_floats` values: the validation set takes a sixteenth (it is held three times: as
     /// read, standardised, and by the backend), and the rest goes to chunks, of which a
@@ -891,8 +906,8 @@ pub fn train_stream_with(
             "--val-fraction must be in [0, 1), got {fraction}"
         )));
     }
-    if fraction * rows as f64 > stream.max_val_rows as f64 {
-        fraction = stream.max_val_rows as f64 / rows as f64;
+    if fraction > 0.0 {
+        fraction = stream.val_fraction_for(rows);
     }
     let split = opts.validation_split(fraction, rows);
     let held_out = |r: usize| split.contains(r as u64);
