@@ -2675,6 +2675,18 @@ fn train_warns_when_a_linear_model_does_as_well() {
 }
 
 /// `n` rows of `x,y` with y = sin x plus a deterministic spread of half-width `noise` / 2.
+/// `csv` (columns x,y) with a column c between them that is `value` on every row.
+fn with_constant_column(csv: &str, value: &str) -> String {
+    csv.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            let (x, y) = line.split_once(',').expect("x,y");
+            let c = if i == 0 { "c" } else { value };
+            format!("{x},{c},{y}\n")
+        })
+        .collect()
+}
+
 fn sine_csv(n: usize, noise: f64) -> String {
     let mut csv = String::from("x,y\n");
     for i in 0..n {
@@ -2917,13 +2929,11 @@ fn a_constant_feature_column_changed_the_predictions() {
     // weights stayed at their random initial values, and a different value of it at
     // prediction time moved the prediction. Now it is named in a warning and ignored.
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("x,c,y\n");
-    for i in 0..200 {
-        let x = -3.0 + 6.0 * i as f64 / 199.0;
-        let e = ((i * 7919) % 101) as f64 / 101.0 - 0.5;
-        csv.push_str(&format!("{x},1.5,{}\n", x.sin() + 0.3 * e));
-    }
-    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("d.csv"),
+        with_constant_column(&sine_csv(200, 0.3), "1.5"),
+    )
+    .unwrap();
     let (_, err) = ok(
         dir.path(),
         &[
@@ -2995,14 +3005,7 @@ fn val_fraction_left_too_few_training_rows_without_a_word() {
     // Regression: 9 rows are refused by the defaults, but --val-fraction 0.9 on 40 rows
     // trained on 4 rows silently.
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("x,y\n");
-    for i in 0..40 {
-        csv.push_str(&format!(
-            "{},{}\n",
-            i as f64 / 10.0,
-            (i as f64 / 10.0).sin()
-        ));
-    }
+    let csv = sine_csv(40, 0.5);
     std::fs::write(dir.path().join("d.csv"), csv).unwrap();
     let (_, err) = ok(
         dir.path(),
@@ -3057,14 +3060,7 @@ fn val_fraction_beside_val_was_ignored_without_a_word() {
     // rows for the default split were refused with advice about early stopping that does not
     // apply ("add --epochs N" to a command that had it).
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("x,y\n");
-    for i in 0..40 {
-        csv.push_str(&format!(
-            "{},{}\n",
-            i as f64 / 10.0,
-            (i as f64 / 10.0).sin()
-        ));
-    }
+    let csv = sine_csv(40, 0.5);
     std::fs::write(dir.path().join("d.csv"), &csv).unwrap();
     std::fs::write(
         dir.path().join("d9.csv"),
@@ -3115,15 +3111,11 @@ fn select_kept_its_final_models_warnings_to_itself() {
     // Regression: `mdn select` trained the chosen setting quietly, so a warning about the
     // model it wrote (no better than a linear model, a constant column ignored) never showed.
     let dir = tempfile::tempdir().unwrap();
-    let mut csv = String::from("x,c,y\n");
-    for i in 0..40 {
-        let x = i as f64 / 10.0;
-        csv.push_str(&format!(
-            "{x},1,{}\n",
-            x.sin() + 0.1 * ((i * 37) % 11) as f64
-        ));
-    }
-    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("d.csv"),
+        with_constant_column(&sine_csv(40, 0.5), "1"),
+    )
+    .unwrap();
     let (_, err) = ok(
         dir.path(),
         &[
