@@ -448,3 +448,32 @@ fn full_covariance_members_trained_together_are_the_single_runs_of_their_seeds()
         assert_eq!(member.params, single.params, "member of seed {seed}");
     }
 }
+
+#[test]
+fn gpu_backends_made_and_dropped_on_several_threads_crashed_the_nvidia_driver() {
+    // Regression (an NVIDIA H200, driver 580.159.04): each backend made its own Vulkan
+    // instance, and dropping the last one unloaded the driver while the driver's own threads
+    // still ran, so one test thread's GPU work segfaulted in 3 of 8 runs of the ensemble suite
+    // (a jump into libnvidia-glcore after it was unmapped). One instance now lives as long as
+    // the process. Here 8 threads each make, use and drop backends, and ask what `--device auto` picks (which lists the adapters).
+    if gpu_backend().is_none() {
+        return;
+    }
+    let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 50, 5);
+    let want = CpuBackend::new()
+        .forward(&c.arch, &c.params, &c.x, c.rows)
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..4 {
+                    let mut gpu = gpu_backend().unwrap();
+                    let got = gpu.forward(&c.arch, &c.params, &c.x, c.rows).unwrap();
+                    mdn::check::FORWARD_TOL.assert_close("forward, 50 rows", &got, &want);
+                    drop(gpu);
+                    let _ = mdn::backend::auto_device();
+                }
+            });
+        }
+    });
+}

@@ -61,12 +61,24 @@ pub const NO_ADAPTER_HELP: &str = "no GPU adapter found: install a Vulkan driver
 (Debian/Ubuntu: `apt-get install mesa-vulkan-drivers libvulkan1`, which includes the lavapipe \
 software adapter), or use `--device cpu`";
 
+/// The process's one wgpu instance, made on first use and never dropped.
+///
+/// Destroying the last Vulkan instance lets the loader unload the driver. NVIDIA's driver
+/// (580.159, on an H200) keeps threads of its own running past that, and they then jump into
+/// unmapped code: with an instance per backend, a process that made and dropped GPU backends
+/// on several threads segfaulted in 3 runs of 8 (wgpu issue 8365 is the same driver bug at
+/// exit). With one instance for the process, the driver stays loaded until the process ends.
 fn instance() -> wgpu::Instance {
-    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
-    wgpu::Instance::new(wgpu::InstanceDescriptor {
-        backends,
-        ..wgpu::InstanceDescriptor::new_without_display_handle()
-    })
+    static INSTANCE: std::sync::OnceLock<wgpu::Instance> = std::sync::OnceLock::new();
+    INSTANCE
+        .get_or_init(|| {
+            let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY);
+            wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            })
+        })
+        .clone()
 }
 
 fn is_hardware(t: wgpu::DeviceType) -> bool {
