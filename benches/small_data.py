@@ -35,7 +35,7 @@ Usage:
   (and torch for --peers)
   cargo build --release
   .venv-bench/bin/python benches/small_data.py --mdn target/release/mdn [--peers ../shared/reference/peers]
-      [--splits 20] [--only diabetes,engel] [--ensemble 5] [--variant "--batch-size 128"]
+      [--splits 20] [--only diabetes,engel] [--ensemble 5] [--variant "--batch-size 128"] [--rows 1000]
       [--markdown table.md]
 """
 import argparse
@@ -163,6 +163,7 @@ def bimodal(n=500, seed=13):
     return x, y, "generated: two branches +-(1 + x0/2) + 0.2 e, 2 inputs, 500 rows"
 
 
+GENERATED = ("hetero_sine", "bishop", "bimodal")
 DATASETS = {
     "diabetes": diabetes,
     "engel": engel,
@@ -285,6 +286,8 @@ def main():
     ap.add_argument("--markdown", default=None, help="also write the table here")
     ap.add_argument("--ensemble", type=int, default=0, help="adds mdn --ensemble M (M >= 2)")
     ap.add_argument("--peer-es", action="store_true", help="with --peers: adds torch-b256-es")
+    ap.add_argument("--rows", type=int, default=None,
+                    help="rows of the generated data sets (hetero_sine, bishop, bimodal) instead of theirs")
     ap.add_argument("--variant", default=None,
                     help="adds `mdn train` with these options too (e.g. \"--batch-size 32\"), "
                          "and its paired difference from the defaults")
@@ -297,7 +300,7 @@ def main():
         (["torch-b256-es"] if a.peers and a.peer_es else [])
     rows = []
     for name in names:
-        x, y, what = DATASETS[name]()
+        x, y, what = DATASETS[name](a.rows) if a.rows and name in GENERATED else DATASETS[name]()
         x, y = np.asarray(x, float), np.asarray(y, float)
         n = len(x)
         scores = {m: [] for m in methods}

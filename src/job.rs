@@ -173,10 +173,12 @@ pub fn adapted_defaults(n: usize) -> Adapted {
     }
 }
 
-/// Below this many rows (a 10% split would hold out fewer than 50), a job that leaves the
+/// Below this many rows (a 10% split would hold out fewer than 150), a job that leaves the
 /// validation to mdn chooses the number of epochs by [`CV_FOLDS`]-fold cross-validation
-/// and refits on every row, rather than trusting a few dozen validation rows.
-pub const CROSS_VALIDATE_BELOW: usize = 500;
+/// and refits on every row, rather than trusting a few dozen or a hundred validation rows.
+/// (It was 500 until the small-data benchmark measured 630-1,710 training rows: README,
+/// "Defaults that adapt to the data".)
+pub const CROSS_VALIDATE_BELOW: usize = 1500;
 /// Fewer rows than this cannot be cross-validated (each fold needs two rows).
 pub const CROSS_VALIDATE_MIN: usize = 10;
 /// Folds of the cross-validation that chooses the number of epochs.

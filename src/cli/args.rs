@@ -427,7 +427,7 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0.0)]
     pub clip_norm: f32,
     /// Fraction of rows held out (chosen by --seed) for validation and early stopping
-    /// [default: 0.1; below 500 rows, when neither this, --val nor --epochs is given, the
+    /// [default: 0.1; below 1,500 rows, when neither this, --val nor --epochs is given, the
     /// number of epochs is chosen by 5-fold cross-validation and the model trained on every
     /// row]
     #[arg(long)]
