@@ -392,6 +392,26 @@ pub fn default_threads() -> Vec<usize> {
 }
 
 /// A plain-text table of results with the matmul ceilings.
+/// A share of the ceiling: whole percents, one decimal below 10% (a GPU's small batches
+/// use a fraction of a percent, which "0%" would hide).
+fn percent(p: f64) -> String {
+    if p < 10.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.0}%")
+    }
+}
+
+/// Seconds to three significant figures (0.00456, 0.0489, 0.637, 2.14), so that epochs of a
+/// few milliseconds on a GPU can still be compared.
+fn three_figures(x: f64) -> String {
+    if !(x.is_finite() && x > 0.0) {
+        return format!("{x}");
+    }
+    let decimals = (2 - x.log10().floor() as i32).max(0) as usize;
+    format!("{x:.decimals$}")
+}
+
 pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     let mut s = String::new();
     s.push_str(&format!(
@@ -401,7 +421,7 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     for r in results {
         let ceiling = ceilings.iter().find(|(b, _)| *b == r.backend).map(|c| c.1);
         let pct = ceiling
-            .map(|c| format!("{:.0}%", 100.0 * r.gflops / c))
+            .map(|c| percent(100.0 * r.gflops / c))
             .unwrap_or_else(|| "-".into());
         let config = if r.members > 1 {
             format!("{} x{}", r.config, r.members)
@@ -409,13 +429,13 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
             r.config.clone()
         };
         s.push_str(&format!(
-            "{:<8} {:<44} {:>9} {:>6} {:>12.0} {:>10.3} {:>8.2} {:>9}\n",
+            "{:<8} {:<44} {:>9} {:>6} {:>12.0} {:>10} {:>8.2} {:>9}\n",
             config,
             truncate(&r.backend, 44),
             r.rows,
             r.batch,
             r.rows_per_sec,
-            r.epoch_seconds,
+            three_figures(r.epoch_seconds),
             r.gflops,
             pct
         ));
@@ -548,4 +568,25 @@ pub fn run_suite(
         }
     }
     Ok((results, ceilings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{percent, three_figures};
+
+    #[test]
+    fn bench_printed_gpu_epochs_of_a_few_milliseconds_as_0_004_and_their_share_as_0_percent() {
+        // On an H200, config a4096 took 0.0044 and 0.0061 s an epoch, both printed as 0.004
+        // or 0.006, and config a's 0.19% of the ceiling as "0%".
+        assert_eq!(three_figures(0.004_412), "0.00441");
+        assert_eq!(three_figures(0.048_93), "0.0489");
+        assert_eq!(three_figures(0.637_2), "0.637");
+        assert_eq!(three_figures(2.142), "2.14");
+        assert_eq!(three_figures(17.74), "17.7");
+        assert_eq!(three_figures(1234.5), "1234");
+        assert_eq!(three_figures(0.0), "0");
+        assert_eq!(percent(0.19), "0.2%");
+        assert_eq!(percent(7.96), "8.0%");
+        assert_eq!(percent(28.4), "28%");
+    }
 }
