@@ -3,7 +3,7 @@
 //! crash or a full disk never leaves a half-written model, checkpoint or table.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
@@ -24,9 +24,57 @@ pub fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     builder.tempfile_in(dir).map_err(|e| Error::io(path, e))
 }
 
+/// Where a file written to `path` goes: the file a symbolic link points to (so the link
+/// stays a link and its target is updated), else `path` itself. An error when that exists
+/// and is not a regular file or a directory: renaming a new file over a device, a FIFO or a
+/// socket would replace it (`--out /dev/null` as root replaced the device), and merely
+/// opening a FIFO to check it blocks until a reader comes.
+pub fn destination(path: &Path) -> Result<PathBuf> {
+    let resolved = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+        }
+        _ => path.to_path_buf(),
+    };
+    if let Ok(m) = std::fs::metadata(&resolved) {
+        if !m.is_file() && !m.is_dir() {
+            let kind = special_kind(&m.file_type());
+            return Err(Error::config(format!(
+                "{}: {kind}, not a regular file; mdn writes a new file and renames it into \
+                 place, which would replace it",
+                path.display()
+            )));
+        }
+    }
+    Ok(resolved)
+}
+
+fn special_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    let _ = t;
+    "a special file"
+}
+
 /// Writes `bytes` to `path` through a synced temporary file in the same directory and a
-/// rename, so readers see either the old file or the whole new one.
+/// rename, so readers see either the old file or the whole new one. Through a symbolic
+/// link, the file it points to is replaced ([`destination`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let path = &destination(path)?;
     let mut tmp = temp_beside(path)?;
     // Known while it is written, so that a process exiting at once (a second Ctrl-C while a
     // checkpoint is written) removes it too.
@@ -115,6 +163,11 @@ pub fn remove_temporary_files() {
 /// option in messages ("--out").
 pub fn check_writable(path: &Path, what: &str) -> Result<()> {
     let text = path.as_os_str().to_string_lossy();
+    let path = &match destination(path) {
+        Ok(p) => p,
+        Err(Error::Config(m)) => return Err(Error::config(format!("{what} {m}"))),
+        Err(e) => return Err(e),
+    };
     if path.file_name().is_none()
         || text.ends_with('/')
         || text.ends_with(std::path::MAIN_SEPARATOR)

@@ -514,6 +514,7 @@ impl TableWriter {
                 names: names.to_vec(),
             });
         }
+        let path = &crate::atomic::destination(path)?;
         let tmp = crate::atomic::temp_beside(path)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
         use std::io::Write;

@@ -331,6 +331,7 @@ fn header_text(rows: usize, cols: usize) -> Vec<u8> {
 
 impl NpyWriter {
     pub fn create(path: &Path, cols: usize) -> Result<NpyWriter> {
+        let path = &crate::atomic::destination(path)?;
         let tmp = crate::atomic::temp_beside(path)?;
         let mut file = BufWriter::with_capacity(1 << 20, tmp);
         file.write_all(&header_text(0, cols))

@@ -3220,3 +3220,59 @@ fn below_1500_rows_the_epochs_are_cross_validated_and_from_1500_a_split_steers()
         }
     }
 }
+
+#[test]
+#[cfg(unix)]
+fn out_to_a_device_or_fifo_replaced_it_or_hung_and_through_a_link_replaced_the_link() {
+    // Regression (a new user, as root): `mdn train --out /dev/null` exited 0 and renamed the
+    // model over the device, leaving /dev/null a regular file; `--out` naming a FIFO hung
+    // before training; `--out` naming a symbolic link replaced the link and left its target
+    // alone. Devices and FIFOs are refused before any work (a FIFO stands in for /dev/null
+    // here), and a link's target is written.
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), sine_csv(60, 0.2)).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(dir.path().join("pipe"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let base = ["--data", "d.csv", "--device", "cpu", "--epochs", "2"];
+    let out = mdn(
+        dir.path(),
+        &[&["train", "--out", "pipe"][..], &base].concat(),
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--out pipe: a named pipe (FIFO), not a regular file"),
+        "{err}"
+    );
+    assert!(!err.contains("epoch"), "refused before training: {err}");
+    ok(
+        dir.path(),
+        &[&["train", "--out", "m.json", "--quiet"][..], &base].concat(),
+    );
+    let out = mdn(
+        dir.path(),
+        &[
+            "predict", "--model", "m.json", "--data", "d.csv", "--out", "pipe", "--device", "cpu",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--out pipe: a named pipe (FIFO)"), "{err}");
+    let meta = std::fs::metadata(dir.path().join("pipe")).unwrap();
+    assert!(meta.file_type().is_fifo(), "the FIFO is still a FIFO");
+    // Through a link: the link stays, the file it points to is the model.
+    std::os::unix::fs::symlink("target.json", dir.path().join("link.json")).unwrap();
+    std::fs::write(dir.path().join("target.json"), "old").unwrap();
+    ok(
+        dir.path(),
+        &[&["train", "--out", "link.json", "--quiet"][..], &base].concat(),
+    );
+    let link = std::fs::symlink_metadata(dir.path().join("link.json")).unwrap();
+    assert!(link.file_type().is_symlink(), "the link is still a link");
+    let written = std::fs::read_to_string(dir.path().join("target.json")).unwrap();
+    assert!(written.contains("\"params\""), "the target holds the model");
+}

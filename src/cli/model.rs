@@ -55,8 +55,14 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     write_output(None, e.summary_text(&model.targets).as_bytes())
 }
 
+/// `--out` checked before any work, as `mdn train` checks its own.
+fn check_out(out: Option<&std::path::Path>) -> Result<()> {
+    out.map_or(Ok(()), |p| mdn::atomic::check_writable(p, "--out"))
+}
+
 pub fn predict(a: PredictArgs) -> Result<()> {
     let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
+    check_out(a.out.as_deref())?;
     let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
     let kept = if a.keep.is_empty() {
         None
@@ -78,6 +84,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         return Err(Error::config("--n must be at least 1"));
     }
+    check_out(a.out.as_deref())?;
     let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
     let samples = model.sample(
         open_backend(a.device)?.as_mut(),
