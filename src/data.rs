@@ -67,7 +67,8 @@ pub enum ColumnChoice {
         features: Option<Vec<String>>,
     },
     /// For a trained model: exactly these features, and these targets when `need_targets`
-    /// (otherwise the targets are read only if all of them are present).
+    /// (otherwise no targets are read: new data to predict for often has its target column
+    /// empty or "NA", and predicting never reads it).
     Model {
         features: Vec<String>,
         targets: Vec<String>,
@@ -184,8 +185,7 @@ impl ColumnChoice {
                     .iter()
                     .map(|n| find(header, n, path, "feature"))
                     .collect::<Result<_>>()?;
-                let have_targets = targets.iter().all(|t| header.contains(t));
-                let targets = if *need_targets || have_targets {
+                let targets = if *need_targets {
                     targets
                         .iter()
                         .map(|n| find(header, n, path, "target"))

@@ -592,7 +592,9 @@ fn bad_models_and_mismatched_data_are_refused() {
         "a,t\n0.5,0.2\n",
         "data.csv:1: the model needs 1 feature column(s) (x) but the header lacks x",
     );
-    model_command_fails(None, "x,t\n0.5,zz\n", "data.csv:2:2 (column 't')");
+    // A bad feature cell (a bad target cell fails eval only: predict and sample never read
+    // the targets, see predict_refused_data_whose_unused_target_column_was_empty).
+    model_command_fails(None, "x,t\nzz,0.2\n", "data.csv:2:1 (column 'x')");
 }
 
 #[test]
@@ -3275,4 +3277,77 @@ fn out_to_a_device_or_fifo_replaced_it_or_hung_and_through_a_link_replaced_the_l
     assert!(link.file_type().is_symlink(), "the link is still a link");
     let written = std::fs::read_to_string(dir.path().join("target.json")).unwrap();
     assert!(written.contains("\"params\""), "the target holds the model");
+}
+
+#[test]
+fn predict_refused_data_whose_unused_target_column_was_empty() {
+    // Regression (a new user): `mdn predict` on new rows whose y column was empty or "NA"
+    // failed with "empty cell" in column 'y', a column prediction never reads. Predict and
+    // sample read only the model's features; eval still needs the targets.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), sine_csv(60, 0.2)).unwrap();
+    ok(
+        dir.path(),
+        &[
+            "train", "--data", "d.csv", "--device", "cpu", "--epochs", "3", "--quiet",
+        ],
+    );
+    std::fs::write(dir.path().join("new.csv"), "x,y\n0.5,\n-1.0,NA\n2.0,\n").unwrap();
+    let (with_blanks, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "model.json",
+            "--data",
+            "new.csv",
+            "--device",
+            "cpu",
+        ],
+    );
+    std::fs::write(dir.path().join("x.csv"), "x\n0.5\n-1.0\n2.0\n").unwrap();
+    let (features_only, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "model.json",
+            "--data",
+            "x.csv",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(with_blanks, features_only);
+    assert_eq!(with_blanks.lines().count(), 4, "{with_blanks}");
+    ok(
+        dir.path(),
+        &[
+            "sample",
+            "--model",
+            "model.json",
+            "--data",
+            "new.csv",
+            "--device",
+            "cpu",
+        ],
+    );
+    let out = mdn(
+        dir.path(),
+        &[
+            "eval",
+            "--model",
+            "model.json",
+            "--data",
+            "new.csv",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("new.csv:2:2 (column 'y'): empty cell"),
+        "{err}"
+    );
 }
