@@ -1507,7 +1507,16 @@ impl ResolvedJob {
                 adapted.retain(|s| !s.starts_with("patience") && !s.starts_with("at most"));
                 Some(choice)
             }
-            _ => None,
+            _ => {
+                // Say why there is a split, where a few rows fewer would cross-validate.
+                if job.val.is_none() && job.val_fraction.is_none() && job.epochs.is_none() {
+                    adapted.push(format!(
+                        "early stopping on a 10% split (the epochs are cross-validated only below \
+                         {CROSS_VALIDATE_BELOW} rows)"
+                    ));
+                }
+                None
+            }
         };
         // Absolute paths, so that a run resumes from any directory.
         let absolute = |p: &Option<PathBuf>| {
@@ -1916,6 +1925,10 @@ impl ResolvedJob {
             (say.borrow_mut())(&JobEvent::Note(&format!(
                 "K={} rather than {k}: its folds beat K={k}'s by more than the standard error of their differences",
                 candidates[pick]
+            )));
+        } else if candidates.len() > 1 {
+            (say.borrow_mut())(&JobEvent::Note(&format!(
+                "keeping K={k}: no smaller K beat its folds by more than the standard error of their differences"
             )));
         }
         let choice = EpochChoice {

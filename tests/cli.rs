@@ -2987,7 +2987,7 @@ fn with_fixed_epochs_the_reported_validation_nll_was_the_best_epochs_not_the_sav
     let wrote = err.lines().find(|l| l.starts_with("wrote ")).unwrap();
     assert!(
         wrote.contains(&format!(
-            "parameters of epoch 25 of 25 (epochs), validation NLL {last:.4}"
+            "parameters of epoch 25 of 25 (--epochs), validation NLL {last:.4}"
         )),
         "{wrote}"
     );

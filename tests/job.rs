@@ -508,8 +508,8 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
         .unwrap();
     let info = first.model.training.as_ref().unwrap();
     let choice = info.epoch_choice.as_ref().unwrap();
-    // The plan, five folds, three numbers of components tried (5, 3, 2), the chosen epochs,
-    // and a line when a K other than 5 was chosen.
+    // The plan, five folds, three numbers of components tried (5, 3, 2), the K taken (another
+    // K, or keeping 5) and the chosen epochs.
     let chosen: Vec<usize> = choice
         .components
         .iter()
@@ -518,7 +518,13 @@ fn a_cross_validated_refit_resumes_to_the_same_bits() {
         .collect();
     assert_eq!(chosen.len(), 1, "{choice:?}");
     assert_eq!(first.model.arch.components, chosen[0]);
-    assert_eq!(notes.len(), 10 + usize::from(chosen[0] != 5), "{notes:?}");
+    assert_eq!(notes.len(), 11, "{notes:?}");
+    let why = if chosen[0] == 5 {
+        "keeping K=5: no smaller K beat its folds".to_string()
+    } else {
+        format!("K={} rather than 5", chosen[0])
+    };
+    assert!(notes.iter().any(|n| n.starts_with(&why)), "{notes:?}");
     assert_eq!(info.epochs, choice.epochs);
     assert_eq!((info.train_rows, info.val_rows), (200, 0));
     let ckpt = dir.path().join("m.ckpt.json");

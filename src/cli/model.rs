@@ -275,7 +275,8 @@ pub fn info(a: InfoArgs) -> Result<()> {
             let why = match t.stop_reason.as_str() {
                 "early-stopping" => "stopped early",
                 "max-epochs" => "reached the epoch limit",
-                "epochs" => "a fixed number",
+                "epochs" if t.epoch_choice.is_some() => "the cross-validated number",
+                "epochs" => "a fixed number, --epochs",
                 "interrupted" => "interrupted",
                 other => other,
             };
