@@ -1303,6 +1303,9 @@ impl ResolvedJob {
             drop(tx);
             // The members' events, in the order they happen.
             let (mut started, mut finished, mut planned) = (vec![false; m], vec![false; m], false);
+            // The member whose epochs are shown: the first one running. When it ends, the
+            // next takes over mid-run, and a note says whose epochs follow.
+            let mut shown: Option<usize> = None;
             for (i, e) in rx {
                 let lead = (0..m).find(|&j| started[j] && !finished[j]);
                 match e {
@@ -1324,7 +1327,16 @@ impl ResolvedJob {
                             i + 1
                         )));
                     }
-                    Owned::Train(t) if lead == Some(i) => observer(&JobEvent::Train(&t)),
+                    Owned::Train(t) if lead == Some(i) => {
+                        if shown.is_some_and(|s| s != i) {
+                            observer(&JobEvent::Note(&format!(
+                                "the epochs below are member {}'s (of {m})",
+                                i + 1
+                            )));
+                        }
+                        shown = Some(i);
+                        observer(&JobEvent::Train(&t))
+                    }
                     Owned::Train(_) => {}
                     Owned::Finished(end) => {
                         finished[i] = true;

@@ -640,3 +640,52 @@ fn a_small_data_ensemble_no_better_than_a_linear_model_says_so_once() {
     let linear: Vec<_> = warnings.iter().filter(|w| w.contains("linear")).collect();
     assert_eq!(linear.len(), 1, "{warnings:?}");
 }
+
+#[test]
+fn ensemble_progress_jumped_to_another_members_epochs_without_a_word() {
+    // Regression (a new user): side by side on the CPU, the epochs shown are the first
+    // running member's; when it ended, the next member's epochs followed mid-run ("epoch
+    // 58/58", then "epoch 22/58") with nothing saying whose they were. A note now says.
+    use mdn::job::JobEvent;
+    use mdn::train::TrainEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    TrainJob {
+        data: Some(asset("bishop.csv")),
+        out: Some(dir.path().join("m.json")),
+        threads: Some(2),
+        epochs: Some(12),
+        ..job(3, 3)
+    }
+    .resolve()
+    .unwrap()
+    .run(
+        &mut |e| match e {
+            JobEvent::Note(n) => lines.push(n.to_string()),
+            JobEvent::Train(TrainEvent::Epoch(r)) => lines.push(format!("epoch {}", r.epoch)),
+            _ => {}
+        },
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    let (mut prev, mut said) = (0usize, false);
+    let mut takeovers = 0;
+    for l in &lines {
+        if let Some(e) = l.strip_prefix("epoch ") {
+            let e: usize = e.parse().unwrap();
+            if e != prev + 1 {
+                assert!(
+                    said,
+                    "epoch {e} after epoch {prev} without a note: {lines:?}"
+                );
+                takeovers += 1;
+            }
+            (prev, said) = (e, false);
+        } else if l.starts_with("the epochs below are member ") {
+            said = true;
+        }
+    }
+    // Three members two at a time: the first ends, and the second (already running) or the
+    // third takes over.
+    assert!(takeovers >= 1, "{lines:?}");
+}
