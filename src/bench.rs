@@ -443,6 +443,9 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     for (b, g) in ceilings {
         s.push_str(&format!("matmul ceiling on {b}: {g:.2} GFLOP/s\n"));
     }
+    if results.iter().any(|r| r.members > 1) {
+        s.push_str("rows/s of several networks (x M) counts every network's rows\n");
+    }
     for e in results.iter().filter(|r| r.members > 1) {
         if let Some(one) = results
             .iter()
