@@ -2562,7 +2562,7 @@ fn small_data_trains_with_defaults() {
         ));
     }
     std::fs::write(dir.path().join("small.csv"), csv).unwrap();
-    // Below 500 rows: the number of epochs by 5-fold cross-validation, then every row.
+    // Below 1,500 rows: the number of epochs by 5-fold cross-validation, then every row.
     let (out, err) = ok(
         dir.path(),
         &["train", "--data", "small.csv", "--device", "cpu", "--json"],
@@ -3138,7 +3138,7 @@ fn select_kept_its_final_models_warnings_to_itself() {
 
 #[test]
 fn small_data_tries_fewer_components_when_k_is_left_to_the_defaults() {
-    // Below 500 rows the cross-validation that chooses the epochs also tries K=3 and K=2
+    // Below 1,500 rows the cross-validation that chooses the epochs also tries K=3 and K=2
     // beside the default 5 (taken only when their folds beat K=5's by more than the standard
     // error of the differences); an explicit --components is kept as given.
     let dir = tempfile::tempdir().unwrap();
