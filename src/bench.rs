@@ -391,7 +391,6 @@ pub fn default_threads() -> Vec<usize> {
     if all > 1 { vec![1, all] } else { vec![1] }
 }
 
-/// A plain-text table of results with the matmul ceilings.
 /// A share of the ceiling: whole percents, one decimal below 10% (a GPU's small batches
 /// use a fraction of a percent, which "0%" would hide).
 fn percent(p: f64) -> String {
@@ -412,6 +411,7 @@ fn three_figures(x: f64) -> String {
     format!("{x:.decimals$}")
 }
 
+/// A plain-text table of results with the matmul ceilings.
 pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     let mut s = String::new();
     s.push_str(&format!(

@@ -154,6 +154,16 @@ pub struct TrainingInfo {
 }
 
 impl TrainingInfo {
+    /// Why the run ran the epochs it ran, in words: a fixed number is the cross-validated one
+    /// on small data or `--epochs`; other stop reasons as recorded.
+    pub fn stop_words(&self) -> &str {
+        match self.stop_reason.as_str() {
+            "epochs" if self.epoch_choice.is_some() => "the cross-validated number",
+            "epochs" => "--epochs",
+            other => other,
+        }
+    }
+
     /// The validation NLL of the saved parameters (with `--epochs`, the last epoch's, which
     /// need not be the best), if there were validation rows.
     pub fn saved_val_nll(&self) -> Option<f64> {

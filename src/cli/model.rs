@@ -275,10 +275,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             let why = match t.stop_reason.as_str() {
                 "early-stopping" => "stopped early",
                 "max-epochs" => "reached the epoch limit",
-                "epochs" if t.epoch_choice.is_some() => "the cross-validated number",
-                "epochs" => "a fixed number, --epochs",
-                "interrupted" => "interrupted",
-                other => other,
+                _ => t.stop_words(),
             };
             s.push_str(&format!(
                 "  epochs        {} run ({why}); parameters of epoch {}{}\n",

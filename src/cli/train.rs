@@ -59,12 +59,7 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
         let run = if info.stop_reason == "interrupted" {
             format!("(interrupted after {} epochs)", info.epochs)
         } else {
-            let why = match info.stop_reason.as_str() {
-                "epochs" if info.epoch_choice.is_some() => "the cross-validated number",
-                "epochs" => "--epochs",
-                other => other,
-            };
-            format!("of {} ({why})", info.epochs)
+            format!("of {} ({})", info.epochs, info.stop_words())
         };
         message(&format!(
             "wrote {}: parameters of epoch {} {run}{val}",
