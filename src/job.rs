@@ -1520,8 +1520,13 @@ impl ResolvedJob {
                 Some(choice)
             }
             _ => {
-                // Say why there is a split, where a few rows fewer would cross-validate.
-                if job.val.is_none() && job.val_fraction.is_none() && job.epochs.is_none() {
+                // Say why there is a split, where a few rows fewer would cross-validate (on
+                // large data it would be noise).
+                if job.val.is_none()
+                    && job.val_fraction.is_none()
+                    && job.epochs.is_none()
+                    && train_rows < 2 * CROSS_VALIDATE_BELOW
+                {
                     adapted.push(format!(
                         "early stopping on a 10% split (the epochs are cross-validated only below \
                          {CROSS_VALIDATE_BELOW} rows)"

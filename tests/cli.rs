@@ -3219,6 +3219,11 @@ fn below_1500_rows_the_epochs_are_cross_validated_and_from_1500_a_split_steers()
             assert_eq!(v["train_rows"], 1350, "{v}");
             assert_eq!(v["val_rows"], 150, "{v}");
             assert!(!err.contains("cross-validation"), "{err}");
+            // Why, since a row fewer would cross-validate.
+            assert!(
+                err.contains("early stopping on a 10% split (the epochs are cross-validated only below 1500 rows)"),
+                "{err}"
+            );
         }
     }
 }
