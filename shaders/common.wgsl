@@ -1,6 +1,6 @@
 // Shared by every kernel (prepended to each shader file by src/backend/gpu/kernels.rs).
 
-// Per-dispatch values, one 96-byte record per batch or chunk, bound with a dynamic offset.
+// Per-dispatch values, one 112-byte record per batch or chunk, bound with a dynamic offset.
 // Must match `StepUniform` in src/backend/gpu/mod.rs.
 //
 // Ensemble members: a run may hold several networks of one shape (members), trained together.
@@ -13,7 +13,7 @@ struct Step {
     rows: u32,      // rows in this batch or chunk
     start: u32,     // first position in the row-order buffer
     slot: u32,      // where this batch's reduction goes in the stats buffer
-    flags: u32,     // bit 0: compute gradients
+    flags: u32,     // bit 0: compute gradients; bit 1: fused_grad.wgsl applies Adam
     lr: f32,
     beta1: f32,
     beta2: f32,
@@ -24,13 +24,19 @@ struct Step {
     inv_rows: f32,  // 1 / rows: gradients are of the mean NLL
     count: u32,     // element count for elementwise kernels
     clip_norm: f32, // > 0: Adam scales the gradient down to this norm (see grad_norm.wgsl)
-    slices: u32,    // row slices of the weight gradient, before each layer's max_slices
+    slices: u32,    // row slices of the weight gradient, before each layer's max_slices (fused: tiles)
     order_stride: u32,   // entries of the row-order buffer per member (0: members share it)
     row_stride: u32,     // rows per member in the work buffers
     stats_stride: u32,   // statistics slots per member
     partial_stride: u32, // partial weight-gradient floats per member
     wt_stride: u32,      // transposed-weight floats per member
     members_on: vec4<u32>, // bit m: member m trains (the others' dispatches return at once)
+    // Where adam.wgsl finds the gradient's sum of squares when clipping: norm_parts partial
+    // sums at sumsq[norm_first + member * norm_stride + j], added in order.
+    norm_parts: u32,
+    norm_first: u32,
+    norm_stride: u32,
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> step: Step;

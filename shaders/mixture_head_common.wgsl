@@ -1,10 +1,15 @@
-// What the two mixture-head kernels share (prepended, after common.wgsl, to
-// mixture_head.wgsl for diagonal covariance and mixture_head_full.wgsl for full covariance):
-// the head's uniform and bindings, where each part of a row's head outputs lives, and the
-// kernel's entry point. One invocation per row: the log-normaliser of the logits, the
-// log-sum-exp of the component terms (each kernel's `component_term`), the row's
-// log-likelihood and, with flags bit 0, the gradient of the mean NLL with respect to every
-// head output (the logits here, the rest by each kernel's `component_gradient`).
+// The mixture head's row arithmetic, shared by the standalone head kernel
+// (mixture_head_kernel.wgsl) and the fused training step (fused_step.wgsl); prepended, after
+// common.wgsl, together with one of mixture_head.wgsl (diagonal covariance) or
+// mixture_head_full.wgsl (full covariance), which define `component_term` and
+// `component_gradient`.
+//
+// `head_row` computes one row: the log-normaliser of the logits, the log-sum-exp of the
+// component terms, the row's log-likelihood and, when asked, the gradient of scale * NLL with
+// respect to every head output (the logits here, the rest by `component_gradient`). The
+// including kernel says where the row lives through three accessors, indexed relative to the
+// row: `hv(i)` (head output i), `yv(j)` (target j) and `set_delta(i, v)` (the gradient at head
+// output i), and declares `head: Head` (a uniform, or a private copy).
 //
 // A row's head outputs, as HeadLayout in src/layout.rs describes them: K logits | K*D means |
 // K*D raw scales | K*T strictly-lower Cholesky entries (T = D(D-1)/2; full covariance only),
@@ -17,12 +22,6 @@ struct Head {
     floor: f32,
     _p0: u32, _p1: u32, _p2: u32, _p3: u32,
 }
-
-@group(0) @binding(0) var<uniform> head: Head;
-@group(0) @binding(1) var<storage, read> h: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read_write> rowll: array<f32>;
-@group(0) @binding(4) var<storage, read_write> delta: array<f32>;
 
 const HALF_LN_2PI: f32 = 0.9189385332046727;
 
@@ -48,48 +47,39 @@ fn lower_start(c: u32) -> u32 {
     return k + 2u * k * d + c * (d * (d - 1u) / 2u);
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = linear_index(gid, nwg, 64u);
-    if r >= step.rows || !member_active(gid.z) {
-        return;
-    }
+// One row's log-likelihood; with `grad`, also the gradient of scale * NLL at every head
+// output, through set_delta.
+fn head_row(grad: bool, scale: f32) -> f32 {
     let k = head.k;
-    let d = head.d;
-    let row = gid.z * step.row_stride + r; // this member's row
-    let base = row * head.p;
-    let ybase = row * d;
     // log-normaliser of the logits
-    var lmax = h[base];
+    var lmax = hv(0u);
     for (var c = 1u; c < k; c++) {
-        lmax = max(lmax, h[base + c]);
+        lmax = max(lmax, hv(c));
     }
     var lsum = 0.0;
     for (var c = 0u; c < k; c++) {
-        lsum += exp(h[base + c] - lmax);
+        lsum += exp(hv(c) - lmax);
     }
     let log_norm = lmax + log(lsum);
     // log-sum-exp of the component terms
-    var tmax = component_term(base, ybase, 0u);
+    var tmax = component_term(0u);
     for (var c = 1u; c < k; c++) {
-        tmax = max(tmax, component_term(base, ybase, c));
+        tmax = max(tmax, component_term(c));
     }
     var tsum = 0.0;
     for (var c = 0u; c < k; c++) {
-        tsum += exp(component_term(base, ybase, c) - tmax);
+        tsum += exp(component_term(c) - tmax);
     }
     let ll_unnorm = tmax + log(tsum);
-    rowll[row] = ll_unnorm - log_norm;
-    if (step.flags & 1u) == 0u {
-        return;
+    if grad {
+        for (var c = 0u; c < k; c++) {
+            // component_term right before component_gradient: the full kernel's gradient
+            // uses the whitened residual it leaves behind.
+            let gamma = exp(component_term(c) - ll_unnorm);
+            let pi = exp(hv(c) - log_norm);
+            set_delta(c, scale * (pi - gamma));
+            component_gradient(c, gamma, scale);
+        }
     }
-    let scale = step.inv_rows;
-    for (var c = 0u; c < k; c++) {
-        // component_term right before component_gradient: the full kernel's gradient uses
-        // the whitened residual it leaves behind.
-        let gamma = exp(component_term(base, ybase, c) - ll_unnorm);
-        let pi = exp(h[base + c] - log_norm);
-        delta[base + c] = scale * (pi - gamma);
-        component_gradient(base, ybase, c, gamma, scale);
-    }
+    return ll_unnorm - log_norm;
 }

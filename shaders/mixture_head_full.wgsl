@@ -1,8 +1,8 @@
-// The mixture head with full covariance (mixture_head_common.wgsl has the entry point; see
-// src/mixture.rs for the mathematics). Component c has a lower-triangular Cholesky factor
-// L: diagonal softplus(raw) + floor from the raw scales, strictly-lower entries from the
-// block after them. With r = y - mu_c, z = L^-1 r (forward substitution) and w = L^-T z
-// (back substitution):
+// The mixture head's components with full covariance (mixture_head_common.wgsl has the row
+// arithmetic and the accessors' contract; see src/mixture.rs for the mathematics). Component
+// c has a lower-triangular Cholesky factor L: diagonal softplus(raw) + floor from the raw
+// scales, strictly-lower entries from the block after them. With r = y - mu_c, z = L^-1 r
+// (forward substitution) and w = L^-T z (back substitution):
 //   l_c        = log pi_c + sum_j (-ln(2 pi)/2 - ln L_jj - z_j^2/2)
 //   d/d mu_cj  = -gamma_c w_j
 //   d/d raw_cj =  gamma_c (1/L_jj - w_j z_j) sigmoid(raw_cj)
@@ -16,14 +16,14 @@ var<private> z: array<f32, MAXD>;
 var<private> w: array<f32, MAXD>;
 
 // log pi_c + log N(y; mu_c, L L^T) without the logits' log-normaliser; leaves z = L^-1 r.
-fn component_term(base: u32, ybase: u32, c: u32) -> f32 {
-    let tb = base + lower_start(c);
-    var t = h[base + c];
+fn component_term(c: u32) -> f32 {
+    let tb = lower_start(c);
+    var t = hv(c);
     for (var j = 0u; j < head.d; j++) {
-        let ljj = softplus(h[base + raw_scale_at(c, j)]) + head.floor;
-        var s = y[ybase + j] - h[base + mu_at(c, j)];
+        let ljj = softplus(hv(raw_scale_at(c, j))) + head.floor;
+        var s = yv(j) - hv(mu_at(c, j));
         for (var i = 0u; i < j; i++) {
-            s -= h[tb + tri_index(j, i)] * z[i];
+            s -= hv(tb + tri_index(j, i)) * z[i];
         }
         z[j] = s / ljj;
         t -= HALF_LN_2PI + log(ljj) + 0.5 * z[j] * z[j];
@@ -33,24 +33,24 @@ fn component_term(base: u32, ybase: u32, c: u32) -> f32 {
 
 // The gradient with respect to component c's means, raw scales and Cholesky entries, given
 // its responsibility gamma and the z that component_term(c) left.
-fn component_gradient(base: u32, ybase: u32, c: u32, gamma: f32, scale: f32) {
+fn component_gradient(c: u32, gamma: f32, scale: f32) {
     let d = head.d;
-    let tb = base + lower_start(c);
+    let tb = lower_start(c);
     for (var jj = 0u; jj < d; jj++) {
         let j = d - 1u - jj;
-        let raw = h[base + raw_scale_at(c, j)];
+        let raw = hv(raw_scale_at(c, j));
         let ljj = softplus(raw) + head.floor;
         var s = z[j];
         for (var i = j + 1u; i < d; i++) {
-            s -= h[tb + tri_index(i, j)] * w[i];
+            s -= hv(tb + tri_index(i, j)) * w[i];
         }
         w[j] = s / ljj;
-        delta[base + mu_at(c, j)] = scale * (-gamma * w[j]);
-        delta[base + raw_scale_at(c, j)] = scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw);
+        set_delta(mu_at(c, j), scale * (-gamma * w[j]));
+        set_delta(raw_scale_at(c, j), scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw));
     }
     for (var j = 1u; j < d; j++) {
         for (var i = 0u; i < j; i++) {
-            delta[tb + tri_index(j, i)] = scale * (-gamma * w[j] * z[i]);
+            set_delta(tb + tri_index(j, i), scale * (-gamma * w[j] * z[i]));
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! Every kernel has two bind groups: group 0 holds its own buffers (listed here as `Slot`s,
 //! in binding order), group 1 the per-dispatch `Step` record (a uniform with a dynamic
-//! offset, shared by all kernels). `shaders/common.wgsl` is prepended to every kernel, and
-//! `shaders/mixture_head_common.wgsl` (the entry point and head layout they share) to the two
-//! head kernels.
+//! offset, shared by all kernels). `shaders/common.wgsl` is prepended to every kernel;
+//! `shaders/mixture_head_common.wgsl` (the head layout and row arithmetic) and one of
+//! `mixture_head.wgsl` / `mixture_head_full.wgsl` (the components) to the two head kernels
+//! (`mixture_head_kernel.wgsl`) and the two fused steps (`fused_step.wgsl`), whose workgroup
+//! memory size (`TILE_FLOATS`) is the adapter's, up to 48 KiB.
 
 use std::borrow::Cow;
 
@@ -62,12 +64,34 @@ pub struct Kernels {
     pub grad_norm: Kernel,
     pub finite_check: Kernel,
     pub matmul_bench: Kernel,
+    /// The fused training step (diagonal and full covariance) and its gradient sum.
+    pub fused_step: Kernel,
+    pub fused_step_full: Kernel,
+    pub fused_grad: Kernel,
+    /// Floats of workgroup memory `fused_step` declares (`TILE_FLOATS`).
+    pub tile_floats: usize,
 }
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
+const HEAD_COMMON: &str = include_str!("../../../shaders/mixture_head_common.wgsl");
+const HEAD_DIAGONAL: &str = include_str!("../../../shaders/mixture_head.wgsl");
+const HEAD_FULL: &str = include_str!("../../../shaders/mixture_head_full.wgsl");
+const HEAD_KERNEL: &str = include_str!("../../../shaders/mixture_head_kernel.wgsl");
+const FUSED_STEP: &str = include_str!("../../../shaders/fused_step.wgsl");
+
+/// fused_step's bindings: desc, params, order, x, y, partial, stats.
+const FUSED_STEP_SLOTS: &[Slot] = &[
+    Slot::Read,
+    Slot::Read,
+    Slot::Read,
+    Slot::Read,
+    Slot::Read,
+    Slot::ReadWrite,
+    Slot::ReadWrite,
+];
 
 /// Size of the `Step` uniform record (see `shaders/common.wgsl`).
-pub const STEP_BYTES: u64 = 96;
+pub const STEP_BYTES: u64 = 112;
 
 impl Kernels {
     pub fn new(gpu: &Gpu) -> Result<Kernels> {
@@ -88,6 +112,10 @@ impl Kernels {
                         }],
                     });
             use Slot::*;
+            // The fused step's workgroup memory, declared at the adapter's size (FusedPlan
+            // sizes tiles to it).
+            let tile_floats = super::fused::tile_floats(gpu.limits.max_compute_workgroup_storage_size);
+            let tile = format!("const TILE_FLOATS: u32 = {tile_floats}u;");
             let k = |name: &'static str, source: &str, slots: &[Slot]| {
                 make(gpu, &step_layout, name, source, slots)
             };
@@ -104,20 +132,33 @@ impl Kernels {
                 ),
                 mixture_head: k(
                     "mixture_head",
-                    concat!(
-                        include_str!("../../../shaders/mixture_head_common.wgsl"),
-                        include_str!("../../../shaders/mixture_head.wgsl")
-                    ),
+                    &format!("{HEAD_COMMON}\n{HEAD_DIAGONAL}\n{HEAD_KERNEL}"),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
                 mixture_head_full: k(
                     "mixture_head_full",
-                    concat!(
-                        include_str!("../../../shaders/mixture_head_common.wgsl"),
-                        include_str!("../../../shaders/mixture_head_full.wgsl")
-                    ),
+                    &format!("{HEAD_COMMON}\n{HEAD_FULL}\n{HEAD_KERNEL}"),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
+                fused_step: k(
+                    "fused_step",
+                    &format!("{tile}\n{HEAD_COMMON}\n{HEAD_DIAGONAL}\n{FUSED_STEP}"),
+                    FUSED_STEP_SLOTS,
+                ),
+                fused_step_full: k(
+                    "fused_step_full",
+                    &format!("{tile}\n{HEAD_COMMON}\n{HEAD_FULL}\n{FUSED_STEP}"),
+                    FUSED_STEP_SLOTS,
+                ),
+                fused_grad: k(
+                    "fused_grad",
+                    include_str!("../../../shaders/fused_grad.wgsl"),
+                    &[
+                        Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read,
+                        ReadWrite,
+                    ],
+                ),
+                tile_floats,
                 reduce_sum: k(
                     "reduce_sum",
                     include_str!("../../../shaders/reduce_sum.wgsl"),
@@ -166,6 +207,15 @@ impl Kernels {
                 step_layout,
             }
         })
+    }
+
+    /// The fused training step for diagonal or full covariance.
+    pub fn fused(&self, full: bool) -> &Kernel {
+        if full {
+            &self.fused_step_full
+        } else {
+            &self.fused_step
+        }
     }
 
     /// The mixture-head kernel for diagonal or full covariance.

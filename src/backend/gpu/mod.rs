@@ -22,6 +22,7 @@
 //! step) and reusing the forward kernel made config (b) 1.7x faster there.
 
 mod context;
+mod fused;
 mod kernels;
 
 use crate::backend::TrainState;
@@ -35,6 +36,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, LayerShape};
+pub use fused::FusedPlan;
 use kernels::{Kernel, Kernels, STEP_BYTES};
 
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
@@ -97,6 +99,12 @@ struct StepUniform {
     wt_stride: u32,
     /// Bit m: member m trains (`shaders/common.wgsl`'s `member_active`).
     active: [u32; 4],
+    /// Where adam.wgsl finds the gradient's sum of squares: `norm_parts` sums at
+    /// `norm_first + member * norm_stride + j`.
+    norm_parts: u32,
+    norm_first: u32,
+    norm_stride: u32,
+    _pad: u32,
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -105,6 +113,8 @@ type Words = [u32; 8];
 const _: () = assert!(std::mem::size_of::<Words>() == 32);
 
 const FLAG_GRAD: u32 = 1;
+/// fused_grad.wgsl applies Adam itself (no clipping).
+const FLAG_ADAM: u32 = 2;
 
 fn act_code(a: Activation) -> u32 {
     match a {
@@ -130,6 +140,56 @@ fn div_ceil(a: usize, b: usize) -> u32 {
 pub struct GpuBackend {
     gpu: Gpu,
     kernels: Kernels,
+    options: GpuOptions,
+}
+
+/// Which kernels train a model on the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GpuPath {
+    /// The fused step wherever the model fits a tile (`FusedPlan`), else the layered kernels.
+    #[default]
+    Auto,
+    /// The layered kernels always: a dispatch per layer and pass (the fallback, kept
+    /// selectable to compare the two and to test both).
+    Layered,
+}
+
+/// How the GPU backend trains: the path, and a cap on the fused path's rows per tile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuOptions {
+    pub path: GpuPath,
+    /// Rows per tile at most (below `fused::MAX_TILE_ROWS`); `None` for the adapter's fill.
+    pub tile_rows: Option<usize>,
+}
+
+impl GpuOptions {
+    /// The options `MDN_GPU_PATH` (`fused` or `layered`) and `MDN_GPU_TILE_ROWS` set, for
+    /// comparing the paths and tile sizes in `mdn bench` without rebuilding; the defaults
+    /// when unset. An unknown value is an error naming the variable.
+    pub fn from_env() -> Result<GpuOptions> {
+        let path = match std::env::var("MDN_GPU_PATH").as_deref() {
+            Err(_) | Ok("") | Ok("fused") | Ok("auto") => GpuPath::Auto,
+            Ok("layered") => GpuPath::Layered,
+            Ok(other) => {
+                return Err(Error::config(format!(
+                    "MDN_GPU_PATH={other}: expected fused or layered"
+                )));
+            }
+        };
+        let tile_rows = match std::env::var("MDN_GPU_TILE_ROWS").as_deref() {
+            Err(_) | Ok("") => None,
+            Ok(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=fused::MAX_TILE_ROWS).contains(&n) => Some(n),
+                _ => {
+                    return Err(Error::config(format!(
+                        "MDN_GPU_TILE_ROWS={v}: expected a number of rows from 1 to {}",
+                        fused::MAX_TILE_ROWS
+                    )));
+                }
+            },
+        };
+        Ok(GpuOptions { path, tile_rows })
+    }
 }
 
 /// A training run on the GPU: the run's buffers and bind groups, and the backend (device and
@@ -139,6 +199,8 @@ pub struct GpuRun<'a> {
     run: Run,
     /// Rows in the first batch of the last epoch (what `profile_step` times).
     first_batch_rows: usize,
+    /// Whether the last epoch clipped the gradient's norm (so does `profile_step`).
+    clip: bool,
 }
 
 /// Training and validation rows on the device.
@@ -177,7 +239,29 @@ impl Run {
             stats_stride: self.bound.stats.1 as u32,
             partial_stride: partial_len(&self.arch) as u32,
             wt_stride: wt_len(&self.arch) as u32,
+            norm_parts: 1,
+            norm_stride: 1,
             ..Default::default()
+        }
+    }
+
+    /// The fused plan, when this run's batches take the fused path (the model fits a tile
+    /// and the work buffers were sized for it).
+    fn fused(&self) -> Option<&FusedPlan> {
+        self.work.fused.as_ref().and(self.plan.as_ref())
+    }
+
+    /// A training step record on the fused path for a batch of `rows` rows: tiles, partial
+    /// strides, and where the sums of squares go when clipping.
+    fn fused_record(&self, plan: &FusedPlan, rows: usize, clip: bool) -> StepUniform {
+        StepUniform {
+            slices: plan.tiles(rows) as u32,
+            partial_stride: plan.partial_stride(self.work.cap) as u32,
+            flags: FLAG_GRAD | if clip { 0 } else { FLAG_ADAM },
+            norm_parts: plan.grad_groups() as u32,
+            norm_first: (self.members * plan.partial_stride(self.work.cap)) as u32,
+            norm_stride: plan.grad_groups() as u32,
+            ..self.record()
         }
     }
 }
@@ -204,6 +288,10 @@ struct Core {
     active: [u32; 4],
     /// Each member's learning rate (the adam kernel's `lrs`).
     lrs: wgpu::Buffer,
+    /// How the model runs on the fused path, if it fits a tile, and its descriptor words
+    /// on the device (one placeholder word without a plan).
+    plan: Option<FusedPlan>,
+    desc: wgpu::Buffer,
     params: wgpu::Buffer,
     grad: wgpu::Buffer,
     m: wgpu::Buffer,
@@ -229,6 +317,8 @@ struct Core {
     chunks: Option<([DeviceData; 2], usize)>,
     /// The chunk buffer the next streamed rows go to.
     next_chunk: usize,
+    /// Dispatches per training step of the last batches encoded (`mdn bench` reports it).
+    dispatches_per_step: Option<f64>,
     /// The last submission reading each chunk buffer.
     chunk_busy: [Option<wgpu::SubmissionIndex>; 2],
 }
@@ -238,7 +328,10 @@ struct GpuEpoch {
     cfg: StepConfig,
     train_rows: usize,
     batches: usize,
-    val_chunks: usize,
+    /// Step records of the validation pass (chunks on the layered path, one fused dispatch),
+    /// and its statistics slots (a sum per chunk, or per tile on the fused path).
+    val_records: usize,
+    val_slots: usize,
     /// Rows trained on so far in this epoch.
     done_rows: usize,
 }
@@ -282,13 +375,36 @@ struct Work {
     partial: wgpu::Buffer,
     /// The gradient's sum of squares, for clipping.
     sumsq: wgpu::Buffer,
+    /// The fused path's per-tile partial gradients and sums of squares
+    /// (`FusedPlan::partial_len`); `None` on the layered path.
+    fused: Option<wgpu::Buffer>,
 }
 
 impl Work {
-    fn new(g: &Gpu, arch: &Arch, cap: usize, members: usize) -> Result<Work> {
+    /// Work buffers for batches of up to `cap` rows; with a `plan` whose partial gradients
+    /// fit (the storage binding limit and `fused::PARTIAL_BUDGET_BYTES`), for the fused path,
+    /// and the layered path's partial and transposed-weight buffers are placeholders.
+    fn new(
+        g: &Gpu,
+        arch: &Arch,
+        cap: usize,
+        members: usize,
+        plan: Option<&FusedPlan>,
+    ) -> Result<Work> {
         let maxw = arch.max_width();
         let rows = cap * members;
+        let limit = g
+            .limits
+            .max_storage_buffer_binding_size
+            .min(g.limits.max_buffer_size) as usize;
+        let fused_len = plan
+            .map(|p| p.partial_len(cap, members))
+            .filter(|&n| 4 * n <= limit.min(fused::PARTIAL_BUDGET_BYTES));
+        let layered = |n: usize| if fused_len.is_some() { 1 } else { n };
         Ok(Work {
+            fused: fused_len
+                .map(|n| g.storage("fused partial gradients", n))
+                .transpose()?,
             cap,
             bx: g.storage("batch inputs", rows * arch.inputs)?,
             by: g.storage("batch targets", rows * arch.targets)?,
@@ -303,9 +419,12 @@ impl Work {
                 g.storage("delta a", rows * maxw)?,
                 g.storage("delta b", rows * maxw)?,
             ],
-            wt: g.storage("transposed weights", members * wt_len(arch))?,
+            wt: g.storage("transposed weights", layered(members * wt_len(arch)))?,
             sumsq: g.storage("gradient sums of squares", members)?,
-            partial: g.storage("partial weight gradients", members * partial_len(arch))?,
+            partial: g.storage(
+                "partial weight gradients",
+                layered(members * partial_len(arch)),
+            )?,
         })
     }
 }
@@ -332,14 +451,47 @@ struct Groups {
     grad_norm: wgpu::BindGroup,
     finite: wgpu::BindGroup,
     step: wgpu::BindGroup,
+    /// The fused path's bind groups, when the work buffers are sized for it.
+    fused: Option<FusedGroups>,
+}
+
+/// Bind groups of the fused path: `fused_step` over each source of rows, `fused_grad`, and
+/// `adam` reading the fused sums of squares.
+struct FusedGroups {
+    train: wgpu::BindGroup,
+    val: Option<wgpu::BindGroup>,
+    chunk: [Option<wgpu::BindGroup>; 2],
+    grad: wgpu::BindGroup,
+    adam: wgpu::BindGroup,
 }
 
 impl GpuBackend {
-    /// Opens the adapter `choice` asks for (not `DeviceChoice::Cpu`) and builds the kernels.
+    /// Opens the adapter `choice` asks for (not `DeviceChoice::Cpu`) and builds the kernels,
+    /// with the options the environment sets (`GpuOptions::from_env`).
     pub fn new(choice: DeviceChoice) -> Result<GpuBackend> {
+        GpuBackend::with_options(choice, GpuOptions::from_env()?)
+    }
+
+    /// Opens the adapter `choice` asks for with explicit options.
+    pub fn with_options(choice: DeviceChoice, options: GpuOptions) -> Result<GpuBackend> {
         let gpu = Gpu::open(choice)?;
         let kernels = Kernels::new(&gpu)?;
-        Ok(GpuBackend { gpu, kernels })
+        Ok(GpuBackend {
+            gpu,
+            kernels,
+            options,
+        })
+    }
+
+    /// How `arch` would train on this device: on the fused path (its plan), or `None` for
+    /// the layered kernels.
+    pub fn fused_plan(&self, arch: &Arch) -> Option<FusedPlan> {
+        match self.options.path {
+            GpuPath::Layered => None,
+            GpuPath::Auto => {
+                FusedPlan::new(arch, self.kernels.tile_floats, self.options.tile_rows)
+            }
+        }
     }
 
     /// The open device.
@@ -420,6 +572,7 @@ impl GpuBackend {
                 .min(g.limits.max_buffer_size) as usize;
             rows.clamp(1, (limit / row_bytes).max(1))
         });
+        let plan = self.fused_plan(arch);
         let core = g.scoped("allocating GPU buffers", || -> Result<Core> {
             let zeros = vec![0.0f32; n * members];
             let transposed_uniforms = layers
@@ -509,7 +662,13 @@ impl GpuBackend {
                     .map(|v| upload_data("validation", v, 1))
                     .transpose()?,
                 adam_step: 0,
-                work: Work::new(g, arch, cap, members)?,
+                work: Work::new(g, arch, cap, members, plan.as_ref())?,
+                desc: g.upload(
+                    "fused step descriptor",
+                    bytemuck::cast_slice(plan.as_ref().map_or(&[0u32][..], |p| &p.desc)),
+                    wgpu::BufferUsages::empty(),
+                )?,
+                plan,
                 lrs: g.upload(
                     "learning rates",
                     &vec![StepConfig::default().lr; members],
@@ -527,6 +686,7 @@ impl GpuBackend {
                     None => None,
                 },
                 next_chunk: 0,
+                dispatches_per_step: None,
                 chunk_busy: [None, None],
                 n_params: n,
                 layers,
@@ -707,6 +867,36 @@ impl GpuBackend {
                 .grad_norm
                 .bind(g, "gradient norm", &[&r.grad, &r.work.sumsq]),
             finite: k.finite_check.bind(g, "finite check", &[&r.params, stats]),
+            fused: r.work.fused.as_ref().map(|partial| {
+                let step = |label: &str, d: &DeviceData| {
+                    k.fused(full).bind(
+                        g,
+                        label,
+                        &[&r.desc, &r.params, &d.order, &d.x, &d.y, partial, stats],
+                    )
+                };
+                FusedGroups {
+                    train: step("fused step train", &r.train),
+                    val: r.val.as_ref().map(|v| step("fused step val", v)),
+                    chunk: [0, 1].map(|c| {
+                        r.chunks
+                            .as_ref()
+                            .map(|(bufs, _)| step("fused step chunk", &bufs[c]))
+                    }),
+                    grad: k.fused_grad.bind(
+                        g,
+                        "fused gradient",
+                        &[
+                            &r.desc, &r.params, partial, &r.grad, &r.m, &r.v, &r.lrs, stats,
+                        ],
+                    ),
+                    adam: k.adam.bind(
+                        g,
+                        "fused adam",
+                        &[&r.params, &r.grad, &r.m, &r.v, partial, &r.lrs],
+                    ),
+                }
+            }),
             step: g.device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("step records"),
                 layout: &k.step_layout,
@@ -744,6 +934,8 @@ struct Encoder<'a> {
     members: u32,
     /// When set, only dispatches of this kernel are recorded (for profiling).
     only: Option<&'static str>,
+    /// Dispatches recorded so far.
+    dispatches: usize,
 }
 
 impl Encoder<'_> {
@@ -755,6 +947,7 @@ impl Encoder<'_> {
         if self.only.is_some_and(|name| name != kernel.name) {
             return;
         }
+        self.dispatches += 1;
         self.pass.set_pipeline(&kernel.pipeline);
         self.pass.set_bind_group(0, group, &[]);
         self.pass
@@ -797,6 +990,52 @@ impl Encoder<'_> {
     fn head(&mut self, k: &Kernels, g: &Groups, rows: usize) {
         self.dispatch_1d(k.head(g.full_covariance), &g.head, div_ceil(rows, 64));
         self.dispatch(&k.reduce_sum, &g.reduce, 1, 1);
+    }
+
+    /// One training step of `rows` rows from the step record in place, gathered from the
+    /// resident training rows (`chunk` None) or a streamed chunk buffer: on the fused path
+    /// `fused_step`, `fused_grad` (with Adam unless clipping) and, when clipping, `adam`; on
+    /// the layered path gather, forward, head, backward, the gradient norm when clipping, and
+    /// Adam.
+    fn train_step(
+        &mut self,
+        k: &Kernels,
+        run: &Run,
+        g: &Groups,
+        chunk: Option<usize>,
+        rows: usize,
+        clip: bool,
+    ) {
+        match (run.fused(), &g.fused) {
+            (Some(plan), Some(f)) => {
+                let source = match chunk {
+                    Some(c) => f.chunk[c].as_ref().expect("a streamed run"),
+                    None => &f.train,
+                };
+                self.dispatch_1d(
+                    k.fused(g.full_covariance),
+                    source,
+                    plan.tiles(rows) as u32,
+                );
+                self.dispatch_1d(&k.fused_grad, &f.grad, plan.grad_groups() as u32);
+                if clip {
+                    self.dispatch_1d(&k.adam, &f.adam, div_ceil(run.n_params, 64));
+                }
+            }
+            _ => {
+                let gather = match chunk {
+                    Some(c) => g.gather_chunk[c].as_ref().expect("a streamed run"),
+                    None => &g.gather_train,
+                };
+                self.forward(k, run, g, gather, rows);
+                self.head(k, g, rows);
+                self.backward(k, run, g, rows);
+                if clip {
+                    self.dispatch(&k.grad_norm, &g.grad_norm, 1, 1);
+                }
+                self.dispatch_1d(&k.adam, &g.adam, div_ceil(run.n_params, 64));
+            }
+        }
     }
 
     /// Backward through every layer into the gradient buffer.
@@ -851,6 +1090,7 @@ impl GpuBackend {
             max_groups: self.gpu.limits.max_compute_workgroups_per_dimension.max(1),
             members: 1,
             only: None,
+            dispatches: 0,
         }
     }
 
@@ -937,6 +1177,7 @@ impl Backend for GpuBackend {
             backend: self,
             run,
             first_batch_rows: 0,
+            clip: false,
         }))
     }
 
@@ -967,6 +1208,7 @@ impl Backend for GpuBackend {
             backend: self,
             run,
             first_batch_rows: 0,
+            clip: false,
         }))
     }
 
@@ -983,6 +1225,7 @@ impl Backend for GpuBackend {
             backend: self,
             run,
             first_batch_rows: 0,
+            clip: false,
         }))))
     }
 
@@ -1038,13 +1281,22 @@ impl Backend for GpuBackend {
         }
         let mut run = self.new_run(arch, params, 1, DataRef { x, y, rows }, None, rows, None)?;
         self.prepare(&mut run, 1, 1)?;
+        // The gradient without an Adam step: on the fused path `fused_grad` applies none
+        // when told it clips (and with clip_norm 0 it leaves no sums of squares either).
+        let base = match run.fused() {
+            Some(plan) => run.fused_record(plan, rows, true),
+            None => StepUniform {
+                slices: weight_grad_slices(rows) as u32,
+                flags: FLAG_GRAD,
+                ..run.record()
+            },
+        };
         let rec = StepUniform {
             rows: rows as u32,
-            slices: weight_grad_slices(rows) as u32,
-            flags: FLAG_GRAD,
             l2,
             inv_rows: 1.0 / rows as f32,
-            ..run.record()
+            count: arch.param_count() as u32,
+            ..base
         };
         self.write_steps(&run, 0, &[rec]);
         let n = run.n_params;
@@ -1055,9 +1307,22 @@ impl Backend for GpuBackend {
             {
                 let mut p = self.pass(&mut enc, "loss and gradient");
                 p.step(groups, 0, self.stride());
-                p.forward(&self.kernels, &run, groups, &groups.gather_train, rows);
-                p.head(&self.kernels, groups, rows);
-                p.backward(&self.kernels, &run, groups, rows);
+                let k = &self.kernels;
+                match (run.fused(), &groups.fused) {
+                    (Some(plan), Some(f)) => {
+                        p.dispatch_1d(
+                            k.fused(groups.full_covariance),
+                            &f.train,
+                            plan.tiles(rows) as u32,
+                        );
+                        p.dispatch_1d(&k.fused_grad, &f.grad, plan.grad_groups() as u32);
+                    }
+                    _ => {
+                        p.forward(k, &run, groups, &groups.gather_train, rows);
+                        p.head(k, groups, rows);
+                        p.backward(k, &run, groups, rows);
+                    }
+                }
             }
             enc.copy_buffer_to_buffer(&run.grad, 0, &readback, 0, (n * 4) as u64);
             enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, (n * 4) as u64, 4);
@@ -1151,6 +1416,7 @@ impl Backend for GpuBackend {
 impl TrainRun for GpuRun<'_> {
     fn train_epoch(&mut self, order: &[u32], cfg: &StepConfig) -> Result<EpochStats> {
         self.first_batch_rows = cfg.batch_size.min(order.len());
+        self.clip = cfg.clip_norm > 0.0;
         self.backend.epoch(&mut self.run, order, cfg)
     }
 
@@ -1162,6 +1428,7 @@ impl TrainRun for GpuRun<'_> {
             ))),
             _ => {
                 self.first_batch_rows = cfg.batch_size.min(train_rows);
+                self.clip = cfg.clip_norm > 0.0;
                 self.backend
                     .begin(&mut self.run, train_rows, cfg, &[cfg.lr])
             }
@@ -1324,6 +1591,7 @@ impl MembersRun for GpuMembers<'_> {
             )));
         }
         self.0.first_batch_rows = cfg.batch_size.min(rows);
+        self.0.clip = cfg.clip_norm > 0.0;
         b.begin(run, rows, cfg, lrs)?;
         b.gpu
             .queue
@@ -1421,21 +1689,35 @@ impl GpuRun<'_> {
         let (b, run) = (self.backend, &self.run);
         let groups = &run.bound.groups;
         let k = &b.kernels;
-        let names: Vec<Option<&'static str>> = [
-            &k.gather,
-            &k.dense_forward,
-            k.head(groups.full_covariance),
-            &k.reduce_sum,
-            &k.dense_backward_weights,
-            &k.weight_grad_sum,
-            &k.transpose,
-            &k.activation_backward,
-            &k.adam,
-        ]
-        .iter()
-        .map(|k| Some(k.name))
-        .chain([None])
-        .collect();
+        let clip = self.clip;
+        let kernels: Vec<&Kernel> = if run.fused().is_some() {
+            let mut v = vec![k.fused(groups.full_covariance), &k.fused_grad];
+            if clip {
+                v.push(&k.adam);
+            }
+            v
+        } else {
+            let mut v = vec![
+                &k.gather,
+                &k.dense_forward,
+                k.head(groups.full_covariance),
+                &k.reduce_sum,
+                &k.dense_backward_weights,
+                &k.weight_grad_sum,
+                &k.transpose,
+                &k.activation_backward,
+            ];
+            if clip {
+                v.push(&k.grad_norm);
+            }
+            v.push(&k.adam);
+            v
+        };
+        let names: Vec<Option<&'static str>> = kernels
+            .iter()
+            .map(|k| Some(k.name))
+            .chain([None])
+            .collect();
         // Step record 0 is the epoch's first batch: a full one.
         let rows = self.first_batch_rows;
         let mut out = Vec::new();
@@ -1448,10 +1730,7 @@ impl GpuRun<'_> {
                     p.only = only;
                     for _ in 0..reps {
                         p.step(groups, 0, b.stride());
-                        p.forward(k, run, groups, &groups.gather_train, rows);
-                        p.head(k, groups, rows);
-                        p.backward(k, run, groups, rows);
-                        p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
+                        p.train_step(k, run, groups, None, rows, clip);
                     }
                 }
                 b.gpu.queue.submit([enc.finish()]);
@@ -1583,22 +1862,37 @@ impl GpuBackend {
         let regrown = run.work.cap < cap;
         if regrown {
             // Regrow the work buffers for this batch size; the state buffers stay.
-            run.work = Work::new(&self.gpu, &run.arch, cap, run.members)?;
+            run.work = Work::new(&self.gpu, &run.arch, cap, run.members, run.plan.as_ref())?;
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
-        let val_chunks = val_rows.div_ceil(run.work.cap);
-        let n = batches + val_chunks + 1;
+        // The fused validation pass is one dispatch over every row, a statistics slot per
+        // tile; the layered one a dispatch sequence per chunk of the work buffers.
+        let (val_records, val_slots) = match run.fused() {
+            Some(_) if val_rows == 0 => (0, 0),
+            Some(plan) => (1, plan.tiles(val_rows)),
+            None => (
+                val_rows.div_ceil(run.work.cap),
+                val_rows.div_ceil(run.work.cap),
+            ),
+        };
+        let (n_stats, n_steps) = (batches + val_slots + 1, batches + val_records + 1);
         if regrown {
             // The bind groups point at the old work buffers.
-            let (stats, steps) = (run.bound.stats.1.max(n), run.bound.steps.1.max(n));
+            let stats = run.bound.stats.1.max(n_stats);
+            let steps = run.bound.steps.1.max(n_steps);
             run.bound = self.bind(&run.core, stats, steps)?;
         } else {
-            self.prepare(run, n, n)?;
+            self.prepare(run, n_stats, n_steps)?;
         }
-        let mut records = Vec::with_capacity(val_chunks + 1);
-        for c in 0..val_chunks {
-            let rows = (val_rows - c * run.work.cap).min(run.work.cap);
+        let mut records = Vec::with_capacity(val_records + 1);
+        let fused = run.fused().is_some();
+        for c in 0..val_records {
+            let rows = if fused {
+                val_rows
+            } else {
+                (val_rows - c * run.work.cap).min(run.work.cap)
+            };
             records.push(StepUniform {
                 rows: rows as u32,
                 start: (c * run.work.cap) as u32,
@@ -1608,7 +1902,7 @@ impl GpuBackend {
             });
         }
         records.push(StepUniform {
-            slot: (batches + val_chunks) as u32,
+            slot: (batches + val_slots) as u32,
             count: run.n_params as u32,
             ..run.record()
         });
@@ -1617,7 +1911,8 @@ impl GpuBackend {
             cfg: *cfg,
             train_rows,
             batches,
-            val_chunks,
+            val_records,
+            val_slots,
             done_rows: 0,
         });
         Ok(())
@@ -1650,11 +1945,18 @@ impl GpuBackend {
             .map(|i| {
                 let n = (rows - i * b).min(b);
                 let c = AdamStepConstants::new(&cfg, run.adam_step + (first + i) as u64 + 1);
+                let base = match run.fused() {
+                    Some(plan) => run.fused_record(plan, n, cfg.clip_norm > 0.0),
+                    None => StepUniform {
+                        flags: FLAG_GRAD,
+                        slices: weight_grad_slices(n) as u32,
+                        ..run.record()
+                    },
+                };
                 StepUniform {
                     rows: n as u32,
                     start: (origin + i * b) as u32,
                     slot: (first + i) as u32,
-                    flags: FLAG_GRAD,
                     lr: c.lr,
                     beta1: c.beta1,
                     beta2: c.beta2,
@@ -1665,27 +1967,23 @@ impl GpuBackend {
                     inv_rows: 1.0 / n as f32,
                     count: run.n_params as u32,
                     clip_norm: cfg.clip_norm,
-                    slices: weight_grad_slices(n) as u32,
                     // Resident rows: each member reads its own permutation.
                     order_stride: if chunk.is_some() {
                         0
                     } else {
                         ep.train_rows as u32
                     },
-                    ..run.record()
+                    ..base
                 }
             })
             .collect();
         self.write_steps(run, first, &records);
         let stride = self.stride();
         let k = &self.kernels;
+        let mut dispatches = 0;
         let last = self.gpu.scoped("training batches", || {
             let mut last = None;
             let groups = &run.bound.groups;
-            let gather = match chunk {
-                Some(c) => groups.gather_chunk[c].as_ref().expect("a streamed run"),
-                None => &groups.gather_train,
-            };
             for piece in (0..count).collect::<Vec<_>>().chunks(BATCHES_PER_SUBMIT) {
                 let mut enc = self.encoder("training batches");
                 {
@@ -1694,19 +1992,15 @@ impl GpuBackend {
                     for &i in piece {
                         let n = records[i].rows as usize;
                         p.step(groups, first + i, stride);
-                        p.forward(k, run, groups, gather, n);
-                        p.head(k, groups, n);
-                        p.backward(k, run, groups, n);
-                        if cfg.clip_norm > 0.0 {
-                            p.dispatch(&k.grad_norm, &groups.grad_norm, 1, 1);
-                        }
-                        p.dispatch_1d(&k.adam, &groups.adam, div_ceil(run.n_params, 64));
+                        p.train_step(k, run, groups, chunk, n, cfg.clip_norm > 0.0);
                     }
+                    dispatches += p.dispatches;
                 }
                 last = Some(self.gpu.queue.submit([enc.finish()]));
             }
             last
         })?;
+        run.dispatches_per_step = Some(dispatches as f64 / count.max(1) as f64);
         run.epoch.as_mut().expect("checked").done_rows += rows;
         Ok(last)
     }
@@ -1724,8 +2018,8 @@ impl GpuBackend {
                 ep.done_rows, ep.train_rows
             )));
         }
-        let (batches, val_chunks) = (ep.batches, ep.val_chunks);
-        let n_stats = batches + val_chunks + 1;
+        let (batches, val_records, val_slots) = (ep.batches, ep.val_records, ep.val_slots);
+        let n_stats = batches + val_slots + 1;
         let stride = self.stride();
         // Member m's statistics start at slot m * stats_stride.
         let stats_stride = run.bound.stats.1;
@@ -1734,8 +2028,9 @@ impl GpuBackend {
             .gpu
             .readback("epoch statistics readback", (read * 4) as u64);
         let k = &self.kernels;
-        let val_rows: Vec<usize> = (0..val_chunks)
-            .map(|c| (run.val.as_ref().map_or(0, |v| v.rows) - c * run.work.cap).min(run.work.cap))
+        let all_val_rows = run.val.as_ref().map_or(0, |v| v.rows);
+        let val_rows: Vec<usize> = (0..val_records)
+            .map(|c| (all_val_rows - c * run.work.cap).min(run.work.cap))
             .collect();
         self.gpu.scoped("validation", || {
             let groups = &run.bound.groups;
@@ -1743,14 +2038,28 @@ impl GpuBackend {
             {
                 let mut p = self.pass(&mut enc, "validation");
                 p.members = run.members as u32;
-                if let Some(gv) = &groups.gather_val {
-                    for (c, &rows) in val_rows.iter().enumerate() {
-                        p.step(groups, batches + c, stride);
-                        p.forward(k, run, groups, gv, rows);
-                        p.head(k, groups, rows);
+                match (run.fused(), &groups.fused) {
+                    (Some(plan), Some(f)) => {
+                        if let Some(gv) = &f.val {
+                            p.step(groups, batches, stride);
+                            p.dispatch_1d(
+                                k.fused(groups.full_covariance),
+                                gv,
+                                plan.tiles(all_val_rows) as u32,
+                            );
+                        }
+                    }
+                    _ => {
+                        if let Some(gv) = &groups.gather_val {
+                            for (c, &rows) in val_rows.iter().enumerate() {
+                                p.step(groups, batches + c, stride);
+                                p.forward(k, run, groups, gv, rows);
+                                p.head(k, groups, rows);
+                            }
+                        }
                     }
                 }
-                p.step(groups, batches + val_chunks, stride);
+                p.step(groups, batches + val_records, stride);
                 p.dispatch(&k.finite_check, &groups.finite, 1, 1);
             }
             enc.copy_buffer_to_buffer(&run.bound.stats.0, 0, &readback, 0, (read * 4) as u64);
@@ -1763,14 +2072,14 @@ impl GpuBackend {
                 let stats = &all[m * stats_stride..m * stats_stride + n_stats];
                 let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
                 let val_nll = run.val.as_ref().map(|v| {
-                    -stats[batches..batches + val_chunks]
+                    -stats[batches..batches + val_slots]
                         .iter()
                         .map(|&s| s as f64)
                         .sum::<f64>()
                         / v.rows as f64
                 });
-                let finite = stats[..batches + val_chunks].iter().all(|v| v.is_finite())
-                    && stats[batches + val_chunks] == 0.0;
+                let finite = stats[..batches + val_slots].iter().all(|v| v.is_finite())
+                    && stats[batches + val_slots] == 0.0;
                 EpochStats {
                     train_nll: -train_sum / ep.train_rows.max(1) as f64,
                     val_nll,

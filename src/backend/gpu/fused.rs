@@ -1,0 +1,203 @@
+//! The fused training step's plan: whether a model runs on the fused path, how many rows a
+//! workgroup's tile holds, where each block of a tile lives in workgroup memory, and the
+//! descriptor words `shaders/fused_step.wgsl` and `shaders/fused_grad.wgsl` read.
+//!
+//! A fused step is two dispatches (three with gradient-norm clipping): `fused_step` takes each
+//! tile of R rows through gather, forward, head and backward in one workgroup and writes the
+//! tile's partial gradient; `fused_grad` sums the tiles in order and applies Adam (or, when
+//! clipping, leaves per-workgroup sums of squares for `adam`). The layered kernels (a dispatch
+//! per layer and pass) remain the path for models whose tile would not fit: a row's
+//! activations wider than workgroup memory holds for [`MIN_TILE_ROWS`] rows, or per-tile
+//! partial gradients larger than [`PARTIAL_BUDGET_BYTES`] for a batch.
+//!
+//! R depends on the adapter (its workgroup memory) and the model, never on the batch, so the
+//! same model on the same device always sums in the same order: same seed, same bits.
+
+use crate::layout::{Activation, Arch};
+
+/// Words of the descriptor header (see `shaders/fused_step.wgsl`), then per layer.
+const HEADER_WORDS: usize = 16;
+const LAYER_WORDS: usize = 8;
+
+/// Most rows in a tile. More rows per tile means fewer partial gradients to write and sum,
+/// fewer means more workgroups for small batches; 32 keeps a batch of 256 on 8 workgroups and
+/// a batch of 4096 on 128.
+pub const MAX_TILE_ROWS: usize = 64;
+
+/// Fewest rows in a tile: below this the model takes the layered path.
+pub const MIN_TILE_ROWS: usize = 4;
+
+/// Most workgroup memory the fused kernel declares (48 KiB: NVIDIA's static limit through
+/// Vulkan; adapters offering less get less).
+pub const MAX_TILE_BYTES: u32 = 48 * 1024;
+
+/// The most bytes of partial gradients (all tiles of a batch, all members) the fused path
+/// takes before a model falls back to the layered kernels (which then need far less).
+pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
+
+/// Invocations per workgroup of `fused_grad` (its `@workgroup_size`).
+pub const GRAD_WORKGROUP: usize = 256;
+
+/// Floats of workgroup memory the fused kernel declares on an adapter offering `limit` bytes.
+pub fn tile_floats(limit: u32) -> usize {
+    (limit.min(MAX_TILE_BYTES) / 4) as usize
+}
+
+/// How a model runs on the fused path.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedPlan {
+    /// Rows per tile (R).
+    pub tile_rows: usize,
+    /// Parameters of one network.
+    pub params: usize,
+    /// The descriptor words (`desc` in the shaders).
+    pub desc: Vec<u32>,
+}
+
+fn act_code(a: Activation) -> u32 {
+    match a {
+        Activation::Relu => 1,
+        Activation::Tanh => 2,
+    }
+}
+
+impl FusedPlan {
+    /// The plan for `arch` in `tile_floats` floats of workgroup memory, or `None` when not
+    /// even [`MIN_TILE_ROWS`] rows fit (the layered path then trains it). `rows_cap` caps R
+    /// below [`MAX_TILE_ROWS`] (for tests and tuning).
+    pub fn new(arch: &Arch, tile_floats: usize, rows_cap: Option<usize>) -> Option<FusedPlan> {
+        let layers = arch.layers();
+        let (d_in, d_out, p) = (arch.inputs, arch.targets, arch.head_width());
+        // inputs | every layer's outputs | head gradient | targets | row log-likelihood
+        let per_row = d_in + layers.iter().map(|l| l.outputs).sum::<usize>() + p + d_out + 1;
+        let max_rows = rows_cap.unwrap_or(MAX_TILE_ROWS).clamp(1, MAX_TILE_ROWS);
+        let rows = (tile_floats / per_row).min(max_rows);
+        if rows < MIN_TILE_ROWS.min(max_rows) {
+            return None;
+        }
+        let mut desc = vec![0u32; HEADER_WORDS + LAYER_WORDS * layers.len()];
+        // Block offsets, in floats, of a tile of `rows` rows.
+        let mut at = rows * d_in;
+        for (l, s) in layers.iter().enumerate() {
+            let input = if l == 0 { 0 } else { at - rows * s.inputs };
+            let words = [
+                s.inputs,
+                s.outputs,
+                s.weights,
+                s.bias,
+                if s.activated {
+                    act_code(arch.activation) as usize
+                } else {
+                    0
+                },
+                if l > 0 {
+                    act_code(arch.activation) as usize
+                } else {
+                    0
+                },
+                input,
+                at,
+            ];
+            let w = HEADER_WORDS + LAYER_WORDS * l;
+            for (i, v) in words.into_iter().enumerate() {
+                desc[w + i] = v as u32;
+            }
+            at += rows * s.outputs;
+        }
+        let head_grad = at;
+        let targets = head_grad + rows * p;
+        let ll = targets + rows * d_out;
+        debug_assert!(ll + rows <= tile_floats);
+        let header = [
+            layers.len() as u32,
+            d_in as u32,
+            d_out as u32,
+            arch.components as u32,
+            p as u32,
+            arch.sigma_floor.to_bits(),
+            rows as u32,
+            targets as u32,
+            head_grad as u32,
+            ll as u32,
+            arch.param_count() as u32,
+        ];
+        desc[..header.len()].copy_from_slice(&header);
+        Some(FusedPlan {
+            tile_rows: rows,
+            params: arch.param_count(),
+            desc,
+        })
+    }
+
+    /// Tiles of a batch of `rows` rows.
+    pub fn tiles(&self, rows: usize) -> usize {
+        rows.div_ceil(self.tile_rows).max(1)
+    }
+
+    /// Floats per member of a batch of up to `rows` rows' partial gradients: each tile's
+    /// gradient and log-likelihood sum.
+    pub fn partial_stride(&self, rows: usize) -> usize {
+        self.tiles(rows) * (self.params + 1)
+    }
+
+    /// Workgroups of `fused_grad` per member (one invocation per parameter and one for the
+    /// loss): also the number of partial sums of squares it leaves when clipping.
+    pub fn grad_groups(&self) -> usize {
+        (self.params + 1).div_ceil(GRAD_WORKGROUP)
+    }
+
+    /// Floats of the whole partial buffer for `members` networks and batches of up to `rows`
+    /// rows: every member's tiles, then every member's sums of squares.
+    pub fn partial_len(&self, rows: usize, members: usize) -> usize {
+        members * (self.partial_stride(rows) + self.grad_groups())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Covariance;
+
+    #[test]
+    fn tile_rows_follow_workgroup_memory_and_wide_models_fall_back() {
+        // Config b: 16 inputs, 64, 64, K=5, D=2 (head 25): 16+64+64+25+25+2+1 = 197 floats
+        // a row.
+        let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
+        assert_eq!(FusedPlan::new(&b, 12288, None).unwrap().tile_rows, 32);
+        assert_eq!(FusedPlan::new(&b, 4096, None).unwrap().tile_rows, 20);
+        assert!(FusedPlan::new(&b, 700, None).is_none(), "3 rows: layered");
+        let wide = Arch::new(4, vec![4096], Activation::Relu, 3, 1).unwrap();
+        assert!(FusedPlan::new(&wide, 12288, None).is_none());
+        // Full covariance widens the head: D=3 adds 3 Cholesky entries a component.
+        let c = Arch::new(1, vec![64], Activation::Tanh, 3, 3)
+            .unwrap()
+            .with_covariance(Covariance::Full)
+            .unwrap();
+        let plan = FusedPlan::new(&c, 12288, Some(8)).unwrap();
+        assert_eq!(plan.tile_rows, 8);
+        assert_eq!(plan.desc[4] as usize, c.head_width());
+    }
+
+    #[test]
+    fn tile_blocks_do_not_overlap() {
+        let a = Arch::new(3, vec![7, 5], Activation::Tanh, 2, 2).unwrap();
+        let plan = FusedPlan::new(&a, 4096, None).unwrap();
+        let r = plan.tile_rows as u32;
+        let d = &plan.desc;
+        // layer l's input block is the block before its output block
+        let layer = |l: usize, w: usize| d[16 + 8 * l + w];
+        assert_eq!(layer(0, 6), 0);
+        assert_eq!(layer(0, 7), 3 * r);
+        assert_eq!(layer(1, 6), layer(0, 7));
+        assert_eq!(layer(2, 6), layer(1, 7));
+        assert_eq!(layer(2, 7), layer(1, 7) + 5 * r);
+        let head = a.head_width() as u32;
+        assert_eq!(d[8], layer(2, 7) + head * r, "head gradient after the head's outputs");
+        assert_eq!(d[7], d[8] + head * r, "targets after the head gradient");
+        assert_eq!(d[9], d[7] + 2 * r, "log-likelihoods after the targets");
+        assert!((d[9] + r) as usize <= 4096);
+        // activations: hidden layers' outputs are activated, the head's is not
+        assert_eq!((layer(0, 4), layer(0, 5)), (2, 0));
+        assert_eq!((layer(2, 4), layer(2, 5)), (0, 2));
+    }
+}
