@@ -10,7 +10,8 @@
 // atomics: the same inputs give the same bits.
 //
 // Workgroup memory, `tile` (TILE_FLOATS floats, prepended by the host from the adapter's
-// limit and the model's shape; see FusedPlan in src/backend/gpu/fused.rs), in blocks of R rows:
+// limit; FusedPlan in src/backend/gpu/fused.rs fits R rows of the model in it), in blocks of
+// R rows:
 //   inputs [R][d_in] | each layer's outputs [R][n_out] | head gradient [R][P] |
 //   targets [R][D] | row log-likelihoods [R]
 // On the way back each hidden layer's output block is overwritten, in place, by the gradient
@@ -30,7 +31,12 @@
 @group(0) @binding(5) var<storage, read_write> partial: array<f32>;
 @group(0) @binding(6) var<storage, read_write> stats: array<f32>;
 
-const WG: u32 = 64u;
+// WG, the invocations of a workgroup, is prepended by the host with TILE_FLOATS (64 on a
+// CPU adapter such as lavapipe, whose SIMD lanes idle in larger ones; 256 on a GPU).
+
+// Register block of the forward pass: FR rows x FC outputs per invocation.
+const FR: u32 = 4u;
+const FC: u32 = 4u;
 
 const D_LAYERS: u32 = 0u;
 const D_INPUTS: u32 = 1u;
@@ -88,8 +94,8 @@ fn gather(member: u32, first: u32, n: u32, lid: u32) {
     }
 }
 
-// out = act(in W + b) for the tile's n rows, in 4x4 register tiles (4 rows x 4 outputs;
-// loads past the edge are clamped and their results not written), bias first and then the
+// out = act(in W + b) for the tile's n rows, in register blocks of FR rows x FC outputs
+// (loads past the edge are clamped and their results not written), bias first and then the
 // inputs in order, as dense_forward.wgsl sums them.
 fn forward_layer(l: u32, n: u32, pb: u32, lid: u32) {
     let n_in = lw(l, 0u);
@@ -99,38 +105,50 @@ fn forward_layer(l: u32, n: u32, pb: u32, lid: u32) {
     let act = lw(l, 4u);
     let src = lw(l, 6u);
     let dst = lw(l, 7u);
-    let cols = (n_out + 3u) / 4u;
-    let blocks = cols * ((n + 3u) / 4u);
+    let cols = (n_out + FC - 1u) / FC;
+    let blocks = cols * ((n + FR - 1u) / FR);
     let last_o = n_out - 1u;
     let last_r = n - 1u;
     for (var b = lid; b < blocks; b += WG) {
-        let o0 = (b % cols) * 4u;
-        let r0 = (b / cols) * 4u;
-        let oc = vec4<u32>(o0, min(o0 + 1u, last_o), min(o0 + 2u, last_o), min(o0 + 3u, last_o));
-        let rr = src + n_in * vec4<u32>(r0, min(r0 + 1u, last_r), min(r0 + 2u, last_r), min(r0 + 3u, last_r));
-        let bias = vec4<f32>(params[b_off + oc.x], params[b_off + oc.y], params[b_off + oc.z], params[b_off + oc.w]);
-        var acc0 = bias;
-        var acc1 = bias;
-        var acc2 = bias;
-        var acc3 = bias;
+        let o0 = (b % cols) * FC;
+        let r0 = (b / cols) * FR;
+        var oc: array<u32, FC>;
+        var rr: array<u32, FR>;
+        var acc: array<f32, FR * FC>;
+        for (var c = 0u; c < FC; c++) {
+            oc[c] = min(o0 + c, last_o);
+        }
+        for (var r = 0u; r < FR; r++) {
+            rr[r] = src + n_in * min(r0 + r, last_r);
+        }
+        for (var c = 0u; c < FC; c++) {
+            let bias = params[b_off + oc[c]];
+            for (var r = 0u; r < FR; r++) {
+                acc[r * FC + c] = bias;
+            }
+        }
         for (var i = 0u; i < n_in; i++) {
             let wr = w_off + i * n_out;
-            let w = vec4<f32>(params[wr + oc.x], params[wr + oc.y], params[wr + oc.z], params[wr + oc.w]);
-            acc0 += tile[rr.x + i] * w;
-            acc1 += tile[rr.y + i] * w;
-            acc2 += tile[rr.z + i] * w;
-            acc3 += tile[rr.w + i] * w;
+            var w: array<f32, FC>;
+            for (var c = 0u; c < FC; c++) {
+                w[c] = params[wr + oc[c]];
+            }
+            for (var r = 0u; r < FR; r++) {
+                let x = tile[rr[r] + i];
+                for (var c = 0u; c < FC; c++) {
+                    acc[r * FC + c] += x * w[c];
+                }
+            }
         }
-        var acc = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-        for (var r = 0u; r < 4u; r++) {
+        for (var r = 0u; r < FR; r++) {
             let row = r0 + r;
             if row > last_r {
                 break;
             }
-            for (var c = 0u; c < 4u; c++) {
+            for (var c = 0u; c < FC; c++) {
                 let o = o0 + c;
                 if o <= last_o {
-                    tile[dst + row * n_out + o] = activate(act, acc[r][c]);
+                    tile[dst + row * n_out + o] = activate(act, acc[r * FC + c]);
                 }
             }
         }
@@ -234,7 +252,7 @@ fn input_gradient(l: u32, dz: u32, n: u32, pb: u32, lid: u32) {
     }
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(
     @builtin(local_invocation_index) lid: u32,
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -19,9 +19,8 @@ use crate::layout::{Activation, Arch};
 const HEADER_WORDS: usize = 16;
 const LAYER_WORDS: usize = 8;
 
-/// Most rows in a tile. More rows per tile means fewer partial gradients to write and sum,
-/// fewer means more workgroups for small batches; 32 keeps a batch of 256 on 8 workgroups and
-/// a batch of 4096 on 128.
+/// Most rows in a tile (`MDN_GPU_TILE_ROWS` may ask for fewer). More rows per tile means
+/// fewer partial gradients to write and sum, fewer means more workgroups for small batches.
 pub const MAX_TILE_ROWS: usize = 64;
 
 /// Fewest rows in a tile: below this the model takes the layered path.
@@ -38,9 +37,44 @@ pub const PARTIAL_BUDGET_BYTES: usize = 256 << 20;
 /// Invocations per workgroup of `fused_grad` (its `@workgroup_size`).
 pub const GRAD_WORKGROUP: usize = 256;
 
-/// Floats of workgroup memory the fused kernel declares on an adapter offering `limit` bytes.
-pub fn tile_floats(limit: u32) -> usize {
-    (limit.min(MAX_TILE_BYTES) / 4) as usize
+/// How the fused step is laid out on one adapter: workgroup size, rows per tile at most, and
+/// the workgroup memory it declares. Fixed when the backend opens the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tiling {
+    /// Invocations per workgroup of `fused_step` (its WGSL `WG`).
+    pub workgroup: usize,
+    /// Rows per tile at most.
+    pub max_rows: usize,
+    /// Floats of workgroup memory `fused_step` declares (`TILE_FLOATS`).
+    pub floats: usize,
+}
+
+impl Tiling {
+    /// The tiling for an adapter of type `device_type` with these limits; `workgroup` and
+    /// `max_rows` override the defaults (64 invocations and 64 rows on a CPU adapter such
+    /// as lavapipe, where a workgroup is a loop over SIMD lanes and per-tile costs dominate;
+    /// 256 invocations and 32 rows on a GPU, so that a batch of 256 spreads over 8
+    /// workgroups and one of 4096 over 128, with every warp busy). The workgroup is cut to
+    /// what the adapter allows.
+    pub fn for_adapter(
+        device_type: wgpu::DeviceType,
+        limits: &wgpu::Limits,
+        workgroup: Option<usize>,
+        max_rows: Option<usize>,
+    ) -> Tiling {
+        let cpu = device_type == wgpu::DeviceType::Cpu;
+        let allowed = limits
+            .max_compute_invocations_per_workgroup
+            .min(limits.max_compute_workgroup_size_x) as usize;
+        let workgroup = workgroup.unwrap_or(if cpu { 64 } else { 256 });
+        Tiling {
+            workgroup: workgroup.clamp(1, allowed.max(1)),
+            max_rows: max_rows
+                .unwrap_or(if cpu { 64 } else { 32 })
+                .clamp(1, MAX_TILE_ROWS),
+            floats: (limits.max_compute_workgroup_storage_size.min(MAX_TILE_BYTES) / 4) as usize,
+        }
+    }
 }
 
 /// How a model runs on the fused path.
@@ -62,15 +96,16 @@ fn act_code(a: Activation) -> u32 {
 }
 
 impl FusedPlan {
-    /// The plan for `arch` in `tile_floats` floats of workgroup memory, or `None` when not
-    /// even [`MIN_TILE_ROWS`] rows fit (the layered path then trains it). `rows_cap` caps R
-    /// below [`MAX_TILE_ROWS`] (for tests and tuning).
-    pub fn new(arch: &Arch, tile_floats: usize, rows_cap: Option<usize>) -> Option<FusedPlan> {
+    /// The plan for `arch` on an adapter's `tiling`: as many rows a tile as fit its
+    /// workgroup memory, up to its `max_rows`; `None` when not even [`MIN_TILE_ROWS`] rows
+    /// (or `max_rows`, if fewer) fit, and the layered path trains the model.
+    pub fn new(arch: &Arch, tiling: &Tiling) -> Option<FusedPlan> {
+        let tile_floats = tiling.floats;
         let layers = arch.layers();
         let (d_in, d_out, p) = (arch.inputs, arch.targets, arch.head_width());
         // inputs | every layer's outputs | head gradient | targets | row log-likelihood
         let per_row = d_in + layers.iter().map(|l| l.outputs).sum::<usize>() + p + d_out + 1;
-        let max_rows = rows_cap.unwrap_or(MAX_TILE_ROWS).clamp(1, MAX_TILE_ROWS);
+        let max_rows = tiling.max_rows.clamp(1, MAX_TILE_ROWS);
         let rows = (tile_floats / per_row).min(max_rows);
         if rows < MIN_TILE_ROWS.min(max_rows) {
             return None;
@@ -162,26 +197,60 @@ mod tests {
     fn tile_rows_follow_workgroup_memory_and_wide_models_fall_back() {
         // Config b: 16 inputs, 64, 64, K=5, D=2 (head 25): 16+64+64+25+25+2+1 = 197 floats
         // a row.
+        let tiling = |floats, max_rows| Tiling {
+            workgroup: 256,
+            max_rows,
+            floats,
+        };
         let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
-        assert_eq!(FusedPlan::new(&b, 12288, None).unwrap().tile_rows, 32);
-        assert_eq!(FusedPlan::new(&b, 4096, None).unwrap().tile_rows, 20);
-        assert!(FusedPlan::new(&b, 700, None).is_none(), "3 rows: layered");
+        assert_eq!(FusedPlan::new(&b, &tiling(12288, 32)).unwrap().tile_rows, 32);
+        assert_eq!(FusedPlan::new(&b, &tiling(12288, 64)).unwrap().tile_rows, 62);
+        assert_eq!(FusedPlan::new(&b, &tiling(4096, 32)).unwrap().tile_rows, 20);
+        assert!(
+            FusedPlan::new(&b, &tiling(700, 32)).is_none(),
+            "3 rows: layered"
+        );
+        assert_eq!(FusedPlan::new(&b, &tiling(700, 3)).unwrap().tile_rows, 3);
         let wide = Arch::new(4, vec![4096], Activation::Relu, 3, 1).unwrap();
-        assert!(FusedPlan::new(&wide, 12288, None).is_none());
+        assert!(FusedPlan::new(&wide, &tiling(12288, 32)).is_none());
         // Full covariance widens the head: D=3 adds 3 Cholesky entries a component.
         let c = Arch::new(1, vec![64], Activation::Tanh, 3, 3)
             .unwrap()
             .with_covariance(Covariance::Full)
             .unwrap();
-        let plan = FusedPlan::new(&c, 12288, Some(8)).unwrap();
+        let plan = FusedPlan::new(&c, &tiling(12288, 8)).unwrap();
         assert_eq!(plan.tile_rows, 8);
         assert_eq!(plan.desc[4] as usize, c.head_width());
     }
 
     #[test]
+    fn tiling_defaults_by_adapter_type_and_limits() {
+        let limits = wgpu::Limits::default(); // 16 KiB of workgroup memory, 256 invocations
+        let gpu = Tiling::for_adapter(wgpu::DeviceType::DiscreteGpu, &limits, None, None);
+        assert_eq!((gpu.workgroup, gpu.max_rows, gpu.floats), (256, 32, 4096));
+        let cpu = Tiling::for_adapter(wgpu::DeviceType::Cpu, &limits, None, None);
+        assert_eq!((cpu.workgroup, cpu.max_rows), (64, 64));
+        let big = wgpu::Limits {
+            max_compute_workgroup_storage_size: 64 * 1024,
+            ..limits.clone()
+        };
+        let asked = Tiling::for_adapter(wgpu::DeviceType::Other, &big, Some(1024), Some(500));
+        assert_eq!((asked.workgroup, asked.max_rows), (256, MAX_TILE_ROWS));
+        assert_eq!(asked.floats, 12288, "at most 48 KiB declared");
+    }
+
+    #[test]
     fn tile_blocks_do_not_overlap() {
         let a = Arch::new(3, vec![7, 5], Activation::Tanh, 2, 2).unwrap();
-        let plan = FusedPlan::new(&a, 4096, None).unwrap();
+        let plan = FusedPlan::new(
+            &a,
+            &Tiling {
+                workgroup: 64,
+                max_rows: 64,
+                floats: 4096,
+            },
+        )
+        .unwrap();
         let r = plan.tile_rows as u32;
         let d = &plan.desc;
         // layer l's input block is the block before its output block

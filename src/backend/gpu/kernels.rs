@@ -12,6 +12,7 @@
 use std::borrow::Cow;
 
 use super::context::Gpu;
+use super::fused::Tiling;
 use crate::error::Result;
 
 /// What a group-0 binding holds.
@@ -68,8 +69,8 @@ pub struct Kernels {
     pub fused_step: Kernel,
     pub fused_step_full: Kernel,
     pub fused_grad: Kernel,
-    /// Floats of workgroup memory `fused_step` declares (`TILE_FLOATS`).
-    pub tile_floats: usize,
+    /// The fused step's workgroup size and memory, and rows per tile at most.
+    pub tiling: Tiling,
 }
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -94,7 +95,7 @@ const FUSED_STEP_SLOTS: &[Slot] = &[
 pub const STEP_BYTES: u64 = 112;
 
 impl Kernels {
-    pub fn new(gpu: &Gpu) -> Result<Kernels> {
+    pub fn new(gpu: &Gpu, tiling: &Tiling) -> Result<Kernels> {
         gpu.scoped("creating the compute pipelines", || {
             let step_layout =
                 gpu.device
@@ -112,10 +113,12 @@ impl Kernels {
                         }],
                     });
             use Slot::*;
-            // The fused step's workgroup memory, declared at the adapter's size (FusedPlan
-            // sizes tiles to it).
-            let tile_floats = super::fused::tile_floats(gpu.limits.max_compute_workgroup_storage_size);
-            let tile = format!("const TILE_FLOATS: u32 = {tile_floats}u;");
+            // The fused step's workgroup memory and size, from the adapter (FusedPlan sizes
+            // tiles to them).
+            let tile = format!(
+                "const TILE_FLOATS: u32 = {}u;\nconst WG: u32 = {}u;",
+                tiling.floats, tiling.workgroup
+            );
             let k = |name: &'static str, source: &str, slots: &[Slot]| {
                 make(gpu, &step_layout, name, source, slots)
             };
@@ -158,7 +161,7 @@ impl Kernels {
                         ReadWrite,
                     ],
                 ),
-                tile_floats,
+                tiling: *tiling,
                 reduce_sum: k(
                     "reduce_sum",
                     include_str!("../../../shaders/reduce_sum.wgsl"),

@@ -36,7 +36,7 @@ use crate::backend::{
 };
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch, Covariance, LayerShape};
-pub use fused::FusedPlan;
+pub use fused::{FusedPlan, Tiling};
 use kernels::{Kernel, Kernels, STEP_BYTES};
 
 /// Rows per dispatch for forward-only passes (validation, evaluation, prediction).
@@ -154,18 +154,22 @@ pub enum GpuPath {
     Layered,
 }
 
-/// How the GPU backend trains: the path, and a cap on the fused path's rows per tile.
+/// How the GPU backend trains: the path, and the fused step's tiling where it should not be
+/// the adapter's default (`Tiling::for_adapter`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuOptions {
     pub path: GpuPath,
-    /// Rows per tile at most (below `fused::MAX_TILE_ROWS`); `None` for the adapter's fill.
+    /// Rows per tile at most (up to `fused::MAX_TILE_ROWS`).
     pub tile_rows: Option<usize>,
+    /// Invocations per workgroup of the fused step.
+    pub workgroup: Option<usize>,
 }
 
 impl GpuOptions {
-    /// The options `MDN_GPU_PATH` (`fused` or `layered`) and `MDN_GPU_TILE_ROWS` set, for
-    /// comparing the paths and tile sizes in `mdn bench` without rebuilding; the defaults
-    /// when unset. An unknown value is an error naming the variable.
+    /// The options `MDN_GPU_PATH` (`fused` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
+    /// and `MDN_GPU_WORKGROUP` (32, 64, 128 or 256) set, for comparing paths and tilings in
+    /// `mdn bench` without rebuilding; the defaults when unset. A bad value is an error
+    /// naming the variable.
     pub fn from_env() -> Result<GpuOptions> {
         let path = match std::env::var("MDN_GPU_PATH").as_deref() {
             Err(_) | Ok("") | Ok("fused") | Ok("auto") => GpuPath::Auto,
@@ -188,7 +192,22 @@ impl GpuOptions {
                 }
             },
         };
-        Ok(GpuOptions { path, tile_rows })
+        let workgroup = match std::env::var("MDN_GPU_WORKGROUP").as_deref() {
+            Err(_) | Ok("") => None,
+            Ok(v) => match v.parse::<usize>() {
+                Ok(n) if [32, 64, 128, 256].contains(&n) => Some(n),
+                _ => {
+                    return Err(Error::config(format!(
+                        "MDN_GPU_WORKGROUP={v}: expected 32, 64, 128 or 256"
+                    )));
+                }
+            },
+        };
+        Ok(GpuOptions {
+            path,
+            tile_rows,
+            workgroup,
+        })
     }
 }
 
@@ -475,7 +494,13 @@ impl GpuBackend {
     /// Opens the adapter `choice` asks for with explicit options.
     pub fn with_options(choice: DeviceChoice, options: GpuOptions) -> Result<GpuBackend> {
         let gpu = Gpu::open(choice)?;
-        let kernels = Kernels::new(&gpu)?;
+        let tiling = Tiling::for_adapter(
+            gpu.info.device_type,
+            &gpu.limits,
+            options.workgroup,
+            options.tile_rows,
+        );
+        let kernels = Kernels::new(&gpu, &tiling)?;
         Ok(GpuBackend {
             gpu,
             kernels,
@@ -488,9 +513,7 @@ impl GpuBackend {
     pub fn fused_plan(&self, arch: &Arch) -> Option<FusedPlan> {
         match self.options.path {
             GpuPath::Layered => None,
-            GpuPath::Auto => {
-                FusedPlan::new(arch, self.kernels.tile_floats, self.options.tile_rows)
-            }
+            GpuPath::Auto => FusedPlan::new(arch, &self.kernels.tiling),
         }
     }
 
