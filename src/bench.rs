@@ -107,6 +107,9 @@ pub struct BenchResult {
     pub last_train_nll: f64,
     /// Seconds per training step by kernel, whole step last (GPU backends).
     pub breakdown: Option<Vec<(String, f64)>>,
+    /// Kernel dispatches per training step (GPU backends): the fused step's 2, or the
+    /// layered path's one per layer and pass.
+    pub dispatches_per_step: Option<f64>,
 }
 
 /// Dense-layer flops of one training row: forward, weight gradients, and input gradients of
@@ -172,9 +175,11 @@ pub fn run(backend: &mut dyn Backend, spec: &BenchSpec, data: &Dataset) -> Resul
         times.push(started.elapsed().as_secs_f64());
         last = stats.train_nll;
     }
+    let dispatches_per_step = run.dispatches_per_step();
     let breakdown = run.profile_step(10)?;
     Ok(BenchResult {
         breakdown,
+        dispatches_per_step,
         ..result_of(spec, name, 1, data.rows, &arch, times, last)
     })
 }
@@ -225,9 +230,10 @@ pub fn run_members(
         times.push(started.elapsed().as_secs_f64());
         last = stats[0].train_nll;
     }
-    Ok(Some(result_of(
-        spec, name, members, data.rows, &arch, times, last,
-    )))
+    Ok(Some(BenchResult {
+        dispatches_per_step: run.dispatches_per_step(),
+        ..result_of(spec, name, members, data.rows, &arch, times, last)
+    }))
 }
 
 /// Times `members` networks of `spec` trained side by side on the CPU, `threads` threads
@@ -348,6 +354,7 @@ fn result_of(
         gflops: flops_per_row * all_rows / epoch_seconds / 1e9,
         last_train_nll: last,
         breakdown: None,
+        dispatches_per_step: None,
     }
 }
 
@@ -457,6 +464,21 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
                 truncate(&e.backend, 30),
                 e.members,
                 e.epoch_seconds / one.epoch_seconds
+            ));
+        }
+    }
+    for r in results.iter().filter(|r| r.members == 1) {
+        if let Some(d) = r.dispatches_per_step {
+            s.push_str(&format!(
+                "config {} on {}: {} dispatches per training step\n",
+                r.config,
+                truncate(&r.backend, 30),
+                // whole steps, or the average where the last batch differs
+                if d.fract() == 0.0 {
+                    format!("{d:.0}")
+                } else {
+                    format!("{d:.2}")
+                }
             ));
         }
     }

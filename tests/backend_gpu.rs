@@ -477,3 +477,130 @@ fn gpu_backends_made_and_dropped_on_several_threads_crashed_the_nvidia_driver() 
         }
     });
 }
+
+/// Three epochs of `c` (with `val` as the validation set) from a fixed order, on `b`: the
+/// NLL trajectory, the parameters after them, and the dispatches per training step.
+fn three_epochs(
+    b: &mut dyn Backend,
+    c: &mdn::check::Case,
+    val: &mdn::check::Case,
+    cfg: &StepConfig,
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
+    use mdn::backend::DataRef;
+    let (rows, val_rows) = (c.rows, val.rows);
+    let mut run = b
+        .start(
+            &c.arch,
+            &c.params,
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows,
+            },
+            Some(DataRef {
+                x: &val.x,
+                y: &val.y,
+                rows: val_rows,
+            }),
+        )
+        .unwrap();
+    let mut traj = Vec::new();
+    for epoch in 0..3u32 {
+        let order: Vec<u32> = (0..rows as u32)
+            .map(|i| (i * 7 + epoch) % rows as u32)
+            .collect();
+        let s = run.train_epoch(&order, cfg).unwrap();
+        assert!(s.finite);
+        traj.extend([s.train_nll, s.val_nll.unwrap()]);
+    }
+    let dispatches = run.dispatches_per_step();
+    (traj, run.current_params().unwrap(), dispatches)
+}
+
+#[test]
+fn the_fused_step_is_two_dispatches_three_with_clipping_and_the_layered_path_many() {
+    let Some(mut fused) = common::gpu() else {
+        return;
+    };
+    let Some(mut layered) = common::gpu_backend_layered() else {
+        return;
+    };
+    let c = common::random_case(1, &[64], mdn::layout::Activation::Relu, 5, 1, 600, 3);
+    let val = common::random_case(1, &[64], mdn::layout::Activation::Relu, 5, 1, 50, 4);
+    assert!(fused.fused_plan(&c.arch).is_some());
+    for (clip, want) in [(0.0, 2.0), (0.5, 3.0)] {
+        let cfg = StepConfig {
+            batch_size: 256,
+            clip_norm: clip,
+            ..StepConfig::default()
+        };
+        let (_, _, d) = three_epochs(&mut fused, &c, &val, &cfg);
+        assert_eq!(d, Some(want), "fused, clip_norm {clip}");
+        // config a's structure on the layered path: gather, 2 forward, head, loss sum, and
+        // per layer 2 weight-gradient passes (3 more below the head), Adam: 13
+        let (_, _, d) = three_epochs(layered.as_mut(), &c, &val, &cfg);
+        assert_eq!(d, Some(if clip > 0.0 { 14.0 } else { 13.0 }), "layered");
+    }
+}
+
+#[test]
+fn fused_tiles_of_any_size_train_as_the_cpu_does() {
+    // Tiles of 1, 3 and 64 rows (the last tile of each batch partial), diagonal and full
+    // covariance, relu and tanh, batches of 1, 50 and 783 (one batch of the whole data):
+    // each follows the CPU's trajectory, and the same tiling twice gives the same bits.
+    use mdn::layout::{Activation, Covariance};
+    let mut cpu = CpuBackend::new();
+    for (tile_rows, hidden, act, cov, batch) in [
+        (1, vec![5, 7], Activation::Tanh, Covariance::Diagonal, 50),
+        (3, vec![16, 8], Activation::Relu, Covariance::Full, 50),
+        (64, vec![16, 8], Activation::Relu, Covariance::Diagonal, 783),
+        (64, vec![33], Activation::Tanh, Covariance::Full, 1),
+    ] {
+        let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+            tile_rows: Some(tile_rows),
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let rows = if batch == 1 { 64 } else { 783 };
+        let c = mdn::check::random_case_with(3, &hidden, act, 3, 3, rows, 7, cov);
+        let val = mdn::check::random_case_with(3, &hidden, act, 3, 3, 50, 8, cov);
+        let plan = gpu.fused_plan(&c.arch).expect("fits a tile");
+        assert_eq!(plan.tile_rows, tile_rows);
+        let cfg = StepConfig {
+            batch_size: batch,
+            l2: 1e-3,
+            ..StepConfig::default()
+        };
+        let what = format!("{tile_rows}-row tiles, hidden {hidden:?}, {cov:?}, batch {batch}");
+        let (want, want_p, _) = three_epochs(&mut cpu, &c, &val, &cfg);
+        let (got, got_p, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+        assert_eq!(d, Some(2.0), "{what}");
+        mdn::check::TRAJECTORY_TOL.assert_close(&format!("NLL, {what}"), &got, &want);
+        Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters, {what}"), &got_p, &want_p);
+        let (again, again_p, _) = three_epochs(&mut gpu, &c, &val, &cfg);
+        assert_eq!((got, got_p), (again, again_p), "same bits, {what}");
+    }
+}
+
+#[test]
+fn models_too_wide_for_a_tile_train_on_the_layered_path() {
+    // 3,200 hidden units need more than 12 KiB a row: not even 4 rows fit 32 KiB of
+    // workgroup memory (lavapipe's) or the 48 KiB the fused step declares at most (NVIDIA's),
+    // so the model takes the layered path and still follows the CPU.
+    let Some(mut gpu) = common::gpu() else {
+        return;
+    };
+    let c = common::random_case(2, &[3200], mdn::layout::Activation::Relu, 2, 1, 40, 5);
+    let val = common::random_case(2, &[3200], mdn::layout::Activation::Relu, 2, 1, 10, 6);
+    assert_eq!(gpu.fused_plan(&c.arch), None);
+    let cfg = StepConfig {
+        batch_size: 16,
+        ..StepConfig::default()
+    };
+    let (want, want_p, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
+    let (got, got_p, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+    assert!(d.unwrap() > 3.0, "layered dispatches: {d:?}");
+    mdn::check::TRAJECTORY_TOL.assert_close("NLL, layered fallback", &got, &want);
+    Tolerance::new(1e-4, 1e-3).assert_close("parameters, layered fallback", &got_p, &want_p);
+}

@@ -20,7 +20,7 @@ pub mod cpu;
 pub mod gpu;
 
 pub use cpu::CpuBackend;
-pub use gpu::{DeviceChoice, GpuBackend};
+pub use gpu::{DeviceChoice, GpuBackend, GpuOptions, GpuPath};
 
 use crate::error::Result;
 use crate::layout::Arch;
@@ -291,6 +291,12 @@ pub trait TrainRun {
         let _ = reps;
         Ok(None)
     }
+
+    /// Kernel dispatches per training step of the last epoch (a GPU's structure: the fused
+    /// step is 2, 3 with clipping); `None` where the backend has no dispatches.
+    fn dispatches_per_step(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// A run of several networks trained together ([`Backend::start_members`]). Member m's
@@ -329,6 +335,12 @@ pub trait MembersRun {
 
     /// Continues from saved states, one per member, all at the same Adam step.
     fn load_state(&mut self, states: &[TrainState]) -> Result<()>;
+
+    /// Kernel dispatches per training step of the last epoch (every member's in the same
+    /// dispatches); `None` where the backend has no dispatches.
+    fn dispatches_per_step(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// What `--device auto` picks on this machine, and why: a hardware GPU if there is one,

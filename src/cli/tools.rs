@@ -33,7 +33,8 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         };
         s.push_str(&format!(
             "{kind:<9} {} ({}, {}), driver {} {}\n          max storage binding {} MiB, max buffer {} MiB, \
-             workgroups/dim {}, invocations/workgroup {}, storage buffers/stage {}, subgroup size {}..{}\n",
+             workgroups/dim {}, invocations/workgroup {}, storage buffers/stage {}, subgroup size {}..{}, \
+             workgroup memory {} KiB\n          fused training step: {} invocations a workgroup, up to {} rows a tile in {} KiB\n",
             ad.name,
             ad.backend,
             ad.device_type,
@@ -46,6 +47,10 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
             ad.max_storage_buffers_per_shader_stage,
             ad.subgroup_min_size,
             ad.subgroup_max_size,
+            ad.max_compute_workgroup_storage_size >> 10,
+            ad.fused_workgroup,
+            ad.fused_max_tile_rows,
+            ad.fused_tile_floats * 4 >> 10,
         ));
     }
     s.push_str(&format!("--device auto picks {why}\n"));

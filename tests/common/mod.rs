@@ -14,13 +14,28 @@ pub fn gpu_backend() -> Option<Box<dyn mdn::backend::Backend>> {
 /// The same adapter as [`gpu_backend`], as the concrete type (for tests that reach into the
 /// device: readback counters, a deliberately lost device).
 pub fn gpu() -> Option<mdn::backend::GpuBackend> {
+    gpu_with(mdn::backend::GpuOptions::default())
+}
+
+/// The GPU backend on the layered path (a dispatch per layer and pass), which trains the
+/// models too wide for the fused step's tiles.
+pub fn gpu_backend_layered() -> Option<Box<dyn mdn::backend::Backend>> {
+    gpu_with(mdn::backend::GpuOptions {
+        path: mdn::backend::GpuPath::Layered,
+        ..Default::default()
+    })
+    .map(|b| Box::new(b) as Box<dyn mdn::backend::Backend>)
+}
+
+/// [`gpu`] with explicit options (the path, the fused step's tiling).
+pub fn gpu_with(options: mdn::backend::GpuOptions) -> Option<mdn::backend::GpuBackend> {
     use mdn::backend::{DeviceChoice, GpuBackend};
     let choice = match std::env::var("MDN_TEST_DEVICE").as_deref() {
         Ok("gpu") => DeviceChoice::Gpu,
         Ok("auto") => DeviceChoice::Auto,
         _ => DeviceChoice::Software,
     };
-    match GpuBackend::new(choice) {
+    match GpuBackend::with_options(choice, options) {
         Ok(b) => Some(b),
         Err(e) => {
             if std::env::var("MDN_REQUIRE_GPU").is_ok_and(|v| v == "1") {

@@ -48,6 +48,13 @@ pub struct AdapterSummary {
     pub min_uniform_buffer_offset_alignment: u32,
     pub subgroup_min_size: u32,
     pub subgroup_max_size: u32,
+    /// Workgroup memory in bytes, and the fused training step's default tiling on this
+    /// adapter (`fused::Tiling::for_adapter`): invocations per workgroup, rows a tile at
+    /// most, floats of workgroup memory it declares.
+    pub max_compute_workgroup_storage_size: u32,
+    pub fused_workgroup: usize,
+    pub fused_max_tile_rows: usize,
+    pub fused_tile_floats: usize,
 }
 
 impl AdapterSummary {
@@ -94,6 +101,7 @@ fn summary(a: &wgpu::Adapter) -> AdapterSummary {
     let info = a.get_info();
     let l = a.limits();
     let (subgroup_min_size, subgroup_max_size) = (info.subgroup_min_size, info.subgroup_max_size);
+    let tiling = super::fused::Tiling::for_adapter(info.device_type, &l, None, None);
     AdapterSummary {
         name: info.name,
         backend: format!("{:?}", info.backend),
@@ -109,6 +117,10 @@ fn summary(a: &wgpu::Adapter) -> AdapterSummary {
         min_uniform_buffer_offset_alignment: l.min_uniform_buffer_offset_alignment,
         subgroup_min_size,
         subgroup_max_size,
+        max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
+        fused_workgroup: tiling.workgroup,
+        fused_max_tile_rows: tiling.max_rows,
+        fused_tile_floats: tiling.floats,
     }
 }
 

@@ -72,7 +72,10 @@ impl Tiling {
             max_rows: max_rows
                 .unwrap_or(if cpu { 64 } else { 32 })
                 .clamp(1, MAX_TILE_ROWS),
-            floats: (limits.max_compute_workgroup_storage_size.min(MAX_TILE_BYTES) / 4) as usize,
+            floats: (limits
+                .max_compute_workgroup_storage_size
+                .min(MAX_TILE_BYTES)
+                / 4) as usize,
         }
     }
 }
@@ -203,8 +206,14 @@ mod tests {
             floats,
         };
         let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
-        assert_eq!(FusedPlan::new(&b, &tiling(12288, 32)).unwrap().tile_rows, 32);
-        assert_eq!(FusedPlan::new(&b, &tiling(12288, 64)).unwrap().tile_rows, 62);
+        assert_eq!(
+            FusedPlan::new(&b, &tiling(12288, 32)).unwrap().tile_rows,
+            32
+        );
+        assert_eq!(
+            FusedPlan::new(&b, &tiling(12288, 64)).unwrap().tile_rows,
+            62
+        );
         assert_eq!(FusedPlan::new(&b, &tiling(4096, 32)).unwrap().tile_rows, 20);
         assert!(
             FusedPlan::new(&b, &tiling(700, 32)).is_none(),
@@ -261,7 +270,11 @@ mod tests {
         assert_eq!(layer(2, 6), layer(1, 7));
         assert_eq!(layer(2, 7), layer(1, 7) + 5 * r);
         let head = a.head_width() as u32;
-        assert_eq!(d[8], layer(2, 7) + head * r, "head gradient after the head's outputs");
+        assert_eq!(
+            d[8],
+            layer(2, 7) + head * r,
+            "head gradient after the head's outputs"
+        );
         assert_eq!(d[7], d[8] + head * r, "targets after the head gradient");
         assert_eq!(d[9], d[7] + 2 * r, "log-likelihoods after the targets");
         assert!((d[9] + r) as usize <= 4096);

@@ -1035,11 +1035,7 @@ impl Encoder<'_> {
                     Some(c) => f.chunk[c].as_ref().expect("a streamed run"),
                     None => &f.train,
                 };
-                self.dispatch_1d(
-                    k.fused(g.full_covariance),
-                    source,
-                    plan.tiles(rows) as u32,
-                );
+                self.dispatch_1d(k.fused(g.full_covariance), source, plan.tiles(rows) as u32);
                 self.dispatch_1d(&k.fused_grad, &f.grad, plan.grad_groups() as u32);
                 if clip {
                     self.dispatch_1d(&k.adam, &f.adam, div_ceil(run.n_params, 64));
@@ -1575,6 +1571,10 @@ impl TrainRun for GpuRun<'_> {
     fn profile_step(&mut self, reps: usize) -> Result<Option<Vec<(String, f64)>>> {
         self.profile_kernels(reps).map(Some)
     }
+
+    fn dispatches_per_step(&self) -> Option<f64> {
+        self.run.dispatches_per_step
+    }
 }
 
 /// Ensemble members trained together on the GPU: a run whose buffers hold every member.
@@ -1583,6 +1583,10 @@ struct GpuMembers<'a>(GpuRun<'a>);
 impl MembersRun for GpuMembers<'_> {
     fn members(&self) -> usize {
         self.0.run.members
+    }
+
+    fn dispatches_per_step(&self) -> Option<f64> {
+        self.0.run.dispatches_per_step
     }
 
     fn train_epoch(
@@ -1736,11 +1740,8 @@ impl GpuRun<'_> {
             v.push(&k.adam);
             v
         };
-        let names: Vec<Option<&'static str>> = kernels
-            .iter()
-            .map(|k| Some(k.name))
-            .chain([None])
-            .collect();
+        let names: Vec<Option<&'static str>> =
+            kernels.iter().map(|k| Some(k.name)).chain([None]).collect();
         // Step record 0 is the epoch's first batch: a full one.
         let rows = self.first_batch_rows;
         let mut out = Vec::new();
