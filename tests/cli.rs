@@ -1041,6 +1041,14 @@ fn bench_prints_figures_for_each_backend() {
         assert!(r["rows_per_sec"].as_f64().unwrap() > 0.0);
         assert!(r["gflops"].as_f64().unwrap() > 0.0);
         assert!(r["last_train_nll"].as_f64().unwrap().is_finite());
+        // The GPU's structure: the fused step is 2 dispatches on every config (the issue's
+        // goal: at most 3); the CPU has none.
+        let want = if r["backend"].as_str().unwrap().starts_with("cpu") {
+            serde_json::Value::Null
+        } else {
+            serde_json::json!(2.0)
+        };
+        assert_eq!(r["dispatches_per_step"], want, "{r}");
     }
     assert_eq!(v["ceilings"].as_array().unwrap().len(), backends);
     let out = mdn(dir.path(), &["bench", "--config", "z", "--devices", "cpu"]);
@@ -3355,4 +3363,39 @@ fn predict_refused_data_whose_unused_target_column_was_empty() {
         err.contains("new.csv:2:2 (column 'y'): empty cell"),
         "{err}"
     );
+}
+
+#[test]
+fn probing_for_a_gpu_printed_mesa_xdg_runtime_dir_errors() {
+    // Without a desktop session, Mesa's device-select layer printed "error: XDG_RUNTIME_DIR
+    // is invalid or not set in the environment." twice on every command that probed for a
+    // GPU (train, eval, predict, sample, plot with --device auto), which read as mdn's own
+    // error. mdn now turns that layer off unless NODEVICE_SELECT is set, and plot with
+    // --device auto computes on the CPU without probing.
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("MDN_DEVICE")
+            .env_remove("NODEVICE_SELECT")
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .expect("run mdn");
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "mdn {args:?}: {err}");
+        assert!(
+            !err.contains("XDG_RUNTIME_DIR"),
+            "mdn {args:?} printed: {err}"
+        );
+    };
+    let data = asset("bishop.csv");
+    let data = data.to_str().unwrap();
+    quiet(&["train", "--data", data, "--epochs", "1", "--quiet"]);
+    quiet(&["eval", "--data", data]);
+    quiet(&["predict", "--data", data, "--out", "p.csv"]);
+    quiet(&["sample", "--data", data, "--out", "s.csv"]);
+    quiet(&["plot", "--out", "f.png", "--quiet"]);
+    quiet(&["info"]);
+    quiet(&["devices"]);
 }

@@ -32,6 +32,7 @@ pub enum Exit {
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 pub fn main() -> ExitCode {
+    quiet_device_select();
     // Negative numbers are values (`--lr -0.001` is then refused with --lr's own message),
     // never taken for options.
     let command = Cli::command().mut_subcommands(|s| s.allow_negative_numbers(true));
@@ -79,5 +80,17 @@ pub fn main() -> ExitCode {
             progress::message(&format!("error: {e}"));
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+/// Mesa's Vulkan device-select layer prints "error: XDG_RUNTIME_DIR is invalid or not set in
+/// the environment." on every Vulkan instance when there is no desktop session, which reads
+/// as mdn's own error. It only reorders adapters, which mdn picks itself, so it is turned off
+/// (`NODEVICE_SELECT=1`) unless the user set that variable. Done first in `main`, while the
+/// process has one thread, so that changing the environment is sound.
+fn quiet_device_select() {
+    if std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: no other thread exists yet to read the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

@@ -143,7 +143,16 @@ pub fn plot(a: PlotArgs) -> Result<()> {
         panel: a.panel,
         size: a.size,
     };
-    let mut backend = open_backend(a.device)?;
+    // A figure's evaluations are small: with --device auto the CPU backend computes them,
+    // without probing for a GPU.
+    let device = match a.device.device {
+        backend::DeviceChoice::Auto => DeviceArg {
+            device: backend::DeviceChoice::Cpu,
+            ..a.device
+        },
+        _ => a.device,
+    };
+    let mut backend = open_backend(device)?;
     figure.render(backend.as_mut(), &a.out)?;
     if !a.quiet {
         message(&format!(

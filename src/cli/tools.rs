@@ -50,7 +50,7 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
             ad.max_compute_workgroup_storage_size >> 10,
             ad.fused_workgroup,
             ad.fused_max_tile_rows,
-            ad.fused_tile_floats * 4 >> 10,
+            (ad.fused_tile_floats * 4) >> 10,
         ));
     }
     s.push_str(&format!("--device auto picks {why}\n"));

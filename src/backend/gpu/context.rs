@@ -191,10 +191,29 @@ struct Sink {
     lost: Option<String>,
 }
 
+/// Devices are opened and closed one at a time in the process. On an H200 the whole
+/// `backend_gpu` suite at 16 test threads hung in about 1 run of 3 with one thread inside
+/// `vkDestroyDevice` and the others waiting on the Vulkan loader's lock or inside the driver:
+/// device creation and destruction on several threads at once is where the loader and the
+/// driver meet, so mdn never does two of them at once (training itself runs in parallel).
+static DEVICE_LIFECYCLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        let _one_at_a_time = DEVICE_LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: dropped once, here, and never used after.
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut self.queue);
+            std::mem::ManuallyDrop::drop(&mut self.device);
+        }
+    }
+}
+
 /// An open device with its queue, limits and error capture.
 pub struct Gpu {
-    pub device: wgpu::Device,
-    pub queue: wgpu::Queue,
+    /// Dropped under `DEVICE_LIFECYCLE` (see `Drop for Gpu`).
+    pub device: std::mem::ManuallyDrop<wgpu::Device>,
+    pub queue: std::mem::ManuallyDrop<wgpu::Queue>,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
     sink: Arc<Mutex<Sink>>,
@@ -210,6 +229,7 @@ impl Gpu {
         let adapter = pick_adapter(choice)?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let lifecycle = DEVICE_LIFECYCLE.lock().unwrap_or_else(|p| p.into_inner());
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("mdn device"),
             required_limits: limits.clone(),
@@ -234,9 +254,10 @@ impl Gpu {
             s.lock().unwrap_or_else(|p| p.into_inner()).lost =
                 Some(format!("{reason:?}: {message}"));
         });
+        drop(lifecycle);
         Ok(Gpu {
-            device,
-            queue,
+            device: std::mem::ManuallyDrop::new(device),
+            queue: std::mem::ManuallyDrop::new(queue),
             info,
             limits,
             sink,

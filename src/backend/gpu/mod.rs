@@ -2,24 +2,36 @@
 //! lavapipe software adapter).
 //!
 //! Parameters, gradients, Adam's moments, the best parameters and the epoch's data live in
-//! GPU buffers for a whole run. An epoch is encoded as one stream of dispatches — per batch:
-//! gather, dense forward per layer, the fused mixture head, a deterministic loss reduction,
-//! then per layer from the head down: weight gradients over row slices and their ordered sum
-//! (with L2), and for layers above the first the gradient to the inputs (transpose the
-//! weights, run `dense_forward` on them, multiply by the activation's derivative); then
-//! Adam — followed by the validation pass and a finite check, and
-//! the host reads back once per epoch (the per-batch loss sums, the validation sums and the
-//! finite flag). Per-batch values (row count, offsets, Adam's bias corrections) are 64-byte
-//! `Step` records in one uniform buffer, selected with a dynamic offset.
+//! GPU buffers for a whole run. An epoch is encoded as one stream of dispatches, followed by
+//! the validation pass and a finite check; the host reads back once per epoch (the per-batch
+//! loss sums, the validation sums and the finite flag). Per-batch values (row count, offsets,
+//! Adam's bias corrections) are 112-byte `Step` records in one uniform buffer, selected with a
+//! dynamic offset.
 //!
-//! Reductions over the batch are sequential per output element, ordered sums of row slices,
-//! or tree reductions in workgroup memory, never float atomics, so the same seed on the same
-//! device gives the same bits.
+//! A training step takes one of two paths, side by side here:
+//! - **Fused** (`fused.rs`, `shaders/fused_step.wgsl`, `shaders/fused_grad.wgsl`): wherever
+//!   the model's activations fit a tile of rows in workgroup memory. `fused_step` takes each
+//!   tile through gather, forward, head and backward in one workgroup and writes the tile's
+//!   partial gradient; `fused_grad` sums the tiles in order, adds L2 and applies Adam. Two
+//!   dispatches a step, three with gradient-norm clipping (`adam` then applies the step from
+//!   `fused_grad`'s per-workgroup sums of squares). The validation pass is one `fused_step`
+//!   dispatch without the backward pass, a statistics slot per tile.
+//! - **Layered** (every other kernel): for models too wide for a tile (or `GpuPath::Layered`):
+//!   per batch gather, dense forward per layer, the mixture head, a loss reduction, then per
+//!   layer from the head down weight gradients over row slices and their ordered sum (with
+//!   L2), and for layers above the first the gradient to the inputs (transpose the weights,
+//!   run `dense_forward` on them, multiply by the activation's derivative); then Adam. The
+//!   single operations (`forward`, `loglik`) and evaluation use its kernels too.
 //!
-//! Why the gradient to the inputs reuses `dense_forward`: a dedicated kernel with the same
-//! 4x4-tile structure ran 3 to 5 times slower on lavapipe for reasons we could not pin down
-//! (see `mdn bench`'s per-kernel profile); transposing the weights (a few thousand values per
-//! step) and reusing the forward kernel made config (b) 1.7x faster there.
+//! Reductions over the batch are sequential per output element, ordered sums of row slices or
+//! tiles, or tree reductions in workgroup memory, never float atomics, so the same seed on the
+//! same device gives the same bits (the fused tile size depends on the adapter: a different
+//! adapter may sum in a different order).
+//!
+//! Why the layered gradient to the inputs reuses `dense_forward`: a dedicated kernel with the
+//! same 4x4-tile structure ran 3 to 5 times slower on lavapipe for reasons we could not pin
+//! down (see `mdn bench`'s per-kernel profile); transposing the weights (a few thousand values
+//! per step) and reusing the forward kernel made config (b) 1.7x faster there.
 
 mod context;
 mod fused;
@@ -138,9 +150,12 @@ fn div_ceil(a: usize, b: usize) -> u32 {
 
 /// The GPU backend.
 pub struct GpuBackend {
-    gpu: Gpu,
+    // Fields drop in order: the pipelines before the device they belong to, so that the
+    // device is the last of its resources and is destroyed inside `Gpu`'s drop, one at a
+    // time in the process (see `context::DEVICE_LIFECYCLE`).
     kernels: Kernels,
     options: GpuOptions,
+    gpu: Gpu,
 }
 
 /// Which kernels train a model on the GPU.
@@ -502,9 +517,9 @@ impl GpuBackend {
         );
         let kernels = Kernels::new(&gpu, &tiling)?;
         Ok(GpuBackend {
-            gpu,
             kernels,
             options,
+            gpu,
         })
     }
 
