@@ -406,7 +406,9 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
 
 #[test]
 fn full_covariance_members_trained_together_are_the_single_runs_of_their_seeds() {
-    // The full-covariance head with members: 3 targets, 2 members, 50 rows a batch.
+    // The full-covariance head with members: 3 targets, 2 members, 50 rows a batch, and
+    // gradient-norm clipping tight enough to act (each member's norm from its own sums of
+    // squares: on the fused path, its own workgroups' partial sums).
     let Some(mut gpu) = gpu_backend() else { return };
     let data = mdn::synth::generate(mdn::synth::Kind::Correlated, 600, 1);
     let (tr, val) = split_validation(&data, 0.15, 2).unwrap();
@@ -417,6 +419,7 @@ fn full_covariance_members_trained_together_are_the_single_runs_of_their_seeds()
         covariance: mdn::layout::Covariance::Full,
         step: StepConfig {
             batch_size: 50,
+            clip_norm: 0.3,
             ..StepConfig::default()
         },
         ..TrainOptions::default()
@@ -558,6 +561,7 @@ fn fused_tiles_of_any_size_train_as_the_cpu_does() {
     ] {
         let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
             tile_rows: Some(tile_rows),
+            path: mdn::backend::GpuPath::Fused,
             ..Default::default()
         }) else {
             return;

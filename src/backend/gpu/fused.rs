@@ -39,7 +39,7 @@ pub const GRAD_WORKGROUP: usize = 256;
 
 /// How the fused step is laid out on one adapter: workgroup size, rows per tile at most, and
 /// the workgroup memory it declares. Fixed when the backend opens the device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tiling {
     /// Invocations per workgroup of `fused_step` (its WGSL `WG`).
     pub workgroup: usize,
@@ -47,7 +47,18 @@ pub struct Tiling {
     pub max_rows: usize,
     /// Floats of workgroup memory `fused_step` declares (`TILE_FLOATS`).
     pub floats: usize,
+    /// The most dense-layer flops a training step may have to take the fused path (on a CPU
+    /// adapter); `None`: any step. See [`CPU_FUSED_MAX_STEP_FLOPS`].
+    pub fused_max_step_flops: Option<f64>,
 }
+
+/// On a CPU adapter (lavapipe) the fused step pays off only for small steps: it saves the
+/// layered path's 13-20 dispatches of about 0.03-0.05 ms each, but lavapipe runs its
+/// arithmetic 2-3x slower than the layered kernels' (measured on config b: a fused step of
+/// 90-97 ms against 39 ms; config a, 1.5 MFLOP a step, trains 1.1-1.7x faster fused, config
+/// b256, 9.8 MFLOP, 1.1-1.3x slower). Steps above this many dense-layer flops take the layered
+/// path there. On a GPU every step that fits a tile is fused.
+pub const CPU_FUSED_MAX_STEP_FLOPS: f64 = 4e6;
 
 impl Tiling {
     /// The tiling for an adapter of type `device_type` with these limits; `workgroup` and
@@ -76,6 +87,7 @@ impl Tiling {
                 .max_compute_workgroup_storage_size
                 .min(MAX_TILE_BYTES)
                 / 4) as usize,
+            fused_max_step_flops: cpu.then_some(CPU_FUSED_MAX_STEP_FLOPS),
         }
     }
 }
@@ -204,6 +216,7 @@ mod tests {
             workgroup: 256,
             max_rows,
             floats,
+            fused_max_step_flops: None,
         };
         let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
         assert_eq!(
@@ -237,8 +250,10 @@ mod tests {
         let limits = wgpu::Limits::default(); // 16 KiB of workgroup memory, 256 invocations
         let gpu = Tiling::for_adapter(wgpu::DeviceType::DiscreteGpu, &limits, None, None);
         assert_eq!((gpu.workgroup, gpu.max_rows, gpu.floats), (256, 32, 4096));
+        assert_eq!(gpu.fused_max_step_flops, None);
         let cpu = Tiling::for_adapter(wgpu::DeviceType::Cpu, &limits, None, None);
         assert_eq!((cpu.workgroup, cpu.max_rows), (64, 64));
+        assert_eq!(cpu.fused_max_step_flops, Some(CPU_FUSED_MAX_STEP_FLOPS));
         let big = wgpu::Limits {
             max_compute_workgroup_storage_size: 64 * 1024,
             ..limits.clone()
@@ -257,6 +272,7 @@ mod tests {
                 workgroup: 64,
                 max_rows: 64,
                 floats: 4096,
+                fused_max_step_flops: None,
             },
         )
         .unwrap();

@@ -161,9 +161,12 @@ pub struct GpuBackend {
 /// Which kernels train a model on the GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GpuPath {
-    /// The fused step wherever the model fits a tile (`FusedPlan`), else the layered kernels.
+    /// The fused step wherever the model fits a tile (`FusedPlan`) and the adapter favours
+    /// it for the batch (`GpuBackend::fused_for`), else the layered kernels.
     #[default]
     Auto,
+    /// The fused step wherever the model fits a tile, whatever the adapter.
+    Fused,
     /// The layered kernels always: a dispatch per layer and pass (the fallback, kept
     /// selectable to compare the two and to test both).
     Layered,
@@ -181,17 +184,18 @@ pub struct GpuOptions {
 }
 
 impl GpuOptions {
-    /// The options `MDN_GPU_PATH` (`fused` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
+    /// The options `MDN_GPU_PATH` (`auto`, `fused` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
     /// and `MDN_GPU_WORKGROUP` (32, 64, 128 or 256) set, for comparing paths and tilings in
     /// `mdn bench` without rebuilding; the defaults when unset. A bad value is an error
     /// naming the variable.
     pub fn from_env() -> Result<GpuOptions> {
         let path = match std::env::var("MDN_GPU_PATH").as_deref() {
-            Err(_) | Ok("") | Ok("fused") | Ok("auto") => GpuPath::Auto,
+            Err(_) | Ok("") | Ok("auto") => GpuPath::Auto,
+            Ok("fused") => GpuPath::Fused,
             Ok("layered") => GpuPath::Layered,
             Ok(other) => {
                 return Err(Error::config(format!(
-                    "MDN_GPU_PATH={other}: expected fused or layered"
+                    "MDN_GPU_PATH={other}: expected auto, fused or layered"
                 )));
             }
         };
@@ -412,6 +416,9 @@ struct Work {
     /// The fused path's per-tile partial gradients and sums of squares
     /// (`FusedPlan::partial_len`); `None` on the layered path.
     fused: Option<wgpu::Buffer>,
+    /// Whether these buffers were made for the fused path (`fused` is `None` all the same
+    /// when the partial gradients would not fit).
+    fused_wanted: bool,
 }
 
 impl Work {
@@ -436,6 +443,7 @@ impl Work {
             .filter(|&n| 4 * n <= limit.min(fused::PARTIAL_BUDGET_BYTES));
         let layered = |n: usize| if fused_len.is_some() { 1 } else { n };
         Ok(Work {
+            fused_wanted: plan.is_some(),
             fused: fused_len
                 .map(|n| g.storage("fused partial gradients", n))
                 .transpose()?,
@@ -523,13 +531,29 @@ impl GpuBackend {
         })
     }
 
-    /// How `arch` would train on this device: on the fused path (its plan), or `None` for
-    /// the layered kernels.
+    /// How `arch` fits the fused step on this device (its plan), or `None` when it does not
+    /// (or the layered path was asked for).
     pub fn fused_plan(&self, arch: &Arch) -> Option<FusedPlan> {
         match self.options.path {
             GpuPath::Layered => None,
-            GpuPath::Auto => FusedPlan::new(arch, &self.kernels.tiling),
+            GpuPath::Auto | GpuPath::Fused => FusedPlan::new(arch, &self.kernels.tiling),
         }
+    }
+
+    /// Whether batches of `batch` rows of `arch` take the fused path here: wherever the
+    /// model fits a tile, except that on an adapter with `Tiling::fused_max_step_flops` (a
+    /// CPU adapter) larger steps take the layered path, unless `GpuPath::Fused` asks.
+    pub fn fused_for(&self, arch: &Arch, batch: usize) -> bool {
+        let flops = crate::bench::train_flops_per_row(arch) * batch as f64;
+        self.fused_plan(arch).is_some()
+            && match self.options.path {
+                GpuPath::Fused => true,
+                _ => self
+                    .kernels
+                    .tiling
+                    .fused_max_step_flops
+                    .is_none_or(|most| flops <= most),
+            }
     }
 
     /// The open device.
@@ -1898,10 +1922,14 @@ impl GpuBackend {
             )));
         }
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
-        let regrown = run.work.cap < cap;
+        // The path of this epoch's steps: the fused one where this adapter favours it for a
+        // batch of this size (and the model fits a tile).
+        let plan = run.plan.as_ref().filter(|_| self.fused_for(&run.arch, b));
+        let regrown = run.work.cap < cap || plan.is_some() != run.work.fused_wanted;
         if regrown {
-            // Regrow the work buffers for this batch size; the state buffers stay.
-            run.work = Work::new(&self.gpu, &run.arch, cap, run.members, run.plan.as_ref())?;
+            // Regrow the work buffers for this batch size and path; the state buffers stay.
+            let cap = cap.max(run.work.cap);
+            run.work = Work::new(&self.gpu, &run.arch, cap, run.members, plan)?;
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
