@@ -8,50 +8,65 @@
 #     path for the before/after, and a sweep of the fused tiling (rows a tile, workgroup);
 #  4. the JAX (jit + scan) and PyTorch CUDA peers on the same configs;
 #  5. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
+#
+# DRY=1 runs the same steps on the software adapter with tiny sizes (to try the script on a
+# machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mdn-device}
+if [ "${DRY:-0}" = 1 ]; then
+    G=software; TEST_DEVICE=software; ROWS="--rows 3000 --epochs 2"; SWEEP_ROWS=3000; PEER_N=3000
+else
+    G=gpu; TEST_DEVICE=gpu; ROWS=""; SWEEP_ROWS=200000; PEER_N=""
+fi
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
 ldconfig
-if ! ./.device/mdn devices | grep -q '^gpu'; then
+# The test binaries find assets/ and tests/fixtures/ through the path they were built in.
+built_in=$(cat .device/built_in)
+if [ "$built_in" != "$PWD" ] && [ ! -e "$built_in" ]; then
+    mkdir -p "$(dirname "$built_in")"
+    ln -sfn "$PWD" "$built_in"
+fi
+if [ $G = gpu ] && ! ./.device/mdn devices | grep -q '^gpu'; then
     export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
 fi
 M=./.device/mdn
 step() { echo "=== $* ($(date +%T))"; }
 step devices; $M devices | tee "$OUT/devices.txt"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm --format=csv | tee -a "$OUT/devices.txt"
-step check; timeout 120 $M check --device gpu > "$OUT/check.txt" 2>&1; tail -3 "$OUT/check.txt"
+step check; timeout 120 $M check --device $G > "$OUT/check.txt" 2>&1; tail -3 "$OUT/check.txt"
 step suites
 for t in backend_gpu backend_gpu_layered ensemble streaming; do
-    MDN_TEST_DEVICE=gpu MDN_REQUIRE_GPU=1 timeout 120 ./.device/tests/$t --test-threads 8 \
+    MDN_TEST_DEVICE=$TEST_DEVICE MDN_REQUIRE_GPU=1 timeout 120 ./.device/tests/$t --test-threads 8 \
         > "$OUT/test_$t.txt" 2>&1
     echo "$t: exit $? $(grep 'test result' "$OUT/test_$t.txt")"
 done
-step bench fused; timeout 200 $M bench --devices gpu,cpu --threads 16 --ensemble 5 \
+step bench fused; timeout 200 $M bench --devices $G,cpu --threads 16 --ensemble 5 $ROWS \
     > "$OUT/bench_fused.txt" 2>&1; cat "$OUT/bench_fused.txt" | grep -v '^config .* on .*: [0-9]* rows'
-step bench layered; MDN_GPU_PATH=layered timeout 60 $M bench --devices gpu --config a,a4096,b256,b \
+step bench layered; MDN_GPU_PATH=layered timeout 60 $M bench --devices $G --config a,a4096,b256,b $ROWS \
     > "$OUT/bench_layered.txt" 2>&1; grep -E '^(a|b)' "$OUT/bench_layered.txt"
 step tiling sweep
 for wg in 64 256; do for r in 8 16 32 64; do
-    line=$(MDN_GPU_WORKGROUP=$wg MDN_GPU_TILE_ROWS=$r timeout 40 $M bench --devices gpu \
-        --config a,b256,b --rows 200000 --epochs 3 --json 2>/dev/null |
-        python3 -c 'import json,sys; print(" ".join("%s %.3gM" % (r["config"], r["rows_per_sec"]/1e6) for r in json.load(sys.stdin)["results"]))')
+    line=$(MDN_GPU_PATH=fused MDN_GPU_WORKGROUP=$wg MDN_GPU_TILE_ROWS=$r timeout 40 $M bench \
+        --devices $G --config a,b256,b --rows $SWEEP_ROWS --epochs 3 --json 2>/dev/null |
+        python3 2>/dev/null -c 'import json,sys; print(" ".join("%s %.3gM" % (r["config"], r["rows_per_sec"]/1e6) for r in json.load(sys.stdin)["results"]))')
     echo "workgroup $wg, rows $r: $line" | tee -a "$OUT/sweep.txt"
 done; done
 step peers
 cd .device/peers
 for c in "bishop 100000 5 64 256" "bishop 100000 5 64 4096" "wide 1000000 2 64,64 256" "wide 1000000 2 64,64 4096"; do
     set -- $c
-    timeout 90 python3 jax_mdn.py --platform gpu --data $1 --n $2 --epochs $3 --hidden $4 --batch $5 --quiet \
+    [ -n "$PEER_N" ] && set -- $1 $PEER_N $3 $4 $5
+    timeout 90 python3 jax_mdn.py --platform ${G/software/cpu} --data $1 --n $2 --epochs $3 --hidden $4 --batch $5 --quiet \
         2>/dev/null | tail -1 | sed "s/^/jax $1 b$5: /" | tee -a "$OUT/peers.txt"
-    timeout 60 python3 torch_mdn.py --device cuda --data $1 --n $2 --epochs $3 --hidden $4 --batch $5 --quiet \
+    timeout 60 python3 torch_mdn.py --device $([ $G = gpu ] && echo cuda || echo cpu) --data $1 --n $2 --epochs $3 --hidden $4 --batch $5 --quiet \
         2>/dev/null | tail -1 | sed "s/^/torch $1 b$5: /" | tee -a "$OUT/peers.txt"
 done
 cd ../..
 step hang check
 for i in 1 2 3; do
-    MDN_TEST_DEVICE=gpu MDN_REQUIRE_GPU=1 timeout 60 ./.device/tests/backend_gpu --test-threads 16 \
+    MDN_TEST_DEVICE=$TEST_DEVICE MDN_REQUIRE_GPU=1 timeout 60 ./.device/tests/backend_gpu --test-threads 16 \
         > "$OUT/threads16_$i.txt" 2>&1
     echo "16 threads, run $i: exit $? $(grep 'test result' "$OUT/threads16_$i.txt")"
 done

@@ -18,6 +18,7 @@ cargo test --release --no-run --test backend_gpu --test backend_gpu_layered --te
         strip -o ".device/tests/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"
     done
 cp ../shared/reference/peers/*.py .device/peers/
+pwd > .device/built_in
 if [ ! -d .gl ] || [ -z "$(ls .gl/*.deb 2>/dev/null)" ]; then
     mkdir -p .gl /tmp/amd64/partial
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
