@@ -4,7 +4,8 @@
 // pass, keeping the tile's activations in workgroup memory. It writes, per tile, the partial
 // gradient of every parameter (flat layout) and the tile's log-likelihood sum to `partial`,
 // which fused_grad.wgsl sums over the tiles in tile order. Without flags bit 0 (validation)
-// it writes only the tile's log-likelihood sum, to stats[slot + tile], which the host adds.
+// it writes only the tile's log-likelihood sum, to stats[member * stats_stride + slot + tile]
+// (the host binds the row log-likelihood buffer there, and reduce_sum.wgsl adds the sums).
 //
 // Every sum has a fixed order (rows of the tile in order; each output's inputs in order), no
 // atomics: the same inputs give the same bits.

@@ -608,3 +608,27 @@ fn models_too_wide_for_a_tile_train_on_the_layered_path() {
     mdn::check::TRAJECTORY_TOL.assert_close("NLL, layered fallback", &got, &want);
     Tolerance::new(1e-4, 1e-3).assert_close("parameters, layered fallback", &got_p, &want_p);
 }
+
+#[test]
+fn fused_validation_in_several_chunks_matches_the_cpu() {
+    // The fused validation pass sums tiles chunk by chunk (work rows x tile rows a chunk):
+    // with 2-row tiles and 1,024 work rows, 5,000 validation rows are chunks of 2,048,
+    // 2,048 and 904 rows (the last partial, and 904 fills no workgroup).
+    let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+        tile_rows: Some(2),
+        path: mdn::backend::GpuPath::Fused,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let c = common::random_case(2, &[8], mdn::layout::Activation::Tanh, 3, 2, 300, 21);
+    let val = common::random_case(2, &[8], mdn::layout::Activation::Tanh, 3, 2, 5000, 22);
+    let cfg = StepConfig {
+        batch_size: 64,
+        ..StepConfig::default()
+    };
+    let (want, _, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
+    let (got, _, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+    assert_eq!(d, Some(2.0));
+    mdn::check::TRAJECTORY_TOL.assert_close("train and validation NLL", &got, &want);
+}

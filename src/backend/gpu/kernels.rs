@@ -65,12 +65,83 @@ pub struct Kernels {
     pub grad_norm: Kernel,
     pub finite_check: Kernel,
     pub matmul_bench: Kernel,
-    /// The fused training step (diagonal and full covariance) and its gradient sum.
-    pub fused_step: Kernel,
-    pub fused_step_full: Kernel,
-    pub fused_grad: Kernel,
+    /// The fused training step's kernels, where the adapter can run them (see
+    /// `FusedKernels::new`); without them every model trains on the layered kernels.
+    pub fused: Option<FusedKernels>,
     /// The fused step's workgroup size and memory, and rows per tile at most.
     pub tiling: Tiling,
+}
+
+/// The fused training step (diagonal and full covariance) and its gradient sum.
+pub struct FusedKernels {
+    pub step: Kernel,
+    pub step_full: Kernel,
+    pub grad: Kernel,
+}
+
+impl FusedKernels {
+    /// The fused step's pipelines, with the adapter's tiling prepended (`TILE_FLOATS`, `WG`).
+    /// `None`, with a warning in the log, where the adapter lacks what they need (8 storage
+    /// buffers a stage, the workgroup size) or refuses them: the layered kernels then train
+    /// every model, as they did before the fused step existed.
+    fn new(
+        gpu: &Gpu,
+        step_layout: &wgpu::BindGroupLayout,
+        tiling: &Tiling,
+    ) -> Option<FusedKernels> {
+        let l = &gpu.limits;
+        if l.max_storage_buffers_per_shader_stage < 8
+            || (l.max_compute_invocations_per_workgroup as usize) < 256
+            || tiling.floats == 0
+        {
+            log::warn!(
+                "{}: too few storage buffers or invocations for the fused training step; using the layered kernels",
+                gpu.info.name
+            );
+            return None;
+        }
+        let tile = format!(
+            "const TILE_FLOATS: u32 = {}u;\nconst WG: u32 = {}u;",
+            tiling.floats, tiling.workgroup
+        );
+        use Slot::*;
+        // fused_step writes every value of workgroup memory it reads (rows and columns past
+        // a tile's edge are clamped onto written ones), so it skips zero-initialising 48 KiB
+        // a workgroup.
+        let step = |name, head: &str| {
+            make(
+                gpu,
+                step_layout,
+                name,
+                &format!("{tile}\n{HEAD_COMMON}\n{head}\n{FUSED_STEP}"),
+                FUSED_STEP_SLOTS,
+                false,
+            )
+        };
+        let made = gpu.scoped("creating the fused step's pipelines", || FusedKernels {
+            step: step("fused_step", HEAD_DIAGONAL),
+            step_full: step("fused_step_full", HEAD_FULL),
+            grad: make(
+                gpu,
+                step_layout,
+                "fused_grad",
+                include_str!("../../../shaders/fused_grad.wgsl"),
+                &[
+                    Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read, ReadWrite,
+                ],
+                true,
+            ),
+        });
+        match made {
+            Ok(k) => Some(k),
+            Err(e) => {
+                log::warn!(
+                    "the fused training step is unavailable: {e}; using the layered kernels"
+                );
+                None
+            }
+        }
+    }
 }
 
 const COMMON: &str = include_str!("../../../shaders/common.wgsl");
@@ -113,14 +184,8 @@ impl Kernels {
                         }],
                     });
             use Slot::*;
-            // The fused step's workgroup memory and size, from the adapter (FusedPlan sizes
-            // tiles to them).
-            let tile = format!(
-                "const TILE_FLOATS: u32 = {}u;\nconst WG: u32 = {}u;",
-                tiling.floats, tiling.workgroup
-            );
             let k = |name: &'static str, source: &str, slots: &[Slot]| {
-                make(gpu, &step_layout, name, source, slots)
+                make(gpu, &step_layout, name, source, slots, true)
             };
             Kernels {
                 gather: k(
@@ -143,24 +208,7 @@ impl Kernels {
                     &format!("{HEAD_COMMON}\n{HEAD_FULL}\n{HEAD_KERNEL}"),
                     &[Uniform, Read, Read, ReadWrite, ReadWrite],
                 ),
-                fused_step: k(
-                    "fused_step",
-                    &format!("{tile}\n{HEAD_COMMON}\n{HEAD_DIAGONAL}\n{FUSED_STEP}"),
-                    FUSED_STEP_SLOTS,
-                ),
-                fused_step_full: k(
-                    "fused_step_full",
-                    &format!("{tile}\n{HEAD_COMMON}\n{HEAD_FULL}\n{FUSED_STEP}"),
-                    FUSED_STEP_SLOTS,
-                ),
-                fused_grad: k(
-                    "fused_grad",
-                    include_str!("../../../shaders/fused_grad.wgsl"),
-                    &[
-                        Read, ReadWrite, ReadWrite, ReadWrite, ReadWrite, ReadWrite, Read,
-                        ReadWrite,
-                    ],
-                ),
+                fused: None,
                 tiling: *tiling,
                 reduce_sum: k(
                     "reduce_sum",
@@ -210,15 +258,28 @@ impl Kernels {
                 step_layout,
             }
         })
+        .map(|mut k| {
+            k.fused = FusedKernels::new(gpu, &k.step_layout, tiling);
+            k
+        })
     }
 
-    /// The fused training step for diagonal or full covariance.
+    /// The fused training step for diagonal or full covariance. Only called for a run with
+    /// a fused plan, which exists only where the fused kernels do.
     pub fn fused(&self, full: bool) -> &Kernel {
-        if full {
-            &self.fused_step_full
-        } else {
-            &self.fused_step
-        }
+        let f = self.fused_kernels();
+        if full { &f.step_full } else { &f.step }
+    }
+
+    /// The fused step's gradient sum (see [`Kernels::fused`]).
+    pub fn fused_grad(&self) -> &Kernel {
+        &self.fused_kernels().grad
+    }
+
+    fn fused_kernels(&self) -> &FusedKernels {
+        self.fused
+            .as_ref()
+            .expect("a fused plan exists only where the fused kernels were made")
     }
 
     /// The mixture-head kernel for diagonal or full covariance.
@@ -237,6 +298,7 @@ fn make(
     name: &'static str,
     source: &str,
     slots: &[Slot],
+    zero_initialize_workgroup_memory: bool,
 ) -> Kernel {
     let entries: Vec<wgpu::BindGroupLayoutEntry> = slots
         .iter()
@@ -282,7 +344,10 @@ fn make(
             layout: Some(&pipeline_layout),
             module: &module,
             entry_point: Some("main"),
-            compilation_options: Default::default(),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                zero_initialize_workgroup_memory,
+                ..Default::default()
+            },
             cache: None,
         });
     Kernel {

@@ -14,8 +14,9 @@
 //!   tile through gather, forward, head and backward in one workgroup and writes the tile's
 //!   partial gradient; `fused_grad` sums the tiles in order, adds L2 and applies Adam. Two
 //!   dispatches a step, three with gradient-norm clipping (`adam` then applies the step from
-//!   `fused_grad`'s per-workgroup sums of squares). The validation pass is one `fused_step`
-//!   dispatch without the backward pass, a statistics slot per tile.
+//!   `fused_grad`'s per-workgroup sums of squares). The validation pass is, per chunk of
+//!   up to (work rows x tile rows) rows, a `fused_step` dispatch without the backward pass
+//!   and a `reduce_sum` of its tiles' sums.
 //! - **Layered** (every other kernel): for models too wide for a tile (or `GpuPath::Layered`):
 //!   per batch gather, dense forward per layer, the mixture head, a loss reduction, then per
 //!   layer from the head down weight gradients over row slices and their ordered sum (with
@@ -294,10 +295,10 @@ impl Run {
     fn fused_record(&self, plan: &FusedPlan, rows: usize, clip: bool) -> StepUniform {
         StepUniform {
             slices: plan.tiles(rows) as u32,
-            partial_stride: plan.partial_stride(self.work.cap) as u32,
+            partial_stride: plan.partial_stride(self.work.fused_rows) as u32,
             flags: FLAG_GRAD | if clip { 0 } else { FLAG_ADAM },
             norm_parts: plan.grad_groups() as u32,
-            norm_first: (self.members * plan.partial_stride(self.work.cap)) as u32,
+            norm_first: (self.members * plan.partial_stride(self.work.fused_rows)) as u32,
             norm_stride: plan.grad_groups() as u32,
             ..self.record()
         }
@@ -370,6 +371,8 @@ struct GpuEpoch {
     /// and its statistics slots (a sum per chunk, or per tile on the fused path).
     val_records: usize,
     val_slots: usize,
+    /// Rows of each validation chunk (the last one may hold fewer).
+    val_chunk: usize,
     /// Rows trained on so far in this epoch.
     done_rows: usize,
 }
@@ -419,19 +422,24 @@ struct Work {
     /// Whether these buffers were made for the fused path (`fused` is `None` all the same
     /// when the partial gradients would not fit).
     fused_wanted: bool,
+    /// Rows of a batch the fused partial gradients hold.
+    fused_rows: usize,
 }
 
 impl Work {
-    /// Work buffers for batches of up to `cap` rows; with a `plan` whose partial gradients
-    /// fit (the storage binding limit and `fused::PARTIAL_BUDGET_BYTES`), for the fused path,
-    /// and the layered path's partial and transposed-weight buffers are placeholders.
+    /// Work buffers for `cap` rows (a batch, or a chunk of evaluation rows); with a fused
+    /// plan and a batch size (`fused`), partial gradients for batches of that many rows where
+    /// they fit (the storage binding limit and `fused::PARTIAL_BUDGET_BYTES`), and then the
+    /// layered path's partial and transposed-weight buffers are placeholders.
     fn new(
         g: &Gpu,
         arch: &Arch,
         cap: usize,
         members: usize,
-        plan: Option<&FusedPlan>,
+        fused: Option<(&FusedPlan, usize)>,
     ) -> Result<Work> {
+        let plan = fused.map(|f| f.0);
+        let fused_rows = fused.map_or(0, |f| f.1);
         let maxw = arch.max_width();
         let rows = cap * members;
         let limit = g
@@ -439,11 +447,12 @@ impl Work {
             .max_storage_buffer_binding_size
             .min(g.limits.max_buffer_size) as usize;
         let fused_len = plan
-            .map(|p| p.partial_len(cap, members))
+            .map(|p| p.partial_len(fused_rows, members))
             .filter(|&n| 4 * n <= limit.min(fused::PARTIAL_BUDGET_BYTES));
         let layered = |n: usize| if fused_len.is_some() { 1 } else { n };
         Ok(Work {
             fused_wanted: plan.is_some(),
+            fused_rows,
             fused: fused_len
                 .map(|n| g.storage("fused partial gradients", n))
                 .transpose()?,
@@ -535,6 +544,7 @@ impl GpuBackend {
     /// (or the layered path was asked for).
     pub fn fused_plan(&self, arch: &Arch) -> Option<FusedPlan> {
         match self.options.path {
+            _ if self.kernels.fused.is_none() => None,
             GpuPath::Layered => None,
             GpuPath::Auto | GpuPath::Fused => FusedPlan::new(arch, &self.kernels.tiling),
         }
@@ -567,8 +577,9 @@ impl GpuBackend {
     }
 
     /// A run of `arch` from `params` on `train` (and `val`), with work buffers for `cap` rows
-    /// per batch; with `chunk_rows`, two chunk buffers of that many rows for streamed
-    /// training. `params` holds `members` networks' parameters one after another.
+    /// per batch (for the fused path too when `fused`; training runs size theirs per epoch);
+    /// with `chunk_rows`, two chunk buffers of that many rows for streamed training.
+    /// `params` holds `members` networks' parameters one after another.
     #[allow(clippy::too_many_arguments)]
     fn new_run(
         &self,
@@ -579,6 +590,7 @@ impl GpuBackend {
         val: Option<DataRef<'_>>,
         cap: usize,
         chunk_rows: Option<usize>,
+        fused: bool,
     ) -> Result<Run> {
         arch.validate()?;
         let n = arch.param_count();
@@ -724,7 +736,13 @@ impl GpuBackend {
                     .map(|v| upload_data("validation", v, 1))
                     .transpose()?,
                 adam_step: 0,
-                work: Work::new(g, arch, cap, members, plan.as_ref())?,
+                work: Work::new(
+                    g,
+                    arch,
+                    cap,
+                    members,
+                    plan.as_ref().filter(|_| fused).map(|p| (p, cap)),
+                )?,
                 desc: g.upload(
                     "fused step descriptor",
                     bytemuck::cast_slice(plan.as_ref().map_or(&[0u32][..], |p| &p.desc)),
@@ -930,22 +948,26 @@ impl GpuBackend {
                 .bind(g, "gradient norm", &[&r.grad, &r.work.sumsq]),
             finite: k.finite_check.bind(g, "finite check", &[&r.params, stats]),
             fused: r.work.fused.as_ref().map(|partial| {
-                let step = |label: &str, d: &DeviceData| {
+                let step = |label: &str, d: &DeviceData, sums: &wgpu::Buffer| {
                     k.fused(full).bind(
                         g,
                         label,
-                        &[&r.desc, &r.params, &d.order, &d.x, &d.y, partial, stats],
+                        &[&r.desc, &r.params, &d.order, &d.x, &d.y, partial, sums],
                     )
                 };
                 FusedGroups {
-                    train: step("fused step train", &r.train),
-                    val: r.val.as_ref().map(|v| step("fused step val", v)),
+                    train: step("fused step train", &r.train, stats),
+                    // Validation tiles' sums go to `rowll`, which `reduce` sums per chunk.
+                    val: r
+                        .val
+                        .as_ref()
+                        .map(|v| step("fused step val", v, &r.work.rowll)),
                     chunk: [0, 1].map(|c| {
                         r.chunks
                             .as_ref()
-                            .map(|(bufs, _)| step("fused step chunk", &bufs[c]))
+                            .map(|(bufs, _)| step("fused step chunk", &bufs[c], stats))
                     }),
-                    grad: k.fused_grad.bind(
+                    grad: k.fused_grad().bind(
                         g,
                         "fused gradient",
                         &[
@@ -1075,7 +1097,7 @@ impl Encoder<'_> {
                     None => &f.train,
                 };
                 self.dispatch_1d(k.fused(g.full_covariance), source, plan.tiles(rows) as u32);
-                self.dispatch_1d(&k.fused_grad, &f.grad, plan.grad_groups() as u32);
+                self.dispatch_1d(k.fused_grad(), &f.grad, plan.grad_groups() as u32);
                 if clip {
                     self.dispatch_1d(&k.adam, &f.adam, div_ceil(run.n_params, 64));
                 }
@@ -1230,7 +1252,7 @@ impl Backend for GpuBackend {
         train: DataRef<'_>,
         val: Option<DataRef<'_>>,
     ) -> Result<Box<dyn TrainRun + 'a>> {
-        let run = self.new_run(arch, params, 1, train, val, 1, None)?;
+        let run = self.new_run(arch, params, 1, train, val, 1, None, true)?;
         Ok(Box::new(GpuRun {
             backend: self,
             run,
@@ -1261,6 +1283,7 @@ impl Backend for GpuBackend {
             val,
             1,
             Some(chunk_rows),
+            true,
         )?;
         Ok(Box::new(GpuRun {
             backend: self,
@@ -1278,7 +1301,7 @@ impl Backend for GpuBackend {
         val: Option<DataRef<'_>>,
     ) -> Result<Option<Box<dyn MembersRun + 'a>>> {
         let all: Vec<f32> = params.concat();
-        let run = self.new_run(arch, &all, params.len(), train, val, 1, None)?;
+        let run = self.new_run(arch, &all, params.len(), train, val, 1, None, true)?;
         Ok(Some(Box::new(GpuMembers(GpuRun {
             backend: self,
             run,
@@ -1297,6 +1320,7 @@ impl Backend for GpuBackend {
             None,
             rows.clamp(1, EVAL_CHUNK),
             None,
+            false,
         )?;
         let last = run.layers.len() - 1;
         self.eval_chunks(&mut run, rows, false, arch.head_width(), |r| {
@@ -1320,6 +1344,7 @@ impl Backend for GpuBackend {
             None,
             rows.clamp(1, EVAL_CHUNK),
             None,
+            false,
         )?;
         let ll = self.eval_chunks(&mut run, rows, true, 1, |r| &r.work.rowll)?;
         Ok(ll.into_iter().map(|v| v as f64).collect())
@@ -1337,7 +1362,16 @@ impl Backend for GpuBackend {
         if rows == 0 {
             return Err(Error::config("loss_grad needs at least one row"));
         }
-        let mut run = self.new_run(arch, params, 1, DataRef { x, y, rows }, None, rows, None)?;
+        let mut run = self.new_run(
+            arch,
+            params,
+            1,
+            DataRef { x, y, rows },
+            None,
+            rows,
+            None,
+            true,
+        )?;
         self.prepare(&mut run, 1, 1)?;
         // The gradient without an Adam step: on the fused path `fused_grad` applies none
         // when told it clips (and with clip_norm 0 it leaves no sums of squares either).
@@ -1373,7 +1407,7 @@ impl Backend for GpuBackend {
                             &f.train,
                             plan.tiles(rows) as u32,
                         );
-                        p.dispatch_1d(&k.fused_grad, &f.grad, plan.grad_groups() as u32);
+                        p.dispatch_1d(k.fused_grad(), &f.grad, plan.grad_groups() as u32);
                     }
                     _ => {
                         p.forward(k, &run, groups, &groups.gather_train, rows);
@@ -1757,7 +1791,7 @@ impl GpuRun<'_> {
         let k = &b.kernels;
         let clip = self.clip;
         let kernels: Vec<&Kernel> = if run.fused().is_some() {
-            let mut v = vec![k.fused(groups.full_covariance), &k.fused_grad];
+            let mut v = vec![k.fused(groups.full_covariance), k.fused_grad()];
             if clip {
                 v.push(&k.adam);
             }
@@ -1925,23 +1959,30 @@ impl GpuBackend {
         // The path of this epoch's steps: the fused one where this adapter favours it for a
         // batch of this size (and the model fits a tile).
         let plan = run.plan.as_ref().filter(|_| self.fused_for(&run.arch, b));
-        let regrown = run.work.cap < cap || plan.is_some() != run.work.fused_wanted;
+        let regrown = run.work.cap < cap
+            || plan.is_some() != run.work.fused_wanted
+            || (plan.is_some() && run.work.fused_rows < b);
         if regrown {
             // Regrow the work buffers for this batch size and path; the state buffers stay.
             let cap = cap.max(run.work.cap);
-            run.work = Work::new(&self.gpu, &run.arch, cap, run.members, plan)?;
+            let fused = plan.map(|p| (p, b));
+            run.work = Work::new(&self.gpu, &run.arch, cap, run.members, fused)?;
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
-        // The fused validation pass is one dispatch over every row, a statistics slot per
-        // tile; the layered one a dispatch sequence per chunk of the work buffers.
-        let (val_records, val_slots) = match run.fused() {
-            Some(_) if val_rows == 0 => (0, 0),
-            Some(plan) => (1, plan.tiles(val_rows)),
-            None => (
-                val_rows.div_ceil(run.work.cap),
-                val_rows.div_ceil(run.work.cap),
-            ),
+        // The validation pass goes chunk by chunk, a statistics slot each: on the layered
+        // path a chunk is the work buffers' rows; on the fused path it is as many tiles as
+        // `rowll` holds tile sums for (the work rows), a `fused_step` dispatch writing each
+        // tile's sum there and a `reduce_sum` adding them in order.
+        let val_chunk = match run.fused() {
+            Some(plan) => run.work.cap * plan.tile_rows,
+            None => run.work.cap,
+        };
+        let val_slots = val_rows.div_ceil(val_chunk);
+        let val_records = if run.fused().is_some() {
+            2 * val_slots
+        } else {
+            val_slots
         };
         let (n_stats, n_steps) = (batches + val_slots + 1, batches + val_records + 1);
         if regrown {
@@ -1953,20 +1994,30 @@ impl GpuBackend {
             self.prepare(run, n_stats, n_steps)?;
         }
         let mut records = Vec::with_capacity(val_records + 1);
-        let fused = run.fused().is_some();
-        for c in 0..val_records {
-            let rows = if fused {
-                val_rows
-            } else {
-                (val_rows - c * run.work.cap).min(run.work.cap)
-            };
-            records.push(StepUniform {
+        for c in 0..val_slots {
+            let rows = (val_rows - c * val_chunk).min(val_chunk);
+            let chunk = StepUniform {
                 rows: rows as u32,
-                start: (c * run.work.cap) as u32,
+                start: (c * val_chunk) as u32,
                 slot: (batches + c) as u32,
                 inv_rows: 1.0 / rows as f32,
                 ..run.record()
-            });
+            };
+            match run.fused() {
+                Some(plan) => {
+                    // Tile sums at rowll[member * cap + tile], then their sum into the slot.
+                    records.push(StepUniform {
+                        slot: 0,
+                        stats_stride: run.work.cap as u32,
+                        ..chunk
+                    });
+                    records.push(StepUniform {
+                        rows: plan.tiles(rows) as u32,
+                        ..chunk
+                    });
+                }
+                None => records.push(chunk),
+            }
         }
         records.push(StepUniform {
             slot: (batches + val_slots) as u32,
@@ -1980,6 +2031,7 @@ impl GpuBackend {
             batches,
             val_records,
             val_slots,
+            val_chunk,
             done_rows: 0,
         });
         Ok(())
@@ -2096,8 +2148,8 @@ impl GpuBackend {
             .readback("epoch statistics readback", (read * 4) as u64);
         let k = &self.kernels;
         let all_val_rows = run.val.as_ref().map_or(0, |v| v.rows);
-        let val_rows: Vec<usize> = (0..val_records)
-            .map(|c| (all_val_rows - c * run.work.cap).min(run.work.cap))
+        let val_rows: Vec<usize> = (0..val_slots)
+            .map(|c| (all_val_rows - c * ep.val_chunk).min(ep.val_chunk))
             .collect();
         self.gpu.scoped("validation", || {
             let groups = &run.bound.groups;
@@ -2108,12 +2160,16 @@ impl GpuBackend {
                 match (run.fused(), &groups.fused) {
                     (Some(plan), Some(f)) => {
                         if let Some(gv) = &f.val {
-                            p.step(groups, batches, stride);
-                            p.dispatch_1d(
-                                k.fused(groups.full_covariance),
-                                gv,
-                                plan.tiles(all_val_rows) as u32,
-                            );
+                            for (c, &rows) in val_rows.iter().enumerate() {
+                                p.step(groups, batches + 2 * c, stride);
+                                p.dispatch_1d(
+                                    k.fused(groups.full_covariance),
+                                    gv,
+                                    plan.tiles(rows) as u32,
+                                );
+                                p.step(groups, batches + 2 * c + 1, stride);
+                                p.dispatch(&k.reduce_sum, &groups.reduce, 1, 1);
+                            }
                         }
                     }
                     _ => {
