@@ -14,12 +14,18 @@ line reads and writes (`save`, `mdn.load`).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 
 import numpy as np
 
-from . import _mdn
+# Mesa's Vulkan device-select layer prints "XDG_RUNTIME_DIR is invalid" whenever a GPU is
+# probed without a desktop session; it only reorders adapters, which mdn picks itself. Off
+# unless the user set it (the `mdn` command does the same).
+os.environ.setdefault("NODEVICE_SELECT", "1")
+
+from . import _mdn  # noqa: E402
 
 try:  # scikit-learn's protocol (tags, clone, search) when it is installed; not required
     from sklearn.base import BaseEstimator as _Base
