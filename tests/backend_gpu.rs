@@ -481,45 +481,6 @@ fn gpu_backends_made_and_dropped_on_several_threads_crashed_the_nvidia_driver() 
     });
 }
 
-/// Three epochs of `c` (with `val` as the validation set) from a fixed order, on `b`: the
-/// NLL trajectory, the parameters after them, and the dispatches per training step.
-fn three_epochs(
-    b: &mut dyn Backend,
-    c: &mdn::check::Case,
-    val: &mdn::check::Case,
-    cfg: &StepConfig,
-) -> (Vec<f64>, Vec<f32>, Option<f64>) {
-    use mdn::backend::DataRef;
-    let (rows, val_rows) = (c.rows, val.rows);
-    let mut run = b
-        .start(
-            &c.arch,
-            &c.params,
-            DataRef {
-                x: &c.x,
-                y: &c.y,
-                rows,
-            },
-            Some(DataRef {
-                x: &val.x,
-                y: &val.y,
-                rows: val_rows,
-            }),
-        )
-        .unwrap();
-    let mut traj = Vec::new();
-    for epoch in 0..3u32 {
-        let order: Vec<u32> = (0..rows as u32)
-            .map(|i| (i * 7 + epoch) % rows as u32)
-            .collect();
-        let s = run.train_epoch(&order, cfg).unwrap();
-        assert!(s.finite);
-        traj.extend([s.train_nll, s.val_nll.unwrap()]);
-    }
-    let dispatches = run.dispatches_per_step();
-    (traj, run.current_params().unwrap(), dispatches)
-}
-
 #[test]
 fn the_fused_step_is_two_dispatches_three_with_clipping_and_the_layered_path_many() {
     let Some(mut fused) = common::gpu() else {
@@ -537,11 +498,11 @@ fn the_fused_step_is_two_dispatches_three_with_clipping_and_the_layered_path_man
             clip_norm: clip,
             ..StepConfig::default()
         };
-        let (_, _, d) = three_epochs(&mut fused, &c, &val, &cfg);
+        let (_, _, d) = common::suite::three_epochs(&mut fused, &c, &val, &cfg);
         assert_eq!(d, Some(want), "fused, clip_norm {clip}");
         // config a's structure on the layered path: gather, 2 forward, head, loss sum, and
         // per layer 2 weight-gradient passes (3 more below the head), Adam: 13
-        let (_, _, d) = three_epochs(layered.as_mut(), &c, &val, &cfg);
+        let (_, _, d) = common::suite::three_epochs(layered.as_mut(), &c, &val, &cfg);
         assert_eq!(d, Some(if clip > 0.0 { 14.0 } else { 13.0 }), "layered");
     }
 }
@@ -577,12 +538,12 @@ fn fused_tiles_of_any_size_train_as_the_cpu_does() {
             ..StepConfig::default()
         };
         let what = format!("{tile_rows}-row tiles, hidden {hidden:?}, {cov:?}, batch {batch}");
-        let (want, want_p, _) = three_epochs(&mut cpu, &c, &val, &cfg);
-        let (got, got_p, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+        let (want, want_p, _) = common::suite::three_epochs(&mut cpu, &c, &val, &cfg);
+        let (got, got_p, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
         assert_eq!(d, Some(2.0), "{what}");
         mdn::check::TRAJECTORY_TOL.assert_close(&format!("NLL, {what}"), &got, &want);
         Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters, {what}"), &got_p, &want_p);
-        let (again, again_p, _) = three_epochs(&mut gpu, &c, &val, &cfg);
+        let (again, again_p, _) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
         assert_eq!((got, got_p), (again, again_p), "same bits, {what}");
     }
 }
@@ -602,8 +563,8 @@ fn models_too_wide_for_a_tile_train_on_the_layered_path() {
         batch_size: 16,
         ..StepConfig::default()
     };
-    let (want, want_p, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
-    let (got, got_p, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+    let (want, want_p, _) = common::suite::three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
+    let (got, got_p, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
     assert!(d.unwrap() > 3.0, "layered dispatches: {d:?}");
     mdn::check::TRAJECTORY_TOL.assert_close("NLL, layered fallback", &got, &want);
     Tolerance::new(1e-4, 1e-3).assert_close("parameters, layered fallback", &got_p, &want_p);
@@ -627,8 +588,8 @@ fn fused_validation_in_several_chunks_matches_the_cpu() {
         batch_size: 64,
         ..StepConfig::default()
     };
-    let (want, _, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
-    let (got, _, d) = three_epochs(&mut gpu, &c, &val, &cfg);
+    let (want, _, _) = common::suite::three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
+    let (got, _, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
     assert_eq!(d, Some(2.0));
     mdn::check::TRAJECTORY_TOL.assert_close("train and validation NLL", &got, &want);
 }

@@ -247,43 +247,8 @@ pub fn training_run(b: &mut dyn Backend) {
             l2: 1e-3,
             ..StepConfig::default()
         };
-        let run = |be: &mut dyn Backend| -> (Vec<f64>, Vec<f32>) {
-            let mut be = be
-                .start(
-                    &c.arch,
-                    &c.params,
-                    DataRef {
-                        x: &c.x,
-                        y: &c.y,
-                        rows,
-                    },
-                    Some(DataRef {
-                        x: &val.x,
-                        y: &val.y,
-                        rows: 50,
-                    }),
-                )
-                .unwrap();
-            let mut traj = Vec::new();
-            for epoch in 0..3u32 {
-                let order: Vec<u32> = (0..rows as u32)
-                    .map(|i| (i * 7 + epoch) % rows as u32)
-                    .collect();
-                let order: Vec<u32> = if rows % 7 == 0 {
-                    (0..rows as u32).rev().collect()
-                } else {
-                    order
-                };
-                let s = be.train_epoch(&order, &cfg).unwrap();
-                assert!(s.finite);
-                assert_eq!(s.steps as usize, rows.div_ceil(batch));
-                traj.push(s.train_nll);
-                traj.push(s.val_nll.unwrap());
-            }
-            (traj, be.current_params().unwrap())
-        };
-        let (want, want_p) = run(&mut CpuBackend::new());
-        let (got, got_p) = run(b);
+        let (want, want_p, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
+        let (got, got_p, _) = three_epochs(b, &c, &val, &cfg);
         TRAJECTORY_TOL.assert_close(
             &format!("NLL trajectory, {rows} rows, batch {batch}, {cov:?}"),
             &got,
@@ -295,6 +260,50 @@ pub fn training_run(b: &mut dyn Backend) {
             &want_p,
         );
     }
+}
+
+/// Three epochs of `c` (with `val` as the validation set) in a fixed order per epoch (a
+/// stride-7 permutation, or the reverse where 7 divides the rows): the train and validation
+/// NLL of each, the parameters after them, and the dispatches per training step.
+pub fn three_epochs(
+    b: &mut dyn Backend,
+    c: &mdn::check::Case,
+    val: &mdn::check::Case,
+    cfg: &StepConfig,
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
+    let rows = c.rows;
+    let mut run = b
+        .start(
+            &c.arch,
+            &c.params,
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows,
+            },
+            Some(DataRef {
+                x: &val.x,
+                y: &val.y,
+                rows: val.rows,
+            }),
+        )
+        .unwrap();
+    let mut traj = Vec::new();
+    for epoch in 0..3u32 {
+        let order: Vec<u32> = if rows % 7 == 0 {
+            (0..rows as u32).rev().collect()
+        } else {
+            (0..rows as u32)
+                .map(|i| (i * 7 + epoch) % rows as u32)
+                .collect()
+        };
+        let s = run.train_epoch(&order, cfg).unwrap();
+        assert!(s.finite);
+        assert_eq!(s.steps as usize, rows.div_ceil(cfg.batch_size));
+        traj.extend([s.train_nll, s.val_nll.unwrap()]);
+    }
+    let dispatches = run.dispatches_per_step();
+    (traj, run.current_params().unwrap(), dispatches)
 }
 
 /// Gradient-norm clipping: a few epochs with a threshold well below the gradients' norm
