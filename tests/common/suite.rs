@@ -290,7 +290,7 @@ pub fn three_epochs(
         .unwrap();
     let mut traj = Vec::new();
     for epoch in 0..3u32 {
-        let order: Vec<u32> = if rows % 7 == 0 {
+        let order: Vec<u32> = if rows.is_multiple_of(7) {
             (0..rows as u32).rev().collect()
         } else {
             (0..rows as u32)
