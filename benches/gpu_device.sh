@@ -6,8 +6,9 @@
 #  2. the GPU suites on the GPU (fused and layered paths, ensembles, streaming);
 #  3. mdn bench --devices gpu,cpu --threads 16 --ensemble 5 (fused), the same on the layered
 #     path for the before/after, and a sweep of the fused tiling (rows a tile, workgroup);
-#  4. the JAX (jit + scan) and PyTorch CUDA peers on the same configs;
-#  5. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
+#  4. wider models (hidden 64,64 / 256,256 / 1024) fused against layered;
+#  5. the JAX (jit + scan) and PyTorch CUDA peers on the same configs;
+#  6. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
 #
 # DRY=1 runs the same steps on the software adapter with tiny sizes (to try the script on a
 # machine without a GPU).
@@ -16,8 +17,10 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/mdn-device}
 if [ "${DRY:-0}" = 1 ]; then
     G=software; TEST_DEVICE=software; ROWS="--rows 3000 --epochs 2"; SWEEP_ROWS=3000; PEER_N=3000
+    WIDE_ROWS=20000
 else
     G=gpu; TEST_DEVICE=gpu; ROWS=""; SWEEP_ROWS=200000; PEER_N=""
+    WIDE_ROWS=200000
 fi
 mkdir -p "$OUT"
 for f in .gl/*.deb; do dpkg -x "$f" /; done
@@ -52,6 +55,17 @@ for wg in 64 256; do for r in 8 16 32 64; do
         --devices $G --config a,b256,b --rows $SWEEP_ROWS --epochs 3 --json 2>/dev/null |
         python3 2>/dev/null -c 'import json,sys; print(" ".join("%s %.3gM" % (r["config"], r["rows_per_sec"]/1e6) for r in json.load(sys.stdin)["results"]))')
     echo "workgroup $wg, rows $r: $line" | tee -a "$OUT/sweep.txt"
+done; done
+step wide models, fused against layered
+# A wider model has fewer rows a tile and more partial gradients per step: where does the
+# fused step stop paying? (mdn train on 200,000 generated wide rows, third epoch's rows/s.)
+$M generate --kind wide --rows ${WIDE_ROWS} --out /tmp/mdn-wide.npy > /dev/null 2>&1
+for hidden in 64,64 256,256 1024; do for path in fused layered; do
+    [ "${DRY:-0}" = 1 ] && [ $hidden = 1024 ] && continue
+    r=$(MDN_GPU_PATH=$path timeout 60 $M train --data /tmp/mdn-wide.npy --target y0,y1 \
+        --device $G --hidden $hidden --batch-size 4096 --epochs 3 --out /tmp/wide.json 2>&1 |
+        grep -o '[0-9.]*[kM] rows/s' | tail -1)
+    echo "hidden $hidden, $path: $r" | tee -a "$OUT/wide.txt"
 done; done
 step peers
 cd .device/peers
