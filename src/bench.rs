@@ -109,7 +109,7 @@ pub struct BenchResult {
     pub breakdown: Option<Vec<(String, f64)>>,
     /// Kernel dispatches per training step (GPU backends): the fused step's 2, or the
     /// layered path's one per layer and pass.
-    pub dispatches_per_step: Option<f64>,
+    pub dispatches_per_step: Option<usize>,
 }
 
 /// Dense-layer flops of one training row: forward, weight gradients, and input gradients of
@@ -467,18 +467,20 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
             ));
         }
     }
-    for r in results.iter().filter(|r| r.members == 1) {
+    for r in results {
         if let Some(d) = r.dispatches_per_step {
+            let members = if r.members > 1 {
+                format!(" x{}", r.members)
+            } else {
+                String::new()
+            };
+            // The fused step is 2 dispatches (3 with clipping); the layered path one per
+            // layer and pass.
+            let path = if d <= 3 { "fused" } else { "layered" };
             s.push_str(&format!(
-                "config {} on {}: {} dispatches per training step\n",
+                "config {}{members} on {}: {d} dispatches per training step ({path})\n",
                 r.config,
                 truncate(&r.backend, 30),
-                // whole steps, or the average where the last batch differs
-                if d.fract() == 0.0 {
-                    format!("{d:.0}")
-                } else {
-                    format!("{d:.2}")
-                }
             ));
         }
     }

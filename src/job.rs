@@ -2114,7 +2114,10 @@ fn compare_with_baseline(
         .iter()
         .find(|e| e.epoch == info.saved_epoch)
         .and_then(|e| e.val_nll);
-    log::info!("job: validation NLL {saved:?}, linear-Gaussian baseline {baseline:.4}");
+    match saved {
+        Some(v) => log::info!("job: validation NLL {v:.4}, linear-Gaussian baseline {baseline:.4}"),
+        None => log::info!("job: linear-Gaussian baseline {baseline:.4}"),
+    }
     if let Some(nll) = saved {
         warn_if_no_better(
             "validation",

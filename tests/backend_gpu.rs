@@ -492,7 +492,7 @@ fn the_fused_step_is_two_dispatches_three_with_clipping_and_the_layered_path_man
     let c = common::random_case(1, &[64], mdn::layout::Activation::Relu, 5, 1, 600, 3);
     let val = common::random_case(1, &[64], mdn::layout::Activation::Relu, 5, 1, 50, 4);
     assert!(fused.fused_plan(&c.arch).is_some());
-    for (clip, want) in [(0.0, 2.0), (0.5, 3.0)] {
+    for (clip, want) in [(0.0, 2), (0.5, 3)] {
         let cfg = StepConfig {
             batch_size: 256,
             clip_norm: clip,
@@ -503,7 +503,7 @@ fn the_fused_step_is_two_dispatches_three_with_clipping_and_the_layered_path_man
         // config a's structure on the layered path: gather, 2 forward, head, loss sum, and
         // per layer 2 weight-gradient passes (3 more below the head), Adam: 13
         let (_, _, d) = common::suite::three_epochs(layered.as_mut(), &c, &val, &cfg);
-        assert_eq!(d, Some(if clip > 0.0 { 14.0 } else { 13.0 }), "layered");
+        assert_eq!(d, Some(if clip > 0.0 { 14 } else { 13 }), "layered");
     }
 }
 
@@ -540,7 +540,7 @@ fn fused_tiles_of_any_size_train_as_the_cpu_does() {
         let what = format!("{tile_rows}-row tiles, hidden {hidden:?}, {cov:?}, batch {batch}");
         let (want, want_p, _) = common::suite::three_epochs(&mut cpu, &c, &val, &cfg);
         let (got, got_p, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
-        assert_eq!(d, Some(2.0), "{what}");
+        assert_eq!(d, Some(2), "{what}");
         mdn::check::TRAJECTORY_TOL.assert_close(&format!("NLL, {what}"), &got, &want);
         Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters, {what}"), &got_p, &want_p);
         let (again, again_p, _) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
@@ -565,7 +565,7 @@ fn models_too_wide_for_a_tile_train_on_the_layered_path() {
     };
     let (want, want_p, _) = common::suite::three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
     let (got, got_p, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
-    assert!(d.unwrap() > 3.0, "layered dispatches: {d:?}");
+    assert!(d.unwrap() > 3, "layered dispatches: {d:?}");
     mdn::check::TRAJECTORY_TOL.assert_close("NLL, layered fallback", &got, &want);
     Tolerance::new(1e-4, 1e-3).assert_close("parameters, layered fallback", &got_p, &want_p);
 }
@@ -590,6 +590,6 @@ fn fused_validation_in_several_chunks_matches_the_cpu() {
     };
     let (want, _, _) = common::suite::three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
     let (got, _, d) = common::suite::three_epochs(&mut gpu, &c, &val, &cfg);
-    assert_eq!(d, Some(2.0));
+    assert_eq!(d, Some(2));
     mdn::check::TRAJECTORY_TOL.assert_close("train and validation NLL", &got, &want);
 }

@@ -50,6 +50,9 @@ pub enum Command {
     /// Check a GPU against the CPU reference, kernel by kernel (exit code 1 on any failure)
     Check(CheckArgs),
     /// Training speed of each backend on generated data, next to the device's matmul ceiling
+    /// (on a GPU also the dispatches per training step and each kernel's time;
+    /// MDN_GPU_PATH=auto|fused|layered, MDN_GPU_TILE_ROWS=1..64 and
+    /// MDN_GPU_WORKGROUP=32|64|128|256 override the GPU's path and tiling)
     Bench(BenchArgs),
     /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
     /// chosen model

@@ -34,7 +34,7 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         s.push_str(&format!(
             "{kind:<9} {} ({}, {}), driver {} {}\n          max storage binding {} MiB, max buffer {} MiB, \
              workgroups/dim {}, invocations/workgroup {}, storage buffers/stage {}, subgroup size {}..{}, \
-             workgroup memory {} KiB\n          fused training step: {} invocations a workgroup, up to {} rows a tile in {} KiB\n",
+             workgroup memory {} KiB\n          fused training step: {} invocations a workgroup, up to {} rows a tile in {} KiB{}\n",
             ad.name,
             ad.backend,
             ad.device_type,
@@ -51,6 +51,9 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
             ad.fused_workgroup,
             ad.fused_max_tile_rows,
             (ad.fused_tile_floats * 4) >> 10,
+            ad.fused_max_step_mflop
+                .map(|m| format!(", for steps of at most {m} MFLOP (larger ones: the layered kernels)"))
+                .unwrap_or_default(),
         ));
     }
     s.push_str(&format!("--device auto picks {why}\n"));

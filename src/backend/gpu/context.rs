@@ -55,6 +55,9 @@ pub struct AdapterSummary {
     pub fused_workgroup: usize,
     pub fused_max_tile_rows: usize,
     pub fused_tile_floats: usize,
+    /// The most dense-layer MFLOP a fused step may have on this adapter (a CPU adapter);
+    /// `None`: any.
+    pub fused_max_step_mflop: Option<f64>,
 }
 
 impl AdapterSummary {
@@ -121,6 +124,7 @@ fn summary(a: &wgpu::Adapter) -> AdapterSummary {
         fused_workgroup: tiling.workgroup,
         fused_max_tile_rows: tiling.max_rows,
         fused_tile_floats: tiling.floats,
+        fused_max_step_mflop: tiling.fused_max_step_flops.map(|f| f / 1e6),
     }
 }
 

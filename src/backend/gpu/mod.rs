@@ -356,8 +356,9 @@ struct Core {
     chunks: Option<([DeviceData; 2], usize)>,
     /// The chunk buffer the next streamed rows go to.
     next_chunk: usize,
-    /// Dispatches per training step of the last batches encoded (`mdn bench` reports it).
-    dispatches_per_step: Option<f64>,
+    /// Dispatches per training step of the last batches encoded (`mdn bench` reports it;
+    /// every step of an epoch has the same).
+    dispatches_per_step: Option<usize>,
     /// The last submission reading each chunk buffer.
     chunk_busy: [Option<wgpu::SubmissionIndex>; 2],
 }
@@ -547,6 +548,47 @@ impl GpuBackend {
             _ if self.kernels.fused.is_none() => None,
             GpuPath::Layered => None,
             GpuPath::Auto | GpuPath::Fused => FusedPlan::new(arch, &self.kernels.tiling),
+        }
+    }
+
+    /// Says in the log which path batches of `batch` rows take, and why (at `info`; a
+    /// `warn` where `MDN_GPU_PATH=fused` asked for a path the model cannot take).
+    fn log_path(&self, run: &Run, batch: usize) {
+        let tiling = &self.kernels.tiling;
+        if let Some(plan) = run.fused() {
+            log::info!(
+                "GPU: fused training step, tiles of up to {} rows ({} workgroup{} a batch of {batch}), {} invocations each",
+                plan.tile_rows,
+                plan.tiles(batch),
+                if plan.tiles(batch) == 1 { "" } else { "s" },
+                tiling.workgroup
+            );
+            return;
+        }
+        let mflop = crate::bench::train_flops_per_row(&run.arch) * batch as f64 / 1e6;
+        let why = match (&run.plan, self.options.path) {
+            (_, GpuPath::Layered) => "MDN_GPU_PATH=layered".to_string(),
+            (None, _) if self.kernels.fused.is_none() => {
+                "the adapter cannot run the fused kernels".to_string()
+            }
+            (None, _) => format!(
+                "the model's layers are too wide for a tile of {} rows in {} KiB of workgroup memory",
+                fused::MIN_TILE_ROWS,
+                tiling.floats * 4 / 1024
+            ),
+            (Some(_), _) if !self.fused_for(&run.arch, batch) => format!(
+                "on a CPU adapter only steps of at most {} MFLOP are fused, and this one is {mflop:.1}",
+                tiling.fused_max_step_flops.unwrap_or(0.0) / 1e6
+            ),
+            (Some(_), _) => format!(
+                "the partial gradients of a batch would pass {} MiB",
+                fused::PARTIAL_BUDGET_BYTES >> 20
+            ),
+        };
+        if self.options.path == GpuPath::Fused {
+            log::warn!("MDN_GPU_PATH=fused, but the layered kernels train this model: {why}");
+        } else {
+            log::info!("GPU: layered kernels (a dispatch per layer and pass): {why}");
         }
     }
 
@@ -1645,7 +1687,7 @@ impl TrainRun for GpuRun<'_> {
         self.profile_kernels(reps).map(Some)
     }
 
-    fn dispatches_per_step(&self) -> Option<f64> {
+    fn dispatches_per_step(&self) -> Option<usize> {
         self.run.dispatches_per_step
     }
 }
@@ -1658,7 +1700,7 @@ impl MembersRun for GpuMembers<'_> {
         self.0.run.members
     }
 
-    fn dispatches_per_step(&self) -> Option<f64> {
+    fn dispatches_per_step(&self) -> Option<usize> {
         self.0.run.dispatches_per_step
     }
 
@@ -1967,6 +2009,7 @@ impl GpuBackend {
             let cap = cap.max(run.work.cap);
             let fused = plan.map(|p| (p, b));
             run.work = Work::new(&self.gpu, &run.arch, cap, run.members, fused)?;
+            self.log_path(run, b);
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
@@ -2119,7 +2162,7 @@ impl GpuBackend {
             }
             last
         })?;
-        run.dispatches_per_step = Some(dispatches as f64 / count.max(1) as f64);
+        run.dispatches_per_step = Some(dispatches / count.max(1));
         run.epoch.as_mut().expect("checked").done_rows += rows;
         Ok(last)
     }
