@@ -14,7 +14,10 @@
 # machine without a GPU).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/mdn-device}
+OUT=${OUT:-target/device-out}
+# Scratch files (generated data, models) live here and go when the script ends.
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
 if [ "${DRY:-0}" = 1 ]; then
     G=software; TEST_DEVICE=software; ROWS="--rows 3000 --epochs 2"; SWEEP_ROWS=3000; PEER_N=3000
     WIDE_ROWS=20000
@@ -59,11 +62,11 @@ done; done
 step wide models, fused against layered
 # A wider model has fewer rows a tile and more partial gradients per step: where does the
 # fused step stop paying? (mdn train on 200,000 generated wide rows, third epoch's rows/s.)
-$M generate --kind wide --rows ${WIDE_ROWS} --out /tmp/mdn-wide.npy > /dev/null 2>&1
+$M generate --kind wide --rows ${WIDE_ROWS} --out $TMP/wide.npy > /dev/null 2>&1
 for hidden in 64,64 256,256 1024; do for path in fused layered; do
     [ "${DRY:-0}" = 1 ] && [ $hidden = 1024 ] && continue
-    r=$(MDN_GPU_PATH=$path timeout 60 $M train --data /tmp/mdn-wide.npy --target y0,y1 \
-        --device $G --hidden $hidden --batch-size 4096 --epochs 3 --out /tmp/wide.json 2>&1 |
+    r=$(MDN_GPU_PATH=$path timeout 60 $M train --data $TMP/wide.npy --target y0,y1 \
+        --device $G --hidden $hidden --batch-size 4096 --epochs 3 --out $TMP/wide.json 2>&1 |
         grep -o '[0-9.]*[kM] rows/s' | tail -1)
     echo "hidden $hidden, $path: $r" | tee -a "$OUT/wide.txt"
 done; done

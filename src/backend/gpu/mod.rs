@@ -163,7 +163,7 @@ pub struct GpuBackend {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum GpuPath {
     /// The fused step wherever the model fits a tile (`FusedPlan`) and the adapter favours
-    /// it for the batch (`GpuBackend::fused_for`), else the layered kernels.
+    /// it for the batch (`GpuBackend::fuses_steps_of`), else the layered kernels.
     #[default]
     Auto,
     /// The fused step wherever the model fits a tile, whatever the adapter.
@@ -200,34 +200,31 @@ impl GpuOptions {
                 )));
             }
         };
-        let tile_rows = match std::env::var("MDN_GPU_TILE_ROWS").as_deref() {
-            Err(_) | Ok("") => None,
-            Ok(v) => match v.parse::<usize>() {
-                Ok(n) if (1..=fused::MAX_TILE_ROWS).contains(&n) => Some(n),
-                _ => {
-                    return Err(Error::config(format!(
-                        "MDN_GPU_TILE_ROWS={v}: expected a number of rows from 1 to {}",
-                        fused::MAX_TILE_ROWS
-                    )));
-                }
-            },
-        };
-        let workgroup = match std::env::var("MDN_GPU_WORKGROUP").as_deref() {
-            Err(_) | Ok("") => None,
-            Ok(v) => match v.parse::<usize>() {
-                Ok(n) if [32, 64, 128, 256].contains(&n) => Some(n),
-                _ => {
-                    return Err(Error::config(format!(
-                        "MDN_GPU_WORKGROUP={v}: expected 32, 64, 128 or 256"
-                    )));
-                }
-            },
-        };
         Ok(GpuOptions {
             path,
-            tile_rows,
-            workgroup,
+            tile_rows: count_from_env(
+                "MDN_GPU_TILE_ROWS",
+                |n| (1..=fused::MAX_TILE_ROWS).contains(&n),
+                &format!("a number of rows from 1 to {}", fused::MAX_TILE_ROWS),
+            )?,
+            workgroup: count_from_env(
+                "MDN_GPU_WORKGROUP",
+                |n| [32, 64, 128, 256].contains(&n),
+                "32, 64, 128 or 256",
+            )?,
         })
+    }
+}
+
+/// The number environment variable `name` holds, when set and not empty; an error naming the
+/// variable and what it takes (`expected`) when it is not a number `ok` accepts.
+fn count_from_env(name: &str, ok: impl Fn(usize) -> bool, expected: &str) -> Result<Option<usize>> {
+    match std::env::var(name).as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if ok(n) => Ok(Some(n)),
+            _ => Err(Error::config(format!("{name}={v}: expected {expected}"))),
+        },
     }
 }
 
@@ -368,8 +365,8 @@ struct GpuEpoch {
     cfg: StepConfig,
     train_rows: usize,
     batches: usize,
-    /// Step records of the validation pass (chunks on the layered path, one fused dispatch),
-    /// and its statistics slots (a sum per chunk, or per tile on the fused path).
+    /// Step records of the validation pass (one per chunk on the layered path, two on the
+    /// fused path: `fused_step` and `reduce_sum`), and its statistics slots (one per chunk).
     val_records: usize,
     val_slots: usize,
     /// Rows of each validation chunk (the last one may hold fewer).
@@ -576,7 +573,7 @@ impl GpuBackend {
                 fused::MIN_TILE_ROWS,
                 tiling.floats * 4 / 1024
             ),
-            (Some(_), _) if !self.fused_for(&run.arch, batch) => format!(
+            (Some(_), _) if !self.fuses_steps_of(&run.arch, batch) => format!(
                 "on a CPU adapter only steps of at most {} MFLOP are fused, and this one is {mflop:.1}",
                 tiling.fused_max_step_flops.unwrap_or(0.0) / 1e6
             ),
@@ -592,20 +589,17 @@ impl GpuBackend {
         }
     }
 
-    /// Whether batches of `batch` rows of `arch` take the fused path here: wherever the
-    /// model fits a tile, except that on an adapter with `Tiling::fused_max_step_flops` (a
-    /// CPU adapter) larger steps take the layered path, unless `GpuPath::Fused` asks.
-    pub fn fused_for(&self, arch: &Arch, batch: usize) -> bool {
+    /// Whether this adapter fuses steps of `batch` rows of `arch`, for a model that fits a
+    /// tile: always, except that on an adapter with `Tiling::fused_max_step_flops` (a CPU
+    /// adapter) larger steps take the layered path, unless `GpuPath::Fused` asks.
+    fn fuses_steps_of(&self, arch: &Arch, batch: usize) -> bool {
         let flops = crate::bench::train_flops_per_row(arch) * batch as f64;
-        self.fused_plan(arch).is_some()
-            && match self.options.path {
-                GpuPath::Fused => true,
-                _ => self
-                    .kernels
-                    .tiling
-                    .fused_max_step_flops
-                    .is_none_or(|most| flops <= most),
-            }
+        self.options.path == GpuPath::Fused
+            || self
+                .kernels
+                .tiling
+                .fused_max_step_flops
+                .is_none_or(|most| flops <= most)
     }
 
     /// The open device.
@@ -2000,7 +1994,10 @@ impl GpuBackend {
         let cap = b.max(run.val.as_ref().map_or(1, |_| EVAL_CHUNK.min(b.max(1024))));
         // The path of this epoch's steps: the fused one where this adapter favours it for a
         // batch of this size (and the model fits a tile).
-        let plan = run.plan.as_ref().filter(|_| self.fused_for(&run.arch, b));
+        let plan = run
+            .plan
+            .as_ref()
+            .filter(|_| self.fuses_steps_of(&run.arch, b));
         let regrown = run.work.cap < cap
             || plan.is_some() != run.work.fused_wanted
             || (plan.is_some() && run.work.fused_rows < b);
