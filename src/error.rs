@@ -100,6 +100,11 @@ pub enum Error {
     #[error("{0}")]
     Backend(String),
 
+    /// The service's store (its database) cannot be reached or refused a change; the
+    /// service retries, and the API answers 503.
+    #[error("{0}")]
+    Store(String),
+
     /// Drawing or encoding a figure failed (`mdn plot`).
     #[error("plotting failed: {0}")]
     Plot(String),
@@ -162,7 +167,11 @@ impl Error {
                 | std::io::ErrorKind::IsADirectory => 2,
                 _ => 1,
             },
-            Error::Numerical(_) | Error::Backend(_) | Error::Plot(_) | Error::NotSaved { .. } => 1,
+            Error::Numerical(_)
+            | Error::Backend(_)
+            | Error::Store(_)
+            | Error::Plot(_)
+            | Error::NotSaved { .. } => 1,
             Error::Interrupted(_) => 130,
         }
     }

@@ -145,9 +145,34 @@ pub struct ServeArgs {
     /// Address to listen on (without a token: loopback addresses only; port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: String,
-    /// Directory holding the service's database, data sets, checkpoints and models
-    #[arg(long, default_value = "mdn-store")]
-    pub store: PathBuf,
+    /// The service's state: a directory (SQLite, with the data sets, checkpoints and
+    /// models beside it; one process at a time) or postgres://USER:PASSWORD@HOST:PORT/DB
+    /// (shared by any number of processes on any number of machines; give --files)
+    #[arg(long, env = "MDN_STORE", default_value = "mdn-store")]
+    pub store: String,
+    /// Directory for data sets, checkpoints and models, seen by every process that serves
+    /// the store (a shared filesystem) [default: the SQLite store's directory]
+    #[arg(long, env = "MDN_FILES")]
+    pub files: Option<PathBuf>,
+    /// Run workers only (no HTTP API): train the store's queued jobs
+    #[arg(long, conflicts_with = "api")]
+    pub worker: bool,
+    /// Run the HTTP API only (no workers): other processes (`mdn serve --worker`) train
+    #[arg(long)]
+    pub api: bool,
+    /// With --worker: stop once the queue is empty and this process's jobs are done (for
+    /// batch schedulers)
+    #[arg(long, requires = "worker")]
+    pub exit_when_idle: bool,
+    /// A worker holds its job this long past its last sign of life (renewed every epoch and
+    /// every third of this); a job whose worker goes quiet longer is queued again and
+    /// resumes elsewhere from its checkpoint
+    #[arg(long, default_value_t = 30.0)]
+    pub lease_seconds: f64,
+    /// A job whose worker vanished (killed, out of memory, out of touch) this many times
+    /// fails instead of being queued again
+    #[arg(long, default_value_t = 3)]
+    pub max_attempts: u32,
     /// Device of jobs that do not name one: auto, gpu, software or cpu
     #[arg(long, value_parser = named::<DeviceChoice>(), env = "MDN_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,

@@ -1,7 +1,8 @@
 //! `mdn serve`: reads the token, starts the service ([`mdn::serve`]) and stops it on Ctrl-C
 //! or SIGTERM (running jobs checkpoint and go back to the queue).
 
-use mdn::serve::Config;
+use mdn::serve::runner::Leasing;
+use mdn::serve::{Config, Role};
 use mdn::{Error, Result};
 
 use super::args::ServeArgs;
@@ -23,20 +24,37 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         (None, Ok(t)) if !t.trim().is_empty() => Some(t.trim().to_string()),
         _ => None,
     };
+    let role = match (a.worker, a.api) {
+        (true, _) => Role::Worker,
+        (false, true) => Role::Api,
+        (false, false) => Role::Both,
+    };
     let config = Config {
         addr: a.addr,
         store: a.store,
+        files: a.files,
+        role,
+        exit_when_idle: a.exit_when_idle,
         device: a.device,
         max_running: a.max_running,
         max_upload_mb: a.max_upload_mb,
         token,
         checkpoint_seconds: a.checkpoint_seconds,
+        leasing: Leasing {
+            seconds: a.lease_seconds,
+            max_attempts: a.max_attempts,
+        },
+    };
+    let store = redacted(&config.store);
+    let jobs = match role {
+        Role::Api => "no workers (--api)".to_string(),
+        _ => format!(
+            "jobs on --device {} ({} at a time)",
+            config.device, config.max_running
+        ),
     };
     let summary = format!(
-        "store {}, jobs on --device {} ({} at a time), {}",
-        config.store.display(),
-        config.device,
-        config.max_running,
+        "store {store}, {jobs}, {}",
         if config.token.is_some() {
             "requests need the bearer token"
         } else {
@@ -70,11 +88,33 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     };
     mdn::serve::run(
         config,
-        |addr| {
-            message(&format!(
+        |addr| match addr {
+            Some(addr) => message(&format!(
                 "mdn serve: listening on http://{addr} ({summary})"
-            ))
+            )),
+            None => message(&format!(
+                "mdn serve: working (store {store}, {jobs}{})",
+                if a.exit_when_idle {
+                    ", until the queue is empty"
+                } else {
+                    ""
+                }
+            )),
         },
         shutdown,
     )
+}
+
+/// A store URL without its password, for messages.
+fn redacted(spec: &str) -> String {
+    match (spec.find("://"), spec.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let user = &spec[scheme + 3..at];
+            match user.split_once(':') {
+                Some((name, _)) => format!("{}{name}:***{}", &spec[..scheme + 3], &spec[at..]),
+                None => spec.to_string(),
+            }
+        }
+        _ => spec.to_string(),
+    }
 }

@@ -367,9 +367,11 @@ impl Drop for Scrap {
 async fn upload(
     State(app): State<AppState>,
     q: std::result::Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
     body: Body,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<Response> {
     let q = query(q)?;
+    let key = idempotency_key(&headers)?;
     let name = q.name.unwrap_or_else(|| "upload".into());
     if name.len() > 200 || name.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad(
@@ -383,8 +385,7 @@ async fn upload(
             )));
         }
     }
-    let store = &app.shared.store;
-    let tmp = store.upload_path();
+    let tmp = app.shared.files.upload_path();
     let mut scrap = Scrap(Some(tmp.clone()));
     let mut file = tokio::fs::File::create(&tmp)
         .await
@@ -441,10 +442,9 @@ async fn upload(
             .collect::<Vec<_>>()
     });
     let shared = app.shared.clone();
-    let row = blocking(move || {
+    let (row, replayed) = blocking(move || {
         let id = store::new_id("ds");
-        let store = &shared.store;
-        let dest = store.dataset_path(&id, &format);
+        let dest = shared.files.dataset_path(&id, &format);
         // Validated where it will live, under its final name, so that messages name it as
         // the client does.
         let (rows, names) = validate(&tmp, &format, columns.as_deref())
@@ -467,25 +467,63 @@ async fn upload(
             bytes,
             created: store::now(),
         };
-        store.insert_dataset(&row)?;
-        scrap.0 = None;
-        Ok(row)
+        match shared.store.insert_dataset(&row, key.as_deref())? {
+            None => {
+                scrap.0 = None;
+                Ok((row, false))
+            }
+            // A retried upload: the first one's data set (this copy is removed).
+            Some(first) => Ok((first, true)),
+        }
     })
     .await?;
     scrap.0 = None;
-    log::info!(
-        "dataset {} ({}): {} rows, {:?}",
-        row.id,
-        row.name,
-        row.rows,
-        row.columns
-    );
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(
-            json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
-        ),
+    if !replayed {
+        log::info!(
+            "dataset {} ({}): {} rows, {:?}",
+            row.id,
+            row.name,
+            row.rows,
+            row.columns
+        );
+    }
+    Ok(replay(
+        (
+            StatusCode::CREATED,
+            axum::Json(
+                json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
+            ),
+        )
+            .into_response(),
+        replayed,
     ))
+}
+
+/// The `Idempotency-Key` of a request: a retried POST with the same key gets the first
+/// answer instead of doing the work again.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(k)
+            if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)) =>
+        {
+            Ok(Some(k.to_string()))
+        }
+        _ => Err(ApiError::bad(
+            "Idempotency-Key: expected 1 to 255 visible ASCII characters (a UUID, say)",
+        )),
+    }
+}
+
+/// Marks the answer to a retried request (`Idempotent-Replayed: true`).
+fn replay(mut r: Response, replayed: bool) -> Response {
+    if replayed {
+        r.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    r
 }
 
 /// An error about the temporary upload file, told with the client's name for it.
@@ -582,9 +620,14 @@ async fn delete_dataset(
 ) -> ApiResult<StatusCode> {
     let id = checked_id("dataset", &id)?;
     match app.shared.store.delete_dataset(id)? {
-        Ok(true) => Ok(StatusCode::NO_CONTENT),
-        Ok(false) => Err(ApiError::not_found("dataset", id)),
-        Err(job) => Err(ApiError::new(
+        store::Deleted::Removed { format } => {
+            let path = app.shared.files.dataset_path(id, &format);
+            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(crate::npy::columns_path(&path));
+            Ok(StatusCode::NO_CONTENT)
+        }
+        store::Deleted::Missing => Err(ApiError::not_found("dataset", id)),
+        store::Deleted::InUse(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "in_use",
             format!("dataset {id} is used by job {job}, which has not finished"),
@@ -643,8 +686,10 @@ pub fn client_options() -> Vec<String> {
 
 async fn submit(
     State(app): State<AppState>,
+    headers: HeaderMap,
     body: Bytes,
-) -> ApiResult<(StatusCode, axum::Json<Value>)> {
+) -> ApiResult<Response> {
+    let key = idempotency_key(&headers)?;
     let req: JobRequest = parse_json(&body)?;
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     for (key, why) in SERVICE_OPTIONS {
@@ -679,44 +724,73 @@ async fn submit(
     if let Some(f) = req.features {
         spec.insert("features".into(), f);
     }
-    let data = store.dataset_path(&dataset.id, &dataset.format);
-    let job_dir = store.job_dir(&id);
+    let files = &app.shared.files;
+    let data = files.dataset_path(&dataset.id, &dataset.format);
+    let job_dir = files.job_dir(&id);
     spec.insert("data".into(), json!(data));
-    spec.insert("out".into(), json!(store.model_path(&model_id)));
+    // The worker writes the model and the checkpoints into the attempt's folder; these are
+    // what `resolve` checks here.
+    spec.insert("out".into(), json!(files.model_path(&model_id)));
     // Running jobs checkpoint (a deep ensemble every member), and resume after a restart.
-    spec.insert(
-        "checkpoint".into(),
-        json!(runner::checkpoint_path(store, &id)),
-    );
+    spec.insert("checkpoint".into(), json!(files.checkpoint_path(&id, 1)));
     spec.insert("checkpoint_every".into(), json!(1));
     spec.insert("checkpoint_seconds".into(), json!(app.checkpoint_seconds));
     let spec_text = Value::Object(spec).to_string();
     let shared = app.shared.clone();
     let dataset_name = dataset.name.clone();
     let job_id = id.clone();
-    blocking(move || {
+    let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_error(&e.to_string())))?;
-        std::fs::create_dir_all(&job_dir).map_err(|e| Error::io(&job_dir, e))?;
+        let ckpt_dir = shared.files.checkpoint_path(&job_id, 1);
+        let ckpt_dir = ckpt_dir.parent().expect("a folder");
+        std::fs::create_dir_all(ckpt_dir).map_err(|e| Error::io(ckpt_dir, e))?;
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
-        if let Err(e) = job.resolve() {
-            let _ = std::fs::remove_dir_all(&job_dir);
+        let checked = job.resolve();
+        let _ = std::fs::remove_dir_all(&job_dir);
+        if let Err(e) = checked {
             return Err(rename_in(e, &data, &dataset_name).into());
         }
-        shared
-            .store
-            .insert_job(&job_id, &dataset.id, &request, &spec_text)?;
-        Ok(())
+        let new = store::NewJob {
+            id: &job_id,
+            dataset: &dataset.id,
+            request: &request,
+            spec: &spec_text,
+        };
+        Ok(shared.store.insert_job(&new, key.as_deref())?)
     })
     .await?;
-    app.shared
-        .event(&id, json!({"type": "status", "status": store::QUEUED}));
-    app.shared.notify();
-    log::info!("job {id} queued on dataset {}", req.dataset);
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"id": id, "status": store::QUEUED, "model": model_id})),
+    let (id, replayed) = match queued {
+        store::Queued::New(posted) => {
+            app.shared.published(posted);
+            app.shared.notify();
+            log::info!("job {id} queued on dataset {}", req.dataset);
+            (id, false)
+        }
+        store::Queued::Replayed(first) => {
+            let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if first.request != sent {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    format!(
+                        "Idempotency-Key: already used for another request (job {}); use a new key for a new job",
+                        first.id
+                    ),
+                ));
+            }
+            (first.id, true)
+        }
+    };
+    let model_id = runner::model_id(&id);
+    Ok(replay(
+        (
+            StatusCode::ACCEPTED,
+            axum::Json(json!({"id": id, "status": store::QUEUED, "model": model_id})),
+        )
+            .into_response(),
+        replayed,
     ))
 }
 
@@ -792,25 +866,23 @@ async fn cancel_job(
 ) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("job", &id)?;
     match app.shared.store.cancel(id)? {
-        Some(true) => {
-            app.shared
-                .event(id, json!({"type": "status", "status": store::CANCELLED}));
+        store::Cancel::Cancelled(posted) => {
+            app.shared.published(posted);
             Ok(axum::Json(json!({"id": id, "status": store::CANCELLED})))
         }
-        Some(false) => {
+        store::Cancel::Requested => {
+            // Here at once; on another machine at its worker's next epoch.
             app.shared.cancel_running(id);
             Ok(axum::Json(
                 json!({"id": id, "status": store::RUNNING, "cancel_requested": true}),
             ))
         }
-        None => match app.shared.store.job(id)? {
-            Some(j) => Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "finished",
-                format!("job {id} has already finished ({})", j.status),
-            )),
-            None => Err(ApiError::not_found("job", id)),
-        },
+        store::Cancel::Finished(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "finished",
+            format!("job {id} has already finished ({status})"),
+        )),
+        store::Cancel::Missing => Err(ApiError::not_found("job", id)),
     }
 }
 
@@ -883,7 +955,17 @@ async fn job_events(
             }
             match t.rx.recv().await {
                 Ok(b) if b.job == t.job && b.seq > t.last => {
-                    t.pending.push_back((b.seq, b.data.to_string()))
+                    let expected = t.pending.back().map_or(t.last, |p| p.0) + 1;
+                    if b.seq == expected {
+                        t.pending.push_back((b.seq, b.data.to_string()))
+                    } else if b.seq > expected {
+                        // One went by unheard (another process's notification, a
+                        // reconnect to the database): the store has them all.
+                        match t.shared.store.events(&t.job, t.last) {
+                            Ok(ev) => t.pending.extend(ev),
+                            Err(_) => return None,
+                        }
+                    }
                 }
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
@@ -910,7 +992,7 @@ fn load_model(app: &App, id: &str) -> ApiResult<Arc<Model>> {
     if !app.shared.store.model_exists(id)? {
         return Err(ApiError::not_found("model", id));
     }
-    let model = Arc::new(Model::load(&app.shared.store.model_path(id))?);
+    let model = Arc::new(Model::load(&app.shared.files.model_path(id))?);
     app.models
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -923,7 +1005,7 @@ async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> ApiRe
     if !app.shared.store.model_exists(id)? {
         return Err(ApiError::not_found("model", id));
     }
-    let path = app.shared.store.model_path(id);
+    let path = app.shared.files.model_path(id);
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| Error::io(&path, e))?;
@@ -1161,21 +1243,22 @@ async fn plot(
     let shared = app.shared.clone();
     blocking(move || {
         let store = &shared.store;
-        let path = store
+        let files = &shared.files;
+        let path = files
             .model_path(&id)
             .with_extension(format!("{panel_name}.svg"));
         if !path.exists() {
             let data = match store.model_dataset(&id)? {
                 Some(ds) if panel != crate::plot::Panel::History => Some(
                     crate::data::read_data(
-                        &store.dataset_path(&ds.id, &ds.format),
+                        &files.dataset_path(&ds.id, &ds.format),
                         &ColumnChoice::Model {
                             features: model.features.clone(),
                             targets: model.targets.clone(),
                             need_targets: true,
                         },
                     )
-                    .map_err(|e| rename_in(e, &store.dataset_path(&ds.id, &ds.format), &ds.name))?,
+                    .map_err(|e| rename_in(e, &files.dataset_path(&ds.id, &ds.format), &ds.name))?,
                 ),
                 _ => None,
             };

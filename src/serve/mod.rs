@@ -1,9 +1,11 @@
-//! `mdn serve`: a long-running training service. One process owns the device, queues
-//! training jobs from many clients, runs them as the library's training job (exactly what
-//! `mdn train` runs), keeps everything in a store directory (SQLite and files, [`store`]),
-//! survives being killed (running jobs resume from their checkpoints), streams progress as
-//! Server-Sent Events and serves the trained models ([`api`]) and a dashboard ([`web`]). Training runs on worker
-//! threads of its own ([`runner`]); the HTTP side (axum on tokio) never waits on a step.
+//! `mdn serve`: a long-running training service. It queues training jobs from many
+//! clients, runs them as the library's training job (exactly what `mdn train` runs), keeps
+//! its state in a store ([`store`]: SQLite in a directory, or PostgreSQL shared by several
+//! machines, with the files in a directory they all see), survives being killed (running
+//! jobs resume from their checkpoints, on any worker), streams progress as Server-Sent
+//! Events and serves the trained models ([`api`]) and a dashboard ([`web`]). Training runs
+//! on worker threads ([`runner`]) that hold a lease on their job; the HTTP side (axum on
+//! tokio) never waits on a step. A process runs the API, the workers, or both ([`Role`]).
 
 pub mod api;
 pub mod runner;
@@ -13,15 +15,33 @@ pub mod web;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::backend::DeviceChoice;
 use crate::error::{Error, Result};
+
+/// What a `mdn serve` process does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The HTTP API and workers (the default).
+    Both,
+    /// The HTTP API only: other processes train (`--api`).
+    Api,
+    /// Workers only, no HTTP (`--worker`).
+    Worker,
+}
 
 /// How `mdn serve` was asked to run.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub addr: String,
-    pub store: PathBuf,
+    /// A directory (SQLite) or a `postgres://` URL.
+    pub store: String,
+    /// Where data sets, checkpoints and models go (default: the SQLite store's directory).
+    pub files: Option<PathBuf>,
+    pub role: Role,
+    /// With `Role::Worker`: stop once the queue is empty.
+    pub exit_when_idle: bool,
     /// Device of jobs that name none.
     pub device: DeviceChoice,
     /// Jobs trained at once.
@@ -31,29 +51,49 @@ pub struct Config {
     pub token: Option<String>,
     /// A running job's checkpoints are at least this many seconds apart.
     pub checkpoint_seconds: f64,
+    /// How jobs are leased to workers.
+    pub leasing: runner::Leasing,
 }
 
 /// Runs the service until `shutdown` completes (Ctrl-C or SIGTERM in the CLI). `ready` is
-/// told the address actually bound (with port 0, the one the system chose).
+/// told the address actually bound (with port 0, the one the system chose; None for a
+/// worker, which listens nowhere).
 pub fn run(
     config: Config,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let addr: SocketAddr = config.addr.parse().map_err(|_| {
-        Error::config(format!(
-            "--addr {}: expected an IP address and port, such as 127.0.0.1:7878",
-            config.addr
-        ))
-    })?;
-    if config.token.is_none() && !addr.ip().is_loopback() {
-        return Err(Error::config(format!(
-            "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
-            addr.ip()
-        )));
+    let addr: Option<SocketAddr> = if config.role == Role::Worker {
+        None
+    } else {
+        Some(config.addr.parse().map_err(|_| {
+            Error::config(format!(
+                "--addr {}: expected an IP address and port, such as 127.0.0.1:7878",
+                config.addr
+            ))
+        })?)
+    };
+    if let Some(addr) = addr {
+        if config.token.is_none() && !addr.ip().is_loopback() {
+            return Err(Error::config(format!(
+                "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
+                addr.ip()
+            )));
+        }
+    }
+    if config.exit_when_idle && config.role != Role::Worker {
+        return Err(Error::config(
+            "--exit-when-idle is for workers: give it with --worker",
+        ));
     }
     if !(config.checkpoint_seconds.is_finite() && config.checkpoint_seconds >= 0.0) {
         return Err(Error::config("--checkpoint-seconds must be 0 or more"));
+    }
+    if !(config.leasing.seconds.is_finite() && config.leasing.seconds >= 1.0) {
+        return Err(Error::config("--lease-seconds must be at least 1"));
+    }
+    if config.leasing.max_attempts == 0 {
+        return Err(Error::config("--max-attempts must be at least 1"));
     }
     if config.max_running == 0 {
         return Err(Error::config("--max-running must be at least 1"));
@@ -65,68 +105,101 @@ pub fn run(
             ));
         }
     }
-    let store = store::Store::open(&config.store)?;
-    let requeued = store.requeue_running()?;
-    for id in &requeued {
-        log::info!(
-            "job {id}: was running when the service stopped; queued again, resumes from its checkpoint"
+    let (store, files) = store::open(&config.store, config.files.as_deref())?;
+    let shared = Arc::new(runner::Shared::new(store, files, config.leasing));
+    shared.listen()?;
+    shared
+        .exit_when_idle
+        .store(config.exit_when_idle, std::sync::atomic::Ordering::Relaxed);
+    // A store one process owns: whatever it finds running, a process that died left.
+    let single = !shared.shares_store();
+    shared.requeue_expired(single);
+    if single && config.role == Role::Api {
+        log::warn!(
+            "--api on a SQLite store: no process trains its jobs (a SQLite store has one process; leave out --api, or use a PostgreSQL store)"
         );
     }
-    let shared = Arc::new(runner::Shared::new(store));
-    for id in &requeued {
-        let reason = if runner::checkpoint_path(&shared.store, id).exists() {
-            "the service restarted; the job resumes from its checkpoint"
-        } else {
-            "the service restarted before the job's first checkpoint; it starts again from the beginning"
-        };
-        shared.event(
-            id,
-            serde_json::json!({"type": "status", "status": store::QUEUED, "reason": reason}),
-        );
-    }
-    let workers: Vec<_> = (0..config.max_running)
-        .map(|i| {
+    let mut threads = Vec::new();
+    if config.role != Role::Api {
+        for i in 0..config.max_running {
             let s = shared.clone();
-            std::thread::Builder::new()
-                .name(format!("mdn-job-{i}"))
-                .spawn(move || runner::worker(s))
-                .expect("spawning a worker thread")
-        })
-        .collect();
-    let app = Arc::new(api::App::new(
-        shared.clone(),
-        config.token.clone(),
-        config.max_upload_mb << 20,
-        config.device,
-        config.checkpoint_seconds,
-    ));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("mdn-job-{i}"))
+                    .spawn(move || runner::worker(s, i))
+                    .map_err(|e| Error::Backend(format!("starting a worker failed: {e}")))?,
+            );
+        }
+    }
+    // Any process re-queues the jobs of workers that vanished.
+    let reaper = {
+        let s = shared.clone();
+        let every = Duration::from_secs_f64((config.leasing.seconds / 4.0).clamp(0.2, 5.0));
+        std::thread::Builder::new()
+            .name("mdn-leases".into())
+            .spawn(move || {
+                while !s.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    s.requeue_expired(false);
+                }
+            })
+            .map_err(|e| Error::Backend(format!("starting the lease keeper failed: {e}")))?
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("mdn-http")
         .build()
         .map_err(|e| Error::Backend(format!("starting the HTTP runtime failed: {e}")))?;
-    let served = runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::config(format!("--addr {addr}: cannot listen there: {e}")))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::Backend(e.to_string()))?;
-        ready(bound);
-        let stopping = shared.clone();
-        axum::serve(listener, api::router(app))
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Running jobs stop after their current epoch; open event streams end.
-                stopping.stop();
+    let served = match addr {
+        Some(addr) => {
+            let app = Arc::new(api::App::new(
+                shared.clone(),
+                config.token.clone(),
+                config.max_upload_mb << 20,
+                config.device,
+                config.checkpoint_seconds,
+            ));
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    Error::config(format!("--addr {addr}: cannot listen there: {e}"))
+                })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::Backend(e.to_string()))?;
+                ready(Some(bound));
+                let stopping = shared.clone();
+                axum::serve(listener, api::router(app))
+                    .with_graceful_shutdown(async move {
+                        shutdown.await;
+                        // Running jobs stop after their current epoch; open event streams end.
+                        stopping.stop();
+                    })
+                    .await
+                    .map_err(|e| Error::Backend(format!("the HTTP server failed: {e}")))
             })
-            .await
-            .map_err(|e| Error::Backend(format!("the HTTP server failed: {e}")))
-    });
+        }
+        None => {
+            ready(None);
+            // Until a signal, or until the workers stop by themselves (--exit-when-idle).
+            let stopping = shared.clone();
+            runtime.block_on(async move {
+                tokio::select! {
+                    _ = shutdown => {}
+                    _ = async {
+                        while !stopping.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    } => {}
+                }
+            });
+            Ok(())
+        }
+    };
     shared.stop();
-    for w in workers {
+    for w in threads {
         let _ = w.join();
     }
-    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    let _ = reaper.join();
+    runtime.shutdown_timeout(Duration::from_secs(2));
     served
 }

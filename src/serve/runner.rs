@@ -1,21 +1,25 @@
-//! The service's training side: worker threads (as many as `--max-running`) that take the
+//! The service's training side: worker threads (as many as `--max-running`) that claim the
 //! oldest queued job from the store, run it as the library's [`crate::job::ResolvedJob`]
 //! (exactly what `mdn train` runs), and record its progress and outcome. The HTTP side never
 //! waits on them: it reads what they wrote to the store and listens to their events.
 //!
-//! A job checkpoints after every epoch into its folder in the store. A job found `running`
-//! when the service starts (the process was killed) is queued again and resumes from its
-//! checkpoint, giving the same model bit for bit as an uninterrupted run on the same device.
+//! A claim comes with a lease. The worker renews it with every epoch's progress (which also
+//! tells it whether a client cancelled the job, on whichever machine) and from a heartbeat
+//! thread between epochs, and every write it makes is fenced on the lease: a worker whose
+//! lease ran out (paused, cut off from the database) and whose job another process
+//! re-queued writes nothing more and stops. Each attempt checkpoints into its own folder
+//! after every epoch (at most every `--checkpoint-seconds`); the next attempt resumes from
+//! the newest, giving the same model bit for bit as an uninterrupted run on the same device.
 //! On shutdown, running jobs stop after their current epoch and go back to the queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::store::{self, Progress, Store};
+use super::store::{self, Claim, Files, Outcome, Posted, Progress, Renewal, Store};
 use crate::error::Error;
 use crate::job::{JobEvent, TrainJob};
 use crate::train::TrainEvent;
@@ -28,43 +32,104 @@ pub struct Broadcast {
     pub data: Arc<str>,
 }
 
+/// How jobs are leased.
+#[derive(Debug, Clone, Copy)]
+pub struct Leasing {
+    /// A lease lasts this long past its last renewal.
+    pub seconds: f64,
+    /// A job whose worker vanished this many times fails.
+    pub max_attempts: u32,
+}
+
 /// What the HTTP side and the workers share.
 pub struct Shared {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
+    pub files: Files,
+    pub leasing: Leasing,
     pub events: tokio::sync::broadcast::Sender<Broadcast>,
-    /// Cancel flags of the running jobs.
+    /// Events reach this process through the store's notifications (PostgreSQL), not
+    /// straight from the writer.
+    remote_events: AtomicBool,
+    /// Cancel flags of the jobs running here.
     cancels: Mutex<HashMap<String, Arc<AtomicBool>>>,
-    /// Set when a job is queued; workers wait on it.
+    /// Bumped when a job is queued; workers wait on it.
     work: (Mutex<u64>, Condvar),
     pub stopping: AtomicBool,
+    /// Stop the workers once the queue is empty and none of them has a job.
+    pub exit_when_idle: AtomicBool,
+    /// Workers claiming or running a job.
+    busy: AtomicUsize,
     /// Training rows done (for /metrics).
     pub rows_trained: AtomicU64,
+    /// `host:pid`, the first part of every worker's name.
+    process: String,
 }
 
 impl Shared {
-    pub fn new(store: Store) -> Shared {
+    pub fn new(store: Arc<dyn Store>, files: Files, leasing: Leasing) -> Shared {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
         Shared {
             store,
+            files,
+            leasing,
             events: tokio::sync::broadcast::channel(4096).0,
+            remote_events: AtomicBool::new(false),
             cancels: Mutex::new(HashMap::new()),
             work: (Mutex::new(0), Condvar::new()),
             stopping: AtomicBool::new(false),
+            exit_when_idle: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
             rows_trained: AtomicU64::new(0),
+            process: format!("{host}:{}", std::process::id()),
         }
     }
 
-    /// Stores an event of `job` and tells the listeners.
-    pub fn event(&self, job: &str, data: Value) {
-        match self.store.append_event(job, &data) {
-            Ok(seq) => {
-                let mut data = data;
-                data["seq"] = Value::from(seq);
-                let _ = self.events.send(Broadcast {
-                    job: job.to_string(),
-                    seq,
-                    data: data.to_string().into(),
-                });
+    /// Hears what other processes do through the store, when it can tell (PostgreSQL).
+    pub fn listen(self: &Arc<Self>) -> crate::Result<()> {
+        let weak = Arc::downgrade(self);
+        let remote = self.store.listen(Arc::new(move |n| {
+            let Some(s) = weak.upgrade() else { return };
+            match n {
+                store::Notice::Event(p) => s.broadcast(p),
+                store::Notice::Queued => s.notify(),
             }
+        }))?;
+        self.remote_events.store(remote, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Whether other processes share the store (PostgreSQL): then leases, not start-up,
+    /// decide which running jobs are orphans.
+    pub fn shares_store(&self) -> bool {
+        self.remote_events.load(Ordering::Relaxed)
+    }
+
+    fn broadcast(&self, p: Posted) {
+        let _ = self.events.send(Broadcast {
+            job: p.job,
+            seq: p.seq,
+            data: p.data.into(),
+        });
+    }
+
+    /// Tells this process's listeners about an event the store took (with PostgreSQL the
+    /// notification does, for every process).
+    pub fn published(&self, p: Posted) {
+        if !self.remote_events.load(Ordering::Relaxed) {
+            self.broadcast(p);
+        }
+    }
+
+    /// Stores an event of `job` (not fenced: the API's own) and tells the listeners.
+    pub fn event(&self, job: &str, data: Value) {
+        match self.store.append_event(job, None, &data) {
+            Ok(Some(p)) => self.published(p),
+            Ok(None) => {}
             Err(e) => log::error!("job {job}: event not stored: {e}"),
         }
     }
@@ -113,26 +178,63 @@ impl Shared {
         }
         self.work.1.notify_all();
     }
-}
 
-/// One worker: runs queued jobs until the service stops.
-pub fn worker(shared: Arc<Shared>) {
-    while !shared.stopping.load(Ordering::Relaxed) {
-        let seen = shared.work_count();
-        match shared.store.claim_next() {
-            Ok(Some((id, spec))) => run_job(&shared, &id, &spec),
-            Ok(None) => shared.wait_for_work(seen),
-            Err(e) => {
-                log::error!("taking the next job failed: {e}");
-                std::thread::sleep(Duration::from_secs(1));
+    /// Re-queues (or fails) the jobs whose lease ran out, with their events; `all`: every
+    /// running job (a single-process store just opened).
+    pub fn requeue_expired(&self, all: bool) {
+        match self.store.requeue_expired(self.leasing.max_attempts, all) {
+            Ok(posted) => {
+                for p in posted {
+                    log::warn!("job {}: its worker vanished; {}", p.job, p.data);
+                    self.published(p);
+                    self.notify();
+                }
             }
+            Err(e) => log::error!("re-queuing jobs whose lease expired failed: {e}"),
         }
     }
 }
 
-/// The checkpoint file of job `id`.
-pub fn checkpoint_path(store: &Store, id: &str) -> std::path::PathBuf {
-    store.job_dir(id).join("checkpoint.json")
+/// One worker: runs queued jobs until the service stops (or, with `exit_when_idle`, until
+/// there is nothing left to run).
+pub fn worker(shared: Arc<Shared>, index: usize) {
+    let name = format!("{}:{index}", shared.process);
+    let mut failing = false;
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let seen = shared.work_count();
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        if shared.stopping.load(Ordering::Relaxed) {
+            shared.busy.fetch_sub(1, Ordering::SeqCst);
+            break;
+        }
+        let claimed = shared.store.claim_next(&name, shared.leasing.seconds);
+        match claimed {
+            Ok(Some(c)) => {
+                failing = false;
+                run_job(&shared, &c, &name);
+                shared.busy.fetch_sub(1, Ordering::SeqCst);
+            }
+            Ok(None) => {
+                failing = false;
+                let others = shared.busy.fetch_sub(1, Ordering::SeqCst) - 1;
+                if others == 0 && shared.exit_when_idle.load(Ordering::Relaxed) {
+                    log::info!("the queue is empty: stopping (--exit-when-idle)");
+                    shared.stop();
+                    break;
+                }
+                shared.wait_for_work(seen);
+            }
+            Err(e) => {
+                shared.busy.fetch_sub(1, Ordering::SeqCst);
+                // Once per outage, not once a second.
+                if !failing {
+                    log::error!("taking the next job failed ({e}); trying again every second");
+                }
+                failing = true;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 fn epoch_event(r: &crate::train::EpochReport) -> Value {
@@ -150,60 +252,263 @@ fn epoch_event(r: &crate::train::EpochReport) -> Value {
     })
 }
 
-fn run_job(shared: &Shared, id: &str, spec: &str) {
-    let cancel = Arc::new(AtomicBool::new(false));
+/// One attempt at a job: what its writes need, and what they found.
+struct Attempt<'a> {
+    shared: &'a Shared,
+    claim: &'a Claim,
+    /// Stop after the epoch (a client's cancel, the service stopping, the lease lost).
+    cancel: Arc<AtomicBool>,
+    /// Another process re-queued the job: write nothing more.
+    lost: Arc<AtomicBool>,
+}
+
+impl Attempt<'_> {
+    fn renewal(&self, r: crate::Result<Renewal>) {
+        match r {
+            Ok(Renewal::Held { cancel_requested }) => {
+                if cancel_requested {
+                    self.cancel.store(true, Ordering::Relaxed);
+                }
+            }
+            Ok(Renewal::Lost) => self.lose(),
+            Err(e) => log::warn!("job {}: renewing its lease failed: {e}", self.claim.id),
+        }
+    }
+
+    fn lose(&self) {
+        if !self.lost.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "job {}: this worker lost its lease (it was out of touch longer than --lease-seconds and the job was queued again); stopping without writing anything more",
+                self.claim.id
+            );
+        }
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    /// Stores an event, fenced on the lease.
+    fn event(&self, data: Value) {
+        if self.lost.load(Ordering::Relaxed) {
+            return;
+        }
+        match self
+            .shared
+            .store
+            .append_event(&self.claim.id, Some(&self.claim.lease), &data)
+        {
+            Ok(Some(p)) => self.shared.published(p),
+            Ok(None) => self.lose(),
+            Err(e) => log::error!("job {}: event not stored: {e}", self.claim.id),
+        }
+    }
+}
+
+/// Renews the lease every third of its length until told to stop (dropping `stop`'s sender).
+fn heartbeat(attempt: &Attempt, stop: std::sync::mpsc::Receiver<()>) {
+    let every = Duration::from_secs_f64((attempt.shared.leasing.seconds / 3.0).max(0.05));
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        if attempt.lost.load(Ordering::Relaxed) {
+            return;
+        }
+        attempt.renewal(attempt.shared.store.renew(
+            &attempt.claim.id,
+            &attempt.claim.lease,
+            attempt.shared.leasing.seconds,
+        ));
+    }
+}
+
+fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
+    let id = claim.id.as_str();
+    let attempt = Attempt {
+        shared,
+        claim,
+        cancel: Arc::new(AtomicBool::new(false)),
+        lost: Arc::new(AtomicBool::new(false)),
+    };
     shared
         .cancels
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.to_string(), cancel.clone());
-    // A cancel that arrived between the claim and here.
-    if shared.store.cancel_requested(id).unwrap_or(false) || shared.stopping.load(Ordering::Relaxed)
+        .insert(id.to_string(), attempt.cancel.clone());
+    let job_row = shared.store.job(id).ok().flatten();
+    // A cancel that arrived before the claim.
+    if job_row.as_ref().is_some_and(|j| j.cancel_requested)
+        || shared.stopping.load(Ordering::Relaxed)
     {
-        cancel.store(true, Ordering::Relaxed);
+        attempt.cancel.store(true, Ordering::Relaxed);
     }
-    shared.event(id, json!({"type": "status", "status": store::RUNNING}));
-    log::info!("job {id}: running");
-    let ckpt = checkpoint_path(&shared.store, id);
-    // Messages name the data set as the client did, not by the store's file.
-    let dataset = shared
+    attempt.event(json!({"type": "status", "status": store::RUNNING, "worker": worker}));
+    log::info!(
+        "job {id}: running (attempt {}, worker {worker})",
+        claim.attempt
+    );
+    let (stop_heartbeat, stopped) = std::sync::mpsc::channel::<()>();
+    let (result, ckpt_dir) = std::thread::scope(|scope| {
+        scope.spawn(|| heartbeat(&attempt, stopped));
+        let out = train(&attempt, job_row.as_ref());
+        drop(stop_heartbeat);
+        out
+    });
+    shared
+        .cancels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+    if attempt.lost.load(Ordering::Relaxed) {
+        // The attempt that replaced this one owns the job now. This one's folder stays (the
+        // new attempt may be resuming from it) until the job finishes.
+        return;
+    }
+    let stopping = shared.stopping.load(Ordering::Relaxed);
+    let user_cancelled = shared
         .store
         .job(id)
         .ok()
         .flatten()
-        .and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
-    let rename = |text: String| match &dataset {
+        .is_some_and(|j| j.cancel_requested);
+    let model_id = model_id(id);
+    let (status, error, model) = match result {
+        // The service is stopping: the job goes back to the queue and resumes from its
+        // checkpoint when a worker takes it again.
+        Ok(o) if o.interrupted && stopping && !user_cancelled => (store::QUEUED, None, None),
+        Err(Error::Interrupted(_)) if stopping && !user_cancelled => (store::QUEUED, None, None),
+        Ok(o) if o.interrupted => (store::CANCELLED, None, Some(model_id.as_str())),
+        Ok(_) => (store::SUCCEEDED, None, Some(model_id.as_str())),
+        Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
+        Err(e) => (store::FAILED, Some(e), None),
+    };
+    let error = error.map(|e| rename(shared, job_row.as_ref(), e.to_string()));
+    let mut ev = json!({"type": "status", "status": status});
+    if let Some(e) = &error {
+        ev["error"] = Value::from(e.as_str());
+    }
+    if let Some(m) = model {
+        ev["model"] = Value::from(m);
+    }
+    if status == store::QUEUED {
+        ev["reason"] = Value::from(
+            "the service is stopping; the job resumes from its checkpoint when a worker takes it again",
+        );
+    }
+    let outcome = Outcome {
+        status,
+        error: error.as_deref(),
+        model,
+    };
+    // The model this attempt wrote in its own folder is staged beside its final place,
+    // recorded (fenced), then renamed into place: a worker that lost its lease never
+    // replaces the model of the attempt that replaced it.
+    let staged = model.map(|m| {
+        let final_path = shared.files.model_path(m);
+        let staged = final_path.with_extension(format!("json.{}", claim.lease));
+        (
+            std::fs::rename(ckpt_dir.join("model.json"), &staged),
+            staged,
+            final_path,
+        )
+    });
+    if let Some((Err(e), _, _)) = &staged {
+        log::error!("job {id}: its model could not be moved into the store: {e}");
+    }
+    match shared.store.end(id, &claim.lease, &outcome, &ev) {
+        Ok(Some(p)) => shared.published(p),
+        Ok(None) => {
+            attempt.lose();
+            if let Some((_, staged, _)) = staged {
+                let _ = std::fs::remove_file(staged);
+            }
+            return;
+        }
+        Err(e) => {
+            // The lease runs out and another process re-queues the job, which resumes from
+            // this attempt's checkpoint.
+            log::error!(
+                "job {id}: its outcome ({status}) was not recorded ({e}); it goes back to the queue when its lease expires"
+            );
+            return;
+        }
+    }
+    if let Some((Ok(()), staged, final_path)) = staged {
+        if let Err(e) = std::fs::rename(&staged, &final_path) {
+            log::error!("job {id}: its model could not be moved into the store: {e}");
+        }
+    }
+    if status != store::QUEUED {
+        let _ = std::fs::remove_dir_all(shared.files.job_dir(id));
+    }
+    log::info!(
+        "job {id}: {status}{}",
+        error
+            .as_deref()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default()
+    );
+}
+
+/// Messages name the data set as the client did, not by the store's file.
+fn rename(shared: &Shared, job: Option<&store::JobRow>, text: String) -> String {
+    let dataset = job.and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
+    match dataset {
         Some(d) => text.replace(
             &shared
-                .store
+                .files
                 .dataset_path(&d.id, &d.format)
                 .display()
                 .to_string(),
             &d.name,
         ),
         None => text,
-    };
+    }
+}
+
+/// Runs the attempt's training job; returns its outcome and the attempt's checkpoint folder.
+fn train(
+    attempt: &Attempt,
+    job_row: Option<&store::JobRow>,
+) -> (crate::Result<crate::job::Outcome>, std::path::PathBuf) {
+    let shared = attempt.shared;
+    let claim = attempt.claim;
+    let id = claim.id.as_str();
+    let ckpt = shared.files.checkpoint_path(id, claim.attempt);
+    let ckpt_dir = ckpt.parent().expect("a folder").to_path_buf();
+    let dataset = job_row.and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
     let result = (|| {
-        let mut job = TrainJob::from_json(spec)?;
-        if ckpt.exists() {
-            job.resume = Some(ckpt.clone());
-        }
+        let mut job = TrainJob::from_json(&claim.spec)?;
+        std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
+        job.resume = shared
+            .files
+            .latest_checkpoint(id, claim.attempt)
+            .or_else(|| {
+                // A store from before attempts had folders.
+                let old = shared.files.job_dir(id).join("checkpoint.json");
+                old.exists().then_some(old)
+            });
+        job.checkpoint = Some(ckpt.clone());
+        // The model goes to the attempt's folder first (see `run_job`).
+        job.out = Some(ckpt_dir.join("model.json"));
         let resolved = job.resolve()?;
         let mut observer = |e: &JobEvent| match e {
             JobEvent::Started(plan) => {
-                let _ = shared.store.set_device(id, &plan.backend);
+                if let Ok(false) = shared.store.set_device(id, &claim.lease, &plan.backend) {
+                    attempt.lose();
+                }
                 let mut plan = serde_json::to_value(plan).unwrap_or(Value::Null);
                 if let Some(d) = &dataset {
                     plan["data"] = Value::from(d.name.clone());
                 }
-                shared.event(id, json!({"type": "started", "plan": plan}));
+                attempt.event(json!({"type": "started", "plan": plan}));
             }
             JobEvent::Resuming { epoch, .. } => {
-                shared.event(id, json!({"type": "resuming", "epoch": epoch}));
+                attempt.event(json!({"type": "resuming", "epoch": epoch}));
             }
             JobEvent::Train(TrainEvent::Epoch(r)) => {
-                let _ = shared.store.set_progress(
+                if attempt.lost.load(Ordering::Relaxed) {
+                    return;
+                }
+                attempt.renewal(shared.store.set_progress(
                     id,
+                    &claim.lease,
+                    shared.leasing.seconds,
                     &Progress {
                         epoch: r.epoch,
                         max_epochs: r.max_epochs,
@@ -214,84 +519,33 @@ fn run_job(shared: &Shared, id: &str, spec: &str) {
                         rows_per_sec: r.rows_per_sec,
                         eta_seconds: r.eta_seconds,
                     },
-                );
+                ));
                 shared.rows_trained.fetch_add(
                     (r.rows_per_sec * r.seconds).round() as u64,
                     Ordering::Relaxed,
                 );
-                shared.event(id, epoch_event(r));
+                attempt.event(epoch_event(r));
             }
             JobEvent::Train(TrainEvent::Recovered { epoch, batch, lr }) => {
-                shared.event(
-                    id,
-                    json!({"type": "recovered", "epoch": epoch, "batch": batch, "lr": lr}),
-                );
+                attempt
+                    .event(json!({"type": "recovered", "epoch": epoch, "batch": batch, "lr": lr}));
             }
             JobEvent::Train(TrainEvent::Rows { .. }) => {}
-            JobEvent::Warning(w) => shared.event(
-                id,
-                json!({"type": "warning", "message": rename(w.to_string())}),
-            ),
-            JobEvent::Note(n) => shared.event(
-                id,
-                json!({"type": "note", "message": rename(n.to_string())}),
-            ),
-            JobEvent::Converting { .. } => shared.event(
-                id,
+            JobEvent::Warning(w) => attempt.event(json!({
+                "type": "warning",
+                "message": rename(shared, job_row, w.to_string())
+            })),
+            JobEvent::Note(n) => attempt.event(json!({
+                "type": "note",
+                "message": rename(shared, job_row, n.to_string())
+            })),
+            JobEvent::Converting { .. } => attempt.event(
                 json!({"type": "note", "message": "converting the CSV to .npy to stream it"}),
             ),
         };
-        resolved.run(&mut observer, &cancel)
+        resolved.run(&mut observer, &attempt.cancel)
     })();
-    shared
-        .cancels
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(id);
-    let stopping = shared.stopping.load(Ordering::Relaxed);
-    let user_cancelled = shared.store.cancel_requested(id).unwrap_or(false);
-    let model_id = model_id(id);
-    let (status, error, model) = match result {
-        // The service is stopping: the job goes back to the queue and resumes from its
-        // checkpoint when the service starts again.
-        Ok(o) if o.interrupted && stopping && !user_cancelled => (store::QUEUED, None, None),
-        Err(Error::Interrupted(_)) if stopping && !user_cancelled => (store::QUEUED, None, None),
-        Ok(o) if o.interrupted => (store::CANCELLED, None, Some(model_id.as_str())),
-        Ok(_) => (store::SUCCEEDED, None, Some(model_id.as_str())),
-        Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
-        Err(e) => (store::FAILED, Some(rename(e.to_string())), None),
-    };
-    let recorded = if status == store::QUEUED {
-        shared.store.set_status(id, status)
-    } else {
-        shared.store.finish(id, status, error.as_deref(), model)
-    };
-    if let Err(e) = recorded {
-        log::error!("job {id}: its outcome ({status}) was not recorded: {e}");
-    }
-    if status != store::QUEUED {
-        let _ = std::fs::remove_dir_all(shared.store.job_dir(id));
-    }
-    log::info!(
-        "job {id}: {status}{}",
-        error
-            .as_deref()
-            .map(|e| format!(": {e}"))
-            .unwrap_or_default()
-    );
-    let mut ev = json!({"type": "status", "status": status});
-    if let Some(e) = &error {
-        ev["error"] = Value::from(e.as_str());
-    }
-    if let Some(m) = model {
-        ev["model"] = Value::from(m);
-    }
-    if status == store::QUEUED {
-        ev["reason"] = Value::from(
-            "the service is stopping; the job resumes from its checkpoint when it starts again",
-        );
-    }
-    shared.event(id, ev);
+    (result, ckpt_dir)
 }
 
 /// The id of the model job `id` writes.

@@ -1,0 +1,346 @@
+//! The service's state: datasets, jobs with their leases and events, and models, behind one
+//! trait ([`Store`]) with two implementations:
+//!
+//! - [`SqliteStore`] (`--store DIR`, the default): one file, `DIR/mdn.sqlite`, owned by one
+//!   process at a time (a second `mdn serve` on it is refused). Nothing to install.
+//! - [`PostgresStore`] (`--store postgres://...`): the same tables in PostgreSQL, shared by
+//!   any number of `mdn serve` processes on any number of machines. Events reach every
+//!   process through `LISTEN/NOTIFY`.
+//!
+//! Files (uploaded data, checkpoints, models) are not in the store but in [`Files`], a
+//! directory every process sees; rows name them only by ids the store generated.
+//!
+//! **Leases.** A worker claims the oldest queued job in one statement, which bumps the job's
+//! attempt and gives it a fresh lease id with an expiry. Everything the worker writes after
+//! that (renewals, progress, events, its outcome) is fenced on (job, lease): once the lease
+//! expired and any process re-queued the job ([`Store::requeue_expired`]), the old worker's
+//! writes change nothing, and it stops. A job whose worker vanished `max_attempts` times
+//! ends `failed` with the reason. Every state change is one transaction; a job's events are
+//! numbered 1, 2, ... without gaps, in the order they were committed.
+
+mod files;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub use files::Files;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A new id: `prefix` and 16 random hex digits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", rand::random::<u64>())
+}
+
+/// Whether `id` looks like one the store made (letters, digits and `_` only, at most 40):
+/// anything else is refused before it gets near a query or a path.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 40
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// An uploaded data set.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DatasetRow {
+    pub id: String,
+    pub name: String,
+    /// `csv` or `npy`.
+    pub format: String,
+    pub rows: usize,
+    pub columns: Vec<String>,
+    pub bytes: u64,
+    pub created: f64,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRow {
+    pub id: String,
+    pub status: String,
+    pub dataset: String,
+    /// What the client sent: target, features and options.
+    pub request: Value,
+    pub epoch: Option<usize>,
+    pub max_epochs: Option<usize>,
+    pub train_nll: Option<f64>,
+    pub val_nll: Option<f64>,
+    pub best_epoch: Option<usize>,
+    pub best_val_nll: Option<f64>,
+    pub rows_per_sec: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    pub device: Option<String>,
+    pub error: Option<String>,
+    pub model: Option<String>,
+    pub cancel_requested: bool,
+    /// How many times the job was started (more than 1 after a restart resumed it).
+    pub attempts: u32,
+    /// The worker running it (`host:pid:thread`), while it runs.
+    pub worker: Option<String>,
+    pub created: f64,
+    pub started: Option<f64>,
+    pub finished: Option<f64>,
+}
+
+/// Progress of a running job, written after each epoch.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub epoch: usize,
+    pub max_epochs: usize,
+    pub train_nll: f64,
+    pub val_nll: Option<f64>,
+    pub best_epoch: usize,
+    pub best_val_nll: Option<f64>,
+    pub rows_per_sec: f64,
+    pub eta_seconds: f64,
+}
+
+/// Job statuses.
+pub const QUEUED: &str = "queued";
+pub const RUNNING: &str = "running";
+pub const SUCCEEDED: &str = "succeeded";
+pub const FAILED: &str = "failed";
+pub const CANCELLED: &str = "cancelled";
+pub const STATUSES: [&str; 5] = [QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED];
+
+/// A job a worker took: run it while the lease holds.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub id: String,
+    /// The [`crate::job::TrainJob`] to run, as JSON.
+    pub spec: String,
+    /// Fences every later write of this attempt.
+    pub lease: String,
+    /// 1 for the first run, 2 after one resume, ...
+    pub attempt: u32,
+}
+
+/// What renewing a lease found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still this worker's; whether a client asked the job to stop.
+    Held { cancel_requested: bool },
+    /// Another process re-queued the job (this worker was too slow to renew, or the job is
+    /// gone): stop, and write nothing more.
+    Lost,
+}
+
+/// An event as stored: its job, number, and JSON text (with `seq` in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Posted {
+    pub job: String,
+    pub seq: u64,
+    pub data: String,
+}
+
+/// How [`Store::delete_dataset`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Deleted {
+    /// Removed; its files (of this format) are the caller's to remove.
+    Removed { format: String },
+    /// No such data set.
+    Missing,
+    /// A queued or running job (this one) uses it.
+    InUse(String),
+}
+
+/// How [`Store::cancel`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancel {
+    /// It was queued: now cancelled (the event says so).
+    Cancelled(Posted),
+    /// It is running: its worker stops after the epoch (the next renewal tells it).
+    Requested,
+    /// It has already finished, with this status.
+    Finished(String),
+    Missing,
+}
+
+/// How a worker leaves a job: back to the queue (status [`QUEUED`], the service stopping)
+/// or finished.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub status: &'a str,
+    pub error: Option<&'a str>,
+    pub model: Option<&'a str>,
+}
+
+/// A job to queue.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub id: &'a str,
+    pub dataset: &'a str,
+    /// What the client sent.
+    pub request: &'a Value,
+    /// The [`crate::job::TrainJob`] the worker runs, as JSON.
+    pub spec: &'a str,
+}
+
+/// How [`Store::insert_job`] went.
+#[derive(Debug, Clone)]
+pub enum Queued {
+    /// Queued, with this first event.
+    New(Posted),
+    /// The idempotency key was used before: the job that request queued.
+    Replayed(Box<JobRow>),
+}
+
+/// What another process did, as the PostgreSQL store hears it.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    Event(Posted),
+    /// A job was queued: a worker may take it.
+    Queued,
+}
+
+/// The service's state; see the module's description. Every method is one transaction.
+pub trait Store: Send + Sync {
+    /// How to name the store in messages (`SQLite store mdn-store/mdn.sqlite`, `PostgreSQL
+    /// store db.example:5432/mdn`; never a password).
+    fn describe(&self) -> String;
+
+    /// Starts passing what other processes do to `on` (PostgreSQL); false when the store
+    /// has one process, which then tells its own listeners (SQLite).
+    fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool>;
+
+    /// Adds a data set. With an idempotency `key` already used, adds nothing and returns
+    /// the data set the first request added.
+    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Option<DatasetRow>>;
+    fn dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
+    /// Data sets, oldest first.
+    fn datasets(&self) -> Result<Vec<DatasetRow>>;
+    /// Removes a data set unless a queued or running job uses it.
+    fn delete_dataset(&self, id: &str) -> Result<Deleted>;
+
+    /// Queues a job with its first event (`queued`). With an idempotency `key` already
+    /// used, queues nothing and returns the job the first request queued.
+    fn insert_job(&self, job: &NewJob, key: Option<&str>) -> Result<Queued>;
+    fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    /// Jobs, oldest first, optionally of one status.
+    fn jobs(&self, status: Option<&str>) -> Result<Vec<JobRow>>;
+    /// Counts of jobs by status.
+    fn job_counts(&self) -> Result<Vec<(String, u64)>>;
+
+    /// Takes the oldest queued job for `worker`, with a lease of `lease_seconds`.
+    fn claim_next(&self, worker: &str, lease_seconds: f64) -> Result<Option<Claim>>;
+    /// Extends a lease by `lease_seconds` from now.
+    fn renew(&self, id: &str, lease: &str, lease_seconds: f64) -> Result<Renewal>;
+    /// Re-queues running jobs whose lease expired (`all`: every running job, for a store
+    /// that one process owns and that process just started), each with a status event; a
+    /// job that lost its worker `max_attempts` times fails instead.
+    fn requeue_expired(&self, max_attempts: u32, all: bool) -> Result<Vec<Posted>>;
+    /// Cancels a queued job, or asks a running one to stop.
+    fn cancel(&self, id: &str) -> Result<Cancel>;
+
+    /// Fenced writes of the worker holding `lease`: false (or None) when it no longer does.
+    fn set_device(&self, id: &str, lease: &str, device: &str) -> Result<bool>;
+    /// Records an epoch's progress and renews the lease (one statement): what a renewal
+    /// finds.
+    fn set_progress(
+        &self,
+        id: &str,
+        lease: &str,
+        lease_seconds: f64,
+        p: &Progress,
+    ) -> Result<Renewal>;
+    /// Ends the attempt: back to the queue or finished (the model, if any, registered in
+    /// the same transaction), with `event` as the job's status event.
+    fn end(
+        &self,
+        id: &str,
+        lease: &str,
+        outcome: &Outcome,
+        event: &Value,
+    ) -> Result<Option<Posted>>;
+    /// Appends an event to a job's history, fenced on `lease` when given.
+    fn append_event(&self, job: &str, lease: Option<&str>, data: &Value) -> Result<Option<Posted>>;
+
+    /// A job's events after `after`, in order, as (seq, JSON text).
+    fn events(&self, job: &str, after: u64) -> Result<Vec<(u64, String)>>;
+    /// Whether model `id` exists (its file is [`Files::model_path`]).
+    fn model_exists(&self, id: &str) -> Result<bool>;
+    /// The data set the job that wrote model `id` trained on (None if either is gone).
+    fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
+}
+
+/// Opens the store `spec` names: `postgres://` or `postgresql://` URL, else a directory for
+/// SQLite. Files go to `files`, or with SQLite to the store's directory.
+pub fn open(spec: &str, files: Option<&std::path::Path>) -> Result<(Arc<dyn Store>, Files)> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        let Some(files) = files else {
+            return Err(Error::config(
+                "--files DIR is needed with a PostgreSQL store: the directory (shared by every machine) that holds the data sets, checkpoints and models",
+            ));
+        };
+        let store = PostgresStore::open(spec)?;
+        Ok((Arc::new(store), Files::open(files)?))
+    } else if spec.contains("://") {
+        Err(Error::config(format!(
+            "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
+        )))
+    } else {
+        let dir = std::path::Path::new(spec);
+        let store = SqliteStore::open(dir)?;
+        let files = Files::open(files.unwrap_or(dir))?;
+        Ok((Arc::new(store), files))
+    }
+}
+
+/// The text of an event with its number in it.
+fn numbered(data: &Value, seq: u64) -> String {
+    let mut data = data.clone();
+    data["seq"] = Value::from(seq);
+    data.to_string()
+}
+
+/// The status event of a job re-queued (or failed) because its worker vanished.
+fn vanished_event(status: &str, attempts: u32, max_attempts: u32) -> Value {
+    if status == FAILED {
+        serde_json::json!({
+            "type": "status",
+            "status": FAILED,
+            "error": vanished_error(attempts, max_attempts),
+        })
+    } else {
+        serde_json::json!({
+            "type": "status",
+            "status": QUEUED,
+            "reason": "its worker stopped (killed, out of memory, or out of touch past its lease); the job resumes from its last checkpoint, or from the beginning if it wrote none",
+        })
+    }
+}
+
+fn vanished_error(attempts: u32, max_attempts: u32) -> String {
+    format!(
+        "the job's worker stopped without a word {max_attempts} times (killed, out of memory, or out of touch; {attempts} attempts in all); it is not retried (--max-attempts {max_attempts})"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked_before_they_reach_a_query_or_a_path() {
+        assert!(valid_id(&new_id("job")));
+        for bad in ["", "../x", "a b", "A", "x;drop", &"a".repeat(41)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! The PostgreSQL store: the same tables as SQLite's in a PostgreSQL database that any number
+//! of `mdn serve` processes share. A worker claims a job with one `UPDATE ... WHERE seq =
+//! (SELECT ... FOR UPDATE SKIP LOCKED LIMIT 1)`, so each job is taken by exactly one worker
+//! without a global lock; lease expiry is measured on the database's clock, so machines need
+//! not agree on the time. Appending an event locks its job's row (numbers without gaps, in
+//! commit order) and sends `NOTIFY mdn_events`; queuing a job sends `NOTIFY mdn_jobs`.
+//!
+//! Connections come from a small pool and are made again when the database comes back;
+//! until then every call answers [`Error::Store`] and the callers retry.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ::postgres::fallible_iterator::FallibleIterator;
+use ::postgres::{Client, NoTls, Row, Transaction};
+use serde_json::Value;
+
+use super::*;
+
+/// Schema versions, applied in order under an advisory lock (so that processes starting
+/// together apply each once); `mdn_migrations` records which ran.
+const MIGRATIONS: [&str; 1] = ["
+CREATE TABLE datasets (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows BIGINT NOT NULL,
+    columns TEXT NOT NULL, bytes BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,
+    idempotency_key TEXT UNIQUE);
+CREATE TABLE jobs (
+    seq BIGSERIAL PRIMARY KEY, id TEXT UNIQUE NOT NULL, status TEXT NOT NULL,
+    dataset TEXT NOT NULL, request TEXT NOT NULL, spec TEXT NOT NULL,
+    epoch BIGINT, max_epochs BIGINT, train_nll DOUBLE PRECISION, val_nll DOUBLE PRECISION,
+    best_epoch BIGINT, best_val_nll DOUBLE PRECISION, rows_per_sec DOUBLE PRECISION,
+    eta_seconds DOUBLE PRECISION, device TEXT, error TEXT, model TEXT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE, attempts INTEGER NOT NULL DEFAULT 0,
+    created DOUBLE PRECISION NOT NULL, started DOUBLE PRECISION, finished DOUBLE PRECISION,
+    lease TEXT, lease_expires DOUBLE PRECISION, worker TEXT,
+    vanished INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT UNIQUE);
+CREATE INDEX jobs_status ON jobs(status, seq);
+CREATE TABLE events (
+    job TEXT NOT NULL, seq BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job, seq));
+CREATE TABLE models (
+    id TEXT PRIMARY KEY, job TEXT NOT NULL, created DOUBLE PRECISION NOT NULL);
+"];
+
+/// The database's clock, in seconds since the Unix epoch.
+const DB_NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::float8";
+
+const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
+    best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
+    attempts, worker, created, started, finished";
+
+const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created";
+
+/// Connections kept for reuse.
+const POOL: usize = 8;
+
+fn job_row(r: &Row) -> JobRow {
+    let request: String = r.get(3);
+    let opt_usize = |i: usize| r.get::<_, Option<i64>>(i).map(|v| v as usize);
+    JobRow {
+        id: r.get(0),
+        status: r.get(1),
+        dataset: r.get(2),
+        request: serde_json::from_str(&request).unwrap_or(Value::Null),
+        epoch: opt_usize(4),
+        max_epochs: opt_usize(5),
+        train_nll: r.get(6),
+        val_nll: r.get(7),
+        best_epoch: opt_usize(8),
+        best_val_nll: r.get(9),
+        rows_per_sec: r.get(10),
+        eta_seconds: r.get(11),
+        device: r.get(12),
+        error: r.get(13),
+        model: r.get(14),
+        cancel_requested: r.get(15),
+        attempts: r.get::<_, i32>(16) as u32,
+        worker: r.get(17),
+        created: r.get(18),
+        started: r.get(19),
+        finished: r.get(20),
+    }
+}
+
+fn dataset_row(r: &Row) -> DatasetRow {
+    let columns: String = r.get(4);
+    DatasetRow {
+        id: r.get(0),
+        name: r.get(1),
+        format: r.get(2),
+        rows: r.get::<_, i64>(3) as usize,
+        columns: serde_json::from_str(&columns).unwrap_or_default(),
+        bytes: r.get::<_, i64>(5) as u64,
+        created: r.get(6),
+    }
+}
+
+/// See the module's description.
+pub struct PostgresStore {
+    config: ::postgres::Config,
+    /// `host:port/db`, for messages (never the password).
+    name: String,
+    pool: Mutex<Vec<Client>>,
+}
+
+/// Runs blocking database work from anywhere: on the HTTP runtime's threads the runtime
+/// hands their other tasks on first (the client blocks on its own small runtime).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` and brings its tables up to date.
+    pub fn open(url: &str) -> Result<PostgresStore> {
+        let mut config: ::postgres::Config = url.parse().map_err(|e| {
+            Error::config(format!(
+                "--store: not a PostgreSQL URL like postgres://USER:PASSWORD@HOST:5432/DB ({e})"
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let host = match config.get_hosts().first() {
+            Some(::postgres::config::Host::Tcp(h)) => h.clone(),
+            #[cfg(unix)]
+            Some(::postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let name = format!(
+            "{host}:{port}/{}",
+            config
+                .get_dbname()
+                .or(config.get_user())
+                .unwrap_or("postgres")
+        );
+        let store = PostgresStore {
+            config,
+            name,
+            pool: Mutex::new(Vec::new()),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Client> {
+        blocking(|| self.config.connect(NoTls)).map_err(|e| {
+            Error::Store(format!(
+                "the PostgreSQL store at {} cannot be reached: {e}",
+                self.name
+            ))
+        })
+    }
+
+    fn failed(&self, e: ::postgres::Error) -> Error {
+        Error::Store(format!("the PostgreSQL store at {} failed: {e}", self.name))
+    }
+
+    /// Runs `f` on a pooled connection (a new one if none is free, or if the one it tried
+    /// turned out closed: the database restarted).
+    fn with<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>) -> Result<T> {
+        for round in 0..2 {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut client = match pooled {
+                Some(c) if !c.is_closed() => c,
+                _ => self.connect()?,
+            };
+            match blocking(|| f(&mut client)) {
+                Ok(v) => {
+                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                    if pool.len() < POOL {
+                        pool.push(client);
+                    }
+                    return Ok(v);
+                }
+                Err(e) if client.is_closed() && round == 0 => {
+                    log::warn!("{}: connection lost ({e}); connecting again", self.name);
+                }
+                Err(e) => {
+                    if !client.is_closed() {
+                        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                        if pool.len() < POOL {
+                            pool.push(client);
+                        }
+                    }
+                    return Err(self.failed(e));
+                }
+            }
+        }
+        unreachable!("the second round returns")
+    }
+
+    /// `f` in one transaction.
+    fn tx<T>(
+        &self,
+        mut f: impl FnMut(&mut Transaction) -> Result<T, ::postgres::Error>,
+    ) -> Result<T> {
+        self.with(|c| {
+            let mut tx = c.transaction()?;
+            let out = f(&mut tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn migrate(&self) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute("SELECT pg_advisory_xact_lock(7282611)", &[])?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS mdn_migrations (version INTEGER PRIMARY KEY, applied DOUBLE PRECISION NOT NULL)",
+            )?;
+            let done: i32 = tx
+                .query_one("SELECT COALESCE(MAX(version), 0) FROM mdn_migrations", &[])?
+                .get(0);
+            for (i, sql) in MIGRATIONS.iter().enumerate().skip(done.max(0) as usize) {
+                tx.batch_execute(sql)?;
+                tx.execute(
+                    "INSERT INTO mdn_migrations (version, applied) VALUES ($1, $2)",
+                    &[&(i as i32 + 1), &now()],
+                )?;
+            }
+            Ok(done)
+        })
+        .and_then(|done| {
+            if done as usize > MIGRATIONS.len() {
+                Err(Error::config(format!(
+                    "the PostgreSQL store at {} is of a newer mdn (schema {done}; this one knows {})",
+                    self.name,
+                    MIGRATIONS.len()
+                )))
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Appends an event inside `tx` (its job's row locked first: numbers without gaps, in commit
+/// order), fenced on `lease` when given; tells the listeners at commit.
+fn append_tx(
+    tx: &mut Transaction,
+    job: &str,
+    lease: Option<&str>,
+    data: &Value,
+) -> Result<Option<Posted>, ::postgres::Error> {
+    let row = tx.query_opt(
+        "SELECT lease, status FROM jobs WHERE id = $1 FOR UPDATE",
+        &[&job],
+    )?;
+    if let Some(l) = lease {
+        let held = row.as_ref().is_some_and(|r| {
+            r.get::<_, Option<String>>(0).as_deref() == Some(l) && r.get::<_, String>(1) == RUNNING
+        });
+        if !held {
+            return Ok(None);
+        }
+    }
+    let seq: i64 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job = $1",
+            &[&job],
+        )?
+        .get(0);
+    let text = numbered(data, seq as u64);
+    tx.execute(
+        "INSERT INTO events (job, seq, data) VALUES ($1, $2, $3)",
+        &[&job, &seq, &text],
+    )?;
+    tx.execute(
+        "SELECT pg_notify('mdn_events', $1)",
+        &[&format!("{job} {seq}")],
+    )?;
+    Ok(Some(Posted {
+        job: job.to_string(),
+        seq: seq as u64,
+        data: text,
+    }))
+}
+
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        format!("PostgreSQL store {}", self.name)
+    }
+
+    fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool> {
+        // The first connection is made here, so that a wrong URL is an error at start-up;
+        // later ones by the thread, as often as the database goes away.
+        let mut first = Some(self.connect()?);
+        let config = self.config.clone();
+        let name = self.name.clone();
+        std::thread::Builder::new()
+            .name("mdn-listen".into())
+            .spawn(move || {
+                let mut wait = Duration::from_millis(200);
+                loop {
+                    let client = match first.take() {
+                        Some(c) => Ok(c),
+                        None => config.connect(NoTls),
+                    };
+                    match client.and_then(|c| listen_on(c, &*on)) {
+                        Ok(()) => return,
+                        Err(e) => {
+                            log::warn!("{name}: listening for events failed ({e}); trying again");
+                            std::thread::sleep(wait);
+                            wait = (wait * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::Store(format!("starting the event listener failed: {e}")))?;
+        Ok(true)
+    }
+
+    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Option<DatasetRow>> {
+        self.tx(|tx| {
+            // ON CONFLICT: two requests with the same key at once add one data set.
+            let added = tx.execute(
+                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+                &[
+                    &d.id,
+                    &d.name,
+                    &d.format,
+                    &(d.rows as i64),
+                    &serde_json::to_string(&d.columns).expect("names"),
+                    &(d.bytes as i64),
+                    &d.created,
+                    &key,
+                ],
+            )?;
+            if added == 1 {
+                return Ok(None);
+            }
+            let first = tx.query_one(
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE idempotency_key = $1"),
+                &[&key],
+            )?;
+            Ok(Some(dataset_row(&first)))
+        })
+    }
+
+    fn dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE id = $1"),
+                &[&id],
+            )
+            .map(|r| r.as_ref().map(dataset_row))
+        })
+    }
+
+    fn datasets(&self) -> Result<Vec<DatasetRow>> {
+        self.with(|c| {
+            c.query(
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets ORDER BY created, id"),
+                &[],
+            )
+            .map(|rows| rows.iter().map(dataset_row).collect())
+        })
+    }
+
+    fn delete_dataset(&self, id: &str) -> Result<Deleted> {
+        self.tx(|tx| {
+            // Lock the data set first: a job queued on it meanwhile waits, then finds it gone.
+            let Some(row) = tx.query_opt(
+                "SELECT format FROM datasets WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )?
+            else {
+                return Ok(Deleted::Missing);
+            };
+            let busy = tx.query_opt(
+                "SELECT id FROM jobs WHERE dataset = $1 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
+                &[&id],
+            )?;
+            if let Some(job) = busy {
+                return Ok(Deleted::InUse(job.get(0)));
+            }
+            tx.execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
+            Ok(Deleted::Removed { format: row.get(0) })
+        })
+    }
+
+    fn insert_job(&self, job: &NewJob, key: Option<&str>) -> Result<Queued> {
+        self.tx(|tx| {
+            let added = tx.execute(
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key) VALUES ($1, 'queued', $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+                &[
+                    &job.id,
+                    &job.dataset,
+                    &job.request.to_string(),
+                    &job.spec,
+                    &now(),
+                    &key,
+                ],
+            )?;
+            if added == 0 {
+                let first = tx.query_one(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"),
+                    &[&key],
+                )?;
+                return Ok(Queued::Replayed(Box::new(job_row(&first))));
+            }
+            let posted = append_tx(
+                tx,
+                job.id,
+                None,
+                &serde_json::json!({"type": "status", "status": QUEUED}),
+            )?
+            .expect("unfenced");
+            tx.execute("SELECT pg_notify('mdn_jobs', $1)", &[&job.id])?;
+            Ok(Queued::New(posted))
+        })
+    }
+
+    fn job(&self, id: &str) -> Result<Option<JobRow>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
+                &[&id],
+            )
+            .map(|r| r.as_ref().map(job_row))
+        })
+    }
+
+    fn jobs(&self, status: Option<&str>) -> Result<Vec<JobRow>> {
+        self.with(|c| {
+            c.query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE $1::TEXT IS NULL OR status = $1 ORDER BY seq"
+                ),
+                &[&status],
+            )
+            .map(|rows| rows.iter().map(job_row).collect())
+        })
+    }
+
+    fn job_counts(&self) -> Result<Vec<(String, u64)>> {
+        self.with(|c| {
+            c.query(
+                "SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status",
+                &[],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get(0), r.get::<_, i64>(1) as u64))
+                    .collect()
+            })
+        })
+    }
+
+    fn claim_next(&self, worker: &str, lease_seconds: f64) -> Result<Option<Claim>> {
+        let lease = new_id("lease");
+        self.with(|c| {
+            c.query_opt(
+                &format!(
+                    "UPDATE jobs SET status = 'running', attempts = attempts + 1, started = COALESCE(started, $1), error = NULL, lease = $2, lease_expires = {DB_NOW} + $3, worker = $4 \
+                     WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq FOR UPDATE SKIP LOCKED LIMIT 1) \
+                     RETURNING id, spec, attempts"
+                ),
+                &[&now(), &lease, &lease_seconds, &worker],
+            )
+        })
+        .map(|row| {
+            row.map(|r| Claim {
+                id: r.get(0),
+                spec: r.get(1),
+                lease: lease.clone(),
+                attempt: r.get::<_, i32>(2) as u32,
+            })
+        })
+    }
+
+    fn renew(&self, id: &str, lease: &str, lease_seconds: f64) -> Result<Renewal> {
+        self.with(|c| {
+            c.query_opt(
+                &format!(
+                    "UPDATE jobs SET lease_expires = {DB_NOW} + $3 WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING cancel_requested"
+                ),
+                &[&id, &lease, &lease_seconds],
+            )
+        })
+        .map(|r| match r {
+            Some(r) => Renewal::Held {
+                cancel_requested: r.get(0),
+            },
+            None => Renewal::Lost,
+        })
+    }
+
+    fn requeue_expired(&self, max_attempts: u32, all: bool) -> Result<Vec<Posted>> {
+        self.tx(|tx| {
+            // SKIP LOCKED: a job whose worker is writing right now is not expired.
+            let expired = tx.query(
+                &format!(
+                    "SELECT id, attempts, vanished FROM jobs WHERE status = 'running' AND ($1 OR lease_expires IS NULL OR lease_expires < {DB_NOW}) ORDER BY seq FOR UPDATE SKIP LOCKED"
+                ),
+                &[&all],
+            )?;
+            let mut out = Vec::new();
+            for r in expired {
+                let id: String = r.get(0);
+                let attempts: i32 = r.get(1);
+                let vanished = r.get::<_, i32>(2) + 1;
+                let status = if vanished as u32 >= max_attempts { FAILED } else { QUEUED };
+                let event = vanished_event(status, attempts as u32, max_attempts);
+                let finished = (status == FAILED).then(now);
+                tx.execute(
+                    "UPDATE jobs SET status = $2, vanished = $3, lease = NULL, lease_expires = NULL, worker = NULL, error = $4, finished = $5 WHERE id = $1",
+                    &[&id, &status, &vanished, &event["error"].as_str(), &finished],
+                )?;
+                if let Some(p) = append_tx(tx, &id, None, &event)? {
+                    out.push(p);
+                }
+                if status == QUEUED {
+                    tx.execute("SELECT pg_notify('mdn_jobs', $1)", &[&id])?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn cancel(&self, id: &str) -> Result<Cancel> {
+        self.tx(|tx| {
+            let status: Option<String> = tx
+                .query_opt("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?
+                .map(|r| r.get(0));
+            Ok(match status.as_deref() {
+                Some(QUEUED) => {
+                    tx.execute(
+                        "UPDATE jobs SET status = 'cancelled', cancel_requested = TRUE, finished = $2 WHERE id = $1",
+                        &[&id, &now()],
+                    )?;
+                    let posted = append_tx(
+                        tx,
+                        id,
+                        None,
+                        &serde_json::json!({"type": "status", "status": CANCELLED}),
+                    )?;
+                    Cancel::Cancelled(posted.expect("unfenced"))
+                }
+                Some(RUNNING) => {
+                    tx.execute(
+                        "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1",
+                        &[&id],
+                    )?;
+                    Cancel::Requested
+                }
+                Some(s) => Cancel::Finished(s.to_string()),
+                None => Cancel::Missing,
+            })
+        })
+    }
+
+    fn set_device(&self, id: &str, lease: &str, device: &str) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET device = $3 WHERE id = $1 AND lease = $2 AND status = 'running'",
+                &[&id, &lease, &device],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    fn set_progress(
+        &self,
+        id: &str,
+        lease: &str,
+        lease_seconds: f64,
+        p: &Progress,
+    ) -> Result<Renewal> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("UPDATE jobs SET epoch = $3, max_epochs = $4, train_nll = $5, val_nll = $6, best_epoch = $7, best_val_nll = $8, rows_per_sec = $9, eta_seconds = $10, lease_expires = {DB_NOW} + $11 WHERE id = $1 AND lease = $2 AND status = 'running' RETURNING cancel_requested"),
+                &[
+                    &id,
+                    &lease,
+                    &(p.epoch as i64),
+                    &(p.max_epochs as i64),
+                    &p.train_nll,
+                    &p.val_nll,
+                    &(p.best_epoch as i64),
+                    &p.best_val_nll,
+                    &p.rows_per_sec,
+                    &p.eta_seconds,
+                    &lease_seconds,
+                ],
+            )
+        })
+        .map(|r| match r {
+            Some(r) => Renewal::Held {
+                cancel_requested: r.get(0),
+            },
+            None => Renewal::Lost,
+        })
+    }
+
+    fn end(
+        &self,
+        id: &str,
+        lease: &str,
+        outcome: &Outcome,
+        event: &Value,
+    ) -> Result<Option<Posted>> {
+        self.tx(|tx| {
+            let held = tx
+                .query_opt(
+                    "SELECT 1 FROM jobs WHERE id = $1 AND lease = $2 AND status = 'running' FOR UPDATE",
+                    &[&id, &lease],
+                )?
+                .is_some();
+            if !held {
+                return Ok(None);
+            }
+            if outcome.status == QUEUED {
+                tx.execute(
+                    "UPDATE jobs SET status = 'queued', lease = NULL, lease_expires = NULL, worker = NULL WHERE id = $1",
+                    &[&id],
+                )?;
+                tx.execute("SELECT pg_notify('mdn_jobs', $1)", &[&id])?;
+            } else {
+                let t = now();
+                if let Some(m) = outcome.model {
+                    tx.execute(
+                        "INSERT INTO models (id, job, created) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET job = EXCLUDED.job, created = EXCLUDED.created",
+                        &[&m, &id, &t],
+                    )?;
+                }
+                tx.execute(
+                    "UPDATE jobs SET status = $2, error = $3, model = $4, finished = $5, eta_seconds = 0, lease = NULL, lease_expires = NULL, worker = NULL WHERE id = $1",
+                    &[&id, &outcome.status, &outcome.error, &outcome.model, &t],
+                )?;
+            }
+            append_tx(tx, id, None, event)
+        })
+    }
+
+    fn append_event(&self, job: &str, lease: Option<&str>, data: &Value) -> Result<Option<Posted>> {
+        self.tx(|tx| append_tx(tx, job, lease, data))
+    }
+
+    fn events(&self, job: &str, after: u64) -> Result<Vec<(u64, String)>> {
+        self.with(|c| {
+            c.query(
+                "SELECT seq, data FROM events WHERE job = $1 AND seq > $2 ORDER BY seq",
+                &[&job, &(after as i64)],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, i64>(0) as u64, r.get(1)))
+                    .collect()
+            })
+        })
+    }
+
+    fn model_exists(&self, id: &str) -> Result<bool> {
+        self.with(|c| c.query_opt("SELECT 1 FROM models WHERE id = $1", &[&id]))
+            .map(|r| r.is_some())
+    }
+
+    fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
+        self.with(|c| {
+            c.query_opt(
+                "SELECT d.id, d.name, d.format, d.rows, d.columns, d.bytes, d.created FROM models m JOIN jobs j ON j.id = m.job JOIN datasets d ON d.id = j.dataset WHERE m.id = $1",
+                &[&id],
+            )
+            .map(|r| r.as_ref().map(dataset_row))
+        })
+    }
+}
+
+/// Listens on `client` until the connection fails, passing each notification to `on`.
+fn listen_on(
+    mut client: Client,
+    on: &(dyn Fn(Notice) + Send + Sync),
+) -> Result<(), ::postgres::Error> {
+    client.batch_execute("LISTEN mdn_events; LISTEN mdn_jobs")?;
+    loop {
+        let mut batch = Vec::new();
+        {
+            let mut n = client.notifications();
+            // Waits for one (or 30 s, then checks the connection), then takes what else is
+            // already here.
+            let first = n.timeout_iter(Duration::from_secs(30)).next()?;
+            if let Some(first) = first {
+                batch.push(first);
+                let mut more = n.iter();
+                while let Some(m) = more.next()? {
+                    batch.push(m);
+                }
+            }
+        }
+        if batch.is_empty() {
+            client.simple_query("SELECT 1")?;
+            continue;
+        }
+        for note in batch {
+            if note.channel() == "mdn_jobs" {
+                on(Notice::Queued);
+                continue;
+            }
+            let mut parts = note.payload().split(' ');
+            let (Some(job), Some(Ok(seq))) = (parts.next(), parts.next().map(str::parse::<i64>))
+            else {
+                continue;
+            };
+            if let Some(r) = client.query_opt(
+                "SELECT data FROM events WHERE job = $1 AND seq = $2",
+                &[&job, &seq],
+            )? {
+                on(Notice::Event(Posted {
+                    job: job.to_string(),
+                    seq: seq as u64,
+                    data: r.get(0),
+                }));
+            }
+        }
+    }
+}
