@@ -36,15 +36,16 @@ pub fn destination(path: &Path) -> Result<PathBuf> {
         }
         _ => path.to_path_buf(),
     };
-    if let Ok(m) = std::fs::metadata(&resolved) {
-        if !m.is_file() && !m.is_dir() {
-            let kind = special_kind(&m.file_type());
-            return Err(Error::config(format!(
-                "{}: {kind}, not a regular file; mdn writes a new file and renames it into \
+    if let Ok(m) = std::fs::metadata(&resolved)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        let kind = special_kind(&m.file_type());
+        return Err(Error::config(format!(
+            "{}: {kind}, not a regular file; mdn writes a new file and renames it into \
                  place, which would replace it",
-                path.display()
-            )));
-        }
+            path.display()
+        )));
     }
     Ok(resolved)
 }

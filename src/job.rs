@@ -574,13 +574,13 @@ impl TrainJob {
             ("--checkpoint", Some(&checkpoint_path)),
         ] {
             for (role, input) in [("--data", self.data.as_ref()), ("--val", self.val.as_ref())] {
-                if let (Some(p), Some(input)) = (path, input) {
-                    if same_file(p, input) {
-                        return Err(Error::config(format!(
-                            "{what} {} is the {role} file: the model would overwrite the data; choose another name",
-                            p.display()
-                        )));
-                    }
+                if let (Some(p), Some(input)) = (path, input)
+                    && same_file(p, input)
+                {
+                    return Err(Error::config(format!(
+                        "{what} {} is the {role} file: the model would overwrite the data; choose another name",
+                        p.display()
+                    )));
                 }
             }
         }
@@ -682,16 +682,16 @@ impl TrainJob {
                  held out; drop one of them"
             )));
         }
-        if let Some(v) = &val {
-            if v.features != train.features || v.targets != train.targets {
-                return Err(Error::config(format!(
-                    "the validation rows have columns [{}] -> [{}], the training rows [{}] -> [{}]",
-                    v.features.join(", "),
-                    v.targets.join(", "),
-                    train.features.join(", "),
-                    train.targets.join(", ")
-                )));
-            }
+        if let Some(v) = &val
+            && (v.features != train.features || v.targets != train.targets)
+        {
+            return Err(Error::config(format!(
+                "the validation rows have columns [{}] -> [{}], the training rows [{}] -> [{}]",
+                v.features.join(", "),
+                v.targets.join(", "),
+                train.features.join(", "),
+                train.targets.join(", ")
+            )));
         }
         crate::layout::Arch::new(
             train.features.len(),

@@ -655,14 +655,13 @@ pub fn train_members_with(
                 &setup.y_scaler,
             )
         };
-        if let Some(c) = checkpointer.as_mut() {
-            if epoch % c.every.max(1) == 0
-                && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
-            {
-                write(&mut run, c, &states)?;
-                last_checkpoint = Instant::now();
-                written = true;
-            }
+        if let Some(c) = checkpointer.as_mut()
+            && epoch % c.every.max(1) == 0
+            && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
+        {
+            write(&mut run, c, &states)?;
+            last_checkpoint = Instant::now();
+            written = true;
         }
         let bests: Vec<(usize, f64)> = states.iter().filter_map(|s| s.best).collect();
         let report = EpochReport {
@@ -679,23 +678,23 @@ pub fn train_members_with(
         };
         if !observer(&TrainEvent::Epoch(report)) {
             interrupted = true;
-            if let Some(c) = checkpointer.as_mut() {
-                if !written {
-                    write(&mut run, c, &states)?;
-                }
+            if let Some(c) = checkpointer.as_mut()
+                && !written
+            {
+                write(&mut run, c, &states)?;
             }
             break;
         }
         if let Some(p) = patience {
             for &i in &active {
-                if let Some((best_epoch, best_nll)) = states[i].best {
-                    if epoch - best_epoch >= p {
-                        stop[i] = Some("early-stopping");
-                        note(&format!(
-                            "member {} stopped at epoch {epoch}: best epoch {best_epoch}, validation NLL {best_nll:.4}",
-                            i + 1
-                        ));
-                    }
+                if let Some((best_epoch, best_nll)) = states[i].best
+                    && epoch - best_epoch >= p
+                {
+                    stop[i] = Some("early-stopping");
+                    note(&format!(
+                        "member {} stopped at epoch {epoch}: best epoch {best_epoch}, validation NLL {best_nll:.4}",
+                        i + 1
+                    ));
                 }
             }
         }
@@ -1358,14 +1357,13 @@ fn fit(
         state.lr = step.lr;
         state.shuffle_position = rng.get_word_pos().to_string();
         let mut written = false;
-        if let Some(c) = checkpointer.as_mut() {
-            if epoch % c.every.max(1) == 0
-                && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
-            {
-                (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
-                last_checkpoint = std::time::Instant::now();
-                written = true;
-            }
+        if let Some(c) = checkpointer.as_mut()
+            && epoch % c.every.max(1) == 0
+            && last_checkpoint.elapsed().as_secs_f64() >= c.min_seconds
+        {
+            (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
+            last_checkpoint = std::time::Instant::now();
+            written = true;
         }
         let best = state.best;
         let report = EpochReport {
@@ -1381,18 +1379,18 @@ fn fit(
         };
         if !observer(&TrainEvent::Epoch(report)) {
             stop_reason = "interrupted";
-            if let Some(c) = checkpointer.as_mut() {
-                if !written {
-                    (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
-                }
+            if let Some(c) = checkpointer.as_mut()
+                && !written
+            {
+                (c.write)(run.save_state()?, &state, &setup.x_scaler, &setup.y_scaler)?;
             }
             break;
         }
-        if let (Some(p), Some((best_epoch, _))) = (patience, best) {
-            if epoch - best_epoch >= p {
-                stop_reason = "early-stopping";
-                break;
-            }
+        if let (Some(p), Some((best_epoch, _))) = (patience, best)
+            && epoch - best_epoch >= p
+        {
+            stop_reason = "early-stopping";
+            break;
         }
     }
     if state.completed == 0 {
@@ -1480,17 +1478,17 @@ fn build_model(
 }
 
 fn check_columns(features: &[String], targets: &[String], val: Option<&Dataset>) -> Result<()> {
-    if let Some(v) = val {
-        if v.features != features || v.targets != targets {
-            return Err(Error::config(format!(
-                "{}: validation columns [{}] -> [{}] differ from training columns [{}] -> [{}]",
-                v.path.display(),
-                v.features.join(", "),
-                v.targets.join(", "),
-                features.join(", "),
-                targets.join(", ")
-            )));
-        }
+    if let Some(v) = val
+        && (v.features != features || v.targets != targets)
+    {
+        return Err(Error::config(format!(
+            "{}: validation columns [{}] -> [{}] differ from training columns [{}] -> [{}]",
+            v.path.display(),
+            v.features.join(", "),
+            v.targets.join(", "),
+            features.join(", "),
+            targets.join(", ")
+        )));
     }
     Ok(())
 }

@@ -493,14 +493,14 @@ impl Net {
                 self.arch.inputs
             )));
         }
-        if let Some(y) = y {
-            if y.len() != rows * self.arch.targets {
-                return Err(Error::config(format!(
-                    "target buffer has {} values, expected {rows} rows x {} targets",
-                    y.len(),
-                    self.arch.targets
-                )));
-            }
+        if let Some(y) = y
+            && y.len() != rows * self.arch.targets
+        {
+            return Err(Error::config(format!(
+                "target buffer has {} values, expected {rows} rows x {} targets",
+                y.len(),
+                self.arch.targets
+            )));
         }
         Ok(())
     }

@@ -172,18 +172,18 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
         None => (EXAMPLE_CSV.to_vec(), "bishop.csv".to_string()),
     };
     let mut query = format!("?name={}", urlencode(&name));
-    if let Some(p) = &job.data {
-        if mdn::data::is_npy(p) {
-            let names = mdn::npy::columns_path(p);
-            if let Ok(text) = std::fs::read_to_string(&names) {
-                let cols: Vec<String> = serde_json::from_str(&text).map_err(|e| {
-                    Error::config(format!(
-                        "{}: not a JSON array of names ({e})",
-                        names.display()
-                    ))
-                })?;
-                query.push_str(&format!("&columns={}", urlencode(&cols.join(","))));
-            }
+    if let Some(p) = &job.data
+        && mdn::data::is_npy(p)
+    {
+        let names = mdn::npy::columns_path(p);
+        if let Ok(text) = std::fs::read_to_string(&names) {
+            let cols: Vec<String> = serde_json::from_str(&text).map_err(|e| {
+                Error::config(format!(
+                    "{}: not a JSON array of names ({e})",
+                    names.display()
+                ))
+            })?;
+            query.push_str(&format!("&columns={}", urlencode(&cols.join(","))));
         }
     }
     let ds = c.post(&format!("/v1/datasets{query}"), &bytes)?;

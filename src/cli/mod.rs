@@ -39,11 +39,10 @@ pub fn main() -> ExitCode {
     let matches = command.clone().get_matches();
     if let (Some(("train", m)), Some(train)) =
         (matches.subcommand(), command.find_subcommand("train"))
+        && let Err(e) = args::check_resume(train, m)
     {
-        if let Err(e) = args::check_resume(train, m) {
-            progress::message(&format!("error: {e}"));
-            return ExitCode::from(e.exit_code() as u8);
-        }
+        progress::message(&format!("error: {e}"));
+        return ExitCode::from(e.exit_code() as u8);
     }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -378,12 +378,13 @@ async fn upload(
             "name: at most 200 characters, no control characters",
         ));
     }
-    if let Some(f) = &q.format {
-        if f != "csv" && f != "npy" {
-            return Err(ApiError::bad(format!(
-                "format: expected csv or npy, got {f:?}"
-            )));
-        }
+    if let Some(f) = &q.format
+        && f != "csv"
+        && f != "npy"
+    {
+        return Err(ApiError::bad(format!(
+            "format: expected csv or npy, got {f:?}"
+        )));
     }
     let tmp = app.shared.files.upload_path();
     let mut scrap = Scrap(Some(tmp.clone()));
@@ -836,13 +837,13 @@ async fn list_jobs(
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<Value>> {
     let q = query(q)?;
-    if let Some(s) = &q.status {
-        if !store::STATUSES.contains(&s.as_str()) {
-            return Err(ApiError::bad(format!(
-                "status: expected one of {}, got {s:?}",
-                store::STATUSES.join(", ")
-            )));
-        }
+    if let Some(s) = &q.status
+        && !store::STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::bad(format!(
+            "status: expected one of {}, got {s:?}",
+            store::STATUSES.join(", ")
+        )));
     }
     Ok(axum::Json(
         json!({"jobs": app.shared.store.jobs(q.status.as_deref())?}),
@@ -1086,15 +1087,15 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                 let v: Vec<f64> = serde_json::from_value(v.clone()).map_err(|_| {
                     ApiError::bad(format!("columns.{n}: expected an array of numbers"))
                 })?;
-                if let Some(first) = values.first() {
-                    if first.len() != v.len() {
-                        return Err(ApiError::bad(format!(
-                            "columns.{n}: {} values, {} has {}",
-                            v.len(),
-                            names[0],
-                            first.len()
-                        )));
-                    }
+                if let Some(first) = values.first()
+                    && first.len() != v.len()
+                {
+                    return Err(ApiError::bad(format!(
+                        "columns.{n}: {} values, {} has {}",
+                        v.len(),
+                        names[0],
+                        first.len()
+                    )));
                 }
                 values.push(v);
             }

@@ -73,13 +73,14 @@ pub fn run(
             ))
         })?)
     };
-    if let Some(addr) = addr {
-        if config.token.is_none() && !addr.ip().is_loopback() {
-            return Err(Error::config(format!(
-                "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
-                addr.ip()
-            )));
-        }
+    if let Some(addr) = addr
+        && config.token.is_none()
+        && !addr.ip().is_loopback()
+    {
+        return Err(Error::config(format!(
+            "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
+            addr.ip()
+        )));
     }
     if config.exit_when_idle && config.role != Role::Worker {
         return Err(Error::config(
@@ -98,12 +99,12 @@ pub fn run(
     if config.max_running == 0 {
         return Err(Error::config("--max-running must be at least 1"));
     }
-    if let Some(t) = &config.token {
-        if t.len() < 16 {
-            return Err(Error::config(
-                "the token must be at least 16 characters long",
-            ));
-        }
+    if let Some(t) = &config.token
+        && t.len() < 16
+    {
+        return Err(Error::config(
+            "the token must be at least 16 characters long",
+        ));
     }
     let (store, files) = store::open(&config.store, config.files.as_deref())?;
     let shared = Arc::new(runner::Shared::new(store, files, config.leasing));

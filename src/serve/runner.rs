@@ -428,10 +428,10 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
             return;
         }
     }
-    if let Some((Ok(()), staged, final_path)) = staged {
-        if let Err(e) = std::fs::rename(&staged, &final_path) {
-            log::error!("job {id}: its model could not be moved into the store: {e}");
-        }
+    if let Some((Ok(()), staged, final_path)) = staged
+        && let Err(e) = std::fs::rename(&staged, &final_path)
+    {
+        log::error!("job {id}: its model could not be moved into the store: {e}");
     }
     if status != store::QUEUED {
         let _ = std::fs::remove_dir_all(shared.files.job_dir(id));

@@ -549,10 +549,10 @@ impl Store for SqliteStore {
 
     fn append_event(&self, job: &str, lease: Option<&str>, data: &Value) -> Result<Option<Posted>> {
         self.tx(|tx| {
-            if let Some(l) = lease {
-                if !holds(tx, job, l)? {
-                    return Ok(None);
-                }
+            if let Some(l) = lease
+                && !holds(tx, job, l)?
+            {
+                return Ok(None);
             }
             append_tx(tx, job, data).map(Some)
         })
