@@ -2,6 +2,7 @@
 //! reference the backends are checked against), random cases, and the oracle files.
 #![allow(dead_code)]
 
+pub mod postgres;
 pub mod suite;
 
 /// The GPU backend on the software adapter (or any adapter `MDN_TEST_DEVICE` names: `gpu`,
