@@ -145,7 +145,10 @@ fn data_sets_round_trip_and_a_retried_upload_adds_nothing(f: Fresh) {
     assert_eq!(s.dataset("ds_1").unwrap().as_ref(), Some(&a));
     // The same key again: the first upload's data set, nothing added.
     let retry = dataset("ds_3", "first.csv");
-    assert_eq!(s.insert_dataset(&retry, Some("key-1")).unwrap(), Some(a.clone()));
+    assert_eq!(
+        s.insert_dataset(&retry, Some("key-1")).unwrap(),
+        Some(a.clone())
+    );
     assert_eq!(s.datasets().unwrap(), vec![a, b]);
 }
 
@@ -158,7 +161,10 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
     assert_eq!((first.job.as_str(), first.seq), ("job_1", 1));
     queue(s, "job_2", "ds_1", None);
     let c = s.claim_next("host:1:0", 30.0).unwrap().unwrap();
-    assert_eq!((c.id.as_str(), c.attempt, c.spec.as_str()), ("job_1", 1, "{}"));
+    assert_eq!(
+        (c.id.as_str(), c.attempt, c.spec.as_str()),
+        ("job_1", 1, "{}")
+    );
     let j = s.job("job_1").unwrap().unwrap();
     assert_eq!(
         (j.status.as_str(), j.attempts, j.worker.as_deref()),
@@ -178,14 +184,19 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
     assert!(s.set_device("job_1", &c.lease, "cpu").unwrap());
     for e in 1..=3 {
         assert_eq!(
-            s.set_progress("job_1", &c.lease, 30.0, &progress(e)).unwrap(),
+            s.set_progress("job_1", &c.lease, 30.0, &progress(e))
+                .unwrap(),
             Renewal::Held {
                 cancel_requested: false
             }
         );
-        s.append_event("job_1", Some(&c.lease), &json!({"type": "epoch", "epoch": e}))
-            .unwrap()
-            .unwrap();
+        s.append_event(
+            "job_1",
+            Some(&c.lease),
+            &json!({"type": "epoch", "epoch": e}),
+        )
+        .unwrap()
+        .unwrap();
     }
     let j = s.job("job_1").unwrap().unwrap();
     assert_eq!((j.epoch, j.device.as_deref()), (Some(3), Some("cpu")));
@@ -215,7 +226,13 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
     let kinds: Vec<String> = event_types(s, "job_1").into_iter().map(|e| e.1).collect();
     assert_eq!(
         kinds,
-        ["status:queued", "epoch", "epoch", "epoch", "status:succeeded"]
+        [
+            "status:queued",
+            "epoch",
+            "epoch",
+            "epoch",
+            "status:succeeded"
+        ]
     );
     assert_eq!(s.events("job_1", 3).unwrap().len(), 2);
     let counts: HashMap<String, u64> = s.job_counts().unwrap().into_iter().collect();
@@ -244,14 +261,18 @@ fn a_lost_lease_fences_every_later_write(f: Fresh) {
     assert_eq!(requeued.len(), 1);
     let ev: Value = serde_json::from_str(&requeued[0].data).unwrap();
     assert_eq!(ev["status"], "queued", "{ev}");
-    assert!(ev["reason"].as_str().unwrap().contains("worker stopped"), "{ev}");
+    assert!(
+        ev["reason"].as_str().unwrap().contains("worker stopped"),
+        "{ev}"
+    );
     let new = s.claim_next("host:2:0", 30.0).unwrap().unwrap();
     assert_eq!((new.id.as_str(), new.attempt), ("job_1", 2));
 
     // Everything the old worker tries now changes nothing.
     assert_eq!(s.renew("job_1", &old.lease, 30.0).unwrap(), Renewal::Lost);
     assert_eq!(
-        s.set_progress("job_1", &old.lease, 30.0, &progress(9)).unwrap(),
+        s.set_progress("job_1", &old.lease, 30.0, &progress(9))
+            .unwrap(),
         Renewal::Lost
     );
     assert!(!s.set_device("job_1", &old.lease, "gpu").unwrap());
@@ -272,13 +293,19 @@ fn a_lost_lease_fences_every_later_write(f: Fresh) {
     );
     let j = s.job("job_1").unwrap().unwrap();
     assert_eq!(
-        (j.status.as_str(), j.epoch, j.device.as_deref(), j.worker.as_deref()),
+        (
+            j.status.as_str(),
+            j.epoch,
+            j.device.as_deref(),
+            j.worker.as_deref()
+        ),
         ("running", None, None, Some("host:2:0"))
     );
     assert!(!s.model_exists("m_1").unwrap());
     // The new one's writes go through.
     assert_eq!(
-        s.set_progress("job_1", &new.lease, 30.0, &progress(1)).unwrap(),
+        s.set_progress("job_1", &new.lease, 30.0, &progress(1))
+            .unwrap(),
         Renewal::Held {
             cancel_requested: false
         }
@@ -307,7 +334,10 @@ fn a_job_whose_worker_vanishes_max_attempts_times_fails_with_the_reason(f: Fresh
     );
     assert!(s.claim_next("host:1:0", 30.0).unwrap().is_none());
     let last = s.events("job_1", 0).unwrap().pop().unwrap().1;
-    assert!(last.contains("\"failed\"") && last.contains("--max-attempts"), "{last}");
+    assert!(
+        last.contains("\"failed\"") && last.contains("--max-attempts"),
+        "{last}"
+    );
 }
 
 fn a_graceful_release_is_not_counted_as_a_vanished_worker(f: Fresh) {
@@ -355,7 +385,8 @@ fn cancel_stops_a_queued_job_at_once_and_tells_a_running_one_at_its_next_renewal
         }
     );
     assert_eq!(
-        s.set_progress("job_1", &c.lease, 30.0, &progress(1)).unwrap(),
+        s.set_progress("job_1", &c.lease, 30.0, &progress(1))
+            .unwrap(),
         Renewal::Held {
             cancel_requested: true
         }
@@ -371,9 +402,15 @@ fn a_data_set_in_use_is_not_deleted(f: Fresh) {
     let s = &*f.store;
     s.insert_dataset(&dataset("ds_1", "d.csv"), None).unwrap();
     queue(s, "job_1", "ds_1", None);
-    assert_eq!(s.delete_dataset("ds_1").unwrap(), Deleted::InUse("job_1".into()));
+    assert_eq!(
+        s.delete_dataset("ds_1").unwrap(),
+        Deleted::InUse("job_1".into())
+    );
     let c = s.claim_next("host:1:0", 30.0).unwrap().unwrap();
-    assert_eq!(s.delete_dataset("ds_1").unwrap(), Deleted::InUse("job_1".into()));
+    assert_eq!(
+        s.delete_dataset("ds_1").unwrap(),
+        Deleted::InUse("job_1".into())
+    );
     let done = Outcome {
         status: store::FAILED,
         error: Some("bad"),
@@ -382,7 +419,10 @@ fn a_data_set_in_use_is_not_deleted(f: Fresh) {
     s.end("job_1", &c.lease, &done, &json!({"type": "status"}))
         .unwrap()
         .unwrap();
-    assert_eq!(s.job("job_1").unwrap().unwrap().error.as_deref(), Some("bad"));
+    assert_eq!(
+        s.job("job_1").unwrap().unwrap().error.as_deref(),
+        Some("bad")
+    );
     assert_eq!(
         s.delete_dataset("ds_1").unwrap(),
         Deleted::Removed {
@@ -396,12 +436,18 @@ fn a_data_set_in_use_is_not_deleted(f: Fresh) {
 fn a_retried_submission_with_the_same_key_queues_nothing(f: Fresh) {
     let s = &*f.store;
     s.insert_dataset(&dataset("ds_1", "d.csv"), None).unwrap();
-    assert!(matches!(queue(s, "job_1", "ds_1", Some("k")), Queued::New(_)));
+    assert!(matches!(
+        queue(s, "job_1", "ds_1", Some("k")),
+        Queued::New(_)
+    ));
     match queue(&*f.another(), "job_2", "ds_1", Some("k")) {
         Queued::Replayed(first) => assert_eq!(first.id, "job_1"),
         Queued::New(_) => panic!("a second job for the same key"),
     }
-    assert!(matches!(queue(s, "job_3", "ds_1", Some("other")), Queued::New(_)));
+    assert!(matches!(
+        queue(s, "job_3", "ds_1", Some("other")),
+        Queued::New(_)
+    ));
     let ids: Vec<String> = s.jobs(None).unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(ids, ["job_1", "job_3"]);
     assert!(s.job("job_2").unwrap().is_none());
@@ -508,9 +554,13 @@ fn postgres_notifications_reach_another_process_in_commit_order() {
     queue(s, "job_1", "ds_1", None);
     let c = s.claim_next("host:1:0", 30.0).unwrap().unwrap();
     for e in 1..=20 {
-        s.append_event("job_1", Some(&c.lease), &json!({"type": "epoch", "epoch": e}))
-            .unwrap()
-            .unwrap();
+        s.append_event(
+            "job_1",
+            Some(&c.lease),
+            &json!({"type": "epoch", "epoch": e}),
+        )
+        .unwrap()
+        .unwrap();
     }
     let t0 = std::time::Instant::now();
     loop {
@@ -523,7 +573,10 @@ fn postgres_notifications_reach_another_process_in_commit_order() {
         if n == 21 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(20), "heard {n} of 21 events");
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "heard {n} of 21 events"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let heard = heard.lock().unwrap();
@@ -561,6 +614,8 @@ fn an_unreachable_postgres_store_is_a_clear_error() {
         "{text}"
     );
     assert!(!text.contains("secret"), "{text}");
-    let e = PostgresStore::open("postgres://[nonsense").err().expect("refused");
+    let e = PostgresStore::open("postgres://[nonsense")
+        .err()
+        .expect("refused");
     assert_eq!(e.exit_code(), 2, "{e}");
 }

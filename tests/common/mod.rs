@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod serve;
 pub mod suite;
 
 /// The GPU backend on the software adapter (or any adapter `MDN_TEST_DEVICE` names: `gpu`,

@@ -29,7 +29,10 @@ pub fn server() -> Option<&'static Postgres> {
     let s = SERVER
         .get_or_init(|| match std::env::var("MDN_TEST_POSTGRES") {
             Ok(url) => Some(Postgres {
-                base: url.trim_end_matches('/').rsplit_once('/').map_or(url.clone(), |(b, _)| b.to_string()),
+                base: url
+                    .trim_end_matches('/')
+                    .rsplit_once('/')
+                    .map_or(url.clone(), |(b, _)| b.to_string()),
                 _lifeline: None,
             }),
             Err(_) => start(),

@@ -1,0 +1,459 @@
+//! Several `mdn serve` processes on one PostgreSQL store, as an operator runs them on a
+//! handful of machines: API processes (`--api`) and workers (`--worker`) started as the real
+//! binary, the store a real PostgreSQL server (a throwaway cluster, skipped with a note where
+//! PostgreSQL is not installed, a failure under `MDN_REQUIRE_POSTGRES=1`), the files in one
+//! directory they all see. Workers are killed with SIGKILL, paused with SIGSTOP, and raced.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::serve::{MDN, Server, asset};
+use serde_json::{Value, json};
+
+/// One store (a fresh PostgreSQL database) and its files directory.
+struct Cluster {
+    url: String,
+    files: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Option<Cluster> {
+        Some(Cluster {
+            url: common::postgres::server()?.database(),
+            files: tempfile::tempdir().unwrap(),
+        })
+    }
+
+    fn args(&self, role: &str, extra: &[&str]) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            role.into(),
+            "--store".into(),
+            self.url.clone().into(),
+            "--files".into(),
+            self.files.path().into(),
+        ];
+        a.extend(extra.iter().map(OsString::from));
+        a
+    }
+
+    /// An API process (no workers).
+    fn api(&self, extra: &[&str]) -> Server {
+        Server::spawn(&self.args("--api", extra), &[])
+    }
+
+    /// A worker process (no HTTP).
+    fn worker(&self, extra: &[&str]) -> Server {
+        Server::spawn(&self.args("--worker", extra), &[])
+    }
+}
+
+fn signal(s: &Server, sig: &str) {
+    let st = Command::new("kill")
+        .args([sig, &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Whether job `j` runs on process `s`.
+fn runs_on(j: &Value, s: &Server) -> bool {
+    j["status"] == "running"
+        && j["worker"]
+            .as_str()
+            .is_some_and(|w| w.split(':').nth(1) == Some(&s.child.id().to_string()))
+}
+
+fn cli_train(dir: &Path, args: &[&str]) -> Value {
+    let out = dir.join("cli.json");
+    let st = Command::new(MDN)
+        .args(["train", "--device", "cpu", "--quiet", "--data"])
+        .env_remove("MDN_THREADS")
+        .arg(asset("bishop.csv"))
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}
+
+fn model(s: &Server, job: &Value) -> Value {
+    let (st, m) = s.json(
+        "GET",
+        &format!("/v1/models/{}", job["model"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(st, 200, "{m}");
+    m
+}
+
+/// After the last `running` status, epochs follow one another with nothing from another
+/// attempt in between.
+fn assert_one_writer_after_takeover(events: &[Value]) {
+    let last_start = events
+        .iter()
+        .rposition(|e| e["type"] == "status" && e["status"] == "running")
+        .expect("a running event");
+    let epochs: Vec<u64> = events[last_start..]
+        .iter()
+        .filter(|e| e["type"] == "epoch")
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    assert!(
+        epochs.windows(2).all(|w| w[1] == w[0] + 1),
+        "epochs after the takeover: {epochs:?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn four_workers_racing_over_200_jobs_run_each_exactly_once_and_lose_none() {
+    let Some(c) = Cluster::new() else { return };
+    let api = c.api(&[]);
+    let ds = api.upload(&asset("bishop.csv"), "bishop.csv");
+    let ds = ds["id"].as_str().unwrap().to_string();
+    let workers: Vec<Server> = (0..4).map(|_| c.worker(&["--max-running", "1"])).collect();
+    // Submitted while the workers already take them.
+    let ids: Vec<String> = (0..200)
+        .map(|i| {
+            api.submit(
+                &ds,
+                json!({"epochs": 1, "hidden": "4", "components": 1, "seed": i}),
+            )
+        })
+        .collect();
+    let t0 = Instant::now();
+    let jobs = loop {
+        let (_, v) = api.json("GET", "/v1/jobs", None);
+        let jobs = v["jobs"].as_array().unwrap().clone();
+        if jobs
+            .iter()
+            .all(|j| j["status"] != "queued" && j["status"] != "running")
+        {
+            break jobs;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(300), "jobs stuck");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(jobs.len(), 200);
+    let mut by_worker: HashMap<String, usize> = HashMap::new();
+    for j in &jobs {
+        assert_eq!(
+            (j["status"].as_str(), j["attempts"].as_u64()),
+            (Some("succeeded"), Some(1)),
+            "{j}"
+        );
+        assert!(ids.contains(&j["id"].as_str().unwrap().to_string()));
+    }
+    for id in &ids {
+        let events = api.events(id);
+        let running: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "status" && e["status"] == "running")
+            .collect();
+        assert_eq!(running.len(), 1, "{id} ran more than once: {events:?}");
+        *by_worker
+            .entry(running[0]["worker"].as_str().unwrap().to_string())
+            .or_default() += 1;
+        let m = model(&api, &api.job(id));
+        assert!(m["params"].is_array());
+    }
+    assert!(
+        by_worker.len() >= 2,
+        "the four workers shared the jobs: {by_worker:?}"
+    );
+    drop(workers);
+}
+
+#[test]
+fn a_worker_killed_mid_epoch_has_its_job_finished_by_another_with_the_same_bits() {
+    let Some(c) = Cluster::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fast = ["--lease-seconds", "2", "--checkpoint-seconds", "0"];
+    let api = c.api(&fast);
+    let mut a = c.worker(&fast);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let id = api.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 150, "seed": 11, "hidden": "32"}),
+    );
+    api.wait(&id, |j| {
+        runs_on(j, &a) && j["epoch"].as_u64().unwrap_or(0) >= 20
+    });
+    a.kill();
+    let b = c.worker(&fast);
+    let j = api.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{j}"
+    );
+    let cli = cli_train(
+        dir.path(),
+        &["--epochs", "150", "--seed", "11", "--hidden", "32"],
+    );
+    assert_eq!(
+        model(&api, &j)["params"],
+        cli["params"],
+        "the job finished on another worker differs from mdn train"
+    );
+    let events = api.events(&id);
+    assert!(events.iter().any(|e| e["type"] == "resuming"), "{events:?}");
+    assert!(
+        events.iter().any(|e| e["status"] == "queued"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("worker stopped"))),
+        "{events:?}"
+    );
+    assert_one_writer_after_takeover(&events);
+    // Nothing of the finished job's checkpoints is left.
+    assert_eq!(
+        std::fs::read_dir(c.files.path().join("jobs"))
+            .unwrap()
+            .count(),
+        0
+    );
+    drop(b);
+}
+
+#[test]
+fn a_worker_paused_past_its_lease_writes_nothing_when_it_continues() {
+    let Some(c) = Cluster::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fast = ["--lease-seconds", "2", "--checkpoint-seconds", "0"];
+    let api = c.api(&fast);
+    let a = c.worker(&fast);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let opts = json!({"epochs": 300, "seed": 3, "hidden": "32"});
+    let id = api.submit(ds["id"].as_str().unwrap(), opts);
+    api.wait(&id, |j| {
+        runs_on(j, &a) && j["epoch"].as_u64().unwrap_or(0) >= 10
+    });
+    signal(&a, "-STOP");
+    let b = c.worker(&fast);
+    api.wait(&id, |j| {
+        runs_on(j, &b) && j["epoch"].as_u64().unwrap_or(0) >= 40
+    });
+    signal(&a, "-CONT");
+    let j = api.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{j}"
+    );
+    // The paused worker found out at its first write, and stopped.
+    let t0 = Instant::now();
+    while !a.log.lock().unwrap().contains("lost its lease") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the paused worker never noticed: {}",
+            a.log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = api.events(&id);
+    assert_one_writer_after_takeover(&events);
+    let cli = cli_train(
+        dir.path(),
+        &["--epochs", "300", "--seed", "3", "--hidden", "32"],
+    );
+    assert_eq!(model(&api, &j)["params"], cli["params"]);
+    // And it still takes work.
+    let ds2 = api.upload(&asset("bishop.csv"), "b2.csv");
+    drop(b);
+    let id2 = api.submit(ds2["id"].as_str().unwrap(), json!({"epochs": 2}));
+    let j2 = api.finished(&id2);
+    assert_eq!(j2["status"], "succeeded", "{j2}");
+}
+
+#[test]
+fn a_slow_worker_that_keeps_renewing_is_never_rescued() {
+    let Some(c) = Cluster::new() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Epochs of about 2-3 s against a lease of 1 s: the heartbeat keeps it.
+    let data = dir.path().join("wide.csv");
+    let st = Command::new(MDN)
+        .args([
+            "generate", "--kind", "wide", "--rows", "30000", "--quiet", "--out",
+        ])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let api = c.api(&["--lease-seconds", "1"]);
+    let w = c.worker(&["--lease-seconds", "1"]);
+    let ds = api.upload(&data, "wide.csv");
+    let id = api.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 3, "hidden": "1024,1024"}),
+    );
+    let j = api.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{j}"
+    );
+    let events = api.events(&id);
+    let epochs: Vec<f64> = events
+        .iter()
+        .filter(|e| e["type"] == "epoch")
+        .map(|e| e["seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        epochs.iter().any(|&s| s > 1.0),
+        "the epochs were not longer than the lease: {epochs:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["status"] == "queued" && e["reason"].is_string())
+    );
+    drop(w);
+}
+
+#[test]
+fn a_job_that_kills_its_worker_every_time_ends_failed_with_the_reason() {
+    let Some(c) = Cluster::new() else { return };
+    let opts = ["--lease-seconds", "1", "--max-attempts", "2"];
+    let api = c.api(&opts);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let id = api.submit(ds["id"].as_str().unwrap(), json!({"epochs": 100000}));
+    for attempt in 1..=2 {
+        let mut w = c.worker(&opts);
+        api.wait(&id, |j| runs_on(j, &w) && j["attempts"] == attempt);
+        w.kill();
+    }
+    let j = api.finished(&id);
+    assert_eq!(j["status"], "failed", "{j}");
+    let error = j["error"].as_str().unwrap();
+    assert!(
+        error.contains("stopped without a word 2 times") && error.contains("--max-attempts 2"),
+        "{error}"
+    );
+    let events = api.events(&id);
+    assert_eq!(events.last().unwrap()["error"], error);
+}
+
+/// Reads a job's event stream from `s` (after `after`), at most `limit` events; returns their
+/// (id, data).
+fn read_stream(s: &Server, id: &str, after: Option<u64>, limit: usize) -> Vec<(u64, Value)> {
+    let url = format!("{}/v1/jobs/{id}/events", s.base);
+    let mut req = Server::agent().get(&url);
+    if let Some(a) = after {
+        req = req.header("Last-Event-ID", a.to_string());
+    }
+    let mut r = req.call().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut lines = BufReader::new(r.body_mut().as_reader()).lines();
+    let mut out = Vec::new();
+    let mut seq = None;
+    while out.len() < limit {
+        let Some(Ok(line)) = lines.next() else { break };
+        if let Some(v) = line.strip_prefix("id: ") {
+            seq = Some(v.parse::<u64>().unwrap());
+        } else if let Some(d) = line.strip_prefix("data: ") {
+            out.push((seq.take().unwrap(), serde_json::from_str(d).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn an_event_stream_on_one_api_process_follows_a_job_trained_elsewhere_across_a_reconnect() {
+    let Some(c) = Cluster::new() else { return };
+    let p1 = c.api(&[]);
+    let p2 = c.api(&[]);
+    let ds = p1.upload(&asset("bishop.csv"), "b.csv");
+    let id = p1.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 80, "hidden": "32"}),
+    );
+    // The stream opens before any worker exists: everything it shows comes through the
+    // store from another process.
+    let w = c.worker(&[]);
+    let first = read_stream(&p1, &id, None, 12);
+    assert_eq!(first.len(), 12);
+    let last = first.last().unwrap().0;
+    let rest = read_stream(&p2, &id, Some(last), usize::MAX);
+    let seqs: Vec<u64> = first.iter().chain(&rest).map(|e| e.0).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gaps or repeats"
+    );
+    let (_, final_event) = rest.last().unwrap();
+    assert_eq!(final_event["status"], "succeeded", "{final_event}");
+    // The same, in the same order, as the store's record read from scratch.
+    let all: Vec<Value> = first.into_iter().chain(rest).map(|e| e.1).collect();
+    assert_eq!(all, p2.events(&id));
+    let epochs = all.iter().filter(|e| e["type"] == "epoch").count();
+    assert_eq!(epochs, 80);
+    drop(w);
+}
+
+#[test]
+fn cancel_on_one_api_process_reaches_a_job_running_on_a_worker_elsewhere() {
+    let Some(c) = Cluster::new() else { return };
+    let api = c.api(&[]);
+    let w = c.worker(&[]);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let id = api.submit(ds["id"].as_str().unwrap(), json!({"epochs": 100000}));
+    api.wait(&id, |j| {
+        runs_on(j, &w) && j["epoch"].as_u64().unwrap_or(0) >= 3
+    });
+    let t0 = Instant::now();
+    let (st, v) = api.json("POST", &format!("/v1/jobs/{id}/cancel"), None);
+    assert_eq!((st, &v["cancel_requested"]), (200, &json!(true)), "{v}");
+    let j = api.finished(&id);
+    assert_eq!(j["status"], "cancelled", "{j}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "cancel took {:?}",
+        t0.elapsed()
+    );
+    // A cancelled running job keeps its best model so far.
+    assert!(model(&api, &j)["params"].is_array());
+}
+
+#[test]
+fn workers_that_exit_when_idle_drain_the_queue_and_stop() {
+    let Some(c) = Cluster::new() else { return };
+    let api = c.api(&[]);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let ids: Vec<String> = (0..6)
+        .map(|i| api.submit(ds["id"].as_str().unwrap(), json!({"epochs": 2, "seed": i})))
+        .collect();
+    let mut workers: Vec<Server> = (0..2)
+        .map(|_| c.worker(&["--exit-when-idle", "--max-running", "2"]))
+        .collect();
+    for w in &mut workers {
+        let t0 = Instant::now();
+        let st = loop {
+            if let Some(st) = w.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "a worker did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(st.success(), "{}", w.log.lock().unwrap());
+        assert!(w.log.lock().unwrap().contains("the queue is empty"));
+    }
+    let done: HashSet<String> = ids
+        .iter()
+        .filter(|id| api.job(id)["status"] == "succeeded")
+        .cloned()
+        .collect();
+    assert_eq!(done.len(), 6);
+}
