@@ -818,3 +818,82 @@ fn an_ensemble_job_serves_its_variance_split() {
         + row["epistemic_variance"][0].as_f64().unwrap();
     assert!((total - row["variance"][0].as_f64().unwrap()).abs() < 1e-9);
 }
+
+#[test]
+fn a_second_server_on_a_sqlite_store_is_refused_and_a_killed_ones_lock_does_not_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut first = Server::start(&store, &[], &[]);
+    let out = Command::new(MDN)
+        .args(["serve", "--addr", "127.0.0.1:0", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains(&format!("is in use by process {}", first.child.id())),
+        "{text}"
+    );
+    // The first one keeps serving.
+    assert_eq!(first.call("GET", "/healthz", None).0, 200);
+    first.kill();
+    let again = Server::start(&store, &[], &[]);
+    assert_eq!(again.call("GET", "/healthz", None).0, 200);
+}
+
+#[test]
+fn a_retried_post_with_the_same_idempotency_key_gets_the_first_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let post = |path: &str, key: &str, body: &[u8]| {
+        let mut r = Server::agent()
+            .post(format!("{}{path}", s.base))
+            .header("Idempotency-Key", key)
+            .send(body)
+            .unwrap();
+        let replayed = r.headers().get("idempotent-replayed").is_some();
+        let status = r.status().as_u16();
+        let v: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+        (status, v, replayed)
+    };
+    let csv = std::fs::read(asset("bishop.csv")).unwrap();
+    let (st, a, replayed) = post("/v1/datasets?name=b.csv", "upload-1", &csv);
+    assert_eq!((st, replayed), (201, false), "{a}");
+    let (st, b, replayed) = post("/v1/datasets?name=b.csv", "upload-1", &csv);
+    assert_eq!((st, replayed), (201, true), "{b}");
+    assert_eq!(a, b);
+    let (_, list) = s.json("GET", "/v1/datasets", None);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("store").join("datasets"))
+            .unwrap()
+            .count(),
+        1,
+        "the retried upload's copy is removed"
+    );
+
+    let job = json!({"dataset": a["id"], "options": {"epochs": 2}}).to_string();
+    let (st, j1, replayed) = post("/v1/jobs", "job-1", job.as_bytes());
+    assert_eq!((st, replayed), (202, false), "{j1}");
+    let (st, j2, replayed) = post("/v1/jobs", "job-1", job.as_bytes());
+    assert_eq!((st, replayed), (202, true), "{j2}");
+    assert_eq!(j1, j2);
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1);
+    // The same key for another request is a mistake, said so.
+    let other = json!({"dataset": a["id"], "options": {"epochs": 3}}).to_string();
+    let (st, e, _) = post("/v1/jobs", "job-1", other.as_bytes());
+    assert_eq!(st, 422, "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used for another request"),
+        "{e}"
+    );
+    let (st, e, _) = post("/v1/jobs", "bad key", job.as_bytes());
+    assert_eq!(st, 400, "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().starts_with("Idempotency-Key"));
+    assert_eq!(s.finished(j1["id"].as_str().unwrap())["status"], "succeeded");
+}
