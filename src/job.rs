@@ -882,6 +882,38 @@ impl MemberSink {
     }
 }
 
+/// A checkpoint that did not fit on a full disk is skipped with a warning (once, until one
+/// fits again), not the end of the run: the previous one stays whole (checkpoints are written
+/// beside and renamed), and the next checkpoint tries again.
+fn full_disk_is_not_fatal(r: Result<()>, failing: &mut bool) -> Result<()> {
+    match r {
+        Err(Error::Io { path, source }) if is_full(&source) => {
+            if !*failing {
+                log::warn!(
+                    "checkpoint {}: not written, the disk is full; training goes on and each checkpoint tries again",
+                    path.display()
+                );
+            }
+            *failing = true;
+            Ok(())
+        }
+        Ok(()) if *failing => {
+            log::warn!("checkpoints are written again: the disk has room");
+            *failing = false;
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether an I/O error says the disk (or the user's quota) is full.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
 /// What a finished job gives back.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -1557,6 +1589,7 @@ impl ResolvedJob {
             out: absolute(&Some(job.out_path())),
         };
         let every = job.checkpoint_every.unwrap_or(0);
+        let mut disk_full = false;
         let mut write =
             |state: TrainState, st: &LoopState, xs: &Scaler, ys: &Scaler| -> Result<()> {
                 let c = Checkpoint::new(
@@ -1569,7 +1602,7 @@ impl ResolvedJob {
                 );
                 match &self.sink {
                     Some(sink) => sink.write(&self.checkpoint_path, c),
-                    None => c.save(&self.checkpoint_path),
+                    None => full_disk_is_not_fatal(c.save(&self.checkpoint_path), &mut disk_full),
                 }
             };
         let checkpointer = (every > 0).then_some(Checkpointer {
@@ -1729,7 +1762,7 @@ impl ResolvedJob {
                         for (slot, (state, trainer)) in c.members.iter_mut().zip(states) {
                             *slot = Some(MemberState { state, trainer });
                         }
-                        c.save(&self.checkpoint_path)
+                        full_disk_is_not_fatal(c.save(&self.checkpoint_path), &mut disk_full)
                     };
                     let checkpointer = (every > 0).then_some(crate::train::MembersCheckpointer {
                         every,

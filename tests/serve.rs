@@ -894,6 +894,104 @@ fn a_retried_post_with_the_same_idempotency_key_gets_the_first_answer() {
     );
     let (st, e, _) = post("/v1/jobs", "bad key", job.as_bytes());
     assert_eq!(st, 400, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().starts_with("Idempotency-Key"));
-    assert_eq!(s.finished(j1["id"].as_str().unwrap())["status"], "succeeded");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Idempotency-Key")
+    );
+    assert_eq!(
+        s.finished(j1["id"].as_str().unwrap())["status"],
+        "succeeded"
+    );
+}
+
+/// Whether this process may mount a filesystem (root).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// A small tmpfs mounted on a directory, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_507_and_a_fault_the_running_job_survives() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a small filesystem needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=32m", "tmpfs"])
+        .arg(&store)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount failed");
+    let _disk = SmallDisk(store.clone());
+    let s = Server::start(&store, &["--checkpoint-seconds", "0"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let args = ["--epochs", "2000", "--seed", "4", "--hidden", "16"];
+    let id = s.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 2000, "seed": 4, "hidden": "16"}),
+    );
+    s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 5);
+    // Fill the disk to the last byte.
+    let filler = store.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![7u8; 4096];
+        while f.write_all(&chunk).and_then(|_| f.sync_all()).is_ok() {}
+        while f.write_all(&[7u8]).and_then(|_| f.sync_all()).is_ok() {}
+    }
+    let csv = std::fs::read(asset("bishop.csv")).unwrap();
+    let (st, body) = s.call("POST", "/v1/datasets?name=more.csv", Some(&csv));
+    assert_eq!(st, 507, "{body}");
+    assert!(body.contains("store is full"), "{body}");
+    assert!(!body.contains(&store.display().to_string()), "{body}");
+    // The job keeps running on a full disk (its checkpoints fail) ...
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.job(&id)["status"], "running");
+    // ... and, with space back, finishes with the bits of an uninterrupted run.
+    std::fs::remove_file(&filler).unwrap();
+    let j = s.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{j}"
+    );
+    let (_, served) = s.json(
+        "GET",
+        &format!("/v1/models/{}", j["model"].as_str().unwrap()),
+        None,
+    );
+    let cli = cli_train(dir.path(), &asset("bishop.csv"), &args);
+    assert_eq!(params(&served), params(&cli));
+    // The log said so once, not once per epoch.
+    let log = s.log.lock().unwrap().clone();
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains("disk is full") || l.contains("does not take"))
+        .count();
+    assert!(
+        complaints >= 1 && complaints <= 4,
+        "{complaints} lines:\n{log}"
+    );
+    // Later jobs run.
+    let id2 = s.submit(ds["id"].as_str().unwrap(), json!({"epochs": 2}));
+    assert_eq!(s.finished(&id2)["status"], "succeeded");
 }

@@ -112,6 +112,25 @@ impl IntoResponse for ApiError {
 /// text as the CLI's); the rest is a 500.
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
+        if let Error::Io { source, .. } = &e
+            && crate::job::is_full(source)
+        {
+            log::error!("{e}");
+            return ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "store_full",
+                "the service's store is full (no space left on its disk); free space there, or ask the operator",
+            );
+        }
+        if let Error::Store(text) = &e {
+            // The database is down or refused: the client may try again later.
+            log::error!("{text}");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the service's store cannot be reached just now; try again shortly",
+            );
+        }
         match e.exit_code() {
             2 => ApiError::bad(e.to_string()),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),

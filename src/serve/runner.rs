@@ -260,18 +260,45 @@ struct Attempt<'a> {
     cancel: Arc<AtomicBool>,
     /// Another process re-queued the job: write nothing more.
     lost: Arc<AtomicBool>,
+    /// Writes to the store are failing (said once, and again when they work again).
+    failing: AtomicBool,
 }
 
 impl Attempt<'_> {
     fn renewal(&self, r: crate::Result<Renewal>) {
-        match r {
-            Ok(Renewal::Held { cancel_requested }) => {
+        match self.store_ok(r) {
+            Some(Renewal::Held { cancel_requested }) => {
                 if cancel_requested {
                     self.cancel.store(true, Ordering::Relaxed);
                 }
             }
-            Ok(Renewal::Lost) => self.lose(),
-            Err(e) => log::warn!("job {}: renewing its lease failed: {e}", self.claim.id),
+            Some(Renewal::Lost) => self.lose(),
+            None => {}
+        }
+    }
+
+    /// The value of a store call; a failure is logged once per outage (a full disk, the
+    /// database away), not once per epoch.
+    fn store_ok<T>(&self, r: crate::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::warn!(
+                        "job {}: the store records its progress again",
+                        self.claim.id
+                    );
+                }
+                Some(v)
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::error!(
+                        "job {}: the store does not take its progress ({e}); training goes on, and so do the tries",
+                        self.claim.id
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -290,14 +317,14 @@ impl Attempt<'_> {
         if self.lost.load(Ordering::Relaxed) {
             return;
         }
-        match self
+        let r = self
             .shared
             .store
-            .append_event(&self.claim.id, Some(&self.claim.lease), &data)
-        {
-            Ok(Some(p)) => self.shared.published(p),
-            Ok(None) => self.lose(),
-            Err(e) => log::error!("job {}: event not stored: {e}", self.claim.id),
+            .append_event(&self.claim.id, Some(&self.claim.lease), &data);
+        match self.store_ok(r) {
+            Some(Some(p)) => self.shared.published(p),
+            Some(None) => self.lose(),
+            None => {}
         }
     }
 }
@@ -324,6 +351,7 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         claim,
         cancel: Arc::new(AtomicBool::new(false)),
         lost: Arc::new(AtomicBool::new(false)),
+        failing: AtomicBool::new(false),
     };
     shared
         .cancels
@@ -377,7 +405,13 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
         Err(e) => (store::FAILED, Some(e), None),
     };
-    let error = error.map(|e| rename(shared, job_row.as_ref(), e.to_string()));
+    let error = error.map(|e| match &e {
+        // Without the store's paths: the client cannot see them.
+        Error::Io { source, .. } if crate::job::is_full(source) => {
+            "the service's store is full (no space left on its disk), so the job could not write its model; free space there and submit it again".to_string()
+        }
+        _ => rename(shared, job_row.as_ref(), e.to_string()),
+    });
     let mut ev = json!({"type": "status", "status": status});
     if let Some(e) = &error {
         ev["error"] = Value::from(e.as_str());
@@ -410,21 +444,47 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
     if let Some((Err(e), _, _)) = &staged {
         log::error!("job {id}: its model could not be moved into the store: {e}");
     }
-    match shared.store.end(id, &claim.lease, &outcome, &ev) {
-        Ok(Some(p)) => shared.published(p),
-        Ok(None) => {
+    // Until the store records the outcome (a full disk, the database away), or the lease is
+    // lost to a process that re-queued the job, or this process stops: a job is never left
+    // `running` without a worker for longer than its lease.
+    let mut said = false;
+    let posted = loop {
+        match shared.store.end(id, &claim.lease, &outcome, &ev) {
+            Ok(p) => break p,
+            Err(e) => {
+                if !said {
+                    log::error!(
+                        "job {id}: its outcome ({status}) is not recorded yet ({e}); trying again every second"
+                    );
+                    said = true;
+                }
+                if shared.stopping.load(Ordering::Relaxed) {
+                    log::error!(
+                        "job {id}: stopping before its outcome was recorded; it goes back to the queue when its lease expires"
+                    );
+                    return;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                if let Ok(Renewal::Lost) =
+                    shared.store.renew(id, &claim.lease, shared.leasing.seconds)
+                {
+                    break None;
+                }
+            }
+        }
+    };
+    match posted {
+        Some(p) => {
+            if said {
+                log::warn!("job {id}: its outcome ({status}) is recorded now");
+            }
+            shared.published(p)
+        }
+        None => {
             attempt.lose();
             if let Some((_, staged, _)) = staged {
                 let _ = std::fs::remove_file(staged);
             }
-            return;
-        }
-        Err(e) => {
-            // The lease runs out and another process re-queues the job, which resumes from
-            // this attempt's checkpoint.
-            log::error!(
-                "job {id}: its outcome ({status}) was not recorded ({e}); it goes back to the queue when its lease expires"
-            );
             return;
         }
     }

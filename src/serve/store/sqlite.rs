@@ -51,6 +51,14 @@ const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, trai
 const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created";
 
 fn db(e: rusqlite::Error) -> Error {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && f.code == rusqlite::ErrorCode::DiskFull
+    {
+        return Error::Io {
+            path: "the store's database".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+    }
     Error::Store(format!("the service's SQLite database failed: {e}"))
 }
 
@@ -150,6 +158,10 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(db)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db)?;
+        // The write-ahead log shrinks back to this after each checkpoint, rather than
+        // keeping its largest size (which on a nearly full disk is room the database needs).
+        conn.pragma_update(None, "journal_size_limit", 4 << 20)
             .map_err(db)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
