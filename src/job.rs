@@ -31,6 +31,7 @@ use crate::train::{
     Checkpointer, LoopState, Resume, Stopping, StreamOptions, TrainEvent, TrainOptions,
     split_validation_by,
 };
+use serde_json::Value;
 
 /// The example data set used without `--data` (Bishop's inverse problem, `assets/`).
 pub const EXAMPLE_CSV: &[u8] = include_bytes!("../assets/bishop.csv");
@@ -535,6 +536,47 @@ impl TrainJob {
         self.checkpoint_every = Some(self.checkpoint_every.unwrap_or(every));
     }
 
+    /// For a job given with `resume`: which of `keys` (field names, as in the job's JSON)
+    /// differ from the values the checkpoint's run has, as (key, given, the checkpoint's),
+    /// each value as JSON. A scheduler that requeues a run repeats its whole command line
+    /// with `--resume`: options that agree are fine, and only those that differ are refused.
+    pub fn resume_disagreements(&self, keys: &[&str]) -> Result<Vec<(String, String, String)>> {
+        let Some(path) = &self.resume else {
+            return Ok(Vec::new());
+        };
+        let mut from = TrainJob::default();
+        match Loaded::load(path)? {
+            Loaded::Ensemble(c) => {
+                from.resume_from(path, &c.data, &c.options, c.every);
+                from.ensemble = c.members.len();
+            }
+            Loaded::Single(c) => {
+                from.resume_from(path, &c.data, &c.options, c.every);
+                from.ensemble = 1;
+            }
+        }
+        let given = serde_json::to_value(self).expect("a job is plain data");
+        let checkpoint = serde_json::to_value(&from).expect("a job is plain data");
+        let same_file = |a: &Value, b: &Value| match (a.as_str(), b.as_str()) {
+            (Some(a), Some(b)) => match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            },
+            _ => a == b,
+        };
+        Ok(keys
+            .iter()
+            .filter_map(|&k| {
+                let (g, c) = (&given[k], &checkpoint[k]);
+                let agree = match k {
+                    "data" | "val" => same_file(g, c),
+                    _ => g == c,
+                };
+                (!agree).then(|| (k.to_string(), shown(g), shown(c)))
+            })
+            .collect())
+    }
+
     pub fn resolve(mut self) -> Result<ResolvedJob> {
         let out_given = self.out.is_some();
         let loaded = self.resume.as_deref().map(Loaded::load).transpose()?;
@@ -879,6 +921,25 @@ impl MemberSink {
             trainer: single.trainer,
         });
         c.save(path)
+    }
+}
+
+/// A job's option as a person writes it: `0.01`, not the f32's `0.009999999776482582`;
+/// lists and names without JSON's quotes where plain.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if (x as f32) as f64 == x {
+                (x as f32).to_string()
+            } else {
+                x.to_string()
+            }
+        }
+        Value::String(s) => s.clone(),
+        Value::Array(items) => items.iter().map(shown).collect::<Vec<_>>().join(","),
+        Value::Null => "none".into(),
+        other => other.to_string(),
     }
 }
 

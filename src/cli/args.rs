@@ -664,12 +664,30 @@ pub fn check_resume(train: &clap::Command, m: &clap::ArgMatches) -> mdn::Result<
     if !given("resume") {
         return Ok(());
     }
-    let mut refused: Vec<String> = train
+    let others: Vec<&clap::Arg> = train
         .get_arguments()
         .filter(|a| given(a.get_id().as_str()) && !WITH_RESUME.contains(&a.get_id().as_str()))
-        .map(|a| match a.get_long() {
-            Some(long) => format!("--{long}"),
-            None => a.get_id().to_string(),
+        .collect();
+    if others.is_empty() {
+        return Ok(());
+    }
+    // Options that agree with the checkpoint are fine (a scheduler's requeue repeats the
+    // whole command line); those that differ are refused, each with both values.
+    use clap::FromArgMatches;
+    let args = TrainArgs::from_arg_matches(m).map_err(|e| mdn::Error::config(e.to_string()))?;
+    let keys: Vec<&str> = others.iter().map(|a| a.get_id().as_str()).collect();
+    let differ = args.job().resume_disagreements(&keys)?;
+    let flag = |id: &str| {
+        others
+            .iter()
+            .find(|a| a.get_id().as_str() == id)
+            .and_then(|a| a.get_long())
+            .map_or(id.to_string(), |l| format!("--{l}"))
+    };
+    let mut refused: Vec<String> = differ
+        .iter()
+        .map(|(k, given, theirs)| {
+            format!("{} {given} (the checkpoint's run has {theirs})", flag(k))
         })
         .collect();
     refused.sort();
@@ -677,7 +695,12 @@ pub fn check_resume(train: &clap::Command, m: &clap::ArgMatches) -> mdn::Result<
         return Ok(());
     }
     Err(mdn::Error::config(format!(
-        "--resume continues the checkpoint's run with its own data and options, so {} cannot be given with it: drop {}, or start a new run without --resume",
+        "--resume continues the checkpoint's run with its own data and options, and {} from it: {}; drop {}, or start a new run without --resume",
+        if refused.len() > 1 {
+            "these differ"
+        } else {
+            "this differs"
+        },
         refused.join(", "),
         if refused.len() > 1 { "them" } else { "it" }
     )))
