@@ -4,12 +4,44 @@
 //! while a second job trains on the CPU, sends single-row predictions from CLIENTS
 //! keep-alive clients for SECONDS seconds and prints the throughput and latency percentiles;
 //! then the rate at which jobs are submitted (validated and queued) by 8 clients.
+//!
+//! Then the same on a PostgreSQL store (a throwaway cluster where PostgreSQL is installed, or
+//! the database `MDN_BENCH_POSTGRES` names), with the API in one process and 4 worker
+//! processes: the same figures, the claim latency of idle workers (queued to running, one job
+//! at a time), and 200 one-epoch jobs through the 4 workers.
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "../tests/common/postgres.rs"]
+#[allow(dead_code)]
+mod postgres_server;
+
+/// `mdn serve ARGS` on the CPU; its address (None for a worker) once ready.
+fn spawn(args: &[OsString]) -> (Child, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--device", "cpu"])
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("mdn serve ended").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break Some(rest.split_whitespace().next().unwrap().to_string());
+        }
+        if line.contains("mdn serve: working") {
+            break None;
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, base)
+}
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
@@ -36,29 +68,43 @@ fn main() {
     let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--device",
-            "cpu",
-            "--max-running",
-            "1",
-            "--store",
-        ])
-        .arg(dir.path().join("store"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("mdn serve ended").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
+    println!("SQLite store, one process (API and 1 worker):");
+    let store: OsString = dir.path().join("store").into();
+    let (mut child, base) = spawn(&["--max-running".into(), "1".into(), "--store".into(), store]);
+    load(&base.unwrap(), clients, seconds, None);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let url = match std::env::var("MDN_BENCH_POSTGRES") {
+        Ok(url) => url,
+        Err(_) => match postgres_server::server() {
+            Some(s) => s.database(),
+            None => return,
+        },
     };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    let files = tempfile::tempdir().unwrap();
+    let common = |role: &str| -> Vec<OsString> {
+        vec![
+            role.into(),
+            "--store".into(),
+            url.clone().into(),
+            "--files".into(),
+            files.path().into(),
+        ]
+    };
+    println!("\nPostgreSQL store: 1 API process, 4 worker processes (1 job each at a time):");
+    let (mut api, base) = spawn(&common("--api"));
+    let mut workers: Vec<Child> = (0..4).map(|_| spawn(&common("--worker")).0).collect();
+    load(&base.unwrap(), clients, seconds, Some(&mut workers));
+    for c in workers.iter_mut().chain([&mut api]) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// The figures against the API at `base`; with `workers` (other processes), also the claim
+/// latency and the jobs they get through.
+fn load(base: &str, clients: usize, seconds: f64, workers: Option<&mut Vec<Child>>) {
     let a = agent();
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/bishop.csv")).unwrap();
     let mut r = a
@@ -122,12 +168,12 @@ fn main() {
         .unwrap();
     let bg: Value = r.body_mut().read_json().unwrap();
     println!(
-        "predict, 1 row, {clients} keep-alive clients, {seconds} s, while a job trains on the CPU ({} epochs done, {:.0} rows/s):",
+        "  predict, 1 row, {clients} keep-alive clients, {seconds} s, while a job trains on the CPU ({} epochs done, {:.0} rows/s):",
         bg["epoch"],
         bg["rows_per_sec"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "  {:.0} requests/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "    {:.0} requests/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         latencies.len() as f64 / wall,
         percentile(&latencies, 0.5) * 1e3,
         percentile(&latencies, 0.9) * 1e3,
@@ -150,9 +196,48 @@ fn main() {
         }
     });
     println!(
-        "job submission (checked and queued), 8 clients: {:.0} jobs/s",
+        "  job submission (checked and queued), 8 clients: {:.0} jobs/s",
         n as f64 / started.elapsed().as_secs_f64()
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(workers) = workers {
+        // Idle workers: from queued to running, one job at a time.
+        let mut waits = Vec::new();
+        for _ in 0..50 {
+            let id = submit(&a, 1);
+            loop {
+                let mut r = a.get(format!("{base}/v1/jobs/{id}")).call().unwrap();
+                let j: Value = r.body_mut().read_json().unwrap();
+                if j["status"] == "succeeded" {
+                    waits.push(j["started"].as_f64().unwrap() - j["created"].as_f64().unwrap());
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        waits.sort_by(f64::total_cmp);
+        println!(
+            "  claim latency ({} idle worker processes, queued to running, 50 jobs one at a time): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+            workers.len(),
+            percentile(&waits, 0.5) * 1e3,
+            percentile(&waits, 0.9) * 1e3,
+            waits.last().unwrap() * 1e3
+        );
+        let started = Instant::now();
+        let ids: Vec<String> = (0..200).map(|_| submit(&a, 1)).collect();
+        for id in &ids {
+            loop {
+                let mut r = a.get(format!("{base}/v1/jobs/{id}")).call().unwrap();
+                let j: Value = r.body_mut().read_json().unwrap();
+                if j["status"] == "succeeded" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        println!(
+            "  200 one-epoch jobs through {} worker processes: {:.0} jobs/s from the first submission to the last success",
+            workers.len(),
+            200.0 / started.elapsed().as_secs_f64()
+        );
+    }
 }
