@@ -429,20 +429,19 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         error: error.as_deref(),
         model,
     };
-    // The model this attempt wrote in its own folder is staged beside its final place,
-    // recorded (fenced), then renamed into place: a worker that lost its lease never
-    // replaces the model of the attempt that replaced it.
-    let staged = model.map(|m| {
+    // The model this attempt wrote in its own folder goes into place just before the outcome
+    // is recorded (so that whoever hears of the outcome finds the model), and only while
+    // this worker still holds the lease: a worker that lost it never replaces the model of
+    // the attempt that replaced it.
+    if let Some(m) = model {
+        if let Ok(Renewal::Lost) = shared.store.renew(id, &claim.lease, shared.leasing.seconds) {
+            attempt.lose();
+            return;
+        }
         let final_path = shared.files.model_path(m);
-        let staged = final_path.with_extension(format!("json.{}", claim.lease));
-        (
-            std::fs::rename(ckpt_dir.join("model.json"), &staged),
-            staged,
-            final_path,
-        )
-    });
-    if let Some((Err(e), _, _)) = &staged {
-        log::error!("job {id}: its model could not be moved into the store: {e}");
+        if let Err(e) = std::fs::rename(ckpt_dir.join("model.json"), &final_path) {
+            log::error!("job {id}: its model could not be moved into the store: {e}");
+        }
     }
     // Until the store records the outcome (a full disk, the database away), or the lease is
     // lost to a process that re-queued the job, or this process stops: a job is never left
@@ -482,16 +481,8 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         }
         None => {
             attempt.lose();
-            if let Some((_, staged, _)) = staged {
-                let _ = std::fs::remove_file(staged);
-            }
             return;
         }
-    }
-    if let Some((Ok(()), staged, final_path)) = staged
-        && let Err(e) = std::fs::rename(&staged, &final_path)
-    {
-        log::error!("job {id}: its model could not be moved into the store: {e}");
     }
     if status != store::QUEUED {
         let _ = std::fs::remove_dir_all(shared.files.job_dir(id));
