@@ -457,3 +457,140 @@ fn workers_that_exit_when_idle_drain_the_queue_and_stop() {
         .collect();
     assert_eq!(done.len(), 6);
 }
+
+#[test]
+fn with_files_in_an_object_store_a_worker_with_no_shared_disk_resumes_a_killed_job() {
+    let Some(s3) = common::s3::server() else {
+        return;
+    };
+    let Some(pg) = common::postgres::server() else {
+        return;
+    };
+    let url = pg.database();
+    let bucket = s3.bucket();
+    let files = format!("s3://{bucket}/team");
+    let env_owned = s3.env();
+    let env: Vec<(&str, &str)> = env_owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Each process its own cache: nothing on disk is shared.
+    let dir = tempfile::tempdir().unwrap();
+    let process = |role: &str, cache: &str| -> Server {
+        let args: Vec<OsString> = vec![
+            role.into(),
+            "--store".into(),
+            url.clone().into(),
+            "--files".into(),
+            files.clone().into(),
+            "--cache".into(),
+            dir.path().join(cache).into(),
+            "--lease-seconds".into(),
+            "2".into(),
+            "--checkpoint-seconds".into(),
+            "0".into(),
+        ];
+        Server::spawn(&args, &env)
+    };
+    let api = process("--api", "api");
+    let mut a = process("--worker", "a");
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let id = api.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 150, "seed": 11, "hidden": "32"}),
+    );
+    api.wait(&id, |j| {
+        runs_on(j, &a) && j["epoch"].as_u64().unwrap_or(0) >= 20
+    });
+    assert!(
+        s3.keys(&bucket, "team/jobs/")
+            .iter()
+            .any(|k| k.ends_with("attempt-1/checkpoint.json")),
+        "the checkpoint is in the object store"
+    );
+    a.kill();
+    let b = process("--worker", "b");
+    let j = api.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(2)),
+        "{j}"
+    );
+    let events = api.events(&id);
+    let resumed = events.iter().find(|e| e["type"] == "resuming");
+    assert!(
+        resumed.is_some_and(|e| e["epoch"].as_u64().unwrap() >= 20),
+        "{events:?}"
+    );
+    let cli = cli_train(
+        dir.path(),
+        &["--epochs", "150", "--seed", "11", "--hidden", "32"],
+    );
+    // The API process has never seen the model: it comes from the object store.
+    assert_eq!(model(&api, &j)["params"], cli["params"]);
+    let keys = s3.keys(&bucket, "team/");
+    let model_key = format!("team/models/{}.json", j["model"].as_str().unwrap());
+    assert!(keys.contains(&model_key), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.starts_with("team/datasets/")),
+        "{keys:?}"
+    );
+    assert!(
+        !keys.iter().any(|k| k.starts_with("team/jobs/")),
+        "a finished job's checkpoints are removed: {keys:?}"
+    );
+    // Deleting the data set removes its object.
+    let (st, _) = api.call(
+        "DELETE",
+        &format!("/v1/datasets/{}", ds["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(st, 204);
+    assert!(s3.keys(&bucket, "team/datasets/").is_empty());
+    drop(b);
+}
+
+#[test]
+fn an_object_store_that_cannot_be_reached_is_a_clear_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(MDN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--files",
+            "s3://nowhere/x",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "secret-never-shown")
+        .env("AWS_REGION", "us-east-1")
+        // Nothing listens on port 1.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the object store s3://nowhere/x cannot be reached"),
+        "{err}"
+    );
+    assert!(!err.contains("secret-never-shown"), "{err}");
+    let out = Command::new(MDN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--files",
+            "ftp://x",
+            "--store",
+        ])
+        .arg(dir.path().join("store2"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("expected a directory or s3://BUCKET/PREFIX"),
+        "{err}"
+    );
+}

@@ -150,10 +150,16 @@ pub struct ServeArgs {
     /// (shared by any number of processes on any number of machines; give --files)
     #[arg(long, env = "MDN_STORE", default_value = "mdn-store")]
     pub store: String,
-    /// Directory for data sets, checkpoints and models, seen by every process that serves
-    /// the store (a shared filesystem) [default: the SQLite store's directory]
+    /// Where data sets, checkpoints and models go, seen by every process that serves the
+    /// store: a directory (a shared filesystem) or s3://BUCKET/PREFIX (an S3-compatible
+    /// object store; credentials, region and endpoint from the usual AWS_* variables)
+    /// [default: the SQLite store's directory]
     #[arg(long, env = "MDN_FILES")]
-    pub files: Option<PathBuf>,
+    pub files: Option<String>,
+    /// Local cache of the files kept in an object store [default: the SQLite store's cache
+    /// folder, or one in the system's temporary directory]
+    #[arg(long, env = "MDN_CACHE")]
+    pub cache: Option<PathBuf>,
     /// Run workers only (no HTTP API): train the store's queued jobs
     #[arg(long, conflicts_with = "api")]
     pub worker: bool,

@@ -33,6 +33,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         addr: a.addr,
         store: a.store,
         files: a.files,
+        cache: a.cache,
         role,
         exit_when_idle: a.exit_when_idle,
         device: a.device,

@@ -478,6 +478,7 @@ async fn upload(
                 serde_json::to_string(&names).expect("names").as_bytes(),
             )?;
         }
+        let is_npy = format == "npy";
         let row = DatasetRow {
             id,
             name,
@@ -487,13 +488,36 @@ async fn upload(
             bytes,
             created: store::now(),
         };
-        match shared.store.insert_dataset(&row, key.as_deref())? {
-            None => {
+        let files = &shared.files;
+        let unpublish = || {
+            files.remove(&dest);
+            files.remove(&crate::npy::columns_path(&dest));
+        };
+        let published = files.publish(&dest).and_then(|()| {
+            if is_npy {
+                files.publish(&crate::npy::columns_path(&dest))
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = published {
+            unpublish();
+            return Err(e.into());
+        }
+        match shared.store.insert_dataset(&row, key.as_deref()) {
+            Ok(None) => {
                 scrap.0 = None;
                 Ok((row, false))
             }
             // A retried upload: the first one's data set (this copy is removed).
-            Some(first) => Ok((first, true)),
+            Ok(Some(first)) => {
+                unpublish();
+                Ok((first, true))
+            }
+            Err(e) => {
+                unpublish();
+                Err(e.into())
+            }
         }
     })
     .await?;
@@ -544,6 +568,16 @@ fn replay(mut r: Response, replayed: bool) -> Response {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     r
+}
+
+/// Brings a data set (and an .npy's column names) into the files' cache, where it lives in
+/// an object store.
+pub fn fetch_dataset(files: &store::Files, path: &FsPath) -> crate::Result<()> {
+    files.fetch(path)?;
+    if path.extension().is_some_and(|e| e == "npy") {
+        files.fetch(&crate::npy::columns_path(path))?;
+    }
+    Ok(())
 }
 
 /// An error about the temporary upload file, told with the client's name for it.
@@ -641,9 +675,10 @@ async fn delete_dataset(
     let id = checked_id("dataset", &id)?;
     match app.shared.store.delete_dataset(id)? {
         store::Deleted::Removed { format } => {
-            let path = app.shared.files.dataset_path(id, &format);
-            let _ = std::fs::remove_file(&path);
-            let _ = std::fs::remove_file(crate::npy::columns_path(&path));
+            let files = &app.shared.files;
+            let path = files.dataset_path(id, &format);
+            files.remove(&path);
+            files.remove(&crate::npy::columns_path(&path));
             Ok(StatusCode::NO_CONTENT)
         }
         store::Deleted::Missing => Err(ApiError::not_found("dataset", id)),
@@ -762,6 +797,7 @@ async fn submit(
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_error(&e.to_string())))?;
+        fetch_dataset(&shared.files, &data)?;
         let ckpt_dir = shared.files.checkpoint_path(&job_id, 1);
         let ckpt_dir = ckpt_dir.parent().expect("a folder");
         std::fs::create_dir_all(ckpt_dir).map_err(|e| Error::io(ckpt_dir, e))?;
@@ -1012,7 +1048,9 @@ fn load_model(app: &App, id: &str) -> ApiResult<Arc<Model>> {
     if !app.shared.store.model_exists(id)? {
         return Err(ApiError::not_found("model", id));
     }
-    let model = Arc::new(Model::load(&app.shared.files.model_path(id))?);
+    let path = app.shared.files.model_path(id);
+    app.shared.files.fetch(&path)?;
+    let model = Arc::new(Model::load(&path)?);
     app.models
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -1026,6 +1064,9 @@ async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> ApiRe
         return Err(ApiError::not_found("model", id));
     }
     let path = app.shared.files.model_path(id);
+    let files = app.shared.files.clone();
+    let fetched = path.clone();
+    blocking(move || Ok(files.fetch(&fetched)?)).await?;
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|e| Error::io(&path, e))?;
@@ -1269,17 +1310,20 @@ async fn plot(
             .with_extension(format!("{panel_name}.svg"));
         if !path.exists() {
             let data = match store.model_dataset(&id)? {
-                Some(ds) if panel != crate::plot::Panel::History => Some(
-                    crate::data::read_data(
-                        &files.dataset_path(&ds.id, &ds.format),
-                        &ColumnChoice::Model {
-                            features: model.features.clone(),
-                            targets: model.targets.clone(),
-                            need_targets: true,
-                        },
-                    )
-                    .map_err(|e| rename_in(e, &files.dataset_path(&ds.id, &ds.format), &ds.name))?,
-                ),
+                Some(ds) if panel != crate::plot::Panel::History => {
+                    let path = files.dataset_path(&ds.id, &ds.format);
+                    let read = fetch_dataset(files, &path).and_then(|()| {
+                        crate::data::read_data(
+                            &path,
+                            &ColumnChoice::Model {
+                                features: model.features.clone(),
+                                targets: model.targets.clone(),
+                                need_targets: true,
+                            },
+                        )
+                    });
+                    Some(read.map_err(|e| rename_in(e, &path, &ds.name))?)
+                }
                 _ => None,
             };
             if data.is_none() && panel != crate::plot::Panel::History {

@@ -37,8 +37,12 @@ pub struct Config {
     pub addr: String,
     /// A directory (SQLite) or a `postgres://` URL.
     pub store: String,
-    /// Where data sets, checkpoints and models go (default: the SQLite store's directory).
-    pub files: Option<PathBuf>,
+    /// Where data sets, checkpoints and models go: a directory or `s3://bucket/prefix`
+    /// (default: the SQLite store's directory).
+    pub files: Option<String>,
+    /// The local cache of files in an object store (default: the SQLite store's `cache`
+    /// folder, or one in the system's temporary directory).
+    pub cache: Option<PathBuf>,
     pub role: Role,
     /// With `Role::Worker`: stop once the queue is empty.
     pub exit_when_idle: bool,
@@ -106,7 +110,11 @@ pub fn run(
             "the token must be at least 16 characters long",
         ));
     }
-    let (store, files) = store::open(&config.store, config.files.as_deref())?;
+    let (store, files) = store::open(
+        &config.store,
+        config.files.as_deref(),
+        config.cache.as_deref(),
+    )?;
     let shared = Arc::new(runner::Shared::new(store, files, config.leasing));
     shared.listen()?;
     shared

@@ -442,50 +442,32 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         if let Err(e) = std::fs::rename(ckpt_dir.join("model.json"), &final_path) {
             log::error!("job {id}: its model could not be moved into the store: {e}");
         }
+        match persist(shared, claim, "its model", || {
+            shared.files.publish(&final_path)
+        }) {
+            Some(Some(())) => {}
+            Some(None) => {
+                attempt.lose();
+                return;
+            }
+            None => return,
+        }
     }
     // Until the store records the outcome (a full disk, the database away), or the lease is
     // lost to a process that re-queued the job, or this process stops: a job is never left
     // `running` without a worker for longer than its lease.
-    let mut said = false;
-    let posted = loop {
-        match shared.store.end(id, &claim.lease, &outcome, &ev) {
-            Ok(p) => break p,
-            Err(e) => {
-                if !said {
-                    log::error!(
-                        "job {id}: its outcome ({status}) is not recorded yet ({e}); trying again every second"
-                    );
-                    said = true;
-                }
-                if shared.stopping.load(Ordering::Relaxed) {
-                    log::error!(
-                        "job {id}: stopping before its outcome was recorded; it goes back to the queue when its lease expires"
-                    );
-                    return;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-                if let Ok(Renewal::Lost) =
-                    shared.store.renew(id, &claim.lease, shared.leasing.seconds)
-                {
-                    break None;
-                }
-            }
-        }
-    };
-    match posted {
-        Some(p) => {
-            if said {
-                log::warn!("job {id}: its outcome ({status}) is recorded now");
-            }
-            shared.published(p)
-        }
-        None => {
+    match persist(shared, claim, &format!("its outcome ({status})"), || {
+        shared.store.end(id, &claim.lease, &outcome, &ev)
+    }) {
+        Some(Some(Some(p))) => shared.published(p),
+        Some(Some(None)) | Some(None) => {
             attempt.lose();
             return;
         }
+        None => return,
     }
     if status != store::QUEUED {
-        let _ = std::fs::remove_dir_all(shared.files.job_dir(id));
+        shared.files.remove_dir(&shared.files.job_dir(id));
     }
     log::info!(
         "job {id}: {status}{}",
@@ -494,6 +476,49 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
             .map(|e| format!(": {e}"))
             .unwrap_or_default()
     );
+}
+
+/// Tries `f` every second until it succeeds (Some(Some(value))), the lease is lost to a
+/// process that re-queued the job (Some(None)), or this process stops (None: the lease runs
+/// out and the job goes back to the queue). Said once, and again when it worked.
+fn persist<T>(
+    shared: &Shared,
+    claim: &Claim,
+    what: &str,
+    mut f: impl FnMut() -> crate::Result<T>,
+) -> Option<Option<T>> {
+    let id = &claim.id;
+    let mut said = false;
+    loop {
+        match f() {
+            Ok(v) => {
+                if said {
+                    log::warn!("job {id}: {what} is recorded now");
+                }
+                return Some(Some(v));
+            }
+            Err(e) => {
+                if !said {
+                    log::error!(
+                        "job {id}: {what} is not recorded yet ({e}); trying again every second"
+                    );
+                    said = true;
+                }
+                if shared.stopping.load(Ordering::Relaxed) {
+                    log::error!(
+                        "job {id}: stopping before {what} was recorded; the job goes back to the queue when its lease expires"
+                    );
+                    return None;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                if let Ok(Renewal::Lost) =
+                    shared.store.renew(id, &claim.lease, shared.leasing.seconds)
+                {
+                    return Some(None);
+                }
+            }
+        }
+    }
 }
 
 /// Messages name the data set as the client did, not by the store's file.
@@ -526,18 +551,35 @@ fn train(
     let result = (|| {
         let mut job = TrainJob::from_json(&claim.spec)?;
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
-        job.resume = shared
-            .files
-            .latest_checkpoint(id, claim.attempt)
-            .or_else(|| {
+        // The data set where this process sees it (the files may be mounted elsewhere than
+        // where the job was submitted, or cached from an object store).
+        if let Some(d) = &dataset {
+            let path = shared.files.dataset_path(&d.id, &d.format);
+            super::api::fetch_dataset(&shared.files, &path)?;
+            job.data = Some(path);
+        }
+        job.resume = match shared.files.latest_checkpoint(id, claim.attempt)? {
+            Some(p) => Some(p),
+            None => {
                 // A store from before attempts had folders.
                 let old = shared.files.job_dir(id).join("checkpoint.json");
                 old.exists().then_some(old)
-            });
+            }
+        };
         job.checkpoint = Some(ckpt.clone());
         // The model goes to the attempt's folder first (see `run_job`).
         job.out = Some(ckpt_dir.join("model.json"));
         let resolved = job.resolve()?;
+        // Each checkpoint the run writes goes to the object store after its epoch.
+        let published = std::cell::Cell::new(None);
+        let publish_checkpoint = || {
+            let written = std::fs::metadata(&ckpt).and_then(|m| m.modified()).ok();
+            if written.is_some() && written != published.get() {
+                if attempt.store_ok(shared.files.publish(&ckpt)).is_some() {
+                    published.set(written);
+                }
+            }
+        };
         let mut observer = |e: &JobEvent| match e {
             JobEvent::Started(plan) => {
                 if let Ok(false) = shared.store.set_device(id, &claim.lease, &plan.backend) {
@@ -571,6 +613,7 @@ fn train(
                         eta_seconds: r.eta_seconds,
                     },
                 ));
+                publish_checkpoint();
                 shared.rows_trained.fetch_add(
                     (r.rows_per_sec * r.seconds).round() as u64,
                     Ordering::Relaxed,
@@ -594,7 +637,12 @@ fn train(
                 json!({"type": "note", "message": "converting the CSV to .npy to stream it"}),
             ),
         };
-        resolved.run(&mut observer, &attempt.cancel)
+        let out = resolved.run(&mut observer, &attempt.cancel);
+        // The one written when the run stopped.
+        if !attempt.lost.load(Ordering::Relaxed) {
+            publish_checkpoint();
+        }
+        out
     })();
     (result, ckpt_dir)
 }

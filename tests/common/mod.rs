@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod postgres;
+pub mod s3;
 pub mod serve;
 pub mod suite;
 

@@ -19,6 +19,7 @@
 //! numbered 1, 2, ... without gaps, in the order they were committed.
 
 mod files;
+mod objects;
 mod postgres;
 mod sqlite;
 
@@ -279,27 +280,63 @@ pub trait Store: Send + Sync {
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
 }
 
-/// Opens the store `spec` names: `postgres://` or `postgresql://` URL, else a directory for
-/// SQLite. Files go to `files`, or with SQLite to the store's directory.
-pub fn open(spec: &str, files: Option<&std::path::Path>) -> Result<(Arc<dyn Store>, Files)> {
-    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-        let Some(files) = files else {
-            return Err(Error::config(
-                "--files DIR is needed with a PostgreSQL store: the directory (shared by every machine) that holds the data sets, checkpoints and models",
-            ));
-        };
-        let store = PostgresStore::open(spec)?;
-        Ok((Arc::new(store), Files::open(files)?))
-    } else if spec.contains("://") {
-        Err(Error::config(format!(
-            "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
-        )))
-    } else {
-        let dir = std::path::Path::new(spec);
-        let store = SqliteStore::open(dir)?;
-        let files = Files::open(files.unwrap_or(dir))?;
-        Ok((Arc::new(store), files))
+/// Runs blocking work (a database or object store call) from anywhere: on the HTTP
+/// runtime's threads the runtime hands their other tasks on first (the clients block on
+/// small runtimes of their own).
+pub(crate) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
     }
+}
+
+/// Opens the store `spec` names: `postgres://` or `postgresql://` URL, else a directory for
+/// SQLite. Files go to `files` (a directory, or `s3://bucket/prefix` cached in `cache`), or
+/// with SQLite to the store's directory.
+pub fn open(
+    spec: &str,
+    files: Option<&str>,
+    cache: Option<&std::path::Path>,
+) -> Result<(Arc<dyn Store>, Files)> {
+    let (store, default_files): (Arc<dyn Store>, Option<&std::path::Path>) =
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            (Arc::new(PostgresStore::open(spec)?), None)
+        } else if spec.contains("://") {
+            return Err(Error::config(format!(
+                "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
+            )));
+        } else {
+            let dir = std::path::Path::new(spec);
+            (Arc::new(SqliteStore::open(dir)?), Some(dir))
+        };
+    let files = match (files, default_files) {
+        (Some(url), _) if url.starts_with("s3://") => {
+            let cache = match (cache, default_files) {
+                (Some(c), _) => c.to_path_buf(),
+                (None, Some(dir)) => dir.join("cache"),
+                (None, None) => std::env::temp_dir().join("mdn-cache").join(
+                    url.trim_start_matches("s3://")
+                        .replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"),
+                ),
+            };
+            Files::in_object_store(url, &cache)?
+        }
+        (Some(url), _) if url.contains("://") => {
+            return Err(Error::config(format!(
+                "--files {url}: expected a directory or s3://BUCKET/PREFIX"
+            )));
+        }
+        (Some(dir), _) => Files::open(std::path::Path::new(dir))?,
+        (None, Some(dir)) => Files::open(dir)?,
+        (None, None) => {
+            return Err(Error::config(
+                "--files is needed with a PostgreSQL store: a directory every machine sees (a shared filesystem), or s3://BUCKET/PREFIX",
+            ));
+        }
+    };
+    Ok((store, files))
 }
 
 /// The text of an event with its number in it.

@@ -102,17 +102,6 @@ pub struct PostgresStore {
     pool: Mutex<Vec<Client>>,
 }
 
-/// Runs blocking database work from anywhere: on the HTTP runtime's threads the runtime
-/// hands their other tasks on first (the client blocks on its own small runtime).
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 impl PostgresStore {
     /// Connects to the database at `url` and brings its tables up to date.
     pub fn open(url: &str) -> Result<PostgresStore> {
