@@ -267,13 +267,11 @@ struct Attempt<'a> {
 impl Attempt<'_> {
     fn renewal(&self, r: crate::Result<Renewal>) {
         match self.store_ok(r) {
-            Some(Renewal::Held { cancel_requested }) => {
-                if cancel_requested {
-                    self.cancel.store(true, Ordering::Relaxed);
-                }
-            }
+            Some(Renewal::Held {
+                cancel_requested: true,
+            }) => self.cancel.store(true, Ordering::Relaxed),
             Some(Renewal::Lost) => self.lose(),
-            None => {}
+            Some(Renewal::Held { .. }) | None => {}
         }
     }
 
@@ -574,10 +572,11 @@ fn train(
         let published = std::cell::Cell::new(None);
         let publish_checkpoint = || {
             let written = std::fs::metadata(&ckpt).and_then(|m| m.modified()).ok();
-            if written.is_some() && written != published.get() {
-                if attempt.store_ok(shared.files.publish(&ckpt)).is_some() {
-                    published.set(written);
-                }
+            if written.is_some()
+                && written != published.get()
+                && attempt.store_ok(shared.files.publish(&ckpt)).is_some()
+            {
+                published.set(written);
             }
         };
         let mut observer = |e: &JobEvent| match e {
