@@ -992,3 +992,27 @@ fn a_full_disk_is_a_507_and_a_fault_the_running_job_survives() {
     let id2 = s.submit(ds["id"].as_str().unwrap(), json!({"epochs": 2}));
     assert_eq!(s.finished(&id2)["status"], "succeeded");
 }
+
+#[test]
+fn a_models_file_was_missing_when_its_succeeded_event_arrived() {
+    // Regression: the outcome was recorded (and the event sent) before the model was moved
+    // into place, so `mdn submit --wait` sometimes fetched a model that was not there yet.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--max-running", "2"], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    for seed in 0..8 {
+        let id = s.submit(
+            ds["id"].as_str().unwrap(),
+            json!({"epochs": 1, "seed": seed}),
+        );
+        // The whole stream: it ends with the final status.
+        let last = s.events(&id).pop().unwrap();
+        assert_eq!(last["status"], "succeeded", "{last}");
+        let (st, body) = s.call(
+            "GET",
+            &format!("/v1/models/{}", last["model"].as_str().unwrap()),
+            None,
+        );
+        assert_eq!(st, 200, "seed {seed}: {body}");
+    }
+}

@@ -594,3 +594,72 @@ fn an_object_store_that_cannot_be_reached_is_a_clear_error_at_start() {
         "{err}"
     );
 }
+
+/// Regression: with the database gone, the API process panicked ("Cannot start a runtime
+/// from within a runtime") as it dropped a closed connection on an HTTP thread. Now the API
+/// answers 503 while the database is away, the worker keeps training, and the job finishes
+/// with the bits of an uninterrupted run once the database is back.
+#[test]
+fn the_api_crashed_when_the_database_went_away_mid_job() {
+    let Some(db) = common::postgres::Dedicated::start() else {
+        return;
+    };
+    let files = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let args = |role: &str| -> Vec<OsString> {
+        vec![
+            role.into(),
+            "--store".into(),
+            db.url.clone().into(),
+            "--files".into(),
+            files.path().into(),
+        ]
+    };
+    let api = Server::spawn(&args("--api"), &[]);
+    let w = Server::spawn(&args("--worker"), &[]);
+    let ds = api.upload(&asset("bishop.csv"), "b.csv");
+    let id = api.submit(
+        ds["id"].as_str().unwrap(),
+        json!({"epochs": 1500, "seed": 8, "hidden": "16"}),
+    );
+    api.wait(&id, |j| {
+        runs_on(j, &w) && j["epoch"].as_u64().unwrap_or(0) >= 10
+    });
+    db.down();
+    // Meanwhile the API says the store is away, and stays up.
+    let answer = Server::agent()
+        .get(format!("{}/v1/jobs/{id}", api.base))
+        .call();
+    let Ok(mut answer) = answer else {
+        panic!("{answer:?}: {}", api.log.lock().unwrap());
+    };
+    let (st, body) = (
+        answer.status().as_u16(),
+        answer.body_mut().read_to_string().unwrap(),
+    );
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("store_unavailable"), "{body}");
+    std::thread::sleep(Duration::from_secs(2));
+    db.up();
+    let j = api.finished(&id);
+    assert_eq!(
+        (j["status"].as_str(), j["attempts"].as_u64()),
+        (Some("succeeded"), Some(1)),
+        "{j}"
+    );
+    let cli = cli_train(
+        dir.path(),
+        &["--epochs", "1500", "--seed", "8", "--hidden", "16"],
+    );
+    assert_eq!(model(&api, &j)["params"], cli["params"]);
+    // The worker said so once, not once per epoch.
+    let log = w.log.lock().unwrap().clone();
+    let complaints = log
+        .lines()
+        .filter(|l| l.contains("does not take its progress"))
+        .count();
+    assert!(complaints <= 2, "{complaints} lines:\n{log}");
+    // And the next job runs.
+    let id2 = api.submit(ds["id"].as_str().unwrap(), json!({"epochs": 2}));
+    assert_eq!(api.finished(&id2)["status"], "succeeded");
+}

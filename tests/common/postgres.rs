@@ -174,3 +174,126 @@ fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// A PostgreSQL server of its own for one test, which the test can stop and start again
+/// (the database going away and coming back); removed when dropped.
+pub struct Dedicated {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    root: bool,
+    pub url: String,
+}
+
+impl Dedicated {
+    /// None where PostgreSQL is not installed (with the same note or failure as [`server`]).
+    pub fn start() -> Option<Dedicated> {
+        server()?;
+        let bin = bin_dir()?;
+        let root = is_root();
+        let dir = tempfile::Builder::new()
+            .prefix("mdn-test-pg-own")
+            .tempdir()
+            .unwrap()
+            .keep();
+        if root {
+            assert!(
+                Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = Dedicated {
+            bin,
+            url: format!("postgres://mdn@127.0.0.1:{port}/postgres"),
+            dir,
+            port,
+            root,
+        };
+        let out = d
+            .run(&format!(
+                "{} -D {}/data -A trust -U mdn -E UTF8 --no-sync",
+                d.bin.join("initdb").display(),
+                d.dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        d.up();
+        Some(d)
+    }
+
+    fn run(&self, cmd: &str) -> Command {
+        let mut c = if self.root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", cmd]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", cmd]);
+            c
+        };
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        c
+    }
+
+    /// Starts the server and waits until it answers.
+    pub fn up(&self) {
+        let st = self
+            .run(&format!(
+                "{} -D {dir}/data -l {dir}/log -w -o '-p {port} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off' start",
+                self.bin.join("pg_ctl").display(),
+                dir = self.dir.display(),
+                port = self.port
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success(), "pg_ctl start failed");
+        let t0 = Instant::now();
+        while postgres::Client::connect(&self.url, postgres::NoTls).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the server did not come back"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server at once (its connections are cut).
+    pub fn down(&self) {
+        let st = self
+            .run(&format!(
+                "{} -D {}/data -m fast -w stop",
+                self.bin.join("pg_ctl").display(),
+                self.dir.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success(), "pg_ctl stop failed");
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = self
+            .run(&format!(
+                "{} -D {}/data -m immediate stop",
+                self.bin.join("pg_ctl").display(),
+                self.dir.display()
+            ))
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

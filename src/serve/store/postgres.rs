@@ -137,7 +137,7 @@ impl PostgresStore {
     }
 
     fn connect(&self) -> Result<Client> {
-        blocking(|| self.config.connect(NoTls)).map_err(|e| {
+        self.config.connect(NoTls).map_err(|e| {
             Error::Store(format!(
                 "the PostgreSQL store at {} cannot be reached: {e}",
                 self.name
@@ -150,37 +150,41 @@ impl PostgresStore {
     }
 
     /// Runs `f` on a pooled connection (a new one if none is free, or if the one it tried
-    /// turned out closed: the database restarted).
+    /// turned out closed: the database restarted). All of it runs as blocking work: the
+    /// client blocks on its own runtime, also when it is dropped.
     fn with<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>) -> Result<T> {
-        for round in 0..2 {
-            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let mut client = match pooled {
-                Some(c) if !c.is_closed() => c,
-                _ => self.connect()?,
-            };
-            match blocking(|| f(&mut client)) {
-                Ok(v) => {
-                    let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                    if pool.len() < POOL {
-                        pool.push(client);
+        blocking(|| {
+            for round in 0..2 {
+                let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+                let mut client = match pooled {
+                    Some(c) if !c.is_closed() => c,
+                    _ => self.connect()?,
+                };
+                match f(&mut client) {
+                    Ok(v) => {
+                        self.give_back(client);
+                        return Ok(v);
                     }
-                    return Ok(v);
-                }
-                Err(e) if client.is_closed() && round == 0 => {
-                    log::warn!("{}: connection lost ({e}); connecting again", self.name);
-                }
-                Err(e) => {
-                    if !client.is_closed() {
-                        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-                        if pool.len() < POOL {
-                            pool.push(client);
+                    Err(e) if client.is_closed() && round == 0 => {
+                        log::warn!("{}: connection lost ({e}); connecting again", self.name);
+                    }
+                    Err(e) => {
+                        if !client.is_closed() {
+                            self.give_back(client);
                         }
+                        return Err(self.failed(e));
                     }
-                    return Err(self.failed(e));
                 }
             }
+            unreachable!("the second round returns")
+        })
+    }
+
+    fn give_back(&self, client: Client) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL {
+            pool.push(client);
         }
-        unreachable!("the second round returns")
     }
 
     /// `f` in one transaction.
@@ -278,7 +282,7 @@ impl Store for PostgresStore {
     fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool> {
         // The first connection is made here, so that a wrong URL is an error at start-up;
         // later ones by the thread, as often as the database goes away.
-        let mut first = Some(self.connect()?);
+        let mut first = Some(blocking(|| self.connect())?);
         let config = self.config.clone();
         let name = self.name.clone();
         std::thread::Builder::new()
