@@ -448,7 +448,7 @@ fn workers_that_exit_when_idle_drain_the_queue_and_stop() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(st.success(), "{}", w.log.lock().unwrap());
-        assert!(w.log.lock().unwrap().contains("the queue is empty"));
+        assert!(w.log.lock().unwrap().contains("exiting (--exit-when-idle)"));
     }
     let done: HashSet<String> = ids
         .iter()

@@ -62,7 +62,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             "no token: loopback only"
         }
     );
-    let shutdown = async {
+    let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heard = signalled.clone();
+    let shutdown = async move {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
@@ -83,10 +85,12 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         {
             let _ = ctrl_c.await;
         }
+        heard.store(true, std::sync::atomic::Ordering::Relaxed);
         message(
             "stopping: running jobs stop after their epoch and resume when the service starts again",
         );
     };
+    let exit_when_idle = a.exit_when_idle;
     mdn::serve::run(
         config,
         |addr| match addr {
@@ -103,7 +107,13 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             )),
         },
         shutdown,
-    )
+    )?;
+    if exit_when_idle && !signalled.load(std::sync::atomic::Ordering::Relaxed) {
+        message(
+            "mdn serve: the queue is empty and this worker's jobs are done; exiting (--exit-when-idle)",
+        );
+    }
+    Ok(())
 }
 
 /// A store URL without its password, for messages.

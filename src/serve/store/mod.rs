@@ -300,17 +300,22 @@ pub fn open(
     files: Option<&str>,
     cache: Option<&std::path::Path>,
 ) -> Result<(Arc<dyn Store>, Files)> {
-    let (store, default_files): (Arc<dyn Store>, Option<&std::path::Path>) =
-        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            (Arc::new(PostgresStore::open(spec)?), None)
-        } else if spec.contains("://") {
-            return Err(Error::config(format!(
-                "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
-            )));
-        } else {
-            let dir = std::path::Path::new(spec);
-            (Arc::new(SqliteStore::open(dir)?), Some(dir))
-        };
+    let postgres = spec.starts_with("postgres://") || spec.starts_with("postgresql://");
+    if postgres && files.is_none() {
+        return Err(Error::config(
+            "--files is needed with a PostgreSQL store: a directory every machine sees (a shared filesystem), or s3://BUCKET/PREFIX",
+        ));
+    }
+    let (store, default_files): (Arc<dyn Store>, Option<&std::path::Path>) = if postgres {
+        (Arc::new(PostgresStore::open(spec)?), None)
+    } else if spec.contains("://") {
+        return Err(Error::config(format!(
+            "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
+        )));
+    } else {
+        let dir = std::path::Path::new(spec);
+        (Arc::new(SqliteStore::open(dir)?), Some(dir))
+    };
     let files = match (files, default_files) {
         (Some(url), _) if url.starts_with("s3://") => {
             let cache = match (cache, default_files) {

@@ -139,14 +139,19 @@ impl PostgresStore {
     fn connect(&self) -> Result<Client> {
         self.config.connect(NoTls).map_err(|e| {
             Error::Store(format!(
-                "the PostgreSQL store at {} cannot be reached: {e}",
-                self.name
+                "the PostgreSQL store at {} cannot be reached: {}",
+                self.name,
+                with_causes(&e)
             ))
         })
     }
 
     fn failed(&self, e: ::postgres::Error) -> Error {
-        Error::Store(format!("the PostgreSQL store at {} failed: {e}", self.name))
+        Error::Store(format!(
+            "the PostgreSQL store at {} failed: {}",
+            self.name,
+            with_causes(&e)
+        ))
     }
 
     /// Runs `f` on a pooled connection (a new one if none is free, or if the one it tried
@@ -230,6 +235,24 @@ impl PostgresStore {
             }
         })
     }
+}
+
+/// An error with what caused it (`error connecting to server: Connection refused`; for a
+/// database error, the server's message).
+fn with_causes(e: &::postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Appends an event inside `tx` (its job's row locked first: numbers without gaps, in commit
