@@ -448,7 +448,16 @@ fn workers_that_exit_when_idle_drain_the_queue_and_stop() {
             std::thread::sleep(Duration::from_millis(50));
         };
         assert!(st.success(), "{}", w.log.lock().unwrap());
-        assert!(w.log.lock().unwrap().contains("exiting (--exit-when-idle)"));
+        // Its last words may still be in the pipe.
+        let t0 = Instant::now();
+        while !w.log.lock().unwrap().contains("exiting (--exit-when-idle)") {
+            assert!(
+                t0.elapsed() < Duration::from_secs(5),
+                "{}",
+                w.log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
     let done: HashSet<String> = ids
         .iter()
