@@ -410,6 +410,19 @@ fn cancel_on_one_api_process_reaches_a_job_running_on_a_worker_elsewhere() {
     api.wait(&id, |j| {
         runs_on(j, &w) && j["epoch"].as_u64().unwrap_or(0) >= 3
     });
+    // `mdn status` and `mdn jobs` name the worker.
+    for args in [vec!["status", id.as_str()], vec!["jobs"]] {
+        let out = Command::new(MDN)
+            .args(&args)
+            .args(["--server", &api.base])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("worker") && text.contains(&format!(":{}:0", w.child.id())),
+            "{args:?}: {text}"
+        );
+    }
     let t0 = Instant::now();
     let (st, v) = api.json("POST", &format!("/v1/jobs/{id}/cancel"), None);
     assert_eq!((st, &v["cancel_requested"]), (200, &json!(true)), "{v}");

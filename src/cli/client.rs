@@ -353,8 +353,8 @@ pub fn jobs(a: JobsArgs) -> Result<()> {
         return print_json(&v);
     }
     let mut out = format!(
-        "{:<22} {:<10} {:>13} {:>12} {:>10}  {}\n",
-        "job", "status", "epoch", "best val", "rows/s", "device"
+        "{:<22} {:<10} {:>13} {:>12} {:>10}  {:<8} {}\n",
+        "job", "status", "epoch", "best val", "rows/s", "device", "worker"
     );
     for j in v["jobs"].as_array().into_iter().flatten() {
         let epoch = match (j["epoch"].as_u64(), j["max_epochs"].as_u64()) {
@@ -362,7 +362,7 @@ pub fn jobs(a: JobsArgs) -> Result<()> {
             _ => "-".into(),
         };
         out.push_str(&format!(
-            "{:<22} {:<10} {:>13} {:>12} {:>10}  {}\n",
+            "{:<22} {:<10} {:>13} {:>12} {:>10}  {:<8} {}\n",
             cell(&j["id"], 0),
             cell(&j["status"], 0),
             epoch,
@@ -371,7 +371,8 @@ pub fn jobs(a: JobsArgs) -> Result<()> {
                 .as_f64()
                 .map(|r| format!("{:.0}", r))
                 .unwrap_or_else(|| "-".into()),
-            cell(&j["device"], 0)
+            cell(&j["device"], 0),
+            cell(&j["worker"], 0)
         ));
     }
     write_output(None, out.as_bytes())
@@ -389,6 +390,7 @@ pub fn status(a: JobIdArgs) -> Result<()> {
         "status",
         "dataset",
         "device",
+        "worker",
         "epoch",
         "max_epochs",
         "train_nll",
