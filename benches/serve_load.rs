@@ -71,7 +71,7 @@ fn main() {
     println!("SQLite store, one process (API and 1 worker):");
     let store: OsString = dir.path().join("store").into();
     let (mut child, base) = spawn(&["--max-running".into(), "1".into(), "--store".into(), store]);
-    load(&base.unwrap(), clients, seconds, None);
+    load(&base.unwrap(), clients, seconds, child.id(), None);
     let _ = child.kill();
     let _ = child.wait();
 
@@ -95,7 +95,13 @@ fn main() {
     println!("\nPostgreSQL store: 1 API process, 4 worker processes (1 job each at a time):");
     let (mut api, base) = spawn(&common("--api"));
     let mut workers: Vec<Child> = (0..4).map(|_| spawn(&common("--worker")).0).collect();
-    load(&base.unwrap(), clients, seconds, Some(&mut workers));
+    load(
+        &base.unwrap(),
+        clients,
+        seconds,
+        api.id(),
+        Some(&mut workers),
+    );
     for c in workers.iter_mut().chain([&mut api]) {
         let _ = c.kill();
         let _ = c.wait();
@@ -104,7 +110,7 @@ fn main() {
 
 /// The figures against the API at `base`; with `workers` (other processes), also the claim
 /// latency and the jobs they get through.
-fn load(base: &str, clients: usize, seconds: f64, workers: Option<&mut Vec<Child>>) {
+fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut Vec<Child>>) {
     let a = agent();
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/bishop.csv")).unwrap();
     let mut r = a
@@ -180,6 +186,30 @@ fn load(base: &str, clients: usize, seconds: f64, workers: Option<&mut Vec<Child
         percentile(&latencies, 0.99) * 1e3,
         latencies.last().unwrap() * 1e3
     );
+    // The largest request the server accepts by default (--max-request-rows).
+    let peak = || -> f64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            })
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    let before = peak();
+    let rows: Vec<[f64; 1]> = (0..10_000).map(|i| [(i % 1000) as f64 / 1000.0]).collect();
+    let body = json!({"rows": rows, "quantiles": [0.05, 0.5, 0.95]}).to_string();
+    let t = Instant::now();
+    let (st, v) = post(&a, &url, &body);
+    assert_eq!(st, 200, "{v}");
+    println!(
+        "  the largest accepted predict request (10,000 rows, 3 quantiles, {:.1} MB of JSON): {:.2} s; the server's peak memory {before:.0} MB before, {:.0} MB after",
+        body.len() as f64 / 1e6,
+        t.elapsed().as_secs_f64(),
+        peak()
+    );
     let _ = a
         .post(format!("{base}/v1/jobs/{background}/cancel"))
         .send_empty();
@@ -200,7 +230,21 @@ fn load(base: &str, clients: usize, seconds: f64, workers: Option<&mut Vec<Child
         n as f64 / started.elapsed().as_secs_f64()
     );
     if let Some(workers) = workers {
-        // Idle workers: from queued to running, one job at a time.
+        // Idle workers (once the jobs submitted above are done): from queued to running,
+        // one job at a time.
+        for status in ["queued", "running"] {
+            loop {
+                let mut r = a
+                    .get(format!("{base}/v1/jobs?status={status}"))
+                    .call()
+                    .unwrap();
+                let v: Value = r.body_mut().read_json().unwrap();
+                if v["jobs"].as_array().is_none_or(|j| j.is_empty()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let mut waits = Vec::new();
         for _ in 0..50 {
             let id = submit(&a, 1);

@@ -1016,3 +1016,57 @@ fn a_models_file_was_missing_when_its_succeeded_event_arrived() {
         assert_eq!(st, 200, "seed {seed}: {body}");
     }
 }
+
+#[test]
+fn a_predict_request_of_two_million_rows_took_77_s_and_8_gb_of_the_server() {
+    // Regression: every request's rows are bounded (--max-request-rows), refused with 413
+    // before any work.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(
+        &dir.path().join("store"),
+        &["--max-request-rows", "5000"],
+        &[],
+    );
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let id = s.submit(ds["id"].as_str().unwrap(), json!({"epochs": 1}));
+    let model = s.finished(&id)["model"].as_str().unwrap().to_string();
+    let rows = |n: usize, width: usize| -> Value { json!(vec![vec![0.5; width]; n]) };
+    let too_many = |path: &str, body: Value, what: &str| {
+        let (st, v) = s.json("POST", &format!("/v1/models/{model}/{path}"), Some(body));
+        assert_eq!(st, 413, "{path}: {v}");
+        let text = v["error"]["message"].as_str().unwrap();
+        assert!(
+            text.contains(what)
+                && text.contains("at most 5000 rows")
+                && text.contains("--max-request-rows"),
+            "{path}: {text}"
+        );
+        assert_eq!(v["error"]["code"], "too_many_rows");
+    };
+    too_many("predict", json!({"rows": rows(5001, 1)}), "5001 rows");
+    too_many(
+        "predict",
+        json!({"columns": {"x": vec![0.5; 5001]}}),
+        "5001 rows",
+    );
+    too_many("eval", json!({"rows": rows(5001, 2)}), "5001 rows");
+    too_many(
+        "sample",
+        json!({"rows": rows(2000, 1), "n": 3}),
+        "2000 rows x 3 samples",
+    );
+    // At the limit: answered.
+    let (st, v) = s.json(
+        "POST",
+        &format!("/v1/models/{model}/predict"),
+        Some(json!({"rows": rows(5000, 1)})),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["rows"].as_array().unwrap().len(), 5000);
+    let (st, _) = s.json(
+        "POST",
+        &format!("/v1/models/{model}/sample"),
+        Some(json!({"rows": rows(1000, 1), "n": 5})),
+    );
+    assert_eq!(st, 200);
+}

@@ -188,6 +188,10 @@ pub struct ServeArgs {
     /// Largest data set upload, in MB (larger ones are refused with 413)
     #[arg(long, default_value_t = 1024)]
     pub max_upload_mb: u64,
+    /// Most rows one predict, sample or eval request may carry (more are refused with 413:
+    /// larger batches go as several requests, or through `mdn predict` on a file)
+    #[arg(long, default_value_t = 10_000)]
+    pub max_request_rows: usize,
     /// File holding the bearer token every /v1 request must carry (or MDN_TOKEN); needed to
     /// listen on a non-loopback address
     #[arg(long)]

@@ -39,6 +39,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         device: a.device,
         max_running: a.max_running,
         max_upload_mb: a.max_upload_mb,
+        max_request_rows: a.max_request_rows,
         token,
         checkpoint_seconds: a.checkpoint_seconds,
         leasing: Leasing {

@@ -41,6 +41,9 @@ pub struct App {
     /// Bearer token every `/v1` request must carry (None: none needed; loopback only).
     pub token: Option<String>,
     pub max_upload_bytes: u64,
+    /// Most rows in one predict, sample or eval request (answers and their memory grow
+    /// with them).
+    pub max_request_rows: usize,
     /// `device` of jobs that do not name one.
     pub default_device: crate::backend::DeviceChoice,
     /// `checkpoint_seconds` of every job.
@@ -61,6 +64,7 @@ impl App {
             shared,
             token,
             max_upload_bytes,
+            max_request_rows: 10_000,
             default_device,
             checkpoint_seconds,
             metrics: Metrics::default(),
@@ -1106,6 +1110,44 @@ struct Rows {
     sigma_scale: Option<f64>,
 }
 
+impl Rows {
+    /// How many rows the request carries (in either form).
+    fn count(&self) -> usize {
+        match (&self.rows, &self.columns) {
+            (Some(rows), _) => rows.len(),
+            (None, Some(cols)) => cols
+                .values()
+                .map(|v| v.as_array().map_or(0, Vec::len))
+                .max()
+                .unwrap_or(0),
+            (None, None) => 0,
+        }
+    }
+}
+
+/// Refuses a request whose answer would hold more than `--max-request-rows` rows (`per_row`
+/// answer rows for each row sent), before any work.
+fn bounded(app: &App, r: &Rows, per_row: usize) -> ApiResult<()> {
+    let rows = r.count();
+    let answer = rows.saturating_mul(per_row);
+    if answer <= app.max_request_rows {
+        return Ok(());
+    }
+    let what = if per_row > 1 {
+        format!("{rows} rows x {per_row} samples")
+    } else {
+        format!("{rows} rows")
+    };
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_rows",
+        format!(
+            "the request has {what}; this server answers at most {} rows per request (--max-request-rows): send them as several requests, or run `mdn predict` on a file (or a job) for a large batch",
+            app.max_request_rows
+        ),
+    ))
+}
+
 /// The rows of a request as a data set in the model's columns (targets too if asked for).
 fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
     let (nf, nt) = (
@@ -1208,6 +1250,7 @@ async fn predict(
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
+    bounded(&app, &r, 1)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
         let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
@@ -1226,14 +1269,15 @@ async fn sample(
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
+    let n = r.n.unwrap_or(1);
+    if n == 0 || n > 100_000 {
+        return Err(ApiError::bad(format!(
+            "n: expected 1 to 100000 samples per row, got {n}"
+        )));
+    }
+    bounded(&app, &r, n)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
-        let n = r.n.unwrap_or(1);
-        if n == 0 || n > 100_000 {
-            return Err(ApiError::bad(format!(
-                "n: expected 1 to 100000 samples per row, got {n}"
-            )));
-        }
         let data = dataset(&model, &r, false)?;
         let samples = model.sample(
             &mut CpuBackend::with_threads(1),
@@ -1256,6 +1300,7 @@ async fn eval(
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
+    bounded(&app, &r, 1)?;
     let model = load_model(&app, &id)?;
     blocking(move || {
         let data = dataset(&model, &r, true)?;

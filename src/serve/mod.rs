@@ -51,6 +51,8 @@ pub struct Config {
     /// Jobs trained at once.
     pub max_running: usize,
     pub max_upload_mb: u64,
+    /// Most rows in one predict, sample or eval request.
+    pub max_request_rows: usize,
     /// Bearer token (None: no authentication, loopback addresses only).
     pub token: Option<String>,
     /// A running job's checkpoints are at least this many seconds apart.
@@ -99,6 +101,9 @@ pub fn run(
     }
     if config.leasing.max_attempts == 0 {
         return Err(Error::config("--max-attempts must be at least 1"));
+    }
+    if config.max_request_rows == 0 {
+        return Err(Error::config("--max-request-rows must be at least 1"));
     }
     if config.max_running == 0 {
         return Err(Error::config("--max-running must be at least 1"));
@@ -161,13 +166,15 @@ pub fn run(
         .map_err(|e| Error::Backend(format!("starting the HTTP runtime failed: {e}")))?;
     let served = match addr {
         Some(addr) => {
-            let app = Arc::new(api::App::new(
+            let mut app = api::App::new(
                 shared.clone(),
                 config.token.clone(),
                 config.max_upload_mb << 20,
                 config.device,
                 config.checkpoint_seconds,
-            ));
+            );
+            app.max_request_rows = config.max_request_rows;
+            let app = Arc::new(app);
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
                     Error::config(format!("--addr {addr}: cannot listen there: {e}"))

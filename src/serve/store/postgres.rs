@@ -113,6 +113,15 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        // A process paused (SIGSTOP, a VM frozen) in the middle of a transaction would hold
+        // its job's row lock, so no other process could re-queue the job when its lease ran
+        // out: the server ends such a session after this long, releasing the lock. Every
+        // transaction here takes milliseconds.
+        let options = match config.get_options() {
+            Some(o) => format!("{o} -c idle_in_transaction_session_timeout=5000"),
+            None => "-c idle_in_transaction_session_timeout=5000".to_string(),
+        };
+        config.options(&options);
         let host = match config.get_hosts().first() {
             Some(::postgres::config::Host::Tcp(h)) => h.clone(),
             #[cfg(unix)]
