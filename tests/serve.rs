@@ -478,14 +478,24 @@ fn a_token_is_required_when_configured_and_needed_off_loopback() {
     let s = Server::start(&dir.path().join("store"), &[], &[("MDN_TOKEN", token)]);
     let a = Server::agent();
     let url = format!("{}/v1/datasets", s.base);
-    let r = a.get(&url).call().unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    let r = a
-        .get(&url)
-        .header("Authorization", "Bearer wrong")
-        .call()
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
+    // A missing token, a malformed header and a wrong token are told apart.
+    for (header, says) in [
+        (None, "the request has none"),
+        (Some("Basic dXNlcjpwYXNz"), "is not `Bearer <token>`"),
+        (
+            Some("Bearer wrong"),
+            "the bearer token is not this server's",
+        ),
+    ] {
+        let mut req = a.get(&url);
+        if let Some(h) = header {
+            req = req.header("Authorization", h);
+        }
+        let mut r = req.call().unwrap();
+        assert_eq!(r.status().as_u16(), 401);
+        let body = r.body_mut().read_to_string().unwrap();
+        assert!(body.contains(says), "{header:?}: {body}");
+    }
     assert_eq!(s.call("GET", "/v1/datasets", None).0, 200);
     assert_eq!(
         a.get(format!("{}/healthz", s.base))
@@ -508,6 +518,53 @@ fn a_token_is_required_when_configured_and_needed_off_loopback() {
         err.contains("loopback") && err.contains("--token-file"),
         "{err}"
     );
+}
+
+#[test]
+fn addr_localhost_0_was_refused_as_not_an_ip_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(MDN)
+        .args([
+            "serve",
+            "--device",
+            "cpu",
+            "--addr",
+            "localhost:0",
+            "--store",
+        ])
+        .arg(dir.path().join("store"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stderr.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        first.contains("listening on http://127.0.0.1:")
+            || first.contains("listening on http://[::1]:"),
+        "{first}"
+    );
+    for (addr, says) in [
+        ("localhost", "no port"),
+        ("no-such-host.invalid:80", "cannot be resolved"),
+    ] {
+        let out = Command::new(MDN)
+            .args(["serve", "--addr", addr, "--store"])
+            .arg(dir.path().join("other"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(says) && err.contains("localhost:7878"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -197,18 +197,20 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 
 async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(token) = &app.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
+        let header = req.headers().get(header::AUTHORIZATION);
+        let given = header
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-            let mut r = ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "this server needs `Authorization: Bearer <token>`",
-            )
-            .into_response();
+            let message = match (header, given) {
+                (None, _) => {
+                    "this server needs `Authorization: Bearer <token>`; the request has none"
+                }
+                (Some(_), None) => "the Authorization header is not `Bearer <token>`",
+                (Some(_), Some(_)) => "the bearer token is not this server's",
+            };
+            let mut r =
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;

@@ -61,6 +61,29 @@ pub struct Config {
     pub leasing: runner::Leasing,
 }
 
+/// `--addr`: an IP address and port, or a host name and port (`localhost:0`), resolved to
+/// its first address.
+fn resolve_addr(addr: &str) -> Result<SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let bad = |why: String| {
+        Error::config(format!(
+            "--addr {addr}: {why}; expected an address and port, such as 127.0.0.1:7878 or localhost:7878"
+        ))
+    };
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    if !addr.contains(':') {
+        return Err(bad("no port".into()));
+    }
+    let mut found = addr
+        .to_socket_addrs()
+        .map_err(|e| bad(format!("cannot be resolved ({e})")))?;
+    found
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
 /// Runs the service until `shutdown` completes (Ctrl-C or SIGTERM in the CLI). `ready` is
 /// told the address actually bound (with port 0, the one the system chose; None for a
 /// worker, which listens nowhere).
@@ -72,12 +95,7 @@ pub fn run(
     let addr: Option<SocketAddr> = if config.role == Role::Worker {
         None
     } else {
-        Some(config.addr.parse().map_err(|_| {
-            Error::config(format!(
-                "--addr {}: expected an IP address and port, such as 127.0.0.1:7878",
-                config.addr
-            ))
-        })?)
+        Some(resolve_addr(&config.addr)?)
     };
     if let Some(addr) = addr
         && config.token.is_none()
