@@ -521,6 +521,27 @@ fn a_token_is_required_when_configured_and_needed_off_loopback() {
 }
 
 #[test]
+fn components_beyond_the_datasets_rows_were_queued_and_failed_later() {
+    // Regression: {"components": 100000} on a small data set got 202, then failed.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds["id"], "options": {"components": 100000}})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let text = v["error"]["message"].as_str().unwrap();
+    assert!(
+        text.starts_with("options.components: 100000 is more than the 4000 rows of b.csv"),
+        "{text}"
+    );
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert!(jobs["jobs"].as_array().unwrap().is_empty());
+}
+
+#[test]
 fn addr_localhost_0_was_refused_as_not_an_ip_address() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(MDN)

@@ -809,10 +809,20 @@ async fn submit(
         std::fs::create_dir_all(ckpt_dir).map_err(|e| Error::io(ckpt_dir, e))?;
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
+        let components = job.components;
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
         if let Err(e) = checked {
             return Err(rename_in(e, &data, &dataset_name).into());
+        }
+        // What the data set's row count (known since its upload) already rules out.
+        if let Some(k) = components
+            && k > dataset.rows
+        {
+            return Err(ApiError::bad(format!(
+                "options.components: {k} is more than the {} rows of {dataset_name}: each component needs rows to describe",
+                dataset.rows
+            )));
         }
         let new = store::NewJob {
             id: &job_id,
