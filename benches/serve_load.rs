@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-#[path = "../tests/common/postgres.rs"]
-#[allow(dead_code)]
-mod postgres_server;
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::postgres as postgres_server;
 
 /// `mdn serve ARGS` on the CPU; its address (None for a worker) once ready.
 fn spawn(args: &[OsString]) -> (Child, Option<String>) {

@@ -152,6 +152,14 @@ impl Error {
         Error::Config(message.into())
     }
 
+    /// Whether this is an I/O error saying the disk (or the user's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if matches!(
+            source.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        ))
+    }
+
     /// The process exit code `main` uses for this error: 2 for input the user can fix, 1 for
     /// failures of the computation or the machine.
     pub fn exit_code(&self) -> i32 {

@@ -948,11 +948,10 @@ fn shown(v: &Value) -> String {
 /// beside and renamed), and the next checkpoint tries again.
 fn full_disk_is_not_fatal(r: Result<()>, failing: &mut bool) -> Result<()> {
     match r {
-        Err(Error::Io { path, source }) if is_full(&source) => {
+        Err(e) if e.is_disk_full() => {
             if !*failing {
                 log::warn!(
-                    "checkpoint {}: not written, the disk is full; training goes on and each checkpoint tries again",
-                    path.display()
+                    "{e}: the disk is full, so the checkpoint is not written; training goes on and each checkpoint tries again"
                 );
             }
             *failing = true;
@@ -965,14 +964,6 @@ fn full_disk_is_not_fatal(r: Result<()>, failing: &mut bool) -> Result<()> {
         }
         other => other,
     }
-}
-
-/// Whether an I/O error says the disk (or the user's quota) is full.
-pub fn is_full(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-    )
 }
 
 /// What a finished job gives back.

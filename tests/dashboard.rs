@@ -3,22 +3,16 @@
 //! `MDN_SCREENSHOT_DIR` (default: `target/tmp/dashboard`). Without Chromium the tests print
 //! `SKIPPED ...`, and fail when `MDN_REQUIRE_BROWSER=1` (as on CI).
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::serve::{Server, asset};
+use common::which;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-
-const MDN: &str = env!("CARGO_BIN_EXE_mdn");
-
-fn asset(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("assets")
-        .join(name)
-}
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -28,43 +22,6 @@ impl Drop for Proc {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn serve(store: &Path, env: &[(&str, &str)]) -> (Proc, String) {
-    let mut cmd = Command::new(MDN);
-    cmd.args([
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-        "--device",
-        "cpu",
-        "--store",
-    ])
-    .arg(store)
-    .env_remove("MDN_TOKEN")
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("mdn serve ended").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (Proc(child), base)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(name))
-            .find(|p| p.is_file())
-    })
 }
 
 /// chromedriver on a free port and a headless Chromium session, or None (with a SKIPPED
@@ -83,11 +40,7 @@ async fn browser() -> Option<(Proc, Client)> {
         );
         return None;
     };
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let proc = Proc(
         Command::new(driver)
             .arg(format!("--port={port}"))
@@ -248,7 +201,8 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, base) = serve(&dir.path().join("store"), &[]);
+    let server = Server::start(&dir.path().join("store"), &[], &[]);
+    let base = server.base.clone();
 
     // A bad upload: the server's message next to the file field.
     c.goto(&format!("{base}/#/new")).await.unwrap();
@@ -590,7 +544,8 @@ async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab() {
     };
     let dir = tempfile::tempdir().unwrap();
     let token = "a-token-for-the-browser-test";
-    let (_server, base) = serve(&dir.path().join("store"), &[("MDN_TOKEN", token)]);
+    let server = Server::start(&dir.path().join("store"), &[], &[("MDN_TOKEN", token)]);
+    let base = server.base.clone();
     c.goto(&format!("{base}/#/")).await.unwrap();
     until(
         &c,

@@ -8,28 +8,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{MDN, Server, asset};
+use common::serve::{MDN, Server, asset, cli_train, params};
 use serde_json::{Value, json};
-
-fn params(model: &Value) -> &Value {
-    &model["params"]
-}
-
-/// `mdn train` on the same data and options, on the CPU: the model the service must match.
-fn cli_train(dir: &Path, data: &Path, args: &[&str]) -> Value {
-    let out = dir.join("cli.json");
-    let st = Command::new(MDN)
-        .args(["train", "--device", "cpu", "--quiet", "--data"])
-        .env_remove("MDN_THREADS")
-        .arg(data)
-        .arg("--out")
-        .arg(&out)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
-}
 
 #[test]
 fn a_job_from_upload_to_prediction_matches_mdn_train_and_mdn_predict() {
@@ -984,16 +964,6 @@ fn a_retried_post_with_the_same_idempotency_key_gets_the_first_answer() {
     );
 }
 
-/// Whether this process may mount a filesystem (root).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .and_then(|l| l.split_whitespace().nth(2))
-            == Some("0")
-    })
-}
-
 /// A small tmpfs mounted on a directory, unmounted when dropped.
 struct SmallDisk(std::path::PathBuf);
 
@@ -1005,7 +975,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_is_a_507_and_a_fault_the_running_job_survives() {
-    if !is_root() {
+    if !common::is_root() {
         eprintln!("SKIPPED: mounting a small filesystem needs root");
         return;
     }

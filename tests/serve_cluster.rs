@@ -9,11 +9,10 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{MDN, Server, asset};
+use common::serve::{MDN, Server, asset, cli_train};
 use serde_json::{Value, json};
 
 /// One store (a fresh PostgreSQL database) and its files directory.
@@ -67,21 +66,6 @@ fn runs_on(j: &Value, s: &Server) -> bool {
         && j["worker"]
             .as_str()
             .is_some_and(|w| w.split(':').nth(1) == Some(&s.child.id().to_string()))
-}
-
-fn cli_train(dir: &Path, args: &[&str]) -> Value {
-    let out = dir.join("cli.json");
-    let st = Command::new(MDN)
-        .args(["train", "--device", "cpu", "--quiet", "--data"])
-        .env_remove("MDN_THREADS")
-        .arg(asset("bishop.csv"))
-        .arg("--out")
-        .arg(&out)
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
 
 fn model(s: &Server, job: &Value) -> Value {
@@ -198,6 +182,7 @@ fn a_worker_killed_mid_epoch_has_its_job_finished_by_another_with_the_same_bits(
     );
     let cli = cli_train(
         dir.path(),
+        &asset("bishop.csv"),
         &["--epochs", "150", "--seed", "11", "--hidden", "32"],
     );
     assert_eq!(
@@ -264,6 +249,7 @@ fn a_worker_paused_past_its_lease_writes_nothing_when_it_continues() {
     assert_one_writer_after_takeover(&events);
     let cli = cli_train(
         dir.path(),
+        &asset("bishop.csv"),
         &["--epochs", "300", "--seed", "3", "--hidden", "32"],
     );
     assert_eq!(model(&api, &j)["params"], cli["params"]);
@@ -543,6 +529,7 @@ fn with_files_in_an_object_store_a_worker_with_no_shared_disk_resumes_a_killed_j
     );
     let cli = cli_train(
         dir.path(),
+        &asset("bishop.csv"),
         &["--epochs", "150", "--seed", "11", "--hidden", "32"],
     );
     // The API process has never seen the model: it comes from the object store.
@@ -671,6 +658,7 @@ fn the_api_crashed_when_the_database_went_away_mid_job() {
     );
     let cli = cli_train(
         dir.path(),
+        &asset("bishop.csv"),
         &["--epochs", "1500", "--seed", "8", "--hidden", "16"],
     );
     assert_eq!(model(&api, &j)["params"], cli["params"]);

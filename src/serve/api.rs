@@ -116,9 +116,7 @@ impl IntoResponse for ApiError {
 /// text as the CLI's); the rest is a 500.
 impl From<Error> for ApiError {
     fn from(e: Error) -> ApiError {
-        if let Error::Io { source, .. } = &e
-            && crate::job::is_full(source)
-        {
+        if e.is_disk_full() {
             log::error!("{e}");
             return ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,

@@ -125,15 +125,6 @@ impl Shared {
         }
     }
 
-    /// Stores an event of `job` (not fenced: the API's own) and tells the listeners.
-    pub fn event(&self, job: &str, data: Value) {
-        match self.store.append_event(job, None, &data) {
-            Ok(Some(p)) => self.published(p),
-            Ok(None) => {}
-            Err(e) => log::error!("job {job}: event not stored: {e}"),
-        }
-    }
-
     /// Wakes a worker: a job was queued.
     pub fn notify(&self) {
         let (lock, cv) = &self.work;
@@ -403,12 +394,13 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
         Err(e) => (store::FAILED, Some(e), None),
     };
-    let error = error.map(|e| match &e {
-        // Without the store's paths: the client cannot see them.
-        Error::Io { source, .. } if crate::job::is_full(source) => {
+    let error = error.map(|e| {
+        if e.is_disk_full() {
+            // Without the store's paths: the client cannot see them.
             "the service's store is full (no space left on its disk), so the job could not write its model; free space there and submit it again".to_string()
+        } else {
+            rename(shared, job_row.as_ref(), e.to_string())
         }
-        _ => rename(shared, job_row.as_ref(), e.to_string()),
     });
     let mut ev = json!({"type": "status", "status": status});
     if let Some(e) = &error {

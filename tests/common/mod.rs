@@ -2,6 +2,35 @@
 //! reference the backends are checked against), random cases, and the oracle files.
 #![allow(dead_code)]
 
+/// A program on the `PATH`.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Whether this process runs as root (the PostgreSQL server then runs as `postgres`; a
+/// small filesystem can be mounted).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find(|l| l.starts_with("Uid:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            == Some("0")
+    })
+}
+
+/// A free TCP port on loopback (for a server the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub mod postgres;
 pub mod s3;
 pub mod serve;

@@ -82,7 +82,7 @@ fn bin_dir() -> Option<PathBuf> {
 
 fn start() -> Option<Postgres> {
     let bin = bin_dir()?;
-    let root = is_root();
+    let root = super::is_root();
     let dir = tempfile::Builder::new()
         .prefix("mdn-test-pg")
         .tempdir()
@@ -121,11 +121,7 @@ fn start() -> Option<Postgres> {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     // The wrapper stops the server (fast shutdown) and removes the directory when its input
     // closes, that is when this test process ends, however it ends.
     let script = format!(
@@ -163,18 +159,6 @@ fn start() -> Option<Postgres> {
     })
 }
 
-fn is_root() -> bool {
-    // The effective user id, from /proc (no libc binding needed).
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
 /// A PostgreSQL server of its own for one test, which the test can stop and start again
 /// (the database going away and coming back); removed when dropped.
 pub struct Dedicated {
@@ -190,7 +174,7 @@ impl Dedicated {
     pub fn start() -> Option<Dedicated> {
         server()?;
         let bin = bin_dir()?;
-        let root = is_root();
+        let root = super::is_root();
         let dir = tempfile::Builder::new()
             .prefix("mdn-test-pg-own")
             .tempdir()
@@ -206,11 +190,7 @@ impl Dedicated {
                     .success()
             );
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let d = Dedicated {
             bin,
             url: format!("postgres://mdn@127.0.0.1:{port}/postgres"),

@@ -26,11 +26,7 @@ fn moto() -> Option<PathBuf> {
     if venv.exists() {
         return Some(venv);
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("moto_server"))
-            .find(|p| p.exists())
-    })
+    super::which("moto_server")
 }
 
 /// The server, or None (with a note, or a panic under `MDN_REQUIRE_S3=1`).
@@ -48,11 +44,7 @@ pub fn server() -> Option<&'static S3> {
 
 fn start() -> Option<S3> {
     let moto = moto()?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = super::free_port();
     // The wrapper stops the server when its input closes: when this test process ends.
     let script = format!(
         "'{}' -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; read _; kill $pid; wait $pid",

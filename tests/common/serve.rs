@@ -196,3 +196,23 @@ impl Drop for Server {
         self.kill();
     }
 }
+
+pub fn params(model: &Value) -> &Value {
+    &model["params"]
+}
+
+/// `mdn train` on the same data and options, on the CPU: the model the service must match.
+pub fn cli_train(dir: &Path, data: &Path, args: &[&str]) -> Value {
+    let out = dir.join("cli.json");
+    let st = Command::new(MDN)
+        .args(["train", "--device", "cpu", "--quiet", "--data"])
+        .env_remove("MDN_THREADS")
+        .arg(data)
+        .arg("--out")
+        .arg(&out)
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+}

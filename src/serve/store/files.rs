@@ -75,14 +75,6 @@ impl Files {
         })
     }
 
-    /// How to name where the files are, in messages.
-    pub fn describe(&self) -> String {
-        match &self.remote {
-            Some(r) => format!("{} (cached in {})", r.url(), self.dir.display()),
-            None => self.dir.display().to_string(),
-        }
-    }
-
     /// The key of a file under the files' directory.
     fn key(&self, local: &Path) -> Option<String> {
         let rel = local.strip_prefix(&self.dir).ok()?;

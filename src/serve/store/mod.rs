@@ -142,6 +142,17 @@ pub enum Renewal {
     Lost,
 }
 
+impl Renewal {
+    /// What a fenced update that returns the job's `cancel_requested` found: None when no
+    /// row matched (the lease is gone).
+    fn from_cancel(cancel_requested: Option<bool>) -> Renewal {
+        match cancel_requested {
+            Some(cancel_requested) => Renewal::Held { cancel_requested },
+            None => Renewal::Lost,
+        }
+    }
+}
+
 /// An event as stored: its job, number, and JSON text (with `seq` in it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Posted {
@@ -212,10 +223,6 @@ pub enum Notice {
 
 /// The service's state; see the module's description. Every method is one transaction.
 pub trait Store: Send + Sync {
-    /// How to name the store in messages (`SQLite store mdn-store/mdn.sqlite`, `PostgreSQL
-    /// store db.example:5432/mdn`; never a password).
-    fn describe(&self) -> String;
-
     /// Starts passing what other processes do to `on` (PostgreSQL); false when the store
     /// has one process, which then tells its own listeners (SQLite).
     fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool>;
@@ -351,20 +358,45 @@ fn numbered(data: &Value, seq: u64) -> String {
     data.to_string()
 }
 
-/// The status event of a job re-queued (or failed) because its worker vanished.
-fn vanished_event(status: &str, attempts: u32, max_attempts: u32) -> Value {
-    if status == FAILED {
-        serde_json::json!({
-            "type": "status",
-            "status": FAILED,
-            "error": vanished_error(attempts, max_attempts),
-        })
-    } else {
-        serde_json::json!({
-            "type": "status",
-            "status": QUEUED,
-            "reason": "its worker stopped (killed, out of memory, or out of touch past its lease); the job resumes from its last checkpoint, or from the beginning if it wrote none",
-        })
+/// What becomes of a running job whose worker vanished (its lease expired): queued again, or
+/// failed once its worker vanished `max_attempts` times; with its status event.
+struct Vanished {
+    status: &'static str,
+    /// Times its worker vanished, this one included.
+    count: u32,
+    event: Value,
+    finished: Option<f64>,
+}
+
+impl Vanished {
+    fn new(attempts: u32, vanished_before: u32, max_attempts: u32) -> Vanished {
+        let count = vanished_before + 1;
+        let (status, event) = if count >= max_attempts {
+            let error = vanished_error(attempts, max_attempts);
+            (
+                FAILED,
+                serde_json::json!({"type": "status", "status": FAILED, "error": error}),
+            )
+        } else {
+            (
+                QUEUED,
+                serde_json::json!({
+                    "type": "status",
+                    "status": QUEUED,
+                    "reason": "its worker stopped (killed, out of memory, or out of touch past its lease); the job resumes from its last checkpoint, or from the beginning if it wrote none",
+                }),
+            )
+        };
+        Vanished {
+            status,
+            count,
+            event,
+            finished: (status == FAILED).then(now),
+        }
+    }
+
+    fn error(&self) -> Option<&str> {
+        self.event["error"].as_str()
     }
 }
 

@@ -81,10 +81,6 @@ impl Objects {
         Ok(objects)
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     fn key(&self, key: &str) -> Key {
         match (self.prefix.is_empty(), key.is_empty()) {
             (true, _) => Key::from(key),

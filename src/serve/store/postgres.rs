@@ -307,10 +307,6 @@ fn append_tx(
 }
 
 impl Store for PostgresStore {
-    fn describe(&self) -> String {
-        format!("PostgreSQL store {}", self.name)
-    }
-
     fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool> {
         // The first connection is made here, so that a wrong URL is an error at start-up;
         // later ones by the thread, as often as the database goes away.
@@ -508,12 +504,7 @@ impl Store for PostgresStore {
                 &[&id, &lease, &lease_seconds],
             )
         })
-        .map(|r| match r {
-            Some(r) => Renewal::Held {
-                cancel_requested: r.get(0),
-            },
-            None => Renewal::Lost,
-        })
+        .map(|r| Renewal::from_cancel(r.map(|r| r.get(0))))
     }
 
     fn requeue_expired(&self, max_attempts: u32, all: bool) -> Result<Vec<Posted>> {
@@ -528,19 +519,15 @@ impl Store for PostgresStore {
             let mut out = Vec::new();
             for r in expired {
                 let id: String = r.get(0);
-                let attempts: i32 = r.get(1);
-                let vanished = r.get::<_, i32>(2) + 1;
-                let status = if vanished as u32 >= max_attempts { FAILED } else { QUEUED };
-                let event = vanished_event(status, attempts as u32, max_attempts);
-                let finished = (status == FAILED).then(now);
+                let v = Vanished::new(r.get::<_, i32>(1) as u32, r.get::<_, i32>(2) as u32, max_attempts);
                 tx.execute(
                     "UPDATE jobs SET status = $2, vanished = $3, lease = NULL, lease_expires = NULL, worker = NULL, error = $4, finished = $5 WHERE id = $1",
-                    &[&id, &status, &vanished, &event["error"].as_str(), &finished],
+                    &[&id, &v.status, &(v.count as i32), &v.error(), &v.finished],
                 )?;
-                if let Some(p) = append_tx(tx, &id, None, &event)? {
+                if let Some(p) = append_tx(tx, &id, None, &v.event)? {
                     out.push(p);
                 }
-                if status == QUEUED {
+                if v.status == QUEUED {
                     tx.execute("SELECT pg_notify('mdn_jobs', $1)", &[&id])?;
                 }
             }
@@ -615,12 +602,7 @@ impl Store for PostgresStore {
                 ],
             )
         })
-        .map(|r| match r {
-            Some(r) => Renewal::Held {
-                cancel_requested: r.get(0),
-            },
-            None => Renewal::Lost,
-        })
+        .map(|r| Renewal::from_cancel(r.map(|r| r.get(0))))
     }
 
     fn end(

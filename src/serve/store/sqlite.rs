@@ -4,7 +4,7 @@
 //! start-up every job still `running` was left by a process that died, and is re-queued.
 
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
@@ -107,7 +107,6 @@ fn dataset_row(r: &rusqlite::Row) -> rusqlite::Result<DatasetRow> {
 
 /// See the module's description.
 pub struct SqliteStore {
-    path: PathBuf,
     conn: Mutex<Connection>,
     /// Held while the store is open: the lock that keeps a second process out.
     _owner: std::fs::File,
@@ -183,7 +182,6 @@ impl SqliteStore {
             .map_err(db)?;
         }
         Ok(SqliteStore {
-            path,
             conn: Mutex::new(conn),
             _owner: owner,
         })
@@ -240,10 +238,6 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn describe(&self) -> String {
-        format!("SQLite store {}", self.path.display())
-    }
-
     fn listen(&self, _on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool> {
         Ok(false)
     }
@@ -420,12 +414,7 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            Ok(match cancel {
-                Some(c) => Renewal::Held {
-                    cancel_requested: c != 0,
-                },
-                None => Renewal::Lost,
-            })
+            Ok(Renewal::from_cancel(cancel.map(|c| c != 0)))
         })
     }
 
@@ -442,15 +431,12 @@ impl Store for SqliteStore {
             };
             let mut out = Vec::new();
             for (id, attempts, vanished) in expired {
-                let vanished = vanished as u32 + 1;
-                let status = if vanished >= max_attempts { FAILED } else { QUEUED };
-                let event = vanished_event(status, attempts as u32, max_attempts);
-                let finished = (status == FAILED).then(now);
+                let v = Vanished::new(attempts as u32, vanished as u32, max_attempts);
                 tx.execute(
                     "UPDATE jobs SET status = ?2, vanished = ?3, lease = NULL, lease_expires = NULL, worker = NULL, error = ?4, finished = ?5 WHERE id = ?1",
-                    params![id, status, vanished, event["error"].as_str(), finished],
+                    params![id, v.status, v.count, v.error(), v.finished],
                 )?;
-                out.push(append_tx(tx, &id, &event)?);
+                out.push(append_tx(tx, &id, &v.event)?);
             }
             Ok(out)
         })
@@ -517,12 +503,7 @@ impl Store for SqliteStore {
                 ],
                 |r| r.get(0),
             ).optional()?;
-            Ok(match cancel {
-                Some(c) => Renewal::Held {
-                    cancel_requested: c != 0,
-                },
-                None => Renewal::Lost,
-            })
+            Ok(Renewal::from_cancel(cancel.map(|c| c != 0)))
         })
     }
 
