@@ -554,6 +554,26 @@ fn with_files_in_an_object_store_a_worker_with_no_shared_disk_resumes_a_killed_j
     assert_eq!(st, 204);
     assert!(s3.keys(&bucket, "team/datasets/").is_empty());
     drop(b);
+    // A bucket that does not exist said "cannot be reached" with the server's XML.
+    let out = Command::new(MDN)
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--files",
+            "s3://no-such-bucket/x",
+            "--store",
+        ])
+        .arg(dir.path().join("other"))
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the bucket no-such-bucket does not exist there (create it first)"),
+        "{err}"
+    );
 }
 
 #[test]

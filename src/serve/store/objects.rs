@@ -73,10 +73,17 @@ impl Objects {
                 }
             })
             .map_err(|e| {
-                Error::Store(format!(
-                    "the object store {} cannot be reached: {e}",
-                    objects.url
-                ))
+                if e.to_string().contains("NoSuchBucket") {
+                    Error::config(format!(
+                        "--files {}: the bucket {bucket} does not exist there (create it first)",
+                        objects.url
+                    ))
+                } else {
+                    Error::Store(format!(
+                        "the object store {} cannot be reached: {e}",
+                        objects.url
+                    ))
+                }
             })?;
         Ok(objects)
     }
