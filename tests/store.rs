@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdn::serve::store::{
-    self, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress, Queued,
+    self, Added, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress, Queued,
     Renewal, SqliteStore, Store,
 };
 use serde_json::{Value, json};
@@ -76,11 +76,50 @@ suite!(
     a_retried_submission_with_the_same_key_queues_nothing,
     racing_workers_take_each_of_200_jobs_exactly_once,
     a_graceful_release_is_not_counted_as_a_vanished_worker,
+    a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own,
+    quotas_refuse_the_job_or_the_bytes_past_them_and_count_models,
+    racing_submissions_never_pass_a_workspace_job_quota,
+    keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once,
 );
+
+fn dataset_in(ws: &str, id: &str, name: &str) -> DatasetRow {
+    DatasetRow {
+        workspace: ws.into(),
+        ..dataset(id, name)
+    }
+}
+
+/// Queues job `id` of workspace `ws` on data set `ds`.
+fn queue_in(s: &dyn Store, ws: &str, id: &str, ds: &str, key: Option<&str>) -> Queued {
+    let request = json!({"dataset": ds});
+    s.insert_job(
+        &NewJob {
+            id,
+            workspace: ws,
+            created_by: Some("alice (key_1)"),
+            dataset: ds,
+            request: &request,
+            spec: "{}",
+        },
+        key,
+    )
+    .unwrap()
+}
+
+fn workspace(name: &str, max_jobs: Option<u64>, max_bytes: Option<u64>) -> store::Workspace {
+    store::Workspace {
+        name: name.into(),
+        max_jobs,
+        max_bytes,
+        created: store::now(),
+    }
+}
 
 fn dataset(id: &str, name: &str) -> DatasetRow {
     DatasetRow {
         id: id.into(),
+        workspace: store::DEFAULT_WORKSPACE.into(),
+        created_by: None,
         name: name.into(),
         format: "csv".into(),
         rows: 354,
@@ -96,6 +135,8 @@ fn queue(s: &dyn Store, id: &str, ds: &str, key: Option<&str>) -> Queued {
     s.insert_job(
         &NewJob {
             id,
+            workspace: store::DEFAULT_WORKSPACE,
+            created_by: None,
             dataset: ds,
             request: &request,
             spec: "{}",
@@ -136,20 +177,20 @@ fn progress(epoch: usize) -> Progress {
 
 fn data_sets_round_trip_and_a_retried_upload_adds_nothing(f: Fresh) {
     let s = &*f.store;
-    assert_eq!(s.dataset("ds_1").unwrap(), None);
+    assert_eq!(s.dataset(None, "ds_1").unwrap(), None);
     let a = dataset("ds_1", "first.csv");
-    assert_eq!(s.insert_dataset(&a, Some("key-1")).unwrap(), None);
+    assert_eq!(s.insert_dataset(&a, Some("key-1")).unwrap(), Added::New);
     let mut b = dataset("ds_2", "second.csv");
     b.created = a.created + 1.0;
-    assert_eq!(s.insert_dataset(&b, None).unwrap(), None);
-    assert_eq!(s.dataset("ds_1").unwrap().as_ref(), Some(&a));
+    assert_eq!(s.insert_dataset(&b, None).unwrap(), Added::New);
+    assert_eq!(s.dataset(None, "ds_1").unwrap().as_ref(), Some(&a));
     // The same key again: the first upload's data set, nothing added.
     let retry = dataset("ds_3", "first.csv");
     assert_eq!(
         s.insert_dataset(&retry, Some("key-1")).unwrap(),
-        Some(a.clone())
+        Added::Replayed(a.clone())
     );
-    assert_eq!(s.datasets().unwrap(), vec![a, b]);
+    assert_eq!(s.datasets(None).unwrap(), vec![a, b]);
 }
 
 fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
@@ -165,7 +206,7 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
         (c.id.as_str(), c.attempt, c.spec.as_str()),
         ("job_1", 1, "{}")
     );
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!(
         (j.status.as_str(), j.attempts, j.worker.as_deref()),
         ("running", 1, Some("host:1:0"))
@@ -198,7 +239,7 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
         .unwrap()
         .unwrap();
     }
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!((j.epoch, j.device.as_deref()), (Some(3), Some("cpu")));
     let end = s
         .end(
@@ -208,20 +249,21 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
                 status: store::SUCCEEDED,
                 error: None,
                 model: Some("m_1"),
+                model_bytes: 0,
             },
             &json!({"type": "status", "status": "succeeded", "model": "m_1"}),
         )
         .unwrap()
         .unwrap();
     assert_eq!(end.seq, 5);
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!(
         (j.status.as_str(), j.model.as_deref(), j.worker.as_deref()),
         ("succeeded", Some("m_1"), None)
     );
     assert!(j.finished.is_some());
-    assert!(s.model_exists("m_1").unwrap());
-    assert!(!s.model_exists("m_2").unwrap());
+    assert!(s.model_workspace("m_1").unwrap().is_some());
+    assert!(!s.model_workspace("m_2").unwrap().is_some());
     assert_eq!(s.model_dataset("m_1").unwrap().unwrap().name, "d.csv");
     let kinds: Vec<String> = event_types(s, "job_1").into_iter().map(|e| e.1).collect();
     assert_eq!(
@@ -239,14 +281,14 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
     assert_eq!(counts.get("succeeded"), Some(&1));
     assert_eq!(counts.get("running"), Some(&1));
     assert_eq!(
-        s.jobs(Some("running"))
+        s.jobs(None, Some("running"))
             .unwrap()
             .iter()
             .map(|j| j.id.as_str())
             .collect::<Vec<_>>(),
         ["job_2"]
     );
-    assert_eq!(s.jobs(None).unwrap().len(), 2);
+    assert_eq!(s.jobs(None, None).unwrap().len(), 2);
 }
 
 fn a_lost_lease_fences_every_later_write(f: Fresh) {
@@ -285,13 +327,14 @@ fn a_lost_lease_fences_every_later_write(f: Fresh) {
         status: store::SUCCEEDED,
         error: None,
         model: Some("m_1"),
+        model_bytes: 0,
     };
     assert_eq!(
         s.end("job_1", &old.lease, &stale, &json!({"type": "status"}))
             .unwrap(),
         None
     );
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!(
         (
             j.status.as_str(),
@@ -301,7 +344,7 @@ fn a_lost_lease_fences_every_later_write(f: Fresh) {
         ),
         ("running", None, None, Some("host:2:0"))
     );
-    assert!(!s.model_exists("m_1").unwrap());
+    assert!(!s.model_workspace("m_1").unwrap().is_some());
     // The new one's writes go through.
     assert_eq!(
         s.set_progress("job_1", &new.lease, 30.0, &progress(1))
@@ -324,7 +367,7 @@ fn a_job_whose_worker_vanishes_max_attempts_times_fails_with_the_reason(f: Fresh
         std::thread::sleep(Duration::from_millis(150));
         assert_eq!(s.requeue_expired(2, false).unwrap().len(), 1);
     }
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!(j.status, "failed", "{j:?}");
     assert!(j.finished.is_some());
     let error = j.error.unwrap();
@@ -350,6 +393,7 @@ fn a_graceful_release_is_not_counted_as_a_vanished_worker(f: Fresh) {
             status: store::QUEUED,
             error: None,
             model: None,
+            model_bytes: 0,
         };
         let ev = json!({"type": "status", "status": "queued", "reason": "stopping"});
         assert!(s.end("job_1", &c.lease, &back, &ev).unwrap().is_some());
@@ -359,7 +403,7 @@ fn a_graceful_release_is_not_counted_as_a_vanished_worker(f: Fresh) {
     std::thread::sleep(Duration::from_millis(150));
     s.requeue_expired(2, false).unwrap();
     // One vanishing of 2 allowed: queued again, not failed.
-    assert_eq!(s.job("job_1").unwrap().unwrap().status, "queued");
+    assert_eq!(s.job(None, "job_1").unwrap().unwrap().status, "queued");
 }
 
 fn cancel_stops_a_queued_job_at_once_and_tells_a_running_one_at_its_next_renewal(f: Fresh) {
@@ -369,15 +413,18 @@ fn cancel_stops_a_queued_job_at_once_and_tells_a_running_one_at_its_next_renewal
     queue(s, "job_2", "ds_1", None);
     let c = s.claim_next("host:1:0", 30.0).unwrap().unwrap();
     assert_eq!(c.id, "job_1");
-    let Cancel::Cancelled(ev) = f.another().cancel("job_2").unwrap() else {
+    let Cancel::Cancelled(ev) = f.another().cancel(None, "job_2", None).unwrap() else {
         panic!("a queued job is cancelled at once")
     };
     assert!(ev.data.contains("cancelled"), "{}", ev.data);
-    let j2 = s.job("job_2").unwrap().unwrap();
+    let j2 = s.job(None, "job_2").unwrap().unwrap();
     assert_eq!((j2.status.as_str(), j2.attempts), ("cancelled", 0));
     assert!(s.claim_next("host:1:1", 30.0).unwrap().is_none());
 
-    assert_eq!(f.another().cancel("job_1").unwrap(), Cancel::Requested);
+    assert!(matches!(
+        f.another().cancel(None, "job_1", None).unwrap(),
+        Cancel::Requested(_)
+    ));
     assert_eq!(
         s.renew("job_1", &c.lease, 30.0).unwrap(),
         Renewal::Held {
@@ -392,10 +439,10 @@ fn cancel_stops_a_queued_job_at_once_and_tells_a_running_one_at_its_next_renewal
         }
     );
     assert_eq!(
-        s.cancel("job_2").unwrap(),
+        s.cancel(None, "job_2", None).unwrap(),
         Cancel::Finished("cancelled".into())
     );
-    assert_eq!(s.cancel("job_9").unwrap(), Cancel::Missing);
+    assert_eq!(s.cancel(None, "job_9", None).unwrap(), Cancel::Missing);
 }
 
 fn a_data_set_in_use_is_not_deleted(f: Fresh) {
@@ -403,34 +450,35 @@ fn a_data_set_in_use_is_not_deleted(f: Fresh) {
     s.insert_dataset(&dataset("ds_1", "d.csv"), None).unwrap();
     queue(s, "job_1", "ds_1", None);
     assert_eq!(
-        s.delete_dataset("ds_1").unwrap(),
+        s.delete_dataset(None, "ds_1").unwrap(),
         Deleted::InUse("job_1".into())
     );
     let c = s.claim_next("host:1:0", 30.0).unwrap().unwrap();
     assert_eq!(
-        s.delete_dataset("ds_1").unwrap(),
+        s.delete_dataset(None, "ds_1").unwrap(),
         Deleted::InUse("job_1".into())
     );
     let done = Outcome {
         status: store::FAILED,
         error: Some("bad"),
         model: None,
+        model_bytes: 0,
     };
     s.end("job_1", &c.lease, &done, &json!({"type": "status"}))
         .unwrap()
         .unwrap();
     assert_eq!(
-        s.job("job_1").unwrap().unwrap().error.as_deref(),
+        s.job(None, "job_1").unwrap().unwrap().error.as_deref(),
         Some("bad")
     );
     assert_eq!(
-        s.delete_dataset("ds_1").unwrap(),
+        s.delete_dataset(None, "ds_1").unwrap(),
         Deleted::Removed {
             format: "csv".into()
         }
     );
-    assert_eq!(s.delete_dataset("ds_1").unwrap(), Deleted::Missing);
-    assert!(s.datasets().unwrap().is_empty());
+    assert_eq!(s.delete_dataset(None, "ds_1").unwrap(), Deleted::Missing);
+    assert!(s.datasets(None).unwrap().is_empty());
 }
 
 fn a_retried_submission_with_the_same_key_queues_nothing(f: Fresh) {
@@ -442,15 +490,15 @@ fn a_retried_submission_with_the_same_key_queues_nothing(f: Fresh) {
     ));
     match queue(&*f.another(), "job_2", "ds_1", Some("k")) {
         Queued::Replayed(first) => assert_eq!(first.id, "job_1"),
-        Queued::New(_) => panic!("a second job for the same key"),
+        other => panic!("a second job for the same key: {other:?}"),
     }
     assert!(matches!(
         queue(s, "job_3", "ds_1", Some("other")),
         Queued::New(_)
     ));
-    let ids: Vec<String> = s.jobs(None).unwrap().into_iter().map(|j| j.id).collect();
+    let ids: Vec<String> = s.jobs(None, None).unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(ids, ["job_1", "job_3"]);
-    assert!(s.job("job_2").unwrap().is_none());
+    assert!(s.job(None, "job_2").unwrap().is_none());
     assert!(s.events("job_2", 0).unwrap().is_empty());
 }
 
@@ -471,6 +519,7 @@ fn racing_workers_take_each_of_200_jobs_exactly_once(f: Fresh) {
                             status: store::SUCCEEDED,
                             error: None,
                             model: None,
+                            model_bytes: 0,
                         };
                         mine.end(&c.id, &c.lease, &done, &json!({"type": "status"}))
                             .unwrap()
@@ -491,7 +540,7 @@ fn racing_workers_take_each_of_200_jobs_exactly_once(f: Fresh) {
     for t in &taken {
         assert!(t.windows(2).all(|w| w[0] < w[1]), "{t:?}");
     }
-    for j in s.jobs(None).unwrap() {
+    for j in s.jobs(None, None).unwrap() {
         assert_eq!((j.status.as_str(), j.attempts), ("succeeded", 1), "{j:?}");
     }
 }
@@ -529,7 +578,7 @@ fn a_sqlite_store_from_before_leases_is_migrated_and_its_running_job_requeued() 
         .unwrap();
     }
     let s = SqliteStore::open(dir.path()).unwrap();
-    let j = s.job("job_1").unwrap().unwrap();
+    let j = s.job(None, "job_1").unwrap().unwrap();
     assert_eq!((j.status.as_str(), j.worker), ("running", None));
     // What a restarted single-process store does with it.
     let back = s.requeue_expired(3, true).unwrap();
@@ -618,4 +667,254 @@ fn an_unreachable_postgres_store_is_a_clear_error() {
         .err()
         .expect("refused");
     assert_eq!(e.exit_code(), 2, "{e}");
+}
+
+fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh) {
+    let s = &*f.store;
+    for ws in ["a", "b"] {
+        s.put_workspace(&workspace(ws, None, None)).unwrap();
+    }
+    // The same idempotency key in two workspaces: two data sets, two jobs.
+    assert_eq!(
+        s.insert_dataset(&dataset_in("a", "ds_a", "a.csv"), Some("k"))
+            .unwrap(),
+        Added::New
+    );
+    assert_eq!(
+        s.insert_dataset(&dataset_in("b", "ds_b", "b.csv"), Some("k"))
+            .unwrap(),
+        Added::New
+    );
+    assert!(matches!(
+        queue_in(s, "a", "job_a", "ds_a", Some("k")),
+        Queued::New(_)
+    ));
+    let Queued::New(first) = queue_in(s, "b", "job_b", "ds_b", Some("k")) else {
+        panic!("b's job is its own")
+    };
+    // Who queued it is in its first event, and on its row.
+    let ev: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(ev["by"], "alice (key_1)");
+    assert_eq!(
+        s.job(None, "job_b").unwrap().unwrap().created_by.as_deref(),
+        Some("alice (key_1)")
+    );
+
+    let ids = |v: Vec<String>| v;
+    assert_eq!(
+        ids(s.datasets(Some("a")).unwrap().into_iter().map(|d| d.id).collect()),
+        ["ds_a"]
+    );
+    assert_eq!(s.datasets(None).unwrap().len(), 2);
+    assert!(s.dataset(Some("a"), "ds_b").unwrap().is_none());
+    assert!(s.dataset(Some("b"), "ds_b").unwrap().is_some());
+    assert!(s.job(Some("a"), "job_b").unwrap().is_none());
+    assert_eq!(
+        ids(s.jobs(Some("b"), None).unwrap().into_iter().map(|j| j.id).collect()),
+        ["job_b"]
+    );
+    assert!(s.jobs(Some("c"), None).unwrap().is_empty());
+    // Changes from another workspace find nothing, exactly as for an id that does not exist.
+    assert_eq!(s.cancel(Some("a"), "job_b", None).unwrap(), Cancel::Missing);
+    assert_eq!(s.delete_dataset(Some("b"), "ds_a").unwrap(), Deleted::Missing);
+    assert_eq!(s.job(None, "job_b").unwrap().unwrap().status, "queued");
+    // b cancels its own job; the event says who.
+    let Cancel::Cancelled(ev) = s.cancel(Some("b"), "job_b", Some("bob (key_2)")).unwrap() else {
+        panic!("b cancels its own job")
+    };
+    assert!(ev.data.contains("bob (key_2)"), "{}", ev.data);
+    assert_eq!(
+        s.delete_dataset(Some("b"), "ds_b").unwrap(),
+        Deleted::Removed { format: "csv".into() }
+    );
+
+    // A model belongs to its job's workspace.
+    let c = s.claim_next("host:1:1", 30.0).unwrap().unwrap();
+    assert_eq!(c.id, "job_a");
+    s.end(
+        "job_a",
+        &c.lease,
+        &Outcome {
+            status: "succeeded",
+            error: None,
+            model: Some("m_a"),
+            model_bytes: 1000,
+        },
+        &json!({"type": "status", "status": "succeeded"}),
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(s.model_workspace("m_a").unwrap().as_deref(), Some("a"));
+    assert_eq!(s.model_workspace("m_b").unwrap(), None);
+}
+
+fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("q", Some(2), Some(10_000))).unwrap();
+    // 4321 bytes each: two fit in 10,000, the third does not.
+    for id in ["ds_1", "ds_2"] {
+        assert_eq!(
+            s.insert_dataset(&dataset_in("q", id, "d.csv"), None).unwrap(),
+            Added::New
+        );
+    }
+    match s.insert_dataset(&dataset_in("q", "ds_3", "d.csv"), None).unwrap() {
+        Added::OverQuota(q) => assert_eq!(
+            (q.quota, q.workspace.as_str(), q.used, q.adds, q.limit),
+            ("max_bytes", "q", 8642, 4321, 10_000)
+        ),
+        other => panic!("past max_bytes: {other:?}"),
+    }
+    assert!(s.dataset(None, "ds_3").unwrap().is_none());
+    // Another workspace is not limited by q's quota.
+    assert_eq!(
+        s.insert_dataset(&dataset_in("default", "ds_4", "d.csv"), None)
+            .unwrap(),
+        Added::New
+    );
+
+    // Two jobs queued or running at once.
+    assert!(matches!(queue_in(s, "q", "job_1", "ds_1", None), Queued::New(_)));
+    assert!(matches!(queue_in(s, "q", "job_2", "ds_1", None), Queued::New(_)));
+    match queue_in(s, "q", "job_3", "ds_1", None) {
+        Queued::OverQuota(q) => assert_eq!(
+            (q.quota, q.used, q.limit),
+            ("max_jobs", 2, 2)
+        ),
+        other => panic!("past max_jobs: {other:?}"),
+    }
+    // A running job counts; a finished one does not.
+    let c = s.claim_next("host:1:1", 30.0).unwrap().unwrap();
+    assert!(matches!(queue_in(s, "q", "job_3", "ds_1", None), Queued::OverQuota(_)));
+    s.end(
+        &c.id,
+        &c.lease,
+        &Outcome {
+            status: "succeeded",
+            error: None,
+            model: Some("m_1"),
+            model_bytes: 1000,
+        },
+        &json!({"type": "status", "status": "succeeded"}),
+    )
+    .unwrap()
+    .unwrap();
+    assert!(matches!(queue_in(s, "q", "job_3", "ds_1", None), Queued::New(_)));
+    // The model's bytes count: 8642 + 1000 of 10,000.
+    let u = s.workspaces(Some("q")).unwrap().remove(0);
+    assert_eq!((u.jobs, u.bytes, u.keys), (2, 9642, 0));
+    assert_eq!((u.workspace.max_jobs, u.workspace.max_bytes), (Some(2), Some(10_000)));
+    let mut small = dataset_in("q", "ds_5", "d.csv");
+    small.bytes = 300;
+    assert_eq!(s.insert_dataset(&small, None).unwrap(), Added::New);
+    small.id = "ds_6".into();
+    assert!(matches!(
+        s.insert_dataset(&small, None).unwrap(),
+        Added::OverQuota(_)
+    ));
+    // Lifting the quotas lets everything in.
+    s.put_workspace(&workspace("q", None, None)).unwrap();
+    assert_eq!(s.insert_dataset(&small, None).unwrap(), Added::New);
+    assert!(matches!(queue_in(s, "q", "job_4", "ds_1", None), Queued::New(_)));
+    let names: Vec<String> = s
+        .workspaces(None)
+        .unwrap()
+        .into_iter()
+        .map(|u| u.workspace.name)
+        .collect();
+    assert_eq!(names, ["default", "q"]);
+}
+
+fn racing_submissions_never_pass_a_workspace_job_quota(f: Fresh) {
+    f.store.put_workspace(&workspace("race", Some(5), None)).unwrap();
+    f.store
+        .insert_dataset(&dataset_in("race", "ds_1", "d.csv"), None)
+        .unwrap();
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let s = f.another();
+            std::thread::spawn(move || {
+                (0..5)
+                    .filter(|i| {
+                        matches!(
+                            queue_in(&*s, "race", &format!("job_{t}_{i}"), "ds_1", None),
+                            Queued::New(_)
+                        )
+                    })
+                    .count()
+            })
+        })
+        .collect();
+    let queued: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(queued, 5);
+    assert_eq!(f.store.jobs(Some("race"), None).unwrap().len(), 5);
+}
+
+fn keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once(f: Fresh) {
+    use mdn::serve::auth::{self, Refusal};
+    let s = &*f.store;
+    // No keys and no token: anyone is a server admin (what loopback-only serving allows).
+    assert!(!s.any_keys().unwrap());
+    let open = auth::authenticate(s, None, None).unwrap().unwrap();
+    assert!(open.is_server_admin() && open.by.is_none());
+
+    let a = auth::new_key(Some("team-a"), "ci", store::Scope::Write);
+    let b = auth::new_key(Some("team-b"), "alice", store::Scope::Read);
+    let root = auth::new_key(None, "ops", store::Scope::Admin);
+    for k in [&a, &b, &root] {
+        s.insert_key(&k.row).unwrap();
+    }
+    assert!(s.any_keys().unwrap());
+    // The store has the hash, never the key.
+    let row = s.key(&a.row.id).unwrap().unwrap();
+    assert_eq!(row, a.row);
+    assert!(!a.key.contains(&row.hash));
+    let listed: Vec<String> = s.keys(Some("team-a")).unwrap().into_iter().map(|k| k.id).collect();
+    assert_eq!(listed, [a.row.id.clone()]);
+    assert_eq!(s.keys(None).unwrap().len(), 3);
+    // A key made its workspace.
+    assert_eq!(s.workspaces(Some("team-b")).unwrap()[0].keys, 1);
+
+    // Now every request needs a key.
+    assert!(matches!(
+        auth::authenticate(s, None, None).unwrap(),
+        Err(Refusal::Unauthenticated(_))
+    ));
+    let bearer = |k: &str| format!("Bearer {k}").into_bytes();
+    let who = auth::authenticate(s, None, Some(&bearer(&a.key))).unwrap().unwrap();
+    assert_eq!(
+        (who.scope, who.ws(), who.by.as_deref()),
+        (store::Scope::Write, Some("team-a"), Some(format!("ci ({})", a.row.id).as_str()))
+    );
+    assert!(s.key(&a.row.id).unwrap().unwrap().last_used.is_some());
+    let admin = auth::authenticate(s, None, Some(&bearer(&root.key))).unwrap().unwrap();
+    assert!(admin.is_server_admin());
+    // A key with one character changed, another key's id with this secret: refused.
+    let mut wrong = a.key.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    let swapped = format!("mdn_{}_{}", b.row.id, a.key.rsplit('_').next().unwrap());
+    for bad in [wrong.as_str(), swapped.as_str(), "mdn_key_0000000000000000_00", "secret"] {
+        assert_eq!(
+            auth::authenticate(s, None, Some(&bearer(bad))).unwrap().unwrap_err(),
+            Refusal::Unauthenticated("the bearer key is not one of this server's"),
+            "{bad}"
+        );
+    }
+
+    // Revoking from another workspace finds nothing; from its own, it is refused at once
+    // (through another process's handle on the store, too).
+    assert!(!s.revoke_key(Some("team-b"), &a.row.id).unwrap());
+    assert!(f.another().revoke_key(Some("team-a"), &a.row.id).unwrap());
+    assert!(!s.revoke_key(None, &a.row.id).unwrap());
+    assert_eq!(
+        auth::authenticate(s, None, Some(&bearer(&a.key))).unwrap().unwrap_err(),
+        Refusal::Unauthenticated("this key was revoked")
+    );
+    // Revoked keys still count: a store that had keys never opens up again.
+    for k in [&b, &root] {
+        s.revoke_key(None, &k.row.id).unwrap();
+    }
+    assert!(s.any_keys().unwrap());
+    assert!(auth::authenticate(s, None, None).unwrap().is_err());
 }

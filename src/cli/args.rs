@@ -141,7 +141,11 @@ pub struct FetchArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ServeArgs {
+    /// Manage the service's keys and workspaces (without one: run the service)
+    #[command(subcommand)]
+    pub admin: Option<ServeAdmin>,
     /// Address to listen on (without a token: loopback addresses only; port 0: any free port)
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: String,
@@ -200,6 +204,92 @@ pub struct ServeArgs {
     /// this many seconds (it also writes one when the service stops)
     #[arg(long, default_value_t = 30.0)]
     pub checkpoint_seconds: f64,
+}
+
+/// `mdn serve keys ...` and `mdn serve workspaces`: changes to a store, made beside the
+/// processes serving it (they see each change at their next request).
+#[derive(Subcommand)]
+pub enum ServeAdmin {
+    /// Make, list and revoke API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// List workspaces with what they use; with NAME and a quota, set that workspace's quotas
+    Workspaces(WorkspacesArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct StoreArg {
+    /// The service's store: a directory (SQLite) or postgres://USER:PASSWORD@HOST:PORT/DB
+    #[arg(long, env = "MDN_STORE", default_value = "mdn-store")]
+    pub store: String,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and print it as the last line of standard output (it is shown only once;
+    /// the store keeps only its hash)
+    Add(KeyAddArgs),
+    /// List keys (never the keys themselves): id, workspace, scope, name, last use
+    List(KeyListArgs),
+    /// Revoke a key: every request with it is refused from now on
+    Revoke(KeyRevokeArgs),
+}
+
+#[derive(Args)]
+pub struct KeyAddArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The workspace the key belongs to (made if new): it sees that workspace's data sets,
+    /// jobs and models, and nothing else
+    #[arg(long, required_unless_present = "server_admin")]
+    pub workspace: Option<String>,
+    /// read: list, fetch and predict; write: also upload, submit, cancel and delete; admin:
+    /// also manage the workspace's keys
+    #[arg(long, required_unless_present = "server_admin", value_parser = ["read", "write", "admin"])]
+    pub scope: Option<String>,
+    /// Who or what the key is for, shown in listings and in the events it causes
+    #[arg(long, default_value = "key")]
+    pub name: String,
+    /// A key that sees and manages every workspace (scope admin, no workspace)
+    #[arg(long, conflicts_with_all = ["workspace", "scope"])]
+    pub server_admin: bool,
+}
+
+#[derive(Args)]
+pub struct KeyListArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// Only the keys of this workspace
+    #[arg(long)]
+    pub workspace: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct KeyRevokeArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The key's id (key_..., as `keys list` shows it), or the whole key
+    pub id: String,
+}
+
+#[derive(Args)]
+pub struct WorkspacesArgs {
+    #[command(flatten)]
+    pub store: StoreArg,
+    /// The workspace whose quotas to set (made if new)
+    pub name: Option<String>,
+    /// Most jobs queued or running at once in the workspace (a number, or none)
+    #[arg(long, requires = "name")]
+    pub max_jobs: Option<String>,
+    /// Most megabytes of data sets and models the workspace stores (a number, or none)
+    #[arg(long, requires = "name")]
+    pub max_mb: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@ mod model;
 mod output;
 mod progress;
 mod serve;
+mod serve_admin;
 mod tools;
 mod train;
 
@@ -62,7 +63,10 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => tools::bench(a).map(|_| Exit::Success),
         Command::Convert(a) => tools::convert(a).map(|_| Exit::Success),
         Command::Generate(a) => tools::generate(a).map(|_| Exit::Success),
-        Command::Serve(a) => serve::serve(a).map(|_| Exit::Success),
+        Command::Serve(a) => match a.admin {
+            Some(admin) => serve_admin::run(admin).map(|_| Exit::Success),
+            None => serve::serve(a).map(|_| Exit::Success),
+        },
         Command::Submit(a) => client::submit(a),
         Command::Jobs(a) => client::jobs(a).map(|_| Exit::Success),
         Command::Status(a) => client::status(a).map(|_| Exit::Success),

@@ -58,9 +58,9 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let summary = format!(
         "store {store}, {jobs}, {}",
         if config.token.is_some() {
-            "requests need the bearer token"
+            "requests need the bearer token or a key"
         } else {
-            "no token: loopback only"
+            "requests need a key, if the store has any (`mdn serve keys add`)"
         }
     );
     let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
+use super::auth::{self, Caller, Refusal};
 use super::runner::{self, Shared};
 use super::store::{self, DatasetRow, valid_id};
 use crate::backend::CpuBackend;
@@ -49,7 +50,8 @@ pub struct App {
     /// `checkpoint_seconds` of every job.
     pub checkpoint_seconds: f64,
     pub metrics: Metrics,
-    models: Mutex<HashMap<String, Arc<Model>>>,
+    /// Models loaded so far, with their workspaces.
+    models: Mutex<HashMap<String, (String, Arc<Model>)>>,
 }
 
 impl App {
@@ -162,7 +164,11 @@ pub fn router(app: AppState) -> Router {
         .route("/models/{id}/eval", post(eval))
         .route("/models/{id}/plot/{panel}", get(plot))
         .route("/events", get(all_events))
-        .route_layer(middleware::from_fn_with_state(app.clone(), auth));
+        .route("/keys", get(list_keys).post(add_key))
+        .route("/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/workspaces", get(list_workspaces))
+        .route("/workspaces/{name}", get(get_workspace).put(put_workspace))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .nest("/v1", v1)
         .route("/", get(super::web::index))
@@ -184,38 +190,70 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
-/// Compares in time independent of where the strings differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() != b.len()) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
-}
-
-async fn auth(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &app.token {
-        let header = req.headers().get(header::AUTHORIZATION);
-        let given = header
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !given.is_some_and(|g| same_secret(g.as_bytes(), token.as_bytes())) {
-            let message = match (header, given) {
-                (None, _) => {
-                    "this server needs `Authorization: Bearer <token>`; the request has none"
-                }
-                (Some(_), None) => "the Authorization header is not `Bearer <token>`",
-                (Some(_), Some(_)) => "the bearer token is not this server's",
-            };
+/// Finds the caller ([`auth::authenticate`]), checks the route's scope, and hands the
+/// [`Caller`] to the handler.
+async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_default();
+    let needed = auth::needed(req.method(), &route);
+    let store = app.shared.store.clone();
+    let token = app.token.clone();
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let named = req
+        .headers()
+        .get("mdn-workspace")
+        .map(|v| v.to_str().map(str::to_string));
+    let found = store::blocking(|| -> crate::Result<_> {
+        let mut caller = match auth::authenticate(&*store, token.as_deref(), header.as_deref())? {
+            Ok(c) => c,
+            Err(r) => return Ok(Err(r)),
+        };
+        let named = match &named {
+            Some(Ok(n)) => Some(n.as_str()),
+            Some(Err(_)) => {
+                return Ok(Err(Refusal::Forbidden(
+                    "Mdn-Workspace: not a workspace name".into(),
+                )));
+            }
+            None => None,
+        };
+        Ok(auth::choose_workspace(&*store, &mut caller, named)?.map(|()| caller))
+    });
+    let caller = match found {
+        Ok(Ok(c)) => c,
+        Ok(Err(Refusal::Unauthenticated(message))) => {
             let mut r =
                 ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return r;
         }
+        Ok(Err(Refusal::Forbidden(message))) => {
+            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
+        }
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    if caller.scope < needed {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this key's scope is {}; {} {route} needs {}",
+                caller.scope.as_str(),
+                req.method(),
+                needed.as_str()
+            ),
+        )
+        .into_response();
     }
+    req.extensions_mut().insert(Arc::new(caller));
     next.run(req).await
 }
+
+type Who = axum::Extension<Arc<Caller>>;
 
 /// Request counts and latencies by route, for `/metrics`.
 #[derive(Default)]
@@ -387,13 +425,74 @@ impl Drop for Scrap {
     }
 }
 
+/// Sizes in messages: `512 bytes`, `3.2 MB`.
+fn size(bytes: u64) -> String {
+    if bytes < 1000 {
+        format!("{bytes} bytes")
+    } else if bytes < 1_000_000 {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    } else if bytes < 1_000_000_000 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    }
+}
+
+/// The answer to a request that would pass a workspace's quota: 429 for jobs (wait, then
+/// try again), 413 for bytes.
+fn over_quota(q: &store::OverQuota) -> ApiError {
+    if q.quota == "max_jobs" {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "workspace {:?} has {} jobs queued or running; its quota (max_jobs) is {} at once: wait for one to finish, or cancel one",
+                q.workspace, q.used, q.limit
+            ),
+        )
+    } else {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "quota_exceeded",
+            format!(
+                "workspace {:?} stores {} of data sets and models; {} more would pass its quota (max_bytes) of {}: delete data sets it no longer needs, or ask a server admin for a larger quota",
+                q.workspace,
+                size(q.used),
+                if q.adds == 0 { "any".to_string() } else { size(q.adds) },
+                size(q.limit)
+            ),
+        )
+    }
+}
+
 async fn upload(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     q: std::result::Result<Query<UploadQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
     let q = query(q)?;
+    let workspace = who.home().to_string();
+    // The workspace's room, if it has a quota: an upload that passes it is refused as soon
+    // as it does, not after it was all received.
+    let room = app
+        .shared
+        .store
+        .workspaces(Some(&workspace))?
+        .first()
+        .and_then(|u| u.workspace.max_bytes.map(|max| (u.bytes, max)));
+    if let Some((used, max)) = room
+        && used >= max
+    {
+        return Err(over_quota(&store::OverQuota {
+            quota: "max_bytes",
+            workspace,
+            used,
+            adds: 0,
+            limit: max,
+        }));
+    }
     let key = idempotency_key(&headers)?;
     let name = q.name.unwrap_or_else(|| "upload".into());
     if name.len() > 200 || name.chars().any(|c| c.is_control()) {
@@ -420,7 +519,8 @@ async fn upload(
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the body failed: {e}")))?;
         bytes += chunk.len() as u64;
-        if bytes > app.max_upload_bytes {
+        let quota = room.filter(|(used, max)| used + bytes > *max);
+        if bytes > app.max_upload_bytes || quota.is_some() {
             // Read and drop the rest of a body up to DRAIN_BYTES larger, so that a client
             // still sending it gets this answer rather than a connection closed under it.
             let mut drained = 0u64;
@@ -429,6 +529,15 @@ async fn upload(
                     Some(Ok(more)) => drained += more.len() as u64,
                     _ => break,
                 }
+            }
+            if let Some((used, max)) = quota {
+                return Err(over_quota(&store::OverQuota {
+                    quota: "max_bytes",
+                    workspace,
+                    used,
+                    adds: bytes,
+                    limit: max,
+                }));
             }
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -466,6 +575,7 @@ async fn upload(
             .collect::<Vec<_>>()
     });
     let shared = app.shared.clone();
+    let by = who.by.clone();
     let (row, replayed) = blocking(move || {
         let id = store::new_id("ds");
         let dest = shared.files.dataset_path(&id, &format);
@@ -485,6 +595,8 @@ async fn upload(
         let is_npy = format == "npy";
         let row = DatasetRow {
             id,
+            workspace,
+            created_by: by,
             name,
             format,
             rows,
@@ -509,14 +621,18 @@ async fn upload(
             return Err(e.into());
         }
         match shared.store.insert_dataset(&row, key.as_deref()) {
-            Ok(None) => {
+            Ok(store::Added::New) => {
                 scrap.0 = None;
                 Ok((row, false))
             }
             // A retried upload: the first one's data set (this copy is removed).
-            Ok(Some(first)) => {
+            Ok(store::Added::Replayed(first)) => {
                 unpublish();
                 Ok((first, true))
+            }
+            Ok(store::Added::OverQuota(q)) => {
+                unpublish();
+                Err(over_quota(&q))
             }
             Err(e) => {
                 unpublish();
@@ -528,23 +644,30 @@ async fn upload(
     scrap.0 = None;
     if !replayed {
         log::info!(
-            "dataset {} ({}): {} rows, {:?}",
+            "dataset {} ({}) in workspace {}: {} rows, {:?}{}",
             row.id,
             row.name,
+            row.workspace,
             row.rows,
-            row.columns
+            row.columns,
+            by_text(&who)
         );
     }
     Ok(replay(
         (
             StatusCode::CREATED,
             axum::Json(
-                json!({"id": row.id, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
+                json!({"id": row.id, "workspace": row.workspace, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
             ),
         )
             .into_response(),
         replayed,
     ))
+}
+
+/// `, by KEY` for logs (nothing without keys).
+fn by_text(who: &Caller) -> String {
+    who.by().map(|b| format!(", by {b}")).unwrap_or_default()
 }
 
 /// The `Idempotency-Key` of a request: a retried POST with the same key gets the first
@@ -655,18 +778,22 @@ fn validate(
     Ok((n, rows.header.clone()))
 }
 
-async fn list_datasets(State(app): State<AppState>) -> ApiResult<axum::Json<Value>> {
+async fn list_datasets(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+) -> ApiResult<axum::Json<Value>> {
     Ok(axum::Json(
-        json!({"datasets": app.shared.store.datasets()?}),
+        json!({"datasets": app.shared.store.datasets(who.ws())?}),
     ))
 }
 
 async fn get_dataset(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("dataset", &id)?;
-    match app.shared.store.dataset(id)? {
+    match app.shared.store.dataset(who.ws(), id)? {
         Some(d) => Ok(axum::Json(serde_json::to_value(d).expect("dataset"))),
         None => Err(ApiError::not_found("dataset", id)),
     }
@@ -674,11 +801,13 @@ async fn get_dataset(
 
 async fn delete_dataset(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = checked_id("dataset", &id)?;
-    match app.shared.store.delete_dataset(id)? {
+    match app.shared.store.delete_dataset(who.ws(), id)? {
         store::Deleted::Removed { format } => {
+            log::info!("dataset {id} deleted{}", by_text(&who));
             let files = &app.shared.files;
             let path = files.dataset_path(id, &format);
             files.remove(&path);
@@ -745,6 +874,7 @@ pub fn client_options() -> Vec<String> {
 
 async fn submit(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -765,7 +895,7 @@ async fn submit(
             req.dataset
         )));
     }
-    let Some(dataset) = store.dataset(&req.dataset)? else {
+    let Some(dataset) = store.dataset(who.ws(), &req.dataset)? else {
         return Err(ApiError::bad(format!(
             "dataset: no dataset with id {:?}",
             req.dataset
@@ -798,6 +928,7 @@ async fn submit(
     let shared = app.shared.clone();
     let dataset_name = dataset.name.clone();
     let job_id = id.clone();
+    let caller = who.clone();
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_error(&e.to_string())))?;
@@ -824,6 +955,9 @@ async fn submit(
         }
         let new = store::NewJob {
             id: &job_id,
+            // A job goes where its data set is (a server admin's too).
+            workspace: &dataset.workspace,
+            created_by: caller.by(),
             dataset: &dataset.id,
             request: &request,
             spec: &spec_text,
@@ -835,9 +969,10 @@ async fn submit(
         store::Queued::New(posted) => {
             app.shared.published(posted);
             app.shared.notify();
-            log::info!("job {id} queued on dataset {}", req.dataset);
+            log::info!("job {id} queued on dataset {}{}", req.dataset, by_text(&who));
             (id, false)
         }
+        store::Queued::OverQuota(q) => return Err(over_quota(&q)),
         store::Queued::Replayed(first) => {
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if first.request != sent {
@@ -903,6 +1038,7 @@ struct ListQuery {
 
 async fn list_jobs(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<Value>> {
     let q = query(q)?;
@@ -915,16 +1051,17 @@ async fn list_jobs(
         )));
     }
     Ok(axum::Json(
-        json!({"jobs": app.shared.store.jobs(q.status.as_deref())?}),
+        json!({"jobs": app.shared.store.jobs(who.ws(), q.status.as_deref())?}),
     ))
 }
 
 async fn get_job(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("job", &id)?;
-    match app.shared.store.job(id)? {
+    match app.shared.store.job(who.ws(), id)? {
         Some(j) => Ok(axum::Json(serde_json::to_value(j).expect("job"))),
         None => Err(ApiError::not_found("job", id)),
     }
@@ -932,15 +1069,19 @@ async fn get_job(
 
 async fn cancel_job(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
 ) -> ApiResult<axum::Json<Value>> {
     let id = checked_id("job", &id)?;
-    match app.shared.store.cancel(id)? {
+    match app.shared.store.cancel(who.ws(), id, who.by())? {
         store::Cancel::Cancelled(posted) => {
+            log::info!("job {id} cancelled{}", by_text(&who));
             app.shared.published(posted);
             Ok(axum::Json(json!({"id": id, "status": store::CANCELLED})))
         }
-        store::Cancel::Requested => {
+        store::Cancel::Requested(posted) => {
+            log::info!("job {id}: asked to stop{}", by_text(&who));
+            app.shared.published(posted);
             // Here at once; on another machine at its worker's next epoch.
             app.shared.cancel_running(id);
             Ok(axum::Json(
@@ -987,11 +1128,12 @@ struct Tail {
 /// reconnects), then each new event; the stream ends after the job's final status.
 async fn job_events(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let id = checked_id("job", &id)?.to_string();
-    if app.shared.store.job(&id)?.is_none() {
+    if app.shared.store.job(who.ws(), &id)?.is_none() {
         return Err(ApiError::not_found("job", &id));
     }
     let after = headers
@@ -1054,12 +1196,44 @@ async fn job_events(
 
 // ---- models ----
 
-fn load_model(app: &App, id: &str) -> ApiResult<Arc<Model>> {
+/// Whether model `id` exists in a workspace the caller sees: a model elsewhere answers
+/// exactly as one that does not exist.
+fn visible_model(app: &App, who: &Caller, id: &str) -> ApiResult<()> {
     let id = checked_id("model", id)?;
-    if let Some(m) = app.models.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-        return Ok(m.clone());
+    let cached = app
+        .models
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .map(|(ws, _)| ws.clone());
+    let workspace = match cached {
+        Some(ws) => Some(ws),
+        None => app.shared.store.model_workspace(id)?,
+    };
+    match workspace {
+        Some(ws) if who.ws().is_none_or(|w| w == ws) => Ok(()),
+        _ => Err(ApiError::not_found("model", id)),
     }
-    if !app.shared.store.model_exists(id)? {
+}
+
+fn load_model(app: &App, who: &Caller, id: &str) -> ApiResult<Arc<Model>> {
+    let id = checked_id("model", id)?;
+    let cached = app
+        .models
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(id)
+        .cloned();
+    if let Some((ws, m)) = cached {
+        if who.ws().is_none_or(|w| w == ws) {
+            return Ok(m);
+        }
+        return Err(ApiError::not_found("model", id));
+    }
+    let Some(ws) = app.shared.store.model_workspace(id)? else {
+        return Err(ApiError::not_found("model", id));
+    };
+    if who.ws().is_some_and(|w| w != ws) {
         return Err(ApiError::not_found("model", id));
     }
     let path = app.shared.files.model_path(id);
@@ -1068,16 +1242,17 @@ fn load_model(app: &App, id: &str) -> ApiResult<Arc<Model>> {
     app.models
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.to_string(), model.clone());
+        .insert(id.to_string(), (ws, model.clone()));
     Ok(model)
 }
 
-async fn get_model(State(app): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = checked_id("model", &id)?;
-    if !app.shared.store.model_exists(id)? {
-        return Err(ApiError::not_found("model", id));
-    }
-    let path = app.shared.files.model_path(id);
+async fn get_model(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    visible_model(&app, &who, &id)?;
+    let path = app.shared.files.model_path(&id);
     let files = app.shared.files.clone();
     let fetched = path.clone();
     blocking(move || Ok(files.fetch(&fetched)?)).await?;
@@ -1256,12 +1431,13 @@ fn json_text(v: &Value) -> Response {
 
 async fn predict(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     bounded(&app, &r, 1)?;
-    let model = load_model(&app, &id)?;
+    let model = load_model(&app, &who, &id)?;
     blocking(move || {
         let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
         let data = dataset(&model, &r, false)?;
@@ -1275,6 +1451,7 @@ async fn predict(
 
 async fn sample(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
@@ -1286,7 +1463,7 @@ async fn sample(
         )));
     }
     bounded(&app, &r, n)?;
-    let model = load_model(&app, &id)?;
+    let model = load_model(&app, &who, &id)?;
     blocking(move || {
         let data = dataset(&model, &r, false)?;
         let samples = model.sample(
@@ -1306,12 +1483,13 @@ async fn sample(
 
 async fn eval(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path(id): Path<String>,
     body: Bytes,
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     bounded(&app, &r, 1)?;
-    let model = load_model(&app, &id)?;
+    let model = load_model(&app, &who, &id)?;
     blocking(move || {
         let data = dataset(&model, &r, true)?;
         let e = crate::tables::evaluate(&model, &mut CpuBackend::with_threads(1), &data)?;
@@ -1326,15 +1504,33 @@ async fn eval(
 /// follows.
 async fn all_events(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
 ) -> Sse<impl Stream<Item = std::result::Result<Event, Infallible>>> {
     let rx = app.shared.events.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    // Which jobs this caller sees, learnt as their events come.
+    let seen: HashMap<String, bool> = HashMap::new();
+    let state = (rx, seen, app.shared.clone(), who);
+    let stream = futures::stream::unfold(state, |(mut rx, mut seen, shared, who)| async move {
         loop {
             match rx.recv().await {
                 Ok(b) => {
+                    if let Some(ws) = who.ws() {
+                        let visible = match seen.get(&b.job) {
+                            Some(v) => *v,
+                            None => {
+                                let v = shared.store.job(Some(ws), &b.job).ok().flatten().is_some();
+                                seen.insert(b.job.clone(), v);
+                                v
+                            }
+                        };
+                        if !visible {
+                            continue;
+                        }
+                    }
                     let mut data: Value = serde_json::from_str(&b.data).unwrap_or(Value::Null);
                     data["job"] = Value::from(b.job.clone());
-                    return Some((Ok(sse_event(b.seq, &data.to_string())), rx));
+                    let event = sse_event(b.seq, &data.to_string());
+                    return Some((Ok(event), (rx, seen, shared, who)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
@@ -1344,17 +1540,208 @@ async fn all_events(
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
+// ---- keys and workspaces ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyRequest {
+    /// Who or what the key is for (`ci`, `alice`).
+    name: String,
+    scope: String,
+    /// The key's workspace (a workspace admin: its own, the default; a server admin: the
+    /// `Mdn-Workspace` header's or `default`).
+    workspace: Option<String>,
+    /// A key that sees every workspace (a server admin's request only).
+    #[serde(default)]
+    server_admin: bool,
+}
+
+async fn list_keys(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(json!({"keys": app.shared.store.keys(who.ws())?})))
+}
+
+async fn add_key(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let r: KeyRequest = parse_json(&body)?;
+    let scope: store::Scope = r
+        .scope
+        .parse()
+        .map_err(|e: String| ApiError::bad(format!("scope: {e}")))?;
+    if r.name.trim().is_empty() || r.name.len() > 100 || r.name.chars().any(|c| c.is_control()) {
+        return Err(ApiError::bad(
+            "name: 1 to 100 characters, no control characters",
+        ));
+    }
+    let workspace = if r.server_admin {
+        if !who.is_server_admin() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "server_admin: only a server admin key makes server admin keys",
+            ));
+        }
+        if scope != store::Scope::Admin || r.workspace.is_some() {
+            return Err(ApiError::bad(
+                "server_admin: a server admin key has scope admin and no workspace",
+            ));
+        }
+        None
+    } else {
+        let ws = r.workspace.unwrap_or_else(|| who.home().to_string());
+        if !store::valid_workspace(&ws) {
+            return Err(ApiError::bad(format!(
+                "workspace: {ws:?} is not a workspace name (1 to 40 lowercase letters, digits, - and _)"
+            )));
+        }
+        if let Some(own) = &who.key_workspace
+            && *own != ws
+        {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("workspace: this key manages workspace {own:?} only"),
+            ));
+        }
+        Some(ws)
+    };
+    let made = auth::new_key(workspace.as_deref(), r.name.trim(), scope);
+    app.shared.store.insert_key(&made.row)?;
+    log::info!(
+        "key {} ({}, {} in {}) made{}",
+        made.row.id,
+        made.row.name,
+        scope.as_str(),
+        workspace.as_deref().unwrap_or("every workspace"),
+        by_text(&who)
+    );
+    let mut body = serde_json::to_value(&made.row).expect("a key row");
+    body["key"] = Value::from(made.key);
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+async fn revoke_key(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = checked_id("key", &id)?;
+    if app.shared.store.revoke_key(who.ws(), id)? {
+        log::info!("key {id} revoked{}", by_text(&who));
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("key", id))
+    }
+}
+
+async fn list_workspaces(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        json!({"workspaces": app.shared.store.workspaces(who.ws())?}),
+    ))
+}
+
+async fn get_workspace(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    if who.ws().is_some_and(|w| w != name) || !store::valid_workspace(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no workspace {name:?}"),
+        ));
+    }
+    match app.shared.store.workspaces(Some(&name))?.into_iter().next() {
+        Some(u) => Ok(axum::Json(serde_json::to_value(u).expect("usage"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no workspace {name:?}"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Quotas {
+    /// Most jobs queued or running at once (null: no limit).
+    #[serde(default)]
+    max_jobs: Option<u64>,
+    /// Most bytes of data sets and models (null: no limit).
+    #[serde(default)]
+    max_bytes: Option<u64>,
+}
+
+/// Creates a workspace or sets its quotas: a server admin's. (A workspace's own admin sees
+/// its quotas but does not set them: a limit its holder can lift bounds nothing.)
+async fn put_workspace(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    if !who.is_server_admin() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a workspace's quotas are set by a server admin key",
+        ));
+    }
+    if !store::valid_workspace(&name) {
+        return Err(ApiError::bad(format!(
+            "{name:?} is not a workspace name (1 to 40 lowercase letters, digits, - and _)"
+        )));
+    }
+    let q: Quotas = if body.is_empty() {
+        Quotas {
+            max_jobs: None,
+            max_bytes: None,
+        }
+    } else {
+        parse_json(&body)?
+    };
+    let store = &app.shared.store;
+    let created = store
+        .workspaces(Some(&name))?
+        .first()
+        .map_or_else(store::now, |u| u.workspace.created);
+    store.put_workspace(&store::Workspace {
+        name: name.clone(),
+        max_jobs: q.max_jobs,
+        max_bytes: q.max_bytes,
+        created,
+    })?;
+    log::info!(
+        "workspace {name}: max_jobs {:?}, max_bytes {:?}{}",
+        q.max_jobs,
+        q.max_bytes,
+        by_text(&who)
+    );
+    let usage = store.workspaces(Some(&name))?.into_iter().next();
+    Ok(axum::Json(serde_json::to_value(usage).expect("usage")))
+}
+
 /// A panel of `mdn plot` for a model, as SVG: `density`, `pit`, `reliability`, `history` or
 /// `all`, drawn from the data set its job trained on, once (then kept beside the model).
 async fn plot(
     State(app): State<AppState>,
+    axum::Extension(who): Who,
     Path((id, panel)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let panel_name = panel.trim_end_matches(".svg").to_string();
     let panel: crate::plot::Panel = panel_name.parse().map_err(|e: String| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("panel: {e}"))
     })?;
-    let model = load_model(&app, &id)?;
+    let model = load_model(&app, &who, &id)?;
     let id = id.clone();
     let shared = app.shared.clone();
     blocking(move || {

@@ -8,6 +8,7 @@
 //! tokio) never waits on a step. A process runs the API, the workers, or both ([`Role`]).
 
 pub mod api;
+pub mod auth;
 pub mod runner;
 pub mod store;
 pub mod web;
@@ -97,15 +98,6 @@ pub fn run(
     } else {
         Some(resolve_addr(&config.addr)?)
     };
-    if let Some(addr) = addr
-        && config.token.is_none()
-        && !addr.ip().is_loopback()
-    {
-        return Err(Error::config(format!(
-            "--addr {addr}: without a token the service only listens on loopback addresses (127.0.0.1, ::1); give --token-file FILE (or MDN_TOKEN) to listen on {}",
-            addr.ip()
-        )));
-    }
     if config.exit_when_idle && config.role != Role::Worker {
         return Err(Error::config(
             "--exit-when-idle is for workers: give it with --worker",
@@ -138,6 +130,17 @@ pub fn run(
         config.files.as_deref(),
         config.cache.as_deref(),
     )?;
+    // Without a token or a key every request is a server admin's: loopback only.
+    if let Some(addr) = addr
+        && config.token.is_none()
+        && !addr.ip().is_loopback()
+        && !store.any_keys()?
+    {
+        return Err(Error::config(format!(
+            "--addr {addr}: without keys the service only listens on loopback addresses (127.0.0.1, ::1); make a key first (`mdn serve keys add --server-admin`, or --workspace NAME --scope SCOPE) or give --token-file FILE (or MDN_TOKEN) to listen on {}; and put a TLS proxy in front, so that keys do not cross the network in clear text",
+            addr.ip()
+        )));
+    }
     let shared = Arc::new(runner::Shared::new(store, files, config.leasing));
     shared.listen()?;
     shared

@@ -347,7 +347,7 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.to_string(), attempt.cancel.clone());
-    let job_row = shared.store.job(id).ok().flatten();
+    let job_row = shared.store.job(None, id).ok().flatten();
     // A cancel that arrived before the claim.
     if job_row.as_ref().is_some_and(|j| j.cancel_requested)
         || shared.stopping.load(Ordering::Relaxed)
@@ -379,7 +379,7 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
     let stopping = shared.stopping.load(Ordering::Relaxed);
     let user_cancelled = shared
         .store
-        .job(id)
+        .job(None, id)
         .ok()
         .flatten()
         .is_some_and(|j| j.cancel_requested);
@@ -414,10 +414,12 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
             "the service is stopping; the job resumes from its checkpoint when a worker takes it again",
         );
     }
+    let model_bytes = std::fs::metadata(ckpt_dir.join("model.json")).map_or(0, |m| m.len());
     let outcome = Outcome {
         status,
         error: error.as_deref(),
         model,
+        model_bytes,
     };
     // The model this attempt wrote in its own folder goes into place just before the outcome
     // is recorded (so that whoever hears of the outcome finds the model), and only while
@@ -513,7 +515,7 @@ fn persist<T>(
 
 /// Messages name the data set as the client did, not by the store's file.
 fn rename(shared: &Shared, job: Option<&store::JobRow>, text: String) -> String {
-    let dataset = job.and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
+    let dataset = job.and_then(|j| shared.store.dataset(None, &j.dataset).ok().flatten());
     match dataset {
         Some(d) => text.replace(
             &shared
@@ -537,7 +539,7 @@ fn train(
     let id = claim.id.as_str();
     let ckpt = shared.files.checkpoint_path(id, claim.attempt);
     let ckpt_dir = ckpt.parent().expect("a folder").to_path_buf();
-    let dataset = job_row.and_then(|j| shared.store.dataset(&j.dataset).ok().flatten());
+    let dataset = job_row.and_then(|j| shared.store.dataset(None, &j.dataset).ok().flatten());
     let result = (|| {
         let mut job = TrainJob::from_json(&claim.spec)?;
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;

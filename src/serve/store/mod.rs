@@ -57,10 +57,125 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// The workspace of everything made before workspaces existed, and of a server admin's
+/// requests that name none.
+pub const DEFAULT_WORKSPACE: &str = "default";
+
+/// Which workspaces a call sees: `Some(name)` one, `None` (a server admin) every one.
+pub type Ws<'a> = Option<&'a str>;
+
+/// Whether `name` can name a workspace: 1 to 40 lowercase letters, digits, `-` and `_`.
+pub fn valid_workspace(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 40
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// What an API key may do, each including the one before: `read` (list, fetch, predict),
+/// `write` (also upload, submit, cancel, delete), `admin` (also manage keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Read,
+    Write,
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Scope, String> {
+        match s {
+            "read" => Ok(Scope::Read),
+            "write" => Ok(Scope::Write),
+            "admin" => Ok(Scope::Admin),
+            _ => Err(format!("expected read, write or admin, got {s:?}")),
+        }
+    }
+}
+
+/// An API key as stored: never the key itself, only the SHA-256 of its secret part.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct KeyRow {
+    /// `key_` and 16 hex digits: the key's first part, which finds its row.
+    pub id: String,
+    /// None: a server admin key, which sees every workspace.
+    pub workspace: Option<String>,
+    pub name: String,
+    pub scope: Scope,
+    /// SHA-256 of the key's secret, in hex.
+    #[serde(skip)]
+    pub hash: String,
+    pub created: f64,
+    pub last_used: Option<f64>,
+    pub revoked: Option<f64>,
+}
+
+/// A workspace and its quotas (None: no limit).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Workspace {
+    pub name: String,
+    /// Most jobs queued or running at once.
+    pub max_jobs: Option<u64>,
+    /// Most bytes of data sets and models stored.
+    pub max_bytes: Option<u64>,
+    pub created: f64,
+}
+
+/// A workspace with what it uses now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Usage {
+    #[serde(flatten)]
+    pub workspace: Workspace,
+    /// Jobs queued or running.
+    pub jobs: u64,
+    /// Bytes of its data sets and models.
+    pub bytes: u64,
+    /// Keys not revoked.
+    pub keys: u64,
+}
+
+/// A quota a request would go past.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverQuota {
+    /// `max_jobs` or `max_bytes`.
+    pub quota: &'static str,
+    pub workspace: String,
+    /// What the workspace uses now (jobs, or bytes).
+    pub used: u64,
+    /// What the request adds.
+    pub adds: u64,
+    pub limit: u64,
+}
+
+/// How [`Store::insert_dataset`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Added {
+    New,
+    /// The idempotency key was used before: the data set that request added.
+    Replayed(DatasetRow),
+    /// The workspace's `max_bytes` would be passed: nothing added.
+    OverQuota(OverQuota),
+}
+
 /// An uploaded data set.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DatasetRow {
     pub id: String,
+    pub workspace: String,
+    /// The key that uploaded it (`name (key_...)`), None without keys.
+    pub created_by: Option<String>,
     pub name: String,
     /// `csv` or `npy`.
     pub format: String,
@@ -74,6 +189,9 @@ pub struct DatasetRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct JobRow {
     pub id: String,
+    pub workspace: String,
+    /// The key that submitted it (`name (key_...)`), None without keys.
+    pub created_by: Option<String>,
     pub status: String,
     pub dataset: String,
     /// What the client sent: target, features and options.
@@ -177,8 +295,9 @@ pub enum Deleted {
 pub enum Cancel {
     /// It was queued: now cancelled (the event says so).
     Cancelled(Posted),
-    /// It is running: its worker stops after the epoch (the next renewal tells it).
-    Requested,
+    /// It is running: its worker stops after the epoch (the next renewal tells it); the
+    /// event says who asked.
+    Requested(Posted),
     /// It has already finished, with this status.
     Finished(String),
     Missing,
@@ -191,12 +310,17 @@ pub struct Outcome<'a> {
     pub status: &'a str,
     pub error: Option<&'a str>,
     pub model: Option<&'a str>,
+    /// The model file's size (counted against its workspace's `max_bytes`).
+    pub model_bytes: u64,
 }
 
 /// A job to queue.
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
     pub id: &'a str,
+    pub workspace: &'a str,
+    /// The key that submitted it.
+    pub created_by: Option<&'a str>,
     pub dataset: &'a str,
     /// What the client sent.
     pub request: &'a Value,
@@ -211,6 +335,8 @@ pub enum Queued {
     New(Posted),
     /// The idempotency key was used before: the job that request queued.
     Replayed(Box<JobRow>),
+    /// The workspace's `max_jobs` would be passed: nothing queued.
+    OverQuota(OverQuota),
 }
 
 /// What another process did, as the PostgreSQL store hears it.
@@ -227,22 +353,25 @@ pub trait Store: Send + Sync {
     /// has one process, which then tells its own listeners (SQLite).
     fn listen(&self, on: Arc<dyn Fn(Notice) + Send + Sync>) -> Result<bool>;
 
-    /// Adds a data set. With an idempotency `key` already used, adds nothing and returns
-    /// the data set the first request added.
-    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Option<DatasetRow>>;
-    fn dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
+    /// Adds a data set (its workspace's `max_bytes` allowing). With an idempotency `key`
+    /// already used in its workspace, adds nothing and returns the data set the first
+    /// request added.
+    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Added>;
+    /// A data set of workspace `ws` (None: of any).
+    fn dataset(&self, ws: Ws, id: &str) -> Result<Option<DatasetRow>>;
     /// Data sets, oldest first.
-    fn datasets(&self) -> Result<Vec<DatasetRow>>;
+    fn datasets(&self, ws: Ws) -> Result<Vec<DatasetRow>>;
     /// Removes a data set unless a queued or running job uses it.
-    fn delete_dataset(&self, id: &str) -> Result<Deleted>;
+    fn delete_dataset(&self, ws: Ws, id: &str) -> Result<Deleted>;
 
-    /// Queues a job with its first event (`queued`). With an idempotency `key` already
-    /// used, queues nothing and returns the job the first request queued.
+    /// Queues a job with its first event (`queued`), its workspace's `max_jobs` allowing.
+    /// With an idempotency `key` already used in its workspace, queues nothing and returns
+    /// the job the first request queued.
     fn insert_job(&self, job: &NewJob, key: Option<&str>) -> Result<Queued>;
-    fn job(&self, id: &str) -> Result<Option<JobRow>>;
+    fn job(&self, ws: Ws, id: &str) -> Result<Option<JobRow>>;
     /// Jobs, oldest first, optionally of one status.
-    fn jobs(&self, status: Option<&str>) -> Result<Vec<JobRow>>;
-    /// Counts of jobs by status.
+    fn jobs(&self, ws: Ws, status: Option<&str>) -> Result<Vec<JobRow>>;
+    /// Counts of jobs by status, in every workspace.
     fn job_counts(&self) -> Result<Vec<(String, u64)>>;
 
     /// Takes the oldest queued job for `worker`, with a lease of `lease_seconds`.
@@ -253,8 +382,8 @@ pub trait Store: Send + Sync {
     /// that one process owns and that process just started), each with a status event; a
     /// job that lost its worker `max_attempts` times fails instead.
     fn requeue_expired(&self, max_attempts: u32, all: bool) -> Result<Vec<Posted>>;
-    /// Cancels a queued job, or asks a running one to stop.
-    fn cancel(&self, id: &str) -> Result<Cancel>;
+    /// Cancels a queued job, or asks a running one to stop; the event names who (`by`).
+    fn cancel(&self, ws: Ws, id: &str, by: Option<&str>) -> Result<Cancel>;
 
     /// Fenced writes of the worker holding `lease`: false (or None) when it no longer does.
     fn set_device(&self, id: &str, lease: &str, device: &str) -> Result<bool>;
@@ -281,10 +410,27 @@ pub trait Store: Send + Sync {
 
     /// A job's events after `after`, in order, as (seq, JSON text).
     fn events(&self, job: &str, after: u64) -> Result<Vec<(u64, String)>>;
-    /// Whether model `id` exists (its file is [`Files::model_path`]).
-    fn model_exists(&self, id: &str) -> Result<bool>;
+    /// The workspace of model `id`, if it exists (its file is [`Files::model_path`]).
+    fn model_workspace(&self, id: &str) -> Result<Option<String>>;
     /// The data set the job that wrote model `id` trained on (None if either is gone).
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
+
+    /// Creates workspace `w.name`, or sets its quotas.
+    fn put_workspace(&self, w: &Workspace) -> Result<()>;
+    /// Workspaces with what each uses, by name (`ws`: only that one).
+    fn workspaces(&self, ws: Ws) -> Result<Vec<Usage>>;
+    /// Adds a key (creating its workspace if new).
+    fn insert_key(&self, k: &KeyRow) -> Result<()>;
+    /// The key with this id, revoked or not.
+    fn key(&self, id: &str) -> Result<Option<KeyRow>>;
+    /// Keys, oldest first, revoked ones too.
+    fn keys(&self, ws: Ws) -> Result<Vec<KeyRow>>;
+    /// Revokes a key of `ws`; false when there is no such key not yet revoked.
+    fn revoke_key(&self, ws: Ws, id: &str) -> Result<bool>;
+    /// Records that a key was used at `t`.
+    fn touch_key(&self, id: &str, t: f64) -> Result<()>;
+    /// Whether any key was ever made (revoked ones count): then every request needs one.
+    fn any_keys(&self) -> Result<bool>;
 }
 
 /// Runs blocking work (a database or object store call) from anywhere: on the HTTP
@@ -349,6 +495,58 @@ pub fn open(
         }
     };
     Ok((store, files))
+}
+
+/// A job's first event; `by`: the key that queued it.
+fn queued_event(by: Option<&str>) -> Value {
+    let mut e = serde_json::json!({"type": "status", "status": QUEUED});
+    if let Some(by) = by {
+        e["by"] = Value::from(by);
+    }
+    e
+}
+
+/// The event of a queued job cancelled by `by`.
+fn cancelled_event(by: Option<&str>) -> Value {
+    let mut e = serde_json::json!({"type": "status", "status": CANCELLED});
+    if let Some(by) = by {
+        e["by"] = Value::from(by);
+    }
+    e
+}
+
+/// The event of a running job asked to stop (by `by`): its worker stops after the epoch.
+fn cancel_requested_event(by: Option<&str>) -> Value {
+    let mut e = serde_json::json!({"type": "cancel_requested"});
+    if let Some(by) = by {
+        e["by"] = Value::from(by);
+    }
+    e
+}
+
+/// `a.x, a.y` of the column list `x, y`.
+fn prefixed(alias: &str, columns: &str) -> String {
+    columns
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Opens the store `spec` names for an administrative change (keys, quotas), beside the
+/// processes serving it: a SQLite store without taking its ownership.
+pub fn open_beside(spec: &str) -> Result<Arc<dyn Store>> {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(spec)?))
+    } else if spec.contains("://") {
+        Err(Error::config(format!(
+            "--store {spec}: expected a directory (SQLite) or a postgres:// URL"
+        )))
+    } else {
+        Ok(Arc::new(SqliteStore::open_beside(std::path::Path::new(
+            spec,
+        ))?))
+    }
 }
 
 /// The text of an event with its number in it.

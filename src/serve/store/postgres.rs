@@ -19,7 +19,7 @@ use super::*;
 
 /// Schema versions, applied in order under an advisory lock (so that processes starting
 /// together apply each once); `mdn_migrations` records which ran.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = ["
 CREATE TABLE datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows BIGINT NOT NULL,
     columns TEXT NOT NULL, bytes BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,
@@ -39,6 +39,24 @@ CREATE TABLE events (
     job TEXT NOT NULL, seq BIGINT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (job, seq));
 CREATE TABLE models (
     id TEXT PRIMARY KEY, job TEXT NOT NULL, created DOUBLE PRECISION NOT NULL);
+", "
+CREATE TABLE workspaces (
+    name TEXT PRIMARY KEY, max_jobs BIGINT, max_bytes BIGINT, created DOUBLE PRECISION NOT NULL);
+INSERT INTO workspaces (name, created) VALUES ('default', EXTRACT(EPOCH FROM now())::float8);
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY, workspace TEXT, name TEXT NOT NULL, scope TEXT NOT NULL,
+    hash TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, last_used DOUBLE PRECISION,
+    revoked DOUBLE PRECISION);
+ALTER TABLE datasets ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE datasets ADD COLUMN created_by TEXT;
+ALTER TABLE jobs ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN created_by TEXT;
+ALTER TABLE models ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE models ADD COLUMN bytes BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX datasets_workspace ON datasets(workspace, created);
+CREATE INDEX jobs_workspace ON jobs(workspace, status);
+UPDATE jobs SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
+UPDATE datasets SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
 "];
 
 /// The database's clock, in seconds since the Unix epoch.
@@ -46,9 +64,11 @@ const DB_NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::float8";
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished";
+    attempts, worker, created, started, finished, workspace, created_by";
 
-const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created";
+const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
+
+const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
 /// Connections kept for reuse.
 const POOL: usize = 8;
@@ -78,6 +98,8 @@ fn job_row(r: &Row) -> JobRow {
         created: r.get(18),
         started: r.get(19),
         finished: r.get(20),
+        workspace: r.get(21),
+        created_by: r.get(22),
     }
 }
 
@@ -91,7 +113,48 @@ fn dataset_row(r: &Row) -> DatasetRow {
         columns: serde_json::from_str(&columns).unwrap_or_default(),
         bytes: r.get::<_, i64>(5) as u64,
         created: r.get(6),
+        workspace: r.get(7),
+        created_by: r.get(8),
     }
+}
+
+fn key_row(r: &Row) -> KeyRow {
+    let scope: String = r.get(3);
+    KeyRow {
+        id: r.get(0),
+        workspace: r.get(1),
+        name: r.get(2),
+        scope: scope.parse().unwrap_or(Scope::Read),
+        hash: r.get(4),
+        created: r.get(5),
+        last_used: r.get(6),
+        revoked: r.get(7),
+    }
+}
+
+/// Locks workspace `ws`'s row (so that its quota checks and inserts are serialised) and
+/// returns its quotas (None: no such workspace).
+#[allow(clippy::type_complexity)]
+fn lock_quotas(
+    tx: &mut Transaction,
+    ws: &str,
+) -> Result<Option<(Option<i64>, Option<i64>)>, ::postgres::Error> {
+    Ok(tx
+        .query_opt(
+            "SELECT max_jobs, max_bytes FROM workspaces WHERE name = $1 FOR UPDATE",
+            &[&ws],
+        )?
+        .map(|r| (r.get(0), r.get(1))))
+}
+
+/// Bytes of data sets and models workspace `ws` stores.
+fn bytes_used(tx: &mut Transaction, ws: &str) -> Result<u64, ::postgres::Error> {
+    Ok(tx
+        .query_one(
+            "SELECT ((SELECT COALESCE(SUM(bytes), 0) FROM datasets WHERE workspace = $1) + (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE workspace = $1))::BIGINT",
+            &[&ws],
+        )?
+        .get::<_, i64>(0) as u64)
 }
 
 /// See the module's description.
@@ -336,11 +399,34 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Option<DatasetRow>> {
+    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Added> {
+        let key = key.map(|k| format!("{}/{k}", d.workspace));
         self.tx(|tx| {
+            // The workspace's row first: uploads to one workspace check its quota in turn.
+            let quotas = lock_quotas(tx, &d.workspace)?;
+            if let Some(k) = &key
+                && let Some(first) = tx.query_opt(
+                    &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE idempotency_key = $1"),
+                    &[k],
+                )?
+            {
+                return Ok(Added::Replayed(dataset_row(&first)));
+            }
+            if let Some((_, Some(max))) = quotas {
+                let used = bytes_used(tx, &d.workspace)?;
+                if used + d.bytes > max as u64 {
+                    return Ok(Added::OverQuota(OverQuota {
+                        quota: "max_bytes",
+                        workspace: d.workspace.clone(),
+                        used,
+                        adds: d.bytes,
+                        limit: max as u64,
+                    }));
+                }
+            }
             // ON CONFLICT: two requests with the same key at once add one data set.
             let added = tx.execute(
-                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[
                     &d.id,
                     &d.name,
@@ -350,45 +436,47 @@ impl Store for PostgresStore {
                     &(d.bytes as i64),
                     &d.created,
                     &key,
+                    &d.workspace,
+                    &d.created_by,
                 ],
             )?;
             if added == 1 {
-                return Ok(None);
+                return Ok(Added::New);
             }
             let first = tx.query_one(
                 &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE idempotency_key = $1"),
                 &[&key],
             )?;
-            Ok(Some(dataset_row(&first)))
+            Ok(Added::Replayed(dataset_row(&first)))
         })
     }
 
-    fn dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
+    fn dataset(&self, ws: Ws, id: &str) -> Result<Option<DatasetRow>> {
         self.with(|c| {
             c.query_opt(
-                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE id = $1"),
-                &[&id],
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2)"),
+                &[&id, &ws],
             )
             .map(|r| r.as_ref().map(dataset_row))
         })
     }
 
-    fn datasets(&self) -> Result<Vec<DatasetRow>> {
+    fn datasets(&self, ws: Ws) -> Result<Vec<DatasetRow>> {
         self.with(|c| {
             c.query(
-                &format!("SELECT {DATASET_COLUMNS} FROM datasets ORDER BY created, id"),
-                &[],
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE $1::TEXT IS NULL OR workspace = $1 ORDER BY created, id"),
+                &[&ws],
             )
             .map(|rows| rows.iter().map(dataset_row).collect())
         })
     }
 
-    fn delete_dataset(&self, id: &str) -> Result<Deleted> {
+    fn delete_dataset(&self, ws: Ws, id: &str) -> Result<Deleted> {
         self.tx(|tx| {
             // Lock the data set first: a job queued on it meanwhile waits, then finds it gone.
             let Some(row) = tx.query_opt(
-                "SELECT format FROM datasets WHERE id = $1 FOR UPDATE",
-                &[&id],
+                "SELECT format FROM datasets WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2) FOR UPDATE",
+                &[&id, &ws],
             )?
             else {
                 return Ok(Deleted::Missing);
@@ -406,9 +494,37 @@ impl Store for PostgresStore {
     }
 
     fn insert_job(&self, job: &NewJob, key: Option<&str>) -> Result<Queued> {
+        let key = key.map(|k| format!("{}/{k}", job.workspace));
         self.tx(|tx| {
+            // The workspace's row first: submissions to one workspace count its jobs in turn.
+            let quotas = lock_quotas(tx, job.workspace)?;
+            if let Some(k) = &key
+                && let Some(first) = tx.query_opt(
+                    &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = $1"),
+                    &[k],
+                )?
+            {
+                return Ok(Queued::Replayed(Box::new(job_row(&first))));
+            }
+            if let Some((Some(max), _)) = quotas {
+                let used: i64 = tx
+                    .query_one(
+                        "SELECT COUNT(*) FROM jobs WHERE workspace = $1 AND status IN ('queued', 'running')",
+                        &[&job.workspace],
+                    )?
+                    .get(0);
+                if used >= max {
+                    return Ok(Queued::OverQuota(OverQuota {
+                        quota: "max_jobs",
+                        workspace: job.workspace.to_string(),
+                        used: used as u64,
+                        adds: 1,
+                        limit: max as u64,
+                    }));
+                }
+            }
             let added = tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key) VALUES ($1, 'queued', $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[
                     &job.id,
                     &job.dataset,
@@ -416,6 +532,8 @@ impl Store for PostgresStore {
                     &job.spec,
                     &now(),
                     &key,
+                    &job.workspace,
+                    &job.created_by,
                 ],
             )?;
             if added == 0 {
@@ -425,35 +543,30 @@ impl Store for PostgresStore {
                 )?;
                 return Ok(Queued::Replayed(Box::new(job_row(&first))));
             }
-            let posted = append_tx(
-                tx,
-                job.id,
-                None,
-                &serde_json::json!({"type": "status", "status": QUEUED}),
-            )?
-            .expect("unfenced");
+            let posted = append_tx(tx, job.id, None, &queued_event(job.created_by))?
+                .expect("unfenced");
             tx.execute("SELECT pg_notify('mdn_jobs', $1)", &[&job.id])?;
             Ok(Queued::New(posted))
         })
     }
 
-    fn job(&self, id: &str) -> Result<Option<JobRow>> {
+    fn job(&self, ws: Ws, id: &str) -> Result<Option<JobRow>> {
         self.with(|c| {
             c.query_opt(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"),
-                &[&id],
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2)"),
+                &[&id, &ws],
             )
             .map(|r| r.as_ref().map(job_row))
         })
     }
 
-    fn jobs(&self, status: Option<&str>) -> Result<Vec<JobRow>> {
+    fn jobs(&self, ws: Ws, status: Option<&str>) -> Result<Vec<JobRow>> {
         self.with(|c| {
             c.query(
                 &format!(
-                    "SELECT {JOB_COLUMNS} FROM jobs WHERE $1::TEXT IS NULL OR status = $1 ORDER BY seq"
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE ($1::TEXT IS NULL OR status = $1) AND ($2::TEXT IS NULL OR workspace = $2) ORDER BY seq"
                 ),
-                &[&status],
+                &[&status, &ws],
             )
             .map(|rows| rows.iter().map(job_row).collect())
         })
@@ -535,10 +648,13 @@ impl Store for PostgresStore {
         })
     }
 
-    fn cancel(&self, id: &str) -> Result<Cancel> {
+    fn cancel(&self, ws: Ws, id: &str, by: Option<&str>) -> Result<Cancel> {
         self.tx(|tx| {
             let status: Option<String> = tx
-                .query_opt("SELECT status FROM jobs WHERE id = $1 FOR UPDATE", &[&id])?
+                .query_opt(
+                    "SELECT status FROM jobs WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2) FOR UPDATE",
+                    &[&id, &ws],
+                )?
                 .map(|r| r.get(0));
             Ok(match status.as_deref() {
                 Some(QUEUED) => {
@@ -546,12 +662,7 @@ impl Store for PostgresStore {
                         "UPDATE jobs SET status = 'cancelled', cancel_requested = TRUE, finished = $2 WHERE id = $1",
                         &[&id, &now()],
                     )?;
-                    let posted = append_tx(
-                        tx,
-                        id,
-                        None,
-                        &serde_json::json!({"type": "status", "status": CANCELLED}),
-                    )?;
+                    let posted = append_tx(tx, id, None, &cancelled_event(by))?;
                     Cancel::Cancelled(posted.expect("unfenced"))
                 }
                 Some(RUNNING) => {
@@ -559,7 +670,8 @@ impl Store for PostgresStore {
                         "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1",
                         &[&id],
                     )?;
-                    Cancel::Requested
+                    let posted = append_tx(tx, id, None, &cancel_requested_event(by))?;
+                    Cancel::Requested(posted.expect("unfenced"))
                 }
                 Some(s) => Cancel::Finished(s.to_string()),
                 None => Cancel::Missing,
@@ -632,8 +744,8 @@ impl Store for PostgresStore {
                 let t = now();
                 if let Some(m) = outcome.model {
                     tx.execute(
-                        "INSERT INTO models (id, job, created) VALUES ($1, $2, $3) ON CONFLICT (id) DO UPDATE SET job = EXCLUDED.job, created = EXCLUDED.created",
-                        &[&m, &id, &t],
+                        "INSERT INTO models (id, job, created, workspace, bytes) SELECT $1, $2, $3, workspace, $4 FROM jobs WHERE id = $2 ON CONFLICT (id) DO UPDATE SET job = EXCLUDED.job, created = EXCLUDED.created, workspace = EXCLUDED.workspace, bytes = EXCLUDED.bytes",
+                        &[&m, &id, &t, &(outcome.model_bytes as i64)],
                     )?;
                 }
                 tx.execute(
@@ -663,19 +775,135 @@ impl Store for PostgresStore {
         })
     }
 
-    fn model_exists(&self, id: &str) -> Result<bool> {
-        self.with(|c| c.query_opt("SELECT 1 FROM models WHERE id = $1", &[&id]))
-            .map(|r| r.is_some())
+    fn model_workspace(&self, id: &str) -> Result<Option<String>> {
+        self.with(|c| c.query_opt("SELECT workspace FROM models WHERE id = $1", &[&id]))
+            .map(|r| r.map(|r| r.get(0)))
     }
 
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
         self.with(|c| {
             c.query_opt(
-                "SELECT d.id, d.name, d.format, d.rows, d.columns, d.bytes, d.created FROM models m JOIN jobs j ON j.id = m.job JOIN datasets d ON d.id = j.dataset WHERE m.id = $1",
+                &format!(
+                    "SELECT {} FROM models m JOIN jobs j ON j.id = m.job JOIN datasets d ON d.id = j.dataset WHERE m.id = $1",
+                    prefixed("d", DATASET_COLUMNS)
+                ),
                 &[&id],
             )
             .map(|r| r.as_ref().map(dataset_row))
         })
+    }
+
+    fn put_workspace(&self, w: &Workspace) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO workspaces (name, max_jobs, max_bytes, created) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET max_jobs = EXCLUDED.max_jobs, max_bytes = EXCLUDED.max_bytes",
+                &[
+                    &w.name,
+                    &w.max_jobs.map(|v| v as i64),
+                    &w.max_bytes.map(|v| v as i64),
+                    &w.created,
+                ],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn workspaces(&self, ws: Ws) -> Result<Vec<Usage>> {
+        self.with(|c| {
+            c.query(
+                "SELECT w.name, w.max_jobs, w.max_bytes, w.created, \
+                 (SELECT COUNT(*) FROM jobs j WHERE j.workspace = w.name AND j.status IN ('queued', 'running')), \
+                 ((SELECT COALESCE(SUM(bytes), 0) FROM datasets d WHERE d.workspace = w.name) + (SELECT COALESCE(SUM(bytes), 0) FROM models m WHERE m.workspace = w.name))::BIGINT, \
+                 (SELECT COUNT(*) FROM keys k WHERE k.workspace = w.name AND k.revoked IS NULL) \
+                 FROM workspaces w WHERE $1::TEXT IS NULL OR w.name = $1 ORDER BY w.name",
+                &[&ws],
+            )
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| Usage {
+                        workspace: Workspace {
+                            name: r.get(0),
+                            max_jobs: r.get::<_, Option<i64>>(1).map(|v| v as u64),
+                            max_bytes: r.get::<_, Option<i64>>(2).map(|v| v as u64),
+                            created: r.get(3),
+                        },
+                        jobs: r.get::<_, i64>(4) as u64,
+                        bytes: r.get::<_, i64>(5) as u64,
+                        keys: r.get::<_, i64>(6) as u64,
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    fn insert_key(&self, k: &KeyRow) -> Result<()> {
+        self.tx(|tx| {
+            if let Some(ws) = &k.workspace {
+                tx.execute(
+                    "INSERT INTO workspaces (name, created) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                    &[ws, &k.created],
+                )?;
+            }
+            tx.execute(
+                &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"),
+                &[
+                    &k.id,
+                    &k.workspace,
+                    &k.name,
+                    &k.scope.as_str(),
+                    &k.hash,
+                    &k.created,
+                    &k.last_used,
+                    &k.revoked,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn key(&self, id: &str) -> Result<Option<KeyRow>> {
+        self.with(|c| {
+            c.query_opt(
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1"),
+                &[&id],
+            )
+            .map(|r| r.as_ref().map(key_row))
+        })
+    }
+
+    fn keys(&self, ws: Ws) -> Result<Vec<KeyRow>> {
+        self.with(|c| {
+            c.query(
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE $1::TEXT IS NULL OR workspace = $1 ORDER BY created, id"),
+                &[&ws],
+            )
+            .map(|rows| rows.iter().map(key_row).collect())
+        })
+    }
+
+    fn revoke_key(&self, ws: Ws, id: &str) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE keys SET revoked = $3 WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2) AND revoked IS NULL",
+                &[&id, &ws, &now()],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    fn touch_key(&self, id: &str, t: f64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE keys SET last_used = $2 WHERE id = $1",
+                &[&id, &t],
+            )
+        })
+        .map(|_| ())
+    }
+
+    fn any_keys(&self) -> Result<bool> {
+        self.with(|c| c.query_opt("SELECT 1 FROM keys LIMIT 1", &[]))
+            .map(|r| r.is_some())
     }
 }
 

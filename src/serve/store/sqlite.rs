@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::*;
 
 /// Schema versions, applied in order (`PRAGMA user_version` says how many ran).
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows INTEGER NOT NULL,
@@ -42,13 +42,35 @@ CREATE UNIQUE INDEX jobs_idempotency ON jobs(idempotency_key);
 ALTER TABLE datasets ADD COLUMN idempotency_key TEXT;
 CREATE UNIQUE INDEX datasets_idempotency ON datasets(idempotency_key);
 ",
+    // Workspaces, their quotas, API keys; who made what. Idempotency keys are kept as
+    // `workspace/key`.
+    "
+CREATE TABLE workspaces (
+    name TEXT PRIMARY KEY, max_jobs INTEGER, max_bytes INTEGER, created REAL NOT NULL);
+INSERT INTO workspaces (name, created) VALUES ('default', (julianday('now') - 2440587.5) * 86400.0);
+CREATE TABLE keys (
+    id TEXT PRIMARY KEY, workspace TEXT, name TEXT NOT NULL, scope TEXT NOT NULL,
+    hash TEXT NOT NULL, created REAL NOT NULL, last_used REAL, revoked REAL);
+ALTER TABLE datasets ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE datasets ADD COLUMN created_by TEXT;
+ALTER TABLE jobs ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE jobs ADD COLUMN created_by TEXT;
+ALTER TABLE models ADD COLUMN workspace TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE models ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX datasets_workspace ON datasets(workspace, created);
+CREATE INDEX jobs_workspace ON jobs(workspace, status);
+UPDATE jobs SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
+UPDATE datasets SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
+",
 ];
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished";
+    attempts, worker, created, started, finished, workspace, created_by";
 
-const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created";
+const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
+
+const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
 fn db(e: rusqlite::Error) -> Error {
     if let rusqlite::Error::SqliteFailure(f, _) = &e
@@ -89,6 +111,8 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         created: r.get(18)?,
         started: r.get(19)?,
         finished: r.get(20)?,
+        workspace: r.get(21)?,
+        created_by: r.get(22)?,
     })
 }
 
@@ -102,14 +126,51 @@ fn dataset_row(r: &rusqlite::Row) -> rusqlite::Result<DatasetRow> {
         columns: serde_json::from_str(&columns).unwrap_or_default(),
         bytes: r.get::<_, i64>(5)? as u64,
         created: r.get(6)?,
+        workspace: r.get(7)?,
+        created_by: r.get(8)?,
     })
+}
+
+fn key_row(r: &rusqlite::Row) -> rusqlite::Result<KeyRow> {
+    let scope: String = r.get(3)?;
+    Ok(KeyRow {
+        id: r.get(0)?,
+        workspace: r.get(1)?,
+        name: r.get(2)?,
+        scope: scope.parse().unwrap_or(Scope::Read),
+        hash: r.get(4)?,
+        created: r.get(5)?,
+        last_used: r.get(6)?,
+        revoked: r.get(7)?,
+    })
+}
+
+/// Bytes of data sets and models workspace `ws` stores (inside `tx`).
+fn bytes_used(tx: &Transaction, ws: &str) -> rusqlite::Result<u64> {
+    tx.query_row(
+        "SELECT (SELECT COALESCE(SUM(bytes), 0) FROM datasets WHERE workspace = ?1) + (SELECT COALESCE(SUM(bytes), 0) FROM models WHERE workspace = ?1)",
+        [ws],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|b| b as u64)
+}
+
+/// A workspace's quotas (None: no such workspace).
+fn quotas(tx: &Transaction, ws: &str) -> rusqlite::Result<Option<(Option<i64>, Option<i64>)>> {
+    tx.query_row(
+        "SELECT max_jobs, max_bytes FROM workspaces WHERE name = ?1",
+        [ws],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
 }
 
 /// See the module's description.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    /// Held while the store is open: the lock that keeps a second process out.
-    _owner: std::fs::File,
+    /// Held while the store is open: the lock that keeps a second process out (None: opened
+    /// beside its owner, by `mdn serve keys`).
+    _owner: Option<std::fs::File>,
 }
 
 /// Takes `DIR/mdn.lock`, writing this process's id into it; refuses when another process
@@ -147,8 +208,19 @@ fn take_ownership(dir: &Path) -> Result<std::fs::File> {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`, as its only process.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(dir, true)
+    }
+
+    /// Opens the store in `dir` beside the process serving it (if any), for short
+    /// administrative changes (keys, quotas): SQLite serialises the two processes' writes,
+    /// and the serving process sees each change at its next request.
+    pub fn open_beside(dir: &Path) -> Result<SqliteStore> {
+        SqliteStore::open_with(dir, false)
+    }
+
+    fn open_with(dir: &Path, own: bool) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let owner = take_ownership(dir)?;
+        let owner = if own { Some(take_ownership(dir)?) } else { None };
         let path = dir.join("mdn.sqlite");
         let conn = Connection::open(&path).map_err(|e| Error::Io {
             path: path.clone(),
@@ -175,11 +247,21 @@ impl SqliteStore {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-            conn.execute_batch(&format!(
-                "BEGIN; {sql}; PRAGMA user_version = {}; COMMIT;",
-                i + 1
-            ))
-            .map_err(db)?;
+            // IMMEDIATE, and the version read again inside: a process opening the store
+            // beside its owner may be migrating it at the same moment.
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(db)?;
+            let now: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(db)?;
+            if now as usize > i {
+                conn.execute_batch("COMMIT").map_err(db)?;
+                continue;
+            }
+            conn.execute_batch(&format!("{sql}; PRAGMA user_version = {}; COMMIT;", i + 1))
+                .map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    db(e)
+                })?;
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
@@ -242,9 +324,10 @@ impl Store for SqliteStore {
         Ok(false)
     }
 
-    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Option<DatasetRow>> {
+    fn insert_dataset(&self, d: &DatasetRow, key: Option<&str>) -> Result<Added> {
+        let key = key.map(|k| format!("{}/{k}", d.workspace));
         self.tx(|tx| {
-            if let Some(k) = key {
+            if let Some(k) = &key {
                 let first = tx
                     .query_row(
                         &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE idempotency_key = ?1"),
@@ -252,12 +335,24 @@ impl Store for SqliteStore {
                         dataset_row,
                     )
                     .optional()?;
-                if first.is_some() {
-                    return Ok(first);
+                if let Some(first) = first {
+                    return Ok(Added::Replayed(first));
+                }
+            }
+            if let Some((_, Some(max))) = quotas(tx, &d.workspace)? {
+                let used = bytes_used(tx, &d.workspace)?;
+                if used + d.bytes > max as u64 {
+                    return Ok(Added::OverQuota(OverQuota {
+                        quota: "max_bytes",
+                        workspace: d.workspace.clone(),
+                        used,
+                        adds: d.bytes,
+                        limit: max as u64,
+                    }));
                 }
             }
             tx.execute(
-                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     d.id,
                     d.name,
@@ -266,37 +361,49 @@ impl Store for SqliteStore {
                     serde_json::to_string(&d.columns).expect("names"),
                     d.bytes as i64,
                     d.created,
-                    key
+                    key,
+                    d.workspace,
+                    d.created_by
                 ],
             )?;
-            Ok(None)
+            Ok(Added::New)
         })
     }
 
-    fn dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
+    fn dataset(&self, ws: Ws, id: &str) -> Result<Option<DatasetRow>> {
         self.conn()
             .query_row(
-                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE id = ?1"),
-                [id],
+                &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)"),
+                params![id, ws],
                 dataset_row,
             )
             .optional()
             .map_err(db)
     }
 
-    fn datasets(&self) -> Result<Vec<DatasetRow>> {
+    fn datasets(&self, ws: Ws) -> Result<Vec<DatasetRow>> {
         let c = self.conn();
         let mut st = c
             .prepare(&format!(
-                "SELECT {DATASET_COLUMNS} FROM datasets ORDER BY created, id"
+                "SELECT {DATASET_COLUMNS} FROM datasets WHERE ?1 IS NULL OR workspace = ?1 ORDER BY created, id"
             ))
             .map_err(db)?;
-        let rows = st.query_map([], dataset_row).map_err(db)?;
+        let rows = st.query_map([ws], dataset_row).map_err(db)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
-    fn delete_dataset(&self, id: &str) -> Result<Deleted> {
+    fn delete_dataset(&self, ws: Ws, id: &str) -> Result<Deleted> {
         self.tx(|tx| {
+            let format: Option<String> = tx
+                .query_row(
+                    "SELECT format FROM datasets WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)",
+                    params![id, ws],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(format) = format else {
+                return Ok(Deleted::Missing);
+            };
             let busy: Option<String> = tx
                 .query_row(
                     "SELECT id FROM jobs WHERE dataset = ?1 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
@@ -307,22 +414,15 @@ impl Store for SqliteStore {
             if let Some(job) = busy {
                 return Ok(Deleted::InUse(job));
             }
-            let format: Option<String> = tx
-                .query_row("SELECT format FROM datasets WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            let Some(format) = format else {
-                return Ok(Deleted::Missing);
-            };
             tx.execute("DELETE FROM datasets WHERE id = ?1", [id])?;
             Ok(Deleted::Removed { format })
         })
     }
 
     fn insert_job(&self, job: &NewJob, key: Option<&str>) -> Result<Queued> {
+        let key = key.map(|k| format!("{}/{k}", job.workspace));
         self.tx(|tx| {
-            if let Some(k) = key {
+            if let Some(k) = &key {
                 let first = tx
                     .query_row(
                         &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1"),
@@ -334,35 +434,50 @@ impl Store for SqliteStore {
                     return Ok(Queued::Replayed(Box::new(first)));
                 }
             }
+            if let Some((Some(max), _)) = quotas(tx, job.workspace)? {
+                let used: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM jobs WHERE workspace = ?1 AND status IN ('queued', 'running')",
+                    [job.workspace],
+                    |r| r.get(0),
+                )?;
+                if used >= max {
+                    return Ok(Queued::OverQuota(OverQuota {
+                        quota: "max_jobs",
+                        workspace: job.workspace.to_string(),
+                        used: used as u64,
+                        adds: 1,
+                        limit: max as u64,
+                    }));
+                }
+            }
             tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
-                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key],
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by],
             )?;
-            let posted =
-                append_tx(tx, job.id, &serde_json::json!({"type": "status", "status": QUEUED}))?;
+            let posted = append_tx(tx, job.id, &queued_event(job.created_by))?;
             Ok(Queued::New(posted))
         })
     }
 
-    fn job(&self, id: &str) -> Result<Option<JobRow>> {
+    fn job(&self, ws: Ws, id: &str) -> Result<Option<JobRow>> {
         self.conn()
             .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                [id],
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)"),
+                params![id, ws],
                 job_row,
             )
             .optional()
             .map_err(db)
     }
 
-    fn jobs(&self, status: Option<&str>) -> Result<Vec<JobRow>> {
+    fn jobs(&self, ws: Ws, status: Option<&str>) -> Result<Vec<JobRow>> {
         let c = self.conn();
         let mut st = c
             .prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE ?1 IS NULL OR status = ?1 ORDER BY seq"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR workspace = ?2) ORDER BY seq"
             ))
             .map_err(db)?;
-        let rows = st.query_map([status], job_row).map_err(db)?;
+        let rows = st.query_map(params![status, ws], job_row).map_err(db)?;
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
@@ -442,10 +557,14 @@ impl Store for SqliteStore {
         })
     }
 
-    fn cancel(&self, id: &str) -> Result<Cancel> {
+    fn cancel(&self, ws: Ws, id: &str, by: Option<&str>) -> Result<Cancel> {
         self.tx(|tx| {
             let status: Option<String> = tx
-                .query_row("SELECT status FROM jobs WHERE id = ?1", [id], |r| r.get(0))
+                .query_row(
+                    "SELECT status FROM jobs WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)",
+                    params![id, ws],
+                    |r| r.get(0),
+                )
                 .optional()?;
             Ok(match status.as_deref() {
                 Some(QUEUED) => {
@@ -453,15 +572,11 @@ impl Store for SqliteStore {
                         "UPDATE jobs SET status = 'cancelled', cancel_requested = 1, finished = ?2 WHERE id = ?1",
                         params![id, now()],
                     )?;
-                    Cancel::Cancelled(append_tx(
-                        tx,
-                        id,
-                        &serde_json::json!({"type": "status", "status": CANCELLED}),
-                    )?)
+                    Cancel::Cancelled(append_tx(tx, id, &cancelled_event(by))?)
                 }
                 Some(RUNNING) => {
                     tx.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1", [id])?;
-                    Cancel::Requested
+                    Cancel::Requested(append_tx(tx, id, &cancel_requested_event(by))?)
                 }
                 Some(s) => Cancel::Finished(s.to_string()),
                 None => Cancel::Missing,
@@ -527,8 +642,8 @@ impl Store for SqliteStore {
                 let t = now();
                 if let Some(m) = outcome.model {
                     tx.execute(
-                        "INSERT OR REPLACE INTO models (id, job, created) VALUES (?1, ?2, ?3)",
-                        params![m, id, t],
+                        "INSERT OR REPLACE INTO models (id, job, created, workspace, bytes) SELECT ?1, ?2, ?3, workspace, ?4 FROM jobs WHERE id = ?2",
+                        params![m, id, t, outcome.model_bytes as i64],
                     )?;
                 }
                 tx.execute(
@@ -564,23 +679,128 @@ impl Store for SqliteStore {
         rows.collect::<rusqlite::Result<_>>().map_err(db)
     }
 
-    fn model_exists(&self, id: &str) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row("SELECT 1 FROM models WHERE id = ?1", [id], |_| Ok(()))
+    fn model_workspace(&self, id: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row("SELECT workspace FROM models WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
             .optional()
-            .map_err(db)?
-            .is_some())
+            .map_err(db)
     }
 
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
         self.conn()
             .query_row(
-                "SELECT d.id, d.name, d.format, d.rows, d.columns, d.bytes, d.created FROM models m JOIN jobs j ON j.id = m.job JOIN datasets d ON d.id = j.dataset WHERE m.id = ?1",
+                &format!(
+                    "SELECT {} FROM models m JOIN jobs j ON j.id = m.job JOIN datasets d ON d.id = j.dataset WHERE m.id = ?1",
+                    prefixed("d", DATASET_COLUMNS)
+                ),
                 [id],
                 dataset_row,
             )
             .optional()
             .map_err(db)
+    }
+
+    fn put_workspace(&self, w: &Workspace) -> Result<()> {
+        self.tx(|tx| {
+            tx.execute(
+                "INSERT INTO workspaces (name, max_jobs, max_bytes, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO UPDATE SET max_jobs = excluded.max_jobs, max_bytes = excluded.max_bytes",
+                params![w.name, w.max_jobs.map(|v| v as i64), w.max_bytes.map(|v| v as i64), w.created],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn workspaces(&self, ws: Ws) -> Result<Vec<Usage>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT w.name, w.max_jobs, w.max_bytes, w.created, \
+                 (SELECT COUNT(*) FROM jobs j WHERE j.workspace = w.name AND j.status IN ('queued', 'running')), \
+                 (SELECT COALESCE(SUM(bytes), 0) FROM datasets d WHERE d.workspace = w.name) + (SELECT COALESCE(SUM(bytes), 0) FROM models m WHERE m.workspace = w.name), \
+                 (SELECT COUNT(*) FROM keys k WHERE k.workspace = w.name AND k.revoked IS NULL) \
+                 FROM workspaces w WHERE ?1 IS NULL OR w.name = ?1 ORDER BY w.name",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([ws], |r| {
+                Ok(Usage {
+                    workspace: Workspace {
+                        name: r.get(0)?,
+                        max_jobs: r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
+                        max_bytes: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                        created: r.get(3)?,
+                    },
+                    jobs: r.get::<_, i64>(4)? as u64,
+                    bytes: r.get::<_, i64>(5)? as u64,
+                    keys: r.get::<_, i64>(6)? as u64,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn insert_key(&self, k: &KeyRow) -> Result<()> {
+        self.tx(|tx| {
+            if let Some(ws) = &k.workspace {
+                tx.execute(
+                    "INSERT INTO workspaces (name, created) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+                    params![ws, k.created],
+                )?;
+            }
+            tx.execute(
+                &format!("INSERT INTO keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                params![k.id, k.workspace, k.name, k.scope.as_str(), k.hash, k.created, k.last_used, k.revoked],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn key(&self, id: &str) -> Result<Option<KeyRow>> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"),
+                [id],
+                key_row,
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    fn keys(&self, ws: Ws) -> Result<Vec<KeyRow>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(&format!(
+                "SELECT {KEY_COLUMNS} FROM keys WHERE ?1 IS NULL OR workspace = ?1 ORDER BY created, id"
+            ))
+            .map_err(db)?;
+        let rows = st.query_map([ws], key_row).map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn revoke_key(&self, ws: Ws, id: &str) -> Result<bool> {
+        self.tx(|tx| {
+            Ok(tx.execute(
+                "UPDATE keys SET revoked = ?3 WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2) AND revoked IS NULL",
+                params![id, ws, now()],
+            )? == 1)
+        })
+    }
+
+    fn touch_key(&self, id: &str, t: f64) -> Result<()> {
+        self.conn()
+            .execute("UPDATE keys SET last_used = ?2 WHERE id = ?1", params![id, t])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    fn any_keys(&self) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT 1 FROM keys LIMIT 1", [], |_| Ok(()))
+            .optional()
+            .map_err(db)?
+            .is_some())
     }
 }
