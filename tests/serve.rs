@@ -461,10 +461,10 @@ fn a_token_is_required_when_configured_and_needed_off_loopback() {
     // A missing token, a malformed header and a wrong token are told apart.
     for (header, says) in [
         (None, "the request has none"),
-        (Some("Basic dXNlcjpwYXNz"), "is not `Bearer <token>`"),
+        (Some("Basic dXNlcjpwYXNz"), "is not `Bearer <key>`"),
         (
             Some("Bearer wrong"),
-            "the bearer token is not this server's",
+            "the bearer key is not one of this server's",
         ),
     ] {
         let mut req = a.get(&url);

@@ -60,7 +60,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         if config.token.is_some() {
             "requests need the bearer token or a key"
         } else {
-            "requests need a key, if the store has any (`mdn serve keys add`)"
+            "requests need a key once the store has any (`mdn serve keys add`)"
         }
     );
     let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

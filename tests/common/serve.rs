@@ -19,14 +19,28 @@ pub fn asset(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// A running `mdn serve`; killed when dropped.
+/// A running `mdn serve`; killed when dropped. Its requests ([`Client`]) carry the token
+/// it was started with.
 pub struct Server {
     pub child: Child,
+    pub client: Client,
+    /// Everything the process wrote to standard error so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+/// Requests to a server with one key (or none).
+#[derive(Clone)]
+pub struct Client {
     /// `http://127.0.0.1:PORT` (empty for a worker).
     pub base: String,
     pub token: Option<String>,
-    /// Everything the process wrote to standard error so far.
-    pub log: Arc<Mutex<String>>,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Server {
@@ -80,9 +94,27 @@ impl Server {
             .map(|(_, v)| v.to_string());
         Server {
             child,
-            base,
-            token,
+            client: Client { base, token },
             log,
+        }
+    }
+
+    pub fn agent() -> ureq::Agent {
+        Client::agent()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Client {
+    /// The same server, with `key` as the bearer token.
+    pub fn with_key(&self, key: &str) -> Client {
+        Client {
+            base: self.base.clone(),
+            token: Some(key.to_string()),
         }
     }
 
@@ -103,14 +135,49 @@ impl Server {
 
     /// (status, body) of a request.
     pub fn call(&self, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+        self.call_with(method, path, body, &[])
+    }
+
+    /// (status, body) of a request with more headers.
+    pub fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> (u16, String) {
         let url = format!("{}{path}", self.base);
-        let a = Server::agent();
+        let a = Client::agent();
+        let with = |mut r: ureq::RequestBuilder<_>| {
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            self.auth(r)
+        };
         let r = match (method, body) {
-            ("GET", _) => self.auth(a.get(&url)).call(),
-            ("DELETE", _) => self.auth(a.delete(&url)).call(),
-            ("POST", Some(b)) => self.auth(a.post(&url)).send(b),
-            ("POST", None) => self.auth(a.post(&url)).send_empty(),
-            ("PUT", Some(b)) => self.auth(a.put(&url)).send(b),
+            ("GET", _) => with(a.get(&url)).call(),
+            ("DELETE", _) => with(a.delete(&url)).call(),
+            ("POST", Some(b)) => {
+                let mut r = a.post(&url);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                self.auth(r).send(b)
+            }
+            ("POST", None) => {
+                let mut r = a.post(&url);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                self.auth(r).send_empty()
+            }
+            ("PUT", Some(b)) => {
+                let mut r = a.put(&url);
+                for (k, v) in headers {
+                    r = r.header(*k, *v);
+                }
+                self.auth(r).send(b)
+            }
             _ => panic!("{method}"),
         };
         let mut r = r.unwrap();
@@ -175,7 +242,7 @@ impl Server {
     /// A job's whole event stream (it ends after the final status).
     pub fn events(&self, id: &str) -> Vec<Value> {
         let url = format!("{}/v1/jobs/{id}/events", self.base);
-        let mut r = self.auth(Server::agent().get(&url)).call().unwrap();
+        let mut r = self.auth(Client::agent().get(&url)).call().unwrap();
         assert_eq!(r.status().as_u16(), 200);
         let mut text = String::new();
         r.body_mut().as_reader().read_to_string(&mut text).unwrap();
@@ -183,11 +250,6 @@ impl Server {
             .filter_map(|l| l.strip_prefix("data: "))
             .map(|d| serde_json::from_str(d).unwrap())
             .collect()
-    }
-
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
