@@ -693,3 +693,35 @@ fn the_api_crashed_when_the_database_went_away_mid_job() {
     let id2 = api.submit(ds["id"].as_str().unwrap(), json!({"epochs": 2}));
     assert_eq!(api.finished(&id2)["status"], "succeeded");
 }
+
+#[test]
+fn a_key_revoked_on_one_api_process_is_refused_by_another_at_once() {
+    let Some(c) = Cluster::new() else { return };
+    let one = c.api(&[]);
+    let two = c.api(&[]);
+    // Keys made beside the running processes, in the shared database.
+    let add = |args: &[&str]| {
+        let out = Command::new(MDN)
+            .args(["serve", "keys", "add", "--store", &c.url])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+    };
+    let admin = add(&["--workspace", "team", "--scope", "admin", "--name", "lead"]);
+    let reader = add(&["--workspace", "team", "--scope", "read", "--name", "dash"]);
+    let other = add(&["--workspace", "elsewhere", "--scope", "write", "--name", "x"]);
+    let (r1, r2) = (one.with_key(&reader), two.with_key(&reader));
+    assert_eq!(r1.call("GET", "/v1/jobs", None).0, 200);
+    assert_eq!(r2.call("GET", "/v1/jobs", None).0, 200);
+    // A data set uploaded through one process is invisible to another workspace on the other.
+    let up = one.with_key(&other).upload(&asset("bishop.csv"), "b.csv");
+    let ds = up["id"].as_str().unwrap();
+    assert_eq!(r2.call("GET", &format!("/v1/datasets/{ds}"), None).0, 404);
+    let id = reader.strip_prefix("mdn_").unwrap().rsplit_once('_').unwrap().0;
+    assert_eq!(one.with_key(&admin).call("DELETE", &format!("/v1/keys/{id}"), None).0, 204);
+    let (st, text) = r2.call("GET", "/v1/jobs", None);
+    assert_eq!(st, 401, "{text}");
+    assert!(text.contains("revoked"), "{text}");
+}
