@@ -352,12 +352,19 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
         "/v1/jobs",
         &json!({"dataset": ds, "options": {"lr": -1.0}}).to_string(),
     );
-    error(st, &b, 400, "--lr");
+    error(st, &b, 400, "options.lr");
+    assert!(!b.contains("--"), "the API names options, not flags: {b}");
     let (st, b) = post(
         "/v1/jobs",
         &json!({"dataset": ds, "options": {"batch_size": 0}}).to_string(),
     );
-    error(st, &b, 400, "batch");
+    error(st, &b, 400, "options.batch_size must be at least 1");
+    // The HTTP error messages named the command line's flags (issue 24).
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"epochs": 0}}).to_string(),
+    );
+    error(st, &b, 400, "options.epochs must be at least 1");
     let (st, b) = post(
         "/v1/jobs",
         &json!({"dataset": ds, "options": {"data": "/etc/passwd"}}).to_string(),

@@ -931,7 +931,7 @@ async fn submit(
     let caller = who.clone();
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
-            .map_err(|e| ApiError::bad(option_error(&e.to_string())))?;
+            .map_err(|e| ApiError::bad(option_names(&option_error(&e.to_string()))))?;
         fetch_dataset(&shared.files, &data)?;
         let ckpt_dir = shared.files.checkpoint_path(&job_id, 1);
         let ckpt_dir = ckpt_dir.parent().expect("a folder");
@@ -942,7 +942,9 @@ async fn submit(
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
         if let Err(e) = checked {
-            return Err(rename_in(e, &data, &dataset_name).into());
+            let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
+            e.message = option_names(&e.message);
+            return Err(e);
         }
         // What the data set's row count (known since its upload) already rules out.
         if let Some(k) = components
@@ -997,6 +999,36 @@ async fn submit(
             .into_response(),
         replayed,
     ))
+}
+
+/// A library message in the API's words: the command line's `--max-epochs` is the job's
+/// `options.max_epochs`, `--data` its `"dataset"`; flags the API has no name for stay.
+pub fn option_names(text: &str) -> String {
+    let options = client_options();
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("--") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 2..];
+        let end = after
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+            .unwrap_or(after.len());
+        let flag = &after[..end];
+        let field = flag.replace('-', "_");
+        match field.as_str() {
+            "" => out.push_str("--"),
+            "data" => out.push_str("\"dataset\""),
+            "target" | "features" => out.push_str(&format!("\"{field}\"")),
+            f if options.iter().any(|o| o == f) => out.push_str(&format!("options.{f}")),
+            _ => {
+                out.push_str("--");
+                out.push_str(flag);
+            }
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A job's JSON error as the client sent it: `options.NAME: ...`, without the position in
@@ -1795,4 +1827,27 @@ async fn plot(
             .into_response())
     })
     .await
+}
+
+#[cfg(test)]
+mod option_name_tests {
+    use super::option_names;
+
+    #[test]
+    fn messages_name_the_jobs_options_not_the_command_lines_flags() {
+        assert_eq!(
+            option_names("--epochs must be at least 1"),
+            "options.epochs must be at least 1"
+        );
+        assert_eq!(
+            option_names("b.csv: --components 9 is more than the 4 rows; use --batch-size 2"),
+            "b.csv: options.components 9 is more than the 4 rows; use options.batch_size 2"
+        );
+        assert_eq!(
+            option_names("epoch 3 went NaN, down to --lr 0.001; see --data"),
+            "epoch 3 went NaN, down to options.lr 0.001; see \"dataset\""
+        );
+        // What the API has no name for stays, and so does a lone `--`.
+        assert_eq!(option_names("give --val FILE -- or not"), "give --val FILE -- or not");
+    }
 }

@@ -399,7 +399,7 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
             // Without the store's paths: the client cannot see them.
             "the service's store is full (no space left on its disk), so the job could not write its model; free space there and submit it again".to_string()
         } else {
-            rename(shared, job_row.as_ref(), e.to_string())
+            super::api::option_names(&rename(shared, job_row.as_ref(), e.to_string()))
         }
     });
     let mut ev = json!({"type": "status", "status": status});
