@@ -428,6 +428,19 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         &format!("document.querySelector('tr[data-job={second}]')?.dataset.status === 'running'"),
     )
     .await;
+    // The row names the data set (not its id), when it was submitted, and where it runs (the
+    // list showed only ids, issue 24).
+    until(
+        &c,
+        "the job's data set, time and worker",
+        &format!(
+            "(() => {{ const r = document.querySelector('tr[data-job={second}]'); \
+             return r.querySelector('td.dataset').textContent === 'bishop.csv' \
+             && /\\d\\d:\\d\\d/.test(r.querySelector('td.submitted').textContent) \
+             && r.querySelector('td.device .worker').textContent.startsWith(' on '); }})()"
+        ),
+    )
+    .await;
     until(
         &c,
         "live progress",

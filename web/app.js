@@ -42,6 +42,14 @@ function eta(s) {
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
 }
+/// A time as people read it: "14:05" today, "3 Dec 14:05" before.
+function when(seconds) {
+  if (!Number.isFinite(seconds)) return "–";
+  const d = new Date(seconds * 1000);
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (d.toDateString() === new Date().toDateString()) return time;
+  return `${d.toLocaleDateString([], { day: "numeric", month: "short" })} ${time}`;
+}
 const badge = (status) => h(`span.badge.status-${status}`, { text: status });
 const FINAL = ["succeeded", "failed", "cancelled"];
 
@@ -80,7 +88,7 @@ async function jobsPage(params) {
         h(
           "thead",
           {},
-          h("tr", {}, ...["Job", "Status", "Progress", "Best val. NLL", "Rows/s", "ETA", "Device", ""].map((t) => h("th", { scope: "col", text: t }))),
+          h("tr", {}, ...["Job", "Data set", "Submitted", "Status", "Progress", "Best val. NLL", "Rows/s", "ETA", "Device", ""].map((t) => h("th", { scope: "col", text: t }))),
         ),
         body,
       ),
@@ -88,6 +96,7 @@ async function jobsPage(params) {
     empty,
   );
   const rows = new Map();
+  let names = new Map();
   function row(j) {
     const progress = h("progress", { max: j.max_epochs || 1, value: j.epoch || 0, "aria-label": `epoch ${j.epoch || 0} of ${j.max_epochs || "?"}` });
     const cancel = FINAL.includes(j.status)
@@ -110,12 +119,14 @@ async function jobsPage(params) {
       "tr",
       { "data-job": j.id, "data-status": j.status },
       h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })),
+      h("td.dataset", { text: names.get(j.dataset) || j.dataset, title: j.dataset }),
+      h("td.submitted", { text: when(j.created), title: j.created_by ? `by ${j.created_by}` : "" }),
       h("td", {}, badge(j.status)),
       h("td.progress", {}, progress, h("span.epochs", { text: j.epoch ? ` ${j.epoch}/${j.max_epochs}` : "" })),
       h("td.num.best", { text: num(j.best_val_nll) }),
       h("td.num.rate", { text: rate(j.rows_per_sec) }),
       h("td.num.eta", { text: j.status === "running" ? eta(j.eta_seconds) : "–" }),
-      h("td.device", { text: j.device || "–" }),
+      h("td.device", { text: j.device || "–", title: j.worker ? `worker ${j.worker}` : "" }, j.worker ? h("small.worker", { text: ` on ${j.worker.split(":")[0]}` }) : null),
       h("td", {}, cancel),
     );
     rows.set(j.id, tr);
@@ -124,7 +135,8 @@ async function jobsPage(params) {
   let pending = null;
   async function refresh() {
     const q = status ? `?status=${status}` : "";
-    const { jobs } = await api.get(`/v1/jobs${q}`);
+    const [{ jobs }, { datasets }] = await Promise.all([api.get(`/v1/jobs${q}`), api.get("/v1/datasets")]);
+    names = new Map(datasets.map((d) => [d.id, d.name]));
     rows.clear();
     body.replaceChildren(...jobs.reverse().map(row));
     empty.hidden = jobs.length > 0;
