@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mdn::serve::store::{
     self, Added, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress, Queued,
-    Renewal, SqliteStore, Store,
+    Renewal, Selector, SqliteStore, Store,
 };
 use serde_json::{Value, json};
 
@@ -80,6 +80,8 @@ suite!(
     quotas_refuse_the_job_or_the_bytes_past_them_and_count_models,
     racing_submissions_never_pass_a_workspace_job_quota,
     keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once,
+    a_job_registers_its_model_and_aliases_move_between_versions,
+    racing_registrations_number_versions_without_gaps_or_repeats,
 );
 
 fn dataset_in(ws: &str, id: &str, name: &str) -> DatasetRow {
@@ -100,6 +102,7 @@ fn queue_in(s: &dyn Store, ws: &str, id: &str, ds: &str, key: Option<&str>) -> Q
             dataset: ds,
             request: &request,
             spec: "{}",
+            register: None,
         },
         key,
     )
@@ -140,6 +143,7 @@ fn queue(s: &dyn Store, id: &str, ds: &str, key: Option<&str>) -> Queued {
             dataset: ds,
             request: &request,
             spec: "{}",
+            register: None,
         },
         key,
     )
@@ -917,4 +921,112 @@ fn keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once(f: Fresh) {
     }
     assert!(s.any_keys().unwrap());
     assert!(auth::authenticate(s, None, None).unwrap().is_err());
+}
+
+/// Runs job `id` (queued with `register`) to success with model `model`; its final event.
+fn succeed(s: &dyn Store, id: &str, model: &str, register: Option<&str>) -> Value {
+    let request = json!({});
+    assert!(matches!(
+        s.insert_job(
+            &NewJob {
+                id,
+                workspace: "team",
+                created_by: Some("ci (key_1)"),
+                dataset: "ds_1",
+                request: &request,
+                spec: "{}",
+                register,
+            },
+            None,
+        )
+        .unwrap(),
+        Queued::New(_)
+    ));
+    let c = s.claim_next("host:1:1", 30.0).unwrap().unwrap();
+    assert_eq!(c.id, id);
+    let ev = s
+        .end(
+            id,
+            &c.lease,
+            &Outcome {
+                status: "succeeded",
+                error: None,
+                model: Some(model),
+                model_bytes: 10,
+            },
+            &json!({"type": "status", "status": "succeeded", "model": model}),
+        )
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(&ev.data).unwrap()
+}
+
+fn a_job_registers_its_model_and_aliases_move_between_versions(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("team", None, None)).unwrap();
+    s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None).unwrap();
+    // A job that asks registers its model when it succeeds, in the same transaction as its
+    // final status, whose event says so.
+    let ev = succeed(s, "job_1", "m_1", Some("bishop"));
+    assert_eq!(ev["registered"], json!({"name": "bishop", "version": 1}));
+    let ev = succeed(s, "job_2", "m_2", None);
+    assert!(ev.get("registered").is_none());
+    assert!(s.register("team", "bishop", "m_9", &[], None).unwrap().is_none());
+    assert!(s.register("other", "bishop", "m_2", &[], None).unwrap().is_none());
+    let v2 = s
+        .register("team", "bishop", "m_2", &["candidate".into()], Some("ops (key_2)"))
+        .unwrap()
+        .unwrap();
+    assert_eq!((v2.version, v2.job.as_deref(), v2.tags.clone()), (2, Some("job_2"), vec!["candidate".to_string()]));
+
+    let model_of = |which| s.resolve("team", "bishop", which).unwrap().map(|v| v.model);
+    assert_eq!(model_of(Selector::Latest).as_deref(), Some("m_2"));
+    assert_eq!(model_of(Selector::Version(1)).as_deref(), Some("m_1"));
+    assert_eq!(model_of(Selector::Version(3)), None);
+    assert_eq!(model_of(Selector::Alias("production")), None);
+    assert!(s.set_alias("team", "bishop", "production", 1, Some("ops (key_2)")).unwrap());
+    assert!(s.set_alias("team", "bishop", "staging", 2, None).unwrap());
+    assert!(!s.set_alias("team", "bishop", "production", 9, None).unwrap());
+    assert_eq!(model_of(Selector::Alias("production")).as_deref(), Some("m_1"));
+    // The alias moves; the version it left keeps its other facts.
+    assert!(s.set_alias("team", "bishop", "production", 2, None).unwrap());
+    assert_eq!(model_of(Selector::Alias("production")).as_deref(), Some("m_2"));
+    let versions = s.versions("team", "bishop").unwrap();
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0].aliases.is_empty());
+    assert_eq!(versions[1].aliases, ["production", "staging"]);
+    assert_eq!(versions[0].created_by.as_deref(), Some("ci (key_1)"));
+    assert!(s.set_tags("team", "bishop", 1, &["baseline".into()]).unwrap());
+    assert!(!s.set_tags("team", "bishop", 7, &[]).unwrap());
+    assert_eq!(s.versions("team", "bishop").unwrap()[0].tags, ["baseline"]);
+    assert!(s.delete_alias("team", "bishop", "staging").unwrap());
+    assert!(!s.delete_alias("team", "bishop", "staging").unwrap());
+    let listed = s.registry(Some("team")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].latest, listed[0].versions), (2, 2));
+    assert_eq!(listed[0].aliases.get("production"), Some(&2));
+    assert_eq!(listed[0].aliases.len(), 1);
+    // Names are per workspace: another sees none of them.
+    assert!(s.registry(Some("default")).unwrap().is_empty());
+    assert!(s.resolve("default", "bishop", Selector::Latest).unwrap().is_none());
+    assert!(!s.set_alias("default", "bishop", "production", 1, None).unwrap());
+}
+
+fn racing_registrations_number_versions_without_gaps_or_repeats(f: Fresh) {
+    f.store.put_workspace(&workspace("team", None, None)).unwrap();
+    f.store.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None).unwrap();
+    succeed(&*f.store, "job_1", "m_1", None);
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let s = f.another();
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| s.register("team", "raced", "m_1", &[], None).unwrap().unwrap().version)
+                    .collect::<Vec<u32>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    all.sort();
+    assert_eq!(all, (1..=20).collect::<Vec<u32>>());
 }

@@ -166,6 +166,17 @@ pub fn router(app: AppState) -> Router {
         .route("/events", get(all_events))
         .route("/keys", get(list_keys).post(add_key))
         .route("/keys/{id}", axum::routing::delete(revoke_key))
+        .route("/registry", get(list_registry))
+        .route("/registry/{name}", get(get_registered))
+        .route("/registry/{name}/versions", post(add_version))
+        .route(
+            "/registry/{name}/versions/{version}",
+            get(get_version).put(put_version),
+        )
+        .route(
+            "/registry/{name}/aliases/{alias}",
+            axum::routing::put(put_alias).delete(delete_alias),
+        )
         .route("/workspaces", get(list_workspaces))
         .route("/workspaces/{name}", get(get_workspace).put(put_workspace))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
@@ -835,6 +846,9 @@ struct JobRequest {
     features: Option<Value>,
     #[serde(default)]
     options: serde_json::Map<String, Value>,
+    /// Registers the model, when the job succeeds, as the next version of this name.
+    #[serde(default)]
+    register: Option<String>,
 }
 
 /// `TrainJob` fields a client does not give in `options`, and why: the service sets the
@@ -888,6 +902,13 @@ async fn submit(
             )));
         }
     }
+    if let Some(name) = &req.register
+        && !store::valid_model_name(name)
+    {
+        return Err(ApiError::bad(format!(
+            "register: {name:?} is not a model name (1 to 64 letters, digits, '.', '-' and '_', starting with a letter, not m_...)"
+        )));
+    }
     let store = &app.shared.store;
     if !valid_id(&req.dataset) {
         return Err(ApiError::bad(format!(
@@ -929,6 +950,7 @@ async fn submit(
     let dataset_name = dataset.name.clone();
     let job_id = id.clone();
     let caller = who.clone();
+    let register = req.register.clone();
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_names(&option_error(&e.to_string()))))?;
@@ -963,6 +985,7 @@ async fn submit(
             dataset: &dataset.id,
             request: &request,
             spec: &spec_text,
+            register: register.as_deref(),
         };
         Ok(shared.store.insert_job(&new, key.as_deref())?)
     })
@@ -1228,10 +1251,61 @@ async fn job_events(
 
 // ---- models ----
 
-/// Whether model `id` exists in a workspace the caller sees: a model elsewhere answers
-/// exactly as one that does not exist.
-fn visible_model(app: &App, who: &Caller, id: &str) -> ApiResult<()> {
-    let id = checked_id("model", id)?;
+/// A model as a request names it: its id (`m_...`), or a registered name (`NAME`, its newest
+/// version), `NAME:VERSION` or `NAME@ALIAS`, looked up in the caller's workspace.
+fn parse_ref(reference: &str) -> Option<(&str, store::Selector<'_>)> {
+    if let Some((name, alias)) = reference.split_once('@') {
+        return (store::valid_model_name(name) && store::valid_alias(alias))
+            .then_some((name, store::Selector::Alias(alias)));
+    }
+    if let Some((name, version)) = reference.split_once(':') {
+        let v = version.parse::<u32>().ok().filter(|v| *v >= 1)?;
+        return store::valid_model_name(name).then_some((name, store::Selector::Version(v)));
+    }
+    store::valid_model_name(reference).then_some((reference, store::Selector::Latest))
+}
+
+/// What a model reference resolved to: the model's id, and for a registered name its
+/// version.
+struct Resolved {
+    id: String,
+    version: Option<(String, u32)>,
+}
+
+impl Resolved {
+    /// Tells the client which model answered: `Mdn-Model: ID`, and for a registered name
+    /// `Mdn-Model-Version: NAME:VERSION`.
+    fn tag(&self, mut r: Response) -> Response {
+        let h = r.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&self.id) {
+            h.insert("mdn-model", v);
+        }
+        if let Some((name, version)) = &self.version
+            && let Ok(v) = HeaderValue::from_str(&format!("{name}:{version}"))
+        {
+            h.insert("mdn-model-version", v);
+        }
+        r
+    }
+}
+
+/// Finds the model a reference names in a workspace the caller sees: a model elsewhere
+/// answers exactly as one that does not exist.
+fn resolve_model(app: &App, who: &Caller, reference: &str) -> ApiResult<Resolved> {
+    if let Some((name, which)) = parse_ref(reference) {
+        return match app.shared.store.resolve(who.home(), name, which)? {
+            Some(v) => Ok(Resolved {
+                id: v.model,
+                version: Some((v.name, v.version)),
+            }),
+            None => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no registered model {reference:?}"),
+            )),
+        };
+    }
+    let id = checked_id("model", reference)?;
     let cached = app
         .models
         .lock()
@@ -1243,31 +1317,32 @@ fn visible_model(app: &App, who: &Caller, id: &str) -> ApiResult<()> {
         None => app.shared.store.model_workspace(id)?,
     };
     match workspace {
-        Some(ws) if who.ws().is_none_or(|w| w == ws) => Ok(()),
+        Some(ws) if who.ws().is_none_or(|w| w == ws) => Ok(Resolved {
+            id: id.to_string(),
+            version: None,
+        }),
         _ => Err(ApiError::not_found("model", id)),
     }
 }
 
-fn load_model(app: &App, who: &Caller, id: &str) -> ApiResult<Arc<Model>> {
-    let id = checked_id("model", id)?;
+/// The model a reference names, loaded (and kept for the next request).
+fn load_model(app: &App, who: &Caller, reference: &str) -> ApiResult<(Arc<Model>, Resolved)> {
+    let resolved = resolve_model(app, who, reference)?;
+    let id = resolved.id.as_str();
     let cached = app
         .models
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
-        .cloned();
-    if let Some((ws, m)) = cached {
-        if who.ws().is_none_or(|w| w == ws) {
-            return Ok(m);
-        }
-        return Err(ApiError::not_found("model", id));
+        .map(|(_, m)| m.clone());
+    if let Some(m) = cached {
+        return Ok((m, resolved));
     }
-    let Some(ws) = app.shared.store.model_workspace(id)? else {
-        return Err(ApiError::not_found("model", id));
-    };
-    if who.ws().is_some_and(|w| w != ws) {
-        return Err(ApiError::not_found("model", id));
-    }
+    let ws = app
+        .shared
+        .store
+        .model_workspace(id)?
+        .ok_or_else(|| ApiError::not_found("model", id))?;
     let path = app.shared.files.model_path(id);
     app.shared.files.fetch(&path)?;
     let model = Arc::new(Model::load(&path)?);
@@ -1275,7 +1350,7 @@ fn load_model(app: &App, who: &Caller, id: &str) -> ApiResult<Arc<Model>> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(id.to_string(), (ws, model.clone()));
-    Ok(model)
+    Ok((model, resolved))
 }
 
 async fn get_model(
@@ -1283,7 +1358,8 @@ async fn get_model(
     axum::Extension(who): Who,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
-    visible_model(&app, &who, &id)?;
+    let resolved = resolve_model(&app, &who, &id)?;
+    let id = resolved.id.clone();
     let path = app.shared.files.model_path(&id);
     let files = app.shared.files.clone();
     let fetched = path.clone();
@@ -1306,6 +1382,7 @@ async fn get_model(
         bytes,
     )
         .into_response())
+    .map(|r| resolved.tag(r))
 }
 
 /// Rows sent to a model: `rows` (each the features in the model's order, then for `/eval`
@@ -1469,8 +1546,8 @@ async fn predict(
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     bounded(&app, &r, 1)?;
-    let model = load_model(&app, &who, &id)?;
-    blocking(move || {
+    let (model, resolved) = load_model(&app, &who, &id)?;
+    let answer = blocking(move || {
         let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
         let data = dataset(&model, &r, false)?;
         let pred = model.predict(&mut CpuBackend::with_threads(1), &data)?;
@@ -1478,7 +1555,8 @@ async fn predict(
             &model, &pred, &qs, None,
         )))
     })
-    .await
+    .await?;
+    Ok(resolved.tag(answer))
 }
 
 async fn sample(
@@ -1495,8 +1573,8 @@ async fn sample(
         )));
     }
     bounded(&app, &r, n)?;
-    let model = load_model(&app, &who, &id)?;
-    blocking(move || {
+    let (model, resolved) = load_model(&app, &who, &id)?;
+    let answer = blocking(move || {
         let data = dataset(&model, &r, false)?;
         let samples = model.sample(
             &mut CpuBackend::with_threads(1),
@@ -1510,7 +1588,8 @@ async fn sample(
             &model, data.rows, n, r.seed, &samples,
         )))
     })
-    .await
+    .await?;
+    Ok(resolved.tag(answer))
 }
 
 async fn eval(
@@ -1521,15 +1600,16 @@ async fn eval(
 ) -> ApiResult<Response> {
     let r: Rows = parse_json(&body)?;
     bounded(&app, &r, 1)?;
-    let model = load_model(&app, &who, &id)?;
-    blocking(move || {
+    let (model, resolved) = load_model(&app, &who, &id)?;
+    let answer = blocking(move || {
         let data = dataset(&model, &r, true)?;
         let e = crate::tables::evaluate(&model, &mut CpuBackend::with_threads(1), &data)?;
         Ok(json_text(
             &json!({"rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores}),
         ))
     })
-    .await
+    .await?;
+    Ok(resolved.tag(answer))
 }
 
 /// Server-Sent Events of every job, from now on (no history): what the dashboard's job list
@@ -1570,6 +1650,231 @@ async fn all_events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+// ---- the model registry ----
+
+fn checked_name(name: &str) -> ApiResult<&str> {
+    if store::valid_model_name(name) {
+        Ok(name)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no registered model {name:?}"),
+        ))
+    }
+}
+
+fn no_version(name: &str, version: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("registered model {name:?} has no version {version}"),
+    )
+}
+
+async fn list_registry(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+) -> ApiResult<axum::Json<Value>> {
+    Ok(axum::Json(
+        json!({"models": app.shared.store.registry(who.ws())?}),
+    ))
+}
+
+async fn get_registered(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Value>> {
+    let name = checked_name(&name)?;
+    let versions = app.shared.store.versions(who.home(), name)?;
+    if versions.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no registered model {name:?}"),
+        ));
+    }
+    let mut aliases = serde_json::Map::new();
+    for v in &versions {
+        for a in &v.aliases {
+            aliases.insert(a.clone(), Value::from(v.version));
+        }
+    }
+    Ok(axum::Json(json!({
+        "name": name,
+        "workspace": who.home(),
+        "latest": versions.last().map(|v| v.version),
+        "aliases": aliases,
+        "versions": versions,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewVersion {
+    /// The model's id (a finished job's `model`).
+    model: String,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn checked_tags(tags: &[String]) -> ApiResult<()> {
+    if tags.len() > 50
+        || tags
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 100 || t.chars().any(|c| c.is_control()))
+    {
+        return Err(ApiError::bad(
+            "tags: at most 50, each 1 to 100 characters without control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Registers a model (by id) as the next version of a name.
+async fn add_version(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    if !store::valid_model_name(&name) {
+        return Err(ApiError::bad(format!(
+            "{name:?} is not a model name (1 to 64 letters, digits, '.', '-' and '_', starting with a letter, not m_...)"
+        )));
+    }
+    let r: NewVersion = parse_json(&body)?;
+    checked_tags(&r.tags)?;
+    if !valid_id(&r.model) {
+        return Err(ApiError::bad(format!("model: no model with id {:?}", r.model)));
+    }
+    match app
+        .shared
+        .store
+        .register(who.home(), &name, &r.model, &r.tags, who.by())?
+    {
+        Some(v) => {
+            log::info!(
+                "model {} registered as {name}:{} in {}{}",
+                r.model,
+                v.version,
+                who.home(),
+                by_text(&who)
+            );
+            Ok((StatusCode::CREATED, axum::Json(v)).into_response())
+        }
+        None => Err(ApiError::bad(format!("model: no model with id {:?}", r.model))),
+    }
+}
+
+fn version_number(name: &str, version: &str) -> ApiResult<u32> {
+    version
+        .parse::<u32>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| no_version(name, version))
+}
+
+async fn get_version(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<axum::Json<store::VersionRow>> {
+    let name = checked_name(&name)?;
+    let n = version_number(name, &version)?;
+    match app
+        .shared
+        .store
+        .resolve(who.home(), name, store::Selector::Version(n))?
+    {
+        Some(v) => Ok(axum::Json(v)),
+        None => Err(no_version(name, &version)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VersionChange {
+    tags: Vec<String>,
+}
+
+/// Sets a version's tags.
+async fn put_version(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path((name, version)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<axum::Json<store::VersionRow>> {
+    let name = checked_name(&name)?;
+    let n = version_number(name, &version)?;
+    let r: VersionChange = parse_json(&body)?;
+    checked_tags(&r.tags)?;
+    let store = &app.shared.store;
+    if !store.set_tags(who.home(), name, n, &r.tags)? {
+        return Err(no_version(name, &version));
+    }
+    store
+        .resolve(who.home(), name, store::Selector::Version(n))?
+        .map(axum::Json)
+        .ok_or_else(|| no_version(name, &version))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AliasChange {
+    version: u32,
+}
+
+/// Points an alias at a version (made, or moved in one statement).
+async fn put_alias(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path((name, alias)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<axum::Json<Value>> {
+    let name = checked_name(&name)?;
+    if !store::valid_alias(&alias) {
+        return Err(ApiError::bad(format!(
+            "{alias:?} is not an alias (1 to 40 letters, digits, '-' and '_', starting with a letter)"
+        )));
+    }
+    let r: AliasChange = parse_json(&body)?;
+    if !app
+        .shared
+        .store
+        .set_alias(who.home(), name, &alias, r.version, who.by())?
+    {
+        return Err(no_version(name, &r.version.to_string()));
+    }
+    log::info!(
+        "{name}@{alias} -> version {} in {}{}",
+        r.version,
+        who.home(),
+        by_text(&who)
+    );
+    Ok(axum::Json(
+        json!({"name": name, "alias": alias, "version": r.version}),
+    ))
+}
+
+async fn delete_alias(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path((name, alias)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let name = checked_name(&name)?;
+    if store::valid_alias(&alias) && app.shared.store.delete_alias(who.home(), name, &alias)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("registered model {name:?} has no alias {alias:?}"),
+        ))
+    }
 }
 
 // ---- keys and workspaces ----
@@ -1773,8 +2078,8 @@ async fn plot(
     let panel: crate::plot::Panel = panel_name.parse().map_err(|e: String| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("panel: {e}"))
     })?;
-    let model = load_model(&app, &who, &id)?;
-    let id = id.clone();
+    let (model, resolved) = load_model(&app, &who, &id)?;
+    let id = resolved.id.clone();
     let shared = app.shared.clone();
     blocking(move || {
         let store = &shared.store;

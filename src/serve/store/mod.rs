@@ -169,6 +169,68 @@ pub enum Added {
     OverQuota(OverQuota),
 }
 
+/// Whether `name` can name a registered model: 1 to 64 letters, digits, `.`, `-` and `_`,
+/// starting with a letter, and not shaped like a model id (`m_` and hex digits), so that
+/// `/v1/models/{name}` is never ambiguous.
+pub fn valid_model_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphabetic()
+        && b
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
+        && !name.starts_with("m_")
+}
+
+/// Whether `alias` can name an alias (`production`, `staging`): 1 to 40 letters, digits,
+/// `-` and `_`, starting with a letter, and not all digits (those are versions).
+pub fn valid_alias(alias: &str) -> bool {
+    let b = alias.as_bytes();
+    !b.is_empty()
+        && b.len() <= 40
+        && b[0].is_ascii_alphabetic()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+}
+
+/// A version of a registered model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VersionRow {
+    pub name: String,
+    pub workspace: String,
+    /// 1, 2, ... in the order they were registered.
+    pub version: u32,
+    /// The model's id (`/v1/models/{id}`).
+    pub model: String,
+    /// The job that trained it, if it was registered by its job.
+    pub job: Option<String>,
+    pub tags: Vec<String>,
+    /// The aliases that point at this version now.
+    pub aliases: Vec<String>,
+    pub created: f64,
+    pub created_by: Option<String>,
+}
+
+/// A registered model name: its newest version and its aliases.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RegisteredModel {
+    pub name: String,
+    pub workspace: String,
+    pub latest: u32,
+    pub versions: u32,
+    /// alias -> version.
+    pub aliases: std::collections::BTreeMap<String, u32>,
+    pub created: f64,
+}
+
+/// Which version of a registered model a request means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector<'a> {
+    Latest,
+    Version(u32),
+    Alias(&'a str),
+}
+
 /// An uploaded data set.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DatasetRow {
@@ -192,6 +254,8 @@ pub struct JobRow {
     pub workspace: String,
     /// The key that submitted it (`name (key_...)`), None without keys.
     pub created_by: Option<String>,
+    /// The registered model name its model becomes a new version of, when it succeeds.
+    pub register: Option<String>,
     pub status: String,
     pub dataset: String,
     /// What the client sent: target, features and options.
@@ -326,6 +390,8 @@ pub struct NewJob<'a> {
     pub request: &'a Value,
     /// The [`crate::job::TrainJob`] the worker runs, as JSON.
     pub spec: &'a str,
+    /// Registers the job's model under this name (a new version) when it succeeds.
+    pub register: Option<&'a str>,
 }
 
 /// How [`Store::insert_job`] went.
@@ -431,6 +497,38 @@ pub trait Store: Send + Sync {
     fn touch_key(&self, id: &str, t: f64) -> Result<()>;
     /// Whether any key was ever made (revoked ones count): then every request needs one.
     fn any_keys(&self) -> Result<bool>;
+
+    /// Registers model `model` (of workspace `ws`) as the next version of `name` there;
+    /// None when `ws` has no such model.
+    fn register(
+        &self,
+        ws: &str,
+        name: &str,
+        model: &str,
+        tags: &[String],
+        by: Option<&str>,
+    ) -> Result<Option<VersionRow>>;
+    /// Registered names, by name (`ws` None: of every workspace).
+    fn registry(&self, ws: Ws) -> Result<Vec<RegisteredModel>>;
+    /// The versions of `name` in `ws`, oldest first (empty: no such name).
+    fn versions(&self, ws: &str, name: &str) -> Result<Vec<VersionRow>>;
+    /// The version a selector means, read in one statement (an alias moving meanwhile gives
+    /// the old version or the new one, never neither).
+    fn resolve(&self, ws: &str, name: &str, which: Selector) -> Result<Option<VersionRow>>;
+    /// Sets a version's tags; false when there is no such version.
+    fn set_tags(&self, ws: &str, name: &str, version: u32, tags: &[String]) -> Result<bool>;
+    /// Points `alias` at `version` (made, or moved from wherever it pointed); false when
+    /// there is no such version.
+    fn set_alias(
+        &self,
+        ws: &str,
+        name: &str,
+        alias: &str,
+        version: u32,
+        by: Option<&str>,
+    ) -> Result<bool>;
+    /// Removes an alias; false when there was none.
+    fn delete_alias(&self, ws: &str, name: &str, alias: &str) -> Result<bool>;
 }
 
 /// Runs blocking work (a database or object store call) from anywhere: on the HTTP
@@ -520,6 +618,27 @@ fn cancel_requested_event(by: Option<&str>) -> Value {
     let mut e = serde_json::json!({"type": "cancel_requested"});
     if let Some(by) = by {
         e["by"] = Value::from(by);
+    }
+    e
+}
+
+/// A version's aliases from the store's comma-joined list, sorted.
+fn alias_list(joined: Option<String>) -> Vec<String> {
+    let mut v: Vec<String> = joined
+        .unwrap_or_default()
+        .split(',')
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+/// The status event of a job whose model was registered: with `registered`.
+fn with_registered(event: &Value, v: Option<&VersionRow>) -> Value {
+    let mut e = event.clone();
+    if let Some(v) = v {
+        e["registered"] = serde_json::json!({"name": v.name, "version": v.version});
     }
     e
 }

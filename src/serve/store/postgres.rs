@@ -19,7 +19,7 @@ use super::*;
 
 /// Schema versions, applied in order under an advisory lock (so that processes starting
 /// together apply each once); `mdn_migrations` records which ran.
-const MIGRATIONS: [&str; 2] = ["
+const MIGRATIONS: [&str; 3] = ["
 CREATE TABLE datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows BIGINT NOT NULL,
     columns TEXT NOT NULL, bytes BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,
@@ -57,6 +57,18 @@ CREATE INDEX datasets_workspace ON datasets(workspace, created);
 CREATE INDEX jobs_workspace ON jobs(workspace, status);
 UPDATE jobs SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
 UPDATE datasets SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
+", "
+ALTER TABLE jobs ADD COLUMN register TEXT;
+CREATE TABLE registry (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (workspace, name));
+CREATE TABLE versions (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, model TEXT NOT NULL,
+    job TEXT, tags TEXT NOT NULL DEFAULT '[]', created DOUBLE PRECISION NOT NULL, created_by TEXT,
+    PRIMARY KEY (workspace, name, version));
+CREATE TABLE aliases (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
+    updated DOUBLE PRECISION NOT NULL, updated_by TEXT, PRIMARY KEY (workspace, name, alias));
 "];
 
 /// The database's clock, in seconds since the Unix epoch.
@@ -64,7 +76,7 @@ const DB_NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::float8";
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished, workspace, created_by";
+    attempts, worker, created, started, finished, workspace, created_by, register";
 
 const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
 
@@ -100,7 +112,69 @@ fn job_row(r: &Row) -> JobRow {
         finished: r.get(20),
         workspace: r.get(21),
         created_by: r.get(22),
+        register: r.get(23),
     }
+}
+
+const VERSION_COLUMNS: &str = "v.workspace, v.name, v.version, v.model, v.job, v.tags, v.created, v.created_by, \
+    (SELECT string_agg(a.alias, ',') FROM aliases a WHERE a.workspace = v.workspace AND a.name = v.name AND a.version = v.version)";
+
+fn version_row(r: &Row) -> VersionRow {
+    let tags: String = r.get(5);
+    VersionRow {
+        workspace: r.get(0),
+        name: r.get(1),
+        version: r.get::<_, i32>(2) as u32,
+        model: r.get(3),
+        job: r.get(4),
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        created: r.get(6),
+        created_by: r.get(7),
+        aliases: alias_list(r.get(8)),
+    }
+}
+
+/// Adds the next version of `name` (inside `tx`; the name's row locked, so that versions
+/// registered at once are numbered in turn).
+fn register_tx(
+    tx: &mut Transaction,
+    ws: &str,
+    name: &str,
+    model: &str,
+    job: Option<&str>,
+    tags: &[String],
+    by: Option<&str>,
+) -> Result<VersionRow, ::postgres::Error> {
+    let t = now();
+    tx.execute(
+        "INSERT INTO registry (workspace, name, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        &[&ws, &name, &t],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM registry WHERE workspace = $1 AND name = $2 FOR UPDATE",
+        &[&ws, &name],
+    )?;
+    let version: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE workspace = $1 AND name = $2",
+            &[&ws, &name],
+        )?
+        .get(0);
+    tx.execute(
+        "INSERT INTO versions (workspace, name, version, model, job, tags, created, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&ws, &name, &version, &model, &job, &serde_json::to_string(tags).expect("tags"), &t, &by],
+    )?;
+    Ok(VersionRow {
+        name: name.into(),
+        workspace: ws.into(),
+        version: version as u32,
+        model: model.into(),
+        job: job.map(str::to_string),
+        tags: tags.to_vec(),
+        aliases: vec![],
+        created: t,
+        created_by: by.map(str::to_string),
+    })
 }
 
 fn dataset_row(r: &Row) -> DatasetRow {
@@ -524,7 +598,7 @@ impl Store for PostgresStore {
                 }
             }
             let added = tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[
                     &job.id,
                     &job.dataset,
@@ -534,6 +608,7 @@ impl Store for PostgresStore {
                     &key,
                     &job.workspace,
                     &job.created_by,
+                    &job.register,
                 ],
             )?;
             if added == 0 {
@@ -752,6 +827,17 @@ impl Store for PostgresStore {
                     "UPDATE jobs SET status = $2, error = $3, model = $4, finished = $5, eta_seconds = 0, lease = NULL, lease_expires = NULL, worker = NULL WHERE id = $1",
                     &[&id, &outcome.status, &outcome.error, &outcome.model, &t],
                 )?;
+                // A job that asked for it registers its model, in the same transaction.
+                let row = tx.query_one(
+                    "SELECT workspace, register, created_by FROM jobs WHERE id = $1",
+                    &[&id],
+                )?;
+                let (ws, register, by): (String, Option<String>, Option<String>) =
+                    (row.get(0), row.get(1), row.get(2));
+                if let (SUCCEEDED, Some(m), Some(name)) = (outcome.status, outcome.model, register) {
+                    let v = register_tx(tx, &ws, &name, m, Some(id), &[], by.as_deref())?;
+                    return append_tx(tx, id, None, &with_registered(event, Some(&v)));
+                }
             }
             append_tx(tx, id, None, event)
         })
@@ -904,6 +990,133 @@ impl Store for PostgresStore {
     fn any_keys(&self) -> Result<bool> {
         self.with(|c| c.query_opt("SELECT 1 FROM keys LIMIT 1", &[]))
             .map(|r| r.is_some())
+    }
+
+    fn register(
+        &self,
+        ws: &str,
+        name: &str,
+        model: &str,
+        tags: &[String],
+        by: Option<&str>,
+    ) -> Result<Option<VersionRow>> {
+        self.tx(|tx| {
+            let job = tx.query_opt(
+                "SELECT job FROM models WHERE id = $1 AND workspace = $2",
+                &[&model, &ws],
+            )?;
+            match job {
+                None => Ok(None),
+                Some(r) => {
+                    let job: Option<String> = r.get(0);
+                    register_tx(tx, ws, name, model, job.as_deref(), tags, by).map(Some)
+                }
+            }
+        })
+    }
+
+    fn registry(&self, ws: Ws) -> Result<Vec<RegisteredModel>> {
+        self.with(|c| {
+            let mut out: Vec<RegisteredModel> = c
+                .query(
+                    "SELECT r.workspace, r.name, r.created, \
+                     (SELECT MAX(version) FROM versions v WHERE v.workspace = r.workspace AND v.name = r.name), \
+                     (SELECT COUNT(*) FROM versions v WHERE v.workspace = r.workspace AND v.name = r.name) \
+                     FROM registry r WHERE $1::TEXT IS NULL OR r.workspace = $1 ORDER BY r.name, r.workspace",
+                    &[&ws],
+                )?
+                .iter()
+                .map(|r| RegisteredModel {
+                    workspace: r.get(0),
+                    name: r.get(1),
+                    created: r.get(2),
+                    latest: r.get::<_, Option<i32>>(3).unwrap_or(0) as u32,
+                    versions: r.get::<_, i64>(4) as u32,
+                    aliases: Default::default(),
+                })
+                .collect();
+            for r in c.query(
+                "SELECT workspace, name, alias, version FROM aliases WHERE $1::TEXT IS NULL OR workspace = $1",
+                &[&ws],
+            )? {
+                let (w, n): (String, String) = (r.get(0), r.get(1));
+                if let Some(m) = out.iter_mut().find(|m| m.workspace == w && m.name == n) {
+                    m.aliases.insert(r.get(2), r.get::<_, i32>(3) as u32);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn versions(&self, ws: &str, name: &str) -> Result<Vec<VersionRow>> {
+        self.with(|c| {
+            c.query(
+                &format!("SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = $1 AND v.name = $2 ORDER BY v.version"),
+                &[&ws, &name],
+            )
+            .map(|rows| rows.iter().map(version_row).collect())
+        })
+    }
+
+    fn resolve(&self, ws: &str, name: &str, which: Selector) -> Result<Option<VersionRow>> {
+        let base = format!("SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = $1 AND v.name = $2");
+        self.with(|c| {
+            match which {
+                Selector::Latest => c.query_opt(
+                    &format!("{base} ORDER BY v.version DESC LIMIT 1"),
+                    &[&ws, &name],
+                ),
+                Selector::Version(n) => c.query_opt(
+                    &format!("{base} AND v.version = $3"),
+                    &[&ws, &name, &(n as i32)],
+                ),
+                Selector::Alias(a) => c.query_opt(
+                    &format!("{base} AND v.version = (SELECT version FROM aliases WHERE workspace = $1 AND name = $2 AND alias = $3)"),
+                    &[&ws, &name, &a],
+                ),
+            }
+            .map(|r| r.as_ref().map(version_row))
+        })
+    }
+
+    fn set_tags(&self, ws: &str, name: &str, version: u32, tags: &[String]) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE versions SET tags = $4 WHERE workspace = $1 AND name = $2 AND version = $3",
+                &[&ws, &name, &(version as i32), &serde_json::to_string(tags).expect("tags")],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    fn set_alias(
+        &self,
+        ws: &str,
+        name: &str,
+        alias: &str,
+        version: u32,
+        by: Option<&str>,
+    ) -> Result<bool> {
+        self.with(|c| {
+            // One statement: the alias points at the version only if that version exists.
+            c.execute(
+                "INSERT INTO aliases (workspace, name, alias, version, updated, updated_by) \
+                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM versions WHERE workspace = $1 AND name = $2 AND version = $4) \
+                 ON CONFLICT (workspace, name, alias) DO UPDATE SET version = EXCLUDED.version, updated = EXCLUDED.updated, updated_by = EXCLUDED.updated_by",
+                &[&ws, &name, &alias, &(version as i32), &now(), &by],
+            )
+        })
+        .map(|n| n == 1)
+    }
+
+    fn delete_alias(&self, ws: &str, name: &str, alias: &str) -> Result<bool> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM aliases WHERE workspace = $1 AND name = $2 AND alias = $3",
+                &[&ws, &name, &alias],
+            )
+        })
+        .map(|n| n == 1)
     }
 }
 

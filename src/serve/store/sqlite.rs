@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::*;
 
 /// Schema versions, applied in order (`PRAGMA user_version` says how many ran).
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows INTEGER NOT NULL,
@@ -62,11 +62,25 @@ CREATE INDEX jobs_workspace ON jobs(workspace, status);
 UPDATE jobs SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
 UPDATE datasets SET idempotency_key = 'default/' || idempotency_key WHERE idempotency_key IS NOT NULL;
 ",
+    // The model registry: names, versions, aliases; a job may register its model.
+    "
+ALTER TABLE jobs ADD COLUMN register TEXT;
+CREATE TABLE registry (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (workspace, name));
+CREATE TABLE versions (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL, model TEXT NOT NULL,
+    job TEXT, tags TEXT NOT NULL DEFAULT '[]', created REAL NOT NULL, created_by TEXT,
+    PRIMARY KEY (workspace, name, version));
+CREATE TABLE aliases (
+    workspace TEXT NOT NULL, name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
+    updated REAL NOT NULL, updated_by TEXT, PRIMARY KEY (workspace, name, alias));
+",
 ];
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished, workspace, created_by";
+    attempts, worker, created, started, finished, workspace, created_by, register";
 
 const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
 
@@ -113,6 +127,62 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         finished: r.get(20)?,
         workspace: r.get(21)?,
         created_by: r.get(22)?,
+        register: r.get(23)?,
+    })
+}
+
+const VERSION_COLUMNS: &str = "v.workspace, v.name, v.version, v.model, v.job, v.tags, v.created, v.created_by, \
+    (SELECT group_concat(a.alias, ',') FROM aliases a WHERE a.workspace = v.workspace AND a.name = v.name AND a.version = v.version)";
+
+fn version_row(r: &rusqlite::Row) -> rusqlite::Result<VersionRow> {
+    let tags: String = r.get(5)?;
+    Ok(VersionRow {
+        workspace: r.get(0)?,
+        name: r.get(1)?,
+        version: r.get::<_, i64>(2)? as u32,
+        model: r.get(3)?,
+        job: r.get(4)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        created: r.get(6)?,
+        created_by: r.get(7)?,
+        aliases: alias_list(r.get(8)?),
+    })
+}
+
+/// Adds the next version of `name` (inside `tx`).
+fn register_tx(
+    tx: &Transaction,
+    ws: &str,
+    name: &str,
+    model: &str,
+    job: Option<&str>,
+    tags: &[String],
+    by: Option<&str>,
+) -> rusqlite::Result<VersionRow> {
+    let t = now();
+    tx.execute(
+        "INSERT INTO registry (workspace, name, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+        params![ws, name, t],
+    )?;
+    let version: i64 = tx.query_row(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE workspace = ?1 AND name = ?2",
+        params![ws, name],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "INSERT INTO versions (workspace, name, version, model, job, tags, created, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![ws, name, version, model, job, serde_json::to_string(tags).expect("tags"), t, by],
+    )?;
+    Ok(VersionRow {
+        name: name.into(),
+        workspace: ws.into(),
+        version: version as u32,
+        model: model.into(),
+        job: job.map(str::to_string),
+        tags: tags.to_vec(),
+        aliases: vec![],
+        created: t,
+        created_by: by.map(str::to_string),
     })
 }
 
@@ -451,8 +521,8 @@ impl Store for SqliteStore {
                 }
             }
             tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by],
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by, job.register],
             )?;
             let posted = append_tx(tx, job.id, &queued_event(job.created_by))?;
             Ok(Queued::New(posted))
@@ -650,6 +720,16 @@ impl Store for SqliteStore {
                     "UPDATE jobs SET status = ?2, error = ?3, model = ?4, finished = ?5, eta_seconds = 0, lease = NULL, lease_expires = NULL, worker = NULL WHERE id = ?1",
                     params![id, outcome.status, outcome.error, outcome.model, t],
                 )?;
+                // A job that asked for it registers its model, in the same transaction.
+                let (ws, register, by): (String, Option<String>, Option<String>) = tx.query_row(
+                    "SELECT workspace, register, created_by FROM jobs WHERE id = ?1",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                if let (SUCCEEDED, Some(m), Some(name)) = (outcome.status, outcome.model, register) {
+                    let v = register_tx(tx, &ws, &name, m, Some(id), &[], by.as_deref())?;
+                    return append_tx(tx, id, &with_registered(event, Some(&v))).map(Some);
+                }
             }
             append_tx(tx, id, event).map(Some)
         })
@@ -802,5 +882,152 @@ impl Store for SqliteStore {
             .optional()
             .map_err(db)?
             .is_some())
+    }
+
+    fn register(
+        &self,
+        ws: &str,
+        name: &str,
+        model: &str,
+        tags: &[String],
+        by: Option<&str>,
+    ) -> Result<Option<VersionRow>> {
+        self.tx(|tx| {
+            let job: Option<Option<String>> = tx
+                .query_row(
+                    "SELECT job FROM models WHERE id = ?1 AND workspace = ?2",
+                    params![model, ws],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match job {
+                None => Ok(None),
+                Some(job) => register_tx(tx, ws, name, model, job.as_deref(), tags, by).map(Some),
+            }
+        })
+    }
+
+    fn registry(&self, ws: Ws) -> Result<Vec<RegisteredModel>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT r.workspace, r.name, r.created, \
+                 (SELECT MAX(version) FROM versions v WHERE v.workspace = r.workspace AND v.name = r.name), \
+                 (SELECT COUNT(*) FROM versions v WHERE v.workspace = r.workspace AND v.name = r.name) \
+                 FROM registry r WHERE ?1 IS NULL OR r.workspace = ?1 ORDER BY r.name, r.workspace",
+            )
+            .map_err(db)?;
+        let mut out: Vec<RegisteredModel> = st
+            .query_map([ws], |r| {
+                Ok(RegisteredModel {
+                    workspace: r.get(0)?,
+                    name: r.get(1)?,
+                    created: r.get(2)?,
+                    latest: r.get::<_, Option<i64>>(3)?.unwrap_or(0) as u32,
+                    versions: r.get::<_, i64>(4)? as u32,
+                    aliases: Default::default(),
+                })
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db)?;
+        let mut st = c
+            .prepare("SELECT workspace, name, alias, version FROM aliases WHERE ?1 IS NULL OR workspace = ?1")
+            .map_err(db)?;
+        let aliases = st
+            .query_map([ws], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+            })
+            .map_err(db)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db)?;
+        for (w, n, a, v) in aliases {
+            if let Some(m) = out.iter_mut().find(|m| m.workspace == w && m.name == n) {
+                m.aliases.insert(a, v as u32);
+            }
+        }
+        Ok(out)
+    }
+
+    fn versions(&self, ws: &str, name: &str) -> Result<Vec<VersionRow>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(&format!(
+                "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = ?1 AND v.name = ?2 ORDER BY v.version"
+            ))
+            .map_err(db)?;
+        let rows = st.query_map(params![ws, name], version_row).map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
+    fn resolve(&self, ws: &str, name: &str, which: Selector) -> Result<Option<VersionRow>> {
+        let c = self.conn();
+        let base = format!("SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = ?1 AND v.name = ?2");
+        match which {
+            Selector::Latest => c.query_row(
+                &format!("{base} ORDER BY v.version DESC LIMIT 1"),
+                params![ws, name],
+                version_row,
+            ),
+            Selector::Version(n) => c.query_row(
+                &format!("{base} AND v.version = ?3"),
+                params![ws, name, n as i64],
+                version_row,
+            ),
+            Selector::Alias(a) => c.query_row(
+                &format!("{base} AND v.version = (SELECT version FROM aliases WHERE workspace = ?1 AND name = ?2 AND alias = ?3)"),
+                params![ws, name, a],
+                version_row,
+            ),
+        }
+        .optional()
+        .map_err(db)
+    }
+
+    fn set_tags(&self, ws: &str, name: &str, version: u32, tags: &[String]) -> Result<bool> {
+        self.tx(|tx| {
+            Ok(tx.execute(
+                "UPDATE versions SET tags = ?4 WHERE workspace = ?1 AND name = ?2 AND version = ?3",
+                params![ws, name, version as i64, serde_json::to_string(tags).expect("tags")],
+            )? == 1)
+        })
+    }
+
+    fn set_alias(
+        &self,
+        ws: &str,
+        name: &str,
+        alias: &str,
+        version: u32,
+        by: Option<&str>,
+    ) -> Result<bool> {
+        self.tx(|tx| {
+            let exists = tx
+                .query_row(
+                    "SELECT 1 FROM versions WHERE workspace = ?1 AND name = ?2 AND version = ?3",
+                    params![ws, name, version as i64],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if !exists {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO aliases (workspace, name, alias, version, updated, updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (workspace, name, alias) DO UPDATE SET version = excluded.version, updated = excluded.updated, updated_by = excluded.updated_by",
+                params![ws, name, alias, version as i64, now(), by],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn delete_alias(&self, ws: &str, name: &str, alias: &str) -> Result<bool> {
+        self.tx(|tx| {
+            Ok(tx.execute(
+                "DELETE FROM aliases WHERE workspace = ?1 AND name = ?2 AND alias = ?3",
+                params![ws, name, alias],
+            )? == 1)
+        })
     }
 }
