@@ -79,8 +79,12 @@ pub enum Command {
     Status(JobIdArgs),
     /// Cancel a job of a training service (a running one keeps its best model so far)
     Cancel(JobIdArgs),
-    /// Download the model of a finished job (or a model by its id) from a training service
+    /// Download the model of a finished job (or a model by its id, NAME, NAME:VERSION or
+    /// NAME@ALIAS) from a training service
     Fetch(FetchArgs),
+    /// A training service's registered models: names, versions, tags and aliases (with
+    /// --alias ALIAS=VERSION: point an alias at a version)
+    Models(ModelsArgs),
 }
 
 /// Where the training service is and how to authenticate.
@@ -89,9 +93,27 @@ pub struct ServerArgs {
     /// The service's address
     #[arg(long, env = "MDN_SERVER", default_value = "http://127.0.0.1:7878")]
     pub server: String,
-    /// File holding the service's bearer token (or MDN_TOKEN)
+    /// File holding the service's bearer token or API key (or MDN_TOKEN)
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// With a server admin key: the workspace to act in (sent as Mdn-Workspace)
+    #[arg(long, env = "MDN_WORKSPACE")]
+    pub workspace: Option<String>,
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// A registered name: its versions (without: every name)
+    pub name: Option<String>,
+    /// Point an alias of NAME at a version, ALIAS=VERSION (production=3); moves it if it
+    /// points elsewhere
+    #[arg(long, requires = "name")]
+    pub alias: Option<String>,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -104,6 +126,9 @@ pub struct SubmitArgs {
     /// model to --out
     #[arg(long)]
     pub wait: bool,
+    /// When the job succeeds, register its model as the next version of this name
+    #[arg(long)]
+    pub register: Option<String>,
 }
 
 #[derive(Args)]

@@ -12,13 +12,14 @@ use mdn::train::{EpochReport, TrainEvent};
 use mdn::{Error, Result};
 
 use super::Exit;
-use super::args::{FetchArgs, JobIdArgs, JobsArgs, ServerArgs, SubmitArgs};
+use super::args::{FetchArgs, JobIdArgs, JobsArgs, ModelsArgs, ServerArgs, SubmitArgs};
 use super::output::{print_json, write_output};
 use super::progress::{Progress, interrupt_flag, message};
 
 struct Client {
     base: String,
     token: Option<String>,
+    workspace: Option<String>,
     agent: ureq::Agent,
 }
 
@@ -45,7 +46,12 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(10)))
             .build()
             .into();
-        Ok(Client { base, token, agent })
+        Ok(Client {
+            base,
+            token,
+            workspace: a.workspace.clone(),
+            agent,
+        })
     }
 
     fn unreachable(&self, e: ureq::Error) -> Error {
@@ -56,10 +62,24 @@ impl Client {
     }
 
     fn auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        let r = match &self.workspace {
+            Some(w) => r.header("Mdn-Workspace", w),
+            None => r,
+        };
         match &self.token {
             Some(t) => r.header("Authorization", format!("Bearer {t}")),
             None => r,
         }
+    }
+
+    fn put(&self, path: &str, body: &[u8]) -> Result<Value> {
+        let r = self
+            .auth(self.agent.put(format!("{}{path}", self.base)))
+            .send(body);
+        let mut r = self.check(r)?;
+        r.body_mut()
+            .read_json()
+            .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
     }
 
     /// The body of a successful answer; an error answer becomes the server's message.
@@ -200,6 +220,9 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
     }
     if !job.features.is_empty() {
         req["features"] = json!(job.features);
+    }
+    if let Some(name) = &a.register {
+        req["register"] = json!(name);
     }
     let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
     let id = sub["id"].as_str().unwrap_or_default().to_string();
@@ -448,4 +471,70 @@ pub fn fetch(a: FetchArgs) -> Result<()> {
     write_output(Some(&a.out), &bytes)?;
     message(&format!("wrote {} (model {model})", a.out.display()));
     Ok(())
+}
+
+pub fn models(a: ModelsArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let Some(name) = &a.name else {
+        let v = c.get("/v1/registry")?;
+        if a.json {
+            return print_json(&v);
+        }
+        let mut out = format!("{:<24} {:>7} {:>8}  {}\n", "name", "latest", "versions", "aliases");
+        for m in v["models"].as_array().into_iter().flatten() {
+            let aliases: Vec<String> = m["aliases"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(a, v)| format!("{a}={v}"))
+                .collect();
+            out.push_str(&format!(
+                "{:<24} {:>7} {:>8}  {}\n",
+                cell(&m["name"], 0),
+                cell(&m["latest"], 0),
+                cell(&m["versions"], 0),
+                if aliases.is_empty() { "-".into() } else { aliases.join(" ") }
+            ));
+        }
+        return write_output(None, out.as_bytes());
+    };
+    let path = format!("/v1/registry/{}", urlencode(name));
+    if let Some(spec) = &a.alias {
+        let (alias, version) = spec
+            .split_once('=')
+            .and_then(|(a, v)| Some((a, v.parse::<u32>().ok()?)))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "--alias {spec}: expected ALIAS=VERSION, such as production=3"
+                ))
+            })?;
+        c.put(
+            &format!("{path}/aliases/{}", urlencode(alias)),
+            json!({"version": version}).to_string().as_bytes(),
+        )?;
+        message(&format!("{name}@{alias} is version {version}"));
+    }
+    let v = c.get(&path)?;
+    if a.json {
+        return print_json(&v);
+    }
+    let mut out = format!(
+        "{:>7}  {:<22} {:<22} {:<20} {}\n",
+        "version", "model", "job", "aliases", "tags"
+    );
+    for r in v["versions"].as_array().into_iter().flatten() {
+        let list = |k: &str| {
+            let items: Vec<&str> = r[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            if items.is_empty() { "-".to_string() } else { items.join(",") }
+        };
+        out.push_str(&format!(
+            "{:>7}  {:<22} {:<22} {:<20} {}\n",
+            cell(&r["version"], 0),
+            cell(&r["model"], 0),
+            cell(&r["job"], 0),
+            list("aliases"),
+            list("tags")
+        ));
+    }
+    write_output(None, out.as_bytes())
 }
