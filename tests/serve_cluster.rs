@@ -706,12 +706,28 @@ fn a_key_revoked_on_one_api_process_is_refused_by_another_at_once() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
     };
     let admin = add(&["--workspace", "team", "--scope", "admin", "--name", "lead"]);
     let reader = add(&["--workspace", "team", "--scope", "read", "--name", "dash"]);
-    let other = add(&["--workspace", "elsewhere", "--scope", "write", "--name", "x"]);
+    let other = add(&[
+        "--workspace",
+        "elsewhere",
+        "--scope",
+        "write",
+        "--name",
+        "x",
+    ]);
     let (r1, r2) = (one.with_key(&reader), two.with_key(&reader));
     assert_eq!(r1.call("GET", "/v1/jobs", None).0, 200);
     assert_eq!(r2.call("GET", "/v1/jobs", None).0, 200);
@@ -719,8 +735,18 @@ fn a_key_revoked_on_one_api_process_is_refused_by_another_at_once() {
     let up = one.with_key(&other).upload(&asset("bishop.csv"), "b.csv");
     let ds = up["id"].as_str().unwrap();
     assert_eq!(r2.call("GET", &format!("/v1/datasets/{ds}"), None).0, 404);
-    let id = reader.strip_prefix("mdn_").unwrap().rsplit_once('_').unwrap().0;
-    assert_eq!(one.with_key(&admin).call("DELETE", &format!("/v1/keys/{id}"), None).0, 204);
+    let id = reader
+        .strip_prefix("mdn_")
+        .unwrap()
+        .rsplit_once('_')
+        .unwrap()
+        .0;
+    assert_eq!(
+        one.with_key(&admin)
+            .call("DELETE", &format!("/v1/keys/{id}"), None)
+            .0,
+        204
+    );
     let (st, text) = r2.call("GET", "/v1/jobs", None);
     assert_eq!(st, 401, "{text}");
     assert!(text.contains("revoked"), "{text}");

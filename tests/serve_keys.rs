@@ -42,14 +42,22 @@ fn add_key(store: &Path, args: &[&str]) -> String {
 }
 
 fn key_id(key: &str) -> String {
-    key.strip_prefix("mdn_").unwrap().rsplit_once('_').unwrap().0.to_string()
+    key.strip_prefix("mdn_")
+        .unwrap()
+        .rsplit_once('_')
+        .unwrap()
+        .0
+        .to_string()
 }
 
 /// The answer's status and error code.
 fn refused(c: &Client, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let (status, text) = c.call(method, path, body.map(str::as_bytes));
     let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, v["error"]["code"].as_str().unwrap_or("").to_string())
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 /// The events of every job a client sees (`/v1/events`), read in the background.
@@ -80,12 +88,34 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert_eq!(s.call("GET", "/v1/datasets", None).0, 200);
 
     // Keys made beside the running server, each shown once as the last line of stdout.
-    let a_admin = add_key(&store, &["--workspace", "team-a", "--scope", "admin", "--name", "lead"]);
-    let a_write = add_key(&store, &["--workspace", "team-a", "--scope", "write", "--name", "ci"]);
-    let a_read = add_key(&store, &["--workspace", "team-a", "--scope", "read", "--name", "dash"]);
-    let b_write = add_key(&store, &["--workspace", "team-b", "--scope", "write", "--name", "bob"]);
+    let a_admin = add_key(
+        &store,
+        &[
+            "--workspace",
+            "team-a",
+            "--scope",
+            "admin",
+            "--name",
+            "lead",
+        ],
+    );
+    let a_write = add_key(
+        &store,
+        &["--workspace", "team-a", "--scope", "write", "--name", "ci"],
+    );
+    let a_read = add_key(
+        &store,
+        &["--workspace", "team-a", "--scope", "read", "--name", "dash"],
+    );
+    let b_write = add_key(
+        &store,
+        &["--workspace", "team-b", "--scope", "write", "--name", "bob"],
+    );
     let root = add_key(&store, &["--server-admin", "--name", "ops"]);
-    let (code, _, err) = admin(&store, &["keys", "add", "--workspace", "Team A", "--scope", "read"]);
+    let (code, _, err) = admin(
+        &store,
+        &["keys", "add", "--workspace", "Team A", "--scope", "read"],
+    );
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--workspace \"Team A\""), "{err}");
 
@@ -134,26 +164,53 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     ] {
         let theirs = b.call(method, &path, body.map(str::as_bytes));
         let id = path.split('/').nth(3).unwrap();
-        let none = b.call(method, &path.replace(id, &ghost(id)), body.map(str::as_bytes));
+        let none = b.call(
+            method,
+            &path.replace(id, &ghost(id)),
+            body.map(str::as_bytes),
+        );
         assert_eq!(theirs.0, 404, "{method} {path}: {}", theirs.1);
-        assert_eq!(theirs.1.replace(id, "ID"), none.1.replace(&ghost(id), "ID"), "{method} {path}");
+        assert_eq!(
+            theirs.1.replace(id, "ID"),
+            none.1.replace(&ghost(id), "ID"),
+            "{method} {path}"
+        );
     }
     let (st, v) = b.json("POST", "/v1/jobs", Some(json!({"dataset": ds})));
     assert_eq!(st, 400);
-    assert!(v["error"]["message"].as_str().unwrap().contains("no dataset with id"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no dataset with id"),
+        "{v}"
+    );
     // A's data set and model are still there, for A.
     assert_eq!(a.call("GET", &format!("/v1/datasets/{ds}"), None).0, 200);
-    let (st, p) = ar.json("POST", &format!("/v1/models/{model}/predict"), Some(json!({"rows": [[0.5]]})));
+    let (st, p) = ar.json(
+        "POST",
+        &format!("/v1/models/{model}/predict"),
+        Some(json!({"rows": [[0.5]]})),
+    );
     assert_eq!(st, 200, "{p}");
 
     // B's own job: B's event stream has its events and none of A's.
-    let b_ds = b.upload(&asset("bishop.csv"), "b.csv")["id"].as_str().unwrap().to_string();
+    let b_ds = b.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let b_job = b.submit(&b_ds, json!({"epochs": 1}));
     assert_eq!(b.finished(&b_job)["status"], "succeeded");
     let t0 = Instant::now();
     loop {
-        let ev = b_events.recv_timeout(Duration::from_secs(30)).expect("B's events");
-        assert_eq!(ev["job"], b_job.as_str(), "B heard another workspace's job: {ev}");
+        let ev = b_events
+            .recv_timeout(Duration::from_secs(30))
+            .expect("B's events");
+        assert_eq!(
+            ev["job"],
+            b_job.as_str(),
+            "B heard another workspace's job: {ev}"
+        );
         if ev["status"] == "succeeded" {
             break;
         }
@@ -162,30 +219,56 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
 
     // Scopes: read reads; write also writes; admin also manages keys. 403 says which.
     for (c, method, path, body) in [
-        (&ar, "POST", "/v1/jobs".to_string(), Some(r#"{"dataset": "x"}"#)),
+        (
+            &ar,
+            "POST",
+            "/v1/jobs".to_string(),
+            Some(r#"{"dataset": "x"}"#),
+        ),
         (&ar, "POST", "/v1/datasets".to_string(), Some("x,y\n1,2\n")),
         (&ar, "DELETE", format!("/v1/datasets/{ds}"), None),
         (&ar, "POST", format!("/v1/jobs/{job}/cancel"), None),
         (&ar, "GET", "/v1/keys".to_string(), None),
         (&a, "GET", "/v1/keys".to_string(), None),
-        (&a, "POST", "/v1/keys".to_string(), Some(r#"{"name": "x", "scope": "read"}"#)),
+        (
+            &a,
+            "POST",
+            "/v1/keys".to_string(),
+            Some(r#"{"name": "x", "scope": "read"}"#),
+        ),
         (&a, "GET", "/v1/workspaces".to_string(), None),
     ] {
         let (st, text) = c.call(method, &path, body.map(str::as_bytes));
         assert_eq!(st, 403, "{method} {path}: {text}");
         assert!(text.contains("this key's scope is"), "{text}");
     }
-    for path in [format!("/v1/datasets/{ds}"), format!("/v1/jobs/{job}"), "/v1/jobs".into()] {
+    for path in [
+        format!("/v1/datasets/{ds}"),
+        format!("/v1/jobs/{job}"),
+        "/v1/jobs".into(),
+    ] {
         assert_eq!(ar.call("GET", &path, None).0, 200, "{path}");
     }
 
     // A workspace admin manages its own workspace's keys, and only those.
     let (st, v) = aa.json("GET", "/v1/keys", None);
     assert_eq!(st, 200);
-    let names: Vec<&str> = v["keys"].as_array().unwrap().iter().map(|k| k["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["lead", "ci", "dash"]);
-    assert!(!v.to_string().contains("hash") && !v.to_string().contains(&a_write[20..]), "{v}");
-    let (st, made) = aa.json("POST", "/v1/keys", Some(json!({"name": "robot", "scope": "read"})));
+    assert!(
+        !v.to_string().contains("hash") && !v.to_string().contains(&a_write[20..]),
+        "{v}"
+    );
+    let (st, made) = aa.json(
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "robot", "scope": "read"})),
+    );
     assert_eq!(st, 201, "{made}");
     assert_eq!(made["workspace"], "team-a");
     let robot = s.with_key(made["key"].as_str().unwrap());
@@ -197,15 +280,34 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
         let (st, v) = aa.json("POST", "/v1/keys", Some(body.clone()));
         assert_eq!(st, 403, "{body}: {v}");
     }
-    let (st, v) = aa.json("POST", "/v1/keys", Some(json!({"name": "x", "scope": "owner"})));
+    let (st, v) = aa.json(
+        "POST",
+        "/v1/keys",
+        Some(json!({"name": "x", "scope": "owner"})),
+    );
     assert_eq!(st, 400);
-    assert!(v["error"]["message"].as_str().unwrap().contains("scope"), "{v}");
-    assert_eq!(aa.call("DELETE", &format!("/v1/keys/{}", key_id(&b_write)), None).0, 404);
-    let (st, _) = aa.json("PUT", "/v1/workspaces/team-a", Some(json!({"max_jobs": 100})));
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("scope"),
+        "{v}"
+    );
+    assert_eq!(
+        aa.call("DELETE", &format!("/v1/keys/{}", key_id(&b_write)), None)
+            .0,
+        404
+    );
+    let (st, _) = aa.json(
+        "PUT",
+        "/v1/workspaces/team-a",
+        Some(json!({"max_jobs": 100})),
+    );
     assert_eq!(st, 403, "a workspace does not set its own quotas");
 
     // Revoked: refused at once.
-    assert_eq!(aa.call("DELETE", &format!("/v1/keys/{}", key_id(&a_read)), None).0, 204);
+    assert_eq!(
+        aa.call("DELETE", &format!("/v1/keys/{}", key_id(&a_read)), None)
+            .0,
+        204
+    );
     let (st, text) = ar.call("GET", "/v1/jobs", None);
     assert_eq!(st, 401);
     assert!(text.contains("revoked"), "{text}");
@@ -240,20 +342,38 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert!(msg.contains("max_jobs") && msg.contains("team-a"), "{msg}");
     // Another workspace is not held back by it.
     let other = b.submit(&b_ds, json!({"epochs": 1}));
-    assert_eq!(a.call("POST", &format!("/v1/jobs/{long}/cancel"), None).0, 200);
+    assert_eq!(
+        a.call("POST", &format!("/v1/jobs/{long}/cancel"), None).0,
+        200
+    );
     a.finished(&long);
     let cancel_events = a.events(&long);
     assert!(
-        cancel_events.iter().any(|e| e["type"] == "cancel_requested" && e["by"] == ci.as_str())
-            || cancel_events.iter().any(|e| e["status"] == "cancelled" && e["by"] == ci.as_str()),
+        cancel_events
+            .iter()
+            .any(|e| e["type"] == "cancel_requested" && e["by"] == ci.as_str())
+            || cancel_events
+                .iter()
+                .any(|e| e["status"] == "cancelled" && e["by"] == ci.as_str()),
         "{cancel_events:?}"
     );
     b.finished(&other);
-    let (st, v) = op.json("PUT", "/v1/workspaces/team-b", Some(json!({"max_bytes": 1000})));
+    let (st, v) = op.json(
+        "PUT",
+        "/v1/workspaces/team-b",
+        Some(json!({"max_bytes": 1000})),
+    );
     assert_eq!(st, 200, "{v}");
-    let (st, text) = b.call("POST", "/v1/datasets?name=big.csv", Some(&std::fs::read(asset("bishop.csv")).unwrap()));
+    let (st, text) = b.call(
+        "POST",
+        "/v1/datasets?name=big.csv",
+        Some(&std::fs::read(asset("bishop.csv")).unwrap()),
+    );
     assert_eq!(st, 413, "{text}");
-    assert!(text.contains("max_bytes") && text.contains("team-b"), "{text}");
+    assert!(
+        text.contains("max_bytes") && text.contains("team-b"),
+        "{text}"
+    );
     assert_eq!(std::fs::read_dir(store.join("uploads")).unwrap().count(), 0);
     let (code, out, _) = admin(&store, &["workspaces"]);
     assert_eq!(code, 0);
@@ -261,7 +381,10 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     // Keys are listed by id, never themselves.
     let (code, out, _) = admin(&store, &["keys", "list"]);
     assert_eq!(code, 0);
-    assert!(out.contains(&key_id(&a_write)) && !out.contains(&a_write), "{out}");
+    assert!(
+        out.contains(&key_id(&a_write)) && !out.contains(&a_write),
+        "{out}"
+    );
 }
 
 #[test]
@@ -286,7 +409,10 @@ fn a_store_with_keys_may_listen_beyond_loopback_and_one_without_may_not() {
     };
     let (said, status) = start(&store);
     assert_eq!(status.code(), Some(2), "{said}");
-    assert!(said.contains("mdn serve keys add") && said.contains("TLS"), "{said}");
+    assert!(
+        said.contains("mdn serve keys add") && said.contains("TLS"),
+        "{said}"
+    );
     add_key(&store, &["--workspace", "w", "--scope", "read"]);
     let (said, _) = start(&store);
     assert!(said.contains("listening on http://0.0.0.0:"), "{said}");

@@ -43,14 +43,21 @@ fn predict(c: &Client, reference: &str) -> (u16, Option<String>, Value) {
         .map(|v| v.to_str().unwrap().to_string());
     let status = r.status().as_u16();
     let body = r.body_mut().read_to_string().unwrap();
-    (status, version, serde_json::from_str(&body).unwrap_or(Value::String(body)))
+    (
+        status,
+        version,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
 }
 
 #[test]
 fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("store"), &[], &[]);
-    let ds = s.upload(&asset("bishop.csv"), "bishop.csv")["id"].as_str().unwrap().to_string();
+    let ds = s.upload(&asset("bishop.csv"), "bishop.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // A job that registers its model: version 1, said in its final event.
     let (st, v) = s.json(
@@ -63,12 +70,29 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
     let done1 = s.finished(&job1);
     assert_eq!(done1["register"], "bishop");
     let last = s.events(&job1).pop().unwrap();
-    assert_eq!(last["registered"], json!({"name": "bishop", "version": 1}), "{last}");
+    assert_eq!(
+        last["registered"],
+        json!({"name": "bishop", "version": 1}),
+        "{last}"
+    );
     // `mdn submit --register`: version 2.
     let (code, out, err) = cli(
         &s,
-        &["submit", "--data", asset("bishop.csv").to_str().unwrap(), "--epochs", "2", "--seed", "2",
-          "--register", "bishop", "--wait", "--quiet", "--out", dir.path().join("m2.json").to_str().unwrap()],
+        &[
+            "submit",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--seed",
+            "2",
+            "--register",
+            "bishop",
+            "--wait",
+            "--quiet",
+            "--out",
+            dir.path().join("m2.json").to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let (_, reg) = s.json("GET", "/v1/registry/bishop", None);
@@ -106,7 +130,10 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
     // Clients predict through the alias while it moves back and forth: every answer is one
     // version's whole answer, never an error or a mixture.
     let stop = Arc::new(AtomicBool::new(false));
-    let expected = Arc::new([(String::from("bishop:1"), by_m1.clone()), ("bishop:2".into(), by_m2.clone())]);
+    let expected = Arc::new([
+        (String::from("bishop:1"), by_m1.clone()),
+        ("bishop:2".into(), by_m2.clone()),
+    ]);
     let readers: Vec<_> = (0..3)
         .map(|_| {
             let c = s.client.clone();
@@ -116,7 +143,10 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
                 while !stop.load(Ordering::Relaxed) {
                     let (st, version, body) = predict(&c, "bishop@production");
                     assert_eq!(st, 200, "{body}");
-                    let i = expected.iter().position(|(v, _)| Some(v) == version.as_ref()).expect("a version");
+                    let i = expected
+                        .iter()
+                        .position(|(v, _)| Some(v) == version.as_ref())
+                        .expect("a version");
                     assert_eq!(body, expected[i].1, "{version:?}");
                     seen[i] += 1;
                 }
@@ -125,54 +155,129 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
         })
         .collect();
     for i in 0..60 {
-        let (st, v) = s.json("PUT", "/v1/registry/bishop/aliases/production", Some(json!({"version": 1 + i % 2})));
+        let (st, v) = s.json(
+            "PUT",
+            "/v1/registry/bishop/aliases/production",
+            Some(json!({"version": 1 + i % 2})),
+        );
         assert_eq!(st, 200, "{v}");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     stop.store(true, Ordering::Relaxed);
     let seen: Vec<[usize; 2]> = readers.into_iter().map(|r| r.join().unwrap()).collect();
     let total: [usize; 2] = seen.iter().fold([0, 0], |a, s| [a[0] + s[0], a[1] + s[1]]);
-    assert!(total[0] > 0 && total[1] > 0, "both versions answered: {total:?}");
+    assert!(
+        total[0] > 0 && total[1] > 0,
+        "both versions answered: {total:?}"
+    );
 
     // Tags, a registered model by id, and what is refused.
-    let (st, v) = s.json("PUT", "/v1/registry/bishop/versions/1", Some(json!({"tags": ["baseline"]})));
+    let (st, v) = s.json(
+        "PUT",
+        "/v1/registry/bishop/versions/1",
+        Some(json!({"tags": ["baseline"]})),
+    );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["tags"], json!(["baseline"]));
-    let (st, v) = s.json("POST", "/v1/registry/bishop-copy/versions", Some(json!({"model": m2, "tags": ["copy"]})));
+    let (st, v) = s.json(
+        "POST",
+        "/v1/registry/bishop-copy/versions",
+        Some(json!({"model": m2, "tags": ["copy"]})),
+    );
     assert_eq!((st, &v["version"]), (201, &json!(1)), "{v}");
     for (method, path, body, status) in [
-        ("POST", "/v1/registry/m_0123/versions", json!({"model": m1}), 400),
-        ("POST", "/v1/registry/x/versions", json!({"model": "m_0000000000000000"}), 400),
-        ("PUT", "/v1/registry/bishop/aliases/1st", json!({"version": 1}), 400),
-        ("PUT", "/v1/registry/bishop/aliases/staging", json!({"version": 9}), 404),
-        ("PUT", "/v1/registry/bishop/versions/0", json!({"tags": []}), 404),
+        (
+            "POST",
+            "/v1/registry/m_0123/versions",
+            json!({"model": m1}),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/registry/x/versions",
+            json!({"model": "m_0000000000000000"}),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/registry/bishop/aliases/1st",
+            json!({"version": 1}),
+            400,
+        ),
+        (
+            "PUT",
+            "/v1/registry/bishop/aliases/staging",
+            json!({"version": 9}),
+            404,
+        ),
+        (
+            "PUT",
+            "/v1/registry/bishop/versions/0",
+            json!({"tags": []}),
+            404,
+        ),
     ] {
         let (st, v) = s.json(method, path, Some(body));
         assert_eq!(st, status, "{method} {path}: {v}");
     }
-    let (st, v) = s.json("POST", "/v1/jobs", Some(json!({"dataset": ds, "register": "has space"})));
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "register": "has space"})),
+    );
     assert_eq!(st, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().starts_with("register:"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("register:"),
+        "{v}"
+    );
     let (code, out, _) = cli(&s, &["models"]);
     assert_eq!(code, 0);
-    assert!(out.contains("bishop ") && out.contains("production=") && out.contains("bishop-copy"), "{out}");
+    assert!(
+        out.contains("bishop ") && out.contains("production=") && out.contains("bishop-copy"),
+        "{out}"
+    );
     let (code, _, err) = cli(&s, &["models", "bishop", "--alias", "production"]);
     assert_eq!(code, 2);
     assert!(err.contains("ALIAS=VERSION"), "{err}");
     // `mdn fetch` by alias.
     let out_path = dir.path().join("prod.json");
-    let (code, _, err) = cli(&s, &["fetch", "bishop@production", "--out", out_path.to_str().unwrap()]);
+    let (code, _, err) = cli(
+        &s,
+        &[
+            "fetch",
+            "bishop@production",
+            "--out",
+            out_path.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
 
     // Names stay in their workspace: another workspace's key sees none of them.
     let store = dir.path().join("store");
     let key = |ws: &str| {
         let out = Command::new(MDN)
-            .args(["serve", "keys", "add", "--workspace", ws, "--scope", "write", "--store"])
+            .args([
+                "serve",
+                "keys",
+                "add",
+                "--workspace",
+                ws,
+                "--scope",
+                "write",
+                "--store",
+            ])
             .arg(&store)
             .output()
             .unwrap();
-        String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string()
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string()
     };
     let other = s.with_key(&key("other"));
     let (st, v) = other.json("GET", "/v1/registry", None);
@@ -181,7 +286,11 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
         assert_eq!(predict(&other, reference).0, 404, "{reference}");
     }
     assert_eq!(other.call("GET", "/v1/registry/bishop", None).0, 404);
-    let (st, _) = other.json("PUT", "/v1/registry/bishop/aliases/production", Some(json!({"version": 1})));
+    let (st, _) = other.json(
+        "PUT",
+        "/v1/registry/bishop/aliases/production",
+        Some(json!({"version": 1})),
+    );
     assert_eq!(st, 404);
     // The default workspace's own key still sees them.
     let mine = s.with_key(&key("default"));

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdn::serve::store::{
-    self, Added, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress, Queued,
-    Renewal, Selector, SqliteStore, Store,
+    self, Added, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress,
+    Queued, Renewal, Selector, SqliteStore, Store,
 };
 use serde_json::{Value, json};
 
@@ -267,7 +267,7 @@ fn a_job_is_claimed_once_and_its_events_are_numbered_in_commit_order(f: Fresh) {
     );
     assert!(j.finished.is_some());
     assert!(s.model_workspace("m_1").unwrap().is_some());
-    assert!(!s.model_workspace("m_2").unwrap().is_some());
+    assert!(s.model_workspace("m_2").unwrap().is_none());
     assert_eq!(s.model_dataset("m_1").unwrap().unwrap().name, "d.csv");
     let kinds: Vec<String> = event_types(s, "job_1").into_iter().map(|e| e.1).collect();
     assert_eq!(
@@ -348,7 +348,7 @@ fn a_lost_lease_fences_every_later_write(f: Fresh) {
         ),
         ("running", None, None, Some("host:2:0"))
     );
-    assert!(!s.model_workspace("m_1").unwrap().is_some());
+    assert!(s.model_workspace("m_1").unwrap().is_none());
     // The new one's writes go through.
     assert_eq!(
         s.set_progress("job_1", &new.lease, 30.0, &progress(1))
@@ -500,7 +500,12 @@ fn a_retried_submission_with_the_same_key_queues_nothing(f: Fresh) {
         queue(s, "job_3", "ds_1", Some("other")),
         Queued::New(_)
     ));
-    let ids: Vec<String> = s.jobs(None, None).unwrap().into_iter().map(|j| j.id).collect();
+    let ids: Vec<String> = s
+        .jobs(None, None)
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(ids, ["job_1", "job_3"]);
     assert!(s.job(None, "job_2").unwrap().is_none());
     assert!(s.events("job_2", 0).unwrap().is_empty());
@@ -706,7 +711,12 @@ fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh
 
     let ids = |v: Vec<String>| v;
     assert_eq!(
-        ids(s.datasets(Some("a")).unwrap().into_iter().map(|d| d.id).collect()),
+        ids(s
+            .datasets(Some("a"))
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect()),
         ["ds_a"]
     );
     assert_eq!(s.datasets(None).unwrap().len(), 2);
@@ -714,13 +724,21 @@ fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh
     assert!(s.dataset(Some("b"), "ds_b").unwrap().is_some());
     assert!(s.job(Some("a"), "job_b").unwrap().is_none());
     assert_eq!(
-        ids(s.jobs(Some("b"), None).unwrap().into_iter().map(|j| j.id).collect()),
+        ids(s
+            .jobs(Some("b"), None)
+            .unwrap()
+            .into_iter()
+            .map(|j| j.id)
+            .collect()),
         ["job_b"]
     );
     assert!(s.jobs(Some("c"), None).unwrap().is_empty());
     // Changes from another workspace find nothing, exactly as for an id that does not exist.
     assert_eq!(s.cancel(Some("a"), "job_b", None).unwrap(), Cancel::Missing);
-    assert_eq!(s.delete_dataset(Some("b"), "ds_a").unwrap(), Deleted::Missing);
+    assert_eq!(
+        s.delete_dataset(Some("b"), "ds_a").unwrap(),
+        Deleted::Missing
+    );
     assert_eq!(s.job(None, "job_b").unwrap().unwrap().status, "queued");
     // b cancels its own job; the event says who.
     let Cancel::Cancelled(ev) = s.cancel(Some("b"), "job_b", Some("bob (key_2)")).unwrap() else {
@@ -729,7 +747,9 @@ fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh
     assert!(ev.data.contains("bob (key_2)"), "{}", ev.data);
     assert_eq!(
         s.delete_dataset(Some("b"), "ds_b").unwrap(),
-        Deleted::Removed { format: "csv".into() }
+        Deleted::Removed {
+            format: "csv".into()
+        }
     );
 
     // A model belongs to its job's workspace.
@@ -754,15 +774,20 @@ fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh
 
 fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
     let s = &*f.store;
-    s.put_workspace(&workspace("q", Some(2), Some(10_000))).unwrap();
+    s.put_workspace(&workspace("q", Some(2), Some(10_000)))
+        .unwrap();
     // 4321 bytes each: two fit in 10,000, the third does not.
     for id in ["ds_1", "ds_2"] {
         assert_eq!(
-            s.insert_dataset(&dataset_in("q", id, "d.csv"), None).unwrap(),
+            s.insert_dataset(&dataset_in("q", id, "d.csv"), None)
+                .unwrap(),
             Added::New
         );
     }
-    match s.insert_dataset(&dataset_in("q", "ds_3", "d.csv"), None).unwrap() {
+    match s
+        .insert_dataset(&dataset_in("q", "ds_3", "d.csv"), None)
+        .unwrap()
+    {
         Added::OverQuota(q) => assert_eq!(
             (q.quota, q.workspace.as_str(), q.used, q.adds, q.limit),
             ("max_bytes", "q", 8642, 4321, 10_000)
@@ -778,18 +803,24 @@ fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
     );
 
     // Two jobs queued or running at once.
-    assert!(matches!(queue_in(s, "q", "job_1", "ds_1", None), Queued::New(_)));
-    assert!(matches!(queue_in(s, "q", "job_2", "ds_1", None), Queued::New(_)));
+    assert!(matches!(
+        queue_in(s, "q", "job_1", "ds_1", None),
+        Queued::New(_)
+    ));
+    assert!(matches!(
+        queue_in(s, "q", "job_2", "ds_1", None),
+        Queued::New(_)
+    ));
     match queue_in(s, "q", "job_3", "ds_1", None) {
-        Queued::OverQuota(q) => assert_eq!(
-            (q.quota, q.used, q.limit),
-            ("max_jobs", 2, 2)
-        ),
+        Queued::OverQuota(q) => assert_eq!((q.quota, q.used, q.limit), ("max_jobs", 2, 2)),
         other => panic!("past max_jobs: {other:?}"),
     }
     // A running job counts; a finished one does not.
     let c = s.claim_next("host:1:1", 30.0).unwrap().unwrap();
-    assert!(matches!(queue_in(s, "q", "job_3", "ds_1", None), Queued::OverQuota(_)));
+    assert!(matches!(
+        queue_in(s, "q", "job_3", "ds_1", None),
+        Queued::OverQuota(_)
+    ));
     s.end(
         &c.id,
         &c.lease,
@@ -803,11 +834,17 @@ fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
     )
     .unwrap()
     .unwrap();
-    assert!(matches!(queue_in(s, "q", "job_3", "ds_1", None), Queued::New(_)));
+    assert!(matches!(
+        queue_in(s, "q", "job_3", "ds_1", None),
+        Queued::New(_)
+    ));
     // The model's bytes count: 8642 + 1000 of 10,000.
     let u = s.workspaces(Some("q")).unwrap().remove(0);
     assert_eq!((u.jobs, u.bytes, u.keys), (2, 9642, 0));
-    assert_eq!((u.workspace.max_jobs, u.workspace.max_bytes), (Some(2), Some(10_000)));
+    assert_eq!(
+        (u.workspace.max_jobs, u.workspace.max_bytes),
+        (Some(2), Some(10_000))
+    );
     let mut small = dataset_in("q", "ds_5", "d.csv");
     small.bytes = 300;
     assert_eq!(s.insert_dataset(&small, None).unwrap(), Added::New);
@@ -819,7 +856,10 @@ fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
     // Lifting the quotas lets everything in.
     s.put_workspace(&workspace("q", None, None)).unwrap();
     assert_eq!(s.insert_dataset(&small, None).unwrap(), Added::New);
-    assert!(matches!(queue_in(s, "q", "job_4", "ds_1", None), Queued::New(_)));
+    assert!(matches!(
+        queue_in(s, "q", "job_4", "ds_1", None),
+        Queued::New(_)
+    ));
     let names: Vec<String> = s
         .workspaces(None)
         .unwrap()
@@ -830,7 +870,9 @@ fn quotas_refuse_the_job_or_the_bytes_past_them_and_count_models(f: Fresh) {
 }
 
 fn racing_submissions_never_pass_a_workspace_job_quota(f: Fresh) {
-    f.store.put_workspace(&workspace("race", Some(5), None)).unwrap();
+    f.store
+        .put_workspace(&workspace("race", Some(5), None))
+        .unwrap();
     f.store
         .insert_dataset(&dataset_in("race", "ds_1", "d.csv"), None)
         .unwrap();
@@ -873,8 +915,13 @@ fn keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once(f: Fresh) {
     let row = s.key(&a.row.id).unwrap().unwrap();
     assert_eq!(row, a.row);
     assert!(!a.key.contains(&row.hash));
-    let listed: Vec<String> = s.keys(Some("team-a")).unwrap().into_iter().map(|k| k.id).collect();
-    assert_eq!(listed, [a.row.id.clone()]);
+    let listed: Vec<String> = s
+        .keys(Some("team-a"))
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&a.row.id));
     assert_eq!(s.keys(None).unwrap().len(), 3);
     // A key made its workspace.
     assert_eq!(s.workspaces(Some("team-b")).unwrap()[0].keys, 1);
@@ -885,22 +932,37 @@ fn keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once(f: Fresh) {
         Err(Refusal::Unauthenticated(_))
     ));
     let bearer = |k: &str| format!("Bearer {k}").into_bytes();
-    let who = auth::authenticate(s, None, Some(&bearer(&a.key))).unwrap().unwrap();
+    let who = auth::authenticate(s, None, Some(&bearer(&a.key)))
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (who.scope, who.ws(), who.by.as_deref()),
-        (store::Scope::Write, Some("team-a"), Some(format!("ci ({})", a.row.id).as_str()))
+        (
+            store::Scope::Write,
+            Some("team-a"),
+            Some(format!("ci ({})", a.row.id).as_str())
+        )
     );
     assert!(s.key(&a.row.id).unwrap().unwrap().last_used.is_some());
-    let admin = auth::authenticate(s, None, Some(&bearer(&root.key))).unwrap().unwrap();
+    let admin = auth::authenticate(s, None, Some(&bearer(&root.key)))
+        .unwrap()
+        .unwrap();
     assert!(admin.is_server_admin());
     // A key with one character changed, another key's id with this secret: refused.
     let mut wrong = a.key.clone();
     let last = wrong.pop().unwrap();
     wrong.push(if last == '0' { '1' } else { '0' });
     let swapped = format!("mdn_{}_{}", b.row.id, a.key.rsplit('_').next().unwrap());
-    for bad in [wrong.as_str(), swapped.as_str(), "mdn_key_0000000000000000_00", "secret"] {
+    for bad in [
+        wrong.as_str(),
+        swapped.as_str(),
+        "mdn_key_0000000000000000_00",
+        "secret",
+    ] {
         assert_eq!(
-            auth::authenticate(s, None, Some(&bearer(bad))).unwrap().unwrap_err(),
+            auth::authenticate(s, None, Some(&bearer(bad)))
+                .unwrap()
+                .unwrap_err(),
             Refusal::Unauthenticated("the bearer key is not one of this server's"),
             "{bad}"
         );
@@ -912,7 +974,9 @@ fn keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once(f: Fresh) {
     assert!(f.another().revoke_key(Some("team-a"), &a.row.id).unwrap());
     assert!(!s.revoke_key(None, &a.row.id).unwrap());
     assert_eq!(
-        auth::authenticate(s, None, Some(&bearer(&a.key))).unwrap().unwrap_err(),
+        auth::authenticate(s, None, Some(&bearer(&a.key)))
+            .unwrap()
+            .unwrap_err(),
         Refusal::Unauthenticated("this key was revoked")
     );
     // Revoked keys still count: a store that had keys never opens up again.
@@ -964,39 +1028,75 @@ fn succeed(s: &dyn Store, id: &str, model: &str, register: Option<&str>) -> Valu
 fn a_job_registers_its_model_and_aliases_move_between_versions(f: Fresh) {
     let s = &*f.store;
     s.put_workspace(&workspace("team", None, None)).unwrap();
-    s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None).unwrap();
+    s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None)
+        .unwrap();
     // A job that asks registers its model when it succeeds, in the same transaction as its
     // final status, whose event says so.
     let ev = succeed(s, "job_1", "m_1", Some("bishop"));
     assert_eq!(ev["registered"], json!({"name": "bishop", "version": 1}));
     let ev = succeed(s, "job_2", "m_2", None);
     assert!(ev.get("registered").is_none());
-    assert!(s.register("team", "bishop", "m_9", &[], None).unwrap().is_none());
-    assert!(s.register("other", "bishop", "m_2", &[], None).unwrap().is_none());
+    assert!(
+        s.register("team", "bishop", "m_9", &[], None)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.register("other", "bishop", "m_2", &[], None)
+            .unwrap()
+            .is_none()
+    );
     let v2 = s
-        .register("team", "bishop", "m_2", &["candidate".into()], Some("ops (key_2)"))
+        .register(
+            "team",
+            "bishop",
+            "m_2",
+            &["candidate".into()],
+            Some("ops (key_2)"),
+        )
         .unwrap()
         .unwrap();
-    assert_eq!((v2.version, v2.job.as_deref(), v2.tags.clone()), (2, Some("job_2"), vec!["candidate".to_string()]));
+    assert_eq!(
+        (v2.version, v2.job.as_deref(), v2.tags.clone()),
+        (2, Some("job_2"), vec!["candidate".to_string()])
+    );
 
     let model_of = |which| s.resolve("team", "bishop", which).unwrap().map(|v| v.model);
     assert_eq!(model_of(Selector::Latest).as_deref(), Some("m_2"));
     assert_eq!(model_of(Selector::Version(1)).as_deref(), Some("m_1"));
     assert_eq!(model_of(Selector::Version(3)), None);
     assert_eq!(model_of(Selector::Alias("production")), None);
-    assert!(s.set_alias("team", "bishop", "production", 1, Some("ops (key_2)")).unwrap());
+    assert!(
+        s.set_alias("team", "bishop", "production", 1, Some("ops (key_2)"))
+            .unwrap()
+    );
     assert!(s.set_alias("team", "bishop", "staging", 2, None).unwrap());
-    assert!(!s.set_alias("team", "bishop", "production", 9, None).unwrap());
-    assert_eq!(model_of(Selector::Alias("production")).as_deref(), Some("m_1"));
+    assert!(
+        !s.set_alias("team", "bishop", "production", 9, None)
+            .unwrap()
+    );
+    assert_eq!(
+        model_of(Selector::Alias("production")).as_deref(),
+        Some("m_1")
+    );
     // The alias moves; the version it left keeps its other facts.
-    assert!(s.set_alias("team", "bishop", "production", 2, None).unwrap());
-    assert_eq!(model_of(Selector::Alias("production")).as_deref(), Some("m_2"));
+    assert!(
+        s.set_alias("team", "bishop", "production", 2, None)
+            .unwrap()
+    );
+    assert_eq!(
+        model_of(Selector::Alias("production")).as_deref(),
+        Some("m_2")
+    );
     let versions = s.versions("team", "bishop").unwrap();
     assert_eq!(versions.len(), 2);
     assert!(versions[0].aliases.is_empty());
     assert_eq!(versions[1].aliases, ["production", "staging"]);
     assert_eq!(versions[0].created_by.as_deref(), Some("ci (key_1)"));
-    assert!(s.set_tags("team", "bishop", 1, &["baseline".into()]).unwrap());
+    assert!(
+        s.set_tags("team", "bishop", 1, &["baseline".into()])
+            .unwrap()
+    );
     assert!(!s.set_tags("team", "bishop", 7, &[]).unwrap());
     assert_eq!(s.versions("team", "bishop").unwrap()[0].tags, ["baseline"]);
     assert!(s.delete_alias("team", "bishop", "staging").unwrap());
@@ -1008,25 +1108,44 @@ fn a_job_registers_its_model_and_aliases_move_between_versions(f: Fresh) {
     assert_eq!(listed[0].aliases.len(), 1);
     // Names are per workspace: another sees none of them.
     assert!(s.registry(Some("default")).unwrap().is_empty());
-    assert!(s.resolve("default", "bishop", Selector::Latest).unwrap().is_none());
-    assert!(!s.set_alias("default", "bishop", "production", 1, None).unwrap());
+    assert!(
+        s.resolve("default", "bishop", Selector::Latest)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !s.set_alias("default", "bishop", "production", 1, None)
+            .unwrap()
+    );
 }
 
 fn racing_registrations_number_versions_without_gaps_or_repeats(f: Fresh) {
-    f.store.put_workspace(&workspace("team", None, None)).unwrap();
-    f.store.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None).unwrap();
+    f.store
+        .put_workspace(&workspace("team", None, None))
+        .unwrap();
+    f.store
+        .insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None)
+        .unwrap();
     succeed(&*f.store, "job_1", "m_1", None);
     let handles: Vec<_> = (0..4)
         .map(|_| {
             let s = f.another();
             std::thread::spawn(move || {
                 (0..5)
-                    .map(|_| s.register("team", "raced", "m_1", &[], None).unwrap().unwrap().version)
+                    .map(|_| {
+                        s.register("team", "raced", "m_1", &[], None)
+                            .unwrap()
+                            .unwrap()
+                            .version
+                    })
                     .collect::<Vec<u32>>()
             })
         })
         .collect();
-    let mut all: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u32> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort();
     assert_eq!(all, (1..=20).collect::<Vec<u32>>());
 }

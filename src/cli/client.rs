@@ -480,7 +480,10 @@ pub fn models(a: ModelsArgs) -> Result<()> {
         if a.json {
             return print_json(&v);
         }
-        let mut out = format!("{:<24} {:>7} {:>8}  {}\n", "name", "latest", "versions", "aliases");
+        let mut out = format!(
+            "{:<24} {:>7} {:>8}  {}\n",
+            "name", "latest", "versions", "aliases"
+        );
         for m in v["models"].as_array().into_iter().flatten() {
             let aliases: Vec<String> = m["aliases"]
                 .as_object()
@@ -493,7 +496,11 @@ pub fn models(a: ModelsArgs) -> Result<()> {
                 cell(&m["name"], 0),
                 cell(&m["latest"], 0),
                 cell(&m["versions"], 0),
-                if aliases.is_empty() { "-".into() } else { aliases.join(" ") }
+                if aliases.is_empty() {
+                    "-".into()
+                } else {
+                    aliases.join(" ")
+                }
             ));
         }
         return write_output(None, out.as_bytes());
@@ -524,8 +531,17 @@ pub fn models(a: ModelsArgs) -> Result<()> {
     );
     for r in v["versions"].as_array().into_iter().flatten() {
         let list = |k: &str| {
-            let items: Vec<&str> = r[k].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-            if items.is_empty() { "-".to_string() } else { items.join(",") }
+            let items: Vec<&str> = r[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(",")
+            }
         };
         out.push_str(&format!(
             "{:>7}  {:<22} {:<22} {:<20} {}\n",

@@ -19,7 +19,9 @@ pub fn run(admin: ServeAdmin) -> Result<()> {
                 None => None,
             };
             let scope: Scope = match &a.scope {
-                Some(s) => s.parse().map_err(|e: String| Error::config(format!("--scope: {e}")))?,
+                Some(s) => s
+                    .parse()
+                    .map_err(|e: String| Error::config(format!("--scope: {e}")))?,
                 None => Scope::Admin,
             };
             let name = a.name.trim();
@@ -116,7 +118,9 @@ fn workspaces(a: WorkspacesArgs) -> Result<()> {
         let name = checked_workspace(name)?;
         let now = store.workspaces(Some(&name))?.into_iter().next();
         if a.max_jobs.is_none() && a.max_mb.is_none() && now.is_none() {
-            return Err(Error::config(format!("no workspace {name:?} in this store")));
+            return Err(Error::config(format!(
+                "no workspace {name:?} in this store"
+            )));
         }
         if a.max_jobs.is_some() || a.max_mb.is_some() {
             let mut w = now.map(|u| u.workspace).unwrap_or(store::Workspace {

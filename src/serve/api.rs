@@ -212,7 +212,10 @@ async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) ->
     let needed = auth::needed(req.method(), &route);
     let store = app.shared.store.clone();
     let token = app.token.clone();
-    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
     let named = req
         .headers()
         .get("mdn-workspace")
@@ -469,7 +472,11 @@ fn over_quota(q: &store::OverQuota) -> ApiError {
                 "workspace {:?} stores {} of data sets and models; {} more would pass its quota (max_bytes) of {}: delete data sets it no longer needs, or ask a server admin for a larger quota",
                 q.workspace,
                 size(q.used),
-                if q.adds == 0 { "any".to_string() } else { size(q.adds) },
+                if q.adds == 0 {
+                    "any".to_string()
+                } else {
+                    size(q.adds)
+                },
                 size(q.limit)
             ),
         )
@@ -994,7 +1001,11 @@ async fn submit(
         store::Queued::New(posted) => {
             app.shared.published(posted);
             app.shared.notify();
-            log::info!("job {id} queued on dataset {}{}", req.dataset, by_text(&who));
+            log::info!(
+                "job {id} queued on dataset {}{}",
+                req.dataset,
+                by_text(&who)
+            );
             (id, false)
         }
         store::Queued::OverQuota(q) => return Err(over_quota(&q)),
@@ -1749,7 +1760,10 @@ async fn add_version(
     let r: NewVersion = parse_json(&body)?;
     checked_tags(&r.tags)?;
     if !valid_id(&r.model) {
-        return Err(ApiError::bad(format!("model: no model with id {:?}", r.model)));
+        return Err(ApiError::bad(format!(
+            "model: no model with id {:?}",
+            r.model
+        )));
     }
     match app
         .shared
@@ -1766,7 +1780,10 @@ async fn add_version(
             );
             Ok((StatusCode::CREATED, axum::Json(v)).into_response())
         }
-        None => Err(ApiError::bad(format!("model: no model with id {:?}", r.model))),
+        None => Err(ApiError::bad(format!(
+            "model: no model with id {:?}",
+            r.model
+        ))),
     }
 }
 
@@ -1897,7 +1914,9 @@ async fn list_keys(
     State(app): State<AppState>,
     axum::Extension(who): Who,
 ) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(json!({"keys": app.shared.store.keys(who.ws())?})))
+    Ok(axum::Json(
+        json!({"keys": app.shared.store.keys(who.ws())?}),
+    ))
 }
 
 async fn add_key(
@@ -2153,6 +2172,9 @@ mod option_name_tests {
             "epoch 3 went NaN, down to options.lr 0.001; see \"dataset\""
         );
         // What the API has no name for stays, and so does a lone `--`.
-        assert_eq!(option_names("give --val FILE -- or not"), "give --val FILE -- or not");
+        assert_eq!(
+            option_names("give --val FILE -- or not"),
+            "give --val FILE -- or not"
+        );
     }
 }

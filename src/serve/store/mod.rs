@@ -177,8 +177,7 @@ pub fn valid_model_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 64
         && b[0].is_ascii_alphabetic()
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'_'))
         && !name.starts_with("m_")
 }
@@ -190,7 +189,8 @@ pub fn valid_alias(alias: &str) -> bool {
     !b.is_empty()
         && b.len() <= 40
         && b[0].is_ascii_alphabetic()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_'))
 }
 
 /// A version of a registered model.

@@ -78,7 +78,8 @@ const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, trai
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
     attempts, worker, created, started, finished, workspace, created_by, register";
 
-const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
+const DATASET_COLUMNS: &str =
+    "id, name, format, rows, columns, bytes, created, workspace, created_by";
 
 const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
@@ -978,13 +979,8 @@ impl Store for PostgresStore {
     }
 
     fn touch_key(&self, id: &str, t: f64) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "UPDATE keys SET last_used = $2 WHERE id = $1",
-                &[&id, &t],
-            )
-        })
-        .map(|_| ())
+        self.with(|c| c.execute("UPDATE keys SET last_used = $2 WHERE id = $1", &[&id, &t]))
+            .map(|_| ())
     }
 
     fn any_keys(&self) -> Result<bool> {
@@ -1059,7 +1055,9 @@ impl Store for PostgresStore {
     }
 
     fn resolve(&self, ws: &str, name: &str, which: Selector) -> Result<Option<VersionRow>> {
-        let base = format!("SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = $1 AND v.name = $2");
+        let base = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = $1 AND v.name = $2"
+        );
         self.with(|c| {
             match which {
                 Selector::Latest => c.query_opt(
@@ -1083,7 +1081,12 @@ impl Store for PostgresStore {
         self.with(|c| {
             c.execute(
                 "UPDATE versions SET tags = $4 WHERE workspace = $1 AND name = $2 AND version = $3",
-                &[&ws, &name, &(version as i32), &serde_json::to_string(tags).expect("tags")],
+                &[
+                    &ws,
+                    &name,
+                    &(version as i32),
+                    &serde_json::to_string(tags).expect("tags"),
+                ],
             )
         })
         .map(|n| n == 1)

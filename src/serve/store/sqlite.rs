@@ -82,7 +82,8 @@ const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, trai
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
     attempts, worker, created, started, finished, workspace, created_by, register";
 
-const DATASET_COLUMNS: &str = "id, name, format, rows, columns, bytes, created, workspace, created_by";
+const DATASET_COLUMNS: &str =
+    "id, name, format, rows, columns, bytes, created, workspace, created_by";
 
 const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
@@ -290,7 +291,11 @@ impl SqliteStore {
 
     fn open_with(dir: &Path, own: bool) -> Result<SqliteStore> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let owner = if own { Some(take_ownership(dir)?) } else { None };
+        let owner = if own {
+            Some(take_ownership(dir)?)
+        } else {
+            None
+        };
         let path = dir.join("mdn.sqlite");
         let conn = Connection::open(&path).map_err(|e| Error::Io {
             path: path.clone(),
@@ -870,7 +875,10 @@ impl Store for SqliteStore {
 
     fn touch_key(&self, id: &str, t: f64) -> Result<()> {
         self.conn()
-            .execute("UPDATE keys SET last_used = ?2 WHERE id = ?1", params![id, t])
+            .execute(
+                "UPDATE keys SET last_used = ?2 WHERE id = ?1",
+                params![id, t],
+            )
             .map_err(db)?;
         Ok(())
     }
@@ -936,7 +944,12 @@ impl Store for SqliteStore {
             .map_err(db)?;
         let aliases = st
             .query_map([ws], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
             })
             .map_err(db)?
             .collect::<rusqlite::Result<Vec<_>>>()
@@ -962,7 +975,9 @@ impl Store for SqliteStore {
 
     fn resolve(&self, ws: &str, name: &str, which: Selector) -> Result<Option<VersionRow>> {
         let c = self.conn();
-        let base = format!("SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = ?1 AND v.name = ?2");
+        let base = format!(
+            "SELECT {VERSION_COLUMNS} FROM versions v WHERE v.workspace = ?1 AND v.name = ?2"
+        );
         match which {
             Selector::Latest => c.query_row(
                 &format!("{base} ORDER BY v.version DESC LIMIT 1"),
@@ -988,7 +1003,12 @@ impl Store for SqliteStore {
         self.tx(|tx| {
             Ok(tx.execute(
                 "UPDATE versions SET tags = ?4 WHERE workspace = ?1 AND name = ?2 AND version = ?3",
-                params![ws, name, version as i64, serde_json::to_string(tags).expect("tags")],
+                params![
+                    ws,
+                    name,
+                    version as i64,
+                    serde_json::to_string(tags).expect("tags")
+                ],
             )? == 1)
         })
     }
