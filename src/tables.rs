@@ -41,14 +41,17 @@ pub struct Kept {
 }
 
 /// Per row and target: mean, variance, mode and the quantiles of the marginal mixture.
-struct Summary {
-    mean: f64,
-    variance: f64,
-    mode: f64,
-    quantiles: Vec<f64>,
+/// What one row's marginal mixture of one target says: mean, variance, mode, quantiles.
+pub struct Summary {
+    pub mean: f64,
+    pub variance: f64,
+    pub mode: f64,
+    /// At the levels asked for, in their order.
+    pub quantiles: Vec<f64>,
 }
 
-fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
+/// The [`Summary`] of row `r`'s marginal mixture of target `j`.
+pub fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
     let (k, d) = (pred.k, pred.d);
     let m = Marginal::of(
         &pred.pi[r * k..(r + 1) * k],

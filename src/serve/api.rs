@@ -80,13 +80,17 @@ type AppState = Arc<App>;
 /// An error answer: status, a stable code, and a message for people.
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: &'static str,
+    pub(super) message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(super) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -94,7 +98,7 @@ impl ApiError {
         }
     }
 
-    fn bad(message: impl Into<String>) -> ApiError {
+    pub(super) fn bad(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
 
@@ -142,7 +146,7 @@ impl From<Error> for ApiError {
     }
 }
 
-type ApiResult<T> = std::result::Result<T, ApiError>;
+pub(super) type ApiResult<T> = std::result::Result<T, ApiError>;
 
 /// The routes, with authentication on `/v1` and request metrics on everything.
 pub fn router(app: AppState) -> Router {
@@ -182,6 +186,7 @@ pub fn router(app: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .nest("/v1", v1)
+        .nest("/v2", super::v2::routes(app.clone()))
         .route("/", get(super::web::index))
         .route("/static/{name}", get(super::web::asset))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -203,7 +208,11 @@ pub fn router(app: AppState) -> Router {
 
 /// Finds the caller ([`auth::authenticate`]), checks the route's scope, and hands the
 /// [`Caller`] to the handler.
-async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) -> Response {
+pub(super) async fn authorize(
+    State(app): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -236,22 +245,35 @@ async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) ->
         };
         Ok(auth::choose_workspace(&*store, &mut caller, named)?.map(|()| caller))
     });
+    // The Open Inference Protocol's errors are `{"error": "message"}`.
+    let v2 = route.starts_with("/v2");
+    let refuse = |status: StatusCode, code: &'static str, message: String| {
+        let mut r = if v2 {
+            (status, axum::Json(json!({"error": message}))).into_response()
+        } else {
+            ApiError::new(status, code, message).into_response()
+        };
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    };
     let caller = match found {
         Ok(Ok(c)) => c,
         Ok(Err(Refusal::Unauthenticated(message))) => {
-            let mut r =
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return r;
+            return refuse(StatusCode::UNAUTHORIZED, "unauthorized", message.into());
         }
         Ok(Err(Refusal::Forbidden(message))) => {
-            return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
+            return refuse(StatusCode::FORBIDDEN, "forbidden", message);
         }
-        Err(e) => return ApiError::from(e).into_response(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            return refuse(e.status, e.code, e.message);
+        }
     };
     if caller.scope < needed {
-        return ApiError::new(
+        return refuse(
             StatusCode::FORBIDDEN,
             "forbidden",
             format!(
@@ -260,14 +282,13 @@ async fn authorize(State(app): State<AppState>, mut req: Request, next: Next) ->
                 req.method(),
                 needed.as_str()
             ),
-        )
-        .into_response();
+        );
     }
     req.extensions_mut().insert(Arc::new(caller));
     next.run(req).await
 }
 
-type Who = axum::Extension<Arc<Caller>>;
+pub(super) type Who = axum::Extension<Arc<Caller>>;
 
 /// Request counts and latencies by route, for `/metrics`.
 #[derive(Default)]
@@ -401,7 +422,7 @@ fn checked_id<'a>(what: &str, id: &'a str) -> ApiResult<&'a str> {
 }
 
 /// Runs blocking work (file reading, training-job checks, predictions) off the async side.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -1278,15 +1299,15 @@ fn parse_ref(reference: &str) -> Option<(&str, store::Selector<'_>)> {
 
 /// What a model reference resolved to: the model's id, and for a registered name its
 /// version.
-struct Resolved {
-    id: String,
-    version: Option<(String, u32)>,
+pub(super) struct Resolved {
+    pub(super) id: String,
+    pub(super) version: Option<(String, u32)>,
 }
 
 impl Resolved {
     /// Tells the client which model answered: `Mdn-Model: ID`, and for a registered name
     /// `Mdn-Model-Version: NAME:VERSION`.
-    fn tag(&self, mut r: Response) -> Response {
+    pub(super) fn tag(&self, mut r: Response) -> Response {
         let h = r.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&self.id) {
             h.insert("mdn-model", v);
@@ -1337,7 +1358,11 @@ fn resolve_model(app: &App, who: &Caller, reference: &str) -> ApiResult<Resolved
 }
 
 /// The model a reference names, loaded (and kept for the next request).
-fn load_model(app: &App, who: &Caller, reference: &str) -> ApiResult<(Arc<Model>, Resolved)> {
+pub(super) fn load_model(
+    app: &App,
+    who: &Caller,
+    reference: &str,
+) -> ApiResult<(Arc<Model>, Resolved)> {
     let resolved = resolve_model(app, who, reference)?;
     let id = resolved.id.as_str();
     let cached = app

@@ -236,6 +236,10 @@ pub fn needed(method: &axum::http::Method, route: &str) -> Scope {
     {
         return Scope::Read;
     }
+    // The Open Inference Protocol's infer.
+    if route.starts_with("/v2/models/") && route.ends_with("/infer") {
+        return Scope::Read;
+    }
     Scope::Write
 }
 
@@ -276,6 +280,10 @@ mod tests {
             Scope::Read
         );
         assert_eq!(needed(&Method::POST, "/v1/jobs"), Scope::Write);
+        assert_eq!(
+            needed(&Method::POST, "/v2/models/{name}/versions/{version}/infer"),
+            Scope::Read
+        );
         assert_eq!(needed(&Method::DELETE, "/v1/datasets/{id}"), Scope::Write);
         assert_eq!(needed(&Method::POST, "/v1/jobs/{id}/cancel"), Scope::Write);
         assert_eq!(needed(&Method::GET, "/v1/keys"), Scope::Admin);

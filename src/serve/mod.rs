@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod runner;
 pub mod store;
+pub mod v2;
 pub mod web;
 
 use std::net::SocketAddr;

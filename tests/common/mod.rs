@@ -32,6 +32,7 @@ pub fn free_port() -> u16 {
 }
 
 pub mod postgres;
+pub mod python;
 pub mod s3;
 pub mod serve;
 pub mod suite;
