@@ -311,7 +311,7 @@ fn values(input: &InferInput, binary: &mut Bytes) -> V2Result<Vec<f64>> {
                     binary.len()
                 ))
             })? as usize;
-        if size % width != 0 {
+        if !size.is_multiple_of(width) {
             return Err(bad(format!(
                 "inputs[x]: {size} bytes is not a whole number of {} values",
                 input.datatype
@@ -354,8 +354,7 @@ fn levels(parameters: &Map<String, Value>) -> V2Result<Vec<f64>> {
     let qs = parsed.ok_or_else(|| {
         bad("parameters.quantiles: expected levels in (0, 1), as a list or \"0.05,0.95\"")
     })?;
-    Ok(crate::tables::quantile_levels(&qs, None)
-        .map_err(|e| bad(format!("parameters.quantiles: {e}")))?)
+    crate::tables::quantile_levels(&qs, None).map_err(|e| bad(format!("parameters.quantiles: {e}")))
 }
 
 /// Whether the parameters ask for binary data (`binary_data: true`).
