@@ -365,6 +365,13 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
         &json!({"dataset": ds, "options": {"epochs": 0}}).to_string(),
     );
     error(st, &b, 400, "options.epochs must be at least 1");
+    // A model too large to train here is refused at submission, not left to exhaust the
+    // worker's memory (32 million parameters, over the default 20 million).
+    let (st, b) = post(
+        "/v1/jobs",
+        &json!({"dataset": ds, "options": {"hidden": [4000, 4000, 4000]}}).to_string(),
+    );
+    error(st, &b, 400, "--max-model-params");
     let (st, b) = post(
         "/v1/jobs",
         &json!({"dataset": ds, "options": {"data": "/etc/passwd"}}).to_string(),

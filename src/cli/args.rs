@@ -221,6 +221,10 @@ pub struct ServeArgs {
     /// larger batches go as several requests, or through `mdn predict` on a file)
     #[arg(long, default_value_t = 10_000)]
     pub max_request_rows: usize,
+    /// Most parameters of a job's model, all ensemble members together (its training state
+    /// is about 16 bytes a parameter); larger jobs are refused with 400 at submission
+    #[arg(long, default_value_t = 20_000_000)]
+    pub max_model_params: u64,
     /// File holding the bearer token every /v1 request must carry (or MDN_TOKEN); needed to
     /// listen on a non-loopback address
     #[arg(long)]

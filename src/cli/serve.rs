@@ -40,6 +40,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_running: a.max_running,
         max_upload_mb: a.max_upload_mb,
         max_request_rows: a.max_request_rows,
+        max_model_params: a.max_model_params,
         token,
         checkpoint_seconds: a.checkpoint_seconds,
         leasing: Leasing {

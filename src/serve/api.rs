@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::auth::{self, Caller, Refusal};
 use super::runner::{self, Shared};
-use super::store::{self, DatasetRow, valid_id};
+use super::store::{self, DatasetRow, JobRow, Usage, VersionRow, valid_id};
 use crate::backend::CpuBackend;
 use crate::data::{ColumnChoice, CsvRows, Dataset};
 use crate::error::Error;
@@ -49,6 +49,9 @@ pub struct App {
     pub default_device: crate::backend::DeviceChoice,
     /// `checkpoint_seconds` of every job.
     pub checkpoint_seconds: f64,
+    /// Most parameters of a job's model, all ensemble members together: its training state
+    /// (weights, gradients, Adam's moments) is about 16 bytes each.
+    pub max_model_params: u128,
     pub metrics: Metrics,
     /// Models loaded so far, with their workspaces.
     models: Mutex<HashMap<String, (String, Arc<Model>)>>,
@@ -69,6 +72,7 @@ impl App {
             max_request_rows: 10_000,
             default_device,
             checkpoint_seconds,
+            max_model_params: 20_000_000,
             metrics: Metrics::default(),
             models: Mutex::new(HashMap::new()),
         }
@@ -111,11 +115,68 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer of `/v1`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, for programs: `invalid_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `in_use`, `finished`, `too_large`, `too_many_rows`, `quota_exceeded`,
+    /// `idempotency_key_reused`, `store_unavailable`, `store_full`, ...
+    pub code: String,
+    /// For people: what is wrong and where.
+    pub message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, axum::Json(body)).into_response()
     }
+}
+
+/// The error answers a `/v1` operation may give; the body says which and why.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum Errors {
+    /// The request is not valid: the message says what and where.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No key, a malformed Authorization header, an unknown key or a revoked one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key's scope or workspace does not allow this.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such thing in the workspaces the key sees.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// It is in use, or has already finished.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// The body, the rows of the request, or the workspace's stored bytes are past a limit.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// An Idempotency-Key used before for another request.
+    #[response(status = 422)]
+    KeyReused(ErrorBody),
+    /// The workspace has as many jobs queued or running as its quota allows.
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+    /// The store cannot be reached just now: try again shortly.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+    /// The store's disk is full.
+    #[response(status = 507)]
+    Full(ErrorBody),
 }
 
 /// Library errors: what the client can fix is a 400 with the library's message (the same
@@ -147,6 +208,71 @@ impl From<Error> for ApiError {
 }
 
 pub(super) type ApiResult<T> = std::result::Result<T, ApiError>;
+
+/// The OpenAPI 3.1 document of `/v1` and `/v2`, from the handlers' annotations and the
+/// types they take and answer with (served at `/v1/openapi.json`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "mdn serve",
+        description = "Training jobs, models, a model registry, keys and workspaces (/v1), and the Open Inference Protocol (/v2). See docs/service.md.",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        upload, list_datasets, get_dataset, delete_dataset,
+        submit, list_jobs, get_job, cancel_job, job_events, all_events,
+        get_model, predict, sample, eval, plot,
+        list_registry, get_registered, add_version, get_version, put_version, put_alias, delete_alias,
+        list_keys, add_key, revoke_key, list_workspaces, get_workspace, put_workspace,
+        super::v2::server, super::v2::live, super::v2::server_ready,
+        super::v2::metadata, super::v2::metadata_of, super::v2::ready, super::v2::ready_of,
+        super::v2::infer, super::v2::infer_of,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, super::v2::V2ErrorBody)),
+    modifiers(&BearerKey),
+    tags(
+        (name = "datasets", description = "Uploaded data"),
+        (name = "jobs", description = "Training jobs and their events"),
+        (name = "models", description = "Trained models: files, predictions, samples, scores, figures"),
+        (name = "registry", description = "Named models with versions and aliases"),
+        (name = "keys", description = "API keys and workspaces (admin)"),
+        (name = "inference", description = "The Open Inference Protocol (KServe V2)"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The `key` security scheme: `Authorization: Bearer <key>`.
+struct BearerKey;
+
+impl utoipa::Modify for BearerKey {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`mdn serve keys add`) or the --token-file token",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// `GET /v1/openapi.json`.
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_string();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.to_json().expect("the document is JSON"),
+    )
+        .into_response()
+}
 
 /// The routes, with authentication on `/v1` and request metrics on everything.
 pub fn router(app: AppState) -> Router {
@@ -183,7 +309,9 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/workspaces", get(list_workspaces))
         .route("/workspaces/{name}", get(get_workspace).put(put_workspace))
-        .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
+        .route_layer(middleware::from_fn_with_state(app.clone(), authorize))
+        // After the layer: the document needs no key.
+        .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/v1", v1)
         .nest("/v2", super::v2::routes(app.clone()))
@@ -504,6 +632,19 @@ fn over_quota(q: &store::OverQuota) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
+    params(
+        ("name" = Option<String>, Query, description = "How the data set is named in listings and messages (default: upload)"),
+        ("format" = Option<String>, Query, description = "csv or npy (default: from the first bytes)"),
+        ("columns" = Option<String>, Query, description = "Column names of an .npy upload, comma-separated"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried upload with the same key adds nothing and gets the first answer"),
+    ),
+    request_body(description = "The file: a CSV with a header, or an .npy array", content(("text/csv"), ("application/octet-stream"))),
+    responses((status = 201, description = "Stored", body = DatasetRow, links(
+        ("GetDataset" = (operation_id = "get_dataset", parameters(("id" = "$response.body#/id")))),
+        ("DeleteDataset" = (operation_id = "delete_dataset", parameters(("id" = "$response.body#/id")))),
+    )), Errors),
+    security(("key" = [])))]
 async fn upload(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -693,13 +834,7 @@ async fn upload(
         );
     }
     Ok(replay(
-        (
-            StatusCode::CREATED,
-            axum::Json(
-                json!({"id": row.id, "workspace": row.workspace, "name": row.name, "format": row.format, "rows": row.rows, "columns": row.columns, "bytes": row.bytes}),
-            ),
-        )
-            .into_response(),
+        (StatusCode::CREATED, axum::Json(row)).into_response(),
         replayed,
     ))
 }
@@ -817,27 +952,44 @@ fn validate(
     Ok((n, rows.header.clone()))
 }
 
+/// The data sets a key sees.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DatasetList {
+    pub datasets: Vec<DatasetRow>,
+}
+
+#[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
+    responses((status = 200, description = "The data sets of the key's workspace, oldest first", body = DatasetList), Errors),
+    security(("key" = [])))]
 async fn list_datasets(
     State(app): State<AppState>,
     axum::Extension(who): Who,
-) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({"datasets": app.shared.store.datasets(who.ws())?}),
-    ))
+) -> ApiResult<axum::Json<DatasetList>> {
+    Ok(axum::Json(DatasetList {
+        datasets: app.shared.store.datasets(who.ws())?,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "A data set's id")),
+    responses((status = 200, description = "The data set", body = DatasetRow), Errors),
+    security(("key" = [])))]
 async fn get_dataset(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<DatasetRow>> {
     let id = checked_id("dataset", &id)?;
     match app.shared.store.dataset(who.ws(), id)? {
-        Some(d) => Ok(axum::Json(serde_json::to_value(d).expect("dataset"))),
+        Some(d) => Ok(axum::Json(d)),
         None => Err(ApiError::not_found("dataset", id)),
     }
 }
 
+#[utoipa::path(delete, path = "/v1/datasets/{id}", tag = "datasets",
+    params(("id" = String, Path, description = "A data set's id")),
+    responses((status = 204, description = "Deleted"), Errors),
+    security(("key" = [])))]
 async fn delete_dataset(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -864,15 +1016,24 @@ async fn delete_dataset(
 
 // ---- jobs ----
 
-#[derive(Deserialize)]
+/// A training job: a data set, its columns, and `mdn train`'s options.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct JobRequest {
+pub struct JobRequest {
+    /// The data set's id.
     dataset: String,
+    /// The target column name, or a list of them (default: the last column).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     target: Option<Value>,
+    /// The feature column names (default: every other column).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     features: Option<Value>,
+    /// `mdn train`'s options by their JSON names (`epochs`, `components`, `hidden`, `lr`,
+    /// ...), except the paths the service sets.
     #[serde(default)]
+    #[schema(value_type = Object)]
     options: serde_json::Map<String, Value>,
     /// Registers the model, when the job succeeds, as the next version of this name.
     #[serde(default)]
@@ -914,6 +1075,15 @@ pub fn client_options() -> Vec<String> {
         .collect()
 }
 
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A retried submission with the same key queues nothing and gets the first answer")),
+    request_body = JobRequest,
+    responses((status = 202, description = "Queued", body = Submitted, links(
+        ("GetJob" = (operation_id = "get_job", parameters(("id" = "$response.body#/id")))),
+        ("CancelJob" = (operation_id = "cancel_job", parameters(("id" = "$response.body#/id")))),
+        ("JobEvents" = (operation_id = "job_events", parameters(("id" = "$response.body#/id")))),
+    )), Errors),
+    security(("key" = [])))]
 async fn submit(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -979,6 +1149,7 @@ async fn submit(
     let job_id = id.clone();
     let caller = who.clone();
     let register = req.register.clone();
+    let max_params = app.max_model_params;
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_names(&option_error(&e.to_string()))))?;
@@ -989,12 +1160,21 @@ async fn submit(
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
         let components = job.components;
+        let size = model_size(&job, dataset.columns.len());
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
         if let Err(e) = checked {
             let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
             e.message = option_names(&e.message);
             return Err(e);
+        }
+        // A model whose training state would not fit this server's bound.
+        if let Some(params) = size
+            && params > max_params
+        {
+            return Err(ApiError::bad(format!(
+                "options.hidden: the model would have {params} parameters (all ensemble members together), more than this server's limit of {max_params} (--max-model-params): use narrower or fewer hidden layers, fewer components or members"
+            )));
         }
         // What the data set's row count (known since its upload) already rules out.
         if let Some(k) = components
@@ -1045,15 +1225,29 @@ async fn submit(
             (first.id, true)
         }
     };
-    let model_id = runner::model_id(&id);
+    let model = runner::model_id(&id);
     Ok(replay(
         (
             StatusCode::ACCEPTED,
-            axum::Json(json!({"id": id, "status": store::QUEUED, "model": model_id})),
+            axum::Json(Submitted {
+                id,
+                status: store::QUEUED.into(),
+                model,
+            }),
         )
             .into_response(),
         replayed,
     ))
+}
+
+/// A queued job.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub id: String,
+    /// `queued`.
+    pub status: String,
+    /// The id its model will have when it finishes.
+    pub model: String,
 }
 
 /// A library message in the API's words: the command line's `--max-epochs` is the job's
@@ -1084,6 +1278,29 @@ pub fn option_names(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// How many parameters a job's model (all its ensemble members) would have, on a data set of
+/// `columns` columns (None: its shape is not valid, which resolving the job says better).
+fn model_size(job: &TrainJob, columns: usize) -> Option<u128> {
+    let targets = job.target.len().max(1).min(columns);
+    let features = if job.features.is_empty() {
+        columns.saturating_sub(targets)
+    } else {
+        job.features.len()
+    };
+    let dims: Vec<usize> = std::iter::once(features.max(1))
+        .chain(job.hidden.iter().copied())
+        .collect();
+    let k = job.components.unwrap_or(1) as u128;
+    let d = targets as u128;
+    let head = k * (1 + 2 * d + d * d.saturating_sub(1) / 2);
+    let last = *dims.last()? as u128;
+    let body: u128 = dims
+        .windows(2)
+        .map(|w| (w[0] as u128 + 1) * w[1] as u128)
+        .sum();
+    Some((body + (last + 1) * head) * job.ensemble.max(1) as u128)
 }
 
 /// A job's JSON error as the client sent it: `options.NAME: ...`, without the position in
@@ -1117,17 +1334,27 @@ fn option_error(text: &str) -> String {
     }
 }
 
+/// Jobs a key sees.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<store::JobRow>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs",
+    params(("status" = Option<String>, Query, description = "Only jobs of this status: queued, running, succeeded, failed or cancelled")),
+    responses((status = 200, description = "Jobs, oldest first", body = JobList), Errors),
+    security(("key" = [])))]
 async fn list_jobs(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     q: std::result::Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<JobList>> {
     let q = query(q)?;
     if let Some(s) = &q.status
         && !store::STATUSES.contains(&s.as_str())
@@ -1137,43 +1364,67 @@ async fn list_jobs(
             store::STATUSES.join(", ")
         )));
     }
-    Ok(axum::Json(
-        json!({"jobs": app.shared.store.jobs(who.ws(), q.status.as_deref())?}),
-    ))
+    Ok(axum::Json(JobList {
+        jobs: app.shared.store.jobs(who.ws(), q.status.as_deref())?,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "A job's id")),
+    responses((status = 200, description = "The job", body = JobRow), Errors),
+    security(("key" = [])))]
 async fn get_job(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<store::JobRow>> {
     let id = checked_id("job", &id)?;
     match app.shared.store.job(who.ws(), id)? {
-        Some(j) => Ok(axum::Json(serde_json::to_value(j).expect("job"))),
+        Some(j) => Ok(axum::Json(j)),
         None => Err(ApiError::not_found("job", id)),
     }
 }
 
+/// What a cancel did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CancelAnswer {
+    pub id: String,
+    /// `cancelled` (it was queued) or `running` (it stops after its epoch).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
+}
+
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "A job's id")),
+    responses((status = 200, description = "Cancelled (queued), or asked to stop after its epoch (running)", body = CancelAnswer), Errors),
+    security(("key" = [])))]
 async fn cancel_job(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(id): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<CancelAnswer>> {
     let id = checked_id("job", &id)?;
     match app.shared.store.cancel(who.ws(), id, who.by())? {
         store::Cancel::Cancelled(posted) => {
             log::info!("job {id} cancelled{}", by_text(&who));
             app.shared.published(posted);
-            Ok(axum::Json(json!({"id": id, "status": store::CANCELLED})))
+            Ok(axum::Json(CancelAnswer {
+                id: id.into(),
+                status: store::CANCELLED.into(),
+                cancel_requested: None,
+            }))
         }
         store::Cancel::Requested(posted) => {
             log::info!("job {id}: asked to stop{}", by_text(&who));
             app.shared.published(posted);
             // Here at once; on another machine at its worker's next epoch.
             app.shared.cancel_running(id);
-            Ok(axum::Json(
-                json!({"id": id, "status": store::RUNNING, "cancel_requested": true}),
-            ))
+            Ok(axum::Json(CancelAnswer {
+                id: id.into(),
+                status: store::RUNNING.into(),
+                cancel_requested: Some(true),
+            }))
         }
         store::Cancel::Finished(status) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -1213,6 +1464,13 @@ struct Tail {
 
 /// Server-Sent Events of a job: its history first (after `Last-Event-ID` when a client
 /// reconnects), then each new event; the stream ends after the job's final status.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs",
+    params(
+        ("id" = String, Path, description = "A job's id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
+    ),
+    responses((status = 200, description = "Server-Sent Events: the job's history, then each new event, until its final status", content_type = "text/event-stream", body = String), Errors),
+    security(("key" = [])))]
 async fn job_events(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1389,6 +1647,10 @@ pub(super) fn load_model(
     Ok((model, resolved))
 }
 
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "models",
+    params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS")),
+    responses((status = 200, description = "The model file (mdn's JSON model format)", body = Object), Errors),
+    security(("key" = [])))]
 async fn get_model(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1423,20 +1685,26 @@ async fn get_model(
 
 /// Rows sent to a model: `rows` (each the features in the model's order, then for `/eval`
 /// the targets) or `columns` (name -> values).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rows {
+pub struct Rows {
     rows: Option<Vec<Vec<f64>>>,
+    /// Column name -> values.
+    #[schema(value_type = Option<Object>)]
     columns: Option<serde_json::Map<String, Value>>,
-    // predict
+    /// predict: quantile levels in (0, 1).
     #[serde(default)]
     quantiles: Vec<f64>,
+    /// predict: a central interval of this probability (adds its two quantiles).
     interval: Option<f64>,
-    // sample
+    /// sample: samples per row (1 to 100,000).
     n: Option<usize>,
+    /// sample: the seed.
     #[serde(default)]
     seed: u64,
+    /// sample: temperature of the mixture weights.
     temperature: Option<f64>,
+    /// sample: scale of the components' standard deviations.
     sigma_scale: Option<f64>,
 }
 
@@ -1574,6 +1842,11 @@ fn json_text(v: &Value) -> Response {
         .into_response()
 }
 
+#[utoipa::path(post, path = "/v1/models/{model}/predict", tag = "models",
+    params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS")),
+    request_body = Rows,
+    responses((status = 200, description = "What `mdn predict --json` writes for the rows", body = Object), Errors),
+    security(("key" = [])))]
 async fn predict(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1595,6 +1868,11 @@ async fn predict(
     Ok(resolved.tag(answer))
 }
 
+#[utoipa::path(post, path = "/v1/models/{model}/sample", tag = "models",
+    params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS")),
+    request_body = Rows,
+    responses((status = 200, description = "What `mdn sample --json` writes for the rows", body = Object), Errors),
+    security(("key" = [])))]
 async fn sample(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1628,6 +1906,11 @@ async fn sample(
     Ok(resolved.tag(answer))
 }
 
+#[utoipa::path(post, path = "/v1/models/{model}/eval", tag = "models",
+    params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS")),
+    request_body = Rows,
+    responses((status = 200, description = "Mean NLL and proper scores of the rows (features, then targets)", body = Object), Errors),
+    security(("key" = [])))]
 async fn eval(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1650,6 +1933,9 @@ async fn eval(
 
 /// Server-Sent Events of every job, from now on (no history): what the dashboard's job list
 /// follows.
+#[utoipa::path(get, path = "/v1/events", tag = "jobs",
+    responses((status = 200, description = "Server-Sent Events of every job the key sees, from now on", content_type = "text/event-stream", body = String), Errors),
+    security(("key" = [])))]
 async fn all_events(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1710,20 +1996,44 @@ fn no_version(name: &str, version: &str) -> ApiError {
     )
 }
 
+/// Registered names.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RegistryList {
+    pub models: Vec<store::RegisteredModel>,
+}
+
+#[utoipa::path(get, path = "/v1/registry", tag = "registry",
+    responses((status = 200, description = "Registered names", body = RegistryList), Errors),
+    security(("key" = [])))]
 async fn list_registry(
     State(app): State<AppState>,
     axum::Extension(who): Who,
-) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({"models": app.shared.store.registry(who.ws())?}),
-    ))
+) -> ApiResult<axum::Json<RegistryList>> {
+    Ok(axum::Json(RegistryList {
+        models: app.shared.store.registry(who.ws())?,
+    }))
 }
 
+/// A registered name: its versions and aliases.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub name: String,
+    pub workspace: String,
+    pub latest: u32,
+    /// alias -> version.
+    pub aliases: std::collections::BTreeMap<String, u32>,
+    pub versions: Vec<store::VersionRow>,
+}
+
+#[utoipa::path(get, path = "/v1/registry/{name}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name")),
+    responses((status = 200, description = "Its versions and aliases", body = Registered), Errors),
+    security(("key" = [])))]
 async fn get_registered(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<Registered>> {
     let name = checked_name(&name)?;
     let versions = app.shared.store.versions(who.home(), name)?;
     if versions.is_empty() {
@@ -1733,24 +2043,24 @@ async fn get_registered(
             format!("no registered model {name:?}"),
         ));
     }
-    let mut aliases = serde_json::Map::new();
+    let mut aliases = std::collections::BTreeMap::new();
     for v in &versions {
         for a in &v.aliases {
-            aliases.insert(a.clone(), Value::from(v.version));
+            aliases.insert(a.clone(), v.version);
         }
     }
-    Ok(axum::Json(json!({
-        "name": name,
-        "workspace": who.home(),
-        "latest": versions.last().map(|v| v.version),
-        "aliases": aliases,
-        "versions": versions,
-    })))
+    Ok(axum::Json(Registered {
+        name: name.to_string(),
+        workspace: who.home().to_string(),
+        latest: versions.last().map_or(0, |v| v.version),
+        aliases,
+        versions,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewVersion {
+pub struct NewVersion {
     /// The model's id (a finished job's `model`).
     model: String,
     #[serde(default)]
@@ -1771,6 +2081,11 @@ fn checked_tags(tags: &[String]) -> ApiResult<()> {
 }
 
 /// Registers a model (by id) as the next version of a name.
+#[utoipa::path(post, path = "/v1/registry/{name}/versions", tag = "registry",
+    params(("name" = String, Path, description = "The name (made if new)")),
+    request_body = NewVersion,
+    responses((status = 201, description = "The new version", body = VersionRow), Errors),
+    security(("key" = [])))]
 async fn add_version(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1820,6 +2135,10 @@ fn version_number(name: &str, version: &str) -> ApiResult<u32> {
         .ok_or_else(|| no_version(name, version))
 }
 
+#[utoipa::path(get, path = "/v1/registry/{name}/versions/{version}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number")),
+    responses((status = 200, description = "The version", body = VersionRow), Errors),
+    security(("key" = [])))]
 async fn get_version(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1837,13 +2156,18 @@ async fn get_version(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VersionChange {
+pub struct VersionChange {
     tags: Vec<String>,
 }
 
 /// Sets a version's tags.
+#[utoipa::path(put, path = "/v1/registry/{name}/versions/{version}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number")),
+    request_body = VersionChange,
+    responses((status = 200, description = "The version with its new tags", body = VersionRow), Errors),
+    security(("key" = [])))]
 async fn put_version(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1864,19 +2188,24 @@ async fn put_version(
         .ok_or_else(|| no_version(name, &version))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AliasChange {
+pub struct AliasChange {
     version: u32,
 }
 
 /// Points an alias at a version (made, or moved in one statement).
+#[utoipa::path(put, path = "/v1/registry/{name}/aliases/{alias}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name"), ("alias" = String, Path, description = "An alias: production, staging, ...")),
+    request_body = AliasChange,
+    responses((status = 200, description = "The alias points at the version", body = AliasAnswer), Errors),
+    security(("key" = [])))]
 async fn put_alias(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path((name, alias)): Path<(String, String)>,
     body: Bytes,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<AliasAnswer>> {
     let name = checked_name(&name)?;
     if !store::valid_alias(&alias) {
         return Err(ApiError::bad(format!(
@@ -1897,11 +2226,25 @@ async fn put_alias(
         who.home(),
         by_text(&who)
     );
-    Ok(axum::Json(
-        json!({"name": name, "alias": alias, "version": r.version}),
-    ))
+    Ok(axum::Json(AliasAnswer {
+        name: name.to_string(),
+        alias,
+        version: r.version,
+    }))
 }
 
+/// Where an alias points now.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AliasAnswer {
+    pub name: String,
+    pub alias: String,
+    pub version: u32,
+}
+
+#[utoipa::path(delete, path = "/v1/registry/{name}/aliases/{alias}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name"), ("alias" = String, Path, description = "An alias")),
+    responses((status = 204, description = "Removed"), Errors),
+    security(("key" = [])))]
 async fn delete_alias(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -1921,9 +2264,9 @@ async fn delete_alias(
 
 // ---- keys and workspaces ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyRequest {
+pub struct KeyRequest {
     /// Who or what the key is for (`ci`, `alice`).
     name: String,
     scope: String,
@@ -1935,15 +2278,39 @@ struct KeyRequest {
     server_admin: bool,
 }
 
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "The keys of the key's workspace (a server admin: all), never the keys themselves", body = KeyList), Errors),
+    security(("key" = [])))]
 async fn list_keys(
     State(app): State<AppState>,
     axum::Extension(who): Who,
-) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({"keys": app.shared.store.keys(who.ws())?}),
-    ))
+) -> ApiResult<axum::Json<KeyList>> {
+    Ok(axum::Json(KeyList {
+        keys: app.shared.store.keys(who.ws())?,
+    }))
 }
 
+/// Keys (never the keys themselves).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<store::KeyRow>,
+}
+
+/// A new key: its row, and the key, shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct NewKeyAnswer {
+    #[serde(flatten)]
+    pub row: store::KeyRow,
+    /// The bearer token: `mdn_key_<id>_<secret>`.
+    pub key: String,
+}
+
+#[utoipa::path(post, path = "/v1/keys", tag = "keys",
+    request_body = KeyRequest,
+    responses((status = 201, description = "The new key, in `key`: shown this once", body = NewKeyAnswer, links(
+        ("RevokeKey" = (operation_id = "revoke_key", parameters(("id" = "$response.body#/id")))),
+    )), Errors),
+    security(("key" = [])))]
 async fn add_key(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -2001,11 +2368,17 @@ async fn add_key(
         workspace.as_deref().unwrap_or("every workspace"),
         by_text(&who)
     );
-    let mut body = serde_json::to_value(&made.row).expect("a key row");
-    body["key"] = Value::from(made.key);
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    let answer = NewKeyAnswer {
+        row: made.row,
+        key: made.key,
+    };
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "A key's id (key_...)")),
+    responses((status = 204, description = "Revoked: refused from now on"), Errors),
+    security(("key" = [])))]
 async fn revoke_key(
     State(app): State<AppState>,
     axum::Extension(who): Who,
@@ -2020,20 +2393,33 @@ async fn revoke_key(
     }
 }
 
+/// Workspaces with what each uses.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WorkspaceList {
+    pub workspaces: Vec<store::Usage>,
+}
+
+#[utoipa::path(get, path = "/v1/workspaces", tag = "keys",
+    responses((status = 200, description = "Workspaces with what each uses and its quotas", body = WorkspaceList), Errors),
+    security(("key" = [])))]
 async fn list_workspaces(
     State(app): State<AppState>,
     axum::Extension(who): Who,
-) -> ApiResult<axum::Json<Value>> {
-    Ok(axum::Json(
-        json!({"workspaces": app.shared.store.workspaces(who.ws())?}),
-    ))
+) -> ApiResult<axum::Json<WorkspaceList>> {
+    Ok(axum::Json(WorkspaceList {
+        workspaces: app.shared.store.workspaces(who.ws())?,
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/workspaces/{name}", tag = "keys",
+    params(("name" = String, Path, description = "A workspace")),
+    responses((status = 200, description = "What it uses and its quotas", body = Usage), Errors),
+    security(("key" = [])))]
 async fn get_workspace(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<store::Usage>> {
     if who.ws().is_some_and(|w| w != name) || !store::valid_workspace(&name) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -2042,7 +2428,7 @@ async fn get_workspace(
         ));
     }
     match app.shared.store.workspaces(Some(&name))?.into_iter().next() {
-        Some(u) => Ok(axum::Json(serde_json::to_value(u).expect("usage"))),
+        Some(u) => Ok(axum::Json(u)),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -2051,9 +2437,9 @@ async fn get_workspace(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Quotas {
+pub struct Quotas {
     /// Most jobs queued or running at once (null: no limit).
     #[serde(default)]
     max_jobs: Option<u64>,
@@ -2064,12 +2450,17 @@ struct Quotas {
 
 /// Creates a workspace or sets its quotas: a server admin's. (A workspace's own admin sees
 /// its quotas but does not set them: a limit its holder can lift bounds nothing.)
+#[utoipa::path(put, path = "/v1/workspaces/{name}", tag = "keys",
+    params(("name" = String, Path, description = "A workspace (made if new)")),
+    request_body = Quotas,
+    responses((status = 200, description = "Its quotas are set", body = Usage), Errors),
+    security(("key" = [])))]
 async fn put_workspace(
     State(app): State<AppState>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
     body: Bytes,
-) -> ApiResult<axum::Json<Value>> {
+) -> ApiResult<axum::Json<store::Usage>> {
     if !who.is_server_admin() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -2107,12 +2498,20 @@ async fn put_workspace(
         q.max_bytes,
         by_text(&who)
     );
-    let usage = store.workspaces(Some(&name))?.into_iter().next();
-    Ok(axum::Json(serde_json::to_value(usage).expect("usage")))
+    store
+        .workspaces(Some(&name))?
+        .into_iter()
+        .next()
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::not_found("workspace", &name))
 }
 
 /// A panel of `mdn plot` for a model, as SVG: `density`, `pit`, `reliability`, `history` or
 /// `all`, drawn from the data set its job trained on, once (then kept beside the model).
+#[utoipa::path(get, path = "/v1/models/{model}/plot/{panel}", tag = "models",
+    params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS"), ("panel" = String, Path, description = "density, pit, reliability, history or all (.svg optional)")),
+    responses((status = 200, description = "The figure `mdn plot` draws", content_type = "image/svg+xml", body = String), Errors),
+    security(("key" = [])))]
 async fn plot(
     State(app): State<AppState>,
     axum::Extension(who): Who,

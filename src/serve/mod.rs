@@ -55,6 +55,8 @@ pub struct Config {
     pub max_upload_mb: u64,
     /// Most rows in one predict, sample or eval request.
     pub max_request_rows: usize,
+    /// Most parameters of a job's model (all ensemble members together).
+    pub max_model_params: u64,
     /// Bearer token (None: no authentication, loopback addresses only).
     pub token: Option<String>,
     /// A running job's checkpoints are at least this many seconds apart.
@@ -196,6 +198,7 @@ pub fn run(
                 config.checkpoint_seconds,
             );
             app.max_request_rows = config.max_request_rows;
+            app.max_model_params = config.max_model_params as u128;
             let app = Arc::new(app);
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {

@@ -50,8 +50,110 @@ impl From<crate::Error> for V2Error {
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        (self.0.status, axum::Json(json!({"error": self.0.message}))).into_response()
+        let body = V2ErrorBody {
+            error: self.0.message,
+        };
+        (self.0.status, axum::Json(body)).into_response()
     }
+}
+
+/// The protocol's error body.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct V2ErrorBody {
+    pub error: String,
+}
+
+/// The error answers of the protocol's model routes.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum V2Errors {
+    /// The request is not valid: the message says what.
+    #[response(status = 400)]
+    BadRequest(V2ErrorBody),
+    /// No key, a malformed Authorization header, an unknown key or a revoked one.
+    #[response(status = 401)]
+    Unauthorized(V2ErrorBody),
+    /// The key's scope or workspace does not allow this.
+    #[response(status = 403)]
+    Forbidden(V2ErrorBody),
+    /// No such model (or version) in the key's workspace.
+    #[response(status = 404)]
+    NotFound(V2ErrorBody),
+    /// More rows than --max-request-rows.
+    #[response(status = 413)]
+    TooLarge(V2ErrorBody),
+    /// The store cannot be reached just now.
+    #[response(status = 503)]
+    Unavailable(V2ErrorBody),
+}
+
+/// `/v2`: the server.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ServerMetadata {
+    pub name: String,
+    pub version: String,
+    pub extensions: Vec<String>,
+}
+
+/// `/v2/health/live`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Live {
+    pub live: bool,
+}
+
+/// `/v2/health/ready`, and a model's `ready`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub ready: bool,
+}
+
+/// A tensor's name, type and shape (-1: any length).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<i64>,
+}
+
+/// A model's metadata.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ModelMetadata {
+    pub name: String,
+    /// A registered name's versions; none for a model id.
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+    /// mdn's own: the model's id and version, feature and target names, components,
+    /// ensemble members.
+    #[schema(value_type = Object)]
+    pub parameters: Value,
+}
+
+/// An output tensor: its values in `data` (row-major), or after the JSON header as binary
+/// data (`parameters.binary_data_size` bytes).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct OutputTensor {
+    pub name: String,
+    pub datatype: String,
+    pub shape: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Vec<f32>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+}
+
+/// What `infer` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<OutputTensor>,
 }
 
 type V2Result<T> = std::result::Result<T, V2Error>;
@@ -73,23 +175,34 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route_layer(middleware::from_fn_with_state(app, api::authorize));
     Router::new()
         .route("/", get(server))
-        .route(
-            "/health/live",
-            get(|| async { axum::Json(json!({"live": true})) }),
-        )
-        .route(
-            "/health/ready",
-            get(|| async { axum::Json(json!({"ready": true})) }),
-        )
+        .route("/health/live", get(live))
+        .route("/health/ready", get(server_ready))
         .merge(models)
 }
 
-async fn server() -> axum::Json<Value> {
-    axum::Json(json!({
-        "name": "mdn",
-        "version": env!("CARGO_PKG_VERSION"),
-        "extensions": ["binary_tensor_data"],
-    }))
+#[utoipa::path(get, path = "/v2", tag = "inference",
+    responses((status = 200, description = "The server", body = ServerMetadata)))]
+pub(super) async fn server() -> axum::Json<ServerMetadata> {
+    axum::Json(ServerMetadata {
+        name: "mdn".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: vec!["binary_tensor_data".into()],
+    })
+}
+
+#[utoipa::path(get, path = "/v2/health/live", tag = "inference",
+    responses((status = 200, description = "The server is up", body = Live)))]
+pub(super) async fn live() -> axum::Json<Live> {
+    axum::Json(Live { live: true })
+}
+
+#[utoipa::path(get, path = "/v2/health/ready", tag = "inference",
+    responses((status = 200, description = "The server answers", body = Ready)))]
+pub(super) async fn server_ready() -> axum::Json<Ready> {
+    axum::Json(Ready {
+        name: None,
+        ready: true,
+    })
 }
 
 /// The `/v1` reference of a V2 model and version: `NAME`, `NAME:3` or `NAME@production`
@@ -132,7 +245,7 @@ async fn describe(
     who: Arc<Caller>,
     name: String,
     version: Option<String>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<ModelMetadata>> {
     let r = reference(&name, version.as_deref())?;
     let (model, resolved) = api::load_model(&app, &who, &r)?;
     let versions: Vec<String> = match &resolved.version {
@@ -146,40 +259,52 @@ async fn describe(
         None => vec![],
     };
     let k = model.arch.components * model.ensemble_size();
-    let outs: Vec<Value> = outputs(&model, k)
-        .into_iter()
-        .map(|(n, shape)| json!({"name": n, "datatype": "FP32", "shape": shape}))
-        .collect();
-    Ok(axum::Json(json!({
-        "name": name,
-        "versions": versions,
-        "platform": "mdn",
-        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, model.features.len()]}],
-        "outputs": outs,
-        "parameters": {
+    let tensor = |n: &str, shape: Vec<i64>| TensorMetadata {
+        name: n.into(),
+        datatype: "FP32".into(),
+        shape,
+    };
+    Ok(axum::Json(ModelMetadata {
+        name,
+        versions,
+        platform: "mdn".into(),
+        inputs: vec![tensor("x", vec![-1, model.features.len() as i64])],
+        outputs: outputs(&model, k)
+            .into_iter()
+            .map(|(n, shape)| tensor(n, shape))
+            .collect(),
+        parameters: json!({
             "model": resolved.id,
             "version": resolved.version.as_ref().map(|v| v.1),
             "features": model.features,
             "targets": model.targets,
             "components": model.arch.components,
             "ensemble": model.ensemble_size(),
-        },
-    })))
+        }),
+    }))
 }
 
-async fn metadata(
+#[utoipa::path(get, path = "/v2/models/{name}", tag = "inference",
+    params(("name" = String, Path, description = "A registered name, or a model id")),
+    responses((status = 200, description = "The model's inputs and outputs", body = ModelMetadata), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn metadata(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<ModelMetadata>> {
     describe(app, who, name, None).await
 }
 
-async fn metadata_of(
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = "inference",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number, or an alias")),
+    responses((status = 200, description = "The version's inputs and outputs", body = ModelMetadata), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn metadata_of(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path((name, version)): Path<(String, String)>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<ModelMetadata>> {
     describe(app, who, name, Some(version)).await
 }
 
@@ -188,55 +313,85 @@ async fn is_ready(
     who: Arc<Caller>,
     name: String,
     version: Option<String>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<Ready>> {
     let r = reference(&name, version.as_deref())?;
     api::load_model(&app, &who, &r)?;
-    Ok(axum::Json(json!({"name": name, "ready": true})))
+    Ok(axum::Json(Ready {
+        name: Some(name),
+        ready: true,
+    }))
 }
 
-async fn ready(
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = "inference",
+    params(("name" = String, Path, description = "A registered name, or a model id")),
+    responses((status = 200, description = "It loads", body = Ready), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn ready(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<Ready>> {
     is_ready(app, who, name, None).await
 }
 
-async fn ready_of(
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = "inference",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number, or an alias")),
+    responses((status = 200, description = "It loads", body = Ready), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn ready_of(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path((name, version)): Path<(String, String)>,
-) -> V2Result<axum::Json<Value>> {
+) -> V2Result<axum::Json<Ready>> {
     is_ready(app, who, name, Some(version)).await
 }
 
-#[derive(Deserialize)]
-struct InferRequest {
+/// An inference request.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct InferRequest {
+    /// Echoed in the answer.
     id: Option<String>,
+    /// `quantiles` (levels, a list or `"0.05,0.95"`), `binary_data_output` (bool).
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
+    /// One tensor, `x` [N, d].
     inputs: Vec<InferInput>,
+    /// Which outputs (default: pi, mu, sigma, [scale_tril], mean, variance, [quantiles]).
     outputs: Option<Vec<RequestedOutput>>,
 }
 
-#[derive(Deserialize)]
-struct InferInput {
+/// An input tensor: `data` (flat or nested, row-major), or `parameters.binary_data_size`
+/// bytes after the JSON header.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct InferInput {
     name: String,
     shape: Vec<i64>,
+    /// FP32 or FP64.
     datatype: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
+    #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
 
-#[derive(Deserialize)]
-struct RequestedOutput {
+/// An output asked for; `parameters.binary_data: true` sends it as binary data.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct RequestedOutput {
     name: String,
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Map<String, Value>,
 }
 
-async fn infer(
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = "inference",
+    params(("name" = String, Path, description = "A registered name (its newest version), or a model id")),
+    request_body(content((InferRequest = "application/json"), ("application/octet-stream")),
+        description = "JSON, or (with Inference-Header-Content-Length) a JSON header followed by binary tensors"),
+    responses((status = 200, description = "The mixture's tensors", content((InferResponse = "application/json"), ("application/octet-stream"))), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn infer(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path(name): Path<String>,
@@ -246,7 +401,13 @@ async fn infer(
     run(app, who, name, None, headers, body).await
 }
 
-async fn infer_of(
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = "inference",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number, or an alias")),
+    request_body(content((InferRequest = "application/json"), ("application/octet-stream")),
+        description = "JSON, or (with Inference-Header-Content-Length) a JSON header followed by binary tensors"),
+    responses((status = 200, description = "The mixture's tensors", content((InferResponse = "application/json"), ("application/octet-stream"))), V2Errors),
+    security(("key" = [])))]
+pub(super) async fn infer_of(
     State(app): State<Arc<App>>,
     axum::Extension(who): Who,
     Path((name, version)): Path<(String, String)>,
@@ -485,18 +646,28 @@ async fn run(
     let mut outs = Vec::new();
     let mut tail: Vec<u8> = Vec::new();
     for (n, bin, shape, values) in tensors {
+        let mut t = OutputTensor {
+            name: n,
+            datatype: "FP32".into(),
+            shape,
+            data: None,
+            parameters: None,
+        };
         if bin {
             let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            outs.push(json!({"name": n, "datatype": "FP32", "shape": shape, "parameters": {"binary_data_size": bytes.len()}}));
+            t.parameters = Some(json!({"binary_data_size": bytes.len()}));
             tail.extend(bytes);
         } else {
-            outs.push(json!({"name": n, "datatype": "FP32", "shape": shape, "data": values}));
+            t.data = Some(values);
         }
+        outs.push(t);
     }
-    let mut doc = json!({"model_name": name, "model_version": model_version, "outputs": outs});
-    if let Some(id) = id {
-        doc["id"] = Value::from(id);
-    }
+    let doc = InferResponse {
+        model_name: name,
+        model_version,
+        id,
+        outputs: outs,
+    };
     let text = serde_json::to_vec(&doc).expect("JSON of numbers");
     let response = if tail.is_empty() {
         ([(header::CONTENT_TYPE, "application/json")], text).into_response()

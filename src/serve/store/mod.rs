@@ -75,7 +75,7 @@ pub fn valid_workspace(name: &str) -> bool {
 
 /// What an API key may do, each including the one before: `read` (list, fetch, predict),
 /// `write` (also upload, submit, cancel, delete), `admin` (also manage keys).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -106,7 +106,7 @@ impl std::str::FromStr for Scope {
 }
 
 /// An API key as stored: never the key itself, only the SHA-256 of its secret part.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct KeyRow {
     /// `key_` and 16 hex digits: the key's first part, which finds its row.
     pub id: String,
@@ -123,7 +123,7 @@ pub struct KeyRow {
 }
 
 /// A workspace and its quotas (None: no limit).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Workspace {
     pub name: String,
     /// Most jobs queued or running at once.
@@ -134,7 +134,7 @@ pub struct Workspace {
 }
 
 /// A workspace with what it uses now.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Usage {
     #[serde(flatten)]
     pub workspace: Workspace,
@@ -194,7 +194,7 @@ pub fn valid_alias(alias: &str) -> bool {
 }
 
 /// A version of a registered model.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct VersionRow {
     pub name: String,
     pub workspace: String,
@@ -212,7 +212,7 @@ pub struct VersionRow {
 }
 
 /// A registered model name: its newest version and its aliases.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RegisteredModel {
     pub name: String,
     pub workspace: String,
@@ -232,7 +232,7 @@ pub enum Selector<'a> {
 }
 
 /// An uploaded data set.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DatasetRow {
     pub id: String,
     pub workspace: String,
@@ -248,7 +248,7 @@ pub struct DatasetRow {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: String,
     pub workspace: String,
@@ -259,6 +259,7 @@ pub struct JobRow {
     pub status: String,
     pub dataset: String,
     /// What the client sent: target, features and options.
+    #[schema(value_type = Object)]
     pub request: Value,
     pub epoch: Option<usize>,
     pub max_epochs: Option<usize>,
