@@ -1435,6 +1435,18 @@ async fn cancel_job(
     }
 }
 
+/// One Server-Sent Event of a stream (the schema of each event, not of the whole body).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SseEvent {
+    /// The event's number in its job's history (`Last-Event-ID` resumes after it).
+    pub id: String,
+    /// Its type: `status`, `started`, `epoch`, `message`, `cancel_requested`, ...
+    pub event: String,
+    /// The event as JSON text (`type`, `seq`, and what the type carries; `/v1/events` adds
+    /// `job`).
+    pub data: String,
+}
+
 fn is_final(data: &str) -> bool {
     serde_json::from_str::<Value>(data).is_ok_and(|v| {
         v["type"] == "status"
@@ -1469,7 +1481,7 @@ struct Tail {
         ("id" = String, Path, description = "A job's id"),
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
     ),
-    responses((status = 200, description = "Server-Sent Events: the job's history, then each new event, until its final status", content_type = "text/event-stream", body = String), Errors),
+    responses((status = 200, description = "Server-Sent Events: the job's history, then each new event, until its final status", content_type = "text/event-stream", body = SseEvent), Errors),
     security(("key" = [])))]
 async fn job_events(
     State(app): State<AppState>,
@@ -1934,7 +1946,7 @@ async fn eval(
 /// Server-Sent Events of every job, from now on (no history): what the dashboard's job list
 /// follows.
 #[utoipa::path(get, path = "/v1/events", tag = "jobs",
-    responses((status = 200, description = "Server-Sent Events of every job the key sees, from now on", content_type = "text/event-stream", body = String), Errors),
+    responses((status = 200, description = "Server-Sent Events of every job the key sees, from now on", content_type = "text/event-stream", body = SseEvent), Errors),
     security(("key" = [])))]
 async fn all_events(
     State(app): State<AppState>,
