@@ -99,6 +99,10 @@ pub struct ServerArgs {
     /// With a server admin key: the workspace to act in (sent as Mdn-Workspace)
     #[arg(long, env = "MDN_WORKSPACE")]
     pub workspace: Option<String>,
+    /// For an https:// service: trust the certificates in this PEM file (a self-signed
+    /// certificate, a private CA) instead of the usual public ones
+    #[arg(long, env = "MDN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -233,6 +237,12 @@ pub struct ServeArgs {
     /// this many seconds (it also writes one when the service stops)
     #[arg(long, default_value_t = 30.0)]
     pub checkpoint_seconds: f64,
+    /// Serve HTTPS with this certificate chain (PEM; the server's certificate first)
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM)
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// `mdn serve keys ...` and `mdn serve workspaces`: changes to a store, made beside the

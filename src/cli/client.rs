@@ -41,11 +41,31 @@ impl Client {
                 "--server {base}: expected a URL such as http://127.0.0.1:7878"
             )));
         }
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .timeout_connect(Some(Duration::from_secs(10)))
-            .build()
-            .into();
+            .timeout_connect(Some(Duration::from_secs(10)));
+        if let Some(path) = &a.ca_file {
+            use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+            let pem = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let certs: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(Error::config(format!(
+                    "--ca-file {}: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)",
+                    path.display()
+                )));
+            }
+            config = config.tls_config(
+                TlsConfig::builder()
+                    .root_certs(RootCerts::Specific(std::sync::Arc::new(certs)))
+                    .build(),
+            );
+        }
+        let agent = config.build().into();
         Ok(Client {
             base,
             token,

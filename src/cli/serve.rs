@@ -41,6 +41,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_upload_mb: a.max_upload_mb,
         max_request_rows: a.max_request_rows,
         max_model_params: a.max_model_params,
+        tls: a.tls_cert.zip(a.tls_key),
         token,
         checkpoint_seconds: a.checkpoint_seconds,
         leasing: Leasing {
@@ -93,11 +94,16 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         );
     };
     let exit_when_idle = a.exit_when_idle;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     mdn::serve::run(
         config,
         |addr| match addr {
             Some(addr) => message(&format!(
-                "mdn serve: listening on http://{addr} ({summary})"
+                "mdn serve: listening on {scheme}://{addr} ({summary})"
             )),
             None => message(&format!(
                 "mdn serve: working (store {store}, {jobs}{})",

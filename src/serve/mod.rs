@@ -59,6 +59,8 @@ pub struct Config {
     pub max_model_params: u64,
     /// Bearer token (None: no authentication, loopback addresses only).
     pub token: Option<String>,
+    /// HTTPS: the certificate chain and private key, PEM files (None: plain HTTP).
+    pub tls: Option<(PathBuf, PathBuf)>,
     /// A running job's checkpoints are at least this many seconds apart.
     pub checkpoint_seconds: f64,
     /// How jobs are leased to workers.
@@ -86,6 +88,58 @@ fn resolve_addr(addr: &str) -> Result<SocketAddr> {
     found
         .next()
         .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+/// The TLS configuration of `--tls-cert` (a PEM certificate chain, the server's first) and
+/// `--tls-key` (its PEM private key), with rustls' ring provider; every problem names its
+/// file.
+fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let io = |flag: &str, path: &std::path::Path, e: rustls_pki_types::pem::Error| match e {
+        rustls_pki_types::pem::Error::Io(e) => {
+            Error::config(format!("{flag} {}: {e}", path.display()))
+        }
+        other => Error::config(format!(
+            "{flag} {}: not a PEM file ({other})",
+            path.display()
+        )),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| io("--tls-cert", cert, e))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| io("--tls-cert", cert, e))?;
+    if certs.is_empty() {
+        return Err(Error::config(format!(
+            "--tls-cert {}: no certificate in it (expected PEM: -----BEGIN CERTIFICATE-----)",
+            cert.display()
+        )));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => Error::config(format!(
+            "--tls-key {}: no private key in it (expected PEM: -----BEGIN PRIVATE KEY-----)",
+            key.display()
+        )),
+        other => io("--tls-key", key, other),
+    })?;
+    // ring, already in the tree (no C toolchain to build, unlike aws-lc-rs); rustls marks it
+    // deprecated for lacking post-quantum key exchange, which classical TLS 1.3 does without.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private)
+        .map_err(|e| {
+            Error::config(format!(
+                "--tls-cert {} and --tls-key {}: {e} (is the key the certificate's?)",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Runs the service until `shutdown` completes (Ctrl-C or SIGTERM in the CLI). `ready` is
@@ -128,6 +182,10 @@ pub fn run(
             "the token must be at least 16 characters long",
         ));
     }
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(tls_config(cert, key)?),
+        None => None,
+    };
     let (store, files) = store::open(
         &config.store,
         config.files.as_deref(),
@@ -207,16 +265,44 @@ pub fn run(
                 let bound = listener
                     .local_addr()
                     .map_err(|e| Error::Backend(e.to_string()))?;
+                if tls.is_none() && !bound.ip().is_loopback() {
+                    log::warn!(
+                        "listening on {bound} without TLS: keys cross the network in clear text; give --tls-cert and --tls-key, or put a TLS proxy in front"
+                    );
+                }
                 ready(Some(bound));
                 let stopping = shared.clone();
-                axum::serve(listener, api::router(app))
-                    .with_graceful_shutdown(async move {
-                        shutdown.await;
-                        // Running jobs stop after their current epoch; open event streams end.
-                        stopping.stop();
-                    })
-                    .await
-                    .map_err(|e| Error::Backend(format!("the HTTP server failed: {e}")))
+                let router = api::router(app);
+                let failed = |e: std::io::Error| Error::Backend(format!("the HTTP server failed: {e}"));
+                match tls {
+                    None => axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            shutdown.await;
+                            // Running jobs stop after their current epoch; open event streams end.
+                            stopping.stop();
+                        })
+                        .await
+                        .map_err(failed),
+                    Some(tls) => {
+                        let handle = axum_server::Handle::new();
+                        let stopper = handle.clone();
+                        tokio::spawn(async move {
+                            shutdown.await;
+                            stopping.stop();
+                            stopper.graceful_shutdown(Some(Duration::from_secs(5)));
+                        });
+                        let listener = listener.into_std().map_err(failed)?;
+                        axum_server::tls_rustls::from_tcp_rustls(
+                            listener,
+                            axum_server::tls_rustls::RustlsConfig::from_config(tls),
+                        )
+                        .map_err(failed)?
+                        .handle(handle)
+                        .serve(router.into_make_service())
+                        .await
+                        .map_err(failed)
+                    }
+                }
             })
         }
         None => {
