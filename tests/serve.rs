@@ -536,6 +536,45 @@ fn components_beyond_the_datasets_rows_were_queued_and_failed_later() {
 }
 
 #[test]
+fn device_gpu_on_a_service_without_one_was_queued_and_failed_later() {
+    // Regression: {"device": "gpu"} on a machine without a hardware GPU got 202, then failed.
+    let out = Command::new(MDN)
+        .args(["devices", "--json"])
+        .output()
+        .unwrap();
+    let devices: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let has_gpu = devices["adapters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["hardware"] == true);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let ds = s.upload(&asset("bishop.csv"), "b.csv");
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds["id"], "options": {"device": "gpu", "epochs": 1}})),
+    );
+    if has_gpu {
+        assert_eq!(st, 202, "{v}");
+        return;
+    }
+    assert_eq!(st, 400, "{v}");
+    let text = v["error"]["message"].as_str().unwrap();
+    assert!(text.starts_with("options.device: gpu, but"), "{text}");
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert!(jobs["jobs"].as_array().unwrap().is_empty());
+    // The CPU is always there.
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds["id"], "options": {"device": "cpu", "epochs": 1}})),
+    );
+    assert_eq!(st, 202, "{v}");
+}
+
+#[test]
 fn addr_localhost_0_was_refused_as_not_an_ip_address() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(MDN)

@@ -52,6 +52,12 @@ pub struct App {
     /// Most parameters of a job's model, all ensemble members together: its training state
     /// (weights, gradients, Adam's moments) is about 16 bytes each.
     pub max_model_params: u128,
+    /// Whether this process's own workers are the only ones (a SQLite store): then a job
+    /// asking for a device they lack is refused at submission.
+    pub only_local_workers: bool,
+    /// Which adapters this machine has, (hardware GPU, software), looked up once when a job
+    /// first asks for one.
+    adapters: std::sync::OnceLock<(bool, bool)>,
     pub metrics: Metrics,
     /// Models loaded so far, with their workspaces.
     models: Mutex<HashMap<String, (String, Arc<Model>)>>,
@@ -73,6 +79,8 @@ impl App {
             default_device,
             checkpoint_seconds,
             max_model_params: 20_000_000,
+            only_local_workers: false,
+            adapters: std::sync::OnceLock::new(),
             metrics: Metrics::default(),
             models: Mutex::new(HashMap::new()),
         }
@@ -1150,9 +1158,13 @@ async fn submit(
     let caller = who.clone();
     let register = req.register.clone();
     let max_params = app.max_model_params;
+    let app_for_devices = app.clone();
     let queued = blocking(move || {
         let job = TrainJob::from_json(&spec_text)
             .map_err(|e| ApiError::bad(option_names(&option_error(&e.to_string()))))?;
+        if let Some(missing) = missing_device(&app_for_devices, job.device) {
+            return Err(ApiError::bad(missing));
+        }
         fetch_dataset(&shared.files, &data)?;
         let ckpt_dir = shared.files.checkpoint_path(&job_id, 1);
         let ckpt_dir = ckpt_dir.parent().expect("a folder");
@@ -1278,6 +1290,31 @@ pub fn option_names(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Why a job asking for `device` could not run here: only when this process's workers are
+/// the only ones (a SQLite store) and this machine has no such adapter.
+fn missing_device(app: &App, device: crate::backend::DeviceChoice) -> Option<String> {
+    use crate::backend::DeviceChoice;
+    if !app.only_local_workers || !matches!(device, DeviceChoice::Gpu | DeviceChoice::Software) {
+        return None;
+    }
+    let (gpu, software) = *app.adapters.get_or_init(|| {
+        let adapters = crate::backend::gpu::list_adapters();
+        (
+            adapters.iter().any(|a| a.device_type != "Cpu"),
+            adapters.iter().any(|a| a.device_type == "Cpu"),
+        )
+    });
+    match device {
+        DeviceChoice::Gpu if !gpu => Some(
+            "options.device: gpu, but the machine that trains this service's jobs has no hardware GPU (`mdn devices` there lists what it has): use auto or cpu".into(),
+        ),
+        DeviceChoice::Software if !software => Some(
+            "options.device: software, but the machine that trains this service's jobs has no software GPU adapter (Debian: mesa-vulkan-drivers): use auto or cpu".into(),
+        ),
+        _ => None,
+    }
 }
 
 /// How many parameters a job's model (all its ensemble members) would have, on a data set of

@@ -257,6 +257,7 @@ pub fn run(
             );
             app.max_request_rows = config.max_request_rows;
             app.max_model_params = config.max_model_params as u128;
+            app.only_local_workers = single && config.role != Role::Api;
             let app = Arc::new(app);
             runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
