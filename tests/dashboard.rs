@@ -188,6 +188,7 @@ fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
         .into();
     let url = format!("{base}{path}");
     let mut r = match body {
+        Some(b) if method == "PUT" => a.put(&url).send_json(b).unwrap(),
         Some(b) => a.post(&url).send_json(b).unwrap(),
         None if method == "POST" => a.post(&url).send_empty().unwrap(),
         None => a.get(&url).call().unwrap(),
@@ -614,6 +615,97 @@ async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab() {
     assert_eq!(open, json!(false));
     // The page itself (and its scripts) load without the token; the API does not: its 401s
     // are the only complaints in the console.
+    assert_eq!(errors(&c).await, json!([]));
+    let problems = console_problems(&c, &["status of 401"]).await;
+    assert!(problems.is_empty(), "browser console: {problems:#?}");
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_registry_pages_show_names_versions_and_aliases_to_a_workspace_key() {
+    let Some((_driver, c)) = browser().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let server = Server::start(&store, &[], &[]);
+    let base = server.base.clone();
+    // Two versions of `bishop`, production on the first, trained before any key existed.
+    let ds = server.upload(&asset("bishop.csv"), "bishop.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut models = Vec::new();
+    for seed in [1, 2] {
+        let job = api(
+            &base,
+            "POST",
+            "/v1/jobs",
+            Some(json!({"dataset": ds, "options": {"epochs": 1, "seed": seed}, "register": "bishop"})),
+        )["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        models.push(server.finished(&job)["model"].as_str().unwrap().to_string());
+    }
+    api(
+        &base,
+        "PUT",
+        "/v1/registry/bishop/aliases/production",
+        Some(json!({"version": 1})),
+    );
+    // A read key of the default workspace, given to the page once.
+    let out = std::process::Command::new(common::serve::MDN)
+        .args(["serve", "keys", "add", "--workspace", "default", "--scope", "read", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    c.goto(&format!("{base}/#/registry")).await.unwrap();
+    until(&c, "the key dialog", "document.getElementById('token-dialog').open").await;
+    let input = c.find(Locator::Id("token-input")).await.unwrap();
+    input.send_keys(&key).await.unwrap();
+    c.find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the registry's row",
+        "(() => { const r = document.querySelector('tr[data-name=bishop]'); \
+         return !!r && r.children[1].textContent === '2' && r.children[2].textContent === '2' \
+         && r.querySelector('.aliases').textContent === 'production → 1'; })()",
+    )
+    .await;
+    c.find(Locator::Css("tr[data-name=bishop] a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(
+        &c,
+        "the versions, newest first, with the alias on version 1",
+        &format!(
+            "(() => {{ const rows = [...document.querySelectorAll('table.versions tbody tr')]; \
+             return rows.length === 2 && rows[0].dataset.version === '2' \
+             && rows[1].querySelector('.aliases').textContent === 'production' \
+             && rows[1].querySelector('a').getAttribute('href') === '#/models/{}'; }})()",
+            models[0]
+        ),
+    )
+    .await;
+    shot(&c, "registry.png").await;
+    // A version's model page opens from its link.
+    c.find(Locator::Css("table.versions tbody tr:nth-child(2) a"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until(&c, "the model page", "!!document.getElementById('predict-form')").await;
     assert_eq!(errors(&c).await, json!([]));
     let problems = console_problems(&c, &["status of 401"]).await;
     assert!(problems.is_empty(), "browser console: {problems:#?}");

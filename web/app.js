@@ -580,6 +580,72 @@ function predictionTable(m, p, table, header) {
   );
 }
 
+// ---- the model registry ----
+
+function table(caption, heads, rows, cls) {
+  return h(
+    "div.scroll",
+    {},
+    h(
+      `table.${cls}`,
+      {},
+      h("caption.visually-hidden", { text: caption }),
+      h("thead", {}, h("tr", {}, ...heads.map((t) => h("th", { scope: "col", text: t })))),
+      h("tbody", {}, ...rows),
+    ),
+  );
+}
+
+async function registryPage() {
+  title("Models");
+  const { models } = await api.get("/v1/registry");
+  const rows = models.map((m) =>
+    h(
+      "tr",
+      { "data-name": m.name },
+      h("td", {}, h("a", { href: `#/registry/${encodeURIComponent(m.name)}`, text: m.name })),
+      h("td.num", { text: String(m.latest) }),
+      h("td.num", { text: String(m.versions) }),
+      h("td.aliases", { text: Object.entries(m.aliases).map(([a, v]) => `${a} → ${v}`).join(", ") || "–" }),
+      h("td", { text: when(m.created) }),
+    ),
+  );
+  main.replaceChildren(
+    h("h1", { text: "Models" }),
+    models.length
+      ? table("Registered models", ["Name", "Latest", "Versions", "Aliases", "Registered"], rows, "registry")
+      : h(
+          "p#registry-empty",
+          {},
+          "No registered models yet: a job registers its model with ",
+          h("code", { text: "\"register\": \"NAME\"" }),
+          " (or mdn submit --register NAME).",
+        ),
+  );
+}
+
+async function registeredPage(name) {
+  title(name);
+  const r = await api.get(`/v1/registry/${encodeURIComponent(name)}`);
+  const rows = [...r.versions].reverse().map((v) =>
+    h(
+      "tr",
+      { "data-version": v.version },
+      h("td.num", { text: String(v.version) }),
+      h("td", {}, h("a", { href: `#/models/${v.model}`, text: v.model })),
+      h("td", {}, v.job ? h("a", { href: `#/jobs/${v.job}`, text: v.job }) : "–"),
+      h("td.aliases", { text: v.aliases.join(", ") || "–" }),
+      h("td.tags", { text: v.tags.join(", ") || "–" }),
+      h("td", { text: when(v.created), title: v.created_by ? `by ${v.created_by}` : "" }),
+    ),
+  );
+  main.replaceChildren(
+    h("h1", { text: name }),
+    h("p", {}, "Predict with ", h("code", { text: `/v1/models/${name}` }), " (the newest version), ", h("code", { text: `${name}:VERSION` }), " or ", h("code", { text: `${name}@ALIAS` }), "."),
+    table(`Versions of ${name}, newest first`, ["Version", "Model", "Job", "Aliases", "Tags", "Registered"], rows, "versions"),
+  );
+}
+
 // ---- routing ----
 
 async function route() {
@@ -601,6 +667,12 @@ async function route() {
       await jobPage(m[1]);
     } else if ((m = path.match(/^\/models\/([\w]+)$/))) {
       await modelPage(m[1]);
+    } else if (path === "/registry") {
+      document.getElementById("nav-registry").setAttribute("aria-current", "page");
+      await registryPage();
+    } else if ((m = path.match(/^\/registry\/([^/]+)$/))) {
+      document.getElementById("nav-registry").setAttribute("aria-current", "page");
+      await registeredPage(decodeURIComponent(m[1]));
     } else {
       main.replaceChildren(h("h1", { text: "Not found" }), h("p", {}, "No such page. ", h("a", { href: "#/", text: "Jobs" })));
     }
