@@ -5,6 +5,9 @@
 //! keep-alive clients for SECONDS seconds and prints the throughput and latency percentiles;
 //! then the rate at which jobs are submitted (validated and queued) by 8 clients.
 //!
+//! Every request carries a workspace API key (made with `mdn serve keys add` before the
+//! server starts), as a team's service would: the figures include looking the key up.
+//!
 //! Then the same on a PostgreSQL store (a throwaway cluster where PostgreSQL is installed, or
 //! the database `MDN_BENCH_POSTGRES` names), with the API in one process and 4 worker
 //! processes: the same figures, the claim latency of idle workers (queued to running, one job
@@ -43,6 +46,46 @@ fn spawn(args: &[OsString]) -> (Child, Option<String>) {
     (child, base)
 }
 
+/// The key every request carries.
+static KEY: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+fn auth<B>(r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    match KEY.lock().unwrap().as_deref() {
+        Some(k) => r.header("Authorization", format!("Bearer {k}")),
+        None => r,
+    }
+}
+
+/// A workspace write key made in `store` (a directory or a PostgreSQL URL).
+fn make_key(store: &std::ffi::OsStr) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "serve",
+            "keys",
+            "add",
+            "--workspace",
+            "bench",
+            "--scope",
+            "write",
+            "--store",
+        ])
+        .arg(store)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    *KEY.lock().unwrap() = Some(key);
+}
+
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -51,7 +94,7 @@ fn agent() -> ureq::Agent {
 }
 
 fn post(a: &ureq::Agent, url: &str, body: &str) -> (u16, Value) {
-    let mut r = a.post(url).send(body.as_bytes()).unwrap();
+    let mut r = auth(a.post(url)).send(body.as_bytes()).unwrap();
     let status = r.status().as_u16();
     (status, r.body_mut().read_json().unwrap_or(Value::Null))
 }
@@ -68,8 +111,9 @@ fn main() {
     let clients: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(16);
     let seconds: f64 = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(5.0);
     let dir = tempfile::tempdir().unwrap();
-    println!("SQLite store, one process (API and 1 worker):");
+    println!("SQLite store, one process (API and 1 worker); every request with a workspace key:");
     let store: OsString = dir.path().join("store").into();
+    make_key(&store);
     let (mut child, base) = spawn(&["--max-running".into(), "1".into(), "--store".into(), store]);
     load(&base.unwrap(), clients, seconds, child.id(), None);
     let _ = child.kill();
@@ -93,6 +137,7 @@ fn main() {
         ]
     };
     println!("\nPostgreSQL store: 1 API process, 4 worker processes (1 job each at a time):");
+    make_key(std::ffi::OsStr::new(&url));
     let (mut api, base) = spawn(&common("--api"));
     let mut workers: Vec<Child> = (0..4).map(|_| spawn(&common("--worker")).0).collect();
     load(
@@ -113,8 +158,7 @@ fn main() {
 fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut Vec<Child>>) {
     let a = agent();
     let csv = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/bishop.csv")).unwrap();
-    let mut r = a
-        .post(format!("{base}/v1/datasets?name=bishop.csv"))
+    let mut r = auth(a.post(format!("{base}/v1/datasets?name=bishop.csv")))
         .send(&csv[..])
         .unwrap();
     let ds: Value = r.body_mut().read_json().unwrap();
@@ -130,7 +174,9 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
     };
     let first = submit(&a, 30);
     let model = loop {
-        let mut r = a.get(format!("{base}/v1/jobs/{first}")).call().unwrap();
+        let mut r = auth(a.get(format!("{base}/v1/jobs/{first}")))
+            .call()
+            .unwrap();
         let j: Value = r.body_mut().read_json().unwrap();
         if j["status"] == "succeeded" {
             break j["model"].as_str().unwrap().to_string();
@@ -168,8 +214,7 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
     });
     let wall = started.elapsed().as_secs_f64();
     latencies.sort_by(f64::total_cmp);
-    let mut r = a
-        .get(format!("{base}/v1/jobs/{background}"))
+    let mut r = auth(a.get(format!("{base}/v1/jobs/{background}")))
         .call()
         .unwrap();
     let bg: Value = r.body_mut().read_json().unwrap();
@@ -210,9 +255,7 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
         t.elapsed().as_secs_f64(),
         peak()
     );
-    let _ = a
-        .post(format!("{base}/v1/jobs/{background}/cancel"))
-        .send_empty();
+    let _ = auth(a.post(format!("{base}/v1/jobs/{background}/cancel"))).send_empty();
     let n = 200;
     let started = Instant::now();
     std::thread::scope(|s| {
@@ -234,8 +277,7 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
         // one job at a time.
         for status in ["queued", "running"] {
             loop {
-                let mut r = a
-                    .get(format!("{base}/v1/jobs?status={status}"))
+                let mut r = auth(a.get(format!("{base}/v1/jobs?status={status}")))
                     .call()
                     .unwrap();
                 let v: Value = r.body_mut().read_json().unwrap();
@@ -249,7 +291,7 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
         for _ in 0..50 {
             let id = submit(&a, 1);
             loop {
-                let mut r = a.get(format!("{base}/v1/jobs/{id}")).call().unwrap();
+                let mut r = auth(a.get(format!("{base}/v1/jobs/{id}"))).call().unwrap();
                 let j: Value = r.body_mut().read_json().unwrap();
                 if j["status"] == "succeeded" {
                     waits.push(j["started"].as_f64().unwrap() - j["created"].as_f64().unwrap());
@@ -270,7 +312,7 @@ fn load(base: &str, clients: usize, seconds: f64, pid: u32, workers: Option<&mut
         let ids: Vec<String> = (0..200).map(|_| submit(&a, 1)).collect();
         for id in &ids {
             loop {
-                let mut r = a.get(format!("{base}/v1/jobs/{id}")).call().unwrap();
+                let mut r = auth(a.get(format!("{base}/v1/jobs/{id}"))).call().unwrap();
                 let j: Value = r.body_mut().read_json().unwrap();
                 if j["status"] == "succeeded" {
                     break;

@@ -656,13 +656,32 @@ async fn the_registry_pages_show_names_versions_and_aliases_to_a_workspace_key()
     );
     // A read key of the default workspace, given to the page once.
     let out = std::process::Command::new(common::serve::MDN)
-        .args(["serve", "keys", "add", "--workspace", "default", "--scope", "read", "--store"])
+        .args([
+            "serve",
+            "keys",
+            "add",
+            "--workspace",
+            "default",
+            "--scope",
+            "read",
+            "--store",
+        ])
         .arg(&store)
         .output()
         .unwrap();
-    let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
     c.goto(&format!("{base}/#/registry")).await.unwrap();
-    until(&c, "the key dialog", "document.getElementById('token-dialog').open").await;
+    until(
+        &c,
+        "the key dialog",
+        "document.getElementById('token-dialog').open",
+    )
+    .await;
     let input = c.find(Locator::Id("token-input")).await.unwrap();
     input.send_keys(&key).await.unwrap();
     c.find(Locator::Css("#token-form button"))
@@ -705,7 +724,12 @@ async fn the_registry_pages_show_names_versions_and_aliases_to_a_workspace_key()
         .click()
         .await
         .unwrap();
-    until(&c, "the model page", "!!document.getElementById('predict-form')").await;
+    until(
+        &c,
+        "the model page",
+        "!!document.getElementById('predict-form')",
+    )
+    .await;
     assert_eq!(errors(&c).await, json!([]));
     let problems = console_problems(&c, &["status of 401"]).await;
     assert!(problems.is_empty(), "browser console: {problems:#?}");

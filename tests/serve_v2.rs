@@ -354,6 +354,40 @@ fn the_protocols_errors_bounds_and_a_full_covariance_model_over_plain_http() {
         assert_eq!(st, 404, "{missing}: {v}");
         assert!(v["error"].is_string(), "{v}");
     }
+    // A deep ensemble answers as its equal-weight mixture: M x K components, the same mean
+    // as /v1's predict.
+    let bishop = s.upload(&asset("bishop.csv"), "b.csv")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": bishop, "options": {"epochs": 1, "ensemble": 2, "components": 3}, "register": "ens"})),
+    );
+    assert_eq!(st, 202, "{v}");
+    s.finished(v["id"].as_str().unwrap());
+    let (st, a) = infer(
+        &s,
+        "/v2/models/ens/infer",
+        json!({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [0.5]}], "outputs": [{"name": "pi"}, {"name": "mean"}]}),
+    );
+    assert_eq!(st, 200, "{a}");
+    assert_eq!(a["outputs"][0]["shape"], json!([1, 6]));
+    let pi: f64 = a["outputs"][0]["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .sum();
+    assert!((pi - 1.0).abs() < 1e-5, "{pi}");
+    let (_, v1) = s.json(
+        "POST",
+        "/v1/models/ens/predict",
+        Some(json!({"rows": [[0.5]]})),
+    );
+    let w = worst(&a["outputs"][1]["data"], &v1["rows"][0]["mean"]);
+    assert!(w < 1e-6, "ensemble mean: worst relative difference {w:e}");
     // A binary body whose header length is wrong.
     let url = format!("{}{path}", s.base);
     let mut r = Client::agent()

@@ -685,7 +685,7 @@ async function route() {
 const dialog = document.getElementById("token-dialog");
 api.onUnauthorized(() => {
   if (!dialog.open) {
-    document.getElementById("token-error").textContent = api.token() ? "That token was refused." : "";
+    document.getElementById("token-error").textContent = api.token() ? "That key was refused." : "";
     dialog.showModal();
   }
 });
