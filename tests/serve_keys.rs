@@ -399,13 +399,21 @@ fn a_store_with_keys_may_listen_beyond_loopback_and_one_without_may_not() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let first = lines.next().and_then(|l| l.ok()).unwrap_or_default();
-        if first.contains("listening") {
-            let _ = child.kill();
+        // Its messages up to the one that says it listens (or all of them, if it ends).
+        let mut said = String::new();
+        for line in std::io::BufReader::new(child.stderr.take().unwrap())
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains("listening on") {
+                let _ = child.kill();
+                break;
+            }
         }
         let status = child.wait().unwrap();
-        (first, status)
+        (said, status)
     };
     let (said, status) = start(&store);
     assert_eq!(status.code(), Some(2), "{said}");
@@ -416,4 +424,6 @@ fn a_store_with_keys_may_listen_beyond_loopback_and_one_without_may_not() {
     add_key(&store, &["--workspace", "w", "--scope", "read"]);
     let (said, _) = start(&store);
     assert!(said.contains("listening on http://0.0.0.0:"), "{said}");
+    // Without TLS, it says that keys cross the network in clear text.
+    assert!(said.contains("no TLS on 0.0.0.0:"), "{said}");
 }

@@ -268,7 +268,7 @@ pub fn run(
                     .map_err(|e| Error::Backend(e.to_string()))?;
                 if tls.is_none() && !bound.ip().is_loopback() {
                     log::warn!(
-                        "listening on {bound} without TLS: keys cross the network in clear text; give --tls-cert and --tls-key, or put a TLS proxy in front"
+                        "no TLS on {bound}: keys cross the network in clear text; give --tls-cert and --tls-key, or put a TLS proxy in front"
                     );
                 }
                 ready(Some(bound));
