@@ -83,8 +83,15 @@ const DATASET_COLUMNS: &str =
 
 const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
-/// Connections kept for reuse.
-const POOL: usize = 8;
+/// Most connections a process opens for requests at once (more callers wait for one: a
+/// burst of requests does not open a burst of connections).
+const POOL: usize = 16;
+
+/// Connections open now and those free for the next caller.
+struct Pool {
+    idle: Vec<Client>,
+    open: usize,
+}
 
 fn job_row(r: &Row) -> JobRow {
     let request: String = r.get(3);
@@ -237,7 +244,9 @@ pub struct PostgresStore {
     config: ::postgres::Config,
     /// `host:port/db`, for messages (never the password).
     name: String,
-    pool: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Told when a connection is given back or closed.
+    freed: std::sync::Condvar,
 }
 
 impl PostgresStore {
@@ -277,7 +286,11 @@ impl PostgresStore {
         let store = PostgresStore {
             config,
             name,
-            pool: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                open: 0,
+            }),
+            freed: std::sync::Condvar::new(),
         };
         store.migrate()?;
         Ok(store)
@@ -301,29 +314,25 @@ impl PostgresStore {
         ))
     }
 
-    /// Runs `f` on a pooled connection (a new one if none is free, or if the one it tried
-    /// turned out closed: the database restarted). All of it runs as blocking work: the
-    /// client blocks on its own runtime, also when it is dropped.
+    /// Runs `f` on a pooled connection (a new one if none is free and fewer than [`POOL`]
+    /// are open, else the next one given back; again on a new one if it turned out closed:
+    /// the database restarted). All of it runs as blocking work: the client blocks on its
+    /// own runtime, also when it is dropped.
     fn with<T>(&self, mut f: impl FnMut(&mut Client) -> Result<T, ::postgres::Error>) -> Result<T> {
         blocking(|| {
             for round in 0..2 {
-                let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-                let mut client = match pooled {
-                    Some(c) if !c.is_closed() => c,
-                    _ => self.connect()?,
-                };
+                let mut client = self.take()?;
                 match f(&mut client) {
                     Ok(v) => {
                         self.give_back(client);
                         return Ok(v);
                     }
                     Err(e) if client.is_closed() && round == 0 => {
+                        self.give_back(client);
                         log::warn!("{}: connection lost ({e}); connecting again", self.name);
                     }
                     Err(e) => {
-                        if !client.is_closed() {
-                            self.give_back(client);
-                        }
+                        self.give_back(client);
                         return Err(self.failed(e));
                     }
                 }
@@ -332,11 +341,48 @@ impl PostgresStore {
         })
     }
 
+    /// A free connection, a new one, or (with [`POOL`] open) the next one given back.
+    fn take(&self) -> Result<Client> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            while let Some(c) = pool.idle.pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                pool.open -= 1;
+            }
+            if pool.open < POOL {
+                pool.open += 1;
+                drop(pool);
+                return self.connect().inspect_err(|_| {
+                    self.pool.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            let (p, waited) = self
+                .freed
+                .wait_timeout(pool, Duration::from_secs(30))
+                .unwrap_or_else(|p| p.into_inner());
+            pool = p;
+            if waited.timed_out() && pool.idle.is_empty() {
+                return Err(Error::Store(format!(
+                    "the PostgreSQL store at {}: all {POOL} connections of this process stayed busy for 30 s",
+                    self.name
+                )));
+            }
+        }
+    }
+
+    /// Returns a connection to the pool (a closed one is let go).
     fn give_back(&self, client: Client) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL {
-            pool.push(client);
+        if client.is_closed() {
+            pool.open -= 1;
+        } else {
+            pool.idle.push(client);
         }
+        drop(pool);
+        self.freed.notify_one();
     }
 
     /// `f` in one transaction.
