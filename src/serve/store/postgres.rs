@@ -5,7 +5,7 @@
 //! not agree on the time. Appending an event locks its job's row (numbers without gaps, in
 //! commit order) and sends `NOTIFY mdn_events`; queuing a job sends `NOTIFY mdn_jobs`.
 //!
-//! Connections come from a small pool and are made again when the database comes back;
+//! Connections come from a bounded pool and are made again when the database comes back;
 //! until then every call answers [`Error::Store`] and the callers retry.
 
 use std::sync::{Arc, Mutex};
