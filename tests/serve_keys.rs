@@ -119,9 +119,17 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--workspace \"Team A\""), "{err}");
 
-    // Now every request needs a key.
+    // Now every request needs a key; the command-line client says how to give one.
     let (st, code) = refused(&s, "GET", "/v1/datasets", None);
     assert_eq!((st, code.as_str()), (401, "unauthorized"));
+    let out = Command::new(MDN)
+        .args(["jobs", "--server", &s.base])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("MDN_TOKEN"), "{err}");
 
     let a = s.with_key(&a_write);
     let b = s.with_key(&b_write);

@@ -117,7 +117,12 @@ impl Client {
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
             .unwrap_or(text);
-        let text = format!("the service answered {status}: {message}");
+        let hint = if status == 401 {
+            " (give a key with --token-file FILE or MDN_TOKEN; `mdn serve keys add` makes one)"
+        } else {
+            ""
+        };
+        let text = format!("the service answered {status}: {message}{hint}");
         Err(if status < 500 {
             Error::Config(text)
         } else {
