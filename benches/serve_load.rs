@@ -56,33 +56,9 @@ fn auth<B>(r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
     }
 }
 
-/// A workspace write key made in `store` (a directory or a PostgreSQL URL).
+/// A workspace write key made in `store` (a directory or a PostgreSQL URL), for every request.
 fn make_key(store: &std::ffi::OsStr) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
-            "serve",
-            "keys",
-            "add",
-            "--workspace",
-            "bench",
-            "--scope",
-            "write",
-            "--store",
-        ])
-        .arg(store)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let key = common::serve::add_key(store, &["--workspace", "bench", "--scope", "write"]);
     *KEY.lock().unwrap() = Some(key);
 }
 

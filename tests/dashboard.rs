@@ -655,26 +655,7 @@ async fn the_registry_pages_show_names_versions_and_aliases_to_a_workspace_key()
         Some(json!({"version": 1})),
     );
     // A read key of the default workspace, given to the page once.
-    let out = std::process::Command::new(common::serve::MDN)
-        .args([
-            "serve",
-            "keys",
-            "add",
-            "--workspace",
-            "default",
-            "--scope",
-            "read",
-            "--store",
-        ])
-        .arg(&store)
-        .output()
-        .unwrap();
-    let key = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let key = common::serve::add_key(&store, &["--workspace", "default", "--scope", "read"]);
     c.goto(&format!("{base}/#/registry")).await.unwrap();
     until(
         &c,

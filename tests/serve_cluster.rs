@@ -700,24 +700,7 @@ fn a_key_revoked_on_one_api_process_is_refused_by_another_at_once() {
     let one = c.api(&[]);
     let two = c.api(&[]);
     // Keys made beside the running processes, in the shared database.
-    let add = |args: &[&str]| {
-        let out = Command::new(MDN)
-            .args(["serve", "keys", "add", "--store", &c.url])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
+    let add = |args: &[&str]| common::serve::add_key(&c.url, args);
     let admin = add(&["--workspace", "team", "--scope", "admin", "--name", "lead"]);
     let reader = add(&["--workspace", "team", "--scope", "read", "--name", "dash"]);
     let other = add(&[

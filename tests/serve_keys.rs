@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::serve::{Client, MDN, Server, asset};
+use common::serve::{Client, MDN, Server, add_key, asset};
 use serde_json::{Value, json};
 
 /// `mdn serve ARGS --store STORE`: (exit code, stdout, stderr).
@@ -28,17 +28,6 @@ fn admin(store: &Path, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A new key from `mdn serve keys add` (the last line of its standard output).
-fn add_key(store: &Path, args: &[&str]) -> String {
-    let mut all = vec!["keys", "add"];
-    all.extend(args);
-    let (code, out, err) = admin(store, &all);
-    assert_eq!(code, 0, "{err}");
-    let key = out.lines().last().unwrap().to_string();
-    assert!(key.starts_with("mdn_key_"), "{out}");
-    key
 }
 
 fn key_id(key: &str) -> String {

@@ -257,28 +257,7 @@ fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_pred
 
     // Names stay in their workspace: another workspace's key sees none of them.
     let store = dir.path().join("store");
-    let key = |ws: &str| {
-        let out = Command::new(MDN)
-            .args([
-                "serve",
-                "keys",
-                "add",
-                "--workspace",
-                ws,
-                "--scope",
-                "write",
-                "--store",
-            ])
-            .arg(&store)
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap()
-            .to_string()
-    };
+    let key = |ws: &str| common::serve::add_key(&store, &["--workspace", ws, "--scope", "write"]);
     let other = s.with_key(&key("other"));
     let (st, v) = other.json("GET", "/v1/registry", None);
     assert_eq!((st, &v["models"]), (200, &json!([])));

@@ -145,26 +145,7 @@ fn the_service_speaks_https_to_clients_that_trust_its_certificate() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no certificate"));
 
     // A key travels inside TLS: submit a job with one and follow it to the end.
-    let out = Command::new(MDN)
-        .args([
-            "serve",
-            "keys",
-            "add",
-            "--workspace",
-            "t",
-            "--scope",
-            "write",
-            "--store",
-        ])
-        .arg(&store)
-        .output()
-        .unwrap();
-    let k = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
+    let k = common::serve::add_key(&store, &["--workspace", "t", "--scope", "write"]);
     let sub = Command::new(MDN)
         .args([
             "submit",

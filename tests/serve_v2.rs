@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::serve::{Client, MDN, Server, asset};
+use common::serve::{Client, MDN, Server, add_key, asset};
 use serde_json::{Value, json};
 
 /// The worst relative difference between two arrays of numbers (nested alike).
@@ -25,22 +25,6 @@ fn worst(a: &Value, b: &Value) -> f64 {
             (p - q).abs() / q.abs().max(1e-6)
         }
     }
-}
-
-fn add_key(store: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new(MDN)
-        .args(["serve", "keys", "add", "--store"])
-        .arg(store)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string()
 }
 
 #[test]

@@ -278,3 +278,28 @@ pub fn cli_train(dir: &Path, data: &Path, args: &[&str]) -> Value {
     assert!(st.success());
     serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
 }
+
+/// A new API key from `mdn serve keys add --store STORE ARGS` (the last line of its standard
+/// output); STORE is a directory or a PostgreSQL URL.
+pub fn add_key(store: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> String {
+    let out = Command::new(MDN)
+        .args(["serve", "keys", "add", "--store"])
+        .arg(store)
+        .args(args)
+        .env_remove("MDN_STORE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert!(key.starts_with("mdn_key_"), "{key}");
+    key
+}
