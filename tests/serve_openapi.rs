@@ -27,6 +27,10 @@ fn the_document_is_valid_openapi_and_names_only_real_routes() {
     assert!(paths.len() >= 30, "{}", paths.len());
     // Every operation it lists is a route here: none answers the fallback's 404 or 405.
     for (path, ops) in paths {
+        // The stream of every job's events never ends by itself (the fuzzer below reads it).
+        if path == "/v1/events" {
+            continue;
+        }
         for method in ops.as_object().unwrap().keys() {
             let concrete = path
                 .replace("{id}", "x_0")
