@@ -1172,18 +1172,19 @@ async fn submit(
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
         let components = job.components;
-        let size = model_size(&job, dataset.columns.len());
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
-        if let Err(e) = checked {
-            let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
-            e.message = option_names(&e.message);
-            return Err(e);
-        }
+        let resolved = match checked {
+            Ok(r) => r,
+            Err(e) => {
+                let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
+                e.message = option_names(&e.message);
+                return Err(e);
+            }
+        };
         // A model whose training state would not fit this server's bound.
-        if let Some(params) = size
-            && params > max_params
-        {
+        let params = model_size(&resolved)?;
+        if params > max_params {
             return Err(ApiError::bad(format!(
                 "options.hidden: the model would have {params} parameters (all ensemble members together), more than this server's limit of {max_params} (--max-model-params): use narrower or fewer hidden layers, fewer components or members"
             )));
@@ -1317,27 +1318,18 @@ fn missing_device(app: &App, device: crate::backend::DeviceChoice) -> Option<Str
     }
 }
 
-/// How many parameters a job's model (all its ensemble members) would have, on a data set of
-/// `columns` columns (None: its shape is not valid, which resolving the job says better).
-fn model_size(job: &TrainJob, columns: usize) -> Option<u128> {
-    let targets = job.target.len().max(1).min(columns);
-    let features = if job.features.is_empty() {
-        columns.saturating_sub(targets)
-    } else {
-        job.features.len()
-    };
-    let dims: Vec<usize> = std::iter::once(features.max(1))
-        .chain(job.hidden.iter().copied())
-        .collect();
-    let k = job.components.unwrap_or(1) as u128;
-    let d = targets as u128;
-    let head = k * (1 + 2 * d + d * d.saturating_sub(1) / 2);
-    let last = *dims.last()? as u128;
-    let body: u128 = dims
-        .windows(2)
-        .map(|w| (w[0] as u128 + 1) * w[1] as u128)
-        .sum();
-    Some((body + (last + 1) * head) * job.ensemble.max(1) as u128)
+/// How many parameters a resolved job's model has, all its ensemble members together.
+fn model_size(r: &crate::job::ResolvedJob) -> crate::Result<u128> {
+    let o = &r.options;
+    let arch = crate::layout::Arch::new(
+        r.features.len(),
+        o.hidden.clone(),
+        o.activation,
+        o.components,
+        r.targets.len(),
+    )?
+    .with_covariance(o.covariance)?;
+    Ok(arch.param_count() as u128 * r.job.ensemble.max(1) as u128)
 }
 
 /// A job's JSON error as the client sent it: `options.NAME: ...`, without the position in
