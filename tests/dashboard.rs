@@ -181,6 +181,19 @@ async fn predict(c: &Client, rows: &str, quantiles: Option<&str>) {
     .await;
 }
 
+/// Types `key` into the page's key dialog (replacing what was there) and submits it.
+async fn enter_key(c: &Client, key: &str) {
+    let input = c.find(Locator::Id("token-input")).await.unwrap();
+    input.clear().await.unwrap();
+    input.send_keys(key).await.unwrap();
+    c.find(Locator::Css("#token-form button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 fn api(base: &str, method: &str, path: &str, body: Option<Value>) -> Value {
     let a: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -567,29 +580,14 @@ async fn with_a_token_the_page_asks_for_it_once_and_keeps_it_for_the_tab() {
         "document.getElementById('token-dialog').open",
     )
     .await;
-    let input = c.find(Locator::Id("token-input")).await.unwrap();
-    input.send_keys("wrong-token-0000000").await.unwrap();
-    c.find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    enter_key(&c, "wrong-token-0000000").await;
     until(
         &c,
         "the refusal",
         "document.getElementById('token-error').textContent.includes('refused')",
     )
     .await;
-    let input = c.find(Locator::Id("token-input")).await.unwrap();
-    input.clear().await.unwrap();
-    input.send_keys(token).await.unwrap();
-    c.find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    enter_key(&c, token).await;
     until(
         &c,
         "the jobs page",
@@ -663,14 +661,7 @@ async fn the_registry_pages_show_names_versions_and_aliases_to_a_workspace_key()
         "document.getElementById('token-dialog').open",
     )
     .await;
-    let input = c.find(Locator::Id("token-input")).await.unwrap();
-    input.send_keys(&key).await.unwrap();
-    c.find(Locator::Css("#token-form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    enter_key(&c, &key).await;
     until(
         &c,
         "the registry's row",

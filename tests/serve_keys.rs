@@ -192,10 +192,7 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert_eq!(st, 200, "{p}");
 
     // B's own job: B's event stream has its events and none of A's.
-    let b_ds = b.upload(&asset("bishop.csv"), "b.csv")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let b_ds = b.dataset(&asset("bishop.csv"), "b.csv");
     let b_job = b.submit(&b_ds, json!({"epochs": 1}));
     assert_eq!(b.finished(&b_job)["status"], "succeeded");
     let t0 = Instant::now();

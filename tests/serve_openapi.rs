@@ -69,17 +69,8 @@ fn schemathesis_finds_no_server_error_and_no_answer_that_differs_from_the_docume
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("store"), &[], &[("MDN_TOKEN", TOKEN)]);
     // A trained, registered model (`bishop`, alias `production`) for the model routes.
-    let ds = s.upload(&asset("bishop.csv"), "bishop.csv")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (st, v) = s.json(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"dataset": ds, "options": {"epochs": 2}, "register": "bishop"})),
-    );
-    assert_eq!(st, 202, "{v}");
-    s.finished(v["id"].as_str().unwrap());
+    let ds = s.dataset(&asset("bishop.csv"), "bishop.csv");
+    s.trained(json!({"dataset": ds, "options": {"epochs": 2}, "register": "bishop"}));
     let (st, _) = s.json(
         "PUT",
         "/v1/registry/bishop/aliases/production",

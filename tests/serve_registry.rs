@@ -54,10 +54,7 @@ fn predict(c: &Client, reference: &str) -> (u16, Option<String>, Value) {
 fn a_job_registers_its_model_and_an_alias_moves_atomically_under_concurrent_predictions() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("store"), &[], &[]);
-    let ds = s.upload(&asset("bishop.csv"), "bishop.csv")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let ds = s.dataset(&asset("bishop.csv"), "bishop.csv");
 
     // A job that registers its model: version 1, said in its final event.
     let (st, v) = s.json(

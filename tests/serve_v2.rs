@@ -44,17 +44,8 @@ fn tritonclient_predicts_what_mdn_predict_does_by_name_version_and_alias() {
         ],
     );
     let c = s.with_key(&key);
-    let ds = c.upload(&asset("bishop.csv"), "bishop.csv")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (st, v) = c.json(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"dataset": ds, "options": {"epochs": 3}, "register": "bishop"})),
-    );
-    assert_eq!(st, 202, "{v}");
-    let done = c.finished(v["id"].as_str().unwrap());
+    let ds = c.dataset(&asset("bishop.csv"), "bishop.csv");
+    let done = c.trained(json!({"dataset": ds, "options": {"epochs": 3}, "register": "bishop"}));
     let model = done["model"].as_str().unwrap();
     let (st, _) = c.json(
         "PUT",
@@ -217,13 +208,7 @@ fn the_protocols_errors_bounds_and_a_full_covariance_model_over_plain_http() {
         .to_string();
     let cols: Vec<&str> = header.split(',').collect();
     let ds = s.upload(&csv, "c.csv")["id"].as_str().unwrap().to_string();
-    let (st, v) = s.json(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"dataset": ds, "target": cols[1..], "options": {"epochs": 2, "covariance": "full", "components": 2}})),
-    );
-    assert_eq!(st, 202, "{v}");
-    let m = s.finished(v["id"].as_str().unwrap())["model"]
+    let m = s.trained(json!({"dataset": ds, "target": cols[1..], "options": {"epochs": 2, "covariance": "full", "components": 2}}))["model"]
         .as_str()
         .unwrap()
         .to_string();
@@ -340,17 +325,8 @@ fn the_protocols_errors_bounds_and_a_full_covariance_model_over_plain_http() {
     }
     // A deep ensemble answers as its equal-weight mixture: M x K components, the same mean
     // as /v1's predict.
-    let bishop = s.upload(&asset("bishop.csv"), "b.csv")["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (st, v) = s.json(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"dataset": bishop, "options": {"epochs": 1, "ensemble": 2, "components": 3}, "register": "ens"})),
-    );
-    assert_eq!(st, 202, "{v}");
-    s.finished(v["id"].as_str().unwrap());
+    let bishop = s.dataset(&asset("bishop.csv"), "b.csv");
+    s.trained(json!({"dataset": bishop, "options": {"epochs": 1, "ensemble": 2, "components": 3}, "register": "ens"}));
     let (st, a) = infer(
         &s,
         "/v2/models/ens/infer",

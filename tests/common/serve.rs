@@ -198,6 +198,19 @@ impl Client {
         serde_json::from_str(&v).unwrap()
     }
 
+    /// The id of a data set uploaded from `file`.
+    pub fn dataset(&self, file: &Path, name: &str) -> String {
+        self.upload(file, name)["id"].as_str().unwrap().to_string()
+    }
+
+    /// Queues the job `body` (the whole request: dataset, options, register, ...) and
+    /// waits until it ends: its final row.
+    pub fn trained(&self, body: Value) -> Value {
+        let (s, v) = self.json("POST", "/v1/jobs", Some(body));
+        assert_eq!(s, 202, "{v}");
+        self.finished(v["id"].as_str().unwrap())
+    }
+
     pub fn submit(&self, dataset: &str, options: Value) -> String {
         let (s, v) = self.json(
             "POST",

@@ -211,6 +211,33 @@ pub struct VersionRow {
     pub created_by: Option<String>,
 }
 
+impl VersionRow {
+    /// A version just registered (no aliases yet).
+    #[allow(clippy::too_many_arguments)]
+    fn registered(
+        ws: &str,
+        name: &str,
+        version: u32,
+        model: &str,
+        job: Option<&str>,
+        tags: &[String],
+        by: Option<&str>,
+        created: f64,
+    ) -> VersionRow {
+        VersionRow {
+            name: name.into(),
+            workspace: ws.into(),
+            version,
+            model: model.into(),
+            job: job.map(str::to_string),
+            tags: tags.to_vec(),
+            aliases: vec![],
+            created,
+            created_by: by.map(str::to_string),
+        }
+    }
+}
+
 /// A registered model name: its newest version and its aliases.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct RegisteredModel {

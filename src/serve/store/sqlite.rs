@@ -174,17 +174,16 @@ fn register_tx(
         "INSERT INTO versions (workspace, name, version, model, job, tags, created, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![ws, name, version, model, job, serde_json::to_string(tags).expect("tags"), t, by],
     )?;
-    Ok(VersionRow {
-        name: name.into(),
-        workspace: ws.into(),
-        version: version as u32,
-        model: model.into(),
-        job: job.map(str::to_string),
-        tags: tags.to_vec(),
-        aliases: vec![],
-        created: t,
-        created_by: by.map(str::to_string),
-    })
+    Ok(VersionRow::registered(
+        ws,
+        name,
+        version as u32,
+        model,
+        job,
+        tags,
+        by,
+        t,
+    ))
 }
 
 fn dataset_row(r: &rusqlite::Row) -> rusqlite::Result<DatasetRow> {
