@@ -1,0 +1,179 @@
+//! What every run fixes before its first epoch: the standardisation (from the training rows
+//! only), the architecture, the feature columns that are constant, and each seed's initial
+//! parameters. The epoch loop (`epochs`) starts from what this gives.
+
+use rand::Rng;
+
+use super::options::TrainOptions;
+use super::{STREAM_INIT, rng_for};
+use crate::backend::DataRef;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::layout::{Activation, Arch};
+use crate::mixture::softplus_inverse;
+use crate::scaler::{ColumnStats, Scaler};
+
+/// outputs are close to its biases (below) for every input. At full Glorot scale the raw sigma
+/// of some inputs starts several units below its bias, sigma is tiny there, and the first
+/// epochs' NLL runs into the thousands.
+const HEAD_KERNEL_SCALE: f64 = 0.1;
+
+/// Initial parameters in the flat layout: He-uniform (relu) or Glorot-uniform (tanh) hidden
+/// kernels, a head kernel at [`HEAD_KERNEL_SCALE`] of Glorot-uniform, zero biases, except the
+/// head's biases: the means of component k sit at the (k + 1/2)/K quantile of each
+/// standardised target, and every sigma starts at max(1/K, 0.05) (standardised units), so
+/// components start apart and no sigma starts small.
+pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
+    let mut rng = rng_for(seed, STREAM_INIT);
+    let mut params = vec![0.0f32; arch.param_count()];
+    let layers = arch.layers();
+    for layer in &layers {
+        let limit = if !layer.activated {
+            HEAD_KERNEL_SCALE * (6.0 / (layer.inputs + layer.outputs) as f64).sqrt()
+        } else if arch.activation == Activation::Relu {
+            (6.0 / layer.inputs as f64).sqrt()
+        } else {
+            (6.0 / (layer.inputs + layer.outputs) as f64).sqrt()
+        };
+        for w in &mut params[layer.weights..layer.weights + layer.weight_count()] {
+            *w = rng.random_range(-limit..limit) as f32;
+        }
+    }
+    let head = layers.last().expect("an architecture has a head");
+    let (k, d, at) = (arch.components, arch.targets, arch.head());
+    let rows = y_std.len() / d;
+    let mut column = Vec::with_capacity(rows);
+    for j in 0..d {
+        column.clear();
+        column.extend(y_std.iter().skip(j).step_by(d).copied());
+        column.sort_unstable_by(f32::total_cmp);
+        for c in 0..k {
+            let q = (c as f64 + 0.5) / k as f64;
+            let pos = ((rows as f64 - 1.0) * q).round() as usize;
+            params[head.bias + at.mu(c, j)] = column.get(pos).copied().unwrap_or(0.0);
+        }
+    }
+    let sigma0 = (1.0 / k as f64).max(0.05);
+    let raw0 = softplus_inverse((sigma0 - arch.sigma_floor as f64).max(1e-3)) as f32;
+    for i in at.raw_scales() {
+        params[head.bias + i] = raw0;
+    }
+    params
+}
+
+#[derive(Clone)]
+pub(super) struct Setup {
+    pub(super) arch: Arch,
+    pub(super) features: Vec<String>,
+    pub(super) targets: Vec<String>,
+    pub(super) x_scaler: Scaler,
+    pub(super) y_scaler: Scaler,
+    /// Feature columns constant in the training rows: they carry nothing to learn from, and
+    /// their first-layer weights start (and, their gradient being zero, stay) at zero, so
+    /// that the model ignores whatever value they take when it predicts.
+    pub(super) constant_features: Vec<usize>,
+}
+
+impl Setup {
+    /// A seed's initial parameters ([`init_params`]), with the weights of constant feature
+    /// columns at zero.
+    pub(super) fn initial_params(&self, y_std: &[f32], seed: u64) -> Vec<f32> {
+        let mut params = init_params(&self.arch, y_std, seed);
+        let first = &self.arch.layers()[0];
+        for &c in &self.constant_features {
+            let row = first.weights + c * first.outputs;
+            params[row..row + first.outputs].fill(0.0);
+        }
+        params
+    }
+
+    /// The setup of a run on `features` -> `targets` whose training rows have the statistics
+    /// `x` and `y`: an error when a target is constant (nothing to learn).
+    pub(super) fn new(
+        path: &std::path::Path,
+        features: &[String],
+        targets: &[String],
+        x: &ColumnStats,
+        y: &ColumnStats,
+        opts: &TrainOptions,
+    ) -> Result<Setup> {
+        let mut arch = Arch::new(
+            features.len(),
+            opts.hidden.clone(),
+            opts.activation,
+            opts.components,
+            targets.len(),
+        )?;
+        arch.sigma_floor = opts.sigma_floor;
+        arch.covariance = opts.covariance;
+        arch.validate()?;
+        for (j, name) in targets.iter().enumerate() {
+            if y.is_constant(j) {
+                return Err(Error::data(
+                    crate::error::Location::file(path),
+                    format!(
+                        "target column '{name}' is constant in the training rows: there is no distribution to learn"
+                    ),
+                ));
+            }
+        }
+        Ok(Setup {
+            arch,
+            features: features.to_vec(),
+            targets: targets.to_vec(),
+            x_scaler: x.scaler(),
+            y_scaler: y.scaler(),
+            constant_features: (0..features.len()).filter(|&c| x.is_constant(c)).collect(),
+        })
+    }
+}
+
+/// In-memory rows standardised with the training rows' statistics, and the run's setup.
+pub(super) struct Standardised {
+    pub(super) setup: Setup,
+    pub(super) tx: Vec<f32>,
+    pub(super) ty: Vec<f32>,
+    /// Validation inputs, targets and rows.
+    pub(super) val_std: Option<(Vec<f32>, Vec<f32>, usize)>,
+}
+
+/// The standardised validation rows as a backend takes them.
+pub(super) fn val_ref(val_std: &Option<(Vec<f32>, Vec<f32>, usize)>) -> Option<DataRef<'_>> {
+    val_std
+        .as_ref()
+        .map(|(x, y, rows)| DataRef { x, y, rows: *rows })
+}
+
+pub(super) fn standardise(
+    train: &Dataset,
+    val: Option<&Dataset>,
+    opts: &TrainOptions,
+) -> Result<Standardised> {
+    let mut x_stats = ColumnStats::new(train.d_in());
+    let mut y_stats = ColumnStats::new(train.d_out());
+    x_stats.push(&train.x);
+    y_stats.push(&train.y);
+    let setup = Setup::new(
+        train.path.as_path(),
+        &train.features,
+        &train.targets,
+        &x_stats,
+        &y_stats,
+        opts,
+    )?;
+    let tx = setup.x_scaler.apply(&train.x);
+    let ty = setup.y_scaler.apply(&train.y);
+    let val_std = val.map(|v| {
+        (
+            setup.x_scaler.apply(&v.x),
+            setup.y_scaler.apply(&v.y),
+            v.rows,
+        )
+    });
+    Ok(Standardised {
+        setup,
+        tx,
+        ty,
+        val_std,
+    })
+}
