@@ -1,0 +1,385 @@
+//! Interrupted and resumed runs: Ctrl-C (once and twice), SIGKILL then `--resume` giving the
+//! same bits, a requeued command line, checkpoint errors, and where a resumed run reads its
+//! data and writes its model.
+
+use std::path::Path;
+#[cfg(unix)]
+use std::process::Command;
+
+use crate::support::{asset, mdn, ok};
+#[cfg(unix)]
+use crate::support::{files_in, json, software_adapter};
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_best_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--json",
+            "--out",
+            "m.json",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // An interrupted run writes its best model and exits 130 (as for SIGINT), so a script
+    // can tell it from a finished one.
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["stop_reason"], "interrupted");
+    assert_eq!(v["saved_epoch"], v["best_epoch"]);
+    let m = json(&std::fs::read_to_string(dir.path().join("m.json")).unwrap());
+    assert_eq!(m["training"]["stop_reason"], "interrupted");
+}
+
+/// Trains once uninterrupted, once killed with SIGKILL after its first checkpoint and resumed:
+/// the two models must be the same bits.
+#[cfg(unix)]
+fn killed_and_resumed_run_matches(device: &str, rows: &str, epochs: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "bishop", "--rows", rows, "--out", "g.npy", "--seed", "4",
+        ],
+    );
+    let mut base = vec![
+        "train", "--data", "g.npy", "--epochs", epochs, "--device", device, "--seed", "2",
+        "--quiet",
+    ];
+    base.extend_from_slice(extra);
+    let mut full = base.to_vec();
+    full.extend(["--out", "full.json"]);
+    ok(dir.path(), &full);
+    let mut part = base.to_vec();
+    part.extend(["--out", "part.json", "--checkpoint-every", "1"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(&part)
+        .current_dir(dir.path())
+        .env("NODEVICE_SELECT", "1")
+        .spawn()
+        .unwrap();
+    let ckpt = dir.path().join("part.ckpt.json");
+    let started = std::time::Instant::now();
+    while !ckpt.exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // A pseudo-random moment after the first checkpoint.
+    let wait = (started.elapsed().as_nanos() % 300) as u64;
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let c = json(&std::fs::read_to_string(&ckpt).unwrap());
+    let done = c["trainer"]["completed"].as_u64().unwrap();
+    assert_eq!(c["data"]["stream"], extra.contains(&"--stream"));
+    assert!(done >= 1, "the checkpoint is whole and names its epoch");
+    eprintln!("{device}: killed after epoch {done} of {epochs}");
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "part.ckpt.json",
+            "--device",
+            device,
+            "--out",
+            "part.json",
+            "--quiet",
+        ],
+    );
+    let (a, b) = (
+        json(&std::fs::read_to_string(dir.path().join("full.json")).unwrap()),
+        json(&std::fs::read_to_string(dir.path().join("part.json")).unwrap()),
+    );
+    assert_eq!(
+        a["params"], b["params"],
+        "{device}: resumed after epoch {done} of {epochs}: parameters differ"
+    );
+    assert_eq!(a["training"]["history"], b["training"]["history"]);
+    assert!(files_in(dir.path()).iter().all(|f| !f.ends_with(".tmp")));
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_on_the_cpu() {
+    killed_and_resumed_run_matches("cpu", "300000", "10", &[]);
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_when_streaming() {
+    killed_and_resumed_run_matches(
+        "cpu",
+        "300000",
+        "10",
+        &["--stream", "--chunk-rows", "20000"],
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigkill_and_resume_gives_the_same_bits_on_the_software_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    if software_adapter(dir.path()) {
+        killed_and_resumed_run_matches("software", "60000", "8", &[]);
+    }
+}
+
+#[test]
+fn a_requeued_run_repeats_its_command_line_with_resume_and_only_differences_are_refused() {
+    // What a scheduler's requeue does: the very same arguments, plus --resume.
+    let dir = tempfile::tempdir().unwrap();
+    let data = asset("bishop.csv");
+    let data = data.to_str().unwrap();
+    let args = [
+        "train",
+        "--data",
+        data,
+        "--epochs",
+        "6",
+        "--seed",
+        "3",
+        "--hidden",
+        "8",
+        "--device",
+        "cpu",
+        "--checkpoint",
+        "ck.json",
+        "--checkpoint-every",
+        "1",
+        "--out",
+        "m.json",
+        "--quiet",
+    ];
+    let out = mdn(dir.path(), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = std::fs::read_to_string(dir.path().join("m.json")).unwrap();
+    let again: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--resume", "ck.json"])
+        .collect();
+    let out = mdn(dir.path(), &again);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = std::fs::read_to_string(dir.path().join("m.json")).unwrap();
+    let params = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap()["params"].clone();
+    assert_eq!(params(&first), params(&resumed));
+    // Options that differ from the checkpoint's run: refused, each with both values.
+    let mut differ = again.clone();
+    differ.extend(["--lr", "0.01", "--ensemble", "5"]);
+    differ[4] = "7";
+    let out = mdn(dir.path(), &differ);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "--epochs 7 (the checkpoint's run has 6)",
+        "--ensemble 5 (the checkpoint's run has 1)",
+        "--lr 0.01",
+    ] {
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+    }
+    assert!(!err.contains("--seed"), "{err}");
+}
+
+#[test]
+fn checkpoint_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.json"), "{\"format\": \"mdn-model\"}").unwrap();
+    std::fs::write(
+        dir.path().join("bad2.json"),
+        "{\"format\": \"mdn-checkpoint\", \"format_version\": 2}",
+    )
+    .unwrap();
+    for (args, needle) in [
+        (
+            vec!["train", "--resume", "bad.json"],
+            "not an mdn checkpoint",
+        ),
+        (
+            // An ensemble's checkpoint (version 2) missing its fields; named a checkpoint,
+            // not a model file.
+            vec!["train", "--resume", "bad2.json"],
+            "checkpoint bad2.json: malformed checkpoint: missing field",
+        ),
+        (
+            vec!["train", "--resume", "missing.json"],
+            "missing.json: no such file",
+        ),
+        (
+            vec!["train", "--checkpoint-every", "0"],
+            "--checkpoint-every must be at least 1",
+        ),
+    ] {
+        let out = mdn(dir.path(), &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected {needle:?} in {err}"
+        );
+    }
+}
+
+/// Regression (second_ctrl_c_leaves_conversion_files): two Ctrl-C while a CSV is converted to
+/// stream it left the converter's unfinished temporary file behind. The converted file lives
+/// in a directory of its own, removed whole, also by the second Ctrl-C's immediate exit.
+#[cfg(unix)]
+#[test]
+fn second_ctrl_c_leaves_conversion_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    ok(
+        dir.path(),
+        &[
+            "generate", "--kind", "wide", "--rows", "300000", "--out", "w.csv", "--quiet",
+        ],
+    );
+    for signals in [1, 2] {
+        let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args([
+                "train", "--data", "w.csv", "--target", "y0,y1", "--stream", "--epochs", "1",
+                "--device", "cpu",
+            ])
+            .current_dir(dir.path())
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the conversion has started (its directory exists).
+        let started = std::time::Instant::now();
+        while files_in(tmp.path()).is_empty() && started.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            !files_in(tmp.path()).is_empty(),
+            "the conversion never started"
+        );
+        for _ in 0..signals {
+            Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{signals} Ctrl-C: {err}");
+        assert_eq!(
+            files_in(tmp.path()),
+            Vec::<String>::new(),
+            "{signals} Ctrl-C: {err}"
+        );
+        assert!(!dir.path().join("model.json").exists());
+    }
+}
+
+#[test]
+fn checkpoint_with_a_relative_data_path_resumes_from_another_directory() {
+    // Regression: the checkpoint kept `--data` as given, so resuming from elsewhere failed
+    // with "no such file".
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("run");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(asset("bishop.csv"), sub.join("b.csv")).unwrap();
+    ok(
+        &sub,
+        &[
+            "train",
+            "--data",
+            "b.csv",
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "1",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--resume",
+            "run/model.ckpt.json",
+            "--out",
+            "again.json",
+            "--device",
+            "cpu",
+            "--quiet",
+        ],
+    );
+    assert!(dir.path().join("again.json").exists());
+}
+
+#[test]
+fn resume_without_out_wrote_model_json_in_the_current_directory() {
+    // Regression: the checkpoint did not record --out, so `mdn train --resume` without --out
+    // wrote model.json wherever it was run instead of where the interrupted run was writing.
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("run");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::copy(asset("bishop.csv"), sub.join("b.csv")).unwrap();
+    let train = |cwd: &Path, extra: &[&str]| {
+        let mut a = vec!["train", "--device", "cpu", "--quiet"];
+        a.extend_from_slice(extra);
+        ok(cwd, &a);
+    };
+    let first = [
+        "--data",
+        "b.csv",
+        "--out",
+        "m.json",
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "1",
+    ];
+    train(&sub, &first);
+    let written = std::fs::read(sub.join("m.json")).unwrap();
+    std::fs::remove_file(sub.join("m.json")).unwrap();
+    train(dir.path(), &["--resume", "run/m.ckpt.json"]);
+    assert!(
+        !dir.path().join("model.json").exists(),
+        "the resumed run wrote model.json in the current directory"
+    );
+    assert_eq!(
+        std::fs::read(sub.join("m.json")).unwrap(),
+        written,
+        "the resumed run's model differs from the run's own"
+    );
+    // --out still decides where it goes when given.
+    train(
+        dir.path(),
+        &["--resume", "run/m.ckpt.json", "--out", "x.json"],
+    );
+    assert!(dir.path().join("x.json").exists());
+}
