@@ -405,7 +405,7 @@ fn resume_loses_adam_constants() {
     );
 }
 
-/// The rule the README states for the defaults that adapt to the training rows.
+/// The rule docs/small-data.md states for the defaults that adapt to the training rows.
 #[test]
 fn adapted_defaults_follow_the_stated_rule() {
     use mdn::job::{Adapted, LARGE, adapted_defaults};

@@ -185,7 +185,7 @@ fn a_sorted_file_streams_to_the_quality_of_a_shuffled_run() {
         assert!(b < -0.95, "seed {seed}: streamed model's held-out NLL {b}");
         gaps.push(b - a);
     }
-    // Stated in the README: on average within 0.12 nats per row of the fully shuffled run,
+    // Stated in docs/training.md (large data sets): on average within 0.12 nats per row of the fully shuffled run,
     // never worse than 0.2.
     let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
     assert!(

@@ -33,7 +33,7 @@ pub const LARGE: Adapted = Adapted {
     max_epochs: 200,
 };
 
-/// The defaults for `n` training rows (the README's "Small data" states this rule):
+/// The defaults for `n` training rows (docs/small-data.md states this rule):
 /// - batch = the largest power of two at most n/128, kept within 32..=256, and at most n
 ///   (32 below 8,192 rows: on real tabular data of a few thousand rows, small batches reach
 ///   a better held-out NLL, and an epoch of them takes milliseconds);
@@ -59,8 +59,8 @@ pub fn adapted_defaults(n: usize) -> Adapted {
 /// Below this many rows (a 10% split would hold out fewer than 150), a job that leaves the
 /// validation to mdn chooses the number of epochs by [`CV_FOLDS`]-fold cross-validation
 /// and refits on every row, rather than trusting a few dozen or a hundred validation rows.
-/// (It was 500 until the small-data benchmark measured 630-1,710 training rows: README,
-/// "Defaults that adapt to the data".)
+/// (It was 500 until the small-data benchmark measured 630-1,710 training rows:
+/// docs/small-data.md, "Epochs by cross-validation below 1,500 rows".)
 pub const CROSS_VALIDATE_BELOW: usize = 1500;
 
 /// Fewer rows than this cannot be cross-validated (each fold needs two rows).

@@ -857,7 +857,7 @@ fn small_data_tries_fewer_components_when_k_is_left_to_the_defaults() {
 #[test]
 fn below_1500_rows_the_epochs_are_cross_validated_and_from_1500_a_split_steers() {
     // The threshold was 500 rows; the small-data benchmark measured better held-out NLLs with
-    // the cross-validation up to 1,325 training rows and none at 1,710 (README). 1,499 rows
+    // the cross-validation up to 1,325 training rows and none at 1,710 (docs/small-data.md). 1,499 rows
     // cross-validate, 1,500 hold out exactly 150 rows to early-stop on.
     let dir = tempfile::tempdir().unwrap();
     for (rows, cross_validated) in [(1499, true), (1500, false)] {
