@@ -188,12 +188,15 @@ pub(super) struct Members<'a> {
     pub ensemble: bool,
 }
 
+/// Writes a checkpoint from every member's run state and trainer state.
+type WriteFn<'c> = dyn FnMut(Vec<TrainState>, &[LoopState], &Setup) -> Result<()> + 'c;
+
 /// Checkpoints, whichever kind of run writes them.
 pub(super) struct Checkpoints<'c> {
     every: usize,
     min_seconds: f64,
     last: Instant,
-    write: Box<dyn FnMut(Vec<TrainState>, &[LoopState], &Setup) -> Result<()> + 'c>,
+    write: Box<WriteFn<'c>>,
 }
 
 impl<'c> Checkpoints<'c> {
@@ -227,7 +230,7 @@ impl<'c> Checkpoints<'c> {
     }
 
     fn due(&self, epoch: usize) -> bool {
-        epoch % self.every.max(1) == 0 && self.last.elapsed().as_secs_f64() >= self.min_seconds
+        epoch.is_multiple_of(self.every.max(1)) && self.last.elapsed().as_secs_f64() >= self.min_seconds
     }
 
     fn write(&mut self, runs: &mut dyn Runs, states: &[LoopState], setup: &Setup) -> Result<()> {

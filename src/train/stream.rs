@@ -83,9 +83,6 @@ impl StreamOptions {
 /// then reads the chunks in a new random order; the training rows of each window of
 /// `window_chunks` chunks are shuffled together and fed to the backend in batches, rows left
 /// over carrying into the next window.
-
-/// Trains a model on rows read from `source` window by window (see the module's
-/// description and [`StreamOptions`]).
 pub fn train_stream(
     backend: &mut dyn Backend,
     source: &mut dyn RowSource,
