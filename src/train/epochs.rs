@@ -230,7 +230,8 @@ impl<'c> Checkpoints<'c> {
     }
 
     fn due(&self, epoch: usize) -> bool {
-        epoch.is_multiple_of(self.every.max(1)) && self.last.elapsed().as_secs_f64() >= self.min_seconds
+        epoch.is_multiple_of(self.every.max(1))
+            && self.last.elapsed().as_secs_f64() >= self.min_seconds
     }
 
     fn write(&mut self, runs: &mut dyn Runs, states: &[LoopState], setup: &Setup) -> Result<()> {
@@ -580,6 +581,42 @@ impl<'a> EpochLoop<'a> {
             lrs: self.lrs,
         })
     }
+}
+
+/// One network's run through the loop, what an epoch is being `epoch`'s: continuing from
+/// `resume` (loaded first), writing checkpoints through `checkpointer`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_one<'f>(
+    run: &mut dyn TrainRun,
+    epoch: &'f mut EpochFn<'f>,
+    setup: &Setup,
+    opts: &TrainOptions,
+    resume: Option<Resume>,
+    checkpointer: Option<Checkpointer<'_>>,
+    path: &std::path::Path,
+    train_rows: usize,
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Ended> {
+    let mut runs = OneRun { run, epoch };
+    let resume = match resume {
+        Some(r) => Some(resume_runs(&mut runs, vec![r], setup, path)?),
+        None => None,
+    };
+    let members = Members {
+        seeds: &[opts.seed],
+        ensemble: false,
+    };
+    run_epochs(
+        &mut runs,
+        setup,
+        opts,
+        members,
+        resume,
+        checkpointer.map(Checkpoints::one),
+        train_rows,
+        observer,
+        &mut |_| {},
+    )
 }
 
 /// Checks that each member's checkpoint was made from the data `setup` comes from (the same

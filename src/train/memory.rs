@@ -3,7 +3,7 @@
 
 use rand::seq::SliceRandom;
 
-use super::epochs::{self, Checkpoints, Members, OneRun, Resume};
+use super::epochs::{self, Resume};
 use super::init::{Standardised, standardise, val_ref};
 use super::options::{TrainOptions, check_columns, check_options};
 use super::{Checkpointer, TrainEvent};
@@ -64,33 +64,16 @@ pub fn train_with(
         order.shuffle(shuffle_rng);
         b.train_epoch(&order, step).map(Some)
     };
-    let mut runs = OneRun {
-        run: run.as_mut(),
-        epoch: &mut epoch,
-    };
-    let resume = match resume {
-        Some(r) => Some(epochs::resume_runs(
-            &mut runs,
-            vec![r],
-            &setup,
-            &train.path,
-        )?),
-        None => None,
-    };
-    let seeds = [opts.seed];
-    let ended = epochs::run_epochs(
-        &mut runs,
+    let ended = epochs::run_one(
+        run.as_mut(),
+        &mut epoch,
         &setup,
         opts,
-        Members {
-            seeds: &seeds,
-            ensemble: false,
-        },
         resume,
-        checkpointer.map(Checkpoints::one),
+        checkpointer,
+        &train.path,
         train.rows,
         observer,
-        &mut |_| {},
     )?;
     drop(run);
     let counts = (train.rows, val.map_or(0, |v| v.rows));
@@ -99,7 +82,7 @@ pub fn train_with(
         &setup,
         backend,
         opts,
-        &seeds,
+        &[opts.seed],
         counts,
         val.unwrap_or(train),
     )?;

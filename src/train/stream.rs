@@ -12,7 +12,7 @@ use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::epochs::{self, Checkpoints, Members, OneRun, Resume};
+use super::epochs::{self, Resume};
 use super::init::Setup;
 use super::options::{TrainOptions, check_columns, check_options};
 use super::split::ValidationSplit;
@@ -164,33 +164,16 @@ pub fn train_stream_with(
                      obs: &mut dyn FnMut(&TrainEvent) -> bool| {
         windows.epoch(be, epoch, step, shuffle_rng, obs)
     };
-    let mut runs = OneRun {
-        run: run.as_mut(),
-        epoch: &mut epoch,
-    };
-    let resume = match resume {
-        Some(r) => Some(epochs::resume_runs(
-            &mut runs,
-            vec![r],
-            &setup,
-            &shape.path,
-        )?),
-        None => None,
-    };
-    let seeds = [opts.seed];
-    let ended = epochs::run_epochs(
-        &mut runs,
+    let ended = epochs::run_one(
+        run.as_mut(),
+        &mut epoch,
         &setup,
         opts,
-        Members {
-            seeds: &seeds,
-            ensemble: false,
-        },
         resume,
-        checkpointer.map(Checkpoints::one),
+        checkpointer,
+        &shape.path,
         train_rows,
         observer,
-        &mut |_| {},
     )?;
     drop(run);
     // Without validation rows, the diagnostics look at the file's first rows.
@@ -203,7 +186,15 @@ pub fn train_stream_with(
         }
     };
     let counts = (train_rows, val.map_or(0, |v| v.rows));
-    let mut models = epochs::models(ended, &setup, backend, opts, &seeds, counts, usage_rows)?;
+    let mut models = epochs::models(
+        ended,
+        &setup,
+        backend,
+        opts,
+        &[opts.seed],
+        counts,
+        usage_rows,
+    )?;
     Ok(models.pop().expect("one model"))
 }
 
