@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod job;
+pub mod lanes;
 pub mod layout;
 pub mod mixture;
 #[macro_use]

@@ -36,15 +36,17 @@
 //!
 //! Arithmetic is in `f64` per row: the CPU backend is the reference the GPU is judged by.
 
+use crate::lanes;
 use crate::layout::{Arch, Covariance, HeadLayout, MAX_FULL_COVARIANCE_TARGETS};
 
 /// ln(2 pi) / 2.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
-/// softplus(x) = ln(1 + e^x), computed without overflow.
+/// softplus(x) = ln(1 + e^x), computed without overflow (with [`crate::lanes`]' exp and
+/// ln_1p, as the CPU backend's head computes it, to the same bits).
 #[inline]
 pub fn softplus(x: f64) -> f64 {
-    x.max(0.0) + (-x.abs()).exp().ln_1p()
+    x.max(0.0) + lanes::ln_1p(lanes::exp(-x.abs()))
 }
 
 /// Inverse of softplus for s > 0: the raw value whose softplus is s.
@@ -52,33 +54,38 @@ pub fn softplus_inverse(s: f64) -> f64 {
     if s > 30.0 { s } else { s.exp_m1().ln() }
 }
 
+/// The logistic function, from `t = e^-|x|` (which softplus computes too).
+#[inline]
+fn sigmoid_from(x: f64, t: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + t)
+    } else {
+        t / (1.0 + t)
+    }
+}
+
 #[inline]
 pub fn sigmoid(x: f64) -> f64 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
-    } else {
-        let e = x.exp();
-        e / (1.0 + e)
+    sigmoid_from(x, lanes::exp(-x.abs()))
+}
+
+/// The terms of a log-sum-exp: `e[i] = exp(v[i] - max)`; returns (max, sum of the terms).
+/// The order of every operation is the CPU backend's head's (`Mixture::loglik_rows`).
+fn exp_terms(v: impl Iterator<Item = f64> + Clone, e: &mut [f64]) -> (f64, f64) {
+    let m = v.clone().fold(f64::NEG_INFINITY, f64::max);
+    let mut sum = 0.0;
+    for (e, x) in e.iter_mut().zip(v) {
+        *e = lanes::exp(x - m);
+        sum += *e;
     }
+    (m, sum)
 }
 
 /// log(sum(exp(v))) without overflow or underflow; -inf for an empty slice.
 pub fn logsumexp(v: &[f64]) -> f64 {
-    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
-    }
-    m + v.iter().map(|&x| (x - m).exp()).sum::<f64>().ln()
-}
-
-/// ln sum_k exp(logit_k), the softmax's normaliser, in f64.
-fn log_normaliser(logits: &[f32]) -> f64 {
-    let lmax = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
-    lmax + logits
-        .iter()
-        .map(|&a| (a as f64 - lmax).exp())
-        .sum::<f64>()
-        .ln()
+    let mut e = vec![0.0; v.len()];
+    let (m, s) = exp_terms(v.iter().copied(), &mut e);
+    if m.is_finite() { m + lanes::ln(s) } else { m }
 }
 
 /// Shape of the mixture: K components over a D-dimensional target, with a sigma floor, and
@@ -131,11 +138,12 @@ impl Mixture {
         self.head().width()
     }
 
-    /// Length of the `scratch` slice [`Mixture::loglik`] needs: K log terms, and with full
-    /// covariance each component's whitened residual (K*D more), kept for the gradient.
+    /// Length of the `scratch` slice [`Mixture::loglik`] needs: with full covariance K log
+    /// terms, K weights, K exp terms and each component's whitened residual (K*D), kept for
+    /// the gradient; a diagonal mixture works in space of its own.
     pub fn scratch_len(&self) -> usize {
         if self.full {
-            self.k * (1 + self.d)
+            self.k * (3 + self.d)
         } else {
             self.k
         }
@@ -167,7 +175,7 @@ impl Mixture {
             .fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
         let mut sum = 0.0;
         for c in 0..k {
-            pi[c] = (h[c] as f64 - m).exp();
+            pi[c] = lanes::exp(h[c] as f64 - m);
             sum += pi[c];
         }
         for p in pi.iter_mut() {
@@ -193,7 +201,7 @@ impl Mixture {
         if self.full {
             self.loglik_full(h, y, scratch, grad, scale)
         } else {
-            self.loglik_diagonal(h, y, scratch, grad, scale)
+            self.loglik_diagonal(h, y, grad, scale)
         }
     }
 
@@ -209,11 +217,13 @@ impl Mixture {
                 s -= h[at.lower(c, j, i)] as f64 * z[i];
             }
             z[j] = s / ljj;
-            term -= HALF_LN_2PI + ljj.ln() + 0.5 * z[j] * z[j];
+            term -= HALF_LN_2PI + lanes::ln(ljj) + 0.5 * z[j] * z[j];
         }
         term
     }
 
+    /// One row of a full-covariance mixture, with the diagonal case's operations where the
+    /// two share them (so that a full model with D = 1 gives the diagonal model's bits).
     fn loglik_full(
         &self,
         h: &[f32],
@@ -225,23 +235,28 @@ impl Mixture {
         let (k, d, at) = (self.k, self.d, self.head());
         assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
         let logits = &h[..k];
-        let log_norm = log_normaliser(logits);
         let mut w = [0.0f64; MAXD];
-        let (l, zs) = scratch[..k * (1 + d)].split_at_mut(k);
+        let (l, rest) = scratch[..k * (3 + d)].split_at_mut(k);
+        let (pi, rest) = rest.split_at_mut(k);
+        let (q, zs) = rest.split_at_mut(k);
+        let (lmax, sum) = exp_terms(logits.iter().map(|&v| v as f64), pi);
+        let log_norm = lmax + lanes::ln(sum);
         for c in 0..k {
+            pi[c] /= sum;
             l[c] = logits[c] as f64 - log_norm + self.whiten(h, y, c, &mut zs[c * d..]);
         }
-        let ll = logsumexp(l);
+        let (m, s) = exp_terms(l.iter().copied(), q);
+        let ll = if m.is_finite() { m + lanes::ln(s) } else { m };
         if let Some(g) = grad {
             for c in 0..k {
-                let gamma = (l[c] - ll).exp();
-                let pi = (logits[c] as f64 - log_norm).exp();
-                g[c] = (scale * (pi - gamma)) as f32;
+                let gamma = q[c] / s;
+                g[c] = (scale * (pi[c] - gamma)) as f32;
                 let z = &zs[c * d..(c + 1) * d];
                 let off = at.lower_start(c);
                 for j in (0..d).rev() {
                     let raw = h[at.raw_scale(c, j)] as f64;
-                    let ljj = softplus(raw) + self.floor;
+                    let t = lanes::exp(-raw.abs());
+                    let ljj = (raw.max(0.0) + lanes::ln_1p(t)) + self.floor;
                     let mut s = z[j];
                     for i in j + 1..d {
                         s -= h[off + tri_index(i, j)] as f64 * w[i];
@@ -249,7 +264,7 @@ impl Mixture {
                     w[j] = s / ljj;
                     g[at.mu(c, j)] = (scale * (-gamma * w[j])) as f32;
                     g[at.raw_scale(c, j)] =
-                        (scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw)) as f32;
+                        (scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid_from(raw, t)) as f32;
                 }
                 for j in 1..d {
                     for i in 0..j {
@@ -261,43 +276,298 @@ impl Mixture {
         ll
     }
 
-    fn loglik_diagonal(
+    fn loglik_diagonal(&self, h: &[f32], y: &[f32], grad: Option<&mut [f32]>, scale: f64) -> f64 {
+        let mut ll = [0.0];
+        self.diagonal_rows_on(h, y, 1, &mut ll, grad, scale, &mut Vec::new());
+        ll[0]
+    }
+
+    /// Log-likelihoods of `rows` rows at once: head outputs `h` (rows x P, row-major) and
+    /// targets `y` (rows x D), row r's into `ll[r]`. When `grad` is given (rows x P), it
+    /// receives each row's `scale * d(-log p)/dh`. `buf` is working space, grown as needed.
+    ///
+    /// A diagonal mixture is computed [`LANES`](crate::lanes::LANES) rows at a time on the
+    /// widest vector unit the CPU has ([`crate::lanes::isa`]); each row's values are the same
+    /// bits whichever rows it is computed with, and on any x86 CPU.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loglik_rows(
         &self,
         h: &[f32],
         y: &[f32],
-        scratch: &mut [f64],
+        rows: usize,
+        ll: &mut [f64],
+        mut grad: Option<&mut [f32]>,
+        scale: f64,
+        buf: &mut Vec<f64>,
+    ) {
+        let (p, d) = (self.width(), self.d);
+        if !self.full {
+            self.diagonal_rows_on(h, y, rows, ll, grad, scale, buf);
+            return;
+        }
+        buf.resize(self.scratch_len().max(buf.len()), 0.0);
+        for r in 0..rows {
+            let g = grad.as_deref_mut().map(|g| &mut g[r * p..(r + 1) * p]);
+            ll[r] = self.loglik_full(
+                &h[r * p..(r + 1) * p],
+                &y[r * d..(r + 1) * d],
+                buf,
+                g,
+                scale,
+            );
+        }
+    }
+
+    /// [`Mixture::loglik_rows`] of a diagonal mixture on the instruction set [`isa`] chose.
+    ///
+    /// [`isa`]: crate::lanes::isa
+    #[allow(clippy::too_many_arguments)]
+    fn diagonal_rows_on(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        rows: usize,
+        ll: &mut [f64],
         grad: Option<&mut [f32]>,
         scale: f64,
-    ) -> f64 {
-        let (k, d, at) = (self.k, self.d, self.head());
-        let logits = &h[..k];
-        let log_norm = log_normaliser(logits);
-        let l = &mut scratch[..k];
-        for c in 0..k {
-            let mut lc = logits[c] as f64 - log_norm;
-            for j in 0..d {
-                let sigma = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
-                let z = (y[j] as f64 - h[at.mu(c, j)] as f64) / sigma;
-                lc -= HALF_LN_2PI + sigma.ln() + 0.5 * z * z;
+        buf: &mut Vec<f64>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        match crate::lanes::isa() {
+            // SAFETY: `isa` chose these only where the CPU has the instructions.
+            crate::lanes::Isa::Avx512 => {
+                return unsafe { self.diagonal_rows_avx512(h, y, rows, ll, grad, scale, buf) };
             }
-            l[c] = lc;
+            crate::lanes::Isa::Avx2 => {
+                return unsafe { self.diagonal_rows_avx2(h, y, rows, ll, grad, scale, buf) };
+            }
+            crate::lanes::Isa::Baseline => {}
         }
-        let ll = logsumexp(l);
-        if let Some(g) = grad {
+        self.diagonal_rows::<crate::lanes::Portable>(h, y, rows, ll, grad, scale, buf)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn diagonal_rows_avx512(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        rows: usize,
+        ll: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+        buf: &mut Vec<f64>,
+    ) {
+        self.diagonal_rows::<crate::lanes::Avx512>(h, y, rows, ll, grad, scale, buf)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn diagonal_rows_avx2(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        rows: usize,
+        ll: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+        buf: &mut Vec<f64>,
+    ) {
+        self.diagonal_rows::<crate::lanes::Portable>(h, y, rows, ll, grad, scale, buf)
+    }
+
+    /// The diagonal mixture's rows, `LANES` at a time (a last partial group repeats its
+    /// last row in the spare lanes). Per group: the weights' softmax, each component's log
+    /// term with its sigmas and standardised residuals kept, the log-sum-exp, then the
+    /// gradient from the responsibilities. Every exp and ln appears once per value (sigma's
+    /// e^-|raw| serves softplus and the sigmoid, the softmax's and the log-sum-exp's terms
+    /// give pi and the responsibilities).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn diagonal_rows<M: crate::lanes::LaneMath>(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        rows: usize,
+        ll: &mut [f64],
+        mut grad: Option<&mut [f32]>,
+        scale: f64,
+        buf: &mut Vec<f64>,
+    ) {
+        use crate::lanes::{LANES as L, Lanes};
+        // SAFETY (each `M::` call below): the caller runs this on a CPU `M` is for.
+        let (k, d, at, p) = (self.k, self.d, self.head(), self.width());
+        let kd = k * d;
+        let floor = self.floor;
+        buf.clear();
+        buf.resize((4 * k + 3 * kd) * L, 0.0);
+        let (logit, rest) = buf.split_at_mut(k * L);
+        let (pi, rest) = rest.split_at_mut(k * L);
+        let (lc, rest) = rest.split_at_mut(k * L);
+        let (q, rest) = rest.split_at_mut(k * L);
+        let (sig, rest) = rest.split_at_mut(kd * L);
+        let (zz, tt) = rest.split_at_mut(kd * L);
+        let lanes = |v: &mut [f64], at: usize| -> Lanes {
+            v[at * L..(at + 1) * L].try_into().expect("a lane group")
+        };
+        let mut start = 0;
+        while start < rows {
+            let valid = L.min(rows - start);
+            let row: [usize; L] = std::array::from_fn(|i| start + i.min(valid - 1));
+            // Column `col` of the group's head outputs.
+            let column =
+                |col: usize| -> Lanes { std::array::from_fn(|i| h[row[i] * p + col] as f64) };
+            // log pi_k = logit_k - ln sum_k exp(logit_k), and pi_k.
+            let mut lmax = [f64::NEG_INFINITY; L];
             for c in 0..k {
-                let gamma = (l[c] - ll).exp();
-                let pi = (logits[c] as f64 - log_norm).exp();
-                g[c] = (scale * (pi - gamma)) as f32;
+                let v = column(c);
+                for i in 0..L {
+                    lmax[i] = lmax[i].max(v[i]);
+                }
+                logit[c * L..(c + 1) * L].copy_from_slice(&v);
+            }
+            let mut sum = [0.0; L];
+            for c in 0..k {
+                let mut v = lanes(logit, c);
+                for i in 0..L {
+                    v[i] -= lmax[i];
+                }
+                let e = unsafe { M::exp(&v) };
+                for i in 0..L {
+                    sum[i] += e[i];
+                }
+                pi[c * L..(c + 1) * L].copy_from_slice(&e);
+            }
+            let ln_sum = unsafe { M::ln(&sum) };
+            let mut log_norm = [0.0; L];
+            for i in 0..L {
+                log_norm[i] = lmax[i] + ln_sum[i];
+            }
+            for c in 0..k {
+                for i in 0..L {
+                    pi[c * L + i] /= sum[i];
+                }
+            }
+            // l_k = log pi_k + sum_j (-ln(2 pi)/2 - ln sigma_kj - z_kj^2 / 2).
+            for c in 0..k {
+                let mut l = lanes(logit, c);
+                for i in 0..L {
+                    l[i] -= log_norm[i];
+                }
                 for j in 0..d {
-                    let (im, is) = (at.mu(c, j), at.raw_scale(c, j));
-                    let raw = h[is] as f64;
-                    let sigma = softplus(raw) + self.floor;
-                    let z = (y[j] as f64 - h[im] as f64) / sigma;
-                    g[im] = (scale * (-gamma * z / sigma)) as f32;
-                    g[is] = (scale * gamma * (1.0 - z * z) / sigma * sigmoid(raw)) as f32;
+                    let (raw, mu) = (column(at.raw_scale(c, j)), column(at.mu(c, j)));
+                    let yj: Lanes = std::array::from_fn(|i| y[row[i] * d + j] as f64);
+                    let t = unsafe { M::exp(&std::array::from_fn(|i| -raw[i].abs())) };
+                    let sp = unsafe { M::ln_1p(&t) };
+                    let mut sigma = [0.0; L];
+                    for i in 0..L {
+                        sigma[i] = (raw[i].max(0.0) + sp[i]) + floor;
+                    }
+                    let ln_sigma = unsafe { M::ln(&sigma) };
+                    let mut z = [0.0; L];
+                    for i in 0..L {
+                        z[i] = (yj[i] - mu[i]) / sigma[i];
+                        l[i] -= HALF_LN_2PI + ln_sigma[i] + 0.5 * z[i] * z[i];
+                    }
+                    let cj = (c * d + j) * L;
+                    sig[cj..cj + L].copy_from_slice(&sigma);
+                    zz[cj..cj + L].copy_from_slice(&z);
+                    tt[cj..cj + L].copy_from_slice(&t);
+                }
+                lc[c * L..(c + 1) * L].copy_from_slice(&l);
+            }
+            // log p(y) = logsumexp_k l_k.
+            let mut m = [f64::NEG_INFINITY; L];
+            for c in 0..k {
+                let v = lanes(lc, c);
+                for i in 0..L {
+                    m[i] = m[i].max(v[i]);
+                }
+            }
+            let mut s = [0.0; L];
+            for c in 0..k {
+                let mut v = lanes(lc, c);
+                for i in 0..L {
+                    v[i] -= m[i];
+                }
+                let e = unsafe { M::exp(&v) };
+                for i in 0..L {
+                    s[i] += e[i];
+                }
+                q[c * L..(c + 1) * L].copy_from_slice(&e);
+            }
+            let ln_s = unsafe { M::ln(&s) };
+            let mut out = [0.0; L];
+            for i in 0..L {
+                out[i] = if m[i].is_finite() {
+                    m[i] + ln_s[i]
+                } else {
+                    m[i]
+                };
+            }
+            ll[start..start + valid].copy_from_slice(&out[..valid]);
+            if let Some(g) = grad.as_deref_mut() {
+                self.diagonal_gradient(h, g, &row, valid, pi, q, &s, sig, zz, tt, scale);
+            }
+            start += L;
+        }
+    }
+
+    /// The gradient of a group of rows from what [`Mixture::diagonal_rows`] kept: with the
+    /// responsibilities gamma_k = q_k / s, d/d logit_k = pi_k - gamma_k, d/d mu_kj =
+    /// -gamma_k z_kj / sigma_kj, d/d raw_kj = gamma_k (1 - z_kj^2) / sigma_kj * sigmoid(raw_kj).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn diagonal_gradient(
+        &self,
+        h: &[f32],
+        g: &mut [f32],
+        row: &[usize; crate::lanes::LANES],
+        valid: usize,
+        pi: &[f64],
+        q: &[f64],
+        s: &[f64; crate::lanes::LANES],
+        sig: &[f64],
+        zz: &[f64],
+        tt: &[f64],
+        scale: f64,
+    ) {
+        use crate::lanes::{LANES as L, Lanes};
+        let (k, d, at, p) = (self.k, self.d, self.head(), self.width());
+        let lanes =
+            |v: &[f64], at: usize| -> Lanes { v[at..at + L].try_into().expect("a lane group") };
+        for c in 0..k {
+            let (qc, pc) = (lanes(q, c * L), lanes(pi, c * L));
+            let mut gamma = [0.0; L];
+            let mut gl = [0.0f32; L];
+            for i in 0..L {
+                gamma[i] = qc[i] / s[i];
+                gl[i] = (scale * (pc[i] - gamma[i])) as f32;
+            }
+            for i in 0..valid {
+                g[row[i] * p + c] = gl[i];
+            }
+            for j in 0..d {
+                let (im, is, cj) = (at.mu(c, j), at.raw_scale(c, j), (c * d + j) * L);
+                let (sigma, z, t) = (lanes(sig, cj), lanes(zz, cj), lanes(tt, cj));
+                let raw: Lanes = std::array::from_fn(|i| h[row[i] * p + is] as f64);
+                let (mut gm, mut gs) = ([0.0f32; L], [0.0f32; L]);
+                for i in 0..L {
+                    let sigmoid = if raw[i] >= 0.0 {
+                        1.0 / (1.0 + t[i])
+                    } else {
+                        t[i] / (1.0 + t[i])
+                    };
+                    gm[i] = (scale * (-gamma[i] * z[i] / sigma[i])) as f32;
+                    gs[i] = (scale * gamma[i] * (1.0 - z[i] * z[i]) / sigma[i] * sigmoid) as f32;
+                }
+                for i in 0..valid {
+                    g[row[i] * p + im] = gm[i];
+                    g[row[i] * p + is] = gs[i];
                 }
             }
         }
-        ll
     }
 }

@@ -401,6 +401,7 @@ fn run_parts(
                     &ws.y,
                     n,
                     &mut ws.scratch,
+                    &mut ws.ll,
                     None,
                     0.0,
                     per_row,
@@ -413,6 +414,7 @@ fn run_parts(
                     &ws.y,
                     n,
                     &mut ws.scratch,
+                    &mut ws.ll,
                     Some(&mut ws.delta[..n * p]),
                     scale,
                     None,
@@ -518,8 +520,10 @@ struct Workspace {
     /// Gradient with respect to the current layer's pre-activation, and the one below.
     delta: Vec<f32>,
     delta_below: Vec<f32>,
-    /// The mixture's per-component log terms (and whitened residuals with full covariance).
+    /// The mixture head's working space ([`Mixture::loglik_rows`]).
     scratch: Vec<f64>,
+    /// Each row's log-likelihood.
+    ll: Vec<f64>,
 }
 
 impl Workspace {
@@ -532,7 +536,8 @@ impl Workspace {
             acts: Activations::new(net, cap),
             delta: vec![0.0; cap * maxw],
             delta_below: vec![0.0; cap * maxw],
-            scratch: vec![0.0; net.mix.scratch_len()],
+            scratch: Vec::new(),
+            ll: Vec::with_capacity(cap),
         }
     }
 }
@@ -683,36 +688,36 @@ fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut Activat
     }
 }
 
-/// Sum over rows of the log-likelihood; when `delta` is given, writes `scale * d(-loglik)/dh`
-/// for every row's head outputs into it.
+/// Sum over rows of the log-likelihood (in row order); when `delta` is given, writes
+/// `scale * d(-loglik)/dh` for every row's head outputs into it. `scratch` and `ll` are
+/// working space ([`Mixture::loglik_rows`]).
+#[allow(clippy::too_many_arguments)]
 fn head(
     net: &Net,
     h: &[f32],
     y: &[f32],
     rows: usize,
-    scratch: &mut [f64],
-    mut delta: Option<&mut [f32]>,
+    scratch: &mut Vec<f64>,
+    ll: &mut Vec<f64>,
+    delta: Option<&mut [f32]>,
     scale: f64,
     per_row: Option<&mut Vec<f64>>,
 ) -> f64 {
     let (p, d) = (net.mix.width(), net.arch.targets);
-    let mut sum = 0.0;
-    let mut per_row = per_row;
-    for r in 0..rows {
-        let g = delta.as_deref_mut().map(|dl| &mut dl[r * p..(r + 1) * p]);
-        let ll = net.mix.loglik(
-            &h[r * p..(r + 1) * p],
-            &y[r * d..(r + 1) * d],
-            scratch,
-            g,
-            scale,
-        );
-        if let Some(v) = per_row.as_deref_mut() {
-            v.push(ll);
-        }
-        sum += ll;
+    ll.resize(rows, 0.0);
+    net.mix.loglik_rows(
+        &h[..rows * p],
+        &y[..rows * d],
+        rows,
+        &mut ll[..rows],
+        delta,
+        scale,
+        scratch,
+    );
+    if let Some(v) = per_row {
+        v.extend_from_slice(&ll[..rows]);
     }
-    sum
+    ll[..rows].iter().sum()
 }
 
 /// Backward pass: from `ws.delta` (gradient at the head outputs, `rows * P`) to `grad`
