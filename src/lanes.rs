@@ -97,7 +97,9 @@ pub fn map(x: &Lanes, f: impl Fn(f64) -> f64) -> Lanes {
 const LOG2E: f64 = std::f64::consts::LOG2_E;
 /// ln 2 in two parts (fdlibm's): the high part has its low bits zero, so that `k * LN2_HI`
 /// is exact for every exponent `k` a double has.
+#[allow(clippy::excessive_precision)]
 const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+#[allow(clippy::excessive_precision)]
 const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
 /// 1.5 * 2^52: adding it rounds a double of magnitude below 2^51 to an integer, which its low
 /// bits then hold.
@@ -149,12 +151,19 @@ pub fn exp(x: f64) -> f64 {
 }
 
 /// fdlibm's minimax coefficients for ln((1 + s) / (1 - s)) = 2s + s (Lg1 s^2 + Lg2 s^4 + ...).
+#[allow(clippy::excessive_precision)]
 const LG1: f64 = 6.666_666_666_666_735_13e-1;
+#[allow(clippy::excessive_precision)]
 const LG2: f64 = 3.999_999_999_940_941_908e-1;
+#[allow(clippy::excessive_precision)]
 const LG3: f64 = 2.857_142_874_366_239_149e-1;
+#[allow(clippy::excessive_precision)]
 const LG4: f64 = 2.222_219_843_214_978_396e-1;
+#[allow(clippy::excessive_precision)]
 const LG5: f64 = 1.818_357_216_161_805_012e-1;
+#[allow(clippy::excessive_precision)]
 const LG6: f64 = 1.531_383_769_920_937_332e-1;
+#[allow(clippy::excessive_precision)]
 const LG7: f64 = 1.479_819_860_511_658_591e-1;
 
 /// ln x to about one ulp; -infinity at 0, NaN below 0 and for NaN, infinity at infinity.
@@ -544,7 +553,7 @@ mod tests {
                 5e-324,
                 f64::MAX,
             ]);
-            while xs.len() % LANES != 0 {
+            while !xs.len().is_multiple_of(LANES) {
                 xs.push(1.0);
             }
             for chunk in xs.chunks_exact(LANES) {
