@@ -1,6 +1,7 @@
 //! How a deep ensemble's members run, and what the ensemble adds: on a GPU the members train
-//! together in the same dispatches; on the CPU side by side, the threads shared out; streamed,
-//! or resumed from members at different steps, one after another. The rows, a small data
+//! together in the same dispatches (in memory, and when resumed, from members at one Adam
+//! step); on the CPU side by side, the threads shared out; otherwise (a GPU run streamed or
+//! resumed from members at different steps, or one CPU thread) one after another. The rows, a small data
 //! set's cross-validation and a CSV's conversion are done once for all of them. Members
 //! training side by side share one checkpoint file, a slot each ([`MemberSink`]). At the end
 //! the members become one model, with the ensemble's own validation NLL. Each member's run
@@ -33,7 +34,7 @@ impl ResolvedJob {
                 .remove(0));
         }
         let mut shared = self.clone();
-        self.read_once(&mut shared, observer, cancel)?;
+        self.read_and_cross_validate_once(&mut shared, observer, cancel)?;
         // A streamed CSV is converted once for all the members (the file is removed when the
         // run ends, held until then by `_converted`).
         let _converted = match self
@@ -79,7 +80,7 @@ impl ResolvedJob {
     /// The rows once, for every member, and a small data set's epochs cross-validated once
     /// for all of them (judged once, for the whole ensemble): into `shared`. Not for streamed
     /// runs or resumed ensembles.
-    fn read_once(
+    fn read_and_cross_validate_once(
         &self,
         shared: &mut ResolvedJob,
         observer: &mut dyn FnMut(&JobEvent),
@@ -111,9 +112,9 @@ impl ResolvedJob {
         Ok(())
     }
 
-    /// Whether the members can train together: always from the start; resumed, only when
-    /// they are at one Adam step (as training together leaves them; a checkpoint of members
-    /// trained side by side resumes them one after another).
+    /// Whether the members can train together on a GPU: always from the start; resumed, only
+    /// when they are at one Adam step (as training together leaves them; on a GPU a
+    /// checkpoint of members trained side by side resumes them one after another).
     fn resumes_together(&self) -> bool {
         match &self.ensemble_resume {
             None => true,
@@ -173,7 +174,7 @@ impl ResolvedJob {
             seeds[0],
             seeds[m - 1]
         )));
-        let results = self.train_side_by_side(
+        let results = self.run_on_threads(
             m,
             side_by_side,
             &|i| members.job(i, Some(share)),
@@ -197,8 +198,8 @@ impl ResolvedJob {
         Ok(models)
     }
 
-    /// One member after another (streamed runs, one thread, members resumed at different
-    /// steps); a cancel keeps the members done so far.
+    /// One member after another (on a GPU: streamed, or resumed from members at different
+    /// steps; on the CPU: one thread); a cancel keeps the members done so far.
     fn train_in_turn(
         &self,
         members: &MemberJobs<'_>,
@@ -298,7 +299,7 @@ impl ResolvedJob {
     /// one member at a time (the lowest-numbered one still training), so that a progress
     /// display follows one run; a line when each member ends. A member not started because
     /// of a cancel is None.
-    fn train_side_by_side(
+    fn run_on_threads(
         &self,
         m: usize,
         workers: usize,

@@ -151,7 +151,7 @@ pub struct Outcome {
 impl ResolvedJob {
     /// Trains and writes the model. `cancel` stops the run after the current epoch (or
     /// streamed window) and keeps the best model so far; before the first epoch it is an
-    /// [`Error::Interrupted`] and nothing is written.
+    /// [`crate::error::Error::Interrupted`] and nothing is written.
     pub fn run(self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Outcome> {
         let model = self.train(observer, cancel)?;
         // Interrupted when any member was (an ensemble's last member may be the one).

@@ -38,13 +38,13 @@ pub struct TrainJob {
     /// Hidden layer widths (JSON: `[64, 64]` or `"64,64"`; `[]` or `"none"`: no hidden layer).
     #[serde(deserialize_with = "widths")]
     pub hidden: Vec<usize>,
-    /// Mixture components K (None: adapts to the training rows, [`adapted_defaults`]).
+    /// Mixture components K (None: adapts to the training rows, [`super::adapted_defaults`]).
     pub components: Option<usize>,
     pub covariance: Covariance,
     pub activation: Activation,
     pub l2: f32,
     pub lr: f32,
-    /// Rows per mini-batch (None: adapts to the training rows, [`adapted_defaults`]).
+    /// Rows per mini-batch (None: adapts to the training rows, [`super::adapted_defaults`]).
     pub batch_size: Option<usize>,
     pub clip_norm: f32,
     /// Epochs without a better validation NLL before stopping (None: adapts).

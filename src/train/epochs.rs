@@ -155,6 +155,7 @@ impl Runs for OneRun<'_, '_> {
     ) -> Result<Option<Vec<EpochStats>>> {
         // The one member draws a new order every time: it is the member at fault whenever an
         // epoch runs again.
+        debug_assert!(epoch.fresh[0], "one network's epoch always has a new row order");
         let stats = (self.epoch)(
             self.run,
             epoch.number,
@@ -264,41 +265,41 @@ pub(super) fn run_epochs(
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
     note: &mut dyn FnMut(&str),
 ) -> Result<Ended> {
-    let mut lp = EpochLoop::new(opts, members, resume, setup.y_scaler.log_jacobian())?;
-    let first = lp.states.iter().map(|s| s.completed).max().unwrap_or(0) + 1;
+    let mut state = EpochLoop::new(opts, members, resume, setup.y_scaler.log_jacobian())?;
+    let first = state.states.iter().map(|s| s.completed).max().unwrap_or(0) + 1;
     let mut interrupted = false;
-    for epoch in first..=lp.max_epochs {
-        let active: Vec<usize> = (0..lp.m()).filter(|&i| lp.stop[i].is_none()).collect();
+    for epoch in first..=state.max_epochs {
+        let active: Vec<usize> = (0..state.m()).filter(|&i| state.stop[i].is_none()).collect();
         if active.is_empty() {
             break;
         }
         let started = Instant::now();
-        let Some(stats) = lp.attempt(runs, epoch, observer, note)? else {
+        let Some(stats) = state.attempt(runs, epoch, observer, note)? else {
             interrupted = true;
             break;
         };
         let seconds = started.elapsed().as_secs_f64();
-        let keep = lp.record(epoch, &active, &stats, seconds);
+        let keep = state.record(epoch, &active, &stats, seconds);
         if keep.iter().any(|&k| k) {
             runs.keep_best(&keep)?;
         }
         let mut written = false;
         if let Some(c) = checkpoints.as_mut().filter(|c| c.due(epoch)) {
-            c.write(runs, &lp.states, setup)?;
+            c.write(runs, &state.states, setup)?;
             written = true;
         }
         if !observer(&TrainEvent::Epoch(
-            lp.report(epoch, &active, train_rows, seconds),
+            state.report(epoch, &active, train_rows, seconds),
         )) {
             interrupted = true;
             if let Some(c) = checkpoints.as_mut().filter(|_| !written) {
-                c.write(runs, &lp.states, setup)?;
+                c.write(runs, &state.states, setup)?;
             }
             break;
         }
-        lp.stop_stale(epoch, &active, note);
+        state.stop_stale(epoch, &active, note);
     }
-    lp.end(runs, interrupted)
+    state.end(runs, interrupted)
 }
 
 /// The loop's state across epochs, one entry per member.
@@ -408,31 +409,30 @@ impl<'a> EpochLoop<'a> {
             if bad.is_empty() {
                 return Ok(Some(stats));
             }
+            for &i in &bad {
+                faults[i] += 1;
+                self.give_up_after_retries(i, epoch, &stats[i], faults[i])?;
+            }
+            // Every member back to the epoch's start; the others repeat it to the same bits.
+            runs.restore()?;
             fresh.fill(false);
             for i in bad {
-                faults[i] += 1;
-                self.fault(i, epoch, &stats[i], faults[i], observer, note)?;
+                self.halve_lr(i, epoch, &stats[i], observer, note);
                 fresh[i] = true;
             }
-            runs.restore()?;
         }
     }
 
     /// Member `i`'s epoch went NaN or infinite for the `faults`-th time: an error past
-    /// [`MAX_RETRIES`], else its learning rate halves (and stays halved).
-    fn fault(
-        &mut self,
+    /// [`MAX_RETRIES`].
+    fn give_up_after_retries(
+        &self,
         i: usize,
         epoch: usize,
         stats: &EpochStats,
         faults: usize,
-        observer: &mut dyn FnMut(&TrainEvent) -> bool,
-        note: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        let batch = stats
-            .first_bad_batch
-            .map(|b| format!(" (first at batch {})", b + 1))
-            .unwrap_or_default();
+        let batch = first_bad_batch(stats);
         if faults > MAX_RETRIES {
             let who = if self.members.ensemble {
                 format!(
@@ -449,6 +449,20 @@ impl<'a> EpochLoop<'a> {
                 self.lrs[i], self.opts.step.lr
             )));
         }
+        Ok(())
+    }
+
+    /// Member `i` runs the epoch again at half its learning rate (which stays halved), and
+    /// the observer (and, for an ensemble, `note`) hears of it.
+    fn halve_lr(
+        &mut self,
+        i: usize,
+        epoch: usize,
+        stats: &EpochStats,
+        observer: &mut dyn FnMut(&TrainEvent) -> bool,
+        note: &mut dyn FnMut(&str),
+    ) {
+        let batch = first_bad_batch(stats);
         self.lrs[i] /= 2.0;
         let recovery = Recovery {
             epoch,
@@ -468,7 +482,6 @@ impl<'a> EpochLoop<'a> {
                 self.lrs[i]
             ));
         }
-        Ok(())
     }
 
     /// Records a completed epoch in each active member's state; returns which members keep
@@ -617,6 +630,14 @@ pub(super) fn run_one<'f>(
         observer,
         &mut |_| {},
     )
+}
+
+/// " (first at batch N)" where the statistics know the first bad batch.
+fn first_bad_batch(stats: &EpochStats) -> String {
+    stats
+        .first_bad_batch
+        .map(|b| format!(" (first at batch {})", b + 1))
+        .unwrap_or_default()
 }
 
 /// Checks that each member's checkpoint was made from the data `setup` comes from (the same

@@ -13,6 +13,7 @@ use crate::layout::{Activation, Arch};
 use crate::mixture::softplus_inverse;
 use crate::scaler::{ColumnStats, Scaler};
 
+/// The head kernel starts at this fraction of Glorot-uniform, so that at first the head's
 /// outputs are close to its biases (below) for every input. At full Glorot scale the raw sigma
 /// of some inputs starts several units below its bias, sigma is tiny there, and the first
 /// epochs' NLL runs into the thousands.
@@ -62,6 +63,8 @@ pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
 }
 
 #[derive(Clone)]
+/// What every training run fixes before its first epoch: the architecture, the columns, the
+/// standardisation (from the training rows only) and the constant feature columns.
 pub(super) struct Setup {
     pub(super) arch: Arch,
     pub(super) features: Vec<String>,
@@ -144,6 +147,8 @@ pub(super) fn val_ref(val_std: &Option<(Vec<f32>, Vec<f32>, usize)>) -> Option<D
         .map(|(x, y, rows)| DataRef { x, y, rows: *rows })
 }
 
+/// The setup of a run on rows held in memory, and those rows (and the validation rows)
+/// standardised with the training rows' statistics.
 pub(super) fn standardise(
     train: &Dataset,
     val: Option<&Dataset>,
