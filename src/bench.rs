@@ -450,6 +450,12 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
     for (b, g) in ceilings {
         s.push_str(&format!("matmul ceiling on {b}: {g:.2} GFLOP/s\n"));
     }
+    if results.iter().any(|r| r.backend.starts_with("cpu")) {
+        s.push_str(&format!(
+            "the CPU backend's kernels ran on {}\n",
+            crate::lanes::isa().name()
+        ));
+    }
     if results.iter().any(|r| r.members > 1) {
         s.push_str("rows/s of several networks (x M) counts every network's rows\n");
     }

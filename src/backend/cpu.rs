@@ -583,9 +583,24 @@ impl Activations {
     }
 }
 
+/// Which crate multiplies an m x n product: the `gemm` crate (whose AVX-512 and AVX2
+/// kernels, chosen when the program runs, were faster on this project's layer shapes), except
+/// for a weight gradient (`a` transposed: a long sum over the batch) with a side below 16,
+/// where `matrixmultiply` was (measured with `mdn bench`, `MDN_CPU_GEMM=gemm|matrixmultiply`
+/// forcing one of them).
+fn gemm_crate_for(m: usize, n: usize, weight_gradient: bool) -> bool {
+    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let forced = FORCED.get_or_init(|| match std::env::var("MDN_CPU_GEMM").ok().as_deref() {
+        Some("gemm") => Some(true),
+        Some("matrixmultiply") => Some(false),
+        _ => None,
+    });
+    forced.unwrap_or(!weight_gradient || (m >= 16 && n >= 16))
+}
+
 /// `c = a b` (or `c += a b` with `accumulate`) for row-major `c` (m x n), where `a` is m x k and
-/// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs
-/// `matrixmultiply`'s cache-blocked SIMD kernel.
+/// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs a
+/// cache-blocked SIMD kernel ([`gemm_crate_for`] says whose), one thread.
 pub(crate) fn gemm(
     m: usize,
     k: usize,
@@ -606,6 +621,33 @@ pub(crate) fn gemm(
     };
     assert!(k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()));
     assert!(c.len() >= m * n);
+    if gemm_crate_for(m, n, csa != 1) {
+        // SAFETY: as for sgemm below; `gemm` reads and writes the same elements.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                accumulate,
+                a.as_ptr(),
+                csa as isize,
+                rsa as isize,
+                b.as_ptr(),
+                csb as isize,
+                rsb as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        return;
+    }
     // SAFETY: the asserts above keep every element sgemm reads (a: m x k, b: k x n at the given
     // strides) and writes (c: m x n, row-major) inside the slices; c does not alias a or b.
     unsafe {

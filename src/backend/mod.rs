@@ -410,7 +410,7 @@ pub fn devices_report() -> serde_json::Value {
         .unwrap_or(1);
     let (auto, why) = auto_device();
     serde_json::json!({
-        "cpu": { "name": "cpu", "kind": "cpu", "threads": threads },
+        "cpu": { "name": "cpu", "kind": "cpu", "threads": threads, "isa": crate::lanes::isa().name() },
         "adapters": gpu::list_adapters(),
         "auto": { "device": auto.name(), "reason": why },
     })

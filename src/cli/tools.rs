@@ -18,7 +18,10 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
     if a.json {
         return print_json(&backend::devices_report());
     }
-    let mut s = format!("cpu       reference backend (plain Rust), {threads} hardware threads\n");
+    let mut s = format!(
+        "cpu       reference backend (plain Rust), {threads} hardware threads, {} kernels\n",
+        mdn::lanes::isa().name()
+    );
     if adapters.is_empty() {
         s.push_str(&format!(
             "(no GPU adapters: {})\n",
@@ -170,7 +173,11 @@ pub fn bench(a: BenchArgs) -> Result<()> {
             .iter()
             .map(|(b, g)| json!({"backend": b, "matmul_gflops": g}))
             .collect();
-        return print_json(&json!({ "results": results, "ceilings": ceilings }));
+        return print_json(&json!({
+            "results": results,
+            "ceilings": ceilings,
+            "cpu_isa": mdn::lanes::isa().name(),
+        }));
     }
     write_output(None, mdn::bench::table(&results, &ceilings).as_bytes())
 }

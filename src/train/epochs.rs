@@ -155,7 +155,10 @@ impl Runs for OneRun<'_, '_> {
     ) -> Result<Option<Vec<EpochStats>>> {
         // The one member draws a new order every time: it is the member at fault whenever an
         // epoch runs again.
-        debug_assert!(epoch.fresh[0], "one network's epoch always has a new row order");
+        debug_assert!(
+            epoch.fresh[0],
+            "one network's epoch always has a new row order"
+        );
         let stats = (self.epoch)(
             self.run,
             epoch.number,
@@ -269,7 +272,9 @@ pub(super) fn run_epochs(
     let first = state.states.iter().map(|s| s.completed).max().unwrap_or(0) + 1;
     let mut interrupted = false;
     for epoch in first..=state.max_epochs {
-        let active: Vec<usize> = (0..state.m()).filter(|&i| state.stop[i].is_none()).collect();
+        let active: Vec<usize> = (0..state.m())
+            .filter(|&i| state.stop[i].is_none())
+            .collect();
         if active.is_empty() {
             break;
         }

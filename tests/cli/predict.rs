@@ -700,3 +700,66 @@ fn predict_refused_data_whose_unused_target_column_was_empty() {
         "{err}"
     );
 }
+
+/// The CPU backend's mixture head gives the same bits on every instruction set it has
+/// kernels for (`MDN_CPU_ISA` narrows the one it picks): per-row log-likelihoods and a
+/// training run's model, in full.
+#[test]
+fn the_head_gives_the_same_bits_on_every_instruction_set() {
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let test = asset("bishop_test.csv");
+    let run = |isa: &str, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("MDN_CPU_ISA", isa)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let eval = [
+        "eval",
+        "--model",
+        "m.json",
+        "--data",
+        test.to_str().unwrap(),
+        "--per-row",
+        "--device",
+        "cpu",
+    ];
+    let widest = run("", &eval);
+    for isa in ["avx2", "baseline"] {
+        assert_eq!(run(isa, &eval), widest, "per-row log-likelihoods on {isa}");
+    }
+    // Training: the head's gradients too (the same matrix kernels, chosen by their crates).
+    let train = |isa: &str, out: &str| {
+        run(
+            isa,
+            &[
+                "train",
+                "--device",
+                "cpu",
+                "--threads",
+                "2",
+                "--epochs",
+                "4",
+                "--out",
+                out,
+                "--quiet",
+            ],
+        );
+        let m = json(&std::fs::read_to_string(dir.path().join(out)).unwrap());
+        assert!(
+            m["params"].as_array().is_some_and(|p| !p.is_empty()),
+            "{out} has parameters"
+        );
+        m["params"].clone()
+    };
+    assert_eq!(train("", "wide.json"), train("baseline", "narrow.json"));
+}
