@@ -389,7 +389,8 @@ fn run_parts(
         }
         fill(&mut part.ws, range.clone());
         let ws = &mut part.ws;
-        forward(net, params, &ws.x, n, &mut ws.acts);
+        let training = matches!(pass, Pass::Gradient { .. });
+        forward(net, params, &ws.x, n, &mut ws.acts, training);
         let p = net.arch.head_width();
         match pass {
             Pass::Forward => {}
@@ -583,11 +584,17 @@ impl Activations {
     }
 }
 
-/// Which crate multiplies an m x n product: the `gemm` crate (whose AVX-512 and AVX2
-/// kernels, chosen when the program runs, were faster on this project's layer shapes), except
-/// for a weight gradient (`a` transposed: a long sum over the batch) with a side below 16,
-/// where `matrixmultiply` was (measured with `mdn bench`, `MDN_CPU_GEMM=gemm|matrixmultiply`
-/// forcing one of them).
+/// Which crate multiplies an m x n product in a training step: the `gemm` crate (whose
+/// AVX-512 and AVX2 kernels, chosen when the program runs, were faster on this project's
+/// layer shapes), except for a weight gradient (`a` transposed: a long sum over the batch)
+/// with a side below 16, where `matrixmultiply` was (measured with `mdn bench`,
+/// `MDN_CPU_GEMM=gemm|matrixmultiply` forcing one of them).
+///
+/// Outside training steps (predictions, log-likelihoods, validation) a row's result must not
+/// depend on the rows computed with it: a service and the command line split the same rows
+/// over threads differently. `matrixmultiply` gives a row the same bits in any block of rows;
+/// the `gemm` crate does not (rows past a multiple of its kernel's height take another
+/// kernel), so those passes use `matrixmultiply` ([`gemm_on`] with `any_crate` false).
 fn gemm_crate_for(m: usize, n: usize, weight_gradient: bool) -> bool {
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let forced = FORCED.get_or_init(|| match std::env::var("MDN_CPU_GEMM").ok().as_deref() {
@@ -610,6 +617,21 @@ pub(crate) fn gemm(
     c: &mut [f32],
     accumulate: bool,
 ) {
+    gemm_on(m, k, n, a, b, c, accumulate, true)
+}
+
+/// [`gemm`], on `matrixmultiply` alone unless `any_crate`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[f32], usize, usize),
+    b: (&[f32], usize, usize),
+    c: &mut [f32],
+    accumulate: bool,
+    any_crate: bool,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -621,7 +643,7 @@ pub(crate) fn gemm(
     };
     assert!(k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()));
     assert!(c.len() >= m * n);
-    if gemm_crate_for(m, n, csa != 1) {
+    if any_crate && gemm_crate_for(m, n, csa != 1) {
         // SAFETY: as for sgemm below; `gemm` reads and writes the same elements.
         unsafe {
             gemm::gemm(
@@ -670,7 +692,9 @@ pub(crate) fn gemm(
     }
 }
 
-/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
+/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`; `training`: in a training step (see
+/// [`gemm_crate_for`]).
+#[allow(clippy::too_many_arguments)]
 fn dense_forward(
     a: &[f32],
     w: &[f32],
@@ -679,11 +703,21 @@ fn dense_forward(
     n_in: usize,
     n_out: usize,
     out: &mut [f32],
+    training: bool,
 ) {
     for out_row in out[..rows * n_out].chunks_exact_mut(n_out) {
         out_row.copy_from_slice(b);
     }
-    gemm(rows, n_in, n_out, (a, n_in, 1), (w, n_out, 1), out, true);
+    gemm_on(
+        rows,
+        n_in,
+        n_out,
+        (a, n_in, 1),
+        (w, n_out, 1),
+        out,
+        true,
+        training,
+    );
 }
 
 /// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
@@ -712,15 +746,32 @@ fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usiz
     gemm(rows, n_out, n_in, (dz, n_out, 1), (w, 1, n_out), da, false);
 }
 
-/// Forward pass of `rows` inputs `x` through every layer into `acts`.
-fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut Activations) {
+/// Forward pass of `rows` inputs `x` through every layer into `acts` (`training`: in a
+/// training step, see [`gemm_crate_for`]).
+fn forward(
+    net: &Net,
+    params: &[f32],
+    x: &[f32],
+    rows: usize,
+    acts: &mut Activations,
+    training: bool,
+) {
     for (l, layer) in net.layers.iter().enumerate() {
         let (below, out) = acts.below_and_out(l);
         let input: &[f32] = if l == 0 { x } else { below };
         let out = &mut out[..rows * layer.outputs];
         let w = &params[layer.weights..layer.weights + layer.weight_count()];
         let b = &params[layer.bias..layer.bias + layer.outputs];
-        dense_forward(input, w, b, rows, layer.inputs, layer.outputs, out);
+        dense_forward(
+            input,
+            w,
+            b,
+            rows,
+            layer.inputs,
+            layer.outputs,
+            out,
+            training,
+        );
         if layer.activated {
             let act = net.arch.activation;
             for v in out.iter_mut() {
