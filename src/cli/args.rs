@@ -52,7 +52,9 @@ pub enum Command {
     /// Training speed of each backend on generated data, next to the device's matmul ceiling
     /// (on a GPU also the dispatches per training step and each kernel's time;
     /// MDN_GPU_PATH=auto|fused|layered, MDN_GPU_TILE_ROWS=1..64 and
-    /// MDN_GPU_WORKGROUP=32|64|128|256 override the GPU's path and tiling)
+    /// MDN_GPU_WORKGROUP=32|64|128|256 override the GPU's path and tiling; on the CPU,
+    /// MDN_CPU_ISA=avx2|baseline narrows the head's instruction set and
+    /// MDN_CPU_GEMM=gemm|matrixmultiply forces the training step's matrix kernels)
     Bench(BenchArgs),
     /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
     /// chosen model
