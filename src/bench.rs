@@ -376,7 +376,16 @@ pub fn cpu_matmul_gflops(m: usize, k: usize, n: usize, reps: usize, threads: usi
             c.par_chunks_mut(rows_per * n)
                 .zip(a.par_chunks(rows_per * k))
                 .for_each(|(c, a)| {
-                    crate::backend::cpu::gemm(a.len() / k, k, n, (a, k, 1), (&b, n, 1), c, false);
+                    crate::backend::cpu::gemm(
+                        a.len() / k,
+                        k,
+                        n,
+                        (a, k, 1),
+                        (&b, n, 1),
+                        c,
+                        false,
+                        true,
+                    );
                 })
         })
     };

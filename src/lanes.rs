@@ -83,6 +83,14 @@ fn detect() -> Isa {
 /// A value per lane.
 pub type Lanes = [f64; LANES];
 
+/// The lane group of `v` starting at `start`.
+#[inline(always)]
+pub fn at(v: &[f64], start: usize) -> Lanes {
+    v[start..start + LANES]
+        .try_into()
+        .expect("a whole lane group")
+}
+
 /// `f` on every lane: a loop the compiler turns into vector instructions when `f` is one of
 /// this module's (inlined, without branches or calls).
 #[inline(always)]

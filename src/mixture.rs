@@ -83,8 +83,8 @@ fn exp_terms(v: impl Iterator<Item = f64> + Clone, e: &mut [f64]) -> (f64, f64) 
 
 /// log(sum(exp(v))) without overflow or underflow; -inf for an empty slice.
 pub fn logsumexp(v: &[f64]) -> f64 {
-    let mut e = vec![0.0; v.len()];
-    let (m, s) = exp_terms(v.iter().copied(), &mut e);
+    let m = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let s = v.iter().fold(0.0, |s, &x| s + lanes::exp(x - m));
     if m.is_finite() { m + lanes::ln(s) } else { m }
 }
 
@@ -409,9 +409,6 @@ impl Mixture {
         let (q, rest) = rest.split_at_mut(k * L);
         let (sig, rest) = rest.split_at_mut(kd * L);
         let (zz, tt) = rest.split_at_mut(kd * L);
-        let lanes = |v: &mut [f64], at: usize| -> Lanes {
-            v[at * L..(at + 1) * L].try_into().expect("a lane group")
-        };
         let mut start = 0;
         while start < rows {
             let valid = L.min(rows - start);
@@ -430,7 +427,7 @@ impl Mixture {
             }
             let mut sum = [0.0; L];
             for c in 0..k {
-                let mut v = lanes(logit, c);
+                let mut v = lanes::at(logit, c * L);
                 for i in 0..L {
                     v[i] -= lmax[i];
                 }
@@ -452,7 +449,7 @@ impl Mixture {
             }
             // l_k = log pi_k + sum_j (-ln(2 pi)/2 - ln sigma_kj - z_kj^2 / 2).
             for c in 0..k {
-                let mut l = lanes(logit, c);
+                let mut l = lanes::at(logit, c * L);
                 for i in 0..L {
                     l[i] -= log_norm[i];
                 }
@@ -481,14 +478,14 @@ impl Mixture {
             // log p(y) = logsumexp_k l_k.
             let mut m = [f64::NEG_INFINITY; L];
             for c in 0..k {
-                let v = lanes(lc, c);
+                let v = lanes::at(lc, c * L);
                 for i in 0..L {
                     m[i] = m[i].max(v[i]);
                 }
             }
             let mut s = [0.0; L];
             for c in 0..k {
-                let mut v = lanes(lc, c);
+                let mut v = lanes::at(lc, c * L);
                 for i in 0..L {
                     v[i] -= m[i];
                 }
@@ -536,10 +533,8 @@ impl Mixture {
     ) {
         use crate::lanes::{LANES as L, Lanes};
         let (k, d, at, p) = (self.k, self.d, self.head(), self.width());
-        let lanes =
-            |v: &[f64], at: usize| -> Lanes { v[at..at + L].try_into().expect("a lane group") };
         for c in 0..k {
-            let (qc, pc) = (lanes(q, c * L), lanes(pi, c * L));
+            let (qc, pc) = (lanes::at(q, c * L), lanes::at(pi, c * L));
             let mut gamma = [0.0; L];
             let mut gl = [0.0f32; L];
             for i in 0..L {
@@ -551,7 +546,7 @@ impl Mixture {
             }
             for j in 0..d {
                 let (im, is, cj) = (at.mu(c, j), at.raw_scale(c, j), (c * d + j) * L);
-                let (sigma, z, t) = (lanes(sig, cj), lanes(zz, cj), lanes(tt, cj));
+                let (sigma, z, t) = (lanes::at(sig, cj), lanes::at(zz, cj), lanes::at(tt, cj));
                 let raw: Lanes = std::array::from_fn(|i| h[row[i] * p + is] as f64);
                 let (mut gm, mut gs) = ([0.0f32; L], [0.0f32; L]);
                 for i in 0..L {

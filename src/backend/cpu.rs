@@ -594,7 +594,7 @@ impl Activations {
 /// depend on the rows computed with it: a service and the command line split the same rows
 /// over threads differently. `matrixmultiply` gives a row the same bits in any block of rows;
 /// the `gemm` crate does not (rows past a multiple of its kernel's height take another
-/// kernel), so those passes use `matrixmultiply` ([`gemm_on`] with `any_crate` false).
+/// kernel), so those passes use `matrixmultiply` ([`gemm`] with `any_crate` false).
 fn gemm_crate_for(m: usize, n: usize, weight_gradient: bool) -> bool {
     static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
     let forced = FORCED.get_or_init(|| match std::env::var("MDN_CPU_GEMM").ok().as_deref() {
@@ -607,22 +607,10 @@ fn gemm_crate_for(m: usize, n: usize, weight_gradient: bool) -> bool {
 
 /// `c = a b` (or `c += a b` with `accumulate`) for row-major `c` (m x n), where `a` is m x k and
 /// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs a
-/// cache-blocked SIMD kernel ([`gemm_crate_for`] says whose), one thread.
-pub(crate) fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: (&[f32], usize, usize),
-    b: (&[f32], usize, usize),
-    c: &mut [f32],
-    accumulate: bool,
-) {
-    gemm_on(m, k, n, a, b, c, accumulate, true)
-}
-
-/// [`gemm`], on `matrixmultiply` alone unless `any_crate`.
+/// cache-blocked SIMD kernel, one thread: the one [`gemm_crate_for`] picks, or with
+/// `any_crate` false `matrixmultiply`'s.
 #[allow(clippy::too_many_arguments)]
-fn gemm_on(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,
@@ -708,7 +696,7 @@ fn dense_forward(
     for out_row in out[..rows * n_out].chunks_exact_mut(n_out) {
         out_row.copy_from_slice(b);
     }
-    gemm_on(
+    gemm(
         rows,
         n_in,
         n_out,
@@ -737,13 +725,31 @@ fn dense_weight_grad(
         }
     }
     // a^T: element (i, r) of the n_in x rows matrix is a[r * n_in + i].
-    gemm(n_in, rows, n_out, (a, 1, n_in), (dz, n_out, 1), dw, false);
+    gemm(
+        n_in,
+        rows,
+        n_out,
+        (a, 1, n_in),
+        (dz, n_out, 1),
+        dw,
+        false,
+        true,
+    );
 }
 
 /// `da[r][i] = sum_o dz[r][o] * w[i][o]`.
 fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize, da: &mut [f32]) {
     // w^T: element (o, i) of the n_out x n_in matrix is w[i * n_out + o].
-    gemm(rows, n_out, n_in, (dz, n_out, 1), (w, 1, n_out), da, false);
+    gemm(
+        rows,
+        n_out,
+        n_in,
+        (dz, n_out, 1),
+        (w, 1, n_out),
+        da,
+        false,
+        true,
+    );
 }
 
 /// Forward pass of `rows` inputs `x` through every layer into `acts` (`training`: in a
