@@ -53,8 +53,8 @@ pub enum Command {
     /// (on a GPU also the dispatches per training step and each kernel's time;
     /// MDN_GPU_PATH=auto|fused|layered, MDN_GPU_TILE_ROWS=1..64 and
     /// MDN_GPU_WORKGROUP=32|64|128|256 override the GPU's path and tiling; on the CPU,
-    /// MDN_CPU_ISA=avx2|baseline narrows the head's instruction set and
-    /// MDN_CPU_GEMM=gemm|matrixmultiply forces the training step's matrix kernels)
+    /// MDN_CPU_ISA=avx2|baseline narrows the instruction set and MDN_CPU_GEMM=matrixmultiply
+    /// puts the dense layers on that crate's sgemm instead of mdn's own kernels)
     Bench(BenchArgs),
     /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
     /// chosen model

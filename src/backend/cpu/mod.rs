@@ -10,6 +10,10 @@
 //! gradients are summed in part order. The same data, seed and thread count therefore give
 //! the same bits; a different thread count changes the last bits of the sums.
 
+pub(crate) mod dense;
+
+pub use dense::PORTABLE_FUSED;
+
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -24,6 +28,10 @@ use crate::mixture::Mixture;
 
 /// Rows per part evaluated at a time by forward-only passes (validation, evaluation).
 const EVAL_CHUNK: usize = 2048;
+
+/// Rows a training step takes through forward, head and backward at a time: few enough that
+/// their activations and gradients stay in the L2 cache in between.
+const TILE_ROWS: usize = 128;
 
 /// The CPU reference backend.
 pub struct CpuBackend {
@@ -320,6 +328,9 @@ struct Part {
     ll: f64,
     /// Per-row log-likelihoods, when asked for.
     rows_ll: Vec<f64>,
+    /// Each layer's weights transposed (`outputs x inputs`, at the layer's offset), for the
+    /// input gradient.
+    wt: Vec<f32>,
 }
 
 impl Part {
@@ -329,6 +340,7 @@ impl Part {
             grad: vec![0.0; net.arch.param_count()],
             ll: 0.0,
             rows_ll: Vec::new(),
+            wt: vec![0.0; net.arch.param_count()],
         }
     }
 }
@@ -389,40 +401,46 @@ fn run_parts(
         }
         fill(&mut part.ws, range.clone());
         let ws = &mut part.ws;
-        let training = matches!(pass, Pass::Gradient { .. });
-        forward(net, params, &ws.x, n, &mut ws.acts, training);
-        let p = net.arch.head_width();
         match pass {
-            Pass::Forward => {}
+            Pass::Forward => forward(net, params, &ws.x, n, &mut ws.acts),
             Pass::Loglik { per_row } => {
-                let per_row = per_row.then_some(&mut part.rows_ll);
-                part.ll = head(
-                    net,
-                    ws.acts.head(),
-                    &ws.y,
-                    n,
-                    &mut ws.scratch,
-                    &mut ws.ll,
-                    None,
-                    0.0,
-                    per_row,
-                );
+                forward(net, params, &ws.x, n, &mut ws.acts);
+                let h = ws.acts.head();
+                head(net, h, &ws.y, n, &mut ws.scratch, &mut ws.ll, None, 0.0);
+                part.ll = ws.ll[..n].iter().sum();
+                if per_row {
+                    part.rows_ll.extend_from_slice(&ws.ll[..n]);
+                }
             }
             Pass::Gradient { scale } => {
-                part.ll = head(
-                    net,
-                    ws.acts.head(),
-                    &ws.y,
-                    n,
-                    &mut ws.scratch,
-                    &mut ws.ll,
-                    Some(&mut ws.delta[..n * p]),
-                    scale,
-                    None,
-                );
-                let x = std::mem::take(&mut ws.x);
-                backward(net, params, &x, n, ws, &mut part.grad);
-                ws.x = x;
+                transpose_weights(net, params, &mut part.wt);
+                let (d_in, d_out, p) = (net.arch.inputs, net.arch.targets, net.mix.width());
+                // Tile by tile, so that a tile's activations stay in cache from its forward
+                // pass to its backward pass; the kernels add each tile's rows to the
+                // gradient in row order (see `dense`).
+                let mut start = 0;
+                while start < n {
+                    let m = (n - start).min(TILE_ROWS);
+                    let x = &ws.x[start * d_in..(start + m) * d_in];
+                    forward(net, params, x, m, &mut ws.acts);
+                    let (h, y) = (ws.acts.head(), &ws.y[start * d_out..]);
+                    let delta = Some(&mut ws.delta[..m * p]);
+                    head(net, h, y, m, &mut ws.scratch, &mut ws.ll, delta, scale);
+                    part.ll = ws.ll[..m].iter().fold(part.ll, |sum, &v| sum + v);
+                    backward(
+                        net,
+                        params,
+                        &part.wt,
+                        x,
+                        m,
+                        &ws.acts,
+                        &mut ws.delta,
+                        &mut ws.delta_below,
+                        &mut part.grad,
+                        start > 0,
+                    );
+                    start += m;
+                }
             }
         }
     };
@@ -584,33 +602,19 @@ impl Activations {
     }
 }
 
-/// Which crate multiplies an m x n product in a training step: the `gemm` crate (whose
-/// AVX-512 and AVX2 kernels, chosen when the program runs, were faster on this project's
-/// layer shapes), except for a weight gradient (`a` transposed: a long sum over the batch)
-/// with a side below 16, where `matrixmultiply` was (measured with `mdn bench`,
-/// `MDN_CPU_GEMM=gemm|matrixmultiply` forcing one of them).
-///
-/// Outside training steps (predictions, log-likelihoods, validation) a row's result must not
-/// depend on the rows computed with it: a service and the command line split the same rows
-/// over threads differently. `matrixmultiply` gives a row the same bits in any block of rows;
-/// the `gemm` crate does not (rows past a multiple of its kernel's height take another
-/// kernel), so those passes use `matrixmultiply` ([`gemm`] with `any_crate` false).
-fn gemm_crate_for(m: usize, n: usize, weight_gradient: bool) -> bool {
-    static FORCED: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
-    let forced = FORCED.get_or_init(|| match std::env::var("MDN_CPU_GEMM").ok().as_deref() {
-        Some("gemm") => Some(true),
-        Some("matrixmultiply") => Some(false),
-        _ => None,
-    });
-    forced.unwrap_or(!weight_gradient || (m >= 16 && n >= 16))
+/// The kernels that multiply the dense layers: mdn's own ([`dense`]), unless
+/// `MDN_CPU_GEMM=matrixmultiply` asks for that crate's general sgemm, to compare them with
+/// `mdn bench`. Both give a row the same bits in any block of rows, so a prediction does not
+/// depend on how rows were split over threads.
+fn own_kernels() -> bool {
+    static OWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("MDN_CPU_GEMM").ok().as_deref() != Some("matrixmultiply"))
 }
 
 /// `c = a b` (or `c += a b` with `accumulate`) for row-major `c` (m x n), where `a` is m x k and
-/// `b` is k x n given by their row and column strides, so transposes cost nothing. Runs a
-/// cache-blocked SIMD kernel, one thread: the one [`gemm_crate_for`] picks, or with
-/// `any_crate` false `matrixmultiply`'s.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm(
+/// `b` is k x n given by their row and column strides, so transposes cost nothing:
+/// `matrixmultiply`'s cache-blocked SIMD sgemm, one thread.
+pub(crate) fn sgemm(
     m: usize,
     k: usize,
     n: usize,
@@ -618,7 +622,6 @@ pub(crate) fn gemm(
     b: (&[f32], usize, usize),
     c: &mut [f32],
     accumulate: bool,
-    any_crate: bool,
 ) {
     if m == 0 || n == 0 {
         return;
@@ -631,33 +634,6 @@ pub(crate) fn gemm(
     };
     assert!(k == 0 || (last(m, k, rsa, csa) < a.len() && last(k, n, rsb, csb) < b.len()));
     assert!(c.len() >= m * n);
-    if any_crate && gemm_crate_for(m, n, csa != 1) {
-        // SAFETY: as for sgemm below; `gemm` reads and writes the same elements.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                n as isize,
-                accumulate,
-                a.as_ptr(),
-                csa as isize,
-                rsa as isize,
-                b.as_ptr(),
-                csb as isize,
-                rsb as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
-        return;
-    }
     // SAFETY: the asserts above keep every element sgemm reads (a: m x k, b: k x n at the given
     // strides) and writes (c: m x n, row-major) inside the slices; c does not alias a or b.
     unsafe {
@@ -680,9 +656,7 @@ pub(crate) fn gemm(
     }
 }
 
-/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`; `training`: in a training step (see
-/// [`gemm_crate_for`]).
-#[allow(clippy::too_many_arguments)]
+/// `out[r][o] = b[o] + sum_i a[r][i] * w[i][o]`.
 fn dense_forward(
     a: &[f32],
     w: &[f32],
@@ -691,24 +665,20 @@ fn dense_forward(
     n_in: usize,
     n_out: usize,
     out: &mut [f32],
-    training: bool,
 ) {
+    if own_kernels() {
+        dense::affine(a, n_in, w, Some(b), rows, n_in, n_out, out);
+        return;
+    }
     for out_row in out[..rows * n_out].chunks_exact_mut(n_out) {
         out_row.copy_from_slice(b);
     }
-    gemm(
-        rows,
-        n_in,
-        n_out,
-        (a, n_in, 1),
-        (w, n_out, 1),
-        out,
-        true,
-        training,
-    );
+    sgemm(rows, n_in, n_out, (a, n_in, 1), (w, n_out, 1), out, true);
 }
 
-/// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]` (overwrites).
+/// `dw[i][o] = sum_r a[r][i] * dz[r][o]` and `db[o] = sum_r dz[r][o]`, or with `accumulate`
+/// those sums added to what `dw` and `db` hold.
+#[allow(clippy::too_many_arguments)]
 fn dense_weight_grad(
     a: &[f32],
     dz: &[f32],
@@ -717,67 +687,72 @@ fn dense_weight_grad(
     n_out: usize,
     dw: &mut [f32],
     db: &mut [f32],
+    accumulate: bool,
 ) {
-    db.fill(0.0);
-    for dz_row in dz[..rows * n_out].chunks_exact(n_out) {
-        for (d, &g) in db.iter_mut().zip(dz_row) {
-            *d += g;
-        }
+    if !accumulate {
+        db.fill(0.0);
+    }
+    dense::bias_grad(dz, rows, n_out, db);
+    if own_kernels() {
+        dense::weight_grad(a, dz, rows, n_in, n_out, dw, accumulate);
+        return;
     }
     // a^T: element (i, r) of the n_in x rows matrix is a[r * n_in + i].
-    gemm(
+    sgemm(
         n_in,
         rows,
         n_out,
         (a, 1, n_in),
         (dz, n_out, 1),
         dw,
-        false,
-        true,
+        accumulate,
     );
 }
 
-/// `da[r][i] = sum_o dz[r][o] * w[i][o]`.
-fn dense_input_grad(dz: &[f32], w: &[f32], rows: usize, n_in: usize, n_out: usize, da: &mut [f32]) {
-    // w^T: element (o, i) of the n_out x n_in matrix is w[i * n_out + o].
-    gemm(
-        rows,
-        n_out,
-        n_in,
-        (dz, n_out, 1),
-        (w, 1, n_out),
-        da,
-        false,
-        true,
-    );
-}
-
-/// Forward pass of `rows` inputs `x` through every layer into `acts` (`training`: in a
-/// training step, see [`gemm_crate_for`]).
-fn forward(
-    net: &Net,
-    params: &[f32],
-    x: &[f32],
+/// `da[r][i] = sum_o dz[r][o] * w[i][o]`; `wt` is `w` transposed ([`transpose_weights`]).
+fn dense_input_grad(
+    dz: &[f32],
+    w: &[f32],
+    wt: &[f32],
     rows: usize,
-    acts: &mut Activations,
-    training: bool,
+    layer: &LayerShape,
+    da: &mut [f32],
 ) {
+    let (n_in, n_out) = (layer.inputs, layer.outputs);
+    if own_kernels() {
+        dense::affine(dz, n_out, wt, None, rows, n_out, n_in, da);
+        return;
+    }
+    // w^T: element (o, i) of the n_out x n_in matrix is w[i * n_out + o].
+    sgemm(rows, n_out, n_in, (dz, n_out, 1), (w, 1, n_out), da, false);
+}
+
+/// Each layer's weights but the first's, transposed into `wt` at the layer's offset, for
+/// [`dense_input_grad`] (with mdn's own kernels only).
+fn transpose_weights(net: &Net, params: &[f32], wt: &mut [f32]) {
+    if !own_kernels() {
+        return;
+    }
+    for layer in &net.layers[1..] {
+        let range = layer.weights..layer.weights + layer.weight_count();
+        dense::transpose(
+            &params[range.clone()],
+            layer.inputs,
+            layer.outputs,
+            &mut wt[range],
+        );
+    }
+}
+
+/// Forward pass of `rows` inputs `x` through every layer into `acts`.
+fn forward(net: &Net, params: &[f32], x: &[f32], rows: usize, acts: &mut Activations) {
     for (l, layer) in net.layers.iter().enumerate() {
         let (below, out) = acts.below_and_out(l);
         let input: &[f32] = if l == 0 { x } else { below };
         let out = &mut out[..rows * layer.outputs];
         let w = &params[layer.weights..layer.weights + layer.weight_count()];
         let b = &params[layer.bias..layer.bias + layer.outputs];
-        dense_forward(
-            input,
-            w,
-            b,
-            rows,
-            layer.inputs,
-            layer.outputs,
-            out,
-            training,
-        );
+        dense_forward(input, w, b, rows, layer.inputs, layer.outputs, out);
         if layer.activated {
             let act = net.arch.activation;
             for v in out.iter_mut() {
@@ -787,9 +762,9 @@ fn forward(
     }
 }
 
-/// Sum over rows of the log-likelihood (in row order); when `delta` is given, writes
-/// `scale * d(-loglik)/dh` for every row's head outputs into it. `scratch` and `ll` are
-/// working space ([`Mixture::loglik_rows`]).
+/// Each row's log-likelihood into `ll`; when `delta` is given, writes `scale *
+/// d(-loglik)/dh` for every row's head outputs into it. `scratch` is working space
+/// ([`Mixture::loglik_rows`]).
 #[allow(clippy::too_many_arguments)]
 fn head(
     net: &Net,
@@ -800,8 +775,7 @@ fn head(
     ll: &mut Vec<f64>,
     delta: Option<&mut [f32]>,
     scale: f64,
-    per_row: Option<&mut Vec<f64>>,
-) -> f64 {
+) {
     let (p, d) = (net.mix.width(), net.arch.targets);
     ll.resize(rows, 0.0);
     net.mix.loglik_rows(
@@ -813,45 +787,42 @@ fn head(
         scale,
         scratch,
     );
-    if let Some(v) = per_row {
-        v.extend_from_slice(&ll[..rows]);
-    }
-    ll[..rows].iter().sum()
 }
 
-/// Backward pass: from `ws.delta` (gradient at the head outputs, `rows * P`) to `grad`
-/// (flat layout, overwritten). The L2 term is added once per batch by [`l2_term`].
+/// Backward pass of `rows` rows with inputs `x`: from `delta` (gradient at the head
+/// outputs, `rows * P`) to `grad` (flat layout; overwritten, or added to with `accumulate`).
+/// `wt` holds the transposed weights ([`transpose_weights`]); `delta_below` is working
+/// space. The L2 term is added once per batch by [`l2_term`].
+#[allow(clippy::too_many_arguments)]
 fn backward(
     net: &Net,
     params: &[f32],
+    wt: &[f32],
     x: &[f32],
     rows: usize,
-    ws: &mut Workspace,
+    acts: &Activations,
+    delta: &mut Vec<f32>,
+    delta_below: &mut Vec<f32>,
     grad: &mut [f32],
+    accumulate: bool,
 ) {
     let act: Activation = net.arch.activation;
     for l in (0..net.layers.len()).rev() {
         let layer = net.layers[l];
-        let input: &[f32] = if l == 0 { x } else { ws.acts.layer(l - 1) };
+        let input: &[f32] = if l == 0 { x } else { acts.layer(l - 1) };
         let (dw, db) =
             grad[layer.weights..layer.bias + layer.outputs].split_at_mut(layer.weight_count());
-        dense_weight_grad(input, &ws.delta, rows, layer.inputs, layer.outputs, dw, db);
+        let (n_in, n_out) = (layer.inputs, layer.outputs);
+        dense_weight_grad(input, delta, rows, n_in, n_out, dw, db, accumulate);
         if l > 0 {
-            let w = &params[layer.weights..layer.weights + layer.weight_count()];
-            dense_input_grad(
-                &ws.delta,
-                w,
-                rows,
-                layer.inputs,
-                layer.outputs,
-                &mut ws.delta_below,
-            );
-            // Through the activation of the layer below (its outputs are ws.acts[l - 1]).
-            let a = &ws.acts.layer(l - 1)[..rows * layer.inputs];
-            for (d, &av) in ws.delta_below[..rows * layer.inputs].iter_mut().zip(a) {
+            let w = layer.weights..layer.weights + layer.weight_count();
+            dense_input_grad(delta, &params[w.clone()], &wt[w], rows, &layer, delta_below);
+            // Through the activation of the layer below (its outputs are acts[l - 1]).
+            let a = &acts.layer(l - 1)[..rows * n_in];
+            for (d, &av) in delta_below[..rows * n_in].iter_mut().zip(a) {
                 *d *= act.derivative_from_output(av);
             }
-            std::mem::swap(&mut ws.delta, &mut ws.delta_below);
+            std::mem::swap(delta, delta_below);
         }
     }
 }
