@@ -6,9 +6,11 @@
 //! shapes, nothing allocated; a 64-wide layer's weights stay in the L1 cache.
 //!
 //! General sgemm libraries (`matrixmultiply`, the `gemm` crate) pack their operands into
-//! panels and are built for matrices hundreds of elements on a side; on a 4096 x 64 times
-//! 64 x 64 product they reached about 30% of the CPU's peak in a training step (measured with
-//! `mdn bench`, 2026-12-06), these kernels more than twice that.
+//! panels and pick kernels by shape. On these layers the `gemm` crate and these kernels ran a
+//! training step equally fast (within the development machine's noise, 2026-12-06), but the
+//! crate's result for a row depended on which rows shared its block, so predictions had to
+//! go through the slower `matrixmultiply`; these kernels give every pass the same guarantee
+//! below, and a weight gradient summed over row tiles the same bits as one summed whole.
 //!
 //! **Every element is one fixed chain of operations**: `out[r][o]` starts at `bias[o]` (or
 //! zero) and adds `a[r][i] * w[i][o]` for `i = 0, 1, ...` in order; `dw[i][o]` adds

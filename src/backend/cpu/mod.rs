@@ -1,12 +1,14 @@
 //! The CPU backend: plain Rust, the reference every other backend is judged against.
 //!
 //! Correctness first and readable, without waste: matrices are flat row-major slices; the
-//! dense layers go through `matrixmultiply`'s cache-blocked SIMD sgemm; the mixture head is
-//! evaluated in `f64` per row ([`crate::mixture`]). Work buffers are allocated once per run
-//! (or per call for the stateless operations) and reused for every batch.
+//! dense layers go through register-blocked kernels on the widest vector unit the CPU has
+//! ([`dense`]); the mixture head is evaluated in `f64`, 8 rows at a time
+//! ([`crate::mixture`]). Work buffers are allocated once per run (or per call for the
+//! stateless operations) and reused for every batch.
 //!
 //! A batch is split into as many contiguous parts as the backend has threads; each part runs
-//! forward, head and backward on its own workspace and gradient buffer, then the parts'
+//! forward, head and backward on its own workspace and gradient buffer, a tile of
+//! [`TILE_ROWS`] rows at a time so that a tile's activations stay in cache, then the parts'
 //! gradients are summed in part order. The same data, seed and thread count therefore give
 //! the same bits; a different thread count changes the last bits of the sums.
 
