@@ -27,12 +27,27 @@ os.environ.setdefault("NODEVICE_SELECT", "1")
 
 from . import _mdn  # noqa: E402
 
-try:  # scikit-learn's protocol (tags, clone, search) when it is installed; not required
+try:  # scikit-learn's protocol (tags, clone, search, input checks) when it is installed
     from sklearn.base import BaseEstimator as _Base
+    from sklearn.base import RegressorMixin as _Regressor
+    from sklearn.exceptions import NotFittedError
+
+    try:
+        from sklearn.utils.validation import validate_data as _validate_data
+    except ImportError:  # scikit-learn before 1.6
+        def _validate_data(est, *args, **kw):
+            return est._validate_data(*args, **kw)
 except ImportError:  # pragma: no cover
     _Base = object
+    _validate_data = None
 
-__all__ = ["MDN", "Distribution", "load", "devices", "__version__"]
+    class _Regressor:
+        pass
+
+    class NotFittedError(ValueError, AttributeError):
+        """An estimator was used before `fit` (scikit-learn's own class when it is installed)."""
+
+__all__ = ["MDN", "Distribution", "NotFittedError", "load", "devices", "__version__"]
 __version__ = _mdn.__version__
 
 # Every option of `mdn train` that applies to arrays, by its long name (None: mdn's default,
@@ -51,6 +66,7 @@ _OPTIONS = {
     "epochs": None,
     "val_fraction": None,
     "seed": 0,
+    "random_state": None,
     "sigma_floor": 0.0001,
     "device": "auto",
     "threads": None,
@@ -125,11 +141,118 @@ def _matrix(a, what: str, one_d: bool = True) -> np.ndarray:
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+def _text_columns(X, what: str):
+    """A DataFrame's columns that hold neither numbers nor booleans: a ValueError naming them
+    and a value of each (mdn takes numbers; booleans count as 0 and 1)."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is None or not hasattr(dtypes, "items"):
+        return
+    bad = []
+    for name, dt in dtypes.items():
+        kind = getattr(dt, "kind", "O")
+        if kind in "fiub":
+            continue
+        col = X[name]
+        try:  # object columns of numbers are numbers
+            np.asarray(col, dtype=np.float64)
+            continue
+        except (TypeError, ValueError):
+            pass
+        first = next((v for v in col if not (isinstance(v, float) and v != v)), None)
+        bad.append(f"{name!r} ({dt}, e.g. {first!r})")
+    if bad:
+        raise ValueError(
+            f"{what}: column(s) {', '.join(bad)} are not numbers; mdn takes numeric and boolean "
+            "columns: encode categories as numbers first (for example one indicator column per "
+            "category with pandas.get_dummies)"
+        )
+
+
+def _finite(a: np.ndarray, what: str) -> None:
+    """A ValueError naming the first NaN or infinite value of `a` (rows x columns)."""
+    bad = ~np.isfinite(a)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{what}: row {r}, column {c} is {a[r, c]} ({int(bad.sum())} NaN or inf value(s) in all); "
+            "mdn trains and predicts on finite numbers only"
+        )
+
+
+def _shape(a):
+    """The shape of an array, DataFrame or list, without converting anything else."""
+    s = getattr(a, "shape", None)
+    if s is None and isinstance(a, (list, tuple)):
+        try:
+            s = np.shape(a)
+        except ValueError:  # ragged
+            s = None
+    return tuple(s) if s is not None else None
+
+
+def _checked(est, X, y=None, reset=True, fitting=False):
+    """X (and y) as float32 rows x columns, checked the way scikit-learn checks estimator
+    input when it is installed (and `n_features_in_`, `feature_names_in_` set by `fit` and
+    compared by the other methods), else by `_matrix`."""
+    _text_columns(X, "X")
+    if isinstance(X, np.ndarray) and X.dtype.kind in "USV" and X.size:
+        raise ValueError(
+            f"X: expected numbers, got an array of text ({X.dtype}, e.g. {str(X.flat[0])!r}); "
+            "encode categories as numbers first"
+        )
+    shape = _shape(X) or ()
+    if len(shape) == 1:
+        raise ValueError(
+            "X: expected a 2-D array (rows x columns), got a 1-D one. Reshape your data: "
+            "X.reshape(-1, 1) for a single feature, X.reshape(1, -1) for a single row"
+        )
+    if len(shape) > 2:
+        raise ValueError(f"X: expected a 2-D array (rows x columns), got a {len(shape)}-D one")
+    y_rows = (_shape(y) or (None,))[0] if y is not None else None
+    if y_rows is not None and len(shape) > 1 and shape[0] != y_rows:
+        raise ValueError(f"X has {shape[0]} rows but y has {y_rows}")
+    if _validate_data is None:
+        Xa = _matrix(X, "X", one_d=False)
+        ya = None if y is None else _matrix(y, "y")
+        if fitting and y is None:
+            raise ValueError("fit needs the targets y")
+    else:
+        kw = dict(reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False)
+        try:
+            if fitting:
+                Xa, ya = _validate_data(est, X, y, multi_output=True, y_numeric=True, **kw)
+            else:
+                Xa, ya = _validate_data(est, X, **kw), None
+        except TypeError as e:
+            if "ensure_all_finite" not in str(e):
+                raise
+            kw["force_all_finite"] = kw.pop("ensure_all_finite")  # scikit-learn before 1.6
+            if fitting:
+                Xa, ya = _validate_data(est, X, y, multi_output=True, y_numeric=True, **kw)
+            else:
+                Xa, ya = _validate_data(est, X, **kw), None
+        if ya is not None and ya.ndim == 1:
+            ya = ya.reshape(-1, 1)
+    Xa = np.ascontiguousarray(Xa, dtype=np.float32)
+    _finite(Xa, "X")
+    if ya is not None:
+        ya = np.ascontiguousarray(ya, dtype=np.float32)
+        _finite(ya, "y")
+    return Xa, ya
+
+
 class Distribution:
     """The predicted mixture for each row.
 
-    pi (n, K), mu and sigma (n, K, D); mean, var and mode (n, D) per target. `cov` (n, K, D, D)
-    for full-covariance models. A single-target model's mean, var and mode are (n,).
+    pi (n, K), mu and sigma (n, K, D); mean, var, std and mode (n, D) per target. `cov`
+    (n, K, D, D) for full-covariance models. A single-target model's mean, var, std and mode
+    are (n,). At given target values y (one per row, or one for every row): `cdf`, `sf`,
+    `pdf` and `logpdf` (joint, or per target with `marginal=True`), `crps`; `quantile` (or
+    `ppf`) and `interval` at given probabilities; `sample`.
+
+        d = model.predict_distribution(X)
+        low, high = d.interval(0.9)        # a 90% prediction interval per row
+        p_over = d.sf(100.0)               # P(y > 100) per row
     """
 
     def __init__(self, model: "_mdn.Model", X: np.ndarray, parts: dict, device: str, threads):
@@ -174,17 +297,82 @@ class Distribution:
         s = self._model.sample(self._X, n, seed, temperature, sigma_scale, self._device, self._threads)
         return s[:, :, 0] if len(self._model.targets) == 1 else s
 
+    @property
+    def std(self):
+        """Each target's standard deviation: (n,) for one target, (n, D) for several."""
+        return np.sqrt(self.var)
 
-class MDN(_Base):
+    def ppf(self, q):
+        """The quantile function, scipy's name for `quantile`."""
+        return self.quantile(q)
+
+    def _at(self, y, what: str) -> np.ndarray:
+        """`y` as (rows, D) float64: a value per row and target ((n,) for one target, (n, D)),
+        or the same for every row (a number, or D values)."""
+        d, n = len(self._model.targets), self._X.shape[0]
+        a = np.asarray(y, dtype=np.float64)
+        if a.ndim == 0 or (a.ndim == 1 and a.shape[0] == d and (d > 1 or n != 1)):
+            a = np.broadcast_to(a, (n, d)) if a.ndim == 0 or d > 1 else a
+        if a.ndim == 1 and d == 1:
+            a = a.reshape(-1, 1)
+        if a.ndim == 2 and a.shape == (1, d):
+            a = np.broadcast_to(a, (n, d))
+        if a.shape != (n, d):
+            raise ValueError(
+                f"{what}: expected {n} row(s) of {d} target value(s), or one value for every row, "
+                f"got shape {np.shape(y)}"
+            )
+        return np.ascontiguousarray(a)
+
+    def _marginals(self, y, what):
+        parts = self._model.marginals(self._X, self._at(y, what), self._device, self._threads)
+        return {k: self._squeeze(v) for k, v in parts.items()}
+
+    def cdf(self, y):
+        """P(Y_j <= y_j) under each target's marginal mixture: (n,) for one target, (n, D)."""
+        return self._marginals(y, "cdf")["cdf"]
+
+    def sf(self, y):
+        """P(Y_j > y_j), the survival function: 1 - cdf(y)."""
+        return 1.0 - self.cdf(y)
+
+    def pdf(self, y, marginal: bool = False):
+        """The density at y: of the joint distribution of all targets, (n,), or with
+        `marginal=True` each target's marginal density, (n,) for one target, (n, D)."""
+        if marginal:
+            return self._marginals(y, "pdf")["pdf"]
+        return np.exp(self.logpdf(y))
+
+    def logpdf(self, y, marginal: bool = False):
+        """The log density at y (natural log): joint, (n,), or each target's marginal with
+        `marginal=True`. The joint one is the model's log-likelihood (`MDN.log_prob`)."""
+        if marginal:
+            with np.errstate(divide="ignore"):
+                return np.log(self._marginals(y, "logpdf")["pdf"])
+        at = self._at(y, "logpdf").astype(np.float32)
+        return self._model.log_prob(self._X, at, self._device, self._threads)
+
+    def crps(self, y):
+        """The continuous ranked probability score of y under each target's marginal (lower is
+        better; in the targets' units): (n,) for one target, (n, D)."""
+        return self._marginals(y, "crps")["crps"]
+
+
+class MDN(_Regressor, _Base):
     """A Mixture Density Network estimator (scikit-learn's conventions).
 
     Every option of `mdn train` under its long name, with its defaults: components,
     hidden, covariance ("diagonal" or "full"), activation ("relu" or "tanh"), l2, lr,
     batch_size, clip_norm, patience, max_epochs, epochs (fixed epochs instead of early
     stopping), val_fraction, seed, sigma_floor, device ("auto", "gpu", "software", "cpu"),
-    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1). None means mdn's default, which for components, batch_size, patience and
-    max_epochs adapts to the number of rows. `verbose=True` prints progress; `callback`
-    is called with a dict after every epoch (return False to stop).
+    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1). None means mdn's
+    default, which for components, batch_size, patience and max_epochs adapts to the number
+    of rows. `random_state` is scikit-learn's name for the seed: when given (an int, or a
+    numpy RandomState to draw one from) it is used instead of `seed`. `verbose=True` prints
+    progress; `callback` is called with a dict after every epoch (return False to stop).
+
+    A fitted MDN pickles (through its model file: unpickled, it predicts the same bits) and
+    passes scikit-learn's estimator checks.
     """
 
     def __init__(
@@ -208,6 +396,7 @@ class MDN(_Base):
         ensemble=1,
         verbose=False,
         callback=None,
+        random_state=None,
     ):
         self.components = components
         self.hidden = hidden
@@ -228,6 +417,7 @@ class MDN(_Base):
         self.ensemble = ensemble
         self.verbose = verbose
         self.callback = callback
+        self.random_state = random_state
 
     # -- scikit-learn's protocol --
 
@@ -249,6 +439,10 @@ class MDN(_Base):
         job = {}
         for k, default in _OPTIONS.items():
             v = getattr(self, k)
+            if k == "random_state":
+                continue
+            if k == "seed" and self.random_state is not None:
+                v = self._seed()
             if v is None or (k != "hidden" and v == default):
                 continue
             if k == "hidden":
@@ -263,20 +457,67 @@ class MDN(_Base):
         except ValueError as e:
             raise ValueError(f"options: {e}") from None
 
+    def _seed(self) -> int:
+        rs = self.random_state
+        if isinstance(rs, (int, np.integer)) and not isinstance(rs, bool):
+            if rs < 0:
+                raise ValueError(f"random_state must be a non-negative integer, got {rs}")
+            return int(rs)
+        if isinstance(rs, np.random.RandomState):
+            return int(rs.randint(np.iinfo(np.int32).max))
+        if isinstance(rs, np.random.Generator):
+            return int(rs.integers(np.iinfo(np.int32).max))
+        raise ValueError(f"random_state must be an int or a numpy RandomState, got {rs!r}")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.input_tags.allow_nan = False
+        # `score` is the mean log-likelihood, not R^2, so scikit-learn's check that a
+        # regressor's score exceeds 0.5 (an R^2 threshold) does not apply; the tests check
+        # the R^2 of `predict` on the same data instead.
+        tags.regressor_tags.poor_score = True
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "model_")
+
+    def __getstate__(self):
+        # The model travels as its file's JSON text (the native handle does not pickle).
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
+        if "model_" in state:
+            state["model_"] = state["model_"].to_json()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        if isinstance(state.get("model_"), str):
+            state["model_"] = _mdn.Model.from_json(state["model_"])
+        if hasattr(super(), "__setstate__"):
+            super().__setstate__(state)
+        else:
+            self.__dict__.update(state)
+
     def fit(self, X, y, eval_set=None, callback=None) -> "MDN":
         """Trains on rows X (n, d) and targets y (n,) or (n, D). `eval_set=(X_val, y_val)`
         validates on those rows instead of holding out `val_fraction` of X. Ctrl-C stops after
         the current epoch and keeps the best model so far (with a warning)."""
-        Xa, ya = _matrix(X, "X", one_d=False), _matrix(y, "y")
-        if Xa.shape[0] != ya.shape[0]:
-            raise ValueError(f"X has {Xa.shape[0]} rows but y has {ya.shape[0]}")
+        Xa, ya = _checked(self, X, y, reset=True, fitting=True)
+        if Xa.shape[0] < 2:
+            raise ValueError(
+                f"X has {Xa.shape[0]} sample (n_samples={Xa.shape[0]}): an MDN learns a "
+                "distribution from at least 2 rows"
+            )
         features = _names(X, Xa.shape[1], "x")
         targets = _names(y, ya.shape[1], "y")
         xv = yv = None
         if eval_set is not None:
             if len(eval_set) != 2:
                 raise ValueError("eval_set: expected (X_val, y_val)")
+            _text_columns(eval_set[0], "eval_set X")
             xv, yv = _matrix(eval_set[0], "eval_set X", one_d=False), _matrix(eval_set[1], "eval_set y")
+            _finite(xv, "eval_set X")
+            _finite(yv, "eval_set y")
             if xv.shape[1] != Xa.shape[1] or yv.shape[1] != ya.shape[1]:
                 raise ValueError(
                     f"eval_set: {xv.shape[1]} features and {yv.shape[1]} targets, "
@@ -310,8 +551,11 @@ class MDN(_Base):
         model = _mdn.fit(self._job(), Xa, ya, features, targets, xv, yv, on_event)
         self.model_ = model
         self.n_features_in_ = Xa.shape[1]
-        if hasattr(X, "columns"):
-            self.feature_names_in_ = np.asarray(features, dtype=object)
+        if _validate_data is None:  # else scikit-learn's checks set (or removed) it
+            if hasattr(X, "columns"):
+                self.feature_names_in_ = np.asarray(features, dtype=object)
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
         self.history_ = history
         info = json.loads(model.training)
         if info and info.get("stop_reason") == "interrupted":
@@ -324,7 +568,10 @@ class MDN(_Base):
 
     def _check(self):
         if not hasattr(self, "model_"):
-            raise RuntimeError("this MDN is not fitted yet: call fit(X, y) first")
+            raise NotFittedError(
+                "This MDN instance is not fitted yet. Call 'fit' with appropriate arguments "
+                "before using this estimator."
+            )
         return self.model_
 
     def _x(self, X):
@@ -341,9 +588,12 @@ class MDN(_Base):
                 )
             if names != m.features:
                 X = X[m.features]
-        Xa = _matrix(X, "X", one_d=False)
+        Xa, _ = _checked(self, X, reset=False)
         if Xa.shape[1] != len(m.features):
-            raise ValueError(f"X has {Xa.shape[1]} columns; the model takes {len(m.features)} ({', '.join(m.features)})")
+            raise ValueError(
+                f"X has {Xa.shape[1]} features, but MDN is expecting {len(m.features)} features "
+                f"as input ({', '.join(m.features)})"
+            )
         return m, Xa
 
     def predict_distribution(self, X) -> Distribution:
@@ -351,14 +601,17 @@ class MDN(_Base):
         m, Xa = self._x(X)
         return Distribution(m, Xa, m.predict(Xa, None, self._device(), self.threads), self._device(), self.threads)
 
-    def predict(self, X):
-        """The mixture mean: (n,) for one target, (n, D) for several."""
-        return self.predict_distribution(X).mean
+    def predict(self, X, return_std: bool = False):
+        """The mixture mean: (n,) for one target, (n, D) for several; with `return_std=True`
+        also each target's predictive standard deviation, as GaussianProcessRegressor gives."""
+        d = self.predict_distribution(X)
+        return (d.mean, d.std) if return_std else d.mean
 
     def log_prob(self, X, y):
         """Log-likelihood of each row (natural log, original units of the targets)."""
         m, Xa = self._x(X)
         ya = _matrix(y, "y")
+        _finite(ya, "y")
         return m.log_prob(Xa, ya, self._device(), self.threads)
 
     def score(self, X, y) -> float:

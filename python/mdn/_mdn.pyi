@@ -34,6 +34,14 @@ class Model:
     ) -> dict[str, np.ndarray]:
         """pi (n, K), mu and sigma (n, K, D), mean, var and mode (n, D), quantiles (n, L, D),
         cov (n, K, D, D) for full covariance."""
+    def marginals(
+        self,
+        x: npt.NDArray[np.float32],
+        y: npt.NDArray[np.float64],
+        device: str = "cpu",
+        threads: Optional[int] = None,
+    ) -> dict[str, np.ndarray]:
+        """Each target's marginal at y (n, D): cdf, pdf and crps, each (n, D)."""
     def log_prob(
         self,
         x: npt.NDArray[np.float32],

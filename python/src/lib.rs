@@ -6,7 +6,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArray3, PyArrayMethods, PyReadonlyArray2,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
@@ -390,6 +393,60 @@ impl Model {
                 }
             }
             out.set_item("cov", PyArray1::from_vec(py, cov).reshape([n, k, d, d])?)?;
+        }
+        Ok(out)
+    }
+
+    /// Each target's marginal distribution at `y` (rows x D, original units): its CDF,
+    /// its density and the CRPS of `y` under it, each rows x D.
+    #[pyo3(signature = (x, y, device="cpu", threads=None))]
+    fn marginals<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<f32>,
+        y: PyReadonlyArray2<f64>,
+        device: &str,
+        threads: Option<usize>,
+    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let m = &self.inner;
+        let d = m.targets.len();
+        let data = dataset("X", &x, None, &m.features, &[])?;
+        if y.shape() != [data.rows, d] {
+            return Err(PyValueError::new_err(format!(
+                "y: expected {} rows x {d} targets, got {:?}",
+                data.rows,
+                y.shape()
+            )));
+        }
+        let y = y.as_array();
+        let choice = self::device(device)?;
+        let pred = py
+            .detach(|| m.predict(open(choice, threads)?.as_mut(), &data))
+            .map_err(py_err)?;
+        let (n, k) = (pred.rows, pred.k);
+        let (mut cdf, mut pdf, mut crps) = (
+            Vec::with_capacity(n * d),
+            Vec::with_capacity(n * d),
+            Vec::with_capacity(n * d),
+        );
+        for r in 0..n {
+            for j in 0..d {
+                let mm = mdn::stats::Marginal::of(
+                    &pred.pi[r * k..(r + 1) * k],
+                    &pred.mu[r * k * d..(r + 1) * k * d],
+                    &pred.sigma[r * k * d..(r + 1) * k * d],
+                    d,
+                    j,
+                );
+                let v = y[[r, j]];
+                cdf.push(mm.cdf(v));
+                pdf.push(mm.pdf(v));
+                crps.push(mm.crps(v));
+            }
+        }
+        let out = pyo3::types::PyDict::new(py);
+        for (name, v) in [("cdf", cdf), ("pdf", pdf), ("crps", crps)] {
+            out.set_item(name, PyArray1::from_vec(py, v).reshape([n, d])?)?;
         }
         Ok(out)
     }

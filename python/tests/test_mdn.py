@@ -149,9 +149,9 @@ def test_bad_input_raises_clear_errors():
         est.fit(bad, y)
     with pytest.raises(ValueError, match="100 rows but y has 99"):
         est.fit(X, y[:-1])
-    with pytest.raises(ValueError, match="no rows"):
+    with pytest.raises(ValueError, match="0 sample"):
         est.fit(X[:0], y[:0])
-    with pytest.raises(ValueError, match="expected numbers"):
+    with pytest.raises(ValueError, match=r"expected numbers, got an array of text \(<U1, e.g. 'a'\)"):
         est.fit(np.array([["a", "b"]] * 20), y[:20])
     with pytest.raises(ValueError, match="2-D"):
         est.fit(X.reshape(10, 10, 2), y)
@@ -169,10 +169,10 @@ def test_bad_input_raises_clear_errors():
         mdn.MDN(val_fraction=0.9, epochs=2, device="cpu").fit(X[:50], y[:50])
     with pytest.raises(ValueError, match="device"):
         mdn.MDN(device="tpu").fit(X, y)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(mdn.NotFittedError, match="not fitted"):
         mdn.MDN().predict(X)
     est.fit(X, y)
-    with pytest.raises(ValueError, match="columns"):
+    with pytest.raises(ValueError, match="X has 1 features, but MDN is expecting 2 features"):
         est.predict(X[:, :1])
     with pytest.raises(ValueError, match="quantiles"):
         est.predict_distribution(X).quantile(1.5)
