@@ -18,6 +18,7 @@ pub mod check;
 pub mod checkpoint;
 pub mod data;
 pub mod error;
+pub mod export;
 pub mod job;
 pub mod lanes;
 pub mod layout;

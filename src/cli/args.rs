@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use mdn::backend::DeviceChoice;
 use mdn::job::TrainJob;
@@ -66,6 +66,9 @@ pub enum Command {
     /// Summarise a model file: columns, architecture, how it was trained, best epoch,
     /// component usage
     Info(InfoArgs),
+    /// Write a model for another runtime: an ONNX graph (ONNX Runtime, tract) that takes the
+    /// features and gives the mixture and each target's mean and variance
+    Export(ExportArgs),
     /// Draw a model as PNG or SVG: conditional density map with the data (one-input models),
     /// PIT histogram, reliability curve, training curve
     Plot(PlotArgs),
@@ -718,6 +721,26 @@ pub struct InfoArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Model file written by `mdn train`
+    #[arg(default_value = "model.json")]
+    pub model: PathBuf,
+    /// The format to write
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub format: ExportFormat,
+    /// Where to write it [default: the model's file name with the format's extension]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// ONNX, opset 13: input x [rows, features] float32; outputs pi, mu, sigma (and
+    /// scale_tril for full covariance), mean and variance, float32, in the targets' units
+    Onnx,
 }
 
 /// The fields of a training job that `train` and `select` take from the same options.

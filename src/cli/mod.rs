@@ -58,6 +58,7 @@ pub fn main() -> ExitCode {
         Command::Sample(a) => model::sample(a).map(|_| Exit::Success),
         Command::Plot(a) => model::plot(a).map(|_| Exit::Success),
         Command::Info(a) => model::info(a).map(|_| Exit::Success),
+        Command::Export(a) => model::export(a).map(|_| Exit::Success),
         Command::Devices(a) => tools::devices(a).map(|_| Exit::Success),
         Command::Check(a) => tools::check(a).map(|_| Exit::Success),
         Command::Bench(a) => tools::bench(a).map(|_| Exit::Success),

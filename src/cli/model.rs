@@ -10,7 +10,9 @@ use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
 use mdn::model::Model;
 use mdn::{Error, Result};
 
-use super::args::{DeviceArg, EvalArgs, InfoArgs, PlotArgs, PredictArgs, SampleArgs};
+use super::args::{
+    DeviceArg, EvalArgs, ExportArgs, ExportFormat, InfoArgs, PlotArgs, PredictArgs, SampleArgs,
+};
 use super::output::{print_json, write_output};
 use super::progress::message;
 
@@ -163,6 +165,39 @@ pub fn plot(a: PlotArgs) -> Result<()> {
                 .unwrap_or_default()
         ));
     }
+    Ok(())
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let out = a.out.clone().unwrap_or_else(|| match a.format {
+        ExportFormat::Onnx => a.model.with_extension("onnx"),
+    });
+    if out == a.model {
+        return Err(Error::Config(format!(
+            "--out {} is the model file itself; name another file",
+            out.display()
+        )));
+    }
+    mdn::atomic::check_writable(&out, "--out")?;
+    let model = Model::load(&a.model)?;
+    let bytes = match a.format {
+        ExportFormat::Onnx => mdn::export::onnx(&model)?,
+    };
+    mdn::atomic::write_atomic(&out, &bytes)?;
+    eprintln!(
+        "wrote {}: ONNX opset {}, input x [rows, {}], outputs pi, mu, sigma{}, mean, variance ({} component{}{})",
+        out.display(),
+        mdn::export::OPSET,
+        model.features.len(),
+        if model.arch.covariance == mdn::layout::Covariance::Full { ", scale_tril" } else { "" },
+        model.arch.components * model.ensemble_size(),
+        if model.arch.components * model.ensemble_size() == 1 { "" } else { "s" },
+        if model.ensemble_size() > 1 {
+            format!(", an ensemble of {}", model.ensemble_size())
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }
 
