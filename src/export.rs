@@ -219,8 +219,9 @@ fn member_graph(g: &mut Graph, model: &Model, m: usize) -> Head {
     let scaled = g.op("Mul", &[&mu_std, &sy], vec![]);
     let mu = g.op("Add", &[&scaled, &my], vec![]);
     // softplus(raw) + floor, as `mixture::softplus`: max(raw, 0) + ln(1 + e^-|raw|).
-    let abs = g.op("Abs", &[&raw], vec![]);
-    let neg = g.op("Neg", &[&abs], vec![]);
+    // -|raw| as min(raw, -raw): tract's Abs has no float64 kernel.
+    let minus = g.op("Neg", &[&raw], vec![]);
+    let neg = g.op("Min", &[&raw, &minus], vec![]);
     let t = g.op("Exp", &[&neg], vec![]);
     let one = g.f64_const(&p("one"), &[], &[1.0]);
     let one_t = g.op("Add", &[&t, &one], vec![]);
