@@ -63,7 +63,10 @@ pub fn onnx(model: &Model) -> Result<Vec<u8>> {
             tril: full.then(|| {
                 concat(
                     &mut g,
-                    parts.iter().map(|p| p.tril.as_ref().expect("full")).collect(),
+                    parts
+                        .iter()
+                        .map(|p| p.tril.as_ref().expect("full"))
+                        .collect(),
                 )
             }),
         }
@@ -74,21 +77,37 @@ pub fn onnx(model: &Model) -> Result<Vec<u8>> {
     let axis2 = g.i64_const("axis_2", &[1], &[2]);
     let pi3 = g.op("Unsqueeze", &[&joined.pi, &axis2], vec![]);
     let weighted = g.op("Mul", &[&pi3, &joined.mu], vec![]);
-    let mean = g.op("ReduceSum", &[&weighted, &axis1], vec![int_attr("keepdims", 0)]);
+    let mean = g.op(
+        "ReduceSum",
+        &[&weighted, &axis1],
+        vec![int_attr("keepdims", 0)],
+    );
     let mean3 = g.op("Unsqueeze", &[&mean, &axis1], vec![]);
     let diff = g.op("Sub", &[&joined.mu, &mean3], vec![]);
     let diff2 = g.op("Mul", &[&diff, &diff], vec![]);
     let sig2 = g.op("Mul", &[&joined.sigma, &joined.sigma], vec![]);
     let second = g.op("Add", &[&sig2, &diff2], vec![]);
     let wsecond = g.op("Mul", &[&pi3, &second], vec![]);
-    let variance = g.op("ReduceSum", &[&wsecond, &axis1], vec![int_attr("keepdims", 0)]);
+    let variance = g.op(
+        "ReduceSum",
+        &[&wsecond, &axis1],
+        vec![int_attr("keepdims", 0)],
+    );
 
     let kk = (k * members) as i64;
     let (d_i, n) = (d as i64, Dim::Rows);
     let mut outputs = vec![
         ("pi", joined.pi.clone(), vec![n, Dim::Fixed(kk)]),
-        ("mu", joined.mu.clone(), vec![n, Dim::Fixed(kk), Dim::Fixed(d_i)]),
-        ("sigma", joined.sigma.clone(), vec![n, Dim::Fixed(kk), Dim::Fixed(d_i)]),
+        (
+            "mu",
+            joined.mu.clone(),
+            vec![n, Dim::Fixed(kk), Dim::Fixed(d_i)],
+        ),
+        (
+            "sigma",
+            joined.sigma.clone(),
+            vec![n, Dim::Fixed(kk), Dim::Fixed(d_i)],
+        ),
     ];
     if let Some(tril) = &joined.tril {
         let shape = vec![n, Dim::Fixed(kk), Dim::Fixed(d_i), Dim::Fixed(d_i)];
@@ -144,8 +163,14 @@ pub fn onnx(model: &Model) -> Result<Vec<u8>> {
         graph: Some(graph).into(),
         metadata_props: vec![
             meta("mdn_version", env!("CARGO_PKG_VERSION").into()),
-            meta("features", serde_json::Value::from(model.features.clone()).to_string()),
-            meta("targets", serde_json::Value::from(model.targets.clone()).to_string()),
+            meta(
+                "features",
+                serde_json::Value::from(model.features.clone()).to_string(),
+            ),
+            meta(
+                "targets",
+                serde_json::Value::from(model.targets.clone()).to_string(),
+            ),
             meta("covariance", model.arch.covariance.name().into()),
             meta("components", (k * members).to_string()),
             meta("ensemble", members.to_string()),
@@ -272,7 +297,11 @@ fn member_graph(g: &mut Graph, model: &Model, m: usize) -> Head {
     let tril = g.op("Mul", &[&square, &mask], vec![]);
     let tril2 = g.op("Mul", &[&tril, &tril], vec![]);
     let axis3 = g.i64_const(&p("axis_3"), &[1], &[3]);
-    let var = g.op("ReduceSum", &[&tril2, &axis3], vec![int_attr("keepdims", 0)]);
+    let var = g.op(
+        "ReduceSum",
+        &[&tril2, &axis3],
+        vec![int_attr("keepdims", 0)],
+    );
     let sigma = g.op("Sqrt", &[&var], vec![]);
     Head {
         pi,

@@ -34,7 +34,12 @@ fn write_rows(path: &Path, rows: &[Vec<f32>], d: usize, targets: usize) {
             .join(","),
     ];
     for r in rows {
-        s.push(r.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(","));
+        s.push(
+            r.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     std::fs::write(path, s.join("\n") + "\n").unwrap();
 }
@@ -50,7 +55,8 @@ fn training_rows(d: usize, targets: usize) -> Vec<Vec<f32>> {
     (0..500)
         .map(|_| {
             let x: Vec<f32> = (0..d).map(|_| uniform()).collect();
-            let y = (0..targets).map(|j| (3.0 * x[0] + j as f32).sin() + 0.2 * uniform() * (1.0 + x[d - 1]));
+            let y = (0..targets)
+                .map(|j| (3.0 * x[0] + j as f32).sin() + 0.2 * uniform() * (1.0 + x[d - 1]));
             x.iter().copied().chain(y).collect()
         })
         .collect()
@@ -59,13 +65,22 @@ fn training_rows(d: usize, targets: usize) -> Vec<Vec<f32>> {
 /// Ordinary rows, the training range's edges, far beyond it, and zeros.
 fn extreme_rows(d: usize, targets: usize) -> Vec<Vec<f32>> {
     let mut rows: Vec<Vec<f32>> = (0..20)
-        .map(|i| (0..d).map(|j| ((i * 7 + j * 3) % 21) as f32 / 10.0 - 1.0).collect())
+        .map(|i| {
+            (0..d)
+                .map(|j| ((i * 7 + j * 3) % 21) as f32 / 10.0 - 1.0)
+                .collect()
+        })
         .collect();
     for v in [-1.0, 1.0, 25.0, -40.0, 0.0] {
         rows.push(vec![v; d]);
     }
     rows.iter()
-        .map(|r| r.iter().copied().chain(std::iter::repeat_n(0.0, targets)).collect())
+        .map(|r| {
+            r.iter()
+                .copied()
+                .chain(std::iter::repeat_n(0.0, targets))
+                .collect()
+        })
         .collect()
 }
 
@@ -82,10 +97,23 @@ fn check_kind(name: &str, d: usize, targets: usize, flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     write_rows(&p.join("train.csv"), &training_rows(d, targets), d, targets);
-    let target = (0..targets).map(|j| format!("y{j}")).collect::<Vec<_>>().join(",");
+    let target = (0..targets)
+        .map(|j| format!("y{j}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let mut args = vec![
-        "train", "--data", "train.csv", "--target", &target, "--epochs", "25", "--seed", "2",
-        "--device", "cpu", "--quiet",
+        "train",
+        "--data",
+        "train.csv",
+        "--target",
+        &target,
+        "--epochs",
+        "25",
+        "--seed",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
     ];
     args.extend_from_slice(flags);
     mdn(p, &args);
@@ -140,8 +168,9 @@ fn check_kind(name: &str, d: usize, targets: usize, flags: &[&str]) {
                 let l = &got[b * targets * targets..(b + 1) * targets * targets];
                 for a in 0..targets {
                     for c in 0..targets {
-                        cov[b * targets * targets + a * targets + c] =
-                            (0..targets).map(|m| l[a * targets + m] * l[c * targets + m]).sum();
+                        cov[b * targets * targets + a * targets + c] = (0..targets)
+                            .map(|m| l[a * targets + m] * l[c * targets + m])
+                            .sum();
                     }
                 }
             }
@@ -163,9 +192,31 @@ fn tract_runs_the_onnx_graph_to_what_mdn_predict_gives() {
         "tanh, deep",
         3,
         2,
-        &["--activation", "tanh", "--hidden", "32,32,16", "--components", "4"],
+        &[
+            "--activation",
+            "tanh",
+            "--hidden",
+            "32,32,16",
+            "--components",
+            "4",
+        ],
     );
-    check_kind("full covariance", 2, 3, &["--covariance", "full", "--components", "2"]);
-    check_kind("full covariance, one target", 1, 1, &["--covariance", "full"]);
-    check_kind("an ensemble", 2, 2, &["--ensemble", "3", "--components", "2"]);
+    check_kind(
+        "full covariance",
+        2,
+        3,
+        &["--covariance", "full", "--components", "2"],
+    );
+    check_kind(
+        "full covariance, one target",
+        1,
+        1,
+        &["--covariance", "full"],
+    );
+    check_kind(
+        "an ensemble",
+        2,
+        2,
+        &["--ensemble", "3", "--components", "2"],
+    );
 }

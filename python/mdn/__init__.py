@@ -265,7 +265,7 @@ class Distribution:
         self._squeeze = squeeze
         self.mean = squeeze(parts["mean"])
         self.var = squeeze(parts["var"])
-        self.mode = squeeze(parts["mode"])
+        self._mode = squeeze(parts["mode"]) if "mode" in parts else None
         # A deep ensemble (ensemble=M): the variance split into what each member sees as
         # noise (aleatoric) and where the members disagree (epistemic); they add up to var.
         self.ensemble = int(parts.get("ensemble", 1))
@@ -278,7 +278,7 @@ class Distribution:
         """Exact quantiles of each target's marginal mixture: (n,) for one level and one
         target, (n, L) for L levels, (n, L, D) with several targets."""
         levels = np.atleast_1d(np.asarray(q, dtype=float))
-        parts = self._model.predict(self._X, list(levels), self._device, self._threads)
+        parts = self._model.predict(self._X, list(levels), self._device, self._threads, False)
         out = parts["quantiles"]  # (n, L, D)
         if len(self._model.targets) == 1:
             out = out[:, :, 0]
@@ -296,6 +296,15 @@ class Distribution:
         """`n` draws per row: (rows, n, D), or (rows, n) for one target."""
         s = self._model.sample(self._X, n, seed, temperature, sigma_scale, self._device, self._threads)
         return s[:, :, 0] if len(self._model.targets) == 1 else s
+
+    @property
+    def mode(self):
+        """Each target's highest-density point (of its marginal), computed when first asked
+        for (an iteration from every component's mean: the costliest part of a prediction)."""
+        if self._mode is None:
+            parts = self._model.predict(self._X, None, self._device, self._threads, True)
+            self._mode = self._squeeze(parts["mode"])
+        return self._mode
 
     @property
     def std(self):
@@ -599,7 +608,8 @@ class MDN(_Regressor, _Base):
     def predict_distribution(self, X) -> Distribution:
         """The predicted mixture of every row (see `Distribution`)."""
         m, Xa = self._x(X)
-        return Distribution(m, Xa, m.predict(Xa, None, self._device(), self.threads), self._device(), self.threads)
+        parts = m.predict(Xa, None, self._device(), self.threads, False)
+        return Distribution(m, Xa, parts, self._device(), self.threads)
 
     def predict(self, X, return_std: bool = False):
         """The mixture mean: (n,) for one target, (n, D) for several; with `return_std=True`

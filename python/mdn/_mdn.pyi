@@ -31,9 +31,10 @@ class Model:
         quantiles: Optional[Sequence[float]] = None,
         device: str = "cpu",
         threads: Optional[int] = None,
+        mode: bool = True,
     ) -> dict[str, np.ndarray]:
-        """pi (n, K), mu and sigma (n, K, D), mean, var and mode (n, D), quantiles (n, L, D),
-        cov (n, K, D, D) for full covariance."""
+        """pi (n, K), mu and sigma (n, K, D), mean, var and (with `mode`) mode (n, D),
+        quantiles (n, L, D), cov (n, K, D, D) for full covariance."""
     def marginals(
         self,
         x: npt.NDArray[np.float32],

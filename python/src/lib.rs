@@ -321,7 +321,7 @@ impl Model {
 
     /// The mixture per row: dict of pi (n, K), mu and sigma (n, K, D), and per target mean,
     /// var and mode (n, D); `quantiles` (levels) adds quantiles (n, L, D).
-    #[pyo3(signature = (x, quantiles=None, device="cpu", threads=None))]
+    #[pyo3(signature = (x, quantiles=None, device="cpu", threads=None, mode=true))]
     fn predict<'py>(
         &self,
         py: Python<'py>,
@@ -329,6 +329,7 @@ impl Model {
         quantiles: Option<Vec<f64>>,
         device: &str,
         threads: Option<usize>,
+        mode: bool,
     ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let m = &self.inner;
         let data = dataset("X", &x, None, &m.features, &[])?;
@@ -347,7 +348,8 @@ impl Model {
         out.set_item("pi", arr2(pred.pi.clone(), k)?)?;
         out.set_item("mu", arr3(pred.mu.clone(), k, d)?)?;
         out.set_item("sigma", arr3(pred.sigma.clone(), k, d)?)?;
-        let (mut mean, mut var, mut mode) = (Vec::new(), Vec::new(), Vec::new());
+        let with_mode = mode;
+        let (mut mean, mut var, mut modes) = (Vec::new(), Vec::new(), Vec::new());
         let levels = quantiles.unwrap_or_default();
         if let Some(q) = levels.iter().find(|q| !(**q > 0.0 && **q < 1.0)) {
             return Err(PyValueError::new_err(format!(
@@ -366,7 +368,9 @@ impl Model {
                 );
                 mean.push(mm.mean());
                 var.push(mm.variance());
-                mode.push(mm.mode());
+                if with_mode {
+                    modes.push(mm.mode());
+                }
                 for (l, q) in levels.iter().enumerate() {
                     qs[(r * levels.len() + l) * d + j] = mm.quantile(*q);
                 }
@@ -374,7 +378,9 @@ impl Model {
         }
         out.set_item("mean", arr2(mean, d)?)?;
         out.set_item("var", arr2(var, d)?)?;
-        out.set_item("mode", arr2(mode, d)?)?;
+        if with_mode {
+            out.set_item("mode", arr2(modes, d)?)?;
+        }
         if !levels.is_empty() {
             out.set_item("quantiles", arr3(qs, levels.len(), d)?)?;
         }

@@ -189,9 +189,17 @@ pub fn export(a: ExportArgs) -> Result<()> {
         out.display(),
         mdn::export::OPSET,
         model.features.len(),
-        if model.arch.covariance == mdn::layout::Covariance::Full { ", scale_tril" } else { "" },
+        if model.arch.covariance == mdn::layout::Covariance::Full {
+            ", scale_tril"
+        } else {
+            ""
+        },
         model.arch.components * model.ensemble_size(),
-        if model.arch.components * model.ensemble_size() == 1 { "" } else { "s" },
+        if model.arch.components * model.ensemble_size() == 1 {
+            ""
+        } else {
+            "s"
+        },
         if model.ensemble_size() > 1 {
             format!(", an ensemble of {}", model.ensemble_size())
         } else {
