@@ -135,7 +135,7 @@ def _matrix(a, what: str, one_d: bool = True) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{what}: expected a 2-D array (rows x columns), got {arr.ndim}-D")
     if arr.shape[0] == 0:
-        raise ValueError(f"{what}: no rows")
+        raise ValueError(f"{what}: 0 samples (no rows)")
     if arr.shape[1] == 0:
         raise ValueError(f"{what}: no columns")
     return np.ascontiguousarray(arr, dtype=np.float32)

@@ -114,6 +114,7 @@ def test_model_files_go_both_ways(tmp_path):
 
 
 def test_scikit_learn_protocol():
+    pytest.importorskip("sklearn")
     from sklearn.base import clone
     from sklearn.model_selection import GridSearchCV, cross_val_score
 
