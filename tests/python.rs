@@ -25,7 +25,7 @@ fn the_python_package_passes_its_test_suite() {
             );
         }
         eprintln!(
-            "SKIPPED the Python package's tests: no environment at {} (python3 -m venv .venv-py && .venv-py/bin/pip install maturin numpy pytest scikit-learn pandas)",
+            "SKIPPED the Python package's tests: no environment at {} (python3 -m venv .venv-py && .venv-py/bin/pip install maturin numpy pytest scikit-learn pandas onnxruntime)",
             python.display()
         );
         return;
@@ -36,6 +36,27 @@ fn the_python_package_passes_its_test_suite() {
         &std::env::var_os("PATH").unwrap_or_default(),
     )))
     .unwrap();
+    // The wheel, built once: installed here, then into a fresh environment below.
+    let tmp = tempfile::tempdir().unwrap();
+    let dist = tmp.path().join("dist");
+    let build = Command::new(&python)
+        .env("PATH", &path)
+        .args(["-m", "maturin", "build", "--release", "--quiet", "--out"])
+        .arg(&dist)
+        .current_dir(root.join("python"))
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "building the Python package failed:\n{}{}",
+        String::from_utf8_lossy(&build.stdout),
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wheel = std::fs::read_dir(&dist)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .expect("maturin wrote a wheel");
     let install = Command::new(&python)
         .env("PATH", &path)
         .args([
@@ -43,16 +64,15 @@ fn the_python_package_passes_its_test_suite() {
             "pip",
             "install",
             "--quiet",
-            "--no-build-isolation",
             "--no-deps",
             "--force-reinstall",
         ])
-        .arg(root.join("python"))
+        .arg(&wheel)
         .output()
         .unwrap();
     assert!(
         install.status.success(),
-        "building the Python package failed:\n{}{}",
+        "installing the Python package failed:\n{}{}",
         String::from_utf8_lossy(&install.stdout),
         String::from_utf8_lossy(&install.stderr)
     );
@@ -72,12 +92,17 @@ fn the_python_package_passes_its_test_suite() {
     assert!(run.status.success(), "pytest failed:\n{out}");
     // The summary line, visible with --nocapture.
     println!("{}", out.lines().last().unwrap_or_default());
-    the_wheel_runs_with_numpy_alone(root, &python, &path);
+    the_wheel_runs_with_numpy_alone(root, &python, &path, &dist);
 }
 
 /// `maturin build`'s wheel in a fresh environment with numpy alone: the install route of a
 /// user without a Rust toolchain.
-fn the_wheel_runs_with_numpy_alone(root: &Path, python: &Path, path: &std::ffi::OsStr) {
+fn the_wheel_runs_with_numpy_alone(
+    root: &Path,
+    python: &Path,
+    path: &std::ffi::OsStr,
+    dist: &Path,
+) {
     let wheels = python
         .parent()
         .and_then(Path::parent)
@@ -109,14 +134,6 @@ fn the_wheel_runs_with_numpy_alone(root: &Path, python: &Path, path: &std::ffi::
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let dist = tmp.path().join("dist");
-    run(
-        "maturin build",
-        Command::new("maturin")
-            .args(["build", "--release", "--quiet", "--out"])
-            .arg(&dist)
-            .current_dir(root.join("python")),
-    );
     let venv = tmp.path().join("venv");
     run(
         "python -m venv",
@@ -136,7 +153,7 @@ fn the_wheel_runs_with_numpy_alone(root: &Path, python: &Path, path: &std::ffi::
             ])
             .arg(&wheels)
             .arg("--find-links")
-            .arg(&dist)
+            .arg(dist)
             .args(["mdn", "pytest"]),
     );
     let installed = run(
