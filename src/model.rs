@@ -212,6 +212,18 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// Row `r`'s marginal mixture of target `j`.
+    pub fn marginal(&self, r: usize, j: usize) -> crate::stats::Marginal {
+        let (k, d) = (self.k, self.d);
+        crate::stats::Marginal::of(
+            &self.pi[r * k..(r + 1) * k],
+            &self.mu[r * k * d..(r + 1) * k * d],
+            &self.sigma[r * k * d..(r + 1) * k * d],
+            d,
+            j,
+        )
+    }
+
     /// For an ensemble's prediction ([`Model::predict`] of `members` members): per row and
     /// target, the aleatoric variance (the mean of the members' variances: the noise each
     /// member sees) and the epistemic variance (the variance of the members' means: how much

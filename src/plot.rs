@@ -20,7 +20,6 @@ use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Prediction};
-use crate::stats::Marginal;
 
 /// Which panels a figure shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +112,7 @@ pub fn density_grid(
     let pred = model.predict(backend, &grid)?;
     let mut density = vec![0.0; nx * ny];
     for ix in 0..nx {
-        let m = marginal(&pred, ix, target);
+        let m = pred.marginal(ix, target);
         for (iy, &y) in ys.iter().enumerate() {
             density[iy * nx + ix] = m.pdf(y);
         }
@@ -124,7 +123,7 @@ pub fn density_grid(
         let d = model.arch.targets;
         (0..nx)
             .map(|ix| {
-                let mean = marginal(&pred, ix, target).mean();
+                let mean = pred.marginal(ix, target).mean();
                 (mean, epistemic[ix * d + target].max(0.0).sqrt())
             })
             .collect()
@@ -137,22 +136,11 @@ pub fn density_grid(
     })
 }
 
-fn marginal(pred: &Prediction, r: usize, target: usize) -> Marginal {
-    let (k, d) = (pred.k, pred.d);
-    Marginal::of(
-        &pred.pi[r * k..(r + 1) * k],
-        &pred.mu[r * k * d..(r + 1) * k * d],
-        &pred.sigma[r * k * d..(r + 1) * k * d],
-        d,
-        target,
-    )
-}
-
 /// Probability integral transform of every row's target `target`: the predicted marginal CDF
 /// at the observed value. Uniform on [0, 1] for a calibrated model.
 pub fn pit(pred: &Prediction, y: &[f32], target: usize) -> Vec<f64> {
     (0..pred.rows)
-        .map(|r| marginal(pred, r, target).cdf(y[r * pred.d + target] as f64))
+        .map(|r| pred.marginal(r, target).cdf(y[r * pred.d + target] as f64))
         .collect()
 }
 

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::{Model, Prediction};
-use crate::stats::{DimScores, Marginal};
+use crate::stats::DimScores;
 
 /// The quantile levels to report: `quantiles` and, for a central `interval` of probability
 /// p, its two ends ((1-p)/2 and (1+p)/2), in ascending order without repeats.
@@ -52,14 +52,7 @@ pub struct Summary {
 
 /// The [`Summary`] of row `r`'s marginal mixture of target `j`.
 pub fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
-    let (k, d) = (pred.k, pred.d);
-    let m = Marginal::of(
-        &pred.pi[r * k..(r + 1) * k],
-        &pred.mu[r * k * d..(r + 1) * k * d],
-        &pred.sigma[r * k * d..(r + 1) * k * d],
-        d,
-        j,
-    );
+    let m = pred.marginal(r, j);
     Summary {
         mean: m.mean(),
         variance: m.variance(),

@@ -359,13 +359,7 @@ impl Model {
         let mut qs = vec![0.0; n * levels.len() * d];
         for r in 0..n {
             for j in 0..d {
-                let mm = mdn::stats::Marginal::of(
-                    &pred.pi[r * k..(r + 1) * k],
-                    &pred.mu[r * k * d..(r + 1) * k * d],
-                    &pred.sigma[r * k * d..(r + 1) * k * d],
-                    d,
-                    j,
-                );
+                let mm = pred.marginal(r, j);
                 mean.push(mm.mean());
                 var.push(mm.variance());
                 if with_mode {
@@ -437,13 +431,7 @@ impl Model {
         );
         for r in 0..n {
             for j in 0..d {
-                let mm = mdn::stats::Marginal::of(
-                    &pred.pi[r * k..(r + 1) * k],
-                    &pred.mu[r * k * d..(r + 1) * k * d],
-                    &pred.sigma[r * k * d..(r + 1) * k * d],
-                    d,
-                    j,
-                );
+                let mm = pred.marginal(r, j);
                 let v = y[[r, j]];
                 cdf.push(mm.cdf(v));
                 pdf.push(mm.pdf(v));
