@@ -277,13 +277,84 @@ pub fn read_csv(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
 /// A CSV source read record by record: the header is checked on opening, and each call of
 /// [`CsvRows::next_row`] parses the requested columns of one record.
 pub struct CsvRows<R: std::io::Read> {
-    reader: csv::Reader<R>,
+    reader: csv::Reader<CountLines<std::io::BufReader<R>>>,
+    lines: std::sync::Arc<std::sync::Mutex<LineEnds>>,
     path: PathBuf,
     pub header: Vec<String>,
+    /// The field separator: `,`, or `;` or a tab when the header shows the file uses one.
+    pub delimiter: u8,
     record: csv::StringRecord,
 }
 
-impl CsvRows<std::io::BufReader<std::fs::File>> {
+/// The line endings a CSV reader has been given (offset, and whether it is a `\n`), kept from
+/// the last record's start on, so a record's line is exact for any line ending. The csv crate
+/// counts lines itself, but a record's position in a CRLF file is the previous line's `\n`
+/// (its lines came out one too early) and includes blank lines skipped before it.
+#[derive(Default)]
+struct LineEnds {
+    ends: std::collections::VecDeque<(u64, bool)>,
+    read: u64,
+    newlines_before: u64,
+}
+
+impl LineEnds {
+    /// The 1-based line of the first character at or after `byte` that ends no line: where the
+    /// record the csv crate placed at `byte` really begins. Bytes must come in order.
+    fn line_at(&mut self, byte: u64) -> u64 {
+        while let Some(&(at, newline)) = self.ends.front() {
+            if at >= byte {
+                break;
+            }
+            self.newlines_before += newline as u64;
+            self.ends.pop_front();
+        }
+        let (mut lines, mut next) = (self.newlines_before, byte);
+        for &(at, newline) in &self.ends {
+            if at != next {
+                break;
+            }
+            lines += newline as u64;
+            next += 1;
+        }
+        lines + 1
+    }
+}
+
+/// A reader noting every line ending that passes through it in a shared [`LineEnds`].
+struct CountLines<R> {
+    inner: R,
+    lines: std::sync::Arc<std::sync::Mutex<LineEnds>>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut lines = lock(&self.lines);
+        let start = lines.read;
+        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[..n]) {
+            lines.ends.push_back((start + i as u64, buf[i] == b'\n'));
+        }
+        lines.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The field separator a file's header line shows: `;` or a tab when the line has no comma
+/// and does have that separator (and not the other), else `,`. European spreadsheets write
+/// `;`-separated files; a tab-separated export is common too.
+fn sniff_delimiter(first_line: &[u8]) -> u8 {
+    let has = |b: u8| first_line.contains(&b);
+    if has(b',') {
+        return b',';
+    }
+    match (has(b';'), has(b'\t')) {
+        (true, false) => b';',
+        (false, true) => b'\t',
+        _ => b',',
+    }
+}
+
+impl CsvRows<std::fs::File> {
     /// Opens a CSV file.
     pub fn open(path: &Path) -> Result<Self> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
@@ -293,21 +364,35 @@ impl CsvRows<std::io::BufReader<std::fs::File>> {
                 "is a directory, not a CSV file",
             ));
         }
-        CsvRows::new(std::io::BufReader::with_capacity(1 << 20, file), path)
+        CsvRows::new(file, path)
     }
 }
 
 impl<R: std::io::Read> CsvRows<R> {
-    /// Reads and checks the header: not empty, no empty or repeated names, not data.
+    /// Reads and checks the header: not empty, no empty or repeated names, not data. The
+    /// separator is sniffed from the header line ([`sniff_delimiter`]).
     pub fn new(source: R, path: &Path) -> Result<Self> {
+        let mut source = std::io::BufReader::with_capacity(1 << 20, source);
+        let first_line = {
+            use std::io::BufRead;
+            let buf = source.fill_buf().map_err(|e| Error::io(path, e))?;
+            let end = memchr::memchr2(b'\r', b'\n', buf).unwrap_or(buf.len());
+            buf[..end].to_vec()
+        };
+        let delimiter = sniff_delimiter(&first_line);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(LineEnds::default()));
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
+            .delimiter(delimiter)
             .trim(csv::Trim::All)
-            .from_reader(source);
+            .from_reader(CountLines {
+                inner: source,
+                lines: lines.clone(),
+            });
         let header: Vec<String> = reader
             .headers()
-            .map_err(|e| csv_error(e, path))?
+            .map_err(|e| csv_error(e, path, &lines))?
             .iter()
             .enumerate()
             .map(|(i, h)| {
@@ -349,8 +434,10 @@ impl<R: std::io::Read> CsvRows<R> {
         }
         Ok(CsvRows {
             reader,
+            lines,
             path: path.to_path_buf(),
             header,
+            delimiter,
             record: csv::StringRecord::new(),
         })
     }
@@ -382,9 +469,12 @@ impl<R: std::io::Read> CsvRows<R> {
         match self.reader.read_record(&mut self.record) {
             Ok(false) => return Ok(None),
             Ok(true) => {}
-            Err(e) => return Err(csv_error(e, &self.path)),
+            Err(e) => return Err(csv_error(e, &self.path, &self.lines)),
         }
-        let line = self.record.position().map(|p| p.line()).unwrap_or(0);
+        let line = match self.record.position() {
+            Some(p) => lock(&self.lines).line_at(p.byte()),
+            None => 0,
+        };
         if self.record.len() != self.header.len() {
             return Err(Error::data(
                 Location::line(&self.path, line),
@@ -437,8 +527,12 @@ pub fn read_text_columns(path: &Path, names: &[String]) -> Result<(Vec<String>, 
     Ok((names, rows))
 }
 
-fn csv_error(e: csv::Error, path: &Path) -> Error {
-    let line = e.position().map(|p| p.line()).unwrap_or(0);
+fn lock(lines: &std::sync::Mutex<LineEnds>) -> std::sync::MutexGuard<'_, LineEnds> {
+    lines.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn csv_error(e: csv::Error, path: &Path, lines: &std::sync::Mutex<LineEnds>) -> Error {
+    let line = e.position().map(|p| lock(lines).line_at(p.byte())).unwrap_or(0);
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_string(),
         csv::ErrorKind::Io(io) => io.to_string(),
@@ -651,18 +745,46 @@ pub fn convert_while(
     Ok((rows, names))
 }
 
+/// Cells that mean "no value": an empty cell and the spellings spreadsheets, R, pandas and
+/// databases write for one. All are reported the same way: as a missing value.
+pub fn is_missing(cell: &str) -> bool {
+    cell.is_empty()
+        || ["NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?", "."]
+            .iter()
+            .any(|m| cell.eq_ignore_ascii_case(m))
+}
+
+/// The message for a missing cell, the same for every spelling.
+fn missing_message(cell: &str) -> String {
+    if cell.is_empty() {
+        "missing value (an empty cell)".to_string()
+    } else {
+        format!("missing value ('{cell}')")
+    }
+}
+
 fn parse_cell(cell: &str, path: &Path, line: u64, col: usize, name: &str) -> Result<f32> {
     let at = || Location::cell(path, line, col + 1, name);
-    if cell.is_empty() {
-        return Err(Error::data(at(), "empty cell (missing value)"));
+    if is_missing(cell) {
+        return Err(Error::data(at(), missing_message(cell)));
     }
-    let v: f64 = cell
-        .parse()
-        .map_err(|_| Error::data(at(), format!("'{cell}' is not a number")))?;
+    let v: f64 = cell.parse().map_err(|_| {
+        let decimal_comma = cell.matches(',').count() == 1
+            && cell.replace(',', ".").parse::<f64>().is_ok();
+        let message = if decimal_comma {
+            format!(
+                "'{cell}' is not a number: mdn reads a decimal point ({}), not a decimal comma",
+                cell.replace(',', ".")
+            )
+        } else {
+            format!("'{cell}' is not a number")
+        };
+        Error::data(at(), message)
+    })?;
     if !v.is_finite() {
         return Err(Error::data(
             at(),
-            format!("'{cell}' is not a finite number (NaN and infinity are refused)"),
+            format!("'{cell}' is not a finite number (infinity is refused)"),
         ));
     }
     let f = v as f32;

@@ -51,6 +51,53 @@ fn rows(n: usize) -> String {
 }
 
 #[test]
+fn crlf_files_reported_errors_one_line_too_early() {
+    // What Excel and Python's csv module write. The csv crate placed a CRLF file's records
+    // on the line before (the header's line for the first data row).
+    train_fails(
+        Some("x,y\r\n1,2\r\n2,oops\r\n"),
+        &[],
+        "d.csv:3:2 (column 'y'): 'oops' is not a number",
+    );
+    train_fails(
+        Some("x,y\r\n1,oops\r\n"),
+        &[],
+        "d.csv:2:2 (column 'y'): 'oops' is not a number",
+    );
+    // Blank lines are skipped but counted; a quoted cell may span lines.
+    train_fails(
+        Some("x,note,y\r\n1,,2\r\n\r\n\r\n3,,4\r\n5,\"a\r\nb\",6\r\n7,,oops\r\n"),
+        &["--features", "x"],
+        "d.csv:8:3 (column 'y'): 'oops' is not a number",
+    );
+    train_fails(
+        Some("x,y\n1,2\n\n3,4\r\n5,oops\n"),
+        &[],
+        "d.csv:5:2 (column 'y'): 'oops' is not a number",
+    );
+}
+
+#[test]
+fn semicolon_and_tab_separated_files_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, sep) in [("semi.csv", ";"), ("tabs.csv", "\t")] {
+        let text: String = std::iter::once(format!("x{sep}y\n"))
+            .chain(rows(200).lines().map(|l| format!("{}\n", l.replace(',', sep))))
+            .collect();
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let out = mdn(
+            dir.path(),
+            &["train", "--data", name, "--epochs", "2", "--out", "m.json", "--quiet"],
+        );
+        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        let model: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
+        assert_eq!(model["features"], serde_json::json!(["x"]), "{name}");
+        assert_eq!(model["targets"], serde_json::json!(["y"]), "{name}");
+    }
+}
+
+#[test]
 fn bad_training_input_is_refused_with_its_place() {
     train_fails(None, &[], "d.csv: no such file or directory");
     train_fails(Some(""), &[], "d.csv: the file is empty");
@@ -68,7 +115,7 @@ fn bad_training_input_is_refused_with_its_place() {
     train_fails(
         Some("x,y\n1,2\nNaN,3\n"),
         &[],
-        "d.csv:3:1 (column 'x'): 'NaN' is not a finite number",
+        "d.csv:3:1 (column 'x'): missing value ('NaN')",
     );
     train_fails(
         Some("x,y\n1,2\n3,inf\n"),
@@ -80,7 +127,22 @@ fn bad_training_input_is_refused_with_its_place() {
         &[],
         "outside the range of 32-bit floats",
     );
-    train_fails(Some("x,y\n1,\n"), &[], "d.csv:2:2 (column 'y'): empty cell");
+    train_fails(
+        Some("x,y\n1,\n"),
+        &[],
+        "d.csv:2:2 (column 'y'): missing value (an empty cell)",
+    );
+    // One wording for every spelling of a missing value.
+    train_fails(
+        Some("x,y\n1,2\n3,NA\n"),
+        &[],
+        "d.csv:3:2 (column 'y'): missing value ('NA')",
+    );
+    train_fails(
+        Some("x;y\n1;2\n3;1,5\n"),
+        &[],
+        "d.csv:3:2 (column 'y'): '1,5' is not a number: mdn reads a decimal point (1.5), not a decimal comma",
+    );
     train_fails(
         Some("1,2\n3,4\n"),
         &[],
