@@ -34,6 +34,11 @@ pub struct DataSpec {
     pub data: Option<PathBuf>,
     pub target: Vec<String>,
     pub features: Vec<String>,
+    /// `--categorical` and `--drop-missing` (absent in checkpoints from before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drop_missing: bool,
     pub val: Option<PathBuf>,
     pub val_fraction: f64,
     /// Whether the run streamed its data, and how (so a resumed run reads it the same way).

@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::categorical::{Categorical, Lookup, UnknownCategory};
 use crate::error::{Error, Location, Result};
 
 /// Features and targets of a data set, row-major, in the file's original units.
@@ -69,16 +70,52 @@ pub enum ColumnChoice {
     /// For a trained model: exactly these features, and these targets when `need_targets`
     /// (otherwise no targets are read: new data to predict for often has its target column
     /// empty or "NA", and predicting never reads it).
+    /// Categorical columns are read from their raw text through `categorical`, a category
+    /// not in it treated as `unknown` says; a column named like an input itself (a `.npy`
+    /// file a CSV was converted to) is read as a number. Rows with a missing value: `missing`.
     Model {
         features: Vec<String>,
         targets: Vec<String>,
         need_targets: bool,
+        categorical: Vec<Categorical>,
+        unknown: UnknownCategory,
+        missing: Missing,
     },
 }
 
+/// What a reader does with a row that has a missing value (an empty cell, `NA`, ...) in a
+/// column it reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Missing {
+    /// Refuse the file at the first one, saying how many rows have one.
+    #[default]
+    Refuse,
+    /// The same, adding that `--drop-missing` would leave them out (training).
+    RefuseSayingDrop,
+    /// Leave such rows out, with a warning counting them (`--drop-missing`).
+    Drop,
+}
+
+/// The columns a read takes: raw feature columns (each a number, or a categorical column's
+/// one-hot indicators), target columns, and the network input names they make.
 struct Selection {
     features: Vec<usize>,
     targets: Vec<usize>,
+    /// Per raw feature column: its categories when it is categorical.
+    encode: Vec<Option<Lookup>>,
+    /// The names of the inputs the features make (`column=category` for categories).
+    inputs: Vec<String>,
+}
+
+impl Selection {
+    fn numeric(features: Vec<usize>, targets: Vec<usize>, header: &[String]) -> Selection {
+        Selection {
+            encode: features.iter().map(|_| None).collect(),
+            inputs: features.iter().map(|&c| header[c].clone()).collect(),
+            features,
+            targets,
+        }
+    }
 }
 
 /// A column by name or, failing that, by 0-based index ("3" is the fourth column).
@@ -104,8 +141,57 @@ impl ColumnChoice {
     /// place that decides columns (by name, or by 0-based index), for every way of reading.
     pub fn names(&self, header: &[String], path: &Path) -> Result<(Vec<String>, Vec<String>)> {
         let sel = self.resolve(header, path)?;
-        let name = |cols: &[usize]| cols.iter().map(|&c| header[c].clone()).collect();
-        Ok((name(&sel.features), name(&sel.targets)))
+        let targets = sel.targets.iter().map(|&c| header[c].clone()).collect();
+        Ok((sel.inputs, targets))
+    }
+
+    /// The choice of a trained model's columns: its features (categorical ones read from
+    /// their text), and its targets when `need_targets`; unknown categories and missing
+    /// values refused.
+    pub fn model(
+        features: &[String],
+        targets: &[String],
+        categorical: &[Categorical],
+        need_targets: bool,
+    ) -> ColumnChoice {
+        ColumnChoice::Model {
+            features: features.to_vec(),
+            targets: targets.to_vec(),
+            need_targets,
+            categorical: categorical.to_vec(),
+            unknown: UnknownCategory::Error,
+            missing: Missing::Refuse,
+        }
+    }
+
+    /// This choice treating unknown categories as `unknown` says (a model's choice only).
+    pub fn with_unknown(mut self, unknown: UnknownCategory) -> ColumnChoice {
+        if let ColumnChoice::Model { unknown: u, .. } = &mut self {
+            *u = unknown;
+        }
+        self
+    }
+
+    /// This choice treating missing values as `missing` says (a model's choice only).
+    pub fn with_missing(mut self, missing: Missing) -> ColumnChoice {
+        if let ColumnChoice::Model { missing: m, .. } = &mut self {
+            *m = missing;
+        }
+        self
+    }
+
+    fn missing(&self) -> Missing {
+        match self {
+            ColumnChoice::Model { missing, .. } => *missing,
+            _ => Missing::Refuse,
+        }
+    }
+
+    fn unknown(&self) -> UnknownCategory {
+        match self {
+            ColumnChoice::Model { unknown, .. } => *unknown,
+            _ => UnknownCategory::Error,
+        }
     }
 
     /// The choice of exactly these columns, by name.
@@ -157,34 +243,53 @@ impl ColumnChoice {
                         ),
                     ));
                 }
-                Ok(Selection { features, targets })
+                Ok(Selection::numeric(features, targets, header))
             }
             ColumnChoice::Model {
                 features,
                 targets,
                 need_targets,
+                categorical,
+                ..
             } => {
-                let missing: Vec<&str> = features
-                    .iter()
-                    .filter(|f| !header.contains(f))
-                    .map(|f| f.as_str())
-                    .collect();
-                if !missing.is_empty() {
+                // Raw columns, in order: a feature the header names is read as a number; a
+                // categorical column's run of inputs from the column's text.
+                let (mut cols, mut encode, mut lacking) = (Vec::new(), Vec::new(), Vec::new());
+                let mut i = 0;
+                while i < features.len() {
+                    if let Some(c) = header.iter().position(|h| *h == features[i]) {
+                        cols.push(c);
+                        encode.push(None);
+                        i += 1;
+                    } else if let Some(cat) =
+                        crate::categorical::run_at(features, i, categorical)
+                    {
+                        match header.iter().position(|h| *h == cat.column) {
+                            Some(c) => {
+                                cols.push(c);
+                                encode.push(Some(Lookup::new(cat)));
+                            }
+                            None => lacking.push(cat.column.clone()),
+                        }
+                        i += cat.categories.len();
+                    } else {
+                        lacking.push(features[i].clone());
+                        i += 1;
+                    }
+                }
+                if !lacking.is_empty() {
+                    let needed = crate::categorical::raw_columns(features, categorical);
                     return Err(Error::data(
                         Location::line(path, 1),
                         format!(
                             "the model needs {} feature column(s) ({}) but the header lacks {} (columns: {})",
-                            features.len(),
-                            features.join(", "),
-                            missing.join(", "),
+                            needed.len(),
+                            needed.join(", "),
+                            lacking.join(", "),
                             header.join(", ")
                         ),
                     ));
                 }
-                let features = features
-                    .iter()
-                    .map(|n| find(header, n, path, "feature"))
-                    .collect::<Result<_>>()?;
                 let targets = if *need_targets {
                     targets
                         .iter()
@@ -193,7 +298,12 @@ impl ColumnChoice {
                 } else {
                     Vec::new()
                 };
-                Ok(Selection { features, targets })
+                Ok(Selection {
+                    features: cols,
+                    targets,
+                    encode,
+                    inputs: features.clone(),
+                })
             }
         }
     }
@@ -243,6 +353,7 @@ pub fn read_npy(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
     let (rows, cols) = (reader.header.rows, reader.header.cols);
     let names = crate::npy::column_names(path, cols)?;
     let sel = choice.resolve(&names, path)?;
+    numbers_only(&sel, path)?;
     if rows == 0 {
         return Err(Error::data(Location::file(path), "the array has no rows"));
     }
@@ -257,12 +368,28 @@ pub fn read_npy(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
     }
     Ok(Dataset {
         path: path.to_path_buf(),
-        features: sel.features.iter().map(|&c| names[c].clone()).collect(),
+        features: sel.inputs,
         targets: sel.targets.iter().map(|&c| names[c].clone()).collect(),
         x,
         y,
         rows,
     })
+}
+
+/// Refuses a `.npy` file for a model that reads a column of it as categories: a `.npy` file
+/// holds numbers only.
+fn numbers_only(sel: &Selection, path: &Path) -> Result<()> {
+    match sel.encode.iter().flatten().next() {
+        Some(lookup) => Err(Error::data(
+            Location::file(path),
+            format!(
+                "the model reads column '{}' as categories (text), but a .npy file holds numbers; \
+                 give the data as CSV",
+                lookup.column
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Reads a CSV file with a header row, parsing only the columns `choice` selects.
@@ -488,13 +615,152 @@ impl<R: std::io::Read> CsvRows<R> {
         Ok(Some(line))
     }
 
-    /// The cells of columns `cols` of the next record as text; false at the end of the file.
-    pub fn next_text(&mut self, cols: &[usize], out: &mut Vec<String>) -> Result<bool> {
-        if self.next_record()?.is_none() {
-            return Ok(false);
-        }
+    /// The cells of columns `cols` of the next record as text, appended to `out`; the
+    /// record's line, or None at the end of the file.
+    pub fn next_cells(&mut self, cols: &[usize], out: &mut Vec<String>) -> Result<Option<u64>> {
+        let Some(line) = self.next_record()? else {
+            return Ok(None);
+        };
         out.extend(cols.iter().map(|&c| self.record[c].to_string()));
-        Ok(true)
+        Ok(Some(line))
+    }
+
+    /// The first cell of columns `cols` of the current record that is a missing value.
+    fn first_missing(&self, cols: &[usize]) -> Option<usize> {
+        cols.iter().copied().find(|&c| is_missing(&self.record[c]))
+    }
+}
+
+/// Reading a selection's rows: features (categories one-hot), targets, and what to do with
+/// rows that have a missing value or an unknown category.
+struct Reading {
+    sel: Selection,
+    unknown: UnknownCategory,
+    missing: Missing,
+    rows: usize,
+    /// Rows with a missing value, and the first one's place and message.
+    missing_rows: usize,
+    first_missing: Option<(Location, String)>,
+    /// Rows with an unknown category read as no category, and the first one's message.
+    ignored_rows: usize,
+    first_ignored: Option<String>,
+}
+
+impl Reading {
+    fn new(sel: Selection, choice: &ColumnChoice) -> Reading {
+        Reading {
+            sel,
+            unknown: choice.unknown(),
+            missing: choice.missing(),
+            rows: 0,
+            missing_rows: 0,
+            first_missing: None,
+            ignored_rows: 0,
+            first_ignored: None,
+        }
+    }
+
+    /// Appends the next row's inputs to `x` and targets to `y`; false at the end. A row with a
+    /// missing value is left out (and counted); once one is met without `Missing::Drop` the
+    /// rest are only counted, for [`Reading::finish`]'s error.
+    fn next<R: std::io::Read>(
+        &mut self,
+        csv: &mut CsvRows<R>,
+        x: &mut Vec<f32>,
+        y: &mut Vec<f32>,
+    ) -> Result<bool> {
+        loop {
+            let Some(line) = csv.next_record()? else {
+                return Ok(false);
+            };
+            self.rows += 1;
+            let absent = csv
+                .first_missing(&self.sel.features)
+                .or_else(|| csv.first_missing(&self.sel.targets));
+            if let Some(c) = absent {
+                self.missing_rows += 1;
+                if self.first_missing.is_none() {
+                    self.first_missing = Some((
+                        Location::cell(&csv.path, line, c + 1, &csv.header[c]),
+                        missing_message(&csv.record[c]),
+                    ));
+                }
+                continue;
+            }
+            if self.first_missing.is_some() && self.missing != Missing::Drop {
+                continue; // Only counting now.
+            }
+            for (&c, encode) in self.sel.features.iter().zip(&self.sel.encode) {
+                let cell = &csv.record[c];
+                match encode {
+                    None => x.push(parse_cell(cell, &csv.path, line, c, &csv.header[c])?),
+                    Some(lookup) => {
+                        let at = x.len();
+                        x.resize(at + lookup.width, 0.0);
+                        match lookup.get(cell) {
+                            Some(k) => x[at + k] = 1.0,
+                            None if self.unknown == UnknownCategory::Ignore => {
+                                self.ignored_rows += 1;
+                                if self.first_ignored.is_none() {
+                                    self.first_ignored = Some(format!(
+                                        "line {line}, column '{}': '{cell}'",
+                                        lookup.column
+                                    ));
+                                }
+                            }
+                            None => {
+                                return Err(Error::data(
+                                    Location::cell(&csv.path, line, c + 1, &csv.header[c]),
+                                    lookup.unknown_message(cell),
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            for &c in &self.sel.targets {
+                y.push(parse_cell(&csv.record[c], &csv.path, line, c, &csv.header[c])?);
+            }
+            return Ok(true);
+        }
+    }
+
+    /// After the last row: the error for rows with a missing value (unless dropped), the
+    /// warnings for rows dropped or read with no category; the rows kept.
+    fn finish(self, path: &Path) -> Result<usize> {
+        if let Some((at, message)) = self.first_missing {
+            let (n, all) = (self.missing_rows, self.rows);
+            let rows = if n == 1 {
+                format!("1 of {all} rows has a missing value")
+            } else {
+                format!("{n} of {all} rows have a missing value")
+            };
+            match self.missing {
+                Missing::Refuse => {
+                    return Err(Error::data(at, format!("{message}; {rows} in the columns read")));
+                }
+                Missing::RefuseSayingDrop => {
+                    return Err(Error::data(
+                        at,
+                        format!("{message}; {rows} in the columns used (--drop-missing leaves them out)"),
+                    ));
+                }
+                Missing::Drop => log::warn!(
+                    "{}: {rows} in the columns used (the first at line {}); left out (--drop-missing)",
+                    path.display(),
+                    at.line.unwrap_or(0)
+                ),
+            }
+        }
+        if let Some(first) = self.first_ignored {
+            log::warn!(
+                "{}: {} row(s) have a category the model was not trained on (the first: {first}); \
+                 predicted with no category (--unknown-category ignore)",
+                path.display(),
+                self.ignored_rows
+            );
+        }
+        Ok(self.rows - self.missing_rows)
     }
 }
 
@@ -520,7 +786,7 @@ pub fn read_text_columns(path: &Path, names: &[String]) -> Result<(Vec<String>, 
     } else {
         let mut csv = CsvRows::open(path)?;
         let mut cells = Vec::new();
-        while csv.next_text(&cols, &mut cells)? {
+        while csv.next_cells(&cols, &mut cells)?.is_some() {
             rows.push(std::mem::take(&mut cells));
         }
     }
@@ -560,22 +826,28 @@ fn rows_to_dataset<R: std::io::Read>(
     choice: &ColumnChoice,
 ) -> Result<Dataset> {
     let sel = choice.resolve(&rows_in.header, path)?;
+    let targets = sel.targets.iter().map(|&c| rows_in.header[c].clone()).collect();
+    let features = sel.inputs.clone();
+    let mut reading = Reading::new(sel, choice);
     let (mut x, mut y) = (Vec::new(), Vec::new());
-    let mut rows = 0usize;
-    while rows_in.next_row(&[&sel.features, &sel.targets], &mut [&mut x, &mut y])? {
-        rows += 1;
-    }
-    if rows == 0 {
+    while reading.next(&mut rows_in, &mut x, &mut y)? {}
+    if reading.rows == 0 {
         return Err(Error::data(
             Location::file(path),
             "has a header but no data rows",
         ));
     }
-    let header = &rows_in.header;
+    let rows = reading.finish(path)?;
+    if rows == 0 {
+        return Err(Error::data(
+            Location::file(path),
+            "every row has a missing value in the columns used: no rows left",
+        ));
+    }
     Ok(Dataset {
         path: path.to_path_buf(),
-        features: sel.features.iter().map(|&c| header[c].clone()).collect(),
-        targets: sel.targets.iter().map(|&c| header[c].clone()).collect(),
+        features,
+        targets,
         x,
         y,
         rows,
@@ -706,7 +978,7 @@ pub fn convert_while(
             input.display()
         )));
     }
-    let mut rows_in = CsvRows::open(input)?;
+    let rows_in = CsvRows::open(input)?;
     let cols: Vec<usize> = match columns {
         Some(names) if !names.is_empty() => names
             .iter()
@@ -714,31 +986,81 @@ pub fn convert_while(
             .collect::<Result<_>>()?,
         _ => (0..rows_in.header.len()).collect(),
     };
-    let names: Vec<String> = cols.iter().map(|&c| rows_in.header[c].clone()).collect();
+    let sel = Selection::numeric(cols, Vec::new(), &rows_in.header);
+    convert_selection(rows_in, sel, &ColumnChoice::Default, input, output, progress)
+}
+
+/// Converts the columns `choice` picks from a CSV file to `.npy` (or CSV) row by row: the
+/// features as the network's inputs (a categorical column's indicators), then the targets,
+/// rows with a missing value treated as the choice says. What a streamed run reads. Returns
+/// the rows and column names written.
+pub fn convert_choice(
+    input: &Path,
+    output: &Path,
+    choice: &ColumnChoice,
+    progress: &mut dyn FnMut(usize) -> bool,
+) -> Result<(usize, Vec<String>)> {
+    let rows_in = CsvRows::open(input)?;
+    let sel = choice.resolve(&rows_in.header, input)?;
+    convert_selection(rows_in, sel, choice, input, output, progress)
+}
+
+fn convert_selection(
+    mut rows_in: CsvRows<std::fs::File>,
+    sel: Selection,
+    choice: &ColumnChoice,
+    input: &Path,
+    output: &Path,
+    progress: &mut dyn FnMut(usize) -> bool,
+) -> Result<(usize, Vec<String>)> {
+    let mut names = sel.inputs.clone();
+    names.extend(sel.targets.iter().map(|&c| rows_in.header[c].clone()));
+    let (width, targets) = (sel.inputs.len(), sel.targets.len());
+    let mut reading = Reading::new(sel, choice);
     let mut out = TableWriter::create(output, &names)?;
-    let mut block = Vec::with_capacity(65536 * cols.len());
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let mut block = Vec::with_capacity(65536 * names.len());
     let mut rows = 0;
     loop {
-        block.clear();
-        let mut n = 0;
-        while n < 65536 && rows_in.next_row(&[&cols], &mut [&mut block])? {
+        let (mut n, mut more) = (0, true);
+        x.clear();
+        y.clear();
+        while n < 65536 {
+            more = reading.next(&mut rows_in, &mut x, &mut y)?;
+            if !more {
+                break;
+            }
             n += 1;
         }
-        if n == 0 {
-            break;
+        block.clear();
+        for r in 0..n {
+            block.extend_from_slice(&x[r * width..(r + 1) * width]);
+            block.extend_from_slice(&y[r * targets..(r + 1) * targets]);
         }
-        out.write_rows(&block)?;
+        if n > 0 {
+            out.write_rows(&block)?;
+        }
         rows += n;
         if !progress(rows) {
             return Err(Error::Interrupted(
                 "interrupted while converting the data; no model was written".into(),
             ));
         }
+        if !more {
+            break;
+        }
     }
-    if rows == 0 {
+    if reading.rows == 0 {
         return Err(Error::data(
             Location::file(input),
             "has a header but no data rows",
+        ));
+    }
+    reading.finish(input)?;
+    if rows == 0 {
+        return Err(Error::data(
+            Location::file(input),
+            "every row has a missing value in the columns used: no rows left",
         ));
     }
     out.finish()?;
@@ -844,11 +1166,12 @@ impl NpySource {
         let reader = crate::npy::NpyReader::open(path)?;
         let names = crate::npy::column_names(path, reader.header.cols)?;
         let sel = choice.resolve(&names, path)?;
+        numbers_only(&sel, path)?;
         if reader.header.rows == 0 {
             return Err(Error::data(Location::file(path), "the array has no rows"));
         }
         Ok(NpySource {
-            features: sel.features.iter().map(|&c| names[c].clone()).collect(),
+            features: sel.inputs.clone(),
             targets: sel.targets.iter().map(|&c| names[c].clone()).collect(),
             feature_cols: sel.features,
             target_cols: sel.targets,

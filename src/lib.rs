@@ -14,6 +14,7 @@ pub mod atomic;
 pub mod backend;
 pub mod baseline;
 pub mod bench;
+pub mod categorical;
 pub mod check;
 pub mod checkpoint;
 pub mod data;

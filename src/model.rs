@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::backend::Backend;
+use crate::categorical::Categorical;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layout::Arch;
@@ -23,8 +24,13 @@ use crate::scaler::Scaler;
 
 /// The `format` field of every model file.
 pub const FORMAT_NAME: &str = "mdn-model";
-/// The newest model-file version this build reads and the one it writes.
-pub const FORMAT_VERSION: u32 = 2;
+/// The newest model-file version this build reads.
+pub const FORMAT_VERSION: u32 = 3;
+/// The version an ensemble without categorical features is written with.
+pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
+/// The version a model with categorical features is written with (older readers, which
+/// would read their indicator inputs as numeric columns of the data, refuse it).
+pub const CATEGORICAL_FORMAT_VERSION: u32 = 3;
 /// The version a single model (no ensemble members) is written with: readers of version 1
 /// read it.
 pub const SINGLE_FORMAT_VERSION: u32 = 1;
@@ -180,8 +186,14 @@ pub struct Model {
     pub format: String,
     pub format_version: u32,
     pub arch: Arch,
+    /// The network's inputs: a numeric feature column's name, or for a categorical
+    /// column one `column=category` indicator per category.
     pub features: Vec<String>,
     pub targets: Vec<String>,
+    /// The feature columns read as categories (format version 3), each with its categories
+    /// in the order of its indicators in `features`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub categorical: Vec<Categorical>,
     pub x_scaler: Scaler,
     pub y_scaler: Scaler,
     pub param_layout: String,
@@ -300,6 +312,7 @@ impl Model {
             arch,
             features,
             targets,
+            categorical: Vec::new(),
             x_scaler,
             y_scaler,
             param_layout: Arch::layout_description().to_string(),
@@ -316,7 +329,11 @@ impl Model {
     /// Checks that every part agrees with the architecture and that all numbers are finite.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (i, m) in self.members.iter().enumerate() {
-            if m.arch != self.arch || m.features != self.features || m.targets != self.targets {
+            if m.arch != self.arch
+                || m.features != self.features
+                || m.targets != self.targets
+                || m.categorical != self.categorical
+            {
                 return Err(format!(
                     "ensemble member {} has another architecture or other columns than the first",
                     i + 2
@@ -328,9 +345,13 @@ impl Model {
             m.validate()
                 .map_err(|e| format!("ensemble member {}: {e}", i + 2))?;
         }
-        if !self.members.is_empty() && self.format_version < 2 {
+        if !self.members.is_empty() && self.format_version < ENSEMBLE_FORMAT_VERSION {
             return Err("ensemble members need format version 2".into());
         }
+        if !self.categorical.is_empty() && self.format_version < CATEGORICAL_FORMAT_VERSION {
+            return Err("categorical features need format version 3".into());
+        }
+        crate::categorical::validate(&self.features, &self.categorical)?;
         self.arch.validate().map_err(|e| e.to_string())?;
         let a = &self.arch;
         let checks = [
@@ -511,9 +532,35 @@ impl Model {
             m.format_version = SINGLE_FORMAT_VERSION;
         }
         first.members = models;
-        first.format_version = FORMAT_VERSION;
+        first.format_version = first.format_version.max(ENSEMBLE_FORMAT_VERSION);
         first.validate()?;
         Ok(first)
+    }
+
+    /// This model (and its members) reading `categorical` columns as categories: written
+    /// as format version 3 when there are any.
+    pub fn with_categorical(mut self, categorical: &[Categorical]) -> Model {
+        if categorical.is_empty() {
+            return self;
+        }
+        self.categorical = categorical.to_vec();
+        self.format_version = self.format_version.max(CATEGORICAL_FORMAT_VERSION);
+        for m in &mut self.members {
+            m.categorical = categorical.to_vec();
+            m.format_version = m.format_version.max(CATEGORICAL_FORMAT_VERSION);
+        }
+        self
+    }
+
+    /// The data columns this model reads, in order (a categorical column once, by its own
+    /// name): what a file to predict for must have.
+    pub fn columns(&self) -> Vec<String> {
+        crate::categorical::raw_columns(&self.features, &self.categorical)
+    }
+
+    /// The choice of this model's columns in a data file (`need_targets`: the targets too).
+    pub fn choice(&self, need_targets: bool) -> crate::data::ColumnChoice {
+        crate::data::ColumnChoice::model(&self.features, &self.targets, &self.categorical, need_targets)
     }
 
     /// pi, mu and sigma for every row, in original target units. For an ensemble of M

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use mdn::categorical::UnknownCategory;
 use mdn::backend::DeviceChoice;
 use mdn::job::TrainJob;
 use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
@@ -580,6 +581,14 @@ pub struct DataColumns {
     /// Feature column names, comma-separated [default: every column that is not a target]
     #[arg(long, value_delimiter = ',')]
     pub features: Vec<String>,
+    /// Feature columns to read as categories (one indicator input per value), comma-separated;
+    /// needed only for numeric codes: a feature column of text is categorical anyway
+    #[arg(long, value_delimiter = ',')]
+    pub categorical: Vec<String>,
+    /// Leave out rows with a missing value (an empty cell, NA, NaN, null, ?) in a column
+    /// used, instead of refusing the file
+    #[arg(long)]
+    pub drop_missing: bool,
 }
 
 /// How each model is fitted (train, select).
@@ -637,6 +646,10 @@ pub struct ModelData {
     /// other columns are ignored
     #[arg(long)]
     pub data: PathBuf,
+    /// A category the model was not trained on: error (refuse the file, naming the row), or
+    /// ignore (none of the column's indicators set, with a warning)
+    #[arg(long, value_parser = named::<UnknownCategory>(), default_value = "error")]
+    pub unknown_category: UnknownCategory,
 }
 
 #[derive(Args)]
@@ -754,6 +767,8 @@ fn shared_job(
         data: cols.data.clone(),
         target: cols.target.clone(),
         features: cols.features.clone(),
+        categorical: cols.categorical.clone(),
+        drop_missing: cols.drop_missing,
         val_fraction: fit.val_fraction,
         activation: fit.activation,
         lr: fit.lr,

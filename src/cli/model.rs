@@ -5,13 +5,14 @@ use std::path::Path;
 use serde_json::json;
 
 use mdn::backend::{self, Backend};
-use mdn::data::{ColumnChoice, Dataset, read_csv_from, read_data};
+use mdn::data::{Dataset, read_csv_from, read_data};
 use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
 use mdn::model::Model;
 use mdn::{Error, Result};
 
 use super::args::{
-    DeviceArg, EvalArgs, ExportArgs, ExportFormat, InfoArgs, PlotArgs, PredictArgs, SampleArgs,
+    DeviceArg, EvalArgs, ExportArgs, ExportFormat, InfoArgs, ModelData, PlotArgs, PredictArgs,
+    SampleArgs,
 };
 use super::output::{print_json, write_output};
 use super::progress::message;
@@ -25,21 +26,15 @@ pub fn open_backend(device: DeviceArg) -> Result<Box<dyn Backend>> {
     Ok(b)
 }
 
-fn model_data(model_path: &Path, data_path: &Path, need_targets: bool) -> Result<(Model, Dataset)> {
-    let model = Model::load(model_path)?;
-    let data = read_data(
-        data_path,
-        &ColumnChoice::Model {
-            features: model.features.clone(),
-            targets: model.targets.clone(),
-            need_targets,
-        },
-    )?;
+fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset)> {
+    let model = Model::load(&io.model)?;
+    let choice = model.choice(need_targets).with_unknown(io.unknown_category);
+    let data = read_data(&io.data, &choice)?;
     Ok((model, data))
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let (model, data) = model_data(&a.io.model, &a.io.data, true)?;
+    let (model, data) = model_data(&a.io, true)?;
     let e = mdn::tables::evaluate(&model, open_backend(a.device)?.as_mut(), &data)?;
     if a.json {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
@@ -65,7 +60,7 @@ fn check_out(out: Option<&std::path::Path>) -> Result<()> {
 pub fn predict(a: PredictArgs) -> Result<()> {
     let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
     check_out(a.out.as_deref())?;
-    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
+    let (model, data) = model_data(&a.io, false)?;
     let kept = if a.keep.is_empty() {
         None
     } else {
@@ -87,7 +82,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         return Err(Error::config("--n must be at least 1"));
     }
     check_out(a.out.as_deref())?;
-    let (model, data) = model_data(&a.io.model, &a.io.data, false)?;
+    let (model, data) = model_data(&a.io, false)?;
     let samples = model.sample(
         open_backend(a.device)?.as_mut(),
         &data,
@@ -124,11 +119,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
                 ))
             })?,
     };
-    let choice = ColumnChoice::Model {
-        features: model.features.clone(),
-        targets: model.targets.clone(),
-        need_targets: true,
-    };
+    let choice = model.choice(true);
     let data = match &a.data {
         Some(path) => Some(read_data(path, &choice)?),
         None if model.features == ["x"] && model.targets == ["t"] => Some(read_csv_from(

@@ -40,10 +40,25 @@ impl Write for LogWriter {
 }
 
 /// `RUST_LOG` (e.g. `info`: what a training job decided; `wgpu=warn`: wgpu's own
-/// warnings); by default only mdn's warnings and errors.
+/// warnings); by default only mdn's warnings and errors. mdn's own warnings read as the
+/// command's other warnings do (`warning: ...`); other lines keep their time and source.
 pub fn init_logging() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("mdn=warn"))
         .target(env_logger::Target::Pipe(Box::new(LogWriter)))
+        .format(|buf, record| {
+            if record.level() == log::Level::Warn && record.target().starts_with("mdn") {
+                writeln!(buf, "warning: {}", record.args())
+            } else {
+                writeln!(
+                    buf,
+                    "[{} {} {}] {}",
+                    buf.timestamp(),
+                    record.level(),
+                    record.target(),
+                    record.args()
+                )
+            }
+        })
         .init();
 }
 

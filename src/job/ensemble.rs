@@ -15,7 +15,7 @@ use super::save::MemberSink;
 use super::{JobEvent, Plan, ResolvedJob};
 use crate::backend::{self, DeviceChoice};
 use crate::checkpoint::EnsembleCheckpoint;
-use crate::data::{ColumnChoice, Dataset, read_data};
+use crate::data::{Dataset, read_data};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::train::{TrainEvent, split_validation_by};
@@ -275,12 +275,7 @@ impl ResolvedJob {
             return Ok(None);
         }
         if let Some(path) = &self.job.val {
-            let choice = ColumnChoice::Model {
-                features: self.features.clone(),
-                targets: self.targets.clone(),
-                need_targets: true,
-            };
-            return read_data(path, &choice).map(Some);
+            return read_data(path, &self.choice()).map(Some);
         }
         if let Some(v) = self.arrays.as_ref().and_then(|a| a.1.clone()) {
             return Ok(Some(v));

@@ -30,7 +30,8 @@ use serde::Serialize;
 
 use crate::backend::{self, Backend};
 use crate::checkpoint::{Checkpoint, EnsembleCheckpoint};
-use crate::data::{ColumnChoice, Dataset};
+use crate::categorical::Categorical;
+use crate::data::{ColumnChoice, Dataset, Missing};
 use crate::error::Result;
 use crate::layout::Covariance;
 use crate::model::{EpochChoice, Model};
@@ -120,6 +121,8 @@ pub struct ResolvedJob {
     /// The columns, by name, as decided from the header.
     pub features: Vec<String>,
     pub targets: Vec<String>,
+    /// The feature columns read as categories, with the categories learnt from the rows.
+    pub categorical: Vec<Categorical>,
     /// Whether the data are streamed from disk.
     pub streamed: bool,
     resume: Option<Checkpoint>,
@@ -174,10 +177,20 @@ impl ResolvedJob {
         if let Some(a) = &self.arrays {
             return Ok(a.0.clone());
         }
-        self.job.read_all(&ColumnChoice::exactly(
-            self.features.clone(),
-            self.targets.clone(),
-        ))
+        self.job.read_all(&self.choice())
+    }
+
+    /// How the job reads its rows (training and validation): the inputs, categorical
+    /// columns from their text, the targets; rows with a missing value refused, saying
+    /// `--drop-missing` would leave them out, or left out with it.
+    pub fn choice(&self) -> ColumnChoice {
+        ColumnChoice::model(&self.features, &self.targets, &self.categorical, true).with_missing(
+            if self.job.drop_missing {
+                Missing::Drop
+            } else {
+                Missing::RefuseSayingDrop
+            },
+        )
     }
 
     /// Trains and returns the model without writing it. With `ensemble` M > 1: M members,
@@ -188,7 +201,9 @@ impl ResolvedJob {
     /// by side, the threads shared out. A cancel keeps the members finished so far (and those
     /// it stopped, at their best epochs).
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
-        let model = self.train_all(observer, cancel)?;
+        let model = self
+            .train_all(observer, cancel)?
+            .with_categorical(&self.categorical);
         if let Some(t) = model.training.as_ref() {
             for name in &t.constant_features {
                 observer(&JobEvent::Warning(&format!(

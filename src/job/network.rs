@@ -33,8 +33,7 @@ impl ResolvedJob {
             from: path,
             to: tmp.path(),
         });
-        let columns: Vec<String> = self.features.iter().chain(&self.targets).cloned().collect();
-        crate::data::convert_while(path, tmp.path(), Some(&columns), &mut |_| {
+        crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
             !cancel.load(Ordering::Relaxed)
         })?;
         Ok(tmp)
@@ -132,11 +131,7 @@ impl ResolvedJob {
 
     /// The validation file's columns: the training columns, targets included.
     fn val_choice(&self) -> ColumnChoice {
-        ColumnChoice::Model {
-            features: self.features.clone(),
-            targets: self.targets.clone(),
-            need_targets: true,
-        }
+        self.choice()
     }
 
     /// A streamed run's source and validation rows, and how it reads them.
@@ -177,10 +172,7 @@ impl ResolvedJob {
         let job = &self.job;
         let data = match &self.arrays {
             Some(a) => a.0.clone(),
-            None => job.read_all(&ColumnChoice::exactly(
-                self.features.clone(),
-                self.targets.clone(),
-            ))?,
+            None => job.read_all(&self.choice())?,
         };
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
@@ -305,6 +297,8 @@ impl ResolvedJob {
             data: absolute(&job.data),
             target: job.target.clone(),
             features: job.features.clone(),
+            categorical: job.categorical.clone(),
+            drop_missing: job.drop_missing,
             val: absolute(&job.val),
             // A refit after cross-validation trains on every row (and resumes so).
             val_fraction: if refit { 0.0 } else { job.val_fraction() },

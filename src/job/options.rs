@@ -29,6 +29,13 @@ pub struct TrainJob {
     /// Feature columns by name or index (default: every column that is not a target).
     #[serde(deserialize_with = "list_or_string")]
     pub features: Vec<String>,
+    /// Feature columns read as categories (one-hot inputs) even if their cells are numbers;
+    /// a feature column of text is categorical without being named.
+    #[serde(deserialize_with = "list_or_string")]
+    pub categorical: Vec<String>,
+    /// Leave out rows with a missing value (an empty cell, `NA`, ...) in a column used,
+    /// instead of refusing the file.
+    pub drop_missing: bool,
     /// Validation data instead of holding out `val_fraction` of `data`.
     pub val: Option<PathBuf>,
     /// Fraction of the rows held out for validation (None: 0.1, or with fewer than
@@ -81,6 +88,8 @@ impl Default for TrainJob {
             data: None,
             target: Vec::new(),
             features: Vec::new(),
+            categorical: Vec::new(),
+            drop_missing: false,
             val: None,
             val_fraction: None,
             hidden: vec![64],

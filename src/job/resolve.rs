@@ -12,6 +12,7 @@ use super::small_data::LARGE;
 use super::{EXAMPLE_CSV, EXAMPLE_NAME, ResolvedJob};
 use crate::atomic::check_writable;
 use crate::checkpoint::{Checkpoint, DataSpec, EnsembleCheckpoint, Loaded};
+use crate::categorical::Categorical;
 use crate::data::{ColumnChoice, Dataset};
 use crate::error::{Error, Result};
 use crate::train::TrainOptions;
@@ -23,6 +24,8 @@ impl TrainJob {
         self.data = data.data.clone();
         self.target = data.target.clone();
         self.features = data.features.clone();
+        self.categorical = data.categorical.clone();
+        self.drop_missing = data.drop_missing;
         self.val = data.val.clone();
         self.val_fraction = Some(data.val_fraction);
         self.stream = data.stream;
@@ -87,7 +90,7 @@ impl TrainJob {
         let (resume, ensemble_resume) = self.take_checkpoint()?;
         self.check_options()?;
         let checkpoint_path = self.check_outputs(out_given)?;
-        let (features, targets) = self.columns()?;
+        let (features, targets, categorical) = self.columns()?;
         let streamed = self.streams(&features, &targets);
         // A resumed run continues with exactly the checkpoint's options (Adam's constants
         // included, which have no option of their own).
@@ -101,6 +104,7 @@ impl TrainJob {
             job: self,
             features,
             targets,
+            categorical,
             streamed,
             resume,
             ensemble_resume,
@@ -169,32 +173,48 @@ impl TrainJob {
         Ok(checkpoint_path)
     }
 
-    /// The feature and target columns, from the data file's header (the validation file
-    /// must have them too), and the model's shape checked on them: too many parameters, or
-    /// full covariance over too many targets, is refused before any data is read.
-    fn columns(&self) -> Result<(Vec<String>, Vec<String>)> {
+    /// The network's inputs and targets, from the data file's header (the validation file
+    /// must have them too) and, where a feature column is categorical, its categories learnt
+    /// from the training rows ([`crate::categorical::learn_categories`]: the file's first rows
+    /// are read to see whether any feature column is text, and the whole file when one is).
+    /// The model's shape is checked on them: too many parameters, or full covariance over
+    /// too many targets, is refused before training.
+    fn columns(&self) -> Result<(Vec<String>, Vec<String>, Vec<Categorical>)> {
         let choice = ColumnChoice::Train {
             targets: (!self.target.is_empty()).then(|| self.target.clone()),
             features: (!self.features.is_empty()).then(|| self.features.clone()),
         };
-        let (features, targets) = match &self.data {
+        let (columns, targets) = match &self.data {
             Some(path) => choice.names(&crate::data::header(path)?, path)?,
             None => {
                 let header = crate::data::CsvRows::new(EXAMPLE_CSV, Path::new(EXAMPLE_NAME))?;
                 choice.names(&header.header, Path::new(EXAMPLE_NAME))?
             }
         };
+        let categorical = match &self.data {
+            Some(path) => crate::categorical::learn_categories(path, &columns, &self.categorical)?,
+            None if !self.categorical.is_empty() => {
+                return Err(Error::config(
+                    "--categorical names columns of a data file: give it with --data",
+                ));
+            }
+            None => Vec::new(),
+        };
+        // The network's inputs: a categorical column's indicators in its place.
+        let features: Vec<String> = columns
+            .iter()
+            .flat_map(|c| match categorical.iter().find(|k| &k.column == c) {
+                Some(k) => k.input_names(),
+                None => vec![c.clone()],
+            })
+            .collect();
         if let Some(v) = &self.val {
             // The validation file must have the training columns (by name).
-            ColumnChoice::Model {
-                features: features.clone(),
-                targets: targets.clone(),
-                need_targets: true,
-            }
-            .names(&crate::data::header(v)?, v)?;
+            ColumnChoice::model(&features, &targets, &categorical, true)
+                .names(&crate::data::header(v)?, v)?;
         }
         self.check_shape(features.len(), targets.len())?;
-        Ok((features, targets))
+        Ok((features, targets, categorical))
     }
 
     /// The model's shape for `d_in` features and `d_out` targets, checked.
@@ -244,6 +264,8 @@ impl TrainJob {
     pub fn resolve_arrays(mut self, train: Dataset, val: Option<Dataset>) -> Result<ResolvedJob> {
         for (what, set) in [
             ("data", self.data.is_some()),
+            ("categorical", !self.categorical.is_empty()),
+            ("drop_missing", self.drop_missing),
             ("val", self.val.is_some()),
             ("stream", self.stream || self.chunk_rows.is_some()),
             ("resume", self.resume.is_some()),
@@ -284,6 +306,7 @@ impl TrainJob {
             job: self,
             features: train.features.clone(),
             targets: train.targets.clone(),
+            categorical: Vec::new(),
             streamed: false,
             resume: None,
             ensemble_resume: None,

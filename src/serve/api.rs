@@ -946,12 +946,13 @@ fn validate(
             "columns: only for .npy uploads (a CSV names its columns in its header)",
         ));
     }
+    // Every record is read (ragged rows and bad text are refused with their place), but no
+    // cell is judged: a data set keeps every column, text and ids and gaps included, and a
+    // job's columns are read (and refused with their place) when it runs.
     let mut rows = CsvRows::open(path)?;
-    let all: Vec<usize> = (0..rows.header.len()).collect();
     let mut sink = Vec::new();
     let mut n = 0usize;
-    while rows.next_row(&[&all], &mut [&mut sink])? {
-        sink.clear();
+    while rows.next_cells(&[], &mut sink)?.is_some() {
         n += 1;
     }
     if n == 0 {
@@ -2576,14 +2577,7 @@ async fn plot(
                 Some(ds) if panel != crate::plot::Panel::History => {
                     let path = files.dataset_path(&ds.id, &ds.format);
                     let read = fetch_dataset(files, &path).and_then(|()| {
-                        crate::data::read_data(
-                            &path,
-                            &ColumnChoice::Model {
-                                features: model.features.clone(),
-                                targets: model.targets.clone(),
-                                need_targets: true,
-                            },
-                        )
+                        crate::data::read_data(&path, &model.choice(true))
                     });
                     Some(read.map_err(|e| rename_in(e, &path, &ds.name))?)
                 }

@@ -696,7 +696,7 @@ fn predict_refused_data_whose_unused_target_column_was_empty() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("new.csv:2:2 (column 'y'): empty cell"),
+        err.contains("new.csv:2:2 (column 'y'): missing value (an empty cell)"),
         "{err}"
     );
 }
