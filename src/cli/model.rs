@@ -208,6 +208,8 @@ pub fn info(a: InfoArgs) -> Result<()> {
         return print_json(&json!({
             "model": a.model,
             "features": model.features,
+            "columns": model.columns(),
+            "categorical": model.categorical,
             "targets": model.targets,
             "architecture": {
                 "inputs": arch.inputs,
@@ -246,9 +248,18 @@ pub fn info(a: InfoArgs) -> Result<()> {
         }));
     }
     let mut s = format!("{}\n", a.model.display());
+    // A categorical column by its name and its number of categories.
+    let columns: Vec<String> = model
+        .columns()
+        .into_iter()
+        .map(|c| match model.categorical.iter().find(|k| k.column == c) {
+            Some(k) => format!("{c} ({} categories)", k.categories.len()),
+            None => c,
+        })
+        .collect();
     s.push_str(&format!(
         "  columns       [{}] -> [{}]\n",
-        model.features.join(", "),
+        columns.join(", "),
         model.targets.join(", ")
     ));
     s.push_str(&format!(

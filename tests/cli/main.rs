@@ -18,6 +18,7 @@
 //! on stderr, when there is none, unless `MDN_REQUIRE_GPU=1`.
 
 mod support;
+mod tables;
 
 mod devices;
 mod files;

@@ -1,0 +1,302 @@
+//! Tables as people have them: categorical columns of text (learnt, one-hot inside mdn, kept
+//! in the model, read from their text by every command), unknown categories, too many
+//! categories, missing values (counted, `--drop-missing`), ids and text columns left out.
+
+use std::path::Path;
+
+use crate::support::{json, mdn, ok};
+
+/// A priced-goods table: an id, a number, two text columns, a positive target.
+fn cars(rows: usize) -> String {
+    let fuels = ["diesel", "petrol", "electric"];
+    let regions = ["north", "south", "east", "west"];
+    let mut s = String::from("id,age,fuel,region,price\n");
+    for i in 0..rows {
+        let age = (i * 7 % 150) as f64 / 10.0;
+        let fuel = fuels[(i * 5 + i / 7) % 3];
+        let region = regions[(i * 3 + i / 11) % 4];
+        let base = match fuel {
+            "diesel" => 20.0,
+            "petrol" => 18.0,
+            _ => 35.0,
+        } * (-0.08 * age).exp()
+            * if region == "north" { 1.2 } else { 1.0 };
+        let noise = ((i as f64 * 12.9898).sin() * 43758.5453).fract() - 0.5;
+        s.push_str(&format!(
+            "c{i},{age},{fuel},{region},{:.4}\n",
+            base * (0.4 * noise).exp()
+        ));
+    }
+    s
+}
+
+/// The same rows with the categorical columns written as the model's indicator inputs
+/// (`fuel=diesel`, ...), as numbers.
+fn one_hot(csv: &str, model: &serde_json::Value) -> String {
+    let features: Vec<String> = model["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let mut out = features.join(",");
+    let has_target = header.contains(&"price");
+    if has_target {
+        out.push_str(",price");
+    }
+    out.push('\n');
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let cell = |name: &str| cells[header.iter().position(|h| *h == name).unwrap()];
+        let mut row: Vec<String> = features
+            .iter()
+            .map(|f| match f.split_once('=') {
+                Some((col, cat)) => if cell(col) == cat { "1" } else { "0" }.to_string(),
+                None => cell(f).to_string(),
+            })
+            .collect();
+        if has_target {
+            row.push(cell("price").to_string());
+        }
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    json(&std::fs::read_to_string(path).unwrap())
+}
+
+fn params(model: &serde_json::Value) -> &Vec<serde_json::Value> {
+    model["params"].as_array().unwrap()
+}
+
+#[test]
+fn text_columns_are_categories_learnt_one_hot_and_read_from_text_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let text = cars(600);
+    std::fs::write(d.join("cars.csv"), &text).unwrap();
+    let train = |data: &str, out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train", "--data", data, "--epochs", "4", "--out", out, "--quiet", "--device", "cpu",
+        ];
+        args.extend_from_slice(extra);
+        ok(d, &args);
+        read_json(&d.join(out))
+    };
+    let model = train("cars.csv", "m.json", &["--features", "age,fuel,region"]);
+    assert_eq!(model["format_version"], 3);
+    assert_eq!(
+        model["features"],
+        serde_json::json!([
+            "age",
+            "fuel=diesel",
+            "fuel=electric",
+            "fuel=petrol",
+            "region=east",
+            "region=north",
+            "region=south",
+            "region=west"
+        ])
+    );
+    assert_eq!(
+        model["categorical"],
+        serde_json::json!([
+            {"column": "fuel", "categories": ["diesel", "electric", "petrol"]},
+            {"column": "region", "categories": ["east", "north", "south", "west"]}
+        ])
+    );
+    // Exactly one-hot: the same rows written as indicator columns train the same bits.
+    std::fs::write(d.join("hot.csv"), one_hot(&text, &model)).unwrap();
+    let hot = train("hot.csv", "hot.json", &[]);
+    assert_eq!(params(&model), params(&hot), "text and one-hot columns trained differently");
+    // Streamed (the CSV converted with its indicators) likewise.
+    let streamed = train("cars.csv", "s.json", &["--features", "age,fuel,region", "--stream"]);
+    let streamed_hot = train("hot.csv", "sh.json", &["--stream"]);
+    assert_eq!(params(&streamed), params(&streamed_hot), "streamed text and one-hot differ");
+    assert_eq!(streamed["categorical"], model["categorical"]);
+
+    // Every command reads the text; predicting from the indicator columns agrees exactly.
+    let (from_text, _) = ok(d, &["predict", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"]);
+    let (from_hot, _) = ok(d, &["predict", "--model", "m.json", "--data", "hot.csv", "--device", "cpu"]);
+    assert_eq!(from_text, from_hot);
+    for cmd in [
+        vec!["eval", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"],
+        vec!["sample", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"],
+        vec!["plot", "--model", "m.json", "--data", "cars.csv", "--out", "p.svg"],
+        vec!["info", "m.json"],
+    ] {
+        let (out, _) = ok(d, &cmd);
+        if cmd[0] == "info" {
+            assert!(out.contains("fuel (3 categories)"), "{out}");
+        }
+    }
+    // A model file for categories is refused by a reader of version 2 only by its version;
+    // an indicator run out of its place is refused on loading.
+    let mut bad = model.clone();
+    bad["categorical"][0]["categories"] = serde_json::json!(["diesel", "petrol"]);
+    std::fs::write(d.join("bad.json"), bad.to_string()).unwrap();
+    let out = mdn(d, &["info", "bad.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("categorical column 'fuel'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn an_unknown_category_is_refused_with_its_place_or_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("cars.csv"), cars(300)).unwrap();
+    ok(
+        d,
+        &[
+            "train", "--data", "cars.csv", "--features", "age,fuel,region", "--epochs", "2",
+            "--out", "m.json", "--quiet", "--device", "cpu",
+        ],
+    );
+    let model = read_json(&d.join("m.json"));
+    let new = "id,age,fuel,region\nn1,3,diesel,north\nn2,4,hydrogen,west\n";
+    std::fs::write(d.join("new.csv"), new).unwrap();
+    let out = mdn(d, &["predict", "--model", "m.json", "--data", "new.csv", "--device", "cpu"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "new.csv:3:3 (column 'fuel'): 'hydrogen' is not a category the model was trained on \
+             (it knows 'diesel', 'electric', 'petrol')"
+        ),
+        "{err}"
+    );
+    // Ignored: the row is predicted with all of fuel's indicators zero.
+    let (ignored, warn) = ok(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "new.csv", "--device", "cpu",
+            "--unknown-category", "ignore",
+        ],
+    );
+    assert!(warn.contains("warning: new.csv: 1 row(s) have a category the model was not trained on"), "{warn}");
+    let mut zeros = one_hot("id,age,fuel,region\nn1,3,diesel,north\nn2,4,diesel,west\n", &model);
+    zeros = zeros.replacen("\n4,1,0,0,", "\n4,0,0,0,", 1);
+    std::fs::write(d.join("zeros.csv"), zeros).unwrap();
+    let (expected, _) = ok(d, &["predict", "--model", "m.json", "--data", "zeros.csv", "--device", "cpu"]);
+    assert_eq!(ignored, expected);
+}
+
+#[test]
+fn columns_that_are_not_categories_are_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("cars.csv"), cars(1200)).unwrap();
+    let fails = |args: &[&str], needle: &str| {
+        let mut all = vec!["train", "--out", "m.json", "--quiet"];
+        if !args.contains(&"--data") {
+            all.extend_from_slice(&["--data", "cars.csv"]);
+        }
+        all.extend_from_slice(args);
+        let out = mdn(d, &all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err}");
+        assert!(!d.join("m.json").exists());
+    };
+    // An id column: 1,200 values.
+    fails(
+        &[],
+        "cars.csv (column 'id'): 1200 different values: too many for a categorical feature (at most 1000); \
+         an id or free text tells the model nothing, leave the column out (--features age,fuel,region)",
+    );
+    fails(&["--categorical", "colour"], "--categorical 'colour' is not a feature column");
+    // A numeric column with a typo is a typo, not categories.
+    let mut typo = cars(50);
+    typo = typo.replacen(",1.4,", ",1.4x,", 1);
+    std::fs::write(d.join("cars.csv"), typo).unwrap();
+    fails(
+        &["--features", "age,fuel"],
+        "cars.csv:4:2 (column 'age'): '1.4x' is not a number (the column has 49 numbers and 1 text cell; \
+         --categorical age reads its values as categories)",
+    );
+    // Numeric codes named with --categorical are categories.
+    std::fs::write(d.join("codes.csv"), cars(200).replace(",diesel,", ",1,").replace(",petrol,", ",2,").replace(",electric,", ",3,")).unwrap();
+    ok(
+        d,
+        &[
+            "train", "--data", "codes.csv", "--features", "age,fuel", "--categorical", "fuel",
+            "--epochs", "1", "--out", "c.json", "--quiet", "--device", "cpu",
+        ],
+    );
+    assert_eq!(
+        read_json(&d.join("c.json"))["categorical"],
+        serde_json::json!([{"column": "fuel", "categories": ["1", "2", "3"]}])
+    );
+    // A .npy file holds numbers only.
+    ok(d, &["convert", "codes.csv", "codes.npy", "--columns", "age,fuel,price", "--quiet"]);
+    fails(
+        &["--data", "codes.npy", "--categorical", "fuel"],
+        "--categorical fuel: codes.npy is a .npy file, whose columns are numbers; give the CSV file",
+    );
+}
+
+#[test]
+fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let full = cars(400);
+    let mut gaps = String::new();
+    let mut kept = String::new();
+    for (i, line) in full.lines().enumerate() {
+        let line = match i {
+            5 => line.replacen(",diesel,", ",,", 1).replacen(",petrol,", ",,", 1).replacen(",electric,", ",,", 1),
+            9 => {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells[1] = "NA";
+                cells.join(",")
+            }
+            _ => line.to_string(),
+        };
+        gaps.push_str(&line);
+        gaps.push('\n');
+        if i != 5 && i != 9 {
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    }
+    std::fs::write(d.join("gaps.csv"), &gaps).unwrap();
+    std::fs::write(d.join("kept.csv"), &kept).unwrap();
+    let args = |data: &'static str, out: &'static str| {
+        vec![
+            "train", "--data", data, "--features", "age,fuel,region", "--epochs", "3", "--out", out,
+            "--quiet", "--device", "cpu",
+        ]
+    };
+    let out = mdn(d, &args("gaps.csv", "g.json"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "gaps.csv:6:3 (column 'fuel'): missing value (an empty cell); 2 of 400 rows have a missing \
+             value in the columns used (--drop-missing leaves them out)"
+        ),
+        "{err}"
+    );
+    let mut dropped = args("gaps.csv", "g.json");
+    dropped.push("--drop-missing");
+    let (_, warn) = ok(d, &dropped);
+    assert!(warn.contains("2 of 400 rows have a missing value in the columns used (the first at line 6)"), "{warn}");
+    ok(d, &args("kept.csv", "k.json"));
+    assert_eq!(
+        params(&read_json(&d.join("g.json"))),
+        params(&read_json(&d.join("k.json"))),
+        "--drop-missing is not the same as the rows left out"
+    );
+    // A missing value in a column nobody reads is no problem (the id column here).
+    std::fs::write(d.join("ids.csv"), full.replacen("\nc3,", "\n,", 1)).unwrap();
+    ok(d, &args("ids.csv", "i.json"));
+}
