@@ -854,6 +854,37 @@ fn rows_to_dataset<R: std::io::Read>(
     })
 }
 
+/// Reads every row `choice` picks from a CSV file without keeping them: the error reading
+/// them would give, if any, and otherwise the rows a run would get. A `.npy` file's values
+/// were checked when it was written or uploaded: only its columns are checked.
+pub fn check_rows(path: &Path, choice: &ColumnChoice) -> Result<usize> {
+    if is_npy(path) {
+        return NpySource::open(path, choice).map(|s| s.rows());
+    }
+    let mut rows_in = CsvRows::open(path)?;
+    let sel = choice.resolve(&rows_in.header, path)?;
+    let mut reading = Reading::new(sel, choice);
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    while reading.next(&mut rows_in, &mut x, &mut y)? {
+        x.clear();
+        y.clear();
+    }
+    if reading.rows == 0 {
+        return Err(Error::data(
+            Location::file(path),
+            "has a header but no data rows",
+        ));
+    }
+    let rows = reading.finish(path)?;
+    if rows == 0 {
+        return Err(Error::data(
+            Location::file(path),
+            "every row has a missing value in the columns used: no rows left",
+        ));
+    }
+    Ok(rows)
+}
+
 /// Where rows go when writing a table: CSV or `.npy` (by the path's extension), written to a
 /// temporary file and renamed into place by [`TableWriter::finish`]; a `.npy` file gets its
 /// column names in `<file>.columns.json`.

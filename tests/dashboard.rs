@@ -218,10 +218,11 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
     let server = Server::start(&dir.path().join("store"), &[], &[]);
     let base = server.base.clone();
 
-    // A bad upload: the server's message next to the file field.
+    // A bad upload (a ragged row; a data set keeps its cells as they are, so a cell is
+    // judged only when a job reads it): the server's message next to the file field.
     c.goto(&format!("{base}/#/new")).await.unwrap();
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, "x,y\n1,2\n3,oops\n").unwrap();
+    std::fs::write(&bad, "x,y\n1,2\n3\n").unwrap();
     let file = c.wait().for_element(Locator::Id("f-file")).await.unwrap();
     file.send_keys(bad.to_str().unwrap()).await.unwrap();
     let msg = until(

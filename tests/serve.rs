@@ -394,10 +394,13 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
         &json!({"dataset": "ds_0000000000000000"}).to_string(),
     );
     error(st, &b, 400, "no dataset");
-    // Uploads: a bad cell names its place and the data set as the client named it.
-    let (st, b) = post("/v1/datasets?name=mine.csv", "x,y\n1,2\n3,oops\n");
-    error(st, &b, 400, "mine.csv");
-    assert!(b.contains("mine.csv:3:2"), "{b}");
+    // Uploads keep every column as it is; a job reading a bad cell is refused when it is
+    // submitted, naming its place and the data set as the client named it.
+    let (st, b) = post("/v1/datasets?name=mine.csv", "x,y\n1,2\n3,oops\n4,5\n");
+    assert_eq!(st, 201, "{b}");
+    let mine = serde_json::from_str::<Value>(&b).unwrap()["id"].as_str().unwrap().to_string();
+    let (st, b) = post("/v1/jobs", &json!({"dataset": mine}).to_string());
+    error(st, &b, 400, "mine.csv:3:2 (column 'y'): 'oops' is not a number");
     let (st, b) = post("/v1/datasets?name=r.csv", "x,y\n1,2\n3\n");
     error(st, &b, 400, "r.csv");
     let (st, b) = post("/v1/datasets", "");
@@ -458,7 +461,7 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let uploads = dir.path().join("store").join("uploads");
     assert_eq!(std::fs::read_dir(uploads).unwrap().count(), 0);
     let (_, list) = s.json("GET", "/v1/datasets", None);
-    assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 2);
     assert_eq!(s.call("GET", "/healthz", None).0, 200);
     // A dataset in use by an unfinished job cannot be deleted; a finished one can.
     assert_eq!(s.call("DELETE", &format!("/v1/datasets/{ds}"), None).0, 204);
@@ -1170,4 +1173,103 @@ fn a_predict_request_of_two_million_rows_took_77_s_and_8_gb_of_the_server() {
         Some(json!({"rows": rows(1000, 1), "n": 5})),
     );
     assert_eq!(st, 200);
+}
+
+#[test]
+fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categories_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    // An id column, two text columns, and a gap in a column no job reads (the note).
+    let mut csv = String::from("id,note,age,fuel,price\n");
+    for i in 0..400 {
+        let fuel = ["diesel", "petrol", "electric"][i % 3];
+        let base = [20.0, 18.0, 35.0][i % 3] * (-0.01 * (i % 97) as f64).exp();
+        let note = if i == 7 { "" } else { "ok" };
+        csv.push_str(&format!("c{i},{note},{},{fuel},{base:.3}\n", i % 97));
+    }
+    let file = dir.path().join("cars.csv");
+    std::fs::write(&file, &csv).unwrap();
+    // Sent as a form (curl -F file=@cars.csv): the file part is stored, under its name.
+    let boundary = "------------------------64b1f2";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cars.csv\"\r\n\
+         Content-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(csv.as_bytes());
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let mut r = Server::agent()
+        .post(format!("{}/v1/datasets", s.base))
+        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+        .send(&body[..])
+        .unwrap();
+    let ds: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{ds}");
+    assert_eq!(ds["name"], "cars.csv");
+    assert_eq!(ds["rows"], 400);
+    assert_eq!(ds["columns"], json!(["id", "note", "age", "fuel", "price"]));
+    // A form without a file part is refused saying what to send.
+    let mut r = Server::agent()
+        .post(format!("{}/v1/datasets", s.base))
+        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+        .send(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--{boundary}--\r\n").as_bytes())
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.body_mut().read_to_string().unwrap().contains("--data-binary @data.csv"));
+
+    // A job on the text column trains what mdn train trains, and predicts from the text.
+    let j = s.trained(json!({
+        "dataset": ds["id"], "features": ["age", "fuel"], "options": {"epochs": 3, "seed": 4}
+    }));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let model_id = j["model"].as_str().unwrap();
+    let (_, text) = s.call("GET", &format!("/v1/models/{model_id}"), None);
+    let served: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        served["categorical"],
+        json!([{"column": "fuel", "categories": ["diesel", "electric", "petrol"]}])
+    );
+    let cli = cli_train(
+        dir.path(),
+        &file,
+        &["--features", "age,fuel", "--epochs", "3", "--seed", "4"],
+    );
+    assert_eq!(params(&served), params(&cli));
+    let model_file = dir.path().join("served.json");
+    std::fs::write(&model_file, &text).unwrap();
+    let rows = dir.path().join("rows.csv");
+    std::fs::write(&rows, "age,fuel\n3,diesel\n50,electric\n").unwrap();
+    let out = Command::new(MDN)
+        .args(["predict", "--device", "cpu", "--json", "--model"])
+        .arg(&model_file)
+        .arg("--data")
+        .arg(&rows)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let predict = format!("/v1/models/{model_id}/predict");
+    let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[3, "diesel"], [50, "electric"]]})));
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got, want);
+    let (st, got) = s.json(
+        "POST",
+        &predict,
+        Some(json!({"columns": {"age": [3, 50], "fuel": ["diesel", "electric"]}})),
+    );
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got, want);
+    let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[3, "hydrogen"]]})));
+    assert_eq!(st, 400, "{got}");
+    let m = got["error"]["message"].as_str().unwrap();
+    assert!(m.contains("rows[0], fuel: 'hydrogen' is not a category the model was trained on"), "{m}");
+    // A job reading the column with the gap is refused when submitted, with the place.
+    let (st, got) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds["id"], "features": ["note", "age"]})),
+    );
+    assert_eq!(st, 400, "{got}");
+    let m = got["error"]["message"].as_str().unwrap();
+    assert!(m.contains("cars.csv:9:2 (column 'note'): missing value (an empty cell); 1 of 400 rows"), "{m}");
 }

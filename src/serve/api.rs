@@ -640,6 +640,59 @@ fn over_quota(q: &store::OverQuota) -> ApiError {
     }
 }
 
+/// An upload's bytes as they arrive: the body itself, or for a form (`multipart/form-data`,
+/// what `curl -F file=@data.csv` and HTML forms send) its first part that is a file, with
+/// that file's name.
+type UploadBytes = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
+
+async fn upload_stream(headers: &HeaderMap, body: Body) -> ApiResult<(UploadBytes, Option<String>)> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let raw = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+        return Ok((Box::pin(raw), None));
+    }
+    let boundary = multer::parse_boundary(content_type).map_err(|e| {
+        ApiError::bad(format!(
+            "a multipart/form-data upload without a usable boundary ({e}): send the file as the \
+             raw body (curl --data-binary @data.csv) or as a form part (curl -F file=@data.csv)"
+        ))
+    })?;
+    let mut form = multer::Multipart::new(body.into_data_stream(), boundary);
+    let field = loop {
+        match form.next_field().await {
+            Ok(Some(f)) if f.file_name().is_some() => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => {
+                return Err(ApiError::bad(
+                    "the form has no file part: send the file as a part of its own (curl -F \
+                     file=@data.csv) or as the raw body (curl --data-binary @data.csv)",
+                ));
+            }
+            Err(e) => return Err(ApiError::bad(format!("reading the form failed: {e}"))),
+        }
+    };
+    let name = field.file_name().map(|n| {
+        // A browser may send a path; the name is its last part.
+        n.rsplit(['/', '\\']).next().unwrap_or(n).to_string()
+    });
+    let chunks = futures::stream::unfold(Some((form, field)), |state| async move {
+        let (form, mut field) = state?;
+        match field.chunk().await {
+            Ok(Some(c)) => Some((Ok(c), Some((form, field)))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e.to_string()), None)),
+        }
+    });
+    Ok((Box::pin(chunks), name))
+}
+
 #[utoipa::path(post, path = "/v1/datasets", tag = "datasets",
     params(
         ("name" = Option<String>, Query, description = "How the data set is named in listings and messages (default: upload)"),
@@ -682,7 +735,9 @@ async fn upload(
         }));
     }
     let key = idempotency_key(&headers)?;
-    let name = q.name.unwrap_or_else(|| "upload".into());
+    // The raw file as the body, or a form (multipart/form-data) with the file as a part.
+    let (mut stream, file_name) = upload_stream(&headers, body).await?;
+    let name = q.name.or(file_name).unwrap_or_else(|| "upload".into());
     if name.len() > 200 || name.chars().any(|c| c.is_control()) {
         return Err(ApiError::bad(
             "name: at most 200 characters, no control characters",
@@ -701,7 +756,6 @@ async fn upload(
     let mut file = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| Error::io(&tmp, e))?;
-    let mut stream = body.into_data_stream();
     let mut bytes: u64 = 0;
     let mut head = Vec::new();
     while let Some(chunk) = stream.next().await {
@@ -1175,6 +1229,9 @@ async fn submit(
         let components = job.components;
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
+        // The job's columns are read whole now (a data set keeps every column as uploaded,
+        // so a bad cell in a column this job uses is refused here, with its place).
+        let checked = checked.and_then(|r| crate::data::check_rows(&data, &r.choice()).map(|_| r));
         let resolved = match checked {
             Ok(r) => r,
             Err(e) => {
@@ -1730,7 +1787,10 @@ async fn get_model(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rows {
-    rows: Option<Vec<Vec<f64>>>,
+    /// Each row: the model's columns in order (numbers; a categorical column's category as
+    /// a string).
+    #[schema(value_type = Option<Vec<Vec<Object>>>)]
+    rows: Option<Vec<Vec<Value>>>,
     /// Column name -> values.
     #[schema(value_type = Option<Object>)]
     columns: Option<serde_json::Map<String, Value>>,
@@ -1788,26 +1848,25 @@ fn bounded(app: &App, r: &Rows, per_row: usize) -> ApiResult<()> {
     ))
 }
 
-/// The rows of a request as a data set in the model's columns (targets too if asked for).
+/// The rows of a request as a data set in the model's columns (targets too if asked for):
+/// numbers, and for a categorical column its category as a string.
 fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
-    let (nf, nt) = (
-        model.features.len(),
-        if targets { model.targets.len() } else { 0 },
-    );
-    let mut names = model.features.clone();
+    let columns = model.columns();
+    let nt = if targets { model.targets.len() } else { 0 };
+    let mut names = columns.clone();
     if targets {
         names.extend(model.targets.iter().cloned());
     }
-    let table: Vec<Vec<f64>> = match (&r.rows, &r.columns) {
+    let table: Vec<Vec<Value>> = match (&r.rows, &r.columns) {
         (Some(_), Some(_)) => return Err(ApiError::bad("give rows or columns, not both")),
         (None, None) => return Err(ApiError::bad("no rows: give \"rows\" or \"columns\"")),
         (Some(rows), None) => {
             for (i, row) in rows.iter().enumerate() {
-                if row.len() != nf + nt {
+                if row.len() != names.len() {
                     return Err(ApiError::bad(format!(
                         "rows[{i}]: {} values, expected {} ({})",
                         row.len(),
-                        nf + nt,
+                        names.len(),
                         names.join(", ")
                     )));
                 }
@@ -1821,14 +1880,13 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                     names.join(", ")
                 )));
             }
-            let mut values: Vec<Vec<f64>> = Vec::new();
+            let mut values: Vec<&Vec<Value>> = Vec::new();
             for n in &names {
                 let v = cols
                     .get(n)
-                    .ok_or_else(|| ApiError::bad(format!("columns: {n:?} is missing")))?;
-                let v: Vec<f64> = serde_json::from_value(v.clone()).map_err(|_| {
-                    ApiError::bad(format!("columns.{n}: expected an array of numbers"))
-                })?;
+                    .ok_or_else(|| ApiError::bad(format!("columns: {n:?} is missing")))?
+                    .as_array()
+                    .ok_or_else(|| ApiError::bad(format!("columns.{n}: expected an array")))?;
                 if let Some(first) = values.first()
                     && first.len() != v.len()
                 {
@@ -1843,24 +1901,64 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
             }
             let rows = values.first().map_or(0, |v| v.len());
             (0..rows)
-                .map(|i| values.iter().map(|c| c[i]).collect())
+                .map(|i| values.iter().map(|c| c[i].clone()).collect())
                 .collect()
         }
     };
     if table.is_empty() {
         return Err(ApiError::bad("no rows"));
     }
-    let mut x = Vec::with_capacity(table.len() * nf);
+    let lookups: Vec<Option<crate::categorical::Lookup>> = columns
+        .iter()
+        .map(|c| {
+            model
+                .categorical
+                .iter()
+                .find(|k| &k.column == c)
+                .map(crate::categorical::Lookup::new)
+        })
+        .chain((0..nt).map(|_| None))
+        .collect();
+    let mut x = Vec::with_capacity(table.len() * model.features.len());
     let mut y = Vec::with_capacity(table.len() * nt);
     for (i, row) in table.iter().enumerate() {
-        if let Some(j) = row.iter().position(|v| !v.is_finite()) {
-            return Err(ApiError::bad(format!(
-                "row {i}, {}: not a finite number",
-                names[j]
-            )));
+        for (j, (v, lookup)) in row.iter().zip(&lookups).enumerate() {
+            let name = &names[j];
+            match lookup {
+                Some(l) => {
+                    let cell = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                        _ => {
+                            return Err(ApiError::bad(format!(
+                                "rows[{i}], {name}: expected a category (a string)"
+                            )));
+                        }
+                    };
+                    let at = x.len();
+                    x.resize(at + l.width, 0.0);
+                    let k = l.get(&cell).ok_or_else(|| {
+                        ApiError::bad(format!("rows[{i}], {name}: {}", l.unknown_message(&cell)))
+                    })?;
+                    x[at + k] = 1.0;
+                }
+                None => {
+                    let f = v.as_f64().ok_or_else(|| {
+                        ApiError::bad(format!("rows[{i}], {name}: expected a number"))
+                    })?;
+                    if !f.is_finite() || !(f as f32).is_finite() {
+                        return Err(ApiError::bad(format!(
+                            "rows[{i}], {name}: not a finite number"
+                        )));
+                    }
+                    if j < columns.len() {
+                        x.push(f as f32);
+                    } else {
+                        y.push(f as f32);
+                    }
+                }
+            }
         }
-        x.extend(row[..nf].iter().map(|&v| v as f32));
-        y.extend(row[nf..].iter().map(|&v| v as f32));
     }
     Ok(Dataset {
         path: "request".into(),
