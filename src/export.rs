@@ -14,6 +14,10 @@
 //! a layer's sums may differ from mdn's. Standard operators of opset 13 only. The graph's
 //! metadata names the columns, the covariance and the mdn version.
 //!
+//! A categorical column goes in as its indicator columns (`fuel=diesel`, ... : 1 for the
+//! row's category, 0 for the others), the inputs `features` names; the metadata's
+//! `categorical` gives each such column's categories in the order of its indicators.
+//!
 //! The protobuf is written by the `onnx-protobuf` crate (the ONNX schema, compiled for the
 //! `protobuf` crate).
 
@@ -170,6 +174,10 @@ pub fn onnx(model: &Model) -> Result<Vec<u8>> {
             meta(
                 "targets",
                 serde_json::Value::from(model.targets.clone()).to_string(),
+            ),
+            meta(
+                "categorical",
+                serde_json::to_string(&model.categorical).expect("names serialise"),
             ),
             meta("covariance", model.arch.covariance.name().into()),
             meta("components", (k * members).to_string()),
