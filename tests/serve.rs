@@ -709,7 +709,13 @@ fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
     assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
     // jobs, status and fetch.
     let out = run(&["jobs"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("succeeded"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("succeeded"), "{text}");
+    // With --epochs the model is the last epoch's, and the list says so (it said "best val"
+    // and showed the best epoch's NLL, for a model that was not that epoch's).
+    let job = s.json("GET", &format!("/v1/jobs/{}", list_first_job(&s)), None).1;
+    let last = format!("{:.4} last", job["val_nll"].as_f64().unwrap());
+    assert!(text.contains("val NLL") && text.contains(&last), "{last:?} not in {text}");
     let id = list_first_job(&s);
     let out = run(&["fetch", &id, "--out", "again.json"]);
     assert!(out.status.success());

@@ -34,6 +34,16 @@ function h(spec, attrs = {}, ...children) {
 }
 
 const num = (v, digits = 4) => (v === null || v === undefined || !Number.isFinite(v) ? "–" : v.toFixed(digits));
+
+// Whether a job keeps its last epoch's model (a fixed number of epochs) rather than its best.
+const keepsLast = (j) => Number.isInteger(j.request?.options?.epochs);
+
+// The validation NLL of the model a job keeps, and whose it is: "2.6194 (7)" for the best
+// epoch's, "2.7012 (last)" with a fixed number of epochs. `e` is the job or an epoch event.
+const keptNll = (last, e) => {
+  if (last) return e.val_nll != null ? `${num(e.val_nll)} (last)` : "–";
+  return e.best_val_nll != null ? `${num(e.best_val_nll)} (${e.best_epoch})` : "–";
+};
 const rate = (v) =>
   !Number.isFinite(v) ? "–" : v >= 1e6 ? `${(v / 1e6).toFixed(2)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(1)}k` : v.toFixed(0);
 function eta(s) {
@@ -88,7 +98,7 @@ async function jobsPage(params) {
         h(
           "thead",
           {},
-          h("tr", {}, ...["Job", "Data set", "Submitted", "Status", "Progress", "Best val. NLL", "Rows/s", "ETA", "Device", ""].map((t) => h("th", { scope: "col", text: t }))),
+          h("tr", {}, ...["Job", "Data set", "Submitted", "Status", "Progress", "Val. NLL (epoch)", "Rows/s", "ETA", "Device", ""].map((t) => h("th", { scope: "col", text: t }))),
         ),
         body,
       ),
@@ -117,13 +127,13 @@ async function jobsPage(params) {
         });
     const tr = h(
       "tr",
-      { "data-job": j.id, "data-status": j.status },
+      { "data-job": j.id, "data-status": j.status, "data-keeps": keepsLast(j) ? "last" : "best" },
       h("td", {}, h("a", { href: `#/jobs/${j.id}`, text: j.id })),
       h("td.dataset", { text: names.get(j.dataset) || j.dataset, title: j.dataset }),
       h("td.submitted", { text: when(j.created), title: j.created_by ? `by ${j.created_by}` : "" }),
       h("td", {}, badge(j.status)),
       h("td.progress", {}, progress, h("span.epochs", { text: j.epoch ? ` ${j.epoch}/${j.max_epochs}` : "" })),
-      h("td.num.best", { text: num(j.best_val_nll) }),
+      h("td.num.best", { text: keptNll(keepsLast(j), j) }),
       h("td.num.rate", { text: rate(j.rows_per_sec) }),
       h("td.num.eta", { text: j.status === "running" ? eta(j.eta_seconds) : "–" }),
       h("td.device", { text: j.device || "–", title: j.worker ? `worker ${j.worker}` : "" }, j.worker ? h("small.worker", { text: ` on ${j.worker.split(":")[0]}` }) : null),
@@ -149,7 +159,7 @@ async function jobsPage(params) {
         tr.querySelector("progress").max = e.max_epochs;
         tr.querySelector("progress").value = e.epoch;
         tr.querySelector(".epochs").textContent = ` ${e.epoch}/${e.max_epochs}`;
-        tr.querySelector(".best").textContent = num(e.best_val_nll);
+        tr.querySelector(".best").textContent = keptNll(tr.dataset.keeps === "last", e);
         tr.querySelector(".rate").textContent = rate(e.rows_per_sec);
         tr.querySelector(".eta").textContent = eta(e.eta_seconds);
       } else if (e.type === "status" || e.type === "started") {
@@ -370,7 +380,9 @@ async function jobPage(id) {
       ["Device", state.device || "–"],
       ["Dataset", state.dataset],
       ["Epoch", state.epoch ? `${state.epoch} of ${state.max_epochs}` : "–"],
-      ["Best val. NLL", state.best_val_nll != null ? `${num(state.best_val_nll)} (epoch ${state.best_epoch})` : "–"],
+      keepsLast(state)
+        ? ["Val. NLL of the model", state.val_nll != null ? `${num(state.val_nll)} (epoch ${state.epoch}, the last: --epochs keeps the last, not the best)` : "–"]
+        : ["Best val. NLL", state.best_val_nll != null ? `${num(state.best_val_nll)} (epoch ${state.best_epoch}, the model kept)` : "–"],
       ["Speed", state.rows_per_sec ? `${rate(state.rows_per_sec)} rows/s` : "–"],
       ["ETA", state.status === "running" ? eta(state.eta_seconds) : "–"],
       ["Attempts", String(state.attempts)],
@@ -401,7 +413,7 @@ async function jobPage(id) {
             h("td.num", { text: e.seconds.toFixed(3) }),
           ),
         );
-        Object.assign(state, { status: "running", epoch: e.epoch, max_epochs: e.max_epochs, best_val_nll: e.best_val_nll, best_epoch: e.best_epoch, rows_per_sec: e.rows_per_sec, eta_seconds: e.eta_seconds });
+        Object.assign(state, { status: "running", epoch: e.epoch, max_epochs: e.max_epochs, val_nll: e.val_nll, best_val_nll: e.best_val_nll, best_epoch: e.best_epoch, rows_per_sec: e.rows_per_sec, eta_seconds: e.eta_seconds });
         showFacts();
       } else if (e.type === "status") {
         state = await api.get(`/v1/jobs/${id}`);

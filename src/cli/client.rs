@@ -280,9 +280,12 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
         let line = line.map_err(|e| Error::Backend(format!("the event stream broke off: {e}")))?;
         if stop.load(std::sync::atomic::Ordering::Relaxed) && !cancelled {
             cancelled = true;
-            progress.job(&JobEvent::Note(
-                "cancelling the job (it keeps its best model so far)",
-            ));
+            progress.job(&JobEvent::Note(if a.train.epochs.is_some() {
+                "cancelling the job (it keeps the model of its last finished epoch: --epochs \
+                 keeps the last, not the best)"
+            } else {
+                "cancelling the job (it keeps its best model so far)"
+            }));
             c.post(&format!("/v1/jobs/{id}/cancel"), b"")?;
         }
         let Some(data) = line.strip_prefix("data: ") else {
@@ -378,6 +381,28 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// Whether a job keeps its last epoch's model (a fixed number of epochs) rather than its
+/// best epoch's.
+fn keeps_last(j: &Value) -> bool {
+    j["request"]["options"]["epochs"].is_u64()
+}
+
+/// The validation NLL of the model a job keeps and which epoch's it is: the last epoch's
+/// with a fixed number of epochs (`2.7012 last`), otherwise the best one's (`2.6194 @7`).
+fn kept_nll(j: &Value) -> String {
+    if keeps_last(j) {
+        match j["val_nll"].as_f64() {
+            Some(v) => format!("{v:.4} last"),
+            None => "-".into(),
+        }
+    } else {
+        match (j["best_val_nll"].as_f64(), j["best_epoch"].as_u64()) {
+            (Some(v), Some(e)) => format!("{v:.4} @{e}"),
+            _ => "-".into(),
+        }
+    }
+}
+
 fn cell(v: &Value, digits: usize) -> String {
     match v {
         Value::Null => "-".into(),
@@ -400,9 +425,11 @@ pub fn jobs(a: JobsArgs) -> Result<()> {
     if a.json {
         return print_json(&v);
     }
+    // "val NLL": the validation NLL of the model the job keeps (the best epoch's, or with
+    // --epochs the last one's), and which epoch that is.
     let mut out = format!(
-        "{:<22} {:<10} {:>13} {:>12} {:>10}  {:<8} {}\n",
-        "job", "status", "epoch", "best val", "rows/s", "device", "worker"
+        "{:<22} {:<10} {:>13} {:>15} {:>10}  {:<8} {}\n",
+        "job", "status", "epoch", "val NLL", "rows/s", "device", "worker"
     );
     for j in v["jobs"].as_array().into_iter().flatten() {
         let epoch = match (j["epoch"].as_u64(), j["max_epochs"].as_u64()) {
@@ -410,11 +437,11 @@ pub fn jobs(a: JobsArgs) -> Result<()> {
             _ => "-".into(),
         };
         out.push_str(&format!(
-            "{:<22} {:<10} {:>13} {:>12} {:>10}  {:<8} {}\n",
+            "{:<22} {:<10} {:>13} {:>15} {:>10}  {:<8} {}\n",
             cell(&j["id"], 0),
             cell(&j["status"], 0),
             epoch,
-            cell(&j["best_val_nll"], 4),
+            kept_nll(j),
             j["rows_per_sec"]
                 .as_f64()
                 .map(|r| format!("{:.0}", r))
@@ -466,6 +493,15 @@ pub fn cancel(a: JobIdArgs) -> Result<()> {
     }
     let text = if v["status"] == "cancelled" {
         format!("job {} cancelled before it started\n", a.id)
+    } else if c
+        .get(&format!("/v1/jobs/{}", urlencode(&a.id)))
+        .is_ok_and(|j| keeps_last(&j))
+    {
+        format!(
+            "job {} stops after its current epoch and keeps that epoch's model (with --epochs the \
+             last epoch's, not the best one's)\n",
+            a.id
+        )
     } else {
         format!(
             "job {} stops after its current epoch and keeps its best model so far\n",

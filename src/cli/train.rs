@@ -115,25 +115,130 @@ fn component_report(model: &Model) {
     let Some(c) = model.training.as_ref().and_then(|t| t.components.as_ref()) else {
         return;
     };
-    let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
-    let whose = if model.ensemble_size() > 1 {
-        "member 1's "
+    for line in component_lines(c, model.ensemble_size() > 1) {
+        message(&line);
+    }
+}
+
+/// Most components whose weights and warnings are listed one by one; beyond it, a summary.
+const LISTED: usize = 10;
+
+/// The lines of the component report: the weights (the largest ones when there are many),
+/// unused components, and duplicate pairs (mode collapse) with how many distinct components
+/// remain.
+fn component_lines(c: &mdn::model::ComponentUsage, ensemble: bool) -> Vec<String> {
+    let whose = if ensemble { "member 1's " } else { "" };
+    let k = c.weights.len();
+    let mut lines = Vec::new();
+    if k <= LISTED {
+        let w: Vec<String> = c.weights.iter().map(|w| format!("{w:.3}")).collect();
+        lines.push(format!("{whose}component weights: {}", w.join(" ")));
     } else {
-        ""
-    };
-    message(&format!("{whose}component weights: {}", w.join(" ")));
-    if !c.unused.is_empty() {
-        message(&format!(
-            "warning: component(s) {:?} are unused (average weight below 1% of an even share): \
-             --components {} would do as well",
-            c.unused,
-            c.weights.len() - c.unused.len()
+        let mut order: Vec<usize> = (0..k).collect();
+        order.sort_by(|&a, &b| c.weights[b].total_cmp(&c.weights[a]));
+        let w: Vec<String> = order[..LISTED]
+            .iter()
+            .map(|&i| format!("{i}: {:.3}", c.weights[i]))
+            .collect();
+        lines.push(format!(
+            "{whose}component weights, the {LISTED} largest of {k}: {}",
+            w.join(", ")
         ));
     }
-    for (p, q) in &c.duplicates {
-        message(&format!(
-            "warning: components {p} and {q} describe the same distribution (mode collapse)"
+    // Distinct components: the used ones, duplicates counted once.
+    let mut root: Vec<usize> = (0..k).collect();
+    fn find(root: &mut [usize], i: usize) -> usize {
+        let mut i = i;
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for &(p, q) in &c.duplicates {
+        let (a, b) = (find(&mut root, p), find(&mut root, q));
+        root[a.max(b)] = a.min(b);
+    }
+    let distinct = (0..k)
+        .filter(|i| !c.unused.contains(i))
+        .filter(|&i| find(&mut root, i) == i)
+        .count();
+    if !c.unused.is_empty() {
+        let which = if c.unused.len() <= LISTED {
+            format!("component(s) {:?} are", c.unused)
+        } else {
+            format!("{} of the {k} components are", c.unused.len())
+        };
+        lines.push(format!(
+            "warning: {which} unused (average weight below 1% of an even share): --components {} \
+             would do as well",
+            k - c.unused.len()
         ));
+    }
+    if !c.duplicates.is_empty() {
+        if c.duplicates.len() <= 3 {
+            for (p, q) in &c.duplicates {
+                lines.push(format!(
+                    "warning: components {p} and {q} describe the same distribution (mode collapse)"
+                ));
+            }
+        } else {
+            let first: Vec<String> = c.duplicates[..3]
+                .iter()
+                .map(|(p, q)| format!("{p} and {q}"))
+                .collect();
+            lines.push(format!(
+                "warning: {} pairs of components describe the same distribution (mode collapse; {}, \
+                 ...): the model has {distinct} distinct components, and --components {distinct} \
+                 would do as well",
+                c.duplicates.len(),
+                first.join(", ")
+            ));
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_lines;
+    use mdn::model::ComponentUsage;
+
+    #[test]
+    fn three_hundred_components_printed_fifty_warnings_and_three_hundred_weights() {
+        let k = 300;
+        let weights: Vec<f64> = (0..k).map(|i| if i < 20 { 0.04 + i as f64 * 1e-4 } else { 1e-6 }).collect();
+        let usage = ComponentUsage {
+            weights,
+            unused: (20..k).collect(),
+            // 0-1, 1-2, ..., 9-10 and then 50 more pairs among the first 20.
+            duplicates: (0..10).map(|i| (i, i + 1)).chain((0..40).map(|i| (i % 20, 19 - i % 20))).collect(),
+        };
+        let lines = component_lines(&usage, false);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(lines[0].starts_with("component weights, the 10 largest of 300: 19: 0.042"), "{}", lines[0]);
+        assert!(lines[1].contains("280 of the 300 components are unused"), "{}", lines[1]);
+        assert!(lines[1].contains("--components 20"), "{}", lines[1]);
+        assert!(lines[2].starts_with("warning: 50 pairs of components"), "{}", lines[2]);
+        // 0..=10 one component; 11..=19 paired with 8..=0 (19-i), already in it; so one.
+        assert!(lines[2].contains("the model has 1 distinct components"), "{}", lines[2]);
+    }
+
+    #[test]
+    fn a_few_components_are_listed_one_by_one() {
+        let usage = ComponentUsage {
+            weights: vec![0.5, 0.3, 0.2],
+            unused: vec![],
+            duplicates: vec![(0, 1)],
+        };
+        let lines = component_lines(&usage, true);
+        assert_eq!(
+            lines,
+            [
+                "member 1's component weights: 0.500 0.300 0.200",
+                "warning: components 0 and 1 describe the same distribution (mode collapse)"
+            ]
+        );
     }
 }
 

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::network::warn_if_no_better;
+use super::network::{advice, warn_if_no_better};
 use super::save::MemberSink;
 use super::{JobEvent, Plan, ResolvedJob};
 use crate::backend::{self, DeviceChoice};
@@ -100,11 +100,17 @@ impl ResolvedJob {
             let (mut backend, _) = self.open_backend()?;
             let choice = self.choose_epochs(data, backend.as_mut(), observer, cancel)?;
             // Judged once for the whole ensemble (its members stay quiet about it).
+            let k = choice
+                .components
+                .iter()
+                .find(|c| c.chosen)
+                .map_or(self.options.components, |c| c.components);
             warn_if_no_better(
                 "cross-validated",
                 choice.cv_nll,
                 choice.baseline_cv_nll,
                 "on the same folds",
+                &advice(k),
                 observer,
             );
             shared.epoch_choice = Some(choice);

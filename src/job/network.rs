@@ -581,6 +581,7 @@ impl ResolvedJob {
                             choice.cv_nll,
                             choice.baseline_cv_nll,
                             "on the same folds",
+                            &advice(model.arch.components),
                             &mut warn,
                         );
                         if let Some(info) = model.training.as_mut() {
@@ -670,16 +671,52 @@ fn compare_with_baseline(
         Some(v) => log::info!("job: validation NLL {v:.4}, linear-Gaussian baseline {baseline:.4}"),
         None => log::info!("job: linear-Gaussian baseline {baseline:.4}"),
     }
+    let overfit = overfits(info);
+    if let Some(words) = &overfit {
+        observer(&JobEvent::Warning(words));
+    }
     if let Some(nll) = saved {
+        let advice = if overfit.is_some() {
+            "Fewer epochs (early stopping), some --l2 or more data may help".to_string()
+        } else {
+            advice(model.arch.components)
+        };
         warn_if_no_better(
             "validation",
             nll,
             baseline,
             "fitted on the same rows",
+            &advice,
             observer,
         );
     }
     model
+}
+
+/// A model saved well after its best validation epoch (a fixed number of epochs), said so:
+/// it overfits. None when it does not.
+fn overfits(info: &crate::model::TrainingInfo) -> Option<String> {
+    let (best, best_nll, saved_nll) = (info.best_epoch?, info.best_val_nll?, info.saved_val_nll()?);
+    // Far past the best epoch, and clearly worse than it (not noise).
+    let far = info.saved_epoch >= best + 3 && info.saved_epoch as f64 >= 1.5 * best as f64;
+    let worse = saved_nll - best_nll > 0.02 + 0.005 * best_nll.abs();
+    (far && worse).then(|| {
+        format!(
+            "the model overfits: its validation NLL was lowest at epoch {best} ({best_nll:.4}) and rose \
+             to {saved_nll:.4} by epoch {} (the saved parameters, the last of --epochs {}); leave \
+             --epochs out to stop early and keep the best epoch, or add some --l2",
+            info.saved_epoch, info.epochs
+        )
+    })
+}
+
+/// What may make a model beat the linear one, given its number of components.
+pub(super) fn advice(components: usize) -> String {
+    if components > 1 {
+        "More epochs, fewer --components, some --l2 or more data may help".into()
+    } else {
+        "More epochs, a wider --hidden, some --l2 or more data may help".into()
+    }
 }
 
 /// Warns when the model's NLL is no better than the linear-Gaussian baseline's.
@@ -688,13 +725,24 @@ pub(super) fn warn_if_no_better(
     nll: f64,
     baseline: f64,
     how: &str,
+    advice: &str,
     observer: &mut dyn FnMut(&JobEvent),
 ) {
     if nll >= baseline {
         observer(&JobEvent::Warning(&format!(
             "the model's {what} NLL ({nll:.4}) is no better than that of a linear model with constant \
-             Gaussian noise ({baseline:.4}, {how}): it has found nothing beyond a linear trend. More \
-             epochs, fewer --components, some --l2 or more data may help"
+             Gaussian noise ({baseline:.4}, {how}): it has found nothing beyond a linear trend. {advice}"
         )));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advice;
+
+    #[test]
+    fn a_one_component_model_was_told_fewer_components_may_help() {
+        assert!(!advice(1).contains("fewer --components"), "{}", advice(1));
+        assert!(advice(5).contains("fewer --components"), "{}", advice(5));
     }
 }

@@ -276,6 +276,9 @@ impl ResolvedJob {
             data.rows,
             s = if epochs == 1 { "" } else { "s" }
         )));
+        if let Some(words) = learnt_little(&choice) {
+            observer(&JobEvent::Warning(&words));
+        }
         Ok(choice)
     }
 
@@ -460,4 +463,50 @@ fn pick_components(tried: &[EpochChoice]) -> usize {
         }
     }
     pick
+}
+
+/// A cross-validation whose folds were mostly best at their first epochs, said so: the
+/// network then learnt almost nothing beyond its initial weights. None otherwise.
+pub(super) fn learnt_little(choice: &EpochChoice) -> Option<String> {
+    const FEW: usize = 2;
+    let early = choice.fold_best_epochs.iter().filter(|&&e| e <= FEW).count();
+    let folds = choice.fold_best_epochs.len();
+    (choice.epochs <= FEW && 2 * early > folds).then(|| {
+        format!(
+            "{early} of {folds} folds were best after at most {FEW} epochs, so the model is trained for \
+             {} epoch{}: the network learnt almost nothing beyond its initial weights, and its \
+             density is close to one fitted to the targets alone. With this few rows, a smaller \
+             network (--hidden 8, --components 1) or more rows may do better",
+            choice.epochs,
+            if choice.epochs == 1 { "" } else { "s" }
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learnt_little;
+    use crate::model::EpochChoice;
+
+    fn choice(fold_best_epochs: Vec<usize>, epochs: usize) -> EpochChoice {
+        EpochChoice {
+            folds: fold_best_epochs.len(),
+            fold_nll: vec![1.0; fold_best_epochs.len()],
+            fold_best_epochs,
+            cv_nll: 1.0,
+            cv_se: 0.1,
+            baseline_cv_nll: 1.1,
+            epochs,
+            components: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn twenty_rows_chose_one_epoch_without_a_warning_that_the_network_learnt_nothing() {
+        let words = learnt_little(&choice(vec![1, 1, 3, 1, 1], 1)).expect("a warning");
+        assert!(words.starts_with("4 of 5 folds were best after at most 2 epochs"), "{words}");
+        assert!(words.contains("trained for 1 epoch:"), "{words}");
+        assert_eq!(learnt_little(&choice(vec![1, 40, 35, 1, 52], 35)), None);
+        assert_eq!(learnt_little(&choice(vec![3, 9, 8, 1, 2], 3)), None);
+    }
 }

@@ -892,3 +892,25 @@ fn below_1500_rows_the_epochs_are_cross_validated_and_from_1500_a_split_steers()
         }
     }
 }
+
+#[test]
+fn a_fixed_epoch_run_whose_validation_nll_rose_was_told_more_epochs_may_help() {
+    // Noise: y does not depend on x, so a wide network trained long only memorises.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("x,y\n");
+    for i in 0..300 {
+        let u = |s: f64| ((i as f64 * s).sin() * 43758.5453).fract();
+        csv.push_str(&format!("{},{}\n", u(12.9898), u(78.233)));
+    }
+    std::fs::write(dir.path().join("noise.csv"), csv).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "noise.csv", "--epochs", "300", "--hidden", "128,128", "--lr", "0.01",
+            "--val-fraction", "0.3", "--device", "cpu", "--out", "m.json",
+        ],
+    );
+    assert!(err.contains("warning: the model overfits: its validation NLL was lowest at epoch"), "{err}");
+    assert!(err.contains("by epoch 300 (the saved parameters, the last of --epochs 300)"), "{err}");
+    assert!(!err.contains("More epochs"), "{err}");
+}
