@@ -71,7 +71,114 @@ _OPTIONS = {
     "device": "auto",
     "threads": None,
     "ensemble": 1,
+    "categorical": None,
+    "unknown_category": "error",
 }
+
+# Options of the estimator's own, not of the training job: which DataFrame columns are
+# categories, and what predicting does with a category never seen in training.
+_LOCAL = ("random_state", "categorical", "unknown_category")
+
+# At most this many categories in one column (as `mdn train`).
+_MAX_CATEGORIES = 1000
+
+
+def _missing(v) -> bool:
+    """A missing value as pandas writes one (None, NaN, pd.NA, NaT)."""
+    if v is None:
+        return True
+    try:
+        return bool(v != v)
+    except (TypeError, ValueError):
+        return False
+
+
+def _is_text(col) -> bool:
+    """Whether a DataFrame column holds categories: a pandas categorical, or text (not numbers
+    or booleans)."""
+    dt = col.dtype
+    if str(dt) == "category":
+        return True
+    if getattr(dt, "kind", "O") in "fiub":
+        return False
+    try:  # object columns of numbers are numbers
+        np.asarray(col, dtype=np.float64)
+        return False
+    except (TypeError, ValueError):
+        return True
+
+
+def _learn_categories(X, forced) -> list:
+    """The categorical columns of the DataFrame X ((column, sorted categories) pairs, in X's
+    column order): its text and pandas-categorical columns, and those named in `forced`, as
+    `mdn train` learns them from a CSV file's text."""
+    cols = [str(c) for c in getattr(X, "columns", [])]
+    forced = [forced] if isinstance(forced, str) else list(forced or [])
+    unknown = [f for f in forced if f not in cols]
+    if unknown:
+        raise ValueError(f"categorical: {unknown} are not columns of X ({cols})")
+    if not cols:
+        if forced:
+            raise ValueError("categorical: name columns of a pandas DataFrame X")
+        return []
+    out = []
+    for c, name in zip(X.columns, cols):
+        col = X[c]
+        if name not in forced and not _is_text(col):
+            continue
+        values = sorted({str(v) for v in col if not _missing(v)})
+        if len(values) > _MAX_CATEGORIES:
+            raise ValueError(
+                f"X: column {name!r} has {len(values)} different values: too many for a categorical "
+                f"feature (at most {_MAX_CATEGORIES}); an id or free text tells the model nothing, "
+                "leave the column out"
+            )
+        if not values:
+            raise ValueError(f"X: column {name!r} has no values")
+        out.append((name, values))
+    return out
+
+
+def _encode(X, categorical, unknown="error"):
+    """The DataFrame X with each categorical column replaced, in its place, by one indicator
+    column per category (`column=category`, 1.0 for the row's category): the network's inputs,
+    as `mdn` reads a CSV file's text. A missing value is an error; a category not in the list
+    is an error, or with unknown="ignore" no indicator set (with a warning)."""
+    import pandas as pd
+
+    cats = dict(categorical)
+    parts, ignored = [], []
+    for c in X.columns:
+        name = str(c)
+        if name not in cats:
+            parts.append(X[[c]])
+            continue
+        known = cats[name]
+        index = {v: i for i, v in enumerate(known)}
+        hot = np.zeros((len(X), len(known)), dtype=np.float32)
+        for r, v in enumerate(X[c]):
+            if _missing(v):
+                raise ValueError(f"X: row {r}, column {name!r}: missing value ({v!r})")
+            k = index.get(str(v))
+            if k is None:
+                if unknown == "ignore":
+                    ignored.append((r, v))
+                    continue
+                shown = ", ".join(repr(k) for k in known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
+                raise ValueError(
+                    f"X: row {r}, column {name!r}: {str(v)!r} is not a category the model was trained "
+                    f"on (it knows {shown}); unknown_category='ignore' predicts such rows with no category"
+                )
+            hot[r, k] = 1.0
+        parts.append(pd.DataFrame(hot, columns=[f"{name}={v}" for v in known], index=X.index))
+    if ignored:
+        r, v = ignored[0]
+        warnings.warn(
+            f"X: {len(ignored)} row(s) have a category the model was not trained on (the first: row "
+            f"{r}, {v!r}); predicted with no category (unknown_category='ignore')",
+            stacklevel=4,
+        )
+    return pd.concat(parts, axis=1) if parts else X
 
 
 def devices() -> dict:
@@ -163,8 +270,7 @@ def _text_columns(X, what: str):
     if bad:
         raise ValueError(
             f"{what}: column(s) {', '.join(bad)} are not numbers; mdn takes numeric and boolean "
-            "columns: encode categories as numbers first (for example one indicator column per "
-            "category with pandas.get_dummies)"
+            "columns here (in X given to fit, text columns are categorical features)"
         )
 
 
@@ -198,7 +304,7 @@ def _checked(est, X, y=None, reset=True, fitting=False):
     if isinstance(X, np.ndarray) and X.dtype.kind in "USV" and X.size:
         raise ValueError(
             f"X: expected numbers, got an array of text ({X.dtype}, e.g. {str(X.flat[0])!r}); "
-            "encode categories as numbers first"
+            "give a pandas DataFrame, whose text columns are read as categories"
         )
     shape = _shape(X) or ()
     if len(shape) == 1:
@@ -406,6 +512,8 @@ class MDN(_Regressor, _Base):
         verbose=False,
         callback=None,
         random_state=None,
+        categorical=None,
+        unknown_category="error",
     ):
         self.components = components
         self.hidden = hidden
@@ -427,6 +535,8 @@ class MDN(_Regressor, _Base):
         self.verbose = verbose
         self.callback = callback
         self.random_state = random_state
+        self.categorical = categorical
+        self.unknown_category = unknown_category
 
     # -- scikit-learn's protocol --
 
@@ -448,7 +558,7 @@ class MDN(_Regressor, _Base):
         job = {}
         for k, default in _OPTIONS.items():
             v = getattr(self, k)
-            if k == "random_state":
+            if k in _LOCAL:
                 continue
             if k == "seed" and self.random_state is not None:
                 v = self._seed()
@@ -510,7 +620,15 @@ class MDN(_Regressor, _Base):
     def fit(self, X, y, eval_set=None, callback=None) -> "MDN":
         """Trains on rows X (n, d) and targets y (n,) or (n, D). `eval_set=(X_val, y_val)`
         validates on those rows instead of holding out `val_fraction` of X. Ctrl-C stops after
-        the current epoch and keeps the best model so far (with a warning)."""
+        the current epoch and keeps the best model so far (with a warning). A DataFrame's text
+        and pandas-categorical columns (and those named in `categorical`) are categorical
+        features, one indicator input per category, kept in the model as `mdn train` keeps
+        them."""
+        cats = _learn_categories(X, self.categorical)
+        if cats:
+            X = _encode(X, cats)
+            if eval_set is not None and len(eval_set) == 2:
+                eval_set = (_encode(eval_set[0], cats), eval_set[1])
         Xa, ya = _checked(self, X, y, reset=True, fitting=True)
         if Xa.shape[0] < 2:
             raise ValueError(
@@ -557,7 +675,17 @@ class MDN(_Regressor, _Base):
                 return user(event)
             return None
 
-        model = _mdn.fit(self._job(), Xa, ya, features, targets, xv, yv, on_event)
+        model = _mdn.fit(
+            self._job(),
+            Xa,
+            ya,
+            features,
+            targets,
+            xv,
+            yv,
+            on_event,
+            json.dumps([{"column": c, "categories": v} for c, v in cats]) if cats else None,
+        )
         self.model_ = model
         self.n_features_in_ = Xa.shape[1]
         if _validate_data is None:  # else scikit-learn's checks set (or removed) it
@@ -585,6 +713,19 @@ class MDN(_Regressor, _Base):
 
     def _x(self, X):
         m = self._check()
+        if m.categorical:
+            # The categorical columns' text, as the model file says: a DataFrame by name.
+            cols = getattr(X, "columns", None)
+            if cols is None:
+                raise ValueError(
+                    f"X: the model reads {[c for c, _ in m.categorical]} as categories: give a pandas "
+                    f"DataFrame with the columns {m.columns}"
+                )
+            names = [str(c) for c in cols]
+            missing = [c for c in m.columns if c not in names]
+            if missing:
+                raise ValueError(f"X lacks the model's column(s) {missing}; the model takes {m.columns}, X has {names}")
+            X = _encode(X[[cols[names.index(c)] for c in m.columns]], m.categorical, self.unknown_category)
         cols = getattr(X, "columns", None)
         if cols is not None and not all(f == f"x{i}" for i, f in enumerate(m.features)):
             # Columns by name, as the command line reads them: reordered columns are put in

@@ -21,6 +21,12 @@ class Model:
     @property
     def targets(self) -> list[str]: ...
     @property
+    def categorical(self) -> list[tuple[str, list[str]]]:
+        """The feature columns read as categories, with their categories."""
+    @property
+    def columns(self) -> list[str]:
+        """The data columns the model reads (a categorical column once, by its name)."""
+    @property
     def components(self) -> int: ...
     @property
     def training(self) -> str:
@@ -71,6 +77,7 @@ def fit(
     x_val: Optional[npt.NDArray[np.float32]] = None,
     y_val: Optional[npt.NDArray[np.float32]] = None,
     callback: Optional[Callable[[dict], Optional[bool]]] = None,
+    categorical: Optional[str] = None,
 ) -> Model:
     """Runs the training job `job` (a TrainJob as JSON) on the arrays; the GIL is released
     while it trains."""

@@ -151,7 +151,7 @@ fn dataset(
 /// with a dict after every epoch and for notes and warnings; returning False from it, or
 /// Ctrl-C, stops training after the epoch and keeps the best model so far.
 #[pyfunction]
-#[pyo3(signature = (job, x, y, features, targets, x_val=None, y_val=None, callback=None))]
+#[pyo3(signature = (job, x, y, features, targets, x_val=None, y_val=None, callback=None, categorical=None))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -163,8 +163,17 @@ fn fit(
     x_val: Option<PyReadonlyArray2<f32>>,
     y_val: Option<PyReadonlyArray2<f32>>,
     callback: Option<Py<PyAny>>,
+    categorical: Option<&str>,
 ) -> PyResult<Model> {
     let job = TrainJob::from_json(job).map_err(py_err)?;
+    // The categorical columns the rows' indicator columns come from (JSON, as in the model
+    // file): kept in the model, so `mdn predict` reads the same columns' text.
+    let categorical: Vec<mdn::categorical::Categorical> = match categorical {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| PyValueError::new_err(format!("categorical: {e}")))?,
+        None => Vec::new(),
+    };
+    mdn::categorical::validate(&features, &categorical).map_err(PyValueError::new_err)?;
     let train = dataset("the training data", &x, Some(&y), &features, &targets)?;
     let val = match (&x_val, &y_val) {
         (Some(xv), Some(yv)) => Some(dataset("eval_set", xv, Some(yv), &features, &targets)?),
@@ -231,7 +240,7 @@ fn fit(
         resolved.train(&mut observer, &cancel)
     });
     let model = match result {
-        Ok(m) => m,
+        Ok(m) => m.with_categorical(&categorical),
         // Interrupted before the first epoch: the KeyboardInterrupt (or the callback's error).
         Err(e) => return Err(failure.take().unwrap_or_else(|| py_err(e))),
     };
@@ -305,6 +314,23 @@ impl Model {
     #[getter]
     fn targets(&self) -> Vec<String> {
         self.inner.targets.clone()
+    }
+
+    /// The feature columns read as categories: (column, categories) pairs, the categories
+    /// in the order of the column's indicator inputs in `features`.
+    #[getter]
+    fn categorical(&self) -> Vec<(String, Vec<String>)> {
+        self.inner
+            .categorical
+            .iter()
+            .map(|c| (c.column.clone(), c.categories.clone()))
+            .collect()
+    }
+
+    /// The data columns the model reads, in order (a categorical column once, by its name).
+    #[getter]
+    fn columns(&self) -> Vec<String> {
+        self.inner.columns()
     }
 
     #[getter]

@@ -269,3 +269,62 @@ def test_an_ensemble_splits_its_variance():
     assert np.all(d.epistemic_var > 0)
     single = mdn.MDN(epochs=5, hidden=[16], device="cpu").fit(X, y).predict_distribution(X[:20])
     assert single.ensemble == 1 and np.all(single.epistemic_var == 0)
+
+
+def cars(n=500, seed=3):
+    """A table with text and a pandas categorical column, and the same as a CSV."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    age = np.round(rng.uniform(0, 15, n), 2).astype(np.float32)
+    fuel = rng.choice(["diesel", "petrol", "electric"], n)
+    region = pd.Categorical(rng.choice(["north", "south", "east"], n))
+    price = (np.where(fuel == "electric", 35.0, 20.0) * np.exp(-0.08 * age + rng.normal(0, 0.2, n))).astype(np.float32)
+    price = np.round(price, 3).astype(np.float32)
+    X = pd.DataFrame({"age": age, "fuel": fuel, "region": region})
+    return X, pd.Series(price, name="price")
+
+
+def test_text_and_categorical_columns_are_categories_as_mdn_train_reads_them(tmp_path):
+    X, y = cars()
+    table = X.assign(price=y)
+    table.to_csv(tmp_path / "cars.csv", index=False, float_format="%.9g")
+    cli("train", "--data", tmp_path / "cars.csv", "--out", tmp_path / "cli.json", "--quiet", *FLAGS)
+    est = mdn.MDN(**OPTS).fit(X, y)
+    cli_model = json.loads((tmp_path / "cli.json").read_text())
+    mine = json.loads(est.model_.to_json())
+    assert mine["categorical"] == cli_model["categorical"] == [
+        {"column": "fuel", "categories": ["diesel", "electric", "petrol"]},
+        {"column": "region", "categories": ["east", "north", "south"]},
+    ]
+    assert mine["features"] == cli_model["features"]
+    assert np.array_equal(params(est.model_.to_json()), params((tmp_path / "cli.json").read_text()))
+    # Predictions from the text, columns in any order, equal mdn predict on the CSV.
+    est.save(tmp_path / "m.json")
+    out = json.loads(cli("predict", "--model", tmp_path / "m.json", "--data", tmp_path / "cars.csv", "--json", "--device", "cpu"))
+    want = np.array([r["mean"][0] for r in out["rows"]])
+    got = est.predict(X[["region", "age", "fuel"]])
+    assert np.allclose(got, want, rtol=1e-6, atol=0), np.max(np.abs(got - want))
+    assert mdn.load(tmp_path / "cli.json").model_.categorical == [
+        ("fuel", ["diesel", "electric", "petrol"]),
+        ("region", ["east", "north", "south"]),
+    ]
+    # Unknown categories, missing values, arrays without names, numeric codes.
+    new = X.head(3).copy()
+    new.loc[1, "fuel"] = "hydrogen"
+    with pytest.raises(ValueError, match=r"row 1, column 'fuel': 'hydrogen' is not a category the model was trained on"):
+        est.predict(new)
+    ignoring = mdn.load(tmp_path / "m.json").set_params(unknown_category="ignore")
+    with pytest.warns(UserWarning, match="1 row"):
+        assert np.isfinite(ignoring.predict(new)).all()
+    gap = X.head(3).copy()
+    gap.loc[2, "fuel"] = None
+    with pytest.raises(ValueError, match=r"row 2, column 'fuel': missing value"):
+        est.predict(gap)
+    with pytest.raises(ValueError, match="give a pandas DataFrame"):
+        est.predict(np.zeros((2, 3), np.float32))
+    codes = X.assign(fuel=X["fuel"].map({"diesel": 1, "petrol": 2, "electric": 3}))
+    coded = mdn.MDN(epochs=1, device="cpu", categorical=["fuel"]).fit(codes, y)
+    assert coded.model_.categorical[0] == ("fuel", ["1", "2", "3"])
+    with pytest.raises(ValueError, match=r"categorical: \['colour'\] are not columns of X"):
+        mdn.MDN(epochs=1, device="cpu", categorical=["colour"]).fit(X, y)
