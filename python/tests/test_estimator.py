@@ -2,6 +2,7 @@
 distribution at given target values (CDF, densities, CRPS) against closed forms."""
 
 import copy
+import json
 import math
 import os
 import pickle
@@ -187,15 +188,23 @@ def test_several_targets_give_a_value_per_target_and_a_joint_density():
             np.testing.assert_allclose(d.pdf(at), joint, rtol=1e-5)
 
 
-def test_a_text_column_is_named_and_booleans_are_numbers():
+def test_a_text_column_is_categorical_and_booleans_are_numbers():
     pd = pytest.importorskip("pandas")
     X, y = data(200)
+    # A text column is one indicator input per category: the same network as its one-hot
+    # columns given as numbers (the model also records the categories).
     df = pd.DataFrame({"speed": X[:, 0], "region": ["north", "south"] * 100})
-    with pytest.raises(ValueError, match=r"'region' \(\w+, e.g. 'north'\).*not numbers"):
-        mdn.MDN(**FAST).fit(df, y)
+    hot = pd.DataFrame({"speed": X[:, 0], "region=north": [1.0, 0.0] * 100, "region=south": [0.0, 1.0] * 100})
+    a, b = mdn.MDN(**FAST).fit(df, y), mdn.MDN(**FAST).fit(hot, y)
+    assert json.loads(a.model_.to_json())["params"] == json.loads(b.model_.to_json())["params"]
+    assert np.array_equal(a.predict(df), b.predict(hot))
+    assert a.model_.categorical == [("region", ["north", "south"])]
     flags = pd.DataFrame({"speed": X[:, 0], "wet": X[:, 1] > 0})
     as_numbers = pd.DataFrame({"speed": X[:, 0], "wet": (X[:, 1] > 0).astype(np.float32)})
     a = mdn.MDN(**FAST).fit(flags, y)
     b = mdn.MDN(**FAST).fit(as_numbers, y)
     assert a.model_.to_json() == b.model_.to_json()
     assert np.array_equal(a.predict(flags), b.predict(as_numbers))
+    # Text where a fitted model takes numbers is named.
+    with pytest.raises(ValueError, match=r"'speed' \(\w+, e.g. 'fast'\).*not numbers"):
+        a.predict(pd.DataFrame({"speed": ["fast"] * 3, "wet": [True] * 3}))

@@ -286,6 +286,7 @@ def cars(n=500, seed=3):
 
 
 def test_text_and_categorical_columns_are_categories_as_mdn_train_reads_them(tmp_path):
+    pytest.importorskip("pandas")
     X, y = cars()
     table = X.assign(price=y)
     table.to_csv(tmp_path / "cars.csv", index=False, float_format="%.9g")
