@@ -220,3 +220,69 @@ fn tract_runs_the_onnx_graph_to_what_mdn_predict_gives() {
         &["--ensemble", "3", "--components", "2"],
     );
 }
+
+#[test]
+fn a_categorical_model_takes_its_indicator_columns_named_in_the_metadata() {
+    use onnx_protobuf::{Message, ModelProto};
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let fuels = ["diesel", "petrol", "electric"];
+    let mut csv = String::from("age,fuel,price\n");
+    for i in 0..300 {
+        let age = (i * 7 % 150) as f32 / 10.0;
+        let base = [20.0f32, 18.0, 35.0][i % 3] * (-0.08 * age).exp();
+        csv.push_str(&format!("{age},{},{base}\n", fuels[i % 3]));
+    }
+    std::fs::write(p.join("cars.csv"), csv).unwrap();
+    mdn(
+        p,
+        &["train", "--data", "cars.csv", "--epochs", "10", "--seed", "2", "--device", "cpu", "--quiet"],
+    );
+    mdn(p, &["export", "model.json", "--out", "model.onnx"]);
+    let proto = ModelProto::parse_from_bytes(&std::fs::read(p.join("model.onnx")).unwrap()).unwrap();
+    let meta = |key: &str| -> serde_json::Value {
+        let prop = proto.metadata_props.iter().find(|m| m.key == key).unwrap();
+        serde_json::from_str(&prop.value).unwrap()
+    };
+    assert_eq!(
+        meta("categorical"),
+        serde_json::json!([{"column": "fuel", "categories": ["diesel", "electric", "petrol"]}])
+    );
+    assert_eq!(
+        meta("features"),
+        serde_json::json!(["age", "fuel=diesel", "fuel=electric", "fuel=petrol"])
+    );
+    // The graph on the indicator columns gives what mdn predict gives on the text.
+    let rows = [(1.5f32, "diesel"), (7.0, "electric"), (12.25, "petrol"), (30.0, "electric")];
+    let mut text = String::from("age,fuel\n");
+    for (age, fuel) in rows {
+        text.push_str(&format!("{age},{fuel}\n"));
+    }
+    std::fs::write(p.join("rows.csv"), text).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&mdn(
+        p,
+        &["predict", "--data", "rows.csv", "--json", "--device", "cpu"],
+    ))
+    .unwrap();
+    let mut want = Vec::new();
+    json["rows"].as_array().unwrap().iter().for_each(|r| numbers(&r["mean"], &mut want));
+    let x: Vec<f32> = rows
+        .iter()
+        .flat_map(|&(age, fuel)| {
+            std::iter::once(age).chain(["diesel", "electric", "petrol"].map(|c| (c == fuel) as u8 as f32))
+        })
+        .collect();
+    let plan = tract_onnx::onnx()
+        .model_for_path(p.join("model.onnx"))
+        .unwrap()
+        .with_input_fact(0, f32::fact([rows.len(), 4]).into())
+        .unwrap()
+        .into_optimized()
+        .unwrap()
+        .into_runnable()
+        .unwrap();
+    let input: Tensor = tract_ndarray::Array2::from_shape_vec((rows.len(), 4), x).unwrap().into();
+    let outputs = plan.run(tvec!(input.into())).unwrap();
+    let got: Vec<f64> = outputs[3].to_array_view::<f32>().unwrap().iter().map(|&v| v as f64).collect();
+    Tolerance::new(1e-5, 1e-5).assert_close("categorical: mean", &got, &want);
+}
