@@ -725,9 +725,16 @@ impl Reading {
         }
     }
 
-    /// After the last row: the error for rows with a missing value (unless dropped), the
-    /// warnings for rows dropped or read with no category; the rows kept.
+    /// After the last row: the error for no rows at all, for rows with a missing value
+    /// (unless dropped) and for none left; the warnings for rows dropped or read with no
+    /// category; the rows kept.
     fn finish(self, path: &Path) -> Result<usize> {
+        if self.rows == 0 {
+            return Err(Error::data(
+                Location::file(path),
+                "has a header but no data rows",
+            ));
+        }
         if let Some((at, message)) = self.first_missing {
             let (n, all) = (self.missing_rows, self.rows);
             let rows = if n == 1 {
@@ -759,6 +766,15 @@ impl Reading {
                 path.display(),
                 self.ignored_rows
             );
+        }
+        if self.missing_rows == self.rows {
+            return Err(Error::data(
+                Location::file(path),
+                format!(
+                    "every row ({}) has a missing value in the columns used: no rows left",
+                    self.rows
+                ),
+            ));
         }
         Ok(self.rows - self.missing_rows)
     }
@@ -831,19 +847,7 @@ fn rows_to_dataset<R: std::io::Read>(
     let mut reading = Reading::new(sel, choice);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     while reading.next(&mut rows_in, &mut x, &mut y)? {}
-    if reading.rows == 0 {
-        return Err(Error::data(
-            Location::file(path),
-            "has a header but no data rows",
-        ));
-    }
     let rows = reading.finish(path)?;
-    if rows == 0 {
-        return Err(Error::data(
-            Location::file(path),
-            "every row has a missing value in the columns used: no rows left",
-        ));
-    }
     Ok(Dataset {
         path: path.to_path_buf(),
         features,
@@ -869,19 +873,7 @@ pub fn check_rows(path: &Path, choice: &ColumnChoice) -> Result<usize> {
         x.clear();
         y.clear();
     }
-    if reading.rows == 0 {
-        return Err(Error::data(
-            Location::file(path),
-            "has a header but no data rows",
-        ));
-    }
     let rows = reading.finish(path)?;
-    if rows == 0 {
-        return Err(Error::data(
-            Location::file(path),
-            "every row has a missing value in the columns used: no rows left",
-        ));
-    }
     Ok(rows)
 }
 
@@ -1081,19 +1073,7 @@ fn convert_selection(
             break;
         }
     }
-    if reading.rows == 0 {
-        return Err(Error::data(
-            Location::file(input),
-            "has a header but no data rows",
-        ));
-    }
     reading.finish(input)?;
-    if rows == 0 {
-        return Err(Error::data(
-            Location::file(input),
-            "every row has a missing value in the columns used: no rows left",
-        ));
-    }
     out.finish()?;
     Ok((rows, names))
 }
