@@ -21,6 +21,10 @@ use crate::error::{Error, Location, Result};
 /// number, not a category, and one-hot encoding it would mostly cost memory.
 pub const MAX_CATEGORIES: usize = 1000;
 
+/// From this many rows on, a text column whose values mostly never repeat (more distinct
+/// values than half the rows) is taken for an id, not categories.
+const ID_ROWS: usize = 20;
+
 /// Rows read to see whether a file has text in its feature columns at all; a file with text
 /// only further on is read whole anyway when the text is found.
 const SNIFF_ROWS: usize = 10_000;
@@ -203,8 +207,9 @@ pub fn learn_categories(
             return Err(Error::data(
                 Location::cell(path, line, col + 1, name),
                 format!(
-                    "'{cell}' is not a number (the column has {} numbers and {} text cell{}; \
-                     --categorical {name} reads its values as categories)",
+                    "'{cell}' is not a number (the column has {} numbers and {} text cell{}: \
+                     probably a typo to fix; if the column does hold categories, --categorical \
+                     {name} reads every value as one)",
                     stats.numbers,
                     stats.text,
                     if stats.text == 1 { "" } else { "s" }
@@ -212,7 +217,11 @@ pub fn learn_categories(
             ));
         }
         let n = stats.values.len();
-        if n > MAX_CATEGORIES {
+        // An id (or free text): too many values for categories, or (not named with
+        // --categorical) hardly a value that repeats.
+        let rows = stats.numbers + stats.text;
+        let unique = !wanted && n <= MAX_CATEGORIES && rows >= ID_ROWS && 2 * n > rows;
+        if n > MAX_CATEGORIES || unique {
             let count = if stats.overflow {
                 format!("more than {n}")
             } else {
@@ -230,9 +239,16 @@ pub fn learn_categories(
                     ..Location::file(path)
                 },
                 format!(
-                    "{count} different values: too many for a categorical feature (at most \
-                     {MAX_CATEGORIES}); an id or free text tells the model nothing, leave the \
-                     column out (--features {})",
+                    "{count} different values: {}; an id or free text tells the model nothing, \
+                     leave the column out (--features {})",
+                    if unique {
+                        format!(
+                            "in {rows} rows most values never repeat, so it is no categorical \
+                             feature (name it with --categorical if it is one)"
+                        )
+                    } else {
+                        format!("too many for a categorical feature (at most {MAX_CATEGORIES})")
+                    },
                     others.join(",")
                 ),
             ));
@@ -324,9 +340,6 @@ impl Lookup {
         if self.categories.len() > SHOWN {
             known.push_str(&format!(", ... ({} in all)", self.categories.len()));
         }
-        format!(
-            "'{cell}' is not a category the model was trained on (it knows {known}); \
-             --unknown-category ignore predicts such rows with no category"
-        )
+        format!("'{cell}' is not a category the model was trained on (it knows {known})")
     }
 }

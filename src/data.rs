@@ -711,7 +711,11 @@ impl Reading {
                             None => {
                                 return Err(Error::data(
                                     Location::cell(&csv.path, line, c + 1, &csv.header[c]),
-                                    lookup.unknown_message(cell),
+                                    format!(
+                                        "{}; --unknown-category ignore predicts such rows with \
+                                         no category",
+                                        lookup.unknown_message(cell)
+                                    ),
                                 ));
                             }
                         }

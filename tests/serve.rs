@@ -1269,6 +1269,16 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     assert_eq!(st, 400, "{got}");
     let m = got["error"]["message"].as_str().unwrap();
     assert!(m.contains("rows[0], fuel: 'hydrogen' is not a category the model was trained on"), "{m}");
+    assert!(m.contains("\"unknown_category\": \"ignore\""), "{m}");
+    let (st, got) = s.json(
+        "POST",
+        &predict,
+        Some(json!({"rows": [[3, "hydrogen"]], "unknown_category": "ignore"})),
+    );
+    assert_eq!(st, 200, "{got}");
+    let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[null, "diesel"]]})));
+    assert_eq!(st, 400, "{got}");
+    assert!(got["error"]["message"].as_str().unwrap().contains("rows[0], age: missing value (null)"), "{got}");
     // A job reading the column with the gap is refused when submitted, with the place.
     let (st, got) = s.json(
         "POST",

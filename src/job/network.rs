@@ -697,10 +697,24 @@ fn compare_with_baseline(
 /// it overfits. None when it does not.
 fn overfits(info: &crate::model::TrainingInfo) -> Option<String> {
     let (best, best_nll, saved_nll) = (info.best_epoch?, info.best_val_nll?, info.saved_val_nll()?);
-    // Far past the best epoch, and clearly worse than it (not noise).
+    // Far past the best epoch, clearly worse than it (not noise), and fitting the training
+    // rows better than the validation rows (a model still underfitting both, whose
+    // validation NLL wanders, is not overfitting).
     let far = info.saved_epoch >= best + 3 && info.saved_epoch as f64 >= 1.5 * best as f64;
     let worse = saved_nll - best_nll > 0.02 + 0.005 * best_nll.abs();
-    (far && worse).then(|| {
+    let train_nll = |epoch: usize| {
+        info.history
+            .iter()
+            .find(|e| e.epoch == epoch)
+            .map(|e| e.train_nll)
+    };
+    let gap_grew = match (train_nll(info.saved_epoch), train_nll(best)) {
+        (Some(saved_train), Some(best_train)) => {
+            saved_train < saved_nll && saved_nll - saved_train > best_nll - best_train
+        }
+        _ => false,
+    };
+    (far && worse && gap_grew).then(|| {
         format!(
             "the model overfits: its validation NLL was lowest at epoch {best} ({best_nll:.4}) and rose \
              to {saved_nll:.4} by epoch {} (the saved parameters, the last of --epochs {}); leave \

@@ -1808,6 +1808,9 @@ pub struct Rows {
     temperature: Option<f64>,
     /// sample: scale of the components' standard deviations.
     sigma_scale: Option<f64>,
+    /// A category the model was not trained on: "error" (a 400 naming it, the default) or
+    /// "ignore" (the row predicted with none of the column's indicators set).
+    unknown_category: Option<String>,
 }
 
 impl Rows {
@@ -1908,6 +1911,14 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
     if table.is_empty() {
         return Err(ApiError::bad("no rows"));
     }
+    let ignore = match r.unknown_category.as_deref() {
+        None => false,
+        Some(s) => {
+            let u: crate::categorical::UnknownCategory =
+                s.parse().map_err(|e: String| ApiError::bad(format!("unknown_category: {e}")))?;
+            u == crate::categorical::UnknownCategory::Ignore
+        }
+    };
     let lookups: Vec<Option<crate::categorical::Lookup>> = columns
         .iter()
         .map(|c| {
@@ -1927,8 +1938,13 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
             match lookup {
                 Some(l) => {
                     let cell = match v {
-                        Value::String(s) => s.clone(),
+                        Value::String(s) if !crate::data::is_missing(s) => s.clone(),
                         Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+                        Value::Null | Value::String(_) => {
+                            return Err(ApiError::bad(format!(
+                                "rows[{i}], {name}: missing value ({v})"
+                            )));
+                        }
                         _ => {
                             return Err(ApiError::bad(format!(
                                 "rows[{i}], {name}: expected a category (a string)"
@@ -1937,12 +1953,22 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                     };
                     let at = x.len();
                     x.resize(at + l.width, 0.0);
-                    let k = l.get(&cell).ok_or_else(|| {
-                        ApiError::bad(format!("rows[{i}], {name}: {}", l.unknown_message(&cell)))
-                    })?;
-                    x[at + k] = 1.0;
+                    match l.get(&cell) {
+                        Some(k) => x[at + k] = 1.0,
+                        None if ignore => {}
+                        None => {
+                            return Err(ApiError::bad(format!(
+                                "rows[{i}], {name}: {}; \"unknown_category\": \"ignore\" predicts \
+                                 such rows with no category",
+                                l.unknown_message(&cell)
+                            )));
+                        }
+                    }
                 }
                 None => {
+                    if v.is_null() {
+                        return Err(ApiError::bad(format!("rows[{i}], {name}: missing value (null)")));
+                    }
                     let f = v.as_f64().ok_or_else(|| {
                         ApiError::bad(format!("rows[{i}], {name}: expected a number"))
                     })?;

@@ -133,6 +133,7 @@ fn text_columns_are_categories_learnt_one_hot_and_read_from_text_by_every_comman
         let (out, _) = ok(d, &cmd);
         if cmd[0] == "info" {
             assert!(out.contains("fuel (3 categories)"), "{out}");
+            assert!(out.contains("inputs        [age, fuel=diesel, fuel=electric, fuel=petrol, region=east"), "{out}");
         }
     }
     // A model file for categories is refused by a reader of version 2 only by its version;
@@ -214,14 +215,23 @@ fn columns_that_are_not_categories_are_refused_with_what_to_do() {
          an id or free text tells the model nothing, leave the column out (--features age,fuel,region)",
     );
     fails(&["--categorical", "colour"], "--categorical 'colour' is not a feature column");
+    // An id column in a small table: every value its own (it was learnt as 150 categories).
+    std::fs::write(d.join("cars.csv"), cars(150)).unwrap();
+    fails(
+        &[],
+        "cars.csv (column 'id'): 150 different values: in 150 rows most values never repeat, so it \
+         is no categorical feature (name it with --categorical if it is one); an id or free text \
+         tells the model nothing, leave the column out (--features age,fuel,region)",
+    );
     // A numeric column with a typo is a typo, not categories.
     let mut typo = cars(50);
     typo = typo.replacen(",1.4,", ",1.4x,", 1);
     std::fs::write(d.join("cars.csv"), typo).unwrap();
     fails(
         &["--features", "age,fuel"],
-        "cars.csv:4:2 (column 'age'): '1.4x' is not a number (the column has 49 numbers and 1 text cell; \
-         --categorical age reads its values as categories)",
+        "cars.csv:4:2 (column 'age'): '1.4x' is not a number (the column has 49 numbers and 1 text cell: \
+         probably a typo to fix; if the column does hold categories, --categorical age reads every \
+         value as one)",
     );
     // Numeric codes named with --categorical are categories.
     std::fs::write(d.join("codes.csv"), cars(200).replace(",diesel,", ",1,").replace(",petrol,", ",2,").replace(",electric,", ",3,")).unwrap();
