@@ -280,6 +280,8 @@ fn losing_the_device_mid_run_keeps_the_last_checkpoint() {
         data: None,
         target: vec![],
         features: vec![],
+        categorical: vec![],
+        drop_missing: false,
         val: None,
         val_fraction: 0.1,
         stream: false,

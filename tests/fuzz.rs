@@ -56,11 +56,19 @@ fn csv_choices() -> Vec<ColumnChoice> {
             targets: Some(vec!["t".into()]),
             features: Some(vec!["x".into()]),
         },
-        ColumnChoice::Model {
-            features: vec!["x".into(), "y".into()],
-            targets: vec!["t".into()],
-            need_targets: false,
-        },
+        ColumnChoice::model(&["x".into(), "y".into()], &["t".into()], &[], false),
+        // A categorical column, unknown categories ignored and missing values dropped.
+        ColumnChoice::model(
+            &["x".into(), "y=1e3".into(), "y=5".into(), "y=8".into()],
+            &["t".into()],
+            &[mdn::categorical::Categorical {
+                column: "y".into(),
+                categories: vec!["1e3".into(), "5".into(), "8".into()],
+            }],
+            true,
+        )
+        .with_unknown(mdn::categorical::UnknownCategory::Ignore)
+        .with_missing(mdn::data::Missing::Drop),
     ]
 }
 
