@@ -398,7 +398,9 @@ fn numbers_only(sel: &Selection, path: &Path) -> Result<()> {
 /// header with empty or repeated names (or that looks like data), ragged rows, cells that are
 /// not numbers, and NaN or infinite values.
 pub fn read_csv(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
-    rows_to_dataset(CsvRows::open(path)?, path, choice)
+    let (data, notes) = rows_to_dataset(CsvRows::open(path)?, path, choice)?;
+    log_notes(notes);
+    Ok(data)
 }
 
 /// A CSV source read record by record: the header is checked on opening, and each call of
@@ -730,9 +732,10 @@ impl Reading {
     }
 
     /// After the last row: the error for no rows at all, for rows with a missing value
-    /// (unless dropped) and for none left; the warnings for rows dropped or read with no
-    /// category; the rows kept.
-    fn finish(self, path: &Path) -> Result<usize> {
+    /// (unless dropped) and for none left; the rows kept, and the warnings for rows dropped
+    /// or read with no category.
+    fn finish(self, path: &Path) -> Result<(usize, Vec<String>)> {
+        let mut notes = Vec::new();
         if self.rows == 0 {
             return Err(Error::data(
                 Location::file(path),
@@ -756,20 +759,20 @@ impl Reading {
                         format!("{message}; {rows} in the columns used (--drop-missing leaves them out)"),
                     ));
                 }
-                Missing::Drop => log::warn!(
+                Missing::Drop => notes.push(format!(
                     "{}: {rows} in the columns used (the first at line {}); left out (--drop-missing)",
                     path.display(),
                     at.line.unwrap_or(0)
-                ),
+                )),
             }
         }
         if let Some(first) = self.first_ignored {
-            log::warn!(
+            notes.push(format!(
                 "{}: {} row(s) have a category the model was not trained on (the first: {first}); \
                  predicted with no category (--unknown-category ignore)",
                 path.display(),
                 self.ignored_rows
-            );
+            ));
         }
         if self.missing_rows == self.rows {
             return Err(Error::data(
@@ -780,7 +783,14 @@ impl Reading {
                 ),
             ));
         }
-        Ok(self.rows - self.missing_rows)
+        Ok((self.rows - self.missing_rows, notes))
+    }
+}
+
+/// Logs the warnings of a read nobody else reports (`warning: ...` on the command line).
+fn log_notes(notes: Vec<String>) {
+    for n in notes {
+        log::warn!("{n}");
     }
 }
 
@@ -837,29 +847,42 @@ pub fn read_csv_from(
     path: &Path,
     choice: &ColumnChoice,
 ) -> Result<Dataset> {
-    rows_to_dataset(CsvRows::new(source, path)?, path, choice)
+    let (data, notes) = rows_to_dataset(CsvRows::new(source, path)?, path, choice)?;
+    log_notes(notes);
+    Ok(data)
+}
+
+/// [`read_data`], returning the warnings of the read (rows left out by `--drop-missing`,
+/// unknown categories ignored) instead of logging them, for a caller that reports them.
+pub fn read_data_noting(path: &Path, choice: &ColumnChoice) -> Result<(Dataset, Vec<String>)> {
+    if is_npy(path) {
+        Ok((read_npy(path, choice)?, Vec::new()))
+    } else {
+        rows_to_dataset(CsvRows::open(path)?, path, choice)
+    }
 }
 
 fn rows_to_dataset<R: std::io::Read>(
     mut rows_in: CsvRows<R>,
     path: &Path,
     choice: &ColumnChoice,
-) -> Result<Dataset> {
+) -> Result<(Dataset, Vec<String>)> {
     let sel = choice.resolve(&rows_in.header, path)?;
     let targets = sel.targets.iter().map(|&c| rows_in.header[c].clone()).collect();
     let features = sel.inputs.clone();
     let mut reading = Reading::new(sel, choice);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     while reading.next(&mut rows_in, &mut x, &mut y)? {}
-    let rows = reading.finish(path)?;
-    Ok(Dataset {
+    let (rows, notes) = reading.finish(path)?;
+    let data = Dataset {
         path: path.to_path_buf(),
         features,
         targets,
         x,
         y,
         rows,
-    })
+    };
+    Ok((data, notes))
 }
 
 /// Reads every row `choice` picks from a CSV file without keeping them: the error reading
@@ -877,8 +900,7 @@ pub fn check_rows(path: &Path, choice: &ColumnChoice) -> Result<usize> {
         x.clear();
         y.clear();
     }
-    let rows = reading.finish(path)?;
-    Ok(rows)
+    Ok(reading.finish(path)?.0)
 }
 
 /// Where rows go when writing a table: CSV or `.npy` (by the path's extension), written to a
@@ -1014,19 +1036,22 @@ pub fn convert_while(
         _ => (0..rows_in.header.len()).collect(),
     };
     let sel = Selection::numeric(cols, Vec::new(), &rows_in.header);
-    convert_selection(rows_in, sel, &ColumnChoice::Default, input, output, progress)
+    let (rows, names, notes) =
+        convert_selection(rows_in, sel, &ColumnChoice::Default, input, output, progress)?;
+    log_notes(notes);
+    Ok((rows, names))
 }
 
 /// Converts the columns `choice` picks from a CSV file to `.npy` (or CSV) row by row: the
 /// features as the network's inputs (a categorical column's indicators), then the targets,
 /// rows with a missing value treated as the choice says. What a streamed run reads. Returns
-/// the rows and column names written.
+/// the rows and column names written, and the read's warnings (rows left out).
 pub fn convert_choice(
     input: &Path,
     output: &Path,
     choice: &ColumnChoice,
     progress: &mut dyn FnMut(usize) -> bool,
-) -> Result<(usize, Vec<String>)> {
+) -> Result<(usize, Vec<String>, Vec<String>)> {
     let rows_in = CsvRows::open(input)?;
     let sel = choice.resolve(&rows_in.header, input)?;
     convert_selection(rows_in, sel, choice, input, output, progress)
@@ -1039,7 +1064,7 @@ fn convert_selection(
     input: &Path,
     output: &Path,
     progress: &mut dyn FnMut(usize) -> bool,
-) -> Result<(usize, Vec<String>)> {
+) -> Result<(usize, Vec<String>, Vec<String>)> {
     let mut names = sel.inputs.clone();
     names.extend(sel.targets.iter().map(|&c| rows_in.header[c].clone()));
     let (width, targets) = (sel.inputs.len(), sel.targets.len());
@@ -1077,9 +1102,9 @@ fn convert_selection(
             break;
         }
     }
-    reading.finish(input)?;
+    let (_, notes) = reading.finish(input)?;
     out.finish()?;
-    Ok((rows, names))
+    Ok((rows, names, notes))
 }
 
 /// Cells that mean "no value": an empty cell and the spellings spreadsheets, R, pandas and

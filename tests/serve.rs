@@ -1288,4 +1288,16 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     assert_eq!(st, 400, "{got}");
     let m = got["error"]["message"].as_str().unwrap();
     assert!(m.contains("cars.csv:9:2 (column 'note'): missing value (an empty cell); 1 of 400 rows"), "{m}");
+    // With drop_missing the row is left out, and the job's events say so (they said nothing:
+    // the warning went to the server's log only).
+    let j = s.trained(json!({
+        "dataset": ds["id"], "features": ["note", "age"], "options": {"epochs": 2, "drop_missing": true}
+    }));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let events = s.events(j["id"].as_str().unwrap());
+    let warned = events.iter().any(|e| {
+        e["type"] == "warning"
+            && e["message"].as_str().is_some_and(|m| m.contains("1 of 400 rows has a missing value"))
+    });
+    assert!(warned, "{events:?}");
 }

@@ -15,7 +15,7 @@ use super::save::MemberSink;
 use super::{JobEvent, Plan, ResolvedJob};
 use crate::backend::{self, DeviceChoice};
 use crate::checkpoint::EnsembleCheckpoint;
-use crate::data::{Dataset, read_data};
+use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::train::{TrainEvent, split_validation_by};
@@ -90,7 +90,7 @@ impl ResolvedJob {
             return Ok(());
         }
         if shared.arrays.is_none() {
-            let data = self.read_data()?;
+            let data = self.job.read_all_telling(&self.choice(), observer)?;
             shared.arrays = Some(std::sync::Arc::new((data, None)));
         }
         let data = &shared.arrays.as_ref().expect("just set").0;
@@ -281,7 +281,8 @@ impl ResolvedJob {
             return Ok(None);
         }
         if let Some(path) = &self.job.val {
-            return read_data(path, &self.choice()).map(Some);
+            // Read again: its warnings were told when the members read it.
+            return crate::data::read_data_noting(path, &self.choice()).map(|(d, _)| Some(d));
         }
         if let Some(v) = self.arrays.as_ref().and_then(|a| a.1.clone()) {
             return Ok(Some(v));
@@ -289,7 +290,10 @@ impl ResolvedJob {
         if self.epoch_choice.is_some() || self.job.val_fraction() == 0.0 {
             return Ok(None);
         }
-        let data = self.read_data()?;
+        let data = match &self.arrays {
+            Some(a) => a.0.clone(),
+            None => self.job.read_all_telling(&self.choice(), &mut |_| {})?,
+        };
         let fraction = self.job.val_fraction();
         let split = self.options.validation_split(fraction, data.rows);
         Ok(split_validation_by(&data, fraction, split)?.1)

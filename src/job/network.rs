@@ -33,9 +33,12 @@ impl ResolvedJob {
             from: path,
             to: tmp.path(),
         });
-        crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
+        let (_, _, notes) = crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
             !cancel.load(Ordering::Relaxed)
         })?;
+        for n in &notes {
+            observer(&JobEvent::Warning(n));
+        }
         Ok(tmp)
     }
 
@@ -66,7 +69,7 @@ impl ResolvedJob {
         // The data first: the defaults that adapt to the rows need their number.
         let input = match stream_path {
             Some(path) => self.open_stream(&path)?,
-            None => self.read_rows()?,
+            None => self.read_rows(&mut *observer)?,
         };
         let (mut opts, mut adapted) = self.options_for_rows(input.train_rows);
         match input.all_rows {
@@ -168,11 +171,11 @@ impl ResolvedJob {
 
     /// The rows in memory, split into training and validation rows (none on small data, which
     /// is cross-validated and then trained on whole).
-    fn read_rows(&self) -> Result<Input> {
+    fn read_rows(&self, observer: &mut dyn FnMut(&JobEvent)) -> Result<Input> {
         let job = &self.job;
         let data = match &self.arrays {
             Some(a) => a.0.clone(),
-            None => job.read_all(&self.choice())?,
+            None => job.read_all_telling(&self.choice(), observer)?,
         };
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
@@ -192,7 +195,13 @@ impl ResolvedJob {
             });
         }
         let (train, val) = match (&job.val, val_arrays) {
-            (Some(path), _) => (data, Some(read_data(path, &self.val_choice())?)),
+            (Some(path), _) => {
+                let (val, notes) = crate::data::read_data_noting(path, &self.val_choice())?;
+                for n in &notes {
+                    observer(&JobEvent::Warning(n));
+                }
+                (data, Some(val))
+            }
             (None, Some(v)) => (data, Some(v)),
             (None, None) => {
                 let fraction = job.val_fraction();

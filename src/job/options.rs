@@ -353,4 +353,23 @@ impl TrainJob {
             None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), choice),
         }
     }
+
+    /// [`TrainJob::read_all`], each of the read's warnings (rows left out by
+    /// `--drop-missing`) told to `observer` as the job's own.
+    pub(super) fn read_all_telling(
+        &self,
+        choice: &ColumnChoice,
+        observer: &mut dyn FnMut(&super::JobEvent),
+    ) -> Result<Dataset> {
+        match &self.data {
+            Some(path) => {
+                let (data, notes) = crate::data::read_data_noting(path, choice)?;
+                for n in &notes {
+                    observer(&super::JobEvent::Warning(n));
+                }
+                Ok(data)
+            }
+            None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), choice),
+        }
+    }
 }

@@ -297,6 +297,7 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
         "{err}"
     );
     let mut dropped = args("gaps.csv", "g.json");
+    dropped.retain(|a| *a != "--quiet");
     dropped.push("--drop-missing");
     let (_, warn) = ok(d, &dropped);
     assert!(warn.contains("2 of 400 rows have a missing value in the columns used (the first at line 6)"), "{warn}");
