@@ -100,14 +100,23 @@ pub fn run_at<'a>(
 
 /// Checks a model's categorical columns against its feature names: each column's inputs one
 /// run in `features`, categories distinct and not empty.
-pub fn validate(features: &[String], categorical: &[Categorical]) -> std::result::Result<(), String> {
+pub fn validate(
+    features: &[String],
+    categorical: &[Categorical],
+) -> std::result::Result<(), String> {
     for c in categorical {
         if c.categories.is_empty() {
-            return Err(format!("categorical column '{}' has no categories", c.column));
+            return Err(format!(
+                "categorical column '{}' has no categories",
+                c.column
+            ));
         }
         let distinct: BTreeSet<&String> = c.categories.iter().collect();
         if distinct.len() != c.categories.len() {
-            return Err(format!("categorical column '{}' repeats a category", c.column));
+            return Err(format!(
+                "categorical column '{}' repeats a category",
+                c.column
+            ));
         }
         let names = c.input_names();
         let found = (0..features.len()).any(|i| features[i..].starts_with(&names));
@@ -171,7 +180,12 @@ pub fn learn_categories(
     let mut rows = CsvRows::open(path)?;
     let cols: Vec<usize> = features
         .iter()
-        .map(|f| rows.header.iter().position(|h| h == f).expect("features are in the header"))
+        .map(|f| {
+            rows.header
+                .iter()
+                .position(|h| h == f)
+                .expect("features are in the header")
+        })
         .collect();
     let mut cells: Vec<ColumnCells> = cols.iter().map(|_| ColumnCells::default()).collect();
     let mut text = Vec::new();

@@ -261,9 +261,7 @@ impl ColumnChoice {
                         cols.push(c);
                         encode.push(None);
                         i += 1;
-                    } else if let Some(cat) =
-                        crate::categorical::run_at(features, i, categorical)
-                    {
+                    } else if let Some(cat) = crate::categorical::run_at(features, i, categorical) {
                         match header.iter().position(|h| *h == cat.column) {
                             Some(c) => {
                                 cols.push(c);
@@ -725,7 +723,13 @@ impl Reading {
                 }
             }
             for &c in &self.sel.targets {
-                y.push(parse_cell(&csv.record[c], &csv.path, line, c, &csv.header[c])?);
+                y.push(parse_cell(
+                    &csv.record[c],
+                    &csv.path,
+                    line,
+                    c,
+                    &csv.header[c],
+                )?);
             }
             return Ok(true);
         }
@@ -828,7 +832,10 @@ fn lock(lines: &std::sync::Mutex<LineEnds>) -> std::sync::MutexGuard<'_, LineEnd
 }
 
 fn csv_error(e: csv::Error, path: &Path, lines: &std::sync::Mutex<LineEnds>) -> Error {
-    let line = e.position().map(|p| lock(lines).line_at(p.byte())).unwrap_or(0);
+    let line = e
+        .position()
+        .map(|p| lock(lines).line_at(p.byte()))
+        .unwrap_or(0);
     let message = match e.kind() {
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_string(),
         csv::ErrorKind::Io(io) => io.to_string(),
@@ -868,7 +875,11 @@ fn rows_to_dataset<R: std::io::Read>(
     choice: &ColumnChoice,
 ) -> Result<(Dataset, Vec<String>)> {
     let sel = choice.resolve(&rows_in.header, path)?;
-    let targets = sel.targets.iter().map(|&c| rows_in.header[c].clone()).collect();
+    let targets = sel
+        .targets
+        .iter()
+        .map(|&c| rows_in.header[c].clone())
+        .collect();
     let features = sel.inputs.clone();
     let mut reading = Reading::new(sel, choice);
     let (mut x, mut y) = (Vec::new(), Vec::new());
@@ -1036,8 +1047,14 @@ pub fn convert_while(
         _ => (0..rows_in.header.len()).collect(),
     };
     let sel = Selection::numeric(cols, Vec::new(), &rows_in.header);
-    let (rows, names, notes) =
-        convert_selection(rows_in, sel, &ColumnChoice::Default, input, output, progress)?;
+    let (rows, names, notes) = convert_selection(
+        rows_in,
+        sel,
+        &ColumnChoice::Default,
+        input,
+        output,
+        progress,
+    )?;
     log_notes(notes);
     Ok((rows, names))
 }
@@ -1131,8 +1148,8 @@ fn parse_cell(cell: &str, path: &Path, line: u64, col: usize, name: &str) -> Res
         return Err(Error::data(at(), missing_message(cell)));
     }
     let v: f64 = cell.parse().map_err(|_| {
-        let decimal_comma = cell.matches(',').count() == 1
-            && cell.replace(',', ".").parse::<f64>().is_ok();
+        let decimal_comma =
+            cell.matches(',').count() == 1 && cell.replace(',', ".").parse::<f64>().is_ok();
         let message = if decimal_comma {
             format!(
                 "'{cell}' is not a number: mdn reads a decimal point ({}), not a decimal comma",

@@ -560,7 +560,12 @@ impl Model {
 
     /// The choice of this model's columns in a data file (`need_targets`: the targets too).
     pub fn choice(&self, need_targets: bool) -> crate::data::ColumnChoice {
-        crate::data::ColumnChoice::model(&self.features, &self.targets, &self.categorical, need_targets)
+        crate::data::ColumnChoice::model(
+            &self.features,
+            &self.targets,
+            &self.categorical,
+            need_targets,
+        )
     }
 
     /// pi, mu and sigma for every row, in original target units. For an ensemble of M

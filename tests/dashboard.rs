@@ -231,7 +231,12 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         "document.getElementById('err-file').textContent",
     )
     .await;
-    assert!(msg.as_str().unwrap().contains("bad.csv:3: row has 1 fields but the header has 2"), "{msg}");
+    assert!(
+        msg.as_str()
+            .unwrap()
+            .contains("bad.csv:3: row has 1 fields but the header has 2"),
+        "{msg}"
+    );
     shot(&c, "new-job-bad-upload.png").await;
 
     // The shipped example: its columns, then a job.

@@ -236,10 +236,14 @@ fn a_categorical_model_takes_its_indicator_columns_named_in_the_metadata() {
     std::fs::write(p.join("cars.csv"), csv).unwrap();
     mdn(
         p,
-        &["train", "--data", "cars.csv", "--epochs", "10", "--seed", "2", "--device", "cpu", "--quiet"],
+        &[
+            "train", "--data", "cars.csv", "--epochs", "10", "--seed", "2", "--device", "cpu",
+            "--quiet",
+        ],
     );
     mdn(p, &["export", "model.json", "--out", "model.onnx"]);
-    let proto = ModelProto::parse_from_bytes(&std::fs::read(p.join("model.onnx")).unwrap()).unwrap();
+    let proto =
+        ModelProto::parse_from_bytes(&std::fs::read(p.join("model.onnx")).unwrap()).unwrap();
     let meta = |key: &str| -> serde_json::Value {
         let prop = proto.metadata_props.iter().find(|m| m.key == key).unwrap();
         serde_json::from_str(&prop.value).unwrap()
@@ -253,7 +257,12 @@ fn a_categorical_model_takes_its_indicator_columns_named_in_the_metadata() {
         serde_json::json!(["age", "fuel=diesel", "fuel=electric", "fuel=petrol"])
     );
     // The graph on the indicator columns gives what mdn predict gives on the text.
-    let rows = [(1.5f32, "diesel"), (7.0, "electric"), (12.25, "petrol"), (30.0, "electric")];
+    let rows = [
+        (1.5f32, "diesel"),
+        (7.0, "electric"),
+        (12.25, "petrol"),
+        (30.0, "electric"),
+    ];
     let mut text = String::from("age,fuel\n");
     for (age, fuel) in rows {
         text.push_str(&format!("{age},{fuel}\n"));
@@ -265,11 +274,16 @@ fn a_categorical_model_takes_its_indicator_columns_named_in_the_metadata() {
     ))
     .unwrap();
     let mut want = Vec::new();
-    json["rows"].as_array().unwrap().iter().for_each(|r| numbers(&r["mean"], &mut want));
+    json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .for_each(|r| numbers(&r["mean"], &mut want));
     let x: Vec<f32> = rows
         .iter()
         .flat_map(|&(age, fuel)| {
-            std::iter::once(age).chain(["diesel", "electric", "petrol"].map(|c| (c == fuel) as u8 as f32))
+            std::iter::once(age)
+                .chain(["diesel", "electric", "petrol"].map(|c| (c == fuel) as u8 as f32))
         })
         .collect();
     let plan = tract_onnx::onnx()
@@ -281,8 +295,15 @@ fn a_categorical_model_takes_its_indicator_columns_named_in_the_metadata() {
         .unwrap()
         .into_runnable()
         .unwrap();
-    let input: Tensor = tract_ndarray::Array2::from_shape_vec((rows.len(), 4), x).unwrap().into();
+    let input: Tensor = tract_ndarray::Array2::from_shape_vec((rows.len(), 4), x)
+        .unwrap()
+        .into();
     let outputs = plan.run(tvec!(input.into())).unwrap();
-    let got: Vec<f64> = outputs[3].to_array_view::<f32>().unwrap().iter().map(|&v| v as f64).collect();
+    let got: Vec<f64> = outputs[3]
+        .to_array_view::<f32>()
+        .unwrap()
+        .iter()
+        .map(|&v| v as f64)
+        .collect();
     Tolerance::new(1e-5, 1e-5).assert_close("categorical: mean", &got, &want);
 }

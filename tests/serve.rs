@@ -398,9 +398,17 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     // submitted, naming its place and the data set as the client named it.
     let (st, b) = post("/v1/datasets?name=mine.csv", "x,y\n1,2\n3,oops\n4,5\n");
     assert_eq!(st, 201, "{b}");
-    let mine = serde_json::from_str::<Value>(&b).unwrap()["id"].as_str().unwrap().to_string();
+    let mine = serde_json::from_str::<Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (st, b) = post("/v1/jobs", &json!({"dataset": mine}).to_string());
-    error(st, &b, 400, "mine.csv:3:2 (column 'y'): 'oops' is not a number");
+    error(
+        st,
+        &b,
+        400,
+        "mine.csv:3:2 (column 'y'): 'oops' is not a number",
+    );
     let (st, b) = post("/v1/datasets?name=r.csv", "x,y\n1,2\n3\n");
     error(st, &b, 400, "r.csv");
     let (st, b) = post("/v1/datasets", "");
@@ -713,9 +721,14 @@ fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
     assert!(text.contains("succeeded"), "{text}");
     // With --epochs the model is the last epoch's, and the list says so (it said "best val"
     // and showed the best epoch's NLL, for a model that was not that epoch's).
-    let job = s.json("GET", &format!("/v1/jobs/{}", list_first_job(&s)), None).1;
+    let job = s
+        .json("GET", &format!("/v1/jobs/{}", list_first_job(&s)), None)
+        .1;
     let last = format!("{:.4} last", job["val_nll"].as_f64().unwrap());
-    assert!(text.contains("val NLL") && text.contains(&last), "{last:?} not in {text}");
+    assert!(
+        text.contains("val NLL") && text.contains(&last),
+        "{last:?} not in {text}"
+    );
     let id = list_first_job(&s);
     let out = run(&["fetch", &id, "--out", "again.json"]);
     assert!(out.status.success());
@@ -1206,7 +1219,10 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let mut r = Server::agent()
         .post(format!("{}/v1/datasets", s.base))
-        .header("Content-Type", format!("multipart/form-data; boundary={boundary}"))
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
         .send(&body[..])
         .unwrap();
     let ds: Value = serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap();
@@ -1221,7 +1237,12 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
         .send(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n1\r\n--{boundary}--\r\n").as_bytes())
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    assert!(r.body_mut().read_to_string().unwrap().contains("--data-binary @data.csv"));
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("--data-binary @data.csv")
+    );
 
     // A job on the text column trains what mdn train trains, and predicts from the text.
     let j = s.trained(json!({
@@ -1252,10 +1273,18 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
         .arg(&rows)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let want: Value = serde_json::from_slice(&out.stdout).unwrap();
     let predict = format!("/v1/models/{model_id}/predict");
-    let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[3, "diesel"], [50, "electric"]]})));
+    let (st, got) = s.json(
+        "POST",
+        &predict,
+        Some(json!({"rows": [[3, "diesel"], [50, "electric"]]})),
+    );
     assert_eq!(st, 200, "{got}");
     assert_eq!(got, want);
     let (st, got) = s.json(
@@ -1268,7 +1297,10 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[3, "hydrogen"]]})));
     assert_eq!(st, 400, "{got}");
     let m = got["error"]["message"].as_str().unwrap();
-    assert!(m.contains("rows[0], fuel: 'hydrogen' is not a category the model was trained on"), "{m}");
+    assert!(
+        m.contains("rows[0], fuel: 'hydrogen' is not a category the model was trained on"),
+        "{m}"
+    );
     assert!(m.contains("\"unknown_category\": \"ignore\""), "{m}");
     let (st, got) = s.json(
         "POST",
@@ -1278,7 +1310,13 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     assert_eq!(st, 200, "{got}");
     let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[null, "diesel"]]})));
     assert_eq!(st, 400, "{got}");
-    assert!(got["error"]["message"].as_str().unwrap().contains("rows[0], age: missing value (null)"), "{got}");
+    assert!(
+        got["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rows[0], age: missing value (null)"),
+        "{got}"
+    );
     // A job reading the column with the gap is refused when submitted, with the place.
     let (st, got) = s.json(
         "POST",
@@ -1287,7 +1325,10 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     );
     assert_eq!(st, 400, "{got}");
     let m = got["error"]["message"].as_str().unwrap();
-    assert!(m.contains("cars.csv:9:2 (column 'note'): missing value (an empty cell); 1 of 400 rows"), "{m}");
+    assert!(
+        m.contains("cars.csv:9:2 (column 'note'): missing value (an empty cell); 1 of 400 rows"),
+        "{m}"
+    );
     // With drop_missing the row is left out, and the job's events say so (they said nothing:
     // the warning went to the server's log only).
     let j = s.trained(json!({
@@ -1297,7 +1338,9 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     let events = s.events(j["id"].as_str().unwrap());
     let warned = events.iter().any(|e| {
         e["type"] == "warning"
-            && e["message"].as_str().is_some_and(|m| m.contains("1 of 400 rows has a missing value"))
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("1 of 400 rows has a missing value"))
     });
     assert!(warned, "{events:?}");
 }

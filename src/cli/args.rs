@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use mdn::categorical::UnknownCategory;
 use mdn::backend::DeviceChoice;
+use mdn::categorical::UnknownCategory;
 use mdn::job::TrainJob;
 use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
 use mdn::named::Named;

@@ -264,7 +264,10 @@ pub fn info(a: InfoArgs) -> Result<()> {
     ));
     if !model.categorical.is_empty() {
         // What the network takes (the ONNX graph's and /v2's input columns).
-        s.push_str(&format!("  inputs        [{}]\n", model.features.join(", ")));
+        s.push_str(&format!(
+            "  inputs        [{}]\n",
+            model.features.join(", ")
+        ));
     }
     s.push_str(&format!(
         "  architecture  {} inputs, hidden {:?} ({}), K={} components over {} target(s), {} covariance, sigma floor {}; {}\n",

@@ -29,8 +29,8 @@ use std::sync::atomic::AtomicBool;
 use serde::Serialize;
 
 use crate::backend::{self, Backend};
-use crate::checkpoint::{Checkpoint, EnsembleCheckpoint};
 use crate::categorical::Categorical;
+use crate::checkpoint::{Checkpoint, EnsembleCheckpoint};
 use crate::data::{ColumnChoice, Dataset, Missing};
 use crate::error::Result;
 use crate::layout::Covariance;

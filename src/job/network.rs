@@ -33,9 +33,10 @@ impl ResolvedJob {
             from: path,
             to: tmp.path(),
         });
-        let (_, _, notes) = crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
-            !cancel.load(Ordering::Relaxed)
-        })?;
+        let (_, _, notes) =
+            crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
+                !cancel.load(Ordering::Relaxed)
+            })?;
         for n in &notes {
             observer(&JobEvent::Warning(n));
         }

@@ -469,7 +469,11 @@ fn pick_components(tried: &[EpochChoice]) -> usize {
 /// network then learnt almost nothing beyond its initial weights. None otherwise.
 pub(super) fn learnt_little(choice: &EpochChoice) -> Option<String> {
     const FEW: usize = 2;
-    let early = choice.fold_best_epochs.iter().filter(|&&e| e <= FEW).count();
+    let early = choice
+        .fold_best_epochs
+        .iter()
+        .filter(|&&e| e <= FEW)
+        .count();
     let folds = choice.fold_best_epochs.len();
     (choice.epochs <= FEW && 2 * early > folds).then(|| {
         format!(
@@ -504,7 +508,10 @@ mod tests {
     #[test]
     fn twenty_rows_chose_one_epoch_without_a_warning_that_the_network_learnt_nothing() {
         let words = learnt_little(&choice(vec![1, 1, 3, 1, 1], 1)).expect("a warning");
-        assert!(words.starts_with("4 of 5 folds were best after at most 2 epochs"), "{words}");
+        assert!(
+            words.starts_with("4 of 5 folds were best after at most 2 epochs"),
+            "{words}"
+        );
         assert!(words.contains("trained for 1 epoch:"), "{words}");
         assert_eq!(learnt_little(&choice(vec![1, 40, 35, 1, 52], 35)), None);
         assert_eq!(learnt_little(&choice(vec![3, 9, 8, 1, 2], 3)), None);

@@ -645,7 +645,10 @@ fn over_quota(q: &store::OverQuota) -> ApiError {
 /// that file's name.
 type UploadBytes = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>;
 
-async fn upload_stream(headers: &HeaderMap, body: Body) -> ApiResult<(UploadBytes, Option<String>)> {
+async fn upload_stream(
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<(UploadBytes, Option<String>)> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -655,7 +658,9 @@ async fn upload_stream(headers: &HeaderMap, body: Body) -> ApiResult<(UploadByte
         .to_ascii_lowercase()
         .starts_with("multipart/form-data")
     {
-        let raw = body.into_data_stream().map(|r| r.map_err(|e| e.to_string()));
+        let raw = body
+            .into_data_stream()
+            .map(|r| r.map_err(|e| e.to_string()));
         return Ok((Box::pin(raw), None));
     }
     let boundary = multer::parse_boundary(content_type).map_err(|e| {
@@ -1914,8 +1919,9 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
     let ignore = match r.unknown_category.as_deref() {
         None => false,
         Some(s) => {
-            let u: crate::categorical::UnknownCategory =
-                s.parse().map_err(|e: String| ApiError::bad(format!("unknown_category: {e}")))?;
+            let u: crate::categorical::UnknownCategory = s
+                .parse()
+                .map_err(|e: String| ApiError::bad(format!("unknown_category: {e}")))?;
             u == crate::categorical::UnknownCategory::Ignore
         }
     };
@@ -1967,7 +1973,9 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                 }
                 None => {
                     if v.is_null() {
-                        return Err(ApiError::bad(format!("rows[{i}], {name}: missing value (null)")));
+                        return Err(ApiError::bad(format!(
+                            "rows[{i}], {name}: missing value (null)"
+                        )));
                     }
                     let f = v.as_f64().ok_or_else(|| {
                         ApiError::bad(format!("rows[{i}], {name}: expected a number"))

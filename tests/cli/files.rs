@@ -82,14 +82,24 @@ fn semicolon_and_tab_separated_files_are_read() {
     let dir = tempfile::tempdir().unwrap();
     for (name, sep) in [("semi.csv", ";"), ("tabs.csv", "\t")] {
         let text: String = std::iter::once(format!("x{sep}y\n"))
-            .chain(rows(200).lines().map(|l| format!("{}\n", l.replace(',', sep))))
+            .chain(
+                rows(200)
+                    .lines()
+                    .map(|l| format!("{}\n", l.replace(',', sep))),
+            )
             .collect();
         std::fs::write(dir.path().join(name), text).unwrap();
         let out = mdn(
             dir.path(),
-            &["train", "--data", name, "--epochs", "2", "--out", "m.json", "--quiet"],
+            &[
+                "train", "--data", name, "--epochs", "2", "--out", "m.json", "--quiet",
+            ],
         );
-        assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let model: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join("m.json")).unwrap()).unwrap();
         assert_eq!(model["features"], serde_json::json!(["x"]), "{name}");

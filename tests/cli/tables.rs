@@ -113,27 +113,60 @@ fn text_columns_are_categories_learnt_one_hot_and_read_from_text_by_every_comman
     // Exactly one-hot: the same rows written as indicator columns train the same bits.
     std::fs::write(d.join("hot.csv"), one_hot(&text, &model)).unwrap();
     let hot = train("hot.csv", "hot.json", &[]);
-    assert_eq!(params(&model), params(&hot), "text and one-hot columns trained differently");
+    assert_eq!(
+        params(&model),
+        params(&hot),
+        "text and one-hot columns trained differently"
+    );
     // Streamed (the CSV converted with its indicators) likewise.
-    let streamed = train("cars.csv", "s.json", &["--features", "age,fuel,region", "--stream"]);
+    let streamed = train(
+        "cars.csv",
+        "s.json",
+        &["--features", "age,fuel,region", "--stream"],
+    );
     let streamed_hot = train("hot.csv", "sh.json", &["--stream"]);
-    assert_eq!(params(&streamed), params(&streamed_hot), "streamed text and one-hot differ");
+    assert_eq!(
+        params(&streamed),
+        params(&streamed_hot),
+        "streamed text and one-hot differ"
+    );
     assert_eq!(streamed["categorical"], model["categorical"]);
 
     // Every command reads the text; predicting from the indicator columns agrees exactly.
-    let (from_text, _) = ok(d, &["predict", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"]);
-    let (from_hot, _) = ok(d, &["predict", "--model", "m.json", "--data", "hot.csv", "--device", "cpu"]);
+    let (from_text, _) = ok(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "cars.csv", "--device", "cpu",
+        ],
+    );
+    let (from_hot, _) = ok(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "hot.csv", "--device", "cpu",
+        ],
+    );
     assert_eq!(from_text, from_hot);
     for cmd in [
-        vec!["eval", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"],
-        vec!["sample", "--model", "m.json", "--data", "cars.csv", "--device", "cpu"],
-        vec!["plot", "--model", "m.json", "--data", "cars.csv", "--out", "p.svg"],
+        vec![
+            "eval", "--model", "m.json", "--data", "cars.csv", "--device", "cpu",
+        ],
+        vec![
+            "sample", "--model", "m.json", "--data", "cars.csv", "--device", "cpu",
+        ],
+        vec![
+            "plot", "--model", "m.json", "--data", "cars.csv", "--out", "p.svg",
+        ],
         vec!["info", "m.json"],
     ] {
         let (out, _) = ok(d, &cmd);
         if cmd[0] == "info" {
             assert!(out.contains("fuel (3 categories)"), "{out}");
-            assert!(out.contains("inputs        [age, fuel=diesel, fuel=electric, fuel=petrol, region=east"), "{out}");
+            assert!(
+                out.contains(
+                    "inputs        [age, fuel=diesel, fuel=electric, fuel=petrol, region=east"
+                ),
+                "{out}"
+            );
         }
     }
     // A model file for categories is refused by a reader of version 2 only by its version;
@@ -158,14 +191,29 @@ fn an_unknown_category_is_refused_with_its_place_or_ignored_with_a_warning() {
     ok(
         d,
         &[
-            "train", "--data", "cars.csv", "--features", "age,fuel,region", "--epochs", "2",
-            "--out", "m.json", "--quiet", "--device", "cpu",
+            "train",
+            "--data",
+            "cars.csv",
+            "--features",
+            "age,fuel,region",
+            "--epochs",
+            "2",
+            "--out",
+            "m.json",
+            "--quiet",
+            "--device",
+            "cpu",
         ],
     );
     let model = read_json(&d.join("m.json"));
     let new = "id,age,fuel,region\nn1,3,diesel,north\nn2,4,hydrogen,west\n";
     std::fs::write(d.join("new.csv"), new).unwrap();
-    let out = mdn(d, &["predict", "--model", "m.json", "--data", "new.csv", "--device", "cpu"]);
+    let out = mdn(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "new.csv", "--device", "cpu",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -179,15 +227,39 @@ fn an_unknown_category_is_refused_with_its_place_or_ignored_with_a_warning() {
     let (ignored, warn) = ok(
         d,
         &[
-            "predict", "--model", "m.json", "--data", "new.csv", "--device", "cpu",
-            "--unknown-category", "ignore",
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "new.csv",
+            "--device",
+            "cpu",
+            "--unknown-category",
+            "ignore",
         ],
     );
-    assert!(warn.contains("warning: new.csv: 1 row(s) have a category the model was not trained on"), "{warn}");
-    let mut zeros = one_hot("id,age,fuel,region\nn1,3,diesel,north\nn2,4,diesel,west\n", &model);
+    assert!(
+        warn.contains("warning: new.csv: 1 row(s) have a category the model was not trained on"),
+        "{warn}"
+    );
+    let mut zeros = one_hot(
+        "id,age,fuel,region\nn1,3,diesel,north\nn2,4,diesel,west\n",
+        &model,
+    );
     zeros = zeros.replacen("\n4,1,0,0,", "\n4,0,0,0,", 1);
     std::fs::write(d.join("zeros.csv"), zeros).unwrap();
-    let (expected, _) = ok(d, &["predict", "--model", "m.json", "--data", "zeros.csv", "--device", "cpu"]);
+    let (expected, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "zeros.csv",
+            "--device",
+            "cpu",
+        ],
+    );
     assert_eq!(ignored, expected);
 }
 
@@ -214,7 +286,10 @@ fn columns_that_are_not_categories_are_refused_with_what_to_do() {
         "cars.csv (column 'id'): 1200 different values: too many for a categorical feature (at most 1000); \
          an id or free text tells the model nothing, leave the column out (--features age,fuel,region)",
     );
-    fails(&["--categorical", "colour"], "--categorical 'colour' is not a feature column");
+    fails(
+        &["--categorical", "colour"],
+        "--categorical 'colour' is not a feature column",
+    );
     // An id column in a small table: every value its own (it was learnt as 150 categories).
     std::fs::write(d.join("cars.csv"), cars(150)).unwrap();
     fails(
@@ -234,12 +309,31 @@ fn columns_that_are_not_categories_are_refused_with_what_to_do() {
          value as one)",
     );
     // Numeric codes named with --categorical are categories.
-    std::fs::write(d.join("codes.csv"), cars(200).replace(",diesel,", ",1,").replace(",petrol,", ",2,").replace(",electric,", ",3,")).unwrap();
+    std::fs::write(
+        d.join("codes.csv"),
+        cars(200)
+            .replace(",diesel,", ",1,")
+            .replace(",petrol,", ",2,")
+            .replace(",electric,", ",3,"),
+    )
+    .unwrap();
     ok(
         d,
         &[
-            "train", "--data", "codes.csv", "--features", "age,fuel", "--categorical", "fuel",
-            "--epochs", "1", "--out", "c.json", "--quiet", "--device", "cpu",
+            "train",
+            "--data",
+            "codes.csv",
+            "--features",
+            "age,fuel",
+            "--categorical",
+            "fuel",
+            "--epochs",
+            "1",
+            "--out",
+            "c.json",
+            "--quiet",
+            "--device",
+            "cpu",
         ],
     );
     assert_eq!(
@@ -247,7 +341,17 @@ fn columns_that_are_not_categories_are_refused_with_what_to_do() {
         serde_json::json!([{"column": "fuel", "categories": ["1", "2", "3"]}])
     );
     // A .npy file holds numbers only.
-    ok(d, &["convert", "codes.csv", "codes.npy", "--columns", "age,fuel,price", "--quiet"]);
+    ok(
+        d,
+        &[
+            "convert",
+            "codes.csv",
+            "codes.npy",
+            "--columns",
+            "age,fuel,price",
+            "--quiet",
+        ],
+    );
     fails(
         &["--data", "codes.npy", "--categorical", "fuel"],
         "--categorical fuel: codes.npy is a .npy file, whose columns are numbers; give the CSV file",
@@ -263,7 +367,10 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
     let mut kept = String::new();
     for (i, line) in full.lines().enumerate() {
         let line = match i {
-            5 => line.replacen(",diesel,", ",,", 1).replacen(",petrol,", ",,", 1).replacen(",electric,", ",,", 1),
+            5 => line
+                .replacen(",diesel,", ",,", 1)
+                .replacen(",petrol,", ",,", 1)
+                .replacen(",electric,", ",,", 1),
             9 => {
                 let mut cells: Vec<&str> = line.split(',').collect();
                 cells[1] = "NA";
@@ -282,8 +389,18 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
     std::fs::write(d.join("kept.csv"), &kept).unwrap();
     let args = |data: &'static str, out: &'static str| {
         vec![
-            "train", "--data", data, "--features", "age,fuel,region", "--epochs", "3", "--out", out,
-            "--quiet", "--device", "cpu",
+            "train",
+            "--data",
+            data,
+            "--features",
+            "age,fuel,region",
+            "--epochs",
+            "3",
+            "--out",
+            out,
+            "--quiet",
+            "--device",
+            "cpu",
         ]
     };
     let out = mdn(d, &args("gaps.csv", "g.json"));
@@ -300,7 +417,12 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
     dropped.retain(|a| *a != "--quiet");
     dropped.push("--drop-missing");
     let (_, warn) = ok(d, &dropped);
-    assert!(warn.contains("2 of 400 rows have a missing value in the columns used (the first at line 6)"), "{warn}");
+    assert!(
+        warn.contains(
+            "2 of 400 rows have a missing value in the columns used (the first at line 6)"
+        ),
+        "{warn}"
+    );
     ok(d, &args("kept.csv", "k.json"));
     assert_eq!(
         params(&read_json(&d.join("g.json"))),

@@ -906,11 +906,30 @@ fn a_fixed_epoch_run_whose_validation_nll_rose_was_told_more_epochs_may_help() {
     let (_, err) = ok(
         dir.path(),
         &[
-            "train", "--data", "noise.csv", "--epochs", "300", "--hidden", "128,128", "--lr", "0.01",
-            "--val-fraction", "0.3", "--device", "cpu", "--out", "m.json",
+            "train",
+            "--data",
+            "noise.csv",
+            "--epochs",
+            "300",
+            "--hidden",
+            "128,128",
+            "--lr",
+            "0.01",
+            "--val-fraction",
+            "0.3",
+            "--device",
+            "cpu",
+            "--out",
+            "m.json",
         ],
     );
-    assert!(err.contains("warning: the model overfits: its validation NLL was lowest at epoch"), "{err}");
-    assert!(err.contains("by epoch 300 (the saved parameters, the last of --epochs 300)"), "{err}");
+    assert!(
+        err.contains("warning: the model overfits: its validation NLL was lowest at epoch"),
+        "{err}"
+    );
+    assert!(
+        err.contains("by epoch 300 (the saved parameters, the last of --epochs 300)"),
+        "{err}"
+    );
     assert!(!err.contains("More epochs"), "{err}");
 }
