@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::categorical::{Categorical, Lookup, UnknownCategory};
 use crate::error::{Error, Location, Result};
+use crate::transform::Transform;
 
 /// Features and targets of a data set, row-major, in the file's original units.
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +81,9 @@ pub enum ColumnChoice {
         categorical: Vec<Categorical>,
         unknown: UnknownCategory,
         missing: Missing,
+        /// Per target, its transform: a target value outside the transform's support is
+        /// refused with its place (empty: none).
+        transforms: Vec<Transform>,
     },
 }
 
@@ -161,6 +165,23 @@ impl ColumnChoice {
             categorical: categorical.to_vec(),
             unknown: UnknownCategory::Error,
             missing: Missing::Refuse,
+            transforms: Vec::new(),
+        }
+    }
+
+    /// This choice refusing a target value outside its transform's support (a model's
+    /// choice only; `transforms` one per target, or empty).
+    pub fn with_transforms(mut self, transforms: &[Transform]) -> ColumnChoice {
+        if let ColumnChoice::Model { transforms: t, .. } = &mut self {
+            *t = transforms.to_vec();
+        }
+        self
+    }
+
+    fn transforms(&self) -> &[Transform] {
+        match self {
+            ColumnChoice::Model { transforms, .. } => transforms,
+            _ => &[],
         }
     }
 
@@ -644,6 +665,8 @@ struct Reading {
     /// Rows with an unknown category read as no category, and the first one's message.
     ignored_rows: usize,
     first_ignored: Option<String>,
+    /// Per target, its transform (empty: none).
+    transforms: Vec<Transform>,
 }
 
 impl Reading {
@@ -657,6 +680,7 @@ impl Reading {
             first_missing: None,
             ignored_rows: 0,
             first_ignored: None,
+            transforms: choice.transforms().to_vec(),
         }
     }
 
@@ -722,14 +746,19 @@ impl Reading {
                     }
                 }
             }
-            for &c in &self.sel.targets {
-                y.push(parse_cell(
-                    &csv.record[c],
-                    &csv.path,
-                    line,
-                    c,
-                    &csv.header[c],
-                )?);
+            for (j, &c) in self.sel.targets.iter().enumerate() {
+                let v = parse_cell(&csv.record[c], &csv.path, line, c, &csv.header[c])?;
+                let t = crate::transform::of(&self.transforms, j);
+                if t.forward(v as f64).is_none_or(|z| !z.is_finite()) {
+                    return Err(Error::data(
+                        Location::cell(&csv.path, line, c + 1, &csv.header[c]),
+                        format!(
+                            "{v} is outside the support of --transform {t}: the target must be {}",
+                            t.support()
+                        ),
+                    ));
+                }
+                y.push(v);
             }
             return Ok(true);
         }

@@ -38,6 +38,15 @@ pub const OPSET: i64 = 13;
 
 /// The ONNX file of `model`.
 pub fn onnx(model: &Model) -> Result<Vec<u8>> {
+    if !model.transforms.is_empty() {
+        return Err(Error::config(format!(
+            "this model transforms its targets ({}): the ONNX graph gives Gaussian mixture \
+             parameters, and those of this model are in transformed units, so it is not \
+             exported (its mean, variance and quantiles need the transform; use mdn predict, \
+             the service or the Python package)",
+            crate::transform::spec(&model.transforms, &model.targets)
+        )));
+    }
     let mut g = Graph::default();
     let parts: Vec<Head> = model
         .member_models()

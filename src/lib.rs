@@ -37,5 +37,6 @@ pub mod synth;
 pub mod tables;
 pub mod tolerance;
 pub mod train;
+pub mod transform;
 
 pub use error::{Error, Result};

@@ -21,16 +21,19 @@ use crate::error::{Error, Result};
 use crate::layout::Arch;
 use crate::mixture::Mixture;
 use crate::scaler::Scaler;
+use crate::transform::Transform;
 
 /// The `format` field of every model file.
 pub const FORMAT_NAME: &str = "mdn-model";
 /// The newest model-file version this build reads.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The version an ensemble without categorical features is written with.
 pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
 /// The version a model with categorical features is written with (older readers, which
 /// would read their indicator inputs as numeric columns of the data, refuse it).
 pub const CATEGORICAL_FORMAT_VERSION: u32 = 3;
+/// The version a model with transformed targets (the `transforms` field) is written as.
+pub const TRANSFORM_FORMAT_VERSION: u32 = 4;
 /// The version a single model (no ensemble members) is written with: readers of version 1
 /// read it.
 pub const SINGLE_FORMAT_VERSION: u32 = 1;
@@ -194,6 +197,11 @@ pub struct Model {
     /// in the order of its indicators in `features`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub categorical: Vec<Categorical>,
+    /// Per target, the transform `z = g(y)` the mixture is fitted to (format version 4;
+    /// absent or empty: none). The scaler, the network and `params` are in units of z; the
+    /// density, scores, quantiles and samples the model answers are in units of y.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<Transform>,
     pub x_scaler: Scaler,
     pub y_scaler: Scaler,
     pub param_layout: String,
@@ -221,10 +229,15 @@ pub struct Prediction {
     /// With full covariance, `rows * K * D * D`: each component's Cholesky factor `L`
     /// (row-major, zero above the diagonal, covariance `L L^T`); empty for diagonal models.
     pub scale_tril: Vec<f64>,
+    /// Per target, the transform `z = g(y)` that `mu`, `sigma` and `scale_tril` are in units
+    /// of (empty: none, they are in units of y). [`Prediction::marginal`] and
+    /// [`Prediction::mean`] answer in units of y.
+    pub transforms: Vec<Transform>,
 }
 
 impl Prediction {
-    /// Row `r`'s marginal mixture of target `j`.
+    /// Row `r`'s marginal mixture of target `j` (a distribution of y, with the target's
+    /// transform).
     pub fn marginal(&self, r: usize, j: usize) -> crate::stats::Marginal {
         let (k, d) = (self.k, self.d);
         crate::stats::Marginal::of(
@@ -234,6 +247,12 @@ impl Prediction {
             d,
             j,
         )
+        .with_transform(crate::transform::of(&self.transforms, j))
+    }
+
+    /// Whether any target is transformed (the components are then in units of z = g(y)).
+    pub fn transformed(&self) -> bool {
+        !crate::transform::all_none(&self.transforms)
     }
 
     /// For an ensemble's prediction ([`Model::predict`] of `members` members): per row and
@@ -249,15 +268,18 @@ impl Prediction {
         for r in 0..self.rows {
             for j in 0..d {
                 let (mut mean_of_vars, mut mean_of_means, mut mean_of_sq) = (0.0, 0.0, 0.0);
+                let whole = self.marginal(r, j);
                 for e in 0..m {
-                    let (mut mean, mut second) = (0.0, 0.0);
-                    for c in e * k..(e + 1) * k {
-                        let w = self.pi[r * self.k + c] * m as f64;
-                        let i = (r * self.k + c) * d + j;
-                        mean += w * self.mu[i];
-                        second += w * (self.sigma[i] * self.sigma[i] + self.mu[i] * self.mu[i]);
-                    }
-                    mean_of_vars += (second - mean * mean) / m as f64;
+                    // Member e's own mixture: its components, their weights times M.
+                    let mut member = whole.clone();
+                    member.pi = whole.pi[e * k..(e + 1) * k]
+                        .iter()
+                        .map(|w| w * m as f64)
+                        .collect();
+                    member.mu = whole.mu[e * k..(e + 1) * k].to_vec();
+                    member.sigma = whole.sigma[e * k..(e + 1) * k].to_vec();
+                    let (mean, var) = (member.mean(), member.variance());
+                    mean_of_vars += var / m as f64;
                     mean_of_means += mean / m as f64;
                     mean_of_sq += mean * mean / m as f64;
                 }
@@ -288,8 +310,12 @@ impl Prediction {
         cov
     }
 
-    /// Mixture mean of row `r`, dimension `j`: sum_k pi_k mu_kj.
+    /// Mixture mean of row `r`, dimension `j` (sum_k pi_k mu_kj for an untransformed
+    /// target), in units of y.
     pub fn mean(&self, r: usize, j: usize) -> f64 {
+        if self.transformed() {
+            return self.marginal(r, j).mean();
+        }
         (0..self.k)
             .map(|c| self.pi[r * self.k + c] * self.mu[(r * self.k + c) * self.d + j])
             .sum()
@@ -313,6 +339,7 @@ impl Model {
             features,
             targets,
             categorical: Vec::new(),
+            transforms: Vec::new(),
             x_scaler,
             y_scaler,
             param_layout: Arch::layout_description().to_string(),
@@ -333,6 +360,7 @@ impl Model {
                 || m.features != self.features
                 || m.targets != self.targets
                 || m.categorical != self.categorical
+                || m.transforms != self.transforms
             {
                 return Err(format!(
                     "ensemble member {} has another architecture or other columns than the first",
@@ -352,6 +380,18 @@ impl Model {
             return Err("categorical features need format version 3".into());
         }
         crate::categorical::validate(&self.features, &self.categorical)?;
+        if !self.transforms.is_empty() {
+            if self.format_version < TRANSFORM_FORMAT_VERSION {
+                return Err("target transforms need format version 4".into());
+            }
+            if self.transforms.len() != self.targets.len() {
+                return Err(format!(
+                    "transforms has {} entries but there are {} targets",
+                    self.transforms.len(),
+                    self.targets.len()
+                ));
+            }
+        }
         self.arch.validate().map_err(|e| e.to_string())?;
         let a = &self.arch;
         let checks = [
@@ -496,11 +536,14 @@ impl Model {
     fn loglik_one(&self, backend: &mut dyn Backend, data: &Dataset) -> Result<Vec<f64>> {
         self.check_columns(data, true)?;
         let x = self.x_scaler.apply(&data.x);
-        let y = self.y_scaler.apply(&data.y);
+        let d = self.targets.len();
+        let z = transformed_targets(&data.path, &self.targets, &self.transforms, &data.y)?;
+        let y = self.y_scaler.apply(&z);
         let jac = self.y_scaler.log_jacobian();
         let mut ll = backend.loglik(&self.arch, &self.params, &x, &y, data.rows)?;
-        for v in ll.iter_mut() {
-            *v += jac;
+        for (r, v) in ll.iter_mut().enumerate() {
+            *v +=
+                jac + crate::transform::row_log_jacobian(&self.transforms, &z[r * d..(r + 1) * d]);
         }
         Ok(ll)
     }
@@ -529,7 +572,11 @@ impl Model {
         }
         for m in &mut models {
             m.members.clear();
-            m.format_version = SINGLE_FORMAT_VERSION;
+            m.format_version = if m.transforms.is_empty() {
+                SINGLE_FORMAT_VERSION
+            } else {
+                TRANSFORM_FORMAT_VERSION
+            };
         }
         first.members = models;
         first.format_version = first.format_version.max(ENSEMBLE_FORMAT_VERSION);
@@ -552,6 +599,21 @@ impl Model {
         self
     }
 
+    /// This model (and its members) fitted to targets transformed by `transforms` (one per
+    /// target; all none or empty: untransformed): format version 4 when any is not none.
+    pub fn with_transforms(mut self, transforms: &[Transform]) -> Model {
+        if crate::transform::all_none(transforms) {
+            return self;
+        }
+        self.transforms = transforms.to_vec();
+        self.format_version = self.format_version.max(TRANSFORM_FORMAT_VERSION);
+        for m in &mut self.members {
+            m.transforms = transforms.to_vec();
+            m.format_version = m.format_version.max(TRANSFORM_FORMAT_VERSION);
+        }
+        self
+    }
+
     /// The data columns this model reads, in order (a categorical column once, by its own
     /// name): what a file to predict for must have.
     pub fn columns(&self) -> Vec<String> {
@@ -566,6 +628,7 @@ impl Model {
             &self.categorical,
             need_targets,
         )
+        .with_transforms(&self.transforms)
     }
 
     /// pi, mu and sigma for every row, in original target units. For an ensemble of M
@@ -590,6 +653,7 @@ impl Model {
             mu: Vec::with_capacity(rows * kk * d),
             sigma: Vec::with_capacity(rows * kk * d),
             scale_tril: Vec::with_capacity(if full { rows * kk * d * d } else { 0 }),
+            transforms: parts[0].transforms.clone(),
         };
         for r in 0..rows {
             for p in &parts {
@@ -625,6 +689,7 @@ impl Model {
             } else {
                 Vec::new()
             },
+            transforms: self.transforms.clone(),
         };
         for r in 0..rows {
             let (pi, mu, sigma) = (
@@ -768,6 +833,7 @@ impl Model {
                         break;
                     }
                 }
+                let start = out.len();
                 if pred.scale_tril.is_empty() {
                     for j in 0..d {
                         let z: f64 = StandardNormal.sample(&mut rng);
@@ -784,8 +850,48 @@ impl Model {
                         out.push(pred.mu[(r * k + c) * d + j] + sigma_scale * le);
                     }
                 }
+                // A sample of z = g(y) taken back to y.
+                for (j, v) in out[start..].iter_mut().enumerate() {
+                    *v = crate::transform::of(&pred.transforms, j).inverse(*v);
+                }
             }
         }
         Ok(out)
     }
+}
+
+/// The error for a target value outside its transform's support (row `r` of `data`).
+pub(crate) fn outside_support(
+    path: &Path,
+    targets: &[String],
+    transforms: &[Transform],
+    (r, j, v): (usize, usize, f32),
+) -> Error {
+    let t = crate::transform::of(transforms, j);
+    Error::data(
+        crate::error::Location::file(path),
+        format!(
+            "data row {}: target '{}' is {v}, outside the support of its transform {t}: it must be {}",
+            r + 1,
+            targets.get(j).map_or("?", |s| s.as_str()),
+            t.support()
+        ),
+    )
+}
+
+/// Row-major targets `y` of `data`'s file mapped by `transforms` (a copy; `y` itself when
+/// there are none); a value outside its support is an error naming its row.
+pub(crate) fn transformed_targets<'a>(
+    path: &Path,
+    targets: &[String],
+    transforms: &[Transform],
+    y: &'a [f32],
+) -> Result<std::borrow::Cow<'a, [f32]>> {
+    if crate::transform::all_none(transforms) {
+        return Ok(std::borrow::Cow::Borrowed(y));
+    }
+    let mut z = y.to_vec();
+    crate::transform::forward_rows(transforms, &mut z, targets.len())
+        .map_err(|bad| outside_support(path, targets, transforms, bad))?;
+    Ok(std::borrow::Cow::Owned(z))
 }

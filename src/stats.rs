@@ -4,14 +4,50 @@
 //! produce the mixture parameters.
 //!
 //! The marginal of a diagonal Gaussian mixture in dimension j is the 1-D mixture
-//! `sum_k pi_k N(mu_kj, sigma_kj^2)`.
+//! `sum_k pi_k N(mu_kj, sigma_kj^2)`. For a transformed target ([`Transform`]) that mixture is
+//! the density of `z = g(y)`, and every answer here is about `y`: the CDF and quantiles
+//! through `g`, the density with the Jacobian, the mean and variance in closed form (log) or
+//! by quadrature (logit), the mode by search, the CRPS by quadrature.
 
-/// A 1-D Gaussian mixture: one row's marginal in one target dimension.
+use crate::transform::Transform;
+
+/// A 1-D Gaussian mixture: one row's marginal in one target dimension (of `z = g(y)` when
+/// `transform` is not none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Marginal {
     pub pi: Vec<f64>,
     pub mu: Vec<f64>,
     pub sigma: Vec<f64>,
+    pub transform: Transform,
+}
+
+/// Nodes and weights of 8-point Gauss-Legendre quadrature on [-1, 1].
+const GAUSS_LEGENDRE_8: [(f64, f64); 8] = [
+    (-0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
+    (-0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (-0.525_532_409_916_329, 0.313_706_645_877_887_3),
+    (-0.183_434_642_495_649_8, 0.362_683_783_378_362),
+    (0.183_434_642_495_649_8, 0.362_683_783_378_362),
+    (0.525_532_409_916_329, 0.313_706_645_877_887_3),
+    (0.796_666_477_413_626_7, 0.222_381_034_453_374_47),
+    (0.960_289_856_497_536_3, 0.101_228_536_290_376_26),
+];
+
+/// sum_i w_i f(x_i) approximating the integral of f over [a, b]: `panels` panels of 8-point
+/// Gauss-Legendre.
+fn integrate(a: f64, b: f64, panels: usize, f: &mut dyn FnMut(f64) -> f64) -> f64 {
+    if b <= a {
+        return 0.0;
+    }
+    let h = (b - a) / panels as f64;
+    let mut total = 0.0;
+    for p in 0..panels {
+        let mid = a + (p as f64 + 0.5) * h;
+        for (x, w) in GAUSS_LEGENDRE_8 {
+            total += w * 0.5 * h * f(mid + 0.5 * h * x);
+        }
+    }
+    total
 }
 
 const SQRT_2: f64 = std::f64::consts::SQRT_2;
@@ -44,16 +80,91 @@ impl Marginal {
             pi: pi.to_vec(),
             mu: (0..k).map(|c| mu[c * d + j]).collect(),
             sigma: (0..k).map(|c| sigma[c * d + j]).collect(),
+            transform: Transform::None,
         }
     }
 
-    pub fn mean(&self) -> f64 {
-        self.pi.iter().zip(&self.mu).map(|(p, m)| p * m).sum()
+    /// The same mixture read as the density of `z = g(y)` for `transform`.
+    pub fn with_transform(mut self, transform: Transform) -> Marginal {
+        self.transform = transform;
+        self
     }
 
-    /// Variance by the law of total variance: E[sigma^2] + Var[mu].
+    /// The mixture of z alone (its transform set aside).
+    fn of_z(&self) -> Marginal {
+        Marginal {
+            transform: Transform::None,
+            ..self.clone()
+        }
+    }
+
+    /// The range of z outside which every component has less than 1e-23 of its mass
+    /// (11 sigma either side).
+    fn z_range(&self) -> (f64, f64) {
+        let lo = self
+            .mu
+            .iter()
+            .zip(&self.sigma)
+            .map(|(m, s)| m - 11.0 * s)
+            .fold(f64::INFINITY, f64::min);
+        let hi = self
+            .mu
+            .iter()
+            .zip(&self.sigma)
+            .map(|(m, s)| m + 11.0 * s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        (lo, hi)
+    }
+
+    /// E[f(Y)] = sum_k pi_k E[f(g⁻¹(Z_k))] for Z_k ~ N(mu_k, sigma_k^2), by the
+    /// trapezoidal rule on 12 sigma either side in steps of sigma/4 (exponentially accurate
+    /// for smooth f under a Gaussian weight).
+    fn expect(&self, f: &dyn Fn(f64) -> f64) -> f64 {
+        let mut total = 0.0;
+        for ((p, m), s) in self.pi.iter().zip(&self.mu).zip(&self.sigma) {
+            let mut e = 0.0;
+            for i in -48..=48 {
+                let t = i as f64 * 0.25;
+                e += phi(t) * 0.25 * f(self.transform.inverse(m + s * t));
+            }
+            total += p * e;
+        }
+        total
+    }
+
+    pub fn mean(&self) -> f64 {
+        match self.transform {
+            Transform::None => self.pi.iter().zip(&self.mu).map(|(p, m)| p * m).sum(),
+            // E[e^Z] = e^(mu + sigma^2 / 2).
+            Transform::Log => self
+                .pi
+                .iter()
+                .zip(&self.mu)
+                .zip(&self.sigma)
+                .map(|((p, m), s)| p * (m + 0.5 * s * s).exp())
+                .sum(),
+            Transform::Logit { .. } => self.expect(&|y| y),
+        }
+    }
+
+    /// Variance by the law of total variance: E[sigma^2] + Var[mu] (of y: in closed form for
+    /// log, E[e^2Z] = e^(2 mu + 2 sigma^2); by quadrature for logit).
     pub fn variance(&self) -> f64 {
         let m = self.mean();
+        match self.transform {
+            Transform::None => {}
+            Transform::Log => {
+                let second: f64 = self
+                    .pi
+                    .iter()
+                    .zip(&self.mu)
+                    .zip(&self.sigma)
+                    .map(|((p, mu), s)| p * (2.0 * mu + 2.0 * s * s).exp())
+                    .sum();
+                return (second - m * m).max(0.0);
+            }
+            Transform::Logit { .. } => return self.expect(&|y| (y - m) * (y - m)),
+        }
         self.pi
             .iter()
             .zip(&self.mu)
@@ -63,6 +174,14 @@ impl Marginal {
     }
 
     pub fn pdf(&self, y: f64) -> f64 {
+        if !self.transform.is_none() {
+            return match self.transform.forward(y) {
+                Some(z) if z.is_finite() => {
+                    self.of_z().pdf(z) * self.transform.log_jacobian(z).exp()
+                }
+                _ => 0.0,
+            };
+        }
         self.pi
             .iter()
             .zip(&self.mu)
@@ -72,6 +191,15 @@ impl Marginal {
     }
 
     pub fn cdf(&self, y: f64) -> f64 {
+        if !self.transform.is_none() {
+            let (low, high) = self.transform.bounds();
+            return match self.transform.forward(y) {
+                Some(z) => self.of_z().cdf(z),
+                None if y <= low => 0.0,
+                None if y >= high => 1.0,
+                None => f64::NAN,
+            };
+        }
         self.pi
             .iter()
             .zip(&self.mu)
@@ -85,6 +213,9 @@ impl Marginal {
     /// `y = sum_k r_k(y) mu_k / sum_k r_k(y)` with `r_k = pi_k N(y; mu_k, sigma_k) / sigma_k^2`,
     /// started from every component mean; the start that converges to the highest density wins.
     pub fn mode(&self) -> f64 {
+        if !self.transform.is_none() {
+            return self.transformed_mode();
+        }
         let mut best = (f64::NEG_INFINITY, self.mean());
         for &start in &self.mu {
             let mut y = start;
@@ -116,6 +247,9 @@ impl Marginal {
     /// The `q`-quantile (0 < q < 1), exactly up to 1e-12 relative: bisection on the CDF within
     /// a bracket of every component's mean ± 40 sigma.
     pub fn quantile(&self, q: f64) -> f64 {
+        if !self.transform.is_none() {
+            return self.transform.inverse(self.of_z().quantile(q));
+        }
         let lo0 = self
             .mu
             .iter()
@@ -147,6 +281,9 @@ impl Marginal {
     /// `sum_k pi_k A(y - mu_k, s_k^2) - 1/2 sum_k sum_l pi_k pi_l A(mu_k - mu_l, s_k^2 + s_l^2)`
     /// with `A(m, v) = 2 sqrt(v) phi(m / sqrt(v)) + m (2 Phi(m / sqrt(v)) - 1)`.
     pub fn crps(&self, y: f64) -> f64 {
+        if !self.transform.is_none() {
+            return self.transformed_crps(y);
+        }
         let a = |m: f64, v: f64| {
             let s = v.sqrt();
             2.0 * s * phi(m / s) + m * (2.0 * big_phi(m / s) - 1.0)
@@ -166,6 +303,90 @@ impl Marginal {
             }
         }
         first - 0.5 * second
+    }
+
+    /// The mode of y for a transformed target: the highest ln p_z(z) + ln |dz/dy| on a grid
+    /// of 2001 points of z (over every component's mean ± 11 sigma, and down to
+    /// mu - sigma^2 - 3 sigma, where a log-normal component's own mode lies), refined by
+    /// golden-section search between the grid neighbours of the best point.
+    fn transformed_mode(&self) -> f64 {
+        let z = self.of_z();
+        let (mut lo, hi) = self.z_range();
+        if self.transform == Transform::Log {
+            for (m, s) in self.mu.iter().zip(&self.sigma) {
+                lo = lo.min(m - s * s - 3.0 * s);
+            }
+        }
+        let score = |v: f64| {
+            let p = z.pdf(v);
+            if p > 0.0 {
+                p.ln() + self.transform.log_jacobian(v)
+            } else {
+                f64::NEG_INFINITY
+            }
+        };
+        const N: usize = 2000;
+        let step = (hi - lo) / N as f64;
+        let (mut best, mut at) = (f64::NEG_INFINITY, lo);
+        for i in 0..=N {
+            let v = lo + i as f64 * step;
+            let sc = score(v);
+            if sc > best {
+                (best, at) = (sc, v);
+            }
+        }
+        let (mut a, mut b) = (at - step, at + step);
+        let r = 0.5 * (5f64.sqrt() - 1.0);
+        for _ in 0..100 {
+            let (c, d) = (b - r * (b - a), a + r * (b - a));
+            if score(c) >= score(d) {
+                b = d;
+            } else {
+                a = c;
+            }
+            if b - a <= 1e-13 * (1.0 + a.abs()) {
+                break;
+            }
+        }
+        self.transform.inverse(0.5 * (a + b))
+    }
+
+    /// CRPS of y for a transformed target: the integral over t of (F(t) - 1{t >= y})^2,
+    /// written in z (t = g⁻¹(u), dt = du / |dz/dy|) and split at g(y), each side by
+    /// 64 panels of 8-point Gauss-Legendre over every component's mean ± 11 sigma (extended
+    /// to g(y) when y lies outside it). Beyond that range the integrand is below 1e-23 of
+    /// the mass. For a y outside the support, its distance to the support adds.
+    fn transformed_crps(&self, y: f64) -> f64 {
+        let (low, _) = self.transform.bounds();
+        let z = self.of_z();
+        let (lo, hi) = self.z_range();
+        let gy = match self.transform.forward(y) {
+            Some(v) if v.is_finite() => v,
+            _ if y <= low => f64::NEG_INFINITY,
+            _ => f64::INFINITY,
+        };
+        let t = self.transform;
+        let dt = |u: f64| (-t.log_jacobian(u)).exp();
+        let below = {
+            let b = gy.min(hi);
+            let mut f = |u: f64| z.cdf(u).powi(2) * dt(u);
+            integrate(lo, b, 64, &mut f)
+        };
+        let above = {
+            let a = gy.max(lo);
+            let mut f = |u: f64| (1.0 - z.cdf(u)).powi(2) * dt(u);
+            integrate(a, hi, 64, &mut f)
+        };
+        // Between the range and an observation far outside it, F is 0 (below) or 1 (above):
+        // the integral there is the distance in y.
+        let gap = if gy > hi {
+            y - t.inverse(hi)
+        } else if gy < lo {
+            t.inverse(lo) - y
+        } else {
+            0.0
+        };
+        below + above + gap.max(0.0)
     }
 }
 
@@ -188,15 +409,8 @@ pub struct DimScores {
     pub coverage_90: f64,
 }
 
-/// Scores every target dimension. `pi`: rows*K, `mu`/`sigma`: rows*K*D, `y`: rows*D.
-pub fn score(
-    targets: &[String],
-    pi: &[f64],
-    mu: &[f64],
-    sigma: &[f64],
-    y: &[f32],
-    k: usize,
-) -> Vec<DimScores> {
+/// Scores every target dimension of `pred` against the observed `y` (rows*D, original units).
+pub fn score(targets: &[String], pred: &crate::model::Prediction, y: &[f32]) -> Vec<DimScores> {
     let d = targets.len();
     let rows = y.len() / d.max(1);
     (0..d)
@@ -204,13 +418,7 @@ pub fn score(
             let (mut crps, mut se, mut in50, mut in90) = (0.0, 0.0, 0usize, 0usize);
             let mut hist = vec![0u64; 10];
             for r in 0..rows {
-                let m = Marginal::of(
-                    &pi[r * k..(r + 1) * k],
-                    &mu[r * k * d..(r + 1) * k * d],
-                    &sigma[r * k * d..(r + 1) * k * d],
-                    d,
-                    j,
-                );
+                let m = pred.marginal(r, j);
                 let obs = y[r * d + j] as f64;
                 crps += m.crps(obs);
                 se += (m.mean() - obs).powi(2);
@@ -250,6 +458,7 @@ mod tests {
             pi: vec![1.0],
             mu: vec![2.0],
             sigma: vec![3.0],
+            transform: Transform::None,
         };
         assert!((m.quantile(0.975) - (2.0 + 3.0 * 1.959963984540054)).abs() < 1e-9);
         assert!((m.mode() - 2.0).abs() < 1e-12);
@@ -258,5 +467,101 @@ mod tests {
         let want =
             3.0 * (z * (2.0 * big_phi(z) - 1.0) + 2.0 * phi(z) - 1.0 / std::f64::consts::PI.sqrt());
         assert!((m.crps(3.5) - want).abs() < 1e-12);
+    }
+
+    /// A log-normal mixture against its closed forms: CDF, quantile, mean, variance, mode of
+    /// one component, and the CRPS of one log-normal (Baran and Lerch 2015):
+    /// y (2 Phi(w) - 1) - 2 e^(mu + s^2/2) (Phi(w - s) + Phi(s / sqrt 2) - 1), w = (ln y - mu) / s.
+    #[test]
+    fn log_transformed_marginals_match_the_log_normal() {
+        let (mu, s) = (0.7, 0.45);
+        let m = Marginal {
+            pi: vec![1.0],
+            mu: vec![mu],
+            sigma: vec![s],
+            transform: Transform::Log,
+        };
+        let close = |a: f64, b: f64, tol: f64, what: &str| {
+            assert!(
+                (a - b).abs() <= tol * b.abs().max(1e-300),
+                "{what}: {a} vs {b}"
+            );
+        };
+        close(m.mean(), (mu + s * s / 2.0).exp(), 1e-12, "mean");
+        close(
+            m.variance(),
+            ((s * s).exp() - 1.0) * (2.0 * mu + s * s).exp(),
+            1e-12,
+            "variance",
+        );
+        close(m.mode(), (mu - s * s).exp(), 1e-8, "mode");
+        close(
+            m.quantile(0.9),
+            (mu + s * 1.281_551_565_544_600_5).exp(),
+            1e-9,
+            "q0.9",
+        );
+        for y in [0.3, 1.0, 2.0, 2.4, 9.0, 40.0] {
+            let w = (f64::ln(y) - mu) / s;
+            close(m.cdf(y), big_phi(w), 1e-12, "cdf");
+            close(m.pdf(y), phi(w) / (s * y), 1e-12, "pdf");
+            let want = y * (2.0 * big_phi(w) - 1.0)
+                - 2.0
+                    * (mu + s * s / 2.0).exp()
+                    * (big_phi(w - s) + big_phi(s / std::f64::consts::SQRT_2) - 1.0);
+            close(m.crps(y), want, 1e-9, "crps");
+        }
+        // No mass below zero; an observation below the support adds its distance.
+        assert_eq!(m.cdf(0.0), 0.0);
+        assert_eq!(m.cdf(-3.0), 0.0);
+        assert_eq!(m.pdf(-1.0), 0.0);
+        close(m.crps(-2.0), m.crps(0.0) + 2.0, 1e-9, "crps below 0");
+    }
+
+    /// A logit-transformed mixture's mean, variance and CRPS against brute-force integrals
+    /// of its density on a fine grid of y, and its quantiles against its CDF.
+    #[test]
+    fn logit_transformed_marginals_match_numerical_integrals() {
+        let m = Marginal {
+            pi: vec![0.3, 0.7],
+            mu: vec![-1.2, 0.8],
+            sigma: vec![0.5, 0.9],
+            transform: Transform::Logit {
+                low: 2.0,
+                high: 5.0,
+            },
+        };
+        let n = 400_000;
+        let h = 3.0 / n as f64;
+        let ys: Vec<f64> = (0..n).map(|i| 2.0 + (i as f64 + 0.5) * h).collect();
+        let mass: f64 = ys.iter().map(|&y| m.pdf(y) * h).sum();
+        let mean: f64 = ys.iter().map(|&y| y * m.pdf(y) * h).sum();
+        let var: f64 = ys.iter().map(|&y| (y - mean).powi(2) * m.pdf(y) * h).sum();
+        assert!((mass - 1.0).abs() < 1e-6, "mass {mass}");
+        assert!((m.mean() - mean).abs() < 1e-6, "{} vs {mean}", m.mean());
+        assert!(
+            (m.variance() - var).abs() < 1e-6,
+            "{} vs {var}",
+            m.variance()
+        );
+        for obs in [2.5, 3.9, 4.7] {
+            let crps: f64 = ys
+                .iter()
+                .map(|&t| (m.cdf(t) - if t >= obs { 1.0 } else { 0.0 }).powi(2) * h)
+                .sum();
+            assert!(
+                (m.crps(obs) - crps).abs() < 1e-5,
+                "{} vs {crps}",
+                m.crps(obs)
+            );
+        }
+        for q in [0.01, 0.5, 0.99] {
+            assert!((m.cdf(m.quantile(q)) - q).abs() < 1e-9);
+        }
+        let mode = m.mode();
+        for dy in [-1e-3, 1e-3] {
+            assert!(m.pdf(mode) >= m.pdf(mode + dy));
+        }
+        assert_eq!((m.cdf(2.0), m.cdf(5.0)), (0.0, 1.0));
     }
 }

@@ -126,6 +126,10 @@ pub fn predictions_json(
         })
         .collect();
     let mut doc = json!({ "targets": model.targets, "components": k, "rows": rows });
+    if !model.transforms.is_empty() {
+        // mu, sigma and cov are of z = g(y); the rest is of y.
+        doc["transforms"] = json!(model.transforms);
+    }
     if members > 1 {
         doc["ensemble"] = json!(members);
     }
@@ -279,14 +283,7 @@ pub fn evaluate(
     let loglik = model.loglik(backend, data)?;
     let mean_nll = -loglik.iter().sum::<f64>() / loglik.len() as f64;
     let pred = model.predict(backend, data)?;
-    let scores = crate::stats::score(
-        &model.targets,
-        &pred.pi,
-        &pred.mu,
-        &pred.sigma,
-        &data.y,
-        pred.k,
-    );
+    let scores = crate::stats::score(&model.targets, &pred, &data.y);
     Ok(Evaluation {
         rows: data.rows,
         mean_nll,

@@ -71,6 +71,7 @@ _OPTIONS = {
     "device": "auto",
     "threads": None,
     "ensemble": 1,
+    "transform": None,
     "categorical": None,
     "unknown_category": "error",
 }
@@ -480,7 +481,10 @@ class MDN(_Regressor, _Base):
     hidden, covariance ("diagonal" or "full"), activation ("relu" or "tanh"), l2, lr,
     batch_size, clip_norm, patience, max_epochs, epochs (fixed epochs instead of early
     stopping), val_fraction, seed, sigma_floor, device ("auto", "gpu", "software", "cpu"),
-    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1). None means mdn's
+    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1), transform ("log"
+    for positive targets, "logit:LOW,HIGH" for bounded ones, or per target
+    "price=log;share=logit:0,1"; densities, scores and quantiles stay in y's units, while the
+    components' mu and sigma are of the transformed target). None means mdn's
     default, which for components, batch_size, patience and max_epochs adapts to the number
     of rows. `random_state` is scikit-learn's name for the seed: when given (an int, or a
     numpy RandomState to draw one from) it is used instead of `seed`. `verbose=True` prints
@@ -509,6 +513,7 @@ class MDN(_Regressor, _Base):
         device="auto",
         threads=None,
         ensemble=1,
+        transform=None,
         verbose=False,
         callback=None,
         random_state=None,
@@ -532,6 +537,7 @@ class MDN(_Regressor, _Base):
         self.device = device
         self.threads = threads
         self.ensemble = ensemble
+        self.transform = transform
         self.verbose = verbose
         self.callback = callback
         self.random_state = random_state

@@ -327,6 +327,15 @@ impl Model {
             .collect()
     }
 
+    /// Per target, the transform the mixture was fitted through ("none", "log" or
+    /// "logit:LOW,HIGH"): the components' mu and sigma are in its units.
+    #[getter]
+    fn transforms(&self) -> Vec<String> {
+        (0..self.inner.targets.len())
+            .map(|j| mdn::transform::of(&self.inner.transforms, j).to_string())
+            .collect()
+    }
+
     /// The data columns the model reads, in order (a categorical column once, by its name).
     #[getter]
     fn columns(&self) -> Vec<String> {

@@ -589,6 +589,12 @@ pub struct DataColumns {
     /// used, instead of refusing the file
     #[arg(long)]
     pub drop_missing: bool,
+    /// Transform of the targets before the mixture is fitted: log (a positive target:
+    /// log-normal components), logit:LOW,HIGH (a target between LOW and HIGH) or none; one
+    /// for every target, or per target as 'price=log;share=logit:0,1'. Densities, NLLs,
+    /// quantiles, samples and scores stay in the target's own units
+    #[arg(long, default_value = "none")]
+    pub transform: String,
 }
 
 /// How each model is fitted (train, select).
@@ -769,6 +775,7 @@ fn shared_job(
         features: cols.features.clone(),
         categorical: cols.categorical.clone(),
         drop_missing: cols.drop_missing,
+        transform: cols.transform.clone(),
         val_fraction: fit.val_fraction,
         activation: fit.activation,
         lr: fit.lr,

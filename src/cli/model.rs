@@ -257,10 +257,20 @@ pub fn info(a: InfoArgs) -> Result<()> {
             None => c,
         })
         .collect();
+    // A transformed target with its transform: price (log).
+    let targets: Vec<String> = model
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(j, t)| match mdn::transform::of(&model.transforms, j) {
+            mdn::transform::Transform::None => t.clone(),
+            tr => format!("{t} ({tr})"),
+        })
+        .collect();
     s.push_str(&format!(
         "  columns       [{}] -> [{}]\n",
         columns.join(", "),
-        model.targets.join(", ")
+        targets.join(", ")
     ));
     if !model.categorical.is_empty() {
         // What the network takes (the ONNX graph's and /v2's input columns).

@@ -184,13 +184,13 @@ impl ResolvedJob {
     /// columns from their text, the targets; rows with a missing value refused, saying
     /// `--drop-missing` would leave them out, or left out with it.
     pub fn choice(&self) -> ColumnChoice {
-        ColumnChoice::model(&self.features, &self.targets, &self.categorical, true).with_missing(
-            if self.job.drop_missing {
+        ColumnChoice::model(&self.features, &self.targets, &self.categorical, true)
+            .with_missing(if self.job.drop_missing {
                 Missing::Drop
             } else {
                 Missing::RefuseSayingDrop
-            },
-        )
+            })
+            .with_transforms(&self.options.transforms)
     }
 
     /// Trains and returns the model without writing it. With `ensemble` M > 1: M members,

@@ -36,6 +36,9 @@ pub struct TrainJob {
     /// Leave out rows with a missing value (an empty cell, `NA`, ...) in a column used,
     /// instead of refusing the file.
     pub drop_missing: bool,
+    /// How each target is transformed before the mixture is fitted (`log`, `logit:LOW,HIGH`
+    /// or `none` for every target; or `price=log;share=logit:0,1` per target; empty: none).
+    pub transform: String,
     /// Validation data instead of holding out `val_fraction` of `data`.
     pub val: Option<PathBuf>,
     /// Fraction of the rows held out for validation (None: 0.1, or with fewer than
@@ -90,6 +93,7 @@ impl Default for TrainJob {
             features: Vec::new(),
             categorical: Vec::new(),
             drop_missing: false,
+            transform: String::new(),
             val: None,
             val_fraction: None,
             hidden: vec![64],
@@ -234,7 +238,8 @@ impl TrainJob {
             && (CROSS_VALIDATE_MIN..CROSS_VALIDATE_BELOW).contains(&rows)
     }
 
-    /// The trainer's options.
+    /// The trainer's options (without the target transforms, which need the target
+    /// columns: [`TrainJob::transforms`]).
     pub fn options(&self) -> TrainOptions {
         TrainOptions {
             hidden: self.hidden.clone(),
@@ -259,6 +264,7 @@ impl TrainJob {
             seed: self.seed,
             split_seed: None,
             exact_split: true,
+            transforms: Vec::new(),
         }
     }
 
@@ -336,6 +342,20 @@ impl TrainJob {
             }
         }
         self.seed = o.seed;
+        self.transform = if o.transforms.is_empty() {
+            String::new()
+        } else {
+            crate::transform::spec(&o.transforms, &self.target)
+        };
+    }
+
+    /// The per-target transforms `transform` names for `targets` (empty: none).
+    pub(super) fn transforms(
+        &self,
+        targets: &[String],
+    ) -> Result<Vec<crate::transform::Transform>> {
+        crate::transform::parse_spec(&self.transform, targets)
+            .map_err(|m| Error::config(format!("--transform: {m}")))
     }
 
     pub(super) fn data_name(&self) -> String {

@@ -97,7 +97,10 @@ impl TrainJob {
         let options = match (&resume, &ensemble_resume) {
             (Some(c), _) => c.options.clone(),
             (_, Some(c)) => c.options.clone(),
-            _ => self.options(),
+            _ => TrainOptions {
+                transforms: self.transforms(&targets)?,
+                ..self.options()
+            },
         };
         Ok(ResolvedJob {
             options,
@@ -302,7 +305,10 @@ impl TrainJob {
             .clone()
             .unwrap_or_else(|| Checkpoint::default_path(&self.out_path()));
         Ok(ResolvedJob {
-            options: self.options(),
+            options: TrainOptions {
+                transforms: self.transforms(&train.targets)?,
+                ..self.options()
+            },
             job: self,
             features: train.features.clone(),
             targets: train.targets.clone(),

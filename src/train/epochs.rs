@@ -268,7 +268,9 @@ pub(super) fn run_epochs(
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
     note: &mut dyn FnMut(&str),
 ) -> Result<Ended> {
-    let mut state = EpochLoop::new(opts, members, resume, setup.y_scaler.log_jacobian())?;
+    let scaler = setup.y_scaler.log_jacobian();
+    let jac = (scaler + setup.log_jacobian.0, scaler + setup.log_jacobian.1);
+    let mut state = EpochLoop::new(opts, members, resume, jac)?;
     let first = state.states.iter().map(|s| s.completed).max().unwrap_or(0) + 1;
     let mut interrupted = false;
     for epoch in first..=state.max_epochs {
@@ -311,9 +313,11 @@ pub(super) fn run_epochs(
 struct EpochLoop<'a> {
     opts: &'a TrainOptions,
     members: Members<'a>,
-    /// log|det| of the target standardisation: NLLs in original units are the standardised
-    /// ones less this.
-    jac: f64,
+    /// ln|dz/dy| of the map from original to standardised target units (the
+    /// standardisation's, plus the mean of the target transforms' over the training rows,
+    /// and over the validation rows): NLLs in original units are the standardised ones less
+    /// this.
+    jac: (f64, f64),
     max_epochs: usize,
     patience: Option<usize>,
     states: Vec<LoopState>,
@@ -330,7 +334,7 @@ impl<'a> EpochLoop<'a> {
         opts: &'a TrainOptions,
         members: Members<'a>,
         resume: Option<Vec<LoopState>>,
-        jac: f64,
+        jac: (f64, f64),
     ) -> Result<EpochLoop<'a>> {
         let m = members.seeds.len();
         let (max_epochs, patience) = match opts.stopping {
@@ -505,8 +509,8 @@ impl<'a> EpochLoop<'a> {
         for &i in active {
             let st = &mut self.states[i];
             st.completed = epoch;
-            let train_nll = stats[i].train_nll - self.jac;
-            let val_nll = stats[i].val_nll.map(|v| v - self.jac);
+            let train_nll = stats[i].train_nll - self.jac.0;
+            let val_nll = stats[i].val_nll.map(|v| v - self.jac.1);
             st.history.push(EpochRecord {
                 epoch,
                 train_nll,
@@ -745,7 +749,8 @@ fn build_model(
         setup.x_scaler,
         setup.y_scaler,
         params,
-    );
+    )
+    .with_transforms(&setup.transforms);
     model.training = Some(TrainingInfo {
         mdn_version: env!("CARGO_PKG_VERSION").to_string(),
         backend: backend_name,

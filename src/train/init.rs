@@ -11,7 +11,9 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::layout::{Activation, Arch};
 use crate::mixture::softplus_inverse;
+use crate::model::transformed_targets;
 use crate::scaler::{ColumnStats, Scaler};
+use crate::transform::{Transform, mean_log_jacobian};
 
 /// The head kernel starts at this fraction of Glorot-uniform, so that at first the head's
 /// outputs are close to its biases (below) for every input. At full Glorot scale the raw sigma
@@ -71,6 +73,12 @@ pub(super) struct Setup {
     pub(super) targets: Vec<String>,
     pub(super) x_scaler: Scaler,
     pub(super) y_scaler: Scaler,
+    /// Per target, the transform `z = g(y)` (empty: none): every row the run sees has its
+    /// targets in units of z.
+    pub(super) transforms: Vec<Transform>,
+    /// The mean ln |dz/dy| of the training rows and of the validation rows: what the NLLs
+    /// in units of z are corrected by to be NLLs of y (0 without transforms).
+    pub(super) log_jacobian: (f64, f64),
     /// Feature columns constant in the training rows: they carry nothing to learn from, and
     /// their first-layer weights start (and, their gradient being zero, stay) at zero, so
     /// that the model ignores whatever value they take when it predicts.
@@ -110,6 +118,13 @@ impl Setup {
         arch.sigma_floor = opts.sigma_floor;
         arch.covariance = opts.covariance;
         arch.validate()?;
+        if !opts.transforms.is_empty() && opts.transforms.len() != targets.len() {
+            return Err(Error::config(format!(
+                "{} target transform(s) for {} target(s)",
+                opts.transforms.len(),
+                targets.len()
+            )));
+        }
         for (j, name) in targets.iter().enumerate() {
             if y.is_constant(j) {
                 return Err(Error::data(
@@ -126,9 +141,23 @@ impl Setup {
             targets: targets.to_vec(),
             x_scaler: x.scaler(),
             y_scaler: y.scaler(),
+            transforms: if crate::transform::all_none(&opts.transforms) {
+                Vec::new()
+            } else {
+                opts.transforms.clone()
+            },
+            log_jacobian: (0.0, 0.0),
             constant_features: (0..features.len()).filter(|&c| x.is_constant(c)).collect(),
         })
     }
+}
+
+/// The targets of `d` mapped by `transforms` (`d.y` itself when there are none).
+fn transformed<'a>(
+    d: &'a Dataset,
+    transforms: &[Transform],
+) -> Result<std::borrow::Cow<'a, [f32]>> {
+    transformed_targets(&d.path, &d.targets, transforms, &d.y)
 }
 
 /// In-memory rows standardised with the training rows' statistics, and the run's setup.
@@ -156,9 +185,12 @@ pub(super) fn standardise(
 ) -> Result<Standardised> {
     let mut x_stats = ColumnStats::new(train.d_in());
     let mut y_stats = ColumnStats::new(train.d_out());
+    let zs = |d| transformed(d, &opts.transforms);
+    let train_z = zs(train)?;
+    let val_z = val.map(zs).transpose()?;
     x_stats.push(&train.x);
-    y_stats.push(&train.y);
-    let setup = Setup::new(
+    y_stats.push(&train_z);
+    let mut setup = Setup::new(
         train.path.as_path(),
         &train.features,
         &train.targets,
@@ -166,15 +198,18 @@ pub(super) fn standardise(
         &y_stats,
         opts,
     )?;
+    let d = train.d_out();
+    setup.log_jacobian = (
+        mean_log_jacobian(&setup.transforms, &train_z, d),
+        val_z
+            .as_ref()
+            .map_or(0.0, |z| mean_log_jacobian(&setup.transforms, z, d)),
+    );
     let tx = setup.x_scaler.apply(&train.x);
-    let ty = setup.y_scaler.apply(&train.y);
-    let val_std = val.map(|v| {
-        (
-            setup.x_scaler.apply(&v.x),
-            setup.y_scaler.apply(&v.y),
-            v.rows,
-        )
-    });
+    let ty = setup.y_scaler.apply(&train_z);
+    let val_std = val
+        .zip(val_z.as_ref())
+        .map(|(v, z)| (setup.x_scaler.apply(&v.x), setup.y_scaler.apply(z), v.rows));
     Ok(Standardised {
         setup,
         tx,

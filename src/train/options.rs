@@ -46,6 +46,9 @@ pub struct TrainOptions {
     /// [`ValidationSplit::per_row`]), so that they go on with the rows they started with.
     #[serde(default)]
     pub exact_split: bool,
+    /// Per target, the transform `z = g(y)` the mixture is fitted to (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transforms: Vec<crate::transform::Transform>,
 }
 
 impl Default for TrainOptions {
@@ -64,6 +67,7 @@ impl Default for TrainOptions {
             seed: 0,
             split_seed: None,
             exact_split: true,
+            transforms: Vec::new(),
         }
     }
 }

@@ -109,9 +109,27 @@ pub fn train_stream_with(
 ) -> Result<Model> {
     let shape = Shape::of(source, stream);
     check_columns(&shape.features, &shape.targets, val)?;
+    // Every row read from here on has its targets in units of z = g(y).
+    let transforms = opts.transforms.clone();
+    let mut transformed = Transformed {
+        inner: source,
+        transforms: &transforms,
+    };
+    let source: &mut dyn RowSource = &mut transformed;
+    let val_z = match val {
+        Some(v) if !crate::transform::all_none(&transforms) => {
+            let y = crate::model::transformed_targets(&v.path, &v.targets, &transforms, &v.y)?;
+            Some(Dataset {
+                y: y.into_owned(),
+                ..v.clone()
+            })
+        }
+        _ => None,
+    };
+    let val = val_z.as_ref().or(val);
     let fraction = held_out_fraction(stream, val.is_some(), shape.rows)?;
     let split = opts.validation_split(fraction, shape.rows);
-    let first = first_pass(source, &shape, &split, opts.seed, observer)?;
+    let first = first_pass(source, &shape, &split, opts, observer)?;
     let val = val.or(first.held.as_ref());
     if fraction > 0.0 && val.is_none() {
         return Err(Error::config(format!(
@@ -122,7 +140,7 @@ pub fn train_stream_with(
     }
     let train_rows = first.train_rows;
     check_options(train_rows, &shape.path, val, opts)?;
-    let setup = Setup::new(
+    let mut setup = Setup::new(
         &shape.path,
         &shape.features,
         &shape.targets,
@@ -130,6 +148,12 @@ pub fn train_stream_with(
         &first.y_stats,
         opts,
     )?;
+    setup.log_jacobian = (
+        first.log_jacobian,
+        val.map_or(0.0, |v| {
+            crate::transform::mean_log_jacobian(&setup.transforms, &v.y, v.d_out())
+        }),
+    );
     let val_std = val.map(|v| {
         (
             setup.x_scaler.apply(&v.x),
@@ -273,6 +297,8 @@ struct FirstPass {
     /// Up to a million training targets (a reservoir sample), for the initial means.
     sample: Vec<f32>,
     train_rows: usize,
+    /// The mean ln |dz/dy| of the training rows' target transforms.
+    log_jacobian: f64,
 }
 
 /// Pass 1: the training rows' statistics, the validation rows, a sample of targets.
@@ -280,9 +306,11 @@ fn first_pass(
     source: &mut dyn RowSource,
     shape: &Shape,
     split: &ValidationSplit,
-    seed: u64,
+    opts: &TrainOptions,
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<FirstPass> {
+    let seed = opts.seed;
+    let mut jacobian = 0.0;
     const SAMPLE: usize = 1_000_000;
     let (d_in, d_out) = (shape.d_in, shape.d_out);
     let mut x_stats = ColumnStats::new(d_in);
@@ -309,6 +337,7 @@ fn first_pass(
             }
             x_stats.push(x);
             y_stats.push(y);
+            jacobian += crate::transform::row_log_jacobian(&opts.transforms, y);
             train_rows += 1;
             // Reservoir sample of the targets.
             if sample.len() < SAMPLE * d_out {
@@ -344,7 +373,43 @@ fn first_pass(
         held,
         sample,
         train_rows,
+        log_jacobian: jacobian / train_rows.max(1) as f64,
     })
+}
+
+/// A source whose rows come with their targets mapped by `transforms` (z = g(y)); a value
+/// outside its transform's support is an error naming its row.
+struct Transformed<'s> {
+    inner: &'s mut dyn RowSource,
+    transforms: &'s [crate::transform::Transform],
+}
+
+impl RowSource for Transformed<'_> {
+    fn path(&self) -> &std::path::Path {
+        self.inner.path()
+    }
+    fn rows(&self) -> usize {
+        self.inner.rows()
+    }
+    fn features(&self) -> &[String] {
+        self.inner.features()
+    }
+    fn targets(&self) -> &[String] {
+        self.inner.targets()
+    }
+    fn read(&mut self, start: usize, n: usize, x: &mut Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        let at = y.len();
+        self.inner.read(start, n, x, y)?;
+        let d = self.inner.targets().len();
+        crate::transform::forward_rows(self.transforms, &mut y[at..], d).map_err(|(r, j, v)| {
+            crate::model::outside_support(
+                self.inner.path(),
+                self.inner.targets(),
+                self.transforms,
+                (start + r, j, v),
+            )
+        })
+    }
 }
 
 /// A streamed epoch: the chunks in a new random order, read a window at a time, the window's
