@@ -541,9 +541,16 @@ impl Model {
         let y = self.y_scaler.apply(&z);
         let jac = self.y_scaler.log_jacobian();
         let mut ll = backend.loglik(&self.arch, &self.params, &x, &y, data.rows)?;
+        // ln |dz/dy| from y itself (z is rounded to f32).
         for (r, v) in ll.iter_mut().enumerate() {
-            *v +=
-                jac + crate::transform::row_log_jacobian(&self.transforms, &z[r * d..(r + 1) * d]);
+            let ys = &data.y[r * d..(r + 1) * d];
+            *v += jac
+                + self
+                    .transforms
+                    .iter()
+                    .zip(ys)
+                    .map(|(t, &y)| t.log_jacobian_at(y as f64))
+                    .sum::<f64>();
         }
         Ok(ll)
     }

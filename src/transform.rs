@@ -74,6 +74,17 @@ impl Transform {
         }
     }
 
+    /// ln |dz/dy| at y, computed from y (exact where [`Transform::log_jacobian`] of a z
+    /// rounded to f32 is not).
+    pub fn log_jacobian_at(&self, y: f64) -> f64 {
+        match *self {
+            Transform::None => 0.0,
+            Transform::Log => -y.ln(),
+            // dz/dy = 1/(y - low) + 1/(high - y) = (high - low) / ((y - low)(high - y)).
+            Transform::Logit { low, high } => (high - low).ln() - (y - low).ln() - (high - y).ln(),
+        }
+    }
+
     /// The values the transform takes, for messages: "positive", "between 0 and 1".
     pub fn support(&self) -> String {
         match *self {
@@ -286,6 +297,7 @@ mod tests {
                 let h = 1e-5 * (1.0 + y.abs()).min(y - low).min(high - y);
                 let dz = (t.forward(y + h).unwrap() - t.forward(y - h).unwrap()) / (2.0 * h);
                 close(t.log_jacobian(z), dz.abs().ln(), 1e-6);
+                close(t.log_jacobian_at(y), t.log_jacobian(z), 1e-12);
             }
         }
     }

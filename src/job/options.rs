@@ -37,7 +37,7 @@ pub struct TrainJob {
     /// instead of refusing the file.
     pub drop_missing: bool,
     /// How each target is transformed before the mixture is fitted (`log`, `logit:LOW,HIGH`
-    /// or `none` for every target; or `price=log;share=logit:0,1` per target; empty: none).
+    /// or `none` for every target; or `price=log;share=logit:0,1` per target).
     pub transform: String,
     /// Validation data instead of holding out `val_fraction` of `data`.
     pub val: Option<PathBuf>,
@@ -93,7 +93,7 @@ impl Default for TrainJob {
             features: Vec::new(),
             categorical: Vec::new(),
             drop_missing: false,
-            transform: String::new(),
+            transform: "none".into(),
             val: None,
             val_fraction: None,
             hidden: vec![64],
@@ -343,7 +343,7 @@ impl TrainJob {
         }
         self.seed = o.seed;
         self.transform = if o.transforms.is_empty() {
-            String::new()
+            "none".into()
         } else {
             crate::transform::spec(&o.transforms, &self.target)
         };

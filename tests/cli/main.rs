@@ -19,6 +19,7 @@
 
 mod support;
 mod tables;
+mod transforms;
 
 mod devices;
 mod files;
