@@ -1344,3 +1344,70 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
     });
     assert!(warned, "{events:?}");
 }
+
+/// A job with `"transform": "log"` trains what `mdn train --transform log` trains, and the
+/// service answers in units of y; a target outside the support is refused when the job is
+/// submitted, with its place.
+#[test]
+fn a_log_transformed_job_trains_what_mdn_train_trains_and_a_zero_target_is_refused_at_submission() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let mut csv = String::from("x,price\n");
+    for i in 0..300 {
+        let x = (i % 50) as f64 / 10.0;
+        let noise = ((i as f64 * 12.9898).sin() * 43758.5453).fract() - 0.5;
+        csv.push_str(&format!("{x},{:.4}\n", (0.4 * x + 1.5 * noise).exp()));
+    }
+    let file = dir.path().join("prices.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let ds = s.dataset(&file, "prices.csv");
+    let j = s.trained(json!({
+        "dataset": ds, "options": {"epochs": 3, "seed": 2, "transform": "log"}
+    }));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let model_id = j["model"].as_str().unwrap();
+    let (_, text) = s.call("GET", &format!("/v1/models/{model_id}"), None);
+    let served: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(served["transforms"], json!(["log"]));
+    let cli = cli_train(
+        dir.path(),
+        &file,
+        &["--epochs", "3", "--seed", "2", "--transform", "log"],
+    );
+    assert_eq!(params(&served), params(&cli));
+    let (st, got) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/predict"),
+        Some(json!({"rows": [[0.5], [4.0]], "quantiles": [0.0001]})),
+    );
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["transforms"], json!(["log"]));
+    for row in got["rows"].as_array().unwrap() {
+        assert!(
+            row["quantiles"]["0.0001"][0].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+    }
+    // A zero price in a file for a log-transformed job: refused at submission.
+    std::fs::write(&file, format!("{csv}1.0,0\n")).unwrap();
+    let bad = s.dataset(&file, "zero.csv");
+    let (st, got) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": bad, "options": {"transform": "log"}})),
+    );
+    assert_eq!(st, 400, "{got}");
+    let m = got["error"]["message"].as_str().unwrap();
+    assert!(m.contains(":302:2") && m.contains("positive"), "{m}");
+    // An unknown transform is refused by name.
+    let (st, got) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"transform": "sqrt"}})),
+    );
+    assert_eq!(st, 400, "{got}");
+    assert!(
+        got.to_string().contains("unknown transform 'sqrt'"),
+        "{got}"
+    );
+}

@@ -329,3 +329,30 @@ def test_text_and_categorical_columns_are_categories_as_mdn_train_reads_them(tmp
     assert coded.model_.categorical[0] == ("fuel", ["1", "2", "3"])
     with pytest.raises(ValueError, match=r"categorical: \['colour'\] are not columns of X"):
         mdn.MDN(epochs=1, device="cpu", categorical=["colour"]).fit(X, y)
+
+
+def test_a_log_transform_gives_the_bits_of_mdn_train_and_no_mass_below_zero(tmp_path):
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 3, size=(500, 1)).astype(np.float32)
+    y = np.exp(0.6 * X[:, 0] + rng.normal(0, 0.9, size=500)).astype(np.float32)
+    write_csv(tmp_path / "d.csv", X, y)
+    cli("train", "--data", "d.csv", "--transform", "log", "--epochs", "4", "--val-fraction", "0",
+        "--device", "cpu", "--out", "m.json", "--quiet", cwd=tmp_path)
+    est = mdn.MDN(transform="log", epochs=4, val_fraction=0, device="cpu").fit(X, y)
+    assert est.model_.transforms == ["log"]
+    assert json.loads(est.model_.to_json())["params"] == json.loads((tmp_path / "m.json").read_text())["params"]
+    d = est.predict_distribution(X[:30])
+    # The components are of ln y; the mean is the log-normal mixture's, in units of y.
+    pi, mu, sigma = d.pi, d.mu[:, :, 0], d.sigma[:, :, 0]
+    np.testing.assert_allclose(d.mean, np.sum(pi * np.exp(mu + sigma**2 / 2), axis=1), rtol=1e-12)
+    assert np.all(d.cdf(0.0) == 0.0) and np.all(d.ppf(1e-6) > 0)
+    assert np.all(d.sample(50, seed=1) > 0)
+    # The density of y is that of ln y over y.
+    at = np.full(30, 2.5)
+    z = (np.log(2.5) - mu) / sigma
+    pdf = np.sum(pi * np.exp(-0.5 * z * z) / (sigma * np.sqrt(2 * np.pi)), axis=1) / 2.5
+    np.testing.assert_allclose(d.pdf(at, marginal=True), pdf, rtol=1e-9)
+    with pytest.raises(ValueError, match="positive"):
+        est.log_prob(X[:2], np.array([1.0, 0.0], dtype=np.float32))
+    with pytest.raises(ValueError, match="unknown transform 'sqrt'"):
+        mdn.MDN(transform="sqrt", epochs=1, device="cpu").fit(X, y)

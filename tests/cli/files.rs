@@ -383,6 +383,24 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
             "--quiet",
         ],
     );
+    // And a version-4 file: a logit-transformed target.
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--transform",
+            "logit:-0.1,1.1",
+            "--epochs",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            "logit.json",
+            "--quiet",
+        ],
+    );
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/model-format.md"))
             .unwrap();
@@ -398,6 +416,7 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
             1.0,
         ),
         ("ens.json", "one.csv", "[0.3]", "[0.45]", 3.0),
+        ("logit.json", "one.csv", "[0.3]", "[0.45]", 1.0),
     ] {
         std::fs::copy(d.join(model), d.join("model.json")).unwrap();
         let script =
