@@ -1,6 +1,8 @@
 //! Quantiles, modes, proper scores and sampling controls against closed forms and Monte Carlo.
 
+use mdn::model::Prediction;
 use mdn::stats::{Marginal, score};
+use mdn::transform::Transform;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -10,6 +12,7 @@ fn two_modes() -> Marginal {
         pi: vec![0.3, 0.7],
         mu: vec![-1.0, 2.0],
         sigma: vec![0.5, 1.5],
+        transform: Transform::None,
     }
 }
 
@@ -51,6 +54,7 @@ fn the_mode_is_the_highest_density_point() {
         pi: vec![0.2, 0.8],
         mu: vec![0.0, 5.0],
         sigma: vec![0.01, 3.0],
+        transform: Transform::None,
     };
     assert!(m.mode().abs() < 1e-6);
 }
@@ -80,6 +84,28 @@ fn crps_matches_monte_carlo() {
             m.crps(y)
         );
     }
+    // The same mixture as one of z = logit((y - 0) / 10): y = g⁻¹(X), the CRPS by quadrature.
+    // (Monte Carlo's error is larger here: src/stats.rs checks the quadrature against a
+    // brute-force integral to 1e-5.)
+    let t = Transform::Logit {
+        low: 0.0,
+        high: 10.0,
+    };
+    let lm = two_modes().with_transform(t);
+    for y in [0.5, 2.0, 7.0, 9.9, 12.0] {
+        let (mut a, mut b) = (0.0, 0.0);
+        for _ in 0..n {
+            let (x1, x2) = (t.inverse(draw()), t.inverse(draw()));
+            a += (x1 - y).abs();
+            b += (x1 - x2).abs();
+        }
+        let mc = a / n as f64 - 0.5 * b / n as f64;
+        assert!(
+            (lm.crps(y) - mc).abs() < 0.03,
+            "logit, y={y}: quadrature {} vs Monte Carlo {mc}",
+            lm.crps(y)
+        );
+    }
 }
 
 #[test]
@@ -98,7 +124,17 @@ fn scores_of_a_calibrated_forecast() {
         let z: f64 = StandardNormal.sample(&mut rng);
         y.push((mu[r * k + c] + sigma[r * k + c] * z) as f32);
     }
-    let s = &score(&["y".to_string()], &pi, &mu, &sigma, &y, k)[0];
+    let of = |sigma: &[f64], transforms: Vec<Transform>| Prediction {
+        rows,
+        k,
+        d: 1,
+        pi: pi.clone(),
+        mu: mu.clone(),
+        sigma: sigma.to_vec(),
+        scale_tril: Vec::new(),
+        transforms,
+    };
+    let s = &score(&["y".to_string()], &of(&sigma, vec![]), &y)[0];
     assert!(s.calibration_error < 0.01, "{s:?}");
     assert!(
         (s.coverage_50 - 0.5).abs() < 0.02 && (s.coverage_90 - 0.9).abs() < 0.01,
@@ -107,7 +143,20 @@ fn scores_of_a_calibrated_forecast() {
     assert_eq!(s.pit_histogram.iter().sum::<u64>(), rows as u64);
     // A forecast that is too sharp is miscalibrated: U-shaped PIT, low coverage.
     let narrow: Vec<f64> = sigma.iter().map(|s| s * 0.3).collect();
-    let t = &score(&["y".to_string()], &pi, &mu, &narrow, &y, k)[0];
+    let t = &score(&["y".to_string()], &of(&narrow, vec![]), &y)[0];
     assert!(t.calibration_error > 0.03 && t.coverage_90 < 0.7, "{t:?}");
     assert!(t.pit_histogram[0] > s.pit_histogram[0] && t.pit_histogram[9] > s.pit_histogram[9]);
+    // The same mixture as one of ln y, scored on e^y: the PIT is the same (F(e^y) through ln
+    // is the CDF of y), so it is as calibrated, and the scores are in units of e^y.
+    let e: Vec<f32> = y.iter().map(|v| (*v as f64).exp() as f32).collect();
+    let l = &score(&["y".to_string()], &of(&sigma, vec![Transform::Log]), &e)[0];
+    assert!(l.calibration_error < 0.01, "{l:?}");
+    let differ: u64 = l
+        .pit_histogram
+        .iter()
+        .zip(&s.pit_histogram)
+        .map(|(a, b)| a.abs_diff(*b))
+        .sum();
+    assert!(differ <= 4, "{:?} vs {:?}", l.pit_histogram, s.pit_histogram);
+    assert!(l.crps > s.crps, "CRPS in units of e^y: {} vs {}", l.crps, s.crps);
 }
