@@ -119,6 +119,7 @@ fn pit_and_reliability_follow_their_definitions() {
         mu: vec![0.0, 1.0, -2.0],
         sigma: vec![1.0, 2.0, 0.5],
         scale_tril: Vec::new(),
+        transforms: Vec::new(),
     };
     let p = pit(
         &pred,

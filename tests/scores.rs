@@ -157,6 +157,16 @@ fn scores_of_a_calibrated_forecast() {
         .zip(&s.pit_histogram)
         .map(|(a, b)| a.abs_diff(*b))
         .sum();
-    assert!(differ <= 4, "{:?} vs {:?}", l.pit_histogram, s.pit_histogram);
-    assert!(l.crps > s.crps, "CRPS in units of e^y: {} vs {}", l.crps, s.crps);
+    assert!(
+        differ <= 4,
+        "{:?} vs {:?}",
+        l.pit_histogram,
+        s.pit_histogram
+    );
+    assert!(
+        l.crps > s.crps,
+        "CRPS in units of e^y: {} vs {}",
+        l.crps,
+        s.crps
+    );
 }
