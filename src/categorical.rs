@@ -354,6 +354,19 @@ impl Lookup {
         if self.categories.len() > SHOWN {
             known.push_str(&format!(", ... ({} in all)", self.categories.len()));
         }
-        format!("'{cell}' is not a category the model was trained on (it knows {known})")
+        // Categories are matched exactly; one that differs only in case or surrounding spaces
+        // is most likely the same, and is named.
+        let near = self
+            .categories
+            .iter()
+            .find(|c| c.trim().to_lowercase() == cell.trim().to_lowercase());
+        match near {
+            Some(c) => format!(
+                "'{cell}' is not a category the model was trained on (categories are matched exactly: did you mean '{c}'? it knows {known})"
+            ),
+            None => {
+                format!("'{cell}' is not a category the model was trained on (it knows {known})")
+            }
+        }
     }
 }

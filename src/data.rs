@@ -488,10 +488,20 @@ impl<R: std::io::Read> std::io::Read for CountLines<R> {
 }
 
 /// The field separator a file's header line shows: `;` or a tab when the line has no comma
-/// and does have that separator (and not the other), else `,`. European spreadsheets write
-/// `;`-separated files; a tab-separated export is common too.
+/// and does have that separator (and not the other), else `,`; separators inside a quoted
+/// name (`"price, EUR";age`) do not count. European spreadsheets write `;`-separated files;
+/// a tab-separated export is common too.
 fn sniff_delimiter(first_line: &[u8]) -> u8 {
-    let has = |b: u8| first_line.contains(&b);
+    let mut quoted = false;
+    let mut outside = Vec::with_capacity(first_line.len());
+    for &b in first_line {
+        if b == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            outside.push(b);
+        }
+    }
+    let has = |b: u8| outside.contains(&b);
     if has(b',') {
         return b',';
     }

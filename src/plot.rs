@@ -89,10 +89,19 @@ pub fn density_grid(
     (nx, ny): (usize, usize),
 ) -> Result<DensityGrid> {
     if model.arch.inputs != 1 {
+        // Named as the data has them: a categorical column once, with its categories.
+        let columns: Vec<String> = model
+            .columns()
+            .into_iter()
+            .map(|c| match model.categorical.iter().find(|k| k.column == c) {
+                Some(k) => format!("{c} ({} categories)", k.categories.len()),
+                None => c,
+            })
+            .collect();
         return Err(Error::config(format!(
-            "the density map needs a model with one input feature; this one has {} ({}): use --panel pit, reliability or history",
-            model.arch.inputs,
-            model.features.join(", ")
+            "the density map needs a model with one numeric feature column; this one reads {} ({}): use --panel pit, reliability or history",
+            columns.len(),
+            columns.join(", ")
         )));
     }
     let centres = |(a, b): (f64, f64), n: usize| -> Vec<f64> {

@@ -105,7 +105,10 @@ fn bishop_density_map_shows_three_branches() {
     let mut two = model.clone();
     two.arch.inputs = 2;
     let err = density_grid(&two, &mut cpu, 0, (0.0, 1.0), (0.0, 1.0), (2, 2)).unwrap_err();
-    assert!(err.to_string().contains("one input feature"), "{err}");
+    assert!(
+        err.to_string().contains("one numeric feature column"),
+        "{err}"
+    );
 }
 
 #[test]

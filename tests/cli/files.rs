@@ -105,6 +105,32 @@ fn semicolon_and_tab_separated_files_are_read() {
         assert_eq!(model["features"], serde_json::json!(["x"]), "{name}");
         assert_eq!(model["targets"], serde_json::json!(["y"]), "{name}");
     }
+    // A quoted name with a comma in a `;` file: the comma inside quotes does not count (it
+    // was read as a comma-separated file with one column).
+    let text: String = std::iter::once("\"x, cm\";y\n".to_string())
+        .chain(
+            rows(200)
+                .lines()
+                .map(|l| format!("{}\n", l.replace(',', ";"))),
+        )
+        .collect();
+    std::fs::write(dir.path().join("quoted.csv"), text).unwrap();
+    ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "quoted.csv",
+            "--epochs",
+            "2",
+            "--out",
+            "q.json",
+            "--quiet",
+        ],
+    );
+    let model: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("q.json")).unwrap()).unwrap();
+    assert_eq!(model["features"], serde_json::json!(["x, cm"]));
 }
 
 #[test]

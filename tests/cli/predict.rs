@@ -519,7 +519,7 @@ fn plot_writes_png_and_svg_figures() {
                 "--out",
                 "x.png",
             ],
-            "one input feature",
+            "one numeric feature column",
         ),
         (
             vec!["plot", "--target", "nope", "--out", "x.png"],

@@ -223,6 +223,39 @@ fn an_unknown_category_is_refused_with_its_place_or_ignored_with_a_warning() {
         ),
         "{err}"
     );
+    // A category that differs only in case is still unknown (they are matched exactly), but
+    // the message names the one it probably is.
+    std::fs::write(
+        d.join("case.csv"),
+        "id,age,fuel,region\nn1,3,Diesel,north\n",
+    )
+    .unwrap();
+    let out = mdn(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "case.csv", "--device", "cpu",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'Diesel' is not a category the model was trained on (categories are matched exactly: did you mean 'diesel'?"),
+        "{err}"
+    );
+    // The density map's refusal counts the columns as the data has them.
+    let out = mdn(
+        d,
+        &[
+            "plot", "--model", "m.json", "--data", "cars.csv", "--panel", "density", "--out",
+            "x.png",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("reads 3 (age, fuel (3 categories), region (4 categories))"),
+        "{err}"
+    );
     // Ignored: the row is predicted with all of fuel's indicators zero.
     let (ignored, warn) = ok(
         d,
