@@ -33,6 +33,7 @@ pub mod scaler;
 pub mod select;
 pub mod serve;
 pub mod stats;
+pub mod student;
 pub mod synth;
 pub mod tables;
 pub mod tolerance;
