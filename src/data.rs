@@ -385,10 +385,13 @@ pub fn read_npy(path: &Path, choice: &ColumnChoice) -> Result<Dataset> {
             y.extend(sel.targets.iter().map(|&c| row[c]));
         }
     }
+    let targets: Vec<String> = sel.targets.iter().map(|&c| names[c].clone()).collect();
+    // A target outside its transform's support, by its row in the array.
+    crate::model::transformed_targets(path, &targets, choice.transforms(), &y)?;
     Ok(Dataset {
         path: path.to_path_buf(),
         features: sel.inputs,
-        targets: sel.targets.iter().map(|&c| names[c].clone()).collect(),
+        targets,
         x,
         y,
         rows,
@@ -757,13 +760,22 @@ impl Reading {
                 }
             }
             for (j, &c) in self.sel.targets.iter().enumerate() {
-                let v = parse_cell(&csv.record[c], &csv.path, line, c, &csv.header[c])?;
+                let cell = &csv.record[c];
+                let v = parse_cell(cell, &csv.path, line, c, &csv.header[c])?;
                 let t = crate::transform::of(&self.transforms, j);
                 if t.forward(v as f64).is_none_or(|z| !z.is_finite()) {
+                    // The cell as the file has it, and what f32 made of it when that differs
+                    // (0.99999999 is 1 in f32, outside logit:0,1).
+                    let read = if cell.trim().parse::<f64>().ok() == Some(v as f64) {
+                        String::new()
+                    } else {
+                        format!(" (read as the 32-bit float {v})")
+                    };
                     return Err(Error::data(
                         Location::cell(&csv.path, line, c + 1, &csv.header[c]),
                         format!(
-                            "{v} is outside the support of --transform {t}: the target must be {}",
+                            "'{}'{read} is outside the support of --transform {t}: the target must be {}",
+                            cell.trim(),
                             t.support()
                         ),
                     ));

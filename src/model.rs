@@ -878,8 +878,7 @@ pub(crate) fn outside_support(
     Error::data(
         crate::error::Location::file(path),
         format!(
-            "data row {}: target '{}' is {v}, outside the support of its transform {t}: it must be {}",
-            r + 1,
+            "row {r} (counting from 0), target '{}': {v} is outside the support of --transform {t}: the target must be {}",
             targets.get(j).map_or("?", |s| s.as_str()),
             t.support()
         ),

@@ -161,6 +161,10 @@ impl Marginal {
                     .zip(&self.sigma)
                     .map(|((p, mu), s)| p * (2.0 * mu + 2.0 * s * s).exp())
                     .sum();
+                if !second.is_finite() {
+                    // Past f64's range (a far extrapolation): infinite, as the mean is.
+                    return f64::INFINITY;
+                }
                 return (second - m * m).max(0.0);
             }
             Transform::Logit { .. } => return self.expect(&|y| (y - m) * (y - m)),
@@ -511,6 +515,16 @@ mod tests {
                     * (big_phi(w - s) + big_phi(s / std::f64::consts::SQRT_2) - 1.0);
             close(m.crps(y), want, 1e-9, "crps");
         }
+        // Past f64's range: an infinite mean has an infinite variance (not 0), and the mode
+        // and quantiles stay positive.
+        let far = Marginal {
+            pi: vec![1.0],
+            mu: vec![800.0],
+            sigma: vec![30.0],
+            transform: Transform::Log,
+        };
+        assert_eq!((far.mean(), far.variance()), (f64::INFINITY, f64::INFINITY));
+        assert!(far.mode() > 0.0 && far.quantile(0.001) > 0.0);
         // No mass below zero; an observation below the support adds its distance.
         assert_eq!(m.cdf(0.0), 0.0);
         assert_eq!(m.cdf(-3.0), 0.0);

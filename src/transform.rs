@@ -43,11 +43,13 @@ impl Transform {
         }
     }
 
-    /// y = g⁻¹(z).
+    /// y = g⁻¹(z), strictly inside the support: where f64 rounds e^z to 0 or infinity, or
+    /// a bound plus a share of the range to the bound itself, the nearest value inside
+    /// (a far quantile, mode or sample stays a possible value).
     pub fn inverse(&self, z: f64) -> f64 {
         match *self {
             Transform::None => z,
-            Transform::Log => z.exp(),
+            Transform::Log => z.exp().clamp(f64::MIN_POSITIVE, f64::MAX),
             Transform::Logit { low, high } => {
                 // low + (high - low) sigmoid(z), the sigmoid computed without overflow.
                 let s = if z >= 0.0 {
@@ -56,7 +58,7 @@ impl Transform {
                     let e = z.exp();
                     e / (1.0 + e)
                 };
-                (low + (high - low) * s).clamp(low, high)
+                (low + (high - low) * s).clamp(low.next_up(), high.next_down())
             }
         }
     }
@@ -180,11 +182,10 @@ pub fn of(transforms: &[Transform], j: usize) -> Transform {
 /// (`log`), or `target=transform` items separated by `;` (`price=log;share=logit:0,1`),
 /// the targets not named untransformed. Empty when every target is untransformed.
 pub fn parse_spec(spec: &str, targets: &[String]) -> Result<Vec<Transform>, String> {
+    check_spec(spec)?;
     let spec = spec.trim();
-    if spec.is_empty() {
-        return Ok(Vec::new());
-    }
     let mut out = vec![Transform::None; targets.len()];
+    let mut named = vec![false; targets.len()];
     if !spec.contains('=') {
         let t: Transform = spec.parse()?;
         out.fill(t);
@@ -203,10 +204,39 @@ pub fn parse_spec(spec: &str, targets: &[String]) -> Result<Vec<Transform>, Stri
                     targets.join(", ")
                 ));
             };
+            if named[j] {
+                return Err(format!("'{name}' is named twice"));
+            }
+            named[j] = true;
             out[j] = t.parse()?;
         }
     }
     Ok(if all_none(&out) { Vec::new() } else { out })
+}
+
+/// Checks a spec's form without the targets (before any file is read): not empty, a
+/// transform, or `name=transform` items each with a name and a transform.
+pub fn check_spec(spec: &str) -> Result<(), String> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return Err("is empty: give none, log or logit:LOW,HIGH".into());
+    }
+    if !spec.contains('=') {
+        return spec.parse::<Transform>().map(|_| ());
+    }
+    for item in spec.split(';').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.split_once('=') {
+            Some((name, t)) if !name.trim().is_empty() => {
+                t.parse::<Transform>()?;
+            }
+            _ => {
+                return Err(format!(
+                    "'{item}': name each target's transform as TARGET=TRANSFORM (for example price=log), separated by ';'"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The transforms as the spec [`parse_spec`] reads back: `log`, or `a=log;b=none`.
@@ -345,6 +375,9 @@ mod tests {
             Transform::None
         );
         for bad in [
+            "",
+            "price=log;price=none",
+            "=log",
             "logit",
             "logit:1,0",
             "logit:0",

@@ -211,6 +211,9 @@ pub fn info(a: InfoArgs) -> Result<()> {
             "columns": model.columns(),
             "categorical": model.categorical,
             "targets": model.targets,
+            "transforms": (0..model.targets.len())
+                .map(|j| mdn::transform::of(&model.transforms, j).to_string())
+                .collect::<Vec<_>>(),
             "architecture": {
                 "inputs": arch.inputs,
                 "hidden": arch.hidden,

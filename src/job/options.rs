@@ -271,6 +271,8 @@ impl TrainJob {
     /// Checks every option on its own, with the option's name in the message.
     pub fn check_options(&self) -> Result<()> {
         self.options().validate()?;
+        crate::transform::check_spec(&self.transform)
+            .map_err(|m| Error::config(format!("--transform: {m}")))?;
         if !(0.0..1.0).contains(&self.val_fraction()) {
             return Err(Error::config(format!(
                 "--val-fraction must be in [0, 1), got {}",

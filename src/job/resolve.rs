@@ -304,9 +304,14 @@ impl TrainJob {
             .checkpoint
             .clone()
             .unwrap_or_else(|| Checkpoint::default_path(&self.out_path()));
+        let transforms = self.transforms(&train.targets)?;
+        // A target outside its transform's support, by its row in the array given.
+        for d in std::iter::once(&train).chain(val.as_ref()) {
+            crate::model::transformed_targets(&d.path, &d.targets, &transforms, &d.y)?;
+        }
         Ok(ResolvedJob {
             options: TrainOptions {
-                transforms: self.transforms(&train.targets)?,
+                transforms,
                 ..self.options()
             },
             job: self,

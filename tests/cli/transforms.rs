@@ -265,12 +265,78 @@ fn log_transformed_predictions_put_no_mass_below_zero_and_fit_skewed_targets_bet
             "{args:?}: {err}"
         );
     }
+    // Far samples stay in the support (e^z past f64's range is the largest or smallest
+    // positive f64, never 0 or inf).
+    let (samples, _) = ok(
+        d,
+        &[
+            "sample",
+            "--model",
+            "log.json",
+            "--data",
+            "test.csv",
+            "-n",
+            "50",
+            "--sigma-scale",
+            "300",
+            "--device",
+            "cpu",
+        ],
+    );
+    for l in samples.lines().skip(1) {
+        let v: f64 = l.split(',').nth(2).unwrap().parse().unwrap();
+        assert!(v > 0.0 && v.is_finite(), "sample {v}");
+    }
+    // In a .npy file (no lines), the row in the array, the same for every reader.
+    std::fs::write(d.join("zero.csv"), "x,price\n1,2.5\n2,0\n").unwrap();
+    ok(d, &["convert", "zero.csv", "zero.npy"]);
+    for args in [
+        vec!["train", "--data", "zero.npy", "--transform", "log"],
+        vec![
+            "train",
+            "--data",
+            "zero.npy",
+            "--transform",
+            "log",
+            "--stream",
+        ],
+        vec!["eval", "--model", "log.json", "--data", "zero.npy"],
+    ] {
+        let out = mdn(d, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(
+                "zero.npy: row 1 (counting from 0), target 'price': 0 is outside the support"
+            ),
+            "{args:?}: {err}"
+        );
+    }
+    // A value that is inside the support as written but not as a 32-bit float says so.
+    std::fs::write(d.join("tiny.csv"), "x,price\n1,2.5\n2,1e-50\n").unwrap();
+    let out = mdn(d, &["eval", "--model", "log.json", "--data", "tiny.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "tiny.csv:3:2 (column 'price'): '1e-50' (read as the 32-bit float 0) is outside"
+        ),
+        "{err}"
+    );
+    // A bad spec is refused before the data is read.
+    let out = mdn(
+        d,
+        &["train", "--data", "missing.csv", "--transform", "log2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown transform 'log2'"), "{err}");
     // Options that make no sense are named.
     for (spec, says) in [
         ("logit", "logit:LOW,HIGH"),
         ("logit:1,0", "LOW < HIGH"),
         ("sqrt", "unknown transform 'sqrt'"),
         ("cost=log", "'cost' is not a target"),
+        ("price=log;price=none", "'price' is named twice"),
+        ("", "is empty"),
     ] {
         let out = mdn(
             d,
@@ -360,6 +426,8 @@ fn logit_per_target_keeps_each_target_in_its_bounds_for_ensembles_too() {
         }
         let mean = row["mean"][0].as_f64().unwrap();
         assert!(mean > 0.0 && mean < 1.0);
+        let mode = row["mode"][0].as_f64().unwrap();
+        assert!(mode > 0.0 && mode < 1.0, "mode {mode}");
         // The ensemble's variance still splits into its two parts.
         let (v, a, e) = (
             row["variance"][0].as_f64().unwrap(),
@@ -368,6 +436,33 @@ fn logit_per_target_keeps_each_target_in_its_bounds_for_ensembles_too() {
         );
         assert!((a + e - v).abs() <= 1e-6 * v, "{a} + {e} vs {v}");
     }
+    // Samples far out (sigma-scale 20) stay strictly inside (0, 1).
+    let (samples, _) = ok(
+        d,
+        &[
+            "sample",
+            "--model",
+            "m.json",
+            "--data",
+            "t.csv",
+            "-n",
+            "5",
+            "--sigma-scale",
+            "20",
+            "--device",
+            "cpu",
+        ],
+    );
+    for l in samples.lines().skip(1) {
+        let share: f64 = l.split(',').nth(2).unwrap().parse().unwrap();
+        assert!(share > 0.0 && share < 1.0, "sample {share}");
+    }
+    // mdn info --json names the transforms.
+    let (info, _) = ok(d, &["info", "m.json", "--json"]);
+    assert_eq!(
+        json(&info)["transforms"],
+        serde_json::json!(["logit:0,1", "log"])
+    );
     // A share of exactly 1 is outside logit:0,1.
     std::fs::write(d.join("one.csv"), "x,share,cost\n0.5,1,2\n").unwrap();
     let out = mdn(d, &["eval", "--model", "m.json", "--data", "one.csv"]);
