@@ -187,16 +187,12 @@ pub fn predictions_csv(
         if let Some(kept) = kept {
             cells.extend(kept.rows[r].iter().map(|c| csv_cell(c)));
         }
-        cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| v.to_string()));
-        cells.extend(
-            pred.mu[r * k * d..(r + 1) * k * d]
-                .iter()
-                .map(|v| v.to_string()),
-        );
+        cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| num(*v)));
+        cells.extend(pred.mu[r * k * d..(r + 1) * k * d].iter().map(|v| num(*v)));
         cells.extend(
             pred.sigma[r * k * d..(r + 1) * k * d]
                 .iter()
-                .map(|v| v.to_string()),
+                .map(|v| num(*v)),
         );
         if full {
             for c in 0..k {
@@ -204,26 +200,38 @@ pub fn predictions_csv(
                 for a in 0..d {
                     for b in a + 1..d {
                         let rho = cov[a * d + b] / (cov[a * d + a] * cov[b * d + b]).sqrt();
-                        cells.push(rho.to_string());
+                        cells.push(num(rho));
                     }
                 }
             }
         }
         let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
-        cells.extend(sums.iter().map(|s| s.mean.to_string()));
-        cells.extend(sums.iter().map(|s| s.variance.to_string()));
+        cells.extend(sums.iter().map(|s| num(s.mean)));
+        cells.extend(sums.iter().map(|s| num(s.variance)));
         if let Some((aleatoric, epistemic)) = &split {
-            cells.extend(aleatoric[r * d..(r + 1) * d].iter().map(|v| v.to_string()));
-            cells.extend(epistemic[r * d..(r + 1) * d].iter().map(|v| v.to_string()));
+            cells.extend(aleatoric[r * d..(r + 1) * d].iter().map(|v| num(*v)));
+            cells.extend(epistemic[r * d..(r + 1) * d].iter().map(|v| num(*v)));
         }
-        cells.extend(sums.iter().map(|s| s.mode.to_string()));
+        cells.extend(sums.iter().map(|s| num(s.mode)));
         for i in 0..qs.len() {
-            cells.extend(sums.iter().map(|s| s.quantiles[i].to_string()));
+            cells.extend(sums.iter().map(|s| num(s.quantiles[i])));
         }
         s.push_str(&cells.join(","));
         s.push('\n');
     }
     s
+}
+
+/// A number for CSV: Rust's shortest round-trip form, in exponent notation beyond 1e16 or
+/// below 1e-6 in magnitude (written out, 1e300 is 301 digits; a far extrapolation of a
+/// log-transformed model gives such variances).
+pub fn num(v: f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && a.is_finite() && !(1e-6..1e16).contains(&a) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
 }
 
 /// A text cell quoted for CSV when it needs it.
@@ -256,7 +264,7 @@ pub fn samples_csv(model: &Model, rows: usize, n: usize, samples: &[f64]) -> Str
     for r in 0..rows {
         for i in 0..n {
             let v = &samples[(r * n + i) * d..(r * n + i + 1) * d];
-            let cells: Vec<String> = v.iter().map(|x| x.to_string()).collect();
+            let cells: Vec<String> = v.iter().map(|x| num(*x)).collect();
             s.push_str(&format!("{r},{i},{}\n", cells.join(",")));
         }
     }
@@ -317,5 +325,28 @@ impl Evaluation {
             text.push_str(&format!("{i},{v}\n"));
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn numbers_beyond_1e16_or_below_1e_6_are_written_in_exponent_form_and_read_back() {
+        for (v, text) in [
+            (0.5, "0.5"),
+            (0.0, "0"),
+            (-3.25, "-3.25"),
+            (123456.75, "123456.75"),
+            (1e300, "1e300"),
+            (-2.5e20, "-2.5e20"),
+            (1.5e-9, "1.5e-9"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(num(v), text);
+            assert_eq!(num(v).parse::<f64>().unwrap(), v);
+        }
+        assert_eq!(num(f64::MAX).parse::<f64>().unwrap(), f64::MAX);
     }
 }
