@@ -1343,6 +1343,14 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
                 .is_some_and(|m| m.contains("1 of 400 rows has a missing value"))
     });
     assert!(warned, "{events:?}");
+    // In the API's words: the option as the job names it, not the command line's flag.
+    let worded = events.iter().any(|e| {
+        e["type"] == "warning"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("options.drop_missing") && !m.contains("--"))
+    });
+    assert!(worded, "{events:?}");
 }
 
 /// A job with `"transform": "log"` trains what `mdn train --transform log` trains, and the

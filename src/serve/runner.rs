@@ -618,13 +618,14 @@ fn train(
                     .event(json!({"type": "recovered", "epoch": epoch, "batch": batch, "lr": lr}));
             }
             JobEvent::Train(TrainEvent::Rows { .. }) => {}
+            // In the API's words: options by their names in the job, not as flags.
             JobEvent::Warning(w) => attempt.event(json!({
                 "type": "warning",
-                "message": rename(shared, job_row, w.to_string())
+                "message": super::api::option_names(&rename(shared, job_row, w.to_string()))
             })),
             JobEvent::Note(n) => attempt.event(json!({
                 "type": "note",
-                "message": rename(shared, job_row, n.to_string())
+                "message": super::api::option_names(&rename(shared, job_row, n.to_string()))
             })),
             JobEvent::Converting { .. } => attempt.event(
                 json!({"type": "note", "message": "converting the CSV to .npy to stream it"}),
