@@ -71,7 +71,9 @@ _OPTIONS = {
     "device": "auto",
     "threads": None,
     "ensemble": 1,
-    "transform": None,
+    # `mdn train --transform`; named so because scikit-learn takes an estimator with a
+    # `transform` attribute for a transformer.
+    "target_transform": None,
     "categorical": None,
     "unknown_category": "error",
 }
@@ -481,7 +483,8 @@ class MDN(_Regressor, _Base):
     hidden, covariance ("diagonal" or "full"), activation ("relu" or "tanh"), l2, lr,
     batch_size, clip_norm, patience, max_epochs, epochs (fixed epochs instead of early
     stopping), val_fraction, seed, sigma_floor, device ("auto", "gpu", "software", "cpu"),
-    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1), transform ("log"
+    threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1), target_transform
+    (`mdn train --transform`: "log"
     for positive targets, "logit:LOW,HIGH" for bounded ones, or per target
     "price=log;share=logit:0,1"; densities, scores and quantiles stay in y's units, while the
     components' mu and sigma are of the transformed target). None means mdn's
@@ -513,7 +516,7 @@ class MDN(_Regressor, _Base):
         device="auto",
         threads=None,
         ensemble=1,
-        transform=None,
+        target_transform=None,
         verbose=False,
         callback=None,
         random_state=None,
@@ -537,7 +540,7 @@ class MDN(_Regressor, _Base):
         self.device = device
         self.threads = threads
         self.ensemble = ensemble
-        self.transform = transform
+        self.target_transform = target_transform
         self.verbose = verbose
         self.callback = callback
         self.random_state = random_state
@@ -576,7 +579,7 @@ class MDN(_Regressor, _Base):
                 v = int(v)
             elif isinstance(v, (np.floating,)):
                 v = float(v)
-            job[k] = v
+            job["transform" if k == "target_transform" else k] = v
         try:
             return json.dumps(job, allow_nan=False)
         except ValueError as e:

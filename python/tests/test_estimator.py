@@ -208,3 +208,12 @@ def test_a_text_column_is_categorical_and_booleans_are_numbers():
     # Text where a fitted model takes numbers is named.
     with pytest.raises(ValueError, match=r"'speed' \(\w+, e.g. 'fast'\).*not numbers"):
         a.predict(pd.DataFrame({"speed": ["fast"] * 3, "wet": [True] * 3}))
+
+
+def test_an_option_named_transform_made_scikit_learn_take_the_estimator_for_a_transformer():
+    # scikit-learn's checks take an estimator with a `transform` attribute for a transformer
+    # (and refuse to collect); mdn train's --transform is `target_transform` here.
+    est = mdn.MDN(target_transform="log")
+    assert not hasattr(est, "transform")
+    assert est.get_params()["target_transform"] == "log"
+    assert json.loads(est._job())["transform"] == "log"

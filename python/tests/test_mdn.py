@@ -338,7 +338,7 @@ def test_a_log_transform_gives_the_bits_of_mdn_train_and_no_mass_below_zero(tmp_
     write_csv(tmp_path / "d.csv", X, y)
     cli("train", "--data", "d.csv", "--transform", "log", "--epochs", "4", "--val-fraction", "0",
         "--device", "cpu", "--out", "m.json", "--quiet", cwd=tmp_path)
-    est = mdn.MDN(transform="log", epochs=4, val_fraction=0, device="cpu").fit(X, y)
+    est = mdn.MDN(target_transform="log", epochs=4, val_fraction=0, device="cpu").fit(X, y)
     assert est.model_.transforms == ["log"]
     assert json.loads(est.model_.to_json())["params"] == json.loads((tmp_path / "m.json").read_text())["params"]
     d = est.predict_distribution(X[:30])
@@ -355,4 +355,4 @@ def test_a_log_transform_gives_the_bits_of_mdn_train_and_no_mass_below_zero(tmp_
     with pytest.raises(ValueError, match="positive"):
         est.log_prob(X[:2], np.array([1.0, 0.0], dtype=np.float32))
     with pytest.raises(ValueError, match="unknown transform 'sqrt'"):
-        mdn.MDN(transform="sqrt", epochs=1, device="cpu").fit(X, y)
+        mdn.MDN(target_transform="sqrt", epochs=1, device="cpu").fit(X, y)
