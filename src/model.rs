@@ -621,6 +621,18 @@ impl Model {
         self
     }
 
+    /// [`Model::columns`] as people read them: a categorical column with its number of
+    /// categories (`fuel (3 categories)`).
+    pub fn column_labels(&self) -> Vec<String> {
+        self.columns()
+            .into_iter()
+            .map(|c| match self.categorical.iter().find(|k| k.column == c) {
+                Some(k) => format!("{c} ({} categories)", k.categories.len()),
+                None => c,
+            })
+            .collect()
+    }
+
     /// The data columns this model reads, in order (a categorical column once, by its own
     /// name): what a file to predict for must have.
     pub fn columns(&self) -> Vec<String> {

@@ -90,14 +90,7 @@ pub fn density_grid(
 ) -> Result<DensityGrid> {
     if model.arch.inputs != 1 {
         // Named as the data has them: a categorical column once, with its categories.
-        let columns: Vec<String> = model
-            .columns()
-            .into_iter()
-            .map(|c| match model.categorical.iter().find(|k| k.column == c) {
-                Some(k) => format!("{c} ({} categories)", k.categories.len()),
-                None => c,
-            })
-            .collect();
+        let columns = model.column_labels();
         return Err(Error::config(format!(
             "the density map needs a model with one numeric feature column; this one reads {} ({}): use --panel pit, reliability or history",
             columns.len(),

@@ -62,6 +62,24 @@ pub fn mean_var(values: &[f64]) -> (f64, f64) {
     (mean, var)
 }
 
+/// The point where a CDF reaches `q`, to 1e-12 relative: bisection within [lo, hi], which
+/// must hold it.
+pub fn invert(cdf: &dyn Fn(f64) -> f64, q: f64, lo: f64, hi: f64) -> f64 {
+    let (mut lo, mut hi) = (lo, hi);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) < q {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+        if hi - lo <= 1e-12 * (1.0 + mid.abs()) {
+            break;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// Standard normal density.
 pub fn phi(z: f64) -> f64 {
     INV_SQRT_2PI * (-0.5 * z * z).exp()
@@ -266,19 +284,7 @@ impl Marginal {
             .zip(&self.sigma)
             .map(|(m, s)| m + 40.0 * s)
             .fold(f64::NEG_INFINITY, f64::max);
-        let (mut lo, mut hi) = (lo0, hi0);
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if self.cdf(mid) < q {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            if hi - lo <= 1e-12 * (1.0 + mid.abs()) {
-                break;
-            }
-        }
-        0.5 * (lo + hi)
+        invert(&|y| self.cdf(y), q, lo0, hi0)
     }
 
     /// CRPS of observation `y`, in closed form for a Gaussian mixture (Grimit et al. 2006):

@@ -197,19 +197,7 @@ impl StudentT {
         {
             width *= 2.0;
         }
-        let (mut lo, mut hi) = (self.mu - width, self.mu + width);
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if self.cdf(mid) < q {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            if hi - lo <= 1e-12 * (1.0 + mid.abs()) {
-                break;
-            }
-        }
-        0.5 * (lo + hi)
+        crate::stats::invert(&|y| self.cdf(y), q, self.mu - width, self.mu + width)
     }
 
     /// The mean (nu > 1: mu; otherwise undefined, NaN).

@@ -252,14 +252,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
     }
     let mut s = format!("{}\n", a.model.display());
     // A categorical column by its name and its number of categories.
-    let columns: Vec<String> = model
-        .columns()
-        .into_iter()
-        .map(|c| match model.categorical.iter().find(|k| k.column == c) {
-            Some(k) => format!("{c} ({} categories)", k.categories.len()),
-            None => c,
-        })
-        .collect();
+    let columns = model.column_labels();
     // A transformed target with its transform: price (log).
     let targets: Vec<String> = model
         .targets
