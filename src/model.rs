@@ -271,13 +271,15 @@ impl Prediction {
                 let whole = self.marginal(r, j);
                 for e in 0..m {
                     // Member e's own mixture: its components, their weights times M.
-                    let mut member = whole.clone();
-                    member.pi = whole.pi[e * k..(e + 1) * k]
-                        .iter()
-                        .map(|w| w * m as f64)
-                        .collect();
-                    member.mu = whole.mu[e * k..(e + 1) * k].to_vec();
-                    member.sigma = whole.sigma[e * k..(e + 1) * k].to_vec();
+                    let member = crate::stats::Marginal {
+                        pi: whole.pi[e * k..(e + 1) * k]
+                            .iter()
+                            .map(|w| w * m as f64)
+                            .collect(),
+                        mu: whole.mu[e * k..(e + 1) * k].to_vec(),
+                        sigma: whole.sigma[e * k..(e + 1) * k].to_vec(),
+                        transform: whole.transform,
+                    };
                     let (mean, var) = (member.mean(), member.variance());
                     mean_of_vars += var / m as f64;
                     mean_of_means += mean / m as f64;
