@@ -50,6 +50,7 @@ const D_TARGET_BLOCK: u32 = 7u;
 const D_HEAD_GRAD_BLOCK: u32 = 8u;
 const D_LL_BLOCK: u32 = 9u;
 const D_PARAMS: u32 = 10u;
+const D_STUDENT: u32 = 11u;
 const D_LAYER0: u32 = 16u;
 const LAYER_WORDS: u32 = 8u;
 
@@ -270,7 +271,7 @@ fn main(
     let grad = (step.flags & 1u) != 0u;
     let n_params = desc[D_PARAMS];
     let pb = member * n_params; // this member's parameters
-    head = Head(desc[D_K], desc[D_TARGETS], desc[D_HEAD_WIDTH], bitcast<f32>(desc[D_FLOOR]), 0u, 0u, 0u, 0u);
+    head = Head(desc[D_K], desc[D_TARGETS], desc[D_HEAD_WIDTH], bitcast<f32>(desc[D_FLOOR]), desc[D_STUDENT], 0u, 0u, 0u);
     gather(member, first, n, lid);
     workgroupBarrier();
     let layers = desc[D_LAYERS];

@@ -12,15 +12,24 @@
 // output i), and declares `head: Head` (a uniform, or a private copy).
 //
 // A row's head outputs, as HeadLayout in src/layout.rs describes them: K logits | K*D means |
-// K*D raw scales | K*T strictly-lower Cholesky entries (T = D(D-1)/2; full covariance only),
-// each block component-major.
+// K*D raw scales | K*T strictly-lower Cholesky entries (T = D(D-1)/2; full covariance only) |
+// K raw degrees of freedom (Student's t components only, `head.student` = 1), each block
+// component-major.
+//
+// Student's t components (src/mixture.rs has the mathematics): nu = 2 + exp(min(raw, 20)),
+// and the t's normaliser lnΓ((nu+D)/2) - lnΓ(nu/2) - D/2 ln(nu π) and the derivative's
+// ψ((nu+D)/2) - ψ(nu/2) as differences taken without cancellation (WGSL has no lgamma): the
+// recurrence up to 8, then Stirling's and the asymptotic series, as src/student.rs does in
+// f64 (there up to 16).
 
 struct Head {
     k: u32,
     d: u32,
     p: u32,
     floor: f32,
-    _p0: u32, _p1: u32, _p2: u32, _p3: u32,
+    // 1: Student's t components (K raw degrees of freedom end each row's head outputs).
+    student: u32,
+    _p1: u32, _p2: u32, _p3: u32,
 }
 
 const HALF_LN_2PI: f32 = 0.9189385332046727;
@@ -45,6 +54,86 @@ fn lower_start(c: u32) -> u32 {
     let k = head.k;
     let d = head.d;
     return k + 2u * k * d + c * (d * (d - 1u) / 2u);
+}
+
+// Raw degrees of freedom of component c: the last K head outputs (HeadLayout::raw_dof).
+fn raw_dof_at(c: u32) -> u32 {
+    return head.p - head.k + c;
+}
+
+// Must match RAW_DOF_MAX in src/layout.rs.
+const RAW_DOF_MAX: f32 = 20.0;
+const LN_PI: f32 = 1.1447298858494002;
+
+// Component c's degrees of freedom.
+fn dof_at(c: u32) -> f32 {
+    return 2.0 + exp(min(hv(raw_dof_at(c)), RAW_DOF_MAX));
+}
+
+// d nu / d raw at component c (0 above the cap).
+fn dof_slope(c: u32, nu: f32) -> f32 {
+    return select(0.0, nu - 2.0, hv(raw_dof_at(c)) < RAW_DOF_MAX);
+}
+
+// ln(1 + x) accurate for small x.
+fn ln1p(x: f32) -> f32 {
+    let u = 1.0 + x;
+    if u == 1.0 {
+        return x;
+    }
+    return log(u) * x / (u - 1.0);
+}
+
+// lnΓ(x) - ((x - 1/2) ln x - x + ln(2π)/2) for x >= 8.
+fn stirling_correction(x: f32) -> f32 {
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    return inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 / 1260.0));
+}
+
+// lnΓ(a + h) - lnΓ(a) for a >= 1, h >= 0.
+fn ln_gamma_ratio(a0: f32, h: f32) -> f32 {
+    var a = a0;
+    var acc = 0.0;
+    for (var i = 0u; i < 8u && a < 8.0; i++) {
+        acc -= ln1p(h / a);
+        a += 1.0;
+    }
+    let b = a + h;
+    return acc + (a - 0.5) * ln1p(h / a) + h * log(b) - h + (stirling_correction(b) - stirling_correction(a));
+}
+
+// ψ(x) = ln x - 1/(2x) - this, for x >= 8.
+fn digamma_series(x: f32) -> f32 {
+    let inv2 = 1.0 / (x * x);
+    return inv2 * (1.0 / 12.0 - inv2 * (1.0 / 120.0 - inv2 / 252.0));
+}
+
+// ψ(a + h) - ψ(a) for a >= 1, h >= 0.
+fn digamma_diff(a0: f32, h: f32) -> f32 {
+    var a = a0;
+    var acc = 0.0;
+    for (var i = 0u; i < 8u && a < 8.0; i++) {
+        acc += h / (a * (a + h));
+        a += 1.0;
+    }
+    let b = a + h;
+    return acc + ln1p(h / a) + 0.5 * h / (a * b) - (digamma_series(b) - digamma_series(a));
+}
+
+// The log-density of a D-dimensional t with nu degrees of freedom, scale log-determinant
+// log_det and squared whitened residual q.
+fn student_log_density(nu: f32, q: f32, log_det: f32) -> f32 {
+    let d = f32(head.d);
+    return ln_gamma_ratio(0.5 * nu, 0.5 * d) - 0.5 * d * (log(nu) + LN_PI) - log_det
+        - 0.5 * (nu + d) * ln1p(q / nu);
+}
+
+// d/d nu of -ln p for a D-dimensional t with squared whitened residual q.
+fn student_dof_derivative(nu: f32, q: f32) -> f32 {
+    let d = f32(head.d);
+    return -0.5 * digamma_diff(0.5 * nu, 0.5 * d) + 0.5 * d / nu + 0.5 * ln1p(q / nu)
+        - 0.5 * (nu + d) * q / (nu * (nu + q));
 }
 
 // One row's log-likelihood; with `grad`, also the gradient of scale * NLL at every head

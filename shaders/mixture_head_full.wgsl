@@ -15,10 +15,16 @@ const MAXD: u32 = 16u;
 var<private> z: array<f32, MAXD>;
 var<private> w: array<f32, MAXD>;
 
+// With Student's t components (head.student = 1) the term is the t's log-density over the
+// same whitened residual, and the gradient the Gaussian's with w scaled by the quadratic's
+// share (nu + D) / (nu + q), plus the degrees of freedom's.
+
 // log pi_c + log N(y; mu_c, L L^T) without the logits' log-normaliser; leaves z = L^-1 r.
 fn component_term(c: u32) -> f32 {
     let tb = lower_start(c);
     var t = hv(c);
+    var q = 0.0;
+    var log_det = 0.0;
     for (var j = 0u; j < head.d; j++) {
         let ljj = softplus(hv(raw_scale_at(c, j))) + head.floor;
         var s = yv(j) - hv(mu_at(c, j));
@@ -27,6 +33,11 @@ fn component_term(c: u32) -> f32 {
         }
         z[j] = s / ljj;
         t -= HALF_LN_2PI + log(ljj) + 0.5 * z[j] * z[j];
+        q += z[j] * z[j];
+        log_det += log(ljj);
+    }
+    if head.student != 0u {
+        return hv(c) + student_log_density(dof_at(c), q, log_det);
     }
     return t;
 }
@@ -36,6 +47,17 @@ fn component_term(c: u32) -> f32 {
 fn component_gradient(c: u32, gamma: f32, scale: f32) {
     let d = head.d;
     let tb = lower_start(c);
+    // The quadratic's share: 1 for Gaussian components.
+    var share = 1.0;
+    if head.student != 0u {
+        var q = 0.0;
+        for (var j = 0u; j < d; j++) {
+            q += z[j] * z[j];
+        }
+        let nu = dof_at(c);
+        share = (nu + f32(d)) / (nu + q);
+        set_delta(raw_dof_at(c), scale * gamma * dof_slope(c, nu) * student_dof_derivative(nu, q));
+    }
     for (var jj = 0u; jj < d; jj++) {
         let j = d - 1u - jj;
         let raw = hv(raw_scale_at(c, j));
@@ -45,12 +67,12 @@ fn component_gradient(c: u32, gamma: f32, scale: f32) {
             s -= hv(tb + tri_index(i, j)) * w[i];
         }
         w[j] = s / ljj;
-        set_delta(mu_at(c, j), scale * (-gamma * w[j]));
-        set_delta(raw_scale_at(c, j), scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid(raw));
+        set_delta(mu_at(c, j), scale * (-gamma * share * w[j]));
+        set_delta(raw_scale_at(c, j), scale * gamma * (1.0 / ljj - share * w[j] * z[j]) * sigmoid(raw));
     }
     for (var j = 1u; j < d; j++) {
         for (var i = 0u; i < j; i++) {
-            set_delta(tb + tri_index(j, i), scale * (-gamma * w[j] * z[i]));
+            set_delta(tb + tri_index(j, i), scale * (-gamma * share * w[j] * z[i]));
         }
     }
 }

@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{AdamState, Backend, CpuBackend, DataRef, StepConfig};
 use crate::error::Result;
-use crate::layout::{Activation, Arch, Covariance, MAX_FULL_COVARIANCE_TARGETS};
+use crate::layout::{Activation, Arch, Covariance, Family, MAX_FULL_COVARIANCE_TARGETS};
 use crate::tolerance::{Comparison, Tolerance};
 
 /// Head outputs (f32 arithmetic on both sides).
@@ -69,6 +69,113 @@ pub fn random_case_with(
     let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d)
         .and_then(|a| a.with_covariance(covariance))
         .expect("valid test architecture");
+    random_case_of(arch, rows, seed)
+}
+
+/// Raw degrees of freedom a Student's t case's components start from, in turn: nu from
+/// 2.2 (the heaviest tails) to about 400 (close to Gaussian; the f64 reference's lnΓ of
+/// far larger nu loses the digits its finite differences need, so much larger nu is
+/// checked against the Gaussian head instead: [`student_as_gaussian`]).
+pub const STUDENT_RAW_DOF: [f32; 5] = [-1.5, 0.0, 1.5, 3.0, 6.0];
+
+/// A Student's t case whose degrees of freedom are all about 1.8e8 (raw 19), and the
+/// Gaussian case with the same parameters otherwise: the two log-likelihoods agree to
+/// rounding.
+pub fn student_as_gaussian(
+    k: usize,
+    d: usize,
+    rows: usize,
+    seed: u64,
+    covariance: Covariance,
+) -> (Case, Case) {
+    let mut t = random_student_case(2, &[12], Activation::Tanh, k, d, rows, seed, covariance);
+    let head = *t.arch.layers().last().expect("a head");
+    let at = t.arch.head();
+    for comp in 0..k {
+        t.params[head.bias + at.raw_dof(comp)] = 19.0;
+    }
+    let arch = t.arch.clone().with_family(Family::Gaussian);
+    let (pt, pg) = (t.arch.head_width(), arch.head_width());
+    let mut params = t.params[..head.weights].to_vec();
+    for i in 0..head.inputs {
+        params.extend_from_slice(&t.params[head.weights + i * pt..head.weights + i * pt + pg]);
+    }
+    params.extend_from_slice(&t.params[head.bias..head.bias + pg]);
+    let g = Case {
+        arch,
+        params,
+        x: t.x.clone(),
+        y: t.y.clone(),
+        rows,
+    };
+    (t, g)
+}
+
+/// [`random_case_with`] for Student's t components, their degrees of freedom spread over
+/// [`STUDENT_RAW_DOF`] (the head's raw-dof biases).
+#[allow(clippy::too_many_arguments)]
+pub fn random_student_case(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    k: usize,
+    d: usize,
+    rows: usize,
+    seed: u64,
+    covariance: Covariance,
+) -> Case {
+    let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d)
+        .and_then(|a| a.with_covariance(covariance))
+        .expect("valid test architecture")
+        .with_family(Family::StudentT);
+    let mut c = random_case_of(arch, rows, seed);
+    let head = *c.arch.layers().last().expect("a head");
+    let at = c.arch.head();
+    for comp in 0..k {
+        c.params[head.bias + at.raw_dof(comp)] = STUDENT_RAW_DOF[comp % STUDENT_RAW_DOF.len()];
+    }
+    c
+}
+
+/// Student's t shapes the checks run: (inputs, hidden, activation, K, D, rows, covariance).
+#[allow(clippy::type_complexity)]
+pub fn student_shapes() -> Vec<(
+    usize,
+    Vec<usize>,
+    Activation,
+    usize,
+    usize,
+    usize,
+    Covariance,
+)> {
+    vec![
+        (1, vec![], Activation::Relu, 1, 1, 1, Covariance::Diagonal),
+        (
+            2,
+            vec![12],
+            Activation::Relu,
+            5,
+            1,
+            783,
+            Covariance::Diagonal,
+        ),
+        (
+            3,
+            vec![16, 8],
+            Activation::Tanh,
+            4,
+            3,
+            50,
+            Covariance::Diagonal,
+        ),
+        (2, vec![12], Activation::Relu, 3, 4, 3, Covariance::Full),
+        (2, vec![8], Activation::Tanh, 2, 2, 50, Covariance::Full),
+    ]
+}
+
+/// Random parameters and data for `arch`.
+fn random_case_of(arch: Arch, rows: usize, seed: u64) -> Case {
+    let (inputs, d) = (arch.inputs, arch.targets);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut params = vec![0.0f32; arch.param_count()];
     for layer in arch.layers() {
@@ -170,6 +277,26 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             GRAD_TOL.compare(&got.grad, &want.grad),
         );
     }
+    for (i, (d, hidden, act, k, dd, n, cov)) in student_shapes().into_iter().enumerate() {
+        let c = random_student_case(d, &hidden, act, k, dd, n, 1700 + i as u64, cov);
+        let shape = format!(
+            "Student's t, d={d} hidden={hidden:?} {} K={k} D={dd} rows={n} {} covariance",
+            act.name(),
+            cov.name()
+        );
+        let got = backend.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        let want = cpu.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
+        push(
+            format!("mixture head loglik ({shape})"),
+            LOGLIK_TOL.compare(&got, &want),
+        );
+        let got = backend.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        let want = cpu.loss_grad(&c.arch, &c.params, &c.x, &c.y, n, 1e-3)?;
+        push(
+            format!("gradient ({shape})"),
+            GRAD_TOL.compare(&got.grad, &want.grad),
+        );
+    }
     for (dd, n) in [(4, 783), (MAX_FULL_COVARIANCE_TARGETS, 50)] {
         let c = random_case_with(2, &[12], Activation::Relu, 3, dd, n, 1600, Covariance::Full);
         let got = backend.loglik(&c.arch, &c.params, &c.x, &c.y, n)?;
@@ -208,13 +335,22 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
             ADAM_TOL.compare(&p, &q),
         );
     }
-    for (n, batch, cov) in [
-        (783usize, 50usize, Covariance::Diagonal),
-        (300, 256, Covariance::Diagonal),
-        (300, 64, Covariance::Full),
+    for (n, batch, cov, family) in [
+        (783usize, 50usize, Covariance::Diagonal, Family::Gaussian),
+        (300, 256, Covariance::Diagonal, Family::Gaussian),
+        (300, 64, Covariance::Full, Family::Gaussian),
+        (783, 50, Covariance::Diagonal, Family::StudentT),
+        (300, 64, Covariance::Full, Family::StudentT),
     ] {
-        let c = random_case_with(3, &[16, 8], Activation::Relu, 3, 2, n, 7, cov);
-        let val = random_case_with(3, &[16, 8], Activation::Relu, 3, 2, 50, 8, cov);
+        let case = |rows, seed| match family {
+            Family::Gaussian => {
+                random_case_with(3, &[16, 8], Activation::Relu, 3, 2, rows, seed, cov)
+            }
+            Family::StudentT => {
+                random_student_case(3, &[16, 8], Activation::Relu, 3, 2, rows, seed, cov)
+            }
+        };
+        let (c, val) = (case(n, 7), case(50, 8));
         let cfg = StepConfig {
             batch_size: batch,
             l2: 1e-3,
@@ -248,8 +384,12 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
         let want = run(&mut cpu)?;
         push(
             format!(
-                "training, 3 epochs ({n} rows, batch {batch}, {} covariance)",
-                cov.name()
+                "training, 3 epochs ({n} rows, batch {batch}, {} covariance{})",
+                cov.name(),
+                match family {
+                    Family::Gaussian => "",
+                    Family::StudentT => ", Student's t",
+                }
             ),
             TRAJECTORY_TOL.compare(&got, &want),
         );

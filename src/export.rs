@@ -47,6 +47,13 @@ pub fn onnx(model: &Model) -> Result<Vec<u8>> {
             crate::transform::spec(&model.transforms, &model.targets)
         )));
     }
+    if !model.arch.family.is_gaussian() {
+        return Err(Error::config(
+            "this model has Student's t components: the ONNX graph gives Gaussian mixture \
+             parameters, and its mean and variance formulas are the Gaussian's, so it is not \
+             exported (use mdn predict, the service or the Python package)",
+        ));
+    }
     let mut g = Graph::default();
     let parts: Vec<Head> = model
         .member_models()

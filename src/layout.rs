@@ -16,6 +16,10 @@
 //! `t = j(j-1)/2 + i` for `L[j][i]`, `i < j`. The diagonal of `L` is the raw-sigma block as
 //! in the diagonal case (`L[j][j] = softplus(raw) + sigma_floor`), so a full-covariance model
 //! with zero off-diagonal outputs is exactly the diagonal model, and D = 1 is the same model.
+//!
+//! With Student's t components ([`Family::StudentT`]) the head has K more outputs per row,
+//! after everything above: `raw_dof_k`, each component's degrees of freedom
+//! `nu_k = 2 + exp(min(raw_dof_k, RAW_DOF_MAX))` (above 2, so that the variance exists).
 
 use serde::{Deserialize, Serialize};
 
@@ -77,6 +81,33 @@ crate::named::named!(Covariance, "covariance", {
     Full => "full": "a full covariance through its Cholesky factor: D(D-1)/2 more outputs per component (D <= 16)",
 });
 
+/// The family of each mixture component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// Gaussian components.
+    #[default]
+    Gaussian,
+    /// Multivariate Student's t components: the Gaussian's location and scale (diagonal or
+    /// full) with degrees of freedom nu_k > 2 learnt per component, for heavy tails.
+    StudentT,
+}
+
+impl Family {
+    pub fn is_gaussian(&self) -> bool {
+        *self == Family::Gaussian
+    }
+}
+
+crate::named::named!(Family, "family", {
+    Gaussian => "gaussian": "Gaussian components",
+    StudentT => "student-t": "Student's t components with degrees of freedom (> 2) learnt per component: heavy tails",
+});
+
+/// The largest raw degrees-of-freedom value that moves nu: `nu = 2 + exp(min(raw, 20))`, at
+/// most about 4.9e8 (a t that close to the Gaussian is the Gaussian in f32).
+pub const RAW_DOF_MAX: f32 = 20.0;
+
 /// The largest target dimension a full-covariance model supports (the GPU kernel keeps one
 /// component's whitened residual in a fixed-size private array).
 pub const MAX_FULL_COVARIANCE_TARGETS: usize = 16;
@@ -103,6 +134,10 @@ pub struct Arch {
     /// Diagonal or full covariance per component (files without the field are diagonal).
     #[serde(default)]
     pub covariance: Covariance,
+    /// Gaussian or Student's t components (format version 5; files without the field, and
+    /// Gaussian models, which do not write it, are Gaussian).
+    #[serde(default, skip_serializing_if = "Family::is_gaussian")]
+    pub family: Family,
 }
 
 /// One dense layer's place in the flat buffer.
@@ -141,6 +176,7 @@ impl Arch {
             targets,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
             covariance: Covariance::Diagonal,
+            family: Family::Gaussian,
         };
         arch.validate()?;
         Ok(arch)
@@ -151,6 +187,12 @@ impl Arch {
         self.covariance = covariance;
         self.validate()?;
         Ok(self)
+    }
+
+    /// This architecture with the given component family.
+    pub fn with_family(mut self, family: Family) -> Arch {
+        self.family = family;
+        self
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -198,7 +240,7 @@ impl Arch {
         }
     }
 
-    /// Head width P = K + 2*K*D (+ K*D(D-1)/2 with full covariance).
+    /// Head width P = K + 2*K*D (+ K*D(D-1)/2 with full covariance, + K with t components).
     pub fn head_width(&self) -> usize {
         self.head().width()
     }
@@ -209,6 +251,7 @@ impl Arch {
             k: self.components,
             d: self.targets,
             tri: self.tri_count(),
+            dof: self.family == Family::StudentT,
         }
     }
 
@@ -266,7 +309,8 @@ impl Arch {
          head outputs per row: K logits, then K*D means (index k*D+j), then K*D raw sigmas (index k*D+j); \
          pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units; \
          with covariance full, then K*D(D-1)/2 strictly-lower Cholesky entries L[j][i] (index k*T + j(j-1)/2 + i, T = D(D-1)/2) \
-         whose diagonal is the sigma block: Sigma_k = L L^T"
+         whose diagonal is the sigma block: Sigma_k = L L^T; \
+         with family student-t, then K raw degrees of freedom: nu_k = 2 + exp(min(raw, 20))"
     }
 }
 
@@ -277,7 +321,8 @@ pub fn tri_index(j: usize, i: usize) -> usize {
 }
 
 /// One row's head outputs, in order: K logits | K*D means | K*D raw scales | K*T
-/// strictly-lower Cholesky entries (T = D(D-1)/2, full covariance only), each block
+/// strictly-lower Cholesky entries (T = D(D-1)/2, full covariance only) | K raw degrees of
+/// freedom (Student's t components only), each block
 /// component-major (component c's D values together). The one description of the head's
 /// outputs: the mixture mathematics (`mixture.rs`), the initialisation
 /// (`train::init_params`) index through it, and `shaders/mixture_head_common.wgsl` mirrors it
@@ -290,13 +335,15 @@ pub struct HeadLayout {
     pub d: usize,
     /// Strictly-lower Cholesky entries per component (0 for diagonal covariance).
     pub tri: usize,
+    /// Whether each component has a raw degrees of freedom (Student's t components).
+    pub dof: bool,
 }
 
 impl HeadLayout {
     /// Head outputs per row, P.
     #[inline]
     pub fn width(&self) -> usize {
-        self.k * (1 + 2 * self.d + self.tri)
+        self.k * (1 + 2 * self.d + self.tri + self.dof as usize)
     }
 
     /// The K mixture logits.
@@ -340,5 +387,11 @@ impl HeadLayout {
     #[inline]
     pub fn lower(&self, c: usize, j: usize, i: usize) -> usize {
         self.lower_start(c) + tri_index(j, i)
+    }
+
+    /// Raw degrees of freedom of component `c` (Student's t components only).
+    #[inline]
+    pub fn raw_dof(&self, c: usize) -> usize {
+        self.k * (1 + 2 * self.d + self.tri) + c
     }
 }

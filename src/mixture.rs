@@ -34,10 +34,28 @@
 //!
 //! which for a diagonal `L` is the diagonal case (w_j = z_j / sigma_j).
 //!
+//! With Student's t components (a multivariate t per component: the scale above, diagonal or
+//! full, and `nu_k = 2 + exp(min(raw_dof_k, 20))` degrees of freedom), with
+//! `q = |z|^2` and `s = (nu + D) / (nu + q)`:
+//!
+//! ```text
+//! l_k          = log pi_k + lnΓ((nu+D)/2) - lnΓ(nu/2) - D/2 ln(nu π) - sum_j ln L_jj
+//!                - (nu + D)/2 ln(1 + q/nu)
+//! d/d mu, L    = the Gaussian's, with w replaced by s w (the quadratic's share)
+//! d/d raw_dof  = gamma_k (nu - 2) ( -(ψ((nu+D)/2) - ψ(nu/2))/2 + D/(2 nu) + ln(1 + q/nu)/2
+//!                                   - (nu + D) q / (2 nu (nu + q)) )
+//! ```
+//!
+//! (the gradient in raw_dof is 0 above its cap of 20). The Γ and ψ differences are taken
+//! without cancellation ([`crate::student::ln_gamma_ratio`]), so a t with a billion degrees
+//! of freedom is the Gaussian to rounding.
+//!
 //! Arithmetic is in `f64` per row: the CPU backend is the reference the GPU is judged by.
 
 use crate::lanes;
-use crate::layout::{Arch, Covariance, HeadLayout, MAX_FULL_COVARIANCE_TARGETS};
+use crate::layout::{
+    Arch, Covariance, Family, HeadLayout, MAX_FULL_COVARIANCE_TARGETS, RAW_DOF_MAX,
+};
 
 /// ln(2 pi) / 2.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -108,6 +126,8 @@ pub struct Mixture {
     /// Full covariance through a Cholesky factor (D must be at most
     /// [`MAX_FULL_COVARIANCE_TARGETS`]).
     pub full: bool,
+    /// Student's t components (one raw degrees of freedom per component in the head).
+    pub student: bool,
 }
 
 const MAXD: usize = MAX_FULL_COVARIANCE_TARGETS;
@@ -122,6 +142,7 @@ impl Mixture {
             d: arch.targets,
             floor: arch.sigma_floor as f64,
             full: arch.covariance == Covariance::Full,
+            student: arch.family == Family::StudentT,
         }
     }
 
@@ -141,6 +162,7 @@ impl Mixture {
             k: self.k,
             d: self.d,
             tri: self.tri(),
+            dof: self.student,
         }
     }
 
@@ -152,10 +174,19 @@ impl Mixture {
     /// terms, K weights, K exp terms and each component's whitened residual (K*D), kept for
     /// the gradient; a diagonal mixture works in space of its own.
     pub fn scratch_len(&self) -> usize {
-        if self.full {
+        if self.full || self.student {
             self.k * (3 + self.d)
         } else {
             self.k
+        }
+    }
+
+    /// Component `c`'s degrees of freedom (Student's t components; infinite for Gaussian ones).
+    pub fn dof(&self, h: &[f32], c: usize) -> f64 {
+        if self.student {
+            crate::student::dof(h[self.head().raw_dof(c)] as f64)
+        } else {
+            f64::INFINITY
         }
     }
 
@@ -208,7 +239,9 @@ impl Mixture {
         grad: Option<&mut [f32]>,
         scale: f64,
     ) -> f64 {
-        if self.full {
+        if self.student {
+            self.loglik_student(h, y, scratch, grad, scale)
+        } else if self.full {
             self.loglik_full(h, y, scratch, grad, scale)
         } else {
             self.loglik_diagonal(h, y, grad, scale)
@@ -287,6 +320,96 @@ impl Mixture {
         ll
     }
 
+    /// One row of a Student's t mixture, diagonal or full (see the module's formulas).
+    /// `scratch` holds K log terms, K weights, K exp terms and each component's whitened
+    /// residual.
+    fn loglik_student(
+        &self,
+        h: &[f32],
+        y: &[f32],
+        scratch: &mut [f64],
+        grad: Option<&mut [f32]>,
+        scale: f64,
+    ) -> f64 {
+        let (k, d, at) = (self.k, self.d, self.head());
+        let df = d as f64;
+        let logits = &h[..k];
+        let mut w = [0.0f64; MAXD];
+        let (l, rest) = scratch[..k * (3 + d)].split_at_mut(k);
+        let (pi, rest) = rest.split_at_mut(k);
+        let (q, zs) = rest.split_at_mut(k);
+        let (lmax, sum) = exp_terms(logits.iter().map(|&v| v as f64), pi);
+        let log_norm = lmax + lanes::ln(sum);
+        for c in 0..k {
+            pi[c] /= sum;
+            let z = &mut zs[c * d..(c + 1) * d];
+            let mut log_det = 0.0;
+            let mut quad = 0.0;
+            for j in 0..d {
+                let ljj = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
+                let mut s = y[j] as f64 - h[at.mu(c, j)] as f64;
+                if self.full {
+                    for i in 0..j {
+                        s -= h[at.lower(c, j, i)] as f64 * z[i];
+                    }
+                }
+                z[j] = s / ljj;
+                log_det += ljj.ln();
+                quad += z[j] * z[j];
+            }
+            let nu = self.dof(h, c);
+            l[c] = logits[c] as f64 - log_norm + crate::student::log_norm(nu, df)
+                - log_det
+                - 0.5 * (nu + df) * (quad / nu).ln_1p();
+        }
+        let (m, s) = exp_terms(l.iter().copied(), q);
+        let ll = if m.is_finite() { m + lanes::ln(s) } else { m };
+        if let Some(g) = grad {
+            for c in 0..k {
+                let gamma = q[c] / s;
+                g[c] = gradient_f32(scale * (pi[c] - gamma));
+                let z = &zs[c * d..(c + 1) * d];
+                let quad: f64 = z.iter().map(|v| v * v).sum();
+                let nu = self.dof(h, c);
+                let share = (nu + df) / (nu + quad);
+                let off = at.lower_start(c);
+                for j in (0..d).rev() {
+                    let raw = h[at.raw_scale(c, j)] as f64;
+                    let t = lanes::exp(-raw.abs());
+                    let ljj = (raw.max(0.0) + lanes::ln_1p(t)) + self.floor;
+                    let mut s = z[j];
+                    if self.full {
+                        for i in j + 1..d {
+                            s -= h[off + tri_index(i, j)] as f64 * w[i];
+                        }
+                    }
+                    let wj = s / ljj;
+                    if self.full {
+                        w[j] = wj;
+                    }
+                    g[at.mu(c, j)] = gradient_f32(scale * (-gamma * share * wj));
+                    g[at.raw_scale(c, j)] = gradient_f32(
+                        scale * gamma * (1.0 / ljj - share * wj * z[j]) * sigmoid_from(raw, t),
+                    );
+                }
+                if self.full {
+                    for j in 1..d {
+                        for i in 0..j {
+                            g[off + tri_index(j, i)] =
+                                gradient_f32(scale * (-gamma * share * w[j] * z[i]));
+                        }
+                    }
+                }
+                let raw_dof = h[at.raw_dof(c)];
+                let dnu = if raw_dof < RAW_DOF_MAX { nu - 2.0 } else { 0.0 };
+                g[at.raw_dof(c)] = gradient_f32(
+                    scale * gamma * dnu * crate::student::nll_dof_derivative(nu, df, quad),
+                );
+            }
+        }
+        ll
+    }
+
     fn loglik_diagonal(&self, h: &[f32], y: &[f32], grad: Option<&mut [f32]>, scale: f64) -> f64 {
         let mut ll = [0.0];
         self.diagonal_rows_on(h, y, 1, &mut ll, grad, scale, &mut Vec::new());
@@ -312,14 +435,14 @@ impl Mixture {
         buf: &mut Vec<f64>,
     ) {
         let (p, d) = (self.width(), self.d);
-        if !self.full {
+        if !self.full && !self.student {
             self.diagonal_rows_on(h, y, rows, ll, grad, scale, buf);
             return;
         }
         buf.resize(self.scratch_len().max(buf.len()), 0.0);
         for r in 0..rows {
             let g = grad.as_deref_mut().map(|g| &mut g[r * p..(r + 1) * p]);
-            ll[r] = self.loglik_full(
+            ll[r] = self.loglik(
                 &h[r * p..(r + 1) * p],
                 &y[r * d..(r + 1) * d],
                 buf,

@@ -26,7 +26,7 @@ use crate::transform::Transform;
 /// The `format` field of every model file.
 pub const FORMAT_NAME: &str = "mdn-model";
 /// The newest model-file version this build reads.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// The version an ensemble without categorical features is written with.
 pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
 /// The version a model with categorical features is written with (older readers, which
@@ -34,6 +34,8 @@ pub const ENSEMBLE_FORMAT_VERSION: u32 = 2;
 pub const CATEGORICAL_FORMAT_VERSION: u32 = 3;
 /// The version a model with transformed targets (the `transforms` field) is written as.
 pub const TRANSFORM_FORMAT_VERSION: u32 = 4;
+/// The version a model with Student's t components (`arch.family`) is written as.
+pub const FAMILY_FORMAT_VERSION: u32 = 5;
 /// The version a single model (no ensemble members) is written with: readers of version 1
 /// read it.
 pub const SINGLE_FORMAT_VERSION: u32 = 1;
@@ -233,6 +235,10 @@ pub struct Prediction {
     /// of (empty: none, they are in units of y). [`Prediction::marginal`] and
     /// [`Prediction::mean`] answer in units of y.
     pub transforms: Vec<Transform>,
+    /// With Student's t components, `rows * K` degrees of freedom (each component a
+    /// multivariate t with location `mu` and scale `sigma` / `scale_tril`); empty for
+    /// Gaussian components.
+    pub dof: Vec<f64>,
 }
 
 impl Prediction {
@@ -248,6 +254,11 @@ impl Prediction {
             j,
         )
         .with_transform(crate::transform::of(&self.transforms, j))
+        .with_dof(if self.dof.is_empty() {
+            &[]
+        } else {
+            &self.dof[r * k..(r + 1) * k]
+        })
     }
 
     /// Whether any target is transformed (the components are then in units of z = g(y)).
@@ -279,6 +290,7 @@ impl Prediction {
                         mu: whole.mu[e * k..(e + 1) * k].to_vec(),
                         sigma: whole.sigma[e * k..(e + 1) * k].to_vec(),
                         transform: whole.transform,
+                        dof: whole.dof.get(e * k..(e + 1) * k).unwrap_or(&[]).to_vec(),
                     };
                     let (mean, var) = (member.mean(), member.variance());
                     mean_of_vars += var / m as f64;
@@ -336,7 +348,11 @@ impl Model {
     ) -> Model {
         Model {
             format: FORMAT_NAME.to_string(),
-            format_version: SINGLE_FORMAT_VERSION,
+            format_version: if arch.family.is_gaussian() {
+                SINGLE_FORMAT_VERSION
+            } else {
+                FAMILY_FORMAT_VERSION
+            },
             arch,
             features,
             targets,
@@ -382,6 +398,12 @@ impl Model {
             return Err("categorical features need format version 3".into());
         }
         crate::categorical::validate(&self.features, &self.categorical)?;
+        if !self.arch.family.is_gaussian() && self.format_version < FAMILY_FORMAT_VERSION {
+            return Err(format!(
+                "{} components need format version {FAMILY_FORMAT_VERSION}",
+                self.arch.family
+            ));
+        }
         if !self.transforms.is_empty() {
             if self.format_version < TRANSFORM_FORMAT_VERSION {
                 return Err("target transforms need format version 4".into());
@@ -581,7 +603,9 @@ impl Model {
         }
         for m in &mut models {
             m.members.clear();
-            m.format_version = if m.transforms.is_empty() {
+            m.format_version = if !m.arch.family.is_gaussian() {
+                FAMILY_FORMAT_VERSION
+            } else if m.transforms.is_empty() {
                 SINGLE_FORMAT_VERSION
             } else {
                 TRANSFORM_FORMAT_VERSION
@@ -675,11 +699,15 @@ impl Model {
             sigma: Vec::with_capacity(rows * kk * d),
             scale_tril: Vec::with_capacity(if full { rows * kk * d * d } else { 0 }),
             transforms: parts[0].transforms.clone(),
+            dof: Vec::new(),
         };
         for r in 0..rows {
             for p in &parts {
                 out.pi
                     .extend(p.pi[r * k..(r + 1) * k].iter().map(|w| w / m as f64));
+                if !p.dof.is_empty() {
+                    out.dof.extend_from_slice(&p.dof[r * k..(r + 1) * k]);
+                }
                 out.mu.extend_from_slice(&p.mu[r * k * d..(r + 1) * k * d]);
                 out.sigma
                     .extend_from_slice(&p.sigma[r * k * d..(r + 1) * k * d]);
@@ -711,8 +739,18 @@ impl Model {
                 Vec::new()
             },
             transforms: self.transforms.clone(),
+            dof: if mix.student {
+                vec![0.0; rows * k]
+            } else {
+                Vec::new()
+            },
         };
         for r in 0..rows {
+            if mix.student {
+                for c in 0..k {
+                    pred.dof[r * k + c] = mix.dof(&h[r * p..(r + 1) * p], c);
+                }
+            }
             let (pi, mu, sigma) = (
                 &mut pred.pi[r * k..(r + 1) * k],
                 &mut pred.mu[r * k * d..(r + 1) * k * d],
@@ -855,6 +893,18 @@ impl Model {
                     }
                 }
                 let start = out.len();
+                // A multivariate t is a Gaussian whose scale is divided by sqrt(W),
+                // W ~ chi²(nu) / nu, one W per draw.
+                let stretch = if pred.dof.is_empty() {
+                    1.0
+                } else {
+                    let nu = pred.dof[r * k + c];
+                    let w: f64 = rand_distr::Gamma::new(0.5 * nu, 2.0 / nu)
+                        .expect("nu > 2")
+                        .sample(&mut rng);
+                    1.0 / w.sqrt()
+                };
+                let sigma_scale = sigma_scale * stretch;
                 if pred.scale_tril.is_empty() {
                     for j in 0..d {
                         let z: f64 = StandardNormal.sample(&mut rng);

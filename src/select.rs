@@ -172,7 +172,8 @@ pub fn cross_validate(
             setting.components,
             data.d_out(),
         )?
-        .with_covariance(setting.covariance)?;
+        .with_covariance(setting.covariance)?
+        .with_family(opts.family);
         let mut fold_nll = Vec::with_capacity(folds);
         for f in 0..folds {
             progress(si, f);

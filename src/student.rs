@@ -70,20 +70,98 @@ pub fn digamma(x: f64) -> f64 {
     shift + x.ln() - 0.5 * inv - series
 }
 
+/// Stirling's correction lnΓ(x) - ((x - 1/2) ln x - x + ln(2π)/2) for x >= 16, to about
+/// 1e-16: 1/(12x) - 1/(360x³) + 1/(1260x⁵) - 1/(1680x⁷).
+fn stirling_correction(x: f64) -> f64 {
+    let inv = 1.0 / x;
+    let inv2 = inv * inv;
+    inv * (1.0 / 12.0 - inv2 * (1.0 / 360.0 - inv2 * (1.0 / 1260.0 - inv2 / 1680.0)))
+}
+
+/// lnΓ(a + h) - lnΓ(a) for a > 0 and h >= 0, without the cancellation of two large lnΓ
+/// (a t's normaliser at a million degrees of freedom): the recurrence lnΓ(a) = lnΓ(a + 1) -
+/// ln a up to a >= 16, then Stirling's series for both, their difference written with ln1p.
+/// `shaders/mixture_head_common.wgsl` computes the same in f32.
+pub fn ln_gamma_ratio(a: f64, h: f64) -> f64 {
+    let mut a = a;
+    let mut acc = 0.0;
+    while a < 16.0 {
+        acc -= (h / a).ln_1p();
+        a += 1.0;
+    }
+    let b = a + h;
+    acc + (a - 0.5) * (h / a).ln_1p() + h * b.ln() - h + stirling_correction(b)
+        - stirling_correction(a)
+}
+
+/// The asymptotic series of ψ(x) for x >= 16 without its leading terms: ψ(x) = ln x -
+/// 1/(2x) - this.
+fn digamma_series(x: f64) -> f64 {
+    let inv2 = 1.0 / (x * x);
+    inv2 * (1.0 / 12.0
+        - inv2 * (1.0 / 120.0 - inv2 * (1.0 / 252.0 - inv2 * (1.0 / 240.0 - inv2 / 132.0))))
+}
+
+/// ψ(a + h) - ψ(a) for a > 0 and h >= 0, without cancellation (see [`ln_gamma_ratio`]).
+pub fn digamma_diff(a: f64, h: f64) -> f64 {
+    let mut a = a;
+    let mut acc = 0.0;
+    while a < 16.0 {
+        acc += h / (a * (a + h));
+        a += 1.0;
+    }
+    let b = a + h;
+    acc + (h / a).ln_1p() + 0.5 * h / (a * b) - (digamma_series(b) - digamma_series(a))
+}
+
+/// The degrees of freedom of a raw head output: `2 + exp(min(raw, RAW_DOF_MAX))`.
+pub fn dof(raw: f64) -> f64 {
+    2.0 + raw.min(crate::layout::RAW_DOF_MAX as f64).exp()
+}
+
+/// The raw head output of `nu` degrees of freedom (nu > 2).
+pub fn raw_dof(nu: f64) -> f64 {
+    (nu - 2.0).ln()
+}
+
+/// The constant of a D-dimensional t's log-density with nu degrees of freedom (its scale's
+/// log-determinant aside): lnΓ((nu+D)/2) - lnΓ(nu/2) - D/2 ln(nu π).
+pub fn log_norm(nu: f64, d: f64) -> f64 {
+    ln_gamma_ratio(0.5 * nu, 0.5 * d) - 0.5 * d * (nu * std::f64::consts::PI).ln()
+}
+
+/// d/d nu of `-ln p(y)` for a D-dimensional t whose whitened residual has squared norm `q`:
+/// `-(ψ((nu+D)/2) - ψ(nu/2))/2 + D/(2 nu) + ln(1 + q/nu)/2 - (nu+D) q / (2 nu (nu+q))`.
+pub fn nll_dof_derivative(nu: f64, d: f64, q: f64) -> f64 {
+    -0.5 * digamma_diff(0.5 * nu, 0.5 * d) + 0.5 * d / nu + 0.5 * (q / nu).ln_1p()
+        - 0.5 * (nu + d) * q / (nu * (nu + q))
+}
+
 /// The regularised incomplete beta function I_x(a, b) for a, b > 0 and 0 <= x <= 1
 /// (continued fraction by Lentz's method, on the side of x where it converges fast).
 pub fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
+    inc_beta_split(a, b, x, 1.0 - x)
+}
+
+/// [`inc_beta`] at x given with its complement `y = 1 - x` (each exact where the other
+/// would round: a t's CDF at a billion degrees of freedom has x within 1e-9 of 1). The
+/// front factor's Γ ratio is taken without cancellation ([`ln_gamma_ratio`]).
+pub fn inc_beta_split(a: f64, b: f64, x: f64, y: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
-    if x >= 1.0 {
+    if y <= 0.0 {
         return 1.0;
     }
-    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    let (big, small) = if a >= b { (a, b) } else { (b, a) };
+    let ln_beta = ln_gamma(small) - ln_gamma_ratio(big, small);
+    let ln_x = if x > 0.5 { (-y).ln_1p() } else { x.ln() };
+    let ln_y = if y > 0.5 { (-x).ln_1p() } else { y.ln() };
+    let ln_front = a * ln_x + b * ln_y - ln_beta;
     if x < (a + 1.0) / (a + b + 2.0) {
         (ln_front.exp() * beta_fraction(a, b, x) / a).clamp(0.0, 1.0)
     } else {
-        (1.0 - ln_front.exp() * beta_fraction(b, a, 1.0 - x) / b).clamp(0.0, 1.0)
+        (1.0 - ln_front.exp() * beta_fraction(b, a, y) / b).clamp(0.0, 1.0)
     }
 }
 
@@ -144,10 +222,7 @@ pub struct Gradient {
 impl StudentT {
     /// The constant part of ln p: lnΓ((nu+1)/2) - lnΓ(nu/2) - ln(nu π)/2 - ln sigma.
     fn ln_norm(&self) -> f64 {
-        ln_gamma(0.5 * (self.nu + 1.0))
-            - ln_gamma(0.5 * self.nu)
-            - 0.5 * (self.nu * std::f64::consts::PI).ln()
-            - self.sigma.ln()
+        log_norm(self.nu, 1.0) - self.sigma.ln()
     }
 
     pub fn ln_pdf(&self, y: f64) -> f64 {
@@ -168,15 +243,14 @@ impl StudentT {
         Gradient {
             mu: -w * z / s,
             sigma: (1.0 - w * z2) / s,
-            nu: 0.5
-                * (digamma(0.5 * nu) - digamma(0.5 * (nu + 1.0)) + 1.0 / nu + (z2 / nu).ln_1p()
-                    - (nu + 1.0) * z2 / (nu * (nu + z2))),
+            nu: nll_dof_derivative(nu, 1.0, z2),
         }
     }
 
     pub fn cdf(&self, y: f64) -> f64 {
         let z = (y - self.mu) / self.sigma;
-        let tail = 0.5 * inc_beta(0.5 * self.nu, 0.5, self.nu / (self.nu + z * z));
+        let (nu, z2) = (self.nu, z * z);
+        let tail = 0.5 * inc_beta_split(0.5 * nu, 0.5, nu / (nu + z2), z2 / (nu + z2));
         if z >= 0.0 { 1.0 - tail } else { tail }
     }
 
@@ -213,6 +287,12 @@ impl StudentT {
     /// `z (2 F(z) - 1) + 2 f(z) (nu + z²) / (nu - 1) - 2 sqrt(nu) B(1/2, nu - 1/2) /
     /// ((nu - 1) B(1/2, nu/2)²)` for the standard t's F and f.
     pub fn crps(&self, y: f64) -> f64 {
+        self.mean_abs(y) - 0.5 * self.mean_abs_pair()
+    }
+
+    /// E|X - y| (nu > 1): sigma (z (2 F(z) - 1) + 2 f(z) (nu + z²) / (nu - 1)) at z for the
+    /// standard t's F and f.
+    pub fn mean_abs(&self, y: f64) -> f64 {
         let nu = self.nu;
         let standard = StudentT {
             mu: 0.0,
@@ -220,13 +300,19 @@ impl StudentT {
             nu,
         };
         let z = (y - self.mu) / self.sigma;
-        let ln_beta = |a: f64, b: f64| ln_gamma(a) + ln_gamma(b) - ln_gamma(a + b);
-        let last = 2.0 * nu.sqrt() / (nu - 1.0)
-            * (ln_beta(0.5, nu - 0.5) - 2.0 * ln_beta(0.5, 0.5 * nu)).exp();
         self.sigma
             * (z * (2.0 * standard.cdf(z) - 1.0)
-                + 2.0 * standard.pdf(z) * (nu + z * z) / (nu - 1.0)
-                - last)
+                + 2.0 * standard.pdf(z) * (nu + z * z) / (nu - 1.0))
+    }
+
+    /// E|X - X'| for two independent draws (nu > 1): sigma 4 sqrt(nu) B(1/2, nu - 1/2) /
+    /// ((nu - 1) B(1/2, nu/2)²).
+    pub fn mean_abs_pair(&self) -> f64 {
+        let nu = self.nu;
+        // ln B(1/2, nu - 1/2) - 2 ln B(1/2, nu/2), through ratios of Γ that do not cancel.
+        let ln_betas =
+            -ln_gamma(0.5) - ln_gamma_ratio(nu - 0.5, 0.5) + 2.0 * ln_gamma_ratio(0.5 * nu, 0.5);
+        self.sigma * 4.0 * nu.sqrt() / (nu - 1.0) * ln_betas.exp()
     }
 }
 
@@ -266,6 +352,68 @@ mod tests {
         }
         assert!(ln_gamma(1.0).abs() < 1e-15 && ln_gamma(2.0).abs() < 1e-15);
         close(digamma(1.0), -0.5772156649015329, 1e-13, "digamma(1)");
+    }
+
+    /// mpmath's `loggamma(a+h) - loggamma(a)` and `digamma(a+h) - digamma(a)` at 40 digits,
+    /// out to where lnΓ itself is 4.6e9 and the difference of two lnΓ would keep nothing.
+    #[test]
+    fn gamma_ratios_match_mpmath_without_cancellation() {
+        let cases = [
+            (1.0, 0.5, -0.12078223763524522235, 0.61370563888010938117),
+            (1.5, 1.0, 0.40546510810816438198, 0.66666666666666666667),
+            (3.7, 2.5, 3.704226461171906282, 0.57458828232801857631),
+            (20.0, 0.5, 1.4916167873313040736, 0.025312402465497531231),
+            (1e6, 0.5, 6.9077551539821370521, 5.0000012499999999998e-7),
+            (1e6, 3.0, 41.446534673890322315, 2.999997000004999991e-6),
+            (2.5e8, 8.0, 154.69577191861216318, 3.199999955200000896e-8),
+        ];
+        for (a, h, lg, dg) in cases {
+            close(
+                ln_gamma_ratio(a, h),
+                lg,
+                1e-13,
+                &format!("ln_gamma_ratio({a}, {h})"),
+            );
+            close(
+                digamma_diff(a, h),
+                dg,
+                1e-13,
+                &format!("digamma_diff({a}, {h})"),
+            );
+        }
+        // Where both ways are accurate they agree.
+        for a in [1.05, 2.5, 7.25, 15.9, 16.1, 40.0] {
+            for h in [0.5, 1.0, 2.5, 8.0] {
+                let direct = ln_gamma(a + h) - ln_gamma(a);
+                close(
+                    ln_gamma_ratio(a, h),
+                    direct,
+                    1e-13,
+                    &format!("ratio({a}, {h})"),
+                );
+                close(
+                    digamma_diff(a, h),
+                    digamma(a + h) - digamma(a),
+                    1e-12,
+                    "diff",
+                );
+            }
+        }
+    }
+
+    /// The D-dimensional normaliser tends to the Gaussian's, -D/2 ln(2π), as nu grows, and
+    /// its nu-derivative (with q = 0) to zero, without losing that to rounding.
+    #[test]
+    fn the_normaliser_tends_to_the_gaussian() {
+        for d in [1.0, 3.0, 16.0] {
+            let gauss = -0.5 * d * (2.0 * std::f64::consts::PI).ln();
+            let big = log_norm(1e12, d);
+            assert!((big - gauss).abs() < 1e-9, "d {d}: {big} vs {gauss}");
+            assert!(nll_dof_derivative(1e12, d, 0.0).abs() < 1e-15);
+            assert!(nll_dof_derivative(1e12, d, d).abs() < 1e-15);
+        }
+        assert!((dof(raw_dof(3.5)) - 3.5).abs() < 1e-14);
+        assert!(dof(1e9).is_finite());
     }
 
     /// SciPy's `betainc(a, b, x)`.

@@ -84,6 +84,9 @@ pub fn predictions_json(
                 "variance": sums.iter().map(|s| s.variance).collect::<Vec<_>>(),
                 "mode": sums.iter().map(|s| s.mode).collect::<Vec<_>>(),
             });
+            if !pred.dof.is_empty() {
+                row["dof"] = json!(pred.dof[r * k..(r + 1) * k]);
+            }
             if let Some((aleatoric, epistemic)) = &split {
                 row["aleatoric_variance"] = json!(aleatoric[r * d..(r + 1) * d]);
                 row["epistemic_variance"] = json!(epistemic[r * d..(r + 1) * d]);
@@ -126,6 +129,10 @@ pub fn predictions_json(
         })
         .collect();
     let mut doc = json!({ "targets": model.targets, "components": k, "rows": rows });
+    if !model.arch.family.is_gaussian() {
+        // Each component a multivariate t with location mu, scale sigma (cov) and dof.
+        doc["family"] = json!(model.arch.family.name());
+    }
     if !model.transforms.is_empty() {
         // mu, sigma and cov are of z = g(y); the rest is of y.
         doc["transforms"] = json!(model.transforms);
@@ -156,6 +163,10 @@ pub fn predictions_csv(
         for c in 0..k {
             header.extend(model.targets.iter().map(|t| format!("{what}_{c}_{t}")));
         }
+    }
+    let student = !pred.dof.is_empty();
+    if student {
+        header.extend((0..k).map(|c| format!("dof_{c}")));
     }
     let full = !pred.scale_tril.is_empty();
     if full {
@@ -194,6 +205,9 @@ pub fn predictions_csv(
                 .iter()
                 .map(|v| num(*v)),
         );
+        if student {
+            cells.extend(pred.dof[r * k..(r + 1) * k].iter().map(|v| num(*v)));
+        }
         if full {
             for c in 0..k {
                 let cov = pred.covariance(r, c);

@@ -214,6 +214,17 @@ pub fn parse_spec(spec: &str, targets: &[String]) -> Result<Vec<Transform>, Stri
     Ok(if all_none(&out) { Vec::new() } else { out })
 }
 
+/// Whether a checked spec transforms no target (`none`, or every named target `none`).
+pub fn spec_is_none(spec: &str) -> bool {
+    let spec = spec.trim();
+    if !spec.contains('=') {
+        return spec.parse::<Transform>() == Ok(Transform::None);
+    }
+    spec.split(';')
+        .filter_map(|item| item.split_once('='))
+        .all(|(_, t)| t.parse::<Transform>() == Ok(Transform::None))
+}
+
 /// Checks a spec's form without the targets (before any file is read): not empty, a
 /// transform, or `name=transform` items each with a name and a transform.
 pub fn check_spec(spec: &str) -> Result<(), String> {

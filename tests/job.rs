@@ -30,6 +30,7 @@ fn a_job_round_trips_through_json() {
         hidden: vec![32, 16],
         components: Some(7),
         covariance: Covariance::Full,
+        family: mdn::layout::Family::StudentT,
         activation: Activation::Tanh,
         l2: 1e-4,
         lr: 3e-3,

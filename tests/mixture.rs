@@ -1,7 +1,10 @@
 //! Closed forms for the mixture head: one component is a Gaussian, identical components are
-//! one component, a hand-computed two-component case, extremes stay finite.
+//! one component, a hand-computed two-component case, extremes stay finite; a Student's t
+//! head is the t's density (checked against SciPy in `student.rs`) and its gradient, the
+//! degrees of freedom's included, matches finite differences.
 
 use mdn::mixture::{HALF_LN_2PI, Mixture, logsumexp, softplus, softplus_inverse};
+use mdn::student::StudentT;
 use mdn::tolerance::Tolerance;
 
 const TIGHT: Tolerance = Tolerance::new(1e-12, 1e-12);
@@ -17,6 +20,7 @@ fn one_component_is_the_gaussian_log_density() {
         d: 2,
         floor: 0.0,
         full: false,
+        student: false,
     };
     // [logit, mu0, mu1, raw0, raw1]
     let h = [0.7f32, 0.5, -1.25, 0.3, -0.8];
@@ -35,12 +39,14 @@ fn identical_components_equal_one() {
         d: 1,
         floor: 1e-4,
         full: false,
+        student: false,
     };
     let five = Mixture {
         k: 5,
         d: 1,
         floor: 1e-4,
         full: false,
+        student: false,
     };
     let h1 = [0.0f32, 0.3, 0.1];
     // Arbitrary logits, the same mean and sigma for every component.
@@ -63,6 +69,7 @@ fn hand_computed_two_components() {
         d: 1,
         floor: 0.0,
         full: false,
+        student: false,
     };
     let h = [
         0.0f32,
@@ -87,6 +94,7 @@ fn head_gradient_matches_finite_differences() {
         d: 2,
         floor: 1e-3,
         full: false,
+        student: false,
     };
     let h: Vec<f32> = (0..mix.width())
         .map(|i| ((i as f32) * 0.77).sin())
@@ -131,6 +139,7 @@ fn extremes_stay_finite() {
         d: 1,
         floor: 1e-4,
         full: false,
+        student: false,
     };
     // Target a million standard deviations from every mean; sigmas at the floor; huge logits.
     for h in [
@@ -187,6 +196,7 @@ fn gradients_too_small_for_f32_were_subnormal_and_slowed_the_cpu_step() {
             d: 1,
             floor: 0.0,
             full,
+            student: false,
         };
         let h = row(13.5);
         let mut g = [f32::NAN; 6];
@@ -219,5 +229,120 @@ fn gradients_too_small_for_f32_were_subnormal_and_slowed_the_cpu_step() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn one_student_t_component_is_the_t_density() {
+    let mix = Mixture {
+        k: 1,
+        d: 1,
+        floor: 0.0,
+        full: false,
+        student: true,
+    };
+    for (raw_dof, y) in [(-1.0f32, 0.3f32), (0.5, -4.0), (3.0, 12.0), (19.0, 1.5)] {
+        // [logit, mu, raw sigma, raw dof]
+        let h = [0.2f32, 0.5, 0.3, raw_dof];
+        let got = mix.loglik(&h, &[y], &mut [0.0; 4], None, 1.0);
+        let t = StudentT {
+            mu: 0.5,
+            sigma: softplus(0.3f32 as f64),
+            nu: 2.0 + (raw_dof as f64).exp(),
+        };
+        TIGHT.assert_close(
+            &format!("t, raw dof {raw_dof}"),
+            &[got],
+            &[t.ln_pdf(y as f64)],
+        );
+    }
+    // Two identical t components are one.
+    let two = Mixture { k: 2, ..mix };
+    let h = [0.0f32, 0.0, 0.5, 0.5, 0.3, 0.3, 1.0, 1.0];
+    let one = [0.0f32, 0.5, 0.3, 1.0];
+    let (a, b) = (
+        two.loglik(&h, &[2.0], &mut [0.0; 8], None, 1.0),
+        mix.loglik(&one, &[2.0], &mut [0.0; 4], None, 1.0),
+    );
+    TIGHT.assert_close("identical t components", &[a], &[b]);
+}
+
+/// -log p of a Student's t head in f64 by its textbook formula (libm's lgamma), diagonal or
+/// full, for finite differences.
+fn student_nll(mix: &Mixture, hh: &[f64], y: &[f32]) -> f64 {
+    let (k, d) = (mix.k, mix.d);
+    let at = mix.head();
+    let lse = logsumexp(&hh[..k]);
+    let terms: Vec<f64> = (0..k)
+        .map(|c| {
+            let mut z = vec![0.0; d];
+            let (mut q, mut log_det) = (0.0, 0.0);
+            for j in 0..d {
+                let l = softplus(hh[at.raw_scale(c, j)]) + mix.floor;
+                let mut s = y[j] as f64 - hh[at.mu(c, j)];
+                if mix.full {
+                    for (i, zi) in z.iter().enumerate().take(j) {
+                        s -= hh[at.lower(c, j, i)] * zi;
+                    }
+                }
+                z[j] = s / l;
+                q += z[j] * z[j];
+                log_det += l.ln();
+            }
+            let nu = 2.0 + hh[at.raw_dof(c)].exp();
+            let df = d as f64;
+            hh[c] - lse + libm::lgamma(0.5 * (nu + df))
+                - libm::lgamma(0.5 * nu)
+                - 0.5 * df * (nu * std::f64::consts::PI).ln()
+                - log_det
+                - 0.5 * (nu + df) * (q / nu).ln_1p()
+        })
+        .collect();
+    -logsumexp(&terms)
+}
+
+#[test]
+fn student_t_head_gradient_matches_finite_differences() {
+    for full in [false, true] {
+        let mix = Mixture {
+            k: 3,
+            d: 3,
+            floor: 1e-3,
+            full,
+            student: true,
+        };
+        let at = mix.head();
+        let mut h: Vec<f32> = (0..mix.width())
+            .map(|i| ((i as f32) * 0.77).sin())
+            .collect();
+        for (c, raw) in [-1.5f32, 0.5, 4.0].into_iter().enumerate() {
+            h[at.raw_dof(c)] = raw;
+        }
+        let y = [0.4f32, -2.9, 1.7];
+        let mut grad = vec![0.0f32; mix.width()];
+        mix.loglik(
+            &h,
+            &y,
+            &mut vec![0.0; mix.scratch_len()],
+            Some(&mut grad),
+            1.0,
+        );
+        let base: Vec<f64> = h.iter().map(|&v| v as f64).collect();
+        let fd: Vec<f64> = (0..base.len())
+            .map(|i| {
+                let (mut up, mut dn) = (base.clone(), base.clone());
+                up[i] += 1e-6;
+                dn[i] -= 1e-6;
+                (student_nll(&mix, &up, &y) - student_nll(&mix, &dn, &y)) / 2e-6
+            })
+            .collect();
+        Tolerance::new(1e-6, 1e-5).assert_close(
+            &format!("t head gradient, full {full}"),
+            &grad,
+            &fd,
+        );
+        // And the log-likelihood itself.
+        let ll = mix.loglik(&h, &y, &mut vec![0.0; mix.scratch_len()], None, 1.0);
+        TIGHT.assert_close("t head loglik", &[ll], &[-student_nll(&mix, &base, &y)]);
     }
 }

@@ -123,6 +123,7 @@ fn pit_and_reliability_follow_their_definitions() {
         sigma: vec![1.0, 2.0, 0.5],
         scale_tril: Vec::new(),
         transforms: Vec::new(),
+        dof: Vec::new(),
     };
     let p = pit(
         &pred,

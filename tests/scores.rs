@@ -13,6 +13,7 @@ fn two_modes() -> Marginal {
         mu: vec![-1.0, 2.0],
         sigma: vec![0.5, 1.5],
         transform: Transform::None,
+        dof: Vec::new(),
     }
 }
 
@@ -55,6 +56,7 @@ fn the_mode_is_the_highest_density_point() {
         mu: vec![0.0, 5.0],
         sigma: vec![0.01, 3.0],
         transform: Transform::None,
+        dof: Vec::new(),
     };
     assert!(m.mode().abs() < 1e-6);
 }
@@ -133,6 +135,7 @@ fn scores_of_a_calibrated_forecast() {
         sigma: sigma.to_vec(),
         scale_tril: Vec::new(),
         transforms,
+        dof: Vec::new(),
     };
     let s = &score(&["y".to_string()], &of(&sigma, vec![]), &y)[0];
     assert!(s.calibration_error < 0.01, "{s:?}");

@@ -56,6 +56,7 @@ _OPTIONS = {
     "components": None,
     "hidden": (64,),
     "covariance": "diagonal",
+    "family": "gaussian",
     "activation": "relu",
     "l2": 0.0,
     "lr": 0.001,
@@ -370,6 +371,9 @@ class Distribution:
         self.mu = parts["mu"]
         self.sigma = parts["sigma"]
         self.cov = parts.get("cov")
+        # Student's t components: each one's degrees of freedom (n, K); sigma and cov are
+        # then the components' scales, not their standard deviations.
+        self.dof = parts.get("dof")
         squeeze = (lambda a: a[:, 0]) if len(model.targets) == 1 else (lambda a: a)
         self._squeeze = squeeze
         self.mean = squeeze(parts["mean"])
@@ -480,7 +484,9 @@ class MDN(_Regressor, _Base):
     """A Mixture Density Network estimator (scikit-learn's conventions).
 
     Every option of `mdn train` under its long name, with its defaults: components,
-    hidden, covariance ("diagonal" or "full"), activation ("relu" or "tanh"), l2, lr,
+    hidden, covariance ("diagonal" or "full"), family ("gaussian", or "student-t" for heavy
+    tails: each component a multivariate t whose degrees of freedom `dof`, above 2, are
+    learnt), activation ("relu" or "tanh"), l2, lr,
     batch_size, clip_norm, patience, max_epochs, epochs (fixed epochs instead of early
     stopping), val_fraction, seed, sigma_floor, device ("auto", "gpu", "software", "cpu"),
     threads, ensemble (M members of a deep ensemble, seeds seed..seed+M-1), target_transform
@@ -522,10 +528,12 @@ class MDN(_Regressor, _Base):
         random_state=None,
         categorical=None,
         unknown_category="error",
+        family="gaussian",
     ):
         self.components = components
         self.hidden = hidden
         self.covariance = covariance
+        self.family = family
         self.activation = activation
         self.l2 = l2
         self.lr = lr

@@ -383,6 +383,9 @@ impl Model {
         out.set_item("pi", arr2(pred.pi.clone(), k)?)?;
         out.set_item("mu", arr3(pred.mu.clone(), k, d)?)?;
         out.set_item("sigma", arr3(pred.sigma.clone(), k, d)?)?;
+        if !pred.dof.is_empty() {
+            out.set_item("dof", arr2(pred.dof.clone(), k)?)?;
+        }
         let with_mode = mode;
         let (mut mean, mut var, mut modes) = (Vec::new(), Vec::new(), Vec::new());
         let levels = quantiles.unwrap_or_default();

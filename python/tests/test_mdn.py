@@ -331,6 +331,32 @@ def test_text_and_categorical_columns_are_categories_as_mdn_train_reads_them(tmp
         mdn.MDN(epochs=1, device="cpu", categorical=["colour"]).fit(X, y)
 
 
+def test_student_t_gives_the_bits_of_mdn_train_and_the_t_mixture_density(tmp_path):
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(4)
+    X = rng.uniform(0, 3, size=(500, 1)).astype(np.float32)
+    y = (np.sin(2 * X[:, 0]) + 0.3 * rng.standard_t(3, size=500)).astype(np.float32)
+    write_csv(tmp_path / "d.csv", X, y)
+    cli("train", "--data", "d.csv", "--family", "student-t", "--components", "2", "--epochs", "4",
+        "--val-fraction", "0", "--device", "cpu", "--out", "m.json", "--quiet", cwd=tmp_path)
+    est = mdn.MDN(family="student-t", components=2, epochs=4, val_fraction=0, device="cpu").fit(X, y)
+    assert json.loads(est.model_.to_json())["params"] == json.loads((tmp_path / "m.json").read_text())["params"]
+    d = est.predict_distribution(X[:30])
+    assert d.dof.shape == (30, 2) and np.all(d.dof > 2)
+    # Each target's marginal is the mixture of t's with these locations, scales and dof.
+    pi, mu, sigma, nu = d.pi, d.mu[:, :, 0], d.sigma[:, :, 0], d.dof
+    at = np.full(30, 0.7)
+    pdf = np.sum(pi * stats.t.pdf(0.7, nu, loc=mu, scale=sigma), axis=1)
+    np.testing.assert_allclose(d.pdf(at, marginal=True), pdf, rtol=1e-9)
+    cdf = np.sum(pi * stats.t.cdf(0.7, nu, loc=mu, scale=sigma), axis=1)
+    np.testing.assert_allclose(d.cdf(at), cdf, rtol=1e-9, atol=1e-12)
+    var = np.sum(pi * (sigma**2 * nu / (nu - 2) + mu**2), axis=1) - np.sum(pi * mu, axis=1) ** 2
+    np.testing.assert_allclose(d.var, var, rtol=1e-9)
+    np.testing.assert_allclose(d.cdf(d.ppf(0.975)), 0.975, atol=1e-9)
+    with pytest.raises(ValueError, match="not supported"):
+        mdn.MDN(family="student-t", target_transform="log", epochs=1, device="cpu").fit(X, np.abs(y) + 1)
+
+
 def test_a_log_transform_gives_the_bits_of_mdn_train_and_no_mass_below_zero(tmp_path):
     rng = np.random.default_rng(3)
     X = rng.uniform(0, 3, size=(500, 1)).astype(np.float32)

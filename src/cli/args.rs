@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use mdn::backend::DeviceChoice;
 use mdn::categorical::UnknownCategory;
 use mdn::job::TrainJob;
-use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
+use mdn::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR, Family};
 use mdn::named::Named;
 use mdn::plot::Panel;
 use mdn::synth::Kind;
@@ -603,6 +603,10 @@ pub struct FitArgs {
     /// Hidden-layer activation
     #[arg(long, value_parser = named::<Activation>(), default_value = "relu")]
     pub activation: Activation,
+    /// Component family: gaussian, or student-t (heavy tails: each component a multivariate
+    /// t whose degrees of freedom, above 2, are learnt)
+    #[arg(long, value_parser = named::<Family>(), default_value = "gaussian")]
+    pub family: Family,
     /// Adam learning rate
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -778,6 +782,7 @@ fn shared_job(
         transform: cols.transform.clone(),
         val_fraction: fit.val_fraction,
         activation: fit.activation,
+        family: fit.family,
         lr: fit.lr,
         batch_size: fit.batch_size,
         clip_norm: fit.clip_norm,

@@ -221,6 +221,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "components": arch.components,
                 "targets": arch.targets,
                 "covariance": arch.covariance.name(),
+                "family": arch.family.name(),
                 "sigma_floor": arch.sigma_floor,
                 "parameters": arch.param_count(),
             },
@@ -276,11 +277,12 @@ pub fn info(a: InfoArgs) -> Result<()> {
         ));
     }
     s.push_str(&format!(
-        "  architecture  {} inputs, hidden {:?} ({}), K={} components over {} target(s), {} covariance, sigma floor {}; {}\n",
+        "  architecture  {} inputs, hidden {:?} ({}), K={} {}components over {} target(s), {} covariance, sigma floor {}; {}\n",
         arch.inputs,
         arch.hidden,
         arch.activation.name(),
         arch.components,
+        if arch.family.is_gaussian() { "" } else { "Student's t " },
         arch.targets,
         arch.covariance.name(),
         arch.sigma_floor,

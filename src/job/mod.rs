@@ -33,7 +33,7 @@ use crate::categorical::Categorical;
 use crate::checkpoint::{Checkpoint, EnsembleCheckpoint};
 use crate::data::{ColumnChoice, Dataset, Missing};
 use crate::error::Result;
-use crate::layout::Covariance;
+use crate::layout::{Covariance, Family};
 use crate::model::{EpochChoice, Model};
 use crate::train::{Stopping, TrainEvent, TrainOptions};
 use save::MemberSink;
@@ -72,6 +72,8 @@ pub struct Plan {
     pub hidden: Vec<usize>,
     pub components: usize,
     pub covariance: Covariance,
+    /// Gaussian or Student's t components.
+    pub family: Family,
     pub batch_size: usize,
     /// The most epochs the run can take (exactly this many with fixed epochs).
     pub max_epochs: usize,
@@ -244,6 +246,7 @@ impl ResolvedJob {
             hidden: opts.hidden.clone(),
             components: opts.components,
             covariance: opts.covariance,
+            family: opts.family,
             batch_size: opts.step.batch_size,
             max_epochs: match opts.stopping {
                 Stopping::Early { max_epochs, .. } => max_epochs,

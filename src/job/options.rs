@@ -13,7 +13,7 @@ use super::{EXAMPLE_CSV, EXAMPLE_NAME};
 use crate::backend::{DeviceChoice, StepConfig};
 use crate::data::{ColumnChoice, Dataset, read_csv_from, read_data};
 use crate::error::{Error, Result};
-use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
+use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR, Family};
 use crate::train::{Stopping, TrainOptions};
 
 /// Every option of `mdn train`, by its long name. Missing fields take `mdn train`'s
@@ -51,6 +51,8 @@ pub struct TrainJob {
     /// Mixture components K (None: adapts to the training rows, [`super::adapted_defaults`]).
     pub components: Option<usize>,
     pub covariance: Covariance,
+    /// Gaussian or Student's t components.
+    pub family: Family,
     pub activation: Activation,
     pub l2: f32,
     pub lr: f32,
@@ -99,6 +101,7 @@ impl Default for TrainJob {
             hidden: vec![64],
             components: None,
             covariance: Covariance::Diagonal,
+            family: Family::Gaussian,
             activation: Activation::Relu,
             l2: 0.0,
             lr: 1e-3,
@@ -247,6 +250,7 @@ impl TrainJob {
             components: self.components.unwrap_or(LARGE.components),
             sigma_floor: self.sigma_floor,
             covariance: self.covariance,
+            family: self.family,
             step: StepConfig {
                 lr: self.lr,
                 l2: self.l2,
@@ -273,6 +277,9 @@ impl TrainJob {
         self.options().validate()?;
         crate::transform::check_spec(&self.transform)
             .map_err(|m| Error::config(format!("--transform: {m}")))?;
+        if !self.family.is_gaussian() && !crate::transform::spec_is_none(&self.transform) {
+            return Err(Error::config(crate::train::student_with_transform()));
+        }
         if !(0.0..1.0).contains(&self.val_fraction()) {
             return Err(Error::config(format!(
                 "--val-fraction must be in [0, 1), got {}",
@@ -328,6 +335,7 @@ impl TrainJob {
         self.components = Some(o.components);
         self.sigma_floor = o.sigma_floor;
         self.covariance = o.covariance;
+        self.family = o.family;
         self.lr = o.step.lr;
         self.l2 = o.step.l2;
         self.batch_size = Some(o.step.batch_size);

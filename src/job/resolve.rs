@@ -229,7 +229,9 @@ impl TrainJob {
             self.components.unwrap_or(LARGE.components),
             d_out,
         )?
-        .with_covariance(self.covariance)?;
+        .with_covariance(self.covariance)?
+        .with_family(self.family)
+        .validate()?;
         Ok(())
     }
 

@@ -1391,7 +1391,8 @@ fn model_size(r: &crate::job::ResolvedJob) -> crate::Result<u128> {
         o.components,
         r.targets.len(),
     )?
-    .with_covariance(o.covariance)?;
+    .with_covariance(o.covariance)?
+    .with_family(o.family);
     Ok(arch.param_count() as u128 * r.job.ensemble.max(1) as u128)
 }
 

@@ -6,7 +6,7 @@
 //! or a model id (no versions). `infer` takes one FP32 (or FP64) tensor `x` of shape [N, d],
 //! the model's features in order, and answers with the mixture, FP32: `pi` [N, K], `mu` and
 //! `sigma` [N, K, D] (a full-covariance model also `scale_tril` [N, K, D, D], each
-//! component's Cholesky factor), `mean` and `variance` [N, D], `mode` [N, D] when asked for
+//! component's Cholesky factor; a Student's t model also `dof` [N, K]), `mean` and `variance` [N, D], `mode` [N, D] when asked for
 //! by name, and with `parameters: {"quantiles": [0.05, 0.95]}` also `quantiles` [N, Q, D].
 //! A deep ensemble answers as its equal-weight mixture (M x K components). Tensors travel
 //! as JSON or, with the binary tensor extension (`Inference-Header-Content-Length`), as raw
@@ -230,6 +230,9 @@ fn outputs(model: &Model, pred_k: usize) -> Vec<(&'static str, Vec<i64>)> {
     ];
     if model.arch.covariance == crate::layout::Covariance::Full {
         out.push(("scale_tril", vec![-1, k, d, d]));
+    }
+    if !model.arch.family.is_gaussian() {
+        out.push(("dof", vec![-1, k]));
     }
     out.extend([
         ("mean", vec![-1, d]),
@@ -692,6 +695,7 @@ fn tensor(pred: &Prediction, name: &str, qs: &[f64]) -> (Vec<usize>, Vec<f32>) {
         "mu" => (vec![n, k, d], f32s(&pred.mu)),
         "sigma" => (vec![n, k, d], f32s(&pred.sigma)),
         "scale_tril" => (vec![n, k, d, d], f32s(&pred.scale_tril)),
+        "dof" => (vec![n, k], f32s(&pred.dof)),
         "mean" | "variance" | "mode" => {
             let mut out = Vec::with_capacity(n * d);
             for r in 0..n {

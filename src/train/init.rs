@@ -21,11 +21,17 @@ use crate::transform::{Transform, mean_log_jacobian};
 /// epochs' NLL runs into the thousands.
 const HEAD_KERNEL_SCALE: f64 = 0.1;
 
+/// The degrees of freedom Student's t components start from: tails clearly heavier than the
+/// Gaussian's, so that outliers do not drag the first epochs' means, and a short way (in
+/// raw units, ln(nu - 2)) from both nu near 2 and nu in the hundreds.
+const INITIAL_DOF: f64 = 5.0;
+
 /// Initial parameters in the flat layout: He-uniform (relu) or Glorot-uniform (tanh) hidden
 /// kernels, a head kernel at [`HEAD_KERNEL_SCALE`] of Glorot-uniform, zero biases, except the
 /// head's biases: the means of component k sit at the (k + 1/2)/K quantile of each
 /// standardised target, and every sigma starts at max(1/K, 0.05) (standardised units), so
-/// components start apart and no sigma starts small.
+/// components start apart and no sigma starts small; Student's t components start at
+/// [`INITIAL_DOF`] degrees of freedom.
 pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
     let mut rng = rng_for(seed, STREAM_INIT);
     let mut params = vec![0.0f32; arch.param_count()];
@@ -60,6 +66,11 @@ pub fn init_params(arch: &Arch, y_std: &[f32], seed: u64) -> Vec<f32> {
     let raw0 = softplus_inverse((sigma0 - arch.sigma_floor as f64).max(1e-3)) as f32;
     for i in at.raw_scales() {
         params[head.bias + i] = raw0;
+    }
+    if at.dof {
+        for c in 0..k {
+            params[head.bias + at.raw_dof(c)] = crate::student::raw_dof(INITIAL_DOF) as f32;
+        }
     }
     params
 }
@@ -117,7 +128,11 @@ impl Setup {
         )?;
         arch.sigma_floor = opts.sigma_floor;
         arch.covariance = opts.covariance;
+        arch.family = opts.family;
         arch.validate()?;
+        if !opts.family.is_gaussian() && !crate::transform::all_none(&opts.transforms) {
+            return Err(Error::config(student_with_transform()));
+        }
         if !opts.transforms.is_empty() && opts.transforms.len() != targets.len() {
             return Err(Error::config(format!(
                 "{} target transform(s) for {} target(s)",
@@ -216,4 +231,11 @@ pub(super) fn standardise(
         ty,
         val_std,
     })
+}
+
+/// Why `--family student-t` is refused together with a target transform.
+pub(crate) fn student_with_transform() -> String {
+    "--family student-t with a target transform (--transform) is not supported: a log-t \
+     target has no mean or variance; fit one or the other and compare their held-out NLLs"
+        .to_string()
 }

@@ -41,6 +41,7 @@ pub use epochs::{
     CheckpointFn, Checkpointer, LoopState, MembersCheckpointFn, MembersCheckpointer, Resume,
 };
 pub use init::init_params;
+pub(crate) use init::student_with_transform;
 pub use members::{train_members, train_members_with};
 pub use memory::{train, train_with};
 pub use options::{Stopping, TrainOptions};

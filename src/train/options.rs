@@ -7,7 +7,7 @@
 use crate::backend::StepConfig;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR};
+use crate::layout::{Activation, Covariance, DEFAULT_SIGMA_FLOOR, Family};
 
 use super::split::ValidationSplit;
 
@@ -31,6 +31,9 @@ pub struct TrainOptions {
     /// Diagonal or full covariance per component.
     #[serde(default)]
     pub covariance: Covariance,
+    /// Gaussian or Student's t components.
+    #[serde(default, skip_serializing_if = "Family::is_gaussian")]
+    pub family: Family,
     pub step: StepConfig,
     pub stopping: Stopping,
     /// Seeds the initial weights and the row orders (and, unless `split_seed` is given, the
@@ -59,6 +62,7 @@ impl Default for TrainOptions {
             components: 5,
             sigma_floor: DEFAULT_SIGMA_FLOOR,
             covariance: Covariance::Diagonal,
+            family: Family::Gaussian,
             step: StepConfig::default(),
             stopping: Stopping::Early {
                 patience: 10,

@@ -427,6 +427,28 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
             "--quiet",
         ],
     );
+    // And a version-5 file: Student's t components with full covariance.
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "corr.csv",
+            "--target",
+            "y0,y1,y2",
+            "--covariance",
+            "full",
+            "--family",
+            "student-t",
+            "--components",
+            "2",
+            "--epochs",
+            "3",
+            "--out",
+            "student.json",
+            "--quiet",
+        ],
+    );
     let doc =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/model-format.md"))
             .unwrap();
@@ -443,6 +465,13 @@ fn model_format_doc_reproduces_mdn_in_plain_python() {
         ),
         ("ens.json", "one.csv", "[0.3]", "[0.45]", 3.0),
         ("logit.json", "one.csv", "[0.3]", "[0.45]", 1.0),
+        (
+            "student.json",
+            "one_full.csv",
+            "[0.3]",
+            "[0.2, 0.1, -0.05]",
+            1.0,
+        ),
     ] {
         std::fs::copy(d.join(model), d.join("model.json")).unwrap();
         let script =

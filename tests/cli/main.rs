@@ -11,7 +11,8 @@
 //! - `files`: data and model files, `convert` and `generate`, streaming, every input error,
 //!   what `--out` may overwrite;
 //! - `signals`: Ctrl-C, SIGKILL and `--resume`, checkpoints;
-//! - `devices`: `devices`, `check`, `bench`, `--device`, `--help` and `--version`.
+//! - `devices`: `devices`, `check`, `bench`, `--device`, `--help` and `--version`;
+//! - `family`: Student's t components (`--family student-t`).
 //!
 //! `support` holds what they share: running mdn, the shipped example data, a small trained
 //! model. The parts of a test that need a software (Vulkan) adapter are skipped, with a line
@@ -22,6 +23,7 @@ mod tables;
 mod transforms;
 
 mod devices;
+mod family;
 mod files;
 mod predict;
 mod select;

@@ -86,7 +86,7 @@ pub fn gpu_with(options: mdn::backend::GpuOptions) -> Option<mdn::backend::GpuBa
     }
 }
 
-use mdn::layout::{Activation, Arch, Covariance};
+use mdn::layout::{Activation, Arch, Covariance, Family};
 
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
 
@@ -137,6 +137,9 @@ pub fn ref_head_loglik(arch: &Arch, h: &[f64], y: &[f64], rows: usize) -> Vec<f6
             let lse = m + h[..k].iter().map(|a| (a - m).exp()).sum::<f64>().ln();
             let terms: Vec<f64> = (0..k)
                 .map(|c| {
+                    if arch.family == Family::StudentT {
+                        return h[c] - lse + ref_student_logpdf(arch, h, c, y);
+                    }
                     if arch.covariance == Covariance::Full {
                         return h[c] - lse + ref_full_gaussian_logpdf(arch, h, c, y);
                     }
@@ -160,14 +163,40 @@ pub fn ref_head_loglik(arch: &Arch, h: &[f64], y: &[f64], rows: usize) -> Vec<f6
 /// Sigma = L L^T is formed explicitly, then Gaussian elimination with partial pivoting gives
 /// both Sigma^{-1} r and log det Sigma.
 pub fn ref_full_gaussian_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> f64 {
+    let (logdet, quad) = ref_full_parts(arch, h, c, y);
+    -(arch.targets as f64) * HALF_LN_2PI - 0.5 * logdet - 0.5 * quad
+}
+
+/// The log-density of component `c` of a Student's t head: a multivariate t with the
+/// covariance-shaped scale Sigma (diagonal or full, as [`ref_full_parts`] forms it) and
+/// nu = 2 + exp(min(raw, 20)) from the last K head outputs, by its textbook formula with
+/// libm's lgamma.
+pub fn ref_student_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> f64 {
+    let (k, d) = (arch.components, arch.targets as f64);
+    let (logdet, quad) = ref_full_parts(arch, h, c, y);
+    let nu = 2.0 + h[arch.head_width() - k + c].min(20.0).exp();
+    libm::lgamma(0.5 * (nu + d))
+        - libm::lgamma(0.5 * nu)
+        - 0.5 * d * (nu * std::f64::consts::PI).ln()
+        - 0.5 * logdet
+        - 0.5 * (nu + d) * (1.0 + quad / nu).ln()
+}
+
+/// ln det Sigma_c and r^T Sigma_c^-1 r (r = y - mu_c) of a head's component `c` (full or
+/// diagonal): Sigma = L L^T formed explicitly, then Gaussian elimination with partial
+/// pivoting.
+pub fn ref_full_parts(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> (f64, f64) {
     let (k, d) = (arch.components, arch.targets);
-    let t = d * (d - 1) / 2;
+    let full = arch.covariance == Covariance::Full;
+    let t = if full { d * (d - 1) / 2 } else { 0 };
     let floor = arch.sigma_floor as f64;
     let mut l = vec![0.0; d * d];
     for j in 0..d {
         l[j * d + j] = softplus(h[k + k * d + c * d + j]) + floor;
         for i in 0..j {
-            l[j * d + i] = h[k + 2 * k * d + c * t + j * (j - 1) / 2 + i];
+            if full {
+                l[j * d + i] = h[k + 2 * k * d + c * t + j * (j - 1) / 2 + i];
+            }
         }
     }
     // Augmented [Sigma | r].
@@ -208,7 +237,7 @@ pub fn ref_full_gaussian_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> 
         x[p] = (a[p * (d + 1) + d] - s) / a[p * (d + 1) + p];
     }
     let quad: f64 = r.iter().zip(&x).map(|(a, b)| a * b).sum();
-    -(d as f64) * HALF_LN_2PI - 0.5 * logdet - 0.5 * quad
+    (logdet, quad)
 }
 
 /// Mean NLL plus `l2 * sum(W^2)`, in f64.

@@ -66,6 +66,64 @@ pub fn gradients(b: &mut dyn Backend) {
     }
 }
 
+/// Student's t heads (diagonal and full, degrees of freedom from 2.2 to 1.6e5): per-row
+/// log-likelihoods against the f64 textbook density (libm's lgamma), the loss and every
+/// gradient, the degrees of freedom's included, against float64 central finite differences.
+pub fn student_t(b: &mut dyn Backend) {
+    for (i, (d, hidden, act, k, dd, rows, cov)) in
+        mdn::check::student_shapes().into_iter().enumerate()
+    {
+        let c = mdn::check::random_student_case(d, &hidden, act, k, dd, rows, 500 + i as u64, cov);
+        let shape = format!(
+            "Student's t, shape {i} (K={k} D={dd} rows={rows} {})",
+            cov.name()
+        );
+        let got = b.loglik(&c.arch, &c.params, &c.x, &c.y, rows).unwrap();
+        let h = ref_forward(&c.arch, &to_f64(&c.params), &to_f64(&c.x), rows);
+        let want = ref_head_loglik(&c.arch, &h, &to_f64(&c.y), rows);
+        LOGLIK_TOL.assert_close(&format!("loglik, {shape}"), &got, &want);
+        // Finite differences cost a loss per parameter: at most 50 rows.
+        let n = rows.min(50);
+        let (x, y) = (&c.x[..n * d], &c.y[..n * dd]);
+        let got = b.loss_grad(&c.arch, &c.params, x, y, n, 0.01).unwrap();
+        let (p, x, y) = (to_f64(&c.params), to_f64(x), to_f64(y));
+        let want_loss = ref_loss(&c.arch, &p, &x, &y, n, 0.01);
+        LOGLIK_TOL.assert_close(
+            &format!("loss, {shape}"),
+            &[got.nll + got.penalty],
+            &[want_loss],
+        );
+        let want = ref_grad_fd(&c.arch, &p, &x, &y, n, 0.01);
+        GRAD_TOL.assert_close(
+            &format!("gradient vs finite differences, {shape}"),
+            &got.grad,
+            &want,
+        );
+    }
+}
+
+/// Student's t components with about 1.8e8 degrees of freedom are the Gaussian ones: the
+/// t's normaliser and log1p terms lose nothing to cancellation (in f32 on the GPU too).
+pub fn student_t_as_gaussian(b: &mut dyn Backend) {
+    for (i, (k, dd, rows, cov)) in [
+        (3usize, 1usize, 783usize, Covariance::Diagonal),
+        (2, 3, 50, Covariance::Diagonal),
+        (2, 4, 3, Covariance::Full),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (t, g) = mdn::check::student_as_gaussian(k, dd, rows, 600 + i as u64, cov);
+        let got = b.loglik(&t.arch, &t.params, &t.x, &t.y, rows).unwrap();
+        let want = b.loglik(&g.arch, &g.params, &g.x, &g.y, rows).unwrap();
+        LOGLIK_TOL.assert_close(
+            &format!("Student's t at nu = 1.8e8 against Gaussian, K={k} D={dd} {cov:?}"),
+            &got,
+            &want,
+        );
+    }
+}
+
 /// Full-covariance log-likelihoods for D = 1..16 against the f64 reference (which inverts the
 /// covariance by Gaussian elimination instead of triangular solves).
 pub fn full_covariance_loglik(b: &mut dyn Backend) {
@@ -130,8 +188,19 @@ pub fn full_covariance_gradients(b: &mut dyn Backend) {
 /// linear model whose head biases are the case's head outputs, so that the backend's head
 /// sees exactly them; log-likelihood and the gradient of the NLL with respect to the biases.
 pub fn full_covariance_scipy_cases(b: &mut dyn Backend) {
+    scipy_cases(b, "full_covariance", mdn::layout::Family::Gaussian);
+}
+
+/// Student's t cases computed by SciPy's `multivariate_t` (tests/fixtures/student_t/make.py),
+/// diagonal and full, as [`full_covariance_scipy_cases`]: the gradient includes the degrees
+/// of freedom's.
+pub fn student_t_scipy_cases(b: &mut dyn Backend) {
+    scipy_cases(b, "student_t", mdn::layout::Family::StudentT);
+}
+
+fn scipy_cases(b: &mut dyn Backend, fixture: &str, family: mdn::layout::Family) {
     let path = format!(
-        "{}/tests/fixtures/full_covariance/cases.json",
+        "{}/tests/fixtures/{fixture}/cases.json",
         env!("CARGO_MANIFEST_DIR")
     );
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -147,8 +216,13 @@ pub fn full_covariance_scipy_cases(b: &mut dyn Backend) {
             c["K"].as_u64().unwrap() as usize,
             c["D"].as_u64().unwrap() as usize,
         );
-        let mut arch = mdn::layout::Arch::new(1, vec![], Activation::Relu, k, d).unwrap();
-        arch.covariance = Covariance::Full;
+        let mut arch = mdn::layout::Arch::new(1, vec![], Activation::Relu, k, d)
+            .unwrap()
+            .with_family(family);
+        arch.covariance = match c.get("covariance").and_then(|v| v.as_str()) {
+            Some("diagonal") => Covariance::Diagonal,
+            _ => Covariance::Full,
+        };
         arch.sigma_floor = c["floor"].as_f64().unwrap() as f32;
         let h = floats(&c["h"]);
         assert_eq!(h.len(), arch.head_width());
@@ -159,7 +233,7 @@ pub fn full_covariance_scipy_cases(b: &mut dyn Backend) {
         }
         let y: Vec<f32> = floats(&c["y"]).iter().map(|&v| v as f32).collect();
         let ll = b.loglik(&arch, &params, &[0.0], &y, 1).unwrap();
-        let what = format!("SciPy case {i} (K={k} D={d})");
+        let what = format!("SciPy {fixture} case {i} (K={k} D={d})");
         LOGLIK_TOL.assert_close(
             &format!("{what}: loglik"),
             &ll,
@@ -234,14 +308,22 @@ pub fn adam(b: &mut dyn Backend) {
 
 /// A few epochs with the same data, order and seed: the NLL trajectory matches the CPU's.
 pub fn training_run(b: &mut dyn Backend) {
-    for (rows, batch, cov) in [
-        (783usize, 50usize, Covariance::Diagonal),
-        (300, 256, Covariance::Diagonal),
-        (64, 1, Covariance::Diagonal),
-        (783, 50, Covariance::Full),
+    for (rows, batch, cov, student) in [
+        (783usize, 50usize, Covariance::Diagonal, false),
+        (300, 256, Covariance::Diagonal, false),
+        (64, 1, Covariance::Diagonal, false),
+        (783, 50, Covariance::Full, false),
+        (783, 50, Covariance::Diagonal, true),
+        (300, 64, Covariance::Full, true),
     ] {
-        let c = random_case_with(3, &[16, 8], Activation::Relu, 3, 3, rows, 7, cov);
-        let val = random_case_with(3, &[16, 8], Activation::Relu, 3, 3, 50, 8, cov);
+        let case = |n, seed| {
+            if student {
+                mdn::check::random_student_case(3, &[16, 8], Activation::Relu, 3, 3, n, seed, cov)
+            } else {
+                random_case_with(3, &[16, 8], Activation::Relu, 3, 3, n, seed, cov)
+            }
+        };
+        let (c, val) = (case(rows, 7), case(50, 8));
         let cfg = StepConfig {
             batch_size: batch,
             l2: 1e-3,
@@ -250,7 +332,7 @@ pub fn training_run(b: &mut dyn Backend) {
         let (want, want_p, _) = three_epochs(&mut CpuBackend::new(), &c, &val, &cfg);
         let (got, got_p, _) = three_epochs(b, &c, &val, &cfg);
         TRAJECTORY_TOL.assert_close(
-            &format!("NLL trajectory, {rows} rows, batch {batch}, {cov:?}"),
+            &format!("NLL trajectory, {rows} rows, batch {batch}, {cov:?}, Student's t {student}"),
             &got,
             &want,
         );
@@ -418,6 +500,24 @@ macro_rules! backend_suite {
         fn full_covariance_matches_scipy() {
             if let Some(mut b) = $make() {
                 common::suite::full_covariance_scipy_cases(&mut *b);
+            }
+        }
+        #[test]
+        fn student_t_matches_reference_and_finite_differences() {
+            if let Some(mut b) = $make() {
+                common::suite::student_t(&mut *b);
+            }
+        }
+        #[test]
+        fn student_t_with_huge_dof_is_gaussian() {
+            if let Some(mut b) = $make() {
+                common::suite::student_t_as_gaussian(&mut *b);
+            }
+        }
+        #[test]
+        fn student_t_matches_scipy() {
+            if let Some(mut b) = $make() {
+                common::suite::student_t_scipy_cases(&mut *b);
             }
         }
         #[test]

@@ -170,6 +170,7 @@ impl FusedPlan {
             head_grad as u32,
             ll as u32,
             arch.param_count() as u32,
+            u32::from(!arch.family.is_gaussian()),
         ];
         desc[..header.len()].copy_from_slice(&header);
         Some(FusedPlan {

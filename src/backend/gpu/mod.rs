@@ -735,7 +735,7 @@ impl GpuBackend {
                 d,
                 arch.head_width() as u32,
                 arch.sigma_floor.to_bits(),
-                0,
+                u32::from(!arch.family.is_gaussian()),
                 0,
                 0,
                 0,
