@@ -146,7 +146,7 @@ fn student_t_components_fit_heavy_tailed_noise_better_than_gaussian_ones() {
     assert_eq!(draws.len(), 10_000);
     assert!(draws.iter().all(|v| v.is_finite()));
 
-    let (info, _) = ok(d, &["info", "--model", "t.json"]);
+    let (info, _) = ok(d, &["info", "t.json"]);
     assert!(info.contains("Student's t components"), "{info}");
 }
 
@@ -195,7 +195,7 @@ fn student_t_refusals_say_what_is_wrong() {
             "cpu",
         ],
     );
-    let out = mdn(d, &["export", "--model", "t.json"]);
+    let out = mdn(d, &["export", "t.json"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Student's t"), "{err}");
