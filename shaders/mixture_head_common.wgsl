@@ -75,13 +75,16 @@ fn dof_slope(c: u32, nu: f32) -> f32 {
     return select(0.0, nu - 2.0, hv(raw_dof_at(c)) < RAW_DOF_MAX);
 }
 
-// ln(1 + x) accurate for small x.
+// ln(1 + x), to f32 precision relative to the result also for tiny x: WGSL's log is only
+// absolutely accurate (2^-21) near 1, and the t's ln(1 + q/nu) is multiplied by nu/2. For
+// |x| < 1/4 the series 2 atanh(s) = 2 (s + s^3/3 + ... + s^11/11), s = x / (2 + x) <= 1/7.
 fn ln1p(x: f32) -> f32 {
-    let u = 1.0 + x;
-    if u == 1.0 {
-        return x;
+    if abs(x) < 0.25 {
+        let s = x / (2.0 + x);
+        let s2 = s * s;
+        return 2.0 * s * (1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0 + s2 / 11.0)))));
     }
-    return log(u) * x / (u - 1.0);
+    return log(1.0 + x);
 }
 
 // lnΓ(x) - ((x - 1/2) ln x - x + ln(2π)/2) for x >= 8.
