@@ -1419,3 +1419,60 @@ fn a_log_transformed_job_trains_what_mdn_train_trains_and_a_zero_target_is_refus
         "{got}"
     );
 }
+
+/// A job with `"family": "student-t"` trains what `mdn train --family student-t` trains, the
+/// service's predictions carry each component's degrees of freedom, and the family with a
+/// transform is refused at submission in the service's own words.
+#[test]
+fn a_student_t_job_trains_what_mdn_train_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let mut csv = String::from("x,y\n");
+    for i in 0..300 {
+        let x = (i % 50) as f64 / 10.0;
+        let u = ((i as f64 * 12.9898).sin() * 43758.5453)
+            .fract()
+            .abs()
+            .clamp(0.01, 0.99);
+        // Cauchy-like noise: heavy tails.
+        csv.push_str(&format!(
+            "{x},{:.4}\n",
+            x.sin() + 0.2 * (std::f64::consts::PI * (u - 0.5)).tan()
+        ));
+    }
+    let file = dir.path().join("heavy.csv");
+    std::fs::write(&file, &csv).unwrap();
+    let ds = s.dataset(&file, "heavy.csv");
+    let j = s.trained(json!({
+        "dataset": ds, "options": {"epochs": 3, "seed": 2, "family": "student-t"}
+    }));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let model_id = j["model"].as_str().unwrap();
+    let (_, text) = s.call("GET", &format!("/v1/models/{model_id}"), None);
+    let served: Value = serde_json::from_str(&text).unwrap();
+    let cli = cli_train(
+        dir.path(),
+        &file,
+        &["--epochs", "3", "--seed", "2", "--family", "student-t"],
+    );
+    assert_eq!(params(&served), params(&cli));
+    let (st, got) = s.json(
+        "POST",
+        &format!("/v1/models/{model_id}/predict"),
+        Some(json!({"rows": [[0.5], [4.0]]})),
+    );
+    assert_eq!(st, 200, "{got}");
+    assert_eq!(got["family"], "student-t", "{got}");
+    for row in got["rows"].as_array().unwrap() {
+        let dof = row["dof"].as_array().unwrap();
+        assert!(dof.iter().all(|v| v.as_f64().unwrap() > 2.0), "{row}");
+    }
+    let (st, got) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"family": "student-t", "transform": "log"}})),
+    );
+    assert_eq!(st, 400, "{got}");
+    let m = got["error"]["message"].as_str().unwrap();
+    assert!(m.contains("not supported") && !m.contains("--"), "{m}");
+}

@@ -336,6 +336,12 @@ impl Model {
             .collect()
     }
 
+    /// The components' family: "gaussian" or "student-t".
+    #[getter]
+    fn family(&self) -> String {
+        self.inner.arch.family.name().to_string()
+    }
+
     /// The data columns the model reads, in order (a categorical column once, by its name).
     #[getter]
     fn columns(&self) -> Vec<String> {

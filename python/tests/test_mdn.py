@@ -341,6 +341,7 @@ def test_student_t_gives_the_bits_of_mdn_train_and_the_t_mixture_density(tmp_pat
         "--val-fraction", "0", "--device", "cpu", "--out", "m.json", "--quiet", cwd=tmp_path)
     est = mdn.MDN(family="student-t", components=2, epochs=4, val_fraction=0, device="cpu").fit(X, y)
     assert json.loads(est.model_.to_json())["params"] == json.loads((tmp_path / "m.json").read_text())["params"]
+    assert est.model_.family == "student-t"
     d = est.predict_distribution(X[:30])
     assert d.dof.shape == (30, 2) and np.all(d.dof > 2)
     # Each target's marginal is the mixture of t's with these locations, scales and dof.
