@@ -174,7 +174,7 @@ async function jobsPage(params) {
 // ---- new job ----
 
 /// Which form field a server message is about (`options.batch_size: ...`, `--batch-size ...`).
-const FIELDS = ["components", "hidden", "covariance", "batch_size", "epochs", "max_epochs", "lr", "device"];
+const FIELDS = ["components", "hidden", "covariance", "family", "batch_size", "epochs", "max_epochs", "lr", "device"];
 function fieldOf(message) {
   for (const f of FIELDS) {
     const flag = `--${f.replace("_", "-")}`;
@@ -225,6 +225,7 @@ function newJobPage() {
         field("components", "Components K", input("components", { type: "number", min: 1, placeholder: "auto" }), "Blank: 5, fewer below 100 rows."),
         field("hidden", "Hidden widths", input("hidden", { value: "64", placeholder: "64,64" }), "Comma-separated; none for a linear head."),
         field("covariance", "Covariance", select("covariance", [["diagonal", "diagonal"], ["full", "full (correlated targets)"]])),
+        field("family", "Component family", select("family", [["gaussian", "Gaussian"], ["student-t", "Student's t (heavy tails)"]])),
         field("batch_size", "Batch size", input("batch_size", { type: "number", min: 1, placeholder: "auto" }), "Blank: adapts to the rows."),
         field("epochs", "Epochs", input("epochs", { type: "number", min: 1, placeholder: "early stopping" }), "Blank: stop when validation stops improving."),
         field("max_epochs", "Most epochs", input("max_epochs", { type: "number", min: 1, placeholder: "auto" })),
@@ -525,7 +526,7 @@ async function modelPage(id) {
   );
   main.replaceChildren(
     h("h1", {}, "Model ", h("code", { text: id })),
-    h("p", { text: `[${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}, ${m.arch.covariance || "diagonal"} covariance${m.members && m.members.length ? `; a deep ensemble of ${m.members.length + 1} networks (its standard deviation is split into the noise the networks see, aleatoric, and where they disagree, epistemic)` : ""}` }),
+    h("p", { text: `[${m.features.join(", ")}] → [${m.targets.join(", ")}], K=${m.arch.components}${m.arch.family === "student-t" ? " Student's t components" : ""}, ${m.arch.covariance || "diagonal"} covariance${m.members && m.members.length ? `; a deep ensemble of ${m.members.length + 1} networks (its standard deviation is split into the noise the networks see, aleatoric, and where they disagree, epistemic)` : ""}` }),
     form,
     out,
   );
