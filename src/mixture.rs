@@ -239,34 +239,43 @@ impl Mixture {
         grad: Option<&mut [f32]>,
         scale: f64,
     ) -> f64 {
-        if self.student {
-            self.loglik_student(h, y, scratch, grad, scale)
-        } else if self.full {
+        if self.full || self.student {
             self.loglik_full(h, y, scratch, grad, scale)
         } else {
             self.loglik_diagonal(h, y, grad, scale)
         }
     }
 
-    /// Component `c`'s whitened residual `z = L^{-1} (y - mu_c)` into `z`; returns
-    /// `sum_j (-ln(2 pi)/2 - ln L_jj - z_j^2 / 2)`.
-    fn whiten(&self, h: &[f32], y: &[f32], c: usize, z: &mut [f64]) -> f64 {
+    /// Component `c`'s whitened residual `z = L^{-1} (y - mu_c)` into `z` (forward
+    /// substitution with full covariance, `z_j = r_j / L_jj` with diagonal); returns the
+    /// Gaussian's `sum_j (-ln(2 pi)/2 - ln L_jj - z_j^2 / 2)`, `q = |z|^2` and
+    /// `sum_j ln L_jj`.
+    fn whiten(&self, h: &[f32], y: &[f32], c: usize, z: &mut [f64]) -> (f64, f64, f64) {
         let (d, at) = (self.d, self.head());
-        let mut term = 0.0;
+        let (mut term, mut q, mut log_det) = (0.0, 0.0, 0.0);
         for j in 0..d {
             let ljj = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
             let mut s = y[j] as f64 - h[at.mu(c, j)] as f64;
-            for i in 0..j {
-                s -= h[at.lower(c, j, i)] as f64 * z[i];
+            if self.full {
+                for i in 0..j {
+                    s -= h[at.lower(c, j, i)] as f64 * z[i];
+                }
             }
             z[j] = s / ljj;
-            term -= HALF_LN_2PI + lanes::ln(ljj) + 0.5 * z[j] * z[j];
+            let ln_l = lanes::ln(ljj);
+            term -= HALF_LN_2PI + ln_l + 0.5 * z[j] * z[j];
+            q += z[j] * z[j];
+            log_det += ln_l;
         }
-        term
+        (term, q, log_det)
     }
 
-    /// One row of a full-covariance mixture, with the diagonal case's operations where the
-    /// two share them (so that a full model with D = 1 gives the diagonal model's bits).
+    /// One row of a full-covariance mixture, or of a Student's t mixture (diagonal or full),
+    /// with the diagonal case's operations where they share them (so that a full model with
+    /// D = 1 gives the diagonal model's bits). A t's gradient is the Gaussian's with `w`
+    /// scaled by the quadratic's share `(nu + D) / (nu + q)` (1 for Gaussian components, which
+    /// changes no bit), plus the degrees of freedom's. `scratch` holds K log terms, K
+    /// weights, K exp terms and each component's whitened residual.
     fn loglik_full(
         &self,
         h: &[f32],
@@ -276,62 +285,10 @@ impl Mixture {
         scale: f64,
     ) -> f64 {
         let (k, d, at) = (self.k, self.d, self.head());
-        assert!(d <= MAXD, "full covariance supports at most {MAXD} targets");
-        let logits = &h[..k];
-        let mut w = [0.0f64; MAXD];
-        let (l, rest) = scratch[..k * (3 + d)].split_at_mut(k);
-        let (pi, rest) = rest.split_at_mut(k);
-        let (q, zs) = rest.split_at_mut(k);
-        let (lmax, sum) = exp_terms(logits.iter().map(|&v| v as f64), pi);
-        let log_norm = lmax + lanes::ln(sum);
-        for c in 0..k {
-            pi[c] /= sum;
-            l[c] = logits[c] as f64 - log_norm + self.whiten(h, y, c, &mut zs[c * d..]);
-        }
-        let (m, s) = exp_terms(l.iter().copied(), q);
-        let ll = if m.is_finite() { m + lanes::ln(s) } else { m };
-        if let Some(g) = grad {
-            for c in 0..k {
-                let gamma = q[c] / s;
-                g[c] = gradient_f32(scale * (pi[c] - gamma));
-                let z = &zs[c * d..(c + 1) * d];
-                let off = at.lower_start(c);
-                for j in (0..d).rev() {
-                    let raw = h[at.raw_scale(c, j)] as f64;
-                    let t = lanes::exp(-raw.abs());
-                    let ljj = (raw.max(0.0) + lanes::ln_1p(t)) + self.floor;
-                    let mut s = z[j];
-                    for i in j + 1..d {
-                        s -= h[off + tri_index(i, j)] as f64 * w[i];
-                    }
-                    w[j] = s / ljj;
-                    g[at.mu(c, j)] = gradient_f32(scale * (-gamma * w[j]));
-                    g[at.raw_scale(c, j)] = gradient_f32(
-                        scale * gamma * (1.0 / ljj - w[j] * z[j]) * sigmoid_from(raw, t),
-                    );
-                }
-                for j in 1..d {
-                    for i in 0..j {
-                        g[off + tri_index(j, i)] = gradient_f32(scale * (-gamma * w[j] * z[i]));
-                    }
-                }
-            }
-        }
-        ll
-    }
-
-    /// One row of a Student's t mixture, diagonal or full (see the module's formulas).
-    /// `scratch` holds K log terms, K weights, K exp terms and each component's whitened
-    /// residual.
-    fn loglik_student(
-        &self,
-        h: &[f32],
-        y: &[f32],
-        scratch: &mut [f64],
-        grad: Option<&mut [f32]>,
-        scale: f64,
-    ) -> f64 {
-        let (k, d, at) = (self.k, self.d, self.head());
+        assert!(
+            d <= MAXD || !self.full,
+            "full covariance supports at most {MAXD} targets"
+        );
         let df = d as f64;
         let logits = &h[..k];
         let mut w = [0.0f64; MAXD];
@@ -342,25 +299,16 @@ impl Mixture {
         let log_norm = lmax + lanes::ln(sum);
         for c in 0..k {
             pi[c] /= sum;
-            let z = &mut zs[c * d..(c + 1) * d];
-            let mut log_det = 0.0;
-            let mut quad = 0.0;
-            for j in 0..d {
-                let ljj = softplus(h[at.raw_scale(c, j)] as f64) + self.floor;
-                let mut s = y[j] as f64 - h[at.mu(c, j)] as f64;
-                if self.full {
-                    for i in 0..j {
-                        s -= h[at.lower(c, j, i)] as f64 * z[i];
-                    }
-                }
-                z[j] = s / ljj;
-                log_det += ljj.ln();
-                quad += z[j] * z[j];
-            }
-            let nu = self.dof(h, c);
-            l[c] = logits[c] as f64 - log_norm + crate::student::log_norm(nu, df)
-                - log_det
-                - 0.5 * (nu + df) * (quad / nu).ln_1p();
+            let (term, quad, log_det) = self.whiten(h, y, c, &mut zs[c * d..(c + 1) * d]);
+            l[c] = logits[c] as f64 - log_norm
+                + if self.student {
+                    let nu = self.dof(h, c);
+                    crate::student::log_norm(nu, df)
+                        - log_det
+                        - 0.5 * (nu + df) * (quad / nu).ln_1p()
+                } else {
+                    term
+                };
         }
         let (m, s) = exp_terms(l.iter().copied(), q);
         let ll = if m.is_finite() { m + lanes::ln(s) } else { m };
@@ -369,10 +317,19 @@ impl Mixture {
                 let gamma = q[c] / s;
                 g[c] = gradient_f32(scale * (pi[c] - gamma));
                 let z = &zs[c * d..(c + 1) * d];
-                let quad: f64 = z.iter().map(|v| v * v).sum();
-                let nu = self.dof(h, c);
-                let share = (nu + df) / (nu + quad);
                 let off = at.lower_start(c);
+                let share = if self.student {
+                    let quad: f64 = z.iter().map(|v| v * v).sum();
+                    let nu = self.dof(h, c);
+                    let raw_dof = h[at.raw_dof(c)];
+                    let dnu = if raw_dof < RAW_DOF_MAX { nu - 2.0 } else { 0.0 };
+                    g[at.raw_dof(c)] = gradient_f32(
+                        scale * gamma * dnu * crate::student::nll_dof_derivative(nu, df, quad),
+                    );
+                    (nu + df) / (nu + quad)
+                } else {
+                    1.0
+                };
                 for j in (0..d).rev() {
                     let raw = h[at.raw_scale(c, j)] as f64;
                     let t = lanes::exp(-raw.abs());
@@ -400,11 +357,6 @@ impl Mixture {
                         }
                     }
                 }
-                let raw_dof = h[at.raw_dof(c)];
-                let dnu = if raw_dof < RAW_DOF_MAX { nu - 2.0 } else { 0.0 };
-                g[at.raw_dof(c)] = gradient_f32(
-                    scale * gamma * dnu * crate::student::nll_dof_derivative(nu, df, quad),
-                );
             }
         }
         ll
