@@ -680,6 +680,9 @@ struct Reading {
     first_ignored: Option<String>,
     /// Per target, its transform (empty: none).
     transforms: Vec<Transform>,
+    /// With `Missing::Drop`, the 0-based data row of every row kept (what `mdn predict
+    /// --drop-missing` labels its rows with).
+    kept: Vec<usize>,
 }
 
 impl Reading {
@@ -694,6 +697,7 @@ impl Reading {
             ignored_rows: 0,
             first_ignored: None,
             transforms: choice.transforms().to_vec(),
+            kept: Vec::new(),
         }
     }
 
@@ -781,6 +785,9 @@ impl Reading {
                     ));
                 }
                 y.push(v);
+            }
+            if self.missing == Missing::Drop {
+                self.kept.push(self.rows - 1);
             }
             return Ok(true);
         }
@@ -920,11 +927,36 @@ pub fn read_data_noting(path: &Path, choice: &ColumnChoice) -> Result<(Dataset, 
     }
 }
 
+/// [`read_data`], with the 0-based data row each row of the dataset was read from when
+/// rows were left out (`Missing::Drop` and a row with a missing value; otherwise `None`:
+/// row r is data row r). A `.npy` file has no missing values to leave out.
+pub fn read_data_with_rows(
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<(Dataset, Option<Vec<usize>>)> {
+    if is_npy(path) {
+        return Ok((read_npy(path, choice)?, None));
+    }
+    let (data, notes, kept) = read_rows(CsvRows::open(path)?, path, choice)?;
+    log_notes(notes);
+    Ok((data, kept))
+}
+
 fn rows_to_dataset<R: std::io::Read>(
-    mut rows_in: CsvRows<R>,
+    rows_in: CsvRows<R>,
     path: &Path,
     choice: &ColumnChoice,
 ) -> Result<(Dataset, Vec<String>)> {
+    read_rows(rows_in, path, choice).map(|(data, notes, _)| (data, notes))
+}
+
+/// The dataset, the read's warnings and, where rows were left out, the data rows kept.
+#[allow(clippy::type_complexity)]
+fn read_rows<R: std::io::Read>(
+    mut rows_in: CsvRows<R>,
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<(Dataset, Vec<String>, Option<Vec<usize>>)> {
     let sel = choice.resolve(&rows_in.header, path)?;
     let targets = sel
         .targets
@@ -935,7 +967,10 @@ fn rows_to_dataset<R: std::io::Read>(
     let mut reading = Reading::new(sel, choice);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     while reading.next(&mut rows_in, &mut x, &mut y)? {}
+    let mut kept = std::mem::take(&mut reading.kept);
+    let total = reading.rows;
     let (rows, notes) = reading.finish(path)?;
+    kept.truncate(rows);
     let data = Dataset {
         path: path.to_path_buf(),
         features,
@@ -944,7 +979,8 @@ fn rows_to_dataset<R: std::io::Read>(
         y,
         rows,
     };
-    Ok((data, notes))
+    let kept = (rows < total).then_some(kept);
+    Ok((data, notes, kept))
 }
 
 /// Reads every row `choice` picks from a CSV file without keeping them: the error reading

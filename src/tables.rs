@@ -63,11 +63,15 @@ pub fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
 
 /// `mdn predict --json`: per row the mixture (pi, mu, sigma; covariance matrices for
 /// full-covariance models) and per target the mean, variance, mode and quantiles.
+///
+/// `ids`: where rows were left out (`--drop-missing`), each row's 0-based data row, written
+/// as its `row`.
 pub fn predictions_json(
     model: &Model,
     pred: &Prediction,
     qs: &[f64],
     kept: Option<&Kept>,
+    ids: Option<&[usize]>,
 ) -> Value {
     let (k, d) = (pred.k, pred.d);
     let members = model.ensemble_size();
@@ -86,6 +90,9 @@ pub fn predictions_json(
             });
             if !pred.dof.is_empty() {
                 row["dof"] = json!(pred.dof[r * k..(r + 1) * k]);
+            }
+            if let Some(ids) = ids {
+                row["row"] = json!(ids[r]);
             }
             if let Some((aleatoric, epistemic)) = &split {
                 row["aleatoric_variance"] = json!(aleatoric[r * d..(r + 1) * d]);
@@ -146,12 +153,14 @@ pub fn predictions_json(
 /// `mdn predict` as CSV: `row`, the kept columns, `pi_c`, `mu_c_t`, `sigma_c_t`
 /// (`corr_c_a_b` for full covariance), `mean_t`, `var_t` (for an ensemble then
 /// `aleatoric_var_t` and `epistemic_var_t`), `mode_t`, then `q<level>_t` in
-/// ascending order of level.
+/// ascending order of level. `row` is the 0-based data row (`ids[r]` where rows were left
+/// out).
 pub fn predictions_csv(
     model: &Model,
     pred: &Prediction,
     qs: &[f64],
     kept: Option<&Kept>,
+    ids: Option<&[usize]>,
 ) -> String {
     let (k, d) = (pred.k, pred.d);
     let mut header = vec!["row".to_string()];
@@ -194,7 +203,7 @@ pub fn predictions_csv(
     }
     let mut s = header.join(",") + "\n";
     for r in 0..pred.rows {
-        let mut cells = vec![r.to_string()];
+        let mut cells = vec![row_label(ids, r).to_string()];
         if let Some(kept) = kept {
             cells.extend(kept.rows[r].iter().map(|c| csv_cell(c)));
         }
@@ -257,29 +266,49 @@ fn csv_cell(c: &str) -> String {
     }
 }
 
-/// `mdn sample --json`: `n` samples per row (`samples` as [`Model::sample`] returns them).
-pub fn samples_json(model: &Model, rows: usize, n: usize, seed: u64, samples: &[f64]) -> Value {
+/// Row `r`'s 0-based data row: `ids[r]` where rows were left out, else `r`.
+pub fn row_label(ids: Option<&[usize]>, r: usize) -> usize {
+    ids.map_or(r, |ids| ids[r])
+}
+
+/// `mdn sample --json`: `n` samples per row (`samples` as [`Model::sample`] returns them);
+/// `row` is each row's data row ([`row_label`]).
+pub fn samples_json(
+    model: &Model,
+    rows: usize,
+    n: usize,
+    seed: u64,
+    samples: &[f64],
+    ids: Option<&[usize]>,
+) -> Value {
     let d = model.arch.targets;
     let rows: Vec<Value> = (0..rows)
         .map(|r| {
             let s: Vec<Vec<f64>> = (0..n)
                 .map(|i| samples[(r * n + i) * d..(r * n + i + 1) * d].to_vec())
                 .collect();
-            json!({ "row": r, "samples": s })
+            json!({ "row": row_label(ids, r), "samples": s })
         })
         .collect();
     json!({ "targets": model.targets, "n": n, "seed": seed, "rows": rows })
 }
 
 /// `mdn sample` as CSV: `row,sample,<targets>`.
-pub fn samples_csv(model: &Model, rows: usize, n: usize, samples: &[f64]) -> String {
+pub fn samples_csv(
+    model: &Model,
+    rows: usize,
+    n: usize,
+    samples: &[f64],
+    ids: Option<&[usize]>,
+) -> String {
     let d = model.arch.targets;
     let mut s = format!("row,sample,{}\n", model.targets.join(","));
     for r in 0..rows {
         for i in 0..n {
             let v = &samples[(r * n + i) * d..(r * n + i + 1) * d];
             let cells: Vec<String> = v.iter().map(|x| num(*x)).collect();
-            s.push_str(&format!("{r},{i},{}\n", cells.join(",")));
+            let row = row_label(ids, r);
+            s.push_str(&format!("{row},{i},{}\n", cells.join(",")));
         }
     }
     s
@@ -333,10 +362,10 @@ impl Evaluation {
     }
 
     /// Every row's log-likelihood as CSV (`row,loglik`).
-    pub fn per_row_csv(&self) -> String {
+    pub fn per_row_csv(&self, ids: Option<&[usize]>) -> String {
         let mut text = String::from("row,loglik\n");
         for (i, v) in self.loglik.iter().enumerate() {
-            text.push_str(&format!("{i},{v}\n"));
+            text.push_str(&format!("{},{v}\n", row_label(ids, i)));
         }
         text
     }

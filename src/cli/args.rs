@@ -660,6 +660,11 @@ pub struct ModelData {
     /// ignore (none of the column's indicators set, with a warning)
     #[arg(long, value_parser = named::<UnknownCategory>(), default_value = "error")]
     pub unknown_category: UnknownCategory,
+    /// Leave out rows with a missing value (an empty cell, NA, NaN, null, ?) in a column
+    /// the model reads, with a warning counting them, instead of refusing the file; every
+    /// output's `row` stays the row's 0-based place among the file's data rows
+    #[arg(long)]
+    pub drop_missing: bool,
 }
 
 #[derive(Args)]

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use mdn::backend::{self, Backend};
-use mdn::data::{Dataset, read_csv_from, read_data};
+use mdn::data::{Dataset, Missing, read_csv_from, read_data, read_data_with_rows};
 use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
 use mdn::model::Model;
 use mdn::{Error, Result};
@@ -26,15 +26,24 @@ pub fn open_backend(device: DeviceArg) -> Result<Box<dyn Backend>> {
     Ok(b)
 }
 
-fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset)> {
+/// The model and the rows of `io.data` it reads, with each row's 0-based data row where
+/// `--drop-missing` left rows out.
+fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset, Option<Vec<usize>>)> {
     let model = Model::load(&io.model)?;
-    let choice = model.choice(need_targets).with_unknown(io.unknown_category);
-    let data = read_data(&io.data, &choice)?;
-    Ok((model, data))
+    let choice = model
+        .choice(need_targets)
+        .with_unknown(io.unknown_category)
+        .with_missing(if io.drop_missing {
+            Missing::Drop
+        } else {
+            Missing::RefuseSayingDrop
+        });
+    let (data, ids) = read_data_with_rows(&io.data, &choice)?;
+    Ok((model, data, ids))
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let (model, data) = model_data(&a.io, true)?;
+    let (model, data, ids) = model_data(&a.io, true)?;
     let e = mdn::tables::evaluate(&model, open_backend(a.device)?.as_mut(), &data)?;
     if a.json {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
@@ -45,7 +54,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     }
     if a.per_row {
         // The rows are the data (stdout, readable as CSV); the summary goes to stderr.
-        write_output(None, e.per_row_csv().as_bytes())?;
+        write_output(None, e.per_row_csv(ids.as_deref()).as_bytes())?;
         message(e.summary_text(&model.targets).trim_end());
         return Ok(());
     }
@@ -60,19 +69,23 @@ fn check_out(out: Option<&std::path::Path>) -> Result<()> {
 pub fn predict(a: PredictArgs) -> Result<()> {
     let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
     check_out(a.out.as_deref())?;
-    let (model, data) = model_data(&a.io, false)?;
+    let (model, data, ids) = model_data(&a.io, false)?;
     let kept = if a.keep.is_empty() {
         None
     } else {
-        let (names, rows) = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
+        let (names, mut rows) = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
+        if let Some(ids) = &ids {
+            // The kept columns of the rows predicted.
+            rows = ids.iter().map(|&i| std::mem::take(&mut rows[i])).collect();
+        }
         Some(mdn::tables::Kept { names, rows })
     };
     let pred = model.predict(open_backend(a.device)?.as_mut(), &data)?;
     let text = if a.json {
-        let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref());
+        let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref(), ids.as_deref());
         serde_json::to_string(&doc).expect("JSON of numbers") + "\n"
     } else {
-        mdn::tables::predictions_csv(&model, &pred, &qs, kept.as_ref())
+        mdn::tables::predictions_csv(&model, &pred, &qs, kept.as_ref(), ids.as_deref())
     };
     write_output(a.out.as_deref(), text.as_bytes())
 }
@@ -82,7 +95,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         return Err(Error::config("--n must be at least 1"));
     }
     check_out(a.out.as_deref())?;
-    let (model, data) = model_data(&a.io, false)?;
+    let (model, data, ids) = model_data(&a.io, false)?;
     let samples = model.sample(
         open_backend(a.device)?.as_mut(),
         &data,
@@ -93,12 +106,17 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     )?;
     let text = if a.json {
         serde_json::to_string(&mdn::tables::samples_json(
-            &model, data.rows, a.n, a.seed, &samples,
+            &model,
+            data.rows,
+            a.n,
+            a.seed,
+            &samples,
+            ids.as_deref(),
         ))
         .expect("JSON of numbers")
             + "\n"
     } else {
-        mdn::tables::samples_csv(&model, data.rows, a.n, &samples)
+        mdn::tables::samples_csv(&model, data.rows, a.n, &samples, ids.as_deref())
     };
     write_output(a.out.as_deref(), text.as_bytes())
 }

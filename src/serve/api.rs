@@ -2036,7 +2036,7 @@ async fn predict(
         let data = dataset(&model, &r, false)?;
         let pred = model.predict(&mut CpuBackend::with_threads(1), &data)?;
         Ok(json_text(&crate::tables::predictions_json(
-            &model, &pred, &qs, None,
+            &model, &pred, &qs, None, None,
         )))
     })
     .await?;
@@ -2074,7 +2074,7 @@ async fn sample(
             r.sigma_scale.unwrap_or(1.0),
         )?;
         Ok(json_text(&crate::tables::samples_json(
-            &model, data.rows, n, r.seed, &samples,
+            &model, data.rows, n, r.seed, &samples, None,
         )))
     })
     .await?;

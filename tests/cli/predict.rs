@@ -783,3 +783,111 @@ fn the_same_bits_on_every_instruction_set_with_fma() {
     };
     assert_eq!(train("", "wide.json"), train("avx2", "narrow.json"));
 }
+
+/// `--drop-missing` on predict, sample and eval: rows with a missing value in a column the
+/// model reads are left out with a warning, and every output's `row` (and a kept column)
+/// stays that of the row in the file, so results join back to it.
+#[test]
+fn predict_sample_and_eval_drop_missing_rows_keeping_their_row_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained(d);
+    // Data rows 1 and 3 have no x (NA, empty); row 4 has no target, which predict and
+    // sample do not read.
+    std::fs::write(
+        d.join("gaps.csv"),
+        "id,x,t\na,0.1,0.3\nb,NA,0.4\nc,0.5,0.5\nd,,0.6\ne,0.9,\n",
+    )
+    .unwrap();
+    let out = mdn(d, &["predict", "--model", "m.json", "--data", "gaps.csv"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("gaps.csv:3:2")
+            && err.contains("2 of 5 rows")
+            && err.contains("--drop-missing"),
+        "{err}"
+    );
+    let (csv, err) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "gaps.csv",
+            "--drop-missing",
+            "--keep",
+            "id",
+        ],
+    );
+    assert!(err.contains("2 of 5 rows have a missing value"), "{err}");
+    let rows: Vec<(String, String)> = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut c = l.split(',');
+            (c.next().unwrap().to_string(), c.next().unwrap().to_string())
+        })
+        .collect();
+    let want = [("0", "a"), ("2", "c"), ("4", "e")].map(|(a, b)| (a.to_string(), b.to_string()));
+    assert_eq!(rows, want);
+    let (js, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "gaps.csv",
+            "--drop-missing",
+            "--json",
+        ],
+    );
+    let labels: Vec<u64> = json(&js)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(labels, [0, 2, 4]);
+    let (samples, _) = ok(
+        d,
+        &[
+            "sample",
+            "--model",
+            "m.json",
+            "--data",
+            "gaps.csv",
+            "--drop-missing",
+            "-n",
+            "2",
+        ],
+    );
+    let labels: Vec<&str> = samples
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(labels, ["0", "0", "2", "2", "4", "4"]);
+    // eval reads the target too: row 4 (no target) is left out as well.
+    let (per_row, err) = ok(
+        d,
+        &[
+            "eval",
+            "--model",
+            "m.json",
+            "--data",
+            "gaps.csv",
+            "--drop-missing",
+            "--per-row",
+        ],
+    );
+    assert!(err.contains("3 of 5 rows have a missing value"), "{err}");
+    let labels: Vec<&str> = per_row
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(labels, ["0", "2"]);
+}
