@@ -1,5 +1,5 @@
-//! Model selection by k-fold cross-validation: which number of components, L2 strength and
-//! hidden widths generalise best.
+//! Model selection by k-fold cross-validation: which number of components, L2 strength,
+//! hidden widths, covariance and component family generalise best.
 //!
 //! Rows are assigned to folds by a hash of (seed, row index). For each setting and fold, a
 //! model is trained on the other folds as `mdn train` would train it there (early stopping on
@@ -13,7 +13,7 @@ use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::job::{CROSS_VALIDATE_BELOW, CROSS_VALIDATE_MIN, cross_validate_epochs};
-use crate::layout::{Arch, Covariance};
+use crate::layout::{Arch, Covariance, Family};
 use crate::train::{Stopping, TrainEvent, TrainOptions, split_validation, train};
 
 /// One candidate setting.
@@ -23,15 +23,17 @@ pub struct Setting {
     pub l2: f32,
     pub hidden: Vec<usize>,
     pub covariance: Covariance,
+    pub family: Family,
 }
 
 impl Setting {
-    /// `base` with this setting's components, hidden widths, L2 and covariance.
+    /// `base` with this setting's components, hidden widths, L2, covariance and family.
     pub fn options(&self, base: &TrainOptions) -> TrainOptions {
         TrainOptions {
             components: self.components,
             hidden: self.hidden.clone(),
             covariance: self.covariance,
+            family: self.family,
             step: crate::backend::StepConfig {
                 l2: self.l2,
                 ..base.step
@@ -42,24 +44,28 @@ impl Setting {
 }
 
 /// Every combination of the given values, in the order `mdn select` prints them: hidden
-/// widths, then L2, then components, then covariance.
+/// widths, then L2, then components, then covariance, then family.
 pub fn grid(
     hidden: &[Vec<usize>],
     l2: &[f32],
     components: &[usize],
     covariance: &[Covariance],
+    family: &[Family],
 ) -> Vec<Setting> {
     let mut settings = Vec::new();
     for h in hidden {
         for &l2 in l2 {
             for &k in components {
                 for &covariance in covariance {
-                    settings.push(Setting {
-                        components: k,
-                        l2,
-                        hidden: h.clone(),
-                        covariance,
-                    });
+                    for &family in family {
+                        settings.push(Setting {
+                            components: k,
+                            l2,
+                            hidden: h.clone(),
+                            covariance,
+                            family,
+                        });
+                    }
                 }
             }
         }
@@ -71,8 +77,8 @@ pub fn grid(
 /// line (without a newline) says how it was chosen.
 pub fn table(sel: &Selection) -> String {
     let mut t = format!(
-        "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10} {:>8} {:>8}\n",
-        "K", "l2", "hidden", "cov", "params", "mean NLL", "std", "se"
+        "{:>4} {:>8} {:<12} {:<9} {:<9} {:>8} {:>10} {:>8} {:>8}\n",
+        "K", "l2", "hidden", "cov", "family", "params", "mean NLL", "std", "se"
     );
     for (i, sc) in sel.scores.iter().enumerate() {
         let mark = if i == sel.chosen {
@@ -83,11 +89,12 @@ pub fn table(sel: &Selection) -> String {
             ""
         };
         t.push_str(&format!(
-            "{:>4} {:>8} {:<12} {:<9} {:>8} {:>10.4} {:>8.4} {:>8.4}{mark}\n",
+            "{:>4} {:>8} {:<12} {:<9} {:<9} {:>8} {:>10.4} {:>8.4} {:>8.4}{mark}\n",
             sc.setting.components,
             sc.setting.l2,
             format!("{:?}", sc.setting.hidden),
             sc.setting.covariance.name(),
+            sc.setting.family.name(),
             sc.params,
             sc.mean_nll,
             sc.std_nll,

@@ -657,6 +657,7 @@ fn select_on_40_rows_early_stopped_each_fit_on_three_validation_rows() {
         l2: 0.0,
         hidden: vec![16],
         covariance: Covariance::Diagonal,
+        family: mdn::layout::Family::Gaussian,
     };
     let base = |rows: usize| job.options_for_rows(rows).0;
     let mut cpu = mdn::backend::cpu::CpuBackend::with_threads(1);

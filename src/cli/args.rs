@@ -57,7 +57,7 @@ pub enum Command {
     /// MDN_CPU_ISA=avx2|baseline narrows the instruction set and MDN_CPU_GEMM=matrixmultiply
     /// puts the dense layers on that crate's sgemm instead of mdn's own kernels)
     Bench(BenchArgs),
-    /// Choose K, L2, hidden widths and covariance by k-fold cross-validation, then train the
+    /// Choose K, L2, hidden widths, covariance and family by k-fold cross-validation, then train the
     /// chosen model
     Select(SelectArgs),
     /// Convert a CSV file to .npy (float32) row by row, writing its column names beside it
@@ -384,6 +384,9 @@ pub struct SelectArgs {
     /// Covariance shapes to compare (diagonal, full or both: "diagonal,full")
     #[arg(long, value_parser = named::<Covariance>(), value_delimiter = ',', default_value = "diagonal")]
     pub covariance: Vec<Covariance>,
+    /// Component families to compare (gaussian, student-t or both: "gaussian,student-t")
+    #[arg(long, value_parser = named::<Family>(), value_delimiter = ',', default_value = "gaussian")]
+    pub family: Vec<Family>,
     /// L2 strengths to compare
     #[arg(long, value_delimiter = ',', default_value = "0")]
     pub l2: Vec<f32>,
@@ -522,6 +525,10 @@ pub struct TrainArgs {
     /// factor with D(D-1)/2 more outputs, for correlated targets; D <= 16)
     #[arg(long, value_parser = named::<Covariance>(), default_value = "diagonal")]
     pub covariance: Covariance,
+    /// Component family: gaussian, or student-t (heavy tails: each component a multivariate
+    /// t whose degrees of freedom, above 2, are learnt)
+    #[arg(long, value_parser = named::<Family>(), default_value = "gaussian")]
+    pub family: Family,
     /// L2 penalty on dense kernels (not biases): loss += L2 * sum(W^2)
     #[arg(long, default_value_t = 0.0)]
     pub l2: f32,
@@ -603,10 +610,6 @@ pub struct FitArgs {
     /// Hidden-layer activation
     #[arg(long, value_parser = named::<Activation>(), default_value = "relu")]
     pub activation: Activation,
-    /// Component family: gaussian, or student-t (heavy tails: each component a multivariate
-    /// t whose degrees of freedom, above 2, are learnt)
-    #[arg(long, value_parser = named::<Family>(), default_value = "gaussian")]
-    pub family: Family,
     /// Adam learning rate
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f32,
@@ -787,7 +790,6 @@ fn shared_job(
         transform: cols.transform.clone(),
         val_fraction: fit.val_fraction,
         activation: fit.activation,
-        family: fit.family,
         lr: fit.lr,
         batch_size: fit.batch_size,
         clip_norm: fit.clip_norm,
@@ -810,6 +812,7 @@ impl TrainArgs {
             hidden: self.hidden.0.clone(),
             components: self.components,
             covariance: self.covariance,
+            family: self.family,
             l2: self.l2,
             epochs: self.epochs,
             memory_mb: self.memory_mb,
@@ -832,6 +835,7 @@ impl SelectArgs {
             hidden: setting.hidden.clone(),
             components: Some(setting.components),
             covariance: setting.covariance,
+            family: setting.family,
             l2: setting.l2,
             ..shared_job(&self.cols, &self.fit, self.device, Some(&self.out))
         }

@@ -269,7 +269,7 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         .split(';')
         .map(|h| mdn::job::parse_widths(h).map_err(|e| Error::config(format!("--hidden: {e}"))))
         .collect::<Result<_>>()?;
-    let settings = mdn::select::grid(&hidden, &a.l2, &a.components, &a.covariance);
+    let settings = mdn::select::grid(&hidden, &a.l2, &a.components, &a.covariance, &a.family);
     // Every setting's job is checked before any fitting (options, output, columns).
     for s in &settings {
         a.job(s).check_options()?;
@@ -294,10 +294,19 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         &mut |si, f| {
             let s = &settings[si];
             let what = format!(
-                "K={} l2={} hidden={:?}, fold {}/{}",
+                "K={} l2={} hidden={:?}{}{}, fold {}/{}",
                 s.components,
                 s.l2,
                 s.hidden,
+                match s.covariance {
+                    mdn::layout::Covariance::Diagonal => "",
+                    mdn::layout::Covariance::Full => " full",
+                },
+                if s.family.is_gaussian() {
+                    ""
+                } else {
+                    " student-t"
+                },
                 f + 1,
                 a.folds
             );

@@ -201,3 +201,49 @@ fn student_t_refusals_say_what_is_wrong() {
     assert!(err.contains("Student's t"), "{err}");
     assert!(!d.join("t.onnx").exists());
 }
+
+/// `mdn select --family gaussian,student-t` compares the families by cross-validation in one
+/// run and, on t(3) noise, chooses Student's t (its NLL lower by far more than a standard
+/// error), writing that model.
+#[test]
+fn select_compares_the_families_and_chooses_student_t_on_heavy_tails() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_heavy(d, "train.csv", 2000, 0.0);
+    let (out, err) = ok(
+        d,
+        &[
+            "select",
+            "--data",
+            "train.csv",
+            "--components",
+            "1",
+            "--hidden",
+            "32",
+            "--family",
+            "gaussian,student-t",
+            "--folds",
+            "3",
+            "--device",
+            "cpu",
+            "--json",
+            "--out",
+            "sel.json",
+        ],
+    );
+    assert!(
+        err.contains("fit 6/6") && err.contains("student-t"),
+        "{err}"
+    );
+    let v = json(&out);
+    let scores = v["selection"]["scores"].as_array().unwrap();
+    let families: Vec<&str> = scores
+        .iter()
+        .map(|s| s["setting"]["family"].as_str().unwrap())
+        .collect();
+    assert_eq!(families, ["gaussian", "student-t"]);
+    let chosen = v["selection"]["chosen"].as_u64().unwrap() as usize;
+    assert_eq!(families[chosen], "student-t", "{v}");
+    let model = json(&std::fs::read_to_string(d.join("sel.json")).unwrap());
+    assert_eq!(model["arch"]["family"], "student-t");
+}
