@@ -16,7 +16,7 @@
 // K raw degrees of freedom (Student's t components only, `head.student` = 1), each block
 // component-major.
 //
-// Student's t components (src/mixture.rs has the mathematics): nu = 2 + exp(min(raw, 20)),
+// Student's t components (src/mixture.rs has the mathematics): nu = 2 + exp(clamp(raw, -10, 20)),
 // and the t's normaliser lnΓ((nu+D)/2) - lnΓ(nu/2) - D/2 ln(nu π) and the derivative's
 // ψ((nu+D)/2) - ψ(nu/2) as differences taken without cancellation (WGSL has no lgamma): the
 // recurrence up to 8, then Stirling's and the asymptotic series, as src/student.rs does in
@@ -61,18 +61,20 @@ fn raw_dof_at(c: u32) -> u32 {
     return head.p - head.k + c;
 }
 
-// Must match RAW_DOF_MAX in src/layout.rs.
+// Must match RAW_DOF_MIN and RAW_DOF_MAX in src/layout.rs.
+const RAW_DOF_MIN: f32 = -10.0;
 const RAW_DOF_MAX: f32 = 20.0;
 const LN_PI: f32 = 1.1447298858494002;
 
 // Component c's degrees of freedom.
 fn dof_at(c: u32) -> f32 {
-    return 2.0 + exp(min(hv(raw_dof_at(c)), RAW_DOF_MAX));
+    return 2.0 + exp(clamp(hv(raw_dof_at(c)), RAW_DOF_MIN, RAW_DOF_MAX));
 }
 
-// d nu / d raw at component c (0 above the cap).
+// d nu / d raw at component c (0 where the clamp holds raw).
 fn dof_slope(c: u32, nu: f32) -> f32 {
-    return select(0.0, nu - 2.0, hv(raw_dof_at(c)) < RAW_DOF_MAX);
+    let raw = hv(raw_dof_at(c));
+    return select(0.0, nu - 2.0, raw >= RAW_DOF_MIN && raw < RAW_DOF_MAX);
 }
 
 // ln(1 + x), to f32 precision relative to the result also for tiny x: WGSL's log is only

@@ -7,15 +7,58 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The start of every temporary file's name; the writer's process id follows, then `-`.
+const TEMP_PREFIX: &str = ".mdn-";
+
+/// Removes, once per directory and process, the temporary files in `dir` that a process no
+/// longer running left (`.mdn-<pid>-*.tmp`: a run killed by SIGKILL or a power cut while it
+/// wrote a checkpoint or a model). Linux only (whether a process runs is read from /proc);
+/// elsewhere nothing is removed.
+pub fn sweep_stale(dir: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    if !cfg!(target_os = "linux") || !Path::new("/proc/self").exists() {
+        return;
+    }
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|p| p.into_inner());
+        if swept.iter().any(|d| d == dir) {
+            return;
+        }
+        swept.push(dir.to_path_buf());
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX)
+            .filter(|_| name.ends_with(".tmp"))
+            .and_then(|rest| rest.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// A temporary file in `path`'s directory (so it can be renamed over `path`), readable as the
-/// umask allows like any new file (tempfile's default would be owner-only).
+/// umask allows like any new file (tempfile's default would be owner-only). Named
+/// `.mdn-<pid>-*.tmp`, so that one a killed process leaves is recognised and removed by the
+/// next run writing there ([`sweep_stale`]).
 pub fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    sweep_stale(dir);
     let mut builder = tempfile::Builder::new();
-    builder.prefix(".mdn-").suffix(".tmp");
+    let prefix = format!("{TEMP_PREFIX}{}-", std::process::id());
+    builder.prefix(&prefix).suffix(".tmp");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

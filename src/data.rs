@@ -680,9 +680,11 @@ struct Reading {
     first_ignored: Option<String>,
     /// Per target, its transform (empty: none).
     transforms: Vec<Transform>,
-    /// With `Missing::Drop`, the 0-based data row of every row kept (what `mdn predict
-    /// --drop-missing` labels its rows with).
+    /// With `track` and `Missing::Drop`, the 0-based data row of every row kept (what `mdn
+    /// predict --drop-missing` labels its rows with; not kept by the streamed and checking
+    /// reads, whose memory must not grow with the rows).
     kept: Vec<usize>,
+    track: bool,
 }
 
 impl Reading {
@@ -698,6 +700,7 @@ impl Reading {
             first_ignored: None,
             transforms: choice.transforms().to_vec(),
             kept: Vec::new(),
+            track: false,
         }
     }
 
@@ -786,7 +789,7 @@ impl Reading {
                 }
                 y.push(v);
             }
-            if self.missing == Missing::Drop {
+            if self.track && self.missing == Missing::Drop {
                 self.kept.push(self.rows - 1);
             }
             return Ok(true);
@@ -937,7 +940,7 @@ pub fn read_data_with_rows(
     if is_npy(path) {
         return Ok((read_npy(path, choice)?, None));
     }
-    let (data, notes, kept) = read_rows(CsvRows::open(path)?, path, choice)?;
+    let (data, notes, kept) = read_rows(CsvRows::open(path)?, path, choice, true)?;
     log_notes(notes);
     Ok((data, kept))
 }
@@ -947,15 +950,17 @@ fn rows_to_dataset<R: std::io::Read>(
     path: &Path,
     choice: &ColumnChoice,
 ) -> Result<(Dataset, Vec<String>)> {
-    read_rows(rows_in, path, choice).map(|(data, notes, _)| (data, notes))
+    read_rows(rows_in, path, choice, false).map(|(data, notes, _)| (data, notes))
 }
 
-/// The dataset, the read's warnings and, where rows were left out, the data rows kept.
+/// The dataset, the read's warnings and, with `track` where rows were left out, the data
+/// rows kept.
 #[allow(clippy::type_complexity)]
 fn read_rows<R: std::io::Read>(
     mut rows_in: CsvRows<R>,
     path: &Path,
     choice: &ColumnChoice,
+    track: bool,
 ) -> Result<(Dataset, Vec<String>, Option<Vec<usize>>)> {
     let sel = choice.resolve(&rows_in.header, path)?;
     let targets = sel
@@ -965,12 +970,12 @@ fn read_rows<R: std::io::Read>(
         .collect();
     let features = sel.inputs.clone();
     let mut reading = Reading::new(sel, choice);
+    reading.track = track;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     while reading.next(&mut rows_in, &mut x, &mut y)? {}
-    let mut kept = std::mem::take(&mut reading.kept);
+    let kept = std::mem::take(&mut reading.kept);
     let total = reading.rows;
     let (rows, notes) = reading.finish(path)?;
-    kept.truncate(rows);
     let data = Dataset {
         path: path.to_path_buf(),
         features,

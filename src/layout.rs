@@ -19,7 +19,8 @@
 //!
 //! With Student's t components ([`Family::StudentT`]) the head has K more outputs per row,
 //! after everything above: `raw_dof_k`, each component's degrees of freedom
-//! `nu_k = 2 + exp(min(raw_dof_k, RAW_DOF_MAX))` (above 2, so that the variance exists).
+//! `nu_k = 2 + exp(clamp(raw_dof_k, RAW_DOF_MIN, RAW_DOF_MAX))` (above 2, so that the
+//! variance exists).
 
 use serde::{Deserialize, Serialize};
 
@@ -104,9 +105,13 @@ crate::named::named!(Family, "family", {
     StudentT => "student-t": "Student's t components with degrees of freedom (> 2) learnt per component: heavy tails",
 });
 
-/// The largest raw degrees-of-freedom value that moves nu: `nu = 2 + exp(min(raw, 20))`, at
-/// most about 4.9e8 (a t that close to the Gaussian is the Gaussian in f32).
+/// The largest raw degrees-of-freedom value that moves nu: `nu = 2 + exp(clamp(raw, -10,
+/// 20))`, at most about 4.9e8 (a t that close to the Gaussian is the Gaussian in f32).
 pub const RAW_DOF_MAX: f32 = 20.0;
+
+/// The smallest raw degrees-of-freedom value that moves nu: nu is at least 2 + e^-10 (about
+/// 2.00005), so that it stays above 2 in f32 (where 2 + e^-17 is 2) and the variance finite.
+pub const RAW_DOF_MIN: f32 = -10.0;
 
 /// The largest target dimension a full-covariance model supports (the GPU kernel keeps one
 /// component's whitened residual in a fixed-size private array).
@@ -310,7 +315,7 @@ impl Arch {
          pi = softmax(logits), sigma = softplus(raw) + sigma_floor; all in standardised units; \
          with covariance full, then K*D(D-1)/2 strictly-lower Cholesky entries L[j][i] (index k*T + j(j-1)/2 + i, T = D(D-1)/2) \
          whose diagonal is the sigma block: Sigma_k = L L^T; \
-         with family student-t, then K raw degrees of freedom: nu_k = 2 + exp(min(raw, 20))"
+         with family student-t, then K raw degrees of freedom: nu_k = 2 + exp(clamp(raw, -10, 20))"
     }
 }
 

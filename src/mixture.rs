@@ -46,16 +46,14 @@
 //!                                   - (nu + D) q / (2 nu (nu + q)) )
 //! ```
 //!
-//! (the gradient in raw_dof is 0 above its cap of 20). The Γ and ψ differences are taken
+//! (the gradient in raw_dof is 0 where its clamp to [-10, 20] holds it). The Γ and ψ differences are taken
 //! without cancellation ([`crate::student::ln_gamma_ratio`]), so a t with a billion degrees
 //! of freedom is the Gaussian to rounding.
 //!
 //! Arithmetic is in `f64` per row: the CPU backend is the reference the GPU is judged by.
 
 use crate::lanes;
-use crate::layout::{
-    Arch, Covariance, Family, HeadLayout, MAX_FULL_COVARIANCE_TARGETS, RAW_DOF_MAX,
-};
+use crate::layout::{Arch, Covariance, Family, HeadLayout, MAX_FULL_COVARIANCE_TARGETS};
 
 /// ln(2 pi) / 2.
 pub const HALF_LN_2PI: f64 = 0.918_938_533_204_672_8;
@@ -321,8 +319,7 @@ impl Mixture {
                 let share = if self.student {
                     let quad: f64 = z.iter().map(|v| v * v).sum();
                     let nu = self.dof(h, c);
-                    let raw_dof = h[at.raw_dof(c)];
-                    let dnu = if raw_dof < RAW_DOF_MAX { nu - 2.0 } else { 0.0 };
+                    let dnu = crate::student::dof_slope(h[at.raw_dof(c)] as f64, nu);
                     g[at.raw_dof(c)] = gradient_f32(
                         scale * gamma * dnu * crate::student::nll_dof_derivative(nu, df, quad),
                     );

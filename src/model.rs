@@ -304,7 +304,9 @@ impl Prediction {
         (aleatoric, epistemic)
     }
 
-    /// Component `c`'s covariance matrix for row `r` (D x D, row-major, original units).
+    /// Component `c`'s covariance-shaped scale for row `r` (D x D, row-major, original units):
+    /// `L L^T`, the covariance of a Gaussian component; a Student's t component's covariance is
+    /// `nu / (nu - 2)` times it.
     pub fn covariance(&self, r: usize, c: usize) -> Vec<f64> {
         let d = self.d;
         let base = (r * self.k + c) * d;
@@ -403,6 +405,13 @@ impl Model {
                 "{} components need format version {FAMILY_FORMAT_VERSION}",
                 self.arch.family
             ));
+        }
+        if !self.arch.family.is_gaussian() && !crate::transform::all_none(&self.transforms) {
+            return Err(
+                "Student's t components with transformed targets are not supported (a log-t \
+                 target has no mean or variance)"
+                    .into(),
+            );
         }
         if !self.transforms.is_empty() {
             if self.format_version < TRANSFORM_FORMAT_VERSION {

@@ -71,7 +71,8 @@ pub fn digamma(x: f64) -> f64 {
 }
 
 /// Stirling's correction lnΓ(x) - ((x - 1/2) ln x - x + ln(2π)/2) for x >= 16, to about
-/// 1e-16: 1/(12x) - 1/(360x³) + 1/(1260x⁵) - 1/(1680x⁷).
+/// 1e-14 (the first term left out, 1/(1188x⁹)): 1/(12x) - 1/(360x³) + 1/(1260x⁵) -
+/// 1/(1680x⁷).
 fn stirling_correction(x: f64) -> f64 {
     let inv = 1.0 / x;
     let inv2 = inv * inv;
@@ -114,9 +115,21 @@ pub fn digamma_diff(a: f64, h: f64) -> f64 {
     acc + (h / a).ln_1p() + 0.5 * h / (a * b) - (digamma_series(b) - digamma_series(a))
 }
 
-/// The degrees of freedom of a raw head output: `2 + exp(min(raw, RAW_DOF_MAX))`.
+/// The degrees of freedom of a raw head output: `2 + exp(clamp(raw, RAW_DOF_MIN,
+/// RAW_DOF_MAX))`.
 pub fn dof(raw: f64) -> f64 {
-    2.0 + raw.min(crate::layout::RAW_DOF_MAX as f64).exp()
+    use crate::layout::{RAW_DOF_MAX, RAW_DOF_MIN};
+    2.0 + raw.clamp(RAW_DOF_MIN as f64, RAW_DOF_MAX as f64).exp()
+}
+
+/// d nu / d raw: nu - 2 where the clamp does not hold raw, else 0.
+pub fn dof_slope(raw: f64, nu: f64) -> f64 {
+    use crate::layout::{RAW_DOF_MAX, RAW_DOF_MIN};
+    if (RAW_DOF_MIN as f64..RAW_DOF_MAX as f64).contains(&raw) {
+        nu - 2.0
+    } else {
+        0.0
+    }
 }
 
 /// The raw head output of `nu` degrees of freedom (nu > 2).
@@ -147,14 +160,23 @@ pub fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
 /// would round: a t's CDF at a billion degrees of freedom has x within 1e-9 of 1). The
 /// front factor's Γ ratio is taken without cancellation ([`ln_gamma_ratio`]).
 pub fn inc_beta_split(a: f64, b: f64, x: f64, y: f64) -> f64 {
+    inc_beta_with(a, b, x, y, ln_beta(a, b))
+}
+
+/// ln B(a, b) = lnΓ(a) + lnΓ(b) - lnΓ(a + b), through [`ln_gamma_ratio`].
+pub fn ln_beta(a: f64, b: f64) -> f64 {
+    let (big, small) = if a >= b { (a, b) } else { (b, a) };
+    ln_gamma(small) - ln_gamma_ratio(big, small)
+}
+
+/// [`inc_beta_split`] with ln B(a, b) given (a caller evaluating many x for one (a, b)).
+fn inc_beta_with(a: f64, b: f64, x: f64, y: f64, ln_beta: f64) -> f64 {
     if x <= 0.0 {
         return 0.0;
     }
     if y <= 0.0 {
         return 1.0;
     }
-    let (big, small) = if a >= b { (a, b) } else { (b, a) };
-    let ln_beta = ln_gamma(small) - ln_gamma_ratio(big, small);
     let ln_x = if x > 0.5 { (-y).ln_1p() } else { x.ln() };
     let ln_y = if y > 0.5 { (-x).ln_1p() } else { y.ln() };
     let ln_front = a * ln_x + b * ln_y - ln_beta;
@@ -219,15 +241,52 @@ pub struct Gradient {
     pub nu: f64,
 }
 
+/// The standard t with `nu` degrees of freedom, its constants computed once: what a caller
+/// evaluating its density and CDF at many points (a mixture's CRPS) uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Standard {
+    pub nu: f64,
+    /// lnΓ((nu+1)/2) - lnΓ(nu/2) - ln(nu π)/2.
+    ln_norm: f64,
+    /// ln B(nu/2, 1/2).
+    ln_beta: f64,
+}
+
+impl Standard {
+    pub fn new(nu: f64) -> Standard {
+        Standard {
+            nu,
+            ln_norm: log_norm(nu, 1.0),
+            ln_beta: ln_beta(0.5 * nu, 0.5),
+        }
+    }
+
+    pub fn ln_pdf(&self, z: f64) -> f64 {
+        self.ln_norm - 0.5 * (self.nu + 1.0) * (z * z / self.nu).ln_1p()
+    }
+
+    pub fn cdf(&self, z: f64) -> f64 {
+        let (nu, z2) = (self.nu, z * z);
+        let tail = 0.5 * inc_beta_with(0.5 * nu, 0.5, nu / (nu + z2), z2 / (nu + z2), self.ln_beta);
+        if z >= 0.0 { 1.0 - tail } else { tail }
+    }
+
+    /// E|T - z| (nu > 1): z (2 F(z) - 1) + 2 f(z) (nu + z²) / (nu - 1).
+    pub fn mean_abs(&self, z: f64) -> f64 {
+        z * (2.0 * self.cdf(z) - 1.0)
+            + 2.0 * self.ln_pdf(z).exp() * (self.nu + z * z) / (self.nu - 1.0)
+    }
+}
+
 impl StudentT {
-    /// The constant part of ln p: lnΓ((nu+1)/2) - lnΓ(nu/2) - ln(nu π)/2 - ln sigma.
-    fn ln_norm(&self) -> f64 {
-        log_norm(self.nu, 1.0) - self.sigma.ln()
+    /// The standard t of this component's degrees of freedom.
+    pub fn standard(&self) -> Standard {
+        Standard::new(self.nu)
     }
 
     pub fn ln_pdf(&self, y: f64) -> f64 {
         let z = (y - self.mu) / self.sigma;
-        self.ln_norm() - 0.5 * (self.nu + 1.0) * (z * z / self.nu).ln_1p()
+        self.standard().ln_pdf(z) - self.sigma.ln()
     }
 
     pub fn pdf(&self, y: f64) -> f64 {
@@ -248,10 +307,7 @@ impl StudentT {
     }
 
     pub fn cdf(&self, y: f64) -> f64 {
-        let z = (y - self.mu) / self.sigma;
-        let (nu, z2) = (self.nu, z * z);
-        let tail = 0.5 * inc_beta_split(0.5 * nu, 0.5, nu / (nu + z2), z2 / (nu + z2));
-        if z >= 0.0 { 1.0 - tail } else { tail }
+        self.standard().cdf((y - self.mu) / self.sigma)
     }
 
     /// The `q`-quantile (0 < q < 1), to 1e-12 relative: bisection on the CDF within a
@@ -293,16 +349,7 @@ impl StudentT {
     /// E|X - y| (nu > 1): sigma (z (2 F(z) - 1) + 2 f(z) (nu + z²) / (nu - 1)) at z for the
     /// standard t's F and f.
     pub fn mean_abs(&self, y: f64) -> f64 {
-        let nu = self.nu;
-        let standard = StudentT {
-            mu: 0.0,
-            sigma: 1.0,
-            nu,
-        };
-        let z = (y - self.mu) / self.sigma;
-        self.sigma
-            * (z * (2.0 * standard.cdf(z) - 1.0)
-                + 2.0 * standard.pdf(z) * (nu + z * z) / (nu - 1.0))
+        self.sigma * self.standard().mean_abs((y - self.mu) / self.sigma)
     }
 
     /// E|X - X'| for two independent draws (nu > 1): sigma 4 sqrt(nu) B(1/2, nu - 1/2) /

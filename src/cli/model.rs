@@ -39,6 +39,8 @@ fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset, Opt
             Missing::RefuseSayingDrop
         });
     let (data, ids) = read_data_with_rows(&io.data, &choice)?;
+    // With --drop-missing every output labels its rows, whether or not any was left out.
+    let ids = ids.or_else(|| io.drop_missing.then(|| (0..data.rows).collect()));
     Ok((model, data, ids))
 }
 
@@ -49,6 +51,10 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
         if a.per_row {
             out["loglik"] = json!(e.loglik);
+            if let Some(ids) = &ids {
+                // Each log-likelihood's data row (--drop-missing left rows out).
+                out["row"] = json!(ids);
+            }
         }
         return print_json(&out);
     }

@@ -383,3 +383,38 @@ fn resume_without_out_wrote_model_json_in_the_current_directory() {
     );
     assert!(dir.path().join("x.json").exists());
 }
+
+/// Regression (a SIGKILL-and-resume test left `.mdn-*.tmp` behind about once in many runs): a
+/// temporary file a killed run left while writing a checkpoint or a model is removed by the
+/// next run that writes in that directory; one of a process still running is not touched.
+#[test]
+fn a_temporary_file_a_killed_run_left_is_removed_by_the_next_run() {
+    if !std::path::Path::new("/proc/self").exists() {
+        eprintln!("skipped: no /proc (the sweep reads whether a process runs from it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // A process id no process has now.
+    let dead = (100_000u32..4_000_000)
+        .step_by(7919)
+        .find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        .unwrap();
+    let stale = dir.path().join(format!(".mdn-{dead}-a1B2c3.tmp"));
+    let alive = dir.path().join(".mdn-1-d4E5f6.tmp");
+    let other = dir.path().join(".notes.tmp");
+    for f in [&stale, &alive, &other] {
+        std::fs::write(f, "half a checkpoint").unwrap();
+    }
+    ok(
+        dir.path(),
+        &[
+            "train", "--epochs", "1", "--device", "cpu", "--out", "m.json", "--quiet",
+        ],
+    );
+    assert!(!stale.exists(), "the dead process's temporary file is gone");
+    assert!(
+        alive.exists() && other.exists(),
+        "{:?}",
+        files_in(dir.path())
+    );
+}

@@ -169,12 +169,12 @@ pub fn ref_full_gaussian_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> 
 
 /// The log-density of component `c` of a Student's t head: a multivariate t with the
 /// covariance-shaped scale Sigma (diagonal or full, as [`ref_full_parts`] forms it) and
-/// nu = 2 + exp(min(raw, 20)) from the last K head outputs, by its textbook formula with
+/// nu = 2 + exp(clamp(raw, -10, 20)) from the last K head outputs, by its textbook formula with
 /// libm's lgamma.
 pub fn ref_student_logpdf(arch: &Arch, h: &[f64], c: usize, y: &[f64]) -> f64 {
     let (k, d) = (arch.components, arch.targets as f64);
     let (logdet, quad) = ref_full_parts(arch, h, c, y);
-    let nu = 2.0 + h[arch.head_width() - k + c].min(20.0).exp();
+    let nu = 2.0 + h[arch.head_width() - k + c].clamp(-10.0, 20.0).exp();
     libm::lgamma(0.5 * (nu + d))
         - libm::lgamma(0.5 * nu)
         - 0.5 * d * (nu * std::f64::consts::PI).ln()
