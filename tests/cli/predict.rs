@@ -890,4 +890,41 @@ fn predict_sample_and_eval_drop_missing_rows_keeping_their_row_numbers() {
         .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(labels, ["0", "2"]);
+    let (js, _) = ok(
+        d,
+        &[
+            "eval",
+            "--model",
+            "m.json",
+            "--data",
+            "gaps.csv",
+            "--drop-missing",
+            "--per-row",
+            "--json",
+        ],
+    );
+    let v = json(&js);
+    assert_eq!(v["row"], serde_json::json!([0, 2]));
+    assert_eq!(v["loglik"].as_array().unwrap().len(), 2);
+    // With nothing to leave out, the rows are still labelled (the same schema for any file).
+    std::fs::write(d.join("full.csv"), "x,t\n0.1,0.3\n0.5,0.5\n").unwrap();
+    let (js, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "full.csv",
+            "--drop-missing",
+            "--json",
+        ],
+    );
+    let labels: Vec<u64> = json(&js)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["row"].as_u64().unwrap())
+        .collect();
+    assert_eq!(labels, [0, 1]);
 }
