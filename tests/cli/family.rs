@@ -200,6 +200,17 @@ fn student_t_refusals_say_what_is_wrong() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("Student's t"), "{err}");
     assert!(!d.join("t.onnx").exists());
+    // A model file edited to transform a t model's target is refused on loading.
+    let mut v = json(&std::fs::read_to_string(d.join("t.json")).unwrap());
+    v["transforms"] = serde_json::json!(["log"]);
+    std::fs::write(d.join("edited.json"), v.to_string()).unwrap();
+    let out = mdn(d, &["info", "edited.json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("transformed targets are not supported"),
+        "{err}"
+    );
 }
 
 /// `mdn select --family gaussian,student-t` compares the families by cross-validation in one
