@@ -59,7 +59,7 @@ pub struct ComponentUsage {
     pub unused: Vec<usize>,
     /// Pairs of used components that are the same distribution on these rows: on average
     /// their means differ by less than 0.1 of the smaller sigma and their sigmas by less than
-    /// 10%, in every target dimension.
+    /// 10%, in every target dimension (Student's t components: and their nu - 2 too).
     pub duplicates: Vec<(usize, usize)>,
 }
 
@@ -832,6 +832,12 @@ impl Model {
                         let (sa, sb) = (pred.sigma[ia], pred.sigma[ib]);
                         m = m.max((pred.mu[ia] - pred.mu[ib]).abs() / sa.min(sb));
                         s = s.max((sa.ln() - sb.ln()).abs());
+                    }
+                    if !pred.dof.is_empty() {
+                        // Student's t: the tails count too (a core and an outlier component
+                        // at one place are not duplicates): ln(nu - 2), as it is learnt.
+                        let (na, nb) = (pred.dof[r * k + a], pred.dof[r * k + b]);
+                        s = s.max(((na - 2.0).ln() - (nb - 2.0).ln()).abs());
                     }
                     dmu += m / n;
                     dsig += s / n;
