@@ -615,6 +615,41 @@ fn component_diagnostics_find_unused_and_duplicate_components() {
     assert!(c.duplicates.is_empty() && c.unused.is_empty(), "{c:?}");
 }
 
+/// Two Student's t components at one place with one scale are duplicates only when their
+/// degrees of freedom agree too: a core and a heavy-tailed outlier component are not.
+#[test]
+fn student_t_components_with_other_degrees_of_freedom_are_not_duplicates() {
+    use mdn::layout::{Activation, Arch, Family};
+    use mdn::scaler::Scaler;
+    let arch = Arch::new(1, vec![], Activation::Relu, 2, 1)
+        .unwrap()
+        .with_family(Family::StudentT);
+    let head = arch.layers()[0];
+    let unit = |n| Scaler {
+        mean: vec![0.0; n],
+        std: vec![1.0; n],
+    };
+    let data = asset("bishop_test.csv");
+    for (dofs, duplicates) in [([1.5f32, 1.5], vec![(0, 1)]), ([-1.0, 4.0], vec![])] {
+        // [2 logits, 2 means, 2 raw sigmas, 2 raw dof], all from biases.
+        let mut params = vec![0.0f32; arch.param_count()];
+        let bias = [0.0, 0.0, 0.5, 0.5, 0.0, 0.0, dofs[0], dofs[1]];
+        params[head.bias..head.bias + 8].copy_from_slice(&bias);
+        let model = Model::new(
+            arch.clone(),
+            vec!["x".into()],
+            vec!["t".into()],
+            unit(1),
+            unit(1),
+            params,
+        );
+        let u = model
+            .component_usage(&mut CpuBackend::new(), &data)
+            .unwrap();
+        assert_eq!(u.duplicates, duplicates, "raw dof {dofs:?}");
+    }
+}
+
 #[test]
 fn checkpoints_keep_their_minimum_interval_and_a_stopped_run_writes_its_last_epoch() {
     let data = asset("bishop.csv");
