@@ -199,11 +199,16 @@ impl Progress {
             self.say(&format!("note: {note}"));
         }
         let shape = format!(
-            "[{}] -> [{}], hidden {:?}, K={}{}",
+            "[{}] -> [{}], hidden {:?}, K={}{}{}",
             p.features.join(", "),
             p.targets.join(", "),
             p.hidden,
             p.components,
+            if p.family.is_gaussian() {
+                ""
+            } else {
+                " Student's t components"
+            },
             covariance_note(p.covariance)
         );
         match (p.chunk_rows, p.window_chunks) {
