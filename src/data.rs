@@ -1220,9 +1220,11 @@ fn convert_selection(
 /// databases write for one. All are reported the same way: as a missing value.
 pub fn is_missing(cell: &str) -> bool {
     cell.is_empty()
-        || ["NA", "N/A", "NaN", "nan", "null", "NULL", "None", "?", "."]
-            .iter()
-            .any(|m| cell.eq_ignore_ascii_case(m))
+        || [
+            "NA", "N/A", "NaN", "-NaN", "+NaN", "null", "None", "?", ".", "#N/A", "#NA", "<NA>",
+        ]
+        .iter()
+        .any(|m| cell.eq_ignore_ascii_case(m))
 }
 
 /// The message for a missing cell, the same for every spelling.
@@ -1359,5 +1361,25 @@ impl RowSource for NpySource {
             y.extend(self.target_cols.iter().map(|&c| row[c]));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_missing;
+
+    /// Regression (a trial's table): C's `-nan` and Excel's and pandas' `#N/A`, `#NA` and
+    /// `<NA>` were read as "not a number" instead of as missing values.
+    #[test]
+    fn the_missing_spellings_of_c_excel_and_pandas_are_missing_values() {
+        for cell in [
+            "", "NA", "na", "N/A", "NaN", "nan", "-nan", "+NaN", "null", "NULL", "None", "?", ".",
+            "#N/A", "#NA", "<NA>",
+        ] {
+            assert!(is_missing(cell), "{cell:?}");
+        }
+        for cell in ["0", "-", "n", "NaNa", "inf", "-1", "#VALUE!"] {
+            assert!(!is_missing(cell), "{cell:?}");
+        }
     }
 }

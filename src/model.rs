@@ -409,7 +409,7 @@ impl Model {
         if !self.arch.family.is_gaussian() && !crate::transform::all_none(&self.transforms) {
             return Err(
                 "Student's t components with transformed targets are not supported (a log-t \
-                 target has no mean or variance)"
+                 target has no mean or variance; logit with t components is not built)"
                     .into(),
             );
         }

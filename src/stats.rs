@@ -135,6 +135,33 @@ impl Marginal {
         !self.dof.is_empty()
     }
 
+    /// Each component's standard t, its constants computed once (for a caller evaluating
+    /// the density or CDF many times: the mode, quantiles).
+    fn standards(&self) -> Vec<crate::student::Standard> {
+        self.dof
+            .iter()
+            .map(|&nu| crate::student::Standard::new(nu))
+            .collect()
+    }
+
+    /// The density of a t mixture at y, from its components' standard t's.
+    fn t_pdf(&self, st: &[crate::student::Standard], y: f64) -> f64 {
+        (0..self.pi.len())
+            .map(|c| {
+                let s = self.sigma[c];
+                self.pi[c] * st[c].ln_pdf((y - self.mu[c]) / s).exp() / s
+            })
+            .sum()
+    }
+
+    /// The CDF of a t mixture at y, from its components' standard t's.
+    fn t_cdf(&self, st: &[crate::student::Standard], y: f64) -> f64 {
+        (0..self.pi.len())
+            .map(|c| self.pi[c] * st[c].cdf((y - self.mu[c]) / self.sigma[c]))
+            .sum::<f64>()
+            .clamp(0.0, 1.0)
+    }
+
     /// The same mixture read as the density of `z = g(y)` for `transform`.
     pub fn with_transform(mut self, transform: Transform) -> Marginal {
         self.transform = transform;
@@ -246,9 +273,7 @@ impl Marginal {
             };
         }
         if self.is_student() {
-            return (0..self.pi.len())
-                .map(|c| self.pi[c] * self.student(c).expect("t components").pdf(y))
-                .sum();
+            return self.t_pdf(&self.standards(), y);
         }
         self.pi
             .iter()
@@ -269,10 +294,7 @@ impl Marginal {
             };
         }
         if self.is_student() {
-            return (0..self.pi.len())
-                .map(|c| self.pi[c] * self.student(c).expect("t components").cdf(y))
-                .sum::<f64>()
-                .clamp(0.0, 1.0);
+            return self.t_cdf(&self.standards(), y);
         }
         self.pi
             .iter()
@@ -292,15 +314,19 @@ impl Marginal {
             return self.transformed_mode();
         }
         let mut best = (f64::NEG_INFINITY, self.mean());
+        let st = self.standards();
         for &start in &self.mu {
             let mut y = start;
             for _ in 0..200 {
                 let (mut num, mut den) = (0.0, 0.0);
                 for (c, ((p, m), s)) in self.pi.iter().zip(&self.mu).zip(&self.sigma).enumerate() {
                     // -d/dy of component c's density is r (y - m).
-                    let r = match self.student(c) {
+                    let r = match st.get(c) {
                         None => p * phi((y - m) / s) / (s * s * s),
-                        Some(t) => p * t.pdf(y) * (t.nu + 1.0) / (t.nu * s * s + (y - m) * (y - m)),
+                        Some(t) => {
+                            let density = t.ln_pdf((y - m) / s).exp() / s;
+                            p * density * (t.nu + 1.0) / (t.nu * s * s + (y - m) * (y - m))
+                        }
                     };
                     num += r * m;
                     den += r;
@@ -344,14 +370,22 @@ impl Marginal {
         // A t's far quantiles lie hundreds of scales out: widen until the bracket holds q.
         let (mut lo, mut hi) = (lo0, hi0);
         let mid = 0.5 * (lo0 + hi0);
+        let st = self.standards();
+        let cdf = |y: f64| {
+            if st.is_empty() {
+                self.cdf(y)
+            } else {
+                self.t_cdf(&st, y)
+            }
+        };
         for _ in 0..64 {
-            if self.cdf(lo) <= q && self.cdf(hi) >= q {
+            if cdf(lo) <= q && cdf(hi) >= q {
                 break;
             }
             lo = mid - 2.0 * (mid - lo);
             hi = mid + 2.0 * (hi - mid);
         }
-        invert(&|y| self.cdf(y), q, lo, hi)
+        invert(&cdf, q, lo, hi)
     }
 
     /// CRPS of observation `y`, in closed form for a Gaussian mixture (Grimit et al. 2006):
@@ -490,29 +524,32 @@ impl Marginal {
 
     fn student_crps_with(&self, y: f64, panels: usize) -> f64 {
         let k = self.pi.len();
-        let comps: Vec<StudentT> = (0..k).map(|c| self.student(c).expect("t")).collect();
+        let st = self.standards();
+        // E|X_c - x| for component c.
+        let mean_abs =
+            |c: usize, x: f64| self.sigma[c] * st[c].mean_abs((x - self.mu[c]) / self.sigma[c]);
         let mut first = 0.0;
         let mut second = 0.0;
         for a in 0..k {
-            first += self.pi[a] * comps[a].mean_abs(y);
-            second += self.pi[a] * self.pi[a] * comps[a].mean_abs_pair();
+            first += self.pi[a] * mean_abs(a, y);
+            second += self.pi[a] * self.pi[a] * self.student(a).expect("t").mean_abs_pair();
             for b in a + 1..k {
-                let (n, w) = if comps[a].sigma <= comps[b].sigma {
-                    (comps[a], comps[b])
+                let (n, w) = if self.sigma[a] <= self.sigma[b] {
+                    (a, b)
                 } else {
-                    (comps[b], comps[a])
+                    (b, a)
                 };
-                let (sw, sn) = (w.standard(), n.standard());
+                let (mu_n, mu_w, sigma_w) = (self.mu[n], self.mu[w], self.sigma[w]);
                 let half = 0.5 * std::f64::consts::PI;
-                let split = ((n.mu - w.mu) / w.sigma).atan();
+                let split = ((mu_n - mu_w) / sigma_w).atan();
                 let mut f = |theta: f64| {
                     let t = theta.tan();
                     let sec2 = 1.0 + t * t;
-                    let x = w.mu + w.sigma * t;
-                    let bump = n.sigma * sn.mean_abs((x - n.mu) / n.sigma) - (x - n.mu).abs();
-                    sw.ln_pdf(t).exp() * sec2 * bump
+                    let x = mu_w + sigma_w * t;
+                    let bump = mean_abs(n, x) - (x - mu_n).abs();
+                    st[w].ln_pdf(t).exp() * sec2 * bump
                 };
-                let e = w.mean_abs(n.mu)
+                let e = mean_abs(w, mu_n)
                     + integrate(-half, split, panels, &mut f)
                     + integrate(split, half, panels, &mut f);
                 second += 2.0 * self.pi[a] * self.pi[b] * e;

@@ -61,11 +61,21 @@ pub fn summary(pred: &Prediction, qs: &[f64], r: usize, j: usize) -> Summary {
     }
 }
 
+/// [`summary`] of every row and target, rows on every core (a Student's t mixture's mode
+/// and quantiles take many CDF and density evaluations); each row's the same bits as alone.
+pub fn summaries(pred: &Prediction, qs: &[f64]) -> Vec<Vec<Summary>> {
+    use rayon::prelude::*;
+    (0..pred.rows)
+        .into_par_iter()
+        .map(|r| (0..pred.d).map(|j| summary(pred, qs, r, j)).collect())
+        .collect()
+}
+
 /// `mdn predict --json`: per row the mixture (pi, mu, sigma; covariance matrices for
 /// full-covariance models) and per target the mean, variance, mode and quantiles.
 ///
-/// `ids`: where rows were left out (`--drop-missing`), each row's 0-based data row, written
-/// as its `row`.
+/// Each row has its `row`: its 0-based data row (`ids[r]` where `--drop-missing` left rows
+/// out).
 pub fn predictions_json(
     model: &Model,
     pred: &Prediction,
@@ -76,10 +86,11 @@ pub fn predictions_json(
     let (k, d) = (pred.k, pred.d);
     let members = model.ensemble_size();
     let split = (members > 1).then(|| pred.variance_split(members));
+    let all = summaries(pred, qs);
     let rows: Vec<Value> = (0..pred.rows)
         .map(|r| {
             let comp = |v: &[f64], c: usize| v[(r * k + c) * d..(r * k + c + 1) * d].to_vec();
-            let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
+            let sums = &all[r];
             let mut row = json!({
                 "pi": pred.pi[r * k..(r + 1) * k],
                 "mu": (0..k).map(|c| comp(&pred.mu, c)).collect::<Vec<_>>(),
@@ -91,9 +102,7 @@ pub fn predictions_json(
             if !pred.dof.is_empty() {
                 row["dof"] = json!(pred.dof[r * k..(r + 1) * k]);
             }
-            if let Some(ids) = ids {
-                row["row"] = json!(ids[r]);
-            }
+            row["row"] = json!(row_label(ids, r));
             if let Some((aleatoric, epistemic)) = &split {
                 row["aleatoric_variance"] = json!(aleatoric[r * d..(r + 1) * d]);
                 row["epistemic_variance"] = json!(epistemic[r * d..(r + 1) * d]);
@@ -202,6 +211,7 @@ pub fn predictions_csv(
         header.extend(model.targets.iter().map(|t| format!("q{q}_{t}")));
     }
     let mut s = header.join(",") + "\n";
+    let all = summaries(pred, qs);
     for r in 0..pred.rows {
         let mut cells = vec![row_label(ids, r).to_string()];
         if let Some(kept) = kept {
@@ -228,7 +238,7 @@ pub fn predictions_csv(
                 }
             }
         }
-        let sums: Vec<Summary> = (0..d).map(|j| summary(pred, qs, r, j)).collect();
+        let sums = &all[r];
         cells.extend(sums.iter().map(|s| num(s.mean)));
         cells.extend(sums.iter().map(|s| num(s.variance)));
         if let Some((aleatoric, epistemic)) = &split {

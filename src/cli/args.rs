@@ -726,7 +726,8 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f64,
     /// Multiplies every component's standard deviation (below 1: samples closer to the means;
-    /// with full covariance it scales the Cholesky factor, keeping the correlations)
+    /// with full covariance it scales the Cholesky factor, keeping the correlations; with
+    /// Student's t components, their scale)
     #[arg(long, default_value_t = 1.0)]
     pub sigma_scale: f64,
     /// Write to this file instead of stdout

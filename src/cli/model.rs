@@ -51,10 +51,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
         if a.per_row {
             out["loglik"] = json!(e.loglik);
-            if let Some(ids) = &ids {
-                // Each log-likelihood's data row (--drop-missing left rows out).
-                out["row"] = json!(ids);
-            }
+            // Each log-likelihood's data row (where --drop-missing left rows out, not its index).
+            out["row"] = match &ids {
+                Some(ids) => json!(ids),
+                None => json!((0..e.loglik.len()).collect::<Vec<_>>()),
+            };
         }
         return print_json(&out);
     }

@@ -235,7 +235,8 @@ pub(super) fn standardise(
 
 /// Why `--family student-t` is refused together with a target transform.
 pub(crate) fn student_with_transform() -> String {
-    "--family student-t with a target transform (--transform) is not supported: a log-t \
-     target has no mean or variance; fit one or the other and compare their held-out NLLs"
+    "--family student-t with a target transform (--transform) is not supported (a log-t \
+     target has no mean or variance; logit with t components is not built): fit one or the \
+     other and compare their held-out NLLs"
         .to_string()
 }
