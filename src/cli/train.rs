@@ -269,6 +269,38 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         .split(';')
         .map(|h| mdn::job::parse_widths(h).map_err(|e| Error::config(format!("--hidden: {e}"))))
         .collect::<Result<_>>()?;
+    // A value given twice would fit the same setting twice.
+    let once = |option: &str, values: Vec<String>| -> Result<()> {
+        match values
+            .iter()
+            .enumerate()
+            .find(|(i, v)| values[..*i].contains(v))
+        {
+            Some((_, v)) => Err(Error::config(format!(
+                "{option} lists {v} twice: each value is one setting to compare"
+            ))),
+            None => Ok(()),
+        }
+    };
+    let widths = |h: &Vec<usize>| {
+        let w: Vec<String> = h.iter().map(|w| w.to_string()).collect();
+        if w.is_empty() {
+            "none".to_string()
+        } else {
+            w.join(",")
+        }
+    };
+    once("--hidden", hidden.iter().map(widths).collect())?;
+    once("--l2", a.l2.iter().map(|v| v.to_string()).collect())?;
+    once(
+        "--components",
+        a.components.iter().map(|v| v.to_string()).collect(),
+    )?;
+    once(
+        "--covariance",
+        a.covariance.iter().map(|v| v.to_string()).collect(),
+    )?;
+    once("--family", a.family.iter().map(|v| v.to_string()).collect())?;
     let settings = mdn::select::grid(&hidden, &a.l2, &a.components, &a.covariance, &a.family);
     // Every setting's job is checked before any fitting (options, output, columns).
     for s in &settings {

@@ -143,3 +143,26 @@ fn select_kept_its_final_models_warnings_to_itself() {
         "{err}"
     );
 }
+
+/// A value listed twice would fit the same setting twice: refused before any data is read,
+/// naming the option and the value (a trial ran `--family gaussian,gaussian` unwarned).
+#[test]
+fn select_refuses_a_value_listed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, want) in [
+        (
+            &["--family", "gaussian,student-t,gaussian"][..],
+            "--family lists gaussian twice",
+        ),
+        (&["--components", "1,3,1"][..], "--components lists 1 twice"),
+        (&["--hidden", "32;64;32"][..], "--hidden lists 32 twice"),
+        (&["--l2", "0,0.0"][..], "--l2 lists 0 twice"),
+    ] {
+        let mut all = vec!["select", "--data", "missing.csv"];
+        all.extend_from_slice(args);
+        let out = mdn(dir.path(), &all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
