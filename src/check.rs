@@ -66,10 +66,25 @@ pub fn random_case_with(
     seed: u64,
     covariance: Covariance,
 ) -> Case {
-    let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d)
+    random_case_of(
+        test_arch(inputs, hidden, activation, k, d, covariance),
+        rows,
+        seed,
+    )
+}
+
+/// The architecture of a check's case (valid by construction).
+fn test_arch(
+    inputs: usize,
+    hidden: &[usize],
+    activation: Activation,
+    k: usize,
+    d: usize,
+    covariance: Covariance,
+) -> Arch {
+    Arch::new(inputs, hidden.to_vec(), activation, k, d)
         .and_then(|a| a.with_covariance(covariance))
-        .expect("valid test architecture");
-    random_case_of(arch, rows, seed)
+        .expect("valid test architecture")
 }
 
 /// Raw degrees of freedom a Student's t case's components start from, in turn: nu from
@@ -124,10 +139,8 @@ pub fn random_student_case(
     seed: u64,
     covariance: Covariance,
 ) -> Case {
-    let arch = Arch::new(inputs, hidden.to_vec(), activation, k, d)
-        .and_then(|a| a.with_covariance(covariance))
-        .expect("valid test architecture")
-        .with_family(Family::StudentT);
+    let arch =
+        test_arch(inputs, hidden, activation, k, d, covariance).with_family(Family::StudentT);
     let mut c = random_case_of(arch, rows, seed);
     let head = *c.arch.layers().last().expect("a head");
     let at = c.arch.head();
