@@ -36,7 +36,7 @@ struct Step {
     norm_parts: u32,
     norm_first: u32,
     norm_stride: u32,
-    _pad: u32,
+    steps: u32, // fused_loop.wgsl: the steps this dispatch runs, from this record on
 }
 
 @group(1) @binding(0) var<uniform> step: Step;

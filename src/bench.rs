@@ -107,9 +107,10 @@ pub struct BenchResult {
     pub last_train_nll: f64,
     /// Seconds per training step by kernel, whole step last (GPU backends).
     pub breakdown: Option<Vec<(String, f64)>>,
-    /// Kernel dispatches per training step (GPU backends): the fused step's 2, or the
-    /// layered path's one per layer and pass.
-    pub dispatches_per_step: Option<usize>,
+    /// Kernel dispatches per training step (GPU backends): below 1 for the looped step
+    /// (many steps a dispatch), the fused step's 2, or the layered path's one per layer and
+    /// pass.
+    pub dispatches_per_step: Option<f64>,
 }
 
 /// Dense-layer flops of one training row: forward, weight gradients, and input gradients of
@@ -501,11 +502,16 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
             } else {
                 String::new()
             };
-            // The fused step is 2 dispatches (3 with clipping); the layered path one per
-            // layer and pass.
-            let path = if d <= 3 { "fused" } else { "layered" };
+            // The looped step runs many steps a dispatch; the fused step is 2 dispatches (3
+            // with clipping); the layered path one per layer and pass.
+            let what = if d < 1.0 {
+                format!("1 dispatch per {:.0} training steps (looped)", 1.0 / d)
+            } else {
+                let path = if d <= 3.0 { "fused" } else { "layered" };
+                format!("{d} dispatches per training step ({path})")
+            };
             s.push_str(&format!(
-                "config {}{members} on {}: {d} dispatches per training step ({path})\n",
+                "config {}{members} on {}: {what}\n",
                 r.config,
                 truncate(&r.backend, 30),
             ));

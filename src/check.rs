@@ -368,6 +368,9 @@ pub fn run(backend: &mut dyn Backend) -> Result<Vec<CheckRow>> {
         (300, 64, Covariance::Full, Family::Gaussian),
         (783, 50, Covariance::Diagonal, Family::StudentT),
         (300, 64, Covariance::Full, Family::StudentT),
+        // Batches of one tile (32 rows on a GPU, up to 64 on lavapipe): the looped step.
+        (300, 32, Covariance::Diagonal, Family::Gaussian),
+        (300, 24, Covariance::Full, Family::StudentT),
     ] {
         let case = |rows, seed| match family {
             Family::Gaussian => {

@@ -294,7 +294,7 @@ pub trait TrainRun {
 
     /// Kernel dispatches per training step of the last epoch (a GPU's structure: the fused
     /// step is 2, 3 with clipping); `None` where the backend has no dispatches.
-    fn dispatches_per_step(&self) -> Option<usize> {
+    fn dispatches_per_step(&self) -> Option<f64> {
         None
     }
 }
@@ -338,7 +338,7 @@ pub trait MembersRun {
 
     /// Kernel dispatches per training step of the last epoch (every member's in the same
     /// dispatches); `None` where the backend has no dispatches.
-    fn dispatches_per_step(&self) -> Option<usize> {
+    fn dispatches_per_step(&self) -> Option<f64> {
         None
     }
 }

@@ -273,8 +273,8 @@ fn bench_prints_figures_for_each_backend() {
             r["config"].as_str().unwrap(),
         ) {
             (b, _) if b.starts_with("cpu") => assert!(d.is_null(), "{r}"),
-            (_, "a") => assert_eq!(d, 2, "{r}"),
-            _ => assert!(d.as_u64().unwrap() >= 2, "{r}"),
+            (_, "a") => assert_eq!(d.as_f64(), Some(2.0), "{r}"),
+            _ => assert!(d.as_f64().unwrap() >= 2.0, "{r}"),
         }
     }
     assert_eq!(v["ceilings"].as_array().unwrap().len(), backends);

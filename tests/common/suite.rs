@@ -354,7 +354,7 @@ pub fn three_epochs(
     c: &mdn::check::Case,
     val: &mdn::check::Case,
     cfg: &StepConfig,
-) -> (Vec<f64>, Vec<f32>, Option<usize>) {
+) -> (Vec<f64>, Vec<f32>, Option<f64>) {
     let rows = c.rows;
     let mut run = b
         .start(

@@ -50,7 +50,17 @@ pub struct Tiling {
     /// The most dense-layer flops a training step may have to take the fused path (on a CPU
     /// adapter); `None`: any step. See [`CPU_FUSED_MAX_STEP_FLOPS`].
     pub fused_max_step_flops: Option<f64>,
+    /// The most workgroup barriers one dispatch of the looped step may pass (on a CPU
+    /// adapter); `None`: no bound. See [`CPU_LOOP_MAX_BARRIERS`].
+    pub loop_max_barriers: Option<usize>,
 }
+
+/// On a CPU adapter a dispatch of the looped step passes at most this many barriers.
+/// lavapipe (Mesa 22.3.6) silently stops a workgroup after about 2,000 barriers in one
+/// dispatch: its later steps never ran (their statistics stayed 0 and the parameters missed
+/// their updates; between 2,008 and 2,112 barriers in our measurements, whatever the
+/// workgroup size or the work between barriers). Half that leaves a margin.
+pub const CPU_LOOP_MAX_BARRIERS: usize = 1024;
 
 /// On a CPU adapter (lavapipe) the fused step pays off only for small steps: it saves the
 /// layered path's 13-20 dispatches of about 0.03-0.05 ms each, but lavapipe runs its
@@ -88,6 +98,7 @@ impl Tiling {
                 .min(MAX_TILE_BYTES)
                 / 4) as usize,
             fused_max_step_flops: cpu.then_some(CPU_FUSED_MAX_STEP_FLOPS),
+            loop_max_barriers: cpu.then_some(CPU_LOOP_MAX_BARRIERS),
         }
     }
 }
@@ -180,6 +191,20 @@ impl FusedPlan {
         })
     }
 
+    /// Workgroup barriers one step of `rows` rows passes in `shaders/fused_loop.wgsl`:
+    /// `tile_pass`'s 3 L + 1 a tile (L dense layers, the head's included: the gather, each
+    /// layer forward, the head, and two a layer back but one for the first), two storage
+    /// barriers a step, and with clipping the tree over `workgroup` invocations and two more.
+    pub fn loop_barriers_per_step(&self, rows: usize, clip: bool, workgroup: usize) -> usize {
+        let layers = self.desc[0] as usize;
+        let tree = if clip {
+            workgroup.next_power_of_two().trailing_zeros() as usize + 3
+        } else {
+            0
+        };
+        self.tiles(rows) * (3 * layers + 1) + 2 + tree
+    }
+
     /// Tiles of a batch of `rows` rows.
     pub fn tiles(&self, rows: usize) -> usize {
         rows.div_ceil(self.tile_rows).max(1)
@@ -218,6 +243,7 @@ mod tests {
             max_rows,
             floats,
             fused_max_step_flops: None,
+            loop_max_barriers: None,
         };
         let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
         assert_eq!(
@@ -274,6 +300,7 @@ mod tests {
                 max_rows: 64,
                 floats: 4096,
                 fused_max_step_flops: None,
+                loop_max_barriers: None,
             },
         )
         .unwrap();

@@ -6,8 +6,9 @@
 //! offset, shared by all kernels). `shaders/common.wgsl` is prepended to every kernel;
 //! `shaders/mixture_head_common.wgsl` (the head layout and row arithmetic) and one of
 //! `mixture_head.wgsl` / `mixture_head_full.wgsl` (the components) to the two head kernels
-//! (`mixture_head_kernel.wgsl`) and the two fused steps (`fused_step.wgsl`), whose workgroup
-//! memory size (`TILE_FLOATS`) is the adapter's, up to 48 KiB.
+//! (`mixture_head_kernel.wgsl`), and with `shaders/fused_tile.wgsl` to the two fused steps
+//! (`fused_step.wgsl`) and the two looped steps (`fused_loop.wgsl`), whose workgroup memory
+//! size (`TILE_FLOATS`) is the adapter's, up to 48 KiB.
 
 use std::borrow::Cow;
 
@@ -72,11 +73,24 @@ pub struct Kernels {
     pub tiling: Tiling,
 }
 
-/// The fused training step (diagonal and full covariance) and its gradient sum.
+/// The fused training step (diagonal and full covariance), its gradient sum, and the looped
+/// step (diagonal and full), where the adapter can run it.
 pub struct FusedKernels {
     pub step: Kernel,
     pub step_full: Kernel,
     pub grad: Kernel,
+    /// `fused_loop` (diagonal, full covariance): `None` where the adapter has fewer than
+    /// [`LOOP_STORAGE_BUFFERS`] storage buffers a stage or refuses the kernel.
+    pub looped: Option<[Kernel; 2]>,
+}
+
+/// Storage buffers `fused_loop` binds (the most of any kernel).
+pub const LOOP_STORAGE_BUFFERS: u32 = 11;
+
+/// Bytes between step records in the step-record buffer: a record, rounded up to the
+/// adapter's alignment of dynamic uniform offsets.
+pub fn step_stride(limits: &wgpu::Limits) -> u64 {
+    STEP_BYTES.next_multiple_of((limits.min_uniform_buffer_offset_alignment as u64).max(1))
 }
 
 impl FusedKernels {
@@ -113,14 +127,28 @@ impl FusedKernels {
                 gpu,
                 step_layout,
                 name,
-                &format!("{tile}\n{HEAD_COMMON}\n{head}\n{FUSED_STEP}"),
+                &format!("{tile}\n{HEAD_COMMON}\n{head}\n{FUSED_TILE}\n{FUSED_STEP}"),
                 FUSED_STEP_SLOTS,
+                false,
+            )
+        };
+        let looped = |name, head: &str| {
+            make(
+                gpu,
+                step_layout,
+                name,
+                &format!(
+                    "{tile}\nconst RECORD_WORDS: u32 = {}u;\n{HEAD_COMMON}\n{head}\n{FUSED_TILE}\n{FUSED_LOOP}",
+                    step_stride(l) / 4
+                ),
+                FUSED_LOOP_SLOTS,
                 false,
             )
         };
         let made = gpu.scoped("creating the fused step's pipelines", || FusedKernels {
             step: step("fused_step", HEAD_DIAGONAL),
             step_full: step("fused_step_full", HEAD_FULL),
+            looped: None,
             grad: make(
                 gpu,
                 step_layout,
@@ -133,7 +161,30 @@ impl FusedKernels {
             ),
         });
         match made {
-            Ok(k) => Some(k),
+            Ok(mut k) => {
+                // The looped step needs more storage buffers than the rest, and workgroup
+                // memory for its invocations' sums of squares.
+                if l.max_storage_buffers_per_shader_stage < LOOP_STORAGE_BUFFERS
+                    || tiling.floats < tiling.workgroup
+                {
+                    log::info!(
+                        "{}: too few storage buffers ({} of {LOOP_STORAGE_BUFFERS}) for the looped training step",
+                        gpu.info.name,
+                        l.max_storage_buffers_per_shader_stage
+                    );
+                } else {
+                    match gpu.scoped("creating the looped step's pipelines", || {
+                        [
+                            looped("fused_loop", HEAD_DIAGONAL),
+                            looped("fused_loop_full", HEAD_FULL),
+                        ]
+                    }) {
+                        Ok(pair) => k.looped = Some(pair),
+                        Err(e) => log::warn!("the looped training step is unavailable: {e}"),
+                    }
+                }
+                Some(k)
+            }
             Err(e) => {
                 log::warn!(
                     "the fused training step is unavailable: {e}; using the layered kernels"
@@ -149,7 +200,9 @@ const HEAD_COMMON: &str = include_str!("../../../shaders/mixture_head_common.wgs
 const HEAD_DIAGONAL: &str = include_str!("../../../shaders/mixture_head.wgsl");
 const HEAD_FULL: &str = include_str!("../../../shaders/mixture_head_full.wgsl");
 const HEAD_KERNEL: &str = include_str!("../../../shaders/mixture_head_kernel.wgsl");
+const FUSED_TILE: &str = include_str!("../../../shaders/fused_tile.wgsl");
 const FUSED_STEP: &str = include_str!("../../../shaders/fused_step.wgsl");
+const FUSED_LOOP: &str = include_str!("../../../shaders/fused_loop.wgsl");
 
 /// fused_step's bindings: desc, params, order, x, y, partial, stats.
 const FUSED_STEP_SLOTS: &[Slot] = &[
@@ -160,6 +213,21 @@ const FUSED_STEP_SLOTS: &[Slot] = &[
     Slot::Read,
     Slot::ReadWrite,
     Slot::ReadWrite,
+];
+
+/// fused_loop's bindings: fused_step's, then m, v, lrs and the step records as words.
+const FUSED_LOOP_SLOTS: &[Slot] = &[
+    Slot::Read,
+    Slot::ReadWrite,
+    Slot::Read,
+    Slot::Read,
+    Slot::Read,
+    Slot::ReadWrite,
+    Slot::ReadWrite,
+    Slot::ReadWrite,
+    Slot::ReadWrite,
+    Slot::Read,
+    Slot::Read,
 ];
 
 /// Size of the `Step` uniform record (see `shaders/common.wgsl`).
@@ -269,6 +337,14 @@ impl Kernels {
     pub fn fused(&self, full: bool) -> &Kernel {
         let f = self.fused_kernels();
         if full { &f.step_full } else { &f.step }
+    }
+
+    /// The looped step for diagonal or full covariance, where the adapter has it.
+    pub fn looped(&self, full: bool) -> Option<&Kernel> {
+        self.fused
+            .as_ref()
+            .and_then(|f| f.looped.as_ref())
+            .map(|pair| &pair[usize::from(full)])
     }
 
     /// The fused step's gradient sum (see [`Kernels::fused`]).

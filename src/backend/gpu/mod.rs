@@ -83,6 +83,20 @@ fn weight_grad_slices(rows: usize) -> usize {
 /// readback between pieces).
 const BATCHES_PER_SUBMIT: usize = 512;
 
+/// By default the looped step trains batches of at most this many tiles (see
+/// `GpuBackend::loops_steps_of`).
+pub const LOOP_MAX_TILES: usize = 1;
+
+/// About how many dense-layer flops (per member) one dispatch of the looped step runs.
+pub const LOOP_FLOPS_PER_DISPATCH: f64 = 2e8;
+
+/// Steps a dispatch of the looped step runs for batches of `batch` rows of `arch`: about
+/// [`LOOP_FLOPS_PER_DISPATCH`] of work, from 1 to [`BATCHES_PER_SUBMIT`] steps.
+fn loop_steps_per_dispatch(arch: &Arch, batch: usize) -> usize {
+    let step = crate::bench::train_flops_per_row(arch) * batch.max(1) as f64;
+    ((LOOP_FLOPS_PER_DISPATCH / step) as usize).clamp(1, BATCHES_PER_SUBMIT)
+}
+
 /// The per-dispatch record of `shaders/common.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -117,7 +131,8 @@ struct StepUniform {
     norm_parts: u32,
     norm_first: u32,
     norm_stride: u32,
-    _pad: u32,
+    /// `fused_loop`: the steps one dispatch runs, this record's and the next ones'.
+    steps: u32,
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -166,8 +181,12 @@ pub enum GpuPath {
     /// it for the batch (`GpuBackend::fuses_steps_of`), else the layered kernels.
     #[default]
     Auto,
-    /// The fused step wherever the model fits a tile, whatever the adapter.
+    /// The fused step wherever the model fits a tile, whatever the adapter: two dispatches a
+    /// step, never the looped step.
     Fused,
+    /// The looped step wherever the model fits a tile and the adapter has the kernel: one
+    /// workgroup a network, many steps a dispatch, whatever the batch.
+    Loop,
     /// The layered kernels always: a dispatch per layer and pass (the fallback, kept
     /// selectable to compare the two and to test both).
     Layered,
@@ -182,10 +201,13 @@ pub struct GpuOptions {
     pub tile_rows: Option<usize>,
     /// Invocations per workgroup of the fused step.
     pub workgroup: Option<usize>,
+    /// Steps a dispatch of the looped step runs at most (else about
+    /// [`LOOP_FLOPS_PER_DISPATCH`] of work a dispatch).
+    pub loop_steps: Option<usize>,
 }
 
 impl GpuOptions {
-    /// The options `MDN_GPU_PATH` (`auto`, `fused` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
+    /// The options `MDN_GPU_PATH` (`auto`, `fused`, `loop` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
     /// and `MDN_GPU_WORKGROUP` (32, 64, 128 or 256) set, for comparing paths and tilings in
     /// `mdn bench` without rebuilding; the defaults when unset. A bad value is an error
     /// naming the variable.
@@ -193,10 +215,11 @@ impl GpuOptions {
         let path = match std::env::var("MDN_GPU_PATH").as_deref() {
             Err(_) | Ok("") | Ok("auto") => GpuPath::Auto,
             Ok("fused") => GpuPath::Fused,
+            Ok("loop") => GpuPath::Loop,
             Ok("layered") => GpuPath::Layered,
             Ok(other) => {
                 return Err(Error::config(format!(
-                    "MDN_GPU_PATH={other}: expected auto, fused or layered"
+                    "MDN_GPU_PATH={other}: expected auto, fused, loop or layered"
                 )));
             }
         };
@@ -211,6 +234,11 @@ impl GpuOptions {
                 "MDN_GPU_WORKGROUP",
                 |n| [32, 64, 128, 256].contains(&n),
                 "32, 64, 128 or 256",
+            )?,
+            loop_steps: count_from_env(
+                "MDN_GPU_LOOP_STEPS",
+                |n| (1..=BATCHES_PER_SUBMIT).contains(&n),
+                &format!("a number of steps from 1 to {BATCHES_PER_SUBMIT}"),
             )?,
         })
     }
@@ -354,8 +382,11 @@ struct Core {
     /// The chunk buffer the next streamed rows go to.
     next_chunk: usize,
     /// Dispatches per training step of the last batches encoded (`mdn bench` reports it;
-    /// every step of an epoch has the same).
-    dispatches_per_step: Option<usize>,
+    /// below 1 where the looped step runs many steps a dispatch).
+    dispatches_per_step: Option<f64>,
+    /// Steps the looped step's first dispatch of the epoch runs (from step record 0), when
+    /// the epoch's batches took the looped step.
+    looped: Option<usize>,
     /// The last submission reading each chunk buffer.
     chunk_busy: [Option<wgpu::SubmissionIndex>; 2],
 }
@@ -505,13 +536,21 @@ struct Groups {
 }
 
 /// Bind groups of the fused path: `fused_step` over each source of rows, `fused_grad`, and
-/// `adam` reading the fused sums of squares.
+/// `adam` reading the fused sums of squares; `fused_loop` over each source of training rows
+/// where the adapter has it.
 struct FusedGroups {
     train: wgpu::BindGroup,
     val: Option<wgpu::BindGroup>,
     chunk: [Option<wgpu::BindGroup>; 2],
     grad: wgpu::BindGroup,
     adam: wgpu::BindGroup,
+    looped: Option<LoopGroups>,
+}
+
+/// `fused_loop`'s bind groups: over the resident training rows and each streamed chunk.
+struct LoopGroups {
+    train: wgpu::BindGroup,
+    chunk: [Option<wgpu::BindGroup>; 2],
 }
 
 impl GpuBackend {
@@ -544,14 +583,39 @@ impl GpuBackend {
         match self.options.path {
             _ if self.kernels.fused.is_none() => None,
             GpuPath::Layered => None,
-            GpuPath::Auto | GpuPath::Fused => FusedPlan::new(arch, &self.kernels.tiling),
+            GpuPath::Auto | GpuPath::Fused | GpuPath::Loop => {
+                FusedPlan::new(arch, &self.kernels.tiling)
+            }
         }
     }
 
     /// Says in the log which path batches of `batch` rows take, and why (at `info`; a
     /// `warn` where `MDN_GPU_PATH=fused` asked for a path the model cannot take).
-    fn log_path(&self, run: &Run, batch: usize) {
+    fn log_path(&self, run: &Run, batch: usize, clip: bool) {
         let tiling = &self.kernels.tiling;
+        if let (Some(plan), Some(per)) = (run.fused(), self.loops_steps_of(run, batch, clip)) {
+            log::info!(
+                "GPU: looped training step, one workgroup of {} invocations a network running up to {per} steps a dispatch, tiles of up to {} rows ({} a batch of {batch})",
+                tiling.workgroup,
+                plan.tile_rows,
+                plan.tiles(batch),
+            );
+            return;
+        }
+        if let (GpuPath::Loop, Some(plan)) = (self.options.path, run.fused()) {
+            let why = match self.kernels.looped(false) {
+                None => format!(
+                    "the adapter cannot run the looped step (it needs {} storage buffers a stage)",
+                    kernels::LOOP_STORAGE_BUFFERS
+                ),
+                Some(_) => format!(
+                    "a step passes {} barriers, more than the {} a dispatch this adapter is given",
+                    plan.loop_barriers_per_step(batch, clip, tiling.workgroup),
+                    tiling.loop_max_barriers.unwrap_or(0)
+                ),
+            };
+            log::warn!("MDN_GPU_PATH=loop, but {why}; using the fused step");
+        }
         if let Some(plan) = run.fused() {
             log::info!(
                 "GPU: fused training step, tiles of up to {} rows ({} workgroup{} a batch of {batch}), {} invocations each",
@@ -582,8 +646,15 @@ impl GpuBackend {
                 fused::PARTIAL_BUDGET_BYTES >> 20
             ),
         };
-        if self.options.path == GpuPath::Fused {
-            log::warn!("MDN_GPU_PATH=fused, but the layered kernels train this model: {why}");
+        if matches!(self.options.path, GpuPath::Fused | GpuPath::Loop) {
+            log::warn!(
+                "MDN_GPU_PATH={}, but the layered kernels train this model: {why}",
+                if self.options.path == GpuPath::Fused {
+                    "fused"
+                } else {
+                    "loop"
+                }
+            );
         } else {
             log::info!("GPU: layered kernels (a dispatch per layer and pass): {why}");
         }
@@ -594,12 +665,40 @@ impl GpuBackend {
     /// adapter) larger steps take the layered path, unless `GpuPath::Fused` asks.
     fn fuses_steps_of(&self, arch: &Arch, batch: usize) -> bool {
         let flops = crate::bench::train_flops_per_row(arch) * batch as f64;
-        self.options.path == GpuPath::Fused
+        matches!(self.options.path, GpuPath::Fused | GpuPath::Loop)
             || self
                 .kernels
                 .tiling
                 .fused_max_step_flops
                 .is_none_or(|most| flops <= most)
+    }
+
+    /// Whether this run's steps of `batch` rows take the looped step, and if so how many
+    /// steps a dispatch runs: where the run is on the fused path and the adapter has the
+    /// looped kernel, always with `MDN_GPU_PATH=loop`, never with `fused`, and by default
+    /// where a batch is one tile (the fused step is then one workgroup and a gradient
+    /// dispatch a step; the looped step is the same work without the dispatches). A dispatch
+    /// runs as many steps as make about [`LOOP_FLOPS_PER_DISPATCH`], so that no dispatch runs
+    /// long enough for a display driver's watchdog, and on a CPU adapter no more than
+    /// `Tiling::loop_max_barriers` barriers (where one step passes more, the fused step
+    /// trains it).
+    fn loops_steps_of(&self, run: &Run, batch: usize, clip: bool) -> Option<usize> {
+        let plan = run.fused()?;
+        self.kernels.looped(false)?;
+        let wanted = match self.options.path {
+            GpuPath::Loop => true,
+            GpuPath::Auto => plan.tiles(batch) <= LOOP_MAX_TILES,
+            GpuPath::Fused | GpuPath::Layered => false,
+        };
+        let tiling = &self.kernels.tiling;
+        let by_barriers = match tiling.loop_max_barriers {
+            Some(most) => most / plan.loop_barriers_per_step(batch, clip, tiling.workgroup),
+            None => usize::MAX,
+        };
+        let per = loop_steps_per_dispatch(&run.arch, batch)
+            .min(by_barriers)
+            .min(self.options.loop_steps.unwrap_or(usize::MAX));
+        (wanted && per > 0).then_some(per)
     }
 
     /// The open device.
@@ -608,8 +707,7 @@ impl GpuBackend {
     }
 
     fn stride(&self) -> u64 {
-        STEP_BYTES
-            .next_multiple_of((self.gpu.limits.min_uniform_buffer_offset_alignment as u64).max(1))
+        kernels::step_stride(&self.gpu.limits)
     }
 
     /// A run of `arch` from `params` on `train` (and `val`), with work buffers for `cap` rows
@@ -803,6 +901,7 @@ impl GpuBackend {
                 },
                 next_chunk: 0,
                 dispatches_per_step: None,
+                looped: None,
                 chunk_busy: [None, None],
                 n_params: n,
                 layers,
@@ -832,7 +931,10 @@ impl GpuBackend {
             g.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("step records"),
                 size: steps as u64 * self.stride(),
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                // Also read as words by `fused_loop`, which runs many steps a dispatch.
+                usage: wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }),
             steps,
@@ -1015,6 +1117,26 @@ impl GpuBackend {
                         "fused adam",
                         &[&r.params, &r.grad, &r.m, &r.v, partial, &r.lrs],
                     ),
+                    looped: k.looped(full).map(|kernel| {
+                        let bind = |label: &str, d: &DeviceData| {
+                            kernel.bind(
+                                g,
+                                label,
+                                &[
+                                    &r.desc, &r.params, &d.order, &d.x, &d.y, partial, stats, &r.m,
+                                    &r.v, &r.lrs, steps,
+                                ],
+                            )
+                        };
+                        LoopGroups {
+                            train: bind("looped step train", &r.train),
+                            chunk: [0, 1].map(|c| {
+                                r.chunks
+                                    .as_ref()
+                                    .map(|(bufs, _)| bind("looped step chunk", &bufs[c]))
+                            }),
+                        }
+                    }),
                 }
             }),
             step: g.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -1152,6 +1274,25 @@ impl Encoder<'_> {
                 self.dispatch_1d(&k.adam, &g.adam, div_ceil(run.n_params, 64));
             }
         }
+    }
+
+    /// The looped step: one dispatch, one workgroup a member, running the steps the record in
+    /// place says (`steps`), from the resident training rows (`chunk` None) or a streamed
+    /// chunk buffer.
+    fn loop_steps(&mut self, k: &Kernels, g: &Groups, chunk: Option<usize>) {
+        let kernel = k
+            .looped(g.full_covariance)
+            .expect("the looped path only where its kernel exists");
+        let groups = g
+            .fused
+            .as_ref()
+            .and_then(|f| f.looped.as_ref())
+            .expect("the looped path only with fused work buffers");
+        let source = match chunk {
+            Some(c) => groups.chunk[c].as_ref().expect("a streamed run"),
+            None => &groups.train,
+        };
+        self.dispatch(kernel, source, 1, 1);
     }
 
     /// Backward through every layer into the gradient buffer.
@@ -1681,7 +1822,7 @@ impl TrainRun for GpuRun<'_> {
         self.profile_kernels(reps).map(Some)
     }
 
-    fn dispatches_per_step(&self) -> Option<usize> {
+    fn dispatches_per_step(&self) -> Option<f64> {
         self.run.dispatches_per_step
     }
 }
@@ -1694,7 +1835,7 @@ impl MembersRun for GpuMembers<'_> {
         self.0.run.members
     }
 
-    fn dispatches_per_step(&self) -> Option<usize> {
+    fn dispatches_per_step(&self) -> Option<f64> {
         self.0.run.dispatches_per_step
     }
 
@@ -1826,7 +1967,13 @@ impl GpuRun<'_> {
         let groups = &run.bound.groups;
         let k = &b.kernels;
         let clip = self.clip;
-        let kernels: Vec<&Kernel> = if run.fused().is_some() {
+        let looped = run.looped.and_then(|steps| {
+            k.looped(groups.full_covariance)
+                .map(|kernel| (kernel, steps.max(1)))
+        });
+        let kernels: Vec<&Kernel> = if let Some((kernel, _)) = looped {
+            vec![kernel]
+        } else if run.fused().is_some() {
             let mut v = vec![k.fused(groups.full_covariance), k.fused_grad()];
             if clip {
                 v.push(&k.adam);
@@ -1851,8 +1998,11 @@ impl GpuRun<'_> {
         };
         let names: Vec<Option<&'static str>> =
             kernels.iter().map(|k| Some(k.name)).chain([None]).collect();
-        // Step record 0 is the epoch's first batch: a full one.
+        // Step record 0 is the epoch's first batch: a full one. A dispatch of the looped step
+        // runs `steps` steps: as many dispatches as make at least `reps` steps.
         let rows = self.first_batch_rows;
+        let steps = looped.map_or(1, |(_, steps)| steps);
+        let reps = reps.div_ceil(steps);
         let mut out = Vec::new();
         for only in names {
             let started = std::time::Instant::now();
@@ -1863,7 +2013,10 @@ impl GpuRun<'_> {
                     p.only = only;
                     for _ in 0..reps {
                         p.step(groups, 0, b.stride());
-                        p.train_step(k, run, groups, None, rows, clip);
+                        match looped {
+                            Some(_) => p.loop_steps(k, groups, None),
+                            None => p.train_step(k, run, groups, None, rows, clip),
+                        }
                     }
                 }
                 b.gpu.queue.submit([enc.finish()]);
@@ -1876,7 +2029,7 @@ impl GpuRun<'_> {
                 })?;
             out.push((
                 only.unwrap_or("whole step").to_string(),
-                started.elapsed().as_secs_f64() / reps as f64,
+                started.elapsed().as_secs_f64() / (reps * steps) as f64,
             ));
         }
         Ok(out)
@@ -2006,7 +2159,7 @@ impl GpuBackend {
             let cap = cap.max(run.work.cap);
             let fused = plan.map(|p| (p, b));
             run.work = Work::new(&self.gpu, &run.arch, cap, run.members, fused)?;
-            self.log_path(run, b);
+            self.log_path(run, b, cfg.clip_norm > 0.0);
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
@@ -2136,6 +2289,15 @@ impl GpuBackend {
                 }
             })
             .collect();
+        // The looped step: `per` steps a dispatch, the first record of each dispatch saying
+        // how many.
+        let looped = self.loops_steps_of(run, b, cfg.clip_norm > 0.0);
+        let mut records = records;
+        if let Some(per) = looped {
+            for i in (0..count).step_by(per) {
+                records[i].steps = per.min(count - i) as u32;
+            }
+        }
         self.write_steps(run, first, &records);
         let stride = self.stride();
         let k = &self.kernels;
@@ -2150,8 +2312,17 @@ impl GpuBackend {
                     p.members = run.members as u32;
                     for &i in piece {
                         let n = records[i].rows as usize;
-                        p.step(groups, first + i, stride);
-                        p.train_step(k, run, groups, chunk, n, cfg.clip_norm > 0.0);
+                        match looped {
+                            Some(_) if records[i].steps == 0 => {}
+                            Some(_) => {
+                                p.step(groups, first + i, stride);
+                                p.loop_steps(k, groups, chunk);
+                            }
+                            None => {
+                                p.step(groups, first + i, stride);
+                                p.train_step(k, run, groups, chunk, n, cfg.clip_norm > 0.0);
+                            }
+                        }
                     }
                     dispatches += p.dispatches;
                 }
@@ -2159,7 +2330,10 @@ impl GpuBackend {
             }
             last
         })?;
-        run.dispatches_per_step = Some(dispatches / count.max(1));
+        if first == 0 {
+            run.looped = looped.map(|per| per.min(count));
+        }
+        run.dispatches_per_step = Some(dispatches as f64 / count.max(1) as f64);
         run.epoch.as_mut().expect("checked").done_rows += rows;
         Ok(last)
     }
