@@ -347,6 +347,25 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
     // carried along, their results ignored). Each member must be exactly the model its seed
     // gives alone on the same device: parameters, history, best epoch and stop reason.
     let Some(mut gpu) = gpu_backend() else { return };
+    members_are_the_single_runs_of_their_seeds(gpu.as_mut());
+}
+
+#[test]
+fn looped_ensemble_members_are_the_single_runs_of_their_seeds() {
+    // The same with the looped step: a workgroup a member, the members stopped early
+    // returning at once from every dispatch.
+    let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+        path: mdn::backend::GpuPath::Loop,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    members_are_the_single_runs_of_their_seeds(&mut gpu);
+}
+
+/// Three members trained together on `gpu` and each member's seed trained alone give the
+/// same bits.
+fn members_are_the_single_runs_of_their_seeds(gpu: &mut dyn mdn::backend::Backend) {
     let data = asset("bishop.csv");
     let rows: Vec<usize> = (0..883).collect();
     let (tr, val) = split_validation(&data.subset(&rows), 100.0 / 883.0, 9).unwrap();
@@ -367,7 +386,7 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
     let seeds = [3u64, 4, 5];
     let mut notes = Vec::new();
     let members = mdn::train::train_members(
-        gpu.as_mut(),
+        gpu,
         &tr,
         Some(&val),
         &opts,
@@ -381,7 +400,7 @@ fn ensemble_members_trained_together_are_the_single_runs_of_their_seeds() {
     let mut epochs = Vec::new();
     for (member, &seed) in members.iter().zip(&seeds) {
         let single = train(
-            gpu.as_mut(),
+            &mut *gpu,
             &tr,
             Some(&val),
             &TrainOptions {
@@ -639,31 +658,40 @@ fn looped_steps_give_the_fused_steps_bits() {
 fn a_looped_dispatch_of_many_barriers_lost_its_last_steps_on_lavapipe() {
     // Regression: lavapipe (Mesa 22.3.6) stopped a workgroup after about 2,000 barriers in
     // one dispatch, so with one-row tiles (10 barriers a tile, 50 tiles a step) only the
-    // first 4 of an epoch's 16 steps ran: the later steps' loss sums stayed 0 and their
-    // updates were lost, with no error. On a CPU adapter a dispatch now passes at most
-    // `CPU_LOOP_MAX_BARRIERS` (here 2 steps a dispatch); the epochs give the fused step's bits.
+    // first 4 of an epoch's 16 steps ran (here: 20 tiles a step, 9 of 40): the later steps' loss sums stayed 0 and their
+    // updates were lost, with no error. So did the shipped example's network (one tile a
+    // step) after 100-110 steps. On a CPU adapter a dispatch now passes at most
+    // `CPU_LOOP_MAX_BARRIERS`; the epochs give the fused step's bits.
     use mdn::backend::{GpuOptions, GpuPath};
-    let with = |path| {
-        common::gpu_with(GpuOptions {
-            tile_rows: Some(1),
-            path,
-            ..Default::default()
-        })
-    };
-    let (Some(mut fused), Some(mut looped)) = (with(GpuPath::Fused), with(GpuPath::Loop)) else {
-        return;
-    };
-    let c = common::random_case(3, &[5, 7], mdn::layout::Activation::Tanh, 3, 3, 800, 7);
-    let val = common::random_case(3, &[5, 7], mdn::layout::Activation::Tanh, 3, 3, 50, 8);
-    let cfg = StepConfig {
-        batch_size: 50,
-        ..StepConfig::default()
-    };
-    let (want, want_p, _) = common::suite::three_epochs(&mut fused, &c, &val, &cfg);
-    let (got, got_p, d) = common::suite::three_epochs(&mut looped, &c, &val, &cfg);
-    assert!(d.unwrap() < 1.0, "looped: {d:?}");
-    assert_eq!(want, got, "NLL trajectory");
-    assert!(want_p == got_p, "parameters differ");
+    use mdn::layout::Activation;
+    for (tile_rows, inputs, hidden, k, d, rows, batch) in [
+        (1, 3, vec![5, 7], 3, 3, 800, 20),
+        (64, 1, vec![64], 5, 1, 3600, 32),
+    ] {
+        let with = |path| {
+            common::gpu_with(GpuOptions {
+                tile_rows: Some(tile_rows),
+                path,
+                ..Default::default()
+            })
+        };
+        let (Some(mut fused), Some(mut looped)) = (with(GpuPath::Fused), with(GpuPath::Loop))
+        else {
+            return;
+        };
+        let c = common::random_case(inputs, &hidden, Activation::Tanh, k, d, rows, 7);
+        let val = common::random_case(inputs, &hidden, Activation::Tanh, k, d, 50, 8);
+        let cfg = StepConfig {
+            batch_size: batch,
+            ..StepConfig::default()
+        };
+        let what = format!("hidden {hidden:?}, {tile_rows}-row tiles, batch {batch}");
+        let (want, want_p, _) = common::suite::three_epochs(&mut fused, &c, &val, &cfg);
+        let (got, got_p, d) = common::suite::three_epochs(&mut looped, &c, &val, &cfg);
+        assert!(d.unwrap() < 1.0, "looped, {what}: {d:?}");
+        assert_eq!(want, got, "NLL trajectory, {what}");
+        assert!(want_p == got_p, "parameters differ, {what}");
+    }
 }
 
 #[test]
@@ -680,19 +708,25 @@ fn looped_steps_clip_the_gradient_as_the_cpu_does() {
 }
 
 #[test]
-fn batches_of_one_tile_take_the_looped_step_by_default() {
-    // The default path: a batch of one tile loops (one dispatch for an epoch's steps), a
-    // larger batch takes the fused step's two dispatches.
+fn batches_of_one_tile_take_the_looped_step_by_default_on_a_gpu() {
+    // The default path: on a GPU a batch of one tile loops (one dispatch for an epoch's
+    // steps) and a larger batch takes the fused step's two dispatches; a CPU adapter
+    // (lavapipe) takes the fused step for both.
     let Some(mut gpu) = common::gpu() else {
         return;
     };
     let c = common::random_case(1, &[16], mdn::layout::Activation::Tanh, 3, 1, 300, 3);
     let val = common::random_case(1, &[16], mdn::layout::Activation::Tanh, 3, 1, 50, 4);
     let tile = gpu.fused_plan(&c.arch).expect("fits a tile").tile_rows;
-    for (batch, want) in [
-        (tile, 1.0 / 300usize.div_ceil(tile) as f64),
-        (tile + 1, 2.0),
-    ] {
+    let loops = gpu.tiling().loop_max_tiles > 0;
+    let cpu = gpu.gpu().info.device_type == wgpu::DeviceType::Cpu;
+    assert_eq!(loops, !cpu, "{:?}", gpu.tiling());
+    let one_tile = if loops {
+        1.0 / 300usize.div_ceil(tile) as f64
+    } else {
+        2.0
+    };
+    for (batch, want) in [(tile, one_tile), (tile + 1, 2.0)] {
         let cfg = StepConfig {
             batch_size: batch,
             ..StepConfig::default()

@@ -89,6 +89,25 @@ fn streamed_from_npy_equals_in_memory_on_the_gpu_with_small_device_chunks() {
     let Some(mut gpu) = common::gpu_backend() else {
         return;
     };
+    streamed_from_npy_equals_in_memory(gpu.as_mut());
+}
+
+#[test]
+fn the_looped_step_streams_as_it_trains_in_memory() {
+    // The looped step reads each chunk buffer through its own bind group, steps from the
+    // chunk's records.
+    let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+        path: mdn::backend::GpuPath::Loop,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    streamed_from_npy_equals_in_memory(&mut gpu);
+}
+
+/// The bishop data streamed from a `.npy` file 512 rows at a time trains the model the
+/// in-memory run on `gpu` trains.
+fn streamed_from_npy_equals_in_memory(gpu: &mut dyn mdn::backend::Backend) {
     let dir = tempfile::tempdir().unwrap();
     let data = asset("bishop.csv");
     let path = dir.path().join("b.npy");
@@ -103,14 +122,14 @@ fn streamed_from_npy_equals_in_memory_on_the_gpu_with_small_device_chunks() {
     w.finish().unwrap();
     let o = opts(2, 64);
     let (tr, val) = split_validation(&data, 0.1, o.seed).unwrap();
-    let a = train(gpu.as_mut(), &tr, val.as_ref(), &o, &mut |_| true).unwrap();
+    let a = train(gpu, &tr, val.as_ref(), &o, &mut |_| true).unwrap();
     // The GPU receives the epoch 512 rows at a time, alternating between its two chunk buffers.
     let mut source = NpySource::open(&path, &ColumnChoice::Default).unwrap();
     let s = StreamOptions {
         device_chunk_rows: Some(512),
         ..whole(0.1)
     };
-    let b = train_stream(gpu.as_mut(), &mut source, None, &s, &o, &mut |_| true).unwrap();
+    let b = train_stream(gpu, &mut source, None, &s, &o, &mut |_| true).unwrap();
     assert_eq!(
         a.params, b.params,
         "streamed and in-memory GPU models differ"

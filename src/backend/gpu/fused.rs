@@ -53,14 +53,30 @@ pub struct Tiling {
     /// The most workgroup barriers one dispatch of the looped step may pass (on a CPU
     /// adapter); `None`: no bound. See [`CPU_LOOP_MAX_BARRIERS`].
     pub loop_max_barriers: Option<usize>,
+    /// By default batches of at most this many tiles take the looped step
+    /// ([`GPU_LOOP_MAX_TILES`] on a GPU; 0 on a CPU adapter, where it is no faster: lavapipe
+    /// spends a one-tile step's time in the arithmetic, not in its two dispatches).
+    pub loop_max_tiles: usize,
 }
 
-/// On a CPU adapter a dispatch of the looped step passes at most this many barriers.
-/// lavapipe (Mesa 22.3.6) silently stops a workgroup after about 2,000 barriers in one
-/// dispatch: its later steps never ran (their statistics stayed 0 and the parameters missed
-/// their updates; between 2,008 and 2,112 barriers in our measurements, whatever the
-/// workgroup size or the work between barriers). Half that leaves a margin.
+/// On a CPU adapter a dispatch of the looped step passes at most this many barriers, as
+/// `FusedPlan::loop_barriers_per_step` counts them. lavapipe (Mesa 22.3.6) silently stops a
+/// workgroup after a dispatch has gone through some 2,000 of its barriers: the later steps
+/// never ran (their loss sums stayed 0, their updates were lost). Measured: one-row tiles of
+/// a 2- and a 3-layer network stopped after 250 and 200 tiles, one tile a step of the
+/// shipped example's network after 100-110 steps; all three fit a limit of 2,048 with a
+/// step's own part worth about 12 barriers, which `loop_barriers_per_step` counts as 16.
+/// Half of 2,048 leaves a margin.
 pub const CPU_LOOP_MAX_BARRIERS: usize = 1024;
+
+/// What a step of the looped step costs in `CPU_LOOP_MAX_BARRIERS`'s count beyond its tiles'
+/// barriers (see there).
+const LOOP_STEP_BARRIERS: usize = 16;
+
+/// By default (`GpuPath::Auto`) a GPU takes the looped step for batches of at most this
+/// many tiles: one, where the fused step would be one workgroup and a gradient dispatch a
+/// step.
+pub const GPU_LOOP_MAX_TILES: usize = 1;
 
 /// On a CPU adapter (lavapipe) the fused step pays off only for small steps: it saves the
 /// layered path's 13-20 dispatches of about 0.03-0.05 ms each, but lavapipe runs its
@@ -99,6 +115,7 @@ impl Tiling {
                 / 4) as usize,
             fused_max_step_flops: cpu.then_some(CPU_FUSED_MAX_STEP_FLOPS),
             loop_max_barriers: cpu.then_some(CPU_LOOP_MAX_BARRIERS),
+            loop_max_tiles: if cpu { 0 } else { GPU_LOOP_MAX_TILES },
         }
     }
 }
@@ -193,8 +210,9 @@ impl FusedPlan {
 
     /// Workgroup barriers one step of `rows` rows passes in `shaders/fused_loop.wgsl`:
     /// `tile_pass`'s 3 L + 1 a tile (L dense layers, the head's included: the gather, each
-    /// layer forward, the head, and two a layer back but one for the first), two storage
-    /// barriers a step, and with clipping the tree over `workgroup` invocations and two more.
+    /// layer forward, the head, and two a layer back but one for the first), what a step
+    /// itself costs on lavapipe (two storage barriers, counted as [`LOOP_STEP_BARRIERS`]),
+    /// and with clipping the tree over `workgroup` invocations and two more.
     pub fn loop_barriers_per_step(&self, rows: usize, clip: bool, workgroup: usize) -> usize {
         let layers = self.desc[0] as usize;
         let tree = if clip {
@@ -202,7 +220,7 @@ impl FusedPlan {
         } else {
             0
         };
-        self.tiles(rows) * (3 * layers + 1) + 2 + tree
+        self.tiles(rows) * (3 * layers + 1) + LOOP_STEP_BARRIERS + tree
     }
 
     /// Tiles of a batch of `rows` rows.
@@ -244,6 +262,7 @@ mod tests {
             floats,
             fused_max_step_flops: None,
             loop_max_barriers: None,
+            loop_max_tiles: 1,
         };
         let b = Arch::new(16, vec![64, 64], Activation::Relu, 5, 2).unwrap();
         assert_eq!(
@@ -301,6 +320,7 @@ mod tests {
                 floats: 4096,
                 fused_max_step_flops: None,
                 loop_max_barriers: None,
+                loop_max_tiles: 1,
             },
         )
         .unwrap();

@@ -83,10 +83,6 @@ fn weight_grad_slices(rows: usize) -> usize {
 /// readback between pieces).
 const BATCHES_PER_SUBMIT: usize = 512;
 
-/// By default the looped step trains batches of at most this many tiles (see
-/// `GpuBackend::loops_steps_of`).
-pub const LOOP_MAX_TILES: usize = 1;
-
 /// About how many dense-layer flops (per member) one dispatch of the looped step runs.
 pub const LOOP_FLOPS_PER_DISPATCH: f64 = 2e8;
 
@@ -676,8 +672,9 @@ impl GpuBackend {
     /// Whether this run's steps of `batch` rows take the looped step, and if so how many
     /// steps a dispatch runs: where the run is on the fused path and the adapter has the
     /// looped kernel, always with `MDN_GPU_PATH=loop`, never with `fused`, and by default
-    /// where a batch is one tile (the fused step is then one workgroup and a gradient
-    /// dispatch a step; the looped step is the same work without the dispatches). A dispatch
+    /// where a batch is at most `Tiling::loop_max_tiles` tiles (on a GPU one: the fused step
+    /// is then one workgroup and a gradient dispatch a step, and the looped step the same
+    /// work without the dispatches; never on a CPU adapter). A dispatch
     /// runs as many steps as make about [`LOOP_FLOPS_PER_DISPATCH`], so that no dispatch runs
     /// long enough for a display driver's watchdog, and on a CPU adapter no more than
     /// `Tiling::loop_max_barriers` barriers (where one step passes more, the fused step
@@ -687,7 +684,7 @@ impl GpuBackend {
         self.kernels.looped(false)?;
         let wanted = match self.options.path {
             GpuPath::Loop => true,
-            GpuPath::Auto => plan.tiles(batch) <= LOOP_MAX_TILES,
+            GpuPath::Auto => plan.tiles(batch) <= self.kernels.tiling.loop_max_tiles,
             GpuPath::Fused | GpuPath::Layered => false,
         };
         let tiling = &self.kernels.tiling;
@@ -699,6 +696,11 @@ impl GpuBackend {
             .min(by_barriers)
             .min(self.options.loop_steps.unwrap_or(usize::MAX));
         (wanted && per > 0).then_some(per)
+    }
+
+    /// How the fused and looped steps are laid out on this adapter.
+    pub fn tiling(&self) -> &Tiling {
+        &self.kernels.tiling
     }
 
     /// The open device.
