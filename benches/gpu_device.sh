@@ -4,8 +4,9 @@
 # $OUT (the device tool brings them back) and prints a summary at the end:
 #  1. mdn devices, mdn check --device gpu (parity with the CPU, kernel by kernel);
 #  2. the GPU suites on the GPU (fused and layered paths, ensembles, streaming);
-#  3. mdn bench --devices gpu,cpu --threads 16 --ensemble 5 (fused), the same on the layered
-#     path for the before/after, and a sweep of the fused tiling (rows a tile, workgroup);
+#  3. mdn bench --devices gpu,cpu --threads 16 --ensemble 5 (fused, and config a32 looped),
+#     the same on the layered path for the before/after, the looped step against the fused
+#     step (small batches, 32-network ensembles), and a sweep of the fused tiling;
 #  4. wider models (hidden 64,64 / 256,256 / 1024) fused against layered;
 #  5. the JAX (jit + scan) and PyTorch CUDA peers on the same configs;
 #  6. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
@@ -49,11 +50,24 @@ for t in backend_gpu backend_gpu_layered ensemble streaming; do
     echo "$t: exit $? $(grep 'test result' "$OUT/test_$t.txt")"
 done
 step bench fused; timeout 200 $M bench --devices $G,cpu --threads 16 --ensemble 5 $ROWS \
+    --config a,a4096,a32,b256,b \
     > "$OUT/bench_fused.txt" 2>&1; cat "$OUT/bench_fused.txt" | grep -v '^config .* on .*: [0-9]* rows'
 step bench layered; MDN_GPU_PATH=layered timeout 60 $M bench --devices $G --config a,a4096,b256,b $ROWS \
     > "$OUT/bench_layered.txt" 2>&1; grep -E '^(a|b)' "$OUT/bench_layered.txt"
+step looped against fused
+# Which path should small batches and many-network ensembles take? (rows/s counts every
+# member's rows; dispatches a step below 1 is the looped step.)
+summ='import json,sys; print(" ".join("%s x%d %.3gM (%.3g dispatches a step)" % (r["config"], r["members"], r["rows_per_sec"]/1e6, r["dispatches_per_step"] or 0) for r in json.load(sys.stdin)["results"]))'
+for p in fused loop; do
+    line=$(MDN_GPU_PATH=$p timeout 60 $M bench --devices $G --config a32,a,b256 --rows $SWEEP_ROWS --epochs 3 \
+        --json 2>/dev/null | python3 2>/dev/null -c "$summ")
+    echo "$p: $line" | tee -a "$OUT/looped.txt"
+    line=$(MDN_GPU_PATH=$p timeout 60 $M bench --devices $G --config a32,a --ensemble 32 --rows $SWEEP_ROWS \
+        --epochs 3 --json 2>/dev/null | python3 2>/dev/null -c "$summ")
+    echo "$p, 32 networks: $line" | tee -a "$OUT/looped.txt"
+done
 step tiling sweep
-for wg in 64 256; do for r in 8 16 32 64; do
+for wg in 64 256; do for r in 16 32; do
     line=$(MDN_GPU_PATH=fused MDN_GPU_WORKGROUP=$wg MDN_GPU_TILE_ROWS=$r timeout 40 $M bench \
         --devices $G --config a,b256,b --rows $SWEEP_ROWS --epochs 3 --json 2>/dev/null |
         python3 2>/dev/null -c 'import json,sys; print(" ".join("%s %.3gM" % (r["config"], r["rows_per_sec"]/1e6) for r in json.load(sys.stdin)["results"]))')

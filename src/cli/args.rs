@@ -452,8 +452,8 @@ pub struct GenerateArgs {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows, 5 epochs), a4096 (the same at
-    /// batch 4096), b (d=16, D=2, hidden 64,64, batch 4096, 1M rows, 2 epochs), b256 (the same
+    /// Configurations: a (d=1, hidden 64, batch 256, 100k rows, 5 epochs), a4096 and a32 (the
+    /// same at batch 4096 and 32), b (d=16, D=2, hidden 64,64, batch 4096, 1M rows, 2 epochs), b256 (the same
     /// at batch 256), c (d=1, D=3 correlated, full covariance, K=3, hidden 64, batch 1024, 200k
     /// rows, 3 epochs), cdiag (the same with diagonal covariance)
     #[arg(long, value_delimiter = ',', default_value = "a,a4096,b256,b")]

@@ -37,7 +37,8 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
         s.push_str(&format!(
             "{kind:<9} {} ({}, {}), driver {} {}\n          max storage binding {} MiB, max buffer {} MiB, \
              workgroups/dim {}, invocations/workgroup {}, storage buffers/stage {}, subgroup size {}..{}, \
-             workgroup memory {} KiB\n          fused training step: {} invocations a workgroup, up to {} rows a tile in {} KiB{}\n",
+             workgroup memory {} KiB\n          fused training step: {} invocations a workgroup, up to {} rows a tile in {} KiB{}\n          \
+             looped training step (a workgroup a network, many steps a dispatch): {}\n",
             ad.name,
             ad.backend,
             ad.device_type,
@@ -56,6 +57,15 @@ pub fn devices(a: DevicesArgs) -> Result<()> {
             (ad.fused_tile_floats * 4) >> 10,
             ad.fused_max_step_mflop
                 .map(|m| format!(", for steps of at most {m} MFLOP (larger ones: the layered kernels)"))
+                .unwrap_or_default(),
+            match (ad.looped_step, ad.loop_max_tiles) {
+                (false, _) => "unavailable (too few storage buffers a stage)".to_string(),
+                (true, 0) => "only with MDN_GPU_PATH=loop".to_string(),
+                (true, 1) => "batches of one tile".to_string(),
+                (true, n) => format!("batches of up to {n} tiles"),
+            } + &ad
+                .loop_max_barriers
+                .map(|b| format!(", at most {b} barriers a dispatch"))
                 .unwrap_or_default(),
         ));
     }

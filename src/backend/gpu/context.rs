@@ -58,6 +58,12 @@ pub struct AdapterSummary {
     /// The most dense-layer MFLOP a fused step may have on this adapter (a CPU adapter);
     /// `None`: any.
     pub fused_max_step_mflop: Option<f64>,
+    /// Whether the adapter can run the looped step (enough storage buffers a stage), by
+    /// default for batches of at most how many tiles (0: only with `MDN_GPU_PATH=loop`), and
+    /// the most barriers a dispatch of it may pass (`None`: no bound).
+    pub looped_step: bool,
+    pub loop_max_tiles: usize,
+    pub loop_max_barriers: Option<usize>,
 }
 
 impl AdapterSummary {
@@ -125,6 +131,9 @@ fn summary(a: &wgpu::Adapter) -> AdapterSummary {
         fused_max_tile_rows: tiling.max_rows,
         fused_tile_floats: tiling.floats,
         fused_max_step_mflop: tiling.fused_max_step_flops.map(|f| f / 1e6),
+        looped_step: l.max_storage_buffers_per_shader_stage >= super::kernels::LOOP_STORAGE_BUFFERS,
+        loop_max_tiles: tiling.loop_max_tiles,
+        loop_max_barriers: tiling.loop_max_barriers,
     }
 }
 
