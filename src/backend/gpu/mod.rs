@@ -8,7 +8,15 @@
 //! Adam's bias corrections) are 112-byte `Step` records in one uniform buffer, selected with a
 //! dynamic offset.
 //!
-//! A training step takes one of two paths, side by side here:
+//! A training step takes one of three paths, side by side here:
+//! - **Looped** (`shaders/fused_loop.wgsl`): on a GPU for batches of one tile (any batch with
+//!   `GpuPath::Loop`), where the adapter has the 11 storage buffers a stage it binds. One
+//!   workgroup trains one network (each ensemble member its own) through many steps in one
+//!   dispatch: the fused step's tile arithmetic (`shaders/fused_tile.wgsl`) for each tile,
+//!   then the tiles' sum and Adam in the same workgroup, so no step waits on a dispatch. It
+//!   reads each step's values from the step records bound as storage. As many steps a
+//!   dispatch as make about `LOOP_FLOPS_PER_DISPATCH` (and, on lavapipe, at most 1,024
+//!   barriers: see `fused::CPU_LOOP_MAX_BARRIERS`).
 //! - **Fused** (`fused.rs`, `shaders/fused_step.wgsl`, `shaders/fused_grad.wgsl`): wherever
 //!   the model's activations fit a tile of rows in workgroup memory. `fused_step` takes each
 //!   tile through gather, forward, head and backward in one workgroup and writes the tile's
@@ -604,6 +612,16 @@ impl GpuBackend {
                     "the adapter cannot run the looped step (it needs {} storage buffers a stage)",
                     kernels::LOOP_STORAGE_BUFFERS
                 ),
+                Some(_)
+                    if run
+                        .bound
+                        .groups
+                        .fused
+                        .as_ref()
+                        .is_some_and(|f| f.looped.is_none()) =>
+                {
+                    "an epoch's step records are larger than a storage binding".to_string()
+                }
                 Some(_) => format!(
                     "a step passes {} barriers, more than the {} a dispatch this adapter is given",
                     plan.loop_barriers_per_step(batch, clip, tiling.workgroup),
@@ -681,7 +699,9 @@ impl GpuBackend {
     /// trains it).
     fn loops_steps_of(&self, run: &Run, batch: usize, clip: bool) -> Option<usize> {
         let plan = run.fused()?;
-        self.kernels.looped(false)?;
+        // The looped step's bind groups exist where the adapter has its kernel and can bind
+        // the step records as storage.
+        run.bound.groups.fused.as_ref()?.looped.as_ref()?;
         let wanted = match self.options.path {
             GpuPath::Loop => true,
             GpuPath::Auto => plan.tiles(batch) <= self.kernels.tiling.loop_max_tiles,
@@ -1119,26 +1139,30 @@ impl GpuBackend {
                         "fused adam",
                         &[&r.params, &r.grad, &r.m, &r.v, partial, &r.lrs],
                     ),
-                    looped: k.looped(full).map(|kernel| {
-                        let bind = |label: &str, d: &DeviceData| {
-                            kernel.bind(
-                                g,
-                                label,
-                                &[
-                                    &r.desc, &r.params, &d.order, &d.x, &d.y, partial, stats, &r.m,
-                                    &r.v, &r.lrs, steps,
-                                ],
-                            )
-                        };
-                        LoopGroups {
-                            train: bind("looped step train", &r.train),
-                            chunk: [0, 1].map(|c| {
-                                r.chunks
-                                    .as_ref()
-                                    .map(|(bufs, _)| bind("looped step chunk", &bufs[c]))
-                            }),
-                        }
-                    }),
+                    // The step records bound whole as storage: where they fit a binding.
+                    looped: k
+                        .looped(full)
+                        .filter(|_| steps.size() <= g.limits.max_storage_buffer_binding_size)
+                        .map(|kernel| {
+                            let bind = |label: &str, d: &DeviceData| {
+                                kernel.bind(
+                                    g,
+                                    label,
+                                    &[
+                                        &r.desc, &r.params, &d.order, &d.x, &d.y, partial, stats,
+                                        &r.m, &r.v, &r.lrs, steps,
+                                    ],
+                                )
+                            };
+                            LoopGroups {
+                                train: bind("looped step train", &r.train),
+                                chunk: [0, 1].map(|c| {
+                                    r.chunks
+                                        .as_ref()
+                                        .map(|(bufs, _)| bind("looped step chunk", &bufs[c]))
+                                }),
+                            }
+                        }),
                 }
             }),
             step: g.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -2161,7 +2185,6 @@ impl GpuBackend {
             let cap = cap.max(run.work.cap);
             let fused = plan.map(|p| (p, b));
             run.work = Work::new(&self.gpu, &run.arch, cap, run.members, fused)?;
-            self.log_path(run, b, cfg.clip_norm > 0.0);
         }
         let batches = train_rows.div_ceil(b);
         let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
@@ -2185,6 +2208,7 @@ impl GpuBackend {
             let stats = run.bound.stats.1.max(n_stats);
             let steps = run.bound.steps.1.max(n_steps);
             run.bound = self.bind(&run.core, stats, steps)?;
+            self.log_path(run, b, cfg.clip_norm > 0.0);
         } else {
             self.prepare(run, n_stats, n_steps)?;
         }
