@@ -569,13 +569,27 @@ fn fused_tiles_of_any_size_train_as_the_cpu_does() {
     }
 }
 
+/// The GPU backend on the fused path and on the looped path, with tiles of `tile_rows` rows.
+fn fused_and_looped(
+    tile_rows: usize,
+) -> Option<(mdn::backend::GpuBackend, mdn::backend::GpuBackend)> {
+    use mdn::backend::{GpuOptions, GpuPath};
+    let with = |path| {
+        common::gpu_with(GpuOptions {
+            tile_rows: Some(tile_rows),
+            path,
+            ..Default::default()
+        })
+    };
+    Some((with(GpuPath::Fused)?, with(GpuPath::Loop)?))
+}
+
 #[test]
 fn looped_steps_give_the_fused_steps_bits() {
     // The looped step (one workgroup a network, many steps a dispatch) sums the same tiles in
     // the same order as fused_step + fused_grad, so without clipping it gives the same bits:
     // tiles of 1, 3 and 64 rows, batches of 1, 50 and 783 rows (one tile, several, a partial
     // last one), diagonal and full covariance, relu and tanh, Gaussian and Student's t.
-    use mdn::backend::{GpuOptions, GpuPath};
     use mdn::layout::{Activation, Covariance, Family};
     for (tile_rows, hidden, act, cov, family, batch) in [
         (
@@ -611,15 +625,7 @@ fn looped_steps_give_the_fused_steps_bits() {
             1,
         ),
     ] {
-        let with = |path| {
-            common::gpu_with(GpuOptions {
-                tile_rows: Some(tile_rows),
-                path,
-                ..Default::default()
-            })
-        };
-        let (Some(mut fused), Some(mut looped)) = (with(GpuPath::Fused), with(GpuPath::Loop))
-        else {
+        let Some((mut fused, mut looped)) = fused_and_looped(tile_rows) else {
             return;
         };
         let rows = if batch == 1 { 64 } else { 783 };
@@ -658,25 +664,16 @@ fn looped_steps_give_the_fused_steps_bits() {
 fn a_looped_dispatch_of_many_barriers_lost_its_last_steps_on_lavapipe() {
     // Regression: lavapipe (Mesa 22.3.6) stopped a workgroup after about 2,000 barriers in
     // one dispatch, so with one-row tiles (10 barriers a tile, 50 tiles a step) only the
-    // first 4 of an epoch's 16 steps ran (here: 20 tiles a step, 9 of 40): the later steps' loss sums stayed 0 and their
-    // updates were lost, with no error. So did the shipped example's network (one tile a
+    // first 4 of an epoch's 16 steps ran (here: 20 tiles a step, 9 of 40): the later steps'
+    // loss sums stayed 0 and their updates were lost, with no error. So did the shipped example's network (one tile a
     // step) after 100-110 steps. On a CPU adapter a dispatch now passes at most
     // `CPU_LOOP_MAX_BARRIERS`; the epochs give the fused step's bits.
-    use mdn::backend::{GpuOptions, GpuPath};
     use mdn::layout::Activation;
     for (tile_rows, inputs, hidden, k, d, rows, batch) in [
         (1, 3, vec![5, 7], 3, 3, 800, 20),
         (64, 1, vec![64], 5, 1, 3600, 32),
     ] {
-        let with = |path| {
-            common::gpu_with(GpuOptions {
-                tile_rows: Some(tile_rows),
-                path,
-                ..Default::default()
-            })
-        };
-        let (Some(mut fused), Some(mut looped)) = (with(GpuPath::Fused), with(GpuPath::Loop))
-        else {
+        let Some((mut fused, mut looped)) = fused_and_looped(tile_rows) else {
             return;
         };
         let c = common::random_case(inputs, &hidden, Activation::Tanh, k, d, rows, 7);
