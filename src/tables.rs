@@ -32,12 +32,45 @@ pub fn quantile_levels(quantiles: &[f64], interval: Option<f64>) -> Result<Vec<f
     Ok(qs)
 }
 
-/// Columns of the input copied through to the output as text (`mdn predict --keep`).
+/// Columns of the input copied through to the output as text (`--keep` of `mdn predict`,
+/// `sample` and `eval --per-row`).
 #[derive(Debug, Clone, Default)]
 pub struct Kept {
     pub names: Vec<String>,
     /// One entry per row, one cell per name.
     pub rows: Vec<Vec<String>>,
+}
+
+impl Kept {
+    /// Row `r`'s cells as a JSON object by column name.
+    pub fn row_json(&self, r: usize) -> Value {
+        Value::Object(
+            self.names
+                .iter()
+                .zip(&self.rows[r])
+                .map(|(n, v)| (n.clone(), json!(v)))
+                .collect(),
+        )
+    }
+
+    /// Every row's cells as a JSON object of columns (name: one string per row).
+    pub fn columns_json(&self) -> Value {
+        Value::Object(
+            self.names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let column: Vec<&str> = self.rows.iter().map(|row| row[i].as_str()).collect();
+                    (n.clone(), json!(column))
+                })
+                .collect(),
+        )
+    }
+
+    /// Row `r`'s cells as CSV cells.
+    fn csv_cells(&self, r: usize) -> impl Iterator<Item = String> + '_ {
+        self.rows[r].iter().map(|c| csv_cell(c))
+    }
 }
 
 /// Per row and target: mean, variance, mode and the quantiles of the marginal mixture.
@@ -133,13 +166,7 @@ pub fn predictions_json(
                 row["quantiles"] = Value::Object(quantiles);
             }
             if let Some(kept) = kept {
-                let cells: serde_json::Map<String, Value> = kept
-                    .names
-                    .iter()
-                    .zip(&kept.rows[r])
-                    .map(|(n, v)| (n.clone(), json!(v)))
-                    .collect();
-                row["kept"] = Value::Object(cells);
+                row["kept"] = kept.row_json(r);
             }
             row
         })
@@ -215,7 +242,7 @@ pub fn predictions_csv(
     for r in 0..pred.rows {
         let mut cells = vec![row_label(ids, r).to_string()];
         if let Some(kept) = kept {
-            cells.extend(kept.rows[r].iter().map(|c| csv_cell(c)));
+            cells.extend(kept.csv_cells(r));
         }
         cells.extend(pred.pi[r * k..(r + 1) * k].iter().map(|v| num(*v)));
         cells.extend(pred.mu[r * k * d..(r + 1) * k * d].iter().map(|v| num(*v)));
@@ -282,7 +309,7 @@ pub fn row_label(ids: Option<&[usize]>, r: usize) -> usize {
 }
 
 /// `mdn sample --json`: `n` samples per row (`samples` as [`Model::sample`] returns them);
-/// `row` is each row's data row ([`row_label`]).
+/// `row` is each row's data row ([`row_label`]), `kept` its `--keep` columns.
 pub fn samples_json(
     model: &Model,
     rows: usize,
@@ -290,6 +317,7 @@ pub fn samples_json(
     seed: u64,
     samples: &[f64],
     ids: Option<&[usize]>,
+    kept: Option<&Kept>,
 ) -> Value {
     let d = model.arch.targets;
     let rows: Vec<Value> = (0..rows)
@@ -297,28 +325,39 @@ pub fn samples_json(
             let s: Vec<Vec<f64>> = (0..n)
                 .map(|i| samples[(r * n + i) * d..(r * n + i + 1) * d].to_vec())
                 .collect();
-            json!({ "row": row_label(ids, r), "samples": s })
+            let mut row = json!({ "row": row_label(ids, r), "samples": s });
+            if let Some(kept) = kept {
+                row["kept"] = kept.row_json(r);
+            }
+            row
         })
         .collect();
     json!({ "targets": model.targets, "n": n, "seed": seed, "rows": rows })
 }
 
-/// `mdn sample` as CSV: `row,sample,<targets>`.
+/// `mdn sample` as CSV: `row`, the kept columns, `sample`, the targets.
 pub fn samples_csv(
     model: &Model,
     rows: usize,
     n: usize,
     samples: &[f64],
     ids: Option<&[usize]>,
+    kept: Option<&Kept>,
 ) -> String {
     let d = model.arch.targets;
-    let mut s = format!("row,sample,{}\n", model.targets.join(","));
+    let mut header = vec!["row".to_string()];
+    header.extend(kept.iter().flat_map(|k| k.names.iter().cloned()));
+    header.push("sample".into());
+    header.extend(model.targets.iter().cloned());
+    let mut s = header.join(",") + "\n";
     for r in 0..rows {
+        let mut first = vec![row_label(ids, r).to_string()];
+        first.extend(kept.iter().flat_map(|k| k.csv_cells(r)));
+        let first = first.join(",");
         for i in 0..n {
             let v = &samples[(r * n + i) * d..(r * n + i + 1) * d];
             let cells: Vec<String> = v.iter().map(|x| num(*x)).collect();
-            let row = row_label(ids, r);
-            s.push_str(&format!("{row},{i},{}\n", cells.join(",")));
+            s.push_str(&format!("{first},{i},{}\n", cells.join(",")));
         }
     }
     s
@@ -371,11 +410,17 @@ impl Evaluation {
         text
     }
 
-    /// Every row's log-likelihood as CSV (`row,loglik`).
-    pub fn per_row_csv(&self, ids: Option<&[usize]>) -> String {
-        let mut text = String::from("row,loglik\n");
+    /// Every row's log-likelihood as CSV: `row`, the kept columns, `loglik`.
+    pub fn per_row_csv(&self, ids: Option<&[usize]>, kept: Option<&Kept>) -> String {
+        let mut header = vec!["row".to_string()];
+        header.extend(kept.iter().flat_map(|k| k.names.iter().cloned()));
+        header.push("loglik".into());
+        let mut text = header.join(",") + "\n";
         for (i, v) in self.loglik.iter().enumerate() {
-            text.push_str(&format!("{},{v}\n", row_label(ids, i)));
+            let mut cells = vec![row_label(ids, i).to_string()];
+            cells.extend(kept.iter().flat_map(|k| k.csv_cells(i)));
+            cells.push(v.to_string());
+            text.push_str(&(cells.join(",") + "\n"));
         }
         text
     }

@@ -355,6 +355,10 @@ pub struct PlotArgs {
     /// Target for the density map and the PIT histogram [default: the first]
     #[arg(long)]
     pub target: Option<String>,
+    /// Leave out rows of --data with a missing value (an empty cell, NA, NaN, null, ?) in a
+    /// column the model reads, with a warning counting them, instead of refusing the file
+    #[arg(long)]
+    pub drop_missing: bool,
     /// Figure size, WIDTHxHEIGHT in pixels [default: from the number of panels]
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(u32, u32)>,
@@ -668,6 +672,10 @@ pub struct ModelData {
     /// output's `row` stays the row's 0-based place among the file's data rows
     #[arg(long)]
     pub drop_missing: bool,
+    /// Columns of --data to copy into the output as they are (identifiers, dates),
+    /// comma-separated names (eval: with --per-row)
+    #[arg(long, value_delimiter = ',')]
+    pub keep: Vec<String>,
 }
 
 #[derive(Args)]
@@ -697,10 +705,6 @@ pub struct PredictArgs {
     pub device: DeviceArg,
     #[command(flatten)]
     pub io: ModelData,
-    /// Columns of --data to copy into the output as they are (identifiers, dates),
-    /// comma-separated names
-    #[arg(long, value_delimiter = ',')]
-    pub keep: Vec<String>,
     /// Write to this file instead of stdout
     #[arg(long)]
     pub out: Option<PathBuf>,

@@ -26,10 +26,27 @@ pub fn open_backend(device: DeviceArg) -> Result<Box<dyn Backend>> {
     Ok(b)
 }
 
+/// A model and the rows of `--data` it is applied to.
+struct Applied {
+    model: Model,
+    data: Dataset,
+    /// Each row's 0-based data row, where `--drop-missing` was given.
+    ids: Option<Vec<usize>>,
+    /// The `--keep` columns of those rows.
+    kept: Option<mdn::tables::Kept>,
+}
+
 /// The model and the rows of `io.data` it reads, with each row's 0-based data row where
-/// `--drop-missing` left rows out.
-fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset, Option<Vec<usize>>)> {
+/// `--drop-missing` was given and the `--keep` columns (read first, so that a column not in
+/// the file is refused before any row is read or left out).
+fn model_data(io: &ModelData, need_targets: bool) -> Result<Applied> {
     let model = Model::load(&io.model)?;
+    let kept = if io.keep.is_empty() {
+        None
+    } else {
+        let (names, rows) = mdn::data::read_text_columns(&io.data, &io.keep)?;
+        Some(mdn::tables::Kept { names, rows })
+    };
     let choice = model
         .choice(need_targets)
         .with_unknown(io.unknown_category)
@@ -39,13 +56,39 @@ fn model_data(io: &ModelData, need_targets: bool) -> Result<(Model, Dataset, Opt
             Missing::RefuseSayingDrop
         });
     let (data, ids) = read_data_with_rows(&io.data, &choice)?;
+    let kept = match (kept, &ids) {
+        // The kept columns of the rows read.
+        (Some(mut kept), Some(ids)) => {
+            kept.rows = ids
+                .iter()
+                .map(|&i| std::mem::take(&mut kept.rows[i]))
+                .collect();
+            Some(kept)
+        }
+        (kept, _) => kept,
+    };
     // With --drop-missing every output labels its rows, whether or not any was left out.
     let ids = ids.or_else(|| io.drop_missing.then(|| (0..data.rows).collect()));
-    Ok((model, data, ids))
+    Ok(Applied {
+        model,
+        data,
+        ids,
+        kept,
+    })
 }
 
 pub fn eval(a: EvalArgs) -> Result<()> {
-    let (model, data, ids) = model_data(&a.io, true)?;
+    if !a.io.keep.is_empty() && !a.per_row {
+        return Err(Error::config(
+            "--keep copies columns into every row's output: use it with --per-row",
+        ));
+    }
+    let Applied {
+        model,
+        data,
+        ids,
+        kept,
+    } = model_data(&a.io, true)?;
     let e = mdn::tables::evaluate(&model, open_backend(a.device)?.as_mut(), &data)?;
     if a.json {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
@@ -56,12 +99,18 @@ pub fn eval(a: EvalArgs) -> Result<()> {
                 Some(ids) => json!(ids),
                 None => json!((0..e.loglik.len()).collect::<Vec<_>>()),
             };
+            if let Some(kept) = &kept {
+                out["kept"] = kept.columns_json();
+            }
         }
         return print_json(&out);
     }
     if a.per_row {
         // The rows are the data (stdout, readable as CSV); the summary goes to stderr.
-        write_output(None, e.per_row_csv(ids.as_deref()).as_bytes())?;
+        write_output(
+            None,
+            e.per_row_csv(ids.as_deref(), kept.as_ref()).as_bytes(),
+        )?;
         message(e.summary_text(&model.targets).trim_end());
         return Ok(());
     }
@@ -76,17 +125,12 @@ fn check_out(out: Option<&std::path::Path>) -> Result<()> {
 pub fn predict(a: PredictArgs) -> Result<()> {
     let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
     check_out(a.out.as_deref())?;
-    let (model, data, ids) = model_data(&a.io, false)?;
-    let kept = if a.keep.is_empty() {
-        None
-    } else {
-        let (names, mut rows) = mdn::data::read_text_columns(&a.io.data, &a.keep)?;
-        if let Some(ids) = &ids {
-            // The kept columns of the rows predicted.
-            rows = ids.iter().map(|&i| std::mem::take(&mut rows[i])).collect();
-        }
-        Some(mdn::tables::Kept { names, rows })
-    };
+    let Applied {
+        model,
+        data,
+        ids,
+        kept,
+    } = model_data(&a.io, false)?;
     let pred = model.predict(open_backend(a.device)?.as_mut(), &data)?;
     let text = if a.json {
         let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref(), ids.as_deref());
@@ -102,7 +146,12 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         return Err(Error::config("--n must be at least 1"));
     }
     check_out(a.out.as_deref())?;
-    let (model, data, ids) = model_data(&a.io, false)?;
+    let Applied {
+        model,
+        data,
+        ids,
+        kept,
+    } = model_data(&a.io, false)?;
     let samples = model.sample(
         open_backend(a.device)?.as_mut(),
         &data,
@@ -119,11 +168,19 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             a.seed,
             &samples,
             ids.as_deref(),
+            kept.as_ref(),
         ))
         .expect("JSON of numbers")
             + "\n"
     } else {
-        mdn::tables::samples_csv(&model, data.rows, a.n, &samples, ids.as_deref())
+        mdn::tables::samples_csv(
+            &model,
+            data.rows,
+            a.n,
+            &samples,
+            ids.as_deref(),
+            kept.as_ref(),
+        )
     };
     write_output(a.out.as_deref(), text.as_bytes())
 }
@@ -144,7 +201,11 @@ pub fn plot(a: PlotArgs) -> Result<()> {
                 ))
             })?,
     };
-    let choice = model.choice(true);
+    let choice = model.choice(true).with_missing(if a.drop_missing {
+        Missing::Drop
+    } else {
+        Missing::RefuseSayingDrop
+    });
     let data = match &a.data {
         Some(path) => Some(read_data(path, &choice)?),
         None if model.features == ["x"] && model.targets == ["t"] => Some(read_csv_from(

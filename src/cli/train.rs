@@ -243,7 +243,18 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         a.job(s).check_options()?;
     }
     let first = a.job(&settings[0]).resolve()?;
-    let data = first.read_data()?;
+    // The read's warnings are given once: the final fit reads the file again.
+    let mut said = Vec::new();
+    let data = first.read_data_telling(&mut |e| {
+        if let JobEvent::Warning(w) = e {
+            said.push(w.to_string());
+        }
+    })?;
+    if !a.quiet {
+        for w in &said {
+            message(&format!("warning: {w}"));
+        }
+    }
     // Each fit trains on the other folds less their validation rows: the defaults adapt to
     // that many rows.
     let base = |rows: usize| first.options_for_rows(rows).0;
@@ -301,7 +312,9 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
     let resolved = a.job(&sel.scores[sel.chosen].setting).resolve()?;
     let outcome = resolved.run(
         &mut |e: &JobEvent| {
-            if let (JobEvent::Warning(w), false) = (e, a.quiet) {
+            if let (JobEvent::Warning(w), false) = (e, a.quiet)
+                && !said.iter().any(|s| s == w)
+            {
                 message(&format!("warning: {w}"));
             }
         },

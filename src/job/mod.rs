@@ -182,6 +182,15 @@ impl ResolvedJob {
         self.job.read_all(&self.choice())
     }
 
+    /// [`ResolvedJob::read_data`], its warnings (rows left out by `--drop-missing`) told to
+    /// `observer` instead of the log.
+    pub fn read_data_telling(&self, observer: &mut dyn FnMut(&JobEvent)) -> Result<Dataset> {
+        if let Some(a) = &self.arrays {
+            return Ok(a.0.clone());
+        }
+        self.job.read_all_telling(&self.choice(), observer)
+    }
+
     /// How the job reads its rows (training and validation): the inputs, categorical
     /// columns from their text, the targets; rows with a missing value refused, saying
     /// `--drop-missing` would leave them out, or left out with it.

@@ -2074,7 +2074,7 @@ async fn sample(
             r.sigma_scale.unwrap_or(1.0),
         )?;
         Ok(json_text(&crate::tables::samples_json(
-            &model, data.rows, n, r.seed, &samples, None,
+            &model, data.rows, n, r.seed, &samples, None, None,
         )))
     })
     .await?;

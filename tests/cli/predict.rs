@@ -928,3 +928,101 @@ fn predict_sample_and_eval_drop_missing_rows_keeping_their_row_numbers() {
         .collect();
     assert_eq!(labels, [0, 1]);
 }
+
+#[test]
+fn sample_and_eval_keep_columns_and_plot_drops_missing_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained(d);
+    std::fs::write(
+        d.join("gaps.csv"),
+        "id,x,t\na,0.1,0.3\nb,NA,0.4\n\"c,1\",0.5,0.5\nd,,0.6\ne,0.9,0.7\n",
+    )
+    .unwrap();
+    let args = |extra: &[&'static str]| {
+        let mut v = vec!["--model", "m.json", "--data", "gaps.csv", "--drop-missing"];
+        v.extend_from_slice(extra);
+        v
+    };
+    // sample: row, the kept columns, sample, the targets (a kept cell quoted as in the file).
+    let (csv, _) = ok(
+        d,
+        &[&["sample"][..], &args(&["--keep", "id", "-n", "2"])].concat(),
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "row,id,sample,t");
+    let firsts: Vec<String> = lines[1..]
+        .iter()
+        .map(|l| l.rsplitn(3, ',').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        firsts,
+        ["0,a", "0,a", "2,\"c,1\"", "2,\"c,1\"", "4,e", "4,e"]
+    );
+    let (js, _) = ok(
+        d,
+        &[&["sample"][..], &args(&["--keep", "id", "--json"])].concat(),
+    );
+    let kept: Vec<String> = json(&js)["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["kept"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kept, ["a", "c,1", "e"]);
+    // eval --per-row: row, the kept columns, loglik; JSON: the kept columns as columns.
+    let (csv, _) = ok(
+        d,
+        &[&["eval"][..], &args(&["--keep", "id", "--per-row"])].concat(),
+    );
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "row,id,loglik");
+    assert!(lines[2].starts_with("2,\"c,1\","), "{csv}");
+    let (js, _) = ok(
+        d,
+        &[
+            &["eval"][..],
+            &args(&["--keep", "id", "--per-row", "--json"]),
+        ]
+        .concat(),
+    );
+    let v = json(&js);
+    assert_eq!(v["kept"]["id"], serde_json::json!(["a", "c,1", "e"]));
+    assert_eq!(v["row"], serde_json::json!([0, 2, 4]));
+    // --keep without --per-row has no rows to go with.
+    let out = mdn(d, &[&["eval"][..], &args(&["--keep", "id"])].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--per-row"));
+    // A --keep column not in the file is refused before any row is left out (no warning).
+    let out = mdn(
+        d,
+        &[&["predict"][..], &args(&["--keep", "nosuch"])].concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'nosuch'") && !err.contains("warning"),
+        "{err}"
+    );
+    // plot: refused with the flag named, then drawn from the rows kept.
+    let plot = |extra: &[&'static str]| {
+        let mut v = vec![
+            "plot", "--model", "m.json", "--data", "gaps.csv", "--out", "p.png",
+        ];
+        v.extend_from_slice(extra);
+        mdn(d, &v)
+    };
+    let out = plot(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--drop-missing"), "{err}");
+    assert!(!d.join("p.png").exists());
+    let out = plot(&["--drop-missing"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("2 of 5 rows") && err.contains("3 rows of gaps.csv"),
+        "{err}"
+    );
+    assert!(d.join("p.png").exists());
+}

@@ -144,6 +144,30 @@ fn select_kept_its_final_models_warnings_to_itself() {
     );
 }
 
+#[test]
+fn select_warned_twice_of_the_rows_drop_missing_left_out() {
+    // Regression: the cross-validation's read and the final fit's each warned of the rows
+    // left out; the same warning is now given once.
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = sine_csv(40, 0.5);
+    csv.push_str("NA,0.5\n");
+    std::fs::write(dir.path().join("d.csv"), csv).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "select",
+            "--data",
+            "d.csv",
+            "--components",
+            "1,2",
+            "--device",
+            "cpu",
+            "--drop-missing",
+        ],
+    );
+    assert_eq!(err.matches("left out (--drop-missing)").count(), 1, "{err}");
+}
+
 /// A value listed twice would fit the same setting twice: refused before any data is read,
 /// naming the option and the value (a trial ran `--family gaussian,gaussian` unwarned).
 #[test]
