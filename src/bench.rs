@@ -509,6 +509,9 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
             // with clipping); the layered path one per layer and pass.
             let what = if d < 1.0 {
                 format!("1 dispatch per {:.0} training steps (looped)", 1.0 / d)
+            } else if d == 1.0 {
+                // Only the looped step is one dispatch a step (one step a dispatch).
+                "1 dispatch per training step (looped)".to_string()
             } else {
                 let path = if d <= 3.0 { "fused" } else { "layered" };
                 format!("{d} dispatches per training step ({path})")

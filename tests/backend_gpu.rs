@@ -655,9 +655,35 @@ fn looped_steps_give_the_fused_steps_bits() {
             d <= 1.0 && d >= 1.0 / steps,
             "looped, {what}: {d} dispatches a step"
         );
-        assert_eq!(want, got, "NLL trajectory, {what}");
-        assert!(want_p == got_p, "parameters differ, {what}");
+        same_bits_or_close(&looped, (&want, &want_p), (&got, &got_p), &what);
     }
+}
+
+/// The looped step's trajectory and parameters against the fused step's: the same bits on a
+/// CPU adapter (lavapipe compiles both kernels' shared arithmetic alike); on a hardware GPU
+/// the same bits are expected too, but a driver may contract the two pipelines' multiply-adds
+/// differently, so there a difference is reported and held to the CPU-parity tolerances.
+fn same_bits_or_close(
+    gpu: &mdn::backend::GpuBackend,
+    (want, want_p): (&[f64], &[f32]),
+    (got, got_p): (&[f64], &[f32]),
+    what: &str,
+) {
+    if want == got && want_p == got_p {
+        return;
+    }
+    let info = &gpu.gpu().info;
+    assert!(
+        info.device_type != wgpu::DeviceType::Cpu,
+        "looped and fused steps differ on {}, {what}",
+        info.name
+    );
+    eprintln!(
+        "NOTE: looped and fused steps are not the same bits on {}, {what}",
+        info.name
+    );
+    mdn::check::TRAJECTORY_TOL.assert_close(&format!("NLL, {what}"), got, want);
+    Tolerance::new(1e-4, 1e-3).assert_close(&format!("parameters, {what}"), got_p, want_p);
 }
 
 #[test]
@@ -686,8 +712,56 @@ fn a_looped_dispatch_of_many_barriers_lost_its_last_steps_on_lavapipe() {
         let (want, want_p, _) = common::suite::three_epochs(&mut fused, &c, &val, &cfg);
         let (got, got_p, d) = common::suite::three_epochs(&mut looped, &c, &val, &cfg);
         assert!(d.unwrap() < 1.0, "looped, {what}: {d:?}");
-        assert_eq!(want, got, "NLL trajectory, {what}");
-        assert!(want_p == got_p, "parameters differ, {what}");
+        same_bits_or_close(&looped, (&want, &want_p), (&got, &got_p), &what);
+    }
+}
+
+#[test]
+fn lost_looped_steps_are_an_error_not_a_silent_model() {
+    // With lavapipe's bound lifted (`MDN_GPU_LOOP_BARRIERS=0`), the steps it drops leave
+    // their loss sums at 0, and the epoch is an error naming the looped step. A GPU without
+    // the bug trains the same epoch.
+    use mdn::backend::{DataRef, GpuOptions, GpuPath};
+    let Some(mut unbounded) = common::gpu_with(GpuOptions {
+        tile_rows: Some(1),
+        path: GpuPath::Loop,
+        loop_barriers: Some(0),
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let cpu_adapter = unbounded.gpu().info.device_type == wgpu::DeviceType::Cpu;
+    let c = common::random_case(3, &[5, 7], mdn::layout::Activation::Tanh, 3, 3, 800, 7);
+    let mut run = unbounded
+        .start(
+            &c.arch,
+            &c.params,
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: c.rows,
+            },
+            None,
+        )
+        .unwrap();
+    let order: Vec<u32> = (0..c.rows as u32).collect();
+    let cfg = StepConfig {
+        batch_size: 20,
+        ..StepConfig::default()
+    };
+    match run.train_epoch(&order, &cfg) {
+        Err(e) if cpu_adapter => {
+            let e = e.to_string();
+            assert!(
+                e.contains("looped training step lost") && e.contains("MDN_GPU_PATH=fused"),
+                "{e}"
+            );
+        }
+        Ok(s) if !cpu_adapter => assert!(s.finite),
+        other => panic!(
+            "CPU adapter {cpu_adapter}: {:?}",
+            other.map(|s| s.train_nll)
+        ),
     }
 }
 

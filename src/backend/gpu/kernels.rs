@@ -102,6 +102,7 @@ impl FusedKernels {
         gpu: &Gpu,
         step_layout: &wgpu::BindGroupLayout,
         tiling: &Tiling,
+        with_loop: bool,
     ) -> Option<FusedKernels> {
         let l = &gpu.limits;
         if l.max_storage_buffers_per_shader_stage < 8
@@ -164,7 +165,9 @@ impl FusedKernels {
             Ok(mut k) => {
                 // The looped step needs more storage buffers than the rest, and workgroup
                 // memory for its invocations' sums of squares.
-                if l.max_storage_buffers_per_shader_stage < LOOP_STORAGE_BUFFERS
+                if !with_loop {
+                    // Not asked for.
+                } else if l.max_storage_buffers_per_shader_stage < LOOP_STORAGE_BUFFERS
                     || tiling.floats < tiling.workgroup
                 {
                     log::info!(
@@ -234,7 +237,9 @@ const FUSED_LOOP_SLOTS: &[Slot] = &[
 pub const STEP_BYTES: u64 = 112;
 
 impl Kernels {
-    pub fn new(gpu: &Gpu, tiling: &Tiling) -> Result<Kernels> {
+    /// Every kernel for `gpu` with the fused steps' `tiling`; the looped step's pipelines
+    /// only with `looped`.
+    pub fn new(gpu: &Gpu, tiling: &Tiling, looped: bool) -> Result<Kernels> {
         gpu.scoped("creating the compute pipelines", || {
             let step_layout =
                 gpu.device
@@ -327,7 +332,7 @@ impl Kernels {
             }
         })
         .map(|mut k| {
-            k.fused = FusedKernels::new(gpu, &k.step_layout, tiling);
+            k.fused = FusedKernels::new(gpu, &k.step_layout, tiling, looped);
             k
         })
     }

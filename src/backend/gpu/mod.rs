@@ -208,6 +208,10 @@ pub struct GpuOptions {
     /// Steps a dispatch of the looped step runs at most (else about
     /// [`LOOP_FLOPS_PER_DISPATCH`] of work a dispatch).
     pub loop_steps: Option<usize>,
+    /// Barriers a dispatch of the looped step may pass at most, 0 for no bound (else the
+    /// adapter's: `Tiling::loop_max_barriers`): to check whether an adapter still loses
+    /// steps past a bound, as Mesa 22.3.6's lavapipe does.
+    pub loop_barriers: Option<usize>,
 }
 
 impl GpuOptions {
@@ -243,6 +247,11 @@ impl GpuOptions {
                 "MDN_GPU_LOOP_STEPS",
                 |n| (1..=BATCHES_PER_SUBMIT).contains(&n),
                 &format!("a number of steps from 1 to {BATCHES_PER_SUBMIT}"),
+            )?,
+            loop_barriers: count_from_env(
+                "MDN_GPU_LOOP_BARRIERS",
+                |_| true,
+                "a number of barriers (0: no bound)",
             )?,
         })
     }
@@ -567,13 +576,19 @@ impl GpuBackend {
     /// Opens the adapter `choice` asks for with explicit options.
     pub fn with_options(choice: DeviceChoice, options: GpuOptions) -> Result<GpuBackend> {
         let gpu = Gpu::open(choice)?;
-        let tiling = Tiling::for_adapter(
+        let mut tiling = Tiling::for_adapter(
             gpu.info.device_type,
             &gpu.limits,
             options.workgroup,
             options.tile_rows,
         );
-        let kernels = Kernels::new(&gpu, &tiling)?;
+        if let Some(most) = options.loop_barriers {
+            tiling.loop_max_barriers = (most > 0).then_some(most);
+        }
+        // The looped step's pipelines only where a run may take it: on a CPU adapter only
+        // when asked for (they would be compiled for nothing at every device open).
+        let looped = tiling.loop_max_tiles > 0 || options.path == GpuPath::Loop;
+        let kernels = Kernels::new(&gpu, &tiling, looped)?;
         Ok(GpuBackend {
             kernels,
             options,
@@ -1993,10 +2008,13 @@ impl GpuRun<'_> {
         let groups = &run.bound.groups;
         let k = &b.kernels;
         let clip = self.clip;
-        let looped = run.looped.and_then(|steps| {
-            k.looped(groups.full_covariance)
-                .map(|kernel| (kernel, steps.max(1)))
-        });
+        let looped = run
+            .looped
+            .filter(|_| groups.fused.as_ref().is_some_and(|f| f.looped.is_some()))
+            .and_then(|steps| {
+                k.looped(groups.full_covariance)
+                    .map(|kernel| (kernel, steps.max(1)))
+            });
         let kernels: Vec<&Kernel> = if let Some((kernel, _)) = looped {
             vec![kernel]
         } else if run.fused().is_some() {
@@ -2244,6 +2262,12 @@ impl GpuBackend {
             ..run.record()
         });
         self.write_steps(run, batches, &records);
+        // Every slot starts at 0 each epoch, so a batch whose loss sum was never written shows
+        // (see `end`: the looped step on an adapter that drops a workgroup's late steps).
+        let slots = run.bound.stats.1 * run.members;
+        self.gpu
+            .queue
+            .write_buffer(&run.bound.stats.0, 0, &vec![0u8; slots * 4]);
         run.epoch = Some(GpuEpoch {
             cfg: *cfg,
             train_rows,
@@ -2429,6 +2453,22 @@ impl GpuBackend {
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let all = self.gpu.read_f32(&readback, read)?;
+        if run.looped.is_some() {
+            // A batch's loss sum is never exactly 0 once written: one that is was lost.
+            for m in (0..run.members).filter(|&m| run.active[m / 32] & (1 << (m % 32)) != 0) {
+                let lost = all[m * stats_stride..m * stats_stride + batches]
+                    .iter()
+                    .filter(|&&v| v == 0.0)
+                    .count();
+                if lost > 0 {
+                    return Err(Error::Backend(format!(
+                        "{}: the looped training step lost {lost} of an epoch's {batches} steps \
+                         (a dispatch ended early); MDN_GPU_PATH=fused trains without it",
+                        self.gpu.info.name
+                    )));
+                }
+            }
+        }
         run.adam_step += batches as u64;
         Ok((0..run.members)
             .map(|m| {
