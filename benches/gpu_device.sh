@@ -8,7 +8,7 @@
 #     the same on the layered path for the before/after, the looped step against the fused
 #     step (small batches, 32-network ensembles), and a sweep of the fused tiling;
 #  4. wider models (hidden 64,64 / 256,256 / 1024) fused against layered;
-#  5. the JAX (jit + scan) and PyTorch CUDA peers on the same configs;
+#  5. the JAX (jit + scan) and PyTorch CUDA peers on the same configs (a32 too);
 #  6. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
 #
 # DRY=1 runs the same steps on the software adapter with tiny sizes (to try the script on a
@@ -86,7 +86,7 @@ for hidden in 64,64 256,256 1024; do for path in fused layered; do
 done; done
 step peers
 cd .device/peers
-for c in "bishop 100000 5 64 256" "bishop 100000 5 64 4096" "wide 1000000 2 64,64 256" "wide 1000000 2 64,64 4096"; do
+for c in "bishop 100000 5 64 32" "bishop 100000 5 64 256" "bishop 100000 5 64 4096" "wide 1000000 2 64,64 256" "wide 1000000 2 64,64 4096"; do
     set -- $c
     [ -n "$PEER_N" ] && set -- $1 $PEER_N $3 $4 $5
     timeout 90 python3 jax_mdn.py --platform ${G/software/cpu} --data $1 --n $2 --epochs $3 --hidden $4 --batch $5 --quiet \
