@@ -66,6 +66,10 @@ pub struct Checkpoint {
     pub y_scaler: Scaler,
     pub state: TrainState,
     pub trainer: LoopState,
+    /// The backend the run trained on (`Backend::identity`: the adapter, or the CPU and its
+    /// threads); absent in checkpoints written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 impl Checkpoint {
@@ -87,7 +91,13 @@ impl Checkpoint {
             y_scaler,
             state,
             trainer,
+            backend: None,
         }
+    }
+
+    /// The checkpoint with its run's backend recorded.
+    pub fn with_backend(self, backend: Option<String>) -> Self {
+        Checkpoint { backend, ..self }
     }
 
     /// Writes the checkpoint atomically (temporary file, fsync, rename).
@@ -138,6 +148,9 @@ pub struct EnsembleCheckpoint {
     pub x_scaler: Scaler,
     pub y_scaler: Scaler,
     pub members: Vec<Option<MemberState>>,
+    /// The backend the members trained on (as [`Checkpoint::backend`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 impl EnsembleCheckpoint {
@@ -158,24 +171,28 @@ impl EnsembleCheckpoint {
             x_scaler,
             y_scaler,
             members: vec![None; members],
+            backend: None,
         }
     }
 
     /// Member `m`'s run as a single run's checkpoint, when it has written one.
     pub fn member(&self, m: usize) -> Option<Checkpoint> {
         let s = self.members.get(m)?.as_ref()?;
-        Some(Checkpoint::new(
-            self.data.clone(),
-            TrainOptions {
-                seed: self.options.seed + m as u64,
-                split_seed: Some(self.options.seed),
-                ..self.options.clone()
-            },
-            self.every,
-            (self.x_scaler.clone(), self.y_scaler.clone()),
-            s.state.clone(),
-            s.trainer.clone(),
-        ))
+        Some(
+            Checkpoint::new(
+                self.data.clone(),
+                TrainOptions {
+                    seed: self.options.seed + m as u64,
+                    split_seed: Some(self.options.seed),
+                    ..self.options.clone()
+                },
+                self.every,
+                (self.x_scaler.clone(), self.y_scaler.clone()),
+                s.state.clone(),
+                s.trainer.clone(),
+            )
+            .with_backend(self.backend.clone()),
+        )
     }
 
     /// Writes the checkpoint atomically, as [`Checkpoint::save`].

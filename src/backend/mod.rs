@@ -164,6 +164,12 @@ pub trait Backend {
     /// A human-readable name ("cpu", or the GPU adapter's name).
     fn name(&self) -> String;
 
+    /// What a run's bits depend on besides its data and options: the backend and, for the
+    /// CPU, its threads (a checkpoint records it, and a run resumed elsewhere says so).
+    fn identity(&self) -> String {
+        self.name()
+    }
+
     // ---- training runs --------------------------------------------------------------------
 
     /// Starts a training run on data held in memory: takes the architecture, the initial

@@ -78,6 +78,19 @@ impl ResolvedJob {
             None => self.check_rows(&opts, input.train_rows, false, &mut *observer)?,
         }
         let (mut backend, device_note) = self.open_backend()?;
+        let identity = backend.identity();
+        let resumed_on = match (&self.resume, &self.ensemble_resume) {
+            (Some(c), _) => c.backend.as_deref(),
+            (None, Some(c)) => c.backend.as_deref(),
+            (None, None) => None,
+        };
+        if let Some(was) = resumed_on.filter(|&was| was != identity) {
+            observer(&JobEvent::Warning(&format!(
+                "the checkpoint's run trained on {was}, this one trains on {identity}: it \
+                 continues the run, but not to the bits the uninterrupted run would have \
+                 (resume with the run's --device and --threads for those)"
+            )));
+        }
         let epoch_choice = self.small_data_epochs(
             &input,
             &mut opts,
@@ -92,6 +105,7 @@ impl ResolvedJob {
             self.job.checkpoint_every.unwrap_or(0),
             &self.checkpoint_path,
             self.sink.as_ref(),
+            identity,
         );
         let ready = Ready {
             opts,

@@ -82,7 +82,7 @@ impl MemberSink {
         let mut guard = self.shared.lock().unwrap_or_else(|p| p.into_inner());
         let c = guard.get_or_insert_with(|| {
             let base = single.options.split_seed();
-            EnsembleCheckpoint::new(
+            let mut c = EnsembleCheckpoint::new(
                 single.data.clone(),
                 TrainOptions {
                     seed: base,
@@ -92,7 +92,9 @@ impl MemberSink {
                 single.every,
                 (single.x_scaler.clone(), single.y_scaler.clone()),
                 self.members,
-            )
+            );
+            c.backend = single.backend.clone();
+            c
         });
         c.members[self.member] = Some(MemberState {
             state: single.state,
@@ -113,6 +115,8 @@ pub(super) struct CheckpointFiles<'j> {
     sink: Option<&'j MemberSink>,
     /// A checkpoint was skipped for a full disk (warned once until one fits again).
     disk_full: bool,
+    /// The backend the run trains on (`Backend::identity`), recorded in each checkpoint.
+    backend: String,
 }
 
 impl<'j> CheckpointFiles<'j> {
@@ -122,6 +126,7 @@ impl<'j> CheckpointFiles<'j> {
         every: usize,
         path: &'j Path,
         sink: Option<&'j MemberSink>,
+        backend: String,
     ) -> CheckpointFiles<'j> {
         CheckpointFiles {
             spec,
@@ -130,6 +135,7 @@ impl<'j> CheckpointFiles<'j> {
             path,
             sink,
             disk_full: false,
+            backend,
         }
     }
 
@@ -148,7 +154,8 @@ impl<'j> CheckpointFiles<'j> {
             (xs.clone(), ys.clone()),
             state,
             trainer.clone(),
-        );
+        )
+        .with_backend(Some(self.backend.clone()));
         match self.sink {
             Some(sink) => sink.write(self.path, c),
             None => full_disk_is_not_fatal(c.save(self.path), &mut self.disk_full),
@@ -173,6 +180,7 @@ impl<'j> CheckpointFiles<'j> {
             (xs.clone(), ys.clone()),
             states.len(),
         );
+        c.backend = Some(self.backend.clone());
         for (slot, (state, trainer)) in c.members.iter_mut().zip(states) {
             *slot = Some(MemberState { state, trainer });
         }

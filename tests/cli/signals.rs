@@ -6,9 +6,9 @@ use std::path::Path;
 #[cfg(unix)]
 use std::process::Command;
 
-use crate::support::{asset, mdn, ok};
+use crate::support::{asset, json, mdn, ok};
 #[cfg(unix)]
-use crate::support::{files_in, json, software_adapter};
+use crate::support::{files_in, software_adapter};
 
 #[cfg(unix)]
 #[test]
@@ -416,5 +416,44 @@ fn a_temporary_file_a_killed_run_left_is_removed_by_the_next_run() {
         alive.exists() && other.exists(),
         "{:?}",
         files_in(dir.path())
+    );
+}
+
+#[test]
+fn a_run_resumed_on_other_threads_says_its_bits_are_not_the_runs() {
+    // The checkpoint records the backend (the CPU and its threads, which change the sums'
+    // order): a run resumed with other threads says it continues but not to the bits the
+    // uninterrupted run would have; resumed as it ran, it says nothing of the kind.
+    let dir = tempfile::tempdir().unwrap();
+    let data = asset("bishop.csv");
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--epochs",
+            "2",
+            "--hidden",
+            "8",
+            "--device",
+            "cpu",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            "m.json",
+        ];
+        a.extend_from_slice(extra);
+        ok(dir.path(), &a).1
+    };
+    run(&["--threads", "1"]);
+    let c = json(&std::fs::read_to_string(dir.path().join("m.ckpt.json")).unwrap());
+    assert_eq!(c["backend"], "cpu, 1 thread");
+    let err = run(&["--threads", "1", "--resume", "m.ckpt.json"]);
+    assert!(!err.contains("not to the bits"), "{err}");
+    let err = run(&["--threads", "2", "--resume", "m.ckpt.json"]);
+    assert!(
+        err.contains("trained on cpu, 1 thread, this one trains on cpu, 2 threads")
+            && err.contains("--threads"),
+        "{err}"
     );
 }

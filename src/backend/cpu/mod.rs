@@ -921,6 +921,11 @@ impl Backend for CpuBackend {
         "cpu".to_string()
     }
 
+    fn identity(&self) -> String {
+        let t = self.threads;
+        format!("cpu, {t} thread{}", if t == 1 { "" } else { "s" })
+    }
+
     fn start<'a>(
         &'a mut self,
         arch: &Arch,
