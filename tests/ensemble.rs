@@ -685,7 +685,12 @@ fn ensemble_progress_jumped_to_another_members_epochs_without_a_word() {
             said = true;
         }
     }
-    // Three members two at a time: the first ends, and the second (already running) or the
-    // third takes over.
-    assert!(takeovers >= 1, "{lines:?}");
+    // Three members two at a time: usually the first ends, and the second (already running)
+    // or the third takes over. The threads' speeds decide: where the first member is the
+    // last to end (seen once on CI), its own epochs are shown throughout, 1 to 12 in order.
+    let shown: Vec<&String> = lines.iter().filter(|l| l.starts_with("epoch ")).collect();
+    assert!(
+        takeovers >= 1 || shown.len() == 12,
+        "no takeover, and not one member's 12 epochs: {lines:?}"
+    );
 }
