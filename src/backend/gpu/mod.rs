@@ -2262,12 +2262,14 @@ impl GpuBackend {
             ..run.record()
         });
         self.write_steps(run, batches, &records);
-        // Every slot starts at 0 each epoch, so a batch whose loss sum was never written shows
-        // (see `end`: the looped step on an adapter that drops a workgroup's late steps).
-        let slots = run.bound.stats.1 * run.members;
-        self.gpu
-            .queue
-            .write_buffer(&run.bound.stats.0, 0, &vec![0u8; slots * 4]);
+        // Where the epoch's steps loop, every slot starts at 0, so a batch whose loss sum was
+        // never written shows (see `end`: an adapter that drops a workgroup's late steps).
+        if self.loops_steps_of(run, b, cfg.clip_norm > 0.0).is_some() {
+            let slots = run.bound.stats.1 * run.members;
+            self.gpu
+                .queue
+                .write_buffer(&run.bound.stats.0, 0, &vec![0u8; slots * 4]);
+        }
         run.epoch = Some(GpuEpoch {
             cfg: *cfg,
             train_rows,
