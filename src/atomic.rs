@@ -202,6 +202,36 @@ pub fn remove_temporary_files() {
     }
 }
 
+/// Whether two paths name the same file (by their canonical paths; a file that does not exist
+/// yet is compared by its directory's canonical path and its name).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    let canonical = |p: &Path| {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            let dir = match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
+        })
+    };
+    matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Fails when the output `out` (given by the option `what`, "--out") names one of the
+/// command's `inputs` (each with the option that gave it, "--data"): writing it would destroy
+/// what is being read.
+pub fn check_not_input(out: &Path, what: &str, inputs: &[(&str, &Path)]) -> Result<()> {
+    for (role, input) in inputs {
+        if same_file(out, input) {
+            return Err(Error::config(format!(
+                "{what} {} is the {role} file: writing it would overwrite it; choose another name",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Fails early, before any work, when `path` cannot be written: its directory is missing,
 /// read-only or not a place for files (`/proc`), or `path` is a directory. `what` names the
 /// option in messages ("--out").

@@ -799,8 +799,8 @@ impl Reading {
     /// After the last row: the error for no rows at all, for rows with a missing value
     /// (unless dropped) and for none left; the rows kept, and the warnings for rows dropped
     /// or read with no category.
-    fn finish(self, path: &Path) -> Result<(usize, Vec<String>)> {
-        let mut notes = Vec::new();
+    fn finish(self, path: &Path) -> Result<(usize, ReadNotes)> {
+        let mut notes = ReadNotes::default();
         if self.rows == 0 {
             return Err(Error::data(
                 Location::file(path),
@@ -824,15 +824,18 @@ impl Reading {
                         format!("{message}; {rows} in the columns used (--drop-missing leaves them out)"),
                     ));
                 }
-                Missing::Drop => notes.push(format!(
+                Missing::Drop => notes.warnings.push(format!(
                     "{}: {rows} in the columns used (the first at line {}); left out (--drop-missing)",
                     path.display(),
                     at.line.unwrap_or(0)
                 )),
             }
         }
+        if self.missing == Missing::Drop {
+            notes.left_out = self.missing_rows;
+        }
         if let Some(first) = self.first_ignored {
-            notes.push(format!(
+            notes.warnings.push(format!(
                 "{}: {} row(s) have a category the model was not trained on (the first: {first}); \
                  predicted with no category (--unknown-category ignore)",
                 path.display(),
@@ -852,9 +855,20 @@ impl Reading {
     }
 }
 
+/// What a read says besides its rows: how many rows it left out for a missing value
+/// (`Missing::Drop`, `--drop-missing`) and its warnings (those rows, unknown categories read
+/// as none), for a caller that reports them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadNotes {
+    /// Data rows of the file left out for a missing value in a column read.
+    pub left_out: usize,
+    /// The read's warnings, in words.
+    pub warnings: Vec<String>,
+}
+
 /// Logs the warnings of a read nobody else reports (`warning: ...` on the command line).
-fn log_notes(notes: Vec<String>) {
-    for n in notes {
+fn log_notes(notes: ReadNotes) {
+    for n in notes.warnings {
         log::warn!("{n}");
     }
 }
@@ -922,9 +936,9 @@ pub fn read_csv_from(
 
 /// [`read_data`], returning the warnings of the read (rows left out by `--drop-missing`,
 /// unknown categories ignored) instead of logging them, for a caller that reports them.
-pub fn read_data_noting(path: &Path, choice: &ColumnChoice) -> Result<(Dataset, Vec<String>)> {
+pub fn read_data_noting(path: &Path, choice: &ColumnChoice) -> Result<(Dataset, ReadNotes)> {
     if is_npy(path) {
-        Ok((read_npy(path, choice)?, Vec::new()))
+        Ok((read_npy(path, choice)?, ReadNotes::default()))
     } else {
         rows_to_dataset(CsvRows::open(path)?, path, choice)
     }
@@ -949,7 +963,7 @@ fn rows_to_dataset<R: std::io::Read>(
     rows_in: CsvRows<R>,
     path: &Path,
     choice: &ColumnChoice,
-) -> Result<(Dataset, Vec<String>)> {
+) -> Result<(Dataset, ReadNotes)> {
     read_rows(rows_in, path, choice, false).map(|(data, notes, _)| (data, notes))
 }
 
@@ -961,7 +975,7 @@ fn read_rows<R: std::io::Read>(
     path: &Path,
     choice: &ColumnChoice,
     track: bool,
-) -> Result<(Dataset, Vec<String>, Option<Vec<usize>>)> {
+) -> Result<(Dataset, ReadNotes, Option<Vec<usize>>)> {
     let sel = choice.resolve(&rows_in.header, path)?;
     let targets = sel
         .targets
@@ -1160,7 +1174,7 @@ pub fn convert_choice(
     output: &Path,
     choice: &ColumnChoice,
     progress: &mut dyn FnMut(usize) -> bool,
-) -> Result<(usize, Vec<String>, Vec<String>)> {
+) -> Result<(usize, Vec<String>, ReadNotes)> {
     let rows_in = CsvRows::open(input)?;
     let sel = choice.resolve(&rows_in.header, input)?;
     convert_selection(rows_in, sel, choice, input, output, progress)
@@ -1173,7 +1187,7 @@ fn convert_selection(
     input: &Path,
     output: &Path,
     progress: &mut dyn FnMut(usize) -> bool,
-) -> Result<(usize, Vec<String>, Vec<String>)> {
+) -> Result<(usize, Vec<String>, ReadNotes)> {
     let mut names = sel.inputs.clone();
     names.extend(sel.targets.iter().map(|&c| rows_in.header[c].clone()));
     let (width, targets) = (sel.inputs.len(), sel.targets.len());

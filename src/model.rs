@@ -161,7 +161,15 @@ pub struct TrainingInfo {
     /// (their first-layer weights are zero).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constant_features: Vec<String>,
+    /// Data rows the run's reads left out for a missing value (`--drop-missing`): of the
+    /// training file and of the validation file, each counted once. Absent when none were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_left_out: usize,
     pub history: Vec<EpochRecord>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl TrainingInfo {
@@ -637,6 +645,16 @@ impl Model {
         for m in &mut self.members {
             m.categorical = categorical.to_vec();
             m.format_version = m.format_version.max(CATEGORICAL_FORMAT_VERSION);
+        }
+        self
+    }
+
+    /// This model's run (and its members') having left out `rows` data rows for a missing
+    /// value (`--drop-missing`).
+    pub fn with_rows_left_out(mut self, rows: usize) -> Model {
+        let records = self.members.iter_mut().map(|m| &mut m.training);
+        for t in std::iter::once(&mut self.training).chain(records).flatten() {
+            t.rows_left_out = rows;
         }
         self
     }

@@ -117,14 +117,17 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     write_output(None, e.summary_text(&model.targets).as_bytes())
 }
 
-/// `--out` checked before any work, as `mdn train` checks its own.
-fn check_out(out: Option<&std::path::Path>) -> Result<()> {
-    out.map_or(Ok(()), |p| mdn::atomic::check_writable(p, "--out"))
+/// `--out` checked before any work, as `mdn train` checks its own: writable, and neither the
+/// model nor the data it reads.
+fn check_out(out: Option<&std::path::Path>, io: &ModelData) -> Result<()> {
+    let Some(p) = out else { return Ok(()) };
+    mdn::atomic::check_writable(p, "--out")?;
+    mdn::atomic::check_not_input(p, "--out", &[("--model", &io.model), ("--data", &io.data)])
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
     let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
-    check_out(a.out.as_deref())?;
+    check_out(a.out.as_deref(), &a.io)?;
     let Applied {
         model,
         data,
@@ -145,7 +148,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     if a.n == 0 {
         return Err(Error::config("--n must be at least 1"));
     }
-    check_out(a.out.as_deref())?;
+    check_out(a.out.as_deref(), &a.io)?;
     let Applied {
         model,
         data,
@@ -188,6 +191,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
 pub fn plot(a: PlotArgs) -> Result<()> {
     let model = Model::load(&a.model)?;
     mdn::plot::Format::of(&a.out)?;
+    let mut inputs = vec![("--model", a.model.as_path())];
+    inputs.extend(a.data.as_deref().map(|d| ("--data", d)));
+    mdn::atomic::check_not_input(&a.out, "--out", &inputs)?;
     let target = match &a.target {
         None => 0,
         Some(name) => model
@@ -249,12 +255,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| match a.format {
         ExportFormat::Onnx => a.model.with_extension("onnx"),
     });
-    if out == a.model {
-        return Err(Error::Config(format!(
-            "--out {} is the model file itself; name another file",
-            out.display()
-        )));
-    }
+    mdn::atomic::check_not_input(&out, "--out", &[("--model", &a.model)])?;
     mdn::atomic::check_writable(&out, "--out")?;
     let model = Model::load(&a.model)?;
     let bytes = match a.format {
@@ -324,6 +325,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
                 "clip_norm": t.clip_norm,
                 "train_rows": t.train_rows,
                 "val_rows": t.val_rows,
+                "rows_left_out": t.rows_left_out,
                 "epochs": t.epochs,
                 "saved_epoch": t.saved_epoch,
                 "best_epoch": t.best_epoch,
@@ -407,11 +409,15 @@ pub fn info(a: InfoArgs) -> Result<()> {
         None => s.push_str("  training      not recorded\n"),
         Some(t) => {
             s.push_str(&format!(
-                "  trained       by mdn {} on {}: {} training rows, {} validation rows; seed {}, lr {}{}, L2 {}, batch {}{}\n",
+                "  trained       by mdn {} on {}: {} training rows, {} validation rows{}; seed {}, lr {}{}, L2 {}, batch {}{}\n",
                 t.mdn_version,
                 t.backend,
                 t.train_rows,
                 t.val_rows,
+                match t.rows_left_out {
+                    0 => String::new(),
+                    n => format!(" ({n} left out for a missing value)"),
+                },
                 t.seed,
                 t.lr,
                 if t.final_lr > 0.0 && t.final_lr != t.lr {

@@ -192,6 +192,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
     write_output(None, mdn::bench::table(&results, &ceilings).as_bytes())
 }
 pub fn convert(a: ConvertArgs) -> Result<()> {
+    mdn::atomic::check_not_input(&a.output, "the output", &[("input", &a.input)])?;
     let bar = row_counter(a.quiet, "converting");
     let columns = (!a.columns.is_empty()).then_some(a.columns.as_slice());
     let (rows, names) = mdn::data::convert(&a.input, &a.output, columns, &mut |n| {

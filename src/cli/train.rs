@@ -11,18 +11,28 @@ use super::args::{SelectArgs, TrainArgs};
 use super::output::{print_json, write_output};
 use super::progress::{Progress, fits_bar, interrupt_flag, message};
 
-/// Resolves and runs a job with progress on stderr and Ctrl-C as its cancel flag.
-fn run_job(job: TrainJob, quiet: bool) -> Result<Outcome> {
+/// Resolves and runs a job with progress on stderr and Ctrl-C as its cancel flag; the
+/// outcome and the job's warnings, in order.
+fn run_job(job: TrainJob, quiet: bool) -> Result<(Outcome, Vec<String>)> {
     let resolved = job.resolve()?;
     let stop = interrupt_flag();
     let mut progress = Progress::new(quiet);
-    let outcome = resolved.run(&mut |e: &JobEvent| progress.job(e), &stop);
+    let mut warnings = Vec::new();
+    let outcome = resolved.run(
+        &mut |e: &JobEvent| {
+            if let JobEvent::Warning(w) = e {
+                warnings.push(w.to_string());
+            }
+            progress.job(e)
+        },
+        &stop,
+    );
     progress.finish();
-    outcome
+    Ok((outcome?, warnings))
 }
 
 pub fn train(a: TrainArgs) -> Result<Exit> {
-    let outcome = run_job(a.job(), a.quiet)?;
+    let (outcome, warnings) = run_job(a.job(), a.quiet)?;
     let info = outcome
         .model
         .training
@@ -98,8 +108,10 @@ pub fn train(a: TrainArgs) -> Result<Exit> {
             "final_train_nll": last.map(|e| e.train_nll),
             "train_rows": info.train_rows,
             "val_rows": info.val_rows,
+            "rows_left_out": info.rows_left_out,
             "components": info.components,
             "recoveries": info.recoveries,
+            "warnings": warnings,
         }))?;
     }
     Ok(if outcome.interrupted {

@@ -50,6 +50,9 @@ impl ResolvedJob {
             }
             None => None,
         };
+        if self.streamed && self.ensemble_resume.is_none() {
+            self.read_val_once(&mut shared, observer)?;
+        }
         let members = MemberJobs::new(self, shared);
         let on_cpu = match self.job.device {
             DeviceChoice::Cpu => true,
@@ -90,9 +93,10 @@ impl ResolvedJob {
             return Ok(());
         }
         if shared.arrays.is_none() {
-            let data = self.job.read_all_telling(&self.choice(), observer)?;
+            let data = self.read_data_telling(observer)?;
             shared.arrays = Some(std::sync::Arc::new((data, None)));
         }
+        self.read_val_once(shared, observer)?;
         let data = &shared.arrays.as_ref().expect("just set").0;
         let has_val =
             self.job.val.is_some() || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
@@ -273,6 +277,20 @@ impl ResolvedJob {
         Ok(model)
     }
 
+    /// The validation file (`--val`) read once for all the members, so that its warnings are
+    /// told once, not by each member.
+    fn read_val_once(
+        &self,
+        shared: &mut ResolvedJob,
+        observer: &mut dyn FnMut(&JobEvent),
+    ) -> Result<()> {
+        if let Some(path) = &self.job.val {
+            let val = self.read_val_file(path, observer)?;
+            shared.val_file = Some(std::sync::Arc::new(val));
+        }
+        Ok(())
+    }
+
     /// The validation rows an ensemble's members share: `--val`, the arrays' validation set,
     /// or the split of the ensemble's seed. None for streamed runs and when every row was
     /// trained on (small data refitted after cross-validation, `--val-fraction 0`).
@@ -281,8 +299,7 @@ impl ResolvedJob {
             return Ok(None);
         }
         if let Some(path) = &self.job.val {
-            // Read again: its warnings were told when the members read it.
-            return crate::data::read_data_noting(path, &self.choice()).map(|(d, _)| Some(d));
+            return self.read_val_file(path, &mut |_| {}).map(Some);
         }
         if let Some(v) = self.arrays.as_ref().and_then(|a| a.1.clone()) {
             return Ok(Some(v));
@@ -292,7 +309,7 @@ impl ResolvedJob {
         }
         let data = match &self.arrays {
             Some(a) => a.0.clone(),
-            None => self.job.read_all_telling(&self.choice(), &mut |_| {})?,
+            None => self.read_data_telling(&mut |_| {})?,
         };
         let fraction = self.job.val_fraction();
         let split = self.options.validation_split(fraction, data.rows);

@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::backend::{self, Backend};
 use crate::categorical::Categorical;
 use crate::checkpoint::{Checkpoint, EnsembleCheckpoint};
-use crate::data::{ColumnChoice, Dataset, Missing};
+use crate::data::{ColumnChoice, Dataset, Missing, ReadNotes};
 use crate::error::Result;
 use crate::layout::{Covariance, Family};
 use crate::model::{EpochChoice, Model};
@@ -141,6 +141,29 @@ pub struct ResolvedJob {
     sink: Option<MemberSink>,
     /// A streamed CSV already converted to `.npy` (once, for all of an ensemble's members).
     converted: Option<PathBuf>,
+    /// The validation file's rows, read once for all of an ensemble's members.
+    val_file: Option<std::sync::Arc<Dataset>>,
+    /// The rows the job's reads left out for a missing value (shared by an ensemble's
+    /// members): what the model's record says.
+    left_out: LeftOut,
+}
+
+/// The rows a job's reads left out for a missing value (`--drop-missing`), per file: a file
+/// read again (by each of an ensemble's members, or for the ensemble's validation) counts
+/// once.
+#[derive(Debug, Clone, Default)]
+struct LeftOut(std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<PathBuf, usize>>>);
+
+impl LeftOut {
+    fn note(&self, path: &Path, rows: usize) {
+        let mut files = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        files.insert(path.to_path_buf(), rows);
+    }
+
+    fn total(&self) -> usize {
+        let files = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        files.values().sum()
+    }
 }
 
 /// What a finished job gives back.
@@ -188,7 +211,23 @@ impl ResolvedJob {
         if let Some(a) = &self.arrays {
             return Ok(a.0.clone());
         }
-        self.job.read_all_telling(&self.choice(), observer)
+        let (data, notes) = self.job.read_all_noting(&self.choice())?;
+        self.tell_read(&data.path, &notes, observer);
+        Ok(data)
+    }
+
+    /// Tells `observer` a read's warnings and keeps the number of rows it left out, for the
+    /// model's record.
+    pub(super) fn tell_read(
+        &self,
+        path: &Path,
+        notes: &ReadNotes,
+        observer: &mut dyn FnMut(&JobEvent),
+    ) {
+        self.left_out.note(path, notes.left_out);
+        for n in &notes.warnings {
+            observer(&JobEvent::Warning(n));
+        }
     }
 
     /// How the job reads its rows (training and validation): the inputs, categorical
@@ -214,7 +253,8 @@ impl ResolvedJob {
     pub fn train(&self, observer: &mut dyn FnMut(&JobEvent), cancel: &AtomicBool) -> Result<Model> {
         let model = self
             .train_all(observer, cancel)?
-            .with_categorical(&self.categorical);
+            .with_categorical(&self.categorical)
+            .with_rows_left_out(self.left_out.total());
         if let Some(t) = model.training.as_ref() {
             for name in &t.constant_features {
                 observer(&JobEvent::Warning(&format!(

@@ -12,7 +12,7 @@ use super::small_data::{CROSS_VALIDATE_BELOW, CROSS_VALIDATE_MIN};
 use super::{JobEvent, Plan, ResolvedJob};
 use crate::atomic::TempNpy;
 use crate::checkpoint::DataSpec;
-use crate::data::{ColumnChoice, Dataset, NpySource, RowSource, read_data};
+use crate::data::{ColumnChoice, Dataset, NpySource, RowSource};
 use crate::error::{Error, Result};
 use crate::model::{EpochChoice, Model};
 use crate::train::{
@@ -37,9 +37,7 @@ impl ResolvedJob {
             crate::data::convert_choice(path, tmp.path(), &self.choice(), &mut |_| {
                 !cancel.load(Ordering::Relaxed)
             })?;
-        for n in &notes {
-            observer(&JobEvent::Warning(n));
-        }
+        self.tell_read(path, &notes, observer);
         Ok(tmp)
     }
 
@@ -69,7 +67,7 @@ impl ResolvedJob {
         });
         // The data first: the defaults that adapt to the rows need their number.
         let input = match stream_path {
-            Some(path) => self.open_stream(&path)?,
+            Some(path) => self.open_stream(&path, &mut *observer)?,
             None => self.read_rows(&mut *observer)?,
         };
         let (mut opts, mut adapted) = self.options_for_rows(input.train_rows);
@@ -147,21 +145,35 @@ impl ResolvedJob {
         })
     }
 
+    /// The rows of the validation file `path` (`--val`): read once already for an ensemble's
+    /// members, or read now, its warnings told.
+    pub(super) fn read_val_file(
+        &self,
+        path: &Path,
+        observer: &mut dyn FnMut(&JobEvent),
+    ) -> Result<Dataset> {
+        if let Some(v) = &self.val_file {
+            return Ok(Dataset::clone(v));
+        }
+        let (val, notes) = crate::data::read_data_noting(path, &self.val_choice())?;
+        self.tell_read(path, &notes, observer);
+        Ok(val)
+    }
+
     /// The validation file's columns: the training columns, targets included.
     fn val_choice(&self) -> ColumnChoice {
         self.choice()
     }
 
     /// A streamed run's source and validation rows, and how it reads them.
-    fn open_stream(&self, path: &Path) -> Result<Input> {
+    fn open_stream(&self, path: &Path, observer: &mut dyn FnMut(&JobEvent)) -> Result<Input> {
         let job = &self.job;
         let choice = ColumnChoice::exactly(self.features.clone(), self.targets.clone());
         let source = NpySource::open(path, &choice)?;
-        let val = job
-            .val
-            .as_ref()
-            .map(|v| read_data(v, &self.val_choice()))
-            .transpose()?;
+        let val = match &job.val {
+            Some(v) => Some(self.read_val_file(v, observer)?),
+            None => None,
+        };
         let row_floats = source.features().len() + source.targets().len();
         let mut sopts =
             StreamOptions::for_budget(job.memory_mb << 20, row_floats, job.val_fraction());
@@ -190,7 +202,7 @@ impl ResolvedJob {
         let job = &self.job;
         let data = match &self.arrays {
             Some(a) => a.0.clone(),
-            None => job.read_all_telling(&self.choice(), observer)?,
+            None => self.read_data_telling(observer)?,
         };
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
@@ -211,10 +223,7 @@ impl ResolvedJob {
         }
         let (train, val) = match (&job.val, val_arrays) {
             (Some(path), _) => {
-                let (val, notes) = crate::data::read_data_noting(path, &self.val_choice())?;
-                for n in &notes {
-                    observer(&JobEvent::Warning(n));
-                }
+                let val = self.read_val_file(path, observer)?;
                 (data, Some(val))
             }
             (None, Some(v)) => (data, Some(v)),

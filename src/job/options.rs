@@ -384,22 +384,18 @@ impl TrainJob {
         }
     }
 
-    /// [`TrainJob::read_all`], each of the read's warnings (rows left out by
-    /// `--drop-missing`) told to `observer` as the job's own.
-    pub(super) fn read_all_telling(
+    /// [`TrainJob::read_all`] and what the read said (rows left out by `--drop-missing`, its
+    /// warnings), for the caller to tell.
+    pub(super) fn read_all_noting(
         &self,
         choice: &ColumnChoice,
-        observer: &mut dyn FnMut(&super::JobEvent),
-    ) -> Result<Dataset> {
+    ) -> Result<(Dataset, crate::data::ReadNotes)> {
         match &self.data {
-            Some(path) => {
-                let (data, notes) = crate::data::read_data_noting(path, choice)?;
-                for n in &notes {
-                    observer(&super::JobEvent::Warning(n));
-                }
-                Ok(data)
-            }
-            None => read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), choice),
+            Some(path) => crate::data::read_data_noting(path, choice),
+            None => Ok((
+                read_csv_from(EXAMPLE_CSV, Path::new(EXAMPLE_NAME), choice)?,
+                Default::default(),
+            )),
         }
     }
 }

@@ -113,6 +113,8 @@ impl TrainJob {
             ensemble_resume,
             sink: None,
             converted: None,
+            left_out: Default::default(),
+            val_file: None,
             checkpoint_path,
             arrays: None,
             epoch_choice: None,
@@ -157,6 +159,13 @@ impl TrainJob {
         if self.checkpoint_every.is_some() {
             check_writable(&checkpoint_path, "--checkpoint")?;
         }
+        if self.checkpoint.is_some() && crate::atomic::same_file(&checkpoint_path, &out) {
+            return Err(Error::config(format!(
+                "--checkpoint {} is the --out file: the checkpoint and the model would overwrite \
+                 each other; choose another name",
+                checkpoint_path.display()
+            )));
+        }
         // Never write over the data.
         for (what, path) in [
             ("--out", Some(&out)),
@@ -164,7 +173,7 @@ impl TrainJob {
         ] {
             for (role, input) in [("--data", self.data.as_ref()), ("--val", self.val.as_ref())] {
                 if let (Some(p), Some(input)) = (path, input)
-                    && same_file(p, input)
+                    && crate::atomic::same_file(p, input)
                 {
                     return Err(Error::config(format!(
                         "{what} {} is the {role} file: the model would overwrite the data; choose another name",
@@ -325,26 +334,13 @@ impl TrainJob {
             ensemble_resume: None,
             sink: None,
             converted: None,
+            left_out: Default::default(),
+            val_file: None,
             checkpoint_path,
             arrays: Some(std::sync::Arc::new((train, val))),
             epoch_choice: None,
         })
     }
-}
-
-/// Whether two paths name the same file (by their canonical paths; a file that does not exist
-/// yet is compared by its directory's canonical path and its name).
-fn same_file(a: &Path, b: &Path) -> bool {
-    let canonical = |p: &Path| {
-        std::fs::canonicalize(p).ok().or_else(|| {
-            let dir = match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            Some(std::fs::canonicalize(dir).ok()?.join(p.file_name()?))
-        })
-    };
-    matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
 }
 
 /// A job's option as a person writes it: `0.01`, not the f32's `0.009999999776482582`;

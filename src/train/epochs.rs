@@ -774,6 +774,7 @@ fn build_model(
         epoch_choice: None,
         ensemble_val_nll: None,
         constant_features,
+        rows_left_out: 0,
         clip_norm: opts.step.clip_norm,
         recoveries,
         history,

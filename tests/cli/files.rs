@@ -993,6 +993,95 @@ fn out_overwrites_data() {
     }
 }
 
+/// Regression (a new user): `mdn predict --out` naming its `--data` file replaced the data
+/// with the predictions, and `mdn sample --out` naming its `--model` replaced the model, both
+/// exiting 0; `--checkpoint` naming `--out` left a model where the checkpoint should be (the
+/// resume then refused it). Every command that writes a file refuses to write over what it
+/// reads, and the files stay as they were.
+#[test]
+fn predict_and_sample_wrote_over_their_own_data_or_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained(d);
+    std::fs::copy(asset("bishop_test.csv"), d.join("d.csv")).unwrap();
+    let before = |f: &str| std::fs::read(d.join(f)).unwrap();
+    let (data, model) = (before("d.csv"), before("m.json"));
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &[
+                "predict", "--model", "m.json", "--data", "d.csv", "--out", "d.csv",
+            ],
+            "--data",
+        ),
+        (
+            &[
+                "predict", "--model", "m.json", "--data", "d.csv", "--out", "./m.json",
+            ],
+            "--model",
+        ),
+        (
+            &[
+                "sample", "--model", "m.json", "--data", "d.csv", "--out", "m.json",
+            ],
+            "--model",
+        ),
+        (
+            &[
+                "sample", "--model", "m.json", "--data", "./d.csv", "--out", "d.csv",
+            ],
+            "--data",
+        ),
+        (
+            &[
+                "plot", "--model", "m.json", "--data", "d.csv", "--out", "m.json",
+            ],
+            "",
+        ),
+        (&["export", "m.json", "--out", "./m.json"], "--model"),
+        (&["convert", "d.csv", "./d.csv"], "input"),
+        (
+            &[
+                "train",
+                "--data",
+                "d.csv",
+                "--out",
+                "n.json",
+                "--checkpoint",
+                "./n.json",
+                "--checkpoint-every",
+                "1",
+                "--epochs",
+                "2",
+            ],
+            "--out",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "d.csv",
+                "--out",
+                "x.json",
+                "--checkpoint",
+                "x.json",
+            ],
+            "--out",
+        ),
+    ];
+    for (args, role) in cases {
+        let out = mdn(d, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("is the {role} file")) || role.is_empty(),
+            "{args:?}: {err}"
+        );
+        assert_eq!(before("d.csv"), data, "{args:?}");
+        assert_eq!(before("m.json"), model, "{args:?}");
+        assert_eq!(files_in(d), vec!["d.csv", "m.json"], "{args:?}");
+    }
+}
+
 #[test]
 #[cfg(unix)]
 fn out_to_a_device_or_fifo_replaced_it_or_hung_and_through_a_link_replaced_the_link() {

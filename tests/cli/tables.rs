@@ -466,3 +466,115 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
     std::fs::write(d.join("ids.csv"), full.replacen("\nc3,", "\n,", 1)).unwrap();
     ok(d, &args("ids.csv", "i.json"));
 }
+
+/// The rows `--drop-missing` left out are in the model's record (`training.rows_left_out`,
+/// the training and validation files together), `mdn info` and `train --json`, whose
+/// `warnings` list what the run said. Regression: an ensemble's members each read the
+/// validation file and each warned of its missing values ("member 1: ...", "member 2: ...").
+#[test]
+fn an_ensembles_validation_file_warned_of_its_missing_values_once_per_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let with_gaps = |rows: usize, every: usize| {
+        let mut s = String::new();
+        for (i, line) in cars(rows).lines().enumerate() {
+            if i > 0 && i % every == 0 {
+                let mut cells: Vec<&str> = line.split(',').collect();
+                cells[1] = "NA";
+                s.push_str(&cells.join(","));
+            } else {
+                s.push_str(line);
+            }
+            s.push('\n');
+        }
+        s
+    };
+    // 400 rows, 13 with no age; 120 validation rows, 4 with none.
+    std::fs::write(d.join("gaps.csv"), with_gaps(400, 30)).unwrap();
+    std::fs::write(d.join("val.csv"), with_gaps(120, 30)).unwrap();
+    for (extra, out) in [
+        (&["--ensemble", "2"][..], "e.json"),
+        (&["--ensemble", "2", "--stream"][..], "s.json"),
+        (&[][..], "one.json"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--data",
+            "gaps.csv",
+            "--val",
+            "val.csv",
+            "--features",
+            "age,fuel,region",
+            "--epochs",
+            "2",
+            "--drop-missing",
+            "--device",
+            "cpu",
+            "--json",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        let (stdout, err) = ok(d, &args);
+        let v = json(&stdout);
+        assert_eq!(v["rows_left_out"], 17, "{extra:?}: {v}");
+        assert_eq!(v["train_rows"], 387, "{extra:?}: {v}");
+        assert_eq!(v["val_rows"], 116, "{extra:?}: {v}");
+        let warnings: Vec<&str> = v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        for (file, said) in [
+            ("gaps.csv: 13 of 400 rows", "gaps"),
+            ("val.csv: 4 of 120 rows", "val"),
+        ] {
+            let n = warnings.iter().filter(|w| w.contains(file)).count();
+            assert_eq!(
+                n, 1,
+                "{extra:?}: the {said} file's warning once: {warnings:?}"
+            );
+            assert_eq!(err.matches(file).count(), 1, "{extra:?}: {err}");
+        }
+        let model = read_json(&d.join(out));
+        assert_eq!(model["training"]["rows_left_out"], 17, "{extra:?}");
+        for m in model["members"].as_array().into_iter().flatten() {
+            assert_eq!(m["training"]["rows_left_out"], 17, "{extra:?}");
+        }
+        let (info, _) = ok(d, &["info", out]);
+        assert!(
+            info.contains(
+                "387 training rows, 116 validation rows (17 left out for a missing value)"
+            ),
+            "{info}"
+        );
+    }
+    // Without missing values the field is absent from the file and 0 in the summary.
+    std::fs::write(d.join("full.csv"), cars(200)).unwrap();
+    let (stdout, _) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "full.csv",
+            "--features",
+            "age,fuel,region",
+            "--epochs",
+            "2",
+            "--drop-missing",
+            "--device",
+            "cpu",
+            "--json",
+            "--quiet",
+            "--out",
+            "f.json",
+        ],
+    );
+    assert_eq!(json(&stdout)["rows_left_out"], 0);
+    assert!(
+        read_json(&d.join("f.json"))["training"]
+            .get("rows_left_out")
+            .is_none()
+    );
+}
