@@ -151,7 +151,8 @@ pub fn fold_of(seed: u64, row: u64, folds: usize) -> usize {
 /// `val_fraction` of its rows to stop early; with None, as `mdn train`'s defaults do: 10%, or
 /// on fewer than [`CROSS_VALIDATE_BELOW`] rows none, the number of epochs being chosen by
 /// cross-validation within the fit's rows ([`cross_validate_epochs`]) before a refit on all of
-/// them.
+/// them. `observer` returning false stops the fit under way and the whole comparison, an
+/// [`Error::Interrupted`]: a fit cut short would score its setting unfairly.
 pub fn cross_validate(
     backend: &mut dyn Backend,
     data: &Dataset,
@@ -169,6 +170,13 @@ pub fn cross_validate(
         return Err(Error::config("no settings to compare"));
     }
     let seed = base(data.rows).seed;
+    let stopped = std::cell::Cell::new(false);
+    let observer = &mut |e: &TrainEvent| {
+        let go = observer(e);
+        stopped.set(stopped.get() || !go);
+        go
+    };
+    let total = settings.len() * folds;
     let mut scores = Vec::with_capacity(settings.len());
     for (si, setting) in settings.iter().enumerate() {
         let opts = setting.options(&base(data.rows));
@@ -222,6 +230,12 @@ pub fn cross_validate(
                 let opts = setting.options(&base(tr.rows));
                 train(backend, &tr, val.as_ref(), &opts, observer)?
             };
+            if stopped.get() {
+                return Err(Error::Interrupted(format!(
+                    "interrupted in fit {} of {total}: no setting was chosen and no model written",
+                    si * folds + f + 1
+                )));
+            }
             let ll = model.loglik(backend, &test_set)?;
             fold_nll.push(-ll.iter().sum::<f64>() / ll.len() as f64);
         }

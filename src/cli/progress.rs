@@ -62,9 +62,15 @@ pub fn init_logging() {
         .init();
 }
 
+/// What a first Ctrl-C says will happen (after "interrupted: ").
+static ON_INTERRUPT: std::sync::Mutex<&str> = std::sync::Mutex::new(
+    "stopping after this epoch and writing the model, if an epoch of the final model has \
+     finished: the best epoch's parameters, or with --epochs the last's (Ctrl-C again to quit now)",
+);
+
 /// Set when the user presses Ctrl-C: training stops after the current window or epoch and
-/// saves the best model so far. A second Ctrl-C removes temporary files and exits at once
-/// (exit code 130). One flag per process (the handler is installed once).
+/// saves the model so far. A second Ctrl-C removes temporary files and exits at once (exit
+/// code 130). One flag per process (the handler is installed once).
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
@@ -76,14 +82,18 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
                 message("interrupted again: quitting now, without writing a model");
                 std::process::exit(super::EXIT_INTERRUPTED as i32);
             }
-            message(
-                "\ninterrupted: stopping after this epoch and writing the best model so far, if an epoch \
-                 of the final model has finished (Ctrl-C again to quit now)",
-            );
+            let what = *ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner());
+            message(&format!("\ninterrupted: {what}"));
         });
         flag
     })
     .clone()
+}
+
+/// [`interrupt_flag`], a first Ctrl-C saying `what` will happen instead of `mdn train`'s words.
+pub fn interrupt_flag_saying(what: &'static str) -> Arc<AtomicBool> {
+    *ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner()) = what;
+    interrupt_flag()
 }
 
 /// A bar on a terminal unless quiet.

@@ -9,7 +9,7 @@ use mdn::{Error, Result};
 use super::Exit;
 use super::args::{SelectArgs, TrainArgs};
 use super::output::{print_json, write_output};
-use super::progress::{Progress, fits_bar, interrupt_flag, message};
+use super::progress::{Progress, fits_bar, interrupt_flag, interrupt_flag_saying, message};
 
 /// Resolves and runs a job with progress on stderr and Ctrl-C as its cancel flag; the
 /// outcome and the job's warnings, in order.
@@ -274,7 +274,10 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
         mdn::backend::open(a.device.device, a.device.threads.map(|t| t as usize))?;
     let total = settings.len() * a.folds;
     let bar = fits_bar(a.quiet, total);
-    let stop = interrupt_flag();
+    let stop = interrupt_flag_saying(
+        "stopping after this epoch; a cross-validation cut short chooses no setting and writes \
+         no model (Ctrl-C again to quit now)",
+    );
     let sel = mdn::select::cross_validate(
         backend.as_mut(),
         &data,

@@ -51,6 +51,58 @@ fn ctrl_c_stops_training_and_keeps_the_best_model() {
     assert_eq!(m["training"]["stop_reason"], "interrupted");
 }
 
+/// Regression (a new user): Ctrl-C in `mdn select` stopped the fit under way, then ran the
+/// remaining fits cut short at their first epoch, printed a table of those scores with a
+/// setting "chosen" and wrote its model. A cross-validation cut short now chooses nothing:
+/// no table, no model, exit 130.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_in_select_chose_a_setting_from_fits_cut_short() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "select",
+            "--data",
+            asset("bishop.csv").to_str().unwrap(),
+            "--components",
+            "1,2",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--out",
+            "m.json",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("a cross-validation cut short chooses no setting")
+            && err
+                .contains("interrupted in fit 1 of 10: no setting was chosen and no model written"),
+        "{err}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "no table: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(files_in(dir.path()), Vec::<String>::new());
+}
+
 /// Trains once uninterrupted, once killed with SIGKILL after its first checkpoint and resumed:
 /// the two models must be the same bits.
 #[cfg(unix)]
