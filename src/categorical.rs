@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::{CsvRows, is_missing, is_npy};
+use crate::data::{CsvRows, decimal_comma, is_missing, is_npy};
 use crate::error::{Error, Location, Result};
 
 /// The most categories one column may have: beyond this it is an id, a free-text column or a
@@ -138,6 +138,8 @@ struct ColumnCells {
     text: usize,
     /// The first text cell: its line and value.
     first_text: Option<(u64, String)>,
+    /// Text cells that are numbers written with a decimal comma (`0,5`).
+    decimal_commas: usize,
     /// Distinct values (up to [`COUNT_LIMIT`]) and the line each was first seen on.
     values: HashMap<String, u64>,
     /// More distinct values than were counted.
@@ -198,6 +200,9 @@ pub fn learn_categories(
                 stats.numbers += 1;
             } else {
                 stats.text += 1;
+                if decimal_comma(&cell).is_some() {
+                    stats.decimal_commas += 1;
+                }
                 if stats.first_text.is_none() {
                     stats.first_text = Some((line, cell.clone()));
                 }
@@ -215,6 +220,20 @@ pub fn learn_categories(
         let wanted = forced.contains(name);
         if !wanted && stats.text == 0 {
             continue;
+        }
+        if !wanted && stats.decimal_commas == stats.text {
+            // Numbers as a spreadsheet in many languages writes them, not categories.
+            let (line, cell) = stats.first_text.clone().expect("a text cell was seen");
+            return Err(Error::data(
+                Location::cell(path, line, col + 1, name),
+                format!(
+                    "'{cell}' is not a number: mdn reads a decimal point ({}), not a decimal \
+                     comma (so are the column's {} other such cells; --categorical {name} reads \
+                     them as categories if they are ones)",
+                    decimal_comma(&cell).unwrap_or_default(),
+                    stats.text - 1
+                ),
+            ));
         }
         if !wanted && stats.text < stats.numbers {
             let (line, cell) = stats.first_text.clone().expect("a text cell was seen");

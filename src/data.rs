@@ -1250,21 +1250,24 @@ fn missing_message(cell: &str) -> String {
     }
 }
 
+/// A number written with a decimal comma (`1,5`, as a spreadsheet in many languages writes
+/// it): the number with a decimal point (`1.5`).
+pub(crate) fn decimal_comma(cell: &str) -> Option<String> {
+    let point = cell.replace(',', ".");
+    (cell.matches(',').count() == 1 && point.parse::<f64>().is_ok()).then_some(point)
+}
+
 fn parse_cell(cell: &str, path: &Path, line: u64, col: usize, name: &str) -> Result<f32> {
     let at = || Location::cell(path, line, col + 1, name);
     if is_missing(cell) {
         return Err(Error::data(at(), missing_message(cell)));
     }
     let v: f64 = cell.parse().map_err(|_| {
-        let decimal_comma =
-            cell.matches(',').count() == 1 && cell.replace(',', ".").parse::<f64>().is_ok();
-        let message = if decimal_comma {
-            format!(
-                "'{cell}' is not a number: mdn reads a decimal point ({}), not a decimal comma",
-                cell.replace(',', ".")
-            )
-        } else {
-            format!("'{cell}' is not a number")
+        let message = match decimal_comma(cell) {
+            Some(point) => format!(
+                "'{cell}' is not a number: mdn reads a decimal point ({point}), not a decimal comma"
+            ),
+            None => format!("'{cell}' is not a number"),
         };
         Error::data(at(), message)
     })?;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::support::{json, mdn, ok};
+use crate::support::{files_in, json, mdn, ok};
 
 /// A priced-goods table: an id, a number, two text columns, a positive target.
 fn cars(rows: usize) -> String {
@@ -577,4 +577,62 @@ fn an_ensembles_validation_file_warned_of_its_missing_values_once_per_member() {
             .get("rows_left_out")
             .is_none()
     );
+}
+
+/// Regression (a new user): a `;`-separated file with decimal commas in a feature column
+/// (`0,5`) was read as a categorical column (`dose=0,5`, `dose=1,5`, ...) where the values
+/// repeat, and refused as "an id or free text" where they do not; a target column said
+/// "decimal comma" all along. Both feature cases now say so too, at the first such cell;
+/// `--categorical` still reads such a column as categories.
+#[test]
+fn a_feature_column_with_decimal_commas_was_read_as_categories() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut few, mut many) = (String::from("dose;age;y\n"), String::from("x;y\n"));
+    for i in 0..300 {
+        few.push_str(&format!(
+            "{},5;{};{}.{}\n",
+            i % 4,
+            20 + i % 37,
+            i % 7,
+            i % 10
+        ));
+        many.push_str(&format!("{},{:03};{}.5\n", i / 10, i, i % 9));
+    }
+    std::fs::write(d.join("few.csv"), &few).unwrap();
+    std::fs::write(d.join("many.csv"), &many).unwrap();
+    for (file, cell, point) in [("few.csv", "0,5", "0.5"), ("many.csv", "0,000", "0.000")] {
+        let out = mdn(
+            d,
+            &["train", "--data", file, "--epochs", "1", "--device", "cpu"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!(
+                "{file}:2:1 (column '{}'): '{cell}' is not a number: mdn reads a decimal point \
+                 ({point}), not a decimal comma (so are the column's 299 other such cells",
+                if file == "few.csv" { "dose" } else { "x" }
+            )),
+            "{err}"
+        );
+        assert_eq!(files_in(d), vec!["few.csv", "many.csv"]);
+    }
+    let (_, err) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "few.csv",
+            "--categorical",
+            "dose",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--out",
+            "c.json",
+        ],
+    );
+    assert!(err.contains("dose=0,5"), "{err}");
 }
