@@ -80,6 +80,9 @@ pub enum ColumnChoice {
         need_targets: bool,
         categorical: Vec<Categorical>,
         unknown: UnknownCategory,
+        /// A training job's read (its categories learnt from its own rows): an unknown
+        /// category, only in a validation file, is refused with what to do in training.
+        training: bool,
         missing: Missing,
         /// Per target, its transform: a target value outside the transform's support is
         /// refused with its place (empty: none).
@@ -164,9 +167,23 @@ impl ColumnChoice {
             need_targets,
             categorical: categorical.to_vec(),
             unknown: UnknownCategory::Error,
+            training: false,
             missing: Missing::Refuse,
             transforms: Vec::new(),
         }
+    }
+
+    /// This choice as a training job's read (a model's choice only): an unknown category
+    /// (in a validation file) is refused saying what to do in training.
+    pub fn for_training(mut self) -> ColumnChoice {
+        if let ColumnChoice::Model { training, .. } = &mut self {
+            *training = true;
+        }
+        self
+    }
+
+    fn training(&self) -> bool {
+        matches!(self, ColumnChoice::Model { training: true, .. })
     }
 
     /// This choice refusing a target value outside its transform's support (a model's
@@ -680,6 +697,8 @@ struct Reading {
     first_ignored: Option<String>,
     /// Per target, its transform (empty: none).
     transforms: Vec<Transform>,
+    /// A training job's read ([`ColumnChoice::for_training`]).
+    training: bool,
     /// With `track` and `Missing::Drop`, the 0-based data row of every row kept (what `mdn
     /// predict --drop-missing` labels its rows with; not kept by the streamed and checking
     /// reads, whose memory must not grow with the rows).
@@ -699,6 +718,7 @@ impl Reading {
             ignored_rows: 0,
             first_ignored: None,
             transforms: choice.transforms().to_vec(),
+            training: choice.training(),
             kept: Vec::new(),
             track: false,
         }
@@ -753,13 +773,17 @@ impl Reading {
                                 }
                             }
                             None => {
+                                let what = if self.training {
+                                    "the model has no input for a category its training rows \
+                                     lack: add rows of it to the training data, or leave those \
+                                     rows out of this file"
+                                } else {
+                                    "--unknown-category ignore predicts such rows with no \
+                                     category"
+                                };
                                 return Err(Error::data(
                                     Location::cell(&csv.path, line, c + 1, &csv.header[c]),
-                                    format!(
-                                        "{}; --unknown-category ignore predicts such rows with \
-                                         no category",
-                                        lookup.unknown_message(cell)
-                                    ),
+                                    format!("{}; {what}", lookup.unknown_message(cell)),
                                 ));
                             }
                         }

@@ -235,6 +235,7 @@ impl ResolvedJob {
     /// `--drop-missing` would leave them out, or left out with it.
     pub fn choice(&self) -> ColumnChoice {
         ColumnChoice::model(&self.features, &self.targets, &self.categorical, true)
+            .for_training()
             .with_missing(if self.job.drop_missing {
                 Missing::Drop
             } else {

@@ -636,3 +636,56 @@ fn a_feature_column_with_decimal_commas_was_read_as_categories() {
     );
     assert!(err.contains("dose=0,5"), "{err}");
 }
+
+/// Regression (a new user): `mdn train --val` with a category the training rows lack
+/// suggested `--unknown-category ignore`, an option `train` does not have. It says what to do
+/// in training instead.
+#[test]
+fn a_validation_files_unknown_category_suggested_an_option_train_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let all = cars(300);
+    let no_electric: String =
+        all.lines()
+            .filter(|l| !l.contains(",electric,"))
+            .fold(String::new(), |mut s, l| {
+                s.push_str(l);
+                s.push('\n');
+                s
+            });
+    std::fs::write(d.join("train.csv"), no_electric).unwrap();
+    std::fs::write(d.join("val.csv"), &all).unwrap();
+    let out = mdn(
+        d,
+        &[
+            "train",
+            "--data",
+            "train.csv",
+            "--val",
+            "val.csv",
+            "--features",
+            "age,fuel,region",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let line = 2 + all
+        .lines()
+        .skip(1)
+        .position(|l| l.contains(",electric,"))
+        .unwrap();
+    assert!(
+        err.contains(&format!(
+            "val.csv:{line}:3 (column 'fuel'): 'electric' is not a category the model was trained \
+             on (it knows 'diesel', 'petrol'); the model has no input for a category its training \
+             rows lack: add rows of it to the training data, or leave those rows out of this file"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("--unknown-category"), "{err}");
+    assert_eq!(files_in(d), vec!["train.csv", "val.csv"]);
+}
