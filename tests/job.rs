@@ -113,6 +113,11 @@ fn bad_job_json_names_the_field() {
         (r#"{"covariance": "fulll"}"#, "fulll"),
         (r#"{"hidden": "64,x"}"#, "'x' is not a layer width"),
         (r#"{"hidden": [64, 0]}"#, "at least 1"),
+        // Regression (empty_hidden_was_no_hidden_layer): "" was read as no hidden layer.
+        (
+            r#"{"hidden": ""}"#,
+            "an empty value: give layer widths (64,64), or none",
+        ),
         (r#"{"lr": "fast"}"#, "lr"),
         (r#"{"device": "tpu"}"#, "tpu"),
     ] {

@@ -365,10 +365,13 @@ pub fn info(a: InfoArgs) -> Result<()> {
         ));
     }
     s.push_str(&format!(
-        "  architecture  {} inputs, hidden {:?} ({}), K={} {}components over {} target(s), {} covariance, sigma floor {}; {}\n",
+        "  architecture  {} inputs, {}, K={} {}components over {} target(s), {} covariance, sigma floor {}; {}\n",
         arch.inputs,
-        arch.hidden,
-        arch.activation.name(),
+        if arch.hidden.is_empty() {
+            "no hidden layer".to_string()
+        } else {
+            format!("hidden {:?} ({})", arch.hidden, arch.activation.name())
+        },
         arch.components,
         if arch.family.is_gaussian() { "" } else { "Student's t " },
         arch.targets,

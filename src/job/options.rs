@@ -127,10 +127,16 @@ impl Default for TrainJob {
     }
 }
 
-/// Parses hidden widths: "64,64", "none" or "" (no hidden layer).
+/// Parses hidden widths: "64,64", or "none" (no hidden layer). An empty value (an unset
+/// shell variable, a `;` too many in `mdn select`) is refused, not read as no hidden layer.
 pub fn parse_widths(s: &str) -> std::result::Result<Vec<usize>, String> {
     let s = s.trim();
-    if s.is_empty() || s.eq_ignore_ascii_case("none") {
+    if s.is_empty() {
+        return Err(
+            "an empty value: give layer widths (64,64), or none for no hidden layer".into(),
+        );
+    }
+    if s.eq_ignore_ascii_case("none") {
         return Ok(Vec::new());
     }
     s.split(',')

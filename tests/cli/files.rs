@@ -226,6 +226,13 @@ fn bad_training_input_is_refused_with_its_place() {
         &["--hidden", "64,0"],
         "'0' is not a layer width",
     );
+    // Regression (empty_hidden_was_no_hidden_layer): an empty --hidden (an unset shell
+    // variable) trained a model with no hidden layer; `none` says so on purpose.
+    train_fails(
+        Some(&format!("x,y\n{}", rows(100))),
+        &["--hidden", ""],
+        "an empty value: give layer widths (64,64), or none for no hidden layer",
+    );
     train_fails(
         Some(&format!("x,y\n{}", rows(100))),
         &["--batch-size", "10", "--val", "missing.csv"],

@@ -180,6 +180,9 @@ fn select_refuses_a_value_listed_twice() {
         ),
         (&["--components", "1,3,1"][..], "--components lists 1 twice"),
         (&["--hidden", "32;64;32"][..], "--hidden lists 32 twice"),
+        // Regression (empty_hidden_was_no_hidden_layer): a trailing ';' added a setting
+        // with no hidden layer to the comparison.
+        (&["--hidden", "64;32;"][..], "--hidden: an empty value"),
         (&["--l2", "0,0.0"][..], "--l2 lists 0 twice"),
     ] {
         let mut all = vec!["select", "--data", "missing.csv"];
