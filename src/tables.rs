@@ -191,13 +191,35 @@ pub fn predictions_json(
 /// `aleatoric_var_t` and `epistemic_var_t`), `mode_t`, then `q<level>_t` in
 /// ascending order of level. `row` is the 0-based data row (`ids[r]` where rows were left
 /// out).
+/// A CSV output's header line, refusing a kept column (`--keep`) whose name the output also
+/// gives another column (`row`, `sample`, a target, ...): readers such as pandas would
+/// rename one of them silently.
+fn header_line(header: &[String], kept: Option<&Kept>) -> Result<String> {
+    if let Some(k) = kept {
+        for (i, name) in k.names.iter().enumerate() {
+            if k.names[..i].contains(name) {
+                return Err(Error::config(format!("--keep lists {name} twice")));
+            }
+        }
+        for name in &k.names {
+            if header.iter().filter(|h| *h == name).count() > 1 {
+                return Err(Error::config(format!(
+                    "--keep {name}: the output has a column named '{name}' of its own; rename \
+                     the file's column to keep it"
+                )));
+            }
+        }
+    }
+    Ok(header.join(",") + "\n")
+}
+
 pub fn predictions_csv(
     model: &Model,
     pred: &Prediction,
     qs: &[f64],
     kept: Option<&Kept>,
     ids: Option<&[usize]>,
-) -> String {
+) -> Result<String> {
     let (k, d) = (pred.k, pred.d);
     let mut header = vec!["row".to_string()];
     if let Some(kept) = kept {
@@ -237,7 +259,7 @@ pub fn predictions_csv(
     for q in qs {
         header.extend(model.targets.iter().map(|t| format!("q{q}_{t}")));
     }
-    let mut s = header.join(",") + "\n";
+    let mut s = header_line(&header, kept)?;
     let all = summaries(pred, qs);
     for r in 0..pred.rows {
         let mut cells = vec![row_label(ids, r).to_string()];
@@ -279,7 +301,7 @@ pub fn predictions_csv(
         s.push_str(&cells.join(","));
         s.push('\n');
     }
-    s
+    Ok(s)
 }
 
 /// A number for CSV: Rust's shortest round-trip form, in exponent notation beyond 1e16 or
@@ -343,13 +365,13 @@ pub fn samples_csv(
     samples: &[f64],
     ids: Option<&[usize]>,
     kept: Option<&Kept>,
-) -> String {
+) -> Result<String> {
     let d = model.arch.targets;
     let mut header = vec!["row".to_string()];
     header.extend(kept.iter().flat_map(|k| k.names.iter().cloned()));
     header.push("sample".into());
     header.extend(model.targets.iter().cloned());
-    let mut s = header.join(",") + "\n";
+    let mut s = header_line(&header, kept)?;
     for r in 0..rows {
         let mut first = vec![row_label(ids, r).to_string()];
         first.extend(kept.iter().flat_map(|k| k.csv_cells(r)));
@@ -360,7 +382,7 @@ pub fn samples_csv(
             s.push_str(&format!("{first},{i},{}\n", cells.join(",")));
         }
     }
-    s
+    Ok(s)
 }
 
 /// What `mdn eval` reports: the mean NLL per row (original units), per-target scores, and
@@ -411,18 +433,18 @@ impl Evaluation {
     }
 
     /// Every row's log-likelihood as CSV: `row`, the kept columns, `loglik`.
-    pub fn per_row_csv(&self, ids: Option<&[usize]>, kept: Option<&Kept>) -> String {
+    pub fn per_row_csv(&self, ids: Option<&[usize]>, kept: Option<&Kept>) -> Result<String> {
         let mut header = vec!["row".to_string()];
         header.extend(kept.iter().flat_map(|k| k.names.iter().cloned()));
         header.push("loglik".into());
-        let mut text = header.join(",") + "\n";
+        let mut text = header_line(&header, kept)?;
         for (i, v) in self.loglik.iter().enumerate() {
             let mut cells = vec![row_label(ids, i).to_string()];
             cells.extend(kept.iter().flat_map(|k| k.csv_cells(i)));
             cells.push(v.to_string());
             text.push_str(&(cells.join(",") + "\n"));
         }
-        text
+        Ok(text)
     }
 }
 

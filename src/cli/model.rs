@@ -109,7 +109,7 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         // The rows are the data (stdout, readable as CSV); the summary goes to stderr.
         write_output(
             None,
-            e.per_row_csv(ids.as_deref(), kept.as_ref()).as_bytes(),
+            e.per_row_csv(ids.as_deref(), kept.as_ref())?.as_bytes(),
         )?;
         message(e.summary_text(&model.targets).trim_end());
         return Ok(());
@@ -139,7 +139,7 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref(), ids.as_deref());
         serde_json::to_string(&doc).expect("JSON of numbers") + "\n"
     } else {
-        mdn::tables::predictions_csv(&model, &pred, &qs, kept.as_ref(), ids.as_deref())
+        mdn::tables::predictions_csv(&model, &pred, &qs, kept.as_ref(), ids.as_deref())?
     };
     write_output(a.out.as_deref(), text.as_bytes())
 }
@@ -183,7 +183,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
             &samples,
             ids.as_deref(),
             kept.as_ref(),
-        )
+        )?
     };
     write_output(a.out.as_deref(), text.as_bytes())
 }

@@ -1026,3 +1026,56 @@ fn sample_and_eval_keep_columns_and_plot_drops_missing_rows() {
     );
     assert!(d.join("p.png").exists());
 }
+
+/// Regression (a new user): `--keep` of a column named as one of the output's own (`row`,
+/// `sample`, a target) wrote a CSV with two columns of that name (`row,row,pi_0,...`), which
+/// pandas renames silently. It is refused, as is a column kept twice, with nothing written.
+#[test]
+fn kept_columns_named_as_the_outputs_own_made_duplicate_csv_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    trained(d);
+    std::fs::write(d.join("new.csv"), "row,x,sample,t\n7,0.5,a,1\n8,0.1,b,2\n").unwrap();
+    let base = ["--model", "m.json", "--data", "new.csv", "--out", "o.csv"];
+    for (cmd, keep, want) in [
+        (
+            "predict",
+            "row",
+            "--keep row: the output has a column named 'row' of its own",
+        ),
+        (
+            "sample",
+            "sample",
+            "--keep sample: the output has a column named 'sample'",
+        ),
+        ("sample", "t", "--keep t: the output has a column named 't'"),
+        (
+            "eval",
+            "row",
+            "--keep row: the output has a column named 'row'",
+        ),
+        ("predict", "x,x", "--keep lists x twice"),
+    ] {
+        let mut args = vec![cmd];
+        args.extend_from_slice(&base);
+        args.extend(["--keep", keep]);
+        if cmd == "eval" {
+            args.retain(|a| *a != "--out" && *a != "o.csv");
+            args.push("--per-row");
+        }
+        let out = mdn(d, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+        assert!(!d.join("o.csv").exists(), "{args:?}");
+    }
+    // Kept under a name of its own, the same column is fine.
+    let (csv, _) = ok(
+        d,
+        &[
+            "predict", "--model", "m.json", "--data", "new.csv", "--keep", "sample",
+        ],
+    );
+    assert!(csv.starts_with("row,sample,pi_0,"), "{csv}");
+}
