@@ -133,10 +133,29 @@ fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize>
         .position(|h| h == name)
         .or_else(by_index)
         .ok_or_else(|| {
-            Error::data(
-                Location::line(path, 1),
+            if !is_npy(path) {
+                return Error::data(
+                    Location::line(path, 1),
+                    format!(
+                        "{role} column '{name}' is not in the header (columns: {})",
+                        header.join(", ")
+                    ),
+                );
+            }
+            // A .npy file has no header: its names come from the file beside it, if any.
+            let names = crate::npy::columns_path(path);
+            let whence = if names.exists() {
+                format!("named in {}", names.display())
+            } else {
                 format!(
-                    "{role} column '{name}' is not in the header (columns: {})",
+                    "numbered from 0: no {} names them, as mdn convert writes one",
+                    names.display()
+                )
+            };
+            Error::data(
+                Location::file(path),
+                format!(
+                    "{role} column '{name}' is not one of its columns ({}, {whence})",
                     header.join(", ")
                 ),
             )

@@ -418,15 +418,15 @@ impl Evaluation {
     /// The summary as text: the mean NLL line, then one line of scores per target.
     pub fn summary_text(&self, targets: &[String]) -> String {
         let mut text = format!(
-            "mean NLL {:.6} over {} rows (per row, original units of {})\n",
-            self.mean_nll,
+            "mean NLL {} over {} rows (per row, original units of {})\n",
+            shown(self.mean_nll),
             self.rows,
             targets.join(", ")
         );
         for s in &self.scores {
             text.push_str(&format!(
-                "{}: CRPS {:.6}  RMSE of mean {:.6}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
-                s.target, s.crps, s.rmse, s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
+                "{}: CRPS {}  RMSE of mean {}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
+                s.target, shown(s.crps), shown(s.rmse), s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
             ));
         }
         text
@@ -448,9 +448,29 @@ impl Evaluation {
     }
 }
 
+/// A score in words: six decimals where that shows it, six significant digits in exponent
+/// form for targets on a very small or very large scale (a CRPS of 3e-31 is not "0.000000").
+fn shown(v: f64) -> String {
+    if v != 0.0 && v.is_finite() && !(1e-3..1e9).contains(&v.abs()) {
+        format!("{v:.5e}")
+    } else {
+        format!("{v:.6}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::num;
+    use super::{num, shown};
+
+    #[test]
+    fn scores_of_targets_on_tiny_or_huge_scales_were_shown_as_zero_or_thirty_digits() {
+        assert_eq!(shown(0.123456789), "0.123457");
+        assert_eq!(shown(-1.5), "-1.500000");
+        assert_eq!(shown(0.0), "0.000000");
+        assert_eq!(shown(3.2e-31), "3.20000e-31");
+        assert_eq!(shown(9.8127e29), "9.81270e29");
+        assert_eq!(shown(12345.678), "12345.678000");
+    }
 
     #[test]
     fn numbers_beyond_1e16_or_below_1e_6_are_written_in_exponent_form_and_read_back() {

@@ -372,10 +372,17 @@ pub struct PlotArgs {
 pub fn parse_size(s: &str) -> std::result::Result<(u32, u32), String> {
     let bad = || format!("'{s}' is not a size like 1200x900");
     let (w, h) = s.split_once(['x', 'X']).ok_or_else(bad)?;
-    Ok((
+    let size: (u32, u32) = (
         w.trim().parse().map_err(|_| bad())?,
         h.trim().parse().map_err(|_| bad())?,
-    ))
+    );
+    if size.0 < 200 || size.1 < 150 || size.0 > 10000 || size.1 > 10000 {
+        return Err(format!(
+            "{}x{} is out of range (200x150 to 10000x10000)",
+            size.0, size.1
+        ));
+    }
+    Ok(size)
 }
 
 #[derive(Args)]
@@ -625,9 +632,9 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 0.0)]
     pub clip_norm: f32,
     /// Fraction of rows held out (chosen by --seed) for validation and early stopping
-    /// [default: 0.1; below 1,500 rows, when neither this, --val nor --epochs is given, the
-    /// number of epochs is chosen by 5-fold cross-validation and the model trained on every
-    /// row]
+    /// [default: 0.1; below 1,500 rows, when this is not given (nor, in `mdn train`, --val
+    /// or --epochs), the number of epochs is chosen by 5-fold cross-validation and the model
+    /// trained on every row]
     #[arg(long)]
     pub val_fraction: Option<f64>,
     /// Stop when the validation NLL has not improved for this many epochs [default: 10, more

@@ -126,7 +126,10 @@ fn check_out(out: Option<&std::path::Path>, io: &ModelData) -> Result<()> {
 }
 
 pub fn predict(a: PredictArgs) -> Result<()> {
-    let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval)?;
+    let qs = mdn::tables::quantile_levels(&a.quantiles, a.interval).map_err(|e| match e {
+        Error::Config(m) if !m.starts_with("--") => Error::config(format!("--quantiles: {m}")),
+        e => e,
+    })?;
     check_out(a.out.as_deref(), &a.io)?;
     let Applied {
         model,
@@ -212,7 +215,14 @@ pub fn plot(a: PlotArgs) -> Result<()> {
     } else {
         Missing::RefuseSayingDrop
     });
+    // The history panel draws the model's record only: its data are not read (a file
+    // without the target columns is no error there).
+    let history_only = a.panel == mdn::plot::Panel::History;
+    if history_only && a.data.is_some() && !a.quiet {
+        message("warning: --panel history draws the training history only: --data is not read");
+    }
     let data = match &a.data {
+        _ if history_only => None,
         Some(path) => Some(read_data(path, &choice)?),
         None if model.features == ["x"] && model.targets == ["t"] => Some(read_csv_from(
             EXAMPLE_CSV,

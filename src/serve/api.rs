@@ -1336,7 +1336,7 @@ pub fn option_names(text: &str) -> String {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
         let end = after
-            .find(|c: char| !(c.is_ascii_lowercase() || c == '-'))
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
             .unwrap_or(after.len());
         let flag = &after[..end];
         let field = flag.replace('-', "_");
@@ -2762,6 +2762,12 @@ mod option_name_tests {
         assert_eq!(
             option_names("epoch 3 went NaN, down to --lr 0.001; see --data"),
             "epoch 3 went NaN, down to options.lr 0.001; see \"dataset\""
+        );
+        // Regression (a new user): a flag with a digit (--l2) was cut at it and kept its
+        // command-line name beside renamed ones ("fewer options.components, some --l2").
+        assert_eq!(
+            option_names("More epochs, fewer --components, some --l2 or more data may help"),
+            "More epochs, fewer options.components, some options.l2 or more data may help"
         );
         // What the API has no name for stays, and so does a lone `--`.
         assert_eq!(

@@ -573,6 +573,29 @@ fn convert_generate_and_train_on_npy() {
         ],
     );
     assert_eq!(json(&e)["rows"], 4000);
+    // Regression (a new user): a column not in a .npy file was "not in the header" at
+    // "b.npy:1", a line of a binary file, and the file naming its columns went unmentioned.
+    let d = dir.path();
+    std::fs::copy(d.join("b.npy"), d.join("bare.npy")).unwrap();
+    for (file, want) in [
+        (
+            "b.npy",
+            "b.npy: target column 'y' is not one of its columns (x, t, named in b.npy.columns.json)",
+        ),
+        (
+            "bare.npy",
+            "bare.npy: target column 'y' is not one of its columns (0, 1, numbered from 0: no \
+             bare.npy.columns.json names them, as mdn convert writes one)",
+        ),
+    ] {
+        let out = mdn(
+            d,
+            &["train", "--data", file, "--target", "y", "--epochs", "1"],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
     // Selected columns, in the given order; by index too.
     let (_, err) = ok(
         dir.path(),

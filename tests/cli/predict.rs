@@ -432,6 +432,36 @@ fn plot_writes_png_and_svg_figures() {
         );
         assert_eq!(png_info(&d.join(&out)).0, 640);
     }
+    // Regression (a new user): the history panel, which draws the model's record only,
+    // refused a --data file without the target column. It reads no data, and says so.
+    std::fs::write(d.join("x_only.csv"), "x\n0.1\n0.5\n").unwrap();
+    let (_, err) = ok(
+        d,
+        &[
+            "plot",
+            "--panel",
+            "history",
+            "--data",
+            "x_only.csv",
+            "--device",
+            "cpu",
+            "--out",
+            "h.png",
+        ],
+    );
+    assert!(
+        err.contains("--panel history draws the training history only: --data is not read")
+            && err.contains("wrote h.png\n"),
+        "{err}"
+    );
+    // A size out of range is refused naming --size.
+    let out = mdn(d, &["plot", "--size", "10x10", "--out", "s.png"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'--size <SIZE>': 10x10 is out of range"),
+        "{err}"
+    );
 
     // A model with several inputs and targets: no density map; PIT for a chosen target.
     ok(
