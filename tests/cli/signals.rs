@@ -10,24 +10,12 @@ use crate::support::{asset, json, mdn, ok};
 #[cfg(unix)]
 use crate::support::{files_in, software_adapter};
 
+/// `mdn args` run in `dir`, sent SIGINT (Ctrl-C) after 1.5 s, to its end.
 #[cfg(unix)]
-#[test]
-fn ctrl_c_stops_training_and_keeps_the_best_model() {
-    let dir = tempfile::tempdir().unwrap();
+fn interrupted(dir: &Path, args: &[&str]) -> std::process::Output {
     let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--max-epochs",
-            "1000000",
-            "--patience",
-            "1000000",
-            "--json",
-            "--out",
-            "m.json",
-        ])
-        .current_dir(dir.path())
+        .args(args)
+        .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -38,7 +26,28 @@ fn ctrl_c_stops_training_and_keeps_the_best_model() {
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_and_keeps_the_best_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = interrupted(
+        dir.path(),
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--json",
+            "--out",
+            "m.json",
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     // An interrupted run writes its best model and exits 130 (as for SIGINT), so a script
     // can tell it from a finished one.
@@ -59,8 +68,9 @@ fn ctrl_c_stops_training_and_keeps_the_best_model() {
 #[test]
 fn ctrl_c_in_select_chose_a_setting_from_fits_cut_short() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
+    let out = interrupted(
+        dir.path(),
+        &[
             "select",
             "--data",
             asset("bishop.csv").to_str().unwrap(),
@@ -74,19 +84,8 @@ fn ctrl_c_in_select_chose_a_setting_from_fits_cut_short() {
             "1000000",
             "--out",
             "m.json",
-        ])
-        .current_dir(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = child.wait_with_output().unwrap();
+        ],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(

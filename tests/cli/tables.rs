@@ -467,6 +467,25 @@ fn missing_values_are_counted_and_drop_missing_leaves_their_rows_out() {
     ok(d, &args("ids.csv", "i.json"));
 }
 
+/// `mdn train` of the cars' columns on `data` for two epochs, `--drop-missing`, `--json`.
+fn train_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--features",
+        "age,fuel,region",
+        "--epochs",
+        "2",
+        "--drop-missing",
+        "--device",
+        "cpu",
+        "--json",
+        "--out",
+        out,
+    ]
+}
+
 /// The rows `--drop-missing` left out are in the model's record (`training.rows_left_out`,
 /// the training and validation files together), `mdn info` and `train --json`, whose
 /// `warnings` list what the run said. Regression: an ensemble's members each read the
@@ -497,23 +516,8 @@ fn an_ensembles_validation_file_warned_of_its_missing_values_once_per_member() {
         (&["--ensemble", "2", "--stream"][..], "s.json"),
         (&[][..], "one.json"),
     ] {
-        let mut args = vec![
-            "train",
-            "--data",
-            "gaps.csv",
-            "--val",
-            "val.csv",
-            "--features",
-            "age,fuel,region",
-            "--epochs",
-            "2",
-            "--drop-missing",
-            "--device",
-            "cpu",
-            "--json",
-            "--out",
-            out,
-        ];
+        let mut args = train_args("gaps.csv", out);
+        args.extend_from_slice(&["--val", "val.csv"]);
         args.extend_from_slice(extra);
         let (stdout, err) = ok(d, &args);
         let v = json(&stdout);
@@ -552,25 +556,9 @@ fn an_ensembles_validation_file_warned_of_its_missing_values_once_per_member() {
     }
     // Without missing values the field is absent from the file and 0 in the summary.
     std::fs::write(d.join("full.csv"), cars(200)).unwrap();
-    let (stdout, _) = ok(
-        d,
-        &[
-            "train",
-            "--data",
-            "full.csv",
-            "--features",
-            "age,fuel,region",
-            "--epochs",
-            "2",
-            "--drop-missing",
-            "--device",
-            "cpu",
-            "--json",
-            "--quiet",
-            "--out",
-            "f.json",
-        ],
-    );
+    let mut args = train_args("full.csv", "f.json");
+    args.push("--quiet");
+    let (stdout, _) = ok(d, &args);
     assert_eq!(json(&stdout)["rows_left_out"], 0);
     assert!(
         read_json(&d.join("f.json"))["training"]
