@@ -713,6 +713,19 @@ fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
     let out = run(&["submit", "--data", data, "--lr", "-1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--lr"));
+    // Regression (a new user): so is a --out that cannot be written; it was found only after
+    // the upload and the whole training.
+    let out = run(&[
+        "submit",
+        "--data",
+        data,
+        "--wait",
+        "--out",
+        "no/such/dir/m.json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--out no/such/dir/m.json"), "{err}");
     let (_, list) = s.json("GET", "/v1/datasets", None);
     assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
     // jobs, status and fetch.
@@ -1475,4 +1488,105 @@ fn a_student_t_job_trains_what_mdn_train_trains() {
     assert_eq!(st, 400, "{got}");
     let m = got["error"]["message"].as_str().unwrap();
     assert!(m.contains("not supported") && !m.contains("--"), "{m}");
+}
+
+/// Regression (a new user): an open event stream (a dashboard tab, `curl -N .../events`)
+/// held a stopped server up: after SIGTERM it answered nothing, kept its store locked and
+/// sent keep-alives for as long as the client stayed (602 s in the trial). Every event
+/// stream now ends when the service stops, and the process exits within seconds.
+#[test]
+fn an_open_event_stream_held_a_stopping_server_up() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let mut s = Server::start(&store, &[], &[]);
+    let ds = s.dataset(&asset("bishop.csv"), "b.csv");
+    let id = s.submit(&ds, json!({"epochs": 100000}));
+    s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 2);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let streams: Vec<std::net::TcpStream> =
+        ["/v1/events".to_string(), format!("/v1/jobs/{id}/events")]
+            .iter()
+            .map(|path| {
+                let mut c = std::net::TcpStream::connect(&addr).unwrap();
+                write!(
+                    c,
+                    "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+                )
+                .unwrap();
+                let mut first = [0u8; 12];
+                c.read_exact(&mut first).unwrap();
+                assert_eq!(&first, b"HTTP/1.1 200", "{path}");
+                c
+            })
+            .collect();
+    let t0 = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let code = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM with two event streams open"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    drop(streams);
+    // The store is free again: a new server takes it and the job goes on.
+    let s = Server::start(&store, &[], &[]);
+    s.wait(&id, |j| j["attempts"] == 2);
+}
+
+/// Regression (a new user): an `.npy` upload naming its columns (`?columns=a,b,c`) was
+/// refused ("target column 'c' is not in the header (columns: 0, 1, 2)"): the check read the
+/// columns before their names were written. So `mdn submit` of a `.npy` file with its
+/// names file always failed.
+#[test]
+fn an_npy_upload_naming_its_columns_was_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = Server::start(&d.join("store"), &[], &[]);
+    let npy = d.join("b.npy");
+    let out = Command::new(MDN)
+        .args(["convert", asset("bishop.csv").to_str().unwrap()])
+        .arg(&npy)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&npy).unwrap();
+    let (st, v) = s.call("POST", "/v1/datasets?name=b.npy&columns=x,t", Some(&bytes));
+    assert_eq!(st, 201, "{v}");
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["columns"], json!(["x", "t"]));
+    let j = s.trained(json!({"dataset": v["id"], "target": ["t"], "options": {"epochs": 2}}));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    // mdn submit sends the names from b.npy.columns.json.
+    let out = Command::new(MDN)
+        .args(["submit", "--data"])
+        .arg(&npy)
+        .args([
+            "--target", "t", "--epochs", "2", "--wait", "--quiet", "--server", &s.base,
+        ])
+        .args(["--out", d.join("m.json").to_str().unwrap()])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
+    assert_eq!(m["targets"], json!(["t"]));
 }

@@ -197,8 +197,13 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
             )));
         }
     }
-    // Options and columns are checked here first: a mistake costs no upload.
+    // Options, columns and where the model goes are checked here first: a mistake costs no
+    // upload.
     job.check_options()?;
+    if a.wait {
+        let out = a.train.out.clone().unwrap_or_else(|| "model.json".into());
+        mdn::atomic::check_writable(&out, "--out")?;
+    }
     if let Some(p) = &job.data {
         let choice = mdn::data::ColumnChoice::Train {
             targets: (!job.target.is_empty()).then(|| job.target.clone()),
@@ -365,7 +370,9 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
             last["error"].as_str().unwrap_or("no reason given")
         ))),
         other => Err(Error::Backend(format!(
-            "the event stream of job {id} ended with the job {other}"
+            "the event stream of job {id} ended with the job {other}: the service stopped or the \
+             connection broke; the job goes on when the service runs (`mdn status {id}` shows it, \
+             `mdn fetch {id}` downloads its model once it has one)"
         ))),
     }
 }

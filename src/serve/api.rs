@@ -992,10 +992,12 @@ fn validate(
                 "columns: {n:?} is named twice (column {i})"
             )));
         }
-        // Every value is read once: NaN or infinity is refused with its place.
+        // Every value is read once: NaN or infinity is refused with its place. The columns
+        // by index: the upload's names file is written after this check.
+        let index: Vec<String> = (0..h.cols).map(|i| i.to_string()).collect();
         let choice = ColumnChoice::exactly(
-            names[..names.len() - 1].to_vec(),
-            names[names.len() - 1..].to_vec(),
+            index[..h.cols.saturating_sub(1)].to_vec(),
+            index[h.cols.saturating_sub(1)..].to_vec(),
         );
         let _ = crate::data::NpySource::open(path, &choice)?;
         return Ok((h.rows, names));
@@ -1565,6 +1567,8 @@ struct Tail {
     last: u64,
     pending: VecDeque<(u64, String)>,
     done: bool,
+    /// The service is stopping: the stream ends once what the store has is sent.
+    closing: bool,
 }
 
 /// Server-Sent Events of a job: its history first (after `Last-Event-ID` when a client
@@ -1601,6 +1605,7 @@ async fn job_events(
         last: after,
         pending: history.into(),
         done: false,
+        closing: false,
     };
     let stream = futures::stream::unfold(tail, |mut t| async move {
         loop {
@@ -1615,7 +1620,21 @@ async fn job_events(
                 t.done = is_final(&data);
                 return Some((Ok(sse_event(seq, &data)), t));
             }
-            match t.rx.recv().await {
+            if t.closing {
+                return None;
+            }
+            // The service stopping ends the stream, after the events the store has by then.
+            let heard = tokio::select! {
+                heard = t.rx.recv() => heard,
+                () = t.shared.closed() => {
+                    t.closing = true;
+                    if let Ok(ev) = t.shared.store.events(&t.job, t.last) {
+                        t.pending.extend(ev);
+                    }
+                    continue;
+                }
+            };
+            match heard {
                 Ok(b) if b.job == t.job && b.seq > t.last => {
                     let expected = t.pending.back().map_or(t.last, |p| p.0) + 1;
                     if b.seq == expected {
@@ -2121,7 +2140,11 @@ async fn all_events(
     let state = (rx, seen, app.shared.clone(), who);
     let stream = futures::stream::unfold(state, |(mut rx, mut seen, shared, who)| async move {
         loop {
-            match rx.recv().await {
+            let heard = tokio::select! {
+                heard = rx.recv() => heard,
+                () = shared.closed() => return None,
+            };
+            match heard {
                 Ok(b) => {
                     if let Some(ws) = who.ws() {
                         let visible = match seen.get(&b.job) {

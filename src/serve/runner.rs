@@ -55,6 +55,9 @@ pub struct Shared {
     /// Bumped when a job is queued; workers wait on it.
     work: (Mutex<u64>, Condvar),
     pub stopping: AtomicBool,
+    /// Set (true) when the service stops: open event streams end on it, so that a client
+    /// following one does not hold the stopping server up.
+    closing: tokio::sync::watch::Sender<bool>,
     /// Stop the workers once the queue is empty and none of them has a job.
     pub exit_when_idle: AtomicBool,
     /// Workers claiming or running a job.
@@ -82,6 +85,7 @@ impl Shared {
             cancels: Mutex::new(HashMap::new()),
             work: (Mutex::new(0), Condvar::new()),
             stopping: AtomicBool::new(false),
+            closing: tokio::sync::watch::channel(false).0,
             exit_when_idle: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
             rows_trained: AtomicU64::new(0),
@@ -156,9 +160,18 @@ impl Shared {
         }
     }
 
+    /// Completes once the service is stopping ([`Shared::stop`]; at once if it already is).
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+        }
+    }
+
     /// Stops every worker: running jobs stop after their epoch and are queued again.
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.closing.send_replace(true);
         for flag in self
             .cancels
             .lock()
