@@ -172,6 +172,9 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// The most values (draws x rows x targets) one call of [`Model::sample`] gives: 8 GB of f64.
+pub const MAX_SAMPLE_VALUES: usize = 1_000_000_000;
+
 impl TrainingInfo {
     /// Why the run ran the epochs it ran, in words: a fixed number is the cross-validated one
     /// on small data or `--epochs`; other stop reasons as recorded.
@@ -896,10 +899,30 @@ impl Model {
                 "--sigma-scale must be a positive number, got {sigma_scale}"
             )));
         }
+        // Refused before any work where the draws could not be held (it aborted the process
+        // on a failed allocation, or overflowed the count).
+        let values = data
+            .rows
+            .checked_mul(n)
+            .and_then(|v| v.checked_mul(self.arch.targets))
+            .filter(|&v| v <= MAX_SAMPLE_VALUES);
+        let Some(values) = values else {
+            return Err(Error::config(format!(
+                "--n {n}: {n} draws of {} row(s) of {} target(s) are more than the {MAX_SAMPLE_VALUES} \
+                 values (8 GB) a sample may hold; draw fewer, or fewer rows at a time",
+                data.rows, self.arch.targets
+            )));
+        };
+        let mut out: Vec<f64> = Vec::new();
+        out.try_reserve_exact(values).map_err(|_| {
+            Error::config(format!(
+                "--n {n}: no memory for {values} sampled values ({} GB); draw fewer",
+                values * 8 / 1_000_000_000
+            ))
+        })?;
         let pred = self.predict(backend, data)?;
         let (k, d) = (pred.k, pred.d);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut out = Vec::with_capacity(pred.rows * n * d);
         let mut weights = vec![0.0f64; k];
         let mut e: Vec<f64> = Vec::with_capacity(d);
         for r in 0..pred.rows {

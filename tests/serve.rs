@@ -1330,6 +1330,28 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
             .contains("rows[0], age: missing value (null)"),
         "{got}"
     );
+    // Regression (a new user): "NA", as the docs promise, is a missing value too, not
+    // "expected a number"; other text says what it got.
+    for (cell, want) in [
+        ("NA", "rows[0], age: missing value (\"NA\")"),
+        ("", "rows[0], age: missing value (\"\")"),
+        ("old", "rows[0], age: expected a number, got \"old\""),
+    ] {
+        let (st, got) = s.json("POST", &predict, Some(json!({"rows": [[cell, "diesel"]]})));
+        assert_eq!(st, 400, "{got}");
+        let m = got["error"]["message"].as_str().unwrap();
+        assert!(m.contains(want), "{cell:?}: {m}");
+    }
+    // Regression (a new user): a 30 MB dataset id came back whole in the 400's message.
+    let long = "a".repeat(1 << 20);
+    let (st, got) = s.json("POST", "/v1/jobs", Some(json!({"dataset": long})));
+    assert_eq!(st, 400, "{got}");
+    let m = got["error"]["message"].as_str().unwrap();
+    assert!(
+        m.starts_with("dataset: no dataset with id \"aaaa") && m.len() < 200,
+        "{}",
+        &m[..200.min(m.len())]
+    );
     // A job reading the column with the gap is refused when submitted, with the place.
     let (st, got) = s.json(
         "POST",

@@ -77,11 +77,13 @@ _OPTIONS = {
     "target_transform": None,
     "categorical": None,
     "unknown_category": "error",
+    "drop_missing": False,
 }
 
 # Options of the estimator's own, not of the training job: which DataFrame columns are
-# categories, and what predicting does with a category never seen in training.
-_LOCAL = ("random_state", "categorical", "unknown_category")
+# categories, what predicting does with a category never seen in training, and whether
+# `fit` leaves out rows with a missing value (done here, before the rows reach the job).
+_LOCAL = ("random_state", "categorical", "unknown_category", "drop_missing")
 
 # At most this many categories in one column (as `mdn train`).
 _MAX_CATEGORIES = 1000
@@ -141,6 +143,49 @@ def _learn_categories(X, forced) -> list:
             raise ValueError(f"X: column {name!r} has no values")
         out.append((name, values))
     return out
+
+
+def _missing_rows(a) -> np.ndarray:
+    """Which rows of `a` (a DataFrame, Series, array or list; 1-D or 2-D) have a missing
+    value: None, NaN, pd.NA or NaT, as `mdn train --drop-missing` counts an empty cell or NA."""
+    if hasattr(a, "isna"):
+        m = np.asarray(a.isna())
+    else:
+        arr = np.asarray(a, dtype=object)
+        m = np.vectorize(_missing, otypes=[bool])(arr) if arr.size else np.zeros(arr.shape, bool)
+    return m.reshape(len(m), -1).any(axis=1) if m.ndim > 1 else m
+
+
+def _take(a, keep: np.ndarray):
+    """The rows of `a` where `keep` is true (a DataFrame or Series by position)."""
+    if hasattr(a, "iloc"):
+        return a.iloc[keep]
+    if isinstance(a, (list, tuple)):
+        return [r for r, k in zip(a, keep) if k]
+    return np.asarray(a)[keep]
+
+
+def _drop_missing(X, y, what: str):
+    """X and y without the rows where either has a missing value, and how many were left
+    out (with a warning counting them, as `mdn train --drop-missing` gives)."""
+    if _shape(X) is None or _shape(y) is None or len(_shape(X)) != 2:
+        return X, y, 0  # the checks that follow say what is wrong
+    mx, my = _missing_rows(X), _missing_rows(y)
+    if len(mx) != len(my):
+        return X, y, 0
+    missing = mx | my
+    n = int(missing.sum())
+    if n == 0:
+        return X, y, 0
+    if n == len(missing):
+        raise ValueError(f"{what}: every row ({n}) has a missing value: no rows left")
+    first = int(np.argmax(missing))
+    warnings.warn(
+        f"{what}: {n} of {len(missing)} rows have a missing value (the first: row {first}); "
+        "left out (drop_missing=True)",
+        stacklevel=3,
+    )
+    return _take(X, ~missing), _take(y, ~missing), n
 
 
 def _encode(X, categorical, unknown="error"):
@@ -328,19 +373,26 @@ def _checked(est, X, y=None, reset=True, fitting=False):
             raise ValueError("fit needs the targets y")
     else:
         kw = dict(reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False)
+
+        def validate():
+            if fitting:
+                return _validate_data(est, X, y, multi_output=True, y_numeric=True, **kw)
+            return _validate_data(est, X, **kw), None
+
         try:
-            if fitting:
-                Xa, ya = _validate_data(est, X, y, multi_output=True, y_numeric=True, **kw)
-            else:
-                Xa, ya = _validate_data(est, X, **kw), None
-        except TypeError as e:
-            if "ensure_all_finite" not in str(e):
-                raise
-            kw["force_all_finite"] = kw.pop("ensure_all_finite")  # scikit-learn before 1.6
-            if fitting:
-                Xa, ya = _validate_data(est, X, y, multi_output=True, y_numeric=True, **kw)
-            else:
-                Xa, ya = _validate_data(est, X, **kw), None
+            try:
+                Xa, ya = validate()
+            except TypeError as e:
+                if "ensure_all_finite" not in str(e):
+                    raise
+                kw["force_all_finite"] = kw.pop("ensure_all_finite")  # scikit-learn before 1.6
+                Xa, ya = validate()
+        except ValueError as e:
+            # scikit-learn checks y's values itself, without their place ("Input y contains
+            # NaN."): ours names the row and column.
+            if y is not None and str(e).startswith("Input y contains"):
+                _finite(_matrix(y, "y"), "y")
+            raise
         if ya is not None and ya.ndim == 1:
             ya = ya.reshape(-1, 1)
     Xa = np.ascontiguousarray(Xa, dtype=np.float32)
@@ -529,6 +581,7 @@ class MDN(_Regressor, _Base):
         categorical=None,
         unknown_category="error",
         family="gaussian",
+        drop_missing=False,
     ):
         self.components = components
         self.hidden = hidden
@@ -554,6 +607,7 @@ class MDN(_Regressor, _Base):
         self.random_state = random_state
         self.categorical = categorical
         self.unknown_category = unknown_category
+        self.drop_missing = drop_missing
 
     # -- scikit-learn's protocol --
 
@@ -640,7 +694,16 @@ class MDN(_Regressor, _Base):
         the current epoch and keeps the best model so far (with a warning). A DataFrame's text
         and pandas-categorical columns (and those named in `categorical`) are categorical
         features, one indicator input per category, kept in the model as `mdn train` keeps
-        them."""
+        them. With `drop_missing=True` rows of X and y (and of eval_set) with a missing value
+        (None, NaN, pd.NA) are left out, with a warning counting them, as `mdn train
+        --drop-missing` leaves them out; the model records how many
+        (`training_["rows_left_out"]`)."""
+        left_out = 0
+        if self.drop_missing:
+            X, y, left_out = _drop_missing(X, y, "X, y")
+            if eval_set is not None and len(eval_set) == 2:
+                xv, yv, n = _drop_missing(eval_set[0], eval_set[1], "eval_set")
+                eval_set, left_out = (xv, yv), left_out + n
         cats = _learn_categories(X, self.categorical)
         if cats:
             X = _encode(X, cats)
@@ -702,6 +765,7 @@ class MDN(_Regressor, _Base):
             yv,
             on_event,
             json.dumps([{"column": c, "categories": v} for c, v in cats]) if cats else None,
+            left_out,
         )
         self.model_ = model
         self.n_features_in_ = Xa.shape[1]

@@ -78,8 +78,10 @@ def fit(
     y_val: Optional[npt.NDArray[np.float32]] = None,
     callback: Optional[Callable[[dict], Optional[bool]]] = None,
     categorical: Optional[str] = None,
+    left_out: int = 0,
 ) -> Model:
     """Runs the training job `job` (a TrainJob as JSON) on the arrays; the GIL is released
-    while it trains."""
+    while it trains. `left_out`: rows the caller left out for a missing value, for the
+    model's record."""
 
 def devices_json() -> str: ...

@@ -151,7 +151,7 @@ fn dataset(
 /// with a dict after every epoch and for notes and warnings; returning False from it, or
 /// Ctrl-C, stops training after the epoch and keeps the best model so far.
 #[pyfunction]
-#[pyo3(signature = (job, x, y, features, targets, x_val=None, y_val=None, callback=None, categorical=None))]
+#[pyo3(signature = (job, x, y, features, targets, x_val=None, y_val=None, callback=None, categorical=None, left_out=0))]
 #[allow(clippy::too_many_arguments)]
 fn fit(
     py: Python<'_>,
@@ -164,6 +164,7 @@ fn fit(
     y_val: Option<PyReadonlyArray2<f32>>,
     callback: Option<Py<PyAny>>,
     categorical: Option<&str>,
+    left_out: usize,
 ) -> PyResult<Model> {
     let job = TrainJob::from_json(job).map_err(py_err)?;
     // The categorical columns the rows' indicator columns come from (JSON, as in the model
@@ -240,7 +241,9 @@ fn fit(
         resolved.train(&mut observer, &cancel)
     });
     let model = match result {
-        Ok(m) => m.with_categorical(&categorical),
+        Ok(m) => m
+            .with_categorical(&categorical)
+            .with_rows_left_out(left_out),
         // Interrupted before the first epoch: the KeyboardInterrupt (or the callback's error).
         Err(e) => return Err(failure.take().unwrap_or_else(|| py_err(e))),
     };

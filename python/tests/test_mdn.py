@@ -96,6 +96,11 @@ def test_predict_distribution_is_mdn_predict_json(tmp_path):
     np.testing.assert_array_equal(hi, q[:, 2])
     s = d.sample(50, seed=1)
     assert s.shape == (7, 50) and np.all(np.isfinite(s))
+    # Regression (a new user): draws beyond memory aborted the interpreter (a failed
+    # allocation) or raised a PanicException (capacity overflow).
+    for n in [10**12, 2**62]:
+        with pytest.raises(ValueError, match=rf"n={n}: {n} draws of 7 row\(s\) of 1 target\(s\) are more"):
+            d.sample(n)
 
 
 def test_model_files_go_both_ways(tmp_path):
@@ -139,6 +144,29 @@ def test_pandas_names_are_kept():
     assert est.model_.targets == ["power"]
     assert list(est.feature_names_in_) == ["speed", "load"]
     assert est.predict(df).shape == (300,)
+
+
+def test_drop_missing_leaves_out_the_rows_mdn_train_leaves_out(tmp_path):
+    X, y = data()
+    # Regression (a new user): NaN in y gave scikit-learn's "Input y contains NaN." with no
+    # place; X's NaN named its row and column.
+    gaps_y = y.copy()
+    gaps_y[9] = np.nan
+    with pytest.raises(ValueError, match=r"y: row 9, column 0 is nan"):
+        mdn.MDN(**OPTS).fit(X, gaps_y)
+    # Regression (a new user): MDN(drop_missing=True) was refused, though the docs give every
+    # `mdn train` option by name.
+    X[5, 0] = np.nan
+    with pytest.warns(UserWarning, match=r"X, y: 2 of 600 rows have a missing value \(the first: row 5\); "
+                      r"left out \(drop_missing=True\)"):
+        est = mdn.MDN(drop_missing=True, **OPTS).fit(X, gaps_y)
+    assert est.training_["rows_left_out"] == 2
+    write_csv(tmp_path / "gaps.csv", X, gaps_y)
+    cli("train", "--data", tmp_path / "gaps.csv", "--drop-missing", *FLAGS, "--out", tmp_path / "m.json",
+        "--quiet")
+    np.testing.assert_array_equal(params(est.model_.to_json()), params((tmp_path / "m.json").read_text()))
+    with pytest.raises(ValueError, match="every row"):
+        mdn.MDN(drop_missing=True, **OPTS).fit(X[5:6], gaps_y[5:6])
 
 
 def test_bad_input_raises_clear_errors():

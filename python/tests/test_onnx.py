@@ -116,7 +116,7 @@ def test_export_refuses_what_it_cannot_do(tmp_path):
     cli("train", "--data", "train.csv", "--epochs", 2, "--device", "cpu", "--quiet", cwd=tmp_path)
     for args, message in [
         (["export", "missing.json"], "missing.json"),
-        (["export", "model.json", "--out", "model.json"], "is the model file itself"),
+        (["export", "model.json", "--out", "model.json"], "is the --model file"),
         (["export", "model.json", "--format", "tflite"], "tflite"),
         (["export", "model.json", "--out", "nowhere/m.onnx"], "nowhere"),
     ]:

@@ -1174,14 +1174,15 @@ async fn submit(
         && !store::valid_model_name(name)
     {
         return Err(ApiError::bad(format!(
-            "register: {name:?} is not a model name (1 to 64 letters, digits, '.', '-' and '_', starting with a letter, not m_...)"
+            "register: {} is not a model name (1 to 64 letters, digits, '.', '-' and '_', starting with a letter, not m_...)",
+            shown_json(&Value::from(name.as_str()))
         )));
     }
     let store = &app.shared.store;
     if !valid_id(&req.dataset) {
         return Err(ApiError::bad(format!(
-            "dataset: no dataset with id {:?}",
-            req.dataset
+            "dataset: no dataset with id {}",
+            shown_json(&Value::from(req.dataset.as_str()))
         )));
     }
     let Some(dataset) = store.dataset(who.ws(), &req.dataset)? else {
@@ -1330,6 +1331,16 @@ pub struct Submitted {
 
 /// A library message in the API's words: the command line's `--max-epochs` is the job's
 /// `options.max_epochs`, `--data` its `"dataset"`; flags the API has no name for stay.
+/// A request's JSON value in a message, cut short where long (a message never echoes a
+/// megabyte of the request back).
+fn shown_json(v: &Value) -> String {
+    let text = v.to_string();
+    match text.char_indices().nth(40) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text,
+    }
+}
+
 pub fn option_names(text: &str) -> String {
     let options = client_options();
     let mut out = String::with_capacity(text.len());
@@ -1997,8 +2008,17 @@ fn dataset(model: &Model, r: &Rows, targets: bool) -> ApiResult<Dataset> {
                             "rows[{i}], {name}: missing value (null)"
                         )));
                     }
+                    // A missing value as a CSV file writes one ("NA", "NaN", "", ...).
+                    if let Some(s) = v.as_str().filter(|s| crate::data::is_missing(s.trim())) {
+                        return Err(ApiError::bad(format!(
+                            "rows[{i}], {name}: missing value ({s:?})"
+                        )));
+                    }
                     let f = v.as_f64().ok_or_else(|| {
-                        ApiError::bad(format!("rows[{i}], {name}: expected a number"))
+                        ApiError::bad(format!(
+                            "rows[{i}], {name}: expected a number, got {}",
+                            shown_json(v)
+                        ))
                     })?;
                     if !f.is_finite() || !(f as f32).is_finite() {
                         return Err(ApiError::bad(format!(

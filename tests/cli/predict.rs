@@ -149,6 +149,25 @@ fn sample_csv_json_seeded() {
             .count(),
         1001
     );
+    // Regression (a new user): draws beyond memory aborted (a failed allocation, exit 134)
+    // or panicked (capacity overflow). They are refused before any work, nothing written.
+    for n in ["1000000000000", "4611686018427387904"] {
+        let out = mdn(
+            dir.path(),
+            &[
+                "sample", "--model", "m.json", "--data", test, "--n", n, "--out", "big.csv",
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!(
+                "--n {n}: {n} draws of 1000 row(s) of 1 target(s) are more than"
+            )),
+            "{err}"
+        );
+        assert!(!dir.path().join("big.csv").exists());
+    }
 }
 
 #[test]
