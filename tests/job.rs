@@ -113,6 +113,12 @@ fn bad_job_json_names_the_field() {
         (r#"{"covariance": "fulll"}"#, "fulll"),
         (r#"{"hidden": "64,x"}"#, "'x' is not a layer width"),
         (r#"{"hidden": [64, 0]}"#, "at least 1"),
+        // Regression (a new user): Rust's type names in messages ("expected usize").
+        (
+            r#"{"components": -3}"#,
+            "components: invalid value: integer `-3`, expected a whole number, 0 or more",
+        ),
+        (r#"{"seed": 1.5}"#, "expected a whole number, 0 or more"),
         // Regression (empty_hidden_was_no_hidden_layer): "" was read as no hidden layer.
         (
             r#"{"hidden": ""}"#,

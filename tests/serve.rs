@@ -1342,6 +1342,31 @@ fn a_table_with_ids_text_and_gaps_is_stored_whole_sent_as_a_form_and_its_categor
         let m = got["error"]["message"].as_str().unwrap();
         assert!(m.contains(want), "{cell:?}: {m}");
     }
+    // Regression (a new user): settings named as the command line's options
+    // ("--temperature must be ..."), not as the request's fields.
+    let sample = predict.replace("/predict", "/sample");
+    for (path, body, want) in [
+        (
+            &sample,
+            json!({"rows": [[3, "diesel"]], "temperature": 0}),
+            "temperature must be a positive number",
+        ),
+        (
+            &sample,
+            json!({"rows": [[3, "diesel"]], "sigma_scale": -1}),
+            "sigma_scale must be a positive number",
+        ),
+        (
+            &predict,
+            json!({"rows": [[3, "diesel"]], "interval": 90}),
+            "interval must be between 0 and 1, got 90",
+        ),
+    ] {
+        let (st, got) = s.json("POST", path, Some(body));
+        assert_eq!(st, 400, "{got}");
+        let m = got["error"]["message"].as_str().unwrap();
+        assert!(m.contains(want) && !m.contains("--"), "{m}");
+    }
     // Regression (a new user): a 30 MB dataset id came back whole in the 400's message.
     let long = "a".repeat(1 << 20);
     let (st, got) = s.json("POST", "/v1/jobs", Some(json!({"dataset": long})));

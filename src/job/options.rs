@@ -127,6 +127,23 @@ impl Default for TrainJob {
     }
 }
 
+/// A JSON reader's message about a value with Rust's type names said as a person would
+/// ("expected usize" is "expected a whole number, 0 or more").
+fn in_words(message: &str) -> String {
+    let mut m = message.to_string();
+    for (rust, words) in [
+        ("expected usize", "expected a whole number, 0 or more"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u32", "expected a whole number, 0 or more"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        m = m.replace(rust, words);
+    }
+    m
+}
+
 /// Parses hidden widths: "64,64", or "none" (no hidden layer). An empty value (an unset
 /// shell variable, a `;` too many in `mdn select`) is refused, not read as no hidden layer.
 pub fn parse_widths(s: &str) -> std::result::Result<Vec<usize>, String> {
@@ -217,7 +234,7 @@ impl TrainJob {
         let de = &mut serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let inner = e.into_inner();
+            let inner = in_words(&e.into_inner().to_string());
             if path.is_empty() || path == "." {
                 Error::config(format!("job: {inner}"))
             } else {

@@ -1331,6 +1331,19 @@ pub struct Submitted {
 
 /// A library message in the API's words: the command line's `--max-epochs` is the job's
 /// `options.max_epochs`, `--data` its `"dataset"`; flags the API has no name for stay.
+/// A library error about a prediction's settings in the request's terms: its fields
+/// (`temperature`), not the command line's options (`--temperature`).
+fn request_terms(e: Error) -> Error {
+    match e {
+        Error::Config(m) => Error::Config(
+            m.replace("--temperature", "temperature")
+                .replace("--sigma-scale", "sigma_scale")
+                .replace("--interval", "interval"),
+        ),
+        e => e,
+    }
+}
+
 /// A request's JSON value in a message, cut short where long (a message never echoes a
 /// megabyte of the request back).
 fn shown_json(v: &Value) -> String {
@@ -2071,7 +2084,7 @@ async fn predict(
     bounded(&app, &r, 1)?;
     let (model, resolved) = load_model(&app, &who, &id)?;
     let answer = blocking(move || {
-        let qs = crate::tables::quantile_levels(&r.quantiles, r.interval)?;
+        let qs = crate::tables::quantile_levels(&r.quantiles, r.interval).map_err(request_terms)?;
         let data = dataset(&model, &r, false)?;
         let pred = model.predict(&mut CpuBackend::with_threads(1), &data)?;
         Ok(json_text(&crate::tables::predictions_json(
@@ -2104,14 +2117,16 @@ async fn sample(
     let (model, resolved) = load_model(&app, &who, &id)?;
     let answer = blocking(move || {
         let data = dataset(&model, &r, false)?;
-        let samples = model.sample(
-            &mut CpuBackend::with_threads(1),
-            &data,
-            n,
-            r.seed,
-            r.temperature.unwrap_or(1.0),
-            r.sigma_scale.unwrap_or(1.0),
-        )?;
+        let samples = model
+            .sample(
+                &mut CpuBackend::with_threads(1),
+                &data,
+                n,
+                r.seed,
+                r.temperature.unwrap_or(1.0),
+                r.sigma_scale.unwrap_or(1.0),
+            )
+            .map_err(request_terms)?;
         Ok(json_text(&crate::tables::samples_json(
             &model, data.rows, n, r.seed, &samples, None, None,
         )))
