@@ -122,7 +122,10 @@ impl Client {
         } else {
             ""
         };
-        let text = format!("the service answered {status}: {message}{hint}");
+        let text = format!(
+            "the service answered {status}: {}{hint}",
+            command_line_terms(&message)
+        );
         Err(if status < 500 {
             Error::Config(text)
         } else {
@@ -148,6 +151,13 @@ impl Client {
         r.body_mut()
             .read_json()
             .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        let r = self
+            .auth(self.agent.delete(format!("{}{path}", self.base)))
+            .call();
+        self.check(r).map(|_| ())
     }
 
     fn download(&self, path: &str) -> Result<Vec<u8>> {
@@ -254,7 +264,16 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
     if let Some(name) = &a.register {
         req["register"] = json!(name);
     }
-    let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
+    // A job the service refuses leaves no data set behind (the upload was for it alone).
+    let sub = match c.post("/v1/jobs", req.to_string().as_bytes()) {
+        Ok(sub) => sub,
+        Err(e) => {
+            if let Err(d) = c.delete(&format!("/v1/datasets/{ds_id}")) {
+                log::warn!("the uploaded data set {ds_id} stays on the service: {d}");
+            }
+            return Err(e);
+        }
+    };
     let id = sub["id"].as_str().unwrap_or_default().to_string();
     if !a.wait {
         if a.train.json {
@@ -375,6 +394,30 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
              `mdn fetch {id}` downloads its model once it has one)"
         ))),
     }
+}
+
+/// The service's words for a job's options (`options.batch_size`) as `mdn submit`'s user
+/// gives them (`--batch-size`).
+fn command_line_terms(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find("options.") {
+        let (before, after) = rest.split_at(at);
+        let name = &after["options.".len()..];
+        let len = name
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(name.len());
+        out.push_str(before);
+        if len == 0 {
+            out.push_str("options.");
+        } else {
+            out.push_str("--");
+            out.push_str(&name[..len].replace('_', "-"));
+        }
+        rest = &name[len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn urlencode(s: &str) -> String {
@@ -621,4 +664,23 @@ pub fn models(a: ModelsArgs) -> Result<()> {
         ));
     }
     write_output(None, out.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line_terms;
+
+    #[test]
+    fn the_services_option_names_came_back_to_submit_in_the_services_words() {
+        assert_eq!(
+            command_line_terms(
+                "b.csv:3:2: missing value; 1 of 9 rows (options.drop_missing leaves them out)"
+            ),
+            "b.csv:3:2: missing value; 1 of 9 rows (--drop-missing leaves them out)"
+        );
+        assert_eq!(
+            command_line_terms("options.batch_size 9 is more than options.l2 and options."),
+            "--batch-size 9 is more than --l2 and options."
+        );
+    }
 }
