@@ -273,7 +273,7 @@ pub fn learn_categories(
                 },
                 format!(
                     "{count} different values: {}; an id or free text tells the model nothing, \
-                     leave the column out (--features {})",
+                     leave the column out{}",
                     if unique {
                         format!(
                             "in {rows} rows most values never repeat, so it is no categorical \
@@ -282,7 +282,11 @@ pub fn learn_categories(
                     } else {
                         format!("too many for a categorical feature (at most {MAX_CATEGORIES})")
                     },
-                    others.join(",")
+                    if others.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (--features {})", others.join(","))
+                    }
                 ),
             ));
         }

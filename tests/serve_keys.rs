@@ -368,6 +368,12 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
         text.contains("max_bytes") && text.contains("team-b"),
         "{text}"
     );
+    // Regression (a new user): the message gave decimal MB against quotas set and listed in
+    // MiB: binary units throughout (a quota of 1000 bytes is that).
+    assert!(
+        text.contains("stores 107.6 KiB of data sets") && text.contains("of 1000 bytes:"),
+        "{text}"
+    );
     assert_eq!(std::fs::read_dir(store.join("uploads")).unwrap().count(), 0);
     let (code, out, _) = admin(&store, &["workspaces"]);
     assert_eq!(code, 0);

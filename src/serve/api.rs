@@ -596,16 +596,19 @@ impl Drop for Scrap {
     }
 }
 
-/// Sizes in messages: `512 bytes`, `3.2 MB`.
+/// Sizes in messages: `512 bytes`, `3.2 MiB`, in the binary units quotas are given in
+/// (`--max-mb 1` is 1 MiB, and `mdn serve workspaces` lists MiB).
 fn size(bytes: u64) -> String {
-    if bytes < 1000 {
+    const K: f64 = 1024.0;
+    let b = bytes as f64;
+    if bytes < 1024 {
         format!("{bytes} bytes")
-    } else if bytes < 1_000_000 {
-        format!("{:.1} kB", bytes as f64 / 1e3)
-    } else if bytes < 1_000_000_000 {
-        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else if b < K * K {
+        format!("{:.1} KiB", b / K)
+    } else if b < K * K * K {
+        format!("{:.1} MiB", b / (K * K))
     } else {
-        format!("{:.2} GB", bytes as f64 / 1e9)
+        format!("{:.2} GiB", b / (K * K * K))
     }
 }
 
@@ -1369,7 +1372,25 @@ pub fn option_names(text: &str) -> String {
         match field.as_str() {
             "" => out.push_str("--"),
             "data" => out.push_str("\"dataset\""),
-            "target" | "features" => out.push_str(&format!("\"{field}\"")),
+            "target" | "features" => {
+                out.push_str(&format!("\"{field}\""));
+                // A suggested list after it (`(--features a,b)`, ending the text or the
+                // parenthesis), as the request gives it.
+                let after_flag = &after[end..];
+                if let Some(list) = after_flag.strip_prefix(' ') {
+                    let len = list
+                        .find(|c: char| c.is_whitespace() || c == ')')
+                        .unwrap_or(list.len());
+                    let ends = list[len..].is_empty() || list[len..].starts_with(')');
+                    let names: Vec<&str> =
+                        list[..len].split(',').filter(|n| !n.is_empty()).collect();
+                    if ends && !names.is_empty() {
+                        out.push_str(&format!(": {}", serde_json::json!(names)));
+                        rest = &list[len..];
+                        continue;
+                    }
+                }
+            }
             f if options.iter().any(|o| o == f) => out.push_str(&format!("options.{f}")),
             _ => {
                 out.push_str("--");
@@ -2816,6 +2837,10 @@ mod option_name_tests {
         assert_eq!(
             option_names("b.csv: --components 9 is more than the 4 rows; use --batch-size 2"),
             "b.csv: options.components 9 is more than the 4 rows; use options.batch_size 2"
+        );
+        assert_eq!(
+            option_names("leave the column out (--features a,b,cat)"),
+            "leave the column out (\"features\": [\"a\",\"b\",\"cat\"])"
         );
         assert_eq!(
             option_names("epoch 3 went NaN, down to --lr 0.001; see --data"),

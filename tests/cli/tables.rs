@@ -323,6 +323,11 @@ fn columns_that_are_not_categories_are_refused_with_what_to_do() {
         &["--categorical", "colour"],
         "--categorical 'colour' is not a feature column",
     );
+    // Regression (a new user): the id as the only feature suggested "(--features )".
+    fails(
+        &["--features", "id"],
+        "an id or free text tells the model nothing, leave the column out\n",
+    );
     // An id column in a small table: every value its own (it was learnt as 150 categories).
     std::fs::write(d.join("cars.csv"), cars(150)).unwrap();
     fails(
