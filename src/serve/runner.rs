@@ -189,7 +189,18 @@ impl Shared {
         match self.store.requeue_expired(self.leasing.max_attempts, all) {
             Ok(posted) => {
                 for p in posted {
-                    log::warn!("job {}: its worker vanished; {}", p.job, p.data);
+                    // The event in words ("queued again: its worker stopped ..."), not its JSON.
+                    let ev: Value = serde_json::from_str(&p.data).unwrap_or(Value::Null);
+                    let what = match ev["status"].as_str() {
+                        Some("queued") => "queued again",
+                        Some(other) => other,
+                        None => "changed",
+                    };
+                    let why = ev["reason"]
+                        .as_str()
+                        .or(ev["error"].as_str())
+                        .unwrap_or("its worker vanished");
+                    log::warn!("job {}: {what}: {why}", p.job);
                     self.published(p);
                     self.notify();
                 }
