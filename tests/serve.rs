@@ -643,23 +643,7 @@ fn sigterm_stops_within_seconds_and_the_running_job_resumes_after_a_restart() {
         .to_string();
     let id = s.submit(&ds, json!({"epochs": 100000}));
     s.wait(&id, |j| j["epoch"].as_u64().unwrap_or(0) >= 3);
-    let t0 = Instant::now();
-    let st = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let code = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "still running 10 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(0));
+    assert_eq!(sigterm_within(&mut s, 10, "running a job"), Some(0));
     let s = Server::start(&store, &[], &[]);
     let j = s.wait(&id, |j| j["attempts"] == 2 && j["status"] == "running");
     assert!(j["model"].is_null(), "{j}");
@@ -673,6 +657,27 @@ fn sigterm_stops_within_seconds_and_the_running_job_resumes_after_a_restart() {
             .any(|e| e["status"] == "queued" && e["reason"].is_string()),
         "no requeue event"
     );
+}
+
+/// Sends the server SIGTERM and waits for it to exit, at most `secs` seconds (`while` says
+/// what it was doing, for the failure's message): its exit code.
+fn sigterm_within(s: &mut Server, secs: u64, while_: &str) -> Option<i32> {
+    let t0 = Instant::now();
+    let st = Command::new("kill")
+        .args(["-TERM", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "still running {secs} s after SIGTERM, {while_}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -1574,22 +1579,7 @@ fn an_open_event_stream_held_a_stopping_server_up() {
                 c
             })
             .collect();
-    let t0 = Instant::now();
-    let st = Command::new("kill")
-        .args(["-TERM", &s.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let code = loop {
-        if let Some(st) = s.child.try_wait().unwrap() {
-            break st.code();
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(15),
-            "still running 15 s after SIGTERM with two event streams open"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let code = sigterm_within(&mut s, 15, "with two event streams open");
     assert_eq!(code, Some(0));
     drop(streams);
     // The store is free again: a new server takes it and the job goes on.
