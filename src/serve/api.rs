@@ -1237,7 +1237,7 @@ async fn submit(
         std::fs::create_dir_all(ckpt_dir).map_err(|e| Error::io(ckpt_dir, e))?;
         // Everything `mdn train` checks before reading the rows, with the dataset's name in
         // messages instead of the store's file name.
-        let components = job.components;
+        let (components, batch_size) = (job.components, job.batch_size);
         let checked = job.resolve();
         let _ = std::fs::remove_dir_all(&job_dir);
         // The job's columns are read whole now (a data set keeps every column as uploaded,
@@ -1264,6 +1264,16 @@ async fn submit(
         {
             return Err(ApiError::bad(format!(
                 "options.components: {k} is more than the {} rows of {dataset_name}: each component needs rows to describe",
+                dataset.rows
+            )));
+        }
+        if let Some(b) = batch_size
+            && b > dataset.rows
+        {
+            return Err(ApiError::bad(format!(
+                "options.batch_size: {b} is more than the {} rows of {dataset_name}: a batch \
+                 must fit in the training rows, which are fewer still (the validation rows are \
+                 held out)",
                 dataset.rows
             )));
         }
