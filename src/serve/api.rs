@@ -1360,11 +1360,7 @@ fn request_terms(e: Error) -> Error {
 /// A request's JSON value in a message, cut short where long (a message never echoes a
 /// megabyte of the request back).
 fn shown_json(v: &Value) -> String {
-    let text = v.to_string();
-    match text.char_indices().nth(40) {
-        Some((at, _)) => format!("{}...", &text[..at]),
-        None => text,
-    }
+    crate::bench::truncate(&v.to_string(), 41)
 }
 
 pub fn option_names(text: &str) -> String {
