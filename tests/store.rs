@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdn::serve::store::{
-    self, Added, Cancel, DatasetRow, Deleted, NewJob, Notice, Outcome, PostgresStore, Progress,
-    Queued, Renewal, Selector, SqliteStore, Store,
+    self, Added, Cancel, DatasetRow, Deleted, JobDeleted, ModelDeleted, NewJob, Notice, Outcome,
+    PostgresStore, Progress, Queued, Renewal, Selector, SqliteStore, Store,
 };
 use serde_json::{Value, json};
 
@@ -82,6 +82,9 @@ suite!(
     keys_are_kept_as_hashes_listed_per_workspace_and_revoked_at_once,
     a_job_registers_its_model_and_aliases_move_between_versions,
     racing_registrations_number_versions_without_gaps_or_repeats,
+    the_same_bytes_uploaded_again_were_stored_again,
+    models_and_jobs_could_not_be_deleted,
+    a_deleted_versions_number_is_never_given_again,
 );
 
 fn dataset_in(ws: &str, id: &str, name: &str) -> DatasetRow {
@@ -128,6 +131,7 @@ fn dataset(id: &str, name: &str) -> DatasetRow {
         rows: 354,
         columns: vec!["x".into(), "t".into()],
         bytes: 4321,
+        sha256: None,
         created: store::now(),
     }
 }
@@ -1163,4 +1167,223 @@ fn racing_registrations_number_versions_without_gaps_or_repeats(f: Fresh) {
         .collect();
     all.sort();
     assert_eq!(all, (1..=20).collect::<Vec<u32>>());
+}
+
+fn the_same_bytes_uploaded_again_were_stored_again(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("team", None, Some(20_000)))
+        .unwrap();
+    let first = DatasetRow {
+        sha256: Some("ab12".into()),
+        ..dataset_in("team", "ds_1", "first.csv")
+    };
+    assert_eq!(s.insert_dataset(&first, None).unwrap(), Added::New);
+    let found = |ws: &str, sha: &str, format: &str, columns: &[&str]| {
+        let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
+        s.dataset_by_content(ws, sha, format, &columns)
+            .unwrap()
+            .map(|d| d.id)
+    };
+    assert_eq!(
+        found("team", "ab12", "csv", &["x", "t"]).as_deref(),
+        Some("ds_1")
+    );
+    // Only the same bytes, format and column names, in the same workspace.
+    assert_eq!(found("team", "ab13", "csv", &["x", "t"]), None);
+    assert_eq!(found("team", "ab12", "npy", &["x", "t"]), None);
+    assert_eq!(found("team", "ab12", "csv", &["a", "b"]), None);
+    assert_eq!(found("default", "ab12", "csv", &["x", "t"]), None);
+    // Inserted again (another upload got there between the look and the insert): the
+    // first, nothing added, even under another name and with the quota nearly spent.
+    let again = DatasetRow {
+        sha256: Some("ab12".into()),
+        bytes: 16_000,
+        ..dataset_in("team", "ds_2", "again.csv")
+    };
+    assert_eq!(
+        s.insert_dataset(&again, None).unwrap(),
+        Added::Existing(first.clone())
+    );
+    assert_eq!(s.datasets(Some("team")).unwrap(), vec![first.clone()]);
+    // Other column names (an .npy's, given with it) are another data set.
+    let renamed = DatasetRow {
+        sha256: Some("ab12".into()),
+        columns: vec!["a".into(), "b".into()],
+        ..dataset_in("team", "ds_3", "renamed.csv")
+    };
+    assert_eq!(s.insert_dataset(&renamed, None).unwrap(), Added::New);
+    // Data sets stored before the service kept digests match nothing.
+    let old = dataset_in("team", "ds_4", "old.csv");
+    assert_eq!(s.insert_dataset(&old, None).unwrap(), Added::New);
+    assert_eq!(
+        s.insert_dataset(
+            &DatasetRow {
+                id: "ds_5".into(),
+                ..old
+            },
+            None
+        )
+        .unwrap(),
+        Added::New
+    );
+    // Deleted, it is found no more.
+    assert!(matches!(
+        s.delete_dataset(None, "ds_1").unwrap(),
+        Deleted::Removed { .. }
+    ));
+    assert_eq!(found("team", "ab12", "csv", &["x", "t"]), None);
+}
+
+/// Bytes workspace `ws` stores.
+fn bytes_of(s: &dyn Store, ws: &str) -> u64 {
+    s.workspaces(Some(ws)).unwrap()[0].bytes
+}
+
+fn models_and_jobs_could_not_be_deleted(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("team", None, None)).unwrap();
+    s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None)
+        .unwrap();
+    let before = bytes_of(s, "team");
+    // A queued job and a running one are not deleted.
+    assert!(matches!(
+        queue_in(s, "team", "job_q", "ds_1", None),
+        Queued::New(_)
+    ));
+    assert_eq!(
+        s.delete_job(None, "job_q").unwrap(),
+        JobDeleted::Unfinished("queued".into())
+    );
+    let c = s.claim_next("host:1:1", 30.0).unwrap().unwrap();
+    assert_eq!(
+        s.delete_job(Some("team"), "job_q").unwrap(),
+        JobDeleted::Unfinished("running".into())
+    );
+    s.end(
+        "job_q",
+        &c.lease,
+        &Outcome {
+            status: "failed",
+            error: Some("boom"),
+            model: None,
+            model_bytes: 0,
+        },
+        &json!({"type": "status", "status": "failed"}),
+    )
+    .unwrap()
+    .unwrap();
+    // Another workspace's job is not there to delete; a failed one without a model goes.
+    assert_eq!(
+        s.delete_job(Some("default"), "job_q").unwrap(),
+        JobDeleted::Missing
+    );
+    assert_eq!(
+        s.delete_job(Some("team"), "job_q").unwrap(),
+        JobDeleted::Removed {
+            model: None,
+            kept: None
+        }
+    );
+    assert!(s.job(None, "job_q").unwrap().is_none());
+    assert!(s.events("job_q", 0).unwrap().is_empty());
+    assert_eq!(s.delete_job(None, "job_q").unwrap(), JobDeleted::Missing);
+
+    // A job with its model: both go, and the model's bytes leave the quota's count.
+    succeed(s, "job_1", "m_1", None);
+    assert_eq!(bytes_of(s, "team"), before + 10);
+    assert_eq!(
+        s.delete_job(None, "job_1").unwrap(),
+        JobDeleted::Removed {
+            model: Some("m_1".into()),
+            kept: None
+        }
+    );
+    assert_eq!(s.model_workspace("m_1").unwrap(), None);
+    assert_eq!(bytes_of(s, "team"), before);
+
+    // A registered model stays with its job's deletion, and is not deleted by itself until
+    // its versions are.
+    succeed(s, "job_2", "m_2", Some("bishop"));
+    s.register("team", "other", "m_2", &[], None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.delete_model(Some("default"), "m_2").unwrap(),
+        ModelDeleted::Missing
+    );
+    assert_eq!(
+        s.delete_model(Some("team"), "m_2").unwrap(),
+        ModelDeleted::Registered(vec![("bishop".into(), 1), ("other".into(), 1)])
+    );
+    assert_eq!(
+        s.delete_job(None, "job_2").unwrap(),
+        JobDeleted::Removed {
+            model: None,
+            kept: Some("m_2".into())
+        }
+    );
+    assert_eq!(s.model_workspace("m_2").unwrap().as_deref(), Some("team"));
+    assert!(
+        s.set_alias("team", "bishop", "production", 1, None)
+            .unwrap()
+    );
+    assert_eq!(
+        s.delete_version("team", "bishop", 1).unwrap(),
+        Some(vec!["production".to_string()])
+    );
+    assert_eq!(s.delete_version("team", "bishop", 1).unwrap(), None);
+    assert!(
+        s.resolve("team", "bishop", Selector::Alias("production"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        s.delete_model(None, "m_2").unwrap(),
+        ModelDeleted::Registered(vec![("other".into(), 1)])
+    );
+    assert_eq!(s.delete_version("team", "other", 1).unwrap(), Some(vec![]));
+    assert_eq!(s.delete_model(None, "m_2").unwrap(), ModelDeleted::Removed);
+    assert_eq!(s.model_workspace("m_2").unwrap(), None);
+    assert_eq!(s.delete_model(None, "m_2").unwrap(), ModelDeleted::Missing);
+    assert_eq!(bytes_of(s, "team"), before);
+    // A name whose versions are all gone is listed with none.
+    let listed = s.registry(Some("team")).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.name.as_str(), m.versions))
+            .collect::<Vec<_>>(),
+        [("bishop", 0), ("other", 0)]
+    );
+}
+
+fn a_deleted_versions_number_is_never_given_again(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("team", None, None)).unwrap();
+    s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None)
+        .unwrap();
+    succeed(s, "job_1", "m_1", Some("bishop"));
+    succeed(s, "job_2", "m_2", Some("bishop"));
+    // The newest version deleted: the next registration is 3, not 2 again (bishop:2 never
+    // means two models).
+    assert_eq!(s.delete_version("team", "bishop", 2).unwrap(), Some(vec![]));
+    let model_of = |which| s.resolve("team", "bishop", which).unwrap().map(|v| v.model);
+    assert_eq!(model_of(Selector::Latest).as_deref(), Some("m_1"));
+    assert_eq!(model_of(Selector::Version(2)), None);
+    let v = s
+        .register("team", "bishop", "m_2", &[], None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.version, 3);
+    // Every version deleted: still counted on.
+    s.delete_version("team", "bishop", 1).unwrap().unwrap();
+    s.delete_version("team", "bishop", 3).unwrap().unwrap();
+    assert_eq!(model_of(Selector::Latest), None);
+    let v = s
+        .register("team", "bishop", "m_1", &[], None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.version, 4);
+    let listed = s.registry(Some("team")).unwrap();
+    assert_eq!((listed[0].latest, listed[0].versions), (4, 1));
 }

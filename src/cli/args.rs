@@ -91,6 +91,9 @@ pub enum Command {
     /// A training service's registered models: names, versions, tags and aliases (with
     /// --alias ALIAS=VERSION: point an alias at a version)
     Models(ModelsArgs),
+    /// Delete from a training service: finished jobs (with their models, unless registered),
+    /// models, data sets, registered versions
+    Delete(DeleteArgs),
 }
 
 /// Where the training service is and how to authenticate.
@@ -124,6 +127,16 @@ pub struct ModelsArgs {
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// What to delete, in order: job ids (job_...), model ids (m_...), data set ids (ds_...),
+    /// registered versions (NAME:VERSION)
+    #[arg(required = true, value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 #[derive(Args)]

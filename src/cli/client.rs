@@ -12,7 +12,7 @@ use mdn::train::{EpochReport, TrainEvent};
 use mdn::{Error, Result};
 
 use super::Exit;
-use super::args::{FetchArgs, JobIdArgs, JobsArgs, ModelsArgs, ServerArgs, SubmitArgs};
+use super::args::{DeleteArgs, FetchArgs, JobIdArgs, JobsArgs, ModelsArgs, ServerArgs, SubmitArgs};
 use super::output::{print_json, write_output};
 use super::progress::{Progress, interrupt_flag, message};
 
@@ -153,11 +153,34 @@ impl Client {
             .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
     }
 
-    fn delete(&self, path: &str) -> Result<()> {
+    /// A DELETE; the answer's JSON body, if it has one.
+    fn delete(&self, path: &str) -> Result<Option<Value>> {
         let r = self
             .auth(self.agent.delete(format!("{}{path}", self.base)))
             .call();
-        self.check(r).map(|_| ())
+        let mut r = self.check(r)?;
+        if r.status().as_u16() == 204 {
+            return Ok(None);
+        }
+        r.body_mut()
+            .read_json()
+            .map(Some)
+            .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))
+    }
+
+    /// Uploads a data set: its row, and whether this upload stored it (false: the service
+    /// had the same bytes already, as that data set).
+    fn upload(&self, path: &str, body: &[u8]) -> Result<(Value, bool)> {
+        let r = self
+            .auth(self.agent.post(format!("{}{path}", self.base)))
+            .send(body);
+        let mut r = self.check(r)?;
+        let stored = r.status().as_u16() == 201;
+        let v = r
+            .body_mut()
+            .read_json()
+            .map_err(|e| Error::Backend(format!("the service's answer is not JSON: {e}")))?;
+        Ok((v, stored))
     }
 
     fn download(&self, path: &str) -> Result<Vec<u8>> {
@@ -246,13 +269,20 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
             query.push_str(&format!("&columns={}", urlencode(&cols.join(","))));
         }
     }
-    let ds = c.post(&format!("/v1/datasets{query}"), &bytes)?;
+    let (ds, stored) = c.upload(&format!("/v1/datasets{query}"), &bytes)?;
     let ds_id = ds["id"].as_str().unwrap_or_default().to_string();
     if !a.train.quiet {
-        message(&format!(
-            "uploaded {name}: dataset {ds_id}, {} rows, columns {}",
-            ds["rows"], ds["columns"]
-        ));
+        message(&if stored {
+            format!(
+                "uploaded {name}: dataset {ds_id}, {} rows, columns {}",
+                ds["rows"], ds["columns"]
+            )
+        } else {
+            format!(
+                "{name} is on the service already: dataset {ds_id}, {} rows, columns {}",
+                ds["rows"], ds["columns"]
+            )
+        });
     }
     let mut req = json!({"dataset": ds_id, "options": options(&job)});
     if !job.target.is_empty() {
@@ -264,11 +294,12 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
     if let Some(name) = &a.register {
         req["register"] = json!(name);
     }
-    // A job the service refuses leaves no data set behind (the upload was for it alone).
+    // A job the service refuses leaves no data set behind (one this upload stored was for it
+    // alone; one the service had already stays).
     let sub = match c.post("/v1/jobs", req.to_string().as_bytes()) {
         Ok(sub) => sub,
         Err(e) => {
-            if let Err(d) = c.delete(&format!("/v1/datasets/{ds_id}")) {
+            if stored && let Err(d) = c.delete(&format!("/v1/datasets/{ds_id}")) {
                 log::warn!("the uploaded data set {ds_id} stays on the service: {d}");
             }
             return Err(e);
@@ -559,6 +590,66 @@ pub fn cancel(a: JobIdArgs) -> Result<()> {
         )
     };
     write_output(None, text.as_bytes())
+}
+
+/// What an id given to `mdn delete` names, and its path in the API.
+fn deletion(id: &str) -> Result<(&'static str, String)> {
+    let path = |kind: &str| format!("/v1/{kind}/{}", urlencode(id));
+    if id.starts_with("job_") {
+        Ok(("job", path("jobs")))
+    } else if id.starts_with("m_") {
+        Ok(("model", path("models")))
+    } else if id.starts_with("ds_") {
+        Ok(("data set", path("datasets")))
+    } else if let Some((name, version)) = id.rsplit_once(':')
+        && !name.is_empty()
+        && version.parse::<u32>().is_ok_and(|v| v >= 1)
+    {
+        Ok((
+            "version",
+            format!("/v1/registry/{}/versions/{version}", urlencode(name)),
+        ))
+    } else {
+        Err(Error::config(format!(
+            "{id:?}: expected a job id (job_...), a model id (m_...), a data set id (ds_...) or a registered version (NAME:VERSION)"
+        )))
+    }
+}
+
+/// `mdn delete`: each in turn; one that fails is reported and the rest still go.
+pub fn delete(a: DeleteArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    // Every id is understood before anything is deleted.
+    let targets = a
+        .ids
+        .iter()
+        .map(|id| deletion(id))
+        .collect::<Result<Vec<_>>>()?;
+    let mut failed: Option<Error> = None;
+    for (id, (what, path)) in a.ids.iter().zip(targets) {
+        match c.delete(&path) {
+            Ok(answer) => {
+                let answer = answer.unwrap_or(Value::Null);
+                let line = match (
+                    answer["deleted_model"].as_str(),
+                    answer["kept_model"].as_str(),
+                ) {
+                    (Some(m), _) => format!("deleted {what} {id} and its model {m}\n"),
+                    (None, Some(m)) => format!(
+                        "deleted {what} {id}; its model {m} stays, registered (delete its versions, then the model)\n"
+                    ),
+                    (None, None) => format!("deleted {what} {id}\n"),
+                };
+                write_output(None, line.as_bytes())?;
+            }
+            Err(e) => {
+                if let Some(earlier) = failed.replace(e) {
+                    message(&format!("error: {earlier}"));
+                }
+            }
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 pub fn fetch(a: FetchArgs) -> Result<()> {

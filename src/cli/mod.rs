@@ -74,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Cancel(a) => client::cancel(a).map(|_| Exit::Success),
         Command::Fetch(a) => client::fetch(a).map(|_| Exit::Success),
         Command::Models(a) => client::models(a).map(|_| Exit::Success),
+        Command::Delete(a) => client::delete(a).map(|_| Exit::Success),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

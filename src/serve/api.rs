@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use super::auth::{self, Caller, Refusal};
@@ -59,8 +60,8 @@ pub struct App {
     /// first asks for one.
     adapters: std::sync::OnceLock<(bool, bool)>,
     pub metrics: Metrics,
-    /// Models loaded so far, with their workspaces.
-    models: Mutex<HashMap<String, (String, Arc<Model>)>>,
+    /// Models loaded so far (whether one still exists is asked of the store each time).
+    models: Mutex<HashMap<String, Arc<Model>>>,
 }
 
 impl App {
@@ -84,6 +85,14 @@ impl App {
             metrics: Metrics::default(),
             models: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Drops a deleted model from the models kept in memory.
+    fn forget_model(&self, id: &str) {
+        self.models
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 }
 
@@ -228,9 +237,9 @@ pub(super) type ApiResult<T> = std::result::Result<T, ApiError>;
     ),
     paths(
         upload, list_datasets, get_dataset, delete_dataset,
-        submit, list_jobs, get_job, cancel_job, job_events, all_events,
-        get_model, predict, sample, eval, plot,
-        list_registry, get_registered, add_version, get_version, put_version, put_alias, delete_alias,
+        submit, list_jobs, get_job, delete_job, cancel_job, job_events, all_events,
+        get_model, delete_model, predict, sample, eval, plot,
+        list_registry, get_registered, add_version, get_version, put_version, delete_version, put_alias, delete_alias,
         list_keys, add_key, revoke_key, list_workspaces, get_workspace, put_workspace,
         super::v2::server, super::v2::live, super::v2::server_ready,
         super::v2::metadata, super::v2::metadata_of, super::v2::ready, super::v2::ready_of,
@@ -293,10 +302,10 @@ pub fn router(app: AppState) -> Router {
         )
         .route("/datasets/{id}", get(get_dataset).delete(delete_dataset))
         .route("/jobs", post(submit).get(list_jobs))
-        .route("/jobs/{id}", get(get_job))
+        .route("/jobs/{id}", get(get_job).delete(delete_job))
         .route("/jobs/{id}/events", get(job_events))
         .route("/jobs/{id}/cancel", post(cancel_job))
-        .route("/models/{id}", get(get_model))
+        .route("/models/{id}", get(get_model).delete(delete_model))
         .route("/models/{id}/predict", post(predict))
         .route("/models/{id}/sample", post(sample))
         .route("/models/{id}/eval", post(eval))
@@ -309,7 +318,7 @@ pub fn router(app: AppState) -> Router {
         .route("/registry/{name}/versions", post(add_version))
         .route(
             "/registry/{name}/versions/{version}",
-            get(get_version).put(put_version),
+            get(get_version).put(put_version).delete(delete_version),
         )
         .route(
             "/registry/{name}/aliases/{alias}",
@@ -709,7 +718,7 @@ async fn upload_stream(
         ("Idempotency-Key" = Option<String>, Header, description = "A retried upload with the same key adds nothing and gets the first answer"),
     ),
     request_body(description = "The file: a CSV with a header, or an .npy array", content(("text/csv"), ("application/octet-stream"))),
-    responses((status = 201, description = "Stored", body = DatasetRow, links(
+    responses((status = 200, description = "The workspace has a data set of the same bytes, format and column names: that one (nothing stored)", body = DatasetRow), (status = 201, description = "Stored", body = DatasetRow, links(
         ("GetDataset" = (operation_id = "get_dataset", parameters(("id" = "$response.body#/id")))),
         ("DeleteDataset" = (operation_id = "delete_dataset", parameters(("id" = "$response.body#/id")))),
     )), Errors),
@@ -766,6 +775,7 @@ async fn upload(
         .map_err(|e| Error::io(&tmp, e))?;
     let mut bytes: u64 = 0;
     let mut head = Vec::new();
+    let mut digest = Sha256::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the body failed: {e}")))?;
         bytes += chunk.len() as u64;
@@ -801,10 +811,12 @@ async fn upload(
         if head.len() < 6 {
             head.extend_from_slice(&chunk[..chunk.len().min(6 - head.len())]);
         }
+        digest.update(&chunk);
         file.write_all(&chunk)
             .await
             .map_err(|e| Error::io(&tmp, e))?;
     }
+    let sha256 = auth::hex(&digest.finalize());
     file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
     drop(file);
     if bytes == 0 {
@@ -826,13 +838,21 @@ async fn upload(
     });
     let shared = app.shared.clone();
     let by = who.by.clone();
-    let (row, replayed) = blocking(move || {
+    let (row, how) = blocking(move || {
         let id = store::new_id("ds");
         let dest = shared.files.dataset_path(&id, &format);
         // Validated where it will live, under its final name, so that messages name it as
         // the client does.
         let (rows, names) = validate(&tmp, &format, columns.as_deref())
             .map_err(|e| ApiError::from(rename_in(e, &tmp, &name)))?;
+        // The same bytes, format and columns already here: that data set, nothing stored.
+        if let Some(same) = shared
+            .store
+            .dataset_by_content(&workspace, &sha256, &format, &names)?
+        {
+            let _ = std::fs::remove_file(&tmp);
+            return Ok((same, Upload::Existing));
+        }
         std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
         let mut scrap = Scrap(Some(dest.clone()));
         if format == "npy" {
@@ -852,6 +872,7 @@ async fn upload(
             rows,
             columns: names,
             bytes,
+            sha256: Some(sha256),
             created: store::now(),
         };
         let files = &shared.files;
@@ -873,12 +894,17 @@ async fn upload(
         match shared.store.insert_dataset(&row, key.as_deref()) {
             Ok(store::Added::New) => {
                 scrap.0 = None;
-                Ok((row, false))
+                Ok((row, Upload::New))
             }
             // A retried upload: the first one's data set (this copy is removed).
             Ok(store::Added::Replayed(first)) => {
                 unpublish();
-                Ok((first, true))
+                Ok((first, Upload::Replayed))
+            }
+            // The same bytes, stored meanwhile by another upload.
+            Ok(store::Added::Existing(same)) => {
+                unpublish();
+                Ok((same, Upload::Existing))
             }
             Ok(store::Added::OverQuota(q)) => {
                 unpublish();
@@ -892,8 +918,8 @@ async fn upload(
     })
     .await?;
     scrap.0 = None;
-    if !replayed {
-        log::info!(
+    match how {
+        Upload::New => log::info!(
             "dataset {} ({}) in workspace {}: {} rows, {:?}{}",
             row.id,
             row.name,
@@ -901,12 +927,35 @@ async fn upload(
             row.rows,
             row.columns,
             by_text(&who)
-        );
+        ),
+        Upload::Existing => log::info!(
+            "dataset {} ({}) in workspace {} uploaded again{}: nothing stored",
+            row.id,
+            row.name,
+            row.workspace,
+            by_text(&who)
+        ),
+        Upload::Replayed => {}
     }
+    let status = match how {
+        Upload::Existing => StatusCode::OK,
+        Upload::New | Upload::Replayed => StatusCode::CREATED,
+    };
     Ok(replay(
-        (StatusCode::CREATED, axum::Json(row)).into_response(),
-        replayed,
+        (status, axum::Json(row)).into_response(),
+        how == Upload::Replayed,
     ))
+}
+
+/// What an upload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    /// Stored a new data set (201).
+    New,
+    /// A retry of an earlier request with the same idempotency key: its answer (201).
+    Replayed,
+    /// The workspace had the same bytes, format and columns: that data set (200).
+    Existing,
 }
 
 /// `, by KEY` for logs (nothing without keys).
@@ -1581,6 +1630,67 @@ async fn cancel_job(
     }
 }
 
+/// What `DELETE /v1/jobs/{id}` did.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct JobDeletedAnswer {
+    pub id: String,
+    /// The job's model, deleted with it (null: it had none, or it was deleted before).
+    pub deleted_model: Option<String>,
+    /// The job's model, kept because the registry holds it as a version.
+    pub kept_model: Option<String>,
+}
+
+/// Deletes a finished job: its record, its events, and its model, unless the registry holds
+/// that model as a version (then the model stays).
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "A job's id")),
+    responses((status = 200, description = "Deleted, with its model unless the registry holds it", body = JobDeletedAnswer), Errors),
+    security(("key" = [])))]
+async fn delete_job(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<JobDeletedAnswer>> {
+    let id = checked_id("job", &id)?;
+    match app.shared.store.delete_job(who.ws(), id)? {
+        store::JobDeleted::Removed { model, kept } => {
+            let files = app.shared.files.clone();
+            let job = id.to_string();
+            if let Some(m) = &model {
+                app.forget_model(m);
+            }
+            let gone = model.clone();
+            blocking(move || {
+                files.remove_dir(&files.job_dir(&job));
+                if let Some(m) = &gone {
+                    remove_model_files(&files, m);
+                }
+                Ok(())
+            })
+            .await?;
+            let what = match (&model, &kept) {
+                (Some(m), _) => format!(" with its model {m}"),
+                (None, Some(m)) => format!(" (its model {m} stays: the registry holds it)"),
+                (None, None) => String::new(),
+            };
+            log::info!("job {id} deleted{what}{}", by_text(&who));
+            Ok(axum::Json(JobDeletedAnswer {
+                id: id.to_string(),
+                deleted_model: model,
+                kept_model: kept,
+            }))
+        }
+        store::JobDeleted::Missing => Err(ApiError::not_found("job", id)),
+        store::JobDeleted::Unfinished(status) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "unfinished",
+            format!(
+                "job {id} is {status}: cancel it first (POST /v1/jobs/{id}/cancel), then delete it once it has ended"
+            ),
+        )),
+    }
+}
+
 /// One Server-Sent Event of a stream (the schema of each event, not of the whole body).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SseEvent {
@@ -1771,17 +1881,9 @@ fn resolve_model(app: &App, who: &Caller, reference: &str) -> ApiResult<Resolved
         };
     }
     let id = checked_id("model", reference)?;
-    let cached = app
-        .models
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(id)
-        .map(|(ws, _)| ws.clone());
-    let workspace = match cached {
-        Some(ws) => Some(ws),
-        None => app.shared.store.model_workspace(id)?,
-    };
-    match workspace {
+    // Asked of the store every time, not of the models kept in memory: a model deleted
+    // through another server of the same store is gone here too.
+    match app.shared.store.model_workspace(id)? {
         Some(ws) if who.ws().is_none_or(|w| w == ws) => Ok(Resolved {
             id: id.to_string(),
             version: None,
@@ -1803,22 +1905,20 @@ pub(super) fn load_model(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(id)
-        .map(|(_, m)| m.clone());
+        .cloned();
     if let Some(m) = cached {
         return Ok((m, resolved));
     }
-    let ws = app
-        .shared
-        .store
-        .model_workspace(id)?
-        .ok_or_else(|| ApiError::not_found("model", id))?;
     let path = app.shared.files.model_path(id);
-    app.shared.files.fetch(&path)?;
+    if !app.shared.files.fetch(&path)? {
+        // Deleted after it was resolved.
+        return Err(ApiError::not_found("model", id));
+    }
     let model = Arc::new(Model::load(&path)?);
     app.models
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(id.to_string(), (ws, model.clone()));
+        .insert(id.to_string(), model.clone());
     Ok((model, resolved))
 }
 
@@ -1856,6 +1956,59 @@ async fn get_model(
     )
         .into_response())
     .map(|r| resolved.tag(r))
+}
+
+/// Deletes a model that no registry version holds (its job stays, naming it).
+#[utoipa::path(delete, path = "/v1/models/{model}", tag = "models",
+    params(("model" = String, Path, description = "A model's id")),
+    responses((status = 204, description = "Deleted"), Errors),
+    security(("key" = [])))]
+async fn delete_model(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if parse_ref(&id).is_some() {
+        return Err(ApiError::bad(format!(
+            "{id:?} names a registered model: delete a model by its id (m_...), after deleting the versions that hold it (DELETE /v1/registry/NAME/versions/N)"
+        )));
+    }
+    let id = checked_id("model", &id)?;
+    match app.shared.store.delete_model(who.ws(), id)? {
+        store::ModelDeleted::Removed => {
+            app.forget_model(id);
+            let files = app.shared.files.clone();
+            let model = id.to_string();
+            blocking(move || {
+                remove_model_files(&files, &model);
+                Ok(())
+            })
+            .await?;
+            log::info!("model {id} deleted{}", by_text(&who));
+            Ok(StatusCode::NO_CONTENT)
+        }
+        store::ModelDeleted::Missing => Err(ApiError::not_found("model", id)),
+        store::ModelDeleted::Registered(versions) => {
+            let list = versions
+                .iter()
+                .map(|(n, v)| format!("{n}:{v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let (n, v) = &versions[0];
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "registered",
+                format!(
+                    "model {id} is registered as {list}: delete {} first (DELETE /v1/registry/{n}/versions/{v}), then the model",
+                    if versions.len() == 1 {
+                        "that version"
+                    } else {
+                        "those versions"
+                    }
+                ),
+            ))
+        }
+    }
 }
 
 /// Rows sent to a model: `rows` (each the features in the model's order, then for `/eval`
@@ -2454,6 +2607,36 @@ pub struct AliasChange {
     version: u32,
 }
 
+/// Deletes a version and the aliases on it; its model stays (`DELETE /v1/models/{id}`
+/// deletes it), and its number is never given again.
+#[utoipa::path(delete, path = "/v1/registry/{name}/versions/{version}", tag = "registry",
+    params(("name" = String, Path, description = "A registered name"), ("version" = String, Path, description = "A version number")),
+    responses((status = 204, description = "Deleted"), Errors),
+    security(("key" = [])))]
+async fn delete_version(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+    Path((name, version)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let name = checked_name(&name)?;
+    let n = version_number(name, &version)?;
+    match app.shared.store.delete_version(who.home(), name, n)? {
+        Some(aliases) => {
+            let also = if aliases.is_empty() {
+                String::new()
+            } else {
+                format!(" and its aliases {}", aliases.join(", "))
+            };
+            log::info!(
+                "registered model {name} version {n}{also} deleted{}",
+                by_text(&who)
+            );
+            Ok(StatusCode::NO_CONTENT)
+        }
+        None => Err(no_version(name, &version)),
+    }
+}
+
 /// Points an alias at a version (made, or moved in one statement).
 #[utoipa::path(put, path = "/v1/registry/{name}/aliases/{alias}", tag = "registry",
     params(("name" = String, Path, description = "A registered name"), ("alias" = String, Path, description = "An alias: production, staging, ...")),
@@ -2768,6 +2951,21 @@ async fn put_workspace(
 
 /// A panel of `mdn plot` for a model, as SVG: `density`, `pit`, `reliability`, `history` or
 /// `all`, drawn from the data set its job trained on, once (then kept beside the model).
+/// Where a model's figure of `panel` is kept once drawn (beside the model, here only).
+fn figure_path(files: &store::Files, id: &str, panel: crate::plot::Panel) -> std::path::PathBuf {
+    files
+        .model_path(id)
+        .with_extension(format!("{}.svg", panel.name()))
+}
+
+/// Removes a deleted model's file (here and in the object store) and its figures.
+fn remove_model_files(files: &store::Files, id: &str) {
+    files.remove(&files.model_path(id));
+    for panel in <crate::plot::Panel as crate::named::Named>::ALL {
+        let _ = std::fs::remove_file(figure_path(files, id, *panel));
+    }
+}
+
 #[utoipa::path(get, path = "/v1/models/{model}/plot/{panel}", tag = "models",
     params(("model" = String, Path, description = "A model's id, or a registered NAME, NAME:VERSION or NAME@ALIAS"), ("panel" = String, Path, description = "density, pit, reliability, history or all (.svg optional)")),
     responses((status = 200, description = "The figure `mdn plot` draws", content_type = "image/svg+xml", body = String), Errors),
@@ -2777,19 +2975,20 @@ async fn plot(
     axum::Extension(who): Who,
     Path((id, panel)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let panel_name = panel.trim_end_matches(".svg").to_string();
-    let panel: crate::plot::Panel = panel_name.parse().map_err(|e: String| {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("panel: {e}"))
-    })?;
+    let panel: crate::plot::Panel =
+        panel
+            .trim_end_matches(".svg")
+            .parse()
+            .map_err(|e: String| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("panel: {e}"))
+            })?;
     let (model, resolved) = load_model(&app, &who, &id)?;
     let id = resolved.id.clone();
     let shared = app.shared.clone();
     blocking(move || {
         let store = &shared.store;
         let files = &shared.files;
-        let path = files
-            .model_path(&id)
-            .with_extension(format!("{panel_name}.svg"));
+        let path = figure_path(files, &id, panel);
         if !path.exists() {
             let data = match store.model_dataset(&id)? {
                 Some(ds) if panel != crate::plot::Panel::History => {
@@ -2805,7 +3004,7 @@ async fn plot(
                 return Err(ApiError::new(
                     StatusCode::CONFLICT,
                     "no_data",
-                    "the data set this model was trained on was deleted: only the history panel can be drawn",
+                    "the data set this model was trained on (or its job) was deleted: only the history panel can be drawn",
                 ));
             }
             crate::plot::Figure {

@@ -165,6 +165,9 @@ pub enum Added {
     New,
     /// The idempotency key was used before: the data set that request added.
     Replayed(DatasetRow),
+    /// The workspace has a data set of the same bytes, format and column names: that one
+    /// (nothing added).
+    Existing(DatasetRow),
     /// The workspace's `max_bytes` would be passed: nothing added.
     OverQuota(OverQuota),
 }
@@ -271,6 +274,10 @@ pub struct DatasetRow {
     pub rows: usize,
     pub columns: Vec<String>,
     pub bytes: u64,
+    /// The SHA-256 of the file's bytes, in hex: an upload of the same bytes, format and
+    /// column names into the same workspace is this data set, not a copy. None for data sets
+    /// stored before the service kept it.
+    pub sha256: Option<String>,
     pub created: f64,
 }
 
@@ -382,6 +389,32 @@ pub enum Deleted {
     InUse(String),
 }
 
+/// How [`Store::delete_job`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobDeleted {
+    /// The job and its events are gone. `model`: its model, removed with it (its file is the
+    /// caller's to remove); `kept`: its model, kept because the registry holds it.
+    Removed {
+        model: Option<String>,
+        kept: Option<String>,
+    },
+    /// No such job.
+    Missing,
+    /// Queued or running (this status): it must end first.
+    Unfinished(String),
+}
+
+/// How [`Store::delete_model`] went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelDeleted {
+    /// Gone; its file is the caller's to remove.
+    Removed,
+    /// No such model.
+    Missing,
+    /// Registered as these versions (name, version): those are deleted first.
+    Registered(Vec<(String, u32)>),
+}
+
 /// How [`Store::cancel`] went.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cancel {
@@ -457,6 +490,18 @@ pub trait Store: Send + Sync {
     fn datasets(&self, ws: Ws) -> Result<Vec<DatasetRow>>;
     /// Removes a data set unless a queued or running job uses it.
     fn delete_dataset(&self, ws: Ws, id: &str) -> Result<Deleted>;
+    /// The workspace's data set of these bytes (their SHA-256), format and column names.
+    fn dataset_by_content(
+        &self,
+        ws: &str,
+        sha256: &str,
+        format: &str,
+        columns: &[String],
+    ) -> Result<Option<DatasetRow>>;
+    /// Deletes a finished job, its events, and its model unless a registry version holds it.
+    fn delete_job(&self, ws: Ws, id: &str) -> Result<JobDeleted>;
+    /// Deletes a model that no registry version holds.
+    fn delete_model(&self, ws: Ws, id: &str) -> Result<ModelDeleted>;
 
     /// Queues a job with its first event (`queued`), its workspace's `max_jobs` allowing.
     /// With an idempotency `key` already used in its workspace, queues nothing and returns
@@ -557,6 +602,9 @@ pub trait Store: Send + Sync {
     ) -> Result<bool>;
     /// Removes an alias; false when there was none.
     fn delete_alias(&self, ws: &str, name: &str, alias: &str) -> Result<bool>;
+    /// Deletes a version (its model stays) and the aliases on it, which it returns; None
+    /// when there is no such version. Its number is never given again.
+    fn delete_version(&self, ws: &str, name: &str, version: u32) -> Result<Option<Vec<String>>>;
 }
 
 /// Runs blocking work (a database or object store call) from anywhere: on the HTTP

@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::postgres::fallible_iterator::FallibleIterator;
-use ::postgres::{Client, NoTls, Row, Transaction};
+use ::postgres::{Client, GenericClient, NoTls, Row, Transaction};
 use serde_json::Value;
 
 use super::*;
 
 /// Schema versions, applied in order under an advisory lock (so that processes starting
 /// together apply each once); `mdn_migrations` records which ran.
-const MIGRATIONS: [&str; 3] = ["
+const MIGRATIONS: [&str; 4] = ["
 CREATE TABLE datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows BIGINT NOT NULL,
     columns TEXT NOT NULL, bytes BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,
@@ -69,6 +69,13 @@ CREATE TABLE versions (
 CREATE TABLE aliases (
     workspace TEXT NOT NULL, name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
     updated DOUBLE PRECISION NOT NULL, updated_by TEXT, PRIMARY KEY (workspace, name, alias));
+", "
+ALTER TABLE datasets ADD COLUMN sha256 TEXT;
+CREATE INDEX datasets_content ON datasets(workspace, sha256);
+ALTER TABLE registry ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+UPDATE registry SET last_version = (SELECT COALESCE(MAX(v.version), 0) FROM versions v WHERE v.workspace = registry.workspace AND v.name = registry.name);
+CREATE INDEX models_job ON models(job);
+CREATE INDEX versions_model ON versions(model);
 "];
 
 /// The database's clock, in seconds since the Unix epoch.
@@ -79,7 +86,7 @@ const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, trai
     attempts, worker, created, started, finished, workspace, created_by, register";
 
 const DATASET_COLUMNS: &str =
-    "id, name, format, rows, columns, bytes, created, workspace, created_by";
+    "id, name, format, rows, columns, bytes, created, workspace, created_by, sha256";
 
 const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
@@ -158,13 +165,11 @@ fn register_tx(
         "INSERT INTO registry (workspace, name, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         &[&ws, &name, &t],
     )?;
-    tx.execute(
-        "SELECT 1 FROM registry WHERE workspace = $1 AND name = $2 FOR UPDATE",
-        &[&ws, &name],
-    )?;
+    // The name's row is locked until the commit: registrations under one name number in
+    // turn, and a deleted version's number is never given again.
     let version: i32 = tx
         .query_one(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE workspace = $1 AND name = $2",
+            "UPDATE registry SET last_version = last_version + 1 WHERE workspace = $1 AND name = $2 RETURNING last_version",
             &[&ws, &name],
         )?
         .get(0);
@@ -196,7 +201,24 @@ fn dataset_row(r: &Row) -> DatasetRow {
         created: r.get(6),
         workspace: r.get(7),
         created_by: r.get(8),
+        sha256: r.get(9),
     }
+}
+
+/// The workspace's data set of the same bytes, format and column names.
+fn same_content(
+    c: &mut impl GenericClient,
+    ws: &str,
+    sha256: &str,
+    format: &str,
+    columns: &[String],
+) -> Result<Option<DatasetRow>, ::postgres::Error> {
+    Ok(c.query_opt(
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = $1 AND sha256 = $2 AND format = $3 AND columns = $4 ORDER BY created LIMIT 1"),
+        &[&ws, &sha256, &format, &serde_json::to_string(columns).expect("names")],
+    )?
+    .as_ref()
+    .map(dataset_row))
 }
 
 fn key_row(r: &Row) -> KeyRow {
@@ -532,6 +554,13 @@ impl Store for PostgresStore {
             {
                 return Ok(Added::Replayed(dataset_row(&first)));
             }
+            // The same bytes (uploads to one workspace come here in turn, so two at once
+            // store one copy).
+            if let Some(h) = &d.sha256
+                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, &d.columns)?
+            {
+                return Ok(Added::Existing(same));
+            }
             if let Some((_, Some(max))) = quotas {
                 let used = bytes_used(tx, &d.workspace)?;
                 if used + d.bytes > max as u64 {
@@ -546,7 +575,7 @@ impl Store for PostgresStore {
             }
             // ON CONFLICT: two requests with the same key at once add one data set.
             let added = tx.execute(
-                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[
                     &d.id,
                     &d.name,
@@ -558,6 +587,7 @@ impl Store for PostgresStore {
                     &key,
                     &d.workspace,
                     &d.created_by,
+                    &d.sha256,
                 ],
             )?;
             if added == 1 {
@@ -610,6 +640,85 @@ impl Store for PostgresStore {
             }
             tx.execute("DELETE FROM datasets WHERE id = $1", &[&id])?;
             Ok(Deleted::Removed { format: row.get(0) })
+        })
+    }
+
+    fn dataset_by_content(
+        &self,
+        ws: &str,
+        sha256: &str,
+        format: &str,
+        columns: &[String],
+    ) -> Result<Option<DatasetRow>> {
+        self.with(|c| same_content(c, ws, sha256, format, columns))
+    }
+
+    fn delete_job(&self, ws: Ws, id: &str) -> Result<JobDeleted> {
+        self.tx(|tx| {
+            let Some(row) = tx.query_opt(
+                "SELECT status FROM jobs WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2) FOR UPDATE",
+                &[&id, &ws],
+            )?
+            else {
+                return Ok(JobDeleted::Missing);
+            };
+            let status: String = row.get(0);
+            if status == QUEUED || status == RUNNING {
+                return Ok(JobDeleted::Unfinished(status));
+            }
+            // The model's row locked: a registration of it meanwhile waits, then finds it gone
+            // (or, first, makes this keep it).
+            let model: Option<String> = tx
+                .query_opt("SELECT id FROM models WHERE job = $1 FOR UPDATE", &[&id])?
+                .map(|r| r.get(0));
+            let registered = match &model {
+                Some(m) => tx
+                    .query_opt("SELECT 1 FROM versions WHERE model = $1 LIMIT 1", &[m])?
+                    .is_some(),
+                None => false,
+            };
+            tx.execute("DELETE FROM events WHERE job = $1", &[&id])?;
+            tx.execute("DELETE FROM jobs WHERE id = $1", &[&id])?;
+            if registered {
+                return Ok(JobDeleted::Removed {
+                    model: None,
+                    kept: model.clone(),
+                });
+            }
+            if let Some(m) = &model {
+                tx.execute("DELETE FROM models WHERE id = $1", &[m])?;
+            }
+            Ok(JobDeleted::Removed {
+                model: model.clone(),
+                kept: None,
+            })
+        })
+    }
+
+    fn delete_model(&self, ws: Ws, id: &str) -> Result<ModelDeleted> {
+        self.tx(|tx| {
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM models WHERE id = $1 AND ($2::TEXT IS NULL OR workspace = $2) FOR UPDATE",
+                    &[&id, &ws],
+                )?
+                .is_none()
+            {
+                return Ok(ModelDeleted::Missing);
+            }
+            let versions: Vec<(String, u32)> = tx
+                .query(
+                    "SELECT name, version FROM versions WHERE model = $1 ORDER BY name, version",
+                    &[&id],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get::<_, i32>(1) as u32))
+                .collect();
+            if !versions.is_empty() {
+                return Ok(ModelDeleted::Registered(versions));
+            }
+            tx.execute("DELETE FROM models WHERE id = $1", &[&id])?;
+            Ok(ModelDeleted::Removed)
         })
     }
 
@@ -1042,8 +1151,9 @@ impl Store for PostgresStore {
         by: Option<&str>,
     ) -> Result<Option<VersionRow>> {
         self.tx(|tx| {
+            // FOR SHARE: a deletion of the model waits for this registration, or this for it.
             let job = tx.query_opt(
-                "SELECT job FROM models WHERE id = $1 AND workspace = $2",
+                "SELECT job FROM models WHERE id = $1 AND workspace = $2 FOR SHARE",
                 &[&model, &ws],
             )?;
             match job {
@@ -1145,16 +1255,25 @@ impl Store for PostgresStore {
         version: u32,
         by: Option<&str>,
     ) -> Result<bool> {
-        self.with(|c| {
-            // One statement: the alias points at the version only if that version exists.
-            c.execute(
-                "INSERT INTO aliases (workspace, name, alias, version, updated, updated_by) \
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM versions WHERE workspace = $1 AND name = $2 AND version = $4) \
+        self.tx(|tx| {
+            // The version's row shared-locked: its deletion waits for this alias (and then
+            // removes it), or this finds the version gone.
+            if tx
+                .query_opt(
+                    "SELECT 1 FROM versions WHERE workspace = $1 AND name = $2 AND version = $3 FOR SHARE",
+                    &[&ws, &name, &(version as i32)],
+                )?
+                .is_none()
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO aliases (workspace, name, alias, version, updated, updated_by) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (workspace, name, alias) DO UPDATE SET version = EXCLUDED.version, updated = EXCLUDED.updated, updated_by = EXCLUDED.updated_by",
                 &[&ws, &name, &alias, &(version as i32), &now(), &by],
-            )
+            )?;
+            Ok(true)
         })
-        .map(|n| n == 1)
     }
 
     fn delete_alias(&self, ws: &str, name: &str, alias: &str) -> Result<bool> {
@@ -1165,6 +1284,30 @@ impl Store for PostgresStore {
             )
         })
         .map(|n| n == 1)
+    }
+
+    fn delete_version(&self, ws: &str, name: &str, version: u32) -> Result<Option<Vec<String>>> {
+        let v = version as i32;
+        self.tx(|tx| {
+            let found = tx.execute(
+                "DELETE FROM versions WHERE workspace = $1 AND name = $2 AND version = $3",
+                &[&ws, &name, &v],
+            )?;
+            if found == 0 {
+                return Ok(None);
+            }
+            let aliases = tx
+                .query(
+                    "DELETE FROM aliases WHERE workspace = $1 AND name = $2 AND version = $3 RETURNING alias",
+                    &[&ws, &name, &v],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<Vec<String>>();
+            let mut aliases = aliases;
+            aliases.sort();
+            Ok(Some(aliases))
+        })
     }
 }
 

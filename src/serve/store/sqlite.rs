@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::*;
 
 /// Schema versions, applied in order (`PRAGMA user_version` says how many ran).
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows INTEGER NOT NULL,
@@ -76,6 +76,16 @@ CREATE TABLE aliases (
     workspace TEXT NOT NULL, name TEXT NOT NULL, alias TEXT NOT NULL, version INTEGER NOT NULL,
     updated REAL NOT NULL, updated_by TEXT, PRIMARY KEY (workspace, name, alias));
 ",
+    // Uploads known by their bytes; deletion of jobs, models and versions (a name counts its
+    // versions itself, so that a deleted number is never given again).
+    "
+ALTER TABLE datasets ADD COLUMN sha256 TEXT;
+CREATE INDEX datasets_content ON datasets(workspace, sha256);
+ALTER TABLE registry ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
+UPDATE registry SET last_version = (SELECT COALESCE(MAX(v.version), 0) FROM versions v WHERE v.workspace = registry.workspace AND v.name = registry.name);
+CREATE INDEX models_job ON models(job);
+CREATE INDEX versions_model ON versions(model);
+",
 ];
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
@@ -83,7 +93,7 @@ const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, trai
     attempts, worker, created, started, finished, workspace, created_by, register";
 
 const DATASET_COLUMNS: &str =
-    "id, name, format, rows, columns, bytes, created, workspace, created_by";
+    "id, name, format, rows, columns, bytes, created, workspace, created_by, sha256";
 
 const KEY_COLUMNS: &str = "id, workspace, name, scope, hash, created, last_used, revoked";
 
@@ -165,8 +175,12 @@ fn register_tx(
         "INSERT INTO registry (workspace, name, created) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
         params![ws, name, t],
     )?;
+    tx.execute(
+        "UPDATE registry SET last_version = last_version + 1 WHERE workspace = ?1 AND name = ?2",
+        params![ws, name],
+    )?;
     let version: i64 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) + 1 FROM versions WHERE workspace = ?1 AND name = ?2",
+        "SELECT last_version FROM registry WHERE workspace = ?1 AND name = ?2",
         params![ws, name],
         |r| r.get(0),
     )?;
@@ -198,7 +212,24 @@ fn dataset_row(r: &rusqlite::Row) -> rusqlite::Result<DatasetRow> {
         created: r.get(6)?,
         workspace: r.get(7)?,
         created_by: r.get(8)?,
+        sha256: r.get(9)?,
     })
+}
+
+/// The workspace's data set of the same bytes, format and column names.
+fn same_content(
+    c: &Connection,
+    ws: &str,
+    sha256: &str,
+    format: &str,
+    columns: &[String],
+) -> rusqlite::Result<Option<DatasetRow>> {
+    c.query_row(
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = ?1 AND sha256 = ?2 AND format = ?3 AND columns = ?4 ORDER BY created LIMIT 1"),
+        params![ws, sha256, format, serde_json::to_string(columns).expect("names")],
+        dataset_row,
+    )
+    .optional()
 }
 
 fn key_row(r: &rusqlite::Row) -> rusqlite::Result<KeyRow> {
@@ -413,6 +444,11 @@ impl Store for SqliteStore {
                     return Ok(Added::Replayed(first));
                 }
             }
+            if let Some(h) = &d.sha256
+                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, &d.columns)?
+            {
+                return Ok(Added::Existing(same));
+            }
             if let Some((_, Some(max))) = quotas(tx, &d.workspace)? {
                 let used = bytes_used(tx, &d.workspace)?;
                 if used + d.bytes > max as u64 {
@@ -426,7 +462,7 @@ impl Store for SqliteStore {
                 }
             }
             tx.execute(
-                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO datasets (id, name, format, rows, columns, bytes, created, idempotency_key, workspace, created_by, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     d.id,
                     d.name,
@@ -437,7 +473,8 @@ impl Store for SqliteStore {
                     d.created,
                     key,
                     d.workspace,
-                    d.created_by
+                    d.created_by,
+                    d.sha256
                 ],
             )?;
             Ok(Added::New)
@@ -490,6 +527,86 @@ impl Store for SqliteStore {
             }
             tx.execute("DELETE FROM datasets WHERE id = ?1", [id])?;
             Ok(Deleted::Removed { format })
+        })
+    }
+
+    fn dataset_by_content(
+        &self,
+        ws: &str,
+        sha256: &str,
+        format: &str,
+        columns: &[String],
+    ) -> Result<Option<DatasetRow>> {
+        same_content(&self.conn(), ws, sha256, format, columns).map_err(db)
+    }
+
+    fn delete_job(&self, ws: Ws, id: &str) -> Result<JobDeleted> {
+        self.tx(|tx| {
+            let status: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM jobs WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)",
+                    params![id, ws],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(status) = status else {
+                return Ok(JobDeleted::Missing);
+            };
+            if status == QUEUED || status == RUNNING {
+                return Ok(JobDeleted::Unfinished(status));
+            }
+            let model: Option<String> = tx
+                .query_row("SELECT id FROM models WHERE job = ?1", [id], |r| r.get(0))
+                .optional()?;
+            let registered = match &model {
+                Some(m) => tx
+                    .query_row(
+                        "SELECT 1 FROM versions WHERE model = ?1 LIMIT 1",
+                        [m],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some(),
+                None => false,
+            };
+            tx.execute("DELETE FROM events WHERE job = ?1", [id])?;
+            tx.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+            if registered {
+                return Ok(JobDeleted::Removed {
+                    model: None,
+                    kept: model,
+                });
+            }
+            if let Some(m) = &model {
+                tx.execute("DELETE FROM models WHERE id = ?1", [m])?;
+            }
+            Ok(JobDeleted::Removed { model, kept: None })
+        })
+    }
+
+    fn delete_model(&self, ws: Ws, id: &str) -> Result<ModelDeleted> {
+        self.tx(|tx| {
+            let found = tx
+                .query_row(
+                    "SELECT 1 FROM models WHERE id = ?1 AND (?2 IS NULL OR workspace = ?2)",
+                    params![id, ws],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if found.is_none() {
+                return Ok(ModelDeleted::Missing);
+            }
+            let mut st = tx.prepare(
+                "SELECT name, version FROM versions WHERE model = ?1 ORDER BY name, version",
+            )?;
+            let versions = st
+                .query_map([id], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u32)))?
+                .collect::<rusqlite::Result<Vec<(String, u32)>>>()?;
+            if !versions.is_empty() {
+                return Ok(ModelDeleted::Registered(versions));
+            }
+            tx.execute("DELETE FROM models WHERE id = ?1", [id])?;
+            Ok(ModelDeleted::Removed)
         })
     }
 
@@ -1047,6 +1164,30 @@ impl Store for SqliteStore {
                 "DELETE FROM aliases WHERE workspace = ?1 AND name = ?2 AND alias = ?3",
                 params![ws, name, alias],
             )? == 1)
+        })
+    }
+
+    fn delete_version(&self, ws: &str, name: &str, version: u32) -> Result<Option<Vec<String>>> {
+        self.tx(|tx| {
+            let v = version as i64;
+            let found = tx.execute(
+                "DELETE FROM versions WHERE workspace = ?1 AND name = ?2 AND version = ?3",
+                params![ws, name, v],
+            )?;
+            if found == 0 {
+                return Ok(None);
+            }
+            let mut st = tx.prepare(
+                "SELECT alias FROM aliases WHERE workspace = ?1 AND name = ?2 AND version = ?3 ORDER BY alias",
+            )?;
+            let aliases = st
+                .query_map(params![ws, name, v], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            tx.execute(
+                "DELETE FROM aliases WHERE workspace = ?1 AND name = ?2 AND version = ?3",
+                params![ws, name, v],
+            )?;
+            Ok(Some(aliases))
         })
     }
 }
