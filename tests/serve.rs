@@ -1030,6 +1030,10 @@ fn a_retried_post_with_the_same_idempotency_key_gets_the_first_answer() {
     let (st, b, replayed) = post("/v1/datasets?name=b.csv", "upload-1", &csv);
     assert_eq!((st, replayed), (201, true), "{b}");
     assert_eq!(a, b);
+    // Another key with the same bytes: the same data set, as an upload without a key gets.
+    let (st, c, replayed) = post("/v1/datasets?name=b.csv", "upload-2", &csv);
+    assert_eq!((st, replayed), (200, false), "{c}");
+    assert_eq!(a, c);
     let (_, list) = s.json("GET", "/v1/datasets", None);
     assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
     assert_eq!(
@@ -1642,4 +1646,184 @@ fn an_npy_upload_naming_its_columns_was_refused() {
     let m: Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("m.json")).unwrap()).unwrap();
     assert_eq!(m["targets"], json!(["t"]));
+}
+
+/// Files under `dir` (none when it does not exist).
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_same_file_uploaded_again_was_stored_again() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let s = Server::start(&d.join("store"), &[], &[]);
+    let bytes = std::fs::read(asset("bishop.csv")).unwrap();
+    let first = s.upload(&asset("bishop.csv"), "first.csv");
+    let sha: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(first["sha256"], sha.as_str());
+    // The same bytes again, under another name: 200 and the first data set, nothing stored.
+    let (st, again) = s.call("POST", "/v1/datasets?name=again.csv", Some(&bytes));
+    assert_eq!(st, 200, "{again}");
+    let again: Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(files_in(&d.join("store/datasets")).len(), 1);
+    assert!(
+        files_in(&d.join("store/uploads")).is_empty(),
+        "the second upload's bytes were left behind"
+    );
+    let (_, list) = s.json("GET", "/v1/datasets", None);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 1, "{list}");
+    // The same file as a form: the same data set.
+    let boundary = "XyZ";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.csv\"\r\nContent-Type: text/csv\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&bytes);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (st, v) = s.call_with(
+        "POST",
+        "/v1/datasets",
+        Some(&form),
+        &[(
+            "content-type",
+            &format!("multipart/form-data; boundary={boundary}"),
+        )],
+    );
+    assert_eq!(st, 200, "{v}");
+    // One byte more is another data set.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"0.5,0.5\n");
+    let (st, v) = s.call("POST", "/v1/datasets?name=longer.csv", Some(&longer));
+    assert_eq!(st, 201, "{v}");
+
+    // mdn submit of that file says the service has it, and a job the service then refuses
+    // leaves that data set alone (it deletes only a data set its own upload stored).
+    let submit = |args: &[&str]| {
+        Command::new(MDN)
+            .args(["submit", "--server", &s.base, "--data"])
+            .arg(asset("bishop.csv"))
+            .args(args)
+            .env_remove("MDN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = submit(&["--batch-size", "100000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bishop.csv is on the service already"),
+        "{err}"
+    );
+    let id = first["id"].as_str().unwrap();
+    let (st, v) = s.call("GET", &format!("/v1/datasets/{id}"), None);
+    assert_eq!(
+        st, 200,
+        "a refused submission deleted a data set it had not stored: {v}"
+    );
+}
+
+#[test]
+fn models_and_jobs_could_not_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let store = d.join("store");
+    let s = Server::start(&store, &[], &[]);
+    let ds = s.dataset(&asset("bishop.csv"), "b.csv");
+    // A job that has not ended is not deleted.
+    let long = s.submit(&ds, json!({"epochs": 100000, "patience": 100000}));
+    let (st, v) = s.json("DELETE", &format!("/v1/jobs/{long}"), None);
+    assert_eq!(st, 409, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("cancel it first"), "{msg}");
+    s.call("POST", &format!("/v1/jobs/{long}/cancel"), None);
+    s.finished(&long);
+
+    // A finished job goes with its model, the model's figures and its events.
+    let (st, v) = s.json("DELETE", &format!("/v1/jobs/{long}"), None);
+    assert_eq!(st, 200, "{v}");
+    let long_model = format!("m_{}", long.trim_start_matches("job_"));
+    assert_eq!(
+        v,
+        json!({"id": long, "deleted_model": long_model, "kept_model": null})
+    );
+    for path in [
+        format!("/v1/jobs/{long}"),
+        format!("/v1/jobs/{long}/events"),
+        format!("/v1/models/{long_model}"),
+    ] {
+        let (st, v) = s.call("GET", &path, None);
+        assert_eq!(st, 404, "{path}: {v}");
+    }
+
+    let trained = s.trained(json!({"dataset": ds, "options": {"epochs": 2}, "register": "bishop"}));
+    let job = trained["id"].as_str().unwrap();
+    let model = trained["model"].as_str().unwrap();
+    // Served and drawn first, so that the deletion has a model in memory and a figure.
+    let predict = format!("/v1/models/{model}/predict");
+    let rows = json!({"rows": [[0.5]]});
+    assert_eq!(s.json("POST", &predict, Some(rows.clone())).0, 200);
+    assert_eq!(
+        s.call("GET", &format!("/v1/models/{model}/plot/history"), None)
+            .0,
+        200
+    );
+    assert_eq!(
+        files_in(&store.join("models")).len(),
+        2,
+        "the model and its figure"
+    );
+    let (st, v) = s.json("DELETE", &format!("/v1/models/{model}"), None);
+    assert_eq!(st, 409, "{v}");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("registered as bishop:1"), "{msg}");
+    let (st, v) = s.json("DELETE", "/v1/models/bishop", None);
+    assert_eq!(st, 400, "{v}");
+    // Its job goes; the model stays, registered.
+    let (st, v) = s.json("DELETE", &format!("/v1/jobs/{job}"), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["kept_model"], model);
+    assert_eq!(s.json("POST", &predict, Some(rows.clone())).0, 200);
+    // The CLI: every id is understood before anything is deleted.
+    let delete = |ids: &[&str]| {
+        Command::new(MDN)
+            .args(["delete", "--server", &s.base])
+            .args(ids)
+            .env_remove("MDN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = delete(&["bishop:1", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("\"bogus\": expected a job id"), "{err}");
+    assert_eq!(s.call("GET", "/v1/registry/bishop/versions/1", None).0, 200);
+    // The version, then the model; a failure does not stop the rest, and is reported.
+    let out = delete(&["bishop:1", model, "bishop:1", &ds]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("has no version 1"), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("deleted version bishop:1\ndeleted model {model}\ndeleted data set {ds}\n")
+    );
+    let (st, v) = s.call("POST", &predict, Some(rows.to_string().as_bytes()));
+    assert_eq!(st, 404, "a deleted model was still served from memory: {v}");
+    assert!(files_in(&store.join("models")).is_empty());
+    assert!(files_in(&store.join("datasets")).is_empty());
+    // The name stays, with no versions; its next version is 2.
+    let (_, v) = s.json("GET", "/v1/registry", None);
+    assert_eq!(v["models"][0]["versions"], 0, "{v}");
 }

@@ -1387,3 +1387,33 @@ fn a_deleted_versions_number_is_never_given_again(f: Fresh) {
     let listed = s.registry(Some("team")).unwrap();
     assert_eq!((listed[0].latest, listed[0].versions), (4, 1));
 }
+
+#[test]
+fn a_sqlite_store_from_before_deletions_numbers_the_next_version_after_its_last() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = SqliteStore::open(dir.path()).unwrap();
+        s.put_workspace(&workspace("team", None, None)).unwrap();
+        s.insert_dataset(&dataset_in("team", "ds_1", "d.csv"), None)
+            .unwrap();
+        succeed(&s, "job_1", "m_1", Some("bishop"));
+        succeed(&s, "job_2", "m_2", Some("bishop"));
+    }
+    {
+        // Back to the schema before version 5: no digests, no counter on names.
+        let c = rusqlite::Connection::open(dir.path().join("mdn.sqlite")).unwrap();
+        c.execute_batch(
+            "DROP INDEX datasets_content; DROP INDEX models_job; DROP INDEX versions_model;
+             ALTER TABLE datasets DROP COLUMN sha256; ALTER TABLE registry DROP COLUMN last_version;
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.dataset(None, "ds_1").unwrap().unwrap().sha256, None);
+    let v = s
+        .register("team", "bishop", "m_1", &[], None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.version, 3);
+}

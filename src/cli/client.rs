@@ -696,7 +696,12 @@ pub fn models(a: ModelsArgs) -> Result<()> {
             out.push_str(&format!(
                 "{:<24} {:>7} {:>8}  {}\n",
                 cell(&m["name"], 0),
-                cell(&m["latest"], 0),
+                // A name whose versions were all deleted has none to call latest.
+                if m["versions"] == 0 {
+                    "-".into()
+                } else {
+                    cell(&m["latest"], 0)
+                },
                 cell(&m["versions"], 0),
                 if aliases.is_empty() {
                     "-".into()

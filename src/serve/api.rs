@@ -846,9 +846,12 @@ async fn upload(
         let (rows, names) = validate(&tmp, &format, columns.as_deref())
             .map_err(|e| ApiError::from(rename_in(e, &tmp, &name)))?;
         // The same bytes, format and columns already here: that data set, nothing stored.
-        if let Some(same) = shared
-            .store
-            .dataset_by_content(&workspace, &sha256, &format, &names)?
+        // (With an idempotency key the store looks, after the key: a retry gets the first
+        // answer, 201 and all.)
+        if key.is_none()
+            && let Some(same) = shared
+                .store
+                .dataset_by_content(&workspace, &sha256, &format, &names)?
         {
             let _ = std::fs::remove_file(&tmp);
             return Ok((same, Upload::Existing));

@@ -285,6 +285,12 @@ mod tests {
             Scope::Read
         );
         assert_eq!(needed(&Method::DELETE, "/v1/datasets/{id}"), Scope::Write);
+        assert_eq!(needed(&Method::DELETE, "/v1/jobs/{id}"), Scope::Write);
+        assert_eq!(needed(&Method::DELETE, "/v1/models/{id}"), Scope::Write);
+        assert_eq!(
+            needed(&Method::DELETE, "/v1/registry/{name}/versions/{version}"),
+            Scope::Write
+        );
         assert_eq!(needed(&Method::POST, "/v1/jobs/{id}/cancel"), Scope::Write);
         assert_eq!(needed(&Method::GET, "/v1/keys"), Scope::Admin);
         assert_eq!(needed(&Method::PUT, "/v1/workspaces/{name}"), Scope::Admin);
