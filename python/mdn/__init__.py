@@ -345,10 +345,12 @@ def _shape(a):
     return tuple(s) if s is not None else None
 
 
-def _checked(est, X, y=None, reset=True, fitting=False):
+def _checked(est, X, y=None, reset=True, fitting=False, encoded=False):
     """X (and y) as float32 rows x columns, checked the way scikit-learn checks estimator
     input when it is installed (and `n_features_in_`, `feature_names_in_` set by `fit` and
-    compared by the other methods), else by `_matrix`."""
+    compared by the other methods), else by `_matrix`. `encoded`: X is a categorical model's
+    input with its categories made indicator columns, its own columns already checked by
+    name (scikit-learn's names are the DataFrame's, not the indicators')."""
     _text_columns(X, "X")
     if isinstance(X, np.ndarray) and X.dtype.kind in "USV" and X.size:
         raise ValueError(
@@ -366,7 +368,7 @@ def _checked(est, X, y=None, reset=True, fitting=False):
     y_rows = (_shape(y) or (None,))[0] if y is not None else None
     if y_rows is not None and len(shape) > 1 and shape[0] != y_rows:
         raise ValueError(f"X has {shape[0]} rows but y has {y_rows}")
-    if _validate_data is None:
+    if _validate_data is None or encoded:
         Xa = _matrix(X, "X", one_d=False)
         ya = None if y is None else _matrix(y, "y")
         if fitting and y is None:
@@ -705,6 +707,8 @@ class MDN(_Regressor, _Base):
                 xv, yv, n = _drop_missing(eval_set[0], eval_set[1], "eval_set")
                 eval_set, left_out = (xv, yv), left_out + n
         cats = _learn_categories(X, self.categorical)
+        # scikit-learn's convention: the columns given, not the indicators made of them.
+        given = [str(c) for c in X.columns] if cats else None
         if cats:
             X = _encode(X, cats)
             if eval_set is not None and len(eval_set) == 2:
@@ -769,7 +773,10 @@ class MDN(_Regressor, _Base):
         )
         self.model_ = model
         self.n_features_in_ = Xa.shape[1]
-        if _validate_data is None:  # else scikit-learn's checks set (or removed) it
+        if given is not None:
+            self.n_features_in_ = len(given)
+            self.feature_names_in_ = np.asarray(given, dtype=object)
+        elif _validate_data is None:  # else scikit-learn's checks set (or removed) it
             if hasattr(X, "columns"):
                 self.feature_names_in_ = np.asarray(features, dtype=object)
             elif hasattr(self, "feature_names_in_"):
@@ -807,6 +814,8 @@ class MDN(_Regressor, _Base):
             if missing:
                 raise ValueError(f"X lacks the model's column(s) {missing}; the model takes {m.columns}, X has {names}")
             X = _encode(X[[cols[names.index(c)] for c in m.columns]], m.categorical, self.unknown_category)
+            Xa, _ = _checked(self, X, reset=False, encoded=True)
+            return m, Xa
         cols = getattr(X, "columns", None)
         if cols is not None and not all(f == f"x{i}" for i, f in enumerate(m.features)):
             # Columns by name, as the command line reads them: reordered columns are put in
@@ -875,7 +884,11 @@ def load(path) -> MDN:
     info = json.loads(model.training) or {}
     est.model_ = model
     est.n_features_in_ = len(model.features)
-    if not all(f == f"x{i}" for i, f in enumerate(model.features)):
+    if model.categorical:
+        # The columns it takes, not the indicators made of its categories.
+        est.n_features_in_ = len(model.columns)
+        est.feature_names_in_ = np.asarray(model.columns, dtype=object)
+    elif not all(f == f"x{i}" for i, f in enumerate(model.features)):
         est.feature_names_in_ = np.asarray(model.features, dtype=object)
     est.history_ = info.get("history", [])
     return est

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import pickle
+import tempfile
+import warnings
 
 import numpy as np
 import pytest
@@ -217,3 +219,28 @@ def test_an_option_named_transform_made_scikit_learn_take_the_estimator_for_a_tr
     assert not hasattr(est, "transform")
     assert est.get_params()["target_transform"] == "log"
     assert json.loads(est._job())["transform"] == "log"
+
+
+def test_n_features_in_counted_the_indicators_of_categorical_columns():
+    pd = pytest.importorskip("pandas")
+    X, y = data(200)
+    df = pd.DataFrame({"speed": X[:, 0], "region": ["north", "south", "east", "west"] * 50})
+    est = mdn.MDN(**FAST).fit(df, y)
+    # scikit-learn's convention: the DataFrame's columns, not the 4 indicators made of one.
+    assert est.n_features_in_ == 2
+    assert list(est.feature_names_in_) == ["speed", "region"]
+    assert len(est.model_.features) == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "X has feature names ..." from scikit-learn
+        p = est.predict(df)
+        assert np.array_equal(est.predict(df[["region", "speed"]]), p)
+    with pytest.raises(ValueError, match=r"lacks the model's column\(s\) \['region'\]"):
+        est.predict(df[["speed"]])
+    # A model file loaded says the same.
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.json")
+        est.save(path)
+        back = mdn.load(path)
+    assert back.n_features_in_ == 2
+    assert list(back.feature_names_in_) == ["speed", "region"]
+    assert np.array_equal(back.predict(df), p)
