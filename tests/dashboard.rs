@@ -505,6 +505,37 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         .unwrap();
     until(&c, "the filtered list", &format!("location.hash === '#/?status=succeeded' && !!document.querySelector('tr[data-job={job}]') && !document.querySelector('tr[data-job={second}]')")).await;
 
+    // The cancelled job deleted from its page, after the browser's confirmation: the list
+    // says so and no longer has it.
+    c.goto(&format!("{base}/#/jobs/{second}")).await.unwrap();
+    until(
+        &c,
+        "the delete button of a finished job",
+        "!!document.getElementById('delete') && !document.getElementById('delete').hidden && document.getElementById('cancel').hidden",
+    )
+    .await;
+    c.find(Locator::Id("delete"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.accept_alert().await.unwrap();
+    let said = until(
+        &c,
+        "the jobs page after the deletion",
+        &format!("(location.hash === '#/' && !!document.querySelector('tr[data-job={job}]') && !document.querySelector('tr[data-job={second}]')) ? document.getElementById('live').textContent : null"),
+    )
+    .await;
+    assert!(
+        said.as_str()
+            .unwrap()
+            .starts_with(&format!("job {second} deleted")),
+        "{said}"
+    );
+    let (st, _) = server.call("GET", &format!("/v1/jobs/{second}"), None);
+    assert_eq!(st, 404);
+
     // A deep ensemble's model page: the two parts of the standard deviation, as the API
     // answers them (x = 3 lies outside the data, where the members disagree more).
     let ens = api(

@@ -663,6 +663,7 @@ fn ensemble_progress_jumped_to_another_members_epochs_without_a_word() {
         &mut |e| match e {
             JobEvent::Note(n) => lines.push(n.to_string()),
             JobEvent::Train(TrainEvent::Epoch(r)) => lines.push(format!("epoch {}", r.epoch)),
+            JobEvent::Member { index, of } => lines.push(format!("member {index} of {of}")),
             _ => {}
         },
         &AtomicBool::new(false),
@@ -685,6 +686,17 @@ fn ensemble_progress_jumped_to_another_members_epochs_without_a_word() {
             said = true;
         }
     }
+    // The epochs were tagged with their member (for the service's events and Python's
+    // history_): one Member before the first epoch and one at each takeover.
+    let members: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.starts_with("member ") && l.contains(" of 3"))
+        .collect();
+    assert_eq!(members.len(), takeovers + 1, "{lines:?}");
+    assert_eq!(members[0], "member 0 of 3", "{lines:?}");
+    let first_epoch = lines.iter().position(|l| l.starts_with("epoch ")).unwrap();
+    let first_member = lines.iter().position(|l| l == "member 0 of 3").unwrap();
+    assert!(first_member < first_epoch, "{lines:?}");
     // Three members two at a time: usually the first ends, and the second (already running)
     // or the third takes over. The threads' speeds decide: where the first member is the
     // last to end (seen once on CI), its own epochs are shown throughout, 1 to 12 in order.

@@ -970,6 +970,30 @@ fn an_ensemble_job_serves_its_variance_split() {
     let id = s.submit(&ds, json!({"ensemble": 3, "epochs": 3}));
     let j = s.finished(&id);
     assert_eq!(j["status"], "succeeded", "{j}");
+    // Each epoch event says whose it is (the members' epochs follow one another).
+    let epochs: Vec<(u64, u64)> = s
+        .events(&id)
+        .iter()
+        .filter(|e| e["type"] == "epoch")
+        .map(|e| {
+            (
+                e["member"].as_u64().unwrap_or(0),
+                e["epoch"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!epochs.is_empty());
+    for w in epochs.windows(2) {
+        let ((m0, e0), (m1, e1)) = (w[0], w[1]);
+        assert!(
+            m0 >= 1 && m1 >= 1,
+            "an epoch without its member: {epochs:?}"
+        );
+        assert!(
+            (m1 == m0 && e1 == e0 + 1) || m1 != m0,
+            "epochs of one member out of order: {epochs:?}"
+        );
+    }
     let model = j["model"].as_str().unwrap();
     let (st, m) = s.json("GET", &format!("/v1/models/{model}"), None);
     assert_eq!((st, &m["format_version"]), (200, &json!(2)));

@@ -59,6 +59,7 @@ export async function request(method, path, body, contentType) {
 
 export const get = (path) => request("GET", path);
 export const post = (path, body, contentType) => request("POST", path, body, contentType);
+export const del = (path) => request("DELETE", path);
 
 /// A blob: URL of what `path` answers (figures and downloads need the token too).
 export async function blobUrl(path) {

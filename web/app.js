@@ -67,6 +67,9 @@ function say(text) {
   live.textContent = text;
 }
 
+// What the next page says when it opens (the page that led to it is gone).
+let sayNext = "";
+
 function title(text) {
   document.title = `${text} · mdn`;
 }
@@ -344,6 +347,30 @@ async function jobPage(id) {
       }
     },
   });
+  // A finished job: deleted with its model (unless the registry holds it), after asking.
+  const remove = h("button.small#delete", {
+    text: "Delete",
+    hidden: true,
+    "aria-label": `Delete job ${id}`,
+    onclick: async () => {
+      const what = state.model ? ` and its model ${state.model} (unless it is registered)` : "";
+      if (!confirm(`Delete job ${id}${what}? This cannot be undone.`)) return;
+      remove.disabled = true;
+      try {
+        const r = await api.del(`/v1/jobs/${id}`);
+        const said = r.deleted_model
+          ? ` with its model ${r.deleted_model}`
+          : r.kept_model
+            ? `; its model ${r.kept_model} stays, registered`
+            : "";
+        sayNext = `job ${id} deleted${said}`;
+        location.hash = "#/";
+      } catch (err) {
+        remove.disabled = false;
+        say(err.message);
+      }
+    },
+  });
   const error = h("p.error#job-error", { hidden: true, role: "alert" });
   const curve = h("div#curve");
   const epochs = h("tbody#epochs-body");
@@ -352,7 +379,7 @@ async function jobPage(id) {
   main.replaceChildren(
     h("h1", {}, "Job ", h("code", { text: id }), " ", status),
     facts,
-    h("div.actions", {}, cancel),
+    h("div.actions", {}, cancel, remove),
     error,
     h("section", {}, h("h2", { text: "Training curve" }), curve),
     model,
@@ -391,6 +418,7 @@ async function jobPage(id) {
     facts.replaceChildren(...rows.map(([k, v]) => h("div", {}, h("dt", { text: k }), h("dd", {}, v))));
     status.replaceChildren(badge(state.status));
     cancel.hidden = FINAL.includes(state.status);
+    remove.hidden = !FINAL.includes(state.status);
     if (state.error) {
       error.textContent = `Failed: ${state.error}`;
       error.hidden = false;
@@ -664,7 +692,8 @@ async function registeredPage(name) {
 async function route() {
   cleanup.forEach((f) => f());
   cleanup = [];
-  say("");
+  say(sayNext);
+  sayNext = "";
   const [path, query] = (location.hash.slice(1) || "/").split("?");
   const params = new URLSearchParams(query || "");
   document.querySelectorAll("nav a").forEach((a) => a.removeAttribute("aria-current"));

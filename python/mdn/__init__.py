@@ -551,7 +551,8 @@ class MDN(_Regressor, _Base):
     default, which for components, batch_size, patience and max_epochs adapts to the number
     of rows. `random_state` is scikit-learn's name for the seed: when given (an int, or a
     numpy RandomState to draw one from) it is used instead of `seed`. `verbose=True` prints
-    progress; `callback` is called with a dict after every epoch (return False to stop).
+    progress; `callback` is called with a dict after every epoch (return False to stop), and
+    `history_` keeps those dicts (a deep ensemble's with `member`, 1 to M).
 
     A fitted MDN pickles (through its model file: unpickled, it predicts the same bits) and
     passes scikit-learn's estimator checks.

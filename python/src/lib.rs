@@ -185,15 +185,26 @@ fn fit(
     let cancel = AtomicBool::new(false);
     let mut failure: Option<PyErr> = None;
     let result = py.detach(|| {
+        // An ensemble's member whose epochs these are.
+        let mut member: Option<usize> = None;
         let mut observer = |e: &JobEvent| {
+            if let JobEvent::Member { index, .. } = e {
+                member = Some(*index);
+            }
             let event = match e {
-                JobEvent::Train(TrainEvent::Epoch(r)) => Some(serde_json::json!({
-                    "type": "epoch", "epoch": r.epoch, "max_epochs": r.max_epochs,
-                    "train_nll": r.train_nll, "val_nll": r.val_nll,
-                    "best_val_nll": r.best_val_nll, "best_epoch": r.best_epoch,
-                    "rows_per_sec": r.rows_per_sec, "seconds": r.seconds,
-                    "eta_seconds": r.eta_seconds,
-                })),
+                JobEvent::Train(TrainEvent::Epoch(r)) => {
+                    let mut v = serde_json::json!({
+                        "type": "epoch", "epoch": r.epoch, "max_epochs": r.max_epochs,
+                        "train_nll": r.train_nll, "val_nll": r.val_nll,
+                        "best_val_nll": r.best_val_nll, "best_epoch": r.best_epoch,
+                        "rows_per_sec": r.rows_per_sec, "seconds": r.seconds,
+                        "eta_seconds": r.eta_seconds,
+                    });
+                    if let Some(i) = member {
+                        v["member"] = serde_json::json!(i + 1);
+                    }
+                    Some(v)
+                }
                 JobEvent::Warning(w) => {
                     Some(serde_json::json!({"type": "warning", "message": as_parameters(w)}))
                 }
@@ -470,7 +481,7 @@ impl Model {
         let pred = py
             .detach(|| m.predict(open(choice, threads)?.as_mut(), &data))
             .map_err(py_err)?;
-        let (n, k) = (pred.rows, pred.k);
+        let n = pred.rows;
         let (mut cdf, mut pdf, mut crps) = (
             Vec::with_capacity(n * d),
             Vec::with_capacity(n * d),

@@ -244,3 +244,15 @@ def test_n_features_in_counted_the_indicators_of_categorical_columns():
     assert back.n_features_in_ == 2
     assert list(back.feature_names_in_) == ["speed", "region"]
     assert np.array_equal(back.predict(df), p)
+
+
+def test_an_ensembles_history_mixed_its_members_epochs():
+    X, y = data(200)
+    est = mdn.MDN(ensemble=2, **{**FAST, "epochs": 3}).fit(X, y)
+    # Each epoch says whose it is; a member's epochs are in order.
+    members = [e["member"] for e in est.history_]
+    assert set(members) == {1, 2}, est.history_
+    for m in (1, 2):
+        assert [e["epoch"] for e in est.history_ if e["member"] == m] == [1, 2, 3]
+    single = mdn.MDN(**{**FAST, "epochs": 3}).fit(X, y)
+    assert all("member" not in e for e in single.history_)

@@ -196,6 +196,8 @@ impl Progress {
             JobEvent::Train(t) => self.train(t),
             JobEvent::Warning(w) => self.say(&format!("warning: {w}")),
             JobEvent::Note(n) => self.say(n),
+            // A note says so when it changes.
+            JobEvent::Member { .. } => {}
         }
     }
 

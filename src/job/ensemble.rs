@@ -225,6 +225,7 @@ impl ResolvedJob {
                 i + 1,
                 seeds[i]
             )));
+            observer(&JobEvent::Member { index: i, of: m });
             match one.train_members(&seeds[i..=i], observer, cancel) {
                 Ok(mut model) => {
                     let stopped = cancel.load(Ordering::Relaxed);
@@ -542,6 +543,9 @@ impl Relay {
                         "the epochs below are member {}'s (of {m})",
                         i + 1
                     )));
+                }
+                if self.shown != Some(i) {
+                    observer(&JobEvent::Member { index: i, of: m });
                 }
                 self.shown = Some(i);
                 observer(&JobEvent::Train(&t))

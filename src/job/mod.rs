@@ -112,6 +112,9 @@ pub enum JobEvent<'a> {
     /// What the job is doing or decided (for example the steps of choosing the number of
     /// epochs on small data).
     Note(&'a str),
+    /// A deep ensemble trained one member at a time (or several side by side, one shown): the
+    /// epochs that follow are member `index`'s (from 0) of `of`.
+    Member { index: usize, of: usize },
 }
 
 /// A job checked and ready to run.

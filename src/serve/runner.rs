@@ -597,7 +597,10 @@ fn train(
                 published.set(written);
             }
         };
+        // An ensemble's member whose epochs these are.
+        let mut member: Option<usize> = None;
         let mut observer = |e: &JobEvent| match e {
+            JobEvent::Member { index, .. } => member = Some(*index),
             JobEvent::Started(plan) => {
                 if let Ok(false) = shared.store.set_device(id, &claim.lease, &plan.backend) {
                     attempt.lose();
@@ -635,7 +638,11 @@ fn train(
                     (r.rows_per_sec * r.seconds).round() as u64,
                     Ordering::Relaxed,
                 );
-                attempt.event(epoch_event(r));
+                let mut event = epoch_event(r);
+                if let Some(i) = member {
+                    event["member"] = json!(i + 1);
+                }
+                attempt.event(event);
             }
             JobEvent::Train(TrainEvent::Recovered { epoch, batch, lr }) => {
                 attempt
