@@ -323,6 +323,16 @@ def _text_columns(X, what: str):
         )
 
 
+def _whole(v, what: str, low: int, high: int) -> int:
+    """`v` as a whole number from `low` to `high`, or a ValueError naming it (not the
+    OverflowError or TypeError of the conversion to Rust)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise ValueError(f"{what}: expected a whole number, got {v!r}")
+    if not low <= v <= high:
+        raise ValueError(f"{what}: expected a whole number from {low} to {high}, got {v}")
+    return int(v)
+
+
 def _finite(a: np.ndarray, what: str) -> None:
     """A ValueError naming the first NaN or infinite value of `a` (rows x columns)."""
     bad = ~np.isfinite(a)
@@ -461,6 +471,8 @@ class Distribution:
 
     def sample(self, n: int = 1, seed: int = 0, temperature: float = 1.0, sigma_scale: float = 1.0):
         """`n` draws per row: (rows, n, D), or (rows, n) for one target."""
+        n = _whole(n, "n (draws per row)", 1, 2**63 - 1)
+        seed = _whole(seed, "seed", 0, 2**64 - 1)
         s = self._model.sample(self._X, n, seed, temperature, sigma_scale, self._device, self._threads)
         return s[:, :, 0] if len(self._model.targets) == 1 else s
 

@@ -101,6 +101,15 @@ def test_predict_distribution_is_mdn_predict_json(tmp_path):
     for n in [10**12, 2**62]:
         with pytest.raises(ValueError, match=rf"n={n}: {n} draws of 7 row\(s\) of 1 target\(s\) are more"):
             d.sample(n)
+    # Regression: a negative count or seed was an OverflowError of the conversion, a bool a
+    # count of 1.
+    for bad, what in [(-1, "n"), (0, "n"), (True, "n"), (2.5, "n")]:
+        with pytest.raises(ValueError, match=rf"^{what} \(draws per row\): expected a whole number"):
+            d.sample(bad)
+    for bad in [-1, 2**64]:
+        with pytest.raises(ValueError, match=r"^seed: expected a whole number from 0"):
+            d.sample(2, seed=bad)
+    assert d.sample(np.int64(2), seed=np.uint64(3)).shape == (7, 2)
 
 
 def test_model_files_go_both_ways(tmp_path):
