@@ -1851,3 +1851,43 @@ fn models_and_jobs_could_not_be_deleted() {
     let (_, v) = s.json("GET", "/v1/registry", None);
     assert_eq!(v["models"][0]["versions"], 0, "{v}");
 }
+
+#[test]
+fn every_model_served_was_kept_in_memory_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    // A cache smaller than one model: it keeps the last one used, alone.
+    let s = Server::start(&dir.path().join("store"), &["--model-cache-mb", "0"], &[]);
+    let ds = s.dataset(&asset("bishop.csv"), "b.csv");
+    let models: Vec<String> = [1, 2]
+        .iter()
+        .map(|seed| {
+            let j = s.trained(json!({"dataset": ds, "options": {"epochs": 2, "seed": seed}}));
+            j["model"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let loaded = |s: &Server| {
+        let (_, m) = s.call("GET", "/metrics", None);
+        m.lines()
+            .find_map(|l| l.strip_prefix("mdn_models_loaded "))
+            .unwrap_or_else(|| panic!("no mdn_models_loaded in {m}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    let predict = |m: &str| {
+        let (st, v) = s.json(
+            "POST",
+            &format!("/v1/models/{m}/predict"),
+            Some(json!({"rows": [[0.25], [0.75]]})),
+        );
+        assert_eq!(st, 200, "{v}");
+        v
+    };
+    let first = predict(&models[0]);
+    assert_eq!(loaded(&s), 1);
+    let second = predict(&models[1]);
+    assert_eq!(loaded(&s), 1, "the first model was kept beside the second");
+    assert_ne!(first, second);
+    // Dropped, it is loaded again when asked for, and answers the same.
+    assert_eq!(predict(&models[0]), first);
+    assert_eq!(loaded(&s), 1);
+}

@@ -244,6 +244,10 @@ pub struct ServeArgs {
     /// larger batches go as several requests, or through `mdn predict` on a file)
     #[arg(long, default_value_t = 10_000)]
     pub max_request_rows: usize,
+    /// Models kept loaded for predictions, in MiB of their files (the least recently used
+    /// are dropped first, and loaded again when asked for)
+    #[arg(long, default_value_t = 1024)]
+    pub model_cache_mb: u64,
     /// Most parameters of a job's model, all ensemble members together (its training state
     /// is about 16 bytes a parameter); larger jobs are refused with 400 at submission
     #[arg(long, default_value_t = 20_000_000)]

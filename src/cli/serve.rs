@@ -40,6 +40,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         max_running: a.max_running,
         max_upload_mb: a.max_upload_mb,
         max_request_rows: a.max_request_rows,
+        model_cache_mb: a.model_cache_mb,
         max_model_params: a.max_model_params,
         tls: a.tls_cert.zip(a.tls_key),
         token,

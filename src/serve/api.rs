@@ -60,8 +60,8 @@ pub struct App {
     /// first asks for one.
     adapters: std::sync::OnceLock<(bool, bool)>,
     pub metrics: Metrics,
-    /// Models loaded so far (whether one still exists is asked of the store each time).
-    models: Mutex<HashMap<String, Arc<Model>>>,
+    /// Models loaded (whether one still exists is asked of the store each time).
+    pub models: super::models::ModelCache,
 }
 
 impl App {
@@ -83,16 +83,13 @@ impl App {
             only_local_workers: false,
             adapters: std::sync::OnceLock::new(),
             metrics: Metrics::default(),
-            models: Mutex::new(HashMap::new()),
+            models: super::models::ModelCache::new(1 << 30),
         }
     }
 
     /// Drops a deleted model from the models kept in memory.
     fn forget_model(&self, id: &str) {
-        self.models
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.models.remove(id);
     }
 }
 
@@ -502,6 +499,11 @@ async fn metrics(State(app): State<AppState>) -> ApiResult<Response> {
     let _ = writeln!(
         out,
         "# HELP mdn_rows_trained_total Training rows processed by this process.\n# TYPE mdn_rows_trained_total counter\nmdn_rows_trained_total {rows}"
+    );
+    let (loaded, bytes) = app.models.usage();
+    let _ = writeln!(
+        out,
+        "# HELP mdn_models_loaded Models this process keeps loaded for predictions.\n# TYPE mdn_models_loaded gauge\nmdn_models_loaded {loaded}\n# HELP mdn_models_loaded_bytes The size of their files (at most --model-cache-mb).\n# TYPE mdn_models_loaded_bytes gauge\nmdn_models_loaded_bytes {bytes}"
     );
     out.push_str("# HELP mdn_http_requests_total HTTP requests by route and status.\n# TYPE mdn_http_requests_total counter\n");
     let m = app.metrics.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -1903,13 +1905,7 @@ pub(super) fn load_model(
 ) -> ApiResult<(Arc<Model>, Resolved)> {
     let resolved = resolve_model(app, who, reference)?;
     let id = resolved.id.as_str();
-    let cached = app
-        .models
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(id)
-        .cloned();
-    if let Some(m) = cached {
+    if let Some(m) = app.models.get(id) {
         return Ok((m, resolved));
     }
     let path = app.shared.files.model_path(id);
@@ -1917,11 +1913,9 @@ pub(super) fn load_model(
         // Deleted after it was resolved.
         return Err(ApiError::not_found("model", id));
     }
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
     let model = Arc::new(Model::load(&path)?);
-    app.models
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(id.to_string(), model.clone());
+    app.models.insert(id, model.clone(), bytes);
     Ok((model, resolved))
 }
 

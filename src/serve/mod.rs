@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod models;
 pub mod runner;
 pub mod store;
 pub mod v2;
@@ -55,6 +56,8 @@ pub struct Config {
     pub max_upload_mb: u64,
     /// Most rows in one predict, sample or eval request.
     pub max_request_rows: usize,
+    /// Models an API process keeps loaded, in MiB of their files.
+    pub model_cache_mb: u64,
     /// Most parameters of a job's model (all ensemble members together).
     pub max_model_params: u64,
     /// Bearer token (None: no authentication, loopback addresses only).
@@ -256,6 +259,7 @@ pub fn run(
                 config.checkpoint_seconds,
             );
             app.max_request_rows = config.max_request_rows;
+            app.models = models::ModelCache::new(config.model_cache_mb << 20);
             app.max_model_params = config.max_model_params as u128;
             app.only_local_workers = single && config.role != Role::Api;
             let app = Arc::new(app);
