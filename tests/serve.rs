@@ -731,15 +731,31 @@ fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--out no/such/dir/m.json"), "{err}");
-    // Regression (a new user): a job the service refused left its upload behind, and its
-    // message named the service's options.drop_missing to a command-line user.
+    // Regression (a new user): a job the service refused named the service's
+    // options.drop_missing to a command-line user. Its upload stays (another client may use
+    // the same file, one data set), and the corrected submission uses it without a copy.
     std::fs::write(dir.path().join("gaps.csv"), "x,t\n1,2\nNA,3\n4,5\n6,7\n").unwrap();
     let out = run(&["submit", "--data", "gaps.csv", "--epochs", "2"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("(--drop-missing leaves them out)"), "{err}");
+    let out = run(&[
+        "submit",
+        "--data",
+        "gaps.csv",
+        "--epochs",
+        "2",
+        "--drop-missing",
+        "--components",
+        "1",
+        "--batch-size",
+        "2",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("gaps.csv is on the service already"), "{err}");
     let (_, list) = s.json("GET", "/v1/datasets", None);
-    assert_eq!(list["datasets"].as_array().unwrap().len(), 1);
+    assert_eq!(list["datasets"].as_array().unwrap().len(), 2);
     // jobs, status and fetch.
     let out = run(&["jobs"]);
     let text = String::from_utf8_lossy(&out.stdout);

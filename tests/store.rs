@@ -1232,6 +1232,12 @@ fn the_same_bytes_uploaded_again_were_stored_again(f: Fresh) {
         Deleted::Removed { .. }
     ));
     assert_eq!(found("team", "ab12", "csv", &["x", "t"]), None);
+    // A job on it (submitted by a client that found it as the same bytes) is not queued.
+    assert!(matches!(
+        queue_in(s, "team", "job_late", "ds_1", None),
+        Queued::NoDataset
+    ));
+    assert!(s.job(None, "job_late").unwrap().is_none());
 }
 
 /// Bytes workspace `ws` stores.

@@ -294,17 +294,10 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
     if let Some(name) = &a.register {
         req["register"] = json!(name);
     }
-    // A job the service refuses leaves no data set behind (one this upload stored was for it
-    // alone; one the service had already stays).
-    let sub = match c.post("/v1/jobs", req.to_string().as_bytes()) {
-        Ok(sub) => sub,
-        Err(e) => {
-            if stored && let Err(d) = c.delete(&format!("/v1/datasets/{ds_id}")) {
-                log::warn!("the uploaded data set {ds_id} stays on the service: {d}");
-            }
-            return Err(e);
-        }
-    };
+    // A job the service refuses leaves its data set there: another client may have uploaded
+    // the same file meanwhile (it is one data set), and the next submission of this file, its
+    // options corrected, uses it without uploading.
+    let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
     let id = sub["id"].as_str().unwrap_or_default().to_string();
     if !a.wait {
         if a.train.json {

@@ -1143,6 +1143,15 @@ async fn delete_dataset(
 
 // ---- jobs ----
 
+/// A job's data set deleted (by another request) while the job was being checked.
+fn dataset_gone(id: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "dataset_deleted",
+        format!("dataset {id} was deleted while this job was being checked: upload the data again"),
+    )
+}
+
 /// A training job: a data set, its columns, and `mdn train`'s options.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -1300,6 +1309,12 @@ async fn submit(
         let resolved = match checked {
             Ok(r) => r,
             Err(e) => {
+                // Its file gone under it: the data set was deleted meanwhile.
+                if matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+                    && shared.store.dataset(None, &dataset.id)?.is_none()
+                {
+                    return Err(dataset_gone(&dataset.id));
+                }
                 let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
                 e.message = option_names(&e.message);
                 return Err(e);
@@ -1356,6 +1371,7 @@ async fn submit(
             (id, false)
         }
         store::Queued::OverQuota(q) => return Err(over_quota(&q)),
+        store::Queued::NoDataset => return Err(dataset_gone(&req.dataset)),
         store::Queued::Replayed(first) => {
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if first.request != sent {

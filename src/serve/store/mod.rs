@@ -464,6 +464,8 @@ pub enum Queued {
     Replayed(Box<JobRow>),
     /// The workspace's `max_jobs` would be passed: nothing queued.
     OverQuota(OverQuota),
+    /// Its data set was deleted meanwhile: nothing queued.
+    NoDataset,
 }
 
 /// What another process did, as the PostgreSQL store hears it.

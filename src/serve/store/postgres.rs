@@ -752,6 +752,14 @@ impl Store for PostgresStore {
                     }));
                 }
             }
+            // The data set's row shared-locked: its deletion waits for this job (and then
+            // finds it queued), or this finds it gone.
+            if tx
+                .query_opt("SELECT 1 FROM datasets WHERE id = $1 FOR SHARE", &[&job.dataset])?
+                .is_none()
+            {
+                return Ok(Queued::NoDataset);
+            }
             let added = tx.execute(
                 "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[

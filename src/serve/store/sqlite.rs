@@ -641,6 +641,12 @@ impl Store for SqliteStore {
                     }));
                 }
             }
+            let dataset = tx
+                .query_row("SELECT 1 FROM datasets WHERE id = ?1", [job.dataset], |_| Ok(()))
+                .optional()?;
+            if dataset.is_none() {
+                return Ok(Queued::NoDataset);
+            }
             tx.execute(
                 "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by, job.register],
