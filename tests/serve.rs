@@ -1773,6 +1773,43 @@ fn the_same_file_uploaded_again_was_stored_again() {
         st, 200,
         "a refused submission deleted a data set it had not stored: {v}"
     );
+
+    // Regression (a new user): with the workspace's quota spent, uploading a file the
+    // service has was refused (413) though it adds nothing; mdn submit did the same.
+    let (_, list) = s.json("GET", "/v1/datasets", None);
+    let used: u64 = list["datasets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["bytes"].as_u64().unwrap())
+        .sum();
+    let (st, v) = s.json(
+        "PUT",
+        "/v1/workspaces/default",
+        Some(json!({"max_bytes": used})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.call("POST", "/v1/datasets?name=again.csv", Some(&bytes));
+    assert_eq!(st, 200, "{v}");
+    let mut other = bytes.clone();
+    other.extend_from_slice(b"0.25,0.25\n");
+    let (st, v) = s.call("POST", "/v1/datasets?name=other.csv", Some(&other));
+    assert_eq!(st, 413, "{v}");
+    assert!(v.contains("max_bytes"), "{v}");
+    let out = submit(&["--epochs", "2"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("bishop.csv is on the service already"),
+        "{err}"
+    );
+    assert!(files_in(&d.join("store/uploads")).is_empty());
+    // Looked up by its digest first, the file is not sent at all.
+    let (st, v) = s.json("GET", &format!("/v1/datasets?sha256={sha}"), None);
+    assert_eq!(st, 200);
+    assert_eq!(v["datasets"], json!([first]));
+    let (st, v) = s.json("GET", "/v1/datasets?sha256=abc", None);
+    assert_eq!(st, 400, "{v}");
 }
 
 #[test]

@@ -1180,7 +1180,7 @@ fn the_same_bytes_uploaded_again_were_stored_again(f: Fresh) {
     assert_eq!(s.insert_dataset(&first, None).unwrap(), Added::New);
     let found = |ws: &str, sha: &str, format: &str, columns: &[&str]| {
         let columns: Vec<String> = columns.iter().map(|c| c.to_string()).collect();
-        s.dataset_by_content(ws, sha, format, &columns)
+        s.dataset_by_content(ws, sha, format, Some(&columns))
             .unwrap()
             .map(|d| d.id)
     };
@@ -1193,6 +1193,14 @@ fn the_same_bytes_uploaded_again_were_stored_again(f: Fresh) {
     assert_eq!(found("team", "ab12", "npy", &["x", "t"]), None);
     assert_eq!(found("team", "ab12", "csv", &["a", "b"]), None);
     assert_eq!(found("default", "ab12", "csv", &["x", "t"]), None);
+    // Any columns (None): an upload past its quota, not stored, looks for its bytes alone.
+    assert_eq!(
+        s.dataset_by_content("team", "ab12", "csv", None)
+            .unwrap()
+            .map(|d| d.id)
+            .as_deref(),
+        Some("ds_1")
+    );
     // Inserted again (another upload got there between the look and the insert): the
     // first, nothing added, even under another name and with the quota nearly spent.
     let again = DatasetRow {

@@ -255,8 +255,10 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
         None => (EXAMPLE_CSV.to_vec(), "bishop.csv".to_string()),
     };
     let mut query = format!("?name={}", urlencode(&name));
+    let npy = job.data.as_deref().is_some_and(mdn::data::is_npy);
+    let mut npy_names: Option<Vec<String>> = None;
     if let Some(p) = &job.data
-        && mdn::data::is_npy(p)
+        && npy
     {
         let names = mdn::npy::columns_path(p);
         if let Ok(text) = std::fs::read_to_string(&names) {
@@ -267,9 +269,50 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
                 ))
             })?;
             query.push_str(&format!("&columns={}", urlencode(&cols.join(","))));
+            npy_names = Some(cols);
         }
     }
-    let (ds, stored) = c.upload(&format!("/v1/datasets{query}"), &bytes)?;
+    // The service may have these bytes already (an earlier submission of the file): then
+    // nothing is uploaded.
+    let sha: String = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let known = c
+        .get(&format!("/v1/datasets?sha256={sha}"))
+        .ok()
+        .and_then(|v| {
+            v["datasets"]
+                .as_array()?
+                .iter()
+                .find(|d| {
+                    let columns: Vec<&str> = d["columns"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    let same_names = match (&npy_names, npy) {
+                        (Some(names), _) => columns == *names,
+                        // Without a names file the service numbers an .npy's columns.
+                        (None, true) => {
+                            columns.iter().enumerate().all(|(i, c)| *c == i.to_string())
+                        }
+                        (None, false) => true,
+                    };
+                    d["sha256"] == sha.as_str()
+                        && d["format"] == if npy { "npy" } else { "csv" }
+                        && same_names
+                })
+                .cloned()
+        });
+    let (ds, stored) = match known {
+        Some(ds) => (ds, false),
+        None => c.upload(&format!("/v1/datasets{query}"), &bytes)?,
+    };
     let ds_id = ds["id"].as_str().unwrap_or_default().to_string();
     if !a.train.quiet {
         message(&if stored {

@@ -734,25 +734,16 @@ async fn upload(
 ) -> ApiResult<Response> {
     let q = query(q)?;
     let workspace = who.home().to_string();
-    // The workspace's room, if it has a quota: an upload that passes it is refused as soon
-    // as it does, not after it was all received.
+    // The workspace's room, if it has a quota: past it, nothing more is written, but the
+    // body is still read (up to --max-upload-mb) and hashed, since the same bytes as a data
+    // set the workspace has add nothing (that data set is the answer).
     let room = app
         .shared
         .store
         .workspaces(Some(&workspace))?
         .first()
         .and_then(|u| u.workspace.max_bytes.map(|max| (u.bytes, max)));
-    if let Some((used, max)) = room
-        && used >= max
-    {
-        return Err(over_quota(&store::OverQuota {
-            quota: "max_bytes",
-            workspace,
-            used,
-            adds: 0,
-            limit: max,
-        }));
-    }
+    let mut over = room.filter(|(used, max)| used >= max);
     let key = idempotency_key(&headers)?;
     // The raw file as the body, or a form (multipart/form-data) with the file as a part.
     let (mut stream, file_name) = upload_stream(&headers, body).await?;
@@ -772,17 +763,24 @@ async fn upload(
     }
     let tmp = app.shared.files.upload_path();
     let mut scrap = Scrap(Some(tmp.clone()));
-    let mut file = tokio::fs::File::create(&tmp)
-        .await
-        .map_err(|e| Error::io(&tmp, e))?;
+    let mut file = Some(
+        tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io(&tmp, e))?,
+    );
     let mut bytes: u64 = 0;
     let mut head = Vec::new();
     let mut digest = Sha256::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad(format!("reading the body failed: {e}")))?;
         bytes += chunk.len() as u64;
-        let quota = room.filter(|(used, max)| used + bytes > *max);
-        if bytes > app.max_upload_bytes || quota.is_some() {
+        if over.is_none() {
+            over = room.filter(|(used, max)| used + bytes > *max);
+        }
+        if over.is_some() && file.take().is_some() {
+            let _ = tokio::fs::remove_file(&tmp).await;
+        }
+        if bytes > app.max_upload_bytes {
             // Read and drop the rest of a body up to DRAIN_BYTES larger, so that a client
             // still sending it gets this answer rather than a connection closed under it.
             let mut drained = 0u64;
@@ -791,15 +789,6 @@ async fn upload(
                     Some(Ok(more)) => drained += more.len() as u64,
                     _ => break,
                 }
-            }
-            if let Some((used, max)) = quota {
-                return Err(over_quota(&store::OverQuota {
-                    quota: "max_bytes",
-                    workspace,
-                    used,
-                    adds: bytes,
-                    limit: max,
-                }));
             }
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -814,13 +803,11 @@ async fn upload(
             head.extend_from_slice(&chunk[..chunk.len().min(6 - head.len())]);
         }
         digest.update(&chunk);
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| Error::io(&tmp, e))?;
+        if let Some(f) = &mut file {
+            f.write_all(&chunk).await.map_err(|e| Error::io(&tmp, e))?;
+        }
     }
     let sha256 = auth::hex(&digest.finalize());
-    file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
-    drop(file);
     if bytes == 0 {
         return Err(ApiError::bad(
             "the body is empty: send the CSV or .npy file as the request body",
@@ -838,6 +825,38 @@ async fn upload(
             .map(|s| s.trim().to_string())
             .collect::<Vec<_>>()
     });
+    let Some(file) = file else {
+        // Past the quota: the data set of the same bytes, if the workspace has it (a CSV's
+        // bytes include its header; an .npy's names, when given, must match too).
+        let (used, max) = over.expect("past the quota");
+        let same = app.shared.store.dataset_by_content(
+            &workspace,
+            &sha256,
+            &format,
+            columns.as_deref(),
+        )?;
+        return match same {
+            Some(same) => {
+                log::info!(
+                    "dataset {} ({}) in workspace {} uploaded again{}: nothing stored",
+                    same.id,
+                    same.name,
+                    same.workspace,
+                    by_text(&who)
+                );
+                Ok((StatusCode::OK, axum::Json(same)).into_response())
+            }
+            None => Err(over_quota(&store::OverQuota {
+                quota: "max_bytes",
+                workspace,
+                used,
+                adds: bytes,
+                limit: max,
+            })),
+        };
+    };
+    file.sync_all().await.map_err(|e| Error::io(&tmp, e))?;
+    drop(file);
     let shared = app.shared.clone();
     let by = who.by.clone();
     let (row, how) = blocking(move || {
@@ -851,9 +870,10 @@ async fn upload(
         // (With an idempotency key the store looks, after the key: a retry gets the first
         // answer, 201 and all.)
         if key.is_none()
-            && let Some(same) = shared
-                .store
-                .dataset_by_content(&workspace, &sha256, &format, &names)?
+            && let Some(same) =
+                shared
+                    .store
+                    .dataset_by_content(&workspace, &sha256, &format, Some(&names))?
         {
             let _ = std::fs::remove_file(&tmp);
             return Ok((same, Upload::Existing));
@@ -1085,16 +1105,34 @@ pub struct DatasetList {
     pub datasets: Vec<DatasetRow>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetQuery {
+    sha256: Option<String>,
+}
+
 #[utoipa::path(get, path = "/v1/datasets", tag = "datasets",
+    params(("sha256" = Option<String>, Query, description = "Only the data sets of these bytes (their SHA-256 in hex): whether the service has a file already, before uploading it")),
     responses((status = 200, description = "The data sets of the key's workspace, oldest first", body = DatasetList), Errors),
     security(("key" = [])))]
 async fn list_datasets(
     State(app): State<AppState>,
     axum::Extension(who): Who,
+    q: std::result::Result<Query<DatasetQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<axum::Json<DatasetList>> {
-    Ok(axum::Json(DatasetList {
-        datasets: app.shared.store.datasets(who.ws())?,
-    }))
+    let q = query(q)?;
+    let mut datasets = app.shared.store.datasets(who.ws())?;
+    if let Some(sha) = &q.sha256 {
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::bad(format!(
+                "sha256: expected 64 hexadecimal digits, got {}",
+                shown_json(&Value::from(sha.as_str()))
+            )));
+        }
+        let sha = sha.to_ascii_lowercase();
+        datasets.retain(|d| d.sha256.as_deref() == Some(sha.as_str()));
+    }
+    Ok(axum::Json(DatasetList { datasets }))
 }
 
 #[utoipa::path(get, path = "/v1/datasets/{id}", tag = "datasets",

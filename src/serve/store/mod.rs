@@ -492,13 +492,14 @@ pub trait Store: Send + Sync {
     fn datasets(&self, ws: Ws) -> Result<Vec<DatasetRow>>;
     /// Removes a data set unless a queued or running job uses it.
     fn delete_dataset(&self, ws: Ws, id: &str) -> Result<Deleted>;
-    /// The workspace's data set of these bytes (their SHA-256), format and column names.
+    /// The workspace's data set of these bytes (their SHA-256), format and column names
+    /// (None: any).
     fn dataset_by_content(
         &self,
         ws: &str,
         sha256: &str,
         format: &str,
-        columns: &[String],
+        columns: Option<&[String]>,
     ) -> Result<Option<DatasetRow>>;
     /// Deletes a finished job, its events, and its model unless a registry version holds it.
     fn delete_job(&self, ws: Ws, id: &str) -> Result<JobDeleted>;

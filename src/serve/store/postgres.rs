@@ -211,11 +211,11 @@ fn same_content(
     ws: &str,
     sha256: &str,
     format: &str,
-    columns: &[String],
+    columns: Option<&[String]>,
 ) -> Result<Option<DatasetRow>, ::postgres::Error> {
     Ok(c.query_opt(
-        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = $1 AND sha256 = $2 AND format = $3 AND columns = $4 ORDER BY created LIMIT 1"),
-        &[&ws, &sha256, &format, &serde_json::to_string(columns).expect("names")],
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = $1 AND sha256 = $2 AND format = $3 AND ($4::TEXT IS NULL OR columns = $4) ORDER BY created LIMIT 1"),
+        &[&ws, &sha256, &format, &columns.map(|c| serde_json::to_string(c).expect("names"))],
     )?
     .as_ref()
     .map(dataset_row))
@@ -557,7 +557,7 @@ impl Store for PostgresStore {
             // The same bytes (uploads to one workspace come here in turn, so two at once
             // store one copy).
             if let Some(h) = &d.sha256
-                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, &d.columns)?
+                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, Some(&d.columns))?
             {
                 return Ok(Added::Existing(same));
             }
@@ -648,7 +648,7 @@ impl Store for PostgresStore {
         ws: &str,
         sha256: &str,
         format: &str,
-        columns: &[String],
+        columns: Option<&[String]>,
     ) -> Result<Option<DatasetRow>> {
         self.with(|c| same_content(c, ws, sha256, format, columns))
     }

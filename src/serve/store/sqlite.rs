@@ -222,11 +222,11 @@ fn same_content(
     ws: &str,
     sha256: &str,
     format: &str,
-    columns: &[String],
+    columns: Option<&[String]>,
 ) -> rusqlite::Result<Option<DatasetRow>> {
     c.query_row(
-        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = ?1 AND sha256 = ?2 AND format = ?3 AND columns = ?4 ORDER BY created LIMIT 1"),
-        params![ws, sha256, format, serde_json::to_string(columns).expect("names")],
+        &format!("SELECT {DATASET_COLUMNS} FROM datasets WHERE workspace = ?1 AND sha256 = ?2 AND format = ?3 AND (?4 IS NULL OR columns = ?4) ORDER BY created LIMIT 1"),
+        params![ws, sha256, format, columns.map(|c| serde_json::to_string(c).expect("names"))],
         dataset_row,
     )
     .optional()
@@ -445,7 +445,7 @@ impl Store for SqliteStore {
                 }
             }
             if let Some(h) = &d.sha256
-                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, &d.columns)?
+                && let Some(same) = same_content(tx, &d.workspace, h, &d.format, Some(&d.columns))?
             {
                 return Ok(Added::Existing(same));
             }
@@ -535,7 +535,7 @@ impl Store for SqliteStore {
         ws: &str,
         sha256: &str,
         format: &str,
-        columns: &[String],
+        columns: Option<&[String]>,
     ) -> Result<Option<DatasetRow>> {
         same_content(&self.conn(), ws, sha256, format, columns).map_err(db)
     }
