@@ -1887,14 +1887,36 @@ fn models_and_jobs_could_not_be_deleted() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("\"bogus\": expected a job id"), "{err}");
     assert_eq!(s.call("GET", "/v1/registry/bishop/versions/1", None).0, 200);
-    // The version, then the model; a failure does not stop the rest, and is reported.
-    let out = delete(&["bishop:1", model, "bishop:1", &ds]);
+    // Regression (a new user): an id that named nothing was found only after the ids before
+    // it were deleted. Every id is looked up first.
+    let out = delete(&["bishop:1", "job_0000000000000000"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("has no version 1"), "{err}");
+    assert!(
+        err.contains("job job_0000000000000000 does not exist: nothing was deleted"),
+        "{err}"
+    );
+    assert_eq!(s.call("GET", "/v1/registry/bishop/versions/1", None).0, 200);
+    // The version, then the model (an id given twice is deleted once).
+    let out = delete(&["bishop:1", model, "bishop:1", &ds]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("deleted version bishop:1\ndeleted model {model}\ndeleted data set {ds}\n")
+    );
+    // A job and its model: the model goes with the job, and that is what was asked.
+    let ds = s.dataset(&asset("bishop.csv"), "b.csv");
+    let j = s.trained(json!({"dataset": ds, "options": {"epochs": 2}}));
+    let (job3, model3) = (j["id"].as_str().unwrap(), j["model"].as_str().unwrap());
+    let out = delete(&[job3, model3, &ds]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "deleted job {job3} and its model {model3}\nmodel {model3} was deleted with job {job3}\ndeleted data set {ds}\n"
+        )
     );
     let (st, v) = s.call("POST", &predict, Some(rows.to_string().as_bytes()));
     assert_eq!(st, 404, "a deleted model was still served from memory: {v}");

@@ -652,20 +652,55 @@ fn deletion(id: &str) -> Result<(&'static str, String)> {
     }
 }
 
-/// `mdn delete`: each in turn; one that fails is reported and the rest still go.
+/// `mdn delete`: every id understood and found before anything is deleted, then each in
+/// turn; one that fails then is reported and the rest still go.
 pub fn delete(a: DeleteArgs) -> Result<()> {
     let c = Client::new(&a.server)?;
-    // Every id is understood before anything is deleted.
-    let targets = a
-        .ids
+    let mut ids: Vec<&String> = Vec::new();
+    for id in &a.ids {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let targets = ids
         .iter()
         .map(|id| deletion(id))
         .collect::<Result<Vec<_>>>()?;
+    for (id, (what, path)) in ids.iter().zip(&targets) {
+        let found = if *what == "model" {
+            // Its headers only: the model file is not needed.
+            let r = c.auth(c.agent.head(format!("{}{path}", c.base))).call();
+            c.check(r).map(|_| ())
+        } else {
+            c.get(path).map(|_| ())
+        };
+        match found {
+            Err(Error::Config(m)) if m.starts_with("the service answered 404") => {
+                return Err(Error::config(format!(
+                    "{what} {id} does not exist: nothing was deleted"
+                )));
+            }
+            Err(e) => return Err(e),
+            Ok(()) => {}
+        }
+    }
     let mut failed: Option<Error> = None;
-    for (id, (what, path)) in a.ids.iter().zip(targets) {
+    // Models deleted with their jobs: (model, job).
+    let mut with_job: Vec<(String, String)> = Vec::new();
+    for (id, (what, path)) in ids.iter().zip(targets) {
+        if let Some((_, job)) = with_job.iter().find(|(m, _)| m == *id) {
+            write_output(
+                None,
+                format!("model {id} was deleted with job {job}\n").as_bytes(),
+            )?;
+            continue;
+        }
         match c.delete(&path) {
             Ok(answer) => {
                 let answer = answer.unwrap_or(Value::Null);
+                if let Some(m) = answer["deleted_model"].as_str() {
+                    with_job.push((m.to_string(), id.to_string()));
+                }
                 let line = match (
                     answer["deleted_model"].as_str(),
                     answer["kept_model"].as_str(),
