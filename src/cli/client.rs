@@ -434,8 +434,15 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
             let out = a.train.out.clone().unwrap_or_else(|| "model.json".into());
             write_output(Some(&out), &bytes)?;
             if !a.train.quiet {
+                let registered = match (
+                    last["registered"]["name"].as_str(),
+                    last["registered"]["version"].as_u64(),
+                ) {
+                    (Some(n), Some(v)) => format!(", registered as {n}:{v}"),
+                    _ => String::new(),
+                };
                 message(&format!(
-                    "job {id} {status}: wrote {} (model {model})",
+                    "job {id} {status}: wrote {} (model {model}{registered})",
                     out.display()
                 ));
             }
@@ -453,7 +460,7 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
         ))),
         "failed" => Err(Error::Backend(format!(
             "job {id} failed: {}",
-            last["error"].as_str().unwrap_or("no reason given")
+            command_line_terms(last["error"].as_str().unwrap_or("no reason given"))
         ))),
         other => Err(Error::Backend(format!(
             "the event stream of job {id} ended with the job {other}: the service stopped or the \
@@ -466,8 +473,9 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
 /// The service's words for a job's options (`options.batch_size`) as `mdn submit`'s user
 /// gives them (`--batch-size`).
 fn command_line_terms(message: &str) -> String {
+    let message = &routes_as_commands(message);
     let mut out = String::with_capacity(message.len());
-    let mut rest = message;
+    let mut rest = message.as_str();
     while let Some(at) = rest.find("options.") {
         let (before, after) = rest.split_at(at);
         let name = &after["options.".len()..];
@@ -485,6 +493,43 @@ fn command_line_terms(message: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The API calls a service message suggests, as the commands that make them:
+/// `POST /v1/jobs/ID/cancel` is `mdn cancel ID`, `DELETE /v1/registry/NAME/versions/N` is
+/// `mdn delete NAME:N`.
+fn routes_as_commands(message: &str) -> String {
+    let mut s = message.to_string();
+    const CANCEL: (&str, &str) = ("POST /v1/jobs/", "/cancel");
+    while let Some(i) = s.find(CANCEL.0) {
+        let rest = &s[i + CANCEL.0.len()..];
+        let Some(end) = rest.find(CANCEL.1) else {
+            break;
+        };
+        let command = format!("mdn cancel {}", &rest[..end]);
+        s.replace_range(i..i + CANCEL.0.len() + end + CANCEL.1.len(), &command);
+    }
+    const VERSION: (&str, &str) = ("DELETE /v1/registry/", "/versions/");
+    while let Some(i) = s.find(VERSION.0) {
+        let rest = &s[i + VERSION.0.len()..];
+        let Some(mid) = rest.find(VERSION.1) else {
+            break;
+        };
+        let after = &rest[mid + VERSION.1.len()..];
+        let len = after
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(after.len());
+        let version = match &after[..len] {
+            "N" => "VERSION",
+            v => v,
+        };
+        let command = format!("mdn delete {}:{version}", &rest[..mid]);
+        s.replace_range(
+            i..i + VERSION.0.len() + mid + VERSION.1.len() + len,
+            &command,
+        );
+    }
+    s
 }
 
 fn urlencode(s: &str) -> String {
@@ -646,8 +691,17 @@ fn deletion(id: &str) -> Result<(&'static str, String)> {
             format!("/v1/registry/{}/versions/{version}", urlencode(name)),
         ))
     } else {
+        let hint = if id.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            format!(" (a registered name's versions: {id}:VERSION; `mdn models {id}` lists them)")
+        } else {
+            String::new()
+        };
         Err(Error::config(format!(
-            "{id:?}: expected a job id (job_...), a model id (m_...), a data set id (ds_...) or a registered version (NAME:VERSION)"
+            "{id:?}: expected a job id (job_...), a model id (m_...), a data set id (ds_...) or a registered version (NAME:VERSION){hint}"
         )))
     }
 }
@@ -740,7 +794,15 @@ pub fn fetch(a: FetchArgs) -> Result<()> {
     } else {
         a.id.clone()
     };
-    let bytes = c.download(&format!("/v1/models/{}", urlencode(&model)))?;
+    let bytes = match c.download(&format!("/v1/models/{}", urlencode(&model))) {
+        Err(Error::Config(m)) if m.starts_with("the service answered 404") && model != a.id => {
+            return Err(Error::config(format!(
+                "job {}'s model {model} was deleted (`mdn delete`)",
+                a.id
+            )));
+        }
+        r => r?,
+    };
     write_output(Some(&a.out), &bytes)?;
     message(&format!("wrote {} (model {model})", a.out.display()));
     Ok(())
@@ -848,6 +910,32 @@ mod tests {
         assert_eq!(
             command_line_terms("options.batch_size 9 is more than options.l2 and options."),
             "--batch-size 9 is more than --l2 and options."
+        );
+    }
+
+    #[test]
+    fn the_services_hints_named_api_calls_to_a_command_line_user() {
+        assert_eq!(
+            command_line_terms(
+                "job job_1 is running: cancel it first (POST /v1/jobs/job_1/cancel), then delete it"
+            ),
+            "job job_1 is running: cancel it first (mdn cancel job_1), then delete it"
+        );
+        assert_eq!(
+            command_line_terms(
+                "model m_1 is registered as a:1, b.c:2: delete those versions first (DELETE /v1/registry/a/versions/1), then the model"
+            ),
+            "model m_1 is registered as a:1, b.c:2: delete those versions first (mdn delete a:1), then the model"
+        );
+        assert_eq!(
+            command_line_terms(
+                "by its id, after its versions (DELETE /v1/registry/NAME/versions/N)"
+            ),
+            "by its id, after its versions (mdn delete NAME:VERSION)"
+        );
+        assert_eq!(
+            command_line_terms("POST /v1/jobs/ alone"),
+            "POST /v1/jobs/ alone"
         );
     }
 }

@@ -1740,13 +1740,24 @@ async fn delete_job(
             }))
         }
         store::JobDeleted::Missing => Err(ApiError::not_found("job", id)),
-        store::JobDeleted::Unfinished(status) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "unfinished",
-            format!(
-                "job {id} is {status}: cancel it first (POST /v1/jobs/{id}/cancel), then delete it once it has ended"
-            ),
-        )),
+        store::JobDeleted::Unfinished(status) => {
+            let stopping = app
+                .shared
+                .store
+                .job(who.ws(), id)?
+                .is_some_and(|j| j.cancel_requested);
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "unfinished",
+                if stopping {
+                    format!("job {id} is stopping (it was cancelled): delete it once it has ended")
+                } else {
+                    format!(
+                        "job {id} is {status}: cancel it first (POST /v1/jobs/{id}/cancel), then delete it once it has ended"
+                    )
+                },
+            ))
+        }
     }
 }
 
@@ -1923,6 +1934,48 @@ impl Resolved {
     }
 }
 
+/// Why a registered name's reference names no model: the name is unknown, or it has no such
+/// version or alias (a deleted one), or no versions left.
+fn unresolved(
+    app: &App,
+    ws: &str,
+    name: &str,
+    which: store::Selector,
+    reference: &str,
+) -> ApiResult<ApiError> {
+    let versions = app.shared.store.versions(ws, name)?;
+    let known = !versions.is_empty()
+        || app
+            .shared
+            .store
+            .registry(Some(ws))?
+            .iter()
+            .any(|m| m.name == name);
+    let message = if !known {
+        format!("no registered model {reference:?}")
+    } else {
+        let has = if versions.is_empty() {
+            "none left (they were deleted)".to_string()
+        } else {
+            versions
+                .iter()
+                .map(|v| v.version.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match which {
+            store::Selector::Version(v) => {
+                format!("registered model {name:?} has no version {v} (its versions: {has})")
+            }
+            store::Selector::Alias(a) => format!("registered model {name:?} has no alias {a:?}"),
+            store::Selector::Latest => {
+                format!("registered model {name:?} has no versions left (they were deleted)")
+            }
+        }
+    };
+    Ok(ApiError::new(StatusCode::NOT_FOUND, "not_found", message))
+}
+
 /// Finds the model a reference names in a workspace the caller sees: a model elsewhere
 /// answers exactly as one that does not exist.
 fn resolve_model(app: &App, who: &Caller, reference: &str) -> ApiResult<Resolved> {
@@ -1932,11 +1985,7 @@ fn resolve_model(app: &App, who: &Caller, reference: &str) -> ApiResult<Resolved
                 id: v.model,
                 version: Some((v.name, v.version)),
             }),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no registered model {reference:?}"),
-            )),
+            None => Err(unresolved(app, who.home(), name, which, reference)?),
         };
     }
     let id = checked_id("model", reference)?;
@@ -2500,7 +2549,15 @@ async fn get_registered(
 ) -> ApiResult<axum::Json<Registered>> {
     let name = checked_name(&name)?;
     let versions = app.shared.store.versions(who.home(), name)?;
-    if versions.is_empty() {
+    // A name whose versions were all deleted stays (its numbers are never given again).
+    if versions.is_empty()
+        && !app
+            .shared
+            .store
+            .registry(Some(who.home()))?
+            .iter()
+            .any(|m| m.name == name)
+    {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
