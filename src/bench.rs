@@ -541,7 +541,7 @@ pub fn table(results: &[BenchResult], ceilings: &[(String, f64)]) -> String {
 }
 
 /// `s` cut to at most `n` characters, the last an ellipsis where it was cut.
-pub(crate) fn truncate(s: &str, n: usize) -> String {
+pub fn truncate(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
         s.to_string()
     } else {

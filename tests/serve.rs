@@ -1873,6 +1873,42 @@ fn models_and_jobs_could_not_be_deleted() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["kept_model"], model);
     assert_eq!(s.json("POST", &predict, Some(rows.clone())).0, 200);
+    // Regression (a new user): a model whose job was deleted could be found nowhere. Every
+    // model is listed, with the versions holding it.
+    let (_, v) = s.json("GET", "/v1/models", None);
+    assert_eq!(v["models"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["models"][0]["id"], model);
+    assert_eq!(v["models"][0]["versions"], json!(["bishop:1"]));
+    let out = Command::new(MDN)
+        .args(["models", "--all", "--server", &s.base])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with(model) && l.ends_with("bishop:1")),
+        "{text}"
+    );
+    let out = Command::new(MDN)
+        .args(["datasets", "--server", &s.base])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.starts_with(&ds)
+            && l.contains("b.csv")
+            && l.contains("4000")
+            && l.ends_with("x,t")),
+        "{text}"
+    );
     // The CLI: every id is understood before anything is deleted.
     let delete = |ids: &[&str]| {
         Command::new(MDN)
@@ -1925,6 +1961,28 @@ fn models_and_jobs_could_not_be_deleted() {
     // The name stays, with no versions; its next version is 2.
     let (_, v) = s.json("GET", "/v1/registry", None);
     assert_eq!(v["models"][0]["versions"], 0, "{v}");
+    let (st, v) = s.json("GET", "/v1/registry/bishop", None);
+    assert_eq!((st, &v["versions"]), (200, &json!([])), "{v}");
+    // Regression (a new user): a deleted version was "no registered model \"bishop:1\"".
+    for (path, want) in [
+        (
+            "/v1/models/bishop:1/predict",
+            "registered model \"bishop\" has no version 1 (its versions: none left",
+        ),
+        (
+            "/v1/models/bishop/predict",
+            "registered model \"bishop\" has no versions left",
+        ),
+        (
+            "/v1/models/nobody:1/predict",
+            "no registered model \"nobody:1\"",
+        ),
+    ] {
+        let (st, v) = s.json("POST", path, Some(rows.clone()));
+        assert_eq!(st, 404, "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(want), "{path}: {msg}");
+    }
 }
 
 #[test]

@@ -1337,6 +1337,20 @@ fn models_and_jobs_could_not_be_deleted(f: Fresh) {
         }
     );
     assert_eq!(s.model_workspace("m_2").unwrap().as_deref(), Some("team"));
+    // Listed with the versions that hold it, though its job is gone.
+    let listed = s.models(Some("team")).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.id.as_str(), m.job.as_str(), m.versions.clone()))
+            .collect::<Vec<_>>(),
+        [(
+            "m_2",
+            "job_2",
+            vec!["bishop:1".to_string(), "other:1".to_string()]
+        )]
+    );
+    assert!(s.models(Some("default")).unwrap().is_empty());
     assert!(
         s.set_alias("team", "bishop", "production", 1, None)
             .unwrap()

@@ -94,6 +94,8 @@ pub enum Command {
     /// Delete from a training service: finished jobs (with their models, unless registered),
     /// models, data sets, registered versions
     Delete(DeleteArgs),
+    /// List a training service's data sets (uploads: one per distinct file)
+    Datasets(ListArgs),
 }
 
 /// Where the training service is and how to authenticate.
@@ -124,6 +126,18 @@ pub struct ModelsArgs {
     /// points elsewhere
     #[arg(long, requires = "name")]
     pub alias: Option<String>,
+    /// Every model of the workspace, registered or not: id, job, size, the versions holding it
+    #[arg(long, conflicts_with_all = ["name", "alias"])]
+    pub all: bool,
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,

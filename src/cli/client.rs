@@ -12,7 +12,9 @@ use mdn::train::{EpochReport, TrainEvent};
 use mdn::{Error, Result};
 
 use super::Exit;
-use super::args::{DeleteArgs, FetchArgs, JobIdArgs, JobsArgs, ModelsArgs, ServerArgs, SubmitArgs};
+use super::args::{
+    DeleteArgs, FetchArgs, JobIdArgs, JobsArgs, ListArgs, ModelsArgs, ServerArgs, SubmitArgs,
+};
 use super::output::{print_json, write_output};
 use super::progress::{Progress, interrupt_flag, message};
 
@@ -808,8 +810,79 @@ pub fn fetch(a: FetchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A size in binary units, as quotas are set.
+fn size(bytes: &Value) -> String {
+    let b = bytes.as_f64().unwrap_or(0.0);
+    match b {
+        b if b >= (1u64 << 30) as f64 => format!("{:.1} GiB", b / (1u64 << 30) as f64),
+        b if b >= (1u64 << 20) as f64 => format!("{:.1} MiB", b / (1u64 << 20) as f64),
+        b if b >= 1024.0 => format!("{:.1} KiB", b / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// `mdn datasets`.
+pub fn datasets(a: ListArgs) -> Result<()> {
+    let c = Client::new(&a.server)?;
+    let v = c.get("/v1/datasets")?;
+    if a.json {
+        return print_json(&v);
+    }
+    let mut out = format!(
+        "{:<22} {:<24} {:>9} {:>10}  {}\n",
+        "dataset", "name", "rows", "size", "columns"
+    );
+    for d in v["datasets"].as_array().into_iter().flatten() {
+        let columns: Vec<&str> = d["columns"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        out.push_str(&format!(
+            "{:<22} {:<24} {:>9} {:>10}  {}\n",
+            cell(&d["id"], 0),
+            mdn::bench::truncate(d["name"].as_str().unwrap_or("-"), 24),
+            cell(&d["rows"], 0),
+            size(&d["bytes"]),
+            mdn::bench::truncate(&columns.join(","), 60)
+        ));
+    }
+    write_output(None, out.as_bytes())
+}
+
 pub fn models(a: ModelsArgs) -> Result<()> {
     let c = Client::new(&a.server)?;
+    if a.all {
+        let v = c.get("/v1/models")?;
+        if a.json {
+            return print_json(&v);
+        }
+        let mut out = format!(
+            "{:<22} {:<24} {:>10}  {}\n",
+            "model", "job", "size", "versions"
+        );
+        for m in v["models"].as_array().into_iter().flatten() {
+            let versions: Vec<&str> = m["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            out.push_str(&format!(
+                "{:<22} {:<24} {:>10}  {}\n",
+                cell(&m["id"], 0),
+                cell(&m["job"], 0),
+                size(&m["bytes"]),
+                if versions.is_empty() {
+                    "-".to_string()
+                } else {
+                    versions.join(" ")
+                }
+            ));
+        }
+        return write_output(None, out.as_bytes());
+    }
     let Some(name) = &a.name else {
         let v = c.get("/v1/registry")?;
         if a.json {

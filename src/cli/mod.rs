@@ -75,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Fetch(a) => client::fetch(a).map(|_| Exit::Success),
         Command::Models(a) => client::models(a).map(|_| Exit::Success),
         Command::Delete(a) => client::delete(a).map(|_| Exit::Success),
+        Command::Datasets(a) => client::datasets(a).map(|_| Exit::Success),
     };
     match result {
         Ok(Exit::Success) => ExitCode::SUCCESS,

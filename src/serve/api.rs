@@ -235,7 +235,7 @@ pub(super) type ApiResult<T> = std::result::Result<T, ApiError>;
     paths(
         upload, list_datasets, get_dataset, delete_dataset,
         submit, list_jobs, get_job, delete_job, cancel_job, job_events, all_events,
-        get_model, delete_model, predict, sample, eval, plot,
+        list_models, get_model, delete_model, predict, sample, eval, plot,
         list_registry, get_registered, add_version, get_version, put_version, delete_version, put_alias, delete_alias,
         list_keys, add_key, revoke_key, list_workspaces, get_workspace, put_workspace,
         super::v2::server, super::v2::live, super::v2::server_ready,
@@ -302,6 +302,7 @@ pub fn router(app: AppState) -> Router {
         .route("/jobs/{id}", get(get_job).delete(delete_job))
         .route("/jobs/{id}/events", get(job_events))
         .route("/jobs/{id}/cancel", post(cancel_job))
+        .route("/models", get(list_models))
         .route("/models/{id}", get(get_model).delete(delete_model))
         .route("/models/{id}/predict", post(predict))
         .route("/models/{id}/sample", post(sample))
@@ -2056,6 +2057,24 @@ async fn get_model(
     )
         .into_response())
     .map(|r| resolved.tag(r))
+}
+
+/// The models of the key's workspace.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ModelList {
+    pub models: Vec<store::ModelRow>,
+}
+
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "The models of the key's workspace, oldest first, with the registry versions that hold them", body = ModelList), Errors),
+    security(("key" = [])))]
+async fn list_models(
+    State(app): State<AppState>,
+    axum::Extension(who): Who,
+) -> ApiResult<axum::Json<ModelList>> {
+    Ok(axum::Json(ModelList {
+        models: app.shared.store.models(who.ws())?,
+    }))
 }
 
 /// Deletes a model that no registry version holds (its job stays, naming it).

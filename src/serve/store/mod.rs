@@ -281,6 +281,20 @@ pub struct DatasetRow {
     pub created: f64,
 }
 
+/// A trained model as the API lists it.
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ModelRow {
+    pub id: String,
+    pub workspace: String,
+    /// The job that trained it (it may have been deleted since).
+    pub job: String,
+    /// The size of its file.
+    pub bytes: u64,
+    pub created: f64,
+    /// The registry versions that hold it, `NAME:VERSION`.
+    pub versions: Vec<String>,
+}
+
 /// A job as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobRow {
@@ -554,6 +568,8 @@ pub trait Store: Send + Sync {
     fn events(&self, job: &str, after: u64) -> Result<Vec<(u64, String)>>;
     /// The workspace of model `id`, if it exists (its file is [`Files::model_path`]).
     fn model_workspace(&self, id: &str) -> Result<Option<String>>;
+    /// The models of a workspace (None: all), oldest first, with the versions holding them.
+    fn models(&self, ws: Ws) -> Result<Vec<ModelRow>>;
     /// The data set the job that wrote model `id` trained on (None if either is gone).
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>>;
 
@@ -702,6 +718,21 @@ fn cancel_requested_event(by: Option<&str>) -> Value {
 }
 
 /// A version's aliases from the store's comma-joined list, sorted.
+/// `NAME:VERSION`s joined with commas, in order of name, then version.
+fn sorted_versions(joined: Option<String>) -> Vec<String> {
+    let mut v: Vec<String> = joined
+        .unwrap_or_default()
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    v.sort_by_key(|s| {
+        let (name, version) = s.rsplit_once(':').unwrap_or((s, "0"));
+        (name.to_string(), version.parse::<u32>().unwrap_or(0))
+    });
+    v
+}
+
 fn alias_list(joined: Option<String>) -> Vec<String> {
     let mut v: Vec<String> = joined
         .unwrap_or_default()

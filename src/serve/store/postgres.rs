@@ -1029,6 +1029,28 @@ impl Store for PostgresStore {
             .map(|r| r.map(|r| r.get(0)))
     }
 
+    fn models(&self, ws: Ws) -> Result<Vec<ModelRow>> {
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT m.id, m.workspace, m.job, m.bytes, m.created, \
+                 (SELECT string_agg(v.name || ':' || v.version, ',') FROM versions v WHERE v.model = m.id) \
+                 FROM models m WHERE $1::TEXT IS NULL OR m.workspace = $1 ORDER BY m.created, m.id",
+                &[&ws],
+            )?;
+            Ok(rows
+                .iter()
+                .map(|r| ModelRow {
+                    id: r.get(0),
+                    workspace: r.get(1),
+                    job: r.get(2),
+                    bytes: r.get::<_, i64>(3) as u64,
+                    created: r.get(4),
+                    versions: sorted_versions(r.get(5)),
+                })
+                .collect())
+        })
+    }
+
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
         self.with(|c| {
             c.query_opt(

@@ -895,6 +895,30 @@ impl Store for SqliteStore {
             .map_err(db)
     }
 
+    fn models(&self, ws: Ws) -> Result<Vec<ModelRow>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT m.id, m.workspace, m.job, m.bytes, m.created, \
+                 (SELECT group_concat(v.name || ':' || v.version, ',') FROM versions v WHERE v.model = m.id) \
+                 FROM models m WHERE ?1 IS NULL OR m.workspace = ?1 ORDER BY m.created, m.id",
+            )
+            .map_err(db)?;
+        let rows = st
+            .query_map([ws], |r| {
+                Ok(ModelRow {
+                    id: r.get(0)?,
+                    workspace: r.get(1)?,
+                    job: r.get(2)?,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    created: r.get(4)?,
+                    versions: sorted_versions(r.get(5)?),
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(db)
+    }
+
     fn model_dataset(&self, id: &str) -> Result<Option<DatasetRow>> {
         self.conn()
             .query_row(
