@@ -49,7 +49,12 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    progress::init_logging();
+    // A service's log says what it did (uploads, jobs, deletions, by whom) by default.
+    progress::init_logging(if matches!(&cli.command, Command::Serve(_)) {
+        "mdn=warn,mdn::serve=info"
+    } else {
+        "mdn=warn"
+    });
     let result: Result<Exit> = match cli.command {
         Command::Train(a) => train::train(a),
         Command::Select(a) => train::select(a),

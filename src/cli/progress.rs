@@ -40,10 +40,11 @@ impl Write for LogWriter {
 }
 
 /// `RUST_LOG` (e.g. `info`: what a training job decided; `wgpu=warn`: wgpu's own
-/// warnings); by default only mdn's warnings and errors. mdn's own warnings read as the
-/// command's other warnings do (`warning: ...`); other lines keep their time and source.
-pub fn init_logging() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("mdn=warn"))
+/// warnings); by default `default` (mdn's warnings and errors; `mdn serve` adds what the
+/// service does). mdn's own warnings read as the command's other warnings do
+/// (`warning: ...`); other lines keep their time and source.
+pub fn init_logging(default: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         .target(env_logger::Target::Pipe(Box::new(LogWriter)))
         .format(|buf, record| {
             if record.level() == log::Level::Warn && record.target().starts_with("mdn") {
