@@ -1070,6 +1070,13 @@ fn a_retried_post_with_the_same_idempotency_key_gets_the_first_answer() {
     let (st, b, replayed) = post("/v1/datasets?name=b.csv", "upload-1", &csv);
     assert_eq!((st, replayed), (201, true), "{b}");
     assert_eq!(a, b);
+    // Regression (a new user): the key of one file sent with another gave the first file's
+    // data set as if it were this one. It is a 422, as for a job.
+    let mut other = csv.clone();
+    other.extend_from_slice(b"0.5,0.5\n");
+    let (st, v, _) = post("/v1/datasets?name=other.csv", "upload-1", &other);
+    assert_eq!(st, 422, "{v}");
+    assert_eq!(v["error"]["code"], "idempotency_key_reused", "{v}");
     // Another key with the same bytes: the same data set, as an upload without a key gets.
     let (st, c, replayed) = post("/v1/datasets?name=b.csv", "upload-2", &csv);
     assert_eq!((st, replayed), (200, false), "{c}");

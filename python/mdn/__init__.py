@@ -367,6 +367,14 @@ def _checked(est, X, y=None, reset=True, fitting=False, encoded=False):
             f"X: expected numbers, got an array of text ({X.dtype}, e.g. {str(X.flat[0])!r}); "
             "give a pandas DataFrame, whose text columns are read as categories"
         )
+    if isinstance(X, np.ndarray) and X.dtype == object and X.ndim == 2:
+        # An object array (a DataFrame's `.values` with a text column): the first text cell.
+        for (i, j), v in np.ndenumerate(X):
+            if isinstance(v, str):
+                raise ValueError(
+                    f"X: column {j} holds text ({v!r} in row {i}): give a pandas DataFrame, "
+                    "whose text columns are read as categories (not its .values)"
+                )
     shape = _shape(X) or ()
     if len(shape) == 1:
         raise ValueError(

@@ -207,6 +207,10 @@ def test_a_text_column_is_categorical_and_booleans_are_numbers():
     b = mdn.MDN(**FAST).fit(as_numbers, y)
     assert a.model_.to_json() == b.model_.to_json()
     assert np.array_equal(a.predict(flags), b.predict(as_numbers))
+    # Regression (a new user): a DataFrame's .values with a text column (an object array)
+    # gave numpy's "could not convert string to float: 'north'", no column named.
+    with pytest.raises(ValueError, match=r"X: column 1 holds text \('north' in row 0\): give a pandas DataFrame"):
+        mdn.MDN(**FAST).fit(df.values, y)
     # Text where a fitted model takes numbers is named.
     with pytest.raises(ValueError, match=r"'speed' \(\w+, e.g. 'fast'\).*not numbers"):
         a.predict(pd.DataFrame({"speed": ["fast"] * 3, "wet": [True] * 3}))

@@ -109,7 +109,11 @@ fn limit(flag: &str, text: &str, unit: u64) -> Result<Option<u64>> {
         .ok()
         .and_then(|v| v.checked_mul(unit))
         .map(Some)
-        .ok_or_else(|| Error::config(format!("{flag}: expected a number or none, got {text:?}")))
+        .ok_or_else(|| {
+            Error::config(format!(
+                "{flag}: expected a whole number (0 or more) or none, got {text:?}"
+            ))
+        })
 }
 
 fn workspaces(a: WorkspacesArgs) -> Result<()> {

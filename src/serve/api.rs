@@ -124,7 +124,7 @@ impl ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no {what} with id {id:?}"),
+            format!("no {what} with id {}", shown_json(&Value::from(id))),
         )
     }
 }
@@ -925,6 +925,18 @@ async fn upload(
             // A retried upload: the first one's data set (this copy is removed).
             Ok(store::Added::Replayed(first)) => {
                 unpublish();
+                // The key of another file: a mistake, as for a job (its first file's digest
+                // is known since the service keeps them).
+                if first.sha256.is_some() && first.sha256 != row.sha256 {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        format!(
+                            "Idempotency-Key was used for another upload (data set {}, {}): a retry sends the same file; a new upload takes a new key",
+                            first.id, first.name
+                        ),
+                    ));
+                }
                 Ok((first, Upload::Replayed))
             }
             // The same bytes, stored meanwhile by another upload.
