@@ -547,6 +547,48 @@ fn components_beyond_the_datasets_rows_were_queued_and_failed_later() {
 }
 
 #[test]
+fn a_data_set_too_small_for_the_defaults_was_queued_and_failed_later() {
+    // Regression (a new user): a 2-row data set was queued and failed when it ran, with
+    // advice to give --val FILE, which the service does not take.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let tiny = dir.path().join("tiny.csv");
+    std::fs::write(&tiny, "x,t\n1,2\n3,4\n").unwrap();
+    let ds = s.dataset(&tiny, "tiny.csv");
+    let (st, v) = s.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "options": {"epochs": 2}})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let text = v["error"]["message"].as_str().unwrap();
+    assert!(text.starts_with("tiny.csv: 2 rows are too few"), "{text}");
+    assert!(
+        text.contains("options.val_fraction 0") && !text.contains("--val"),
+        "{text}"
+    );
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert!(jobs["jobs"].as_array().unwrap().is_empty());
+    // With every row trained on, it runs.
+    let j = s.trained(json!({"dataset": ds, "options": {"epochs": 2, "val_fraction": 0, "components": 1, "batch_size": 2}}));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    // mdn submit says it in its own terms, before anything is queued.
+    let out = Command::new(MDN)
+        .args(["submit", "--server", &s.base, "--data"])
+        .arg(&tiny)
+        .args(["--epochs", "2"])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("add --val-fraction 0 to train on every row"),
+        "{err}"
+    );
+}
+
+#[test]
 fn device_gpu_on_a_service_without_one_was_queued_and_failed_later() {
     // Regression: {"device": "gpu"} on a machine without a hardware GPU got 202, then failed.
     let out = Command::new(MDN)
@@ -746,6 +788,8 @@ fn mdn_submit_wait_follows_the_job_and_downloads_the_model_of_mdn_train() {
         "--epochs",
         "2",
         "--drop-missing",
+        "--val-fraction",
+        "0",
         "--components",
         "1",
         "--batch-size",

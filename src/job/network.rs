@@ -206,9 +206,7 @@ impl ResolvedJob {
         };
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
-        if data.rows < CROSS_VALIDATE_MIN && !has_val && job.val_fraction.is_none() {
-            return Err(self.too_few_rows(data.rows));
-        }
+        self.check_row_count(data.rows)?;
         if job.cross_validates(data.rows) && !has_val {
             // Every row is trained on in the end; no validation split.
             return Ok(Input {
@@ -242,6 +240,16 @@ impl ResolvedJob {
             },
             all_rows: None,
         })
+    }
+
+    /// Refuses `rows` (a data set's, known before it is read: the service's at submission)
+    /// when they are fewer than the defaults can split and nothing else validates.
+    pub fn check_row_count(&self, rows: usize) -> Result<()> {
+        let has_val = self.job.val.is_some() || self.arrays.as_ref().is_some_and(|a| a.1.is_some());
+        if rows < CROSS_VALIDATE_MIN && !has_val && self.job.val_fraction.is_none() {
+            return Err(self.too_few_rows(rows));
+        }
+        Ok(())
     }
 
     /// The refusal of fewer rows than the defaults can split, with the way to train anyway.

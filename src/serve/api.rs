@@ -1371,6 +1371,12 @@ async fn submit(
                 return Err(e);
             }
         };
+        // Too few rows for the defaults' validation split: known since the upload.
+        if let Err(e) = resolved.check_row_count(dataset.rows) {
+            let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
+            e.message = option_names(&e.message);
+            return Err(e);
+        }
         // A model whose training state would not fit this server's bound.
         let params = model_size(&resolved)?;
         if params > max_params {
@@ -1485,9 +1491,14 @@ fn shown_json(v: &Value) -> String {
 }
 
 pub fn option_names(text: &str) -> String {
+    // The service takes no validation file (yet): advice to give one is left out.
+    let text = &text
+        .replace(", or give --val FILE", "")
+        .replace("give --val FILE, or ", "")
+        .replace("give --val FILE or ", "give ");
     let options = client_options();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
+    let mut rest: &str = text;
     while let Some(i) = rest.find("--") {
         out.push_str(&rest[..i]);
         let after = &rest[i + 2..];
