@@ -291,12 +291,7 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
                 .as_array()?
                 .iter()
                 .find(|d| {
-                    let columns: Vec<&str> = d["columns"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                    let columns = strings(&d["columns"]);
                     let same_names = match (&npy_names, npy) {
                         (Some(names), _) => columns == *names,
                         // Without a names file the service numbers an .npy's columns.
@@ -810,6 +805,15 @@ pub fn fetch(a: FetchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The strings of a JSON array (none for anything else).
+fn strings(v: &Value) -> Vec<&str> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// A size in binary units, as quotas are set.
 fn size(bytes: &Value) -> String {
     let b = bytes.as_f64().unwrap_or(0.0);
@@ -833,12 +837,7 @@ pub fn datasets(a: ListArgs) -> Result<()> {
         "dataset", "name", "rows", "size", "columns"
     );
     for d in v["datasets"].as_array().into_iter().flatten() {
-        let columns: Vec<&str> = d["columns"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let columns = strings(&d["columns"]);
         out.push_str(&format!(
             "{:<22} {:<24} {:>9} {:>10}  {}\n",
             cell(&d["id"], 0),
@@ -863,12 +862,7 @@ pub fn models(a: ModelsArgs) -> Result<()> {
             "model", "job", "size", "versions"
         );
         for m in v["models"].as_array().into_iter().flatten() {
-            let versions: Vec<&str> = m["versions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let versions = strings(&m["versions"]);
             out.push_str(&format!(
                 "{:<22} {:<24} {:>10}  {}\n",
                 cell(&m["id"], 0),
@@ -944,12 +938,7 @@ pub fn models(a: ModelsArgs) -> Result<()> {
     );
     for r in v["versions"].as_array().into_iter().flatten() {
         let list = |k: &str| {
-            let items: Vec<&str> = r[k]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
+            let items = strings(&r[k]);
             if items.is_empty() {
                 "-".to_string()
             } else {
