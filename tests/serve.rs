@@ -1814,8 +1814,12 @@ fn the_same_file_uploaded_again_was_stored_again() {
     let out = submit(&["--batch-size", "100000"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
+    // It says under which name (the service's messages use it).
     assert!(
-        err.contains("bishop.csv is on the service already"),
+        err.contains(&format!(
+            "bishop.csv is on the service already: dataset {} (uploaded as first.csv)",
+            first["id"].as_str().unwrap()
+        )),
         "{err}"
     );
     let id = first["id"].as_str().unwrap();

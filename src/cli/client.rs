@@ -318,9 +318,15 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
                 ds["rows"], ds["columns"]
             )
         } else {
+            // Its messages name it as it was first uploaded.
+            let first = ds["name"].as_str().filter(|n| *n != name);
             format!(
-                "{name} is on the service already: dataset {ds_id}, {} rows, columns {}",
-                ds["rows"], ds["columns"]
+                "{name} is on the service already: dataset {ds_id}{}, {} rows, columns {}",
+                first
+                    .map(|n| format!(" (uploaded as {n})"))
+                    .unwrap_or_default(),
+                ds["rows"],
+                ds["columns"]
             )
         });
     }
