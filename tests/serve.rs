@@ -1017,6 +1017,25 @@ fn columns_by_index_and_option_errors_in_the_clients_terms() {
             && msg.contains("fewer than one batch"),
         "{msg}"
     );
+    // It is the job's input that failed, not the service: its event says so, and
+    // `mdn submit --wait` exits with 2 as `mdn train` does (it exited 1, as for an
+    // unreachable server).
+    let last = s.events(j["id"].as_str().unwrap()).pop().unwrap();
+    assert_eq!(last["cause"], "input", "{last}");
+    let out = Command::new(MDN)
+        .args(["submit", "--server", &s.base, "--data"])
+        .arg(asset("bishop.csv"))
+        .args(["--batch-size", "3900", "--epochs", "1", "--wait", "--quiet"])
+        .args(["--out", dir.path().join("never.json").to_str().unwrap()])
+        .env_remove("MDN_TOKEN")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("failed:") && err.contains("fewer than one batch"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -461,10 +461,18 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
         "cancelled" => Err(Error::Interrupted(format!(
             "job {id} was cancelled before its first epoch: no model"
         ))),
-        "failed" => Err(Error::Backend(format!(
-            "job {id} failed: {}",
-            command_line_terms(last["error"].as_str().unwrap_or("no reason given"))
-        ))),
+        "failed" => {
+            let text = format!(
+                "job {id} failed: {}",
+                command_line_terms(last["error"].as_str().unwrap_or("no reason given"))
+            );
+            // The job's data or options: exit 2, as `mdn train` would.
+            Err(if last["cause"] == "input" {
+                Error::Config(text)
+            } else {
+                Error::Backend(text)
+            })
+        }
         other => Err(Error::Backend(format!(
             "the event stream of job {id} ended with the job {other}: the service stopped or the \
              connection broke; the job goes on when the service runs (`mdn status {id}` shows it, \

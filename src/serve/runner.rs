@@ -418,6 +418,15 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
         Err(Error::Interrupted(_)) => (store::CANCELLED, None, None),
         Err(e) => (store::FAILED, Some(e), None),
     };
+    // Whose the failure is: the job's data or options (what exits 2 on the command line),
+    // or the service's.
+    let cause = error.as_ref().map(|e| {
+        if e.exit_code() == 2 {
+            "input"
+        } else {
+            "service"
+        }
+    });
     let error = error.map(|e| {
         if e.is_disk_full() {
             // Without the store's paths: the client cannot see them.
@@ -429,6 +438,9 @@ fn run_job(shared: &Shared, claim: &Claim, worker: &str) {
     let mut ev = json!({"type": "status", "status": status});
     if let Some(e) = &error {
         ev["error"] = Value::from(e.as_str());
+    }
+    if let Some(c) = cause {
+        ev["cause"] = Value::from(c);
     }
     if let Some(m) = model {
         ev["model"] = Value::from(m);
