@@ -2098,3 +2098,44 @@ fn every_model_served_was_kept_in_memory_for_good() {
     assert_eq!(predict(&models[0]), first);
     assert_eq!(loaded(&s), 1);
 }
+
+#[test]
+fn submit_wait_said_nothing_while_no_worker_took_the_job() {
+    use std::io::BufRead;
+    // An API process alone: the job stays queued.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &["--api"], &[]);
+    let mut child = Command::new(MDN)
+        .args(["submit", "--server", &s.base, "--epochs", "2", "--wait"])
+        .arg("--out")
+        .arg(dir.path().join("m.json"))
+        .env_remove("MDN_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    let t0 = Instant::now();
+    let mut said = Vec::new();
+    let note = loop {
+        match rx.recv_timeout(Duration::from_secs(90)) {
+            Ok(l) if l.contains("is still queued after 30 s") => break l,
+            Ok(l) => said.push(l),
+            Err(_) => panic!("no note after {:?}: {said:?}", t0.elapsed()),
+        }
+    };
+    assert!(t0.elapsed() >= Duration::from_secs(30), "{note}");
+    assert!(
+        note.contains("no `mdn serve` with workers is running"),
+        "{note}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -697,6 +697,27 @@ fn an_unreachable_postgres_store_is_a_clear_error() {
     assert_eq!(e.exit_code(), 2, "{e}");
 }
 
+#[test]
+fn a_postgres_store_url_naming_no_database_exited_1_as_if_it_might_come_back() {
+    // Regression (a new operator): a database that does not exist (or a wrong password)
+    // is the URL's mistake, exit 2 like every configuration mistake, not 1.
+    let Some(server) = common::postgres::server() else {
+        return;
+    };
+    let url = server.database();
+    let (base, _) = url.rsplit_once('/').unwrap();
+    let e = PostgresStore::open(&format!("{base}/no_such_database"))
+        .err()
+        .expect("refused");
+    let text = e.to_string();
+    assert_eq!(e.exit_code(), 2, "{text}");
+    assert!(
+        text.contains("does not exist")
+            && text.contains("check the user, password and database in --store"),
+        "{text}"
+    );
+}
+
 fn a_workspace_sees_nothing_of_another_and_idempotency_keys_are_its_own(f: Fresh) {
     let s = &*f.store;
     for ws in ["a", "b"] {

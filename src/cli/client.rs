@@ -358,6 +358,9 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
     follow(&c, &id, &a)
 }
 
+/// How long a followed job waits in the queue before `mdn submit --wait` says so.
+const QUEUED_NOTE_SECS: u64 = 30;
+
 /// Follows a job's events with `mdn train`'s progress; Ctrl-C cancels the job (its best
 /// model is kept) and goes on following it to the end.
 fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
@@ -370,8 +373,20 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
     let mut r = c.check(r)?;
     let reader = BufReader::new(r.body_mut().as_reader());
     let mut last = json!({});
+    // A job no worker takes (none running, or others first) says so once, not silence: the
+    // stream's keep-alive lines come every 15 s.
+    let queued_at = std::time::Instant::now();
+    let (mut started, mut told) = (false, false);
     for line in reader.lines() {
         let line = line.map_err(|e| Error::Backend(format!("the event stream broke off: {e}")))?;
+        if !started && !told && queued_at.elapsed() >= Duration::from_secs(QUEUED_NOTE_SECS) {
+            told = true;
+            progress.job(&JobEvent::Note(&format!(
+                "job {id} is still queued after {QUEUED_NOTE_SECS} s: no worker has taken it (jobs \
+                 before it run first, or no `mdn serve` with workers is running; `mdn jobs` shows \
+                 the queue). Waiting; Ctrl-C cancels it"
+            )));
+        }
         if stop.load(std::sync::atomic::Ordering::Relaxed) && !cancelled {
             cancelled = true;
             progress.job(&JobEvent::Note(if a.train.epochs.is_some() {
@@ -424,7 +439,10 @@ fn follow(c: &Client, id: &str, a: &SubmitArgs) -> Result<Exit> {
                 "resuming after epoch {} (the service restarted)",
                 e["epoch"]
             ))),
-            Some("status") => last = e,
+            Some("status") => {
+                started |= e["status"] != "queued";
+                last = e
+            }
             _ => {}
         }
     }
@@ -510,26 +528,43 @@ fn command_line_terms(message: &str) -> String {
 /// `POST /v1/jobs/ID/cancel` is `mdn cancel ID`, `DELETE /v1/registry/NAME/versions/N` is
 /// `mdn delete NAME:N`.
 fn routes_as_commands(message: &str) -> String {
+    // An id or name, not a route's template (`{id}`: a message about the route itself).
+    let concrete = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    };
     let mut s = message.to_string();
+    let mut from = 0;
     const CANCEL: (&str, &str) = ("POST /v1/jobs/", "/cancel");
-    while let Some(i) = s.find(CANCEL.0) {
+    while let Some(at) = s[from..].find(CANCEL.0) {
+        let i = from + at;
         let rest = &s[i + CANCEL.0.len()..];
-        let Some(end) = rest.find(CANCEL.1) else {
-            break;
+        let Some(end) = rest.find(CANCEL.1).filter(|&e| concrete(&rest[..e])) else {
+            from = i + CANCEL.0.len();
+            continue;
         };
         let command = format!("mdn cancel {}", &rest[..end]);
         s.replace_range(i..i + CANCEL.0.len() + end + CANCEL.1.len(), &command);
+        from = i + command.len();
     }
+    let mut from = 0;
     const VERSION: (&str, &str) = ("DELETE /v1/registry/", "/versions/");
-    while let Some(i) = s.find(VERSION.0) {
+    while let Some(at) = s[from..].find(VERSION.0) {
+        let i = from + at;
         let rest = &s[i + VERSION.0.len()..];
-        let Some(mid) = rest.find(VERSION.1) else {
-            break;
+        let Some(mid) = rest.find(VERSION.1).filter(|&m| concrete(&rest[..m])) else {
+            from = i + VERSION.0.len();
+            continue;
         };
         let after = &rest[mid + VERSION.1.len()..];
         let len = after
             .find(|c: char| !c.is_ascii_alphanumeric())
             .unwrap_or(after.len());
+        if len == 0 {
+            from = i + VERSION.0.len();
+            continue;
+        }
         let version = match &after[..len] {
             "N" => "VERSION",
             v => v,
@@ -539,6 +574,7 @@ fn routes_as_commands(message: &str) -> String {
             i..i + VERSION.0.len() + mid + VERSION.1.len() + len,
             &command,
         );
+        from = i + command.len();
     }
     s
 }
@@ -1012,6 +1048,15 @@ mod tests {
         assert_eq!(
             command_line_terms("POST /v1/jobs/ alone"),
             "POST /v1/jobs/ alone"
+        );
+        // A route's template stays: the message is about the route (a key's scope).
+        assert_eq!(
+            command_line_terms("this key's scope is read; POST /v1/jobs/{id}/cancel needs write"),
+            "this key's scope is read; POST /v1/jobs/{id}/cancel needs write"
+        );
+        assert_eq!(
+            command_line_terms("DELETE /v1/registry/{name}/versions/{version} needs write"),
+            "DELETE /v1/registry/{name}/versions/{version} needs write"
         );
     }
 }

@@ -66,6 +66,7 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             "requests need a key once the store has any (`mdn serve keys add`)"
         }
     );
+    let api_only = role == Role::Api;
     let signalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let heard = signalled.clone();
     let shutdown = async move {
@@ -90,9 +91,11 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             let _ = ctrl_c.await;
         }
         heard.store(true, std::sync::atomic::Ordering::Relaxed);
-        message(
-            "stopping: running jobs stop after their epoch and resume when the service starts again",
-        );
+        message(if api_only {
+            "stopping"
+        } else {
+            "stopping: running jobs stop after their epoch and resume when the service starts again"
+        });
     };
     let exit_when_idle = a.exit_when_idle;
     let scheme = if config.tls.is_some() {

@@ -233,7 +233,7 @@ pub fn worker(shared: Arc<Shared>, index: usize) {
                 failing = false;
                 let others = shared.busy.fetch_sub(1, Ordering::SeqCst) - 1;
                 if others == 0 && shared.exit_when_idle.load(Ordering::Relaxed) {
-                    log::info!("the queue is empty: stopping (--exit-when-idle)");
+                    log::debug!("the queue is empty: stopping (--exit-when-idle)");
                     shared.stop();
                     break;
                 }

@@ -52,6 +52,12 @@ impl Files {
         dir: &Path,
         remote: Option<std::sync::Arc<super::objects::Objects>>,
     ) -> Result<Files> {
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::config(format!(
+                "{}: not a directory (the service keeps its data sets, checkpoints and models in one)",
+                dir.display()
+            )));
+        }
         for sub in ["", "datasets", "jobs", "models", "uploads"] {
             let d = dir.join(sub);
             std::fs::create_dir_all(&d).map_err(|e| Error::io(&d, e))?;

@@ -313,17 +313,40 @@ impl PostgresStore {
             }),
             freed: std::sync::Condvar::new(),
         };
+        let first = blocking(|| store.connect_as(true))?;
+        store.pool.lock().unwrap_or_else(|p| p.into_inner()).open += 1;
+        store.give_back(first);
         store.migrate()?;
         Ok(store)
     }
 
     fn connect(&self) -> Result<Client> {
+        self.connect_as(false)
+    }
+
+    /// A new connection. `first`: the one `open` makes, where a wrong user, password or
+    /// database is the URL's mistake (exit 2), not a fault that may pass.
+    fn connect_as(&self, first: bool) -> Result<Client> {
         self.config.connect(NoTls).map_err(|e| {
-            Error::Store(format!(
+            let refused = first
+                && e.as_db_error().is_some_and(|d| {
+                    let code = d.code();
+                    code == &::postgres::error::SqlState::INVALID_PASSWORD
+                        || code == &::postgres::error::SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                        || code == &::postgres::error::SqlState::INVALID_CATALOG_NAME
+                });
+            let text = format!(
                 "the PostgreSQL store at {} cannot be reached: {}",
                 self.name,
                 with_causes(&e)
-            ))
+            );
+            if refused {
+                Error::Config(format!(
+                    "{text} (check the user, password and database in --store)"
+                ))
+            } else {
+                Error::Store(text)
+            }
         })
     }
 
