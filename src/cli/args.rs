@@ -227,7 +227,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MDN_CACHE")]
     pub cache: Option<PathBuf>,
     /// Run workers only (no HTTP API): train the store's queued jobs
-    #[arg(long, conflicts_with_all = ["api", "addr", "token_file", "tls_cert", "tls_key"])]
+    #[arg(long, conflicts_with = "api")]
     pub worker: bool,
     /// Run the HTTP API only (no workers): other processes (`mdn serve --worker`) train
     #[arg(long)]
