@@ -2139,3 +2139,145 @@ fn submit_wait_said_nothing_while_no_worker_took_the_job() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_job_could_not_validate_on_a_data_set_of_its_own() {
+    // Regression (the service's "Not yet"): `mdn train --val FILE` had no service form, so a
+    // job always held out rows of its data set and `mdn submit --val` was refused.
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("store"), &[], &[]);
+    let train = s.dataset(&asset("bishop.csv"), "bishop.csv");
+    let val = s.dataset(&asset("bishop_test.csv"), "held.csv");
+    let j = s.trained(json!({"dataset": train, "val_dataset": val, "options": {"max_epochs": 4}}));
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["val_dataset"], val.as_str(), "{j}");
+    // Every row of the data set is trained on; the validation rows are the other data set's.
+    let events = s.events(j["id"].as_str().unwrap());
+    let plan = &events.iter().find(|e| e["type"] == "started").unwrap()["plan"];
+    assert_eq!(plan["data"], "bishop.csv", "{plan}");
+    assert_eq!(plan["val_data"], "held.csv", "{plan}");
+    assert_eq!(plan["train_rows"], 4000, "{plan}");
+    assert_eq!(plan["val_rows"], 1000, "{plan}");
+    // The NLL the job reports is the model's on those rows, as `mdn eval` computes it.
+    let model = dir.path().join("m.json");
+    let (st, bytes) = s.call(
+        "GET",
+        &format!("/v1/models/{}", j["model"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(st, 200);
+    std::fs::write(&model, bytes).unwrap();
+    let out = Command::new(MDN)
+        .args(["eval", "--json", "--model"])
+        .arg(&model)
+        .arg("--data")
+        .arg(asset("bishop_test.csv"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eval: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (reported, evaluated) = (
+        j["best_val_nll"].as_f64().unwrap(),
+        eval["mean_nll"].as_f64().unwrap(),
+    );
+    assert!(
+        (reported - evaluated).abs() < 1e-4,
+        "job's validation NLL {reported} vs eval's {evaluated}"
+    );
+
+    // Mistakes, each refused before anything is queued, in the API's terms.
+    let refused = |body: Value, starts: &str| {
+        let (st, v) = s.json("POST", "/v1/jobs", Some(body));
+        assert_eq!(st, 400, "{v}");
+        let text = v["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with(starts), "{text}");
+        text.to_string()
+    };
+    refused(
+        json!({"dataset": train, "val_dataset": train}),
+        "val_dataset: ds_",
+    );
+    refused(
+        json!({"dataset": train, "val_dataset": "ds_0123456789abcdef"}),
+        "val_dataset: no dataset with id",
+    );
+    refused(
+        json!({"dataset": train, "val_dataset": "../etc/passwd"}),
+        "val_dataset: no dataset with id",
+    );
+    let text = refused(
+        json!({"dataset": train, "options": {"val": "/etc/passwd"}}),
+        "options.val: set by the service",
+    );
+    assert!(text.contains("val_dataset"), "{text}");
+    let text = refused(
+        json!({"dataset": train, "val_dataset": val, "options": {"val_fraction": 0.2}}),
+        "options.val_fraction 0.2 and \"val_dataset\" held.csv both given",
+    );
+    assert!(!text.contains(dir.path().to_str().unwrap()), "{text}");
+    // A validation data set without the job's columns, or with a bad cell in them: named
+    // as uploaded, with the place.
+    let other = dir.path().join("other.csv");
+    std::fs::write(&other, "x,u\n1,2\n").unwrap();
+    let other = s.dataset(&other, "other.csv");
+    refused(
+        json!({"dataset": train, "val_dataset": other}),
+        "other.csv:1: target column 't' is not in the header",
+    );
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, "x,t\n1,2\n1,oops\n").unwrap();
+    let bad = s.dataset(&bad, "bad.csv");
+    refused(
+        json!({"dataset": train, "val_dataset": bad}),
+        "bad.csv:3:2 (column 't')",
+    );
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 1, "{jobs}");
+
+    // mdn submit --val uploads the file and validates on it; a file the same as --data, or
+    // without the training columns, is refused before anything is uploaded or queued.
+    let submit = |args: &[&std::ffi::OsStr]| {
+        Command::new(MDN)
+            .args(["submit", "--server", &s.base, "--data"])
+            .arg(asset("bishop.csv"))
+            .args(args)
+            .env_remove("MDN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = submit(&[
+        "--val".as_ref(),
+        asset("bishop_test.csv").as_os_str(),
+        "--max-epochs".as_ref(),
+        "3".as_ref(),
+        "--wait".as_ref(),
+        "--out".as_ref(),
+        model.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("bishop_test.csv is on the service already"),
+        "{err}"
+    );
+    let out = submit(&["--val".as_ref(), asset("bishop.csv").as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the same data as --data"), "{err}");
+    let cols = dir.path().join("cols.csv");
+    std::fs::write(&cols, "x,u\n1,2\n").unwrap();
+    let out = submit(&["--val".as_ref(), cols.as_os_str()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cols.csv:1: target column 't' is not in the header"),
+        "{err}"
+    );
+    assert!(!err.contains("uploaded"), "{err}");
+    let (_, jobs) = s.json("GET", "/v1/jobs", None);
+    assert_eq!(jobs["jobs"].as_array().unwrap().len(), 2, "{jobs}");
+}

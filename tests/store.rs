@@ -85,6 +85,7 @@ suite!(
     the_same_bytes_uploaded_again_were_stored_again,
     models_and_jobs_could_not_be_deleted,
     a_deleted_versions_number_is_never_given_again,
+    a_job_could_not_validate_on_a_data_set_of_its_own,
 );
 
 fn dataset_in(ws: &str, id: &str, name: &str) -> DatasetRow {
@@ -103,6 +104,7 @@ fn queue_in(s: &dyn Store, ws: &str, id: &str, ds: &str, key: Option<&str>) -> Q
             workspace: ws,
             created_by: Some("alice (key_1)"),
             dataset: ds,
+            val_dataset: None,
             request: &request,
             spec: "{}",
             register: None,
@@ -145,6 +147,7 @@ fn queue(s: &dyn Store, id: &str, ds: &str, key: Option<&str>) -> Queued {
             workspace: store::DEFAULT_WORKSPACE,
             created_by: None,
             dataset: ds,
+            val_dataset: None,
             request: &request,
             spec: "{}",
             register: None,
@@ -1037,6 +1040,7 @@ fn succeed(s: &dyn Store, id: &str, model: &str, register: Option<&str>) -> Valu
                 workspace: "team",
                 created_by: Some("ci (key_1)"),
                 dataset: "ds_1",
+                val_dataset: None,
                 request: &request,
                 spec: "{}",
                 register,
@@ -1264,7 +1268,7 @@ fn the_same_bytes_uploaded_again_were_stored_again(f: Fresh) {
     // A job on it (submitted by a client that found it as the same bytes) is not queued.
     assert!(matches!(
         queue_in(s, "team", "job_late", "ds_1", None),
-        Queued::NoDataset
+        Queued::NoDataset(ds) if ds == "ds_1"
     ));
     assert!(s.job(None, "job_late").unwrap().is_none());
 }
@@ -1465,4 +1469,56 @@ fn a_sqlite_store_from_before_deletions_numbers_the_next_version_after_its_last(
         .unwrap()
         .unwrap();
     assert_eq!(v.version, 3);
+}
+
+fn a_job_could_not_validate_on_a_data_set_of_its_own(f: Fresh) {
+    let s = &*f.store;
+    s.put_workspace(&workspace("team", None, None)).unwrap();
+    for id in ["ds_1", "ds_val"] {
+        s.insert_dataset(&dataset_in("team", id, "d.csv"), None)
+            .unwrap();
+    }
+    let request = json!({"dataset": "ds_1", "val_dataset": "ds_val"});
+    let queue = |id: &str, val: &str| {
+        s.insert_job(
+            &NewJob {
+                id,
+                workspace: "team",
+                created_by: None,
+                dataset: "ds_1",
+                val_dataset: Some(val),
+                request: &request,
+                spec: "{}",
+                register: None,
+            },
+            None,
+        )
+        .unwrap()
+    };
+    // A validation data set that is not there: nothing queued, and the answer names it.
+    assert!(matches!(queue("job_0", "ds_none"), Queued::NoDataset(d) if d == "ds_none"));
+    assert!(s.job(None, "job_0").unwrap().is_none());
+    assert!(matches!(queue("job_1", "ds_val"), Queued::New(_)));
+    let row = s.job(None, "job_1").unwrap().unwrap();
+    assert_eq!(row.val_dataset.as_deref(), Some("ds_val"));
+    assert_eq!(row.dataset, "ds_1");
+    // The queued job holds its validation data set as it holds its data set.
+    assert_eq!(
+        s.delete_dataset(None, "ds_val").unwrap(),
+        Deleted::InUse("job_1".into())
+    );
+    assert!(matches!(
+        s.cancel(None, "job_1", None).unwrap(),
+        Cancel::Cancelled(_)
+    ));
+    assert!(matches!(
+        s.delete_dataset(None, "ds_val").unwrap(),
+        Deleted::Removed { .. }
+    ));
+    // A job without one has none.
+    assert!(matches!(
+        queue_in(s, "team", "job_2", "ds_1", None),
+        Queued::New(_)
+    ));
+    assert_eq!(s.job(None, "job_2").unwrap().unwrap().val_dataset, None);
 }

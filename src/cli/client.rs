@@ -3,6 +3,7 @@
 //! CLI's: a 4xx answer exits with 2 and the server's message, an unreachable server with 1.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -216,11 +217,6 @@ fn options(job: &TrainJob) -> serde_json::Map<String, Value> {
 pub fn submit(a: SubmitArgs) -> Result<Exit> {
     let c = Client::new(&a.server)?;
     let job = a.train.job();
-    if job.val.is_some() {
-        return Err(Error::config(
-            "--val is not for `mdn submit` yet: the service holds out --val-fraction of --data for validation",
-        ));
-    }
     for (what, given) in [
         ("--checkpoint", job.checkpoint.is_some()),
         ("--checkpoint-every", job.checkpoint_every.is_some()),
@@ -239,15 +235,71 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
         let out = a.train.out.clone().unwrap_or_else(|| "model.json".into());
         mdn::atomic::check_writable(&out, "--out")?;
     }
-    if let Some(p) = &job.data {
-        let choice = mdn::data::ColumnChoice::Train {
-            targets: (!job.target.is_empty()).then(|| job.target.clone()),
-            features: (!job.features.is_empty()).then(|| job.features.clone()),
-        };
-        choice.names(&mdn::data::header(p)?, p)?;
+    let choice = mdn::data::ColumnChoice::Train {
+        targets: (!job.target.is_empty()).then(|| job.target.clone()),
+        features: (!job.features.is_empty()).then(|| job.features.clone()),
+    };
+    let (features, targets) = match &job.data {
+        Some(p) => choice.names(&mdn::data::header(p)?, p)?,
+        None => {
+            let text = String::from_utf8_lossy(EXAMPLE_CSV);
+            let header = text.lines().next().unwrap_or_default();
+            let header: Vec<String> = header.split(',').map(str::to_string).collect();
+            choice.names(&header, Path::new("bishop.csv"))?
+        }
+    };
+    // The validation file has the training columns, targets included.
+    if let Some(v) = &job.val {
+        mdn::data::ColumnChoice::exactly(features, targets).names(&mdn::data::header(v)?, v)?;
     }
-    // Upload.
-    let (bytes, name) = match &job.data {
+    let ds_id = upload_dataset(&c, job.data.as_deref(), a.train.quiet)?;
+    let val_id = match &job.val {
+        Some(v) => Some(upload_dataset(&c, Some(v), a.train.quiet)?),
+        None => None,
+    };
+    if let Some(v) = &job.val
+        && val_id.as_deref() == Some(ds_id.as_str())
+    {
+        return Err(Error::config(format!(
+            "--val {}: the same data as --data, whose rows would be trained on and validated on: give other rows, or leave --val out to hold out --val-fraction of --data",
+            v.display()
+        )));
+    }
+    let mut req = json!({"dataset": ds_id, "options": options(&job)});
+    if !job.target.is_empty() {
+        req["target"] = json!(job.target);
+    }
+    if !job.features.is_empty() {
+        req["features"] = json!(job.features);
+    }
+    if let Some(name) = &a.register {
+        req["register"] = json!(name);
+    }
+    if let Some(v) = val_id {
+        req["val_dataset"] = json!(v);
+    }
+    // A job the service refuses leaves its data set there: another client may have uploaded
+    // the same file meanwhile (it is one data set), and the next submission of this file, its
+    // options corrected, uses it without uploading.
+    let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
+    let id = sub["id"].as_str().unwrap_or_default().to_string();
+    if !a.wait {
+        if a.train.json {
+            return print_json(&sub).map(|_| Exit::Success);
+        }
+        write_output(None, format!("{id}\n").as_bytes())?;
+        return Ok(Exit::Success);
+    }
+    if !a.train.quiet {
+        message(&format!("job {id} queued on {}", c.base));
+    }
+    follow(&c, &id, &a)
+}
+
+/// Uploads `data` (the shipped example when None) as a data set, unless the service has the
+/// same bytes already; returns the data set's id.
+fn upload_dataset(c: &Client, data: Option<&Path>, quiet: bool) -> Result<String> {
+    let (bytes, name) = match data {
         Some(p) => (
             std::fs::read(p).map_err(|e| Error::io(p, e))?,
             p.file_name()
@@ -257,9 +309,9 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
         None => (EXAMPLE_CSV.to_vec(), "bishop.csv".to_string()),
     };
     let mut query = format!("?name={}", urlencode(&name));
-    let npy = job.data.as_deref().is_some_and(mdn::data::is_npy);
+    let npy = data.is_some_and(mdn::data::is_npy);
     let mut npy_names: Option<Vec<String>> = None;
-    if let Some(p) = &job.data
+    if let Some(p) = data
         && npy
     {
         let names = mdn::npy::columns_path(p);
@@ -311,7 +363,7 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
         None => c.upload(&format!("/v1/datasets{query}"), &bytes)?,
     };
     let ds_id = ds["id"].as_str().unwrap_or_default().to_string();
-    if !a.train.quiet {
+    if !quiet {
         message(&if stored {
             format!(
                 "uploaded {name}: dataset {ds_id}, {} rows, columns {}",
@@ -330,32 +382,7 @@ pub fn submit(a: SubmitArgs) -> Result<Exit> {
             )
         });
     }
-    let mut req = json!({"dataset": ds_id, "options": options(&job)});
-    if !job.target.is_empty() {
-        req["target"] = json!(job.target);
-    }
-    if !job.features.is_empty() {
-        req["features"] = json!(job.features);
-    }
-    if let Some(name) = &a.register {
-        req["register"] = json!(name);
-    }
-    // A job the service refuses leaves its data set there: another client may have uploaded
-    // the same file meanwhile (it is one data set), and the next submission of this file, its
-    // options corrected, uses it without uploading.
-    let sub = c.post("/v1/jobs", req.to_string().as_bytes())?;
-    let id = sub["id"].as_str().unwrap_or_default().to_string();
-    if !a.wait {
-        if a.train.json {
-            return print_json(&sub).map(|_| Exit::Success);
-        }
-        write_output(None, format!("{id}\n").as_bytes())?;
-        return Ok(Exit::Success);
-    }
-    if !a.train.quiet {
-        message(&format!("job {id} queued on {}", c.base));
-    }
-    follow(&c, &id, &a)
+    Ok(ds_id)
 }
 
 /// How long a followed job waits in the queue before `mdn submit --wait` says so.

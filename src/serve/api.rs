@@ -1040,11 +1040,23 @@ pub fn fetch_dataset(files: &store::Files, path: &FsPath) -> crate::Result<()> {
 
 /// An error about the temporary upload file, told with the client's name for it.
 fn rename_in(e: Error, tmp: &FsPath, name: &str) -> Error {
-    let text = e.to_string().replace(&tmp.display().to_string(), name);
+    rename_files(e, &[(tmp, name)])
+}
+
+/// An error about the service's files, each `(path, name)` told by the client's name for it.
+fn rename_files(e: Error, files: &[(&FsPath, &str)]) -> Error {
+    let mut text = e.to_string();
+    for (path, name) in files {
+        text = text.replace(&path.display().to_string(), name);
+    }
     match e {
         Error::Data { .. } | Error::Config(_) => Error::Config(text),
-        Error::Io { source, .. } => Error::Io {
-            path: name.into(),
+        Error::Io { path, source } => Error::Io {
+            path: files
+                .iter()
+                .find(|(p, _)| *p == path.as_path())
+                .map(|(_, n)| std::path::PathBuf::from(n))
+                .unwrap_or(path),
             source,
         },
         other => other,
@@ -1225,6 +1237,12 @@ pub struct JobRequest {
     /// Registers the model, when the job succeeds, as the next version of this name.
     #[serde(default)]
     register: Option<String>,
+    /// A data set (its id) whose rows validate the job (`mdn train --val`): early stopping
+    /// and the reported validation NLL use them, and every row of `dataset` is trained on.
+    /// It has the training columns (targets included). Default: `options.val_fraction` of
+    /// `dataset` is held out.
+    #[serde(default)]
+    val_dataset: Option<String>,
 }
 
 /// `TrainJob` fields a client does not give in `options`, and why: the service sets the
@@ -1234,7 +1252,7 @@ pub const SERVICE_OPTIONS: [(&str, &str); 9] = [
     ("data", "use \"dataset\""),
     (
         "val",
-        "the service holds out val_fraction of the dataset; a separate validation dataset is not supported yet",
+        "use \"val_dataset\" beside \"options\": a data set's id",
     ),
     (
         "out",
@@ -1308,6 +1326,28 @@ async fn submit(
             req.dataset
         )));
     };
+    let val_dataset = match &req.val_dataset {
+        None => None,
+        Some(id) if !valid_id(id) => {
+            return Err(ApiError::bad(format!(
+                "val_dataset: no dataset with id {}",
+                shown_json(&Value::from(id.as_str()))
+            )));
+        }
+        Some(id) if *id == dataset.id => {
+            return Err(ApiError::bad(format!(
+                "val_dataset: {id} is the training dataset itself: its rows would be trained on and validated on (give another dataset, or leave val_dataset out to hold out options.val_fraction of the rows)"
+            )));
+        }
+        Some(id) => match store.dataset(who.ws(), id)? {
+            Some(d) => Some(d),
+            None => {
+                return Err(ApiError::bad(format!(
+                    "val_dataset: no dataset with id {id:?}"
+                )));
+            }
+        },
+    };
     let id = store::new_id("job");
     let model_id = runner::model_id(&id);
     let mut spec = req.options.clone();
@@ -1324,6 +1364,12 @@ async fn submit(
     let data = files.dataset_path(&dataset.id, &dataset.format);
     let job_dir = files.job_dir(&id);
     spec.insert("data".into(), json!(data));
+    let val = val_dataset
+        .as_ref()
+        .map(|v| files.dataset_path(&v.id, &v.format));
+    if let Some(v) = &val {
+        spec.insert("val".into(), json!(v));
+    }
     // The worker writes the model and the checkpoints into the attempt's folder; these are
     // what `resolve` checks here.
     spec.insert("out".into(), json!(files.model_path(&model_id)));
@@ -1346,6 +1392,13 @@ async fn submit(
             return Err(ApiError::bad(missing));
         }
         fetch_dataset(&shared.files, &data)?;
+        if let Some(v) = &val {
+            fetch_dataset(&shared.files, v)?;
+        }
+        // Messages name the data sets as they were uploaded, not by the store's files.
+        let names: Vec<(&FsPath, &str)> = std::iter::once((data.as_path(), dataset_name.as_str()))
+            .chain(val.as_deref().zip(val_dataset.as_ref().map(|d| d.name.as_str())))
+            .collect();
         let ckpt_dir = shared.files.checkpoint_path(&job_id, 1);
         let ckpt_dir = ckpt_dir.parent().expect("a folder");
         std::fs::create_dir_all(ckpt_dir).map_err(|e| Error::io(ckpt_dir, e))?;
@@ -1356,24 +1409,33 @@ async fn submit(
         let _ = std::fs::remove_dir_all(&job_dir);
         // The job's columns are read whole now (a data set keeps every column as uploaded,
         // so a bad cell in a column this job uses is refused here, with its place).
-        let checked = checked.and_then(|r| crate::data::check_rows(&data, &r.choice()).map(|_| r));
+        let checked = checked.and_then(|r| {
+            crate::data::check_rows(&data, &r.choice())?;
+            if let Some(v) = &val {
+                crate::data::check_rows(v, &r.choice())?;
+            }
+            Ok(r)
+        });
         let resolved = match checked {
             Ok(r) => r,
             Err(e) => {
-                // Its file gone under it: the data set was deleted meanwhile.
+                // A file gone under it: its data set was deleted meanwhile.
                 if matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
-                    && shared.store.dataset(None, &dataset.id)?.is_none()
                 {
-                    return Err(dataset_gone(&dataset.id));
+                    for d in std::iter::once(&dataset).chain(&val_dataset) {
+                        if shared.store.dataset(None, &d.id)?.is_none() {
+                            return Err(dataset_gone(&d.id));
+                        }
+                    }
                 }
-                let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
+                let mut e = ApiError::from(rename_files(e, &names));
                 e.message = option_names(&e.message);
                 return Err(e);
             }
         };
         // Too few rows for the defaults' validation split: known since the upload.
         if let Err(e) = resolved.check_row_count(dataset.rows) {
-            let mut e = ApiError::from(rename_in(e, &data, &dataset_name));
+            let mut e = ApiError::from(rename_files(e, &names));
             e.message = option_names(&e.message);
             return Err(e);
         }
@@ -1409,6 +1471,7 @@ async fn submit(
             workspace: &dataset.workspace,
             created_by: caller.by(),
             dataset: &dataset.id,
+            val_dataset: val_dataset.as_ref().map(|d| d.id.as_str()),
             request: &request,
             spec: &spec_text,
             register: register.as_deref(),
@@ -1428,7 +1491,7 @@ async fn submit(
             (id, false)
         }
         store::Queued::OverQuota(q) => return Err(over_quota(&q)),
-        store::Queued::NoDataset => return Err(dataset_gone(&req.dataset)),
+        store::Queued::NoDataset(id) => return Err(dataset_gone(&id)),
         store::Queued::Replayed(first) => {
             let sent: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             if first.request != sent {
@@ -1491,11 +1554,8 @@ fn shown_json(v: &Value) -> String {
 }
 
 pub fn option_names(text: &str) -> String {
-    // The service takes no validation file (yet): advice to give one is left out.
-    let text = &text
-        .replace(", or give --val FILE", "")
-        .replace("give --val FILE, or ", "")
-        .replace("give --val FILE or ", "give ");
+    // A validation file is a validation data set here.
+    let text = &text.replace("--val FILE", "--val");
     let options = client_options();
     let mut out = String::with_capacity(text.len());
     let mut rest: &str = text;
@@ -1510,6 +1570,7 @@ pub fn option_names(text: &str) -> String {
         match field.as_str() {
             "" => out.push_str("--"),
             "data" => out.push_str("\"dataset\""),
+            "val" => out.push_str("\"val_dataset\""),
             "target" | "features" => {
                 out.push_str(&format!("\"{field}\""));
                 // A suggested list after it (`(--features a,b)`, ending the text or the
@@ -3207,10 +3268,11 @@ mod option_name_tests {
             option_names("More epochs, fewer --components, some --l2 or more data may help"),
             "More epochs, fewer options.components, some options.l2 or more data may help"
         );
-        // What the API has no name for stays, and so does a lone `--`.
+        // A validation file is the job's validation data set; what the API has no name for
+        // stays, and so does a lone `--`.
         assert_eq!(
-            option_names("give --val FILE -- or not"),
-            "give --val FILE -- or not"
+            option_names("give --val FILE -- or --val x or --valve"),
+            "give \"val_dataset\" -- or \"val_dataset\" x or --valve"
         );
     }
 }

@@ -549,20 +549,18 @@ fn persist<T>(
     }
 }
 
-/// Messages name the data set as the client did, not by the store's file.
-fn rename(shared: &Shared, job: Option<&store::JobRow>, text: String) -> String {
-    let dataset = job.and_then(|j| shared.store.dataset(None, &j.dataset).ok().flatten());
-    match dataset {
-        Some(d) => text.replace(
-            &shared
-                .files
-                .dataset_path(&d.id, &d.format)
-                .display()
-                .to_string(),
-            &d.name,
-        ),
-        None => text,
+/// Messages name the data sets as the client did, not by the store's files.
+fn rename(shared: &Shared, job: Option<&store::JobRow>, mut text: String) -> String {
+    let ids = job
+        .into_iter()
+        .flat_map(|j| std::iter::once(&j.dataset).chain(&j.val_dataset));
+    for id in ids {
+        if let Some(d) = shared.store.dataset(None, id).ok().flatten() {
+            let path = shared.files.dataset_path(&d.id, &d.format);
+            text = text.replace(&path.display().to_string(), &d.name);
+        }
     }
+    text
 }
 
 /// Runs the attempt's training job; returns its outcome and the attempt's checkpoint folder.
@@ -576,6 +574,9 @@ fn train(
     let ckpt = shared.files.checkpoint_path(id, claim.attempt);
     let ckpt_dir = ckpt.parent().expect("a folder").to_path_buf();
     let dataset = job_row.and_then(|j| shared.store.dataset(None, &j.dataset).ok().flatten());
+    let val_dataset = job_row
+        .and_then(|j| j.val_dataset.as_ref())
+        .and_then(|id| shared.store.dataset(None, id).ok().flatten());
     let result = (|| {
         let mut job = TrainJob::from_json(&claim.spec)?;
         std::fs::create_dir_all(&ckpt_dir).map_err(|e| Error::io(&ckpt_dir, e))?;
@@ -585,6 +586,11 @@ fn train(
             let path = shared.files.dataset_path(&d.id, &d.format);
             super::api::fetch_dataset(&shared.files, &path)?;
             job.data = Some(path);
+        }
+        if let Some(d) = &val_dataset {
+            let path = shared.files.dataset_path(&d.id, &d.format);
+            super::api::fetch_dataset(&shared.files, &path)?;
+            job.val = Some(path);
         }
         job.resume = match shared.files.latest_checkpoint(id, claim.attempt)? {
             Some(p) => Some(p),
@@ -620,6 +626,9 @@ fn train(
                 let mut plan = serde_json::to_value(plan).unwrap_or(Value::Null);
                 if let Some(d) = &dataset {
                     plan["data"] = Value::from(d.name.clone());
+                }
+                if let Some(d) = &val_dataset {
+                    plan["val_data"] = Value::from(d.name.clone());
                 }
                 attempt.event(json!({"type": "started", "plan": plan}));
             }

@@ -306,6 +306,8 @@ pub struct JobRow {
     pub register: Option<String>,
     pub status: String,
     pub dataset: String,
+    /// Its own validation data set (else it holds out rows of `dataset`).
+    pub val_dataset: Option<String>,
     /// What the client sent: target, features and options.
     #[schema(value_type = Object)]
     pub request: Value,
@@ -461,6 +463,8 @@ pub struct NewJob<'a> {
     /// The key that submitted it.
     pub created_by: Option<&'a str>,
     pub dataset: &'a str,
+    /// Its own validation data set, if it has one.
+    pub val_dataset: Option<&'a str>,
     /// What the client sent.
     pub request: &'a Value,
     /// The [`crate::job::TrainJob`] the worker runs, as JSON.
@@ -478,8 +482,9 @@ pub enum Queued {
     Replayed(Box<JobRow>),
     /// The workspace's `max_jobs` would be passed: nothing queued.
     OverQuota(OverQuota),
-    /// Its data set was deleted meanwhile: nothing queued.
-    NoDataset,
+    /// Its data set (or validation data set), this one, was deleted meanwhile: nothing
+    /// queued.
+    NoDataset(String),
 }
 
 /// What another process did, as the PostgreSQL store hears it.

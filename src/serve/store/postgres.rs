@@ -19,7 +19,7 @@ use super::*;
 
 /// Schema versions, applied in order under an advisory lock (so that processes starting
 /// together apply each once); `mdn_migrations` records which ran.
-const MIGRATIONS: [&str; 4] = ["
+const MIGRATIONS: [&str; 5] = ["
 CREATE TABLE datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows BIGINT NOT NULL,
     columns TEXT NOT NULL, bytes BIGINT NOT NULL, created DOUBLE PRECISION NOT NULL,
@@ -76,6 +76,8 @@ ALTER TABLE registry ADD COLUMN last_version INTEGER NOT NULL DEFAULT 0;
 UPDATE registry SET last_version = (SELECT COALESCE(MAX(v.version), 0) FROM versions v WHERE v.workspace = registry.workspace AND v.name = registry.name);
 CREATE INDEX models_job ON models(job);
 CREATE INDEX versions_model ON versions(model);
+", "
+ALTER TABLE jobs ADD COLUMN val_dataset TEXT;
 "];
 
 /// The database's clock, in seconds since the Unix epoch.
@@ -83,7 +85,7 @@ const DB_NOW: &str = "EXTRACT(EPOCH FROM clock_timestamp())::float8";
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished, workspace, created_by, register";
+    attempts, worker, created, started, finished, workspace, created_by, register, val_dataset";
 
 const DATASET_COLUMNS: &str =
     "id, name, format, rows, columns, bytes, created, workspace, created_by, sha256";
@@ -128,6 +130,7 @@ fn job_row(r: &Row) -> JobRow {
         workspace: r.get(21),
         created_by: r.get(22),
         register: r.get(23),
+        val_dataset: r.get(24),
     }
 }
 
@@ -655,7 +658,7 @@ impl Store for PostgresStore {
                 return Ok(Deleted::Missing);
             };
             let busy = tx.query_opt(
-                "SELECT id FROM jobs WHERE dataset = $1 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
+                "SELECT id FROM jobs WHERE (dataset = $1 OR val_dataset = $1) AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
                 &[&id],
             )?;
             if let Some(job) = busy {
@@ -775,16 +778,18 @@ impl Store for PostgresStore {
                     }));
                 }
             }
-            // The data set's row shared-locked: its deletion waits for this job (and then
+            // The data sets' rows shared-locked: a deletion waits for this job (and then
             // finds it queued), or this finds it gone.
-            if tx
-                .query_opt("SELECT 1 FROM datasets WHERE id = $1 FOR SHARE", &[&job.dataset])?
-                .is_none()
-            {
-                return Ok(Queued::NoDataset);
+            for id in std::iter::once(job.dataset).chain(job.val_dataset) {
+                if tx
+                    .query_opt("SELECT 1 FROM datasets WHERE id = $1 FOR SHARE", &[&id])?
+                    .is_none()
+                {
+                    return Ok(Queued::NoDataset(id.to_string()));
+                }
             }
             let added = tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (idempotency_key) DO NOTHING",
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register, val_dataset) VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (idempotency_key) DO NOTHING",
                 &[
                     &job.id,
                     &job.dataset,
@@ -795,6 +800,7 @@ impl Store for PostgresStore {
                     &job.workspace,
                     &job.created_by,
                     &job.register,
+                    &job.val_dataset,
                 ],
             )?;
             if added == 0 {

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::*;
 
 /// Schema versions, applied in order (`PRAGMA user_version` says how many ran).
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "
 CREATE TABLE IF NOT EXISTS datasets (
     id TEXT PRIMARY KEY, name TEXT NOT NULL, format TEXT NOT NULL, rows INTEGER NOT NULL,
@@ -86,11 +86,15 @@ UPDATE registry SET last_version = (SELECT COALESCE(MAX(v.version), 0) FROM vers
 CREATE INDEX models_job ON models(job);
 CREATE INDEX versions_model ON versions(model);
 ",
+    // A job's own validation data set.
+    "
+ALTER TABLE jobs ADD COLUMN val_dataset TEXT;
+",
 ];
 
 const JOB_COLUMNS: &str = "id, status, dataset, request, epoch, max_epochs, train_nll, val_nll, \
     best_epoch, best_val_nll, rows_per_sec, eta_seconds, device, error, model, cancel_requested, \
-    attempts, worker, created, started, finished, workspace, created_by, register";
+    attempts, worker, created, started, finished, workspace, created_by, register, val_dataset";
 
 const DATASET_COLUMNS: &str =
     "id, name, format, rows, columns, bytes, created, workspace, created_by, sha256";
@@ -139,6 +143,7 @@ fn job_row(r: &rusqlite::Row) -> rusqlite::Result<JobRow> {
         workspace: r.get(21)?,
         created_by: r.get(22)?,
         register: r.get(23)?,
+        val_dataset: r.get(24)?,
     })
 }
 
@@ -517,7 +522,7 @@ impl Store for SqliteStore {
             };
             let busy: Option<String> = tx
                 .query_row(
-                    "SELECT id FROM jobs WHERE dataset = ?1 AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
+                    "SELECT id FROM jobs WHERE (dataset = ?1 OR val_dataset = ?1) AND status IN ('queued', 'running') ORDER BY seq LIMIT 1",
                     [id],
                     |r| r.get(0),
                 )
@@ -641,15 +646,17 @@ impl Store for SqliteStore {
                     }));
                 }
             }
-            let dataset = tx
-                .query_row("SELECT 1 FROM datasets WHERE id = ?1", [job.dataset], |_| Ok(()))
-                .optional()?;
-            if dataset.is_none() {
-                return Ok(Queued::NoDataset);
+            for id in std::iter::once(job.dataset).chain(job.val_dataset) {
+                let dataset = tx
+                    .query_row("SELECT 1 FROM datasets WHERE id = ?1", [id], |_| Ok(()))
+                    .optional()?;
+                if dataset.is_none() {
+                    return Ok(Queued::NoDataset(id.to_string()));
+                }
             }
             tx.execute(
-                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by, job.register],
+                "INSERT INTO jobs (id, status, dataset, request, spec, created, idempotency_key, workspace, created_by, register, val_dataset) VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![job.id, job.dataset, job.request.to_string(), job.spec, now(), key, job.workspace, job.created_by, job.register, job.val_dataset],
             )?;
             let posted = append_tx(tx, job.id, &queued_event(job.created_by))?;
             Ok(Queued::New(posted))
