@@ -995,10 +995,24 @@ pub(crate) fn outside_support(
     (r, j, v): (usize, usize, f32),
 ) -> Error {
     let t = crate::transform::of(transforms, j);
+    // 0.99999999999 is 1 as a 32-bit float, outside logit:0,1.
+    let on_edge = match t {
+        crate::transform::Transform::Log => v == 0.0,
+        crate::transform::Transform::Logit { low, high } => {
+            v as f64 == low as f32 as f64 || v as f64 == high as f32 as f64
+        }
+        crate::transform::Transform::None => false,
+    };
+    let rounded = if on_edge {
+        " (values are kept as 32-bit floats, which round one within about 1e-7 of an edge, \
+         relatively, onto it: clip such values inside first)"
+    } else {
+        ""
+    };
     Error::data(
         crate::error::Location::file(path),
         format!(
-            "row {r} (counting from 0), target '{}': {v} is outside the support of --transform {t}: the target must be {}",
+            "row {r} (counting from 0), target '{}': {v} is outside the support of --transform {t}: the target must be {}{rounded}",
             targets.get(j).map_or("?", |s| s.as_str()),
             t.support()
         ),

@@ -64,6 +64,36 @@ pub struct ColumnStats {
     max: Vec<f32>,
 }
 
+/// Fewer float32 steps than this across a column's range: [`ColumnStats::coarse`].
+pub const COARSE_STEPS: f64 = 1000.0;
+
+/// A column whose values float32 rounds to few steps: [`ColumnStats::coarse`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Coarse {
+    /// Its mean.
+    pub about: f64,
+    /// Its largest value less its smallest.
+    pub spread: f64,
+    /// The distance between neighbouring float32 values at its size.
+    pub step: f64,
+}
+
+impl Coarse {
+    /// What to tell the user about column `name`.
+    pub fn message(&self, name: &str) -> String {
+        format!(
+            "column '{name}' has values about {:.4e} that differ by at most {}: float32, in \
+             which mdn computes, has steps of {} at that size, so it keeps only about {} \
+             distinct values of it; subtract an offset (such as {:.0}) from the column first",
+            self.about,
+            crate::tables::num(self.spread),
+            crate::tables::num(self.step),
+            (self.spread / self.step).round() as u64 + 1,
+            self.about
+        )
+    }
+}
+
 impl ColumnStats {
     pub fn new(cols: usize) -> ColumnStats {
         ColumnStats {
@@ -95,6 +125,25 @@ impl ColumnStats {
     /// Whether column `c` held one value only (or no rows).
     pub fn is_constant(&self, c: usize) -> bool {
         self.min[c] >= self.max[c] || self.min[c].is_nan()
+    }
+
+    /// Column `c`'s values when float32 (in which mdn computes) leaves them too few steps
+    /// to tell apart: they are large and differ little (Unix times in seconds, a target of
+    /// 1e8 plus noise). `None` when the column keeps at least [`COARSE_STEPS`] steps across
+    /// its range, or has one value only.
+    pub fn coarse(&self, c: usize) -> Option<Coarse> {
+        let (min, max) = (self.min[c], self.max[c]);
+        if !(min < max) || !min.is_finite() || !max.is_finite() {
+            return None;
+        }
+        let top = min.abs().max(max.abs());
+        let step = (top.next_up() - top) as f64;
+        let spread = max as f64 - min as f64;
+        (spread / step < COARSE_STEPS).then_some(Coarse {
+            about: self.mean[c],
+            spread,
+            step,
+        })
     }
 
     /// The standardisation: population standard deviation, 1 for a constant column.

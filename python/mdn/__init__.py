@@ -13,6 +13,7 @@ line reads and writes (`save`, `mdn.load`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -200,7 +201,15 @@ def _encode(X, categorical, unknown="error"):
     for c in X.columns:
         name = str(c)
         if name not in cats:
-            parts.append(X[[c]])
+            # As numbers (a bool or nullable Int64/Float64/boolean column beside the float
+            # indicators made pandas' concat an object column).
+            col = X[c]
+            if not _is_text(col):
+                try:
+                    col = col.astype("float64")
+                except (TypeError, ValueError):
+                    pass
+            parts.append(col.to_frame())
             continue
         known = cats[name]
         index = {v: i for i, v in enumerate(known)}
@@ -714,13 +723,16 @@ class MDN(_Regressor, _Base):
     def fit(self, X, y, eval_set=None, callback=None) -> "MDN":
         """Trains on rows X (n, d) and targets y (n,) or (n, D). `eval_set=(X_val, y_val)`
         validates on those rows instead of holding out `val_fraction` of X. Ctrl-C stops after
-        the current epoch and keeps the best model so far (with a warning). A DataFrame's text
+        the current epoch, keeps the best model so far in the estimator (with a warning), and
+        raises KeyboardInterrupt, so that a loop or a search of fits stops too; a callback
+        returning False stops training the same way without raising. A DataFrame's text
         and pandas-categorical columns (and those named in `categorical`) are categorical
         features, one indicator input per category, kept in the model as `mdn train` keeps
         them. With `drop_missing=True` rows of X and y (and of eval_set) with a missing value
         (None, NaN, pd.NA) are left out, with a warning counting them, as `mdn train
         --drop-missing` leaves them out; the model records how many
         (`training_["rows_left_out"]`)."""
+        self._check_local()
         left_out = 0
         if self.drop_missing:
             X, y, left_out = _drop_missing(X, y, "X, y")
@@ -780,7 +792,7 @@ class MDN(_Regressor, _Base):
                 return user(event)
             return None
 
-        model = _mdn.fit(
+        model, interrupted = _mdn.fit(
             self._job(),
             Xa,
             ya,
@@ -810,9 +822,23 @@ class MDN(_Regressor, _Base):
                 f"the parameters of epoch {info.get('saved_epoch')}",
                 stacklevel=2,
             )
+        if interrupted:
+            # The estimator is fitted (with the model so far); a loop or a search of fits
+            # stops too, as Ctrl-C stops any Python code.
+            raise KeyboardInterrupt
         return self
 
+    def _check_local(self):
+        """The options the package itself reads (the others are checked by mdn's job)."""
+        if self.unknown_category not in ("error", "ignore"):
+            raise ValueError(
+                f"unknown_category must be 'error' or 'ignore', got {self.unknown_category!r}"
+            )
+        if not isinstance(self.drop_missing, (bool, np.bool_)):
+            raise ValueError(f"drop_missing must be True or False, got {self.drop_missing!r}")
+
     def _check(self):
+        self._check_local()
         if not hasattr(self, "model_"):
             raise NotFittedError(
                 "This MDN instance is not fitted yet. Call 'fit' with appropriate arguments "
@@ -898,10 +924,44 @@ class MDN(_Regressor, _Base):
         return json.loads(self._check().training)
 
 
+def _params_of(model) -> dict:
+    """The estimator options that train this model's kind again (clone, a search, a refit):
+    its architecture, family, transforms, members and the training record's settings."""
+    m = json.loads(model.to_json())
+    a, t = m.get("arch", {}), m.get("training") or {}
+    p = {
+        "components": a.get("components"),
+        "hidden": tuple(a.get("hidden", [])) or "none",
+        "activation": a.get("activation", "relu"),
+        "covariance": a.get("covariance", "diagonal"),
+        "family": a.get("family", "gaussian"),
+        "sigma_floor": a.get("sigma_floor", 0.0001),
+        "ensemble": 1 + len(m.get("members") or []),
+    }
+    # (Not the batch size: by default it adapts to the rows, and the record has the one used.)
+    for k in ("seed", "lr", "l2", "clip_norm"):
+        if k in t:
+            p[k] = t[k]
+    transforms = m.get("transforms")
+    if transforms and any(x != "none" for x in transforms):
+        targets = m.get("targets", [])
+        if len(set(transforms)) == 1:
+            p["target_transform"] = transforms[0]
+        else:
+            p["target_transform"] = ";".join(f"{n}={x}" for n, x in zip(targets, transforms))
+    if m.get("categorical"):
+        p["categorical"] = [c["column"] for c in m["categorical"]]
+    # Only what differs from the defaults (the repr shows those).
+    defaults = MDN().get_params()
+    return {k: v for k, v in p.items() if defaults.get(k) != v}
+
+
 def load(path) -> MDN:
     """An MDN from a model file written by `mdn train`, `mdn serve` or `MDN.save`."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, "no such model file", str(path))
     model = _mdn.Model.load(str(path))
-    est = MDN()
+    est = MDN(**_params_of(model))
     info = json.loads(model.training) or {}
     est.model_ = model
     est.n_features_in_ = len(model.features)

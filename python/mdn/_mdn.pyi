@@ -79,7 +79,7 @@ def fit(
     callback: Optional[Callable[[dict], Optional[bool]]] = None,
     categorical: Optional[str] = None,
     left_out: int = 0,
-) -> Model:
+) -> tuple[Model, bool]:
     """Runs the training job `job` (a TrainJob as JSON) on the arrays; the GIL is released
     while it trains. `left_out`: rows the caller left out for a missing value, for the
     model's record."""

@@ -149,7 +149,9 @@ fn dataset(
 /// Trains a model: `job` is a `TrainJob` as JSON (the estimator's options), `x`/`y` the
 /// training rows, `x_val`/`y_val` optional validation rows. `callback(event)` is called
 /// with a dict after every epoch and for notes and warnings; returning False from it, or
-/// Ctrl-C, stops training after the epoch and keeps the best model so far.
+/// Ctrl-C, stops training after the epoch and keeps the best model so far. Returns the
+/// model and whether Ctrl-C stopped it (the caller raises KeyboardInterrupt then, having
+/// kept the model).
 #[pyfunction]
 #[pyo3(signature = (job, x, y, features, targets, x_val=None, y_val=None, callback=None, categorical=None, left_out=0))]
 #[allow(clippy::too_many_arguments)]
@@ -165,7 +167,7 @@ fn fit(
     callback: Option<Py<PyAny>>,
     categorical: Option<&str>,
     left_out: usize,
-) -> PyResult<Model> {
+) -> PyResult<(Model, bool)> {
     let job = TrainJob::from_json(job).map_err(py_err)?;
     // The categorical columns the rows' indicator columns come from (JSON, as in the model
     // file): kept in the model, so `mdn predict` reads the same columns' text.
@@ -259,13 +261,16 @@ fn fit(
         Err(e) => return Err(failure.take().unwrap_or_else(|| py_err(e))),
     };
     // A callback that raised: its exception, after the model is kept in it.
+    let mut interrupted = false;
     if let Some(err) = failure {
         if !err.is_instance_of::<PyKeyboardInterrupt>(py) {
             return Err(err);
         }
-        // Ctrl-C: the model so far is returned; the estimator warns that it was interrupted.
+        // Ctrl-C: the model so far is returned; the estimator keeps it, warns, and raises
+        // KeyboardInterrupt (a loop or a search stops too).
+        interrupted = true;
     }
-    Ok(Model { inner: model })
+    Ok((Model { inner: model }, interrupted))
 }
 
 /// A JSON value as the Python object `json.loads` would give.

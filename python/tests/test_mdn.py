@@ -6,6 +6,7 @@ MDN_BIN names the `mdn` binary (default: target/release/mdn of this repository).
 import json
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import warnings
@@ -246,13 +247,19 @@ def test_ctrl_c_stops_after_the_epoch_and_keeps_the_model():
     # background job of a non-interactive shell inherits SIGINT ignored, and Python then
     # installs no handler (the run went on to its 1,000th epoch).
     before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    est = mdn.MDN(epochs=1000, device="cpu", callback=interrupt)
     try:
+        # Regression (a new user): Ctrl-C ended the fit only, so a GridSearchCV or a loop of
+        # fits went on (and scored the cut-short model as a whole one). It raises now, the
+        # estimator fitted with the model so far.
         with pytest.warns(UserWarning, match="stopped after epoch"):
-            est = mdn.MDN(epochs=1000, device="cpu", callback=interrupt).fit(X, y)
+            with pytest.raises(KeyboardInterrupt):
+                est.fit(X, y)
     finally:
         signal.signal(signal.SIGINT, before)
     assert est.training_["epochs"] <= 4
     assert est.training_["stop_reason"] == "interrupted"
+    assert np.isfinite(est.score(X, y))
 
 
 def test_the_gpu_path_on_the_software_adapter():
@@ -428,3 +435,78 @@ def test_a_log_transform_gives_the_bits_of_mdn_train_and_no_mass_below_zero(tmp_
         est.log_prob(X[:2], np.array([1.0, 0.0], dtype=np.float32))
     with pytest.raises(ValueError, match="unknown transform 'sqrt'"):
         mdn.MDN(target_transform="sqrt", epochs=1, device="cpu").fit(X, y)
+
+
+def test_a_bool_column_beside_a_categorical_one_could_not_be_predicted():
+    # Regression (a new user): fit worked, then predict on the same DataFrame said "X:
+    # expected numbers, got an array of object" (pandas' concat of a bool or nullable column
+    # with the float indicator columns).
+    pd = pytest.importorskip("pandas")
+    r = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {
+            "a": r.normal(size=200),
+            "b": r.random(200) > 0.5,
+            "n": pd.array(r.integers(0, 5, 200), dtype="Int64"),
+            "f": pd.array(r.normal(size=200), dtype="Float64"),
+            "c": r.choice(list("xyz"), 200),
+        }
+    )
+    y = X["a"].to_numpy() + r.normal(size=200)
+    est = mdn.MDN(epochs=2, device="cpu").fit(X, y)
+    plain = X.astype({"b": "float64", "n": "float64", "f": "float64"})
+    np.testing.assert_array_equal(est.predict(X), est.predict(plain))
+    assert np.isfinite(est.score(X, y))
+
+
+def test_a_loaded_model_had_the_default_params(tmp_path):
+    # Regression (a new user): mdn.load gave MDN() whatever the file held, so clone() of a
+    # loaded model, a search or a refit trained a default model instead of the saved kind.
+    X, y = data()
+    y2 = np.exp(np.c_[y, -y])
+    est = mdn.MDN(
+        components=3, hidden=(8, 8), covariance="full", lr=0.003, seed=7, l2=1e-4,
+        target_transform="log", epochs=2, device="cpu",
+    ).fit(X, y2)
+    est.save(tmp_path / "m.json")
+    loaded = mdn.load(tmp_path / "m.json")
+    p = loaded.get_params()
+    for k, v in dict(components=3, hidden=(8, 8), covariance="full", lr=0.003, seed=7, l2=1e-4,
+                     target_transform="log", ensemble=1, family="gaussian").items():
+        assert p[k] == v, (k, p[k], v)
+    from sklearn.base import clone
+
+    again = clone(loaded).set_params(epochs=2, device="cpu").fit(X, y2)
+    np.testing.assert_array_equal(again.predict(X), est.predict(X))
+    # A linear ensemble with one target's transform.
+    lin = mdn.MDN(hidden="none", ensemble=2, target_transform="y0=log", epochs=2,
+                  device="cpu").fit(X, y2)
+    lin.save(tmp_path / "lin.json")
+    p = mdn.load(tmp_path / "lin.json").get_params()
+    assert (p["hidden"], p["ensemble"], p["target_transform"]) == ("none", 2, "y0=log;y1=none")
+    with pytest.raises(FileNotFoundError):
+        mdn.load(tmp_path / "nope.json")
+
+
+def test_options_the_package_reads_itself_took_any_value():
+    # Regression (a new user): unknown_category="drop" behaved as "error", and
+    # drop_missing="yes" was taken, each without a word.
+    X, y = data()
+    for bad, words in [
+        (dict(unknown_category="drop"), "unknown_category must be 'error' or 'ignore', got 'drop'"),
+        (dict(drop_missing="yes"), "drop_missing must be True or False, got 'yes'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            mdn.MDN(epochs=1, device="cpu", **bad).fit(X, y)
+
+
+def test_a_large_offset_feature_was_rounded_without_a_word():
+    # Regression (a new user): Unix times spanning 10 minutes became 6 float32 values, with
+    # no warning; a target of 1e8 plus noise was called constant.
+    r = np.random.default_rng(0)
+    t = 1.7e9 + r.uniform(0, 600, 500)
+    y = np.sin(2 * np.pi * (t - 1.7e9) / 600) + r.normal(0, 0.2, 500)
+    with pytest.warns(UserWarning, match="feature column 'x0' has values about 1.7000e9 .* subtract an offset"):
+        mdn.MDN(epochs=1, device="cpu").fit(t[:, None], y)
+    with pytest.raises(ValueError, match="target column 'y0' has values about 1.0000e7"):
+        mdn.MDN(epochs=1, device="cpu").fit(t[:, None] - 1.7e9, 1e7 + y)

@@ -207,6 +207,17 @@ impl ResolvedJob {
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
         self.check_row_count(data.rows)?;
+        // Features float32 cannot tell apart (the targets' are refused when training starts).
+        let mut stats = crate::scaler::ColumnStats::new(data.d_in());
+        stats.push(&data.x);
+        for (c, name) in data.features.iter().enumerate() {
+            if let Some(coarse) = stats.coarse(c) {
+                observer(&JobEvent::Warning(&format!(
+                    "feature {}",
+                    coarse.message(name)
+                )));
+            }
+        }
         if job.cross_validates(data.rows) && !has_val {
             // Every row is trained on in the end; no validation split.
             return Ok(Input {

@@ -142,11 +142,24 @@ impl Setup {
         }
         for (j, name) in targets.iter().enumerate() {
             if y.is_constant(j) {
+                // One float32 value may stand for many: large values that differ little.
+                let rounded = if y.scaler().mean[j].abs() >= 1e6 {
+                    " (or its values differ only past the 7th significant digit, which float32, \
+                     in which mdn computes, does not keep: then subtract an offset from it first)"
+                } else {
+                    ""
+                };
                 return Err(Error::data(
                     crate::error::Location::file(path),
                     format!(
-                        "target column '{name}' is constant in the training rows: there is no distribution to learn"
+                        "target column '{name}' is constant in the training rows: there is no distribution to learn{rounded}"
                     ),
+                ));
+            }
+            if let Some(c) = y.coarse(j) {
+                return Err(Error::data(
+                    crate::error::Location::file(path),
+                    format!("target {}", c.message(name)),
                 ));
             }
         }

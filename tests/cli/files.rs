@@ -1167,3 +1167,52 @@ fn out_to_a_device_or_fifo_replaced_it_or_hung_and_through_a_link_replaced_the_l
     let written = std::fs::read_to_string(dir.path().join("target.json")).unwrap();
     assert!(written.contains("\"params\""), "the target holds the model");
 }
+
+#[test]
+fn a_large_offset_column_was_rounded_to_a_few_values_without_a_word() {
+    // Regression (a new user): Unix times in seconds spanning 10 minutes became 6 distinct
+    // float32 values, silently; a target of 1e7 plus noise was learnt as a lattice, and one
+    // of 1e8 plus noise was called constant.
+    let offset = |base: f64, spread: f64| -> String {
+        let mut s = String::from("x,y\n");
+        for i in 0..400 {
+            let u = (i as f64 * 0.618_034).fract();
+            s.push_str(&format!(
+                "{},{}\n",
+                base + spread * u,
+                (i as f64 * 0.7).sin()
+            ));
+        }
+        s
+    };
+    let target = |base: f64| -> String {
+        let mut s = String::from("x,y\n");
+        for i in 0..400 {
+            let u = (i as f64 * 0.618_034).fract();
+            s.push_str(&format!("{u},{}\n", base + (i as f64 * 0.7).sin()));
+        }
+        s
+    };
+    train_fails(
+        Some(&target(1e7)),
+        &["--epochs", "1"],
+        "d.csv: target column 'y' has values about 1.0000e7 that differ by at most 2: float32, in which mdn computes, has steps of 1 at that size",
+    );
+    train_fails(
+        Some(&target(1e9)),
+        &["--epochs", "1"],
+        "or its values differ only past the 7th significant digit",
+    );
+    // A feature: trained, with a warning naming it and the offset to subtract.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("t.csv"), offset(1.7e9, 600.0)).unwrap();
+    let (_, err) = ok(dir.path(), &["train", "--data", "t.csv", "--epochs", "1"]);
+    assert!(
+        err.contains("warning: feature column 'x' has values about 1.7000e9 that differ by at most 640: float32, in which mdn computes, has steps of 128 at that size, so it keeps only about 6 distinct values of it; subtract an offset"),
+        "{err}"
+    );
+    // The same spread at a small offset: no warning.
+    std::fs::write(dir.path().join("s.csv"), offset(1000.0, 600.0)).unwrap();
+    let (_, err) = ok(dir.path(), &["train", "--data", "s.csv", "--epochs", "1"]);
+    assert!(!err.contains("float32"), "{err}");
+}
