@@ -133,7 +133,7 @@ impl ColumnStats {
     /// its range, or has one value only.
     pub fn coarse(&self, c: usize) -> Option<Coarse> {
         let (min, max) = (self.min[c], self.max[c]);
-        if !(min < max) || !min.is_finite() || !max.is_finite() {
+        if min >= max || !min.is_finite() || !max.is_finite() {
             return None;
         }
         let top = min.abs().max(max.abs());
