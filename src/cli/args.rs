@@ -600,10 +600,11 @@ pub struct TrainArgs {
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Write checkpoints no more often than every S seconds (for runs of many short epochs);
-    /// Ctrl-C still writes one for the last finished epoch
+    /// Ctrl-C (or SIGTERM) still writes one for the last finished epoch
     #[arg(long, default_value_t = 0.0)]
     pub checkpoint_seconds: f64,
-    /// Checkpoint file [default: beside --out, model.json -> model.ckpt.json]
+    /// Checkpoint file, written every epoch unless --checkpoint-every says otherwise
+    /// [default, with --checkpoint-every: beside --out, model.json -> model.ckpt.json]
     #[arg(long)]
     pub checkpoint: Option<PathBuf>,
     /// Continue the run a checkpoint was written by: its data and options are used, and the
@@ -861,7 +862,10 @@ impl TrainArgs {
             memory_mb: self.memory_mb,
             stream: self.stream,
             chunk_rows: self.chunk_rows,
-            checkpoint_every: self.checkpoint_every,
+            // A checkpoint file named is written (every epoch unless told otherwise).
+            checkpoint_every: self
+                .checkpoint_every
+                .or(self.checkpoint.as_ref().map(|_| 1)),
             checkpoint_seconds: self.checkpoint_seconds,
             ensemble: self.ensemble,
             checkpoint: self.checkpoint.clone(),

@@ -162,6 +162,9 @@ impl Progress {
                 .expect("valid template")
                 .progress_chars("=> "),
             );
+            // The spinner and the clock move during a long epoch (a bar that stands still
+            // looks like a hang).
+            b.enable_steady_tick(std::time::Duration::from_millis(200));
             b
         });
         let now = std::time::Instant::now();
@@ -324,7 +327,16 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.set_length(r.max_epochs as u64);
             bar.set_position(r.epoch as u64);
-            bar.set_message(text.clone());
+            // The time the remaining epochs would take (early stopping may end sooner).
+            let eta = if r.eta_seconds.is_finite() && r.eta_seconds > 0.0 {
+                format!(
+                    "  ETA {}",
+                    indicatif::HumanDuration(std::time::Duration::from_secs_f64(r.eta_seconds))
+                )
+            } else {
+                String::new()
+            };
+            bar.set_message(format!("{text}{eta}"));
             self.last = Some(format!("epoch {}/{}  {text}", r.epoch, r.max_epochs));
         } else if self.lines {
             message(&format!("epoch {}/{}  {text}", r.epoch, r.max_epochs));

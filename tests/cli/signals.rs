@@ -13,6 +13,12 @@ use crate::support::{files_in, software_adapter};
 /// `mdn args` run in `dir`, sent SIGINT (Ctrl-C) after 1.5 s, to its end.
 #[cfg(unix)]
 fn interrupted(dir: &Path, args: &[&str]) -> std::process::Output {
+    signalled(dir, args, "-INT")
+}
+
+/// `mdn args` run in `dir`, sent `signal` (`-INT`, `-TERM`) after 1.5 s, to its end.
+#[cfg(unix)]
+fn signalled(dir: &Path, args: &[&str], signal: &str) -> std::process::Output {
     let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args(args)
         .current_dir(dir)
@@ -22,7 +28,7 @@ fn interrupted(dir: &Path, args: &[&str]) -> std::process::Output {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([signal, &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -507,4 +513,47 @@ fn a_run_resumed_on_other_threads_says_its_bits_are_not_the_runs() {
             && err.contains("--threads"),
         "{err}"
     );
+}
+
+/// Regression (a new user): SIGTERM (what `kill`, `timeout`, Slurm's preemption and `docker
+/// stop` send) killed `mdn train` at once, exit 143, with no model and no checkpoint; and
+/// `--checkpoint FILE` alone wrote none. It stops as Ctrl-C does now, and the requeue that
+/// repeats the command line with `--resume` continues.
+#[cfg(unix)]
+#[test]
+fn sigterm_killed_training_without_saving_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "train",
+        "--device",
+        "cpu",
+        "--max-epochs",
+        "1000000",
+        "--patience",
+        "1000000",
+        "--json",
+        "--checkpoint",
+        "ck.json",
+        "--out",
+        "m.json",
+    ];
+    let out = signalled(dir.path(), &args, "-TERM");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(v["stop_reason"], "interrupted");
+    let first = v["epochs"].as_u64().unwrap();
+    assert!(dir.path().join("m.json").exists());
+    let ck = json(&std::fs::read_to_string(dir.path().join("ck.json")).unwrap());
+    assert!(ck.is_object());
+    // The requeue: the same command line with --resume, stopped again the same way.
+    let mut again = args.to_vec();
+    again.extend(["--resume", "ck.json"]);
+    let out = signalled(dir.path(), &again, "-TERM");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("resuming after epoch"), "{err}");
+    let v = json(&String::from_utf8_lossy(&out.stdout));
+    assert!(v["epochs"].as_u64().unwrap() > first, "{v}");
+    assert_eq!(files_in(dir.path()), ["ck.json", "m.json"]);
 }
