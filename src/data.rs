@@ -267,19 +267,28 @@ impl ColumnChoice {
             }
             .resolve(header, path),
             ColumnChoice::Train { targets, features } => {
+                // By default columns without a name (pandas' index) are neither.
+                let named = |c: &usize| !is_unnamed(header, *c);
                 let targets: Vec<usize> = match targets {
                     Some(names) if !names.is_empty() => names
                         .iter()
                         .map(|n| find(header, n, path, "target"))
                         .collect::<Result<_>>()?,
-                    _ => vec![header.len() - 1],
+                    _ => vec![
+                        (0..header.len())
+                            .rev()
+                            .find(named)
+                            .unwrap_or(header.len() - 1),
+                    ],
                 };
                 let features: Vec<usize> = match features {
                     Some(names) if !names.is_empty() => names
                         .iter()
                         .map(|n| find(header, n, path, "feature"))
                         .collect::<Result<_>>()?,
-                    _ => (0..header.len()).filter(|c| !targets.contains(c)).collect(),
+                    _ => (0..header.len())
+                        .filter(|c| !targets.contains(c) && named(c))
+                        .collect(),
                 };
                 for &t in &targets {
                     if features.contains(&t) {
@@ -362,6 +371,56 @@ impl ColumnChoice {
             }
         }
     }
+}
+
+/// What a file that starts with `head` is when it is plainly not CSV text (a spreadsheet,
+/// compressed, UTF-16, JSON, a `.npy` array): said instead of a parse error at line 1.
+fn not_csv(head: &[u8]) -> Option<String> {
+    let save_as = "save it as CSV (in Excel: CSV UTF-8), or with pandas: \
+                   pd.read_excel(f).to_csv(\"data.csv\", index=False)";
+    let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
+    let mut bytes = text.iter().filter(|b| !b.is_ascii_whitespace());
+    let (first, second) = (bytes.next(), bytes.next());
+    // `{...` or `[{`, `[[`, `["`, `[1`: not a header such as `[m] length,...`.
+    let json = match (first, second) {
+        (Some(b'{'), _) => true,
+        (Some(b'['), Some(c)) => matches!(c, b'{' | b'[' | b'"' | b']' | b'-' | b'0'..=b'9'),
+        _ => false,
+    };
+    Some(if head.starts_with(b"PK\x03\x04") {
+        format!("a zip archive (an Excel .xlsx workbook is one), not CSV text: {save_as}")
+    } else if head.starts_with(b"\xd0\xcf\x11\xe0") {
+        format!("an old Excel .xls workbook, not CSV text: {save_as}")
+    } else if head.starts_with(b"\x1f\x8b") {
+        "gzip-compressed: decompress it first (gunzip, or zcat FILE > data.csv)".to_string()
+    } else if head.starts_with(b"\xff\xfe") || head.starts_with(b"\xfe\xff") {
+        "UTF-16 text (what Excel's \"Unicode text\" writes): save it as UTF-8 (in Excel: CSV \
+         UTF-8; iconv -f UTF-16 -t UTF-8)"
+            .to_string()
+    } else if head.starts_with(b"\x93NUMPY") {
+        "a .npy array: give it a .npy name (mdn reads a file by its extension)".to_string()
+    } else if head.starts_with(b"PAR1") {
+        "a Parquet file, not CSV text: with pandas, pd.read_parquet(f).to_csv(\"data.csv\", \
+         index=False)"
+            .to_string()
+    } else if json {
+        "JSON, not CSV text: mdn reads CSV with a header row (with pandas: \
+         pd.read_json(f, lines=...).to_csv(\"data.csv\", index=False))"
+            .to_string()
+    } else {
+        return None;
+    })
+}
+
+/// The name of column `i` (from 0) when the header gives it none, as pandas names it.
+fn unnamed(i: usize) -> String {
+    format!("Unnamed: {i}")
+}
+
+/// Whether column `c` has no name of its own: empty in the header, or pandas' name for such
+/// a column (a file pandas wrote after reading one with an index column).
+fn is_unnamed(header: &[String], c: usize) -> bool {
+    header[c] == unnamed(c)
 }
 
 fn check_unique(cols: &[usize], header: &[String], path: &Path, role: &str) -> Result<()> {
@@ -573,6 +632,9 @@ impl<R: std::io::Read> CsvRows<R> {
         let first_line = {
             use std::io::BufRead;
             let buf = source.fill_buf().map_err(|e| Error::io(path, e))?;
+            if let Some(what) = not_csv(buf) {
+                return Err(Error::data(Location::file(path), what));
+            }
             let end = memchr::memchr2(b'\r', b'\n', buf).unwrap_or(buf.len());
             buf[..end].to_vec()
         };
@@ -606,16 +668,20 @@ impl<R: std::io::Read> CsvRows<R> {
                 "the file is empty (expected a header row naming the columns)",
             ));
         }
+        if header.iter().all(|h| h.is_empty()) {
+            return Err(Error::data(
+                Location::line(path, 1),
+                "the header names no column (expected a header row naming the columns)",
+            ));
+        }
+        // A column without a name is pandas' index (`df.to_csv()`), or the empty field after
+        // a trailing separator: named as pandas reads it, and left out by default.
+        let header: Vec<String> = header
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| if h.is_empty() { unnamed(i) } else { h })
+            .collect();
         for (i, h) in header.iter().enumerate() {
-            if h.is_empty() {
-                return Err(Error::data(
-                    Location {
-                        column: Some(i + 1),
-                        ..Location::line(path, 1)
-                    },
-                    "empty column name in the header",
-                ));
-            }
             if header[..i].contains(h) {
                 return Err(Error::data(
                     Location::cell(path, 1, i + 1, h),
@@ -955,7 +1021,11 @@ fn csv_error(e: csv::Error, path: &Path, lines: &std::sync::Mutex<LineEnds>) -> 
         .map(|p| lock(lines).line_at(p.byte()))
         .unwrap_or(0);
     let message = match e.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8 text".to_string(),
+        csv::ErrorKind::Utf8 { .. } => {
+            "not valid UTF-8 text (save the file as UTF-8: in Excel, CSV \
+                                        UTF-8; iconv -f WINDOWS-1252 -t UTF-8 for an older file)"
+                .to_string()
+        }
         csv::ErrorKind::Io(io) => io.to_string(),
         _ => e.to_string(),
     };

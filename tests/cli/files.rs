@@ -1216,3 +1216,127 @@ fn a_large_offset_column_was_rounded_to_a_few_values_without_a_word() {
     let (_, err) = ok(dir.path(), &["train", "--data", "s.csv", "--epochs", "1"]);
     assert!(!err.contains("float32"), "{err}");
 }
+
+#[test]
+fn a_pandas_index_column_or_a_trailing_comma_was_refused() {
+    // Regression (a new user): `df.to_csv()` writes its index as a column with an empty
+    // name, and spreadsheets a separator at the end of every line; both were refused with
+    // "empty column name in the header", whatever --features said.
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = String::from(",x,t\n");
+    let mut trailing = String::from("x,t,\n");
+    let mut reread = String::from("Unnamed: 0,x,t\n");
+    for i in 0..300 {
+        let (x, t) = (i as f64 * 0.01, (i as f64 * 0.07).sin());
+        index.push_str(&format!("{i},{x},{t}\n"));
+        trailing.push_str(&format!("{x},{t},\n"));
+        reread.push_str(&format!("{i},{x},{t}\n"));
+    }
+    for (name, text) in [
+        ("index.csv", &index),
+        ("trailing.csv", &trailing),
+        ("reread.csv", &reread),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let out = format!("{name}.json");
+        let (_, err) = ok(
+            dir.path(),
+            &["train", "--data", name, "--epochs", "1", "--out", &out],
+        );
+        // The unnamed column is neither a feature nor the target.
+        assert!(err.contains("[x] -> [t]"), "{name}: {err}");
+        let m = json(&std::fs::read_to_string(dir.path().join(&out)).unwrap());
+        assert_eq!(m["features"], serde_json::json!(["x"]), "{name}");
+        // And predicting on the same file reads it.
+        ok(dir.path(), &["predict", "--model", &out, "--data", name]);
+    }
+    // Named as pandas names it, it can be chosen.
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "index.csv",
+            "--features",
+            "Unnamed: 0,x",
+            "--epochs",
+            "1",
+            "--out",
+            "both.json",
+        ],
+    );
+    assert!(err.contains("[Unnamed: 0, x] -> [t]"), "{err}");
+    train_fails(
+        Some(",,\n1,2,3\n"),
+        &[],
+        "d.csv:1: the header names no column",
+    );
+}
+
+#[test]
+fn a_spreadsheet_or_json_file_was_read_as_a_broken_csv() {
+    // Regression (a new user): an .xlsx, a .csv.gz and a UTF-16 file each said "not valid
+    // UTF-8 text" at line 1; a JSON array of records "column name repeated in the header".
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, &[u8], &str); 8] = [
+        (
+            "book.xlsx",
+            b"PK\x03\x04\x14\x00rest",
+            "book.xlsx: a zip archive (an Excel .xlsx workbook is one), not CSV text: save it as CSV",
+        ),
+        (
+            "old.xls",
+            b"\xd0\xcf\x11\xe0\xa1\xb1",
+            "old.xls: an old Excel .xls workbook",
+        ),
+        (
+            "d.csv.gz",
+            b"\x1f\x8b\x08\x00",
+            "d.csv.gz: gzip-compressed: decompress it first",
+        ),
+        (
+            "u16.csv",
+            b"\xff\xfex\x00,\x00t\x00\n\x00",
+            "u16.csv: UTF-16 text",
+        ),
+        (
+            "records.json",
+            b"[{\"x\": 1, \"t\": 2}]",
+            "records.json: JSON, not CSV text",
+        ),
+        (
+            "lines.json",
+            b"{\"x\": 1, \"t\": 2}\n{\"x\": 2, \"t\": 3}\n",
+            "lines.json: JSON, not CSV text",
+        ),
+        (
+            "arr.dat",
+            b"\x93NUMPY\x01\x00",
+            "arr.dat: a .npy array: give it a .npy name",
+        ),
+        (
+            "w.csv",
+            b"x,caf\xe9\n1,2\n",
+            "w.csv:1: not valid UTF-8 text (save the file as UTF-8",
+        ),
+    ];
+    for (name, bytes, needle) in cases {
+        std::fs::write(dir.path().join(name), bytes).unwrap();
+        let out = mdn(dir.path(), &["train", "--data", name, "--out", "m.json"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(needle), "{name}: expected {needle:?} in {err}");
+    }
+    // A header that starts with a bracket is a header.
+    let mut text = String::from("[m] x,t\n");
+    for i in 0..200 {
+        text.push_str(&format!("{},{}\n", i as f64 * 0.01, (i as f64 * 0.1).sin()));
+    }
+    std::fs::write(dir.path().join("b.csv"), text).unwrap();
+    ok(
+        dir.path(),
+        &[
+            "train", "--data", "b.csv", "--epochs", "1", "--out", "m.json",
+        ],
+    );
+}
