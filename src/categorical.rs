@@ -285,7 +285,7 @@ pub fn learn_categories(
                     if others.is_empty() {
                         String::new()
                     } else {
-                        format!(" (--features {})", others.join(","))
+                        format!(" (--features {})", crate::data::shell_list(&others))
                     }
                 ),
             ));

@@ -126,6 +126,62 @@ impl Selection {
 }
 
 /// A column by name or, failing that, by 0-based index ("3" is the fourth column).
+/// Column names given comma-separated (`--features a,b`), their list split at every comma:
+/// pieces that together make a name the header has (`dur, "days"`) are joined again. The
+/// longest such run wins; a piece that begins none stays as it is.
+pub fn rejoin_names(names: &[String], header: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(names.len());
+    let mut i = 0;
+    while i < names.len() {
+        let joined = (i + 2..=names.len())
+            .rev()
+            .map(|j| names[i..j].join(","))
+            .zip((i + 2..=names.len()).rev())
+            .find(|(n, _)| header.contains(n));
+        match joined {
+            Some((n, j)) if !header.contains(&names[i]) => {
+                out.push(n);
+                i = j;
+            }
+            _ => {
+                out.push(names[i].clone());
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Column names as a message lists them: a name with a comma, or with spaces at its ends,
+/// in quotes ('dur, "days"'), so that the list reads as the header has it.
+pub fn names_shown(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| {
+            if n.contains(',') || n.trim() != n || n.is_empty() {
+                format!("'{n}'")
+            } else {
+                n.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Column names as one shell word for an option (`--features 'sale date,sqft'`): quoted
+/// when a shell would split or expand them.
+pub fn shell_list(names: &[&str]) -> String {
+    let list = names.join(",");
+    let plain = list
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.,=:/+-@%".contains(c));
+    if plain && !list.is_empty() {
+        list
+    } else {
+        format!("'{}'", list.replace('\'', "'\\''"))
+    }
+}
+
 fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize> {
     let by_index = || name.parse::<usize>().ok().filter(|&i| i < header.len());
     header
@@ -138,7 +194,7 @@ fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize>
                     Location::line(path, 1),
                     format!(
                         "{role} column '{name}' is not in the header (columns: {})",
-                        header.join(", ")
+                        names_shown(header)
                     ),
                 );
             }
@@ -270,7 +326,7 @@ impl ColumnChoice {
                 // By default columns without a name (pandas' index) are neither.
                 let named = |c: &usize| !is_unnamed(header, *c);
                 let targets: Vec<usize> = match targets {
-                    Some(names) if !names.is_empty() => names
+                    Some(names) if !names.is_empty() => rejoin_names(names, header)
                         .iter()
                         .map(|n| find(header, n, path, "target"))
                         .collect::<Result<_>>()?,
@@ -282,7 +338,7 @@ impl ColumnChoice {
                     ],
                 };
                 let features: Vec<usize> = match features {
-                    Some(names) if !names.is_empty() => names
+                    Some(names) if !names.is_empty() => rejoin_names(names, header)
                         .iter()
                         .map(|n| find(header, n, path, "feature"))
                         .collect::<Result<_>>()?,
@@ -987,7 +1043,7 @@ fn log_notes(notes: ReadNotes) {
 /// Returns the columns' names and the rows.
 pub fn read_text_columns(path: &Path, names: &[String]) -> Result<(Vec<String>, Vec<Vec<String>>)> {
     let header = header(path)?;
-    let cols: Vec<usize> = names
+    let cols: Vec<usize> = rejoin_names(names, &header)
         .iter()
         .map(|n| find(&header, n, path, "--keep"))
         .collect::<Result<_>>()?;
@@ -1163,7 +1219,8 @@ impl TableWriter {
         let tmp = crate::atomic::temp_beside(path)?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, tmp);
         use std::io::Write;
-        writeln!(out, "{}", names.join(",")).map_err(|e| Error::io(path, e))?;
+        let header: Vec<String> = names.iter().map(|n| crate::tables::csv_cell(n)).collect();
+        writeln!(out, "{}", header.join(",")).map_err(|e| Error::io(path, e))?;
         Ok(TableWriter::Csv {
             path: path.to_path_buf(),
             out,

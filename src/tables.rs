@@ -210,7 +210,12 @@ fn header_line(header: &[String], kept: Option<&Kept>) -> Result<String> {
             }
         }
     }
-    Ok(header.join(",") + "\n")
+    Ok(header
+        .iter()
+        .map(|h| csv_cell(h))
+        .collect::<Vec<_>>()
+        .join(",")
+        + "\n")
 }
 
 pub fn predictions_csv(
@@ -317,7 +322,7 @@ pub fn num(v: f64) -> String {
 }
 
 /// A text cell quoted for CSV when it needs it.
-fn csv_cell(c: &str) -> String {
+pub(crate) fn csv_cell(c: &str) -> String {
     if c.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", c.replace('"', "\"\""))
     } else {

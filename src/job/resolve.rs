@@ -204,7 +204,12 @@ impl TrainJob {
             }
         };
         let categorical = match &self.data {
-            Some(path) => crate::categorical::learn_categories(path, &columns, &self.categorical)?,
+            Some(path) => {
+                // `--categorical` split at a comma a column's name has, joined again.
+                let named =
+                    crate::data::rejoin_names(&self.categorical, &crate::data::header(path)?);
+                crate::categorical::learn_categories(path, &columns, &named)?
+            }
             None if !self.categorical.is_empty() => {
                 return Err(Error::config(
                     "--categorical names columns of a data file: give it with --data",

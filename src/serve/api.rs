@@ -1576,6 +1576,16 @@ pub fn option_names(text: &str) -> String {
                 // A suggested list after it (`(--features a,b)`, ending the text or the
                 // parenthesis), as the request gives it.
                 let after_flag = &after[end..];
+                // Quoted for a shell (`--features 'sale date,sqft'`): the names inside.
+                if let Some(quoted) = after_flag.strip_prefix(" '")
+                    && let Some(close) = quoted.find('\'')
+                    && (quoted[close + 1..].is_empty() || quoted[close + 1..].starts_with(')'))
+                {
+                    let names: Vec<&str> = quoted[..close].split(',').collect();
+                    out.push_str(&format!(": {}", serde_json::json!(names)));
+                    rest = &quoted[close + 1..];
+                    continue;
+                }
                 if let Some(list) = after_flag.strip_prefix(' ') {
                     let len = list
                         .find(|c: char| c.is_whitespace() || c == ')')
@@ -3257,6 +3267,10 @@ mod option_name_tests {
         assert_eq!(
             option_names("leave the column out (--features a,b,cat)"),
             "leave the column out (\"features\": [\"a\",\"b\",\"cat\"])"
+        );
+        assert_eq!(
+            option_names("leave the column out (--features 'sale date,b')"),
+            "leave the column out (\"features\": [\"sale date\",\"b\"])"
         );
         assert_eq!(
             option_names("epoch 3 went NaN, down to --lr 0.001; see --data"),

@@ -1340,3 +1340,81 @@ fn a_spreadsheet_or_json_file_was_read_as_a_broken_csv() {
         ],
     );
 }
+
+#[test]
+fn a_column_name_with_a_comma_could_not_be_chosen() {
+    // Regression (a new user): `--target 'dur, "days"'` was split at its comma ("target
+    // column 'dur' is not in the header"), the header's list showed the name as two, and
+    // the hint to leave an id column out gave `--features sale date,sqft`, which a shell
+    // splits; and a kept column of that name broke the output CSV's header.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("id,sale date,\"dur, \"\"days\"\"\",y\n");
+    for i in 0..300 {
+        let u = (i as f64 * 0.618_034).fract();
+        text.push_str(&format!("id{i},{},{u},{}\n", i % 7, (u * 5.0).sin()));
+    }
+    std::fs::write(dir.path().join("c.csv"), text).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "c.csv",
+            "--target",
+            "y",
+            "--features",
+            "sale date,dur, \"days\"",
+            "--epochs",
+            "1",
+            "--out",
+            "m.json",
+        ],
+    );
+    assert!(err.contains("[sale date, dur, \"days\"] -> [y]"), "{err}");
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "c.csv",
+            "--target",
+            "dur, \"days\"",
+            "--features",
+            "y",
+            "--epochs",
+            "1",
+            "--out",
+            "t.json",
+        ],
+    );
+    assert!(err.contains("[y] -> [dur, \"days\"]"), "{err}");
+    let (out, _) = ok(
+        dir.path(),
+        &[
+            "predict",
+            "--model",
+            "m.json",
+            "--data",
+            "c.csv",
+            "--keep",
+            "id,dur, \"days\"",
+        ],
+    );
+    assert!(out.starts_with("row,id,\"dur, \"\"days\"\"\","), "{out}");
+    let out = mdn(
+        dir.path(),
+        &["train", "--data", "c.csv", "--target", "nope"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("(columns: id, sale date, 'dur, \"days\"', y)"),
+        "{err}"
+    );
+    // The hint to leave the id column out, as a shell takes it.
+    let out = mdn(dir.path(), &["train", "--data", "c.csv", "--target", "y"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("leave the column out (--features 'sale date,dur, \"days\"')"),
+        "{err}"
+    );
+}
