@@ -261,10 +261,25 @@ impl ResolvedJob {
             .with_rows_left_out(self.left_out.total());
         if let Some(t) = model.training.as_ref() {
             for name in &t.constant_features {
-                observer(&JobEvent::Warning(&format!(
-                    "feature column '{name}' is constant in the training rows: it tells the model nothing, \
-                     so the model ignores it (whatever value it takes when predicting)"
-                )));
+                // A category's indicator: the category is in no training row (only among
+                // the held-out validation rows, from which the categories were learnt too).
+                let category = self.categorical.iter().find_map(|k| {
+                    k.categories
+                        .iter()
+                        .find(|c| format!("{}={c}", k.column) == *name)
+                        .map(|c| (&k.column, c))
+                });
+                observer(&JobEvent::Warning(&match category {
+                    Some((column, c)) => format!(
+                        "category '{c}' of column '{column}' is in no training row (only among the \
+                         validation rows): the model learns nothing for it, and predicts its rows \
+                         as if they had no category"
+                    ),
+                    None => format!(
+                        "feature column '{name}' is constant in the training rows: it tells the model nothing, \
+                         so the model ignores it (whatever value it takes when predicting)"
+                    ),
+                }));
             }
         }
         Ok(model)

@@ -682,3 +682,52 @@ fn a_validation_files_unknown_category_suggested_an_option_train_lacks() {
     assert!(!err.contains("--unknown-category"), "{err}");
     assert_eq!(files_in(d), vec!["train.csv", "val.csv"]);
 }
+
+#[test]
+fn a_category_only_among_the_validation_rows_was_called_a_constant_column() {
+    // Regression (a new user): a category in no training row (one-row levels that the
+    // validation split took) warned "feature column 'nb=Tiny2' is constant in the training
+    // rows", naming a column the file does not have.
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("x,nb,y\n");
+    for i in 0..400 {
+        let nb = ["a", "b", "c"][i % 3];
+        text.push_str(&format!(
+            "{},{nb},{}\n",
+            i as f64 * 0.01,
+            (i as f64 * 0.3).sin()
+        ));
+    }
+    // The last row's category alone: validation takes it with --val-fraction's split, or
+    // training does; both ways are checked by the warning's form.
+    text.push_str("0.5,solo,0.1\n");
+    std::fs::write(dir.path().join("s.csv"), text).unwrap();
+    let mut warned = false;
+    for seed in 0..8 {
+        let seed = seed.to_string();
+        let (_, err) = ok(
+            dir.path(),
+            &[
+                "train",
+                "--data",
+                "s.csv",
+                "--epochs",
+                "1",
+                "--val-fraction",
+                "0.5",
+                "--seed",
+                &seed,
+                "--out",
+                "m.json",
+            ],
+        );
+        assert!(!err.contains("'nb=solo' is constant"), "{err}");
+        warned |= err.contains(
+            "warning: category 'solo' of column 'nb' is in no training row (only among the validation rows)",
+        );
+    }
+    assert!(
+        warned,
+        "in 8 seeds of a half split, the row was never held out"
+    );
+}
