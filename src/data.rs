@@ -785,10 +785,18 @@ impl<R: std::io::Read> CsvRows<R> {
 impl<R: std::io::Read> CsvRows<R> {
     /// Reads the next record, refusing a ragged one; its line, or `None` at the end.
     fn next_record(&mut self) -> Result<Option<u64>> {
-        match self.reader.read_record(&mut self.record) {
-            Ok(false) => return Ok(None),
-            Ok(true) => {}
-            Err(e) => return Err(csv_error(e, &self.path, &self.lines)),
+        loop {
+            match self.reader.read_record(&mut self.record) {
+                Ok(false) => return Ok(None),
+                Ok(true) => {}
+                Err(e) => return Err(csv_error(e, &self.path, &self.lines)),
+            }
+            // A line of spaces is a blank line (skipped, as an empty one is), not a row of
+            // one empty field; in a one-column file it is a missing value.
+            let blank = self.record.len() == 1 && self.record[0].is_empty();
+            if !(blank && self.header.len() > 1) {
+                break;
+            }
         }
         let line = match self.record.position() {
             Some(p) => lock(&self.lines).line_at(p.byte()),
@@ -933,7 +941,26 @@ impl Reading {
             }
             for (j, &c) in self.sel.targets.iter().enumerate() {
                 let cell = &csv.record[c];
-                let v = parse_cell(cell, &csv.path, line, c, &csv.header[c])?;
+                let v = parse_cell(cell, &csv.path, line, c, &csv.header[c]).map_err(|e| {
+                    // Text in a target: say that a target is a number (a text column is a
+                    // categorical feature, never a target).
+                    match e {
+                        Error::Data { at, message }
+                            if message.ends_with("' is not a number")
+                                && cell.trim().parse::<f64>().is_err() =>
+                        {
+                            Error::Data {
+                                at,
+                                message: format!(
+                                    "{message}: a target column holds numbers (mdn predicts \
+                                     the density of numeric targets; a text column can only \
+                                     be a feature)"
+                                ),
+                            }
+                        }
+                        e => e,
+                    }
+                })?;
                 let t = crate::transform::of(&self.transforms, j);
                 if t.forward(v as f64).is_none_or(|z| !z.is_finite()) {
                     // The cell as the file has it, and what f32 made of it when that differs

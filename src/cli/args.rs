@@ -1,7 +1,7 @@
 //! The command line's arguments (clap), and how they become library values: `mdn train`'s
 //! options become a [`TrainJob`]; named choices parse through [`mdn::named::Named`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -793,6 +793,9 @@ pub struct InfoArgs {
     /// Model file written by `mdn train`
     #[arg(default_value = "model.json")]
     pub model: PathBuf,
+    /// The model file as predict, eval and sample take it (instead of MODEL)
+    #[arg(long = "model", value_name = "MODEL", conflicts_with = "model")]
+    pub model_flag: Option<PathBuf>,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
@@ -803,6 +806,9 @@ pub struct ExportArgs {
     /// Model file written by `mdn train`
     #[arg(default_value = "model.json")]
     pub model: PathBuf,
+    /// The model file as predict, eval and sample take it (instead of MODEL)
+    #[arg(long = "model", value_name = "MODEL", conflicts_with = "model")]
+    pub model_flag: Option<PathBuf>,
     /// The format to write
     #[arg(long, value_enum, default_value = "onnx")]
     pub format: ExportFormat,
@@ -951,4 +957,18 @@ pub fn check_resume(train: &clap::Command, m: &clap::ArgMatches) -> mdn::Result<
         refused.join(", "),
         if refused.len() > 1 { "them" } else { "it" }
     )))
+}
+
+impl InfoArgs {
+    /// The model file, however it was given.
+    pub fn model(&self) -> &Path {
+        self.model_flag.as_deref().unwrap_or(&self.model)
+    }
+}
+
+impl ExportArgs {
+    /// The model file, however it was given.
+    pub fn model(&self) -> &Path {
+        self.model_flag.as_deref().unwrap_or(&self.model)
+    }
 }

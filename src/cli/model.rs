@@ -263,11 +263,11 @@ pub fn plot(a: PlotArgs) -> Result<()> {
 
 pub fn export(a: ExportArgs) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| match a.format {
-        ExportFormat::Onnx => a.model.with_extension("onnx"),
+        ExportFormat::Onnx => a.model().with_extension("onnx"),
     });
-    mdn::atomic::check_not_input(&out, "--out", &[("--model", &a.model)])?;
+    mdn::atomic::check_not_input(&out, "--out", &[("--model", a.model())])?;
     mdn::atomic::check_writable(&out, "--out")?;
-    let model = Model::load(&a.model)?;
+    let model = Model::load(a.model())?;
     let bytes = match a.format {
         ExportFormat::Onnx => mdn::export::onnx(&model)?,
     };
@@ -298,12 +298,12 @@ pub fn export(a: ExportArgs) -> Result<()> {
 }
 
 pub fn info(a: InfoArgs) -> Result<()> {
-    let model = Model::load(&a.model)?;
+    let model = Model::load(a.model())?;
     let arch = &model.arch;
     let t = model.training.as_ref();
     if a.json {
         return print_json(&json!({
-            "model": a.model,
+            "model": a.model(),
             "features": model.features,
             "columns": model.columns(),
             "categorical": model.categorical,
@@ -349,7 +349,7 @@ pub fn info(a: InfoArgs) -> Result<()> {
             })),
         }));
     }
-    let mut s = format!("{}\n", a.model.display());
+    let mut s = format!("{}\n", a.model().display());
     // A categorical column by its name and its number of categories.
     let columns = model.column_labels();
     // A transformed target with its transform: price (log).

@@ -1418,3 +1418,62 @@ fn a_column_name_with_a_comma_could_not_be_chosen() {
         "{err}"
     );
 }
+
+#[test]
+fn a_line_of_spaces_was_a_ragged_row() {
+    // Regression (a new user): blank lines are skipped, but a line of spaces said "row has
+    // 1 fields but the header has 2".
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("x,t\n");
+    for i in 0..40 {
+        text.push_str(&format!("{},{}\n", i, (i as f64 * 0.3).sin()));
+        if i % 10 == 0 {
+            text.push_str("   \n\t\n");
+        }
+    }
+    std::fs::write(dir.path().join("w.csv"), text).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train",
+            "--data",
+            "w.csv",
+            "--epochs",
+            "1",
+            "--val-fraction",
+            "0",
+            "--out",
+            "m.json",
+        ],
+    );
+    assert!(err.contains("training on w.csv (40 rows"), "{err}");
+}
+
+#[test]
+fn a_text_target_was_only_not_a_number() {
+    // Regression (a new user): a target column of text said "'Downtown' is not a number",
+    // not that a target holds numbers.
+    train_fails(
+        Some("x,area\n1,Downtown\n2,Uptown\n"),
+        &[],
+        "d.csv:2:2 (column 'area'): 'Downtown' is not a number: a target column holds numbers",
+    );
+}
+
+#[test]
+fn info_and_export_refused_model_as_an_option() {
+    // Regression (a new user): predict, eval, sample and plot take --model; info and export
+    // took the model only as an argument and refused --model.
+    let dir = tempfile::tempdir().unwrap();
+    trained(dir.path());
+    let (by_flag, _) = ok(dir.path(), &["info", "--model", "m.json", "--json"]);
+    let (by_arg, _) = ok(dir.path(), &["info", "m.json", "--json"]);
+    assert_eq!(by_flag, by_arg);
+    ok(
+        dir.path(),
+        &["export", "--model", "m.json", "--out", "m.onnx"],
+    );
+    assert!(dir.path().join("m.onnx").exists());
+    let out = mdn(dir.path(), &["info", "m.json", "--model", "m.json"]);
+    assert_eq!(out.status.code(), Some(2));
+}
