@@ -39,7 +39,34 @@ pub struct Categorical {
     pub categories: Vec<String>,
 }
 
+/// Whether a cell reads as a date (`2020-01-31`, `2020/01/31`, `31/01/2020`, `1/31/20`,
+/// a time after it allowed): a column of them as categories cannot predict a later date.
+pub fn looks_like_date(cell: &str) -> bool {
+    let day = cell.split(['T', ' ']).next().unwrap_or("");
+    let parts: Vec<&str> = day.split(['-', '/', '.']).collect();
+    let digits = |p: &str, n: std::ops::RangeInclusive<usize>| {
+        n.contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit())
+    };
+    parts.len() == 3
+        && ((digits(parts[0], 4..=4) && digits(parts[1], 1..=2) && digits(parts[2], 1..=2))
+            || (digits(parts[0], 1..=2) && digits(parts[1], 1..=2) && digits(parts[2], 2..=4)))
+}
+
+/// The advice for a column of dates.
+pub const DATE_ADVICE: &str = "its values look like dates: give it as a number instead (days \
+     since a start date, or year, month and weekday columns), which a later date has too";
+
 impl Categorical {
+    /// Whether most of its categories read as dates ([`looks_like_date`]).
+    pub fn dates(&self) -> bool {
+        let n = self
+            .categories
+            .iter()
+            .filter(|c| looks_like_date(c))
+            .count();
+        n > 0 && 2 * n > self.categories.len()
+    }
+
     /// The network input of one category: `column=category`.
     pub fn input_name(&self, category: &str) -> String {
         format!("{}={category}", self.column)
@@ -272,8 +299,7 @@ pub fn learn_categories(
                     ..Location::file(path)
                 },
                 format!(
-                    "{count} different values: {}; an id or free text tells the model nothing, \
-                     leave the column out{}",
+                    "{count} different values: {}; {}{}",
                     if unique {
                         format!(
                             "in {rows} rows most values never repeat, so it is no categorical \
@@ -281,6 +307,13 @@ pub fn learn_categories(
                         )
                     } else {
                         format!("too many for a categorical feature (at most {MAX_CATEGORIES})")
+                    },
+                    match &stats.first_text {
+                        Some((_, cell)) if looks_like_date(cell) => {
+                            format!("{DATE_ADVICE}, or leave the column out")
+                        }
+                        _ => "an id or free text tells the model nothing, leave the column out"
+                            .to_string(),
                     },
                     if others.is_empty() {
                         String::new()

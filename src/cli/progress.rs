@@ -130,6 +130,32 @@ pub fn fits_bar(quiet: bool, total: usize) -> Option<ProgressBar> {
     })
 }
 
+/// The network's inputs for the training banner: a categorical column's run of more than 8
+/// indicators (`fuel=diesel, fuel=petrol, ...`) as `fuel=<N categories>` (a date column read
+/// as categories made a 30 KB line).
+fn inputs_shown(features: &[String]) -> String {
+    let column = |f: &String| f.split_once('=').map(|(c, _)| c.to_string());
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < features.len() {
+        let run = match column(&features[i]) {
+            Some(c) => features[i..]
+                .iter()
+                .take_while(|f| column(f).as_deref() == Some(c.as_str()))
+                .count(),
+            None => 1,
+        };
+        if run > 8 {
+            let c = column(&features[i]).unwrap_or_default();
+            out.push(format!("{c}=<{run} categories>"));
+        } else {
+            out.extend(features[i..i + run].iter().cloned());
+        }
+        i += run;
+    }
+    out.join(", ")
+}
+
 /// ", full covariance" in the training banner, nothing for the default.
 fn covariance_note(c: Covariance) -> &'static str {
     match c {
@@ -216,7 +242,7 @@ impl Progress {
         }
         let shape = format!(
             "[{}] -> [{}], hidden {:?}, K={}{}{}",
-            p.features.join(", "),
+            inputs_shown(&p.features),
             p.targets.join(", "),
             p.hidden,
             p.components,

@@ -70,6 +70,15 @@ impl ResolvedJob {
             Some(path) => self.open_stream(&path, &mut *observer)?,
             None => self.read_rows(&mut *observer)?,
         };
+        for k in self.categorical.iter().filter(|k| k.dates()) {
+            observer(&JobEvent::Warning(&format!(
+                "column '{}' is read as {} categories, but {}; as categories, a date the \
+                 training rows lack cannot be predicted",
+                k.column,
+                k.categories.len(),
+                crate::categorical::DATE_ADVICE
+            )));
+        }
         let (mut opts, mut adapted) = self.options_for_rows(input.train_rows);
         match input.all_rows {
             Some(rows) => self.check_rows(&opts, rows, true, &mut *observer)?,

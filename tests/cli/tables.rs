@@ -731,3 +731,52 @@ fn a_category_only_among_the_validation_rows_was_called_a_constant_column() {
         "in 8 seeds of a half split, the row was never held out"
     );
 }
+
+#[test]
+fn a_date_column_was_read_as_a_thousand_categories_without_a_word() {
+    // Regression (a new user): a sale date with 1,000 values was taken as 1,000 categories:
+    // no hint that a later date cannot be predicted, and the banner listed every indicator
+    // (a 30 KB line). With more values, the refusal called it an id or free text.
+    let dir = tempfile::tempdir().unwrap();
+    let date = |i: usize| format!("2020-{:02}-{:02}", 1 + (i / 28) % 12, 1 + i % 28);
+    let mut few = String::from("x,sale date,y\n");
+    for i in 0..600 {
+        let (x, y) = (i as f64 * 0.01, (i as f64 * 0.3).sin());
+        few.push_str(&format!("{x},{},{y}\n", date(i % 40)));
+    }
+    std::fs::write(dir.path().join("few.csv"), few).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "few.csv", "--epochs", "1", "--out", "m.json",
+        ],
+    );
+    assert!(
+        err.contains("warning: column 'sale date' is read as 40 categories, but its values look like dates: give it as a number instead"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[x, sale date=<40 categories>] -> [y]"),
+        "{err}"
+    );
+    let mut uniq = String::from("x,sale date,y\n");
+    for i in 0..600 {
+        uniq.push_str(&format!(
+            "{},{}T{:02}:{:02},{}\n",
+            i as f64 * 0.01,
+            date(i),
+            i % 24,
+            i % 60,
+            (i as f64 * 0.3).sin()
+        ));
+    }
+    std::fs::write(dir.path().join("uniq.csv"), uniq).unwrap();
+    let out = mdn(
+        dir.path(),
+        &["train", "--data", "uniq.csv", "--out", "u.json"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("its values look like dates"), "{err}");
+    assert!(!err.contains("an id or free text"), "{err}");
+}
