@@ -342,14 +342,35 @@ def _whole(v, what: str, low: int, high: int) -> int:
     return int(v)
 
 
-def _finite(a: np.ndarray, what: str) -> None:
-    """A ValueError naming the first NaN or infinite value of `a` (rows x columns)."""
+def _draw_seed(seed) -> int:
+    """A sampling seed: a whole number as given; drawn from a numpy Generator or RandomState;
+    None for fresh entropy (each call its own draws)."""
+    if seed is None:
+        return int(np.random.default_rng().integers(2**63))
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(2**63))
+    if isinstance(seed, np.random.RandomState):
+        return int(seed.randint(2**31))
+    return _whole(seed, "seed", 0, 2**64 - 1)
+
+
+def _finite(a: np.ndarray, what: str, names=None, fitting: bool = False) -> None:
+    """A ValueError naming the first NaN or infinite value of `a` (rows x columns): its row
+    (from 0) and its column, by name when `names` (a DataFrame's columns) gives one."""
     bad = ~np.isfinite(a)
     if bad.any():
         r, c = np.argwhere(bad)[0]
+        col = f"column {str(names[c])!r}" if names is not None and c < len(names) else f"column {c}"
+        v = a[r, c]
+        shown = "missing (NaN)" if v != v else f"{v} (not finite)"
+        hint = (
+            "; drop_missing=True leaves rows with a missing value out of fit"
+            if fitting and v != v
+            else ""
+        )
         raise ValueError(
-            f"{what}: row {r}, column {c} is {a[r, c]} ({int(bad.sum())} NaN or inf value(s) in all); "
-            "mdn trains and predicts on finite numbers only"
+            f"{what}: row {r}, {col} is {shown} ({int(bad.sum())} NaN or inf value(s) in all); "
+            f"mdn trains and predicts on finite numbers only{hint}"
         )
 
 
@@ -425,10 +446,11 @@ def _checked(est, X, y=None, reset=True, fitting=False, encoded=False):
         if ya is not None and ya.ndim == 1:
             ya = ya.reshape(-1, 1)
     Xa = np.ascontiguousarray(Xa, dtype=np.float32)
-    _finite(Xa, "X")
+    columns = getattr(X, "columns", None)
+    _finite(Xa, "X", None if encoded else columns, fitting)
     if ya is not None:
         ya = np.ascontiguousarray(ya, dtype=np.float32)
-        _finite(ya, "y")
+        _finite(ya, "y", getattr(y, "columns", None), fitting)
     return Xa, ya
 
 
@@ -471,7 +493,14 @@ class Distribution:
     def quantile(self, q):
         """Exact quantiles of each target's marginal mixture: (n,) for one level and one
         target, (n, L) for L levels, (n, L, D) with several targets."""
-        levels = np.atleast_1d(np.asarray(q, dtype=float))
+        try:
+            levels = np.atleast_1d(np.asarray(q, dtype=float))
+        except (TypeError, ValueError):
+            raise ValueError(f"quantiles: probabilities between 0 and 1, got {q!r}") from None
+        if levels.ndim != 1:
+            raise ValueError(
+                f"quantiles: a probability or a 1-D list of them, got an array of shape {levels.shape}"
+            )
         parts = self._model.predict(self._X, list(levels), self._device, self._threads, False)
         out = parts["quantiles"]  # (n, L, D)
         if len(self._model.targets) == 1:
@@ -486,10 +515,12 @@ class Distribution:
         both = self.quantile([tail, 1.0 - tail])
         return both[:, 0], both[:, 1]
 
-    def sample(self, n: int = 1, seed: int = 0, temperature: float = 1.0, sigma_scale: float = 1.0):
-        """`n` draws per row: (rows, n, D), or (rows, n) for one target."""
+    def sample(self, n: int = 1, seed=None, temperature: float = 1.0, sigma_scale: float = 1.0):
+        """`n` draws per row: (rows, n, D), or (rows, n) for one target. `seed`: a whole number
+        for the same draws every time, a numpy Generator or RandomState to draw it from, or
+        None (the default) for fresh draws, as numpy and scipy do."""
         n = _whole(n, "n (draws per row)", 1, 2**63 - 1)
-        seed = _whole(seed, "seed", 0, 2**64 - 1)
+        seed = _draw_seed(seed)
         s = self._model.sample(self._X, n, seed, temperature, sigma_scale, self._device, self._threads)
         return s[:, :, 0] if len(self._model.targets) == 1 else s
 
@@ -673,6 +704,11 @@ class MDN(_Regressor, _Base):
                 v = int(v)
             elif isinstance(v, (np.floating,)):
                 v = float(v)
+            # What the job's JSON cannot say, or says as serde's words: named here.
+            if isinstance(v, float) and not np.isfinite(v):
+                raise ValueError(f"{k} must be a finite number, got {v}")
+            if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+                raise ValueError(f"{k} must be {'0 or more' if k == 'seed' else 'at least 1'}, got {v}")
             job["transform" if k == "target_transform" else k] = v
         try:
             return json.dumps(job, allow_nan=False)
@@ -906,8 +942,9 @@ class MDN(_Regressor, _Base):
         """Mean log-likelihood per row: higher is better (as GridSearchCV expects)."""
         return float(np.mean(self.log_prob(X, y)))
 
-    def sample(self, X, n: int = 1, seed: int = 0):
-        """`n` draws of the targets per row: (rows, n) or (rows, n, D)."""
+    def sample(self, X, n: int = 1, seed=None):
+        """`n` draws of the targets per row: (rows, n) or (rows, n, D). `seed` as for
+        `Distribution.sample` (None: fresh draws)."""
         return self.predict_distribution(X).sample(n, seed)
 
     def _device(self) -> str:

@@ -109,9 +109,10 @@ fn dataset(
         }
         Ok(())
     };
+    // "X" and "y" for the rows predicted on; "eval_set X", "eval_set y" for others.
     let label = |part: &str| {
-        if what == part {
-            what.to_string()
+        if what == part || what == "X" {
+            part.to_string()
         } else {
             format!("{what} {part}")
         }
@@ -135,9 +136,11 @@ fn dataset(
         }
         if ys.ncols() != targets.len() {
             return Err(PyValueError::new_err(format!(
-                "{what}: y has {} columns, but {} target names",
+                "{}: {} column(s), but {} target(s) ({})",
+                label("y"),
                 ys.ncols(),
-                targets.len()
+                targets.len(),
+                targets.join(", ")
             )));
         }
         check(&label("y"), &ys, targets)?;

@@ -162,7 +162,7 @@ def test_drop_missing_leaves_out_the_rows_mdn_train_leaves_out(tmp_path):
     # place; X's NaN named its row and column.
     gaps_y = y.copy()
     gaps_y[9] = np.nan
-    with pytest.raises(ValueError, match=r"y: row 9, column 0 is nan"):
+    with pytest.raises(ValueError, match=r"y: row 9, column 0 is missing \(NaN\)"):
         mdn.MDN(**OPTS).fit(X, gaps_y)
     # Regression (a new user): MDN(drop_missing=True) was refused, though the docs give every
     # `mdn train` option by name.
@@ -510,3 +510,43 @@ def test_a_large_offset_feature_was_rounded_without_a_word():
         mdn.MDN(epochs=1, device="cpu").fit(t[:, None], y)
     with pytest.raises(ValueError, match="target column 'y0' has values about 1.0000e7"):
         mdn.MDN(epochs=1, device="cpu").fit(t[:, None] - 1.7e9, 1e7 + y)
+
+
+def test_messages_a_new_user_found_wrong_or_leaking():
+    # Regressions (a new user): NaN options said "Out of range float values are not JSON
+    # compliant"; a negative count "invalid value: integer `-1`, expected ... 0 or more"
+    # though 0 is refused too; a DataFrame's NaN named column 1, not 'km'; a y of the wrong
+    # width for log_prob said "X: y has 1 columns"; quantile of a 2-D list a TypeError.
+    pd = pytest.importorskip("pandas")
+    X, y = data()
+    for k in ["lr", "l2", "sigma_floor", "clip_norm", "val_fraction"]:
+        with pytest.raises(ValueError, match=rf"^{k} must be a finite number, got nan"):
+            mdn.MDN(epochs=1, device="cpu", **{k: float("nan")}).fit(X, y)
+    for k in ["components", "batch_size", "threads", "ensemble"]:
+        with pytest.raises(ValueError, match=rf"^{k} must be at least 1, got -1"):
+            mdn.MDN(epochs=1, device="cpu", **{k: -1}).fit(X, y)
+    with pytest.raises(ValueError, match=r"^seed must be 0 or more, got -1"):
+        mdn.MDN(epochs=1, device="cpu", seed=-1).fit(X, y)
+    df = pd.DataFrame({"km": X[:, 0], "age": X[:, 1]})
+    df.loc[7, "km"] = np.nan
+    with pytest.raises(ValueError, match=r"X: row 7, column 'km' is missing \(NaN\).*drop_missing=True"):
+        mdn.MDN(epochs=1, device="cpu").fit(df, y)
+    est = mdn.MDN(epochs=1, device="cpu").fit(X, np.c_[y, -y])
+    with pytest.raises(ValueError, match=r"^y: 1 column\(s\), but 2 target\(s\) \(y0, y1\)"):
+        est.log_prob(X, y[:, None])
+    d = est.predict_distribution(X[:3])
+    with pytest.raises(ValueError, match="quantiles: a probability or a 1-D list of them"):
+        d.quantile([[0.1], [0.9]])
+
+
+def test_sample_gave_the_same_draws_every_call():
+    # Regression (a new user): sample(n) always used seed 0, so repeated calls returned the
+    # same draws, and seed=None or a numpy Generator was refused.
+    X, y = data()
+    d = mdn.MDN(epochs=1, device="cpu").fit(X, y).predict_distribution(X[:5])
+    assert not np.array_equal(d.sample(20), d.sample(20))
+    np.testing.assert_array_equal(d.sample(20, seed=3), d.sample(20, seed=3))
+    a = d.sample(20, seed=np.random.default_rng(1))
+    b = d.sample(20, seed=np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert d.sample(4, seed=np.random.RandomState(0)).shape == (5, 4)
