@@ -189,7 +189,7 @@ def _drop_missing(X, y, what: str):
     return _take(X, ~missing), _take(y, ~missing), n
 
 
-def _encode(X, categorical, unknown="error"):
+def _encode(X, categorical, unknown="error", what="X"):
     """The DataFrame X with each categorical column replaced, in its place, by one indicator
     column per category (`column=category`, 1.0 for the row's category): the network's inputs,
     as `mdn` reads a CSV file's text. A missing value is an error; a category not in the list
@@ -216,16 +216,22 @@ def _encode(X, categorical, unknown="error"):
         hot = np.zeros((len(X), len(known)), dtype=np.float32)
         for r, v in enumerate(X[c]):
             if _missing(v):
-                raise ValueError(f"X: row {r}, column {name!r}: missing value ({v!r})")
+                raise ValueError(f"{what}: row {r}, column {name!r}: missing value ({v!r})")
             k = index.get(str(v))
             if k is None:
                 if unknown == "ignore":
                     ignored.append((r, v))
                     continue
                 shown = ", ".join(repr(k) for k in known[:8]) + (f", ... ({len(known)} in all)" if len(known) > 8 else "")
+                advice = (
+                    "unknown_category='ignore' predicts such rows with no category"
+                    if what == "X"
+                    else "the model has no input for a category X lacks: add rows of it to X, "
+                    f"or leave those rows out of {what.split()[0]}"
+                )
                 raise ValueError(
-                    f"X: row {r}, column {name!r}: {str(v)!r} is not a category the model was trained "
-                    f"on (it knows {shown}); unknown_category='ignore' predicts such rows with no category"
+                    f"{what}: row {r}, column {name!r}: {str(v)!r} is not a category the model was trained "
+                    f"on (it knows {shown}); {advice}"
                 )
             hot[r, k] = 1.0
         parts.append(pd.DataFrame(hot, columns=[f"{name}={v}" for v in known], index=X.index))
@@ -781,7 +787,7 @@ class MDN(_Regressor, _Base):
         if cats:
             X = _encode(X, cats)
             if eval_set is not None and len(eval_set) == 2:
-                eval_set = (_encode(eval_set[0], cats), eval_set[1])
+                eval_set = (_encode(eval_set[0], cats, what="eval_set X"), eval_set[1])
         Xa, ya = _checked(self, X, y, reset=True, fitting=True)
         if Xa.shape[0] < 2:
             raise ValueError(
@@ -800,8 +806,8 @@ class MDN(_Regressor, _Base):
             _finite(yv, "eval_set y")
             if xv.shape[1] != Xa.shape[1] or yv.shape[1] != ya.shape[1]:
                 raise ValueError(
-                    f"eval_set: {xv.shape[1]} features and {yv.shape[1]} targets, "
-                    f"the training rows {Xa.shape[1]} and {ya.shape[1]}"
+                    f"eval_set: X_val has {xv.shape[1]} column(s) and y_val {yv.shape[1]}, "
+                    f"but X has {Xa.shape[1]} and y {ya.shape[1]}"
                 )
         user = callback or self.callback
         history = []

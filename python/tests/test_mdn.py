@@ -550,3 +550,17 @@ def test_sample_gave_the_same_draws_every_call():
     b = d.sample(20, seed=np.random.default_rng(1))
     np.testing.assert_array_equal(a, b)
     assert d.sample(4, seed=np.random.RandomState(0)).shape == (5, 4)
+
+
+def test_eval_sets_mistakes_were_told_as_xs():
+    # Regression (a new user): an unknown category in eval_set said "X: row 0 ..." and
+    # suggested unknown_category='ignore', which fit does not use; a column count mismatch
+    # said "eval_set: 1 features and 1 targets, the training rows 2 and 1".
+    pd = pytest.importorskip("pandas")
+    X, y = data()
+    df = pd.DataFrame({"a": X[:, 0], "c": np.where(X[:, 1] > 0, "p", "q")})
+    val = pd.DataFrame({"a": [0.1], "c": ["r"]})
+    with pytest.raises(ValueError, match=r"^eval_set X: row 0, column 'c': 'r' is not a category.*add rows of it to X, or leave those rows out of eval_set$"):
+        mdn.MDN(epochs=1, device="cpu").fit(df, y, eval_set=(val, [0.5]))
+    with pytest.raises(ValueError, match=r"^eval_set: X_val has 1 column\(s\) and y_val 1, but X has 2 and y 1"):
+        mdn.MDN(epochs=1, device="cpu").fit(X, y, eval_set=(X[:, :1], y))
