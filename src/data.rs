@@ -125,22 +125,29 @@ impl Selection {
     }
 }
 
-/// A column by name or, failing that, by 0-based index ("3" is the fourth column).
 /// Column names given comma-separated (`--features a,b`), their list split at every comma:
-/// pieces that together make a name the header has (`dur, "days"`) are joined again. The
-/// longest such run wins; a piece that begins none stays as it is.
+/// pieces that together make a name the header has (`dur, "days"`) are joined again. A piece
+/// that is a name itself stays one; otherwise the longest run making a name wins. Runs are
+/// no longer than the header's names have commas (none: the list is returned as it is).
 pub fn rejoin_names(names: &[String], header: &[String]) -> Vec<String> {
+    let most = header
+        .iter()
+        .map(|h| h.matches(',').count())
+        .max()
+        .unwrap_or(0);
+    if most == 0 {
+        return names.to_vec();
+    }
+    let known: std::collections::HashSet<&str> = header.iter().map(String::as_str).collect();
     let mut out = Vec::with_capacity(names.len());
     let mut i = 0;
     while i < names.len() {
-        let joined = (i + 2..=names.len())
+        let longest = (i + 2..=names.len().min(i + most + 1))
             .rev()
-            .map(|j| names[i..j].join(","))
-            .zip((i + 2..=names.len()).rev())
-            .find(|(n, _)| header.contains(n));
-        match joined {
-            Some((n, j)) if !header.contains(&names[i]) => {
-                out.push(n);
+            .find(|&j| known.contains(names[i..j].join(",").as_str()));
+        match longest {
+            Some(j) if !known.contains(names[i].as_str()) => {
+                out.push(names[i..j].join(","));
                 i = j;
             }
             _ => {
@@ -182,6 +189,7 @@ pub fn shell_list(names: &[&str]) -> String {
     }
 }
 
+/// A column by name or, failing that, by 0-based index ("3" is the fourth column).
 fn find(header: &[String], name: &str, path: &Path, role: &str) -> Result<usize> {
     let by_index = || name.parse::<usize>().ok().filter(|&i| i < header.len());
     header
@@ -357,11 +365,18 @@ impl ColumnChoice {
                 check_unique(&targets, header, path, "target")?;
                 check_unique(&features, header, path, "feature")?;
                 if features.is_empty() {
+                    let unnamed = (0..header.len()).any(|c| is_unnamed(header, c));
                     return Err(Error::data(
                         Location::line(path, 1),
                         format!(
-                            "no feature columns left: the header has only {} and it is the target",
-                            header.join(", ")
+                            "no feature columns left: the header has only {} and it is the target{}",
+                            names_shown(header),
+                            if unnamed {
+                                " (a column without a name is left out unless named: \
+                                 --features \"Unnamed: 0\")"
+                            } else {
+                                ""
+                            }
                         ),
                     ));
                 }
@@ -437,10 +452,10 @@ fn not_csv(head: &[u8]) -> Option<String> {
     let text = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(head);
     let mut bytes = text.iter().filter(|b| !b.is_ascii_whitespace());
     let (first, second) = (bytes.next(), bytes.next());
-    // `{...` or `[{`, `[[`, `["`, `[1`: not a header such as `[m] length,...`.
+    // `{"`, `[{`, `[[`, `["`: not a header such as `[m] length,...`, `[1/s] rate,...`, `{x},...`.
     let json = match (first, second) {
-        (Some(b'{'), _) => true,
-        (Some(b'['), Some(c)) => matches!(c, b'{' | b'[' | b'"' | b']' | b'-' | b'0'..=b'9'),
+        (Some(b'{'), Some(c)) => matches!(c, b'"' | b'}'),
+        (Some(b'['), Some(c)) => matches!(c, b'{' | b'[' | b'"' | b']'),
         _ => false,
     };
     Some(if head.starts_with(b"PK\x03\x04") {
@@ -455,7 +470,7 @@ fn not_csv(head: &[u8]) -> Option<String> {
             .to_string()
     } else if head.starts_with(b"\x93NUMPY") {
         "a .npy array: give it a .npy name (mdn reads a file by its extension)".to_string()
-    } else if head.starts_with(b"PAR1") {
+    } else if head.starts_with(b"PAR1") && head[4..].iter().take(64).any(|&b| b < 0x09) {
         "a Parquet file, not CSV text: with pandas, pd.read_parquet(f).to_csv(\"data.csv\", \
          index=False)"
             .to_string()
@@ -730,6 +745,12 @@ impl<R: std::io::Read> CsvRows<R> {
                 "the header names no column (expected a header row naming the columns)",
             ));
         }
+        // A first line of numbers (its empty fields aside: a headerless file's trailing
+        // separator or missing first cell) is data, not a header.
+        let numbers = header
+            .iter()
+            .filter(|h| !h.is_empty())
+            .all(|h| h.parse::<f64>().is_ok());
         // A column without a name is pandas' index (`df.to_csv()`), or the empty field after
         // a trailing separator: named as pandas reads it, and left out by default.
         let header: Vec<String> = header
@@ -745,7 +766,7 @@ impl<R: std::io::Read> CsvRows<R> {
                 ));
             }
         }
-        if header.iter().all(|h| h.parse::<f64>().is_ok()) {
+        if numbers {
             return Err(Error::data(
                 Location::line(path, 1),
                 "the first line looks like data, not a header: mdn needs a header row naming the columns",

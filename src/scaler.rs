@@ -62,6 +62,8 @@ pub struct ColumnStats {
     m2: Vec<f64>,
     min: Vec<f32>,
     max: Vec<f32>,
+    /// Whether every value of the column is a whole number.
+    whole: Vec<bool>,
 }
 
 /// Fewer float32 steps than this across a column's range: [`ColumnStats::coarse`].
@@ -102,6 +104,7 @@ impl ColumnStats {
             m2: vec![0.0; cols],
             min: vec![f32::INFINITY; cols],
             max: vec![f32::NEG_INFINITY; cols],
+            whole: vec![true; cols],
         }
     }
 
@@ -118,6 +121,7 @@ impl ColumnStats {
                 self.m2[c] += delta * (v - self.mean[c]);
                 self.min[c] = self.min[c].min(row[c]);
                 self.max[c] = self.max[c].max(row[c]);
+                self.whole[c] &= row[c].fract() == 0.0;
             }
         }
     }
@@ -139,6 +143,11 @@ impl ColumnStats {
         let top = min.abs().max(max.abs());
         let step = (top.next_up() - top) as f64;
         let spread = max as f64 - min as f64;
+        // Whole numbers below 2^24 (counts, codes, years) are exact in float32: no value of
+        // theirs was merged with another, however few steps they span.
+        if self.whole[c] && step <= 1.0 {
+            return None;
+        }
         (spread / step < COARSE_STEPS).then_some(Coarse {
             about: self.mean[c],
             spread,

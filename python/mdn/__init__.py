@@ -86,6 +86,9 @@ _OPTIONS = {
 # `fit` leaves out rows with a missing value (done here, before the rows reach the job).
 _LOCAL = ("random_state", "categorical", "unknown_category", "drop_missing")
 
+# Options that are whole numbers (a negative one is named here, not in serde's words).
+_COUNTS = ("components", "batch_size", "patience", "max_epochs", "epochs", "seed", "threads", "ensemble")
+
 # At most this many categories in one column (as `mdn train`).
 _MAX_CATEGORIES = 1000
 
@@ -713,7 +716,7 @@ class MDN(_Regressor, _Base):
             # What the job's JSON cannot say, or says as serde's words: named here.
             if isinstance(v, float) and not np.isfinite(v):
                 raise ValueError(f"{k} must be a finite number, got {v}")
-            if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+            if k in _COUNTS and isinstance(v, int) and not isinstance(v, bool) and v < 0:
                 raise ValueError(f"{k} must be {'0 or more' if k == 'seed' else 'at least 1'}, got {v}")
             job["transform" if k == "target_transform" else k] = v
         try:

@@ -868,10 +868,13 @@ impl TrainArgs {
             memory_mb: self.memory_mb,
             stream: self.stream,
             chunk_rows: self.chunk_rows,
-            // A checkpoint file named is written (every epoch unless told otherwise).
-            checkpoint_every: self
-                .checkpoint_every
-                .or(self.checkpoint.as_ref().map(|_| 1)),
+            // A checkpoint file named is written (every epoch unless told otherwise; a
+            // resumed run keeps its checkpoint's cadence).
+            checkpoint_every: self.checkpoint_every.or(self
+                .checkpoint
+                .as_ref()
+                .filter(|_| self.resume.is_none())
+                .map(|_| 1)),
             checkpoint_seconds: self.checkpoint_seconds,
             ensemble: self.ensemble,
             checkpoint: self.checkpoint.clone(),

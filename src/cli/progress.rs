@@ -69,26 +69,43 @@ static ON_INTERRUPT: std::sync::Mutex<&str> = std::sync::Mutex::new(
      finished: the best epoch's parameters, or with --epochs the last's (Ctrl-C again to quit now)",
 );
 
-/// Set when the user presses Ctrl-C: training stops after the current window or epoch and
-/// saves the model so far. A second Ctrl-C removes temporary files and exits at once (exit
-/// code 130). One flag per process (the handler is installed once).
+/// Set when the user presses Ctrl-C, or the process gets SIGTERM (what `kill`, `timeout`,
+/// Slurm's preemption and `docker stop` send): training stops after the current window or
+/// epoch and saves the model so far. A second one removes temporary files and exits at once
+/// (exit code 130). One flag per process (the handlers are installed once). SIGHUP is left
+/// alone: `nohup` ignores it, and a dropped SSH session must not cancel a job that
+/// `mdn submit --wait` follows.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     FLAG.get_or_init(|| {
         let flag = Arc::new(AtomicBool::new(false));
         let f = flag.clone();
-        let _ = ctrlc::set_handler(move || {
-            if f.swap(true, Ordering::SeqCst) {
-                mdn::atomic::remove_temporary_files();
-                message("interrupted again: quitting now, without writing a model");
-                std::process::exit(super::EXIT_INTERRUPTED as i32);
-            }
-            let what = *ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner());
-            message(&format!("\ninterrupted: {what}"));
-        });
+        let _ = ctrlc::set_handler(move || interrupted(&f));
+        #[cfg(unix)]
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM])
+        {
+            let f = flag.clone();
+            std::thread::spawn(move || {
+                for _ in signals.forever() {
+                    interrupted(&f);
+                }
+            });
+        }
         flag
     })
     .clone()
+}
+
+/// What a Ctrl-C or SIGTERM does: the first sets `flag` and says what will happen; the
+/// second quits at once.
+fn interrupted(flag: &AtomicBool) {
+    if flag.swap(true, Ordering::SeqCst) {
+        mdn::atomic::remove_temporary_files();
+        message("interrupted again: quitting now, without writing a model");
+        std::process::exit(super::EXIT_INTERRUPTED as i32);
+    }
+    let what = *ON_INTERRUPT.lock().unwrap_or_else(|e| e.into_inner());
+    message(&format!("\ninterrupted: {what}"));
 }
 
 /// [`interrupt_flag`], a first Ctrl-C saying `what` will happen instead of `mdn train`'s words.
@@ -354,13 +371,9 @@ impl Progress {
             bar.set_length(r.max_epochs as u64);
             bar.set_position(r.epoch as u64);
             // The time the remaining epochs would take (early stopping may end sooner).
-            let eta = if r.eta_seconds.is_finite() && r.eta_seconds > 0.0 {
-                format!(
-                    "  ETA {}",
-                    indicatif::HumanDuration(std::time::Duration::from_secs_f64(r.eta_seconds))
-                )
-            } else {
-                String::new()
+            let eta = match std::time::Duration::try_from_secs_f64(r.eta_seconds) {
+                Ok(d) if r.eta_seconds > 0.0 => format!("  ETA {}", indicatif::HumanDuration(d)),
+                _ => String::new(),
             };
             bar.set_message(format!("{text}{eta}"));
             self.last = Some(format!("epoch {}/{}  {text}", r.epoch, r.max_epochs));

@@ -261,21 +261,31 @@ impl ResolvedJob {
             .with_rows_left_out(self.left_out.total());
         if let Some(t) = model.training.as_ref() {
             for name in &t.constant_features {
-                // A category's indicator: the category is in no training row (only among
-                // the held-out validation rows, from which the categories were learnt too).
+                // A category's indicator: 0 in every training row, the category is in none
+                // (only among the held-out validation rows, from which the categories were
+                // learnt too); 1 in every one, it is the only one there.
                 let category = self.categorical.iter().find_map(|k| {
                     k.categories
                         .iter()
                         .find(|c| format!("{}={c}", k.column) == *name)
                         .map(|c| (&k.column, c))
                 });
-                observer(&JobEvent::Warning(&match category {
-                    Some((column, c)) => format!(
+                let value = model
+                    .features
+                    .iter()
+                    .position(|f| f == name)
+                    .and_then(|i| model.x_scaler.mean.get(i).copied());
+                observer(&JobEvent::Warning(&match (category, value) {
+                    (Some((column, c)), Some(v)) if v == 0.0 => format!(
                         "category '{c}' of column '{column}' is in no training row (only among the \
                          validation rows): the model learns nothing for it, and predicts its rows \
                          as if they had no category"
                     ),
-                    None => format!(
+                    (Some((column, c)), _) => format!(
+                        "every training row of column '{column}' is '{c}': the column tells the \
+                         model nothing, so the model ignores it"
+                    ),
+                    (None, _) => format!(
                         "feature column '{name}' is constant in the training rows: it tells the model nothing, \
                          so the model ignores it (whatever value it takes when predicting)"
                     ),

@@ -216,7 +216,9 @@ impl ResolvedJob {
         let val_arrays = self.arrays.as_ref().and_then(|a| a.1.clone());
         let has_val = job.val.is_some() || val_arrays.is_some();
         self.check_row_count(data.rows)?;
-        // Features float32 cannot tell apart (the targets' are refused when training starts).
+        // Features float32 cannot tell apart are warned about; such targets are refused, in
+        // their own units (before a transform), as training refuses them where it reads its
+        // rows from a stream.
         let mut stats = crate::scaler::ColumnStats::new(data.d_in());
         stats.push(&data.x);
         for (c, name) in data.features.iter().enumerate() {
@@ -225,6 +227,16 @@ impl ResolvedJob {
                     "feature {}",
                     coarse.message(name)
                 )));
+            }
+        }
+        let mut stats = crate::scaler::ColumnStats::new(data.targets.len());
+        stats.push(&data.y);
+        for (j, name) in data.targets.iter().enumerate() {
+            if let Some(coarse) = stats.coarse(j) {
+                return Err(Error::data(
+                    crate::error::Location::file(&data.path),
+                    format!("target {}", coarse.message(name)),
+                ));
             }
         }
         if job.cross_validates(data.rows) && !has_val {

@@ -1340,6 +1340,13 @@ async fn submit(
             )));
         }
         Some(id) => match store.dataset(who.ws(), id)? {
+            // (An admin key sees every workspace: a job's data sets are of one.)
+            Some(d) if d.workspace != dataset.workspace => {
+                return Err(ApiError::bad(format!(
+                    "val_dataset: {id} is in workspace {:?}, the dataset in {:?}: a job's data sets are of one workspace",
+                    d.workspace, dataset.workspace
+                )));
+            }
             Some(d) => Some(d),
             None => {
                 return Err(ApiError::bad(format!(

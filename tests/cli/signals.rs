@@ -557,3 +557,60 @@ fn sigterm_killed_training_without_saving_anything() {
     assert!(v["epochs"].as_u64().unwrap() > first, "{v}");
     assert_eq!(files_in(dir.path()), ["ck.json", "m.json"]);
 }
+
+/// Regression (a review): handling SIGTERM through ctrlc's "termination" feature took
+/// SIGHUP too, replacing `nohup`'s "ignore" and letting a dropped SSH session cancel the job
+/// `mdn submit --wait` follows. SIGHUP keeps its own disposition: here the default, which
+/// ends the process without the interrupted path.
+#[cfg(unix)]
+#[test]
+fn sighup_was_taken_for_a_ctrl_c() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--out",
+            "m.json",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Ended by the signal, or (where the test runs with SIGHUP ignored, under nohup) still
+    // running: either way the disposition was the process's own, not Ctrl-C's path.
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if t0.elapsed().as_secs() >= 5 {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if let Some(status) = status {
+        assert_eq!(status.signal(), Some(1), "{err}");
+    }
+    assert!(!err.contains("interrupted"), "{err}");
+    assert!(!dir.path().join("m.json").exists());
+}

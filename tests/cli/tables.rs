@@ -730,6 +730,28 @@ fn a_category_only_among_the_validation_rows_was_called_a_constant_column() {
         warned,
         "in 8 seeds of a half split, the row was never held out"
     );
+    // Regression (a review): a column whose training rows all have one category (its
+    // indicator 1 everywhere) was said to be "in no training row".
+    let mut text = String::from("x,country,y\n");
+    for i in 0..300 {
+        text.push_str(&format!(
+            "{},US,{}\n",
+            i as f64 * 0.01,
+            (i as f64 * 0.3).sin()
+        ));
+    }
+    std::fs::write(dir.path().join("one.csv"), text).unwrap();
+    let (_, err) = ok(
+        dir.path(),
+        &[
+            "train", "--data", "one.csv", "--epochs", "1", "--out", "o.json",
+        ],
+    );
+    assert!(
+        err.contains("warning: every training row of column 'country' is 'US': the column tells the model nothing"),
+        "{err}"
+    );
+    assert!(!err.contains("in no training row"), "{err}");
 }
 
 #[test]
