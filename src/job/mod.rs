@@ -276,7 +276,7 @@ impl ResolvedJob {
                     .position(|f| f == name)
                     .and_then(|i| model.x_scaler.mean.get(i).copied());
                 observer(&JobEvent::Warning(&match (category, value) {
-                    (Some((column, c)), Some(v)) if v == 0.0 => format!(
+                    (Some((column, c)), Some(0.0)) => format!(
                         "category '{c}' of column '{column}' is in no training row (only among the \
                          validation rows): the model learns nothing for it, and predicts its rows \
                          as if they had no category"
