@@ -324,6 +324,30 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert_eq!(st, 403, "{text}");
     let (st, _) = a.call_with("GET", "/v1/datasets", None, &[("Mdn-Workspace", "team-b")]);
     assert_eq!(st, 403, "a workspace key names no other workspace");
+    // Regression (a review): a server admin's job could validate on another workspace's
+    // data set; a workspace key does not see it at all.
+    let (st, v) = op.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "val_dataset": b_ds, "options": {"epochs": 1}})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let text = v["error"]["message"].as_str().unwrap();
+    assert!(
+        text.contains("a job's data sets are of one workspace"),
+        "{text}"
+    );
+    let (st, v) = a.json(
+        "POST",
+        "/v1/jobs",
+        Some(json!({"dataset": ds, "val_dataset": b_ds, "options": {"epochs": 1}})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let text = v["error"]["message"].as_str().unwrap();
+    assert!(
+        text.starts_with("val_dataset: no dataset with id"),
+        "{text}"
+    );
 
     // Quotas, set by the server admin: jobs at once (429) and bytes stored (413).
     let (st, v) = op.json("PUT", "/v1/workspaces/team-a", Some(json!({"max_jobs": 1})));
