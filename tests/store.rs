@@ -1453,17 +1453,21 @@ fn a_sqlite_store_from_before_deletions_numbers_the_next_version_after_its_last(
         succeed(&s, "job_2", "m_2", Some("bishop"));
     }
     {
-        // Back to the schema before version 5: no digests, no counter on names.
+        // Back to the schema before version 5: no digests, no counter on names (nor the
+        // jobs' validation data sets of version 6).
         let c = rusqlite::Connection::open(dir.path().join("mdn.sqlite")).unwrap();
         c.execute_batch(
             "DROP INDEX datasets_content; DROP INDEX models_job; DROP INDEX versions_model;
              ALTER TABLE datasets DROP COLUMN sha256; ALTER TABLE registry DROP COLUMN last_version;
+             ALTER TABLE jobs DROP COLUMN val_dataset;
              PRAGMA user_version = 4;",
         )
         .unwrap();
     }
     let s = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(s.dataset(None, "ds_1").unwrap().unwrap().sha256, None);
+    // The jobs from before have no validation data set of their own.
+    assert_eq!(s.job(None, "job_1").unwrap().unwrap().val_dataset, None);
     let v = s
         .register("team", "bishop", "m_1", &[], None)
         .unwrap()
