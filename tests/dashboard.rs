@@ -88,6 +88,26 @@ async fn shot(c: &Client, name: &str) {
     std::fs::write(shots().join(name), png).unwrap();
 }
 
+/// Clicks the element with id `id`, trying again for 10 s while it is not interactable: a
+/// page rendered again (an event refreshing it) replaces a shown button by a new one, hidden
+/// until its status arrives (a clean-clone CI run caught "element not interactable" once).
+async fn click_when_ready(c: &Client, id: &str) {
+    let t0 = Instant::now();
+    loop {
+        let clicked = match c.find(Locator::Id(id)).await {
+            Ok(e) => e.click().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match clicked {
+            Ok(()) => return,
+            Err(_) if t0.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("#{id} could not be clicked: {e}"),
+        }
+    }
+}
+
 /// Waits until `script` (a JS expression) is truthy; panics with `what` after 60 s.
 async fn until(c: &Client, what: &str, script: &str) -> Value {
     let t0 = Instant::now();
@@ -514,12 +534,7 @@ async fn upload_train_watch_inspect_predict_and_cancel_in_a_browser() {
         "!!document.getElementById('delete') && !document.getElementById('delete').hidden && document.getElementById('cancel').hidden",
     )
     .await;
-    c.find(Locator::Id("delete"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click_when_ready(&c, "delete").await;
     c.accept_alert().await.unwrap();
     let said = until(
         &c,
