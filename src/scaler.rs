@@ -67,7 +67,7 @@ pub struct ColumnStats {
 }
 
 /// Fewer float32 steps than this across a column's range: [`ColumnStats::coarse`].
-pub const COARSE_STEPS: f64 = 1000.0;
+pub const COARSE_STEPS: f64 = 100.0;
 
 /// A column whose values float32 rounds to few steps: [`ColumnStats::coarse`].
 #[derive(Debug, Clone, Copy, PartialEq)]
