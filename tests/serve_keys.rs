@@ -326,27 +326,27 @@ fn two_workspaces_see_nothing_of_each_other_and_each_scope_does_only_its_part() 
     assert_eq!(st, 403, "a workspace key names no other workspace");
     // Regression (a review): a server admin's job could validate on another workspace's
     // data set; a workspace key does not see it at all.
-    let (st, v) = op.json(
+    for (who, says) in [
+        (&op, "val_dataset: ds_"),
+        (&a, "val_dataset: no dataset with id"),
+    ] {
+        let body = json!({"dataset": ds, "val_dataset": b_ds, "options": {"epochs": 1}});
+        let (st, v) = who.json("POST", "/v1/jobs", Some(body));
+        assert_eq!(st, 400, "{v}");
+        let text = v["error"]["message"].as_str().unwrap();
+        assert!(text.starts_with(says), "{text}");
+    }
+    let (_, v) = op.json(
         "POST",
         "/v1/jobs",
-        Some(json!({"dataset": ds, "val_dataset": b_ds, "options": {"epochs": 1}})),
+        Some(json!({"dataset": ds, "val_dataset": b_ds})),
     );
-    assert_eq!(st, 400, "{v}");
-    let text = v["error"]["message"].as_str().unwrap();
     assert!(
-        text.contains("a job's data sets are of one workspace"),
-        "{text}"
-    );
-    let (st, v) = a.json(
-        "POST",
-        "/v1/jobs",
-        Some(json!({"dataset": ds, "val_dataset": b_ds, "options": {"epochs": 1}})),
-    );
-    assert_eq!(st, 400, "{v}");
-    let text = v["error"]["message"].as_str().unwrap();
-    assert!(
-        text.starts_with("val_dataset: no dataset with id"),
-        "{text}"
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("a job's data sets are of one workspace"),
+        "{v}"
     );
 
     // Quotas, set by the server admin: jobs at once (429) and bytes stored (413).
