@@ -12,7 +12,7 @@ const TEMP_PREFIX: &str = ".mdn-";
 
 /// Removes, once per directory and process, the temporary files in `dir` that a process no
 /// longer running left (`.mdn-<pid>-*.tmp`: a run killed by SIGKILL or a power cut while it
-/// wrote a checkpoint or a model). Linux only (whether a process runs is read from /proc);
+/// wrote a checkpoint, a model or a directory of models). Linux only (whether a process runs is read from /proc);
 /// elsewhere nothing is removed.
 pub fn sweep_stale(dir: &Path) {
     static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
@@ -41,7 +41,12 @@ pub fn sweep_stale(dir: &Path) {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_file(entry.path());
+            // A file, or a directory of models being written (`TempDirectory::beside`).
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            } else {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }
@@ -148,43 +153,110 @@ static WRITING: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::ne
 /// second Ctrl-C).
 static TEMPORARY: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
 
-/// A temporary `.npy` file in a directory of its own under the system's temporary directory,
-/// so that everything written beside it (its `.columns.json`, the writer's unfinished
-/// temporary file) goes when it is dropped.
-pub struct TempNpy {
+/// A temporary directory, removed when dropped, and by [`remove_temporary_files`] when the
+/// process exits at once (a second Ctrl-C).
+pub struct TempDirectory {
     dir: std::path::PathBuf,
-    path: std::path::PathBuf,
 }
 
-impl TempNpy {
-    pub fn new() -> Result<TempNpy> {
+impl TempDirectory {
+    /// A new directory under the system's temporary directory.
+    pub fn new() -> Result<TempDirectory> {
         let dir = tempfile::Builder::new()
             .prefix("mdn-")
             .tempdir()
-            .map_err(|e| Error::io(Path::new("temporary directory"), e))?
-            .keep();
+            .map_err(|e| Error::io(Path::new("temporary directory"), e))?;
+        Ok(TempDirectory::keeping(dir))
+    }
+
+    /// A new hidden directory beside `path` (in its directory), to be renamed to `path` when
+    /// whole ([`TempDirectory::persist_as`]).
+    pub fn beside(path: &Path) -> Result<TempDirectory> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        sweep_stale(parent);
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+            .suffix(".tmp")
+            .tempdir_in(parent)
+            .map_err(|e| Error::io(parent, e))?;
+        Ok(TempDirectory::keeping(dir))
+    }
+
+    fn keeping(dir: tempfile::TempDir) -> TempDirectory {
+        let dir = dir.keep();
         TEMPORARY
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(dir.clone());
-        Ok(TempNpy {
-            path: dir.join("data.npy"),
-            dir,
-        })
+        TempDirectory { dir }
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.dir
+    }
+
+    /// Renames the directory to `to`, which then holds it whole: a directory already there
+    /// is moved aside first and removed after, so that `to` is never half-written.
+    pub fn persist_as(self, to: &Path) -> Result<()> {
+        let aside = match std::fs::symlink_metadata(to) {
+            Ok(_) => {
+                let aside = TempDirectory::beside(to)?;
+                let old = aside.path().join("old");
+                std::fs::rename(to, &old).map_err(|e| Error::io(to, e))?;
+                Some((aside, old))
+            }
+            Err(_) => None,
+        };
+        if let Err(e) = std::fs::rename(&self.dir, to) {
+            // The old directory back in its place.
+            if let Some((_, old)) = &aside {
+                let _ = std::fs::rename(old, to);
+            }
+            return Err(Error::io(to, e));
+        }
+        TEMPORARY
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|p| *p != self.dir);
+        std::mem::forget(self);
+        drop(aside);
+        Ok(())
     }
 }
 
-impl Drop for TempNpy {
+impl Drop for TempDirectory {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
         TEMPORARY
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p| *p != self.dir);
+    }
+}
+
+/// A temporary `.npy` file in a directory of its own under the system's temporary directory,
+/// so that everything written beside it (its `.columns.json`, the writer's unfinished
+/// temporary file) goes when it is dropped.
+pub struct TempNpy {
+    /// Removed with everything in it when dropped.
+    _dir: TempDirectory,
+    path: std::path::PathBuf,
+}
+
+impl TempNpy {
+    pub fn new() -> Result<TempNpy> {
+        let dir = TempDirectory::new()?;
+        Ok(TempNpy {
+            path: dir.path().join("data.npy"),
+            _dir: dir,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -578,6 +578,15 @@ pub struct TrainArgs {
     /// also says where the model is unsure because it has seen no data (epistemic variance)
     #[arg(long, default_value_t = 1)]
     pub ensemble: usize,
+    /// Train one model per group of rows, the groups named by this column's values (a
+    /// store, a sensor, a patient): --out is then a directory of <group>.json models and
+    /// groups.csv [default --out: models]
+    #[arg(long, value_name = "COLUMN")]
+    pub group_by: Option<String>,
+    /// With --group-by: leave out groups of fewer rows (listed in groups.csv) [default:
+    /// refuse groups too small for the defaults to hold out validation rows from]
+    #[arg(long, value_name = "N", requires = "group_by")]
+    pub min_group_rows: Option<usize>,
     #[command(flatten)]
     pub fit: FitArgs,
     /// Validation data (instead of holding out --val-fraction of --data)

@@ -147,6 +147,22 @@ pub fn fits_bar(quiet: bool, total: usize) -> Option<ProgressBar> {
     })
 }
 
+/// The bar of `mdn train --group-by`: groups trained of all.
+pub fn groups_bar(quiet: bool, total: usize) -> Option<ProgressBar> {
+    bar(quiet, || {
+        let b = ProgressBar::new(total as u64);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} groups [{bar:30}] {pos}/{len} ({eta} left) {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.enable_steady_tick(std::time::Duration::from_millis(200));
+        b
+    })
+}
+
 /// The network's inputs for the training banner: a categorical column's run of more than 8
 /// indicators (`fuel=diesel, fuel=petrol, ...`) as `fuel=<N categories>` (a date column read
 /// as categories made a 30 KB line).

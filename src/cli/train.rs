@@ -2,14 +2,16 @@
 
 use serde_json::json;
 
-use mdn::job::{JobEvent, Outcome, TrainJob};
+use mdn::job::{GroupEvent, JobEvent, Outcome, TrainJob};
 use mdn::model::Model;
 use mdn::{Error, Result};
 
 use super::Exit;
 use super::args::{SelectArgs, TrainArgs};
 use super::output::{print_json, write_output};
-use super::progress::{Progress, fits_bar, interrupt_flag, interrupt_flag_saying, message};
+use super::progress::{
+    Progress, fits_bar, groups_bar, interrupt_flag, interrupt_flag_saying, message,
+};
 
 /// Resolves and runs a job with progress on stderr and Ctrl-C as its cancel flag; the
 /// outcome and the job's warnings, in order.
@@ -32,6 +34,9 @@ fn run_job(job: TrainJob, quiet: bool) -> Result<(Outcome, Vec<String>)> {
 }
 
 pub fn train(a: TrainArgs) -> Result<Exit> {
+    if let Some(column) = &a.group_by {
+        return train_groups(&a, column);
+    }
     let (outcome, warnings) = run_job(a.job(), a.quiet)?;
     let info = outcome
         .model
@@ -410,5 +415,171 @@ mod tests {
                 "warning: components 0 and 1 describe the same distribution (mode collapse)"
             ]
         );
+    }
+}
+
+/// `mdn train --group-by COLUMN`: one model per group, a line per group, a warning said once
+/// however many groups give it.
+fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
+    let mut job = a.job();
+    if a.out.is_none() {
+        job.out = Some(std::path::PathBuf::from("models"));
+    }
+    let by = mdn::job::GroupBy {
+        column: column.to_string(),
+        min_rows: a.min_group_rows,
+    };
+    let stop = interrupt_flag();
+    let mut bar = None;
+    let mut warnings: Vec<String> = Vec::new();
+    let mut repeated = 0usize;
+    let quiet = a.quiet;
+    let say = |bar: &Option<indicatif::ProgressBar>, line: &str| match bar {
+        Some(b) => b.suspend(|| message(line)),
+        None => message(line),
+    };
+    let outcome = mdn::job::train_groups(
+        job,
+        &by,
+        &mut |e: &GroupEvent| match e {
+            GroupEvent::Split {
+                groups,
+                left_out,
+                rows,
+            } => {
+                if !quiet {
+                    let left = if *left_out > 0 {
+                        format!(
+                            " ({left_out} left out: fewer than --min-group-rows {})",
+                            by.min_rows.unwrap_or(0)
+                        )
+                    } else {
+                        String::new()
+                    };
+                    message(&format!(
+                        "{rows} rows in {groups} groups of column '{}'{left}: a model each",
+                        by.column
+                    ));
+                }
+                bar = groups_bar(quiet, groups - left_out);
+            }
+            GroupEvent::Started { group, rows, .. } => {
+                if let Some(b) = &bar {
+                    b.set_message(format!("'{group}' ({rows} rows)"));
+                }
+            }
+            GroupEvent::Job(group, JobEvent::Warning(w)) => {
+                if warnings.iter().any(|s| s == w) {
+                    repeated += 1;
+                } else {
+                    warnings.push(w.to_string());
+                    if !quiet {
+                        let whose = if group.is_empty() {
+                            String::new()
+                        } else {
+                            format!("group '{group}': ")
+                        };
+                        say(&bar, &format!("warning: {whose}{w}"));
+                    }
+                }
+            }
+            GroupEvent::Job(..) => {}
+            GroupEvent::Finished { index, of, result } => {
+                if let Some(b) = &bar {
+                    b.set_position(*index as u64 + 1);
+                }
+                if !quiet {
+                    say(&bar, &group_line(*index, *of, result));
+                }
+            }
+        },
+        &stop,
+    );
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let outcome = outcome?;
+    let count = |status: &str| outcome.groups.iter().filter(|g| g.status == status).count();
+    let failed: Vec<&mdn::job::GroupResult> = outcome.failed().collect();
+    if !quiet {
+        if repeated > 0 {
+            message(&format!(
+                "({repeated} warnings were the same as one above, for other groups)"
+            ));
+        }
+        let trained = count("trained") + count("interrupted");
+        let mut parts = vec![format!(
+            "wrote {}: {trained} model{} and {}",
+            outcome.dir.display(),
+            if trained == 1 { "" } else { "s" },
+            mdn::job::GROUPS_INDEX
+        )];
+        for (status, what) in [
+            ("left out", "left out"),
+            ("failed", "failed"),
+            ("not trained", "not trained (stopped first)"),
+        ] {
+            let n = count(status);
+            if n > 0 {
+                parts.push(format!("{n} group{} {what}", if n == 1 { "" } else { "s" }));
+            }
+        }
+        message(&parts.join("; "));
+    }
+    if a.json {
+        print_json(&json!({
+            "dir": outcome.dir,
+            "index": outcome.dir.join(mdn::job::GROUPS_INDEX),
+            "interrupted": outcome.interrupted,
+            "groups": outcome.groups,
+            "warnings": warnings,
+        }))?;
+    }
+    if outcome.interrupted {
+        return Ok(Exit::Interrupted);
+    }
+    if let Some(first) = failed.first() {
+        return Err(Error::config(format!(
+            "{} of {} groups could not be trained; the first, '{}': {} (the other models are              written to {}, and {} says why for each)",
+            failed.len(),
+            outcome.groups.len(),
+            first.group,
+            first.reason.as_deref().unwrap_or("no reason recorded"),
+            outcome.dir.display(),
+            mdn::job::GROUPS_INDEX
+        )));
+    }
+    Ok(Exit::Success)
+}
+
+/// A group's line when it is done: `[3/40] 'C': 412 rows, epoch 57 of 69, validation NLL
+/// -0.8312 -> C.json`.
+fn group_line(index: usize, of: usize, g: &mdn::job::GroupResult) -> String {
+    let head = format!("[{}/{of}] '{}': {} rows", index + 1, g.group, g.rows);
+    match g.status.as_str() {
+        "failed" => format!(
+            "{head}: failed: {}",
+            g.reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        status => {
+            let epochs = match (g.saved_epoch, g.epochs) {
+                (Some(s), Some(e)) => format!(", epoch {s} of {e}"),
+                _ => String::new(),
+            };
+            let val = match (g.val_nll, g.cv_nll) {
+                (Some(v), _) => format!(", validation NLL {v:.4}"),
+                (None, Some(v)) => format!(", cross-validated NLL {v:.4}"),
+                (None, None) => String::new(),
+            };
+            let stopped = if status == "interrupted" {
+                " (interrupted)"
+            } else {
+                ""
+            };
+            format!(
+                "{head}{epochs}{val}{stopped} -> {}",
+                g.model.as_deref().unwrap_or("-")
+            )
+        }
     }
 }

@@ -169,13 +169,67 @@ fn div_ceil(a: usize, b: usize) -> u32 {
 }
 
 /// The GPU backend.
+///
+/// Dropped, its device and kernels go back to the process's idle ones (see [`IDLE`]) for the
+/// next backend of the same adapter and options, unless the device has failed.
 pub struct GpuBackend {
-    // Fields drop in order: the pipelines before the device they belong to, so that the
-    // device is the last of its resources and is destroyed inside `Gpu`'s drop, one at a
-    // time in the process (see `context::DEVICE_LIFECYCLE`).
-    kernels: Kernels,
+    // Taken out only in `Drop`: kept idle, or dropped there in order, the pipelines before
+    // the device they belong to, so that the device is the last of its resources and is
+    // destroyed inside `Gpu`'s drop, one at a time in the process (see
+    // `context::DEVICE_LIFECYCLE`).
+    kernels: std::mem::ManuallyDrop<Kernels>,
     options: GpuOptions,
+    gpu: std::mem::ManuallyDrop<Gpu>,
+    /// The adapter asked for: what the device is kept idle under.
+    choice: DeviceChoice,
+}
+
+/// A device with its kernels, opened before in this process and free for the next
+/// [`GpuBackend`] of the same adapter choice and options.
+struct Idle {
+    choice: DeviceChoice,
+    options: GpuOptions,
+    // In drop order: the pipelines before their device.
+    kernels: Kernels,
     gpu: Gpu,
+}
+
+/// The process's idle devices. Opening a device and compiling the kernels takes 1-1.5 s on
+/// lavapipe (LLVM compiles every pipeline) and tens to hundreds of milliseconds on a GPU;
+/// a process that trains many models one after another (`mdn train --group-by`, `mdn
+/// select`, the Python package's fits, a service worker's jobs) pays it once. A backend
+/// takes an idle device of its adapter and options, or opens one, and has it to itself
+/// until it is dropped; at most [`MOST_IDLE`] are kept.
+static IDLE: std::sync::Mutex<Vec<Idle>> = std::sync::Mutex::new(Vec::new());
+
+/// Most idle devices kept ([`IDLE`]); beyond it a dropped backend's device is closed.
+const MOST_IDLE: usize = 4;
+
+impl Drop for GpuBackend {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; `self` is not used after.
+        let (kernels, gpu) = unsafe {
+            (
+                std::mem::ManuallyDrop::take(&mut self.kernels),
+                std::mem::ManuallyDrop::take(&mut self.gpu),
+            )
+        };
+        let idle = Idle {
+            choice: self.choice,
+            options: self.options,
+            kernels,
+            gpu,
+        };
+        // A device that failed (lost, or an error outside a scope) is closed, never reused.
+        let _ = idle.gpu.device.poll(wgpu::PollType::wait_indefinitely());
+        if idle.gpu.check().is_err() {
+            return;
+        }
+        let mut all = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        if all.len() < MOST_IDLE {
+            all.push(idle);
+        }
+    }
 }
 
 /// Which kernels train a model on the GPU.
@@ -575,6 +629,24 @@ impl GpuBackend {
 
     /// Opens the adapter `choice` asks for with explicit options.
     pub fn with_options(choice: DeviceChoice, options: GpuOptions) -> Result<GpuBackend> {
+        let idle = {
+            let mut all = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+            all.iter()
+                .position(|i| i.choice == choice && i.options == options)
+                .map(|at| all.swap_remove(at))
+        };
+        if let Some(idle) = idle.filter(|i| i.gpu.check().is_ok()) {
+            log::debug!(
+                "GPU: {} reused, its kernels compiled already",
+                idle.gpu.describe()
+            );
+            return Ok(GpuBackend {
+                kernels: std::mem::ManuallyDrop::new(idle.kernels),
+                options,
+                gpu: std::mem::ManuallyDrop::new(idle.gpu),
+                choice,
+            });
+        }
         let gpu = Gpu::open(choice)?;
         let mut tiling = Tiling::for_adapter(
             gpu.info.device_type,
@@ -590,9 +662,10 @@ impl GpuBackend {
         let looped = tiling.loop_max_tiles > 0 || options.path == GpuPath::Loop;
         let kernels = Kernels::new(&gpu, &tiling, looped)?;
         Ok(GpuBackend {
-            kernels,
+            kernels: std::mem::ManuallyDrop::new(kernels),
             options,
-            gpu,
+            gpu: std::mem::ManuallyDrop::new(gpu),
+            choice,
         })
     }
 

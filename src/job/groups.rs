@@ -1,0 +1,567 @@
+//! One model per group of rows (`mdn train --group-by COLUMN`): a store's sales, a sensor's
+//! readings, a patient's measurements, each with a density of its own.
+//!
+//! The data file is read and checked whole first (every cell the job uses, with the file's
+//! own line numbers), then split by the group column's text into one CSV per group (without
+//! that column, constant within a group), in a temporary directory. Each group is then the
+//! whole job on its own rows: its own standardisation, validation split, small-data
+//! defaults, categories and early stopping, exactly what `mdn train` gives on a file of
+//! that group's rows alone. Groups train one after another on one device: the GPU backend
+//! keeps its device and compiled kernels for the next group (`backend::gpu`'s idle devices).
+//!
+//! The models go to a directory: `<group>.json` each, and `groups.csv`, one row per group
+//! (its model file, rows, epochs, validation NLL, and what happened to it). The directory is
+//! written beside its final name and renamed into place when whole, so a run that fails or
+//! is killed leaves the previous one as it was.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::Serialize;
+
+use super::{JobEvent, TrainJob, small_data::CROSS_VALIDATE_MIN};
+use crate::atomic::TempDirectory;
+use crate::data::{CsvRows, is_missing, is_npy, names_shown};
+use crate::error::{Error, Location, Result};
+use crate::tables::csv_cell;
+
+/// The index a group-by run writes beside its models.
+pub const INDEX: &str = "groups.csv";
+
+/// Most groups a run trains (each a model file in one directory).
+pub const MOST_GROUPS: usize = 100_000;
+
+/// How a job is split into groups.
+#[derive(Debug, Clone)]
+pub struct GroupBy {
+    /// The column whose text names each row's group.
+    pub column: String,
+    /// Groups with fewer rows are left out (recorded in the index); `None` refuses them.
+    pub min_rows: Option<usize>,
+}
+
+/// One group's rows and what became of them.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupResult {
+    /// The group column's text.
+    pub group: String,
+    /// Its model file, relative to the output directory (none when it was not trained).
+    pub model: Option<String>,
+    pub rows: usize,
+    pub train_rows: Option<usize>,
+    pub val_rows: Option<usize>,
+    pub epochs: Option<usize>,
+    pub saved_epoch: Option<usize>,
+    pub val_nll: Option<f64>,
+    /// On small data (the model then trained on every row, so `val_nll` is none): the
+    /// cross-validated NLL of the epochs chosen.
+    pub cv_nll: Option<f64>,
+    /// The linear-Gaussian model's NLL on the same validation rows or folds: what the group's
+    /// model should beat.
+    pub baseline_nll: Option<f64>,
+    /// `trained`, `interrupted` (stopped by Ctrl-C, the best epoch kept), `left out`
+    /// (fewer rows than `--min-group-rows`), `failed` or `not trained` (the run stopped first).
+    pub status: String,
+    /// Why it failed or was left out.
+    pub reason: Option<String>,
+}
+
+/// What a group-by run reports, besides each group's own job events.
+#[derive(Debug, Clone, Copy)]
+pub enum GroupEvent<'a> {
+    /// The data file was split: `groups` groups, `left_out` of them too small to train.
+    Split {
+        groups: usize,
+        left_out: usize,
+        rows: usize,
+    },
+    /// Group `index` (from 0) of `of` starts training.
+    Started {
+        index: usize,
+        of: usize,
+        group: &'a str,
+        rows: usize,
+    },
+    /// A group's job event.
+    Job(&'a str, &'a JobEvent<'a>),
+    /// A group finished (trained, interrupted or failed).
+    Finished {
+        index: usize,
+        of: usize,
+        result: &'a GroupResult,
+    },
+}
+
+/// What a group-by run gives back.
+#[derive(Debug, Clone)]
+pub struct GroupsOutcome {
+    /// The directory written.
+    pub dir: PathBuf,
+    /// Every group, in the order of their first rows in the file.
+    pub groups: Vec<GroupResult>,
+    /// Stopped by the cancel flag (the groups not reached are `not trained`).
+    pub interrupted: bool,
+}
+
+impl GroupsOutcome {
+    /// The groups that failed.
+    pub fn failed(&self) -> impl Iterator<Item = &GroupResult> {
+        self.groups.iter().filter(|g| g.status == "failed")
+    }
+}
+
+/// The rows of each group as CSV text, in a temporary directory.
+struct Split {
+    /// Holds the groups' files; removed when dropped.
+    _dir: TempDirectory,
+    /// Per group, in the order of its first row: its text, its file, its rows.
+    groups: Vec<(String, PathBuf, usize)>,
+    rows: usize,
+}
+
+/// The output directory given as `job.out`: where the models go.
+fn out_dir(job: &TrainJob) -> Result<PathBuf> {
+    let dir = job
+        .out
+        .clone()
+        .ok_or_else(|| Error::config("--group-by writes a directory of models: give --out DIR"))?;
+    match std::fs::metadata(&dir) {
+        Ok(m) if !m.is_dir() => Err(Error::config(format!(
+            "--out {}: --group-by writes a directory of models, one per group, and this is a \
+             file; choose a directory (for example --out models)",
+            dir.display()
+        ))),
+        Ok(_) => {
+            let empty = std::fs::read_dir(&dir)
+                .map_err(|e| Error::io(&dir, e))?
+                .next()
+                .is_none();
+            if empty || dir.join(INDEX).is_file() {
+                Ok(dir)
+            } else {
+                Err(Error::config(format!(
+                    "--out {}: the directory holds files, and no {INDEX} of an earlier --group-by \
+                     run: its contents would be replaced; choose a new or empty directory",
+                    dir.display()
+                )))
+            }
+        }
+        Err(_) => {
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                return Err(Error::config(format!(
+                    "--out {}: directory {} does not exist",
+                    dir.display(),
+                    parent.display()
+                )));
+            }
+            Ok(dir)
+        }
+    }
+}
+
+/// Checks what a group-by job cannot do, finds the group column, and makes the features
+/// explicit without it. Returns the column's index in the header.
+fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
+    let Some(path) = job.data.clone() else {
+        return Err(Error::config(
+            "--group-by splits a data file's rows: give it with --data",
+        ));
+    };
+    if is_npy(&path) {
+        return Err(Error::config(format!(
+            "--group-by reads the groups from a CSV file's column, and {} is .npy: give the CSV",
+            path.display()
+        )));
+    }
+    for (what, set) in [
+        ("--val", job.val.is_some()),
+        (
+            "--stream and --chunk-rows",
+            job.stream || job.chunk_rows.is_some(),
+        ),
+        ("--resume", job.resume.is_some()),
+        (
+            "--checkpoint and --checkpoint-every",
+            job.checkpoint.is_some() || job.checkpoint_every.is_some(),
+        ),
+    ] {
+        if set {
+            return Err(Error::config(format!(
+                "{what} cannot be used with --group-by: each group holds out its own validation \
+                 rows (--val-fraction) and trains in memory"
+            )));
+        }
+    }
+    if by.min_rows == Some(0) {
+        return Err(Error::config("--min-group-rows must be at least 1"));
+    }
+    let header = crate::data::header(&path)?;
+    let named = crate::data::rejoin_names(std::slice::from_ref(&by.column), &header);
+    let column = match named.as_slice() {
+        [one] => one.clone(),
+        _ => by.column.clone(),
+    };
+    let Some(at) = header.iter().position(|h| *h == column) else {
+        return Err(Error::data(
+            Location::line(&path, 1),
+            format!(
+                "--group-by column '{column}' is not in the header (columns: {})",
+                names_shown(&header)
+            ),
+        ));
+    };
+    let targets = crate::data::rejoin_names(&job.target, &header);
+    if targets.contains(&column) {
+        return Err(Error::config(format!(
+            "--group-by column '{column}' is also a --target: the groups are named by one column \
+             and the model predicts others"
+        )));
+    }
+    if job.features.is_empty() {
+        // The defaults, less the group column (constant within a group).
+        let choice = crate::data::ColumnChoice::Train {
+            targets: (!job.target.is_empty()).then(|| job.target.clone()),
+            features: None,
+        };
+        let (features, _) = choice.names(&header, &path)?;
+        job.features = features.into_iter().filter(|f| *f != column).collect();
+        if job.features.is_empty() {
+            return Err(Error::config(format!(
+                "--group-by column '{column}' leaves no feature column: the file has only it and \
+                 the targets"
+            )));
+        }
+    } else if crate::data::rejoin_names(&job.features, &header).contains(&column) {
+        return Err(Error::config(format!(
+            "--group-by column '{column}' is also in --features: it is the same in every row of \
+             a group, so it tells a group's model nothing; leave it out of --features"
+        )));
+    }
+    let categorical = crate::data::rejoin_names(&job.categorical, &header);
+    job.categorical = categorical.into_iter().filter(|c| *c != column).collect();
+    Ok((path, at))
+}
+
+/// Splits `path` by column `at` into one CSV per group (without that column), in the order
+/// of each group's first row. A row without a group is refused, or left out with
+/// `drop_missing`.
+fn split(path: &Path, at: usize, drop_missing: bool) -> Result<Split> {
+    let mut rows = CsvRows::open(path)?;
+    let header = rows.header.clone();
+    let keep: Vec<usize> = (0..header.len()).filter(|&c| c != at).collect();
+    let head_line = keep
+        .iter()
+        .map(|&c| csv_cell(&header[c]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut index: std::collections::HashMap<String, usize> = Default::default();
+    let mut groups: Vec<(String, String)> = Vec::new();
+    let mut cells = Vec::with_capacity(header.len());
+    let mut total = 0;
+    let all: Vec<usize> = (0..header.len()).collect();
+    let mut counts: Vec<usize> = Vec::new();
+    while let Some(line) = {
+        cells.clear();
+        rows.next_cells(&all, &mut cells)?
+    } {
+        let group = &cells[at];
+        if is_missing(group) {
+            if drop_missing {
+                continue;
+            }
+            return Err(Error::data(
+                Location::cell(path, line, at + 1, &header[at]),
+                "the row has no group (the --group-by column is empty or missing): \
+                 --drop-missing leaves such rows out",
+            ));
+        }
+        let g = match index.get(group.as_str()) {
+            Some(&g) => g,
+            None => {
+                if groups.len() == MOST_GROUPS {
+                    return Err(Error::data(
+                        Location::cell(path, line, at + 1, &header[at]),
+                        format!(
+                            "more than {MOST_GROUPS} groups in column '{}': is it an id? each \
+                             group is a model file",
+                            header[at]
+                        ),
+                    ));
+                }
+                index.insert(group.clone(), groups.len());
+                groups.push((group.clone(), format!("{head_line}\n")));
+                counts.push(0);
+                groups.len() - 1
+            }
+        };
+        let text = &mut groups[g].1;
+        for (i, &c) in keep.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&csv_cell(&cells[c]));
+        }
+        text.push('\n');
+        counts[g] += 1;
+        total += 1;
+    }
+    let dir = TempDirectory::new()?;
+    let mut files = Vec::with_capacity(groups.len());
+    for (g, ((value, text), n)) in groups.into_iter().zip(counts).enumerate() {
+        let file = dir.path().join(format!("group-{g}.csv"));
+        std::fs::write(&file, text).map_err(|e| Error::io(&file, e))?;
+        files.push((value, file, n));
+    }
+    Ok(Split {
+        _dir: dir,
+        groups: files,
+        rows: total,
+    })
+}
+
+/// A file name for group `value`: its letters, digits, `.`, `-` and `_`, the rest as `_`,
+/// at most 100 characters; `-2`, `-3` ... after a name already taken (case aside, for
+/// file systems that ignore it).
+fn file_name(value: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let mut base: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    if base.is_empty() || base.starts_with('.') || base.eq_ignore_ascii_case("groups") {
+        base.insert(0, 'g');
+    }
+    let mut name = base.clone();
+    let mut n = 1;
+    while !taken.insert(name.to_lowercase()) {
+        n += 1;
+        name = format!("{base}-{n}");
+    }
+    format!("{name}.json")
+}
+
+/// The index's text: one row per group.
+fn index_csv(groups: &[GroupResult]) -> String {
+    let mut out = String::from(
+        "group,model,rows,train_rows,val_rows,epochs,saved_epoch,val_nll,cv_nll,baseline_nll,status,reason\n",
+    );
+    let num = |v: Option<usize>| v.map(|v| v.to_string()).unwrap_or_default();
+    let nll = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for g in groups {
+        let cells = [
+            csv_cell(&g.group),
+            g.model.as_deref().map(csv_cell).unwrap_or_default(),
+            g.rows.to_string(),
+            num(g.train_rows),
+            num(g.val_rows),
+            num(g.epochs),
+            num(g.saved_epoch),
+            nll(g.val_nll),
+            nll(g.cv_nll),
+            nll(g.baseline_nll),
+            g.status.clone(),
+            g.reason.as_deref().map(csv_cell).unwrap_or_default(),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// Trains one model per group of `job`'s data file, as [`GroupBy`] says, writing them and
+/// the index to the directory `job.out`. `cancel` stops the group training now after its
+/// current epoch (its best epoch kept) and trains no other; the directory then has the
+/// groups done. A group that fails is recorded with its reason and the others go on.
+pub fn train_groups(
+    mut job: TrainJob,
+    by: &GroupBy,
+    observer: &mut dyn FnMut(&GroupEvent),
+    cancel: &AtomicBool,
+) -> Result<GroupsOutcome> {
+    let (path, at) = check(&mut job, by)?;
+    let dir = out_dir(&job)?;
+    crate::atomic::check_not_input(&dir, "--out", &[("--data", &path)])?;
+    // Every cell the job uses, checked in the whole file, with its own line numbers; the
+    // options and columns with it.
+    let whole = job.clone();
+    let resolved = TrainJob {
+        out: Some(std::env::temp_dir().join("mdn-group-check.json")),
+        ..whole
+    }
+    .resolve()?;
+    let mut tell = |e: &JobEvent| observer(&GroupEvent::Job("", e));
+    resolved.read_data_telling(&mut tell)?;
+    let split = split(&path, at, job.drop_missing)?;
+    let min = by.min_rows.unwrap_or(match job.val_fraction {
+        Some(_) => 1,
+        None => CROSS_VALIDATE_MIN,
+    });
+    let small: Vec<&(String, PathBuf, usize)> = split.groups.iter().filter(|g| g.2 < min).collect();
+    if by.min_rows.is_none() && !small.is_empty() {
+        let shown: Vec<String> = small
+            .iter()
+            .take(5)
+            .map(|(v, _, n)| format!("'{v}' ({n})"))
+            .collect();
+        return Err(Error::config(format!(
+            "{} of the {} groups in column '{}' {} fewer than {min} rows, too few for the \
+             defaults to hold out validation rows from: {}{}; leave them out with \
+             --min-group-rows {min}",
+            small.len(),
+            split.groups.len(),
+            by.column,
+            if small.len() == 1 { "has" } else { "have" },
+            shown.join(", "),
+            if small.len() > 5 { ", ..." } else { "" }
+        )));
+    }
+    observer(&GroupEvent::Split {
+        groups: split.groups.len(),
+        left_out: small.len(),
+        rows: split.rows,
+    });
+    let staging = TempDirectory::beside(&dir)?;
+    let mut taken = std::collections::HashSet::new();
+    let mut results = Vec::with_capacity(split.groups.len());
+    let of = split.groups.len() - small.len();
+    let mut index = 0;
+    let mut interrupted = false;
+    let data_name = path.display().to_string();
+    for (value, file, rows) in &split.groups {
+        let mut result = GroupResult {
+            group: value.clone(),
+            model: None,
+            rows: *rows,
+            train_rows: None,
+            val_rows: None,
+            epochs: None,
+            saved_epoch: None,
+            val_nll: None,
+            cv_nll: None,
+            baseline_nll: None,
+            status: String::new(),
+            reason: None,
+        };
+        if *rows < min {
+            result.status = "left out".into();
+            result.reason = Some(format!("{rows} rows, fewer than --min-group-rows {min}"));
+            results.push(result);
+            continue;
+        }
+        if interrupted || cancel.load(Ordering::Relaxed) {
+            interrupted = true;
+            result.status = "not trained".into();
+            result.reason = Some("the run was stopped first".into());
+            results.push(result);
+            continue;
+        }
+        observer(&GroupEvent::Started {
+            index,
+            of,
+            group: value,
+            rows: *rows,
+        });
+        let name = file_name(value, &mut taken);
+        let group_job = TrainJob {
+            data: Some(file.clone()),
+            out: Some(staging.path().join(&name)),
+            ..job.clone()
+        };
+        // Messages name the data file and the group, not the temporary file.
+        let shown = format!("{data_name} (group '{value}')");
+        let file_text = file.display().to_string();
+        let run = group_job.resolve().and_then(|r| {
+            r.run(
+                &mut |e: &JobEvent| match e {
+                    JobEvent::Warning(w) => {
+                        let w = w.replace(&file_text, &shown);
+                        observer(&GroupEvent::Job(value, &JobEvent::Warning(&w)))
+                    }
+                    e => observer(&GroupEvent::Job(value, e)),
+                },
+                cancel,
+            )
+        });
+        match run {
+            Ok(outcome) => {
+                let t = outcome.model.training.as_ref();
+                result.model = Some(name);
+                result.train_rows = t.map(|t| t.train_rows);
+                result.val_rows = t.map(|t| t.val_rows);
+                result.epochs = t.map(|t| t.epochs);
+                result.saved_epoch = t.map(|t| t.saved_epoch);
+                result.val_nll = t.and_then(|t| t.ensemble_val_nll.or(t.saved_val_nll()));
+                result.cv_nll = t.and_then(|t| t.epoch_choice.as_ref()).map(|c| c.cv_nll);
+                result.baseline_nll = t.and_then(|t| t.baseline_val_nll);
+                result.status = if outcome.interrupted {
+                    interrupted = true;
+                    "interrupted".into()
+                } else {
+                    "trained".into()
+                };
+            }
+            Err(Error::Interrupted(_)) => {
+                interrupted = true;
+                result.status = "not trained".into();
+                result.reason = Some("the run was stopped first".into());
+            }
+            Err(e) => {
+                result.status = "failed".into();
+                result.reason = Some(e.to_string().replace(&file_text, &shown));
+            }
+        }
+        observer(&GroupEvent::Finished {
+            index,
+            of,
+            result: &result,
+        });
+        index += 1;
+        results.push(result);
+    }
+    let index_path = staging.path().join(INDEX);
+    std::fs::write(&index_path, index_csv(&results)).map_err(|e| Error::io(&index_path, e))?;
+    staging.persist_as(&dir)?;
+    drop(split);
+    Ok(GroupsOutcome {
+        dir,
+        groups: results,
+        interrupted,
+    })
+}
+
+/// The groups of a directory `mdn train --group-by` wrote: each group's text and model file
+/// (trained groups only), from its index.
+pub fn read_index(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let path = dir.join(INDEX);
+    let mut rows = CsvRows::open(&path)?;
+    let find = |name: &str| {
+        rows.header.iter().position(|h| h == name).ok_or_else(|| {
+            Error::data(
+                Location::line(&path, 1),
+                format!("no '{name}' column: not an index that mdn train --group-by wrote"),
+            )
+        })
+    };
+    let cols = [find("group")?, find("model")?];
+    let mut out = Vec::new();
+    let mut cells = Vec::new();
+    while {
+        cells.clear();
+        rows.next_cells(&cols, &mut cells)?.is_some()
+    } {
+        if !cells[1].is_empty() {
+            out.push((cells[0].clone(), dir.join(&cells[1])));
+        }
+    }
+    Ok(out)
+}
