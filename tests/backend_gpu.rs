@@ -852,3 +852,60 @@ fn fused_validation_in_several_chunks_matches_the_cpu() {
     assert_eq!(d, Some(2.0));
     mdn::check::TRAJECTORY_TOL.assert_close("train and validation NLL", &got, &want);
 }
+
+/// A process that trains many models (`--group-by`, `mdn select`, the Python package's fits,
+/// a service worker) opened a device and compiled every kernel for each: 1-1.5 s a model on
+/// lavapipe. A dropped backend's device now waits idle for the next backend of the same
+/// adapter and options; a lost one is closed.
+#[test]
+fn a_process_opened_a_device_and_compiled_every_kernel_for_each_model() {
+    use std::sync::Arc;
+    // Options no other test uses, so that no other test takes this test's idle device.
+    let options = mdn::backend::GpuOptions {
+        tile_rows: Some(7),
+        ..Default::default()
+    };
+    let Some(mut first) = common::gpu_with(options) else {
+        return;
+    };
+    let c = common::random_case(2, &[8], mdn::layout::Activation::Relu, 2, 1, 100, 3);
+    let order: Vec<u32> = (0..100).collect();
+    let cfg = StepConfig {
+        batch_size: 30,
+        ..StepConfig::default()
+    };
+    let mut epoch = |b: &mut mdn::backend::GpuBackend| {
+        let data = mdn::backend::DataRef {
+            x: &c.x,
+            y: &c.y,
+            rows: 100,
+        };
+        let mut run = b.start(&c.arch, &c.params, data, None).unwrap();
+        run.train_epoch(&order, &cfg).unwrap();
+        run.current_params().unwrap()
+    };
+    let trained = epoch(&mut first);
+    let device = first.gpu().readback_counter();
+    drop(first);
+    let mut second = common::gpu_with(options).unwrap();
+    assert!(
+        Arc::ptr_eq(&device, &second.gpu().readback_counter()),
+        "the idle device was not reused"
+    );
+    assert_eq!(
+        epoch(&mut second),
+        trained,
+        "a reused device trains to other bits"
+    );
+    // A backend opened while another is open has a device of its own.
+    let third = common::gpu_with(options).unwrap();
+    let third_device = third.gpu().readback_counter();
+    assert!(!Arc::ptr_eq(&device, &third_device));
+    // A lost device is closed, not kept for the next backend.
+    second.gpu().device.destroy();
+    drop(second);
+    drop(third);
+    let fourth = common::gpu_with(options).unwrap();
+    assert!(!Arc::ptr_eq(&device, &fourth.gpu().readback_counter()));
+    assert!(Arc::ptr_eq(&third_device, &fourth.gpu().readback_counter()));
+}

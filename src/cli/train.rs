@@ -354,70 +354,6 @@ pub fn select(a: SelectArgs) -> Result<Exit> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::component_lines;
-    use mdn::model::ComponentUsage;
-
-    #[test]
-    fn three_hundred_components_printed_fifty_warnings_and_three_hundred_weights() {
-        let k = 300;
-        let weights: Vec<f64> = (0..k)
-            .map(|i| if i < 20 { 0.04 + i as f64 * 1e-4 } else { 1e-6 })
-            .collect();
-        let usage = ComponentUsage {
-            weights,
-            unused: (20..k).collect(),
-            // 0-1, 1-2, ..., 9-10 and then 50 more pairs among the first 20.
-            duplicates: (0..10)
-                .map(|i| (i, i + 1))
-                .chain((0..40).map(|i| (i % 20, 19 - i % 20)))
-                .collect(),
-        };
-        let lines = component_lines(&usage, false);
-        assert_eq!(lines.len(), 3, "{lines:#?}");
-        assert!(
-            lines[0].starts_with("component weights, the 10 largest of 300: 19: 0.042"),
-            "{}",
-            lines[0]
-        );
-        assert!(
-            lines[1].contains("280 of the 300 components are unused"),
-            "{}",
-            lines[1]
-        );
-        assert!(lines[1].contains("--components 20"), "{}", lines[1]);
-        assert!(
-            lines[2].starts_with("warning: 50 pairs of components"),
-            "{}",
-            lines[2]
-        );
-        // 0..=10 one component; 11..=19 paired with 8..=0 (19-i), already in it; so one.
-        assert!(
-            lines[2].contains("the model has 1 distinct components"),
-            "{}",
-            lines[2]
-        );
-    }
-
-    #[test]
-    fn a_few_components_are_listed_one_by_one() {
-        let usage = ComponentUsage {
-            weights: vec![0.5, 0.3, 0.2],
-            unused: vec![],
-            duplicates: vec![(0, 1)],
-        };
-        let lines = component_lines(&usage, true);
-        assert_eq!(
-            lines,
-            [
-                "member 1's component weights: 0.500 0.300 0.200",
-                "warning: components 0 and 1 describe the same distribution (mode collapse)"
-            ]
-        );
-    }
-}
-
 /// `mdn train --group-by COLUMN`: one model per group, a line per group, a warning said once
 /// however many groups give it.
 fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
@@ -581,5 +517,69 @@ fn group_line(index: usize, of: usize, g: &mdn::job::GroupResult) -> String {
                 g.model.as_deref().unwrap_or("-")
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::component_lines;
+    use mdn::model::ComponentUsage;
+
+    #[test]
+    fn three_hundred_components_printed_fifty_warnings_and_three_hundred_weights() {
+        let k = 300;
+        let weights: Vec<f64> = (0..k)
+            .map(|i| if i < 20 { 0.04 + i as f64 * 1e-4 } else { 1e-6 })
+            .collect();
+        let usage = ComponentUsage {
+            weights,
+            unused: (20..k).collect(),
+            // 0-1, 1-2, ..., 9-10 and then 50 more pairs among the first 20.
+            duplicates: (0..10)
+                .map(|i| (i, i + 1))
+                .chain((0..40).map(|i| (i % 20, 19 - i % 20)))
+                .collect(),
+        };
+        let lines = component_lines(&usage, false);
+        assert_eq!(lines.len(), 3, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("component weights, the 10 largest of 300: 19: 0.042"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("280 of the 300 components are unused"),
+            "{}",
+            lines[1]
+        );
+        assert!(lines[1].contains("--components 20"), "{}", lines[1]);
+        assert!(
+            lines[2].starts_with("warning: 50 pairs of components"),
+            "{}",
+            lines[2]
+        );
+        // 0..=10 one component; 11..=19 paired with 8..=0 (19-i), already in it; so one.
+        assert!(
+            lines[2].contains("the model has 1 distinct components"),
+            "{}",
+            lines[2]
+        );
+    }
+
+    #[test]
+    fn a_few_components_are_listed_one_by_one() {
+        let usage = ComponentUsage {
+            weights: vec![0.5, 0.3, 0.2],
+            unused: vec![],
+            duplicates: vec![(0, 1)],
+        };
+        let lines = component_lines(&usage, true);
+        assert_eq!(
+            lines,
+            [
+                "member 1's component weights: 0.500 0.300 0.200",
+                "warning: components 0 and 1 describe the same distribution (mode collapse)"
+            ]
+        );
     }
 }

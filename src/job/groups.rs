@@ -214,20 +214,25 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
             ),
         ));
     };
-    let targets = crate::data::rejoin_names(&job.target, &header);
+    // The columns as the job would pick them: the defaults, less the group column (constant
+    // within a group), where no features are named.
+    let choice = crate::data::ColumnChoice::Train {
+        targets: (!job.target.is_empty()).then(|| job.target.clone()),
+        features: None,
+    };
+    let (features, targets) = choice.names(&header, &path)?;
     if targets.contains(&column) {
         return Err(Error::config(format!(
-            "--group-by column '{column}' is also a --target: the groups are named by one column \
-             and the model predicts others"
+            "--group-by column '{column}' is also a target{}: the groups are named by one \
+             column and the model predicts others",
+            if job.target.is_empty() {
+                " (the last column is the target unless --target names others)"
+            } else {
+                ""
+            }
         )));
     }
     if job.features.is_empty() {
-        // The defaults, less the group column (constant within a group).
-        let choice = crate::data::ColumnChoice::Train {
-            targets: (!job.target.is_empty()).then(|| job.target.clone()),
-            features: None,
-        };
-        let (features, _) = choice.names(&header, &path)?;
         job.features = features.into_iter().filter(|f| *f != column).collect();
         if job.features.is_empty() {
             return Err(Error::config(format!(

@@ -12,6 +12,7 @@
 //!   what `--out` may overwrite;
 //! - `signals`: Ctrl-C, SIGKILL and `--resume`, checkpoints;
 //! - `devices`: `devices`, `check`, `bench`, `--device`, `--help` and `--version`;
+//! - `groups`: `mdn train --group-by`, a model per group;
 //! - `family`: Student's t components (`--family student-t`).
 //!
 //! `support` holds what they share: running mdn, the shipped example data, a small trained
@@ -25,6 +26,7 @@ mod transforms;
 mod devices;
 mod family;
 mod files;
+mod groups;
 mod predict;
 mod select;
 mod signals;

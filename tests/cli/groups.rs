@@ -1,0 +1,315 @@
+//! `mdn train --group-by COLUMN`: one model per group, each what `mdn train` gives on a file
+//! of that group's rows alone; the directory of models and its `groups.csv`; groups too
+//! small, failing or without a name; and the mistakes (`--out` a file, the group column a
+//! feature or a target).
+
+use std::path::Path;
+
+use crate::support::{json, mdn, ok};
+
+/// Rows of Bishop's inverse problem in groups, each group's target shifted by its own
+/// amount; `sizes` gives each group's name and rows, the rows interleaved as a real table's
+/// are.
+fn grouped(sizes: &[(&str, usize)]) -> String {
+    let mut s = String::from("store,x,t\n");
+    let longest = sizes.iter().map(|g| g.1).max().unwrap_or(0);
+    for i in 0..longest {
+        for (g, (name, n)) in sizes.iter().enumerate() {
+            if i >= *n {
+                continue;
+            }
+            let t = ((i as f64 * 0.618_034 + g as f64 * 0.1) % 1.0).abs();
+            let noise = ((i as f64 * 12.9898 + g as f64).sin() * 43758.5453).fract() * 0.2 - 0.1;
+            let x = t + 0.3 * (2.0 * std::f64::consts::PI * t).sin() + noise;
+            let cell = if name.contains([',', '"']) {
+                format!("\"{}\"", name.replace('"', "\"\""))
+            } else {
+                name.to_string()
+            };
+            s.push_str(&format!("{cell},{x:.5},{:.5}\n", t + g as f64));
+        }
+    }
+    s
+}
+
+/// The index's rows: each group's cells by column name.
+fn index(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(dir.join("groups.csv")).unwrap();
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(String::from))
+                .collect()
+        })
+        .collect()
+}
+
+/// The group's rows alone, as a CSV without the group column.
+fn rows_of(csv: &str, group: &str) -> String {
+    let mut r = csv::Reader::from_reader(csv.as_bytes());
+    let mut out = String::from("x,t\n");
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        if &rec[0] == group {
+            out.push_str(&format!("{},{}\n", &rec[1], &rec[2]));
+        }
+    }
+    out
+}
+
+#[test]
+fn each_groups_model_is_what_training_on_its_rows_alone_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = grouped(&[("north", 120), ("south", 90), ("c d,\"e\"", 60)]);
+    std::fs::write(d.join("sales.csv"), &csv).unwrap();
+    let (out, err) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "sales.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--json",
+        ],
+    );
+    assert!(
+        err.contains("270 rows in 3 groups of column 'store'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("wrote models: 3 models and groups.csv"),
+        "{err}"
+    );
+    let report = json(&out);
+    assert_eq!(report["groups"].as_array().unwrap().len(), 3);
+    let rows = index(&d.join("models"));
+    let names: Vec<&str> = rows.iter().map(|r| r["group"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["north", "south", "c d,\"e\""],
+        "in the order of first rows"
+    );
+    for r in &rows {
+        assert_eq!(r["status"], "trained", "{r:?}");
+        let group = &r["group"];
+        // Each model is, to the bit, the one trained on the group's rows alone.
+        let alone = d.join(format!("{}.csv", r["model"]));
+        std::fs::write(&alone, rows_of(&csv, group)).unwrap();
+        let single = d.join("single.json");
+        ok(
+            d,
+            &[
+                "train",
+                "--data",
+                alone.to_str().unwrap(),
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+                "--out",
+                single.to_str().unwrap(),
+                "-q",
+            ],
+        );
+        let a = json(&std::fs::read_to_string(&single).unwrap());
+        let b = json(&std::fs::read_to_string(d.join("models").join(&r["model"])).unwrap());
+        assert_eq!(a["params"], b["params"], "group {group}");
+        assert_eq!(a["features"], json("[\"x\"]"));
+        assert_eq!(
+            b["features"],
+            json("[\"x\"]"),
+            "the group column is no feature"
+        );
+        assert_eq!(a["y_scaler"], b["y_scaler"], "group {group}");
+        // Small data: epochs by cross-validation, its NLL in the index.
+        assert!(r["cv_nll"].parse::<f64>().is_ok(), "{r:?}");
+        assert_eq!(
+            r["rows"],
+            rows_of(&csv, group)
+                .lines()
+                .count()
+                .saturating_sub(1)
+                .to_string()
+        );
+    }
+    assert_eq!(rows[2]["model"], "c_d__e_.json");
+    // The models predict as any model does.
+    ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "models/north.json",
+            "--data",
+            "north.json.csv",
+        ],
+    );
+    // Nothing left beside the directory or in it.
+    let beside: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+}
+
+#[test]
+fn group_by_mistakes_and_small_or_failing_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = grouped(&[("a", 80), ("tiny", 4), ("b", 60)]);
+    std::fs::write(d.join("g.csv"), &csv).unwrap();
+    let refused = |args: &[&str], says: &str| {
+        let out = mdn(d, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!d.join("models").exists(), "{args:?} wrote models/");
+    };
+    let base = ["train", "--data", "g.csv", "--device", "cpu", "--group-by"];
+    let with = |more: &[&'static str]| -> Vec<&str> { base.iter().chain(more).copied().collect() };
+    // A group too small for the defaults is refused up front, naming it.
+    refused(
+        &with(&["store"]),
+        "1 of the 3 groups in column 'store' has fewer than 10 rows, too few for the defaults \
+         to hold out validation rows from: 'tiny' (4); leave them out with --min-group-rows 10",
+    );
+    refused(
+        &with(&["shop"]),
+        "--group-by column 'shop' is not in the header (columns: store, x, t)",
+    );
+    refused(
+        &with(&["store", "--features", "store,x"]),
+        "is also in --features",
+    );
+    refused(
+        &with(&["t"]),
+        "--group-by column 't' is also a target (the last column is the target unless --target names others)",
+    );
+    refused(
+        &with(&["store", "--val", "g.csv"]),
+        "--val cannot be used with --group-by",
+    );
+    refused(
+        &with(&["store", "--min-group-rows", "0"]),
+        "--min-group-rows must be at least 1",
+    );
+    std::fs::write(d.join("file"), "x").unwrap();
+    refused(
+        &with(&["store", "--out", "file", "--min-group-rows", "10"]),
+        "this is a file",
+    );
+    std::fs::create_dir(d.join("mine")).unwrap();
+    std::fs::write(d.join("mine/notes.txt"), "keep").unwrap();
+    refused(
+        &with(&["store", "--out", "mine", "--min-group-rows", "10"]),
+        "holds files, and no groups.csv",
+    );
+    assert!(d.join("mine/notes.txt").exists());
+    // --min-group-rows leaves it out, and says so in the index.
+    let (_, err) = ok(
+        d,
+        &with(&["store", "--min-group-rows", "10", "--epochs", "3"]),
+    );
+    assert!(
+        err.contains("(1 left out: fewer than --min-group-rows 10)"),
+        "{err}"
+    );
+    let rows = index(&d.join("models"));
+    assert_eq!(rows[1]["group"], "tiny");
+    assert_eq!(rows[1]["status"], "left out");
+    assert_eq!(rows[1]["model"], "");
+    assert!(!d.join("models/tiny.json").exists());
+    // A rerun replaces the directory whole: a group gone from the data leaves no model.
+    std::fs::write(d.join("g.csv"), grouped(&[("a", 80), ("c", 50)])).unwrap();
+    ok(d, &with(&["store", "--epochs", "3"]));
+    let mut files: Vec<String> = std::fs::read_dir(d.join("models"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["a.json", "c.json", "groups.csv"]);
+    // A row without a group names its line; --drop-missing leaves it out.
+    let mut holed = grouped(&[("a", 40), ("b", 40)]);
+    holed.push_str(",0.5,0.5\n");
+    std::fs::write(d.join("holed.csv"), &holed).unwrap();
+    let out = mdn(
+        d,
+        &[
+            "train",
+            "--data",
+            "holed.csv",
+            "--group-by",
+            "store",
+            "--out",
+            "h",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("holed.csv:82:1 (column 'store')"), "{err}");
+    assert!(err.contains("the row has no group"), "{err}");
+    ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "holed.csv",
+            "--group-by",
+            "store",
+            "--out",
+            "h",
+            "--drop-missing",
+            "--epochs",
+            "2",
+        ],
+    );
+    assert_eq!(index(&d.join("h")).len(), 2);
+    // A group that cannot be trained (a constant target) fails alone: the others are
+    // written, the index says why, and the run exits 2 naming it by the data file.
+    let mut flat = grouped(&[("a", 40)]);
+    for i in 0..30 {
+        flat.push_str(&format!("flat,{},2.5\n", i as f64 / 30.0));
+    }
+    std::fs::write(d.join("flat.csv"), &flat).unwrap();
+    let out = mdn(
+        d,
+        &[
+            "train",
+            "--data",
+            "flat.csv",
+            "--group-by",
+            "store",
+            "--out",
+            "f",
+            "--epochs",
+            "2",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("1 of 2 groups could not be trained; the first, 'flat'"),
+        "{err}"
+    );
+    let rows = index(&d.join("f"));
+    assert_eq!(rows[0]["status"], "trained");
+    assert_eq!(rows[1]["status"], "failed");
+    assert!(
+        rows[1]["reason"].contains("flat.csv (group 'flat')"),
+        "{:?}",
+        rows[1]
+    );
+    assert!(!rows[1]["reason"].contains("group-1.csv"), "{:?}", rows[1]);
+    assert!(d.join("f/a.json").exists());
+}
