@@ -874,7 +874,7 @@ fn a_process_opened_a_device_and_compiled_every_kernel_for_each_model() {
         batch_size: 30,
         ..StepConfig::default()
     };
-    let mut epoch = |b: &mut mdn::backend::GpuBackend| {
+    let epoch = |b: &mut mdn::backend::GpuBackend| {
         let data = mdn::backend::DataRef {
             x: &c.x,
             y: &c.y,
