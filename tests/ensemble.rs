@@ -693,9 +693,14 @@ fn ensemble_progress_jumped_to_another_members_epochs_without_a_word() {
         .filter(|l| l.starts_with("member ") && l.contains(" of 3"))
         .collect();
     assert_eq!(members.len(), takeovers + 1, "{lines:?}");
-    assert_eq!(members[0], "member 0 of 3", "{lines:?}");
+    // The first two members start together, and whichever thread runs first is shown
+    // first (member 1 was, once, on a loaded machine).
+    assert!(
+        ["member 0 of 3", "member 1 of 3"].contains(&members[0].as_str()),
+        "{lines:?}"
+    );
     let first_epoch = lines.iter().position(|l| l.starts_with("epoch ")).unwrap();
-    let first_member = lines.iter().position(|l| l == "member 0 of 3").unwrap();
+    let first_member = lines.iter().position(|l| l == members[0]).unwrap();
     assert!(first_member < first_epoch, "{lines:?}");
     // Three members two at a time: usually the first ends, and the second (already running)
     // or the third takes over. The threads' speeds decide: where the first member is the
