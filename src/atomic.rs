@@ -41,9 +41,18 @@ pub fn sweep_stale(dir: &Path) {
             continue;
         };
         if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            // A file, or a directory of models being written (`TempDirectory::beside`).
+            // A file, or a directory of models being written (`TempDirectory::beside`), only
+            // a week after its last change: a run on another machine sharing the directory
+            // (whose process ids this one cannot see) may be writing it.
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                let _ = std::fs::remove_dir_all(entry.path());
+                let week = std::time::Duration::from_secs(7 * 24 * 3600);
+                let old = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > week));
+                if old {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             } else {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -199,8 +208,11 @@ impl TempDirectory {
     }
 
     /// Renames the directory to `to`, which then holds it whole: a directory already there
-    /// is moved aside first and removed after, so that `to` is never half-written.
+    /// is moved aside first and removed after, so that `to` is never half-written. On an
+    /// error the directory is kept where it is (no longer temporary: the caller says where),
+    /// and so is the old one, in `to` or, where it could not be put back, beside it.
     pub fn persist_as(self, to: &Path) -> Result<()> {
+        let this = self.keep();
         let aside = match std::fs::symlink_metadata(to) {
             Ok(_) => {
                 let aside = TempDirectory::beside(to)?;
@@ -210,20 +222,29 @@ impl TempDirectory {
             }
             Err(_) => None,
         };
-        if let Err(e) = std::fs::rename(&self.dir, to) {
-            // The old directory back in its place.
-            if let Some((_, old)) = &aside {
-                let _ = std::fs::rename(old, to);
+        if let Err(e) = std::fs::rename(&this, to) {
+            if let Some((aside, old)) = aside {
+                // The old directory back in its place, or kept where it is.
+                let back = std::fs::rename(&old, to);
+                if back.is_err() {
+                    aside.keep();
+                }
             }
             return Err(Error::io(to, e));
         }
+        drop(aside);
+        Ok(())
+    }
+
+    /// No longer temporary: not removed when dropped. Its path.
+    fn keep(self) -> PathBuf {
         TEMPORARY
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|p| *p != self.dir);
+        let dir = self.dir.clone();
         std::mem::forget(self);
-        drop(aside);
-        Ok(())
+        dir
     }
 }
 

@@ -476,7 +476,8 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
     }
     if let Some(first) = failed.first() {
         return Err(Error::config(format!(
-            "{} of {} groups could not be trained; the first, '{}': {} (the other models are              written to {}, and {} says why for each)",
+            "{} of {} groups could not be trained; the first, '{}': {} (the other groups' models \
+             are written to {}, and {} says why for each)",
             failed.len(),
             outcome.groups.len(),
             first.group,

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use super::{JobEvent, TrainJob, small_data::CROSS_VALIDATE_MIN};
 use crate::atomic::TempDirectory;
-use crate::data::{CsvRows, is_missing, is_npy, names_shown};
+use crate::data::{CsvRows, is_npy, names_shown};
 use crate::error::{Error, Location, Result};
 use crate::tables::csv_cell;
 
@@ -119,32 +119,68 @@ struct Split {
     rows: usize,
 }
 
-/// The output directory given as `job.out`: where the models go.
-fn out_dir(job: &TrainJob) -> Result<PathBuf> {
+/// The output directory given as `job.out`: where the models go. It must be new, empty, or
+/// an earlier run's (its `groups.csv` and the models it lists, nothing else: it is replaced
+/// whole), and neither the working directory, one above it, nor one holding `data`.
+fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
     let dir = job
         .out
         .clone()
         .ok_or_else(|| Error::config("--group-by writes a directory of models: give --out DIR"))?;
+    let shown = dir.display();
+    let canonical = crate::atomic::destination(&dir).ok().and_then(|d| {
+        let parent = match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Some(std::fs::canonicalize(parent).ok()?.join(d.file_name()?))
+    });
+    let cwd = std::env::current_dir().ok();
+    let Some(canonical) = canonical else {
+        return Err(Error::config(format!(
+            "--out {shown}: --group-by replaces the directory it writes whole; name a directory \
+             of its own (for example --out models)"
+        )));
+    };
+    if cwd.as_deref().is_some_and(|c| c.starts_with(&canonical)) {
+        return Err(Error::config(format!(
+            "--out {shown} is the working directory or one above it: --group-by replaces the \
+             directory it writes whole; name a directory of its own (for example --out models)"
+        )));
+    }
+    if std::fs::canonicalize(data).is_ok_and(|d| d.starts_with(&canonical)) {
+        return Err(Error::config(format!(
+            "--out {shown} holds the --data file: --group-by replaces the directory it writes \
+             whole; choose another"
+        )));
+    }
     match std::fs::metadata(&dir) {
         Ok(m) if !m.is_dir() => Err(Error::config(format!(
-            "--out {}: --group-by writes a directory of models, one per group, and this is a \
-             file; choose a directory (for example --out models)",
-            dir.display()
+            "--out {shown}: --group-by writes a directory of models, one per group, and this is a \
+             file; choose a directory (for example --out models)"
         ))),
         Ok(_) => {
-            let empty = std::fs::read_dir(&dir)
-                .map_err(|e| Error::io(&dir, e))?
-                .next()
-                .is_none();
-            if empty || dir.join(INDEX).is_file() {
-                Ok(dir)
-            } else {
-                Err(Error::config(format!(
-                    "--out {}: the directory holds files, and no {INDEX} of an earlier --group-by \
-                     run: its contents would be replaced; choose a new or empty directory",
-                    dir.display()
-                )))
+            // An earlier run's: its index and the models it lists, nothing else.
+            let listed: Vec<PathBuf> = match dir.join(INDEX).is_file() {
+                true => read_index(&dir)
+                    .map(|l| l.into_iter().map(|(_, p)| p).collect())
+                    .unwrap_or_default(),
+                false => Vec::new(),
+            };
+            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+            for e in entries {
+                let e = e.map_err(|e| Error::io(&dir, e))?;
+                let path = e.path();
+                if e.file_name() != INDEX && !listed.contains(&path) {
+                    return Err(Error::config(format!(
+                        "--out {shown}: the directory holds {}, which no {INDEX} of an earlier \
+                         --group-by run lists, and a run replaces the directory whole; choose \
+                         a new or empty directory",
+                        path.display()
+                    )));
+                }
             }
+            Ok(dir)
         }
         Err(_) => {
             let parent = match dir.parent() {
@@ -153,8 +189,7 @@ fn out_dir(job: &TrainJob) -> Result<PathBuf> {
             };
             if !parent.is_dir() {
                 return Err(Error::config(format!(
-                    "--out {}: directory {} does not exist",
-                    dir.display(),
+                    "--out {shown}: directory {} does not exist",
                     parent.display()
                 )));
             }
@@ -205,7 +240,12 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
         [one] => one.clone(),
         _ => by.column.clone(),
     };
-    let Some(at) = header.iter().position(|h| *h == column) else {
+    // By name, or by 0-based index as every column option.
+    let Some(at) = header
+        .iter()
+        .position(|h| *h == column)
+        .or_else(|| column.parse::<usize>().ok().filter(|&i| i < header.len()))
+    else {
         return Err(Error::data(
             Location::line(&path, 1),
             format!(
@@ -214,11 +254,12 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
             ),
         ));
     };
-    // The columns as the job would pick them: the defaults, less the group column (constant
-    // within a group), where no features are named.
+    let column = header[at].clone();
+    // The columns as the job picks them, by name (a group's file has other positions): the
+    // defaults less the group column (constant within a group) where no features are named.
     let choice = crate::data::ColumnChoice::Train {
         targets: (!job.target.is_empty()).then(|| job.target.clone()),
-        features: None,
+        features: (!job.features.is_empty()).then(|| job.features.clone()),
     };
     let (features, targets) = choice.names(&header, &path)?;
     if targets.contains(&column) {
@@ -232,32 +273,34 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
             }
         )));
     }
-    if job.features.is_empty() {
-        job.features = features.into_iter().filter(|f| *f != column).collect();
-        if job.features.is_empty() {
-            return Err(Error::config(format!(
-                "--group-by column '{column}' leaves no feature column: the file has only it and \
-                 the targets"
-            )));
-        }
-    } else if crate::data::rejoin_names(&job.features, &header).contains(&column) {
+    if !job.features.is_empty() && features.contains(&column) {
         return Err(Error::config(format!(
             "--group-by column '{column}' is also in --features: it is the same in every row of \
              a group, so it tells a group's model nothing; leave it out of --features"
         )));
     }
+    job.features = features.into_iter().filter(|f| *f != column).collect();
+    if job.features.is_empty() {
+        return Err(Error::config(format!(
+            "--group-by column '{column}' leaves no feature column: the file has only it and \
+             the targets"
+        )));
+    }
+    job.target = targets;
     let categorical = crate::data::rejoin_names(&job.categorical, &header);
     job.categorical = categorical.into_iter().filter(|c| *c != column).collect();
     Ok((path, at))
 }
 
-/// Splits `path` by column `at` into one CSV per group (without that column), in the order
-/// of each group's first row. A row without a group is refused, or left out with
-/// `drop_missing`.
-fn split(path: &Path, at: usize, drop_missing: bool) -> Result<Split> {
+/// Splits `path` by column `at` into one CSV per group of the columns `used` (by name, in
+/// the file's order), in the order of each group's first row. A row without a group (an
+/// empty cell: `NA` may be a group's name) is refused, or left out with `drop_missing`.
+fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<Split> {
     let mut rows = CsvRows::open(path)?;
     let header = rows.header.clone();
-    let keep: Vec<usize> = (0..header.len()).filter(|&c| c != at).collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&c| c != at && used.contains(&header[c]))
+        .collect();
     let head_line = keep
         .iter()
         .map(|&c| csv_cell(&header[c]))
@@ -274,14 +317,14 @@ fn split(path: &Path, at: usize, drop_missing: bool) -> Result<Split> {
         rows.next_cells(&all, &mut cells)?
     } {
         let group = &cells[at];
-        if is_missing(group) {
+        if group.is_empty() {
             if drop_missing {
                 continue;
             }
             return Err(Error::data(
                 Location::cell(path, line, at + 1, &header[at]),
-                "the row has no group (the --group-by column is empty or missing): \
-                 --drop-missing leaves such rows out",
+                "the row has no group (its --group-by cell is empty): --drop-missing leaves such \
+                 rows out",
             ));
         }
         let g = match index.get(group.as_str()) {
@@ -394,8 +437,7 @@ pub fn train_groups(
     cancel: &AtomicBool,
 ) -> Result<GroupsOutcome> {
     let (path, at) = check(&mut job, by)?;
-    let dir = out_dir(&job)?;
-    crate::atomic::check_not_input(&dir, "--out", &[("--data", &path)])?;
+    let dir = out_dir(&job, &path)?;
     // Every cell the job uses, checked in the whole file, with its own line numbers; the
     // options and columns with it.
     let whole = job.clone();
@@ -406,7 +448,13 @@ pub fn train_groups(
     .resolve()?;
     let mut tell = |e: &JobEvent| observer(&GroupEvent::Job("", e));
     resolved.read_data_telling(&mut tell)?;
-    let split = split(&path, at, job.drop_missing)?;
+    let used: Vec<String> = job.features.iter().chain(&job.target).cloned().collect();
+    let split = split(&path, at, &used, job.drop_missing)?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted(
+            "stopped before any group trained: nothing was written".into(),
+        ));
+    }
     let min = by.min_rows.unwrap_or(match job.val_fraction {
         Some(_) => 1,
         None => CROSS_VALIDATE_MIN,
@@ -488,10 +536,9 @@ pub fn train_groups(
         let run = group_job.resolve().and_then(|r| {
             r.run(
                 &mut |e: &JobEvent| match e {
-                    JobEvent::Warning(w) => {
-                        let w = w.replace(&file_text, &shown);
-                        observer(&GroupEvent::Job(value, &JobEvent::Warning(&w)))
-                    }
+                    // The group file's read warnings (rows left out, by its own lines): the
+                    // whole file's read said them with the file's lines.
+                    JobEvent::Warning(w) if w.contains(&file_text) => {}
                     e => observer(&GroupEvent::Job(value, e)),
                 },
                 cancel,
@@ -533,9 +580,33 @@ pub fn train_groups(
         index += 1;
         results.push(result);
     }
+    if !results.iter().any(|r| r.model.is_some()) {
+        // Nothing to replace an earlier run's directory with.
+        return Err(match results.iter().find(|r| r.status == "failed") {
+            _ if interrupted => {
+                Error::Interrupted("stopped before any group trained: nothing was written".into())
+            }
+            Some(r) => Error::config(format!(
+                "no group could be trained; the first, '{}': {}",
+                r.group,
+                r.reason.as_deref().unwrap_or("no reason recorded")
+            )),
+            None => Error::config(format!(
+                "no group of column '{}' has --min-group-rows {min} rows: nothing to train",
+                by.column
+            )),
+        });
+    }
     let index_path = staging.path().join(INDEX);
     std::fs::write(&index_path, index_csv(&results)).map_err(|e| Error::io(&index_path, e))?;
-    staging.persist_as(&dir)?;
+    let kept = staging.path().to_path_buf();
+    if let Err(e) = staging.persist_as(&dir) {
+        // The models stay where they were written, said so.
+        return Err(Error::NotSaved {
+            reason: format!("{}: {e}", dir.display()),
+            saved_to: kept,
+        });
+    }
     drop(split);
     Ok(GroupsOutcome {
         dir,

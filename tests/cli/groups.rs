@@ -32,6 +32,14 @@ fn grouped(sizes: &[(&str, usize)]) -> String {
     s
 }
 
+/// Runs mdn expecting exit 2 and `says` on stderr.
+fn refused_keeping(d: &Path, args: &[&str], says: &str) {
+    let out = mdn(d, args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: {err}");
+}
+
 /// The index's rows: each group's cells by column name.
 fn index(dir: &Path) -> Vec<std::collections::HashMap<String, String>> {
     let mut r = csv::Reader::from_path(dir.join("groups.csv")).unwrap();
@@ -213,9 +221,37 @@ fn group_by_mistakes_and_small_or_failing_groups() {
     std::fs::write(d.join("mine/notes.txt"), "keep").unwrap();
     refused(
         &with(&["store", "--out", "mine", "--min-group-rows", "10"]),
-        "holds files, and no groups.csv",
+        "the directory holds mine/notes.txt, which no groups.csv of an earlier --group-by run lists",
     );
     assert!(d.join("mine/notes.txt").exists());
+    // A directory replaced whole is never the working directory, one above it, or the
+    // data's (review findings: `--out .` failed its rename after training and lost every
+    // model; `--out` holding the data file would have deleted it).
+    refused(
+        &with(&["store", "--out", ".", "--min-group-rows", "10"]),
+        "name a directory of its own",
+    );
+    refused(
+        &with(&["store", "--out", "..", "--min-group-rows", "10"]),
+        "name a directory of its own",
+    );
+    std::fs::create_dir(d.join("exp")).unwrap();
+    std::fs::write(d.join("exp/groups.csv"), &csv).unwrap();
+    refused(
+        &[
+            "train",
+            "--data",
+            "exp/groups.csv",
+            "--group-by",
+            "store",
+            "--out",
+            "exp",
+            "--min-group-rows",
+            "10",
+        ],
+        "--out exp holds the --data file",
+    );
+    assert!(d.join("exp/groups.csv").exists());
     // --min-group-rows leaves it out, and says so in the index.
     let (_, err) = ok(
         d,
@@ -239,6 +275,53 @@ fn group_by_mistakes_and_small_or_failing_groups() {
         .collect();
     files.sort();
     assert_eq!(files, ["a.json", "c.json", "groups.csv"]);
+    // A run that trains no group leaves the earlier directory as it was.
+    std::fs::write(d.join("few.csv"), grouped(&[("a", 5), ("c", 6)])).unwrap();
+    refused_keeping(
+        d,
+        &[
+            "train",
+            "--data",
+            "few.csv",
+            "--group-by",
+            "store",
+            "--min-group-rows",
+            "10",
+        ],
+        "no group of column 'store' has --min-group-rows 10 rows: nothing to train",
+    );
+    assert!(d.join("models/c.json").exists());
+    // `NA` is a group's name (North America), not a missing value; a trailing separator's
+    // unnamed column stays out; a target by its index is the same column in every group.
+    let mut t = String::from("region,x,t,\n");
+    for line in grouped(&[("NA", 40), ("EU", 40)]).lines().skip(1) {
+        t.push_str(line);
+        t.push_str(",\n");
+    }
+    std::fs::write(d.join("t.csv"), &t).unwrap();
+    let (out, _) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "t.csv",
+            "--group-by",
+            "region",
+            "--target",
+            "2",
+            "--out",
+            "r",
+            "--epochs",
+            "2",
+            "--json",
+        ],
+    );
+    let groups = json(&out)["groups"].clone();
+    assert_eq!(groups[0]["group"], "NA", "{groups}");
+    assert_eq!(groups[0]["status"], "trained", "{groups}");
+    let model = json(&std::fs::read_to_string(d.join("r/NA.json")).unwrap());
+    assert_eq!(model["features"], json("[\"x\"]"));
+    assert_eq!(model["targets"], json("[\"t\"]"));
     // A row without a group names its line; --drop-missing leaves it out.
     let mut holed = grouped(&[("a", 40), ("b", 40)]);
     holed.push_str(",0.5,0.5\n");
@@ -258,7 +341,10 @@ fn group_by_mistakes_and_small_or_failing_groups() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("holed.csv:82:1 (column 'store')"), "{err}");
-    assert!(err.contains("the row has no group"), "{err}");
+    assert!(
+        err.contains("the row has no group (its --group-by cell is empty)"),
+        "{err}"
+    );
     ok(
         d,
         &[

@@ -202,7 +202,7 @@ struct Idle {
 /// until it is dropped; at most [`MOST_IDLE`] are kept.
 static IDLE: std::sync::Mutex<Vec<Idle>> = std::sync::Mutex::new(Vec::new());
 
-/// Most idle devices kept ([`IDLE`]); beyond it a dropped backend's device is closed.
+/// Most idle devices kept ([`IDLE`]); beyond it the oldest idle one is closed.
 const MOST_IDLE: usize = 4;
 
 impl Drop for GpuBackend {
@@ -220,12 +220,23 @@ impl Drop for GpuBackend {
             kernels,
             gpu,
         };
-        // A device that failed (lost, or an error outside a scope) is closed, never reused.
-        let _ = idle.gpu.device.poll(wgpu::PollType::wait_indefinitely());
-        if idle.gpu.check().is_err() {
+        // A device that failed (lost, or an error outside a scope) or does not finish its
+        // work within a few seconds is closed, never reused.
+        let finished = idle.gpu.device.poll(wgpu::PollType::Wait {
+            submission_index: None,
+            timeout: Some(std::time::Duration::from_secs(5)),
+        });
+        if finished.is_err() || idle.gpu.check().is_err() {
             return;
         }
         let mut all = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        // The newest kept: the oldest idle one closed to make room.
+        if all.len() == MOST_IDLE {
+            let oldest = all.remove(0);
+            drop(all);
+            drop(oldest);
+            all = IDLE.lock().unwrap_or_else(|p| p.into_inner());
+        }
         if all.len() < MOST_IDLE {
             all.push(idle);
         }
