@@ -399,3 +399,62 @@ fn group_by_mistakes_and_small_or_failing_groups() {
     assert!(!rows[1]["reason"].contains("group-1.csv"), "{:?}", rows[1]);
     assert!(d.join("f/a.json").exists());
 }
+
+/// Ctrl-C stops the group under way after its epoch, keeps its best epoch, trains no other
+/// group, and writes the directory: exit 130, the index saying what became of each.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("big.csv"), grouped(&[("a", 1600), ("b", 1600)])).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--data",
+            "big.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+            "--json",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    let report = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(report["interrupted"], true);
+    let rows = index(&d.join("models"));
+    assert_eq!(rows[0]["status"], "interrupted", "{rows:?}");
+    assert_eq!(rows[1]["status"], "not trained", "{rows:?}");
+    assert_eq!(rows[1]["model"], "");
+    let m = json(&std::fs::read_to_string(d.join("models/a.json")).unwrap());
+    assert_eq!(m["training"]["stop_reason"], "interrupted");
+    assert!(!d.join("models/b.json").exists());
+    let hidden: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .collect();
+    assert!(hidden.is_empty(), "left beside: {hidden:?}");
+}
