@@ -491,6 +491,14 @@ impl Model {
 
     /// Reads and checks a model file.
     pub fn load(path: &Path) -> Result<Model> {
+        if path.join(crate::job::GROUPS_INDEX_JSON).is_file() {
+            return Err(Error::config(format!(
+                "{} is a directory of models, one per group (mdn train --group-by): mdn predict \
+                 and mdn eval take it; give this command one group's model file, {}",
+                path.display(),
+                path.join("<group>.json").display()
+            )));
+        }
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         Model::from_json(&bytes).map_err(|m| Error::model_file(path, m))
     }

@@ -322,7 +322,7 @@ pub fn num(v: f64) -> String {
 }
 
 /// A text cell quoted for CSV when it needs it.
-pub(crate) fn csv_cell(c: &str) -> String {
+pub fn csv_cell(c: &str) -> String {
     if c.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", c.replace('"', "\"\""))
     } else {

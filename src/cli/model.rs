@@ -6,6 +6,7 @@ use serde_json::json;
 
 use mdn::backend::{self, Backend};
 use mdn::data::{Dataset, Missing, read_csv_from, read_data, read_data_with_rows};
+use mdn::error::Location;
 use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
 use mdn::model::Model;
 use mdn::{Error, Result};
@@ -83,6 +84,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
             "--keep copies columns into every row's output: use it with --per-row",
         ));
     }
+    if a.io.model.is_dir() {
+        return eval_groups(&a);
+    }
     let Applied {
         model,
         data,
@@ -131,6 +135,9 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         e => e,
     })?;
     check_out(a.out.as_deref(), &a.io)?;
+    if a.io.model.is_dir() {
+        return predict_groups(&a, &qs);
+    }
     let Applied {
         model,
         data,
@@ -529,4 +536,298 @@ pub fn info(a: InfoArgs) -> Result<()> {
         }
     }
     write_output(None, s.as_bytes())
+}
+
+/// A directory of group models (`mdn train --group-by`) and `--data` split by its group
+/// column, every group's model found.
+struct Grouped {
+    column: String,
+    models: std::collections::HashMap<String, std::path::PathBuf>,
+    split: mdn::job::Split,
+}
+
+/// Opens `io.model` as a directory of group models and splits `io.data` by the group
+/// column; a group without a model is refused, naming its first row.
+fn grouped(io: &ModelData) -> Result<Grouped> {
+    let dir = &io.model;
+    let index = mdn::job::GroupIndex::read(dir)?;
+    let column = index.column.clone();
+    let header = mdn::data::header(&io.data)?;
+    let Some(at) = header.iter().position(|h| *h == column) else {
+        return Err(Error::data(
+            Location::line(&io.data, 1),
+            format!(
+                "the models in {} are one per group of column '{column}', which is not in the \
+                 header (columns: {})",
+                dir.display(),
+                mdn::data::names_shown(&header)
+            ),
+        ));
+    };
+    if io.keep.contains(&column) {
+        return Err(Error::config(format!(
+            "--keep {column}: the group column is in the output already"
+        )));
+    }
+    let models: std::collections::HashMap<String, std::path::PathBuf> =
+        index.models(dir).map(|(g, p)| (g.to_string(), p)).collect();
+    let split = mdn::job::split_by_group(&io.data, at, None, io.drop_missing)?;
+    for (g, (value, _, rows)) in split.groups.iter().enumerate() {
+        if !models.contains_key(value) {
+            let why = match index.groups.iter().find(|r| r.group == *value) {
+                Some(r) => format!("it was {} in training", r.status),
+                None => format!("the training data ({}) had no such group", index.data),
+            };
+            return Err(Error::data(
+                Location::cell(&io.data, split.lines[g][0], at + 1, &column),
+                format!(
+                    "group '{value}' ({rows} rows, this the first) has no model in {}: {why}; \
+                     leave its rows out of the data",
+                    dir.display()
+                ),
+            ));
+        }
+    }
+    Ok(Grouped {
+        column,
+        models,
+        split,
+    })
+}
+
+impl Grouped {
+    /// Each group's model and rows, in the order of the groups' first rows, with each row's
+    /// place in the data file; errors told as the data file's.
+    fn apply(
+        &self,
+        io: &ModelData,
+        need_targets: bool,
+        mut f: impl FnMut(usize, Applied, Vec<usize>) -> Result<()>,
+    ) -> Result<()> {
+        for (g, (value, file, _)) in self.split.groups.iter().enumerate() {
+            let group_io = ModelData {
+                model: self.models[value].clone(),
+                data: file.clone(),
+                unknown_category: io.unknown_category,
+                drop_missing: io.drop_missing,
+                keep: io.keep.clone(),
+            };
+            let applied =
+                model_data(&group_io, need_targets).map_err(|e| self.split.in_data_file(g, e))?;
+            let places: Vec<usize> = (0..applied.data.rows)
+                .map(|r| self.split.places[g][mdn::tables::row_label(applied.ids.as_deref(), r)])
+                .collect();
+            f(g, applied, places).map_err(|e| self.split.in_data_file(g, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `mdn predict --model DIR` on the directory `mdn train --group-by` wrote: each row by its
+/// group's model (the group column's text), the rows in the data file's order, with the
+/// group column after `row`. Groups whose models have fewer components than the most leave
+/// the others' cells empty (CSV) or their lists shorter (JSON).
+fn predict_groups(a: &PredictArgs, qs: &[f64]) -> Result<()> {
+    let grouped = grouped(&a.io)?;
+    let column = &grouped.column;
+    let mut backend = open_backend(a.device)?;
+    let mut docs = Vec::with_capacity(grouped.split.groups.len());
+    grouped.apply(&a.io, false, |g, applied, places| {
+        let pred = applied.model.predict(backend.as_mut(), &applied.data)?;
+        let kept = applied.kept.as_ref();
+        docs.push(if a.json {
+            let mut doc =
+                mdn::tables::predictions_json(&applied.model, &pred, qs, kept, Some(&places));
+            if let Some(rows) = doc["rows"].as_array_mut() {
+                for row in rows {
+                    row[column.as_str()] = json!(grouped.split.groups[g].0);
+                }
+            }
+            GroupOutput::Json(doc)
+        } else {
+            GroupOutput::Csv(mdn::tables::predictions_csv(
+                &applied.model,
+                &pred,
+                qs,
+                kept,
+                Some(&places),
+            )?)
+        });
+        Ok(())
+    })?;
+    let text = merge_group_outputs(docs, column, &grouped.split)?;
+    write_output(a.out.as_deref(), text.as_bytes())
+}
+
+/// `mdn eval --model DIR`: each group's rows by its model; each group's mean NLL and scores,
+/// and the mean NLL over every row (per row with `--per-row`, in the data file's order).
+fn eval_groups(a: &EvalArgs) -> Result<()> {
+    let grouped = grouped(&a.io)?;
+    let column = &grouped.column;
+    let mut backend = open_backend(a.device)?;
+    let mut groups = Vec::new();
+    let mut per_row: Vec<(usize, usize, f64, Option<Vec<String>>)> = Vec::new();
+    let mut kept_names = Vec::new();
+    grouped.apply(&a.io, true, |g, applied, places| {
+        let e = mdn::tables::evaluate(&applied.model, backend.as_mut(), &applied.data)?;
+        for (r, (&ll, &place)) in e.loglik.iter().zip(&places).enumerate() {
+            let kept = applied.kept.as_ref().map(|k| k.rows[r].clone());
+            per_row.push((place, g, ll, kept));
+        }
+        if let Some(k) = &applied.kept {
+            kept_names = k.names.clone();
+        }
+        groups.push(json!({
+            "group": grouped.split.groups[g].0,
+            "model": grouped.models[&grouped.split.groups[g].0],
+            "rows": e.rows,
+            "mean_nll": e.mean_nll,
+            "scores": e.scores,
+        }));
+        Ok(())
+    })?;
+    per_row.sort_by_key(|r| r.0);
+    let rows = per_row.len();
+    let mean_nll = -per_row.iter().map(|r| r.2).sum::<f64>() / rows.max(1) as f64;
+    if a.json {
+        let mut out = json!({
+            "model": a.io.model, "data": a.io.data, "group_column": column,
+            "rows": rows, "mean_nll": mean_nll, "groups": groups,
+        });
+        if a.per_row {
+            out["loglik"] = json!(per_row.iter().map(|r| r.2).collect::<Vec<_>>());
+            out["row"] = json!(per_row.iter().map(|r| r.0).collect::<Vec<_>>());
+            out["group"] = json!(
+                per_row
+                    .iter()
+                    .map(|r| &grouped.split.groups[r.1].0)
+                    .collect::<Vec<_>>()
+            );
+        }
+        return print_json(&out);
+    }
+    let mut summary = format!(
+        "{rows} rows in {} groups of column '{column}': mean NLL {mean_nll:.4} (natural log, \
+         original units)\n",
+        groups.len()
+    );
+    for g in &groups {
+        summary.push_str(&format!(
+            "  '{}': {} rows, mean NLL {:.4}\n",
+            g["group"].as_str().unwrap_or(""),
+            g["rows"],
+            g["mean_nll"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    if a.per_row {
+        let mut head = vec!["row".to_string(), column.clone()];
+        head.extend(kept_names.iter().cloned());
+        head.push("loglik".into());
+        let cell = |c: &str| mdn::tables::csv_cell(c);
+        let mut csv = head.iter().map(|h| cell(h)).collect::<Vec<_>>().join(",") + "\n";
+        for (place, g, ll, kept) in &per_row {
+            let mut cells = vec![place.to_string(), cell(&grouped.split.groups[*g].0)];
+            cells.extend(kept.iter().flatten().map(|c| cell(c)));
+            cells.push(format!("{ll}"));
+            csv.push_str(&cells.join(","));
+            csv.push('\n');
+        }
+        write_output(None, csv.as_bytes())?;
+        message(summary.trim_end());
+        return Ok(());
+    }
+    write_output(None, summary.as_bytes())
+}
+
+/// One group's predictions, as `predict` writes them for one model.
+enum GroupOutput {
+    Csv(String),
+    Json(serde_json::Value),
+}
+
+/// The groups' predictions as one output, the rows in the data file's order: CSV with the
+/// group column after `row` and the header of the group with the most components (the
+/// others' missing cells empty), or JSON whose rows each name their group.
+fn merge_group_outputs(
+    docs: Vec<GroupOutput>,
+    column: &str,
+    split: &mdn::job::Split,
+) -> Result<String> {
+    let mut rows: Vec<(usize, String)> = Vec::with_capacity(split.rows);
+    if let Some(GroupOutput::Json(_)) = docs.first() {
+        let mut base = serde_json::Value::Null;
+        let mut all: Vec<serde_json::Value> = Vec::with_capacity(split.rows);
+        let mut components = 0;
+        for d in docs {
+            let GroupOutput::Json(mut doc) = d else {
+                continue;
+            };
+            components = components.max(doc["components"].as_u64().unwrap_or(0));
+            if let Some(serde_json::Value::Array(r)) = doc.get_mut("rows").map(std::mem::take) {
+                all.extend(r);
+            }
+            if base.is_null() {
+                base = doc;
+            }
+        }
+        all.sort_by_key(|r| r["row"].as_u64().unwrap_or(0));
+        base["rows"] = serde_json::Value::Array(all);
+        base["components"] = json!(components);
+        base["group_column"] = json!(column);
+        return Ok(serde_json::to_string(&base).expect("JSON of numbers") + "\n");
+    }
+    // CSV: the widest header, each group's cells placed by name.
+    let mut parsed: Vec<(Vec<String>, Vec<csv::StringRecord>)> = Vec::new();
+    for d in docs {
+        let GroupOutput::Csv(text) = d else { continue };
+        let mut r = csv::Reader::from_reader(text.as_bytes());
+        let head: Vec<String> = r
+            .headers()
+            .map_err(|e| Error::config(format!("predictions: {e}")))?
+            .iter()
+            .map(String::from)
+            .collect();
+        let recs = r
+            .records()
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::config(format!("predictions: {e}")))?;
+        parsed.push((head, recs));
+    }
+    let widest = parsed
+        .iter()
+        .map(|(h, _)| h)
+        .max_by_key(|h| h.len())
+        .cloned()
+        .unwrap_or_default();
+    let mut header = vec![widest[0].clone(), column.to_string()];
+    header.extend(widest[1..].iter().cloned());
+    for (g, (head, recs)) in parsed.iter().enumerate() {
+        let at: Vec<Option<usize>> = widest
+            .iter()
+            .map(|name| head.iter().position(|h| h == name))
+            .collect();
+        for rec in recs {
+            let place: usize = rec[0].parse().unwrap_or(0);
+            let mut cells = vec![rec[0].to_string(), split.groups[g].0.clone()];
+            cells.extend(
+                at[1..]
+                    .iter()
+                    .map(|i| i.map(|i| rec[i].to_string()).unwrap_or_default()),
+            );
+            let line: Vec<String> = cells.iter().map(|c| mdn::tables::csv_cell(c)).collect();
+            rows.push((place, line.join(",")));
+        }
+    }
+    rows.sort_by_key(|r| r.0);
+    let mut out: String = header
+        .iter()
+        .map(|h| mdn::tables::csv_cell(h))
+        .collect::<Vec<_>>()
+        .join(",");
+    out.push('\n');
+    for (_, line) in rows {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
 }

@@ -25,8 +25,60 @@ use crate::data::{CsvRows, is_npy, names_shown};
 use crate::error::{Error, Location, Result};
 use crate::tables::csv_cell;
 
-/// The index a group-by run writes beside its models.
+/// The index a group-by run writes beside its models, a row per group (for people and
+/// pandas).
 pub const INDEX: &str = "groups.csv";
+
+/// The same index for mdn (`mdn predict --model DIR`): the group column's name and every
+/// group's row ([`GroupIndex`]).
+pub const INDEX_JSON: &str = "groups.json";
+
+/// What `groups.json` holds.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct GroupIndex {
+    /// `mdn-groups`.
+    pub format: String,
+    pub format_version: u32,
+    /// The column whose text names each row's group.
+    pub column: String,
+    /// The data file trained on, as named.
+    pub data: String,
+    pub groups: Vec<GroupResult>,
+}
+
+impl GroupIndex {
+    /// The index of the directory `dir` that `mdn train --group-by` wrote.
+    pub fn read(dir: &Path) -> Result<GroupIndex> {
+        let path = dir.join(INDEX_JSON);
+        let bad = |message: String| Error::ModelFile {
+            path: path.clone(),
+            message,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::config(format!(
+                "{} is a directory without {INDEX_JSON}: give a model file, or a directory of \
+                 models that mdn train --group-by wrote",
+                dir.display()
+            )),
+            _ => Error::io(&path, e),
+        })?;
+        let index: GroupIndex = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if index.format != "mdn-groups" || index.format_version != 1 {
+            return Err(bad(format!(
+                "format {} version {}: not an index this mdn reads (mdn-groups 1)",
+                index.format, index.format_version
+            )));
+        }
+        Ok(index)
+    }
+
+    /// Each trained group's text and model file.
+    pub fn models<'a>(&'a self, dir: &'a Path) -> impl Iterator<Item = (&'a str, PathBuf)> + 'a {
+        self.groups
+            .iter()
+            .filter_map(move |g| Some((g.group.as_str(), dir.join(g.model.as_deref()?))))
+    }
+}
 
 /// Most groups a run trains (each a model file in one directory).
 pub const MOST_GROUPS: usize = 100_000;
@@ -41,7 +93,7 @@ pub struct GroupBy {
 }
 
 /// One group's rows and what became of them.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct GroupResult {
     /// The group column's text.
     pub group: String,
@@ -110,13 +162,20 @@ impl GroupsOutcome {
     }
 }
 
-/// The rows of each group as CSV text, in a temporary directory.
-struct Split {
+/// The rows of each group as CSV text, in a temporary directory ([`split_by_group`]).
+pub struct Split {
+    /// The data file split.
+    pub path: PathBuf,
     /// Holds the groups' files; removed when dropped.
     _dir: TempDirectory,
     /// Per group, in the order of its first row: its text, its file, its rows.
-    groups: Vec<(String, PathBuf, usize)>,
-    rows: usize,
+    pub groups: Vec<(String, PathBuf, usize)>,
+    /// Per group, its rows' 0-based places among the data file's rows.
+    pub places: Vec<Vec<usize>>,
+    /// Per group, its rows' lines in the data file.
+    pub lines: Vec<Vec<u64>>,
+    /// Rows in all groups.
+    pub rows: usize,
 }
 
 /// The output directory given as `job.out`: where the models go. It must be new, empty, or
@@ -160,18 +219,16 @@ fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
              file; choose a directory (for example --out models)"
         ))),
         Ok(_) => {
-            // An earlier run's: its index and the models it lists, nothing else.
-            let listed: Vec<PathBuf> = match dir.join(INDEX).is_file() {
-                true => read_index(&dir)
-                    .map(|l| l.into_iter().map(|(_, p)| p).collect())
-                    .unwrap_or_default(),
-                false => Vec::new(),
-            };
+            // An earlier run's: its indexes and the models they list, nothing else.
+            let listed: Vec<PathBuf> = GroupIndex::read(&dir)
+                .map(|i| i.models(&dir).map(|(_, p)| p).collect())
+                .unwrap_or_default();
             let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
             for e in entries {
                 let e = e.map_err(|e| Error::io(&dir, e))?;
                 let path = e.path();
-                if e.file_name() != INDEX && !listed.contains(&path) {
+                if e.file_name() != INDEX && e.file_name() != INDEX_JSON && !listed.contains(&path)
+                {
                     return Err(Error::config(format!(
                         "--out {shown}: the directory holds {}, which no {INDEX} of an earlier \
                          --group-by run lists, and a run replaces the directory whole; choose \
@@ -200,7 +257,7 @@ fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
 
 /// Checks what a group-by job cannot do, finds the group column, and makes the features
 /// explicit without it. Returns the column's index in the header.
-fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
+fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize, String)> {
     let Some(path) = job.data.clone() else {
         return Err(Error::config(
             "--group-by splits a data file's rows: give it with --data",
@@ -289,17 +346,25 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize)> {
     job.target = targets;
     let categorical = crate::data::rejoin_names(&job.categorical, &header);
     job.categorical = categorical.into_iter().filter(|c| *c != column).collect();
-    Ok((path, at))
+    Ok((path, at, column))
 }
 
 /// Splits `path` by column `at` into one CSV per group of the columns `used` (by name, in
 /// the file's order), in the order of each group's first row. A row without a group (an
 /// empty cell: `NA` may be a group's name) is refused, or left out with `drop_missing`.
-fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<Split> {
+///
+/// With `used` None every column is kept, the group column too, in its place (a model
+/// applied to a group's file then reads it as it would the data file).
+pub fn split_by_group(
+    path: &Path,
+    at: usize,
+    used: Option<&[String]>,
+    drop_missing: bool,
+) -> Result<Split> {
     let mut rows = CsvRows::open(path)?;
     let header = rows.header.clone();
     let keep: Vec<usize> = (0..header.len())
-        .filter(|&c| c != at && used.contains(&header[c]))
+        .filter(|&c| used.is_none_or(|u| c != at && u.contains(&header[c])))
         .collect();
     let head_line = keep
         .iter()
@@ -312,10 +377,14 @@ fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<
     let mut total = 0;
     let all: Vec<usize> = (0..header.len()).collect();
     let mut counts: Vec<usize> = Vec::new();
+    let mut places: Vec<Vec<usize>> = Vec::new();
+    let mut lines: Vec<Vec<u64>> = Vec::new();
+    let mut place = 0;
     while let Some(line) = {
         cells.clear();
         rows.next_cells(&all, &mut cells)?
     } {
+        place += 1;
         let group = &cells[at];
         if group.is_empty() {
             if drop_missing {
@@ -343,6 +412,8 @@ fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<
                 index.insert(group.clone(), groups.len());
                 groups.push((group.clone(), format!("{head_line}\n")));
                 counts.push(0);
+                places.push(Vec::new());
+                lines.push(Vec::new());
                 groups.len() - 1
             }
         };
@@ -355,6 +426,8 @@ fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<
         }
         text.push('\n');
         counts[g] += 1;
+        places[g].push(place - 1);
+        lines[g].push(line);
         total += 1;
     }
     let dir = TempDirectory::new()?;
@@ -365,8 +438,11 @@ fn split(path: &Path, at: usize, used: &[String], drop_missing: bool) -> Result<
         files.push((value, file, n));
     }
     Ok(Split {
+        path: path.to_path_buf(),
         _dir: dir,
         groups: files,
+        places,
+        lines,
         rows: total,
     })
 }
@@ -436,7 +512,7 @@ pub fn train_groups(
     observer: &mut dyn FnMut(&GroupEvent),
     cancel: &AtomicBool,
 ) -> Result<GroupsOutcome> {
-    let (path, at) = check(&mut job, by)?;
+    let (path, at, by_column) = check(&mut job, by)?;
     let dir = out_dir(&job, &path)?;
     // Every cell the job uses, checked in the whole file, with its own line numbers; the
     // options and columns with it.
@@ -449,7 +525,7 @@ pub fn train_groups(
     let mut tell = |e: &JobEvent| observer(&GroupEvent::Job("", e));
     resolved.read_data_telling(&mut tell)?;
     let used: Vec<String> = job.features.iter().chain(&job.target).cloned().collect();
-    let split = split(&path, at, &used, job.drop_missing)?;
+    let split = split_by_group(&path, at, Some(&used), job.drop_missing)?;
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted(
             "stopped before any group trained: nothing was written".into(),
@@ -472,7 +548,7 @@ pub fn train_groups(
              --min-group-rows {min}",
             small.len(),
             split.groups.len(),
-            by.column,
+            by_column,
             if small.len() == 1 { "has" } else { "have" },
             shown.join(", "),
             if small.len() > 5 { ", ..." } else { "" }
@@ -592,13 +668,23 @@ pub fn train_groups(
                 r.reason.as_deref().unwrap_or("no reason recorded")
             )),
             None => Error::config(format!(
-                "no group of column '{}' has --min-group-rows {min} rows: nothing to train",
-                by.column
+                "no group of column '{by_column}' has --min-group-rows {min} rows: nothing to train"
             )),
         });
     }
     let index_path = staging.path().join(INDEX);
     std::fs::write(&index_path, index_csv(&results)).map_err(|e| Error::io(&index_path, e))?;
+    let index = GroupIndex {
+        format: "mdn-groups".into(),
+        format_version: 1,
+        column: by_column.clone(),
+        data: data_name.clone(),
+        groups: results,
+    };
+    let json_path = staging.path().join(INDEX_JSON);
+    let text = serde_json::to_string_pretty(&index).expect("JSON of an index") + "\n";
+    std::fs::write(&json_path, text).map_err(|e| Error::io(&json_path, e))?;
+    let results = index.groups;
     let kept = staging.path().to_path_buf();
     if let Err(e) = staging.persist_as(&dir) {
         // The models stay where they were written, said so.
@@ -615,29 +701,27 @@ pub fn train_groups(
     })
 }
 
-/// The groups of a directory `mdn train --group-by` wrote: each group's text and model file
-/// (trained groups only), from its index.
-pub fn read_index(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let path = dir.join(INDEX);
-    let mut rows = CsvRows::open(&path)?;
-    let find = |name: &str| {
-        rows.header.iter().position(|h| h == name).ok_or_else(|| {
-            Error::data(
-                Location::line(&path, 1),
-                format!("no '{name}' column: not an index that mdn train --group-by wrote"),
-            )
-        })
-    };
-    let cols = [find("group")?, find("model")?];
-    let mut out = Vec::new();
-    let mut cells = Vec::new();
-    while {
-        cells.clear();
-        rows.next_cells(&cols, &mut cells)?.is_some()
-    } {
-        if !cells[1].is_empty() {
-            out.push((cells[0].clone(), dir.join(&cells[1])));
+impl Split {
+    /// An error reading group `g`'s file told as one reading the data file: its path, and a
+    /// line of the group's file as the data file's line.
+    pub fn in_data_file(&self, g: usize, e: Error) -> Error {
+        let file = &self.groups[g].1;
+        let shown = format!("{} (group '{}')", self.path.display(), self.groups[g].0);
+        match e {
+            Error::Data { mut at, message } if at.path == *file => {
+                at.path = self.path.clone();
+                // The group file's line 1 is the header, its line n + 2 the group's row n.
+                at.line = at.line.map(|l| match l {
+                    0 | 1 => l,
+                    l => self.lines[g].get(l as usize - 2).copied().unwrap_or(l),
+                });
+                Error::Data {
+                    at,
+                    message: message.replace(&file.display().to_string(), &shown),
+                }
+            }
+            Error::Config(m) => Error::Config(m.replace(&file.display().to_string(), &shown)),
+            e => e,
         }
     }
-    Ok(out)
 }

@@ -274,7 +274,7 @@ fn group_by_mistakes_and_small_or_failing_groups() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["a.json", "c.json", "groups.csv"]);
+    assert_eq!(files, ["a.json", "c.json", "groups.csv", "groups.json"]);
     // A run that trains no group leaves the earlier directory as it was.
     std::fs::write(d.join("few.csv"), grouped(&[("a", 5), ("c", 6)])).unwrap();
     refused_keeping(
@@ -457,4 +457,169 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
         })
         .collect();
     assert!(hidden.is_empty(), "left beside: {hidden:?}");
+}
+
+/// `mdn predict` and `mdn eval` take the directory: each row by its group's model, in the
+/// data file's order, the same numbers as each group's model on its rows alone; a group with
+/// fewer components leaves the others' cells empty; a group without a model, or a file
+/// without the group column, is refused before anything is written.
+#[test]
+fn predict_and_eval_on_a_directory_of_group_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let csv = grouped(&[("a", 60), ("b", 50)]);
+    std::fs::write(d.join("g.csv"), &csv).unwrap();
+    let common = [
+        "--device",
+        "cpu",
+        "--epochs",
+        "3",
+        "--val-fraction",
+        "0",
+        "-q",
+    ];
+    let mut args = vec![
+        "train",
+        "--data",
+        "g.csv",
+        "--group-by",
+        "store",
+        "--components",
+        "3",
+    ];
+    args.extend(common);
+    ok(d, &args);
+    // Group b's model with 2 components, from another run.
+    let mut args = vec![
+        "train",
+        "--data",
+        "g.csv",
+        "--group-by",
+        "store",
+        "--components",
+        "2",
+        "--out",
+        "k2",
+    ];
+    args.extend(common);
+    ok(d, &args);
+    std::fs::copy(d.join("k2/b.json"), d.join("models/b.json")).unwrap();
+    for (g, file) in [("a", "a.csv"), ("b", "b.csv")] {
+        std::fs::write(d.join(file), rows_of(&csv, g)).unwrap();
+    }
+    let (out, _) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "models",
+            "--data",
+            "g.csv",
+            "--quantiles",
+            "0.5",
+        ],
+    );
+    let mut r = csv::Reader::from_reader(out.as_bytes());
+    let head: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(&head[..5], ["row", "store", "pi_0", "pi_1", "pi_2"]);
+    let rows: Vec<csv::StringRecord> = r.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 110);
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], i.to_string(), "rows in the file's order");
+    }
+    // Alone, each group's model gives the same numbers for its rows.
+    for (g, file) in [("a", "a.csv"), ("b", "b.csv")] {
+        let (alone, _) = ok(
+            d,
+            &[
+                "predict",
+                "--model",
+                &format!("models/{g}.json"),
+                "--data",
+                file,
+                "--quantiles",
+                "0.5",
+            ],
+        );
+        let mut ra = csv::Reader::from_reader(alone.as_bytes());
+        let ah: Vec<String> = ra.headers().unwrap().iter().map(String::from).collect();
+        let mine: Vec<&csv::StringRecord> = rows.iter().filter(|r| &r[1] == g).collect();
+        for (j, rec) in ra.records().enumerate() {
+            let rec = rec.unwrap();
+            for name in ["mean_t", "var_t", "q0.5_t", "pi_0", "pi_1"] {
+                let at = ah.iter().position(|h| h == name).unwrap();
+                assert_eq!(rec[at], mine[j][col(name)], "group {g} row {j} {name}");
+            }
+        }
+        if g == "b" {
+            assert!(
+                mine.iter().all(|r| r[col("pi_2")].is_empty()),
+                "b has 2 components"
+            );
+        }
+    }
+    // eval: each group's NLL is its model's on its rows; the whole is their row-weighted mean.
+    let (out, _) = ok(
+        d,
+        &["eval", "--model", "models", "--data", "g.csv", "--json"],
+    );
+    let e = json(&out);
+    assert_eq!(e["rows"], 110);
+    let mut total = 0.0;
+    for (i, (g, file, n)) in [("a", "a.csv", 60.0), ("b", "b.csv", 50.0)]
+        .iter()
+        .enumerate()
+    {
+        let (alone, _) = ok(
+            d,
+            &[
+                "eval",
+                "--model",
+                &format!("models/{g}.json"),
+                "--data",
+                file,
+                "--json",
+            ],
+        );
+        let alone = json(&alone)["mean_nll"].as_f64().unwrap();
+        let mine = e["groups"][i]["mean_nll"].as_f64().unwrap();
+        assert!((alone - mine).abs() < 1e-12, "group {g}: {alone} vs {mine}");
+        total += alone * n;
+    }
+    let whole = e["mean_nll"].as_f64().unwrap();
+    assert!(
+        (whole - total / 110.0).abs() < 1e-9,
+        "{whole} vs {}",
+        total / 110.0
+    );
+    // Mistakes.
+    let refused = |args: &[&str], says: &str| {
+        let out = mdn(d, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    };
+    let mut new = csv.clone();
+    new.push_str("c,0.5,0.5\n");
+    std::fs::write(d.join("new.csv"), &new).unwrap();
+    refused(
+        &["predict", "--model", "models", "--data", "new.csv"],
+        "new.csv:112:1 (column 'store'): group 'c' (1 rows, this the first) has no model in \
+         models: the training data (g.csv) had no such group",
+    );
+    refused(
+        &["predict", "--model", "models", "--data", "a.csv"],
+        "the models in models are one per group of column 'store', which is not in the header",
+    );
+    refused(
+        &[
+            "predict", "--model", "models", "--data", "g.csv", "--keep", "store",
+        ],
+        "--keep store: the group column is in the output already",
+    );
+    refused(
+        &["sample", "--model", "models", "--data", "g.csv"],
+        "models is a directory of models, one per group",
+    );
 }
