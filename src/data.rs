@@ -1168,12 +1168,21 @@ pub fn read_data_with_rows(
     path: &Path,
     choice: &ColumnChoice,
 ) -> Result<(Dataset, Option<Vec<usize>>)> {
-    if is_npy(path) {
-        return Ok((read_npy(path, choice)?, None));
-    }
-    let (data, notes, kept) = read_rows(CsvRows::open(path)?, path, choice, true)?;
+    let (data, notes, kept) = read_data_with_rows_noting(path, choice)?;
     log_notes(notes);
     Ok((data, kept))
+}
+
+/// [`read_data_with_rows`], its warnings returned instead of logged.
+#[allow(clippy::type_complexity)]
+pub fn read_data_with_rows_noting(
+    path: &Path,
+    choice: &ColumnChoice,
+) -> Result<(Dataset, ReadNotes, Option<Vec<usize>>)> {
+    if is_npy(path) {
+        return Ok((read_npy(path, choice)?, ReadNotes::default(), None));
+    }
+    read_rows(CsvRows::open(path)?, path, choice, true)
 }
 
 fn rows_to_dataset<R: std::io::Read>(

@@ -704,7 +704,8 @@ pub fn parse_hidden(s: &str) -> std::result::Result<HiddenWidths, String> {
 /// The model and the data a command applies it to.
 #[derive(Args)]
 pub struct ModelData {
-    /// Model file written by `mdn train`
+    /// Model file written by `mdn train` (predict and eval: or the directory of models
+    /// `mdn train --group-by` wrote, each row by its group's model)
     #[arg(long, default_value = "model.json")]
     pub model: PathBuf,
     /// CSV or .npy with the model's feature columns (and, for eval, its target columns);

@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::json;
 
 use mdn::backend::{self, Backend};
-use mdn::data::{Dataset, Missing, read_csv_from, read_data, read_data_with_rows};
+use mdn::data::{Dataset, Missing, read_csv_from, read_data};
 use mdn::error::Location;
 use mdn::job::{EXAMPLE_CSV, EXAMPLE_NAME};
 use mdn::model::Model;
@@ -27,6 +27,13 @@ pub fn open_backend(device: DeviceArg) -> Result<Box<dyn Backend>> {
     Ok(b)
 }
 
+/// A read's warnings, on stderr as the log gives them (`warning: ...`).
+fn tell(notes: &[String]) {
+    for n in notes {
+        log::warn!("{n}");
+    }
+}
+
 /// A model and the rows of `--data` it is applied to.
 struct Applied {
     model: Model,
@@ -35,6 +42,8 @@ struct Applied {
     ids: Option<Vec<usize>>,
     /// The `--keep` columns of those rows.
     kept: Option<mdn::tables::Kept>,
+    /// The read's warnings (rows left out, unknown categories ignored), not yet told.
+    notes: Vec<String>,
 }
 
 /// The model and the rows of `io.data` it reads, with each row's 0-based data row where
@@ -56,7 +65,7 @@ fn model_data(io: &ModelData, need_targets: bool) -> Result<Applied> {
         } else {
             Missing::RefuseSayingDrop
         });
-    let (data, ids) = read_data_with_rows(&io.data, &choice)?;
+    let (data, notes, ids) = mdn::data::read_data_with_rows_noting(&io.data, &choice)?;
     let kept = match (kept, &ids) {
         // The kept columns of the rows read.
         (Some(mut kept), Some(ids)) => {
@@ -75,6 +84,7 @@ fn model_data(io: &ModelData, need_targets: bool) -> Result<Applied> {
         data,
         ids,
         kept,
+        notes: notes.warnings,
     })
 }
 
@@ -92,7 +102,9 @@ pub fn eval(a: EvalArgs) -> Result<()> {
         data,
         ids,
         kept,
+        notes,
     } = model_data(&a.io, true)?;
+    tell(&notes);
     let e = mdn::tables::evaluate(&model, open_backend(a.device)?.as_mut(), &data)?;
     if a.json {
         let mut out = json!({ "model": a.io.model, "data": a.io.data, "rows": e.rows, "mean_nll": e.mean_nll, "scores": e.scores });
@@ -143,7 +155,9 @@ pub fn predict(a: PredictArgs) -> Result<()> {
         data,
         ids,
         kept,
+        notes,
     } = model_data(&a.io, false)?;
+    tell(&notes);
     let pred = model.predict(open_backend(a.device)?.as_mut(), &data)?;
     let text = if a.json {
         let doc = mdn::tables::predictions_json(&model, &pred, &qs, kept.as_ref(), ids.as_deref());
@@ -164,7 +178,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         data,
         ids,
         kept,
+        notes,
     } = model_data(&a.io, false)?;
+    tell(&notes);
     let samples = model.sample(
         open_backend(a.device)?.as_mut(),
         &data,
@@ -575,14 +591,19 @@ fn grouped(io: &ModelData) -> Result<Grouped> {
     for (g, (value, _, rows)) in split.groups.iter().enumerate() {
         if !models.contains_key(value) {
             let why = match index.groups.iter().find(|r| r.group == *value) {
-                Some(r) => format!("it was {} in training", r.status),
+                Some(r) => match r.status.as_str() {
+                    "left out" => "it was left out in training (--min-group-rows)".to_string(),
+                    "failed" => "its training failed (see groups.csv)".to_string(),
+                    _ => "its training was stopped before it".to_string(),
+                },
                 None => format!("the training data ({}) had no such group", index.data),
             };
             return Err(Error::data(
                 Location::cell(&io.data, split.lines[g][0], at + 1, &column),
                 format!(
-                    "group '{value}' ({rows} rows, this the first) has no model in {}: {why}; \
+                    "group '{value}' ({rows} row{}; the first here) has no model in {}: {why}; \
                      leave its rows out of the data",
+                    if *rows == 1 { "" } else { "s" },
                     dir.display()
                 ),
             ));
@@ -614,6 +635,12 @@ impl Grouped {
             };
             let applied =
                 model_data(&group_io, need_targets).map_err(|e| self.split.in_data_file(g, e))?;
+            let notes: Vec<String> = applied
+                .notes
+                .iter()
+                .map(|n| self.split.note_in_data_file(g, n))
+                .collect();
+            tell(&notes);
             let places: Vec<usize> = (0..applied.data.rows)
                 .map(|r| self.split.places[g][mdn::tables::row_label(applied.ids.as_deref(), r)])
                 .collect();

@@ -405,10 +405,16 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
                 }
             }
             GroupEvent::Job(group, JobEvent::Warning(w)) => {
-                if warnings.iter().any(|s| s == w) {
+                // The same warning of another group (its counts aside) is said once.
+                let gist =
+                    |s: &str| -> String { s.chars().filter(|c| !c.is_ascii_digit()).collect() };
+                warnings.push(w.to_string());
+                if warnings[..warnings.len() - 1]
+                    .iter()
+                    .any(|s| gist(s) == gist(w))
+                {
                     repeated += 1;
                 } else {
-                    warnings.push(w.to_string());
                     if !quiet {
                         let whose = if group.is_empty() {
                             String::new()
@@ -461,12 +467,19 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             }
         }
         message(&parts.join("; "));
+        if let Some(earlier) = &outcome.kept_earlier {
+            message(&format!(
+                "the run was stopped: the earlier run's models in {} are kept as they were",
+                earlier.display()
+            ));
+        }
     }
     if a.json {
         print_json(&json!({
             "dir": outcome.dir,
             "index": outcome.dir.join(mdn::job::GROUPS_INDEX),
             "interrupted": outcome.interrupted,
+            "kept_earlier": outcome.kept_earlier,
             "groups": outcome.groups,
             "warnings": warnings,
         }))?;
@@ -498,6 +511,7 @@ fn group_line(index: usize, of: usize, g: &mdn::job::GroupResult) -> String {
             "{head}: failed: {}",
             g.reason.as_deref().unwrap_or("no reason recorded")
         ),
+        "not trained" => format!("{head}: stopped before it trained"),
         status => {
             let epochs = match (g.saved_epoch, g.epochs) {
                 (Some(s), Some(e)) => format!(", epoch {s} of {e}"),

@@ -153,6 +153,9 @@ pub struct GroupsOutcome {
     pub groups: Vec<GroupResult>,
     /// Stopped by the cancel flag (the groups not reached are `not trained`).
     pub interrupted: bool,
+    /// A stopped run's output directory held an earlier run's models: they are kept there,
+    /// and `dir` is a new directory beside it (`<out>.interrupted`).
+    pub kept_earlier: Option<PathBuf>,
 }
 
 impl GroupsOutcome {
@@ -176,6 +179,9 @@ pub struct Split {
     pub lines: Vec<Vec<u64>>,
     /// Rows in all groups.
     pub rows: usize,
+    /// Rows left out for an empty group cell (`drop_missing`), and the first one's line.
+    pub no_group: usize,
+    pub first_no_group: Option<u64>,
 }
 
 /// The output directory given as `job.out`: where the models go. It must be new, empty, or
@@ -288,8 +294,29 @@ fn check(job: &mut TrainJob, by: &GroupBy) -> Result<(PathBuf, usize, String)> {
             )));
         }
     }
-    if by.min_rows == Some(0) {
-        return Err(Error::config("--min-group-rows must be at least 1"));
+    match by.min_rows {
+        Some(0) => return Err(Error::config("--min-group-rows must be at least 1")),
+        Some(n) if n < CROSS_VALIDATE_MIN && job.val_fraction.is_none() => {
+            return Err(Error::config(format!(
+                "--min-group-rows {n} keeps groups of fewer than {CROSS_VALIDATE_MIN} rows, too few \
+                 for the defaults to hold out validation rows from: give --min-group-rows \
+                 {CROSS_VALIDATE_MIN}, or train every group on all its rows with --val-fraction 0 \
+                 --epochs N"
+            )));
+        }
+        _ => {}
+    }
+    if job
+        .out
+        .as_deref()
+        .and_then(|o| o.extension())
+        .is_some_and(|e| e == "json")
+    {
+        return Err(Error::config(format!(
+            "--out {}: --group-by writes a directory of models, one per group, not one model \
+             file; name the directory (for example --out models)",
+            job.out.as_deref().unwrap_or(Path::new("")).display()
+        )));
     }
     let header = crate::data::header(&path)?;
     let named = crate::data::rejoin_names(std::slice::from_ref(&by.column), &header);
@@ -380,6 +407,7 @@ pub fn split_by_group(
     let mut places: Vec<Vec<usize>> = Vec::new();
     let mut lines: Vec<Vec<u64>> = Vec::new();
     let mut place = 0;
+    let (mut no_group, mut first_no_group) = (0, None);
     while let Some(line) = {
         cells.clear();
         rows.next_cells(&all, &mut cells)?
@@ -388,6 +416,8 @@ pub fn split_by_group(
         let group = &cells[at];
         if group.is_empty() {
             if drop_missing {
+                no_group += 1;
+                first_no_group.get_or_insert(line);
                 continue;
             }
             return Err(Error::data(
@@ -444,6 +474,8 @@ pub fn split_by_group(
         places,
         lines,
         rows: total,
+        no_group,
+        first_no_group,
     })
 }
 
@@ -524,8 +556,26 @@ pub fn train_groups(
     .resolve()?;
     let mut tell = |e: &JobEvent| observer(&GroupEvent::Job("", e));
     resolved.read_data_telling(&mut tell)?;
+    // Which columns are categories is decided once, on the whole file: a date column with a
+    // few rows a day is categorical in one store and "an id" in another.
+    job.categorical = resolved
+        .categorical
+        .iter()
+        .map(|k| k.column.clone())
+        .collect();
     let used: Vec<String> = job.features.iter().chain(&job.target).cloned().collect();
     let split = split_by_group(&path, at, Some(&used), job.drop_missing)?;
+    if split.no_group > 0 {
+        observer(&GroupEvent::Job(
+            "",
+            &JobEvent::Warning(&format!(
+                "{} row(s) have no group (an empty '{by_column}' cell; the first at line {}): \
+                 left out (--drop-missing)",
+                split.no_group,
+                split.first_no_group.unwrap_or(0)
+            )),
+        ));
+    }
     if cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted(
             "stopped before any group trained: nothing was written".into(),
@@ -686,6 +736,26 @@ pub fn train_groups(
     std::fs::write(&json_path, text).map_err(|e| Error::io(&json_path, e))?;
     let results = index.groups;
     let kept = staging.path().to_path_buf();
+    // A stopped run does not replace an earlier run's whole directory with its part: it goes
+    // beside it.
+    let (dir, kept_earlier) = match interrupted && dir.exists() {
+        true => {
+            let name = dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let free = (1..)
+                .map(|n| match n {
+                    1 => dir.with_file_name(format!("{name}.interrupted")),
+                    n => dir.with_file_name(format!("{name}.interrupted-{n}")),
+                })
+                .find(|p| !p.exists())
+                .expect("a free name");
+            (free, Some(dir))
+        }
+        false => (dir, None),
+    };
     if let Err(e) = staging.persist_as(&dir) {
         // The models stay where they were written, said so.
         return Err(Error::NotSaved {
@@ -698,6 +768,7 @@ pub fn train_groups(
         dir,
         groups: results,
         interrupted,
+        kept_earlier,
     })
 }
 
@@ -717,11 +788,42 @@ impl Split {
                 });
                 Error::Data {
                     at,
-                    message: message.replace(&file.display().to_string(), &shown),
+                    message: format!(
+                        "group '{}': {}",
+                        self.groups[g].0,
+                        message.replace(&file.display().to_string(), &shown)
+                    ),
                 }
             }
             Error::Config(m) => Error::Config(m.replace(&file.display().to_string(), &shown)),
             e => e,
         }
+    }
+}
+
+impl Split {
+    /// A read warning of group `g`'s file told as one of the data file: its path, and each
+    /// `line N` of the group's file as the data file's line.
+    pub fn note_in_data_file(&self, g: usize, note: &str) -> String {
+        let file = self.groups[g].1.display().to_string();
+        let shown = format!("{} (group '{}')", self.path.display(), self.groups[g].0);
+        let note = note.replace(&file, &shown);
+        let mut out = String::with_capacity(note.len());
+        let mut rest = note.as_str();
+        while let Some(i) = rest.find("line ") {
+            out.push_str(&rest[..i + 5]);
+            rest = &rest[i + 5..];
+            let digits = rest.chars().take_while(|c| c.is_ascii_digit()).count();
+            match rest[..digits].parse::<usize>() {
+                Ok(l) if l >= 2 => {
+                    let mapped = self.lines[g].get(l - 2).map_or(l as u64, |&m| m);
+                    out.push_str(&mapped.to_string());
+                }
+                _ => out.push_str(&rest[..digits]),
+            }
+            rest = &rest[digits..];
+        }
+        out.push_str(rest);
+        out
     }
 }

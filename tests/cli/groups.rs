@@ -457,6 +457,43 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
         })
         .collect();
     assert!(hidden.is_empty(), "left beside: {hidden:?}");
+    // Stopped again, the run does not replace the earlier directory with its part (a new
+    // user's trial lost 41 models so): it goes beside it.
+    let before = std::fs::read(d.join("models/groups.json")).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--data",
+            "big.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("the earlier run's models in models are kept as they were"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(d.join("models/groups.json")).unwrap(), before);
+    assert!(d.join("models.interrupted/a.json").exists());
 }
 
 /// `mdn predict` and `mdn eval` take the directory: each row by its group's model, in the
@@ -605,7 +642,7 @@ fn predict_and_eval_on_a_directory_of_group_models() {
     std::fs::write(d.join("new.csv"), &new).unwrap();
     refused(
         &["predict", "--model", "models", "--data", "new.csv"],
-        "new.csv:112:1 (column 'store'): group 'c' (1 rows, this the first) has no model in \
+        "new.csv:112:1 (column 'store'): group 'c' (1 row; the first here) has no model in \
          models: the training data (g.csv) had no such group",
     );
     refused(
@@ -622,4 +659,93 @@ fn predict_and_eval_on_a_directory_of_group_models() {
         &["sample", "--model", "models", "--data", "g.csv"],
         "models is a directory of models, one per group",
     );
+}
+
+/// A new user's trial: a text column that repeats across the file (a day of a few rows a
+/// day) but not within a small store was read as categories in one group and refused as an
+/// id in another, after the first groups had trained. Which columns are categories is now
+/// decided once, on the whole file.
+#[test]
+fn a_column_was_categorical_in_one_group_and_an_id_in_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("store,day,x,t\n");
+    for i in 0..200 {
+        csv.push_str(&format!(
+            "big,d{},{},{}\n",
+            i % 5,
+            i as f64 / 200.0,
+            (i % 7) as f64
+        ));
+    }
+    for i in 0..30 {
+        csv.push_str(&format!(
+            "small,e{i},{},{}\n",
+            i as f64 / 30.0,
+            (i % 5) as f64
+        ));
+    }
+    // Rows without a group, left out with --drop-missing, are counted.
+    csv.push_str(",d1,0.5,1\n");
+    std::fs::write(d.join("days.csv"), &csv).unwrap();
+    let (out, err) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "days.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--epochs",
+            "2",
+            "--val-fraction",
+            "0.2",
+            "--drop-missing",
+            "--json",
+        ],
+    );
+    let report = json(&out);
+    assert_eq!(report["groups"][1]["status"], "trained", "{out}\n{err}");
+    assert!(
+        err.contains(
+            "1 row(s) have no group (an empty 'store' cell; the first at line 232): left out"
+        ),
+        "{err}"
+    );
+    let small = json(&std::fs::read_to_string(d.join("models/small.json")).unwrap());
+    assert!(
+        small["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "day=e0"),
+        "{}",
+        small["features"]
+    );
+    // --min-group-rows below what the defaults can split is refused up front; an --out
+    // named as a model file is not taken for a directory.
+    for (args, says) in [
+        (
+            vec!["--min-group-rows", "2"],
+            "--min-group-rows 2 keeps groups of fewer than 10 rows",
+        ),
+        (vec!["--out", "model.json"], "not one model file"),
+    ] {
+        let mut all = vec![
+            "train",
+            "--data",
+            "days.csv",
+            "--group-by",
+            "store",
+            "--drop-missing",
+        ];
+        all.extend(args);
+        let out = mdn(d, &all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+    assert!(!d.join("model.json").exists());
 }
