@@ -6,8 +6,9 @@
 //! that column, constant within a group), in a temporary directory. Each group is then the
 //! whole job on its own rows: its own standardisation, validation split, small-data
 //! defaults, categories and early stopping, exactly what `mdn train` gives on a file of
-//! that group's rows alone. Groups train one after another on one device: the GPU backend
-//! keeps its device and compiled kernels for the next group (`backend::gpu`'s idle devices).
+//! that group's rows alone (with the same threads). On the CPU groups train side by side,
+//! the threads shared out; on a GPU one after another on one device: the GPU backend keeps
+//! its device and compiled kernels for the next group (`backend::gpu`'s idle devices).
 //!
 //! The models go to a directory: `<group>.json` each, and `groups.csv`, one row per group
 //! (its model file, rows, epochs, validation NLL, and what happened to it). The directory is
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use super::{JobEvent, TrainJob, small_data::CROSS_VALIDATE_MIN};
 use crate::atomic::TempDirectory;
+use crate::backend::DeviceChoice;
 use crate::data::{CsvRows, is_npy, names_shown};
 use crate::error::{Error, Location, Result};
 use crate::tables::csv_cell;
@@ -136,7 +138,8 @@ pub enum GroupEvent<'a> {
     },
     /// A group's job event.
     Job(&'a str, &'a JobEvent<'a>),
-    /// A group finished (trained, interrupted or failed).
+    /// A group finished (trained, interrupted or failed); `index` counts the groups
+    /// finished before it (side by side they finish out of order).
     Finished {
         index: usize,
         of: usize,
@@ -506,6 +509,159 @@ fn file_name(value: &str, taken: &mut std::collections::HashSet<String>) -> Stri
     format!("{name}.json")
 }
 
+/// One group's training: its job (its rows' file, its model file in the staging
+/// directory) and how its messages name it.
+struct Task {
+    /// Its row in the index.
+    slot: usize,
+    /// Its place among the groups trained (from 0).
+    index: usize,
+    job: TrainJob,
+    name: String,
+    file_text: String,
+    shown: String,
+}
+
+impl Task {
+    /// Trains the group (on `threads` threads where given), filling its `result`; its job
+    /// events to `tell`. Whether the run was stopped by `cancel`.
+    fn run(
+        &self,
+        result: &mut GroupResult,
+        threads: Option<usize>,
+        tell: &mut dyn FnMut(&JobEvent),
+        cancel: &AtomicBool,
+    ) -> bool {
+        let job = TrainJob {
+            threads: threads.or(self.job.threads),
+            ..self.job.clone()
+        };
+        let run = job.resolve().and_then(|r| {
+            r.run(
+                &mut |e: &JobEvent| match e {
+                    // The group file's read warnings (rows left out, by its own lines): the
+                    // whole file's read said them with the file's lines.
+                    JobEvent::Warning(w) if w.contains(&self.file_text) => {}
+                    e => tell(e),
+                },
+                cancel,
+            )
+        });
+        result.reason = None;
+        match run {
+            Ok(outcome) => {
+                let t = outcome.model.training.as_ref();
+                result.model = Some(self.name.clone());
+                result.train_rows = t.map(|t| t.train_rows);
+                result.val_rows = t.map(|t| t.val_rows);
+                result.epochs = t.map(|t| t.epochs);
+                result.saved_epoch = t.map(|t| t.saved_epoch);
+                result.val_nll = t.and_then(|t| t.ensemble_val_nll.or(t.saved_val_nll()));
+                result.cv_nll = t.and_then(|t| t.epoch_choice.as_ref()).map(|c| c.cv_nll);
+                result.baseline_nll = t.and_then(|t| t.baseline_val_nll);
+                result.status = if outcome.interrupted {
+                    "interrupted"
+                } else {
+                    "trained"
+                }
+                .into();
+                outcome.interrupted
+            }
+            Err(Error::Interrupted(_)) => {
+                result.status = "not trained".into();
+                result.reason = Some("the run was stopped first".into());
+                true
+            }
+            Err(e) => {
+                result.status = "failed".into();
+                result.reason = Some(e.to_string().replace(&self.file_text, &self.shown));
+                false
+            }
+        }
+    }
+}
+
+/// A group's event, sent from a worker thread to the observer's.
+enum Sent {
+    Started(usize),
+    Warning(usize, String),
+    Finished(usize, GroupResult),
+}
+
+/// The tasks on `workers` threads of `share` CPU threads each, the next group to whichever
+/// is free; the events told to `observer` on this thread. Whether a run was stopped.
+fn run_side_by_side(
+    tasks: &[Task],
+    results: &mut [GroupResult],
+    workers: usize,
+    share: usize,
+    of: usize,
+    observer: &mut dyn FnMut(&GroupEvent),
+    cancel: &AtomicBool,
+) -> bool {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let stopped = AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<Sent>();
+    let start: Vec<GroupResult> = results.to_vec();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let tx = tx.clone();
+            let (next, stopped, start) = (&next, &stopped, &start);
+            scope.spawn(move || {
+                loop {
+                    let t = next.fetch_add(1, Ordering::SeqCst);
+                    if t >= tasks.len() || cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let task = &tasks[t];
+                    let _ = tx.send(Sent::Started(t));
+                    let mut result = start[task.slot].clone();
+                    let mut tell = |e: &JobEvent| {
+                        if let JobEvent::Warning(w) = e {
+                            let _ = tx.send(Sent::Warning(t, w.to_string()));
+                        }
+                    };
+                    if task.run(&mut result, Some(share), &mut tell, cancel) {
+                        stopped.store(true, Ordering::SeqCst);
+                    }
+                    let _ = tx.send(Sent::Finished(t, result));
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        for sent in rx {
+            match sent {
+                Sent::Started(t) => {
+                    let slot = tasks[t].slot;
+                    observer(&GroupEvent::Started {
+                        index: t,
+                        of,
+                        group: &results[slot].group,
+                        rows: results[slot].rows,
+                    })
+                }
+                Sent::Warning(t, w) => {
+                    let group = results[tasks[t].slot].group.clone();
+                    observer(&GroupEvent::Job(&group, &JobEvent::Warning(&w)))
+                }
+                Sent::Finished(t, result) => {
+                    let slot = tasks[t].slot;
+                    results[slot] = result;
+                    // Numbered as they finish.
+                    observer(&GroupEvent::Finished {
+                        index: done,
+                        of,
+                        result: &results[slot],
+                    });
+                    done += 1;
+                }
+            }
+        }
+    });
+    stopped.into_inner()
+}
+
 /// The index's text: one row per group.
 fn index_csv(groups: &[GroupResult]) -> String {
     let mut out = String::from(
@@ -610,13 +766,12 @@ pub fn train_groups(
         rows: split.rows,
     });
     let staging = TempDirectory::beside(&dir)?;
-    let mut taken = std::collections::HashSet::new();
-    let mut results = Vec::with_capacity(split.groups.len());
-    let of = split.groups.len() - small.len();
-    let mut index = 0;
-    let mut interrupted = false;
     let data_name = path.display().to_string();
-    for (value, file, rows) in &split.groups {
+    // Every group's row, its model file named in order; the trainable ones are the tasks.
+    let mut taken = std::collections::HashSet::new();
+    let mut results: Vec<GroupResult> = Vec::with_capacity(split.groups.len());
+    let mut tasks: Vec<Task> = Vec::new();
+    for (g, (value, file, rows)) in split.groups.iter().enumerate() {
         let mut result = GroupResult {
             group: value.clone(),
             model: None,
@@ -628,84 +783,84 @@ pub fn train_groups(
             val_nll: None,
             cv_nll: None,
             baseline_nll: None,
-            status: String::new(),
-            reason: None,
+            status: "not trained".into(),
+            reason: Some("the run was stopped first".into()),
         };
         if *rows < min {
             result.status = "left out".into();
             result.reason = Some(format!("{rows} rows, fewer than --min-group-rows {min}"));
-            results.push(result);
-            continue;
-        }
-        if interrupted || cancel.load(Ordering::Relaxed) {
-            interrupted = true;
-            result.status = "not trained".into();
-            result.reason = Some("the run was stopped first".into());
-            results.push(result);
-            continue;
-        }
-        observer(&GroupEvent::Started {
-            index,
-            of,
-            group: value,
-            rows: *rows,
-        });
-        let name = file_name(value, &mut taken);
-        let group_job = TrainJob {
-            data: Some(file.clone()),
-            out: Some(staging.path().join(&name)),
-            ..job.clone()
-        };
-        // Messages name the data file and the group, not the temporary file.
-        let shown = format!("{data_name} (group '{value}')");
-        let file_text = file.display().to_string();
-        let run = group_job.resolve().and_then(|r| {
-            r.run(
-                &mut |e: &JobEvent| match e {
-                    // The group file's read warnings (rows left out, by its own lines): the
-                    // whole file's read said them with the file's lines.
-                    JobEvent::Warning(w) if w.contains(&file_text) => {}
-                    e => observer(&GroupEvent::Job(value, e)),
+        } else {
+            let name = file_name(value, &mut taken);
+            tasks.push(Task {
+                slot: g,
+                index: tasks.len(),
+                job: TrainJob {
+                    data: Some(file.clone()),
+                    out: Some(staging.path().join(&name)),
+                    ..job.clone()
                 },
-                cancel,
-            )
-        });
-        match run {
-            Ok(outcome) => {
-                let t = outcome.model.training.as_ref();
-                result.model = Some(name);
-                result.train_rows = t.map(|t| t.train_rows);
-                result.val_rows = t.map(|t| t.val_rows);
-                result.epochs = t.map(|t| t.epochs);
-                result.saved_epoch = t.map(|t| t.saved_epoch);
-                result.val_nll = t.and_then(|t| t.ensemble_val_nll.or(t.saved_val_nll()));
-                result.cv_nll = t.and_then(|t| t.epoch_choice.as_ref()).map(|c| c.cv_nll);
-                result.baseline_nll = t.and_then(|t| t.baseline_val_nll);
-                result.status = if outcome.interrupted {
-                    interrupted = true;
-                    "interrupted".into()
-                } else {
-                    "trained".into()
-                };
-            }
-            Err(Error::Interrupted(_)) => {
-                interrupted = true;
-                result.status = "not trained".into();
-                result.reason = Some("the run was stopped first".into());
-            }
-            Err(e) => {
-                result.status = "failed".into();
-                result.reason = Some(e.to_string().replace(&file_text, &shown));
-            }
+                name,
+                file_text: file.display().to_string(),
+                shown: format!("{data_name} (group '{value}')"),
+            });
         }
-        observer(&GroupEvent::Finished {
-            index,
-            of,
-            result: &result,
-        });
-        index += 1;
         results.push(result);
     }
+    let of = tasks.len();
+    // On the CPU, groups side by side with the threads shared out (each group's bits are
+    // those of `mdn train` on its rows with its share of threads); on a GPU one at a time
+    // on one device.
+    let on_cpu = match job.device {
+        DeviceChoice::Cpu => true,
+        DeviceChoice::Auto => crate::backend::auto_device().0 == DeviceChoice::Cpu,
+        _ => false,
+    };
+    let threads = job.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let side_by_side = if on_cpu { threads.min(of).max(1) } else { 1 };
+    let mut interrupted = false;
+    if side_by_side == 1 {
+        for task in &tasks {
+            if cancel.load(Ordering::Relaxed) {
+                interrupted = true;
+                break;
+            }
+            let value = &results[task.slot].group.clone();
+            observer(&GroupEvent::Started {
+                index: task.index,
+                of,
+                group: value,
+                rows: results[task.slot].rows,
+            });
+            let result = task.run(
+                &mut results[task.slot],
+                None,
+                &mut |e| observer(&GroupEvent::Job(value, e)),
+                cancel,
+            );
+            interrupted |= result;
+            observer(&GroupEvent::Finished {
+                index: task.index,
+                of,
+                result: &results[task.slot],
+            });
+        }
+    } else {
+        let share = (threads / side_by_side).max(1);
+        interrupted = run_side_by_side(
+            &tasks,
+            &mut results,
+            side_by_side,
+            share,
+            of,
+            observer,
+            cancel,
+        );
+    }
+    interrupted |= cancel.load(Ordering::Relaxed);
     if !results.iter().any(|r| r.model.is_some()) {
         // Nothing to replace an earlier run's directory with.
         return Err(match results.iter().find(|r| r.status == "failed") {

@@ -151,6 +151,38 @@ fn each_groups_model_is_what_training_on_its_rows_alone_gives() {
         );
     }
     assert_eq!(rows[2]["model"], "c_d__e_.json");
+    // Side by side on 2 threads (one each), every group's model is the same bits.
+    let (_, err) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "sales.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--out",
+            "two",
+        ],
+    );
+    assert!(err.contains("wrote two: 3 models"), "{err}");
+    for r in &rows {
+        let a = json(&std::fs::read_to_string(d.join("models").join(&r["model"])).unwrap());
+        let b = json(&std::fs::read_to_string(d.join("two").join(&r["model"])).unwrap());
+        assert_eq!(
+            a["params"], b["params"],
+            "group {} side by side",
+            r["group"]
+        );
+    }
+    assert_eq!(
+        index(&d.join("two")),
+        rows,
+        "the same index, in the file's order"
+    );
     // The models predict as any model does.
     ok(
         d,
@@ -401,7 +433,8 @@ fn group_by_mistakes_and_small_or_failing_groups() {
 }
 
 /// Ctrl-C stops the group under way after its epoch, keeps its best epoch, trains no other
-/// group, and writes the directory: exit 130, the index saying what became of each.
+/// group, and writes the directory: exit 130, the index saying what became of each. (On one
+/// thread, one group at a time: side by side, every group under way stops so.)
 #[cfg(unix)]
 #[test]
 fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
@@ -417,6 +450,8 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
             "store",
             "--device",
             "cpu",
+            "--threads",
+            "1",
             "--max-epochs",
             "1000000",
             "--patience",
@@ -469,6 +504,8 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
             "store",
             "--device",
             "cpu",
+            "--threads",
+            "1",
             "--max-epochs",
             "1000000",
             "--patience",
