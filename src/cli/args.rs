@@ -736,6 +736,10 @@ pub struct EvalArgs {
     /// Print every row's log-likelihood (original units) as well
     #[arg(long)]
     pub per_row: bool,
+    /// With a directory of group models: leave out the rows of groups that have no model
+    /// (a warning counts them) instead of refusing the file
+    #[arg(long)]
+    pub skip_unknown_groups: bool,
     /// Machine-readable output
     #[arg(long)]
     pub json: bool,
@@ -760,6 +764,10 @@ pub struct PredictArgs {
     /// JSON instead of CSV
     #[arg(long)]
     pub json: bool,
+    /// With a directory of group models: leave out the rows of groups that have no model
+    /// (a warning counts them; `row` stays each row's place) instead of refusing the file
+    #[arg(long)]
+    pub skip_unknown_groups: bool,
 }
 
 #[derive(Args)]

@@ -564,7 +564,7 @@ struct Grouped {
 
 /// Opens `io.model` as a directory of group models and splits `io.data` by the group
 /// column; a group without a model is refused, naming its first row.
-fn grouped(io: &ModelData) -> Result<Grouped> {
+fn grouped(io: &ModelData, skip_unknown: bool) -> Result<Grouped> {
     let dir = &io.model;
     let index = mdn::job::GroupIndex::read(dir)?;
     let column = index.column.clone();
@@ -588,8 +588,52 @@ fn grouped(io: &ModelData) -> Result<Grouped> {
     let models: std::collections::HashMap<String, std::path::PathBuf> =
         index.models(dir).map(|(g, p)| (g.to_string(), p)).collect();
     let split = mdn::job::split_by_group(&io.data, at, None, io.drop_missing)?;
+    if split.no_group > 0 {
+        log::warn!(
+            "{}: {} row(s) have no group (an empty '{column}' cell; the first at line {}): \
+             left out (--drop-missing)",
+            io.data.display(),
+            split.no_group,
+            split.first_no_group.unwrap_or(0)
+        );
+    }
+    if split.groups.is_empty() {
+        return Err(Error::data(
+            Location::file(&io.data),
+            "no data rows to predict for",
+        ));
+    }
+    let unknown: Vec<usize> = (0..split.groups.len())
+        .filter(|&g| !models.contains_key(&split.groups[g].0))
+        .collect();
+    if skip_unknown && !unknown.is_empty() {
+        let rows: usize = unknown.iter().map(|&g| split.groups[g].2).sum();
+        let named: Vec<String> = unknown
+            .iter()
+            .take(5)
+            .map(|&g| format!("'{}'", split.groups[g].0))
+            .collect();
+        log::warn!(
+            "{}: {rows} row(s) of {} group(s) without a model in {} left out \
+             (--skip-unknown-groups): {}{}",
+            io.data.display(),
+            unknown.len(),
+            dir.display(),
+            named.join(", "),
+            if unknown.len() > 5 { ", ..." } else { "" }
+        );
+        if unknown.len() == split.groups.len() {
+            return Err(Error::data(
+                Location::file(&io.data),
+                format!(
+                    "no row's group has a model in {}: nothing to apply them to",
+                    dir.display()
+                ),
+            ));
+        }
+    }
     for (g, (value, _, rows)) in split.groups.iter().enumerate() {
-        if !models.contains_key(value) {
+        if !models.contains_key(value) && !skip_unknown {
             let why = match index.groups.iter().find(|r| r.group == *value) {
                 Some(r) => match r.status.as_str() {
                     "left out" => "it was left out in training (--min-group-rows)".to_string(),
@@ -602,7 +646,7 @@ fn grouped(io: &ModelData) -> Result<Grouped> {
                 Location::cell(&io.data, split.lines[g][0], at + 1, &column),
                 format!(
                     "group '{value}' ({rows} row{}; the first here) has no model in {}: {why}; \
-                     leave its rows out of the data",
+                     --skip-unknown-groups leaves its rows out",
                     if *rows == 1 { "" } else { "s" },
                     dir.display()
                 ),
@@ -626,6 +670,10 @@ impl Grouped {
         mut f: impl FnMut(usize, Applied, Vec<usize>) -> Result<()>,
     ) -> Result<()> {
         for (g, (value, file, _)) in self.split.groups.iter().enumerate() {
+            if !self.models.contains_key(value) {
+                // Left out with --skip-unknown-groups (said when split).
+                continue;
+            }
             let group_io = ModelData {
                 model: self.models[value].clone(),
                 data: file.clone(),
@@ -655,31 +703,34 @@ impl Grouped {
 /// group column after `row`. Groups whose models have fewer components than the most leave
 /// the others' cells empty (CSV) or their lists shorter (JSON).
 fn predict_groups(a: &PredictArgs, qs: &[f64]) -> Result<()> {
-    let grouped = grouped(&a.io)?;
+    let grouped = grouped(&a.io, a.skip_unknown_groups)?;
     let column = &grouped.column;
     let mut backend = open_backend(a.device)?;
     let mut docs = Vec::with_capacity(grouped.split.groups.len());
     grouped.apply(&a.io, false, |g, applied, places| {
         let pred = applied.model.predict(backend.as_mut(), &applied.data)?;
         let kept = applied.kept.as_ref();
-        docs.push(if a.json {
-            let mut doc =
-                mdn::tables::predictions_json(&applied.model, &pred, qs, kept, Some(&places));
-            if let Some(rows) = doc["rows"].as_array_mut() {
-                for row in rows {
-                    row[column.as_str()] = json!(grouped.split.groups[g].0);
+        docs.push((
+            g,
+            if a.json {
+                let mut doc =
+                    mdn::tables::predictions_json(&applied.model, &pred, qs, kept, Some(&places));
+                if let Some(rows) = doc["rows"].as_array_mut() {
+                    for row in rows {
+                        row[column.as_str()] = json!(grouped.split.groups[g].0);
+                    }
                 }
-            }
-            GroupOutput::Json(doc)
-        } else {
-            GroupOutput::Csv(mdn::tables::predictions_csv(
-                &applied.model,
-                &pred,
-                qs,
-                kept,
-                Some(&places),
-            )?)
-        });
+                GroupOutput::Json(doc)
+            } else {
+                GroupOutput::Csv(mdn::tables::predictions_csv(
+                    &applied.model,
+                    &pred,
+                    qs,
+                    kept,
+                    Some(&places),
+                )?)
+            },
+        ));
         Ok(())
     })?;
     let text = merge_group_outputs(docs, column, &grouped.split)?;
@@ -689,7 +740,7 @@ fn predict_groups(a: &PredictArgs, qs: &[f64]) -> Result<()> {
 /// `mdn eval --model DIR`: each group's rows by its model; each group's mean NLL and scores,
 /// and the mean NLL over every row (per row with `--per-row`, in the data file's order).
 fn eval_groups(a: &EvalArgs) -> Result<()> {
-    let grouped = grouped(&a.io)?;
+    let grouped = grouped(&a.io, a.skip_unknown_groups)?;
     let column = &grouped.column;
     let mut backend = open_backend(a.device)?;
     let mut groups = Vec::new();
@@ -776,16 +827,16 @@ enum GroupOutput {
 /// group column after `row` and the header of the group with the most components (the
 /// others' missing cells empty), or JSON whose rows each name their group.
 fn merge_group_outputs(
-    docs: Vec<GroupOutput>,
+    docs: Vec<(usize, GroupOutput)>,
     column: &str,
     split: &mdn::job::Split,
 ) -> Result<String> {
     let mut rows: Vec<(usize, String)> = Vec::with_capacity(split.rows);
-    if let Some(GroupOutput::Json(_)) = docs.first() {
+    if let Some((_, GroupOutput::Json(_))) = docs.first() {
         let mut base = serde_json::Value::Null;
         let mut all: Vec<serde_json::Value> = Vec::with_capacity(split.rows);
         let mut components = 0;
-        for d in docs {
+        for (_, d) in docs {
             let GroupOutput::Json(mut doc) = d else {
                 continue;
             };
@@ -804,8 +855,8 @@ fn merge_group_outputs(
         return Ok(serde_json::to_string(&base).expect("JSON of numbers") + "\n");
     }
     // CSV: the widest header, each group's cells placed by name.
-    let mut parsed: Vec<(Vec<String>, Vec<csv::StringRecord>)> = Vec::new();
-    for d in docs {
+    let mut parsed: Vec<(usize, Vec<String>, Vec<csv::StringRecord>)> = Vec::new();
+    for (g, d) in docs {
         let GroupOutput::Csv(text) = d else { continue };
         let mut r = csv::Reader::from_reader(text.as_bytes());
         let head: Vec<String> = r
@@ -818,24 +869,24 @@ fn merge_group_outputs(
             .records()
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::config(format!("predictions: {e}")))?;
-        parsed.push((head, recs));
+        parsed.push((g, head, recs));
     }
     let widest = parsed
         .iter()
-        .map(|(h, _)| h)
+        .map(|(_, h, _)| h)
         .max_by_key(|h| h.len())
         .cloned()
         .unwrap_or_default();
     let mut header = vec![widest[0].clone(), column.to_string()];
     header.extend(widest[1..].iter().cloned());
-    for (g, (head, recs)) in parsed.iter().enumerate() {
+    for (g, head, recs) in &parsed {
         let at: Vec<Option<usize>> = widest
             .iter()
             .map(|name| head.iter().position(|h| h == name))
             .collect();
         for rec in recs {
             let place: usize = rec[0].parse().unwrap_or(0);
-            let mut cells = vec![rec[0].to_string(), split.groups[g].0.clone()];
+            let mut cells = vec![rec[0].to_string(), split.groups[*g].0.clone()];
             cells.extend(
                 at[1..]
                     .iter()

@@ -680,7 +680,49 @@ fn predict_and_eval_on_a_directory_of_group_models() {
     refused(
         &["predict", "--model", "models", "--data", "new.csv"],
         "new.csv:112:1 (column 'store'): group 'c' (1 row; the first here) has no model in \
-         models: the training data (g.csv) had no such group",
+         models: the training data (g.csv) had no such group; --skip-unknown-groups leaves its \
+         rows out",
+    );
+    // --skip-unknown-groups leaves the new group's rows out, saying so; the others keep
+    // their places.
+    let (out, err) = ok(
+        d,
+        &[
+            "predict",
+            "--model",
+            "models",
+            "--data",
+            "new.csv",
+            "--skip-unknown-groups",
+        ],
+    );
+    assert!(
+        err.contains(
+            "1 row(s) of 1 group(s) without a model in models left out (--skip-unknown-groups): 'c'"
+        ),
+        "{err}"
+    );
+    let mut r = csv::Reader::from_reader(out.as_bytes());
+    let labels: Vec<String> = r.records().map(|r| r.unwrap()[0].to_string()).collect();
+    assert_eq!(labels.len(), 110);
+    assert_eq!(labels.last().unwrap(), "109");
+    let (out, _) = ok(
+        d,
+        &[
+            "eval",
+            "--model",
+            "models",
+            "--data",
+            "new.csv",
+            "--skip-unknown-groups",
+            "--json",
+        ],
+    );
+    assert_eq!(json(&out)["rows"], 110);
+    std::fs::write(d.join("empty.csv"), "store,x,t\n").unwrap();
+    refused(
+        &["predict", "--model", "models", "--data", "empty.csv"],
+        "no data rows to predict for",
     );
     refused(
         &["predict", "--model", "models", "--data", "a.csv"],
