@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+#[cfg(unix)]
+use crate::support::signalled;
 use crate::support::{json, mdn, ok};
 
 /// Rows of Bishop's inverse problem in groups, each group's target shifted by its own
@@ -441,8 +443,9 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("big.csv"), grouped(&[("a", 1600), ("b", 1600)])).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
+    let out = signalled(
+        d,
+        &[
             "train",
             "--data",
             "big.csv",
@@ -457,19 +460,9 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
             "--patience",
             "1000000",
             "--json",
-        ])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
+        ],
+        "-INT",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     let report = json(&String::from_utf8_lossy(&out.stdout));
@@ -495,8 +488,9 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
     // Stopped again, the run does not replace the earlier directory with its part (a new
     // user's trial lost 41 models so): it goes beside it.
     let before = std::fs::read(d.join("models/groups.json")).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args([
+    let out = signalled(
+        d,
+        &[
             "train",
             "--data",
             "big.csv",
@@ -510,19 +504,9 @@ fn ctrl_c_keeps_the_groups_done_and_trains_no_other() {
             "1000000",
             "--patience",
             "1000000",
-        ])
-        .current_dir(d)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let sent = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let out = child.wait_with_output().unwrap();
+        ],
+        "-INT",
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(

@@ -8,31 +8,12 @@ use std::process::Command;
 
 use crate::support::{asset, json, mdn, ok};
 #[cfg(unix)]
-use crate::support::{files_in, software_adapter};
+use crate::support::{files_in, signalled, software_adapter};
 
 /// `mdn args` run in `dir`, sent SIGINT (Ctrl-C) after 1.5 s, to its end.
 #[cfg(unix)]
 fn interrupted(dir: &Path, args: &[&str]) -> std::process::Output {
     signalled(dir, args, "-INT")
-}
-
-/// `mdn args` run in `dir`, sent `signal` (`-INT`, `-TERM`) after 1.5 s, to its end.
-#[cfg(unix)]
-fn signalled(dir: &Path, args: &[&str], signal: &str) -> std::process::Output {
-    let child = Command::new(env!("CARGO_BIN_EXE_mdn"))
-        .args(args)
-        .current_dir(dir)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait_with_output().unwrap()
 }
 
 #[cfg(unix)]

@@ -111,3 +111,22 @@ pub(crate) fn with_constant_column(csv: &str, value: &str) -> String {
         })
         .collect()
 }
+
+/// `mdn args` run in `dir`, sent `signal` (`-INT`, `-TERM`) after 1.5 s, to its end.
+#[cfg(unix)]
+pub(crate) fn signalled(dir: &Path, args: &[&str], signal: &str) -> std::process::Output {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(args)
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait_with_output().unwrap()
+}
