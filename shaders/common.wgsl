@@ -1,6 +1,6 @@
 // Shared by every kernel (prepended to each shader file by src/backend/gpu/kernels.rs).
 
-// Per-dispatch values, one 112-byte record per batch or chunk, bound with a dynamic offset.
+// Per-dispatch values, one 128-byte record per batch or chunk, bound with a dynamic offset.
 // Must match `StepUniform` in src/backend/gpu/mod.rs.
 //
 // Ensemble members: a run may hold several networks of one shape (members), trained together.
@@ -37,9 +37,20 @@ struct Step {
     norm_first: u32,
     norm_stride: u32,
     steps: u32, // fused_loop.wgsl: the steps this dispatch runs, from this record on
+    // A packed run (members of their own data: `GpuBackend::start_packed`): where each
+    // member's own rows, 1 / rows and Adam bias corrections for each training step sit in the
+    // step records read as words (fused_loop.wgsl: 4 words at member_table + (slot *
+    // table_members + member) * 4); 0 in any other run.
+    member_table: u32,
+    table_members: u32,
+    pad0: u32,
+    pad1: u32,
 }
 
 @group(1) @binding(0) var<uniform> step: Step;
+
+// A row-order entry past the end of a packed run's member's validation rows.
+const NO_ROW: u32 = 0xffffffffu;
 
 // One dense layer's shape and place in the flat parameter buffer (the dense kernels' group-0
 // uniform). Must match the `Words` written by `Run` in src/backend/gpu/mod.rs.

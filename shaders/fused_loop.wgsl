@@ -60,14 +60,14 @@ fn is_bias(e: u32) -> bool {
 
 // Adam on parameter i (of the whole buffer) with gradient g, as adam.wgsl and fused_grad.wgsl
 // compute it.
-fn adam(i: u32, g: f32, lr: f32, at: u32) {
+fn adam(i: u32, g: f32, lr: f32, at: u32, bias1: f32, bias2: f32) {
     let beta1 = record_f32(at, R_BETA1);
     let beta2 = record_f32(at, R_BETA2);
     let mi = beta1 * m[i] + (1.0 - beta1) * g;
     let vi = beta2 * v[i] + (1.0 - beta2) * g * g;
     m[i] = mi;
     v[i] = vi;
-    params[i] -= lr * (mi * record_f32(at, R_BIAS1)) / (sqrt(vi * record_f32(at, R_BIAS2)) + record_f32(at, R_EPS));
+    params[i] -= lr * (mi * bias1) / (sqrt(vi * bias2) + record_f32(at, R_EPS));
 }
 
 @compute @workgroup_size(WG)
@@ -91,9 +91,23 @@ fn main(
     }
     for (var j = 0u; j < step.steps; j++) {
         let at = (step.slot + j) * RECORD_WORDS;
-        let rows = records[at + R_ROWS];
+        var rows = records[at + R_ROWS];
         let start = records[at + R_START];
-        let inv_rows = record_f32(at, R_INV_ROWS);
+        var inv_rows = record_f32(at, R_INV_ROWS);
+        var bias1 = record_f32(at, R_BIAS1);
+        var bias2 = record_f32(at, R_BIAS2);
+        if step.member_table != 0u {
+            // A packed run: this member's own rows in this step (0: its epoch has ended), and
+            // its own Adam step's bias corrections.
+            let mt = step.member_table + ((step.slot + j) * step.table_members + member) * 4u;
+            rows = records[mt];
+            inv_rows = bitcast<f32>(records[mt + 1u]);
+            bias1 = bitcast<f32>(records[mt + 2u]);
+            bias2 = bitcast<f32>(records[mt + 3u]);
+            if rows == 0u {
+                continue;
+            }
+        }
         let tiles = (rows + per_tile - 1u) / per_tile;
         for (var t = 0u; t < tiles; t++) {
             let first = t * per_tile;
@@ -122,7 +136,7 @@ fn main(
                 partial[region + e] = g;
                 squares += g * g;
             } else {
-                adam(i, g, lr, at);
+                adam(i, g, lr, at, bias1, bias2);
             }
         }
         if clip_norm > 0.0 {
@@ -141,7 +155,7 @@ fn main(
                 if norm > clip_norm {
                     g *= clip_norm / norm;
                 }
-                adam(first_param + e, g, lr, at);
+                adam(first_param + e, g, lr, at, bias1, bias2);
             }
             // Every invocation has read tile[0] before the next step's gather.
             workgroupBarrier();

@@ -29,10 +29,25 @@ fn main(
         return;
     }
     let first = t * per_tile;
-    let n = min(per_tile, step.rows - first);
+    var n = min(per_tile, step.rows - first);
     let grad = (step.flags & 1u) != 0u;
+    let val_at = member * step.stats_stride + step.slot + t;
+    if !grad {
+        // A packed run's members have validation rows of their own, as many as each has: a
+        // member's row order ends in NO_ROW entries where another has more. A tile of none
+        // sums to 0, which adds nothing to the member's chunk sum.
+        let o = member * step.order_stride + step.start + first;
+        while n > 0u && order[o + n - 1u] == NO_ROW {
+            n -= 1u;
+        }
+        if n == 0u {
+            if lid == 0u {
+                stats[val_at] = 0.0;
+            }
+            return;
+        }
+    }
     // This tile's region of `partial`: a gradient and a log-likelihood sum.
     let base = member * step.partial_stride + t * (desc[D_PARAMS] + 1u);
-    let val_at = member * step.stats_stride + step.slot + t;
     tile_pass(member, step.start, first, n, grad, step.inv_rows, base, val_at, lid);
 }

@@ -909,3 +909,160 @@ fn a_process_opened_a_device_and_compiled_every_kernel_for_each_model() {
     assert!(!Arc::ptr_eq(&device, &fourth.gpu().readback_counter()));
     assert!(Arc::ptr_eq(&third_device, &fourth.gpu().readback_counter()));
 }
+
+#[test]
+fn packed_members_are_the_single_runs_of_their_own_rows() {
+    // One model per group: four networks of one shape, each on rows of its own (1, 3, 50
+    // and 783 training rows, 1, 7, 50 and 120 validation rows: sizes that fill no workgroup
+    // and a member whose rows run out after one step while another takes 16), trained
+    // together in the same dispatches. Each member's epochs must be the bits of that network
+    // alone on its rows with the same row orders and learning rate: statistics, parameters,
+    // Adam moments and step count. One member sits the third epoch out; a snapshot and
+    // restore in the middle must give the members back their own step counts. Diagonal and
+    // full covariance, one tile a batch and several.
+    use mdn::backend::{DataRef, GpuOptions, GpuPath};
+    use mdn::check::{Case, random_case_with};
+    use mdn::layout::{Activation, Covariance};
+    for (tile_rows, batch, cov, d) in [
+        (None, 32, Covariance::Diagonal, 2),
+        (Some(16), 50, Covariance::Full, 3),
+    ] {
+        let Some(mut gpu) = common::gpu_with(GpuOptions {
+            path: GpuPath::Loop,
+            tile_rows,
+            ..Default::default()
+        }) else {
+            return;
+        };
+        let what = format!("{cov:?}, batch {batch}");
+        let case =
+            |rows, seed| random_case_with(3, &[9, 6], Activation::Tanh, 3, d, rows, seed, cov);
+        let sizes = [(1, 1), (3, 7), (50, 50), (783, 120)];
+        let members: Vec<(Case, Case)> = sizes
+            .iter()
+            .enumerate()
+            .map(|(m, &(t, v))| (case(t, 10 + m as u64), case(v, 20 + m as u64)))
+            .collect();
+        let arch = members[0].0.arch.clone();
+        assert!(members.iter().all(|(c, _)| c.arch == arch));
+        fn data(c: &Case) -> DataRef<'_> {
+            DataRef {
+                x: &c.x,
+                y: &c.y,
+                rows: c.rows,
+            }
+        }
+        // Epoch e's order of member m's rows: a rotation, reversed on odd epochs.
+        let order = |rows: usize, e: usize| -> Vec<u32> {
+            let mut o: Vec<u32> = (0..rows as u32)
+                .map(|i| (i + e as u32 * 7) % rows as u32)
+                .collect();
+            if e % 2 == 1 {
+                o.reverse();
+            }
+            o
+        };
+        let lrs = [1e-3f32, 3e-3, 2e-3, 5e-3];
+        let cfg = StepConfig {
+            batch_size: batch,
+            l2: 1e-4,
+            ..StepConfig::default()
+        };
+        let sits_out = |m: usize, e: usize| m == 1 && e == 2;
+        // Each member alone.
+        let mut want = Vec::new();
+        for (m, (t, v)) in members.iter().enumerate() {
+            let mut run = gpu.start(&arch, &t.params, data(t), Some(data(v))).unwrap();
+            let mut stats = Vec::new();
+            for e in (0..3).filter(|&e| !sits_out(m, e)) {
+                let s = run
+                    .train_epoch(&order(t.rows, e), &StepConfig { lr: lrs[m], ..cfg })
+                    .unwrap();
+                stats.push((e, s));
+            }
+            want.push((stats, run.save_state().unwrap()));
+        }
+        // Together.
+        let params: Vec<Vec<f32>> = members.iter().map(|(t, _)| t.params.clone()).collect();
+        let train: Vec<DataRef> = members.iter().map(|(t, _)| data(t)).collect();
+        let val: Vec<DataRef> = members.iter().map(|(_, v)| data(v)).collect();
+        let mut run = gpu
+            .start_packed(&arch, &params, &train, Some(&val))
+            .unwrap()
+            .expect("the GPU backend packs members on the looped step");
+        let mut got: Vec<Vec<(usize, mdn::backend::EpochStats)>> = vec![Vec::new(); 4];
+        for e in 0..3 {
+            let orders: Vec<u32> = members.iter().flat_map(|(t, _)| order(t.rows, e)).collect();
+            let active: Vec<bool> = (0..4).map(|m| !sits_out(m, e)).collect();
+            if e == 1 {
+                // An epoch run, undone and run again: the same as running it once.
+                run.snapshot().unwrap();
+                run.train_epoch(&orders, &cfg, &lrs, &active).unwrap();
+                run.restore().unwrap();
+            }
+            let stats = run.train_epoch(&orders, &cfg, &lrs, &active).unwrap();
+            for (m, s) in stats.into_iter().enumerate().filter(|(m, _)| active[*m]) {
+                got[m].push((e, s));
+            }
+        }
+        let states = run.save_state().unwrap();
+        drop(run);
+        for (m, ((stats, state), (got_stats, got_state))) in
+            want.iter().zip(got.iter().zip(&states)).enumerate()
+        {
+            let rows = sizes[m].0;
+            assert_eq!(got_stats, stats, "member {m} ({rows} rows), {what}: epochs");
+            assert_eq!(
+                got_state.adam.step, state.adam.step,
+                "member {m}, {what}: Adam steps"
+            );
+            assert_eq!(
+                got_state.params, state.params,
+                "member {m}, {what}: parameters"
+            );
+            assert_eq!(
+                (&got_state.adam.m, &got_state.adam.v),
+                (&state.adam.m, &state.adam.v),
+                "member {m}, {what}: Adam moments"
+            );
+        }
+        eprintln!(
+            "{what}: steps {:?}",
+            states.iter().map(|s| s.adam.step).collect::<Vec<_>>()
+        );
+        // The mistakes.
+        let bad = |r: mdn::error::Result<Option<Box<dyn mdn::backend::MembersRun + '_>>>| {
+            r.err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        let e = bad(gpu.start_packed(&arch, &params, &train[..3], Some(&val)));
+        assert!(
+            e.contains("needs each member's training and validation rows"),
+            "{e}"
+        );
+        let empty = DataRef {
+            x: &[],
+            y: &[],
+            rows: 0,
+        };
+        let mut with_empty = val.clone();
+        with_empty[2] = empty;
+        let e = bad(gpu.start_packed(&arch, &params, &train, Some(&with_empty)));
+        assert!(
+            e.contains("member 2 of a packed run has no validation rows"),
+            "{e}"
+        );
+    }
+    // The CPU backend has no packed runs (its groups train side by side on threads).
+    let c = mdn::check::random_case(1, &[4], Activation::Tanh, 2, 1, 5, 1);
+    let d = DataRef {
+        x: &c.x,
+        y: &c.y,
+        rows: c.rows,
+    };
+    assert!(
+        CpuBackend::new()
+            .start_packed(&c.arch, &[c.params.clone()], &[d], None)
+            .unwrap()
+            .is_none()
+    );
+}

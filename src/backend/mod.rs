@@ -209,6 +209,26 @@ pub trait Backend {
         Ok(None)
     }
 
+    /// Starts a packed run: several networks of one shape, each on rows of its own (one model
+    /// per group of a table: each member's `train[m]` and, all or none, `val[m]`), trained
+    /// together in the same dispatches. Member m's epochs are exactly those of a run of
+    /// that network alone on its rows with the same row orders and learning rate: its own
+    /// batches (an epoch has as many steps as the member with the most rows needs, the others
+    /// sitting the rest out), its own Adam step count, its own validation NLL.
+    /// [`MembersRun::train_epoch`] then takes each member's permutation of its own rows, one
+    /// member after another. `None` where the backend has no such runs (the CPU backend), or
+    /// where this model cannot take them (on a GPU: a model too wide for the looped step).
+    fn start_packed<'a>(
+        &'a mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        train: &[DataRef<'_>],
+        val: Option<&[DataRef<'_>]>,
+    ) -> Result<Option<Box<dyn MembersRun + 'a>>> {
+        let _ = (arch, params, train, val);
+        Ok(None)
+    }
+
     // ---- single operations (stateless) --------------------------------------------------
 
     /// Head outputs (`rows * P`) for `rows` inputs.

@@ -234,7 +234,7 @@ const FUSED_LOOP_SLOTS: &[Slot] = &[
 ];
 
 /// Size of the `Step` uniform record (see `shaders/common.wgsl`).
-pub const STEP_BYTES: u64 = 112;
+pub const STEP_BYTES: u64 = 128;
 
 impl Kernels {
     /// Every kernel for `gpu` with the fused steps' `tiling`; the looped step's pipelines

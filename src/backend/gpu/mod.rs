@@ -5,7 +5,7 @@
 //! GPU buffers for a whole run. An epoch is encoded as one stream of dispatches, followed by
 //! the validation pass and a finite check; the host reads back once per epoch (the per-batch
 //! loss sums, the validation sums and the finite flag). Per-batch values (row count, offsets,
-//! Adam's bias corrections) are 112-byte `Step` records in one uniform buffer, selected with a
+//! Adam's bias corrections) are 128-byte `Step` records in one uniform buffer, selected with a
 //! dynamic offset.
 //!
 //! A training step takes one of three paths, side by side here:
@@ -31,6 +31,13 @@
 //!   L2), and for layers above the first the gradient to the inputs (transpose the weights,
 //!   run `dense_forward` on them, multiply by the activation's derivative); then Adam. The
 //!   single operations (`forward`, `loglik`) and evaluation use its kernels too.
+//!
+//! A run of several members (`Core::members`) holds ensemble members on the same rows
+//! (`start_members`) or, packed (`start_packed`, `Packed`), networks each on rows of its own:
+//! one model per group of a table. A packed run always takes the looped step, each member
+//! reading its own rows, 1 / rows and Adam bias corrections a step from a member table the
+//! host writes after the epoch's step records, and its validation rows through a row order
+//! of its own that ends in `NO_ROW` where another member has more.
 //!
 //! Reductions over the batch are sequential per output element, ordered sums of row slices or
 //! tiles, or tree reductions in workgroup memory, never float atomics, so the same seed on the
@@ -137,6 +144,11 @@ struct StepUniform {
     norm_stride: u32,
     /// `fused_loop`: the steps one dispatch runs, this record's and the next ones'.
     steps: u32,
+    /// A packed run's per-member step values, at this word of the step records
+    /// (`shaders/common.wgsl`); 0 in any other run.
+    member_table: u32,
+    table_members: u32,
+    pad: [u32; 2],
 }
 const _: () = assert!(std::mem::size_of::<StepUniform>() as u64 == STEP_BYTES);
 
@@ -445,6 +457,8 @@ struct Core {
     train: DeviceData,
     val: Option<DeviceData>,
     adam_step: u64,
+    /// A packed run's members, each with rows of its own (`start_packed`); `None` otherwise.
+    packed: Option<Packed>,
     work: Work,
     layer_uniforms: Vec<wgpu::Buffer>,
     /// Per layer, the shape of its transposed weights as dense_forward reads them: n_out
@@ -483,6 +497,36 @@ struct GpuEpoch {
     /// Rows trained on so far in this epoch.
     done_rows: usize,
 }
+
+/// The members of a packed run ([`Backend::start_packed`]): each trains on rows of its own,
+/// which sit one member after another in the run's training (and validation) buffers. Each
+/// member's row order is its own region of `order_stride` entries, past its rows `NO_ROW`;
+/// an epoch has as many steps as the member with the most rows needs, and a member whose
+/// rows have run out sits the rest out (`shaders/fused_loop.wgsl` reads each member's rows,
+/// 1 / rows and Adam bias corrections a step from the member table the host writes after
+/// the epoch's step records). Packed runs always take the looped step.
+struct Packed {
+    /// Training rows of each member, and where they start in the training buffers.
+    rows: Vec<usize>,
+    first: Vec<usize>,
+    /// Validation rows of each member (none without validation), and where they start.
+    val_rows: Vec<usize>,
+    /// Each member's Adam step count, and the counts `snapshot` saved.
+    steps: Vec<u64>,
+    saved_steps: Option<Vec<u64>>,
+}
+
+impl Packed {
+    fn most_rows(&self) -> usize {
+        self.rows.iter().copied().max().unwrap_or(1)
+    }
+    fn most_val_rows(&self) -> usize {
+        self.val_rows.iter().copied().max().unwrap_or(0)
+    }
+}
+
+/// A row-order entry past a packed member's validation rows (`shaders/common.wgsl`).
+const NO_ROW: u32 = u32::MAX;
 
 /// Floats per member of the transposed-weights buffer: the largest layer's weights and the
 /// zero bias after them.
@@ -802,6 +846,7 @@ impl GpuBackend {
         // the step records as storage.
         run.bound.groups.fused.as_ref()?.looped.as_ref()?;
         let wanted = match self.options.path {
+            _ if run.packed.is_some() => true,
             GpuPath::Loop => true,
             GpuPath::Auto => plan.tiles(batch) <= self.kernels.tiling.loop_max_tiles,
             GpuPath::Fused | GpuPath::Layered => false,
@@ -991,6 +1036,7 @@ impl GpuBackend {
                     .map(|v| upload_data("validation", v, 1))
                     .transpose()?,
                 adam_step: 0,
+                packed: None,
                 work: Work::new(
                     g,
                     arch,
@@ -1612,6 +1658,112 @@ impl Backend for GpuBackend {
         }))))
     }
 
+    fn start_packed<'a>(
+        &'a mut self,
+        arch: &Arch,
+        params: &[Vec<f32>],
+        train: &[DataRef<'_>],
+        val: Option<&[DataRef<'_>]>,
+    ) -> Result<Option<Box<dyn MembersRun + 'a>>> {
+        let members = params.len();
+        if train.len() != members || val.is_some_and(|v| v.len() != members) {
+            return Err(Error::config(format!(
+                "a packed run of {members} members needs each member's training{} rows",
+                if val.is_some() { " and validation" } else { "" }
+            )));
+        }
+        if let Some((m, _)) = train
+            .iter()
+            .chain(val.into_iter().flatten())
+            .enumerate()
+            .find(|(_, d)| d.rows == 0)
+        {
+            return Err(Error::config(format!(
+                "member {} of a packed run has no {} rows",
+                m % members,
+                if m < members {
+                    "training"
+                } else {
+                    "validation"
+                }
+            )));
+        }
+        // Packed runs take the looped step: where this adapter has none, or the model does not
+        // fit a tile, the caller trains the members one after another.
+        let full = arch.covariance == Covariance::Full;
+        if self.kernels.looped(full).is_none() || self.fused_plan(arch).is_none() {
+            return Ok(None);
+        }
+        let join = |parts: &[DataRef<'_>]| -> (Vec<f32>, Vec<f32>, usize) {
+            let x = parts.iter().flat_map(|d| d.x.iter().copied()).collect();
+            let y = parts.iter().flat_map(|d| d.y.iter().copied()).collect();
+            (x, y, parts.iter().map(|d| d.rows).sum())
+        };
+        let (tx, ty, t_rows) = join(train);
+        let joined_val = val.map(join);
+        let all: Vec<f32> = params.concat();
+        let mut run = self.new_run(
+            arch,
+            &all,
+            members,
+            DataRef {
+                x: &tx,
+                y: &ty,
+                rows: t_rows,
+            },
+            joined_val
+                .as_ref()
+                .map(|(x, y, rows)| DataRef { x, y, rows: *rows }),
+            1,
+            None,
+            true,
+        )?;
+        let starts = |parts: &[DataRef<'_>]| -> Vec<usize> {
+            parts
+                .iter()
+                .scan(0, |at, d| {
+                    let first = *at;
+                    *at += d.rows;
+                    Some(first)
+                })
+                .collect()
+        };
+        let packed = Packed {
+            rows: train.iter().map(|d| d.rows).collect(),
+            first: starts(train),
+            val_rows: val.map_or(vec![0; members], |v| v.iter().map(|d| d.rows).collect()),
+            steps: vec![0; members],
+            saved_steps: None,
+        };
+        // Row orders of each member's own region: training ones are written every epoch;
+        // the validation ones are each member's rows in order, then NO_ROW.
+        let g = &self.gpu;
+        run.core.train.order = g.storage("training row order", packed.most_rows() * members)?;
+        if let (Some(v), Some(parts)) = (&mut run.core.val, val) {
+            let most = packed.most_val_rows();
+            let mut order = vec![NO_ROW; most * members];
+            for (m, (d, first)) in parts.iter().zip(starts(parts)).enumerate() {
+                for (r, to) in order[m * most..m * most + d.rows].iter_mut().enumerate() {
+                    *to = (first + r) as u32;
+                }
+            }
+            v.order = g.upload(
+                "validation row order",
+                bytemuck::cast_slice(&order),
+                wgpu::BufferUsages::empty(),
+            )?;
+        }
+        run.core.packed = Some(packed);
+        // The bind groups point at the old row orders.
+        run.bound = self.bind(&run.core, 1, 1)?;
+        Ok(Some(Box::new(GpuMembers(GpuRun {
+            backend: self,
+            run,
+            first_batch_rows: 0,
+            clip: false,
+        }))))
+    }
+
     fn forward(&mut self, arch: &Arch, params: &[f32], x: &[f32], rows: usize) -> Result<Vec<f32>> {
         let y = vec![0.0f32; rows * arch.targets];
         let mut run = self.new_run(
@@ -1898,6 +2050,9 @@ impl TrainRun for GpuRun<'_> {
             g.queue.submit([enc.finish()]);
         })?;
         run.saved_step = Some(run.adam_step);
+        if let Some(p) = &mut run.core.packed {
+            p.saved_steps = Some(p.steps.clone());
+        }
         Ok(())
     }
 
@@ -1920,6 +2075,9 @@ impl TrainRun for GpuRun<'_> {
             g.queue.submit([enc.finish()]);
         })?;
         run.adam_step = step;
+        if let Some(p) = &mut run.core.packed {
+            p.steps = p.saved_steps.clone().unwrap_or_else(|| p.steps.clone());
+        }
         run.epoch = None;
         Ok(())
     }
@@ -1971,6 +2129,9 @@ impl MembersRun for GpuMembers<'_> {
         lrs: &[f32],
         active: &[bool],
     ) -> Result<Vec<EpochStats>> {
+        if self.0.run.packed.is_some() {
+            return self.train_packed_epoch(orders, cfg, lrs, active);
+        }
         let (b, run) = (self.0.backend, &mut self.0.run);
         let rows = run.train.rows;
         if active.len() != run.members {
@@ -2041,7 +2202,12 @@ impl MembersRun for GpuMembers<'_> {
                 adam: AdamState {
                     m: part(&all.adam.m, m),
                     v: part(&all.adam.v, m),
-                    step: all.adam.step,
+                    step: self
+                        .0
+                        .run
+                        .packed
+                        .as_ref()
+                        .map_or(all.adam.step, |p| p.steps[m]),
                 },
             })
             .collect())
@@ -2056,7 +2222,10 @@ impl MembersRun for GpuMembers<'_> {
             )));
         }
         let step = states[0].adam.step;
-        if states.iter().any(|s| s.adam.step != step) {
+        if let Some(p) = &mut self.0.run.core.packed {
+            // A packed run's members keep their own step counts.
+            p.steps = states.iter().map(|s| s.adam.step).collect();
+        } else if states.iter().any(|s| s.adam.step != step) {
             return Err(Error::config(
                 "the members' saved states are at different Adam steps: they cannot train together",
             ));
@@ -2076,6 +2245,61 @@ impl MembersRun for GpuMembers<'_> {
                 },
             },
         )
+    }
+}
+
+impl GpuMembers<'_> {
+    /// [`MembersRun::train_epoch`] of a packed run: `orders` holds each member's permutation
+    /// of its own rows (0-based), one member after another.
+    fn train_packed_epoch(
+        &mut self,
+        orders: &[u32],
+        cfg: &StepConfig,
+        lrs: &[f32],
+        active: &[bool],
+    ) -> Result<Vec<EpochStats>> {
+        let (b, run) = (self.0.backend, &mut self.0.run);
+        let p = run.packed.as_ref().expect("a packed run");
+        if active.len() != run.members {
+            return Err(Error::Backend(format!(
+                "{} active flags for {} members",
+                active.len(),
+                run.members
+            )));
+        }
+        let total: usize = p.rows.iter().sum();
+        if orders.len() != total {
+            return Err(Error::Backend(format!(
+                "a packed run needs each member's permutation of its own rows ({total} entries \
+                 in all), not {}",
+                orders.len()
+            )));
+        }
+        // Each member's order, moved to its rows in the shared buffers, in its own region.
+        let most = p.most_rows();
+        let mut order = vec![NO_ROW; most * run.members];
+        let mut at = 0;
+        for (m, (&n, &first)) in p.rows.iter().zip(&p.first).enumerate() {
+            let own = &orders[at..at + n];
+            if let Some(&bad) = own.iter().find(|&&i| i as usize >= n) {
+                return Err(Error::Backend(format!(
+                    "row index {bad} out of range (member {m} has {n} training rows)"
+                )));
+            }
+            for (to, &i) in order[m * most..].iter_mut().zip(own) {
+                *to = first as u32 + i;
+            }
+            at += n;
+        }
+        run.active = active_mask(active);
+        self.0.first_batch_rows = cfg.batch_size.min(most);
+        self.0.clip = cfg.clip_norm > 0.0;
+        b.begin(run, most, cfg, lrs)?;
+        b.gpu
+            .queue
+            .write_buffer(&run.train.order, 0, bytemuck::cast_slice(&order));
+        b.batches(run, None, most)?;
+        b.end(run)
     }
 }
 
@@ -2289,7 +2513,10 @@ impl GpuBackend {
             run.work = Work::new(&self.gpu, &run.arch, cap, run.members, fused)?;
         }
         let batches = train_rows.div_ceil(b);
-        let val_rows = run.val.as_ref().map_or(0, |v| v.rows);
+        let val_rows = match &run.packed {
+            Some(p) => p.most_val_rows(),
+            None => run.val.as_ref().map_or(0, |v| v.rows),
+        };
         // The validation pass goes chunk by chunk, a statistics slot each: on the layered
         // path a chunk is the work buffers' rows; on the fused path it is as many tiles as
         // `rowll` holds tile sums for (the work rows), a `fused_step` dispatch writing each
@@ -2304,7 +2531,12 @@ impl GpuBackend {
         } else {
             val_slots
         };
-        let (n_stats, n_steps) = (batches + val_slots + 1, batches + val_records + 1);
+        let (n_stats, mut n_steps) = (batches + val_slots + 1, batches + val_records + 1);
+        if run.packed.is_some() {
+            // The member table after the records: 4 words a member a training step.
+            let words = batches * run.members * 4;
+            n_steps += (words * 4).div_ceil(self.stride() as usize);
+        }
         if regrown {
             // The bind groups point at the old work buffers.
             let stats = run.bound.stats.1.max(n_stats);
@@ -2322,6 +2554,8 @@ impl GpuBackend {
                 start: (c * val_chunk) as u32,
                 slot: (batches + c) as u32,
                 inv_rows: 1.0 / rows as f32,
+                // A packed run's members read their own validation rows' order.
+                order_stride: run.packed.as_ref().map_or(0, |_| val_rows as u32),
                 ..run.record()
             };
             match run.fused() {
@@ -2434,6 +2668,25 @@ impl GpuBackend {
                 records[i].steps = per.min(count - i) as u32;
             }
         }
+        if let Some(packed) = &run.packed {
+            if looped.is_none() {
+                return Err(Error::Backend(
+                    "a packed run takes the looped step, which this run cannot".into(),
+                ));
+            }
+            let table = ep.batches + ep.val_records + 1;
+            let word = table * self.stride() as usize / 4;
+            let words = self.member_table(run, packed, &cfg, first, count);
+            for r in &mut records {
+                r.member_table = word as u32;
+                r.table_members = run.members as u32;
+            }
+            self.gpu.queue.write_buffer(
+                &run.bound.steps.0,
+                ((word + first * run.members * 4) * 4) as u64,
+                bytemuck::cast_slice(&words),
+            );
+        }
         self.write_steps(run, first, &records);
         let stride = self.stride();
         let k = &self.kernels;
@@ -2474,6 +2727,39 @@ impl GpuBackend {
         Ok(last)
     }
 
+    /// A packed run's member table for training steps `first..first + count` of the epoch:
+    /// for each step and member, the member's rows in it (0 where its rows have run out or it
+    /// has stopped), 1 / rows, and its Adam bias corrections at its own step count.
+    fn member_table(
+        &self,
+        run: &Run,
+        packed: &Packed,
+        cfg: &StepConfig,
+        first: usize,
+        count: usize,
+    ) -> Vec<u32> {
+        let b = cfg.batch_size;
+        let mut words = Vec::with_capacity(count * run.members * 4);
+        for s in first..first + count {
+            for m in 0..run.members {
+                let active = run.active[m / 32] & (1 << (m % 32)) != 0;
+                let rows = packed.rows[m].saturating_sub(s * b).min(b);
+                if !active || rows == 0 {
+                    words.extend([0; 4]);
+                    continue;
+                }
+                let c = AdamStepConstants::new(cfg, packed.steps[m] + s as u64 + 1);
+                words.extend([
+                    rows as u32,
+                    (1.0 / rows as f32).to_bits(),
+                    c.bias1.to_bits(),
+                    c.bias2.to_bits(),
+                ]);
+            }
+        }
+        words
+    }
+
     /// Ends the epoch: validation, the finite check, one readback of the statistics; each
     /// member's.
     fn end(&self, run: &mut Run) -> Result<Vec<EpochStats>> {
@@ -2497,7 +2783,10 @@ impl GpuBackend {
             .gpu
             .readback("epoch statistics readback", (read * 4) as u64);
         let k = &self.kernels;
-        let all_val_rows = run.val.as_ref().map_or(0, |v| v.rows);
+        let all_val_rows = match &run.packed {
+            Some(p) => p.most_val_rows(),
+            None => run.val.as_ref().map_or(0, |v| v.rows),
+        };
         let val_rows: Vec<usize> = (0..val_slots)
             .map(|c| (all_val_rows - c * ep.val_chunk).min(ep.val_chunk))
             .collect();
@@ -2539,9 +2828,25 @@ impl GpuBackend {
             self.gpu.queue.submit([enc.finish()]);
         })?;
         let all = self.gpu.read_f32(&readback, read)?;
+        // Each member's steps this epoch, training rows and validation rows: a packed run's
+        // own, else the run's.
+        let b = ep.cfg.batch_size;
+        let own = |m: usize| -> (usize, usize, usize) {
+            match &run.packed {
+                Some(p) => (p.rows[m].div_ceil(b), p.rows[m], p.val_rows[m]),
+                None => (
+                    batches,
+                    ep.train_rows,
+                    run.val.as_ref().map_or(0, |v| v.rows),
+                ),
+            }
+        };
+        let active = run.active;
+        let is_active = |m: usize| active[m / 32] & (1 << (m % 32)) != 0;
         if run.looped.is_some() {
             // A batch's loss sum is never exactly 0 once written: one that is was lost.
-            for m in (0..run.members).filter(|&m| run.active[m / 32] & (1 << (m % 32)) != 0) {
+            for m in (0..run.members).filter(|&m| is_active(m)) {
+                let batches = own(m).0;
                 let lost = all[m * stats_stride..m * stats_stride + batches]
                     .iter()
                     .filter(|&&v| v == 0.0)
@@ -2555,32 +2860,42 @@ impl GpuBackend {
                 }
             }
         }
-        run.adam_step += batches as u64;
-        Ok((0..run.members)
+        let stats: Vec<EpochStats> = (0..run.members)
             .map(|m| {
+                let (own_batches, own_rows, own_val_rows) = own(m);
                 let stats = &all[m * stats_stride..m * stats_stride + n_stats];
-                let train_sum: f64 = stats[..batches].iter().map(|&v| v as f64).sum();
-                let val_nll = run.val.as_ref().map(|v| {
+                let train_sum: f64 = stats[..own_batches].iter().map(|&v| v as f64).sum();
+                let val_nll = run.val.as_ref().map(|_| {
                     -stats[batches..batches + val_slots]
                         .iter()
                         .map(|&s| s as f64)
                         .sum::<f64>()
-                        / v.rows as f64
+                        / own_val_rows as f64
                 });
-                let finite = stats[..batches + val_slots].iter().all(|v| v.is_finite())
+                let finite = stats[..own_batches].iter().all(|v| v.is_finite())
+                    && stats[batches..batches + val_slots]
+                        .iter()
+                        .all(|v| v.is_finite())
                     && stats[batches + val_slots] == 0.0;
                 EpochStats {
-                    train_nll: -train_sum / ep.train_rows.max(1) as f64,
+                    train_nll: -train_sum / own_rows.max(1) as f64,
                     val_nll,
                     finite,
-                    steps: batches as u64,
-                    first_bad_batch: stats[..batches]
+                    steps: own_batches as u64,
+                    first_bad_batch: stats[..own_batches]
                         .iter()
                         .position(|v| !v.is_finite())
                         .map(|i| i as u64),
                 }
             })
-            .collect())
+            .collect();
+        run.adam_step += batches as u64;
+        if let Some(p) = &mut run.core.packed {
+            for m in (0..p.steps.len()).filter(|&m| is_active(m)) {
+                p.steps[m] += p.rows[m].div_ceil(b) as u64;
+            }
+        }
+        Ok(stats)
     }
 }
 
