@@ -8,7 +8,9 @@
 #     the same on the layered path for the before/after, the looped step against the fused
 #     step (small batches, 32-network ensembles), and a sweep of the fused tiling;
 #  4. wider models (hidden 64,64 / 256,256 / 1024) fused against layered;
-#  5. the JAX (jit + scan) and PyTorch CUDA peers on the same configs (a32 too);
+#  5. many small networks each on rows of its own, one after another and packed
+#     (benches/packed.rs); the JAX (jit + scan) and PyTorch CUDA peers on the same configs
+#     (a32 too);
 #  6. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
 #
 # DRY=1 runs the same steps on the software adapter with tiny sizes (to try the script on a
@@ -84,6 +86,12 @@ for hidden in 64,64 256,256 1024; do for path in fused layered; do
         grep -o '[0-9.]*[kM] rows/s' | tail -1)
     echo "hidden $hidden, $path: $r" | tee -a "$OUT/wide.txt"
 done; done
+step packed groups
+# One model per group: 256 small networks each on rows of its own, one run after another
+# against packed runs (Backend::start_packed, 128 networks a dispatch), and whether each is
+# the same bits both ways.
+MDN_BENCH_DEVICE=$G MDN_BENCH_GROUPS=$([ "${DRY:-0}" = 1 ] && echo 8 || echo 256) \
+    MDN_BENCH_EPOCHS=20 timeout 120 ./.device/packed_bench 2>&1 | tee "$OUT/packed.txt"
 step peers
 cd .device/peers
 for c in "bishop 100000 5 64 32" "bishop 100000 5 64 256" "bishop 100000 5 64 4096" "wide 1000000 2 64,64 256" "wide 1000000 2 64,64 4096"; do

@@ -17,6 +17,9 @@ cargo test --release --no-run --test backend_gpu --test backend_gpu_layered --te
     grep -o 'target/release/deps/[a-z_]*-[0-9a-f]*' | sort -u | while read -r t; do
         strip -o ".device/tests/$(basename "$t" | sed 's/-[0-9a-f]*$//')" "$t"
     done
+# benches/packed.rs, built as a bench binary.
+strip -o .device/packed_bench "$(cargo bench --no-run --bench packed 2>&1 |
+    grep -o 'target/release/deps/packed-[0-9a-f]*' | tail -1)"
 cp ../shared/reference/peers/*.py .device/peers/
 pwd > .device/built_in
 if [ ! -d .gl ] || [ -z "$(ls .gl/*.deb 2>/dev/null)" ]; then

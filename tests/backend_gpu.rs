@@ -1061,7 +1061,7 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
     };
     assert!(
         CpuBackend::new()
-            .start_packed(&c.arch, &[c.params.clone()], &[d], None)
+            .start_packed(&c.arch, std::slice::from_ref(&c.params), &[d], None)
             .unwrap()
             .is_none()
     );
