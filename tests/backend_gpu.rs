@@ -1066,3 +1066,149 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
             .is_none()
     );
 }
+
+#[test]
+fn packed_groups_train_as_each_group_alone() {
+    // train_packed: three groups of the shipped example's rows (60, 150 and 400), each with
+    // its own validation rows, seed and stopping (one stops early, one runs out its own
+    // epoch limit, one runs a fixed number of epochs), trained together on the looped step. Each group's
+    // model must be, to the bit, what `train` gives on its rows alone: parameters, history,
+    // best and saved epoch, why it stopped.
+    use mdn::train::{PackedGroup, train_packed};
+    let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+        path: mdn::backend::GpuPath::Loop,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let data = asset("bishop.csv");
+    let parts = [(0, 60), (60, 210), (210, 610)];
+    let splits: Vec<(Dataset, Dataset)> = parts
+        .iter()
+        .map(|&(a, b)| {
+            let rows: Vec<usize> = (a..b).collect();
+            let (tr, val) = split_validation(&data.subset(&rows), 0.25, 5).unwrap();
+            (tr, val.unwrap())
+        })
+        .collect();
+    let base = TrainOptions {
+        hidden: vec![16],
+        components: 3,
+        step: StepConfig {
+            batch_size: 32,
+            lr: 0.02,
+            ..StepConfig::default()
+        },
+        ..TrainOptions::default()
+    };
+    let stopping = [
+        Stopping::Early {
+            patience: 2,
+            max_epochs: 60,
+        },
+        Stopping::Fixed { epochs: 7 },
+        Stopping::Early {
+            patience: 4,
+            max_epochs: 12,
+        },
+    ];
+    let groups: Vec<PackedGroup> = splits
+        .iter()
+        .zip(stopping)
+        .enumerate()
+        .map(|(i, ((tr, val), stopping))| PackedGroup {
+            train: tr,
+            val: Some(val),
+            opts: TrainOptions {
+                seed: 11 + i as u64,
+                stopping,
+                ..base.clone()
+            },
+        })
+        .collect();
+    let mut epochs_heard = 0;
+    let models = train_packed(&mut gpu, &groups, &mut |e| {
+        epochs_heard += matches!(e, mdn::train::TrainEvent::Epoch(_)) as usize;
+        true
+    })
+    .unwrap()
+    .expect("the GPU backend packs groups");
+    let mut ran = Vec::new();
+    for (g, model) in groups.iter().zip(&models) {
+        let alone = train(&mut gpu, g.train, g.val, &g.opts, &mut |_| true).unwrap();
+        let what = format!("group of {} rows", g.train.rows);
+        assert_eq!(model.params, alone.params, "{what}");
+        let (a, b) = (
+            model.training.as_ref().unwrap(),
+            alone.training.as_ref().unwrap(),
+        );
+        assert_eq!(a.history, b.history, "{what}");
+        assert_eq!(
+            (
+                a.epochs,
+                a.saved_epoch,
+                a.best_epoch,
+                a.stop_reason.as_str()
+            ),
+            (
+                b.epochs,
+                b.saved_epoch,
+                b.best_epoch,
+                b.stop_reason.as_str()
+            ),
+            "{what}"
+        );
+        assert_eq!(
+            (a.seed, a.train_rows, a.val_rows),
+            (b.seed, b.train_rows, b.val_rows)
+        );
+        assert_eq!(model.x_scaler, alone.x_scaler, "{what}");
+        ran.push((a.epochs, a.stop_reason.clone()));
+    }
+    assert_eq!(
+        epochs_heard,
+        ran.iter().map(|r| r.0).max().unwrap(),
+        "{ran:?}"
+    );
+    eprintln!("groups' epochs and stops: {ran:?}");
+    // Groups that cannot share a run.
+    let mut other = TrainOptions {
+        step: StepConfig {
+            batch_size: 64,
+            ..base.step
+        },
+        ..base.clone()
+    };
+    let two = |opts: &TrainOptions| {
+        vec![
+            PackedGroup {
+                train: &splits[0].0,
+                val: Some(&splits[0].1),
+                opts: base.clone(),
+            },
+            PackedGroup {
+                train: &splits[1].0,
+                val: Some(&splits[1].1),
+                opts: opts.clone(),
+            },
+        ]
+    };
+    let e = train_packed(&mut gpu, &two(&other), &mut |_| true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("take their steps alike"), "{e}");
+    other = TrainOptions {
+        components: 2,
+        ..base.clone()
+    };
+    let e = train_packed(&mut gpu, &two(&other), &mut |_| true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("have one shape"), "{e}");
+    // The CPU backend has no packed runs.
+    assert!(
+        train_packed(&mut CpuBackend::new(), &two(&base), &mut |_| true)
+            .unwrap()
+            .is_none()
+    );
+}

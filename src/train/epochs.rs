@@ -190,6 +190,36 @@ impl Runs for OneRun<'_, '_> {
 pub(super) struct Members<'a> {
     pub seeds: &'a [u64],
     pub ensemble: bool,
+    /// Each member's own standardisation and stopping, where they differ (a packed run's
+    /// networks, each on rows of its own); `None`: every member has the run's.
+    pub own: Option<&'a [Own]>,
+}
+
+/// What a member of a packed run has of its own: ln|dz/dy| of its targets' standardisation
+/// (training rows, validation rows; see `EpochLoop::jacs`) and when it stops.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Own {
+    pub jac: (f64, f64),
+    pub stopping: Stopping,
+}
+
+/// The epoch limit and patience (`None`: fixed epochs) of `stopping`.
+fn limits(stopping: Stopping) -> (usize, Option<usize>) {
+    match stopping {
+        Stopping::Early {
+            patience,
+            max_epochs,
+        } => (max_epochs, Some(patience)),
+        Stopping::Fixed { epochs } => (epochs, None),
+    }
+}
+
+/// Why a member that neither stopped early nor was interrupted stopped.
+fn ran_out(stopping: Stopping) -> &'static str {
+    match stopping {
+        Stopping::Early { .. } => "max-epochs",
+        Stopping::Fixed { .. } => "epochs",
+    }
 }
 
 /// Writes a checkpoint from every member's run state and trainer state.
@@ -270,7 +300,17 @@ pub(super) fn run_epochs(
 ) -> Result<Ended> {
     let scaler = setup.y_scaler.log_jacobian();
     let jac = (scaler + setup.log_jacobian.0, scaler + setup.log_jacobian.1);
-    let mut state = EpochLoop::new(opts, members, resume, jac)?;
+    let own: Vec<Own> = match members.own {
+        Some(own) => own.to_vec(),
+        None => vec![
+            Own {
+                jac,
+                stopping: opts.stopping,
+            };
+            members.seeds.len()
+        ],
+    };
+    let mut state = EpochLoop::new(opts, members, resume, own)?;
     let first = state.states.iter().map(|s| s.completed).max().unwrap_or(0) + 1;
     let mut interrupted = false;
     for epoch in first..=state.max_epochs {
@@ -313,13 +353,13 @@ pub(super) fn run_epochs(
 struct EpochLoop<'a> {
     opts: &'a TrainOptions,
     members: Members<'a>,
-    /// ln|dz/dy| of the map from original to standardised target units (the
-    /// standardisation's, plus the mean of the target transforms' over the training rows,
-    /// and over the validation rows): NLLs in original units are the standardised ones less
-    /// this.
-    jac: (f64, f64),
+    /// Each member's own standardisation and stopping. Its `jac` is ln|dz/dy| of the map
+    /// from original to standardised target units (the standardisation's, plus the mean of
+    /// the target transforms' over the training rows, and over the validation rows): NLLs
+    /// in original units are the standardised ones less this.
+    own: Vec<Own>,
+    /// The most epochs any member may run.
     max_epochs: usize,
-    patience: Option<usize>,
     states: Vec<LoopState>,
     rngs: Vec<ChaCha8Rng>,
     /// Why a member has stopped; `None` while it trains.
@@ -334,16 +374,10 @@ impl<'a> EpochLoop<'a> {
         opts: &'a TrainOptions,
         members: Members<'a>,
         resume: Option<Vec<LoopState>>,
-        jac: (f64, f64),
+        own: Vec<Own>,
     ) -> Result<EpochLoop<'a>> {
         let m = members.seeds.len();
-        let (max_epochs, patience) = match opts.stopping {
-            Stopping::Early {
-                patience,
-                max_epochs,
-            } => (max_epochs, Some(patience)),
-            Stopping::Fixed { epochs } => (epochs, None),
-        };
+        let max_epochs = own.iter().map(|o| limits(o.stopping).0).max().unwrap_or(0);
         let states = resume.unwrap_or_else(|| (0..m).map(|_| LoopState::new(opts)).collect());
         let mut rngs = Vec::with_capacity(m);
         for (&seed, state) in members.seeds.iter().zip(&states) {
@@ -360,7 +394,8 @@ impl<'a> EpochLoop<'a> {
         // left to run).
         let stop = states
             .iter()
-            .map(|s| match (patience, s.best) {
+            .zip(&own)
+            .map(|(s, o)| match (limits(o.stopping).1, s.best) {
                 (Some(p), Some((b, _))) if s.completed - b >= p => Some("early-stopping"),
                 _ => None,
             })
@@ -369,9 +404,8 @@ impl<'a> EpochLoop<'a> {
             opts,
             lrs: states.iter().map(|s| s.lr).collect(),
             members,
-            jac,
+            own,
             max_epochs,
-            patience,
             states,
             rngs,
             stop,
@@ -509,8 +543,9 @@ impl<'a> EpochLoop<'a> {
         for &i in active {
             let st = &mut self.states[i];
             st.completed = epoch;
-            let train_nll = stats[i].train_nll - self.jac.0;
-            let val_nll = stats[i].val_nll.map(|v| v - self.jac.1);
+            let jac = self.own[i].jac;
+            let train_nll = stats[i].train_nll - jac.0;
+            let val_nll = stats[i].val_nll.map(|v| v - jac.1);
             st.history.push(EpochRecord {
                 epoch,
                 train_nll,
@@ -520,7 +555,7 @@ impl<'a> EpochLoop<'a> {
             if improved {
                 st.best = Some((epoch, val_nll.expect("improved implies a value")));
             }
-            keep[i] = improved || self.patience.is_none();
+            keep[i] = improved || limits(self.own[i].stopping).1.is_none();
             st.lr = self.lrs[i];
             st.shuffle_position = self.rngs[i].get_word_pos().to_string();
         }
@@ -556,12 +591,21 @@ impl<'a> EpochLoop<'a> {
         }
     }
 
-    /// Early stopping: members whose best epoch is `patience` epochs behind stop.
+    /// Early stopping: members whose best epoch is `patience` epochs behind stop; and members
+    /// that have run their own epoch limit (below the run's: a packed run's) stop there.
     fn stop_stale(&mut self, epoch: usize, active: &[usize], note: &mut dyn FnMut(&str)) {
-        let Some(p) = self.patience else {
-            return;
-        };
         for &i in active {
+            let (most, patience) = limits(self.own[i].stopping);
+            let Some(p) = patience else {
+                if epoch >= most {
+                    self.stop[i] = Some(ran_out(self.own[i].stopping));
+                }
+                continue;
+            };
+            if epoch >= most && self.states[i].best.is_none_or(|(b, _)| epoch - b < p) {
+                self.stop[i] = Some(ran_out(self.own[i].stopping));
+                continue;
+            }
             if let Some((best_epoch, best_nll)) = self.states[i].best
                 && epoch - best_epoch >= p
             {
@@ -583,17 +627,14 @@ impl<'a> EpochLoop<'a> {
                 "interrupted before the first epoch finished; no model was written".into(),
             ));
         }
-        let fallback = match self.opts.stopping {
-            Stopping::Early { .. } => "max-epochs",
-            Stopping::Fixed { .. } => "epochs",
-        };
         let reasons = self
             .stop
             .iter()
-            .map(|s| match s {
+            .zip(&self.own)
+            .map(|(s, o)| match s {
                 Some(r) => *r,
                 None if interrupted => "interrupted",
-                None => fallback,
+                None => ran_out(o.stopping),
             })
             .collect();
         Ok(Ended {
@@ -627,6 +668,7 @@ pub(super) fn run_one<'f>(
     let members = Members {
         seeds: &[opts.seed],
         ensemble: false,
+        own: None,
     };
     run_epochs(
         &mut runs,
@@ -716,7 +758,7 @@ pub(super) fn models(
 
 /// The model one member's run ends with: its kept parameters and the record of its training.
 #[allow(clippy::too_many_arguments)]
-fn build_model(
+pub(super) fn build_model(
     setup: Setup,
     params: Vec<f32>,
     backend_name: String,
@@ -783,7 +825,7 @@ fn build_model(
 }
 
 /// Records how the trained model uses its components on `data` (mode-collapse diagnostics).
-fn with_component_usage(
+pub(super) fn with_component_usage(
     mut model: Model,
     backend: &mut dyn Backend,
     data: &Dataset,

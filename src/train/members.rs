@@ -98,6 +98,7 @@ pub fn train_members_with(
         Members {
             seeds,
             ensemble: true,
+            own: None,
         },
         resume,
         checkpointer.map(Checkpoints::members),

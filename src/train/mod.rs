@@ -5,7 +5,9 @@
 //! memory (`memory`); [`train_stream`] reads a [`RowSource`] (a `.npy` file) window by window,
 //! so the data set may be larger than memory or than the GPU's buffers (`stream`);
 //! [`train_members`] trains an ensemble's networks together where the backend can
-//! (`members`). A single network is, to the loop, a run of one member.
+//! (`members`); [`train_packed`] trains many networks, each on rows of its own (one model
+//! per group), together where the backend can (`packed`). A single network is, to the
+//! loop, a run of one member.
 //!
 //! | module | decides |
 //! |---|---|
@@ -13,7 +15,7 @@
 //! | `split` | which rows are held out for validation |
 //! | `init` | the standardisation, the architecture and the initial parameters |
 //! | `epochs` | when an epoch runs again, when a run stops, what a run's models record |
-//! | `memory`, `stream`, `members` | what an epoch is for each way in |
+//! | `memory`, `stream`, `members`, `packed` | what an epoch is for each way in |
 //!
 //! The validation split is by row index: which rows are held out depends on the seed and the
 //! row's index alone ([`ValidationSplit`]). Membership is the same in memory and streamed, the
@@ -34,6 +36,7 @@ mod init;
 mod members;
 mod memory;
 mod options;
+mod packed;
 mod split;
 mod stream;
 
@@ -45,6 +48,7 @@ pub(crate) use init::student_with_transform;
 pub use members::{train_members, train_members_with};
 pub use memory::{train, train_with};
 pub use options::{Stopping, TrainOptions};
+pub use packed::{PackedGroup, train_packed};
 pub use split::{ValidationSplit, split_validation, split_validation_by};
 pub use stream::{StreamOptions, train_stream, train_stream_with};
 
