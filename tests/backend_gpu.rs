@@ -1212,3 +1212,56 @@ fn packed_groups_train_as_each_group_alone() {
             .is_none()
     );
 }
+
+#[test]
+fn more_groups_than_a_packed_run_holds_train_in_several_runs() {
+    // 130 groups: a run of MOST_PACKED (128), then a run of 2; every group's model is still
+    // what it gives alone (checked for the first and the last).
+    use mdn::train::{MOST_PACKED, PackedGroup, train_packed};
+    let Some(mut gpu) = common::gpu_with(mdn::backend::GpuOptions {
+        path: mdn::backend::GpuPath::Loop,
+        ..Default::default()
+    }) else {
+        return;
+    };
+    let data = asset("bishop.csv");
+    let n = MOST_PACKED + 2;
+    let sets: Vec<Dataset> = (0..n)
+        .map(|g| {
+            let first = (g * 29) % (data.rows - 40);
+            data.subset(&(first..first + 40).collect::<Vec<_>>())
+        })
+        .collect();
+    let opts = |g: usize| TrainOptions {
+        hidden: vec![4],
+        components: 1,
+        seed: g as u64,
+        stopping: Stopping::Fixed { epochs: 2 },
+        step: StepConfig {
+            batch_size: 16,
+            ..StepConfig::default()
+        },
+        ..TrainOptions::default()
+    };
+    let groups: Vec<PackedGroup> = sets
+        .iter()
+        .enumerate()
+        .map(|(g, d)| PackedGroup {
+            train: d,
+            val: None,
+            opts: opts(g),
+        })
+        .collect();
+    let mut epochs = 0;
+    let models = train_packed(&mut gpu, &groups, &mut |e| {
+        epochs += matches!(e, mdn::train::TrainEvent::Epoch(_)) as usize;
+        true
+    })
+    .unwrap()
+    .unwrap();
+    assert_eq!((models.len(), epochs), (n, 4), "two runs of two epochs");
+    for g in [0, n - 1] {
+        let alone = train(&mut gpu, &sets[g], None, &opts(g), &mut |_| true).unwrap();
+        assert_eq!(models[g].params, alone.params, "group {g}");
+    }
+}

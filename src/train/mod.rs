@@ -48,7 +48,7 @@ pub(crate) use init::student_with_transform;
 pub use members::{train_members, train_members_with};
 pub use memory::{train, train_with};
 pub use options::{Stopping, TrainOptions};
-pub use packed::{PackedGroup, train_packed};
+pub use packed::{MOST_PACKED, PackedGroup, train_packed};
 pub use split::{ValidationSplit, split_validation, split_validation_by};
 pub use stream::{StreamOptions, train_stream, train_stream_with};
 

@@ -30,9 +30,32 @@ pub struct PackedGroup<'a> {
 /// rows alone with its options on the same backend (on a GPU: when that run takes the looped
 /// step, as a batch of one tile does by default).
 ///
-/// The observer gets one [`TrainEvent::Epoch`] per epoch summed up over the groups still
-/// training (mean NLLs; rows per second over all of them).
+/// At most [`MOST_PACKED`] groups share a run; more train in runs of that many, one after
+/// another. An epoch of a run has as many steps as its group with the most rows needs (the
+/// others sit the rest out), so groups of similar sizes pack best.
+///
+/// The observer gets one [`TrainEvent::Epoch`] per epoch of each run, summed up over the
+/// groups still training (mean NLLs; rows per second over all of them).
 pub fn train_packed(
+    backend: &mut dyn Backend,
+    groups: &[PackedGroup<'_>],
+    observer: &mut dyn FnMut(&TrainEvent) -> bool,
+) -> Result<Option<Vec<Model>>> {
+    let mut models = Vec::with_capacity(groups.len());
+    for part in groups.chunks(MOST_PACKED) {
+        match train_run(backend, part, observer)? {
+            Some(m) => models.extend(m),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(models))
+}
+
+/// The most groups one packed run holds (the GPU backend's most members a run).
+pub const MOST_PACKED: usize = 128;
+
+/// [`train_packed`] on at most [`MOST_PACKED`] groups: one packed run.
+fn train_run(
     backend: &mut dyn Backend,
     groups: &[PackedGroup<'_>],
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
