@@ -1051,6 +1051,25 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
             e.contains("member 2 of a packed run has no validation rows"),
             "{e}"
         );
+        // One member's rows too long and another's too short add up to the right total.
+        let (mut long, mut short) = (members[1].0.x.clone(), members[2].0.x.clone());
+        long.extend_from_slice(&short[..3]);
+        short.truncate(short.len() - 3);
+        let mut shifted = train.clone();
+        shifted[1] = DataRef {
+            x: &long,
+            ..train[1]
+        };
+        shifted[2] = DataRef {
+            x: &short,
+            ..train[2]
+        };
+        let e = bad(gpu.start_packed(&arch, &params, &shifted, Some(&val)));
+        assert!(e.contains("member 1's training buffers"), "{e}");
+        let mut uneven = params.clone();
+        uneven[3].pop();
+        let e = bad(gpu.start_packed(&arch, &uneven, &train, Some(&val)));
+        assert!(e.contains("member 3 of a packed run has"), "{e}");
     }
     // The CPU backend has no packed runs (its groups train side by side on threads).
     let c = mdn::check::random_case(1, &[4], Activation::Tanh, 2, 1, 5, 1);
@@ -1264,4 +1283,12 @@ fn more_groups_than_a_packed_run_holds_train_in_several_runs() {
         let alone = train(&mut gpu, &sets[g], None, &opts(g), &mut |_| true).unwrap();
         assert_eq!(models[g].params, alone.params, "group {g}");
     }
+    // Stopped (Ctrl-C) in the first run: its groups keep their first epoch, and the groups
+    // of the second run are not trained.
+    let models = train_packed(&mut gpu, &groups, &mut |_| false)
+        .unwrap()
+        .unwrap();
+    assert_eq!(models.len(), MOST_PACKED);
+    let info = models[0].training.as_ref().unwrap();
+    assert_eq!((info.epochs, info.stop_reason.as_str()), (1, "interrupted"));
 }

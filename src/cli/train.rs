@@ -450,6 +450,15 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             ));
         }
         let trained = count("trained") + count("interrupted");
+        let no_better = outcome.no_better_than_baseline();
+        if no_better > 0 {
+            message(&format!(
+                "warning: {no_better} of {trained} groups' models are no better than a linear \
+                 model with constant Gaussian noise on the same rows: their val_nll (or cv_nll) \
+                 is not below baseline_nll in {}",
+                mdn::job::GROUPS_INDEX
+            ));
+        }
         let mut parts = vec![format!(
             "wrote {}: {trained} model{} and {}",
             outcome.dir.display(),

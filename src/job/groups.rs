@@ -166,6 +166,19 @@ impl GroupsOutcome {
     pub fn failed(&self) -> impl Iterator<Item = &GroupResult> {
         self.groups.iter().filter(|g| g.status == "failed")
     }
+
+    /// How many trained groups' models are no better than the linear-Gaussian baseline on
+    /// the same rows: a validation (or cross-validated) NLL not below `baseline_nll`.
+    pub fn no_better_than_baseline(&self) -> usize {
+        self.groups
+            .iter()
+            .filter(|g| matches!(g.status.as_str(), "trained" | "interrupted"))
+            .filter(|g| match (g.val_nll.or(g.cv_nll), g.baseline_nll) {
+                (Some(nll), Some(baseline)) => nll >= baseline,
+                _ => false,
+            })
+            .count()
+    }
 }
 
 /// The rows of each group as CSV text, in a temporary directory ([`split_by_group`]).

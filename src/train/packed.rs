@@ -35,17 +35,29 @@ pub struct PackedGroup<'a> {
 /// others sit the rest out), so groups of similar sizes pack best.
 ///
 /// The observer gets one [`TrainEvent::Epoch`] per epoch of each run, summed up over the
-/// groups still training (mean NLLs; rows per second over all of them).
+/// groups still training (mean NLLs; rows per second over all of them). When it returns
+/// false, the run stops after that epoch (its groups keep their best epochs, as `train`'s
+/// run does) and the groups of later runs are not trained: fewer models come back.
 pub fn train_packed(
     backend: &mut dyn Backend,
     groups: &[PackedGroup<'_>],
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<Option<Vec<Model>>> {
     let mut models = Vec::with_capacity(groups.len());
+    let mut stopped = false;
     for part in groups.chunks(MOST_PACKED) {
-        match train_run(backend, part, observer)? {
+        let mut heard = |e: &TrainEvent| {
+            let go = observer(e);
+            stopped |= !go;
+            go
+        };
+        match train_run(backend, part, &mut heard)? {
             Some(m) => models.extend(m),
             None => return Ok(None),
+        }
+        if stopped {
+            // Stopped: the groups of later runs are not trained.
+            break;
         }
     }
     Ok(Some(models))

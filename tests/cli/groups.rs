@@ -812,3 +812,56 @@ fn a_column_was_categorical_in_one_group_and_an_id_in_another() {
     }
     assert!(!d.join("model.json").exists());
 }
+
+#[test]
+fn groups_no_better_than_a_linear_model_are_counted() {
+    // Thousands of small groups fold their per-group warnings into "N warnings were the same";
+    // the count of groups whose model does not beat the linear-Gaussian baseline is said
+    // at the end, and it is the count groups.csv gives. Linear data with Gaussian noise, 40
+    // rows a group: the baseline is the true model, which few small MDNs beat.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("g,x,y\n");
+    for g in 0..4 {
+        for i in 0..40 {
+            let x = (i as f64 * 0.37 + g as f64).sin() * 2.0;
+            // A deterministic standard-normal-ish draw (sum of 4 uniforms, centred).
+            let u = |k: f64| {
+                ((i as f64 * 12.9898 + g as f64 * 78.233 + k).sin() * 43758.5453)
+                    .fract()
+                    .abs()
+            };
+            let e = (u(1.0) + u(2.0) + u(3.0) + u(4.0) - 2.0) * 1.7;
+            csv.push_str(&format!("g{g},{x:.5},{:.5}\n", 1.5 * x + e));
+        }
+    }
+    std::fs::write(d.join("lin.csv"), &csv).unwrap();
+    let (_, err) = ok(
+        d,
+        &[
+            "train",
+            "--data",
+            "lin.csv",
+            "--group-by",
+            "g",
+            "--device",
+            "cpu",
+        ],
+    );
+    let rows = index(&d.join("models"));
+    let worse = rows
+        .iter()
+        .filter(|r| {
+            let nll: f64 = r["cv_nll"].parse().unwrap();
+            nll >= r["baseline_nll"].parse::<f64>().unwrap()
+        })
+        .count();
+    assert!(worse > 0, "{rows:?}");
+    assert!(
+        err.contains(&format!(
+            "warning: {worse} of 4 groups' models are no better than a linear model with \
+             constant Gaussian noise on the same rows"
+        )),
+        "{err}"
+    );
+}

@@ -1672,6 +1672,34 @@ impl Backend for GpuBackend {
                 if val.is_some() { " and validation" } else { "" }
             )));
         }
+        let n = arch.param_count();
+        if let Some(m) = params.iter().position(|p| p.len() != n) {
+            return Err(Error::config(format!(
+                "member {m} of a packed run has {} parameters; the architecture has {n}",
+                params[m].len()
+            )));
+        }
+        if let Some((m, _)) = train
+            .iter()
+            .chain(val.into_iter().flatten())
+            .enumerate()
+            .find(|(_, d)| d.x.len() != d.rows * arch.inputs || d.y.len() != d.rows * arch.targets)
+        {
+            return Err(Error::config(format!(
+                "member {}'s {} buffers of a packed run do not hold {} rows of the model's width",
+                m % members,
+                if m < members {
+                    "training"
+                } else {
+                    "validation"
+                },
+                if m < members {
+                    train[m].rows
+                } else {
+                    val.expect("validation")[m - members].rows
+                }
+            )));
+        }
         if let Some((m, _)) = train
             .iter()
             .chain(val.into_iter().flatten())
@@ -2222,10 +2250,7 @@ impl MembersRun for GpuMembers<'_> {
             )));
         }
         let step = states[0].adam.step;
-        if let Some(p) = &mut self.0.run.core.packed {
-            // A packed run's members keep their own step counts.
-            p.steps = states.iter().map(|s| s.adam.step).collect();
-        } else if states.iter().any(|s| s.adam.step != step) {
+        if self.0.run.packed.is_none() && states.iter().any(|s| s.adam.step != step) {
             return Err(Error::config(
                 "the members' saved states are at different Adam steps: they cannot train together",
             ));
@@ -2244,7 +2269,12 @@ impl MembersRun for GpuMembers<'_> {
                     step,
                 },
             },
-        )
+        )?;
+        if let Some(p) = &mut self.0.run.core.packed {
+            // A packed run's members keep their own step counts.
+            p.steps = states.iter().map(|s| s.adam.step).collect();
+        }
+        Ok(())
     }
 }
 
@@ -2502,7 +2532,7 @@ impl GpuBackend {
         let plan = run
             .plan
             .as_ref()
-            .filter(|_| self.fuses_steps_of(&run.arch, b));
+            .filter(|_| run.packed.is_some() || self.fuses_steps_of(&run.arch, b));
         let regrown = run.work.cap < cap
             || plan.is_some() != run.work.fused_wanted
             || (plan.is_some() && run.work.fused_rows < b);
@@ -2670,9 +2700,11 @@ impl GpuBackend {
         }
         if let Some(packed) = &run.packed {
             if looped.is_none() {
-                return Err(Error::Backend(
-                    "a packed run takes the looped step, which this run cannot".into(),
-                ));
+                return Err(Error::Backend(format!(
+                    "a packed run takes the looped step, which batches of {b} rows of this \
+                     model cannot take on {} (train the groups one after another)",
+                    self.gpu.info.name
+                )));
             }
             let table = ep.batches + ep.val_records + 1;
             let word = table * self.stride() as usize / 4;
