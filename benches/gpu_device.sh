@@ -90,7 +90,9 @@ step packed groups
 # One model per group: 256 small networks each on rows of its own, one run after another
 # against packed runs (Backend::start_packed, 128 networks a dispatch), and whether each is
 # the same bits both ways.
-MDN_BENCH_DEVICE=$G MDN_BENCH_GROUPS=$([ "${DRY:-0}" = 1 ] && echo 8 || echo 256) \
+# (A CPU adapter compiles the looped step only with MDN_GPU_PATH=loop.)
+MDN_GPU_PATH=$([ $G = software ] && echo loop || echo auto) MDN_BENCH_DEVICE=$G \
+    MDN_BENCH_GROUPS=$([ "${DRY:-0}" = 1 ] && echo 8 || echo 256) \
     MDN_BENCH_EPOCHS=20 timeout 120 ./.device/packed_bench 2>&1 | tee "$OUT/packed.txt"
 step peers
 cd .device/peers
