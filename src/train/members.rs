@@ -76,11 +76,7 @@ pub fn train_members_with(
     let Some(run) = backend.start_members(&setup.arch, &params, data, val_ref(&val_std))? else {
         return Ok(None);
     };
-    let mut runs = Together {
-        run,
-        orders: (0..m).flat_map(|_| 0..train.rows as u32).collect(),
-        rows: train.rows,
-    };
+    let mut runs = Together::new(run, &vec![train.rows; m]);
     let resume = match resume {
         Some(r) if r.len() != m => {
             return Err(Error::config(format!(
@@ -120,12 +116,22 @@ pub fn train_members_with(
     Ok(Some(models))
 }
 
-/// Members trained in the same epochs by one [`MembersRun`], each with its own row order.
-struct Together<'r> {
+/// Members trained in the same epochs by one [`MembersRun`], each with its own row order
+/// of its training rows: an ensemble's of the same rows, a packed run's of its own.
+pub(super) struct Together<'r> {
     run: Box<dyn MembersRun + 'r>,
-    /// Each member's permutation of the training rows, one after another.
-    orders: Vec<u32>,
-    rows: usize,
+    /// Each member's permutation of its training rows.
+    orders: Vec<Vec<u32>>,
+}
+
+impl<'r> Together<'r> {
+    /// The members of `run`, of `rows[m]` training rows each.
+    pub(super) fn new(run: Box<dyn MembersRun + 'r>, rows: &[usize]) -> Together<'r> {
+        Together {
+            run,
+            orders: rows.iter().map(|&n| (0..n as u32).collect()).collect(),
+        }
+    }
 }
 
 impl Runs for Together<'_> {
@@ -140,18 +146,17 @@ impl Runs for Together<'_> {
         epoch: Epoch<'_>,
         _observer: &mut dyn FnMut(&TrainEvent) -> bool,
     ) -> Result<Option<Vec<EpochStats>>> {
-        let rows = self.rows;
         for (i, rng) in epoch.rngs.iter_mut().enumerate() {
             if epoch.fresh[i] {
                 // A fresh permutation, drawn as a single network's run draws one.
-                let o = &mut self.orders[i * rows..(i + 1) * rows];
+                let o = &mut self.orders[i];
                 o.iter_mut().enumerate().for_each(|(r, v)| *v = r as u32);
                 o.shuffle(rng);
             }
         }
-        let stats = self
-            .run
-            .train_epoch(&self.orders, epoch.step, epoch.lrs, epoch.training)?;
+        let stats =
+            self.run
+                .train_epoch(&self.orders.concat(), epoch.step, epoch.lrs, epoch.training)?;
         Ok(Some(stats))
     }
     fn keep_best(&mut self, which: &[bool]) -> Result<()> {

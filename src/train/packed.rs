@@ -4,13 +4,12 @@
 //! every group's epochs in the same dispatches. The shared epoch loop runs them as one run of
 //! several members, each with its own standardisation and stopping.
 
-use rand::seq::SliceRandom;
-
 use super::TrainEvent;
-use super::epochs::{self, Epoch, Members, Own, Runs};
+use super::epochs::{self, Members, Own};
 use super::init::{standardise, val_ref};
+use super::members::Together;
 use super::options::{TrainOptions, check_columns, check_options};
-use crate::backend::{Backend, DataRef, EpochStats, MembersRun, TrainState};
+use crate::backend::{Backend, DataRef};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -143,10 +142,7 @@ fn train_run(
     let Some(run) = backend.start_packed(arch, &params, &train, val.as_deref())? else {
         return Ok(None);
     };
-    let mut runs = Packed {
-        run,
-        orders: rows.iter().map(|&n| (0..n as u32).collect()).collect(),
-    };
+    let mut runs = Together::new(run, &rows);
     let mean_rows = rows.iter().sum::<usize>() / rows.len();
     let ended = epochs::run_epochs(
         &mut runs,
@@ -191,51 +187,4 @@ fn train_run(
         )?);
     }
     Ok(Some(models))
-}
-
-/// Groups trained in the same epochs by one packed [`MembersRun`], each with its own row
-/// order of its own rows.
-struct Packed<'r> {
-    run: Box<dyn MembersRun + 'r>,
-    orders: Vec<Vec<u32>>,
-}
-
-impl Runs for Packed<'_> {
-    fn snapshot(&mut self) -> Result<()> {
-        self.run.snapshot()
-    }
-    fn restore(&mut self) -> Result<()> {
-        self.run.restore()
-    }
-    fn epoch(
-        &mut self,
-        epoch: Epoch<'_>,
-        _observer: &mut dyn FnMut(&TrainEvent) -> bool,
-    ) -> Result<Option<Vec<EpochStats>>> {
-        for (i, rng) in epoch.rngs.iter_mut().enumerate() {
-            if epoch.fresh[i] {
-                // A fresh permutation, drawn as a single network's run draws one.
-                let o = &mut self.orders[i];
-                o.iter_mut().enumerate().for_each(|(r, v)| *v = r as u32);
-                o.shuffle(rng);
-            }
-        }
-        let orders: Vec<u32> = self.orders.concat();
-        let stats = self
-            .run
-            .train_epoch(&orders, epoch.step, epoch.lrs, epoch.training)?;
-        Ok(Some(stats))
-    }
-    fn keep_best(&mut self, which: &[bool]) -> Result<()> {
-        self.run.keep_best(which)
-    }
-    fn save_state(&mut self) -> Result<Vec<TrainState>> {
-        self.run.save_state()
-    }
-    fn load_state(&mut self, states: &[TrainState]) -> Result<()> {
-        self.run.load_state(states)
-    }
-    fn best_params(&mut self) -> Result<Vec<Vec<f32>>> {
-        self.run.best_params()
-    }
 }

@@ -1679,42 +1679,27 @@ impl Backend for GpuBackend {
                 params[m].len()
             )));
         }
-        if let Some((m, _)) = train
-            .iter()
-            .chain(val.into_iter().flatten())
-            .enumerate()
-            .find(|(_, d)| d.x.len() != d.rows * arch.inputs || d.y.len() != d.rows * arch.targets)
-        {
-            return Err(Error::config(format!(
-                "member {}'s {} buffers of a packed run do not hold {} rows of the model's width",
-                m % members,
-                if m < members {
-                    "training"
-                } else {
-                    "validation"
-                },
-                if m < members {
-                    train[m].rows
-                } else {
-                    val.expect("validation")[m - members].rows
-                }
-            )));
-        }
-        if let Some((m, _)) = train
-            .iter()
-            .chain(val.into_iter().flatten())
-            .enumerate()
-            .find(|(_, d)| d.rows == 0)
-        {
-            return Err(Error::config(format!(
-                "member {} of a packed run has no {} rows",
-                m % members,
-                if m < members {
-                    "training"
-                } else {
-                    "validation"
-                }
-            )));
+        // Each member's rows: some, and of the model's width.
+        for (m, d) in train.iter().chain(val.into_iter().flatten()).enumerate() {
+            let what = if m < members {
+                "training"
+            } else {
+                "validation"
+            };
+            if d.rows == 0 {
+                return Err(Error::config(format!(
+                    "member {} of a packed run has no {what} rows",
+                    m % members
+                )));
+            }
+            if d.x.len() != d.rows * arch.inputs || d.y.len() != d.rows * arch.targets {
+                return Err(Error::config(format!(
+                    "member {}'s {what} buffers of a packed run do not hold {} rows of the \
+                     model's width",
+                    m % members,
+                    d.rows
+                )));
+            }
         }
         // Packed runs take the looped step: where this adapter has none, or the model does not
         // fit a tile, the caller trains the members one after another.
