@@ -229,6 +229,15 @@ pub trait Backend {
         Ok(None)
     }
 
+    /// Whether a network of `arch` taking `step`'s steps alone would train on this backend
+    /// exactly as a member of a packed run does ([`Backend::start_packed`]), so that packing it
+    /// with others changes none of its bits (on a GPU: a run alone takes the looped step, as
+    /// a batch of one tile does by default). False where the backend has no packed runs.
+    fn packs_alike(&self, arch: &Arch, step: &StepConfig) -> bool {
+        let _ = (arch, step);
+        false
+    }
+
     // ---- single operations (stateless) --------------------------------------------------
 
     /// Head outputs (`rows * P`) for `rows` inputs.

@@ -425,6 +425,12 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
                     }
                 }
             }
+            // What the whole run did (how the groups' networks were trained together).
+            GroupEvent::Job(group, JobEvent::Note(n)) if group.is_empty() => {
+                if !quiet {
+                    say(&bar, n);
+                }
+            }
             GroupEvent::Job(..) => {}
             GroupEvent::Finished { index, of, result } => {
                 if let Some(b) = &bar {

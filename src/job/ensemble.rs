@@ -101,8 +101,8 @@ impl ResolvedJob {
         let has_val =
             self.job.val.is_some() || shared.arrays.as_ref().is_some_and(|a| a.1.is_some());
         if self.job.cross_validates(data.rows) && !has_val {
-            let (mut backend, _) = self.open_backend()?;
-            let choice = self.choose_epochs(data, backend.as_mut(), observer, cancel)?;
+            let (mut fitter, _) = self.open_fitter()?;
+            let choice = self.choose_epochs(data, &mut fitter, observer, cancel)?;
             // Judged once for the whole ensemble (its members stay quiet about it).
             let k = choice
                 .components

@@ -16,16 +16,19 @@
 //! is killed leaves the previous one as it was.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+use super::fits::Packer;
 use super::{JobEvent, TrainJob, small_data::CROSS_VALIDATE_MIN};
 use crate::atomic::TempDirectory;
 use crate::backend::DeviceChoice;
 use crate::data::{CsvRows, is_npy, names_shown};
 use crate::error::{Error, Location, Result};
 use crate::tables::csv_cell;
+use crate::train::MOST_PACKED;
 
 /// The index a group-by run writes beside its models, a row per group (for people and
 /// pandas).
@@ -538,10 +541,12 @@ struct Task {
 impl Task {
     /// Trains the group (on `threads` threads where given), filling its `result`; its job
     /// events to `tell`. Whether the run was stopped by `cancel`.
+    /// With a `packer`, its networks train with the other groups' in its rounds.
     fn run(
         &self,
         result: &mut GroupResult,
         threads: Option<usize>,
+        packer: Option<&Arc<Packer>>,
         tell: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
     ) -> bool {
@@ -549,7 +554,9 @@ impl Task {
             threads: threads.or(self.job.threads),
             ..self.job.clone()
         };
-        let run = job.resolve().and_then(|r| {
+        let _busy = packer.map(|p| p.busy());
+        let run = job.resolve().and_then(|mut r| {
+            r.packer = packer.cloned();
             r.run(
                 &mut |e: &JobEvent| match e {
                     // The group file's read warnings (rows left out, by its own lines): the
@@ -602,12 +609,15 @@ enum Sent {
 }
 
 /// The tasks on `workers` threads of `share` CPU threads each, the next group to whichever
-/// is free; the events told to `observer` on this thread. Whether a run was stopped.
+/// is free (their networks trained by `packer` where given); the events told to `observer`
+/// on this thread. Whether a run was stopped.
+#[allow(clippy::too_many_arguments)]
 fn run_side_by_side(
     tasks: &[Task],
     results: &mut [GroupResult],
     workers: usize,
     share: usize,
+    packer: Option<&Arc<Packer>>,
     of: usize,
     observer: &mut dyn FnMut(&GroupEvent),
     cancel: &AtomicBool,
@@ -621,6 +631,7 @@ fn run_side_by_side(
             let tx = tx.clone();
             let (next, stopped, start) = (&next, &stopped, &start);
             scope.spawn(move || {
+                let _leaves = packer.map(|p| p.leave());
                 loop {
                     let t = next.fetch_add(1, Ordering::SeqCst);
                     if t >= tasks.len() || cancel.load(Ordering::Relaxed) {
@@ -634,7 +645,7 @@ fn run_side_by_side(
                             let _ = tx.send(Sent::Warning(t, w.to_string()));
                         }
                     };
-                    if task.run(&mut result, Some(share), &mut tell, cancel) {
+                    if task.run(&mut result, Some(share), packer, &mut tell, cancel) {
                         stopped.store(true, Ordering::SeqCst);
                     }
                     let _ = tx.send(Sent::Finished(t, result));
@@ -673,6 +684,69 @@ fn run_side_by_side(
         }
     });
     stopped.into_inner()
+}
+
+/// The tasks on a GPU: each group's job on a thread of its own (at most [`MOST_PACKED`] at
+/// once), their networks trained together by one [`Packer`] on one device: a group's model
+/// is the bits of its job alone. Tells `observer` what was packed. Whether a run was stopped.
+fn run_packed(
+    tasks: &[Task],
+    results: &mut [GroupResult],
+    job: &TrainJob,
+    of: usize,
+    observer: &mut dyn FnMut(&GroupEvent),
+    cancel: &AtomicBool,
+) -> Result<bool> {
+    let workers = of.clamp(1, MOST_PACKED);
+    let (device, threads) = (job.device, job.threads);
+    let (stopped, told, name) = std::thread::scope(|scope| -> Result<_> {
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+        let (packer_tx, packer_rx) = std::sync::mpsc::channel::<Arc<Packer>>();
+        // The device is opened, and held, by the thread that serves the packer.
+        scope.spawn(move || match crate::backend::open(device, threads) {
+            Err(e) => {
+                let _ = opened_tx.send(Err(e));
+            }
+            Ok((mut backend, note)) => {
+                let _ = opened_tx.send(Ok((backend.name(), backend.identity(), note)));
+                if let Ok(packer) = packer_rx.recv() {
+                    packer.serve(backend.as_mut(), cancel);
+                }
+            }
+        });
+        let (name, identity, note) = opened_rx
+            .recv()
+            .map_err(|_| Error::Backend("the thread opening the device ended".into()))??;
+        let packer = Arc::new(Packer::new(workers, name.clone(), identity, note));
+        let _ = packer_tx.send(packer.clone());
+        let stopped = run_side_by_side(
+            tasks,
+            results,
+            workers,
+            1,
+            Some(&packer),
+            of,
+            observer,
+            cancel,
+        );
+        Ok((stopped, packer.told(), name))
+    })?;
+    let fits = told.packed_fits + told.alone;
+    if fits > 0 {
+        observer(&GroupEvent::Job(
+            "",
+            &JobEvent::Note(&format!(
+                "{name}: {fits} network{} trained (cross-validation folds and final fits), {} \
+                 of them together in {} packed run{}, {} alone",
+                if fits == 1 { "" } else { "s" },
+                told.packed_fits,
+                told.packed_runs,
+                if told.packed_runs == 1 { "" } else { "s" },
+                told.alone
+            )),
+        ));
+    }
+    Ok(stopped)
 }
 
 /// The index's text: one row per group.
@@ -834,8 +908,13 @@ pub fn train_groups(
             .unwrap_or(1)
     });
     let side_by_side = if on_cpu { threads.min(of).max(1) } else { 1 };
+    // On a GPU, the groups' networks train together where each group's job is one network
+    // in memory.
+    let packs = !on_cpu && job.ensemble <= 1 && !resolved.streamed;
     let mut interrupted = false;
-    if side_by_side == 1 {
+    if packs {
+        interrupted = run_packed(&tasks, &mut results, &job, of, observer, cancel)?;
+    } else if side_by_side == 1 {
         for task in &tasks {
             if cancel.load(Ordering::Relaxed) {
                 interrupted = true;
@@ -850,6 +929,7 @@ pub fn train_groups(
             });
             let result = task.run(
                 &mut results[task.slot],
+                None,
                 None,
                 &mut |e| observer(&GroupEvent::Job(value, e)),
                 cancel,
@@ -868,6 +948,7 @@ pub fn train_groups(
             &mut results,
             side_by_side,
             share,
+            None,
             of,
             observer,
             cancel,

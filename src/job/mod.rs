@@ -40,6 +40,7 @@ use crate::train::{Stopping, TrainEvent, TrainOptions};
 use save::MemberSink;
 
 mod ensemble;
+mod fits;
 mod groups;
 mod network;
 mod options;
@@ -155,6 +156,9 @@ pub struct ResolvedJob {
     /// The rows the job's reads left out for a missing value (shared by an ensemble's
     /// members): what the model's record says.
     left_out: LeftOut,
+    /// Where its networks train when not on a backend of its own: a packer shared with other
+    /// jobs (each group's of `--group-by` on a GPU).
+    packer: Option<std::sync::Arc<fits::Packer>>,
 }
 
 /// The rows a job's reads left out for a missing value (`--drop-missing`), per file: a file
@@ -299,6 +303,16 @@ impl ResolvedJob {
             }
         }
         Ok(model)
+    }
+
+    /// Where the job's networks train: its packer's, or a backend of its own; with what
+    /// `--device auto` chose and why.
+    fn open_fitter(&self) -> Result<(fits::Fitter, Option<String>)> {
+        if let Some(p) = &self.packer {
+            return Ok((fits::Fitter::Shared(p.clone()), p.device_note.clone()));
+        }
+        let (b, note) = self.open_backend()?;
+        Ok((fits::Fitter::Own(b), note))
     }
 
     fn open_backend(&self) -> Result<(Box<dyn Backend>, Option<String>)> {

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::fits::{Fit, Fitter};
 use super::save::CheckpointFiles;
 use super::small_data::{CROSS_VALIDATE_BELOW, CROSS_VALIDATE_MIN};
 use super::{JobEvent, Plan, ResolvedJob};
@@ -84,8 +85,8 @@ impl ResolvedJob {
             Some(rows) => self.check_rows(&opts, rows, true, &mut *observer)?,
             None => self.check_rows(&opts, input.train_rows, false, &mut *observer)?,
         }
-        let (mut backend, device_note) = self.open_backend()?;
-        let identity = backend.identity();
+        let (mut fitter, device_note) = self.open_fitter()?;
+        let identity = fitter.identity();
         let resumed_on = match (&self.resume, &self.ensemble_resume) {
             (Some(c), _) => c.backend.as_deref(),
             (None, Some(c)) => c.backend.as_deref(),
@@ -102,7 +103,7 @@ impl ResolvedJob {
             &input,
             &mut opts,
             &mut adapted,
-            backend.as_mut(),
+            &mut fitter,
             observer,
             cancel,
         )?;
@@ -117,7 +118,7 @@ impl ResolvedJob {
         let ready = Ready {
             opts,
             adapted,
-            backend,
+            fitter,
             device_note,
             train_rows: input.train_rows,
             epoch_choice,
@@ -314,7 +315,7 @@ impl ResolvedJob {
         input: &Input,
         opts: &mut TrainOptions,
         adapted: &mut Vec<String>,
-        backend: &mut dyn crate::backend::Backend,
+        fitter: &mut Fitter,
         observer: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
     ) -> Result<Option<EpochChoice>> {
@@ -341,7 +342,7 @@ impl ResolvedJob {
         };
         let choice = match &self.epoch_choice {
             Some(c) => c.clone(),
-            None => self.choose_epochs(train, backend, observer, cancel)?,
+            None => self.choose_epochs(train, fitter, observer, cancel)?,
         };
         opts.stopping = Stopping::Fixed {
             epochs: choice.epochs,
@@ -397,7 +398,7 @@ impl ResolvedJob {
         let Ready {
             opts,
             adapted,
-            mut backend,
+            mut fitter,
             device_note,
             train_rows,
             mut files,
@@ -416,7 +417,7 @@ impl ResolvedJob {
             ..self.plan(
                 &opts,
                 adapted,
-                backend.name(),
+                fitter.name(),
                 device_note,
                 rows,
                 split.map(|s| s.0),
@@ -445,7 +446,7 @@ impl ResolvedJob {
             |state, trainer: &_, xs: &_, ys: &_| files.write_one(state, trainer, xs, ys);
         let checkpointer = files_checkpointer(&self.job, &mut write);
         crate::train::train_stream_with(
-            backend.as_mut(),
+            fitter.backend()?,
             &mut source,
             val.as_ref(),
             &sopts,
@@ -475,7 +476,7 @@ impl ResolvedJob {
             ..self.plan(
                 &ready.opts,
                 std::mem::take(&mut ready.adapted),
-                ready.backend.name(),
+                ready.fitter.name(),
                 ready.device_note.take(),
                 // The data file's rows: a validation file's are its own.
                 if self.job.val.is_some() {
@@ -501,19 +502,36 @@ impl ResolvedJob {
                 observer(&JobEvent::Train(e));
                 !cancel.load(Ordering::Relaxed)
             };
-            let files = &mut ready.files;
-            let mut write =
-                |state, trainer: &_, xs: &_, ys: &_| files.write_one(state, trainer, xs, ys);
-            let checkpointer = files_checkpointer(&self.job, &mut write);
-            vec![crate::train::train_with(
-                ready.backend.as_mut(),
-                &train,
-                val.as_ref(),
-                &ready.opts,
-                ready.resume.take(),
-                checkpointer,
-                &mut on_train,
-            )?]
+            match &mut ready.fitter {
+                // With the other jobs' networks (never resumed, never checkpointed).
+                Fitter::Shared(_) => {
+                    let fit = Fit {
+                        train: train.clone(),
+                        val: val.clone(),
+                        opts: ready.opts.clone(),
+                    };
+                    ready
+                        .fitter
+                        .fit_all(vec![fit], &mut |_, _| {}, &mut on_train)?
+                        .models
+                }
+                Fitter::Own(backend) => {
+                    let files = &mut ready.files;
+                    let mut write = |state, trainer: &_, xs: &_, ys: &_| {
+                        files.write_one(state, trainer, xs, ys)
+                    };
+                    let checkpointer = files_checkpointer(&self.job, &mut write);
+                    vec![crate::train::train_with(
+                        backend.as_mut(),
+                        &train,
+                        val.as_ref(),
+                        &ready.opts,
+                        ready.resume.take(),
+                        checkpointer,
+                        &mut on_train,
+                    )?]
+                }
+            }
         };
         Ok(self.judge(
             models,
@@ -551,8 +569,9 @@ impl ResolvedJob {
                 write: &mut write_all,
             },
         );
+        let name = ready.fitter.name();
         let models = crate::train::train_members_with(
-            ready.backend.as_mut(),
+            ready.fitter.backend()?,
             train,
             val,
             &ready.opts,
@@ -562,12 +581,8 @@ impl ResolvedJob {
             &mut on_train,
             &mut |n| (shared.borrow_mut())(&JobEvent::Note(n)),
         );
-        models?.ok_or_else(|| {
-            Error::Backend(format!(
-                "{} cannot train ensemble members together",
-                ready.backend.name()
-            ))
-        })
+        models?
+            .ok_or_else(|| Error::Backend(format!("{name} cannot train ensemble members together")))
     }
 
     /// The members' states to resume together (every one must have one), told to the
@@ -698,7 +713,7 @@ struct Ready<'j> {
     opts: TrainOptions,
     /// What the defaults that adapt to the rows chose.
     adapted: Vec<String>,
-    backend: Box<dyn crate::backend::Backend>,
+    fitter: Fitter,
     device_note: Option<String>,
     train_rows: usize,
     epoch_choice: Option<EpochChoice>,

@@ -118,6 +118,7 @@ impl TrainJob {
             checkpoint_path,
             arrays: None,
             epoch_choice: None,
+            packer: None,
         })
     }
 
@@ -344,6 +345,7 @@ impl TrainJob {
             checkpoint_path,
             arrays: Some(std::sync::Arc::new((train, val))),
             epoch_choice: None,
+            packer: None,
         })
     }
 }

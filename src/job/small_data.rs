@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
+use super::fits::{Fit, Fitter};
 use super::{JobEvent, ResolvedJob};
 use crate::backend::Backend;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::model::{ComponentsChoice, EpochChoice};
+use crate::model::{ComponentsChoice, EpochChoice, Model};
 use crate::train::{Stopping, TrainEvent, TrainOptions};
 
 /// The defaults that adapt to the data: rows per batch, patience and the epoch limit.
@@ -125,7 +126,7 @@ pub fn cross_validate_epochs(
     fold_done: &mut dyn FnMut(FoldReport),
     observer: &mut dyn FnMut(&TrainEvent) -> bool,
 ) -> Result<EpochChoice> {
-    let (mut best_epochs, mut curves, mut baseline_nll) = (Vec::new(), Vec::new(), Vec::new());
+    let mut outcomes = Vec::new();
     for (f, (held, rest)) in cv_folds(data.rows, seed).iter().enumerate() {
         let (train, test) = (data.subset(rest), data.subset(held));
         let mut stopped = false;
@@ -140,35 +141,53 @@ pub fn cross_validate_epochs(
                 "interrupted while choosing the number of epochs".into(),
             ));
         }
+        let outcome = FoldOutcome::of(f, &train, &test, &model);
+        fold_done(outcome.report);
+        outcomes.push(outcome);
+    }
+    Ok(choice_from_folds(&outcomes))
+}
+
+/// What a fold's fit tells the choice of epochs.
+struct FoldOutcome {
+    report: FoldReport,
+    /// Its held-out NLL after each epoch.
+    curve: Vec<Option<f64>>,
+}
+
+impl FoldOutcome {
+    /// Fold `fold`'s `model`, trained on `train` and early-stopped on `test`.
+    fn of(fold: usize, train: &Dataset, test: &Dataset, model: &Model) -> FoldOutcome {
         let info = model
             .training
             .as_ref()
             .expect("the trainer records its run");
-        let (epoch, nll) = (
-            info.best_epoch.unwrap_or(info.epochs),
-            info.best_val_nll.unwrap_or(f64::NAN),
-        );
-        let baseline = crate::baseline::LinearGaussian::fit(&train).mean_nll(&test);
-        fold_done(FoldReport {
-            fold: f,
-            held_out: test.rows,
-            best_epoch: epoch,
-            epochs: info.epochs,
-            nll,
-            baseline,
-        });
-        best_epochs.push(epoch);
-        curves.push(info.history.iter().map(|e| e.val_nll).collect::<Vec<_>>());
-        baseline_nll.push(baseline);
+        FoldOutcome {
+            report: FoldReport {
+                fold,
+                held_out: test.rows,
+                best_epoch: info.best_epoch.unwrap_or(info.epochs),
+                epochs: info.epochs,
+                nll: info.best_val_nll.unwrap_or(f64::NAN),
+                baseline: crate::baseline::LinearGaussian::fit(train).mean_nll(test),
+            },
+            curve: info.history.iter().map(|e| e.val_nll).collect(),
+        }
     }
+}
+
+/// The number of epochs the folds choose: the median of their best epochs, each fold scored
+/// at it (not at its own best, which would flatter it; at the last epoch it ran when it
+/// stopped sooner).
+fn choice_from_folds(folds: &[FoldOutcome]) -> EpochChoice {
+    let best_epochs: Vec<usize> = folds.iter().map(|f| f.report.best_epoch).collect();
     let mut sorted = best_epochs.clone();
     sorted.sort_unstable();
     let epochs = sorted[sorted.len() / 2].max(1);
-    // Each fold scored at the chosen number of epochs (not at its own best, which would
-    // flatter it): the last epoch it ran when it stopped sooner.
-    let fold_nll: Vec<f64> = curves
+    let fold_nll: Vec<f64> = folds
         .iter()
-        .map(|c| {
+        .map(|f| {
+            let c = &f.curve;
             c.get(epochs.min(c.len()).saturating_sub(1))
                 .copied()
                 .flatten()
@@ -177,16 +196,16 @@ pub fn cross_validate_epochs(
         .collect();
     let k = fold_nll.len() as f64;
     let (cv_nll, var) = crate::stats::mean_var(&fold_nll);
-    Ok(EpochChoice {
+    EpochChoice {
         folds: fold_nll.len(),
         fold_best_epochs: best_epochs,
         fold_nll,
         cv_nll,
         cv_se: (var / k).sqrt(),
-        baseline_cv_nll: baseline_nll.iter().sum::<f64>() / k,
+        baseline_cv_nll: folds.iter().map(|f| f.report.baseline).sum::<f64>() / k,
         epochs,
         components: Vec::new(),
-    })
+    }
 }
 
 impl ResolvedJob {
@@ -198,7 +217,7 @@ impl ResolvedJob {
     pub(super) fn choose_epochs(
         &self,
         data: &Dataset,
-        backend: &mut dyn Backend,
+        fitter: &mut Fitter,
         observer: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
     ) -> Result<EpochChoice> {
@@ -223,18 +242,7 @@ impl ResolvedJob {
         } else {
             vec![k]
         };
-        let mut tried = Vec::new();
-        for &kc in &candidates {
-            tried.push(self.cross_validate_k(
-                data,
-                backend,
-                kc,
-                k,
-                candidates.len() > 1,
-                observer,
-                cancel,
-            )?);
-        }
+        let mut tried = self.cross_validate(data, fitter, &candidates, observer, cancel)?;
         let pick = pick_components(&tried);
         if pick > 0 {
             observer(&JobEvent::Note(&format!(
@@ -304,62 +312,73 @@ impl ResolvedJob {
         Ok(())
     }
 
-    /// The epochs cross-validated with `kc` components: a line per fold for the default K
-    /// (`k`), and one for the whole when several K are `compared`.
-    #[allow(clippy::too_many_arguments)]
-    fn cross_validate_k(
+    /// The epochs cross-validated with each of the `candidates` K (the default's first): every
+    /// candidate's folds handed to `fitter` at once, a line per fold for the default K, and one
+    /// for each candidate when there are several.
+    fn cross_validate(
         &self,
         data: &Dataset,
-        backend: &mut dyn Backend,
-        kc: usize,
-        k: usize,
-        compared: bool,
+        fitter: &mut Fitter,
+        candidates: &[usize],
         observer: &mut dyn FnMut(&JobEvent),
         cancel: &AtomicBool,
-    ) -> Result<EpochChoice> {
-        let opts = |rows: usize| {
-            let (mut opts, _) = self.options_for_rows(rows);
-            opts.components = kc;
-            opts
-        };
-        let say = std::cell::RefCell::new(&mut *observer);
-        let mut fold_done = |f: FoldReport| {
-            if kc == k {
-                (say.borrow_mut())(&JobEvent::Note(&format!(
+    ) -> Result<Vec<EpochChoice>> {
+        let folds: Vec<(Dataset, Dataset)> = cv_folds(data.rows, self.options.split_seed())
+            .iter()
+            .map(|(held, rest)| (data.subset(rest), data.subset(held)))
+            .collect();
+        let fits = candidates
+            .iter()
+            .flat_map(|&kc| {
+                folds.iter().map(move |(train, test)| {
+                    let (mut opts, _) = self.options_for_rows(train.rows);
+                    opts.components = kc;
+                    Fit {
+                        train: train.clone(),
+                        val: Some(test.clone()),
+                        opts,
+                    }
+                })
+            })
+            .collect();
+        let n = folds.len();
+        let mut outcomes: Vec<Vec<FoldOutcome>> = candidates.iter().map(|_| Vec::new()).collect();
+        let mut done = |i: usize, model: &Model| {
+            let (c, f) = (i / n, i % n);
+            let outcome = FoldOutcome::of(f, &folds[f].0, &folds[f].1, model);
+            if c == 0 {
+                let r = &outcome.report;
+                observer(&JobEvent::Note(&format!(
                     "fold {}/{CV_FOLDS} ({} rows held out): best epoch {} of {}, held-out NLL {:.4} \
                      (linear model {:.4})",
-                    f.fold + 1,
-                    f.held_out,
-                    f.best_epoch,
-                    f.epochs,
-                    f.nll,
-                    f.baseline
+                    f + 1,
+                    r.held_out,
+                    r.best_epoch,
+                    r.epochs,
+                    r.nll,
+                    r.baseline
+                )));
+            }
+            outcomes[c].push(outcome);
+            if f + 1 == n && candidates.len() > 1 {
+                let choice = choice_from_folds(&outcomes[c]);
+                observer(&JobEvent::Note(&format!(
+                    "K={}: {} epoch{}, cross-validated NLL {:.4} ± {:.4}",
+                    candidates[c],
+                    choice.epochs,
+                    if choice.epochs == 1 { "" } else { "s" },
+                    choice.cv_nll,
+                    choice.cv_se
                 )));
             }
         };
-        let seed = self.options.split_seed();
-        let choice =
-            match cross_validate_epochs(backend, data, seed, &opts, &mut fold_done, &mut |_| {
-                !cancel.load(Ordering::Relaxed)
-            }) {
-                Err(Error::Interrupted(_)) => {
-                    return Err(Error::Interrupted(
-                        "interrupted while choosing the number of epochs; no model was written"
-                            .into(),
-                    ));
-                }
-                other => other?,
-            };
-        if compared {
-            (say.borrow_mut())(&JobEvent::Note(&format!(
-                "K={kc}: {} epoch{}, cross-validated NLL {:.4} ± {:.4}",
-                choice.epochs,
-                if choice.epochs == 1 { "" } else { "s" },
-                choice.cv_nll,
-                choice.cv_se
-            )));
+        let fitted = fitter.fit_all(fits, &mut done, &mut |_| !cancel.load(Ordering::Relaxed))?;
+        if fitted.stopped || fitted.models.len() < n * candidates.len() {
+            return Err(Error::Interrupted(
+                "interrupted while choosing the number of epochs; no model was written".into(),
+            ));
         }
-        Ok(choice)
+        Ok(outcomes.iter().map(|o| choice_from_folds(o)).collect())
     }
 
     /// Checks that need the number of rows, and warnings about likely mistakes.

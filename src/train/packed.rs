@@ -24,10 +24,10 @@ pub struct PackedGroup<'a> {
 }
 
 /// Trains each group's network on its rows, together where the backend can
-/// ([`Backend::start_packed`]; `Ok(None)` where it cannot, and then the caller trains them
-/// one after another). Each group's model is, to the bit, what [`super::train`] gives on its
-/// rows alone with its options on the same backend (on a GPU: when that run takes the looped
-/// step, as a batch of one tile does by default).
+/// ([`Backend::start_packed`]) and a network alone would take the same steps
+/// ([`Backend::packs_alike`]); `Ok(None)` otherwise, and then the caller trains them one
+/// after another. Each group's model is, to the bit, what [`super::train`] gives on its rows
+/// alone with its options on the same backend.
 ///
 /// At most [`MOST_PACKED`] groups share a run; more train in runs of that many, one after
 /// another. An epoch of a run has as many steps as its group with the most rows needs (the
@@ -137,6 +137,10 @@ fn train_run(
             }
         })
         .collect();
+    // Packed only where each network alone would take the same steps (the same bits).
+    if !backend.packs_alike(arch, &first.opts.step) {
+        return Ok(None);
+    }
     let seeds: Vec<u64> = groups.iter().map(|g| g.opts.seed).collect();
     let rows: Vec<usize> = groups.iter().map(|g| g.train.rows).collect();
     let Some(run) = backend.start_packed(arch, &params, &train, val.as_deref())? else {

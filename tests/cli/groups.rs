@@ -865,3 +865,109 @@ fn groups_no_better_than_a_linear_model_are_counted() {
         "{err}"
     );
 }
+
+/// `mdn` with `MDN_GPU_PATH` set to `path` (or left to the adapter).
+fn mdn_on_path(d: &Path, args: &[&str], path: Option<&str>) -> (String, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"));
+    c.args(args).current_dir(d).env_remove("MDN_DEVICE");
+    match path {
+        Some(p) => c.env("MDN_GPU_PATH", p),
+        None => c.env_remove("MDN_GPU_PATH"),
+    };
+    let out = c.output().expect("run mdn");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "mdn {args:?} failed: {err}");
+    (String::from_utf8_lossy(&out.stdout).to_string(), err)
+}
+
+/// The numbers of the packed line: networks, packed, runs, alone.
+fn packed_counts(err: &str) -> [usize; 4] {
+    let line = err
+        .lines()
+        .find(|l| l.contains("networks trained (cross-validation folds and final fits)"))
+        .unwrap_or_else(|| panic!("no line on the networks trained: {err}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    // The adapter's name has numbers of its own: the last four are the counts.
+    numbers[numbers.len() - 4..].try_into().unwrap()
+}
+
+#[test]
+fn groups_on_a_gpu_train_together_each_to_the_bits_of_its_run_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if !crate::support::software_adapter(d) {
+        return;
+    }
+    // Three groups small enough for cross-validated epochs (K=5, 4 and 3 by the defaults,
+    // fewer tried too), one with a validation split.
+    let csv = grouped(&[("north", 120), ("south", 90), ("east", 60), ("west", 1600)]);
+    std::fs::write(d.join("sales.csv"), &csv).unwrap();
+    let settings = [
+        "--device",
+        "software",
+        "--hidden",
+        "16",
+        "--max-epochs",
+        "40",
+    ];
+    // lavapipe takes the looped step (the one packed runs take) only when asked for.
+    for (path, out) in [(Some("loop"), "packed"), (None, "default")] {
+        let mut args = vec![
+            "train",
+            "--data",
+            "sales.csv",
+            "--group-by",
+            "store",
+            "--out",
+            out,
+        ];
+        args.extend(settings);
+        let (_, err) = mdn_on_path(d, &args, path);
+        assert!(
+            err.contains(&format!("wrote {out}: 4 models and groups.csv")),
+            "{err}"
+        );
+        let [networks, packed, runs, alone] = packed_counts(&err);
+        // 15 folds for each of north and south (three K), 10 for east (two), a final fit
+        // each.
+        assert_eq!(networks, 44, "{err}");
+        assert_eq!(packed + alone, networks, "{err}");
+        match path {
+            Some(_) => {
+                assert!(packed >= 40 && runs >= 3 && runs <= 8, "{err}");
+            }
+            None => assert_eq!((packed, runs), (0, 0), "{err}"),
+        }
+        for r in index(&d.join(out)) {
+            assert_eq!(r["status"], "trained", "{r:?}");
+            let group = &r["group"];
+            let alone = d.join(format!("{group}.csv"));
+            std::fs::write(&alone, rows_of(&csv, group)).unwrap();
+            let single = d.join(format!("{out}-{group}.json"));
+            let mut args = vec![
+                "train",
+                "--data",
+                alone.to_str().unwrap(),
+                "--out",
+                single.to_str().unwrap(),
+                "-q",
+            ];
+            args.extend(settings);
+            mdn_on_path(d, &args, path);
+            let a = json(&std::fs::read_to_string(&single).unwrap());
+            let b = json(&std::fs::read_to_string(d.join(out).join(&r["model"])).unwrap());
+            assert_eq!(a["params"], b["params"], "group {group}, {out}");
+            assert_eq!(
+                a["training"]["epochs"], b["training"]["epochs"],
+                "group {group}, {out}"
+            );
+            assert_eq!(
+                a["training"]["epoch_choice"], b["training"]["epoch_choice"],
+                "group {group}, {out}"
+            );
+        }
+    }
+}

@@ -1641,6 +1641,26 @@ impl Backend for GpuBackend {
         }))
     }
 
+    fn packs_alike(&self, arch: &Arch, step: &StepConfig) -> bool {
+        // As `loops_steps_of` decides for a run alone, before there is one.
+        let full = arch.covariance == Covariance::Full;
+        let Some(plan) = self.fused_plan(arch) else {
+            return false;
+        };
+        if self.kernels.looped(full).is_none() {
+            return false;
+        }
+        let batch = step.batch_size;
+        let tiling = &self.kernels.tiling;
+        let alone_loops = match self.options.path {
+            GpuPath::Loop => true,
+            GpuPath::Auto => plan.tiles(batch) <= tiling.loop_max_tiles,
+            GpuPath::Fused | GpuPath::Layered => false,
+        };
+        let barriers = plan.loop_barriers_per_step(batch, step.clip_norm > 0.0, tiling.workgroup);
+        alone_loops && tiling.loop_max_barriers.is_none_or(|most| most >= barriers)
+    }
+
     fn start_members<'a>(
         &'a mut self,
         arch: &Arch,
