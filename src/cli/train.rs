@@ -426,7 +426,7 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
                 }
             }
             // What the whole run did (how the groups' networks were trained together).
-            GroupEvent::Job(group, JobEvent::Note(n)) if group.is_empty() => {
+            GroupEvent::Job("", JobEvent::Note(n)) => {
                 if !quiet {
                     say(&bar, n);
                 }

@@ -147,6 +147,9 @@ impl std::fmt::Debug for Packer {
     }
 }
 
+/// An ask's number and its fits' models (or errors), in its fits' order.
+type Answer = (u64, Vec<Result<Model>>);
+
 /// What the packer and its jobs share.
 #[derive(Default)]
 struct Round {
@@ -272,7 +275,7 @@ fn fit_round(
     backend: &mut dyn Backend,
     asks: Vec<(u64, Vec<Fit>)>,
     cancel: &AtomicBool,
-) -> (Vec<(u64, Vec<Result<Model>>)>, Told) {
+) -> (Vec<Answer>, Told) {
     let mut told = Told::default();
     let mut out: Vec<Vec<Option<Result<Model>>>> = asks
         .iter()

@@ -937,7 +937,7 @@ fn groups_on_a_gpu_train_together_each_to_the_bits_of_its_run_alone() {
         assert_eq!(packed + alone, networks, "{err}");
         match path {
             Some(_) => {
-                assert!(packed >= 40 && runs >= 3 && runs <= 8, "{err}");
+                assert!(packed >= 40 && (3..=8).contains(&runs), "{err}");
             }
             None => assert_eq!((packed, runs), (0, 0), "{err}"),
         }
