@@ -20,6 +20,7 @@
 //! | `resolve` | a job against the files: checkpoint to resume, outputs, header, columns, streaming | reading the rows |
 //! | `small_data` | the defaults that adapt to the rows, the epochs (and K) by cross-validation, the row checks | training itself |
 //! | `network` | one run: one network, or an ensemble's members together, from reading the rows to the comparison with a linear model | the epochs (`crate::train`) |
+//! | `fits` | where a job's networks train: its own backend, or a packer that trains many groups' jobs' networks together | the networks' epochs (`crate::train`) |
 //! | `groups` | one model per group of rows (`--group-by`): the split, each group's job, the directory of models | each group's run (the job itself) |
 //! | `ensemble` | how an ensemble's members run: together on a GPU, side by side on the CPU, one after another; their checkpoint slots; the ensemble's own validation NLL | each member's run (`network`) |
 //! | `save` | writing models and checkpoints so that a full disk or a lost directory loses nothing | what goes in them |
