@@ -305,6 +305,15 @@ fn fit_round(
         // Alike sizes together: an epoch is as long as its largest group's.
         kind.sort_by_key(|&(a, i)| asks[a].1[i].train.rows);
         for part in kind.chunks(MOST_PACKED) {
+            if cancel.load(Ordering::Relaxed) {
+                // Stopped: no other network starts.
+                for &(a, i) in part {
+                    out[a][i] = Some(Err(Error::Interrupted(
+                        "stopped before the network trained".into(),
+                    )));
+                }
+                continue;
+            }
             if part.len() > 1 {
                 let groups: Vec<PackedGroup<'_>> = part
                     .iter()
