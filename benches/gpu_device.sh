@@ -10,7 +10,7 @@
 #  4. wider models (hidden 64,64 / 256,256 / 1024) fused against layered;
 #  5. many small networks each on rows of its own, one after another and packed
 #     (benches/packed.rs); the JAX (jit + scan) and PyTorch CUDA peers on the same configs
-#     (a32 too);
+#     (a32 too); `mdn train --group-by` packed and one after another (benches/group_by_gpu.sh);
 #  6. the backend_gpu suite at 16 test threads, three times (the hang seen on an H200).
 #
 # DRY=1 runs the same steps on the software adapter with tiny sizes (to try the script on a
@@ -105,6 +105,11 @@ for c in "bishop 100000 5 64 32" "bishop 100000 5 64 256" "bishop 100000 5 64 40
         2>/dev/null | tail -1 | sed "s/^/torch $1 b$5: /" | tee -a "$OUT/peers.txt"
 done
 cd ../..
+step group-by
+# mdn train --group-by on 32 groups of 20 to 2,000 rows: packed, one after another
+# (MDN_GPU_PACK=0) and on the CPU backend, the same bits both ways.
+ROUNDS=1 timeout 150 bash benches/group_by_gpu.sh $M $G $([ "${DRY:-0}" = 1 ] && echo 3 || echo 32) \
+    2>&1 | tee "$OUT/group_by.txt"
 step hang check
 for i in 1 2 3; do
     MDN_TEST_DEVICE=$TEST_DEVICE MDN_REQUIRE_GPU=1 timeout 60 ./.device/tests/backend_gpu --test-threads 16 \

@@ -289,13 +289,17 @@ pub struct GpuOptions {
     /// adapter's: `Tiling::loop_max_barriers`): to check whether an adapter still loses
     /// steps past a bound, as Mesa 22.3.6's lavapipe does.
     pub loop_barriers: Option<usize>,
+    /// No packed runs for `train_packed` (`Backend::packs_alike` says no): many groups'
+    /// networks train one after another, to compare with packing, or should a driver
+    /// misbehave with it.
+    pub no_packing: bool,
 }
 
 impl GpuOptions {
     /// The options `MDN_GPU_PATH` (`auto`, `fused`, `loop` or `layered`), `MDN_GPU_TILE_ROWS` (1 to 64)
     /// and `MDN_GPU_WORKGROUP` (32, 64, 128 or 256) set, for comparing paths and tilings in
-    /// `mdn bench` without rebuilding; the defaults when unset. A bad value is an error
-    /// naming the variable.
+    /// `mdn bench` without rebuilding, and `MDN_GPU_PACK=0` (no packed runs); the defaults
+    /// when unset. A bad value is an error naming the variable.
     pub fn from_env() -> Result<GpuOptions> {
         let path = match std::env::var("MDN_GPU_PATH").as_deref() {
             Err(_) | Ok("") | Ok("auto") => GpuPath::Auto,
@@ -330,6 +334,16 @@ impl GpuOptions {
                 |_| true,
                 "a number of barriers (0: no bound)",
             )?,
+            no_packing: match std::env::var("MDN_GPU_PACK").as_deref() {
+                Err(_) | Ok("") | Ok("1") => false,
+                Ok("0") => true,
+                Ok(other) => {
+                    return Err(Error::config(format!(
+                        "MDN_GPU_PACK={other}: expected 1 (pack many groups' networks in the \
+                         same dispatches, the default) or 0 (one after another)"
+                    )));
+                }
+            },
         })
     }
 }
@@ -1644,7 +1658,7 @@ impl Backend for GpuBackend {
     fn packs_alike(&self, arch: &Arch, step: &StepConfig) -> bool {
         // As `loops_steps_of` decides for a run alone, before there is one.
         let full = arch.covariance == Covariance::Full;
-        let Some(plan) = self.fused_plan(arch) else {
+        let Some(plan) = self.fused_plan(arch).filter(|_| !self.options.no_packing) else {
             return false;
         };
         if self.kernels.looped(full).is_none() {
