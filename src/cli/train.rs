@@ -432,6 +432,17 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
                 }
             }
             GroupEvent::Job(..) => {}
+            GroupEvent::Packing(p) => {
+                if let Some(b) = &bar {
+                    b.set_message(match p.networks {
+                        1 => format!("a network alone ({} of {} this round), epoch {}", p.run, p.runs, p.epoch),
+                        n => format!(
+                            "{n} networks together (packed run {} of {} this round), epoch {}",
+                            p.run, p.runs, p.epoch
+                        ),
+                    });
+                }
+            }
             GroupEvent::Finished { index, of, result } => {
                 if let Some(b) = &bar {
                     b.set_position(*index as u64 + 1);

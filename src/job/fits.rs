@@ -240,8 +240,14 @@ impl Packer {
 
     /// Serves the jobs' asks on `backend` until every job thread has ended: a round whenever
     /// each job under way is waiting on its fits. `cancel` stops the round's runs after their
-    /// current epochs (their best epochs kept) and tells the jobs they were stopped.
-    pub fn serve(&self, backend: &mut dyn Backend, cancel: &AtomicBool) {
+    /// current epochs (their best epochs kept) and tells the jobs they were stopped. `tell`
+    /// hears where each round is.
+    pub fn serve(
+        &self,
+        backend: &mut dyn Backend,
+        cancel: &AtomicBool,
+        tell: &mut dyn FnMut(Packing),
+    ) {
         let _closes = Closes(self);
         loop {
             let asks = {
@@ -256,7 +262,7 @@ impl Packer {
                     round = self.wake.wait(round).unwrap_or_else(|e| e.into_inner());
                 }
             };
-            let (answers, told) = fit_round(backend, asks, cancel);
+            let (answers, told) = fit_round(backend, asks, cancel, tell);
             if cancel.load(Ordering::Relaxed) {
                 self.stopped.store(true, Ordering::Relaxed);
             }
@@ -270,11 +276,24 @@ impl Packer {
     }
 }
 
-/// One round: every fit asked for, those of a kind packed by rows, the rest alone.
+/// Where a packer's round is, for a progress display: training `networks` networks
+/// together (1: a network alone), the `run`-th (from 1) of the round's `runs` trainings,
+/// after their `epoch`-th epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packing {
+    pub networks: usize,
+    pub run: usize,
+    pub runs: usize,
+    pub epoch: usize,
+}
+
+/// One round: every fit asked for, those of a kind packed by rows, the rest alone; where it
+/// is told to `tell` after each epoch.
 fn fit_round(
     backend: &mut dyn Backend,
     asks: Vec<(u64, Vec<Fit>)>,
     cancel: &AtomicBool,
+    tell: &mut dyn FnMut(Packing),
 ) -> (Vec<Answer>, Told) {
     let mut told = Told::default();
     let mut out: Vec<Vec<Option<Result<Model>>>> = asks
@@ -301,10 +320,31 @@ fn fit_round(
             kinds.entry(key).or_default().push((a, i));
         }
     }
+    // The round's trainings: a packed run for each part of a kind, one for a network alone.
+    let runs: usize = kinds
+        .values()
+        .map(|k| match k.len() {
+            1 => 1,
+            n => n.div_ceil(MOST_PACKED),
+        })
+        .sum();
+    let mut run = 0;
     for (_, mut kind) in kinds {
         // Alike sizes together: an epoch is as long as its largest group's.
         kind.sort_by_key(|&(a, i)| asks[a].1[i].train.rows);
         for part in kind.chunks(MOST_PACKED) {
+            run += 1;
+            let mut heard = |networks: usize, e: &TrainEvent| {
+                if let TrainEvent::Epoch(r) = e {
+                    tell(Packing {
+                        networks,
+                        run: run.min(runs),
+                        runs,
+                        epoch: r.epoch,
+                    });
+                }
+                !cancel.load(Ordering::Relaxed)
+            };
             if cancel.load(Ordering::Relaxed) {
                 // Stopped: no other network starts.
                 for &(a, i) in part {
@@ -326,9 +366,7 @@ fn fit_round(
                         }
                     })
                     .collect();
-                match crate::train::train_packed(backend, &groups, &mut |_| {
-                    !cancel.load(Ordering::Relaxed)
-                }) {
+                match crate::train::train_packed(backend, &groups, &mut |e| heard(part.len(), e)) {
                     Ok(Some(models)) if models.len() == part.len() => {
                         for (&(a, i), m) in part.iter().zip(models) {
                             out[a][i] = Some(Ok(m));
@@ -351,7 +389,7 @@ fn fit_round(
                     &f.train,
                     f.val.as_ref(),
                     &f.opts,
-                    &mut |_| !cancel.load(Ordering::Relaxed),
+                    &mut |e| heard(1, e),
                 ));
                 told.alone += 1;
             }

@@ -18,10 +18,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 
 use serde::Serialize;
 
 use super::fits::Packer;
+pub use super::fits::Packing;
 use super::{JobEvent, TrainJob, small_data::CROSS_VALIDATE_MIN};
 use crate::atomic::TempDirectory;
 use crate::backend::DeviceChoice;
@@ -148,6 +150,9 @@ pub enum GroupEvent<'a> {
         of: usize,
         result: &'a GroupResult,
     },
+    /// On a GPU, where the groups' networks are: a packed run's (or a network alone's)
+    /// epoch, told a few times a second at most, for a progress display.
+    Packing(Packing),
 }
 
 /// What a group-by run gives back.
@@ -601,16 +606,18 @@ impl Task {
     }
 }
 
-/// A group's event, sent from a worker thread to the observer's.
+/// A group's event, sent from a worker thread to the observer's (or the packer's).
 enum Sent {
     Started(usize),
     Warning(usize, String),
     Finished(usize, GroupResult),
+    Packing(Packing),
 }
 
 /// The tasks on `workers` threads of `share` CPU threads each, the next group to whichever
-/// is free (their networks trained by `packer` where given); the events told to `observer`
-/// on this thread. Whether a run was stopped.
+/// is free (their networks trained by `packer` where given); the events they send on `tx`,
+/// and any other sender's of `rx`, told to `observer` on this thread until every sender has
+/// gone. Whether a run was stopped.
 #[allow(clippy::too_many_arguments)]
 fn run_side_by_side(
     tasks: &[Task],
@@ -618,13 +625,13 @@ fn run_side_by_side(
     workers: usize,
     share: usize,
     packer: Option<&Arc<Packer>>,
+    (tx, rx): (Sender<Sent>, Receiver<Sent>),
     of: usize,
     observer: &mut dyn FnMut(&GroupEvent),
     cancel: &AtomicBool,
 ) -> bool {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let stopped = AtomicBool::new(false);
-    let (tx, rx) = std::sync::mpsc::channel::<Sent>();
     let start: Vec<GroupResult> = results.to_vec();
     std::thread::scope(|scope| {
         for _ in 0..workers {
@@ -680,6 +687,7 @@ fn run_side_by_side(
                     });
                     done += 1;
                 }
+                Sent::Packing(p) => observer(&GroupEvent::Packing(p)),
             }
         }
     });
@@ -702,6 +710,8 @@ fn run_packed(
     let (stopped, told, name) = std::thread::scope(|scope| -> Result<_> {
         let (opened_tx, opened_rx) = std::sync::mpsc::channel();
         let (packer_tx, packer_rx) = std::sync::mpsc::channel::<Arc<Packer>>();
+        let (tx, rx) = std::sync::mpsc::channel::<Sent>();
+        let progress = tx.clone();
         // The device is opened, and held, by the thread that serves the packer.
         scope.spawn(move || match crate::backend::open(device, threads) {
             Err(e) => {
@@ -710,7 +720,14 @@ fn run_packed(
             Ok((mut backend, note)) => {
                 let _ = opened_tx.send(Ok((backend.name(), backend.identity(), note)));
                 if let Ok(packer) = packer_rx.recv() {
-                    packer.serve(backend.as_mut(), cancel);
+                    let mut last: Option<std::time::Instant> = None;
+                    let mut tell = |p: Packing| {
+                        if last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
+                            last = Some(std::time::Instant::now());
+                            let _ = progress.send(Sent::Packing(p));
+                        }
+                    };
+                    packer.serve(backend.as_mut(), cancel, &mut tell);
                 }
             }
         });
@@ -725,6 +742,7 @@ fn run_packed(
             workers,
             1,
             Some(&packer),
+            (tx, rx),
             of,
             observer,
             cancel,
@@ -949,6 +967,7 @@ pub fn train_groups(
             side_by_side,
             share,
             None,
+            std::sync::mpsc::channel(),
             of,
             observer,
             cancel,

@@ -51,7 +51,7 @@ mod small_data;
 
 pub use groups::{
     GroupBy, GroupEvent, GroupIndex, GroupResult, GroupsOutcome, INDEX as GROUPS_INDEX,
-    INDEX_JSON as GROUPS_INDEX_JSON, Split, split_by_group, train_groups,
+    INDEX_JSON as GROUPS_INDEX_JSON, Packing, Split, split_by_group, train_groups,
 };
 pub use options::{TrainJob, parse_widths};
 pub use save::save_model;
