@@ -435,7 +435,10 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             GroupEvent::Packing(p) => {
                 if let Some(b) = &bar {
                     b.set_message(match p.networks {
-                        1 => format!("a network alone ({} of {} this round), epoch {}", p.run, p.runs, p.epoch),
+                        1 => format!(
+                            "a network alone ({} of {} this round), epoch {}",
+                            p.run, p.runs, p.epoch
+                        ),
                         n => format!(
                             "{n} networks together (packed run {} of {} this round), epoch {}",
                             p.run, p.runs, p.epoch

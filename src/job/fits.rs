@@ -67,7 +67,10 @@ impl Fitter {
         match self {
             Fitter::Own(b) => Ok(b.as_mut()),
             Fitter::Shared(_) => Err(Error::Backend(
-                "a packed job trains in memory, one network at a time, without checkpoints".into(),
+                "internal: a job whose networks train packed with other groups' asked for a \
+                 backend of its own (only a streamed run, an ensemble or checkpoints need one, \
+                 and --group-by packs none of them)"
+                    .into(),
             )),
         }
     }
@@ -99,11 +102,13 @@ impl Fitter {
                             go
                         },
                     )?;
-                    done(i, &model);
-                    models.push(model);
                     if stopped {
+                        // Cut short: no fold report or choice from it.
+                        models.push(model);
                         break;
                     }
+                    done(i, &model);
+                    models.push(model);
                 }
                 Ok(Fitted { models, stopped })
             }
@@ -216,6 +221,11 @@ impl Packer {
     /// What the packer has done so far.
     pub fn told(&self) -> Told {
         self.lock().told
+    }
+
+    /// Whether the serving thread has ended: a job that starts now would only fail.
+    pub fn closed(&self) -> bool {
+        self.lock().closed
     }
 
     /// Hands `fits` to the packer and waits for their models.
@@ -376,13 +386,20 @@ fn fit_round(
                         continue;
                     }
                     Ok(_) => {}
-                    Err(e) => log::warn!(
+                    // Each then trains alone, a failing one with its own message.
+                    Err(e) => log::info!(
                         "a packed run of {} networks failed ({e}); each trains alone",
                         part.len()
                     ),
                 }
             }
             for &(a, i) in part {
+                if cancel.load(Ordering::Relaxed) {
+                    out[a][i] = Some(Err(Error::Interrupted(
+                        "stopped before the network trained".into(),
+                    )));
+                    continue;
+                }
                 let f = &asks[a].1[i];
                 out[a][i] = Some(crate::train::train(
                     backend,

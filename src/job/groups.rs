@@ -637,9 +637,16 @@ fn run_side_by_side(
         for _ in 0..workers {
             let tx = tx.clone();
             let (next, stopped, start) = (&next, &stopped, &start);
+            // Made before the thread: should it not start, the closure (and the guard) is
+            // dropped, and the packer does not wait for it.
+            let leaves = packer.map(|p| p.leave());
             scope.spawn(move || {
-                let _leaves = packer.map(|p| p.leave());
+                let _leaves = leaves;
                 loop {
+                    // The packer's thread gone, a group would only fail: none starts.
+                    if packer.is_some_and(|p| p.closed()) {
+                        break;
+                    }
                     let t = next.fetch_add(1, Ordering::SeqCst);
                     if t >= tasks.len() || cancel.load(Ordering::Relaxed) {
                         break;
@@ -712,22 +719,34 @@ fn run_packed(
         let (packer_tx, packer_rx) = std::sync::mpsc::channel::<Arc<Packer>>();
         let (tx, rx) = std::sync::mpsc::channel::<Sent>();
         let progress = tx.clone();
-        // The device is opened, and held, by the thread that serves the packer.
-        scope.spawn(move || match crate::backend::open(device, threads) {
-            Err(e) => {
-                let _ = opened_tx.send(Err(e));
+        // The device is opened, and held, by the thread that serves the packer; a panic there
+        // is an error of the run (the groups done so far are kept), not the process's.
+        let quietly = |what: &str, f: &mut dyn FnMut()| {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+                log::error!("{what} panicked");
             }
-            Ok((mut backend, note)) => {
-                let _ = opened_tx.send(Ok((backend.name(), backend.identity(), note)));
-                if let Ok(packer) = packer_rx.recv() {
-                    let mut last: Option<std::time::Instant> = None;
-                    let mut tell = |p: Packing| {
-                        if last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
-                            last = Some(std::time::Instant::now());
-                            let _ = progress.send(Sent::Packing(p));
-                        }
-                    };
-                    packer.serve(backend.as_mut(), cancel, &mut tell);
+        };
+        scope.spawn(move || {
+            match std::panic::catch_unwind(|| crate::backend::open(device, threads))
+                .unwrap_or_else(|_| Err(Error::Backend("opening the device panicked".into())))
+            {
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                }
+                Ok((mut backend, note)) => {
+                    let _ = opened_tx.send(Ok((backend.name(), backend.identity(), note)));
+                    if let Ok(packer) = packer_rx.recv() {
+                        let mut last: Option<std::time::Instant> = None;
+                        let mut tell = |p: Packing| {
+                            if last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
+                                last = Some(std::time::Instant::now());
+                                let _ = progress.send(Sent::Packing(p));
+                            }
+                        };
+                        quietly("training the groups' networks together", &mut || {
+                            packer.serve(backend.as_mut(), cancel, &mut tell)
+                        });
+                    }
                 }
             }
         });
@@ -754,8 +773,9 @@ fn run_packed(
         observer(&GroupEvent::Job(
             "",
             &JobEvent::Note(&format!(
-                "{name}: {fits} network{} trained (cross-validation folds and final fits), {} \
-                 of them together in {} packed run{}, {} alone",
+                "{name}: {fits} network{} trained for the groups (final fits, and small \
+                 groups' cross-validation folds): {} of them together in {} packed run{}, {} \
+                 alone",
                 if fits == 1 { "" } else { "s" },
                 told.packed_fits,
                 told.packed_runs,

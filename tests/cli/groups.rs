@@ -884,7 +884,7 @@ fn mdn_on_path(d: &Path, args: &[&str], path: Option<&str>) -> (String, String) 
 fn packed_counts(err: &str) -> [usize; 4] {
     let line = err
         .lines()
-        .find(|l| l.contains("networks trained (cross-validation folds and final fits)"))
+        .find(|l| l.contains("networks trained for the groups (final fits, and small groups' cross-validation folds)"))
         .unwrap_or_else(|| panic!("no line on the networks trained: {err}"));
     let numbers: Vec<usize> = line
         .split(|c: char| !c.is_ascii_digit())

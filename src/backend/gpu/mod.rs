@@ -1672,7 +1672,9 @@ impl Backend for GpuBackend {
             GpuPath::Fused | GpuPath::Layered => false,
         };
         let barriers = plan.loop_barriers_per_step(batch, step.clip_norm > 0.0, tiling.workgroup);
-        alone_loops && tiling.loop_max_barriers.is_none_or(|most| most >= barriers)
+        alone_loops
+            && self.fuses_steps_of(arch, batch)
+            && tiling.loop_max_barriers.is_none_or(|most| most >= barriers)
     }
 
     fn start_members<'a>(
