@@ -27,6 +27,9 @@ pub(super) struct Fit {
     pub train: Dataset,
     pub val: Option<Dataset>,
     pub opts: TrainOptions,
+    /// The group's model itself (not a cross-validation fold): a packer trains these first
+    /// in a round, so that a stop keeps them (as the groups under way).
+    pub model: bool,
 }
 
 /// The models of [`Fitter::fit_all`], and whether the run was stopped meanwhile (then there
@@ -339,6 +342,9 @@ fn fit_round(
         })
         .sum();
     let mut run = 0;
+    // The kinds with groups' models first: a stop then keeps those under way.
+    let mut kinds: Vec<(String, Vec<(usize, usize)>)> = kinds.into_iter().collect();
+    kinds.sort_by_key(|(key, fits)| (!fits.iter().any(|&(a, i)| asks[a].1[i].model), key.clone()));
     for (_, mut kind) in kinds {
         // Alike sizes together: an epoch is as long as its largest group's.
         kind.sort_by_key(|&(a, i)| asks[a].1[i].train.rows);

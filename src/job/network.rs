@@ -509,6 +509,7 @@ impl ResolvedJob {
                         train: train.clone(),
                         val: val.clone(),
                         opts: ready.opts.clone(),
+                        model: true,
                     };
                     ready
                         .fitter

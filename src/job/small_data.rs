@@ -337,6 +337,7 @@ impl ResolvedJob {
                         train: train.clone(),
                         val: Some(test.clone()),
                         opts,
+                        model: false,
                     }
                 })
             })
