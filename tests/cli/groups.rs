@@ -971,3 +971,94 @@ fn groups_on_a_gpu_train_together_each_to_the_bits_of_its_run_alone() {
         }
     }
 }
+
+/// Ctrl-C while the groups' networks train packed on a GPU: the groups whose own models were
+/// under way are kept at their best epochs, a group still choosing its epochs by
+/// cross-validation is `not trained`, and nothing is left beside the directory.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_on_a_gpu_keeps_the_groups_whose_models_were_training_packed() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    if !crate::support::software_adapter(d) {
+        return;
+    }
+    std::fs::write(
+        d.join("big.csv"),
+        grouped(&[("a", 1600), ("b", 1600), ("c", 200)]),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args([
+            "train",
+            "--data",
+            "big.csv",
+            "--group-by",
+            "store",
+            "--device",
+            "software",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+        ])
+        .current_dir(d)
+        .env_remove("MDN_DEVICE")
+        .env("MDN_GPU_PATH", "loop")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first packed run (a's and b's models, with c's folds of their shape) has started
+    // when the GPU says which step it takes.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("GPU: looped training step");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seen.extend(lines.map(|l| l.unwrap()));
+    let code = child.wait().unwrap().code();
+    let err = seen.join("\n");
+    assert_eq!(code, Some(130), "{err}");
+    let rows = index(&d.join("models"));
+    let status: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["group"].as_str(), r["status"].as_str()))
+        .collect();
+    assert_eq!(
+        status,
+        [
+            ("a", "interrupted"),
+            ("b", "interrupted"),
+            ("c", "not trained")
+        ],
+        "{err}"
+    );
+    for g in ["a", "b"] {
+        let m = json(&std::fs::read_to_string(d.join(format!("models/{g}.json"))).unwrap());
+        assert_eq!(m["training"]["stop_reason"], "interrupted", "{g}");
+    }
+    assert!(!d.join("models/c.json").exists());
+    assert!(
+        err.contains("together in 1 packed run, 0 alone"),
+        "only the run under way trained: {err}"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "left beside: {hidden:?}");
+}
