@@ -221,6 +221,11 @@ impl Packer {
         Leave(self)
     }
 
+    /// The backend's name (the CPU, or the GPU adapter).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What the packer has done so far.
     pub fn told(&self) -> Told {
         self.lock().told
@@ -334,13 +339,7 @@ fn fit_round(
         }
     }
     // The round's trainings: a packed run for each part of a kind, one for a network alone.
-    let runs: usize = kinds
-        .values()
-        .map(|k| match k.len() {
-            1 => 1,
-            n => n.div_ceil(MOST_PACKED),
-        })
-        .sum();
+    let runs: usize = kinds.values().map(|k| k.len().div_ceil(MOST_PACKED)).sum();
     let mut run = 0;
     // The kinds with groups' models first: a stop then keeps those under way.
     let mut kinds: Vec<(String, Vec<(usize, usize)>)> = kinds.into_iter().collect();
@@ -361,16 +360,8 @@ fn fit_round(
                 }
                 !cancel.load(Ordering::Relaxed)
             };
-            if cancel.load(Ordering::Relaxed) {
-                // Stopped: no other network starts.
-                for &(a, i) in part {
-                    out[a][i] = Some(Err(Error::Interrupted(
-                        "stopped before the network trained".into(),
-                    )));
-                }
-                continue;
-            }
-            if part.len() > 1 {
+            // Stopped, no other network starts (the loop below says so for each).
+            if part.len() > 1 && !cancel.load(Ordering::Relaxed) {
                 let groups: Vec<PackedGroup<'_>> = part
                     .iter()
                     .map(|&(a, i)| {

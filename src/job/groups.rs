@@ -715,46 +715,45 @@ fn run_packed(
     let workers = of.clamp(1, MOST_PACKED);
     let (device, threads) = (job.device, job.threads);
     let (stopped, told, name) = std::thread::scope(|scope| -> Result<_> {
-        let (opened_tx, opened_rx) = std::sync::mpsc::channel();
-        let (packer_tx, packer_rx) = std::sync::mpsc::channel::<Arc<Packer>>();
+        let (opened_tx, opened_rx) = std::sync::mpsc::channel::<Result<Arc<Packer>>>();
         let (tx, rx) = std::sync::mpsc::channel::<Sent>();
         let progress = tx.clone();
         // The device is opened, and held, by the thread that serves the packer; a panic there
         // is an error of the run (the groups done so far are kept), not the process's.
-        let quietly = |what: &str, f: &mut dyn FnMut()| {
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
-                log::error!("{what} panicked");
-            }
-        };
         scope.spawn(move || {
-            match std::panic::catch_unwind(|| crate::backend::open(device, threads))
-                .unwrap_or_else(|_| Err(Error::Backend("opening the device panicked".into())))
-            {
+            let opened = std::panic::catch_unwind(|| crate::backend::open(device, threads))
+                .unwrap_or_else(|_| Err(Error::Backend("opening the device panicked".into())));
+            let (mut backend, note) = match opened {
+                Ok(o) => o,
                 Err(e) => {
                     let _ = opened_tx.send(Err(e));
+                    return;
                 }
-                Ok((mut backend, note)) => {
-                    let _ = opened_tx.send(Ok((backend.name(), backend.identity(), note)));
-                    if let Ok(packer) = packer_rx.recv() {
-                        let mut last: Option<std::time::Instant> = None;
-                        let mut tell = |p: Packing| {
-                            if last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
-                                last = Some(std::time::Instant::now());
-                                let _ = progress.send(Sent::Packing(p));
-                            }
-                        };
-                        quietly("training the groups' networks together", &mut || {
-                            packer.serve(backend.as_mut(), cancel, &mut tell)
-                        });
-                    }
+            };
+            let packer = Arc::new(Packer::new(
+                workers,
+                backend.name(),
+                backend.identity(),
+                note,
+            ));
+            let _ = opened_tx.send(Ok(packer.clone()));
+            let mut last: Option<std::time::Instant> = None;
+            let mut tell = |p: Packing| {
+                if last.is_none_or(|t| t.elapsed().as_millis() >= 200) {
+                    last = Some(std::time::Instant::now());
+                    let _ = progress.send(Sent::Packing(p));
                 }
+            };
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                packer.serve(backend.as_mut(), cancel, &mut tell)
+            }));
+            if served.is_err() {
+                log::error!("training the groups' networks together panicked");
             }
         });
-        let (name, identity, note) = opened_rx
+        let packer = opened_rx
             .recv()
             .map_err(|_| Error::Backend("the thread opening the device ended".into()))??;
-        let packer = Arc::new(Packer::new(workers, name.clone(), identity, note));
-        let _ = packer_tx.send(packer.clone());
         let stopped = run_side_by_side(
             tasks,
             results,
@@ -766,7 +765,7 @@ fn run_packed(
             observer,
             cancel,
         );
-        Ok((stopped, packer.told(), name))
+        Ok((stopped, packer.told(), packer.name().to_string()))
     })?;
     let fits = told.packed_fits + told.alone;
     if fits > 0 {
