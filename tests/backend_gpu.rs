@@ -919,13 +919,19 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
     // alone on its rows with the same row orders and learning rate: statistics, parameters,
     // Adam moments and step count. One member sits the third epoch out; a snapshot and
     // restore in the middle must give the members back their own step counts. Diagonal and
-    // full covariance, one tile a batch and several.
+    // full covariance, one tile a batch and several. Third: gradient-norm clipping (a norm
+    // small enough that every step clips), and tiles of 2 rows, so that a validation pass is
+    // two chunks of 2,048 rows for the member with 2,500 validation rows while the others'
+    // rows end in the first (regression: both were untested in packed runs).
     use mdn::backend::{DataRef, GpuOptions, GpuPath};
     use mdn::check::{Case, random_case_with};
     use mdn::layout::{Activation, Covariance};
-    for (tile_rows, batch, cov, d) in [
-        (None, 32, Covariance::Diagonal, 2),
-        (Some(16), 50, Covariance::Full, 3),
+    let small = [(1, 1), (3, 7), (50, 50), (783, 120)];
+    let long_val = [(5, 2500), (40, 3), (300, 700), (2, 1)];
+    for (tile_rows, batch, cov, d, sizes, clip_norm) in [
+        (None, 32, Covariance::Diagonal, 2, small, 0.0),
+        (Some(16), 50, Covariance::Full, 3, small, 0.0),
+        (Some(2), 16, Covariance::Diagonal, 1, long_val, 0.05),
     ] {
         let Some(mut gpu) = common::gpu_with(GpuOptions {
             path: GpuPath::Loop,
@@ -934,10 +940,9 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
         }) else {
             return;
         };
-        let what = format!("{cov:?}, batch {batch}");
+        let what = format!("{cov:?}, batch {batch}, clip_norm {clip_norm}");
         let case =
             |rows, seed| random_case_with(3, &[9, 6], Activation::Tanh, 3, d, rows, seed, cov);
-        let sizes = [(1, 1), (3, 7), (50, 50), (783, 120)];
         let members: Vec<(Case, Case)> = sizes
             .iter()
             .enumerate()
@@ -966,6 +971,7 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
         let cfg = StepConfig {
             batch_size: batch,
             l2: 1e-4,
+            clip_norm,
             ..StepConfig::default()
         };
         let sits_out = |m: usize, e: usize| m == 1 && e == 2;
@@ -981,6 +987,24 @@ fn packed_members_are_the_single_runs_of_their_own_rows() {
                 stats.push((e, s));
             }
             want.push((stats, run.save_state().unwrap()));
+        }
+        if clip_norm > 0.0 {
+            // The norm is small enough to clip: without it, the member trains otherwise.
+            let (t, v) = &members[2];
+            let mut run = gpu.start(&arch, &t.params, data(t), Some(data(v))).unwrap();
+            let free = StepConfig {
+                lr: lrs[2],
+                clip_norm: 0.0,
+                ..cfg
+            };
+            for e in 0..3 {
+                run.train_epoch(&order(t.rows, e), &free).unwrap();
+            }
+            assert_ne!(
+                run.save_state().unwrap().params,
+                want[2].1.params,
+                "{what}: nothing clipped"
+            );
         }
         // Together.
         let params: Vec<Vec<f32>> = members.iter().map(|(t, _)| t.params.clone()).collect();
