@@ -10,6 +10,38 @@ use crate::error::{Error, Result};
 /// The start of every temporary file's name; the writer's process id follows, then `-`.
 const TEMP_PREFIX: &str = ".mdn-";
 
+/// Removes, once per process, the directories `mdn-*` in `root` (the system's temporary
+/// directory) whose [`LOCK_FILE`] no process holds: left by a run killed outright. A
+/// directory without one (made by an mdn before 2026-12, or not by mdn) is left alone.
+fn sweep_abandoned(root: &Path) {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let mdn = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with("mdn-"));
+            if !mdn || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let Ok(lock) = std::fs::File::open(entry.path().join(LOCK_FILE)) else {
+                continue;
+            };
+            if lock.try_lock().is_ok() {
+                log::info!(
+                    "removing {}, left by a run that was killed",
+                    entry.path().display()
+                );
+                drop(lock);
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    });
+}
+
 /// Removes, once per directory and process, the temporary files in `dir` that a process no
 /// longer running left (`.mdn-<pid>-*.tmp`: a run killed by SIGKILL or a power cut while it
 /// wrote a checkpoint, a model or a directory of models). Linux only (whether a process runs is read from /proc);
@@ -166,16 +198,38 @@ static TEMPORARY: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::
 /// process exits at once (a second Ctrl-C).
 pub struct TempDirectory {
     dir: std::path::PathBuf,
+    /// For a directory under the system's temporary directory, its [`LOCK_FILE`], locked
+    /// while this process lives.
+    lock: Option<std::fs::File>,
 }
 
+/// The file in each of mdn's directories under the system's temporary directory
+/// (`mdn-XXXXXX`) that the process using it holds locked (an advisory `flock`, which the
+/// kernel releases when the process ends, however it ends). A directory whose lock anyone can
+/// take was left by a process killed outright (SIGKILL, out of memory, a power cut) and is
+/// removed by the next [`TempDirectory::new`].
+pub const LOCK_FILE: &str = ".lock";
+
 impl TempDirectory {
-    /// A new directory under the system's temporary directory.
+    /// A new directory under the system's temporary directory, locked while this process
+    /// lives ([`LOCK_FILE`]). The first call in a process removes the directories that
+    /// processes killed outright left there.
     pub fn new() -> Result<TempDirectory> {
+        let root = std::env::temp_dir();
+        sweep_abandoned(&root);
+        let place = Path::new("temporary directory");
         let dir = tempfile::Builder::new()
             .prefix("mdn-")
-            .tempdir()
-            .map_err(|e| Error::io(Path::new("temporary directory"), e))?;
-        Ok(TempDirectory::keeping(dir))
+            .tempdir_in(&root)
+            .map_err(|e| Error::io(place, e))?;
+        // Locked under another name, then renamed: a sweep never sees the lock file unlocked.
+        let (new, at) = (dir.path().join(".lock.new"), dir.path().join(LOCK_FILE));
+        let lock = std::fs::File::create(&new).map_err(|e| Error::io(&new, e))?;
+        lock.lock().map_err(|e| Error::io(&new, e))?;
+        std::fs::rename(&new, &at).map_err(|e| Error::io(&at, e))?;
+        let mut dir = TempDirectory::keeping(dir);
+        dir.lock = Some(lock);
+        Ok(dir)
     }
 
     /// A new hidden directory beside `path` (in its directory), to be renamed to `path` when
@@ -200,7 +254,7 @@ impl TempDirectory {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(dir.clone());
-        TempDirectory { dir }
+        TempDirectory { dir, lock: None }
     }
 
     pub fn path(&self) -> &Path {
@@ -237,7 +291,8 @@ impl TempDirectory {
     }
 
     /// No longer temporary: not removed when dropped. Its path.
-    fn keep(self) -> PathBuf {
+    fn keep(mut self) -> PathBuf {
+        drop(self.lock.take());
         TEMPORARY
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -250,6 +305,8 @@ impl TempDirectory {
 
 impl Drop for TempDirectory {
     fn drop(&mut self) {
+        // Closed first: some systems remove no file that is open.
+        drop(self.lock.take());
         let _ = std::fs::remove_dir_all(&self.dir);
         TEMPORARY
             .lock()

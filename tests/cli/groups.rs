@@ -1062,3 +1062,110 @@ fn ctrl_c_on_a_gpu_keeps_the_groups_whose_models_were_training_packed() {
         .collect();
     assert!(hidden.is_empty(), "left beside: {hidden:?}");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn split_files_a_killed_run_left_are_removed_by_the_next_run() {
+    // Regression: a `--group-by` run killed outright (SIGKILL, out of memory) left its
+    // directory of split group files in the system's temporary directory for good. The
+    // directory is now locked while its run lives: a run that starts while another is
+    // paused leaves the other's alone, and the first run after the kill removes it. A
+    // directory without a lock (not mdn's, or an older mdn's) is left alone.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::create_dir(tmp.join("mdn-unlocked")).unwrap();
+    std::fs::write(d.join("big.csv"), grouped(&[("a", 400), ("b", 400)])).unwrap();
+    std::fs::write(d.join("small.csv"), grouped(&[("a", 30), ("b", 30)])).unwrap();
+    let ours = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "mdn-unlocked")
+            .collect();
+        names.sort();
+        names
+    };
+    let run = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"));
+        c.args(["train", "--group-by", "store", "--device", "cpu"])
+            .args(args)
+            .current_dir(d)
+            .env_remove("MDN_DEVICE")
+            .env("TMPDIR", &tmp)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    let quick = || {
+        let out = run(&["--data", "small.csv", "--out", "quick", "--max-epochs", "2"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{err}");
+    };
+    let kill = |signal: &str, pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    /// Killed however the test ends.
+    struct Long(std::process::Child);
+    impl Drop for Long {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut long = Long(
+        run(&[
+            "--data",
+            "big.csv",
+            "--max-epochs",
+            "1000000",
+            "--patience",
+            "1000000",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    // Its directory, once the split is written (the second group's file is written last).
+    let mut waited = 0;
+    let split = loop {
+        let names = ours();
+        if let [name] = &names[..] {
+            let split = tmp.join(name);
+            if split.join(".lock").exists() && split.join("group-1.csv").exists() {
+                break split;
+            }
+        }
+        assert!(
+            long.0.try_wait().unwrap().is_none(),
+            "the long run ended: {names:?}"
+        );
+        waited += 1;
+        assert!(
+            waited < 1200,
+            "no split directory after 2 minutes: {names:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let name = split.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("mdn-"), "{name}");
+    // Paused, it still holds its lock: another run leaves its files alone.
+    kill("-STOP", long.0.id());
+    quick();
+    assert_eq!(ours(), std::slice::from_ref(&name));
+    assert!(split.join("group-0.csv").exists());
+    // Killed outright, it leaves them; the next run removes them, and leaves nothing itself.
+    kill("-KILL", long.0.id());
+    long.0.wait().unwrap();
+    assert_eq!(ours(), [name]);
+    quick();
+    assert_eq!(ours(), Vec::<String>::new());
+    assert!(tmp.join("mdn-unlocked").exists());
+}
