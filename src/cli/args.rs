@@ -587,6 +587,11 @@ pub struct TrainArgs {
     /// refuse groups too small for the defaults to hold out validation rows from]
     #[arg(long, value_name = "N", requires = "group_by")]
     pub min_group_rows: Option<usize>,
+    /// With --group-by: keep each group's model from the earlier run in --out (or a stopped
+    /// run's, <out>.interrupted) whose rows and options are unchanged, and train only the
+    /// other groups (to finish a run that was stopped, or to add groups)
+    #[arg(long, requires = "group_by")]
+    pub keep_trained: bool,
     #[command(flatten)]
     pub fit: FitArgs,
     /// Validation data (instead of holding out --val-fraction of --data)

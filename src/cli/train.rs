@@ -364,6 +364,7 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
     let by = mdn::job::GroupBy {
         column: column.to_string(),
         min_rows: a.min_group_rows,
+        keep_trained: a.keep_trained,
     };
     let stop = interrupt_flag();
     let mut bar = None;
@@ -381,6 +382,7 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             GroupEvent::Split {
                 groups,
                 left_out,
+                kept,
                 rows,
             } => {
                 if !quiet {
@@ -397,7 +399,7 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
                         by.column
                     ));
                 }
-                bar = groups_bar(quiet, groups - left_out);
+                bar = groups_bar(quiet, groups - left_out - kept);
             }
             GroupEvent::Started { group, rows, .. } => {
                 if let Some(b) = &bar {
@@ -480,9 +482,13 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             ));
         }
         let mut parts = vec![format!(
-            "wrote {}: {trained} model{} and {}",
+            "wrote {}: {trained} model{}{} and {}",
             outcome.dir.display(),
             if trained == 1 { "" } else { "s" },
+            match outcome.kept {
+                0 => String::new(),
+                k => format!(" ({k} kept from an earlier run)"),
+            },
             mdn::job::GROUPS_INDEX
         )];
         for (status, what) in [
@@ -498,8 +504,27 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
         message(&parts.join("; "));
         if let Some(earlier) = &outcome.kept_earlier {
             message(&format!(
-                "the run was stopped: the earlier run's models in {} are kept as they were",
-                earlier.display()
+                "the run was stopped: the earlier run's models in {} are kept as they were{}",
+                earlier.display(),
+                match a.keep_trained {
+                    true => "",
+                    false => {
+                        "; the same command with --keep-trained keeps the groups trained and \
+                         trains the rest"
+                    }
+                }
+            ));
+        } else if outcome.interrupted {
+            message(
+                "the run was stopped: the same command with --keep-trained keeps the groups \
+                 trained and trains the rest",
+            );
+        }
+        for d in &outcome.removed {
+            message(&format!(
+                "removed {}, a stopped run's: what it held for these groups is in {}",
+                d.display(),
+                outcome.dir.display()
             ));
         }
     }
@@ -509,6 +534,8 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
             "index": outcome.dir.join(mdn::job::GROUPS_INDEX),
             "interrupted": outcome.interrupted,
             "kept_earlier": outcome.kept_earlier,
+            "kept": outcome.kept,
+            "removed": outcome.removed,
             "groups": outcome.groups,
             "warnings": warnings,
         }))?;

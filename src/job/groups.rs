@@ -97,6 +97,10 @@ pub struct GroupBy {
     pub column: String,
     /// Groups with fewer rows are left out (recorded in the index); `None` refuses them.
     pub min_rows: Option<usize>,
+    /// Keep each group's model from the earlier run in the output directory (or a stopped
+    /// run's beside it, `<out>.interrupted`) whose rows and options are this run's (its
+    /// `fingerprint`), and train only the others.
+    pub keep_trained: bool,
 }
 
 /// One group's rows and what became of them.
@@ -123,15 +127,24 @@ pub struct GroupResult {
     pub status: String,
     /// Why it failed or was left out.
     pub reason: Option<String>,
+    /// What its model depends on, for a later run to tell whether it would train the same
+    /// model ([`GroupBy::keep_trained`]): the SHA-256 of mdn's version, the job's options
+    /// (where it trains aside) and the group's rows, in hex. None for a group left out, and
+    /// in an index written before 2026-12.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
 }
 
 /// What a group-by run reports, besides each group's own job events.
 #[derive(Debug, Clone, Copy)]
 pub enum GroupEvent<'a> {
-    /// The data file was split: `groups` groups, `left_out` of them too small to train.
+    /// The data file was split: `groups` groups, `left_out` of them too small to train,
+    /// `kept` of them kept from an earlier run.
     Split {
         groups: usize,
         left_out: usize,
+        /// Groups whose models an earlier run's are kept ([`GroupBy::keep_trained`]).
+        kept: usize,
         rows: usize,
     },
     /// Group `index` (from 0) of `of` starts training.
@@ -167,6 +180,12 @@ pub struct GroupsOutcome {
     /// A stopped run's output directory held an earlier run's models: they are kept there,
     /// and `dir` is a new directory beside it (`<out>.interrupted`).
     pub kept_earlier: Option<PathBuf>,
+    /// Groups whose models were kept from an earlier run ([`GroupBy::keep_trained`]).
+    pub kept: usize,
+    /// Stopped runs' directories (`<out>.interrupted`) that an earlier run's models were
+    /// kept from, removed once `dir` was written: what they held for this run's groups is
+    /// in `dir`.
+    pub removed: Vec<PathBuf>,
 }
 
 impl GroupsOutcome {
@@ -206,6 +225,8 @@ pub struct Split {
     /// Rows left out for an empty group cell (`drop_missing`), and the first one's line.
     pub no_group: usize,
     pub first_no_group: Option<u64>,
+    /// Per group, the SHA-256 of its file's text (its rows, as its job reads them).
+    pub digests: Vec<[u8; 32]>,
 }
 
 /// The output directory given as `job.out`: where the models go. It must be new, empty, or
@@ -248,27 +269,15 @@ fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
             "--out {shown}: --group-by writes a directory of models, one per group, and this is a \
              file; choose a directory (for example --out models)"
         ))),
-        Ok(_) => {
-            // An earlier run's: its indexes and the models they list, nothing else.
-            let listed: Vec<PathBuf> = GroupIndex::read(&dir)
-                .map(|i| i.models(&dir).map(|(_, p)| p).collect())
-                .unwrap_or_default();
-            let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
-            for e in entries {
-                let e = e.map_err(|e| Error::io(&dir, e))?;
-                let path = e.path();
-                if e.file_name() != INDEX && e.file_name() != INDEX_JSON && !listed.contains(&path)
-                {
-                    return Err(Error::config(format!(
-                        "--out {shown}: the directory holds {}, which no {INDEX} of an earlier \
-                         --group-by run lists, and a run replaces the directory whole; choose \
-                         a new or empty directory",
-                        path.display()
-                    )));
-                }
-            }
-            Ok(dir)
-        }
+        Ok(_) => match foreign_entry(&dir)? {
+            Some(path) => Err(Error::config(format!(
+                "--out {shown}: the directory holds {}, which no {INDEX} of an earlier \
+                 --group-by run lists, and a run replaces the directory whole; choose a new or \
+                 empty directory",
+                path.display()
+            ))),
+            None => Ok(dir),
+        },
         Err(_) => {
             let parent = match dir.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
@@ -283,6 +292,101 @@ fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
             Ok(dir)
         }
     }
+}
+
+/// The first entry of directory `dir` that is not an earlier group-by run's (its indexes and
+/// the models they list): None where it holds only those, or nothing.
+fn foreign_entry(dir: &Path) -> Result<Option<PathBuf>> {
+    let listed: Vec<PathBuf> = GroupIndex::read(dir)
+        .map(|i| i.models(dir).map(|(_, p)| p).collect())
+        .unwrap_or_default();
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for e in entries {
+        let e = e.map_err(|e| Error::io(dir, e))?;
+        let path = e.path();
+        if e.file_name() != INDEX && e.file_name() != INDEX_JSON && !listed.contains(&path) {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
+/// The directories of earlier runs to `dir` that a [`GroupBy::keep_trained`] run keeps
+/// models from, newest first: `dir` and the stopped runs' beside it (`<dir>.interrupted`,
+/// `<dir>.interrupted-2`, ...), each with its index. One that holds anything else, or whose
+/// index cannot be read, is passed over with a warning to `warn`.
+fn earlier_runs(dir: &Path, warn: &mut dyn FnMut(&str)) -> Vec<(PathBuf, GroupIndex)> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut found: Vec<(std::time::SystemTime, PathBuf, GroupIndex)> = Vec::new();
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return Vec::new();
+    };
+    let stopped = format!("{name}.interrupted");
+    for e in entries.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        let ours = n == *name
+            || n == stopped
+            || n.strip_prefix(&format!("{stopped}-"))
+                .is_some_and(|k| k.parse::<usize>().is_ok());
+        if !ours || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = dir.with_file_name(&n);
+        let index = foreign_entry(&path).and_then(|foreign| match foreign {
+            Some(f) => Err(Error::config(format!(
+                "it holds {}, which its {INDEX} does not list",
+                f.display()
+            ))),
+            None => GroupIndex::read(&path),
+        });
+        match index {
+            Ok(index) => {
+                let when = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                found.push((when, path, index));
+            }
+            Err(err) => warn(&format!(
+                "--keep-trained: keeping no model from {}: {err}",
+                path.display()
+            )),
+        }
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    found.into_iter().map(|(_, p, i)| (p, i)).collect()
+}
+
+/// What a group's model depends on: mdn's version, the job's options (`job` with where it
+/// trains and where its files are left out) and the SHA-256 of the group's rows (`rows`), as
+/// the hex of their SHA-256 ([`GroupResult::fingerprint`]).
+fn fingerprint(job: &TrainJob, rows: &[u8; 32]) -> String {
+    use sha2::Digest;
+    let what = TrainJob {
+        data: None,
+        out: None,
+        device: DeviceChoice::Auto,
+        threads: None,
+        memory_mb: TrainJob::default().memory_mb,
+        checkpoint_seconds: TrainJob::default().checkpoint_seconds,
+        ..job.clone()
+    };
+    let mut h = sha2::Sha256::new();
+    h.update(b"mdn group fingerprint 1\n");
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(b"\n");
+    h.update(
+        serde_json::to_string(&what)
+            .expect("JSON of a job")
+            .as_bytes(),
+    );
+    h.update(b"\n");
+    h.update(rows);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Checks what a group-by job cannot do, finds the group column, and makes the features
@@ -486,9 +590,11 @@ pub fn split_by_group(
     }
     let dir = TempDirectory::new()?;
     let mut files = Vec::with_capacity(groups.len());
+    let mut digests = Vec::with_capacity(groups.len());
     for (g, ((value, text), n)) in groups.into_iter().zip(counts).enumerate() {
         let file = dir.path().join(format!("group-{g}.csv"));
-        std::fs::write(&file, text).map_err(|e| Error::io(&file, e))?;
+        std::fs::write(&file, &text).map_err(|e| Error::io(&file, e))?;
+        digests.push(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into());
         files.push((value, file, n));
     }
     Ok(Split {
@@ -500,6 +606,7 @@ pub fn split_by_group(
         rows: total,
         no_group,
         first_no_group,
+        digests,
     })
 }
 
@@ -610,7 +717,7 @@ impl Task {
 enum Sent {
     Started(usize),
     Warning(usize, String),
-    Finished(usize, GroupResult),
+    Finished(usize, Box<GroupResult>),
     Packing(Packing),
 }
 
@@ -662,7 +769,7 @@ fn run_side_by_side(
                     if task.run(&mut result, Some(share), packer, &mut tell, cancel) {
                         stopped.store(true, Ordering::SeqCst);
                     }
-                    let _ = tx.send(Sent::Finished(t, result));
+                    let _ = tx.send(Sent::Finished(t, Box::new(result)));
                 }
             });
         }
@@ -685,7 +792,7 @@ fn run_side_by_side(
                 }
                 Sent::Finished(t, result) => {
                     let slot = tasks[t].slot;
-                    results[slot] = result;
+                    results[slot] = *result;
                     // Numbered as they finish.
                     observer(&GroupEvent::Finished {
                         index: done,
@@ -884,12 +991,16 @@ pub fn train_groups(
             if small.len() > 5 { ", ..." } else { "" }
         )));
     }
-    observer(&GroupEvent::Split {
-        groups: split.groups.len(),
-        left_out: small.len(),
-        rows: split.rows,
-    });
     let staging = TempDirectory::beside(&dir)?;
+    let sources = match by.keep_trained {
+        true => earlier_runs(&dir, &mut |w| {
+            observer(&GroupEvent::Job("", &JobEvent::Warning(w)))
+        }),
+        false => Vec::new(),
+    };
+    let mut kept_models = 0;
+    // Models kept from each source.
+    let mut kept_from = vec![0usize; sources.len()];
     let data_name = path.display().to_string();
     // Every group's row, its model file named in order; the trainable ones are the tasks.
     let mut taken = std::collections::HashSet::new();
@@ -909,12 +1020,36 @@ pub fn train_groups(
             baseline_nll: None,
             status: "not trained".into(),
             reason: Some("the run was stopped first".into()),
+            fingerprint: None,
         };
         if *rows < min {
             result.status = "left out".into();
             result.reason = Some(format!("{rows} rows, fewer than --min-group-rows {min}"));
         } else {
             let name = file_name(value, &mut taken);
+            let print = fingerprint(&job, &split.digests[g]);
+            // An earlier run's model of these rows and options, where one is kept.
+            let earlier = sources.iter().enumerate().find_map(|(i, (d, index))| {
+                let row = index.groups.iter().find(|r| {
+                    r.group == *value
+                        && r.status == "trained"
+                        && r.fingerprint.as_deref() == Some(print.as_str())
+                })?;
+                let file = d.join(row.model.as_deref()?);
+                file.is_file().then(|| (i, file, row.clone()))
+            });
+            result.fingerprint = Some(print);
+            if let Some((i, file, row)) = earlier {
+                kept_from[i] += 1;
+                let to = staging.path().join(&name);
+                std::fs::copy(&file, &to).map_err(|e| Error::io(&to, e))?;
+                results.push(GroupResult {
+                    model: Some(name),
+                    ..row
+                });
+                kept_models += 1;
+                continue;
+            }
             tasks.push(Task {
                 slot: g,
                 index: tasks.len(),
@@ -931,6 +1066,37 @@ pub fn train_groups(
         results.push(result);
     }
     let of = tasks.len();
+    observer(&GroupEvent::Split {
+        groups: split.groups.len(),
+        left_out: small.len(),
+        kept: kept_models,
+        rows: split.rows,
+    });
+    if by.keep_trained {
+        let from: Vec<String> = sources
+            .iter()
+            .zip(&kept_from)
+            .filter(|(_, n)| **n > 0)
+            .map(|((d, _), n)| format!("{n} from {}", d.display()))
+            .collect();
+        let note = match (sources.is_empty(), from.is_empty()) {
+            (true, _) => format!(
+                "--keep-trained: no earlier run's models in {}: every group trains",
+                dir.display()
+            ),
+            (false, true) => format!(
+                "--keep-trained: no group's rows and options are as an earlier run's: all {of} \
+                 train"
+            ),
+            (false, false) => format!(
+                "--keep-trained: {kept_models} of {} groups' models kept, their rows and options \
+                 unchanged ({}); {of} to train",
+                kept_models + of,
+                from.join(", ")
+            ),
+        };
+        observer(&GroupEvent::Job("", &JobEvent::Note(&note)));
+    }
     // On the CPU, groups side by side with the threads shared out (each group's bits are
     // those of `mdn train` on its rows with its share of threads); on a GPU one at a time
     // on one device.
@@ -949,7 +1115,9 @@ pub fn train_groups(
     // in memory.
     let packs = !on_cpu && job.ensemble <= 1 && !resolved.streamed;
     let mut interrupted = false;
-    if packs {
+    if tasks.is_empty() {
+        // Every group kept, or left out.
+    } else if packs {
         interrupted = run_packed(&tasks, &mut results, &job, of, observer, cancel)?;
     } else if side_by_side == 1 {
         for task in &tasks {
@@ -1023,9 +1191,15 @@ pub fn train_groups(
     std::fs::write(&json_path, text).map_err(|e| Error::io(&json_path, e))?;
     let results = index.groups;
     let kept = staging.path().to_path_buf();
+    let dir_name = dir.file_name().unwrap_or_default().to_os_string();
     // A stopped run does not replace an earlier run's whole directory with its part: it goes
-    // beside it.
+    // beside it. With `keep_trained` to `<out>.interrupted` (what it held for these groups is
+    // in this run's), else to a free name.
     let (dir, kept_earlier) = match interrupted && dir.exists() {
+        true if by.keep_trained => {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            (dir.with_file_name(format!("{name}.interrupted")), Some(dir))
+        }
         true => {
             let name = dir
                 .file_name()
@@ -1051,11 +1225,24 @@ pub fn train_groups(
         });
     }
     drop(split);
+    // The stopped runs kept from: what they held for these groups is in `dir` now.
+    let mut removed = Vec::new();
+    let stopped = format!("{}.interrupted", dir_name.to_string_lossy());
+    for (d, _) in sources {
+        let was_stopped = d
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(&stopped));
+        if was_stopped && d != dir && std::fs::remove_dir_all(&d).is_ok() {
+            removed.push(d);
+        }
+    }
     Ok(GroupsOutcome {
         dir,
         groups: results,
         interrupted,
         kept_earlier,
+        kept: kept_models,
+        removed,
     })
 }
 

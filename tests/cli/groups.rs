@@ -1169,3 +1169,151 @@ fn split_files_a_killed_run_left_are_removed_by_the_next_run() {
     assert_eq!(ours(), Vec::<String>::new());
     assert!(tmp.join("mdn-unlocked").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
+    // `--keep-trained` keeps an earlier run's model of each group whose rows and options are
+    // unchanged (its fingerprint in groups.json) and trains the rest. Changed rows, a new
+    // group and changed options train; a stopped run's `models.interrupted` is kept from too
+    // and removed once `models` holds its groups. Every model is then the bits of a fresh
+    // run on the same data (one thread, so every group's share is the same).
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let common = ["--group-by", "store", "--device", "cpu", "--threads", "1"];
+    let quick = ["--hidden", "8", "--epochs", "40"];
+    let train = |data: &str, out: &str, more: &[&str]| -> String {
+        let mut args = vec!["train", "--data", data, "--out", out];
+        args.extend(common);
+        args.extend(more);
+        ok(d, &args).1
+    };
+    let files = |out: &str| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(d.join(out))
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    std::fs::read(e.path()).unwrap(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let model = |out: &str, g: &str| std::fs::read(d.join(out).join(format!("{g}.json"))).unwrap();
+    // A first run, then: b's rows changed, d new.
+    let first = grouped(&[("a", 40), ("b", 60), ("c", 50)]);
+    std::fs::write(d.join("v1.csv"), &first).unwrap();
+    train("v1.csv", "models", &quick);
+    let (a1, b1, c1) = (
+        model("models", "a"),
+        model("models", "b"),
+        model("models", "c"),
+    );
+    let mut second = first.clone();
+    let at = second.find("\nb,").unwrap() + 3;
+    second.replace_range(at..at + 1, "9");
+    second.push_str(&grouped(&[("d", 30)])["store,x,t\n".len()..]);
+    std::fs::write(d.join("v2.csv"), &second).unwrap();
+    let mut with_keep = quick.to_vec();
+    with_keep.push("--keep-trained");
+    let err = train("v2.csv", "models", &with_keep);
+    assert!(
+        err.contains("--keep-trained: 2 of 4 groups' models kept, their rows and options unchanged (2 from models); 2 to train"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[1/2] 'b'") && err.contains("[2/2] 'd'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("4 models (2 kept from an earlier run)"),
+        "{err}"
+    );
+    assert_eq!((model("models", "a"), model("models", "c")), (a1, c1));
+    assert_ne!(model("models", "b"), b1, "b's rows changed");
+    train("v2.csv", "fresh", &quick);
+    assert_eq!(
+        files("models"),
+        files("fresh"),
+        "kept and trained: a fresh run's bits"
+    );
+    // Other options: nothing is kept.
+    let err = train(
+        "v2.csv",
+        "models",
+        &["--hidden", "8", "--epochs", "41", "--keep-trained"],
+    );
+    assert!(
+        err.contains("no group's rows and options are as an earlier run's: all 4 train"),
+        "{err}"
+    );
+    // No earlier run: said, and everything trains.
+    let err = train("v2.csv", "elsewhere", &with_keep);
+    assert!(
+        err.contains("no earlier run's models in elsewhere"),
+        "{err}"
+    );
+    // Stopped while training b (many rows, last), with models there: the run goes to
+    // models.interrupted, c's new model in it. Then a and c are kept, b trains.
+    train("v2.csv", "models", &quick);
+    let third = grouped(&[("a", 40), ("c", 45), ("b", 100_000)]);
+    std::fs::write(d.join("v3.csv"), &third).unwrap();
+    let mut args = vec!["train", "--data", "v3.csv", "--out", "models"];
+    args.extend(common);
+    args.extend(&with_keep);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(&args)
+        .current_dir(d)
+        .env_remove("MDN_DEVICE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let c_done = line.starts_with("[1/2] 'c'");
+        seen.push(line);
+        if c_done {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seen.extend(lines.map(|l| l.unwrap()));
+    let code = child.wait().unwrap().code();
+    let err = seen.join("\n");
+    assert_eq!(code, Some(130), "{err}");
+    assert!(err.contains("wrote models.interrupted"), "{err}");
+    let rows = index(&d.join("models.interrupted"));
+    let status: Vec<&str> = rows.iter().map(|r| r["status"].as_str()).collect();
+    assert_eq!(&status[..2], ["trained", "trained"], "{err}");
+    assert!(
+        ["interrupted", "not trained"].contains(&status[2]),
+        "{status:?}: {err}"
+    );
+    let err = train("v3.csv", "models", &with_keep);
+    assert!(
+        err.contains("2 of 3 groups' models kept, their rows and options unchanged (2 from models.interrupted); 1 to train"),
+        "{err}"
+    );
+    assert!(
+        err.contains("removed models.interrupted, a stopped run's"),
+        "{err}"
+    );
+    assert!(!d.join("models.interrupted").exists());
+    train("v3.csv", "fresh", &quick);
+    assert_eq!(
+        files("models"),
+        files("fresh"),
+        "after a stop: a fresh run's bits"
+    );
+}
