@@ -621,6 +621,54 @@ pub struct DimScores {
     pub coverage_90: f64,
 }
 
+impl DimScores {
+    /// The scores of several sets of rows together (`parts`: each set's rows and scores, one
+    /// per target in the same order), as [`score`] gives them over all their rows: means
+    /// weighted by rows, the PIT histograms added and the calibration error taken from their
+    /// sum. None where the parts' targets differ, or there are no rows.
+    pub fn pooled(parts: &[(usize, &[DimScores])]) -> Option<Vec<DimScores>> {
+        let (_, first) = parts.first()?;
+        let same = parts.iter().all(|(_, s)| {
+            s.len() == first.len() && s.iter().zip(*first).all(|(a, b)| a.target == b.target)
+        });
+        let n: usize = parts.iter().map(|(rows, _)| rows).sum();
+        if !same || n == 0 {
+            return None;
+        }
+        let n = n as f64;
+        Some(
+            (0..first.len())
+                .map(|j| {
+                    let mean = |f: &dyn Fn(&DimScores) -> f64| -> f64 {
+                        parts.iter().map(|(r, s)| *r as f64 * f(&s[j])).sum::<f64>() / n
+                    };
+                    let mut hist = vec![0u64; first[j].pit_histogram.len()];
+                    for (_, s) in parts {
+                        for (h, c) in hist.iter_mut().zip(&s[j].pit_histogram) {
+                            *h += c;
+                        }
+                    }
+                    let bins = hist.len().max(1) as f64;
+                    let calibration_error = hist
+                        .iter()
+                        .map(|&c| (c as f64 / n - 1.0 / bins).abs())
+                        .sum::<f64>()
+                        / bins;
+                    DimScores {
+                        target: first[j].target.clone(),
+                        crps: mean(&|s| s.crps),
+                        rmse: mean(&|s| s.rmse * s.rmse).sqrt(),
+                        pit_histogram: hist,
+                        calibration_error,
+                        coverage_50: mean(&|s| s.coverage_50),
+                        coverage_90: mean(&|s| s.coverage_90),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
 /// Scores every target dimension of `pred` against the observed `y` (rows*D, original units).
 pub fn score(targets: &[String], pred: &crate::model::Prediction, y: &[f32]) -> Vec<DimScores> {
     let d = targets.len();

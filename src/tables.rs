@@ -428,12 +428,7 @@ impl Evaluation {
             self.rows,
             targets.join(", ")
         );
-        for s in &self.scores {
-            text.push_str(&format!(
-                "{}: CRPS {}  RMSE of mean {}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
-                s.target, shown(s.crps), shown(s.rmse), s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
-            ));
-        }
+        text.push_str(&scores_text(&self.scores));
         text
     }
 
@@ -453,9 +448,22 @@ impl Evaluation {
     }
 }
 
+/// One line of scores per target: CRPS, RMSE of the mean, coverage of the central 50% and
+/// 90% intervals, the PIT's calibration error and histogram.
+pub fn scores_text(scores: &[crate::stats::DimScores]) -> String {
+    let mut text = String::new();
+    for s in scores {
+        text.push_str(&format!(
+            "{}: CRPS {}  RMSE of mean {}  coverage 50% {:.3} 90% {:.3}  PIT calibration error {:.4}  PIT histogram {:?}\n",
+            s.target, shown(s.crps), shown(s.rmse), s.coverage_50, s.coverage_90, s.calibration_error, s.pit_histogram
+        ));
+    }
+    text
+}
+
 /// A score in words: six decimals where that shows it, six significant digits in exponent
 /// form for targets on a very small or very large scale (a CRPS of 3e-31 is not "0.000000").
-fn shown(v: f64) -> String {
+pub fn shown(v: f64) -> String {
     if v != 0.0 && v.is_finite() && !(1e-3..1e9).contains(&v.abs()) {
         format!("{v:.5e}")
     } else {

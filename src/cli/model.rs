@@ -746,8 +746,10 @@ fn eval_groups(a: &EvalArgs) -> Result<()> {
     let mut groups = Vec::new();
     let mut per_row: Vec<(usize, usize, f64, Option<Vec<String>>)> = Vec::new();
     let mut kept_names = Vec::new();
+    let mut scores: Vec<(usize, Vec<mdn::stats::DimScores>)> = Vec::new();
     grouped.apply(&a.io, true, |g, applied, places| {
         let e = mdn::tables::evaluate(&applied.model, backend.as_mut(), &applied.data)?;
+        scores.push((e.rows, e.scores.clone()));
         for (r, (&ll, &place)) in e.loglik.iter().zip(&places).enumerate() {
             let kept = applied.kept.as_ref().map(|k| k.rows[r].clone());
             per_row.push((place, g, ll, kept));
@@ -767,10 +769,14 @@ fn eval_groups(a: &EvalArgs) -> Result<()> {
     per_row.sort_by_key(|r| r.0);
     let rows = per_row.len();
     let mean_nll = -per_row.iter().map(|r| r.2).sum::<f64>() / rows.max(1) as f64;
+    // Every row's scores together, each row scored by its group's model.
+    let parts: Vec<(usize, &[mdn::stats::DimScores])> =
+        scores.iter().map(|(r, s)| (*r, s.as_slice())).collect();
+    let pooled = mdn::stats::DimScores::pooled(&parts);
     if a.json {
         let mut out = json!({
             "model": a.io.model, "data": a.io.data, "group_column": column,
-            "rows": rows, "mean_nll": mean_nll, "groups": groups,
+            "rows": rows, "mean_nll": mean_nll, "scores": pooled, "groups": groups,
         });
         if a.per_row {
             out["loglik"] = json!(per_row.iter().map(|r| r.2).collect::<Vec<_>>());
@@ -789,12 +795,23 @@ fn eval_groups(a: &EvalArgs) -> Result<()> {
          original units)\n",
         groups.len()
     );
-    for g in &groups {
+    if let Some(pooled) = &pooled {
+        summary.push_str(&mdn::tables::scores_text(pooled));
+    }
+    for (g, (_, s)) in groups.iter().zip(&scores) {
+        let crps: Vec<String> = s
+            .iter()
+            .map(|d| match s.len() {
+                1 => format!("CRPS {}", mdn::tables::shown(d.crps)),
+                _ => format!("{} CRPS {}", d.target, mdn::tables::shown(d.crps)),
+            })
+            .collect();
         summary.push_str(&format!(
-            "  '{}': {} rows, mean NLL {:.4}\n",
+            "  '{}': {} rows, mean NLL {:.4}, {}\n",
             g["group"].as_str().unwrap_or(""),
             g["rows"],
-            g["mean_nll"].as_f64().unwrap_or(f64::NAN)
+            g["mean_nll"].as_f64().unwrap_or(f64::NAN),
+            crps.join(", ")
         ));
     }
     if a.per_row {

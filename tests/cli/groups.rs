@@ -625,6 +625,7 @@ fn predict_and_eval_on_a_directory_of_group_models() {
     let e = json(&out);
     assert_eq!(e["rows"], 110);
     let mut total = 0.0;
+    let mut scores = Vec::new();
     for (i, (g, file, n)) in [("a", "a.csv", 60.0), ("b", "b.csv", 50.0)]
         .iter()
         .enumerate()
@@ -640,7 +641,10 @@ fn predict_and_eval_on_a_directory_of_group_models() {
                 "--json",
             ],
         );
-        let alone = json(&alone)["mean_nll"].as_f64().unwrap();
+        let alone = json(&alone);
+        assert_eq!(alone["scores"], e["groups"][i]["scores"], "group {g}");
+        scores.push((n, alone["scores"][0].clone()));
+        let alone = alone["mean_nll"].as_f64().unwrap();
         let mine = e["groups"][i]["mean_nll"].as_f64().unwrap();
         assert!((alone - mine).abs() < 1e-12, "group {g}: {alone} vs {mine}");
         total += alone * n;
@@ -651,6 +655,54 @@ fn predict_and_eval_on_a_directory_of_group_models() {
         "{whole} vs {}",
         total / 110.0
     );
+    // The scores over every row (regression: a directory's eval gave only the NLL): means
+    // weighted by rows, the PIT histograms added, the calibration error of their sum.
+    let pooled = &e["scores"][0];
+    assert_eq!(pooled["target"], "t");
+    for key in ["crps", "coverage_50", "coverage_90"] {
+        let want: f64 = scores
+            .iter()
+            .map(|(n, s)| *n * s[key].as_f64().unwrap())
+            .sum::<f64>()
+            / 110.0;
+        let got = pooled[key].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{key}: {got} vs {want}");
+    }
+    let want: f64 = scores
+        .iter()
+        .map(|(n, s)| *n * s["rmse"].as_f64().unwrap().powi(2))
+        .sum::<f64>()
+        / 110.0;
+    let got = pooled["rmse"].as_f64().unwrap();
+    assert!(
+        (got - want.sqrt()).abs() < 1e-12,
+        "rmse: {got} vs {}",
+        want.sqrt()
+    );
+    let hist: Vec<u64> = (0..10)
+        .map(|b| {
+            scores
+                .iter()
+                .map(|(_, s)| s["pit_histogram"][b].as_u64().unwrap())
+                .sum()
+        })
+        .collect();
+    assert_eq!(pooled["pit_histogram"], serde_json::json!(hist));
+    let error: f64 = hist
+        .iter()
+        .map(|&c| (c as f64 / 110.0 - 0.1).abs())
+        .sum::<f64>()
+        / 10.0;
+    let got = pooled["calibration_error"].as_f64().unwrap();
+    assert!((got - error).abs() < 1e-15, "{got} vs {error}");
+    let (text, _) = ok(d, &["eval", "--model", "models", "--data", "g.csv"]);
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("t: CRPS ")),
+        "{text}"
+    );
+    assert!(text.contains("'a': 60 rows, mean NLL "), "{text}");
     // Mistakes.
     let refused = |args: &[&str], says: &str| {
         let out = mdn(d, args);
