@@ -10,12 +10,25 @@ use crate::error::{Error, Result};
 /// The start of every temporary file's name; the writer's process id follows, then `-`.
 const TEMP_PREFIX: &str = ".mdn-";
 
+/// This machine's name (Linux: the kernel's), which [`TempDirectory::new`] writes in its
+/// [`LOCK_FILE`]: a temporary directory shared by several machines may have locks each
+/// machine sees only its own of.
+fn this_host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_string()).filter(|n| !n.is_empty())
+}
+
 /// Removes, once per process, the directories `mdn-*` in `root` (the system's temporary
-/// directory) whose [`LOCK_FILE`] no process holds: left by a run killed outright. A
-/// directory without one (made by an mdn before 2026-12, or not by mdn) is left alone.
+/// directory) whose [`LOCK_FILE`] was written on this machine and no process holds: left by
+/// a run killed outright. A directory without one (made by an mdn before 2026-12, where the
+/// file system could not lock, or not by mdn), or another machine's, is left alone. Linux
+/// only; elsewhere nothing is removed.
 fn sweep_abandoned(root: &Path) {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| {
+        let Some(host) = this_host() else {
+            return;
+        };
         let Ok(entries) = std::fs::read_dir(root) else {
             return;
         };
@@ -27,10 +40,14 @@ fn sweep_abandoned(root: &Path) {
             if !mdn || !entry.file_type().is_ok_and(|t| t.is_dir()) {
                 continue;
             }
-            let Ok(lock) = std::fs::File::open(entry.path().join(LOCK_FILE)) else {
+            // Read and write: NFS emulates an exclusive lock with one that needs writing.
+            let at = entry.path().join(LOCK_FILE);
+            let Ok(lock) = std::fs::OpenOptions::new().read(true).write(true).open(&at) else {
                 continue;
             };
-            if lock.try_lock().is_ok() {
+            let ours = std::fs::read_to_string(&at)
+                .is_ok_and(|text| text.lines().next() == Some(host.as_str()));
+            if ours && lock.try_lock().is_ok() {
                 log::info!(
                     "removing {}, left by a run that was killed",
                     entry.path().display()
@@ -210,6 +227,38 @@ pub struct TempDirectory {
 /// removed by the next [`TempDirectory::new`].
 pub const LOCK_FILE: &str = ".lock";
 
+/// Locks a new temporary directory `dir` ([`LOCK_FILE`], this machine's name in it): under
+/// another name, then renamed, so that a sweep never sees the lock file unlocked. Where the
+/// file system cannot lock (Lustre without `flock`, NFS without its lock service), the
+/// directory has no lock file and no sweep removes it: the lock is a convenience, not a
+/// condition of the run.
+fn lock_new(dir: &Path) -> Option<std::fs::File> {
+    let (new, at) = (dir.join(".lock.new"), dir.join(LOCK_FILE));
+    let locked = (|| -> std::io::Result<std::fs::File> {
+        let mut lock = std::fs::File::create(&new)?;
+        lock.lock()?;
+        writeln!(
+            lock,
+            "{}\n{}",
+            this_host().unwrap_or_default(),
+            std::process::id()
+        )?;
+        std::fs::rename(&new, &at)?;
+        Ok(lock)
+    })();
+    match locked {
+        Ok(lock) => Some(lock),
+        Err(e) => {
+            log::info!(
+                "{}: not locked ({e}); a run killed outright leaves it",
+                dir.display()
+            );
+            let _ = std::fs::remove_file(&new);
+            None
+        }
+    }
+}
+
 impl TempDirectory {
     /// A new directory under the system's temporary directory, locked while this process
     /// lives ([`LOCK_FILE`]). The first call in a process removes the directories that
@@ -222,13 +271,8 @@ impl TempDirectory {
             .prefix("mdn-")
             .tempdir_in(&root)
             .map_err(|e| Error::io(place, e))?;
-        // Locked under another name, then renamed: a sweep never sees the lock file unlocked.
-        let (new, at) = (dir.path().join(".lock.new"), dir.path().join(LOCK_FILE));
-        let lock = std::fs::File::create(&new).map_err(|e| Error::io(&new, e))?;
-        lock.lock().map_err(|e| Error::io(&new, e))?;
-        std::fs::rename(&new, &at).map_err(|e| Error::io(&at, e))?;
         let mut dir = TempDirectory::keeping(dir);
-        dir.lock = Some(lock);
+        dir.lock = lock_new(dir.path());
         Ok(dir)
     }
 
@@ -305,9 +349,13 @@ impl TempDirectory {
 
 impl Drop for TempDirectory {
     fn drop(&mut self) {
-        // Closed first: some systems remove no file that is open.
-        drop(self.lock.take());
+        // Removed while still locked, so that no sweep takes it for a killed run's; where
+        // no open file can be removed (Windows), closed first.
+        if cfg!(windows) {
+            drop(self.lock.take());
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.lock.take());
         TEMPORARY
             .lock()
             .unwrap_or_else(|p| p.into_inner())

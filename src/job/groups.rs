@@ -225,7 +225,8 @@ pub struct Split {
     /// Rows left out for an empty group cell (`drop_missing`), and the first one's line.
     pub no_group: usize,
     pub first_no_group: Option<u64>,
-    /// Per group, the SHA-256 of its file's text (its rows, as its job reads them).
+    /// Per group, the SHA-256 of its file's text (its rows, as its job reads them), where the
+    /// split is for training (`used` given); else empty.
     pub digests: Vec<[u8; 32]>,
 }
 
@@ -332,16 +333,33 @@ fn earlier_runs(dir: &Path, warn: &mut dyn FnMut(&str)) -> Vec<(PathBuf, GroupIn
             || n == stopped
             || n.strip_prefix(&format!("{stopped}-"))
                 .is_some_and(|k| k.parse::<usize>().is_ok());
-        if !ours || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        // `--out` itself may be a link to a directory; a stopped run's is mdn's own.
+        let path = dir.with_file_name(&n);
+        let is_dir = match n == *name {
+            true => std::fs::metadata(&path).is_ok_and(|m| m.is_dir()),
+            false => e.file_type().is_ok_and(|t| t.is_dir()),
+        };
+        if !ours || !is_dir {
             continue;
         }
-        let path = dir.with_file_name(&n);
-        let index = foreign_entry(&path).and_then(|foreign| match foreign {
+        if !path.join(INDEX_JSON).exists() {
+            // An empty `--out` is no earlier run; anything else is not mdn's.
+            let empty = std::fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+            if !empty {
+                warn(&format!(
+                    "--keep-trained: keeping no model from {}: it has no {INDEX_JSON}, so no \
+                     --group-by run wrote it",
+                    path.display()
+                ));
+            }
+            continue;
+        }
+        let index = GroupIndex::read(&path).and_then(|index| match foreign_entry(&path)? {
             Some(f) => Err(Error::config(format!(
-                "it holds {}, which its {INDEX} does not list",
+                "it holds {}, which its {INDEX_JSON} does not list",
                 f.display()
             ))),
-            None => GroupIndex::read(&path),
+            None => Ok(index),
         });
         match index {
             Ok(index) => {
@@ -361,6 +379,20 @@ fn earlier_runs(dir: &Path, warn: &mut dyn FnMut(&str)) -> Vec<(PathBuf, GroupIn
     found.into_iter().map(|(_, p, i)| (p, i)).collect()
 }
 
+/// Whether the models an earlier run's `index` lists are all in a run's `results`: each of
+/// its groups with a model is `trained` there, with the same fingerprint where it was
+/// trained in `index` too. A directory of such a run can go without losing a model.
+fn superseded(index: &GroupIndex, results: &[GroupResult]) -> bool {
+    index.groups.iter().filter(|r| r.model.is_some()).all(|r| {
+        results.iter().any(|now| {
+            now.group == r.group
+                && now.model.is_some()
+                && now.status == "trained"
+                && (r.status != "trained" || now.fingerprint == r.fingerprint)
+        })
+    })
+}
+
 /// What a group's model depends on: mdn's version, the job's options (`job` with where it
 /// trains and where its files are left out) and the SHA-256 of the group's rows (`rows`), as
 /// the hex of their SHA-256 ([`GroupResult::fingerprint`]).
@@ -371,7 +403,6 @@ fn fingerprint(job: &TrainJob, rows: &[u8; 32]) -> String {
         out: None,
         device: DeviceChoice::Auto,
         threads: None,
-        memory_mb: TrainJob::default().memory_mb,
         checkpoint_seconds: TrainJob::default().checkpoint_seconds,
         ..job.clone()
     };
@@ -594,7 +625,9 @@ pub fn split_by_group(
     for (g, ((value, text), n)) in groups.into_iter().zip(counts).enumerate() {
         let file = dir.path().join(format!("group-{g}.csv"));
         std::fs::write(&file, &text).map_err(|e| Error::io(&file, e))?;
-        digests.push(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into());
+        if used.is_some() {
+            digests.push(<sha2::Sha256 as sha2::Digest>::digest(text.as_bytes()).into());
+        }
         files.push((value, file, n));
     }
     Ok(Split {
@@ -1035,20 +1068,36 @@ pub fn train_groups(
                         && r.status == "trained"
                         && r.fingerprint.as_deref() == Some(print.as_str())
                 })?;
-                let file = d.join(row.model.as_deref()?);
+                // A file name, not a path (an index edited by hand names no other file).
+                let model = row.model.as_deref()?;
+                if Path::new(model).file_name() != Some(std::ffi::OsStr::new(model)) {
+                    return None;
+                }
+                let file = d.join(model);
                 file.is_file().then(|| (i, file, row.clone()))
             });
             result.fingerprint = Some(print);
             if let Some((i, file, row)) = earlier {
-                kept_from[i] += 1;
                 let to = staging.path().join(&name);
-                std::fs::copy(&file, &to).map_err(|e| Error::io(&to, e))?;
-                results.push(GroupResult {
-                    model: Some(name),
-                    ..row
-                });
-                kept_models += 1;
-                continue;
+                match std::fs::copy(&file, &to) {
+                    Ok(_) => {
+                        kept_from[i] += 1;
+                        results.push(GroupResult {
+                            model: Some(name),
+                            ..row
+                        });
+                        kept_models += 1;
+                        continue;
+                    }
+                    Err(e) => observer(&GroupEvent::Job(
+                        "",
+                        &JobEvent::Warning(&format!(
+                            "--keep-trained: group '{value}' trains again: its model {} could \
+                             not be copied: {e}",
+                            file.display()
+                        )),
+                    )),
+                }
             }
             tasks.push(Task {
                 slot: g,
@@ -1111,6 +1160,9 @@ pub fn train_groups(
             .unwrap_or(1)
     });
     let side_by_side = if on_cpu { threads.min(of).max(1) } else { 1 };
+    // Each group's share of the threads is that of a run training every group, kept ones
+    // too: a group's bits follow its share.
+    let share = (threads / threads.min(kept_models + of).max(1)).max(1);
     // On a GPU, the groups' networks train together where each group's job is one network
     // in memory.
     let packs = !on_cpu && job.ensemble <= 1 && !resolved.streamed;
@@ -1134,7 +1186,7 @@ pub fn train_groups(
             });
             let result = task.run(
                 &mut results[task.slot],
-                None,
+                (on_cpu && share != threads).then_some(share),
                 None,
                 &mut |e| observer(&GroupEvent::Job(value, e)),
                 cancel,
@@ -1147,7 +1199,6 @@ pub fn train_groups(
             });
         }
     } else {
-        let share = (threads / side_by_side).max(1);
         interrupted = run_side_by_side(
             &tasks,
             &mut results,
@@ -1193,13 +1244,14 @@ pub fn train_groups(
     let kept = staging.path().to_path_buf();
     let dir_name = dir.file_name().unwrap_or_default().to_os_string();
     // A stopped run does not replace an earlier run's whole directory with its part: it goes
-    // beside it. With `keep_trained` to `<out>.interrupted` (what it held for these groups is
-    // in this run's), else to a free name.
+    // beside it: to a free name, or with `keep_trained` to the `<out>.interrupted` it kept
+    // from, where every model that one holds is in this run's.
+    let stopped_dir = dir.with_file_name(format!("{}.interrupted", dir_name.to_string_lossy()));
+    let replaces_stopped = sources
+        .iter()
+        .any(|(d, index)| *d == stopped_dir && superseded(index, &results));
     let (dir, kept_earlier) = match interrupted && dir.exists() {
-        true if by.keep_trained => {
-            let name = dir.file_name().unwrap_or_default().to_string_lossy();
-            (dir.with_file_name(format!("{name}.interrupted")), Some(dir))
-        }
+        true if replaces_stopped => (stopped_dir, Some(dir)),
         true => {
             let name = dir
                 .file_name()
@@ -1232,7 +1284,14 @@ pub fn train_groups(
         let was_stopped = d
             .file_name()
             .is_some_and(|n| n.to_string_lossy().starts_with(&stopped));
-        if was_stopped && d != dir && std::fs::remove_dir_all(&d).is_ok() {
+        if !was_stopped || d == dir {
+            continue;
+        }
+        // As it is now, not as it was when the run started.
+        let gone = GroupIndex::read(&d).is_ok_and(|index| {
+            superseded(&index, &results) && matches!(foreign_entry(&d), Ok(None))
+        });
+        if gone && std::fs::remove_dir_all(&d).is_ok() {
             removed.push(d);
         }
     }
