@@ -13,7 +13,7 @@ const TEMP_PREFIX: &str = ".mdn-";
 /// This machine's name (Linux: the kernel's), which [`TempDirectory::new`] writes in its
 /// [`LOCK_FILE`]: a temporary directory shared by several machines may have locks each
 /// machine sees only its own of.
-fn this_host() -> Option<String> {
+pub fn this_host() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     Some(name.trim().to_string()).filter(|n| !n.is_empty())
 }

@@ -522,7 +522,7 @@ fn train_groups(a: &TrainArgs, column: &str) -> Result<Exit> {
         }
         for d in &outcome.removed {
             message(&format!(
-                "removed {}, a stopped run's: what it held for these groups is in {}",
+                "removed {}, an unfinished run's: what it held for these groups is in {}",
                 d.display(),
                 outcome.dir.display()
             ));

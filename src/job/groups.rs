@@ -295,6 +295,104 @@ fn out_dir(job: &TrainJob, data: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The file in a run's staging directory that records each group as its model is written
+/// there, a JSON line each after a header line ([`JournalHead`]): what a `--keep-trained`
+/// run keeps from a run killed outright (SIGKILL after Slurm's grace period, the out of
+/// memory killer, a lost node), which never wrote its index. Removed before the directory
+/// is renamed into place.
+const JOURNAL: &str = ".groups-journal.jsonl";
+
+/// The first line of a [`JOURNAL`]: the run that writes it.
+#[derive(Debug, Serialize, serde::Deserialize)]
+struct JournalHead {
+    /// `mdn-groups-journal`.
+    journal: String,
+    /// This machine's name and the run's process id: a journal whose process no longer
+    /// runs on this machine is a killed run's.
+    host: String,
+    pid: u32,
+    column: String,
+    data: String,
+}
+
+/// A run's [`JOURNAL`], open for appending.
+struct Journal {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl Journal {
+    /// A new journal in `staging`; where it cannot be written, none (said in the log): the
+    /// run goes on, and only a killed run's models are lost, as before journals.
+    fn open(staging: &Path, column: &str, data: &str) -> Journal {
+        let path = staging.join(JOURNAL);
+        let head = JournalHead {
+            journal: "mdn-groups-journal".into(),
+            host: crate::atomic::this_host().unwrap_or_default(),
+            pid: std::process::id(),
+            column: column.to_string(),
+            data: data.to_string(),
+        };
+        let file = (|| -> std::io::Result<std::fs::File> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&path)?;
+            writeln!(f, "{}", serde_json::to_string(&head)?)?;
+            Ok(f)
+        })();
+        let file = file
+            .inspect_err(|e| log::info!("{}: no journal of the groups ({e})", path.display()))
+            .ok();
+        Journal { path, file }
+    }
+
+    /// Records a group whose model is in the staging directory, synced: once this returns,
+    /// a killed run's next `--keep-trained` run keeps it.
+    fn record(&mut self, r: &GroupResult) {
+        use std::io::Write;
+        if r.status != "trained" || r.model.is_none() {
+            return;
+        }
+        if let Some(f) = &mut self.file {
+            let line = serde_json::to_string(r).expect("JSON of a group's row") + "\n";
+            if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.sync_data()) {
+                log::info!("{}: {e}; no more groups recorded", self.path.display());
+                self.file = None;
+            }
+        }
+    }
+
+    /// Closes and removes the journal (the run's index takes its place).
+    fn close(self) {
+        drop(self.file);
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A killed run's groups, from its staging directory `dir`'s [`JOURNAL`]: None unless the
+/// journal was written on this machine by a process that no longer runs (Linux: read from
+/// /proc; elsewhere no run counts as killed).
+fn killed_run(dir: &Path) -> Option<GroupIndex> {
+    let text = std::fs::read_to_string(dir.join(JOURNAL)).ok()?;
+    let mut lines = text.lines();
+    let head: JournalHead = serde_json::from_str(lines.next()?).ok()?;
+    let host = crate::atomic::this_host()?;
+    let alive = Path::new(&format!("/proc/{}", head.pid)).exists();
+    if head.journal != "mdn-groups-journal" || head.host != host || alive {
+        return None;
+    }
+    // A line cut short by the kill is no group's.
+    let groups = lines
+        .filter_map(|l| serde_json::from_str::<GroupResult>(l).ok())
+        .collect();
+    Some(GroupIndex {
+        format: "mdn-groups".into(),
+        format_version: 1,
+        column: head.column,
+        data: head.data,
+        groups,
+    })
+}
+
 /// The first entry of directory `dir` that is not an earlier group-by run's (its indexes and
 /// the models they list): None where it holds only those, or nothing.
 fn foreign_entry(dir: &Path) -> Result<Option<PathBuf>> {
@@ -305,7 +403,10 @@ fn foreign_entry(dir: &Path) -> Result<Option<PathBuf>> {
     for e in entries {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let path = e.path();
-        if e.file_name() != INDEX && e.file_name() != INDEX_JSON && !listed.contains(&path) {
+        let ours = [INDEX, INDEX_JSON, JOURNAL]
+            .iter()
+            .any(|n| e.file_name() == *n);
+        if !ours && !listed.contains(&path) {
             return Ok(Some(path));
         }
     }
@@ -329,6 +430,19 @@ fn earlier_runs(dir: &Path, warn: &mut dyn FnMut(&str)) -> Vec<(PathBuf, GroupIn
     let stopped = format!("{name}.interrupted");
     for e in entries.flatten() {
         let n = e.file_name().to_string_lossy().into_owned();
+        // A run killed while it wrote its models beside `dir` (`TempDirectory::beside`).
+        if n.starts_with(".mdn-") && n.ends_with(".tmp") && e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            let path = dir.with_file_name(&n);
+            if let Some(index) = killed_run(&path) {
+                let when = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .unwrap_or(std::time::UNIX_EPOCH);
+                found.push((when, path, index));
+            }
+            continue;
+        }
         let ours = n == *name
             || n == stopped
             || n.strip_prefix(&format!("{stopped}-"))
@@ -1025,6 +1139,8 @@ pub fn train_groups(
         )));
     }
     let staging = TempDirectory::beside(&dir)?;
+    let data_name = path.display().to_string();
+    let mut journal = Journal::open(staging.path(), &by_column, &data_name);
     let sources = match by.keep_trained {
         true => earlier_runs(&dir, &mut |w| {
             observer(&GroupEvent::Job("", &JobEvent::Warning(w)))
@@ -1034,7 +1150,6 @@ pub fn train_groups(
     let mut kept_models = 0;
     // Models kept from each source.
     let mut kept_from = vec![0usize; sources.len()];
-    let data_name = path.display().to_string();
     // Every group's row, its model file named in order; the trainable ones are the tasks.
     let mut taken = std::collections::HashSet::new();
     let mut results: Vec<GroupResult> = Vec::with_capacity(split.groups.len());
@@ -1082,10 +1197,12 @@ pub fn train_groups(
                 match std::fs::copy(&file, &to) {
                     Ok(_) => {
                         kept_from[i] += 1;
-                        results.push(GroupResult {
+                        let kept = GroupResult {
                             model: Some(name),
                             ..row
-                        });
+                        };
+                        journal.record(&kept);
+                        results.push(kept);
                         kept_models += 1;
                         continue;
                     }
@@ -1126,7 +1243,15 @@ pub fn train_groups(
             .iter()
             .zip(&kept_from)
             .filter(|(_, n)| **n > 0)
-            .map(|((d, _), n)| format!("{n} from {}", d.display()))
+            .map(|((d, _), n)| {
+                let killed = d
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy().starts_with(".mdn-"));
+                match killed {
+                    true => format!("{n} from {}, a run killed outright", d.display()),
+                    false => format!("{n} from {}", d.display()),
+                }
+            })
             .collect();
         let note = match (sources.is_empty(), from.is_empty()) {
             (true, _) => format!(
@@ -1167,6 +1292,13 @@ pub fn train_groups(
     // in memory.
     let packs = !on_cpu && job.ensemble <= 1 && !resolved.streamed;
     let mut interrupted = false;
+    // Each group done recorded, for a killed run's next `--keep-trained` run.
+    let observer = &mut |e: &GroupEvent| {
+        if let GroupEvent::Finished { result, .. } = e {
+            journal.record(result);
+        }
+        observer(e)
+    };
     if tasks.is_empty() {
         // Every group kept, or left out.
     } else if packs {
@@ -1212,6 +1344,7 @@ pub fn train_groups(
         );
     }
     interrupted |= cancel.load(Ordering::Relaxed);
+    journal.close();
     if !results.iter().any(|r| r.model.is_some()) {
         // Nothing to replace an earlier run's directory with.
         return Err(match results.iter().find(|r| r.status == "failed") {
@@ -1281,16 +1414,20 @@ pub fn train_groups(
     let mut removed = Vec::new();
     let stopped = format!("{}.interrupted", dir_name.to_string_lossy());
     for (d, _) in sources {
-        let was_stopped = d
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with(&stopped));
+        let was_stopped = d.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with(&stopped) || (n.starts_with(".mdn-") && n.ends_with(".tmp"))
+        });
         if !was_stopped || d == dir {
             continue;
         }
         // As it is now, not as it was when the run started.
-        let gone = GroupIndex::read(&d).is_ok_and(|index| {
-            superseded(&index, &results) && matches!(foreign_entry(&d), Ok(None))
-        });
+        let gone = match killed_run(&d) {
+            Some(index) => superseded(&index, &results),
+            None => GroupIndex::read(&d).is_ok_and(|index| {
+                superseded(&index, &results) && matches!(foreign_entry(&d), Ok(None))
+            }),
+        };
         if gone && std::fs::remove_dir_all(&d).is_ok() {
             removed.push(d);
         }

@@ -1374,7 +1374,7 @@ fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
         "{err}"
     );
     assert!(
-        err.contains("removed models.interrupted-2, a stopped run's"),
+        err.contains("removed models.interrupted-2, an unfinished run's"),
         "{err}"
     );
     assert!(!err.contains("removed models.interrupted-3"), "{err}");
@@ -1383,4 +1383,106 @@ fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
     assert!(d.join("models.interrupted/notes.txt").exists());
     train("v3.csv", "fresh", &quick);
     same("models", "fresh", "after a stop: a fresh run's bits");
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn keep_trained_keeps_the_groups_a_run_killed_outright_had_written() {
+    // A run killed with SIGKILL (Slurm's kill after its grace period, the out of memory
+    // killer) writes no index; its staging directory beside --out keeps the models done and
+    // a journal of them. The next --keep-trained run keeps those, trains the rest, removes
+    // the killed run's directory, and writes what an uninterrupted run writes.
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("g.csv"),
+        grouped(&[("a", 40), ("c", 45), ("b", 100_000)]),
+    )
+    .unwrap();
+    let args = |out: &str| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            "g.csv",
+            "--out",
+            out,
+            "--group-by",
+            "store",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--hidden",
+            "8",
+            "--epochs",
+            "40",
+            "--keep-trained",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(args("models"))
+        .current_dir(d)
+        .env_remove("MDN_DEVICE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed once a and c are done, while b trains.
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let second = line.starts_with("[2/3]");
+        seen.push(line);
+        if second {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let err = seen.join("\n");
+    assert!(!err.contains("'b'"), "b finished first: {err}");
+    let hidden = || -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".mdn-"))
+            .collect()
+    };
+    let left = hidden();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(!d.join("models").exists());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+        .args(args("models"))
+        .current_dir(d)
+        .env_remove("MDN_DEVICE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "2 of 3 groups' models kept, their rows and options unchanged (2 from {}, a run \
+             killed outright); 1 to train",
+            left[0]
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&format!("removed {}", left[0])), "{err}");
+    assert_eq!(hidden(), Vec::<String>::new());
+    let (_, _) = ok(
+        d,
+        &args("fresh").iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    );
+    for f in ["a.json", "b.json", "c.json", "groups.csv", "groups.json"] {
+        let (x, y) = (
+            std::fs::read(d.join("models").join(f)).unwrap(),
+            std::fs::read(d.join("fresh").join(f)).unwrap(),
+        );
+        assert!(x == y, "{f} differs from an uninterrupted run's");
+    }
 }
