@@ -34,6 +34,35 @@ fn grouped(sizes: &[(&str, usize)]) -> String {
     s
 }
 
+/// Sends `signal` (`-INT`, `-KILL`) to `child` once a line of its stderr (piped) passes
+/// `at`; then its exit code and its whole stderr.
+#[cfg(unix)]
+fn signalled_after(
+    mut child: std::process::Child,
+    signal: &str,
+    at: impl Fn(&str) -> bool,
+) -> (Option<i32>, String) {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let now = at(&line);
+        seen.push(line);
+        if now {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    seen.extend(lines.map(|l| l.unwrap()));
+    let code = child.wait().unwrap().code();
+    (code, seen.join("\n"))
+}
+
 /// Runs mdn expecting exit 2 and `says` on stderr.
 fn refused_keeping(d: &Path, args: &[&str], says: &str) {
     let out = mdn(d, args);
@@ -1030,7 +1059,6 @@ fn groups_on_a_gpu_train_together_each_to_the_bits_of_its_run_alone() {
 #[cfg(unix)]
 #[test]
 fn ctrl_c_on_a_gpu_keeps_the_groups_whose_models_were_training_packed() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     if !crate::support::software_adapter(d) {
@@ -1041,7 +1069,7 @@ fn ctrl_c_on_a_gpu_keeps_the_groups_whose_models_were_training_packed() {
         grouped(&[("a", 1600), ("b", 1600), ("c", 200)]),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args([
             "train",
             "--data",
@@ -1065,24 +1093,7 @@ fn ctrl_c_on_a_gpu_keeps_the_groups_whose_models_were_training_packed() {
         .unwrap();
     // The first packed run (a's and b's models, with c's folds of their shape) has started
     // when the GPU says which step it takes.
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let started = line.contains("GPU: looped training step");
-        seen.push(line);
-        if started {
-            break;
-        }
-    }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    seen.extend(lines.map(|l| l.unwrap()));
-    let code = child.wait().unwrap().code();
-    let err = seen.join("\n");
+    let (code, err) = signalled_after(child, "-INT", |l| l.contains("GPU: looped training step"));
     assert_eq!(code, Some(130), "{err}");
     let rows = index(&d.join("models"));
     let status: Vec<(&str, &str)> = rows
@@ -1232,7 +1243,6 @@ fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
     // write, or that holds models not in `models`, is left alone. Every model is then the
     // bits of a fresh run on the same data: on two threads, each group's share is 1 thread
     // however few groups are left to train (regression: it was the share of those left).
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let common = ["--group-by", "store", "--device", "cpu", "--threads", "2"];
@@ -1324,7 +1334,7 @@ fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
     let mut args = vec!["train", "--data", "v3.csv", "--out", "models"];
     args.extend(common);
     args.extend(&with_keep);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args(&args)
         .current_dir(d)
         .env_remove("MDN_DEVICE")
@@ -1332,24 +1342,7 @@ fn keep_trained_trains_only_the_groups_whose_rows_or_options_changed() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let c_done = line.starts_with("[1/2] 'c'");
-        seen.push(line);
-        if c_done {
-            break;
-        }
-    }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    seen.extend(lines.map(|l| l.unwrap()));
-    let code = child.wait().unwrap().code();
-    let err = seen.join("\n");
+    let (code, err) = signalled_after(child, "-INT", |l| l.starts_with("[1/2] 'c'"));
     assert_eq!(code, Some(130), "{err}");
     assert!(
         err.contains(
@@ -1392,7 +1385,6 @@ fn keep_trained_keeps_the_groups_a_run_killed_outright_had_written() {
     // killer) writes no index; its staging directory beside --out keeps the models done and
     // a journal of them. The next --keep-trained run keeps those, trains the rest, removes
     // the killed run's directory, and writes what an uninterrupted run writes.
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(
@@ -1423,7 +1415,7 @@ fn keep_trained_keeps_the_groups_a_run_killed_outright_had_written() {
         .map(|s| s.to_string())
         .collect()
     };
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_mdn"))
         .args(args("models"))
         .current_dir(d)
         .env_remove("MDN_DEVICE")
@@ -1432,19 +1424,7 @@ fn keep_trained_keeps_the_groups_a_run_killed_outright_had_written() {
         .spawn()
         .unwrap();
     // Killed once a and c are done, while b trains.
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let second = line.starts_with("[2/3]");
-        seen.push(line);
-        if second {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let err = seen.join("\n");
+    let (_, err) = signalled_after(child, "-KILL", |l| l.starts_with("[2/3]"));
     assert!(!err.contains("'b'"), "b finished first: {err}");
     let hidden = || -> Vec<String> {
         std::fs::read_dir(d)
